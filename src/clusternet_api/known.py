@@ -1,0 +1,89 @@
+"""Well-known names shared by hub, agent and users' YAML.
+
+They match Clusternet's `pkg/known` so that objects written by either implementation are recognised by
+the other; names that Clusternet does not have are marked "ours".
+"""
+
+from typing import Final
+
+# API groups and versions
+CLUSTERS_GROUP: Final = "clusters.clusternet.io"
+CLUSTERS_VERSION: Final = "v1beta1"
+APPS_GROUP: Final = "apps.clusternet.io"
+APPS_VERSION: Final = "v1alpha1"
+PROXIES_GROUP: Final = "proxies.clusternet.io"
+PROXIES_VERSION: Final = "v1alpha1"
+CATEGORY: Final = "clusternet"
+
+# Namespaces
+SYSTEM_NAMESPACE: Final = "clusternet-system"
+RESERVED_NAMESPACE: Final = "clusternet-reserved"
+
+# Cluster identity labels
+LABEL_CLUSTER_ID: Final = "clusters.clusternet.io/cluster-id"
+LABEL_CLUSTER_NAME: Final = "clusters.clusternet.io/cluster-name"
+LABEL_REGISTERED_BY: Final = "clusters.clusternet.io/registered-by"
+LABEL_BOOTSTRAPPING: Final = "clusters.clusternet.io/bootstrapping"
+LABEL_CREATED_BY: Final = "clusternet.io/created-by"
+CREDENTIALS_AUTO: Final = "credentials-auto"
+RBAC_DEFAULTS: Final = "rbac-defaults"
+CREATED_BY_AGENT: Final = "clusternet-agent"
+CREATED_BY_HUB: Final = "clusternet-hub"
+
+# Feed-source labels
+LABEL_CONFIG_GROUP: Final = "apps.clusternet.io/config.group"
+LABEL_CONFIG_VERSION: Final = "apps.clusternet.io/config.version"
+LABEL_CONFIG_KIND: Final = "apps.clusternet.io/config.kind"
+LABEL_CONFIG_NAME: Final = "apps.clusternet.io/config.name"
+LABEL_CONFIG_NAMESPACE: Final = "apps.clusternet.io/config.namespace"
+LABEL_CONFIG_UID: Final = "apps.clusternet.io/config.uid"
+LABEL_SUBS_UID: Final = "apps.clusternet.io/subs.uid"
+LABEL_SUBS_NAME: Final = "apps.clusternet.io/subs.name"
+LABEL_SUBS_NAMESPACE: Final = "apps.clusternet.io/subs.namespace"
+
+# Annotations
+ANNOTATION_AUTO_UPDATE: Final = "clusternet.io/autoupdate"
+ANNOTATION_FEED_PROTECTION: Final = "apps.clusternet.io/feed-protection"
+ANNOTATION_SKIP_VALIDATING: Final = "apps.clusternet.io/skip-validating"
+ANNOTATION_OWNED_BY_DESCRIPTION: Final = "apps.clusternet.io/owned-by-description"
+ANNOTATION_LAST_APPLIED: Final = "clusternet.io/last-applied-configuration"
+# ours: the agent's public key on a ClusterRegistrationRequest, so the hub can seal the token to it
+ANNOTATION_AGENT_PUBLIC_KEY: Final = "clusters.clusternet.io/agent-public-key"
+# ours: how CRR status.token is sealed ("rsa-oaep-fernet"); absent means plaintext as in Clusternet
+ANNOTATION_TOKEN_SEALING: Final = "clusters.clusternet.io/token-sealing"
+# ours: when the hub last issued the sealed token (RFC 3339)
+ANNOTATION_TOKEN_ISSUED_AT: Final = "clusters.clusternet.io/token-issued-at"
+
+# Finalizers
+FINALIZER_APPS: Final = "apps.clusternet.io/finalizer"
+FINALIZER_FEED_PROTECTION: Final = "apps.clusternet.io/feed-protection"
+
+# Taints
+TAINT_UNSCHEDULABLE: Final = "clusters.clusternet.io/unschedulable"
+TAINT_INITIALIZATION: Final = "clusters.clusternet.io/initialization"
+
+# Agent-side objects in the child cluster
+AGENT_BOOTSTRAP_SECRET: Final = "clusternet-agent-cluster-registration"
+PARENT_CREDENTIALS_SECRET: Final = "parent-cluster"
+AGENT_KEY_SECRET: Final = "clusternet-agent-key"  # ours: the agent's private key for sealed tokens
+
+# RBAC for bootstrapping on the parent
+BOOTSTRAP_GROUP: Final = "system:bootstrappers:clusternet:register-cluster-token"
+BOOTSTRAP_CLUSTER_ROLE: Final = "clusternet:system:bootstrapping"
+
+# Condition types / reasons on ManagedCluster
+CONDITION_READY: Final = "Ready"
+CONDITION_SOCKET: Final = "SocketConnected"  # ours: tunnel health
+REASON_READY: Final = "ManagedClusterReady"
+REASON_NOT_READY: Final = "ManagedClusterNotReady"
+REASON_NEVER_UPDATED: Final = "ClusterStatusNeverUpdated"
+REASON_STATUS_UNKNOWN: Final = "ClusterStatusUnknown"
+
+# Feature gates
+GATE_APP_PUSHER: Final = "AppPusher"
+GATE_SOCKET_CONNECTION: Final = "SocketConnection"
+
+# Defaults
+DEFAULT_CLUSTER_NAME_PREFIX: Final = "clusternet-cluster"
+DEFAULT_PRIORITY: Final = 500
+CLUSTER_ID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
