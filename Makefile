@@ -1,0 +1,54 @@
+# One entry point for people and CI. `make test` sets up everything it needs on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test setup venv tools binaries lint crds crds-check unit integration sandbox bench clean
+
+test: setup lint crds-check unit integration
+
+setup: venv tools binaries
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# kubectl is used by tests the way a user would use it (Debian's kubernetes-client when missing).
+tools:
+	@command -v kubectl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }
+
+binaries:
+	@bash hack/control-plane-binaries.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+crds: venv
+	$(BIN)/python -m clusternet_api.crdgen crds/
+
+crds-check: venv
+	$(BIN)/python -m clusternet_api.crdgen --check crds/
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+# Local control planes (parent + 2 children) with the CRDs installed, until Ctrl-C.
+sandbox: setup
+	$(BIN)/python -m clusternet_api.controlplane up --children 2
+
+bench: setup
+	$(BIN)/python bench/registration.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .sandbox

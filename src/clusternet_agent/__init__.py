@@ -1,0 +1,1 @@
+"""clusternet-agent: the child-side operator (registration, heartbeats, tunnel, pull deployments)."""

@@ -1,0 +1,135 @@
+"""The agent's main loop: settle options, register, then heartbeat (and re-register if credentials die)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+
+from clusternet_agent import heartbeat, identity
+from clusternet_agent.options import AgentOptions
+from clusternet_agent.registration import (
+    ParentAccess,
+    RegistrationError,
+    ensure_registered,
+    refresh_token,
+    store,
+)
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Credentials, Kube
+
+log = logging.getLogger(__name__)
+TOKEN_LIFETIME = 24 * 3600
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early when stopped; True when stopped."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def apply_bootstrap_secret(child: Kube, opts: AgentOptions) -> None:
+    """Fill parent URL and token from clusternet-system/clusternet-agent-cluster-registration when unset."""
+    if opts.parent_url and opts.reg_token:
+        return
+    secret = await child.get("v1", "Secret", known.AGENT_BOOTSTRAP_SECRET, opts.namespace)
+    if secret is None:
+        return
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    opts.parent_url = opts.parent_url or data.get("parentURL")
+    opts.reg_token = opts.reg_token or data.get("regToken")
+    if not opts.parent_ca_file and data.get("parentCA"):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False) as f:
+            f.write(data["parentCA"])
+        opts.parent_ca_file = f.name
+
+
+async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, key: bytes,
+                              stop: asyncio.Event) -> ParentAccess | None:
+    """Retry registration with capped, jittered backoff; errors are logged in words a person can act on."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return await ensure_registered(child, opts, cluster_id, key)
+        except RegistrationError as e:
+            wait = delay if e.retry else 60.0
+            log.error("registration failed: %s (retrying in %.0fs)", e, wait)
+            if await sleep_or_stop(stop, wait * random.uniform(0.8, 1.2)):
+                return None
+            delay = min(delay * 2, 30.0)
+    return None
+
+
+async def resolve_managed_cluster(parent: Kube, access: ParentAccess) -> str:
+    if access.managed_cluster:
+        return access.managed_cluster
+    found = await parent.list(heartbeat.MC_API, "ManagedCluster", namespace=access.namespace,
+                              label_selector=f"{known.LABEL_CLUSTER_ID}={access.cluster_id}")
+    if not found:
+        raise LookupError(f"no ManagedCluster for cluster {access.cluster_id} in {access.namespace}")
+    return str(found[0]["metadata"]["name"])
+
+
+async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
+                         apiserver_url: str, stop: asyncio.Event) -> str:
+    """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister")."""
+    name = await resolve_managed_cluster(parent, access)
+    observed: dict[str, object] | None = None
+    since_report = opts.update_frequency  # report right away
+    while True:
+        try:
+            observed = await heartbeat.collect(
+                child, apiserver_url=apiserver_url, heartbeat_seconds=int(opts.update_frequency),
+                app_pusher=opts.gate(known.GATE_APP_PUSHER), use_socket=opts.gate(known.GATE_SOCKET_CONNECTION))
+        except Exception as e:
+            log.warning("collecting child status failed: %s", e)
+        if observed is not None and since_report >= opts.update_frequency:
+            try:
+                new_token = await refresh_token(access, parent, TOKEN_LIFETIME)
+                if new_token:
+                    access.creds = access.creds.with_token(new_token)
+                    parent.set_token(new_token)
+                    await store(child, opts, access)
+                    log.info("refreshed the parent token")
+                await heartbeat.report(parent, access.namespace, name, observed)
+                since_report = 0.0
+            except ApiException as e:
+                if e.status == 401:
+                    log.warning("the parent no longer accepts our token; registering again")
+                    return "reregister"
+                log.warning("reporting status to the parent failed with HTTP %s", e.status)
+            except Exception as e:
+                log.warning("reporting status to the parent failed: %s", e)
+        step = min(opts.collect_frequency, opts.update_frequency)
+        if await sleep_or_stop(stop, step):
+            return "stopped"
+        since_report += step
+
+
+async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
+                    child_creds: Credentials | None = None) -> None:
+    """Run the agent until `stop` is set."""
+    stop = stop or asyncio.Event()
+    child_creds = child_creds or Credentials.load(opts.kubeconfig)
+    async with Kube(child_creds, user_agent="clusternet-agent") as child:
+        await apply_bootstrap_secret(child, opts)
+        opts.validate()
+        await identity.ensure_namespace(child, opts.namespace)
+        cluster_id = opts.cluster_id or await identity.cluster_id(child)
+        key = await identity.load_or_create_key(child, opts.namespace)
+        log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, opts.parent_url, opts.sync_mode)
+        apiserver_url = opts.apiserver_url or child_creds.server
+        while not stop.is_set():
+            access = await register_until_done(child, opts, cluster_id, key, stop)
+            if access is None:
+                return
+            async with Kube(access.creds, user_agent="clusternet-agent") as parent:
+                outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop)
+            if outcome == "stopped":
+                return

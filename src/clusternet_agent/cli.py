@@ -1,0 +1,86 @@
+"""`clusternet-agent`: register this (child) cluster with a parent and report its health.
+
+Flag names follow Clusternet's agent so existing Deployments and charts keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from clusternet_agent.agent import run_agent
+from clusternet_agent.options import (
+    CLUSTER_TYPES,
+    SYNC_MODES,
+    AgentOptions,
+    OptionsError,
+    parse_feature_gates,
+    parse_labels,
+)
+from clusternet_api import __version__, known
+from clusternet_api.durations import parse_duration
+from clusternet_api.logs import setup_logging
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--kubeconfig", help="Child cluster kubeconfig (in-cluster config when unset)")
+@click.option("--cluster-reg-parent-url", envvar="PARENT_URL", help="https:// URL of the parent apiserver")
+@click.option("--cluster-reg-token", envvar="REG_TOKEN", help="Bootstrap or ServiceAccount token")
+@click.option("--cluster-reg-name", help="Cluster name (random with the prefix when unset)")
+@click.option("--cluster-reg-name-prefix", default=known.DEFAULT_CLUSTER_NAME_PREFIX)
+@click.option("--cluster-reg-namespace", help="Dedicated namespace to request on the parent")
+@click.option("--cluster-reg-type", type=click.Choice(CLUSTER_TYPES), default="StandardCluster")
+@click.option("--cluster-sync-mode", type=click.Choice(SYNC_MODES), default="Pull")
+@click.option("--cluster-labels", default="", help="k=v,k2=v2 labels for the ManagedCluster")
+@click.option("--cluster-status-collect-frequency", default="20s")
+@click.option("--cluster-status-update-frequency", default="3m")
+@click.option("--feature-gates", default="", help="e.g. AppPusher=true,SocketConnection=true")
+@click.option("--parent-ca-file", help="Pin the parent's CA for registration (else system trust)")
+@click.option("--parent-insecure-skip-tls-verify", is_flag=True,
+              help="Do not verify the parent's certificate during registration (not recommended)")
+@click.option("--cluster-id", hidden=True, help="Override the cluster ID (simulated agents in benchmarks)")
+@click.option("--apiserver-url", help="URL of this cluster's apiserver to report (default: as reached)")
+@click.option("--log-level", default="INFO")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
+@click.version_option(__version__)
+def main(**kw: str | bool | None) -> None:
+    """The Clusternet agent for a child cluster."""
+    setup_logging("clusternet-agent", str(kw["log_level"]), kw["log_format"] == "json")
+    try:
+        opts = AgentOptions(
+            kubeconfig=_s(kw["kubeconfig"]), parent_url=_s(kw["cluster_reg_parent_url"]),
+            reg_token=_s(kw["cluster_reg_token"]), cluster_name=_s(kw["cluster_reg_name"]),
+            cluster_name_prefix=str(kw["cluster_reg_name_prefix"]),
+            cluster_namespace=_s(kw["cluster_reg_namespace"]), cluster_type=str(kw["cluster_reg_type"]),
+            sync_mode=str(kw["cluster_sync_mode"]), cluster_labels=parse_labels(str(kw["cluster_labels"])),
+            collect_frequency=parse_duration(str(kw["cluster_status_collect_frequency"])),
+            update_frequency=parse_duration(str(kw["cluster_status_update_frequency"])),
+            feature_gates=parse_feature_gates(str(kw["feature_gates"])),
+            parent_ca_file=_s(kw["parent_ca_file"]),
+            parent_insecure_skip_tls_verify=bool(kw["parent_insecure_skip_tls_verify"]),
+            cluster_id=_s(kw["cluster_id"]), apiserver_url=_s(kw["apiserver_url"]))
+        if opts.parent_url:  # fail fast on flags; values from the bootstrap Secret are checked later
+            opts.validate()
+    except (OptionsError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_agent(opts, stop)
+
+    try:
+        asyncio.run(runner())
+    except OptionsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+def _s(value: str | bool | None) -> str | None:
+    return str(value) if value else None

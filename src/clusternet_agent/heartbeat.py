@@ -1,0 +1,114 @@
+"""Heartbeats: collect the child's health often, report it to the parent's ManagedCluster less often.
+
+Collection (every --cluster-status-collect-frequency) reads /version, the health endpoints and the Nodes;
+reporting (every --cluster-status-update-frequency) writes the ManagedCluster status in the agent's own
+dedicated namespace. The Ready condition follows Clusternet: (livez and readyz) or healthz.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from decimal import Decimal
+from typing import Any
+
+from clusternet_api import __version__, known
+from clusternet_api.kube import Kube, Obj
+from clusternet_api.quantity import format_quantity, parse_quantity
+
+log = logging.getLogger(__name__)
+MC_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+SUMMED_RESOURCES = ("cpu", "memory", "nvidia.com/gpu", "pods")
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_statistics(nodes: list[Obj]) -> dict[str, int]:
+    """Counts by the NodeReady condition; a node without one is "lost"."""
+    stats = {"readyNodes": 0, "notReadyNodes": 0, "unknownNodes": 0, "lostNodes": 0}
+    for node in nodes:
+        cond = next((c for c in (node.get("status") or {}).get("conditions") or []
+                     if c.get("type") == "Ready"), None)
+        if cond is None:
+            stats["lostNodes"] += 1
+        elif cond.get("status") == "True":
+            stats["readyNodes"] += 1
+        elif cond.get("status") == "False":
+            stats["notReadyNodes"] += 1
+        else:
+            stats["unknownNodes"] += 1
+    return stats
+
+
+def sum_resources(nodes: list[Obj], field: str) -> dict[str, str]:
+    """Sum of node .status.capacity or .status.allocatable for the resources schedulers care about."""
+    totals: dict[str, Decimal] = {}
+    for node in nodes:
+        for name, value in ((node.get("status") or {}).get(field) or {}).items():
+            if name in SUMMED_RESOURCES:
+                totals[name] = totals.get(name, Decimal(0)) + parse_quantity(value)
+    return {name: format_quantity(v) for name, v in sorted(totals.items())}
+
+
+def ready_condition(healthz: bool, livez: bool, readyz: bool, previous: Obj | None) -> Obj:
+    ok = (livez and readyz) or healthz
+    status = "True" if ok else "False"
+    transition = (previous or {}).get("lastTransitionTime") if (previous or {}).get("status") == status else None
+    return {
+        "type": known.CONDITION_READY, "status": status,
+        "reason": known.REASON_READY if ok else known.REASON_NOT_READY,
+        "message": "managed cluster is ready" if ok else
+        f"child apiserver health: healthz={healthz} livez={livez} readyz={readyz}",
+        "lastTransitionTime": transition or now_rfc3339(),
+    }
+
+
+async def _probe(child: Kube, path: str) -> bool:
+    try:
+        status, _ = await child.raw("GET", path)
+    except Exception:
+        return False
+    return status == 200
+
+
+async def collect(child: Kube, *, apiserver_url: str, heartbeat_seconds: int, app_pusher: bool,
+                  use_socket: bool) -> Obj:
+    """One observation of the child, shaped as ManagedCluster status fields (without conditions)."""
+    status, version = await child.raw("GET", "/version")
+    nodes = await child.list("v1", "Node")
+    observed: Obj = {
+        "k8sVersion": version.get("gitVersion") if status == 200 and isinstance(version, dict) else None,
+        "platform": version.get("platform") if status == 200 and isinstance(version, dict) else None,
+        "agentVersion": __version__,
+        "apiserverURL": apiserver_url,
+        "healthz": await _probe(child, "/healthz"),
+        "livez": await _probe(child, "/livez"),
+        "readyz": await _probe(child, "/readyz"),
+        "appPusher": app_pusher,
+        "useSocket": use_socket,
+        "heartbeatFrequencySeconds": heartbeat_seconds,
+        "nodeStatistics": node_statistics(nodes),
+        "capacity": sum_resources(nodes, "capacity"),
+        "allocatable": sum_resources(nodes, "allocatable"),
+    }
+    return observed
+
+
+def status_patch(observed: Obj, current_mc: Obj | None) -> Obj:
+    """The status to write: the observation, now as lastObservedTime, and a Ready condition."""
+    conditions = list(((current_mc or {}).get("status") or {}).get("conditions") or [])
+    previous = next((c for c in conditions if c.get("type") == known.CONDITION_READY), None)
+    ready = ready_condition(bool(observed["healthz"]), bool(observed["livez"]), bool(observed["readyz"]),
+                            previous)
+    others = [c for c in conditions if c.get("type") != known.CONDITION_READY]
+    return {**observed, "lastObservedTime": now_rfc3339(), "conditions": [*others, ready]}
+
+
+async def report(parent: Kube, namespace: str, name: str, observed: Obj) -> Obj:
+    current = await parent.get(MC_API, "ManagedCluster", name, namespace)
+    if current is None:
+        raise LookupError(f"ManagedCluster {namespace}/{name} does not exist on the parent")
+    body: dict[str, Any] = {"status": status_patch(observed, current)}
+    return await parent.patch(MC_API, "ManagedCluster", name, body, namespace, subresource="status")

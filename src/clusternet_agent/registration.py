@@ -1,0 +1,249 @@
+"""Registering the child with the parent and keeping the parent credentials usable.
+
+Order: reuse the stored credentials (Secret clusternet-system/parent-cluster) while the parent URL is the
+same and they still work; otherwise register with the bootstrap token: create the
+ClusterRegistrationRequest `clusternet-<clusterID>` carrying our public key, wait for approval with
+backoff, unseal the token, pin the parent CA the hub returned, and store it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from clusternet_agent.options import AgentOptions
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.sealing import SealingError, public_key_of, unseal
+
+log = logging.getLogger(__name__)
+CRR_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+
+
+class RegistrationError(RuntimeError):
+    """Registration cannot go on; `retry` says whether trying again later can help."""
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+@dataclass
+class ParentAccess:
+    """What the agent needs to act on the parent as this cluster."""
+
+    creds: Credentials
+    namespace: str
+    managed_cluster: str
+    cluster_id: str
+
+
+def token_expiry(token: str) -> float | None:
+    """The `exp` of a JWT (seconds since the epoch), without verifying it: only to plan refreshes."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError):
+        return None
+
+
+def describe_error(e: BaseException, parent_url: str) -> str:
+    """A sentence a person can act on, for the ways talking to the parent fails."""
+    if isinstance(e, ApiException):
+        if e.status == 401:
+            return (f"the parent {parent_url} rejected the registration token (HTTP 401): it is wrong, "
+                    "expired or deleted; create a new bootstrap token and update --cluster-reg-token")
+        if e.status == 403:
+            return (f"the parent {parent_url} refused this request (HTTP 403): the token lacks the "
+                    f"{known.BOOTSTRAP_CLUSTER_ROLE} ClusterRole (create and get on "
+                    "clusterregistrationrequests)")
+        return f"the parent {parent_url} answered HTTP {e.status}: {e.reason}"
+    if isinstance(e, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return (f"the parent {parent_url} presented a certificate this agent does not trust ({e}); pass the "
+                "parent CA with --parent-ca-file")
+    if isinstance(e, aiohttp.ClientError | OSError | asyncio.TimeoutError):
+        return f"the parent {parent_url} is unreachable: {e or type(e).__name__}"
+    return f"{type(e).__name__}: {e}"
+
+
+async def read_stored(child: Kube, opts: AgentOptions) -> Obj | None:
+    return await child.get("v1", "Secret", known.PARENT_CREDENTIALS_SECRET, opts.namespace)
+
+
+def stored_access(secret: Obj, cluster_id: str) -> ParentAccess:
+    data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+    labels = secret["metadata"].get("labels") or {}
+    creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt") or None,
+                        token=data["token"].decode())
+    return ParentAccess(creds, data["namespace"].decode(), labels.get(known.LABEL_CLUSTER_NAME, ""),
+                        cluster_id)
+
+
+async def store(child: Kube, opts: AgentOptions, access: ParentAccess) -> None:
+    c = access.creds
+    data = {"token": c.token or "", "namespace": access.namespace, "apiserver-advertise-url": c.server}
+    if c.ca_pem:
+        data["ca.crt"] = c.ca_pem.decode()
+    secret = {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": known.PARENT_CREDENTIALS_SECRET, "namespace": opts.namespace, "labels": {
+            known.LABEL_BOOTSTRAPPING: known.CREDENTIALS_AUTO, known.LABEL_CLUSTER_ID: access.cluster_id,
+            known.LABEL_CLUSTER_NAME: access.managed_cluster}},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+    await child.apply(secret, field_manager=known.CREATED_BY_AGENT)
+
+
+async def credentials_work(access: ParentAccess) -> bool:
+    """True when the parent accepts the stored token (it may read its own CRR)."""
+    async with Kube(access.creds) as parent:
+        try:
+            crr = await parent.get(CRR_API, "ClusterRegistrationRequest", f"clusternet-{access.cluster_id}")
+        except ApiException as e:
+            if e.status in (401, 403):
+                return False
+            raise
+        return crr is not None
+
+
+def bootstrap_credentials(opts: AgentOptions) -> Credentials:
+    assert opts.parent_url
+    ca = Path(opts.parent_ca_file).read_bytes() if opts.parent_ca_file else None
+    return Credentials(server=opts.parent_url, ca_pem=ca, token=opts.reg_token,
+                       insecure=opts.parent_insecure_skip_tls_verify)
+
+
+def registration_request(opts: AgentOptions, cluster_id: str, cluster_name: str, public_key: str) -> Obj:
+    spec: Obj = {"clusterId": cluster_id, "clusterType": opts.cluster_type, "clusterName": cluster_name,
+                 "syncMode": opts.sync_mode}
+    if opts.cluster_namespace:
+        spec["clusterNamespace"] = opts.cluster_namespace
+    if opts.cluster_labels:
+        spec["clusterLabels"] = dict(opts.cluster_labels)
+    return {
+        "apiVersion": CRR_API, "kind": "ClusterRegistrationRequest",
+        "metadata": {
+            "name": f"clusternet-{cluster_id}",
+            "labels": {known.LABEL_REGISTERED_BY: known.CREATED_BY_AGENT, known.LABEL_CLUSTER_ID: cluster_id,
+                       known.LABEL_CLUSTER_NAME: cluster_name},
+            "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: public_key},
+        },
+        "spec": spec,
+    }
+
+
+def default_cluster_name(opts: AgentOptions) -> str:
+    suffix = "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=5))
+    return opts.cluster_name or f"{opts.cluster_name_prefix}-{suffix}"
+
+
+async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
+                   approval_timeout: float = 300.0) -> ParentAccess:
+    """Create or find our CRR on the parent and wait until it is approved; raise RegistrationError."""
+    public_key = public_key_of(key_pem)
+    assert opts.parent_url
+    if not opts.reg_token:
+        raise RegistrationError("no usable parent credentials are stored and no --cluster-reg-token was "
+                                "given to register with", retry=False)
+    async with Kube(bootstrap_credentials(opts), user_agent="clusternet-agent") as parent:
+        name = f"clusternet-{cluster_id}"
+        try:
+            crr = await parent.get(CRR_API, "ClusterRegistrationRequest", name)
+            if crr is None:
+                crr, _ = await parent.create_or_get(
+                    registration_request(opts, cluster_id, default_cluster_name(opts), public_key))
+                log.info("created ClusterRegistrationRequest %s", name)
+        except Exception as e:
+            raise RegistrationError(describe_error(e, opts.parent_url)) from e
+        theirs = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
+        if theirs and theirs.strip() != public_key.strip():
+            raise RegistrationError(
+                f"cluster ID {cluster_id} is already registered on the parent by another agent (its "
+                f"ClusterRegistrationRequest {name} carries a different public key). If this cluster was "
+                f"re-installed, an admin must delete ClusterRegistrationRequest {name} on the parent.",
+                retry=False)
+        deadline = time.monotonic() + approval_timeout
+        delay = 0.2
+        while True:
+            status = crr.get("status") or {}
+            if status.get("result") == "Denied" or status.get("result") == "Failed":
+                raise RegistrationError(f"the parent denied registration: {status.get('errorMessage')}",
+                                        retry=False)
+            if status.get("result") == "Approved" and status.get("token"):
+                break
+            if time.monotonic() > deadline:
+                raise RegistrationError(f"registration {name} not approved within {approval_timeout:.0f}s")
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 5.0)
+            try:
+                got = await parent.get(CRR_API, "ClusterRegistrationRequest", name)
+            except Exception as e:
+                raise RegistrationError(describe_error(e, opts.parent_url)) from e
+            if got is None:
+                raise RegistrationError(f"ClusterRegistrationRequest {name} was deleted while waiting")
+            crr = got
+    return access_from_approved(crr, opts, cluster_id, key_pem)
+
+
+def access_from_approved(crr: Obj, opts: AgentOptions, cluster_id: str, key_pem: bytes) -> ParentAccess:
+    status = crr["status"]
+    blob = base64.b64decode(status["token"])
+    sealing = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_TOKEN_SEALING)
+    try:
+        token = unseal(blob, key_pem) if sealing else blob.decode()
+    except SealingError as e:
+        raise RegistrationError(str(e), retry=False) from e
+    ca = base64.b64decode(status["caCertificate"]) if status.get("caCertificate") else None
+    assert opts.parent_url
+    creds = Credentials(server=opts.parent_url, ca_pem=ca or bootstrap_credentials(opts).ca_pem, token=token)
+    return ParentAccess(creds, status["dedicatedNamespace"], status.get("managedClusterName", ""), cluster_id)
+
+
+async def ensure_registered(child: Kube, opts: AgentOptions, cluster_id: str, key_pem: bytes) -> ParentAccess:
+    """Stored credentials when they still work, else a (re-)registration whose result is stored."""
+    assert opts.parent_url
+    secret = await read_stored(child, opts)
+    if secret is not None:
+        try:
+            access = stored_access(secret, cluster_id)
+        except (KeyError, ValueError):
+            access = None
+            log.warning("stored parent credentials are incomplete; registering again")
+        if access is not None and access.creds.server != opts.parent_url:
+            log.info("parent URL changed from %s to %s; registering again", access.creds.server, opts.parent_url)
+        elif access is not None:
+            try:
+                if await credentials_work(access):
+                    log.info("reusing stored parent credentials (namespace %s)", access.namespace)
+                    return access
+                log.warning("stored parent credentials were rejected; registering again")
+            except Exception as e:
+                raise RegistrationError(describe_error(e, opts.parent_url)) from e
+    access = await register(opts, cluster_id, key_pem)
+    await store(child, opts, access)
+    log.info("registered as %s in namespace %s", access.managed_cluster, access.namespace)
+    return access
+
+
+async def refresh_token(access: ParentAccess, parent: Kube, lifetime: int) -> str | None:
+    """Ask the parent for a fresh token of our own ServiceAccount once 2/3 of the current one has passed."""
+    exp = token_expiry(access.creds.token or "")
+    if exp is None or exp - time.time() > lifetime / 3:
+        return None
+    status, body = await parent.raw(
+        "POST", f"/api/v1/namespaces/{access.namespace}/serviceaccounts/clusternet-agent/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+         "spec": {"expirationSeconds": lifetime}}, content_type="application/json")
+    if status != 201 or not isinstance(body, dict):
+        log.warning("refreshing the parent token failed with HTTP %s", status)
+        return None
+    return str(body["status"]["token"])

@@ -1,0 +1,52 @@
+"""Structured (JSON) logs for both operators, with bearer tokens and secrets redacted.
+
+kopf logs through stdlib logging, so one stdlib handler with python-json-logger (a kopf dependency)
+covers our messages and kopf's alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pythonjsonlogger.json import JsonFormatter
+
+# JWTs (three base64url parts), bootstrap tokens (6.16) and "Bearer ..." values.
+_TOKEN_RE = re.compile(
+    r"(eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"
+    r"|(\b[a-z0-9]{6}\.[a-z0-9]{16}\b)"
+    r"|((?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
+)
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like a token with a fixed marker."""
+    return _TOKEN_RE.sub("[REDACTED]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites every record so no token reaches a log sink, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def setup_logging(component: str, level: str = "INFO", json_format: bool = True) -> None:
+    handler = logging.StreamHandler()
+    if json_format:
+        handler.setFormatter(JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            static_fields={"component": component}))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {component} %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiohttp.access", "kubernetes_asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

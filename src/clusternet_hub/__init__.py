@@ -1,0 +1,1 @@
+"""clusternet-hub: the parent-side operator (registration approval, cluster health, tunnel, proxy)."""

@@ -1,0 +1,81 @@
+"""`clusternet-hub`: run the hub operator and its server against the parent cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from typing import Any
+
+import click
+import kopf
+
+from clusternet_api import __version__
+from clusternet_api.kube import Credentials, Kube
+from clusternet_api.logs import setup_logging
+from clusternet_hub import server
+from clusternet_hub.operator import HUB, HubContext, HubOptions, background
+
+log = logging.getLogger(__name__)
+
+
+async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | None = None,
+                  ready: threading.Event | None = None) -> None:
+    """Run until `stop` is set: server, background checks and the kopf operator, in one event loop."""
+    creds = Credentials.load(options.kubeconfig)
+    ctx = HubContext(options=options, creds=creds)
+    async with Kube(creds, user_agent=f"clusternet-hub/{__version__}") as kube:
+        ctx.kube = kube
+        app = server.build_app(ctx)
+        tls = server.server_ssl_context(options.tls_cert_file, options.tls_key_file,
+                                        options.requestheader_client_ca_file)
+        runner = await server.start(app, options.bind_address, options.secure_port, tls)
+        log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
+        bg = asyncio.create_task(background(ctx))
+        try:
+            await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
+                                stop_flag=stop, ready_flag=ready)
+        finally:
+            bg.cancel()
+            await runner.cleanup()
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--kubeconfig", envvar="KUBECONFIG", help="Parent cluster kubeconfig (in-cluster when unset)")
+@click.option("--bind-address", default="0.0.0.0", help="Address of the hub's HTTPS server")
+@click.option("--secure-port", default=10443, type=int, help="Port of the hub's HTTPS server")
+@click.option("--tls-cert-file", help="Serving certificate (self-signed when unset: development only)")
+@click.option("--tls-private-key-file", help="Serving key")
+@click.option("--requestheader-client-ca-file", help="CA of the front proxy (aggregated API requests)")
+@click.option("--agent-token-ttl", default="24h", help="Lifetime of the tokens issued to agents")
+@click.option("--allow-unsealed-tokens", is_flag=True,
+              help="Approve requests without an agent public key (token returned in plain text)")
+@click.option("--health-check-interval", default=5.0, type=float, help="Seconds between health checks")
+@click.option("--log-level", default="INFO")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
+@click.version_option(__version__)
+def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_file: str | None,
+         tls_private_key_file: str | None, requestheader_client_ca_file: str | None, agent_token_ttl: str,
+         allow_unsealed_tokens: bool, health_check_interval: float, log_level: str, log_format: str) -> None:
+    """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
+    from clusternet_api.durations import parse_duration
+
+    setup_logging("clusternet-hub", log_level, log_format == "json")
+    options = HubOptions(
+        kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
+        allow_unsealed_tokens=allow_unsealed_tokens, health_check_interval=health_check_interval,
+        bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
+        tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file)
+    _run_until_signalled(lambda stop: run_hub(options, stop))
+
+
+def _run_until_signalled(factory: Any) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await factory(stop)
+
+    asyncio.run(runner())

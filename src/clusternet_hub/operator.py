@@ -1,0 +1,186 @@
+"""The hub's kopf operator: thin handlers over registration.py and health.py.
+
+The hub has its own kopf registry, persistence prefix and finalizer name, so a hub and several agents can
+run in one process (tests) and never fight over each other's annotations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_hub import health, metrics, registration
+
+HUB = kopf.OperatorRegistry()
+PREFIX = "hub.clusternet.io"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HubOptions:
+    kubeconfig: str | None = None
+    token_ttl_seconds: int = 24 * 3600
+    allow_unsealed_tokens: bool = False
+    health_check_interval: float = 5.0
+    bind_address: str = "0.0.0.0"
+    secure_port: int = 10443
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    requestheader_client_ca_file: str | None = None
+    requestheader_allowed_names: tuple[str, ...] = ()
+
+
+@dataclass
+class HubContext:
+    """Shared state of one hub (passed to handlers as kopf's memo; shallow copies share the caches)."""
+
+    options: HubOptions
+    creds: Credentials
+    kube: Kube | None = None
+    clusters: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    approved: dict[str, Obj] = field(default_factory=dict)
+
+    @property
+    def api(self) -> Kube:
+        assert self.kube is not None, "hub API client used before start-up"
+        return self.kube
+
+    def approval_settings(self) -> registration.ApprovalSettings:
+        return registration.ApprovalSettings(
+            token_ttl_seconds=self.options.token_ttl_seconds,
+            allow_unsealed_tokens=self.options.allow_unsealed_tokens,
+            parent_ca_pem=self.creds.ca_pem)
+
+
+@kopf.on.startup(registry=HUB)
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 310
+    settings.watching.connect_timeout = 30
+    settings.execution.max_workers = 4
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+
+
+@kopf.on.login(registry=HUB)
+def login(memo: HubContext, **_: Any) -> kopf.ConnectionInfo:
+    c = memo.creds
+    return kopf.ConnectionInfo(
+        server=c.server, ca_data=c.ca_pem, token=c.token, insecure=c.insecure,
+        certificate_data=c.cert_pem, private_key_data=c.key_pem, scheme="Bearer" if c.token else None)
+
+
+# --- registration ---------------------------------------------------------------------------------------
+
+
+async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | None = None) -> None:
+    status = crr.get("status") or {}
+    if status.get("result") == "Denied":
+        return
+    if status.get("result") == "Approved" and not registration.token_is_due(
+            crr, ctx.options.token_ttl_seconds):
+        return
+    problem = registration.validate(crr, ctx.options.allow_unsealed_tokens)
+    if problem:
+        await registration.deny(ctx.api, crr, problem)
+        if body is not None:
+            kopf.warn(body, reason="RegistrationDenied", message=problem)
+        metrics.registrations.labels("Denied").inc()
+        return
+    result = await registration.approve(ctx.api, crr, ctx.approval_settings())
+    if status.get("result") != result["result"]:
+        metrics.registrations.labels(result["result"]).inc()
+
+
+@kopf.on.resume(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
+@kopf.on.create(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
+@kopf.on.update(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB,
+                field="spec")
+async def on_registration(body: kopf.Body, memo: HubContext, **_: Any) -> None:
+    try:
+        await reconcile_registration(dict(body), memo, body)
+    except ApiException as e:
+        raise kopf.TemporaryError(f"registration of {body['metadata']['name']} hit HTTP {e.status}: "
+                                  f"{e.reason}", delay=2) from e
+
+
+@kopf.on.event(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
+def track_registration(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
+    name = body["metadata"]["name"]
+    if type == "DELETED" or (body.get("status") or {}).get("result") != "Approved":
+        memo.approved.pop(name, None)
+    else:
+        memo.approved[name] = dict(body)
+
+
+async def refresh_tokens(ctx: HubContext) -> None:
+    """Re-issue sealed tokens at half their lifetime, so an agent that lost its token can re-read one."""
+    for name, crr in list(ctx.approved.items()):
+        if registration.token_is_due(crr, ctx.options.token_ttl_seconds):
+            try:
+                await reconcile_registration(crr, ctx)
+            except Exception:
+                log.exception("refreshing the token of %s failed; will retry", name)
+
+
+# --- cluster health -------------------------------------------------------------------------------------
+
+
+@kopf.on.event(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "managedclusters", registry=HUB)
+def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if type == "DELETED":
+        memo.clusters.pop(key, None)
+    else:
+        memo.clusters[key] = dict(body)
+
+
+async def check_health(ctx: HubContext, now: datetime.datetime | None = None) -> None:
+    now = now or datetime.datetime.now(datetime.UTC)
+    counts = {"True": 0, "False": 0, "Unknown": 0}
+    for (ns, name), mc in list(ctx.clusters.items()):
+        change = health.evaluate(mc, now)
+        api = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+        try:
+            if change.status is not None:
+                log.warning("cluster %s/%s: %s", ns, name, change.status["conditions"][-1]["message"])
+                mc = await ctx.api.patch(api, "ManagedCluster", name, {"status": change.status}, ns,
+                                         subresource="status")
+            if change.taints is not None:
+                mc = await ctx.api.patch(api, "ManagedCluster", name, {"spec": {"taints": change.taints}}, ns)
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("updating health of %s/%s failed with HTTP %s", ns, name, e.status)
+            continue
+        if change.status is not None or change.taints is not None:
+            ctx.clusters[(ns, name)] = mc
+        ready = health.ready_condition(mc)
+        counts[(ready or {}).get("status", "Unknown")] = counts.get((ready or {}).get("status", "Unknown"), 0) + 1
+        last = health.parse_time((mc.get("status") or {}).get("lastObservedTime"))
+        if last:
+            metrics.heartbeat_age.observe((now - last).total_seconds())
+    for state, n in counts.items():
+        metrics.clusters.labels(state).set(n)
+
+
+async def background(ctx: HubContext) -> None:
+    """Periodic work that is not tied to one event: health deadlines and token refresh."""
+    while True:
+        await asyncio.sleep(ctx.options.health_check_interval)
+        try:
+            await check_health(ctx)
+            await refresh_tokens(ctx)
+        except Exception:
+            log.exception("hub background pass failed; continuing")

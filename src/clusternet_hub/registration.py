@@ -1,0 +1,243 @@
+"""Approving ClusterRegistrationRequests: what each child gets on the parent.
+
+Pure functions compute the desired objects (deterministic names, so a hub killed mid-approval converges
+on restart without duplicates); `approve()` applies them idempotently.
+
+Least privilege, compared with Clusternet: the child's ServiceAccount may read only its own CRR, its own
+socket, and objects in its own dedicated namespace (no cluster-wide `secrets get`, no `*` in the
+namespace), and may refresh only its own token.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from clusternet_api import known
+from clusternet_api.kube import Kube, Obj
+from clusternet_api.sealing import SealingError, seal
+
+log = logging.getLogger(__name__)
+
+AGENT_SERVICE_ACCOUNT = "clusternet-agent"
+NAMESPACE_ROLE = "clusternet-managedcluster-role"
+_UUID = re.compile(known.CLUSTER_ID_PATTERN)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    token_ttl_seconds: int = 24 * 3600
+    allow_unsealed_tokens: bool = False
+    parent_ca_pem: bytes | None = None
+
+
+def crr_name(cluster_id: str) -> str:
+    return f"clusternet-{cluster_id}"
+
+
+def validate(crr: Obj, allow_unsealed: bool) -> str | None:
+    """A message a person understands when the request must be denied, else None."""
+    spec = crr.get("spec") or {}
+    name = crr["metadata"]["name"]
+    cluster_id = spec.get("clusterId", "")
+    if not _UUID.match(cluster_id):
+        return f"spec.clusterId {cluster_id!r} is not a UUID"
+    if name != crr_name(cluster_id):
+        return (f"the request name {name!r} does not match its clusterId: expected "
+                f"{crr_name(cluster_id)!r}")
+    ns = spec.get("clusterNamespace")
+    if ns and (len(ns) > 63 or not _DNS_LABEL.match(ns)):
+        return f"spec.clusterNamespace {ns!r} is not a valid namespace name"
+    if (ns and ns.startswith("kube-")) or ns in {"default", known.SYSTEM_NAMESPACE, known.RESERVED_NAMESPACE}:
+        return f"spec.clusterNamespace {ns!r} is reserved and cannot be a cluster's dedicated namespace"
+    annotations = crr["metadata"].get("annotations") or {}
+    if not allow_unsealed and not annotations.get(known.ANNOTATION_AGENT_PUBLIC_KEY):
+        return (f"the request carries no {known.ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token "
+                "could only be returned in plain text, readable by every bootstrap-token holder; "
+                "use a clusternet-py agent or start the hub with --allow-unsealed-tokens")
+    return None
+
+
+def dedicated_namespace_name(crr: Obj) -> str:
+    """The requested namespace, else a stable `clusternet-xxxxx` derived from the cluster ID."""
+    spec = crr["spec"]
+    if spec.get("clusterNamespace"):
+        return str(spec["clusterNamespace"])
+    digest = hashlib.sha256(spec["clusterId"].encode()).hexdigest()
+    return f"clusternet-{digest[:5]}"
+
+
+def cluster_name(crr: Obj) -> str:
+    spec = crr["spec"]
+    labels = crr["metadata"].get("labels") or {}
+    return str(spec.get("clusterName") or labels.get(known.LABEL_CLUSTER_NAME) or
+               f"{known.DEFAULT_CLUSTER_NAME_PREFIX}-{spec['clusterId'][:5]}")
+
+
+def identity_labels(cluster_id: str, name: str) -> dict[str, str]:
+    return {known.LABEL_CREATED_BY: known.CREATED_BY_HUB, known.LABEL_CLUSTER_ID: cluster_id,
+            known.LABEL_CLUSTER_NAME: name}
+
+
+def namespace_manifest(ns: str, cluster_id: str, name: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": identity_labels(cluster_id, name)}}
+
+
+def managed_cluster_manifest(crr: Obj, ns: str) -> Obj:
+    spec = crr["spec"]
+    name = cluster_name(crr)
+    labels = dict(spec.get("clusterLabels") or {})
+    labels.update(identity_labels(spec["clusterId"], name))
+    return {
+        "apiVersion": f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}", "kind": "ManagedCluster",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"clusterId": spec["clusterId"], "clusterType": spec.get("clusterType") or "StandardCluster",
+                 "syncMode": spec.get("syncMode") or "Pull"},
+    }
+
+
+def service_account_manifest(ns: str, cluster_id: str, name: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": AGENT_SERVICE_ACCOUNT, "namespace": ns,
+                         "labels": identity_labels(cluster_id, name)}}
+
+
+def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
+    """ClusterRole/Binding for the child's own cluster-scoped objects, Role/Binding for its namespace."""
+    subject = [{"kind": "ServiceAccount", "name": AGENT_SERVICE_ACCOUNT, "namespace": ns}]
+    labels = identity_labels(cluster_id, name)
+    rbac = "rbac.authorization.k8s.io/v1"
+    cluster_role = f"clusternet-{cluster_id}"
+    return [
+        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": cluster_role, "labels": labels},
+         "rules": [
+             {"apiGroups": [known.CLUSTERS_GROUP], "resources": ["clusterregistrationrequests"],
+              "resourceNames": [crr_name(cluster_id)], "verbs": ["get"]},
+             {"apiGroups": [known.PROXIES_GROUP], "resources": ["sockets", "sockets/proxy"],
+              "resourceNames": [cluster_id], "verbs": ["get", "create", "update", "patch", "delete"]},
+         ]},
+        {"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": cluster_role, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+         "subjects": subject},
+        {"apiVersion": rbac, "kind": "Role",
+         "metadata": {"name": NAMESPACE_ROLE, "namespace": ns, "labels": labels},
+         "rules": [
+             {"apiGroups": [known.CLUSTERS_GROUP], "resources": ["managedclusters"],
+              "verbs": ["get", "list", "watch", "patch", "update"]},
+             {"apiGroups": [known.CLUSTERS_GROUP], "resources": ["managedclusters/status"],
+              "verbs": ["get", "patch", "update"]},
+             {"apiGroups": [known.APPS_GROUP], "resources": ["descriptions", "helmreleases", "bases"],
+              "verbs": ["get", "list", "watch", "patch", "update"]},
+             {"apiGroups": [known.APPS_GROUP],
+              "resources": ["descriptions/status", "helmreleases/status"],
+              "verbs": ["get", "patch", "update"]},
+             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+             {"apiGroups": [""], "resources": ["serviceaccounts/token"],
+              "resourceNames": [AGENT_SERVICE_ACCOUNT], "verbs": ["create"]},
+         ]},
+        {"apiVersion": rbac, "kind": "RoleBinding",
+         "metadata": {"name": NAMESPACE_ROLE, "namespace": ns, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAMESPACE_ROLE},
+         "subjects": subject},
+    ]
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def token_is_due(crr: Obj, ttl_seconds: int, now: datetime.datetime | None = None) -> bool:
+    """An approved request needs a fresh sealed token once half the token's lifetime has passed."""
+    issued = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_TOKEN_ISSUED_AT)
+    if not issued:
+        return True
+    issued_at = datetime.datetime.strptime(issued, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    now = now or datetime.datetime.now(datetime.UTC)
+    return (now - issued_at).total_seconds() >= ttl_seconds / 2
+
+
+CRR_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+
+
+async def deny(kube: Kube, crr: Obj, message: str) -> None:
+    log.warning("denying registration %s: %s", crr["metadata"]["name"], message)
+    await kube.patch(CRR_API, "ClusterRegistrationRequest", crr["metadata"]["name"],
+                     {"status": {"result": "Denied", "errorMessage": message, "token": None,
+                                 "caCertificate": None, "dedicatedNamespace": None}},
+                     subresource="status")
+
+
+async def _find_namespace(kube: Kube, cluster_id: str) -> str | None:
+    found = await kube.list("v1", "Namespace", label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
+    return str(found[0]["metadata"]["name"]) if found else None
+
+
+async def issue_token(kube: Kube, ns: str, ttl_seconds: int) -> str:
+    """A short-lived TokenRequest token for the child's ServiceAccount."""
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": ttl_seconds}}
+    status, result = await kube.raw(
+        "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{AGENT_SERVICE_ACCOUNT}/token", body,
+        content_type="application/json")
+    if status != 201 or not isinstance(result, dict):
+        raise RuntimeError(f"TokenRequest for {ns}/{AGENT_SERVICE_ACCOUNT} failed with HTTP {status}")
+    return str(result["status"]["token"])
+
+
+async def approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
+    """Create (or find) everything the child needs and write an Approved status. Idempotent."""
+    import base64
+
+    name = crr["metadata"]["name"]
+    spec = crr["spec"]
+    cluster_id = spec["clusterId"]
+    mc_name = cluster_name(crr)
+    ns = await _find_namespace(kube, cluster_id) or dedicated_namespace_name(crr)
+    existing_ns = await kube.get("v1", "Namespace", ns)
+    if existing_ns is not None:
+        owner = (existing_ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
+        if owner != cluster_id:
+            msg = f"namespace {ns!r} already exists and does not belong to cluster {cluster_id}"
+            await deny(kube, crr, msg)
+            return {"result": "Denied"}
+    else:
+        await kube.create_or_get(namespace_manifest(ns, cluster_id, mc_name))
+
+    existing_mc = await kube.list(CRR_API, "ManagedCluster", namespace=ns,
+                                  label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
+    if existing_mc:
+        mc_name = existing_mc[0]["metadata"]["name"]
+    else:
+        await kube.create_or_get(managed_cluster_manifest(crr, ns))
+    await kube.create_or_get(service_account_manifest(ns, cluster_id, mc_name))
+    for obj in rbac_manifests(cluster_id, ns, mc_name):
+        await kube.apply(obj, field_manager=known.CREATED_BY_HUB)
+
+    token = await issue_token(kube, ns, settings.token_ttl_seconds)
+    public_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
+    if public_key:
+        try:
+            token_bytes = seal(token, public_key)
+        except SealingError as e:
+            await deny(kube, crr, str(e))
+            return {"result": "Denied"}
+        sealing = "rsa-oaep-fernet"
+    else:
+        token_bytes, sealing = token.encode(), None
+    await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"metadata": {"annotations": {
+        known.ANNOTATION_TOKEN_SEALING: sealing, known.ANNOTATION_TOKEN_ISSUED_AT: now_rfc3339()}}})
+    status = {
+        "result": "Approved", "errorMessage": None, "dedicatedNamespace": ns, "managedClusterName": mc_name,
+        "token": base64.b64encode(token_bytes).decode(),
+        "caCertificate": base64.b64encode(settings.parent_ca_pem).decode() if settings.parent_ca_pem else None,
+    }
+    await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"status": status}, subresource="status")
+    log.info("approved registration %s: cluster %s in namespace %s", name, mc_name, ns)
+    return {"result": "Approved", "dedicatedNamespace": ns, "managedClusterName": mc_name}

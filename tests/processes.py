@@ -1,0 +1,83 @@
+"""Run the real `clusternet-hub` and `clusternet-agent` entry points as processes, as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clusternet_api.controlplane import ControlPlane, free_port
+
+BOOTSTRAP_TOKEN = "07401b.f395accd246ae52d"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> Proc:
+        out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        out.close()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def hub_proc(parent: ControlPlane, logdir: Path, *extra: str, port: int | None = None) -> Proc:
+    port = port or free_port()
+    return Proc("hub", [_bin("clusternet-hub"), f"--kubeconfig={parent.kubeconfig}", "--bind-address=127.0.0.1",
+                        f"--secure-port={port}", "--health-check-interval=0.5", "--log-format=text",
+                        *extra], logdir / "hub.log")
+
+
+def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: str, *extra: str,
+               token: str = BOOTSTRAP_TOKEN, parent_url: str | None = None) -> Proc:
+    args = [_bin("clusternet-agent"), f"--kubeconfig={child.kubeconfig}",
+            f"--cluster-reg-parent-url={parent_url or parent.url}", f"--cluster-reg-token={token}",
+            f"--parent-ca-file={parent.ca_file}", f"--cluster-reg-name={name}",
+            "--cluster-status-collect-frequency=1s", "--cluster-status-update-frequency=2s",
+            "--log-format=text", *extra]
+    return Proc(f"agent-{name}", args, logdir / f"agent-{name}.log")
+
+
+def install_bootstrap(parent: ControlPlane) -> None:
+    """The bootstrap token and its RBAC from examples/registration, as an admin would apply them."""
+    import yaml
+
+    for f in ("bootstrap_rbac.yaml", "cluster_bootstrap_token.yaml"):
+        for doc in yaml.safe_load_all((REPO / "examples" / "registration" / f).read_text()):
+            if doc:
+                parent.apply_manifest(doc)
