@@ -81,3 +81,38 @@ def install_bootstrap(parent: ControlPlane) -> None:
         for doc in yaml.safe_load_all((REPO / "examples" / "registration" / f).read_text()):
             if doc:
                 parent.apply_manifest(doc)
+
+
+def service_account_token(cp: ControlPlane, namespace: str, name: str, cluster_role: str | None = None) -> str:
+    """A TokenRequest token for a (new) ServiceAccount, optionally bound to a ClusterRole."""
+    import contextlib
+    import urllib.error
+
+    with contextlib.suppress(urllib.error.HTTPError):
+        cp.request_json("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": namespace}})
+    with contextlib.suppress(urllib.error.HTTPError):
+        cp.request_json("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+    if cluster_role:
+        cp.apply_manifest({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                           "metadata": {"name": f"{namespace}-{name}-{cluster_role}"},
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                       "name": cluster_role},
+                           "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]})
+    result = cp.request_json("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})
+    return str(result["status"]["token"])  # type: ignore[index]
+
+
+def hub_tls(dir: Path, ips: list[str], dns: list[str]) -> tuple[Path, Path, Path]:
+    """A CA and a serving certificate for the hub: (ca.crt, tls.crt, tls.key)."""
+    from clusternet_api.controlplane import issue_cert, make_ca
+
+    ca, key, cert = make_ca("clusternet-hub-test-ca")
+    pair = issue_cert(key, cert, "clusternet-hub", dns_names=dns, ips=ips, server=True)
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / "ca.crt").write_bytes(ca.cert_pem)
+    (dir / "tls.crt").write_bytes(pair.cert_pem)
+    (dir / "tls.key").write_bytes(pair.key_pem)
+    return dir / "ca.crt", dir / "tls.crt", dir / "tls.key"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import random
+from pathlib import Path
 
-from clusternet_agent import heartbeat, identity
+from clusternet_agent import heartbeat, identity, tunnel
 from clusternet_agent.options import AgentOptions
 from clusternet_agent.registration import (
     ParentAccess,
@@ -77,7 +79,7 @@ async def resolve_managed_cluster(parent: Kube, access: ParentAccess) -> str:
 
 
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
-                         apiserver_url: str, stop: asyncio.Event) -> str:
+                         apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool]) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister")."""
     name = await resolve_managed_cluster(parent, access)
     observed: dict[str, object] | None = None
@@ -97,7 +99,7 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                     parent.set_token(new_token)
                     await store(child, opts, access)
                     log.info("refreshed the parent token")
-                await heartbeat.report(parent, access.namespace, name, observed)
+                await heartbeat.report(parent, access.namespace, name, observed, tunnel_state.get("up"))
                 since_report = 0.0
             except ApiException as e:
                 if e.status == 401:
@@ -129,7 +131,32 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
             access = await register_until_done(child, opts, cluster_id, key, stop)
             if access is None:
                 return
-            async with Kube(access.creds, user_agent="clusternet-agent") as parent:
-                outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop)
+            tunnel_state: dict[str, bool] = {}
+            tunnel = start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state)
+            try:
+                async with Kube(access.creds, user_agent="clusternet-agent") as parent:
+                    outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop, tunnel_state)
+            finally:
+                if tunnel is not None:
+                    tunnel.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await tunnel
             if outcome == "stopped":
                 return
+
+
+def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials,
+                 apiserver_url: str, state: dict[str, bool]) -> asyncio.Task[None] | None:
+    """The websocket tunnel to the hub, when the SocketConnection gate is on."""
+    if not opts.gate(known.GATE_SOCKET_CONNECTION):
+        return None
+    assert opts.parent_url
+    url = tunnel.tunnel_url(opts.parent_url, access.cluster_id, opts.tunnel_url)
+    ca = Path(opts.tunnel_ca_file).read_bytes() if opts.tunnel_ca_file else access.creds.ca_pem
+    dialer = tunnel.StreamDialer(apiserver_url, child_creds.ca_pem, opts.tunnel_allowed)
+    state["up"] = False
+
+    def on_state(up: bool) -> None:
+        state["up"] = up
+
+    return asyncio.create_task(tunnel.run_tunnel(url, lambda: access.creds.token or "", ca, dialer, on_state))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -43,10 +44,14 @@ from clusternet_api.logs import setup_logging
               help="Do not verify the parent's certificate during registration (not recommended)")
 @click.option("--cluster-id", hidden=True, help="Override the cluster ID (simulated agents in benchmarks)")
 @click.option("--apiserver-url", help="URL of this cluster's apiserver to report (default: as reached)")
+@click.option("--tunnel-url", help="Hub tunnel URL (default: the parent URL, via the aggregated API)")
+@click.option("--tunnel-ca-file", help="CA of the tunnel endpoint (default: the parent CA)")
+@click.option("--tunnel-allowed-address", multiple=True,
+              help="host:port the hub may reach through the tunnel besides this cluster's apiserver")
 @click.option("--log-level", default="INFO")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 @click.version_option(__version__)
-def main(**kw: str | bool | None) -> None:
+def main(**kw: Any) -> None:
     """The Clusternet agent for a child cluster."""
     setup_logging("clusternet-agent", str(kw["log_level"]), kw["log_format"] == "json")
     try:
@@ -61,7 +66,9 @@ def main(**kw: str | bool | None) -> None:
             feature_gates=parse_feature_gates(str(kw["feature_gates"])),
             parent_ca_file=_s(kw["parent_ca_file"]),
             parent_insecure_skip_tls_verify=bool(kw["parent_insecure_skip_tls_verify"]),
-            cluster_id=_s(kw["cluster_id"]), apiserver_url=_s(kw["apiserver_url"]))
+            cluster_id=_s(kw["cluster_id"]), apiserver_url=_s(kw["apiserver_url"]),
+            tunnel_url=_s(kw["tunnel_url"]), tunnel_ca_file=_s(kw["tunnel_ca_file"]),
+            tunnel_allowed=tuple(kw["tunnel_allowed_address"]))
         if opts.parent_url:  # fail fast on flags; values from the bootstrap Secret are checked later
             opts.validate()
     except (OptionsError, ValueError) as e:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from clusternet_api import __version__, known
-from clusternet_api.kube import Kube, Obj
+from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.quantity import format_quantity, parse_quantity
 
 log = logging.getLogger(__name__)
@@ -96,19 +96,41 @@ async def collect(child: Kube, *, apiserver_url: str, heartbeat_seconds: int, ap
     return observed
 
 
-def status_patch(observed: Obj, current_mc: Obj | None) -> Obj:
-    """The status to write: the observation, now as lastObservedTime, and a Ready condition."""
+def socket_condition(connected: bool, previous: Obj | None) -> Obj:
+    status = "True" if connected else "False"
+    transition = (previous or {}).get("lastTransitionTime") if (previous or {}).get("status") == status else None
+    return {"type": known.CONDITION_SOCKET, "status": status,
+            "reason": "TunnelConnected" if connected else "TunnelDisconnected",
+            "message": "agent tunnel connected" if connected else "the agent's tunnel to the hub is down",
+            "lastTransitionTime": transition or now_rfc3339()}
+
+
+def status_patch(observed: Obj, current_mc: Obj | None, tunnel_up: bool | None = None) -> Obj:
+    """The status to write: the observation, now as lastObservedTime, a Ready condition and, when the
+    agent holds a tunnel, its SocketConnected condition; other parties' conditions are kept."""
     conditions = list(((current_mc or {}).get("status") or {}).get("conditions") or [])
-    previous = next((c for c in conditions if c.get("type") == known.CONDITION_READY), None)
+    by_type = {c.get("type"): c for c in conditions}
     ready = ready_condition(bool(observed["healthz"]), bool(observed["livez"]), bool(observed["readyz"]),
-                            previous)
-    others = [c for c in conditions if c.get("type") != known.CONDITION_READY]
-    return {**observed, "lastObservedTime": now_rfc3339(), "conditions": [*others, ready]}
+                            by_type.get(known.CONDITION_READY))
+    ours = [ready]
+    if tunnel_up is not None:
+        ours.append(socket_condition(tunnel_up, by_type.get(known.CONDITION_SOCKET)))
+    mine = {c["type"] for c in ours}
+    others = [c for c in conditions if c.get("type") not in mine]
+    return {**observed, "lastObservedTime": now_rfc3339(), "conditions": [*others, *ours]}
 
 
-async def report(parent: Kube, namespace: str, name: str, observed: Obj) -> Obj:
-    current = await parent.get(MC_API, "ManagedCluster", name, namespace)
-    if current is None:
-        raise LookupError(f"ManagedCluster {namespace}/{name} does not exist on the parent")
-    body: dict[str, Any] = {"status": status_patch(observed, current)}
-    return await parent.patch(MC_API, "ManagedCluster", name, body, namespace, subresource="status")
+async def report(parent: Kube, namespace: str, name: str, observed: Obj, tunnel_up: bool | None = None) -> Obj:
+    """Write the status with optimistic concurrency, so conditions the hub set meanwhile are not lost."""
+    for attempt in range(3):
+        current = await parent.get(MC_API, "ManagedCluster", name, namespace)
+        if current is None:
+            raise LookupError(f"ManagedCluster {namespace}/{name} does not exist on the parent")
+        body: dict[str, Any] = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                                "status": status_patch(observed, current, tunnel_up)}
+        try:
+            return await parent.patch(MC_API, "ManagedCluster", name, body, namespace, subresource="status")
+        except ApiException as e:
+            if e.status != 409 or attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -41,6 +41,9 @@ class AgentOptions:
     cluster_id: str | None = None  # override, for simulated agents in benchmarks only
     apiserver_url: str | None = None  # what the child's apiserver is called in status (default: as reached)
     namespace: str = known.SYSTEM_NAMESPACE
+    tunnel_url: str | None = None  # default: the parent URL (the hub behind the aggregation layer)
+    tunnel_ca_file: str | None = None  # default: the parent CA
+    tunnel_allowed: tuple[str, ...] = ()  # host:port targets besides this cluster's API server
 
     def gate(self, name: str) -> bool:
         return self.feature_gates.get(name, False)

@@ -87,3 +87,7 @@ GATE_SOCKET_CONNECTION: Final = "SocketConnection"
 DEFAULT_CLUSTER_NAME_PREFIX: Final = "clusternet-cluster"
 DEFAULT_PRIORITY: Final = 500
 CLUSTER_ID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# Tunnel: the stream address an agent maps to its own cluster's API server (ours)
+TUNNEL_APISERVER_ADDRESS: Final = "apiserver.clusternet.local:443"
+SOCKETS_PATH: Final = f"/apis/{PROXIES_GROUP}/{PROXIES_VERSION}/sockets"

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import click
 import kopf
@@ -16,6 +16,8 @@ from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import setup_logging
 from clusternet_hub import server
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
+from clusternet_hub.proxy import Proxy
+from clusternet_hub.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,9 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
     ctx = HubContext(options=options, creds=creds)
     async with Kube(creds, user_agent=f"clusternet-hub/{__version__}") as kube:
         ctx.kube = kube
-        app = server.build_app(ctx)
+        ctx.sockets = SocketRegistry(kube)
+        proxy = Proxy(ctx.sockets, ctx.knows_cluster)
+        app = server.build_app(ctx.sockets, proxy, options.requestheader_allowed_names)
         tls = server.server_ssl_context(options.tls_cert_file, options.tls_key_file,
                                         options.requestheader_client_ca_file)
         runner = await server.start(app, options.bind_address, options.secure_port, tls)
@@ -38,7 +42,9 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
                                 stop_flag=stop, ready_flag=ready)
         finally:
             bg.cancel()
+            await ctx.sockets.close()
             await runner.cleanup()
+            await proxy.close()
 
 
 @click.command(context_settings={"show_default": True})
@@ -48,6 +54,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 @click.option("--tls-cert-file", help="Serving certificate (self-signed when unset: development only)")
 @click.option("--tls-private-key-file", help="Serving key")
 @click.option("--requestheader-client-ca-file", help="CA of the front proxy (aggregated API requests)")
+@click.option("--requestheader-allowed-names", default="front-proxy-client",
+              help="Comma-separated common names accepted as the front proxy")
 @click.option("--agent-token-ttl", default="24h", help="Lifetime of the tokens issued to agents")
 @click.option("--allow-unsealed-tokens", is_flag=True,
               help="Approve requests without an agent public key (token returned in plain text)")
@@ -56,7 +64,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 @click.version_option(__version__)
 def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_file: str | None,
-         tls_private_key_file: str | None, requestheader_client_ca_file: str | None, agent_token_ttl: str,
+         tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
+         requestheader_allowed_names: str, agent_token_ttl: str,
          allow_unsealed_tokens: bool, health_check_interval: float, log_level: str, log_format: str) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
     from clusternet_api.durations import parse_duration
@@ -66,11 +75,12 @@ def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_f
         kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
         allow_unsealed_tokens=allow_unsealed_tokens, health_check_interval=health_check_interval,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
-        tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file)
+        tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,
+        requestheader_allowed_names=tuple(n for n in requestheader_allowed_names.split(",") if n))
     _run_until_signalled(lambda stop: run_hub(options, stop))
 
 
-def _run_until_signalled(factory: Any) -> None:
+def _run_until_signalled(factory: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ import kopf
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_hub import health, metrics, registration
+from clusternet_hub.sockets import SocketRegistry
 
 HUB = kopf.OperatorRegistry()
 PREFIX = "hub.clusternet.io"
@@ -46,6 +47,10 @@ class HubContext:
     kube: Kube | None = None
     clusters: dict[tuple[str, str], Obj] = field(default_factory=dict)
     approved: dict[str, Obj] = field(default_factory=dict)
+    sockets: SocketRegistry | None = None
+
+    def knows_cluster(self, cluster_id: str) -> bool:
+        return any((mc.get("spec") or {}).get("clusterId") == cluster_id for mc in self.clusters.values())
 
     @property
     def api(self) -> Kube:

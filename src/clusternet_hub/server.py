@@ -9,13 +9,18 @@ from __future__ import annotations
 import ssl
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from clusternet_api import known
 from clusternet_hub import metrics
+from clusternet_hub.proxy import Proxy
+from clusternet_hub.sockets import SocketRegistry, tunnel_endpoint
 
-CTX_KEY: web.AppKey[object] = web.AppKey("hub", object)
+SOCKETS = f"/apis/{known.PROXIES_GROUP}/{known.PROXIES_VERSION}/sockets"
+GROUP_VERSION = f"{known.PROXIES_GROUP}/{known.PROXIES_VERSION}"
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -27,13 +32,72 @@ async def metrics_handler(_: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(ctx: object) -> web.Application:
+def front_proxy_user(request: web.Request, allowed_names: tuple[str, ...]) -> str | None:
+    """The user the parent's aggregation layer vouches for, when the request came through it.
+
+    Only a TLS client certificate verified against the requestheader CA, with an allowed common name,
+    makes X-Remote-User trustworthy; anyone else's X-Remote-* headers are ignored.
+    """
+    if request.transport is None:
+        return None
+    cert = request.transport.get_extra_info("peercert")
+    if not cert:
+        return None
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    if allowed_names and not any(n in allowed_names for n in names):
+        return None
+    return request.headers.get("X-Remote-User")
+
+
+def discovery_resources() -> dict[str, Any]:
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION, "resources": [
+        {"name": "sockets", "singularName": "socket", "namespaced": False, "kind": "Socket",
+         "shortNames": ["ss"], "categories": [known.CATEGORY], "verbs": []},
+        {"name": "sockets/proxy", "singularName": "", "namespaced": False, "kind": "Socket",
+         "verbs": ["create", "delete", "get", "patch", "update"]},
+    ]}
+
+
+def discovery_group() -> dict[str, Any]:
+    version = {"groupVersion": GROUP_VERSION, "version": known.PROXIES_VERSION}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": known.PROXIES_GROUP, "versions": [version],
+            "preferredVersion": version}
+
+
+def build_app(registry: SocketRegistry, proxy: Proxy, allowed_names: tuple[str, ...] = ()) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[CTX_KEY] = ctx
+
+    async def tunnel(request: web.Request) -> web.StreamResponse:
+        result: web.StreamResponse = await tunnel_endpoint(request, registry, front_proxy_user(request, allowed_names))
+        return result
+
+    async def proxied(request: web.Request) -> web.StreamResponse:
+        via_front_proxy = front_proxy_user(request, allowed_names) is not None
+        return await proxy.handle(request, via_front_proxy)
+
+    async def group(_: web.Request) -> web.Response:
+        return web.json_response(discovery_group())
+
+    async def resources(_: web.Request) -> web.Response:
+        return web.json_response(discovery_resources())
+
+    async def groups(_: web.Request) -> web.Response:
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [discovery_group()]})
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response({"swagger": "2.0", "info": {"title": "clusternet-hub", "version": "v1alpha1"},
+                                  "paths": {}})
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", healthz)
     app.router.add_get("/livez", healthz)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/apis", groups)
+    app.router.add_get(f"/apis/{known.PROXIES_GROUP}", group)
+    app.router.add_get(f"/apis/{GROUP_VERSION}", resources)
+    app.router.add_get("/openapi/v2", openapi)
+    app.router.add_get(SOCKETS + "/{cluster_id}", tunnel)
+    app.router.add_route("*", SOCKETS + "/{cluster_id}/proxy/{scheme}{tail:(/.*)?}", proxied)
     return app
 
 

@@ -1,0 +1,94 @@
+"""The agent's end of the tunnel: one outbound websocket to the hub, streams into this cluster.
+
+The agent dials out, so a child behind NAT or a firewall stays reachable. Each stream the hub opens is
+dialled here, with TLS to the target verified against this cluster's CA: the hub speaks plain HTTP inside
+the (TLS-protected) tunnel and never needs the child's CA or any child credential of its own. Targets are
+allow-listed: by default only this cluster's API server (Clusternet's agent dials any address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from clusternet_api import known
+from clusternet_api.tunnel import FrameError, Session
+
+log = logging.getLogger(__name__)
+
+
+def tunnel_url(parent_url: str, cluster_id: str, override: str | None = None) -> str:
+    base = override or parent_url
+    url = urlparse(base)
+    path = url.path.rstrip("/")
+    if not path.endswith(cluster_id):
+        path = f"{path}{known.SOCKETS_PATH}/{cluster_id}"
+    return url._replace(scheme="wss" if url.scheme in ("https", "wss") else "ws", path=path).geturl()
+
+
+class StreamDialer:
+    """Dials what the hub asks for: this cluster's API server, or an allow-listed HTTPS address."""
+
+    def __init__(self, apiserver_url: str, ca_pem: bytes | None, allowed: tuple[str, ...] = ()) -> None:
+        url = urlparse(apiserver_url)
+        self.apiserver = (url.hostname or "127.0.0.1", url.port or 443)
+        self.allowed = set(allowed)
+        self.tls = ssl.create_default_context()
+        if ca_pem:
+            self.tls.load_verify_locations(cadata=ca_pem.decode())
+
+    def allow(self, address: str) -> bool:
+        return address == known.TUNNEL_APISERVER_ADDRESS or address in self.allowed
+
+    async def dial(self, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if address == known.TUNNEL_APISERVER_ADDRESS:
+            host, port = self.apiserver
+        else:
+            host, _, port_text = address.rpartition(":")
+            host, port = host.strip("[]"), int(port_text)
+        return await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=self.tls, server_hostname=host), timeout=10)
+
+
+async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, dialer: StreamDialer,
+                     on_state: Callable[[bool], None] | None = None) -> None:
+    """Hold the tunnel forever, reconnecting with capped, jittered exponential backoff. Cancel to stop."""
+    tls = ssl.create_default_context()
+    if ca_pem:
+        tls.load_verify_locations(cadata=ca_pem.decode())
+    delay = 0.25
+    while True:
+        try:
+            async with connect(url, additional_headers={"Authorization": f"Bearer {token()}"},
+                               ssl=tls if url.startswith("wss") else None, max_size=2 * 1024 * 1024,
+                               ping_interval=20, ping_timeout=20, open_timeout=10, compression=None) as ws:
+                log.info("tunnel to the hub is up")
+                delay = 0.25
+                if on_state:
+                    on_state(True)
+                async with Session(ws.send, is_client=False, accept=dialer.dial, allow=dialer.allow) as session:
+                    try:
+                        async for message in ws:
+                            if isinstance(message, str):
+                                raise FrameError("text message on the tunnel")
+                            session.feed(message)
+                    except FrameError as e:
+                        await ws.close(1002, str(e)[:120])
+            log.warning("tunnel to the hub closed; reconnecting")
+        except InvalidStatus as e:
+            code = e.response.status_code
+            log.error("the hub refused the tunnel (HTTP %s): %s", code,
+                      e.response.body.decode(errors="replace")[:300] if e.response.body else "")
+        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as e:
+            log.warning("tunnel to the hub failed: %s", e or type(e).__name__)
+        if on_state:
+            on_state(False)
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 30.0)

@@ -1,0 +1,348 @@
+"""What a Subscription's status says: per-feed replica counts over clusters and whether the rollout is done.
+
+Clusternet fills `aggregatedStatuses` with `available` meaning only "some status was synced" and never
+writes `completedReleases` (reference §5). Here `available` is a real readiness verdict (rolled out and
+ready, Job completed, ...), `completedReleases` counts clusters where everything is applied and ready,
+and a Ready condition tells people exactly what is still missing and where.
+
+Pure functions over the child objects' `.status` as the agent copies them into
+Description.status.manifestStatuses[].observedStatus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from clusternet_api import known
+from clusternet_hub.rendering import is_helm_chart_feed, split_api_version
+from clusternet_hub.scheduling import feed_key, feed_ref, format_feed
+
+__all__ = [
+    "REPLICA_FIELDS",
+    "aggregate",
+    "is_ready",
+    "is_workload",
+    "workload_summary",
+]
+
+Obj = Mapping[str, Any]
+
+REPLICA_FIELDS: tuple[str, ...] = (
+    "observedGeneration",
+    "replicas",
+    "updatedReplicas",
+    "currentReplicas",
+    "readyReplicas",
+    "availableReplicas",
+    "unavailableReplicas",
+    "active",
+    "succeeded",
+    "failed",
+)
+"""Clusternet's ReplicaStatus fields, in its order."""
+
+_APPS_WORKLOADS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"})
+_DAEMONSET_FIELDS = {
+    "observedGeneration": "observedGeneration",
+    "replicas": "desiredNumberScheduled",
+    "updatedReplicas": "updatedNumberScheduled",
+    "currentReplicas": "currentNumberScheduled",
+    "readyReplicas": "numberReady",
+    "availableReplicas": "numberAvailable",
+    "unavailableReplicas": "numberUnavailable",
+}
+MAX_MESSAGE = 2048
+"""Condition messages stay readable in `kubectl describe` (the API allows 32768)."""
+
+
+def _kind(obj: Obj) -> tuple[str, str]:
+    group, _ = split_api_version(str(obj.get("apiVersion") or ""))
+    return group, str(obj.get("kind") or "")
+
+
+def is_workload(obj: Obj) -> bool:
+    """Objects whose readiness can only be judged from a reported status."""
+    group, kind = _kind(obj)
+    return (group == "apps" and kind in _APPS_WORKLOADS) or (group == "batch" and kind == "Job")
+
+
+def _int(status: Obj, name: str) -> int:
+    value = status.get(name)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def workload_summary(obj: Obj) -> dict[str, int]:
+    """Clusternet ReplicaStatus fields of a Deployment, StatefulSet, ReplicaSet, DaemonSet or Job.
+
+    Only fields the object reports are set (Go's omitempty); other kinds give `{}`. DaemonSet counters
+    map onto the replica fields (desiredNumberScheduled -> replicas, numberReady -> readyReplicas, ...).
+    """
+    if not is_workload(obj):
+        return {}
+    status = obj.get("status") or {}
+    _, kind = _kind(obj)
+    if kind == "DaemonSet":
+        pairs = _DAEMONSET_FIELDS.items()
+    elif kind == "Job":
+        pairs = {f: f for f in ("active", "succeeded", "failed")}.items()
+    else:
+        pairs = {f: f for f in REPLICA_FIELDS[:7]}.items()
+    return {ours: _int(status, theirs) for ours, theirs in pairs if theirs in status}
+
+
+def _condition(status: Obj, ctype: str) -> Obj | None:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def _generation_lag(obj: Obj) -> str | None:
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
+        return f"update not observed yet (generation {generation}, observed {observed})"
+    return None
+
+
+def _desired(obj: Obj, default_field: str) -> int:
+    """spec.replicas when the spec is known (default 1), else what the status says is wanted."""
+    spec = obj.get("spec")
+    if isinstance(spec, Mapping):
+        value = spec.get("replicas")
+        return 1 if value is None else int(value)
+    return _int(obj.get("status") or {}, default_field)
+
+
+def is_ready(obj: Obj) -> tuple[bool, str]:
+    """Whether a child object is rolled out and ready, with a short reason either way.
+
+    Deployment: observed the latest generation, all replicas updated and available, no old replicas left.
+    StatefulSet/ReplicaSet: ready replicas reach the desired count. DaemonSet: numberReady equals
+    desiredNumberScheduled. Job: completed (a failed Job is not ready). Namespace: not Terminating.
+    Anything else: it exists, so it is ready.
+    """
+    group, kind = _kind(obj)
+    status = obj.get("status") or {}
+    if group == "" and kind == "Namespace":
+        phase = status.get("phase") or "Active"
+        return (phase != "Terminating", f"phase {phase}")
+    if not is_workload(obj):
+        return True, "exists"
+    if kind == "Job":
+        return _job_ready(obj, status)
+    lag = _generation_lag(obj)
+    if lag:
+        return False, lag
+    if kind == "DaemonSet":
+        desired = _int(status, "desiredNumberScheduled")
+        if "updatedNumberScheduled" in status and _int(status, "updatedNumberScheduled") < desired:
+            return False, f"{_int(status, 'updatedNumberScheduled')}/{desired} updated"
+        ready = _int(status, "numberReady")
+        return ready >= desired, f"{ready}/{desired} ready"
+    desired = _desired(obj, "replicas")
+    if kind == "Deployment":
+        progressing = _condition(status, "Progressing")
+        if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
+            return False, "progress deadline exceeded: " + str(progressing.get("message") or "rollout stuck")
+        updated, replicas = _int(status, "updatedReplicas"), _int(status, "replicas")
+        if updated < desired:
+            return False, f"{updated}/{desired} updated"
+        if replicas > updated:
+            return False, f"{replicas - updated} old replica(s) still running"
+        available = _int(status, "availableReplicas")
+        return available >= desired, f"{available}/{desired} ready"
+    if kind == "StatefulSet":
+        strategy = ((obj.get("spec") or {}).get("updateStrategy") or {}).get("type")
+        updated = _int(status, "updatedReplicas")
+        if strategy != "OnDelete" and "updatedReplicas" in status and updated < desired:
+            return False, f"{updated}/{desired} updated"
+    ready = _int(status, "readyReplicas")
+    return ready >= desired, f"{ready}/{desired} ready"
+
+
+def _job_ready(obj: Obj, status: Obj) -> tuple[bool, str]:
+    failed = _condition(status, "Failed")
+    if failed and failed.get("status") == "True":
+        return False, f"failed: {failed.get('reason') or failed.get('message') or 'Job failed'}"
+    complete = _condition(status, "Complete")
+    succeeded = _int(status, "succeeded")
+    spec = obj.get("spec")
+    completions = (spec.get("completions") if isinstance(spec, Mapping) else None) or 1
+    if (complete and complete.get("status") == "True") or succeeded >= completions:
+        return True, "complete"
+    return False, f"{succeeded}/{completions} completed, {_int(status, 'active')} active"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Subscription status
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _belongs(desc: Obj, subscription: Obj) -> bool:
+    """Descriptions carry the subs.* labels; trust them when present, so stray inputs are ignored."""
+    labels = (desc.get("metadata") or {}).get("labels") or {}
+    meta = subscription.get("metadata") or {}
+    for label, value in (
+        (known.LABEL_SUBS_UID, meta.get("uid")),
+        (known.LABEL_SUBS_NAME, meta.get("name")),
+        (known.LABEL_SUBS_NAMESPACE, meta.get("namespace")),
+    ):
+        if label in labels and value and labels[label] != value:
+            return False
+    return True
+
+
+def _cluster_index(clusters: Mapping[str, Obj]) -> dict[str, Obj]:
+    """ManagedClusters by `<namespace>/<name>` and by namespace, whatever the caller keyed them by."""
+    index: dict[str, Obj] = {}
+    for cluster in clusters.values():
+        meta = cluster.get("metadata") or {}
+        index[f"{meta.get('namespace')}/{meta.get('name')}"] = cluster
+        index.setdefault(str(meta.get("namespace")), cluster)
+    return index
+
+
+def _sum_replicas(statuses: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for status in statuses:
+        for name, value in status.items():
+            if name == "observedGeneration":
+                total[name] = max(total.get(name, value), value)
+            else:
+                total[name] = total.get(name, 0) + value
+    return {f: total[f] for f in REPLICA_FIELDS if f in total}
+
+
+def _phase_problem(desc: Obj | None, what: str) -> str | None:
+    if desc is None:
+        return f"no {what} Description yet"
+    status = desc.get("status") or {}
+    phase = status.get("phase")
+    if phase == "Success":
+        return None
+    if phase == "Failure":
+        return f"{what} deploy failed: {status.get('reason') or 'no reason given'}"
+    return f"{what} deploy {str(phase).lower() if phase else 'pending'}"
+
+
+def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[str, Obj]) -> dict[str, Any]:
+    """Subscription status fields from the bound clusters' Descriptions.
+
+    Returns `aggregatedStatuses` (one entry per feed, summed and per cluster), `desiredReleases`,
+    `completedReleases` (bound clusters where every Description succeeded and every feed is ready) and
+    `conditions` holding one Ready condition (type, status, reason, message; the caller stamps
+    lastTransitionTime when the status changes). `clusters` holds the ManagedClusters, keyed any way.
+    """
+    spec = subscription.get("spec") or {}
+    feeds = [feed_ref(f) for f in spec.get("feeds") or []]
+    bound = list((subscription.get("status") or {}).get("bindingClusters") or [])
+    index = _cluster_index(clusters)
+
+    by_namespace: dict[str, dict[str, Obj]] = {}
+    for desc in descriptions:
+        if not _belongs(desc, subscription):
+            continue
+        ns = str((desc.get("metadata") or {}).get("namespace") or "")
+        deployer = str((desc.get("spec") or {}).get("deployer") or "")
+        by_namespace.setdefault(ns, {})[deployer] = desc
+
+    details: dict[str, list[dict[str, Any]]] = {feed_key(f): [] for f in feeds}
+    done = 0
+    waiting: list[str] = []
+    failed = False
+    for key in bound:
+        ns, _, name = key.partition("/")
+        cluster = index.get(key) or index.get(ns) or {}
+        cluster_meta = cluster.get("metadata") or {}
+        display = ((cluster_meta.get("labels") or {}).get(known.LABEL_CLUSTER_NAME)
+                   or cluster_meta.get("name") or name)
+        cluster_id = str((cluster.get("spec") or {}).get("clusterId") or "")
+        descs = by_namespace.get(ns, {})
+        generic, helm = descs.get("Generic"), descs.get("Helm")
+        observed = {
+            feed_key(ms): ms.get("observedStatus")
+            for ms in ((generic or {}).get("status") or {}).get("manifestStatuses") or []
+        }
+
+        problems: list[str] = []
+        for what, deployed, needed in (
+            ("generic", generic, any(not is_helm_chart_feed(f) for f in feeds)),
+            ("helm", helm, any(is_helm_chart_feed(f) for f in feeds)),
+        ):
+            problem = _phase_problem(deployed, what) if needed else None
+            if problem:
+                problems.append(problem)
+                failed = failed or ((deployed or {}).get("status") or {}).get("phase") == "Failure"
+        for feed in feeds:
+            fkey = feed_key(feed)
+            entry: dict[str, Any] = {"clusterId": cluster_id, "clusterName": display}
+            if is_helm_chart_feed(feed):
+                ready = _phase_problem(helm, "helm") is None
+            elif _phase_problem(generic, "generic") is not None:
+                ready = False
+            else:
+                status = observed.get(fkey)
+                obj = {"apiVersion": feed["apiVersion"], "kind": feed["kind"], "status": status or {}}
+                if status is None and is_workload(obj):
+                    ready, reason = False, "no status reported yet"
+                else:
+                    ready, reason = is_ready(obj)
+                    replica_status = workload_summary(obj)
+                    if replica_status:
+                        entry["replicaStatus"] = replica_status
+                if not ready:
+                    problems.append(f"{format_feed(feed)} {reason}")
+            entry["available"] = ready
+            details[fkey].append(entry)
+        if problems:
+            waiting.append(f"{display}: {', '.join(problems)}")
+        else:
+            done += 1
+
+    aggregated = []
+    for feed in feeds:
+        per_cluster = details[feed_key(feed)]
+        summary: dict[str, Any] = {"available": bool(per_cluster) and all(d["available"] for d in per_cluster)}
+        replica_sum = _sum_replicas(d["replicaStatus"] for d in per_cluster if "replicaStatus" in d)
+        if replica_sum:
+            summary["replicaStatus"] = replica_sum
+        item: dict[str, Any] = {"apiVersion": feed["apiVersion"], "kind": feed["kind"]}
+        if feed["namespace"]:
+            item["namespace"] = feed["namespace"]
+        item.update({"name": feed["name"], "feedStatusSummary": summary, "feedStatusDetails": per_cluster})
+        aggregated.append(item)
+
+    return {
+        "aggregatedStatuses": aggregated,
+        "desiredReleases": len(bound),
+        "completedReleases": done,
+        "conditions": [_ready_condition(len(bound), done, waiting, failed)],
+    }
+
+
+def _ready_condition(total: int, done: int, waiting: list[str], failed: bool) -> dict[str, str]:
+    if total == 0:
+        return {
+            "type": "Ready",
+            "status": "False",
+            "reason": "NoBindingClusters",
+            "message": "not bound to any cluster (yet): no ManagedCluster is scheduled for this Subscription",
+        }
+    if not waiting:
+        return {
+            "type": "Ready",
+            "status": "True",
+            "reason": "AllReleasesReady",
+            "message": f"{done}/{total} clusters done",
+        }
+    message = f"{done}/{total} clusters done; waiting for " + "; ".join(waiting)
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    return {
+        "type": "Ready",
+        "status": "False",
+        "reason": "ReleasesFailed" if failed else "ReleasesNotReady",
+        "message": message,
+    }

@@ -1,0 +1,139 @@
+"""The proxies.clusternet.io API: child API servers (and allowed in-cluster HTTPS services) via tunnels.
+
+`/apis/proxies.clusternet.io/v1alpha1/sockets/<clusterID>/proxy/direct/<path>` reaches the child's API
+server; `/proxy/https/<host:port>/<path>` an in-cluster HTTPS service on the agent's allow-list.
+
+The hub never uses its own identity towards a child. The caller's child credentials travel either as a
+bearer token sent straight to the hub, or, as in Clusternet, as impersonation extras
+(`Impersonate-User: clusternet` + `Impersonate-Extra-Clusternet-Token`), which reach the hub as
+`X-Remote-Extra-Clusternet-Token` when the request comes through the parent's aggregation layer.
+Other `Clusternet-<Header>` extras become `<Header>` in the child (e.g. child-side impersonation).
+The child API server then applies its own RBAC.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+from aiohttp import web
+
+from clusternet_hub import metrics
+from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, status_body
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+EXTRA_PREFIX_FRONT = "x-remote-extra-clusternet-"
+EXTRA_PREFIX_DIRECT = "impersonate-extra-clusternet-"
+
+
+class ProxyError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def upstream_headers(headers: Mapping[str, str], via_front_proxy: bool) -> dict[str, str]:
+    """Headers for the child: hop-by-hop and identity headers removed, child credentials put in place."""
+    out: dict[str, str] = {}
+    extras: dict[str, str] = {}
+    impersonating_clusternet = headers.get("Impersonate-User", "").lower() == "clusternet"
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            continue
+        if lower.startswith("x-remote-"):
+            if via_front_proxy and lower.startswith(EXTRA_PREFIX_FRONT):
+                extras[unquote(lower[len(EXTRA_PREFIX_FRONT):])] = value
+            continue  # never trust identity headers that did not come from the front proxy
+        if lower.startswith(EXTRA_PREFIX_DIRECT) and impersonating_clusternet:
+            extras[unquote(lower[len(EXTRA_PREFIX_DIRECT):])] = value
+            continue
+        if lower == "impersonate-user" and impersonating_clusternet:
+            continue
+        if lower == "authorization" and (via_front_proxy or impersonating_clusternet):
+            continue  # that identity is for the parent, not the child
+        out[name] = value
+    for key, value in extras.items():
+        if key == "token":
+            out["Authorization"] = f"Bearer {value}"
+        elif key in ("certificate", "privatekey"):
+            raise ProxyError(400, "client-certificate credentials (Clusternet-Certificate) are not supported "
+                                  "by this hub; pass a child token as Clusternet-Token")
+        else:
+            out["-".join(p.capitalize() for p in key.split("-"))] = value
+    if "Authorization" not in out and "authorization" not in {k.lower() for k in out}:
+        raise ProxyError(401, "no child-cluster credentials: send the child's token as a bearer token, or "
+                              "impersonate user 'clusternet' with extra 'clusternet-token'")
+    return out
+
+
+def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+
+
+class Proxy:
+    """Streams requests and responses (watch included) through a cluster's tunnel."""
+
+    def __init__(self, registry: SocketRegistry, known_cluster: Any) -> None:
+        self.registry = registry
+        self.known_cluster = known_cluster  # callable: cluster_id -> bool (a ManagedCluster exists)
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None), auto_decompress=False)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def handle(self, request: web.Request, via_front_proxy: bool) -> web.StreamResponse:
+        try:
+            return await self._handle(request, via_front_proxy)
+        except ProxyError as e:
+            metrics.proxy_requests.labels(str(e.status)).inc()
+            return web.json_response(status_body(e.status, str(e)), status=e.status)
+
+    async def _handle(self, request: web.Request, via_front_proxy: bool) -> web.StreamResponse:
+        cluster_id = request.match_info["cluster_id"]
+        scheme = request.match_info["scheme"]
+        tail = request.match_info.get("tail", "")
+        if scheme == "direct":
+            address = APISERVER_ADDRESS
+        elif scheme == "https":
+            address, _, rest = tail.lstrip("/").partition("/")
+            tail = "/" + rest
+            if ":" not in address:
+                address += ":443"
+        else:
+            raise ProxyError(400, f"unsupported proxy scheme {scheme!r}: use 'direct' or 'https'")
+        if request.headers.get("Upgrade"):
+            raise ProxyError(501, "upgrade requests (exec, attach, port-forward) through the proxy are not "
+                                  "supported by this hub yet")
+        headers = upstream_headers(request.headers, via_front_proxy)
+        tunnel = self.registry.get(cluster_id)
+        if tunnel is None:
+            if not self.known_cluster(cluster_id):
+                raise ProxyError(404, f"no managed cluster with ID {cluster_id}")
+            raise ProxyError(503, f"the agent of cluster {cluster_id} is disconnected; its tunnel is down")
+        port = await tunnel.listener_port(address)
+        url = f"http://127.0.0.1:{port}{tail or '/'}"
+        body = await request.read() if request.can_read_body else None
+        try:
+            async with self.client.request(request.method, url, params=request.query, headers=headers,
+                                           data=body, allow_redirects=False) as upstream:
+                response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
+                await response.prepare(request)
+                try:
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+                    log.info("cluster %s: upstream stream ended: %s", cluster_id, e)
+                await response.write_eof()
+                metrics.proxy_requests.labels(str(upstream.status)).inc()
+                return response
+        except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as e:
+            raise ProxyError(503, f"the agent of cluster {cluster_id} could not reach {address}: {e}") from e

@@ -1,0 +1,262 @@
+"""From feeds to the exact objects one cluster receives: names, labels, ordering and Description.spec.raw.
+
+Pure: the deployer fetches Manifests, overrides and the ManagedCluster, then calls `render_generic`; the
+`kubectl clusternet render` preview calls the same function, so what users preview is what gets applied.
+
+Names are Clusternet's where they are visible on the wire (Manifest names and labels, `<base>-generic` /
+`<base>-helm`), but Base names are derived from a hash instead of Clusternet's random suffix, so a hub that
+crashes between creating a Base and recording it converges on the same name when it retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusternet_api import known
+from clusternet_hub.overrides import AppliedOverride, OverrideError, apply_overrides, select_overrides
+from clusternet_hub.scheduling import InvalidSelector, feed_key, feed_ref, format_feed
+
+__all__ = [
+    "RenderResult",
+    "RenderedObject",
+    "base_name",
+    "decode_raw",
+    "description_name",
+    "encode_raw",
+    "feed_key",
+    "feed_labels",
+    "feed_selector",
+    "is_helm_chart_feed",
+    "legacy_manifest_name",
+    "manifest_labels",
+    "manifest_name",
+    "render_generic",
+    "split_api_version",
+]
+
+Obj = Mapping[str, Any]
+
+MAX_NAME_LENGTH = 63
+"""Base names stay valid DNS labels, so they can also be used as label values."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Names and labels
+# ---------------------------------------------------------------------------------------------------------
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """`apps/v1` -> (`apps`, `v1`); the core group `v1` -> (``, `v1`)."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def manifest_name(resource_plural: str, namespace: str | None, name: str) -> str:
+    """Clusternet's Manifest name: `<resource>.<namespace>.<name>`, or `<resource>.<name>` if cluster-scoped.
+
+    Dots cannot occur in a resource or namespace name, so, unlike the legacy hyphenated form, two objects
+    can never map to the same Manifest.
+    """
+    if namespace:
+        return f"{resource_plural}.{namespace}.{name}"
+    return f"{resource_plural}.{name}"
+
+
+def legacy_manifest_name(resource_plural: str, namespace: str | None, name: str) -> str:
+    """The pre-v0.12 hyphenated form `<resource>-<namespace>-<name>`, still read by Clusternet."""
+    if namespace:
+        return f"{resource_plural}-{namespace}-{name}"
+    return f"{resource_plural}-{name}"
+
+
+def feed_labels(feed: Obj) -> dict[str, str]:
+    """The `apps.clusternet.io/config.*` labels identifying a feed's Manifest (namespace only if set)."""
+    ref = feed_ref(feed)
+    group, version = split_api_version(ref["apiVersion"])
+    labels = {
+        known.LABEL_CONFIG_GROUP: group,
+        known.LABEL_CONFIG_VERSION: version,
+        known.LABEL_CONFIG_KIND: ref["kind"],
+        known.LABEL_CONFIG_NAME: ref["name"],
+    }
+    if ref["namespace"]:
+        labels[known.LABEL_CONFIG_NAMESPACE] = ref["namespace"]
+    return labels
+
+
+def manifest_labels(obj: Obj) -> dict[str, str]:
+    """Labels of the Manifest storing `obj`: the object's own labels, then the config.* labels on top.
+
+    The object's labels are kept so users can list shadow objects by their own selectors; the namespace
+    label is always present (empty for cluster-scoped objects), as Clusternet writes it.
+    """
+    own = (obj.get("metadata") or {}).get("labels") or {}
+    labels = {str(k): str(v) for k, v in own.items()}
+    labels.update(feed_labels(obj))
+    labels.setdefault(known.LABEL_CONFIG_NAMESPACE, "")
+    return labels
+
+
+def feed_selector(feed: Obj) -> str:
+    """Label selector (`k=v,...`, sorted) that finds a feed's Manifests in clusternet-reserved."""
+    return ",".join(f"{k}={v}" for k, v in sorted(feed_labels(feed).items()))
+
+
+def base_name(subscription_name: str, *, subscription_namespace: str) -> str:
+    """Deterministic Base name `<subscription>-<5 hex>`, at most 63 characters.
+
+    The suffix hashes the Subscription's namespace and name, so Subscriptions with the same name in
+    different namespaces never share a Base in a cluster's namespace, and retries reuse the same name.
+    """
+    digest = hashlib.sha256(f"{subscription_namespace}/{subscription_name}".encode()).hexdigest()[:5]
+    prefix = subscription_name[: MAX_NAME_LENGTH - 6].rstrip("-.")
+    return f"{prefix}-{digest}"
+
+
+def description_name(base: str, deployer: str) -> str:
+    """`<base>-generic` or `<base>-helm`, Clusternet's Description names."""
+    kind = deployer.lower()
+    if kind not in ("generic", "helm"):
+        raise ValueError(f"deployer must be Generic or Helm, got {deployer!r}")
+    return f"{base}-{kind}"
+
+
+def is_helm_chart_feed(feed: Obj) -> bool:
+    """HelmChart feeds go to the Helm deployer, everything else to the generic one."""
+    ref = feed_ref(feed)
+    return ref["kind"] == "HelmChart" and split_api_version(ref["apiVersion"])[0] == known.APPS_GROUP
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Description.spec.raw
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _canonical_json(obj: Obj) -> bytes:
+    # Sorted keys and no spaces: the same objects always give the same bytes, so re-rendering an unchanged
+    # Subscription never rewrites its Descriptions (and never triggers a needless re-apply).
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_raw(objects: Iterable[Obj]) -> list[str]:
+    """Objects as Description.spec.raw: base64 of each object's JSON, as Go marshals [][]byte."""
+    return [base64.b64encode(_canonical_json(o)).decode("ascii") for o in objects]
+
+
+def decode_raw(raw: Iterable[str]) -> list[dict[str, Any]]:
+    """Description.spec.raw back to objects. Raises ValueError naming the bad entry."""
+    objects: list[dict[str, Any]] = []
+    for i, entry in enumerate(raw):
+        try:
+            obj = json.loads(base64.b64decode(entry, validate=True))
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise ValueError(f"spec.raw[{i}] is not base64-encoded JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise ValueError(f"spec.raw[{i}] is not a JSON object")
+        objects.append(obj)
+    return objects
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderedObject:
+    """One final child object and what the overrides did to it."""
+
+    feed: dict[str, str]
+    object: dict[str, Any]
+    applied: list[AppliedOverride] = field(default_factory=list)
+    errors: list[OverrideError] = field(default_factory=list)
+
+
+@dataclass
+class RenderResult:
+    """Everything one cluster gets from a Base (generic deployer), in apply order."""
+
+    items: list[RenderedObject] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Feed-level problems (missing Manifest, broken Globalization selector); those feeds are left out."""
+    skipped_feeds: list[dict[str, str]] = field(default_factory=list)
+    """HelmChart feeds, which the Helm deployer renders."""
+
+    @property
+    def objects(self) -> list[dict[str, Any]]:
+        return [item.object for item in self.items]
+
+    @property
+    def override_errors(self) -> list[OverrideError]:
+        return [e for item in self.items for e in item.errors]
+
+    def all_errors(self) -> list[str]:
+        """Every problem as a sentence, feed-level first, for Description.status.reason or events."""
+        return self.errors + [e.message for e in self.override_errors]
+
+    def encoded_raw(self) -> list[str]:
+        """Description.spec.raw for these objects."""
+        return encode_raw(self.objects)
+
+
+def _apply_rank(obj: Obj) -> int:
+    """Namespaces first, then CRDs: what other objects may need to exist when they are created."""
+    group, _ = split_api_version(str(obj.get("apiVersion") or ""))
+    kind = obj.get("kind")
+    if kind == "Namespace" and group == "":
+        return 0
+    if kind == "CustomResourceDefinition" and group == "apiextensions.k8s.io":
+        return 1
+    return 2
+
+
+def _template_of(found: Obj) -> dict[str, Any]:
+    """Accept a Manifest (use its template) or the template itself."""
+    if found.get("kind") == "Manifest" and isinstance(found.get("template"), Mapping):
+        return dict(found["template"])
+    return dict(found)
+
+
+def render_generic(
+    feeds: Iterable[Obj],
+    templates: Mapping[str, Obj],
+    cluster: Obj,
+    globalizations: Iterable[Obj],
+    localizations: Iterable[Obj],
+) -> RenderResult:
+    """The final objects for one cluster: each feed's template with its overrides applied, in apply order.
+
+    `templates` maps feed keys (`apiVersion/Kind[/ns]/name`) to Manifest templates (or Manifests). Order is
+    Namespaces, then CRDs, then the rest, each group in feed order. A feed without a template, or whose
+    Globalizations cannot be selected, is reported and left out. The owned-by-description annotation is
+    the deployer's job, not set here.
+    """
+    globs = list(globalizations)
+    locs = list(localizations)
+    result = RenderResult()
+    for feed in feeds:
+        ref = feed_ref(feed)
+        if is_helm_chart_feed(ref):
+            result.skipped_feeds.append(ref)
+            continue
+        found = templates.get(feed_key(ref))
+        if found is None:
+            result.errors.append(
+                f"feed {ref['apiVersion']}/{format_feed(ref)} not found: no Manifest in {known.RESERVED_NAMESPACE}"
+            )
+            continue
+        try:
+            chosen = select_overrides(ref, cluster, globs, locs)
+        except InvalidSelector as exc:
+            result.errors.append(f"feed {ref['apiVersion']}/{format_feed(ref)}: {exc}")
+            continue
+        outcome = apply_overrides(_template_of(found), chosen)
+        result.items.append(RenderedObject(ref, outcome.object, outcome.applied, outcome.errors))
+    result.items.sort(key=lambda item: _apply_rank(item.object))  # stable: feed order within a rank
+    return result

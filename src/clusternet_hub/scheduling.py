@@ -1,0 +1,338 @@
+"""Where a Subscription's feeds go: label selectors, taint tolerations and static replica division.
+
+Pure functions over plain dicts as the apiserver returns them (kopf bodies, JSON), so the scheduler
+controller stays a thin loop around them and every decision can be unit-tested without a cluster.
+
+Semantics follow Clusternet's default scheduler (reference §7): the candidate clusters are the union of
+the clusters matched by any subscriber's `clusterAffinity`, NoSchedule/NoExecute taints filter them
+against `clusterTolerations`, every survivor is bound (Replication), and for Static Dividing each feed's
+replicas are split by cluster weight. Dynamic Dividing needs the agents' predictors and is refused
+loudly instead of half-working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+__all__ = [
+    "ClusterPlacement",
+    "InvalidSelector",
+    "ScheduleResult",
+    "UnsupportedScheduling",
+    "binding_key",
+    "cluster_tolerated",
+    "divide_replicas",
+    "feed_key",
+    "feed_ref",
+    "format_feed",
+    "label_selector_matches",
+    "schedule",
+    "tolerates",
+    "untolerated_taints",
+]
+
+FILTERING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+"""Taint effects that keep a Subscription off a cluster; PreferNoSchedule only lowers its score."""
+
+
+class InvalidSelector(ValueError):
+    """A LabelSelector the apiserver would reject (bad operator, values where none belong, ...)."""
+
+
+class UnsupportedScheduling(ValueError):
+    """A scheduling mode this implementation deliberately does not run."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Feeds
+# ---------------------------------------------------------------------------------------------------------
+
+
+def feed_ref(obj: Obj) -> dict[str, str]:
+    """The Feed fields (apiVersion, kind, namespace, name) of a Feed dict or of a full object.
+
+    Lets callers pass either `spec.feeds[i]`, a Manifest template or a rendered child object.
+    """
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping):
+        namespace, name = meta.get("namespace"), meta.get("name")
+    else:
+        namespace, name = obj.get("namespace"), obj.get("name")
+    return {
+        "apiVersion": str(obj.get("apiVersion") or ""),
+        "kind": str(obj.get("kind") or ""),
+        "namespace": str(namespace or ""),
+        "name": str(name or ""),
+    }
+
+
+def feed_key(feed: Obj) -> str:
+    """`apiVersion/Kind[/namespace]/name`: Clusternet's key in Subscription.status.replicas."""
+    ref = feed_ref(feed)
+    parts = [ref["apiVersion"], ref["kind"]]
+    if ref["namespace"]:
+        parts.append(ref["namespace"])
+    parts.append(ref["name"])
+    return "/".join(parts)
+
+
+def format_feed(feed: Obj) -> str:
+    """`Kind ns/name` (or `Kind name`), the way messages for people name a feed."""
+    ref = feed_ref(feed)
+    where = f"{ref['namespace']}/{ref['name']}" if ref["namespace"] else ref["name"]
+    return f"{ref['kind']} {where}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Label selectors
+# ---------------------------------------------------------------------------------------------------------
+
+
+def label_selector_matches(selector: Obj | None, labels: Mapping[str, str] | None) -> bool:
+    """metav1.LabelSelector semantics: every matchLabels pair and every expression must hold.
+
+    `{}` matches everything; `None` matches nothing (a subscriber without affinity selects no cluster,
+    as in Kubernetes' LabelSelectorAsSelector). Invalid selectors raise InvalidSelector rather than
+    silently matching nothing, so the caller can tell the user what is wrong.
+    """
+    if selector is None:
+        return False
+    if not isinstance(selector, Mapping):
+        raise InvalidSelector(f"label selector must be an object, got {type(selector).__name__}")
+    labels = labels or {}
+    match_labels = selector.get("matchLabels") or {}
+    if not isinstance(match_labels, Mapping):
+        raise InvalidSelector("matchLabels must be an object of key: value")
+    for key, value in match_labels.items():
+        if labels.get(key) != value:
+            return False
+    expressions = selector.get("matchExpressions") or []
+    if not isinstance(expressions, list):
+        raise InvalidSelector("matchExpressions must be a list")
+    return all(_expression_matches(expr, labels) for expr in expressions)
+
+
+def _expression_matches(expr: Any, labels: Mapping[str, str]) -> bool:
+    if not isinstance(expr, Mapping):
+        raise InvalidSelector(f"matchExpressions entry must be an object, got {expr!r}")
+    key, operator, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    if not key or not isinstance(key, str):
+        raise InvalidSelector(f"matchExpressions entry {dict(expr)!r} has no key")
+    if not isinstance(values, list):
+        raise InvalidSelector(f"matchExpressions key {key!r}: values must be a list")
+    if operator in ("In", "NotIn"):
+        if not values:
+            raise InvalidSelector(f"matchExpressions key {key!r}: operator {operator} needs at least one value")
+        present = key in labels
+        if operator == "In":
+            return present and labels[key] in values
+        return not present or labels[key] not in values
+    if operator in ("Exists", "DoesNotExist"):
+        if values:
+            raise InvalidSelector(f"matchExpressions key {key!r}: operator {operator} takes no values")
+        return bool((key in labels) == (operator == "Exists"))
+    raise InvalidSelector(
+        f"matchExpressions key {key!r}: unknown operator {operator!r} (use In, NotIn, Exists or DoesNotExist)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Taints and tolerations
+# ---------------------------------------------------------------------------------------------------------
+
+
+def tolerates(tolerations: Iterable[Obj], taint: Obj) -> bool:
+    """Whether any toleration tolerates the taint (corev1 Toleration.ToleratesTaint semantics).
+
+    An empty effect tolerates every effect; operator Exists with an empty key tolerates every taint;
+    operator Equal (or empty) needs the same key and value.
+    """
+    return any(_toleration_matches(t, taint) for t in tolerations)
+
+
+def _toleration_matches(toleration: Obj, taint: Obj) -> bool:
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.get("effect"):
+        return False
+    key = toleration.get("key") or ""
+    if key and key != taint.get("key"):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if operator == "Exists":
+        return True
+    if operator == "Equal":
+        return (toleration.get("value") or "") == (taint.get("value") or "")
+    return False
+
+
+def untolerated_taints(cluster: Obj, tolerations: Iterable[Obj] | None) -> list[dict[str, Any]]:
+    """The NoSchedule/NoExecute taints of a ManagedCluster that no toleration covers."""
+    tols = list(tolerations or [])
+    taints = (cluster.get("spec") or {}).get("taints") or []
+    return [dict(t) for t in taints if t.get("effect") in FILTERING_EFFECTS and not tolerates(tols, t)]
+
+
+def cluster_tolerated(cluster: Obj, tolerations: Iterable[Obj] | None) -> bool:
+    """Whether a Subscription with these tolerations may be scheduled to the ManagedCluster."""
+    return not untolerated_taints(cluster, tolerations)
+
+
+def _taint_text(taint: Obj) -> str:
+    value = taint.get("value")
+    return f"{taint.get('key')}{'=' + str(value) if value else ''}:{taint.get('effect')}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scheduling
+# ---------------------------------------------------------------------------------------------------------
+
+
+def binding_key(cluster: Obj) -> str:
+    """`<namespace>/<name>` of a ManagedCluster, the form of Subscription.status.bindingClusters."""
+    meta = cluster.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+@dataclass(frozen=True)
+class ClusterPlacement:
+    """One bound cluster and why it was chosen."""
+
+    key: str
+    """`<namespace>/<name>` as in bindingClusters."""
+    namespace: str
+    name: str
+    cluster_id: str
+    weight: int
+    """Sum of the weights of the subscribers that match this cluster."""
+    subscribers: tuple[int, ...]
+    """Indexes in spec.subscribers whose clusterAffinity matched."""
+
+
+@dataclass
+class ScheduleResult:
+    """What the binder writes to Subscription.status, plus explanations for people."""
+
+    binding_clusters: list[str] = field(default_factory=list)
+    """Sorted `<namespace>/<name>` strings."""
+    replicas: dict[str, list[int]] = field(default_factory=dict)
+    """Per feed key, replicas aligned with binding_clusters (Dividing only; empty for Replication)."""
+    clusters: list[ClusterPlacement] = field(default_factory=list)
+    """Aligned with binding_clusters."""
+    filtered: dict[str, str] = field(default_factory=dict)
+    """Clusters matched by a subscriber but filtered out, with the reason."""
+    message: str | None = None
+    """Set when the outcome deserves an explanation (nothing matched, weights all zero, ...)."""
+
+
+def schedule(
+    subscription: Obj,
+    clusters: Iterable[Obj],
+    feed_replicas: Mapping[str, int] | None = None,
+) -> ScheduleResult:
+    """Bind a Subscription to ManagedClusters and, for Static Dividing, split each feed's replicas.
+
+    `feed_replicas` maps feed keys to desired replica counts (FeedInventory's desiredReplicas); feeds
+    without an entry get `[]`, like Clusternet. ManagedClusters being deleted are never candidates.
+    Raises UnsupportedScheduling for Dynamic Dividing and InvalidSelector for a broken clusterAffinity.
+    """
+    spec = subscription.get("spec") or {}
+    strategy = spec.get("schedulingStrategy") or "Replication"
+    dividing_type = (spec.get("dividingScheduling") or {}).get("type") or "Static"
+    if strategy not in ("Replication", "Dividing"):
+        raise UnsupportedScheduling(f"unknown schedulingStrategy {strategy!r} (use Replication or Dividing)")
+    if strategy == "Dividing" and dividing_type != "Static":
+        raise UnsupportedScheduling(
+            f"dividingScheduling.type {dividing_type!r} is not supported: it needs per-cluster capacity "
+            "predictors; use type Static with subscriber weights"
+        )
+
+    subscribers = list(spec.get("subscribers") or [])
+    tolerations = list(spec.get("clusterTolerations") or [])
+    result = ScheduleResult()
+    placements: list[ClusterPlacement] = []
+    for cluster in clusters:
+        meta = cluster.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        labels = meta.get("labels") or {}
+        matched: list[int] = []
+        for i, sub in enumerate(subscribers):
+            try:
+                if label_selector_matches(sub.get("clusterAffinity"), labels):
+                    matched.append(i)
+            except InvalidSelector as exc:
+                raise InvalidSelector(f"spec.subscribers[{i}].clusterAffinity: {exc}") from exc
+        if not matched:
+            continue
+        key = binding_key(cluster)
+        blocking = untolerated_taints(cluster, tolerations)
+        if blocking:
+            result.filtered[key] = "untolerated taint " + ", ".join(_taint_text(t) for t in blocking)
+            continue
+        placements.append(
+            ClusterPlacement(
+                key=key,
+                namespace=str(meta.get("namespace") or ""),
+                name=str(meta.get("name") or ""),
+                cluster_id=str((cluster.get("spec") or {}).get("clusterId") or ""),
+                weight=sum(int(subscribers[i].get("weight") or 0) for i in matched),
+                subscribers=tuple(matched),
+            )
+        )
+
+    placements.sort(key=lambda p: p.key)
+    result.clusters = placements
+    result.binding_clusters = [p.key for p in placements]
+    if not placements:
+        result.message = _no_cluster_message(len(subscribers), result.filtered)
+        if strategy == "Dividing":
+            result.replicas = {feed_key(f): [] for f in spec.get("feeds") or []}
+        return result
+
+    if strategy == "Dividing":
+        weights = [p.weight for p in placements]
+        replicas_by_feed = feed_replicas or {}
+        if sum(weights) == 0:
+            result.message = "every matching subscriber has weight 0, so no replicas were divided"
+        for feed in spec.get("feeds") or []:
+            key = feed_key(feed)
+            desired = replicas_by_feed.get(key)
+            result.replicas[key] = [] if desired is None or sum(weights) == 0 else divide_replicas(desired, weights)
+    return result
+
+
+def _no_cluster_message(n_subscribers: int, filtered: Mapping[str, str]) -> str:
+    if n_subscribers == 0:
+        return "no subscribers: spec.subscribers is empty"
+    if filtered:
+        details = "; ".join(f"{k}: {why}" for k, why in sorted(filtered.items()))
+        return f"no cluster available: {len(filtered)} matching cluster(s) filtered out ({details})"
+    return "no ManagedCluster matches the clusterAffinity of any subscriber"
+
+
+def divide_replicas(replicas: int, weights: list[int]) -> list[int]:
+    """Split replicas proportionally to weights: floor(w*R/W), leftovers by largest remainder.
+
+    Leftover replicas go to the clusters with the largest fractional share (Clusternet's static assigner),
+    ties to the higher weight and then to the earlier cluster, so results are deterministic.
+    Weights 1:2 with 6 replicas give [2, 4]; 1:1:2 with 5 give [1, 1, 3].
+    """
+    if replicas < 0:
+        raise ValueError(f"replicas must be >= 0, got {replicas}")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weights must be >= 0, got {weights}")
+    total = sum(weights)
+    if total == 0:
+        return [0] * len(weights)
+    shares = [Fraction(w * replicas, total) for w in weights]
+    result = [int(s) for s in shares]  # floor, shares are non-negative
+    leftover = replicas - sum(result)
+    order = sorted(range(len(weights)), key=lambda i: (-(shares[i] - result[i]), -weights[i], i))
+    for i in order[:leftover]:
+        result[i] += 1
+    return result

@@ -1,0 +1,211 @@
+"""Agents' tunnels on the hub: who may connect, the live sessions, and loopback entry points into them.
+
+An agent dials `wss://.../apis/proxies.clusternet.io/v1alpha1/sockets/<clusterID>` with its parent-side
+ServiceAccount token. The hub authorises the *token*, not the URL: the token's ServiceAccount must be the
+agent account of the dedicated namespace whose ManagedCluster carries that cluster ID, so one agent can
+neither open nor hijack another cluster's socket.
+
+Each live session gets loopback listeners (127.0.0.1, never wider): a connection to one becomes a tunnel
+stream to the child's API server (or an allowed in-cluster HTTPS service), so the proxy and any client
+library can reach the child with a plain URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Kube
+from clusternet_api.tunnel import FrameError, Session, StreamOpenError, pipe
+from clusternet_hub import metrics
+
+log = logging.getLogger(__name__)
+
+APISERVER_ADDRESS = known.TUNNEL_APISERVER_ADDRESS
+AGENT_SA_PREFIX = "system:serviceaccount:"
+MC_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+
+
+class Unauthorized(Exception):
+    """The caller may not hold this socket; `status` is the HTTP code to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Tunnel:
+    cluster_id: str
+    session: Session
+    namespace: str
+    managed_cluster: str
+    connected_at: float = field(default_factory=time.monotonic)
+    listeners: dict[str, tuple[asyncio.Server, int]] = field(default_factory=dict)
+
+    async def listener_port(self, address: str) -> int:
+        """Port of the loopback listener that opens streams to `address` through this tunnel."""
+        if address in self.listeners:
+            return self.listeners[address][1]
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                stream = await self.session.open_stream(address, timeout=10)
+            except (StreamOpenError, ConnectionError) as e:
+                log.info("cluster %s: stream to %s refused: %s", self.cluster_id, address, e)
+                writer.close()
+                return
+            metrics.socket_streams.inc()
+            try:
+                await pipe(stream, reader, writer)
+            finally:
+                metrics.socket_bytes.labels("out").inc(stream.bytes_out)
+                metrics.socket_bytes.labels("in").inc(stream.bytes_in)
+
+        server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+        port = int(server.sockets[0].getsockname()[1])
+        self.listeners[address] = (server, port)
+        return port
+
+    async def close(self, reason: str) -> None:
+        for server, _ in self.listeners.values():
+            server.close()
+        self.listeners.clear()
+        await self.session.close(reason)
+
+
+class SocketRegistry:
+    """Live tunnels by cluster ID, plus cached token authorisation."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.tunnels: dict[str, Tunnel] = {}
+        self._reviews: dict[str, tuple[float, str]] = {}
+
+    def get(self, cluster_id: str) -> Tunnel | None:
+        tunnel = self.tunnels.get(cluster_id)
+        return tunnel if tunnel and not tunnel.session.closed else None
+
+    async def _username_for_token(self, token: str) -> str:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._reviews.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        review = await self.kube.create({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                         "spec": {"token": token}})
+        status = review.get("status") or {}
+        if not status.get("authenticated"):
+            raise Unauthorized(401, "the tunnel token was not accepted by the parent cluster")
+        username = str(status["user"]["username"])
+        self._reviews[key] = (time.monotonic() + 60, username)
+        return username
+
+    async def authorize(self, cluster_id: str, *, token: str | None, username: str | None) -> tuple[str, str]:
+        """(namespace, ManagedCluster name) when this identity is the agent of `cluster_id`."""
+        if username is None:
+            if not token:
+                raise Unauthorized(401, "the tunnel needs the agent's bearer token")
+            username = await self._username_for_token(token)
+        if not username.startswith(AGENT_SA_PREFIX):
+            raise Unauthorized(403, f"{username} is not a cluster agent's ServiceAccount")
+        namespace, _, sa = username[len(AGENT_SA_PREFIX):].partition(":")
+        if sa != "clusternet-agent":
+            raise Unauthorized(403, f"{username} is not a cluster agent's ServiceAccount")
+        try:
+            found = await self.kube.list(MC_API, "ManagedCluster", namespace=namespace,
+                                         label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
+        except ApiException as e:
+            raise Unauthorized(503, f"cannot check the cluster's ownership (HTTP {e.status})") from e
+        if not found:
+            raise Unauthorized(403, f"{username} may not open the socket of cluster {cluster_id}")
+        return namespace, str(found[0]["metadata"]["name"])
+
+    async def attach(self, tunnel: Tunnel) -> None:
+        old = self.tunnels.get(tunnel.cluster_id)
+        self.tunnels[tunnel.cluster_id] = tunnel
+        if old is not None:
+            await old.close("replaced by a new connection from the agent")
+        metrics.socket_connections.set(len(self.tunnels))
+        metrics.socket_reconnects.inc()
+        await self._mark(tunnel, True, "agent tunnel connected")
+
+    async def detach(self, tunnel: Tunnel, reason: str) -> None:
+        if self.tunnels.get(tunnel.cluster_id) is tunnel:
+            del self.tunnels[tunnel.cluster_id]
+            await self._mark(tunnel, False, reason)
+        await tunnel.close(reason)
+        metrics.socket_connections.set(len(self.tunnels))
+
+    async def _mark(self, tunnel: Tunnel, connected: bool, message: str) -> None:
+        """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats)."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)
+            if mc is None:
+                return
+            conditions = [c for c in (mc.get("status") or {}).get("conditions") or []
+                          if c.get("type") != known.CONDITION_SOCKET]
+            conditions.append({"type": known.CONDITION_SOCKET, "status": "True" if connected else "False",
+                               "reason": "TunnelConnected" if connected else "TunnelDisconnected",
+                               "message": message, "lastTransitionTime": now})
+            await self.kube.patch(MC_API, "ManagedCluster", tunnel.managed_cluster,
+                                  {"status": {"conditions": conditions}}, tunnel.namespace, subresource="status")
+        except Exception as e:  # health bookkeeping must never break the tunnel
+            log.warning("recording tunnel state of cluster %s failed: %s", tunnel.cluster_id, e)
+
+    async def close(self) -> None:
+        for tunnel in list(self.tunnels.values()):
+            await self.detach(tunnel, "hub shutting down")
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+async def tunnel_endpoint(request: web.Request, registry: SocketRegistry, front_proxy_user: str | None) -> Any:
+    """Accept an agent's websocket after authorising its token for this cluster ID."""
+    cluster_id = request.match_info["cluster_id"]
+    try:
+        namespace, mc_name = await registry.authorize(cluster_id, token=bearer(request), username=front_proxy_user)
+    except Unauthorized as e:
+        log.warning("refused tunnel for cluster %s: %s", cluster_id, e)
+        return web.json_response(status_body(e.status, str(e)), status=e.status)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2 * 1024 * 1024, compress=False)
+    await ws.prepare(request)
+    session = Session(ws.send_bytes, is_client=True)
+    tunnel = Tunnel(cluster_id, session, namespace, mc_name)
+    await registry.attach(tunnel)
+    log.info("cluster %s connected its tunnel", cluster_id)
+    reason = "agent disconnected"
+    try:
+        async for msg in ws:
+            if msg.type is not WSMsgType.BINARY:
+                reason = "agent sent a non-binary message"
+                break
+            session.feed(msg.data)
+    except FrameError as e:
+        reason = f"protocol error from agent: {e}"
+    finally:
+        log.info("cluster %s tunnel closed: %s", cluster_id, reason)
+        await registry.detach(tunnel, reason)
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return ws
+
+
+def status_body(code: int, message: str) -> dict[str, Any]:
+    """A Kubernetes Status object, so kubectl prints the message as it would for the apiserver."""
+    reasons = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+               502: "BadGateway", 503: "ServiceUnavailable"}
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reasons.get(code, "InternalError"), "code": code}

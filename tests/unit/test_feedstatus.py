@@ -1,0 +1,188 @@
+"""Feed status: replica summaries, readiness verdicts, and a Subscription status that says what is missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_api.models import SubscriptionStatus
+from clusternet_hub.feedstatus import aggregate, is_ready, workload_summary
+
+DEPLOY_FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
+SVC_FEED = {"apiVersion": "v1", "kind": "Service", "namespace": "foo", "name": "my-nginx"}
+
+
+def deployment(status: dict[str, Any], generation: int | None = None, replicas: int | None = None) -> dict[str, Any]:
+    o: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "status": status}
+    if generation is not None:
+        o["metadata"]["generation"] = generation
+    if replicas is not None:
+        o["spec"] = {"replicas": replicas}
+    return o
+
+
+# --- summaries and readiness -----------------------------------------------------------------------------
+
+
+def test_workload_summary_copies_clusternet_replica_fields() -> None:
+    status = {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 2,
+              "availableReplicas": 2, "unavailableReplicas": 1, "conditions": []}
+    assert workload_summary(deployment(status)) == {k: v for k, v in status.items() if k != "conditions"}
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet",
+          "status": {"desiredNumberScheduled": 4, "numberReady": 3, "currentNumberScheduled": 4,
+                     "updatedNumberScheduled": 4, "numberAvailable": 3, "numberUnavailable": 1}}
+    assert workload_summary(ds) == {"replicas": 4, "readyReplicas": 3, "currentReplicas": 4, "updatedReplicas": 4,
+                                    "availableReplicas": 3, "unavailableReplicas": 1}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "status": {"active": 1, "succeeded": 2, "startTime": "x"}}
+    assert workload_summary(job) == {"active": 1, "succeeded": 2}
+    assert workload_summary({"apiVersion": "v1", "kind": "ConfigMap", "status": {"replicas": 1}}) == {}
+
+
+@pytest.mark.parametrize(
+    ("o", "verdict"),
+    [
+        (deployment({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}, 2, 3),
+         (True, "3/3 ready")),
+        (deployment({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}, 2, 3),
+         (False, "update not observed yet (generation 2, observed 1)")),
+        (deployment({"replicas": 3, "updatedReplicas": 1, "availableReplicas": 3}, replicas=3),
+         (False, "1/3 updated")),
+        (deployment({"replicas": 4, "updatedReplicas": 3, "availableReplicas": 3}, replicas=3),
+         (False, "1 old replica(s) still running")),
+        (deployment({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 1}), (False, "1/3 ready")),
+        (deployment({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 3, "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "stuck"}]}),
+         (False, "progress deadline exceeded: stuck")),
+        ({"apiVersion": "apps/v1", "kind": "DaemonSet", "status": {"desiredNumberScheduled": 2, "numberReady": 1}},
+         (False, "1/2 ready")),
+        ({"apiVersion": "apps/v1", "kind": "DaemonSet", "status": {"desiredNumberScheduled": 2, "numberReady": 2}},
+         (True, "2/2 ready")),
+        ({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"replicas": 2},
+          "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}}, (True, "2/2 ready")),
+        ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"completions": 3}, "status": {"succeeded": 3}},
+         (True, "complete")),
+        ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"completions": 3}, "status": {"succeeded": 1, "active": 2}},
+         (False, "1/3 completed, 2 active")),
+        ({"apiVersion": "batch/v1", "kind": "Job", "status": {"failed": 6, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}},
+         (False, "failed: BackoffLimitExceeded")),
+        ({"apiVersion": "v1", "kind": "Namespace", "status": {"phase": "Active"}}, (True, "phase Active")),
+        ({"apiVersion": "v1", "kind": "Namespace", "status": {"phase": "Terminating"}}, (False, "phase Terminating")),
+        ({"apiVersion": "v1", "kind": "ConfigMap"}, (True, "exists")),
+        ({"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {}}}, (True, "exists")),
+    ],
+)
+def test_is_ready(o: dict[str, Any], verdict: tuple[bool, str]) -> None:
+    assert is_ready(o) == verdict
+
+
+# --- aggregate -------------------------------------------------------------------------------------------
+
+
+def mcls(ns: str, name: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": ns, "name": name, "labels": {known.LABEL_CLUSTER_NAME: name}},
+            "spec": {"clusterId": f"id-{name}", "syncMode": "Pull"}}
+
+
+CLUSTERS = {f"ns{i}/child{i}": mcls(f"ns{i}", f"child{i}") for i in (1, 2, 3)}
+
+
+def subscription(bound: list[str]) -> dict[str, Any]:
+    return {"metadata": {"namespace": "default", "name": "app", "uid": "sub-uid"},
+            "spec": {"subscribers": [{"clusterAffinity": {}}], "feeds": [DEPLOY_FEED, SVC_FEED]},
+            "status": {"bindingClusters": bound}}
+
+
+def generic_desc(ns: str, phase: str | None, deploy_status: dict[str, Any] | None, *,
+                 sub_uid: str = "sub-uid", reason: str | None = None) -> dict[str, Any]:
+    statuses: list[dict[str, Any]] = [{**SVC_FEED, "observedStatus": {"loadBalancer": {}}}]
+    if deploy_status is not None:
+        statuses.insert(0, {**DEPLOY_FEED, "observedStatus": deploy_status})
+    status: dict[str, Any] = {"manifestStatuses": statuses}
+    if phase:
+        status["phase"] = phase
+    if reason:
+        status["reason"] = reason
+    return {"metadata": {"namespace": ns, "name": "app-12345-generic",
+                         "labels": {known.LABEL_SUBS_UID: sub_uid, known.LABEL_SUBS_NAME: "app"}},
+            "spec": {"deployer": "Generic"}, "status": status}
+
+
+READY = {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}
+SLOW = {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 1, "availableReplicas": 1,
+        "unavailableReplicas": 2}
+
+
+def test_aggregate_counts_completed_releases_and_says_what_is_missing() -> None:
+    bound = ["ns1/child1", "ns2/child2", "ns3/child3"]
+    descs = [generic_desc("ns1", "Success", READY), generic_desc("ns2", "Success", SLOW),
+             generic_desc("ns3", "Success", READY)]
+    status = aggregate(subscription(bound), descs, CLUSTERS)
+    assert status["completedReleases"] == 2
+    assert status["desiredReleases"] == 3
+    assert status["conditions"] == [{
+        "type": "Ready", "status": "False", "reason": "ReleasesNotReady",
+        "message": "2/3 clusters done; waiting for child2: Deployment foo/my-nginx 1/3 ready",
+    }]
+
+    deploy_status, svc_status = status["aggregatedStatuses"]
+    assert {k: deploy_status[k] for k in ("apiVersion", "kind", "namespace", "name")} == DEPLOY_FEED
+    assert deploy_status["feedStatusSummary"] == {
+        "available": False,
+        "replicaStatus": {"observedGeneration": 1, "replicas": 9, "updatedReplicas": 9, "readyReplicas": 7,
+                          "availableReplicas": 7, "unavailableReplicas": 2},
+    }
+    assert [(d["clusterId"], d["clusterName"], d["available"]) for d in deploy_status["feedStatusDetails"]] == [
+        ("id-child1", "child1", True), ("id-child2", "child2", False), ("id-child3", "child3", True)]
+    assert svc_status["feedStatusSummary"] == {"available": True}
+    # The result fits Clusternet's SubscriptionStatus schema.
+    SubscriptionStatus.model_validate({k: v for k, v in status.items() if k != "conditions"})
+
+
+def test_all_done_is_ready_true() -> None:
+    bound = ["ns1/child1", "ns2/child2"]
+    status = aggregate(subscription(bound), [generic_desc("ns1", "Success", READY),
+                                             generic_desc("ns2", "Success", READY)], CLUSTERS)
+    assert status["completedReleases"] == 2
+    assert status["conditions"][0] == {"type": "Ready", "status": "True", "reason": "AllReleasesReady",
+                                       "message": "2/2 clusters done"}
+
+
+def test_missing_failed_and_unreported_releases_are_explained() -> None:
+    bound = ["ns1/child1", "ns2/child2", "ns3/child3"]
+    descs = [
+        generic_desc("ns1", "Failure", None, reason="deployments.apps is forbidden"),
+        generic_desc("ns2", "Success", None),  # applied, but the workload status was never reported
+        generic_desc("ns3", "Success", READY, sub_uid="another-subscription"),  # not ours: ignored
+    ]
+    status = aggregate(subscription(bound), descs, CLUSTERS)
+    assert status["completedReleases"] == 0
+    cond = status["conditions"][0]
+    assert cond["reason"] == "ReleasesFailed"
+    assert cond["message"] == (
+        "0/3 clusters done; waiting for child1: generic deploy failed: deployments.apps is forbidden; "
+        "child2: Deployment foo/my-nginx no status reported yet; child3: no generic Description yet"
+    )
+
+
+def test_no_binding_clusters() -> None:
+    status = aggregate(subscription([]), [], CLUSTERS)
+    assert status["completedReleases"] == 0
+    assert status["conditions"][0]["reason"] == "NoBindingClusters"
+    assert status["aggregatedStatuses"][0]["feedStatusSummary"] == {"available": False}
+
+
+def test_helm_feeds_follow_the_helm_description() -> None:
+    chart = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "HelmChart", "namespace": "default", "name": "db"}
+    sub = subscription(["ns1/child1"])
+    sub["spec"]["feeds"] = [chart]
+    helm = {"metadata": {"namespace": "ns1", "name": "app-12345-helm"}, "spec": {"deployer": "Helm"},
+            "status": {"phase": "Installing"}}
+    status = aggregate(sub, [helm], CLUSTERS)
+    assert status["conditions"][0]["message"] == "0/1 clusters done; waiting for child1: helm deploy installing"
+    helm["status"]["phase"] = "Success"
+    status = aggregate(sub, [helm], CLUSTERS)
+    assert status["completedReleases"] == 1
+    assert status["aggregatedStatuses"][0]["feedStatusDetails"][0]["available"] is True
