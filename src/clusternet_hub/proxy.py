@@ -13,6 +13,7 @@ The child API server then applies its own RBAC.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -77,6 +78,71 @@ def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
 
 
+class _RawForwarder:
+    """Takes the place of aiohttp's websocket parser after an upgrade: client bytes go to the upstream."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.writer.write(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        if self.writer.can_write_eof() and not self.writer.is_closing():
+            self.writer.write_eof()
+
+
+async def upgrade(request: web.Request, port: int, tail: str, headers: Mapping[str, str]) -> web.StreamResponse:
+    """Relay an upgrade (exec/attach/port-forward over SPDY or websocket, websocket watches) as raw bytes.
+
+    The request head is written to a fresh tunnel stream; on 101 both directions are piped unchanged, so
+    the protocol spoken after the upgrade does not matter to the hub.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    target = tail + (f"?{request.query_string}" if request.query_string else "")
+    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {request.host}", "Connection: Upgrade",
+             f"Upgrade: {request.headers['Upgrade']}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), timeout=30)
+        parts = status_line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ProxyError(502, "the child answered the upgrade with something that is not HTTP")
+        code = int(parts[1])
+        reply: list[tuple[str, str]] = []
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            reply.append((name.strip(), value.strip()))
+    except (ConnectionError, TimeoutError) as e:
+        writer.close()
+        raise ProxyError(503, f"the upgrade request could not reach the child: {e}") from e
+    if code != 101:
+        length = next((int(v) for k, v in reply if k.lower() == "content-length"), None)
+        body = await (reader.readexactly(length) if length is not None else reader.read(1024 * 1024))
+        writer.close()
+        metrics.proxy_requests.labels(str(code)).inc()
+        return web.Response(status=code, body=body, headers={k: v for k, v in reply
+                                                             if k.lower() not in HOP_BY_HOP})
+    response = web.StreamResponse(status=101)
+    for name, value in reply:
+        response.headers.add(name, value)
+    await response.prepare(request)
+    metrics.proxy_requests.labels("101").inc()
+    transport = request.transport
+    assert transport is not None and request.protocol is not None
+    request.protocol.set_parser(_RawForwarder(writer))  # type: ignore[arg-type]
+    try:
+        while data := await reader.read(64 * 1024):
+            transport.write(data)
+    finally:
+        writer.close()
+        response.force_close()
+        transport.close()
+    return response
+
+
 class Proxy:
     """Streams requests and responses (watch included) through a cluster's tunnel."""
 
@@ -110,9 +176,6 @@ class Proxy:
                 address += ":443"
         else:
             raise ProxyError(400, f"unsupported proxy scheme {scheme!r}: use 'direct' or 'https'")
-        if request.headers.get("Upgrade"):
-            raise ProxyError(501, "upgrade requests (exec, attach, port-forward) through the proxy are not "
-                                  "supported by this hub yet")
         headers = upstream_headers(request.headers, via_front_proxy)
         tunnel = self.registry.get(cluster_id)
         if tunnel is None:
@@ -120,6 +183,8 @@ class Proxy:
                 raise ProxyError(404, f"no managed cluster with ID {cluster_id}")
             raise ProxyError(503, f"the agent of cluster {cluster_id} is disconnected; its tunnel is down")
         port = await tunnel.listener_port(address)
+        if request.headers.get("Upgrade"):
+            return await upgrade(request, port, tail or "/", headers)
         url = f"http://127.0.0.1:{port}{tail or '/'}"
         body = await request.read() if request.can_read_body else None
         try:

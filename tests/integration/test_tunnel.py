@@ -299,3 +299,37 @@ def test_logs_have_no_tokens(env: dict[str, Any]) -> None:
     logs = "".join(Path(p.log).read_text(errors="replace") for p in (env["hub"], env["a1"], env["a2"]))
     for token in env["tokens"].values():
         assert token not in logs
+
+
+def test_upgrade_requests_are_relayed(env: dict[str, Any], child1: ControlPlane) -> None:
+    """A websocket watch is a real HTTP upgrade a bare apiserver serves (exec needs a kubelet): the
+    hub relays the upgraded connection as raw bytes, so SPDY exec/port-forward travel the same way."""
+    kubectl(child1, "create", "namespace", "ws-watch", check=False)
+
+    async def scenario() -> str:
+        headers = {"Authorization": f"Bearer {env['tokens']['admin1']}"}
+        url = (f"{HUB}{SOCKETS}/{env['id1']}/proxy/direct/api/v1/namespaces/ws-watch/configmaps"
+               "?watch=1&timeoutSeconds=30")
+        async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_ctx(env))) as s,
+                    s.ws_connect(url, headers=headers, origin=HUB) as ws):  # x/net/websocket wants an Origin
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(kubectl, child1, "create", "configmap", "over-websocket", "-n", "ws-watch")
+            async with asyncio.timeout(20):
+                async for msg in ws:
+                    text = msg.data if isinstance(msg.data, str) else bytes(msg.data).decode()
+                    if "over-websocket" in text:
+                        return str(json.loads(text)["type"])
+        return "closed"
+
+    assert asyncio.run(scenario()) == "ADDED"
+    # an upgrade the child refuses comes back as the child's own answer
+    async def refused() -> int:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_ctx(env))) as s:
+            try:
+                async with s.ws_connect(f"{HUB}{SOCKETS}/{env['id1']}/proxy/direct/api/v1/namespaces?watch=1",
+                                        headers={"Authorization": "Bearer not-a-token"}):
+                    return 101
+            except aiohttp.WSServerHandshakeError as e:
+                return e.status
+
+    assert asyncio.run(refused()) == 401
