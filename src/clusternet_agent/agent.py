@@ -9,7 +9,7 @@ import logging
 import random
 from pathlib import Path
 
-from clusternet_agent import heartbeat, identity, tunnel
+from clusternet_agent import heartbeat, identity, puller, tunnel
 from clusternet_agent.options import AgentOptions
 from clusternet_agent.registration import (
     ParentAccess,
@@ -132,17 +132,43 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
             if access is None:
                 return
             tunnel_state: dict[str, bool] = {}
-            tunnel = start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state)
+            tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state)] if t]
             try:
                 async with Kube(access.creds, user_agent="clusternet-agent") as parent:
+                    tasks.append(asyncio.create_task(deploying(child, parent, opts, access, apiserver_url)))
                     outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop, tunnel_state)
             finally:
-                if tunnel is not None:
-                    tunnel.cancel()
+                for task in tasks:
+                    task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await tunnel
+                        await task
             if outcome == "stopped":
                 return
+
+
+async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
+                    apiserver_url: str) -> None:
+    """Pull Descriptions, and keep the hub's push credentials fresh (or withdrawn) per AppPusher."""
+    name = await resolve_managed_cluster(parent, access)
+    creds = await puller.deployer_credentials(child, opts.namespace)
+    async with Kube(creds, user_agent="clusternet-agent-deployer") as deployer:
+        pull = asyncio.create_task(puller.Puller(parent, deployer, access.namespace, name,
+                                                 opts.resync_frequency).run())
+        try:
+            while True:
+                try:
+                    await puller.publish_push_credentials(parent, access.namespace, creds, apiserver_url,
+                                                          opts.gate(known.GATE_APP_PUSHER))
+                except Exception as e:
+                    log.warning("publishing push credentials failed: %s", e)
+                await asyncio.sleep(1200)
+                creds = await puller.deployer_credentials(child, opts.namespace)
+                if creds.token:
+                    deployer.set_token(creds.token)
+        finally:
+            pull.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pull
 
 
 def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials,

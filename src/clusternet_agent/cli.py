@@ -48,6 +48,8 @@ from clusternet_api.logs import setup_logging
 @click.option("--tunnel-ca-file", help="CA of the tunnel endpoint (default: the parent CA)")
 @click.option("--tunnel-allowed-address", multiple=True,
               help="host:port the hub may reach through the tunnel besides this cluster's apiserver")
+@click.option("--description-resync-frequency", default="30s",
+              help="How often pulled Descriptions are re-applied, putting back changes made by hand")
 @click.option("--log-level", default="INFO")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 @click.version_option(__version__)
@@ -68,7 +70,8 @@ def main(**kw: Any) -> None:
             parent_insecure_skip_tls_verify=bool(kw["parent_insecure_skip_tls_verify"]),
             cluster_id=_s(kw["cluster_id"]), apiserver_url=_s(kw["apiserver_url"]),
             tunnel_url=_s(kw["tunnel_url"]), tunnel_ca_file=_s(kw["tunnel_ca_file"]),
-            tunnel_allowed=tuple(kw["tunnel_allowed_address"]))
+            tunnel_allowed=tuple(kw["tunnel_allowed_address"]),
+            resync_frequency=parse_duration(str(kw["description_resync_frequency"])))
         if opts.parent_url:  # fail fast on flags; values from the bootstrap Secret are checked later
             opts.validate()
     except (OptionsError, ValueError) as e:

@@ -44,6 +44,7 @@ class AgentOptions:
     tunnel_url: str | None = None  # default: the parent URL (the hub behind the aggregation layer)
     tunnel_ca_file: str | None = None  # default: the parent CA
     tunnel_allowed: tuple[str, ...] = ()  # host:port targets besides this cluster's API server
+    resync_frequency: float = 30.0  # re-apply pulled Descriptions (drift correction)
 
     def gate(self, name: str) -> bool:
         return self.feature_gates.get(name, False)

@@ -15,6 +15,7 @@ from clusternet_api import __version__
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import setup_logging
 from clusternet_hub import server
+from clusternet_hub.deployer import Deployer
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.sockets import SocketRegistry
@@ -30,6 +31,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
     async with Kube(creds, user_agent=f"clusternet-hub/{__version__}") as kube:
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
+        ctx.deployer = Deployer(kube, ctx.clusters, ctx.tunnel_port, options.resync_interval)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         app = server.build_app(ctx.sockets, proxy, options.requestheader_allowed_names)
         tls = server.server_ssl_context(options.tls_cert_file, options.tls_key_file,
@@ -37,11 +39,13 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
         runner = await server.start(app, options.bind_address, options.secure_port, tls)
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
         bg = asyncio.create_task(background(ctx))
+        deploying = asyncio.create_task(ctx.deployer.run())
         try:
             await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
                                 stop_flag=stop, ready_flag=ready)
         finally:
             bg.cancel()
+            deploying.cancel()
             await ctx.sockets.close()
             await runner.cleanup()
             await proxy.close()
@@ -60,13 +64,16 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 @click.option("--allow-unsealed-tokens", is_flag=True,
               help="Approve requests without an agent public key (token returned in plain text)")
 @click.option("--health-check-interval", default=5.0, type=float, help="Seconds between health checks")
+@click.option("--resync-interval", default=30.0, type=float,
+              help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
 @click.option("--log-level", default="INFO")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 @click.version_option(__version__)
 def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_file: str | None,
          tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
          requestheader_allowed_names: str, agent_token_ttl: str,
-         allow_unsealed_tokens: bool, health_check_interval: float, log_level: str, log_format: str) -> None:
+         allow_unsealed_tokens: bool, health_check_interval: float, resync_interval: float, log_level: str,
+         log_format: str) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
     from clusternet_api.durations import parse_duration
 
@@ -74,6 +81,7 @@ def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_f
     options = HubOptions(
         kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
         allow_unsealed_tokens=allow_unsealed_tokens, health_check_interval=health_check_interval,
+        resync_interval=resync_interval,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,
         requestheader_allowed_names=tuple(n for n in requestheader_allowed_names.split(",") if n))

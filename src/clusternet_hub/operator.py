@@ -17,6 +17,7 @@ import kopf
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_hub import health, metrics, registration
+from clusternet_hub.deployer import Deployer
 from clusternet_hub.sockets import SocketRegistry
 
 HUB = kopf.OperatorRegistry()
@@ -30,6 +31,7 @@ class HubOptions:
     token_ttl_seconds: int = 24 * 3600
     allow_unsealed_tokens: bool = False
     health_check_interval: float = 5.0
+    resync_interval: float = 30.0
     bind_address: str = "0.0.0.0"
     secure_port: int = 10443
     tls_cert_file: str | None = None
@@ -48,6 +50,12 @@ class HubContext:
     clusters: dict[tuple[str, str], Obj] = field(default_factory=dict)
     approved: dict[str, Obj] = field(default_factory=dict)
     sockets: SocketRegistry | None = None
+    deployer: Deployer | None = None
+
+    async def tunnel_port(self, cluster_id: str) -> int | None:
+        """Loopback port into a cluster's API server through its tunnel, when the tunnel is up."""
+        tunnel = self.sockets.get(cluster_id) if self.sockets else None
+        return await tunnel.listener_port(known.TUNNEL_APISERVER_ADDRESS) if tunnel else None
 
     def knows_cluster(self, cluster_id: str) -> bool:
         return any((mc.get("spec") or {}).get("clusterId") == cluster_id for mc in self.clusters.values())
@@ -146,10 +154,13 @@ async def refresh_tokens(ctx: HubContext) -> None:
 @kopf.on.event(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "managedclusters", registry=HUB)
 def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    old = memo.clusters.get(key)
     if type == "DELETED":
         memo.clusters.pop(key, None)
     else:
         memo.clusters[key] = dict(body)
+    if memo.deployer is not None:
+        memo.deployer.on_cluster(type, dict(body), old)
 
 
 async def check_health(ctx: HubContext, now: datetime.datetime | None = None) -> None:
@@ -189,3 +200,24 @@ async def background(ctx: HubContext) -> None:
             await refresh_tokens(ctx)
         except Exception:
             log.exception("hub background pass failed; continuing")
+
+
+# --- deployment pipeline: events only feed the deployer's caches and queue ------------------------------
+
+
+def _apps_event(plural: str) -> Any:
+    def handler(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
+        if memo.deployer is None:
+            return  # (type is None for objects of the initial listing: they are handled like additions)
+        obj = dict(body)
+        event = "DELETED" if type == "DELETED" else "MODIFIED"
+        d = memo.deployer
+        {"subscriptions": d.on_subscription, "manifests": d.on_manifest, "globalizations": d.on_override,
+         "localizations": d.on_override, "descriptions": d.on_description}[plural](event, obj)
+
+    handler.__name__ = f"track_{plural}"
+    return kopf.on.event(known.APPS_GROUP, known.APPS_VERSION, plural, registry=HUB)(handler)
+
+
+for _plural in ("subscriptions", "manifests", "globalizations", "localizations", "descriptions"):
+    _apps_event(_plural)

@@ -141,6 +141,10 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
              {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
              {"apiGroups": [""], "resources": ["serviceaccounts/token"],
               "resourceNames": [AGENT_SERVICE_ACCOUNT], "verbs": ["create"]},
+             # push credentials the agent hands the hub (only with AppPusher); nothing else of Secrets
+             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["child-cluster-deployer"],
+              "verbs": ["get", "patch", "update", "delete"]},
          ]},
         {"apiVersion": rbac, "kind": "RoleBinding",
          "metadata": {"name": NAMESPACE_ROLE, "namespace": ns, "labels": labels},

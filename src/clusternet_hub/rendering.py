@@ -10,15 +10,13 @@ crashes between creating a Base and recording it converges on the same name when
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import known
+from clusternet_api.rawobjects import decode_raw, encode_raw
 from clusternet_hub.overrides import AppliedOverride, OverrideError, apply_overrides, select_overrides
 from clusternet_hub.scheduling import InvalidSelector, feed_key, feed_ref, format_feed
 
@@ -136,31 +134,6 @@ def is_helm_chart_feed(feed: Obj) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 # Description.spec.raw
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _canonical_json(obj: Obj) -> bytes:
-    # Sorted keys and no spaces: the same objects always give the same bytes, so re-rendering an unchanged
-    # Subscription never rewrites its Descriptions (and never triggers a needless re-apply).
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def encode_raw(objects: Iterable[Obj]) -> list[str]:
-    """Objects as Description.spec.raw: base64 of each object's JSON, as Go marshals [][]byte."""
-    return [base64.b64encode(_canonical_json(o)).decode("ascii") for o in objects]
-
-
-def decode_raw(raw: Iterable[str]) -> list[dict[str, Any]]:
-    """Description.spec.raw back to objects. Raises ValueError naming the bad entry."""
-    objects: list[dict[str, Any]] = []
-    for i, entry in enumerate(raw):
-        try:
-            obj = json.loads(base64.b64decode(entry, validate=True))
-        except (binascii.Error, ValueError, TypeError) as exc:
-            raise ValueError(f"spec.raw[{i}] is not base64-encoded JSON: {exc}") from exc
-        if not isinstance(obj, dict):
-            raise ValueError(f"spec.raw[{i}] is not a JSON object")
-        objects.append(obj)
-    return objects
 
 
 # ---------------------------------------------------------------------------------------------------------

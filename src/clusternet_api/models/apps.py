@@ -11,6 +11,7 @@ from clusternet_api.models.common import (
     AGE_COLUMN,
     ApiModel,
     Base64Str,
+    Condition,
     CRDInfo,
     Feed,
     FreeForm,
@@ -189,6 +190,8 @@ class SubscriptionStatus(ApiModel):
     desired_releases: int | None = None
     completed_releases: int | None = None
     aggregated_statuses: list[AggregatedStatus] | None = None
+    conditions: list[Condition] | None = None
+    """Ours: a Ready condition saying what is still missing (Clusternet has none)."""
 
 
 class Subscription(KubeObject):

@@ -1,0 +1,549 @@
+"""Proxy overhead: a child's kube-apiserver reached directly vs through the hub's tunnel proxy.
+
+Everything runs for real on this machine: a parent and one child control plane (etcd, kube-apiserver,
+kube-controller-manager), the CRDs and bootstrap token installed as an admin would, `clusternet-hub` as a
+process with its own TLS certificate, and one `clusternet-agent` process holding a direct tunnel to the hub's
+port (`--tunnel-url`; the aggregated-API route needs port 443 and is covered by tests/integration).
+
+Two clients with aiohttp keep-alive sessions and the same child ServiceAccount token (cluster-admin) talk to
+
+* DIRECT:  https://<child apiserver>/<path>                                 (child CA)
+* PROXIED: https://<hub>/apis/proxies.clusternet.io/v1alpha1/sockets/<id>/proxy/direct/<path>  (hub CA)
+
+and every measurement alternates between them request by request, so that whatever else runs on the
+machine affects both sides alike:
+
+* small GET latency (GET /api/v1/namespaces/default);
+* large LIST throughput (ConfigMaps of ~1 MB each, ~20 MB per LIST);
+* time to first event of a watch (watch open -> POST a ConfigMap -> its ADDED event arrives);
+* 50 concurrent small GETs (fresh connections, then the same connections again).
+
+The hub's and the agent's CPU time and run-queue wait (/proc/<pid>/task/*/schedstat) over the GET and LIST
+phases are reported per proxied request / MB: only proxied requests go through those two processes.
+
+    .venv/bin/python bench/proxy.py            # full run (~1 min including control-plane start-up)
+    .venv/bin/python bench/proxy.py --quick    # fewer iterations (~45 s)
+    .venv/bin/python bench/proxy.py --keep     # keep the work directory with all logs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import functools
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # tests.processes: the same process helpers the integration tests use
+
+from tests.processes import (  # noqa: E402
+    Proc,
+    agent_proc,
+    hub_proc,
+    hub_tls,
+    install_bootstrap,
+    service_account_token,
+)
+
+from clusternet_api.controlplane import ControlPlane, find_binaries, start_many  # noqa: E402
+from clusternet_api.crdgen import all_crds  # noqa: E402
+
+SOCKETS = "/apis/proxies.clusternet.io/v1alpha1/sockets"
+SMALL_PATH = "/api/v1/namespaces/default"
+LIST_NS = "bench-list"
+WATCH_NS = "bench-watch"
+CM_BYTES = 1_000_000  # one ConfigMap's payload; the apiserver caps a ConfigMap at 1 MiB
+# Targets: proxied small-GET P50 and P99 within 1.5 x direct + 2 ms; proxied LIST at least 50 % of direct.
+LATENCY_FACTOR, LATENCY_SLACK_MS, THROUGHPUT_SHARE = 1.5, 2.0, 0.5
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup: int
+    gets: int
+    list_objects: int
+    lists: int
+    watches: int
+    concurrency: int = 50
+
+
+FULL = Plan(warmup=50, gets=500, list_objects=20, lists=10, watches=30)
+QUICK = Plan(warmup=10, gets=100, list_objects=5, lists=3, watches=5)
+
+
+# --- the two ways in ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Way:
+    """One route to the child's API server: a base URL, a CA and a keep-alive session."""
+
+    name: str
+    base: str
+    ca: Path
+    token: str
+    session: aiohttp.ClientSession | None = None
+
+    def ssl(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def new_session(self, limit: int = 100) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl(), limit=limit, keepalive_timeout=60),
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=aiohttp.ClientTimeout(total=120))
+
+    async def __aenter__(self) -> Way:
+        self.session = self.new_session()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    @property
+    def s(self) -> aiohttp.ClientSession:
+        assert self.session is not None
+        return self.session
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    async def get(self, path: str, session: aiohttp.ClientSession | None = None) -> tuple[int, bytes]:
+        async with (session or self.s).get(self.url(path)) as r:
+            return r.status, await r.read()
+
+    async def post(self, path: str, body: dict[str, Any], ok: tuple[int, ...] = (201,)) -> None:
+        async with self.s.post(self.url(path), json=body) as r:
+            if r.status not in ok:
+                raise RuntimeError(f"{self.name}: POST {path}: HTTP {r.status}: {(await r.text())[:300]}")
+
+
+# --- statistics --------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (no interpolation: with 30 samples P99 is the maximum)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Results:
+    plan: Plan
+    machine: dict[str, str] = field(default_factory=dict)
+    get_ms: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "proxied": []})
+    get_errors: dict[str, int] = field(default_factory=lambda: {"direct": 0, "proxied": 0})
+    list_mbps: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "proxied": []})
+    list_bytes: int = 0
+    watch_open_ms: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "proxied": []})
+    watch_event_ms: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "proxied": []})
+    concurrent: list[tuple[str, float, int]] = field(default_factory=list)  # (label, wall ms, errors)
+    pids: dict[str, int] = field(default_factory=dict)  # hub, agent: CPU accounting
+    # (process, phase) -> (CPU s, run-queue wait s) over a measured phase; only proxied requests touch them
+    sched: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+
+def schedstat(pid: int) -> tuple[float, float]:
+    """(seconds on CPU, seconds runnable but waiting for a CPU) over all threads of a process (Linux)."""
+    run = wait = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (task / "schedstat").read_text().split()
+                run, wait = run + int(fields[0]), wait + int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
+@contextlib.contextmanager
+def accounted(res: Results, phase: str) -> Iterator[None]:
+    before = {name: schedstat(pid) for name, pid in res.pids.items()}
+    yield
+    for name, pid in res.pids.items():
+        after = schedstat(pid)
+        res.sched[(name, phase)] = (after[0] - before[name][0], after[1] - before[name][1])
+
+
+# --- measurements ------------------------------------------------------------------------------------------
+
+
+async def alternate(direct: Way, proxied: Way, n: int, one: Callable[[Way], Awaitable[float | None]],
+                    sink: dict[str, list[float]] | None) -> None:
+    """Run `one` n times per way, alternating, with the first of each pair swapped every round."""
+    for i in range(n):
+        pair = (direct, proxied) if i % 2 == 0 else (proxied, direct)
+        for way in pair:
+            value = await one(way)
+            if sink is not None and value is not None:
+                sink[way.name].append(value)
+
+
+async def small_gets(direct: Way, proxied: Way, res: Results) -> None:
+    async def one(way: Way) -> float | None:
+        t0 = time.perf_counter()
+        try:
+            status, _ = await way.get(SMALL_PATH)
+        except aiohttp.ClientError:
+            status = 0
+        elapsed = (time.perf_counter() - t0) * 1000
+        if status != 200:
+            res.get_errors[way.name] += 1
+            return None
+        return elapsed
+
+    await alternate(direct, proxied, res.plan.warmup, one, None)
+    res.get_errors = {"direct": 0, "proxied": 0}
+    with accounted(res, "gets"):
+        await alternate(direct, proxied, res.plan.gets, one, res.get_ms)
+
+
+async def large_lists(direct: Way, proxied: Way, res: Results) -> None:
+    await create_namespace(direct, LIST_NS)
+    blob = "x" * CM_BYTES
+    for i in range(res.plan.list_objects):
+        await direct.post(f"/api/v1/namespaces/{LIST_NS}/configmaps", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"big-{i}", "labels": {"bench": "list"}},
+            "data": {"blob": blob}},
+            ok=(201, 409))
+    path = f"/api/v1/namespaces/{LIST_NS}/configmaps?labelSelector=bench%3Dlist"  # not kube-root-ca.crt
+    sizes: dict[str, int] = {}
+
+    async def one(way: Way) -> float | None:
+        t0 = time.perf_counter()
+        status, body = await way.get(path)
+        elapsed = time.perf_counter() - t0
+        if status != 200:
+            raise RuntimeError(f"{way.name} LIST: HTTP {status}")
+        sizes[way.name] = len(body)
+        return len(body) / 1e6 / elapsed
+
+    await alternate(direct, proxied, 1, one, None)  # warm-up
+    items = {name: len(json.loads((await way.get(path))[1])["items"]) for name, way in
+             (("direct", direct), ("proxied", proxied))}
+    if set(items.values()) != {res.plan.list_objects}:
+        raise RuntimeError(f"LIST returned {items} items, expected {res.plan.list_objects}")
+    with accounted(res, "lists"):
+        await alternate(direct, proxied, res.plan.lists, one, res.list_mbps)
+    res.list_bytes = sizes["direct"]
+    if sizes["proxied"] != sizes["direct"]:
+        raise RuntimeError(f"LIST sizes differ: {sizes}")
+
+
+async def watch_first_event(direct: Way, proxied: Way, writer: Way, res: Results) -> None:
+    """Watch from the current resourceVersion, POST a ConfigMap (always directly, so both ways wait for the
+    same write) and time POST start -> the watcher reads the ADDED line. Opening the watch is timed apart."""
+    await create_namespace(direct, WATCH_NS)
+    counter = iter(range(1_000_000))
+    # A watch abandoned mid-stream cannot go back to the pool: each watch gets a fresh connection on a session
+    # of its own, and opening it (connection set-up included) is reported separately from the event delivery.
+    sessions = {w.name: w.new_session() for w in (direct, proxied)}
+
+    async def one(way: Way) -> float | None:
+        rv = json.loads((await writer.get(f"/api/v1/namespaces/{WATCH_NS}/configmaps?limit=1"))[1])
+        name = f"w-{next(counter)}"
+        url = way.url(f"/api/v1/namespaces/{WATCH_NS}/configmaps?watch=1&timeoutSeconds=60"
+                      f"&resourceVersion={rv['metadata']['resourceVersion']}")
+        t_open = time.perf_counter()
+        async with sessions[way.name].get(url) as r:
+            if r.status != 200:
+                raise RuntimeError(f"{way.name} watch: HTTP {r.status}")
+            opened = (time.perf_counter() - t_open) * 1000
+            t0 = time.perf_counter()
+            post = asyncio.create_task(writer.post(f"/api/v1/namespaces/{WATCH_NS}/configmaps", {
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}))
+            async with asyncio.timeout(30):
+                while line := await r.content.readline():
+                    event = json.loads(line)
+                    if event["type"] == "ADDED" and event["object"]["metadata"]["name"] == name:
+                        break
+                else:
+                    raise RuntimeError(f"{way.name} watch ended before the ADDED event of {name}")
+            elapsed = (time.perf_counter() - t0) * 1000
+            await post
+        res.watch_open_ms[way.name].append(opened)
+        return elapsed
+
+    try:
+        await alternate(direct, proxied, 2, one, None)  # warm-up
+        res.watch_open_ms = {"direct": [], "proxied": []}
+        await alternate(direct, proxied, res.plan.watches, one, res.watch_event_ms)
+    finally:
+        for s in sessions.values():
+            await s.close()
+
+
+async def concurrent_gets(direct: Way, proxied: Way, res: Results) -> None:
+    """n GETs at once on a fresh session (n new connections), then again on the same, now warm, connections."""
+    n = res.plan.concurrency
+
+    async def burst(way: Way, session: aiohttp.ClientSession) -> tuple[float, int]:
+        async def one() -> bool:
+            try:
+                status, _ = await way.get(SMALL_PATH, session)
+                return status == 200
+            except aiohttp.ClientError:
+                return False
+
+        t0 = time.perf_counter()
+        ok = await asyncio.gather(*(one() for _ in range(n)))
+        return (time.perf_counter() - t0) * 1000, ok.count(False)
+
+    for way in (direct, proxied):
+        async with way.new_session(limit=0) as session:
+            for label in ("new connections", "warm connections"):
+                wall, errors = await burst(way, session)
+                res.concurrent.append((f"{way.name}, {label}", wall, errors))
+                await asyncio.sleep(0.5)
+
+
+async def create_namespace(way: Way, name: str) -> None:
+    await way.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                   ok=(201, 409))
+
+
+async def run_measurements(direct_base: str, child_ca: Path, proxied_base: str, hub_ca: Path, token: str,
+                           res: Results) -> None:
+    async with (Way("direct", direct_base, child_ca, token) as direct,
+                Way("proxied", proxied_base, hub_ca, token) as proxied,
+                Way("writer", direct_base, child_ca, token) as writer):
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("small GETs", lambda: small_gets(direct, proxied, res)),
+            ("large LISTs", lambda: large_lists(direct, proxied, res)),
+            ("watch first event", lambda: watch_first_event(direct, proxied, writer, res)),
+            ("concurrent GETs", lambda: concurrent_gets(direct, proxied, res)),
+        ]
+        for label, step in steps:
+            t0 = time.monotonic()
+            print(f"  {label} ...", end="", flush=True)
+            await step()
+            print(f" {time.monotonic() - t0:.1f} s", flush=True)
+
+
+# --- reporting ---------------------------------------------------------------------------------------------
+
+
+def report(res: Results) -> str:
+    d, p = res.get_ms["direct"], res.get_ms["proxied"]
+    lines = ["Machine: " + ", ".join(f"{k} {v}" for k, v in res.machine.items()), "",
+             "| Measurement | Direct | Proxied | Proxied / direct | Target | Met |",
+             "|---|---:|---:|---:|---|---|"]
+
+    def row(what: str, dv: str, pv: str, ratio: str = "", target: str = "", met: bool | None = None) -> None:
+        verdict = "" if met is None else ("yes" if met else "**NO**")
+        lines.append(f"| {what} | {dv} | {pv} | {ratio} | {target} | {verdict} |")
+
+    n = len(d)
+    for q in (50, 90, 99):
+        dq, pq = percentile(d, q), percentile(p, q)
+        limit = LATENCY_FACTOR * dq + LATENCY_SLACK_MS
+        checked = q in (50, 99)
+        row(f"GET {SMALL_PATH} P{q}, ms (n={n} each)", f"{dq:.2f}", f"{pq:.2f}", f"{pq / dq:.2f}x",
+            f"≤ {LATENCY_FACTOR:g}xdirect+{LATENCY_SLACK_MS:g} = {limit:.2f}" if checked else "",
+            pq <= limit if checked else None)
+    row("GET errors", str(res.get_errors["direct"]), str(res.get_errors["proxied"]))
+    dl, pl = res.list_mbps["direct"], res.list_mbps["proxied"]
+    if dl and pl:
+        dm, pm = percentile(dl, 50), percentile(pl, 50)
+        row(f"LIST {res.plan.list_objects} ConfigMaps ({res.list_bytes / 1e6:.1f} MB), median MB/s "
+            f"(min-max, n={len(dl)} each)", f"{dm:.1f} ({min(dl):.1f}-{max(dl):.1f})",
+            f"{pm:.1f} ({min(pl):.1f}-{max(pl):.1f})", f"{pm / dm:.0%}", f"≥ {THROUGHPUT_SHARE:.0%} of direct",
+            pm >= THROUGHPUT_SHARE * dm)
+    for label, data in (("watch: POST → ADDED event", res.watch_event_ms),
+                        ("watch: opening it (new connection)", res.watch_open_ms)):
+        dw, pw = data["direct"], data["proxied"]
+        if dw and pw:
+            for q in (50, 99):
+                row(f"{label} P{q}, ms (n={len(dw)} each)", f"{percentile(dw, q):.2f}", f"{percentile(pw, q):.2f}",
+                    f"{percentile(pw, q) / percentile(dw, q):.2f}x")
+    for name in res.pids:
+        gets, lists = res.sched.get((name, "gets")), res.sched.get((name, "lists"))
+        if gets and p:
+            row(f"{name}: CPU / run-queue wait per proxied GET, ms", "-",
+                f"{gets[0] * 1000 / len(p):.2f} / {gets[1] * 1000 / len(p):.2f}")
+        if lists and pl and res.list_bytes:
+            mb = len(pl) * res.list_bytes / 1e6
+            row(f"{name}: CPU / run-queue wait per proxied LIST MB, ms", "-",
+                f"{lists[0] * 1000 / mb:.2f} / {lists[1] * 1000 / mb:.2f}")
+    by_label = {label: (wall, errors) for label, wall, errors in res.concurrent}
+    for kind in ("new connections", "warm connections"):
+        dc, pc = by_label.get(f"direct, {kind}"), by_label.get(f"proxied, {kind}")
+        if dc and pc:
+            row(f"{res.plan.concurrency} concurrent GETs, {kind}: wall ms (errors)", f"{dc[0]:.0f} ({dc[1]})",
+                f"{pc[0]:.0f} ({pc[1]})", f"{pc[0] / dc[0]:.2f}x")
+    return "\n".join(lines)
+
+
+def machine_info(child: ControlPlane) -> dict[str, str]:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    version = child.request_json("GET", "/version").get("gitVersion", "?")
+    return {"date": datetime.date.today().isoformat(), "nproc": str(len(os.sched_getaffinity(0))),
+            "cpu": model or "?", "python": platform.python_version(), "aiohttp": aiohttp.__version__,
+            "kube-apiserver": str(version), "load avg at start": loadavg()}
+
+
+def loadavg() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+# --- set-up ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[list[int]]:
+    """Defer SIGINT/SIGTERM while control planes start: their handles only exist once start_many returns."""
+    received: list[int] = []
+
+    def hold(signum: int, _: FrameType | None) -> None:
+        received.append(signum)
+        print("\ninterrupted: stopping once the control planes have finished starting", file=sys.stderr)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def wait_until(check: Callable[[], bool], what: str, procs: list[Proc], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if not proc.running():
+                raise RuntimeError(f"{proc.name} exited; last lines of {proc.log}:\n{proc.output[-2000:]}")
+        with contextlib.suppress(OSError, ValueError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def https_status(url: str, ca: Path, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    context=ssl.create_default_context(cafile=str(ca)), timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def crd_established(cp: ControlPlane, name: str) -> bool:
+    crd = cp.request_json("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    conditions = (crd.get("status") or {}).get("conditions") or []  # type: ignore[attr-defined]
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def without(args: list[str], *prefixes: str) -> list[str]:
+    return [a for a in args if not a.startswith(prefixes)]
+
+
+def bring_up(parent: ControlPlane, child: ControlPlane, workdir: Path, procs: list[Proc]) -> dict[str, Any]:
+    """CRDs, bootstrap token, hub and agent; returns what the measurements need once the tunnel carries."""
+    crds = all_crds()
+    for crd in crds:
+        parent.apply_manifest(crd)
+    for name in (str(crd["metadata"]["name"]) for crd in crds):
+        wait_until(functools.partial(crd_established, parent, name), f"CRD {name}", procs, timeout=30)
+    install_bootstrap(parent)
+    ca, crt, key = hub_tls(workdir / "hub-tls", ["127.0.0.1"], ["localhost"])
+    hub = hub_proc(parent, workdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}")
+    hub.args = without(hub.args, "--health-check-interval")  # the default cadence, not the tests' fast one
+    port = int(next(a for a in hub.args if a.startswith("--secure-port=")).split("=", 1)[1])
+    hub_url = f"https://127.0.0.1:{port}"
+    procs.append(hub.start())
+    wait_until(lambda: https_status(f"{hub_url}/healthz", ca) == 200, "clusternet-hub /healthz", procs)
+    agent = agent_proc(child, parent, workdir, "bench", "--feature-gates=SocketConnection=true",
+                       f"--tunnel-url={hub_url}", f"--tunnel-ca-file={ca}")
+    # Default status cadence (20 s / 3 m): the tests' 1 s / 2 s would add background load to the agent.
+    agent.args = without(agent.args, "--cluster-status-collect-frequency", "--cluster-status-update-frequency")
+    procs.append(agent.start())
+    token = service_account_token(child, "bench", "bench", "cluster-admin")
+    kube_system = child.request_json("GET", "/api/v1/namespaces/kube-system")
+    cluster_id = str(kube_system["metadata"]["uid"])  # type: ignore[index]
+    proxied_base = f"{hub_url}{SOCKETS}/{cluster_id}/proxy/direct"
+    wait_until(lambda: https_status(child.url + SMALL_PATH, child.ca_file, token) == 200, "the child token", procs)
+    wait_until(lambda: https_status(proxied_base + SMALL_PATH, ca, token) == 200,
+               "registration and the tunnel (a proxied GET)", procs)
+    return {"hub_ca": ca, "proxied_base": proxied_base, "token": token}
+
+
+# --- main --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) afterwards")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    workdir = Path(tempfile.mkdtemp(prefix="clusternet-bench-proxy-"))
+    planes: list[ControlPlane] = []
+    procs: list[Proc] = []
+    ok = False
+    started = time.monotonic()
+    try:
+        print(f"starting a parent and a child control plane in {workdir} ...", flush=True)
+        bins = find_binaries()
+        with held_signals() as interrupted:
+            planes = start_many(["parent", "child"], workdir, bins)
+        if interrupted:
+            raise KeyboardInterrupt
+        parent, child = planes
+        print("starting clusternet-hub and clusternet-agent, waiting for the tunnel ...", flush=True)
+        env = bring_up(parent, child, workdir, procs)
+        res = Results(plan, machine_info(child), pids={p.name: p.proc.pid for p in procs if p.proc is not None})
+        print("measuring (direct and proxied alternate request by request):", flush=True)
+        asyncio.run(run_measurements(child.url, child.ca_file, env["proxied_base"], env["hub_ca"], env["token"],
+                                     res))
+        res.machine["load avg at end"] = loadavg()
+        for proc in procs:
+            if not proc.running():
+                raise RuntimeError(f"{proc.name} exited during the run; see {proc.log}")
+        print()
+        print(report(res))
+        print(f"\n(total {time.monotonic() - started:.0f} s)")
+        ok = True
+    except KeyboardInterrupt:
+        print("\ninterrupted; tearing down", file=sys.stderr)
+        return 130
+    finally:
+        with held_signals():
+            for proc in reversed(procs):
+                proc.stop()
+            for plane in planes:
+                plane.stop()
+        if ok and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM tears down like Ctrl-C
+    sys.exit(main())

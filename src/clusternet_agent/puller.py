@@ -1,0 +1,135 @@
+"""Pull mode: the agent applies the Descriptions of its own dedicated namespace itself.
+
+The agent applies a Description exactly when the hub would not push it (`deployable_by_hub` is false
+for this cluster's ManagedCluster), so one side, and only one, deploys at any time. It lists and
+watches Descriptions in its namespace on the parent; every resync period it re-applies all of them,
+which puts back objects changed or deleted by hand in the child (drift), unless the Subscription opted
+out.
+
+It also hands the hub push credentials when, and only when, the AppPusher gate allows pushes: a token of
+the child's `clusternet-app-deployer` ServiceAccount in Secret `child-cluster-deployer` of the dedicated
+namespace; with the gate off that Secret is removed (the child's veto).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+
+from clusternet_api import applier, known
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+
+log = logging.getLogger(__name__)
+DEPLOYER_SA = "clusternet-app-deployer"
+DEPLOYER_SECRET = "child-cluster-deployer"
+MC_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+RBAC = "rbac.authorization.k8s.io/v1"
+
+
+async def deployer_credentials(child: Kube, namespace: str, lifetime: int = 3600) -> Credentials:
+    """Credentials of the child's app-deployer ServiceAccount, creating it when this agent may.
+
+    Falls back to the agent's own credentials when the deployer account cannot be had (the deploy
+    manifests create it with its RBAC; the agent itself needs no rights to create workloads then).
+    """
+    try:
+        if await child.get("v1", "ServiceAccount", DEPLOYER_SA, namespace) is None:
+            await child.create_or_get({"apiVersion": "v1", "kind": "ServiceAccount",
+                                       "metadata": {"name": DEPLOYER_SA, "namespace": namespace}})
+            await child.apply({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
+                               "metadata": {"name": DEPLOYER_SA},
+                               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                           "name": "cluster-admin"},
+                               "subjects": [{"kind": "ServiceAccount", "name": DEPLOYER_SA,
+                                             "namespace": namespace}]}, known.CREATED_BY_AGENT)
+        status, body = await child.raw(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{DEPLOYER_SA}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"expirationSeconds": lifetime}}, content_type="application/json")
+        if status == 201 and isinstance(body, dict):
+            return Credentials(child.creds.server, child.creds.ca_pem, str(body["status"]["token"]))
+        log.warning("no token for %s/%s (HTTP %s); deploying with the agent's own identity",
+                    namespace, DEPLOYER_SA, status)
+    except ApiException as e:
+        log.warning("cannot set up %s/%s (HTTP %s); deploying with the agent's own identity",
+                    namespace, DEPLOYER_SA, e.status)
+    return child.creds
+
+
+async def publish_push_credentials(parent: Kube, namespace: str, creds: Credentials, apiserver_url: str,
+                                   allow: bool) -> None:
+    """Give the hub push credentials only while AppPusher allows it; take them back otherwise."""
+    if not allow:
+        with contextlib.suppress(ApiException):
+            await parent.delete("v1", "Secret", DEPLOYER_SECRET, namespace)
+        return
+    data = {"token": creds.token or "", "apiserver-advertise-url": apiserver_url,
+            "service-account.name": DEPLOYER_SA}
+    if creds.ca_pem:
+        data["ca.crt"] = creds.ca_pem.decode()
+    await parent.apply({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": DEPLOYER_SECRET, "namespace": namespace,
+                     "annotations": {known.ANNOTATION_AUTO_UPDATE: "true"}},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}, known.CREATED_BY_AGENT)
+
+
+class Puller:
+    def __init__(self, parent: Kube, child: Kube, namespace: str, cluster_name: str,
+                 resync_seconds: float) -> None:
+        self.parent = parent
+        self.child = child
+        self.namespace = namespace
+        self.cluster_name = cluster_name
+        self.resync_seconds = resync_seconds
+
+    async def _managed_cluster(self) -> Obj | None:
+        return await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
+
+    async def process(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
+        if mc is None or applier.deployable_by_hub(mc):
+            return
+        meta = desc["metadata"]
+        annotations = meta.get("annotations") or {}
+        if meta.get("deletionTimestamp"):
+            if known.FINALIZER_APPS in (meta.get("finalizers") or []):
+                removed = await applier.cleanup(self.child, desc)
+                log.info("cleaned up Description %s: %s", meta["name"], removed)
+                await applier.remove_finalizer(self.parent, desc)
+            return
+        up_to_date = str(annotations.get(applier.ANNOTATION_APPLIED_GENERATION)) == str(meta.get("generation"))
+        if up_to_date and (not resync or annotations.get(applier.ANNOTATION_DRIFT_CORRECTION) == "false"):
+            return
+        outcome = await applier.apply_description(self.child, desc)
+        await applier.report(self.parent, desc, outcome, known.CREATED_BY_AGENT)
+
+    async def _safely(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
+        try:
+            await self.process(desc, mc, resync)
+        except Exception as e:
+            log.warning("deploying Description %s failed: %s", desc["metadata"]["name"], e)
+
+    async def run(self) -> None:
+        """List, apply, watch until the resync period ends, repeat. Cancel to stop."""
+        api = applier.DESC_API
+        while True:
+            try:
+                mc = await self._managed_cluster()
+                listing = await self.parent.request(
+                    "GET", await self.parent.path(api, "Description", namespace=self.namespace))
+                for desc in listing.get("items", []):
+                    await self._safely(desc, mc, resync=True)
+                rv = listing["metadata"]["resourceVersion"]
+                async for event in self.parent.watch(api, "Description", self.namespace,
+                                                     server_timeout=max(1, int(self.resync_seconds)),
+                                                     resource_version=rv):
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        await self._safely(event["object"], await self._managed_cluster(), resync=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("watching Descriptions failed: %s; retrying", e)
+                await asyncio.sleep(2)
+

@@ -1,0 +1,247 @@
+"""Applying a Description to a child cluster, by whichever side deploys it (hub push or agent pull).
+
+Both sides use the same code and field manager, so switching a cluster between push and pull changes
+who applies, not what is applied: nothing is redeployed or deleted by the switch.
+
+Ownership is explicit: every object created from a Description carries
+`apps.clusternet.io/owned-by-description: <namespace>.<name>`. Pruning and cleanup delete only objects
+carrying *this* Description's mark, never objects someone else created; an object that already existed
+unmarked is adopted (marked `adopted-by-description`) and left in place on cleanup.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.rawobjects import decode_raw
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "clusternet-deployer"
+ANNOTATION_ADOPTED = "apps.clusternet.io/adopted-by-description"
+ANNOTATION_APPLIED_GENERATION = "apps.clusternet.io/applied-generation"
+ANNOTATION_DRIFT_CORRECTION = "apps.clusternet.io/drift-correction"
+DESC_API = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
+_STRIP_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
+               "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
+
+
+def owner_key(desc: Obj) -> str:
+    return f"{desc['metadata']['namespace']}.{desc['metadata']['name']}"
+
+
+def identity(obj: Obj) -> dict[str, str]:
+    meta = obj.get("metadata") or {}
+    ident = {"apiVersion": str(obj.get("apiVersion")), "kind": str(obj.get("kind")), "name": str(meta.get("name"))}
+    if meta.get("namespace"):
+        ident["namespace"] = str(meta["namespace"])
+    return ident
+
+
+def describe(ident: dict[str, str]) -> str:
+    ns = ident.get("namespace")
+    return f"{ident['kind']} {ns + '/' if ns else ''}{ident['name']}"
+
+
+def prepare(obj: Obj, key: str, adopted: bool) -> Obj:
+    """The object as applied: system metadata stripped, our ownership mark set."""
+    out = copy.deepcopy(obj)
+    out.pop("status", None)
+    meta = out.setdefault("metadata", {})
+    for name in _STRIP_META:
+        meta.pop(name, None)
+    annotations = dict(meta.get("annotations") or {})
+    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    annotations[ANNOTATION_ADOPTED if adopted else known.ANNOTATION_OWNED_BY_DESCRIPTION] = key
+    meta["annotations"] = annotations
+    _default_port_protocols(out)
+    return out
+
+
+def _default_port_protocols(obj: Obj) -> None:
+    """Fill `protocol: TCP` where it is part of a list key: older apiservers reject server-side apply of
+    port lists that omit it ("associative list ... omits key field protocol")."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if obj.get("kind") == "Service":
+        for port in spec.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+    pod = spec.get("template", {}).get("spec") if isinstance(spec.get("template"), dict) else None
+    if obj.get("kind") == "Pod":
+        pod = spec
+    if isinstance(pod, dict):
+        for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+            for port in container.get("ports") or []:
+                port.setdefault("protocol", "TCP")
+
+
+@dataclass
+class ApplyOutcome:
+    phase: str
+    reason: str | None
+    statuses: list[Obj] = field(default_factory=list)
+    drifted: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+
+    def status_patch(self) -> Obj:
+        return {"phase": self.phase, "reason": self.reason, "manifestStatuses": self.statuses}
+
+
+def explain(e: ApiException, what: str) -> str:
+    if e.status == 403:
+        return f"{what}: the child cluster's RBAC refused it ({e.reason})"
+    if e.status == 413 or "too large" in str(e.reason).lower():
+        return f"{what}: the object is too large for the child's etcd ({e.reason})"
+    if e.status == 404:
+        return f"{what}: the child does not serve this kind or its namespace is missing ({e.reason})"
+    return f"{what}: HTTP {e.status}: {e.reason}"
+
+
+async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
+    """Server-side apply every object of the Description, prune what dropped out, report statuses."""
+    key = owner_key(desc)
+    objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
+    previous = list((desc.get("status") or {}).get("manifestStatuses") or [])
+    annotations = desc["metadata"].get("annotations") or {}
+    same_generation = str(annotations.get(ANNOTATION_APPLIED_GENERATION)) == str(desc["metadata"].get("generation"))
+    previously = {json.dumps(identity({"apiVersion": s.get("apiVersion"), "kind": s.get("kind"),
+                                       "metadata": {"name": s.get("name"), "namespace": s.get("namespace")}}),
+                             sort_keys=True) for s in previous}
+    errors: list[str] = []
+    outcome = ApplyOutcome("Success", None)
+    current: set[str] = set()
+    for obj in objects:
+        ident = identity(obj)
+        what = describe(ident)
+        current.add(json.dumps(ident, sort_keys=True))
+        try:
+            existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+            existing_ann = ((existing or {}).get("metadata") or {}).get("annotations") or {}
+            owner = existing_ann.get(known.ANNOTATION_OWNED_BY_DESCRIPTION)
+            if owner and owner != key:
+                errors.append(f"{what}: already deployed by Description {owner}; two subscriptions "
+                              "deploy the same object")
+                continue
+            adopted = existing is not None and owner is None and existing_ann.get(ANNOTATION_ADOPTED) in (None, key)
+            desired = prepare(obj, key, adopted)
+            try:
+                applied = await child.apply(desired, FIELD_MANAGER)
+            except ApiException as e:
+                if e.status != 500 or "typed patch" not in str(e.reason):
+                    raise
+                # the child's apiserver cannot server-side apply this kind: create or merge-patch instead
+                applied = await (child.create(desired) if existing is None else child.patch(
+                    ident["apiVersion"], ident["kind"], ident["name"], desired, ident.get("namespace")))
+        except ApiException as e:
+            errors.append(explain(e, what))
+            continue
+        except Exception as e:  # discovery of an unknown kind, malformed object
+            errors.append(f"{what}: {e}")
+            continue
+        if json.dumps(ident, sort_keys=True) in previously and same_generation and (
+                existing is None or existing["metadata"].get("resourceVersion")
+                != applied["metadata"].get("resourceVersion")):
+            outcome.drifted.append(what + (" (deleted)" if existing is None else " (changed)"))
+        outcome.statuses.append({**ident, "observedStatus": applied.get("status") or {}})
+    for status in previous:
+        ident = {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
+        if json.dumps(ident, sort_keys=True) not in current and await delete_owned(child, ident, key):
+            outcome.pruned.append(describe(ident))
+    if errors:
+        outcome.phase, outcome.reason = "Failure", "; ".join(errors)
+    return outcome
+
+
+async def delete_owned(child: Kube, ident: dict[str, str], key: str) -> bool:
+    """Delete the object only when it carries this Description's ownership mark."""
+    try:
+        existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+    except Exception as e:
+        log.info("cannot look up %s for cleanup: %s", describe(ident), e)
+        return False
+    if existing is None:
+        return False
+    owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(known.ANNOTATION_OWNED_BY_DESCRIPTION)
+    if owner != key:
+        return False
+    return await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+
+
+async def cleanup(child: Kube, desc: Obj) -> list[str]:
+    """Remove everything this Description created in the child (namespaces last)."""
+    key = owner_key(desc)
+    idents = [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])]
+    for status in (desc.get("status") or {}).get("manifestStatuses") or []:
+        ident = {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
+        if ident not in idents:
+            idents.append(ident)
+    idents.sort(key=lambda i: i["kind"] == "Namespace")
+    deleted = []
+    for ident in idents:
+        if await delete_owned(child, ident, key):
+            deleted.append(describe(ident))
+    return deleted
+
+
+async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
+    """Write the outcome to the Description's status, remember the applied generation, post an event."""
+    meta = desc["metadata"]
+    await parent.patch(DESC_API, "Description", meta["name"], {"status": outcome.status_patch()},
+                       meta["namespace"], subresource="status")
+    applied_generation = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED_GENERATION)
+    if outcome.phase == "Success" and str(applied_generation) != str(meta.get("generation")):
+        await parent.patch(DESC_API, "Description", meta["name"], {"metadata": {"annotations": {
+            ANNOTATION_APPLIED_GENERATION: str(meta.get("generation"))}}}, meta["namespace"])
+    if outcome.drifted:
+        await post_event(parent, desc, "Warning", "DriftCorrected",
+                         "re-applied objects changed in the child: " + ", ".join(outcome.drifted), reporter)
+    previous_phase = (desc.get("status") or {}).get("phase")
+    if outcome.phase != previous_phase or (outcome.phase == "Failure" and
+                                           outcome.reason != (desc.get("status") or {}).get("reason")):
+        if outcome.phase == "Success":
+            await post_event(parent, desc, "Normal", "SuccessfullyDeployed",
+                             "Description successfully deployed", reporter)
+        else:
+            await post_event(parent, desc, "Warning", "UnSuccessfullyDeployed", outcome.reason or "", reporter)
+
+
+async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:
+    import datetime
+    import uuid
+
+    meta = desc["metadata"]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": DESC_API, "kind": "Description", "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid")},
+        "type": type_, "reason": reason, "message": message[:1000], "source": {"component": reporter},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+    try:
+        await parent.create(event)
+    except Exception as e:  # events are best effort
+        log.info("posting event %s failed: %s", reason, e)
+
+
+def deployable_by_hub(mc: Obj) -> bool:
+    """Clusternet's rule: the hub pushes when the mode is not Pull and the agent allows pushes."""
+    return bool((mc.get("spec") or {}).get("syncMode") != "Pull" and (mc.get("status") or {}).get("appPusher"))
+
+
+async def remove_finalizer(parent: Kube, desc: Obj) -> None:
+    meta = desc["metadata"]
+    finalizers = [f for f in meta.get("finalizers") or [] if f != known.FINALIZER_APPS]
+    try:
+        await parent.patch(DESC_API, "Description", meta["name"], {"metadata": {
+            "finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}, meta["namespace"])
+    except ApiException as e:
+        if e.status not in (404, 409):
+            raise

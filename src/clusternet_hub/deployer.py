@@ -1,0 +1,475 @@
+"""Subscription -> Base -> Description, and pushing Descriptions to clusters that allow it.
+
+Level-based: watch events only mark work as due (a Subscription to reconcile, a Description to push);
+a few workers then compute the desired state from in-memory caches with the pure functions in
+scheduling.py, rendering.py and feedstatus.py, and write it idempotently (server-side apply, fixed
+names). A periodic resync catches anything an event missed and re-applies pushed Descriptions (drift).
+
+ApplyLater vs ApplyNow: a Description records a hash of its inputs (the Subscription's feeds and their
+templates). A reconcile keeps the rendered objects while that hash is unchanged, so an ApplyLater
+override waits for the next change of the Subscription or a feed; an ApplyNow override's change (or
+deletion) forces a re-render of the Subscriptions that deploy its feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusternet_api import applier, known
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_hub import feedstatus, rendering
+from clusternet_hub.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
+
+log = logging.getLogger(__name__)
+
+APPS = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
+FIELD_MANAGER = "clusternet-hub"
+ANNOTATION_INPUTS_HASH = "apps.clusternet.io/inputs-hash"
+ANNOTATION_RENDER_ERRORS = "apps.clusternet.io/render-errors"
+DEPLOYER_SECRET = "child-cluster-deployer"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_of(obj: Obj) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return str(meta.get("namespace") or ""), str(meta["name"])
+
+
+@dataclass
+class Caches:
+    """What the hub knows, fed by watch events; reconciles read only from here."""
+
+    subscriptions: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    manifests: dict[str, Obj] = field(default_factory=dict)
+    globalizations: dict[str, Obj] = field(default_factory=dict)
+    localizations: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    descriptions: dict[tuple[str, str], Obj] = field(default_factory=dict)
+
+
+def subscription_feeds(sub: Obj) -> list[dict[str, str]]:
+    return [feed_ref(f) for f in (sub.get("spec") or {}).get("feeds") or []]
+
+
+def templates_for(feeds: Iterable[dict[str, str]], manifests: Iterable[Obj]) -> dict[str, Obj]:
+    """Feed key -> Manifest, matching Clusternet's feed labels."""
+    wanted = {feed_key(f): rendering.feed_labels(f) for f in feeds}
+    found: dict[str, Obj] = {}
+    for manifest in manifests:
+        labels = manifest["metadata"].get("labels") or {}
+        for key, selector in wanted.items():
+            if key not in found and all(labels.get(k, "") == v for k, v in selector.items()):
+                found[key] = manifest
+    return found
+
+
+def inputs_hash(sub_spec: Obj, templates: dict[str, Obj]) -> str:
+    """Changes when the Subscription or one of its feeds changes (what ApplyLater overrides wait for)."""
+    data = json.dumps({"spec": sub_spec, "templates": {k: v.get("template") for k, v in sorted(templates.items())}},
+                      sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def override_targets(override: Obj, sub: Obj) -> bool:
+    """Does this Localization/Globalization select one of the Subscription's feeds?"""
+    target = (override.get("spec") or {}).get("feed") or {}
+    try:
+        ref = feed_ref(target)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return any(feed_key(ref) == feed_key(f) for f in subscription_feeds(sub))
+
+
+def manifest_feeds(manifest: Obj) -> dict[str, str]:
+    labels = manifest["metadata"].get("labels") or {}
+    return {k: labels.get(k, "") for k in (known.LABEL_CONFIG_GROUP, known.LABEL_CONFIG_VERSION,
+                                           known.LABEL_CONFIG_KIND, known.LABEL_CONFIG_NAME,
+                                           known.LABEL_CONFIG_NAMESPACE)}
+
+
+class Deployer:
+    """The hub's deployment pipeline; one instance per hub."""
+
+    def __init__(self, kube: Kube, clusters: dict[tuple[str, str], Obj], tunnel_port: Any,
+                 resync_interval: float = 30.0, workers: int = 4) -> None:
+        self.kube = kube
+        self.clusters = clusters
+        self.tunnel_port = tunnel_port  # async (cluster_id) -> loopback port of the tunnel, or None
+        self.caches = Caches()
+        self.resync_interval = resync_interval
+        self.workers = workers
+        self.queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+        self.pending: dict[tuple[str, str, str], bool] = {}
+        self.children: dict[str, tuple[str, Kube]] = {}
+
+    # --- queueing -----------------------------------------------------------------------------------------
+
+    def enqueue(self, kind: str, namespace: str, name: str, force: bool = False) -> None:
+        item = (kind, namespace, name)
+        if item in self.pending:
+            self.pending[item] = self.pending[item] or force
+            return
+        self.pending[item] = force
+        self.queue.put_nowait(item)
+
+    def enqueue_subscriptions(self, match: Any = None, force: bool = False) -> None:
+        for (ns, name), sub in list(self.caches.subscriptions.items()):
+            if match is None or match(sub):
+                self.enqueue("sub", ns, name, force)
+
+    async def run(self) -> None:
+        async def worker() -> None:
+            while True:
+                item = await self.queue.get()
+                force = self.pending.pop(item, False)
+                try:
+                    if item[0] == "sub":
+                        await self.reconcile_subscription(item[1], item[2], force)
+                    elif item[0] == "status":
+                        await self.update_subscription_status(item[1], item[2])
+                    else:
+                        await self.push(item[1], item[2])
+                except Exception as e:
+                    log.warning("%s %s/%s failed, retrying: %s", item[0], item[1], item[2], e)
+                    await asyncio.sleep(2)
+                    self.enqueue(*item, force=force)
+
+        async def resync() -> None:
+            while True:
+                await asyncio.sleep(self.resync_interval)
+                self.enqueue_subscriptions()
+                for ns, name in list(self.caches.descriptions):
+                    self.enqueue("push", ns, name)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(self.workers)] + [asyncio.create_task(resync())]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for _, child in self.children.values():
+                await child.close()
+
+    # --- events -------------------------------------------------------------------------------------------
+
+    def on_subscription(self, event: str, sub: Obj) -> None:
+        key = key_of(sub)
+        if event == "DELETED":
+            self.caches.subscriptions.pop(key, None)
+            return
+        old = self.caches.subscriptions.get(key)
+        self.caches.subscriptions[key] = sub
+        changed = old is None or old.get("spec") != sub.get("spec") or bool(sub["metadata"].get("deletionTimestamp"))
+        if changed or old is None or old["metadata"].get("finalizers") != sub["metadata"].get("finalizers"):
+            self.enqueue("sub", *key)
+
+    def on_manifest(self, event: str, manifest: Obj) -> None:
+        name = manifest["metadata"]["name"]
+        if event == "DELETED":
+            self.caches.manifests.pop(name, None)
+        else:
+            old = self.caches.manifests.get(name)
+            self.caches.manifests[name] = manifest
+            if old is not None and old.get("template") == manifest.get("template"):
+                return
+        labels = manifest_feeds(manifest)
+        self.enqueue_subscriptions(lambda sub: any(rendering.feed_labels(f) == labels
+                                                   for f in subscription_feeds(sub)))
+
+    def on_override(self, event: str, override: Obj) -> None:
+        kind = override["kind"]
+        store: dict[Any, Obj] = self.caches.globalizations if kind == "Globalization" else self.caches.localizations
+        key: Any = override["metadata"]["name"] if kind == "Globalization" else key_of(override)
+        old = store.get(key)
+        if event == "DELETED":
+            store.pop(key, None)
+        else:
+            store[key] = override
+            if old is not None and old.get("spec") == override.get("spec"):
+                return
+        policy = ((old or override).get("spec") or {}).get("overridePolicy") or "ApplyLater"
+        if policy == "ApplyNow" or (override.get("spec") or {}).get("overridePolicy") == "ApplyNow":
+            self.enqueue_subscriptions(lambda sub: override_targets(override, sub), force=True)
+
+    def on_description(self, event: str, desc: Obj) -> None:
+        key = key_of(desc)
+        if event == "DELETED":
+            self.caches.descriptions.pop(key, None)
+        else:
+            old = self.caches.descriptions.get(key)
+            self.caches.descriptions[key] = desc
+            meta = desc["metadata"]
+            applied = (meta.get("annotations") or {}).get(applier.ANNOTATION_APPLIED_GENERATION)
+            if meta.get("deletionTimestamp") or str(applied) != str(meta.get("generation")):
+                self.enqueue("push", *key)
+            if old is not None and old.get("status") == desc.get("status"):
+                return
+        labels = desc["metadata"].get("labels") or {}
+        if labels.get(known.LABEL_SUBS_NAME):
+            self.enqueue("status", labels.get(known.LABEL_SUBS_NAMESPACE, ""), labels[known.LABEL_SUBS_NAME])
+
+    def on_cluster(self, event: str, mc: Obj, old: Obj | None) -> None:
+        """Labels or taints changed: rescheduling may bind or unbind it; push side may have flipped."""
+        meta = mc["metadata"]
+        relevant_old = old and (old["metadata"].get("labels"), (old.get("spec") or {}).get("taints"),
+                                (old.get("spec") or {}).get("syncMode"), (old.get("status") or {}).get("appPusher"),
+                                applier_ready(old))
+        relevant_new = (meta.get("labels"), (mc.get("spec") or {}).get("taints"), (mc.get("spec") or {}).get(
+            "syncMode"), (mc.get("status") or {}).get("appPusher"), applier_ready(mc))
+        if event == "DELETED" or relevant_old != relevant_new:
+            self.enqueue_subscriptions()
+            for ns, name in list(self.caches.descriptions):
+                if ns == meta["namespace"]:
+                    self.enqueue("push", ns, name)
+
+    # --- Subscription -> Base -> Description --------------------------------------------------------------
+
+    async def reconcile_subscription(self, namespace: str, name: str, force: bool) -> None:
+        sub = self.caches.subscriptions.get((namespace, name))
+        if sub is None:
+            return
+        meta = sub["metadata"]
+        if meta.get("deletionTimestamp"):
+            await self._delete_subscription(sub)
+            return
+        if known.FINALIZER_APPS not in (meta.get("finalizers") or []):
+            await self.kube.patch(APPS, "Subscription", name, {"metadata": {
+                "finalizers": [*(meta.get("finalizers") or []), known.FINALIZER_APPS],
+                "resourceVersion": meta["resourceVersion"]}}, namespace)
+            return  # the update event brings us back
+        try:
+            result = schedule(sub, list(self.clusters.values()))
+        except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
+            await self._write_status(sub, {}, condition("False", "InvalidSubscription", str(e)))
+            return
+        feeds = subscription_feeds(sub)
+        templates = templates_for(feeds, self.caches.manifests.values())
+        digest = inputs_hash(sub.get("spec") or {}, templates)
+        bound_bases: set[tuple[str, str]] = set()
+        problems: list[str] = []
+        for placement in result.clusters:
+            mc = self.clusters.get((placement.namespace, placement.name))
+            if mc is None:
+                continue
+            base = await self._apply_base(sub, mc, feeds)
+            bound_bases.add(key_of(base))
+            problems += await self._apply_description(sub, mc, base, feeds, templates, digest, force)
+        await self._remove_unbound(sub, bound_bases)
+        await self.update_subscription_status(namespace, name, result.binding_clusters, result.replicas,
+                                              result.message, problems)
+
+    async def _apply_base(self, sub: Obj, mc: Obj, feeds: list[dict[str, str]]) -> Obj:
+        meta = sub["metadata"]
+        body = {
+            "apiVersion": APPS, "kind": "Base",
+            "metadata": {"name": rendering.base_name(meta["name"], subscription_namespace=meta["namespace"]),
+                         "namespace": mc["metadata"]["namespace"], "labels": self._labels(sub, mc)},
+            # empty strings left out: kube-apiserver 1.20 turns "" into null when applying a custom resource
+            "spec": {"feeds": [{k: v for k, v in f.items() if v} for f in feeds]},
+        }
+        return await self.kube.apply(body, FIELD_MANAGER)
+
+    @staticmethod
+    def _labels(sub: Obj, mc: Obj) -> dict[str, str]:
+        meta = sub["metadata"]
+        mc_labels = mc["metadata"].get("labels") or {}
+        return {known.LABEL_SUBS_UID: meta["uid"], known.LABEL_SUBS_NAME: meta["name"],
+                known.LABEL_SUBS_NAMESPACE: meta["namespace"],
+                known.LABEL_CLUSTER_ID: str((mc.get("spec") or {}).get("clusterId") or ""),
+                known.LABEL_CLUSTER_NAME: mc_labels.get(known.LABEL_CLUSTER_NAME, mc["metadata"]["name"])}
+
+    async def _apply_description(self, sub: Obj, mc: Obj, base: Obj, feeds: list[dict[str, str]],
+                                 templates: dict[str, Obj], digest: str, force: bool) -> list[str]:
+        ns = mc["metadata"]["namespace"]
+        name = rendering.description_name(base["metadata"]["name"], "Generic")
+        existing = self.caches.descriptions.get((ns, name))
+        if existing is not None and existing["metadata"].get("deletionTimestamp"):
+            return [f"{ns}/{name} is still being cleaned up"]
+        globs = list(self.caches.globalizations.values())
+        locs = [o for (lns, _), o in self.caches.localizations.items() if lns == ns]
+        rendered = rendering.render_generic(feeds, templates, mc, globs, locs)
+        errors = rendered.all_errors()
+        keep = (existing is not None and not force and
+                (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == digest)
+        raw = (existing.get("spec") or {}).get("raw") if keep and existing else rendered.encoded_raw()
+        if not raw and not rendered.items:
+            return errors  # only Helm feeds: the Helm deployer's business
+        sub_meta = sub["metadata"]
+        annotations = {ANNOTATION_INPUTS_HASH: digest, ANNOTATION_RENDER_ERRORS: "; ".join(errors)[:4000]}
+        if (sub_meta.get("annotations") or {}).get(applier.ANNOTATION_DRIFT_CORRECTION) == "false":
+            annotations[applier.ANNOTATION_DRIFT_CORRECTION] = "false"
+        body = {
+            "apiVersion": APPS, "kind": "Description",
+            "metadata": {"name": name, "namespace": ns, "labels": self._labels(sub, mc),
+                         "annotations": annotations, "finalizers": [known.FINALIZER_APPS],
+                         "ownerReferences": [{"apiVersion": APPS, "kind": "Base", "name": base["metadata"]["name"],
+                                              "uid": base["metadata"]["uid"], "controller": True,
+                                              "blockOwnerDeletion": True}]},
+            "spec": {"deployer": "Generic", "raw": raw},
+        }
+        desc = await self.kube.apply(body, FIELD_MANAGER)
+        previous_errors = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_RENDER_ERRORS)
+        if errors and previous_errors != annotations[ANNOTATION_RENDER_ERRORS]:
+            await applier.post_event(self.kube, desc, "Warning", "RenderFailed", "; ".join(errors), FIELD_MANAGER)
+            await self._report_override_errors(rendered)
+        return errors
+
+    async def _report_override_errors(self, rendered: rendering.RenderResult) -> None:
+        """Put each failed override's message on the override object itself, as an event."""
+        for error in rendered.override_errors:
+            kind, ns, name = error.kind, error.namespace, error.name
+            event = {"apiVersion": "v1", "kind": "Event",
+                     "metadata": {"generateName": f"{name}.", "namespace": ns or "default"},
+                     "involvedObject": {"apiVersion": APPS, "kind": kind, "name": name, "namespace": ns},
+                     "type": "Warning", "reason": "OverrideFailed", "message": error.message[:1000],
+                     "source": {"component": FIELD_MANAGER}, "firstTimestamp": now(), "lastTimestamp": now(),
+                     "count": 1}
+            with contextlib.suppress(Exception):
+                await self.kube.create(event)
+
+    async def _remove_unbound(self, sub: Obj, bound: set[tuple[str, str]]) -> None:
+        bases = await self.kube.list(APPS, "Base", label_selector=f"{known.LABEL_SUBS_UID}={sub['metadata']['uid']}")
+        for base in bases:
+            if key_of(base) not in bound and not base["metadata"].get("deletionTimestamp"):
+                log.info("cluster namespace %s no longer bound to %s/%s: removing its Base",
+                         base["metadata"]["namespace"], *key_of(sub))
+                await self.kube.delete(APPS, "Base", base["metadata"]["name"], base["metadata"]["namespace"])
+
+    async def _delete_subscription(self, sub: Obj) -> None:
+        """Delete the Bases (Descriptions follow by owner reference); do not wait for offline clusters."""
+        await self._remove_unbound(sub, set())
+        meta = sub["metadata"]
+        if known.FINALIZER_APPS in (meta.get("finalizers") or []):
+            remaining = [f for f in meta["finalizers"] if f != known.FINALIZER_APPS]
+            with contextlib.suppress(ApiException):
+                await self.kube.patch(APPS, "Subscription", meta["name"], {"metadata": {
+                    "finalizers": remaining, "resourceVersion": meta["resourceVersion"]}}, meta["namespace"])
+
+    async def update_subscription_status(self, namespace: str, name: str, bindings: list[str] | None = None,
+                                         replicas: dict[str, list[int]] | None = None,
+                                         message: str | None = None, problems: list[str] | None = None) -> None:
+        sub = self.caches.subscriptions.get((namespace, name))
+        if sub is None or sub["metadata"].get("deletionTimestamp"):
+            return
+        status = dict(sub.get("status") or {})
+        if bindings is not None:
+            status["bindingClusters"] = bindings
+            status["replicas"] = replicas or {}
+            status["desiredReleases"] = len(bindings)
+        view = {**sub, "status": status}
+        descs = [d for d in self.caches.descriptions.values()
+                 if (d["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == sub["metadata"]["uid"]]
+        clusters = {f"{ns}/{name}": mc for (ns, name), mc in self.clusters.items()}
+        aggregated = feedstatus.aggregate(view, descs, clusters)
+        ready = aggregated.pop("conditions", [{}])[0]
+        if message and not status.get("bindingClusters"):
+            ready = {"type": "Ready", "status": "False", "reason": "NoMatchingCluster", "message": message}
+        if problems:
+            ready = {"type": "Ready", "status": "False", "reason": "RenderFailed", "message": "; ".join(problems)}
+        new_status = {k: v for k, v in status.items() if k != "conditions"}
+        new_status.update(aggregated)
+        await self._write_status(sub, new_status, ready)
+
+    async def _write_status(self, sub: Obj, status: Obj, ready: Obj) -> None:
+        old: Obj = next((c for c in (sub.get("status") or {}).get("conditions") or []
+                         if c.get("type") == "Ready"), {})
+        same = old.get("status") == ready.get("status")
+        ready = {**ready, "lastTransitionTime": old.get("lastTransitionTime") if same and old else now()}
+        status = {**status, "conditions": [ready]}
+        if {k: v for k, v in (sub.get("status") or {}).items()} == status:
+            return
+        await self.kube.patch(APPS, "Subscription", sub["metadata"]["name"], {"status": status},
+                              sub["metadata"]["namespace"], subresource="status")
+
+    # --- pushing ------------------------------------------------------------------------------------------
+
+    def cluster_in(self, namespace: str) -> Obj | None:
+        return next((mc for (ns, _), mc in self.clusters.items() if ns == namespace), None)
+
+    async def child_client(self, mc: Obj) -> Kube | None:
+        """Child access for pushing: the agent's deployer credentials, through the tunnel when it is up."""
+        ns = mc["metadata"]["namespace"]
+        secret = await self.kube.get("v1", "Secret", DEPLOYER_SECRET, ns)
+        if secret is None:
+            return None
+        import base64
+
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        cluster_id = str(mc["spec"]["clusterId"])
+        port = await self.tunnel_port(cluster_id)
+        if port is not None:
+            creds = Credentials(server=f"http://127.0.0.1:{port}", token=data["token"].decode())
+        else:
+            creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
+                                token=data["token"].decode())
+        fingerprint = f"{creds.server}|{hashlib.sha256((creds.token or '').encode()).hexdigest()}"
+        cached = self.children.get(cluster_id)
+        if cached and cached[0] == fingerprint:
+            return cached[1]
+        if cached:
+            await cached[1].close()
+        child = Kube(creds, user_agent="clusternet-hub-deployer")
+        self.children[cluster_id] = (fingerprint, child)
+        return child
+
+    async def push(self, namespace: str, name: str) -> None:
+        desc = self.caches.descriptions.get((namespace, name))
+        if desc is None:
+            return
+        deleting = bool(desc["metadata"].get("deletionTimestamp"))
+        mc = self.cluster_in(namespace)
+        if mc is None:
+            if deleting:  # the cluster is gone: nobody can clean up, never block the deletion
+                await applier.remove_finalizer(self.kube, desc)
+            return
+        if not applier.deployable_by_hub(mc):
+            return
+        if not deleting and (desc["metadata"].get("annotations") or {}).get(
+                applier.ANNOTATION_DRIFT_CORRECTION) == "false" and str(
+                (desc["metadata"].get("annotations") or {}).get(applier.ANNOTATION_APPLIED_GENERATION)) == str(
+                desc["metadata"].get("generation")):
+            return
+        child = await self.child_client(mc)
+        if child is None:
+            await self._pending(desc, "waiting for the agent's child-cluster-deployer credentials")
+            return
+        if deleting:
+            if not applier_ready(mc):
+                await self._pending(desc, "cleanup pending: the cluster is offline; its workloads stay until "
+                                          "it returns")
+                return
+            removed = await applier.cleanup(child, desc)
+            log.info("cleaned up %s/%s in cluster %s: %s", namespace, name, mc["spec"]["clusterId"], removed)
+            await applier.remove_finalizer(self.kube, desc)
+            return
+        outcome = await applier.apply_description(child, desc)
+        await applier.report(self.kube, desc, outcome, FIELD_MANAGER)
+
+    async def _pending(self, desc: Obj, reason: str) -> None:
+        status = desc.get("status") or {}
+        if status.get("reason") == reason:
+            return
+        meta = desc["metadata"]
+        with contextlib.suppress(ApiException):
+            await self.kube.patch(APPS, "Description", meta["name"], {"status": {
+                "phase": status.get("phase") or "Pending", "reason": reason}}, meta["namespace"],
+                subresource="status")
+
+
+def applier_ready(mc: Obj) -> bool:
+    return any(c.get("type") == known.CONDITION_READY and c.get("status") == "True"
+               for c in (mc.get("status") or {}).get("conditions") or [])
+
+
+def condition(status: str, reason: str, message: str) -> Obj:
+    return {"type": "Ready", "status": status, "reason": reason, "message": message}

@@ -1,0 +1,279 @@
+"""Deploying an application to two real child clusters: one pushed to by the hub, one pulling.
+
+Follows the overview's walkthrough (a Namespace, a Service and a Deployment, one Subscription matching
+both children), then overrides, ApplyNow/ApplyLater, drift, relabelling and deletion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_api.controlplane import ControlPlane
+from clusternet_hub.rendering import manifest_labels, manifest_name
+from tests.helpers import kubectl, wait_for
+from tests.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap
+
+pytestmark = pytest.mark.integration
+
+NS = "demo-app"
+LABEL = "deploy-test"
+DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "my-nginx", "namespace": NS},
+    "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "nginx"}},
+             "template": {"metadata": {"labels": {"app": "nginx"}},
+                          "spec": {"containers": [{"name": "nginx", "image": "nginx:1.25"}]}}}}
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "my-nginx-svc", "namespace": NS},
+           "spec": {"ports": [{"port": 80}], "selector": {"app": "nginx"}}}
+NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+PLURALS = {"Namespace": "namespaces", "Service": "services", "Deployment": "deployments"}
+
+
+def store_template(parent: ControlPlane, obj: dict[str, Any]) -> None:
+    """What `kubectl clusternet apply` stores: a Manifest in clusternet-reserved."""
+    meta = obj["metadata"]
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Manifest",
+        "metadata": {"name": manifest_name(PLURALS[obj["kind"]], meta.get("namespace"), meta["name"]),
+                     "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(obj)},
+        "template": obj}))
+
+
+def feed(obj: dict[str, Any]) -> dict[str, str]:
+    f = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"]}
+    if obj["metadata"].get("namespace"):
+        f["namespace"] = obj["metadata"]["namespace"]
+    return f
+
+
+def subscription(name: str, feeds: list[dict[str, str]], selector: dict[str, str] | None = None) -> str:
+    return json.dumps({"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+                       "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": selector or {LABEL: "yes"}}}],
+                                "feeds": feeds}})
+
+
+def mc_for(parent: ControlPlane, child: ControlPlane) -> dict[str, Any]:
+    cid = kubectl(child, "get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+    items = json.loads(kubectl(parent, "get", "mcls", "-A", "-l", f"{known.LABEL_CLUSTER_ID}={cid}",
+                               "-o", "json").stdout)["items"]
+    assert len(items) == 1
+    mc: dict[str, Any] = items[0]
+    return mc
+
+
+def registered(parent: ControlPlane, child: ControlPlane) -> bool:
+    cid = kubectl(child, "get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+    return bool(kubectl(parent, "get", "mcls", "-A", "-l", f"{known.LABEL_CLUSTER_ID}={cid}", "-o", "name").stdout)
+
+
+def descriptions(parent: ControlPlane, sub: str) -> dict[str, dict[str, Any]]:
+    items = json.loads(kubectl(parent, "get", "desc", "-A", "-l", f"{known.LABEL_SUBS_NAME}={sub}",
+                               "-o", "json").stdout)["items"]
+    return {i["metadata"]["namespace"]: i for i in items}
+
+
+def child_annotations(child: ControlPlane) -> dict[str, str]:
+    out = kubectl(child, "get", "deploy", "my-nginx", "-n", NS, "-o", "json", check=False)
+    if out.returncode != 0:
+        return {}
+    annotations: dict[str, str] = json.loads(out.stdout)["metadata"].get("annotations") or {}
+    return annotations
+
+
+@pytest.fixture(scope="module")
+def env(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    logdir = tmp_path_factory.mktemp("deploy")
+    install_bootstrap(parent)
+    kubectl(parent, "create", "namespace", known.RESERVED_NAMESPACE, check=False)
+    ca, crt, key = hub_tls(logdir / "tls", ["127.0.0.1"], ["localhost"])
+    hub = hub_proc(parent, logdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
+                   "--resync-interval=2")
+    hub.start()
+    port = next(a.split("=")[1] for a in hub.args if a.startswith("--secure-port"))
+    tunnel = [f"--tunnel-url=https://127.0.0.1:{port}", f"--tunnel-ca-file={ca}"]
+    pusher = agent_proc(child1, parent, logdir, "child1", "--cluster-sync-mode=Dual",
+                        "--feature-gates=AppPusher=true,SocketConnection=true", "--description-resync-frequency=2s",
+                        *tunnel)
+    puller = agent_proc(child2, parent, logdir, "child2", "--cluster-sync-mode=Pull",
+                        "--feature-gates=SocketConnection=true", "--description-resync-frequency=2s", *tunnel)
+    procs: list[Proc] = [hub, pusher.start(), puller.start()]
+    try:
+        def ready() -> bool:
+            if not all(registered(parent, c) for c in (child1, child2)):
+                return False
+            mcs = [mc_for(parent, c) for c in (child1, child2)]
+            return all(any(c["type"] == "Ready" and c["status"] == "True"
+                           for c in (m.get("status") or {}).get("conditions") or []) for m in mcs) and \
+                mcs[0]["status"].get("appPusher") is True and mcs[1]["status"].get("appPusher") is False
+
+        wait_for(ready, timeout=90, what="both clusters Ready with their sync modes")
+        mc1, mc2 = mc_for(parent, child1), mc_for(parent, child2)
+        for mc in (mc1, mc2):
+            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                    f"{LABEL}=yes", "--overwrite")
+        for obj in (NAMESPACE, SERVICE, DEPLOYMENT):
+            store_template(parent, obj)
+        yield {"hub": hub, "pusher": pusher, "puller": puller, "ns1": mc1["metadata"]["namespace"],
+               "ns2": mc2["metadata"]["namespace"], "mc1": mc1, "mc2": mc2, "logdir": logdir}
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_overview_example_reaches_both_children(env: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
+                                                child2: ControlPlane) -> None:
+    kubectl(parent, "apply", "-f", "-", input=subscription("app-demo", [feed(o) for o in
+                                                                         (NAMESPACE, SERVICE, DEPLOYMENT)]))
+
+    def both_success() -> bool:
+        d = descriptions(parent, "app-demo")
+        return {env["ns1"], env["ns2"]} <= set(d) and all(
+            (d[ns].get("status") or {}).get("phase") == "Success" for ns in (env["ns1"], env["ns2"]))
+
+    wait_for(both_success, timeout=60, what="both Descriptions Success")
+    for child in (child1, child2):
+        assert kubectl(child, "get", "ns", NS).returncode == 0
+        assert kubectl(child, "get", "svc", "my-nginx-svc", "-n", NS).returncode == 0
+        ann = child_annotations(child)
+        assert ann[known.ANNOTATION_OWNED_BY_DESCRIPTION].endswith("-generic")
+    table = kubectl(parent, "get", "desc", "-A").stdout
+    rows = [r for r in table.splitlines() if "app-demo" in r]
+    assert len(rows) == 2 and all("Generic" in r and "Success" in r for r in rows)
+    # the hub pushed to child1 (Dual + AppPusher); child2's agent pulled
+    events = kubectl(parent, "get", "events", "-A", "--field-selector=reason=SuccessfullyDeployed",
+                     "-o", "json").stdout
+    sources = {(e["metadata"]["namespace"], e["source"].get("component")) for e in json.loads(events)["items"]}
+    assert (env["ns1"], "clusternet-hub") in sources
+    assert (env["ns2"], "clusternet-agent") in sources
+    # status flows back: bindings, releases and a readiness verdict computed from the children's objects
+    def status() -> dict[str, Any]:
+        s: dict[str, Any] = json.loads(kubectl(parent, "get", "subs", "app-demo", "-o", "json").stdout)["status"]
+        return s if s.get("completedReleases") == 2 else {}
+
+    st = wait_for(status, timeout=60, what="completedReleases 2")
+    assert st["desiredReleases"] == 2 and len(st["bindingClusters"]) == 2
+    assert st["conditions"][0]["status"] == "True"
+    deploy_status = next(a for a in st["aggregatedStatuses"] if a["kind"] == "Deployment")
+    assert len(deploy_status["feedStatusDetails"]) == 2
+
+
+def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
+                                             child2: ControlPlane) -> None:
+    target = feed(DEPLOYMENT)
+
+    def override(kind: str, name: str, priority: int, value: str, namespace: str | None = None,
+                 policy: str = "ApplyNow", type_: str = "MergePatch") -> str:
+        meta: dict[str, Any] = {"name": name}
+        if namespace:
+            meta["namespace"] = namespace
+        return json.dumps({"apiVersion": "apps.clusternet.io/v1alpha1", "kind": kind, "metadata": meta,
+                           "spec": {"priority": priority, "overridePolicy": policy, "feed": target,
+                                    "overrides": [{"name": name, "type": type_, "value": value}]}})
+
+    order = '{"metadata":{"annotations":{"demo/order":"%s"}}}'
+    kubectl(parent, "apply", "-f", "-", input=override("Globalization", "g600", 600, order % "glob-600"))
+    kubectl(parent, "apply", "-f", "-", input=override("Globalization", "g100", 100, order % "glob-100"))
+    kubectl(parent, "apply", "-f", "-", input=override("Localization", "l100", 100, order % "loc-100",
+                                                       env["ns1"]))
+    # Glob(100) -> Glob(600) -> Loc(100): the Localization wins in child1, Glob(600) in child2
+    wait_for(lambda: child_annotations(child1).get("demo/order") == "loc-100", timeout=30, what="child1 order")
+    wait_for(lambda: child_annotations(child2).get("demo/order") == "glob-600", timeout=30, what="child2 order")
+    # a broken override is reported and does not stop the others
+    kubectl(parent, "apply", "-f", "-", input=override(
+        "Localization", "broken", 700, '[{"op":"replace","path":"/spec/replicaz","value":3}]', env["ns1"],
+        type_="JSONPatch"))
+
+    def reported() -> bool:
+        events = json.loads(kubectl(parent, "get", "events", "-n", env["ns1"], "-o", "json").stdout)["items"]
+        return any(e["reason"] == "OverrideFailed" and "broken" in e["message"] and "replicaz" in e["message"]
+                   for e in events)
+
+    wait_for(reported, timeout=30, what="OverrideFailed event")
+    assert child_annotations(child1).get("demo/order") == "loc-100"
+    d = descriptions(parent, "app-demo")[env["ns1"]]
+    assert "replicaz" in d["metadata"]["annotations"]["apps.clusternet.io/render-errors"]
+    # deleting an ApplyNow override rolls it back
+    kubectl(parent, "delete", "localization", "l100", "-n", env["ns1"])
+    wait_for(lambda: child_annotations(child1).get("demo/order") == "glob-600", timeout=30, what="rollback")
+    kubectl(parent, "delete", "localization", "broken", "-n", env["ns1"])
+
+
+def test_apply_later_waits_for_the_next_feed_change(env: dict[str, Any], parent: ControlPlane,
+                                                    child2: ControlPlane) -> None:
+    later = json.dumps({"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Localization",
+                        "metadata": {"name": "later", "namespace": env["ns2"]},
+                        "spec": {"overridePolicy": "ApplyLater", "feed": feed(DEPLOYMENT),
+                                 "overrides": [{"name": "later", "type": "MergePatch",
+                                                "value": '{"metadata":{"annotations":{"demo/later":"yes"}}}'}]}})
+    kubectl(parent, "apply", "-f", "-", input=later)
+    import time
+
+    time.sleep(6)  # several resyncs: an ApplyLater override must not be picked up by them
+    assert "demo/later" not in child_annotations(child2)
+    changed = json.loads(json.dumps(DEPLOYMENT))
+    changed["metadata"]["labels"] = {"version": "2"}
+    store_template(parent, changed)  # the feed changes
+    wait_for(lambda: child_annotations(child2).get("demo/later") == "yes", timeout=30, what="ApplyLater applied")
+
+
+def test_drift_is_put_back(env: dict[str, Any], child1: ControlPlane, child2: ControlPlane) -> None:
+    for child in (child1, child2):
+        kubectl(child, "delete", "svc", "my-nginx-svc", "-n", NS)
+    for child in (child1, child2):
+        wait_for(lambda c=child: kubectl(c, "get", "svc", "my-nginx-svc", "-n", NS, check=False).returncode == 0,
+                 timeout=30, what="service re-created")
+
+
+def test_bad_subscriptions_say_what_is_wrong(env: dict[str, Any], parent: ControlPlane) -> None:
+    kubectl(parent, "apply", "-f", "-", input=subscription(
+        "missing-feed", [{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": NS, "name": "nope"}]))
+    kubectl(parent, "apply", "-f", "-", input=subscription("nobody", [feed(SERVICE)], {"no-such": "label"}))
+
+    def condition(name: str) -> dict[str, Any]:
+        st = json.loads(kubectl(parent, "get", "subs", name, "-o", "json").stdout).get("status") or {}
+        return next((c for c in st.get("conditions") or []), {})
+
+    missing = wait_for(lambda: condition("missing-feed") if "not found" in condition("missing-feed").get(
+        "message", "") else None, timeout=30, what="missing feed reported")
+    assert missing["status"] == "False" and "nope" in missing["message"]
+    nobody = wait_for(lambda: condition("nobody") or None, timeout=30, what="no-match reported")
+    assert nobody["status"] == "False" and nobody["reason"] == "NoMatchingCluster"
+    for name in ("missing-feed", "nobody"):
+        kubectl(parent, "delete", "subs", name)
+
+
+def test_relabel_removes_only_that_cluster(env: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
+                                           child2: ControlPlane) -> None:
+    # something the child's own users created next to ours must survive the cleanup
+    kubectl(child2, "create", "configmap", "users-own", "-n", NS)
+    mc2 = env["mc2"]
+    kubectl(parent, "label", "mcls", mc2["metadata"]["name"], "-n", mc2["metadata"]["namespace"], f"{LABEL}-")
+    wait_for(lambda: kubectl(child2, "get", "deploy", "my-nginx", "-n", NS, check=False).returncode != 0,
+             timeout=60, what="child2 cleaned up")
+    assert kubectl(child1, "get", "deploy", "my-nginx", "-n", NS).returncode == 0
+    assert env["ns2"] not in descriptions(parent, "app-demo")
+
+
+def test_deleting_the_subscription_removes_everything_it_created(env: dict[str, Any], parent: ControlPlane,
+                                                                 child1: ControlPlane) -> None:
+    kubectl(child1, "create", "configmap", "not-ours", "-n", "default")
+    kubectl(parent, "delete", "subs", "app-demo", "--wait=false")
+    wait_for(lambda: kubectl(child1, "get", "ns", NS, check=False).returncode != 0 or
+             "Terminating" in kubectl(child1, "get", "ns", NS, check=False).stdout, timeout=60,
+             what="child1 namespace removed")
+    wait_for(lambda: kubectl(parent, "get", "subs", "app-demo", check=False).returncode != 0, timeout=30,
+             what="subscription gone")
+    assert kubectl(child1, "get", "configmap", "not-ours", "-n", "default").returncode == 0
+    assert descriptions(parent, "app-demo") == {}
+
+
+def test_no_tokens_in_logs(env: dict[str, Any]) -> None:
+    logs = "".join(Path(p.log).read_text(errors="replace") for p in (env["hub"], env["pusher"], env["puller"]))
+    assert "eyJ" not in logs

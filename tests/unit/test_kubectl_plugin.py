@@ -1,0 +1,299 @@
+"""kubectl clusternet: the parts that need no cluster (documents, cleaning, tables, alias resolution)."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from clusternet_api import known
+from clusternet_api.kubectl_plugin import (
+    Kind,
+    Options,
+    PluginError,
+    Resource,
+    age,
+    clean_object,
+    context_namespace,
+    document_files,
+    dump,
+    format_table,
+    human_duration,
+    load_documents,
+    main,
+    match_resource,
+    object_ref,
+    parse_documents,
+    parse_resource_list,
+    render_header,
+    server_table,
+    skip_validating,
+    template_table,
+    type_name,
+)
+from clusternet_hub.overrides import AppliedOverride, OverrideError
+from clusternet_hub.rendering import RenderedObject
+
+# --- documents -------------------------------------------------------------------------------------------
+
+
+def test_multi_document_yaml_skips_empty_documents() -> None:
+    text = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n# only a comment\n---\n" \
+           "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"
+    docs = parse_documents(text, "x.yaml")
+    assert [d.object["metadata"]["name"] for d in docs] == ["a", "b"]
+    assert {d.source for d in docs} == {"x.yaml"}
+
+
+def test_lists_are_expanded_recursively() -> None:
+    inner = {"apiVersion": "v1", "kind": "ConfigMapList",
+             "items": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]}
+    doc = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}, inner]}
+    names = [d.object["metadata"]["name"] for d in parse_documents(json.dumps(doc), "l.json")]
+    assert names == ["a", "c"]
+
+
+def test_json_document() -> None:
+    docs = parse_documents('{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}', "s.json")
+    assert docs[0].object["kind"] == "Service"
+
+
+def test_bad_documents_name_the_source() -> None:
+    with pytest.raises(PluginError, match=r"bad\.yaml: invalid YAML"):
+        parse_documents("a: [1, 2\n", "bad.yaml")
+    with pytest.raises(PluginError, match=r"bad\.yaml: expected an object, got list"):
+        parse_documents("- 1\n- 2\n", "bad.yaml")
+
+
+def test_directories_are_read_sorted_and_optionally_recursively(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n")
+    (tmp_path / "a.json").write_text('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}')
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    assert [p.name for p in document_files(tmp_path, recursive=False)] == ["a.json", "b.yaml"]
+    assert [p.name for p in document_files(tmp_path, recursive=True)] == ["a.json", "b.yaml", "c.yml"]
+    names = [d.object["metadata"]["name"] for d in load_documents([str(tmp_path)], recursive=True)]
+    assert names == ["a", "b", "c"]
+    with pytest.raises(PluginError, match="does not exist"):
+        document_files(tmp_path / "missing", recursive=False)
+
+
+def test_stdin_and_files_keep_argument_order(tmp_path: Path) -> None:
+    f = tmp_path / "one.yaml"
+    f.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: file}\n")
+    stdin = io.StringIO("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: stdin}\n")
+    docs = load_documents(["-", str(f)], stdin=stdin)
+    assert [(d.source, d.object["metadata"]["name"]) for d in docs] == [("<stdin>", "stdin"), (str(f), "file")]
+
+
+def test_repo_examples_load() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples" / "applications"
+    kinds = [d.object["kind"] for d in load_documents([str(examples)])]
+    assert sorted(kinds) == ["Deployment", "HelmChart", "Namespace", "Service", "Subscription"]
+
+
+# --- objects ---------------------------------------------------------------------------------------------
+
+
+def test_clean_object_strips_server_fields_without_touching_the_input() -> None:
+    obj: dict[str, Any] = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "n", "resourceVersion": "5", "uid": "u", "generation": 2,
+                     "creationTimestamp": "2024-01-01T00:00:00Z", "managedFields": [{}], "labels": {"a": "b"}},
+        "spec": {"replicas": 1}, "status": {"readyReplicas": 1},
+    }
+    cleaned = clean_object(obj)
+    assert cleaned == {"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "d", "namespace": "n", "labels": {"a": "b"}}, "spec": {"replicas": 1}}
+    assert obj["status"] and obj["metadata"]["uid"] == "u"
+
+
+def test_object_ref_requires_identity() -> None:
+    assert object_ref({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}) == ("v1", "Namespace",
+                                                                                                 "", "x")
+    with pytest.raises(PluginError, match="apiVersion or kind"):
+        object_ref({"kind": "Namespace", "metadata": {"name": "x"}})
+    with pytest.raises(PluginError, match="generateName"):
+        object_ref({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "x-"}})
+
+
+def test_skip_validating_annotation() -> None:
+    annotated = {"metadata": {"annotations": {known.ANNOTATION_SKIP_VALIDATING: "true"}}}
+    assert skip_validating(annotated)
+    assert not skip_validating({"metadata": {"annotations": {known.ANNOTATION_SKIP_VALIDATING: "false"}}})
+    assert not skip_validating({"metadata": {}})
+
+
+def test_type_names_match_kubectl() -> None:
+    assert type_name("Deployment", "apps") == "deployment.apps"
+    assert type_name("Service", "") == "service"
+    assert Resource("apps.clusternet.io", "v1alpha1", "Subscription", "subscriptions", True).type_name == \
+        "subscription.apps.clusternet.io"
+
+
+# --- discovery -------------------------------------------------------------------------------------------
+
+CORE = parse_resource_list("v1", {"resources": [
+    {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+     "shortNames": ["ns"]},
+    {"name": "namespaces/status", "singularName": "", "namespaced": False, "kind": "Namespace"},
+    {"name": "services", "singularName": "", "namespaced": True, "kind": "Service", "shortNames": ["svc"]},
+]})
+APPS = parse_resource_list("apps/v1", {"resources": [
+    {"name": "deployments", "singularName": "deployment", "namespaced": True, "kind": "Deployment",
+     "shortNames": ["deploy"]},
+]})
+CLUSTERNET = parse_resource_list("apps.clusternet.io/v1alpha1", {"resources": [
+    {"name": "subscriptions", "singularName": "subscription", "namespaced": True, "kind": "Subscription",
+     "shortNames": ["sub", "subs"]},
+]})
+ALL = CORE + APPS + CLUSTERNET
+
+
+def test_resource_lists_skip_subresources() -> None:
+    assert [r.plural for r in CORE] == ["namespaces", "services"]
+    assert APPS[0].api_version == "apps/v1" and CORE[0].api_version == "v1"
+
+
+@pytest.mark.parametrize(("name", "plural"), [
+    ("ns", "namespaces"), ("namespace", "namespaces"), ("Namespace", "namespaces"), ("svc", "services"),
+    ("service", "services"), ("deploy", "deployments"), ("deployments.apps", "deployments"),
+    ("deployment.v1.apps", "deployments"), ("subs", "subscriptions"), ("Subscription", "subscriptions"),
+])
+def test_alias_resolution(name: str, plural: str) -> None:
+    found = match_resource(ALL, name)
+    assert found is not None and found.plural == plural
+
+
+def test_unknown_alias() -> None:
+    assert match_resource(ALL, "widgets") is None
+    assert match_resource(ALL, "deployments.batch") is None
+
+
+def test_paths() -> None:
+    deploy = APPS[0]
+    assert deploy.path("foo", "x") == "/apis/apps/v1/namespaces/foo/deployments/x"
+    assert deploy.path() == "/apis/apps/v1/deployments"
+    assert CORE[0].path("ignored", "foo") == "/api/v1/namespaces/foo"
+
+
+def test_literal_kinds_match_templates_by_kind_or_plural() -> None:
+    manifest = {"metadata": {"name": "widgets.foo.w"},
+                "template": {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}}
+    for literal in ("widgets", "Widget", "widget"):
+        assert Kind(None, literal).matches_template(manifest)
+    assert not Kind(None, "gadgets").matches_template(manifest)
+    assert not Kind(APPS[0], "deploy").matches_template(manifest)
+
+
+# --- tables ----------------------------------------------------------------------------------------------
+
+
+def test_format_table_looks_like_kubectl() -> None:
+    out = format_table(["Namespace", "Name", "Ready"], [["default", "app-demo", True], ["x", "b", None]])
+    assert out.splitlines() == [
+        "NAMESPACE   NAME       READY",
+        "default     app-demo   true",
+        "x           b",
+    ]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (-5, "<invalid>"), (0, "0s"), (71, "71s"), (119, "119s"), (364, "6m4s"), (360, "6m"), (900, "15m"),
+    (3 * 3600 + 5 * 60, "3h5m"), (10 * 3600, "10h"), (5 * 86400 + 22 * 3600, "5d22h"), (30 * 86400, "30d"),
+    (3 * 365 * 86400 + 2 * 86400, "3y2d"), (10 * 365 * 86400, "10y"),
+])
+def test_human_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+def test_age() -> None:
+    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert age((now - timedelta(seconds=71)).strftime("%Y-%m-%dT%H:%M:%SZ"), now) == "71s"
+    assert age(None, now) == "<unknown>"
+    assert age("garbage", now) == "<unknown>"
+
+
+def test_server_table_namespace_and_wide_columns() -> None:
+    table = {
+        "columnDefinitions": [{"name": "Name", "priority": 0}, {"name": "Cluster ID", "priority": 0},
+                              {"name": "Sync Mode", "priority": 1}, {"name": "Age", "priority": 0}],
+        "rows": [{"cells": ["c1", "id-1", "Pull", "5d22h"],
+                  "object": {"metadata": {"name": "c1", "namespace": "clusternet-abc"}}}],
+    }
+    assert server_table(table).splitlines() == ["NAME   CLUSTER ID   AGE", "c1     id-1         5d22h"]
+    assert server_table(table, wide=True, with_namespace=True).splitlines() == [
+        "NAMESPACE        NAME   CLUSTER ID   SYNC MODE   AGE",
+        "clusternet-abc   c1     id-1         Pull        5d22h",
+    ]
+
+
+def test_template_table() -> None:
+    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    manifests = [{"metadata": {"name": "deployments.foo.my-nginx", "creationTimestamp": "2024-01-01T11:54:00Z"},
+                  "template": {"metadata": {"name": "my-nginx", "namespace": "foo"}}}]
+    assert template_table(manifests, all_namespaces=False, wide=False, now=now).splitlines() == [
+        "NAME       AGE", "my-nginx   6m"]
+    assert template_table(manifests, all_namespaces=True, wide=True, now=now).splitlines() == [
+        "NAMESPACE   NAME       AGE   MANIFEST", "foo         my-nginx   6m    deployments.foo.my-nginx"]
+
+
+def test_dump_single_and_list() -> None:
+    obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}
+    assert json.loads(dump([obj], "json", single=True)) == obj
+    listed = json.loads(dump([obj], "json", single=False))
+    assert listed["kind"] == "List" and listed["items"] == [obj]
+    assert dump([obj], "yaml", single=True).startswith("apiVersion: v1\nkind: Namespace")
+
+
+def test_render_header_names_overrides() -> None:
+    item = RenderedObject(
+        feed={"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "web"},
+        object={"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "foo"}},
+        applied=[AppliedOverride("Localization", "clusternet-abc", "scale", "#0", ("/spec/replicas",),
+                                 "MergePatch")],
+        errors=[OverrideError("Globalization", None, "g", "bad", "Globalization g override 'bad': boom", "boom")],
+    )
+    assert render_header(item) == [
+        "# apps/v1 Deployment foo/web",
+        "# override Localization clusternet-abc/scale [#0] MergePatch: /spec/replicas",
+        "# FAILED override Globalization g [bad]: boom",
+    ]
+
+
+# --- configuration and CLI -------------------------------------------------------------------------------
+
+
+def test_context_namespace(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    cfg.write_text(
+        "current-context: a\ncontexts:\n- name: a\n  context: {cluster: c, namespace: team}\n"
+        "- name: b\n  context: {cluster: c}\n")
+    assert context_namespace(cfg, None) == "team"
+    assert context_namespace(cfg, "b") is None
+    assert context_namespace(tmp_path / "missing", None) is None
+
+
+def test_options_after_the_subcommand_win() -> None:
+    merged = Options("a.kubeconfig", None, "ns1").merged(Options(None, "ctx", "ns2"))
+    assert merged == Options("a.kubeconfig", "ctx", "ns2")
+
+
+def test_cli_version_and_local_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["version"])
+    assert result.exit_code == 0 and result.output.startswith("kubectl-clusternet ")
+    result = runner.invoke(main, ["apply", "-f", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(main, ["apply", "-f", str(empty)])
+    assert result.exit_code == 1 and "no objects" in result.output
