@@ -28,7 +28,7 @@ binaries:
 	@bash hack/control-plane-binaries.sh >/dev/null
 
 lint: venv
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench hack
 	$(BIN)/mypy
 
 crds: venv
@@ -43,9 +43,9 @@ unit: venv
 integration: setup
 	$(BIN)/pytest -q tests/integration
 
-# Local control planes (parent + 2 children) with the CRDs installed, until Ctrl-C.
+# A parent and two children with the hub and two agents running, until Ctrl-C (see README).
 sandbox: setup
-	$(BIN)/python -m clusternet_api.controlplane up --children 2
+	$(BIN)/python hack/sandbox.py
 
 bench: setup
 	$(BIN)/python bench/registration.py

@@ -82,6 +82,12 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool]) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister")."""
     name = await resolve_managed_cluster(parent, access)
+    if opts.cluster_labels:  # --cluster-labels may change between starts; Clusternet only sets them once
+        try:
+            await parent.patch(heartbeat.MC_API, "ManagedCluster", name,
+                               {"metadata": {"labels": opts.cluster_labels}}, access.namespace)
+        except ApiException as e:
+            log.warning("updating the ManagedCluster's labels failed with HTTP %s", e.status)
     observed: dict[str, object] | None = None
     since_report = opts.update_frequency  # report right away
     while True:

@@ -28,7 +28,9 @@ from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, status_bod
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+              "transfer-encoding", "upgrade", "host"}
+# the request body is read whole and re-sent, so its length is recomputed by the client
+REQUEST_DROPPED = HOP_BY_HOP | {"content-length"}
 EXTRA_PREFIX_FRONT = "x-remote-extra-clusternet-"
 EXTRA_PREFIX_DIRECT = "impersonate-extra-clusternet-"
 
@@ -46,7 +48,7 @@ def upstream_headers(headers: Mapping[str, str], via_front_proxy: bool) -> dict[
     impersonating_clusternet = headers.get("Impersonate-User", "").lower() == "clusternet"
     for name, value in headers.items():
         lower = name.lower()
-        if lower in HOP_BY_HOP:
+        if lower in REQUEST_DROPPED:
             continue
         if lower.startswith("x-remote-"):
             if via_front_proxy and lower.startswith(EXTRA_PREFIX_FRONT):
@@ -124,7 +126,7 @@ async def upgrade(request: web.Request, port: int, tail: str, headers: Mapping[s
         writer.close()
         metrics.proxy_requests.labels(str(code)).inc()
         return web.Response(status=code, body=body, headers={k: v for k, v in reply
-                                                             if k.lower() not in HOP_BY_HOP})
+                                                             if k.lower() not in REQUEST_DROPPED})
     response = web.StreamResponse(status=101)
     for name, value in reply:
         response.headers.add(name, value)

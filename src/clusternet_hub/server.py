@@ -125,7 +125,9 @@ def server_ssl_context(cert_file: str | None, key_file: str | None,
 
 
 async def start(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+    # Cancel a handler when its client goes away, so an abandoned proxied watch releases its tunnel
+    # stream and the child's watch at once instead of when the next event fails to write.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     return runner
