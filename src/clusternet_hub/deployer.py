@@ -127,7 +127,30 @@ class Deployer:
             if match is None or match(sub):
                 self.enqueue("sub", ns, name, force)
 
+    async def prime(self) -> None:
+        """Fill the caches from the API before any reconcile.
+
+        Without this, a restarted hub would reconcile Subscriptions before the watch streams had
+        reported the ManagedClusters, see no cluster bound, and remove every Base it had created.
+        """
+        cluster_api = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+        for mc in await self.kube.list(cluster_api, "ManagedCluster"):
+            self.clusters.setdefault(key_of(mc), mc)
+        for sub in await self.kube.list(APPS, "Subscription"):
+            self.caches.subscriptions.setdefault(key_of(sub), sub)
+        for m in await self.kube.list(APPS, "Manifest", namespace=known.RESERVED_NAMESPACE):
+            self.caches.manifests.setdefault(m["metadata"]["name"], m)
+        for g in await self.kube.list(APPS, "Globalization"):
+            self.caches.globalizations.setdefault(g["metadata"]["name"], g)
+        for loc in await self.kube.list(APPS, "Localization"):
+            self.caches.localizations.setdefault(key_of(loc), loc)
+        for d in await self.kube.list(APPS, "Description"):
+            self.caches.descriptions.setdefault(key_of(d), d)
+        self.enqueue_subscriptions()
+
     async def run(self) -> None:
+        await self.prime()
+
         async def worker() -> None:
             while True:
                 item = await self.queue.get()

@@ -37,7 +37,7 @@ PLURALS = {"Namespace": "namespaces", "Service": "services", "Deployment": "depl
 def store_template(parent: ControlPlane, obj: dict[str, Any]) -> None:
     """What `kubectl clusternet apply` stores: a Manifest in clusternet-reserved."""
     meta = obj["metadata"]
-    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+    kubectl(parent, "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps({
         "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Manifest",
         "metadata": {"name": manifest_name(PLURALS[obj["kind"]], meta.get("namespace"), meta["name"]),
                      "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(obj)},
@@ -247,6 +247,68 @@ def test_bad_subscriptions_say_what_is_wrong(env: dict[str, Any], parent: Contro
     assert nobody["status"] == "False" and nobody["reason"] == "NoMatchingCluster"
     for name in ("missing-feed", "nobody"):
         kubectl(parent, "delete", "subs", name)
+
+
+def test_objects_a_child_rejects_are_reported_and_the_rest_deployed(env: dict[str, Any], parent: ControlPlane,
+                                                                    child1: ControlPlane) -> None:
+    good = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "good", "namespace": "default"},
+            "data": {"a": "b"}}
+    huge = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge", "namespace": "default"},
+            "data": {"blob": "x" * (1024 * 1024 + 10)}}
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "default"}}
+    PLURALS.update({"ConfigMap": "configmaps", "Widget": "widgets"})
+    for obj in (good, huge, widget):
+        store_template(parent, obj)
+    only_child1 = {known.LABEL_CLUSTER_ID: env["mc1"]["spec"]["clusterId"]}
+    kubectl(parent, "apply", "-f", "-", input=subscription("rejects", [feed(o) for o in (widget, huge, good)],
+                                                           only_child1))
+
+    def failed() -> dict[str, Any] | None:
+        d = descriptions(parent, "rejects").get(env["ns1"])
+        st = (d or {}).get("status") or {}
+        return st if st.get("phase") == "Failure" else None
+
+    st = wait_for(failed, timeout=60, what="Description Failure")
+    assert "Widget default/w" in st["reason"] and "ConfigMap default/huge" in st["reason"]
+    assert kubectl(child1, "get", "configmap", "good", "-n", "default").returncode == 0
+    events = kubectl(parent, "get", "events", "-n", env["ns1"], "--field-selector=reason=UnSuccessfullyDeployed",
+                     "-o", "json").stdout
+    assert any("Widget" in e["message"] for e in json.loads(events)["items"])
+    kubectl(parent, "delete", "subs", "rejects")
+    wait_for(lambda: kubectl(child1, "get", "configmap", "good", "-n", "default", check=False).returncode != 0,
+             timeout=60, what="good ConfigMap removed with its Subscription")
+
+
+def test_hub_killed_mid_rollout_converges_without_duplicates(env: dict[str, Any], parent: ControlPlane,
+                                                             child1: ControlPlane, child2: ControlPlane) -> None:
+    import time
+
+    cms = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"rollout-{i}", "namespace": "default"},
+            "data": {"i": str(i)}} for i in range(5)]
+    PLURALS["ConfigMap"] = "configmaps"
+    for obj in cms:
+        store_template(parent, obj)
+    hub: Proc = env["hub"]
+    hub.kill()
+    kubectl(parent, "apply", "-f", "-", input=subscription("rollout", [feed(o) for o in cms]))
+    hub.start()
+    time.sleep(1.5)  # part-way through
+    hub.kill()
+    hub.start()
+
+    def converged() -> bool:
+        d = descriptions(parent, "rollout")
+        return {env["ns1"], env["ns2"]} <= set(d) and all(
+            (d[ns].get("status") or {}).get("phase") == "Success" for ns in (env["ns1"], env["ns2"]))
+
+    wait_for(converged, timeout=90, what="rollout converged after hub restarts")
+    bases = json.loads(kubectl(parent, "get", "base", "-A", "-l", f"{known.LABEL_SUBS_NAME}=rollout",
+                               "-o", "json").stdout)["items"]
+    assert sorted(b["metadata"]["namespace"] for b in bases) == sorted([env["ns1"], env["ns2"]])
+    assert len(descriptions(parent, "rollout")) == 2
+    for child in (child1, child2):
+        assert kubectl(child, "get", "configmap", "rollout-4", "-n", "default").returncode == 0
+    kubectl(parent, "delete", "subs", "rollout")
 
 
 def test_relabel_removes_only_that_cluster(env: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
