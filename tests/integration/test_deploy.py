@@ -231,6 +231,37 @@ def test_drift_is_put_back(env: dict[str, Any], child1: ControlPlane, child2: Co
                  timeout=30, what="service re-created")
 
 
+def test_turning_app_pusher_off_hands_over_to_the_agent_without_redeploying(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane) -> None:
+    before = json.loads(kubectl(child1, "get", "deploy", "my-nginx", "-n", NS, "-o", "json").stdout)["metadata"]
+    pusher: Proc = env["pusher"]
+    pusher.stop()
+    pusher.args = [a.replace("AppPusher=true", "AppPusher=false") for a in pusher.args]
+    pusher.start()
+    wait_for(lambda: mc_for(parent, child1)["status"].get("appPusher") is False, timeout=30,
+             what="appPusher reported false")
+    # the veto withdraws the hub's push credentials
+    wait_for(lambda: kubectl(parent, "get", "secret", "child-cluster-deployer", "-n", env["ns1"],
+                             check=False).returncode != 0, timeout=30, what="push credentials withdrawn")
+    changed = json.loads(json.dumps(DEPLOYMENT))
+    changed["metadata"]["labels"] = {"version": "3"}
+    store_template(parent, changed)
+
+    def updated_by_agent() -> bool:
+        meta = json.loads(kubectl(child1, "get", "deploy", "my-nginx", "-n", NS, "-o", "json").stdout)["metadata"]
+        return (meta.get("labels") or {}).get("version") == "3"
+
+    wait_for(updated_by_agent, timeout=60, what="child1 updated by its agent")
+    after = json.loads(kubectl(child1, "get", "deploy", "my-nginx", "-n", NS, "-o", "json").stdout)["metadata"]
+    assert after["uid"] == before["uid"]  # handed over, not redeployed
+    # the hub holds no credentials for child1 any more, so the agent made that change
+    assert kubectl(parent, "get", "secret", "child-cluster-deployer", "-n", env["ns1"], check=False).returncode != 0
+    pusher.stop()
+    pusher.args = [a.replace("AppPusher=false", "AppPusher=true") for a in pusher.args]
+    pusher.start()
+    wait_for(lambda: mc_for(parent, child1)["status"].get("appPusher") is True, timeout=30, what="pusher back")
+
+
 def test_bad_subscriptions_say_what_is_wrong(env: dict[str, Any], parent: ControlPlane) -> None:
     kubectl(parent, "apply", "-f", "-", input=subscription(
         "missing-feed", [{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": NS, "name": "nope"}]))
