@@ -342,6 +342,27 @@ def test_hub_killed_mid_rollout_converges_without_duplicates(env: dict[str, Any]
     kubectl(parent, "delete", "subs", "rollout")
 
 
+def test_deleting_a_cluster_namespace_never_leaves_things_stuck(env: dict[str, Any], parent: ControlPlane) -> None:
+    import uuid
+
+    ns = "clusternet-doomed"
+    kubectl(parent, "create", "namespace", ns)
+    cid = str(uuid.uuid4())
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "clusters.clusternet.io/v1beta1", "kind": "ManagedCluster",
+        "metadata": {"name": "doomed", "namespace": ns, "labels": {LABEL: "yes", known.LABEL_CLUSTER_ID: cid}},
+        "spec": {"clusterId": cid, "syncMode": "Pull"}}))
+    wait_for(lambda: ns in descriptions(parent, "app-demo"), timeout=30, what="Description for the new cluster")
+    kubectl(parent, "delete", "namespace", ns, "--wait=false")
+    wait_for(lambda: kubectl(parent, "get", "namespace", ns, check=False).returncode != 0, timeout=60,
+             what="dedicated namespace deleted (no finalizer left behind)")
+    st = json.loads(kubectl(parent, "get", "subs", "app-demo", "-o", "json").stdout)["status"]
+    wait_for(lambda: all(not b.startswith(ns + "/") for b in json.loads(kubectl(
+        parent, "get", "subs", "app-demo", "-o", "json").stdout)["status"]["bindingClusters"]), timeout=30,
+        what="binding dropped")
+    assert st["desiredReleases"] >= 2
+
+
 def test_relabel_removes_only_that_cluster(env: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
                                            child2: ControlPlane) -> None:
     # something the child's own users created next to ours must survive the cleanup
