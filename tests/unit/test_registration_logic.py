@@ -1,0 +1,250 @@
+"""Pure logic of registration, health, heartbeats, proxy headers, sealing and option parsing."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+import pytest
+
+from clusternet_agent.heartbeat import node_statistics, status_patch, sum_resources
+from clusternet_agent.options import AgentOptions, OptionsError, parse_feature_gates, parse_labels
+from clusternet_agent.registration import token_expiry
+from clusternet_agent.tunnel import tunnel_url
+from clusternet_api import known
+from clusternet_api.durations import parse_duration
+from clusternet_api.logs import RedactingFilter, redact
+from clusternet_api.quantity import format_quantity, parse_quantity
+from clusternet_api.sealing import SealingError, generate_private_key, public_key_of, seal, unseal
+from clusternet_hub import health, registration
+from clusternet_hub.proxy import ProxyError, upstream_headers
+
+CID = "5f6a0f2b-43ea-4a2b-9d8c-0a7d1e2c3b4a"
+NOW = datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def crr(name: str = f"clusternet-{CID}", **spec: object) -> dict[str, object]:
+    return {"metadata": {"name": name, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: "pem"}},
+            "spec": {"clusterId": CID, **spec}}
+
+
+# --- hub: registration -------------------------------------------------------------------------------------
+
+
+def test_valid_request_passes() -> None:
+    assert registration.validate(crr(), allow_unsealed=False) is None
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    (crr(name="clusternet-other"), "does not match its clusterId"),
+    (crr(clusterNamespace="kube-system"), "reserved"),
+    (crr(clusterNamespace="Not_A_Namespace"), "not a valid namespace"),
+    ({"metadata": {"name": "clusternet-x"}, "spec": {"clusterId": "x"}}, "is not a UUID"),
+])
+def test_invalid_requests_are_explained(request_: dict[str, object], message: str) -> None:
+    assert message in (registration.validate(request_, allow_unsealed=True) or "")
+
+
+def test_request_without_public_key_needs_opt_in() -> None:
+    unsealed = {"metadata": {"name": f"clusternet-{CID}"}, "spec": {"clusterId": CID}}
+    assert "--allow-unsealed-tokens" in (registration.validate(unsealed, allow_unsealed=False) or "")
+    assert registration.validate(unsealed, allow_unsealed=True) is None
+
+
+def test_dedicated_namespace_is_stable_and_honours_the_request() -> None:
+    assert registration.dedicated_namespace_name(crr()) == registration.dedicated_namespace_name(crr())
+    assert registration.dedicated_namespace_name(crr()).startswith("clusternet-")
+    assert registration.dedicated_namespace_name(crr(clusterNamespace="team-a")) == "team-a"
+
+
+def test_child_rbac_is_confined_to_its_own_objects() -> None:
+    objs = registration.rbac_manifests(CID, "clusternet-abcde", "c1")
+    cluster_role = objs[0]
+    for rule in cluster_role["rules"]:
+        assert rule["resourceNames"] in ([f"clusternet-{CID}"], [CID])  # only its own CRR and socket
+    role = next(o for o in objs if o["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "clusternet-abcde"
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        if rule["resources"] == ["secrets"] and rule["verbs"] != ["create"]:
+            assert rule["resourceNames"] == ["child-cluster-deployer"]
+
+
+def test_token_refresh_is_due_at_half_life() -> None:
+    issued = {"metadata": {"annotations": {known.ANNOTATION_TOKEN_ISSUED_AT: "2026-11-24T00:00:00Z"}}}
+    assert not registration.token_is_due(issued, 86400, NOW - datetime.timedelta(hours=1))
+    assert registration.token_is_due(issued, 86400, NOW)
+    assert registration.token_is_due({"metadata": {}}, 86400, NOW)
+
+
+# --- hub: health -------------------------------------------------------------------------------------------
+
+
+def mc(last: str | None, ready: str | None = "True", taints: list[dict[str, str]] | None = None,
+       freq: int = 10) -> dict[str, object]:
+    status: dict[str, object] = {"heartbeatFrequencySeconds": freq, "readyz": True, "livez": True, "healthz": True}
+    if last:
+        status["lastObservedTime"] = last
+    if ready:
+        status["conditions"] = [{"type": "Ready", "status": ready, "reason": "ManagedClusterReady"}]
+    return {"metadata": {"name": "c", "namespace": "n", "creationTimestamp": "2026-11-24T11:00:00Z"},
+            "spec": {"taints": taints or []}, "status": status}
+
+
+def test_fresh_heartbeat_changes_nothing() -> None:
+    change = health.evaluate(mc("2026-11-24T11:59:50Z"), NOW)
+    assert change.status is None and change.taints is None
+
+
+def test_silence_beyond_three_periods_turns_unknown_and_taints() -> None:
+    change = health.evaluate(mc("2026-11-24T11:59:00Z"), NOW)  # 60 s > 3 x 10 s
+    assert change.status is not None
+    assert change.status["readyz"] is False and change.status["livez"] is False
+    cond = change.status["conditions"][-1]
+    assert cond["status"] == "Unknown" and cond["reason"] == known.REASON_STATUS_UNKNOWN
+    assert change.taints == [{"key": known.TAINT_UNSCHEDULABLE, "value": known.REASON_STATUS_UNKNOWN,
+                              "effect": "NoSchedule", "timeAdded": "2026-11-24T12:00:00Z"}]
+
+
+def test_never_reported_cluster_says_so() -> None:
+    change = health.evaluate(mc(None, ready=None), NOW)
+    assert change.status is not None
+    assert change.status["conditions"][-1]["reason"] == known.REASON_NEVER_UPDATED
+
+
+def test_recovered_cluster_loses_the_taint_and_keeps_others() -> None:
+    other = {"key": "team", "value": "x", "effect": "NoSchedule"}
+    taint = {"key": known.TAINT_UNSCHEDULABLE, "value": "x", "effect": "NoSchedule"}
+    change = health.evaluate(mc("2026-11-24T11:59:55Z", taints=[other, taint]), NOW)
+    assert change.taints == [other]
+
+
+# --- agent: heartbeat --------------------------------------------------------------------------------------
+
+
+def node(ready: str | None, cpu: str, memory: str) -> dict[str, object]:
+    conds = [{"type": "Ready", "status": ready}] if ready else []
+    return {"status": {"conditions": conds, "capacity": {"cpu": cpu, "memory": memory, "ephemeral": "1"},
+                       "allocatable": {"cpu": cpu, "memory": memory}}}
+
+
+def test_node_statistics_and_capacity() -> None:
+    nodes = [node("True", "2", "4Gi"), node("False", "500m", "1024Ki"), node("Unknown", "1", "1Gi"),
+             node(None, "1", "1Gi")]
+    assert node_statistics(nodes) == {"readyNodes": 1, "notReadyNodes": 1, "unknownNodes": 1, "lostNodes": 1}
+    assert sum_resources(nodes, "capacity") == {"cpu": "4500m", "memory": "6292480Ki"}
+
+
+def test_status_patch_keeps_conditions_of_others_and_the_transition_time() -> None:
+    current = {"status": {"conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        {"type": "Custom", "status": "True"}]}}
+    observed = {"healthz": True, "livez": True, "readyz": True}
+    patch = status_patch(observed, current, tunnel_up=True)
+    types = {c["type"]: c for c in patch["conditions"]}
+    assert types["Ready"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert "Custom" in types and types[known.CONDITION_SOCKET]["status"] == "True"
+    assert status_patch({"healthz": False, "livez": True, "readyz": False}, None)["conditions"][0]["status"] == "False"
+
+
+# --- proxy headers -----------------------------------------------------------------------------------------
+
+
+def test_direct_bearer_token_passes_to_the_child() -> None:
+    out = upstream_headers({"Authorization": "Bearer child", "Host": "hub", "Accept": "a/b"}, False)
+    assert out == {"Authorization": "Bearer child", "Accept": "a/b"}
+
+
+def test_clusternet_impersonation_becomes_the_child_token() -> None:
+    out = upstream_headers({"Authorization": "Bearer parent", "Impersonate-User": "clusternet",
+                            "Impersonate-Extra-Clusternet-Token": "child",
+                            "Impersonate-Extra-Clusternet-Impersonate-User": "alice"}, False)
+    assert out == {"Authorization": "Bearer child", "Impersonate-User": "alice"}
+
+
+def test_front_proxy_extras_are_trusted_only_from_the_front_proxy() -> None:
+    headers = {"X-Remote-User": "clusternet", "X-Remote-Extra-Clusternet-Token": "child"}
+    assert upstream_headers(headers, True) == {"Authorization": "Bearer child"}
+    with pytest.raises(ProxyError) as e:
+        upstream_headers(headers, False)
+    assert e.value.status == 401
+
+
+# --- agent options, tokens, tunnel URL ---------------------------------------------------------------------
+
+
+def test_options_refuse_what_would_fail_later() -> None:
+    with pytest.raises(OptionsError, match="https"):
+        AgentOptions(parent_url="http://parent:6443").validate()
+    with pytest.raises(OptionsError, match="AppPusher"):
+        AgentOptions(parent_url="https://parent:6443", sync_mode="Push").validate()
+    with pytest.raises(OptionsError, match="bootstrap token"):
+        AgentOptions(parent_url="https://parent:6443", reg_token="not a token").validate()
+    AgentOptions(parent_url="https://parent:6443", reg_token="07401b.f395accd246ae52d").validate()
+
+
+def test_labels_and_gates_parse_like_clusternet() -> None:
+    assert parse_labels("env=dev, team=a") == {"env": "dev", "team": "a"}
+    assert parse_feature_gates("AppPusher=true,SocketConnection=false") == {
+        "AppPusher": True, "SocketConnection": False}
+    for bad, parser in (("env", parse_labels), ("Nope=true", parse_feature_gates),
+                        ("AppPusher=yes", parse_feature_gates)):
+        with pytest.raises(OptionsError):
+            parser(bad)
+
+
+def test_tunnel_url_defaults_to_the_parent() -> None:
+    assert tunnel_url("https://parent:6443", CID) == \
+        f"wss://parent:6443/apis/proxies.clusternet.io/v1alpha1/sockets/{CID}"
+    assert tunnel_url("https://parent:6443", CID, "https://hub:10443") == \
+        f"wss://hub:10443/apis/proxies.clusternet.io/v1alpha1/sockets/{CID}"
+
+
+def test_token_expiry_reads_the_jwt() -> None:
+    import base64
+    import json
+
+    payload = base64.urlsafe_b64encode(json.dumps({"exp": 1234}).encode()).decode().rstrip("=")
+    assert token_expiry(f"h.{payload}.s") == 1234
+    assert token_expiry("07401b.f395accd246ae52d") is None
+
+
+# --- sealing, redaction, durations, quantities -------------------------------------------------------------
+
+
+def test_sealed_token_opens_only_with_its_key() -> None:
+    mine, theirs = generate_private_key(), generate_private_key()
+    blob = seal("secret-token", public_key_of(mine))
+    assert b"secret-token" not in blob
+    assert unseal(blob, mine) == "secret-token"
+    with pytest.raises(SealingError, match="different key"):
+        unseal(blob, theirs)
+
+
+def test_tokens_are_redacted_from_any_log_record(caplog: pytest.LogCaptureFixture) -> None:
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZw"
+    assert "eyJ" not in redact(f"token {jwt}")
+    assert "f395accd246ae52d" not in redact("using 07401b.f395accd246ae52d")
+    assert "abc" not in redact("Authorization: Bearer abcdefghijkl")
+    logger = logging.getLogger("test-redaction")
+    logger.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO, logger="test-redaction"):
+        logger.info("got %s", jwt)
+    assert jwt not in caplog.text and "[REDACTED]" in caplog.text
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("20s", 20), ("3m", 180), ("1h30m", 5400), ("500ms", 0.5),
+                                               ("2", 2)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration_is_explained() -> None:
+    with pytest.raises(ValueError, match="20s, 3m"):
+        parse_duration("3 minutes")
+
+
+def test_quantities_round_trip() -> None:
+    assert format_quantity(parse_quantity("1500m") + parse_quantity("1")) == "2500m"
+    assert format_quantity(parse_quantity("1Gi")) == "1048576Ki"
+    assert format_quantity(parse_quantity("3")) == "3"
