@@ -11,6 +11,7 @@ unmarked is adopted (marked `adopted-by-description`) and left in place on clean
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -113,42 +114,22 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     previously = {json.dumps(identity({"apiVersion": s.get("apiVersion"), "kind": s.get("kind"),
                                        "metadata": {"name": s.get("name"), "namespace": s.get("namespace")}}),
                              sort_keys=True) for s in previous}
-    errors: list[str] = []
     outcome = ApplyOutcome("Success", None)
-    current: set[str] = set()
-    for obj in objects:
-        ident = identity(obj)
-        what = describe(ident)
-        current.add(json.dumps(ident, sort_keys=True))
-        try:
-            existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
-            existing_ann = ((existing or {}).get("metadata") or {}).get("annotations") or {}
-            owner = existing_ann.get(known.ANNOTATION_OWNED_BY_DESCRIPTION)
-            if owner and owner != key:
-                errors.append(f"{what}: already deployed by Description {owner}; two subscriptions "
-                              "deploy the same object")
-                continue
-            adopted = existing is not None and owner is None and existing_ann.get(ANNOTATION_ADOPTED) in (None, key)
-            desired = prepare(obj, key, adopted)
-            try:
-                applied = await child.apply(desired, FIELD_MANAGER)
-            except ApiException as e:
-                if e.status != 500 or "typed patch" not in str(e.reason):
-                    raise
-                # the child's apiserver cannot server-side apply this kind: create or merge-patch instead
-                applied = await (child.create(desired) if existing is None else child.patch(
-                    ident["apiVersion"], ident["kind"], ident["name"], desired, ident.get("namespace")))
-        except ApiException as e:
-            errors.append(explain(e, what))
-            continue
-        except Exception as e:  # discovery of an unknown kind, malformed object
-            errors.append(f"{what}: {e}")
-            continue
-        if json.dumps(ident, sort_keys=True) in previously and same_generation and (
-                existing is None or existing["metadata"].get("resourceVersion")
-                != applied["metadata"].get("resourceVersion")):
-            outcome.drifted.append(what + (" (deleted)" if existing is None else " (changed)"))
-        outcome.statuses.append({**ident, "observedStatus": applied.get("status") or {}})
+    current = {json.dumps(identity(obj), sort_keys=True) for obj in objects}
+    results: dict[int, tuple[str | None, Obj | None]] = {}
+    limit = asyncio.Semaphore(8)
+
+    async def apply_one(index: int, obj: Obj) -> None:
+        async with limit:
+            results[index] = await _apply_object(child, obj, key, previously, same_generation, outcome)
+
+    # Namespaces, then CRDs, then everything else (rendering ordered them); each group concurrently.
+    ranks = [_rank(obj) for obj in objects]
+    for rank in sorted(set(ranks)):
+        await asyncio.gather(*(apply_one(i, o) for i, o in enumerate(objects) if ranks[i] == rank))
+    errors = [err for i in range(len(objects)) if (err := results[i][0])]
+    outcome.statuses = [{**identity(objects[i]), "observedStatus": (applied or {}).get("status") or {}}
+                        for i in range(len(objects)) if (applied := results[i][1]) is not None]
     for status in previous:
         ident = {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
         if json.dumps(ident, sort_keys=True) not in current and await delete_owned(child, ident, key):
@@ -156,6 +137,44 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     return outcome
+
+
+def _rank(obj: Obj) -> int:
+    kind = obj.get("kind")
+    return 0 if kind == "Namespace" else 1 if kind == "CustomResourceDefinition" else 2
+
+
+async def _apply_object(child: Kube, obj: Obj, key: str, previously: set[str], same_generation: bool,
+                        outcome: ApplyOutcome) -> tuple[str | None, Obj | None]:
+    """Apply one object: (error or None, the applied object or None)."""
+    ident = identity(obj)
+    what = describe(ident)
+    try:
+        existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+        existing_ann = ((existing or {}).get("metadata") or {}).get("annotations") or {}
+        owner = existing_ann.get(known.ANNOTATION_OWNED_BY_DESCRIPTION)
+        if owner and owner != key:
+            return (f"{what}: already deployed by Description {owner}; two subscriptions deploy the same "
+                    "object"), None
+        adopted = existing is not None and owner is None and existing_ann.get(ANNOTATION_ADOPTED) in (None, key)
+        desired = prepare(obj, key, adopted)
+        try:
+            applied = await child.apply(desired, FIELD_MANAGER)
+        except ApiException as e:
+            if e.status != 500 or "typed patch" not in str(e.reason):
+                raise
+            # the child's apiserver cannot server-side apply this kind: create or merge-patch instead
+            applied = await (child.create(desired) if existing is None else child.patch(
+                ident["apiVersion"], ident["kind"], ident["name"], desired, ident.get("namespace")))
+    except ApiException as e:
+        return explain(e, what), None
+    except Exception as e:  # discovery of an unknown kind, malformed object
+        return f"{what}: {e}", None
+    if json.dumps(ident, sort_keys=True) in previously and same_generation and (
+            existing is None or existing["metadata"].get("resourceVersion")
+            != applied["metadata"].get("resourceVersion")):
+        outcome.drifted.append(what + (" (deleted)" if existing is None else " (changed)"))
+    return None, applied
 
 
 async def delete_owned(child: Kube, ident: dict[str, str], key: str) -> bool:

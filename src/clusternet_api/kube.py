@@ -8,6 +8,7 @@ None, one ApiClient per cluster) so handlers stay short.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import tempfile
@@ -169,6 +170,7 @@ class Kube:
         self.api = k8s.ApiClient(_configuration(creds))
         self.api.user_agent = user_agent
         self._dyn: DynamicClient | None = None
+        self._dyn_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Kube:
         return self
@@ -185,9 +187,10 @@ class Kube:
         self.creds = self.creds.with_token(token)
 
     async def dynamic(self) -> DynamicClient:
-        if self._dyn is None:
-            cache = Path(tempfile.gettempdir()) / f"clusternet-discovery-{abs(hash(self.creds.server))}.json"
-            self._dyn = await DynamicClient(self.api, cache_file=str(cache))
+        async with self._dyn_lock:  # one discovery, however many requests start at once
+            if self._dyn is None:
+                cache = Path(tempfile.gettempdir()) / f"clusternet-discovery-{abs(hash(self.creds.server))}.json"
+                self._dyn = await DynamicClient(self.api, cache_file=str(cache))
         return self._dyn
 
     async def resource(self, api_version: str, kind: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -44,8 +45,10 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
             await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
                                 stop_flag=stop, ready_flag=ready)
         finally:
-            bg.cancel()
-            deploying.cancel()
+            for task in (bg, deploying):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await ctx.sockets.close()
             await runner.cleanup()
             await proxy.close()

@@ -101,7 +101,7 @@ class Deployer:
     """The hub's deployment pipeline; one instance per hub."""
 
     def __init__(self, kube: Kube, clusters: dict[tuple[str, str], Obj], tunnel_port: Any,
-                 resync_interval: float = 30.0, workers: int = 4) -> None:
+                 resync_interval: float = 30.0, workers: int = 8) -> None:
         self.kube = kube
         self.clusters = clusters
         self.tunnel_port = tunnel_port  # async (cluster_id) -> loopback port of the tunnel, or None
@@ -280,13 +280,16 @@ class Deployer:
         digest = inputs_hash(sub.get("spec") or {}, templates)
         bound_bases: set[tuple[str, str]] = set()
         problems: list[str] = []
-        for placement in result.clusters:
-            mc = self.clusters.get((placement.namespace, placement.name))
-            if mc is None:
-                continue
-            base = await self._apply_base(sub, mc, feeds)
-            bound_bases.add(key_of(base))
-            problems += await self._apply_description(sub, mc, base, feeds, templates, digest, force)
+        limit = asyncio.Semaphore(8)
+
+        async def one_cluster(mc: Obj) -> None:
+            async with limit:
+                base = await self._apply_base(sub, mc, feeds)
+                bound_bases.add(key_of(base))
+                problems.extend(await self._apply_description(sub, mc, base, feeds, templates, digest, force))
+
+        await asyncio.gather(*(one_cluster(mc) for p in result.clusters
+                               if (mc := self.clusters.get((p.namespace, p.name))) is not None))
         await self._remove_unbound(sub, bound_bases)
         await self.update_subscription_status(namespace, name, result.binding_clusters, result.replicas,
                                               result.message, problems)

@@ -149,16 +149,25 @@ class SocketRegistry:
         """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats)."""
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
-            mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)
-            if mc is None:
-                return
-            conditions = [c for c in (mc.get("status") or {}).get("conditions") or []
-                          if c.get("type") != known.CONDITION_SOCKET]
-            conditions.append({"type": known.CONDITION_SOCKET, "status": "True" if connected else "False",
-                               "reason": "TunnelConnected" if connected else "TunnelDisconnected",
-                               "message": message, "lastTransitionTime": now})
-            await self.kube.patch(MC_API, "ManagedCluster", tunnel.managed_cluster,
-                                  {"status": {"conditions": conditions}}, tunnel.namespace, subresource="status")
+            for attempt in range(3):
+                mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)
+                if mc is None:
+                    return
+                conditions = [c for c in (mc.get("status") or {}).get("conditions") or []
+                              if c.get("type") != known.CONDITION_SOCKET]
+                conditions.append({"type": known.CONDITION_SOCKET, "status": "True" if connected else "False",
+                                   "reason": "TunnelConnected" if connected else "TunnelDisconnected",
+                                   "message": message, "lastTransitionTime": now})
+                # resourceVersion: never overwrite a heartbeat the agent wrote meanwhile (its Ready condition)
+                body = {"metadata": {"resourceVersion": mc["metadata"]["resourceVersion"]},
+                        "status": {"conditions": conditions}}
+                try:
+                    await self.kube.patch(MC_API, "ManagedCluster", tunnel.managed_cluster, body, tunnel.namespace,
+                                          subresource="status")
+                    return
+                except ApiException as e:
+                    if e.status != 409 or attempt == 2:
+                        raise
         except Exception as e:  # health bookkeeping must never break the tunnel
             log.warning("recording tunnel state of cluster %s failed: %s", tunnel.cluster_id, e)
 

@@ -62,8 +62,14 @@ def agents(hub: Proc, parent: ControlPlane, child1: ControlPlane, child2: Contro
 
 
 def test_two_agents_register_and_report(parent: ControlPlane, child1: ControlPlane, agents: dict[str, Proc]) -> None:
-    found = wait_for(lambda: (lambda m: m if ready(m.get("child1")) == "True" and ready(m.get("child2")) == "True"
-                              else None)(mcls(parent)), timeout=60, what="both clusters Ready")
+    def both_ready() -> dict[str, dict[str, Any]] | None:
+        m = mcls(parent)
+        ok = ready(m.get("child1")) == "True" and ready(m.get("child2")) == "True" and \
+            (m["child1"]["metadata"].get("labels") or {}).get("env") == "dev" and \
+            not m["child1"]["spec"].get("taints")  # a taint from an earlier silence goes on the next check
+        return m if ok else None
+
+    found = wait_for(both_ready, timeout=60, what="both clusters Ready, child1 with its --cluster-labels")
     c1, c2 = found["child1"], found["child2"]
     assert c1["spec"]["syncMode"] == "Dual" and c2["spec"]["syncMode"] == "Pull"
     assert c1["spec"]["clusterId"] == cluster_id(child1)

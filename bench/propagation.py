@@ -1,0 +1,945 @@
+"""Propagation: a Subscription until every Description is Success, compared with applying directly.
+
+Everything runs for real on this machine: a parent and two child control planes (etcd, kube-apiserver,
+kube-controller-manager), the CRDs and bootstrap token installed as an admin would, `clusternet-hub` as a
+process (own TLS certificate, `--resync-interval=30`) and two `clusternet-agent` processes:
+
+* child1: `--cluster-sync-mode=Dual --feature-gates=AppPusher=true,SocketConnection=true` with a tunnel to
+  the hub's port: the hub pushes its Descriptions through the tunnel;
+* child2: `--cluster-sync-mode=Pull` (`--description-resync-frequency=30s`): its agent pulls.
+
+Scenarios (the feeds are always a Namespace plus 3 ConfigMaps, 3 Services and 3 Deployments with 0 replicas):
+
+1. Real children. Per iteration the feeds and a Subscription selecting `bench=real` are written to a
+   directory and `kubectl-clusternet --kubeconfig <parent> apply -f <dir>` (the console script) is run.
+   Timed from the start of that command, and separately from the moment the Subscription exists on the
+   parent, until both Descriptions have status.phase Success with all 10 objects. Interleaved with the
+   direct baseline: the same 10 objects (other names) server-side applied with a plain client to both
+   children at once (each child in order, Namespace first, like `kubectl apply`). One untimed warm-up
+   iteration of each comes first; each timed iteration deletes its Subscription and waits for the
+   clean-up before the next.
+2. Simulated clusters. N ManagedClusters created on the parent by this bench (no agent), each in its own
+   namespace `sim-<n>` with status Ready, appPusher true and a `child-cluster-deployer` Secret holding
+   child1's admin credentials, so the hub pushes straight to child1's API server. One Localization per
+   feed and cluster (JSONPatch, created before the Subscription) moves that cluster's copy into namespace
+   `sim-<n>` of child1. Timed from the Subscription existing until each Description is Success (P50/P99
+   over clusters, max = time to all). Direct baseline: the same N x 10 objects applied to child1 (namespaces
+   `sim-<n>-direct`) by a plain client, 8 namespaces at a time.
+
+Times come from watches on the parent (Subscriptions and Descriptions), timestamped on arrival in this
+process. Percentiles are nearest-rank (with 10 samples P99 is the maximum). For the largest simulated run
+the bench also reports where the time goes: when the hub created the Descriptions versus when each became
+Success, the parent's and child1's API requests (apiserver_request_total) and CPU per process.
+
+    .venv/bin/python bench/propagation.py            # 10 iterations, 50 and 200 (or 100) simulated clusters
+    .venv/bin/python bench/propagation.py --quick    # 3 iterations, 20 simulated clusters
+    .venv/bin/python bench/propagation.py --keep     # keep the work directory with all logs
+    .venv/bin/python bench/propagation.py --profile-hub   # py-spy the hub during the largest simulated run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # tests.processes: the same process helpers the integration tests use
+
+from tests.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap  # noqa: E402
+
+from clusternet_api import known  # noqa: E402
+from clusternet_api.controlplane import ControlPlane, find_binaries, start_many  # noqa: E402
+from clusternet_api.crdgen import all_crds  # noqa: E402
+from clusternet_api.kube import Credentials, Kube, Obj  # noqa: E402
+
+APPS = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
+CLUSTERS = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"
+FEEDS = 10
+DIRECT_MANAGER = "bench-direct"
+DIRECT_CONCURRENCY = 8
+TARGET_P99_S, TARGET_RATIO, KARMADA_P99_S = 1.0, 2.0, 1.3
+TIME_BUDGET_S = 570.0  # full mode must finish within 10 minutes, teardown included
+
+
+@dataclass(frozen=True)
+class Plan:
+    iterations: int
+    sim_sizes: tuple[int, ...]  # the last one may shrink to fit the time budget
+    fallback_size: int | None = None
+    settle_s: float = 3.0
+
+
+FULL = Plan(iterations=10, sim_sizes=(50, 200), fallback_size=100)
+QUICK = Plan(iterations=3, sim_sizes=(20,), settle_s=2.0)
+
+
+# --- what is deployed ------------------------------------------------------------------------------------
+
+
+def app_objects(namespace: str) -> list[Obj]:
+    """A Namespace and 9 objects in it: 3 ConfigMaps, 3 Services, 3 Deployments scaled to 0."""
+    objects: list[Obj] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+    for i in range(3):
+        app = {"app": f"web-{i}"}
+        objects += [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"config-{i}", "namespace": namespace},
+             "data": {"index": str(i), "greeting": "hello from the propagation bench"}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"web-{i}", "namespace": namespace},
+             "spec": {"selector": app, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"web-{i}", "namespace": namespace},
+             "spec": {"replicas": 0, "selector": {"matchLabels": app},
+                      "template": {"metadata": {"labels": app},
+                                   "spec": {"containers": [{"name": "web", "image": "nginx:1.25",
+                                                            "ports": [{"containerPort": 8080,
+                                                                       "protocol": "TCP"}]}]}}}},
+        ]
+    return objects
+
+
+def feed_of(obj: Obj) -> dict[str, str]:
+    meta = obj["metadata"]
+    ref = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"]}
+    if meta.get("namespace"):
+        ref["namespace"] = meta["namespace"]
+    return ref
+
+
+def subscription(name: str, selector: dict[str, str], objects: list[Obj]) -> Obj:
+    return {"apiVersion": APPS, "kind": "Subscription", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": selector}}],
+                     "feeds": [feed_of(o) for o in objects]}}
+
+
+def write_feed_dir(directory: Path, objects: list[Obj], sub: Obj | None) -> Path:
+    """What a user hands to `kubectl clusternet apply -f`: feeds first, the Subscription last (sorted names)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "10-feeds.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    if sub is not None:
+        (directory / "20-subscription.yaml").write_text(yaml.safe_dump(sub, sort_keys=False))
+    return directory
+
+
+def moved(objects: list[Obj], namespace: str) -> list[Obj]:
+    """The same objects with their namespace (and the Namespace's name) replaced."""
+    out: list[Obj] = json.loads(json.dumps(objects))
+    for obj in out:
+        obj["metadata"]["name" if obj["kind"] == "Namespace" else "namespace"] = namespace
+    return out
+
+
+# --- statistics ------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile: with fewer than 100 samples P99 is the maximum."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def s(v: float) -> str:
+    return f"{v:.2f} s"
+
+
+# --- watching the parent ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Track:
+    """One Subscription: when it appeared and, per cluster namespace, when its Description appeared and
+    first reported Success with every object."""
+
+    expected: int = 0
+    seen: float | None = None
+    created: dict[str, float] = field(default_factory=dict)
+    success: dict[str, float] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+    failures: dict[str, str] = field(default_factory=dict)
+    statuses: dict[str, list[Obj]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Observer:
+    """Watches Subscriptions and Descriptions on the parent and timestamps what matters on arrival."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.tracks: dict[str, Track] = collections.defaultdict(Track)
+        self.ready = {kind: asyncio.Event() for kind in ("Subscription", "Description")}
+        self.relists = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Observer:
+        self.tasks = [asyncio.create_task(self._follow(kind)) for kind in self.ready]
+        for event in self.ready.values():
+            await asyncio.wait_for(event.wait(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _on(self, kind: str, event: str, obj: Obj) -> None:
+        now = time.monotonic()
+        meta = obj["metadata"]
+        if kind == "Subscription":
+            track = self.tracks[meta["name"]]
+            if track.seen is None and event != "DELETED":
+                track.seen = now
+            track.changed.set()
+            return
+        sub = (meta.get("labels") or {}).get(known.LABEL_SUBS_NAME)
+        if not sub:
+            return
+        track, ns = self.tracks[sub], meta["namespace"]
+        if event == "DELETED":
+            track.live.discard(ns)
+        else:
+            track.live.add(ns)
+            track.created.setdefault(ns, now)
+            status = obj.get("status") or {}
+            statuses = status.get("manifestStatuses") or []
+            if status.get("phase") == "Success" and len(statuses) == FEEDS and ns not in track.success:
+                track.success[ns] = now
+                track.statuses[ns] = statuses
+            elif status.get("phase") == "Failure":
+                track.failures[ns] = str(status.get("reason"))
+        track.changed.set()
+
+    async def _follow(self, kind: str) -> None:
+        rv: str | None = None
+        while True:
+            try:
+                if rv is None:
+                    listing = await self.kube.request("GET", await self.kube.path(APPS, kind))
+                    for item in listing.get("items", []):
+                        self._on(kind, "ADDED", item)
+                    rv = str(listing["metadata"]["resourceVersion"])
+                    self.ready[kind].set()
+                async for event in self.kube.watch(APPS, kind, server_timeout=240, resource_version=rv):
+                    if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                        rv = None
+                        self.relists += 1
+                        break
+                    rv = str(event["object"]["metadata"]["resourceVersion"])
+                    if event["type"] != "BOOKMARK":
+                        self._on(kind, event["type"], event["object"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                print(f"  (watch of {kind} broke: {e!r}; listing again)", file=sys.stderr, flush=True)
+                rv = None
+                self.relists += 1
+                await asyncio.sleep(0.5)
+
+    async def until(self, sub: str, done: Callable[[Track], bool], limit_s: float, what: str) -> Track:
+        track = self.tracks[sub]
+        deadline = time.monotonic() + limit_s
+        while not done(track):
+            track.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{what}: {len(track.success)}/{track.expected} Success after {limit_s:.0f} s; "
+                                   f"failures: {dict(list(track.failures.items())[:3])}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(track.changed.wait(), left)
+        return track
+
+    async def all_success(self, sub: str, expected: int, limit_s: float) -> Track:
+        self.tracks[sub].expected = expected
+        return await self.until(sub, lambda t: len(t.success) >= expected and t.seen is not None, limit_s,
+                                f"Subscription {sub}")
+
+    async def all_gone(self, sub: str, limit_s: float) -> None:
+        await self.until(sub, lambda t: not t.live, limit_s, f"clean-up of Subscription {sub}")
+
+
+# --- accounting: API requests and CPU --------------------------------------------------------------------
+
+
+METRIC = re.compile(r'^apiserver_request_total\{(.*)\} (\S+)$')
+
+
+async def request_counts(kube: Kube) -> collections.Counter[str]:
+    """apiserver_request_total summed by verb, resource and subresource (watches left out)."""
+    status, text = await kube.raw("GET", "/metrics")
+    counts: collections.Counter[str] = collections.Counter()
+    if status != 200 or not isinstance(text, str):
+        return counts
+    for line in text.splitlines():
+        m = METRIC.match(line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("verb") in ("WATCH", "CONNECT"):
+            continue
+        what = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
+        counts[f"{labels.get('verb')} {what or '(non-resource)'}"] += int(float(m.group(2)))
+    return counts
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plane_pids(plane: ControlPlane) -> dict[str, int]:
+    """etcd, kube-apiserver and kube-controller-manager of one control plane, found by its work directory."""
+    found: dict[str, int] = {}
+    marker = str(plane.workdir) + "/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            binary = Path(argv[0].decode()).name
+            if binary in ("etcd", "kube-apiserver", "kube-controller-manager") and any(
+                    marker.encode() in a for a in argv):
+                found[f"{plane.name} {binary}"] = int(entry.name)
+    return found
+
+
+@contextlib.contextmanager
+def cpu_accounting(pids: dict[str, int], into: dict[str, float]) -> Iterator[None]:
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    yield
+    for name, pid in pids.items():
+        into[name] = cpu_seconds(pid) - before[name]
+
+
+# --- results ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RealSample:
+    total: float  # `kubectl-clusternet apply` start -> every Description Success
+    from_sub: float  # Subscription observed -> every Description Success
+    cli: float  # command start -> Subscription observed
+    cli_exit: float  # command start -> command exited
+    per_cluster: dict[str, float]  # cluster namespace -> Success, from the Subscription
+    created: dict[str, float]  # cluster namespace -> its Description appeared, from the Subscription
+    direct: float  # the same 10 objects applied directly to both children
+
+
+@dataclass
+class SimRun:
+    size: int
+    success: list[float]  # per cluster, seconds after the Subscription was observed
+    created: list[float]  # per cluster, when its Description appeared
+    push: list[float]  # per cluster, Description appeared -> Success
+    direct_total: float
+    direct_each: list[float]
+    setup_s: float
+    cleanup_s: float | None = None
+    requests: dict[str, collections.Counter[str]] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    direct_cpu: dict[str, float] = field(default_factory=dict)
+    profile: list[tuple[str, float]] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class Results:
+    machine: dict[str, str]
+    real: list[RealSample] = field(default_factory=list)
+    warmup: RealSample | None = None
+    cluster_names: dict[str, str] = field(default_factory=dict)  # namespace -> child1/child2
+    sims: list[SimRun] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- scenario 1: the two real children -------------------------------------------------------------------
+
+
+async def run_plugin(directory: Path, parent: ControlPlane) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(PLUGIN), "--kubeconfig", str(parent.kubeconfig), "apply", "-f", str(directory),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await proc.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    return int(proc.returncode or 0), out.decode(errors="replace")
+
+
+async def apply_in_order(kube: Kube, objects: list[Obj]) -> None:
+    for obj in objects:
+        await kube.apply(obj, DIRECT_MANAGER)
+
+
+async def real_iteration(name: str, parent: ControlPlane, parent_kube: Kube, children: list[Kube],
+                         observer: Observer, workdir: Path, direct_first: bool) -> RealSample:
+    objects = app_objects(name)
+    directory = write_feed_dir(workdir / "feeds" / name, objects, subscription(name, {"bench": "real"}, objects))
+    direct_objects = app_objects(f"{name}-direct")
+
+    async def clusternet() -> tuple[float, float, float, float, dict[str, float], dict[str, float]]:
+        t0 = time.monotonic()
+        code, output = await run_plugin(directory, parent)
+        t_exit = time.monotonic()
+        if code != 0:
+            raise RuntimeError(f"kubectl-clusternet apply failed ({code}):\n{output}")
+        track = await observer.all_success(name, len(children), limit_s=90)
+        assert track.seen is not None
+        done = max(track.success.values())
+        return done - t0, done - track.seen, track.seen - t0, t_exit - t0, {
+            ns: t - track.seen for ns, t in track.success.items()}, {
+            ns: t - track.seen for ns, t in track.created.items()}
+
+    async def direct() -> float:
+        t0 = time.monotonic()
+        await asyncio.gather(*(apply_in_order(k, direct_objects) for k in children))
+        return time.monotonic() - t0
+
+    if direct_first:
+        d = await direct()
+        total, from_sub, cli, cli_exit, per_cluster, created = await clusternet()
+    else:
+        total, from_sub, cli, cli_exit, per_cluster, created = await clusternet()
+        d = await direct()
+    # clean up before the next iteration, so every iteration starts from the same state
+    await parent_kube.delete(APPS, "Subscription", name, "default")
+    for kube in children:
+        await kube.delete("v1", "Namespace", f"{name}-direct")
+    await observer.all_gone(name, limit_s=90)
+    return RealSample(total, from_sub, cli, cli_exit, per_cluster, created, d)
+
+
+# --- scenario 2: simulated clusters ----------------------------------------------------------------------
+
+
+async def bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int) -> list[float]:
+    """Run jobs at most `limit` at a time; returns each job's completion time (monotonic)."""
+    gate = asyncio.Semaphore(limit)
+    t_done: list[float] = []
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> None:
+        async with gate:
+            await job()
+            t_done.append(time.monotonic())
+
+    await asyncio.gather(*(one(j) for j in jobs))
+    return t_done
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def create_sim_cluster(parent: Kube, ns: str, child1: Credentials, feeds: list[dict[str, str]],
+                             tag: str) -> None:
+    """A ManagedCluster with no agent: Ready, appPusher, push credentials of child1, Localizations to `ns`."""
+    cluster_id = str(uuid.uuid4())
+    await parent.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {
+        "bench": "sim"}}})
+    await parent.create({"apiVersion": CLUSTERS, "kind": "ManagedCluster", "metadata": {
+        "name": ns, "namespace": ns, "labels": {"bench": "sim", known.LABEL_CLUSTER_ID: cluster_id}},
+        "spec": {"clusterId": cluster_id, "syncMode": "Push", "clusterType": "StandardCluster"}})
+    await parent.patch(CLUSTERS, "ManagedCluster", ns, {"status": {
+        "appPusher": True, "heartbeatFrequencySeconds": 3600, "lastObservedTime": now_rfc3339(),
+        "k8sVersion": "v1.20.2", "healthz": True, "livez": True, "readyz": True,
+        "conditions": [{"type": known.CONDITION_READY, "status": "True", "reason": known.REASON_READY,
+                        "message": "simulated by bench/propagation.py", "lastTransitionTime": now_rfc3339()}]}},
+        ns, subresource="status")
+    data = {"token": (child1.token or "").encode(), "ca.crt": child1.ca_pem or b"",
+            "apiserver-advertise-url": child1.server.encode()}
+    await parent.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                         "metadata": {"name": "child-cluster-deployer", "namespace": ns},
+                         "data": {k: base64.b64encode(v).decode() for k, v in data.items()}})
+    for i, feed in enumerate(feeds):
+        path = "/metadata/name" if feed["kind"] == "Namespace" else "/metadata/namespace"
+        await parent.create({"apiVersion": APPS, "kind": "Localization",
+                             "metadata": {"name": f"{tag}-{i}", "namespace": ns},
+                             "spec": {"overridePolicy": "ApplyLater", "feed": feed, "overrides": [{
+                                 "name": "own-namespace", "type": "JSONPatch",
+                                 "value": json.dumps([{"op": "replace", "path": path, "value": ns}])}]}})
+
+
+async def sim_round(size: int, first: int, tag: str, plan: Plan, parent: ControlPlane, parent_kube: Kube,
+                    child1: ControlPlane, child1_kube: Kube, observer: Observer, workdir: Path,
+                    pids: dict[str, int], profile: bool) -> SimRun:
+    names = [f"sim-{first + k}" for k in range(size)]
+    source_ns = f"bench-{tag}"
+    objects = app_objects(source_ns)
+    feeds = [feed_of(o) for o in objects]
+    t_setup = time.monotonic()
+    # the templates, stored by the real plugin (no Subscription yet)
+    code, output = await run_plugin(write_feed_dir(workdir / "feeds" / tag, objects, None), parent)
+    if code != 0:
+        raise RuntimeError(f"storing the templates failed:\n{output}")
+    creds = Credentials.from_kubeconfig(child1.kubeconfig)
+    await bounded([functools.partial(create_sim_cluster, parent_kube, ns, creds, feeds, tag) for ns in names],
+                  DIRECT_CONCURRENCY)
+    await asyncio.sleep(plan.settle_s)  # the hub's caches have every cluster, Secret and Localization
+    setup_s = time.monotonic() - t_setup
+    print(f"    set-up of {size} clusters ({size * (4 + FEEDS)} objects) took {setup_s:.1f} s", flush=True)
+
+    # direct baseline first: nothing of the hub's runs in the background then
+    direct_cpu: dict[str, float] = {}
+    t0 = time.monotonic()
+    with cpu_accounting(pids, direct_cpu):
+        done = await bounded([functools.partial(apply_in_order, child1_kube, moved(objects, f"{ns}-direct"))
+                              for ns in names], DIRECT_CONCURRENCY)
+    direct_total = time.monotonic() - t0
+    direct_each = [t - t0 for t in done]
+    print(f"    direct: {size * FEEDS} objects in {direct_total:.2f} s", flush=True)
+    await asyncio.sleep(plan.settle_s)  # child1's controllers create ReplicaSets and Endpoints meanwhile
+
+    sub = f"sim-{tag}"
+    metered = {"parent": parent_kube, "child1": child1_kube}
+    before = {name: await request_counts(k) for name, k in metered.items()}
+    cpu: dict[str, float] = {}
+    spy = await start_profile(pids["hub"], workdir / f"hub-profile-{tag}.txt") if profile else None
+    with cpu_accounting(pids, cpu):
+        await parent_kube.create(subscription(sub, {"bench": "sim"}, objects))
+        track = await observer.all_success(sub, size, limit_s=max(120.0, size * 1.5))
+    profile_top = await stop_profile(spy) if spy else []
+    after = {name: await request_counts(k) for name, k in metered.items()}
+    assert track.seen is not None
+    wrong = [ns for ns, statuses in track.statuses.items()
+             if any((st.get("name") if st.get("kind") == "Namespace" else st.get("namespace")) != ns
+                    for st in statuses)]
+    run = SimRun(size=size, success=[t - track.seen for t in track.success.values()],
+                 created=[t - track.seen for t in track.created.values()],
+                 push=[track.success[ns] - track.created[ns] for ns in track.success],
+                 direct_total=direct_total, direct_each=direct_each, setup_s=setup_s,
+                 requests={name: after[name] - before[name] for name in metered}, cpu=cpu, direct_cpu=direct_cpu,
+                 profile=profile_top)
+    if wrong:
+        run.note = f"{len(wrong)} clusters got objects outside their own namespace (Localization missed)"
+    print(f"    clusternet: {size} Descriptions Success, the last after {max(run.success):.2f} s", flush=True)
+    return run
+
+
+async def remove_sim_round(sub: str, size: int, first: int, parent_kube: Kube, child1_kube: Kube,
+                           observer: Observer) -> float:
+    """Delete the round's Subscription (the hub cleans child1 up), then its clusters; returns clean-up time."""
+    t0 = time.monotonic()
+    await parent_kube.delete(APPS, "Subscription", sub, "default")
+    await observer.all_gone(sub, limit_s=max(120.0, size * 1.0))
+    cleanup = time.monotonic() - t0
+    names = [f"sim-{first + k}" for k in range(size)]
+    await bounded([functools.partial(parent_kube.delete, CLUSTERS, "ManagedCluster", ns, ns) for ns in names],
+                  DIRECT_CONCURRENCY)
+    await bounded([functools.partial(parent_kube.delete, "v1", "Namespace", ns) for ns in names], DIRECT_CONCURRENCY)
+    await bounded([functools.partial(child1_kube.delete, "v1", "Namespace", f"{ns}-direct") for ns in names],
+                  DIRECT_CONCURRENCY)
+    deadline = time.monotonic() + 60
+    while await parent_kube.list(CLUSTERS, "ManagedCluster", label_selector="bench=sim"):
+        if time.monotonic() > deadline:
+            raise TimeoutError("simulated ManagedClusters were not deleted within 60 s")
+        await asyncio.sleep(0.3)
+    return cleanup
+
+
+# --- optional: where the hub spends its time (py-spy) ----------------------------------------------------
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
+async def start_profile(pid: int, out: Path) -> tuple[asyncio.subprocess.Process, Path] | None:
+    spy = py_spy()
+    if spy is None:
+        print("    (py-spy not found: no profile)", flush=True)
+        return None
+    proc = await asyncio.create_subprocess_exec(spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
+                                                "--output", str(out), "--nonblocking",
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    await asyncio.sleep(0.5)
+    return proc, out
+
+
+async def stop_profile(spy: tuple[asyncio.subprocess.Process, Path]) -> list[tuple[str, float]]:
+    """Stop py-spy and sum its collapsed stacks: share of samples spent in (or under) each function."""
+    proc, out = spy
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 15)
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = {re.sub(r" \(.*?/(site-packages|src)/", " (", f) for f in stack.split(";")}
+            for frame in frames:
+                if "clusternet" in frame or "aiohttp" in frame or "kubernetes_asyncio" in frame or "json" in frame:
+                    inclusive[frame] += n
+    return [(frame, n / total) for frame, n in inclusive.most_common(25)] if total else []
+
+
+# --- reporting -------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "**NO**"
+
+
+def report(res: Results) -> str:
+    lines = ["Machine: " + ", ".join(f"{k} {v}" for k, v in res.machine.items()), "",
+             "| Scenario | Clusters | Feeds | P50 | P99 | Time to all (max) | Direct | Ratio | Target | Met |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    if res.real:
+        n = len(res.real)
+        direct = [r.direct for r in res.real]
+        dp50, dp99 = percentile(direct, 50), percentile(direct, 99)
+        for label, values in ((f"2 real children, `kubectl-clusternet apply` start → all Success (incl. CLI), "
+                               f"n={n}", [r.total for r in res.real]),
+                              (f"2 real children, Subscription exists → all Success, n={n}",
+                               [r.from_sub for r in res.real])):
+            p50, p99 = percentile(values, 50), percentile(values, 99)
+            r50, r99 = p50 / dp50, p99 / dp99
+            ok = p99 <= TARGET_P99_S and r50 <= TARGET_RATIO and r99 <= TARGET_RATIO
+            lines.append(f"| {label} | 2 | {FEEDS} | {s(p50)} | {s(p99)} | {s(max(values))} | "
+                         f"{s(dp50)} / {s(dp99)} | {r50:.1f}x / {r99:.1f}x | P99 ≤ {TARGET_P99_S:g} s, "
+                         f"≤ {TARGET_RATIO:g}x direct | {verdict(ok)} |")
+    for run in res.sims:
+        p50, p99, top = percentile(run.success, 50), percentile(run.success, 99), max(run.success)
+        ratio = top / run.direct_total
+        ok = ratio <= TARGET_RATIO and p99 <= KARMADA_P99_S
+        lines.append(f"| {run.size} simulated clusters (pushed to child1), Subscription exists → each Success"
+                     f"{' (' + run.note + ')' if run.note else ''} | {run.size} | {FEEDS} | {s(p50)} | {s(p99)} | "
+                     f"{s(top)} | {s(run.direct_total)} | {ratio:.1f}x | ≤ {TARGET_RATIO:g}x direct, P99 ≤ "
+                     f"{KARMADA_P99_S:g} s (Karmada @100) | {verdict(ok)} |")
+    lines += ["", "Details:"]
+    if res.real:
+        cli = [r.cli for r in res.real]
+        exits = [r.cli_exit for r in res.real]
+        lines.append(f"* `kubectl-clusternet apply` start → Subscription exists: P50 {s(percentile(cli, 50))}, "
+                     f"max {s(max(cli))}; the command exits after P50 {s(percentile(exits, 50))}.")
+        for ns, who in sorted(res.cluster_names.items(), key=lambda kv: kv[1]):
+            per = [r.per_cluster[ns] for r in res.real if ns in r.per_cluster]
+            created = [r.created[ns] for r in res.real if ns in r.created]
+            pushed = [r.per_cluster[ns] - r.created[ns] for r in res.real if ns in r.per_cluster and ns in r.created]
+            if per and created and pushed:
+                lines.append(f"* {who}: Subscription exists → its Description Success P50 {s(percentile(per, 50))}, "
+                             f"P99 {s(percentile(per, 99))}; of which Subscription → Description created P50 "
+                             f"{s(percentile(created, 50))}, created → Success P50 {s(percentile(pushed, 50))}.")
+        if res.warmup:
+            w = res.warmup
+            lines.append(f"* Warm-up iteration (not counted; first push through the tunnel, first pull): "
+                         f"incl. CLI {s(w.total)}, from Subscription {s(w.from_sub)}, direct {s(w.direct)}.")
+    for run in res.sims:
+        lines.append(f"* {run.size} simulated: Descriptions created by the hub between "
+                     f"{s(min(run.created))} and {s(max(run.created))} after the Subscription (P50 "
+                     f"{s(percentile(run.created, 50))}); Description created → Success P50 "
+                     f"{s(percentile(run.push, 50))}, P99 {s(percentile(run.push, 99))}; direct per namespace "
+                     f"P50 {s(percentile(run.direct_each, 50))}; set-up {run.setup_s:.0f} s"
+                     + (f"; delete Subscription → all Descriptions gone {s(run.cleanup_s)}"
+                        if run.cleanup_s is not None else "") + ".")
+    big = max(res.sims, key=lambda r: r.size) if res.sims else None
+    if big and big.requests:
+        lines += ["", f"API requests while {big.size} simulated clusters were deployed (apiserver_request_total, "
+                  "watches excluded), per cluster:", "",
+                  "| API server | Request | Count | Per cluster |", "|---|---|---:|---:|"]
+        for where, counts in big.requests.items():
+            for what, count in counts.most_common(10):
+                if count > 0:
+                    lines.append(f"| {where} | {what} | {count} | {count / big.size:.1f} |")
+        wall = max(big.success)
+        objects = big.size * FEEDS
+        lines += ["", f"CPU seconds per process while the {objects} objects were deployed: through Clusternet "
+                  f"({wall:.1f} s wall) and directly ({big.direct_total:.1f} s wall):", "",
+                  "| Process | Clusternet: CPU s | CPU / wall | Direct: CPU s | CPU / wall |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, sec in sorted(big.cpu.items(), key=lambda kv: -kv[1]):
+            d = big.direct_cpu.get(name, 0.0)
+            lines.append(f"| {name} | {sec:.1f} | {sec / wall:.0%} | {d:.1f} | {d / big.direct_total:.0%} |")
+        total, direct_total = sum(big.cpu.values()), sum(big.direct_cpu.values())
+        lines.append(f"| all of the above, per object | {total * 1000 / objects:.1f} ms | {total / wall:.0%} | "
+                     f"{direct_total * 1000 / objects:.1f} ms | {direct_total / big.direct_total:.0%} |")
+    if big and big.profile:
+        lines += ["", f"py-spy of the hub during the {big.size}-cluster run (share of samples in or under):", ""]
+        lines += [f"    {share:5.1%}  {frame}" for frame, share in big.profile]
+    lines += [f"* {note}" for note in res.notes]
+    return "\n".join(lines)
+
+
+def machine_info(parent: ControlPlane) -> dict[str, str]:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    version = parent.request_json("GET", "/version").get("gitVersion", "?")
+    return {"date": datetime.date.today().isoformat(), "nproc": str(len(os.sched_getaffinity(0))),
+            "cpu": model or "?", "python": platform.python_version(), "kube-apiserver": str(version),
+            "load avg at start": loadavg()}
+
+
+def loadavg() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+# --- set-up ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[list[int]]:
+    """Defer SIGINT/SIGTERM while control planes start: their handles only exist once start_many returns."""
+    received: list[int] = []
+
+    def hold(signum: int, _: FrameType | None) -> None:
+        received.append(signum)
+        print("\ninterrupted: stopping once the control planes have finished starting", file=sys.stderr)
+
+    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def without(args: list[str], *prefixes: str) -> list[str]:
+    return [a for a in args if not a.startswith(prefixes)]
+
+
+def check_alive(procs: list[Proc]) -> None:
+    for proc in procs:
+        if not proc.running():
+            raise RuntimeError(f"{proc.name} exited; last lines of {proc.log}:\n{proc.output[-2000:]}")
+
+
+def hub_healthy(url: str, ca: Path) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/healthz", context=ssl.create_default_context(cafile=str(ca)),
+                                    timeout=5) as r:
+            return int(r.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_processes(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane, workdir: Path,
+                    procs: list[Proc]) -> None:
+    """CRDs, bootstrap token, clusternet-reserved, the hub and both agents (as the integration tests do)."""
+    crds = all_crds()
+    for crd in crds:
+        parent.apply_manifest(crd)
+    for crd in crds:
+        name = crd["metadata"]["name"]
+        deadline = time.monotonic() + 30
+        while not any(c["type"] == "Established" and c["status"] == "True" for c in (parent.request_json(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").get("status") or {}
+                ).get("conditions") or []):  # type: ignore[attr-defined]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {name} not established")
+            time.sleep(0.2)
+    install_bootstrap(parent)
+    parent.apply_manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": known.RESERVED_NAMESPACE}})
+    ca, crt, key = hub_tls(workdir / "hub-tls", ["127.0.0.1"], ["localhost"])
+    hub = hub_proc(parent, workdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
+                   "--resync-interval=30")
+    hub.args = without(hub.args, "--health-check-interval")  # the default 5 s, not the tests' 0.5 s
+    port = next(a.split("=", 1)[1] for a in hub.args if a.startswith("--secure-port="))
+    hub_url = f"https://127.0.0.1:{port}"
+    procs.append(hub.start())
+    deadline = time.monotonic() + 60
+    while not hub_healthy(hub_url, ca):
+        check_alive(procs)
+        if time.monotonic() > deadline:
+            raise RuntimeError("clusternet-hub /healthz not ready within 60 s")
+        time.sleep(0.2)
+    tunnel = [f"--tunnel-url={hub_url}", f"--tunnel-ca-file={ca}"]
+    # Heartbeats every 10 s instead of the tests' 1 s / 2 s (less background load) or the default 3 min: the hub's
+    # SocketConnected patch can overwrite the agent's first Ready condition, and the next heartbeat restores it.
+    cadence = ("--cluster-status-collect-frequency", "--cluster-status-update-frequency")
+    pusher = agent_proc(child1, parent, workdir, "child1", "--cluster-sync-mode=Dual",
+                        "--feature-gates=AppPusher=true,SocketConnection=true", *tunnel)
+    puller = agent_proc(child2, parent, workdir, "child2", "--cluster-sync-mode=Pull",
+                        "--feature-gates=SocketConnection=true", "--description-resync-frequency=30s", *tunnel)
+    for agent in (pusher, puller):
+        agent.args = [*without(agent.args, *cadence), f"{cadence[0]}=5s", f"{cadence[1]}=10s"]
+        procs.append(agent.start())
+
+
+async def wait_real_clusters(parent_kube: Kube, children: list[ControlPlane], procs: list[Proc]) -> dict[str, Obj]:
+    """Both ManagedClusters Ready, child1 pushed to (appPusher, tunnel up, Secret), child2 pulling."""
+    ids = {c.name: str(c.request_json("GET", "/api/v1/namespaces/kube-system")["metadata"]["uid"])  # type: ignore[index]
+           for c in children}
+    deadline = time.monotonic() + 120
+
+    def condition(mc: Obj, ctype: str) -> bool:
+        return any(c.get("type") == ctype and c.get("status") == "True"
+                   for c in (mc.get("status") or {}).get("conditions") or [])
+
+    while True:
+        check_alive(procs)
+        mcs = {str(mc["spec"]["clusterId"]): mc for mc in await parent_kube.list(CLUSTERS, "ManagedCluster")}
+        found = {name: mcs.get(cid) for name, cid in ids.items()}
+        mc1, mc2 = found.get("child1"), found.get("child2")
+        if mc1 and mc2 and condition(mc1, known.CONDITION_READY) and condition(mc2, known.CONDITION_READY) and \
+                condition(mc1, known.CONDITION_SOCKET) and (mc1.get("status") or {}).get("appPusher") is True and \
+                not (mc2.get("status") or {}).get("appPusher") and await parent_kube.get(
+                    "v1", "Secret", "child-cluster-deployer", mc1["metadata"]["namespace"]):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("clusters not ready within 120 s: " + json.dumps(
+                {name: (mc or {}).get("status") for name, mc in found.items()}))
+        await asyncio.sleep(0.5)
+    result: dict[str, Obj] = {}
+    for name, mc in found.items():
+        assert mc is not None
+        await parent_kube.patch(CLUSTERS, "ManagedCluster", mc["metadata"]["name"],
+                                {"metadata": {"labels": {"bench": "real"}}}, mc["metadata"]["namespace"])
+        result[name] = mc
+    return result
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+async def bench(plan: Plan, planes: list[ControlPlane], procs: list[Proc], workdir: Path, started: float,
+                profile: bool) -> Results:
+    parent, child1, child2 = planes
+    res = Results(machine_info(parent))
+    pids = {p.name: p.proc.pid for p in procs if p.proc is not None}
+    for plane in (parent, child1):
+        pids.update(plane_pids(plane))
+    pids["bench"] = os.getpid()
+    async with (Kube(Credentials.from_kubeconfig(parent.kubeconfig), user_agent="bench") as parent_kube,
+                Kube(Credentials.from_kubeconfig(child1.kubeconfig), user_agent="bench") as k1,
+                Kube(Credentials.from_kubeconfig(child2.kubeconfig), user_agent="bench") as k2):
+        print("waiting for both clusters to register (child1 pushed to through the tunnel, child2 pulling) ...",
+              flush=True)
+        mcs = await wait_real_clusters(parent_kube, [child1, child2], procs)
+        how = {"child1": "hub pushes through the tunnel", "child2": "agent pulls"}
+        res.cluster_names = {mc["metadata"]["namespace"]: f"{name} ({how[name]})" for name, mc in mcs.items()}
+        async with Observer(parent_kube) as observer:
+            print(f"real children: 1 warm-up + {plan.iterations} iterations, alternating with the direct "
+                  "baseline ...", flush=True)
+            for i in range(plan.iterations + 1):
+                sample = await real_iteration(f"bench-app-{i}", parent, parent_kube, [k1, k2], observer, workdir,
+                                              direct_first=i % 2 == 1)
+                check_alive(procs)
+                if i == 0:
+                    res.warmup = sample
+                else:
+                    res.real.append(sample)
+                print(f"  {'warm-up' if i == 0 else f'#{i}'}: incl. CLI {s(sample.total)}, from Subscription "
+                      f"{s(sample.from_sub)}, direct {s(sample.direct)}", flush=True)
+            first = 0
+            sizes = list(plan.sim_sizes)
+            for k, size in enumerate(sizes):
+                if k == len(sizes) - 1 and k > 0 and plan.fallback_size:
+                    # each round costs about (clusters x a per-cluster cost) and grows faster than linearly
+                    previous = res.sims[-1]
+                    spent = previous.setup_s + previous.direct_total + plan.settle_s + max(previous.success)
+                    predicted = spent * size / previous.size * 1.25  # the last round is not cleaned up
+                    left = TIME_BUDGET_S - (time.monotonic() - started)
+                    if predicted > left:
+                        res.notes.append(f"{size} simulated clusters would take about {predicted:.0f} s, "
+                                         f"{left:.0f} s of the 10-minute budget were left: ran "
+                                         f"{plan.fallback_size} instead")
+                        size = plan.fallback_size
+                    else:
+                        res.notes.append(f"{size} simulated clusters fitted the time budget "
+                                         f"(predicted {predicted:.0f} s, {left:.0f} s left)")
+                    print(f"  {res.notes[-1]}", flush=True)
+                tag = f"sim{size}"
+                print(f"{size} simulated clusters ...", flush=True)
+                run = await sim_round(size, first, tag, plan, parent, parent_kube, child1, k1, observer, workdir,
+                                      pids, profile and k == len(sizes) - 1)
+                res.sims.append(run)
+                check_alive(procs)
+                if k < len(sizes) - 1:
+                    run.cleanup_s = await remove_sim_round(f"sim-{tag}", size, first, parent_kube, k1, observer)
+                    print(f"    clean-up: {run.cleanup_s:.1f} s", flush=True)
+                first += size
+            if observer.relists:
+                res.notes.append(f"the bench's watches were re-listed {observer.relists} time(s)")
+    res.machine["load avg at end"] = loadavg()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 iterations and 20 simulated clusters (< 2 min)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) afterwards")
+    parser.add_argument("--profile-hub", action="store_true", help="py-spy the hub during the largest simulated run")
+    parser.add_argument("--iterations", type=int, help="real-children iterations (overrides the mode's)")
+    parser.add_argument("--sim", type=int, nargs="*", help="simulated cluster counts (overrides the mode's)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.iterations is not None or args.sim is not None:
+        plan = dataclasses.replace(plan, iterations=plan.iterations if args.iterations is None else args.iterations,
+                                   sim_sizes=plan.sim_sizes if args.sim is None else tuple(args.sim),
+                                   fallback_size=None if args.sim is not None else plan.fallback_size)
+    workdir = Path(tempfile.mkdtemp(prefix="clusternet-bench-propagation-"))
+    planes: list[ControlPlane] = []
+    procs: list[Proc] = []
+    ok = False
+    started = time.monotonic()
+    try:
+        print(f"starting a parent and two child control planes in {workdir} ...", flush=True)
+        bins = find_binaries()
+        with held_signals() as interrupted:
+            planes = start_many(["parent", "child1", "child2"], workdir, bins)
+        if interrupted:
+            raise KeyboardInterrupt
+        print(f"  up after {time.monotonic() - started:.0f} s; starting clusternet-hub and two agents ...", flush=True)
+        start_processes(planes[0], planes[1], planes[2], workdir, procs)
+        res = asyncio.run(bench(plan, planes, procs, workdir, started, args.profile_hub))
+        print()
+        print(report(res))
+        print(f"\n(total {time.monotonic() - started:.0f} s)")
+        ok = True
+    except KeyboardInterrupt:
+        print("\ninterrupted; tearing down", file=sys.stderr)
+        return 130
+    finally:
+        with held_signals():
+            for proc in reversed(procs):
+                proc.stop()
+            for plane in planes:
+                plane.stop()
+        if ok and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM tears down like Ctrl-C
+    sys.exit(main())
