@@ -1,0 +1,47 @@
+"""deploy/ is valid for a real apiserver, and the hub's ClusterRole really lets it do its job."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from clusternet_api.controlplane import ControlPlane
+from clusternet_hub.registration import rbac_manifests
+from tests.helpers import kubectl
+from tests.processes import REPO, service_account_token
+
+pytestmark = pytest.mark.integration
+
+
+def test_deploy_manifests_pass_server_side_validation(parent: ControlPlane, child1: ControlPlane) -> None:
+    for cp in (parent, child1):
+        kubectl(cp, "create", "namespace", "clusternet-system", check=False)
+    hub = kubectl(parent, "apply", "--dry-run=server", "-k", str(REPO / "deploy" / "hub"))
+    assert "deployment.apps/clusternet-hub" in hub.stdout and "apiservice" in hub.stdout
+    agent = kubectl(child1, "apply", "--dry-run=server", "-k", str(REPO / "deploy" / "agent"))
+    assert "deployment.apps/clusternet-agent" in agent.stdout
+
+
+def test_hub_cluster_role_covers_what_it_grants_and_does(parent: ControlPlane) -> None:
+    """Kubernetes lets a subject write RBAC only with permissions it holds: the hub must hold every rule
+    it hands to a child, or approvals fail with 'attempting to grant RBAC permissions not currently held'."""
+    kubectl(parent, "create", "namespace", "clusternet-system", check=False)
+    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "rbac.yaml"))
+    token = service_account_token(parent, "clusternet-system", "clusternet-hub")
+    ns = f"clusternet-{uuid.uuid4().hex[:5]}"
+    kubectl(parent, "create", "namespace", ns)
+    for obj in rbac_manifests(str(uuid.uuid4()), ns, "probe"):
+        result = kubectl(parent, "apply", "--server-side", "-f", "-", token=token,
+                         input=json.dumps(obj), check=False)
+        assert result.returncode == 0, (obj["kind"], result.stderr)
+    for verb, resource in (("create", "tokenreviews.authentication.k8s.io"),
+                           ("list", "managedclusters.clusters.clusternet.io"),
+                           ("patch", "descriptions.apps.clusternet.io"),
+                           ("get", "secrets/child-cluster-deployer")):
+        can = kubectl(parent, "auth", "can-i", verb, resource, "-n", ns, token=token, check=False)
+        assert can.stdout.strip() == "yes", (verb, resource)
+    # and nothing it does not need
+    assert kubectl(parent, "auth", "can-i", "get", "secrets", "-n", "kube-system", token=token,
+                   check=False).stdout.strip() == "no"
