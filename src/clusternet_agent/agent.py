@@ -7,10 +7,11 @@ import base64
 import contextlib
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 from clusternet_agent import heartbeat, identity, puller, tunnel
-from clusternet_agent.options import AgentOptions
+from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.registration import (
     ParentAccess,
     RegistrationError,
@@ -19,7 +20,7 @@ from clusternet_agent.registration import (
     store,
 )
 from clusternet_api import known
-from clusternet_api.kube import ApiException, Credentials, Kube
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 
 log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 24 * 3600
@@ -35,21 +36,42 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 
 
 async def apply_bootstrap_secret(child: Kube, opts: AgentOptions) -> None:
-    """Fill parent URL and token from clusternet-system/clusternet-agent-cluster-registration when unset."""
-    if opts.parent_url and opts.reg_token:
+    """Fill what flags/env left unset from clusternet-system/clusternet-agent-cluster-registration."""
+    if opts.parent_url and opts.reg_token and (opts.parent_ca_file or opts.parent_ca_pem is not None):
         return
-    secret = await child.get("v1", "Secret", known.AGENT_BOOTSTRAP_SECRET, opts.namespace)
-    if secret is None:
+    try:
+        secret = await child.get("v1", "Secret", known.AGENT_BOOTSTRAP_SECRET, opts.namespace)
+    except ApiException as e:
+        if e.status != 403 or not (opts.parent_url and opts.reg_token):
+            raise
+        log.warning("may not read the %s/%s Secret (HTTP 403), so its parentCA is not used either; the parent "
+                    "is verified against the system trust store", opts.namespace, known.AGENT_BOOTSTRAP_SECRET)
         return
-    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-    opts.parent_url = opts.parent_url or data.get("parentURL")
-    opts.reg_token = opts.reg_token or data.get("regToken")
-    if not opts.parent_ca_file and data.get("parentCA"):
-        import tempfile
+    if secret is not None:
+        merge_bootstrap_secret(opts, secret_data(secret))
 
-        with tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False) as f:
-            f.write(data["parentCA"])
-        opts.parent_ca_file = f.name
+
+def secret_data(secret: Obj) -> dict[str, bytes]:
+    """A Secret's data, decoded."""
+    return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+
+def merge_bootstrap_secret(opts: AgentOptions, data: Mapping[str, bytes]) -> None:
+    """Take parentURL and regToken from the bootstrap Secret when flags/env left them unset, and its parentCA
+    whenever --parent-ca-file is not given, wherever the URL and token came from. The CA stays in memory."""
+    def text(key: str) -> str | None:
+        return data.get(key, b"").decode("utf-8", "replace").strip() or None
+
+    opts.parent_url = opts.parent_url or text("parentURL")
+    opts.reg_token = opts.reg_token or text("regToken")
+    ca = data.get("parentCA", b"").strip()
+    if opts.parent_ca_file or opts.parent_ca_pem is not None or not ca:
+        return  # an empty parentCA means the system trust store, as an absent one
+    if b"-----BEGIN CERTIFICATE-----" not in ca:
+        raise OptionsError(f"parentCA in the {opts.namespace}/{known.AGENT_BOOTSTRAP_SECRET} Secret is not a "
+                           "PEM certificate (-----BEGIN CERTIFICATE-----...); store the parent apiserver's CA "
+                           "file as it is, e.g. kubectl create secret generic ... --from-file=parentCA=ca.crt")
+    opts.parent_ca_pem = ca + b"\n"
 
 
 async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, key: bytes,

@@ -72,8 +72,11 @@ def main(**kw: Any) -> None:
             tunnel_url=_s(kw["tunnel_url"]), tunnel_ca_file=_s(kw["tunnel_ca_file"]),
             tunnel_allowed=tuple(kw["tunnel_allowed_address"]),
             resync_frequency=parse_duration(str(kw["description_resync_frequency"])))
-        if opts.parent_url:  # fail fast on flags; values from the bootstrap Secret are checked later
+        # Fail fast on flags; the parent URL and token may still come from the bootstrap Secret (checked later).
+        if opts.parent_url:
             opts.validate()
+        else:
+            opts.validate_flags()
     except (OptionsError, ValueError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -14,8 +14,15 @@ KNOWN_GATES = (known.GATE_APP_PUSHER, known.GATE_SOCKET_CONNECTION, "Recovery", 
                "MultiClusterService")
 _BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# Clusternet's nameFmt/namespaceFmt (pkg/agent/options/constant.go), anchored: Go's MatchString is not, which
+# lets "My_Cluster" through to a parent that then cannot create a ManagedCluster of that name.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+CLUSTER_NAME_MAX_LENGTH = 30  # spec.clusterName of ClusterRegistrationRequest (crds/): maxLength 30
+NAMESPACE_MAX_LENGTH = 63
+RANDOM_SUFFIX_LENGTH = 5  # registration.default_cluster_name: <prefix>-<5 random characters>
+_DNS_LABEL_RULE = "lowercase letters, digits and '-', starting and ending with a letter or digit"
 
 
 class OptionsError(ValueError):
@@ -37,6 +44,7 @@ class AgentOptions:
     update_frequency: float = 180.0
     feature_gates: dict[str, bool] = field(default_factory=dict)
     parent_ca_file: str | None = None
+    parent_ca_pem: bytes | None = None  # parentCA of the bootstrap Secret; --parent-ca-file wins over it
     parent_insecure_skip_tls_verify: bool = False
     cluster_id: str | None = None  # override, for simulated agents in benchmarks only
     apiserver_url: str | None = None  # what the child's apiserver is called in status (default: as reached)
@@ -62,6 +70,10 @@ class AgentOptions:
                                                or _JWT.match(self.reg_token)):
             raise OptionsError("--cluster-reg-token is neither a bootstrap token (abcdef.0123456789abcdef) "
                                "nor a ServiceAccount token (JWT)")
+        self.validate_flags()
+
+    def validate_flags(self) -> None:
+        """The checks that need nothing from the bootstrap Secret, so they can run before the agent starts."""
         if self.sync_mode not in SYNC_MODES:
             raise OptionsError(f"--cluster-sync-mode must be one of {', '.join(SYNC_MODES)}")
         if self.sync_mode == "Push" and not self.gate(known.GATE_APP_PUSHER):
@@ -69,8 +81,14 @@ class AgentOptions:
                                "the hub may not push to this cluster and nothing would be deployed")
         if self.cluster_type not in CLUSTER_TYPES:
             raise OptionsError(f"--cluster-reg-type must be one of {', '.join(CLUSTER_TYPES)}")
-        if self.cluster_name and len(self.cluster_name) > 30:
-            raise OptionsError("--cluster-reg-name must be at most 30 characters")
+        if self.cluster_name:
+            check_cluster_name(self.cluster_name)
+        else:  # the prefix only matters when no name is given
+            check_cluster_name_prefix(self.cluster_name_prefix)
+        if self.cluster_namespace:
+            check_cluster_namespace(self.cluster_namespace)
+        for key, value in self.cluster_labels.items():
+            check_label(key, value)
         if self.collect_frequency <= 0 or self.update_frequency <= 0:
             raise OptionsError("status frequencies must be positive")
 
@@ -80,10 +98,62 @@ def parse_labels(text: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or not _LABEL_KEY.match(key) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise OptionsError(f"--cluster-labels: {item!r} is not a valid key=value label")
-        labels[key] = value
+        if not sep:
+            raise OptionsError(f"--cluster-labels: {item!r} is not a key=value label")
+        check_label(key.strip(), value.strip())
+        labels[key.strip()] = value.strip()
     return labels
+
+
+def check_cluster_name(name: str, flag: str = "--cluster-reg-name") -> None:
+    """Clusternet's rule for a cluster (ManagedCluster) name: a DNS-1123 label of at most 30 characters."""
+    if len(name) > CLUSTER_NAME_MAX_LENGTH:
+        raise OptionsError(f"{flag} {name!r} is {len(name)} characters long; at most "
+                           f"{CLUSTER_NAME_MAX_LENGTH} are allowed")
+    if not _DNS_LABEL.match(name):
+        raise OptionsError(f"{flag} {name!r} is not a valid cluster name: it may contain only "
+                           f"{_DNS_LABEL_RULE} (regex {_DNS_LABEL.pattern})")
+
+
+def check_cluster_name_prefix(prefix: str) -> None:
+    """The prefix must leave a valid name once `-<5 random characters>` is appended."""
+    longest = CLUSTER_NAME_MAX_LENGTH - RANDOM_SUFFIX_LENGTH - 1
+    if len(prefix) > longest:
+        raise OptionsError(f"--cluster-reg-name-prefix {prefix!r} is {len(prefix)} characters long; at most "
+                           f"{longest} are allowed, as '-' and {RANDOM_SUFFIX_LENGTH} random characters are "
+                           f"appended to make a name of at most {CLUSTER_NAME_MAX_LENGTH}")
+    if not _DNS_LABEL.match(prefix):
+        raise OptionsError(f"--cluster-reg-name-prefix {prefix!r} is not a valid cluster name prefix: it may "
+                           f"contain only {_DNS_LABEL_RULE}")
+
+
+def check_cluster_namespace(namespace: str) -> None:
+    """A DNS-1123 label the hub accepts as a dedicated namespace (it refuses system namespaces)."""
+    if len(namespace) > NAMESPACE_MAX_LENGTH:
+        raise OptionsError(f"--cluster-reg-namespace {namespace!r} is {len(namespace)} characters long; at most "
+                           f"{NAMESPACE_MAX_LENGTH} are allowed")
+    if not _DNS_LABEL.match(namespace):
+        raise OptionsError(f"--cluster-reg-namespace {namespace!r} is not a valid namespace name: it may "
+                           f"contain only {_DNS_LABEL_RULE}")
+    if namespace.startswith("kube-") or namespace in ("default", known.SYSTEM_NAMESPACE, known.RESERVED_NAMESPACE):
+        raise OptionsError(f"--cluster-reg-namespace {namespace!r} is reserved on the parent and cannot be a "
+                           "cluster's dedicated namespace; choose another name or leave it unset")
+
+
+def check_label(key: str, value: str) -> None:
+    """Kubernetes label syntax: key `[prefix/]name` (prefix a DNS-1123 subdomain of at most 253 characters,
+    name at most 63 of alphanumerics, '-', '_', '.'), value empty or a name."""
+    prefix, slash, name = key.rpartition("/")
+    where = f"--cluster-labels: {key}={value}:"
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        raise OptionsError(f"{where} the key prefix {prefix!r} must be a DNS subdomain of at most 253 "
+                           "characters (lowercase letters, digits, '-' and '.'), e.g. example.com/")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        raise OptionsError(f"{where} the key name {name!r} must be 1 to 63 characters: letters, digits, "
+                           "'-', '_' and '.', starting and ending with a letter or digit")
+    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        raise OptionsError(f"{where} the value {value!r} must be empty or at most 63 characters: letters, "
+                           "digits, '-', '_' and '.', starting and ending with a letter or digit")
 
 
 def parse_feature_gates(text: str) -> dict[str, bool]:

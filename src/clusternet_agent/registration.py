@@ -117,7 +117,7 @@ async def credentials_work(access: ParentAccess) -> bool:
 
 def bootstrap_credentials(opts: AgentOptions) -> Credentials:
     assert opts.parent_url
-    ca = Path(opts.parent_ca_file).read_bytes() if opts.parent_ca_file else None
+    ca = Path(opts.parent_ca_file).read_bytes() if opts.parent_ca_file else opts.parent_ca_pem
     return Credentials(server=opts.parent_url, ca_pem=ca, token=opts.reg_token,
                        insecure=opts.parent_insecure_skip_tls_verify)
 
