@@ -34,7 +34,7 @@ import click
 import yaml
 
 from clusternet_api import __version__, known
-from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj, status_error
 
 FIELD_MANAGER = "kubectl-clusternet"
 CLUSTERNET_GROUPS = frozenset({known.APPS_GROUP, known.CLUSTERS_GROUP})
@@ -368,15 +368,11 @@ def api_error(exc: ApiException) -> str:
 
 async def get_table(kube: Kube, path: str, query: Mapping[str, str] | None = None) -> Obj:
     """GET `path` as a meta.k8s.io Table (the server's printer columns)."""
-    resp = await kube.api.call_api(
-        path, "GET", header_params={"Accept": TABLE_ACCEPT}, query_params=list((query or {}).items()),
-        auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
-    text = (await resp.read()).decode(errors="replace")
-    if not 200 <= int(resp.status) < 300:
-        error = ApiException(status=int(resp.status), reason=_message(text))
-        error.body = text.encode()
-        raise error
-    body: Obj = json.loads(text)
+    status, body = await kube.raw("GET", path, query=query, accept=TABLE_ACCEPT)
+    if not 200 <= status < 300:
+        raise status_error(status, body)
+    if not isinstance(body, dict):
+        raise ApiException(status=status, reason=f"the server answered {path} with something other than a Table")
     return body
 
 
