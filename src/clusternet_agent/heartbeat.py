@@ -7,6 +7,7 @@ dedicated namespace. The Ready condition follows Clusternet: (livez and readyz) 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from decimal import Decimal
@@ -76,16 +77,17 @@ async def _probe(child: Kube, path: str) -> bool:
 async def collect(child: Kube, *, apiserver_url: str, heartbeat_seconds: int, app_pusher: bool,
                   use_socket: bool) -> Obj:
     """One observation of the child, shaped as ManagedCluster status fields (without conditions)."""
-    status, version = await child.raw("GET", "/version")
-    nodes = await child.list("v1", "Node")
+    (status, version), nodes, healthz, livez, readyz = await asyncio.gather(
+        child.raw("GET", "/version"), child.list("v1", "Node"),
+        _probe(child, "/healthz"), _probe(child, "/livez"), _probe(child, "/readyz"))
     observed: Obj = {
         "k8sVersion": version.get("gitVersion") if status == 200 and isinstance(version, dict) else None,
         "platform": version.get("platform") if status == 200 and isinstance(version, dict) else None,
         "agentVersion": __version__,
         "apiserverURL": apiserver_url,
-        "healthz": await _probe(child, "/healthz"),
-        "livez": await _probe(child, "/livez"),
-        "readyz": await _probe(child, "/readyz"),
+        "healthz": healthz,
+        "livez": livez,
+        "readyz": readyz,
         "appPusher": app_pusher,
         "useSocket": use_socket,
         "heartbeatFrequencySeconds": heartbeat_seconds,

@@ -9,6 +9,7 @@ cluster. Here the agent sends an RSA public key with its request; the hub seals 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -30,10 +31,26 @@ def generate_private_key() -> bytes:
                              serialization.NoEncryption())
 
 
+@functools.lru_cache(maxsize=64)
+def _private_key(private_pem: bytes) -> rsa.RSAPrivateKey:
+    """The agent's own key, parsed once per process.
+
+    The expensive RSA consistency check (~60 ms a load) is skipped: it guards against keys crafted by
+    someone else, and this key is one the agent generated itself and keeps in a Secret only a child
+    cluster admin can change (who could replace the agent as well).
+    """
+    try:
+        key = serialization.load_pem_private_key(private_pem, password=None, unsafe_skip_rsa_key_validation=True)
+    except (ValueError, TypeError) as e:
+        raise SealingError(f"the agent's private key cannot be read: {e}") from e
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SealingError("the agent's private key is not an RSA key")
+    return key
+
+
 def public_key_of(private_pem: bytes) -> str:
     """The PEM public key matching a private key, as text (fits an annotation)."""
-    key = serialization.load_pem_private_key(private_pem, password=None)
-    return key.public_key().public_bytes(
+    return _private_key(private_pem).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
@@ -52,16 +69,21 @@ def seal(token: str, public_pem: str) -> bytes:
     return json.dumps(sealed, separators=(",", ":")).encode()
 
 
+def is_sealed(blob: bytes) -> bool:
+    """Whether a CRR token is sealed (a JSON envelope) rather than a bare token (a JWT never starts so)."""
+    return blob.lstrip().startswith(b"{")
+
+
 def unseal(blob: bytes, private_pem: bytes) -> str:
     """Decrypt a sealed token with the agent's private key."""
     try:
         sealed = json.loads(blob)
         if sealed.get("scheme") != SCHEME:
             raise SealingError(f"unknown sealing scheme {sealed.get('scheme')!r}")
-        key = serialization.load_pem_private_key(private_pem, password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        data_key = key.decrypt(base64.b64decode(sealed["key"]), _OAEP)
+        data_key = _private_key(private_pem).decrypt(base64.b64decode(sealed["key"]), _OAEP)
         return Fernet(data_key).decrypt(sealed["data"].encode()).decode()
+    except SealingError:
+        raise
     except (ValueError, KeyError, InvalidToken, TypeError) as e:
         raise SealingError(
             "the registration token was sealed to a different key; another agent registered this "

@@ -10,6 +10,8 @@ namespace), and may refresh only its own token.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
 import hashlib
 import logging
@@ -19,7 +21,7 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.kube import Kube, Obj
-from clusternet_api.sealing import SealingError, seal
+from clusternet_api.sealing import SCHEME, SealingError, seal
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +180,6 @@ async def deny(kube: Kube, crr: Obj, message: str) -> None:
                      subresource="status")
 
 
-async def _find_namespace(kube: Kube, cluster_id: str) -> str | None:
-    found = await kube.list("v1", "Namespace", label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
-    return str(found[0]["metadata"]["name"]) if found else None
-
-
 async def issue_token(kube: Kube, ns: str, ttl_seconds: int) -> str:
     """A short-lived TokenRequest token for the child's ServiceAccount."""
     body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -196,33 +193,36 @@ async def issue_token(kube: Kube, ns: str, ttl_seconds: int) -> str:
 
 
 async def approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
-    """Create (or find) everything the child needs and write an Approved status. Idempotent."""
-    import base64
+    """Create (or find) everything the child needs and write an Approved status. Idempotent.
 
+    Independent calls go out together (five round trips instead of fourteen), so a burst of agents
+    registering at once is approved in a fraction of a second each.
+    """
     name = crr["metadata"]["name"]
-    spec = crr["spec"]
-    cluster_id = spec["clusterId"]
-    mc_name = cluster_name(crr)
-    ns = await _find_namespace(kube, cluster_id) or dedicated_namespace_name(crr)
-    existing_ns = await kube.get("v1", "Namespace", ns)
+    cluster_id = crr["spec"]["clusterId"]
+    by_id = f"{known.LABEL_CLUSTER_ID}={cluster_id}"
+    earlier_ns, wanted_ns, clusters = await asyncio.gather(
+        kube.list("v1", "Namespace", label_selector=by_id),
+        kube.get("v1", "Namespace", dedicated_namespace_name(crr)),
+        kube.list(CRR_API, "ManagedCluster", label_selector=by_id))
+    # a namespace made for this cluster earlier wins over the one the request names now
+    existing_ns = earlier_ns[0] if earlier_ns else wanted_ns
+    ns = existing_ns["metadata"]["name"] if existing_ns else dedicated_namespace_name(crr)
+    mc_name = next((mc["metadata"]["name"] for mc in clusters if mc["metadata"]["namespace"] == ns),
+                   cluster_name(crr))
     if existing_ns is not None:
         owner = (existing_ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
         if owner != cluster_id:
-            msg = f"namespace {ns!r} already exists and does not belong to cluster {cluster_id}"
-            await deny(kube, crr, msg)
+            await deny(kube, crr, f"namespace {ns!r} already exists and does not belong to cluster {cluster_id}")
             return {"result": "Denied"}
     else:
         await kube.create_or_get(namespace_manifest(ns, cluster_id, mc_name))
 
-    existing_mc = await kube.list(CRR_API, "ManagedCluster", namespace=ns,
-                                  label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
-    if existing_mc:
-        mc_name = existing_mc[0]["metadata"]["name"]
-    else:
-        await kube.create_or_get(managed_cluster_manifest(crr, ns))
-    await kube.create_or_get(service_account_manifest(ns, cluster_id, mc_name))
-    for obj in rbac_manifests(cluster_id, ns, mc_name):
-        await kube.apply(obj, field_manager=known.CREATED_BY_HUB)
+    creates = [kube.create_or_get(service_account_manifest(ns, cluster_id, mc_name))]
+    if not any(mc["metadata"]["namespace"] == ns for mc in clusters):
+        creates.append(kube.create_or_get(managed_cluster_manifest(crr, ns)))
+    await asyncio.gather(*creates, *(kube.apply(obj, field_manager=known.CREATED_BY_HUB)
+                                     for obj in rbac_manifests(cluster_id, ns, mc_name)))
 
     token = await issue_token(kube, ns, settings.token_ttl_seconds)
     public_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
@@ -232,16 +232,18 @@ async def approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str,
         except SealingError as e:
             await deny(kube, crr, str(e))
             return {"result": "Denied"}
-        sealing = "rsa-oaep-fernet"
+        sealing = SCHEME
     else:
         token_bytes, sealing = token.encode(), None
-    await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"metadata": {"annotations": {
-        known.ANNOTATION_TOKEN_SEALING: sealing, known.ANNOTATION_TOKEN_ISSUED_AT: now_rfc3339()}}})
     status = {
         "result": "Approved", "errorMessage": None, "dedicatedNamespace": ns, "managedClusterName": mc_name,
         "token": base64.b64encode(token_bytes).decode(),
         "caCertificate": base64.b64encode(settings.parent_ca_pem).decode() if settings.parent_ca_pem else None,
     }
-    await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"status": status}, subresource="status")
+    # the agent tells a sealed token by its shape, so the annotations need not land before the status
+    await asyncio.gather(
+        kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"metadata": {"annotations": {
+            known.ANNOTATION_TOKEN_SEALING: sealing, known.ANNOTATION_TOKEN_ISSUED_AT: now_rfc3339()}}}),
+        kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"status": status}, subresource="status"))
     log.info("approved registration %s: cluster %s in namespace %s", name, mc_name, ns)
     return {"result": "Approved", "dedicatedNamespace": ns, "managedClusterName": mc_name}
