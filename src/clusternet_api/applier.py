@@ -15,6 +15,7 @@ import asyncio
 import copy
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
@@ -89,6 +90,8 @@ class ApplyOutcome:
     statuses: list[Obj] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    new_namespaces: set[str] = field(default_factory=set)
+    """Namespaces this apply created: nothing of anyone else's can be in them yet."""
 
     def status_patch(self) -> Obj:
         return {"phase": self.phase, "reason": self.reason, "manifestStatuses": self.statuses}
@@ -139,6 +142,15 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     return outcome
 
 
+# objects that controllers put into every new namespace at once: a feed may still name them
+_NAMESPACE_DEFAULTS = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
+
+
+def _in_new_namespace(ident: dict[str, str], new_namespaces: set[str]) -> bool:
+    ns = ident.get("namespace")
+    return bool(ns) and ns in new_namespaces and (ident["kind"], ident["name"]) not in _NAMESPACE_DEFAULTS
+
+
 def _rank(obj: Obj) -> int:
     kind = obj.get("kind")
     return 0 if kind == "Namespace" else 1 if kind == "CustomResourceDefinition" else 2
@@ -150,7 +162,10 @@ async def _apply_object(child: Kube, obj: Obj, key: str, previously: set[str], s
     ident = identity(obj)
     what = describe(ident)
     try:
-        existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+        if _in_new_namespace(ident, outcome.new_namespaces):
+            existing = None  # saves a GET per object on a first deployment
+        else:
+            existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
         existing_ann = ((existing or {}).get("metadata") or {}).get("annotations") or {}
         owner = existing_ann.get(known.ANNOTATION_OWNED_BY_DESCRIPTION)
         if owner and owner != key:
@@ -170,6 +185,8 @@ async def _apply_object(child: Kube, obj: Obj, key: str, previously: set[str], s
         return explain(e, what), None
     except Exception as e:  # discovery of an unknown kind, malformed object
         return f"{what}: {e}", None
+    if existing is None and ident["kind"] == "Namespace" and ident["apiVersion"] == "v1":
+        outcome.new_namespaces.add(ident["name"])
     if json.dumps(ident, sort_keys=True) in previously and same_generation and (
             existing is None or existing["metadata"].get("resourceVersion")
             != applied["metadata"].get("resourceVersion")):
@@ -211,23 +228,27 @@ async def cleanup(child: Kube, desc: Obj) -> list[str]:
 async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
     """Write the outcome to the Description's status, remember the applied generation, post an event."""
     meta = desc["metadata"]
-    await parent.patch(DESC_API, "Description", meta["name"], {"status": outcome.status_patch()},
-                       meta["namespace"], subresource="status")
+    writes: list[Awaitable[object]] = [parent.patch(
+        DESC_API, "Description", meta["name"], {"status": outcome.status_patch()}, meta["namespace"],
+        subresource="status")]
     applied_generation = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED_GENERATION)
     if outcome.phase == "Success" and str(applied_generation) != str(meta.get("generation")):
-        await parent.patch(DESC_API, "Description", meta["name"], {"metadata": {"annotations": {
-            ANNOTATION_APPLIED_GENERATION: str(meta.get("generation"))}}}, meta["namespace"])
+        writes.append(parent.patch(DESC_API, "Description", meta["name"], {"metadata": {"annotations": {
+            ANNOTATION_APPLIED_GENERATION: str(meta.get("generation"))}}}, meta["namespace"]))
     if outcome.drifted:
-        await post_event(parent, desc, "Warning", "DriftCorrected",
-                         "re-applied objects changed in the child: " + ", ".join(outcome.drifted), reporter)
+        writes.append(post_event(parent, desc, "Warning", "DriftCorrected",
+                                 "re-applied objects changed in the child: " + ", ".join(outcome.drifted),
+                                 reporter))
     previous_phase = (desc.get("status") or {}).get("phase")
     if outcome.phase != previous_phase or (outcome.phase == "Failure" and
                                            outcome.reason != (desc.get("status") or {}).get("reason")):
         if outcome.phase == "Success":
-            await post_event(parent, desc, "Normal", "SuccessfullyDeployed",
-                             "Description successfully deployed", reporter)
+            writes.append(post_event(parent, desc, "Normal", "SuccessfullyDeployed",
+                                     "Description successfully deployed", reporter))
         else:
-            await post_event(parent, desc, "Warning", "UnSuccessfullyDeployed", outcome.reason or "", reporter)
+            writes.append(post_event(parent, desc, "Warning", "UnSuccessfullyDeployed", outcome.reason or "",
+                                     reporter))
+    await asyncio.gather(*writes)  # independent of each other; the status is what users wait for
 
 
 async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:

@@ -38,6 +38,7 @@ from clusternet_api.kube import ApiException, Credentials, Kube, Obj, status_err
 
 FIELD_MANAGER = "kubectl-clusternet"
 CLUSTERNET_GROUPS = frozenset({known.APPS_GROUP, known.CLUSTERS_GROUP})
+APPLY_CONCURRENCY = 8  # templates stored at once by `apply`; a parent apiserver takes that easily
 MANIFEST_API_VERSION = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 DOCUMENT_SUFFIXES = (".yaml", ".yml", ".json")
@@ -559,11 +560,16 @@ async def dry_run(session: Session, target: Target) -> None:
         raise PluginError(f"rejected by the parent's validation: {api_error(exc)}") from exc
 
 
-async def server_side_apply(session: Session, resource: Resource, obj: Obj) -> str:
-    """Server-side apply; `created`, `configured` or `unchanged`."""
+async def server_side_apply(session: Session, resource: Resource, obj: Obj, validate: Target | None = None) -> str:
+    """Server-side apply; `created`, `configured` or `unchanged`. With `validate`, that template is
+    dry-run on the parent first (concurrently with reading the current object) and nothing is written
+    when the parent rejects it."""
     meta = obj["metadata"]
     path = resource.path(meta.get("namespace"), meta["name"])
-    status, before = await session.kube.raw("GET", path)
+    if validate is not None:
+        (status, before), _ = await asyncio.gather(session.kube.raw("GET", path), dry_run(session, validate))
+    else:
+        status, before = await session.kube.raw("GET", path)
     query = {"fieldManager": FIELD_MANAGER, "force": "true"}
     after = await session.kube.request("PATCH", path, obj, content_type="application/apply-patch+yaml", query=query)
     if status == 404 or not isinstance(before, dict):
@@ -594,10 +600,8 @@ async def apply_one(session: Session, raw: Mapping[str, Any]) -> str:
     if not target.is_template:
         result = await server_side_apply(session, target.resource, target.object)
         return f"{target.identity} {result}"
-    if target.known:
-        await dry_run(session, target)
     await session.ensure_reserved_namespace()
-    result = await server_side_apply(session, MANIFEST, manifest_for(target))
+    result = await server_side_apply(session, MANIFEST, manifest_for(target), target if target.known else None)
     return f"{target.identity} {result}"
 
 
@@ -609,15 +613,48 @@ def _identity_of(raw: Mapping[str, Any]) -> str:
            f"/{name}{ns}"
 
 
+def is_template_kind(obj: Mapping[str, Any]) -> bool:
+    """Objects of other groups than Clusternet's are stored as templates, not created on the parent."""
+    return split_group(str(obj.get("apiVersion") or "")) not in CLUSTERNET_GROUPS
+
+
+def apply_batches(documents: list[Document]) -> list[list[Document]]:
+    """Documents in the order they must be applied: runs of templates go together (they only become
+    Manifests in clusternet-reserved, so their order does not matter), every object created for real on the
+    parent (Subscription, Localization, Namespace of a Subscription, ...) waits for what came before it."""
+    batches: list[list[Document]] = []
+    run: list[Document] = []
+    for doc in documents:
+        if is_template_kind(doc.object):
+            run.append(doc)
+            continue
+        if run:
+            batches.append(run)
+            run = []
+        batches.append([doc])
+    if run:
+        batches.append(run)
+    return batches
+
+
 async def apply_command(session: Session, documents: list[Document]) -> int:
     failed = False
-    for doc in documents:
-        try:
-            click.echo(await apply_one(session, doc.object))
-        except (PluginError, ApiException) as exc:
-            failed = True
-            message = api_error(exc) if isinstance(exc, ApiException) else str(exc)
-            click.echo(f"error: {_identity_of(doc.object)} from {doc.source}: {message}", err=True)
+    limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def one(doc: Document) -> tuple[Document, str | None, str | None]:
+        async with limit:
+            try:
+                return doc, await apply_one(session, doc.object), None
+            except (PluginError, ApiException) as exc:
+                return doc, None, api_error(exc) if isinstance(exc, ApiException) else str(exc)
+
+    for batch in apply_batches(documents):
+        for doc, line, error in await asyncio.gather(*(one(d) for d in batch)):  # printed in file order
+            if error is None:
+                click.echo(line)
+            else:
+                failed = True
+                click.echo(f"error: {_identity_of(doc.object)} from {doc.source}: {error}", err=True)
     return 1 if failed else 0
 
 
@@ -874,6 +911,7 @@ MANAGED_CLUSTER = Resource(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "Manage
 SUBSCRIPTION = Resource(known.APPS_GROUP, known.APPS_VERSION, "Subscription", "subscriptions", True)
 LOCALIZATION = Resource(known.APPS_GROUP, known.APPS_VERSION, "Localization", "localizations", True)
 GLOBALIZATION = Resource(known.APPS_GROUP, known.APPS_VERSION, "Globalization", "globalizations", False)
+FEED_INVENTORY = Resource(known.APPS_GROUP, known.APPS_VERSION, "FeedInventory", "feedinventories", True)
 
 
 async def _list(session: Session, resource: Resource, namespace: str | None = None,
@@ -923,6 +961,23 @@ def render_header(item: Any) -> list[str]:
     return lines
 
 
+async def dividing_splits(session: Session, sub: Obj, cluster: Obj, templates: Mapping[str, Obj]) -> dict[str, Any]:
+    """This cluster's share of a Dividing Subscription's replicas, as the hub renders it: the counts from
+    status.replicas, the JSON pointers from the FeedInventory (computed from the templates when absent)."""
+    from clusternet_api.models import FeedInventory
+    from clusternet_hub.feedinventory import build_feed_inventory, is_dividing, replica_splits
+
+    if not is_dividing(sub):
+        return {}
+    meta, status = sub["metadata"], sub.get("status") or {}
+    code, finv = await session.kube.raw("GET", FEED_INVENTORY.path(meta["namespace"], meta["name"]))
+    inventory = FeedInventory.from_dict(finv) if code == 200 and isinstance(finv, dict) else \
+        build_feed_inventory(sub, templates).inventory
+    cm = cluster["metadata"]
+    return dict(replica_splits(status.get("replicas") or {}, status.get("bindingClusters") or [],
+                               f"{cm['namespace']}/{cm['name']}", inventory, f"{meta['namespace']}/{meta['name']}"))
+
+
 async def render_command(session: Session, subscription: str, cluster_ref: str) -> int:
     from clusternet_hub.rendering import feed_key, feed_selector, is_helm_chart_feed, render_generic
 
@@ -941,7 +996,8 @@ async def render_command(session: Session, subscription: str, cluster_ref: str) 
             templates[feed_key(feed)] = found[0]
     globs = await _list(session, GLOBALIZATION)
     locs = await _list(session, LOCALIZATION, cluster["metadata"]["namespace"])
-    result = render_generic(feeds, templates, cluster, globs, locs)
+    result = render_generic(feeds, templates, cluster, globs, locs,
+                            await dividing_splits(session, sub, cluster, templates))
     cm = cluster["metadata"]
     click.echo(f"# Subscription {session.namespace}/{subscription} rendered for ManagedCluster "
                f"{cm['namespace']}/{cm['name']} (cluster id {(cluster.get('spec') or {}).get('clusterId', '?')})")

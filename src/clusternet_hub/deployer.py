@@ -6,26 +6,34 @@ scheduling.py, rendering.py and feedstatus.py, and write it idempotently (server
 names). A periodic resync catches anything an event missed and re-applies pushed Descriptions (drift).
 
 ApplyLater vs ApplyNow: a Description records a hash of its inputs (the Subscription's feeds and their
-templates). A reconcile keeps the rendered objects while that hash is unchanged, so an ApplyLater
-override waits for the next change of the Subscription or a feed; an ApplyNow override's change (or
-deletion) forces a re-render of the Subscriptions that deploy its feed.
+templates, and for Dividing the cluster's share of the replicas). A reconcile keeps the rendered objects
+while that hash is unchanged, so an ApplyLater override waits for the next change of the Subscription or
+a feed; an ApplyNow override's change (or deletion) forces a re-render of the Subscriptions that deploy
+its feed.
+
+Dividing: the reconcile first writes the Subscription's FeedInventory (feedinventory.py), schedules with
+its desiredReplicas, and renders each cluster's share into its objects (rendering.ReplicaSplit) instead of
+creating Clusternet's per-cluster priority-1000 Localizations. A changed template, weight, label or
+binding changes some cluster's share, hence its inputs hash, so that cluster is re-rendered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
-from clusternet_hub import feedstatus, rendering
+from clusternet_hub import feedinventory, feedstatus, rendering
 from clusternet_hub.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,9 @@ FIELD_MANAGER = "clusternet-hub"
 ANNOTATION_INPUTS_HASH = "apps.clusternet.io/inputs-hash"
 ANNOTATION_RENDER_ERRORS = "apps.clusternet.io/render-errors"
 DEPLOYER_SECRET = "child-cluster-deployer"
+# How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
+# (that is the ManagedCluster's appPusher), and a 401 from the child drops the copy at once.
+PUSH_SECRET_TTL = 60.0
 
 
 def now() -> str:
@@ -55,6 +66,7 @@ class Caches:
     globalizations: dict[str, Obj] = field(default_factory=dict)
     localizations: dict[tuple[str, str], Obj] = field(default_factory=dict)
     descriptions: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    inventories: dict[tuple[str, str], Obj] = field(default_factory=dict)
 
 
 def subscription_feeds(sub: Obj) -> list[dict[str, str]]:
@@ -73,10 +85,13 @@ def templates_for(feeds: Iterable[dict[str, str]], manifests: Iterable[Obj]) -> 
     return found
 
 
-def inputs_hash(sub_spec: Obj, templates: dict[str, Obj]) -> str:
-    """Changes when the Subscription or one of its feeds changes (what ApplyLater overrides wait for)."""
-    data = json.dumps({"spec": sub_spec, "templates": {k: v.get("template") for k, v in sorted(templates.items())}},
-                      sort_keys=True)
+def inputs_hash(sub_spec: Obj, templates: dict[str, Obj], replicas: dict[str, int] | None = None) -> str:
+    """Changes when the Subscription or one of its feeds changes (what ApplyLater overrides wait for), or
+    when the cluster's share of divided replicas (feed key -> count) changes."""
+    inputs: dict[str, Any] = {"spec": sub_spec, "templates": {k: v.get("template") for k, v in sorted(templates.items())}}
+    if replicas:  # left out otherwise, so Replication hashes stay what they were
+        inputs["replicas"] = replicas
+    data = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
@@ -111,6 +126,8 @@ class Deployer:
         self.queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self.pending: dict[tuple[str, str, str], bool] = {}
         self.children: dict[str, tuple[str, Kube]] = {}
+        self.push_secrets: dict[str, tuple[float, dict[str, bytes]]] = {}  # namespace -> (expiry, data)
+        self.pushed_at: dict[tuple[str, str], float] = {}  # Description -> when its last push finished
 
     # --- queueing -----------------------------------------------------------------------------------------
 
@@ -146,6 +163,8 @@ class Deployer:
             self.caches.localizations.setdefault(key_of(loc), loc)
         for d in await self.kube.list(APPS, "Description"):
             self.caches.descriptions.setdefault(key_of(d), d)
+        for finv in await self.kube.list(APPS, "FeedInventory"):
+            self.caches.inventories.setdefault(key_of(finv), finv)
         self.enqueue_subscriptions()
 
     async def run(self) -> None:
@@ -171,8 +190,10 @@ class Deployer:
             while True:
                 await asyncio.sleep(self.resync_interval)
                 self.enqueue_subscriptions()
+                fresh = time.monotonic() - self.resync_interval / 2
                 for ns, name in list(self.caches.descriptions):
-                    self.enqueue("push", ns, name)
+                    if self.pushed_at.get((ns, name), 0.0) < fresh:  # just pushed: the next resync will do
+                        self.enqueue("push", ns, name)
 
         tasks = [asyncio.create_task(worker()) for _ in range(self.workers)] + [asyncio.create_task(resync())]
         try:
@@ -224,10 +245,24 @@ class Deployer:
         if policy == "ApplyNow" or (override.get("spec") or {}).get("overridePolicy") == "ApplyNow":
             self.enqueue_subscriptions(lambda sub: override_targets(override, sub), force=True)
 
+    def on_feed_inventory(self, event: str, finv: Obj) -> None:
+        """Someone deleted or changed a FeedInventory: its Subscription writes it again."""
+        key = key_of(finv)
+        old = self.caches.inventories.get(key)
+        if event == "DELETED":
+            self.caches.inventories.pop(key, None)
+        else:
+            self.caches.inventories[key] = finv
+            if old is not None and old.get("spec") == finv.get("spec"):
+                return
+        if key in self.caches.subscriptions:
+            self.enqueue("sub", *key)
+
     def on_description(self, event: str, desc: Obj) -> None:
         key = key_of(desc)
         if event == "DELETED":
             self.caches.descriptions.pop(key, None)
+            self.pushed_at.pop(key, None)
         else:
             old = self.caches.descriptions.get(key)
             self.caches.descriptions[key] = desc
@@ -270,29 +305,57 @@ class Deployer:
                 "finalizers": [*(meta.get("finalizers") or []), known.FINALIZER_APPS],
                 "resourceVersion": meta["resourceVersion"]}}, namespace)
             return  # the update event brings us back
+        feeds = subscription_feeds(sub)
+        templates = templates_for(feeds, self.caches.manifests.values())
+        inventory = await self._sync_feed_inventory(sub, templates)
         try:
-            result = schedule(sub, list(self.clusters.values()))
+            result = schedule(sub, list(self.clusters.values()), inventory.desired_replicas() if inventory else None)
         except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
             await self._write_status(sub, {}, condition("False", "InvalidSubscription", str(e)))
             return
-        feeds = subscription_feeds(sub)
-        templates = templates_for(feeds, self.caches.manifests.values())
-        digest = inputs_hash(sub.get("spec") or {}, templates)
         bound_bases: set[tuple[str, str]] = set()
-        problems: list[str] = []
+        problems: list[str] = list(inventory.problems) if inventory else []
         limit = asyncio.Semaphore(8)
 
-        async def one_cluster(mc: Obj) -> None:
+        async def one_cluster(mc: Obj, cluster_key: str) -> None:
+            splits = feedinventory.replica_splits(result.replicas, result.binding_clusters, cluster_key,
+                                                  inventory.inventory, f"{namespace}/{name}") if inventory else {}
+            digest = inputs_hash(sub.get("spec") or {}, templates, {k: s.replicas for k, s in splits.items()})
             async with limit:
                 base = await self._apply_base(sub, mc, feeds)
                 bound_bases.add(key_of(base))
-                problems.extend(await self._apply_description(sub, mc, base, feeds, templates, digest, force))
+                problems.extend(await self._apply_description(sub, mc, base, feeds, templates, digest, force,
+                                                              splits))
 
-        await asyncio.gather(*(one_cluster(mc) for p in result.clusters
+        await asyncio.gather(*(one_cluster(mc, p.key) for p in result.clusters
                                if (mc := self.clusters.get((p.namespace, p.name))) is not None))
         await self._remove_unbound(sub, bound_bases)
         await self.update_subscription_status(namespace, name, result.binding_clusters, result.replicas,
                                               result.message, problems)
+
+    async def _sync_feed_inventory(self, sub: Obj, templates: dict[str, Obj]) -> feedinventory.InventoryResult | None:
+        """Write the FeedInventory of a Dividing Subscription (server-side apply, only when it changed);
+        remove the one this hub wrote when the Subscription no longer divides. None unless Dividing.
+
+        Only Dividing Subscriptions get one, like Clusternet's FeedInventory controller (it skips the
+        others): Replication never reads it, and one object per Subscription would double the objects
+        the hub writes and a user could mistake for a setting.
+        """
+        key = key_of(sub)
+        existing = self.caches.inventories.get(key)
+        uid = sub["metadata"].get("uid")
+        owned = existing is not None and any(ref.get("uid") == uid for ref in existing["metadata"].get(
+            "ownerReferences") or [])
+        if not feedinventory.is_dividing(sub):
+            if owned:
+                await self.kube.delete(APPS, "FeedInventory", key[1], key[0])
+                self.caches.inventories.pop(key, None)
+            return None
+        inventory = feedinventory.build_feed_inventory(sub, templates)
+        body = inventory.body()
+        if not owned or (existing or {}).get("spec") != body["spec"]:
+            self.caches.inventories[key] = await self.kube.apply(body, FIELD_MANAGER)
+        return inventory
 
     async def _apply_base(self, sub: Obj, mc: Obj, feeds: list[dict[str, str]]) -> Obj:
         meta = sub["metadata"]
@@ -315,7 +378,8 @@ class Deployer:
                 known.LABEL_CLUSTER_NAME: mc_labels.get(known.LABEL_CLUSTER_NAME, mc["metadata"]["name"])}
 
     async def _apply_description(self, sub: Obj, mc: Obj, base: Obj, feeds: list[dict[str, str]],
-                                 templates: dict[str, Obj], digest: str, force: bool) -> list[str]:
+                                 templates: dict[str, Obj], digest: str, force: bool,
+                                 splits: dict[str, rendering.ReplicaSplit] | None = None) -> list[str]:
         ns = mc["metadata"]["namespace"]
         name = rendering.description_name(base["metadata"]["name"], "Generic")
         existing = self.caches.descriptions.get((ns, name))
@@ -323,7 +387,7 @@ class Deployer:
             return [f"{ns}/{name} is still being cleaned up"]
         globs = list(self.caches.globalizations.values())
         locs = [o for (lns, _), o in self.caches.localizations.items() if lns == ns]
-        rendered = rendering.render_generic(feeds, templates, mc, globs, locs)
+        rendered = rendering.render_generic(feeds, templates, mc, globs, locs, splits)
         errors = rendered.all_errors()
         keep = (existing is not None and not force and
                 (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == digest)
@@ -425,12 +489,16 @@ class Deployer:
     async def child_client(self, mc: Obj) -> Kube | None:
         """Child access for pushing: the agent's deployer credentials, through the tunnel when it is up."""
         ns = mc["metadata"]["namespace"]
-        secret = await self.kube.get("v1", "Secret", DEPLOYER_SECRET, ns)
-        if secret is None:
-            return None
-        import base64
-
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        known_secret = self.push_secrets.get(ns)
+        if known_secret is not None and known_secret[0] > time.monotonic():
+            data = known_secret[1]
+        else:
+            secret = await self.kube.get("v1", "Secret", DEPLOYER_SECRET, ns)
+            if secret is None:
+                self.push_secrets.pop(ns, None)
+                return None
+            data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            self.push_secrets[ns] = (time.monotonic() + PUSH_SECRET_TTL, data)
         cluster_id = str(mc["spec"]["clusterId"])
         port = await self.tunnel_port(cluster_id)
         if port is not None:
@@ -478,8 +546,16 @@ class Deployer:
             log.info("cleaned up %s/%s in cluster %s: %s", namespace, name, mc["spec"]["clusterId"], removed)
             await applier.remove_finalizer(self.kube, desc)
             return
-        outcome = await applier.apply_description(child, desc)
+        try:
+            outcome = await applier.apply_description(child, desc)
+        except ApiException as e:
+            if e.status == 401:  # the agent rotated its deployer token: read the Secret again next time
+                self.push_secrets.pop(namespace, None)
+            raise
+        if outcome.phase == "Failure" and "HTTP 401" in (outcome.reason or ""):
+            self.push_secrets.pop(namespace, None)
         await applier.report(self.kube, desc, outcome, FIELD_MANAGER)
+        self.pushed_at[(namespace, name)] = time.monotonic()
 
     async def _pending(self, desc: Obj, reason: str) -> None:
         status = desc.get("status") or {}

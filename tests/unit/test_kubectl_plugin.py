@@ -18,6 +18,7 @@ from clusternet_api.kubectl_plugin import (
     PluginError,
     Resource,
     age,
+    apply_batches,
     clean_object,
     context_namespace,
     document_files,
@@ -297,3 +298,16 @@ def test_cli_version_and_local_errors(tmp_path: Path) -> None:
     empty.mkdir()
     result = runner.invoke(main, ["apply", "-f", str(empty)])
     assert result.exit_code == 1 and "no objects" in result.output
+
+
+def test_apply_batches_keep_real_objects_in_order_and_group_templates() -> None:
+    docs = parse_documents(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: foo}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: foo}\n---\n"
+        "apiVersion: apps.clusternet.io/v1alpha1\nkind: Localization\nmetadata: {name: l}\n---\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: foo}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: foo}\n---\n"
+        "apiVersion: apps.clusternet.io/v1alpha1\nkind: Subscription\nmetadata: {name: s}\n", "f.yaml")
+    batches = [[d.object["kind"] for d in batch] for batch in apply_batches(docs)]
+    # templates (stored as Manifests) go together; Clusternet objects wait for everything before them
+    assert batches == [["Namespace", "Deployment"], ["Localization"], ["Service", "ConfigMap"], ["Subscription"]]
