@@ -14,16 +14,19 @@ The child API server then applies its own RBAC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
+from clusternet_api.tunnel import StreamOpenError
 from clusternet_hub import metrics
 from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, status_body
+from clusternet_hub.streamhttp import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,9 @@ def upstream_headers(headers: Mapping[str, str], via_front_proxy: bool) -> dict[
     return out
 
 
-def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """The child's response headers minus hop-by-hop ones; repeated headers (Warning, ...) all kept."""
+    return CIMultiDict((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
 
 
 class _RawForwarder:
@@ -151,12 +155,9 @@ class Proxy:
     def __init__(self, registry: SocketRegistry, known_cluster: Any) -> None:
         self.registry = registry
         self.known_cluster = known_cluster  # callable: cluster_id -> bool (a ManagedCluster exists)
-        self.client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None), auto_decompress=False)
 
     async def close(self) -> None:
-        await self.client.close()
+        """Nothing of its own to release: the streams belong to the tunnels."""
 
     async def handle(self, request: web.Request, via_front_proxy: bool) -> web.StreamResponse:
         try:
@@ -184,23 +185,24 @@ class Proxy:
             if not self.known_cluster(cluster_id):
                 raise ProxyError(404, f"no managed cluster with ID {cluster_id}")
             raise ProxyError(503, f"the agent of cluster {cluster_id} is disconnected; its tunnel is down")
-        port = await tunnel.listener_port(address)
         if request.headers.get("Upgrade"):
-            return await upgrade(request, port, tail or "/", headers)
-        url = f"http://127.0.0.1:{port}{tail or '/'}"
+            return await upgrade(request, await tunnel.listener_port(address), tail or "/", headers)
+        target = (tail or "/") + (f"?{request.query_string}" if request.query_string else "")
         body = await request.read() if request.can_read_body else None
+        host = address if scheme == "https" else request.host
         try:
-            async with self.client.request(request.method, url, params=request.query, headers=headers,
-                                           data=body, allow_redirects=False) as upstream:
-                response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
-                await response.prepare(request)
-                try:
-                    async for chunk in upstream.content.iter_any():
-                        await response.write(chunk)
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
-                    log.info("cluster %s: upstream stream ended: %s", cluster_id, e)
-                await response.write_eof()
-                metrics.proxy_requests.labels(str(upstream.status)).inc()
-                return response
-        except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as e:
+            upstream = await tunnel.http.request(address, request.method, target,
+                                                 [("Host", host), *headers.items()], body)
+        except (StreamOpenError, UpstreamError, ConnectionError) as e:
             raise ProxyError(503, f"the agent of cluster {cluster_id} could not reach {address}: {e}") from e
+        async with contextlib.aclosing(upstream.body) as chunks:
+            response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
+            await response.prepare(request)
+            try:
+                async for chunk in chunks:
+                    await response.write(chunk)
+            except ConnectionResetError as e:  # the child side ended the stream (agent gone, watch cut)
+                log.info("cluster %s: upstream stream ended: %s", cluster_id, e)
+            await response.write_eof()
+        metrics.proxy_requests.labels(str(upstream.status)).inc()
+        return response

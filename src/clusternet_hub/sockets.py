@@ -25,8 +25,9 @@ from aiohttp import WSMsgType, web
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube
-from clusternet_api.tunnel import FrameError, Session, StreamOpenError, pipe
+from clusternet_api.tunnel import FrameError, Session, Stream, StreamOpenError, pipe
 from clusternet_hub import metrics
+from clusternet_hub.streamhttp import StreamHttp
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,16 @@ class Tunnel:
     managed_cluster: str
     connected_at: float = field(default_factory=time.monotonic)
     listeners: dict[str, tuple[asyncio.Server, int]] = field(default_factory=dict)
+    http: StreamHttp = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = StreamHttp(self.open_stream)
+
+    async def open_stream(self, address: str) -> Stream:
+        """A new stream to `address` in the child (counted in the socket metrics)."""
+        stream = await self.session.open_stream(address, timeout=10)
+        metrics.socket_streams.inc()
+        return stream
 
     async def listener_port(self, address: str) -> int:
         """Port of the loopback listener that opens streams to `address` through this tunnel."""
@@ -59,12 +70,11 @@ class Tunnel:
 
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                stream = await self.session.open_stream(address, timeout=10)
+                stream = await self.open_stream(address)
             except (StreamOpenError, ConnectionError) as e:
                 log.info("cluster %s: stream to %s refused: %s", self.cluster_id, address, e)
                 writer.close()
                 return
-            metrics.socket_streams.inc()
             try:
                 await pipe(stream, reader, writer)
             finally:
@@ -77,6 +87,7 @@ class Tunnel:
         return port
 
     async def close(self, reason: str) -> None:
+        self.http.close()
         for server, _ in self.listeners.values():
             server.close()
         self.listeners.clear()
