@@ -174,6 +174,7 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
                 f"re-installed, an admin must delete ClusterRegistrationRequest {name} on the parent.",
                 retry=False)
         deadline = time.monotonic() + approval_timeout
+        told = False
         delay = 0.1  # the hub approves in well under a second; poll briskly, then settle at POLL_CAP
         while True:
             status = crr.get("status") or {}
@@ -184,6 +185,10 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
                 break
             if time.monotonic() > deadline:
                 raise RegistrationError(f"registration {name} not approved within {approval_timeout:.0f}s")
+            if not told and time.monotonic() > deadline - approval_timeout + 10:
+                told = True  # a hub with --cluster-approval=Manual waits for a person
+                log.info("registration %s is still pending; if the hub approves manually, a parent admin must "
+                         "run: kubectl clusternet approve %s", name, name)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, POLL_CAP)
             try:

@@ -38,6 +38,7 @@ from clusternet_api.kube import ApiException, Credentials, Kube, Obj, status_err
 
 FIELD_MANAGER = "kubectl-clusternet"
 CLUSTERNET_GROUPS = frozenset({known.APPS_GROUP, known.CLUSTERS_GROUP})
+CRR_API_VERSION = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
 APPLY_CONCURRENCY = 8  # templates stored at once by `apply`; a parent apiserver takes that easily
 MANIFEST_API_VERSION = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
@@ -1018,6 +1019,25 @@ async def render_command(session: Session, subscription: str, cluster_ref: str) 
 # ---------------------------------------------------------------------------------------------------------
 
 
+async def verdict_command(session: Session, requests: tuple[str, ...], verdict: str, reason: str) -> int:
+    """Record an admin's verdict on ClusterRegistrationRequests; the hub acts on it."""
+    failed = False
+    for ref in requests:
+        name = ref if ref.startswith("clusternet-") else f"clusternet-{ref}"
+        annotations = {known.ANNOTATION_APPROVAL: verdict, known.ANNOTATION_DENIAL_REASON: reason or None}
+        try:
+            crr = await session.kube.patch(CRR_API_VERSION, "ClusterRegistrationRequest", name,
+                                           {"metadata": {"annotations": annotations}})
+        except ApiException as exc:
+            failed = True
+            click.echo(api_error(exc), err=True)
+            continue
+        result = (crr.get("status") or {}).get("result")
+        note = f" (already {result}; the verdict applies to pending requests only)" if result else ""
+        click.echo(f"clusterregistrationrequest.clusters.clusternet.io/{name} {verdict.lower()}{note}")
+    return 1 if failed else 0
+
+
 def connection_options(f: Any) -> Any:
     """--kubeconfig, --context and -n/--namespace, accepted before or after the sub-command."""
     f = click.option("-n", "--namespace", default=None, help="Namespace (default: the context's, else default).")(f)
@@ -1105,6 +1125,27 @@ def render(ctx: click.Context, subscription: str, cluster: str, kubeconfig: str 
            namespace: str | None) -> None:
     """Print the objects one cluster gets from a Subscription, after overrides, as YAML."""
     run(_opts(ctx, kubeconfig, context, namespace), render_command, subscription, cluster)
+
+
+@main.command()
+@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID...")
+@connection_options
+@click.pass_context
+def approve(ctx: click.Context, requests: tuple[str, ...], kubeconfig: str | None, context: str | None,
+            namespace: str | None) -> None:
+    """Approve pending cluster registrations (hub started with --cluster-approval=Manual)."""
+    run(_opts(ctx, kubeconfig, context, namespace), verdict_command, requests, "Approved", "")
+
+
+@main.command()
+@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID...")
+@click.option("--reason", default="", help="Why: shown to the cluster's agent in its error message.")
+@connection_options
+@click.pass_context
+def deny(ctx: click.Context, requests: tuple[str, ...], reason: str, kubeconfig: str | None, context: str | None,
+         namespace: str | None) -> None:
+    """Deny cluster registrations (the agent stops with the reason; delete the request to let it retry)."""
+    run(_opts(ctx, kubeconfig, context, namespace), verdict_command, requests, "Denied", reason)
 
 
 @main.command()

@@ -66,6 +66,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 @click.option("--agent-token-ttl", default="24h", help="Lifetime of the tokens issued to agents")
 @click.option("--allow-unsealed-tokens", is_flag=True,
               help="Approve requests without an agent public key (token returned in plain text)")
+@click.option("--cluster-approval", type=click.Choice(["Automatic", "Manual"]), default="Automatic",
+              help="Manual: new clusters wait until an admin runs `kubectl clusternet approve|deny`")
 @click.option("--health-check-interval", default=5.0, type=float, help="Seconds between health checks")
 @click.option("--resync-interval", default=30.0, type=float,
               help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
@@ -75,15 +77,16 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_file: str | None,
          tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
          requestheader_allowed_names: str, agent_token_ttl: str,
-         allow_unsealed_tokens: bool, health_check_interval: float, resync_interval: float, log_level: str,
-         log_format: str) -> None:
+         allow_unsealed_tokens: bool, cluster_approval: str, health_check_interval: float, resync_interval: float,
+         log_level: str, log_format: str) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
     from clusternet_api.durations import parse_duration
 
     setup_logging("clusternet-hub", log_level, log_format == "json")
     options = HubOptions(
         kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
-        allow_unsealed_tokens=allow_unsealed_tokens, health_check_interval=health_check_interval,
+        allow_unsealed_tokens=allow_unsealed_tokens, manual_approval=cluster_approval == "Manual",
+        health_check_interval=health_check_interval,
         resync_interval=resync_interval,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,

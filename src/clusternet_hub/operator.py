@@ -30,6 +30,7 @@ class HubOptions:
     kubeconfig: str | None = None
     token_ttl_seconds: int = 24 * 3600
     allow_unsealed_tokens: bool = False
+    manual_approval: bool = False
     health_check_interval: float = 5.0
     resync_interval: float = 30.0
     bind_address: str = "0.0.0.0"
@@ -112,6 +113,17 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | No
             kopf.warn(body, reason="RegistrationDenied", message=problem)
         metrics.registrations.labels("Denied").inc()
         return
+    if ctx.options.manual_approval and status.get("result") != "Approved":
+        verdict, message = registration.admin_verdict(crr)
+        if verdict is None:
+            log.info("registration %s waits for manual approval", crr["metadata"]["name"])
+            if body is not None:
+                kopf.warn(body, reason="AwaitingApproval", message=registration.awaiting_message(crr))
+            return
+        if verdict == "Denied":
+            await registration.deny(ctx.api, crr, message or "denied")
+            metrics.registrations.labels("Denied").inc()
+            return
     result = await registration.approve(ctx.api, crr, ctx.approval_settings())
     if status.get("result") != result["result"]:
         metrics.registrations.labels(result["result"]).inc()
@@ -121,6 +133,8 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | No
 @kopf.on.create(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
 @kopf.on.update(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB,
                 field="spec")
+@kopf.on.update(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB,
+                field=("metadata", "annotations", known.ANNOTATION_APPROVAL))
 async def on_registration(body: kopf.Body, memo: HubContext, **_: Any) -> None:
     try:
         await reconcile_registration(dict(body), memo, body)

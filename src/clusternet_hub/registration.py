@@ -65,6 +65,29 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
     return None
 
 
+def admin_verdict(crr: Obj) -> tuple[str | None, str | None]:
+    """Manual approval: ("Approved", None), ("Denied", message) or (None, None) while nobody decided.
+
+    The verdict is an annotation an admin sets (`kubectl clusternet approve|deny`, or kubectl annotate),
+    so it needs no write access to the request's status, which stays the hub's.
+    """
+    annotations = crr["metadata"].get("annotations") or {}
+    verdict = str(annotations.get(known.ANNOTATION_APPROVAL) or "").strip().lower()
+    if verdict == "approved":
+        return "Approved", None
+    if verdict == "denied":
+        reason = str(annotations.get(known.ANNOTATION_DENIAL_REASON) or "").strip()
+        return "Denied", "denied by a parent cluster administrator" + (f": {reason}" if reason else "")
+    return None, None
+
+
+def awaiting_message(crr: Obj) -> str:
+    name = crr["metadata"]["name"]
+    spec = crr.get("spec") or {}
+    return (f"cluster {spec.get('clusterName') or '?'} ({spec.get('clusterId')}) asks to register and waits for an "
+            f"administrator: kubectl clusternet approve {name} (or: kubectl clusternet deny {name} --reason ...)")
+
+
 def dedicated_namespace_name(crr: Obj) -> str:
     """The requested namespace, else a stable `clusternet-xxxxx` derived from the cluster ID."""
     spec = crr["spec"]

@@ -248,3 +248,23 @@ def test_quantities_round_trip() -> None:
     assert format_quantity(parse_quantity("1500m") + parse_quantity("1")) == "2500m"
     assert format_quantity(parse_quantity("1Gi")) == "1048576Ki"
     assert format_quantity(parse_quantity("3")) == "3"
+
+
+@pytest.mark.parametrize(("annotations", "expected"), [
+    ({}, (None, None)),
+    ({known.ANNOTATION_APPROVAL: "Approved"}, ("Approved", None)),
+    ({known.ANNOTATION_APPROVAL: "approved "}, ("Approved", None)),
+    ({known.ANNOTATION_APPROVAL: "Denied"}, ("Denied", "denied by a parent cluster administrator")),
+    ({known.ANNOTATION_APPROVAL: "Denied", known.ANNOTATION_DENIAL_REASON: "unknown site"},
+     ("Denied", "denied by a parent cluster administrator: unknown site")),
+    ({known.ANNOTATION_APPROVAL: "maybe"}, (None, None)),
+])
+def test_admin_verdict(annotations: dict[str, str], expected: tuple[str | None, str | None]) -> None:
+    request_ = crr()
+    request_["metadata"]["annotations"] = {**request_["metadata"].get("annotations", {}), **annotations}
+    assert registration.admin_verdict(request_) == expected
+
+
+def test_awaiting_message_tells_the_admin_what_to_run() -> None:
+    message = registration.awaiting_message(crr())
+    assert f"kubectl clusternet approve clusternet-{CID}" in message and "deny" in message
