@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from clusternet_api import known
 from clusternet_api.controlplane import ControlPlane
+from clusternet_hub.rendering import manifest_labels, manifest_name
 
 T = TypeVar("T")
 
@@ -41,3 +44,49 @@ def kubectl(cp: ControlPlane | Path, *args: str, check: bool = True, input: str 
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc
+
+
+# --- applications on a parent with real children (shared by the deployment test modules) ---------------------
+
+PLURALS: dict[str, str] = {"Namespace": "namespaces", "Service": "services", "Deployment": "deployments"}
+"""Resource names of the kinds stored as templates; modules add theirs (`kind.lower() + "s"` otherwise)."""
+
+
+def store_template(parent: ControlPlane, obj: dict[str, Any]) -> None:
+    """What `kubectl clusternet apply` stores: a Manifest in clusternet-reserved."""
+    meta = obj["metadata"]
+    plural = PLURALS.get(obj["kind"], obj["kind"].lower() + "s")
+    kubectl(parent, "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps({
+        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Manifest",
+        "metadata": {"name": manifest_name(plural, meta.get("namespace"), meta["name"]),
+                     "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(obj)},
+        "template": obj}))
+
+
+def feed(obj: dict[str, Any]) -> dict[str, str]:
+    f = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"]}
+    if obj["metadata"].get("namespace"):
+        f["namespace"] = obj["metadata"]["namespace"]
+    return f
+
+
+def mc_for(parent: ControlPlane, child: ControlPlane) -> dict[str, Any]:
+    """The ManagedCluster on the parent for a child (by the child's cluster ID)."""
+    cid = kubectl(child, "get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+    items = json.loads(kubectl(parent, "get", "mcls", "-A", "-l", f"{known.LABEL_CLUSTER_ID}={cid}",
+                               "-o", "json").stdout)["items"]
+    assert len(items) == 1
+    mc: dict[str, Any] = items[0]
+    return mc
+
+
+def registered(parent: ControlPlane, child: ControlPlane) -> bool:
+    cid = kubectl(child, "get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+    return bool(kubectl(parent, "get", "mcls", "-A", "-l", f"{known.LABEL_CLUSTER_ID}={cid}", "-o", "name").stdout)
+
+
+def descriptions(parent: ControlPlane, sub: str) -> dict[str, dict[str, Any]]:
+    """A Subscription's Descriptions by cluster namespace."""
+    items = json.loads(kubectl(parent, "get", "desc", "-A", "-l", f"{known.LABEL_SUBS_NAME}={sub}",
+                               "-o", "json").stdout)["items"]
+    return {i["metadata"]["namespace"]: i for i in items}

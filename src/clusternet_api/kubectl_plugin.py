@@ -972,8 +972,12 @@ async def dividing_splits(session: Session, sub: Obj, cluster: Obj, templates: M
         return {}
     meta, status = sub["metadata"], sub.get("status") or {}
     code, finv = await session.kube.raw("GET", FEED_INVENTORY.path(meta["namespace"], meta["name"]))
-    inventory = FeedInventory.from_dict(finv) if code == 200 and isinstance(finv, dict) else \
-        build_feed_inventory(sub, templates).inventory
+    try:
+        inventory = FeedInventory.from_dict(finv) if code == 200 and isinstance(finv, dict) else None
+    except ValueError:  # pydantic's ValidationError: not one the hub wrote
+        inventory = None
+    if inventory is None:
+        inventory = build_feed_inventory(sub, templates).inventory
     cm = cluster["metadata"]
     return dict(replica_splits(status.get("replicas") or {}, status.get("bindingClusters") or [],
                                f"{cm['namespace']}/{cm['name']}", inventory, f"{meta['namespace']}/{meta['name']}"))

@@ -88,7 +88,8 @@ def templates_for(feeds: Iterable[dict[str, str]], manifests: Iterable[Obj]) -> 
 def inputs_hash(sub_spec: Obj, templates: dict[str, Obj], replicas: dict[str, int] | None = None) -> str:
     """Changes when the Subscription or one of its feeds changes (what ApplyLater overrides wait for), or
     when the cluster's share of divided replicas (feed key -> count) changes."""
-    inputs: dict[str, Any] = {"spec": sub_spec, "templates": {k: v.get("template") for k, v in sorted(templates.items())}}
+    inputs: dict[str, Any] = {"spec": sub_spec,
+                              "templates": {k: v.get("template") for k, v in sorted(templates.items())}}
     if replicas:  # left out otherwise, so Replication hashes stay what they were
         inputs["replicas"] = replicas
     data = json.dumps(inputs, sort_keys=True)

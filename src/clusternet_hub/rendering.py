@@ -21,8 +21,10 @@ from clusternet_hub.overrides import AppliedOverride, OverrideError, apply_overr
 from clusternet_hub.scheduling import InvalidSelector, feed_key, feed_ref, format_feed
 
 __all__ = [
+    "DIVIDING_PRIORITY",
     "RenderResult",
     "RenderedObject",
+    "ReplicaSplit",
     "base_name",
     "decode_raw",
     "description_name",
@@ -42,6 +44,9 @@ Obj = Mapping[str, Any]
 
 MAX_NAME_LENGTH = 63
 """Base names stay valid DNS labels, so they can also be used as label values."""
+
+DIVIDING_PRIORITY = 1000
+"""Priority of the replica override of Dividing scheduling (Clusternet's generated Localization's)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,6 +156,45 @@ class RenderedObject:
     errors: list[OverrideError] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ReplicaSplit:
+    """One cluster's share of a feed's replicas, decided by Dividing scheduling."""
+
+    replicas: int
+    subscription: str
+    """`<namespace>/<name>` of the Subscription that divided them; names the override in reports."""
+    json_path: str = "/spec/replicas"
+    """JSON pointer to the replica count (FeedInventory's replicaJsonPath)."""
+
+
+def dividing_override(feed: Obj, split: ReplicaSplit) -> dict[str, Any]:
+    """The override that sets a cluster's share, shaped like the Localization Clusternet generates
+    (priority 1000, ApplyNow, a JSON patch at replicaJsonPath), but attributed to the Subscription.
+
+    `add` rather than Clusternet's `replace`: it also sets a count the template leaves out (which Clusternet
+    silently skips, so every cluster runs the default 1 replica).
+    """
+    namespace, _, name = split.subscription.rpartition("/")
+    return {
+        "apiVersion": f"{known.APPS_GROUP}/{known.APPS_VERSION}", "kind": "Subscription",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"priority": DIVIDING_PRIORITY, "overridePolicy": "ApplyNow", "feed": feed_ref(feed),
+                 "overrides": [{"name": "dividing-scheduler", "type": "JSONPatch",
+                                "value": [{"op": "add", "path": split.json_path, "value": split.replicas}]}]},
+    }
+
+
+def _with_dividing_override(chosen: list[dict[str, Any]], override: dict[str, Any]) -> list[dict[str, Any]]:
+    """Insert the replica override where a priority-1000 Localization created last would sort: after every
+    Globalization and every Localization of priority <= 1000, before a Localization of higher priority."""
+    for i, other in enumerate(chosen):
+        priority = (other.get("spec") or {}).get("priority")
+        priority = known.DEFAULT_PRIORITY if priority is None else int(priority)
+        if (other.get("metadata") or {}).get("namespace") and priority > DIVIDING_PRIORITY:
+            return [*chosen[:i], override, *chosen[i:]]
+    return [*chosen, override]
+
+
 @dataclass
 class RenderResult:
     """Everything one cluster gets from a Base (generic deployer), in apply order."""
@@ -202,6 +246,7 @@ def render_generic(
     cluster: Obj,
     globalizations: Iterable[Obj],
     localizations: Iterable[Obj],
+    replica_splits: Mapping[str, ReplicaSplit] | None = None,
 ) -> RenderResult:
     """The final objects for one cluster: each feed's template with its overrides applied, in apply order.
 
@@ -209,6 +254,11 @@ def render_generic(
     Namespaces, then CRDs, then the rest, each group in feed order. A feed without a template, or whose
     Globalizations cannot be selected, is reported and left out. The owned-by-description annotation is
     the deployer's job, not set here.
+
+    `replica_splits` (feed key -> this cluster's share, from Dividing scheduling) adds, per divided feed,
+    a synthetic priority-1000 override setting the count at its JSON pointer: a user Localization of lower
+    priority on the replicas is overridden by the split, as in Clusternet, and the override shows up in
+    each object's `applied` list (so `kubectl clusternet render` shows what the scheduler set).
     """
     globs = list(globalizations)
     locs = list(localizations)
@@ -229,6 +279,9 @@ def render_generic(
         except InvalidSelector as exc:
             result.errors.append(f"feed {ref['apiVersion']}/{format_feed(ref)}: {exc}")
             continue
+        split = (replica_splits or {}).get(feed_key(ref))
+        if split is not None:
+            chosen = _with_dividing_override(chosen, dividing_override(ref, split))
         outcome = apply_overrides(_template_of(found), chosen)
         result.items.append(RenderedObject(ref, outcome.object, outcome.applied, outcome.errors))
     result.items.sort(key=lambda item: _apply_rank(item.object))  # stable: feed order within a rank

@@ -7,7 +7,6 @@ both children), then overrides, ApplyNow/ApplyLater, drift, relabelling and dele
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,8 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.controlplane import ControlPlane
-from clusternet_hub.rendering import manifest_labels, manifest_name
-from tests.helpers import kubectl, wait_for
-from tests.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap
+from tests.helpers import PLURALS, descriptions, feed, kubectl, mc_for, store_template, wait_for
+from tests.processes import Proc
 
 pytestmark = pytest.mark.integration
 
@@ -31,24 +29,6 @@ DEPLOYMENT: dict[str, Any] = {
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "my-nginx-svc", "namespace": NS},
            "spec": {"ports": [{"port": 80}], "selector": {"app": "nginx"}}}
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
-PLURALS = {"Namespace": "namespaces", "Service": "services", "Deployment": "deployments"}
-
-
-def store_template(parent: ControlPlane, obj: dict[str, Any]) -> None:
-    """What `kubectl clusternet apply` stores: a Manifest in clusternet-reserved."""
-    meta = obj["metadata"]
-    kubectl(parent, "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps({
-        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Manifest",
-        "metadata": {"name": manifest_name(PLURALS[obj["kind"]], meta.get("namespace"), meta["name"]),
-                     "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(obj)},
-        "template": obj}))
-
-
-def feed(obj: dict[str, Any]) -> dict[str, str]:
-    f = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"]}
-    if obj["metadata"].get("namespace"):
-        f["namespace"] = obj["metadata"]["namespace"]
-    return f
 
 
 def subscription(name: str, feeds: list[dict[str, str]], selector: dict[str, str] | None = None) -> str:
@@ -56,26 +36,6 @@ def subscription(name: str, feeds: list[dict[str, str]], selector: dict[str, str
                        "metadata": {"name": name, "namespace": "default"},
                        "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": selector or {LABEL: "yes"}}}],
                                 "feeds": feeds}})
-
-
-def mc_for(parent: ControlPlane, child: ControlPlane) -> dict[str, Any]:
-    cid = kubectl(child, "get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
-    items = json.loads(kubectl(parent, "get", "mcls", "-A", "-l", f"{known.LABEL_CLUSTER_ID}={cid}",
-                               "-o", "json").stdout)["items"]
-    assert len(items) == 1
-    mc: dict[str, Any] = items[0]
-    return mc
-
-
-def registered(parent: ControlPlane, child: ControlPlane) -> bool:
-    cid = kubectl(child, "get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
-    return bool(kubectl(parent, "get", "mcls", "-A", "-l", f"{known.LABEL_CLUSTER_ID}={cid}", "-o", "name").stdout)
-
-
-def descriptions(parent: ControlPlane, sub: str) -> dict[str, dict[str, Any]]:
-    items = json.loads(kubectl(parent, "get", "desc", "-A", "-l", f"{known.LABEL_SUBS_NAME}={sub}",
-                               "-o", "json").stdout)["items"]
-    return {i["metadata"]["namespace"]: i for i in items}
 
 
 def child_annotations(child: ControlPlane) -> dict[str, str]:
@@ -87,44 +47,14 @@ def child_annotations(child: ControlPlane) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def env(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    logdir = tmp_path_factory.mktemp("deploy")
-    install_bootstrap(parent)
-    kubectl(parent, "create", "namespace", known.RESERVED_NAMESPACE, check=False)
-    ca, crt, key = hub_tls(logdir / "tls", ["127.0.0.1"], ["localhost"])
-    hub = hub_proc(parent, logdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
-                   "--resync-interval=2")
-    hub.start()
-    port = next(a.split("=")[1] for a in hub.args if a.startswith("--secure-port"))
-    tunnel = [f"--tunnel-url=https://127.0.0.1:{port}", f"--tunnel-ca-file={ca}"]
-    pusher = agent_proc(child1, parent, logdir, "child1", "--cluster-sync-mode=Dual",
-                        "--feature-gates=AppPusher=true,SocketConnection=true", "--description-resync-frequency=2s",
-                        *tunnel)
-    puller = agent_proc(child2, parent, logdir, "child2", "--cluster-sync-mode=Pull",
-                        "--feature-gates=SocketConnection=true", "--description-resync-frequency=2s", *tunnel)
-    procs: list[Proc] = [hub, pusher.start(), puller.start()]
-    try:
-        def ready() -> bool:
-            if not all(registered(parent, c) for c in (child1, child2)):
-                return False
-            mcs = [mc_for(parent, c) for c in (child1, child2)]
-            return all(any(c["type"] == "Ready" and c["status"] == "True"
-                           for c in (m.get("status") or {}).get("conditions") or []) for m in mcs) and \
-                mcs[0]["status"].get("appPusher") is True and mcs[1]["status"].get("appPusher") is False
-
-        wait_for(ready, timeout=90, what="both clusters Ready with their sync modes")
-        mc1, mc2 = mc_for(parent, child1), mc_for(parent, child2)
-        for mc in (mc1, mc2):
-            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
-                    f"{LABEL}=yes", "--overwrite")
-        for obj in (NAMESPACE, SERVICE, DEPLOYMENT):
-            store_template(parent, obj)
-        yield {"hub": hub, "pusher": pusher, "puller": puller, "ns1": mc1["metadata"]["namespace"],
-               "ns2": mc2["metadata"]["namespace"], "mc1": mc1, "mc2": mc2, "logdir": logdir}
-    finally:
-        for p in procs:
-            p.stop()
+def env(hub_and_agents: dict[str, Any], parent: ControlPlane) -> dict[str, Any]:
+    """The hub and agents (tests/integration/conftest.py), both clusters labelled, the templates stored."""
+    for mc in (hub_and_agents["mc1"], hub_and_agents["mc2"]):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                f"{LABEL}=yes", "--overwrite")
+    for obj in (NAMESPACE, SERVICE, DEPLOYMENT):
+        store_template(parent, obj)
+    return hub_and_agents
 
 
 def test_overview_example_reaches_both_children(env: dict[str, Any], parent: ControlPlane, child1: ControlPlane,

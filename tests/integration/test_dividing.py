@@ -1,0 +1,131 @@
+"""Static Dividing on two real children: subscriber weights 1 and 2 split a Deployment's replicas, as in
+Clusternet's examples/static-dividing-scheduling, and a new replica count in the template re-divides them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusternet_api.controlplane import ControlPlane
+from tests.helpers import descriptions, feed, kubectl, store_template, wait_for
+
+pytestmark = pytest.mark.integration
+
+NS = "dividing-app"
+LABEL = "dividing-test"
+SUB = "web-dividing"
+PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"
+NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+
+
+def deployment(replicas: int) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": NS},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "nginx:1.25", "resources": {
+                                      "requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}}
+
+
+def child_replicas(child: ControlPlane) -> int | None:
+    out = kubectl(child, "get", "deploy", "web", "-n", NS, "-o", "json", check=False)
+    return json.loads(out.stdout)["spec"]["replicas"] if out.returncode == 0 else None
+
+
+def sub_status(parent: ControlPlane) -> dict[str, Any]:
+    status: dict[str, Any] = json.loads(kubectl(parent, "get", "subs", SUB, "-o", "json").stdout).get("status") or {}
+    return status
+
+
+def test_weights_divide_replicas_and_a_new_count_re_divides(hub_and_agents: dict[str, Any], parent: ControlPlane,
+                                                             child1: ControlPlane, child2: ControlPlane) -> None:
+    env = hub_and_agents
+    mc1, mc2 = env["mc1"], env["mc2"]
+    key1, key2 = (f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in (mc1, mc2))
+    for mc, tier in ((mc1, "one"), (mc2, "two")):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                f"{LABEL}={tier}", "--overwrite")
+    store_template(parent, NAMESPACE)
+    store_template(parent, deployment(6))
+    deploy_key = f"apps/v1/Deployment/{NS}/web"
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+        "metadata": {"name": SUB, "namespace": "default"},
+        "spec": {"schedulingStrategy": "Dividing", "dividingScheduling": {"type": "Static"},
+                 "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "one"}}, "weight": 1},
+                                 {"clusterAffinity": {"matchLabels": {LABEL: "two"}}, "weight": 2}],
+                 "feeds": [feed(NAMESPACE), feed(deployment(6))]}}))
+    try:
+        # the hub pushes 2 replicas to child1; child2's agent pulls 4
+        wait_for(lambda: (child_replicas(child1), child_replicas(child2)) == (2, 4), timeout=120,
+                 what="child1 with 2 replicas and child2 with 4")
+        status = sub_status(parent)
+        expected = {key1: 2, key2: 4}
+        assert sorted(status["bindingClusters"]) == sorted(expected)
+        assert status["replicas"][deploy_key] == [expected[k] for k in status["bindingClusters"]]  # e.g. [2, 4]
+        assert status["replicas"][f"v1/Namespace/{NS}"] == []
+
+        # the FeedInventory, same name and namespace, owned by the Subscription
+        assert SUB in kubectl(parent, "get", "finv", "-n", "default").stdout
+        finv = json.loads(kubectl(parent, "get", "finv", SUB, "-n", "default", "-o", "json").stdout)
+        owner = finv["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("Subscription", SUB)
+        orders = {o["kind"]: o for o in finv["spec"]["feeds"]}
+        assert orders["Deployment"]["desiredReplicas"] == 6
+        assert orders["Deployment"]["replicaJsonPath"] == "/spec/replicas"
+        assert orders["Deployment"]["replicaRequirements"]["resources"]["requests"] == {"cpu": "100m",
+                                                                                       "memory": "64Mi"}
+        assert "desiredReplicas" not in orders["Namespace"]
+
+        # the preview shows the split and who set it
+        render = subprocess.run([str(PLUGIN), f"--kubeconfig={parent.kubeconfig}", "render", SUB, "-n", "default",
+                                 "--cluster", mc2["spec"]["clusterId"]], capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert render.returncode == 0, render.stderr
+        assert f"# override Subscription default/{SUB} [dividing-scheduler] JSONPatch: /spec/replicas" in render.stdout
+        assert "replicas: 4" in render.stdout
+
+        # a user's Localization below priority 1000 applies, but the split wins on replicas
+        kubectl(parent, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Localization",
+            "metadata": {"name": "more-web", "namespace": env["ns1"]},
+            "spec": {"priority": 900, "overridePolicy": "ApplyNow", "feed": feed(deployment(6)),
+                     "overrides": [{"name": "more", "type": "MergePatch",
+                                    "value": '{"metadata":{"annotations":{"dividing/loc":"seen"}},'
+                                             '"spec":{"replicas":5}}'}]}}))
+
+        def annotated() -> bool:
+            out = kubectl(child1, "get", "deploy", "web", "-n", NS, "-o", "json").stdout
+            return (json.loads(out)["metadata"].get("annotations") or {}).get("dividing/loc") == "seen"
+
+        wait_for(annotated, timeout=120, what="the Localization applied in child1")
+        assert child_replicas(child1) == 2
+
+        # nine replicas in the template: 3 and 6
+        store_template(parent, deployment(9))
+        wait_for(lambda: (child_replicas(child1), child_replicas(child2)) == (3, 6), timeout=120,
+                 what="child1 with 3 replicas and child2 with 6")
+
+        def divided(shares: dict[str, int]) -> bool:
+            status = sub_status(parent)
+            return bool(status["replicas"][deploy_key] == [shares[k] for k in status["bindingClusters"]])
+
+        wait_for(lambda: divided({key1: 3, key2: 6}), timeout=60, what="status.replicas 3 and 6")
+        finv = json.loads(kubectl(parent, "get", "finv", SUB, "-n", "default", "-o", "json").stdout)
+        assert next(o for o in finv["spec"]["feeds"] if o["kind"] == "Deployment")["desiredReplicas"] == 9
+    finally:
+        kubectl(parent, "delete", "localization", "more-web", "-n", env["ns1"], "--ignore-not-found")
+        kubectl(parent, "delete", "subs", SUB, "--ignore-not-found", "--wait=false")
+        for mc in (mc1, mc2):
+            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
+                    check=False)
+    # deleting the Subscription takes its FeedInventory (owner reference) and the workloads with it
+    wait_for(lambda: kubectl(parent, "get", "finv", SUB, "-n", "default", check=False).returncode != 0,
+             timeout=120, what="FeedInventory garbage-collected")
+    for child in (child1, child2):
+        wait_for(lambda c=child: child_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")
+    assert descriptions(parent, SUB) == {}
