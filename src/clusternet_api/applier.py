@@ -99,7 +99,7 @@ class ApplyOutcome:
 
 def explain(e: ApiException, what: str) -> str:
     if e.status == 403:
-        return f"{what}: the child cluster's RBAC refused it ({e.reason})"
+        return f"{what}: the child cluster's RBAC refused it (HTTP 403 Forbidden: {e.reason})"
     if e.status == 413 or "too large" in str(e.reason).lower():
         return f"{what}: the object is too large for the child's etcd ({e.reason})"
     if e.status == 404:
