@@ -39,7 +39,8 @@ async def deployer_credentials(child: Kube, namespace: str, lifetime: int = 3600
             await child.create_or_get({"apiVersion": "v1", "kind": "ServiceAccount",
                                        "metadata": {"name": DEPLOYER_SA, "namespace": namespace}})
             await child.apply({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
-                               "metadata": {"name": f"{DEPLOYER_SA}:cluster-admin"},
+                               # per namespace: agents of two registrations in one child never share it
+                               "metadata": {"name": f"{DEPLOYER_SA}:{namespace}:cluster-admin"},
                                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                            "name": "cluster-admin"},
                                "subjects": [{"kind": "ServiceAccount", "name": DEPLOYER_SA,
