@@ -48,37 +48,35 @@ import dataclasses
 import datetime
 import functools
 import json
-import math
 import os
-import platform
 import re
 import shutil
 import signal
-import ssl
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.processes: the same process helpers the integration tests use
-
-from tests.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap  # noqa: E402
-
-from clusternet_api import known  # noqa: E402
-from clusternet_api.controlplane import ControlPlane, find_binaries, start_many  # noqa: E402
-from clusternet_api.crdgen import all_crds  # noqa: E402
-from clusternet_api.kube import Credentials, Kube, Obj  # noqa: E402
+from clusternet_api import known
+from clusternet_api.controlplane import ControlPlane
+from clusternet_api.kube import Credentials, Kube, Obj
+from common import (
+    SPAWNED,
+    agent,
+    check_alive,
+    install_parent,
+    loadavg,
+    machine_info,
+    percentile,
+    run_bench,
+    spawn,
+    start_hub,
+)
 
 APPS = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
 CLUSTERS = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
@@ -157,12 +155,6 @@ def moved(objects: list[Obj], namespace: str) -> list[Obj]:
 
 
 # --- statistics ------------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile: with fewer than 100 samples P99 is the maximum."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def s(v: float) -> str:
@@ -696,104 +688,23 @@ def report(res: Results) -> str:
     return "\n".join(lines)
 
 
-def machine_info(parent: ControlPlane) -> dict[str, str]:
-    model = ""
-    with contextlib.suppress(OSError):
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    version = parent.request_json("GET", "/version").get("gitVersion", "?")
-    return {"date": datetime.date.today().isoformat(), "nproc": str(len(os.sched_getaffinity(0))),
-            "cpu": model or "?", "python": platform.python_version(), "kube-apiserver": str(version),
-            "load avg at start": loadavg()}
-
-
-def loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 # --- set-up ----------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def held_signals() -> Iterator[list[int]]:
-    """Defer SIGINT/SIGTERM while control planes start: their handles only exist once start_many returns."""
-    received: list[int] = []
-
-    def hold(signum: int, _: FrameType | None) -> None:
-        received.append(signum)
-        print("\ninterrupted: stopping once the control planes have finished starting", file=sys.stderr)
-
-    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-def without(args: list[str], *prefixes: str) -> list[str]:
-    return [a for a in args if not a.startswith(prefixes)]
-
-
-def check_alive(procs: list[Proc]) -> None:
-    for proc in procs:
-        if not proc.running():
-            raise RuntimeError(f"{proc.name} exited; last lines of {proc.log}:\n{proc.output[-2000:]}")
-
-
-def hub_healthy(url: str, ca: Path) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", context=ssl.create_default_context(cafile=str(ca)),
-                                    timeout=5) as r:
-            return int(r.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def start_processes(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane, workdir: Path,
-                    procs: list[Proc]) -> None:
+def start_processes(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane, workdir: Path) -> None:
     """CRDs, bootstrap token, clusternet-reserved, the hub and both agents (as the integration tests do)."""
-    crds = all_crds()
-    for crd in crds:
-        parent.apply_manifest(crd)
-    for crd in crds:
-        name = crd["metadata"]["name"]
-        deadline = time.monotonic() + 30
-        while not any(c["type"] == "Established" and c["status"] == "True" for c in (parent.request_json(
-                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").get("status") or {}
-                ).get("conditions") or []):  # type: ignore[attr-defined]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"CRD {name} not established")
-            time.sleep(0.2)
-    install_bootstrap(parent)
+    install_parent(parent)
     parent.apply_manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": known.RESERVED_NAMESPACE}})
-    ca, crt, key = hub_tls(workdir / "hub-tls", ["127.0.0.1"], ["localhost"])
-    hub = hub_proc(parent, workdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
-                   "--resync-interval=30")
-    hub.args = without(hub.args, "--health-check-interval")  # the default 5 s, not the tests' 0.5 s
-    port = next(a.split("=", 1)[1] for a in hub.args if a.startswith("--secure-port="))
-    hub_url = f"https://127.0.0.1:{port}"
-    procs.append(hub.start())
-    deadline = time.monotonic() + 60
-    while not hub_healthy(hub_url, ca):
-        check_alive(procs)
-        if time.monotonic() > deadline:
-            raise RuntimeError("clusternet-hub /healthz not ready within 60 s")
-        time.sleep(0.2)
-    tunnel = [f"--tunnel-url={hub_url}", f"--tunnel-ca-file={ca}"]
+    hub = start_hub(parent, workdir, "--resync-interval=30")
     # Heartbeats every 10 s instead of the tests' 1 s / 2 s (less background load) or the default 3 min: the hub's
     # SocketConnected patch can overwrite the agent's first Ready condition, and the next heartbeat restores it.
-    cadence = ("--cluster-status-collect-frequency", "--cluster-status-update-frequency")
-    pusher = agent_proc(child1, parent, workdir, "child1", "--cluster-sync-mode=Dual",
-                        "--feature-gates=AppPusher=true,SocketConnection=true", *tunnel)
-    puller = agent_proc(child2, parent, workdir, "child2", "--cluster-sync-mode=Pull",
-                        "--feature-gates=SocketConnection=true", "--description-resync-frequency=30s", *tunnel)
-    for agent in (pusher, puller):
-        agent.args = [*without(agent.args, *cadence), f"{cadence[0]}=5s", f"{cadence[1]}=10s"]
-        procs.append(agent.start())
+    spawn(agent(child1, parent, workdir, "child1", "--cluster-sync-mode=Dual",
+                "--feature-gates=AppPusher=true,SocketConnection=true", *hub.tunnel_args, cadence=("5s", "10s")))
+    spawn(agent(child2, parent, workdir, "child2", "--cluster-sync-mode=Pull", "--feature-gates=SocketConnection=true",
+                "--description-resync-frequency=30s", *hub.tunnel_args, cadence=("5s", "10s")))
 
 
-async def wait_real_clusters(parent_kube: Kube, children: list[ControlPlane], procs: list[Proc]) -> dict[str, Obj]:
+async def wait_real_clusters(parent_kube: Kube, children: list[ControlPlane]) -> dict[str, Obj]:
     """Both ManagedClusters Ready, child1 pushed to (appPusher, tunnel up, Secret), child2 pulling."""
     ids = {c.name: str(c.request_json("GET", "/api/v1/namespaces/kube-system")["metadata"]["uid"])  # type: ignore[index]
            for c in children}
@@ -804,7 +715,7 @@ async def wait_real_clusters(parent_kube: Kube, children: list[ControlPlane], pr
                    for c in (mc.get("status") or {}).get("conditions") or [])
 
     while True:
-        check_alive(procs)
+        check_alive(SPAWNED)
         mcs = {str(mc["spec"]["clusterId"]): mc for mc in await parent_kube.list(CLUSTERS, "ManagedCluster")}
         found = {name: mcs.get(cid) for name, cid in ids.items()}
         mc1, mc2 = found.get("child1"), found.get("child2")
@@ -829,11 +740,10 @@ async def wait_real_clusters(parent_kube: Kube, children: list[ControlPlane], pr
 # --- main ------------------------------------------------------------------------------------------------
 
 
-async def bench(plan: Plan, planes: list[ControlPlane], procs: list[Proc], workdir: Path, started: float,
-                profile: bool) -> Results:
+async def bench(plan: Plan, planes: list[ControlPlane], workdir: Path, started: float, profile: bool) -> Results:
     parent, child1, child2 = planes
     res = Results(machine_info(parent))
-    pids = {p.name: p.proc.pid for p in procs if p.proc is not None}
+    pids = {p.name: p.proc.pid for p in SPAWNED if p.proc is not None}
     for plane in (parent, child1):
         pids.update(plane_pids(plane))
     pids["bench"] = os.getpid()
@@ -842,7 +752,7 @@ async def bench(plan: Plan, planes: list[ControlPlane], procs: list[Proc], workd
                 Kube(Credentials.from_kubeconfig(child2.kubeconfig), user_agent="bench") as k2):
         print("waiting for both clusters to register (child1 pushed to through the tunnel, child2 pulling) ...",
               flush=True)
-        mcs = await wait_real_clusters(parent_kube, [child1, child2], procs)
+        mcs = await wait_real_clusters(parent_kube, [child1, child2])
         how = {"child1": "hub pushes through the tunnel", "child2": "agent pulls"}
         res.cluster_names = {mc["metadata"]["namespace"]: f"{name} ({how[name]})" for name, mc in mcs.items()}
         async with Observer(parent_kube) as observer:
@@ -851,7 +761,7 @@ async def bench(plan: Plan, planes: list[ControlPlane], procs: list[Proc], workd
             for i in range(plan.iterations + 1):
                 sample = await real_iteration(f"bench-app-{i}", parent, parent_kube, [k1, k2], observer, workdir,
                                               direct_first=i % 2 == 1)
-                check_alive(procs)
+                check_alive(SPAWNED)
                 if i == 0:
                     res.warmup = sample
                 else:
@@ -881,7 +791,7 @@ async def bench(plan: Plan, planes: list[ControlPlane], procs: list[Proc], workd
                 run = await sim_round(size, first, tag, plan, parent, parent_kube, child1, k1, observer, workdir,
                                       pids, profile and k == len(sizes) - 1)
                 res.sims.append(run)
-                check_alive(procs)
+                check_alive(SPAWNED)
                 if k < len(sizes) - 1:
                     run.cleanup_s = await remove_sim_round(f"sim-{tag}", size, first, parent_kube, k1, observer)
                     print(f"    clean-up: {run.cleanup_s:.1f} s", flush=True)
@@ -905,41 +815,19 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, iterations=plan.iterations if args.iterations is None else args.iterations,
                                    sim_sizes=plan.sim_sizes if args.sim is None else tuple(args.sim),
                                    fallback_size=None if args.sim is not None else plan.fallback_size)
-    workdir = Path(tempfile.mkdtemp(prefix="clusternet-bench-propagation-"))
-    planes: list[ControlPlane] = []
-    procs: list[Proc] = []
-    ok = False
     started = time.monotonic()
-    try:
-        print(f"starting a parent and two child control planes in {workdir} ...", flush=True)
-        bins = find_binaries()
-        with held_signals() as interrupted:
-            planes = start_many(["parent", "child1", "child2"], workdir, bins)
-        if interrupted:
-            raise KeyboardInterrupt
+
+    def body(planes: list[ControlPlane], workdir: Path) -> None:
         print(f"  up after {time.monotonic() - started:.0f} s; starting clusternet-hub and two agents ...", flush=True)
-        start_processes(planes[0], planes[1], planes[2], workdir, procs)
-        res = asyncio.run(bench(plan, planes, procs, workdir, started, args.profile_hub))
+        start_processes(planes[0], planes[1], planes[2], workdir)
+        res = asyncio.run(bench(plan, planes, workdir, started, args.profile_hub))
         print()
         print(report(res))
         print(f"\n(total {time.monotonic() - started:.0f} s)")
-        ok = True
-    except KeyboardInterrupt:
-        print("\ninterrupted; tearing down", file=sys.stderr)
-        return 130
-    finally:
-        with held_signals():
-            for proc in reversed(procs):
-                proc.stop()
-            for plane in planes:
-                plane.stop()
-        if ok and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-    return 0
+
+    return run_bench(["parent", "child1", "child2"], "a parent and two child control planes",
+                     "clusternet-bench-propagation-", args.keep, body)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM tears down like Ctrl-C
-    sys.exit(main())
+    raise SystemExit(main())

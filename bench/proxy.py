@@ -31,43 +31,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import functools
 import json
-import math
-import os
-import platform
-import shutil
-import signal
 import ssl
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import aiohttp
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.processes: the same process helpers the integration tests use
-
-from tests.processes import (  # noqa: E402
-    Proc,
-    agent_proc,
-    hub_proc,
-    hub_tls,
-    install_bootstrap,
+from clusternet_api.controlplane import ControlPlane
+from common import (
+    SPAWNED,
+    agent,
+    check_alive,
+    https_status,
+    install_parent,
+    loadavg,
+    machine_info,
+    percentile,
+    run_bench,
     service_account_token,
+    spawn,
+    start_hub,
+    wait_until,
 )
-
-from clusternet_api.controlplane import ControlPlane, find_binaries, start_many  # noqa: E402
-from clusternet_api.crdgen import all_crds  # noqa: E402
 
 SOCKETS = "/apis/proxies.clusternet.io/v1alpha1/sockets"
 SMALL_PATH = "/api/v1/namespaces/default"
@@ -141,12 +130,6 @@ class Way:
 
 
 # --- statistics --------------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (no interpolation: with 30 samples P99 is the maximum)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 @dataclass
@@ -394,102 +377,23 @@ def report(res: Results) -> str:
     return "\n".join(lines)
 
 
-def machine_info(child: ControlPlane) -> dict[str, str]:
-    model = ""
-    with contextlib.suppress(OSError):
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    version = child.request_json("GET", "/version").get("gitVersion", "?")
-    return {"date": datetime.date.today().isoformat(), "nproc": str(len(os.sched_getaffinity(0))),
-            "cpu": model or "?", "python": platform.python_version(), "aiohttp": aiohttp.__version__,
-            "kube-apiserver": str(version), "load avg at start": loadavg()}
-
-
-def loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 # --- set-up ------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def held_signals() -> Iterator[list[int]]:
-    """Defer SIGINT/SIGTERM while control planes start: their handles only exist once start_many returns."""
-    received: list[int] = []
-
-    def hold(signum: int, _: FrameType | None) -> None:
-        received.append(signum)
-        print("\ninterrupted: stopping once the control planes have finished starting", file=sys.stderr)
-
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def wait_until(check: Callable[[], bool], what: str, procs: list[Proc], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if not proc.running():
-                raise RuntimeError(f"{proc.name} exited; last lines of {proc.log}:\n{proc.output[-2000:]}")
-        with contextlib.suppress(OSError, ValueError):
-            if check():
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def https_status(url: str, ca: Path, token: str | None = None) -> int:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    context=ssl.create_default_context(cafile=str(ca)), timeout=5) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
-
-
-def crd_established(cp: ControlPlane, name: str) -> bool:
-    crd = cp.request_json("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-    conditions = (crd.get("status") or {}).get("conditions") or []  # type: ignore[attr-defined]
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-
-def without(args: list[str], *prefixes: str) -> list[str]:
-    return [a for a in args if not a.startswith(prefixes)]
-
-
-def bring_up(parent: ControlPlane, child: ControlPlane, workdir: Path, procs: list[Proc]) -> dict[str, Any]:
+def bring_up(parent: ControlPlane, child: ControlPlane, workdir: Path) -> dict[str, Any]:
     """CRDs, bootstrap token, hub and agent; returns what the measurements need once the tunnel carries."""
-    crds = all_crds()
-    for crd in crds:
-        parent.apply_manifest(crd)
-    for name in (str(crd["metadata"]["name"]) for crd in crds):
-        wait_until(functools.partial(crd_established, parent, name), f"CRD {name}", procs, timeout=30)
-    install_bootstrap(parent)
-    ca, crt, key = hub_tls(workdir / "hub-tls", ["127.0.0.1"], ["localhost"])
-    hub = hub_proc(parent, workdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}")
-    hub.args = without(hub.args, "--health-check-interval")  # the default cadence, not the tests' fast one
-    port = int(next(a for a in hub.args if a.startswith("--secure-port=")).split("=", 1)[1])
-    hub_url = f"https://127.0.0.1:{port}"
-    procs.append(hub.start())
-    wait_until(lambda: https_status(f"{hub_url}/healthz", ca) == 200, "clusternet-hub /healthz", procs)
-    agent = agent_proc(child, parent, workdir, "bench", "--feature-gates=SocketConnection=true",
-                       f"--tunnel-url={hub_url}", f"--tunnel-ca-file={ca}")
-    # Default status cadence (20 s / 3 m): the tests' 1 s / 2 s would add background load to the agent.
-    agent.args = without(agent.args, "--cluster-status-collect-frequency", "--cluster-status-update-frequency")
-    procs.append(agent.start())
+    install_parent(parent)
+    hub = start_hub(parent, workdir)
+    spawn(agent(child, parent, workdir, "bench", "--feature-gates=SocketConnection=true", *hub.tunnel_args))
     token = service_account_token(child, "bench", "bench", "cluster-admin")
     kube_system = child.request_json("GET", "/api/v1/namespaces/kube-system")
     cluster_id = str(kube_system["metadata"]["uid"])  # type: ignore[index]
-    proxied_base = f"{hub_url}{SOCKETS}/{cluster_id}/proxy/direct"
-    wait_until(lambda: https_status(child.url + SMALL_PATH, child.ca_file, token) == 200, "the child token", procs)
-    wait_until(lambda: https_status(proxied_base + SMALL_PATH, ca, token) == 200,
-               "registration and the tunnel (a proxied GET)", procs)
-    return {"hub_ca": ca, "proxied_base": proxied_base, "token": token}
+    proxied_base = f"{hub.url}{SOCKETS}/{cluster_id}/proxy/direct"
+    wait_until(lambda: https_status(child.url + SMALL_PATH, child.ca_file, token) == 200, "the child token",
+               SPAWNED, timeout=120)
+    wait_until(lambda: https_status(proxied_base + SMALL_PATH, hub.ca, token) == 200,
+               "registration and the tunnel (a proxied GET)", SPAWNED, timeout=120)
+    return {"hub_ca": hub.ca, "proxied_base": proxied_base, "token": token}
 
 
 # --- main --------------------------------------------------------------------------------------------------
@@ -501,49 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) afterwards")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    workdir = Path(tempfile.mkdtemp(prefix="clusternet-bench-proxy-"))
-    planes: list[ControlPlane] = []
-    procs: list[Proc] = []
-    ok = False
     started = time.monotonic()
-    try:
-        print(f"starting a parent and a child control plane in {workdir} ...", flush=True)
-        bins = find_binaries()
-        with held_signals() as interrupted:
-            planes = start_many(["parent", "child"], workdir, bins)
-        if interrupted:
-            raise KeyboardInterrupt
+
+    def body(planes: list[ControlPlane], workdir: Path) -> None:
         parent, child = planes
         print("starting clusternet-hub and clusternet-agent, waiting for the tunnel ...", flush=True)
-        env = bring_up(parent, child, workdir, procs)
-        res = Results(plan, machine_info(child), pids={p.name: p.proc.pid for p in procs if p.proc is not None})
+        env = bring_up(parent, child, workdir)
+        res = Results(plan, machine_info(child, aiohttp=aiohttp.__version__),
+                      pids={p.name: p.proc.pid for p in SPAWNED if p.proc is not None})
         print("measuring (direct and proxied alternate request by request):", flush=True)
         asyncio.run(run_measurements(child.url, child.ca_file, env["proxied_base"], env["hub_ca"], env["token"],
                                      res))
         res.machine["load avg at end"] = loadavg()
-        for proc in procs:
-            if not proc.running():
-                raise RuntimeError(f"{proc.name} exited during the run; see {proc.log}")
+        check_alive(SPAWNED)
         print()
         print(report(res))
         print(f"\n(total {time.monotonic() - started:.0f} s)")
-        ok = True
-    except KeyboardInterrupt:
-        print("\ninterrupted; tearing down", file=sys.stderr)
-        return 130
-    finally:
-        with held_signals():
-            for proc in reversed(procs):
-                proc.stop()
-            for plane in planes:
-                plane.stop()
-        if ok and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-    return 0
+
+    return run_bench(["parent", "child"], "a parent and a child control plane", "clusternet-bench-proxy-",
+                     args.keep, body)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM tears down like Ctrl-C
-    sys.exit(main())
+    raise SystemExit(main())

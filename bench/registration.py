@@ -23,41 +23,35 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime
 import logging
-import math
 import os
-import platform
-import shutil
-import signal
-import ssl
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
-
-import yaml
 
 from clusternet_agent.agent import run_agent
 from clusternet_agent.options import AgentOptions
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane, find_binaries, free_port, start_many
-from clusternet_api.crdgen import all_crds
+from clusternet_api.controlplane import ControlPlane
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.sealing import generate_private_key
+from common import (
+    BOOTSTRAP_TOKEN,
+    Proc,
+    agent,
+    fmt,
+    install_parent,
+    machine_info,
+    percentile,
+    run_bench,
+    spawn,
+    start_hub,
+    stats,
+    stop_process,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-BOOTSTRAP_TOKEN = "07401b.f395accd246ae52d"  # examples/registration/cluster_bootstrap_token.yaml
 API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
 TARGET_P99 = 2.0  # seconds, at 20 clusters
 HEARTBEAT = "10s"  # the first report follows registration at once; later ones do not matter here
@@ -67,7 +61,6 @@ ROUND_TIMEOUT = 90.0
 FEATURE_GATES = {known.GATE_APP_PUSHER: True, known.GATE_SOCKET_CONNECTION: False}
 
 log = logging.getLogger("bench")
-SPAWNED: list[Proc] = []  # every process started, stopped again at exit whatever happened
 
 
 # --- what is measured ---------------------------------------------------------------------------------------
@@ -183,116 +176,6 @@ class TakenIn(logging.Handler):
             self.by_namespace.setdefault(str(record.args[1]), time.monotonic())
 
 
-# --- processes ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    args: list[str]
-    log_file: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with open(self.log_file, "ab") as out:
-            self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
-                                          env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-        SPAWNED.append(self)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=5)
-
-
-# --- set-up -------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def deferred_interrupts() -> Iterator[list[int]]:
-    """Hold SIGINT/SIGTERM while control planes start (their handles exist only once start-up returns)."""
-    received: list[int] = []
-
-    def hold(signum: int, _: FrameType | None) -> None:
-        received.append(signum)
-        print("interrupted: stopping once the control planes have finished starting", file=sys.stderr)
-
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def wait_until(check: Any, what: str, timeout: float = 60.0, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            if check():
-                return
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def install_parent(parent: ControlPlane) -> None:
-    """CRDs (Established), then the bootstrap token and its RBAC from examples/registration."""
-    crds = all_crds()
-    for crd in crds:
-        parent.apply_manifest(crd)
-
-    def established(name: str) -> bool:
-        crd = parent.request_json("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-        conditions = (crd.get("status") or {}).get("conditions") or []  # type: ignore[attr-defined]
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-    for crd in crds:
-        wait_until(lambda n=crd["metadata"]["name"]: established(n), f"CRD {crd['metadata']['name']}")
-    for name in ("bootstrap_rbac.yaml", "cluster_bootstrap_token.yaml"):
-        for doc in yaml.safe_load_all((REPO / "examples" / "registration" / name).read_text()):
-            if doc:
-                parent.apply_manifest(doc)
-
-    def token_accepted() -> bool:  # the bootstrap authenticator reads its Secret through an informer
-        req = urllib.request.Request(f"{parent.url}/apis/{API}/clusterregistrationrequests/clusternet-probe",
-                                     headers={"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"})
-        try:
-            urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(parent.ca_file)), timeout=5)
-        except urllib.error.HTTPError as e:
-            return e.code == 404
-        return True
-
-    wait_until(token_accepted, "the bootstrap token to be accepted")
-
-
-def hub_proc(parent: ControlPlane, workdir: Path) -> tuple[Proc, int]:
-    port = free_port()
-    return Proc([str(BIN / "clusternet-hub"), f"--kubeconfig={parent.kubeconfig}", "--bind-address=127.0.0.1",
-                 f"--secure-port={port}", "--health-check-interval=1", "--log-format=text"],
-                workdir / "hub.log"), port
-
-
-def wait_healthy(hub: Proc, port: int) -> None:
-    insecure = ssl.create_default_context()
-    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # the hub's self-signed dev cert
-
-    def healthy() -> bool:
-        assert hub.popen is not None
-        if hub.popen.poll() is not None:
-            raise RuntimeError(f"clusternet-hub exited; see {hub.log_file}")
-        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=insecure, timeout=2) as r:
-            return bool(r.status == 200)
-
-    wait_until(healthy, "clusternet-hub /healthz")
-
-
 # --- one round ----------------------------------------------------------------------------------------------
 
 
@@ -352,16 +235,11 @@ async def run_round(n: int, label: str, parent: ControlPlane, children: list[Con
             sample = Sample(cid, "process", time.monotonic())
             observer.expect(sample)
             samples.append(sample)
-            proc = Proc([
-                str(BIN / "clusternet-agent"), f"--kubeconfig={child.kubeconfig}",
-                f"--cluster-reg-parent-url={parent.url}", f"--cluster-reg-token={BOOTSTRAP_TOKEN}",
-                f"--parent-ca-file={parent.ca_file}", f"--cluster-reg-name={label}-{child.name}",
-                f"--cluster-id={cid}", "--cluster-sync-mode=Dual",
-                "--feature-gates=AppPusher=true,SocketConnection=false",
-                f"--cluster-status-collect-frequency={HEARTBEAT}", f"--cluster-status-update-frequency={HEARTBEAT}",
-                "--log-format=text"], workdir / f"agent-{label}-{child.name}.log")
-            procs.append(proc)  # before starting, so an interrupt right after the start still stops it
-            proc.start()
+            proc = agent(child, parent, workdir, f"{label}-{child.name}", f"--cluster-id={cid}",
+                         "--cluster-sync-mode=Dual", "--feature-gates=AppPusher=true,SocketConnection=false",
+                         cadence=(HEARTBEAT, HEARTBEAT))
+            procs.append(proc)  # before starting, so the round's clean-up stops it even if the start is interrupted
+            spawn(proc)
         for i in range(n_sims):
             child = children[i % len(children)]
             cid = str(uuid.uuid4())
@@ -393,7 +271,7 @@ async def run_round(n: int, label: str, parent: ControlPlane, children: list[Con
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for p in procs:
-            await asyncio.to_thread(p.stop)
+            await asyncio.to_thread(stop_process, p)
     await forget_round(parent_kube, samples, observer)
     return Round(n, samples, wall, load)
 
@@ -410,22 +288,6 @@ async def forget_round(parent: Kube, samples: list[Sample], observer: Observer) 
 
 
 # --- reporting ----------------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (with 20 samples P99 is the maximum; it is not interpolated away)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
-
-def stats(values: list[float]) -> tuple[float, float, float, float] | None:
-    if not values:
-        return None
-    return percentile(values, 50), percentile(values, 90), percentile(values, 99), max(values)
 
 
 def phases(s: Sample) -> dict[str, float | None]:
@@ -480,27 +342,14 @@ def report(rounds: list[Round], machine: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def machine_info(parent: ControlPlane) -> dict[str, str]:
-    model = ""
-    with contextlib.suppress(OSError):
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    version = parent.request_json("GET", "/version").get("gitVersion", "?")
-    return {"date": datetime.date.today().isoformat(), "cores": str(os.cpu_count()), "cpu": model or "?",
-            "python": platform.python_version(), "kube-apiserver": str(version)}
-
-
 # --- main ---------------------------------------------------------------------------------------------------
 
 
 async def bench(sizes: list[int], parent: ControlPlane, children: list[ControlPlane], workdir: Path) -> str:
     taken_in = TakenIn()
     logging.getLogger("clusternet_agent.registration").addHandler(taken_in)
-    hub, port = hub_proc(parent, workdir)
     observer = Observer(parent)
     try:
-        hub.start()
-        await asyncio.to_thread(wait_healthy, hub, port)
         await asyncio.to_thread(observer.start)
         async with contextlib.AsyncExitStack() as stack:
             admin = await stack.enter_async_context(Kube(Credentials.from_kubeconfig(parent.kubeconfig)))
@@ -516,10 +365,9 @@ async def bench(sizes: list[int], parent: ControlPlane, children: list[ControlPl
                 print(f"  {len(done)}/{n} Ready; max {fmt(max(done) if done else None)} s", flush=True)
                 rounds.append(r)
                 await asyncio.sleep(2.0)
-            return report(rounds, machine_info(parent))
+            return report(rounds, machine_info(parent, load=False))
     finally:
         await asyncio.to_thread(observer.stop)
-        await asyncio.to_thread(hub.stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -534,38 +382,17 @@ def main(argv: list[str] | None = None) -> int:
         handler.setLevel(level)
     logging.getLogger("clusternet_agent.registration").setLevel(logging.INFO)  # TakenIn needs its INFO lines
     sizes = [1, 5] if args.quick else [1, 5, 20]
-    workdir = Path(tempfile.mkdtemp(prefix="clusternet-bench-"))
-    planes: list[ControlPlane] = []
-    ok = False
-    try:
-        print(f"starting a parent and 2 child control planes in {workdir} ...", flush=True)
-        bins = find_binaries()
-        with deferred_interrupts() as interrupted:
-            planes = start_many(["parent", "child1", "child2"], workdir, bins)
-        if interrupted:
-            raise KeyboardInterrupt
+
+    def body(planes: list[ControlPlane], workdir: Path) -> None:
         install_parent(planes[0])
+        start_hub(planes[0], workdir, "--health-check-interval=1")
         text = asyncio.run(bench(sizes, planes[0], planes[1:], workdir))
         print()
         print(text)
-        ok = True
-    except KeyboardInterrupt:
-        print("interrupted; tearing down", file=sys.stderr)
-        return 130
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the tear-down short
-            signal.signal(s, signal.SIG_IGN)
-        for proc in SPAWNED:
-            proc.stop()
-        for p in planes:
-            p.stop()
-        if ok and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-    return 0
+
+    return run_bench(["parent", "child1", "child2"], "a parent and 2 child control planes", "clusternet-bench-",
+                     args.keep, body)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM tears down like Ctrl-C
-    sys.exit(main())
+    raise SystemExit(main())
