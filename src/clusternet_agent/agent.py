@@ -101,8 +101,11 @@ async def resolve_managed_cluster(parent: Kube, access: ParentAccess) -> str:
 
 
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
-                         apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool]) -> str:
-    """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister")."""
+                         apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
+                         reported: asyncio.Event | None = None) -> str:
+    """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister").
+
+    `reported` is set after the first report attempt, so work that can wait starts after it."""
     name = await resolve_managed_cluster(parent, access)
     if opts.cluster_labels:  # --cluster-labels may change between starts; Clusternet only sets them once
         try:
@@ -136,6 +139,8 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                 log.warning("reporting status to the parent failed with HTTP %s", e.status)
             except Exception as e:
                 log.warning("reporting status to the parent failed: %s", e)
+        if reported is not None:
+            reported.set()
         step = min(opts.collect_frequency, opts.update_frequency)
         if await sleep_or_stop(stop, step):
             return "stopped"
@@ -163,8 +168,14 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
             tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state)] if t]
             try:
                 async with Kube(access.creds, user_agent="clusternet-agent") as parent:
-                    tasks.append(asyncio.create_task(deploying(child, parent, opts, access, apiserver_url)))
-                    outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop, tunnel_state)
+                    # the first report makes the cluster Ready on the parent: deploying waits for it, so a
+                    # freshly registered cluster does not queue its heartbeat behind the deployer's set-up
+                    reported = asyncio.Event()
+                    if opts.deploys:
+                        tasks.append(asyncio.create_task(
+                            deploying(child, parent, opts, access, apiserver_url, after=reported)))
+                    outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop, tunnel_state,
+                                                   reported)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -175,8 +186,10 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
 
 
 async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
-                    apiserver_url: str) -> None:
+                    apiserver_url: str, after: asyncio.Event | None = None) -> None:
     """Pull Descriptions, and keep the hub's push credentials fresh (or withdrawn) per AppPusher."""
+    if after is not None:
+        await after.wait()
     name = await resolve_managed_cluster(parent, access)
     creds = await puller.deployer_credentials(child, opts.namespace)
     async with Kube(creds, user_agent="clusternet-agent-deployer") as deployer:

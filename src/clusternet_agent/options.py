@@ -53,6 +53,7 @@ class AgentOptions:
     tunnel_ca_file: str | None = None  # default: the parent CA
     tunnel_allowed: tuple[str, ...] = ()  # host:port targets besides this cluster's API server
     resync_frequency: float = 30.0  # re-apply pulled Descriptions (drift correction)
+    deploys: bool = True  # False: registration and heartbeats only (lightweight simulated agents in benchmarks)
 
     def gate(self, name: str) -> bool:
         return self.feature_gates.get(name, False)

@@ -129,6 +129,9 @@ class Deployer:
         self.children: dict[str, tuple[str, Kube]] = {}
         self.push_secrets: dict[str, tuple[float, dict[str, bytes]]] = {}  # namespace -> (expiry, data)
         self.pushed_at: dict[tuple[str, str], float] = {}  # Description -> when its last push finished
+        # Description -> (uid, generation) last pushed; events for what was pushed already need no push
+        # (drift is the periodic resync's job), which also ends push -> status -> event -> push rounds
+        self.pushed: dict[tuple[str, str], tuple[str, int]] = {}
 
     # --- queueing -----------------------------------------------------------------------------------------
 
@@ -181,7 +184,7 @@ class Deployer:
                     elif item[0] == "status":
                         await self.update_subscription_status(item[1], item[2])
                     else:
-                        await self.push(item[1], item[2])
+                        await self.push(item[1], item[2], force)
                 except Exception as e:
                     log.warning("%s %s/%s failed, retrying: %s", item[0], item[1], item[2], e)
                     await asyncio.sleep(2)
@@ -194,7 +197,7 @@ class Deployer:
                 fresh = time.monotonic() - self.resync_interval / 2
                 for ns, name in list(self.caches.descriptions):
                     if self.pushed_at.get((ns, name), 0.0) < fresh:  # just pushed: the next resync will do
-                        self.enqueue("push", ns, name)
+                        self.enqueue("push", ns, name, force=True)
 
         tasks = [asyncio.create_task(worker()) for _ in range(self.workers)] + [asyncio.create_task(resync())]
         try:
@@ -264,6 +267,7 @@ class Deployer:
         if event == "DELETED":
             self.caches.descriptions.pop(key, None)
             self.pushed_at.pop(key, None)
+            self.pushed.pop(key, None)
         else:
             old = self.caches.descriptions.get(key)
             self.caches.descriptions[key] = desc
@@ -289,7 +293,7 @@ class Deployer:
             self.enqueue_subscriptions()
             for ns, name in list(self.caches.descriptions):
                 if ns == meta["namespace"]:
-                    self.enqueue("push", ns, name)
+                    self.enqueue("push", ns, name, force=True)
 
     # --- Subscription -> Base -> Description --------------------------------------------------------------
 
@@ -409,6 +413,7 @@ class Deployer:
             "spec": {"deployer": "Generic", "raw": raw},
         }
         desc = await self.kube.apply(body, FIELD_MANAGER)
+        self.on_description("MODIFIED", desc)  # push now, not when the watch brings the change back
         previous_errors = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_RENDER_ERRORS)
         if errors and previous_errors != annotations[ANNOTATION_RENDER_ERRORS]:
             await applier.post_event(self.kube, desc, "Warning", "RenderFailed", "; ".join(errors), FIELD_MANAGER)
@@ -517,11 +522,14 @@ class Deployer:
         self.children[cluster_id] = (fingerprint, child)
         return child
 
-    async def push(self, namespace: str, name: str) -> None:
+    async def push(self, namespace: str, name: str, force: bool = False) -> None:
         desc = self.caches.descriptions.get((namespace, name))
         if desc is None:
             return
         deleting = bool(desc["metadata"].get("deletionTimestamp"))
+        meta = desc["metadata"]
+        if not deleting and not force and self.pushed.get((namespace, name)) == (meta["uid"], meta.get("generation")):
+            return
         mc = self.cluster_in(namespace)
         if mc is None:
             if deleting:  # the cluster is gone: nobody can clean up, never block the deletion
@@ -557,6 +565,7 @@ class Deployer:
             self.push_secrets.pop(namespace, None)
         await applier.report(self.kube, desc, outcome, FIELD_MANAGER)
         self.pushed_at[(namespace, name)] = time.monotonic()
+        self.pushed[(namespace, name)] = (meta["uid"], meta.get("generation"))
 
     async def _pending(self, desc: Obj, reason: str) -> None:
         status = desc.get("status") or {}

@@ -86,6 +86,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = 4
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    # kopf waits this long for more events of the same object before handling it (default 0.1 s); our
+    # handlers are idempotent and cheap to repeat, and a new cluster should not wait on a timer
+    settings.batching.batch_window = 0.02
 
 
 @kopf.on.login(registry=HUB)
