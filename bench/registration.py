@@ -6,7 +6,10 @@ kube-controller-manager), the CRDs and the bootstrap token installed as an admin
 
 * the two real children each get a `clusternet-agent` process (N=1: one of them);
 * the others are simulated: `run_agent()` tasks in this process, each with a fresh cluster ID and its own
-  namespace in one of the real children (so each reports that child's real health under its own ID).
+  namespace in one of the real children (so each reports that child's real health under its own ID). They
+  are lightweight agents: registration and heartbeats, the real code, but without the deployer set-up
+  (`AgentOptions.deploys=False`), which is no part of registering and would otherwise run 18 agents'
+  deployer start-up on this one event loop. The two process agents are complete.
 
 Every agent of every round registers a cluster ID the parent has never seen, like a first install.
 A watch on the parent timestamps, per cluster: the CRR appearing, the hub writing Approved, and Ready=True.
@@ -246,7 +249,8 @@ async def run_round(n: int, label: str, parent: ControlPlane, children: list[Con
             opts = AgentOptions(
                 parent_url=parent.url, reg_token=BOOTSTRAP_TOKEN, parent_ca_file=str(parent.ca_file),
                 cluster_name=f"{label}-sim-{i}", cluster_id=cid, namespace=sim_namespace(i), sync_mode="Dual",
-                feature_gates=dict(FEATURE_GATES), collect_frequency=10.0, update_frequency=10.0)
+                feature_gates=dict(FEATURE_GATES), collect_frequency=10.0, update_frequency=10.0,
+                deploys=False)  # lightweight: registration and heartbeats, no deployer set-up
             sample = Sample(cid, "simulated", time.monotonic())
             observer.expect(sample)
             samples.append(sample)
