@@ -132,6 +132,8 @@ class Deployer:
         # Description -> (uid, generation) last pushed; events for what was pushed already need no push
         # (drift is the periodic resync's job), which also ends push -> status -> event -> push rounds
         self.pushed: dict[tuple[str, str], tuple[str, int]] = {}
+        self.pushing: dict[tuple[str, str], bool | None] = {}  # in flight -> asked again (force), or None
+        self.retry_delay: dict[tuple[str, str], float] = {}  # failed pushes come back after this long
 
     # --- queueing -----------------------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class Deployer:
                     elif item[0] == "status":
                         await self.update_subscription_status(item[1], item[2])
                     else:
-                        await self.push(item[1], item[2], force)
+                        await self.push_once(item[1], item[2], force)
                 except Exception as e:
                     log.warning("%s %s/%s failed, retrying: %s", item[0], item[1], item[2], e)
                     await asyncio.sleep(2)
@@ -268,6 +270,7 @@ class Deployer:
             self.caches.descriptions.pop(key, None)
             self.pushed_at.pop(key, None)
             self.pushed.pop(key, None)
+            self.retry_delay.pop(key, None)
         else:
             old = self.caches.descriptions.get(key)
             self.caches.descriptions[key] = desc
@@ -522,6 +525,30 @@ class Deployer:
         self.children[cluster_id] = (fingerprint, child)
         return child
 
+    async def push_once(self, namespace: str, name: str, force: bool) -> None:
+        """Never two pushes of one Description at once (they would race each other's creates); a request
+        that comes in meanwhile runs once the current push is done."""
+        key = (namespace, name)
+        if key in self.pushing:
+            self.pushing[key] = bool(self.pushing[key]) or force
+            return
+        self.pushing[key] = None
+        try:
+            await self.push(namespace, name, force)
+        finally:
+            again = self.pushing.pop(key)
+            if again is not None:
+                self.enqueue("push", namespace, name, force=again)
+
+    def _retry_later(self, key: tuple[str, str], failed: bool) -> None:
+        """A failed push comes back with growing delay (2 s doubling to 60 s), not on its own status events."""
+        if not failed:
+            self.retry_delay.pop(key, None)
+            return
+        delay = self.retry_delay.get(key, 1.0) * 2
+        self.retry_delay[key] = min(delay, 60.0)
+        asyncio.get_running_loop().call_later(delay, lambda: self.enqueue("push", *key, force=True))
+
     async def push(self, namespace: str, name: str, force: bool = False) -> None:
         desc = self.caches.descriptions.get((namespace, name))
         if desc is None:
@@ -566,6 +593,7 @@ class Deployer:
         await applier.report(self.kube, desc, outcome, FIELD_MANAGER)
         self.pushed_at[(namespace, name)] = time.monotonic()
         self.pushed[(namespace, name)] = (meta["uid"], meta.get("generation"))
+        self._retry_later((namespace, name), outcome.phase != "Success")
 
     async def _pending(self, desc: Obj, reason: str) -> None:
         status = desc.get("status") or {}
