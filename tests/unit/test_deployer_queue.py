@@ -1,0 +1,69 @@
+"""The deployer's push bookkeeping: one push of a Description at a time, failed pushes retried later."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from clusternet_api.kube import Credentials, Kube
+from clusternet_hub.deployer import Deployer
+
+
+def deployer() -> Deployer:
+    async def no_tunnel(cluster_id: str) -> None:
+        return None
+
+    # never used for requests: push() is replaced below
+    return Deployer(Kube(Credentials("https://127.0.0.1:1")), {}, no_tunnel)
+
+
+async def test_pushes_of_one_description_never_overlap_and_requests_meanwhile_are_kept() -> None:
+    d = deployer()
+    running, most, calls = 0, 0, []
+
+    async def fake_push(namespace: str, name: str, force: bool = False) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        calls.append(force)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    d.push = fake_push  # type: ignore[method-assign]
+    first = asyncio.create_task(d.push_once("ns", "desc", False))
+    await asyncio.sleep(0.01)
+    await d.push_once("ns", "desc", False)  # arrives while the first runs: deferred, not run alongside
+    await d.push_once("ns", "desc", True)
+    await first
+    assert most == 1 and calls == [False]
+    assert d.queue.get_nowait() == ("push", "ns", "desc") and d.pending[("push", "ns", "desc")] is True
+
+
+async def test_failed_push_is_retried_with_growing_delay_and_success_resets_it() -> None:
+    d = deployer()
+    key = ("ns", "desc")
+    d._retry_later(key, failed=True)
+    assert d.retry_delay[key] == 2.0
+    d._retry_later(key, failed=True)
+    assert d.retry_delay[key] == 4.0
+    for _ in range(10):
+        d._retry_later(key, failed=True)
+    assert d.retry_delay[key] == 60.0
+    d._retry_later(key, failed=False)
+    assert key not in d.retry_delay
+
+
+async def test_retry_enqueues_a_forced_push() -> None:
+    d = deployer()
+    loop: Any = asyncio.get_running_loop()
+    scheduled: list[tuple[float, Any]] = []
+    original = loop.call_later
+    loop.call_later = lambda delay, cb, *a: scheduled.append((delay, cb))
+    try:
+        d._retry_later(("ns", "desc"), failed=True)
+    finally:
+        loop.call_later = original
+    (delay, callback), = scheduled
+    assert delay == 2.0
+    callback()
+    assert d.queue.get_nowait() == ("push", "ns", "desc") and d.pending[("push", "ns", "desc")] is True
