@@ -34,6 +34,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host"}
 # the request body is read whole and re-sent, so its length is recomputed by the client
 REQUEST_DROPPED = HOP_BY_HOP | {"content-length"}
+WHOLE_BODY_LIMIT = 256 * 1024  # answers up to this size (with a Content-Length) are relayed in one piece
 EXTRA_PREFIX_FRONT = "x-remote-extra-clusternet-"
 EXTRA_PREFIX_DIRECT = "impersonate-extra-clusternet-"
 
@@ -195,8 +196,17 @@ class Proxy:
                                                  [("Host", host), *headers.items()], body)
         except (StreamOpenError, UpstreamError, ConnectionError) as e:
             raise ProxyError(503, f"the agent of cluster {cluster_id} could not reach {address}: {e}") from e
+        headers_out = response_headers(upstream.headers)
+        length = headers_out.get("Content-Length", "")
         async with contextlib.aclosing(upstream.body) as chunks:
-            response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
+            if length.isdigit() and int(length) <= WHOLE_BODY_LIMIT:  # small answers leave in one write
+                try:
+                    body = b"".join([chunk async for chunk in chunks])
+                except ConnectionResetError as e:
+                    raise ProxyError(503, f"the agent of cluster {cluster_id} lost the answer: {e}") from e
+                metrics.proxy_requests.labels(str(upstream.status)).inc()
+                return web.Response(status=upstream.status, body=body, headers=headers_out)
+            response = web.StreamResponse(status=upstream.status, headers=headers_out)
             await response.prepare(request)
             try:
                 async for chunk in chunks:
