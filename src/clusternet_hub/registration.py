@@ -218,28 +218,31 @@ async def issue_token(kube: Kube, ns: str, ttl_seconds: int) -> str:
 async def approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
     """Create (or find) everything the child needs and write an Approved status. Idempotent.
 
-    Independent calls go out together (five round trips instead of fourteen), so a burst of agents
+    Independent calls go out together (four round trips instead of fourteen), so a burst of agents
     registering at once is approved in a fraction of a second each.
     """
     name = crr["metadata"]["name"]
     cluster_id = crr["spec"]["clusterId"]
     by_id = f"{known.LABEL_CLUSTER_ID}={cluster_id}"
-    earlier_ns, wanted_ns, clusters = await asyncio.gather(
+    wanted = dedicated_namespace_name(crr)
+    # the namespace is created (or found) while we look for one made for this cluster under another name
+    earlier_ns, (wanted_ns, created), clusters = await asyncio.gather(
         kube.list("v1", "Namespace", label_selector=by_id),
-        kube.get("v1", "Namespace", dedicated_namespace_name(crr)),
+        kube.create_or_get(namespace_manifest(wanted, cluster_id, cluster_name(crr))),
         kube.list(CRR_API, "ManagedCluster", label_selector=by_id))
-    # a namespace made for this cluster earlier wins over the one the request names now
-    existing_ns = earlier_ns[0] if earlier_ns else wanted_ns
-    ns = existing_ns["metadata"]["name"] if existing_ns else dedicated_namespace_name(crr)
+    earlier = [n for n in earlier_ns if n["metadata"]["name"] != wanted]
+    existing_ns = wanted_ns
+    if earlier:  # a namespace made for this cluster earlier wins over the one the request names now
+        existing_ns = earlier[0]
+        if created:
+            await kube.delete("v1", "Namespace", wanted)
+    ns = existing_ns["metadata"]["name"]
     mc_name = next((mc["metadata"]["name"] for mc in clusters if mc["metadata"]["namespace"] == ns),
                    cluster_name(crr))
-    if existing_ns is not None:
-        owner = (existing_ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
-        if owner != cluster_id:
-            await deny(kube, crr, f"namespace {ns!r} already exists and does not belong to cluster {cluster_id}")
-            return {"result": "Denied"}
-    else:
-        await kube.create_or_get(namespace_manifest(ns, cluster_id, mc_name))
+    owner = (existing_ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
+    if owner != cluster_id:
+        await deny(kube, crr, f"namespace {ns!r} already exists and does not belong to cluster {cluster_id}")
+        return {"result": "Denied"}
 
     creates = [kube.create_or_get(service_account_manifest(ns, cluster_id, mc_name))]
     if not any(mc["metadata"]["namespace"] == ns for mc in clusters):

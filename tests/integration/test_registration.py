@@ -266,3 +266,22 @@ def test_hub_killed_mid_approval_converges_without_duplicates(parent: ControlPla
         ns = namespaces[0]["metadata"]["name"]
         mcs = json.loads(kubectl(parent, "get", "mcls", "-n", ns, "-o", "json").stdout)["items"]
         assert len(mcs) == 1 and mcs[0]["spec"]["clusterId"] == cid
+
+
+def test_requested_namespace_of_someone_else_is_denied_and_left_alone(parent: ControlPlane, hub: Proc) -> None:
+    cid = str(uuid.uuid4())
+    kubectl(parent, "create", "namespace", "team-owned")
+    kubectl(parent, "create", "-f", "-", input=_crr(f"clusternet-{cid}", cid, clusterNamespace="team-owned"))
+
+    def result() -> Any:
+        crr = json.loads(kubectl(parent, "get", "clsrr", f"clusternet-{cid}", "-o", "json").stdout)
+        return (crr.get("status") or {}).get("result") and crr["status"]
+
+    status = wait_for(result, timeout=30, what="CRR decided")
+    assert status["result"] == "Denied"
+    assert status["errorMessage"] == f"namespace 'team-owned' already exists and does not belong to cluster {cid}"
+    ns = json.loads(kubectl(parent, "get", "ns", "team-owned", "-o", "json").stdout)
+    assert known.LABEL_CLUSTER_ID not in (ns["metadata"].get("labels") or {})
+    assert kubectl(parent, "get", "sa", "-n", "team-owned", "clusternet-agent", check=False).returncode != 0
+    kubectl(parent, "delete", "clsrr", f"clusternet-{cid}")
+    kubectl(parent, "delete", "namespace", "team-owned", "--wait=false")
