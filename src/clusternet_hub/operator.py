@@ -89,6 +89,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf waits this long for more events of the same object before handling it (default 0.1 s); our
     # handlers are idempotent and cheap to repeat, and a new cluster should not wait on a timer
     settings.batching.batch_window = 0.02
+    # (the event handlers only update in-memory caches and queues: they are async, so kopf runs them on the
+    # event loop instead of handing each event to a thread)
 
 
 @kopf.on.login(registry=HUB)
@@ -147,7 +149,7 @@ async def on_registration(body: kopf.Body, memo: HubContext, **_: Any) -> None:
 
 
 @kopf.on.event(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
-def track_registration(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
+async def track_registration(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
     name = body["metadata"]["name"]
     if type == "DELETED" or (body.get("status") or {}).get("result") != "Approved":
         memo.approved.pop(name, None)
@@ -169,7 +171,7 @@ async def refresh_tokens(ctx: HubContext) -> None:
 
 
 @kopf.on.event(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "managedclusters", registry=HUB)
-def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
+async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     old = memo.clusters.get(key)
     if type == "DELETED":
@@ -223,7 +225,7 @@ async def background(ctx: HubContext) -> None:
 
 
 def _apps_event(plural: str) -> Any:
-    def handler(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
+    async def handler(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
         if memo.deployer is None:
             return  # (type is None for objects of the initial listing: they are handled like additions)
         obj = dict(body)
