@@ -173,7 +173,8 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
                 f"ClusterRegistrationRequest {name} carries a different public key). If this cluster was "
                 f"re-installed, an admin must delete ClusterRegistrationRequest {name} on the parent.",
                 retry=False)
-        deadline = time.monotonic() + approval_timeout
+        started = time.monotonic()
+        deadline = started + approval_timeout
         told = False
         delay = 0.1  # the hub approves in well under a second; poll briskly, then settle at POLL_CAP
         while True:
@@ -185,7 +186,7 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
                 break
             if time.monotonic() > deadline:
                 raise RegistrationError(f"registration {name} not approved within {approval_timeout:.0f}s")
-            if not told and time.monotonic() > deadline - approval_timeout + 10:
+            if not told and time.monotonic() - started > 10:
                 told = True  # a hub with --cluster-approval=Manual waits for a person
                 log.info("registration %s is still pending; if the hub approves manually, a parent admin must "
                          "run: kubectl clusternet approve %s", name, name)

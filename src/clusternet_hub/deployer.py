@@ -44,7 +44,7 @@ ANNOTATION_INPUTS_HASH = "apps.clusternet.io/inputs-hash"
 ANNOTATION_RENDER_ERRORS = "apps.clusternet.io/render-errors"
 DEPLOYER_SECRET = "child-cluster-deployer"
 # How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
-# (that is the ManagedCluster's appPusher), and a 401 from the child drops the copy at once.
+# (that is the ManagedCluster's appPusher), and a failed push drops the copy at once.
 PUSH_SECRET_TTL = 60.0
 
 
@@ -128,10 +128,10 @@ class Deployer:
         self.pending: dict[tuple[str, str, str], bool] = {}
         self.children: dict[str, tuple[str, Kube]] = {}
         self.push_secrets: dict[str, tuple[float, dict[str, bytes]]] = {}  # namespace -> (expiry, data)
-        self.pushed_at: dict[tuple[str, str], float] = {}  # Description -> when its last push finished
-        # Description -> (uid, generation) last pushed; events for what was pushed already need no push
-        # (drift is the periodic resync's job), which also ends push -> status -> event -> push rounds
-        self.pushed: dict[tuple[str, str], tuple[str, int]] = {}
+        # Description -> (uid, generation, monotonic time) of its last push; events for what was pushed
+        # already need no push (drift is the periodic resync's job), which also ends push -> status -> event
+        # -> push rounds, and the resync skips what was pushed moments ago
+        self.pushed: dict[tuple[str, str], tuple[str, int, float]] = {}
         self.pushing: dict[tuple[str, str], bool | None] = {}  # in flight -> asked again (force), or None
         self.retry_delay: dict[tuple[str, str], float] = {}  # failed pushes come back after this long
 
@@ -198,7 +198,7 @@ class Deployer:
                 self.enqueue_subscriptions()
                 fresh = time.monotonic() - self.resync_interval / 2
                 for ns, name in list(self.caches.descriptions):
-                    if self.pushed_at.get((ns, name), 0.0) < fresh:  # just pushed: the next resync will do
+                    if self.pushed.get((ns, name), ("", 0, 0.0))[2] < fresh:  # just pushed: the next will do
                         self.enqueue("push", ns, name, force=True)
 
         tasks = [asyncio.create_task(worker()) for _ in range(self.workers)] + [asyncio.create_task(resync())]
@@ -268,7 +268,6 @@ class Deployer:
         key = key_of(desc)
         if event == "DELETED":
             self.caches.descriptions.pop(key, None)
-            self.pushed_at.pop(key, None)
             self.pushed.pop(key, None)
             self.retry_delay.pop(key, None)
         else:
@@ -555,7 +554,8 @@ class Deployer:
             return
         deleting = bool(desc["metadata"].get("deletionTimestamp"))
         meta = desc["metadata"]
-        if not deleting and not force and self.pushed.get((namespace, name)) == (meta["uid"], meta.get("generation")):
+        if not deleting and not force and self.pushed.get((namespace, name), ())[:2] == (
+                meta["uid"], meta.get("generation")):
             return
         mc = self.cluster_in(namespace)
         if mc is None:
@@ -584,15 +584,13 @@ class Deployer:
             return
         try:
             outcome = await applier.apply_description(child, desc)
-        except ApiException as e:
-            if e.status == 401:  # the agent rotated its deployer token: read the Secret again next time
-                self.push_secrets.pop(namespace, None)
+        except ApiException:
+            self.push_secrets.pop(namespace, None)  # e.g. the agent rotated its token: read it again next time
             raise
-        if outcome.phase == "Failure" and "HTTP 401" in (outcome.reason or ""):
+        if outcome.phase != "Success":
             self.push_secrets.pop(namespace, None)
         await applier.report(self.kube, desc, outcome, FIELD_MANAGER)
-        self.pushed_at[(namespace, name)] = time.monotonic()
-        self.pushed[(namespace, name)] = (meta["uid"], meta.get("generation"))
+        self.pushed[(namespace, name)] = (meta["uid"], meta.get("generation"), time.monotonic())
         self._retry_later((namespace, name), outcome.phase != "Success")
 
     async def _pending(self, desc: Obj, reason: str) -> None:

@@ -84,13 +84,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
     settings.watching.connect_timeout = 30
-    settings.execution.max_workers = 4
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     # kopf waits this long for more events of the same object before handling it (default 0.1 s); our
     # handlers are idempotent and cheap to repeat, and a new cluster should not wait on a timer
     settings.batching.batch_window = 0.02
-    # (the event handlers only update in-memory caches and queues: they are async, so kopf runs them on the
-    # event loop instead of handing each event to a thread)
 
 
 @kopf.on.login(registry=HUB)
@@ -148,6 +145,8 @@ async def on_registration(body: kopf.Body, memo: HubContext, **_: Any) -> None:
                                   f"{e.reason}", delay=2) from e
 
 
+# Event handlers only update in-memory caches and queues; being async, kopf runs them on the event loop
+# instead of handing every event to a thread.
 @kopf.on.event(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
 async def track_registration(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
     name = body["metadata"]["name"]
