@@ -106,36 +106,32 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
+def _check_dns_label(flag: str, value: str, longest: int, what: str, why_longest: str = "",
+                     show_regex: bool = False) -> None:
+    """A DNS-1123 label of at most `longest` characters; the messages name the flag, the value and the rule."""
+    if len(value) > longest:
+        raise OptionsError(f"{flag} {value!r} is {len(value)} characters long; at most {longest} are "
+                           f"allowed{why_longest}")
+    if not _DNS_LABEL.match(value):
+        regex = f" (regex {_DNS_LABEL.pattern})" if show_regex else ""
+        raise OptionsError(f"{flag} {value!r} is not a valid {what}: it may contain only {_DNS_LABEL_RULE}{regex}")
+
+
 def check_cluster_name(name: str, flag: str = "--cluster-reg-name") -> None:
     """Clusternet's rule for a cluster (ManagedCluster) name: a DNS-1123 label of at most 30 characters."""
-    if len(name) > CLUSTER_NAME_MAX_LENGTH:
-        raise OptionsError(f"{flag} {name!r} is {len(name)} characters long; at most "
-                           f"{CLUSTER_NAME_MAX_LENGTH} are allowed")
-    if not _DNS_LABEL.match(name):
-        raise OptionsError(f"{flag} {name!r} is not a valid cluster name: it may contain only "
-                           f"{_DNS_LABEL_RULE} (regex {_DNS_LABEL.pattern})")
+    _check_dns_label(flag, name, CLUSTER_NAME_MAX_LENGTH, "cluster name", show_regex=True)
 
 
 def check_cluster_name_prefix(prefix: str) -> None:
     """The prefix must leave a valid name once `-<5 random characters>` is appended."""
-    longest = CLUSTER_NAME_MAX_LENGTH - RANDOM_SUFFIX_LENGTH - 1
-    if len(prefix) > longest:
-        raise OptionsError(f"--cluster-reg-name-prefix {prefix!r} is {len(prefix)} characters long; at most "
-                           f"{longest} are allowed, as '-' and {RANDOM_SUFFIX_LENGTH} random characters are "
-                           f"appended to make a name of at most {CLUSTER_NAME_MAX_LENGTH}")
-    if not _DNS_LABEL.match(prefix):
-        raise OptionsError(f"--cluster-reg-name-prefix {prefix!r} is not a valid cluster name prefix: it may "
-                           f"contain only {_DNS_LABEL_RULE}")
+    _check_dns_label("--cluster-reg-name-prefix", prefix, CLUSTER_NAME_MAX_LENGTH - RANDOM_SUFFIX_LENGTH - 1,
+                     "cluster name prefix", f", as '-' and {RANDOM_SUFFIX_LENGTH} random characters are appended "
+                     f"to make a name of at most {CLUSTER_NAME_MAX_LENGTH}")
 
 
 def check_cluster_namespace(namespace: str) -> None:
     """A DNS-1123 label the hub accepts as a dedicated namespace (it refuses system namespaces)."""
-    if len(namespace) > NAMESPACE_MAX_LENGTH:
-        raise OptionsError(f"--cluster-reg-namespace {namespace!r} is {len(namespace)} characters long; at most "
-                           f"{NAMESPACE_MAX_LENGTH} are allowed")
-    if not _DNS_LABEL.match(namespace):
-        raise OptionsError(f"--cluster-reg-namespace {namespace!r} is not a valid namespace name: it may "
-                           f"contain only {_DNS_LABEL_RULE}")
+    _check_dns_label("--cluster-reg-namespace", namespace, NAMESPACE_MAX_LENGTH, "namespace name")
     if namespace.startswith("kube-") or namespace in ("default", known.SYSTEM_NAMESPACE, known.RESERVED_NAMESPACE):
         raise OptionsError(f"--cluster-reg-namespace {namespace!r} is reserved on the parent and cannot be a "
                            "cluster's dedicated namespace; choose another name or leave it unset")
