@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
 import json
 import os
 import ssl
@@ -225,12 +227,8 @@ class Kube:
     def _headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         if self.creds.token_file and time.monotonic() - self._token_read > TOKEN_FILE_REREAD:
             self._token_read = time.monotonic()
-            try:
-                token = Path(self.creds.token_file).read_text().strip()
-                self.creds = Credentials(self.creds.server, self.creds.ca_pem, token, self.creds.cert_pem,
-                                         self.creds.key_pem, self.creds.insecure, self.creds.token_file)
-            except OSError:
-                pass  # keep the last token; the next request tries again in a minute
+            with contextlib.suppress(OSError):  # else keep the last token; the next request tries again later
+                self.creds = dataclasses.replace(self.creds, token=Path(self.creds.token_file).read_text().strip())
         headers = {"User-Agent": self.user_agent, **extra}
         if self.creds.token:
             headers["Authorization"] = f"Bearer {self.creds.token}"
@@ -367,12 +365,7 @@ class Kube:
         async with self.session().request(
                 method, self.creds.server.rstrip("/") + path, data=data, params=query,
                 headers=self._headers(headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT)) as resp:
-            raw = await resp.read()
-            status = resp.status
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
+            return resp.status, _parsed(await resp.read())
 
     async def watch(self, api_version: str, kind: str, namespace: str | None = None,
                     server_timeout: int = 60, resource_version: str | None = None) -> AsyncIterator[Obj]:
@@ -385,15 +378,19 @@ class Kube:
                 params=query, headers=self._headers({"Accept": "application/json"}),
                 timeout=aiohttp.ClientTimeout(total=server_timeout + 10)) as resp:
             if resp.status != 200:
-                raw = await resp.read()
-                try:
-                    raise status_error(resp.status, json.loads(raw))
-                except ValueError:
-                    raise status_error(resp.status, raw.decode(errors="replace")) from None
+                raise status_error(resp.status, _parsed(await resp.read()))
             async for line in resp.content:
                 if line.strip():
                     event: Obj = json.loads(line)
                     yield event
+
+
+def _parsed(raw: bytes) -> Any:
+    """A response body as JSON when it is JSON, else as text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
 
 
 def status_error(status: int, result: Any) -> ApiException:
