@@ -380,10 +380,10 @@ class Results:
 # --- scenario 1: the two real children -------------------------------------------------------------------
 
 
-async def run_plugin(directory: Path, parent: ControlPlane) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(PLUGIN), "--kubeconfig", str(parent.kubeconfig), "apply", "-f", str(directory),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+async def run_command(*argv: str) -> tuple[int, str]:
+    """Run a command line to its end; (exit code, stdout and stderr). Killed if the bench is interrupted."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await proc.communicate()
     except asyncio.CancelledError:
@@ -393,20 +393,16 @@ async def run_plugin(directory: Path, parent: ControlPlane) -> tuple[int, str]:
     return int(proc.returncode or 0), out.decode(errors="replace")
 
 
+async def run_plugin(directory: Path, parent: ControlPlane) -> tuple[int, str]:
+    return await run_command(str(PLUGIN), "--kubeconfig", str(parent.kubeconfig), "apply", "-f", str(directory))
+
+
 async def run_kubectl_apply(directory: Path, child: ControlPlane) -> None:
     """A plain client from the command line: what a user runs to apply to one cluster without Clusternet."""
-    proc = await asyncio.create_subprocess_exec(
-        "kubectl", "--kubeconfig", str(child.kubeconfig), "apply", "--server-side",
-        f"--field-manager={DIRECT_MANAGER}", "-f", str(directory),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await proc.communicate()
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
-    if proc.returncode:
-        raise RuntimeError(f"kubectl apply failed ({proc.returncode}):\n{out.decode(errors='replace')}")
+    code, output = await run_command("kubectl", "--kubeconfig", str(child.kubeconfig), "apply", "--server-side",
+                                     f"--field-manager={DIRECT_MANAGER}", "-f", str(directory))
+    if code:
+        raise RuntimeError(f"kubectl apply failed ({code}):\n{output}")
 
 
 async def apply_in_order(kube: Kube, objects: list[Obj]) -> None:
