@@ -100,8 +100,7 @@ class Puller:
                 log.info("cleaned up Description %s: %s", meta["name"], removed)
                 await applier.remove_finalizer(self.parent, desc)
             return
-        up_to_date = str(annotations.get(applier.ANNOTATION_APPLIED_GENERATION)) == str(meta.get("generation"))
-        if up_to_date and (not resync or annotations.get(applier.ANNOTATION_DRIFT_CORRECTION) == "false"):
+        if applier.deployed(desc) and (not resync or annotations.get(applier.ANNOTATION_DRIFT_CORRECTION) == "false"):
             return
         outcome = await applier.apply_description(self.child, desc)
         await applier.report(self.parent, desc, outcome, known.CREATED_BY_AGENT)

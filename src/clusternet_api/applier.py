@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "clusternet-deployer"
 ANNOTATION_ADOPTED = "apps.clusternet.io/adopted-by-description"
-ANNOTATION_APPLIED_GENERATION = "apps.clusternet.io/applied-generation"
 ANNOTATION_DRIFT_CORRECTION = "apps.clusternet.io/drift-correction"
 DESC_API = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
 _STRIP_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
@@ -93,8 +92,16 @@ class ApplyOutcome:
     new_namespaces: set[str] = field(default_factory=set)
     """Namespaces this apply created: nothing of anyone else's can be in them yet."""
 
-    def status_patch(self) -> Obj:
-        return {"phase": self.phase, "reason": self.reason, "manifestStatuses": self.statuses}
+    def status_patch(self, generation: int | None) -> Obj:
+        return {"phase": self.phase, "reason": self.reason, "manifestStatuses": self.statuses,
+                "observedGeneration": generation}
+
+
+def deployed(desc: Obj) -> bool:
+    """Is the Description's current generation deployed (its status says Success for it)?"""
+    status = desc.get("status") or {}
+    return status.get("phase") == "Success" and status.get("observedGeneration") is not None and str(
+        status["observedGeneration"]) == str(desc["metadata"].get("generation"))
 
 
 def explain(e: ApiException, what: str) -> str:
@@ -112,8 +119,7 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     key = owner_key(desc)
     objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
     previous = list((desc.get("status") or {}).get("manifestStatuses") or [])
-    annotations = desc["metadata"].get("annotations") or {}
-    same_generation = str(annotations.get(ANNOTATION_APPLIED_GENERATION)) == str(desc["metadata"].get("generation"))
+    same_generation = deployed(desc)
     previously = {json.dumps(identity({"apiVersion": s.get("apiVersion"), "kind": s.get("kind"),
                                        "metadata": {"name": s.get("name"), "namespace": s.get("namespace")}}),
                              sort_keys=True) for s in previous}
@@ -226,15 +232,11 @@ async def cleanup(child: Kube, desc: Obj) -> list[str]:
 
 
 async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
-    """Write the outcome to the Description's status, remember the applied generation, post an event."""
+    """Write the outcome, for the generation it applied, to the Description's status; post an event."""
     meta = desc["metadata"]
     writes: list[Awaitable[object]] = [parent.patch(
-        DESC_API, "Description", meta["name"], {"status": outcome.status_patch()}, meta["namespace"],
-        subresource="status")]
-    applied_generation = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED_GENERATION)
-    if outcome.phase == "Success" and str(applied_generation) != str(meta.get("generation")):
-        writes.append(parent.patch(DESC_API, "Description", meta["name"], {"metadata": {"annotations": {
-            ANNOTATION_APPLIED_GENERATION: str(meta.get("generation"))}}}, meta["namespace"]))
+        DESC_API, "Description", meta["name"], {"status": outcome.status_patch(meta.get("generation"))},
+        meta["namespace"], subresource="status")]
     if outcome.drifted:
         writes.append(post_event(parent, desc, "Warning", "DriftCorrected",
                                  "re-applied objects changed in the child: " + ", ".join(outcome.drifted),

@@ -200,9 +200,10 @@ def ssl_context(creds: Credentials) -> ssl.SSLContext | None:
 class Kube:
     """One API server, dict-based. `async with Kube(creds) as kube:` or call `close()`."""
 
-    def __init__(self, creds: Credentials, *, user_agent: str = "clusternet-py") -> None:
+    def __init__(self, creds: Credentials, *, user_agent: str = "clusternet-py", connections: int = 100) -> None:
         self.creds = creds
         self.user_agent = user_agent
+        self.connections = connections  # at most this many open at once; more requests wait for one
         self._ssl = ssl_context(creds)
         self._session: aiohttp.ClientSession | None = None
         self._token_read = time.monotonic()
@@ -238,7 +239,8 @@ class Kube:
         if self._session is None:
             # trust_env off: no proxy or netrc lookups (aiohttp runs those in a thread per request)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False, limit=100),
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False,
+                                               limit=self.connections),
                 trust_env=False, auto_decompress=True)
         return self._session
 

@@ -231,12 +231,13 @@ def _apps_event(plural: str) -> Any:
         event = "DELETED" if type == "DELETED" else "MODIFIED"
         d = memo.deployer
         {"subscriptions": d.on_subscription, "manifests": d.on_manifest, "globalizations": d.on_override,
-         "localizations": d.on_override, "descriptions": d.on_description,
+         "localizations": d.on_override, "descriptions": d.on_description, "bases": d.on_base,
          "feedinventories": d.on_feed_inventory}[plural](event, obj)
 
     handler.__name__ = f"track_{plural}"
     return kopf.on.event(known.APPS_GROUP, known.APPS_VERSION, plural, registry=HUB)(handler)
 
 
-for _plural in ("subscriptions", "manifests", "globalizations", "localizations", "descriptions", "feedinventories"):
+for _plural in ("subscriptions", "manifests", "globalizations", "localizations", "descriptions", "bases",
+                "feedinventories"):
     _apps_event(_plural)

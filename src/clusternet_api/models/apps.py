@@ -271,6 +271,9 @@ class DescriptionStatus(ApiModel):
     phase: DescriptionPhase | None = None
     reason: str | None = None
     manifest_statuses: list[ManifestStatus] | None = None
+    observed_generation: int | None = None
+    """The generation of the Description this status reports on (ours; Clusternet has none): Success with
+    the current generation means it is deployed as it stands."""
 
 
 class Description(KubeObject):

@@ -1,0 +1,95 @@
+"""Which writes the hub can skip: unchanged Bases and Descriptions, Descriptions already deployed."""
+
+from __future__ import annotations
+
+import copy
+
+from clusternet_api import applier, known
+from clusternet_api.kube import Credentials, Kube, Obj
+from clusternet_hub.deployer import ANNOTATION_INPUTS_HASH, ANNOTATION_RENDER_ERRORS, Deployer, needs_apply
+
+OWNER = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Base", "name": "app-1", "uid": "u1",
+         "controller": True, "blockOwnerDeletion": True}
+
+
+def description_body() -> Obj:
+    return {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Description",
+            "metadata": {"name": "app-1-generic", "namespace": "clusternet-abc",
+                         "labels": {known.LABEL_SUBS_NAME: "app"},
+                         "annotations": {ANNOTATION_INPUTS_HASH: "h1", ANNOTATION_RENDER_ERRORS: ""},
+                         "finalizers": [known.FINALIZER_APPS], "ownerReferences": [OWNER]},
+            "spec": {"deployer": "Generic", "raw": ["e30="]}}
+
+
+def stored(body: Obj) -> Obj:
+    """The object as the parent returns it: the body plus what the server and others add."""
+    obj = copy.deepcopy(body)
+    meta = obj["metadata"]
+    meta.update(uid="d1", resourceVersion="7", generation=1)
+    meta["labels"]["team"] = "someone-else"
+    meta["annotations"]["note"] = "added by a person"
+    meta["finalizers"].append("example.com/other")
+    obj["status"] = {"phase": "Success"}
+    return obj
+
+
+def test_nothing_to_write_when_the_stored_object_holds_all_the_hub_wants() -> None:
+    body = description_body()
+    assert not needs_apply(stored(body), body)
+
+
+def test_a_missing_object_or_any_change_of_the_hubs_intent_is_written() -> None:
+    body = description_body()
+    assert needs_apply(None, body)
+    for change in (lambda o: o["spec"]["raw"].append("e30="),
+                   lambda o: o["metadata"]["labels"].update({known.LABEL_SUBS_NAME: "other"}),
+                   lambda o: o["metadata"]["annotations"].update({ANNOTATION_INPUTS_HASH: "h0"}),
+                   lambda o: o["metadata"]["finalizers"].clear(),
+                   lambda o: o["metadata"].update(ownerReferences=[{**OWNER, "uid": "old-base"}])):
+        existing = stored(body)
+        change(existing)
+        assert needs_apply(existing, body)
+
+
+def test_an_annotation_the_hub_stopped_setting_is_a_change() -> None:
+    """Drift correction switched back on: the opt-out annotation must be removed, so it is written."""
+    body = description_body()
+    existing = stored(body)
+    existing["metadata"]["annotations"][applier.ANNOTATION_DRIFT_CORRECTION] = "false"
+    assert needs_apply(existing, body)
+
+
+def test_a_description_is_deployed_only_with_success_for_its_current_generation() -> None:
+    desc = {"metadata": {"generation": 3}, "status": {"phase": "Success", "observedGeneration": 3}}
+    assert applier.deployed(desc)
+    assert not applier.deployed({**desc, "status": {"phase": "Success", "observedGeneration": 2}})
+    assert not applier.deployed({**desc, "status": {"phase": "Failure", "observedGeneration": 3}})
+    assert not applier.deployed({**desc, "status": {"phase": "Success"}})
+    assert not applier.deployed({"metadata": {"generation": 1}})
+
+
+def test_the_status_written_names_the_generation_it_reports_on() -> None:
+    outcome = applier.ApplyOutcome("Success", None, statuses=[{"kind": "ConfigMap", "name": "a"}])
+    assert outcome.status_patch(4) == {"phase": "Success", "reason": None, "observedGeneration": 4,
+                                       "manifestStatuses": [{"kind": "ConfigMap", "name": "a"}]}
+
+
+async def test_a_base_deleted_by_someone_else_brings_its_subscription_back() -> None:
+    async def no_tunnel(cluster_id: str) -> None:
+        return None
+
+    d = Deployer(Kube(Credentials("https://127.0.0.1:1")), {}, no_tunnel)
+    sub = {"metadata": {"name": "app", "namespace": "default", "uid": "s1"}}
+    d.caches.subscriptions[("default", "app")] = sub
+    base = {"metadata": {"name": "app-1", "namespace": "clusternet-abc", "labels": {
+        known.LABEL_SUBS_NAME: "app", known.LABEL_SUBS_NAMESPACE: "default"}}}
+    d.on_base("MODIFIED", base)
+    assert d.caches.bases[("clusternet-abc", "app-1")] is base and d.queue.empty()
+    d.on_base("DELETED", base)
+    assert ("clusternet-abc", "app-1") not in d.caches.bases
+    assert d.queue.get_nowait() == ("sub", "default", "app")
+    # ... but not while the Subscription itself is being deleted (its Bases go on purpose)
+    sub["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    d.on_base("MODIFIED", base)
+    d.on_base("DELETED", base)
+    assert d.queue.empty()
