@@ -96,11 +96,12 @@ class Plan:
     iterations: int
     sim_sizes: tuple[int, ...]  # the last one may shrink to fit the time budget
     fallback_size: int | None = None
-    settle_s: float = 3.0
 
 
 FULL = Plan(iterations=10, sim_sizes=(50, 200), fallback_size=100)
-QUICK = Plan(iterations=3, sim_sizes=(20,), settle_s=2.0)
+QUICK = Plan(iterations=3, sim_sizes=(20,))
+QUIET_CPU = 0.25  # "quiet": all processes of the set-up together use less than this share of one core
+QUIET_LIMIT_S = 20.0
 
 
 # --- what is deployed ------------------------------------------------------------------------------------
@@ -327,6 +328,20 @@ def plane_pids(plane: ControlPlane) -> dict[str, int]:
     return found
 
 
+async def until_quiet(pids: dict[str, int]) -> float:
+    """Wait until the control planes, hub and agents are nearly idle (controllers done with what the last
+    step created or deleted, the hub's caches filled), so every timed phase, ours or the direct one,
+    starts from the same quiet machine; returns how long that took (QUIET_LIMIT_S at most)."""
+    t0 = time.monotonic()
+    while True:
+        before = sum(cpu_seconds(pid) for pid in pids.values())
+        await asyncio.sleep(0.5)
+        used = sum(cpu_seconds(pid) for pid in pids.values()) - before
+        if used < QUIET_CPU * 0.5 or time.monotonic() - t0 > QUIET_LIMIT_S:
+            print(f"      DEBUG quiet after {time.monotonic() - t0:.1f} s (last {used / 0.5:.0%})", flush=True)
+            return time.monotonic() - t0
+
+
 @contextlib.contextmanager
 def cpu_accounting(pids: dict[str, int], into: dict[str, float]) -> Iterator[None]:
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -359,6 +374,7 @@ class SimRun:
     direct_total: float
     direct_each: list[float]
     setup_s: float
+    quiet_s: float  # waited for a quiet machine between the direct baseline and the Subscription
     cleanup_s: float | None = None
     requests: dict[str, collections.Counter[str]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -412,18 +428,20 @@ async def apply_in_order(kube: Kube, objects: list[Obj]) -> None:
 
 async def real_iteration(name: str, parent: ControlPlane, parent_kube: Kube, children: list[Kube],
                          observer: Observer, workdir: Path, direct_first: bool,
-                         child_planes: list[ControlPlane]) -> RealSample:
+                         child_planes: list[ControlPlane], quiet: dict[str, int]) -> RealSample:
     objects = app_objects(name)
     directory = write_feed_dir(workdir / "feeds" / name, objects, subscription(name, {"bench": "real"}, objects))
     direct_objects = app_objects(f"{name}-direct")
     cli_dir = write_feed_dir(workdir / "feeds" / f"{name}-kubectl", app_objects(f"{name}-kubectl"), None)
 
     async def direct_cli() -> float:
+        await until_quiet(quiet)
         t0 = time.monotonic()
         await asyncio.gather(*(run_kubectl_apply(cli_dir, cp) for cp in child_planes))
         return time.monotonic() - t0
 
     async def clusternet() -> tuple[float, float, float, float, dict[str, float], dict[str, float]]:
+        await until_quiet(quiet)
         t0 = time.monotonic()
         code, output = await run_plugin(directory, parent)
         t_exit = time.monotonic()
@@ -437,6 +455,7 @@ async def real_iteration(name: str, parent: ControlPlane, parent_kube: Kube, chi
             ns: t - track.seen for ns, t in track.created.items()}
 
     async def direct() -> float:
+        await until_quiet(quiet)
         t0 = time.monotonic()
         await asyncio.gather(*(apply_in_order(k, direct_objects) for k in children))
         return time.monotonic() - t0
@@ -508,7 +527,7 @@ async def create_sim_cluster(parent: Kube, ns: str, child1: Credentials, feeds: 
 
 async def sim_round(size: int, first: int, tag: str, plan: Plan, parent: ControlPlane, parent_kube: Kube,
                     child1: ControlPlane, child1_kube: Kube, observer: Observer, workdir: Path,
-                    pids: dict[str, int], profile: bool) -> SimRun:
+                    pids: dict[str, int], quiet: dict[str, int], profile: bool) -> SimRun:
     names = [f"sim-{first + k}" for k in range(size)]
     source_ns = f"bench-{tag}"
     objects = app_objects(source_ns)
@@ -521,7 +540,7 @@ async def sim_round(size: int, first: int, tag: str, plan: Plan, parent: Control
     creds = Credentials.from_kubeconfig(child1.kubeconfig)
     await bounded([functools.partial(create_sim_cluster, parent_kube, ns, creds, feeds, tag) for ns in names],
                   DIRECT_CONCURRENCY)
-    await asyncio.sleep(plan.settle_s)  # the hub's caches have every cluster, Secret and Localization
+    await until_quiet(quiet)  # the hub's caches have every cluster, Secret and Localization
     setup_s = time.monotonic() - t_setup
     print(f"    set-up of {size} clusters ({size * (4 + FEEDS)} objects) took {setup_s:.1f} s", flush=True)
 
@@ -539,7 +558,7 @@ async def sim_round(size: int, first: int, tag: str, plan: Plan, parent: Control
     direct_total = time.monotonic() - t0
     direct_each = [t - t0 for t in done]
     print(f"    direct: {size * FEEDS} objects in {direct_total:.2f} s", flush=True)
-    await asyncio.sleep(plan.settle_s)  # child1's controllers create ReplicaSets and Endpoints meanwhile
+    quiet_s = await until_quiet(quiet)  # child1's controllers create ReplicaSets and Endpoints meanwhile
 
     sub = f"sim-{tag}"
     metered = {"parent": parent_kube, "child1": child1_kube}
@@ -558,7 +577,7 @@ async def sim_round(size: int, first: int, tag: str, plan: Plan, parent: Control
     run = SimRun(size=size, success=[t - track.seen for t in track.success.values()],
                  created=[t - track.seen for t in track.created.values()],
                  push=[track.success[ns] - track.created[ns] for ns in track.success],
-                 direct_total=direct_total, direct_each=direct_each, setup_s=setup_s,
+                 direct_total=direct_total, direct_each=direct_each, setup_s=setup_s, quiet_s=quiet_s,
                  requests={name: after[name] - before[name] for name in metered}, cpu=cpu, direct_cpu=direct_cpu,
                  profile=profile_top)
     if wrong:
@@ -783,6 +802,8 @@ async def bench(plan: Plan, planes: list[ControlPlane], workdir: Path, started: 
     pids = {p.name: p.proc.pid for p in SPAWNED if p.proc is not None}
     for plane in (parent, child1):
         pids.update(plane_pids(plane))
+    # what must be idle before a timed phase: every process of the set-up but this one
+    quiet = {**pids, **plane_pids(child2)}
     pids["bench"] = os.getpid()
     async with (Kube(Credentials.from_kubeconfig(parent.kubeconfig), user_agent="bench") as parent_kube,
                 Kube(Credentials.from_kubeconfig(child1.kubeconfig), user_agent="bench") as k1,
@@ -797,7 +818,8 @@ async def bench(plan: Plan, planes: list[ControlPlane], workdir: Path, started: 
                   "baseline ...", flush=True)
             for i in range(plan.iterations + 1):
                 sample = await real_iteration(f"bench-app-{i}", parent, parent_kube, [k1, k2], observer, workdir,
-                                              direct_first=i % 2 == 1, child_planes=[child1, child2])
+                                              direct_first=i % 2 == 1, child_planes=[child1, child2],
+                                              quiet=quiet)
                 check_alive(SPAWNED)
                 if i == 0:
                     res.warmup = sample
@@ -812,7 +834,7 @@ async def bench(plan: Plan, planes: list[ControlPlane], workdir: Path, started: 
                 if k == len(sizes) - 1 and k > 0 and plan.fallback_size:
                     # each round costs about (clusters x a per-cluster cost) and grows faster than linearly
                     previous = res.sims[-1]
-                    spent = previous.setup_s + previous.direct_total + plan.settle_s + max(previous.success)
+                    spent = previous.setup_s + previous.direct_total + previous.quiet_s + max(previous.success)
                     predicted = spent * size / previous.size * 1.25  # the last round is not cleaned up
                     left = TIME_BUDGET_S - (time.monotonic() - started)
                     if predicted > left:
@@ -827,7 +849,7 @@ async def bench(plan: Plan, planes: list[ControlPlane], workdir: Path, started: 
                 tag = f"sim{size}"
                 print(f"{size} simulated clusters ...", flush=True)
                 run = await sim_round(size, first, tag, plan, parent, parent_kube, child1, k1, observer, workdir,
-                                      pids, profile and k == len(sizes) - 1)
+                                      pids, quiet, profile and k == len(sizes) - 1)
                 res.sims.append(run)
                 check_alive(SPAWNED)
                 if k < len(sizes) - 1:

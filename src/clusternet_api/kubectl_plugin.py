@@ -24,11 +24,11 @@ import copy
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import click
 import yaml
@@ -295,26 +295,37 @@ def match_resource(resources: Sequence[Resource], name: str) -> Resource | None:
     return None
 
 
+T = TypeVar("T")
+
+
+async def once(cache: dict[str, asyncio.Future[T]], key: str, fetch: Callable[[], Awaitable[T]]) -> T:
+    """The result of `fetch` for `key`, asked for only once however many tasks want it at the same time
+    (`apply` works on up to APPLY_CONCURRENCY objects at once, which need the same lookups)."""
+    if key not in cache:
+        cache[key] = asyncio.ensure_future(fetch())
+    return await asyncio.shield(cache[key])
+
+
 class Discovery:
     """Lazy, cached discovery of the parent's API resources."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self._gv: dict[str, list[Resource] | None] = {}
+        self._gv: dict[str, asyncio.Future[list[Resource] | None]] = {}
         self._all: list[Resource] | None = None
 
     async def group_version(self, group_version: str) -> list[Resource] | None:
         """Resources of one group/version; None when the parent does not serve it."""
-        if group_version not in self._gv:
+        async def fetch() -> list[Resource] | None:
             path = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
             status, body = await self.kube.raw("GET", path)
             if status == 404:
-                self._gv[group_version] = None
-            elif status != 200 or not isinstance(body, dict):
+                return None
+            if status != 200 or not isinstance(body, dict):
                 raise PluginError(f"discovery of {group_version} failed ({status}): {_message(body)}")
-            else:
-                self._gv[group_version] = parse_resource_list(group_version, body)
-        return self._gv[group_version]
+            return parse_resource_list(group_version, body)
+
+        return await once(self._gv, group_version, fetch)
 
     async def find(self, api_version: str, kind: str) -> Resource | None:
         """The resource serving `kind` in `api_version`, or None."""
@@ -385,27 +396,31 @@ class Session:
     kube: Kube
     namespace: str
     discovery: Discovery
-    namespaces_seen: dict[str, bool] = field(default_factory=dict)
-    reserved_ready: bool = False
+    namespaces_seen: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
+    reserved: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
     async def namespace_exists(self, namespace: str) -> bool:
-        if namespace not in self.namespaces_seen:
+        async def fetch() -> bool:
             status, _ = await self.kube.raw("GET", f"/api/v1/namespaces/{namespace}")
-            self.namespaces_seen[namespace] = status == 200
-        return self.namespaces_seen[namespace]
+            return status == 200
+
+        return await once(self.namespaces_seen, namespace, fetch)
 
     async def ensure_reserved_namespace(self) -> None:
-        if self.reserved_ready:
-            return
-        if not await self.namespace_exists(known.RESERVED_NAMESPACE):
+        async def create() -> None:
+            if await self.namespace_exists(known.RESERVED_NAMESPACE):
+                return
             ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": known.RESERVED_NAMESPACE}}
             try:
                 await self.kube.request("POST", "/api/v1/namespaces", ns)
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-            self.namespaces_seen[known.RESERVED_NAMESPACE] = True
-        self.reserved_ready = True
+            created: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            created.set_result(True)
+            self.namespaces_seen[known.RESERVED_NAMESPACE] = created
+
+        await once(self.reserved, known.RESERVED_NAMESPACE, create)
 
 
 def kubeconfig_path(explicit: str | None) -> Path | None:
@@ -499,7 +514,7 @@ class Target:
 
     @property
     def manifest_name(self) -> str:
-        from clusternet_hub.rendering import manifest_name
+        from clusternet_hub.naming import manifest_name
 
         return manifest_name(self.resource.plural, self.namespace or None, self.name)
 
@@ -584,7 +599,7 @@ MANIFEST = Resource(known.APPS_GROUP, known.APPS_VERSION, "Manifest", "manifests
 
 def manifest_for(target: Target) -> Obj:
     """The Manifest storing a template, named and labelled as Clusternet does."""
-    from clusternet_hub.rendering import manifest_labels
+    from clusternet_hub.naming import manifest_labels
 
     return {
         "apiVersion": MANIFEST_API_VERSION,
@@ -638,9 +653,23 @@ def apply_batches(documents: list[Document]) -> list[list[Document]]:
     return batches
 
 
+async def prefetch(session: Session, documents: list[Document]) -> None:
+    """Ask the parent everything the documents will need to know (discovery of their group-versions, which
+    namespaces exist) in one round of concurrent requests, instead of as each document comes to need it."""
+    versions = {str(d.object.get("apiVersion") or "") for d in documents} - {""}
+    namespaces = {str((d.object.get("metadata") or {}).get("namespace") or "") for d in documents
+                  if is_template_kind(d.object)} - {""}
+    if any(is_template_kind(d.object) for d in documents):
+        namespaces.add(known.RESERVED_NAMESPACE)
+    # failures are kept in the caches and reported with the document that needs the answer
+    await asyncio.gather(*(session.discovery.group_version(v) for v in versions),
+                         *(session.namespace_exists(ns) for ns in namespaces), return_exceptions=True)
+
+
 async def apply_command(session: Session, documents: list[Document]) -> int:
     failed = False
     limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+    await prefetch(session, documents)
 
     async def one(doc: Document) -> tuple[Document, str | None, str | None]:
         async with limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from clusternet_api.kube import Credentials, Kube
@@ -67,3 +68,27 @@ async def test_retry_enqueues_a_forced_push() -> None:
     assert delay == 2.0
     callback()
     assert d.queue.get_nowait() == ("push", "ns", "desc") and d.pending[("push", "ns", "desc")] is True
+
+
+async def test_status_of_a_big_subscription_is_rewritten_at_its_pace_and_nothing_is_lost() -> None:
+    d = deployer()
+    key = ("default", "app")
+    d.caches.subscriptions[key] = {"metadata": {"name": "app", "namespace": "default"},
+                                   "status": {"bindingClusters": [f"ns-{i}/c" for i in range(20)]}}
+    writes: list[float] = []
+
+    async def fake_update(namespace: str, name: str) -> None:
+        writes.append(asyncio.get_running_loop().time())
+        d.status_written[(namespace, name)] = time.monotonic()
+
+    d.update_subscription_status = fake_update  # type: ignore[assignment]
+    await d.paced_status_update(*key)  # nothing written yet: at once
+    assert len(writes) == 1
+    for _ in range(5):  # reports arriving within 20 x 10 ms: one later write for all of them
+        await d.paced_status_update(*key)
+    assert len(writes) == 1 and d.queue.empty() and key in d.status_later
+    await asyncio.sleep(0.25)
+    assert d.queue.get_nowait() == ("status", *key) and key not in d.status_later
+    d.pending.clear()
+    await d.paced_status_update(*key)
+    assert len(writes) == 2 and writes[1] - writes[0] >= 0.2 - 0.01

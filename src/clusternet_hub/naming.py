@@ -1,0 +1,72 @@
+"""Clusternet's names and labels for stored templates (Manifests) and the feeds that point at them.
+
+Apart from rendering so that `kubectl clusternet apply`, which needs only these, does not load the
+override machinery on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from clusternet_api import known
+from clusternet_hub.scheduling import feed_ref
+
+Obj = Mapping[str, Any]
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """`apps/v1` -> (`apps`, `v1`); the core group `v1` -> (``, `v1`)."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def manifest_name(resource_plural: str, namespace: str | None, name: str) -> str:
+    """Clusternet's Manifest name: `<resource>.<namespace>.<name>`, or `<resource>.<name>` if cluster-scoped.
+
+    Dots cannot occur in a resource or namespace name, so, unlike the legacy hyphenated form, two objects
+    can never map to the same Manifest.
+    """
+    if namespace:
+        return f"{resource_plural}.{namespace}.{name}"
+    return f"{resource_plural}.{name}"
+
+
+def legacy_manifest_name(resource_plural: str, namespace: str | None, name: str) -> str:
+    """The pre-v0.12 hyphenated form `<resource>-<namespace>-<name>`, still read by Clusternet."""
+    if namespace:
+        return f"{resource_plural}-{namespace}-{name}"
+    return f"{resource_plural}-{name}"
+
+
+def feed_labels(feed: Obj) -> dict[str, str]:
+    """The `apps.clusternet.io/config.*` labels identifying a feed's Manifest (namespace only if set)."""
+    ref = feed_ref(feed)
+    group, version = split_api_version(ref["apiVersion"])
+    labels = {
+        known.LABEL_CONFIG_GROUP: group,
+        known.LABEL_CONFIG_VERSION: version,
+        known.LABEL_CONFIG_KIND: ref["kind"],
+        known.LABEL_CONFIG_NAME: ref["name"],
+    }
+    if ref["namespace"]:
+        labels[known.LABEL_CONFIG_NAMESPACE] = ref["namespace"]
+    return labels
+
+
+def manifest_labels(obj: Obj) -> dict[str, str]:
+    """Labels of the Manifest storing `obj`: the object's own labels, then the config.* labels on top.
+
+    The object's labels are kept so users can list shadow objects by their own selectors; the namespace
+    label is always present (empty for cluster-scoped objects), as Clusternet writes it.
+    """
+    own = (obj.get("metadata") or {}).get("labels") or {}
+    labels = {str(k): str(v) for k, v in own.items()}
+    labels.update(feed_labels(obj))
+    labels.setdefault(known.LABEL_CONFIG_NAMESPACE, "")
+    return labels
+
+
+def feed_selector(feed: Obj) -> str:
+    """Label selector (`k=v,...`, sorted) that finds a feed's Manifests in clusternet-reserved."""
+    return ",".join(f"{k}={v}" for k, v in sorted(feed_labels(feed).items()))
