@@ -49,3 +49,6 @@ def setup_logging(component: str, level: str = "INFO", json_format: bool = True)
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if root.level > logging.DEBUG:
+        # kopf logs every handler run ("Handler ... succeeded"): one line per watch event, thousands a rollout
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -41,17 +41,30 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
         bg = asyncio.create_task(background(ctx))
         deploying = asyncio.create_task(ctx.deployer.run())
-        try:
-            await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
-                                stop_flag=stop, ready_flag=ready)
-        finally:
+
+        async def stop_components() -> None:
             for task in (bg, deploying):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            assert ctx.sockets is not None
             await ctx.sockets.close()
             await runner.cleanup()
             await proxy.close()
+
+        stopping: list[asyncio.Future[None]] = []
+
+        def shutdown() -> asyncio.Future[None]:
+            if not stopping:
+                stopping.append(asyncio.ensure_future(stop_components()))
+            return stopping[0]
+
+        ctx.shutdown = shutdown  # kopf's cleanup handler calls it (operator.py), before kopf's final sweep
+        try:
+            await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
+                                stop_flag=stop, ready_flag=ready)
+        finally:
+            await shutdown()
 
 
 @click.command(context_settings={"show_default": True})

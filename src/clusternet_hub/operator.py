@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ class HubContext:
     approved: dict[str, Obj] = field(default_factory=dict)
     sockets: SocketRegistry | None = None
     deployer: Deployer | None = None
+    shutdown: Callable[[], Awaitable[None]] | None = None
+    """Stops the server, tunnels and deployer (once, however often called)."""
 
     async def tunnel_port(self, cluster_id: str) -> int | None:
         """Loopback port into a cluster's API server through its tunnel, when the tunnel is up."""
@@ -88,6 +91,14 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf waits this long for more events of the same object before handling it (default 0.1 s); our
     # handlers are idempotent and cheap to repeat, and a new cluster should not wait on a timer
     settings.batching.batch_window = 0.02
+
+
+@kopf.on.cleanup(registry=HUB)
+async def stop_serving(memo: HubContext, **_: Any) -> None:
+    """On SIGTERM kopf stops its own tasks, then cancels every other task after 5 s: end the tunnels, the
+    server and the deployer in order first, so in-flight requests fail cleanly and nothing is cut mid-write."""
+    if memo.shutdown is not None:
+        await memo.shutdown()
 
 
 @kopf.on.login(registry=HUB)

@@ -150,11 +150,14 @@ class SocketRegistry:
         await self._mark(tunnel, True, "agent tunnel connected")
 
     async def detach(self, tunnel: Tunnel, reason: str) -> None:
-        if self.tunnels.get(tunnel.cluster_id) is tunnel:
+        """End the tunnel's streams at once (their requests fail now, not when they time out), then record it."""
+        current = self.tunnels.get(tunnel.cluster_id) is tunnel
+        if current:
             del self.tunnels[tunnel.cluster_id]
-            await self._mark(tunnel, False, reason)
         await tunnel.close(reason)
         metrics.socket_connections.set(len(self.tunnels))
+        if current:
+            await self._mark(tunnel, False, reason)
 
     async def _mark(self, tunnel: Tunnel, connected: bool, message: str) -> None:
         """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats)."""
