@@ -280,6 +280,19 @@ class Observer:
         await self.until(sub, lambda t: not t.live, limit_s, f"clean-up of Subscription {sub}")
 
 
+async def namespaces_gone(kubes: Iterable[Kube], prefix: str, limit_s: float) -> bool:
+    """Wait until no namespace starting with `prefix` is left (Terminating ones included) in these clusters:
+    their deletion keeps the namespace controller busy long after the DELETE, so the next step would be
+    timed on a busier machine than the one before. False when some are still there after `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    for kube in kubes:
+        while any(ns["metadata"]["name"].startswith(prefix) for ns in await kube.list("v1", "Namespace")):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+    return True
+
+
 # --- accounting: API requests and CPU --------------------------------------------------------------------
 
 
@@ -473,6 +486,7 @@ async def real_iteration(name: str, parent: ControlPlane, parent_kube: Kube, chi
         await kube.delete("v1", "Namespace", f"{name}-direct")
         await kube.delete("v1", "Namespace", f"{name}-kubectl")
     await observer.all_gone(name, limit_s=90)
+    await namespaces_gone(children, name, limit_s=60)
     return RealSample(total, from_sub, cli, cli_exit, per_cluster, created, d, d_cli)
 
 
@@ -605,6 +619,10 @@ async def remove_sim_round(sub: str, size: int, first: int, parent_kube: Kube, c
         if time.monotonic() > deadline:
             raise TimeoutError("simulated ManagedClusters were not deleted within 60 s")
         await asyncio.sleep(0.3)
+    t_ns = time.monotonic()
+    gone = await namespaces_gone([child1_kube, parent_kube], "sim-", limit_s=240)
+    print(f"    namespaces of the round {'gone' if gone else 'still there'} after {time.monotonic() - t_ns:.0f} s",
+          flush=True)
     return cleanup
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime
 import hashlib
@@ -51,10 +52,11 @@ PUSH_SECRET_TTL = 60.0
 # keep a push's requests overlapping; through the tunnel a connection is only a stream: as many as a push uses.
 CHILD_CONNECTIONS = 2
 TUNNEL_CONNECTIONS = 8
-# How often the hub rewrites one Subscription's status while its Descriptions report in: at most every 10 ms
-# per bound cluster (10 s at most). Every write stores the whole status, one entry per feed and cluster: at
-# 100 clusters and 10 feeds a single write cost the parent's apiserver ~160 ms of CPU, at 200 ~470 ms.
-STATUS_PACE_PER_CLUSTER = 0.01
+# How often the hub rewrites one Subscription's status while its Descriptions report in: after a write that
+# took t, not again for STATUS_PACE_FACTOR x t (10 s at most). Every write stores the whole status, one entry
+# per feed and cluster: at 100 clusters and 10 feeds one write cost the parent's apiserver ~160 ms of CPU, at
+# 200 ~470 ms, so a big Subscription written at every report would keep the parent busy with little else.
+STATUS_PACE_FACTOR = 10.0
 STATUS_PACE_MAX = 10.0
 
 
@@ -171,7 +173,8 @@ class Deployer:
         self.pushed: dict[tuple[str, str], tuple[str, int, float]] = {}
         self.pushing: dict[tuple[str, str], bool | None] = {}  # in flight -> asked again (force), or None
         self.retry_delay: dict[tuple[str, str], float] = {}  # failed pushes come back after this long
-        self.status_written: dict[tuple[str, str], float] = {}  # Subscription -> monotonic time of its last write
+        # Subscription -> (monotonic time of its last status write, how long that write took)
+        self.status_written: dict[tuple[str, str], tuple[float, float]] = {}
         self.status_later: set[tuple[str, str]] = set()  # Subscriptions whose next status write is scheduled
 
     # --- queueing -----------------------------------------------------------------------------------------
@@ -377,6 +380,9 @@ class Deployer:
         bound_bases: set[tuple[str, str]] = set()
         problems: list[str] = list(inventory.problems) if inventory else []
         limit = asyncio.Semaphore(8)
+        localizations: dict[str, list[Obj]] = collections.defaultdict(list)  # by cluster namespace
+        for (loc_ns, _), loc in self.caches.localizations.items():
+            localizations[loc_ns].append(loc)
 
         async def one_cluster(mc: Obj, cluster_key: str) -> None:
             splits = feedinventory.replica_splits(result.replicas, result.binding_clusters, cluster_key,
@@ -385,8 +391,9 @@ class Deployer:
             async with limit:
                 base = await self._apply_base(sub, mc, feeds)
                 bound_bases.add(key_of(base))
-                problems.extend(await self._apply_description(sub, mc, base, feeds, templates, digest, force,
-                                                              splits))
+                problems.extend(await self._apply_description(
+                    sub, mc, base, feeds, templates, digest, force, localizations[mc["metadata"]["namespace"]],
+                    splits))
 
         await asyncio.gather(*(one_cluster(mc, p.key) for p in result.clusters
                                if (mc := self.clusters.get((p.namespace, p.name))) is not None))
@@ -448,7 +455,7 @@ class Deployer:
                 known.LABEL_CLUSTER_NAME: mc_labels.get(known.LABEL_CLUSTER_NAME, mc["metadata"]["name"])}
 
     async def _apply_description(self, sub: Obj, mc: Obj, base: Obj, feeds: list[dict[str, str]],
-                                 templates: dict[str, Obj], digest: str, force: bool,
+                                 templates: dict[str, Obj], digest: str, force: bool, locs: list[Obj],
                                  splits: dict[str, rendering.ReplicaSplit] | None = None) -> list[str]:
         ns = mc["metadata"]["namespace"]
         name = rendering.description_name(base["metadata"]["name"], "Generic")
@@ -456,7 +463,6 @@ class Deployer:
         if existing is not None and existing["metadata"].get("deletionTimestamp"):
             return [f"{ns}/{name} is still being cleaned up"]
         globs = list(self.caches.globalizations.values())
-        locs = [o for (lns, _), o in self.caches.localizations.items() if lns == ns]
         rendered = rendering.render_generic(feeds, templates, mc, globs, locs, splits)
         errors = rendered.all_errors()
         keep = (existing is not None and not force and
@@ -522,15 +528,13 @@ class Deployer:
                     "finalizers": remaining, "resourceVersion": meta["resourceVersion"]}}, meta["namespace"])
 
     async def paced_status_update(self, namespace: str, name: str) -> None:
-        """Rewrite the status for Descriptions that reported in, no more often than the Subscription's size
-        allows (STATUS_PACE_PER_CLUSTER); what arrives meanwhile goes into the next, scheduled, write."""
+        """Rewrite the status for Descriptions that reported in, no more often than the cost of the last write
+        allows (STATUS_PACE_FACTOR); what arrives meanwhile goes into the next, scheduled, write."""
         key = (namespace, name)
         if key in self.status_later:
             return
-        sub = self.caches.subscriptions.get(key)
-        bound = len(((sub or {}).get("status") or {}).get("bindingClusters") or [])
-        pace = min(STATUS_PACE_MAX, STATUS_PACE_PER_CLUSTER * bound)
-        wait = self.status_written.get(key, float("-inf")) + pace - time.monotonic()
+        written, took = self.status_written.get(key, (float("-inf"), 0.0))
+        wait = written + min(STATUS_PACE_MAX, STATUS_PACE_FACTOR * took) - time.monotonic()
         if wait <= 0:
             await self.update_subscription_status(namespace, name)
             return
@@ -576,9 +580,10 @@ class Deployer:
         if {k: v for k, v in (sub.get("status") or {}).items()} == status:
             return
         key = key_of(sub)
+        started = time.monotonic()
         written = await self.kube.patch(APPS, "Subscription", key[1], {"status": status}, key[0],
                                         subresource="status")
-        self.status_written[key] = time.monotonic()
+        self.status_written[key] = (time.monotonic(), time.monotonic() - started)
         if key in self.caches.subscriptions:  # compare the next status with this one, not with an older one
             self.caches.subscriptions[key] = written
 

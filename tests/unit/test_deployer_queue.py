@@ -73,18 +73,16 @@ async def test_retry_enqueues_a_forced_push() -> None:
 async def test_status_of_a_big_subscription_is_rewritten_at_its_pace_and_nothing_is_lost() -> None:
     d = deployer()
     key = ("default", "app")
-    d.caches.subscriptions[key] = {"metadata": {"name": "app", "namespace": "default"},
-                                   "status": {"bindingClusters": [f"ns-{i}/c" for i in range(20)]}}
     writes: list[float] = []
 
     async def fake_update(namespace: str, name: str) -> None:
         writes.append(asyncio.get_running_loop().time())
-        d.status_written[(namespace, name)] = time.monotonic()
+        d.status_written[(namespace, name)] = (time.monotonic(), 0.02)  # a write that took 20 ms
 
     d.update_subscription_status = fake_update  # type: ignore[assignment]
     await d.paced_status_update(*key)  # nothing written yet: at once
     assert len(writes) == 1
-    for _ in range(5):  # reports arriving within 20 x 10 ms: one later write for all of them
+    for _ in range(5):  # reports arriving within 10 x 20 ms: one later write for all of them
         await d.paced_status_update(*key)
     assert len(writes) == 1 and d.queue.empty() and key in d.status_later
     await asyncio.sleep(0.25)
