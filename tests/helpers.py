@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,15 @@ def kubectl(cp: ControlPlane | Path, *args: str, check: bool = True, input: str 
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc
+
+
+def plugin(parent: ControlPlane, *args: str) -> str:
+    """Run the installed `kubectl-clusternet` console script against the parent; its stdout."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "kubectl-clusternet"),
+                           f"--kubeconfig={parent.kubeconfig}", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"kubectl clusternet {' '.join(args)} failed: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout
 
 
 # --- applications on a parent with real children (shared by the deployment test modules) ---------------------

@@ -934,6 +934,161 @@ async def delete_command(session: Session, kind_name: str | None, names: tuple[s
 
 
 # ---------------------------------------------------------------------------------------------------------
+# describe
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    width = max(len(k) for k, _ in pairs) + 3  # the colon, then at least two spaces
+    return [f"{(k + ':').ljust(width)}{v}" for k, v in pairs]
+
+
+def _key_values(values: Mapping[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted((values or {}).items())) or "<none>"
+
+
+def _indented_yaml(value: Any) -> list[str]:
+    return ["  " + line for line in yaml.safe_dump(value, sort_keys=False).rstrip("\n").splitlines()]
+
+
+def _replica_text(replicas: Mapping[str, Any] | None) -> str:
+    if not replicas:
+        return "-"
+    if "replicas" in replicas:
+        return f"{replicas.get('readyReplicas') or 0}/{replicas['replicas']} ready"
+    return ", ".join(f"{k} {replicas[k]}" for k in ("active", "succeeded", "failed") if k in replicas) or "-"
+
+
+def describe_template(manifest: Mapping[str, Any], subscriptions: Sequence[Mapping[str, Any]],
+                      now: datetime | None = None) -> str:
+    """A template as `kubectl describe` would show an object, plus where it is deployed and how it is doing
+    there (from the Subscriptions that use it: their bound clusters and aggregated statuses)."""
+    from clusternet_hub.scheduling import feed_key
+
+    template = manifest.get("template") or {}
+    meta = template.get("metadata") or {}
+    key = feed_key(template)
+    users = [sub for sub in subscriptions
+             if any(feed_key(f) == key for f in (sub.get("spec") or {}).get("feeds") or [])]
+    mmeta = manifest.get("metadata") or {}
+    lines = _fields([
+        ("Name", str(meta.get("name") or "")),
+        ("Namespace", str(meta.get("namespace") or "<none>")),
+        ("Kind", str(template.get("kind") or "")),
+        ("API Version", str(template.get("apiVersion") or "")),
+        ("Labels", _key_values(meta.get("labels"))),
+        ("Stored as", f"Manifest {mmeta.get('namespace')}/{mmeta.get('name')} "
+                      f"({age(mmeta.get('creationTimestamp'), now)} ago)"),
+        ("Subscriptions", ", ".join(f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in users)
+         or "<none>: stored, but no Subscription deploys it"),
+    ])
+    rows = []
+    for sub in users:
+        status = sub.get("status") or {}
+        entry: Mapping[str, Any] = next(
+            (a for a in status.get("aggregatedStatuses") or [] if feed_key(a) == key), {})
+        bindings = list(status.get("bindingClusters") or [])
+        details = list(entry.get("feedStatusDetails") or [])
+        if len(details) != len(bindings):  # written together, one per bound cluster, in order: not yet, then
+            details = [{}] * len(bindings)
+        for binding, detail in zip(bindings, details, strict=True):
+            cluster_ns, _, cluster = binding.partition("/")
+            rows.append([f"{sub['metadata']['namespace']}/{sub['metadata']['name']}",
+                         detail.get("clusterName") or cluster, cluster_ns,
+                         detail.get("available", "unknown"), _replica_text(detail.get("replicaStatus"))])
+    if rows:
+        lines.append("Clusters:")
+        lines += ["  " + line for line in format_table(
+            ["Subscription", "Cluster", "Namespace", "Available", "Replicas"], rows).splitlines()]
+    elif users:
+        lines.append("Clusters:       <none>: no cluster is bound yet")
+    return "\n".join(lines)
+
+
+def describe_object(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
+    """A Clusternet object with its spec, status and events, like `kubectl describe`."""
+    meta = obj.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k != "kubectl.kubernetes.io/last-applied-configuration"}
+    lines = _fields([
+        ("Name", str(meta.get("name") or "")),
+        ("Namespace", str(meta.get("namespace") or "<none>")),
+        ("Kind", str(obj.get("kind") or "")),
+        ("Labels", _key_values(meta.get("labels"))),
+        ("Annotations", _key_values(annotations)),
+        ("Created", f"{age(meta.get('creationTimestamp'), now)} ago"),
+    ])
+    for section in ("spec", "template", "status"):
+        if obj.get(section):
+            lines += [f"{section.capitalize()}:", *_indented_yaml(obj[section])]
+    ordered = sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    if not ordered:
+        lines.append("Events:  <none>")
+    else:
+        lines.append("Events:")
+        rows = [[e.get("type"), e.get("reason"), age(e.get("lastTimestamp") or e.get("eventTime"), now),
+                 (e.get("source") or {}).get("component") or e.get("reportingComponent") or "",
+                 e.get("message")] for e in ordered]
+        lines += ["  " + line for line in format_table(["Type", "Reason", "Age", "From", "Message"],
+                                                       rows).splitlines()]
+    return "\n".join(lines)
+
+
+async def events_of(session: Session, obj: Mapping[str, Any]) -> list[Obj]:
+    meta = obj.get("metadata") or {}
+    selector = f"involvedObject.kind={obj.get('kind')},involvedObject.name={meta.get('name')}"
+    if meta.get("namespace"):
+        selector += f",involvedObject.namespace={meta['namespace']}"
+    status, body = await session.kube.raw("GET", "/api/v1/events", query={"fieldSelector": selector})
+    return list(body.get("items") or []) if status == 200 and isinstance(body, dict) else []
+
+
+async def describe_command(session: Session, kind_name: str, names: tuple[str, ...]) -> int:
+    if "/" in kind_name and not names:
+        kind_name, _, one = kind_name.partition("/")
+        names = (one,)
+    kind = await resolve_kind(session, kind_name)
+    namespace = session.namespace
+    texts: list[str] = []
+    code = 0
+    if kind.is_clusternet:
+        assert kind.resource is not None
+        resource = kind.resource
+        ns = namespace if resource.namespaced else None
+        if names:
+            objects = []
+            for name in names:
+                status, body = await session.kube.raw("GET", resource.path(ns, name))
+                if status == 200 and isinstance(body, dict):
+                    objects.append(body)
+                else:
+                    click.echo(_not_found_error(kind, name), err=True)
+                    code = 1
+        else:
+            objects = (await session.kube.request("GET", resource.path(ns))).get("items") or []
+        found = await asyncio.gather(*(events_of(session, obj) for obj in objects))
+        texts = [describe_object(obj, evs) for obj, evs in zip(objects, found, strict=True)]
+    else:
+        manifests = await list_templates(session, kind, namespace)
+        if names:
+            for name in names:
+                if not any(_template_name(m) == name for m in manifests):
+                    click.echo(_not_found_error(kind, name), err=True)
+                    code = 1
+            manifests = [m for m in manifests if _template_name(m) in names]
+        subscriptions: list[Obj] = []
+        if manifests:
+            listed = await session.kube.request("GET", f"/apis/{MANIFEST_API_VERSION}/subscriptions")
+            subscriptions = listed.get("items") or []
+        texts = [describe_template(m, subscriptions) for m in manifests]
+    if not texts and not names:
+        click.echo(_not_found_hint(namespace), err=True)
+    if texts:
+        click.echo("\n\n".join(texts))
+    return code
+
+
+# ---------------------------------------------------------------------------------------------------------
 # render
 # ---------------------------------------------------------------------------------------------------------
 
@@ -1126,6 +1281,18 @@ def get(ctx: click.Context, kind: str, names: tuple[str, ...], all_namespaces: b
     """List Clusternet objects (server columns), or the templates of any other kind (NAME, AGE; -o wide adds
     the Manifest name)."""
     run(_opts(ctx, kubeconfig, context, namespace), get_command, kind, names, all_namespaces, output)
+
+
+@main.command()
+@click.argument("kind")
+@click.argument("names", nargs=-1)
+@connection_options
+@click.pass_context
+def describe(ctx: click.Context, kind: str, names: tuple[str, ...], kubeconfig: str | None, context: str | None,
+             namespace: str | None) -> None:
+    """Show templates with the clusters they are deployed to and how they are doing there, or Clusternet
+    objects with their spec, status and events."""
+    run(_opts(ctx, kubeconfig, context, namespace), describe_command, kind, names)
 
 
 @main.command()

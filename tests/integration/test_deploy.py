@@ -14,7 +14,7 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.controlplane import ControlPlane
-from tests.helpers import PLURALS, descriptions, feed, kubectl, mc_for, store_template, wait_for
+from tests.helpers import PLURALS, descriptions, feed, kubectl, mc_for, plugin, store_template, wait_for
 from tests.processes import Proc
 
 pytestmark = pytest.mark.integration
@@ -92,6 +92,14 @@ def test_overview_example_reaches_both_children(env: dict[str, Any], parent: Con
     assert st["conditions"][0]["status"] == "True"
     deploy_status = next(a for a in st["aggregatedStatuses"] if a["kind"] == "Deployment")
     assert len(deploy_status["feedStatusDetails"]) == 2
+    # kubectl clusternet describe: the template with where it runs, a Description with its status and events
+    text = plugin(parent, "describe", "deploy", "my-nginx", "-n", NS)
+    rows = [line.split() for line in text.split("Clusters:\n")[1].splitlines()[1:]]
+    assert sorted(r[2] for r in rows) == sorted([env["ns1"], env["ns2"]]), text
+    assert all(r[0] == "default/app-demo" and r[3] == "true" for r in rows), text
+    name = descriptions(parent, "app-demo")[env["ns1"]]["metadata"]["name"]
+    text = plugin(parent, "describe", "desc", name, "-n", env["ns1"])
+    assert "phase: Success" in text and "SuccessfullyDeployed" in text, text
 
 
 def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: ControlPlane, child1: ControlPlane,

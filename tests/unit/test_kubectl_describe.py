@@ -1,0 +1,67 @@
+"""kubectl clusternet describe: what it says about a template and about a Clusternet object."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from clusternet_api.kubectl_plugin import describe_object, describe_template
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+    "name": "my-nginx", "namespace": "foo", "labels": {"app": "nginx"}}, "spec": {"replicas": 3}}
+MANIFEST = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Manifest", "template": DEPLOY,
+            "metadata": {"name": "deployments.foo.my-nginx", "namespace": "clusternet-reserved",
+                         "creationTimestamp": "2026-12-02T11:48:00Z"}}
+FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
+
+
+def subscription(status: dict[str, object]) -> dict[str, object]:
+    return {"metadata": {"name": "app-demo", "namespace": "default"},
+            "spec": {"feeds": [{"apiVersion": "v1", "kind": "Namespace", "name": "foo"}, FEED]}, "status": status}
+
+
+def test_a_template_shows_where_it_is_deployed_and_how_it_is_doing_there() -> None:
+    status = {"bindingClusters": ["clusternet-a/child1", "clusternet-b/child2"], "aggregatedStatuses": [
+        {**FEED, "feedStatusDetails": [
+            {"clusterId": "1", "clusterName": "child1", "available": True,
+             "replicaStatus": {"replicas": 3, "readyReplicas": 3}},
+            {"clusterId": "2", "clusterName": "child2", "available": False,
+             "replicaStatus": {"replicas": 3, "readyReplicas": 1}}]}]}
+    other = {"metadata": {"name": "unrelated", "namespace": "default"},
+             "spec": {"feeds": [{**FEED, "name": "other"}]}}
+    text = describe_template(MANIFEST, [subscription(status), other], NOW)
+    assert "Name:           my-nginx" in text and "Namespace:      foo" in text and "app=nginx" in text
+    assert "Manifest clusternet-reserved/deployments.foo.my-nginx (12m ago)" in text
+    assert "Subscriptions:  default/app-demo\n" in text and "unrelated" not in text
+    rows = text.split("Clusters:\n")[1].splitlines()
+    assert rows[0].split() == ["SUBSCRIPTION", "CLUSTER", "NAMESPACE", "AVAILABLE", "REPLICAS"]
+    assert rows[1].split() == ["default/app-demo", "child1", "clusternet-a", "true", "3/3", "ready"]
+    assert rows[2].split() == ["default/app-demo", "child2", "clusternet-b", "false", "1/3", "ready"]
+
+
+def test_a_template_nobody_deploys_or_not_yet_reported_says_so() -> None:
+    assert "<none>: stored, but no Subscription deploys it" in describe_template(MANIFEST, [], NOW)
+    pending = describe_template(MANIFEST, [subscription({"bindingClusters": ["clusternet-a/child1"]})], NOW)
+    assert pending.split("Clusters:\n")[1].splitlines()[1].split() == [
+        "default/app-demo", "child1", "clusternet-a", "unknown", "-"]
+    assert "no cluster is bound yet" in describe_template(MANIFEST, [subscription({})], NOW)
+
+
+def test_an_object_shows_spec_status_and_its_events_oldest_first() -> None:
+    desc = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Description",
+            "metadata": {"name": "app-demo-1-generic", "namespace": "clusternet-a",
+                         "creationTimestamp": "2026-12-02T11:00:00Z",
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {"deployer": "Generic"}, "status": {"phase": "Failure", "reason": "Secret demo/db: refused"}}
+    events = [{"type": "Warning", "reason": "UnSuccessfullyDeployed", "message": "Secret demo/db: refused",
+               "lastTimestamp": "2026-12-02T11:59:00Z", "source": {"component": "clusternet-hub"}},
+              {"type": "Normal", "reason": "SuccessfullyDeployed", "message": "Description successfully deployed",
+               "lastTimestamp": "2026-12-02T11:30:00Z", "source": {"component": "clusternet-hub"}}]
+    text = describe_object(desc, events, NOW)
+    assert "Annotations:  <none>" in text and "Created:      60m ago" in text
+    assert "Spec:\n  deployer: Generic" in text and "  phase: Failure" in text
+    lines = text.split("Events:\n")[1].splitlines()
+    assert lines[0].split() == ["TYPE", "REASON", "AGE", "FROM", "MESSAGE"]
+    assert lines[1].split()[:4] == ["Normal", "SuccessfullyDeployed", "30m", "clusternet-hub"]
+    assert lines[2].split()[:4] == ["Warning", "UnSuccessfullyDeployed", "60s", "clusternet-hub"]
+    assert describe_object({**desc, "status": {}}, [], NOW).endswith("Events:  <none>")
