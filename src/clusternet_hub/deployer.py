@@ -240,10 +240,7 @@ class Deployer:
             while True:
                 await asyncio.sleep(self.resync_interval)
                 self.enqueue_subscriptions()
-                fresh = time.monotonic() - self.resync_interval / 2
-                for ns, name in list(self.caches.descriptions):
-                    if self.pushed.get((ns, name), ("", 0, 0.0))[2] < fresh:  # just pushed: the next will do
-                        self.enqueue("push", ns, name, force=True)
+                self.resync_pushes()
 
         tasks = [asyncio.create_task(worker()) for _ in range(self.workers)] + [asyncio.create_task(resync())]
         try:
@@ -253,6 +250,17 @@ class Deployer:
                 t.cancel()
             for _, child in self.children.values():
                 await child.close()
+
+    def resync_pushes(self) -> None:
+        """Push every Description again (drift), except those pushed moments ago, being pushed or queued:
+        the push they get anyway applies what this one would (a resync during a big rollout used to push
+        the Descriptions in flight twice)."""
+        fresh = time.monotonic() - self.resync_interval / 2
+        for key in list(self.caches.descriptions):
+            if key in self.pushing or ("push", *key) in self.pending:
+                continue
+            if self.pushed.get(key, ("", 0, 0.0))[2] < fresh:
+                self.enqueue("push", *key, force=True)
 
     # --- events -------------------------------------------------------------------------------------------
 

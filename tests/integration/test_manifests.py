@@ -42,6 +42,19 @@ def test_hub_cluster_role_covers_what_it_grants_and_does(parent: ControlPlane) -
                            ("get", "secrets/child-cluster-deployer")):
         can = kubectl(parent, "auth", "can-i", verb, resource, "-n", ns, token=token, check=False)
         assert can.stdout.strip() == "yes", (verb, resource)
+    # the deployment pipeline: what it derives it writes, what users author it only reads
+    for verb, resource in (("create", "descriptions.apps.clusternet.io"), ("delete", "bases.apps.clusternet.io"),
+                           ("patch", "feedinventories.apps.clusternet.io"),
+                           ("patch", "subscriptions.apps.clusternet.io"),
+                           ("watch", "manifests.apps.clusternet.io"),
+                           ("list", "localizations.apps.clusternet.io")):
+        can = kubectl(parent, "auth", "can-i", verb, resource, "-n", ns, token=token, check=False)
+        assert can.stdout.strip() == "yes", (verb, resource)
     # and nothing it does not need
     assert kubectl(parent, "auth", "can-i", "get", "secrets", "-n", "kube-system", token=token,
                    check=False).stdout.strip() == "no"
+    for verb, resource in (("create", "manifests.apps.clusternet.io"), ("delete", "subscriptions.apps.clusternet.io"),
+                           ("patch", "localizations.apps.clusternet.io"),
+                           ("update", "globalizations.apps.clusternet.io")):
+        can = kubectl(parent, "auth", "can-i", verb, resource, "-n", ns, token=token, check=False)
+        assert can.stdout.strip() == "no", (verb, resource)

@@ -90,3 +90,17 @@ async def test_status_of_a_big_subscription_is_rewritten_at_its_pace_and_nothing
     d.pending.clear()
     await d.paced_status_update(*key)
     assert len(writes) == 2 and writes[1] - writes[0] >= 0.2 - 0.01
+
+
+def test_resync_pushes_again_only_what_is_neither_fresh_nor_already_on_its_way() -> None:
+    d = deployer()
+    for name in ("old", "fresh", "in-flight", "queued"):
+        d.caches.descriptions[("ns", name)] = {"metadata": {"name": name, "namespace": "ns"}}
+    now = time.monotonic()
+    d.pushed[("ns", "old")] = ("u", 1, now - d.resync_interval)
+    d.pushed[("ns", "fresh")] = ("u", 1, now)
+    d.pushing[("ns", "in-flight")] = None
+    d.enqueue("push", "ns", "queued")  # by an event, not taken by a worker yet
+    d.resync_pushes()
+    assert [d.queue.get_nowait() for _ in range(d.queue.qsize())] == [("push", "ns", "queued"), ("push", "ns", "old")]
+    assert d.pending[("push", "ns", "old")] is True and d.pending[("push", "ns", "queued")] is False
