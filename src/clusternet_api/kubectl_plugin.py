@@ -1058,11 +1058,10 @@ async def describe_command(session: Session, kind_name: str, names: tuple[str, .
         if names:
             objects = []
             for name in names:
-                status, body = await session.kube.raw("GET", resource.path(ns, name))
-                if status == 200 and isinstance(body, dict):
-                    objects.append(body)
-                else:
-                    click.echo(_not_found_error(kind, name), err=True)
+                try:
+                    objects.append(await session.kube.request("GET", resource.path(ns, name)))
+                except ApiException as exc:
+                    click.echo(_not_found_error(kind, name) if exc.status == 404 else api_error(exc), err=True)
                     code = 1
         else:
             objects = (await session.kube.request("GET", resource.path(ns))).get("items") or []
