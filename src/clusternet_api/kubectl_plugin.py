@@ -776,11 +776,17 @@ def dump(objects: list[Obj], output: str, single: bool) -> str:
     return yaml.safe_dump(data, sort_keys=False).rstrip("\n")
 
 
-async def get_command(session: Session, kind_name: str, names: tuple[str, ...], all_namespaces: bool,
-                      output: str | None) -> int:
+def kind_and_names(kind_name: str, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """kubectl's `deploy/my-nginx` form, given without further names, as kind and name."""
     if "/" in kind_name and not names:
         kind_name, _, one = kind_name.partition("/")
-        names = (one,)
+        return kind_name, (one,)
+    return kind_name, names
+
+
+async def get_command(session: Session, kind_name: str, names: tuple[str, ...], all_namespaces: bool,
+                      output: str | None) -> int:
+    kind_name, names = kind_and_names(kind_name, names)
     kind = await resolve_kind(session, kind_name)
     namespace = None if all_namespaces else session.namespace
     if kind.is_clusternet:
@@ -1044,9 +1050,7 @@ async def events_of(session: Session, obj: Mapping[str, Any]) -> list[Obj]:
 
 
 async def describe_command(session: Session, kind_name: str, names: tuple[str, ...]) -> int:
-    if "/" in kind_name and not names:
-        kind_name, _, one = kind_name.partition("/")
-        names = (one,)
+    kind_name, names = kind_and_names(kind_name, names)
     kind = await resolve_kind(session, kind_name)
     namespace = session.namespace
     texts: list[str] = []

@@ -272,8 +272,7 @@ class DescriptionStatus(ApiModel):
     reason: str | None = None
     manifest_statuses: list[ManifestStatus] | None = None
     observed_generation: int | None = None
-    """The generation of the Description this status reports on (ours; Clusternet has none): Success with
-    the current generation means it is deployed as it stands."""
+    """Generation this status reports on (ours; Clusternet has none): Success for the current one = deployed."""
 
 
 class Description(KubeObject):
