@@ -193,6 +193,7 @@ class ControlPlane:
     admin_token: str = field(default_factory=lambda: os.urandom(16).hex())
     port: int = 0
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _args: dict[str, list[str]] = field(default_factory=dict)
 
     # paths filled by start()
     @property
@@ -263,6 +264,21 @@ class ControlPlane:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self._procs.append((label, proc))
+        self._args[label] = args
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Kill kube-apiserver (SIGKILL, as a crash would), leave it down, start it with the same flags.
+
+        Outage tests use this to show that nothing deployed is lost when the parent goes away."""
+        label = "kube-apiserver"
+        proc = next(p for lbl, p in self._procs if lbl == label)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        self._procs.remove((label, proc))
+        time.sleep(down_seconds)
+        self._spawn(label, self._args[label])
+        self._wait(lambda: self.get("/readyz") == 200, time.monotonic() + timeout, "kube-apiserver /readyz")
 
     def start(self, timeout: float = 120.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,21 @@
 An agent that stops sending heartbeats cannot say so itself, so the hub decides: after 3 x the cluster's
 heartbeat period without a report, Ready turns Unknown, the health probes read false (so `kubectl get
 mcls` never shows a silent cluster as healthy) and the cluster is tainted unschedulable. When reports
-resume (the agent writes Ready=True again), the taint goes. Nothing deployed is touched.
+resume (the agent writes Ready=True again), the taint goes. Nothing deployed is touched: the taint is
+NoSchedule, which keeps new Subscriptions off the cluster and never unbinds what is bound there
+(scheduling.py).
+
+A missing heartbeat is only evidence when the hub could have seen it arrive. So the hub judges a cluster
+only after it has itself watched for a whole grace period: since it started (or first saw the cluster) and
+since it last regained the parent's API server. A hub restart or a parent outage therefore never turns
+live clusters Unknown (Kubernetes' node lifecycle controller likewise times node heartbeats by its own
+observation; Clusternet compares the last report with the wall clock alone).
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import known
@@ -60,19 +68,47 @@ def _without_taint(taints: list[Obj]) -> list[Obj]:
     return [t for t in taints if t.get("key") != known.TAINT_UNSCHEDULABLE]
 
 
-def evaluate(mc: Obj, now: datetime.datetime) -> HealthPatch:
-    """What the hub must change on this ManagedCluster now (both fields None when nothing)."""
+@dataclass
+class Observation:
+    """Since when the hub has been in a position to see each cluster's heartbeats arrive."""
+
+    parent_since: datetime.datetime | None = None
+    """Start of the hub's current unbroken contact with the parent's API server (None: not reached now)."""
+    first_seen: dict[tuple[str, str], datetime.datetime] = field(default_factory=dict)
+
+    def parent_reached(self, now: datetime.datetime) -> None:
+        if self.parent_since is None:
+            self.parent_since = now
+
+    def parent_lost(self) -> None:
+        self.parent_since = None
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.first_seen.pop(key, None)
+
+    def watched_since(self, key: tuple[str, str], now: datetime.datetime) -> datetime.datetime | None:
+        """When the hub's watch of this cluster began, as far as heartbeats go; None while the parent is
+        out of reach (nothing can be judged then)."""
+        seen = self.first_seen.setdefault(key, now)
+        return None if self.parent_since is None else max(seen, self.parent_since)
+
+
+def evaluate(mc: Obj, now: datetime.datetime, watched_since: datetime.datetime | None = None) -> HealthPatch:
+    """What the hub must change on this ManagedCluster now (both fields None when nothing).
+
+    `watched_since`: when the hub began to watch (Observation.watched_since); a heartbeat is overdue only
+    once the hub has watched for a whole grace period after that."""
     status = mc.get("status") or {}
     taints: list[Obj] = list((mc.get("spec") or {}).get("taints") or [])
     last = parse_time(status.get("lastObservedTime"))
     created = parse_time(mc["metadata"].get("creationTimestamp")) or now
-    reference = last or created
+    reference = max(last or created, watched_since) if watched_since else last or created
     ready = ready_condition(mc)
     new_status: Obj | None = None
     stale = now - reference > grace_period(mc)
     if stale:
         reason = known.REASON_STATUS_UNKNOWN if last else known.REASON_NEVER_UPDATED
-        message = (f"no heartbeat from the cluster agent since {fmt_time(reference)} "
+        message = (f"no heartbeat from the cluster agent since {fmt_time(last)} "
                    f"(grace period {int(grace_period(mc).total_seconds())}s = 3 x heartbeat period)"
                    if last else "the cluster agent has never reported status")
         unchanged = (ready is not None and ready.get("status") == "Unknown" and ready.get("reason") == reason
@@ -94,11 +130,3 @@ def evaluate(mc: Obj, now: datetime.datetime) -> HealthPatch:
         if not stale and ready is None:  # fresh cluster, no report yet: wait for the grace period
             wanted_taints = taints
     return HealthPatch(new_status, wanted_taints if wanted_taints != taints else None)
-
-
-def next_check_in(mc: Obj, now: datetime.datetime) -> float:
-    """Seconds until this cluster's heartbeat deadline (so the checker need not poll blindly)."""
-    status = mc.get("status") or {}
-    reference = parse_time(status.get("lastObservedTime")) or parse_time(
-        mc["metadata"].get("creationTimestamp")) or now
-    return max(0.0, (reference + grace_period(mc) - now).total_seconds())

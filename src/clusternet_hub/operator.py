@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 
 from clusternet_api import known
@@ -50,6 +51,7 @@ class HubContext:
     creds: Credentials
     kube: Kube | None = None
     clusters: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    observation: health.Observation = field(default_factory=health.Observation)
     approved: dict[str, Obj] = field(default_factory=dict)
     sockets: SocketRegistry | None = None
     deployer: Deployer | None = None
@@ -186,6 +188,7 @@ async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) 
     old = memo.clusters.get(key)
     if type == "DELETED":
         memo.clusters.pop(key, None)
+        memo.observation.forget(key)
     else:
         memo.clusters[key] = dict(body)
     if memo.deployer is not None:
@@ -196,9 +199,16 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
     now = now or datetime.datetime.now(datetime.UTC)
     counts = {"True": 0, "False": 0, "Unknown": 0}
     for (ns, name), mc in list(ctx.clusters.items()):
-        change = health.evaluate(mc, now)
+        since = ctx.observation.watched_since((ns, name), now)
+        if since is None:
+            continue  # the parent is out of reach: no heartbeat could have arrived, nothing to judge
+        change = health.evaluate(mc, now, since)
         api = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
         try:
+            if change.status is not None:  # a verdict: confirm it on a fresh read, not on the watch's cache
+                mc = await ctx.api.get(api, "ManagedCluster", name, ns) or mc
+                ctx.clusters[(ns, name)] = mc
+                change = health.evaluate(mc, now, since)
             if change.status is not None:
                 log.warning("cluster %s/%s: %s", ns, name, change.status["conditions"][-1]["message"])
                 mc = await ctx.api.patch(api, "ManagedCluster", name, {"status": change.status}, ns,
@@ -220,11 +230,32 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
         metrics.clusters.labels(state).set(n)
 
 
+async def probe_parent(ctx: HubContext, now: datetime.datetime | None = None) -> bool:
+    """Whether the parent's API server is ready now; a lost parent restarts the heartbeat observation.
+
+    /readyz, not /version: a starting kube-apiserver answers /version long before it serves (and stores)
+    the agents' heartbeats."""
+    try:
+        status, _ = await ctx.api.raw("GET", "/readyz")
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        status = 0
+    if 200 <= status < 300:
+        ctx.observation.parent_reached(now or datetime.datetime.now(datetime.UTC))
+        return True
+    if ctx.observation.parent_since is not None:
+        log.warning("the parent's API server is out of reach (%s): no cluster is judged by its heartbeats "
+                    "until the hub has watched them again for a grace period", status or "no answer")
+    ctx.observation.parent_lost()
+    return False
+
+
 async def background(ctx: HubContext) -> None:
     """Periodic work that is not tied to one event: health deadlines and token refresh."""
     while True:
         await asyncio.sleep(ctx.options.health_check_interval)
         try:
+            if not await probe_parent(ctx):
+                continue
             await check_health(ctx)
             await refresh_tokens(ctx)
         except Exception:

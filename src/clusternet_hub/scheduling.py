@@ -8,6 +8,12 @@ the clusters matched by any subscriber's `clusterAffinity`, NoSchedule/NoExecute
 against `clusterTolerations`, every survivor is bound (Replication), and for Static Dividing each feed's
 replicas are split by cluster weight. Dynamic Dividing needs the agents' predictors and is refused
 loudly instead of half-working.
+
+Taint effects are Kubernetes' own: `NoSchedule` keeps a Subscription off a cluster it is not bound to yet
+and never evicts what is already bound there (`status.bindingClusters`); only an untolerated `NoExecute`
+taint, or a user's change of labels, affinity or tolerations, unbinds. The hub taints a silent cluster
+NoSchedule, so an agent or parent outage never removes what a cluster runs (Clusternet's scheduler
+filters bound and unbound clusters alike, so an outage longer than its grace period redeploys).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ __all__ = [
 
 FILTERING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 """Taint effects that keep a Subscription off a cluster; PreferNoSchedule only lowers its score."""
+EVICTING_EFFECTS = frozenset({"NoExecute"})
+"""Taint effects that also unbind a cluster the Subscription is already bound to."""
 
 
 class InvalidSelector(ValueError):
@@ -225,6 +233,8 @@ class ScheduleResult:
     """Aligned with binding_clusters."""
     filtered: dict[str, str] = field(default_factory=dict)
     """Clusters matched by a subscriber but filtered out, with the reason."""
+    kept: dict[str, str] = field(default_factory=dict)
+    """Bound clusters that stay bound although a NoSchedule taint would keep a new binding off, with it."""
     message: str | None = None
     """Set when the outcome deserves an explanation (nothing matched, weights all zero, ...)."""
 
@@ -238,6 +248,7 @@ def schedule(
 
     `feed_replicas` maps feed keys to desired replica counts (FeedInventory's desiredReplicas); feeds
     without an entry get `[]`, like Clusternet. ManagedClusters being deleted are never candidates.
+    Clusters in the Subscription's `status.bindingClusters` stay bound through NoSchedule taints.
     Raises UnsupportedScheduling for Dynamic Dividing and InvalidSelector for a broken clusterAffinity.
     """
     spec = subscription.get("spec") or {}
@@ -253,6 +264,7 @@ def schedule(
 
     subscribers = list(spec.get("subscribers") or [])
     tolerations = list(spec.get("clusterTolerations") or [])
+    already_bound = set((subscription.get("status") or {}).get("bindingClusters") or [])
     result = ScheduleResult()
     placements: list[ClusterPlacement] = []
     for cluster in clusters:
@@ -271,9 +283,12 @@ def schedule(
             continue
         key = binding_key(cluster)
         blocking = untolerated_taints(cluster, tolerations)
-        if blocking:
-            result.filtered[key] = "untolerated taint " + ", ".join(_taint_text(t) for t in blocking)
+        reason = "untolerated taint " + ", ".join(_taint_text(t) for t in blocking)
+        if blocking and (key not in already_bound or any(t.get("effect") in EVICTING_EFFECTS for t in blocking)):
+            result.filtered[key] = reason
             continue
+        if blocking:
+            result.kept[key] = reason
         placements.append(
             ClusterPlacement(
                 key=key,

@@ -119,6 +119,30 @@ def test_recovered_cluster_loses_the_taint_and_keeps_others() -> None:
     assert change.taints == [other]
 
 
+def test_a_hub_judges_no_heartbeat_before_it_has_watched_for_a_grace_period() -> None:
+    """A restarted hub, or one that just regained the parent, saw no heartbeat arrive yet: no verdict."""
+    stale = mc("2026-11-24T11:59:00Z")  # 60 s old, grace 30 s
+    assert health.evaluate(stale, NOW, NOW - datetime.timedelta(seconds=20)).status is None
+    assert health.evaluate(stale, NOW, NOW - datetime.timedelta(seconds=31)).status is not None
+
+
+def test_observation_restarts_when_the_parent_was_lost() -> None:
+    seen = health.Observation()
+    key = ("n", "c")
+    assert seen.watched_since(key, NOW) is None  # never reached the parent: nothing to judge
+    seen.parent_reached(NOW - datetime.timedelta(minutes=5))
+    assert seen.watched_since(key, NOW) == NOW  # first seen now
+    later = NOW + datetime.timedelta(minutes=10)
+    assert seen.watched_since(key, later) == NOW
+    seen.parent_lost()
+    assert seen.watched_since(key, later) is None
+    seen.parent_reached(later)
+    seen.parent_reached(later + datetime.timedelta(minutes=1))  # still the same unbroken contact
+    assert seen.watched_since(key, later + datetime.timedelta(minutes=2)) == later
+    seen.forget(key)
+    assert seen.watched_since(key, later + datetime.timedelta(minutes=3)) == later + datetime.timedelta(minutes=3)
+
+
 # --- agent: heartbeat --------------------------------------------------------------------------------------
 
 

@@ -125,6 +125,52 @@ def test_only_noschedule_and_noexecute_taints_filter() -> None:
     assert cluster_tolerated(hard, [{"key": known.TAINT_UNSCHEDULABLE, "operator": "Exists"}])
 
 
+def _bound(sub: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {**sub, "status": {"bindingClusters": list(keys)}}
+
+
+def test_noschedule_keeps_a_bound_cluster_bound_and_says_why() -> None:
+    """A silent cluster gets the hub's NoSchedule taint: what it runs must stay (Kubernetes' NoSchedule
+    never evicts), so the cluster stays bound; the outage is no reason to delete a workload."""
+    silent = cluster("ns1", "c1", {"env": "prod"}, taints=[UNSCHEDULABLE])
+    sub = _bound(subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}}]), "ns1/c1")
+    result = schedule(sub, [silent])
+    assert result.binding_clusters == ["ns1/c1"]
+    assert "ns1/c1" in result.kept and known.TAINT_UNSCHEDULABLE in result.kept["ns1/c1"]
+    assert result.filtered == {}
+
+
+def test_noschedule_keeps_a_new_subscription_off() -> None:
+    silent = cluster("ns1", "c1", {"env": "prod"}, taints=[UNSCHEDULABLE])
+    result = schedule(subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}}]), [silent])
+    assert result.binding_clusters == []
+    assert "ns1/c1" in result.filtered and result.kept == {}
+
+
+def test_noexecute_unbinds_even_a_bound_cluster() -> None:
+    evicting = cluster("ns1", "c1", {"env": "prod"}, taints=[UNSCHEDULABLE, {"key": "k", "effect": "NoExecute"}])
+    sub = _bound(subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}}]), "ns1/c1")
+    result = schedule(sub, [evicting])
+    assert result.binding_clusters == []
+    assert "k:NoExecute" in result.filtered["ns1/c1"]
+
+
+def test_a_bound_cluster_that_no_longer_matches_is_unbound_despite_its_taint() -> None:
+    """A user's relabel is a decision; the taint does not keep the old binding alive."""
+    silent = cluster("ns1", "c1", {"env": "dev"}, taints=[UNSCHEDULABLE])
+    sub = _bound(subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}}]), "ns1/c1")
+    assert schedule(sub, [silent]).binding_clusters == []
+
+
+def test_a_kept_cluster_keeps_its_share_of_divided_replicas() -> None:
+    clusters = [cluster("ns1", "c1", {"env": "prod"}, taints=[UNSCHEDULABLE]), cluster("ns2", "c2", {"env": "prod"})]
+    sub = _bound(subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}, "weight": 1}],
+                              schedulingStrategy="Dividing", dividingScheduling={"type": "Static"}), "ns1/c1", "ns2/c2")
+    result = schedule(sub, clusters, {DEPLOY_KEY: 4})
+    assert result.binding_clusters == ["ns1/c1", "ns2/c2"]
+    assert result.replicas[DEPLOY_KEY] == [2, 2]
+
+
 # --- scheduling ------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,145 @@
+"""What users fear most from a multi-cluster manager: an outage that deletes what the children run.
+
+Each test records the UID of every deployed object in both children, causes an outage longer than the
+clusters' heartbeat grace period (3 x 2 s here), and compares the UIDs once everything is Ready again:
+a deleted and re-created object has a new UID, so equality proves nothing was touched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_api.controlplane import ControlPlane
+from tests.helpers import descriptions, feed, kubectl, store_template, wait_for
+from tests.processes import Proc
+
+pytestmark = pytest.mark.integration
+
+NS = "sentinel"
+LABEL = "outage-test"
+OBJECTS: list[dict[str, Any]] = [
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep", "namespace": NS},
+     "data": {"precious": "yes"}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": NS},
+     "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+              "template": {"metadata": {"labels": {"app": "web"}},
+                           "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}}},
+]
+LATE: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late", "namespace": NS},
+                        "data": {"late": "yes"}}
+GRACE = 6.0  # 3 x the agents' 2 s heartbeat (tests/processes.py)
+
+
+def subscription(name: str, objects: list[dict[str, Any]]) -> str:
+    return json.dumps({"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+                       "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}],
+                                "feeds": [feed(o) for o in objects]}})
+
+
+def uids(child: ControlPlane) -> dict[str, str]:
+    """UID of every object the Subscription deployed, by kind/name."""
+    out = json.loads(kubectl(child, "get", "ns/sentinel", "cm/keep", "deploy/web", "-n", NS, "-o", "json").stdout)
+    return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["uid"] for o in out["items"]}
+
+
+def ready_condition(obj: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def clusters(parent: ControlPlane, env: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(kubectl(parent, "get", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                               "-o", "json").stdout) for mc in (env["mc1"], env["mc2"])]
+
+
+def all_ready(parent: ControlPlane, env: dict[str, Any], sub: str = "keeper") -> bool:
+    """Both clusters Ready and untainted, both Descriptions Success, the Subscription Ready."""
+    for mc in clusters(parent, env):
+        taints = (mc.get("spec") or {}).get("taints") or []
+        if ready_condition(mc).get("status") != "True" or any(t["key"] == known.TAINT_UNSCHEDULABLE for t in taints):
+            return False
+    descs = descriptions(parent, sub)
+    if {env["ns1"], env["ns2"]} - set(descs) or any(
+            (d.get("status") or {}).get("phase") != "Success" for d in descs.values()):
+        return False
+    status = json.loads(kubectl(parent, "get", "subs", sub, "-n", "default", "-o", "json").stdout)
+    return bool(ready_condition(status).get("status") == "True")
+
+
+@pytest.fixture(scope="module")
+def env(hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
+        child2: ControlPlane) -> dict[str, Any]:
+    """Both clusters labelled, the sentinel application deployed to both and Ready."""
+    for mc in (hub_and_agents["mc1"], hub_and_agents["mc2"]):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                f"{LABEL}=yes", "--overwrite")
+    for obj in [*OBJECTS, LATE]:
+        store_template(parent, obj)
+    kubectl(parent, "apply", "-f", "-", input=subscription("keeper", OBJECTS))
+    wait_for(lambda: all_ready(parent, hub_and_agents), timeout=90, what="the sentinel application Ready")
+    return hub_and_agents
+
+
+def assert_nothing_removed(env: dict[str, Any]) -> None:
+    hub_log = env["hub"].output
+    assert "removing its Base" not in hub_log
+    assert "cleaned up" not in hub_log
+
+
+def test_parent_apiserver_outage_keeps_every_workload(env: dict[str, Any], parent: ControlPlane,
+                                                      child1: ControlPlane, child2: ControlPlane) -> None:
+    """kill -9 the parent's kube-apiserver, keep it down past the grace period, start it again."""
+    before = {c.name: uids(c) for c in (child1, child2)}
+    assert all(len(u) == 3 for u in before.values())
+    parent.restart_apiserver(down_seconds=GRACE + 2)
+    wait_for(lambda: all_ready(parent, env), timeout=90, what="everything Ready again after the parent's outage")
+    assert {c.name: uids(c) for c in (child1, child2)} == before
+    assert_nothing_removed(env)
+    # a hub that has just regained its parent has not watched for a grace period: no live cluster is judged
+    assert "no heartbeat from the cluster agent" not in env["hub"].output
+
+
+def test_agents_silent_past_the_grace_period_keep_their_workloads(env: dict[str, Any], parent: ControlPlane,
+                                                                  child1: ControlPlane,
+                                                                  child2: ControlPlane) -> None:
+    """Both agents killed: the clusters turn Unknown and tainted (honest status), a new Subscription stays
+    off them, the old one keeps its bindings and Bases, and nothing in the children changes."""
+    before = {c.name: uids(c) for c in (child1, child2)}
+    agents: list[Proc] = [env["pusher"], env["puller"]]
+    for agent in agents:
+        agent.kill()
+    try:
+        def silent() -> bool:
+            return all(ready_condition(mc).get("status") == "Unknown" and any(
+                t["key"] == known.TAINT_UNSCHEDULABLE and t["effect"] == "NoSchedule"
+                for t in (mc.get("spec") or {}).get("taints") or []) for mc in clusters(parent, env))
+
+        wait_for(silent, timeout=GRACE * 3, what="both clusters Unknown and tainted")
+        kubectl(parent, "apply", "-f", "-", input=subscription("latecomer", [LATE]))
+        time.sleep(3 * 2)  # three of the hub's 2 s resyncs with the clusters silent
+
+        late = json.loads(kubectl(parent, "get", "subs", "latecomer", "-n", "default", "-o", "json").stdout)
+        assert not (late.get("status") or {}).get("bindingClusters")
+        assert "untolerated taint" in ready_condition(late).get("message", "")
+        keeper = json.loads(kubectl(parent, "get", "subs", "keeper", "-n", "default", "-o", "json").stdout)
+        assert sorted(keeper["status"]["bindingClusters"]) == sorted(
+            f"{mc['metadata']['namespace']}/{mc['metadata']['name']}" for mc in (env["mc1"], env["mc2"]))
+        bases = json.loads(kubectl(parent, "get", "bases", "-A", "-l", f"{known.LABEL_SUBS_NAME}=keeper",
+                                   "-o", "json").stdout)["items"]
+        assert len(bases) == 2 and not any(b["metadata"].get("deletionTimestamp") for b in bases)
+        assert {c.name: uids(c) for c in (child1, child2)} == before
+    finally:
+        for agent in agents:
+            agent.start()
+    wait_for(lambda: all_ready(parent, env), timeout=90, what="everything Ready again after the agents return")
+    assert {c.name: uids(c) for c in (child1, child2)} == before
+    assert_nothing_removed(env)
+    # the taint is gone, so the latecomer binds both clusters now
+    wait_for(lambda: all_ready(parent, env, "latecomer"), timeout=60, what="the latecomer deployed once they return")
+    kubectl(parent, "delete", "subs", "latecomer", "-n", "default")
