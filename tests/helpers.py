@@ -47,6 +47,32 @@ def kubectl(cp: ControlPlane | Path, *args: str, check: bool = True, input: str 
     return proc
 
 
+def api_request(cp: ControlPlane, method: str, path: str, body: Any, *, token: str,
+                content_type: str = "application/merge-patch+json") -> tuple[int, Any]:
+    """A real HTTPS request to a control plane as `token`: (HTTP status, parsed answer), refusals included."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(cp.url + path, data=json.dumps(body).encode(), method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": content_type, "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(cp.ca_file)),
+                                    timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def parent_token(child: ControlPlane, namespace: str = known.SYSTEM_NAMESPACE) -> str:
+    """The token the child's agent uses on the parent, from its Secret `parent-cluster`."""
+    import base64
+
+    secret = json.loads(kubectl(child, "get", "secret", known.PARENT_CREDENTIALS_SECRET, "-n", namespace,
+                                "-o", "json").stdout)
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
 def plugin(parent: ControlPlane, *args: str) -> str:
     """Run the installed `kubectl-clusternet` console script against the parent; its stdout."""
     proc = subprocess.run([str(Path(sys.executable).parent / "kubectl-clusternet"),

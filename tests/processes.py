@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -71,6 +72,32 @@ def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: st
             "--cluster-status-collect-frequency=1s", "--cluster-status-update-frequency=2s",
             "--log-format=text", *extra]
     return Proc(f"agent-{name}", args, logdir / f"agent-{name}.log")
+
+
+# The agent's namespace is not a flag (Clusternet's agent always uses clusternet-system), so extra agents on a
+# child run the real agent code in a process of their own with AgentOptions, as bench/registration.py does.
+AGENT_MAIN = """
+import asyncio, json, signal, sys
+from clusternet_agent.agent import run_agent
+from clusternet_agent.options import AgentOptions
+from clusternet_api.logs import setup_logging
+
+setup_logging("clusternet-agent", "INFO", json_format=False)
+opts = AgentOptions(**json.loads(sys.argv[1]))
+
+async def main() -> None:
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await run_agent(opts, stop)
+
+asyncio.run(main())
+"""
+
+
+def namespaced_agent_proc(name: str, logdir: Path, **opts: object) -> Proc:
+    """An agent with its own namespace in the child (AgentOptions `namespace`) and, usually, its own cluster ID."""
+    return Proc(f"agent-{name}", [sys.executable, "-c", AGENT_MAIN, json.dumps(opts)], logdir / f"agent-{name}.log")
 
 
 def install_bootstrap(parent: ControlPlane) -> None:

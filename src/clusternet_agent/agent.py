@@ -10,7 +10,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-from clusternet_agent import heartbeat, identity, puller, tunnel
+from clusternet_agent import heartbeat, identity, labels, puller, tunnel
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.registration import (
     ParentAccess,
@@ -107,12 +107,6 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
 
     `reported` is set after the first report attempt, so work that can wait starts after it."""
     name = await resolve_managed_cluster(parent, access)
-    if opts.cluster_labels:  # --cluster-labels may change between starts; Clusternet only sets them once
-        try:
-            await parent.patch(heartbeat.MC_API, "ManagedCluster", name,
-                               {"metadata": {"labels": opts.cluster_labels}}, access.namespace)
-        except ApiException as e:
-            log.warning("updating the ManagedCluster's labels failed with HTTP %s", e.status)
     observed: dict[str, object] | None = None
     since_report = opts.update_frequency  # report right away
     while True:
@@ -171,6 +165,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                     # the first report makes the cluster Ready on the parent: deploying waits for it, so a
                     # freshly registered cluster does not queue its heartbeat behind the deployer's set-up
                     reported = asyncio.Event()
+                    # labels go through our own registration request and the hub's policy (labels.py)
+                    tasks.append(asyncio.create_task(labels.request_labels(parent, cluster_id, opts.cluster_labels)))
                     if opts.deploys:
                         tasks.append(asyncio.create_task(
                             deploying(child, parent, opts, access, apiserver_url, after=reported)))

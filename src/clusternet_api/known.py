@@ -56,6 +56,12 @@ ANNOTATION_TOKEN_ISSUED_AT: Final = "clusters.clusternet.io/token-issued-at"
 # Manual approval (hub --cluster-approval=Manual): an admin's verdict on a ClusterRegistrationRequest.
 ANNOTATION_APPROVAL: Final = "clusters.clusternet.io/approval"  # Approved | Denied
 ANNOTATION_DENIAL_REASON: Final = "clusters.clusternet.io/denial-reason"
+# ours: on a ManagedCluster, the labels the hub applied from the registration request (JSON object), so a
+# later request removes only those and never an administrator's
+ANNOTATION_LABELS_FROM_REQUEST: Final = "clusters.clusternet.io/labels-from-request"
+# ours: on a ClusterRegistrationRequest, the hub's verdict on its spec.clusterLabels (JSON: observedGeneration,
+# refused[], message), for the agent to read and log
+ANNOTATION_LABELS_VERDICT: Final = "clusters.clusternet.io/cluster-labels-verdict"
 
 # Finalizers
 FINALIZER_APPS: Final = "apps.clusternet.io/finalizer"

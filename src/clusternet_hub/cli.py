@@ -16,6 +16,7 @@ from clusternet_api import __version__
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import setup_logging
 from clusternet_hub import server
+from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.deployer import Deployer
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
 from clusternet_hub.proxy import Proxy
@@ -81,6 +82,9 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
               help="Approve requests without an agent public key (token returned in plain text)")
 @click.option("--cluster-approval", type=click.Choice(["Automatic", "Manual"]), default="Automatic",
               help="Manual: new clusters wait until an admin runs `kubectl clusternet approve|deny`")
+@click.option("--cluster-label-prefixes", default="",
+              help="Comma-separated label-key prefixes a child may add, change or remove on its ManagedCluster "
+                   "after registration, through its request's spec.clusterLabels (default: none)")
 @click.option("--health-check-interval", default=5.0, type=float, help="Seconds between health checks")
 @click.option("--resync-interval", default=30.0, type=float,
               help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
@@ -90,8 +94,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_file: str | None,
          tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
          requestheader_allowed_names: str, agent_token_ttl: str,
-         allow_unsealed_tokens: bool, cluster_approval: str, health_check_interval: float, resync_interval: float,
-         log_level: str, log_format: str) -> None:
+         allow_unsealed_tokens: bool, cluster_approval: str, cluster_label_prefixes: str,
+         health_check_interval: float, resync_interval: float, log_level: str, log_format: str) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
     from clusternet_api.durations import parse_duration
 
@@ -99,6 +103,7 @@ def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_f
     options = HubOptions(
         kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
         allow_unsealed_tokens=allow_unsealed_tokens, manual_approval=cluster_approval == "Manual",
+        cluster_label_prefixes=parse_prefixes(cluster_label_prefixes),
         health_check_interval=health_check_interval,
         resync_interval=resync_interval,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,

@@ -18,7 +18,7 @@ import kopf
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
-from clusternet_hub import health, metrics, registration
+from clusternet_hub import clusterlabels, health, metrics, registration
 from clusternet_hub.deployer import Deployer
 from clusternet_hub.sockets import SocketRegistry
 
@@ -33,6 +33,8 @@ class HubOptions:
     token_ttl_seconds: int = 24 * 3600
     allow_unsealed_tokens: bool = False
     manual_approval: bool = False
+    cluster_label_prefixes: tuple[str, ...] = ()
+    """Label keys a child may add, change or remove after registration (clusterlabels.py); none by default."""
     health_check_interval: float = 5.0
     resync_interval: float = 30.0
     bind_address: str = "0.0.0.0"
@@ -114,12 +116,17 @@ def login(memo: HubContext, **_: Any) -> kopf.ConnectionInfo:
 # --- registration ---------------------------------------------------------------------------------------
 
 
-async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | None = None) -> None:
+async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | None = None,
+                                 resumed: bool = False) -> None:
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
         return
+    requested, crr = crr, registration.pinned(crr)  # the label policy reads the spec.clusterLabels agents write
     if status.get("result") == "Approved" and not registration.token_is_due(
             crr, ctx.options.token_ttl_seconds):
+        if resumed:
+            await registration.refresh_rbac(ctx.api, crr)
+        await clusterlabels.sync(ctx.api, requested, ctx.options.cluster_label_prefixes)
         return
     problem = registration.validate(crr, ctx.options.allow_unsealed_tokens)
     if problem:
@@ -142,6 +149,8 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | No
     result = await registration.approve(ctx.api, crr, ctx.approval_settings())
     if status.get("result") != result["result"]:
         metrics.registrations.labels(result["result"]).inc()
+    if result["result"] == "Approved":
+        await clusterlabels.sync(ctx.api, {**requested, "status": result}, ctx.options.cluster_label_prefixes)
 
 
 @kopf.on.resume(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
@@ -150,9 +159,9 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | No
                 field="spec")
 @kopf.on.update(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB,
                 field=("metadata", "annotations", known.ANNOTATION_APPROVAL))
-async def on_registration(body: kopf.Body, memo: HubContext, **_: Any) -> None:
+async def on_registration(body: kopf.Body, memo: HubContext, reason: str, **_: Any) -> None:
     try:
-        await reconcile_registration(dict(body), memo, body)
+        await reconcile_registration(dict(body), memo, body, resumed=reason == kopf.Reason.RESUME)
     except ApiException as e:
         raise kopf.TemporaryError(f"registration of {body['metadata']['name']} hit HTTP {e.status}: "
                                   f"{e.reason}", delay=2) from e

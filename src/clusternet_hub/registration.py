@@ -5,7 +5,10 @@ on restart without duplicates); `approve()` applies them idempotently.
 
 Least privilege, compared with Clusternet: the child's ServiceAccount may read only its own CRR, its own
 socket, and objects in its own dedicated namespace (no cluster-wide `secrets get`, no `*` in the
-namespace), and may refresh only its own token.
+namespace), and may refresh only its own token. Of its ManagedCluster it may write only the status: its
+labels decide which Subscriptions bind it, so a label change goes through its own CRR's
+`spec.clusterLabels` and the hub's policy (clusterlabels.py). Having to let the child patch its CRR, the hub
+trusts nothing of an approved request but its name and the status it wrote itself (`pinned`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import base64
 import datetime
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from typing import Any
 from clusternet_api import known
 from clusternet_api.kube import Kube, Obj
 from clusternet_api.sealing import SCHEME, SealingError, seal
+from clusternet_hub.clusterlabels import initial_from_request
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +120,15 @@ def namespace_manifest(ns: str, cluster_id: str, name: str) -> Obj:
 
 
 def managed_cluster_manifest(crr: Obj, ns: str) -> Obj:
+    """Labels from the request (as Clusternet), recorded as such so later requests may remove only those."""
     spec = crr["spec"]
     name = cluster_name(crr)
-    labels = dict(spec.get("clusterLabels") or {})
-    labels.update(identity_labels(spec["clusterId"], name))
+    from_request = initial_from_request(spec.get("clusterLabels"))
+    labels = {**from_request, **identity_labels(spec["clusterId"], name)}
     return {
         "apiVersion": f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}", "kind": "ManagedCluster",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": {
+            known.ANNOTATION_LABELS_FROM_REQUEST: json.dumps(from_request, sort_keys=True)}},
         "spec": {"clusterId": spec["clusterId"], "clusterType": spec.get("clusterType") or "StandardCluster",
                  "syncMode": spec.get("syncMode") or "Pull"},
     }
@@ -134,7 +141,10 @@ def service_account_manifest(ns: str, cluster_id: str, name: str) -> Obj:
 
 
 def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
-    """ClusterRole/Binding for the child's own cluster-scoped objects, Role/Binding for its namespace."""
+    """ClusterRole/Binding for the child's own cluster-scoped objects, Role/Binding for its namespace.
+
+    `patch` on its own CRR lets the agent ask for other labels (spec.clusterLabels); the ManagedCluster
+    itself is read-only to it except for its status (heartbeats)."""
     subject = [{"kind": "ServiceAccount", "name": AGENT_SERVICE_ACCOUNT, "namespace": ns}]
     labels = identity_labels(cluster_id, name)
     rbac = "rbac.authorization.k8s.io/v1"
@@ -143,7 +153,7 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
         {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": cluster_role, "labels": labels},
          "rules": [
              {"apiGroups": [known.CLUSTERS_GROUP], "resources": ["clusterregistrationrequests"],
-              "resourceNames": [crr_name(cluster_id)], "verbs": ["get"]},
+              "resourceNames": [crr_name(cluster_id)], "verbs": ["get", "patch"]},
              {"apiGroups": [known.PROXIES_GROUP], "resources": ["sockets", "sockets/proxy"],
               "resourceNames": [cluster_id], "verbs": ["get", "create", "update", "patch", "delete"]},
          ]},
@@ -154,7 +164,7 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
          "metadata": {"name": NAMESPACE_ROLE, "namespace": ns, "labels": labels},
          "rules": [
              {"apiGroups": [known.CLUSTERS_GROUP], "resources": ["managedclusters"],
-              "verbs": ["get", "list", "watch", "patch", "update"]},
+              "verbs": ["get", "list", "watch"]},
              {"apiGroups": [known.CLUSTERS_GROUP], "resources": ["managedclusters/status"],
               "verbs": ["get", "patch", "update"]},
              {"apiGroups": [known.APPS_GROUP], "resources": ["descriptions", "helmreleases", "bases"],
@@ -176,6 +186,40 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAMESPACE_ROLE},
          "subjects": subject},
     ]
+
+
+def pinned(crr: Obj) -> Obj:
+    """An approved request as the hub approved it, whatever its agent wrote into it since.
+
+    The agent may patch its own CRR (to ask for labels), so after approval the hub takes the cluster ID from
+    the immutable name and the namespace and cluster name from the status only the hub writes: a changed
+    clusterId, clusterName or clusterNamespace moves nothing and denies nothing. clusterLabels are dropped:
+    after registration they go through the label policy (clusterlabels.sync). syncMode and clusterType are
+    read only if the ManagedCluster must be created again (an admin deleted it); an existing one keeps its
+    spec. Clusternet skips approved requests altogether; we revisit them to refresh tokens."""
+    status = crr.get("status") or {}
+    if status.get("result") != "Approved":
+        return crr
+    name = crr["metadata"]["name"]
+    spec = {k: v for k, v in (crr.get("spec") or {}).items() if k in ("clusterType", "syncMode")}
+    spec["clusterId"] = name.removeprefix("clusternet-")
+    if status.get("dedicatedNamespace"):
+        spec["clusterNamespace"] = status["dedicatedNamespace"]
+    if status.get("managedClusterName"):
+        spec["clusterName"] = status["managedClusterName"]
+    return {**crr, "spec": spec}
+
+
+async def refresh_rbac(kube: Kube, crr: Obj) -> None:
+    """Re-apply an approved child's RBAC as this hub version writes it, so a hub upgrade that narrows it (or
+    a Role edited by hand) takes effect at hub start, not only at the next token refresh."""
+    status = crr.get("status") or {}
+    ns, mc_name = status.get("dedicatedNamespace"), status.get("managedClusterName")
+    if status.get("result") != "Approved" or not ns or not mc_name:
+        return
+    cluster_id = crr["metadata"]["name"].removeprefix("clusternet-")
+    await asyncio.gather(*(kube.apply(obj, field_manager=known.CREATED_BY_HUB)
+                           for obj in rbac_manifests(cluster_id, ns, mc_name)))
 
 
 def now_rfc3339() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from clusternet_api import known
 from clusternet_api.controlplane import ControlPlane
 from clusternet_hub.rendering import manifest_labels, manifest_name
 from tests.helpers import kubectl, wait_for
-from tests.processes import BOOTSTRAP_TOKEN, Proc, hub_proc, hub_tls, install_bootstrap
+from tests.processes import BOOTSTRAP_TOKEN, Proc, hub_proc, hub_tls, install_bootstrap, namespaced_agent_proc
 
 pytestmark = pytest.mark.integration
 
@@ -42,27 +41,6 @@ REFUSED: dict[str, Any] = {
     "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "refused", "namespace": APPS_NS}, "type": "Opaque",
     "data": {"password": base64.b64encode(b"not-for-the-parent").decode()}}
 PLURALS = {"ConfigMap": "configmaps", "Secret": "secrets"}
-
-# The agent's namespace is not a flag (Clusternet's agent always uses clusternet-system), so the extra agents
-# run the real agent code in a process of their own with AgentOptions, as bench/registration.py does.
-AGENT_MAIN = """
-import asyncio, json, signal, sys
-from clusternet_agent.agent import run_agent
-from clusternet_agent.options import AgentOptions
-from clusternet_api.logs import setup_logging
-
-setup_logging("clusternet-agent", "INFO", json_format=False)
-opts = AgentOptions(**json.loads(sys.argv[1]))
-
-async def main() -> None:
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await run_agent(opts, stop)
-
-asyncio.run(main())
-"""
-
 
 @dataclass
 class Restricted:
@@ -110,8 +88,7 @@ def agent_process(r: Restricted, parent: ControlPlane, logdir: Path, **extra: An
             "parent_ca_file": str(parent.ca_file), "cluster_name": r.name, "cluster_id": r.cluster_id,
             "namespace": r.agent_ns, "cluster_labels": {LABEL: "restricted"}, "collect_frequency": 1.0,
             "update_frequency": 2.0, "resync_frequency": 2.0, **extra}
-    return Proc(f"agent-{r.name}", [sys.executable, "-c", AGENT_MAIN, json.dumps(opts)],
-                logdir / f"agent-{r.name}.log")
+    return namespaced_agent_proc(r.name, logdir, **opts)
 
 
 def store_template(parent: ControlPlane, obj: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from clusternet_api import known
 from clusternet_api.controlplane import ControlPlane
 from clusternet_api.sealing import generate_private_key, public_key_of
-from tests.helpers import kubectl, wait_for
+from tests.helpers import api_request, kubectl, parent_token, wait_for
 from tests.processes import BOOTSTRAP_TOKEN, Proc, agent_proc, hub_proc, install_bootstrap
 
 pytestmark = pytest.mark.integration
@@ -123,6 +123,84 @@ def test_child_identity_is_least_privilege(parent: ControlPlane, child1: Control
     # the bootstrap token itself can only create and get registration requests
     boot = kubectl(parent, "get", "secrets", "-n", own_ns, check=False, token=BOOTSTRAP_TOKEN)
     assert boot.returncode != 0 and "Forbidden" in boot.stderr
+
+
+MC_PATH = "/apis/clusters.clusternet.io/v1beta1/namespaces/{ns}/managedclusters/{name}"
+CRR_PATH = "/apis/clusters.clusternet.io/v1beta1/clusterregistrationrequests/{name}"
+
+
+def test_child_may_not_relabel_its_managed_cluster(parent: ControlPlane, child1: ControlPlane,
+                                                   agents: dict[str, Proc]) -> None:
+    """Labels decide which Subscriptions bind a cluster: the child's identity writes only the status."""
+    mc = mcls(parent)["child1"]
+    ns, name = mc["metadata"]["namespace"], mc["metadata"]["name"]
+    user = f"system:serviceaccount:{ns}:clusternet-agent"
+    # a real request with the token the agent actually holds
+    token = parent_token(child1)
+    path = MC_PATH.format(ns=ns, name=name)
+    code, answer = api_request(parent, "PATCH", path, {"metadata": {"labels": {"secret-team": "yes"}}}, token=token)
+    assert code == 403 and answer["reason"] == "Forbidden", (code, answer)
+    assert user in answer["message"]
+    # the status is writable (heartbeats), but a label smuggled in through it is dropped
+    code, answer = api_request(parent, "PATCH", path + "/status", {
+        "metadata": {"labels": {"secret-team": "yes"}}, "status": {"platform": mc["status"]["platform"]}},
+        token=token)
+    assert code == 200, (code, answer)
+    assert "secret-team" not in mcls(parent)["child1"]["metadata"]["labels"]
+
+    def can(verb: str, resource: str, *extra: str) -> str:
+        return str(kubectl(parent, "auth", "can-i", verb, resource, *extra, f"--as={user}", check=False)
+                   .stdout.strip())
+
+    assert can("patch", f"managedclusters.clusters.clusternet.io/{name}", "-n", ns) == "no"
+    assert can("update", f"managedclusters.clusters.clusternet.io/{name}", "-n", ns) == "no"
+    assert can("update", f"managedclusters.clusters.clusternet.io/{name}", "-n", ns, "--subresource=status") == "yes"
+    assert can("patch", f"managedclusters.clusters.clusternet.io/{name}", "-n", ns, "--subresource=status") == "yes"
+    # it may patch its own registration request (to ask for labels), and no other
+    own, other = f"clusternet-{cluster_id(child1)}", f"clusternet-{mcls(parent)['child2']['spec']['clusterId']}"
+    assert can("patch", f"clusterregistrationrequests.clusters.clusternet.io/{own}") == "yes"
+    assert can("patch", f"clusterregistrationrequests.clusters.clusternet.io/{other}") == "no"
+    assert can("update", f"clusterregistrationrequests.clusters.clusternet.io/{own}") == "no"
+    # the registration's labels are there, recorded as the request's (so only those may ever be removed by it)
+    assert {"env": "dev", "team": "a"}.items() <= mc["metadata"]["labels"].items()
+    assert json.loads(mc["metadata"]["annotations"]["clusters.clusternet.io/labels-from-request"]) == \
+        {"env": "dev", "team": "a"}
+    assert ready(mcls(parent)["child1"]) == "True"
+
+
+def test_a_tampered_request_moves_nothing(parent: ControlPlane, child1: ControlPlane,
+                                          agents: dict[str, Proc]) -> None:
+    """The agent may patch its own request, so after approval the hub reads nothing of it but clusterLabels:
+    a new clusterId, clusterName, clusterNamespace or syncMode neither moves the cluster nor denies it."""
+    before = mcls(parent)["child1"]
+    crr_name = f"clusternet-{cluster_id(child1)}"
+    crr = json.loads(kubectl(parent, "get", "clsrr", crr_name, "-o", "json").stdout)
+    tampered = {"clusterId": str(uuid.uuid4()), "clusterName": "stolen", "clusterNamespace": "tampered-ns",
+                "syncMode": "Push"}
+    # dropping the token's issue time makes the hub approve (and issue a token) again right away
+    code, answer = api_request(parent, "PATCH", CRR_PATH.format(name=crr_name), {
+        "metadata": {"annotations": {known.ANNOTATION_TOKEN_ISSUED_AT: None}}, "spec": tampered},
+        token=parent_token(child1))
+    try:
+        assert code == 200, (code, answer)
+
+        def approved_again() -> dict[str, Any] | None:
+            got: dict[str, Any] = json.loads(kubectl(parent, "get", "clsrr", crr_name, "-o", "json").stdout)
+            return got if got["metadata"]["annotations"].get(known.ANNOTATION_TOKEN_ISSUED_AT) else None
+
+        after_crr = wait_for(approved_again, timeout=30, what="the hub handled the tampered request")
+        assert after_crr["status"]["result"] == "Approved"
+        assert after_crr["status"]["dedicatedNamespace"] == before["metadata"]["namespace"]
+        assert after_crr["status"]["managedClusterName"] == "child1"
+        assert kubectl(parent, "get", "namespace", "tampered-ns", check=False).returncode != 0
+        after = mcls(parent)
+        assert "stolen" not in after
+        assert after["child1"]["metadata"]["uid"] == before["metadata"]["uid"]
+        assert after["child1"]["spec"]["syncMode"] == "Dual"
+        assert after["child1"]["spec"]["clusterId"] == cluster_id(child1)
+        wait_for(lambda: ready(mcls(parent)["child1"]) == "True", timeout=20, what="child1 still Ready")
+    finally:  # what an admin would do: put the request back as it was
+        kubectl(parent, "patch", "clsrr", crr_name, "--type=merge", "-p", json.dumps({"spec": crr["spec"]}))
 
 
 def test_silent_cluster_turns_unknown_then_recovers_without_reregistering(
