@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 from clusternet_api.tunnel import StreamOpenError
 from clusternet_hub import metrics
 from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, status_body
-from clusternet_hub.streamhttp import UpstreamError
+from clusternet_hub.streamhttp import BodyCut, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,43 @@ async def upgrade(request: web.Request, port: int, tail: str, headers: Mapping[s
     return response
 
 
+def abort_response(request: web.Request) -> None:
+    """Close the client's connection so the response can never end normally.
+
+    Data already written is still flushed, but aiohttp then finds the transport gone when it finishes the
+    response: the terminating zero-length chunk is never sent (nor the rest of a Content-Length), and the
+    connection is not kept alive. Clients report the body as incomplete, as they do when Go's
+    httputil.ReverseProxy (under kube-apiserver's aggregator) aborts a response with http.ErrAbortHandler.
+    """
+    request.protocol.force_close()
+
+
+async def relay_body(request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes],
+                     cluster_id: str) -> None:
+    """Copy the child's body to the client, ending it normally only when the child's body ended normally.
+
+    A body cut short (agent gone, tunnel stream reset, child closed early) must not reach the client as
+    complete: a watch ending with its terminating chunk looks like a server-side watch timeout, and a list
+    or log would pass as whole. Aborted, `curl` and `kubectl get --raw` fail, client-go sees an unexpected
+    EOF, and through the aggregation layer a stream error (on which informers re-list).
+    """
+    sent = 0
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+            sent += len(chunk)
+    except BodyCut as e:
+        log.warning("cluster %s: response to %s %s cut after %d body bytes, aborting the client connection: %s",
+                    cluster_id, request.method, request.match_info.get("tail", ""), sent, e)
+        abort_response(request)
+        return
+    except ConnectionError as e:  # the client went away: nobody is left to tell
+        log.info("cluster %s: client of %s %s left: %s", cluster_id, request.method,
+                 request.match_info.get("tail", ""), e)
+        return
+    await response.write_eof()
+
+
 class Proxy:
     """Streams requests and responses (watch included) through a cluster's tunnel."""
 
@@ -202,17 +239,12 @@ class Proxy:
             if length.isdigit() and int(length) <= WHOLE_BODY_LIMIT:  # small answers leave in one write
                 try:
                     body = b"".join([chunk async for chunk in chunks])
-                except ConnectionResetError as e:
+                except BodyCut as e:  # nothing sent yet: the client can still get a proper error
                     raise ProxyError(503, f"the agent of cluster {cluster_id} lost the answer: {e}") from e
                 metrics.proxy_requests.labels(str(upstream.status)).inc()
                 return web.Response(status=upstream.status, body=body, headers=headers_out)
             response = web.StreamResponse(status=upstream.status, headers=headers_out)
             await response.prepare(request)
-            try:
-                async for chunk in chunks:
-                    await response.write(chunk)
-            except ConnectionResetError as e:  # the child side ended the stream (agent gone, watch cut)
-                log.info("cluster %s: upstream stream ended: %s", cluster_id, e)
-            await response.write_eof()
+            await relay_body(request, response, chunks, cluster_id)
         metrics.proxy_requests.labels(str(upstream.status)).inc()
         return response

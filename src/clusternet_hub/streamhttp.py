@@ -5,6 +5,9 @@ into a tunnel stream: two extra socket hops and a second HTTP stack per request.
 request onto a stream itself and parses the answer with h11 (sans-IO), keeping idle streams per target
 address for reuse like any keep-alive pool. A stream is reused only after a complete, clean exchange;
 anything else (a watch the client left, an error, `Connection: close`) aborts it.
+
+A body that stops before its end (stream reset because the agent went away, the child closing early, broken
+framing) raises `BodyCut` instead of just ending: to a caller, an ended iterator means a complete body.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ OpenStream = Callable[[str], Awaitable[Stream]]
 
 class UpstreamError(Exception):
     """The child side broke the exchange (stream reset, malformed HTTP) before a response began."""
+
+
+class BodyCut(ConnectionResetError):
+    """The response body stopped before its end: the stream was reset or closed early, or its framing broke.
+
+    A ConnectionResetError, as stream failures are elsewhere, so a caller that treats any of them alike
+    keeps working; a caller relaying the body must not end its own copy normally (see proxy.relay_body).
+    """
 
 
 @dataclass
@@ -118,14 +129,17 @@ class StreamHttp:
         finished = False
         try:
             while True:
-                event = await channel.next_event()
+                try:
+                    event = await channel.next_event()
+                except (ConnectionResetError, h11.ProtocolError) as e:  # reset, or closed before the end
+                    raise BodyCut(str(e) or type(e).__name__) from e
                 if isinstance(event, h11.Data):
                     yield bytes(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     finished = True
                     return
-                else:  # ConnectionClosed or a protocol surprise: the stream cannot carry more
-                    return
+                else:  # a protocol surprise: the body's end never came
+                    raise BodyCut(f"{type(event).__name__} before the end of the response body")
         finally:
             if finished:
                 self._release(address, channel)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,13 +287,91 @@ def test_agent_killed_mid_watch_then_reconnects(env: dict[str, Any], parent: Con
         return ending, ended_after
 
     ending, ended_after = asyncio.run(scenario())
-    assert ending == "clean" and ended_after < 10
+    assert ending == "payload-error" and ended_after < 10  # aborted: no terminating chunk
     assert proxied_status(env, env["id2"], "/version", env["tokens"]["admin2"]) == 503
     env["a2"].start()
     restarted = time.monotonic()
     wait_for(lambda: proxied_status(env, env["id2"], "/version", env["tokens"]["admin2"]) == 200, timeout=15,
              interval=0.1, what="request through the re-established tunnel")
     assert time.monotonic() - restarted < 5.0
+
+
+def impersonating_kubeconfig(env: dict[str, Any], parent: ControlPlane, child_token: str) -> Path:
+    """The parent's admin kubeconfig impersonating "clusternet", the child token as a user extra."""
+    import yaml
+
+    cfg = yaml.safe_load(parent.kubeconfig.read_text())
+    cfg["users"][0]["user"].update({"as": "clusternet", "as-user-extra": {"clusternet-token": [child_token]}})
+    path = env["logdir"] / "impersonating-watch.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class KubectlWatch:
+    """A real kubectl left running, its output lines collected as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(["kubectl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        self.reader = threading.Thread(target=self.lines.extend, args=(iter(self.proc.stdout.readline, ""),),
+                                       daemon=True)
+        self.reader.start()
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def outcome(self, timeout: float) -> tuple[int, str]:
+        """(exit code, stderr) once kubectl ended by itself."""
+        self.proc.wait(timeout=timeout)
+        assert self.proc.stderr is not None
+        return self.proc.returncode, self.proc.stderr.read()
+
+
+def test_kubectl_watch_fails_when_the_agent_is_killed(env: dict[str, Any], parent: ControlPlane,
+                                                      child1: ControlPlane, child2: ControlPlane) -> None:
+    """A cut tunnel must not end a watch as if the child had ended it (issue 10): the hub aborts the response,
+    so kubectl reports the cut, on the hub's own port (HTTP/1.1: no terminating chunk) and through the
+    parent's aggregation layer (which turns the abort into an HTTP/2 stream reset). Before, every watch
+    here ended with exit code 0 and nothing on stderr.
+
+    `kubectl get -w` itself exits 0 however its watch ends (get.go ignores the watch's outcome, and
+    client-go ends a stream watch quietly on an unexpected EOF), so for it the proof is client-go's own
+    note of the unexpected EOF; `kubectl get --raw` streams the watch and fails on it.
+    """
+    suffix = str(time.monotonic_ns())
+    for cp in (child1, child2):
+        kubectl(cp, "create", "namespace", "cut-watch", check=False)
+        kubectl(cp, "create", "configmap", f"before-{suffix}", "-n", "cut-watch")
+    hub2 = [f"--token={env['tokens']['admin2']}", f"--certificate-authority={env['ca']}", "--kubeconfig=/dev/null"]
+    via_parent = [f"--kubeconfig={impersonating_kubeconfig(env, parent, env['tokens']['admin1'])}"]
+    path1, path2 = (f"{SOCKETS}/{env[c]}/proxy/direct/api/v1/namespaces/cut-watch/configmaps" for c in ("id1", "id2"))
+    raw = {"direct": KubectlWatch(*hub2, f"--server={HUB}", "get", "--raw", f"{path2}?watch=1"),
+           "aggregated": KubectlWatch(*via_parent, "get", "--raw", f"{path1}?watch=1")}
+    get_w = KubectlWatch(*hub2, f"--server={HUB}{SOCKETS}/{env['id2']}/proxy/direct", "get", "cm", "-n",
+                         "cut-watch", "-w", "-o", "name", "-v=1")
+    watches = [*raw.values(), get_w]
+    try:
+        wait_for(lambda: all(w.saw(f"before-{suffix}") for w in watches), timeout=60, what="watches started")
+        for cp in (child1, child2):
+            kubectl(cp, "create", "configmap", f"after-{suffix}", "-n", "cut-watch")
+        wait_for(lambda: all(w.saw(f"after-{suffix}") for w in watches), timeout=30, what="events on open watches")
+        env["a1"].kill()
+        env["a2"].kill()
+        killed = time.monotonic()
+        for path, watch in raw.items():
+            code, stderr = watch.outcome(timeout=15)
+            assert code != 0 and "error" in stderr.lower(), f"{path}: the cut watch ended normally: {stderr!r}"
+        assert "Unexpected EOF during watch stream event decoding" in get_w.outcome(timeout=15)[1]
+        assert time.monotonic() - killed < 10
+    finally:
+        for watch in watches:
+            watch.proc.kill()
+            watch.proc.wait()
+        env["a1"].start()
+        env["a2"].start()
+    wait_for(lambda: all(proxied_status(env, env[c], "/version", env["tokens"][t]) == 200
+                         for c, t in (("id1", "admin1"), ("id2", "admin2"))), timeout=60, what="tunnels back up")
 
 
 def test_logs_have_no_tokens(env: dict[str, Any]) -> None:
