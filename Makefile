@@ -30,6 +30,7 @@ binaries:
 lint: venv
 	$(BIN)/ruff check src tests bench hack
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 crds: venv
 	$(BIN)/python -m clusternet_api.crdgen crds/

@@ -1,8 +1,8 @@
 """What the benchmarks share: control planes, the parent's set-up, hub and agent processes, tear-down, statistics.
 
 The scripts run as `.venv/bin/python bench/<name>.py`, so Python puts bench/ first on sys.path and they import
-this module as `common`. It puts the repository root on sys.path too, for `tests.processes`: the same process
-helpers the integration tests use (the scripts take them from here, as that path is only set here).
+this module as `common`. Control planes and processes come from `clusternet_testing`, as in the integration
+tests.
 
 `run_bench` is the frame of every benchmark: it starts the control planes (SIGINT/SIGTERM held meanwhile, as
 their handles exist only once start-up returns), runs the benchmark, and always tears down every process
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.processes import (  # noqa: E402
+from clusternet_api import known
+from clusternet_api.crdgen import all_crds
+from clusternet_testing.controlplane import REPO_ROOT as REPO
+from clusternet_testing.controlplane import ControlPlane, find_binaries, free_port, start_many
+from clusternet_testing.processes import (
     BOOTSTRAP_TOKEN,
     Proc,
     agent_proc,
@@ -44,10 +44,6 @@ from tests.processes import (  # noqa: E402
     install_bootstrap,
     service_account_token,
 )
-
-from clusternet_api import known  # noqa: E402
-from clusternet_api.controlplane import ControlPlane, find_binaries, free_port, start_many  # noqa: E402
-from clusternet_api.crdgen import all_crds  # noqa: E402
 
 __all__ = [
     "BOOTSTRAP_TOKEN",

@@ -66,8 +66,8 @@ from typing import Any
 import yaml
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
 from clusternet_api.kube import Credentials, Kube, Obj
+from clusternet_testing.controlplane import ControlPlane
 from common import (
     SPAWNED,
     agent,

@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from clusternet_api.controlplane import ControlPlane
+from clusternet_testing.controlplane import ControlPlane
 from common import (
     SPAWNED,
     agent,

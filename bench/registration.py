@@ -37,9 +37,9 @@ from pathlib import Path
 from clusternet_agent.agent import run_agent
 from clusternet_agent.options import AgentOptions
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.sealing import generate_private_key
+from clusternet_testing.controlplane import ControlPlane
 from common import (
     BOOTSTRAP_TOKEN,
     Proc,

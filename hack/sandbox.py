@@ -14,14 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.helpers import kubectl  # noqa: E402
-from tests.processes import agent_proc, hub_proc, hub_tls, install_bootstrap  # noqa: E402
-
-from clusternet_api.controlplane import start_many  # noqa: E402
-from clusternet_api.crdgen import all_crds  # noqa: E402
+from clusternet_api.crdgen import all_crds
+from clusternet_testing.controlplane import REPO_ROOT as REPO
+from clusternet_testing.controlplane import start_many
+from clusternet_testing.helpers import kubectl
+from clusternet_testing.processes import agent_proc, hub_proc, hub_tls, install_bootstrap
 
 
 def main() -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clusternet_api.controlplane import ControlPlane, ControlPlaneError, find_binaries, start_many
 from clusternet_api.kube import Credentials, Kube
+from clusternet_testing.controlplane import ControlPlane, ControlPlaneError, find_binaries, start_many
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -106,7 +106,7 @@ def server_ssl_context(cert_file: str | None, key_file: str | None,
     """TLS for the hub port; a self-signed certificate when none is configured (development only)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     if not (cert_file and key_file):
-        from clusternet_api.controlplane import issue_cert, make_ca
+        from clusternet_api.pki import issue_cert, make_ca
 
         _, ca_key, ca_cert = make_ca("clusternet-hub-self-signed-ca")
         pair = issue_cert(ca_key, ca_cert, "clusternet-hub", dns_names=["localhost"],

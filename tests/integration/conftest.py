@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
-from tests.helpers import kubectl, mc_for, registered, wait_for
-from tests.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl, mc_for, registered, wait_for
+from clusternet_testing.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap
 
 
 @pytest.fixture(scope="module")

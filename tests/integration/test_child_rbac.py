@@ -22,10 +22,17 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
 from clusternet_hub.rendering import manifest_labels, manifest_name
-from tests.helpers import kubectl, wait_for
-from tests.processes import BOOTSTRAP_TOKEN, Proc, hub_proc, hub_tls, install_bootstrap, namespaced_agent_proc
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl, wait_for
+from clusternet_testing.processes import (
+    BOOTSTRAP_TOKEN,
+    Proc,
+    hub_proc,
+    hub_tls,
+    install_bootstrap,
+    namespaced_agent_proc,
+)
 
 pytestmark = pytest.mark.integration
 

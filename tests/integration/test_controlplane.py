@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from clusternet_api.controlplane import ControlPlane
 from clusternet_api.kube import Kube
-from tests.helpers import kubectl, wait_for
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
-from tests.helpers import PLURALS, descriptions, feed, kubectl, mc_for, plugin, store_template, wait_for
-from tests.processes import Proc
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import PLURALS, descriptions, feed, kubectl, mc_for, plugin, store_template, wait_for
+from clusternet_testing.processes import Proc
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from clusternet_api.controlplane import ControlPlane
-from tests.helpers import descriptions, feed, kubectl, store_template, wait_for
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import descriptions, feed, kubectl, store_template, wait_for
 
 pytestmark = pytest.mark.integration
 

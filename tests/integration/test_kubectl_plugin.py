@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
-from tests.helpers import kubectl
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl
 
 pytestmark = pytest.mark.integration
 

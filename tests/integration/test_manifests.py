@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from clusternet_api.controlplane import ControlPlane
 from clusternet_hub.registration import rbac_manifests
-from tests.helpers import kubectl
-from tests.processes import REPO, service_account_token
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl
+from clusternet_testing.processes import REPO, service_account_token
 
 pytestmark = pytest.mark.integration
 

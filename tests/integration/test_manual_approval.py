@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
 from clusternet_api.sealing import generate_private_key, public_key_of
-from tests.helpers import kubectl, wait_for
-from tests.processes import Proc, hub_proc, install_bootstrap
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl, wait_for
+from clusternet_testing.processes import Proc, hub_proc, install_bootstrap
 
 pytestmark = pytest.mark.integration
 PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
-from tests.helpers import descriptions, feed, kubectl, store_template, wait_for
-from tests.processes import Proc
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import descriptions, feed, kubectl, store_template, wait_for
+from clusternet_testing.processes import Proc
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ OBJECTS: list[dict[str, Any]] = [
 ]
 LATE: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late", "namespace": NS},
                         "data": {"late": "yes"}}
-GRACE = 6.0  # 3 x the agents' 2 s heartbeat (tests/processes.py)
+GRACE = 6.0  # 3 x the agents' 2 s heartbeat (clusternet_testing/processes.py)
 
 
 def subscription(name: str, objects: list[dict[str, Any]]) -> str:

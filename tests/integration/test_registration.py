@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
 from clusternet_api.sealing import generate_private_key, public_key_of
-from tests.helpers import api_request, kubectl, parent_token, wait_for
-from tests.processes import BOOTSTRAP_TOKEN, Proc, agent_proc, hub_proc, install_bootstrap
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import api_request, kubectl, parent_token, wait_for
+from clusternet_testing.processes import BOOTSTRAP_TOKEN, Proc, agent_proc, hub_proc, install_bootstrap
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,17 @@ import aiohttp
 import pytest
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
-from tests.helpers import kubectl, wait_for
-from tests.processes import REPO, Proc, agent_proc, hub_proc, hub_tls, install_bootstrap, service_account_token
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl, wait_for
+from clusternet_testing.processes import (
+    REPO,
+    Proc,
+    agent_proc,
+    hub_proc,
+    hub_tls,
+    install_bootstrap,
+    service_account_token,
+)
 
 pytestmark = pytest.mark.integration
 

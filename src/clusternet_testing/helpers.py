@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clusternet_api import known
-from clusternet_api.controlplane import ControlPlane
 from clusternet_hub.rendering import manifest_labels, manifest_name
+from clusternet_testing.controlplane import ControlPlane
 
 T = TypeVar("T")
 

@@ -10,10 +10,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clusternet_api.controlplane import ControlPlane, free_port
+from clusternet_testing.controlplane import REPO_ROOT as REPO
+from clusternet_testing.controlplane import ControlPlane, free_port
 
 BOOTSTRAP_TOKEN = "07401b.f395accd246ae52d"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -134,7 +134,7 @@ def service_account_token(cp: ControlPlane, namespace: str, name: str, cluster_r
 
 def hub_tls(dir: Path, ips: list[str], dns: list[str]) -> tuple[Path, Path, Path]:
     """A CA and a serving certificate for the hub: (ca.crt, tls.crt, tls.key)."""
-    from clusternet_api.controlplane import issue_cert, make_ca
+    from clusternet_api.pki import issue_cert, make_ca
 
     ca, key, cert = make_ca("clusternet-hub-test-ca")
     pair = issue_cert(key, cert, "clusternet-hub", dns_names=dns, ips=ips, server=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import ipaddress
 import json
 import os
@@ -33,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from clusternet_api.kube import Credentials
+from clusternet_api.pki import issue_cert, key_pem, make_ca, new_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout this runs from: the testing package is a development extra, used from a checkout only."""
 BINARIES_SCRIPT = REPO_ROOT / "hack" / "control-plane-binaries.sh"
 ADMIN_USER = "admin"
 FRONT_PROXY_CLIENT = "front-proxy-client"
@@ -67,115 +67,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-# --- certificates ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class KeyPair:
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def make_ca(common_name: str) -> tuple[KeyPair, ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)), key, cert
-
-
-def issue_cert(
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
-    common_name: str,
-    *,
-    organizations: Sequence[str] = (),
-    dns_names: Sequence[str] = (),
-    ips: Sequence[str] = (),
-    server: bool = False,
-    client: bool = False,
-) -> KeyPair:
-    """Issue a leaf certificate signed by the given CA (serving and/or client usage)."""
-    key = _key()
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    now = datetime.datetime.now(datetime.UTC)
-    usages = []
-    if server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    )
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
-
-
-# --- kubeconfig --------------------------------------------------------------------------------------------
-
-
-def kubeconfig_dict(name: str, server: str, ca_pem: bytes, *, token: str | None = None,
-                    namespace: str | None = None) -> dict[str, object]:
-    import base64
-
-    user: dict[str, object] = {}
-    if token:
-        user["token"] = token
-    context: dict[str, object] = {"cluster": name, "user": name}
-    if namespace:
-        context["namespace"] = namespace
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": name, "cluster": {
-            "server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
-        "users": [{"name": name, "user": user}],
-        "contexts": [{"name": name, "context": context}],
-        "current-context": name,
-    }
 
 
 # --- the control plane -------------------------------------------------------------------------------------
@@ -247,8 +138,8 @@ class ControlPlane:
         )
         self._write("pki/apiserver.crt", serving.cert_pem, 0o644)
         self._write("pki/apiserver.key", serving.key_pem)
-        sa_key = _key()
-        self._write("pki/sa.key", _key_pem(sa_key))
+        sa_key = new_key()
+        self._write("pki/sa.key", key_pem(sa_key))
         self._write("pki/sa.pub", sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
         fp, fp_key, fp_cert = make_ca(f"{self.name}-front-proxy-ca")
@@ -323,7 +214,7 @@ class ControlPlane:
             "--v=1",
         ])
         self.kubeconfig.write_text(yaml.safe_dump(
-            kubeconfig_dict(self.name, self.url, self.ca_pem, token=self.admin_token)))
+            Credentials(self.url, self.ca_pem, self.admin_token).kubeconfig_dict(self.name)))
         self.kubeconfig.chmod(0o600)
         deadline = time.monotonic() + timeout
         self._wait(lambda: self.get("/readyz") == 200, deadline, "kube-apiserver /readyz")
@@ -434,7 +325,7 @@ def control_planes(names: Sequence[str], root: Path | None = None) -> Iterator[l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m clusternet_api.controlplane up`: start a parent and children until interrupted."""
+    """`python -m clusternet_testing.controlplane up`: start a parent and children until interrupted."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("command", choices=["up", "binaries"])
     parser.add_argument("--children", type=int, default=2)
