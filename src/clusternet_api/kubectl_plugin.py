@@ -14,7 +14,7 @@ Installed as the console script `kubectl-clusternet`, so kubectl finds it as a p
   name (the plural cannot be discovered) and keep the namespace written in the object (their scope is
   unknown, so no default namespace is added).
 - `render` prints the objects one cluster would receive from a Subscription, with the same code the hub
-  uses (clusternet_hub.rendering.render_generic).
+  uses (clusternet_core.rendering.render_generic).
 """
 
 from __future__ import annotations
@@ -514,7 +514,7 @@ class Target:
 
     @property
     def manifest_name(self) -> str:
-        from clusternet_hub.naming import manifest_name
+        from clusternet_core.naming import manifest_name
 
         return manifest_name(self.resource.plural, self.namespace or None, self.name)
 
@@ -599,7 +599,7 @@ MANIFEST = Resource(known.APPS_GROUP, known.APPS_VERSION, "Manifest", "manifests
 
 def manifest_for(target: Target) -> Obj:
     """The Manifest storing a template, named and labelled as Clusternet does."""
-    from clusternet_hub.naming import manifest_labels
+    from clusternet_core.naming import manifest_labels
 
     return {
         "apiVersion": MANIFEST_API_VERSION,
@@ -969,7 +969,7 @@ def describe_template(manifest: Mapping[str, Any], subscriptions: Sequence[Mappi
                       now: datetime | None = None) -> str:
     """A template as `kubectl describe` would show an object, plus where it is deployed and how it is doing
     there (from the Subscriptions that use it: their bound clusters and aggregated statuses)."""
-    from clusternet_hub.scheduling import feed_key
+    from clusternet_core.scheduling import feed_key
 
     template = manifest.get("template") or {}
     meta = template.get("metadata") or {}
@@ -1132,7 +1132,7 @@ async def find_cluster(session: Session, cluster: str) -> Obj:
 
 def render_header(item: Any) -> list[str]:
     """Comment lines naming the object, its feed and which override changed which fields."""
-    from clusternet_hub.scheduling import format_feed
+    from clusternet_core.scheduling import format_feed
 
     obj = item.object
     lines = [f"# {obj.get('apiVersion')} {format_feed(obj)}"]
@@ -1153,7 +1153,7 @@ async def dividing_splits(session: Session, sub: Obj, cluster: Obj, templates: M
     """This cluster's share of a Dividing Subscription's replicas, as the hub renders it: the counts from
     status.replicas, the JSON pointers from the FeedInventory (computed from the templates when absent)."""
     from clusternet_api.models import FeedInventory
-    from clusternet_hub.feedinventory import build_feed_inventory, is_dividing, replica_splits
+    from clusternet_core.feedinventory import build_feed_inventory, is_dividing, replica_splits
 
     if not is_dividing(sub):
         return {}
@@ -1171,7 +1171,7 @@ async def dividing_splits(session: Session, sub: Obj, cluster: Obj, templates: M
 
 
 async def render_command(session: Session, subscription: str, cluster_ref: str) -> int:
-    from clusternet_hub.rendering import feed_key, feed_selector, is_helm_chart_feed, render_generic
+    from clusternet_core.rendering import feed_key, feed_selector, is_helm_chart_feed, render_generic
 
     status, sub = await session.kube.raw("GET", SUBSCRIPTION.path(session.namespace, subscription))
     if status == 404 or not isinstance(sub, dict):

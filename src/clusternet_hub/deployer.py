@@ -34,8 +34,8 @@ from typing import Any
 
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
-from clusternet_hub import feedinventory, feedstatus, rendering
-from clusternet_hub.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
+from clusternet_core import feedinventory, feedstatus, rendering
+from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
 
 log = logging.getLogger(__name__)
 

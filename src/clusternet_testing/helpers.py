@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clusternet_api import known
-from clusternet_hub.rendering import manifest_labels, manifest_name
+from clusternet_core.rendering import manifest_labels, manifest_name
 from clusternet_testing.controlplane import ControlPlane
 
 T = TypeVar("T")

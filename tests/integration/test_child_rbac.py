@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_hub.rendering import manifest_labels, manifest_name
+from clusternet_core.rendering import manifest_labels, manifest_name
 from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import kubectl, wait_for
 from clusternet_testing.processes import (

@@ -11,8 +11,7 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.models import FeedInventory
-from clusternet_hub.deployer import inputs_hash
-from clusternet_hub.feedinventory import (
+from clusternet_core.feedinventory import (
     PARSED_KINDS,
     UnparseableFeed,
     build_feed_inventory,
@@ -21,8 +20,9 @@ from clusternet_hub.feedinventory import (
     parse_workload,
     replica_splits,
 )
-from clusternet_hub.rendering import DIVIDING_PRIORITY, ReplicaSplit, render_generic
-from clusternet_hub.scheduling import schedule
+from clusternet_core.rendering import DIVIDING_PRIORITY, ReplicaSplit, render_generic
+from clusternet_core.scheduling import schedule
+from clusternet_hub.deployer import inputs_hash
 
 KEY = "apps/v1/Deployment/app/web"
 FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "app", "name": "web"}

@@ -8,7 +8,7 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.models import SubscriptionStatus
-from clusternet_hub.feedstatus import aggregate, is_ready, workload_summary
+from clusternet_core.feedstatus import aggregate, is_ready, workload_summary
 
 DEPLOY_FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
 SVC_FEED = {"apiVersion": "v1", "kind": "Service", "namespace": "foo", "name": "my-nginx"}

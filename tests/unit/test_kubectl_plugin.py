@@ -37,8 +37,8 @@ from clusternet_api.kubectl_plugin import (
     template_table,
     type_name,
 )
-from clusternet_hub.overrides import AppliedOverride, OverrideError
-from clusternet_hub.rendering import RenderedObject
+from clusternet_core.overrides import AppliedOverride, OverrideError
+from clusternet_core.rendering import RenderedObject
 
 # --- documents -------------------------------------------------------------------------------------------
 

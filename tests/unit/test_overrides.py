@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from clusternet_hub.overrides import (
+from clusternet_core.overrides import (
     apply_overrides,
     changed_paths,
     merge_patch,
     select_overrides,
 )
-from clusternet_hub.scheduling import InvalidSelector
+from clusternet_core.scheduling import InvalidSelector
 
 CLUSTER_NS = "clusternet-5l82l"
 FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "web"}

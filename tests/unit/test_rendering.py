@@ -10,7 +10,7 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.models import Description
-from clusternet_hub.rendering import (
+from clusternet_core.rendering import (
     base_name,
     decode_raw,
     description_name,

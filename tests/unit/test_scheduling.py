@@ -8,7 +8,7 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.models import Feed
-from clusternet_hub.scheduling import (
+from clusternet_core.scheduling import (
     InvalidSelector,
     UnsupportedScheduling,
     cluster_tolerated,

@@ -27,7 +27,7 @@ import jsonpointer
 import yaml
 
 from clusternet_api import known
-from clusternet_hub.scheduling import InvalidSelector, feed_ref, label_selector_matches
+from clusternet_core.scheduling import InvalidSelector, feed_ref, label_selector_matches
 
 __all__ = [
     "TRAILING_REMOVALS",

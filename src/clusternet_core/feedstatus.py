@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from clusternet_api import known
-from clusternet_hub.rendering import is_helm_chart_feed, split_api_version
-from clusternet_hub.scheduling import feed_key, feed_ref, format_feed
+from clusternet_core.rendering import is_helm_chart_feed, split_api_version
+from clusternet_core.scheduling import feed_key, feed_ref, format_feed
 
 __all__ = [
     "REPLICA_FIELDS",

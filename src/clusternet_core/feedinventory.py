@@ -29,8 +29,8 @@ from clusternet_api import known
 from clusternet_api.models import FeedInventory, FeedInventorySpec, FeedOrder, ReplicaRequirements
 from clusternet_api.models.common import ObjectMeta
 from clusternet_api.quantity import parse_quantity
-from clusternet_hub.rendering import ReplicaSplit
-from clusternet_hub.scheduling import feed_key, feed_ref, format_feed
+from clusternet_core.rendering import ReplicaSplit
+from clusternet_core.scheduling import feed_key, feed_ref, format_feed
 
 __all__ = [
     "PARSED_KINDS",

@@ -17,7 +17,7 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.rawobjects import decode_raw, encode_raw
-from clusternet_hub.naming import (
+from clusternet_core.naming import (
     feed_labels,
     feed_selector,
     legacy_manifest_name,
@@ -25,8 +25,8 @@ from clusternet_hub.naming import (
     manifest_name,
     split_api_version,
 )
-from clusternet_hub.overrides import AppliedOverride, OverrideError, apply_overrides, select_overrides
-from clusternet_hub.scheduling import InvalidSelector, feed_key, feed_ref, format_feed
+from clusternet_core.overrides import AppliedOverride, OverrideError, apply_overrides, select_overrides
+from clusternet_core.scheduling import InvalidSelector, feed_key, feed_ref, format_feed
 
 __all__ = [
     "DIVIDING_PRIORITY",

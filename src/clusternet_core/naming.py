@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from clusternet_api import known
-from clusternet_hub.scheduling import feed_ref
+from clusternet_core.scheduling import feed_ref
 
 Obj = Mapping[str, Any]
 
