@@ -137,8 +137,8 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     for rank in sorted(set(ranks)):
         await asyncio.gather(*(apply_one(i, o) for i, o in enumerate(objects) if ranks[i] == rank))
     errors = [err for i in range(len(objects)) if (err := results[i][0])]
-    outcome.statuses = [{**identity(objects[i]), "observedStatus": (applied or {}).get("status") or {}}
-                        for i in range(len(objects)) if (applied := results[i][1]) is not None]
+    outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
+                        if (applied := results[i][1]) is not None]
     for status in previous:
         ident = {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
         if json.dumps(ident, sort_keys=True) not in current and await delete_owned(child, ident, key):
@@ -146,6 +146,16 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     return outcome
+
+
+def manifest_status(obj: Obj, applied: Obj) -> Obj:
+    """What the parent learns of one applied object: its `.status` and (ours) the `metadata.generation` that
+    status belongs with, so a status whose observedGeneration is behind it is not taken as the new spec's."""
+    entry: dict[str, object] = {**identity(obj), "observedStatus": applied.get("status") or {}}
+    generation = (applied.get("metadata") or {}).get("generation")
+    if isinstance(generation, int):
+        entry["generation"] = generation
+    return entry
 
 
 # objects that controllers put into every new namespace at once: a feed may still name them
