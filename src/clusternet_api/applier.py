@@ -264,6 +264,7 @@ async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) 
 
 
 async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:
+    """An event about a Description (or about any namespaced object that carries its apiVersion and kind)."""
     import datetime
     import uuid
 
@@ -272,7 +273,8 @@ async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: 
     event = {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": DESC_API, "kind": "Description", "name": meta["name"],
+        "involvedObject": {"apiVersion": desc.get("apiVersion") or DESC_API, "kind": desc.get("kind") or "Description",
+                           "name": meta["name"],
                            "namespace": meta["namespace"], "uid": meta.get("uid")},
         "type": type_, "reason": reason, "message": message[:1000], "source": {"component": reporter},
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
