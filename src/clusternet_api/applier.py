@@ -137,8 +137,8 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     for rank in sorted(set(ranks)):
         await asyncio.gather(*(apply_one(i, o) for i, o in enumerate(objects) if ranks[i] == rank))
     errors = [err for i in range(len(objects)) if (err := results[i][0])]
-    outcome.statuses = [{**identity(objects[i]), "observedStatus": (applied or {}).get("status") or {}}
-                        for i in range(len(objects)) if (applied := results[i][1]) is not None]
+    outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
+                        if (applied := results[i][1]) is not None]
     for status in previous:
         ident = {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
         if json.dumps(ident, sort_keys=True) not in current and await delete_owned(child, ident, key):
@@ -146,6 +146,16 @@ async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     return outcome
+
+
+def manifest_status(obj: Obj, applied: Obj) -> Obj:
+    """What the parent learns of one applied object: its `.status` and (ours) the `metadata.generation` that
+    status belongs with, so a status whose observedGeneration is behind it is not taken as the new spec's."""
+    entry: dict[str, object] = {**identity(obj), "observedStatus": applied.get("status") or {}}
+    generation = (applied.get("metadata") or {}).get("generation")
+    if isinstance(generation, int):
+        entry["generation"] = generation
+    return entry
 
 
 # objects that controllers put into every new namespace at once: a feed may still name them
@@ -254,6 +264,7 @@ async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) 
 
 
 async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:
+    """An event about a Description (or about any namespaced object that carries its apiVersion and kind)."""
     import datetime
     import uuid
 
@@ -262,7 +273,8 @@ async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: 
     event = {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": DESC_API, "kind": "Description", "name": meta["name"],
+        "involvedObject": {"apiVersion": desc.get("apiVersion") or DESC_API, "kind": desc.get("kind") or "Description",
+                           "name": meta["name"],
                            "namespace": meta["namespace"], "uid": meta.get("uid")},
         "type": type_, "reason": reason, "message": message[:1000], "source": {"component": reporter},
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,

@@ -1171,7 +1171,8 @@ async def dividing_splits(session: Session, sub: Obj, cluster: Obj, templates: M
 
 
 async def render_command(session: Session, subscription: str, cluster_ref: str) -> int:
-    from clusternet_core.rendering import feed_key, feed_selector, is_helm_chart_feed, render_generic
+    from clusternet_core.feedresolve import resolve_feeds
+    from clusternet_core.rendering import feed_selector, render_generic
 
     status, sub = await session.kube.raw("GET", SUBSCRIPTION.path(session.namespace, subscription))
     if status == 404 or not isinstance(sub, dict):
@@ -1179,13 +1180,15 @@ async def render_command(session: Session, subscription: str, cluster_ref: str) 
                           f"{session.namespace}")
     cluster = await find_cluster(session, cluster_ref)
     feeds: list[Obj] = (sub.get("spec") or {}).get("feeds") or []
-    templates: dict[str, Obj] = {}
-    for feed in feeds:
-        if is_helm_chart_feed(feed):
-            continue
-        found = await _list(session, MANIFEST, known.RESERVED_NAMESPACE, feed_selector(feed))
-        if found:
-            templates[feed_key(feed)] = found[0]
+    candidates: list[Obj] = []
+    for feed in feeds:  # the hub resolves every feed, HelmCharts too (they have no Manifest in practice)
+        candidates += await _list(session, MANIFEST, known.RESERVED_NAMESPACE, feed_selector(feed))
+    resolved = resolve_feeds(feeds, candidates)
+    if resolved.ambiguous:  # the hub refuses such a Subscription: render nothing rather than a guess
+        for ambiguity in resolved.ambiguous:
+            click.echo(f"error: {ambiguity.message()}; the hub refuses this Subscription until then", err=True)
+        return 1
+    templates = resolved.templates
     globs = await _list(session, GLOBALIZATION)
     locs = await _list(session, LOCALIZATION, cluster["metadata"]["namespace"])
     result = render_generic(feeds, templates, cluster, globs, locs,

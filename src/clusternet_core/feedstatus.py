@@ -5,8 +5,13 @@ writes `completedReleases` (reference §5). Here `available` is a real readiness
 ready, Job completed, ...), `completedReleases` counts clusters where everything is applied and ready,
 and a Ready condition tells people exactly what is still missing and where.
 
-Pure functions over the child objects' `.status` as the agent copies them into
-Description.status.manifestStatuses[].observedStatus.
+Pure functions over the child objects' `.status` as the deployer copies them into
+Description.status.manifestStatuses[].observedStatus, judged against the objects as rendered
+(Description.spec.raw): the desired replica count is the rendered spec's (1 when unset, as Kubernetes
+defaults it), never the reported status's. A status the child has not filled in yet (`{}` right after the
+object was created, or no `observedGeneration`), or one whose observedGeneration is behind the object's
+generation, says nothing about the current spec: that cluster is pending, its `available` is left out
+(unknown) and it is not a completed release.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from clusternet_api import known
+from clusternet_api.rawobjects import decode_raw
 from clusternet_core.rendering import is_helm_chart_feed, split_api_version
 from clusternet_core.scheduling import feed_key, feed_ref, format_feed
 
 __all__ = [
+    "NOT_REPORTED",
     "REPLICA_FIELDS",
     "aggregate",
+    "feed_verdict",
     "is_ready",
     "is_workload",
     "workload_summary",
@@ -52,6 +60,8 @@ _DAEMONSET_FIELDS = {
     "availableReplicas": "numberAvailable",
     "unavailableReplicas": "numberUnavailable",
 }
+NOT_REPORTED = "pending: the cluster has not reported status yet"
+"""Reason of a workload whose status was not filled in by the child's controllers yet."""
 MAX_MESSAGE = 2048
 """Condition messages stay readable in `kubectl describe` (the API allows 32768)."""
 
@@ -106,8 +116,17 @@ def _generation_lag(obj: Obj) -> str | None:
     return None
 
 
+def _not_reported(kind: str, status: Obj) -> bool:
+    """An empty status, or an apps workload's without observedGeneration (its controller sets that on its
+    first sync), is what the object looked like when created, before anything ran."""
+    return not status or (kind != "Job" and "observedGeneration" not in status)
+
+
 def _desired(obj: Obj, default_field: str) -> int:
-    """spec.replicas when the spec is known (default 1), else what the status says is wanted."""
+    """spec.replicas when the spec is known (default 1), else what the status says is wanted.
+
+    Callers judging a deployed object pass its rendered spec: the status's `replicas` counts existing pods.
+    """
     spec = obj.get("spec")
     if isinstance(spec, Mapping):
         value = spec.get("replicas")
@@ -118,6 +137,7 @@ def _desired(obj: Obj, default_field: str) -> int:
 def is_ready(obj: Obj) -> tuple[bool, str]:
     """Whether a child object is rolled out and ready, with a short reason either way.
 
+    Not ready, NOT_REPORTED, while the workload's status is not filled in yet.
     Deployment: observed the latest generation, all replicas updated and available, no old replicas left.
     StatefulSet/ReplicaSet: ready replicas reach the desired count. DaemonSet: numberReady equals
     desiredNumberScheduled. Job: completed (a failed Job is not ready). Namespace: not Terminating.
@@ -130,6 +150,8 @@ def is_ready(obj: Obj) -> tuple[bool, str]:
         return (phase != "Terminating", f"phase {phase}")
     if not is_workload(obj):
         return True, "exists"
+    if _not_reported(kind, status):
+        return False, NOT_REPORTED
     if kind == "Job":
         return _job_ready(obj, status)
     lag = _generation_lag(obj)
@@ -216,24 +238,106 @@ def _sum_replicas(statuses: Iterable[Mapping[str, int]]) -> dict[str, int]:
 
 
 def _phase_problem(desc: Obj | None, what: str) -> str | None:
+    """Why a Description does not (yet) stand for its current spec in the cluster, or None.
+
+    Success for an older generation (status.observedGeneration, ours) is pending: its statuses are about
+    objects as they were before.
+    """
     if desc is None:
         return f"no {what} Description yet"
     status = desc.get("status") or {}
     phase = status.get("phase")
-    if phase == "Success":
-        return None
     if phase == "Failure":
         return f"{what} deploy failed: {status.get('reason') or 'no reason given'}"
-    return f"{what} deploy {str(phase).lower() if phase else 'pending'}"
+    if phase != "Success":
+        return f"{what} deploy {str(phase).lower() if phase else 'pending'}"
+    generation, observed = (desc.get("metadata") or {}).get("generation"), status.get("observedGeneration")
+    if generation is not None and observed is not None and str(generation) != str(observed):
+        return f"{what} deploy pending: generation {generation} not applied yet (status is for {observed})"
+    return None
+
+
+def _find(feed: dict[str, str], entries: Iterable[Obj]) -> Obj | None:
+    """The manifest status or rendered object of a feed: the one with its key or, for a feed without a
+    namespace, the only one of its kind and name (its single template's namespace: see feedresolve)."""
+    candidates = list(entries)
+    same = [e for e in candidates if feed_key(e) == feed_key(feed)]
+    if same or feed["namespace"]:
+        return same[0] if same else None
+    loose = [e for e in candidates if {**feed_ref(e), "namespace": ""} == feed]
+    return loose[0] if len(loose) == 1 else None
+
+
+def _rendered(desc: Obj | None) -> list[dict[str, Any]]:
+    try:
+        return decode_raw(((desc or {}).get("spec") or {}).get("raw") or [])
+    except ValueError:
+        return []
+
+
+def feed_verdict(feed: dict[str, str], reported: Obj | None, rendered: Obj | None) -> tuple[bool | None, str,
+                                                                                           dict[str, int]]:
+    """One generic feed in one cluster: available (None while unknown), why, and its replica summary.
+
+    `reported` is its Description.status.manifestStatuses entry, `rendered` its object from spec.raw,
+    which gives the desired counts (Clusternet judges nothing: its `available` only says a status came).
+    """
+    if reported is None:
+        return None, NOT_REPORTED, {}
+    generation = reported.get("generation")
+    obj = {"apiVersion": feed["apiVersion"], "kind": feed["kind"],
+           "metadata": {"generation": generation} if isinstance(generation, int) else {},
+           "spec": (rendered or {}).get("spec") or {}, "status": reported.get("observedStatus") or {}}
+    ready, reason = is_ready(obj)
+    if reason == NOT_REPORTED:
+        return None, reason, {}
+    return ready, reason, workload_summary(obj)
+
+
+def _cluster_feeds(feeds: list[dict[str, str]], descs: Mapping[str, Obj]) -> tuple[dict[str, dict[str, Any]],
+                                                                                    list[str], bool]:
+    """One bound cluster: per feed key its feedStatusDetails fields, what is missing, and whether a
+    Description failed. `descs` holds the cluster's Descriptions by deployer (Generic, Helm)."""
+    generic, helm = descs.get("Generic"), descs.get("Helm")
+    problems: list[str] = []
+    failed = False
+    for what, deployed, needed in (
+        ("generic", generic, any(not is_helm_chart_feed(f) for f in feeds)),
+        ("helm", helm, any(is_helm_chart_feed(f) for f in feeds)),
+    ):
+        problem = _phase_problem(deployed, what) if needed else None
+        if problem:
+            problems.append(problem)
+            failed = failed or ((deployed or {}).get("status") or {}).get("phase") == "Failure"
+    reported = list(((generic or {}).get("status") or {}).get("manifestStatuses") or [])
+    objects = _rendered(generic)
+    entries: dict[str, dict[str, Any]] = {}
+    for feed in feeds:
+        desc, what = (helm, "helm") if is_helm_chart_feed(feed) else (generic, "generic")
+        entry: dict[str, Any] = {}
+        if _phase_problem(desc, what) is not None:
+            if ((desc or {}).get("status") or {}).get("phase") == "Failure":
+                entry["available"] = False  # else unknown: nothing was deployed for the current spec yet
+        elif what == "helm":
+            entry["available"] = True
+        else:
+            available, reason, replicas = feed_verdict(feed, _find(feed, reported), _find(feed, objects))
+            entry.update({"available": available} if available is not None else {})
+            entry.update({"replicaStatus": replicas} if replicas else {})
+            if not available:
+                problems.append(f"{format_feed(feed)} {reason}")
+        entries[feed_key(feed)] = entry
+    return entries, problems, failed
 
 
 def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[str, Obj]) -> dict[str, Any]:
     """Subscription status fields from the bound clusters' Descriptions.
 
     Returns `aggregatedStatuses` (one entry per feed, summed and per cluster), `desiredReleases`,
-    `completedReleases` (bound clusters where every Description succeeded and every feed is ready) and
-    `conditions` holding one Ready condition (type, status, reason, message; the caller stamps
-    lastTransitionTime when the status changes). `clusters` holds the ManagedClusters, keyed any way.
+    `completedReleases` (bound clusters where every Description is deployed for its current spec and every
+    feed was reported ready) and `conditions` holding one Ready condition (type, status, reason, message; the
+    caller stamps lastTransitionTime when the status changes). `clusters` holds the ManagedClusters, keyed
+    any way. A per-cluster `available` is left out while the cluster has not reported on the current spec.
     """
     spec = subscription.get("spec") or {}
     feeds = [feed_ref(f) for f in spec.get("feeds") or []]
@@ -259,43 +363,10 @@ def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[
         display = ((cluster_meta.get("labels") or {}).get(known.LABEL_CLUSTER_NAME)
                    or cluster_meta.get("name") or name)
         cluster_id = str((cluster.get("spec") or {}).get("clusterId") or "")
-        descs = by_namespace.get(ns, {})
-        generic, helm = descs.get("Generic"), descs.get("Helm")
-        observed = {
-            feed_key(ms): ms.get("observedStatus")
-            for ms in ((generic or {}).get("status") or {}).get("manifestStatuses") or []
-        }
-
-        problems: list[str] = []
-        for what, deployed, needed in (
-            ("generic", generic, any(not is_helm_chart_feed(f) for f in feeds)),
-            ("helm", helm, any(is_helm_chart_feed(f) for f in feeds)),
-        ):
-            problem = _phase_problem(deployed, what) if needed else None
-            if problem:
-                problems.append(problem)
-                failed = failed or ((deployed or {}).get("status") or {}).get("phase") == "Failure"
-        for feed in feeds:
-            fkey = feed_key(feed)
-            entry: dict[str, Any] = {"clusterId": cluster_id, "clusterName": display}
-            if is_helm_chart_feed(feed):
-                ready = _phase_problem(helm, "helm") is None
-            elif _phase_problem(generic, "generic") is not None:
-                ready = False
-            else:
-                status = observed.get(fkey)
-                obj = {"apiVersion": feed["apiVersion"], "kind": feed["kind"], "status": status or {}}
-                if status is None and is_workload(obj):
-                    ready, reason = False, "no status reported yet"
-                else:
-                    ready, reason = is_ready(obj)
-                    replica_status = workload_summary(obj)
-                    if replica_status:
-                        entry["replicaStatus"] = replica_status
-                if not ready:
-                    problems.append(f"{format_feed(feed)} {reason}")
-            entry["available"] = ready
-            details[fkey].append(entry)
+        entries, problems, cluster_failed = _cluster_feeds(feeds, by_namespace.get(ns, {}))
+        failed = failed or cluster_failed
+        for fkey, entry in entries.items():
+            details[fkey].append({"clusterId": cluster_id, "clusterName": display, **entry})
         if problems:
             waiting.append(f"{display}: {', '.join(problems)}")
         else:
@@ -304,7 +375,8 @@ def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[
     aggregated = []
     for feed in feeds:
         per_cluster = details[feed_key(feed)]
-        summary: dict[str, Any] = {"available": bool(per_cluster) and all(d["available"] for d in per_cluster)}
+        summary: dict[str, Any] = {"available": bool(per_cluster) and all(d.get("available") is True
+                                                                          for d in per_cluster)}
         replica_sum = _sum_replicas(d["replicaStatus"] for d in per_cluster if "replicaStatus" in d)
         if replica_sum:
             summary["replicaStatus"] = replica_sum

@@ -28,13 +28,12 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
-from clusternet_core import feedinventory, feedstatus, rendering
+from clusternet_core import feedinventory, feedresolve, feedstatus, rendering
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
 
 log = logging.getLogger(__name__)
@@ -86,18 +85,6 @@ def subscription_feeds(sub: Obj) -> list[dict[str, str]]:
     return [feed_ref(f) for f in (sub.get("spec") or {}).get("feeds") or []]
 
 
-def templates_for(feeds: Iterable[dict[str, str]], manifests: Iterable[Obj]) -> dict[str, Obj]:
-    """Feed key -> Manifest, matching Clusternet's feed labels."""
-    wanted = {feed_key(f): rendering.feed_labels(f) for f in feeds}
-    found: dict[str, Obj] = {}
-    for manifest in manifests:
-        labels = manifest["metadata"].get("labels") or {}
-        for key, selector in wanted.items():
-            if key not in found and all(labels.get(k, "") == v for k, v in selector.items()):
-                found[key] = manifest
-    return found
-
-
 def inputs_hash(sub_spec: Obj, templates: dict[str, Obj], replicas: dict[str, int] | None = None) -> str:
     """Changes when the Subscription or one of its feeds changes (what ApplyLater overrides wait for), or
     when the cluster's share of divided replicas (feed key -> count) changes."""
@@ -143,13 +130,6 @@ def override_targets(override: Obj, sub: Obj) -> bool:
     except (KeyError, TypeError, ValueError):
         return False
     return any(feed_key(ref) == feed_key(f) for f in subscription_feeds(sub))
-
-
-def manifest_feeds(manifest: Obj) -> dict[str, str]:
-    labels = manifest["metadata"].get("labels") or {}
-    return {k: labels.get(k, "") for k in (known.LABEL_CONFIG_GROUP, known.LABEL_CONFIG_VERSION,
-                                           known.LABEL_CONFIG_KIND, known.LABEL_CONFIG_NAME,
-                                           known.LABEL_CONFIG_NAMESPACE)}
 
 
 class Deployer:
@@ -285,9 +265,8 @@ class Deployer:
             self.caches.manifests[name] = manifest
             if old is not None and old.get("template") == manifest.get("template"):
                 return
-        labels = manifest_feeds(manifest)
-        self.enqueue_subscriptions(lambda sub: any(rendering.feed_labels(f) == labels
-                                                   for f in subscription_feeds(sub)))
+        # a namespace-less feed matches templates in any namespace: a new one may make it ambiguous
+        self.enqueue_subscriptions(lambda sub: any(feedresolve.matches(f, manifest) for f in subscription_feeds(sub)))
 
     def on_override(self, event: str, override: Obj) -> None:
         kind = override["kind"]
@@ -378,7 +357,11 @@ class Deployer:
                 "resourceVersion": meta["resourceVersion"]}}, namespace)
             return  # the update event brings us back
         feeds = subscription_feeds(sub)
-        templates = templates_for(feeds, self.caches.manifests.values())
+        resolved = feedresolve.resolve_feeds(feeds, self.caches.manifests.values())
+        if resolved.ambiguous:  # refused as a whole, like an invalid one: nothing deployed changes
+            await self._write_status(sub, _without_conditions(sub), ambiguous_condition(resolved))
+            return
+        templates = resolved.templates
         inventory = await self._sync_feed_inventory(sub, templates)
         try:
             result = schedule(sub, list(self.clusters.values()), inventory.desired_replicas() if inventory else None)
@@ -575,6 +558,9 @@ class Deployer:
             ready = {"type": "Ready", "status": "False", "reason": "NoMatchingCluster", "message": message}
         if problems:
             ready = {"type": "Ready", "status": "False", "reason": "RenderFailed", "message": "; ".join(problems)}
+        resolved = feedresolve.resolve_feeds(subscription_feeds(sub), self.caches.manifests.values())
+        if resolved.ambiguous:  # reports from what was deployed before must not turn a refusal into Ready
+            ready = ambiguous_condition(resolved)
         new_status = {k: v for k, v in status.items() if k != "conditions"}
         new_status.update(aggregated)
         await self._write_status(sub, new_status, ready)
@@ -587,6 +573,9 @@ class Deployer:
         status = {**status, "conditions": [ready]}
         if {k: v for k, v in (sub.get("status") or {}).items()} == status:
             return
+        if ready.get("reason") == feedresolve.REASON_AMBIGUOUS and (old.get("reason"), old.get("message")) != (
+                ready.get("reason"), ready.get("message")):
+            await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], FIELD_MANAGER)
         key = key_of(sub)
         started = time.monotonic()
         written = await self.kube.patch(APPS, "Subscription", key[1], {"status": status}, key[0],
@@ -716,3 +705,15 @@ def applier_ready(mc: Obj) -> bool:
 
 def condition(status: str, reason: str, message: str) -> Obj:
     return {"type": "Ready", "status": status, "reason": reason, "message": message}
+
+
+def ambiguous_condition(resolved: feedresolve.FeedResolution) -> Obj:
+    """Ready=False for a feed naming several templates (the hub used to deploy the first it saw)."""
+    return condition("False", feedresolve.REASON_AMBIGUOUS, resolved.message() + (
+        "; the Subscription is refused as a whole until then: nothing is deployed, changed or removed"))
+
+
+def _without_conditions(sub: Obj) -> Obj:
+    """The status as it is, minus the conditions: a refused Subscription's objects stay deployed, so what its
+    status says about them stays true."""
+    return {k: v for k, v in (sub.get("status") or {}).items() if k != "conditions"}

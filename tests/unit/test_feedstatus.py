@@ -8,7 +8,8 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.models import SubscriptionStatus
-from clusternet_core.feedstatus import aggregate, is_ready, workload_summary
+from clusternet_api.rawobjects import encode_raw
+from clusternet_core.feedstatus import NOT_REPORTED, aggregate, feed_verdict, is_ready, workload_summary
 
 DEPLOY_FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
 SVC_FEED = {"apiVersion": "v1", "kind": "Service", "namespace": "foo", "name": "my-nginx"}
@@ -47,20 +48,25 @@ def test_workload_summary_copies_clusternet_replica_fields() -> None:
          (True, "3/3 ready")),
         (deployment({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}, 2, 3),
          (False, "update not observed yet (generation 2, observed 1)")),
-        (deployment({"replicas": 3, "updatedReplicas": 1, "availableReplicas": 3}, replicas=3),
+        (deployment({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 3},
+                    replicas=3),
          (False, "1/3 updated")),
-        (deployment({"replicas": 4, "updatedReplicas": 3, "availableReplicas": 3}, replicas=3),
+        (deployment({"observedGeneration": 1, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3},
+                    replicas=3),
          (False, "1 old replica(s) still running")),
-        (deployment({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 1}), (False, "1/3 ready")),
-        (deployment({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 3, "conditions": [
+        (deployment({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 1}),
+         (False, "1/3 ready")),
+        (deployment({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3,
+                     "conditions": [
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "stuck"}]}),
          (False, "progress deadline exceeded: stuck")),
-        ({"apiVersion": "apps/v1", "kind": "DaemonSet", "status": {"desiredNumberScheduled": 2, "numberReady": 1}},
-         (False, "1/2 ready")),
-        ({"apiVersion": "apps/v1", "kind": "DaemonSet", "status": {"desiredNumberScheduled": 2, "numberReady": 2}},
-         (True, "2/2 ready")),
+        ({"apiVersion": "apps/v1", "kind": "DaemonSet",
+          "status": {"observedGeneration": 1, "desiredNumberScheduled": 2, "numberReady": 1}}, (False, "1/2 ready")),
+        ({"apiVersion": "apps/v1", "kind": "DaemonSet",
+          "status": {"observedGeneration": 1, "desiredNumberScheduled": 2, "numberReady": 2}}, (True, "2/2 ready")),
         ({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"replicas": 2},
-          "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}}, (True, "2/2 ready")),
+          "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}},
+         (True, "2/2 ready")),
         ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"completions": 3}, "status": {"succeeded": 3}},
          (True, "complete")),
         ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"completions": 3}, "status": {"succeeded": 1, "active": 2}},
@@ -76,6 +82,30 @@ def test_workload_summary_copies_clusternet_replica_fields() -> None:
 )
 def test_is_ready(o: dict[str, Any], verdict: tuple[bool, str]) -> None:
     assert is_ready(o) == verdict
+
+
+@pytest.mark.parametrize(
+    "o",
+    [
+        deployment({}, replicas=2),  # what server-side apply returns right after creating it
+        deployment({"replicas": 0, "updatedReplicas": 0}, replicas=2),  # no observedGeneration: never synced
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"replicas": 2}, "status": {}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "status": {}},
+        {"apiVersion": "batch/v1", "kind": "Job", "spec": {"completions": 1}, "status": {}},
+    ],
+)
+def test_a_workload_status_not_filled_in_yet_is_pending_not_ready(o: dict[str, Any]) -> None:
+    assert is_ready(o) == (False, NOT_REPORTED)
+    assert NOT_REPORTED == "pending: the cluster has not reported status yet"
+
+
+def test_desired_replicas_come_from_the_spec_defaulting_to_one() -> None:
+    # the status counts pods that exist; with none (no nodes, quota) 0 >= 0 must not pass for ready
+    synced = {"observedGeneration": 1}
+    assert is_ready({**deployment(synced), "spec": {}}) == (False, "0/1 updated")
+    assert is_ready(deployment({**synced, "replicas": 2, "updatedReplicas": 2, "unavailableReplicas": 2},
+                               replicas=2)) == (False, "0/2 ready")
+    assert is_ready(deployment(synced, replicas=0)) == (True, "0/0 ready")
 
 
 # --- aggregate -------------------------------------------------------------------------------------------
@@ -95,19 +125,38 @@ def subscription(bound: list[str]) -> dict[str, Any]:
             "status": {"bindingClusters": bound}}
 
 
+def rendered(feed: dict[str, str], spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object as the hub renders it into Description.spec.raw."""
+    obj: dict[str, Any] = {"apiVersion": feed["apiVersion"], "kind": feed["kind"],
+                           "metadata": {"name": feed["name"], "namespace": feed["namespace"]}}
+    if spec is not None:
+        obj["spec"] = spec
+    return obj
+
+
 def generic_desc(ns: str, phase: str | None, deploy_status: dict[str, Any] | None, *,
-                 sub_uid: str = "sub-uid", reason: str | None = None) -> dict[str, Any]:
+                 sub_uid: str = "sub-uid", reason: str | None = None, replicas: int | None = 3,
+                 child_generation: int | None = None, generations: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A generic Description: the rendered Deployment (`replicas`; None leaves the field out) and Service,
+    what the child reported, and optionally (Description generation, status.observedGeneration)."""
     statuses: list[dict[str, Any]] = [{**SVC_FEED, "observedStatus": {"loadBalancer": {}}}]
     if deploy_status is not None:
-        statuses.insert(0, {**DEPLOY_FEED, "observedStatus": deploy_status})
+        entry = {**DEPLOY_FEED, "observedStatus": deploy_status}
+        if child_generation is not None:
+            entry["generation"] = child_generation
+        statuses.insert(0, entry)
     status: dict[str, Any] = {"manifestStatuses": statuses}
     if phase:
         status["phase"] = phase
     if reason:
         status["reason"] = reason
-    return {"metadata": {"namespace": ns, "name": "app-12345-generic",
-                         "labels": {known.LABEL_SUBS_UID: sub_uid, known.LABEL_SUBS_NAME: "app"}},
-            "spec": {"deployer": "Generic"}, "status": status}
+    meta: dict[str, Any] = {"namespace": ns, "name": "app-12345-generic",
+                            "labels": {known.LABEL_SUBS_UID: sub_uid, known.LABEL_SUBS_NAME: "app"}}
+    if generations:
+        meta["generation"], status["observedGeneration"] = generations
+    spec = {"replicas": replicas} if replicas is not None else {}
+    raw = encode_raw([rendered(DEPLOY_FEED, spec), rendered(SVC_FEED, {"ports": [{"port": 80}]})])
+    return {"metadata": meta, "spec": {"deployer": "Generic", "raw": raw}, "status": status}
 
 
 READY = {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}
@@ -163,7 +212,8 @@ def test_missing_failed_and_unreported_releases_are_explained() -> None:
     assert cond["reason"] == "ReleasesFailed"
     assert cond["message"] == (
         "0/3 clusters done; waiting for child1: generic deploy failed: deployments.apps is forbidden; "
-        "child2: Deployment foo/my-nginx no status reported yet; child3: no generic Description yet"
+        "child2: Deployment foo/my-nginx pending: the cluster has not reported status yet; "
+        "child3: no generic Description yet"
     )
 
 
@@ -186,3 +236,85 @@ def test_helm_feeds_follow_the_helm_description() -> None:
     status = aggregate(sub, [helm], CLUSTERS)
     assert status["completedReleases"] == 1
     assert status["aggregatedStatuses"][0]["feedStatusDetails"][0]["available"] is True
+
+
+# --- aggregate: nothing is available before the child said so ------------------------------------------------
+
+JUST_CREATED: dict[str, Any] = {}
+NO_NODES = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "unavailableReplicas": 2}
+
+
+def test_a_deployment_just_created_is_pending_everywhere() -> None:
+    bound = ["ns1/child1", "ns2/child2"]
+    descs = [generic_desc(ns, "Success", JUST_CREATED, replicas=2, child_generation=1, generations=(1, 1))
+             for ns in ("ns1", "ns2")]
+    status = aggregate(subscription(bound), descs, CLUSTERS)
+    assert status["completedReleases"] == 0
+    deploy_status, svc_status = status["aggregatedStatuses"]
+    assert deploy_status["feedStatusSummary"] == {"available": False}
+    assert deploy_status["feedStatusDetails"] == [  # available left out: unknown, not false and never true
+        {"clusterId": "id-child1", "clusterName": "child1"}, {"clusterId": "id-child2", "clusterName": "child2"}]
+    assert svc_status["feedStatusSummary"] == {"available": True}
+    assert status["conditions"] == [{
+        "type": "Ready", "status": "False", "reason": "ReleasesNotReady",
+        "message": "0/2 clusters done; waiting for child1: Deployment foo/my-nginx pending: the cluster has not "
+                   "reported status yet; child2: Deployment foo/my-nginx pending: the cluster has not reported "
+                   "status yet"}]
+    SubscriptionStatus.model_validate({k: v for k, v in status.items() if k != "conditions"})
+
+
+def test_desired_replicas_come_from_the_rendered_object() -> None:
+    status = aggregate(subscription(["ns1/child1"]), [generic_desc("ns1", "Success", NO_NODES, replicas=2)],
+                       CLUSTERS)
+    detail = status["aggregatedStatuses"][0]["feedStatusDetails"][0]
+    assert detail["available"] is False and detail["replicaStatus"]["unavailableReplicas"] == 2
+    assert status["completedReleases"] == 0
+    assert status["conditions"][0]["message"] == (
+        "0/1 clusters done; waiting for child1: Deployment foo/my-nginx 0/2 ready")
+    # a template without replicas gets Kubernetes' default of 1
+    unset = aggregate(subscription(["ns1/child1"]), [generic_desc("ns1", "Success", {"observedGeneration": 1},
+                                                                  replicas=None)], CLUSTERS)
+    assert unset["conditions"][0]["message"].endswith("Deployment foo/my-nginx 0/1 updated")
+
+
+def test_a_status_behind_the_objects_generation_is_not_ready() -> None:
+    # READY was reported by the controller for generation 1; the hub just applied generation 2
+    status = aggregate(subscription(["ns1/child1"]), [generic_desc("ns1", "Success", READY, child_generation=2)],
+                       CLUSTERS)
+    assert status["completedReleases"] == 0
+    assert status["aggregatedStatuses"][0]["feedStatusDetails"][0]["available"] is False
+    assert status["conditions"][0]["message"].endswith(
+        "Deployment foo/my-nginx update not observed yet (generation 2, observed 1)")
+    caught_up = aggregate(subscription(["ns1/child1"]), [generic_desc("ns1", "Success", READY, child_generation=1)],
+                          CLUSTERS)
+    assert caught_up["completedReleases"] == 1
+
+
+def test_success_for_an_older_description_generation_is_pending() -> None:
+    status = aggregate(subscription(["ns1/child1"]), [generic_desc("ns1", "Success", READY, generations=(3, 2))],
+                       CLUSTERS)
+    assert status["completedReleases"] == 0
+    assert status["conditions"][0]["message"] == (
+        "0/1 clusters done; waiting for child1: generic deploy pending: generation 3 not applied yet "
+        "(status is for 2)")
+    assert all("available" not in d for a in status["aggregatedStatuses"] for d in a["feedStatusDetails"])
+
+
+def test_a_failed_description_is_not_available_rather_than_unknown() -> None:
+    status = aggregate(subscription(["ns1/child1"]), [generic_desc("ns1", "Failure", None, reason="x")], CLUSTERS)
+    assert [d["available"] for a in status["aggregatedStatuses"] for d in a["feedStatusDetails"]] == [False, False]
+
+
+def test_a_feed_without_namespace_finds_its_object_in_the_templates_namespace() -> None:
+    loose = {**DEPLOY_FEED, "namespace": ""}
+    sub = subscription(["ns1/child1"])
+    sub["spec"]["feeds"] = [loose]
+    status = aggregate(sub, [generic_desc("ns1", "Success", READY)], CLUSTERS)
+    assert status["completedReleases"] == 1
+    assert status["aggregatedStatuses"][0]["feedStatusDetails"][0]["replicaStatus"]["readyReplicas"] == 3
+
+
+def test_feed_verdict_unknown_without_a_report() -> None:
+    assert feed_verdict(DEPLOY_FEED, None, None) == (None, NOT_REPORTED, {})
+    assert feed_verdict(SVC_FEED, None, None) == (None, NOT_REPORTED, {})  # not applied yet: not "exists"
+    assert feed_verdict(SVC_FEED, {**SVC_FEED, "observedStatus": {}}, None) == (True, "exists", {})

@@ -45,6 +45,11 @@ def test_a_template_nobody_deploys_or_not_yet_reported_says_so() -> None:
     assert pending.split("Clusters:\n")[1].splitlines()[1].split() == [
         "default/app-demo", "child1", "clusternet-a", "unknown", "-"]
     assert "no cluster is bound yet" in describe_template(MANIFEST, [subscription({})], NOW)
+    # the hub leaves `available` out until the cluster reported on the object: unknown, never true
+    reported_nothing = subscription({"bindingClusters": ["clusternet-a/child1"], "aggregatedStatuses": [
+        {**FEED, "feedStatusDetails": [{"clusterId": "1", "clusterName": "child1"}]}]})
+    assert describe_template(MANIFEST, [reported_nothing], NOW).split("Clusters:\n")[1].splitlines()[1].split() == [
+        "default/app-demo", "child1", "clusternet-a", "unknown", "-"]
 
 
 def test_an_object_shows_spec_status_and_its_events_oldest_first() -> None:

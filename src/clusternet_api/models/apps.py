@@ -263,6 +263,8 @@ class ManifestStatus(Feed):
     """The observed `.status` of one deployed object."""
 
     observed_status: FreeForm | None = None
+    generation: int | None = None
+    """The object's metadata.generation as its status was read (ours): an older observedGeneration = old spec."""
 
 
 class DescriptionStatus(ApiModel):
