@@ -365,6 +365,11 @@ def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[
         cluster_id = str((cluster.get("spec") or {}).get("clusterId") or "")
         entries, problems, cluster_failed = _cluster_feeds(feeds, by_namespace.get(ns, {}))
         failed = failed or cluster_failed
+        silence = _silence(cluster)
+        if silence:  # what it reported may no longer hold: unknown now, and its workloads are kept
+            problems = [silence, *problems]
+            for entry in entries.values():
+                entry.pop("available", None)
         for fkey, entry in entries.items():
             details[fkey].append({"clusterId": cluster_id, "clusterName": display, **entry})
         if problems:
@@ -392,6 +397,20 @@ def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[
         "completedReleases": done,
         "conditions": [_ready_condition(len(bound), done, waiting, failed)],
     }
+
+
+def _silence(cluster: Obj) -> str | None:
+    """Why a bound cluster's last report cannot be taken as its state now (its Ready condition is not True),
+    or None. The hub keeps a silent cluster bound (scheduling.py), so this is the only place it shows."""
+    if not cluster:
+        return None
+    ready = next((c for c in (cluster.get("status") or {}).get("conditions") or []
+                  if c.get("type") == known.CONDITION_READY), None)
+    if ready is None or ready.get("status") == "True":
+        return None
+    since = f" since {ready['lastTransitionTime']}" if ready.get("lastTransitionTime") else ""
+    return (f"cluster not reporting (Ready {ready.get('status')}{since}): its workloads are kept, "
+            "their state is unknown until it reports again")
 
 
 def _ready_condition(total: int, done: int, waiting: list[str], failed: bool) -> dict[str, str]:

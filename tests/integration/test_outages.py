@@ -121,6 +121,13 @@ def test_agents_silent_past_the_grace_period_keep_their_workloads(env: dict[str,
                 for t in (mc.get("spec") or {}).get("taints") or []) for mc in clusters(parent, env))
 
         wait_for(silent, timeout=GRACE * 3, what="both clusters Unknown and tainted")
+
+        def says_silent() -> bool:  # honest: not Ready, and why
+            keeper = json.loads(kubectl(parent, "get", "subs", "keeper", "-n", "default", "-o", "json").stdout)
+            ready = ready_condition(keeper)
+            return ready.get("status") == "False" and ready.get("message", "").count("cluster not reporting") == 2
+
+        wait_for(says_silent, timeout=15, what="the Subscription saying both clusters are not reporting")
         kubectl(parent, "apply", "-f", "-", input=subscription("latecomer", [LATE]))
         time.sleep(3 * 2)  # three of the hub's 2 s resyncs with the clusters silent
 

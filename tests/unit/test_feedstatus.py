@@ -199,6 +199,24 @@ def test_all_done_is_ready_true() -> None:
                                        "message": "2/2 clusters done"}
 
 
+def test_a_silent_cluster_is_not_done_and_its_state_unknown() -> None:
+    """A cluster the hub marked Unknown keeps its workloads, but its last report is no verdict for now."""
+    silent = mcls("ns2", "child2")
+    silent["status"] = {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "ClusterStatusUnknown",
+                                        "lastTransitionTime": "2026-12-03T08:00:00Z"}]}
+    bound = ["ns1/child1", "ns2/child2"]
+    status = aggregate(subscription(bound), [generic_desc("ns1", "Success", READY),
+                                             generic_desc("ns2", "Success", READY)],
+                       {**CLUSTERS, "ns2/child2": silent})
+    assert status["completedReleases"] == 1
+    ready = status["conditions"][0]
+    assert ready["status"] == "False"
+    assert "child2: cluster not reporting (Ready Unknown since 2026-12-03T08:00:00Z)" in ready["message"]
+    details = status["aggregatedStatuses"][0]["feedStatusDetails"]
+    assert details[0]["available"] is True and "available" not in details[1]
+    assert status["aggregatedStatuses"][0]["feedStatusSummary"]["available"] is False
+
+
 def test_missing_failed_and_unreported_releases_are_explained() -> None:
     bound = ["ns1/child1", "ns2/child2", "ns3/child3"]
     descs = [
