@@ -9,7 +9,6 @@ from clusternet_api.models.apps import (
     AggregatedStatus,
     Base,
     BaseSpec,
-    ChartPullSecret,
     ChartReference,
     Description,
     DescriptionSpec,
@@ -23,13 +22,6 @@ from clusternet_api.models.apps import (
     FeedStatusPerCluster,
     Globalization,
     GlobalizationSpec,
-    HelmChart,
-    HelmChartSpec,
-    HelmChartStatus,
-    HelmOptions,
-    HelmRelease,
-    HelmReleaseSpec,
-    HelmReleaseStatus,
     Localization,
     LocalizationSpec,
     Manifest,
@@ -69,6 +61,16 @@ from clusternet_api.models.common import (
     Toleration,
     decode_bytes,
     encode_bytes,
+)
+from clusternet_api.models.helm import (
+    ChartPullSecret,
+    HelmChart,
+    HelmChartSpec,
+    HelmChartStatus,
+    HelmOptions,
+    HelmRelease,
+    HelmReleaseSpec,
+    HelmReleaseStatus,
 )
 
 ALL_KINDS: tuple[type[KubeObject], ...] = (
