@@ -7,10 +7,11 @@ import base64
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from clusternet_agent import heartbeat, identity, labels, puller, tunnel
+from clusternet_agent import heartbeat, identity, labels, probes, puller, tunnel
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.registration import (
     ParentAccess,
@@ -80,8 +81,11 @@ async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, 
     delay = 1.0
     while not stop.is_set():
         try:
-            return await ensure_registered(child, opts, cluster_id, key)
+            access = await ensure_registered(child, opts, cluster_id, key)
+            probes.registration_attempts.labels("Approved").inc()
+            return access
         except RegistrationError as e:
+            probes.registration_attempts.labels("Failed").inc()
             wait = delay if e.retry else 60.0
             log.error("registration failed: %s (retrying in %.0fs)", e, wait)
             if await sleep_or_stop(stop, wait * random.uniform(0.8, 1.2)):
@@ -102,7 +106,7 @@ async def resolve_managed_cluster(parent: Kube, access: ParentAccess) -> str:
 
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
-                         reported: asyncio.Event | None = None) -> str:
+                         reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister").
 
     `reported` is set after the first report attempt, so work that can wait starts after it."""
@@ -117,6 +121,7 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
         except Exception as e:
             log.warning("collecting child status failed: %s", e)
         if observed is not None and since_report >= opts.update_frequency:
+            started = time.monotonic()
             try:
                 new_token = await refresh_token(access, parent, TOKEN_LIFETIME)
                 if new_token:
@@ -126,12 +131,17 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                     log.info("refreshed the parent token")
                 await heartbeat.report(parent, access.namespace, name, observed, tunnel_state.get("up"))
                 since_report = 0.0
+                probes.heartbeat_seconds.observe(time.monotonic() - started)
+                if readiness is not None:
+                    readiness.reported()
             except ApiException as e:
+                probes.heartbeat_failures.inc()
                 if e.status == 401:
                     log.warning("the parent no longer accepts our token; registering again")
                     return "reregister"
                 log.warning("reporting status to the parent failed with HTTP %s", e.status)
             except Exception as e:
+                probes.heartbeat_failures.inc()
                 log.warning("reporting status to the parent failed: %s", e)
         if reported is not None:
             reported.set()
@@ -142,8 +152,8 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
 
 
 async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
-                    child_creds: Credentials | None = None) -> None:
-    """Run the agent until `stop` is set."""
+                    child_creds: Credentials | None = None, readiness: probes.Readiness | None = None) -> None:
+    """Run the agent until `stop` is set; `readiness` (what /readyz judges) is kept up to date when given."""
     stop = stop or asyncio.Event()
     child_creds = child_creds or Credentials.load(opts.kubeconfig)
     async with Kube(child_creds, user_agent="clusternet-agent") as child:
@@ -158,8 +168,11 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
             access = await register_until_done(child, opts, cluster_id, key, stop)
             if access is None:
                 return
+            if readiness is not None:
+                readiness.registered = True
             tunnel_state: dict[str, bool] = {}
-            tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state)] if t]
+            tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state, readiness)]
+                     if t]
             try:
                 async with Kube(access.creds, user_agent="clusternet-agent") as parent:
                     # the first report makes the cluster Ready on the parent: deploying waits for it, so a
@@ -171,7 +184,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                         tasks.append(asyncio.create_task(
                             deploying(child, parent, opts, access, apiserver_url, after=reported)))
                     outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop, tunnel_state,
-                                                   reported)
+                                                   reported, readiness)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -208,8 +221,8 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
                 await pull
 
 
-def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials,
-                 apiserver_url: str, state: dict[str, bool]) -> asyncio.Task[None] | None:
+def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials, apiserver_url: str,
+                 state: dict[str, bool], readiness: probes.Readiness | None = None) -> asyncio.Task[None] | None:
     """The websocket tunnel to the hub, when the SocketConnection gate is on."""
     if not opts.gate(known.GATE_SOCKET_CONNECTION):
         return None
@@ -221,5 +234,7 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
 
     def on_state(up: bool) -> None:
         state["up"] = up
+        if readiness is not None:
+            readiness.set_tunnel(up)
 
     return asyncio.create_task(tunnel.run_tunnel(url, lambda: access.creds.token or "", ca, dialer, on_state))

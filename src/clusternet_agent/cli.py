@@ -6,12 +6,15 @@ Flag names follow Clusternet's agent so existing Deployments and charts keep wor
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import sys
 from typing import Any
 
 import click
 
+from clusternet_agent import probes
 from clusternet_agent.agent import run_agent
 from clusternet_agent.options import (
     CLUSTER_TYPES,
@@ -22,8 +25,38 @@ from clusternet_agent.options import (
     parse_labels,
 )
 from clusternet_api import __version__, known
+from clusternet_api.compatflags import InertFlag, inert_options, report_inert
 from clusternet_api.durations import parse_duration
 from clusternet_api.logs import setup_logging
+
+log = logging.getLogger("clusternet_agent.cli")
+
+_ONE_REPLICA = "this agent has no leader election yet: run one replica (deploy/agent does)"
+_NO_PREDICTOR = "no predictor runs here: Dynamic dividing is refused by the hub, Static dividing needs none"
+INERT_FLAGS = (
+    InertFlag("kube-api-qps", "the agent makes a handful of requests per heartbeat; no client-side limit yet"),
+    InertFlag("kube-api-burst", "the agent makes a handful of requests per heartbeat; no client-side limit yet"),
+    InertFlag("leader-elect", _ONE_REPLICA, takes_value=False),
+    InertFlag("leader-elect-lease-duration", _ONE_REPLICA),
+    InertFlag("leader-elect-renew-deadline", _ONE_REPLICA),
+    InertFlag("leader-elect-retry-period", _ONE_REPLICA),
+    InertFlag("leader-elect-resource-lock", _ONE_REPLICA),
+    InertFlag("leader-elect-resource-name", _ONE_REPLICA),
+    InertFlag("leader-elect-resource-namespace", _ONE_REPLICA),
+    InertFlag("use-metrics-server", "heartbeats do not read metrics-server: podStatistics and resourceUsage are "
+              "left out rather than estimated"),
+    InertFlag("labels-aggregate-threshold", "node labels are not aggregated into cluster labels: labels come "
+              "from --cluster-labels under the hub's policy"),
+    InertFlag("labels-aggregate-prefix", "node labels are not aggregated into cluster labels: labels come "
+              "from --cluster-labels under the hub's policy"),
+    InertFlag("predictor-addr", _NO_PREDICTOR),
+    InertFlag("predictor-direct-access", _NO_PREDICTOR),
+    InertFlag("predictor-port", _NO_PREDICTOR),
+    InertFlag("enable-tunnel-logging", "tunnel events are always logged at INFO/WARNING; use --log-level=DEBUG "
+              "for more"),
+)
+KLOG_DEBUG_VERBOSITY = 4
+"""klog's -v level from which Kubernetes components log debugging detail; ours switches to DEBUG there."""
 
 
 @click.command(context_settings={"show_default": True})
@@ -50,12 +83,22 @@ from clusternet_api.logs import setup_logging
               help="host:port the hub may reach through the tunnel besides this cluster's apiserver")
 @click.option("--description-resync-frequency", default="30s",
               help="How often pulled Descriptions are re-applied, putting back changes made by hand")
+@click.option("--secure-port", default=10650, type=int,
+              help="HTTPS port of /healthz, /readyz and /metrics (Clusternet's 10650); 0 turns them off")
+@click.option("--bind-address", default="0.0.0.0", help="Address of /healthz, /readyz and /metrics")
+@click.option("--tls-cert-file", help="Serving certificate for the secure port (self-signed when unset)")
+@click.option("--tls-private-key-file", help="Key of --tls-cert-file")
+@inert_options(INERT_FLAGS)
+@click.option("-v", "--v", "verbosity", default=None,
+              help="klog-style verbosity (Clusternet's charts pass it): 4 or more logs at DEBUG")
 @click.option("--log-level", default="INFO")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 @click.version_option(__version__)
-def main(**kw: Any) -> None:
+@click.pass_context
+def main(ctx: click.Context, /, **kw: Any) -> None:
     """The Clusternet agent for a child cluster."""
-    setup_logging("clusternet-agent", str(kw["log_level"]), kw["log_format"] == "json")
+    setup_logging("clusternet-agent", _log_level(kw["log_level"], kw["verbosity"]), kw["log_format"] == "json")
+    report_inert(ctx, INERT_FLAGS, log)
     try:
         opts = AgentOptions(
             kubeconfig=_s(kw["kubeconfig"]), parent_url=_s(kw["cluster_reg_parent_url"]),
@@ -86,13 +129,32 @@ def main(**kw: Any) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_agent(opts, stop)
+        readiness = probes.Readiness(report_period=opts.update_frequency,
+                                     tunnel_enabled=opts.gate(known.GATE_SOCKET_CONNECTION))
+        server = None
+        if kw["secure_port"]:
+            server = await probes.serve(readiness, str(kw["bind_address"]), int(kw["secure_port"]),
+                                        _s(kw["tls_cert_file"]), _s(kw["tls_private_key_file"]))
+        try:
+            await run_agent(opts, stop, readiness=readiness)
+        finally:
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await server.cleanup()
 
     try:
         asyncio.run(runner())
     except OptionsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+def _log_level(level: object, verbosity: object) -> str:
+    """--v=N (or -v=N, as klog spells it) of at least KLOG_DEBUG_VERBOSITY means DEBUG; else --log-level."""
+    text = str(verbosity or "").lstrip("=")
+    if text.isdigit() and int(text) >= KLOG_DEBUG_VERBOSITY:
+        return "DEBUG"
+    return str(level)
 
 
 def _s(value: str | bool | None) -> str | None:

@@ -11,7 +11,10 @@ from clusternet_api import known
 SYNC_MODES = ("Push", "Pull", "Dual")
 CLUSTER_TYPES = ("StandardCluster", "EdgeCluster")
 KNOWN_GATES = (known.GATE_APP_PUSHER, known.GATE_SOCKET_CONNECTION, "Recovery", "Predictor",
-               "MultiClusterService")
+               "MultiClusterService", "Deployer", "ShadowAPI", "FeedInUseProtection", "FeedInventory", "FailOver",
+               "FeasibleClustersToleration", "ClusterInit")
+"""Every gate Clusternet's components accept (its charts pass one list to all). Only AppPusher and
+SocketConnection change what the agent does; the others are accepted so Clusternet's manifests start it."""
 _BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 # Clusternet's nameFmt/namespaceFmt (pkg/agent/options/constant.go), anchored: Go's MatchString is not, which

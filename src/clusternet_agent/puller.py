@@ -17,7 +17,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 
+from clusternet_agent import probes
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 
@@ -102,13 +104,18 @@ class Puller:
             return
         if applier.deployed(desc) and (not resync or annotations.get(applier.ANNOTATION_DRIFT_CORRECTION) == "false"):
             return
+        started = time.monotonic()
         outcome = await applier.apply_description(self.child, desc)
+        probes.pull_apply_seconds.observe(time.monotonic() - started)
+        if outcome.phase != "Success":
+            probes.pull_apply_errors.inc()
         await applier.report(self.parent, desc, outcome, known.CREATED_BY_AGENT)
 
     async def _safely(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         try:
             await self.process(desc, mc, resync)
         except Exception as e:
+            probes.pull_apply_errors.inc()
             log.warning("deploying Description %s failed: %s", desc["metadata"]["name"], e)
 
     async def run(self) -> None:

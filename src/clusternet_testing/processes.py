@@ -70,8 +70,13 @@ def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: st
             f"--cluster-reg-parent-url={parent_url or parent.url}", f"--cluster-reg-token={token}",
             f"--parent-ca-file={parent.ca_file}", f"--cluster-reg-name={name}",
             "--cluster-status-collect-frequency=1s", "--cluster-status-update-frequency=2s",
-            "--log-format=text", *extra]
+            "--log-format=text", "--bind-address=127.0.0.1", f"--secure-port={free_port()}", *extra]
     return Proc(f"agent-{name}", args, logdir / f"agent-{name}.log")
+
+
+def flag_value(proc: Proc, name: str) -> str:
+    """The last value a process was given for `--name=value` (the one that counts)."""
+    return [a.split("=", 1)[1] for a in proc.args if a.startswith(f"--{name}=")][-1]
 
 
 # The agent's namespace is not a flag (Clusternet's agent always uses clusternet-system), so extra agents on a

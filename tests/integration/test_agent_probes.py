@@ -1,0 +1,84 @@
+"""The agent's own /healthz, /readyz and /metrics, and the arguments Clusternet's agent chart passes.
+
+The endpoints serve HTTPS with a self-signed certificate unless one is given; like the kubelet's probes,
+these requests do not verify it.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from clusternet_testing.helpers import wait_for
+from clusternet_testing.processes import Proc, flag_value
+
+pytestmark = pytest.mark.integration
+
+# Clusternet's agent chart (clusternet/charts 1.0.0) renders these from its default values.
+UPSTREAM_CHART_ARGS = [
+    "--cluster-sync-mode=Dual", "--feature-gates=SocketConnection=true,AppPusher=true,Recovery=true,Predictor=true",
+    "--leader-elect=true", "--kube-api-qps=50.0", "--kube-api-burst=100", "--use-metrics-server=false",
+    "--predictor-direct-access=false", "--predictor-port=8080", "-v=4",
+]
+
+
+def get(agent: Proc, path: str) -> tuple[int, str]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    url = f"https://127.0.0.1:{flag_value(agent, 'secure-port')}{path}"
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+def metric(text: str, name: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
+
+
+def test_probes_and_metrics_tell_what_the_agent_is_doing(hub_and_agents: dict[str, Any]) -> None:
+    pusher, hub = hub_and_agents["pusher"], hub_and_agents["hub"]
+    assert get(pusher, "/healthz") == (200, "ok")
+    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=20, what="agent /readyz 200")
+    _, metrics = get(pusher, "/metrics")
+    assert 'clusternet_agent_registration_attempts_total{result="Approved"}' in metrics
+    assert "clusternet_agent_tunnel_up 1.0" in metrics
+    assert metric(metrics, "clusternet_agent_heartbeat_duration_seconds_count") >= 1
+
+    hub.stop()  # the tunnel goes down: not ready, and it says why
+    try:
+        _, body = wait_for(lambda: (r := get(pusher, "/readyz"))[0] == 503 and r, timeout=20,
+                                what="agent /readyz 503 while the hub is down")
+        assert "the tunnel to the hub is down" in body
+        assert get(pusher, "/healthz")[0] == 200  # alive all the same: no restart for a hub outage
+    finally:
+        hub.start()
+    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="agent /readyz 200 after the hub returns")
+    _, metrics = get(pusher, "/metrics")
+    assert metric(metrics, "clusternet_agent_tunnel_connects_total") >= 2
+
+
+def test_agent_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, Any]) -> None:
+    """Every flag the upstream chart passes is accepted; the inert ones say so in one line each."""
+    pusher: Proc = hub_and_agents["pusher"]
+    pusher.stop()
+    chart = Proc("agent-chart", [*pusher.args, *UPSTREAM_CHART_ARGS], pusher.log.with_name("agent-chart.log"))
+    chart.start()
+    try:
+        wait_for(lambda: get(chart, "/readyz")[0] == 200, timeout=60, what="the chart-configured agent ready")
+        out = chart.output
+        for flag in ("leader-elect", "kube-api-qps", "kube-api-burst", "use-metrics-server", "predictor-port"):
+            assert f"--{flag}=" in out and "has no effect here" in out, flag
+        assert " DEBUG " in out  # -v=4 means debug logging, as with klog
+        assert "Traceback" not in out
+    finally:
+        chart.stop()
+        pusher.start()
+    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the original agent ready again")
