@@ -25,7 +25,7 @@ from clusternet_agent.options import (
     parse_labels,
 )
 from clusternet_api import __version__, known
-from clusternet_api.compatflags import InertFlag, inert_options, report_inert
+from clusternet_api.compatflags import InertFlag, inert_options, klog_level, report_inert
 from clusternet_api.durations import parse_duration
 from clusternet_api.logs import setup_logging
 
@@ -55,8 +55,6 @@ INERT_FLAGS = (
     InertFlag("enable-tunnel-logging", "tunnel events are always logged at INFO/WARNING; use --log-level=DEBUG "
               "for more"),
 )
-KLOG_DEBUG_VERBOSITY = 4
-"""klog's -v level from which Kubernetes components log debugging detail; ours switches to DEBUG there."""
 
 
 @click.command(context_settings={"show_default": True})
@@ -97,7 +95,7 @@ KLOG_DEBUG_VERBOSITY = 4
 @click.pass_context
 def main(ctx: click.Context, /, **kw: Any) -> None:
     """The Clusternet agent for a child cluster."""
-    setup_logging("clusternet-agent", _log_level(kw["log_level"], kw["verbosity"]), kw["log_format"] == "json")
+    setup_logging("clusternet-agent", klog_level(kw["log_level"], kw["verbosity"]), kw["log_format"] == "json")
     report_inert(ctx, INERT_FLAGS, log)
     try:
         opts = AgentOptions(
@@ -147,14 +145,6 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
     except OptionsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-
-
-def _log_level(level: object, verbosity: object) -> str:
-    """--v=N (or -v=N, as klog spells it) of at least KLOG_DEBUG_VERBOSITY means DEBUG; else --log-level."""
-    text = str(verbosity or "").lstrip("=")
-    if text.isdigit() and int(text) >= KLOG_DEBUG_VERBOSITY:
-        return "DEBUG"
-    return str(level)
 
 
 def _s(value: str | bool | None) -> str | None:

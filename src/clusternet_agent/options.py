@@ -6,15 +6,13 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from clusternet_api import known
+from clusternet_api import compatflags, known
 
 SYNC_MODES = ("Push", "Pull", "Dual")
 CLUSTER_TYPES = ("StandardCluster", "EdgeCluster")
-KNOWN_GATES = (known.GATE_APP_PUSHER, known.GATE_SOCKET_CONNECTION, "Recovery", "Predictor",
-               "MultiClusterService", "Deployer", "ShadowAPI", "FeedInUseProtection", "FeedInventory", "FailOver",
-               "FeasibleClustersToleration", "ClusterInit")
-"""Every gate Clusternet's components accept (its charts pass one list to all). Only AppPusher and
-SocketConnection change what the agent does; the others are accepted so Clusternet's manifests start it."""
+KNOWN_GATES = compatflags.CLUSTERNET_FEATURE_GATES
+"""Only AppPusher and SocketConnection change what the agent does; the others are accepted so that
+Clusternet's manifests and charts start it."""
 _BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 # Clusternet's nameFmt/namespaceFmt (pkg/agent/options/constant.go), anchored: Go's MatchString is not, which
@@ -157,13 +155,8 @@ def check_label(key: str, value: str) -> None:
 
 
 def parse_feature_gates(text: str) -> dict[str, bool]:
-    """`AppPusher=true,SocketConnection=false`."""
-    gates: dict[str, bool] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep or value.lower() not in ("true", "false"):
-            raise OptionsError(f"--feature-gates: {item!r} must be Name=true or Name=false")
-        if name not in KNOWN_GATES:
-            raise OptionsError(f"--feature-gates: unknown gate {name!r} (known: {', '.join(KNOWN_GATES)})")
-        gates[name] = value.lower() == "true"
-    return gates
+    """`AppPusher=true,SocketConnection=false` (clusternet_api.compatflags knows every Clusternet gate)."""
+    try:
+        return compatflags.parse_feature_gates(text)
+    except ValueError as e:
+        raise OptionsError(str(e)) from e

@@ -15,6 +15,36 @@ from click.core import ParameterSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+CLUSTERNET_FEATURE_GATES = ("AppPusher", "SocketConnection", "Recovery", "Predictor", "MultiClusterService",
+                            "Deployer", "ShadowAPI", "FeedInUseProtection", "FeedInventory", "FailOver",
+                            "FeasibleClustersToleration", "ClusterInit")
+"""Every gate Clusternet's components accept (its charts pass one list to several binaries)."""
+
+
+KLOG_DEBUG_VERBOSITY = 4
+"""klog's -v level from which Kubernetes components log debugging detail; ours switch to DEBUG there."""
+
+
+def klog_level(level: object, verbosity: object) -> str:
+    """--v=N (or -v=N, as klog spells it) of at least KLOG_DEBUG_VERBOSITY means DEBUG; else `level`."""
+    text = str(verbosity or "").lstrip("=")
+    if text.isdigit() and int(text) >= KLOG_DEBUG_VERBOSITY:
+        return "DEBUG"
+    return str(level)
+
+
+def parse_feature_gates(text: str) -> dict[str, bool]:
+    """`AppPusher=true,SocketConnection=false`; ValueError names the bad item and the known gates."""
+    gates: dict[str, bool] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or value.lower() not in ("true", "false"):
+            raise ValueError(f"--feature-gates: {item!r} must be Name=true or Name=false")
+        if name not in CLUSTERNET_FEATURE_GATES:
+            raise ValueError(f"--feature-gates: unknown gate {name!r} (known: {', '.join(CLUSTERNET_FEATURE_GATES)})")
+        gates[name] = value.lower() == "true"
+    return gates
+
 
 @dataclass(frozen=True)
 class InertFlag:

@@ -13,9 +13,10 @@ import click
 import kopf
 
 from clusternet_api import __version__
+from clusternet_api.compatflags import inert_options, klog_level, report_inert
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import setup_logging
-from clusternet_hub import server
+from clusternet_hub import compat, server
 from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.deployer import Deployer
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
@@ -88,18 +89,28 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 @click.option("--health-check-interval", default=5.0, type=float, help="Seconds between health checks")
 @click.option("--resync-interval", default=30.0, type=float,
               help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
+@click.option("--feature-gates", default="", help="Clusternet's gates, e.g. SocketConnection=true,ShadowAPI=true")
+@inert_options(compat.INERT_FLAGS)
+@click.option("-v", "--v", "verbosity", default=None, help="klog-style verbosity: 4 or more logs at DEBUG")
 @click.option("--log-level", default="INFO")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 @click.version_option(__version__)
-def main(kubeconfig: str | None, bind_address: str, secure_port: int, tls_cert_file: str | None,
-         tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
+@click.pass_context
+def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str, secure_port: int,
+         tls_cert_file: str | None, tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
          requestheader_allowed_names: str, agent_token_ttl: str,
          allow_unsealed_tokens: bool, cluster_approval: str, cluster_label_prefixes: str,
-         health_check_interval: float, resync_interval: float, log_level: str, log_format: str) -> None:
+         health_check_interval: float, resync_interval: float, feature_gates: str, verbosity: str | None,
+         log_level: str, log_format: str, **_compat: object) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
     from clusternet_api.durations import parse_duration
 
-    setup_logging("clusternet-hub", log_level, log_format == "json")
+    setup_logging("clusternet-hub", klog_level(log_level, verbosity), log_format == "json")
+    report_inert(click_ctx, compat.INERT_FLAGS, logging.getLogger("clusternet_hub.cli"))
+    try:
+        compat.report_gates(feature_gates)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     options = HubOptions(
         kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
         allow_unsealed_tokens=allow_unsealed_tokens, manual_approval=cluster_approval == "Manual",

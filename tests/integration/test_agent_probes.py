@@ -1,4 +1,4 @@
-"""The agent's own /healthz, /readyz and /metrics, and the arguments Clusternet's agent chart passes.
+"""The agent's own /healthz, /readyz and /metrics, and the arguments Clusternet's charts pass to both binaries.
 
 The endpoints serve HTTPS with a self-signed certificate unless one is given; like the kubelet's probes,
 these requests do not verify it.
@@ -23,6 +23,15 @@ UPSTREAM_CHART_ARGS = [
     "--cluster-sync-mode=Dual", "--feature-gates=SocketConnection=true,AppPusher=true,Recovery=true,Predictor=true",
     "--leader-elect=true", "--kube-api-qps=50.0", "--kube-api-burst=100", "--use-metrics-server=false",
     "--predictor-direct-access=false", "--predictor-port=8080", "-v=4",
+]
+
+
+# Clusternet's hub chart: its default values rendered (the secure port stays the test's own).
+UPSTREAM_HUB_CHART_ARGS = [
+    "--feature-gates=SocketConnection=true,ShadowAPI=true", "--anonymous-auth-supported=true",
+    "--leader-elect=true", "--leader-elect-resource-namespace=clusternet-system",
+    "--reserved-namespace=clusternet-reserved", "--peer-port=8123", "--peer-advertise-address=127.0.0.1",
+    "--kube-api-qps=50", "--kube-api-burst=100", "-v=4",
 ]
 
 
@@ -82,3 +91,23 @@ def test_agent_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, 
         chart.stop()
         pusher.start()
     wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the original agent ready again")
+
+
+def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, Any]) -> None:
+    """The hub takes the upstream hub chart's arguments; agents reconnect to it and turn ready."""
+    hub: Proc = hub_and_agents["hub"]
+    pusher: Proc = hub_and_agents["pusher"]
+    hub.stop()
+    chart = Proc("hub-chart", [*hub.args, *UPSTREAM_HUB_CHART_ARGS], hub.log.with_name("hub-chart.log"))
+    chart.start()
+    try:
+        wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the chart's hub")
+        out = chart.output
+        for flag in ("leader-elect", "peer-port", "reserved-namespace", "kube-api-qps", "anonymous-auth-supported"):
+            assert f"--{flag}=" in out, flag
+        assert "ShadowAPI=true is accepted for compatibility" in out
+        assert " DEBUG " in out and "Traceback" not in out
+    finally:
+        chart.stop()
+        hub.start()
+    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the original hub")

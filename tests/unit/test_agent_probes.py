@@ -8,9 +8,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from clusternet_agent.cli import INERT_FLAGS, _log_level
+from clusternet_agent.cli import INERT_FLAGS
 from clusternet_agent.probes import Readiness
-from clusternet_api.compatflags import InertFlag, inert_options, report_inert
+from clusternet_api.compatflags import InertFlag, inert_options, klog_level, report_inert
 
 
 def test_readiness_says_every_reason() -> None:
@@ -31,7 +31,7 @@ def test_readiness_ignores_the_tunnel_when_it_is_off() -> None:
 @pytest.mark.parametrize(("level", "verbosity", "expected"), [
     ("INFO", None, "INFO"), ("INFO", "=4", "DEBUG"), ("WARNING", "2", "WARNING"), ("INFO", "5", "DEBUG")])
 def test_klog_verbosity(level: str, verbosity: str | None, expected: str) -> None:
-    assert _log_level(level, verbosity) == expected
+    assert klog_level(level, verbosity) == expected
 
 
 def test_inert_flags_take_go_style_values_and_are_reported(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,52 @@
+"""Flags Clusternet's hub, controller-manager and scheduler take (our hub does the work of all three), so
+that their manifests and charts start `clusternet-hub` unchanged. None changes what the hub does yet; each
+says why in one log line at start (clusternet_api.compatflags).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clusternet_api import compatflags
+from clusternet_api.compatflags import InertFlag
+
+log = logging.getLogger(__name__)
+
+_ONE_REPLICA = "no leader election yet: run one hub replica (deploy/hub does)"
+_NO_PEERS = "hub replicas do not forward to each other yet: run one replica"
+_ONE_LOOP = "one asyncio process does the controllers' work; no thread pools to size"
+INERT_FLAGS = (
+    InertFlag("kube-api-qps", "no client-side limit yet; the hub skips no-op writes instead"),
+    InertFlag("kube-api-burst", "no client-side limit yet; the hub skips no-op writes instead"),
+    InertFlag("leader-elect", _ONE_REPLICA, takes_value=False),
+    InertFlag("leader-elect-lease-duration", _ONE_REPLICA),
+    InertFlag("leader-elect-renew-deadline", _ONE_REPLICA),
+    InertFlag("leader-elect-retry-period", _ONE_REPLICA),
+    InertFlag("leader-elect-resource-lock", _ONE_REPLICA),
+    InertFlag("leader-elect-resource-name", _ONE_REPLICA),
+    InertFlag("leader-elect-resource-namespace", _ONE_REPLICA),
+    InertFlag("peer-port", _NO_PEERS),
+    InertFlag("peer-token", _NO_PEERS),
+    InertFlag("peer-advertise-address", _NO_PEERS),
+    InertFlag("reserved-namespace", "templates always live in clusternet-reserved, as Clusternet's default"),
+    InertFlag("enable-tunnel-logging", "tunnel events are always logged; use --log-level=DEBUG for more"),
+    InertFlag("anonymous-auth-supported", "the hub never uses an identity of its own towards a child: the "
+              "caller's child token travels with each proxied request", takes_value=False),
+    InertFlag("threadiness", _ONE_LOOP),
+    InertFlag("controllers", "every controller of Clusternet's controller-manager runs in the hub"),
+    InertFlag("cluster-api-kubeconfig", "Cluster API discovery is not implemented"),
+)
+ACTIVE_GATES = frozenset({"SocketConnection", "Deployer", "FeedInventory"})
+"""Gates whose work the hub always does (tunnels, deploying, FeedInventory for Dividing Subscriptions)."""
+
+
+def report_gates(text: str) -> dict[str, bool]:
+    """Parse --feature-gates (ValueError on an unknown gate) and say which change nothing here."""
+    gates = compatflags.parse_feature_gates(text)
+    for name, on in sorted(gates.items()):
+        if name in ACTIVE_GATES and not on:
+            log.info("--feature-gates %s=false has no effect: the hub always does that work", name)
+        elif name not in ACTIVE_GATES:
+            log.info("--feature-gates %s=%s is accepted for compatibility with Clusternet and has no effect "
+                     "on the hub", name, str(on).lower())
+    return gates
