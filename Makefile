@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test setup venv tools binaries lint crds crds-check unit integration sandbox bench clean
+.PHONY: test setup venv tools binaries lint crds crds-check unit integration sandbox sandbox-down bench clean
 
 test: setup lint crds-check unit integration
 
@@ -47,6 +47,11 @@ integration: setup
 # A parent and two children with the hub and two agents running, until Ctrl-C (see README).
 sandbox: setup
 	$(BIN)/python hack/sandbox.py
+
+# Stops a sandbox started from another shell (SIGTERM: it stops every process it started, then exits).
+sandbox-down:
+	@pid=$$(cat .sandbox/sandbox.pid 2>/dev/null) && kill -TERM $$pid && while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; \
+	  echo "sandbox stopped"
 
 bench: setup
 	$(BIN)/python bench/registration.py
