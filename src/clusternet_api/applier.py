@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.rawobjects import decode_raw
+from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "clusternet-deployer"
 ANNOTATION_ADOPTED = "apps.clusternet.io/adopted-by-description"
 ANNOTATION_DRIFT_CORRECTION = "apps.clusternet.io/drift-correction"
-DESC_API = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
+DESC_API = known.APPS_API_VERSION
 _STRIP_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
                "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
 
@@ -265,11 +266,10 @@ async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) 
 
 async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:
     """An event about a Description (or about any namespaced object that carries its apiVersion and kind)."""
-    import datetime
     import uuid
 
     meta = desc["metadata"]
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now_rfc3339()
     event = {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": meta["namespace"]},

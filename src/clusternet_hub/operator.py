@@ -212,7 +212,7 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
         if since is None:
             continue  # the parent is out of reach: no heartbeat could have arrived, nothing to judge
         change = health.evaluate(mc, now, since)
-        api = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+        api = known.CLUSTERS_API_VERSION
         try:
             if change.status is not None:  # a verdict: confirm it on a fresh read, not on the watch's cache
                 mc = await ctx.api.get(api, "ManagedCluster", name, ns) or mc
