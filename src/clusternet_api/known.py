@@ -55,6 +55,8 @@ ANNOTATION_AGENT_PUBLIC_KEY: Final = "clusters.clusternet.io/agent-public-key"
 ANNOTATION_TOKEN_SEALING: Final = "clusters.clusternet.io/token-sealing"
 # ours: when the hub last issued the sealed token (RFC 3339)
 ANNOTATION_TOKEN_ISSUED_AT: Final = "clusters.clusternet.io/token-issued-at"
+# ours: "false" on a Subscription (copied to its Descriptions) leaves deployed objects as people changed them
+ANNOTATION_DRIFT_CORRECTION: Final = "apps.clusternet.io/drift-correction"
 # Manual approval (hub --cluster-approval=Manual): an admin's verdict on a ClusterRegistrationRequest.
 ANNOTATION_APPROVAL: Final = "clusters.clusternet.io/approval"  # Approved | Denied
 ANNOTATION_DENIAL_REASON: Final = "clusters.clusternet.io/denial-reason"

@@ -46,6 +46,11 @@ def ready_condition(mc: Obj) -> Obj | None:
     return None
 
 
+def is_ready(mc: Obj) -> bool:
+    """Ready=True: the agent reports and the hub has not judged it silent (what pushing and cleanup wait for)."""
+    return (ready_condition(mc) or {}).get("status") == "True"
+
+
 @dataclass(frozen=True)
 class HealthPatch:
     """The changes to write: a status merge patch and/or a new spec.taints list (None = leave as is)."""
