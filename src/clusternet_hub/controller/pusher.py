@@ -23,7 +23,6 @@ from clusternet_hub.health import is_ready
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "clusternet-hub"
 # How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
 # (that is the ManagedCluster's appPusher), and a failed push drops the copy at once.
 PUSH_SECRET_TTL = 60.0
@@ -163,7 +162,7 @@ class Pusher:
             raise
         if outcome.phase != "Success":
             self.secrets.pop(key[0], None)
-        await applier.report(self.kube, desc, outcome, FIELD_MANAGER)
+        await applier.report(self.kube, desc, outcome, known.CREATED_BY_HUB)
         self.pushed[key] = (meta["uid"], meta.get("generation"), time.monotonic())
         self._retry_later(key, outcome.phase != "Success")
 

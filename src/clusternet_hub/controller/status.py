@@ -13,7 +13,6 @@ from clusternet_core import feedresolve, plan
 from clusternet_core.plan import Key, StatusInputs, key_of
 from clusternet_hub.controller.store import Store
 
-FIELD_MANAGER = "clusternet-hub"
 # How often the hub rewrites one Subscription's status while its Descriptions report in: after a write that
 # took t, not again for STATUS_PACE_FACTOR x t (10 s at most). Every write stores the whole status, one entry
 # per feed and cluster: at 100 clusters and 10 feeds one write cost the parent's apiserver ~160 ms of CPU, at
@@ -65,7 +64,7 @@ class StatusWriter:
         old = plan.ready_of(sub)
         if ready.get("reason") == feedresolve.REASON_AMBIGUOUS and (old.get("reason"), old.get("message")) != (
                 ready.get("reason"), ready.get("message")):
-            await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], FIELD_MANAGER)
+            await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
         key = key_of(sub)
         started = time.monotonic()
         written = await self.kube.patch(known.APPS_API_VERSION, "Subscription", key[1], {"status": new}, key[0],

@@ -17,7 +17,7 @@ from clusternet_api.timefmt import now_rfc3339
 from clusternet_core import plan as planning
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
-from clusternet_hub.controller.status import FIELD_MANAGER, StatusWriter
+from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,22 +72,22 @@ class SubscriptionReconciler:
             await self.kube.delete(known.APPS_API_VERSION, "FeedInventory", key[1], key[0])
             self.store.caches.inventories.pop(key, None)
         if plan.inventory is not None:
-            self.store.caches.inventories[key] = await self.kube.apply(plan.inventory, FIELD_MANAGER)
+            self.store.caches.inventories[key] = await self.kube.apply(plan.inventory, known.CREATED_BY_HUB)
 
     async def _apply_cluster(self, cluster: ClusterPlan) -> None:
         base = cluster.base
         if cluster.apply_base:
-            self.store.caches.bases[key_of(base)] = base = await self.kube.apply(base, FIELD_MANAGER)
+            self.store.caches.bases[key_of(base)] = base = await self.kube.apply(base, known.CREATED_BY_HUB)
         if cluster.description is None:
             return
         body = planning.owned_by(cluster.description, base)
         desc = cluster.existing
         if desc is None or planning.needs_apply(desc, body):
-            desc = await self.kube.apply(body, FIELD_MANAGER)
+            desc = await self.kube.apply(body, known.CREATED_BY_HUB)
             self.store.on_description("MODIFIED", desc)  # push now, not when the watch brings the change back
         if cluster.announce:
             await applier.post_event(self.kube, desc, "Warning", "RenderFailed", "; ".join(cluster.errors),
-                                     FIELD_MANAGER)
+                                     known.CREATED_BY_HUB)
             await self._report_override_errors(cluster.override_errors)
 
     async def _report_override_errors(self, errors: list[OverrideError]) -> None:
@@ -99,7 +99,7 @@ class SubscriptionReconciler:
                      "involvedObject": {"apiVersion": known.APPS_API_VERSION, "kind": kind, "name": name,
                                         "namespace": ns},
                      "type": "Warning", "reason": "OverrideFailed", "message": error.message[:1000],
-                     "source": {"component": FIELD_MANAGER}, "firstTimestamp": now, "lastTimestamp": now,
+                     "source": {"component": known.CREATED_BY_HUB}, "firstTimestamp": now, "lastTimestamp": now,
                      "count": 1}
             with contextlib.suppress(Exception):
                 await self.kube.create(event)
