@@ -70,7 +70,7 @@ __all__ = [
     "without",
 ]
 
-CLUSTERS = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+CLUSTERS = known.CLUSTERS_API_VERSION
 STATUS_CADENCE = ("--cluster-status-collect-frequency", "--cluster-status-update-frequency")
 
 SPAWNED: list[Proc] = []  # every process started with spawn(), stopped again at exit whatever happened

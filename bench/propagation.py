@@ -81,8 +81,8 @@ from common import (
     start_hub,
 )
 
-APPS = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
-CLUSTERS = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+APPS = known.APPS_API_VERSION
+CLUSTERS = known.CLUSTERS_API_VERSION
 PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"
 FEEDS = 10
 DIRECT_MANAGER = "bench-direct"

@@ -55,7 +55,7 @@ from common import (
     stop_process,
 )
 
-API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+API = known.CLUSTERS_API_VERSION
 TARGET_P99 = 2.0  # seconds, at 20 clusters
 HEARTBEAT = "10s"  # the first report follows registration at once; later ones do not matter here
 ROUND_TIMEOUT = 90.0

@@ -7,7 +7,6 @@ dedicated namespace. The Ready condition follows Clusternet: (livez and readyz) 
 
 from __future__ import annotations
 
-import datetime
 import logging
 from decimal import Decimal
 from typing import Any
@@ -15,14 +14,11 @@ from typing import Any
 from clusternet_api import __version__, known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.quantity import format_quantity, parse_quantity
+from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
-MC_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+MC_API = known.CLUSTERS_API_VERSION
 SUMMED_RESOURCES = ("cpu", "memory", "nvidia.com/gpu", "pods")
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_statistics(nodes: list[Obj]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 
 log = logging.getLogger(__name__)
-CRR_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+CRR_API = known.CLUSTERS_API_VERSION
 KIND = "ClusterRegistrationRequest"
 
 

@@ -25,8 +25,7 @@ from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 
 log = logging.getLogger(__name__)
 DEPLOYER_SA = "clusternet-app-deployer"
-DEPLOYER_SECRET = "child-cluster-deployer"
-MC_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+MC_API = known.CLUSTERS_API_VERSION
 RBAC = "rbac.authorization.k8s.io/v1"
 
 
@@ -66,7 +65,7 @@ async def publish_push_credentials(parent: Kube, namespace: str, creds: Credenti
     """Give the hub push credentials only while AppPusher allows it; take them back otherwise."""
     if not allow:
         with contextlib.suppress(ApiException):
-            await parent.delete("v1", "Secret", DEPLOYER_SECRET, namespace)
+            await parent.delete("v1", "Secret", known.DEPLOYER_SECRET, namespace)
         return
     data = {"token": creds.token or "", "apiserver-advertise-url": apiserver_url,
             "service-account.name": DEPLOYER_SA}
@@ -74,7 +73,7 @@ async def publish_push_credentials(parent: Kube, namespace: str, creds: Credenti
         data["ca.crt"] = creds.ca_pem.decode()
     await parent.apply({
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": DEPLOYER_SECRET, "namespace": namespace,
+        "metadata": {"name": known.DEPLOYER_SECRET, "namespace": namespace,
                      "annotations": {known.ANNOTATION_AUTO_UPDATE: "true"}},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}, known.CREATED_BY_AGENT)
 

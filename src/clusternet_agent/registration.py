@@ -25,7 +25,7 @@ from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.sealing import SealingError, is_sealed, public_key_of, unseal
 
 log = logging.getLogger(__name__)
-CRR_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+CRR_API = known.CLUSTERS_API_VERSION
 # Longest pause between two reads of our pending CRR. The bootstrap role grants get, not watch; a GET of
 # one object every 0.25 s per registering agent is cheap, and registration should not wait on a timer.
 POLL_CAP = 0.25

@@ -19,15 +19,17 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
-from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.kubeapi import KubeApi
 from clusternet_api.rawobjects import decode_raw
+from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "clusternet-deployer"
 ANNOTATION_ADOPTED = "apps.clusternet.io/adopted-by-description"
-ANNOTATION_DRIFT_CORRECTION = "apps.clusternet.io/drift-correction"
-DESC_API = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
+ANNOTATION_DRIFT_CORRECTION = known.ANNOTATION_DRIFT_CORRECTION
+DESC_API = known.APPS_API_VERSION
 _STRIP_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
                "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
 
@@ -114,7 +116,7 @@ def explain(e: ApiException, what: str) -> str:
     return f"{what}: HTTP {e.status}: {e.reason}"
 
 
-async def apply_description(child: Kube, desc: Obj) -> ApplyOutcome:
+async def apply_description(child: KubeApi, desc: Obj) -> ApplyOutcome:
     """Server-side apply every object of the Description, prune what dropped out, report statuses."""
     key = owner_key(desc)
     objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
@@ -172,7 +174,7 @@ def _rank(obj: Obj) -> int:
     return 0 if kind == "Namespace" else 1 if kind == "CustomResourceDefinition" else 2
 
 
-async def _apply_object(child: Kube, obj: Obj, key: str, previously: set[str], same_generation: bool,
+async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str], same_generation: bool,
                         outcome: ApplyOutcome) -> tuple[str | None, Obj | None]:
     """Apply one object: (error or None, the applied object or None)."""
     ident = identity(obj)
@@ -210,7 +212,7 @@ async def _apply_object(child: Kube, obj: Obj, key: str, previously: set[str], s
     return None, applied
 
 
-async def delete_owned(child: Kube, ident: dict[str, str], key: str) -> bool:
+async def delete_owned(child: KubeApi, ident: dict[str, str], key: str) -> bool:
     """Delete the object only when it carries this Description's ownership mark."""
     try:
         existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
@@ -225,7 +227,7 @@ async def delete_owned(child: Kube, ident: dict[str, str], key: str) -> bool:
     return await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
 
 
-async def cleanup(child: Kube, desc: Obj) -> list[str]:
+async def cleanup(child: KubeApi, desc: Obj) -> list[str]:
     """Remove everything this Description created in the child (namespaces last)."""
     key = owner_key(desc)
     idents = [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])]
@@ -241,7 +243,7 @@ async def cleanup(child: Kube, desc: Obj) -> list[str]:
     return deleted
 
 
-async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
+async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
     """Write the outcome, for the generation it applied, to the Description's status; post an event."""
     meta = desc["metadata"]
     writes: list[Awaitable[object]] = [parent.patch(
@@ -263,13 +265,12 @@ async def report(parent: Kube, desc: Obj, outcome: ApplyOutcome, reporter: str) 
     await asyncio.gather(*writes)  # independent of each other; the status is what users wait for
 
 
-async def post_event(parent: Kube, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:
+async def post_event(parent: KubeApi, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:
     """An event about a Description (or about any namespaced object that carries its apiVersion and kind)."""
-    import datetime
     import uuid
 
     meta = desc["metadata"]
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now_rfc3339()
     event = {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": meta["namespace"]},
@@ -290,7 +291,7 @@ def deployable_by_hub(mc: Obj) -> bool:
     return bool((mc.get("spec") or {}).get("syncMode") != "Pull" and (mc.get("status") or {}).get("appPusher"))
 
 
-async def remove_finalizer(parent: Kube, desc: Obj) -> None:
+async def remove_finalizer(parent: KubeApi, desc: Obj) -> None:
     meta = desc["metadata"]
     finalizers = [f for f in meta.get("finalizers") or [] if f != known.FINALIZER_APPS]
     try:

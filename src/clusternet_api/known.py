@@ -11,6 +11,8 @@ CLUSTERS_GROUP: Final = "clusters.clusternet.io"
 CLUSTERS_VERSION: Final = "v1beta1"
 APPS_GROUP: Final = "apps.clusternet.io"
 APPS_VERSION: Final = "v1alpha1"
+CLUSTERS_API_VERSION: Final = f"{CLUSTERS_GROUP}/{CLUSTERS_VERSION}"
+APPS_API_VERSION: Final = f"{APPS_GROUP}/{APPS_VERSION}"
 PROXIES_GROUP: Final = "proxies.clusternet.io"
 PROXIES_VERSION: Final = "v1alpha1"
 CATEGORY: Final = "clusternet"
@@ -53,6 +55,8 @@ ANNOTATION_AGENT_PUBLIC_KEY: Final = "clusters.clusternet.io/agent-public-key"
 ANNOTATION_TOKEN_SEALING: Final = "clusters.clusternet.io/token-sealing"
 # ours: when the hub last issued the sealed token (RFC 3339)
 ANNOTATION_TOKEN_ISSUED_AT: Final = "clusters.clusternet.io/token-issued-at"
+# ours: "false" on a Subscription (copied to its Descriptions) leaves deployed objects as people changed them
+ANNOTATION_DRIFT_CORRECTION: Final = "apps.clusternet.io/drift-correction"
 # Manual approval (hub --cluster-approval=Manual): an admin's verdict on a ClusterRegistrationRequest.
 ANNOTATION_APPROVAL: Final = "clusters.clusternet.io/approval"  # Approved | Denied
 ANNOTATION_DENIAL_REASON: Final = "clusters.clusternet.io/denial-reason"
@@ -75,6 +79,10 @@ TAINT_INITIALIZATION: Final = "clusters.clusternet.io/initialization"
 AGENT_BOOTSTRAP_SECRET: Final = "clusternet-agent-cluster-registration"
 PARENT_CREDENTIALS_SECRET: Final = "parent-cluster"
 AGENT_KEY_SECRET: Final = "clusternet-agent-key"  # ours: the agent's private key for sealed tokens
+
+# Push credentials: the agent copies its child's app-deployer ServiceAccount credentials into this Secret
+# of its cluster namespace on the parent; the hub reads them to push (and may read nothing else of Secrets)
+DEPLOYER_SECRET: Final = "child-cluster-deployer"
 
 # RBAC for bootstrapping on the parent
 BOOTSTRAP_GROUP: Final = "system:bootstrappers:clusternet:register-cluster-token"

@@ -245,7 +245,7 @@ def build_feed_inventory(subscription: Obj, templates: Mapping[str, Obj]) -> Inv
     owners: list[dict[str, Any]] | None = None
     if uid:
         labels[known.LABEL_SUBS_UID] = str(uid)
-        owners = [{"apiVersion": f"{known.APPS_GROUP}/{known.APPS_VERSION}", "kind": "Subscription",
+        owners = [{"apiVersion": known.APPS_API_VERSION, "kind": "Subscription",
                    "name": name, "uid": str(uid), "controller": True, "blockOwnerDeletion": True}]
     result = InventoryResult(FeedInventory(
         metadata=ObjectMeta(name=name, namespace=namespace, labels=labels, owner_references=owners),

@@ -127,7 +127,7 @@ def dividing_override(feed: Obj, split: ReplicaSplit) -> dict[str, Any]:
     """
     namespace, _, name = split.subscription.rpartition("/")
     return {
-        "apiVersion": f"{known.APPS_GROUP}/{known.APPS_VERSION}", "kind": "Subscription",
+        "apiVersion": known.APPS_API_VERSION, "kind": "Subscription",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"priority": DIVIDING_PRIORITY, "overridePolicy": "ApplyNow", "feed": feed_ref(feed),
                  "overrides": [{"name": "dividing-scheduler", "type": "JSONPatch",

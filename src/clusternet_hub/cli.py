@@ -18,7 +18,7 @@ from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import setup_logging
 from clusternet_hub import compat, server
 from clusternet_hub.clusterlabels import parse_prefixes
-from clusternet_hub.deployer import Deployer
+from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.sockets import SocketRegistry
@@ -34,7 +34,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
     async with Kube(creds, user_agent=f"clusternet-hub/{__version__}") as kube:
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
-        ctx.deployer = Deployer(kube, ctx.clusters, ctx.tunnel_port, options.resync_interval)
+        ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_port, options.resync_interval)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         app = server.build_app(ctx.sockets, proxy, options.requestheader_allowed_names)
         tls = server.server_ssl_context(options.tls_cert_file, options.tls_key_file,
@@ -42,7 +42,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
         runner = await server.start(app, options.bind_address, options.secure_port, tls)
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
         bg = asyncio.create_task(background(ctx))
-        deploying = asyncio.create_task(ctx.deployer.run())
+        deploying = asyncio.create_task(ctx.controller.run())
 
         async def stop_components() -> None:
             for task in (bg, deploying):

@@ -22,7 +22,6 @@ Clusters registered before this existed have no such annotation: all their label
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import re
@@ -33,9 +32,10 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.kube import Kube, Obj
+from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
-API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+API = known.CLUSTERS_API_VERSION
 FLAG = "--cluster-label-prefixes"
 # the cluster's identity: set by the hub, never by a request, whatever the prefixes allow
 RESERVED = frozenset({known.LABEL_CLUSTER_ID, known.LABEL_CLUSTER_NAME, known.LABEL_CREATED_BY})
@@ -170,7 +170,7 @@ def recorded_labels(mc: Obj) -> dict[str, str]:
 def _event(obj: Obj, reason: str, message: str) -> Obj:
     meta = obj["metadata"]
     ns = meta.get("namespace") or "default"  # the events of cluster-scoped objects live in default
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now_rfc3339()
     return {"apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": ns},
             "involvedObject": {"apiVersion": API, "kind": obj["kind"], "name": meta["name"],

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import known
+from clusternet_api.timefmt import format_rfc3339
 
 Obj = dict[str, Any]
 DEFAULT_HEARTBEAT_SECONDS = 180  # Clusternet's default --cluster-status-update-frequency (3m)
@@ -31,10 +32,6 @@ def parse_time(value: str | None) -> datetime.datetime | None:
     if not value:
         return None
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def fmt_time(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def grace_period(mc: Obj) -> datetime.timedelta:
@@ -49,6 +46,11 @@ def ready_condition(mc: Obj) -> Obj | None:
     return None
 
 
+def is_ready(mc: Obj) -> bool:
+    """Ready=True: the agent reports and the hub has not judged it silent (what pushing and cleanup wait for)."""
+    return (ready_condition(mc) or {}).get("status") == "True"
+
+
 @dataclass(frozen=True)
 class HealthPatch:
     """The changes to write: a status merge patch and/or a new spec.taints list (None = leave as is)."""
@@ -61,7 +63,7 @@ def _with_taint(taints: list[Obj], reason: str, now: datetime.datetime) -> list[
     if any(t.get("key") == known.TAINT_UNSCHEDULABLE and t.get("effect") == "NoSchedule" for t in taints):
         return taints
     return [*taints, {"key": known.TAINT_UNSCHEDULABLE, "value": reason, "effect": "NoSchedule",
-                      "timeAdded": fmt_time(now)}]
+                      "timeAdded": format_rfc3339(now)}]
 
 
 def _without_taint(taints: list[Obj]) -> list[Obj]:
@@ -108,7 +110,7 @@ def evaluate(mc: Obj, now: datetime.datetime, watched_since: datetime.datetime |
     stale = now - reference > grace_period(mc)
     if stale:
         reason = known.REASON_STATUS_UNKNOWN if last else known.REASON_NEVER_UPDATED
-        message = (f"no heartbeat from the cluster agent since {fmt_time(last)} "
+        message = (f"no heartbeat from the cluster agent since {format_rfc3339(last)} "
                    f"(grace period {int(grace_period(mc).total_seconds())}s = 3 x heartbeat period)"
                    if last else "the cluster agent has never reported status")
         unchanged = (ready is not None and ready.get("status") == "Unknown" and ready.get("reason") == reason
@@ -116,7 +118,7 @@ def evaluate(mc: Obj, now: datetime.datetime, watched_since: datetime.datetime |
         if not unchanged:
             conditions = [c for c in status.get("conditions") or [] if c.get("type") != known.CONDITION_READY]
             conditions.append({"type": known.CONDITION_READY, "status": "Unknown", "reason": reason,
-                               "message": message, "lastTransitionTime": fmt_time(now)})
+                               "message": message, "lastTransitionTime": format_rfc3339(now)})
             new_status = {"conditions": conditions, "readyz": False, "livez": False, "healthz": False}
         effective: str = "Unknown"
         effective_reason = reason

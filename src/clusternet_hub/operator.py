@@ -19,7 +19,8 @@ import kopf
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_hub import clusterlabels, health, metrics, registration
-from clusternet_hub.deployer import Deployer
+from clusternet_hub.controller import Controller
+from clusternet_hub.controller.store import Store
 from clusternet_hub.sockets import SocketRegistry
 
 HUB = kopf.OperatorRegistry()
@@ -56,9 +57,9 @@ class HubContext:
     observation: health.Observation = field(default_factory=health.Observation)
     approved: dict[str, Obj] = field(default_factory=dict)
     sockets: SocketRegistry | None = None
-    deployer: Deployer | None = None
+    controller: Controller | None = None
     shutdown: Callable[[], Awaitable[None]] | None = None
-    """Stops the server, tunnels and deployer (once, however often called)."""
+    """Stops the server, tunnels and controller (once, however often called)."""
 
     async def tunnel_port(self, cluster_id: str) -> int | None:
         """Loopback port into a cluster's API server through its tunnel, when the tunnel is up."""
@@ -100,7 +101,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup(registry=HUB)
 async def stop_serving(memo: HubContext, **_: Any) -> None:
     """On SIGTERM kopf stops its own tasks, then cancels every other task after 5 s: end the tunnels, the
-    server and the deployer in order first, so in-flight requests fail cleanly and nothing is cut mid-write."""
+    server and the controller in order first, so in-flight requests fail cleanly and nothing is cut mid-write."""
     if memo.shutdown is not None:
         await memo.shutdown()
 
@@ -200,8 +201,8 @@ async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) 
         memo.observation.forget(key)
     else:
         memo.clusters[key] = dict(body)
-    if memo.deployer is not None:
-        memo.deployer.on_cluster(type, dict(body), old)
+    if memo.controller is not None:
+        memo.controller.store.on_cluster(type, dict(body), old)
 
 
 async def check_health(ctx: HubContext, now: datetime.datetime | None = None) -> None:
@@ -212,7 +213,7 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
         if since is None:
             continue  # the parent is out of reach: no heartbeat could have arrived, nothing to judge
         change = health.evaluate(mc, now, since)
-        api = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+        api = known.CLUSTERS_API_VERSION
         try:
             if change.status is not None:  # a verdict: confirm it on a fresh read, not on the watch's cache
                 mc = await ctx.api.get(api, "ManagedCluster", name, ns) or mc
@@ -271,24 +272,20 @@ async def background(ctx: HubContext) -> None:
             log.exception("hub background pass failed; continuing")
 
 
-# --- deployment pipeline: events only feed the deployer's caches and queue ------------------------------
+# --- deployment pipeline: events only feed the controller's store and queue -----------------------------
 
 
-def _apps_event(plural: str) -> Any:
+def _apps_event(plural: str, on_event: Callable[[Store, str, Obj], None]) -> Any:
     async def handler(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
-        if memo.deployer is None:
-            return  # (type is None for objects of the initial listing: they are handled like additions)
-        obj = dict(body)
-        event = "DELETED" if type == "DELETED" else "MODIFIED"
-        d = memo.deployer
-        {"subscriptions": d.on_subscription, "manifests": d.on_manifest, "globalizations": d.on_override,
-         "localizations": d.on_override, "descriptions": d.on_description, "bases": d.on_base,
-         "feedinventories": d.on_feed_inventory}[plural](event, obj)
+        if memo.controller is not None:  # (type is None for objects of the initial listing: handled as additions)
+            on_event(memo.controller.store, "DELETED" if type == "DELETED" else "MODIFIED", dict(body))
 
     handler.__name__ = f"track_{plural}"
     return kopf.on.event(known.APPS_GROUP, known.APPS_VERSION, plural, registry=HUB)(handler)
 
 
-for _plural in ("subscriptions", "manifests", "globalizations", "localizations", "descriptions", "bases",
-                "feedinventories"):
-    _apps_event(_plural)
+for _plural, _on_event in (("subscriptions", Store.on_subscription), ("manifests", Store.on_manifest),
+                           ("globalizations", Store.on_override), ("localizations", Store.on_override),
+                           ("descriptions", Store.on_description), ("bases", Store.on_base),
+                           ("feedinventories", Store.on_feed_inventory)):
+    _apps_event(_plural, _on_event)

@@ -26,6 +26,7 @@ from typing import Any
 from clusternet_api import known
 from clusternet_api.kube import Kube, Obj
 from clusternet_api.sealing import SCHEME, SealingError, seal
+from clusternet_api.timefmt import RFC3339, now_rfc3339
 from clusternet_hub.clusterlabels import initial_from_request
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def managed_cluster_manifest(crr: Obj, ns: str) -> Obj:
     from_request = initial_from_request(spec.get("clusterLabels"))
     labels = {**from_request, **identity_labels(spec["clusterId"], name)}
     return {
-        "apiVersion": f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}", "kind": "ManagedCluster",
+        "apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
         "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": {
             known.ANNOTATION_LABELS_FROM_REQUEST: json.dumps(from_request, sort_keys=True)}},
         "spec": {"clusterId": spec["clusterId"], "clusterType": spec.get("clusterType") or "StandardCluster",
@@ -178,7 +179,7 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
               "resourceNames": [AGENT_SERVICE_ACCOUNT], "verbs": ["create"]},
              # push credentials the agent hands the hub (only with AppPusher); nothing else of Secrets
              {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["child-cluster-deployer"],
+             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [known.DEPLOYER_SECRET],
               "verbs": ["get", "patch", "update", "delete"]},
          ]},
         {"apiVersion": rbac, "kind": "RoleBinding",
@@ -222,21 +223,17 @@ async def refresh_rbac(kube: Kube, crr: Obj) -> None:
                            for obj in rbac_manifests(cluster_id, ns, mc_name)))
 
 
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def token_is_due(crr: Obj, ttl_seconds: int, now: datetime.datetime | None = None) -> bool:
     """An approved request needs a fresh sealed token once half the token's lifetime has passed."""
     issued = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_TOKEN_ISSUED_AT)
     if not issued:
         return True
-    issued_at = datetime.datetime.strptime(issued, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    issued_at = datetime.datetime.strptime(issued, RFC3339).replace(tzinfo=datetime.UTC)
     now = now or datetime.datetime.now(datetime.UTC)
     return (now - issued_at).total_seconds() >= ttl_seconds / 2
 
 
-CRR_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+CRR_API = known.CLUSTERS_API_VERSION
 
 
 async def deny(kube: Kube, crr: Obj, message: str) -> None:

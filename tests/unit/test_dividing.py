@@ -20,9 +20,9 @@ from clusternet_core.feedinventory import (
     parse_workload,
     replica_splits,
 )
+from clusternet_core.plan import inputs_hash
 from clusternet_core.rendering import DIVIDING_PRIORITY, ReplicaSplit, render_generic
 from clusternet_core.scheduling import schedule
-from clusternet_hub.deployer import inputs_hash
 
 KEY = "apps/v1/Deployment/app/web"
 FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "app", "name": "web"}

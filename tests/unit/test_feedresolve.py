@@ -8,7 +8,7 @@ from clusternet_api import known
 from clusternet_api.kube import Credentials, Kube
 from clusternet_core.feedresolve import REASON_AMBIGUOUS, matches, resolve_feeds, template_ref
 from clusternet_core.naming import manifest_labels, manifest_name
-from clusternet_hub.deployer import Deployer
+from clusternet_hub.controller import Controller
 
 
 def manifest(kind: str, namespace: str | None, name: str, api_version: str = "v1", *,
@@ -106,16 +106,16 @@ async def test_the_hub_refuses_an_ambiguous_subscription_writing_nothing_but_its
         return None
 
     kube = RecordingKube()
-    d = Deployer(kube, {}, no_tunnel)
+    d = Controller(kube, {}, no_tunnel)
     deployed_status = {"bindingClusters": ["clusternet-a/child1"], "completedReleases": 1}
     sub = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
            "metadata": {"name": "app", "namespace": "default", "uid": "s1", "resourceVersion": "1",
                         "finalizers": [known.FINALIZER_APPS]},
            "spec": {"subscribers": [{"clusterAffinity": {}}], "feeds": [LOOSE]}, "status": deployed_status}
-    d.caches.subscriptions[("default", "app")] = kube.stored["app"] = sub
+    d.store.caches.subscriptions[("default", "app")] = kube.stored["app"] = sub
     for m in (TWIN_DEFAULT, TWIN_OTHER):
-        d.caches.manifests[m["metadata"]["name"]] = m
-    await d.reconcile_subscription("default", "app", force=False)
+        d.store.caches.manifests[m["metadata"]["name"]] = m
+    await d.subscriptions.reconcile(("default", "app"), force=False)
     assert [w[0] for w in kube.writes] == ["create Event", "patch Subscription status"]
     event, status = kube.writes[0][1], kube.writes[1][1]["status"]
     assert event["type"] == "Warning" and event["reason"] == REASON_AMBIGUOUS
@@ -128,7 +128,7 @@ async def test_the_hub_refuses_an_ambiguous_subscription_writing_nothing_but_its
     assert ready["message"].endswith("nothing is deployed, changed or removed")
     # reconciling again (resync) writes nothing: the same refusal is neither rewritten nor announced again
     kube.writes.clear()
-    await d.reconcile_subscription("default", "app", force=False)
+    await d.subscriptions.reconcile(("default", "app"), force=False)
     assert kube.writes == []
 
 
@@ -136,11 +136,11 @@ def test_a_new_template_brings_back_subscriptions_whose_feed_it_matches_without_
     async def no_tunnel(cluster_id: str) -> None:
         return None
 
-    d = Deployer(Kube(Credentials("https://127.0.0.1:1")), {}, no_tunnel)
+    d = Controller(Kube(Credentials("https://127.0.0.1:1")), {}, no_tunnel)
     for name, feed in (("loose", LOOSE), ("exact", {**LOOSE, "namespace": "default"}),
                        ("unrelated", {**LOOSE, "name": "x"})):
-        d.caches.subscriptions[("default", name)] = {"metadata": {"name": name, "namespace": "default"},
+        d.store.caches.subscriptions[("default", name)] = {"metadata": {"name": name, "namespace": "default"},
                                                      "spec": {"feeds": [feed]}}
-    d.on_manifest("ADDED", TWIN_OTHER)
-    queued = {d.queue.get_nowait() for _ in range(d.queue.qsize())}
+    d.store.on_manifest("ADDED", TWIN_OTHER)
+    queued = {key for key, _ in d.store.queue.drain()}
     assert queued == {("sub", "default", "loose")}

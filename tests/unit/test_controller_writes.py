@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 
 from clusternet_api import applier, known
-from clusternet_api.kube import Credentials, Kube, Obj
-from clusternet_hub.deployer import ANNOTATION_INPUTS_HASH, ANNOTATION_RENDER_ERRORS, Deployer, needs_apply
+from clusternet_api.kube import Obj
+from clusternet_core.plan import ANNOTATION_INPUTS_HASH, ANNOTATION_RENDER_ERRORS, needs_apply
+from clusternet_hub.controller.store import Store
 
 OWNER = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Base", "name": "app-1", "uid": "u1",
          "controller": True, "blockOwnerDeletion": True}
@@ -74,22 +75,19 @@ def test_the_status_written_names_the_generation_it_reports_on() -> None:
                                        "manifestStatuses": [{"kind": "ConfigMap", "name": "a"}]}
 
 
-async def test_a_base_deleted_by_someone_else_brings_its_subscription_back() -> None:
-    async def no_tunnel(cluster_id: str) -> None:
-        return None
-
-    d = Deployer(Kube(Credentials("https://127.0.0.1:1")), {}, no_tunnel)
+def test_a_base_deleted_by_someone_else_brings_its_subscription_back() -> None:
+    d = Store({})
     sub = {"metadata": {"name": "app", "namespace": "default", "uid": "s1"}}
     d.caches.subscriptions[("default", "app")] = sub
     base = {"metadata": {"name": "app-1", "namespace": "clusternet-abc", "labels": {
         known.LABEL_SUBS_NAME: "app", known.LABEL_SUBS_NAMESPACE: "default"}}}
     d.on_base("MODIFIED", base)
-    assert d.caches.bases[("clusternet-abc", "app-1")] is base and d.queue.empty()
+    assert d.caches.bases[("clusternet-abc", "app-1")] is base and not d.queue.drain()
     d.on_base("DELETED", base)
     assert ("clusternet-abc", "app-1") not in d.caches.bases
-    assert d.queue.get_nowait() == ("sub", "default", "app")
+    assert d.queue.drain() == [(("sub", "default", "app"), False)]
     # ... but not while the Subscription itself is being deleted (its Bases go on purpose)
     sub["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
     d.on_base("MODIFIED", base)
     d.on_base("DELETED", base)
-    assert d.queue.empty()
+    assert not d.queue.drain()

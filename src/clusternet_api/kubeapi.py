@@ -1,0 +1,35 @@
+"""The API calls the hub's controller and the applier make, as a Protocol.
+
+`clusternet_api.kube.Kube` satisfies it; unit tests hand in an in-memory fake instead, so reconcile and
+push logic is tested without an API server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Obj = dict[str, Any]
+
+
+class KubeApi(Protocol):
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None: ...
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None,
+                   label_selector: str | None = None) -> list[Obj]: ...
+
+    async def create(self, obj: Obj, namespace: str | None = None) -> Obj: ...
+
+    async def apply(self, obj: Obj, field_manager: str, force: bool = True) -> Obj: ...
+
+    async def patch(self, api_version: str, kind: str, name: str, body: Any, namespace: str | None = None,
+                    *, subresource: str | None = None,
+                    content_type: str = "application/merge-patch+json") -> Obj: ...
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+                     propagation: str = "Background") -> bool: ...
+
+
+class ChildApi(KubeApi, Protocol):
+    """A connection to a child cluster, which its owner closes."""
+
+    async def close(self) -> None: ...

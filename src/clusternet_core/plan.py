@@ -1,0 +1,370 @@
+"""What one reconcile of a Subscription should write, computed without I/O from what the hub has cached.
+
+The hub's controller (clusternet_hub/controller/subscriptions.py) calls `plan_subscription` and then
+applies the returned Plan in one step: server-side applies with fixed names, so writing a plan twice
+is harmless. Nothing here reads the clock or the network, so every decision is unit-testable.
+
+ApplyLater vs ApplyNow: a Description records a hash of its inputs (the Subscription's feeds and their
+templates, and for Dividing the cluster's share of the replicas). A reconcile keeps the rendered objects
+while that hash is unchanged, so an ApplyLater override waits for the next change of the Subscription or
+a feed; an ApplyNow override's change (or deletion) forces a re-render of the Subscriptions that deploy
+its feed.
+
+Dividing: the plan includes the Subscription's FeedInventory (feedinventory.py), schedules with its
+desiredReplicas, and renders each cluster's share into its objects (rendering.ReplicaSplit) instead of
+creating Clusternet's per-cluster priority-1000 Localizations. A changed template, weight, label or
+binding changes some cluster's share, hence its inputs hash, so that cluster is re-rendered.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from clusternet_api import known
+from clusternet_core import feedinventory, feedresolve, feedstatus, rendering
+from clusternet_core.overrides import OverrideError
+from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
+
+Obj = dict[str, Any]
+Key = tuple[str, str]
+"""(namespace, name); namespace "" for cluster-scoped objects."""
+
+ANNOTATION_INPUTS_HASH = "apps.clusternet.io/inputs-hash"
+ANNOTATION_RENDER_ERRORS = "apps.clusternet.io/render-errors"
+# Description annotations the hub writes; an absent one is as much part of what it wants as a present one
+OWN_ANNOTATIONS = (ANNOTATION_INPUTS_HASH, ANNOTATION_RENDER_ERRORS, known.ANNOTATION_DRIFT_CORRECTION)
+
+
+class FeedRef(TypedDict):
+    """One feed of a Subscription: the object it deploys (namespace "" when the feed names none)."""
+
+    apiVersion: str
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass
+class Caches:
+    """What the hub knows, fed by watch events; plans read only from here."""
+
+    clusters: dict[Key, Obj] = field(default_factory=dict)
+    subscriptions: dict[Key, Obj] = field(default_factory=dict)
+    manifests: dict[str, Obj] = field(default_factory=dict)
+    globalizations: dict[str, Obj] = field(default_factory=dict)
+    localizations: dict[Key, Obj] = field(default_factory=dict)
+    descriptions: dict[Key, Obj] = field(default_factory=dict)
+    bases: dict[Key, Obj] = field(default_factory=dict)
+    inventories: dict[Key, Obj] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One cluster a Subscription is bound to, and its share of divided replicas (feed key -> split)."""
+
+    cluster: Obj
+    key: str
+    """`<namespace>/<name>` of the ManagedCluster, as in status.bindingClusters."""
+    splits: dict[str, rendering.ReplicaSplit]
+    digest: str
+    """inputs_hash of what this cluster's objects are rendered from."""
+
+
+@dataclass
+class ClusterPlan:
+    """The Base and Description of one bound cluster."""
+
+    base: Obj
+    """The Base to apply, or the cached one when it already holds all the hub wants (apply_base False)."""
+    apply_base: bool
+    description: Obj | None
+    """The Description to apply (its owner reference completed by `owned_by` once the Base's uid is known);
+    None when there is nothing for the generic deployer or the previous one is still being cleaned up."""
+    existing: Obj | None
+    """The cached Description."""
+    errors: list[str] = field(default_factory=list)
+    """Problems for the Subscription's status."""
+    announce: bool = False
+    """The render errors changed since the Description last recorded them: post events."""
+    override_errors: list[OverrideError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StatusInputs:
+    """What a reconcile learnt for the Subscription's status (the rest comes from the Descriptions)."""
+
+    bindings: list[str]
+    replicas: dict[str, list[int]]
+    message: str | None
+    problems: list[str]
+
+
+@dataclass
+class Plan:
+    """Everything one reconcile writes, in this order: finalizer, FeedInventory, per-cluster Bases and
+    Descriptions, deletions, status."""
+
+    action: Literal["add-finalizer", "delete", "refuse", "deploy"]
+    inventory: Obj | None = None
+    """FeedInventory to apply (Dividing, changed)."""
+    delete_inventory: bool = False
+    """The Subscription no longer divides: remove the FeedInventory this hub wrote."""
+    clusters: list[ClusterPlan] = field(default_factory=list)
+    delete_bases: list[Key] = field(default_factory=list)
+    """Bases of clusters no longer bound (Descriptions follow by owner reference)."""
+    refusal: tuple[Obj, Obj] | None = None
+    """(status, Ready condition) of a refused Subscription."""
+    status: StatusInputs | None = None
+
+
+def key_of(obj: Obj) -> Key:
+    meta = obj["metadata"]
+    return str(meta.get("namespace") or ""), str(meta["name"])
+
+
+def subscription_feeds(sub: Obj) -> list[FeedRef]:
+    refs = (feed_ref(f) for f in (sub.get("spec") or {}).get("feeds") or [])
+    return [FeedRef(apiVersion=r["apiVersion"], kind=r["kind"], namespace=r["namespace"], name=r["name"])
+            for r in refs]
+
+
+def inputs_hash(sub_spec: Obj, templates: Mapping[str, Obj], replicas: dict[str, int] | None = None) -> str:
+    """Changes when the Subscription or one of its feeds changes (what ApplyLater overrides wait for), or
+    when the cluster's share of divided replicas (feed key -> count) changes."""
+    inputs: dict[str, Any] = {"spec": sub_spec,
+                              "templates": {k: v.get("template") for k, v in sorted(templates.items())}}
+    if replicas:  # left out otherwise, so Replication hashes stay what they were
+        inputs["replicas"] = replicas
+    data = json.dumps(inputs, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def needs_apply(existing: Obj | None, body: Obj) -> bool:
+    """Would applying `body` (the hub's whole intent for a Base or Description) change `existing`?
+
+    A reconcile re-applies every bound cluster's Base and Description, and resyncs and cluster changes
+    reconcile often; a no-op server-side apply still costs the parent a write's worth of work, so the hub
+    compares with its cache instead. The hub owns spec outright; of the metadata it compares what it sets.
+    """
+    if existing is None:
+        return True
+    meta, want = existing.get("metadata") or {}, body["metadata"]
+    if existing.get("spec") != body.get("spec"):
+        return True
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    if any(labels.get(k) != v for k, v in (want.get("labels") or {}).items()):
+        return True
+    if "annotations" in want and any(annotations.get(k) != want["annotations"].get(k) for k in OWN_ANNOTATIONS):
+        return True
+    owners = meta.get("ownerReferences") or []
+    return any(f not in (meta.get("finalizers") or []) for f in want.get("finalizers") or []) or any(
+        ref not in owners for ref in want.get("ownerReferences") or [])
+
+
+def override_targets(override: Obj, sub: Obj) -> bool:
+    """Does this Localization/Globalization select one of the Subscription's feeds?"""
+    target = (override.get("spec") or {}).get("feed") or {}
+    try:
+        ref = feed_ref(target)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return any(feed_key(ref) == feed_key(f) for f in subscription_feeds(sub))
+
+
+def condition(status: str, reason: str, message: str) -> Obj:
+    return {"type": "Ready", "status": status, "reason": reason, "message": message}
+
+
+def ambiguous_condition(resolved: feedresolve.FeedResolution) -> Obj:
+    """Ready=False for a feed naming several templates (the hub used to deploy the first it saw)."""
+    return condition("False", feedresolve.REASON_AMBIGUOUS, resolved.message() + (
+        "; the Subscription is refused as a whole until then: nothing is deployed, changed or removed"))
+
+
+def without_conditions(sub: Obj) -> Obj:
+    """The status as it is, minus the conditions: a refused Subscription's objects stay deployed, so what its
+    status says about them stays true."""
+    return {k: v for k, v in (sub.get("status") or {}).items() if k != "conditions"}
+
+
+def owned_bases(sub: Obj, bases: Iterable[Obj]) -> list[Obj]:
+    uid = sub["metadata"]["uid"]
+    return [b for b in bases if (b["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == uid]
+
+
+def unbound_bases(sub: Obj, bases: Iterable[Obj], bound: set[Key]) -> list[Key]:
+    """The Subscription's Bases in clusters it no longer binds (all of them when `bound` is empty)."""
+    return [key_of(b) for b in owned_bases(sub, bases)
+            if key_of(b) not in bound and not b["metadata"].get("deletionTimestamp")]
+
+
+def labels(sub: Obj, mc: Obj) -> dict[str, str]:
+    meta = sub["metadata"]
+    mc_labels = mc["metadata"].get("labels") or {}
+    return {known.LABEL_SUBS_UID: meta["uid"], known.LABEL_SUBS_NAME: meta["name"],
+            known.LABEL_SUBS_NAMESPACE: meta["namespace"],
+            known.LABEL_CLUSTER_ID: str((mc.get("spec") or {}).get("clusterId") or ""),
+            known.LABEL_CLUSTER_NAME: mc_labels.get(known.LABEL_CLUSTER_NAME, mc["metadata"]["name"])}
+
+
+def base_body(sub: Obj, mc: Obj, feeds: list[FeedRef]) -> Obj:
+    meta = sub["metadata"]
+    return {
+        "apiVersion": known.APPS_API_VERSION, "kind": "Base",
+        "metadata": {"name": rendering.base_name(meta["name"], subscription_namespace=meta["namespace"]),
+                     "namespace": mc["metadata"]["namespace"], "labels": labels(sub, mc)},
+        # empty strings left out: kube-apiserver 1.20 turns "" into null when applying a custom resource
+        "spec": {"feeds": [{k: v for k, v in f.items() if v} for f in feeds]},
+    }
+
+
+def owned_by(description: Obj, base: Obj) -> Obj:
+    """The Description with its owner reference to the (applied) Base."""
+    owner = {"apiVersion": known.APPS_API_VERSION, "kind": "Base", "name": base["metadata"]["name"],
+             "uid": base["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {**description, "metadata": {**description["metadata"], "ownerReferences": [owner]}}
+
+
+def plan_inventory(sub: Obj, templates: Mapping[str, Obj], existing: Obj | None,
+                   ) -> tuple[feedinventory.InventoryResult | None, Obj | None, bool]:
+    """(inventory, body to apply or None, delete the existing one) for a Subscription's FeedInventory.
+
+    Only Dividing Subscriptions get one, like Clusternet's FeedInventory controller (it skips the
+    others): Replication never reads it, and one object per Subscription would double the objects
+    the hub writes and a user could mistake for a setting. The one this hub wrote goes when the
+    Subscription no longer divides; it is written only when it changed.
+    """
+    uid = sub["metadata"].get("uid")
+    owned = existing is not None and any(ref.get("uid") == uid for ref in existing["metadata"].get(
+        "ownerReferences") or [])
+    if not feedinventory.is_dividing(sub):
+        return None, None, owned
+    inventory = feedinventory.build_feed_inventory(sub, templates)
+    body = inventory.body()
+    changed = not owned or (existing or {}).get("spec") != body["spec"]
+    return inventory, body if changed else None, False
+
+
+def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
+    """What to write for the Subscription `sub` (as cached): see Plan."""
+    meta = sub["metadata"]
+    if meta.get("deletionTimestamp"):  # delete the Bases; do not wait for offline clusters
+        return Plan("delete", delete_bases=unbound_bases(sub, caches.bases.values(), set()))
+    if known.FINALIZER_APPS not in (meta.get("finalizers") or []):
+        return Plan("add-finalizer")  # the update event brings the Subscription back
+    feeds = subscription_feeds(sub)
+    resolved = feedresolve.resolve_feeds(feeds, caches.manifests.values())
+    if resolved.ambiguous:  # refused as a whole, like an invalid one: nothing deployed changes
+        return Plan("refuse", refusal=(without_conditions(sub), ambiguous_condition(resolved)))
+    templates = resolved.templates
+    inventory, inventory_body, delete_inventory = plan_inventory(sub, templates, caches.inventories.get(key_of(sub)))
+    plan = Plan("deploy", inventory=inventory_body, delete_inventory=delete_inventory)
+    try:
+        result = schedule(sub, list(caches.clusters.values()), inventory.desired_replicas() if inventory else None)
+    except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
+        plan.action, plan.refusal = "refuse", ({}, condition("False", "InvalidSubscription", str(e)))
+        return plan
+    bindings = []
+    for p in result.clusters:
+        mc = caches.clusters.get((p.namespace, p.name))
+        if mc is None:
+            continue
+        splits = feedinventory.replica_splits(result.replicas, result.binding_clusters, p.key, inventory.inventory,
+                                              "/".join(key_of(sub))) if inventory else {}
+        digest = inputs_hash(sub.get("spec") or {}, templates, {k: s.replicas for k, s in splits.items()})
+        bindings.append(Binding(mc, p.key, splits, digest))
+    localizations: dict[str, list[Obj]] = collections.defaultdict(list)  # by cluster namespace
+    for (loc_ns, _), loc in caches.localizations.items():
+        localizations[loc_ns].append(loc)
+    globalizations = list(caches.globalizations.values())
+    plan.clusters = [plan_cluster(sub, b, feeds, templates, force, caches, globalizations,
+                                  localizations[b.cluster["metadata"]["namespace"]]) for b in bindings]
+    bound = {key_of(c.base) for c in plan.clusters}
+    plan.delete_bases = unbound_bases(sub, caches.bases.values(), bound)
+    problems = list(inventory.problems) if inventory else []
+    problems += [e for c in plan.clusters for e in c.errors]
+    plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems)
+    return plan
+
+
+def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Mapping[str, Obj], force: bool,
+                 caches: Caches, globalizations: list[Obj], localizations: list[Obj]) -> ClusterPlan:
+    mc = binding.cluster
+    body = base_body(sub, mc, feeds)
+    cached_base = caches.bases.get(key_of(body))
+    unchanged = cached_base is not None and not cached_base["metadata"].get("deletionTimestamp") and not needs_apply(
+        cached_base, body)
+    ns = mc["metadata"]["namespace"]
+    name = rendering.description_name(body["metadata"]["name"], "Generic")
+    existing = caches.descriptions.get((ns, name))
+    plan = ClusterPlan(cached_base if unchanged and cached_base else body, not unchanged, None, existing)
+    if existing is not None and existing["metadata"].get("deletionTimestamp"):
+        plan.errors = [f"{ns}/{name} is still being cleaned up"]
+        return plan
+    rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
+                                        binding.splits)
+    plan.errors = rendered.all_errors()
+    keep = (existing is not None and not force and
+            (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == binding.digest)
+    raw = (existing.get("spec") or {}).get("raw") if keep and existing else rendered.encoded_raw()
+    if not raw and not rendered.items:
+        return plan  # only Helm feeds: the Helm deployer's business
+    annotations = {ANNOTATION_INPUTS_HASH: binding.digest, ANNOTATION_RENDER_ERRORS: "; ".join(plan.errors)[:4000]}
+    if (sub["metadata"].get("annotations") or {}).get(known.ANNOTATION_DRIFT_CORRECTION) == "false":
+        annotations[known.ANNOTATION_DRIFT_CORRECTION] = "false"
+    plan.description = {
+        "apiVersion": known.APPS_API_VERSION, "kind": "Description",
+        "metadata": {"name": name, "namespace": ns, "labels": labels(sub, mc), "annotations": annotations,
+                     "finalizers": [known.FINALIZER_APPS]},
+        "spec": {"deployer": "Generic", "raw": raw},
+    }
+    previous = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_RENDER_ERRORS)
+    plan.announce = bool(plan.errors) and previous != annotations[ANNOTATION_RENDER_ERRORS]
+    plan.override_errors = rendered.override_errors if plan.announce else []
+    return plan
+
+
+def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -> tuple[Obj, Obj]:
+    """(status without conditions, Ready condition) from what the Descriptions report; `inputs` from a
+    reconcile, or None when only reports came in (the binding stays as last written)."""
+    status = dict(sub.get("status") or {})
+    if inputs is not None:
+        status["bindingClusters"] = inputs.bindings
+        status["replicas"] = inputs.replicas or {}
+        status["desiredReleases"] = len(inputs.bindings)
+    view = {**sub, "status": status}
+    descs = [d for d in caches.descriptions.values()
+             if (d["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == sub["metadata"]["uid"]]
+    clusters = {f"{ns}/{name}": mc for (ns, name), mc in caches.clusters.items()}
+    aggregated = feedstatus.aggregate(view, descs, clusters)
+    ready = aggregated.pop("conditions", [{}])[0]
+    if inputs is not None and inputs.message and not status.get("bindingClusters"):
+        ready = condition("False", "NoMatchingCluster", inputs.message)
+    if inputs is not None and inputs.problems:
+        ready = condition("False", "RenderFailed", "; ".join(inputs.problems))
+    resolved = feedresolve.resolve_feeds(subscription_feeds(sub), caches.manifests.values())
+    if resolved.ambiguous:  # reports from what was deployed before must not turn a refusal into Ready
+        ready = ambiguous_condition(resolved)
+    new_status = {k: v for k, v in status.items() if k != "conditions"}
+    new_status.update(aggregated)
+    return new_status, ready
+
+
+def status_update(sub: Obj, status: Obj, ready: Obj, now: str) -> Obj | None:
+    """The status to write (with Ready's lastTransitionTime kept unless its status flips), None when the
+    Subscription already says it."""
+    old = ready_of(sub)
+    same = old.get("status") == ready.get("status")
+    ready = {**ready, "lastTransitionTime": old.get("lastTransitionTime") if same and old else now}
+    new = {**status, "conditions": [ready]}
+    return None if dict(sub.get("status") or {}) == new else new
+
+
+def ready_of(sub: Obj) -> Obj:
+    found: Obj = next((c for c in (sub.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+    return found

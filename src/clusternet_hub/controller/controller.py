@@ -1,0 +1,76 @@
+"""The hub's deployment controller: Subscription -> Base -> Description, and pushing Descriptions to the
+clusters that allow it. One instance per hub.
+
+Level-based: watch events only mark work as due (store.py); a few workers then take keys from the work
+queue (workqueue.py) and compute the desired state from the caches with pure functions
+(clusternet_core.plan), writing it idempotently (subscriptions.py, pusher.py, status.py). A periodic
+resync catches anything an event missed and re-applies pushed Descriptions (drift).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from clusternet_api.kube import Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_core.plan import Key
+from clusternet_hub.controller.pusher import Connect, Pusher, TunnelPort, connect_child
+from clusternet_hub.controller.status import StatusWriter
+from clusternet_hub.controller.store import Store, WorkKey
+from clusternet_hub.controller.subscriptions import SubscriptionReconciler
+
+log = logging.getLogger(__name__)
+
+# A work item that failed (the parent or a child out of reach, a conflict) comes back after this long
+ERROR_RETRY_DELAY = 2.0
+
+
+class Controller:
+    def __init__(self, kube: KubeApi, clusters: dict[Key, Obj], tunnel_port: TunnelPort,
+                 resync_interval: float = 30.0, workers: int = 8, connect: Connect = connect_child) -> None:
+        self.kube = kube
+        self.resync_interval = resync_interval
+        self.workers = workers
+        self.store = Store(clusters)
+        self.status = StatusWriter(kube, self.store)
+        self.pusher = Pusher(kube, self.store, tunnel_port, connect)
+        self.subscriptions = SubscriptionReconciler(kube, self.store, self.status)
+
+    async def run(self) -> None:
+        await self.store.prime(self.kube)
+        tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+        tasks.append(asyncio.create_task(self._resync()))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self.pusher.close()
+
+    async def process(self, item: WorkKey, force: bool) -> None:
+        work, key = item[0], (item[1], item[2])
+        if work == "sub":
+            await self.subscriptions.reconcile(key, force)
+        elif work == "status":
+            await self.status.paced_update(key)
+        else:
+            await self.pusher.push(key, force)
+
+    async def _worker(self) -> None:
+        queue = self.store.queue
+        while True:
+            item, force = await queue.get()
+            try:
+                await self.process(item, force)
+            except Exception as e:
+                log.warning("%s %s/%s failed, retrying: %s", *item, e)
+                queue.add_after(item, ERROR_RETRY_DELAY, force)
+            finally:
+                queue.done(item)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_interval)
+            self.store.enqueue_subscriptions()
+            self.pusher.resync(self.resync_interval)

@@ -1,0 +1,177 @@
+"""Pushing Descriptions to the clusters that allow it (appPusher, not Pull), and cleaning up on deletion.
+
+One push of a Description at a time: the work queue never hands a key to two workers (pushes would race
+each other's creates), and a request that comes in meanwhile runs once the current push is done.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from clusternet_api import applier, known
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.kubeapi import ChildApi, KubeApi
+from clusternet_core.plan import Key
+from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.workqueue import Backoff
+from clusternet_hub.health import is_ready
+
+log = logging.getLogger(__name__)
+
+# How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
+# (that is the ManagedCluster's appPusher), and a failed push drops the copy at once.
+PUSH_SECRET_TTL = 60.0
+# Connections the hub keeps to one child. Straight to its API server each new one is a TLS handshake for hub
+# and child alike (a third of the hub's CPU when it opened up to 8 per push to 100 clusters), so two, which
+# keep a push's requests overlapping; through the tunnel a connection is only a stream: as many as a push uses.
+CHILD_CONNECTIONS = 2
+TUNNEL_CONNECTIONS = 8
+# A failed push comes back with growing delay, not on its own status events
+RETRY_FIRST, RETRY_MAX = 2.0, 60.0
+
+TunnelPort = Callable[[str], Awaitable[int | None]]
+"""cluster id -> loopback port of its tunnel into the child's API server, or None when the tunnel is down."""
+Connect = Callable[[Credentials, int], ChildApi]
+"""(credentials, connections) -> a client of the child's API server."""
+
+
+def connect_child(creds: Credentials, connections: int) -> ChildApi:
+    return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections)
+
+
+class Pusher:
+    def __init__(self, kube: KubeApi, store: Store, tunnel_port: TunnelPort,
+                 connect: Connect = connect_child) -> None:
+        self.kube, self.store, self.tunnel_port, self.connect = kube, store, tunnel_port, connect
+        self.children: dict[str, tuple[str, ChildApi]] = {}  # cluster id -> (credentials fingerprint, client)
+        self.secrets: dict[str, tuple[float, dict[str, bytes]]] = {}  # namespace -> (expiry, data)
+        # Description -> (uid, generation, monotonic time) of its last push; events for what was pushed
+        # already need no push (drift is the periodic resync's job), which also ends push -> status -> event
+        # -> push rounds, and the resync skips what was pushed moments ago
+        self.pushed: dict[Key, tuple[str, int, float]] = {}
+        self.retries: Backoff[Key] = Backoff(RETRY_FIRST, RETRY_MAX)
+
+    def resync(self, interval: float) -> None:
+        """Push every Description again (drift), except those pushed moments ago, being pushed or queued:
+        the push they get anyway applies what this one would (a resync during a big rollout used to push
+        the Descriptions in flight twice)."""
+        fresh = time.monotonic() - interval / 2
+        for key in list(self.store.caches.descriptions):
+            if self.store.queue.waiting(("push", *key)):
+                continue
+            if self.pushed.get(key, ("", 0, 0.0))[2] < fresh:
+                self.store.enqueue("push", key, force=True)
+
+    async def close(self) -> None:
+        for _, child in self.children.values():
+            await child.close()
+
+    def cluster_in(self, namespace: str) -> Obj | None:
+        return next((mc for (ns, _), mc in self.store.caches.clusters.items() if ns == namespace), None)
+
+    async def _secret(self, namespace: str) -> dict[str, bytes] | None:
+        cached = self.secrets.get(namespace)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        secret = await self.kube.get("v1", "Secret", known.DEPLOYER_SECRET, namespace)
+        if secret is None:
+            self.secrets.pop(namespace, None)
+            return None
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        self.secrets[namespace] = (time.monotonic() + PUSH_SECRET_TTL, data)
+        return data
+
+    async def child_client(self, mc: Obj) -> ChildApi | None:
+        """Child access for pushing: the agent's deployer credentials, through the tunnel when it is up."""
+        data = await self._secret(mc["metadata"]["namespace"])
+        if data is None:
+            return None
+        cluster_id = str(mc["spec"]["clusterId"])
+        port = await self.tunnel_port(cluster_id)
+        if port is not None:
+            creds = Credentials(server=f"http://127.0.0.1:{port}", token=data["token"].decode())
+        else:
+            creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
+                                token=data["token"].decode())
+        fingerprint = f"{creds.server}|{hashlib.sha256((creds.token or '').encode()).hexdigest()}"
+        cached = self.children.get(cluster_id)
+        if cached and cached[0] == fingerprint:
+            return cached[1]
+        if cached:
+            await cached[1].close()
+        child = self.connect(creds, CHILD_CONNECTIONS if port is None else TUNNEL_CONNECTIONS)
+        self.children[cluster_id] = (fingerprint, child)
+        return child
+
+    def _retry_later(self, key: Key, failed: bool) -> None:
+        """A failed push comes back with growing delay (2 s doubling to 60 s), not on its own status events."""
+        if failed:
+            self.store.queue.add_after(("push", *key), self.retries.next(key), force=True)
+        else:
+            self.retries.forget(key)
+
+    async def push(self, key: Key, force: bool = False) -> None:
+        desc = self.store.caches.descriptions.get(key)
+        if desc is None:  # deleted: nothing more to push
+            self.pushed.pop(key, None)
+            self.retries.forget(key)
+            return
+        meta = desc["metadata"]
+        deleting = bool(meta.get("deletionTimestamp"))
+        if not deleting and not force and self.pushed.get(key, ())[:2] == (meta["uid"], meta.get("generation")):
+            return
+        mc = self.cluster_in(key[0])
+        if mc is None:
+            if deleting:  # the cluster is gone: nobody can clean up, never block the deletion
+                await applier.remove_finalizer(self.kube, desc)
+            return
+        if not applier.deployable_by_hub(mc):
+            return
+        if not deleting and (meta.get("annotations") or {}).get(
+                known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc):
+            return
+        child = await self.child_client(mc)
+        if child is None:
+            await self._pending(desc, f"waiting for the agent's {known.DEPLOYER_SECRET} credentials")
+        elif deleting:
+            await self._clean_up(desc, mc, child)
+        else:
+            await self._apply(desc, child)
+
+    async def _clean_up(self, desc: Obj, mc: Obj, child: ChildApi) -> None:
+        if not is_ready(mc):
+            await self._pending(desc, "cleanup pending: the cluster is offline; its workloads stay until it returns")
+            return
+        removed = await applier.cleanup(child, desc)
+        log.info("cleaned up %s/%s in cluster %s: %s", desc["metadata"]["namespace"], desc["metadata"]["name"],
+                 mc["spec"]["clusterId"], removed)
+        await applier.remove_finalizer(self.kube, desc)
+
+    async def _apply(self, desc: Obj, child: ChildApi) -> None:
+        meta = desc["metadata"]
+        key = (meta["namespace"], meta["name"])
+        try:
+            outcome = await applier.apply_description(child, desc)
+        except ApiException:
+            self.secrets.pop(key[0], None)  # e.g. the agent rotated its token: read it again next time
+            raise
+        if outcome.phase != "Success":
+            self.secrets.pop(key[0], None)
+        await applier.report(self.kube, desc, outcome, known.CREATED_BY_HUB)
+        self.pushed[key] = (meta["uid"], meta.get("generation"), time.monotonic())
+        self._retry_later(key, outcome.phase != "Success")
+
+    async def _pending(self, desc: Obj, reason: str) -> None:
+        status = desc.get("status") or {}
+        if status.get("reason") == reason:
+            return
+        meta = desc["metadata"]
+        with contextlib.suppress(ApiException):
+            await self.kube.patch(known.APPS_API_VERSION, "Description", meta["name"], {"status": {
+                "phase": status.get("phase") or "Pending", "reason": reason}}, meta["namespace"],
+                subresource="status")

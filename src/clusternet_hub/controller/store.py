@@ -1,0 +1,159 @@
+"""The controller's caches, fed by watch events; the handlers only update them and queue work.
+
+Level-based: an event marks work as due (a Subscription to reconcile, a Description to push, a status to
+rewrite); the workers compute what to do from these caches alone. A periodic resync catches anything an
+event missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from clusternet_api import applier, known
+from clusternet_api.kube import Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_core import feedresolve
+from clusternet_core.plan import Caches, Key, key_of, override_targets, subscription_feeds
+from clusternet_hub.controller.workqueue import WorkQueue
+from clusternet_hub.health import is_ready
+
+Work = Literal["sub", "status", "push"]
+WorkKey = tuple[Work, str, str]
+
+
+class Store:
+    """What the hub knows (`caches`) and the work queue its changes feed."""
+
+    def __init__(self, clusters: dict[Key, Obj], queue: WorkQueue[WorkKey] | None = None) -> None:
+        self.caches = Caches(clusters=clusters)  # the ManagedClusters are shared with the hub's health checks
+        self.queue: WorkQueue[WorkKey] = queue or WorkQueue()
+
+    def enqueue(self, work: Work, key: Key, force: bool = False) -> None:
+        self.queue.add((work, *key), force)
+
+    def enqueue_subscriptions(self, match: Callable[[Obj], bool] | None = None, force: bool = False) -> None:
+        for key, sub in list(self.caches.subscriptions.items()):
+            if match is None or match(sub):
+                self.enqueue("sub", key, force)
+
+    async def prime(self, kube: KubeApi) -> None:
+        """Fill the caches from the API before any reconcile.
+
+        Without this, a restarted hub would reconcile Subscriptions before the watch streams had
+        reported the ManagedClusters, see no cluster bound, and remove every Base it had created.
+        """
+        c, apps = self.caches, known.APPS_API_VERSION
+        for mc in await kube.list(known.CLUSTERS_API_VERSION, "ManagedCluster"):
+            c.clusters.setdefault(key_of(mc), mc)
+        for m in await kube.list(apps, "Manifest", namespace=known.RESERVED_NAMESPACE):
+            c.manifests.setdefault(m["metadata"]["name"], m)
+        for g in await kube.list(apps, "Globalization"):
+            c.globalizations.setdefault(g["metadata"]["name"], g)
+        keyed: list[tuple[str, dict[Key, Obj]]] = [
+            ("Subscription", c.subscriptions), ("Localization", c.localizations), ("Description", c.descriptions),
+            ("Base", c.bases), ("FeedInventory", c.inventories)]
+        for kind, cache in keyed:
+            for obj in await kube.list(apps, kind):
+                cache.setdefault(key_of(obj), obj)
+        self.enqueue_subscriptions()
+
+    def on_subscription(self, event: str, sub: Obj) -> None:
+        key = key_of(sub)
+        if event == "DELETED":
+            self.caches.subscriptions.pop(key, None)
+            self.enqueue("status", key)  # which forgets its pacing
+            return
+        old = self.caches.subscriptions.get(key)
+        self.caches.subscriptions[key] = sub
+        changed = old is None or old.get("spec") != sub.get("spec") or bool(sub["metadata"].get("deletionTimestamp"))
+        if changed or old is None or old["metadata"].get("finalizers") != sub["metadata"].get("finalizers"):
+            self.enqueue("sub", key)
+
+    def on_manifest(self, event: str, manifest: Obj) -> None:
+        name = manifest["metadata"]["name"]
+        if event == "DELETED":
+            self.caches.manifests.pop(name, None)
+        else:
+            old = self.caches.manifests.get(name)
+            self.caches.manifests[name] = manifest
+            if old is not None and old.get("template") == manifest.get("template"):
+                return
+        # a namespace-less feed matches templates in any namespace: a new one may make it ambiguous
+        self.enqueue_subscriptions(lambda sub: any(
+            feedresolve.matches(f, manifest) for f in subscription_feeds(sub)))
+
+    def on_override(self, event: str, override: Obj) -> None:
+        kind = override["kind"]
+        store: dict[Any, Obj] = self.caches.globalizations if kind == "Globalization" else self.caches.localizations
+        key: Any = override["metadata"]["name"] if kind == "Globalization" else key_of(override)
+        old = store.get(key)
+        if event == "DELETED":
+            store.pop(key, None)
+        else:
+            store[key] = override
+            if old is not None and old.get("spec") == override.get("spec"):
+                return
+        policy = ((old or override).get("spec") or {}).get("overridePolicy") or "ApplyLater"
+        if policy == "ApplyNow" or (override.get("spec") or {}).get("overridePolicy") == "ApplyNow":
+            self.enqueue_subscriptions(lambda sub: override_targets(override, sub), force=True)
+
+    def on_feed_inventory(self, event: str, finv: Obj) -> None:
+        """Someone deleted or changed a FeedInventory: its Subscription writes it again."""
+        key = key_of(finv)
+        old = self.caches.inventories.get(key)
+        if event == "DELETED":
+            self.caches.inventories.pop(key, None)
+        else:
+            self.caches.inventories[key] = finv
+            if old is not None and old.get("spec") == finv.get("spec"):
+                return
+        if key in self.caches.subscriptions:
+            self.enqueue("sub", key)
+
+    def on_base(self, event: str, base: Obj) -> None:
+        """Bases are cached so that reconciles skip unchanged ones; a Base deleted by someone else comes back
+        (with its Description) at once, while its Subscription still binds that cluster."""
+        key = key_of(base)
+        if event != "DELETED":
+            self.caches.bases[key] = base
+            return
+        self.caches.bases.pop(key, None)
+        labels = base["metadata"].get("labels") or {}
+        sub = self.caches.subscriptions.get((labels.get(known.LABEL_SUBS_NAMESPACE, ""),
+                                             labels.get(known.LABEL_SUBS_NAME, "")))
+        if sub is not None and not sub["metadata"].get("deletionTimestamp"):
+            self.enqueue("sub", key_of(sub))
+
+    def on_description(self, event: str, desc: Obj) -> None:
+        key = key_of(desc)
+        if event == "DELETED":
+            self.caches.descriptions.pop(key, None)
+            self.enqueue("push", key)  # which forgets its push bookkeeping
+        else:
+            old = self.caches.descriptions.get(key)
+            self.caches.descriptions[key] = desc
+            if desc["metadata"].get("deletionTimestamp") or not applier.deployed(desc):
+                self.enqueue("push", key)
+            if old is not None and old.get("status") == desc.get("status"):
+                return
+        labels = desc["metadata"].get("labels") or {}
+        if labels.get(known.LABEL_SUBS_NAME):
+            self.enqueue("status", (labels.get(known.LABEL_SUBS_NAMESPACE, ""), labels[known.LABEL_SUBS_NAME]))
+
+    def on_cluster(self, event: str, mc: Obj, old: Obj | None) -> None:
+        """Labels or taints changed: rescheduling may bind or unbind it; push side may have flipped.
+        (The hub's cluster tracking has updated the shared ManagedCluster cache already.)"""
+        meta = mc["metadata"]
+        if event == "DELETED" or old is None or _scheduling_view(old) != _scheduling_view(mc):
+            self.enqueue_subscriptions()
+            for key in list(self.caches.descriptions):
+                if key[0] == meta["namespace"]:
+                    self.enqueue("push", key, force=True)
+
+
+def _scheduling_view(mc: Obj) -> tuple[Any, ...]:
+    """What of a ManagedCluster binding and pushing depend on."""
+    spec, status = mc.get("spec") or {}, mc.get("status") or {}
+    return (mc["metadata"].get("labels"), spec.get("taints"), spec.get("syncMode"), status.get("appPusher"),
+            is_ready(mc))

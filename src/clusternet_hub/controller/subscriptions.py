@@ -1,0 +1,110 @@
+"""Subscription -> Base -> Description: plan with the pure clusternet_core.plan, then write the plan.
+
+Writes are idempotent (server-side apply, fixed names) and skipped when the cache already holds what the
+plan wants (plan.needs_apply), so a resync that changes nothing writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from clusternet_api import applier, known
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_api.timefmt import now_rfc3339
+from clusternet_core import plan as planning
+from clusternet_core.overrides import OverrideError
+from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
+from clusternet_hub.controller.status import StatusWriter
+from clusternet_hub.controller.store import Store
+
+log = logging.getLogger(__name__)
+
+# Bound clusters whose Base and Description one reconcile writes at once
+CLUSTER_WRITES = 8
+
+
+class SubscriptionReconciler:
+    def __init__(self, kube: KubeApi, store: Store, status: StatusWriter) -> None:
+        self.kube, self.store, self.status = kube, store, status
+
+    async def reconcile(self, key: Key, force: bool) -> None:
+        sub = self.store.caches.subscriptions.get(key)
+        if sub is not None:
+            await self.apply(sub, planning.plan_subscription(sub, self.store.caches, force))
+
+    async def apply(self, sub: Obj, plan: Plan) -> None:
+        """Write `plan` for `sub`, in the order the Plan lists."""
+        if plan.action == "add-finalizer":
+            await self._set_finalizers(sub, [*(sub["metadata"].get("finalizers") or []), known.FINALIZER_APPS])
+            return
+        await self._sync_inventory(sub, plan)
+        limit = asyncio.Semaphore(CLUSTER_WRITES)
+
+        async def one_cluster(cluster: ClusterPlan) -> None:
+            async with limit:
+                await self._apply_cluster(cluster)
+
+        await asyncio.gather(*(one_cluster(c) for c in plan.clusters))
+        await self._delete_bases(sub, plan.delete_bases)
+        if plan.action == "delete":
+            await self._set_finalizers(sub, [f for f in sub["metadata"].get("finalizers") or []
+                                             if f != known.FINALIZER_APPS], missing_ok=True)
+        elif plan.refusal is not None:
+            await self.status.write(sub, *plan.refusal)
+        elif plan.status is not None:
+            await self.status.update(key_of(sub), plan.status)
+
+    async def _set_finalizers(self, sub: Obj, finalizers: list[str], missing_ok: bool = False) -> None:
+        """Add or remove the hub's finalizer; resourceVersion makes it fail rather than undo another change."""
+        meta = sub["metadata"]
+        if finalizers == (meta.get("finalizers") or []):
+            return
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        with contextlib.suppress(*((ApiException,) if missing_ok else ())):
+            await self.kube.patch(known.APPS_API_VERSION, "Subscription", meta["name"], body, meta["namespace"])
+
+    async def _sync_inventory(self, sub: Obj, plan: Plan) -> None:
+        key = key_of(sub)
+        if plan.delete_inventory:
+            await self.kube.delete(known.APPS_API_VERSION, "FeedInventory", key[1], key[0])
+            self.store.caches.inventories.pop(key, None)
+        if plan.inventory is not None:
+            self.store.caches.inventories[key] = await self.kube.apply(plan.inventory, known.CREATED_BY_HUB)
+
+    async def _apply_cluster(self, cluster: ClusterPlan) -> None:
+        base = cluster.base
+        if cluster.apply_base:
+            self.store.caches.bases[key_of(base)] = base = await self.kube.apply(base, known.CREATED_BY_HUB)
+        if cluster.description is None:
+            return
+        body = planning.owned_by(cluster.description, base)
+        desc = cluster.existing
+        if desc is None or planning.needs_apply(desc, body):
+            desc = await self.kube.apply(body, known.CREATED_BY_HUB)
+            self.store.on_description("MODIFIED", desc)  # push now, not when the watch brings the change back
+        if cluster.announce:
+            await applier.post_event(self.kube, desc, "Warning", "RenderFailed", "; ".join(cluster.errors),
+                                     known.CREATED_BY_HUB)
+            await self._report_override_errors(cluster.override_errors)
+
+    async def _report_override_errors(self, errors: list[OverrideError]) -> None:
+        """Put each failed override's message on the override object itself, as an event."""
+        for error in errors:
+            kind, ns, name, now = error.kind, error.namespace, error.name, now_rfc3339()
+            event = {"apiVersion": "v1", "kind": "Event",
+                     "metadata": {"generateName": f"{name}.", "namespace": ns or "default"},
+                     "involvedObject": {"apiVersion": known.APPS_API_VERSION, "kind": kind, "name": name,
+                                        "namespace": ns},
+                     "type": "Warning", "reason": "OverrideFailed", "message": error.message[:1000],
+                     "source": {"component": known.CREATED_BY_HUB}, "firstTimestamp": now, "lastTimestamp": now,
+                     "count": 1}
+            with contextlib.suppress(Exception):
+                await self.kube.create(event)
+
+    async def _delete_bases(self, sub: Obj, keys: list[Key]) -> None:
+        for ns, name in keys:
+            log.info("cluster namespace %s no longer bound to %s/%s: removing its Base", ns, *key_of(sub))
+            await self.kube.delete(known.APPS_API_VERSION, "Base", name, ns)

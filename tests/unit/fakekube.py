@@ -1,0 +1,111 @@
+"""An in-memory KubeApi for unit tests of the hub's controller: objects in a dict, every write recorded."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from clusternet_api.kube import ApiException
+
+Obj = dict[str, Any]
+ObjKey = tuple[str, str, str]  # kind, namespace, name
+
+
+def merge(target: Obj, patch: Obj) -> Obj:
+    """JSON merge patch (RFC 7386)."""
+    out = copy.deepcopy(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class FakeKube:
+    """Stores objects by (kind, namespace, name); `writes` lists (verb, kind, namespace/name) in order."""
+
+    def __init__(self, *objects: Obj) -> None:
+        self.objects: dict[ObjKey, Obj] = {}
+        self.writes: list[tuple[str, str, str]] = []
+        self.bodies: list[Obj] = []  # what each write sent, aligned with writes
+        self.fail: dict[tuple[str, str], ApiException] = {}  # (verb, kind) -> raised instead
+        self.closed = False
+        self._ids = itertools.count(1)
+        for obj in objects:
+            self.objects[self._key(obj)] = self._stored(obj, None)
+
+    @staticmethod
+    def _key(obj: Obj) -> ObjKey:
+        meta = obj["metadata"]
+        return obj["kind"], meta.get("namespace") or "", meta["name"]
+
+    def _stored(self, obj: Obj, old: Obj | None) -> Obj:
+        out = copy.deepcopy(obj)
+        meta = out["metadata"]
+        n = next(self._ids)
+        meta.setdefault("uid", (old or {}).get("metadata", {}).get("uid") or f"uid-{n}")
+        meta["resourceVersion"] = str(n)
+        generation = (old or {}).get("metadata", {}).get("generation") or 0
+        meta["generation"] = generation + 1 if old is None or old.get("spec") != out.get("spec") else generation
+        return out
+
+    def _record(self, verb: str, kind: str, namespace: str | None, name: str, body: Any) -> None:
+        if (verb, kind) in self.fail:
+            raise self.fail[(verb, kind)]
+        self.writes.append((verb, kind, f"{namespace or ''}/{name}"))
+        self.bodies.append(copy.deepcopy(body))
+
+    def find(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+        return self.objects.get((kind, namespace or "", name))
+
+    def kinds_written(self) -> list[str]:
+        return [f"{verb} {kind}" for verb, kind, _ in self.writes]
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        found = self.find(kind, namespace, name)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None,
+                   label_selector: str | None = None) -> list[Obj]:
+        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
+                if k == kind and (namespace is None or ns == namespace)]
+
+    async def create(self, obj: Obj, namespace: str | None = None) -> Obj:
+        obj = copy.deepcopy(obj)
+        meta = obj["metadata"]
+        if "name" not in meta:
+            meta["name"] = f"{meta.get('generateName', '')}{next(self._ids)}"
+        self._record("create", obj["kind"], meta.get("namespace"), meta["name"], obj)
+        if self._key(obj) in self.objects:
+            raise ApiException(409, "AlreadyExists")
+        self.objects[self._key(obj)] = stored = self._stored(obj, None)
+        return copy.deepcopy(stored)
+
+    async def apply(self, obj: Obj, field_manager: str, force: bool = True) -> Obj:
+        meta = obj["metadata"]
+        self._record("apply", obj["kind"], meta.get("namespace"), meta["name"], obj)
+        old = self.objects.get(self._key(obj))
+        self.objects[self._key(obj)] = stored = self._stored(merge(old or {}, obj), old)
+        return copy.deepcopy(stored)
+
+    async def patch(self, api_version: str, kind: str, name: str, body: Any, namespace: str | None = None,
+                    *, subresource: str | None = None,
+                    content_type: str = "application/merge-patch+json") -> Obj:
+        self._record(f"patch{'/' + subresource if subresource else ''}", kind, namespace, name, body)
+        old = self.find(kind, namespace, name)
+        if old is None:
+            raise ApiException(404, "NotFound")
+        self.objects[(kind, namespace or "", name)] = stored = self._stored(merge(old, body), old)
+        return copy.deepcopy(stored)
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+                     propagation: str = "Background") -> bool:
+        self._record("delete", kind, namespace, name, None)
+        return self.objects.pop((kind, namespace or "", name), None) is not None
+
+    async def close(self) -> None:
+        self.closed = True

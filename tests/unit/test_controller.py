@@ -1,0 +1,333 @@
+"""The hub's controller against an in-memory API: what a reconcile and a push write, and when they write nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Credentials
+from clusternet_api.rawobjects import decode_raw
+from clusternet_core import plan as planning
+from clusternet_core import rendering
+from clusternet_core.naming import manifest_labels, manifest_name
+from clusternet_hub.controller import Controller, controller
+from tests.unit.fakekube import FakeKube, Obj
+
+NS = "clusternet-abc"
+SUB = ("default", "app")
+BASE = (NS, rendering.base_name("app", subscription_namespace="default"))
+DESC = (NS, rendering.description_name(BASE[1], "Generic"))
+
+
+def cluster(ready: str = "True", env: str = "prod") -> Obj:
+    return {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
+            "metadata": {"name": "child1", "namespace": NS, "uid": "mc1",
+                         "labels": {"env": env, known.LABEL_CLUSTER_NAME: "child1"}},
+            "spec": {"clusterId": "abc", "syncMode": "Push"},
+            "status": {"appPusher": True, "conditions": [{"type": "Ready", "status": ready}]}}
+
+
+def config_map_manifest(data: str = "1") -> Obj:
+    template = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"},
+                "data": {"k": data}}
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "Manifest", "template": template,
+            "metadata": {"name": manifest_name("configmaps", "default", "cfg"), "namespace": known.RESERVED_NAMESPACE,
+                         "labels": manifest_labels(template)}}
+
+
+def subscription(finalizers: tuple[str, ...] = (known.FINALIZER_APPS,), **spec: Any) -> Obj:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "Subscription",
+            "metadata": {"name": "app", "namespace": "default", "finalizers": list(finalizers)},
+            "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {"env": "prod"}}}],
+                     "feeds": [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "cfg"}],
+                     **spec}}
+
+
+def push_secret() -> Obj:
+    data = {"token": b"t0k3n", "apiserver-advertise-url": b"https://child.example:6443"}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": known.DEPLOYER_SECRET, "namespace": NS},
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+
+
+async def no_tunnel(cluster_id: str) -> None:
+    return None
+
+
+async def primed(*objects: Obj) -> tuple[Controller, FakeKube, FakeKube]:
+    """A controller whose caches hold `objects` as the parent stores them, and the fake child it pushes to."""
+    parent, child = FakeKube(*objects), FakeKube()
+    connected: list[Credentials] = []
+
+    def connect(creds: Credentials, connections: int) -> FakeKube:
+        connected.append(creds)
+        return child
+
+    c = Controller(parent, {}, no_tunnel, connect=connect)
+    await c.store.prime(parent)
+    c.store.queue.drain()
+    return c, parent, child
+
+
+def cached_sub(c: Controller) -> Obj:
+    return c.store.caches.subscriptions[SUB]
+
+
+# --- reconcile ------------------------------------------------------------------------------------------------
+
+
+async def test_a_new_subscription_first_gets_the_hubs_finalizer_and_nothing_else() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription(finalizers=()))
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.writes == [("patch", "Subscription", "default/app")]
+    assert parent.find("Subscription", "default", "app")["metadata"]["finalizers"] == [known.FINALIZER_APPS]
+
+
+async def test_a_bound_cluster_gets_its_base_and_description_and_the_status_says_so() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.kinds_written() == ["apply Base", "apply Description", "patch/status Subscription"]
+    base, desc = parent.find("Base", *BASE), parent.find("Description", *DESC)
+    assert desc["metadata"]["ownerReferences"][0]["uid"] == base["metadata"]["uid"]
+    [cm] = decode_raw(desc["spec"]["raw"])
+    assert cm["data"] == {"k": "1"}
+    status = parent.find("Subscription", *SUB)["status"]
+    assert status["bindingClusters"] == [f"{NS}/child1"] and status["desiredReleases"] == 1
+    # the new Description is queued for its push at once, not when the watch brings it back
+    assert (("push", *DESC), False) in c.store.queue.drain()
+
+
+async def test_reconciling_again_without_changes_writes_nothing() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.writes == []
+
+
+async def test_a_changed_template_is_rendered_again() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    parent.writes.clear()
+    c.store.queue.drain()
+    c.store.on_manifest("MODIFIED", config_map_manifest("2"))
+    assert [k for k, _ in c.store.queue.drain()] == [("sub", *SUB)]
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.kinds_written() == ["apply Description"]
+    [cm] = decode_raw(parent.find("Description", *DESC)["spec"]["raw"])
+    assert cm["data"] == {"k": "2"}
+
+
+async def test_an_apply_later_override_waits_for_the_next_change_unless_forced() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    c.store.caches.localizations[(NS, "loc")] = {
+        "apiVersion": known.APPS_API_VERSION, "kind": "Localization", "metadata": {"name": "loc", "namespace": NS},
+        "spec": {"overridePolicy": "ApplyLater", "priority": 500,
+                 "feed": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "cfg"},
+                 "overrides": [{"name": "x", "type": "MergePatch", "value": '{"data":{"k":"local"}}'}]}}
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.writes == []  # the inputs hash is unchanged: the rendered objects stay
+    await c.subscriptions.reconcile(SUB, force=True)
+    [cm] = decode_raw(parent.find("Description", *DESC)["spec"]["raw"])
+    assert cm["data"] == {"k": "local"}
+
+
+async def test_a_cluster_no_longer_matched_loses_its_base() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    c.store.caches.clusters[(NS, "child1")] = cluster(env="dev")
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert ("delete", "Base", "/".join(BASE)) in parent.writes
+    assert parent.find("Subscription", *SUB)["status"]["bindingClusters"] == []
+
+
+async def test_a_deleted_subscription_removes_its_bases_then_its_finalizer() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    c.store.caches.bases[BASE] = parent.find("Base", *BASE)  # as the watch reports it
+    sub = parent.find("Subscription", *SUB)
+    sub["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    c.store.on_subscription("MODIFIED", sub)
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.writes == [("delete", "Base", "/".join(BASE)), ("patch", "Subscription", "default/app")]
+    assert parent.find("Subscription", *SUB)["metadata"]["finalizers"] == []
+
+
+async def test_an_invalid_subscription_is_refused_in_its_status_alone() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(),
+                                subscription(schedulingStrategy="Dividing", dividingScheduling={"type": "Dynamic"}))
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.kinds_written() == ["apply FeedInventory", "patch/status Subscription"]
+    [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSubscription")
+
+
+async def test_a_dividing_subscription_writes_its_feed_inventory_and_removes_it_when_it_stops_dividing() -> None:
+    static = {"type": "Static"}
+    c, parent, _ = await primed(cluster(), config_map_manifest(),
+                                subscription(schedulingStrategy="Dividing", dividingScheduling=static))
+    sub = cached_sub(c)
+    sub["metadata"]["uid"] = parent.find("Subscription", *SUB)["metadata"]["uid"]
+    plan = planning.plan_subscription(sub, c.store.caches, force=False)
+    assert plan.action == "deploy" and plan.inventory is not None and not plan.delete_inventory
+    await c.subscriptions.apply(sub, plan)
+    assert parent.find("FeedInventory", *SUB) is not None
+    replicated = {**sub, "spec": {**sub["spec"], "schedulingStrategy": "Replication"}}
+    plan = planning.plan_subscription(replicated, c.store.caches, force=False)
+    assert plan.inventory is None and plan.delete_inventory
+    await c.subscriptions.apply(replicated, plan)
+    assert parent.find("FeedInventory", *SUB) is None and SUB not in c.store.caches.inventories
+
+
+# --- push -----------------------------------------------------------------------------------------------------
+
+
+async def deployed_controller(*extra: Obj) -> tuple[Controller, FakeKube, FakeKube]:
+    c, parent, child = await primed(cluster(), config_map_manifest(), subscription(), *extra)
+    await c.subscriptions.reconcile(SUB, force=False)
+    c.store.queue.drain()
+    parent.writes.clear()
+    return c, parent, child
+
+
+async def test_a_push_applies_the_description_in_the_child_and_reports_it_once() -> None:
+    c, parent, child = await deployed_controller(push_secret())
+    await c.pusher.push(DESC)
+    assert child.kinds_written() == ["apply ConfigMap"]
+    cm = child.find("ConfigMap", "default", "cfg")
+    assert cm["metadata"]["annotations"][known.ANNOTATION_OWNED_BY_DESCRIPTION] == ".".join(DESC)
+    assert ("patch/status", "Description", "/".join(DESC)) in parent.writes
+    assert parent.find("Description", *DESC)["status"]["phase"] == "Success"
+    child.writes.clear()
+    await c.pusher.push(DESC)  # pushed already (same uid and generation): drift is the resync's job
+    assert child.writes == []
+    await c.pusher.push(DESC, force=True)
+    assert child.kinds_written() == ["apply ConfigMap"]
+
+
+async def test_without_the_agents_credentials_the_description_says_what_it_waits_for() -> None:
+    c, parent, child = await deployed_controller()
+    await c.pusher.push(DESC)
+    assert child.writes == [] and parent.kinds_written() == ["patch/status Description"]
+    assert known.DEPLOYER_SECRET in parent.find("Description", *DESC)["status"]["reason"]
+
+
+async def test_a_failed_push_comes_back_later_with_growing_delay_and_success_resets_it() -> None:
+    c, _, child = await deployed_controller(push_secret())
+    child.fail[("apply", "ConfigMap")] = ApiException(403, "Forbidden")
+    await c.pusher.push(DESC)
+    assert c.pusher.retries.current(DESC) == 2.0
+    await c.pusher.push(DESC, force=True)
+    assert c.pusher.retries.current(DESC) == 4.0
+    child.fail.clear()
+    await c.pusher.push(DESC, force=True)
+    assert c.pusher.retries.current(DESC) is None
+
+
+async def test_cleanup_waits_for_an_offline_cluster_then_removes_the_objects_and_the_finalizer() -> None:
+    c, parent, child = await deployed_controller(push_secret())
+    await c.pusher.push(DESC)
+    desc = parent.find("Description", *DESC)
+    desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    c.store.on_description("MODIFIED", desc)
+    c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
+    child.writes.clear()
+    await c.pusher.push(DESC)
+    assert child.writes == [] and "offline" in parent.find("Description", *DESC)["status"]["reason"]
+    c.store.caches.clusters[(NS, "child1")] = cluster()
+    await c.pusher.push(DESC)
+    assert child.writes == [("delete", "ConfigMap", "default/cfg")]
+    assert known.FINALIZER_APPS not in parent.find("Description", *DESC)["metadata"]["finalizers"]
+
+
+async def test_a_deleted_description_of_a_cluster_that_is_gone_is_released_at_once() -> None:
+    c, parent, child = await deployed_controller(push_secret())
+    desc = parent.find("Description", *DESC)
+    desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    c.store.on_description("MODIFIED", desc)
+    del c.store.caches.clusters[(NS, "child1")]
+    await c.pusher.push(DESC)
+    assert parent.writes == [("patch", "Description", "/".join(DESC))] and child.writes == []
+
+
+async def test_child_connections_are_reused_and_closed_with_the_controller() -> None:
+    c, _, child = await deployed_controller(push_secret())
+    mc = c.store.caches.clusters[(NS, "child1")]
+    first = await c.pusher.child_client(mc)
+    assert first is child and await c.pusher.child_client(mc) is first
+    await c.pusher.close()
+    assert child.closed
+
+
+# --- status pacing and resync -----------------------------------------------------------------------------------
+
+
+async def test_status_of_a_big_subscription_is_rewritten_at_its_pace_and_nothing_is_lost() -> None:
+    c, _, _ = await primed(subscription())
+    writes: list[float] = []
+
+    async def fake_update(key: tuple[str, str], inputs: Any = None) -> None:
+        writes.append(asyncio.get_running_loop().time())
+        c.status.written[key] = (time.monotonic(), 0.02)  # a write that took 20 ms
+
+    c.status.update = fake_update  # type: ignore[method-assign]
+    await c.status.paced_update(SUB)  # nothing written yet: at once
+    assert len(writes) == 1
+    for _ in range(5):  # reports arriving within 10 x 20 ms: one later write for all of them
+        await c.status.paced_update(SUB)
+    assert len(writes) == 1 and len(c.store.queue) == 0 and SUB in c.status.later
+    await asyncio.sleep(0.25)
+    assert c.store.queue.drain() == [(("status", *SUB), False)] and SUB not in c.status.later
+    await c.status.paced_update(SUB)
+    assert len(writes) == 2 and writes[1] - writes[0] >= 0.2 - 0.01
+
+
+async def test_a_deleted_subscription_forgets_its_status_pacing() -> None:
+    c, _, _ = await primed(subscription())
+    c.status.written[SUB] = (time.monotonic(), 0.02)
+    c.store.on_subscription("DELETED", cached_sub(c))
+    [(item, _)] = c.store.queue.drain()
+    await c.process(item, False)
+    assert SUB not in c.status.written
+
+
+async def test_resync_pushes_again_only_what_is_neither_fresh_nor_already_on_its_way() -> None:
+    c, _, _ = await primed()
+    for name in ("old", "fresh", "in-flight", "queued"):
+        c.store.caches.descriptions[("ns", name)] = {"metadata": {"name": name, "namespace": "ns"}}
+    now = time.monotonic()
+    c.pusher.pushed[("ns", "old")] = ("u", 1, now - c.resync_interval)
+    c.pusher.pushed[("ns", "fresh")] = ("u", 1, now)
+    c.store.enqueue("push", ("ns", "in-flight"))
+    await c.store.queue.get()  # a worker has it
+    c.store.enqueue("push", ("ns", "queued"))  # by an event, not taken by a worker yet
+    c.pusher.resync(c.resync_interval)
+    assert c.store.queue.drain() == [(("push", "ns", "queued"), False), (("push", "ns", "old"), True)]
+
+
+async def test_a_failing_work_item_comes_back_without_holding_its_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    c, _, _ = await primed()
+    calls: list[tuple[Any, bool]] = []
+
+    async def failing(item: Any, force: bool) -> None:
+        calls.append((item, force))
+        if len(calls) == 1:
+            raise RuntimeError("parent out of reach")
+
+    c.process = failing  # type: ignore[method-assign]
+    monkeypatch.setattr(controller, "ERROR_RETRY_DELAY", 0.05)
+    c.store.enqueue("sub", SUB, force=True)
+    worker = asyncio.create_task(c._worker())
+    await asyncio.sleep(0.02)
+    assert len(calls) == 1 and not c.store.queue.waiting(("sub", *SUB))  # the worker is free meanwhile
+    await asyncio.sleep(0.1)
+    worker.cancel()
+    assert calls == [(("sub", *SUB), True), (("sub", *SUB), True)]

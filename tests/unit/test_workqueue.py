@@ -1,0 +1,80 @@
+"""The controller's work queue: de-duplication, one worker per key, delayed and backed-off requeues."""
+
+from __future__ import annotations
+
+import asyncio
+
+from clusternet_hub.controller.workqueue import Backoff, WorkQueue
+
+
+async def test_a_key_queued_twice_runs_once_and_keeps_either_force() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    q.add("b")
+    q.add("a", force=True)
+    q.add("a")
+    assert len(q) == 2 and q.force_of("a") is True and q.force_of("b") is False
+    assert await q.get() == ("a", True)
+    assert await q.get() == ("b", False)
+    assert len(q) == 0 and q.force_of("a") is None
+
+
+async def test_a_key_queued_while_processed_runs_again_after_and_never_alongside() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    key, _ = await q.get()
+    assert q.waiting("a")
+    q.add("a")  # arrives while a worker has it: deferred, not handed to a second worker
+    q.add("a", force=True)
+    assert len(q) == 0
+    q.done(key)
+    assert q.drain() == [("a", True)]  # once, with the force asked for meanwhile
+    assert not q.waiting("a")
+
+
+async def test_a_key_done_without_new_requests_is_not_queued_again() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    key, _ = await q.get()
+    q.done(key)
+    assert len(q) == 0 and not q.waiting("a")
+
+
+async def test_workers_sharing_a_queue_never_process_one_key_at_once() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    running, most, runs = 0, 0, 0
+
+    async def worker() -> None:
+        nonlocal running, most, runs
+        while True:
+            key, _ = await q.get()
+            running += 1
+            most, runs = max(most, running), runs + 1
+            await asyncio.sleep(0.02)
+            running -= 1
+            q.done(key)
+
+    workers = [asyncio.create_task(worker()) for _ in range(4)]
+    for _ in range(3):
+        q.add("a")
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)
+    for w in workers:
+        w.cancel()
+    assert most == 1 and runs == 2  # the first request, then one for everything that came meanwhile
+
+
+async def test_add_after_brings_a_key_back_later() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add_after("a", 0.02, force=True)
+    assert len(q) == 0
+    await asyncio.sleep(0.05)
+    assert q.drain() == [("a", True)]
+
+
+def test_backoff_doubles_from_its_first_delay_to_its_cap_and_forget_resets_it() -> None:
+    b: Backoff[str] = Backoff(2.0, 60.0)
+    assert [b.next("a") for _ in range(7)] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert b.next("b") == 2.0  # per key
+    b.forget("a")
+    assert b.current("a") is None and b.next("a") == 2.0
