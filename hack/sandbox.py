@@ -186,9 +186,13 @@ Stop with Ctrl-C, or `make sandbox-down` from another shell.""", flush=True)
         step("stopping every process")
     finally:
         for p in reversed(procs):
+            t = time.monotonic()
             p.stop()
+            step(f"  {p.name} stopped ({time.monotonic() - t:.1f}s)")
         for cp in planes:
+            t = time.monotonic()
             cp.stop()
+            step(f"  control plane {cp.name} stopped ({time.monotonic() - t:.1f}s)")
         (args.dir / PID_FILE).unlink(missing_ok=True)
     step("stopped")
     return 0

@@ -58,6 +58,10 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 
         def shutdown() -> asyncio.Future[None]:
             if not stopping:
+                # kopf takes SIGTERM with its own handler, so our stop flag may be unset: set it, or kopf's
+                # waiter on it counts as a hung task and the exit waits 5 s for it
+                if stop is not None:
+                    stop.set()
                 stopping.append(asyncio.ensure_future(stop_components()))
             return stopping[0]
 

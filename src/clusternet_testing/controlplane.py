@@ -41,6 +41,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout this runs from: the testing package is a development extra, used from a checkout only."""
 BINARIES_SCRIPT = REPO_ROOT / "hack" / "control-plane-binaries.sh"
 ADMIN_USER = "admin"
+STOP_GRACE_SECONDS = 3.0
+"""How long all of a control plane's processes get together to exit on SIGTERM before SIGKILL. Alone each
+exits within ~1.2 s; a parent kube-apiserver with an aggregated API whose server is gone was seen to take
+10 s (the old per-process limit). Nothing of a test cluster is kept, so a kill loses nothing."""
 FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
@@ -61,6 +65,12 @@ def find_binaries() -> Path:
             f"that {BINARIES_SCRIPT} can build them (exit code {proc.returncode})."
         )
     return Path(lines[-1])
+
+
+def default_signal_mask() -> None:
+    """In a child before exec: no blocked signals. A parent that blocks SIGINT/SIGTERM to take them with
+    sigwait (hack/sandbox.py) would otherwise hand the block on, and its children would never stop."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -152,7 +162,8 @@ class ControlPlane:
 
     def _spawn(self, label: str, args: list[str]) -> None:
         log = open(self.workdir / f"{label}.log", "ab")  # noqa: SIM115 - owned by the child process
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=default_signal_mask)
         log.close()
         self._procs.append((label, proc))
         self._args[label] = args
@@ -280,9 +291,10 @@ class ControlPlane:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for _label, proc in reversed(self._procs):
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

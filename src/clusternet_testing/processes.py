@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusternet_testing.controlplane import REPO_ROOT as REPO
-from clusternet_testing.controlplane import ControlPlane, free_port
+from clusternet_testing.controlplane import ControlPlane, default_signal_mask, free_port
 
 BOOTSTRAP_TOKEN = "07401b.f395accd246ae52d"
 
@@ -28,7 +28,7 @@ class Proc:
         out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=default_signal_mask)
         out.close()
         return self
 
