@@ -25,7 +25,14 @@ from clusternet_agent.options import (
     parse_labels,
 )
 from clusternet_api import __version__, known
-from clusternet_api.compatflags import InertFlag, inert_options, klog_level, report_inert
+from clusternet_api.compatflags import (
+    InertFlag,
+    client_limit_flags,
+    inert_options,
+    klog_level,
+    leader_election_flags,
+    report_inert,
+)
 from clusternet_api.durations import parse_duration
 from clusternet_api.logs import setup_logging
 
@@ -34,15 +41,8 @@ log = logging.getLogger("clusternet_agent.cli")
 _ONE_REPLICA = "this agent has no leader election yet: run one replica (deploy/agent does)"
 _NO_PREDICTOR = "no predictor runs here: Dynamic dividing is refused by the hub, Static dividing needs none"
 INERT_FLAGS = (
-    InertFlag("kube-api-qps", "the agent makes a handful of requests per heartbeat; no client-side limit yet"),
-    InertFlag("kube-api-burst", "the agent makes a handful of requests per heartbeat; no client-side limit yet"),
-    InertFlag("leader-elect", _ONE_REPLICA, takes_value=False),
-    InertFlag("leader-elect-lease-duration", _ONE_REPLICA),
-    InertFlag("leader-elect-renew-deadline", _ONE_REPLICA),
-    InertFlag("leader-elect-retry-period", _ONE_REPLICA),
-    InertFlag("leader-elect-resource-lock", _ONE_REPLICA),
-    InertFlag("leader-elect-resource-name", _ONE_REPLICA),
-    InertFlag("leader-elect-resource-namespace", _ONE_REPLICA),
+    *client_limit_flags("the agent makes a handful of requests per heartbeat; no client-side limit yet"),
+    *leader_election_flags(_ONE_REPLICA),
     InertFlag("use-metrics-server", "heartbeats do not read metrics-server: podStatistics and resourceUsage are "
               "left out rather than estimated"),
     InertFlag("labels-aggregate-threshold", "node labels are not aggregated into cluster labels: labels come "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from clusternet_api import compatflags
-from clusternet_api.compatflags import InertFlag
+from clusternet_api.compatflags import InertFlag, client_limit_flags, leader_election_flags
 
 log = logging.getLogger(__name__)
 
@@ -16,15 +16,8 @@ _ONE_REPLICA = "no leader election yet: run one hub replica (deploy/hub does)"
 _NO_PEERS = "hub replicas do not forward to each other yet: run one replica"
 _ONE_LOOP = "one asyncio process does the controllers' work; no thread pools to size"
 INERT_FLAGS = (
-    InertFlag("kube-api-qps", "no client-side limit yet; the hub skips no-op writes instead"),
-    InertFlag("kube-api-burst", "no client-side limit yet; the hub skips no-op writes instead"),
-    InertFlag("leader-elect", _ONE_REPLICA, takes_value=False),
-    InertFlag("leader-elect-lease-duration", _ONE_REPLICA),
-    InertFlag("leader-elect-renew-deadline", _ONE_REPLICA),
-    InertFlag("leader-elect-retry-period", _ONE_REPLICA),
-    InertFlag("leader-elect-resource-lock", _ONE_REPLICA),
-    InertFlag("leader-elect-resource-name", _ONE_REPLICA),
-    InertFlag("leader-elect-resource-namespace", _ONE_REPLICA),
+    *client_limit_flags("no client-side limit yet; the hub skips no-op writes instead"),
+    *leader_election_flags(_ONE_REPLICA),
     InertFlag("peer-port", _NO_PEERS),
     InertFlag("peer-token", _NO_PEERS),
     InertFlag("peer-advertise-address", _NO_PEERS),
