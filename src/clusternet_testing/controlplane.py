@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -71,6 +73,22 @@ def default_signal_mask() -> None:
     """In a child before exec: no blocked signals. A parent that blocks SIGINT/SIGTERM to take them with
     sigwait (hack/sandbox.py) would otherwise hand the block on, and its children would never stop."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+@functools.cache
+def binary_version(binary: Path) -> tuple[int, int]:
+    """(major, minor) of a Kubernetes binary, from `--version` ("Kubernetes v1.20.2")."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"v(\d+)\.(\d+)", out)
+    if not match:
+        raise ControlPlaneError(f"cannot tell the version of {binary} from {out!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def insecure_port_off(bin_dir: Path) -> list[str]:
+    """kube-controller-manager's insecure port: off with --port=0 up to 1.23; the flag is gone from 1.24 (and
+    the port with it), so newer binaries from KUBEBUILDER_ASSETS start with the same harness."""
+    return ["--port=0"] if binary_version(bin_dir / "kube-controller-manager") < (1, 24) else []
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -235,7 +253,7 @@ class ControlPlane:
             f"--service-account-private-key-file={p / 'sa.key'}",
             f"--root-ca-file={p / 'ca.crt'}",
             "--controllers=*,-nodeipam,-nodelifecycle,bootstrapsigner,tokencleaner",
-            "--leader-elect=false", "--port=0", "--secure-port=0",
+            "--leader-elect=false", *insecure_port_off(self.bin_dir), "--secure-port=0",
             "--use-service-account-credentials=true",
             "--concurrent-gc-syncs=5", "--concurrent-namespace-syncs=5",
             "--v=1",
