@@ -139,7 +139,7 @@ class Deployer:
                  resync_interval: float = 30.0, workers: int = 8) -> None:
         self.kube = kube
         self.clusters = clusters
-        self.tunnel_port = tunnel_port  # async (cluster_id) -> loopback port of the tunnel, or None
+        self.tunnel_port = tunnel_port  # async (cluster_id) -> stream opener through the tunnel, or None
         self.caches = Caches()
         self.resync_interval = resync_interval
         self.workers = workers
@@ -603,20 +603,18 @@ class Deployer:
             data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
             self.push_secrets[ns] = (time.monotonic() + PUSH_SECRET_TTL, data)
         cluster_id = str(mc["spec"]["clusterId"])
-        port = await self.tunnel_port(cluster_id)
-        if port is not None:
-            creds = Credentials(server=f"http://127.0.0.1:{port}", token=data["token"].decode())
-        else:
-            creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
-                                token=data["token"].decode())
-        fingerprint = f"{creds.server}|{hashlib.sha256((creds.token or '').encode()).hexdigest()}"
+        opener = await self.tunnel_port(cluster_id)
+        creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
+                            token=data["token"].decode())
+        via = "tunnel" if opener is not None else creds.server
+        fingerprint = f"{via}|{hashlib.sha256((creds.token or '').encode()).hexdigest()}"
         cached = self.children.get(cluster_id)
         if cached and cached[0] == fingerprint:
             return cached[1]
         if cached:
             await cached[1].close()
-        child = Kube(creds, user_agent="clusternet-hub-deployer",
-                     connections=CHILD_CONNECTIONS if port is None else TUNNEL_CONNECTIONS)
+        child = Kube(creds, user_agent="clusternet-hub-deployer", opener=opener,
+                     connections=CHILD_CONNECTIONS if opener is None else TUNNEL_CONNECTIONS)
         self.children[cluster_id] = (fingerprint, child)
         return child
 

@@ -440,7 +440,8 @@ async def pipe(stream: Stream, reader: asyncio.StreamReader, writer: asyncio.Str
     """Copy bytes both ways between a stream and a local TCP connection until both finish.
 
     EOF on either side becomes a half-close on the other (FIN / ``write_eof``), so
-    request-then-response protocols work. An error on either side aborts both.
+    request-then-response protocols work; a local connection that cannot half-close (TLS) is
+    closed instead. An error on either side aborts both.
     """
     upstream = asyncio.create_task(_local_to_stream(reader, stream))
     downstream = asyncio.create_task(_stream_to_local(stream, writer))
@@ -469,3 +470,5 @@ async def _stream_to_local(stream: Stream, writer: asyncio.StreamWriter) -> None
         await writer.drain()
     if writer.can_write_eof():
         writer.write_eof()
+    else:  # TLS cannot half-close: closing is the only way to tell the local side that the peer is done
+        writer.close()
