@@ -60,7 +60,7 @@ class Upgraded:
 
 
 def _text_headers(event: h11.Response | h11.InformationalResponse) -> Headers:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
 
 
 class Channel:
