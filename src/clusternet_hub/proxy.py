@@ -108,10 +108,10 @@ async def relay_upgraded(request: web.Request, upgraded: Upgraded) -> web.Stream
         response.headers.add(name, value)
     try:
         reader, writer = take_over(request)
-    except ConnectionResetError:
+        await response.prepare(request)
+    except BaseException:
         upgraded.stream.abort("the client left before the upgrade")
         raise
-    await response.prepare(request)
     response.force_close()
     metrics.proxy_requests.labels("101").inc()
     writer.write(upgraded.leftover)
