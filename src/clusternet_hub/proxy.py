@@ -102,7 +102,8 @@ async def upgrade(request: web.Request, tunnel: Tunnel, address: str, target: st
 
 async def relay_upgraded(request: web.Request, upgraded: Upgraded) -> web.StreamResponse:
     """Answer 101 and pipe both directions unchanged, so the protocol spoken after the upgrade does not
-    matter to the hub. The connection closes when the relay ends; a cut stream aborts it (see pipe)."""
+    matter to the hub. The client's connection closes when the child's side ends (TLS cannot half-close),
+    and is aborted when the stream is cut (see pipe)."""
     response = web.StreamResponse(status=101)
     for name, value in upgraded.headers:
         response.headers.add(name, value)
@@ -115,7 +116,7 @@ async def relay_upgraded(request: web.Request, upgraded: Upgraded) -> web.Stream
     response.force_close()
     metrics.proxy_requests.labels("101").inc()
     writer.write(upgraded.leftover)
-    await pipe(upgraded.stream, reader, writer)
+    await pipe(upgraded.stream, reader, writer, close_at_eof=True)
     return response
 
 
