@@ -6,6 +6,10 @@ kubernetes_asyncio's generated client cost 0.45 s of import per process and seve
 of CPU per request on top of aiohttp, which showed in every benchmark; what we use of it (a REST call and
 kind -> resource discovery) is a page of code here. Conventions: dicts in, dicts out, 404 as None, one
 connection pool per cluster, discovery per group-version on first use.
+
+A `Kube` built with an `opener` (a callable giving a new tunnel stream to the cluster's API server) speaks
+HTTP/1.1 over those streams with clusternet_api.tunnel.http instead of using aiohttp: that is how the hub
+pushes to a child through its agent's tunnel, with the same client code as for every other cluster.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import yaml
+
+from clusternet_api.tunnel import http as tunnel_http
+from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_body
 
 Obj = dict[str, Any]
 
@@ -55,6 +63,7 @@ _CORE_VERSIONS = {
     "RoleBinding": "rbac.authorization.k8s.io/v1", "CustomResourceDefinition": "apiextensions.k8s.io/v1",
     "APIService": "apiregistration.k8s.io/v1", "Deployment": "apps/v1", "Lease": "coordination.k8s.io/v1",
 }
+STREAM_ADDRESS = "api-server"  # pool key of a Kube's streams: they all go to the one API server it talks to
 TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount tokens well before expiry
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
 
@@ -200,12 +209,17 @@ def ssl_context(creds: Credentials) -> ssl.SSLContext | None:
 class Kube:
     """One API server, dict-based. `async with Kube(creds) as kube:` or call `close()`."""
 
-    def __init__(self, creds: Credentials, *, user_agent: str = "clusternet-py", connections: int = 100) -> None:
+    def __init__(self, creds: Credentials, *, user_agent: str = "clusternet-py", connections: int = 100,
+                 opener: StreamOpener | None = None) -> None:
+        """`opener`: reach the server over streams it opens (a tunnel) instead of aiohttp connections; the
+        server URL then only names the Host, TLS is the stream's business (the agent's, for a tunnel)."""
         self.creds = creds
         self.user_agent = user_agent
         self.connections = connections  # at most this many open at once; more requests wait for one
-        self._ssl = ssl_context(creds)
+        self._ssl = ssl_context(creds) if opener is None else None
         self._session: aiohttp.ClientSession | None = None
+        self._streams = StreamHttp(lambda _: opener()) if opener is not None else None
+        self._stream_slots = asyncio.Semaphore(connections)  # the stream path's counterpart of the pool limit
         self._token_read = time.monotonic()
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}  # apiVersion -> kind -> (plural, namespaced)
         self._discovering: dict[str, asyncio.Future[None]] = {}
@@ -217,6 +231,8 @@ class Kube:
         await self.close()
 
     async def close(self) -> None:
+        if self._streams is not None:
+            self._streams.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -364,6 +380,10 @@ class Kube:
             data = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else \
                 json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = content_type or "application/json"
+        if self._streams is not None:
+            async with asyncio.timeout(DEFAULT_TIMEOUT), self._stream_slots:
+                response = await self._stream_request(method, path, query, headers, data)
+                return response.status, _parsed(await read_body(response))
         async with self.session().request(
                 method, self.creds.server.rstrip("/") + path, data=data, params=query,
                 headers=self._headers(headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT)) as resp:
@@ -375,9 +395,14 @@ class Kube:
         query = {"watch": "1", "timeoutSeconds": str(server_timeout), "allowWatchBookmarks": "true"}
         if resource_version:
             query["resourceVersion"] = resource_version
+        path = await self.path(api_version, kind, namespace=namespace)
+        if self._streams is not None:
+            async for streamed in self._watch_streamed(path, query, server_timeout):
+                yield streamed
+            return
         async with self.session().get(
-                self.creds.server.rstrip("/") + await self.path(api_version, kind, namespace=namespace),
-                params=query, headers=self._headers({"Accept": "application/json"}),
+                self.creds.server.rstrip("/") + path, params=query,
+                headers=self._headers({"Accept": "application/json"}),
                 timeout=aiohttp.ClientTimeout(total=server_timeout + 10)) as resp:
             if resp.status != 200:
                 raise status_error(resp.status, _parsed(await resp.read()))
@@ -385,6 +410,36 @@ class Kube:
                 if line.strip():
                     event: Obj = json.loads(line)
                     yield event
+
+    async def _stream_request(self, method: str, path: str, query: Mapping[str, str] | None,
+                              headers: dict[str, str], data: bytes | None) -> tunnel_http.Response:
+        """One request over a stream from the opener (a pooled one when idle); the caller reads the body."""
+        assert self._streams is not None
+        base = urlsplit(self.creds.server)
+        target = base.path.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
+        all_headers = [("Host", base.netloc), *self._headers(headers).items()]
+        return await self._streams.request(STREAM_ADDRESS, method, target, all_headers, data)
+
+    async def _watch_streamed(self, path: str, query: Mapping[str, str],
+                              server_timeout: int) -> AsyncIterator[Obj]:
+        """`watch` over a stream: the same events, the same time limit and errors as over aiohttp."""
+        # A deadline per step, not one timeout around the yields: it must fire in this generator, never in
+        # the consumer's code between two events.
+        deadline = asyncio.get_running_loop().time() + server_timeout + 10
+        async with self._stream_slots:
+            async with asyncio.timeout_at(deadline):
+                response = await self._stream_request("GET", path, query, {"Accept": "application/json"}, None)
+                if response.status != 200:
+                    raise status_error(response.status, _parsed(await read_body(response)))
+            async with contextlib.aclosing(lines(response)) as events:
+                while True:
+                    async with asyncio.timeout_at(deadline):
+                        line = await anext(events, None)
+                    if line is None:
+                        return
+                    if line.strip():
+                        event: Obj = json.loads(line)
+                        yield event
 
 
 def _parsed(raw: bytes) -> Any:

@@ -34,7 +34,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
     async with Kube(creds, user_agent=f"clusternet-hub/{__version__}") as kube:
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
-        ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_port, options.resync_interval)
+        ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         app = server.build_app(ctx.sockets, proxy, options.requestheader_allowed_names)
         tls = server.server_ssl_context(options.tls_cert_file, options.tls_key_file,

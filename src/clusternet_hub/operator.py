@@ -18,6 +18,7 @@ import kopf
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.tunnel.http import StreamOpener
 from clusternet_hub import clusterlabels, health, metrics, registration
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.store import Store
@@ -61,10 +62,11 @@ class HubContext:
     shutdown: Callable[[], Awaitable[None]] | None = None
     """Stops the server, tunnels and controller (once, however often called)."""
 
-    async def tunnel_port(self, cluster_id: str) -> int | None:
-        """Loopback port into a cluster's API server through its tunnel, when the tunnel is up."""
-        tunnel = self.sockets.get(cluster_id) if self.sockets else None
-        return await tunnel.listener_port(known.TUNNEL_APISERVER_ADDRESS) if tunnel else None
+    async def tunnel_opener(self, cluster_id: str) -> StreamOpener | None:
+        """Opens streams to a cluster's API server through its tunnel, when the tunnel is up (for pushes)."""
+        if self.sockets is None or self.sockets.get(cluster_id) is None:
+            return None
+        return self.sockets.opener(cluster_id, known.TUNNEL_APISERVER_ADDRESS)
 
     def knows_cluster(self, cluster_id: str) -> bool:
         return any((mc.get("spec") or {}).get("clusterId") == cluster_id for mc in self.clusters.values())

@@ -23,10 +23,11 @@ from urllib.parse import unquote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from clusternet_api.tunnel import StreamOpenError
+from clusternet_api.tunnel import StreamOpenError, pipe
+from clusternet_api.tunnel.http import BodyCut, Response, Upgraded, UpstreamError
 from clusternet_hub import metrics
-from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, status_body
-from clusternet_hub.streamhttp import BodyCut, UpstreamError
+from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, Tunnel, status_body
+from clusternet_hub.takeover import take_over
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host"}
 # the request body is read whole and re-sent, so its length is recomputed by the client
 REQUEST_DROPPED = HOP_BY_HOP | {"content-length"}
+UPGRADE_TIMEOUT = 30.0  # seconds for the child's answer to an upgrade request
 WHOLE_BODY_LIMIT = 256 * 1024  # answers up to this size (with a Content-Length) are relayed in one piece
 EXTRA_PREFIX_FRONT = "x-remote-extra-clusternet-"
 EXTRA_PREFIX_DIRECT = "impersonate-extra-clusternet-"
@@ -85,68 +87,36 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
 
 
-class _RawForwarder:
-    """Takes the place of aiohttp's websocket parser after an upgrade: client bytes go to the upstream."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        self.writer.write(data)
-        return False, b""
-
-    def feed_eof(self) -> None:
-        if self.writer.can_write_eof() and not self.writer.is_closing():
-            self.writer.write_eof()
-
-
-async def upgrade(request: web.Request, port: int, tail: str, headers: Mapping[str, str]) -> web.StreamResponse:
-    """Relay an upgrade (exec/attach/port-forward over SPDY or websocket, websocket watches) as raw bytes.
-
-    The request head is written to a fresh tunnel stream; on 101 both directions are piped unchanged, so
-    the protocol spoken after the upgrade does not matter to the hub.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    target = tail + (f"?{request.query_string}" if request.query_string else "")
-    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {request.host}", "Connection: Upgrade",
-             f"Upgrade: {request.headers['Upgrade']}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+async def upgrade(request: web.Request, tunnel: Tunnel, address: str, target: str,
+                  headers: Mapping[str, str]) -> Upgraded | Response:
+    """Ask the child for the client's protocol switch (exec/attach/port-forward over SPDY or websocket,
+    websocket watches) on a new tunnel stream; a refusal comes back as an ordinary response."""
+    head = [("Host", request.host), ("Connection", "Upgrade"), ("Upgrade", request.headers["Upgrade"]),
+            *headers.items()]
     try:
-        status_line = await asyncio.wait_for(reader.readline(), timeout=30)
-        parts = status_line.decode("latin-1").split(" ", 2)
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise ProxyError(502, "the child answered the upgrade with something that is not HTTP")
-        code = int(parts[1])
-        reply: list[tuple[str, str]] = []
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            reply.append((name.strip(), value.strip()))
-    except (ConnectionError, TimeoutError) as e:
-        writer.close()
-        raise ProxyError(503, f"the upgrade request could not reach the child: {e}") from e
-    if code != 101:
-        length = next((int(v) for k, v in reply if k.lower() == "content-length"), None)
-        body = await (reader.readexactly(length) if length is not None else reader.read(1024 * 1024))
-        writer.close()
-        metrics.proxy_requests.labels(str(code)).inc()
-        return web.Response(status=code, body=body, headers={k: v for k, v in reply
-                                                             if k.lower() not in REQUEST_DROPPED})
+        async with asyncio.timeout(UPGRADE_TIMEOUT):
+            return await tunnel.http.upgrade(address, request.method, target, head)
+    except TimeoutError as e:
+        raise ProxyError(503, f"the child did not answer the upgrade within {UPGRADE_TIMEOUT:g}s") from e
+
+
+async def relay_upgraded(request: web.Request, upgraded: Upgraded) -> web.StreamResponse:
+    """Answer 101 and pipe both directions unchanged, so the protocol spoken after the upgrade does not
+    matter to the hub. The client's connection closes when the child's side ends (TLS cannot half-close),
+    and is aborted when the stream is cut (see pipe)."""
     response = web.StreamResponse(status=101)
-    for name, value in reply:
+    for name, value in upgraded.headers:
         response.headers.add(name, value)
-    await response.prepare(request)
-    metrics.proxy_requests.labels("101").inc()
-    transport = request.transport
-    assert transport is not None and request.protocol is not None
-    request.protocol.set_parser(_RawForwarder(writer))  # type: ignore[arg-type]
     try:
-        while data := await reader.read(64 * 1024):
-            transport.write(data)
-    finally:
-        writer.close()
-        response.force_close()
-        transport.close()
+        reader, writer = take_over(request)
+        await response.prepare(request)
+    except BaseException:
+        upgraded.stream.abort("the client left before the upgrade")
+        raise
+    response.force_close()
+    metrics.proxy_requests.labels("101").inc()
+    writer.write(upgraded.leftover)
+    await pipe(upgraded.stream, reader, writer, close_at_eof=True)
     return response
 
 
@@ -223,28 +193,36 @@ class Proxy:
             if not self.known_cluster(cluster_id):
                 raise ProxyError(404, f"no managed cluster with ID {cluster_id}")
             raise ProxyError(503, f"the agent of cluster {cluster_id} is disconnected; its tunnel is down")
-        if request.headers.get("Upgrade"):
-            return await upgrade(request, await tunnel.listener_port(address), tail or "/", headers)
         target = (tail or "/") + (f"?{request.query_string}" if request.query_string else "")
-        body = await request.read() if request.can_read_body else None
-        host = address if scheme == "https" else request.host
         try:
-            upstream = await tunnel.http.request(address, request.method, target,
-                                                 [("Host", host), *headers.items()], body)
+            if request.headers.get("Upgrade"):
+                upstream = await upgrade(request, tunnel, address, target, headers)
+            else:
+                body = await request.read() if request.can_read_body else None
+                host = address if scheme == "https" else request.host
+                upstream = await tunnel.http.request(address, request.method, target,
+                                                     [("Host", host), *headers.items()], body)
         except (StreamOpenError, UpstreamError, ConnectionError) as e:
             raise ProxyError(503, f"the agent of cluster {cluster_id} could not reach {address}: {e}") from e
-        headers_out = response_headers(upstream.headers)
-        length = headers_out.get("Content-Length", "")
-        async with contextlib.aclosing(upstream.body) as chunks:
-            if length.isdigit() and int(length) <= WHOLE_BODY_LIMIT:  # small answers leave in one write
-                try:
-                    body = b"".join([chunk async for chunk in chunks])
-                except BodyCut as e:  # nothing sent yet: the client can still get a proper error
-                    raise ProxyError(503, f"the agent of cluster {cluster_id} lost the answer: {e}") from e
-                metrics.proxy_requests.labels(str(upstream.status)).inc()
-                return web.Response(status=upstream.status, body=body, headers=headers_out)
-            response = web.StreamResponse(status=upstream.status, headers=headers_out)
-            await response.prepare(request)
-            await relay_body(request, response, chunks, cluster_id)
-        metrics.proxy_requests.labels(str(upstream.status)).inc()
-        return response
+        if isinstance(upstream, Upgraded):
+            return await relay_upgraded(request, upstream)
+        return await respond(request, upstream, cluster_id)
+
+
+async def respond(request: web.Request, upstream: Response, cluster_id: str) -> web.StreamResponse:
+    """The child's answer to the client: small ones in one piece, others streamed (watches, logs, big lists)."""
+    headers_out = response_headers(upstream.headers)
+    length = headers_out.get("Content-Length", "")
+    async with contextlib.aclosing(upstream.body) as chunks:
+        if length.isdigit() and int(length) <= WHOLE_BODY_LIMIT:  # small answers leave in one write
+            try:
+                body = b"".join([chunk async for chunk in chunks])
+            except BodyCut as e:  # nothing sent yet: the client can still get a proper error
+                raise ProxyError(503, f"the agent of cluster {cluster_id} lost the answer: {e}") from e
+            metrics.proxy_requests.labels(str(upstream.status)).inc()
+            return web.Response(status=upstream.status, body=body, headers=headers_out)
+        response = web.StreamResponse(status=upstream.status, headers=headers_out)
+        await response.prepare(request)
+        await relay_body(request, response, chunks, cluster_id)
+    metrics.proxy_requests.labels(str(upstream.status)).inc()
+    return response

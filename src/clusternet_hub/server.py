@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,14 @@ async def healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def metrics_handler(_: web.Request) -> web.Response:
-    body = generate_latest(metrics.REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+def metrics_handler(registry: SocketRegistry) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_: web.Request) -> web.Response:
+        if registry is not None:  # None in tests that serve only the proxy
+            registry.count_bytes()  # tunnel bytes are counted per session, brought up to date when scraped
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handler
 
 
 def front_proxy_user(request: web.Request, allowed_names: tuple[str, ...]) -> str | None:
@@ -91,7 +97,7 @@ def build_app(registry: SocketRegistry, proxy: Proxy, allowed_names: tuple[str, 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", healthz)
     app.router.add_get("/livez", healthz)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/apis", groups)
     app.router.add_get(f"/apis/{known.PROXIES_GROUP}", group)
     app.router.add_get(f"/apis/{GROUP_VERSION}", resources)

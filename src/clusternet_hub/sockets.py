@@ -1,18 +1,17 @@
-"""Agents' tunnels on the hub: who may connect, the live sessions, and loopback entry points into them.
+"""Agents' tunnels on the hub: who may connect, the live sessions, and how requests get into them.
 
 An agent dials `wss://.../apis/proxies.clusternet.io/v1alpha1/sockets/<clusterID>` with its parent-side
 ServiceAccount token. The hub authorises the *token*, not the URL: the token's ServiceAccount must be the
 agent account of the dedicated namespace whose ManagedCluster carries that cluster ID, so one agent can
 neither open nor hijack another cluster's socket.
 
-Each live session gets loopback listeners (127.0.0.1, never wider): a connection to one becomes a tunnel
-stream to the child's API server (or an allowed in-cluster HTTPS service), so the proxy and any client
-library can reach the child with a plain URL.
+Everything the hub sends to a child goes as HTTP/1.1 on tunnel streams (clusternet_api.tunnel.http): the
+proxy's requests and upgrades through `Tunnel.http`, the deployer's pushes through a `Kube` built with
+`SocketRegistry.opener`. No loopback listener: it cost two socket hops and a second HTTP stack per request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import hashlib
@@ -25,9 +24,9 @@ from aiohttp import WSMsgType, web
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube
-from clusternet_api.tunnel import FrameError, Session, Stream, StreamOpenError, pipe
+from clusternet_api.tunnel import FrameError, Session, Stream, StreamOpenError
+from clusternet_api.tunnel.http import StreamHttp, StreamOpener
 from clusternet_hub import metrics
-from clusternet_hub.streamhttp import StreamHttp
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,8 @@ class Tunnel:
     namespace: str
     managed_cluster: str
     connected_at: float = field(default_factory=time.monotonic)
-    listeners: dict[str, tuple[asyncio.Server, int]] = field(default_factory=dict)
     http: StreamHttp = field(init=False)
+    bytes_counted: dict[str, int] = field(default_factory=dict)  # direction -> bytes already in the metrics
 
     def __post_init__(self) -> None:
         self.http = StreamHttp(self.open_stream)
@@ -63,35 +62,16 @@ class Tunnel:
         metrics.socket_streams.inc()
         return stream
 
-    async def listener_port(self, address: str) -> int:
-        """Port of the loopback listener that opens streams to `address` through this tunnel."""
-        if address in self.listeners:
-            return self.listeners[address][1]
-
-        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                stream = await self.open_stream(address)
-            except (StreamOpenError, ConnectionError) as e:
-                log.info("cluster %s: stream to %s refused: %s", self.cluster_id, address, e)
-                writer.close()
-                return
-            try:
-                await pipe(stream, reader, writer)
-            finally:
-                metrics.socket_bytes.labels("out").inc(stream.bytes_out)
-                metrics.socket_bytes.labels("in").inc(stream.bytes_in)
-
-        server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
-        port = int(server.sockets[0].getsockname()[1])
-        self.listeners[address] = (server, port)
-        return port
+    def count_bytes(self) -> None:
+        """Add the stream bytes carried since the last count to the socket metrics (at scrapes and close)."""
+        for direction, total in (("in", self.session.bytes_in), ("out", self.session.bytes_out)):
+            metrics.socket_bytes.labels(direction).inc(total - self.bytes_counted.get(direction, 0))
+            self.bytes_counted[direction] = total
 
     async def close(self, reason: str) -> None:
         self.http.close()
-        for server, _ in self.listeners.values():
-            server.close()
-        self.listeners.clear()
         await self.session.close(reason)
+        self.count_bytes()
 
 
 class SocketRegistry:
@@ -105,6 +85,21 @@ class SocketRegistry:
     def get(self, cluster_id: str) -> Tunnel | None:
         tunnel = self.tunnels.get(cluster_id)
         return tunnel if tunnel and not tunnel.session.closed else None
+
+    def opener(self, cluster_id: str, address: str) -> StreamOpener:
+        """Opens streams to `address` through whichever tunnel of `cluster_id` is live at the time.
+
+        A client built on it (the deployer's `Kube` for pushes) outlives reconnects: its idle streams die
+        with the old tunnel, and its next request opens a stream on the new one.
+        """
+
+        async def open_stream() -> Stream:
+            tunnel = self.get(cluster_id)
+            if tunnel is None:
+                raise StreamOpenError(f"the tunnel of cluster {cluster_id} is down")
+            return await tunnel.open_stream(address)
+
+        return open_stream
 
     async def _username_for_token(self, token: str) -> str:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -184,6 +179,10 @@ class SocketRegistry:
                         raise
         except Exception as e:  # health bookkeeping must never break the tunnel
             log.warning("recording tunnel state of cluster %s failed: %s", tunnel.cluster_id, e)
+
+    def count_bytes(self) -> None:
+        for tunnel in self.tunnels.values():
+            tunnel.count_bytes()
 
     async def close(self) -> None:
         for tunnel in list(self.tunnels.values()):

@@ -63,7 +63,7 @@ async def primed(*objects: Obj) -> tuple[Controller, FakeKube, FakeKube]:
     parent, child = FakeKube(*objects), FakeKube()
     connected: list[Credentials] = []
 
-    def connect(creds: Credentials, connections: int) -> FakeKube:
+    def connect(creds: Credentials, connections: int, opener: object) -> FakeKube:
         connected.append(creds)
         return child
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from clusternet_api.tunnel import StreamOpenError
-from clusternet_hub.streamhttp import StreamHttp
+from clusternet_api.tunnel.http import StreamHttp
 from tests.unit.test_tunnel_mux import session_pair
 
 pytestmark = pytest.mark.timeout(20)

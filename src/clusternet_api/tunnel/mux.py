@@ -436,14 +436,17 @@ class Session:
                 task.cancel()
 
 
-async def pipe(stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+               close_at_eof: bool = False) -> None:
     """Copy bytes both ways between a stream and a local TCP connection until both finish.
 
     EOF on either side becomes a half-close on the other (FIN / ``write_eof``), so
-    request-then-response protocols work. An error on either side aborts both.
+    request-then-response protocols work. With ``close_at_eof`` the local connection is closed
+    instead when the stream ends (the hub's upgrade relay: the client must learn that the child is
+    done, and TLS cannot half-close). An error on either side aborts both.
     """
     upstream = asyncio.create_task(_local_to_stream(reader, stream))
-    downstream = asyncio.create_task(_stream_to_local(stream, writer))
+    downstream = asyncio.create_task(_stream_to_local(stream, writer, close_at_eof))
     try:
         await asyncio.gather(upstream, downstream)
     except OSError as exc:  # ConnectionResetError from the stream, socket errors locally
@@ -463,9 +466,11 @@ async def _local_to_stream(reader: asyncio.StreamReader, stream: Stream) -> None
     stream.write_eof()
 
 
-async def _stream_to_local(stream: Stream, writer: asyncio.StreamWriter) -> None:
+async def _stream_to_local(stream: Stream, writer: asyncio.StreamWriter, close_at_eof: bool) -> None:
     while data := await stream.read():
         writer.write(data)
         await writer.drain()
-    if writer.can_write_eof():
+    if close_at_eof:
+        writer.close()
+    elif writer.can_write_eof():
         writer.write_eof()

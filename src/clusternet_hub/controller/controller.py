@@ -15,7 +15,7 @@ import logging
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core.plan import Key
-from clusternet_hub.controller.pusher import Connect, Pusher, TunnelPort, connect_child
+from clusternet_hub.controller.pusher import Connect, Pusher, TunnelOpener, connect_child
 from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import Store, WorkKey
 from clusternet_hub.controller.subscriptions import SubscriptionReconciler
@@ -27,14 +27,14 @@ ERROR_RETRY_DELAY = 2.0
 
 
 class Controller:
-    def __init__(self, kube: KubeApi, clusters: dict[Key, Obj], tunnel_port: TunnelPort,
+    def __init__(self, kube: KubeApi, clusters: dict[Key, Obj], tunnel_opener: TunnelOpener,
                  resync_interval: float = 30.0, workers: int = 8, connect: Connect = connect_child) -> None:
         self.kube = kube
         self.resync_interval = resync_interval
         self.workers = workers
         self.store = Store(clusters)
         self.status = StatusWriter(kube, self.store)
-        self.pusher = Pusher(kube, self.store, tunnel_port, connect)
+        self.pusher = Pusher(kube, self.store, tunnel_opener, connect)
         self.subscriptions = SubscriptionReconciler(kube, self.store, self.status)
 
     async def run(self) -> None:

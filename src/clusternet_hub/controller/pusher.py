@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeapi import ChildApi, KubeApi
+from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
 from clusternet_hub.controller.store import Store
 from clusternet_hub.controller.workqueue import Backoff
@@ -34,20 +35,20 @@ TUNNEL_CONNECTIONS = 8
 # A failed push comes back with growing delay, not on its own status events
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0
 
-TunnelPort = Callable[[str], Awaitable[int | None]]
-"""cluster id -> loopback port of its tunnel into the child's API server, or None when the tunnel is down."""
-Connect = Callable[[Credentials, int], ChildApi]
-"""(credentials, connections) -> a client of the child's API server."""
+TunnelOpener = Callable[[str], Awaitable[StreamOpener | None]]
+"""cluster id -> opens streams through its tunnel to the child's API server, or None when the tunnel is down."""
+Connect = Callable[[Credentials, int, StreamOpener | None], ChildApi]
+"""(credentials, connections, tunnel opener or None) -> a client of the child's API server."""
 
 
-def connect_child(creds: Credentials, connections: int) -> ChildApi:
-    return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections)
+def connect_child(creds: Credentials, connections: int, opener: StreamOpener | None) -> ChildApi:
+    return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections, opener=opener)
 
 
 class Pusher:
-    def __init__(self, kube: KubeApi, store: Store, tunnel_port: TunnelPort,
+    def __init__(self, kube: KubeApi, store: Store, tunnel_opener: TunnelOpener,
                  connect: Connect = connect_child) -> None:
-        self.kube, self.store, self.tunnel_port, self.connect = kube, store, tunnel_port, connect
+        self.kube, self.store, self.tunnel_opener, self.connect = kube, store, tunnel_opener, connect
         self.children: dict[str, tuple[str, ChildApi]] = {}  # cluster id -> (credentials fingerprint, client)
         self.secrets: dict[str, tuple[float, dict[str, bytes]]] = {}  # namespace -> (expiry, data)
         # Description -> (uid, generation, monotonic time) of its last push; events for what was pushed
@@ -92,19 +93,17 @@ class Pusher:
         if data is None:
             return None
         cluster_id = str(mc["spec"]["clusterId"])
-        port = await self.tunnel_port(cluster_id)
-        if port is not None:
-            creds = Credentials(server=f"http://127.0.0.1:{port}", token=data["token"].decode())
-        else:
-            creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
-                                token=data["token"].decode())
-        fingerprint = f"{creds.server}|{hashlib.sha256((creds.token or '').encode()).hexdigest()}"
+        opener = await self.tunnel_opener(cluster_id)
+        creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
+                            token=data["token"].decode())
+        via = "tunnel" if opener is not None else creds.server
+        fingerprint = f"{via}|{hashlib.sha256((creds.token or '').encode()).hexdigest()}"
         cached = self.children.get(cluster_id)
         if cached and cached[0] == fingerprint:
             return cached[1]
         if cached:
             await cached[1].close()
-        child = self.connect(creds, CHILD_CONNECTIONS if port is None else TUNNEL_CONNECTIONS)
+        child = self.connect(creds, CHILD_CONNECTIONS if opener is None else TUNNEL_CONNECTIONS, opener)
         self.children[cluster_id] = (fingerprint, child)
         return child
 
