@@ -11,7 +11,8 @@ process (own TLS certificate, `--resync-interval=30`) and two `clusternet-agent`
 Scenarios (the feeds are always a Namespace plus 3 ConfigMaps, 3 Services and 3 Deployments with 0 replicas):
 
 1. Real children. Per iteration the feeds and a Subscription selecting `bench=real` are written to a
-   directory and `kubectl-clusternet --kubeconfig <parent> apply -f <dir>` (the console script) is run.
+   directory and `kubectl-clusternet --kubeconfig <parent> apply -f <dir>` (as `python -m clusternet_kubectl`,
+   this checkout's code, which the console script also runs) is run.
    Timed from the start of that command, and separately from the moment the Subscription exists on the
    parent, until both Descriptions have status.phase Success with all 10 objects. Interleaved with the
    direct baseline: the same 10 objects (other names) server-side applied with a plain client to both
@@ -68,6 +69,7 @@ import yaml
 from clusternet_api import known
 from clusternet_api.kube import Credentials, Kube, Obj
 from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import PLUGIN
 from common import (
     SPAWNED,
     agent,
@@ -83,7 +85,6 @@ from common import (
 
 APPS = known.APPS_API_VERSION
 CLUSTERS = known.CLUSTERS_API_VERSION
-PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"
 FEEDS = 10
 DIRECT_MANAGER = "bench-direct"
 DIRECT_CONCURRENCY = 8
@@ -433,7 +434,7 @@ async def run_command(*argv: str) -> tuple[int, str]:
 
 
 async def run_plugin(directory: Path, parent: ControlPlane) -> tuple[int, str]:
-    return await run_command(str(PLUGIN), "--kubeconfig", str(parent.kubeconfig), "apply", "-f", str(directory))
+    return await run_command(*PLUGIN, "--kubeconfig", str(parent.kubeconfig), "apply", "-f", str(directory))
 
 
 async def run_kubectl_apply(directory: Path, child: ControlPlane) -> None:

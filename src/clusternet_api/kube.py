@@ -85,15 +85,21 @@ class ResourceNotFound(LookupError):
     """The server serves no resource for this apiVersion and kind (kubectl: "no matches for kind")."""
 
 
+def resource_path(api_version: str, plural: str, namespaced: bool, name: str | None = None,
+                  namespace: str | None = None, subresource: str | None = None) -> str:
+    """REST path of a resource, one object of it, or its subresource; the namespace only counts for namespaced
+    resources (`/api/v1/namespaces/x` whatever namespace is given)."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    ns = f"/namespaces/{namespace}" if namespaced and namespace else ""
+    path = f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
+    return f"{path}/{subresource}" if subresource else path
+
+
 def object_path(obj: Mapping[str, Any]) -> str:
     """REST path of a built-in object (no discovery); used by the test harness for set-up."""
-    api_version: str = obj["apiVersion"]
-    kind: str = obj["kind"]
     meta = obj.get("metadata", {})
-    plural, namespaced = _CORE_PLURALS[kind]
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    ns = f"/namespaces/{meta['namespace']}" if namespaced else ""
-    return f"{base}{ns}/{plural}/{meta['name']}"
+    plural, namespaced = _CORE_PLURALS[obj["kind"]]
+    return resource_path(obj["apiVersion"], plural, namespaced, meta["name"], meta.get("namespace"))
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,7 @@ class Credentials:
         """Read credentials from a kubeconfig file (token or client certificate; CA data or file)."""
         path = Path(path) if path else Path.home() / ".kube" / "config"
         cfg = yaml.safe_load(path.read_text())
-        ctx_name = context or cfg.get("current-context")
-        ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
+        ctx = _context(cfg, context)
         cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
         user: dict[str, Any] = next(
             (u["user"] for u in cfg.get("users", []) if u["name"] == ctx.get("user")), {}) or {}
@@ -188,6 +193,38 @@ class Credentials:
                 "current-context": name}
 
 
+def _context(cfg: Mapping[str, Any], name: str | None) -> Obj:
+    """The `context` of the named (else the current) context of a parsed kubeconfig; KeyError when absent."""
+    name = name or cfg.get("current-context")
+    found: Obj | None = next((c.get("context") or {} for c in cfg.get("contexts") or [] if c.get("name") == name),
+                             None)
+    if found is None:
+        raise KeyError(f"context {name!r} is not in the kubeconfig")
+    return found
+
+
+def kubeconfig_path(explicit: str | Path | None = None) -> Path | None:
+    """kubectl's choice of kubeconfig: `explicit`, else the first file of $KUBECONFIG, else ~/.kube/config;
+    None when there is none of these (only in-cluster credentials remain). `Credentials.load` differs on
+    purpose: operators prefer their in-cluster ServiceAccount to a $KUBECONFIG."""
+    if explicit:
+        return Path(explicit)
+    env = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if env:
+        return Path(env[0])
+    default = Path.home() / ".kube" / "config"
+    return default if default.exists() else None
+
+
+def kubeconfig_namespace(path: str | Path, context: str | None = None) -> str | None:
+    """The namespace the named (else the current) context of a kubeconfig sets, if any: kubectl's default."""
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        return _context(cfg, context).get("namespace") or None
+    except KeyError:
+        return None
+
+
 def ssl_context(creds: Credentials) -> ssl.SSLContext | None:
     """TLS settings for one server: its CA pinned (system CAs when none is given), client cert if any."""
     if not creds.server.startswith("https:"):
@@ -222,6 +259,7 @@ class Kube:
         self._stream_slots = asyncio.Semaphore(connections)  # the stream path's counterpart of the pool limit
         self._token_read = time.monotonic()
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}  # apiVersion -> kind -> (plural, namespaced)
+        self._resources: dict[str, list[Obj]] = {}  # apiVersion -> its APIResource entries, no subresources
         self._discovering: dict[str, asyncio.Future[None]] = {}
 
     async def __aenter__(self) -> Kube:
@@ -269,14 +307,13 @@ class Kube:
         self._discovering[api_version] = done
         try:
             status, body = await self.raw("GET", "/api/v1" if api_version == "v1" else f"/apis/{api_version}")
-            kinds: dict[str, tuple[str, bool]] = {}
+            entries: list[Obj] = []
             if status == 200 and isinstance(body, dict):
-                for r in body.get("resources") or []:
-                    if "/" not in r["name"]:
-                        kinds[r["kind"]] = (r["name"], bool(r.get("namespaced")))
+                entries = [r for r in body.get("resources") or [] if "/" not in r["name"]]
             elif status not in (404, 503):
                 raise ApiException(status, f"discovery of {api_version} failed: {body}")
-            self._kinds[api_version] = kinds
+            self._resources[api_version] = entries
+            self._kinds[api_version] = {r["kind"]: (r["name"], bool(r.get("namespaced"))) for r in entries}
             done.set_result(None)
         except BaseException as e:
             done.set_exception(e)
@@ -297,13 +334,26 @@ class Kube:
             raise ResourceNotFound(f'no matches for kind "{kind}" in version "{api_version}"')
         return known[kind]
 
+    async def resources(self, api_version: str) -> list[Obj]:
+        """The APIResource entries (name, kind, namespaced, singularName, shortNames, ...) of one group-version,
+        subresources left out; [] when the server does not serve it (404) or cannot now (503). Discovered once."""
+        if api_version not in self._resources:
+            await self._discover(api_version)
+        return self._resources.get(api_version, [])
+
+    async def preferred_versions(self) -> list[str]:
+        """`v1`, then the preferred version of every API group, in the server's order (kubectl's search order
+        for a resource name)."""
+        status, body = await self.raw("GET", "/apis")
+        if status != 200 or not isinstance(body, dict):
+            raise status_error(status, body)
+        return ["v1"] + [g["preferredVersion"]["groupVersion"] for g in body.get("groups") or []
+                         if g.get("preferredVersion")]
+
     async def path(self, api_version: str, kind: str, name: str | None = None,
                    namespace: str | None = None, subresource: str | None = None) -> str:
         plural, namespaced = await self.resource(api_version, kind)
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        ns = f"/namespaces/{namespace}" if namespaced and namespace else ""
-        path = f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
-        return f"{path}/{subresource}" if subresource else path
+        return resource_path(api_version, plural, namespaced, name, namespace, subresource)
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       content_type: str = "application/json",
@@ -462,4 +512,5 @@ def is_status(e: BaseException, *codes: int) -> bool:
     return isinstance(e, ApiException) and e.status in codes
 
 
-__all__ = ["ApiException", "Credentials", "Kube", "Obj", "ResourceNotFound", "is_status", "object_path"]
+__all__ = ["ApiException", "Credentials", "Kube", "Obj", "ResourceNotFound", "is_status", "kubeconfig_namespace",
+           "kubeconfig_path", "object_path", "resource_path"]

@@ -73,11 +73,20 @@ def parent_token(child: ControlPlane, namespace: str = known.SYSTEM_NAMESPACE) -
     return base64.b64decode(secret["data"]["token"]).decode()
 
 
-def plugin(parent: ControlPlane, *args: str) -> str:
-    """Run the installed `kubectl-clusternet` console script against the parent; its stdout."""
-    proc = subprocess.run([str(Path(sys.executable).parent / "kubectl-clusternet"),
-                           f"--kubeconfig={parent.kubeconfig}", *args],
+PLUGIN = (sys.executable, "-m", "clusternet_kubectl")
+"""The `kubectl-clusternet` CLI as any checkout runs it: the console script is only as current as the last
+install of the venv, and may point at another checkout's code."""
+
+
+def run_plugin(parent: ControlPlane, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`kubectl clusternet ARGS` against the parent, whatever its exit code."""
+    return subprocess.run([*PLUGIN, f"--kubeconfig={parent.kubeconfig}", *args], input=input,
                           capture_output=True, text=True, timeout=120, check=False)
+
+
+def plugin(parent: ControlPlane, *args: str) -> str:
+    """`kubectl clusternet ARGS` against the parent, which must succeed; its stdout."""
+    proc = run_plugin(parent, *args)
     assert proc.returncode == 0, f"kubectl clusternet {' '.join(args)} failed: {proc.stdout}\n{proc.stderr}"
     return proc.stdout
 

@@ -4,22 +4,18 @@ Clusternet's examples/static-dividing-scheduling, and a new replica count in the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import descriptions, feed, kubectl, store_template, wait_for
+from clusternet_testing.helpers import descriptions, feed, kubectl, run_plugin, store_template, wait_for
 
 pytestmark = pytest.mark.integration
 
 NS = "dividing-app"
 LABEL = "dividing-test"
 SUB = "web-dividing"
-PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
 
 
@@ -82,9 +78,7 @@ def test_weights_divide_replicas_and_a_new_count_re_divides(hub_and_agents: dict
         assert "desiredReplicas" not in orders["Namespace"]
 
         # the preview shows the split and who set it
-        render = subprocess.run([str(PLUGIN), f"--kubeconfig={parent.kubeconfig}", "render", SUB, "-n", "default",
-                                 "--cluster", mc2["spec"]["clusterId"]], capture_output=True, text=True, timeout=120,
-                                check=False)
+        render = run_plugin(parent, "render", SUB, "-n", "default", "--cluster", mc2["spec"]["clusterId"])
         assert render.returncode == 0, render.stderr
         assert f"# override Subscription default/{SUB} [dividing-scheduler] JSONPatch: /spec/replicas" in render.stdout
         assert "replicas: 4" in render.stdout

@@ -1,4 +1,4 @@
-"""kubectl clusternet against a real parent: the installed console script, and kubectl's plugin discovery.
+"""kubectl clusternet against a real parent: the CLI run as a process, and kubectl's plugin discovery.
 
 The repo's examples/applications/ are applied with their names made unique (namespace, Subscription,
 HelmChart), because other modules share the parent.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +21,11 @@ import yaml
 
 from clusternet_api import known
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import kubectl
+from clusternet_testing.helpers import PLUGIN, kubectl, run_plugin
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"
 
 
 @dataclass
@@ -40,9 +39,7 @@ class Demo:
     cluster_id: str
 
     def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """The installed console script."""
-        return subprocess.run([str(PLUGIN), f"--kubeconfig={self.parent.kubeconfig}", *args], input=input,
-                              capture_output=True, text=True, timeout=120, check=False)
+        return run_plugin(self.parent, *args, input=input)
 
     def ok(self, *args: str, input: str | None = None) -> str:
         proc = self.run(*args, input=input)
@@ -150,8 +147,13 @@ def test_get_tables(demo: Demo, applied: subprocess.CompletedProcess[str]) -> No
     assert missing.returncode == 1 and "(NotFound)" in missing.stderr
 
 
-def test_kubectl_finds_the_plugin(demo: Demo, applied: subprocess.CompletedProcess[str]) -> None:
-    env = dict(os.environ, PATH=f"{PLUGIN.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+def test_kubectl_finds_the_plugin(demo: Demo, applied: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """kubectl runs the `kubectl-clusternet` it finds on PATH: here a wrapper of this checkout's CLI (that the
+    console script points at the CLI is checked in tests/unit/test_kubectl_plugin.py)."""
+    script = tmp_path / "kubectl-clusternet"
+    script.write_text(f'#!/bin/sh\nexec {shlex.join(PLUGIN)} "$@"\n')
+    script.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(["kubectl", "clusternet", f"--kubeconfig={demo.parent.kubeconfig}", "get", "deploy",
                            "-n", demo.ns], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr

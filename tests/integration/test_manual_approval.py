@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,11 +13,10 @@ import pytest
 from clusternet_api import known
 from clusternet_api.sealing import generate_private_key, public_key_of
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import kubectl, wait_for
+from clusternet_testing.helpers import kubectl, run_plugin, wait_for
 from clusternet_testing.processes import Proc, hub_proc, install_bootstrap
 
 pytestmark = pytest.mark.integration
-PLUGIN = Path(sys.executable).parent / "kubectl-clusternet"
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +39,6 @@ def request_id(parent: ControlPlane) -> Iterator[str]:
     yield cid
     kubectl(parent, "delete", "clsrr", f"clusternet-{cid}", "--ignore-not-found", check=False)
     kubectl(parent, "delete", "ns", "-l", f"{known.LABEL_CLUSTER_ID}={cid}", "--wait=false", check=False)
-
-
-def plugin(parent: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PLUGIN), f"--kubeconfig={parent.kubeconfig}", *args], capture_output=True, text=True,
-                          timeout=60, check=False)
 
 
 def crr_status(parent: ControlPlane, cid: str) -> dict[str, Any]:
@@ -73,7 +64,7 @@ def test_request_waits_for_an_admin_then_approve_creates_the_cluster(parent: Con
     assert crr_status(parent, request_id).get("result") is None
     assert namespaces_of(parent, request_id) == []
 
-    done = plugin(parent, "approve", request_id)
+    done = run_plugin(parent, "approve", request_id)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"clusterregistrationrequest.clusters.clusternet.io/clusternet-{request_id} approved"
     status = wait_for(lambda: (s := crr_status(parent, request_id)).get("result") and s, timeout=30,
@@ -86,7 +77,7 @@ def test_request_waits_for_an_admin_then_approve_creates_the_cluster(parent: Con
 
 def test_deny_gives_the_agent_the_reason_and_creates_nothing(parent: ControlPlane, manual_hub: Proc,
                                                              request_id: str) -> None:
-    done = plugin(parent, "deny", f"clusternet-{request_id}", "--reason", "not one of our clusters")
+    done = run_plugin(parent, "deny", f"clusternet-{request_id}", "--reason", "not one of our clusters")
     assert done.returncode == 0, done.stderr
     status = wait_for(lambda: (s := crr_status(parent, request_id)).get("result") and s, timeout=30,
                       what="CRR denied")
@@ -98,6 +89,6 @@ def test_deny_gives_the_agent_the_reason_and_creates_nothing(parent: ControlPlan
 
 def test_verdict_on_an_unknown_request_is_a_clear_error(parent: ControlPlane, manual_hub: Proc) -> None:
     missing = str(uuid.uuid4())
-    done = plugin(parent, "approve", missing)
+    done = run_plugin(parent, "approve", missing)
     assert done.returncode == 1
     assert "NotFound" in done.stderr and f"clusternet-{missing}" in done.stderr

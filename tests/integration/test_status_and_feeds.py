@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import descriptions, kubectl, plugin, store_template, wait_for
+from clusternet_testing.helpers import descriptions, kubectl, plugin, run_plugin, store_template, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -240,9 +239,7 @@ def test_an_ambiguous_feed_is_refused_and_nothing_is_deployed(
 
 def render(parent: ControlPlane, sub: str, cluster: str) -> subprocess.CompletedProcess[str]:
     """`kubectl clusternet render`, whatever its exit code."""
-    return subprocess.run([str(Path(sys.executable).parent / "kubectl-clusternet"), f"--kubeconfig={parent.kubeconfig}",
-                           "render", sub, "-n", SUB_NS, "--cluster", cluster],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return run_plugin(parent, "render", sub, "-n", SUB_NS, "--cluster", cluster)
 
 
 def test_a_feed_without_namespace_matching_one_template_deploys_it(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from clusternet_api.kubectl_plugin import describe_object, describe_template
+from clusternet_kubectl.commands.describe import describe_object, describe_template
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {

@@ -1,9 +1,12 @@
-"""kubectl clusternet: the parts that need no cluster (documents, cleaning, tables, alias resolution)."""
+"""kubectl clusternet: the parts that need no cluster (documents, cleaning, tables, alias resolution, options)."""
 
 from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,33 +15,22 @@ import pytest
 from click.testing import CliRunner
 
 from clusternet_api import known
-from clusternet_api.kubectl_plugin import (
-    Kind,
-    Options,
-    PluginError,
-    Resource,
-    age,
-    apply_batches,
-    clean_object,
-    context_namespace,
-    document_files,
-    dump,
-    format_table,
-    human_duration,
-    load_documents,
-    main,
-    match_resource,
-    object_ref,
-    parse_documents,
-    parse_resource_list,
-    render_header,
-    server_table,
-    skip_validating,
-    template_table,
-    type_name,
-)
+from clusternet_api.kube import Credentials, Kube, kubeconfig_namespace, kubeconfig_path
 from clusternet_core.overrides import AppliedOverride, OverrideError
 from clusternet_core.rendering import RenderedObject
+from clusternet_kubectl import session
+from clusternet_kubectl.cli import main
+from clusternet_kubectl.commands.apply import apply_batches
+from clusternet_kubectl.commands.get import dump, template_table
+from clusternet_kubectl.commands.render import render_header
+from clusternet_kubectl.documents import clean_object, document_files, load_documents, object_ref, parse_documents
+from clusternet_kubectl.errors import PluginError
+from clusternet_kubectl.resources import Resource, match_resource, type_name
+from clusternet_kubectl.tables import age, format_table, human_duration, server_table
+from clusternet_kubectl.targets import skip_validating
+from clusternet_kubectl.templates import Kind
+
+REPO = Path(__file__).resolve().parents[2]
 
 # --- documents -------------------------------------------------------------------------------------------
 
@@ -141,26 +133,61 @@ def test_type_names_match_kubectl() -> None:
 
 # --- discovery -------------------------------------------------------------------------------------------
 
-CORE = parse_resource_list("v1", {"resources": [
-    {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
-     "shortNames": ["ns"]},
-    {"name": "namespaces/status", "singularName": "", "namespaced": False, "kind": "Namespace"},
-    {"name": "services", "singularName": "", "namespaced": True, "kind": "Service", "shortNames": ["svc"]},
-]})
-APPS = parse_resource_list("apps/v1", {"resources": [
-    {"name": "deployments", "singularName": "deployment", "namespaced": True, "kind": "Deployment",
-     "shortNames": ["deploy"]},
-]})
-CLUSTERNET = parse_resource_list("apps.clusternet.io/v1alpha1", {"resources": [
-    {"name": "subscriptions", "singularName": "subscription", "namespaced": True, "kind": "Subscription",
-     "shortNames": ["sub", "subs"]},
-]})
-ALL = CORE + APPS + CLUSTERNET
+DISCOVERY: dict[str, Any] = {
+    "/apis": {"groups": [
+        {"name": "apps", "preferredVersion": {"groupVersion": "apps/v1"}},
+        {"name": "apps.clusternet.io", "preferredVersion": {"groupVersion": "apps.clusternet.io/v1alpha1"}},
+        {"name": "metrics.k8s.io", "preferredVersion": {"groupVersion": "metrics.k8s.io/v1beta1"}},
+    ]},
+    "/api/v1": {"resources": [
+        {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+         "shortNames": ["ns"]},
+        {"name": "namespaces/status", "singularName": "", "namespaced": False, "kind": "Namespace"},
+        {"name": "services", "singularName": "", "namespaced": True, "kind": "Service", "shortNames": ["svc"]},
+    ]},
+    "/apis/apps/v1": {"resources": [
+        {"name": "deployments", "singularName": "deployment", "namespaced": True, "kind": "Deployment",
+         "shortNames": ["deploy"]},
+    ]},
+    "/apis/apps.clusternet.io/v1alpha1": {"resources": [
+        {"name": "subscriptions", "singularName": "subscription", "namespaced": True, "kind": "Subscription",
+         "shortNames": ["sub", "subs"]},
+    ]},
+}
 
 
-def test_resource_lists_skip_subresources() -> None:
-    assert [r.plural for r in CORE] == ["namespaces", "services"]
-    assert APPS[0].api_version == "apps/v1" and CORE[0].api_version == "v1"
+class FakeKube(Kube):
+    """Discovery answered from DISCOVERY (503 for anything else, like an unavailable aggregated API)."""
+
+    def __init__(self) -> None:
+        super().__init__(Credentials(server="http://parent.invalid"))
+        self.asked: list[str] = []
+
+    async def raw(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        self.asked.append(path)
+        return (200, DISCOVERY[path]) if path in DISCOVERY else (503, "service unavailable")
+
+
+async def all_resources() -> list[Resource]:
+    return await session.Session(FakeKube(), "default").all_resources()
+
+
+async def test_discovery_lists_preferred_versions_core_first_without_subresources() -> None:
+    found = await all_resources()
+    assert [(r.api_version, r.plural) for r in found] == [
+        ("v1", "namespaces"), ("v1", "services"), ("apps/v1", "deployments"),
+        ("apps.clusternet.io/v1alpha1", "subscriptions")]  # metrics.k8s.io is unavailable: skipped, as kubectl
+    assert found[0] == Resource("", "v1", "Namespace", "namespaces", False, "namespace", ("ns",))
+
+
+async def test_find_asks_discovery_once_per_group_version() -> None:
+    kube = FakeKube()
+    parent = session.Session(kube, "default")
+    sub = await parent.find("apps.clusternet.io/v1alpha1", "Subscription")
+    assert sub is not None and sub.path("ns", "s") == "/apis/apps.clusternet.io/v1alpha1/namespaces/ns/subscriptions/s"
+    assert await parent.find("apps.clusternet.io/v1alpha1", "Subscription") == sub
+    assert await parent.find("example.com/v1", "Widget") is None
+    assert kube.asked.count("/apis/apps.clusternet.io/v1alpha1") == 1
 
 
 @pytest.mark.parametrize(("name", "plural"), [
@@ -168,21 +195,21 @@ def test_resource_lists_skip_subresources() -> None:
     ("service", "services"), ("deploy", "deployments"), ("deployments.apps", "deployments"),
     ("deployment.v1.apps", "deployments"), ("subs", "subscriptions"), ("Subscription", "subscriptions"),
 ])
-def test_alias_resolution(name: str, plural: str) -> None:
-    found = match_resource(ALL, name)
+async def test_alias_resolution(name: str, plural: str) -> None:
+    found = match_resource(await all_resources(), name)
     assert found is not None and found.plural == plural
 
 
-def test_unknown_alias() -> None:
-    assert match_resource(ALL, "widgets") is None
-    assert match_resource(ALL, "deployments.batch") is None
+async def test_unknown_alias() -> None:
+    assert match_resource(await all_resources(), "widgets") is None
+    assert match_resource(await all_resources(), "deployments.batch") is None
 
 
-def test_paths() -> None:
-    deploy = APPS[0]
+async def test_paths() -> None:
+    namespaces, _, deploy, _ = await all_resources()
     assert deploy.path("foo", "x") == "/apis/apps/v1/namespaces/foo/deployments/x"
     assert deploy.path() == "/apis/apps/v1/deployments"
-    assert CORE[0].path("ignored", "foo") == "/api/v1/namespaces/foo"
+    assert namespaces.path("ignored", "foo") == "/api/v1/namespaces/foo"
 
 
 def test_literal_kinds_match_templates_by_kind_or_plural() -> None:
@@ -191,7 +218,8 @@ def test_literal_kinds_match_templates_by_kind_or_plural() -> None:
     for literal in ("widgets", "Widget", "widget"):
         assert Kind(None, literal).matches_template(manifest)
     assert not Kind(None, "gadgets").matches_template(manifest)
-    assert not Kind(APPS[0], "deploy").matches_template(manifest)
+    deploy = Resource("apps", "v1", "Deployment", "deployments", True)
+    assert not Kind(deploy, "deploy").matches_template(manifest)
 
 
 # --- tables ----------------------------------------------------------------------------------------------
@@ -277,14 +305,43 @@ def test_context_namespace(tmp_path: Path) -> None:
     cfg.write_text(
         "current-context: a\ncontexts:\n- name: a\n  context: {cluster: c, namespace: team}\n"
         "- name: b\n  context: {cluster: c}\n")
-    assert context_namespace(cfg, None) == "team"
-    assert context_namespace(cfg, "b") is None
-    assert context_namespace(tmp_path / "missing", None) is None
+    assert kubeconfig_namespace(cfg, None) == "team"
+    assert kubeconfig_namespace(cfg, "b") is None
+    assert kubeconfig_namespace(cfg, "missing") is None
 
 
-def test_options_after_the_subcommand_win() -> None:
-    merged = Options("a.kubeconfig", None, "ns1").merged(Options(None, "ctx", "ns2"))
-    assert merged == Options("a.kubeconfig", "ctx", "ns2")
+def test_kubeconfig_lookup_like_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'first'}:{tmp_path / 'second'}")
+    assert kubeconfig_path("explicit") == Path("explicit")
+    assert kubeconfig_path(None) == tmp_path / "first"
+    monkeypatch.delenv("KUBECONFIG")
+    assert kubeconfig_path(None) is None
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("{}")
+    assert kubeconfig_path(None) == tmp_path / ".kube" / "config"
+
+
+def test_options_after_the_subcommand_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(session, "run", lambda command, *args, **options: seen.append(options))
+    result = CliRunner().invoke(main, ["--kubeconfig", "a.kubeconfig", "-n", "ns1", "get", "deploy",
+                                       "--context", "ctx", "-n", "ns2"])
+    assert result.exit_code == 0, result.output
+    assert seen == [{"kubeconfig": "a.kubeconfig", "context": "ctx", "namespace": "ns2"}]
+
+
+def test_console_script_runs_the_cli() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kubectl-clusternet"] == "clusternet_kubectl.cli:main"
+
+
+def test_help_loads_neither_the_http_client_nor_the_pipeline() -> None:
+    """Start-up stays fast: aiohttp, pydantic and the pipeline load only when a command needs them."""
+    code = ("import sys\nfrom clusternet_kubectl.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+            "    pass\nprint(sorted(m for m in ('aiohttp', 'pydantic', 'clusternet_core') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[-1] == "[]"
 
 
 def test_cli_version_and_local_errors(tmp_path: Path) -> None:

@@ -1,0 +1,168 @@
+"""The `kubectl-clusternet` command line: options, help texts, and which command module runs.
+
+Start-up matters (kubectl users type these by hand, and bench/propagation.py times `apply` from its start):
+this module imports only click, and each sub-command imports its module, the HTTP client and the pipeline
+when it runs, so `--help` and `version` load none of them and `get` does not load `render`'s pipeline.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from clusternet_api import __version__
+
+if TYPE_CHECKING:
+    from clusternet_kubectl.documents import Document
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Options:
+    """Connection options, given before or after the sub-command (the later wins, as with kubectl)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep a connection option in the Options all levels share; a later occurrence overwrites."""
+    if value:
+        setattr(ctx.ensure_object(Options), str(param.name), value)
+
+
+def connection_options(f: F) -> F:
+    """--kubeconfig, --context and -n/--namespace, accepted before or after the sub-command."""
+    f = click.option("-n", "--namespace", callback=_remember, expose_value=False,
+                     help="Namespace (default: the context's, else default).")(f)
+    f = click.option("--context", callback=_remember, expose_value=False, help="Kubeconfig context to use.")(f)
+    f = click.option("--kubeconfig", metavar="PATH", callback=_remember, expose_value=False,
+                     help="Kubeconfig of the parent cluster (default: $KUBECONFIG, then ~/.kube/config).")(f)
+    return f
+
+
+def _run(command: Callable[..., Any], *args: Any) -> None:
+    """Run a command module's coroutine against the parent with the options given (see session.run)."""
+    from clusternet_kubectl import session
+
+    opts = click.get_current_context().find_object(Options) or Options()
+    session.run(command, *args, kubeconfig=opts.kubeconfig, context=opts.context, namespace=opts.namespace)
+
+
+def _documents(filenames: tuple[str, ...], recursive: bool) -> list[Document]:
+    """The objects of the -f arguments; a local problem (missing file, bad YAML) exits before connecting."""
+    from clusternet_kubectl.documents import load_documents
+    from clusternet_kubectl.errors import PluginError
+
+    try:
+        return load_documents(filenames, recursive)
+    except (PluginError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@connection_options
+def main() -> None:
+    """Manage Clusternet feeds, subscriptions and overrides on the parent cluster."""
+
+
+@main.command()
+@click.option("-f", "--filename", "filenames", multiple=True, required=True,
+              help="File, directory or - (stdin) with objects to apply; repeatable.")
+@click.option("-R", "--recursive", is_flag=True, help="Walk directories given with -f recursively.")
+@connection_options
+def apply(filenames: tuple[str, ...], recursive: bool) -> None:
+    """Apply Clusternet objects as CRs and everything else as templates (Manifests)."""
+    documents = _documents(filenames, recursive)
+    if not documents:
+        click.echo("error: no objects passed to apply", err=True)
+        sys.exit(1)
+    from clusternet_kubectl.commands.apply import apply_command
+
+    _run(apply_command, documents)
+
+
+@main.command()
+@click.argument("kind")
+@click.argument("names", nargs=-1)
+@click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
+@click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json", "name"]), default=None)
+@connection_options
+def get(kind: str, names: tuple[str, ...], all_namespaces: bool, output: str | None) -> None:
+    """List Clusternet objects (server columns), or the templates of any other kind (NAME, AGE; -o wide adds
+    the Manifest name)."""
+    from clusternet_kubectl.commands.get import get_command
+
+    _run(get_command, kind, names, all_namespaces, output)
+
+
+@main.command()
+@click.argument("kind")
+@click.argument("names", nargs=-1)
+@connection_options
+def describe(kind: str, names: tuple[str, ...]) -> None:
+    """Show templates with the clusters they are deployed to and how they are doing there, or Clusternet
+    objects with their spec, status and events."""
+    from clusternet_kubectl.commands.describe import describe_command
+
+    _run(describe_command, kind, names)
+
+
+@main.command()
+@click.argument("kind", required=False)
+@click.argument("names", nargs=-1)
+@click.option("-f", "--filename", "filenames", multiple=True, help="Delete the objects in these files.")
+@click.option("-R", "--recursive", is_flag=True, help="Walk directories given with -f recursively.")
+@connection_options
+def delete(kind: str | None, names: tuple[str, ...], filenames: tuple[str, ...], recursive: bool) -> None:
+    """Delete Clusternet objects, or the templates of any other kind."""
+    documents = _documents(filenames, recursive) if filenames else []
+    from clusternet_kubectl.commands.delete import delete_command
+
+    _run(delete_command, kind, names, documents)
+
+
+@main.command()
+@click.argument("subscription")
+@click.option("--cluster", required=True, metavar="ID|NAMESPACE/NAME",
+              help="The ManagedCluster: its cluster id, name, or namespace/name.")
+@connection_options
+def render(subscription: str, cluster: str) -> None:
+    """Print the objects one cluster gets from a Subscription, after overrides, as YAML."""
+    from clusternet_kubectl.commands.render import render_command
+
+    _run(render_command, subscription, cluster)
+
+
+@main.command()
+@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID...")
+@connection_options
+def approve(requests: tuple[str, ...]) -> None:
+    """Approve pending cluster registrations (hub started with --cluster-approval=Manual)."""
+    from clusternet_kubectl.commands.approve import verdict_command
+
+    _run(verdict_command, requests, "Approved", "")
+
+
+@main.command()
+@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID...")
+@click.option("--reason", default="", help="Why: shown to the cluster's agent in its error message.")
+@connection_options
+def deny(requests: tuple[str, ...], reason: str) -> None:
+    """Deny cluster registrations (the agent stops with the reason; delete the request to let it retry)."""
+    from clusternet_kubectl.commands.approve import verdict_command
+
+    _run(verdict_command, requests, "Denied", reason)
+
+
+@main.command()
+def version() -> None:
+    """Print the plugin version."""
+    click.echo(f"kubectl-clusternet {__version__}")

@@ -1,0 +1,132 @@
+"""`apply -f`: Clusternet objects are server-side-applied; everything else becomes a template (a Manifest).
+
+Where we differ from Clusternet's plugin: there the hub's shadow API validates and stores templates; here a
+server-side-apply dry run on the parent validates each template (in clusternet-reserved when its namespace
+does not exist on the parent, since templates' namespaces usually do not), and the CLI stores the Manifest.
+Templates are applied concurrently; each Clusternet object waits for everything before it in the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+
+import click
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Obj
+from clusternet_kubectl.documents import Document
+from clusternet_kubectl.errors import PluginError, api_error
+from clusternet_kubectl.resources import MANIFEST, Resource
+from clusternet_kubectl.session import Session
+from clusternet_kubectl.targets import Target, identity_of, is_template_kind, manifest_for, resolve_target
+
+FIELD_MANAGER = "kubectl-clusternet"
+APPLY_CONCURRENCY = 8  # templates stored at once by `apply`; a parent apiserver takes that easily
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+async def dry_run(session: Session, target: Target) -> None:
+    """Validate a template on the parent with a server-side dry run (nothing is persisted)."""
+    body = copy.deepcopy(target.object)
+    namespace = target.namespace or None
+    if namespace and not await session.namespace_exists(namespace):
+        await session.ensure_reserved_namespace()
+        namespace = known.RESERVED_NAMESPACE
+        body["metadata"]["namespace"] = namespace
+    kube, resource = session.kube, target.resource
+    try:
+        try:  # a create gives the clearest validation messages ...
+            await kube.request("POST", resource.path(namespace), body,
+                               query={"fieldManager": FIELD_MANAGER, "dryRun": "All"})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # ... but the parent may have a real object of that name (e.g. Namespace default): apply instead
+            await kube.request("PATCH", resource.path(namespace, target.name), body, content_type=APPLY_PATCH,
+                               query={"fieldManager": FIELD_MANAGER, "force": "true", "dryRun": "All"})
+    except ApiException as exc:
+        raise PluginError(f"rejected by the parent's validation: {api_error(exc)}") from exc
+
+
+async def server_side_apply(session: Session, resource: Resource, obj: Obj, validate: Target | None = None) -> str:
+    """Server-side apply; `created`, `configured` or `unchanged` (kubectl's words, from the resourceVersion
+    before and after). With `validate`, that template is dry-run on the parent first (concurrently with
+    reading the current object) and nothing is written when the parent rejects it."""
+    meta = obj["metadata"]
+    path = resource.path(meta.get("namespace"), meta["name"])
+    if validate is not None:
+        (status, before), _ = await asyncio.gather(session.kube.raw("GET", path), dry_run(session, validate))
+    else:
+        status, before = await session.kube.raw("GET", path)
+    query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+    after = await session.kube.request("PATCH", path, obj, content_type=APPLY_PATCH, query=query)
+    if status == 404 or not isinstance(before, dict):
+        return "created"
+    same = before.get("metadata", {}).get("resourceVersion") == after.get("metadata", {}).get("resourceVersion")
+    return "unchanged" if same else "configured"
+
+
+async def apply_one(session: Session, raw: Mapping[str, object]) -> str:
+    """Apply one object; returns kubectl's `<type>/<name> <result>` line."""
+    target = await resolve_target(session, raw)
+    if not target.is_template:
+        result = await server_side_apply(session, target.resource, target.object)
+        return f"{target.identity} {result}"
+    await session.ensure_reserved_namespace()
+    result = await server_side_apply(session, MANIFEST, manifest_for(target), target if target.known else None)
+    return f"{target.identity} {result}"
+
+
+def apply_batches(documents: list[Document]) -> list[list[Document]]:
+    """Documents in the order they must be applied: runs of templates go together (they only become
+    Manifests in clusternet-reserved, so their order does not matter), every object created for real on the
+    parent (Subscription, Localization, ...) waits for what came before it."""
+    batches: list[list[Document]] = []
+    templates: list[Document] = []
+    for doc in documents:
+        if is_template_kind(doc.object):
+            templates.append(doc)
+            continue
+        if templates:
+            batches.append(templates)
+            templates = []
+        batches.append([doc])
+    if templates:
+        batches.append(templates)
+    return batches
+
+
+async def prefetch(session: Session, documents: list[Document]) -> None:
+    """Ask the parent everything the documents will need to know (discovery of their group-versions, which
+    namespaces exist) in one round of concurrent requests, instead of as each document comes to need it."""
+    versions = {str(d.object.get("apiVersion") or "") for d in documents} - {""}
+    namespaces = {str((d.object.get("metadata") or {}).get("namespace") or "") for d in documents
+                  if is_template_kind(d.object)} - {""}
+    if any(is_template_kind(d.object) for d in documents):
+        namespaces.add(known.RESERVED_NAMESPACE)
+    # a failure here is asked again, and reported, with the document that needs the answer
+    await asyncio.gather(*(session.kube.resources(v) for v in versions),
+                         *(session.namespace_exists(ns) for ns in namespaces), return_exceptions=True)
+
+
+async def apply_command(session: Session, documents: list[Document]) -> int:
+    """Apply every document, batch after batch; report results in file order, go on after a failure."""
+    limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+    await prefetch(session, documents)
+
+    async def one(doc: Document) -> tuple[str | None, str | None]:
+        async with limit:
+            try:
+                return await apply_one(session, doc.object), None
+            except (PluginError, ApiException) as exc:
+                error = api_error(exc) if isinstance(exc, ApiException) else str(exc)
+                return None, f"error: {identity_of(doc.object)} from {doc.source}: {error}"
+
+    failed = False
+    for batch in apply_batches(documents):
+        for line, error in await asyncio.gather(*(one(d) for d in batch)):  # printed in file order
+            failed |= error is not None
+            click.echo(line if error is None else error, err=error is not None)
+    return 1 if failed else 0

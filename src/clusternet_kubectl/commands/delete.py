@@ -1,0 +1,96 @@
+"""`delete`: Clusternet objects are deleted on the parent; templates by deleting their Manifests.
+
+As kubectl: `delete KIND NAME...`, `delete KIND/NAME [NAME...]` or `delete -f FILE`, always in the current
+namespace (no -A). Deleting a template deletes only its Manifest; the Subscriptions that use it are left
+as they are.
+"""
+
+from __future__ import annotations
+
+import click
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException
+from clusternet_kubectl.documents import Document
+from clusternet_kubectl.errors import PluginError, api_error
+from clusternet_kubectl.resources import MANIFEST, Resource, object_type_name
+from clusternet_kubectl.session import Session
+from clusternet_kubectl.targets import identity_of, resolve_target
+from clusternet_kubectl.templates import Kind, list_templates, not_found_error, resolve_kind, template_namespace
+
+DELETE_OPTIONS = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+
+
+async def delete_real(session: Session, resource: Resource, name: str, namespace: str | None) -> bool:
+    """Delete a Clusternet object; a failure (NotFound too) is reported in the server's words."""
+    try:
+        await session.kube.request("DELETE", resource.path(namespace, name), DELETE_OPTIONS)
+    except ApiException as exc:
+        click.echo(api_error(exc), err=True)
+        return False
+    click.echo(f'{resource.type_name} "{name}" deleted')
+    return True
+
+
+async def delete_template(session: Session, kind: Kind, name: str, namespace: str | None) -> bool:
+    """Delete the Manifests of the templates of that kind and name (in that namespace, for namespaced kinds)."""
+    manifests = await list_templates(session, kind, namespace, name)
+    if namespace is not None and kind.resource is not None and kind.resource.namespaced:
+        manifests = [m for m in manifests if template_namespace(m) == namespace]
+    if not manifests:
+        click.echo(not_found_error(kind, name), err=True)
+        return False
+    for m in manifests:
+        if await _delete_manifest(session, m["metadata"]["name"]):
+            click.echo(f'{object_type_name(m.get("template") or {})} "{name}" deleted')
+    return True
+
+
+async def _delete_manifest(session: Session, name: str) -> bool:
+    """False when it was gone already (deleted meanwhile)."""
+    try:
+        await session.kube.request("DELETE", MANIFEST.path(known.RESERVED_NAMESPACE, name))
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+async def delete_documents(session: Session, documents: list[Document]) -> int:
+    """`delete -f`: each object of the files, as `apply` would have stored it."""
+    ok = True
+    for doc in documents:
+        try:
+            target = await resolve_target(session, doc.object)
+        except PluginError as exc:
+            click.echo(f"error: {identity_of(doc.object)} from {doc.source}: {exc}", err=True)
+            ok = False
+            continue
+        if target.is_template:
+            kind = Kind(target.resource if target.known else None, target.resource.kind)
+            ok &= await delete_template(session, kind, target.name, target.namespace or None)
+        else:
+            ok &= await delete_real(session, target.resource, target.name, target.namespace or None)
+    return 0 if ok else 1
+
+
+async def delete_command(session: Session, kind_name: str | None, names: tuple[str, ...],
+                         documents: list[Document]) -> int:
+    if documents:
+        return await delete_documents(session, documents)
+    if kind_name is None:
+        raise PluginError("you must provide a resource kind and names, or -f FILE")
+    if "/" in kind_name:
+        kind_name, _, one = kind_name.partition("/")
+        names = (one, *names)
+    if not names:
+        raise PluginError("resource(s) were provided, but no name was specified")
+    kind = await resolve_kind(session, kind_name)
+    ok = True
+    for name in names:
+        if kind.resource is not None and kind.is_clusternet:
+            ok &= await delete_real(session, kind.resource, name, session.namespace)
+        else:
+            ok &= await delete_template(session, kind, name, session.namespace)
+    return 0 if ok else 1

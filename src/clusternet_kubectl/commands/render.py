@@ -1,0 +1,131 @@
+"""`render SUBSCRIPTION --cluster ID`: the objects one cluster gets from a Subscription, after overrides.
+
+Not in Clusternet's plugin. It runs the hub's own pipeline (clusternet_core: feed resolution, the Dividing
+replica split, Globalizations and Localizations, rendering) on what the parent stores, so the preview is what
+the hub deploys, HelmCharts excepted (the Helm deployer renders those). Importing the pipeline costs
+~0.2 s (pydantic models), which is why `cli` imports this module only when `render` runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import click
+import yaml
+
+from clusternet_api import known
+from clusternet_api.kube import Obj
+from clusternet_api.models import FeedInventory
+from clusternet_core.feedinventory import build_feed_inventory, is_dividing, replica_splits
+from clusternet_core.feedresolve import resolve_feeds
+from clusternet_core.naming import feed_selector
+from clusternet_core.rendering import RenderedObject, render_generic
+from clusternet_core.scheduling import format_feed
+from clusternet_kubectl.errors import PluginError
+from clusternet_kubectl.resources import (
+    FEED_INVENTORY,
+    GLOBALIZATION,
+    LOCALIZATION,
+    MANAGED_CLUSTER,
+    MANIFEST,
+    SUBSCRIPTION,
+    namespaced_name,
+)
+from clusternet_kubectl.session import Session
+
+
+async def find_cluster(session: Session, cluster: str) -> Obj:
+    """A ManagedCluster by `namespace/name`, or by cluster id (label, then spec.clusterId), or by name."""
+    if "/" in cluster:
+        ns, _, name = cluster.partition("/")
+        status, body = await session.kube.raw("GET", MANAGED_CLUSTER.path(ns, name))
+        if status != 200 or not isinstance(body, dict):
+            raise PluginError(f"ManagedCluster {cluster} not found")
+        return body
+    found = await session.list(MANAGED_CLUSTER, selector=f"{known.LABEL_CLUSTER_ID}={cluster}")
+    if not found:
+        found = [mc for mc in await session.list(MANAGED_CLUSTER)
+                 if cluster in ((mc.get("spec") or {}).get("clusterId"), mc["metadata"]["name"])]
+    if not found:
+        raise PluginError(f"no ManagedCluster with cluster id or name {cluster!r}")
+    if len(found) > 1:
+        raise PluginError(f"{cluster!r} matches several ManagedClusters ({', '.join(map(namespaced_name, found))}); "
+                          "use namespace/name")
+    return found[0]
+
+
+def render_header(item: RenderedObject) -> list[str]:
+    """Comment lines naming the object, its feed and which override changed which fields."""
+    obj = item.object
+    lines = [f"# {obj.get('apiVersion')} {format_feed(obj)}"]
+    if not item.applied:
+        lines.append("# overrides: none")
+    for applied in item.applied:
+        where = f"{applied.namespace}/{applied.name}" if applied.namespace else applied.name
+        kind = f" {applied.type}" if applied.type else ""
+        paths = ", ".join(applied.changed_paths) or "no change"
+        lines.append(f"# override {applied.kind} {where} [{applied.override_name}]{kind}: {paths}")
+    for error in item.errors:
+        where = f"{error.namespace}/{error.name}" if error.namespace else error.name
+        lines.append(f"# FAILED override {error.kind} {where} [{error.override_name}]: {error.reason or error}")
+    return lines
+
+
+async def dividing_splits(session: Session, sub: Obj, cluster: Obj, templates: Mapping[str, Obj]) -> dict[str, Any]:
+    """This cluster's share of a Dividing Subscription's replicas, as the hub renders it: the counts from
+    status.replicas, the JSON pointers from the FeedInventory (computed from the templates when absent)."""
+    if not is_dividing(sub):
+        return {}
+    status = sub.get("status") or {}
+    code, body = await session.kube.raw("GET", FEED_INVENTORY.path(sub["metadata"]["namespace"],
+                                                                   sub["metadata"]["name"]))
+    try:
+        inventory = FeedInventory.from_dict(body) if code == 200 and isinstance(body, dict) else None
+    except ValueError:  # pydantic's ValidationError: not one the hub wrote
+        inventory = None
+    if inventory is None:
+        inventory = build_feed_inventory(sub, templates).inventory
+    return dict(replica_splits(status.get("replicas") or {}, status.get("bindingClusters") or [],
+                               namespaced_name(cluster), inventory, namespaced_name(sub)))
+
+
+async def resolved_templates(session: Session, feeds: list[Obj]) -> dict[str, Obj] | None:
+    """The template of each feed, as the hub resolves them (HelmCharts too: they have no Manifest in
+    practice); None, with the reasons printed, when a feed is ambiguous: the hub refuses such a Subscription,
+    so we render nothing rather than a guess."""
+    candidates: list[Obj] = []
+    for feed in feeds:
+        candidates += await session.list(MANIFEST, known.RESERVED_NAMESPACE, feed_selector(feed))
+    resolved = resolve_feeds(feeds, candidates)
+    for ambiguity in resolved.ambiguous:
+        click.echo(f"error: {ambiguity.message()}; the hub refuses this Subscription until then", err=True)
+    return None if resolved.ambiguous else resolved.templates
+
+
+async def render_command(session: Session, subscription: str, cluster_ref: str) -> int:
+    status, sub = await session.kube.raw("GET", SUBSCRIPTION.path(session.namespace, subscription))
+    if status == 404 or not isinstance(sub, dict):
+        raise PluginError(f'subscriptions.{known.APPS_GROUP} "{subscription}" not found in namespace '
+                          f"{session.namespace}")
+    cluster = await find_cluster(session, cluster_ref)
+    feeds: list[Obj] = (sub.get("spec") or {}).get("feeds") or []
+    templates = await resolved_templates(session, feeds)
+    if templates is None:
+        return 1
+    globs = await session.list(GLOBALIZATION)
+    locs = await session.list(LOCALIZATION, cluster["metadata"]["namespace"])
+    result = render_generic(feeds, templates, cluster, globs, locs,
+                            await dividing_splits(session, sub, cluster, templates))
+    click.echo(f"# Subscription {session.namespace}/{subscription} rendered for ManagedCluster "
+               f"{namespaced_name(cluster)} (cluster id {(cluster.get('spec') or {}).get('clusterId', '?')})")
+    for item in result.items:
+        click.echo("---")
+        click.echo("\n".join(render_header(item)))
+        click.echo(yaml.safe_dump(item.object, sort_keys=False).rstrip("\n"))
+    for skipped in result.skipped_feeds:
+        click.echo(f"note: HelmChart {skipped['namespace']}/{skipped['name']} is deployed by the Helm "
+                   "deployer (not rendered here)", err=True)
+    for message in result.all_errors():
+        click.echo(f"error: {message}", err=True)
+    return 0 if result.items else 1

@@ -1,0 +1,114 @@
+"""Finding stored templates (Manifests in clusternet-reserved) by the kind and names a user typed.
+
+`get`, `describe` and `delete` take kubectl's arguments (`deploy my-nginx`, `deploy/my-nginx`,
+`deployments.apps`); a kind the parent does not serve still finds skip-validating templates by its literal
+kind or plural. kubectl's messages are kept (`No resources found in foo namespace.`, `(NotFound)`), though
+what is not found is a template, not an object on the parent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from clusternet_api import known
+from clusternet_api.kube import Obj
+from clusternet_kubectl.errors import PluginError, server_message
+from clusternet_kubectl.resources import MANIFEST, Resource, split_group
+from clusternet_kubectl.session import Session
+
+
+@dataclass
+class Kind:
+    """What a kind argument names: a known resource, or a literal kind/plural of templates only."""
+
+    resource: Resource | None
+    literal: str
+
+    @property
+    def is_clusternet(self) -> bool:
+        return self.resource is not None and self.resource.is_clusternet
+
+    @property
+    def group_resource(self) -> str:
+        """What kubectl's NotFound message names: `deployments.apps`, else the literal argument."""
+        return self.resource.group_resource if self.resource is not None else self.literal
+
+    def matches_template(self, manifest: Mapping[str, Any]) -> bool:
+        template = manifest.get("template") or {}
+        kind = str(template.get("kind") or "")
+        if self.resource is not None:
+            return kind == self.resource.kind and split_group(str(template.get("apiVersion") or "")) == \
+                self.resource.group
+        plural = str((manifest.get("metadata") or {}).get("name") or "").partition(".")[0]
+        return self.literal.lower() in (kind.lower(), kind.lower() + "s", plural.lower())
+
+
+async def resolve_kind(session: Session, name: str) -> Kind:
+    return Kind(await session.resolve(name), name)
+
+
+def kind_and_names(kind_name: str, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """kubectl's `deploy/my-nginx` form, given without further names, as kind and name."""
+    if "/" in kind_name and not names:
+        kind_name, _, one = kind_name.partition("/")
+        return kind_name, (one,)
+    return kind_name, names
+
+
+def template_namespace(manifest: Mapping[str, Any]) -> str:
+    return str(((manifest.get("template") or {}).get("metadata") or {}).get("namespace") or "")
+
+
+def template_name(manifest: Mapping[str, Any]) -> str:
+    return str(((manifest.get("template") or {}).get("metadata") or {}).get("name") or "")
+
+
+async def list_templates(session: Session, kind: Kind, namespace: str | None, name: str | None = None) -> list[Obj]:
+    """Manifests of one kind, sorted; namespace None means all namespaces (cluster-scoped kinds ignore it)."""
+    selector = []
+    if kind.resource is not None:
+        selector.append(f"{known.LABEL_CONFIG_KIND}={kind.resource.kind}")
+        if not kind.resource.namespaced:
+            namespace = None
+    if name:
+        selector.append(f"{known.LABEL_CONFIG_NAME}={name}")
+    query = {"labelSelector": ",".join(selector)} if selector else None
+    status, body = await session.kube.raw("GET", MANIFEST.path(known.RESERVED_NAMESPACE), query=query)
+    if status == 404:
+        return []
+    if status != 200 or not isinstance(body, dict):
+        raise PluginError(f"listing Manifests failed ({status}): {server_message(body)}")
+    items = [m for m in body.get("items") or [] if kind.matches_template(m)]
+    if namespace is not None:
+        items = [m for m in items if (m.get("metadata", {}).get("labels") or {}).get(
+            known.LABEL_CONFIG_NAMESPACE, "") in (namespace, "")]
+    items.sort(key=lambda m: (template_namespace(m), template_name(m)))
+    return items
+
+
+def not_found_hint(namespace: str | None) -> str:
+    return f"No resources found in {namespace} namespace." if namespace else "No resources found"
+
+
+def not_found_error(kind: Kind, name: str) -> str:
+    return f'Error from server (NotFound): {kind.group_resource} "{name}" not found'
+
+
+def named_templates(manifests: list[Obj], names: tuple[str, ...], kind: Kind) -> tuple[list[Obj], bool]:
+    """The manifests of the templates named, in the order named, and whether all were found; a name not found
+    is reported like kubectl's NotFound. No names: all of them."""
+    if not names:
+        return manifests, True
+    chosen: list[Obj] = []
+    ok = True
+    for name in names:
+        found = [m for m in manifests if template_name(m) == name]
+        if not found:
+            click.echo(not_found_error(kind, name), err=True)
+            ok = False
+        chosen += found
+    return chosen, ok
