@@ -13,7 +13,6 @@ proxy's requests and upgrades through `Tunnel.http`, the deployer's pushes throu
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import logging
 import time
@@ -24,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube
+from clusternet_api.timefmt import now_rfc3339
 from clusternet_api.tunnel import FrameError, Session, Stream, StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener
 from clusternet_hub import metrics
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 APISERVER_ADDRESS = known.TUNNEL_APISERVER_ADDRESS
 AGENT_SA_PREFIX = "system:serviceaccount:"
-MC_API = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+MC_API = known.CLUSTERS_API_VERSION
 
 
 class Unauthorized(Exception):
@@ -156,7 +156,7 @@ class SocketRegistry:
 
     async def _mark(self, tunnel: Tunnel, connected: bool, message: str) -> None:
         """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats)."""
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = now_rfc3339()
         try:
             for attempt in range(3):
                 mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)

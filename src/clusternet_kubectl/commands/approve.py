@@ -14,7 +14,7 @@ from clusternet_api.kube import ApiException
 from clusternet_kubectl.errors import api_error
 from clusternet_kubectl.session import Session
 
-CRR_API_VERSION = f"{known.CLUSTERS_GROUP}/{known.CLUSTERS_VERSION}"
+CRR_API_VERSION = known.CLUSTERS_API_VERSION
 
 
 async def verdict_command(session: Session, requests: tuple[str, ...], verdict: str, reason: str) -> int:
