@@ -44,7 +44,9 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def hub(parent: ControlPlane, logdir: Path) -> Iterator[Proc]:
     install_bootstrap(parent)
-    proc = hub_proc(parent, logdir).start()
+    # Earlier modules may have registered child1 already (registrations outlive modules), and labels then
+    # count as a later change, which the hub applies only under its prefix policy (clusterlabels.py).
+    proc = hub_proc(parent, logdir, "--cluster-label-prefixes=env,team").start()
     yield proc
     proc.stop()
 
