@@ -13,7 +13,6 @@ and the Subscription says honestly that it waits for replicas.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
@@ -29,7 +28,14 @@ from clusternet_api.crdgen import all_crds
 from clusternet_testing.controlplane import REPO_ROOT as REPO
 from clusternet_testing.controlplane import ControlPlane, start_many
 from clusternet_testing.helpers import kubectl, mc_for, plugin, registered, wait_for
-from clusternet_testing.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap
+from clusternet_testing.processes import (
+    Proc,
+    agent_proc,
+    hub_proc,
+    hub_tls,
+    install_bootstrap,
+    register_aggregated_api,
+)
 
 HUB_IP = "127.1.0.20"
 """Where the hub listens for the parent's aggregation layer: inside the parent's loopback service range, so
@@ -43,21 +49,6 @@ def step(message: str) -> None:
     print(f"[{time.monotonic() - STARTED:5.1f}s] {message}", flush=True)
 
 
-def register_aggregated_api(parent: ControlPlane, ca: Path) -> None:
-    """The Service and APIService deploy/hub ships, pointed at the hub process on HUB_IP:443."""
-    kubectl(parent, "create", "namespace", known.SYSTEM_NAMESPACE, check=False)
-    kubectl(parent, "apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "clusternet-hub", "namespace": "clusternet-system"},
-        "spec": {"type": "ExternalName", "externalName": HUB_IP, "ports": [{"port": 443}]}}))
-    kubectl(parent, "apply", "-f", "-", input=json.dumps({
-        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-        "metadata": {"name": "v1alpha1.proxies.clusternet.io"},
-        "spec": {"group": "proxies.clusternet.io", "version": "v1alpha1", "groupPriorityMinimum": 1000,
-                 "versionPriority": 100, "caBundle": base64.b64encode(ca.read_bytes()).decode(),
-                 "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
-    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "socketsproxy_rbac.yaml"))
-
-
 def start_components(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane, workdir: Path,
                      procs: list[Proc]) -> Path:
     """The hub (direct port and aggregated API) and two agents; returns the hub's CA."""
@@ -67,7 +58,7 @@ def start_components(parent: ControlPlane, child1: ControlPlane, child2: Control
     kubectl(parent, "create", "namespace", known.RESERVED_NAMESPACE, check=False)
     ca, crt, key = hub_tls(workdir / "hub-tls", [HUB_IP, "127.0.0.1"],
                            ["localhost", "clusternet-hub.clusternet-system.svc"])
-    register_aggregated_api(parent, ca)
+    register_aggregated_api(parent, HUB_IP, ca)
     hub = hub_proc(parent, workdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
                    f"--requestheader-client-ca-file={parent.front_proxy_ca_file}", "--resync-interval=5", port=443)
     hub.args = [a if not a.startswith("--bind-address") else f"--bind-address={HUB_IP}" for a in hub.args]

@@ -105,6 +105,26 @@ def namespaced_agent_proc(name: str, logdir: Path, **opts: object) -> Proc:
     return Proc(f"agent-{name}", [sys.executable, "-c", AGENT_MAIN, json.dumps(opts)], logdir / f"agent-{name}.log")
 
 
+def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path) -> None:
+    """The Service and APIService deploy/hub ships, pointed at a hub process on hub_ip:443 (an address in
+    the parent's loopback service range, so an ExternalName Service can name it), and the proxy's RBAC."""
+    import base64
+
+    from clusternet_testing.helpers import kubectl
+
+    kubectl(parent, "create", "namespace", "clusternet-system", check=False)
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "clusternet-hub", "namespace": "clusternet-system"},
+        "spec": {"type": "ExternalName", "externalName": hub_ip, "ports": [{"port": 443}]}}))
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": "v1alpha1.proxies.clusternet.io"},
+        "spec": {"group": "proxies.clusternet.io", "version": "v1alpha1", "groupPriorityMinimum": 1000,
+                 "versionPriority": 100, "caBundle": base64.b64encode(ca.read_bytes()).decode(),
+                 "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
+    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "socketsproxy_rbac.yaml"))
+
+
 def install_bootstrap(parent: ControlPlane) -> None:
     """The bootstrap token and its RBAC from examples/registration, as an admin would apply them."""
     import yaml

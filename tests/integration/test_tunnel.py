@@ -25,12 +25,12 @@ from clusternet_api import known
 from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import kubectl, wait_for
 from clusternet_testing.processes import (
-    REPO,
     Proc,
     agent_proc,
     hub_proc,
     hub_tls,
     install_bootstrap,
+    register_aggregated_api,
     service_account_token,
 )
 
@@ -51,19 +51,7 @@ def env(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane,
     logdir = tmp_path_factory.mktemp("tunnel")
     install_bootstrap(parent)
     ca, crt, key = hub_tls(logdir / "tls", [HUB_IP, "127.0.0.1"], ["clusternet-hub.clusternet-system.svc"])
-    kubectl(parent, "create", "namespace", "clusternet-system", check=False)
-    kubectl(parent, "apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "clusternet-hub", "namespace": "clusternet-system"},
-        "spec": {"type": "ExternalName", "externalName": HUB_IP, "ports": [{"port": 443}]}}))
-    import base64
-
-    kubectl(parent, "apply", "-f", "-", input=json.dumps({
-        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-        "metadata": {"name": "v1alpha1.proxies.clusternet.io"},
-        "spec": {"group": "proxies.clusternet.io", "version": "v1alpha1", "groupPriorityMinimum": 1000,
-                 "versionPriority": 100, "caBundle": base64.b64encode(ca.read_bytes()).decode(),
-                 "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
-    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "socketsproxy_rbac.yaml"))
+    register_aggregated_api(parent, HUB_IP, ca)
     hub = hub_proc(parent, logdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
                    f"--requestheader-client-ca-file={parent.front_proxy_ca_file}", port=443)
     hub.args = [a if not a.startswith("--bind-address") else f"--bind-address={HUB_IP}" for a in hub.args]
