@@ -14,16 +14,13 @@ one process and add up, which is what a bench wants to read).
 from __future__ import annotations
 
 import logging
-import ssl
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from clusternet_api.pki import issue_cert, make_ca
+from clusternet_api.pki import serving_context
 
 log = logging.getLogger(__name__)
 
@@ -105,30 +102,13 @@ def app(readiness: Readiness) -> web.Application:
     return application
 
 
-def tls_context(cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
-    """The given serving certificate, or a self-signed one made at start (kubelet probes do not verify it;
-    Clusternet's agent does the same through the generic apiserver's self-signed default)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    if cert_file and key_file:
-        ctx.load_cert_chain(cert_file, key_file)
-        return ctx
-    _, ca_key, ca_cert = make_ca("clusternet-agent-self-signed-ca")
-    pair = issue_cert(ca_key, ca_cert, "clusternet-agent", dns_names=["localhost"], ips=["127.0.0.1"], server=True)
-    with tempfile.TemporaryDirectory(prefix="clusternet-agent-tls-") as tmp:
-        cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-        cert.write_bytes(pair.cert_pem)
-        key.touch(mode=0o600)
-        key.write_bytes(pair.key_pem)
-        ctx.load_cert_chain(cert, key)
-    return ctx
-
-
 async def serve(readiness: Readiness, bind_address: str, port: int, cert_file: str | None = None,
                 key_file: str | None = None) -> web.AppRunner:
-    """Start the endpoints; the caller cleans the returned runner up."""
+    """Start the endpoints; the caller cleans the returned runner up. Without a certificate, a self-signed
+    one (kubelet probes do not verify it; Clusternet's agent does the same through the generic apiserver)."""
     runner = web.AppRunner(app(readiness), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, bind_address, port, ssl_context=tls_context(cert_file, key_file))
+    site = web.TCPSite(runner, bind_address, port, ssl_context=serving_context(cert_file, key_file, "clusternet-agent"))
     await site.start()
     log.info("serving /healthz, /readyz and /metrics on https://%s:%s", bind_address, port)
     return runner

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 import yaml
 
+from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import http as tunnel_http
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_body
 
@@ -231,12 +231,7 @@ def ssl_context(creds: Credentials) -> ssl.SSLContext | None:
         return None
     ctx = ssl.create_default_context(cadata=creds.ca_pem.decode() if creds.ca_pem else None)
     if creds.cert_pem and creds.key_pem:
-        with tempfile.TemporaryDirectory(prefix="clusternet-creds-") as tmp:  # the context keeps them loaded
-            cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-            cert.write_bytes(creds.cert_pem)
-            key.touch(mode=0o600)
-            key.write_bytes(creds.key_pem)
-            ctx.load_cert_chain(cert, key)
+        load_cert_chain_pem(ctx, creds.cert_pem, creds.key_pem)
     if creds.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

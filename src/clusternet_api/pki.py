@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["KeyPair", "issue_cert", "key_pem", "make_ca", "new_key"]
+from clusternet_api.tlsfiles import load_cert_chain_pem
+
+__all__ = ["KeyPair", "issue_cert", "key_pem", "make_ca", "new_key", "serving_context"]
 
 
 @dataclass
@@ -99,3 +102,17 @@ def issue_cert(
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem(key))
+
+
+def serving_context(cert_file: str | None, key_file: str | None, name: str) -> ssl.SSLContext:
+    """Server TLS from the given files, or from a certificate for `name` (localhost, 127.0.0.1) signed by a
+    CA made here, when none is given: development installs, and endpoints whose clients do not verify
+    (kubelet probes)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if cert_file and key_file:
+        ctx.load_cert_chain(cert_file, key_file)
+        return ctx
+    _, ca_key, ca_cert = make_ca(f"{name}-self-signed-ca")
+    pair = issue_cert(ca_key, ca_cert, name, dns_names=["localhost"], ips=["127.0.0.1"], server=True)
+    load_cert_chain_pem(ctx, pair.cert_pem, pair.key_pem)
+    return ctx

@@ -7,15 +7,14 @@ registered as the aggregated `proxies.clusternet.io` API behind the parent's kub
 from __future__ import annotations
 
 import ssl
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clusternet_api import known
+from clusternet_api.pki import serving_context
 from clusternet_hub import metrics
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.sockets import SocketRegistry, tunnel_endpoint
@@ -110,19 +109,7 @@ def build_app(registry: SocketRegistry, proxy: Proxy, allowed_names: tuple[str, 
 def server_ssl_context(cert_file: str | None, key_file: str | None,
                        client_ca_file: str | None = None) -> ssl.SSLContext:
     """TLS for the hub port; a self-signed certificate when none is configured (development only)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    if not (cert_file and key_file):
-        from clusternet_api.pki import issue_cert, make_ca
-
-        _, ca_key, ca_cert = make_ca("clusternet-hub-self-signed-ca")
-        pair = issue_cert(ca_key, ca_cert, "clusternet-hub", dns_names=["localhost"],
-                          ips=["127.0.0.1"], server=True)
-        tmp = Path(tempfile.mkdtemp(prefix="clusternet-hub-tls-"))
-        (tmp / "tls.crt").write_bytes(pair.cert_pem)
-        (tmp / "tls.key").write_bytes(pair.key_pem)
-        (tmp / "tls.key").chmod(0o600)
-        cert_file, key_file = str(tmp / "tls.crt"), str(tmp / "tls.key")
-    ctx.load_cert_chain(cert_file, key_file)
+    ctx = serving_context(cert_file, key_file, "clusternet-hub")
     if client_ca_file:
         # Front-proxy (aggregated API) requests present a client certificate; others need not.
         ctx.load_verify_locations(client_ca_file)
