@@ -266,17 +266,19 @@ async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: st
 
 
 async def post_event(parent: KubeApi, desc: Obj, type_: str, reason: str, message: str, reporter: str) -> None:
-    """An event about a Description (or about any namespaced object that carries its apiVersion and kind)."""
+    """A best-effort event about a Description, or about any object that carries its apiVersion and kind (the
+    events of cluster-scoped objects live in namespace default, as kubectl looks for them)."""
     import uuid
 
     meta = desc["metadata"]
     now = now_rfc3339()
     event = {
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": meta["namespace"]},
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}",
+                     "namespace": meta.get("namespace") or "default"},
         "involvedObject": {"apiVersion": desc.get("apiVersion") or DESC_API, "kind": desc.get("kind") or "Description",
                            "name": meta["name"],
-                           "namespace": meta["namespace"], "uid": meta.get("uid")},
+                           "namespace": meta.get("namespace") or "", "uid": meta.get("uid")},
         "type": type_, "reason": reason, "message": message[:1000], "source": {"component": reporter},
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     }

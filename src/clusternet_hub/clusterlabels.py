@@ -25,14 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clusternet_api import known
+from clusternet_api import applier, known
 from clusternet_api.kube import Kube, Obj
-from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 API = known.CLUSTERS_API_VERSION
@@ -167,26 +165,11 @@ def recorded_labels(mc: Obj) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
-def _event(obj: Obj, reason: str, message: str) -> Obj:
-    meta = obj["metadata"]
-    ns = meta.get("namespace") or "default"  # the events of cluster-scoped objects live in default
-    now = now_rfc3339()
-    return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}", "namespace": ns},
-            "involvedObject": {"apiVersion": API, "kind": obj["kind"], "name": meta["name"],
-                               "namespace": meta.get("namespace") or "", "uid": meta.get("uid")},
-            "type": "Warning", "reason": reason, "message": message[:1000],
-            "source": {"component": known.CREATED_BY_HUB}, "firstTimestamp": now, "lastTimestamp": now,
-            "count": 1}
-
-
 async def warn(kube: Kube, objs: Iterable[Obj], message: str) -> None:
     """Best effort: a lost event must not undo or repeat the label change."""
     for obj in objs:
-        try:
-            await kube.create(_event(obj, "ClusterLabelsRefused", message))
-        except Exception as e:
-            log.info("posting a ClusterLabelsRefused event on %s failed: %s", obj["metadata"]["name"], e)
+        await applier.post_event(kube, {"apiVersion": API, **obj}, "Warning", "ClusterLabelsRefused", message,
+                                 known.CREATED_BY_HUB)
 
 
 async def sync(kube: Kube, crr: Obj, prefixes: Iterable[str]) -> None:

@@ -13,7 +13,6 @@ import logging
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
-from clusternet_api.timefmt import now_rfc3339
 from clusternet_core import plan as planning
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
@@ -93,16 +92,10 @@ class SubscriptionReconciler:
     async def _report_override_errors(self, errors: list[OverrideError]) -> None:
         """Put each failed override's message on the override object itself, as an event."""
         for error in errors:
-            kind, ns, name, now = error.kind, error.namespace, error.name, now_rfc3339()
-            event = {"apiVersion": "v1", "kind": "Event",
-                     "metadata": {"generateName": f"{name}.", "namespace": ns or "default"},
-                     "involvedObject": {"apiVersion": known.APPS_API_VERSION, "kind": kind, "name": name,
-                                        "namespace": ns},
-                     "type": "Warning", "reason": "OverrideFailed", "message": error.message[:1000],
-                     "source": {"component": known.CREATED_BY_HUB}, "firstTimestamp": now, "lastTimestamp": now,
-                     "count": 1}
-            with contextlib.suppress(Exception):
-                await self.kube.create(event)
+            override = {"apiVersion": known.APPS_API_VERSION, "kind": error.kind,
+                        "metadata": {"name": error.name, "namespace": error.namespace}}
+            await applier.post_event(self.kube, override, "Warning", "OverrideFailed", error.message,
+                                     known.CREATED_BY_HUB)
 
     async def _delete_bases(self, sub: Obj, keys: list[Key]) -> None:
         for ns, name in keys:
