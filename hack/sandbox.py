@@ -21,10 +21,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from clusternet_api import known
 from clusternet_api.crdgen import all_crds
+from clusternet_hub.health import is_ready
 from clusternet_testing.controlplane import REPO_ROOT as REPO
 from clusternet_testing.controlplane import ControlPlane, start_many
 from clusternet_testing.helpers import kubectl, mc_for, plugin, registered, wait_for
@@ -69,10 +69,6 @@ def start_components(parent: ControlPlane, child1: ControlPlane, child2: Control
     procs.append(agent_proc(child2, parent, workdir, "child2", "--cluster-sync-mode=Pull",
                             "--feature-gates=SocketConnection=true", *tunnel).start())
     return ca
-
-
-def ready(mc: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (mc.get("status") or {}).get("conditions") or [])
 
 
 def deploy_walkthrough(parent: ControlPlane, workdir: Path) -> None:
@@ -148,7 +144,7 @@ def main() -> int:
         step("installing the CRDs, the registration token and the aggregated API; starting the hub and agents")
         ca = start_components(parent, child1, child2, args.dir, procs)
         step("waiting for both children to register and report Ready")
-        wait_for(lambda: all(registered(parent, c) and ready(mc_for(parent, c)) for c in (child1, child2)),
+        wait_for(lambda: all(registered(parent, c) and is_ready(mc_for(parent, c)) for c in (child1, child2)),
                  timeout=90, what="both clusters Ready")
         step("deploying the overview's walkthrough (Namespace, Service, Deployment) to both children")
         deploy_walkthrough(parent, args.dir)

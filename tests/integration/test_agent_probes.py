@@ -6,9 +6,11 @@ these requests do not verify it.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -48,6 +50,19 @@ def get(agent: Proc, path: str) -> tuple[int, str]:
         return 0, str(e)
 
 
+@contextlib.contextmanager
+def replaced(original: Proc, name: str, extra: list[str]) -> Iterator[Proc]:
+    """`original` stopped and run again with `extra` arguments for the block, then restored."""
+    original.stop()
+    proc = Proc(name, [*original.args, *extra], original.log.with_name(f"{name}.log"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        original.start()
+
+
 def metric(text: str, name: str) -> float:
     return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
 
@@ -77,19 +92,13 @@ def test_probes_and_metrics_tell_what_the_agent_is_doing(hub_and_agents: dict[st
 def test_agent_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, Any]) -> None:
     """Every flag the upstream chart passes is accepted; the inert ones say so in one line each."""
     pusher: Proc = hub_and_agents["pusher"]
-    pusher.stop()
-    chart = Proc("agent-chart", [*pusher.args, *UPSTREAM_CHART_ARGS], pusher.log.with_name("agent-chart.log"))
-    chart.start()
-    try:
+    with replaced(pusher, "agent-chart", UPSTREAM_CHART_ARGS) as chart:
         wait_for(lambda: get(chart, "/readyz")[0] == 200, timeout=60, what="the chart-configured agent ready")
         out = chart.output
         for flag in ("leader-elect", "kube-api-qps", "kube-api-burst", "use-metrics-server", "predictor-port"):
             assert f"--{flag}=" in out and "has no effect here" in out, flag
         assert " DEBUG " in out  # -v=4 means debug logging, as with klog
         assert "Traceback" not in out
-    finally:
-        chart.stop()
-        pusher.start()
     wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the original agent ready again")
 
 
@@ -97,17 +106,11 @@ def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, An
     """The hub takes the upstream hub chart's arguments; agents reconnect to it and turn ready."""
     hub: Proc = hub_and_agents["hub"]
     pusher: Proc = hub_and_agents["pusher"]
-    hub.stop()
-    chart = Proc("hub-chart", [*hub.args, *UPSTREAM_HUB_CHART_ARGS], hub.log.with_name("hub-chart.log"))
-    chart.start()
-    try:
+    with replaced(hub, "hub-chart", UPSTREAM_HUB_CHART_ARGS) as chart:
         wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the chart's hub")
         out = chart.output
         for flag in ("leader-elect", "peer-port", "reserved-namespace", "kube-api-qps", "anonymous-auth-supported"):
             assert f"--{flag}=" in out, flag
         assert "ShadowAPI=true is accepted for compatibility" in out
         assert " DEBUG " in out and "Traceback" not in out
-    finally:
-        chart.stop()
-        hub.start()
     wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the original hub")
