@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-# kubectl is used by tests the way a user would use it (Debian's kubernetes-client when missing).
+# kubectl is used by tests the way a user would use it (Debian's kubernetes-client when missing);
+# docker-registry is the OCI registry the Helm chart tests pull from (clusternet_testing.charts).
 tools:
 	@command -v kubectl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }
+	@command -v docker-registry >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry; }
 
 binaries:
 	@bash hack/control-plane-binaries.sh >/dev/null
