@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from clusternet_agent import heartbeat, identity, labels, probes, puller, tunnel
+from clusternet_agent import heartbeat, helmpuller, identity, labels, probes, puller, tunnel
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.registration import (
     ParentAccess,
@@ -21,6 +21,7 @@ from clusternet_agent.registration import (
     store,
 )
 from clusternet_api import known
+from clusternet_api.helm.driver import HelmDriver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,8 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     async with Kube(creds, user_agent="clusternet-agent-deployer") as deployer:
         pull = asyncio.create_task(puller.Puller(parent, deployer, access.namespace, name,
                                                  opts.resync_frequency).run())
+        helm = asyncio.create_task(helmpuller.ReleasePuller(parent, deployer, access.namespace, name,
+                                                            opts.resync_frequency, helm_driver()).run())
         try:
             while True:
                 try:
@@ -216,9 +219,17 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
                 if creds.token:
                     deployer.set_token(creds.token)
         finally:
-            pull.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pull
+            for task in (pull, helm):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def helm_driver() -> HelmDriver:
+    """Helm v4 in-process (helm-python-sdk), imported when deploying starts: its library is ~85 MB."""
+    from clusternet_api.helm.sdk import SdkHelmDriver
+
+    return SdkHelmDriver()
 
 
 def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials, apiserver_url: str,

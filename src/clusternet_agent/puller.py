@@ -91,8 +91,8 @@ class Puller:
         return await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
 
     async def process(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
-        if mc is None or applier.deployable_by_hub(mc):
-            return
+        if mc is None or applier.deployable_by_hub(mc) or (desc.get("spec") or {}).get("deployer") == "Helm":
+            return  # a Helm Description is deployed through its HelmReleases (helmpuller.py)
         meta = desc["metadata"]
         annotations = meta.get("annotations") or {}
         if meta.get("deletionTimestamp"):

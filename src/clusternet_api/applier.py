@@ -294,10 +294,11 @@ def deployable_by_hub(mc: Obj) -> bool:
 
 
 async def remove_finalizer(parent: KubeApi, desc: Obj) -> None:
+    """Drop the apps finalizer from a Description (or a HelmRelease: any object of ours with its kind set)."""
     meta = desc["metadata"]
     finalizers = [f for f in meta.get("finalizers") or [] if f != known.FINALIZER_APPS]
     try:
-        await parent.patch(DESC_API, "Description", meta["name"], {"metadata": {
+        await parent.patch(DESC_API, desc.get("kind") or "Description", meta["name"], {"metadata": {
             "finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}, meta["namespace"])
     except ApiException as e:
         if e.status not in (404, 409):

@@ -196,8 +196,12 @@ class OverrideResult:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def apply_overrides(obj: Obj, overrides: Iterable[Obj]) -> OverrideResult:
+def apply_overrides(obj: Obj, overrides: Iterable[Obj], initial_values: Mapping[str, Any] | None = None,
+                    ) -> OverrideResult:
     """Apply the overrides (Globalization/Localization dicts, already ordered) to a copy of `obj`.
+
+    `initial_values` start the Helm values (a HelmChart's own `spec.values`), so an override's `null`
+    removes a value the chart object set, as Helm's coalescing does.
 
     A failing override is skipped and reported; the others still apply. Helm-type overrides never touch
     a generic object: their values are merged into `helm_values`; with `overrideChart` they merge-patch a
@@ -205,7 +209,7 @@ def apply_overrides(obj: Obj, overrides: Iterable[Obj]) -> OverrideResult:
     HelmChart and are reported. Finally the server-owned TRAILING_REMOVALS are dropped.
     """
     current: Any = copy.deepcopy(jsonify(obj))
-    result = OverrideResult(object={})
+    result = OverrideResult(object={}, helm_values=copy.deepcopy(dict(initial_values or {})))
     helm_chart = is_helm_chart(obj)
     for override in overrides:
         meta = override.get("metadata") or {}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from clusternet_api import known
-from clusternet_core import feedinventory, feedresolve, feedstatus, rendering
+from clusternet_core import feedinventory, feedresolve, feedstatus, helmrender, rendering
 from clusternet_core.overrides import OverrideError
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
 
@@ -61,6 +61,8 @@ class Caches:
     descriptions: dict[Key, Obj] = field(default_factory=dict)
     bases: dict[Key, Obj] = field(default_factory=dict)
     inventories: dict[Key, Obj] = field(default_factory=dict)
+    helmcharts: dict[Key, Obj] = field(default_factory=dict)
+    helmreleases: dict[Key, Obj] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class ClusterPlan:
     None when there is nothing for the generic deployer or the previous one is still being cleaned up."""
     existing: Obj | None
     """The cached Description."""
+    helm_description: Obj | None = None
+    """The `<base>-helm` Description to apply (owner completed like `description`), None when none is due."""
+    existing_helm: Obj | None = None
+    delete_descriptions: list[Key] = field(default_factory=list)
+    """Descriptions of a deployer the Subscription no longer feeds (e.g. its last HelmChart was removed)."""
     errors: list[str] = field(default_factory=list)
     """Problems for the Subscription's status."""
     announce: bool = False
@@ -308,25 +315,73 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
         return plan
     rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
                                         binding.splits)
-    plan.errors = rendered.all_errors()
+    plan.errors = generic_errors = rendered.all_errors()
+    plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
     keep = (existing is not None and not force and
             (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == binding.digest)
     raw = (existing.get("spec") or {}).get("raw") if keep and existing else rendered.encoded_raw()
-    if not raw and not rendered.items:
-        return plan  # only Helm feeds: the Helm deployer's business
-    annotations = {ANNOTATION_INPUTS_HASH: binding.digest, ANNOTATION_RENDER_ERRORS: "; ".join(plan.errors)[:4000]}
-    if (sub["metadata"].get("annotations") or {}).get(known.ANNOTATION_DRIFT_CORRECTION) == "false":
-        annotations[known.ANNOTATION_DRIFT_CORRECTION] = "false"
-    plan.description = {
-        "apiVersion": known.APPS_API_VERSION, "kind": "Description",
-        "metadata": {"name": name, "namespace": ns, "labels": labels(sub, mc), "annotations": annotations,
-                     "finalizers": [known.FINALIZER_APPS]},
-        "spec": {"deployer": "Generic", "raw": raw},
-    }
-    previous = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_RENDER_ERRORS)
-    plan.announce = bool(plan.errors) and previous != annotations[ANNOTATION_RENDER_ERRORS]
+    if not raw and not rendered.items:  # only Helm feeds: a Generic Description left from before goes
+        if existing is not None and not any(not rendering.is_helm_chart_feed(f) for f in feeds):
+            plan.delete_descriptions.append(key_of(existing))
+    else:
+        plan.description = description_body(sub, mc, name, binding.digest, generic_errors,
+                                            {"deployer": "Generic", "raw": raw})
+    announced = [d for d in (plan.description, plan.helm_description) if d is not None]
+    previous = [((d or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_RENDER_ERRORS)
+                for d in (existing, plan.existing_helm)]
+    plan.announce = bool(plan.errors) and any(
+        d["metadata"]["annotations"][ANNOTATION_RENDER_ERRORS] not in previous for d in announced)
     plan.override_errors = rendered.override_errors if plan.announce else []
     return plan
+
+
+def description_body(sub: Obj, mc: Obj, name: str, digest: str, errors: list[str], spec: Obj) -> Obj:
+    annotations = {ANNOTATION_INPUTS_HASH: digest, ANNOTATION_RENDER_ERRORS: "; ".join(errors)[:4000]}
+    if (sub["metadata"].get("annotations") or {}).get(known.ANNOTATION_DRIFT_CORRECTION) == "false":
+        annotations[known.ANNOTATION_DRIFT_CORRECTION] = "false"
+    return {
+        "apiVersion": known.APPS_API_VERSION, "kind": "Description",
+        "metadata": {"name": name, "namespace": mc["metadata"]["namespace"], "labels": labels(sub, mc),
+                     "annotations": annotations, "finalizers": [known.FINALIZER_APPS]},
+        "spec": spec,
+    }
+
+
+def chart_inputs(feeds: list[FeedRef], caches: Caches) -> dict[str, Obj]:
+    """Feed key -> cached HelmChart, for the Subscription's HelmChart feeds."""
+    found = {}
+    for f in feeds:
+        if rendering.is_helm_chart_feed(f):
+            chart = caches.helmcharts.get((f["namespace"], f["name"]))
+            if chart is not None:
+                found[feed_key(f)] = chart
+    return found
+
+
+def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef], force: bool, caches: Caches,
+              globalizations: list[Obj], localizations: list[Obj]) -> None:
+    """The cluster's `<base>-helm` Description, kept while its inputs are unchanged (ApplyLater), removed
+    when the Subscription no longer feeds a HelmChart."""
+    mc = binding.cluster
+    name = rendering.description_name(plan.base["metadata"]["name"], "Helm")
+    existing = plan.existing_helm = caches.descriptions.get((mc["metadata"]["namespace"], name))
+    if not any(rendering.is_helm_chart_feed(f) for f in feeds):
+        if existing is not None:
+            plan.delete_descriptions.append(key_of(existing))
+        return
+    if existing is not None and existing["metadata"].get("deletionTimestamp"):
+        plan.errors.append(f"{key_of(existing)[0]}/{name} is still being cleaned up")
+        return
+    charts = chart_inputs(feeds, caches)
+    digest = inputs_hash(sub.get("spec") or {}, {k: {"template": {"spec": c.get("spec"), "phase": (
+        c.get("status") or {}).get("phase")}} for k, c in charts.items()})
+    rendered = helmrender.render_helm(feeds, charts, mc, globalizations, localizations, existing)
+    plan.errors = plan.errors + rendered.all_errors()
+    keep = (existing is not None and not force and
+            (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == digest)
+    spec = existing.get("spec") if keep and existing else rendered.spec()
+    if spec and spec.get("charts"):
+        plan.helm_description = description_body(sub, mc, name, digest, rendered.all_errors(), dict(spec))
 
 
 def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -> tuple[Obj, Obj]:

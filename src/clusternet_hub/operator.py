@@ -289,5 +289,6 @@ def _apps_event(plural: str, on_event: Callable[[Store, str, Obj], None]) -> Any
 for _plural, _on_event in (("subscriptions", Store.on_subscription), ("manifests", Store.on_manifest),
                            ("globalizations", Store.on_override), ("localizations", Store.on_override),
                            ("descriptions", Store.on_description), ("bases", Store.on_base),
-                           ("feedinventories", Store.on_feed_inventory)):
+                           ("feedinventories", Store.on_feed_inventory), ("helmcharts", Store.on_helmchart),
+                           ("helmreleases", Store.on_helmrelease)):
     _apps_event(_plural, _on_event)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from clusternet_api.kube import ApiException, Credentials, Kube
 from clusternet_api.tunnel import Session, Stream, StreamOpenError
+from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_hub.sockets import SocketRegistry, Tunnel
 from tests.unit.test_tunnel_mux import session_pair
 
@@ -135,3 +136,33 @@ async def test_a_push_client_on_the_registry_outlives_a_reconnect() -> None:
                     await registry.tunnels["c1"].close("agent disconnected")
     finally:
         await runner.cleanup()
+
+
+async def test_a_loopback_relay_pipes_tcp_connections_into_tunnel_streams() -> None:
+    """Helm's Go client can only dial an address: the hub's relay turns each connection into a stream."""
+    seen: list[tuple[str, str, str]] = []
+    runner = web.AppRunner(api_server(seen))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    address = f"127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with session_pair() as (hub, agent):
+            async def opener() -> Stream:
+                return await hub.open_stream(address)
+
+            relay = await LoopbackRelay(opener).start()
+            try:
+                for _ in range(2):  # two connections, two streams
+                    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+                    writer.write(b"GET /api/v1/namespaces/ns/configmaps/a HTTP/1.1\r\nHost: x\r\n"
+                                 b"Authorization: Bearer t\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    answer = await reader.read()
+                    writer.close()
+                    assert answer.startswith(b"HTTP/1.1 200") and b'"name": "a"' in answer
+                assert agent.streams_opened == 2 and relay.url.startswith("https://127.0.0.1:")
+            finally:
+                await relay.close()
+    finally:
+        await runner.cleanup()
+    assert seen == [("GET", "/api/v1/namespaces/ns/configmaps/a", "Bearer t")] * 2

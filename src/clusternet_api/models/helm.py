@@ -12,6 +12,7 @@ from clusternet_api.models.common import (
     ApiModel,
     Base64Str,
     CRDInfo,
+    FreeForm,
     KubeObject,
     PrinterColumn,
 )
@@ -71,6 +72,9 @@ class HelmChartSpec(HelmOptions):
 
     target_namespace: str
     """Namespace to install the release into in child clusters."""
+    values: FreeForm | None = None
+    """Values for every cluster, over the chart's defaults and under Helm-type overrides (ours: Clusternet's
+    HelmChart has no values, so every value had to be a Globalization)."""
 
 
 class HelmChartStatus(ApiModel):
@@ -128,6 +132,9 @@ class HelmReleaseStatus(ApiModel):
     notes: str | None = None
     version: int | None = None
     """Release revision."""
+    observed_generation: int | None = None
+    """The HelmRelease generation this status reports on (ours): an older one means the change is not
+    installed yet, so nothing reads an old `deployed` as the new spec's success."""
 
 
 class HelmRelease(KubeObject):

@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from clusternet_api.helm.driver import HelmDriver
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core.plan import Key
+from clusternet_hub.controller.charts import ChartChecker
+from clusternet_hub.controller.helmdescriptions import HelmDescriptions
+from clusternet_hub.controller.helmpusher import ReleasePusher
 from clusternet_hub.controller.pusher import Connect, Pusher, TunnelOpener, connect_child
 from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import Store, WorkKey
@@ -28,7 +32,8 @@ ERROR_RETRY_DELAY = 2.0
 
 class Controller:
     def __init__(self, kube: KubeApi, clusters: dict[Key, Obj], tunnel_opener: TunnelOpener,
-                 resync_interval: float = 30.0, workers: int = 8, connect: Connect = connect_child) -> None:
+                 resync_interval: float = 30.0, workers: int = 8, connect: Connect = connect_child,
+                 helm: HelmDriver | None = None) -> None:
         self.kube = kube
         self.resync_interval = resync_interval
         self.workers = workers
@@ -36,6 +41,10 @@ class Controller:
         self.status = StatusWriter(kube, self.store)
         self.pusher = Pusher(kube, self.store, tunnel_opener, connect)
         self.subscriptions = SubscriptionReconciler(kube, self.store, self.status)
+        self.helm = helm or default_helm_driver()
+        self.charts = ChartChecker(kube, self.store, self.helm)
+        self.helm_descriptions = HelmDescriptions(kube, self.store)
+        self.releases = ReleasePusher(kube, self.store, self.pusher, self.helm)
 
     async def run(self) -> None:
         await self.store.prime(self.kube)
@@ -47,6 +56,7 @@ class Controller:
             for t in tasks:
                 t.cancel()
             await self.pusher.close()
+            await self.releases.close()
 
     async def process(self, item: WorkKey, force: bool) -> None:
         work, key = item[0], (item[1], item[2])
@@ -54,6 +64,12 @@ class Controller:
             await self.subscriptions.reconcile(key, force)
         elif work == "status":
             await self.status.paced_update(key)
+        elif work == "helm":
+            await self.helm_descriptions.sync(key)
+        elif work == "chart":
+            await self.charts.check(key)
+        elif work == "release":
+            await self.releases.push(key, force)
         else:
             await self.pusher.push(key, force)
 
@@ -74,3 +90,11 @@ class Controller:
             await asyncio.sleep(self.resync_interval)
             self.store.enqueue_subscriptions()
             self.pusher.resync(self.resync_interval)
+            self.releases.resync()
+
+
+def default_helm_driver() -> HelmDriver:
+    """Helm v4 in-process (helm-python-sdk), imported on first use: loading its library costs ~85 MB."""
+    from clusternet_api.helm.sdk import SdkHelmDriver
+
+    return SdkHelmDriver()

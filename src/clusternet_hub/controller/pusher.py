@@ -120,6 +120,8 @@ class Pusher:
             self.pushed.pop(key, None)
             self.retries.forget(key)
             return
+        if (desc.get("spec") or {}).get("deployer") == "Helm":
+            return  # its HelmReleases are deployed (controller/helmreleases.py), not its raw values
         meta = desc["metadata"]
         deleting = bool(meta.get("deletionTimestamp"))
         if not deleting and not force and self.pushed.get(key, ())[:2] == (meta["uid"], meta.get("generation")):

@@ -18,7 +18,10 @@ from clusternet_core.plan import Caches, Key, key_of, override_targets, subscrip
 from clusternet_hub.controller.workqueue import WorkQueue
 from clusternet_hub.health import is_ready
 
-Work = Literal["sub", "status", "push"]
+Work = Literal["sub", "status", "push", "helm", "chart", "release"]
+"""sub: reconcile a Subscription; status: rewrite its status; push: push a Generic Description; helm: a Helm
+Description's HelmReleases and status; chart: check a HelmChart in its repository; release: install or remove
+a HelmRelease in a cluster the hub deploys to."""
 WorkKey = tuple[Work, str, str]
 
 
@@ -52,11 +55,14 @@ class Store:
             c.globalizations.setdefault(g["metadata"]["name"], g)
         keyed: list[tuple[str, dict[Key, Obj]]] = [
             ("Subscription", c.subscriptions), ("Localization", c.localizations), ("Description", c.descriptions),
-            ("Base", c.bases), ("FeedInventory", c.inventories)]
+            ("Base", c.bases), ("FeedInventory", c.inventories), ("HelmChart", c.helmcharts),
+            ("HelmRelease", c.helmreleases)]
         for kind, cache in keyed:
             for obj in await kube.list(apps, kind):
                 cache.setdefault(key_of(obj), obj)
         self.enqueue_subscriptions()
+        for key in c.helmcharts:
+            self.enqueue("chart", key)
 
     def on_subscription(self, event: str, sub: Obj) -> None:
         key = key_of(sub)
@@ -133,13 +139,51 @@ class Store:
         else:
             old = self.caches.descriptions.get(key)
             self.caches.descriptions[key] = desc
-            if desc["metadata"].get("deletionTimestamp") or not applier.deployed(desc):
+            if (desc.get("spec") or {}).get("deployer") == "Helm":
+                if old is None or old.get("spec") != desc.get("spec") or desc["metadata"].get("deletionTimestamp"):
+                    self.enqueue("helm", key)
+            elif desc["metadata"].get("deletionTimestamp") or not applier.deployed(desc):
                 self.enqueue("push", key)
             if old is not None and old.get("status") == desc.get("status"):
                 return
         labels = desc["metadata"].get("labels") or {}
         if labels.get(known.LABEL_SUBS_NAME):
             self.enqueue("status", (labels.get(known.LABEL_SUBS_NAMESPACE, ""), labels[known.LABEL_SUBS_NAME]))
+
+    def on_helmchart(self, event: str, chart: Obj) -> None:
+        """A new or changed chart is checked against its repository; its Subscriptions re-render when its
+        spec or phase changed."""
+        key = key_of(chart)
+        old = self.caches.helmcharts.get(key)
+        if event == "DELETED":
+            self.caches.helmcharts.pop(key, None)
+        else:
+            self.caches.helmcharts[key] = chart
+            if old is None or old.get("spec") != chart.get("spec"):
+                self.enqueue("chart", key, force=True)
+            elif (old.get("status") or {}).get("phase") == (chart.get("status") or {}).get("phase"):
+                return
+        self.enqueue_subscriptions(lambda sub: any(
+            f["kind"] == "HelmChart" and (f["namespace"], f["name"]) == key for f in subscription_feeds(sub)))
+
+    def on_helmrelease(self, event: str, hr: Obj) -> None:
+        """Install or remove it (when the hub deploys to its cluster), and recompute its Description's status."""
+        key = key_of(hr)
+        old = self.caches.helmreleases.get(key)
+        if event == "DELETED":
+            self.caches.helmreleases.pop(key, None)
+        else:
+            self.caches.helmreleases[key] = hr
+            meta = hr["metadata"]
+            if old is None or old["metadata"].get("generation") != meta.get("generation") or meta.get(
+                    "deletionTimestamp"):
+                self.enqueue("release", key)
+            if old is not None and old.get("status") == hr.get("status") and old["metadata"].get(
+                    "annotations") == meta.get("annotations"):
+                return
+        for owner in hr["metadata"].get("ownerReferences") or []:
+            if owner.get("kind") == "Description":
+                self.enqueue("helm", (key[0], owner["name"]))
 
     def on_cluster(self, event: str, mc: Obj, old: Obj | None) -> None:
         """Labels or taints changed: rescheduling may bind or unbind it; push side may have flipped.
@@ -150,6 +194,9 @@ class Store:
             for key in list(self.caches.descriptions):
                 if key[0] == meta["namespace"]:
                     self.enqueue("push", key, force=True)
+            for key in list(self.caches.helmreleases):
+                if key[0] == meta["namespace"]:
+                    self.enqueue("release", key, force=True)
 
 
 def _scheduling_view(mc: Obj) -> tuple[Any, ...]:

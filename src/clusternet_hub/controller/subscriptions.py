@@ -77,17 +77,23 @@ class SubscriptionReconciler:
         base = cluster.base
         if cluster.apply_base:
             self.store.caches.bases[key_of(base)] = base = await self.kube.apply(base, known.CREATED_BY_HUB)
-        if cluster.description is None:
-            return
-        body = planning.owned_by(cluster.description, base)
-        desc = cluster.existing
-        if desc is None or planning.needs_apply(desc, body):
-            desc = await self.kube.apply(body, known.CREATED_BY_HUB)
-            self.store.on_description("MODIFIED", desc)  # push now, not when the watch brings the change back
-        if cluster.announce:
-            await applier.post_event(self.kube, desc, "Warning", "RenderFailed", "; ".join(cluster.errors),
+        written = [await self._apply_description(body, existing, base) for body, existing in (
+            (cluster.description, cluster.existing), (cluster.helm_description, cluster.existing_helm))
+            if body is not None]
+        for ns, name in cluster.delete_descriptions:
+            log.info("%s/%s: its Subscription no longer feeds that deployer; removing it", ns, name)
+            await self.kube.delete(known.APPS_API_VERSION, "Description", name, ns)
+        if cluster.announce and written:
+            await applier.post_event(self.kube, written[0], "Warning", "RenderFailed", "; ".join(cluster.errors),
                                      known.CREATED_BY_HUB)
             await self._report_override_errors(cluster.override_errors)
+
+    async def _apply_description(self, body: Obj, existing: Obj | None, base: Obj) -> Obj:
+        body = planning.owned_by(body, base)
+        if existing is None or planning.needs_apply(existing, body):
+            existing = await self.kube.apply(body, known.CREATED_BY_HUB)
+            self.store.on_description("MODIFIED", existing)  # push now, not when the watch brings the change back
+        return existing
 
     async def _report_override_errors(self, errors: list[OverrideError]) -> None:
         """Put each failed override's message on the override object itself, as an event."""

@@ -2,7 +2,8 @@
 
 Not in Clusternet's plugin. It runs the hub's own pipeline (clusternet_core: feed resolution, the Dividing
 replica split, Globalizations and Localizations, rendering) on what the parent stores, so the preview is what
-the hub deploys, HelmCharts excepted (the Helm deployer renders those). Importing the pipeline costs
+the hub deploys; for HelmCharts it shows each chart's merged values and which override set what (Helm itself
+renders the chart in the child). Importing the pipeline costs
 ~0.2 s (pydantic models), which is why `cli` imports this module only when `render` runs.
 """
 
@@ -19,13 +20,15 @@ from clusternet_api.kube import Obj
 from clusternet_api.models import FeedInventory
 from clusternet_core.feedinventory import build_feed_inventory, is_dividing, replica_splits
 from clusternet_core.feedresolve import resolve_feeds
+from clusternet_core.helmrender import RenderedChart, render_helm
 from clusternet_core.naming import feed_selector
 from clusternet_core.rendering import RenderedObject, render_generic
-from clusternet_core.scheduling import format_feed
+from clusternet_core.scheduling import feed_key, feed_ref, format_feed
 from clusternet_kubectl.errors import PluginError
 from clusternet_kubectl.resources import (
     FEED_INVENTORY,
     GLOBALIZATION,
+    HELM_CHART,
     LOCALIZATION,
     MANAGED_CLUSTER,
     MANIFEST,
@@ -55,10 +58,16 @@ async def find_cluster(session: Session, cluster: str) -> Obj:
     return found[0]
 
 
-def render_header(item: RenderedObject) -> list[str]:
+def render_header(item: RenderedObject | RenderedChart) -> list[str]:
     """Comment lines naming the object, its feed and which override changed which fields."""
-    obj = item.object
-    lines = [f"# {obj.get('apiVersion')} {format_feed(obj)}"]
+    if isinstance(item, RenderedChart):
+        spec = item.chart.get("spec") or {}
+        lines = [f"# HelmChart {format_feed(item.feed)}: chart {spec.get('chart')} {spec.get('version') or '(latest)'} "
+                 f"from {spec.get('repo')}, release {item.feed['name']} in namespace {spec.get('targetNamespace')}"]
+        if item.kept:
+            lines.append("# kept from the cluster's current Description: the chart is not Found right now")
+    else:
+        lines = [f"# {item.object.get('apiVersion')} {format_feed(item.object)}"]
     if not item.applied:
         lines.append("# overrides: none")
     for applied in item.applied:
@@ -123,9 +132,16 @@ async def render_command(session: Session, subscription: str, cluster_ref: str) 
         click.echo("---")
         click.echo("\n".join(render_header(item)))
         click.echo(yaml.safe_dump(item.object, sort_keys=False).rstrip("\n"))
-    for skipped in result.skipped_feeds:
-        click.echo(f"note: HelmChart {skipped['namespace']}/{skipped['name']} is deployed by the Helm "
-                   "deployer (not rendered here)", err=True)
-    for message in result.all_errors():
+    charts = {}
+    for ref in result.skipped_feeds:
+        code, chart = await session.kube.raw("GET", HELM_CHART.path(ref["namespace"], ref["name"]))
+        if code == 200 and isinstance(chart, dict):
+            charts[feed_key(feed_ref(ref))] = chart
+    helm = render_helm(result.skipped_feeds, charts, cluster, globs, locs)
+    for chart_item in helm.items:
+        click.echo("---")
+        click.echo("\n".join(render_header(chart_item)))
+        click.echo(yaml.safe_dump({"values": chart_item.values}, sort_keys=False).rstrip("\n"))
+    for message in result.all_errors() + helm.all_errors():
         click.echo(f"error: {message}", err=True)
-    return 0 if result.items else 1
+    return 0 if result.items or helm.items else 1

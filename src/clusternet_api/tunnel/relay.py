@@ -1,0 +1,84 @@
+"""A loopback TCP listener whose connections become tunnel streams: for clients that need an address.
+
+Our own clients speak HTTP over tunnel streams directly (clusternet_api.kube with an opener), but Helm's Go
+client, loaded in-process through helm-python-sdk, can only dial a host and port. The relay listens on
+127.0.0.1 at a port the kernel picks and pipes each accepted connection, byte for byte, into a new stream
+to the child's API server. TLS stays end to end: the client verifies the child's certificate (with the API
+server's name as TLS server name) and authenticates with the child's deployer token, exactly as it would
+straight to the child, so the relay adds reachability and no authority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from clusternet_api.tunnel.http import StreamOpener
+from clusternet_api.tunnel.mux import Stream
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+
+
+class LoopbackRelay:
+    """`url` (https://127.0.0.1:<port>) reaches whatever `opener` opens streams to, while started."""
+
+    def __init__(self, opener: StreamOpener) -> None:
+        self.opener = opener
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def start(self) -> LoopbackRelay:
+        if self.server is None:
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        stream: Stream | None = None
+        try:
+            stream = await self.opener()
+            up = asyncio.create_task(_to_stream(reader, stream))
+            try:
+                while data := await stream.read(CHUNK):
+                    writer.write(data)
+                    await writer.drain()
+            finally:
+                up.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await up
+        except (ConnectionError, OSError, TimeoutError) as e:
+            log.debug("relayed connection ended: %s", e)
+        except Exception as e:  # a stream that cannot be opened (tunnel down): the client sees a reset
+            log.debug("relay could not open a stream: %s", e)
+        finally:
+            if stream is not None:
+                stream.close()
+            writer.close()
+            self.tasks.discard(task)
+
+
+async def _to_stream(reader: asyncio.StreamReader, stream: Stream) -> None:
+    while data := await reader.read(CHUNK):
+        await stream.write(data)
+    stream.write_eof()

@@ -1,0 +1,82 @@
+"""Helm Descriptions -> one HelmRelease per chart, and the Description's status from its HelmReleases.
+
+The hub writes the HelmReleases whoever deploys them (itself in Push mode, the agent in Pull mode), as
+Clusternet does; they are owned by their Description and carry the apps finalizer, so a release is only
+forgotten once whoever deploys has uninstalled it (an offline cluster keeps it until it returns, as Generic
+objects are kept). A deleted Helm Description waits until its HelmReleases are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clusternet_api import applier, known
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_core import helmrender
+from clusternet_core.plan import Key, key_of, needs_apply
+from clusternet_hub.controller.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def owned_releases(store: Store, desc: Obj) -> list[Obj]:
+    uid = desc["metadata"].get("uid")
+    return [hr for (ns, _), hr in store.caches.helmreleases.items() if ns == desc["metadata"]["namespace"] and any(
+        ref.get("uid") == uid for ref in hr["metadata"].get("ownerReferences") or [])]
+
+
+class HelmDescriptions:
+    def __init__(self, kube: KubeApi, store: Store) -> None:
+        self.kube, self.store = kube, store
+
+    async def sync(self, key: Key) -> None:
+        desc = self.store.caches.descriptions.get(key)
+        if desc is None or (desc.get("spec") or {}).get("deployer") != "Helm":
+            return
+        if desc["metadata"].get("deletionTimestamp"):
+            await self._delete(desc)
+            return
+        wanted = helmrender.release_bodies(desc)
+        names = {b["metadata"]["name"] for b in wanted}
+        for body in wanted:
+            cached = self.store.caches.helmreleases.get(key_of(body))
+            if cached is None or needs_apply(cached, body) or _annotations_differ(cached, body):
+                applied = await self.kube.apply(body, known.CREATED_BY_HUB)
+                self.store.on_helmrelease("MODIFIED", applied)
+        for hr in owned_releases(self.store, desc):
+            if hr["metadata"]["name"] not in names and not hr["metadata"].get("deletionTimestamp"):
+                log.info("%s/%s: chart no longer in its Description; removing its release", *key_of(hr))
+                await self.kube.delete(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"], key[0])
+        await self._write_status(desc)
+
+    async def _write_status(self, desc: Obj) -> None:
+        status = helmrender.description_status(desc, owned_releases(self.store, desc))
+        current = desc.get("status") or {}
+        if all(current.get(k) == v for k, v in status.items()):
+            return
+        meta = desc["metadata"]
+        try:
+            await self.kube.patch(known.APPS_API_VERSION, "Description", meta["name"], {"status": status},
+                                  meta["namespace"], subresource="status")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        if status["phase"] == "Failure" and current.get("reason") != status["reason"]:
+            await applier.post_event(self.kube, desc, "Warning", "HelmReleaseFailed", status["reason"],
+                                     known.CREATED_BY_HUB)
+
+    async def _delete(self, desc: Obj) -> None:
+        """Delete its HelmReleases; once their deployers have removed them, let the Description go."""
+        releases = owned_releases(self.store, desc)
+        for hr in releases:
+            if not hr["metadata"].get("deletionTimestamp"):
+                await self.kube.delete(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"],
+                                       hr["metadata"]["namespace"])
+        if not releases and known.FINALIZER_APPS in (desc["metadata"].get("finalizers") or []):
+            await applier.remove_finalizer(self.kube, desc)
+
+
+def _annotations_differ(cached: Obj, body: Obj) -> bool:
+    have = cached["metadata"].get("annotations") or {}
+    return any(have.get(k) != v for k, v in (body["metadata"].get("annotations") or {}).items())

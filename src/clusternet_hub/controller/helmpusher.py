@@ -1,0 +1,124 @@
+"""Installing and removing HelmReleases in the clusters the hub deploys to (appPusher, not Pull).
+
+The same rules as the agent's (clusternet_api.helm.releases) and the same identity as Generic pushes: the
+child's deployer token from Secret `child-cluster-deployer`. Helm's Go client needs an address, so through a
+tunnel it dials a per-cluster loopback relay (clusternet_api.tunnel.relay) with TLS verified end to end
+against the child's CA and API server name; without a tunnel it goes straight to the advertised URL.
+One operation per release at a time (the work queue never hands a key to two workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from urllib.parse import urlsplit
+
+from clusternet_api import applier, known
+from clusternet_api.helm import releases
+from clusternet_api.helm.driver import ChartError, ClusterAccess, HelmDriver
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_api.tunnel.relay import LoopbackRelay
+from clusternet_core.plan import Key
+from clusternet_hub.controller.charts import pull_credentials
+from clusternet_hub.controller.pusher import Pusher
+from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.workqueue import Backoff
+from clusternet_hub.health import is_ready
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST, RETRY_MAX = 5.0, 300.0
+"""A chart that could not be fetched is tried again after 5 s, doubling up to 5 minutes."""
+
+
+class ReleasePusher:
+    def __init__(self, kube: KubeApi, store: Store, pusher: Pusher, driver: HelmDriver) -> None:
+        self.kube, self.store, self.pusher, self.driver = kube, store, pusher, driver
+        self.relays: dict[str, LoopbackRelay] = {}  # cluster id -> its relay
+        self.retries: Backoff[Key] = Backoff(RETRY_FIRST, RETRY_MAX)
+
+    async def close(self) -> None:
+        for relay in self.relays.values():
+            await relay.close()
+
+    def resync(self) -> None:
+        """Drift: look at every release the hub deploys again (a release removed by hand is reinstalled)."""
+        for key in list(self.store.caches.helmreleases):
+            if not self.store.queue.waiting(("release", *key)):
+                self.store.enqueue("release", key)
+
+    async def access(self, mc: Obj) -> ClusterAccess | None:
+        data = await self.pusher._secret(mc["metadata"]["namespace"])
+        if data is None:
+            return None
+        server = data["apiserver-advertise-url"].decode()
+        access = ClusterAccess(server=server, ca_pem=data.get("ca.crt"), token=data["token"].decode())
+        cluster_id = str(mc["spec"]["clusterId"])
+        opener = await self.pusher.tunnel_opener(cluster_id)
+        if opener is None:
+            return access
+        relay = self.relays.get(cluster_id)
+        if relay is None:
+            relay = self.relays[cluster_id] = await LoopbackRelay(opener).start()
+        relay.opener = opener
+        return ClusterAccess(server=relay.url, ca_pem=access.ca_pem, token=access.token,
+                             tls_server_name=urlsplit(server).hostname)
+
+    async def push(self, key: Key, force: bool = False) -> None:
+        hr = self.store.caches.helmreleases.get(key)
+        if hr is None:
+            self.retries.forget(key)
+            return
+        deleting = bool(hr["metadata"].get("deletionTimestamp"))
+        mc = self.pusher.cluster_in(key[0])
+        if mc is None:
+            if deleting:  # the cluster is gone: nobody can uninstall, never block the deletion
+                await applier.remove_finalizer(self.kube, hr)
+            return
+        if not applier.deployable_by_hub(mc):
+            return
+        access = await self.access(mc)
+        if access is None:
+            await self._write(hr, {"description": f"waiting for the agent's {known.DEPLOYER_SECRET} credentials"})
+        elif deleting:
+            await self._uninstall(hr, mc, access)
+        else:
+            await self._reconcile(key, hr, access)
+
+    async def _uninstall(self, hr: Obj, mc: Obj, access: ClusterAccess) -> None:
+        if not is_ready(mc):
+            await self._write(hr, {"description": "uninstall pending: the cluster is offline; its release "
+                                                  "stays until it returns"})
+            return
+        done = await releases.uninstall(self.driver, access, hr)
+        log.info("HelmRelease %s/%s in cluster %s: %s", hr["metadata"]["namespace"], hr["metadata"]["name"],
+                 mc["spec"]["clusterId"], done)
+        await applier.remove_finalizer(self.kube, hr)
+
+    async def _reconcile(self, key: Key, hr: Obj, access: ClusterAccess) -> None:
+        spec = hr.get("spec") or {}
+        try:
+            username, password = await pull_credentials(self.kube, spec.get("chartPullSecret"), key[0])
+        except ChartError as e:
+            username = password = None
+            log.warning("HelmRelease %s/%s: %s", *key, e)
+        outcome = await releases.reconcile(self.driver, access, hr, releases.source_of(spec, username, password))
+        if outcome.status is not None:
+            await self._write(hr, outcome.status)
+        if outcome.event is not None:
+            await applier.post_event(self.kube, hr, *outcome.event, known.CREATED_BY_HUB)
+        if outcome.retry:
+            self.store.queue.add_after(("release", *key), self.retries.next(key), force=True)
+        else:
+            self.retries.forget(key)
+
+    async def _write(self, hr: Obj, status: Obj) -> None:
+        current = hr.get("status") or {}
+        if all(current.get(k) == v for k, v in status.items()):
+            return
+        meta = hr["metadata"]
+        with contextlib.suppress(ApiException):
+            updated = await self.kube.patch(known.APPS_API_VERSION, "HelmRelease", meta["name"], {"status": status},
+                                            meta["namespace"], subresource="status")
+            self.store.on_helmrelease("MODIFIED", updated)

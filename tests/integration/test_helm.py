@@ -1,0 +1,250 @@
+"""Helm charts to two real children: child1 pushed to by the hub (through its tunnel), child2 pulling.
+
+Charts come from the test itself: a classic chart repository on loopback (one with basic auth) and Debian's
+docker-registry as an OCI registry. Releases are real Helm v4 releases in Helm's storage in each child.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from clusternet_api import known
+from clusternet_testing.charts import ChartRepo, OciRegistry, build_chart
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import kubectl, plugin, run_plugin, wait_for
+
+pytestmark = pytest.mark.integration
+
+LABEL = "helm-test"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "applications"
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("charts")
+    built = root / "built"
+    built.mkdir()
+    with ChartRepo(root / "repo") as repo, ChartRepo(root / "private", "user", "s3cret") as private, \
+            OciRegistry(root / "oci") as oci:
+        for name, version, extra in (("mysql", "8.6.2", {}), ("demo", "0.1.0", {}), ("demo", "0.2.0", {}),
+                                     ("broken", "0.1.0", {"fail": True})):
+            tgz = build_chart(built, name, version, templates=2, **extra)
+            repo.add(tgz)
+            if name == "demo":
+                private.add(tgz)
+                oci.push(tgz)
+        yield {"repo": repo.url, "private": private.url, "oci": oci.url}
+
+
+@pytest.fixture(scope="module")
+def env(hub_and_agents: dict[str, Any], parent: ControlPlane, repos: dict[str, Any]) -> dict[str, Any]:
+    for mc in (hub_and_agents["mc1"], hub_and_agents["mc2"]):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                f"{LABEL}=yes", "--overwrite")
+    return {**hub_and_agents, **repos}
+
+
+def apply(parent: ControlPlane, *objs: dict[str, Any]) -> None:
+    kubectl(parent, "apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objs))
+
+
+def helm_chart(name: str, repo: str, chart: str, version: str | None, target: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart", "metadata": {"name": name,
+                                                                                   "namespace": "default"},
+            "spec": {"repo": repo, "chart": chart, **({"version": version} if version else {}),
+                     "targetNamespace": target, **spec}}
+
+
+def subscription(name: str, charts: list[str], selector: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "Subscription", "metadata": {"name": name,
+                                                                                      "namespace": "default"},
+            "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": selector or {LABEL: "yes"}}}],
+                     "feeds": [{"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart", "namespace": "default",
+                                "name": c} for c in charts]}}
+
+
+def chart_status(parent: ControlPlane, name: str) -> dict[str, Any]:
+    out = kubectl(parent, "get", "chart", name, "-n", "default", "-o", "json")
+    status: dict[str, Any] = json.loads(out.stdout).get("status") or {}
+    return status
+
+
+def releases(parent: ControlPlane, sub: str) -> dict[str, dict[str, Any]]:
+    """The Subscription's HelmReleases by cluster namespace."""
+    items = json.loads(kubectl(parent, "get", "hr", "-A", "-l", f"{known.LABEL_SUBS_NAME}={sub}",
+                               "-o", "json").stdout)["items"]
+    return {i["metadata"]["namespace"]: i for i in items}
+
+
+def deployed(parent: ControlPlane, sub: str, namespaces: tuple[str, ...], revision: int | None = None) -> bool:
+    found = releases(parent, sub)
+    return all(ns in found and (found[ns].get("status") or {}).get("phase") == "deployed" and (
+        found[ns]["status"].get("observedGeneration") == found[ns]["metadata"]["generation"]) and (
+        revision is None or found[ns]["status"].get("version") == revision) for ns in namespaces)
+
+
+def release_secrets(child: ControlPlane, namespace: str, release: str) -> list[str]:
+    out = kubectl(child, "get", "secret", "-n", namespace, "-l", f"owner=helm,name={release}", "-o", "name",
+                  check=False)
+    return sorted(out.stdout.split())
+
+
+def config_map(child: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
+    out = kubectl(child, "get", "cm", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def ready(parent: ControlPlane, sub: str) -> dict[str, Any]:
+    status = json.loads(kubectl(parent, "get", "subs", sub, "-o", "json").stdout).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def test_charts_are_found_or_not_found_with_the_reason(env: dict[str, Any], parent: ControlPlane) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-creds", "namespace": "default"},
+              "stringData": {"username": "user", "password": "nope"}}
+    good = {**secret, "metadata": {"name": "good-creds", "namespace": "default"},
+            "stringData": {"username": "user", "password": "s3cret"}}
+    apply(parent, secret, good,
+          helm_chart("found-http", env["repo"], "demo", "0.1.0", "x"),
+          helm_chart("found-oci", env["oci"], "demo", "~0.1", "x", plainHTTP=True),
+          helm_chart("found-private", env["private"], "demo", None, "x", chartPullSecret={"name": "good-creds"}),
+          helm_chart("wrong-version", env["repo"], "demo", "9.9.9", "x"),
+          helm_chart("unreachable", "http://127.0.0.1:9", "demo", "0.1.0", "x"),
+          helm_chart("bad-creds", env["private"], "demo", "0.1.0", "x", chartPullSecret={"name": "wrong-creds"}))
+    expect = {"found-http": ("Found", "0.1.0"), "found-oci": ("Found", "0.1.0"), "found-private": ("Found", "0.2.0"),
+              "wrong-version": ("NotFound", "9.9.9"), "unreachable": ("NotFound", "connect"),
+              "bad-creds": ("NotFound", "401")}
+
+    def checked() -> bool:
+        return all(chart_status(parent, n).get("phase") == phase for n, (phase, _) in expect.items())
+
+    wait_for(checked, timeout=60, what="every chart checked")
+    for name, (_, word) in expect.items():
+        assert word in chart_status(parent, name)["reason"], (name, chart_status(parent, name))
+    table = plugin(parent, "get", "chart", "-n", "default")
+    row = next(r.split() for r in table.splitlines() if r.startswith("wrong-version"))
+    assert row[1:5] == ["demo", "9.9.9", env["repo"], "NotFound"], table
+
+
+def test_the_overview_walkthrough_with_a_chart_reaches_both_children_and_turns_ready(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """examples/applications/ as written, but for the chart's repository (ours) and the subscriber (both
+    children), and no replicas (these control planes have no nodes to run pods on)."""
+    docs = [d for f in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    for doc in docs:
+        if doc["kind"] == "HelmChart":
+            doc["spec"]["repo"] = env["repo"]
+        elif doc["kind"] == "Subscription":
+            doc["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}]
+        elif doc["kind"] == "Deployment":
+            doc["spec"]["replicas"] = 0
+    # the overview applies the folder with `kubectl clusternet apply` (templates become Manifests)
+    out = run_plugin(parent, "apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    assert out.returncode == 0, out.stderr
+    namespaces = (env["ns1"], env["ns2"])
+    wait_for(lambda: deployed(parent, "app-demo", namespaces), timeout=90, what="both mysql releases deployed")
+    table = kubectl(parent, "get", "hr", "-A").stdout
+    rows = [r.split() for r in table.splitlines() if "-helm-default-mysql" in r]
+    assert len(rows) == 2 and all(r[2:4] == ["mysql", "8.6.2"] and r[5] == "deployed" for r in rows), table
+    for child in (child1, child2):
+        assert release_secrets(child, "abc", "mysql") == ["secret/sh.helm.release.v1.mysql.v1"]
+        assert (config_map(child, "abc", "mysql-cm-0") or {}).get("data", {}).get("greeting") == "hello"
+    assert plugin(parent, "get", "chart", "mysql", "-n", "default").splitlines()[1].split()[4] == "Found"
+    wait_for(lambda: ready(parent, "app-demo").get("status") == "True", timeout=90, what="app-demo Ready")
+    # the hub installed in child1 (push), child2's agent in child2 (pull)
+    events = json.loads(kubectl(parent, "get", "events", "-A", "--field-selector=reason=Installed",
+                                "-o", "json").stdout)["items"]
+    sources = {(e["metadata"]["namespace"], e["source"].get("component")) for e in events}
+    assert (env["ns1"], known.CREATED_BY_HUB) in sources and (env["ns2"], known.CREATED_BY_AGENT) in sources
+
+
+def test_values_per_cluster_a_values_only_change_and_a_version_change_upgrade(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    apply(parent, helm_chart("values-demo", env["oci"], "demo", "0.1.0", "values-demo", plainHTTP=True,
+                             values={"greeting": "from-chart"}),
+          subscription("values-demo", ["values-demo"]))
+    namespaces = (env["ns1"], env["ns2"])
+    wait_for(lambda: deployed(parent, "values-demo", namespaces, 1), timeout=90, what="revision 1 in both")
+    uids = {c: config_map(c, "values-demo", "values-demo-cm-0")["metadata"]["uid"] for c in (child1, child2)}
+    assert all(config_map(c, "values-demo", "values-demo-cm-0")["data"]["greeting"] == "from-chart"
+               for c in (child1, child2))
+    # a Localization for child1 only: only child1's release changes (revision 2), values only
+    apply(parent, {"apiVersion": known.APPS_API_VERSION, "kind": "Localization",
+                   "metadata": {"name": "hola", "namespace": env["ns1"]},
+                   "spec": {"overridePolicy": "ApplyNow", "priority": 300,
+                            "feed": {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart",
+                                     "namespace": "default", "name": "values-demo"},
+                            "overrides": [{"name": "greeting", "type": "Helm", "value": "greeting: hola"}]}})
+    wait_for(lambda: deployed(parent, "values-demo", (env["ns1"],), 2), timeout=60, what="child1 at revision 2")
+    assert config_map(child1, "values-demo", "values-demo-cm-0")["data"]["greeting"] == "hola"
+    assert config_map(child2, "values-demo", "values-demo-cm-0")["data"]["greeting"] == "from-chart"
+    assert deployed(parent, "values-demo", (env["ns2"],), 1)
+    rendered = plugin(parent, "render", "values-demo", "-n", "default", "--cluster",
+                      f"{env['ns1']}/{env['mc1']['metadata']['name']}")
+    assert "greeting: hola" in rendered and f"override Localization {env['ns1']}/hola" in rendered, rendered
+    # a new chart version upgrades both; objects are updated in place
+    apply(parent, helm_chart("values-demo", env["oci"], "demo", "0.2.0", "values-demo", plainHTTP=True,
+                             values={"greeting": "from-chart"}))
+    wait_for(lambda: deployed(parent, "values-demo", (env["ns1"],), 3) and deployed(
+        parent, "values-demo", (env["ns2"],), 2), timeout=90, what="both upgraded to 0.2.0")
+    for child in (child1, child2):
+        cm = config_map(child, "values-demo", "values-demo-cm-0")
+        assert cm is not None and cm["data"]["chartVersion"] == "0.2.0" and cm["metadata"]["uid"] == uids[child]
+    # relabel child2: its release is uninstalled, child1's is kept as it is
+    mc2 = env["mc2"]
+    kubectl(parent, "label", "mcls", mc2["metadata"]["name"], "-n", env["ns2"], f"{LABEL}-")
+    try:
+        wait_for(lambda: not release_secrets(child2, "values-demo", "values-demo"), timeout=60,
+                 what="child2's release uninstalled")
+        assert config_map(child2, "values-demo", "values-demo-cm-0") is None
+        assert config_map(child1, "values-demo", "values-demo-cm-0")["metadata"]["uid"] == uids[child1]
+        assert deployed(parent, "values-demo", (env["ns1"],), 3)
+    finally:
+        kubectl(parent, "label", "mcls", mc2["metadata"]["name"], "-n", env["ns2"], f"{LABEL}=yes", "--overwrite")
+    # deleting the Subscription uninstalls everywhere
+    wait_for(lambda: deployed(parent, "values-demo", namespaces), timeout=90, what="child2 back")
+    kubectl(parent, "delete", "subs", "values-demo", "--wait=false")
+    wait_for(lambda: not any(release_secrets(c, "values-demo", "values-demo") for c in (child1, child2)),
+             timeout=60, what="both releases uninstalled")
+    wait_for(lambda: not releases(parent, "values-demo"), timeout=60, what="HelmReleases gone")
+
+
+def test_a_failing_chart_reports_helms_own_message(env: dict[str, Any], parent: ControlPlane) -> None:
+    apply(parent, helm_chart("broken", env["repo"], "broken", "0.1.0", "broken-ns"),
+          subscription("broken", ["broken"]))
+
+    def failed() -> dict[str, Any]:
+        found = releases(parent, "broken")
+        return found if len(found) == 2 and all((hr.get("status") or {}).get("phase") == "failed"
+                                                for hr in found.values()) else {}
+
+    for hr in wait_for(failed, timeout=90, what="both releases failed").values():
+        assert "bad key!" in hr["status"]["description"], hr["status"]
+    condition = wait_for(lambda: ready(parent, "broken") if ready(parent, "broken").get("status") == "False" and
+                         "bad key" in ready(parent, "broken").get("message", "") else None, timeout=60,
+                         what="Subscription not Ready with Helm's message")
+    assert condition["status"] == "False"
+    kubectl(parent, "delete", "subs", "broken", "--wait=false")
+
+
+def test_a_hub_restart_mid_rollout_converges_without_a_second_release(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane) -> None:
+    hub = env["hub"]
+    apply(parent, helm_chart("restart-demo", env["repo"], "demo", "0.1.0", "restart-demo"),
+          subscription("restart-demo", ["restart-demo"]))
+    wait_for(lambda: env["ns1"] in releases(parent, "restart-demo"), timeout=60, what="child1's HelmRelease")
+    hub.kill()
+    hub.start()
+    wait_for(lambda: deployed(parent, "restart-demo", (env["ns1"], env["ns2"])), timeout=120,
+             what="both deployed after the restart")
+    assert release_secrets(child1, "restart-demo", "restart-demo") == ["secret/sh.helm.release.v1.restart-demo.v1"]
+    overrides = releases(parent, "restart-demo")[env["ns1"]]["spec"]["overrides"]
+    assert json.loads(base64.b64decode(overrides)) == {}
+    kubectl(parent, "delete", "subs", "restart-demo", "--wait=false")

@@ -1,0 +1,206 @@
+"""Helm feeds without a cluster: values layering, Helm Descriptions, HelmReleases, the release rules and status."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from clusternet_api import known
+from clusternet_api.helm import releases
+from clusternet_api.helm.driver import ClusterAccess
+from clusternet_api.rawobjects import decode_raw
+from clusternet_core import helmrender, rendering
+from clusternet_hub.controller import Controller
+from tests.unit.fakehelm import FakeHelm
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_controller import NS, SUB, cluster, no_tunnel, push_secret, subscription
+
+BASE = rendering.base_name("app", subscription_namespace="default")
+HELM_DESC = (NS, rendering.description_name(BASE, "Helm"))
+FEED = {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart", "namespace": "default", "name": "mysql"}
+HR = (NS, helmrender.release_name(HELM_DESC[1], "default", "mysql"))
+ACCESS = ClusterAccess(server="https://child.example:6443", token="t")
+
+
+def chart(phase: str | None = "Found", **spec: Any) -> Obj:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart",
+            "metadata": {"name": "mysql", "namespace": "default"},
+            "spec": {"repo": "https://charts.example", "chart": "mysql", "version": "8.6.2",
+                     "targetNamespace": "abc", **spec},
+            **({"status": {"phase": phase, "reason": "checked"}} if phase else {})}
+
+
+def override(kind: str, name: str, priority: int, value: Obj, namespace: str | None = None,
+             chart_override: bool = False) -> Obj:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": kind,
+            "metadata": {"name": name, **({"namespace": namespace} if namespace else {}),
+                         "creationTimestamp": "2026-12-03T10:00:00Z"},
+            "spec": {"priority": priority, "feed": FEED, "overrides": [
+                {"name": name, "type": "Helm", "value": json.dumps(value), "overrideChart": chart_override}]}}
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+def test_values_layer_chart_object_then_globalizations_then_localizations_and_null_removes() -> None:
+    c = chart(values={"a": 1, "b": {"x": 1, "y": 2}, "gone": True})
+    glob = override("Globalization", "g", 100, {"b": {"x": 10}, "c": 3})
+    loc = override("Localization", "l", 100, {"c": 30, "gone": None}, namespace=NS)
+    result = helmrender.render_helm([FEED], {"apps.clusternet.io/v1alpha1/HelmChart/default/mysql": c}, cluster(),
+                                    [glob], [loc])
+    assert result.errors == []
+    [item] = result.items
+    assert item.values == {"a": 1, "b": {"x": 10, "y": 2}, "c": 30}
+    assert [a.name for a in item.applied] == ["g", "l"]
+
+
+def test_override_chart_patches_the_version_but_never_the_chart_or_target_namespace() -> None:
+    patch = {"spec": {"version": "9.0.0", "chart": "other", "targetNamespace": "elsewhere"}}
+    loc = override("Localization", "v", 100, patch, namespace=NS, chart_override=True)
+    [item] = helmrender.render_helm([FEED], {"apps.clusternet.io/v1alpha1/HelmChart/default/mysql": chart()},
+                                    cluster(), [], [loc]).items
+    assert item.chart["spec"]["version"] == "9.0.0"
+    assert (item.chart["spec"]["chart"], item.chart["spec"]["targetNamespace"]) == ("mysql", "abc")
+    assert "status" not in item.chart
+
+
+def test_a_chart_not_checked_or_not_found_waits_but_keeps_what_a_cluster_already_runs() -> None:
+    key = "apps.clusternet.io/v1alpha1/HelmChart/default/mysql"
+    waiting = helmrender.render_helm([FEED], {key: chart(phase=None)}, cluster(), [], [])
+    assert waiting.items == [] and "waiting for its repository check" in waiting.errors[0]
+    deployed = helmrender.render_helm([FEED], {key: chart()}, cluster(), [], [])
+    existing = {"spec": deployed.spec()}
+    missing = helmrender.render_helm([FEED], {key: chart("NotFound")}, cluster(), [], [], existing)
+    assert [i.kept for i in missing.items] == [True] and missing.spec() == existing["spec"]
+    assert "the deployed release is kept" in missing.errors[0]
+
+
+# --- the hub: Subscription -> Helm Description -> HelmRelease -> install -> status ------------------------
+
+
+async def helm_controller(*objects: Obj) -> tuple[Controller, FakeKube, FakeHelm]:
+    parent, helm = FakeKube(*objects), FakeHelm()
+    c = Controller(parent, {}, no_tunnel, helm=helm)
+    await c.store.prime(parent)
+    c.store.queue.drain()
+    return c, parent, helm
+
+
+async def deploy(c: Controller) -> None:
+    await c.subscriptions.reconcile(SUB, force=False)
+    await c.helm_descriptions.sync(HELM_DESC)
+    await c.releases.push(HR)
+    await c.helm_descriptions.sync(HELM_DESC)
+
+
+async def test_a_helm_feed_becomes_a_helm_description_a_helmrelease_and_an_installed_release() -> None:
+    c, parent, helm = await helm_controller(cluster(), chart(values={"k": "v"}), push_secret(),
+                                            subscription(feeds=[FEED]))
+    await deploy(c)
+    desc = parent.find("Description", *HELM_DESC)
+    assert desc["spec"]["charts"] == [{"namespace": "default", "name": "mysql"}]
+    assert decode_raw(desc["spec"]["raw"]) == [{"k": "v"}]
+    assert parent.find("Description", NS, rendering.description_name(BASE, "Generic")) is None
+    hr = parent.find("HelmRelease", *HR)
+    assert hr["metadata"]["ownerReferences"][0]["uid"] == desc["metadata"]["uid"]
+    assert hr["spec"]["releaseName"] == "mysql" and hr["spec"]["targetNamespace"] == "abc"
+    assert json.loads(base64.b64decode(hr["spec"]["overrides"])) == {"k": "v"}
+    assert helm.releases[("abc", "mysql")].revision == 1
+    assert hr["status"]["phase"] == "deployed" and hr["status"]["observedGeneration"] == hr["metadata"]["generation"]
+    assert parent.find("Description", *HELM_DESC)["status"]["phase"] == "Success"
+
+
+async def test_a_values_only_change_upgrades_and_status_waits_for_the_child() -> None:
+    c, parent, helm = await helm_controller(cluster(), chart(values={"k": "v"}), push_secret(),
+                                            subscription(feeds=[FEED]))
+    await deploy(c)
+    c.store.on_helmchart("MODIFIED", {**chart(values={"k": "w"}), "metadata": {"name": "mysql",
+                                                                                 "namespace": "default"}})
+    await c.subscriptions.reconcile(SUB, force=False)
+    await c.helm_descriptions.sync(HELM_DESC)
+    # the release's spec changed, the child has not installed it yet: not Success
+    assert parent.find("Description", *HELM_DESC)["status"]["phase"] == "Pending"
+    await c.releases.push(HR)
+    await c.helm_descriptions.sync(HELM_DESC)
+    assert helm.releases[("abc", "mysql")].revision == 2 and helm.releases[("abc", "mysql")].values == {"k": "w"}
+    assert parent.find("Description", *HELM_DESC)["status"]["phase"] == "Success"
+
+
+async def test_a_failed_install_is_reported_with_helms_message_and_not_retried_until_a_change() -> None:
+    c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    helm.fail = 'ConfigMap "x" is invalid: data[bad key!]: Invalid value'
+    await deploy(c)
+    status = parent.find("Description", *HELM_DESC)["status"]
+    assert status["phase"] == "Failure" and "data[bad key!]" in status["reason"]
+    calls = len(helm.calls)
+    await c.releases.push(HR, force=True)
+    assert len(helm.calls) == calls
+
+
+async def test_deleting_the_subscription_uninstalls_then_lets_the_description_go() -> None:
+    c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    desc = parent.find("Description", *HELM_DESC)
+    c.store.on_description("MODIFIED", {**desc, "metadata": {**desc["metadata"], "deletionTimestamp": "now"}})
+    await c.helm_descriptions.sync(HELM_DESC)
+    assert parent.find("HelmRelease", *HR) is None or ("delete", "HelmRelease", "/".join(HR)) in parent.writes
+    hr = c.store.caches.helmreleases[HR]
+    c.store.on_helmrelease("MODIFIED", {**hr, "metadata": {**hr["metadata"], "deletionTimestamp": "now"}})
+    await c.releases.push(HR)
+    assert ("abc", "mysql") not in helm.releases
+
+
+async def test_an_offline_cluster_keeps_its_release_until_it_returns() -> None:
+    c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
+    hr = c.store.caches.helmreleases[HR]
+    c.store.on_helmrelease("MODIFIED", {**hr, "metadata": {**hr["metadata"], "deletionTimestamp": "now"}})
+    await c.releases.push(HR)
+    assert ("abc", "mysql") in helm.releases
+    assert "offline" in parent.find("HelmRelease", *HR)["status"]["description"]
+
+
+async def test_a_chart_check_sets_found_or_not_found_with_the_reason() -> None:
+    c, parent, _ = await helm_controller(chart(phase=None), chart(phase=None, version="1.0.0") | {
+        "metadata": {"name": "missing", "namespace": "default"}})
+    await c.charts.check(("default", "mysql"))
+    await c.charts.check(("default", "missing"))
+    assert parent.find("HelmChart", "default", "mysql")["status"]["phase"] == "Found"
+    missing = parent.find("HelmChart", "default", "missing")["status"]
+    assert missing["phase"] == "NotFound" and 'version "1.0.0" not found' in missing["reason"]
+
+
+# --- the release rules (shared by hub and agent) ---------------------------------------------------------
+
+
+def release(**spec: Any) -> Obj:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease",
+            "metadata": {"name": "r", "namespace": NS, "generation": 1},
+            "spec": {"repo": "https://charts.example", "chart": "mysql", "version": "8.6.2",
+                     "targetNamespace": "abc", "releaseName": "mysql", **spec}}
+
+
+async def test_a_release_somebody_else_installed_is_never_upgraded_or_removed() -> None:
+    helm = FakeHelm()
+    helm.foreign("abc", "mysql")
+    hr = release()
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.status["phase"] == "failed"
+    assert "not installed by this HelmRelease" in outcome.status["description"]
+    assert "not installed by this HelmRelease" in await releases.uninstall(helm, ACCESS, hr)
+    assert [verb for verb, _ in helm.calls] == []
+
+
+async def test_an_unchanged_release_is_left_alone_and_a_missing_chart_is_retried() -> None:
+    helm = FakeHelm()
+    hr = release()
+    first = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    hr["status"] = first.status
+    again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert again.status is None and [v for v, _ in helm.calls].count("install") == 1
+    missing = release(version="9.9.9")
+    outcome = await releases.reconcile(helm, ACCESS, missing, releases.source_of(missing["spec"]))
+    assert outcome.retry and outcome.status is not None
+    assert outcome.status["description"].startswith(releases.FETCH_FAILED)
