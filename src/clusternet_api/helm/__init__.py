@@ -1,0 +1,29 @@
+"""Helm for HelmReleases: the driver contract (`driver`) and its implementation on the Helm Go SDK (`sdk`).
+
+The hub uses it in push mode (installing into a child through its tunnel), the agent in pull mode (installing
+into its own cluster). Importing this package does not load the SDK's native library; `sdk` does.
+"""
+
+from clusternet_api.helm.driver import (
+    ChartError,
+    ChartSource,
+    ClusterAccess,
+    ClusterUnreachableError,
+    FetchedChart,
+    HelmDriver,
+    ReleaseError,
+    ReleaseOptions,
+    ReleaseState,
+)
+
+__all__ = [
+    "ChartError",
+    "ChartSource",
+    "ClusterAccess",
+    "ClusterUnreachableError",
+    "FetchedChart",
+    "HelmDriver",
+    "ReleaseError",
+    "ReleaseOptions",
+    "ReleaseState",
+]
