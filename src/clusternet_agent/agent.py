@@ -21,7 +21,7 @@ from clusternet_agent.registration import (
     store,
 )
 from clusternet_api import known
-from clusternet_api.helm.driver import HelmDriver
+from clusternet_api.helm import default_driver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
         pull = asyncio.create_task(puller.Puller(parent, deployer, access.namespace, name,
                                                  opts.resync_frequency).run())
         helm = asyncio.create_task(helmpuller.ReleasePuller(parent, deployer, access.namespace, name,
-                                                            opts.resync_frequency, helm_driver()).run())
+                                                            opts.resync_frequency, default_driver()).run())
         try:
             while True:
                 try:
@@ -223,13 +223,6 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-def helm_driver() -> HelmDriver:
-    """Helm v4 in-process (helm-python-sdk), imported when deploying starts: its library is ~85 MB."""
-    from clusternet_api.helm.sdk import SdkHelmDriver
-
-    return SdkHelmDriver()
 
 
 def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials, apiserver_url: str,

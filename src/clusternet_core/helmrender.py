@@ -214,4 +214,6 @@ def description_status(desc: Obj, releases: Iterable[Obj]) -> dict[str, Any]:
             detail = ((hr or {}).get("status") or {}).get("description") or (
                 "waiting for the release to be installed" if phase == "Pending" else phase.lower())
             return {"phase": phase, "reason": f"HelmRelease {names[0]}: {detail}", **observed}
-    return {"phase": "Success", "reason": "", **observed}
+    # a reason, not "": kube-apiserver 1.20 stores an empty string of a custom resource as null, which the
+    # schema then refuses
+    return {"phase": "Success", "reason": f"{len(phases)} release(s) deployed", **observed}

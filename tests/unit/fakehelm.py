@@ -26,7 +26,7 @@ class FakeHelm:
         self.fail: str | None = None
         """Helm's message for the next install or upgrade to fail with."""
 
-    async def fetch(self, source: ChartSource) -> FetchedChart:
+    async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
         self.calls.append(("fetch", f"{source.chart}@{source.version}"))
         versions = sorted(v for c, v in self.charts if c == source.chart)
         version = source.version or (versions[-1] if versions else None)

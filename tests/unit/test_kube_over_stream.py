@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
@@ -153,7 +154,8 @@ async def test_a_loopback_relay_pipes_tcp_connections_into_tunnel_streams() -> N
             relay = await LoopbackRelay(opener).start()
             try:
                 for _ in range(2):  # two connections, two streams
-                    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+                    tls = ssl.create_default_context(cadata=relay.ca_pem.decode())
+                    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=tls)
                     writer.write(b"GET /api/v1/namespaces/ns/configmaps/a HTTP/1.1\r\nHost: x\r\n"
                                  b"Authorization: Bearer t\r\nConnection: close\r\n\r\n")
                     await writer.drain()

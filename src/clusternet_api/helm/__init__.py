@@ -16,6 +16,14 @@ from clusternet_api.helm.driver import (
     ReleaseState,
 )
 
+
+def default_driver() -> HelmDriver:
+    """Helm v4 in-process (helm-python-sdk), imported on first use: its native library is ~85 MB."""
+    from clusternet_api.helm.sdk import SdkHelmDriver
+
+    return SdkHelmDriver()
+
+
 __all__ = [
     "ChartError",
     "ChartSource",
@@ -26,4 +34,5 @@ __all__ = [
     "ReleaseError",
     "ReleaseOptions",
     "ReleaseState",
+    "default_driver",
 ]

@@ -129,8 +129,9 @@ class HelmDriver(Protocol):
     release (install, upgrade, uninstall) are serialised, everything else runs in parallel; `get` does not
     wait for a write in progress (it shows pending-install/pending-upgrade meanwhile)."""
 
-    async def fetch(self, source: ChartSource) -> FetchedChart:
-        """Resolve `source.version` and download the chart (or take it from the cache). Raises ChartError."""
+    async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
+        """Resolve `source.version` and download the chart (or take it from the cache, unless `refresh`: the
+        hub's HelmChart check asks the repository every time). Raises ChartError."""
         ...
 
     async def get(self, access: ClusterAccess, namespace: str, name: str) -> ReleaseState | None:

@@ -84,11 +84,12 @@ class ChartCache:
             path.unlink(missing_ok=True)
             return None
 
-    def fetch(self, source: ChartSource) -> FetchedChart:
-        """From the cache when the version is exact and present, else pull, verify it loads, and cache it."""
+    def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
+        """From the cache when the version is exact and present (unless `refresh`: ask the repository), else
+        pull, verify it loads, and cache it."""
         if not _CHART_NAME.fullmatch(source.chart):
             raise ChartError(f"invalid chart name {source.chart!r}")
-        hit = self.cached(source)
+        hit = None if refresh else self.cached(source)
         if hit is not None:
             return hit
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".pull-"))

@@ -27,6 +27,7 @@ from clusternet_api.helm.driver import (
     ChartError,
     ChartSource,
     ClusterAccess,
+    ClusterUnreachableError,
     HelmDriver,
     ReleaseError,
     ReleaseOptions,
@@ -155,6 +156,8 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
             state = await driver.install(access, chart, name, values, options_of(hr))
         else:
             state = await driver.upgrade(access, chart, name, values, options_of(hr, upgrade=True))
+    except ClusterUnreachableError:
+        raise  # nothing was attempted: the caller retries
     except ReleaseError as e:
         message = f"{verb} of {where} (chart {chart.name}-{chart.version}) failed: {e}"
         log.warning("%s", message)

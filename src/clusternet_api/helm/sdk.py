@@ -97,9 +97,9 @@ class SdkHelmDriver:
             await asyncio.wait({future})
             raise
 
-    async def fetch(self, source: ChartSource) -> FetchedChart:
+    async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
         async with self._lock("fetch", source.repo, source.chart, source.version or "", source.username or ""):
-            return await self._run(self.cache.fetch, source)
+            return await self._run(self.cache.fetch, source, refresh)
 
     async def get(self, access: ClusterAccess, namespace: str, name: str) -> ReleaseState | None:
         """Not behind the release's lock: reading cannot corrupt history, and a reader during a long install

@@ -3,9 +3,12 @@
 Our own clients speak HTTP over tunnel streams directly (clusternet_api.kube with an opener), but Helm's Go
 client, loaded in-process through helm-python-sdk, can only dial a host and port. The relay listens on
 127.0.0.1 at a port the kernel picks and pipes each accepted connection, byte for byte, into a new stream
-to the child's API server. TLS stays end to end: the client verifies the child's certificate (with the API
-server's name as TLS server name) and authenticates with the child's deployer token, exactly as it would
-straight to the child, so the relay adds reachability and no authority.
+to the child's API server. Streams carry plain HTTP, like every request the hub sends through a tunnel: the
+agent holds the TLS connection to its API server (verified against the child's CA) and the websocket itself
+is TLS. The listener speaks TLS too, with a certificate from a CA made for this relay alone (`ca_pem`, for the
+client to verify): client-go sends no credentials to an `http://` server, and the token is not put on a
+socket in clear. The client authenticates with the child's deployer token, so the relay adds reachability
+and no authority: a local process that connects gets nothing without a token the child accepts.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
+from clusternet_api.pki import issue_cert, make_ca
+from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_api.tunnel.mux import Stream
 
@@ -23,13 +29,19 @@ CHUNK = 64 * 1024
 
 
 class LoopbackRelay:
-    """`url` (https://127.0.0.1:<port>) reaches whatever `opener` opens streams to, while started."""
+    """`url` (https://127.0.0.1:<port>, certificate signed by `ca_pem`) reaches whatever `opener` opens
+    streams to, while started."""
 
     def __init__(self, opener: StreamOpener) -> None:
         self.opener = opener
         self.server: asyncio.Server | None = None
         self.port = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        ca, ca_key, ca_cert = make_ca("clusternet-hub-relay-ca")
+        pair = issue_cert(ca_key, ca_cert, "clusternet-hub-relay", ips=["127.0.0.1"], server=True)
+        self.ca_pem = ca.cert_pem
+        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        load_cert_chain_pem(self.tls, pair.cert_pem, pair.key_pem)
 
     @property
     def url(self) -> str:
@@ -37,7 +49,7 @@ class LoopbackRelay:
 
     async def start(self) -> LoopbackRelay:
         if self.server is None:
-            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
             self.port = self.server.sockets[0].getsockname()[1]
         return self
 

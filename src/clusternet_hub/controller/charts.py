@@ -65,7 +65,7 @@ class ChartChecker:
         spec = chart.get("spec") or {}
         try:
             username, password = await pull_credentials(self.kube, spec.get("chartPullSecret"), key[0])
-            fetched = await self.driver.fetch(releases.source_of(spec, username, password))
+            fetched = await self.driver.fetch(releases.source_of(spec, username, password), refresh=True)
         except ChartError as e:
             phase, reason = "NotFound", str(e)
             self.store.queue.add_after(("chart", *key), self.retries.next(key), force=True)

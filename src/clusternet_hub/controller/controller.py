@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from clusternet_api.helm.driver import HelmDriver
+from clusternet_api.helm import HelmDriver, default_driver
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core.plan import Key
@@ -41,7 +41,7 @@ class Controller:
         self.status = StatusWriter(kube, self.store)
         self.pusher = Pusher(kube, self.store, tunnel_opener, connect)
         self.subscriptions = SubscriptionReconciler(kube, self.store, self.status)
-        self.helm = helm or default_helm_driver()
+        self.helm = helm or default_driver()
         self.charts = ChartChecker(kube, self.store, self.helm)
         self.helm_descriptions = HelmDescriptions(kube, self.store)
         self.releases = ReleasePusher(kube, self.store, self.pusher, self.helm)
@@ -92,9 +92,3 @@ class Controller:
             self.pusher.resync(self.resync_interval)
             self.releases.resync()
 
-
-def default_helm_driver() -> HelmDriver:
-    """Helm v4 in-process (helm-python-sdk), imported on first use: loading its library costs ~85 MB."""
-    from clusternet_api.helm.sdk import SdkHelmDriver
-
-    return SdkHelmDriver()

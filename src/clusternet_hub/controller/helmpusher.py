@@ -2,8 +2,10 @@
 
 The same rules as the agent's (clusternet_api.helm.releases) and the same identity as Generic pushes: the
 child's deployer token from Secret `child-cluster-deployer`. Helm's Go client needs an address, so through a
-tunnel it dials a per-cluster loopback relay (clusternet_api.tunnel.relay) with TLS verified end to end
-against the child's CA and API server name; without a tunnel it goes straight to the advertised URL.
+tunnel it dials a per-cluster loopback TLS relay (clusternet_api.tunnel.relay) whose connections become
+tunnel streams: the agent at the other end holds the TLS connection to its API server, verified against the child's
+CA, as for every request the hub sends through a tunnel; without a tunnel Helm goes straight to the advertised
+URL with the child's CA.
 One operation per release at a time (the work queue never hands a key to two workers).
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from urllib.parse import urlsplit
 
 from clusternet_api import applier, known
 from clusternet_api.helm import releases
@@ -62,8 +63,7 @@ class ReleasePusher:
         if relay is None:
             relay = self.relays[cluster_id] = await LoopbackRelay(opener).start()
         relay.opener = opener
-        return ClusterAccess(server=relay.url, ca_pem=access.ca_pem, token=access.token,
-                             tls_server_name=urlsplit(server).hostname)
+        return ClusterAccess(server=relay.url, ca_pem=relay.ca_pem, token=access.token)
 
     async def push(self, key: Key, force: bool = False) -> None:
         hr = self.store.caches.helmreleases.get(key)
