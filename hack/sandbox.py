@@ -2,7 +2,8 @@
 
 The same real processes the integration tests use (etcd, kube-apiserver, kube-controller-manager per
 cluster; `clusternet-hub`; two `clusternet-agent`s). The sandbox registers both children, registers the
-hub's aggregated API, deploys the overview's walkthrough (Namespace, Service, Deployment) to both children,
+hub's aggregated API, deploys the overview's walkthrough (Namespace, Service, Deployment and the `mysql`
+HelmChart, served by a chart repository on loopback since the sandbox has no internet) to both children,
 shows what users would look at, then stays up until Ctrl-C, SIGTERM or `make sandbox-down`, which stop every
 process it started. Everything lives under .sandbox/ and is removed on the next start.
 
@@ -13,6 +14,7 @@ and the Subscription says honestly that it waits for replicas.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from pathlib import Path
 from clusternet_api import known
 from clusternet_api.crdgen import all_crds
 from clusternet_hub.health import is_ready
+from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import REPO_ROOT as REPO
 from clusternet_testing.controlplane import ControlPlane, start_many
 from clusternet_testing.helpers import kubectl, mc_for, plugin, registered, wait_for
@@ -71,13 +74,25 @@ def start_components(parent: ControlPlane, child1: ControlPlane, child2: Control
     return ca
 
 
-def deploy_walkthrough(parent: ControlPlane, workdir: Path) -> None:
-    """The overview's walkthrough, to both children (labelled env=dev by their agents' --cluster-labels)."""
+def deploy_walkthrough(parent: ControlPlane, workdir: Path, repo: ChartRepo) -> None:
+    """The overview's walkthrough, to both children (labelled env=dev by their agents' --cluster-labels); its
+    HelmChart from `repo`, which serves a chart named and versioned like the overview's (mysql 8.6.2)."""
+    import yaml
+
     plugin(parent, "apply", *[a for f in WALKTHROUGH for a in ("-f", str(REPO / "examples" / "applications" / f))])
+    built = workdir / "charts-built"
+    built.mkdir(exist_ok=True)
+    repo.add(build_chart(built, "mysql", "8.6.2", templates=2))
+    chart = yaml.safe_load((REPO / "examples" / "applications" / "helm-chart.yaml").read_text())
+    chart["spec"]["repo"] = repo.url
+    (workdir / "helm-chart.yaml").write_text(yaml.safe_dump(chart))
+    kubectl(parent, "apply", "-f", str(workdir / "helm-chart.yaml"))
     sub = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
            "metadata": {"name": "app-demo", "namespace": "default"},
            "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {"env": "dev"}}}],
-                    "feeds": [{"apiVersion": "v1", "kind": "Namespace", "name": "foo"},
+                    "feeds": [{"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "HelmChart", "name": "mysql",
+                               "namespace": "default"},
+                              {"apiVersion": "v1", "kind": "Namespace", "name": "foo"},
                               {"apiVersion": "v1", "kind": "Service", "name": "my-nginx-svc", "namespace": "foo"},
                               {"apiVersion": "apps/v1", "kind": "Deployment", "name": "my-nginx",
                                "namespace": "foo"}]}}
@@ -87,7 +102,7 @@ def deploy_walkthrough(parent: ControlPlane, workdir: Path) -> None:
     def deployed() -> bool:
         out = json.loads(kubectl(parent, "get", "desc", "-A", "-l", f"{known.LABEL_SUBS_NAME}=app-demo",
                                  "-o", "json").stdout)["items"]
-        return len(out) == 2 and all((d.get("status") or {}).get("phase") == "Success" for d in out)
+        return len(out) == 4 and all((d.get("status") or {}).get("phase") == "Success" for d in out)
 
     wait_for(deployed, timeout=90, what="the walkthrough deployed to both children")
 
@@ -118,6 +133,8 @@ def show_product(parent: ControlPlane, child1: ControlPlane, workdir: Path) -> P
     show("kubectl get mcls -A", lambda: kubectl(parent, "get", "mcls", "-A").stdout)
     show("kubectl clusternet get subs -A", lambda: plugin(parent, "get", "subs", "-A"))
     show("kubectl get desc -A", lambda: kubectl(parent, "get", "desc", "-A").stdout)
+    show("kubectl clusternet get chart -A", lambda: plugin(parent, "get", "chart", "-A"))
+    show("kubectl get hr -A", lambda: kubectl(parent, "get", "hr", "-A").stdout)
     via = proxy_kubeconfig(parent, child1, workdir)
     show(f"kubectl --kubeconfig {via} get deploy -n foo   # child1, through the parent and the tunnel",
          lambda: kubectl(via, "get", "deploy", "-n", "foo").stdout)
@@ -136,6 +153,8 @@ def main() -> int:
     args.dir.mkdir(parents=True)
     (args.dir / PID_FILE).write_text(str(os.getpid()))
     procs: list[Proc] = []
+    stack = contextlib.ExitStack()
+    repo = stack.enter_context(ChartRepo(args.dir / "chart-repo"))
     step("starting three control planes (parent, child1, child2)")
     planes = start_many(["parent", "child1", "child2"], args.dir,
                         service_cidrs=["127.1.0.0/16", "127.2.0.0/16", "127.3.0.0/16"])
@@ -146,8 +165,8 @@ def main() -> int:
         step("waiting for both children to register and report Ready")
         wait_for(lambda: all(registered(parent, c) and is_ready(mc_for(parent, c)) for c in (child1, child2)),
                  timeout=90, what="both clusters Ready")
-        step("deploying the overview's walkthrough (Namespace, Service, Deployment) to both children")
-        deploy_walkthrough(parent, args.dir)
+        step("deploying the overview's walkthrough (Namespace, Service, Deployment, HelmChart) to both children")
+        deploy_walkthrough(parent, args.dir, repo)
         step("waiting for the aggregated API")
         wait_for(lambda: kubectl(parent, "get", "apiservice", "v1alpha1.proxies.clusternet.io", "-o",
                                  "jsonpath={.status.conditions[0].status}").stdout == "True",
@@ -163,8 +182,9 @@ def main() -> int:
 Try:
   kubectl clusternet get subs -A                    # with KUBECONFIG above, or kubectl-clusternet
   kubectl clusternet render app-demo --cluster <cluster ID from kubectl get mcls -A>
-  kubectl get desc -A
+  kubectl get desc -A; kubectl get hr -A              # the mysql chart: one HelmRelease per cluster
   kubectl --kubeconfig {child2.kubeconfig} get deploy -n foo
+  kubectl --kubeconfig {child2.kubeconfig} get secret -n abc -l owner=helm   # Helm's own release storage
   kubectl --kubeconfig {via} get ns             # child1 through the parent's aggregated API
 The children run no kubelet: Pods never start, so app-demo waits for its Deployment's replicas.
 Stop with Ctrl-C, or `make sandbox-down` from another shell.""", flush=True)
@@ -180,6 +200,7 @@ Stop with Ctrl-C, or `make sandbox-down` from another shell.""", flush=True)
             t = time.monotonic()
             cp.stop()
             step(f"  control plane {cp.name} stopped ({time.monotonic() - t:.1f}s)")
+        stack.close()
         (args.dir / PID_FILE).unlink(missing_ok=True)
     step("stopped")
     return 0

@@ -34,6 +34,8 @@ def test_sandbox_shows_the_product_and_stops_everything_on_sigterm(tmp_path: Pat
                          "$ kubectl get desc -A", "Success", "my-nginx"):
             assert expected in text, expected
         assert text.count("Generic    Success") == 2  # the walkthrough reached both children
+        assert text.count("Helm       Success") == 2 and "$ kubectl get hr -A" in text  # its chart too
+        assert text.count(" deployed ") >= 2 and "Found" in text, text
 
         os.kill(int((workdir / "sandbox.pid").read_text()), signal.SIGTERM)  # what `make sandbox-down` does
         assert proc.wait(timeout=60) == 0
