@@ -6,6 +6,7 @@ docker-registry as an OCI registry. Releases are real Helm v4 releases in Helm's
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ import pytest
 import yaml
 
 from clusternet_api import known
+from clusternet_api.helm import ChartSource, ClusterAccess, ReleaseOptions
+from clusternet_api.helm.sdk import SdkHelmDriver
+from clusternet_api.kube import Credentials
 from clusternet_testing.charts import ChartRepo, OciRegistry, build_chart
 from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import kubectl, plugin, run_plugin, wait_for
@@ -248,3 +252,44 @@ def test_a_hub_restart_mid_rollout_converges_without_a_second_release(
     overrides = releases(parent, "restart-demo")[env["ns1"]]["spec"]["overrides"]
     assert json.loads(base64.b64decode(overrides)) == {}
     kubectl(parent, "delete", "subs", "restart-demo", "--wait=false")
+
+
+def child_access(child: ControlPlane) -> ClusterAccess:
+    creds = Credentials.from_kubeconfig(child.kubeconfig)
+    return ClusterAccess(server=creds.server, ca_pem=creds.ca_pem, token=creds.token, cert_pem=creds.cert_pem,
+                         key_pem=creds.key_pem)
+
+
+def test_a_release_removed_by_hand_comes_back_and_one_we_did_not_install_is_never_touched(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane,
+        tmp_path: Path) -> None:
+    driver = SdkHelmDriver(cache_dir=tmp_path / "cache")
+
+    async def by_hand() -> None:
+        source = ChartSource(repo=env["repo"], chart="demo", version="0.1.0")
+        chart = await driver.fetch(source)
+        # someone's own release in child1, with the name a HelmChart below will ask for
+        await driver.install(child_access(child1), chart, "mine", {"greeting": "by-hand"},
+                             ReleaseOptions(namespace="theirs"))
+        # and the walkthrough's mysql release uninstalled by hand in both children (helm uninstall)
+        for child in (child1, child2):
+            assert await driver.uninstall(child_access(child), "abc", "mysql", 60)
+
+    apply(parent, helm_chart("mine", env["repo"], "demo", "0.2.0", "theirs"), subscription("mine", ["mine"]))
+    asyncio.run(by_hand())
+    wait_for(lambda: all(release_secrets(c, "abc", "mysql") == ["secret/sh.helm.release.v1.mysql.v1"]
+                         for c in (child1, child2)), timeout=60, what="mysql installed again in both children")
+
+    def refused() -> dict[str, Any] | None:
+        hr = releases(parent, "mine").get(env["ns1"])
+        status = (hr or {}).get("status") or {}
+        return status if "not installed by this HelmRelease" in str(status.get("description")) else None
+
+    wait_for(refused, timeout=60, what="child1's HelmRelease refusing the foreign release")
+    assert release_secrets(child1, "theirs", "mine") == ["secret/sh.helm.release.v1.mine.v1"]
+    assert config_map(child1, "theirs", "mine-cm-0")["data"] == {
+        "greeting": "by-hand", "index": "0", "chartVersion": "0.1.0"}
+    kubectl(parent, "delete", "subs", "mine")
+    wait_for(lambda: not releases(parent, "mine"), timeout=60, what="its HelmReleases gone")
+    assert release_secrets(child1, "theirs", "mine") == ["secret/sh.helm.release.v1.mine.v1"]  # still theirs
+    driver.close()
