@@ -16,6 +16,7 @@ from aiohttp import web
 
 from clusternet_api.kube import ApiException, Credentials, Kube
 from clusternet_api.tunnel import Session, Stream, StreamOpenError
+from clusternet_api.tunnel.http import StreamOpener
 from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_hub.sockets import SocketRegistry, Tunnel
 from tests.unit.test_tunnel_mux import session_pair
@@ -56,8 +57,9 @@ def api_server(seen: list[tuple[str, str, str]]) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def kube_through_tunnel(seen: list[tuple[str, str, str]]) -> AsyncIterator[tuple[Kube, Session, Session]]:
-    """(a Kube whose opener opens streams to the fake API server, the hub's session, the agent's)."""
+async def tunnel_to_api_server(seen: list[tuple[str, str, str]]) -> AsyncIterator[tuple[StreamOpener, Session,
+                                                                                          Session]]:
+    """(an opener of streams to the fake API server, the hub's session, the agent's)."""
     runner = web.AppRunner(api_server(seen))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -67,11 +69,18 @@ async def kube_through_tunnel(seen: list[tuple[str, str, str]]) -> AsyncIterator
             async def opener() -> Stream:
                 return await hub.open_stream(address)
 
-            creds = Credentials(server="https://child.example:6443", token="child-token")
-            async with Kube(creds, opener=opener) as kube:
-                yield kube, hub, agent
+            yield opener, hub, agent
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def kube_through_tunnel(seen: list[tuple[str, str, str]]) -> AsyncIterator[tuple[Kube, Session, Session]]:
+    """(a Kube whose opener opens streams to the fake API server, the hub's session, the agent's)."""
+    async with tunnel_to_api_server(seen) as (opener, hub, agent):
+        creds = Credentials(server="https://child.example:6443", token="child-token")
+        async with Kube(creds, opener=opener) as kube:
+            yield kube, hub, agent
 
 
 async def test_requests_go_over_one_kept_alive_stream_with_the_credentials() -> None:
@@ -142,29 +151,19 @@ async def test_a_push_client_on_the_registry_outlives_a_reconnect() -> None:
 async def test_a_loopback_relay_pipes_tcp_connections_into_tunnel_streams() -> None:
     """Helm's Go client can only dial an address: the hub's relay turns each connection into a stream."""
     seen: list[tuple[str, str, str]] = []
-    runner = web.AppRunner(api_server(seen))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    address = f"127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        async with session_pair() as (hub, agent):
-            async def opener() -> Stream:
-                return await hub.open_stream(address)
-
-            relay = await LoopbackRelay(opener).start()
-            try:
-                for _ in range(2):  # two connections, two streams
-                    tls = ssl.create_default_context(cadata=relay.ca_pem.decode())
-                    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=tls)
-                    writer.write(b"GET /api/v1/namespaces/ns/configmaps/a HTTP/1.1\r\nHost: x\r\n"
-                                 b"Authorization: Bearer t\r\nConnection: close\r\n\r\n")
-                    await writer.drain()
-                    answer = await reader.read()
-                    writer.close()
-                    assert answer.startswith(b"HTTP/1.1 200") and b'"name": "a"' in answer
-                assert agent.streams_opened == 2 and relay.url.startswith("https://127.0.0.1:")
-            finally:
-                await relay.close()
-    finally:
-        await runner.cleanup()
+    async with tunnel_to_api_server(seen) as (opener, _, agent):
+        relay = await LoopbackRelay(opener).start()
+        try:
+            for _ in range(2):  # two connections, two streams
+                tls = ssl.create_default_context(cadata=relay.ca_pem.decode())
+                reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=tls)
+                writer.write(b"GET /api/v1/namespaces/ns/configmaps/a HTTP/1.1\r\nHost: x\r\n"
+                             b"Authorization: Bearer t\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                answer = await reader.read()
+                writer.close()
+                assert answer.startswith(b"HTTP/1.1 200") and b'"name": "a"' in answer
+            assert agent.streams_opened == 2 and relay.url.startswith("https://127.0.0.1:")
+        finally:
+            await relay.close()
     assert seen == [("GET", "/api/v1/namespaces/ns/configmaps/a", "Bearer t")] * 2
