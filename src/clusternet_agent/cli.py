@@ -34,6 +34,7 @@ from clusternet_api.compatflags import (
     report_inert,
 )
 from clusternet_api.durations import parse_duration
+from clusternet_api.execplugin import CredentialsError
 from clusternet_api.logs import setup_logging
 
 log = logging.getLogger("clusternet_agent.cli")
@@ -145,6 +146,9 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
     except OptionsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except CredentialsError as e:  # the child's kubeconfig: one line, as kubectl would say it
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 def _s(value: str | bool | None) -> str | None:

@@ -42,7 +42,7 @@ class ReleasePuller:
         if mc is None or applier.deployable_by_hub(mc):
             return
         meta = hr["metadata"]
-        access = access_of(self.deployer.creds)
+        access = access_of(await self.deployer.credentials())
         if meta.get("deletionTimestamp"):
             if known.FINALIZER_APPS in (meta.get("finalizers") or []):
                 log.info("HelmRelease %s: %s", meta["name"], await releases.uninstall(self.driver, access, hr))

@@ -51,7 +51,7 @@ async def deployer_credentials(child: Kube, namespace: str, lifetime: int = 3600
             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
              "spec": {"expirationSeconds": lifetime}}, content_type="application/json")
         if status == 201 and isinstance(body, dict):
-            return Credentials(child.creds.server, child.creds.ca_pem, str(body["status"]["token"]))
+            return child.creds.with_token(str(body["status"]["token"]))
         log.warning("no token for %s/%s (HTTP %s); deploying with the agent's own identity",
                     namespace, DEPLOYER_SA, status)
     except ApiException as e:

@@ -10,6 +10,10 @@ connection pool per cluster, discovery per group-version on first use.
 A `Kube` built with an `opener` (a callable giving a new tunnel stream to the cluster's API server) speaks
 HTTP/1.1 over those streams with clusternet_api.tunnel.http instead of using aiohttp: that is how the hub
 pushes to a child through its agent's tunnel, with the same client code as for every other cluster.
+
+Credentials (clusternet_api.credentials) come from kubeconfigs (clusternet_api.kubeconfig) as kubectl reads them;
+with an exec credential plugin, a `Kube` runs it before the first request and whenever its credential expires,
+and once more when the server answers 401 (then retries that request once).
 """
 
 from __future__ import annotations
@@ -19,19 +23,17 @@ import base64
 import contextlib
 import dataclasses
 import json
-import os
-import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-import yaml
 
-from clusternet_api.tlsfiles import load_cert_chain_pem
+from clusternet_api.credentials import Credentials, ssl_context
+from clusternet_api.execplugin import CredentialsError, ExecCredential
+from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
 from clusternet_api.tunnel import http as tunnel_http
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_body
 
@@ -102,142 +104,6 @@ def object_path(obj: Mapping[str, Any]) -> str:
     return resource_path(obj["apiVersion"], plural, namespaced, meta["name"], meta.get("namespace"))
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Where and how to reach one API server. Tokens are never part of repr() or logs.
-
-    `token_file`, when set, is re-read every minute (in-cluster ServiceAccount tokens are rotated).
-    """
-
-    server: str
-    ca_pem: bytes | None = None
-    token: str | None = None
-    cert_pem: bytes | None = None
-    key_pem: bytes | None = None
-    insecure: bool = False
-    token_file: str | None = None
-
-    def __repr__(self) -> str:
-        return f"Credentials(server={self.server!r}, token={'***' if self.token else None})"
-
-    @classmethod
-    def from_kubeconfig(cls, path: str | Path | None = None, context: str | None = None) -> Credentials:
-        """Read credentials from a kubeconfig file (token or client certificate; CA data or file)."""
-        path = Path(path) if path else Path.home() / ".kube" / "config"
-        cfg = yaml.safe_load(path.read_text())
-        ctx = _context(cfg, context)
-        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-        user: dict[str, Any] = next(
-            (u["user"] for u in cfg.get("users", []) if u["name"] == ctx.get("user")), {}) or {}
-
-        def data_or_file(data_key: str, file_key: str, section: Mapping[str, Any]) -> bytes | None:
-            if section.get(data_key):
-                return base64.b64decode(str(section[data_key]))
-            if section.get(file_key):
-                return (path.parent / str(section[file_key])).read_bytes()
-            return None
-
-        token, token_file = user.get("token"), None
-        if not token and user.get("tokenFile"):
-            token_file = str(path.parent / user["tokenFile"])
-            token = Path(token_file).read_text().strip()
-        return cls(
-            server=cluster["server"],
-            ca_pem=data_or_file("certificate-authority-data", "certificate-authority", cluster),
-            token=token,
-            cert_pem=data_or_file("client-certificate-data", "client-certificate", user),
-            key_pem=data_or_file("client-key-data", "client-key", user),
-            insecure=bool(cluster.get("insecure-skip-tls-verify")),
-            token_file=token_file,
-        )
-
-    @classmethod
-    def in_cluster(cls) -> Credentials:
-        """The pod's own ServiceAccount credentials."""
-        sa = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-        if ":" in host:
-            host = f"[{host}]"
-        return cls(server=f"https://{host}:{port}", ca_pem=(sa / "ca.crt").read_bytes(),
-                   token=(sa / "token").read_text().strip(), token_file=str(sa / "token"))
-
-    @classmethod
-    def load(cls, kubeconfig: str | Path | None) -> Credentials:
-        """A kubeconfig when given, else in-cluster config, else ~/.kube/config."""
-        if kubeconfig:
-            return cls.from_kubeconfig(kubeconfig)
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return cls.in_cluster()
-        return cls.from_kubeconfig(os.environ.get("KUBECONFIG") or None)
-
-    def with_token(self, token: str) -> Credentials:
-        return Credentials(self.server, self.ca_pem, token, None, None, self.insecure)
-
-    def kubeconfig_dict(self, name: str = "cluster", namespace: str | None = None) -> Obj:
-        user: Obj = {}
-        if self.token:
-            user["token"] = self.token
-        if self.cert_pem and self.key_pem:
-            user["client-certificate-data"] = base64.b64encode(self.cert_pem).decode()
-            user["client-key-data"] = base64.b64encode(self.key_pem).decode()
-        cluster: Obj = {"server": self.server}
-        if self.ca_pem:
-            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
-        if self.insecure:
-            cluster["insecure-skip-tls-verify"] = True
-        ctx: Obj = {"cluster": name, "user": name}
-        if namespace:
-            ctx["namespace"] = namespace
-        return {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": name, "cluster": cluster}],
-                "users": [{"name": name, "user": user}], "contexts": [{"name": name, "context": ctx}],
-                "current-context": name}
-
-
-def _context(cfg: Mapping[str, Any], name: str | None) -> Obj:
-    """The `context` of the named (else the current) context of a parsed kubeconfig; KeyError when absent."""
-    name = name or cfg.get("current-context")
-    found: Obj | None = next((c.get("context") or {} for c in cfg.get("contexts") or [] if c.get("name") == name),
-                             None)
-    if found is None:
-        raise KeyError(f"context {name!r} is not in the kubeconfig")
-    return found
-
-
-def kubeconfig_path(explicit: str | Path | None = None) -> Path | None:
-    """kubectl's choice of kubeconfig: `explicit`, else the first file of $KUBECONFIG, else ~/.kube/config;
-    None when there is none of these (only in-cluster credentials remain). `Credentials.load` differs on
-    purpose: operators prefer their in-cluster ServiceAccount to a $KUBECONFIG."""
-    if explicit:
-        return Path(explicit)
-    env = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    if env:
-        return Path(env[0])
-    default = Path.home() / ".kube" / "config"
-    return default if default.exists() else None
-
-
-def kubeconfig_namespace(path: str | Path, context: str | None = None) -> str | None:
-    """The namespace the named (else the current) context of a kubeconfig sets, if any: kubectl's default."""
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
-    try:
-        return _context(cfg, context).get("namespace") or None
-    except KeyError:
-        return None
-
-
-def ssl_context(creds: Credentials) -> ssl.SSLContext | None:
-    """TLS settings for one server: its CA pinned (system CAs when none is given), client cert if any."""
-    if not creds.server.startswith("https:"):
-        return None
-    ctx = ssl.create_default_context(cadata=creds.ca_pem.decode() if creds.ca_pem else None)
-    if creds.cert_pem and creds.key_pem:
-        load_cert_chain_pem(ctx, creds.cert_pem, creds.key_pem)
-    if creds.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class Kube:
     """One API server, dict-based. `async with Kube(creds) as kube:` or call `close()`."""
 
@@ -253,6 +119,8 @@ class Kube:
         self._streams = StreamHttp(lambda _: opener()) if opener is not None else None
         self._stream_slots = asyncio.Semaphore(connections)  # the stream path's counterpart of the pool limit
         self._token_read = time.monotonic()
+        self._exec_cred: ExecCredential | None = None  # what the exec plugin gave that creds now hold
+        self._retired: list[aiohttp.ClientSession] = []  # sessions with an exec plugin's previous certificate
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}  # apiVersion -> kind -> (plural, namespaced)
         self._resources: dict[str, list[Obj]] = {}  # apiVersion -> its APIResource entries, no subresources
         self._discovering: dict[str, asyncio.Future[None]] = {}
@@ -269,10 +137,45 @@ class Kube:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        while self._retired:
+            await self._retired.pop().close()
 
     def set_token(self, token: str) -> None:
         """Use a refreshed bearer token for subsequent requests."""
         self.creds = self.creds.with_token(token)
+
+    async def credentials(self, fresh: bool = False) -> Credentials:
+        """The credentials the next request uses, with a current token (an exec plugin runs when due, or now
+        when `fresh`): for clients that are not this one (kopf's login, Helm)."""
+        await self._authenticate(rejected=self._exec_cred if fresh else None)
+        return self.creds
+
+    @property
+    def credentials_expire(self) -> float | None:
+        """When the exec plugin's current credential expires (a time.time() instant); None when nothing does."""
+        return self._exec_cred.expires if self._exec_cred is not None else None
+
+    async def _authenticate(self, rejected: ExecCredential | None = None) -> ExecCredential | None:
+        """With an exec plugin: make sure creds hold its current credential (a new one when the cached one
+        expired or is `rejected`) and return it; None without a plugin. Cheap while the credential is cached."""
+        plugin = self.creds.exec_plugin
+        if plugin is None:
+            return None
+        cred = await plugin.credential(rejected=rejected)
+        if cred is not self._exec_cred:
+            old = self.creds
+            self.creds = dataclasses.replace(old, token=cred.token, cert_pem=cred.cert_pem or old.cert_pem,
+                                             key_pem=cred.key_pem or old.key_pem)
+            self._exec_cred = cred
+            if cred.cert_pem and (cred.cert_pem, cred.key_pem) != (old.cert_pem, old.key_pem) and \
+                    self._streams is None:
+                # a new client certificate needs a new TLS context, hence new connections; requests under way
+                # finish on the old session, closed with this client
+                self._ssl = ssl_context(self.creds)
+                if self._session is not None:
+                    self._retired.append(self._session)
+                    self._session = None
+        return cred
 
     def _headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         if self.creds.token_file and time.monotonic() - self._token_read > TOKEN_FILE_REREAD:
@@ -282,6 +185,9 @@ class Kube:
         headers = {"User-Agent": self.user_agent, **extra}
         if self.creds.token:
             headers["Authorization"] = f"Bearer {self.creds.token}"
+        elif self.creds.username:
+            basic = base64.b64encode(f"{self.creds.username}:{self.creds.password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
         return headers
 
     def session(self) -> aiohttp.ClientSession:
@@ -425,13 +331,23 @@ class Kube:
             data = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else \
                 json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = content_type or "application/json"
+        used = await self._authenticate() if self.creds.exec_plugin is not None else None
+        status, result = await self._raw_once(method, path, query, headers, data)
+        if status == 401 and used is not None:  # the plugin's credential was revoked or expired early
+            await self._authenticate(rejected=used)
+            status, result = await self._raw_once(method, path, query, headers, data)
+        return status, result
+
+    async def _raw_once(self, method: str, path: str, query: Mapping[str, str] | None, headers: dict[str, str],
+                        data: bytes | None) -> tuple[int, Any]:
         if self._streams is not None:
             async with asyncio.timeout(DEFAULT_TIMEOUT), self._stream_slots:
                 response = await self._stream_request(method, path, query, headers, data)
                 return response.status, _parsed(await read_body(response))
         async with self.session().request(
                 method, self.creds.server.rstrip("/") + path, data=data, params=query,
-                headers=self._headers(headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT)) as resp:
+                headers=self._headers(headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT),
+                proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name) as resp:
             return resp.status, _parsed(await resp.read())
 
     async def watch(self, api_version: str, kind: str, namespace: str | None = None,
@@ -445,16 +361,23 @@ class Kube:
             async for streamed in self._watch_streamed(path, query, server_timeout):
                 yield streamed
             return
-        async with self.session().get(
-                self.creds.server.rstrip("/") + path, params=query,
-                headers=self._headers({"Accept": "application/json"}),
-                timeout=aiohttp.ClientTimeout(total=server_timeout + 10)) as resp:
-            if resp.status != 200:
-                raise status_error(resp.status, _parsed(await resp.read()))
-            async for line in resp.content:
-                if line.strip():
-                    event: Obj = json.loads(line)
-                    yield event
+        for attempt in range(2):
+            used = await self._authenticate() if self.creds.exec_plugin is not None else None
+            async with self.session().get(
+                    self.creds.server.rstrip("/") + path, params=query,
+                    headers=self._headers({"Accept": "application/json"}),
+                    timeout=aiohttp.ClientTimeout(total=server_timeout + 10),
+                    proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name) as resp:
+                if resp.status == 401 and used is not None and not attempt:
+                    await self._authenticate(rejected=used)
+                    continue
+                if resp.status != 200:
+                    raise status_error(resp.status, _parsed(await resp.read()))
+                async for line in resp.content:
+                    if line.strip():
+                        event: Obj = json.loads(line)
+                        yield event
+                return
 
     async def _stream_request(self, method: str, path: str, query: Mapping[str, str] | None,
                               headers: dict[str, str], data: bytes | None) -> tunnel_http.Response:
@@ -507,5 +430,5 @@ def is_status(e: BaseException, *codes: int) -> bool:
     return isinstance(e, ApiException) and e.status in codes
 
 
-__all__ = ["ApiException", "Credentials", "Kube", "Obj", "ResourceNotFound", "is_status", "kubeconfig_namespace",
-           "kubeconfig_path", "object_path", "resource_path"]
+__all__ = ["ApiException", "Credentials", "CredentialsError", "Kube", "Obj", "ResourceNotFound", "is_status",
+           "kubeconfig_namespace", "kubeconfig_path", "object_path", "resource_path", "ssl_context"]

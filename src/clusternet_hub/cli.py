@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ import kopf
 
 from clusternet_api import __version__
 from clusternet_api.compatflags import inert_options, klog_level, report_inert
+from clusternet_api.execplugin import CredentialsError
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import setup_logging
 from clusternet_hub import compat, server
@@ -124,7 +126,11 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,
         requestheader_allowed_names=tuple(n for n in requestheader_allowed_names.split(",") if n))
-    _run_until_signalled(lambda stop: run_hub(options, stop))
+    try:
+        _run_until_signalled(lambda stop: run_hub(options, stop))
+    except CredentialsError as e:  # the parent's kubeconfig: one line, as kubectl would say it
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 def _run_until_signalled(factory: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -61,6 +61,8 @@ class HubContext:
     controller: Controller | None = None
     shutdown: Callable[[], Awaitable[None]] | None = None
     """Stops the server, tunnels and controller (once, however often called)."""
+    logins: dict[str, int] = field(default_factory=dict)
+    """How often kopf asked for credentials (shared by the shallow copies kopf hands to handlers)."""
 
     async def tunnel_opener(self, cluster_id: str) -> StreamOpener | None:
         """Opens streams to a cluster's API server through its tunnel, when the tunnel is up (for pushes)."""
@@ -109,11 +111,19 @@ async def stop_serving(memo: HubContext, **_: Any) -> None:
 
 
 @kopf.on.login(registry=HUB)
-def login(memo: HubContext, **_: Any) -> kopf.ConnectionInfo:
-    c = memo.creds
+async def login(memo: HubContext, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own connection, with our credentials. With an exec plugin: its current credential and expiry, and
+    a new one each time kopf asks again (after a 401 or past the expiry: kopf refuses one it has dropped)."""
+    c, expiration = memo.creds, None
+    if memo.kube is not None and c.exec_plugin is not None:
+        c = await memo.kube.credentials(fresh=memo.logins.get("exec", 0) > 0)
+        memo.logins["exec"] = memo.logins.get("exec", 0) + 1
+        expires = memo.kube.credentials_expire
+        expiration = datetime.datetime.fromtimestamp(expires, datetime.UTC) if expires is not None else None
     return kopf.ConnectionInfo(
-        server=c.server, ca_data=c.ca_pem, token=c.token, insecure=c.insecure,
-        certificate_data=c.cert_pem, private_key_data=c.key_pem, scheme="Bearer" if c.token else None)
+        server=c.server, ca_data=c.ca_pem, token=c.token, insecure=c.insecure, expiration=expiration,
+        certificate_data=c.cert_pem, private_key_data=c.key_pem, scheme="Bearer" if c.token else None,
+        username=None if c.token else c.username, password=None if c.token else c.password, proxy_url=c.proxy_url)
 
 
 # --- registration ---------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ class Options:
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str | None = None
+    debug: bool = False
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -38,12 +39,16 @@ def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def connection_options(f: F) -> F:
-    """--kubeconfig, --context and -n/--namespace, accepted before or after the sub-command."""
+    """--kubeconfig, --context, -n/--namespace and --debug, accepted before or after the sub-command."""
+    f = click.option("--debug", is_flag=True, callback=_remember, expose_value=False,
+                     help="Show the traceback of an error instead of its one-line message.")(f)
     f = click.option("-n", "--namespace", callback=_remember, expose_value=False,
                      help="Namespace (default: the context's, else default).")(f)
-    f = click.option("--context", callback=_remember, expose_value=False, help="Kubeconfig context to use.")(f)
+    f = click.option("--context", callback=_remember, expose_value=False,
+                     help="Kubeconfig context to use (default: the current context).")(f)
     f = click.option("--kubeconfig", metavar="PATH", callback=_remember, expose_value=False,
-                     help="Kubeconfig of the parent cluster (default: $KUBECONFIG, then ~/.kube/config).")(f)
+                     help="Kubeconfig of the parent cluster (default: the files of $KUBECONFIG merged, then "
+                          "~/.kube/config).")(f)
     return f
 
 
@@ -52,7 +57,8 @@ def _run(command: Callable[..., Any], *args: Any) -> None:
     from clusternet_kubectl import session
 
     opts = click.get_current_context().find_object(Options) or Options()
-    session.run(command, *args, kubeconfig=opts.kubeconfig, context=opts.context, namespace=opts.namespace)
+    session.run(command, *args, kubeconfig=opts.kubeconfig, context=opts.context, namespace=opts.namespace,
+                debug=opts.debug)
 
 
 def _documents(filenames: tuple[str, ...], recursive: bool) -> list[Document]:

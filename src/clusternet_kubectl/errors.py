@@ -1,11 +1,17 @@
-"""How the CLI reports a problem: one line, no traceback, in kubectl's words where kubectl has some."""
+"""How the CLI reports a problem: one line, no traceback (unless --debug), in kubectl's words where kubectl has
+some; the command then exits with code 1."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import ssl
 from typing import Any
 
-from clusternet_api.kube import ApiException
+import aiohttp
+
+from clusternet_api.kube import ApiException, CredentialsError, ResourceNotFound
 
 
 class PluginError(Exception):
@@ -37,3 +43,41 @@ def api_error(exc: ApiException) -> str:
         except (ValueError, AttributeError):
             message = server_message(exc.body)
     return f"Error from server ({reason or exc.status}): {message}"
+
+
+def _os_reason(exc: BaseException) -> str:
+    """"connection refused", "no route to host"... for a connection error (its errno, else its text)."""
+    os_error = getattr(exc, "os_error", None) or exc
+    code = getattr(os_error, "errno", None)
+    if code in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.ECONNRESET):
+        return os.strerror(code).lower()
+    return str(getattr(os_error, "strerror", None) or os_error or type(exc).__name__)
+
+
+def error_line(exc: BaseException, server: str, proxy: str | None = None) -> str:
+    """The one line that tells a person what went wrong talking to `server` (the parent's URL)."""
+    if isinstance(exc, PluginError | CredentialsError | ResourceNotFound):
+        return f"error: {exc}"
+    if isinstance(exc, ApiException):
+        if exc.status == 401:
+            return f"error: the server at {server} rejected the credentials (401 Unauthorized)"
+        return api_error(exc)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        why = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or cert_error
+        return f"error: cannot verify the certificate of {server}: {why} (check the kubeconfig's certificate-authority)"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"error: TLS with {server} failed: {_os_reason(exc)}"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"error: cannot reach the proxy {proxy or ''} for {server}: {_os_reason(exc)}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"error: cannot reach {server}: its host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"error: cannot reach {server}: {_os_reason(exc)}"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return f"error: {server} did not answer in time"
+    if isinstance(exc, aiohttp.ClientError):
+        return f"error: the connection to {server} failed: {_os_reason(exc) if isinstance(exc, OSError) else exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"error: cannot use the kubeconfig's TLS settings: {exc.reason or exc}"
+    return f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"

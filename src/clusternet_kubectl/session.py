@@ -1,34 +1,28 @@
 """The parent connection of one command, and what the command learns about the parent on the way.
 
-Credentials, the kubeconfig lookup and discovery are `clusternet_api.kube`'s, shared with hub and agent. On top,
-kubectl's rules: --kubeconfig, else the first file of $KUBECONFIG, else ~/.kube/config, else in-cluster; the
-namespace from -n, else the context's, else `default`. Where we differ from kubectl: only the first $KUBECONFIG
-file is read (kubectl merges them all), and only tokens and client certificates are understood (no exec or
-auth-provider plugins).
+Credentials and discovery are `clusternet_api.kube`'s, kubeconfigs `clusternet_api.kubeconfig`'s, shared with hub
+and agent and read as kubectl reads them: --kubeconfig, else the files of $KUBECONFIG merged, else ~/.kube/config,
+else in-cluster; --context, else the current context; exec credential plugins and the oidc auth-provider. The
+namespace comes from -n, else the context's, else `default`. Every failure is one line on stderr and exit code 1
+(error_line); --debug shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import yaml
 
 from clusternet_api import __version__, known
-from clusternet_api.kube import (
-    ApiException,
-    Credentials,
-    Kube,
-    Obj,
-    ResourceNotFound,
-    kubeconfig_namespace,
-    kubeconfig_path,
-)
-from clusternet_kubectl.errors import PluginError, api_error
+from clusternet_api.kube import ApiException, Credentials, CredentialsError, Kube, Obj, ResourceNotFound, status_error
+from clusternet_api.kubeconfig import kubeconfig_files, no_kubeconfig, resolve
+from clusternet_kubectl.errors import PluginError, error_line
 from clusternet_kubectl.resources import Resource, match_resource, split_group
 
 T = TypeVar("T")
@@ -54,7 +48,9 @@ class Session:
 
     async def namespace_exists(self, namespace: str) -> bool:
         async def fetch() -> bool:
-            status, _ = await self.kube.raw("GET", f"/api/v1/namespaces/{namespace}")
+            status, body = await self.kube.raw("GET", f"/api/v1/namespaces/{namespace}")
+            if status in (401, 403):
+                raise status_error(status, body)
             return status == 200
 
         return await once(self.namespaces_seen, namespace, fetch)
@@ -102,30 +98,48 @@ class Session:
         return items
 
 
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
 def connect(kubeconfig: str | None, context: str | None, namespace: str | None) -> tuple[Credentials, str]:
-    """Credentials of the parent and the namespace commands default to."""
-    path = kubeconfig_path(kubeconfig)
+    """Credentials of the parent and the namespace commands default to; PluginError when there are none."""
     try:
-        creds = Credentials.load(None) if path is None else Credentials.from_kubeconfig(path, context)
-        return creds, namespace or (kubeconfig_namespace(path, context) if path else None) or "default"
-    except (OSError, KeyError, StopIteration, yaml.YAMLError) as exc:
-        raise PluginError(f"cannot load kubeconfig {path or ''}: {exc!r}") from exc
+        files = kubeconfig_files(kubeconfig)
+        if not files:
+            if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                raise no_kubeconfig()
+            pod_namespace = IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.exists() else None
+            return Credentials.in_cluster(), namespace or pod_namespace or "default"
+        resolved = resolve(files, context)
+    except CredentialsError as exc:
+        raise PluginError(str(exc)) from exc
+    except OSError as exc:
+        raise PluginError(f"cannot read the in-cluster credentials: {exc}") from exc
+    return Credentials.from_resolved(resolved), namespace or resolved.namespace or "default"
 
 
-def run(command: Command, *args: Any, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
-    """Run an async command against the parent; exit with its code, report PluginErrors and API errors as
-    one line."""
+def run(command: Command, *args: Any, kubeconfig: str | None, context: str | None, namespace: str | None,
+        debug: bool = False) -> None:
+    """Run an async command against the parent and exit with its code; any failure is one line and exit code 1
+    (with `debug`, the traceback instead)."""
+    used: list[Credentials] = []
+
     async def main() -> int:
         creds, default_namespace = connect(kubeconfig, context, namespace)
+        used.append(creds)
         async with Kube(creds, user_agent=f"kubectl-clusternet/{__version__}") as kube:
             return await command(Session(kube, default_namespace), *args)
 
     try:
         code = asyncio.run(main())
-    except PluginError as exc:
-        click.echo(f"error: {exc}", err=True)
-        code = 1
-    except ApiException as exc:
-        click.echo(api_error(exc), err=True)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        code = 130
+    except Exception as exc:
+        if debug:
+            raise
+        server, proxy = (used[0].server, used[0].proxy_url) if used else ("", None)
+        click.echo(error_line(exc, server, proxy), err=True)
         code = 1
     sys.exit(code)

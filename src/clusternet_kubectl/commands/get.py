@@ -96,6 +96,8 @@ async def _fetch_each(kube: Kube, paths: list[str], as_table: bool) -> tuple[lis
         try:
             answers.append(await (get_table(kube, path) if as_table else kube.request("GET", path)))
         except ApiException as exc:
+            if exc.status == 401:
+                raise  # the credentials, not this object: one line for the whole command (session.run)
             click.echo(api_error(exc), err=True)
             ok = False
     return answers, ok
@@ -119,7 +121,7 @@ async def get_real(session: Session, resource: Resource, names: tuple[str, ...],
                    "rows": [r for t in answers for r in t.get("rows") or []]}
     if merged["rows"]:
         click.echo(server_table(merged, wide=output == "wide", with_namespace=show_ns))
-    elif not names:
+    elif not names and ok:
         click.echo(not_found_hint(namespace if resource.namespaced else None), err=True)
     return 0 if ok else 1
 
