@@ -6,13 +6,14 @@ release again, so a release removed by hand in the child is installed again (dri
 deleted is uninstalled, then its finalizer removed, which lets its Description go.
 
 Private repositories: the agent cannot read a chartPullSecret in the HelmChart's namespace on the parent
-(its Role covers its own namespace only), so a Pull-mode cluster fetches without credentials and reports the
-repository's answer; use Push or Dual mode for charts behind credentials (README).
+(its Role covers its own namespace only); the hub copies the credentials into the one Secret of this namespace
+the agent may read (known.CHART_PULL_SECRET, keys `<HelmRelease>.username` / `.password`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from clusternet_agent import probes
 from clusternet_api import applier, known
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ClusterAccess, HelmDriver
-from clusternet_api.kube import Credentials, Kube, Obj
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 
 log = logging.getLogger(__name__)
 MC_API = known.CLUSTERS_API_VERSION
@@ -48,13 +49,33 @@ class ReleasePuller:
                 log.info("HelmRelease %s: %s", meta["name"], await releases.uninstall(self.driver, access, hr))
                 await applier.remove_finalizer(self.parent, hr)
             return
-        outcome = await releases.reconcile(self.driver, access, hr, releases.source_of(hr.get("spec") or {}))
+        username, password = await self.pull_credentials(hr)
+        outcome = await releases.reconcile(self.driver, access, hr,
+                                           releases.source_of(hr.get("spec") or {}, username, password))
         if outcome.status is not None and any((hr.get("status") or {}).get(k) != v
                                               for k, v in outcome.status.items()):
             await self.parent.patch(known.APPS_API_VERSION, "HelmRelease", meta["name"],
                                     {"status": outcome.status}, self.namespace, subresource="status")
         if outcome.event is not None:
             await applier.post_event(self.parent, hr, *outcome.event, known.CREATED_BY_AGENT)
+
+    async def pull_credentials(self, hr: Obj) -> tuple[str | None, str | None]:
+        """The repository credentials the hub copied for this HelmRelease (known.CHART_PULL_SECRET), if any."""
+        if not (hr.get("spec") or {}).get("chartPullSecret"):
+            return None, None
+        try:
+            secret = await self.parent.get("v1", "Secret", known.CHART_PULL_SECRET, self.namespace)
+        except ApiException as e:
+            log.warning("cannot read the %s Secret (HTTP %s): fetching %s without credentials",
+                        known.CHART_PULL_SECRET, e.status, hr["metadata"]["name"])
+            return None, None
+        data = (secret or {}).get("data") or {}
+
+        def field(key: str) -> str | None:
+            value = data.get(f"{hr['metadata']['name']}.{key}")
+            return base64.b64decode(value).decode() if value else None
+
+        return field("username"), field("password")
 
     async def _safely(self, hr: Obj, mc: Obj | None) -> None:
         try:

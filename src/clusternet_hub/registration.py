@@ -181,6 +181,9 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
              {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
              {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [known.DEPLOYER_SECRET],
               "verbs": ["get", "patch", "update", "delete"]},
+             # chart repository credentials the hub copies for Pull mode (controller/helmpusher.py)
+             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [known.CHART_PULL_SECRET],
+              "verbs": ["get"]},
          ]},
         {"apiVersion": rbac, "kind": "RoleBinding",
          "metadata": {"name": NAMESPACE_ROLE, "namespace": ns, "labels": labels},

@@ -135,6 +135,20 @@ def test_charts_are_found_or_not_found_with_the_reason(env: dict[str, Any], pare
     table = plugin(parent, "get", "chart", "-n", "default")
     row = next(r.split() for r in table.splitlines() if r.startswith("wrong-version"))
     assert row[1:5] == ["demo", "9.9.9", env["repo"], "NotFound"], table
+    # the private chart to both children: the hub fetches for child1 (push), child2's agent with the
+    # credentials the hub copied into the one Secret of its namespace it may read
+    apply(parent, subscription("private", ["found-private"]))
+    wait_for(lambda: deployed(parent, "private", (env["ns1"], env["ns2"])), timeout=90,
+             what="the private chart deployed in both children")
+    copied = json.loads(kubectl(parent, "get", "secret", known.CHART_PULL_SECRET, "-n", env["ns2"], "-o",
+                                "json").stdout)["data"]
+    assert sorted(copied) == [f"{releases(parent, 'private')[env['ns2']]['metadata']['name']}.{k}"
+                              for k in ("password", "username")]
+    kubectl(parent, "delete", "subs", "private")
+    wait_for(lambda: not releases(parent, "private"), timeout=60, what="the private releases removed")
+    copied = json.loads(kubectl(parent, "get", "secret", known.CHART_PULL_SECRET, "-n", env["ns2"], "-o",
+                                "json").stdout).get("data") or {}
+    assert copied == {}
 
 
 def test_the_overview_walkthrough_with_a_chart_reaches_both_children_and_turns_ready(

@@ -67,7 +67,9 @@ def test_child_rbac_is_confined_to_its_own_objects() -> None:
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         if rule["resources"] == ["secrets"] and rule["verbs"] != ["create"]:
-            assert rule["resourceNames"] == ["child-cluster-deployer"]
+            assert rule["resourceNames"] in (["child-cluster-deployer"], ["clusternet-chart-pull-secrets"])
+            if rule["resourceNames"] == ["clusternet-chart-pull-secrets"]:
+                assert rule["verbs"] == ["get"]  # read only: the hub writes the chart credentials
 
 
 def test_token_refresh_is_due_at_half_life() -> None:

@@ -11,6 +11,7 @@ One operation per release at a time (the work queue never hands a key to two wor
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 
@@ -38,6 +39,7 @@ class ReleasePusher:
         self.kube, self.store, self.pusher, self.driver = kube, store, pusher, driver
         self.relays: dict[str, LoopbackRelay] = {}  # cluster id -> its relay
         self.retries: Backoff[Key] = Backoff(RETRY_FIRST, RETRY_MAX)
+        self.pull_secrets: dict[str, Obj] = {}  # cluster namespace -> its CHART_PULL_SECRET as last written
 
     async def close(self) -> None:
         for relay in self.relays.values():
@@ -77,6 +79,7 @@ class ReleasePusher:
                 await applier.remove_finalizer(self.kube, hr)
             return
         if not applier.deployable_by_hub(mc):
+            await self._share_pull_credentials(hr, deleting)
             return
         access = await self.access(mc)
         if access is None:
@@ -85,6 +88,36 @@ class ReleasePusher:
             await self._uninstall(hr, mc, access)
         else:
             await self._reconcile(key, hr, access)
+
+    async def _share_pull_credentials(self, hr: Obj, deleting: bool) -> None:
+        """A Pull-mode cluster fetches its charts itself: copy the HelmRelease's chartPullSecret credentials
+        into the one Secret of its namespace its agent may read (known.CHART_PULL_SECRET), and take them out
+        when the HelmRelease goes. The child then holds repository credentials: inherent in pulling."""
+        meta, spec = hr["metadata"], hr.get("spec") or {}
+        ref = spec.get("chartPullSecret")
+        keys = (f"{meta['name']}.username", f"{meta['name']}.password")
+        current = self.pull_secrets.get(meta["namespace"])
+        if current is None:
+            current = await self.kube.get("v1", "Secret", known.CHART_PULL_SECRET, meta["namespace"]) or {}
+        data = current.get("data") or {}
+        if deleting or not ref:
+            if any(k in data for k in keys):
+                self.pull_secrets[meta["namespace"]] = await self.kube.patch(
+                    "v1", "Secret", known.CHART_PULL_SECRET, {"data": dict.fromkeys(keys)}, meta["namespace"])
+            return
+        try:
+            username, password = await pull_credentials(self.kube, ref, meta["namespace"])
+        except ChartError as e:
+            log.warning("HelmRelease %s/%s: %s", meta["namespace"], meta["name"], e)
+            return
+        wanted = {k: base64.b64encode(v.encode()).decode() for k, v in zip(keys, (username, password), strict=True)
+                  if v is not None}
+        if all(data.get(k) == v for k, v in wanted.items()):
+            return
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": known.CHART_PULL_SECRET, "namespace": meta["namespace"]},
+                "data": {**data, **wanted}}
+        self.pull_secrets[meta["namespace"]] = await self.kube.apply(body, known.CREATED_BY_HUB)
 
     async def _uninstall(self, hr: Obj, mc: Obj, access: ClusterAccess) -> None:
         if not is_ready(mc):
