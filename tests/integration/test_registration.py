@@ -122,6 +122,13 @@ def test_child_identity_is_least_privilege(parent: ControlPlane, child1: Control
         result = as_child(*forbidden)
         assert result.returncode != 0 and "Forbidden" in result.stderr, (forbidden, result.stderr)
     assert as_child("auth", "can-i", "get", "secrets", "-n", own_ns).stdout.strip() == "no"
+    # chart credentials the hub copies for Pull mode: read, in its own namespace only, never written
+    pull = f"secrets/{known.CHART_PULL_SECRET}"
+    assert as_child("auth", "can-i", "get", pull, "-n", own_ns).stdout.strip() == "yes"
+    for verb, ns in (("get", other_ns), ("patch", own_ns), ("delete", own_ns)):
+        assert as_child("auth", "can-i", verb, pull, "-n", ns).stdout.strip() == "no", (verb, ns)
+    denied = as_child("get", "secret", known.CHART_PULL_SECRET, "-n", other_ns)
+    assert denied.returncode != 0 and "Forbidden" in denied.stderr
     # the bootstrap token itself can only create and get registration requests
     boot = kubectl(parent, "get", "secrets", "-n", own_ns, check=False, token=BOOTSTRAP_TOKEN)
     assert boot.returncode != 0 and "Forbidden" in boot.stderr
