@@ -122,15 +122,16 @@ def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path) -> None
         "spec": {"group": "proxies.clusternet.io", "version": "v1alpha1", "groupPriorityMinimum": 1000,
                  "versionPriority": 100, "caBundle": base64.b64encode(ca.read_bytes()).decode(),
                  "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
-    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "socketsproxy_rbac.yaml"))
+    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "04-socketsproxy_rbac.yaml"))
 
 
 def install_bootstrap(parent: ControlPlane) -> None:
-    """The bootstrap token and its RBAC from examples/registration, as an admin would apply them."""
+    """The bootstrap token (manifests/samples) and its RBAC (deploy/hub), as an admin would apply them."""
     import yaml
 
-    for f in ("bootstrap_rbac.yaml", "cluster_bootstrap_token.yaml"):
-        for doc in yaml.safe_load_all((REPO / "examples" / "registration" / f).read_text()):
+    for f in (REPO / "deploy" / "hub" / "03-bootstrap_rbac.yaml",
+              REPO / "manifests" / "samples" / "cluster_bootstrap_token.yaml"):
+        for doc in yaml.safe_load_all(f.read_text()):
             if doc:
                 parent.apply_manifest(doc)
 
