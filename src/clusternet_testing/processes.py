@@ -27,6 +27,8 @@ class Proc:
     def start(self) -> Proc:
         out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
+        # The console scripts import whatever checkout the venv was installed from: put this checkout first.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=default_signal_mask)
         out.close()
@@ -72,6 +74,18 @@ def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: st
             "--cluster-status-collect-frequency=1s", "--cluster-status-update-frequency=2s",
             "--log-format=text", "--bind-address=127.0.0.1", f"--secure-port={free_port()}", *extra]
     return Proc(f"agent-{name}", args, logdir / f"agent-{name}.log")
+
+
+def deployment_container(path: Path) -> dict[str, object]:
+    """The first container of the Deployment in a manifest file (deploy/*/..-deployment.yaml): its args and env
+    are what a process started in its place is given."""
+    import yaml
+
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            container: dict[str, object] = doc["spec"]["template"]["spec"]["containers"][0]
+            return container
+    raise LookupError(f"no Deployment in {path}")
 
 
 def flag_value(proc: Proc, name: str) -> str:
