@@ -264,7 +264,10 @@ def test_the_aggregated_api_becomes_available_by_itself_and_survives_restarts(
     again = serving_secret(parent)
     assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
     assert base64.b64decode(apiservice(parent)["spec"]["caBundle"]) == ca
-    # and whoever resets the caBundle (re-applying an old manifest) sees it put back
+    # re-applying the manifest leaves the caBundle alone (it is not in the file), ...
+    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "07-apiservice.yaml"))
+    assert base64.b64decode(apiservice(parent)["spec"]["caBundle"]) == ca
+    # ... and whoever resets it (an old manifest with caBundle: "") sees it put back
     kubectl(parent, "patch", "apiservice", APISERVICE, "--type=merge", "-p", '{"spec":{"caBundle":null}}')
     wait_for(lambda: base64.b64decode(apiservice(parent)["spec"].get("caBundle") or "") == ca, timeout=45,
              what="caBundle restored")
