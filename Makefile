@@ -35,10 +35,10 @@ lint: venv
 	$(BIN)/lint-imports
 
 crds: venv
-	$(BIN)/python -m clusternet_api.crdgen crds/
+	$(BIN)/python -m clusternet_api.crdgen crds/ --bundle deploy/hub/01-crds.yaml --bundle charts/clusternet-hub/crds/clusternet-crds.yaml
 
 crds-check: venv
-	$(BIN)/python -m clusternet_api.crdgen --check crds/
+	$(BIN)/python -m clusternet_api.crdgen --check crds/ --bundle deploy/hub/01-crds.yaml --bundle charts/clusternet-hub/crds/clusternet-crds.yaml
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

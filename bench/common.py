@@ -183,7 +183,7 @@ def crd_established(cp: ControlPlane, name: str) -> bool:
 
 def install_parent(parent: ControlPlane) -> None:
     """What an admin installs on the parent: the CRDs (until Established), then the bootstrap token and its RBAC
-    from examples/registration (until the token is accepted)."""
+    (deploy/hub/03-bootstrap_rbac.yaml, manifests/samples/cluster_bootstrap_token.yaml) until the token is accepted."""
     crds = all_crds()
     for crd in crds:
         parent.apply_manifest(crd)

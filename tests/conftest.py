@@ -1,4 +1,5 @@
-"""Shared fixtures: real control planes for a parent and two children, started once per test session."""
+"""Shared fixtures: real control planes for a parent and two children, started once per test session, each when a
+test first needs it (parent and child1 together, child2 alone), so a module that needs two clusters runs two."""
 
 from __future__ import annotations
 
@@ -13,29 +14,49 @@ from clusternet_testing.controlplane import ControlPlane, ControlPlaneError, fin
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def control_planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ControlPlane]]:
-    """parent, child1, child2: three independent real clusters. Fails loudly when binaries are missing."""
-    try:
-        bins = find_binaries()
-    except ControlPlaneError as e:
-        pytest.fail(str(e), pytrace=False)
-    root = tmp_path_factory.mktemp("cp")
-    # The parent's service CIDR is inside 127.0.0.0/8 so an aggregated APIService can reach the hub.
-    planes = start_many(["parent", "child1", "child2"], root, bins,
-                        service_cidrs=["127.1.0.0/16", "127.2.0.0/16", "127.3.0.0/16"])
-    from clusternet_api.crdgen import all_crds
+# The parent's service CIDR is inside 127.0.0.0/8 so an aggregated APIService can reach the hub.
+SERVICE_CIDRS = {"parent": "127.1.0.0/16", "child1": "127.2.0.0/16", "child2": "127.3.0.0/16"}
 
-    for crd in all_crds():
-        planes[0].apply_manifest(crd)
-    for crd in all_crds():
-        name = crd["metadata"]["name"]
-        _wait_established(planes[0], name)
+
+class Planes:
+    """parent, child1, child2: independent real clusters, started on first use; the parent gets the CRDs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.planes: dict[str, ControlPlane] = {}
+
+    def __getitem__(self, name: str) -> ControlPlane:
+        if name not in self.planes:
+            wanted = ["parent", "child1"] if name in ("parent", "child1") else [name]
+            names = [n for n in wanted if n not in self.planes]
+            try:
+                bins = find_binaries()
+            except ControlPlaneError as e:
+                pytest.fail(str(e), pytrace=False)
+            for plane in start_many(names, self.root, bins, service_cidrs=[SERVICE_CIDRS[n] for n in names]):
+                self.planes[plane.name] = plane
+            if "parent" in names:
+                from clusternet_api.crdgen import all_crds
+
+                for crd in all_crds():
+                    self.planes["parent"].apply_manifest(crd)
+                for crd in all_crds():
+                    _wait_established(self.planes["parent"], crd["metadata"]["name"])
+        return self.planes[name]
+
+    def stop(self) -> None:
+        for plane in self.planes.values():
+            plane.stop()
+
+
+@pytest.fixture(scope="session")
+def control_planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planes]:
+    """Fails loudly when binaries are missing."""
+    planes = Planes(tmp_path_factory.mktemp("cp"))
     try:
-        yield {p.name: p for p in planes}
+        yield planes
     finally:
-        for p in planes:
-            p.stop()
+        planes.stop()
 
 
 def _wait_established(cp: ControlPlane, crd_name: str, timeout: float = 30) -> None:
@@ -52,17 +73,17 @@ def _wait_established(cp: ControlPlane, crd_name: str, timeout: float = 30) -> N
 
 
 @pytest.fixture(scope="session")
-def parent(control_planes: dict[str, ControlPlane]) -> ControlPlane:
+def parent(control_planes: Planes) -> ControlPlane:
     return control_planes["parent"]
 
 
 @pytest.fixture(scope="session")
-def child1(control_planes: dict[str, ControlPlane]) -> ControlPlane:
+def child1(control_planes: Planes) -> ControlPlane:
     return control_planes["child1"]
 
 
 @pytest.fixture(scope="session")
-def child2(control_planes: dict[str, ControlPlane]) -> ControlPlane:
+def child2(control_planes: Planes) -> ControlPlane:
     return control_planes["child2"]
 
 

@@ -46,8 +46,9 @@ async def apply_bootstrap_secret(child: Kube, opts: AgentOptions) -> None:
     except ApiException as e:
         if e.status != 403 or not (opts.parent_url and opts.reg_token):
             raise
-        log.warning("may not read the %s/%s Secret (HTTP 403), so its parentCA is not used either; the parent "
-                    "is verified against the system trust store", opts.namespace, known.AGENT_BOOTSTRAP_SECRET)
+        log.warning("may not read the %s/%s Secret (HTTP 403), so its parentCA is not used either; the parent's "
+                    "CA must come from --parent-ca-file or, with a bootstrap token, the parent's cluster-info",
+                    opts.namespace, known.AGENT_BOOTSTRAP_SECRET)
         return
     if secret is not None:
         merge_bootstrap_secret(opts, secret_data(secret))
@@ -68,7 +69,7 @@ def merge_bootstrap_secret(opts: AgentOptions, data: Mapping[str, bytes]) -> Non
     opts.reg_token = opts.reg_token or text("regToken")
     ca = data.get("parentCA", b"").strip()
     if opts.parent_ca_file or opts.parent_ca_pem is not None or not ca:
-        return  # an empty parentCA means the system trust store, as an absent one
+        return  # an empty parentCA counts as absent: see AgentOptions.check_parent_ca
     if b"-----BEGIN CERTIFICATE-----" not in ca:
         raise OptionsError(f"parentCA in the {opts.namespace}/{known.AGENT_BOOTSTRAP_SECRET} Secret is not a "
                            "PEM certificate (-----BEGIN CERTIFICATE-----...); store the parent apiserver's CA "
@@ -160,6 +161,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
     async with Kube(child_creds, user_agent="clusternet-agent") as child:
         await apply_bootstrap_secret(child, opts)
         opts.validate()
+        opts.check_parent_ca()
         await identity.ensure_namespace(child, opts.namespace)
         cluster_id = opts.cluster_id or await identity.cluster_id(child)
         key = await identity.load_or_create_key(child, opts.namespace)

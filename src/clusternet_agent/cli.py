@@ -71,7 +71,8 @@ INERT_FLAGS = (
 @click.option("--cluster-status-collect-frequency", default="20s")
 @click.option("--cluster-status-update-frequency", default="3m")
 @click.option("--feature-gates", default="", help="e.g. AppPusher=true,SocketConnection=true")
-@click.option("--parent-ca-file", help="Pin the parent's CA for registration (else system trust)")
+@click.option("--parent-ca-file", help="Pin the parent's CA for registration (else parentCA of the bootstrap "
+              "Secret, else, for a bootstrap token, the CA the parent signs in kube-public/cluster-info)")
 @click.option("--parent-insecure-skip-tls-verify", is_flag=True,
               help="Do not verify the parent's certificate during registration (not recommended)")
 @click.option("--cluster-id", hidden=True, help="Override the cluster ID (simulated agents in benchmarks)")

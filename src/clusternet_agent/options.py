@@ -74,6 +74,19 @@ class AgentOptions:
                                "nor a ServiceAccount token (JWT)")
         self.validate_flags()
 
+    def check_parent_ca(self) -> None:
+        """Registration verifies the parent's certificate, so it needs a CA: the one given (--parent-ca-file, parentCA
+        of the bootstrap Secret), or for a bootstrap token the one the parent publishes and signs with it
+        (kube-public/cluster-info, discovery.py). A ServiceAccount token has no such way: stop, saying so."""
+        if self.parent_ca_file or self.parent_ca_pem is not None or self.parent_insecure_skip_tls_verify:
+            return
+        if self.reg_token is None or _BOOTSTRAP_TOKEN.match(self.reg_token):
+            return  # no token: only stored credentials (with their CA) can be used; bootstrap: discovered
+        raise OptionsError(
+            "the parent's CA is unknown and a ServiceAccount token cannot discover it: give --parent-ca-file or "
+            f"parentCA in the {self.namespace}/{known.AGENT_BOOTSTRAP_SECRET} Secret, or register with a "
+            "bootstrap token")
+
     def validate_flags(self) -> None:
         """The checks that need nothing from the bootstrap Secret, so they can run before the agent starts."""
         if self.sync_mode not in SYNC_MODES:

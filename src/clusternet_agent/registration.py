@@ -4,6 +4,9 @@ Order: reuse the stored credentials (Secret clusternet-system/parent-cluster) wh
 same and they still work; otherwise register with the bootstrap token: create the
 ClusterRegistrationRequest `clusternet-<clusterID>` carrying our public key, wait for approval with
 backoff, unseal the token, pin the parent CA the hub returned, and store it all.
+
+Registration verifies the parent with the CA given (--parent-ca-file, parentCA of the bootstrap Secret) or, for a
+bootstrap token without one, the CA read from the parent's signed cluster-info (discovery.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
+from clusternet_agent import discovery
 from clusternet_agent.options import AgentOptions
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
@@ -71,8 +75,9 @@ def describe_error(e: BaseException, parent_url: str) -> str:
                     "clusterregistrationrequests)")
         return f"the parent {parent_url} answered HTTP {e.status}: {e.reason}"
     if isinstance(e, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return (f"the parent {parent_url} presented a certificate this agent does not trust ({e}); pass the "
-                "parent CA with --parent-ca-file")
+        return (f"the parent {parent_url} presented a certificate this agent does not trust ({e}); give the "
+                f"parent's CA with --parent-ca-file or as parentCA in the {known.SYSTEM_NAMESPACE}/"
+                f"{known.AGENT_BOOTSTRAP_SECRET} Secret")
     if isinstance(e, aiohttp.ClientError | OSError | asyncio.TimeoutError):
         return f"the parent {parent_url} is unreachable: {e or type(e).__name__}"
     return f"{type(e).__name__}: {e}"
@@ -118,6 +123,20 @@ async def credentials_work(access: ParentAccess) -> bool:
         return crr is not None
 
 
+async def ensure_bootstrap_ca(opts: AgentOptions) -> None:
+    """Give registration a CA to verify the parent with: the one configured, else (bootstrap tokens only) the one
+    of the parent's cluster-info, trusted because the token's signature over it verifies. Never none."""
+    if opts.parent_ca_file or opts.parent_ca_pem is not None or opts.parent_insecure_skip_tls_verify:
+        return
+    assert opts.parent_url
+    try:
+        opts.parent_ca_pem = await discovery.discover_parent_ca(opts.parent_url, opts.reg_token or "")
+    except discovery.DiscoveryError as e:
+        raise RegistrationError(str(e), retry=e.retry) from e
+    log.info("pinned the parent's CA from %s, signed with bootstrap token %s", discovery.CLUSTER_INFO,
+             (opts.reg_token or "").split(".")[0])
+
+
 def bootstrap_credentials(opts: AgentOptions) -> Credentials:
     assert opts.parent_url
     ca = Path(opts.parent_ca_file).read_bytes() if opts.parent_ca_file else opts.parent_ca_pem
@@ -157,6 +176,7 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
     if not opts.reg_token:
         raise RegistrationError("no usable parent credentials are stored and no --cluster-reg-token was "
                                 "given to register with", retry=False)
+    await ensure_bootstrap_ca(opts)
     async with Kube(bootstrap_credentials(opts), user_agent="clusternet-agent") as parent:
         name = f"clusternet-{cluster_id}"
         try:

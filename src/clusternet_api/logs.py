@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 # JWTs (three base64url parts), bootstrap tokens (6.16) and "Bearer ..." values.
@@ -35,13 +36,23 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# kopf's per-object loggers pass these as `extra`; `settings` (kopf's OperatorSettings, holding a queue) cannot be
+# serialised, and a handler failure logged through them came out as "--- Logging error ---". kopf's own JSON
+# formatter leaves the same ones out (k8s_ref, the object's reference, is kept: it says which object).
+KOPF_EXTRAS = ("k8s_skip", "settings")
+
+
+def json_formatter(component: str) -> JsonFormatter:
+    return JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        static_fields={"component": component}, reserved_attrs=[*RESERVED_ATTRS, *KOPF_EXTRAS])
+
+
 def setup_logging(component: str, level: str = "INFO", json_format: bool = True) -> None:
     handler = logging.StreamHandler()
     if json_format:
-        handler.setFormatter(JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            static_fields={"component": component}))
+        handler.setFormatter(json_formatter(component))
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {component} %(levelname)s %(name)s %(message)s"))
     handler.addFilter(RedactingFilter())

@@ -1,7 +1,7 @@
 """Certificates made here: the sandbox's and tests' cluster PKI, and the hub's self-signed serving certificate.
 
-EC P-256 keys (fast to make, accepted by every Kubernetes client), one year of validity, five minutes of
-back-dating so a certificate made now is valid on a peer whose clock is a little behind.
+EC P-256 keys (fast to make, accepted by every Kubernetes client), one year of validity unless asked otherwise,
+five minutes of back-dating so a certificate made now is valid on a peer whose clock is a little behind.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from clusternet_api.tlsfiles import load_cert_chain_pem
 
-__all__ = ["KeyPair", "issue_cert", "key_pem", "make_ca", "new_key", "serving_context"]
+__all__ = ["KeyPair", "issue_cert", "key_pem", "load_ca", "make_ca", "new_key", "serving_context"]
 
 
 @dataclass
@@ -38,7 +38,18 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_ca(common_name: str) -> tuple[KeyPair, ec.EllipticCurvePrivateKey, x509.Certificate]:
+def load_ca(cert_pem: bytes, key_pem_bytes: bytes) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A CA made by make_ca, back from PEM (to issue more certificates); ValueError when it is not one."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem_bytes, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not an EC key")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise ValueError("the CA key does not belong to the CA certificate")
+    return key, cert
+
+
+def make_ca(common_name: str, days: int = 365) -> tuple[KeyPair, ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -49,7 +60,7 @@ def make_ca(common_name: str) -> tuple[KeyPair, ec.EllipticCurvePrivateKey, x509
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -74,6 +85,7 @@ def issue_cert(
     ips: Sequence[str] = (),
     server: bool = False,
     client: bool = False,
+    days: int = 365,
 ) -> KeyPair:
     """Issue a leaf certificate signed by the given CA (serving and/or client usage)."""
     key = new_key()
@@ -92,7 +104,7 @@ def issue_cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )

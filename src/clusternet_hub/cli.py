@@ -18,7 +18,7 @@ from clusternet_api.compatflags import inert_options, klog_level, report_inert
 from clusternet_api.execplugin import CredentialsError
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import setup_logging
-from clusternet_hub import compat, server
+from clusternet_hub import compat, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
@@ -38,16 +38,19 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
         ctx.sockets = SocketRegistry(kube)
         ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
-        app = server.build_app(ctx.sockets, proxy, options.requestheader_allowed_names)
-        tls = server.server_ssl_context(options.tls_cert_file, options.tls_key_file,
-                                        options.requestheader_client_ca_file)
-        runner = await server.start(app, options.bind_address, options.secure_port, tls)
+        tls = serving.Serving(kube, serving.ServingSettings(
+            tls_cert_file=options.tls_cert_file, tls_key_file=options.tls_key_file,
+            client_ca_file=options.requestheader_client_ca_file,
+            allowed_names=options.requestheader_allowed_names))
+        app = server.build_app(ctx.sockets, proxy, tls.allowed_names)
+        runner = await server.start(app, options.bind_address, options.secure_port, await tls.start())
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
         bg = asyncio.create_task(background(ctx))
         deploying = asyncio.create_task(ctx.controller.run())
+        certificates = asyncio.create_task(tls.run())
 
         async def stop_components() -> None:
-            for task in (bg, deploying):
+            for task in (bg, deploying, certificates):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -79,11 +82,15 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 @click.option("--kubeconfig", envvar="KUBECONFIG", help="Parent cluster kubeconfig (in-cluster when unset)")
 @click.option("--bind-address", default="0.0.0.0", help="Address of the hub's HTTPS server")
 @click.option("--secure-port", default=10443, type=int, help="Port of the hub's HTTPS server")
-@click.option("--tls-cert-file", help="Serving certificate (self-signed when unset: development only)")
+@click.option("--tls-cert-file", help="Serving certificate, re-read when it changes (unset: the hub keeps its own "
+              "CA and certificate in Secret clusternet-system/clusternet-hub-serving and puts the CA into its "
+              "APIService's caBundle)")
 @click.option("--tls-private-key-file", help="Serving key")
-@click.option("--requestheader-client-ca-file", help="CA of the front proxy (aggregated API requests)")
+@click.option("--requestheader-client-ca-file", help="CA of the front proxy (aggregated API requests); unset: "
+              "read from ConfigMap kube-system/extension-apiserver-authentication, as aggregated API servers do")
 @click.option("--requestheader-allowed-names", default="front-proxy-client",
-              help="Comma-separated common names accepted as the front proxy")
+              help="Comma-separated common names accepted as the front proxy (unset, with the CA read from "
+                   "extension-apiserver-authentication: the names listed there; empty: any)")
 @click.option("--agent-token-ttl", default="24h", help="Lifetime of the tokens issued to agents")
 @click.option("--allow-unsealed-tokens", is_flag=True,
               help="Approve requests without an agent public key (token returned in plain text)")
@@ -125,7 +132,8 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         resync_interval=resync_interval,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,
-        requestheader_allowed_names=tuple(n for n in requestheader_allowed_names.split(",") if n))
+        requestheader_allowed_names=None if click_ctx.get_parameter_source("requestheader_allowed_names") ==
+        click.core.ParameterSource.DEFAULT else tuple(n for n in requestheader_allowed_names.split(",") if n))
     try:
         _run_until_signalled(lambda stop: run_hub(options, stop))
     except CredentialsError as e:  # the parent's kubeconfig: one line, as kubectl would say it

@@ -44,7 +44,8 @@ class HubOptions:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     requestheader_client_ca_file: str | None = None
-    requestheader_allowed_names: tuple[str, ...] = ()
+    requestheader_allowed_names: tuple[str, ...] | None = None
+    """None: the names of kube-system/extension-apiserver-authentication, or front-proxy-client with a CA file."""
 
 
 @dataclass

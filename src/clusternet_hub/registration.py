@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusternet_api import known
-from clusternet_api.kube import Kube, Obj
+from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.sealing import SCHEME, SealingError, seal
 from clusternet_api.timefmt import RFC3339, now_rfc3339
 from clusternet_hub.clusterlabels import initial_from_request
@@ -222,8 +222,31 @@ async def refresh_rbac(kube: Kube, crr: Obj) -> None:
     if status.get("result") != "Approved" or not ns or not mc_name:
         return
     cluster_id = crr["metadata"]["name"].removeprefix("clusternet-")
-    await asyncio.gather(*(kube.apply(obj, field_manager=known.CREATED_BY_HUB)
-                           for obj in rbac_manifests(cluster_id, ns, mc_name)))
+    await apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name))
+
+
+BINDING_RETRIES = 20
+BINDING_RETRY_SECONDS = 0.1
+
+
+async def apply_rbac(kube: Kube, objects: list[Obj]) -> None:
+    """Roles first, then their bindings. Without `bind` (02-rbac.yaml), the apiserver lets the hub bind a role only
+    after checking it holds the role's rules, and answers 404 (role not found) while the role it just wrote has not
+    reached its RBAC cache: a binding is retried for up to 2 s then. An admin identity skips that check."""
+    roles = [o for o in objects if not o["kind"].endswith("Binding")]
+    await asyncio.gather(*(kube.apply(o, field_manager=known.CREATED_BY_HUB) for o in roles))
+
+    async def bind(obj: Obj) -> None:
+        for attempt in range(BINDING_RETRIES):
+            try:
+                await kube.apply(obj, field_manager=known.CREATED_BY_HUB)
+                return
+            except ApiException as e:
+                if e.status != 404 or attempt == BINDING_RETRIES - 1:
+                    raise
+            await asyncio.sleep(BINDING_RETRY_SECONDS)
+
+    await asyncio.gather(*(bind(o) for o in objects if o["kind"].endswith("Binding")))
 
 
 def token_is_due(crr: Obj, ttl_seconds: int, now: datetime.datetime | None = None) -> bool:
@@ -291,8 +314,7 @@ async def approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str,
     creates = [kube.create_or_get(service_account_manifest(ns, cluster_id, mc_name))]
     if not any(mc["metadata"]["namespace"] == ns for mc in clusters):
         creates.append(kube.create_or_get(managed_cluster_manifest(crr, ns)))
-    await asyncio.gather(*creates, *(kube.apply(obj, field_manager=known.CREATED_BY_HUB)
-                                     for obj in rbac_manifests(cluster_id, ns, mc_name)))
+    await asyncio.gather(*creates, apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)))
 
     token = await issue_token(kube, ns, settings.token_ttl_seconds)
     public_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)

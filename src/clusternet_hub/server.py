@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clusternet_api import known
-from clusternet_api.pki import serving_context
+from clusternet_api.pki import issue_cert, make_ca
 from clusternet_hub import metrics
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.sockets import SocketRegistry, tunnel_endpoint
@@ -69,15 +69,19 @@ def discovery_group() -> dict[str, Any]:
             "preferredVersion": version}
 
 
-def build_app(registry: SocketRegistry, proxy: Proxy, allowed_names: tuple[str, ...] = ()) -> web.Application:
+def build_app(registry: SocketRegistry, proxy: Proxy,
+              allowed_names: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()) -> web.Application:
+    """`allowed_names`: the front proxy's allowed common names, or a function returning the current ones (they
+    come from a ConfigMap that can change, serving.py)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
+    names: Callable[[], tuple[str, ...]] = allowed_names if callable(allowed_names) else lambda: allowed_names
 
     async def tunnel(request: web.Request) -> web.StreamResponse:
-        result: web.StreamResponse = await tunnel_endpoint(request, registry, front_proxy_user(request, allowed_names))
+        result: web.StreamResponse = await tunnel_endpoint(request, registry, front_proxy_user(request, names()))
         return result
 
     async def proxied(request: web.Request) -> web.StreamResponse:
-        via_front_proxy = front_proxy_user(request, allowed_names) is not None
+        via_front_proxy = front_proxy_user(request, names()) is not None
         return await proxy.handle(request, via_front_proxy)
 
     async def group(_: web.Request) -> web.Response:
@@ -108,13 +112,24 @@ def build_app(registry: SocketRegistry, proxy: Proxy, allowed_names: tuple[str, 
 
 def server_ssl_context(cert_file: str | None, key_file: str | None,
                        client_ca_file: str | None = None) -> ssl.SSLContext:
-    """TLS for the hub port; a self-signed certificate when none is configured (development only)."""
-    ctx = serving_context(cert_file, key_file, "clusternet-hub")
+    """Fixed TLS for a hub port in tests: the given files, else a certificate for localhost made here. The hub
+    itself serves through serving.DynamicTLS."""
+    from clusternet_hub.serving import DynamicTLS
+
+    if cert_file and key_file:
+        with open(cert_file, "rb") as c, open(key_file, "rb") as k:
+            cert, key = c.read(), k.read()
+    else:
+        _, ca_key, ca_cert = make_ca("clusternet-hub-test-ca")
+        pair = issue_cert(ca_key, ca_cert, "clusternet-hub", dns_names=["localhost"], ips=["127.0.0.1"], server=True)
+        cert, key = pair.cert_pem, pair.key_pem
+    client_ca = None
     if client_ca_file:
-        # Front-proxy (aggregated API) requests present a client certificate; others need not.
-        ctx.load_verify_locations(client_ca_file)
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
+        with open(client_ca_file, "rb") as f:
+            client_ca = f.read()
+    tls = DynamicTLS(client_auth=client_ca is not None)
+    tls.update(cert, key, client_ca)
+    return tls.context
 
 
 async def start(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext) -> web.AppRunner:

@@ -7,11 +7,16 @@ binaries come from `hack/control-plane-binaries.sh` (envtest assets, PATH, a cac
 Each control plane is also set up as an aggregation layer (front-proxy CA and client certificate) and can
 be given a service CIDR inside 127.0.0.0/8, so a Service's ClusterIP is a loopback address the apiserver
 itself can dial: that is how the hub's aggregated API is registered for real in tests.
+
+Like a kubeadm cluster, each publishes ConfigMap kube-public/cluster-info (its URL and CA, readable by
+system:anonymous), which the bootstrapsigner controller signs with every bootstrap token that allows it: agents
+given only a bootstrap token learn the parent's CA from it (clusternet_agent.discovery).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import functools
 import ipaddress
@@ -261,6 +266,32 @@ class ControlPlane:
         # The controller manager is up once it has created the default ServiceAccount.
         self._wait(lambda: self.get("/api/v1/namespaces/default/serviceaccounts/default") == 200,
                    deadline, "kube-controller-manager (default ServiceAccount)")
+        self.publish_cluster_info()
+
+    def publish_cluster_info(self) -> None:
+        """What `kubeadm init` (phase bootstrap-token) creates: ConfigMap kube-public/cluster-info holding a
+        kubeconfig with this cluster's URL and CA, and a Role and RoleBinding that let system:anonymous get it."""
+        kubeconfig = yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "", "cluster": {
+                "certificate-authority-data": base64.b64encode(self.ca_pem).decode(), "server": self.url}}],
+            "contexts": None, "current-context": "", "preferences": {}, "users": None})
+        role = "kubeadm:bootstrap-signer-clusterinfo"
+        self._wait(lambda: self.get("/api/v1/namespaces/kube-public") == 200, time.monotonic() + 30,
+                   "namespace kube-public")
+        objects: list[dict[str, object]] = [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+             "data": {"kubeconfig": kubeconfig}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": role, "namespace": "kube-public"},
+             "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["cluster-info"],
+                        "verbs": ["get"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": role, "namespace": "kube-public"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}]},
+        ]
+        for obj in objects:
+            self.apply_manifest(obj)
 
     def _wait(self, check: object, deadline: float, what: str) -> None:
         assert callable(check)

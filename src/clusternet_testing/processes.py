@@ -27,6 +27,8 @@ class Proc:
     def start(self) -> Proc:
         out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
+        # The console scripts import whatever checkout the venv was installed from: put this checkout first.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=default_signal_mask)
         out.close()
@@ -72,6 +74,18 @@ def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: st
             "--cluster-status-collect-frequency=1s", "--cluster-status-update-frequency=2s",
             "--log-format=text", "--bind-address=127.0.0.1", f"--secure-port={free_port()}", *extra]
     return Proc(f"agent-{name}", args, logdir / f"agent-{name}.log")
+
+
+def deployment_container(path: Path) -> dict[str, object]:
+    """The first container of the Deployment in a manifest file (deploy/*/..-deployment.yaml): its args and env
+    are what a process started in its place is given."""
+    import yaml
+
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            container: dict[str, object] = doc["spec"]["template"]["spec"]["containers"][0]
+            return container
+    raise LookupError(f"no Deployment in {path}")
 
 
 def flag_value(proc: Proc, name: str) -> str:
@@ -122,15 +136,16 @@ def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path) -> None
         "spec": {"group": "proxies.clusternet.io", "version": "v1alpha1", "groupPriorityMinimum": 1000,
                  "versionPriority": 100, "caBundle": base64.b64encode(ca.read_bytes()).decode(),
                  "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
-    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "socketsproxy_rbac.yaml"))
+    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "04-socketsproxy_rbac.yaml"))
 
 
 def install_bootstrap(parent: ControlPlane) -> None:
-    """The bootstrap token and its RBAC from examples/registration, as an admin would apply them."""
+    """The bootstrap token (manifests/samples) and its RBAC (deploy/hub), as an admin would apply them."""
     import yaml
 
-    for f in ("bootstrap_rbac.yaml", "cluster_bootstrap_token.yaml"):
-        for doc in yaml.safe_load_all((REPO / "examples" / "registration" / f).read_text()):
+    for f in (REPO / "deploy" / "hub" / "03-bootstrap_rbac.yaml",
+              REPO / "manifests" / "samples" / "cluster_bootstrap_token.yaml"):
+        for doc in yaml.safe_load_all(f.read_text()):
             if doc:
                 parent.apply_manifest(doc)
 

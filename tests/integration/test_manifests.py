@@ -18,17 +18,19 @@ pytestmark = pytest.mark.integration
 def test_deploy_manifests_pass_server_side_validation(parent: ControlPlane, child1: ControlPlane) -> None:
     for cp in (parent, child1):
         kubectl(cp, "create", "namespace", "clusternet-system", check=False)
-    hub = kubectl(parent, "apply", "--dry-run=server", "-k", str(REPO / "deploy" / "hub"))
-    assert "deployment.apps/clusternet-hub" in hub.stdout and "apiservice" in hub.stdout
-    agent = kubectl(child1, "apply", "--dry-run=server", "-k", str(REPO / "deploy" / "agent"))
-    assert "deployment.apps/clusternet-agent" in agent.stdout
+    for how in ("-k", "-f"):  # kustomize, and the overview's `kubectl apply -f deploy/hub`
+        hub = kubectl(parent, "apply", "--dry-run=server", how, str(REPO / "deploy" / "hub"))
+        assert "deployment.apps/clusternet-hub" in hub.stdout and "apiservice" in hub.stdout
+        assert "customresourcedefinition.apiextensions.k8s.io/managedclusters.clusters.clusternet.io" in hub.stdout
+        agent = kubectl(child1, "apply", "--dry-run=server", how, str(REPO / "deploy" / "agent"))
+        assert "deployment.apps/clusternet-agent" in agent.stdout
 
 
 def test_hub_cluster_role_covers_what_it_grants_and_does(parent: ControlPlane) -> None:
     """Kubernetes lets a subject write RBAC only with permissions it holds: the hub must hold every rule
     it hands to a child, or approvals fail with 'attempting to grant RBAC permissions not currently held'."""
     kubectl(parent, "create", "namespace", "clusternet-system", check=False)
-    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "rbac.yaml"))
+    kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "02-rbac.yaml"))
     token = service_account_token(parent, "clusternet-system", "clusternet-hub")
     ns = f"clusternet-{uuid.uuid4().hex[:5]}"
     kubectl(parent, "create", "namespace", ns)

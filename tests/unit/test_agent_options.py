@@ -86,11 +86,17 @@ def test_parent_ca_file_wins_over_the_secret(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize("data", [{}, {"parentCA": b""}, {"parentCA": b" \n"}])
-def test_no_or_empty_parent_ca_means_system_trust(data: dict[str, bytes]) -> None:
+def test_no_or_empty_parent_ca_means_none_given(data: dict[str, bytes]) -> None:
+    """No CA from the Secret: a bootstrap token goes on to discover it (test_discovery.py), a ServiceAccount
+    token stops; neither ever uses an unverified connection to register."""
     opts = AgentOptions(parent_url=URL, reg_token=TOKEN)
     apply(FakeChild(bootstrap_secret(**data)), opts)
     assert opts.parent_ca_pem is None
-    assert bootstrap_credentials(opts).ca_pem is None
+    opts.check_parent_ca()
+    jwt = AgentOptions(parent_url=URL, reg_token="eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")
+    apply(FakeChild(bootstrap_secret(**data)), jwt)
+    with pytest.raises(OptionsError, match="ServiceAccount token cannot discover it"):
+        jwt.check_parent_ca()
 
 
 def test_missing_secret_changes_nothing() -> None:

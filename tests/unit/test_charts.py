@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHARTS = REPO / "charts"
 
 
-def render(chart: str, values: dict[str, Any] | None = None, namespace: str = "clusternet-system") -> list[dict[str, Any]]:
+def render(chart: str, values: dict[str, Any] | None = None,
+           namespace: str = "clusternet-system") -> list[dict[str, Any]]:
     out = helm_python.Chart.load(CHARTS / chart).render(values or {}, name=chart, namespace=namespace)
     return [d for text in out.values() for d in yaml.safe_load_all(text) if d]
 

@@ -11,7 +11,9 @@ import yaml
 from clusternet_api import crdgen, known
 from clusternet_api.models import ALL_KINDS, KubeObject, Localization
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+BUNDLE = REPO / "deploy" / "hub" / "01-crds.yaml"
 AGE = ("AGE", ".metadata.creationTimestamp", 0)
 
 # kind -> (group, version, plural, scope, shortNames, [(column, jsonPath, priority)], has status)
@@ -68,12 +70,41 @@ def _load(name: str) -> dict[str, Any]:
 def test_committed_crds_match_the_models(tmp_path: Path) -> None:
     crdgen.write(tmp_path)
     generated = sorted(p.name for p in tmp_path.iterdir())
-    committed = sorted(p.name for p in CRDS.glob("*.yaml"))
-    assert generated == committed, "run: python -m clusternet_api.crdgen crds/"
+    committed = sorted(p.name for p in CRDS.iterdir())
+    assert generated == committed, "run: make crds"
     for name in generated:
-        assert (tmp_path / name).read_bytes() == (CRDS / name).read_bytes(), (
-            f"{name} drifted; run: python -m clusternet_api.crdgen crds/"
-        )
+        assert (tmp_path / name).read_bytes() == (CRDS / name).read_bytes(), f"{name} drifted; run: make crds"
+
+
+def test_deploy_hub_bundle_matches_the_models(tmp_path: Path) -> None:
+    """deploy/hub/01-crds.yaml is the same CRDs as crds/, in one file, so `kubectl apply -f deploy/hub` installs
+    them; the generator writes both, and this checks both."""
+    assert crdgen.check_bundle(BUNDLE), "deploy/hub/01-crds.yaml drifted; run: make crds"
+    # the hub chart installs the same file from its crds/ (Helm installs those before the templates)
+    assert crdgen.check_bundle(REPO / "charts" / "clusternet-hub" / "crds" / "clusternet-crds.yaml"), \
+        "charts/clusternet-hub/crds/clusternet-crds.yaml drifted; run: make crds"
+    docs = [d for d in yaml.safe_load_all(BUNDLE.read_text()) if d]
+    assert docs == crdgen.all_crds()
+    assert sorted(docs, key=lambda d: d["metadata"]["name"]) == sorted(
+        (_load(p.name) for p in CRDS.glob("*.yaml")), key=lambda d: d["metadata"]["name"])
+    written = crdgen.write_bundle(tmp_path / "hub" / "01-crds.yaml")
+    assert written.read_bytes() == BUNDLE.read_bytes()
+
+
+def test_kustomizations_are_skipped_by_kubectl_apply_f() -> None:
+    """`kubectl apply -f <dir>` reads every .json/.yaml/.yml file as objects, so a kustomization.yaml there fails
+    (kustomize's Kustomization kind is no API object); `Kustomization`, a name kustomize also accepts, is skipped
+    by -f and used by -k."""
+    for directory in (CRDS, REPO / "deploy" / "hub", REPO / "deploy" / "agent"):
+        assert (directory / "Kustomization").is_file(), directory
+        for path in directory.iterdir():
+            if path.suffix in (".json", ".yaml", ".yml"):
+                kinds = {d.get("kind") for d in yaml.safe_load_all(path.read_text()) if d}
+                assert "Kustomization" not in kinds, path
+    hub = yaml.safe_load((REPO / "deploy" / "hub" / "Kustomization").read_text())
+    assert hub["resources"] == sorted(p.name for p in (REPO / "deploy" / "hub").glob("*.yaml"))
+    agent = yaml.safe_load((REPO / "deploy" / "agent" / "Kustomization").read_text())
+    assert agent["resources"] == sorted(p.name for p in (REPO / "deploy" / "agent").glob("*.yaml"))
 
 
 def test_generation_is_deterministic() -> None:
@@ -86,11 +117,18 @@ def test_check_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     (tmp_path / "apps.clusternet.io_bases.yaml").write_text("stale\n")
     (tmp_path / "apps.clusternet.io_gone.yaml").write_text("stale\n")
     (tmp_path / "clusters.clusternet.io_managedclusters.yaml").unlink()
+    (tmp_path / "kustomization.yml").write_text("resources: []\n")  # would break `kubectl apply -f crds/`
     assert crdgen.main(["--check", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    for name in ("apps.clusternet.io_bases.yaml", "apps.clusternet.io_gone.yaml", "managedclusters"):
+    for name in ("apps.clusternet.io_bases.yaml", "apps.clusternet.io_gone.yaml", "managedclusters",
+                 "kustomization.yml"):
         assert name in err
     assert "subscriptions" not in err
+    assert crdgen.main(["--check", str(CRDS), "--bundle", str(BUNDLE)]) == 0
+    stale = tmp_path / "bundle.yaml"
+    stale.write_text(BUNDLE.read_text().replace("Manifest", "Manifesto"))
+    assert crdgen.main(["--check", str(CRDS), "--bundle", str(stale)]) == 1
+    assert f"out of date: {stale}" in capsys.readouterr().err
 
 
 def test_all_kinds_present() -> None:

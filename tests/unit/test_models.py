@@ -30,7 +30,9 @@ from clusternet_api.models import (
     parse_object,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+SAMPLES = REPO / "manifests" / "samples"  # the registration tokens of the overview's install commands
 CLUSTER_ID = "dc91021d-2361-4f6d-a404-7c33b9e01118"
 
 # Defaults the models fill in when a field is absent (the apiserver applies the same ones from the CRD).
@@ -57,10 +59,10 @@ def _with_defaults(obj: dict[str, Any], defaults: dict[str, Any]) -> dict[str, A
 
 def _example_docs() -> list[tuple[str, dict[str, Any]]]:
     docs = []
-    for path in sorted(EXAMPLES.rglob("*.yaml")):
+    for path in [*sorted(EXAMPLES.rglob("*.yaml")), *sorted(SAMPLES.rglob("*.yaml"))]:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                docs.append((f"{path.relative_to(EXAMPLES)}:{doc['kind']}/{doc['metadata']['name']}", doc))
+                docs.append((f"{path.relative_to(REPO)}:{doc['kind']}/{doc['metadata']['name']}", doc))
     return docs
 
 

@@ -294,3 +294,31 @@ def test_admin_verdict(annotations: dict[str, str], expected: tuple[str | None, 
 def test_awaiting_message_tells_the_admin_what_to_run() -> None:
     message = registration.awaiting_message(crr())
     assert f"kubectl clusternet approve clusternet-{CID}" in message and "deny" in message
+
+
+async def test_rbac_roles_are_written_before_bindings_and_a_binding_waits_for_its_role(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `bind`, the apiserver answers a binding with 404 (role not found) until the role it refers to has
+    reached its RBAC cache; the hub's own ServiceAccount (deploy/hub) sees that on every first registration."""
+    from typing import Any, cast
+
+    from clusternet_api.kube import ApiException, Kube
+
+    monkeypatch.setattr(registration, "BINDING_RETRY_SECONDS", 0)
+    applied: list[str] = []
+    refused: dict[str, int] = {"RoleBinding": 2}
+
+    class Api:
+        async def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
+            if refused.get(obj["kind"]):
+                refused[obj["kind"]] -= 1
+                raise ApiException(404, 'roles.rbac.authorization.k8s.io "clusternet-managedcluster-role" not found')
+            applied.append(obj["kind"])
+            return obj
+
+    await registration.apply_rbac(cast(Kube, Api()), registration.rbac_manifests(CID, "clusternet-abcde", "c1"))
+    assert sorted(applied[:2]) == ["ClusterRole", "Role"]
+    assert sorted(applied[2:]) == ["ClusterRoleBinding", "RoleBinding"]
+    refused["ClusterRoleBinding"] = registration.BINDING_RETRIES
+    with pytest.raises(ApiException):
+        await registration.apply_rbac(cast(Kube, Api()), registration.rbac_manifests(CID, "clusternet-abcde", "c1"))
