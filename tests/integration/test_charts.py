@@ -45,7 +45,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 def install(cp: ControlPlane, chart: str, values: dict[str, object], tmp: Path) -> dict[str, object]:
     creds = Credentials.from_kubeconfig(cp.kubeconfig)
-    access = ClusterAccess(server=creds.server, ca_pem=creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+    access = ClusterAccess(server=creds.server, ca_pem=creds.ca_pem, token=creds.token, cert_pem=creds.cert_pem,
+                           key_pem=creds.key_pem)
     tgz = Path(helm_python.package(CHARTS / chart, destination=tmp))
     loaded = helm_python.Chart.load(tgz)
     driver = SdkHelmDriver(cache_dir=tmp / "cache")
