@@ -323,19 +323,21 @@ class Kube:
         return True
 
     async def raw(self, method: str, path: str, body: Any = None, *, content_type: str | None = None,
-                  query: Mapping[str, str] | None = None, accept: str = "application/json, */*") -> tuple[int, Any]:
-        """An arbitrary request (health endpoints, /version); returns (status, parsed body or text)."""
-        headers = {"Accept": accept}
+                  query: Mapping[str, str] | None = None, accept: str = "application/json, */*",
+                  headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        """An arbitrary request (health endpoints, /version); returns (status, parsed body or text). `headers`
+        are added to the request's own (impersonation, for instance)."""
+        sent = {**(headers or {}), "Accept": accept}
         data: bytes | None = None
         if body is not None:
             data = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else \
                 json.dumps(body, separators=(",", ":")).encode()
-            headers["Content-Type"] = content_type or "application/json"
+            sent["Content-Type"] = content_type or "application/json"
         used = await self._authenticate() if self.creds.exec_plugin is not None else None
-        status, result = await self._raw_once(method, path, query, headers, data)
+        status, result = await self._raw_once(method, path, query, sent, data)
         if status == 401 and used is not None:  # the plugin's credential was revoked or expired early
             await self._authenticate(rejected=used)
-            status, result = await self._raw_once(method, path, query, headers, data)
+            status, result = await self._raw_once(method, path, query, sent, data)
         return status, result
 
     async def _raw_once(self, method: str, path: str, query: Mapping[str, str] | None, headers: dict[str, str],

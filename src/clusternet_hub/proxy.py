@@ -47,36 +47,43 @@ class ProxyError(Exception):
         self.status = status
 
 
-def upstream_headers(headers: Mapping[str, str], via_front_proxy: bool) -> dict[str, str]:
-    """Headers for the child: hop-by-hop and identity headers removed, child credentials put in place."""
-    out: dict[str, str] = {}
-    extras: dict[str, str] = {}
-    impersonating_clusternet = headers.get("Impersonate-User", "").lower() == "clusternet"
-    for name, value in headers.items():
+def upstream_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str],
+                     via_front_proxy: bool) -> list[tuple[str, str]]:
+    """Headers for the child: hop-by-hop and identity headers removed, child credentials put in place.
+
+    An extra may carry several values (`--clusternet-as-group a --clusternet-as-group b` arrives as two
+    `X-Remote-Extra-Clusternet-Impersonate-Group` headers), and each becomes one header in the child."""
+    items = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    out: list[tuple[str, str]] = []
+    extras: dict[str, list[str]] = {}
+    impersonating_clusternet = any(name.lower() == "impersonate-user" and value.lower() == "clusternet"
+                                   for name, value in items)
+    for name, value in items:
         lower = name.lower()
         if lower in REQUEST_DROPPED:
             continue
         if lower.startswith("x-remote-"):
             if via_front_proxy and lower.startswith(EXTRA_PREFIX_FRONT):
-                extras[unquote(lower[len(EXTRA_PREFIX_FRONT):])] = value
+                extras.setdefault(unquote(lower[len(EXTRA_PREFIX_FRONT):]), []).append(value)
             continue  # never trust identity headers that did not come from the front proxy
         if lower.startswith(EXTRA_PREFIX_DIRECT) and impersonating_clusternet:
-            extras[unquote(lower[len(EXTRA_PREFIX_DIRECT):])] = value
+            extras.setdefault(unquote(lower[len(EXTRA_PREFIX_DIRECT):]), []).append(value)
             continue
         if lower == "impersonate-user" and impersonating_clusternet:
             continue
         if lower == "authorization" and (via_front_proxy or impersonating_clusternet):
             continue  # that identity is for the parent, not the child
-        out[name] = value
-    for key, value in extras.items():
+        out.append((name, value))
+    for key, values in extras.items():
         if key == "token":
-            out["Authorization"] = f"Bearer {value}"
+            out = [(k, v) for k, v in out if k.lower() != "authorization"]
+            out.append(("Authorization", f"Bearer {values[-1]}"))
         elif key in ("certificate", "privatekey"):
             raise ProxyError(400, "client-certificate credentials (Clusternet-Certificate) are not supported "
                                   "by this hub; pass a child token as Clusternet-Token")
         else:
-            out["-".join(p.capitalize() for p in key.split("-"))] = value
-    if "Authorization" not in out and "authorization" not in {k.lower() for k in out}:
+            out.extend(("-".join(p.capitalize() for p in key.split("-")), value) for value in values)
+    if not any(k.lower() == "authorization" for k, _ in out):
         raise ProxyError(401, "no child-cluster credentials: send the child's token as a bearer token, or "
                               "impersonate user 'clusternet' with extra 'clusternet-token'")
     return out
@@ -88,11 +95,11 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 
 
 async def upgrade(request: web.Request, tunnel: Tunnel, address: str, target: str,
-                  headers: Mapping[str, str]) -> Upgraded | Response:
+                  headers: Iterable[tuple[str, str]]) -> Upgraded | Response:
     """Ask the child for the client's protocol switch (exec/attach/port-forward over SPDY or websocket,
     websocket watches) on a new tunnel stream; a refusal comes back as an ordinary response."""
     head = [("Host", request.host), ("Connection", "Upgrade"), ("Upgrade", request.headers["Upgrade"]),
-            *headers.items()]
+            *headers]
     try:
         async with asyncio.timeout(UPGRADE_TIMEOUT):
             return await tunnel.http.upgrade(address, request.method, target, head)
@@ -187,7 +194,7 @@ class Proxy:
                 address += ":443"
         else:
             raise ProxyError(400, f"unsupported proxy scheme {scheme!r}: use 'direct' or 'https'")
-        headers = upstream_headers(request.headers, via_front_proxy)
+        headers = upstream_headers(request.headers.items(), via_front_proxy)
         tunnel = self.registry.get(cluster_id)
         if tunnel is None:
             if not self.known_cluster(cluster_id):
@@ -201,7 +208,7 @@ class Proxy:
                 body = await request.read() if request.can_read_body else None
                 host = address if scheme == "https" else request.host
                 upstream = await tunnel.http.request(address, request.method, target,
-                                                     [("Host", host), *headers.items()], body)
+                                                     [("Host", host), *headers], body)
         except (StreamOpenError, UpstreamError, ConnectionError) as e:
             raise ProxyError(503, f"the agent of cluster {cluster_id} could not reach {address}: {e}") from e
         if isinstance(upstream, Upgraded):

@@ -21,10 +21,12 @@ Where we differ from Clusternet's plugin (clusternet/kubectl-clusternet): that o
 with a transport that sends every non-Clusternet object to the hub's aggregated `shadow` API, which stores it
 as a Manifest. We serve no shadow API, so this CLI writes the Manifests itself and validates templates with a
 dry run on the parent instead. It has only the commands Clusternet users need for feeds (apply, get, delete,
-describe), plus `render` and `approve`/`deny`, which Clusternet's plugin does not have; there is no
-`--cluster-id` access to child clusters (use the hub's proxy with kubectl for that).
+describe), plus `render` and `approve`/`deny`, which Clusternet's plugin does not have. With `--cluster-id ID
+--child-kubeconfig FILE`, any kubectl command line goes to that child through the hub's proxy, run by the real
+kubectl (`routing`, `childcluster`); other kubectl verbs without it are a one-line error saying so.
 
 Layout: `cli` wires the commands (and imports each one only when it runs, so `--help` stays fast);
-`session` holds the parent connection; `documents`, `resources`, `targets`, `templates`, `tables` and
-`errors` are shared by the commands in `commands/`.
+`session` holds the parent connection; `documents`, `resources`, `targets`, `templates`, `tables`,
+`clusters` and `errors` are shared by the commands in `commands/`; `routing` and `childcluster` are
+`--cluster-id`.
 """

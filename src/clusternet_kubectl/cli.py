@@ -73,10 +73,57 @@ def _documents(filenames: tuple[str, ...], recursive: bool) -> list[Document]:
         sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginGroup(click.Group):
+    """The commands on the parent, plus the routing of a whole command line to a child cluster.
+
+    A command line naming --cluster-id (or another child option) anywhere before `--` is not parsed here:
+    every verb with every flag goes to the real kubectl, against the child, through the hub
+    (`childcluster`). kubectl verbs we do not run on templates get a one-line error saying how to reach a
+    child, or what to use for templates (`routing.CHILD_ONLY_VERBS`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from clusternet_kubectl.routing import wants_child
+
+        if not ctx.resilient_parsing and wants_child(args):
+            from clusternet_kubectl.childcluster import main as child_main
+
+            ctx.exit(child_main(args))
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                           list[str]]:
+        from clusternet_kubectl.routing import CHILD_ONLY_VERBS, child_only_message
+
+        if args and args[0] in CHILD_ONLY_VERBS and args[0] not in self.commands:
+            click.echo(f"error: {child_only_message(args[0])}", err=True)
+            ctx.exit(1)
+        return super().resolve_command(ctx, args)
+
+
+def child_options(f: F) -> F:
+    """The options of `--cluster-id` routing, for --help: PluginGroup handles them before click parses."""
+    f = click.option("--clusternet-as-uid", metavar="UID", expose_value=False,
+                     help="[child] UID to impersonate in the child (with --clusternet-as).")(f)
+    f = click.option("--clusternet-as-group", metavar="GROUP", multiple=True, expose_value=False,
+                     help="[child] Group to impersonate in the child (with --clusternet-as); repeatable.")(f)
+    f = click.option("--clusternet-as", metavar="USER", expose_value=False,
+                     help="[child] User to impersonate in the child (the child's RBAC must let the token "
+                          "impersonate).")(f)
+    f = click.option("--child-kubeconfig", metavar="PATH", expose_value=False,
+                     help="[child] Kubeconfig with the child's own token (its current context); required with "
+                          "--cluster-id.")(f)
+    f = click.option("--cluster-id", metavar="ID", expose_value=False,
+                     help="[child] Run the rest of the command line (any kubectl command) in this child cluster "
+                          "through the hub: its cluster id, ManagedCluster name or namespace/name.")(f)
+    return f
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @connection_options
+@child_options
 def main() -> None:
-    """Manage Clusternet feeds, subscriptions and overrides on the parent cluster."""
+    """Manage Clusternet feeds, subscriptions and overrides on the parent cluster, or, with --cluster-id ID
+    --child-kubeconfig FILE, run any kubectl command in one child cluster through the hub."""
 
 
 @main.command()

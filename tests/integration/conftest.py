@@ -10,7 +10,14 @@ import pytest
 from clusternet_api import known
 from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import kubectl, mc_for, registered, wait_for
-from clusternet_testing.processes import Proc, agent_proc, hub_proc, hub_tls, install_bootstrap
+from clusternet_testing.processes import (
+    Proc,
+    agent_proc,
+    hub_proc,
+    hub_tls,
+    install_bootstrap,
+    register_aggregated_api,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,16 +28,27 @@ def hub_and_agents(parent: ControlPlane, child1: ControlPlane, child2: ControlPl
 
     Yields `hub`, `pusher`, `puller` (Procs), `mc1`, `mc2` (the ManagedClusters), `ns1`, `ns2` (their
     namespaces) and `logdir`. Registrations survive from module to module; the processes do not.
+
+    A module that sets `AGGREGATED_HUB_IP` (an address of the parent's loopback service range, 127.1.0.0/16)
+    gets the hub on that address's port 443 behind the parent's aggregation layer (APIService
+    v1alpha1.proxies.clusternet.io and the proxy's RBAC, as deploy/hub ships them), so the parent's
+    `/apis/proxies.clusternet.io/...` reaches it; the APIService is removed afterwards.
     """
     logdir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
     install_bootstrap(parent)
     kubectl(parent, "create", "namespace", known.RESERVED_NAMESPACE, check=False)
-    ca, crt, key = hub_tls(logdir / "tls", ["127.0.0.1"], ["localhost"])
+    hub_ip: str | None = getattr(request.module, "AGGREGATED_HUB_IP", None)
+    ca, crt, key = hub_tls(logdir / "tls", ["127.0.0.1", *([hub_ip] if hub_ip else [])],
+                           ["localhost", "clusternet-hub.clusternet-system.svc"])
+    extra = [f"--requestheader-client-ca-file={parent.front_proxy_ca_file}"] if hub_ip else []
     hub = hub_proc(parent, logdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
-                   "--resync-interval=2")
+                   "--resync-interval=2", *extra, port=443 if hub_ip else None)
+    if hub_ip:
+        register_aggregated_api(parent, hub_ip, ca)
+        hub.args = [a if not a.startswith("--bind-address") else f"--bind-address={hub_ip}" for a in hub.args]
     hub.start()
     port = next(a.split("=")[1] for a in hub.args if a.startswith("--secure-port"))
-    tunnel = [f"--tunnel-url=https://127.0.0.1:{port}", f"--tunnel-ca-file={ca}"]
+    tunnel = [f"--tunnel-url=https://{hub_ip or '127.0.0.1'}:{port}", f"--tunnel-ca-file={ca}"]
     pusher = agent_proc(child1, parent, logdir, "child1", "--cluster-sync-mode=Dual",
                         "--feature-gates=AppPusher=true,SocketConnection=true", "--description-resync-frequency=2s",
                         *tunnel)
@@ -53,3 +71,5 @@ def hub_and_agents(parent: ControlPlane, child1: ControlPlane, child2: ControlPl
     finally:
         for p in procs:
             p.stop()
+        if hub_ip:
+            kubectl(parent, "delete", "apiservice", "v1alpha1.proxies.clusternet.io", "--ignore-not-found", check=False)

@@ -178,19 +178,31 @@ def test_status_patch_keeps_conditions_of_others_and_the_transition_time() -> No
 
 def test_direct_bearer_token_passes_to_the_child() -> None:
     out = upstream_headers({"Authorization": "Bearer child", "Host": "hub", "Accept": "a/b"}, False)
-    assert out == {"Authorization": "Bearer child", "Accept": "a/b"}
+    assert dict(out) == {"Authorization": "Bearer child", "Accept": "a/b"}
 
 
 def test_clusternet_impersonation_becomes_the_child_token() -> None:
     out = upstream_headers({"Authorization": "Bearer parent", "Impersonate-User": "clusternet",
                             "Impersonate-Extra-Clusternet-Token": "child",
                             "Impersonate-Extra-Clusternet-Impersonate-User": "alice"}, False)
-    assert out == {"Authorization": "Bearer child", "Impersonate-User": "alice"}
+    assert dict(out) == {"Authorization": "Bearer child", "Impersonate-User": "alice"}
+
+
+def test_repeated_extras_become_repeated_child_headers() -> None:
+    """`kubectl clusternet --clusternet-as-group a --clusternet-as-group b`: the aggregation layer sends one
+    X-Remote-Extra header per value, and the child must get every group."""
+    out = upstream_headers([("X-Remote-User", "clusternet"), ("X-Remote-Extra-Clusternet-Token", "child"),
+                            ("X-Remote-Extra-Clusternet-Impersonate-User", "alice"),
+                            ("X-Remote-Extra-Clusternet-Impersonate-Group", "a"),
+                            ("X-Remote-Extra-Clusternet-Impersonate-Group", "b"),
+                            ("X-Remote-Extra-Clusternet-Impersonate-Uid", "42")], True)
+    assert sorted(out) == [("Authorization", "Bearer child"), ("Impersonate-Group", "a"),
+                           ("Impersonate-Group", "b"), ("Impersonate-Uid", "42"), ("Impersonate-User", "alice")]
 
 
 def test_front_proxy_extras_are_trusted_only_from_the_front_proxy() -> None:
     headers = {"X-Remote-User": "clusternet", "X-Remote-Extra-Clusternet-Token": "child"}
-    assert upstream_headers(headers, True) == {"Authorization": "Bearer child"}
+    assert upstream_headers(headers, True) == [("Authorization", "Bearer child")]
     with pytest.raises(ProxyError) as e:
         upstream_headers(headers, False)
     assert e.value.status == 401

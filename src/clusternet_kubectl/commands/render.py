@@ -24,38 +24,18 @@ from clusternet_core.helmrender import RenderedChart, render_helm
 from clusternet_core.naming import feed_selector
 from clusternet_core.rendering import RenderedObject, render_generic
 from clusternet_core.scheduling import feed_key, feed_ref, format_feed
+from clusternet_kubectl.clusters import find_cluster
 from clusternet_kubectl.errors import PluginError
 from clusternet_kubectl.resources import (
     FEED_INVENTORY,
     GLOBALIZATION,
     HELM_CHART,
     LOCALIZATION,
-    MANAGED_CLUSTER,
     MANIFEST,
     SUBSCRIPTION,
     namespaced_name,
 )
 from clusternet_kubectl.session import Session
-
-
-async def find_cluster(session: Session, cluster: str) -> Obj:
-    """A ManagedCluster by `namespace/name`, or by cluster id (label, then spec.clusterId), or by name."""
-    if "/" in cluster:
-        ns, _, name = cluster.partition("/")
-        status, body = await session.kube.raw("GET", MANAGED_CLUSTER.path(ns, name))
-        if status != 200 or not isinstance(body, dict):
-            raise PluginError(f"ManagedCluster {cluster} not found")
-        return body
-    found = await session.list(MANAGED_CLUSTER, selector=f"{known.LABEL_CLUSTER_ID}={cluster}")
-    if not found:
-        found = [mc for mc in await session.list(MANAGED_CLUSTER)
-                 if cluster in ((mc.get("spec") or {}).get("clusterId"), mc["metadata"]["name"])]
-    if not found:
-        raise PluginError(f"no ManagedCluster with cluster id or name {cluster!r}")
-    if len(found) > 1:
-        raise PluginError(f"{cluster!r} matches several ManagedClusters ({', '.join(map(namespaced_name, found))}); "
-                          "use namespace/name")
-    return found[0]
 
 
 def render_header(item: RenderedObject | RenderedChart) -> list[str]:
