@@ -149,3 +149,130 @@ def test_patches_and_statuses() -> None:
     assert shadow.parse_body(b"apiVersion: v1\nkind: ConfigMap\n") == {"apiVersion": "v1", "kind": "ConfigMap"}
     with pytest.raises(ShadowError):
         shadow.parse_body(b"[1]")
+
+
+# --- the handlers, against a fake parent -----------------------------------------------------------------------
+
+
+class FakeParent:
+    """Just enough of the parent for the handlers: discovery, namespaces, dry runs and Manifests, with every call's
+    impersonation headers recorded."""
+
+    def __init__(self, forbid: str | None = None) -> None:
+        self.manifests: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
+        self.forbid = forbid  # a user refused everything on Manifests
+        self.rv = 0
+
+    async def raw(self, method: str, path: str, body: Any = None, *, content_type: str | None = None,
+                  query: Any = None, accept: str = "", extra_headers: Any = ()) -> tuple[int, Any]:
+        self.calls.append((method, path, tuple(extra_headers)))
+        user = dict(extra_headers).get("Impersonate-User")
+        if path == "/apis":
+            return 200, {"groups": [{"name": "apps", "preferredVersion": {"groupVersion": "apps/v1"}}]}
+        if path == "/api/v1":
+            return 200, {"resources": [{"name": "configmaps", "kind": "ConfigMap", "namespaced": True}]}
+        if path == "/apis/apps/v1":
+            return 200, {"resources": [{"name": "deployments", "kind": "Deployment", "namespaced": True}]}
+        if path.startswith("/api/v1/namespaces"):
+            return (200, {}) if path.endswith(known.RESERVED_NAMESPACE) else (404, {})
+        if "dryRun" in (query or {}):
+            if body["spec"].get("replicas") == -1:
+                return 422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": "replicas: Invalid"}
+            return 201, body
+        assert path.startswith(shadow.MANIFESTS)
+        if user == self.forbid:
+            return 403, {"kind": "Status", "code": 403, "reason": "Forbidden", "message": f'User "{user}" cannot'}
+        name = path[len(shadow.MANIFESTS) + 1:]
+        if method == "GET" and not name:
+            return 200, {"items": list(self.manifests.values()), "metadata": {"resourceVersion": str(self.rv)}}
+        if method == "GET":
+            return (200, self.manifests[name]) if name in self.manifests else (404, {})
+        if method == "DELETE":
+            return (200, self.manifests.pop(name)) if name in self.manifests else (404, {})
+        if method == "PATCH":
+            current = self.manifests.get(name)
+            wanted = body["metadata"].get("resourceVersion")
+            if wanted and (current is None or current["metadata"]["resourceVersion"] != wanted):
+                return 409, {"kind": "Status", "code": 409, "reason": "Conflict", "message": "conflict"}
+            self.rv += 1
+            stored = json.loads(json.dumps(body))
+            stored["metadata"].update(resourceVersion=str(self.rv), uid=f"uid-{name}")
+            self.manifests[name] = stored
+            return 200, stored
+        raise AssertionError((method, path))
+
+    async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        from clusternet_api.kube import status_error
+
+        status, result = await self.raw(method, path, body, **kw)
+        if not 200 <= status < 300:
+            raise status_error(status, result)
+        return result  # type: ignore[no-any-return]
+
+
+async def shadow_client(parent: FakeParent, user: str = "alice") -> Any:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    api = shadow.ShadowAPI(parent)  # type: ignore[arg-type]
+    app = web.Application()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await api.handle(request, (user, ["dev", "system:authenticated"]) if user else None)
+
+    app.router.add_get(shadow.PREFIX, api.discovery)
+    app.router.add_route("*", shadow.PREFIX + "/{tail:.+}", handler)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+async def test_the_handlers_store_templates_as_the_user() -> None:
+    parent = FakeParent()
+    client = await shadow_client(parent)
+    base = f"{shadow.PREFIX}/namespaces/x/deployments"
+    try:
+        resp = await client.get(shadow.PREFIX)
+        assert [r["name"] for r in (await resp.json())["resources"]] == ["configmaps", "deployments"]
+        resp = await client.post(base, json=deployment())
+        created = await resp.json()
+        assert resp.status == 201 and created["metadata"]["resourceVersion"] == "1", created
+        assert "deployments.x.web" in parent.manifests
+        # every Manifest call and the dry run impersonate the user and their groups
+        writes = [c for c in parent.calls if c[1].startswith((shadow.MANIFESTS, "/apis/apps/v1/"))]
+        assert writes and all(c[2] == (("Impersonate-User", "alice"), ("Impersonate-Group", "dev"),
+                                       ("Impersonate-Group", "system:authenticated")) for c in writes)
+        assert (await client.post(base, json=deployment())).status == 409
+        resp = await client.patch(f"{base}/web", json={"spec": {"replicas": 4}},
+                                  headers={"Content-Type": shadow.MERGE_PATCH})
+        assert (await resp.json())["spec"]["replicas"] == 4
+        stale = {**deployment(), "metadata": {**deployment()["metadata"], "resourceVersion": "1"}}
+        resp = await client.put(f"{base}/web", json=stale)
+        assert resp.status == 409 and (await resp.json())["reason"] == "Conflict"
+        resp = await client.post(base, json=deployment("bad") | {"spec": {"replicas": -1}})
+        assert resp.status == 422 and (await resp.json())["reason"] == "Invalid"
+        resp = await client.get(base)
+        assert [i["metadata"]["name"] for i in (await resp.json())["items"]] == ["web"]
+        assert (await client.delete(f"{base}/web")).status == 200
+        resp = await client.get(f"{base}/web")
+        assert resp.status == 404 and (await resp.json())["message"] == 'deployments.apps "web" not found'
+        assert (await client.get(f"{shadow.PREFIX}/widgets")).status == 404
+        assert (await client.get(f"{base}/web/scale")).status == 404
+    finally:
+        await client.close()
+
+
+async def test_the_parents_refusal_comes_back_and_anonymous_requests_are_refused() -> None:
+    parent = FakeParent(forbid="mallory")
+    client = await shadow_client(parent, "mallory")
+    try:
+        resp = await client.get(f"{shadow.PREFIX}/namespaces/x/deployments")
+        assert resp.status == 403 and "mallory" in (await resp.json())["message"]
+    finally:
+        await client.close()
+    client = await shadow_client(parent, "")
+    try:
+        assert (await client.get(f"{shadow.PREFIX}/namespaces/x/deployments")).status == 401
+    finally:
+        await client.close()

@@ -2,7 +2,9 @@
 
 Where we differ from Clusternet's plugin: there the hub's shadow API validates and stores templates; here a
 server-side-apply dry run on the parent validates each template (in clusternet-reserved when its namespace
-does not exist on the parent, since templates' namespaces usually do not), and the CLI stores the Manifest.
+does not exist on the parent, since templates' namespaces usually do not), and the CLI stores the Manifest, so
+no hub is needed. The hub's shadow API (clusternet_hub.shadow) does the same with the same code
+(clusternet_api.dryrun, clusternet_core.naming.manifest_for), so both store and see the same templates.
 Templates are applied concurrently; each Clusternet object waits for everything before it in the input.
 """
 
