@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -199,9 +199,11 @@ class Kube:
         return out
 
     async def watch_path(self, path: str, query: Mapping[str, str], server_timeout: int,
-                         extra_headers: Headers = ()) -> AsyncGenerator[Obj]:
+                         extra_headers: Headers = (),
+                         on_open: Callable[[], Awaitable[object]] | None = None) -> AsyncGenerator[Obj]:
         """Watch events of any path (query holds watch=1 and the rest) until the server closes the stream;
-        a refusal raises ApiException. Over aiohttp only (not for clients built with an opener)."""
+        a refusal raises ApiException, `on_open` runs once the server accepted the watch. Over aiohttp only (not
+        for clients built with an opener)."""
         async with self.session().get(
                 self.creds.server.rstrip("/") + path, params=query,
                 headers=self._all_headers({"Accept": "application/json"}, extra_headers),
@@ -209,6 +211,8 @@ class Kube:
                 proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name) as resp:
             if resp.status != 200:
                 raise status_error(resp.status, _parsed(await resp.read()))
+            if on_open is not None:
+                await on_open()
             async for line in resp.content:
                 if line.strip():
                     event: Obj = json.loads(line)

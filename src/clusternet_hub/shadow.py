@@ -471,15 +471,18 @@ class _Call:
             timeout = int(q["timeoutSeconds"])
         except ValueError as e:
             raise bad_request(f"timeoutSeconds: {q['timeoutSeconds']!r} is not a number") from e
-        events = self.kube.watch_path(MANIFESTS, q, timeout, self.headers)
         response: web.StreamResponse | None = None
+
+        async def opened() -> None:  # headers go out as soon as the parent accepted the watch
+            nonlocal response
+            response = await self._start_stream(request)
+
+        events = self.kube.watch_path(MANIFESTS, q, timeout, self.headers, on_open=opened)
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
-                    if response is None:
-                        response = await self._start_stream(request)
                     translated = watch_event(self.resource, event, self.namespace)
-                    if translated is not None:
+                    if translated is not None and response is not None:
                         await response.write(json.dumps(translated).encode() + b"\n")
         except ApiException as e:
             if response is None:

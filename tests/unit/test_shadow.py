@@ -202,6 +202,14 @@ class FakeParent:
             return 200, stored
         raise AssertionError((method, path))
 
+    async def watch_path(self, path: str, query: dict[str, str], server_timeout: int, extra_headers: Any = (),
+                         on_open: Any = None) -> Any:
+        self.calls.append(("WATCH", path + "?" + query["labelSelector"], tuple(extra_headers)))
+        await on_open()
+        for m in self.manifests.values():
+            yield {"type": "ADDED", "object": m}
+        yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}
+
     async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
         from clusternet_api.kube import status_error
 
@@ -254,6 +262,13 @@ async def test_the_handlers_store_templates_as_the_user() -> None:
         assert resp.status == 422 and (await resp.json())["reason"] == "Invalid"
         resp = await client.get(base)
         assert [i["metadata"]["name"] for i in (await resp.json())["items"]] == ["web"]
+        parent.manifests["configmaps.x.c"] = stored({"apiVersion": "v1", "kind": "ConfigMap",
+                                                     "metadata": {"name": "c", "namespace": "x"}}, "configmaps")
+        resp = await client.get(base, params={"watch": "1", "timeoutSeconds": "3"})
+        events = [json.loads(line) for line in (await resp.text()).splitlines()]
+        assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [("ADDED", "web"),
+                                                                                      ("BOOKMARK", None)]
+        assert f"{known.LABEL_CONFIG_KIND}=Deployment" in parent.calls[-1][1]
         assert (await client.delete(f"{base}/web")).status == 200
         resp = await client.get(f"{base}/web")
         assert resp.status == 404 and (await resp.json())["message"] == 'deployments.apps "web" not found'
