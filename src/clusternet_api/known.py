@@ -16,6 +16,9 @@ APPS_API_VERSION: Final = f"{APPS_GROUP}/{APPS_VERSION}"
 PROXIES_GROUP: Final = "proxies.clusternet.io"
 PROXIES_VERSION: Final = "v1alpha1"
 CATEGORY: Final = "clusternet"
+SHADOW_GROUP: Final = "shadow"  # the hub's shadow API: templates of every kind, stored as Manifests
+SHADOW_VERSION: Final = "v1alpha1"
+TEMPLATE_FIELD_MANAGER: Final = "kubectl-clusternet"  # who writes Manifests: the plugin and the shadow API alike
 
 # Namespaces
 SYSTEM_NAMESPACE: Final = "clusternet-system"

@@ -24,12 +24,13 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+from multidict import CIMultiDict
 
 from clusternet_api.credentials import Credentials, ssl_context
 from clusternet_api.execplugin import CredentialsError, ExecCredential
@@ -38,6 +39,7 @@ from clusternet_api.tunnel import http as tunnel_http
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_body
 
 Obj = dict[str, Any]
+Headers = Sequence[tuple[str, str]]
 
 # Built-in kinds addressed without discovery: kind -> (plural, namespaced).
 _CORE_PLURALS = {
@@ -190,6 +192,32 @@ class Kube:
             headers["Authorization"] = f"Basic {basic}"
         return headers
 
+    def _all_headers(self, headers: dict[str, str], extra: Headers) -> CIMultiDict[str]:
+        out = CIMultiDict(self._headers(headers))
+        for name, value in extra:
+            out.add(name, value)
+        return out
+
+    async def watch_path(self, path: str, query: Mapping[str, str], server_timeout: int,
+                         extra_headers: Headers = (),
+                         on_open: Callable[[], Awaitable[object]] | None = None) -> AsyncGenerator[Obj]:
+        """Watch events of any path (query holds watch=1 and the rest) until the server closes the stream;
+        a refusal raises ApiException, `on_open` runs once the server accepted the watch. Over aiohttp only (not
+        for clients built with an opener)."""
+        async with self.session().get(
+                self.creds.server.rstrip("/") + path, params=query,
+                headers=self._all_headers({"Accept": "application/json"}, extra_headers),
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=server_timeout + 30),
+                proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name) as resp:
+            if resp.status != 200:
+                raise status_error(resp.status, _parsed(await resp.read()))
+            if on_open is not None:
+                await on_open()
+            async for line in resp.content:
+                if line.strip():
+                    event: Obj = json.loads(line)
+                    yield event
+
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             # trust_env off: no proxy or netrc lookups (aiohttp runs those in a thread per request)
@@ -258,9 +286,10 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       content_type: str = "application/json",
-                      query: Mapping[str, str] | None = None) -> Obj:
+                      query: Mapping[str, str] | None = None, extra_headers: Headers = ()) -> Obj:
         """One request; JSON result as a dict. Non-2xx answers raise ApiException (status, reason, body)."""
-        status, result = await self.raw(method, path, body, content_type=content_type, query=query)
+        status, result = await self.raw(method, path, body, content_type=content_type, query=query,
+                                        extra_headers=extra_headers)
         if not 200 <= status < 300:
             raise status_error(status, result)
         return result if isinstance(result, dict) else {}
@@ -324,31 +353,31 @@ class Kube:
 
     async def raw(self, method: str, path: str, body: Any = None, *, content_type: str | None = None,
                   query: Mapping[str, str] | None = None, accept: str = "application/json, */*",
-                  headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
-        """An arbitrary request (health endpoints, /version); returns (status, parsed body or text). `headers`
-        are added to the request's own (impersonation, for instance)."""
-        sent = {**(headers or {}), "Accept": accept}
+                  extra_headers: Headers = ()) -> tuple[int, Any]:
+        """An arbitrary request (health endpoints, /version); returns (status, parsed body or text).
+        `extra_headers` may repeat a name (Impersonate-Group: one header per group)."""
+        headers = {"Accept": accept}
         data: bytes | None = None
         if body is not None:
             data = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else \
                 json.dumps(body, separators=(",", ":")).encode()
-            sent["Content-Type"] = content_type or "application/json"
+            headers["Content-Type"] = content_type or "application/json"
         used = await self._authenticate() if self.creds.exec_plugin is not None else None
-        status, result = await self._raw_once(method, path, query, sent, data)
+        status, result = await self._raw_once(method, path, query, headers, data, extra_headers)
         if status == 401 and used is not None:  # the plugin's credential was revoked or expired early
             await self._authenticate(rejected=used)
-            status, result = await self._raw_once(method, path, query, sent, data)
+            status, result = await self._raw_once(method, path, query, headers, data, extra_headers)
         return status, result
 
     async def _raw_once(self, method: str, path: str, query: Mapping[str, str] | None, headers: dict[str, str],
-                        data: bytes | None) -> tuple[int, Any]:
+                        data: bytes | None, extra_headers: Headers = ()) -> tuple[int, Any]:
         if self._streams is not None:
             async with asyncio.timeout(DEFAULT_TIMEOUT), self._stream_slots:
-                response = await self._stream_request(method, path, query, headers, data)
+                response = await self._stream_request(method, path, query, headers, data, extra_headers)
                 return response.status, _parsed(await read_body(response))
         async with self.session().request(
                 method, self.creds.server.rstrip("/") + path, data=data, params=query,
-                headers=self._headers(headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT),
+                headers=self._all_headers(headers, extra_headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT),
                 proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name) as resp:
             return resp.status, _parsed(await resp.read())
 
@@ -382,12 +411,13 @@ class Kube:
                 return
 
     async def _stream_request(self, method: str, path: str, query: Mapping[str, str] | None,
-                              headers: dict[str, str], data: bytes | None) -> tunnel_http.Response:
+                              headers: dict[str, str], data: bytes | None,
+                              extra_headers: Headers = ()) -> tunnel_http.Response:
         """One request over a stream from the opener (a pooled one when idle); the caller reads the body."""
         assert self._streams is not None
         base = urlsplit(self.creds.server)
         target = base.path.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
-        all_headers = [("Host", base.netloc), *self._headers(headers).items()]
+        all_headers = [("Host", base.netloc), *self._headers(headers).items(), *extra_headers]
         return await self._streams.request(STREAM_ADDRESS, method, target, all_headers, data)
 
     async def _watch_streamed(self, path: str, query: Mapping[str, str],

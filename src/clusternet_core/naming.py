@@ -6,6 +6,7 @@ override machinery on every run.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,3 +71,39 @@ def manifest_labels(obj: Obj) -> dict[str, str]:
 def feed_selector(feed: Obj) -> str:
     """Label selector (`k=v,...`, sorted) that finds a feed's Manifests in clusternet-reserved."""
     return ",".join(f"{k}={v}" for k, v in sorted(feed_labels(feed).items()))
+
+
+# Server-set metadata never stored in a template (objects saved with `kubectl get -o yaml` carry it).
+STRIPPED_METADATA = ("resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink", "generation",
+                     "deletionTimestamp", "deletionGracePeriodSeconds")
+MANIFEST_API_VERSION = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
+
+
+def clean_object(obj: Obj) -> dict[str, Any]:
+    """A copy without status and server-set metadata, fit to be applied or stored as a template."""
+    out = copy.deepcopy(dict(obj))
+    out.pop("status", None)
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        for key in STRIPPED_METADATA:
+            meta.pop(key, None)
+    return out
+
+
+def skip_validating(obj: Obj) -> bool:
+    """Whether the object asks to be stored without validation (a kind only the children know)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(known.ANNOTATION_SKIP_VALIDATING, "")).lower() == "true"
+
+
+def manifest_for(resource_plural: str, obj: Obj) -> dict[str, Any]:
+    """The Manifest storing a template (an already cleaned object), named and labelled as Clusternet does; the
+    plugin's `apply` and the hub's shadow API both store templates with it."""
+    namespace = str((obj.get("metadata") or {}).get("namespace") or "") or None
+    return {
+        "apiVersion": MANIFEST_API_VERSION,
+        "kind": "Manifest",
+        "metadata": {"name": manifest_name(resource_plural, namespace, str(obj["metadata"]["name"])),
+                     "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(obj)},
+        "template": obj,
+    }

@@ -23,6 +23,7 @@ from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
 from clusternet_hub.proxy import Proxy
+from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
             tls_cert_file=options.tls_cert_file, tls_key_file=options.tls_key_file,
             client_ca_file=options.requestheader_client_ca_file,
             allowed_names=options.requestheader_allowed_names))
-        app = server.build_app(ctx.sockets, proxy, tls.allowed_names)
+        app = server.build_app(ctx.sockets, proxy, tls.allowed_names, ShadowAPI(kube))
         runner = await server.start(app, options.bind_address, options.secure_port, await tls.start())
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
         bg = asyncio.create_task(background(ctx))

@@ -29,8 +29,9 @@ INERT_FLAGS = (
     InertFlag("controllers", "every controller of Clusternet's controller-manager runs in the hub"),
     InertFlag("cluster-api-kubeconfig", "Cluster API discovery is not implemented"),
 )
-ACTIVE_GATES = frozenset({"SocketConnection", "Deployer", "FeedInventory"})
-"""Gates whose work the hub always does (tunnels, deploying, FeedInventory for Dividing Subscriptions)."""
+ACTIVE_GATES = frozenset({"SocketConnection", "Deployer", "FeedInventory", "ShadowAPI"})
+"""Gates whose work the hub always does (tunnels, deploying, FeedInventory for Dividing Subscriptions, the
+shadow API)."""
 
 
 def report_gates(text: str) -> dict[str, bool]:

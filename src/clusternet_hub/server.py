@@ -15,8 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clusternet_api import known
 from clusternet_api.pki import issue_cert, make_ca
-from clusternet_hub import metrics
+from clusternet_hub import metrics, shadow
 from clusternet_hub.proxy import Proxy
+from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.sockets import SocketRegistry, tunnel_endpoint
 
 SOCKETS = f"/apis/{known.PROXIES_GROUP}/{known.PROXIES_VERSION}/sockets"
@@ -37,11 +38,11 @@ def metrics_handler(registry: SocketRegistry) -> Callable[[web.Request], Awaitab
     return handler
 
 
-def front_proxy_user(request: web.Request, allowed_names: tuple[str, ...]) -> str | None:
-    """The user the parent's aggregation layer vouches for, when the request came through it.
+def front_proxy_identity(request: web.Request, allowed_names: tuple[str, ...]) -> tuple[str, list[str]] | None:
+    """The user and groups the parent's aggregation layer vouches for, when the request came through it.
 
     Only a TLS client certificate verified against the requestheader CA, with an allowed common name,
-    makes X-Remote-User trustworthy; anyone else's X-Remote-* headers are ignored.
+    makes X-Remote-User and X-Remote-Group trustworthy; anyone else's X-Remote-* headers are ignored.
     """
     if request.transport is None:
         return None
@@ -51,7 +52,16 @@ def front_proxy_user(request: web.Request, allowed_names: tuple[str, ...]) -> st
     names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
     if allowed_names and not any(n in allowed_names for n in names):
         return None
-    return request.headers.get("X-Remote-User")
+    user = request.headers.get("X-Remote-User")
+    if not user:
+        return None
+    return user, list(request.headers.getall("X-Remote-Group", []))
+
+
+def front_proxy_user(request: web.Request, allowed_names: tuple[str, ...]) -> str | None:
+    """The user of front_proxy_identity."""
+    identity = front_proxy_identity(request, allowed_names)
+    return identity[0] if identity else None
 
 
 def discovery_resources() -> dict[str, Any]:
@@ -70,9 +80,10 @@ def discovery_group() -> dict[str, Any]:
 
 
 def build_app(registry: SocketRegistry, proxy: Proxy,
-              allowed_names: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()) -> web.Application:
+              allowed_names: tuple[str, ...] | Callable[[], tuple[str, ...]] = (),
+              shadow_api: ShadowAPI | None = None) -> web.Application:
     """`allowed_names`: the front proxy's allowed common names, or a function returning the current ones (they
-    come from a ConfigMap that can change, serving.py)."""
+    come from a ConfigMap that can change, serving.py). `shadow_api`: serve shadow/v1alpha1 too."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     names: Callable[[], tuple[str, ...]] = allowed_names if callable(allowed_names) else lambda: allowed_names
 
@@ -91,7 +102,8 @@ def build_app(registry: SocketRegistry, proxy: Proxy,
         return web.json_response(discovery_resources())
 
     async def groups(_: web.Request) -> web.Response:
-        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [discovery_group()]})
+        served = [discovery_group()] + ([shadow.discovery_group()] if shadow_api is not None else [])
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": served})
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response({"swagger": "2.0", "info": {"title": "clusternet-hub", "version": "v1alpha1"},
@@ -107,6 +119,18 @@ def build_app(registry: SocketRegistry, proxy: Proxy,
     app.router.add_get("/openapi/v2", openapi)
     app.router.add_get(SOCKETS + "/{cluster_id}", tunnel)
     app.router.add_route("*", SOCKETS + "/{cluster_id}/proxy/{scheme}{tail:(/.*)?}", proxied)
+    if shadow_api is not None:
+        api = shadow_api
+
+        async def shadow_group(_: web.Request) -> web.Response:
+            return web.json_response(shadow.discovery_group())
+
+        async def shadowed(request: web.Request) -> web.StreamResponse:
+            return await api.handle(request, front_proxy_identity(request, names()))
+
+        app.router.add_get(f"/apis/{known.SHADOW_GROUP}", shadow_group)
+        app.router.add_get(shadow.PREFIX, api.discovery)
+        app.router.add_route("*", shadow.PREFIX + "/{tail:.+}", shadowed)
     return app
 
 

@@ -8,7 +8,8 @@
   caBundle stays; the CA (ten years) is replaced 60 days before its own end, or when the Secret is unreadable,
   and the caBundle follows. A renewal is a patch carrying the resourceVersion that was read, so of two replicas
   renewing at once one wins and the other takes its result. Every replica re-reads the Secret every 30 s.
-- **caBundle.** The hub keeps `spec.caBundle` of APIService v1alpha1.proxies.clusternet.io equal to that CA:
+- **caBundle.** The hub keeps `spec.caBundle` of APIServices v1alpha1.proxies.clusternet.io and v1alpha1.shadow (the
+  shadow API, served by the same server) equal to that CA:
   checked at start and every 30 s, changed by a merge patch (server-side apply of an APIService makes
   kube-apiserver 1.20 panic: "FieldManager must be installed to run apply"), which also turns off an
   insecureSkipTLSVerify it finds. An absent APIService is reported, never created: deploy/hub owns it.
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 SERVICE = "clusternet-hub"
 SERVING_SECRET = "clusternet-hub-serving"
 APISERVICE = f"{known.PROXIES_VERSION}.{known.PROXIES_GROUP}"
+SHADOW_APISERVICE = f"{known.SHADOW_VERSION}.{known.SHADOW_GROUP}"
+APISERVICES = (APISERVICE, SHADOW_APISERVICE)  # both served by this one server, so both trust its CA
 APIREGISTRATION = "apiregistration.k8s.io/v1"
 AUTH_NAMESPACE = "kube-system"
 AUTH_CONFIGMAP = "extension-apiserver-authentication"
@@ -179,9 +182,9 @@ async def ensure_serving_material(kube: Kube, names: list[str], namespace: str =
     raise RuntimeError(f"Secret {namespace}/{SERVING_SECRET} kept changing while the hub read it")
 
 
-async def ensure_ca_bundle(kube: Kube, ca_pem: bytes) -> str:
-    """Make the APIService trust `ca_pem`: "unchanged", "patched" or "missing"."""
-    service = await kube.get(APIREGISTRATION, "APIService", APISERVICE)
+async def ensure_ca_bundle(kube: Kube, ca_pem: bytes, name: str = APISERVICE) -> str:
+    """Make the APIService `name` trust `ca_pem`: "unchanged", "patched" or "missing"."""
+    service = await kube.get(APIREGISTRATION, "APIService", name)
     if service is None:
         return "missing"
     want = base64.b64encode(ca_pem).decode()
@@ -191,7 +194,7 @@ async def ensure_ca_bundle(kube: Kube, ca_pem: bytes) -> str:
     patch: dict[str, Any] = {"caBundle": want}
     if spec.get("insecureSkipTLSVerify"):
         patch["insecureSkipTLSVerify"] = False  # the apiserver sends users' identities here: always verify
-    await kube.patch(APIREGISTRATION, "APIService", APISERVICE, {"spec": patch})
+    await kube.patch(APIREGISTRATION, "APIService", name, {"spec": patch})
     return "patched"
 
 
@@ -373,21 +376,25 @@ class Serving:
                      if trust.ca_pem else "")
         self.tls.allowed_names = trust.allowed_names
         if self.ca_pem is not None:
-            try:
-                result = await ensure_ca_bundle(self.kube, self.ca_pem)
-            except ApiException as e:
-                self._once("apiservice", f"http-{e.status}", logging.WARNING,
-                           "cannot update APIService %s (HTTP %s): the aggregated API stays unavailable until it "
-                           "trusts the hub's CA (deploy/hub/02-rbac.yaml grants get and patch on it)", APISERVICE,
-                           e.status)
-                return
-            if result == "patched":
-                log.info("APIService %s now trusts the hub's CA (caBundle updated)", APISERVICE)
-            if result == "missing":
-                self._once("apiservice", result, logging.WARNING, "APIService %s does not exist: the aggregated "
-                           "API is off (kubectl apply -f deploy/hub creates it)", APISERVICE)
-            else:
-                self._reported["apiservice"] = "ok"
+            for name in APISERVICES:
+                await self._ca_bundle(name, self.ca_pem)
+
+    async def _ca_bundle(self, name: str, ca_pem: bytes) -> None:
+        topic = f"apiservice {name}"
+        try:
+            result = await ensure_ca_bundle(self.kube, ca_pem, name)
+        except ApiException as e:
+            self._once(topic, f"http-{e.status}", logging.WARNING,
+                       "cannot update APIService %s (HTTP %s): the aggregated API stays unavailable until it "
+                       "trusts the hub's CA (deploy/hub/02-rbac.yaml grants get and patch on it)", name, e.status)
+            return
+        if result == "patched":
+            log.info("APIService %s now trusts the hub's CA (caBundle updated)", name)
+        if result == "missing":
+            self._once(topic, result, logging.WARNING, "APIService %s does not exist: the aggregated "
+                       "API is off (kubectl apply -f deploy/hub creates it)", name)
+        else:
+            self._reported[topic] = "ok"
 
     def _loaded_ca(self) -> bytes | None:
         loaded = self.tls._loaded

@@ -179,18 +179,16 @@ async def find_child(kube: Kube, ref: str) -> tuple[str, str]:
     return cluster_id, f"cluster {namespaced_name(cluster)} ({cluster_id})"
 
 
-def probe_headers(extras: Mapping[str, list[str]]) -> dict[str, str]:
+def probe_headers(extras: Mapping[str, list[str]]) -> list[tuple[str, str]]:
     """Impersonation headers for one probe request (one value per extra: the probe does not need them all)."""
-    headers = {"Impersonate-User": PROXY_USER}
-    for key, values in extras.items():
-        headers[f"Impersonate-Extra-{key}"] = values[0]
-    return headers
+    return [("Impersonate-User", PROXY_USER),
+            *((f"Impersonate-Extra-{key}", values[0]) for key, values in extras.items())]
 
 
 async def probe(kube: Kube, cluster_id: str, extras: Mapping[str, list[str]], what: str, child_path: str) -> None:
     """GET /version of the child through the proxy; PluginError naming the problem when that fails."""
     status, body = await kube.raw("GET", PROXY_PATH.format(quote(cluster_id, safe="")) + "/version",
-                                  headers=probe_headers(extras))
+                                  extra_headers=probe_headers(extras))
     if 200 <= status < 300:
         return
     message = " ".join(server_message(body).split())

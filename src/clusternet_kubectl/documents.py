@@ -6,7 +6,6 @@ name order (`-R` walks sub-directories). Unlike kubectl, no URLs and no kustomiz
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,11 +14,10 @@ from typing import Any, TextIO
 
 import yaml
 
+from clusternet_core.naming import clean_object as clean_object  # re-exported: the plugin's commands use it
 from clusternet_kubectl.errors import PluginError
 
 DOCUMENT_SUFFIXES = (".yaml", ".yml", ".json")
-STRIPPED_METADATA = ("resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink", "generation",
-                     "deletionTimestamp", "deletionGracePeriodSeconds")
 
 
 @dataclass
@@ -72,18 +70,6 @@ def load_documents(sources: Sequence[str], recursive: bool = False, stdin: TextI
         for file in document_files(Path(source), recursive):
             documents += parse_documents(file.read_text(), str(file))
     return documents
-
-
-def clean_object(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy without status and server-set metadata, fit to be applied or stored as a template (objects
-    saved with `kubectl get -o yaml` carry them)."""
-    out = copy.deepcopy(dict(obj))
-    out.pop("status", None)
-    meta = out.get("metadata")
-    if isinstance(meta, dict):
-        for key in STRIPPED_METADATA:
-            meta.pop(key, None)
-    return out
 
 
 def object_ref(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:

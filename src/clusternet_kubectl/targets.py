@@ -13,10 +13,11 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.kube import Obj
-from clusternet_core.naming import manifest_labels, manifest_name
+from clusternet_core.naming import manifest_for as core_manifest_for
+from clusternet_core.naming import manifest_name, skip_validating
 from clusternet_kubectl.documents import clean_object, object_ref
 from clusternet_kubectl.errors import PluginError
-from clusternet_kubectl.resources import CLUSTERNET_GROUPS, MANIFEST, Resource, object_type_name, split_group
+from clusternet_kubectl.resources import CLUSTERNET_GROUPS, Resource, object_type_name, split_group
 from clusternet_kubectl.session import Session
 
 
@@ -48,12 +49,6 @@ class Target:
     @property
     def identity(self) -> str:
         return f"{self.resource.type_name}/{self.name}"
-
-
-def skip_validating(obj: Mapping[str, Any]) -> bool:
-    """Whether the object asks to be stored without validation (a kind only the children know)."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(known.ANNOTATION_SKIP_VALIDATING, "")).lower() == "true"
 
 
 def is_template_kind(obj: Mapping[str, Any]) -> bool:
@@ -96,10 +91,4 @@ def _unknown_kind(api_version: str, kind: str, namespace: str, obj: dict[str, An
 
 def manifest_for(target: Target) -> Obj:
     """The Manifest storing a template, named and labelled as Clusternet does."""
-    return {
-        "apiVersion": MANIFEST.api_version,
-        "kind": "Manifest",
-        "metadata": {"name": target.manifest_name, "namespace": known.RESERVED_NAMESPACE,
-                     "labels": manifest_labels(target.object)},
-        "template": target.object,
-    }
+    return core_manifest_for(target.resource.plural, target.object)

@@ -119,9 +119,11 @@ def namespaced_agent_proc(name: str, logdir: Path, **opts: object) -> Proc:
     return Proc(f"agent-{name}", [sys.executable, "-c", AGENT_MAIN, json.dumps(opts)], logdir / f"agent-{name}.log")
 
 
-def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path) -> None:
+def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path, shadow: bool = False) -> None:
     """The Service and APIService deploy/hub ships, pointed at a hub process on hub_ip:443 (an address in
-    the parent's loopback service range, so an ExternalName Service can name it), and the proxy's RBAC."""
+    the parent's loopback service range, so an ExternalName Service can name it), and the proxy's RBAC.
+    With `shadow`, the shadow API's APIService v1alpha1.shadow too (unregister_shadow_api removes it: an
+    unavailable one left behind slows the parent's namespace and garbage collectors' discovery)."""
     import base64
 
     from clusternet_testing.helpers import kubectl
@@ -137,6 +139,18 @@ def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path) -> None
                  "versionPriority": 100, "caBundle": base64.b64encode(ca.read_bytes()).decode(),
                  "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
     kubectl(parent, "apply", "-f", str(REPO / "deploy" / "hub" / "04-socketsproxy_rbac.yaml"))
+    if shadow:
+        kubectl(parent, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1alpha1.shadow"},
+            "spec": {"group": "shadow", "version": "v1alpha1", "groupPriorityMinimum": 1, "versionPriority": 1,
+                     "caBundle": base64.b64encode(ca.read_bytes()).decode(),
+                     "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
+
+
+def unregister_shadow_api(parent: ControlPlane) -> None:
+    from clusternet_testing.helpers import kubectl
+
+    kubectl(parent, "delete", "apiservice", "v1alpha1.shadow", "--ignore-not-found", check=False)
 
 
 def install_bootstrap(parent: ControlPlane) -> None:

@@ -71,7 +71,7 @@ def test_both_charts_install_and_every_object_is_accepted(plane: ControlPlane, t
         assert kubectl(plane, "get", kind, name, "-n", "clusternet-system").returncode == 0, (kind, name)
     for kind, name in (("clusterrole", "clusternet-hub"), ("clusterrole", "clusternet:system:bootstrapping"),
                        ("clusterrole", "clusternet:system:socketsproxy"), ("clusterrole", "clusternet-agent"),
-                       ("apiservice", "v1alpha1.proxies.clusternet.io"),
+                       ("apiservice", "v1alpha1.proxies.clusternet.io"), ("apiservice", "v1alpha1.shadow"),
                        ("crd", "helmcharts.apps.clusternet.io"), ("crd", "managedclusters.clusters.clusternet.io")):
         assert kubectl(plane, "get", kind, name).returncode == 0, (kind, name)
     assert kubectl(plane, "get", "role", "clusternet-hub:extension-apiserver-authentication-reader", "-n",
@@ -88,3 +88,5 @@ def test_both_charts_install_and_every_object_is_accepted(plane: ControlPlane, t
                    check=False).stdout.strip() == "yes"
     assert kubectl(plane, "auth", "can-i", "get", "secrets", "-n", "kube-system", sa,
                    check=False).stdout.strip() == "no"
+    # the shadow API acts as its users
+    assert kubectl(plane, "auth", "can-i", "impersonate", "users", sa, check=False).stdout.strip() == "yes"

@@ -52,6 +52,7 @@ pytestmark = pytest.mark.integration
 HUB_IP = "127.6.0.10"  # in the parent's service range below, apart from the shared planes' (127.1-3)
 REGTOKEN = "07401b.f395accd246ae52d"
 APISERVICE = "v1alpha1.proxies.clusternet.io"
+SHADOW_APISERVICE = "v1alpha1.shadow"
 
 # The overview's commands (clusternet-overview.txt, "Deploying clusternet-hub/-agent"), character for character.
 HUB_INSTALL = "kubectl apply -f deploy/hub"
@@ -176,13 +177,13 @@ def hub(clusters: tuple[ControlPlane, ControlPlane], parent_installed: dict[str,
         running.stop()
 
 
-def apiservice(parent: ControlPlane) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(kubectl(parent, "get", "apiservice", APISERVICE, "-o", "json").stdout)
+def apiservice(parent: ControlPlane, name: str = APISERVICE) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(kubectl(parent, "get", "apiservice", name, "-o", "json").stdout)
     return result
 
 
-def available(parent: ControlPlane) -> bool:
-    conditions = (apiservice(parent).get("status") or {}).get("conditions") or []
+def available(parent: ControlPlane, name: str = APISERVICE) -> bool:
+    conditions = (apiservice(parent, name).get("status") or {}).get("conditions") or []
     return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
 
@@ -207,6 +208,7 @@ def test_the_parent_commands_work_as_written(clusters: tuple[ControlPlane, Contr
     for line in ("namespace/clusternet-system created",
                  "customresourcedefinition.apiextensions.k8s.io/managedclusters.clusters.clusternet.io created",
                  "deployment.apps/clusternet-hub created", f"apiservice.apiregistration.k8s.io/{APISERVICE} created",
+                 f"apiservice.apiregistration.k8s.io/{SHADOW_APISERVICE} created",
                  "clusterrole.rbac.authorization.k8s.io/clusternet:system:socketsproxy created"):
         assert line in hub, hub
     assert "Kustomization" not in hub
@@ -256,6 +258,16 @@ def test_the_aggregated_api_becomes_available_by_itself_and_survives_restarts(
     assert "--requestheader-client-ca-file" not in " ".join(hub.args)
     assert hub.proc is not None
     assert "front-proxy CA of kube-system/extension-apiserver-authentication" in hub.proc.output
+    # the shadow API: same server, same caBundle kept by the hub, and deploy/hub's RBAC lets the hub act on
+    # Manifests as the user (impersonation)
+    wait_for(lambda: available(parent, SHADOW_APISERVICE), timeout=60, what=f"APIService {SHADOW_APISERVICE} Available")
+    assert base64.b64decode(apiservice(parent, SHADOW_APISERVICE)["spec"]["caBundle"]) == ca
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "installed"}, "data": {"k": "v"}}
+    path = "/apis/shadow/v1alpha1/namespaces/demo/configmaps"
+    created = json.loads(kubectl(parent, "create", "--raw", path, "-f", "-", input=json.dumps(cm)).stdout)
+    assert created["metadata"]["namespace"] == "demo" and created["metadata"]["resourceVersion"]
+    assert json.loads(kubectl(parent, "get", "--raw", f"{path}/installed").stdout)["data"] == {"k": "v"}
+    kubectl(parent, "delete", "--raw", f"{path}/installed")
     # a restart keeps the Secret and the caBundle as they are
     hub.stop()
     hub.start()

@@ -59,6 +59,10 @@ def test_the_hub_chart_passes_clusternets_arguments_and_extra_args() -> None:
     assert find(objs, "Service", "clusternet-hub")["spec"]["ports"][0]["port"] == 443
     assert find(objs, "APIService", "v1alpha1.proxies.clusternet.io")["spec"]["service"]["namespace"] == \
         "clusternet-system"
+    shadow = find(objs, "APIService", "v1alpha1.shadow")["spec"]
+    deployed = manifests("deploy/hub/08-apiservice-shadow.yaml")[0]["spec"]
+    assert {k: v for k, v in shadow.items() if k != "service"} == {k: v for k, v in deployed.items() if k != "service"}
+    assert shadow["groupPriorityMinimum"] == 1 and shadow["group"] == "shadow"
     assert not [o for o in render("clusternet-hub", {"apiService": {"create": False}}) if o["kind"] == "APIService"]
 
 

@@ -165,7 +165,7 @@ def test_proxy_kubeconfig_impersonates_clusternet_with_the_child_token() -> None
     ctx = cfg["contexts"][0]
     assert cfg["current-context"] == ctx["name"] and ctx["context"]["namespace"] == "team-a"
     assert impersonation_extras(CHILD_TOKEN) == {"clusternet-token": [CHILD_TOKEN]}
-    assert probe_headers(extras)["Impersonate-Extra-clusternet-token"] == CHILD_TOKEN
+    assert dict(probe_headers(extras))["Impersonate-Extra-clusternet-token"] == CHILD_TOKEN
     assert proxy_server("https://rancher/k8s/clusters/c-1", "a/b") == \
         "https://rancher/k8s/clusters/c-1/apis/proxies.clusternet.io/v1alpha1/sockets/a%2Fb/proxy/direct"
 

@@ -173,6 +173,12 @@ def apiservice(**spec: Any) -> dict[str, Any]:
             "spec": {"group": known.PROXIES_GROUP, "version": known.PROXIES_VERSION, **spec}}
 
 
+def shadow_apiservice(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": serving.SHADOW_APISERVICE},
+            "spec": {"group": known.SHADOW_GROUP, "version": known.SHADOW_VERSION, **spec}}
+
+
 async def test_the_ca_bundle_is_merge_patched_when_it_differs() -> None:
     ca = b"-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"
     fake = Kubeish(apiservice())
@@ -279,13 +285,16 @@ def test_no_system_ca_is_trusted_for_client_certificates() -> None:
 
 async def test_serving_keeps_secret_ca_bundle_and_front_proxy_in_line() -> None:
     fp, _, _ = make_ca("front-proxy")
-    fake = Kubeish(apiservice(caBundle=""), auth_configmap(fp.cert_pem, ["front-proxy-client", "aggregator"]))
+    fake = Kubeish(apiservice(caBundle=""), shadow_apiservice(insecureSkipTLSVerify=True),
+                   auth_configmap(fp.cert_pem, ["front-proxy-client", "aggregator"]))
     hub = Serving(kube(fake), ServingSettings())
     await hub.start()
     material = stored(fake)
     assert hub.ca_pem == material.ca_pem
-    service = fake.find("APIService", None, APISERVICE)
-    assert service is not None and base64.b64decode(service["spec"]["caBundle"]) == material.ca_pem
+    for name in (APISERVICE, serving.SHADOW_APISERVICE):  # the shadow API is served by the same server
+        service = fake.find("APIService", None, name)
+        assert service is not None and base64.b64decode(service["spec"]["caBundle"]) == material.ca_pem
+        assert not service["spec"].get("insecureSkipTLSVerify")
     assert hub.allowed_names() == ("front-proxy-client", "aggregator")
     assert handshake(hub.tls.context, material.ca_pem)[0] == "CN=clusternet-hub"
     writes = len(fake.writes)

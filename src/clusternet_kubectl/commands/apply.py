@@ -2,19 +2,21 @@
 
 Where we differ from Clusternet's plugin: there the hub's shadow API validates and stores templates; here a
 server-side-apply dry run on the parent validates each template (in clusternet-reserved when its namespace
-does not exist on the parent, since templates' namespaces usually do not), and the CLI stores the Manifest.
+does not exist on the parent, since templates' namespaces usually do not), and the CLI stores the Manifest, so
+no hub is needed. The hub's shadow API (clusternet_hub.shadow) does the same with the same code
+(clusternet_api.dryrun, clusternet_core.naming.manifest_for), so both store and see the same templates.
 Templates are applied concurrently; each Clusternet object waits for everything before it in the input.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Mapping
 
 import click
 
 from clusternet_api import known
+from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Obj
 from clusternet_kubectl.documents import Document
 from clusternet_kubectl.errors import PluginError, api_error
@@ -22,30 +24,16 @@ from clusternet_kubectl.resources import MANIFEST, Resource
 from clusternet_kubectl.session import Session
 from clusternet_kubectl.targets import Target, identity_of, is_template_kind, manifest_for, resolve_target
 
-FIELD_MANAGER = "kubectl-clusternet"
+FIELD_MANAGER = known.TEMPLATE_FIELD_MANAGER
 APPLY_CONCURRENCY = 8  # templates stored at once by `apply`; a parent apiserver takes that easily
-APPLY_PATCH = "application/apply-patch+yaml"
 
 
 async def dry_run(session: Session, target: Target) -> None:
     """Validate a template on the parent with a server-side dry run (nothing is persisted)."""
-    body = copy.deepcopy(target.object)
-    namespace = target.namespace or None
-    if namespace and not await session.namespace_exists(namespace):
-        await session.ensure_reserved_namespace()
-        namespace = known.RESERVED_NAMESPACE
-        body["metadata"]["namespace"] = namespace
-    kube, resource = session.kube, target.resource
+    resource = target.resource
     try:
-        try:  # a create gives the clearest validation messages ...
-            await kube.request("POST", resource.path(namespace), body,
-                               query={"fieldManager": FIELD_MANAGER, "dryRun": "All"})
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            # ... but the parent may have a real object of that name (e.g. Namespace default): apply instead
-            await kube.request("PATCH", resource.path(namespace, target.name), body, content_type=APPLY_PATCH,
-                               query={"fieldManager": FIELD_MANAGER, "force": "true", "dryRun": "All"})
+        await dry_run_template(session.kube, resource.path, target.object, session.namespace_exists, FIELD_MANAGER,
+                               before_reserved=session.ensure_reserved_namespace)
     except ApiException as exc:
         raise PluginError(f"rejected by the parent's validation: {api_error(exc)}") from exc
 

@@ -1,0 +1,576 @@
+"""The shadow API (`shadow/v1alpha1`): every kind of the parent, stored and served as templates (Manifests).
+
+Clusternet's client-go wrapper and `kubectl clusternet` send `/apis/shadow/v1alpha1/[namespaces/<ns>/]<plural>[/<name>]`
+for objects of any kind (the group dropped, the object keeping its own apiVersion and kind). The hub serves that
+through the parent's aggregation layer (APIService v1alpha1.shadow) and keeps each object as the plugin's `apply`
+does: a Manifest in clusternet-reserved named and labelled by clusternet_core.naming, written by server-side apply
+with the plugin's field manager, after the same dry run against the parent (clusternet_api.dryrun; skipped with
+`apps.clusternet.io/skip-validating: "true"`). Reads translate Manifests back into objects whose resourceVersion,
+uid and creationTimestamp are the Manifest's, so optimistic concurrency works as usual.
+
+Every call on the parent made for a request (the dry run and the Manifest reads and writes) impersonates the
+requesting user and groups that the aggregation layer vouches for, so the parent's RBAC on Manifests decides;
+the hub's own identity only reads discovery and namespaces and creates clusternet-reserved.
+
+Discovery mirrors the parent's: the preferred version of every group (core first, then the parent's group order;
+the first of two resources with the same plural wins), minus `*.clusternet.io`, `metrics.k8s.io`,
+`custom.metrics.k8s.io` and subresources; refreshed every 30 s, and at once (at most every 5 s) when a request
+names a resource not seen yet (a CRD just installed).
+
+Supported: get, list, watch, create, update (PUT), patch (JSON merge patch and JSON patch), delete. Not supported:
+strategic merge patch and apply patches (415, as for custom resources), deletecollection, subresources (scale,
+status), generateName, the Table output format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import yaml
+from aiohttp import web
+
+from clusternet_api import known
+from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
+from clusternet_api.kube import ApiException, Headers, Kube, Obj, resource_path, status_error
+from clusternet_core.naming import clean_object, manifest_for, manifest_name, skip_validating, split_api_version
+
+log = logging.getLogger(__name__)
+
+GROUP_VERSION = f"{known.SHADOW_GROUP}/{known.SHADOW_VERSION}"
+PREFIX = f"/apis/{GROUP_VERSION}"
+EXCLUDED_GROUPS = frozenset({"metrics.k8s.io", "custom.metrics.k8s.io", known.SHADOW_GROUP})
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+REFRESH_SECONDS = 30.0
+MISS_REFRESH_SECONDS = 5.0
+MANIFESTS = resource_path(known.APPS_API_VERSION, "manifests", True, namespace=known.RESERVED_NAMESPACE)
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+WATCH_TIMEOUT = 1800  # seconds, when the client names none (kube-apiserver picks 30-60 min)
+PASSED_LIST_QUERY = ("resourceVersion", "resourceVersionMatch", "limit", "continue", "timeoutSeconds",
+                     "allowWatchBookmarks")
+
+
+@dataclass(frozen=True)
+class ShadowResource:
+    """One resource of the parent, as mirrored in the shadow API."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_resource(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        """The parent's own path of this resource (for the dry run)."""
+        return resource_path(self.api_version, self.plural, self.namespaced, name, namespace)
+
+    def discovery_entry(self) -> Obj:
+        entry: Obj = {"name": self.plural, "singularName": self.singular or self.kind.lower(),
+                      "namespaced": self.namespaced, "kind": self.kind, "verbs": VERBS}
+        if self.short_names:
+            entry["shortNames"] = list(self.short_names)
+        return entry
+
+
+def mirrored_group(group: str) -> bool:
+    return group not in EXCLUDED_GROUPS and group != "clusternet.io" and not group.endswith(".clusternet.io")
+
+
+def resource_map(discovered: Iterable[tuple[str, Sequence[Mapping[str, Any]]]]) -> dict[str, ShadowResource]:
+    """plural -> resource, from (groupVersion, APIResource entries) in kubectl's order; the first plural wins,
+    subresources and excluded groups are left out."""
+    out: dict[str, ShadowResource] = {}
+    for group_version, entries in discovered:
+        group, version = split_api_version(group_version)
+        if not mirrored_group(group):
+            continue
+        for e in entries:
+            plural = str(e.get("name") or "")
+            if not plural or "/" in plural or plural in out or not e.get("kind"):
+                continue
+            out[plural] = ShadowResource(group, version, str(e["kind"]), plural, bool(e.get("namespaced")),
+                                         str(e.get("singularName") or ""), tuple(e.get("shortNames") or ()))
+    return out
+
+
+def discovery_resources(resources: Mapping[str, ShadowResource]) -> Obj:
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION,
+            "resources": [r.discovery_entry() for r in resources.values()]}
+
+
+def discovery_group() -> Obj:
+    version = {"groupVersion": GROUP_VERSION, "version": known.SHADOW_VERSION}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": known.SHADOW_GROUP, "versions": [version],
+            "preferredVersion": version}
+
+
+@dataclass(frozen=True)
+class ShadowPath:
+    """What a path under /apis/shadow/v1alpha1 names."""
+
+    plural: str
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+
+
+def parse_path(tail: str) -> ShadowPath | None:
+    """`[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]`; `namespaces/<name>` is the Namespace itself."""
+    parts = [p for p in tail.strip("/").split("/")]
+    if not parts or any(not p for p in parts):
+        return None
+    if parts[0] == "namespaces" and len(parts) >= 3:
+        ns, rest = parts[1], parts[2:]
+    else:
+        ns, rest = None, parts
+    if len(rest) > 3:
+        return None
+    return ShadowPath(rest[0], ns, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None)
+
+
+class ShadowError(Exception):
+    """An answer in Kubernetes' Status shape."""
+
+    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None) -> None:
+        super().__init__(message)
+        self.body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                          "message": message, "reason": reason, "code": code}
+        if details:
+            self.body["details"] = details
+        self.code = code
+
+    @classmethod
+    def from_api(cls, exc: ApiException) -> ShadowError:
+        """The parent's own Status (403s and dry-run 422s keep its words)."""
+        body: Any = None
+        with contextlib.suppress(ValueError, TypeError):
+            body = json.loads(exc.body or b"")
+        err = cls(exc.status or 500, "InternalError", exc.reason or str(exc))
+        if isinstance(body, dict) and body.get("kind") == "Status":
+            err.body = body
+        return err
+
+
+def _details(resource: ShadowResource, name: str) -> Obj:
+    return {"name": name, "group": resource.group, "kind": resource.plural}
+
+
+def not_found(resource: ShadowResource, name: str) -> ShadowError:
+    return ShadowError(404, "NotFound", f'{resource.group_resource} "{name}" not found', _details(resource, name))
+
+
+def already_exists(resource: ShadowResource, name: str) -> ShadowError:
+    return ShadowError(409, "AlreadyExists", f'{resource.group_resource} "{name}" already exists',
+                       _details(resource, name))
+
+
+def conflict(resource: ShadowResource, name: str) -> ShadowError:
+    return ShadowError(409, "Conflict", f'Operation cannot be fulfilled on {resource.group_resource} "{name}": the '
+                       "object has been modified; please apply your changes to the latest version and try again",
+                       _details(resource, name))
+
+
+def bad_request(message: str) -> ShadowError:
+    return ShadowError(400, "BadRequest", message)
+
+
+def template_of(manifest: Mapping[str, Any]) -> Obj:
+    """The object a Manifest stores, with the Manifest's resourceVersion, uid and creationTimestamp."""
+    obj: Obj = json.loads(json.dumps(manifest.get("template") or {}))
+    meta = obj.setdefault("metadata", {})
+    mmeta = manifest.get("metadata") or {}
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "deletionTimestamp"):
+        if mmeta.get(key) is not None:
+            meta[key] = mmeta[key]
+    return obj
+
+
+def matches(resource: ShadowResource, manifest: Mapping[str, Any], namespace: str | None) -> bool:
+    """Whether a Manifest stores an object of this resource (in this namespace, when given)."""
+    template = manifest.get("template") or {}
+    if template.get("kind") != resource.kind:
+        return False
+    if split_api_version(str(template.get("apiVersion") or ""))[0] != resource.group:
+        return False
+    if namespace is not None and resource.namespaced:
+        return str((template.get("metadata") or {}).get("namespace") or "") == namespace
+    return True
+
+
+def selector(resource: ShadowResource, namespace: str | None, label_selector: str = "",
+             field_selector: str = "") -> str:
+    """The Manifests' label selector for a list or watch: the kind's config labels, the user's own label selector
+    (templates' labels are on their Manifests), and metadata.name/namespace field selectors as config labels."""
+    terms = [f"{known.LABEL_CONFIG_GROUP}={resource.group}", f"{known.LABEL_CONFIG_KIND}={resource.kind}"]
+    if namespace is not None and resource.namespaced:
+        terms.append(f"{known.LABEL_CONFIG_NAMESPACE}={namespace}")
+    for term in (t.strip() for t in field_selector.split(",") if t.strip()):
+        key, op, value = term.partition("==") if "==" in term else term.partition("=")
+        labels = {"metadata.name": known.LABEL_CONFIG_NAME, "metadata.namespace": known.LABEL_CONFIG_NAMESPACE}
+        if not op or "!" in key or key.strip() not in labels:
+            raise bad_request(f'field label not supported: "{term}" (the shadow API selects by metadata.name and '
+                              "metadata.namespace equality only)")
+        terms.append(f"{labels[key.strip()]}={value.strip()}")
+    if label_selector.strip():
+        terms.append(label_selector.strip())
+    return ",".join(terms)
+
+
+def list_of(resource: ShadowResource, manifests: Iterable[Mapping[str, Any]], namespace: str | None,
+            list_meta: Mapping[str, Any]) -> Obj:
+    items = [template_of(m) for m in manifests if matches(resource, m, namespace)]
+    meta = {k: v for k, v in list_meta.items() if k in ("resourceVersion", "continue", "remainingItemCount")}
+    return {"apiVersion": resource.api_version, "kind": f"{resource.kind}List", "metadata": meta, "items": items}
+
+
+def watch_event(resource: ShadowResource, event: Mapping[str, Any], namespace: str | None) -> Obj | None:
+    """A Manifest watch event as the template's; None for other kinds' Manifests."""
+    kind, obj = event.get("type"), event.get("object") or {}
+    if kind == "ERROR":
+        return dict(event)
+    if kind == "BOOKMARK":
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k in ("resourceVersion", "annotations")}
+        return {"type": kind, "object": {"apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta}}
+    if not matches(resource, obj, namespace):
+        return None
+    return {"type": kind, "object": template_of(obj)}
+
+
+def impersonation(user: str, groups: Sequence[str]) -> list[tuple[str, str]]:
+    """Headers making the parent act as the requesting user. Extras are not passed on: RBAC never looks at them,
+    and impersonating arbitrary extra keys would need `impersonate` on every `userextras/*`."""
+    return [("Impersonate-User", user), *(("Impersonate-Group", g) for g in groups if g)]
+
+
+def parse_body(raw: bytes) -> Obj:
+    try:
+        body = json.loads(raw) if raw.lstrip()[:1] in (b"{", b"[") else yaml.safe_load(raw)
+    except (ValueError, yaml.YAMLError) as e:
+        raise bad_request(f"the request body is neither JSON nor YAML: {e}") from e
+    if not isinstance(body, dict):
+        raise bad_request("the request body is not an object")
+    return body
+
+
+def prepare(resource: ShadowResource, shadow_path: ShadowPath, body: Mapping[str, Any]) -> Obj:
+    """The object of a create or update, cleaned, checked against the path and defaulted like kube-apiserver does
+    (namespace from the path, apiVersion and kind from discovery when absent)."""
+    obj = clean_object(body)
+    obj.setdefault("apiVersion", resource.api_version)
+    obj.setdefault("kind", resource.kind)
+    if obj["kind"] != resource.kind or split_api_version(str(obj["apiVersion"]))[0] != resource.group:
+        raise bad_request(f"the object's {obj['apiVersion']}, Kind={obj['kind']} is not served by "
+                          f"{resource.group_resource}")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        raise ShadowError(422, "Invalid", f"{resource.kind} is invalid: metadata.name: Required value "
+                          "(generateName is not supported: a template's Manifest is named after it)")
+    if shadow_path.name is not None and meta["name"] != shadow_path.name:
+        raise bad_request(f'the name of the object ({meta["name"]}) does not match the name on the URL '
+                          f"({shadow_path.name})")
+    if resource.namespaced:
+        if shadow_path.namespace is None:
+            raise bad_request(f"{resource.group_resource} are namespaced: use /namespaces/<namespace>/"
+                              f"{resource.plural}")
+        if meta.get("namespace") and meta["namespace"] != shadow_path.namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the "
+                              "request")
+        meta["namespace"] = shadow_path.namespace
+    else:
+        meta.pop("namespace", None)
+    return obj
+
+
+def apply_patch(current: Obj, patch: bytes, content_type: str) -> Obj:
+    """JSON merge patch (RFC 7386) or JSON patch (RFC 6902) of a template."""
+    try:
+        document = json.loads(patch)
+    except ValueError as e:
+        raise bad_request(f"the patch is not JSON: {e}") from e
+    if content_type == MERGE_PATCH:
+        return merge_patch(current, document)  # type: ignore[no-any-return]
+    try:
+        patched = jsonpatch.apply_patch(current, document)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+        raise ShadowError(422, "Invalid", f"the JSON patch cannot be applied: {e}") from e
+    if not isinstance(patched, dict):
+        raise bad_request("the JSON patch did not leave an object")
+    return patched
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+class ShadowAPI:
+    """Handlers of /apis/shadow[/v1alpha1[/...]] on the hub's server, acting on the parent through `kube`."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.resources: dict[str, ShadowResource] = {}
+        self._fetched = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    # --- discovery -------------------------------------------------------------------------------------------
+
+    async def _fetch(self) -> None:
+        status, body = await self.kube.raw("GET", "/apis")
+        if status != 200 or not isinstance(body, dict):
+            raise ApiException(status, f"discovery of the parent failed: {body}")
+        versions = ["v1"] + [g["preferredVersion"]["groupVersion"] for g in body.get("groups") or []
+                             if g.get("preferredVersion") and mirrored_group(str(g.get("name") or ""))]
+
+        async def one(gv: str) -> tuple[str, list[Obj]]:
+            st, b = await self.kube.raw("GET", "/api/v1" if gv == "v1" else f"/apis/{gv}")
+            return gv, (b.get("resources") or []) if st == 200 and isinstance(b, dict) else []
+
+        self.resources = resource_map(await asyncio.gather(*(one(v) for v in versions)))
+        self._fetched = time.monotonic()
+
+    async def refresh(self, max_age: float = REFRESH_SECONDS) -> dict[str, ShadowResource]:
+        """The mirrored resources, re-read when older than `max_age`; concurrent callers share one refresh."""
+        if time.monotonic() - self._fetched > max_age or not self.resources:
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.ensure_future(self._fetch())
+            try:
+                await asyncio.shield(self._refreshing)
+            except ApiException as e:
+                if not self.resources:
+                    raise ShadowError(503, "ServiceUnavailable", str(e)) from e
+                log.warning("shadow API: keeping the last discovery of the parent: %s", e)
+        return self.resources
+
+    async def resource(self, plural: str) -> ShadowResource:
+        resources = await self.refresh()
+        if plural not in resources:
+            resources = await self.refresh(MISS_REFRESH_SECONDS)
+        if plural not in resources:
+            raise ShadowError(404, "NotFound", "the server could not find the requested resource")
+        return resources[plural]
+
+    async def discovery(self, _: web.Request) -> web.Response:
+        try:
+            return web.json_response(discovery_resources(await self.refresh()))
+        except ShadowError as e:
+            return web.json_response(e.body, status=e.code)
+
+    # --- requests --------------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, identity: tuple[str, list[str]] | None) -> web.StreamResponse:
+        try:
+            if identity is None:
+                raise ShadowError(401, "Unauthorized", "the shadow API is served through the parent's aggregation "
+                                  "layer only (APIService v1alpha1.shadow): send the request to the parent")
+            shadow_path = parse_path(request.match_info.get("tail", ""))
+            if shadow_path is None:
+                raise ShadowError(404, "NotFound", "the server could not find the requested resource")
+            resource = await self.resource(shadow_path.plural)
+            if shadow_path.subresource is not None:
+                raise ShadowError(404, "NotFound", f"the shadow API serves no subresources ({resource.plural}/"
+                                  f"{shadow_path.subresource})")
+            if not resource.namespaced and shadow_path.namespace is not None:
+                raise ShadowError(404, "NotFound", f"{resource.group_resource} are not namespaced")
+            call = _Call(self.kube, resource, shadow_path, impersonation(*identity))
+            return await call.dispatch(request)
+        except ShadowError as e:
+            return web.json_response(e.body, status=e.code)
+        except ApiException as e:
+            return web.json_response(ShadowError.from_api(e).body, status=e.status or 500)
+
+
+@dataclass
+class _Call:
+    """One request on the shadow API, made on the parent as the requesting user (`headers`)."""
+
+    kube: Kube
+    resource: ShadowResource
+    path: ShadowPath
+    headers: Headers
+
+    @property
+    def namespace(self) -> str | None:
+        return self.path.namespace if self.resource.namespaced else None
+
+    @property
+    def manifest(self) -> str:
+        assert self.path.name is not None
+        return f"{MANIFESTS}/{manifest_name(self.resource.plural, self.namespace, self.path.name)}"
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        method, named = request.method, self.path.name is not None
+        if method == "GET" and named:
+            return web.json_response(await self.get())
+        if method == "GET" and request.query.get("watch") in ("1", "true"):
+            return await self.watch(request)
+        if method == "GET":
+            return web.json_response(await self.list(request.query))
+        if method == "POST" and not named:
+            return web.json_response(await self.write(parse_body(await request.read()), create=True), status=201)
+        if method == "PUT" and named:
+            return web.json_response(await self.write(parse_body(await request.read()), create=False))
+        if method == "PATCH" and named:
+            return web.json_response(await self.patch(await request.read(), request.content_type))
+        if method == "DELETE" and named:
+            return web.json_response(await self.delete())
+        raise ShadowError(405, "MethodNotAllowed", f"{method} is not supported on this path of the shadow API")
+
+    async def _manifest(self) -> Obj:
+        assert self.path.name is not None
+        status, body = await self.kube.raw("GET", self.manifest, extra_headers=self.headers)
+        if status == 404 or (status == 200 and not matches(self.resource, body, self.namespace)):
+            raise not_found(self.resource, self.path.name)
+        if status != 200 or not isinstance(body, dict):
+            raise ShadowError.from_api(_error(status, body))
+        return body
+
+    async def get(self) -> Obj:
+        return template_of(await self._manifest())
+
+    async def list(self, query: Mapping[str, str]) -> Obj:
+        q = {k: query[k] for k in PASSED_LIST_QUERY if k in query}
+        q["labelSelector"] = selector(self.resource, self.namespace, query.get("labelSelector", ""),
+                                      query.get("fieldSelector", ""))
+        body = await self.kube.request("GET", MANIFESTS, query=q, extra_headers=self.headers)
+        return list_of(self.resource, body.get("items") or [], self.namespace, body.get("metadata") or {})
+
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        q = {k: query[k] for k in PASSED_LIST_QUERY if k in query}
+        q["watch"] = "1"
+        q.setdefault("timeoutSeconds", str(WATCH_TIMEOUT))
+        q["labelSelector"] = selector(self.resource, self.namespace, query.get("labelSelector", ""),
+                                      query.get("fieldSelector", ""))
+        try:
+            timeout = int(q["timeoutSeconds"])
+        except ValueError as e:
+            raise bad_request(f"timeoutSeconds: {q['timeoutSeconds']!r} is not a number") from e
+        response: web.StreamResponse | None = None
+
+        async def opened() -> None:  # headers go out as soon as the parent accepted the watch
+            nonlocal response
+            response = await self._start_stream(request)
+
+        events = self.kube.watch_path(MANIFESTS, q, timeout, self.headers, on_open=opened)
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    translated = watch_event(self.resource, event, self.namespace)
+                    if translated is not None and response is not None:
+                        await response.write(json.dumps(translated).encode() + b"\n")
+        except ApiException as e:
+            if response is None:
+                raise
+            log.info("shadow API: a watch of %s ended: %s", self.resource.group_resource, e)
+        except (ConnectionError, TimeoutError) as e:
+            log.info("shadow API: a watch of %s ended: %s", self.resource.group_resource, e)
+        if response is None:
+            response = await self._start_stream(request)
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _start_stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return response
+
+    async def _namespace_exists(self, namespace: str) -> bool:
+        status, _ = await self.kube.raw("GET", f"/api/v1/namespaces/{namespace}")
+        return status == 200
+
+    async def _ensure_reserved(self) -> None:
+        if await self._namespace_exists(known.RESERVED_NAMESPACE):
+            return
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": known.RESERVED_NAMESPACE}}
+        status, body = await self.kube.raw("POST", "/api/v1/namespaces", ns)
+        if status not in (201, 409):
+            raise ShadowError.from_api(_error(status, body))
+
+    async def _validate(self, obj: Obj) -> None:
+        if skip_validating(obj):
+            return
+        await dry_run_template(self.kube, self.resource.path, obj, self._namespace_exists,
+                               known.TEMPLATE_FIELD_MANAGER, extra_headers=self.headers)
+
+    async def write(self, body: Obj, create: bool, resource_version: str | None = None) -> Obj:
+        """Create or update a template: validated by the dry run, then its Manifest server-side applied as
+        `kubectl clusternet apply` does (`resource_version`, else the object's own, is a precondition)."""
+        obj = prepare(self.resource, self.path, body)
+        rv = resource_version or str(body.get("metadata", {}).get("resourceVersion") or "") or None
+        name = str(obj["metadata"]["name"])
+        call = _Call(self.kube, self.resource, ShadowPath(self.path.plural, self.namespace, name), self.headers)
+        await self._validate(obj)
+        await self._ensure_reserved()
+        status, existing = await self.kube.raw("GET", call.manifest, extra_headers=self.headers)
+        if status not in (200, 404):
+            raise ShadowError.from_api(_error(status, existing))
+        if create and status == 200:
+            raise already_exists(self.resource, name)
+        if not create and status == 404:
+            raise not_found(self.resource, name)
+        manifest = manifest_for(self.resource.plural, obj)
+        if rv:
+            manifest["metadata"]["resourceVersion"] = rv
+        query = {"fieldManager": known.TEMPLATE_FIELD_MANAGER, "force": "true"}
+        try:
+            stored = await self.kube.request("PATCH", call.manifest, manifest, content_type=APPLY_PATCH,
+                                             query=query, extra_headers=self.headers)
+        except ApiException as e:
+            if e.status == 409:
+                raise conflict(self.resource, name) from e
+            raise
+        return template_of(stored)
+
+    async def patch(self, patch: bytes, content_type: str) -> Obj:
+        if content_type not in (MERGE_PATCH, JSON_PATCH):
+            raise ShadowError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - '
+                              f'accepted media types include: {JSON_PATCH}, {MERGE_PATCH} (the shadow API has no '
+                              f'strategic merge patch nor apply patch: "{content_type}")')
+        current = await self._manifest()
+        patched = apply_patch(template_of(current), patch, content_type)
+        return await self.write(patched, create=False,
+                                resource_version=str(current["metadata"].get("resourceVersion") or "") or None)
+
+    async def delete(self) -> Obj:
+        assert self.path.name is not None
+        await self._manifest()  # NotFound in the template's words, and only templates of this kind
+        status, body = await self.kube.raw("DELETE", self.manifest, extra_headers=self.headers)
+        if status == 404:
+            raise not_found(self.resource, self.path.name)
+        if not 200 <= status < 300:
+            raise ShadowError.from_api(_error(status, body))
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": _details(self.resource, self.path.name)}
+
+
+def _error(status: int, body: Any) -> ApiException:
+    return status_error(status, body)
