@@ -3,8 +3,9 @@
 The hub listens on 127.1.0.11:443 behind the parent's aggregation layer (AGGREGATED_HUB_IP, see conftest), so
 every command goes parent kube-apiserver → hub → agent tunnel → child kube-apiserver, as the parent's admin
 impersonating `clusternet` with a child ServiceAccount token. The real kubectl runs each verb; the child's RBAC
-decides. The control planes run no kubelet, so exec/logs/port-forward are only shown to reach the child and fail
-with the child's own message.
+decides. The control planes run no kubelet: `logs` and `exec` stream from a small fake kubelet the child's API
+server dials (real bytes through hub and tunnel, websocket exec as kubectl 1.30+ speaks it); port-forward and a
+pod on a node that does not exist are only shown to reach the child and fail with its own message.
 """
 
 from __future__ import annotations
@@ -249,4 +250,97 @@ def test_exec_logs_port_forward_reach_the_child(env: Env) -> None:
         proc = env.run(env.id1, env.kc1, *args, input="", timeout=60)
         assert proc.returncode != 0, (args, proc)
         assert "no-kubelet" in proc.stderr, (args, proc.stderr)  # the child's own answer about its node
+    assert env.no_kubeconfig_left()
+
+
+class FakeKubelet:
+    """The two kubelet endpoints the child's API server calls for `logs` and `exec`, on 127.0.0.1 over TLS (the
+    test API servers verify no kubelet certificate, as kube-apiserver without --kubelet-certificate-authority):
+    so the bytes of a log and of an exec session really travel kubelet → child API server → agent → tunnel →
+    hub → parent → kubectl."""
+
+    LOG = "first line from the kubelet\nsecond line\n"
+    OUTPUT = b"hello from the kubelet\n"
+
+    def __init__(self) -> None:
+        import asyncio
+        import ssl
+        import threading
+
+        from clusternet_api.pki import issue_cert, make_ca
+        from clusternet_api.tlsfiles import load_cert_chain_pem
+
+        _, ca_key, ca_cert = make_ca("fake-kubelet-ca")
+        pair = issue_cert(ca_key, ca_cert, "fake-kubelet", ips=["127.0.0.1"], server=True)
+        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        load_cert_chain_pem(self.tls, pair.cert_pem, pair.key_pem)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.port = 0
+        self.seen: list[str] = []
+
+    async def _start(self) -> None:
+        from aiohttp import WSMsgType, web
+
+        async def logs(request: web.Request) -> web.StreamResponse:
+            self.seen.append(request.path)
+            return web.Response(text=self.LOG)
+
+        async def exec_(request: web.Request) -> web.StreamResponse:
+            self.seen.append(request.path_qs)
+            ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
+            await ws.prepare(request)
+            await ws.send_bytes(b"\x01" + self.OUTPUT)
+            await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode())
+            await ws.close()
+            async for msg in ws:  # drain until the client closes
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/containerLogs/{ns}/{pod}/{container}", logs)
+        app.router.add_route("*", "/exec/{ns}/{pod}/{container}", exec_)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.tls)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    def __enter__(self) -> FakeKubelet:
+        import asyncio
+
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_logs_and_exec_stream_from_a_kubelet_through_the_hub(env: Env) -> None:
+    with FakeKubelet() as kubelet:
+        node = f"fake-kubelet-{env.ns}"
+        kubectl(env.child1, "apply", "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}))
+        kubectl(env.child1, "patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(
+            {"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}}}}))
+        kubectl(env.child1, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "streamed", "namespace": env.ns},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/c:1"}]}}))
+        kubectl(env.child1, "patch", "pod", "streamed", "-n", env.ns, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": {"phase": "Running"}}))
+        try:
+            assert env.ok(env.id1, env.kc1, "logs", "streamed", "-n", env.ns) == FakeKubelet.LOG
+            assert f"/containerLogs/{env.ns}/streamed/c" in kubelet.seen
+            out = env.ok(env.id1, env.kc1, "exec", "streamed", "-n", env.ns, "--", "echo", "hi")
+            assert out == FakeKubelet.OUTPUT.decode(), out
+            assert any(p.startswith(f"/exec/{env.ns}/streamed/c?") and "command=echo" in p for p in kubelet.seen)
+        finally:
+            kubectl(env.child1, "delete", "node", node, "--wait=false", check=False)
     assert env.no_kubeconfig_left()
