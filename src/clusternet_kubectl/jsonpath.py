@@ -65,7 +65,7 @@ def _unquote(text: str) -> str:
     if text.startswith("'"):
         return text[1:-1]
     try:
-        value = json.loads(text)
+        value = json.loads(text, strict=False)  # Go keeps a literal tab in a quoted string
     except ValueError as exc:
         raise JSONPathError(f"invalid string {text}") from exc
     return str(value)
@@ -81,6 +81,8 @@ def _string_end(text: str, start: int) -> int:
             continue
         if text[i] == quote:
             return i + 1
+        if text[i] == "\n":  # as Go's lexer: a quoted string ends on its line
+            break
         i += 1
     raise JSONPathError("unterminated quoted string")
 

@@ -51,6 +51,7 @@ CASES: list[tuple[dict[str, Any], str, str]] = [
     (CONFIGMAP, "{.metadata.missing}", ""),
     (CONFIGMAP, "{.metadata['name']}", "jp"),
     (CONFIGMAP, "{$.kind}", "ConfigMap"),
+    (CONFIGMAP, '{.kind}{"\t"}{.metadata.name}', "ConfigMap\tjp"),  # a literal tab in a quoted string
     (DEPLOYMENT, "{.metadata.labels.app\\.kubernetes\\.io/name}", "web"),
     (DEPLOYMENT, f"{{{CONTAINERS}[*].name}}", "a b"),
     (DEPLOYMENT, f'{{range {CONTAINERS}[*]}}{{.name}}{{"\\t"}}{{.image}}{{"\\n"}}{{end}}', "a\tnginx:1\nb\tbusybox\n"),
@@ -91,6 +92,7 @@ def test_jsonpath_cases_match_the_installed_kubectl(tmp_path: Path) -> None:
     ("{.metadata.name,.kind}", r"unrecognized character in action: U\+002C"),
     ("{range .items[*]}{.x}", "range not closed"),
     ("{end}", "not in range"),
+    ('{.kind}{"\n"}', "unterminated quoted string"),  # a literal newline: kubectl refuses it too
     ("{metadata.name}", "unrecognized identifier"),
 ])
 def test_jsonpath_errors(template: str, error: str) -> None:
