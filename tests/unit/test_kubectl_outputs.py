@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from clusternet_api import known
 from clusternet_kubectl.cli import main
-from clusternet_kubectl.commands.get import is_object_output, render_objects
+from clusternet_kubectl.commands.get import is_object_output, print_watched, render_objects
 from clusternet_kubectl.documents import kubectl_error, kustomize
 from clusternet_kubectl.errors import PluginError
 from clusternet_kubectl.jsonpath import JSONPathError, execute, parse, relaxed
@@ -188,3 +188,15 @@ def test_kubectl_error_lines() -> None:
     klog = 'E1203 12:05:02.389529    6940 run.go:72] "command failed" err="must build at directory: \\"x\\""\n'
     assert kubectl_error(klog) == 'must build at directory: "x"'
     assert kubectl_error("\nerror: no objects passed\n") == "no objects passed"
+
+
+def test_watched_objects_print_one_by_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """kubectl get -w -o yaml: one document per object and change, separated by ---."""
+    manifests = [{"template": CONFIGMAP}, {"template": DEPLOYMENT}]
+    printed = 0
+    for m in manifests:
+        printed = print_watched(m, "yaml", printed)
+    assert [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)] == ["ConfigMap", "Deployment"]
+    for m in manifests:
+        print_watched(m, "name", 0)
+    assert capsys.readouterr().out == "configmap/jp\ndeployment.apps/d1\n"

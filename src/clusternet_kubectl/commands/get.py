@@ -222,18 +222,34 @@ async def get_templates(session: Session, kind: Kind, names: tuple[str, ...], na
         if not watch:
             return 0
     manifests, ok = named_templates(manifests, names, kind)
-    if is_object_output(output):
+    printed = 0
+    if watch and is_object_output(output):  # kubectl get -w prints objects one by one, even the first list
+        for manifest in manifests:
+            printed = print_watched(manifest, output, printed)
+    elif is_object_output(output):
         assert output is not None
         print_objects(template_objects(manifests), output, names, object_type_name)
     elif manifests:
         click.echo(template_table(manifests, all_namespaces=with_namespace, wide=output == "wide"))
     if not watch:
         return 0 if ok else 1
-    return await watch_templates(session, kind, names, namespace, output, selector, version, with_namespace)
+    return await watch_templates(session, kind, names, namespace, output, selector, version, with_namespace, printed)
+
+
+def print_watched(manifest: Mapping[str, Any], output: str | None, printed: int) -> int:
+    """One template of `get -w` in an object output (yaml documents separated by `---`, as kubectl's); returns
+    how many were printed so far."""
+    assert output is not None
+    if output == "yaml" and printed:
+        click.echo("---")
+    click.echo(render_objects(template_objects([manifest]), output, True, object_type_name),
+               nl=not output.startswith("jsonpath"))
+    return printed + 1
 
 
 async def watch_templates(session: Session, kind: Kind, names: tuple[str, ...], namespace: str | None,
-                          output: str | None, selector: str, version: str, with_namespace: bool) -> int:
+                          output: str | None, selector: str, version: str, with_namespace: bool,
+                          printed: int = 0) -> int:
     """`get -w`: one line (or object) per change of a matching template, from a watch of the Manifests that
     starts where the list ended and is opened again when the server closes it, until interrupted."""
     wanted = template_filter(kind, namespace)
@@ -257,9 +273,7 @@ async def watch_templates(session: Session, kind: Kind, names: tuple[str, ...], 
             if event.get("type") == "BOOKMARK" or not wanted(obj) or (names and template_name(obj) not in names):
                 continue
             if is_object_output(output):
-                assert output is not None
-                click.echo(render_objects(template_objects([obj]), output, True, object_type_name),
-                           nl=not output.startswith("jsonpath"))
+                printed = print_watched(obj, output, printed)
             else:
                 table = template_table([obj], all_namespaces=with_namespace, wide=output == "wide")
                 click.echo(table.splitlines()[1])
