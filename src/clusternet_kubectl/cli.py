@@ -52,13 +52,34 @@ def connection_options(f: F) -> F:
     return f
 
 
-def _run(command: Callable[..., Any], *args: Any) -> None:
-    """Run a command module's coroutine against the parent with the options given (see session.run)."""
+def _run(command: Callable[..., Any], *args: Any, interrupted: int = 130) -> None:
+    """Run a command module's coroutine against the parent with the options given (see session.run); Ctrl-C
+    exits with `interrupted`."""
     from clusternet_kubectl import session
 
     opts = click.get_current_context().find_object(Options) or Options()
     session.run(command, *args, kubeconfig=opts.kubeconfig, context=opts.context, namespace=opts.namespace,
-                debug=opts.debug)
+                debug=opts.debug, interrupted=interrupted)
+
+
+OUTPUT_FORMATS = ("wide", "yaml", "json", "name")
+TEMPLATE_FORMATS = ("jsonpath", "jsonpath-file", "custom-columns")
+
+
+def _output_format(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """kubectl's -o forms we print; anything else is kubectl's one-line error (checked before connecting)."""
+    if value is None or value in OUTPUT_FORMATS:
+        return value
+    name, sep, arg = value.partition("=")
+    if sep and name in TEMPLATE_FORMATS and arg:
+        return value
+    allowed = ",".join(sorted(OUTPUT_FORMATS + TEMPLATE_FORMATS))
+    if name in TEMPLATE_FORMATS:
+        click.echo(f"error: {name} format specified but no template given", err=True)
+    else:
+        click.echo(f'error: unable to match a printer suitable for the output format "{value}", allowed formats '
+                   f"are: {allowed}", err=True)
+    ctx.exit(1)
 
 
 def _documents(filenames: tuple[str, ...], recursive: bool) -> list[Document]:
@@ -69,6 +90,18 @@ def _documents(filenames: tuple[str, ...], recursive: bool) -> list[Document]:
     try:
         return load_documents(filenames, recursive)
     except (PluginError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _kustomized(directory: str) -> list[Document]:
+    """The objects `kubectl kustomize DIR` builds; a missing kubectl or a failed build exits before connecting."""
+    from clusternet_kubectl.documents import kustomize
+    from clusternet_kubectl.errors import PluginError
+
+    try:
+        return kustomize(directory)
+    except PluginError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
@@ -127,13 +160,19 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-f", "--filename", "filenames", multiple=True, required=True,
+@click.option("-f", "--filename", "filenames", multiple=True,
               help="File, directory or - (stdin) with objects to apply; repeatable.")
 @click.option("-R", "--recursive", is_flag=True, help="Walk directories given with -f recursively.")
+@click.option("-k", "--kustomize", metavar="DIR",
+              help="Apply what `kubectl kustomize DIR` builds (runs the real kubectl).")
 @connection_options
-def apply(filenames: tuple[str, ...], recursive: bool) -> None:
+def apply(filenames: tuple[str, ...], recursive: bool, kustomize: str | None) -> None:
     """Apply Clusternet objects as CRs and everything else as templates (Manifests)."""
-    documents = _documents(filenames, recursive)
+    if bool(filenames) == bool(kustomize):
+        message = "only one of -f or -k can be specified" if filenames else "must specify one of -f and -k"
+        click.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    documents = _kustomized(kustomize) if kustomize else _documents(filenames, recursive)
     if not documents:
         click.echo("error: no objects passed to apply", err=True)
         sys.exit(1)
@@ -146,14 +185,21 @@ def apply(filenames: tuple[str, ...], recursive: bool) -> None:
 @click.argument("kind")
 @click.argument("names", nargs=-1)
 @click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
-@click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json", "name"]), default=None)
+@click.option("-l", "--selector", default="", metavar="SELECTOR",
+              help="Label selector on the objects' own labels (templates: the template's labels), e.g. "
+                   "app=web,tier!=db or 'env in (a,b)'.")
+@click.option("-o", "--output", default=None, callback=_output_format, metavar="FORMAT",
+              help="wide, yaml, json, name, jsonpath=TEMPLATE, jsonpath-file=FILE or custom-columns=SPEC "
+                   "(kubectl's forms).")
+@click.option("-w", "--watch", is_flag=True, help="After the list, print each change until interrupted.")
 @connection_options
-def get(kind: str, names: tuple[str, ...], all_namespaces: bool, output: str | None) -> None:
+def get(kind: str, names: tuple[str, ...], all_namespaces: bool, selector: str, output: str | None,
+        watch: bool) -> None:
     """List Clusternet objects (server columns), or the templates of any other kind (NAME, AGE; -o wide adds
     the Manifest name)."""
     from clusternet_kubectl.commands.get import get_command
 
-    _run(get_command, kind, names, all_namespaces, output)
+    _run(get_command, kind, names, all_namespaces, output, selector, watch, interrupted=0 if watch else 130)
 
 
 @main.command()

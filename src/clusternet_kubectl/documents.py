@@ -1,7 +1,8 @@
 """The objects a user hands to `apply -f` / `delete -f`: read from files, directories or stdin, and cleaned.
 
 Like kubectl: multi-document YAML or JSON, any `*List` expanded, a directory's .yaml/.yml/.json files in
-name order (`-R` walks sub-directories). Unlike kubectl, no URLs and no kustomize (`-k`).
+name order (`-R` walks sub-directories); `-k DIR` is what the real `kubectl kustomize DIR` builds (kustomize is
+kubectl's own, so its version and plugins are the user's). Unlike kubectl, no URLs with -f.
 """
 
 from __future__ import annotations
@@ -70,6 +71,37 @@ def load_documents(sources: Sequence[str], recursive: bool = False, stdin: TextI
         for file in document_files(Path(source), recursive):
             documents += parse_documents(file.read_text(), str(file))
     return documents
+
+
+def kubectl_error(stderr: str) -> str:
+    """The message of kubectl's error output: `error: X`, or klog's `... "command failed" err="X"`."""
+    import re
+
+    for line in stderr.splitlines():
+        logged = re.search(r'err="((?:[^"\\]|\\.)*)"', line)
+        if logged:
+            return logged.group(1).replace('\\"', '"')
+        if line.strip():
+            return line.strip().removeprefix("error: ").removeprefix("Error: ")
+    return ""
+
+
+def kustomize(directory: str) -> list[Document]:
+    """The objects `kubectl kustomize DIR` prints; PluginError (one line) when kubectl is missing or fails."""
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise PluginError("kubectl not found on PATH: -k runs `kubectl kustomize`")
+    try:
+        proc = subprocess.run([kubectl, "kustomize", directory], capture_output=True, text=True, check=False,
+                              stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise PluginError(f"cannot run {kubectl} kustomize: {exc}") from exc
+    if proc.returncode != 0:
+        raise PluginError(f"kustomize {directory} failed: {kubectl_error(proc.stderr) or f'exit {proc.returncode}'}")
+    return parse_documents(proc.stdout, f"{directory} (kustomize)")
 
 
 def object_ref(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:

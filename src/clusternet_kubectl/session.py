@@ -119,9 +119,9 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None) 
 
 
 def run(command: Command, *args: Any, kubeconfig: str | None, context: str | None, namespace: str | None,
-        debug: bool = False) -> None:
+        debug: bool = False, interrupted: int = 130) -> None:
     """Run an async command against the parent and exit with its code; any failure is one line and exit code 1
-    (with `debug`, the traceback instead)."""
+    (with `debug`, the traceback instead); Ctrl-C exits with `interrupted` (0 for `get -w`, as kubectl's)."""
     used: list[Credentials] = []
 
     async def main() -> int:
@@ -135,7 +135,7 @@ def run(command: Command, *args: Any, kubeconfig: str | None, context: str | Non
     except KeyboardInterrupt:
         if debug:
             raise
-        code = 130
+        code = interrupted
     except Exception as exc:
         if debug:
             raise

@@ -69,9 +69,10 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """kubectl's plain table: upper-case headers, columns padded and separated by 3 spaces, no borders."""
-    lines = [[h.upper() for h in headers]] + [[cell_text(c) for c in row] for row in rows]
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], upper: bool = True) -> str:
+    """kubectl's plain table: upper-case headers (`upper`), columns padded and separated by 3 spaces, no
+    borders."""
+    lines = [[h.upper() if upper else h for h in headers]] + [[cell_text(c) for c in row] for row in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     out = []
     for line in lines:

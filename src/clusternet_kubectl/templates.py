@@ -8,7 +8,7 @@ what is not found is a template, not an object on the parent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,27 +67,59 @@ def template_name(manifest: Mapping[str, Any]) -> str:
     return str(((manifest.get("template") or {}).get("metadata") or {}).get("name") or "")
 
 
-async def list_templates(session: Session, kind: Kind, namespace: str | None, name: str | None = None) -> list[Obj]:
-    """Manifests of one kind, sorted; namespace None means all namespaces (cluster-scoped kinds ignore it)."""
-    selector = []
+def manifest_selector(kind: Kind, name: str | None = None, selector: str = "") -> str:
+    """The Manifests' label selector for templates of `kind` (and `name`) whose own labels match `selector`:
+    a template's labels are on its Manifest (clusternet_core.naming.manifest_labels), so the user's selector is
+    passed on as it is, after the config.* terms (a selector's terms are ANDed)."""
+    terms = []
     if kind.resource is not None:
-        selector.append(f"{known.LABEL_CONFIG_KIND}={kind.resource.kind}")
-        if not kind.resource.namespaced:
-            namespace = None
+        terms.append(f"{known.LABEL_CONFIG_KIND}={kind.resource.kind}")
     if name:
-        selector.append(f"{known.LABEL_CONFIG_NAME}={name}")
-    query = {"labelSelector": ",".join(selector)} if selector else None
-    status, body = await session.kube.raw("GET", MANIFEST.path(known.RESERVED_NAMESPACE), query=query)
+        terms.append(f"{known.LABEL_CONFIG_NAME}={name}")
+    if selector.strip():
+        terms.append(selector.strip())
+    return ",".join(terms)
+
+
+def template_filter(kind: Kind, namespace: str | None) -> Callable[[Mapping[str, Any]], bool]:
+    """Whether a Manifest holds a template of `kind` in `namespace` (None: any; cluster-scoped kinds ignore it)."""
+    if kind.resource is not None and not kind.resource.namespaced:
+        namespace = None
+
+    def wanted(m: Mapping[str, Any]) -> bool:
+        if not kind.matches_template(m):
+            return False
+        labels = (m.get("metadata") or {}).get("labels") or {}
+        return namespace is None or labels.get(known.LABEL_CONFIG_NAMESPACE, "") in (namespace, "")
+
+    return wanted
+
+
+async def list_manifests(session: Session, kind: Kind, namespace: str | None, name: str | None = None,
+                         selector: str = "") -> tuple[list[Obj], str]:
+    """`list_templates` and the list's resourceVersion (where `get -w` starts watching)."""
+    query = {"labelSelector": manifest_selector(kind, name, selector)}
+    if not query["labelSelector"]:
+        query = {}
+    status, body = await session.kube.raw("GET", MANIFEST.path(known.RESERVED_NAMESPACE), query=query or None)
     if status == 404:
-        return []
+        return [], ""
     if status != 200 or not isinstance(body, dict):
-        raise PluginError(f"listing Manifests failed ({status}): {server_message(body)}")
-    items = [m for m in body.get("items") or [] if kind.matches_template(m)]
-    if namespace is not None:
-        items = [m for m in items if (m.get("metadata", {}).get("labels") or {}).get(
-            known.LABEL_CONFIG_NAMESPACE, "") in (namespace, "")]
+        message = server_message(body)
+        if status == 400:  # a selector the API server does not parse: kubectl's words
+            raise PluginError(f"Error from server (BadRequest): {message}")
+        raise PluginError(f"listing Manifests failed ({status}): {message}")
+    wanted = template_filter(kind, namespace)
+    items = [m for m in body.get("items") or [] if wanted(m)]
     items.sort(key=lambda m: (template_namespace(m), template_name(m)))
-    return items
+    return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+
+async def list_templates(session: Session, kind: Kind, namespace: str | None, name: str | None = None,
+                         selector: str = "") -> list[Obj]:
+    """Manifests of one kind, sorted; namespace None means all namespaces (cluster-scoped kinds ignore it);
+    `selector` is a label selector on the templates' own labels."""
+    return (await list_manifests(session, kind, namespace, name, selector))[0]
 
 
 def not_found_hint(namespace: str | None) -> str:

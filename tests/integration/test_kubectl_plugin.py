@@ -143,6 +143,13 @@ def test_get_tables(demo: Demo, applied: subprocess.CompletedProcess[str]) -> No
 
     missing = demo.run("get", "deploy", "nope", "-n", demo.ns)
     assert missing.returncode == 1 and 'deployments.apps "nope" not found' in missing.stderr
+
+    # Clusternet objects are real: -l and -o jsonpath print what kubectl prints for them
+    jsonpath = r'{range .items[*]}{.metadata.name}{"\t"}{.spec.feeds[0].kind}{"\n"}{end}'
+    assert demo.ok("get", "subs", "-n", demo.crns, "-o", f"jsonpath={jsonpath}") == kubectl(
+        demo.parent, "get", "subscriptions.apps.clusternet.io", "-n", demo.crns, "-o", f"jsonpath={jsonpath}").stdout
+    none = demo.run("get", "subs", "-n", demo.crns, "-l", "kcn-nothing=1")
+    assert none.returncode == 0 and none.stdout == "" and "No resources found" in none.stderr
     missing = demo.run("get", "subs", "nope", "-n", demo.crns)
     assert missing.returncode == 1 and "(NotFound)" in missing.stderr
 

@@ -328,7 +328,8 @@ def test_options_after_the_subcommand_win(monkeypatch: pytest.MonkeyPatch) -> No
     result = CliRunner().invoke(main, ["--kubeconfig", "a.kubeconfig", "-n", "ns1", "get", "deploy",
                                        "--context", "ctx", "-n", "ns2"])
     assert result.exit_code == 0, result.output
-    assert seen == [{"kubeconfig": "a.kubeconfig", "context": "ctx", "namespace": "ns2", "debug": False}]
+    assert seen == [{"kubeconfig": "a.kubeconfig", "context": "ctx", "namespace": "ns2", "debug": False,
+                     "interrupted": 130}]
 
 
 def test_console_script_runs_the_cli() -> None:
