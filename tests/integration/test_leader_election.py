@@ -130,3 +130,19 @@ def test_unsupported_lock_is_refused_in_one_line(plane: ControlPlane, tmp_path: 
     assert hub.proc is not None
     assert hub.proc.wait(timeout=30) == 2
     assert "only 'leases' is supported" in hub.output
+
+
+def test_a_leader_that_sees_another_holder_stops_and_exits(plane: ControlPlane, tmp_path: Path) -> None:
+    """Fencing: the Lease taken from under a running leader (as after a long pause) makes it exit at once."""
+    kubectl(plane, "delete", "lease", "-n", known.SYSTEM_NAMESPACE, "clusternet-hub", "--ignore-not-found")
+    hub = hub_proc(plane, tmp_path, *LEASE).start()
+    try:
+        wait_for(lambda: "acquired Lease" in hub.output, timeout=30, what="the hub leading")
+        kubectl(plane, "patch", "lease", "-n", known.SYSTEM_NAMESPACE, "clusternet-hub", "--type=merge",
+                "-p", json.dumps({"spec": {"holderIdentity": "someone-else"}}))
+        assert hub.proc is not None
+        assert hub.proc.wait(timeout=15) == 1
+        assert "leaderelection lost" in hub.output
+        assert holder(plane) == "someone-else"  # it did not write the Lease back
+    finally:
+        hub.stop()

@@ -223,3 +223,46 @@ def test_flags_become_a_config_with_kubernetes_defaults() -> None:
     assert result.exit_code == 2 and "only 'leases' is supported" in result.output
     result = CliRunner().invoke(cmd, ["--leader-elect=maybe"])
     assert result.exit_code == 2 and "must be true or false" in result.output
+
+
+async def test_an_agent_replica_waits_while_another_holds_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the Lease holder registers: a second agent replica does nothing but wait, then takes over."""
+    from clusternet_agent import agent, identity
+    from clusternet_agent.options import AgentOptions
+
+    api = LeaseAPI()
+    config = LeaderElectionConfig(lease_duration=1.0, renew_deadline=0.5, retry_period=0.1,
+                                  resource_name="clusternet-hub", resource_namespace="clusternet-system")
+    registered: list[str] = []
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    async def register(*_: object) -> None:
+        registered.append("now")  # and stop as if registration ended the run
+        return None
+
+    async def fixed_id(*_: object) -> str:
+        return "cid"
+
+    async def key(*_: object) -> bytes:
+        return b"k"
+
+    monkeypatch.setattr(agent, "apply_bootstrap_secret", nothing)
+    monkeypatch.setattr(identity, "ensure_namespace", nothing)
+    monkeypatch.setattr(identity, "load_or_create_key", key)
+    monkeypatch.setattr(agent, "register_until_done", register)
+    async with lease_api(api) as kube:
+        other = LeaderElector(kube, config, "other-replica")
+        assert await other.try_acquire_or_renew()
+        holding = asyncio.create_task(other.hold())
+        opts = AgentOptions(parent_url="https://parent.example", reg_token="abcdef.0123456789abcdef",
+                            parent_insecure_skip_tls_verify=True, cluster_id="cid", leader_election=config)
+        stop = asyncio.Event()
+        running = asyncio.create_task(agent.run_agent(opts, stop, child_creds=kube.creds))
+        await asyncio.sleep(1.5)
+        assert registered == [] and not running.done()  # the holder keeps renewing: this replica waits
+        holding.cancel()  # the other replica dies without releasing
+        await asyncio.wait_for(running, 3)  # it takes over, registers (our stub returns: run over), releases
+        assert registered == ["now"]
+        assert api.holder == ""  # released on the way out
