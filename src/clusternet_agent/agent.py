@@ -23,6 +23,7 @@ from clusternet_agent.registration import (
 from clusternet_api import known
 from clusternet_api.helm import default_driver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.leaderelection import LeaderElector, run_while_leading
 
 log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 24 * 3600
@@ -158,43 +159,55 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
     """Run the agent until `stop` is set; `readiness` (what /readyz judges) is kept up to date when given."""
     stop = stop or asyncio.Event()
     child_creds = child_creds or Credentials.load(opts.kubeconfig)
-    async with Kube(child_creds, user_agent="clusternet-agent") as child:
+    qps, burst = opts.kube_api_qps, opts.kube_api_burst
+    async with Kube(child_creds, user_agent="clusternet-agent", qps=qps, burst=burst) as child:
         await apply_bootstrap_secret(child, opts)
         opts.validate()
         opts.check_parent_ca()
         await identity.ensure_namespace(child, opts.namespace)
-        cluster_id = opts.cluster_id or await identity.cluster_id(child)
-        key = await identity.load_or_create_key(child, opts.namespace)
-        log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, opts.parent_url, opts.sync_mode)
-        apiserver_url = opts.apiserver_url or child_creds.server
-        while not stop.is_set():
-            access = await register_until_done(child, opts, cluster_id, key, stop)
-            if access is None:
-                return
-            if readiness is not None:
-                readiness.registered = True
-            tunnel_state: dict[str, bool] = {}
-            tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state, readiness)]
-                     if t]
-            try:
-                async with Kube(access.creds, user_agent="clusternet-agent") as parent:
-                    # the first report makes the cluster Ready on the parent: deploying waits for it, so a
-                    # freshly registered cluster does not queue its heartbeat behind the deployer's set-up
-                    reported = asyncio.Event()
-                    # labels go through our own registration request and the hub's policy (labels.py)
-                    tasks.append(asyncio.create_task(labels.request_labels(parent, cluster_id, opts.cluster_labels)))
-                    if opts.deploys:
+
+        async def work() -> None:
+            cluster_id = opts.cluster_id or await identity.cluster_id(child)
+            key = await identity.load_or_create_key(child, opts.namespace)
+            log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, opts.parent_url, opts.sync_mode)
+            apiserver_url = opts.apiserver_url or child_creds.server
+            while not stop.is_set():
+                access = await register_until_done(child, opts, cluster_id, key, stop)
+                if access is None:
+                    return
+                if readiness is not None:
+                    readiness.registered = True
+                tunnel_state: dict[str, bool] = {}
+                tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state,
+                                                  readiness)] if t]
+                try:
+                    async with Kube(access.creds, user_agent="clusternet-agent", qps=qps,
+                                    burst=burst) as parent:
+                        # the first report makes the cluster Ready on the parent: deploying waits for it, so a
+                        # freshly registered cluster does not queue its heartbeat behind the deployer's set-up
+                        reported = asyncio.Event()
+                        # labels go through our own registration request and the hub's policy (labels.py)
                         tasks.append(asyncio.create_task(
-                            deploying(child, parent, opts, access, apiserver_url, after=reported)))
-                    outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop, tunnel_state,
-                                                   reported, readiness)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if outcome == "stopped":
-                return
+                            labels.request_labels(parent, cluster_id, opts.cluster_labels)))
+                        if opts.deploys:
+                            tasks.append(asyncio.create_task(
+                                deploying(child, parent, opts, access, apiserver_url, after=reported)))
+                        outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop,
+                                                       tunnel_state, reported, readiness)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                if outcome == "stopped":
+                    return
+
+        # Only the holder of the Lease registers, heartbeats, holds the tunnel and applies; a second replica
+        # waits, and a leader that loses the Lease stops all of it (LeadershipLost: the CLI exits).
+        if opts.leader_election is not None and opts.leader_election.enabled:
+            await run_while_leading(LeaderElector(child, opts.leader_election), stop, work)
+        else:
+            await work()
 
 
 async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
@@ -204,7 +217,8 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
         await after.wait()
     name = await resolve_managed_cluster(parent, access)
     creds = await puller.deployer_credentials(child, opts.namespace)
-    async with Kube(creds, user_agent="clusternet-agent-deployer") as deployer:
+    async with Kube(creds, user_agent="clusternet-agent-deployer", qps=opts.kube_api_qps,
+                    burst=opts.kube_api_burst) as deployer:
         pull = asyncio.create_task(puller.Puller(parent, deployer, access.namespace, name,
                                                  opts.resync_frequency).run())
         helm = asyncio.create_task(helmpuller.ReleasePuller(parent, deployer, access.namespace, name,

@@ -25,25 +25,17 @@ from clusternet_agent.options import (
     parse_labels,
 )
 from clusternet_api import __version__, known
-from clusternet_api.compatflags import (
-    InertFlag,
-    client_limit_flags,
-    inert_options,
-    klog_level,
-    leader_election_flags,
-    report_inert,
-)
+from clusternet_api.compatflags import InertFlag, inert_options, klog_level, report_inert
+from clusternet_api.componentflags import client_limits, component_options, leader_election_config
 from clusternet_api.durations import parse_duration
 from clusternet_api.execplugin import CredentialsError
+from clusternet_api.leaderelection import LeadershipLost
 from clusternet_api.logs import setup_logging
 
 log = logging.getLogger("clusternet_agent.cli")
 
-_ONE_REPLICA = "this agent has no leader election yet: run one replica (deploy/agent does)"
 _NO_PREDICTOR = "no predictor runs here: Dynamic dividing is refused by the hub, Static dividing needs none"
 INERT_FLAGS = (
-    *client_limit_flags("the agent makes a handful of requests per heartbeat; no client-side limit yet"),
-    *leader_election_flags(_ONE_REPLICA),
     InertFlag("use-metrics-server", "heartbeats do not read metrics-server: podStatistics and resourceUsage are "
               "left out rather than estimated"),
     InertFlag("labels-aggregate-threshold", "node labels are not aggregated into cluster labels: labels come "
@@ -88,6 +80,7 @@ INERT_FLAGS = (
 @click.option("--bind-address", default="0.0.0.0", help="Address of /healthz, /readyz and /metrics")
 @click.option("--tls-cert-file", help="Serving certificate for the secure port (self-signed when unset)")
 @click.option("--tls-private-key-file", help="Key of --tls-cert-file")
+@component_options("clusternet-agent")
 @inert_options(INERT_FLAGS)
 @click.option("-v", "--v", "verbosity", default=None,
               help="klog-style verbosity (Clusternet's charts pass it): 4 or more logs at DEBUG")
@@ -115,13 +108,16 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
             tunnel_url=_s(kw["tunnel_url"]), tunnel_ca_file=_s(kw["tunnel_ca_file"]),
             tunnel_allowed=tuple(kw["tunnel_allowed_address"]),
             resync_frequency=parse_duration(str(kw["description_resync_frequency"])))
+        limits = client_limits(kw)
+        opts.leader_election = leader_election_config(kw)
+        opts.kube_api_qps, opts.kube_api_burst = limits.qps, limits.burst
         # Fail fast on flags; the parent URL and token may still come from the bootstrap Secret (checked later).
         if opts.parent_url:
             opts.validate()
         else:
             opts.validate_flags()
-    except (OptionsError, ValueError) as e:
-        click.echo(f"error: {e}", err=True)
+    except (OptionsError, ValueError, click.BadParameter) as e:
+        click.echo(f"error: {e.format_message() if isinstance(e, click.ClickException) else e}", err=True)
         sys.exit(2)
 
     async def runner() -> None:
@@ -149,6 +145,9 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
         sys.exit(2)
     except CredentialsError as e:  # the child's kubeconfig: one line, as kubectl would say it
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except LeadershipLost as e:  # as Kubernetes' components: exit, the Deployment starts a clean replica
+        log.error("leaderelection lost: %s; exiting", e)
         sys.exit(1)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from clusternet_api import compatflags, known
+from clusternet_api.leaderelection import LeaderElectionConfig
 
 SYNC_MODES = ("Push", "Pull", "Dual")
 CLUSTER_TYPES = ("StandardCluster", "EdgeCluster")
@@ -55,6 +56,9 @@ class AgentOptions:
     tunnel_allowed: tuple[str, ...] = ()  # host:port targets besides this cluster's API server
     resync_frequency: float = 30.0  # re-apply pulled Descriptions (drift correction)
     deploys: bool = True  # False: registration and heartbeats only (lightweight simulated agents in benchmarks)
+    leader_election: LeaderElectionConfig | None = None  # None: no election (the CLI's default is to elect)
+    kube_api_qps: float = 0.0  # client-side limit towards the child and the parent; 0: none (CLI: 50)
+    kube_api_burst: int = 0
 
     def gate(self, name: str) -> bool:
         return self.feature_gates.get(name, False)

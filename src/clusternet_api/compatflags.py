@@ -60,22 +60,6 @@ class InertFlag:
         return "compat_" + self.name.replace("-", "_")
 
 
-LEADER_ELECTION = ("lease-duration", "renew-deadline", "retry-period", "resource-lock", "resource-name",
-                   "resource-namespace")
-"""Kubernetes' --leader-elect-* suffixes (component-base), which Clusternet's charts pass to every binary."""
-
-
-def leader_election_flags(reason: str) -> tuple[InertFlag, ...]:
-    """--leader-elect and every --leader-elect-* flag, all with one reason."""
-    return (InertFlag("leader-elect", reason, takes_value=False),
-            *(InertFlag(f"leader-elect-{suffix}", reason) for suffix in LEADER_ELECTION))
-
-
-def client_limit_flags(reason: str) -> tuple[InertFlag, ...]:
-    """--kube-api-qps and --kube-api-burst."""
-    return InertFlag("kube-api-qps", reason), InertFlag("kube-api-burst", reason)
-
-
 def inert_options(flags: Sequence[InertFlag]) -> Callable[[F], F]:
     """Click options for the flags (hidden from --help's main list: they are documented in the README)."""
 

@@ -14,6 +14,11 @@ pushes to a child through its agent's tunnel, with the same client code as for e
 Credentials (clusternet_api.credentials) come from kubeconfigs (clusternet_api.kubeconfig) as kubectl reads them;
 with an exec credential plugin, a `Kube` runs it before the first request and whenever its credential expires,
 and once more when the server answers 401 (then retries that request once).
+
+Respecting the API server, as client-go does: a `Kube` built with `qps` > 0 takes a token from its own bucket
+(`qps` per second, up to `burst` at once) before each non-watch request, waiting asynchronously when the bucket
+is empty; watches do not count. A 429, or a 503 with Retry-After, is retried after the seconds the server asks
+for (at most MAX_RETRY_AFTER each, MAX_RETRIES times), as client-go's request retry does.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +46,7 @@ from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_bod
 
 Obj = dict[str, Any]
 Headers = Sequence[tuple[str, str]]
+log = logging.getLogger(__name__)
 
 # Built-in kinds addressed without discovery: kind -> (plural, namespaced).
 _CORE_PLURALS = {
@@ -70,6 +77,58 @@ _CORE_VERSIONS = {
 STREAM_ADDRESS = "api-server"  # pool key of a Kube's streams: they all go to the one API server it talks to
 TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount tokens well before expiry
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
+MAX_RETRIES = 10  # client-go's default maxRetries for a request answered 429 / 5xx with Retry-After
+MAX_RETRY_AFTER = 10.0  # seconds: a longer Retry-After is shortened to this (a stuck process helps nobody)
+DEFAULT_RETRY_AFTER = 1.0  # seconds after a 429 without a usable Retry-After
+
+
+class TokenBucket:
+    """client-go's token-bucket rate limiter (flowcontrol.NewTokenBucketRateLimiter): `qps` tokens a second, at
+    most `burst` saved up. `wait()` reserves a token and sleeps (asynchronously) until it is due, so waiters are
+    served in arrival order and the event loop never blocks."""
+
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if qps <= 0:
+            raise ValueError("qps must be positive")
+        self.qps = qps
+        self.burst = max(1, burst)
+        self._clock = clock
+        self._tokens = float(self.burst)
+        self._last = clock()
+
+    def reserve(self) -> float:
+        """Take a token (the count may go negative: a reservation); returns the seconds until it is due."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
+        self._last = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+    async def wait(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self._tokens += 1  # give the unused reservation back
+                raise
+
+
+def retry_after(status: int, headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait before retrying an answer, or None when it is final: 429 always (Retry-After, else
+    DEFAULT_RETRY_AFTER), 503 only when the server sent Retry-After (it is shedding load, not broken)."""
+    if status not in (429, 503):
+        return None
+    value = (headers or {}).get("Retry-After")
+    seconds: float | None = None
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            seconds = max(0.0, float(value.strip()))
+    if seconds is None:
+        if status == 503:
+            return None
+        seconds = DEFAULT_RETRY_AFTER
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 class ApiException(Exception):
@@ -110,10 +169,12 @@ class Kube:
     """One API server, dict-based. `async with Kube(creds) as kube:` or call `close()`."""
 
     def __init__(self, creds: Credentials, *, user_agent: str = "clusternet-py", connections: int = 100,
-                 opener: StreamOpener | None = None) -> None:
+                 opener: StreamOpener | None = None, qps: float = 0.0, burst: int = 0) -> None:
         """`opener`: reach the server over streams it opens (a tunnel) instead of aiohttp connections; the
-        server URL then only names the Host, TLS is the stream's business (the agent's, for a tunnel)."""
+        server URL then only names the Host, TLS is the stream's business (the agent's, for a tunnel).
+        `qps` > 0: at most that many non-watch requests a second on average, `burst` at once (no limit else)."""
         self.creds = creds
+        self.limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
         self.user_agent = user_agent
         self.connections = connections  # at most this many open at once; more requests wait for one
         self._ssl = ssl_context(creds) if opener is None else None
@@ -363,23 +424,33 @@ class Kube:
                 json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = content_type or "application/json"
         used = await self._authenticate() if self.creds.exec_plugin is not None else None
-        status, result = await self._raw_once(method, path, query, headers, data, extra_headers)
-        if status == 401 and used is not None:  # the plugin's credential was revoked or expired early
-            await self._authenticate(rejected=used)
-            status, result = await self._raw_once(method, path, query, headers, data, extra_headers)
+        for attempt in range(MAX_RETRIES + 1):
+            if self.limiter is not None:
+                await self.limiter.wait()
+            status, result, wait = await self._raw_once(method, path, query, headers, data, extra_headers)
+            if status == 401 and used is not None:  # the plugin's credential was revoked or expired early
+                await self._authenticate(rejected=used)
+                used = None  # once per request
+                status, result, wait = await self._raw_once(method, path, query, headers, data, extra_headers)
+            if wait is None or attempt == MAX_RETRIES:
+                break
+            log.info("%s %s: HTTP %s, retrying in %.1fs as the server asks", method, path, status, wait)
+            await asyncio.sleep(wait)
         return status, result
 
     async def _raw_once(self, method: str, path: str, query: Mapping[str, str] | None, headers: dict[str, str],
-                        data: bytes | None, extra_headers: Headers = ()) -> tuple[int, Any]:
+                        data: bytes | None, extra_headers: Headers = ()) -> tuple[int, Any, float | None]:
+        """One attempt: (status, parsed body, seconds to wait before a retry or None when final)."""
         if self._streams is not None:
             async with asyncio.timeout(DEFAULT_TIMEOUT), self._stream_slots:
                 response = await self._stream_request(method, path, query, headers, data, extra_headers)
-                return response.status, _parsed(await read_body(response))
+                body = _parsed(await read_body(response))
+                return response.status, body, retry_after(response.status, CIMultiDict(response.headers))
         async with self.session().request(
                 method, self.creds.server.rstrip("/") + path, data=data, params=query,
                 headers=self._all_headers(headers, extra_headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT),
                 proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name) as resp:
-            return resp.status, _parsed(await resp.read())
+            return resp.status, _parsed(await resp.read()), retry_after(resp.status, resp.headers)
 
     async def watch(self, api_version: str, kind: str, namespace: str | None = None,
                     server_timeout: int = 60, resource_version: str | None = None) -> AsyncIterator[Obj]:
@@ -462,5 +533,19 @@ def is_status(e: BaseException, *codes: int) -> bool:
     return isinstance(e, ApiException) and e.status in codes
 
 
-__all__ = ["ApiException", "Credentials", "CredentialsError", "Kube", "Obj", "ResourceNotFound", "is_status",
-           "kubeconfig_namespace", "kubeconfig_path", "object_path", "resource_path", "ssl_context"]
+__all__ = [
+    "ApiException",
+    "Credentials",
+    "CredentialsError",
+    "Kube",
+    "Obj",
+    "ResourceNotFound",
+    "TokenBucket",
+    "is_status",
+    "kubeconfig_namespace",
+    "kubeconfig_path",
+    "object_path",
+    "resource_path",
+    "retry_after",
+    "ssl_context",
+]

@@ -15,8 +15,10 @@ import kopf
 
 from clusternet_api import __version__
 from clusternet_api.compatflags import inert_options, klog_level, report_inert
+from clusternet_api.componentflags import client_limits, component_options, leader_election_config
 from clusternet_api.execplugin import CredentialsError
 from clusternet_api.kube import Credentials, Kube
+from clusternet_api.leaderelection import LeaderElector, LeadershipLost, run_while_leading
 from clusternet_api.logs import setup_logging
 from clusternet_hub import compat, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
@@ -29,12 +31,18 @@ from clusternet_hub.sockets import SocketRegistry
 log = logging.getLogger(__name__)
 
 
-async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | None = None,
+async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
                   ready: threading.Event | None = None) -> None:
-    """Run until `stop` is set: server, background checks and the kopf operator, in one event loop."""
+    """Run until `stop` is set: server, background checks and the kopf operator, in one event loop.
+
+    With leader election, every replica serves (tunnels, proxy, shadow API) and only the Lease holder runs the
+    controllers (kopf's handlers, health checks, the deployment pipeline); losing the Lease raises
+    LeadershipLost after cancelling them, and the CLI exits so that the Deployment restarts the replica clean."""
     creds = Credentials.load(options.kubeconfig)
     ctx = HubContext(options=options, creds=creds)
-    async with Kube(creds, user_agent=f"clusternet-hub/{__version__}") as kube:
+    stop = stop or asyncio.Event()
+    async with Kube(creds, user_agent=f"clusternet-hub/{__version__}", qps=options.kube_api_qps,
+                    burst=options.kube_api_burst) as kube:
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
         ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval)
@@ -46,12 +54,11 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
         app = server.build_app(ctx.sockets, proxy, tls.allowed_names, ShadowAPI(kube))
         runner = await server.start(app, options.bind_address, options.secure_port, await tls.start())
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
-        bg = asyncio.create_task(background(ctx))
-        deploying = asyncio.create_task(ctx.controller.run())
         certificates = asyncio.create_task(tls.run())
+        controllers: list[asyncio.Task[None]] = []
 
         async def stop_components() -> None:
-            for task in (bg, deploying, certificates):
+            for task in (*controllers, certificates):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -72,9 +79,24 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
             return stopping[0]
 
         ctx.shutdown = shutdown  # kopf's cleanup handler calls it (operator.py), before kopf's final sweep
+
+        async def lead() -> None:
+            assert ctx.controller is not None
+            controllers.append(asyncio.create_task(background(ctx)))
+            controllers.append(asyncio.create_task(ctx.controller.run()))
+            try:
+                await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
+                                    stop_flag=stop, ready_flag=ready)
+            finally:  # fencing: leadership lost cancels this first, so nothing of ours writes afterwards
+                for task in controllers:
+                    task.cancel()
+
         try:
-            await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
-                                stop_flag=stop, ready_flag=ready)
+            if options.leader_election.enabled:
+                elector = LeaderElector(kube, options.leader_election)
+                await run_while_leading(elector, stop, lead)
+            else:
+                await lead()
         finally:
             await shutdown()
 
@@ -104,6 +126,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | threading.Event | N
 @click.option("--resync-interval", default=30.0, type=float,
               help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
 @click.option("--feature-gates", default="", help="Clusternet's gates, e.g. SocketConnection=true,ShadowAPI=true")
+@component_options("clusternet-hub")
 @inert_options(compat.INERT_FLAGS)
 @click.option("-v", "--v", "verbosity", default=None, help="klog-style verbosity: 4 or more logs at DEBUG")
 @click.option("--log-level", default="INFO")
@@ -115,7 +138,7 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
          requestheader_allowed_names: str, agent_token_ttl: str,
          allow_unsealed_tokens: bool, cluster_approval: str, cluster_label_prefixes: str,
          health_check_interval: float, resync_interval: float, feature_gates: str, verbosity: str | None,
-         log_level: str, log_format: str, **_compat: object) -> None:
+         log_level: str, log_format: str, **rest: object) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
     from clusternet_api.durations import parse_duration
 
@@ -125,6 +148,7 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         compat.report_gates(feature_gates)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+    election, limits = leader_election_config(rest), client_limits(rest)
     options = HubOptions(
         kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
         allow_unsealed_tokens=allow_unsealed_tokens, manual_approval=cluster_approval == "Manual",
@@ -134,11 +158,15 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,
         requestheader_allowed_names=None if click_ctx.get_parameter_source("requestheader_allowed_names") ==
-        click.core.ParameterSource.DEFAULT else tuple(n for n in requestheader_allowed_names.split(",") if n))
+        click.core.ParameterSource.DEFAULT else tuple(n for n in requestheader_allowed_names.split(",") if n),
+        leader_election=election, kube_api_qps=limits.qps, kube_api_burst=limits.burst)
     try:
         _run_until_signalled(lambda stop: run_hub(options, stop))
     except CredentialsError as e:  # the parent's kubeconfig: one line, as kubectl would say it
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except LeadershipLost as e:  # as Kubernetes' components: exit, the Deployment starts a clean replica
+        log.error("leaderelection lost: %s; exiting", e)
         sys.exit(1)
 
 

@@ -1,6 +1,7 @@
 """Flags Clusternet's hub, controller-manager and scheduler take (our hub does the work of all three), so
-that their manifests and charts start `clusternet-hub` unchanged. None changes what the hub does yet; each
-says why in one log line at start (clusternet_api.compatflags).
+that their manifests and charts start `clusternet-hub` unchanged. None of these changes what the hub does; each
+says why in one log line at start (clusternet_api.compatflags). --leader-elect* and --kube-api-* are real
+options (clusternet_api.componentflags).
 """
 
 from __future__ import annotations
@@ -8,16 +9,13 @@ from __future__ import annotations
 import logging
 
 from clusternet_api import compatflags
-from clusternet_api.compatflags import InertFlag, client_limit_flags, leader_election_flags
+from clusternet_api.compatflags import InertFlag
 
 log = logging.getLogger(__name__)
 
-_ONE_REPLICA = "no leader election yet: run one hub replica (deploy/hub does)"
-_NO_PEERS = "hub replicas do not forward to each other yet: run one replica"
+_NO_PEERS = "hub replicas do not forward proxied requests to each other yet (README, High availability)"
 _ONE_LOOP = "one asyncio process does the controllers' work; no thread pools to size"
 INERT_FLAGS = (
-    *client_limit_flags("no client-side limit yet; the hub skips no-op writes instead"),
-    *leader_election_flags(_ONE_REPLICA),
     InertFlag("peer-port", _NO_PEERS),
     InertFlag("peer-token", _NO_PEERS),
     InertFlag("peer-advertise-address", _NO_PEERS),

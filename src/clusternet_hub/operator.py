@@ -18,6 +18,7 @@ import kopf
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.leaderelection import LeaderElectionConfig
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_hub import clusterlabels, health, metrics, registration
 from clusternet_hub.controller import Controller
@@ -46,6 +47,10 @@ class HubOptions:
     requestheader_client_ca_file: str | None = None
     requestheader_allowed_names: tuple[str, ...] | None = None
     """None: the names of kube-system/extension-apiserver-authentication, or front-proxy-client with a CA file."""
+    leader_election: LeaderElectionConfig = field(default_factory=lambda: LeaderElectionConfig(enabled=False))
+    """Off unless asked for (the CLI's --leader-elect defaults to true, as Clusternet's)."""
+    kube_api_qps: float = 0.0  # 0: no client-side limit (the CLI's default is Clusternet's 50)
+    kube_api_burst: int = 0
 
 
 @dataclass

@@ -59,11 +59,17 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+# Leader election is on by default, as in Clusternet; tests run one hub and one agent per child and restart
+# them after kill -9, which would then wait a whole lease duration (15 s) for their own old Lease: the harness
+# turns it off unless a test asks for it (`extra` comes last, so --leader-elect=true there wins).
+NO_ELECTION = "--leader-elect=false"
+
+
 def hub_proc(parent: ControlPlane, logdir: Path, *extra: str, port: int | None = None) -> Proc:
     port = port or free_port()
     return Proc("hub", [_bin("clusternet-hub"), f"--kubeconfig={parent.kubeconfig}", "--bind-address=127.0.0.1",
                         f"--secure-port={port}", "--health-check-interval=0.5", "--log-format=text",
-                        *extra], logdir / "hub.log")
+                        NO_ELECTION, *extra], logdir / "hub.log")
 
 
 def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: str, *extra: str,
@@ -72,7 +78,7 @@ def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: st
             f"--cluster-reg-parent-url={parent_url or parent.url}", f"--cluster-reg-token={token}",
             f"--parent-ca-file={parent.ca_file}", f"--cluster-reg-name={name}",
             "--cluster-status-collect-frequency=1s", "--cluster-status-update-frequency=2s",
-            "--log-format=text", "--bind-address=127.0.0.1", f"--secure-port={free_port()}", *extra]
+            "--log-format=text", "--bind-address=127.0.0.1", f"--secure-port={free_port()}", NO_ELECTION, *extra]
     return Proc(f"agent-{name}", args, logdir / f"agent-{name}.log")
 
 

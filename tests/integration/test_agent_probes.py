@@ -95,8 +95,10 @@ def test_agent_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, 
     with replaced(pusher, "agent-chart", UPSTREAM_CHART_ARGS) as chart:
         wait_for(lambda: get(chart, "/readyz")[0] == 200, timeout=60, what="the chart-configured agent ready")
         out = chart.output
-        for flag in ("leader-elect", "kube-api-qps", "kube-api-burst", "use-metrics-server", "predictor-port"):
+        for flag in ("use-metrics-server", "predictor-port"):
             assert f"--{flag}=" in out and "has no effect here" in out, flag
+        # acted on: the chart's replica holds the agent's Lease in the child before it registers
+        assert "acquired Lease clusternet-system/clusternet-agent" in out
         assert " DEBUG " in out  # -v=4 means debug logging, as with klog
         assert "Traceback" not in out
     wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the original agent ready again")
@@ -109,8 +111,11 @@ def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, An
     with replaced(hub, "hub-chart", UPSTREAM_HUB_CHART_ARGS) as chart:
         wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the chart's hub")
         out = chart.output
-        for flag in ("leader-elect", "peer-port", "reserved-namespace", "kube-api-qps", "anonymous-auth-supported"):
+        for flag in ("peer-port", "reserved-namespace", "anonymous-auth-supported"):
             assert f"--{flag}=" in out, flag
-        # (ShadowAPI and SocketConnection are always on here, so the gates passed need no log line)
+        # --leader-elect=true is acted on (every replica serves tunnels at once; the Lease may come a moment later)
+        wait_for(lambda: "acquired Lease clusternet-system/clusternet-hub" in chart.output, timeout=30,
+                 what="the chart's hub leading")
+        assert "ShadowAPI" not in out  # the hub serves the shadow API (an active gate): nothing to say about it
         assert " DEBUG " in out and "Traceback" not in out
     wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the original hub")

@@ -1,0 +1,249 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection package does it.
+
+Hub and agent replicas agree on one leader through the API server only (no consensus of our own):
+
+* a candidate takes the Lease when nobody holds it, or when the holder's record has not changed for the
+  record's leaseDurationSeconds *as observed on this candidate's own clock* (client-go's rule: the holder's
+  renewTime is never compared with the local clock, so clock skew between machines does not matter);
+* the leader renews every retry period; when a renewal has not succeeded within the renew deadline, or the
+  Lease shows another holder, it stops leading (`hold()` returns) and the caller stops writing: the hub and
+  the agent exit, as Kubernetes' own components do ("leaderelection lost"), and are restarted clean;
+* every write is an update with the resourceVersion last read (optimistic concurrency): of two candidates
+  racing for an expired Lease, one gets 409 Conflict;
+* on a clean shutdown the leader releases the Lease (holder cleared, leaseDurationSeconds 1, as client-go's
+  ReleaseOnCancel), so a standby takes over within a retry period instead of a lease duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from clusternet_api.kube import ApiException, Kube, Obj, resource_path
+
+log = logging.getLogger(__name__)
+
+LEASE_API = "coordination.k8s.io/v1"
+JITTER_FACTOR = 1.2  # client-go's JitterFactor: retries wait retry_period * [1, 1.2)
+SUPPORTED_LOCKS = ("leases",)
+
+
+class LeadershipLost(Exception):
+    """This process led and no longer does: it must stop writing (the binaries exit with status 1)."""
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    """Kubernetes' --leader-elect* flags (component-base LeaderElectionConfiguration), in seconds."""
+
+    enabled: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    resource_lock: str = "leases"
+    resource_name: str = ""
+    resource_namespace: str = "clusternet-system"
+
+    def validate(self) -> None:
+        """ValueError naming the flag, with client-go's own constraints."""
+        if self.resource_lock not in SUPPORTED_LOCKS:
+            raise ValueError(f"--leader-elect-resource-lock={self.resource_lock}: only 'leases' is supported "
+                             "(endpoints and configmaps locks were removed from Kubernetes)")
+        if not self.resource_name or not self.resource_namespace:
+            raise ValueError("--leader-elect-resource-name and --leader-elect-resource-namespace must not be empty")
+        if self.retry_period <= 0 or self.lease_duration <= 0 or self.renew_deadline <= 0:
+            raise ValueError("--leader-elect-lease-duration, -renew-deadline and -retry-period must be positive")
+        if self.lease_duration <= self.renew_deadline:
+            raise ValueError("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline")
+        if self.renew_deadline <= JITTER_FACTOR * self.retry_period:
+            raise ValueError("--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period")
+
+
+def default_identity() -> str:
+    """hostname_uuid, as Kubernetes' components name a candidate (unique even for two processes on a host)."""
+    return f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+def micro_time(now: datetime.datetime | None = None) -> str:
+    """metav1.MicroTime: RFC 3339 in UTC with microseconds."""
+    return (now or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    """One candidate for one Lease. `acquire()` until leading, then `hold()` until lost, `release()` at the end."""
+
+    def __init__(self, kube: Kube, config: LeaderElectionConfig, identity: str | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.kube = kube
+        self.config = config
+        self.identity = identity or default_identity()
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._observed_spec: dict[str, Any] | None = None
+        self._observed_time = 0.0
+        self._lease: Obj | None = None  # the Lease as last read or written
+        self.leading = False
+
+    @property
+    def path(self) -> str:
+        return resource_path(LEASE_API, "leases", True, self.config.resource_name, self.config.resource_namespace)
+
+    def _spec(self, old: dict[str, Any]) -> dict[str, Any]:
+        now = micro_time()
+        ours = old.get("holderIdentity") == self.identity
+        return {"holderIdentity": self.identity, "leaseDurationSeconds": max(1, round(self.config.lease_duration)),
+                "acquireTime": old.get("acquireTime") if ours and old.get("acquireTime") else now,
+                "renewTime": now,
+                "leaseTransitions": int(old.get("leaseTransitions") or 0) + (0 if ours or not old else 1)}
+
+    async def _ensure_namespace(self) -> None:
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.config.resource_namespace}}
+        with contextlib.suppress(ApiException):
+            await self.kube.create_or_get(ns)
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One attempt (client-go's tryAcquireOrRenew); True when this candidate holds the Lease afterwards.
+        Raises LeadershipLost when it led and the Lease now names another holder."""
+        lease = await self.kube.get(LEASE_API, "Lease", self.config.resource_name, self.config.resource_namespace)
+        if lease is None:
+            body = {"apiVersion": LEASE_API, "kind": "Lease",
+                    "metadata": {"name": self.config.resource_name, "namespace": self.config.resource_namespace},
+                    "spec": self._spec({})}
+            try:
+                created = await self.kube.request("POST", resource_path(
+                    LEASE_API, "leases", True, namespace=self.config.resource_namespace), body)
+            except ApiException as e:
+                if e.status == 404:  # no such namespace yet: create it, try again next round
+                    await self._ensure_namespace()
+                elif e.status != 409:
+                    raise
+                return False
+            return self._won(created)
+        spec = lease.get("spec") or {}
+        now = self._clock()
+        if spec != self._observed_spec:
+            self._observed_spec, self._observed_time = spec, now
+        holder = spec.get("holderIdentity") or ""
+        if holder and holder != self.identity:
+            if self.leading:
+                raise LeadershipLost(f"the Lease is now held by {holder}")
+            if self._observed_time + float(spec.get("leaseDurationSeconds") or 0) > now:
+                return False  # held, and its holder renewed it within its lease duration as seen from here
+        lease["spec"] = {**spec, **self._spec(spec)}
+        try:
+            updated = await self.kube.request("PUT", self.path, lease)
+        except ApiException as e:
+            if e.status == 409:  # someone else wrote in between: decided on the next read
+                return False
+            raise
+        return self._won(updated)
+
+    def _won(self, lease: Obj) -> bool:
+        if not self.leading:
+            log.info("leader election: %s acquired Lease %s/%s", self.identity, self.config.resource_namespace,
+                     self.config.resource_name)
+        self._lease = lease
+        self._observed_spec, self._observed_time = lease.get("spec") or {}, self._clock()
+        self.leading = True
+        return True
+
+    def _jittered(self) -> float:
+        return self.config.retry_period * random.uniform(1.0, JITTER_FACTOR)
+
+    async def acquire(self, stop: asyncio.Event | None = None) -> bool:
+        """Try every retry period (jittered) until leading (True) or `stop` is set (False)."""
+        log.info("leader election: %s waits for Lease %s/%s", self.identity, self.config.resource_namespace,
+                 self.config.resource_name)
+        while stop is None or not stop.is_set():
+            try:
+                if await self.try_acquire_or_renew():
+                    return True
+            except ApiException as e:
+                log.warning("leader election: reading Lease %s/%s failed: %s", self.config.resource_namespace,
+                            self.config.resource_name, e)
+            except (OSError, TimeoutError) as e:
+                log.warning("leader election: API server out of reach: %s", e)
+            if stop is None:
+                await asyncio.sleep(self._jittered())
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._jittered())
+        return False
+
+    async def hold(self) -> None:
+        """Renew every retry period; return when leadership is lost (no renewal within the renew deadline, or
+        another holder). The caller must stop writing then."""
+        while True:
+            await asyncio.sleep(self.config.retry_period)
+            deadline = self._clock() + self.config.renew_deadline
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    log.error("leader election: Lease %s/%s not renewed within %.0fs: leaderelection lost",
+                              self.config.resource_namespace, self.config.resource_name,
+                              self.config.renew_deadline)
+                    self.leading = False
+                    return
+                try:
+                    async with asyncio.timeout(remaining):
+                        if await self.try_acquire_or_renew():
+                            break
+                except LeadershipLost as e:
+                    log.error("leader election: leaderelection lost: %s", e)
+                    self.leading = False
+                    return
+                except TimeoutError:
+                    continue
+                except (ApiException, OSError) as e:
+                    log.warning("leader election: renewing Lease %s/%s failed: %s", self.config.resource_namespace,
+                                self.config.resource_name, e)
+                await asyncio.sleep(min(self.config.retry_period, max(0.0, deadline - self._clock())))
+
+    async def release(self) -> None:
+        """Give the Lease up if we hold it (clean shutdown): holder cleared, leaseDurationSeconds 1."""
+        if not self.leading or self._lease is None:
+            return
+        self.leading = False
+        lease = dict(self._lease)
+        now = micro_time()
+        lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1,
+                         "renewTime": now, "acquireTime": now}
+        try:
+            await self.kube.request("PUT", self.path, lease)
+            log.info("leader election: released Lease %s/%s", self.config.resource_namespace,
+                     self.config.resource_name)
+        except (ApiException, OSError, TimeoutError) as e:  # it expires by itself
+            log.warning("leader election: releasing Lease %s/%s failed: %s", self.config.resource_namespace,
+                        self.config.resource_name, e)
+
+
+async def run_while_leading(elector: LeaderElector, stop: asyncio.Event,
+                            work: Callable[[], Awaitable[None]]) -> None:
+    """Wait for leadership (returning when `stop` is set first), run `work` while leading, release the Lease when
+    `work` ends. Leadership lost: `work` is cancelled and LeadershipLost raised."""
+    if not await elector.acquire(stop):
+        return
+    task = asyncio.ensure_future(work())
+    holding = asyncio.ensure_future(elector.hold())
+    try:
+        await asyncio.wait({task, holding}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (holding, task):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+    if task.done() and not task.cancelled() and task.exception() is None:
+        await elector.release()
+        return
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        await elector.release()
+        raise task.exception()  # type: ignore[misc]
+    raise LeadershipLost(f"Lease {elector.config.resource_namespace}/{elector.config.resource_name} lost")
