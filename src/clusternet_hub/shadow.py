@@ -38,6 +38,7 @@ import yaml
 from aiohttp import web
 
 from clusternet_api import known
+from clusternet_api.apiresource import Resource
 from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Headers, Kube, Obj, resource_path, status_error
 from clusternet_core.naming import clean_object, manifest_for, manifest_name, skip_validating, split_api_version
@@ -58,36 +59,17 @@ PASSED_LIST_QUERY = ("resourceVersion", "resourceVersionMatch", "limit", "contin
                      "allowWatchBookmarks")
 
 
-@dataclass(frozen=True)
-class ShadowResource:
-    """One resource of the parent, as mirrored in the shadow API."""
+ShadowResource = Resource
+"""One resource of the parent, as mirrored in the shadow API (the same type `kubectl clusternet` resolves)."""
 
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-    singular: str = ""
-    short_names: tuple[str, ...] = ()
 
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def group_resource(self) -> str:
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        """The parent's own path of this resource (for the dry run)."""
-        return resource_path(self.api_version, self.plural, self.namespaced, name, namespace)
-
-    def discovery_entry(self) -> Obj:
-        entry: Obj = {"name": self.plural, "singularName": self.singular or self.kind.lower(),
-                      "namespaced": self.namespaced, "kind": self.kind, "verbs": VERBS}
-        if self.short_names:
-            entry["shortNames"] = list(self.short_names)
-        return entry
+def discovery_entry(resource: Resource) -> Obj:
+    """Its APIResource entry in the shadow API's discovery (every verb the shadow API serves)."""
+    entry: Obj = {"name": resource.plural, "singularName": resource.singular or resource.kind.lower(),
+                  "namespaced": resource.namespaced, "kind": resource.kind, "verbs": VERBS}
+    if resource.short_names:
+        entry["shortNames"] = list(resource.short_names)
+    return entry
 
 
 def mirrored_group(group: str) -> bool:
@@ -113,7 +95,7 @@ def resource_map(discovered: Iterable[tuple[str, Sequence[Mapping[str, Any]]]]) 
 
 def discovery_resources(resources: Mapping[str, ShadowResource]) -> Obj:
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION,
-            "resources": [r.discovery_entry() for r in resources.values()]}
+            "resources": [discovery_entry(r) for r in resources.values()]}
 
 
 def discovery_group() -> Obj:
