@@ -42,6 +42,7 @@ from clusternet_api.apiresource import Resource
 from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Headers, Kube, Obj, resource_path, status_error
 from clusternet_core.naming import clean_object, manifest_for, manifest_name, skip_validating, split_api_version
+from clusternet_core.patches import merge_patch
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,13 @@ def resource_map(discovered: Iterable[tuple[str, Sequence[Mapping[str, Any]]]]) 
     subresources and excluded groups are left out."""
     out: dict[str, ShadowResource] = {}
     for group_version, entries in discovered:
-        group, version = split_api_version(group_version)
-        if not mirrored_group(group):
+        if not mirrored_group(split_api_version(group_version)[0]):
             continue
         for e in entries:
             plural = str(e.get("name") or "")
             if not plural or "/" in plural or plural in out or not e.get("kind"):
                 continue
-            out[plural] = ShadowResource(group, version, str(e["kind"]), plural, bool(e.get("namespaced")),
-                                         str(e.get("singularName") or ""), tuple(e.get("shortNames") or ()))
+            out[plural] = Resource.from_api(group_version, e)
     return out
 
 
@@ -288,7 +287,8 @@ def apply_patch(current: Obj, patch: bytes, content_type: str) -> Obj:
     except ValueError as e:
         raise bad_request(f"the patch is not JSON: {e}") from e
     if content_type == MERGE_PATCH:
-        return merge_patch(current, document)  # type: ignore[no-any-return]
+        patched_doc: Obj = merge_patch(current, document)
+        return patched_doc
     try:
         patched = jsonpatch.apply_patch(current, document)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
@@ -296,19 +296,6 @@ def apply_patch(current: Obj, patch: bytes, content_type: str) -> Obj:
     if not isinstance(patched, dict):
         raise bad_request("the JSON patch did not leave an object")
     return patched
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 class ShadowAPI:
