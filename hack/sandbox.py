@@ -45,6 +45,7 @@ HUB_IP = "127.1.0.20"
 an ExternalName Service can name it (and not the address the integration tests use)."""
 WALKTHROUGH = ("namespace.yaml", "service.yaml", "deployment.yaml")
 PID_FILE = "sandbox.pid"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 STARTED = time.monotonic()
 
 
@@ -146,9 +147,15 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=REPO / ".sandbox")
     parser.add_argument("--no-wait", action="store_true", help="stop once everything is shown (tests)")
     args = parser.parse_args()
-    # Signals wait until the end, where sigwait takes them: a Ctrl-C or SIGTERM during start-up still runs
-    # the clean-up below instead of killing this process and orphaning its children.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # Signals wait until the end, where sigtimedwait takes them: a Ctrl-C or SIGTERM during start-up still
+    # runs the clean-up below instead of killing this process and orphaning its children. Blocking is not
+    # enough on its own: the Helm SDK's Go runtime starts threads with every signal unblocked, and a SIGTERM
+    # the kernel hands to one of them took the default action (the process died with -15, children left
+    # running; seen once in CI). The handler makes such a delivery a note that the wait below reads.
+    received: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     shutil.rmtree(args.dir, ignore_errors=True)
     args.dir.mkdir(parents=True)
     (args.dir / PID_FILE).write_text(str(os.getpid()))
@@ -189,7 +196,8 @@ Try:
 The children run no kubelet: Pods never start, so app-demo waits for its Deployment's replicas.
 Stop with Ctrl-C, or `make sandbox-down` from another shell.""", flush=True)
         if not args.no_wait:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            while not received and signal.sigtimedwait(STOP_SIGNALS, 0.5) is None:
+                pass  # a signal taken by another thread runs the handler between two waits
         step("stopping every process")
     finally:
         for p in reversed(procs):
