@@ -24,6 +24,7 @@ from clusternet_hub import compat, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
+from clusternet_hub.peers import PeerConfig, Peers, default_advertise_address, peer_app
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.sockets import SocketRegistry
@@ -52,19 +53,30 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             client_ca_file=options.requestheader_client_ca_file,
             allowed_names=options.requestheader_allowed_names))
         app = server.build_app(ctx.sockets, proxy, tls.allowed_names, ShadowAPI(kube))
-        runner = await server.start(app, options.bind_address, options.secure_port, await tls.start())
+        context = await tls.start()
+        runner = await server.start(app, options.bind_address, options.secure_port, context)
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
-        certificates = asyncio.create_task(tls.run())
+        background_tasks = [asyncio.create_task(tls.run())]
+        peers, peer_runner = None, None
+        if options.peers is not None:
+            peers = ctx.sockets.peers = Peers(kube, options.peers, tls.peer_trust)
+            await peers.start()
+            peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local),
+                                             options.bind_address, options.peers.port, context)
+            background_tasks.append(asyncio.create_task(peers.run()))
         controllers: list[asyncio.Task[None]] = []
 
         async def stop_components() -> None:
-            for task in (*controllers, certificates):
+            for task in (*controllers, *background_tasks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             assert ctx.sockets is not None
             await ctx.sockets.close()
             await runner.cleanup()
+            if peer_runner is not None and peers is not None:
+                await peer_runner.cleanup()
+                await peers.close()
             await proxy.close()
 
         stopping: list[asyncio.Future[None]] = []
@@ -126,6 +138,12 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
 @click.option("--resync-interval", default=30.0, type=float,
               help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
 @click.option("--feature-gates", default="", help="Clusternet's gates, e.g. SocketConnection=true,ShadowAPI=true")
+@click.option("--peer-port", default=8123, type=int, help="Port on which hub replicas reach each other's tunnels "
+              "(0: no forwarding between replicas)")
+@click.option("--peer-advertise-address", default="", help="Address the other replicas dial for this one (unset: "
+              "the address of the interface that routes outwards, the pod IP in a pod)")
+@click.option("--peer-token", default="", help="Token replicas present to each other (unset: a random one kept in "
+              "Secret clusternet-system/clusternet-hub-peer)")
 @component_options("clusternet-hub")
 @inert_options(compat.INERT_FLAGS)
 @click.option("-v", "--v", "verbosity", default=None, help="klog-style verbosity: 4 or more logs at DEBUG")
@@ -137,7 +155,8 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
          tls_cert_file: str | None, tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
          requestheader_allowed_names: str, agent_token_ttl: str,
          allow_unsealed_tokens: bool, cluster_approval: str, cluster_label_prefixes: str,
-         health_check_interval: float, resync_interval: float, feature_gates: str, verbosity: str | None,
+         health_check_interval: float, resync_interval: float, feature_gates: str, peer_port: int,
+         peer_advertise_address: str, peer_token: str, verbosity: str | None,
          log_level: str, log_format: str, **rest: object) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
     from clusternet_api.durations import parse_duration
@@ -159,7 +178,9 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,
         requestheader_allowed_names=None if click_ctx.get_parameter_source("requestheader_allowed_names") ==
         click.core.ParameterSource.DEFAULT else tuple(n for n in requestheader_allowed_names.split(",") if n),
-        leader_election=election, kube_api_qps=limits.qps, kube_api_burst=limits.burst)
+        leader_election=election, kube_api_qps=limits.qps, kube_api_burst=limits.burst,
+        peers=PeerConfig(peer_port, peer_advertise_address or default_advertise_address(), peer_token or None)
+        if peer_port else None)
     try:
         _run_until_signalled(lambda stop: run_hub(options, stop))
     except CredentialsError as e:  # the parent's kubeconfig: one line, as kubectl would say it

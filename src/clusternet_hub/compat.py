@@ -1,7 +1,8 @@
 """Flags Clusternet's hub, controller-manager and scheduler take (our hub does the work of all three), so
 that their manifests and charts start `clusternet-hub` unchanged. None of these changes what the hub does; each
 says why in one log line at start (clusternet_api.compatflags). --leader-elect* and --kube-api-* are real
-options (clusternet_api.componentflags).
+options (clusternet_api.componentflags), and so are
+--peer-port, --peer-token and --peer-advertise-address (clusternet_hub.peers).
 """
 
 from __future__ import annotations
@@ -13,12 +14,8 @@ from clusternet_api.compatflags import InertFlag
 
 log = logging.getLogger(__name__)
 
-_NO_PEERS = "hub replicas do not forward proxied requests to each other yet (README, High availability)"
 _ONE_LOOP = "one asyncio process does the controllers' work; no thread pools to size"
 INERT_FLAGS = (
-    InertFlag("peer-port", _NO_PEERS),
-    InertFlag("peer-token", _NO_PEERS),
-    InertFlag("peer-advertise-address", _NO_PEERS),
     InertFlag("reserved-namespace", "templates always live in clusternet-reserved, as Clusternet's default"),
     InertFlag("enable-tunnel-logging", "tunnel events are always logged; use --log-level=DEBUG for more"),
     InertFlag("anonymous-auth-supported", "the hub never uses an identity of its own towards a child: the "

@@ -23,6 +23,7 @@ from clusternet_api.tunnel.http import StreamOpener
 from clusternet_hub import clusterlabels, health, metrics, registration
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.store import Store
+from clusternet_hub.peers import PeerConfig
 from clusternet_hub.sockets import SocketRegistry
 
 HUB = kopf.OperatorRegistry()
@@ -51,6 +52,8 @@ class HubOptions:
     """Off unless asked for (the CLI's --leader-elect defaults to true, as Clusternet's)."""
     kube_api_qps: float = 0.0  # 0: no client-side limit (the CLI's default is Clusternet's 50)
     kube_api_burst: int = 0
+    peers: PeerConfig | None = None
+    """None (--peer-port=0): no forwarding between replicas; a cluster is reachable through its own replica only."""
 
 
 @dataclass
@@ -71,8 +74,9 @@ class HubContext:
     """How often kopf asked for credentials (shared by the shallow copies kopf hands to handlers)."""
 
     async def tunnel_opener(self, cluster_id: str) -> StreamOpener | None:
-        """Opens streams to a cluster's API server through its tunnel, when the tunnel is up (for pushes)."""
-        if self.sockets is None or self.sockets.get(cluster_id) is None:
+        """Opens streams to a cluster's API server through its tunnel, when the tunnel is up on this replica or
+        another (for pushes)."""
+        if self.sockets is None or not await self.sockets.reachable(cluster_id):
             return None
         return self.sockets.opener(cluster_id, known.TUNNEL_APISERVER_ADDRESS)
 

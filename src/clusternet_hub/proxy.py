@@ -24,9 +24,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from clusternet_api.tunnel import StreamOpenError, pipe
-from clusternet_api.tunnel.http import BodyCut, Response, Upgraded, UpstreamError
+from clusternet_api.tunnel.http import BodyCut, Response, StreamHttp, Upgraded, UpstreamError
 from clusternet_hub import metrics
-from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, Tunnel, status_body
+from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, status_body
 from clusternet_hub.takeover import take_over
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
 
 
-async def upgrade(request: web.Request, tunnel: Tunnel, address: str, target: str,
+async def upgrade(request: web.Request, http: StreamHttp, address: str, target: str,
                   headers: Iterable[tuple[str, str]]) -> Upgraded | Response:
     """Ask the child for the client's protocol switch (exec/attach/port-forward over SPDY or websocket,
     websocket watches) on a new tunnel stream; a refusal comes back as an ordinary response."""
@@ -102,7 +102,7 @@ async def upgrade(request: web.Request, tunnel: Tunnel, address: str, target: st
             *headers]
     try:
         async with asyncio.timeout(UPGRADE_TIMEOUT):
-            return await tunnel.http.upgrade(address, request.method, target, head)
+            return await http.upgrade(address, request.method, target, head)
     except TimeoutError as e:
         raise ProxyError(503, f"the child did not answer the upgrade within {UPGRADE_TIMEOUT:g}s") from e
 
@@ -195,19 +195,19 @@ class Proxy:
         else:
             raise ProxyError(400, f"unsupported proxy scheme {scheme!r}: use 'direct' or 'https'")
         headers = upstream_headers(request.headers.items(), via_front_proxy)
-        tunnel = self.registry.get(cluster_id)
-        if tunnel is None:
+        http = await self.registry.http_for(cluster_id)  # our tunnel, or another hub replica's
+        if http is None:
             if not self.known_cluster(cluster_id):
                 raise ProxyError(404, f"no managed cluster with ID {cluster_id}")
             raise ProxyError(503, f"the agent of cluster {cluster_id} is disconnected; its tunnel is down")
         target = (tail or "/") + (f"?{request.query_string}" if request.query_string else "")
         try:
             if request.headers.get("Upgrade"):
-                upstream = await upgrade(request, tunnel, address, target, headers)
+                upstream = await upgrade(request, http, address, target, headers)
             else:
                 body = await request.read() if request.can_read_body else None
                 host = address if scheme == "https" else request.host
-                upstream = await tunnel.http.request(address, request.method, target,
+                upstream = await http.request(address, request.method, target,
                                                      [("Host", host), *headers], body)
         except (StreamOpenError, UpstreamError, ConnectionError) as e:
             raise ProxyError(503, f"the agent of cluster {cluster_id} could not reach {address}: {e}") from e

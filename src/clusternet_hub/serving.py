@@ -396,6 +396,12 @@ class Serving:
         else:
             self._reported[topic] = "ok"
 
+    def peer_trust(self) -> bytes:
+        """What another replica's certificate must verify against (clusternet_hub.peers): the managed CA, and the
+        certificate served here, which replicas share (one Secret, or the same mounted --tls-cert-file)."""
+        served = self.tls._loaded[0] if self.tls._loaded else b""
+        return (self.ca_pem or b"") + served
+
     def _loaded_ca(self) -> bytes | None:
         loaded = self.tls._loaded
         return loaded[2] if loaded else None

@@ -8,6 +8,8 @@ neither open nor hijack another cluster's socket.
 Everything the hub sends to a child goes as HTTP/1.1 on tunnel streams (clusternet_api.tunnel.http): the
 proxy's requests and upgrades through `Tunnel.http`, the deployer's pushes through a `Kube` built with
 `SocketRegistry.opener`. No loopback listener: it cost two socket hops and a second HTTP stack per request.
+With several hub replicas, a cluster whose tunnel another replica holds is reached through that replica
+(clusternet_hub.peers): `http_for` and `opener` hide which.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube
 from clusternet_api.timefmt import now_rfc3339
-from clusternet_api.tunnel import FrameError, Session, Stream, StreamOpenError
+from clusternet_api.tunnel import ByteStream, FrameError, Session, Stream, StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener
 from clusternet_hub import metrics
+
+if TYPE_CHECKING:
+    from clusternet_hub.peers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -77,27 +82,57 @@ class Tunnel:
 class SocketRegistry:
     """Live tunnels by cluster ID, plus cached token authorisation."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, peers: Peers | None = None) -> None:
         self.kube = kube
+        self.peers = peers  # the other hub replicas, when this one runs with --peer-port
         self.tunnels: dict[str, Tunnel] = {}
+        self._remote: dict[str, StreamHttp] = {}  # cluster ID -> keep-alive HTTP through the replica with its tunnel
         self._reviews: dict[str, tuple[float, str]] = {}
 
     def get(self, cluster_id: str) -> Tunnel | None:
+        """This replica's own live tunnel of the cluster."""
         tunnel = self.tunnels.get(cluster_id)
         return tunnel if tunnel and not tunnel.session.closed else None
 
+    def has_tunnel(self, cluster_id: str) -> bool:
+        return self.get(cluster_id) is not None
+
+    async def open_local(self, cluster_id: str, address: str) -> Stream:
+        tunnel = self.get(cluster_id)
+        if tunnel is None:
+            raise StreamOpenError(f"the tunnel of cluster {cluster_id} is down")
+        return await tunnel.open_stream(address)
+
+    async def reachable(self, cluster_id: str) -> bool:
+        """Whether a tunnel of the cluster is up, here or on another replica."""
+        return self.get(cluster_id) is not None or (
+            self.peers is not None and await self.peers.locate(cluster_id) is not None)
+
+    async def http_for(self, cluster_id: str) -> StreamHttp | None:
+        """Keep-alive HTTP into the cluster: through our tunnel, else through the replica that holds one."""
+        tunnel = self.get(cluster_id)
+        if tunnel is not None:
+            return tunnel.http
+        if self.peers is None or await self.peers.locate(cluster_id) is None:
+            return None
+        remote = self._remote.get(cluster_id)
+        if remote is None:
+            peers = self.peers
+            remote = self._remote[cluster_id] = StreamHttp(lambda address: peers.open_stream(cluster_id, address))
+        return remote
+
     def opener(self, cluster_id: str, address: str) -> StreamOpener:
-        """Opens streams to `address` through whichever tunnel of `cluster_id` is live at the time.
+        """Opens streams to `address` through whichever tunnel of `cluster_id` is live at the time, ours or a
+        peer replica's.
 
         A client built on it (the deployer's `Kube` for pushes) outlives reconnects: its idle streams die
         with the old tunnel, and its next request opens a stream on the new one.
         """
 
-        async def open_stream() -> Stream:
-            tunnel = self.get(cluster_id)
-            if tunnel is None:
-                raise StreamOpenError(f"the tunnel of cluster {cluster_id} is down")
-            return await tunnel.open_stream(address)
+        async def open_stream() -> ByteStream:
+            if self.get(cluster_id) is None and self.peers is not None:
+                return await self.peers.open_stream(cluster_id, address)
+            return await self.open_local(cluster_id, address)
 
         return open_stream
 
@@ -151,8 +186,19 @@ class SocketRegistry:
             del self.tunnels[tunnel.cluster_id]
         await tunnel.close(reason)
         metrics.socket_connections.set(len(self.tunnels))
-        if current:
+        if current and not await self._moved(tunnel.cluster_id):
             await self._mark(tunnel, False, reason)
+
+    async def _moved(self, cluster_id: str) -> bool:
+        """Whether the agent already holds a tunnel to another replica: then that replica marked it connected,
+        and marking it disconnected from here would be false."""
+        if self.peers is None:
+            return False
+        try:
+            return await self.peers.locate(cluster_id, fresh=True) is not None
+        except Exception as e:  # never let bookkeeping break the detach
+            log.warning("asking the other hub replicas about cluster %s failed: %s", cluster_id, e)
+            return False
 
     async def _mark(self, tunnel: Tunnel, connected: bool, message: str) -> None:
         """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats)."""
@@ -185,6 +231,8 @@ class SocketRegistry:
             tunnel.count_bytes()
 
     async def close(self) -> None:
+        for remote in self._remote.values():
+            remote.close()
         for tunnel in list(self.tunnels.values()):
             await self.detach(tunnel, "hub shutting down")
 

@@ -63,13 +63,16 @@ def _bin(name: str) -> str:
 # them after kill -9, which would then wait a whole lease duration (15 s) for their own old Lease: the harness
 # turns it off unless a test asks for it (`extra` comes last, so --leader-elect=true there wins).
 NO_ELECTION = "--leader-elect=false"
+# Clusternet's --peer-port default (8123) would make every hub of a test run fight for one port: the harness
+# turns forwarding between replicas off unless a test gives ports (--peer-port=<n> in `extra` wins).
+NO_PEERS = "--peer-port=0"
 
 
 def hub_proc(parent: ControlPlane, logdir: Path, *extra: str, port: int | None = None) -> Proc:
     port = port or free_port()
     return Proc("hub", [_bin("clusternet-hub"), f"--kubeconfig={parent.kubeconfig}", "--bind-address=127.0.0.1",
                         f"--secure-port={port}", "--health-check-interval=0.5", "--log-format=text",
-                        NO_ELECTION, *extra], logdir / "hub.log")
+                        NO_ELECTION, NO_PEERS, *extra], logdir / "hub.log")
 
 
 def agent_proc(child: ControlPlane, parent: ControlPlane, logdir: Path, name: str, *extra: str,

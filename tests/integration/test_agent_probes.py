@@ -111,8 +111,9 @@ def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, An
     with replaced(hub, "hub-chart", UPSTREAM_HUB_CHART_ARGS) as chart:
         wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the chart's hub")
         out = chart.output
-        for flag in ("peer-port", "reserved-namespace", "anonymous-auth-supported"):
+        for flag in ("reserved-namespace", "anonymous-auth-supported"):
             assert f"--{flag}=" in out, flag
+        assert "serves peers on https://127.0.0.1:8123" in out  # --peer-port and --peer-advertise-address acted on
         # --leader-elect=true is acted on (every replica serves tunnels at once; the Lease may come a moment later)
         wait_for(lambda: "acquired Lease clusternet-system/clusternet-hub" in chart.output, timeout=30,
                  what="the chart's hub leading")

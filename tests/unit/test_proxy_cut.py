@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from clusternet_api.tunnel.http import StreamHttp
 from clusternet_hub.proxy import WHOLE_BODY_LIMIT, Proxy
 from clusternet_hub.server import SOCKETS, build_app
 from clusternet_hub.sockets import Tunnel
@@ -97,6 +98,10 @@ class OneTunnel:
 
     def get(self, cluster_id: str) -> Tunnel | None:
         return self.tunnel if cluster_id == CLUSTER and not self.tunnel.session.closed else None
+
+    async def http_for(self, cluster_id: str) -> StreamHttp | None:
+        tunnel = self.get(cluster_id)
+        return tunnel.http if tunnel else None
 
 
 @contextlib.asynccontextmanager

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import h11
 
-from clusternet_api.tunnel.mux import Stream
+from clusternet_api.tunnel.mux import ByteStream
 
 MAX_IDLE = 16  # idle streams kept per address; more concurrent requests simply open more streams
-OpenStream = Callable[[str], Awaitable[Stream]]  # address -> a new stream to it
-StreamOpener = Callable[[], Awaitable[Stream]]  # a new stream to one fixed address (see clusternet_api.kube)
+OpenStream = Callable[[str], Awaitable[ByteStream]]  # address -> a new stream to it
+StreamOpener = Callable[[], Awaitable[ByteStream]]  # a new stream to one fixed address (see clusternet_api.kube)
 Headers = list[tuple[str, str]]
 Event = h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]
 
@@ -55,7 +55,7 @@ class Upgraded:
     """
 
     headers: Headers
-    stream: Stream
+    stream: ByteStream
     leftover: bytes
 
 
@@ -66,7 +66,7 @@ def _text_headers(event: h11.Response | h11.InformationalResponse) -> Headers:
 class Channel:
     """One HTTP/1.1 connection over one tunnel stream."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
         self.conn = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=256 * 1024)
 

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from clusternet_api.tunnel.frames import (
     INITIAL_WINDOW,
@@ -61,6 +61,21 @@ async def dial_tcp(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWr
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ByteStream(Protocol):
+    """What HTTP over streams (tunnel.http), pipe() and relays need of a stream: a tunnel Stream, or a hub
+    replica's connection to a tunnel held by another replica (clusternet_hub.peers.PeerStream)."""
+
+    @property
+    def done(self) -> bool: ...
+    @property
+    def bytes_out(self) -> int: ...
+    async def read(self, n: int = MAX_FRAME_PAYLOAD) -> bytes: ...
+    async def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def abort(self, reason: str = "aborted") -> None: ...
+    def close(self) -> None: ...
 
 
 class Stream:
@@ -436,7 +451,7 @@ class Session:
                 task.cancel()
 
 
-async def pipe(stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+async def pipe(stream: ByteStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                close_at_eof: bool = False) -> None:
     """Copy bytes both ways between a stream and a local TCP connection until both finish.
 
@@ -460,13 +475,13 @@ async def pipe(stream: Stream, reader: asyncio.StreamReader, writer: asyncio.Str
         writer.close()
 
 
-async def _local_to_stream(reader: asyncio.StreamReader, stream: Stream) -> None:
+async def _local_to_stream(reader: asyncio.StreamReader, stream: ByteStream) -> None:
     while data := await reader.read(MAX_FRAME_PAYLOAD):
         await stream.write(data)
     stream.write_eof()
 
 
-async def _stream_to_local(stream: Stream, writer: asyncio.StreamWriter, close_at_eof: bool) -> None:
+async def _stream_to_local(stream: ByteStream, writer: asyncio.StreamWriter, close_at_eof: bool) -> None:
     while data := await stream.read():
         writer.write(data)
         await writer.drain()

@@ -21,7 +21,7 @@ import ssl
 from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel.http import StreamOpener
-from clusternet_api.tunnel.mux import Stream
+from clusternet_api.tunnel.mux import ByteStream
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class LoopbackRelay:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
-        stream: Stream | None = None
+        stream: ByteStream | None = None
         try:
             stream = await self.opener()
             up = asyncio.create_task(_to_stream(reader, stream))
@@ -90,7 +90,7 @@ class LoopbackRelay:
             self.tasks.discard(task)
 
 
-async def _to_stream(reader: asyncio.StreamReader, stream: Stream) -> None:
+async def _to_stream(reader: asyncio.StreamReader, stream: ByteStream) -> None:
     while data := await reader.read(CHUNK):
         await stream.write(data)
     stream.write_eof()

@@ -1,0 +1,399 @@
+"""Hub replicas forwarding to each other, so any replica serves every cluster's proxy and pushes.
+
+Each agent holds one tunnel, to whichever replica the hub's Service handed it. A request that lands on another
+replica (the parent's aggregation layer and the leader's pushes pick replicas without regard to tunnels) opens a
+*peer stream*: a TLS connection to the replica with the tunnel, upgraded (`Upgrade: clusternet-peer-stream`) into
+a byte pipe into a new stream of that tunnel. It behaves as a tunnel stream, so everything the hub speaks through
+tunnels (proxied requests, exec/port-forward upgrades, pushes, Helm's relay) rides on it unchanged, and idle ones
+are kept for reuse by the same keep-alive pool.
+
+- **Who the peers are**, as in Clusternet: each replica holds Lease `clusternet-hub-peer-<id>` in
+  clusternet-system, holderIdentity JSON `{id, host, port}`, renewed every RENEW_SECONDS; a Lease seen unchanged
+  for EXPIRE_SECONDS on the reader's own clock (client-go's rule for leader Leases, so clock skew between
+  replicas does not matter) is ignored and deleted by that reader (a replica killed with -9). Clusternet
+  puts the peer token in that JSON too; ours does not, as anyone who may read Leases would learn it.
+- **Where a tunnel is** is not written anywhere (no API write per tunnel connect, so a reconnect storm of a
+  thousand agents costs the parent nothing extra): a replica asks its live peers (`GET /peer/v1/sockets/<id>`)
+  and remembers the answer until a stream through it fails.
+- **Authentication**: a bearer token, `--peer-token`, else a random one kept in Secret
+  clusternet-system/clusternet-hub-peer (created by the first replica). Clusternet's default token is a constant
+  anyone can read in its source. TLS: a peer serves the hub's own certificate; the caller verifies it against
+  the hub's serving CA, or the certificate it serves itself (with --tls-cert-file every replica mounts the same
+  one), but not the host name: peers are dialled by pod IP, which the certificate does not name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import logging
+import secrets
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.leaderelection import micro_time
+from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, ByteStream, StreamOpenError, pipe
+from clusternet_hub.takeover import take_over
+
+log = logging.getLogger(__name__)
+
+COORDINATION = "coordination.k8s.io/v1"
+LEASE_PREFIX = "clusternet-hub-peer-"
+LEASE_LABEL = "clusternet.io/hub-peer"
+TOKEN_SECRET = "clusternet-hub-peer"
+SOCKETS = "/peer/v1/sockets/"
+UPGRADE = "clusternet-peer-stream"
+RENEW_SECONDS = 10.0  # a peer Lease write per replica every 10 s: nothing next to one heartbeat per cluster
+EXPIRE_SECONDS = 30.0  # three missed renewals: the replica is gone (killed, or cut off from the parent)
+RELIST_SECONDS = 2.0  # a tunnel found nowhere re-reads the peers' Leases, at most this often
+DIAL_TIMEOUT = 5.0  # a TCP+TLS handshake to a replica in the same cluster takes milliseconds
+HEAD_LIMIT = 16 * 1024
+
+
+class NotHere(StreamOpenError):
+    """The peer holds no tunnel of that cluster (any more)."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    port: int
+    advertise_address: str
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+
+def default_advertise_address() -> str:
+    """The address of the interface that routes outwards (the pod IP in a pod), as Clusternet's "first
+    non-loopback address": a UDP socket's connect() picks it without sending anything."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.255.255.255", 1))
+        return str(s.getsockname()[0])
+    return "127.0.0.1"
+
+
+class PeerStream:
+    """A TLS connection to a peer, past its 101, used like a tunnel stream (clusternet_api.tunnel.mux.Stream).
+
+    TLS cannot half-close, so write_eof() sends nothing: HTTP/1.1 and the upgraded protocols kubectl speaks
+    never need it, and the far side ends the connection when the child's side ends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
+        self.reader, self.writer, self.peer = reader, writer, peer
+        self._bytes_out = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PeerStream({self.peer.url})"
+
+    @property
+    def bytes_out(self) -> int:
+        return self._bytes_out
+
+    @property
+    def done(self) -> bool:
+        return self._closed or self.reader.at_eof() or self.writer.is_closing()
+
+    async def read(self, n: int = MAX_FRAME_PAYLOAD) -> bytes:
+        try:
+            return await self.reader.read(n)
+        except (OSError, ssl.SSLError) as e:
+            raise ConnectionResetError(f"hub replica {self.peer.url}: {e}") from e
+
+    async def write(self, data: bytes) -> None:
+        if self._closed or self.writer.is_closing():
+            raise ConnectionResetError(f"hub replica {self.peer.url}: connection closed")
+        self.writer.write(data)
+        self._bytes_out += len(data)
+        try:
+            await self.writer.drain()
+        except (OSError, ssl.SSLError) as e:
+            raise ConnectionResetError(f"hub replica {self.peer.url}: {e}") from e
+
+    def write_eof(self) -> None:
+        """Nothing: see the class docstring."""
+
+    def abort(self, reason: str = "aborted") -> None:
+        log.debug("peer stream to %s aborted: %s", self.peer.url, reason)
+        self._closed = True
+        self.writer.transport.abort()
+
+    def close(self) -> None:
+        self._closed = True
+        self.writer.close()
+
+
+def client_context(trust_pem: bytes) -> ssl.SSLContext:
+    """Verifies a peer's certificate against `trust_pem` (CA and/or the served certificate itself; partial chains
+    allowed so a leaf can be the anchor), without a host name check (see the module docstring)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=trust_pem.decode())
+    ctx.check_hostname = False
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.SSLContext) -> PeerStream:
+    """A peer stream to `address` in cluster `cluster_id` through the tunnel `peer` holds."""
+    try:
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=tls, limit=HEAD_LIMIT * 4)
+            head = (f"GET {SOCKETS}{quote(cluster_id)}/stream?address={quote(address)} HTTP/1.1\r\n"
+                    f"Host: {peer.host}:{peer.port}\r\nAuthorization: Bearer {token}\r\n"
+                    f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n\r\n")
+            writer.write(head.encode())
+            answer = await reader.readuntil(b"\r\n\r\n")
+    except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+        raise StreamOpenError(f"hub replica {peer.url} unreachable: {e or type(e).__name__}") from e
+    status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    if status == 101:
+        return PeerStream(reader, writer, peer)
+    writer.close()
+    if status == 404:
+        raise NotHere(f"hub replica {peer.url} holds no tunnel of cluster {cluster_id}")
+    raise StreamOpenError(f"hub replica {peer.url} refused the stream: {status_line}")
+
+
+@dataclass
+class Peers:
+    """This replica's peer Lease, the live peers, and streams to the tunnels they hold."""
+
+    kube: Kube
+    config: PeerConfig
+    trust: Callable[[], bytes]  # PEM a peer's certificate must verify against (serving.Serving.peer_trust)
+    namespace: str = known.SYSTEM_NAMESPACE
+    me: Peer = field(init=False)
+    token: str = ""
+    live: dict[str, Peer] = field(default_factory=dict)
+    located: dict[str, Peer] = field(default_factory=dict)
+    _tls: tuple[bytes, ssl.SSLContext] | None = None
+    _session: aiohttp.ClientSession | None = None
+    _seen: dict[str, tuple[str, float]] = field(default_factory=dict)  # Lease -> (version, first seen)
+    _listed: float = 0.0  # monotonic time of the last read of the peers' Leases
+    _down: dict[str, float] = field(default_factory=dict)  # peer id -> when it last failed to answer
+
+    def __post_init__(self) -> None:
+        self.me = Peer(uuid.uuid4().hex[:8], self.config.advertise_address, self.config.port)
+
+    @property
+    def lease_name(self) -> str:
+        return LEASE_PREFIX + self.me.id
+
+    def tls(self) -> ssl.SSLContext:
+        trust = self.trust()
+        if self._tls is None or self._tls[0] != trust:
+            self._tls = (trust, client_context(trust))
+        return self._tls[1]
+
+    async def start(self) -> None:
+        """Join the peers; a parent that refuses (no namespace yet, RBAC) is reported and retried by run(): the
+        replica still serves the clusters whose tunnels it holds."""
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DIAL_TIMEOUT))
+        try:
+            await self.refresh()
+        except ApiException as e:
+            log.warning("cannot join the other hub replicas yet (HTTP %s: %s); retrying every %.0fs", e.status,
+                        e.reason, RENEW_SECONDS)
+        else:
+            log.info("hub replica %s serves peers on %s", self.me.id, self.me.url)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        with contextlib.suppress(Exception):  # best effort: an expired Lease is ignored and collected anyway
+            await self.kube.delete(COORDINATION, "Lease", self.lease_name, self.namespace)
+
+    async def _ensure_namespace(self) -> None:
+        """As the leader election does: a hub started before deploy/hub's namespace exists still gets going."""
+        with contextlib.suppress(ApiException):
+            await self.kube.create_or_get({"apiVersion": "v1", "kind": "Namespace",
+                                           "metadata": {"name": self.namespace}})
+
+    async def _shared_token(self) -> str:
+        """The token every replica uses: Secret clusternet-hub-peer, created by whichever replica comes first."""
+        secret = await self.kube.get("v1", "Secret", TOKEN_SECRET, self.namespace)
+        if secret is None:
+            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": TOKEN_SECRET, "namespace": self.namespace},
+                    "data": {"token": base64.b64encode(secrets.token_urlsafe(32).encode()).decode()}}
+            secret, _ = await self.kube.create_or_get(body)
+        return base64.b64decode((secret.get("data") or {})["token"]).decode()
+
+    async def run(self) -> None:
+        """Renew our Lease and re-read the peers' every RENEW_SECONDS until cancelled."""
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the parent unreachable for a while: keep the last known peers, try again
+                log.warning("renewing the peer Lease of hub replica %s failed: %s", self.me.id, e)
+
+    async def refresh(self) -> None:
+        if not self.token:
+            await self._ensure_namespace()
+            self.token = self.config.token or await self._shared_token()
+        await self._renew()
+        await self._list_peers()
+
+    async def _list_peers(self) -> None:
+        live: dict[str, Peer] = {}
+        now = self._listed = time.monotonic()
+        seen: dict[str, tuple[str, float]] = {}
+        for lease in await self.kube.list(COORDINATION, "Lease", namespace=self.namespace,
+                                          label_selector=LEASE_LABEL):
+            name, version = lease["metadata"]["name"], lease["metadata"].get("resourceVersion", "")
+            peer = _peer_of(lease)
+            if peer is None or peer.id == self.me.id:
+                continue
+            previous = self._seen.get(name)
+            seen[name] = previous if previous is not None and previous[0] == version else (version, now)
+            if now - seen[name][1] > EXPIRE_SECONDS:
+                log.info("hub replica %s (%s) stopped renewing its peer Lease: forgetting it", peer.id, peer.url)
+                with contextlib.suppress(ApiException):
+                    await self.kube.delete(COORDINATION, "Lease", name, self.namespace)
+                continue
+            live[peer.id] = peer
+        self.live, self._seen = live, seen
+
+    async def _renew(self) -> None:
+        metadata: dict[str, Any] = {"name": self.lease_name, "namespace": self.namespace,
+                                    "labels": {LEASE_LABEL: "true"}}
+        body = {"apiVersion": COORDINATION, "kind": "Lease", "metadata": metadata,
+                "spec": {"holderIdentity": json.dumps({"id": self.me.id, "host": self.me.host, "port": self.me.port}),
+                         "leaseDurationSeconds": int(EXPIRE_SECONDS), "renewTime": micro_time()}}
+        current = await self.kube.get(COORDINATION, "Lease", self.lease_name, self.namespace)
+        if current is None:
+            await self.kube.create(body, self.namespace)
+        else:
+            metadata["resourceVersion"] = current["metadata"]["resourceVersion"]
+            await self.kube.request("PUT", _lease_path(self.namespace, self.lease_name), body)
+
+    def authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    async def holds(self, peer: Peer, cluster_id: str) -> bool:
+        assert self._session is not None, "Peers used before start()"
+        try:
+            async with self._session.get(f"{peer.url}{SOCKETS}{quote(cluster_id)}", ssl=self.tls(),
+                                         headers={"Authorization": f"Bearer {self.token}"}) as r:
+                return r.status == 200
+        except aiohttp.ClientSSLError as e:  # a misconfiguration worth seeing, not a replica going away
+            log.warning("cannot ask hub replica %s about cluster %s: %s", peer.url, cluster_id, e)
+            return False
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            log.debug("hub replica %s unreachable, skipped for %.0fs: %s", peer.url, RENEW_SECONDS, e)
+            self._down[peer.id] = time.monotonic()
+            return False
+
+    async def locate(self, cluster_id: str, fresh: bool = False) -> Peer | None:
+        """The live peer holding the tunnel of `cluster_id`: remembered, else asked of every live peer at once."""
+        known_peer = self.located.get(cluster_id)
+        if known_peer is not None and known_peer.id in self.live and not fresh:
+            return known_peer
+        found = await self._ask(cluster_id)
+        if found is None and time.monotonic() - self._listed > RELIST_SECONDS and self.token:
+            with contextlib.suppress(ApiException):  # a replica started since the last renewal may hold it
+                await self._list_peers()
+                found = await self._ask(cluster_id)
+        if found is None:
+            self.located.pop(cluster_id, None)
+        else:
+            self.located[cluster_id] = found
+        return found
+
+    async def _ask(self, cluster_id: str) -> Peer | None:
+        now = time.monotonic()
+        peers = [p for p in self.live.values() if now - self._down.get(p.id, -RENEW_SECONDS) >= RENEW_SECONDS]
+        answers = await asyncio.gather(*(self.holds(p, cluster_id) for p in peers))
+        return next((p for p, yes in zip(peers, answers, strict=True) if yes), None)
+
+    async def open_stream(self, cluster_id: str, address: str) -> PeerStream:
+        """A stream to `address` in the cluster through the peer that holds its tunnel."""
+        peer = await self.locate(cluster_id)
+        if peer is None:
+            raise StreamOpenError(f"the tunnel of cluster {cluster_id} is down (on every hub replica)")
+        try:
+            return await dial(peer, cluster_id, address, self.token, self.tls())
+        except StreamOpenError:
+            self.located.pop(cluster_id, None)  # moved or gone: ask again next time
+            raise
+
+
+def _lease_path(namespace: str, name: str) -> str:
+    return f"/apis/{COORDINATION}/namespaces/{namespace}/leases/{name}"
+
+
+def _peer_of(lease: Obj) -> Peer | None:
+    try:
+        data: dict[str, Any] = json.loads((lease.get("spec") or {}).get("holderIdentity") or "")
+        return Peer(str(data["id"]), str(data["host"]), int(data["port"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def peer_app(peers: Peers, has_tunnel: Callable[[str], bool],
+             open_local: Callable[[str, str], Awaitable[ByteStream]]) -> web.Application:
+    """The peer port's server: is a tunnel here (GET .../<id>), and streams into it (GET .../<id>/stream).
+    `has_tunnel(cluster_id)` and `open_local(cluster_id, address)` look at this replica's own tunnels only."""
+    app = web.Application()
+
+    async def holds(request: web.Request) -> web.Response:
+        if not peers.authorized(request):
+            return web.Response(status=401)
+        return web.Response(status=200 if has_tunnel(request.match_info["cluster_id"]) else 404)
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        if not peers.authorized(request):
+            return web.Response(status=401)
+        if request.headers.get("Upgrade", "").lower() != UPGRADE:
+            return web.Response(status=400, text=f"Upgrade: {UPGRADE} expected")
+        cluster_id = request.match_info["cluster_id"]
+        if not has_tunnel(cluster_id):
+            return web.Response(status=404)
+        try:
+            tunnel_stream = await open_local(cluster_id, request.query.get("address", ""))
+        except (StreamOpenError, ConnectionError, TimeoutError) as e:
+            return web.Response(status=503, text=str(e))
+        try:
+            reader, writer = take_over(request)
+            response = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": UPGRADE})
+            await response.prepare(request)
+        except BaseException:
+            tunnel_stream.abort("the peer left before the upgrade")
+            raise
+        response.force_close()
+        await pipe(tunnel_stream, reader, writer, close_at_eof=True)
+        return response
+
+    app.router.add_get(SOCKETS + "{cluster_id}", holds)
+    app.router.add_get(SOCKETS + "{cluster_id}/stream", stream)
+    return app

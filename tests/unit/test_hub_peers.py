@@ -1,0 +1,126 @@
+"""Peer streams between hub replicas (clusternet_hub.peers): a real tunnel session pair behind replica A's peer
+server over TLS, and replica B's side dialling it; no API server (Leases are exercised in test_hub_ha)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from clusternet_api.pki import issue_cert, make_ca
+from clusternet_api.tlsfiles import load_cert_chain_pem
+from clusternet_api.tunnel import StreamOpenError
+from clusternet_api.tunnel.http import StreamHttp, read_body
+from clusternet_hub.peers import NotHere, Peer, PeerConfig, Peers, client_context, dial, peer_app
+from clusternet_hub.sockets import Tunnel
+from tests.unit.test_tunnel_mux import echo, session_pair, tcp_server
+
+CLUSTER = "c-1"
+TOKEN = "s3cret"
+
+
+def tls_pair() -> tuple[ssl.SSLContext, bytes]:
+    """(server context, trust PEM) for a replica's certificate that does not name 127.0.0.1, as a pod IP is not."""
+    ca, key, cert = make_ca("hub-ca")
+    pair = issue_cert(key, cert, "clusternet-hub", dns_names=["clusternet-hub.clusternet-system.svc"], server=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    load_cert_chain_pem(server, pair.cert_pem, pair.key_pem)
+    return server, ca.cert_pem
+
+
+def peers_of(token: str, trust: bytes) -> Peers:
+    peers = Peers(None, PeerConfig(0, "127.0.0.1", token), lambda: trust)  # type: ignore[arg-type]
+    peers.token = token
+    return peers
+
+
+@contextlib.asynccontextmanager
+async def replica_a(tunnels: dict[str, Tunnel]) -> AsyncIterator[tuple[Peer, bytes]]:
+    """Replica A's peer server holding `tunnels`: (the Peer to dial, the trust PEM)."""
+    server_tls, trust = tls_pair()
+    a = peers_of(TOKEN, trust)
+
+    async def open_local(cluster_id: str, address: str) -> object:
+        return await tunnels[cluster_id].open_stream(address)
+
+    runner = web.AppRunner(peer_app(a, lambda c: c in tunnels, open_local))  # type: ignore[arg-type]
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    try:
+        yield Peer("a", "127.0.0.1", runner.addresses[0][1]), trust
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_peer_stream_reaches_the_tunnel_of_another_replica() -> None:
+    async with tcp_server(echo) as target, session_pair() as (hub_session, _), \
+            replica_a({CLUSTER: Tunnel(CLUSTER, hub_session, "ns", "mc")}) as (peer, trust):
+        stream = await dial(peer, CLUSTER, target, TOKEN, client_context(trust))
+        await stream.write(b"hello through two hubs")
+        got = b""
+        while len(got) < 22:
+            got += await stream.read()
+        assert got == b"hello through two hubs" and stream.bytes_out == 22
+        stream.close()
+        assert stream.done
+
+
+async def test_wrong_token_unknown_cluster_and_untrusted_certificate_are_refused() -> None:
+    async with session_pair() as (hub_session, _), \
+            replica_a({CLUSTER: Tunnel(CLUSTER, hub_session, "ns", "mc")}) as (peer, trust):
+        with pytest.raises(StreamOpenError, match="401"):
+            await dial(peer, CLUSTER, "x:1", "wrong", client_context(trust))
+        with pytest.raises(NotHere):
+            await dial(peer, "other", "x:1", TOKEN, client_context(trust))
+        _, other_trust = tls_pair()  # another hub's CA: the certificate does not verify
+        with pytest.raises(StreamOpenError, match="unreachable"):
+            await dial(peer, CLUSTER, "x:1", TOKEN, client_context(other_trust))
+
+
+async def test_http_through_a_peer_keeps_its_connection_for_the_next_request() -> None:
+    """Replica B's StreamHttp over peer streams: two requests, one TLS connection to A (keep-alive)."""
+    async def child(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.path})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", child)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    address = f"127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with session_pair() as (hub_session, _):
+            tunnel = Tunnel(CLUSTER, hub_session, "ns", "mc")
+            async with replica_a({CLUSTER: tunnel}) as (peer, trust):
+                b = peers_of(TOKEN, trust)
+                b.live = {peer.id: peer}
+                b.located[CLUSTER] = peer
+                http = StreamHttp(lambda addr: b.open_stream(CLUSTER, addr))
+                for path in ("/api", "/apis"):
+                    response = await http.request(address, "GET", path, [("Host", "child")], None)
+                    assert response.status == 200 and path.encode() in await read_body(response)
+                assert hub_session.streams_opened == 1  # the second request reused the first peer stream
+                http.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_peer_that_lost_the_tunnel_is_forgotten() -> None:
+    async with replica_a({}) as (peer, trust):
+        b = peers_of(TOKEN, trust)
+        b.live = {peer.id: peer}
+        b.located[CLUSTER] = peer  # remembered from before the agent moved
+        with pytest.raises(NotHere):
+            await b.open_stream(CLUSTER, "x:1")
+        assert CLUSTER not in b.located
+        b._listed = asyncio.get_running_loop().time() + 1e9  # no re-list (there is no API server here)
+        async with aiohttp.ClientSession() as b._session:
+            assert await b.locate(CLUSTER) is None  # asked again: A says it has none
+            assert await b.holds(Peer("gone", "127.0.0.1", 1), CLUSTER) is False
+            assert "gone" in b._down  # a replica that does not answer is skipped for a while
