@@ -37,7 +37,14 @@ import pytest
 import yaml
 
 from clusternet_api.kube import Credentials
-from clusternet_testing.controlplane import ControlPlane, ControlPlaneError, find_binaries, free_port, start_many
+from clusternet_testing.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    binary_version,
+    find_binaries,
+    free_port,
+    start_many,
+)
 from clusternet_testing.helpers import kubectl, wait_for
 from clusternet_testing.processes import (
     REPO,
@@ -78,6 +85,16 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def hub_installed(result: subprocess.CompletedProcess[str], parent: ControlPlane) -> str:
+    """`kubectl apply -f deploy/hub` succeeded; below Kubernetes 1.21 (no policy/v1) everything but the hub's
+    PodDisruptionBudget, which kubectl reports in one line (README, "Install on real clusters")."""
+    if binary_version(parent.bin_dir / "kube-apiserver") >= (1, 21):
+        return ok(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and 'kind "PodDisruptionBudget" in version "policy/v1"' in errors[0], result.stderr
+    return result.stdout
+
+
 @pytest.fixture(scope="module")
 def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, ControlPlane]]:
     try:
@@ -109,7 +126,8 @@ def shims(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def parent_installed(clusters: tuple[ControlPlane, ControlPlane], shims: Path) -> dict[str, Any]:
     """The parent's commands: the hub's manifests, both registration tokens, and reading the ServiceAccount one."""
     parent, _ = clusters
-    out = {"hub": ok(run(HUB_INSTALL, parent, shims)), "bootstrap": ok(run(BOOTSTRAP_TOKEN, parent, shims)),
+    out = {"hub": hub_installed(run(HUB_INSTALL, parent, shims), parent),
+           "bootstrap": ok(run(BOOTSTRAP_TOKEN, parent, shims)),
            "sa": ok(run(SA_TOKEN, parent, shims))}
 
     def read() -> subprocess.CompletedProcess[str] | None:
@@ -144,7 +162,7 @@ class Hub:
         container = deployment_container(REPO / "deploy" / "hub" / "06-deployment.yaml")
         token = service_account_token(parent, "clusternet-system", "clusternet-hub")
         kubeconfig = kubeconfig_for(parent, token, logdir / "hub.kubeconfig")
-        self.args = [_bin("clusternet-hub"), *container_args(container, {}),
+        self.args = [_bin("clusternet-hub"), *container_args(container, {"POD_IP": HUB_IP}),
                      f"--kubeconfig={kubeconfig}", f"--bind-address={HUB_IP}", "--secure-port=443"]
         self.logdir = logdir
         self.runs = 0
@@ -258,6 +276,13 @@ def test_the_aggregated_api_becomes_available_by_itself_and_survives_restarts(
     assert "--requestheader-client-ca-file" not in " ".join(hub.args)
     assert hub.proc is not None
     assert "front-proxy CA of kube-system/extension-apiserver-authentication" in hub.proc.output
+    # deploy/hub's RBAC is enough for peer forwarding: its token Secret and this replica's peer Lease
+    wait_for(lambda: hub.proc is not None and f"serves peers on https://{HUB_IP}:8123" in hub.proc.output,
+             timeout=30, what="the hub joined its peers")
+    assert "cannot join the other hub replicas" not in hub.proc.output
+    assert kubectl(parent, "get", "lease", "-n", "clusternet-system", "-l", "clusternet.io/hub-peer",
+                   "-o", "name").stdout.count("lease") == 1
+    assert kubectl(parent, "get", "secret", "-n", "clusternet-system", "clusternet-hub-peer", "-o", "name").stdout
     # the shadow API: same server, same caBundle kept by the hub, and deploy/hub's RBAC lets the hub act on
     # Manifests as the user (impersonation)
     wait_for(lambda: available(parent, SHADOW_APISERVICE), timeout=60, what=f"APIService {SHADOW_APISERVICE} Available")

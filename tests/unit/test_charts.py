@@ -66,10 +66,28 @@ def test_the_hub_chart_passes_clusternets_arguments_and_extra_args() -> None:
     assert not [o for o in render("clusternet-hub", {"apiService": {"create": False}}) if o["kind"] == "APIService"]
 
 
-@pytest.mark.parametrize("chart", ["clusternet-hub", "clusternet-agent"])
-def test_more_than_one_replica_is_refused_with_the_reason(chart: str) -> None:
+def test_the_agent_refuses_more_than_one_replica_with_the_reason() -> None:
     with pytest.raises(helm_python.HelmError, match="replicaCount must be 1"):
-        render(chart, {"replicaCount": 3})
+        render("clusternet-agent", {"replicaCount": 3})
+
+
+def test_the_hub_runs_two_spread_replicas_with_a_disruption_budget() -> None:
+    objs = render("clusternet-hub")
+    deployment = find(objs, "Deployment", "clusternet-hub")["spec"]
+    assert deployment["replicas"] == 2 and deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
+    pod = deployment["template"]["spec"]
+    assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    container = pod["containers"][0]
+    assert "--peer-advertise-address=$(POD_IP)" in container["args"] and "--peer-port=8123" in container["args"]
+    assert {"name": "peer", "containerPort": 8123, "protocol": "TCP"} in container["ports"]
+    assert find(objs, "PodDisruptionBudget", "clusternet-hub")["spec"]["minAvailable"] == 1
+    deployed = manifests("deploy/hub/06-deployment.yaml")[0]["spec"]
+    assert deployed["replicas"] == 2 and deployed["template"]["spec"]["affinity"] == pod["affinity"]
+    assert manifests("deploy/hub/09-poddisruptionbudget.yaml")[0]["spec"]["minAvailable"] == 1
+    one = render("clusternet-hub", {"replicaCount": 1})
+    assert not [o for o in one if o["kind"] == "PodDisruptionBudget"]  # a budget of 1 of 1 would block drains
+    with pytest.raises(helm_python.HelmError, match="needs leaderElect: true"):
+        render("clusternet-hub", {"replicaCount": 3, "leaderElect": False})
 
 
 def rbac(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
