@@ -129,3 +129,21 @@ async def test_unreachable_target_fails_to_open() -> None:
         with pytest.raises(StreamOpenError) as info:  # the proxy turns this into a 503 with the message
             await http.request("127.0.0.1:1", "GET", "/", [("Host", "x")], None)
         assert "127.0.0.1:1" in str(info.value)
+
+
+async def test_a_burst_keeps_its_streams_warm_until_they_idle_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """50 concurrent requests, then 50 again: the second burst opens no stream (MAX_IDLE covers it); streams
+    idle for IDLE_SECONDS are closed, so a burst long past holds nothing in the agent."""
+    import clusternet_api.tunnel.http as streamhttp
+
+    monkeypatch.setattr(streamhttp, "IDLE_SECONDS", 0.3)
+    async with http_server({}) as address, session_pair() as (hub, agent):
+        http = StreamHttp(lambda a: hub.open_stream(a))
+        for _ in range(2):
+            results = await asyncio.gather(*(body_of(http, address, "GET", "/small") for _ in range(50)))
+            assert all(status == 200 for status, _, _ in results)
+        assert agent.streams_opened == 50 and len(http.idle[address]) == 50
+        await asyncio.sleep(0.6)
+        assert http.idle[address] == [] and hub.open_streams == 0
+        status, _, _ = await body_of(http, address, "GET", "/small")
+        assert status == 200 and agent.streams_opened == 51
