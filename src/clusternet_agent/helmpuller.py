@@ -12,7 +12,6 @@ the agent may read (known.CHART_PULL_SECRET, keys `<HelmRelease>.username` / `.p
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from pathlib import Path
@@ -22,6 +21,7 @@ from clusternet_api import applier, known
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ClusterAccess, HelmDriver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.listwatch import ListWatch
 
 log = logging.getLogger(__name__)
 MC_API = known.CLUSTERS_API_VERSION
@@ -85,26 +85,20 @@ class ReleasePuller:
             log.warning("deploying HelmRelease %s failed: %s", hr["metadata"]["name"], e)
 
     async def run(self) -> None:
-        """List, reconcile, watch until the resync period ends, repeat. Cancel to stop."""
-        while True:
-            try:
+        """Reconcile every HelmRelease each resync period and each spec change in between
+        (clusternet_api.listwatch). Cancel to stop."""
+        async def on_list(items: list[Obj]) -> None:
+            mc = await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
+            for hr in items:
+                await self._safely(hr, mc)
+
+        async def on_event(event: Obj) -> None:
+            if event["type"] in ("ADDED", "MODIFIED") and _spec_event(event["object"]):
                 mc = await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
-                listing = await self.parent.request(
-                    "GET", await self.parent.path(known.APPS_API_VERSION, "HelmRelease", namespace=self.namespace))
-                for hr in listing.get("items", []):
-                    await self._safely(hr, mc)
-                rv = listing["metadata"]["resourceVersion"]
-                async for event in self.parent.watch(known.APPS_API_VERSION, "HelmRelease", self.namespace,
-                                                     server_timeout=max(1, int(self.resync_seconds)),
-                                                     resource_version=rv):
-                    if event["type"] in ("ADDED", "MODIFIED") and _spec_event(event["object"]):
-                        mc = await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
-                        await self._safely(event["object"], mc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("watching HelmReleases failed: %s; retrying", e)
-                await asyncio.sleep(2)
+                await self._safely(event["object"], mc)
+
+        await ListWatch(self.parent, known.APPS_API_VERSION, "HelmRelease", self.namespace,
+                        max(1.0, self.resync_seconds), on_list, on_event).run()
 
 
 def _spec_event(hr: Obj) -> bool:

@@ -13,7 +13,6 @@ namespace; with the gate off that Secret is removed (the child's veto).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -22,6 +21,7 @@ import time
 from clusternet_agent import probes
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.listwatch import ListWatch
 
 log = logging.getLogger(__name__)
 DEPLOYER_SA = "clusternet-app-deployer"
@@ -118,24 +118,17 @@ class Puller:
             log.warning("deploying Description %s failed: %s", desc["metadata"]["name"], e)
 
     async def run(self) -> None:
-        """List, apply, watch until the resync period ends, repeat. Cancel to stop."""
-        api = applier.DESC_API
-        while True:
-            try:
-                mc = await self._managed_cluster()
-                listing = await self.parent.request(
-                    "GET", await self.parent.path(api, "Description", namespace=self.namespace))
-                for desc in listing.get("items", []):
-                    await self._safely(desc, mc, resync=True)
-                rv = listing["metadata"]["resourceVersion"]
-                async for event in self.parent.watch(api, "Description", self.namespace,
-                                                     server_timeout=max(1, int(self.resync_seconds)),
-                                                     resource_version=rv):
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        await self._safely(event["object"], await self._managed_cluster(), resync=False)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("watching Descriptions failed: %s; retrying", e)
-                await asyncio.sleep(2)
+        """Apply every Description each resync period and each change in between (clusternet_api.listwatch:
+        an interrupted watch resumes, it does not re-list). Cancel to stop."""
+        async def on_list(items: list[Obj]) -> None:
+            mc = await self._managed_cluster()
+            for desc in items:
+                await self._safely(desc, mc, resync=True)
+
+        async def on_event(event: Obj) -> None:
+            if event["type"] in ("ADDED", "MODIFIED"):
+                await self._safely(event["object"], await self._managed_cluster(), resync=False)
+
+        await ListWatch(self.parent, applier.DESC_API, "Description", self.namespace,
+                        max(1.0, self.resync_seconds), on_list, on_event).run()
 
