@@ -26,10 +26,8 @@ from clusternet_agent.options import (
 )
 from clusternet_api import __version__, known
 from clusternet_api.compatflags import InertFlag, inert_options, klog_level, report_inert
-from clusternet_api.componentflags import client_limits, component_options, leader_election_config
+from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
 from clusternet_api.durations import parse_duration
-from clusternet_api.execplugin import CredentialsError
-from clusternet_api.leaderelection import LeadershipLost
 from clusternet_api.logs import setup_logging
 
 log = logging.getLogger("clusternet_agent.cli")
@@ -139,16 +137,11 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
                     await server.cleanup()
 
     try:
-        asyncio.run(runner())
+        with component_exits(log):  # the child's kubeconfig; the agent's Lease
+            asyncio.run(runner())
     except OptionsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except CredentialsError as e:  # the child's kubeconfig: one line, as kubectl would say it
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except LeadershipLost as e:  # as Kubernetes' components: exit, the Deployment starts a clean replica
-        log.error("leaderelection lost: %s; exiting", e)
-        sys.exit(1)
 
 
 def _s(value: str | bool | None) -> str | None:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -11,7 +14,8 @@ import click
 
 from clusternet_api import known
 from clusternet_api.durations import parse_duration
-from clusternet_api.leaderelection import LeaderElectionConfig
+from clusternet_api.execplugin import CredentialsError
+from clusternet_api.leaderelection import LeaderElectionConfig, LeadershipLost
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,3 +96,18 @@ def client_limits(kw: Mapping[str, Any]) -> ClientLimits:
     if qps < 0 or burst < 0:
         raise click.BadParameter("--kube-api-qps and --kube-api-burst must not be negative")
     return ClientLimits(qps=qps, burst=burst)
+
+
+@contextlib.contextmanager
+def component_exits(log: logging.Logger) -> Iterator[None]:
+    """How hub and agent end on what no retry fixes: a kubeconfig's credentials failing (one line, as kubectl says
+    it, exit 1), or the Lease lost (logged, exit 1, so the Deployment starts a clean replica, as Kubernetes'
+    components do)."""
+    try:
+        yield
+    except CredentialsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except LeadershipLost as e:
+        log.error("leaderelection lost: %s; exiting", e)
+        sys.exit(1)

@@ -15,10 +15,9 @@ Credentials (clusternet_api.credentials) come from kubeconfigs (clusternet_api.k
 with an exec credential plugin, a `Kube` runs it before the first request and whenever its credential expires,
 and once more when the server answers 401 (then retries that request once).
 
-Respecting the API server, as client-go does: a `Kube` built with `qps` > 0 takes a token from its own bucket
-(`qps` per second, up to `burst` at once) before each non-watch request, waiting asynchronously when the bucket
-is empty; watches do not count. A 429, or a 503 with Retry-After, is retried after the seconds the server asks
-for (at most MAX_RETRY_AFTER each, MAX_RETRIES times), as client-go's request retry does.
+Respecting the API server, as client-go does (clusternet_api.ratelimit): a `Kube` built with `qps` > 0 takes a
+token from its own bucket before each non-watch request; a 429, or a 503 with Retry-After, is retried after the
+seconds the server asks for.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from multidict import CIMultiDict
 from clusternet_api.credentials import Credentials, ssl_context
 from clusternet_api.execplugin import CredentialsError, ExecCredential
 from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
+from clusternet_api.ratelimit import MAX_RETRIES, TokenBucket, retry_after
 from clusternet_api.tunnel import http as tunnel_http
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_body
 
@@ -77,58 +77,6 @@ _CORE_VERSIONS = {
 STREAM_ADDRESS = "api-server"  # pool key of a Kube's streams: they all go to the one API server it talks to
 TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount tokens well before expiry
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
-MAX_RETRIES = 10  # client-go's default maxRetries for a request answered 429 / 5xx with Retry-After
-MAX_RETRY_AFTER = 10.0  # seconds: a longer Retry-After is shortened to this (a stuck process helps nobody)
-DEFAULT_RETRY_AFTER = 1.0  # seconds after a 429 without a usable Retry-After
-
-
-class TokenBucket:
-    """client-go's token-bucket rate limiter (flowcontrol.NewTokenBucketRateLimiter): `qps` tokens a second, at
-    most `burst` saved up. `wait()` reserves a token and sleeps (asynchronously) until it is due, so waiters are
-    served in arrival order and the event loop never blocks."""
-
-    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        if qps <= 0:
-            raise ValueError("qps must be positive")
-        self.qps = qps
-        self.burst = max(1, burst)
-        self._clock = clock
-        self._tokens = float(self.burst)
-        self._last = clock()
-
-    def reserve(self) -> float:
-        """Take a token (the count may go negative: a reservation); returns the seconds until it is due."""
-        now = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
-        self._last = now
-        self._tokens -= 1
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
-
-    async def wait(self) -> None:
-        delay = self.reserve()
-        if delay > 0:
-            try:
-                await asyncio.sleep(delay)
-            except asyncio.CancelledError:
-                self._tokens += 1  # give the unused reservation back
-                raise
-
-
-def retry_after(status: int, headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait before retrying an answer, or None when it is final: 429 always (Retry-After, else
-    DEFAULT_RETRY_AFTER), 503 only when the server sent Retry-After (it is shedding load, not broken)."""
-    if status not in (429, 503):
-        return None
-    value = (headers or {}).get("Retry-After")
-    seconds: float | None = None
-    if value is not None:
-        with contextlib.suppress(ValueError):
-            seconds = max(0.0, float(value.strip()))
-    if seconds is None:
-        if status == 503:
-            return None
-        seconds = DEFAULT_RETRY_AFTER
-    return min(seconds, MAX_RETRY_AFTER)
 
 
 class ApiException(Exception):
@@ -540,12 +488,10 @@ __all__ = [
     "Kube",
     "Obj",
     "ResourceNotFound",
-    "TokenBucket",
     "is_status",
     "kubeconfig_namespace",
     "kubeconfig_path",
     "object_path",
     "resource_path",
-    "retry_after",
     "ssl_context",
 ]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -15,10 +14,9 @@ import kopf
 
 from clusternet_api import __version__
 from clusternet_api.compatflags import inert_options, klog_level, report_inert
-from clusternet_api.componentflags import client_limits, component_options, leader_election_config
-from clusternet_api.execplugin import CredentialsError
+from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
 from clusternet_api.kube import Credentials, Kube
-from clusternet_api.leaderelection import LeaderElector, LeadershipLost, run_while_leading
+from clusternet_api.leaderelection import LeaderElector, run_while_leading
 from clusternet_api.logs import setup_logging
 from clusternet_hub import compat, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
@@ -181,14 +179,8 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         leader_election=election, kube_api_qps=limits.qps, kube_api_burst=limits.burst,
         peers=PeerConfig(peer_port, peer_advertise_address or default_advertise_address(), peer_token or None)
         if peer_port else None)
-    try:
+    with component_exits(log):  # the parent's kubeconfig; the hub's Lease
         _run_until_signalled(lambda stop: run_hub(options, stop))
-    except CredentialsError as e:  # the parent's kubeconfig: one line, as kubectl would say it
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except LeadershipLost as e:  # as Kubernetes' components: exit, the Deployment starts a clean replica
-        log.error("leaderelection lost: %s; exiting", e)
-        sys.exit(1)
 
 
 def _run_until_signalled(factory: Callable[[asyncio.Event], Awaitable[None]]) -> None:

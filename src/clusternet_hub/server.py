@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clusternet_api import known
 from clusternet_api.pki import issue_cert, make_ca
-from clusternet_hub import metrics, shadow
+from clusternet_hub import metrics, shadowmapping
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.sockets import SocketRegistry, tunnel_endpoint
@@ -102,7 +102,7 @@ def build_app(registry: SocketRegistry, proxy: Proxy,
         return web.json_response(discovery_resources())
 
     async def groups(_: web.Request) -> web.Response:
-        served = [discovery_group()] + ([shadow.discovery_group()] if shadow_api is not None else [])
+        served = [discovery_group()] + ([shadowmapping.discovery_group()] if shadow_api is not None else [])
         return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": served})
 
     async def openapi(_: web.Request) -> web.Response:
@@ -123,14 +123,14 @@ def build_app(registry: SocketRegistry, proxy: Proxy,
         api = shadow_api
 
         async def shadow_group(_: web.Request) -> web.Response:
-            return web.json_response(shadow.discovery_group())
+            return web.json_response(shadowmapping.discovery_group())
 
         async def shadowed(request: web.Request) -> web.StreamResponse:
             return await api.handle(request, front_proxy_identity(request, names()))
 
         app.router.add_get(f"/apis/{known.SHADOW_GROUP}", shadow_group)
-        app.router.add_get(shadow.PREFIX, api.discovery)
-        app.router.add_route("*", shadow.PREFIX + "/{tail:.+}", shadowed)
+        app.router.add_get(shadowmapping.PREFIX, api.discovery)
+        app.router.add_route("*", shadowmapping.PREFIX + "/{tail:.+}", shadowed)
     return app
 
 

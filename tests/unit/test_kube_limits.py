@@ -11,8 +11,10 @@ import pytest
 from aiohttp import web
 
 import clusternet_api.kube as kube_mod
+import clusternet_api.ratelimit as ratelimit
 from clusternet_api.credentials import Credentials
-from clusternet_api.kube import Kube, TokenBucket, retry_after
+from clusternet_api.kube import Kube
+from clusternet_api.ratelimit import TokenBucket, retry_after
 
 
 @asynccontextmanager
@@ -41,9 +43,9 @@ def test_bucket_allows_a_burst_then_qps() -> None:
 
 def test_retry_after_rules() -> None:
     assert retry_after(429, {"Retry-After": "2"}) == 2.0
-    assert retry_after(429, {}) == kube_mod.DEFAULT_RETRY_AFTER
-    assert retry_after(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == kube_mod.DEFAULT_RETRY_AFTER
-    assert retry_after(429, {"Retry-After": "3600"}) == kube_mod.MAX_RETRY_AFTER
+    assert retry_after(429, {}) == ratelimit.DEFAULT_RETRY_AFTER
+    assert retry_after(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == ratelimit.DEFAULT_RETRY_AFTER
+    assert retry_after(429, {"Retry-After": "3600"}) == ratelimit.MAX_RETRY_AFTER
     assert retry_after(503, {"Retry-After": "1"}) == 1.0
     assert retry_after(503, {}) is None  # a broken server, not a busy one: no retry
     assert retry_after(500, {"Retry-After": "1"}) is None

@@ -9,8 +9,9 @@ import pytest
 
 from clusternet_api import known
 from clusternet_core.naming import manifest_for
-from clusternet_hub import shadow
-from clusternet_hub.shadow import ShadowError, ShadowPath, ShadowResource, parse_path
+from clusternet_hub import shadowmapping as mapping
+from clusternet_hub.shadow import ShadowAPI
+from clusternet_hub.shadowmapping import ShadowError, ShadowPath, ShadowResource, parse_path
 
 DEPLOYMENTS = ShadowResource("apps", "v1", "Deployment", "deployments", True, "deployment", ("deploy",))
 CONFIGMAPS = ShadowResource("", "v1", "ConfigMap", "configmaps", True, "configmap", ("cm",))
@@ -55,20 +56,20 @@ def test_discovery_mirrors_the_parent_but_clusternet_metrics_and_subresources() 
         ("shadow/v1alpha1", [{"name": "widgets", "kind": "Widget", "namespaced": True}]),
         ("rbac.authorization.k8s.io/v1", [{"name": "clusterroles", "kind": "ClusterRole", "namespaced": False}]),
     ]
-    mapped = shadow.resource_map(discovered)
+    mapped = mapping.resource_map(discovered)
     assert list(mapped) == ["configmaps", "events", "deployments", "clusterroles"]
     assert mapped["events"].group == ""  # the first of two plurals wins (core first, as kubectl resolves)
     assert mapped["deployments"] == ShadowResource("apps", "v1", "Deployment", "deployments", True, "deployment")
-    listed = shadow.discovery_resources(mapped)
+    listed = mapping.discovery_resources(mapped)
     assert listed["groupVersion"] == "shadow/v1alpha1" and listed["kind"] == "APIResourceList"
     cm = next(r for r in listed["resources"] if r["name"] == "configmaps")
     assert cm == {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
-                  "verbs": shadow.VERBS, "shortNames": ["cm"]}
-    assert shadow.discovery_group()["preferredVersion"]["groupVersion"] == "shadow/v1alpha1"
+                  "verbs": mapping.VERBS, "shortNames": ["cm"]}
+    assert mapping.discovery_group()["preferredVersion"]["groupVersion"] == "shadow/v1alpha1"
 
 
 def test_an_object_is_stored_as_the_plugin_stores_it_and_read_back_with_the_manifests_metadata() -> None:
-    obj = shadow.prepare(DEPLOYMENTS, ShadowPath("deployments", "x"),
+    obj = mapping.prepare(DEPLOYMENTS, ShadowPath("deployments", "x"),
                          deployment(labels={"app": "web"}, resourceVersion="7", uid="theirs", managedFields=[]))
     m = manifest_for(DEPLOYMENTS.plural, obj)
     assert m["metadata"]["name"] == "deployments.x.web" and m["metadata"]["namespace"] == known.RESERVED_NAMESPACE
@@ -76,7 +77,7 @@ def test_an_object_is_stored_as_the_plugin_stores_it_and_read_back_with_the_mani
                                        known.LABEL_CONFIG_KIND: "Deployment", known.LABEL_CONFIG_NAME: "web",
                                        known.LABEL_CONFIG_NAMESPACE: "x"}
     assert "resourceVersion" not in m["template"]["metadata"] and "uid" not in m["template"]["metadata"]
-    back = shadow.template_of(stored(obj))
+    back = mapping.template_of(stored(obj))
     assert back["metadata"]["resourceVersion"] == "42" and back["metadata"]["uid"] == "u-1"
     assert back["metadata"]["creationTimestamp"] == "2026-01-01T00:00:00Z"
     assert back["spec"] == {"replicas": 1} and back["kind"] == "Deployment"
@@ -84,46 +85,46 @@ def test_an_object_is_stored_as_the_plugin_stores_it_and_read_back_with_the_mani
 
 def test_prepare_checks_the_object_against_the_path() -> None:
     path = ShadowPath("deployments", "x")
-    bare = shadow.prepare(DEPLOYMENTS, path, {"metadata": {"name": "web"}})
+    bare = mapping.prepare(DEPLOYMENTS, path, {"metadata": {"name": "web"}})
     assert bare["apiVersion"] == "apps/v1" and bare["kind"] == "Deployment" and bare["metadata"]["namespace"] == "x"
     for wrong in (deployment(ns="other"), {**deployment(), "kind": "StatefulSet"},
                   {**deployment(), "apiVersion": "extensions/v1beta1"}):
         with pytest.raises(ShadowError) as e:
-            shadow.prepare(DEPLOYMENTS, path, wrong)
+            mapping.prepare(DEPLOYMENTS, path, wrong)
         assert e.value.code == 400
     with pytest.raises(ShadowError) as e:
-        shadow.prepare(DEPLOYMENTS, path, {"metadata": {"generateName": "web-"}})
+        mapping.prepare(DEPLOYMENTS, path, {"metadata": {"generateName": "web-"}})
     assert e.value.code == 422
     with pytest.raises(ShadowError) as e:
-        shadow.prepare(DEPLOYMENTS, ShadowPath("deployments", "x", "other"), deployment())
+        mapping.prepare(DEPLOYMENTS, ShadowPath("deployments", "x", "other"), deployment())
     assert e.value.code == 400
     with pytest.raises(ShadowError):
-        shadow.prepare(DEPLOYMENTS, ShadowPath("deployments"), deployment())
-    role = shadow.prepare(CLUSTERROLES, ShadowPath("clusterroles"), {"apiVersion": "rbac.authorization.k8s.io/v1",
+        mapping.prepare(DEPLOYMENTS, ShadowPath("deployments"), deployment())
+    role = mapping.prepare(CLUSTERROLES, ShadowPath("clusterroles"), {"apiVersion": "rbac.authorization.k8s.io/v1",
                                                                     "kind": "ClusterRole",
                                                                     "metadata": {"name": "r", "namespace": "x"}})
     assert "namespace" not in role["metadata"]
 
 
 def test_lists_and_watches_select_the_kinds_manifests() -> None:
-    assert shadow.selector(DEPLOYMENTS, "x") == (f"{known.LABEL_CONFIG_GROUP}=apps,{known.LABEL_CONFIG_KIND}="
+    assert mapping.selector(DEPLOYMENTS, "x") == (f"{known.LABEL_CONFIG_GROUP}=apps,{known.LABEL_CONFIG_KIND}="
                                                  f"Deployment,{known.LABEL_CONFIG_NAMESPACE}=x")
-    assert shadow.selector(CONFIGMAPS, None, "app=web", "metadata.name=a") == (
+    assert mapping.selector(CONFIGMAPS, None, "app=web", "metadata.name=a") == (
         f"{known.LABEL_CONFIG_GROUP}=,{known.LABEL_CONFIG_KIND}=ConfigMap,{known.LABEL_CONFIG_NAME}=a,app=web")
     with pytest.raises(ShadowError):
-        shadow.selector(CONFIGMAPS, None, "", "spec.x=1")
+        mapping.selector(CONFIGMAPS, None, "", "spec.x=1")
     web, cm = stored(deployment()), stored({"apiVersion": "v1", "kind": "ConfigMap",
                                             "metadata": {"name": "c", "namespace": "x"}}, "configmaps")
     other_ns = stored(deployment(ns="y"))
-    listed = shadow.list_of(DEPLOYMENTS, [web, cm, other_ns], "x", {"resourceVersion": "99"})
+    listed = mapping.list_of(DEPLOYMENTS, [web, cm, other_ns], "x", {"resourceVersion": "99"})
     assert listed["kind"] == "DeploymentList" and listed["apiVersion"] == "apps/v1"
     assert [i["metadata"]["name"] for i in listed["items"]] == ["web"]
     assert listed["metadata"] == {"resourceVersion": "99"}
-    assert len(shadow.list_of(DEPLOYMENTS, [web, other_ns], None, {})["items"]) == 2
-    event = shadow.watch_event(DEPLOYMENTS, {"type": "ADDED", "object": web}, "x")
+    assert len(mapping.list_of(DEPLOYMENTS, [web, other_ns], None, {})["items"]) == 2
+    event = mapping.watch_event(DEPLOYMENTS, {"type": "ADDED", "object": web}, "x")
     assert event is not None and event["object"]["metadata"]["resourceVersion"] == "42"
-    assert shadow.watch_event(DEPLOYMENTS, {"type": "ADDED", "object": cm}, "x") is None
-    bookmark = shadow.watch_event(DEPLOYMENTS, {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "5"}}},
+    assert mapping.watch_event(DEPLOYMENTS, {"type": "ADDED", "object": cm}, "x") is None
+    bookmark = mapping.watch_event(DEPLOYMENTS, {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "5"}}},
                                   None)
     assert bookmark == {"type": "BOOKMARK", "object": {"apiVersion": "apps/v1", "kind": "Deployment",
                                                        "metadata": {"resourceVersion": "5"}}}
@@ -131,24 +132,24 @@ def test_lists_and_watches_select_the_kinds_manifests() -> None:
 
 def test_patches_and_statuses() -> None:
     current = deployment(labels={"a": "1", "b": "2"})
-    merged = shadow.apply_patch(current, json.dumps({"metadata": {"labels": {"a": None, "c": "3"}},
-                                                     "spec": {"replicas": 3}}).encode(), shadow.MERGE_PATCH)
+    merged = mapping.apply_patch(current, json.dumps({"metadata": {"labels": {"a": None, "c": "3"}},
+                                                     "spec": {"replicas": 3}}).encode(), mapping.MERGE_PATCH)
     assert merged["metadata"]["labels"] == {"b": "2", "c": "3"} and merged["spec"]["replicas"] == 3
-    patched = shadow.apply_patch(current, b'[{"op": "replace", "path": "/spec/replicas", "value": 5}]',
-                                 shadow.JSON_PATCH)
+    patched = mapping.apply_patch(current, b'[{"op": "replace", "path": "/spec/replicas", "value": 5}]',
+                                 mapping.JSON_PATCH)
     assert patched["spec"]["replicas"] == 5 and current["spec"]["replicas"] == 1
     with pytest.raises(ShadowError) as e:
-        shadow.apply_patch(current, b'[{"op": "remove", "path": "/nope"}]', shadow.JSON_PATCH)
+        mapping.apply_patch(current, b'[{"op": "remove", "path": "/nope"}]', mapping.JSON_PATCH)
     assert e.value.code == 422
-    assert shadow.not_found(DEPLOYMENTS, "web").body["message"] == 'deployments.apps "web" not found'
-    exists = shadow.already_exists(CONFIGMAPS, "c").body
+    assert mapping.not_found(DEPLOYMENTS, "web").body["message"] == 'deployments.apps "web" not found'
+    exists = mapping.already_exists(CONFIGMAPS, "c").body
     assert exists["reason"] == "AlreadyExists" and exists["code"] == 409 and exists["message"] == \
         'configmaps "c" already exists'
-    assert shadow.impersonation("alice", ["dev", "system:authenticated"]) == [
+    assert mapping.impersonation("alice", ["dev", "system:authenticated"]) == [
         ("Impersonate-User", "alice"), ("Impersonate-Group", "dev"), ("Impersonate-Group", "system:authenticated")]
-    assert shadow.parse_body(b"apiVersion: v1\nkind: ConfigMap\n") == {"apiVersion": "v1", "kind": "ConfigMap"}
+    assert mapping.parse_body(b"apiVersion: v1\nkind: ConfigMap\n") == {"apiVersion": "v1", "kind": "ConfigMap"}
     with pytest.raises(ShadowError):
-        shadow.parse_body(b"[1]")
+        mapping.parse_body(b"[1]")
 
 
 # --- the handlers, against a fake parent -----------------------------------------------------------------------
@@ -180,10 +181,10 @@ class FakeParent:
             if body["spec"].get("replicas") == -1:
                 return 422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": "replicas: Invalid"}
             return 201, body
-        assert path.startswith(shadow.MANIFESTS)
+        assert path.startswith(mapping.MANIFESTS)
         if user == self.forbid:
             return 403, {"kind": "Status", "code": 403, "reason": "Forbidden", "message": f'User "{user}" cannot'}
-        name = path[len(shadow.MANIFESTS) + 1:]
+        name = path[len(mapping.MANIFESTS) + 1:]
         if method == "GET" and not name:
             return 200, {"items": list(self.manifests.values()), "metadata": {"resourceVersion": str(self.rv)}}
         if method == "GET":
@@ -223,14 +224,14 @@ async def shadow_client(parent: FakeParent, user: str = "alice") -> Any:
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
-    api = shadow.ShadowAPI(parent)  # type: ignore[arg-type]
+    api = ShadowAPI(parent)  # type: ignore[arg-type]
     app = web.Application()
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return await api.handle(request, (user, ["dev", "system:authenticated"]) if user else None)
 
-    app.router.add_get(shadow.PREFIX, api.discovery)
-    app.router.add_route("*", shadow.PREFIX + "/{tail:.+}", handler)
+    app.router.add_get(mapping.PREFIX, api.discovery)
+    app.router.add_route("*", mapping.PREFIX + "/{tail:.+}", handler)
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -239,21 +240,21 @@ async def shadow_client(parent: FakeParent, user: str = "alice") -> Any:
 async def test_the_handlers_store_templates_as_the_user() -> None:
     parent = FakeParent()
     client = await shadow_client(parent)
-    base = f"{shadow.PREFIX}/namespaces/x/deployments"
+    base = f"{mapping.PREFIX}/namespaces/x/deployments"
     try:
-        resp = await client.get(shadow.PREFIX)
+        resp = await client.get(mapping.PREFIX)
         assert [r["name"] for r in (await resp.json())["resources"]] == ["configmaps", "deployments"]
         resp = await client.post(base, json=deployment())
         created = await resp.json()
         assert resp.status == 201 and created["metadata"]["resourceVersion"] == "1", created
         assert "deployments.x.web" in parent.manifests
         # every Manifest call and the dry run impersonate the user and their groups
-        writes = [c for c in parent.calls if c[1].startswith((shadow.MANIFESTS, "/apis/apps/v1/"))]
+        writes = [c for c in parent.calls if c[1].startswith((mapping.MANIFESTS, "/apis/apps/v1/"))]
         assert writes and all(c[2] == (("Impersonate-User", "alice"), ("Impersonate-Group", "dev"),
                                        ("Impersonate-Group", "system:authenticated")) for c in writes)
         assert (await client.post(base, json=deployment())).status == 409
         resp = await client.patch(f"{base}/web", json={"spec": {"replicas": 4}},
-                                  headers={"Content-Type": shadow.MERGE_PATCH})
+                                  headers={"Content-Type": mapping.MERGE_PATCH})
         assert (await resp.json())["spec"]["replicas"] == 4
         stale = {**deployment(), "metadata": {**deployment()["metadata"], "resourceVersion": "1"}}
         resp = await client.put(f"{base}/web", json=stale)
@@ -272,7 +273,7 @@ async def test_the_handlers_store_templates_as_the_user() -> None:
         assert (await client.delete(f"{base}/web")).status == 200
         resp = await client.get(f"{base}/web")
         assert resp.status == 404 and (await resp.json())["message"] == 'deployments.apps "web" not found'
-        assert (await client.get(f"{shadow.PREFIX}/widgets")).status == 404
+        assert (await client.get(f"{mapping.PREFIX}/widgets")).status == 404
         assert (await client.get(f"{base}/web/scale")).status == 404
     finally:
         await client.close()
@@ -282,12 +283,12 @@ async def test_the_parents_refusal_comes_back_and_anonymous_requests_are_refused
     parent = FakeParent(forbid="mallory")
     client = await shadow_client(parent, "mallory")
     try:
-        resp = await client.get(f"{shadow.PREFIX}/namespaces/x/deployments")
+        resp = await client.get(f"{mapping.PREFIX}/namespaces/x/deployments")
         assert resp.status == 403 and "mallory" in (await resp.json())["message"]
     finally:
         await client.close()
     client = await shadow_client(parent, "")
     try:
-        assert (await client.get(f"{shadow.PREFIX}/namespaces/x/deployments")).status == 401
+        assert (await client.get(f"{mapping.PREFIX}/namespaces/x/deployments")).status == 401
     finally:
         await client.close()
