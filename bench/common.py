@@ -112,6 +112,7 @@ class Hub:
     proc: Proc
     url: str  # https://127.0.0.1:<port>
     ca: Path  # the CA of its serving certificate
+    tls: tuple[Path, Path, Path]  # (ca, cert, key): what another replica must serve too
 
     @property
     def tunnel_args(self) -> list[str]:
@@ -119,16 +120,19 @@ class Hub:
         return [f"--tunnel-url={self.url}", f"--tunnel-ca-file={self.ca}"]
 
 
-def start_hub(parent: ControlPlane, workdir: Path, *extra: str) -> Hub:
-    """`clusternet-hub` on a free loopback port with a TLS certificate of its own, once /healthz answers.
+def start_hub(parent: ControlPlane, workdir: Path, *extra: str, tls: tuple[Path, Path, Path] | None = None,
+              name: str = "hub") -> Hub:
+    """`clusternet-hub` on a free loopback port with a TLS certificate of its own (or `tls`, (ca, cert, key), which
+    replicas share), once /healthz answers.
 
     Health checks run at the hub's default interval, not the integration tests' fast one, unless `extra` says
     otherwise."""
-    ca, crt, key = hub_tls(workdir / "hub-tls", ["127.0.0.1"], ["localhost"])
+    ca, crt, key = tls or hub_tls(workdir / "hub-tls", ["127.0.0.1"], ["localhost"])
     port = free_port()
     proc = hub_proc(parent, workdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}", port=port)
+    proc.name, proc.log = name, workdir / f"{name}.log"
     proc.args = [*without(proc.args, "--health-check-interval"), *extra]
-    hub = Hub(proc, f"https://127.0.0.1:{port}", ca)
+    hub = Hub(proc, f"https://127.0.0.1:{port}", ca, (ca, crt, key))
     spawn(proc)
     wait_until(lambda: https_status(f"{hub.url}/healthz", ca) == 200, "clusternet-hub /healthz", [proc],
                timeout=120)

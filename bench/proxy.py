@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.controlplane import ControlPlane, free_port
 from common import (
     SPAWNED,
     agent,
@@ -147,6 +147,7 @@ class Results:
     watch_event_ms: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "proxied": []})
     concurrent: list[tuple[str, float, int]] = field(default_factory=list)  # (label, wall ms, errors)
     concurrent_list_mbps: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "proxied": []})
+    peer_get_ms: dict[str, list[float]] = field(default_factory=lambda: {"proxied": [], "peer": []})
     pids: dict[str, int] = field(default_factory=dict)  # hub, agent: CPU accounting
     # (process, phase) -> (CPU s, run-queue wait s) over a measured phase; only proxied requests touch them
     sched: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
@@ -203,6 +204,20 @@ async def small_gets(direct: Way, proxied: Way, res: Results) -> None:
     res.get_errors = {"direct": 0, "proxied": 0}
     with accounted(res, "gets"):
         await alternate(direct, proxied, res.plan.gets, one, res.get_ms)
+
+
+async def peer_gets(proxied: Way, peer: Way, res: Results) -> None:
+    """Small GETs through the replica holding the tunnel and through the other one (peer forwarding),
+    alternating: what a request that lands on the wrong replica pays."""
+    async def one(way: Way) -> float | None:
+        t0 = time.perf_counter()
+        status, _ = await way.get(SMALL_PATH)
+        if status != 200:
+            raise RuntimeError(f"{way.name} GET: HTTP {status}")
+        return (time.perf_counter() - t0) * 1000
+
+    await alternate(proxied, peer, res.plan.warmup, one, None)
+    await alternate(proxied, peer, res.plan.gets // 2, one, res.peer_get_ms)
 
 
 async def large_lists(direct: Way, proxied: Way, res: Results) -> None:
@@ -340,12 +355,14 @@ async def create_namespace(way: Way, name: str) -> None:
 
 
 async def run_measurements(direct_base: str, child_ca: Path, proxied_base: str, hub_ca: Path, token: str,
-                           res: Results) -> None:
+                           res: Results, peer_base: str) -> None:
     async with (Way("direct", direct_base, child_ca, token) as direct,
                 Way("proxied", proxied_base, hub_ca, token) as proxied,
+                Way("peer", peer_base, hub_ca, token) as peer,
                 Way("writer", direct_base, child_ca, token) as writer):
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("small GETs", lambda: small_gets(direct, proxied, res)),
+            ("small GETs via the other replica", lambda: peer_gets(proxied, peer, res)),
             ("large LISTs", lambda: large_lists(direct, proxied, res)),
             ("watch first event", lambda: watch_first_event(direct, proxied, writer, res)),
             ("concurrent GETs", lambda: concurrent_gets(direct, proxied, res)),
@@ -380,6 +397,12 @@ def report(res: Results) -> str:
             f"≤ {LATENCY_FACTOR:g}xdirect+{LATENCY_SLACK_MS:g} = {limit:.2f}" if checked else "",
             pq <= limit if checked else None)
     row("GET errors", str(res.get_errors["direct"]), str(res.get_errors["proxied"]))
+    hp, pp = res.peer_get_ms["proxied"], res.peer_get_ms["peer"]
+    if hp and pp:
+        for q in (50, 99):
+            row(f"GET via the replica holding the tunnel (Direct column) vs the other replica (peer forwarding) "
+                f"P{q}, ms (n={len(pp)} each)", f"{percentile(hp, q):.2f}", f"{percentile(pp, q):.2f}",
+                f"+{percentile(pp, q) - percentile(hp, q):.2f} ms")
     dl, pl = res.list_mbps["direct"], res.list_mbps["proxied"]
     if dl and pl:
         dm, pm = percentile(dl, 50), percentile(pl, 50)
@@ -434,7 +457,10 @@ def report(res: Results) -> str:
 def bring_up(parent: ControlPlane, child: ControlPlane, workdir: Path) -> dict[str, Any]:
     """CRDs, bootstrap token, hub and agent; returns what the measurements need once the tunnel carries."""
     install_parent(parent)
-    hub = start_hub(parent, workdir)
+    # two replicas, as deploy/hub runs them: the agent's tunnel is on `hub`; `replica` forwards to it
+    replicated = ["--leader-elect=true", "--peer-advertise-address=127.0.0.1"]
+    hub = start_hub(parent, workdir, *replicated, f"--peer-port={free_port()}")
+    replica = start_hub(parent, workdir, *replicated, f"--peer-port={free_port()}", tls=hub.tls, name="hub-replica")
     spawn(agent(child, parent, workdir, "bench", "--feature-gates=SocketConnection=true", *hub.tunnel_args))
     token = service_account_token(child, "bench", "bench", "cluster-admin")
     kube_system = child.request_json("GET", "/api/v1/namespaces/kube-system")
@@ -444,7 +470,10 @@ def bring_up(parent: ControlPlane, child: ControlPlane, workdir: Path) -> dict[s
                SPAWNED, timeout=120)
     wait_until(lambda: https_status(proxied_base + SMALL_PATH, hub.ca, token) == 200,
                "registration and the tunnel (a proxied GET)", SPAWNED, timeout=120)
-    return {"hub_ca": hub.ca, "proxied_base": proxied_base, "token": token}
+    peer_base = f"{replica.url}{SOCKETS}/{cluster_id}/proxy/direct"
+    wait_until(lambda: https_status(peer_base + SMALL_PATH, hub.ca, token) == 200,
+               "the other replica forwarding (a proxied GET)", SPAWNED, timeout=60)
+    return {"hub_ca": hub.ca, "proxied_base": proxied_base, "peer_base": peer_base, "token": token}
 
 
 # --- main --------------------------------------------------------------------------------------------------
@@ -466,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                       pids={p.name: p.proc.pid for p in SPAWNED if p.proc is not None})
         print("measuring (direct and proxied alternate request by request):", flush=True)
         asyncio.run(run_measurements(child.url, child.ca_file, env["proxied_base"], env["hub_ca"], env["token"],
-                                     res))
+                                     res, env["peer_base"]))
         res.machine["load avg at end"] = loadavg()
         check_alive(SPAWNED)
         print()
