@@ -197,7 +197,7 @@ class Proxy:
         headers = upstream_headers(request.headers.items(), via_front_proxy)
         http = await self.registry.http_for(cluster_id)  # our tunnel, or another hub replica's
         if http is None:
-            if not self.known_cluster(cluster_id):
+            if not self.known_cluster(cluster_id) and not await self.registry.cluster_exists(cluster_id):
                 raise ProxyError(404, f"no managed cluster with ID {cluster_id}")
             raise ProxyError(503, f"the agent of cluster {cluster_id} is disconnected; its tunnel is down")
         target = (tail or "/") + (f"?{request.query_string}" if request.query_string else "")

@@ -103,6 +103,16 @@ class SocketRegistry:
             raise StreamOpenError(f"the tunnel of cluster {cluster_id} is down")
         return await tunnel.open_stream(address)
 
+    async def cluster_exists(self, cluster_id: str) -> bool:
+        """Whether a ManagedCluster carries this cluster ID, asked of the parent: for a replica that is not
+        leading, whose controllers (and their cache of clusters) do not run."""
+        try:
+            found = await self.kube.list(MC_API, "ManagedCluster",
+                                         label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
+        except ApiException:
+            return True  # cannot tell: say "disconnected" rather than "no such cluster"
+        return bool(found)
+
     async def reachable(self, cluster_id: str) -> bool:
         """Whether a tunnel of the cluster is up, here or on another replica."""
         return self.get(cluster_id) is not None or (

@@ -99,6 +99,9 @@ class OneTunnel:
     def get(self, cluster_id: str) -> Tunnel | None:
         return self.tunnel if cluster_id == CLUSTER and not self.tunnel.session.closed else None
 
+    async def cluster_exists(self, cluster_id: str) -> bool:
+        return cluster_id == CLUSTER
+
     async def http_for(self, cluster_id: str) -> StreamHttp | None:
         tunnel = self.get(cluster_id)
         return tunnel.http if tunnel else None
@@ -187,3 +190,16 @@ async def test_upgraded_connection_cut_is_not_a_normal_close() -> None:
                 while not ws.closed:
                     await ws.receive()
             assert ws.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
+
+
+async def test_a_replica_not_leading_tells_disconnected_from_unknown_clusters() -> None:
+    """A standby replica has no cache of clusters (its controllers do not run): it asks the parent, so a
+    cluster whose agent is away is 503 "disconnected", and only an unknown ID is 404."""
+    async with hub_with_tunnel() as (_, tunnel), aiohttp.ClientSession() as client:
+        await tunnel.session.close()  # the agent is away
+        standby = Proxy(OneTunnel(tunnel), lambda _: False)  # type: ignore[arg-type]
+        async with serve(build_app(None, standby)) as port:  # type: ignore[arg-type]
+            for cluster, status, words in ((CLUSTER, 503, "is disconnected"), ("unknown", 404, "no managed cluster")):
+                url = f"http://127.0.0.1:{port}{SOCKETS}/{cluster}/proxy/direct/api"
+                async with client.get(url, headers=AUTH) as response:
+                    assert response.status == status and words in (await response.json())["message"]
