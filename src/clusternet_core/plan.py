@@ -28,7 +28,7 @@ from typing import Any, Literal, TypedDict
 from clusternet_api import known
 from clusternet_core import feedinventory, feedresolve, feedstatus, helmrender, rendering
 from clusternet_core.overrides import OverrideError
-from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
+from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, format_feed, schedule
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -193,6 +193,32 @@ def ambiguous_condition(resolved: feedresolve.FeedResolution) -> Obj:
         "; the Subscription is refused as a whole until then: nothing is deployed, changed or removed"))
 
 
+REASON_FEED_NOT_FOUND = "FeedNotFound"
+
+
+def missing_feeds(feeds: list[FeedRef], resolved: feedresolve.FeedResolution) -> list[str]:
+    """The template feeds with no Manifest at all (HelmChart feeds are the Helm deployer's to report)."""
+    ambiguous = {feed_key(a.feed) for a in resolved.ambiguous}
+    return [f"feed {ref['apiVersion']}/{format_feed(ref)} not found: no Manifest in "
+            f"{known.RESERVED_NAMESPACE}" for ref in map(feed_ref, feeds)
+            if not rendering.is_helm_chart_feed(ref) and feed_key(ref) not in resolved.templates
+            and feed_key(ref) not in ambiguous]
+
+
+def refusal_condition(feeds: list[FeedRef], resolved: feedresolve.FeedResolution) -> Obj | None:
+    """Ready=False when a feed names several templates or none: the Subscription is refused as a whole, so what
+    it deployed stays as it is. A feed without its Manifest used to be rendered out of the Descriptions, and the
+    deployers then removed its object from every cluster: a template deleted by mistake, or one the hub had not
+    seen yet, cost the children their workload (and a new UID when it came back). Clusternet refuses too."""
+    if resolved.ambiguous:
+        return ambiguous_condition(resolved)
+    missing = missing_feeds(feeds, resolved)
+    if missing:
+        return condition("False", REASON_FEED_NOT_FOUND, "; ".join(missing) + (
+            "; the Subscription is refused as a whole until then: nothing is deployed, changed or removed"))
+    return None
+
+
 def without_conditions(sub: Obj) -> Obj:
     """The status as it is, minus the conditions: a refused Subscription's objects stay deployed, so what its
     status says about them stays true."""
@@ -266,8 +292,9 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
         return Plan("add-finalizer")  # the update event brings the Subscription back
     feeds = subscription_feeds(sub)
     resolved = feedresolve.resolve_feeds(feeds, caches.manifests.values())
-    if resolved.ambiguous:  # refused as a whole, like an invalid one: nothing deployed changes
-        return Plan("refuse", refusal=(without_conditions(sub), ambiguous_condition(resolved)))
+    refused = refusal_condition(feeds, resolved)
+    if refused is not None:  # refused as a whole, like an invalid one: nothing deployed changes
+        return Plan("refuse", refusal=(without_conditions(sub), refused))
     templates = resolved.templates
     inventory, inventory_body, delete_inventory = plan_inventory(sub, templates, caches.inventories.get(key_of(sub)))
     plan = Plan("deploy", inventory=inventory_body, delete_inventory=delete_inventory)
@@ -402,9 +429,10 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -
         ready = condition("False", "NoMatchingCluster", inputs.message)
     if inputs is not None and inputs.problems:
         ready = condition("False", "RenderFailed", "; ".join(inputs.problems))
-    resolved = feedresolve.resolve_feeds(subscription_feeds(sub), caches.manifests.values())
-    if resolved.ambiguous:  # reports from what was deployed before must not turn a refusal into Ready
-        ready = ambiguous_condition(resolved)
+    feeds = subscription_feeds(sub)
+    refused = refusal_condition(feeds, feedresolve.resolve_feeds(feeds, caches.manifests.values()))
+    if refused is not None:  # reports from what was deployed before must not turn a refusal into Ready
+        ready = refused
     new_status = {k: v for k, v in status.items() if k != "conditions"}
     new_status.update(aggregated)
     return new_status, ready

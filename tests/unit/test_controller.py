@@ -170,6 +170,24 @@ async def test_an_invalid_subscription_is_refused_in_its_status_alone() -> None:
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSubscription")
 
 
+async def test_a_template_gone_from_the_cache_refuses_the_subscription_and_keeps_what_it_deployed() -> None:
+    """A feed whose Manifest is missing (deleted by mistake, or not seen yet) used to be rendered out of the
+    Description, and the deployer then removed its object from the child. Now the Subscription is refused as
+    a whole, as for an ambiguous feed: Base and Description stay as they are."""
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    description = parent.find("Description", *DESC)
+    assert description is not None
+    c.store.caches.manifests.clear()  # the template is gone
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.kinds_written() == ["patch/status Subscription"]
+    assert parent.find("Description", *DESC) == description and parent.find("Base", *BASE) is not None
+    [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", planning.REASON_FEED_NOT_FOUND)
+    assert "v1/ConfigMap default/cfg not found" in ready["message"] and "nothing is deployed" in ready["message"]
+
+
 async def test_a_dividing_subscription_writes_its_feed_inventory_and_removes_it_when_it_stops_dividing() -> None:
     static = {"type": "Static"}
     c, parent, _ = await primed(cluster(), config_map_manifest(),
