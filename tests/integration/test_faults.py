@@ -327,11 +327,13 @@ def test_pull_agent_killed_mid_apply(env: dict[str, Any], health: Health, child2
 CLIENTS = 20
 CUTS = 5
 REQUEST_TIMEOUT = 20.0
-BLOB = 100 * 1024  # the LIST of 4 such ConfigMaps (> 256 KiB) is streamed by the hub, a GET of one is not
+BLOB = 100 * 1024
+"""The LIST of 4 such ConfigMaps (the child sends it chunked) is streamed by the hub; the small ConfigMap's
+answer (with a Content-Length) is relayed in one piece: both ways of relaying get cut."""
 
 
 def expected_bodies(child: ControlPlane) -> dict[str, Any]:
-    return {"small": child.request_json("GET", "/api/v1/namespaces/faults-proxy/configmaps/blob-0")["data"],
+    return {"small": child.request_json("GET", "/api/v1/namespaces/faults-proxy/configmaps/small")["data"],
             "large": sorted(i["metadata"]["name"] for i in child.request_json(  # type: ignore[attr-defined]
                 "GET", "/api/v1/namespaces/faults-proxy/configmaps")["items"])}
 
@@ -355,12 +357,13 @@ def judge(kind: str, status: int, body: bytes, expected: dict[str, Any]) -> tupl
 
 async def proxy_load(env: dict[str, Any], token: str, expected: dict[str, Any]) -> tuple[list[tuple[str, str, str]],
                                                                                           list[int]]:
-    """CLIENTS clients GET through the hub's proxy (a ConfigMap, or the streamed LIST) without pause while the
-    relay cuts child2's tunnel CUTS times, each time once it is back and carrying requests again.
+    """CLIENTS clients GET through the hub's proxy (the small ConfigMap, or the LIST), each right after its
+    last answer (50 ms after a failed one), while the balancer cuts child2's tunnel CUTS times, each time once
+    the tunnel is back and has served another CLIENTS requests.
     Returns (kind, outcome, detail) of every request and the number of connections each cut reset."""
     relay: Balancer = env["relay"]
     base = f"{env['hub_url']}{SOCKETS}/{env['mc2']['spec']['clusterId']}/proxy/direct/api/v1/namespaces/faults-proxy"
-    paths = {"small": f"{base}/configmaps/blob-0", "large": f"{base}/configmaps"}
+    paths = {"small": f"{base}/configmaps/small", "large": f"{base}/configmaps"}
     outcomes: list[tuple[str, str, str]] = []
     cut_sizes: list[int] = []
     stop = asyncio.Event()
@@ -412,10 +415,9 @@ def test_tunnel_cut_repeatedly_under_proxy_load(env: dict[str, Any], health: Hea
     True, with one tunnel per cluster on the hub."""
     if not child_objects(child2, "faults-proxy"):
         child2.request_json("POST", "/api/v1/namespaces", namespace("faults-proxy"))
-    for i in range(4):
+    for name, data in [(f"blob-{i}", {"blob": "x" * BLOB}) for i in range(4)] + [("small", {"small": "yes"})]:
         child2.apply_manifest({"apiVersion": "v1", "kind": "ConfigMap",
-                               "metadata": {"name": f"blob-{i}", "namespace": "faults-proxy"},
-                               "data": {"blob": "x" * BLOB}})
+                               "metadata": {"name": name, "namespace": "faults-proxy"}, "data": data})
     token = service_account_token(child2, "faults-proxy", "reader", "cluster-admin")
     expected = expected_bodies(child2)
     connections = env["relay"].connections
@@ -454,11 +456,11 @@ def test_tunnel_cut_repeatedly_under_proxy_load(env: dict[str, Any], health: Hea
 
 
 def proxied(env: dict[str, Any], token: str) -> tuple[int, Any]:
-    """(status, data) of one GET of ConfigMap blob-0 through the hub's proxy."""
+    """(status, data) of one GET of the small ConfigMap through the hub's proxy."""
     import urllib.request
 
     url = f"{env['hub_url']}{SOCKETS}/{env['mc2']['spec']['clusterId']}/proxy/direct" \
-          "/api/v1/namespaces/faults-proxy/configmaps/blob-0"
+          "/api/v1/namespaces/faults-proxy/configmaps/small"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(env["ca"])),
