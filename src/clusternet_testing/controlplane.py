@@ -197,8 +197,8 @@ class ControlPlane:
 
         Outage tests use this to show that nothing deployed is lost when the parent goes away. With `grace`,
         it is stopped as a rolling upgrade stops it: SIGTERM, then SIGKILL after `grace` seconds. It stops
-        listening at once but keeps serving the watches already open until it is killed (1.20 ends neither
-        by itself), so for that long old connections work and new ones are refused."""
+        listening at once but keeps serving the watches already open (1.20 does not end them itself), so
+        until it is killed old connections work and new ones are refused."""
         label = "kube-apiserver"
         proc = next(p for lbl, p in self._procs if lbl == label)
         with contextlib.suppress(ProcessLookupError):
