@@ -107,51 +107,88 @@ async def resolve_managed_cluster(parent: Kube, access: ParentAccess) -> str:
     return str(found[0]["metadata"]["name"])
 
 
+def collected(task: asyncio.Task[Obj], previous: Obj | None) -> Obj | None:
+    """The observation a finished collection made. One that failed (the child's API server refused the
+    connection or answered errors) is reported as the last observation with the API server down, so the
+    parent learns that the child is unhealthy instead of reading its last healthy state again."""
+    try:
+        return task.result()
+    except Exception as e:
+        log.warning("collecting child status failed: %s", e or type(e).__name__)
+        return heartbeat.unreachable(previous) if previous is not None else None
+
+
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
                          reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister").
 
+    Reports never wait for a collection in progress: a kube-apiserver that is starting answers 503 with
+    Retry-After (which Kube waits out, up to 10 s each time), and an agent silent for three heartbeat periods
+    is judged gone by the hub (Ready Unknown) when it is the child's API server that is down. The report goes
+    out on time with the last observation; the collection's result is used once it is in.
+
     `reported` is set after the first report attempt, so work that can wait starts after it."""
     name = await resolve_managed_cluster(parent, access)
-    observed: dict[str, object] | None = None
+    observed: Obj | None = None
     since_report = opts.update_frequency  # report right away
-    while True:
-        try:
-            observed = await heartbeat.collect(
-                child, apiserver_url=apiserver_url, heartbeat_seconds=int(opts.update_frequency),
-                app_pusher=opts.gate(known.GATE_APP_PUSHER), use_socket=opts.gate(known.GATE_SOCKET_CONNECTION))
-        except Exception as e:
-            log.warning("collecting child status failed: %s", e)
-        if observed is not None and since_report >= opts.update_frequency:
-            started = time.monotonic()
-            try:
-                new_token = await refresh_token(access, parent, TOKEN_LIFETIME)
-                if new_token:
-                    access.creds = access.creds.with_token(new_token)
-                    parent.set_token(new_token)
-                    await store(child, opts, access)
-                    log.info("refreshed the parent token")
-                await heartbeat.report(parent, access.namespace, name, observed, tunnel_state.get("up"))
-                since_report = 0.0
-                probes.heartbeat_seconds.observe(time.monotonic() - started)
-                if readiness is not None:
-                    readiness.reported()
-            except ApiException as e:
-                probes.heartbeat_failures.inc()
-                if e.status == 401:
-                    log.warning("the parent no longer accepts our token; registering again")
-                    return "reregister"
-                log.warning("reporting status to the parent failed with HTTP %s", e.status)
-            except Exception as e:
-                probes.heartbeat_failures.inc()
-                log.warning("reporting status to the parent failed: %s", e)
-        if reported is not None:
-            reported.set()
-        step = min(opts.collect_frequency, opts.update_frequency)
-        if await sleep_or_stop(stop, step):
-            return "stopped"
-        since_report += step
+    step = min(opts.collect_frequency, opts.update_frequency)
+    collecting: asyncio.Task[Obj] | None = None
+    try:
+        while True:
+            tick = time.monotonic()
+            if collecting is None:
+                collecting = asyncio.create_task(heartbeat.collect(
+                    child, apiserver_url=apiserver_url, heartbeat_seconds=int(opts.update_frequency),
+                    app_pusher=opts.gate(known.GATE_APP_PUSHER), use_socket=opts.gate(known.GATE_SOCKET_CONNECTION)))
+            await asyncio.wait({collecting}, timeout=step)
+            if collecting.done():
+                observed, collecting = collected(collecting, observed), None
+            if observed is not None and since_report >= opts.update_frequency:
+                outcome = await report_once(child, parent, opts, access, name, observed, tunnel_state, readiness)
+                if outcome == "reregister":
+                    return outcome
+                if outcome == "reported":
+                    since_report = 0.0
+            if reported is not None:
+                reported.set()
+            if stop.is_set() or await sleep_or_stop(stop, max(0.0, step - (time.monotonic() - tick))):
+                return "stopped"
+            since_report += step
+    finally:
+        if collecting is not None:
+            collecting.cancel()
+            with contextlib.suppress(BaseException):
+                await collecting
+
+
+async def report_once(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess, name: str,
+                      observed: Obj, tunnel_state: dict[str, bool], readiness: probes.Readiness | None) -> str:
+    """One heartbeat (refreshing the parent token first when it is due): "reported", "failed" or "reregister"."""
+    started = time.monotonic()
+    try:
+        new_token = await refresh_token(access, parent, TOKEN_LIFETIME)
+        if new_token:
+            access.creds = access.creds.with_token(new_token)
+            parent.set_token(new_token)
+            await store(child, opts, access)
+            log.info("refreshed the parent token")
+        await heartbeat.report(parent, access.namespace, name, observed, tunnel_state.get("up"))
+    except ApiException as e:
+        probes.heartbeat_failures.inc()
+        if e.status == 401:
+            log.warning("the parent no longer accepts our token; registering again")
+            return "reregister"
+        log.warning("reporting status to the parent failed with HTTP %s", e.status)
+        return "failed"
+    except Exception as e:
+        probes.heartbeat_failures.inc()
+        log.warning("reporting status to the parent failed: %s", e)
+        return "failed"
+    probes.heartbeat_seconds.observe(time.monotonic() - started)
+    if readiness is not None:
+        readiness.reported()
+    return "reported"
 
 
 async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,

@@ -95,6 +95,11 @@ async def collect(child: Kube, *, apiserver_url: str, heartbeat_seconds: int, ap
     return observed
 
 
+def unreachable(observed: Obj) -> Obj:
+    """An observation with the child's API server down (Ready False on the parent), the rest as last seen."""
+    return {**observed, "healthz": False, "livez": False, "readyz": False}
+
+
 def socket_condition(connected: bool, previous: Obj | None) -> Obj:
     status = "True" if connected else "False"
     transition = (previous or {}).get("lastTransitionTime") if (previous or {}).get("status") == status else None

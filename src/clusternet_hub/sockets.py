@@ -14,6 +14,7 @@ With several hub replicas, a cluster whose tunnel another replica holds is reach
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -88,6 +89,7 @@ class SocketRegistry:
         self.tunnels: dict[str, Tunnel] = {}
         self._remote: dict[str, StreamHttp] = {}  # cluster ID -> keep-alive HTTP through the replica with its tunnel
         self._reviews: dict[str, tuple[float, str]] = {}
+        self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
 
     def get(self, cluster_id: str) -> Tunnel | None:
         """This replica's own live tunnel of the cluster."""
@@ -187,7 +189,7 @@ class SocketRegistry:
             await old.close("replaced by a new connection from the agent")
         metrics.socket_connections.set(len(self.tunnels))
         metrics.socket_reconnects.inc()
-        await self._mark(tunnel, True, "agent tunnel connected")
+        self._record(tunnel, True, "agent tunnel connected")
 
     async def detach(self, tunnel: Tunnel, reason: str) -> None:
         """End the tunnel's streams at once (their requests fail now, not when they time out), then record it."""
@@ -196,8 +198,28 @@ class SocketRegistry:
             del self.tunnels[tunnel.cluster_id]
         await tunnel.close(reason)
         metrics.socket_connections.set(len(self.tunnels))
-        if current and not await self._moved(tunnel.cluster_id):
-            await self._mark(tunnel, False, reason)
+        if current:
+            self._record(tunnel, False, reason)
+
+    def _record(self, tunnel: Tunnel, connected: bool, message: str) -> None:
+        """Write the tunnel's state to its ManagedCluster in the background, after the cluster's earlier writes
+        (the last state written is the last one that happened). Never inline: the tunnel must be read from the
+        moment it is registered, and on a busy parent the write takes seconds (409 retries against the agent's
+        heartbeats, the client's QPS limit); attached first and read only after it, a reconnected tunnel sat
+        deaf meanwhile and every stream opened on it timed out (test_faults.py, tunnels cut under load)."""
+        cluster_id = tunnel.cluster_id
+        earlier = self._marks.get(cluster_id)
+
+        async def write() -> None:
+            if earlier is not None:
+                await asyncio.wait({earlier})
+            if connected or not await self._moved(cluster_id):
+                await self._mark(tunnel, connected, message)
+
+        task = asyncio.create_task(write())
+        self._marks[cluster_id] = task
+        task.add_done_callback(lambda done: self._marks.pop(cluster_id) if self._marks.get(cluster_id) is done
+                               else None)
 
     async def _moved(self, cluster_id: str) -> bool:
         """Whether the agent already holds a tunnel to another replica: then that replica marked it connected,
@@ -245,6 +267,7 @@ class SocketRegistry:
             remote.close()
         for tunnel in list(self.tunnels.values()):
             await self.detach(tunnel, "hub shutting down")
+        await asyncio.gather(*self._marks.values(), return_exceptions=True)
 
 
 def bearer(request: web.Request) -> str | None:

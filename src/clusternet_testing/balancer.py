@@ -3,15 +3,23 @@
 Each new connection goes to the first backend that accepts it, in the order given, and bytes are copied both
 ways unchanged (TLS passes through, so the hubs' certificate must name the balancer's address). Like a
 Service, it keeps no state: when a replica dies, its connections end and reconnecting clients land on the next.
+
+`cut()` resets every connection it relays, as a failing network or a restarted load balancer does: fault tests
+drop an agent's tunnel that way while the agent itself lives on and has to reconnect by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import threading
 
 from clusternet_testing.controlplane import free_port
+
+RESET = struct.pack("ii", 1, 0)
+"""SO_LINGER on with a zero timeout: closing sends RST instead of FIN."""
 
 
 class Balancer:
@@ -22,10 +30,31 @@ class Balancer:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
+        self.connections = 0
+        """Connections relayed so far (a client that reconnects counts again)."""
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
 
     @property
     def url(self) -> str:
         return f"https://{self.host}:{self.port}"
+
+    @property
+    def live(self) -> int:
+        """Connections relayed right now."""
+        return len(self._pairs)
+
+    def cut(self) -> int:
+        """Reset every relayed connection, both ends at once (RST, nothing flushed); how many there were."""
+        async def reset() -> int:
+            pairs, self._pairs = list(self._pairs), set()
+            for pair in pairs:
+                for writer in pair:
+                    with contextlib.suppress(OSError):
+                        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+                    writer.transport.abort()
+            return len(pairs)
+
+        return asyncio.run_coroutine_threadsafe(reset(), self.loop).result(10)
 
     def __enter__(self) -> Balancer:
         self.thread.start()
@@ -54,7 +83,13 @@ class Balancer:
         else:
             writer.close()
             return
-        await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer), return_exceptions=True)
+        self.connections += 1
+        pair = (writer, up_writer)
+        self._pairs.add(pair)
+        try:
+            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer), return_exceptions=True)
+        finally:
+            self._pairs.discard(pair)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

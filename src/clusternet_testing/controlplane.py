@@ -191,15 +191,24 @@ class ControlPlane:
         self._procs.append((label, proc))
         self._args[label] = args
 
-    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
-        """Kill kube-apiserver (SIGKILL, as a crash would), leave it down, start it with the same flags.
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0, grace: float | None = None) -> None:
+        """Kill kube-apiserver (SIGKILL, as a crash would), leave it down, start it with the same flags; etcd
+        and everything stored are kept.
 
-        Outage tests use this to show that nothing deployed is lost when the parent goes away."""
+        Outage tests use this to show that nothing deployed is lost when the parent goes away. With `grace`,
+        it is stopped as a rolling upgrade stops it: SIGTERM, then SIGKILL after `grace` seconds. It stops
+        listening at once but keeps serving the watches already open (1.20 does not end them itself), so
+        until it is killed old connections work and new ones are refused."""
         label = "kube-apiserver"
         proc = next(p for lbl, p in self._procs if lbl == label)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+            os.killpg(proc.pid, signal.SIGKILL if grace is None else signal.SIGTERM)
+        try:
+            proc.wait(timeout=10 if grace is None else grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
         self._procs.remove((label, proc))
         time.sleep(down_seconds)
         self._spawn(label, self._args[label])

@@ -1,0 +1,79 @@
+"""The agent's heartbeat loop: reports go out on time whatever the child's API server does.
+
+Found by tests/integration/test_faults.py: while a child's kube-apiserver restarted, the agent's collection
+waited out the starting server's 503 + Retry-After (10 s), no heartbeat left meanwhile, and the hub judged
+the agent gone (Ready Unknown after 3 periods); a collection that failed outright was followed by reports of
+the last healthy observation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from clusternet_agent import agent, heartbeat
+from clusternet_agent.options import AgentOptions
+from clusternet_agent.registration import ParentAccess
+from clusternet_api.kube import Credentials, Kube
+
+HEALTHY = {"healthz": True, "livez": True, "readyz": True, "k8sVersion": "v1.20.2"}
+
+
+async def run_loop(monkeypatch: pytest.MonkeyPatch, later: Any, seconds: float) -> list[dict[str, Any]]:
+    """Run heartbeat_loop for `seconds` (reports due every 0.1 s) with a first collection that succeeds and
+    `later` for every one after it; the observations it reported, in order."""
+    calls = 0
+
+    async def collect(child: Kube, **_: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return dict(HEALTHY) if calls == 1 else await later()
+
+    reports: list[dict[str, Any]] = []
+
+    async def report(parent: Kube, namespace: str, name: str, observed: dict[str, Any],
+                     tunnel_up: bool | None = None) -> dict[str, Any]:
+        reports.append(dict(observed))
+        return {}
+
+    async def no_refresh(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(heartbeat, "collect", collect)
+    monkeypatch.setattr(heartbeat, "report", report)
+    monkeypatch.setattr(agent, "refresh_token", no_refresh)
+    opts = AgentOptions(collect_frequency=0.05, update_frequency=0.1)
+    access = ParentAccess(Credentials(server="https://parent"), "ns", "mc", "id")
+    stop = asyncio.Event()
+    child = parent = Kube(Credentials(server="https://unused"))
+    loop = asyncio.create_task(agent.heartbeat_loop(child, parent, opts, access, "https://child", stop, {}))
+    await asyncio.sleep(seconds)
+    stop.set()
+    assert await asyncio.wait_for(loop, 1) == "stopped"
+    return reports
+
+
+async def test_a_collection_that_hangs_does_not_hold_up_the_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    hung = asyncio.Event()
+
+    async def hang() -> dict[str, Any]:
+        hung.set()
+        await asyncio.Event().wait()  # a starting API server's Retry-After, waited out
+        raise AssertionError("unreachable")
+
+    reports = await run_loop(monkeypatch, hang, 1.0)
+    assert hung.is_set()
+    assert len(reports) >= 6  # one per 0.1 s period, not one and then silence
+    assert all(r == HEALTHY for r in reports)  # the last observation: nothing says it is wrong
+
+
+async def test_a_failed_collection_reports_the_child_api_server_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused() -> dict[str, Any]:
+        raise OSError("Connect call failed ('127.0.0.1', 6443)")
+
+    reports = await run_loop(monkeypatch, refused, 0.5)
+    assert reports[0] == HEALTHY
+    assert reports[-1] == {**HEALTHY, "healthz": False, "livez": False, "readyz": False}
+    assert heartbeat.status_patch(reports[-1], None)["conditions"][0]["status"] == "False"

@@ -1,0 +1,56 @@
+"""The hub records tunnel state on the ManagedCluster without holding up the tunnel itself.
+
+Found by tests/integration/test_faults.py: after a cut, the agent's new tunnel was registered, then the hub
+wrote SocketConnected=True (GET + PATCH, retried on 409 against the agent's heartbeats, behind the client's
+QPS limit: seconds on a busy parent) and only then started reading the websocket. Meanwhile every stream
+opened on the tunnel waited for an answer nobody read, and the proxy's requests timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from clusternet_api import known
+from clusternet_api.tunnel import Session
+from clusternet_hub.sockets import SocketRegistry, Tunnel
+
+
+class SlowParent:
+    """The parent's API as the registry uses it; every GET waits for `go`, every PATCH is recorded."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.written: list[str] = []
+        self.version = 0
+
+    async def get(self, *_: Any) -> dict[str, Any]:
+        await self.go.wait()
+        return {"metadata": {"resourceVersion": str(self.version)}, "status": {"conditions": []}}
+
+    async def patch(self, api: str, kind: str, name: str, body: dict[str, Any], *_: Any, **__: Any) -> None:
+        self.version += 1
+        (condition,) = [c for c in body["status"]["conditions"] if c["type"] == known.CONDITION_SOCKET]
+        self.written.append(condition["status"])
+
+
+async def nowhere(_: bytes) -> None:
+    return None
+
+
+def tunnel() -> Tunnel:
+    return Tunnel("cluster-a", Session(nowhere, is_client=True), "ns", "mc")
+
+
+async def test_attach_does_not_wait_for_the_parent_and_the_last_state_is_written_last() -> None:
+    parent = SlowParent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    first, second = tunnel(), tunnel()
+    await asyncio.wait_for(registry.attach(first), 1)  # the parent has not answered: attach is done anyway
+    assert registry.get("cluster-a") is first
+    await asyncio.wait_for(registry.detach(first, "agent disconnected"), 1)
+    await asyncio.wait_for(registry.attach(second), 1)
+    assert registry.get("cluster-a") is second and parent.written == []
+    parent.go.set()
+    await registry.close()  # waits for the writes still running
+    assert parent.written == ["True", "False", "True", "False"]  # in order: connected, cut, back, hub stopping
