@@ -178,8 +178,13 @@ async def test_a_template_gone_from_the_cache_refuses_the_subscription_and_keeps
     await c.subscriptions.reconcile(SUB, force=False)
     description = parent.find("Description", *DESC)
     assert description is not None
-    c.store.caches.manifests.clear()  # the template is gone
+    manifest = config_map_manifest()
+    c.store.caches.manifests.clear()  # not in the cache: checked against the API once, where it still is
     parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.kinds_written() == [] and manifest["metadata"]["name"] in c.store.caches.manifests
+    del parent.objects[("Manifest", known.RESERVED_NAMESPACE, manifest["metadata"]["name"])]
+    c.store.caches.manifests.clear()  # now gone from the API too
     await c.subscriptions.reconcile(SUB, force=False)
     assert parent.kinds_written() == ["patch/status Subscription"]
     assert parent.find("Description", *DESC) == description and parent.find("Base", *BASE) is not None

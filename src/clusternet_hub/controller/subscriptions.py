@@ -31,8 +31,23 @@ class SubscriptionReconciler:
 
     async def reconcile(self, key: Key, force: bool) -> None:
         sub = self.store.caches.subscriptions.get(key)
-        if sub is not None:
-            await self.apply(sub, planning.plan_subscription(sub, self.store.caches, force))
+        if sub is None:
+            return
+        plan = planning.plan_subscription(sub, self.store.caches, force)
+        if plan.refusal is not None and plan.refusal[1].get("reason") == planning.REASON_FEED_NOT_FOUND \
+                and await self._catch_up_manifests():
+            plan = planning.plan_subscription(sub, self.store.caches, force)
+        await self.apply(sub, plan)
+
+    async def _catch_up_manifests(self) -> bool:
+        """Templates stored just before their Subscription may not have reached the cache through the watch yet:
+        a missing feed is checked against the API once before the Subscription is reported FeedNotFound."""
+        found = await self.kube.list(known.APPS_API_VERSION, "Manifest", namespace=known.RESERVED_NAMESPACE)
+        cache = self.store.caches.manifests
+        new = [m for m in found if m["metadata"]["name"] not in cache]
+        for manifest in new:
+            cache[manifest["metadata"]["name"]] = manifest
+        return bool(new)
 
     async def apply(self, sub: Obj, plan: Plan) -> None:
         """Write `plan` for `sub`, in the order the Plan lists."""
