@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from clusternet_api import known
 from clusternet_core.rendering import manifest_labels, manifest_name
-from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.controlplane import ControlPlane, binary_version
 
 T = TypeVar("T")
 
@@ -135,3 +135,15 @@ def descriptions(parent: ControlPlane, sub: str) -> dict[str, dict[str, Any]]:
     items = json.loads(kubectl(parent, "get", "desc", "-A", "-l", f"{known.LABEL_SUBS_NAME}={sub}",
                                "-o", "json").stdout)["items"]
     return {i["metadata"]["namespace"]: i for i in items}
+
+
+def applied_below_pdb(result: subprocess.CompletedProcess[str], cp: ControlPlane) -> str:
+    """The output of `kubectl apply` of deploy/hub, which must succeed; below Kubernetes 1.21 (no policy/v1)
+    everything but the hub's PodDisruptionBudget, which kubectl reports in one error line (README, "Install on
+    real clusters")."""
+    if result.returncode == 0 or binary_version(cp.bin_dir / "kube-apiserver") >= (1, 21):
+        assert result.returncode == 0, f"{result.args} failed ({result.returncode}): {result.stderr}"
+        return result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and 'kind "PodDisruptionBudget" in version "policy/v1"' in errors[0], result.stderr
+    return result.stdout

@@ -40,12 +40,11 @@ from clusternet_api.kube import Credentials
 from clusternet_testing.controlplane import (
     ControlPlane,
     ControlPlaneError,
-    binary_version,
     find_binaries,
     free_port,
     start_many,
 )
-from clusternet_testing.helpers import kubectl, wait_for
+from clusternet_testing.helpers import applied_below_pdb, kubectl, wait_for
 from clusternet_testing.processes import (
     REPO,
     Proc,
@@ -85,16 +84,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def hub_installed(result: subprocess.CompletedProcess[str], parent: ControlPlane) -> str:
-    """`kubectl apply -f deploy/hub` succeeded; below Kubernetes 1.21 (no policy/v1) everything but the hub's
-    PodDisruptionBudget, which kubectl reports in one line (README, "Install on real clusters")."""
-    if binary_version(parent.bin_dir / "kube-apiserver") >= (1, 21):
-        return ok(result)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and 'kind "PodDisruptionBudget" in version "policy/v1"' in errors[0], result.stderr
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, ControlPlane]]:
     try:
@@ -126,7 +115,7 @@ def shims(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def parent_installed(clusters: tuple[ControlPlane, ControlPlane], shims: Path) -> dict[str, Any]:
     """The parent's commands: the hub's manifests, both registration tokens, and reading the ServiceAccount one."""
     parent, _ = clusters
-    out = {"hub": hub_installed(run(HUB_INSTALL, parent, shims), parent),
+    out = {"hub": applied_below_pdb(run(HUB_INSTALL, parent, shims), parent),
            "bootstrap": ok(run(BOOTSTRAP_TOKEN, parent, shims)),
            "sa": ok(run(SA_TOKEN, parent, shims))}
 

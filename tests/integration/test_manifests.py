@@ -9,7 +9,7 @@ import pytest
 
 from clusternet_hub.registration import rbac_manifests
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import kubectl
+from clusternet_testing.helpers import applied_below_pdb, kubectl
 from clusternet_testing.processes import REPO, service_account_token
 
 pytestmark = pytest.mark.integration
@@ -19,9 +19,10 @@ def test_deploy_manifests_pass_server_side_validation(parent: ControlPlane, chil
     for cp in (parent, child1):
         kubectl(cp, "create", "namespace", "clusternet-system", check=False)
     for how in ("-k", "-f"):  # kustomize, and the overview's `kubectl apply -f deploy/hub`
-        hub = kubectl(parent, "apply", "--dry-run=server", how, str(REPO / "deploy" / "hub"))
-        assert "deployment.apps/clusternet-hub" in hub.stdout and "apiservice" in hub.stdout
-        assert "customresourcedefinition.apiextensions.k8s.io/managedclusters.clusters.clusternet.io" in hub.stdout
+        hub = applied_below_pdb(kubectl(parent, "apply", "--dry-run=server", how, str(REPO / "deploy" / "hub"),
+                                        check=False), parent)
+        assert "deployment.apps/clusternet-hub" in hub and "apiservice" in hub
+        assert "customresourcedefinition.apiextensions.k8s.io/managedclusters.clusters.clusternet.io" in hub
         agent = kubectl(child1, "apply", "--dry-run=server", how, str(REPO / "deploy" / "agent"))
         assert "deployment.apps/clusternet-agent" in agent.stdout
 
