@@ -132,7 +132,8 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                     parent.set_token(new_token)
                     await store(child, opts, access)
                     log.info("refreshed the parent token")
-                await heartbeat.report(parent, access.namespace, name, observed, tunnel_state.get("up"))
+                await heartbeat.report(parent, access.namespace, name, observed,
+                                       lambda: tunnel_state.get("up"))
                 since_report = 0.0
                 probes.heartbeat_seconds.observe(time.monotonic() - started)
                 if readiness is not None:
