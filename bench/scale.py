@@ -518,6 +518,7 @@ class SizeResult:
     steady_s: float = 0.0
     hub_rss_mb: float = 0.0
     hub_idle_mb: float = 0.0  # before any agent started
+    rss_phases: dict[str, float] = field(default_factory=dict)  # hub RSS (MB) after each phase
     hub_peak_mb: float = 0.0
     hub_cpu_per_cluster_min: float = 0.0
     hub_cpu_s: float = 0.0
@@ -633,6 +634,7 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
             res.notes.append(str(e))
         res.notes.append(f"{sum(c.socket == 'True' for c in by_id.values())}/{n} ManagedClusters said "
                          "SocketConnected=True once all push credentials were there")
+        res.rss_phases["registered, tunnels up"] = rss_kb(hub_pid) / 1024
         status = await all_workers(workers, "status")
         failed = [f for st in status for f in st["failed"]]
         if failed:
@@ -697,6 +699,7 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
                     if (st := watcher.descs.get(c.namespace)) and st.success_at]
         print(f"    {len(res.prop)}/{len(live)} Success; P50 {s(p(res.prop, 50))}, P99 {s(p(res.prop, 99))}, "
               f"all {s(max(res.prop) if res.prop else None)}", flush=True)
+        res.rss_phases["deployed"] = rss_kb(hub_pid) / 1024
         await settle(args.settle)
         await direct("after", "-direct2")
 
@@ -722,6 +725,7 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
                                "say version 2"
         print(f"    {len(res.override)}/{len(wanted)} re-applied; P50 {s(p(res.override, 50))}, "
               f"all {s(max(res.override) if res.override else None)}; {res.override_checked}", flush=True)
+        res.rss_phases["override re-applied"] = rss_kb(hub_pid) / 1024
         if spy is not None:
             res.profile = await stop_profile(spy)
 
@@ -887,6 +891,8 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
     for r in results:
         lines.append(f"* N={r.n} ({r.workers} worker process(es), round {r.wall_s:.0f} s): registration phases "
                      "P50 / max: " + ", ".join(f"{k} {s(a)} / {s(b)}" for k, (a, b) in r.reg_phases.items())
+                     + f"; hub RSS idle {r.hub_idle_mb:.0f} MB, then "
+                     + ", ".join(f"{k} {v:.0f} MB" for k, v in r.rss_phases.items())
                      + f"; all tunnels up "
                      f"{s(r.tunnels_up_s)} after the start; override: {r.override_checked}; outage of {r.outage_n}: "
                      f"{r.outage_ok}; storm cut {r.storm_dropped} connections; steady state {r.steady_s:.0f} s: hub "
@@ -953,9 +959,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        header = f"# Scale bench, {datetime.date.today().isoformat()}\n\n`bench/scale.py --sizes {args.sizes}`\n\n"
-        out.write_text(header + text)
-        print(f"written to {out}")
+        # every run is kept, one section each (a run on a busy machine is reported, never averaged in)
+        head = "" if out.exists() else \
+            f"# Scale bench ({out.stem})\n\nWritten by `bench/scale.py --out`; one section per run.\n\n"
+        command = " ".join(["bench/scale.py", *(argv if argv is not None else sys.argv[1:])])
+        section = f"## Run at {datetime.datetime.now(datetime.UTC):%H:%M} UTC: `{command}`\n\n{text}\n"
+        with out.open("a") as f:
+            f.write(head + section)
+        print(f"appended to {out}")
     return max(codes) if codes else 0
 
 
