@@ -456,6 +456,34 @@ async def tunnels_held(hub: Hub, n: int, since: float, limit_s: float) -> float 
     return None
 
 
+MEMHOOK = """
+import os, signal, tracemalloc
+if os.environ.get("SCALE_TRACE_OUT"):
+    tracemalloc.start(int(os.environ.get("SCALE_TRACE_FRAMES", "1")))
+
+    def _dump(signum, frame):
+        snap = tracemalloc.take_snapshot()
+        with open(os.environ["SCALE_TRACE_OUT"], "w") as out:
+            total = sum(s.size for s in snap.statistics("filename"))
+            out.write(f"traced {total / 1048576:.1f} MB\\n")
+            for kind in ("filename", "lineno"):
+                for stat in snap.statistics(kind)[:25]:
+                    out.write(f"{kind} {stat.size / 1048576:8.1f} MB {stat.count:9d} {stat.traceback}\\n")
+
+    signal.signal(signal.SIGUSR2, _dump)
+"""
+
+
+def memory_hook(workdir: Path) -> dict[str, str]:
+    """Environment that makes a Python process trace its allocations (tracemalloc, via a sitecustomize on its
+    PYTHONPATH) and write the top allocation sites to a file on SIGUSR2: where the hub's memory goes, without
+    changing the hub. Tracing slows it down: numbers of such a run are not the bench's."""
+    hook = workdir / "memhook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(MEMHOOK)
+    return {"PYTHONPATH": str(hook), "SCALE_TRACE_OUT": str(workdir / "hub-memory.txt")}
+
+
 # --- set-up -----------------------------------------------------------------------------------------------------
 
 
@@ -536,6 +564,7 @@ class SizeResult:
     desc_problems: str = ""
     notes: list[str] = field(default_factory=list)
     profile: list[tuple[str, float]] = field(default_factory=list)
+    memory: list[str] = field(default_factory=list)  # tracemalloc's top sites in the hub (--trace-hub-memory)
     wall_s: float = 0.0
 
 
@@ -748,6 +777,15 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
         heartbeat = 2 * delta.get("PATCH managedclusters/status", 0)
         res.parent_heartbeat_per_cluster_min = heartbeat / n / minutes
         res.parent_total_per_cluster_min = sum(delta.values()) / n / minutes
+        if args.trace_hub_memory:
+            os.kill(hub_pid, signal.SIGUSR2)
+            dump = workdir / "hub-memory.txt"
+            for _ in range(60):
+                await asyncio.sleep(1.0)
+                if dump.exists() and dump.stat().st_size > 0:
+                    await asyncio.sleep(1.0)
+                    res.memory = dump.read_text().splitlines()
+                    break
         status = await all_workers(workers, "status")
         res.worker_rss_mb = sum(st["rss_kb"] for st in status) / 1024
         print(f"    hub RSS {res.hub_rss_mb:.0f} MB (peak {res.hub_peak_mb:.0f}), hub CPU "
@@ -902,6 +940,9 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
         if r.profile:
             lines += ["", f"  py-spy of the hub, N={r.n}, registration to override (share of samples in or under):",
                       ""] + [f"      {share:5.1%}  {frame}" for frame, share in r.profile[:20]] + [""]
+        if r.memory:
+            lines += ["", f"  tracemalloc in the hub at steady state, N={r.n} (RSS {r.hub_rss_mb:.0f} MB):", ""]
+            lines += [f"      {line}" for line in r.memory]
     return "\n".join(lines)
 
 
@@ -919,6 +960,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-hub", action="store_true", help="py-spy the hub from registration to override")
     parser.add_argument("--out", help="also write the report here (make bench: bench/results/<date>-scale.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (logs)")
+    parser.add_argument("--trace-hub-memory", action="store_true",
+                        help="tracemalloc in the hub; its top allocation sites at steady state (slows the hub)")
     parser.add_argument("--hub-arg", action="append", default=[], help="an extra clusternet-hub flag (repeatable)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -941,7 +984,14 @@ def main(argv: list[str] | None = None) -> int:
                                    "metadata": {"name": known.RESERVED_NAMESPACE}})
             if not machine:
                 machine.update(machine_info(parent))
-            hub = start_hub(parent, workdir, *args.hub_arg)
+            saved = dict(os.environ)
+            if args.trace_hub_memory:  # the hub inherits it; restored before the workers start
+                os.environ.update(memory_hook(workdir))
+            try:
+                hub = start_hub(parent, workdir, *args.hub_arg)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
             print(f"N={n}: hub up after {time.monotonic() - started:.0f} s of the run", flush=True)
             results.append(asyncio.run(run_size(n, args, parent, child, hub, workdir)))
             check_alive([hub.proc])
