@@ -824,7 +824,11 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
             await watcher.until(lambda: all(returned(i) for i in silent), max(120.0, n * 0.3), "silent ones back",
                                 lambda: f"({sum(returned(i) for i in silent)}/{len(silent)})")
         except TimeoutError as e:
-            problems.append(str(e))
+            late = [by_index[i] for i in silent if not returned(i)]
+            problems.append(f"{e}: " + ", ".join(
+                f"{c.namespace} (SocketConnected {c.socket}, Ready {c.ready}, tunnel ups "
+                f"{len(c.socket_up_at) - marks[c.index][0]}, heartbeats {len(c.heartbeat_at) - marks[c.index][1]})"
+                for c in late[:3]))
         res.outage_return = [max(by_index[i].socket_up_at[-1], by_index[i].heartbeat_at[-1]) - t_back
                              for i in silent if returned(i)]
         res.outage_ok = "; ".join(problems) or (
