@@ -682,6 +682,8 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
         res.notes.append(f"{sum(c.socket == 'True' for c in by_id.values())}/{n} ManagedClusters said "
                          "SocketConnected=True once all push credentials were there")
         res.rss_phases["registered, tunnels up"] = rss_kb(hub_pid) / 1024
+        print(f"    tunnels up after {s(res.tunnels_up_s)}; hub RSS {res.rss_phases['registered, tunnels up']:.0f} MB "
+              f"(idle {res.hub_idle_mb:.0f} MB)", flush=True)
         status = await all_workers(workers, "status")
         failed = [f for st in status for f in st["failed"]]
         if failed:
