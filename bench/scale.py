@@ -1038,7 +1038,10 @@ def main(argv: list[str] | None = None) -> int:
         if codes[-1]:
             break
     machine["load avg at end"] = loadavg()
-    text = report(results, machine, args) + f"\n\n(total {time.monotonic() - started:.0f} s)\n"
+    text = report(results, machine, args)
+    if codes and codes[-1]:
+        text += f"\n\nInterrupted (exit {codes[-1]}) during N={sizes[len(results)]}: that round is not in the table."
+    text += f"\n\n(total {time.monotonic() - started:.0f} s)\n"
     print()
     print(text)
     if args.out:
