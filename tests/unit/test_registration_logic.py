@@ -365,3 +365,50 @@ async def test_rbac_roles_are_written_before_bindings_and_a_binding_waits_for_it
     refused["ClusterRoleBinding"] = registration.BINDING_RETRIES
     with pytest.raises(ApiException):
         await registration.apply_rbac(cast(Kube, Api()), registration.rbac_manifests(CID, "clusternet-abcde", "c1"))
+
+
+class FakeParent:
+    """Just enough of a parent for registration.approve: objects by (kind, namespace, name)."""
+
+    def __init__(self, *objects: dict[str, object]) -> None:
+        self.objects = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o  # type: ignore[index,union-attr]
+                        for o in objects}
+
+    async def list(self, api: str, kind: str, namespace: str | None = None,
+                   label_selector: str | None = None) -> list[dict[str, object]]:
+        key, _, value = (label_selector or "").partition("=")
+        return [o for (k, _, _), o in self.objects.items()
+                if k == kind and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]  # type: ignore[union-attr,index]
+
+    async def create_or_get(self, obj: dict) -> tuple[dict, bool]:  # type: ignore[type-arg]
+        key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if key in self.objects:
+            return self.objects[key], False  # type: ignore[return-value]
+        self.objects[key] = obj
+        return obj, True
+
+    async def apply(self, obj: dict, field_manager: str) -> dict:  # type: ignore[type-arg]
+        return (await self.create_or_get(obj))[0]
+
+    async def raw(self, *_: object, **__: object) -> tuple[int, object]:
+        return 201, {"status": {"token": "t"}}
+
+    async def patch(self, *_: object, **__: object) -> dict[str, object]:
+        return {}
+
+    async def delete(self, *_: object, **__: object) -> bool:
+        return True
+
+
+async def test_a_derived_namespace_taken_by_another_cluster_gives_the_longer_form() -> None:
+    request = crr()
+    taken = registration.dedicated_namespace_name(request)
+    parent = FakeParent({"kind": "Namespace", "metadata": {"name": taken, "labels": {
+        known.LABEL_CLUSTER_ID: "another-cluster"}}})
+    settings = registration.ApprovalSettings(allow_unsealed_tokens=True)
+    request["metadata"]["annotations"] = {}  # type: ignore[index]
+    result = await registration.approve(parent, request, settings)  # type: ignore[arg-type]
+    assert result["result"] == "Approved"
+    assert result["dedicatedNamespace"] == registration.dedicated_namespace_name(request, registration.LONG_DIGITS)
+    again = await registration.approve(parent, request, settings)  # type: ignore[arg-type]
+    assert again["dedicatedNamespace"] == result["dedicatedNamespace"]  # idempotent: the earlier one is found
