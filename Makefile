@@ -55,8 +55,11 @@ sandbox-down:
 	@pid=$$(cat .sandbox/sandbox.pid 2>/dev/null) && kill -TERM $$pid && while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; \
 	  echo "sandbox stopped"
 
+# registration (~2 min), then the scale scenarios at 20 and 100 clusters (~7 min; 500 and 1,000 by hand with
+# bench/scale.py --sizes, see bench/README.md), appended to bench/results/<date>-scale.md
 bench: setup
 	$(BIN)/python bench/registration.py
+	$(BIN)/python bench/scale.py --sizes 20,100 --out bench/results/$$(date -u +%F)-scale.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .sandbox

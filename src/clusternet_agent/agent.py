@@ -173,7 +173,7 @@ async def report_once(child: Kube, parent: Kube, opts: AgentOptions, access: Par
             parent.set_token(new_token)
             await store(child, opts, access)
             log.info("refreshed the parent token")
-        await heartbeat.report(parent, access.namespace, name, observed, tunnel_state.get("up"))
+        await heartbeat.report(parent, access.namespace, name, observed, lambda: tunnel_state.get("up"))
     except ApiException as e:
         probes.heartbeat_failures.inc()
         if e.status == 401:

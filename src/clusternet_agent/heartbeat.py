@@ -8,6 +8,7 @@ dedicated namespace. The Ready condition follows Clusternet: (livez and readyz) 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -124,14 +125,21 @@ def status_patch(observed: Obj, current_mc: Obj | None, tunnel_up: bool | None =
     return {**observed, "lastObservedTime": now_rfc3339(), "conditions": [*others, *ours]}
 
 
-async def report(parent: Kube, namespace: str, name: str, observed: Obj, tunnel_up: bool | None = None) -> Obj:
-    """Write the status with optimistic concurrency, so conditions the hub set meanwhile are not lost."""
+async def report(parent: Kube, namespace: str, name: str, observed: Obj,
+                 tunnel_up: Callable[[], bool | None] | bool | None = None) -> Obj:
+    """Write the status with optimistic concurrency, so conditions the hub set meanwhile are not lost.
+
+    `tunnel_up` (a callable: the tunnel's state now) is read after each read of the ManagedCluster, never
+    before: the hub marks SocketConnected=True right after the agent's tunnel comes up, and a state taken
+    earlier (a freshly registered agent reports while its tunnel is still connecting) would overwrite
+    the hub's True with a stale False until the next report, 3 minutes later by default."""
     for attempt in range(3):
         current = await parent.get(MC_API, "ManagedCluster", name, namespace)
         if current is None:
             raise LookupError(f"ManagedCluster {namespace}/{name} does not exist on the parent")
+        up = tunnel_up() if callable(tunnel_up) else tunnel_up
         body: dict[str, Any] = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                                "status": status_patch(observed, current, tunnel_up)}
+                                "status": status_patch(observed, current, up)}
         try:
             return await parent.patch(MC_API, "ManagedCluster", name, body, namespace, subresource="status")
         except ApiException as e:

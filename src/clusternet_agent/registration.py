@@ -33,6 +33,11 @@ CRR_API = known.CLUSTERS_API_VERSION
 # Longest pause between two reads of our pending CRR. The bootstrap role grants get, not watch; a GET of
 # one object every 0.25 s per registering agent is cheap, and registration should not wait on a timer.
 POLL_CAP = 0.25
+# ... for the first BRISK_SECONDS only: a request still pending after that waits on a busy hub (or a person), and
+# a thousand agents registering at once at 4 GETs a second each had the parent shed load with HTTP 429 and the
+# hub's own approval requests time out (bench/scale.py, 1,000 clusters). Later reads back off to SLOW_POLL_CAP.
+BRISK_SECONDS = 5.0
+SLOW_POLL_CAP = 5.0
 
 
 class RegistrationError(RuntimeError):
@@ -211,7 +216,7 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
                 log.info("registration %s is still pending; if the hub approves manually, a parent admin must "
                          "run: kubectl clusternet approve %s", name, name)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, POLL_CAP)
+            delay = min(delay * 2, POLL_CAP if time.monotonic() - started < BRISK_SECONDS else SLOW_POLL_CAP)
             try:
                 got = await parent.get(CRR_API, "ClusterRegistrationRequest", name)
             except Exception as e:

@@ -17,7 +17,10 @@ and once more when the server answers 401 (then retries that request once).
 
 Respecting the API server, as client-go does (clusternet_api.ratelimit): a `Kube` built with `qps` > 0 takes a
 token from its own bucket before each non-watch request; a 429, or a 503 with Retry-After, is retried after the
-seconds the server asks for.
+seconds the server asks for. Like Clusternet's binaries, which build a Kubernetes clientset and a Clusternet
+clientset from one rest.Config (each with its own client-go limiter), requests to the `*.clusternet.io` API
+groups take their tokens from a second bucket of the same size: the flags mean what they mean in Clusternet,
+and the hub's writes of Clusternet objects do not queue behind its Namespace, RBAC and token requests.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -79,6 +83,10 @@ TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount to
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
 
 
+_CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
+"""Paths of the API groups a Clusternet clientset serves (clusters., apps., proxies.clusternet.io ...)."""
+
+
 class ApiException(Exception):
     """A non-2xx answer from an API server: HTTP `status`, `reason` (the Status message) and raw `body`."""
 
@@ -123,6 +131,7 @@ class Kube:
         `qps` > 0: at most that many non-watch requests a second on average, `burst` at once (no limit else)."""
         self.creds = creds
         self.limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
+        self.clusternet_limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
         self.user_agent = user_agent
         self.connections = connections  # at most this many open at once; more requests wait for one
         self._ssl = ssl_context(creds) if opener is None else None
@@ -372,9 +381,10 @@ class Kube:
                 json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = content_type or "application/json"
         used = await self._authenticate() if self.creds.exec_plugin is not None else None
+        limiter = self.clusternet_limiter if _CLUSTERNET_GROUP.match(path) else self.limiter
         for attempt in range(MAX_RETRIES + 1):
-            if self.limiter is not None:
-                await self.limiter.wait()
+            if limiter is not None:
+                await limiter.wait()
             status, result, wait = await self._raw_once(method, path, query, headers, data, extra_headers)
             if status == 401 and used is not None:  # the plugin's credential was revoked or expired early
                 await self._authenticate(rejected=used)

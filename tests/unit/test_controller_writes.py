@@ -91,3 +91,30 @@ def test_a_base_deleted_by_someone_else_brings_its_subscription_back() -> None:
     d.on_base("MODIFIED", base)
     d.on_base("DELETED", base)
     assert not d.queue.drain()
+
+
+async def test_an_unchanged_status_is_not_written_again() -> None:
+    writes: list[tuple[str, object]] = []
+
+    class Parent:
+        async def patch(self, *args: object, **kwargs: object) -> Obj:
+            writes.append(("patch", args[3]))
+            return {}
+
+        async def create(self, obj: Obj, namespace: str | None = None) -> Obj:
+            writes.append(("event", obj.get("reason")))
+            return {}
+
+    outcome = applier.ApplyOutcome("Success", None, statuses=[{"kind": "ConfigMap", "name": "a"}])
+    desc: Obj = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Description",
+                 "metadata": {"name": "d", "namespace": "ns", "generation": 2, "uid": "u"}}
+    await applier.report(Parent(), desc, outcome, "test")  # type: ignore[arg-type]
+    assert [w[0] for w in writes] == ["patch", "event"]
+    desc["status"] = {"phase": "Success", "observedGeneration": 2,
+                      "manifestStatuses": [{"kind": "ConfigMap", "name": "a"}]}  # what that patch stored
+    writes.clear()
+    await applier.report(Parent(), desc, outcome, "test")  # type: ignore[arg-type]
+    assert writes == []  # a resync that changed nothing writes nothing
+    desc["metadata"]["generation"] = 3
+    await applier.report(Parent(), desc, outcome, "test")  # type: ignore[arg-type]
+    assert [w[0] for w in writes] == ["patch"]

@@ -360,3 +360,12 @@ async def test_without_access_to_the_secret_a_temporary_certificate_serves_until
     assert hub.ca_pem == stored(fake).ca_pem
     service = fake.find("APIService", None, APISERVICE)
     assert service is not None and base64.b64decode(service["spec"]["caBundle"]) == hub.ca_pem
+
+
+def test_tls_connections_get_a_small_read_buffer() -> None:
+    """One TLS connection per agent tunnel: asyncio's 256 KiB buffer each was the hub's largest allocation."""
+    import asyncio.sslproto
+
+    from clusternet_hub import serving
+
+    assert asyncio.sslproto.SSLProtocol.max_size == serving.TLS_READ_BUFFER == 32 * 1024

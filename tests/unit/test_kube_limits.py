@@ -142,3 +142,21 @@ async def test_retries_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     async with serving(handler) as url, Kube(Credentials(url)) as kube:
         status, _ = await kube.raw("GET", "/x")
     assert status == 429 and calls["n"] == 3
+
+
+async def test_clusternet_groups_have_a_bucket_of_their_own() -> None:
+    """As Clusternet's two clientsets (Kubernetes, Clusternet) from one rest.Config: one limiter each."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Status"})
+
+    async with serving(handler) as url, Kube(Credentials(url), qps=1, burst=1) as kube:
+        start = time.monotonic()
+        await kube.raw("GET", "/api/v1/namespaces/default")
+        await kube.raw("GET", "/apis/clusters.clusternet.io/v1beta1/managedclusters")  # its own token
+        assert time.monotonic() - start < 0.5
+        await kube.raw("GET", "/apis/apps.clusternet.io/v1alpha1/subscriptions")  # same bucket: waits 1 s
+        assert time.monotonic() - start >= 0.9
+    assert kube_mod._CLUSTERNET_GROUP.match("/apis/apps.clusternet.io")
+    assert not kube_mod._CLUSTERNET_GROUP.match("/apis/apps/v1/deployments")
+    assert not kube_mod._CLUSTERNET_GROUP.match("/apis/evil.clusternet.io.example.com/v1")

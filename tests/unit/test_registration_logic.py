@@ -7,12 +7,13 @@ import logging
 
 import pytest
 
-from clusternet_agent.heartbeat import node_statistics, status_patch, sum_resources
+from clusternet_agent.heartbeat import node_statistics, report, status_patch, sum_resources
 from clusternet_agent.options import AgentOptions, OptionsError, parse_feature_gates, parse_labels
 from clusternet_agent.registration import token_expiry
 from clusternet_agent.tunnel import tunnel_url
 from clusternet_api import known
 from clusternet_api.durations import parse_duration
+from clusternet_api.kube import ApiException
 from clusternet_api.logs import RedactingFilter, redact
 from clusternet_api.quantity import format_quantity, parse_quantity
 from clusternet_api.sealing import SealingError, generate_private_key, public_key_of, seal, unseal
@@ -171,6 +172,36 @@ def test_status_patch_keeps_conditions_of_others_and_the_transition_time() -> No
     assert types["Ready"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert "Custom" in types and types[known.CONDITION_SOCKET]["status"] == "True"
     assert status_patch({"healthz": False, "livez": True, "readyz": False}, None)["conditions"][0]["status"] == "False"
+
+
+class RacingParent:
+    """A parent on which the hub marks the tunnel connected between the agent's read and its write."""
+
+    def __init__(self, tunnel: dict[str, bool]) -> None:
+        self.tunnel, self.rv, self.patches = tunnel, 1, 0
+        self.conditions: list[dict[str, object]] = []
+
+    async def get(self, *_: object) -> dict[str, object]:
+        return {"metadata": {"resourceVersion": str(self.rv)}, "status": {"conditions": list(self.conditions)}}
+
+    async def patch(self, _api: str, _kind: str, _name: str, body: dict, *_: object, **__: object) -> dict:  # type: ignore[type-arg]
+        self.patches += 1
+        if self.patches == 1:  # the tunnel came up and the hub wrote SocketConnected=True meanwhile
+            self.tunnel["up"], self.rv = True, self.rv + 1
+            self.conditions = [{"type": known.CONDITION_SOCKET, "status": "True"}]
+        if body["metadata"]["resourceVersion"] != str(self.rv):
+            raise ApiException(409, "conflict")
+        self.conditions = body["status"]["conditions"]
+        return {}
+
+
+async def test_report_never_writes_a_stale_tunnel_state_over_the_hubs() -> None:
+    tunnel = {"up": False}
+    parent = RacingParent(tunnel)
+    await report(parent, "ns", "mc", {"healthz": True, "livez": True, "readyz": True},  # type: ignore[arg-type]
+                 lambda: tunnel["up"])
+    socket = next(c for c in parent.conditions if c["type"] == known.CONDITION_SOCKET)
+    assert parent.patches == 2 and socket["status"] == "True"
 
 
 # --- proxy headers -----------------------------------------------------------------------------------------
@@ -334,3 +365,50 @@ async def test_rbac_roles_are_written_before_bindings_and_a_binding_waits_for_it
     refused["ClusterRoleBinding"] = registration.BINDING_RETRIES
     with pytest.raises(ApiException):
         await registration.apply_rbac(cast(Kube, Api()), registration.rbac_manifests(CID, "clusternet-abcde", "c1"))
+
+
+class FakeParent:
+    """Just enough of a parent for registration.approve: objects by (kind, namespace, name)."""
+
+    def __init__(self, *objects: dict[str, object]) -> None:
+        self.objects = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o  # type: ignore[index,union-attr]
+                        for o in objects}
+
+    async def list(self, api: str, kind: str, namespace: str | None = None,
+                   label_selector: str | None = None) -> list[dict[str, object]]:
+        key, _, value = (label_selector or "").partition("=")
+        return [o for (k, _, _), o in self.objects.items()
+                if k == kind and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]  # type: ignore[union-attr,index]
+
+    async def create_or_get(self, obj: dict) -> tuple[dict, bool]:  # type: ignore[type-arg]
+        key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if key in self.objects:
+            return self.objects[key], False  # type: ignore[return-value]
+        self.objects[key] = obj
+        return obj, True
+
+    async def apply(self, obj: dict, field_manager: str) -> dict:  # type: ignore[type-arg]
+        return (await self.create_or_get(obj))[0]
+
+    async def raw(self, *_: object, **__: object) -> tuple[int, object]:
+        return 201, {"status": {"token": "t"}}
+
+    async def patch(self, *_: object, **__: object) -> dict[str, object]:
+        return {}
+
+    async def delete(self, *_: object, **__: object) -> bool:
+        return True
+
+
+async def test_a_derived_namespace_taken_by_another_cluster_gives_the_longer_form() -> None:
+    request = crr()
+    taken = registration.dedicated_namespace_name(request)
+    parent = FakeParent({"kind": "Namespace", "metadata": {"name": taken, "labels": {
+        known.LABEL_CLUSTER_ID: "another-cluster"}}})
+    settings = registration.ApprovalSettings(allow_unsealed_tokens=True)
+    request["metadata"]["annotations"] = {}  # type: ignore[index]
+    result = await registration.approve(parent, request, settings)  # type: ignore[arg-type]
+    assert result["result"] == "Approved"
+    assert result["dedicatedNamespace"] == registration.dedicated_namespace_name(request, registration.LONG_DIGITS)
+    again = await registration.approve(parent, request, settings)  # type: ignore[arg-type]
+    assert again["dedicatedNamespace"] == result["dedicatedNamespace"]  # idempotent: the earlier one is found
