@@ -388,6 +388,12 @@ def report(res: Results) -> str:
         verdict = "" if met is None else ("yes" if met else "**NO**")
         lines.append(f"| {what} | {dv} | {pv} | {ratio} | {target} | {verdict} |")
 
+    def throughput_row(what: str, direct: list[float], proxied: list[float]) -> None:
+        dm, pm = percentile(direct, 50), percentile(proxied, 50)
+        row(what, f"{dm:.1f} ({min(direct):.1f}-{max(direct):.1f})",
+            f"{pm:.1f} ({min(proxied):.1f}-{max(proxied):.1f})", f"{pm / dm:.0%}",
+            f"≥ {THROUGHPUT_SHARE:.0%} of direct", pm >= THROUGHPUT_SHARE * dm)
+
     n = len(d)
     for q in (50, 90, 99):
         dq, pq = percentile(d, q), percentile(p, q)
@@ -405,11 +411,8 @@ def report(res: Results) -> str:
                 f"+{percentile(pp, q) - percentile(hp, q):.2f} ms")
     dl, pl = res.list_mbps["direct"], res.list_mbps["proxied"]
     if dl and pl:
-        dm, pm = percentile(dl, 50), percentile(pl, 50)
-        row(f"LIST {res.plan.list_objects} ConfigMaps ({res.list_bytes / 1e6:.1f} MB), median MB/s "
-            f"(min-max, n={len(dl)} each)", f"{dm:.1f} ({min(dl):.1f}-{max(dl):.1f})",
-            f"{pm:.1f} ({min(pl):.1f}-{max(pl):.1f})", f"{pm / dm:.0%}", f"≥ {THROUGHPUT_SHARE:.0%} of direct",
-            pm >= THROUGHPUT_SHARE * dm)
+        throughput_row(f"LIST {res.plan.list_objects} ConfigMaps ({res.list_bytes / 1e6:.1f} MB), median MB/s "
+                       f"(min-max, n={len(dl)} each)", dl, pl)
     for label, data in (("watch: POST → ADDED event", res.watch_event_ms),
                         ("watch: opening it (new connection)", res.watch_open_ms)):
         dw, pw = data["direct"], data["proxied"]
@@ -443,11 +446,8 @@ def report(res: Results) -> str:
             f"≤ {BURST_FACTOR:g}x direct, every pair", max(ratios) <= BURST_FACTOR and errors == 0)
     dcl, pcl = res.concurrent_list_mbps["direct"], res.concurrent_list_mbps["proxied"]
     if dcl and pcl:
-        dm, pm = percentile(dcl, 50), percentile(pcl, 50)
-        row(f"{LIST_CONCURRENCY} concurrent LISTs ({res.list_bytes / 1e6:.1f} MB each), median MB/s (min-max, "
-            f"n={len(dcl)} rounds each)", f"{dm:.1f} ({min(dcl):.1f}-{max(dcl):.1f})",
-            f"{pm:.1f} ({min(pcl):.1f}-{max(pcl):.1f})", f"{pm / dm:.0%}", f"≥ {THROUGHPUT_SHARE:.0%} of direct",
-            pm >= THROUGHPUT_SHARE * dm)
+        throughput_row(f"{LIST_CONCURRENCY} concurrent LISTs ({res.list_bytes / 1e6:.1f} MB each), median MB/s "
+                       f"(min-max, n={len(dcl)} rounds each)", dcl, pcl)
     return "\n".join(lines)
 
 

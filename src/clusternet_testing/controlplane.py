@@ -105,6 +105,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 # --- the control plane -------------------------------------------------------------------------------------
 
 
+def _established(crd: dict[str, object]) -> bool:
+    status = crd.get("status")
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    return any(isinstance(c, dict) and c.get("type") == "Established" and c.get("status") == "True"
+               for c in conditions or [])
+
+
 @dataclass
 class ControlPlane:
     """One real cluster's control plane on loopback. Use `start()`/`stop()` or as a context manager."""
@@ -343,6 +350,21 @@ class ControlPlane:
 
         path = object_path(obj) + f"?fieldManager={field_manager}&force=true"
         self.request_json("PATCH", path, obj, content_type="application/apply-patch+yaml")
+
+    def install_crds(self, timeout: float = 30.0) -> None:
+        """Every CRD of ours (clusternet_api.crdgen), then wait until each is Established."""
+        from clusternet_api.crdgen import all_crds
+
+        crds = all_crds()
+        for crd in crds:
+            self.apply_manifest(crd)
+        deadline = time.monotonic() + timeout
+        for crd in crds:
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}"
+            while not _established(self.request_json("GET", path)):
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(f"CRD {crd['metadata']['name']} not Established within {timeout:g}s")
+                time.sleep(0.2)
 
     def stop(self) -> None:
         for _label, proc in reversed(self._procs):

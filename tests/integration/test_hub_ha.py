@@ -50,15 +50,8 @@ def objects(name: str, n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    from clusternet_api.crdgen import all_crds
-
     with ControlPlane("ha", find_binaries(), tmp_path_factory.mktemp("ha"), service_cidr="127.33.0.0/16") as cp:
-        for crd in all_crds():
-            cp.apply_manifest(crd)
-        for crd in all_crds():
-            wait_for(lambda name=crd["metadata"]["name"]: "Established" in kubectl(
-                cp, "get", "crd", name, "-o", "jsonpath={.status.conditions[*].type}").stdout,
-                timeout=30, what=f"CRD {crd['metadata']['name']} established")
+        cp.install_crds()
         install_bootstrap(cp)
         kubectl(cp, "create", "namespace", known.RESERVED_NAMESPACE)
         yield cp

@@ -29,16 +29,9 @@ LEASE = ["--leader-elect=true", "--leader-elect-lease-duration=4s", "--leader-el
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    from clusternet_api.crdgen import all_crds
-
     with ControlPlane("election", find_binaries(), tmp_path_factory.mktemp("election"),
                       service_cidr="127.32.0.0/16") as cp:
-        for crd in all_crds():
-            cp.apply_manifest(crd)
-        for crd in all_crds():
-            wait_for(lambda name=crd["metadata"]["name"]: "Established" in kubectl(
-                cp, "get", "crd", name, "-o", "jsonpath={.status.conditions[*].type}").stdout,
-                timeout=30, what=f"CRD {crd['metadata']['name']} established")
+        cp.install_crds()
         yield cp
 
 
