@@ -47,6 +47,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.leaderelection import micro_time
 from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, ByteStream, StreamOpenError, pipe
+from clusternet_hub.sockets import bearer
 from clusternet_hub.takeover import take_over
 
 log = logging.getLogger(__name__)
@@ -296,8 +297,7 @@ class Peers:
             await self.kube.request("PUT", _lease_path(self.namespace, self.lease_name), body)
 
     def authorized(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        given = bearer(request) or ""
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
 
     async def holds(self, peer: Peer, cluster_id: str) -> bool:

@@ -147,3 +147,18 @@ def applied_below_pdb(result: subprocess.CompletedProcess[str], cp: ControlPlane
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and 'kind "PodDisruptionBudget" in version "policy/v1"' in errors[0], result.stderr
     return result.stdout
+
+
+def new_registration_request(cp: ControlPlane, name_prefix: str) -> str:
+    """A ClusterRegistrationRequest for a new cluster ID, as an agent creates it (with a public key); the ID."""
+    import uuid
+
+    from clusternet_api.sealing import generate_private_key, public_key_of
+
+    cid = str(uuid.uuid4())
+    crr = {"apiVersion": "clusters.clusternet.io/v1beta1", "kind": "ClusterRegistrationRequest",
+           "metadata": {"name": f"clusternet-{cid}",
+                        "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: public_key_of(generate_private_key())}},
+           "spec": {"clusterId": cid, "clusterName": f"{name_prefix}-{cid[:5]}", "syncMode": "Pull"}}
+    kubectl(cp, "create", "-f", "-", input=json.dumps(crr))
+    return cid

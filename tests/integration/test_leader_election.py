@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.sealing import generate_private_key, public_key_of
 from clusternet_testing.controlplane import ControlPlane, find_binaries
-from clusternet_testing.helpers import kubectl, wait_for
+from clusternet_testing.helpers import kubectl, new_registration_request, wait_for
 from clusternet_testing.processes import hub_proc
 
 pytestmark = pytest.mark.integration
@@ -45,13 +43,7 @@ def holder(cp: ControlPlane) -> str:
 
 
 def new_request(cp: ControlPlane) -> str:
-    cid = str(uuid.uuid4())
-    crr = {"apiVersion": "clusters.clusternet.io/v1beta1", "kind": "ClusterRegistrationRequest",
-           "metadata": {"name": f"clusternet-{cid}",
-                        "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: public_key_of(generate_private_key())}},
-           "spec": {"clusterId": cid, "clusterName": f"le-{cid[:5]}", "syncMode": "Pull"}}
-    kubectl(cp, "create", "-f", "-", input=json.dumps(crr))
-    return cid
+    return new_registration_request(cp, "le")
 
 
 def approved(cp: ControlPlane, cid: str) -> bool:

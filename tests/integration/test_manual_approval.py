@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_api.sealing import generate_private_key, public_key_of
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import kubectl, run_plugin, wait_for
+from clusternet_testing.helpers import kubectl, new_registration_request, run_plugin, wait_for
 from clusternet_testing.processes import Proc, hub_proc, install_bootstrap
 
 pytestmark = pytest.mark.integration
@@ -30,12 +29,7 @@ def manual_hub(parent: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture
 def request_id(parent: ControlPlane) -> Iterator[str]:
     """A registration request for a new cluster, as an agent would create it; removed afterwards."""
-    cid = str(uuid.uuid4())
-    crr = {"apiVersion": "clusters.clusternet.io/v1beta1", "kind": "ClusterRegistrationRequest",
-           "metadata": {"name": f"clusternet-{cid}",
-                        "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: public_key_of(generate_private_key())}},
-           "spec": {"clusterId": cid, "clusterName": f"manual-{cid[:5]}", "syncMode": "Pull"}}
-    kubectl(parent, "create", "-f", "-", input=json.dumps(crr))
+    cid = new_registration_request(parent, "manual")
     yield cid
     kubectl(parent, "delete", "clsrr", f"clusternet-{cid}", "--ignore-not-found", check=False)
     kubectl(parent, "delete", "ns", "-l", f"{known.LABEL_CLUSTER_ID}={cid}", "--wait=false", check=False)

@@ -23,6 +23,7 @@ from clusternet_api.kubeconfig import KubeconfigError
 from clusternet_kubectl.errors import PluginError, error_line
 from clusternet_testing.controlplane import free_port
 from clusternet_testing.helpers import PLUGIN
+from tests.unit.test_kube_limits import serving
 
 SERVER = "https://kube.example:6443"
 
@@ -97,15 +98,8 @@ async def api_server(status: int, message: str) -> AsyncIterator[str]:
         return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
                                   "reason": reason, "code": status}, status=status)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(refuse) as url:
+        yield url
 
 
 async def test_401_and_403(tmp_path: Path) -> None:
