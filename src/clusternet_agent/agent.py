@@ -8,7 +8,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from clusternet_agent import heartbeat, helmpuller, identity, labels, probes, puller, tunnel
@@ -120,7 +120,8 @@ def collected(task: asyncio.Task[Obj], previous: Obj | None) -> Obj | None:
 
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
-                         reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None) -> str:
+                         reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None,
+                         also: Sequence[Kube] = ()) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister").
 
     Reports never wait for a collection in progress: a kube-apiserver that is starting answers 503 with
@@ -128,7 +129,8 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
     is judged gone by the hub (Ready Unknown) when it is the child's API server that is down. The report goes
     out on time with the last observation; the collection's result is used once it is in.
 
-    `reported` is set after the first report attempt, so work that can wait starts after it."""
+    `reported` is set after the first report attempt, so work that can wait starts after it. A refreshed
+    parent token is set on `parent` and on the clients in `also`."""
     name = await resolve_managed_cluster(parent, access)
     observed: Obj | None = None
     since_report = opts.update_frequency  # report right away
@@ -145,7 +147,8 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
             if collecting.done():
                 observed, collecting = collected(collecting, observed), None
             if observed is not None and since_report >= opts.update_frequency:
-                outcome = await report_once(child, parent, opts, access, name, observed, tunnel_state, readiness)
+                outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state,
+                                            readiness)
                 if outcome == "reregister":
                     return outcome
                 if outcome == "reported":
@@ -162,15 +165,18 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                 await collecting
 
 
-async def report_once(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess, name: str,
+async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions, access: ParentAccess, name: str,
                       observed: Obj, tunnel_state: dict[str, bool], readiness: probes.Readiness | None) -> str:
-    """One heartbeat (refreshing the parent token first when it is due): "reported", "failed" or "reregister"."""
+    """One heartbeat through parents[0] (refreshing the parent token of all `parents` first when it is due):
+    "reported", "failed" or "reregister"."""
     started = time.monotonic()
+    parent = parents[0]
     try:
         new_token = await refresh_token(access, parent, TOKEN_LIFETIME)
         if new_token:
             access.creds = access.creds.with_token(new_token)
-            parent.set_token(new_token)
+            for client in parents:
+                client.set_token(new_token)
             await store(child, opts, access)
             log.info("refreshed the parent token")
         await heartbeat.report(parent, access.namespace, name, observed, lambda: tunnel_state.get("up"))
@@ -218,8 +224,11 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                 tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state,
                                                   readiness)] if t]
                 try:
+                    # heartbeats get their own unthrottled client, as the kubelet's do: a puller busy writing
+                    # statuses must not hold back the report that keeps the cluster Ready on the parent
                     async with Kube(access.creds, user_agent="clusternet-agent", qps=qps,
-                                    burst=burst) as parent:
+                                    burst=burst) as parent, \
+                            Kube(access.creds, user_agent="clusternet-agent-heartbeat", connections=2) as beat:
                         # the first report makes the cluster Ready on the parent: deploying waits for it, so a
                         # freshly registered cluster does not queue its heartbeat behind the deployer's set-up
                         reported = asyncio.Event()
@@ -229,8 +238,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                         if opts.deploys:
                             tasks.append(asyncio.create_task(
                                 deploying(child, parent, opts, access, apiserver_url, after=reported)))
-                        outcome = await heartbeat_loop(child, parent, opts, access, apiserver_url, stop,
-                                                       tunnel_state, reported, readiness)
+                        outcome = await heartbeat_loop(child, beat, opts, access, apiserver_url, stop,
+                                                       tunnel_state, reported, readiness, also=(parent,))
                 finally:
                     for task in tasks:
                         task.cancel()

@@ -87,7 +87,8 @@ def test_one_leader_approves_and_the_standby_takes_over_after_kill_9(plane: Cont
         wait_for(lambda: approved(plane, cid2), timeout=30, what="a new request approved by the new leader")
         assert not leader.running()  # the killed one stays dead: nothing restarts it here
 
-        standby.stop()  # a clean shutdown releases the Lease at once
+        rc = standby.stop()  # a clean shutdown releases the Lease at once
+        assert "released Lease" in standby.output, (rc, standby.output[-3000:])
         spec = (lease(plane) or {})["spec"]
         assert spec.get("holderIdentity", "") == "" and spec["leaseDurationSeconds"] == 1
         assert "released Lease" in standby.output

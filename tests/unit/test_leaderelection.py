@@ -184,6 +184,21 @@ async def test_clean_shutdown_releases_so_a_standby_takes_over_at_once() -> None
         assert await b.try_acquire_or_renew()  # no holder: no need to wait for expiry
 
 
+async def test_release_after_a_renewal_we_did_not_see_still_releases() -> None:
+    api = LeaseAPI()
+    async with lease_api(api) as kube:
+        a = LeaderElector(kube, CONFIG, "a")
+        assert await a.try_acquire_or_renew()
+        api.steal("a")  # a renewal cancelled by the shutdown that reached the API server: our copy is stale
+        await a.release()
+        assert api.holder == "" and api.leases["clusternet-hub"]["spec"]["leaseDurationSeconds"] == 1
+        api.steal("b")  # someone else's Lease is never cleared
+        a.leading, a._lease = True, copy.deepcopy(api.leases["clusternet-hub"])
+        api.steal("b")
+        await a.release()
+        assert api.holder == "b"
+
+
 async def test_racing_candidates_one_wins_by_resource_version() -> None:
     api = LeaseAPI()
     async with lease_api(api) as kube:
