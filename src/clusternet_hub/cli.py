@@ -44,6 +44,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
                     burst=options.kube_api_burst) as kube:
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
+        ctx.sockets.managed_cluster_of = ctx.managed_cluster_of
         ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         tls = serving.Serving(kube, serving.ServingSettings(

@@ -64,6 +64,8 @@ class HubContext:
     creds: Credentials
     kube: Kube | None = None
     clusters: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    cluster_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Cluster ID (the hub-set label) -> (namespace, name) of its ManagedCluster: proxy and tunnel checks in O(1)."""
     observation: health.Observation = field(default_factory=health.Observation)
     approved: dict[str, Obj] = field(default_factory=dict)
     sockets: SocketRegistry | None = None
@@ -81,7 +83,11 @@ class HubContext:
         return self.sockets.opener(cluster_id, known.TUNNEL_APISERVER_ADDRESS)
 
     def knows_cluster(self, cluster_id: str) -> bool:
-        return any((mc.get("spec") or {}).get("clusterId") == cluster_id for mc in self.clusters.values())
+        return cluster_id in self.cluster_ids
+
+    def managed_cluster_of(self, cluster_id: str) -> tuple[str, str] | None:
+        """(namespace, name) of the cluster's ManagedCluster as this replica's watch last saw it (leader only)."""
+        return self.cluster_ids.get(cluster_id)
 
     @property
     def api(self) -> Kube:
@@ -188,6 +194,11 @@ async def on_registration(body: kopf.Body, memo: HubContext, reason: str, **_: A
     except ApiException as e:
         raise kopf.TemporaryError(f"registration of {body['metadata']['name']} hit HTTP {e.status}: "
                                   f"{e.reason}", delay=2) from e
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        # kopf would retry these after its default 60 s: at 1,000 registrations at once approvals timed out
+        # against a saturated parent and then waited a minute each (bench/scale.py)
+        raise kopf.TemporaryError(f"registration of {body['metadata']['name']} could not reach the parent: "
+                                  f"{e or type(e).__name__}", delay=2) from e
 
 
 # Event handlers only update in-memory caches and queues; being async, kopf runs them on the event loop
@@ -218,11 +229,16 @@ async def refresh_tokens(ctx: HubContext) -> None:
 async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     old = memo.clusters.get(key)
+    cluster_id = (body["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
     if type == "DELETED":
         memo.clusters.pop(key, None)
         memo.observation.forget(key)
+        if cluster_id and memo.cluster_ids.get(cluster_id) == key:
+            del memo.cluster_ids[cluster_id]
     else:
         memo.clusters[key] = dict(body)
+        if cluster_id:
+            memo.cluster_ids[cluster_id] = key
     if memo.controller is not None:
         memo.controller.store.on_cluster(type, dict(body), old)
 

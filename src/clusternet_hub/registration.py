@@ -297,8 +297,9 @@ _approvals = asyncio.Semaphore(APPROVALS_AT_ONCE)
 async def approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
     """Create (or find) everything the child needs and write an Approved status. Idempotent.
 
-    Independent calls go out together (four round trips instead of fourteen), so a burst of agents
-    registering at once is approved in a fraction of a second each; at most APPROVALS_AT_ONCE at a time.
+    Independent calls go out together (four round trips instead of fourteen; the token is issued while the
+    RBAC is bound), so a burst of agents registering at once is approved in a fraction of a second each; at
+    most APPROVALS_AT_ONCE at a time.
     """
     async with _approvals:
         return await _approve(kube, crr, settings)
@@ -334,12 +335,16 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         await deny(kube, crr, f"namespace {ns!r} already exists and does not belong to cluster {cluster_id}")
         return {"result": "Denied"}
 
-    creates = [kube.create_or_get(service_account_manifest(ns, cluster_id, mc_name))]
-    if not any(mc["metadata"]["namespace"] == ns for mc in clusters):
-        creates.append(kube.create_or_get(managed_cluster_manifest(crr, ns)))
-    await asyncio.gather(*creates, apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)))
+    async def account_and_token() -> str:  # the token is issued while the RBAC is bound: one round trip less
+        await kube.create_or_get(service_account_manifest(ns, cluster_id, mc_name))
+        return await issue_token(kube, ns, settings.token_ttl_seconds)
 
-    token = await issue_token(kube, ns, settings.token_ttl_seconds)
+    async def cluster() -> None:
+        if not any(mc["metadata"]["namespace"] == ns for mc in clusters):
+            await kube.create_or_get(managed_cluster_manifest(crr, ns))
+
+    token, _, _ = await asyncio.gather(account_and_token(), cluster(),
+                                       apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)))
     public_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
     if public_key:
         try:

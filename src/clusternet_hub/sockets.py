@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 APISERVER_ADDRESS = known.TUNNEL_APISERVER_ADDRESS
 AGENT_SA_PREFIX = "system:serviceaccount:"
 MC_API = known.CLUSTERS_API_VERSION
+REVIEW_TTL = 60.0  # seconds a TokenReview's answer is reused: the apiserver's own token cache keeps 10 s-1 min
+OWNER_TTL = REVIEW_TTL  # and a cluster's ownership check, so neither outlives the other
 
 
 class Unauthorized(Exception):
@@ -89,6 +92,9 @@ class SocketRegistry:
         self.tunnels: dict[str, Tunnel] = {}
         self._remote: dict[str, StreamHttp] = {}  # cluster ID -> keep-alive HTTP through the replica with its tunnel
         self._reviews: dict[str, tuple[float, str]] = {}
+        self._owners: dict[tuple[str, str], tuple[float, str]] = {}  # (namespace, cluster ID) -> (expiry, MC name)
+        self.managed_cluster_of: Callable[[str], tuple[str, str] | None] = lambda _: None
+        """The leader's watch cache of ManagedClusters by cluster ID (set by the hub): tunnel checks without a LIST."""
         self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
 
     def get(self, cluster_id: str) -> Tunnel | None:
@@ -159,7 +165,7 @@ class SocketRegistry:
         if not status.get("authenticated"):
             raise Unauthorized(401, "the tunnel token was not accepted by the parent cluster")
         username = str(status["user"]["username"])
-        self._reviews[key] = (time.monotonic() + 60, username)
+        self._reviews[key] = (time.monotonic() + REVIEW_TTL, username)
         return username
 
     async def authorize(self, cluster_id: str, *, token: str | None, username: str | None) -> tuple[str, str]:
@@ -173,6 +179,22 @@ class SocketRegistry:
         namespace, _, sa = username[len(AGENT_SA_PREFIX):].partition(":")
         if sa != "clusternet-agent":
             raise Unauthorized(403, f"{username} is not a cluster agent's ServiceAccount")
+        return namespace, await self._owned_by(namespace, cluster_id, username)
+
+    async def _owned_by(self, namespace: str, cluster_id: str, username: str) -> str:
+        """The name of the ManagedCluster in `namespace` that carries `cluster_id` (403 when none).
+
+        Answered from the leader's watch cache, else from a check made within OWNER_TTL, else by a LIST: a
+        registration burst or a reconnect storm of a thousand agents otherwise queued a LIST per tunnel behind
+        the approvals in the client's rate limiter, and handshakes timed out (bench/scale.py). Only positive
+        answers are kept, for as long as a TokenReview's."""
+        cached = self.managed_cluster_of(cluster_id)
+        if cached is not None and cached[0] == namespace:
+            return cached[1]
+        key = (namespace, cluster_id)
+        owner = self._owners.get(key)
+        if owner and owner[0] > time.monotonic():
+            return owner[1]
         try:
             found = await self.kube.list(MC_API, "ManagedCluster", namespace=namespace,
                                          label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
@@ -180,7 +202,9 @@ class SocketRegistry:
             raise Unauthorized(503, f"cannot check the cluster's ownership (HTTP {e.status})") from e
         if not found:
             raise Unauthorized(403, f"{username} may not open the socket of cluster {cluster_id}")
-        return namespace, str(found[0]["metadata"]["name"])
+        name = str(found[0]["metadata"]["name"])
+        self._owners[key] = (time.monotonic() + OWNER_TTL, name)
+        return name
 
     async def attach(self, tunnel: Tunnel) -> None:
         old = self.tunnels.get(tunnel.cluster_id)

@@ -1,0 +1,71 @@
+"""Who may open a cluster's tunnel, and how few requests the hub spends to know it (clusternet_hub.sockets).
+
+A registration burst or a reconnect storm of a thousand agents used to cost a TokenReview and a LIST of
+ManagedClusters per tunnel, queued behind the approvals in the hub's rate limiter (bench/scale.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_hub.sockets import SocketRegistry, Unauthorized
+
+
+class Parent:
+    """TokenReview and ManagedCluster LIST, counted."""
+
+    def __init__(self) -> None:
+        self.reviews = 0
+        self.lists = 0
+        self.clusters: dict[tuple[str, str], str] = {("clusternet-abc", "id-1"): "child1"}
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.reviews += 1
+        token = body["spec"]["token"]
+        if token == "bad":
+            return {"status": {"authenticated": False}}
+        ns = token.split("/")[0]
+        return {"status": {"authenticated": True,
+                           "user": {"username": f"system:serviceaccount:{ns}:clusternet-agent"}}}
+
+    async def list(self, api: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self.lists += 1
+        cluster_id = label_selector.split("=")[1]
+        name = self.clusters.get((namespace, cluster_id))
+        return [{"metadata": {"name": name, "namespace": namespace,
+                              "labels": {known.LABEL_CLUSTER_ID: cluster_id}}}] if name else []
+
+
+async def test_a_known_agent_is_checked_once_then_answered_from_the_caches() -> None:
+    parent = Parent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    for _ in range(5):  # a reconnect storm: the same agent again and again
+        assert await registry.authorize("id-1", token="clusternet-abc/t", username=None) == ("clusternet-abc",
+                                                                                              "child1")
+    assert (parent.reviews, parent.lists) == (1, 1)
+
+
+async def test_the_leaders_watch_cache_answers_without_a_list() -> None:
+    parent = Parent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    registry.managed_cluster_of = {"id-1": ("clusternet-abc", "child1")}.get
+    assert await registry.authorize("id-1", token=None, username="system:serviceaccount:clusternet-abc:"
+                                    "clusternet-agent") == ("clusternet-abc", "child1")
+    assert parent.lists == 0
+
+
+async def test_another_clusters_agent_is_refused_every_time_and_never_cached() -> None:
+    parent = Parent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    # the cache says id-1 lives in clusternet-abc: an agent of another namespace gets no shortcut
+    registry.managed_cluster_of = {"id-1": ("clusternet-abc", "child1")}.get
+    for _ in range(2):
+        with pytest.raises(Unauthorized) as refused:
+            await registry.authorize("id-1", token="clusternet-xyz/t", username=None)
+        assert refused.value.status == 403
+    assert parent.lists == 2  # a refusal is asked again, never remembered as an answer
+    with pytest.raises(Unauthorized) as refused:
+        await registry.authorize("id-1", token="bad", username=None)
+    assert refused.value.status == 401
