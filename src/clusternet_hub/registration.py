@@ -310,17 +310,22 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
     cluster_id = crr["spec"]["clusterId"]
     by_id = f"{known.LABEL_CLUSTER_ID}={cluster_id}"
     wanted = dedicated_namespace_name(crr)
-    # the namespace is created (or found) while we look for one made for this cluster under another name
-    earlier_ns, (wanted_ns, created), clusters = await asyncio.gather(
-        kube.list("v1", "Namespace", label_selector=by_id),
+    # the namespace is created (or found) while we look for this cluster's ManagedCluster: one registered
+    # before lives in the namespace it was given then. An approved request names that namespace already
+    # (pinned), so only a request approved never, or deleted and made again, gets here with another name.
+    # No LIST of namespaces: at 20 registrations at once that was 20 of the 160 requests queued in the
+    # client's rate limiter (bench/registration.py); Clusternet reads its namespace informer instead.
+    (wanted_ns, created), clusters = await asyncio.gather(
         kube.create_or_get(namespace_manifest(wanted, cluster_id, cluster_name(crr))),
         kube.list(CRR_API, "ManagedCluster", label_selector=by_id))
-    earlier = [n for n in earlier_ns if n["metadata"]["name"] != wanted]
+    earlier = sorted({mc["metadata"]["namespace"] for mc in clusters} - {wanted})
     existing_ns = wanted_ns
-    if earlier:  # a namespace made for this cluster earlier wins over the one the request names now
-        existing_ns = earlier[0]
-        if created:
-            await kube.delete("v1", "Namespace", wanted)
+    if earlier:  # the namespace of the cluster's earlier registration wins over the one the request names now
+        found = await kube.get("v1", "Namespace", earlier[0])
+        if found is not None:
+            existing_ns = found
+            if created:
+                await kube.delete("v1", "Namespace", wanted)
     owner = (existing_ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
     if owner != cluster_id and not earlier and not crr["spec"].get("clusterNamespace"):
         # the derived name is another cluster's: 5 hex digits collide among 1,000 clusters with a chance of

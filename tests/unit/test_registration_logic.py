@@ -380,6 +380,9 @@ class FakeParent:
         return [o for (k, _, _), o in self.objects.items()
                 if k == kind and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]  # type: ignore[union-attr,index]
 
+    async def get(self, api: str, kind: str, name: str, namespace: str | None = None) -> dict[str, object] | None:
+        return self.objects.get((kind, namespace, name))  # type: ignore[return-value]
+
     async def create_or_get(self, obj: dict) -> tuple[dict, bool]:  # type: ignore[type-arg]
         key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
         if key in self.objects:
@@ -412,3 +415,24 @@ async def test_a_derived_namespace_taken_by_another_cluster_gives_the_longer_for
     assert result["dedicatedNamespace"] == registration.dedicated_namespace_name(request, registration.LONG_DIGITS)
     again = await registration.approve(parent, request, settings)  # type: ignore[arg-type]
     assert again["dedicatedNamespace"] == result["dedicatedNamespace"]  # idempotent: the earlier one is found
+
+
+async def test_the_namespace_of_an_earlier_registration_wins_and_the_new_one_is_removed() -> None:
+    request = crr()
+    cluster_id = request["spec"]["clusterId"]  # type: ignore[index]
+    labels = {known.LABEL_CLUSTER_ID: cluster_id}
+    parent = FakeParent({"kind": "Namespace", "metadata": {"name": "team-a", "labels": labels}},
+                        {"kind": "ManagedCluster", "metadata": {"name": "old", "namespace": "team-a",
+                                                                "labels": labels}})
+    deleted: list[str] = []
+
+    async def delete(api: str, kind: str, name: str) -> bool:
+        deleted.append(name)
+        return True
+
+    parent.delete = delete  # type: ignore[method-assign]
+    request["metadata"]["annotations"] = {}  # type: ignore[index]
+    result = await registration.approve(parent, request, registration.ApprovalSettings(  # type: ignore[arg-type]
+        allow_unsealed_tokens=True))
+    assert (result["dedicatedNamespace"], result["managedClusterName"]) == ("team-a", "old")
+    assert deleted == [registration.dedicated_namespace_name(request)]  # the namespace it had just made
