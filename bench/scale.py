@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from clusternet_api import known
-from clusternet_api.kube import Credentials, Kube, Obj
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_testing.controlplane import ControlPlane
 from common import (
     BOOTSTRAP_TOKEN,
@@ -445,6 +445,21 @@ def hub_metric(hub: Hub, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+async def created_despite_overload(kube: Kube, obj: dict[str, Any]) -> None:
+    """Create, retrying what a saturated parent answers (at 1,000 clusters: HTTP 500 "resource quota evaluation
+    timed out", 504) a few times; an object that exists already (an earlier try that did land) counts."""
+    for attempt in range(5):
+        try:
+            await kube.create(obj)
+            return
+        except ApiException as e:
+            if e.status == 409:
+                return
+            if e.status not in (500, 504) or attempt == 4:
+                raise
+        await asyncio.sleep(2.0 * (attempt + 1))
+
+
 async def tunnels_held(hub: Hub, n: int, since: float, limit_s: float) -> float | None:
     """Seconds from `since` until the hub holds `n` tunnels (its clusternet_socket_connections gauge)."""
     deadline = since + limit_s
@@ -699,12 +714,12 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
         async def localize(c: Cluster) -> None:
             for k, obj in enumerate(objects):
                 path = "/metadata/name" if obj["kind"] == "Namespace" else "/metadata/namespace"
-                await pk.create({"apiVersion": APPS, "kind": "Localization",
-                                 "metadata": {"name": f"scale-{k}", "namespace": c.namespace},
-                                 "spec": {"overridePolicy": "ApplyLater", "feed": feed_of(obj), "overrides": [{
-                                     "name": "own-namespace", "type": "JSONPatch",
-                                     "value": json.dumps([{"op": "replace", "path": path,
-                                                           "value": app_namespace(c.index)}])}]}})
+                await created_despite_overload(pk, {
+                    "apiVersion": APPS, "kind": "Localization",
+                    "metadata": {"name": f"scale-{k}", "namespace": c.namespace},
+                    "spec": {"overridePolicy": "ApplyLater", "feed": feed_of(obj), "overrides": [{
+                        "name": "own-namespace", "type": "JSONPatch",
+                        "value": json.dumps([{"op": "replace", "path": path, "value": app_namespace(c.index)}])}]}})
 
         live = [c for c in by_id.values() if c.namespace]
         await bounded([functools.partial(localize, c) for c in live], DIRECT_CONCURRENCY)
