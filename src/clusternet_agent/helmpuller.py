@@ -1,9 +1,11 @@
 """Pull mode for Helm: the agent installs and removes the HelmReleases of its own dedicated namespace.
 
 Exactly when the hub would not (`deployable_by_hub` false for this cluster), with the same rules
-(clusternet_api.helm.releases) and the child's deployer identity. Every resync period it looks at every
-release again, so a release removed by hand in the child is installed again (drift). A HelmRelease being
-deleted is uninstalled, then its finalizer removed, which lets its Description go.
+(clusternet_api.helm.releases) and the child's deployer identity. It lists the HelmReleases once and follows
+them with a watch (clusternet_api.listwatch); every resync period it looks at every release again, from that
+cache, so a release removed by hand in the child is installed again (drift). With no HelmRelease at all a
+resync asks the parent nothing. A HelmRelease being deleted is uninstalled, then its finalizer removed, which
+lets its Description go.
 
 Private repositories: the agent cannot read a chartPullSecret in the HelmChart's namespace on the parent
 (its Role covers its own namespace only); the hub copies the credentials into the one Secret of this namespace
@@ -85,9 +87,11 @@ class ReleasePuller:
             log.warning("deploying HelmRelease %s failed: %s", hr["metadata"]["name"], e)
 
     async def run(self) -> None:
-        """Reconcile every HelmRelease each resync period and each spec change in between
-        (clusternet_api.listwatch). Cancel to stop."""
+        """Reconcile every HelmRelease each resync period (from the cache: no request) and each spec change in
+        between (clusternet_api.listwatch). Cancel to stop."""
         async def on_list(items: list[Obj]) -> None:
+            if not items:
+                return  # nothing to do: no need to ask the parent about the cluster
             mc = await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
             for hr in items:
                 await self._safely(hr, mc)

@@ -1,10 +1,12 @@
 """Pull mode: the agent applies the Descriptions of its own dedicated namespace itself.
 
 The agent applies a Description exactly when the hub would not push it (`deployable_by_hub` is false
-for this cluster's ManagedCluster), so one side, and only one, deploys at any time. It lists and
-watches Descriptions in its namespace on the parent; every resync period it re-applies all of them,
-which puts back objects changed or deleted by hand in the child (drift), unless the Subscription opted
-out.
+for this cluster's ManagedCluster), so one side, and only one, deploys at any time. It lists the
+Descriptions of its namespace on the parent once and follows them with a watch (clusternet_api.listwatch);
+every resync period it re-applies all of them, from that cache, which puts back objects changed or deleted
+by hand in the child (drift), unless the Subscription opted out. The ManagedCluster (who deploys) is read only
+when some Description may need work (`idle`): a resync with no Descriptions, or only Helm or opted-out ones, and
+a change to a deployed one between resyncs (a status report, say) ask the parent nothing.
 
 It also hands the hub push credentials when, and only when, the AppPusher gate allows pushes: a token of
 the child's `clusternet-app-deployer` ServiceAccount in Secret `child-cluster-deployer` of the dedicated
@@ -91,17 +93,13 @@ class Puller:
         return await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
 
     async def process(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
-        if mc is None or applier.deployable_by_hub(mc) or (desc.get("spec") or {}).get("deployer") == "Helm":
-            return  # a Helm Description is deployed through its HelmReleases (helmpuller.py)
-        meta = desc["metadata"]
-        annotations = meta.get("annotations") or {}
-        if meta.get("deletionTimestamp"):
-            if known.FINALIZER_APPS in (meta.get("finalizers") or []):
-                removed = await applier.cleanup(self.child, desc)
-                log.info("cleaned up Description %s: %s", meta["name"], removed)
-                await applier.remove_finalizer(self.parent, desc)
+        if mc is None or applier.deployable_by_hub(mc) or idle(desc, resync):
             return
-        if applier.deployed(desc) and (not resync or annotations.get(applier.ANNOTATION_DRIFT_CORRECTION) == "false"):
+        meta = desc["metadata"]
+        if meta.get("deletionTimestamp"):
+            removed = await applier.cleanup(self.child, desc)
+            log.info("cleaned up Description %s: %s", meta["name"], removed)
+            await applier.remove_finalizer(self.parent, desc)
             return
         started = time.monotonic()
         outcome = await applier.apply_description(self.child, desc)
@@ -118,17 +116,32 @@ class Puller:
             log.warning("deploying Description %s failed: %s", desc["metadata"]["name"], e)
 
     async def run(self) -> None:
-        """Apply every Description each resync period and each change in between (clusternet_api.listwatch:
-        an interrupted watch resumes, it does not re-list). Cancel to stop."""
+        """Apply every Description each resync period (from the cache: no request) and each change in between
+        (clusternet_api.listwatch: one list, then a watch that resumes, it does not re-list). Cancel to stop."""
         async def on_list(items: list[Obj]) -> None:
+            work = [desc for desc in items if not idle(desc, resync=True)]
+            if not work:
+                return  # nothing to do, whoever deploys: no need to ask the parent about the cluster
             mc = await self._managed_cluster()
-            for desc in items:
+            for desc in work:
                 await self._safely(desc, mc, resync=True)
 
         async def on_event(event: Obj) -> None:
-            if event["type"] in ("ADDED", "MODIFIED"):
+            if event["type"] in ("ADDED", "MODIFIED") and not idle(event["object"], resync=False):
                 await self._safely(event["object"], await self._managed_cluster(), resync=False)
 
         await ListWatch(self.parent, applier.DESC_API, "Description", self.namespace,
                         max(1.0, self.resync_seconds), on_list, on_event).run()
 
+
+def idle(desc: Obj, resync: bool) -> bool:
+    """Nothing for this agent to do about the Description, whatever its ManagedCluster says: a Helm one (deployed
+    through its HelmReleases, helmpuller.py), one being deleted without our finalizer, or one whose generation is
+    deployed already, unless this is a resync and it did not opt out of drift correction."""
+    meta = desc["metadata"]
+    if (desc.get("spec") or {}).get("deployer") == "Helm":
+        return True
+    if meta.get("deletionTimestamp"):
+        return known.FINALIZER_APPS not in (meta.get("finalizers") or [])
+    drift = (meta.get("annotations") or {}).get(applier.ANNOTATION_DRIFT_CORRECTION) != "false"
+    return applier.deployed(desc) and not (resync and drift)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -94,6 +95,25 @@ async def test_watches_do_not_take_tokens() -> None:
         start = time.monotonic()
         await kube.raw("GET", "/version")  # the one token is still there
         assert time.monotonic() - start < 0.5
+
+
+async def test_a_watch_event_longer_than_aiohttps_line_limit_arrives_whole() -> None:
+    big = {"type": "ADDED", "object": {"metadata": {"name": "big"}, "data": {"k": "x" * 3 * 2**20}}}
+    body = json.dumps(big).encode() + b"\n\n" + b'{"type":"DELETED","object":{}}\n{"type":"BOOKMARK","object":{}}'
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch"):
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            for i in range(0, len(body), 100_000):
+                await resp.write(body[i:i + 100_000])
+            return resp
+        return web.json_response({})
+
+    async with serving(handler) as url, Kube(Credentials(url)) as kube:
+        events = [e async for e in kube.watch("v1", "ConfigMap", "default", server_timeout=5)]
+    # the last one without its newline still counts, as before
+    assert events == [big, {"type": "DELETED", "object": {}}, {"type": "BOOKMARK", "object": {}}]
 
 
 async def test_429_is_retried_after_the_seconds_asked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,139 @@
+"""The agent's pullers' ListWatch callbacks: a resync with nothing to do asks the parent nothing (no GET of the
+ManagedCluster); otherwise the same decisions as before (deployable_by_hub, Helm Descriptions skipped, drift
+correction on resync, its opt-out, deletions)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from clusternet_agent import helmpuller, puller
+from clusternet_api import applier, known
+from clusternet_api.kube import Obj
+
+OnList = Callable[[list[Obj]], Awaitable[None]]
+OnEvent = Callable[[Obj], Awaitable[None]]
+
+PULL = {"metadata": {"name": "c1", "namespace": "ns"}, "spec": {"syncMode": "Pull"}, "status": {"appPusher": False}}
+DUAL = {"metadata": {"name": "c1", "namespace": "ns"}, "spec": {"syncMode": "Dual"}, "status": {"appPusher": True}}
+
+
+class Parent:
+    """Serves the ManagedCluster and counts the GETs of it."""
+
+    def __init__(self, mc: Obj | None) -> None:
+        self.mc, self.gets = mc, 0
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        assert kind == "ManagedCluster"
+        self.gets += 1
+        return self.mc
+
+
+class Captured:
+    """Stands in for ListWatch: keeps the callbacks, runs nothing."""
+
+    on_list: OnList
+    on_event: OnEvent
+
+    def __init__(self, *args: Any) -> None:
+        Captured.on_list, Captured.on_event = args[5], args[6]
+
+    async def run(self) -> None:
+        return None
+
+
+def desc(name: str, deployed: bool = False, helm: bool = False, drift: bool = True,
+         deleting: bool = False, finalizer: bool = True) -> Obj:
+    meta: Obj = {"name": name, "namespace": "ns", "generation": 2, "resourceVersion": "7",
+                 "finalizers": [known.FINALIZER_APPS] if finalizer else []}
+    if not drift:
+        meta["annotations"] = {known.ANNOTATION_DRIFT_CORRECTION: "false"}
+    if deleting:
+        meta["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    return {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Description", "metadata": meta,
+            "spec": {"deployer": "Helm" if helm else "Generic"},
+            "status": {"phase": "Success", "observedGeneration": 2} if deployed else {}}
+
+
+@pytest.fixture
+def callbacks(monkeypatch: pytest.MonkeyPatch) -> type[Captured]:
+    monkeypatch.setattr(puller, "ListWatch", Captured)
+    monkeypatch.setattr(helmpuller, "ListWatch", Captured)
+    return Captured
+
+
+async def description_puller(mc: Obj | None, monkeypatch: pytest.MonkeyPatch
+                             ) -> tuple[Parent, list[tuple[str, str]], type[Captured]]:
+    """A Puller whose applying and cleaning up are recorded as (what, name)."""
+    parent = Parent(mc)
+    done: list[tuple[str, str]] = []
+
+    async def apply(child: Any, d: Obj) -> Any:
+        done.append(("apply", d["metadata"]["name"]))
+        raise RuntimeError("recorded; not reported")  # _safely logs it
+
+    async def cleanup(child: Any, d: Obj) -> list[str]:
+        done.append(("cleanup", d["metadata"]["name"]))
+        return []
+
+    async def remove_finalizer(parent: Any, d: Obj) -> None:
+        done.append(("unfinalize", d["metadata"]["name"]))
+
+    monkeypatch.setattr(applier, "apply_description", apply)
+    monkeypatch.setattr(applier, "cleanup", cleanup)
+    monkeypatch.setattr(applier, "remove_finalizer", remove_finalizer)
+    await puller.Puller(parent, None, "ns", "c1", 30).run()  # type: ignore[arg-type]
+    return parent, done, Captured
+
+
+async def test_a_description_resync_with_nothing_to_do_asks_the_parent_nothing(
+        callbacks: type[Captured], monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, done, cb = await description_puller(PULL, monkeypatch)
+    await cb.on_list([])
+    await cb.on_list([desc("helm", helm=True), desc("kept", deployed=True, drift=False),
+                      desc("gone", deleting=True, finalizer=False)])
+    # between resyncs: a deployed one changing (our own status report, say)
+    await cb.on_event({"type": "MODIFIED", "object": desc("d", deployed=True)})
+    await cb.on_event({"type": "DELETED", "object": desc("d")})
+    assert parent.gets == 0 and done == []
+
+
+async def test_a_description_resync_in_pull_mode_re_applies_what_may_have_drifted(
+        callbacks: type[Captured], monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, done, cb = await description_puller(PULL, monkeypatch)
+    await cb.on_list([desc("helm", helm=True), desc("drifts", deployed=True), desc("kept", deployed=True, drift=False),
+                      desc("new"), desc("deleting", deleting=True)])
+    assert parent.gets == 1  # once for the whole resync
+    assert done == [("apply", "drifts"), ("apply", "new"), ("cleanup", "deleting"), ("unfinalize", "deleting")]
+    done.clear()
+    await cb.on_event({"type": "MODIFIED", "object": desc("changed")})  # a new generation, not deployed yet
+    assert parent.gets == 2 and done == [("apply", "changed")]
+
+
+async def test_a_description_resync_does_nothing_where_the_hub_deploys(
+        callbacks: type[Captured], monkeypatch: pytest.MonkeyPatch) -> None:
+    for mc in (DUAL, None):
+        parent, done, cb = await description_puller(mc, monkeypatch)
+        await cb.on_list([desc("drifts", deployed=True), desc("new"), desc("deleting", deleting=True)])
+        await cb.on_event({"type": "ADDED", "object": desc("new")})
+        assert parent.gets == 2 and done == []
+
+
+async def test_a_helm_resync_without_releases_asks_the_parent_nothing(
+        callbacks: type[Captured], monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = Parent(PULL)
+    seen: list[tuple[str, Obj | None]] = []
+    releases = helmpuller.ReleasePuller(parent, None, "ns", "c1", 30, None)  # type: ignore[arg-type]
+
+    async def process(hr: Obj, mc: Obj | None) -> None:
+        seen.append((hr["metadata"]["name"], mc))
+
+    monkeypatch.setattr(releases, "process", process)
+    await releases.run()
+    await callbacks.on_list([])
+    assert parent.gets == 0 and seen == []
+    await callbacks.on_list([{"metadata": {"name": "r1"}}, {"metadata": {"name": "r2"}}])
+    assert parent.gets == 1 and seen == [("r1", PULL), ("r2", PULL)]  # every release, every resync
