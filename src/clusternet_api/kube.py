@@ -42,6 +42,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from clusternet_api.credentials import Credentials, ssl_context
+from clusternet_api.eventlines import EventLines
 from clusternet_api.execplugin import CredentialsError, ExecCredential
 from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
 from clusternet_api.ratelimit import MAX_RETRIES, TokenBucket, retry_after
@@ -81,9 +82,6 @@ _CORE_VERSIONS = {
 STREAM_ADDRESS = "api-server"  # pool key of a Kube's streams: they all go to the one API server it talks to
 TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount tokens well before expiry
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
-# One watch event at most: etcd stores objects up to 1.5 MiB, more as JSON. aiohttp's own lines stop at 512 KiB,
-# which a Description of large manifests passes: its watch then failed on that event each time it resumed.
-WATCH_EVENT_LIMIT = 64 * 2**20
 
 
 _CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
@@ -234,7 +232,7 @@ class Kube:
                 raise status_error(resp.status, _parsed(await resp.read()))
             if on_open is not None:
                 await on_open()
-            split = _EventLines()
+            split = EventLines()
             async for chunk in resp.content.iter_any():
                 for line in split.feed(chunk):
                     event: Obj = json.loads(line)
@@ -439,7 +437,7 @@ class Kube:
                     continue
                 if resp.status != 200:
                     raise status_error(resp.status, _parsed(await resp.read()))
-                split = _EventLines()
+                split = EventLines()
                 async for chunk in resp.content.iter_any():
                     for line in split.feed(chunk):
                         event: Obj = json.loads(line)
@@ -478,35 +476,6 @@ class Kube:
                     if line.strip():
                         event: Obj = json.loads(line)
                         yield event
-
-
-class _EventLines:
-    """A watch's body, fed as it comes, cut into its non-blank lines (one event each) of any size up to
-    WATCH_EVENT_LIMIT; each chunk is searched once, however long the line it continues."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            line = b"".join([*self.parts, chunk[start:end]]) if self.parts else chunk[start:end]
-            self.parts, self.size, start = [], 0, end + 1
-            if line.strip():
-                out.append(line)
-        if start < len(chunk):
-            self.parts.append(chunk[start:])
-            self.size += len(chunk) - start
-            if self.size > WATCH_EVENT_LIMIT:
-                raise ValueError(f"a watch event longer than {WATCH_EVENT_LIMIT} bytes")
-        return out
-
-    def end(self) -> list[bytes]:
-        """The body is over: what is left, a last event without its newline (if not blank)."""
-        line, self.parts, self.size = b"".join(self.parts), [], 0
-        return [line] if line.strip() else []
 
 
 def _parsed(raw: bytes) -> Any:
