@@ -379,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N = 1 and 5 only")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) afterwards")
     parser.add_argument("--verbose", action="store_true", help="the simulated agents' INFO logs")
+    parser.add_argument("--hub-arg", action="append", default=[],
+                        help="an extra clusternet-hub flag (repeatable), e.g. --hub-arg=--kube-api-qps=200")
     args = parser.parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -389,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(planes: list[ControlPlane], workdir: Path) -> None:
         install_parent(planes[0])
-        start_hub(planes[0], workdir, "--health-check-interval=1")
+        start_hub(planes[0], workdir, "--health-check-interval=1", *args.hub_arg)
+        if args.hub_arg:
+            print(f"hub flags: {' '.join(args.hub_arg)}")
         text = asyncio.run(bench(sizes, planes[0], planes[1:], workdir))
         print()
         print(text)
