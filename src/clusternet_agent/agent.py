@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from clusternet_agent import heartbeat, helmpuller, identity, labels, probes, puller, tunnel
+from clusternet_agent.clusterview import ClusterView
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.registration import (
     ParentAccess,
@@ -121,7 +122,7 @@ def collected(task: asyncio.Task[Obj], previous: Obj | None) -> Obj | None:
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
                          reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None,
-                         also: Sequence[Kube] = ()) -> str:
+                         also: Sequence[Kube] = (), view: ClusterView | None = None) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister").
 
     Reports never wait for a collection in progress: a kube-apiserver that is starting answers 503 with
@@ -148,7 +149,7 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                 observed, collecting = collected(collecting, observed), None
             if observed is not None and since_report >= opts.update_frequency:
                 outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state,
-                                            readiness)
+                                            readiness, view)
                 if outcome == "reregister":
                     return outcome
                 if outcome == "reported":
@@ -166,7 +167,8 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
 
 
 async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions, access: ParentAccess, name: str,
-                      observed: Obj, tunnel_state: dict[str, bool], readiness: probes.Readiness | None) -> str:
+                      observed: Obj, tunnel_state: dict[str, bool], readiness: probes.Readiness | None,
+                      view: ClusterView | None = None) -> str:
     """One heartbeat through parents[0] (refreshing the parent token of all `parents` first when it is due):
     "reported", "failed" or "reregister"."""
     started = time.monotonic()
@@ -179,7 +181,9 @@ async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions
                 client.set_token(new_token)
             await store(child, opts, access)
             log.info("refreshed the parent token")
-        await heartbeat.report(parent, access.namespace, name, observed, lambda: tunnel_state.get("up"))
+        written = await heartbeat.report(parent, access.namespace, name, observed, lambda: tunnel_state.get("up"))
+        if view is not None:
+            view.saw(written)
     except ApiException as e:
         probes.heartbeat_failures.inc()
         if e.status == 401:
@@ -232,14 +236,17 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                         # the first report makes the cluster Ready on the parent: deploying waits for it, so a
                         # freshly registered cluster does not queue its heartbeat behind the deployer's set-up
                         reported = asyncio.Event()
+                        view = ClusterView(parent, access.namespace, await resolve_managed_cluster(parent, access),
+                                           max_age=1.5 * opts.update_frequency)
                         # labels go through our own registration request and the hub's policy (labels.py)
                         tasks.append(asyncio.create_task(
                             labels.request_labels(parent, cluster_id, opts.cluster_labels)))
                         if opts.deploys:
                             tasks.append(asyncio.create_task(
-                                deploying(child, parent, opts, access, apiserver_url, after=reported)))
+                                deploying(child, parent, opts, access, apiserver_url, after=reported, view=view)))
                         outcome = await heartbeat_loop(child, beat, opts, access, apiserver_url, stop,
-                                                       tunnel_state, reported, readiness, also=(parent,))
+                                                       tunnel_state, reported, readiness, also=(parent,),
+                                                       view=view)
                 finally:
                     for task in tasks:
                         task.cancel()
@@ -257,7 +264,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
 
 
 async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
-                    apiserver_url: str, after: asyncio.Event | None = None) -> None:
+                    apiserver_url: str, after: asyncio.Event | None = None, view: ClusterView | None = None) -> None:
     """Pull Descriptions, and keep the hub's push credentials fresh (or withdrawn) per AppPusher."""
     if after is not None:
         await after.wait()
@@ -266,9 +273,9 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     async with Kube(creds, user_agent="clusternet-agent-deployer", qps=opts.kube_api_qps,
                     burst=opts.kube_api_burst) as deployer:
         pull = asyncio.create_task(puller.Puller(parent, deployer, access.namespace, name,
-                                                 opts.resync_frequency).run())
+                                                 opts.resync_frequency, view).run())
         helm = asyncio.create_task(helmpuller.ReleasePuller(parent, deployer, access.namespace, name,
-                                                            opts.resync_frequency, default_driver()).run())
+                                                            opts.resync_frequency, default_driver(), view).run())
         try:
             while True:
                 try:

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from clusternet_agent import probes
+from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ClusterAccess, HelmDriver
@@ -26,7 +27,6 @@ from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
 
 log = logging.getLogger(__name__)
-MC_API = known.CLUSTERS_API_VERSION
 
 
 def access_of(creds: Credentials) -> ClusterAccess:
@@ -37,9 +37,10 @@ def access_of(creds: Credentials) -> ClusterAccess:
 
 class ReleasePuller:
     def __init__(self, parent: Kube, deployer: Kube, namespace: str, cluster_name: str, resync_seconds: float,
-                 driver: HelmDriver) -> None:
+                 driver: HelmDriver, view: ClusterView | None = None) -> None:
         self.parent, self.deployer, self.namespace = parent, deployer, namespace
         self.cluster_name, self.resync_seconds, self.driver = cluster_name, resync_seconds, driver
+        self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
 
     async def process(self, hr: Obj, mc: Obj | None) -> None:
         if mc is None or applier.deployable_by_hub(mc):
@@ -92,14 +93,13 @@ class ReleasePuller:
         async def on_list(items: list[Obj]) -> None:
             if not items:
                 return  # nothing to do: no need to ask the parent about the cluster
-            mc = await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
+            mc = await self.view.get()  # the heartbeats' copy while fresh (clusterview.py)
             for hr in items:
                 await self._safely(hr, mc)
 
         async def on_event(event: Obj) -> None:
             if event["type"] in ("ADDED", "MODIFIED") and _spec_event(event["object"]):
-                mc = await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
-                await self._safely(event["object"], mc)
+                await self._safely(event["object"], await self.view.get())
 
         await ListWatch(self.parent, known.APPS_API_VERSION, "HelmRelease", self.namespace,
                         max(1.0, self.resync_seconds), on_list, on_event).run()

@@ -21,6 +21,7 @@ import logging
 import time
 
 from clusternet_agent import probes
+from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
@@ -82,15 +83,16 @@ async def publish_push_credentials(parent: Kube, namespace: str, creds: Credenti
 
 class Puller:
     def __init__(self, parent: Kube, child: Kube, namespace: str, cluster_name: str,
-                 resync_seconds: float) -> None:
+                 resync_seconds: float, view: ClusterView | None = None) -> None:
         self.parent = parent
         self.child = child
         self.namespace = namespace
         self.cluster_name = cluster_name
         self.resync_seconds = resync_seconds
+        self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
 
     async def _managed_cluster(self) -> Obj | None:
-        return await self.parent.get(MC_API, "ManagedCluster", self.cluster_name, self.namespace)
+        return await self.view.get()  # the heartbeats' copy while fresh (clusterview.py)
 
     async def process(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         if mc is None or applier.deployable_by_hub(mc) or idle(desc, resync):

@@ -137,3 +137,25 @@ async def test_a_helm_resync_without_releases_asks_the_parent_nothing(
     assert parent.gets == 0 and seen == []
     await callbacks.on_list([{"metadata": {"name": "r1"}}, {"metadata": {"name": "r2"}}])
     assert parent.gets == 1 and seen == [("r1", PULL), ("r2", PULL)]  # every release, every resync
+
+
+async def test_the_heartbeats_copy_of_the_cluster_spares_the_pullers_a_read() -> None:
+    from clusternet_agent.clusterview import ClusterView
+
+    class Parent:
+        gets = 0
+
+        async def get(self, *_: Any) -> dict[str, Any]:
+            Parent.gets += 1
+            return {"metadata": {"name": "c1"}, "spec": {"syncMode": "Dual"}, "status": {"appPusher": True}}
+
+    now = [0.0]
+    view = ClusterView(Parent(), "ns", "c1", max_age=270.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    view.saw({"metadata": {"name": "c1"}, "spec": {"syncMode": "Pull"}, "status": {}})  # a heartbeat's answer
+    for _ in range(9):  # 30-s resyncs within one and a half report periods: no read of the parent
+        assert (await view.get() or {})["spec"]["syncMode"] == "Pull"
+        now[0] += 30
+    assert Parent.gets == 0 and view.reads == 0
+    now[0] += 30  # heartbeats stopped refreshing it: the pullers ask the parent themselves
+    assert (await view.get() or {})["spec"]["syncMode"] == "Dual"
+    assert Parent.gets == 1
