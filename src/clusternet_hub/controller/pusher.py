@@ -25,8 +25,10 @@ from clusternet_hub.health import is_ready
 log = logging.getLogger(__name__)
 
 # How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
-# (that is the ManagedCluster's appPusher), and a failed push drops the copy at once.
-PUSH_SECRET_TTL = 60.0
+# (that is the ManagedCluster's appPusher), and a failed push drops the copy at once. The agent re-issues them
+# every 20 minutes with an hour of life, so a copy 5 minutes old still works; at 60 s these reads were the
+# largest share of the parent's steady-state requests per cluster left (1 a minute, bench/scale.py).
+PUSH_SECRET_TTL = 300.0
 # Connections the hub keeps to one child. Straight to its API server each new one is a TLS handshake for hub
 # and child alike (a third of the hub's CPU when it opened up to 8 per push to 100 clusters), so two, which
 # keep a push's requests overlapping; through the tunnel a connection is only a stream: as many as a push uses.
