@@ -147,7 +147,9 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
             await asyncio.wait({collecting}, timeout=step)
             if collecting.done():
                 observed, collecting = collected(collecting, observed), None
-            if observed is not None and since_report >= opts.update_frequency:
+            due = since_report >= opts.update_frequency or (
+                view is not None and view.tunnel_unreported(tunnel_state.get("up")))
+            if observed is not None and due:
                 outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state,
                                             readiness, view)
                 if outcome == "reregister":

@@ -45,3 +45,14 @@ class ClusterView:
         if mc is not None:
             self.saw(mc)
         return mc
+
+    def tunnel_unreported(self, up: bool | None) -> bool:
+        """Whether the tunnel's state now differs from the SocketConnected the last copy carries: a report is due
+        now, not a report period later. The hub marks a new tunnel connected the moment it attaches it; an agent
+        that has not yet read the websocket's 101 then reports False over it, and with Clusternet's 3-minute
+        period the cluster showed SocketConnected=False that long (bench/scale.py: warm-up tunnels)."""
+        if up is None or self.mc is None:
+            return False
+        written = next((c.get("status") for c in (self.mc.get("status") or {}).get("conditions") or []
+                        if c.get("type") == known.CONDITION_SOCKET), None)
+        return written is not None and written != ("True" if up else "False")

@@ -159,3 +159,15 @@ async def test_the_heartbeats_copy_of_the_cluster_spares_the_pullers_a_read() ->
     now[0] += 30  # heartbeats stopped refreshing it: the pullers ask the parent themselves
     assert (await view.get() or {})["spec"]["syncMode"] == "Dual"
     assert Parent.gets == 1
+
+
+def test_a_tunnel_state_the_last_report_did_not_carry_makes_a_report_due() -> None:
+    from clusternet_agent.clusterview import ClusterView
+
+    view = ClusterView(None, "ns", "c1", max_age=270.0)  # type: ignore[arg-type]
+    assert not view.tunnel_unreported(True)  # nothing reported yet
+    view.saw({"status": {"conditions": [{"type": "SocketConnected", "status": "False"}]}})
+    assert view.tunnel_unreported(True)  # the 101 came in after the report read the state
+    assert not view.tunnel_unreported(False) and not view.tunnel_unreported(None)
+    view.saw({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})  # no tunnel (gate off)
+    assert not view.tunnel_unreported(True)
