@@ -39,7 +39,7 @@ class ReleasePuller:
     def __init__(self, parent: Kube, deployer: Kube, namespace: str, cluster_name: str, resync_seconds: float,
                  driver: HelmDriver, view: ClusterView | None = None) -> None:
         self.parent, self.deployer, self.namespace = parent, deployer, namespace
-        self.cluster_name, self.resync_seconds, self.driver = cluster_name, resync_seconds, driver
+        self.resync_seconds, self.driver = resync_seconds, driver
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
 
     async def process(self, hr: Obj, mc: Obj | None) -> None:

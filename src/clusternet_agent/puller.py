@@ -28,7 +28,6 @@ from clusternet_api.listwatch import ListWatch
 
 log = logging.getLogger(__name__)
 DEPLOYER_SA = "clusternet-app-deployer"
-MC_API = known.CLUSTERS_API_VERSION
 RBAC = "rbac.authorization.k8s.io/v1"
 
 
@@ -87,12 +86,9 @@ class Puller:
         self.parent = parent
         self.child = child
         self.namespace = namespace
-        self.cluster_name = cluster_name
         self.resync_seconds = resync_seconds
+        # the ManagedCluster: the heartbeats' copy while fresh (clusterview.py), else read here
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
-
-    async def _managed_cluster(self) -> Obj | None:
-        return await self.view.get()  # the heartbeats' copy while fresh (clusterview.py)
 
     async def process(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         if mc is None or applier.deployable_by_hub(mc) or idle(desc, resync):
@@ -124,13 +120,13 @@ class Puller:
             work = [desc for desc in items if not idle(desc, resync=True)]
             if not work:
                 return  # nothing to do, whoever deploys: no need to ask the parent about the cluster
-            mc = await self._managed_cluster()
+            mc = await self.view.get()
             for desc in work:
                 await self._safely(desc, mc, resync=True)
 
         async def on_event(event: Obj) -> None:
             if event["type"] in ("ADDED", "MODIFIED") and not idle(event["object"], resync=False):
-                await self._safely(event["object"], await self._managed_cluster(), resync=False)
+                await self._safely(event["object"], await self.view.get(), resync=False)
 
         await ListWatch(self.parent, applier.DESC_API, "Description", self.namespace,
                         max(1.0, self.resync_seconds), on_list, on_event).run()
