@@ -132,7 +132,7 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
 
     `reported` is set after the first report attempt, so work that can wait starts after it. A refreshed
     parent token is set on `parent` and on the clients in `also`."""
-    name = await resolve_managed_cluster(parent, access)
+    name = view.name if view is not None else await resolve_managed_cluster(parent, access)
     observed: Obj | None = None
     since_report = opts.update_frequency  # report right away
     step = min(opts.collect_frequency, opts.update_frequency)
@@ -270,7 +270,7 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     """Pull Descriptions, and keep the hub's push credentials fresh (or withdrawn) per AppPusher."""
     if after is not None:
         await after.wait()
-    name = await resolve_managed_cluster(parent, access)
+    name = view.name if view is not None else await resolve_managed_cluster(parent, access)
     creds = await puller.deployer_credentials(child, opts.namespace)
     async with Kube(creds, user_agent="clusternet-agent-deployer", qps=opts.kube_api_qps,
                     burst=opts.kube_api_burst) as deployer:
