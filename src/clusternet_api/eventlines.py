@@ -5,6 +5,10 @@ watch that resumed past it (found when the agent's pullers stopped re-listing, c
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
 # One watch event at most: etcd stores objects up to 1.5 MiB, more as JSON. aiohttp's own lines stop at 512 KiB,
 # which a Description of large manifests passes: its watch then failed on that event each time it resumed.
 WATCH_EVENT_LIMIT = 64 * 2**20
@@ -37,3 +41,13 @@ class EventLines:
         """The body is over: what is left, a last event without its newline (if not blank)."""
         line, self.parts, self.size = b"".join(self.parts), [], 0
         return [line] if line.strip() else []
+
+
+async def json_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[Any]:
+    """Each event of a watch's body, parsed, as its chunks arrive."""
+    split = EventLines()
+    async for chunk in chunks:
+        for line in split.feed(chunk):
+            yield json.loads(line)
+    for line in split.end():
+        yield json.loads(line)

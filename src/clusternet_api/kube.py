@@ -42,7 +42,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from clusternet_api.credentials import Credentials, ssl_context
-from clusternet_api.eventlines import EventLines
+from clusternet_api.eventlines import json_events
 from clusternet_api.execplugin import CredentialsError, ExecCredential
 from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
 from clusternet_api.ratelimit import MAX_RETRIES, TokenBucket, retry_after
@@ -232,13 +232,8 @@ class Kube:
                 raise status_error(resp.status, _parsed(await resp.read()))
             if on_open is not None:
                 await on_open()
-            split = EventLines()
-            async for chunk in resp.content.iter_any():
-                for line in split.feed(chunk):
-                    event: Obj = json.loads(line)
-                    yield event
-            for line in split.end():
-                yield json.loads(line)
+            async for event in json_events(resp.content.iter_any()):
+                yield event
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -437,13 +432,8 @@ class Kube:
                     continue
                 if resp.status != 200:
                     raise status_error(resp.status, _parsed(await resp.read()))
-                split = EventLines()
-                async for chunk in resp.content.iter_any():
-                    for line in split.feed(chunk):
-                        event: Obj = json.loads(line)
-                        yield event
-                for line in split.end():
-                    yield json.loads(line)
+                async for event in json_events(resp.content.iter_any()):
+                    yield event
                 return
 
     async def _stream_request(self, method: str, path: str, query: Mapping[str, str] | None,
