@@ -12,11 +12,19 @@ only after it has itself watched for a whole grace period: since it started (or 
 since it last regained the parent's API server. A hub restart or a parent outage therefore never turns
 live clusters Unknown (Kubernetes' node lifecycle controller likewise times node heartbeats by its own
 observation; Clusternet compares the last report with the wall clock alone).
+
+A stall counts as an outage: when the parent takes longer than one heartbeat period to answer the hub (its
+etcd stuck on a slow disk holds every write, the agents' heartbeats included), or the hub's own loop wakes
+that much late (a frozen machine freezes the agents too), the observation restarts as if the parent had
+been lost. One period is half the margin: a report is late by the stall, and a verdict needs a gap of
+three periods. Found by a CI run where both children's heartbeats went missing for 18 s while a third
+kube-apiserver restarted on the same two cores.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +45,12 @@ def parse_time(value: str | None) -> datetime.datetime | None:
 def grace_period(mc: Obj) -> datetime.timedelta:
     freq = (mc.get("status") or {}).get("heartbeatFrequencySeconds") or DEFAULT_HEARTBEAT_SECONDS
     return datetime.timedelta(seconds=GRACE_MULTIPLIER * int(freq))
+
+
+def heartbeat_period(clusters: Iterable[Obj]) -> float:
+    """The shortest heartbeat period among `clusters` in seconds: a stall that long may hold a heartbeat."""
+    return min((grace_period(mc).total_seconds() / GRACE_MULTIPLIER for mc in clusters),
+               default=float(DEFAULT_HEARTBEAT_SECONDS))
 
 
 def ready_condition(mc: Obj) -> Obj | None:
@@ -84,6 +98,10 @@ class Observation:
 
     def parent_lost(self) -> None:
         self.parent_since = None
+
+    def interrupted(self, now: datetime.datetime) -> None:
+        """The hub could not have seen heartbeats arrive until `now` (a stalled parent or hub)."""
+        self.parent_since = now
 
     def forget(self, key: tuple[str, str]) -> None:
         self.first_seen.pop(key, None)

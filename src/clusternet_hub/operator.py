@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,8 +255,11 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
         api = known.CLUSTERS_API_VERSION
         try:
             if change.status is not None:  # a verdict: confirm it on a fresh read, not on the watch's cache
+                started = time.monotonic()
                 mc = await ctx.api.get(api, "ManagedCluster", name, ns) or mc
                 ctx.clusters[(ns, name)] = mc
+                if stalled(ctx, "a ManagedCluster GET", time.monotonic() - started):
+                    return
                 change = health.evaluate(mc, now, since)
             if change.status is not None:
                 log.warning("cluster %s/%s: %s", ns, name, change.status["conditions"][-1]["message"])
@@ -278,17 +282,32 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
         metrics.clusters.labels(state).set(n)
 
 
+def stalled(ctx: HubContext, what: str, seconds: float) -> bool:
+    """Whether `seconds` (how long the parent took to answer, or how late the hub woke) may have held a
+    heartbeat back; if so every cluster's grace period starts again now (health.py)."""
+    period = health.heartbeat_period(ctx.clusters.values())
+    if seconds <= period:
+        return False
+    log.warning("%s took %.1f s, more than a heartbeat period (%.0f s): heartbeats may have been held as long, "
+                "so no cluster is judged until the hub has watched them again for a grace period",
+                what, seconds, period)
+    ctx.observation.interrupted(datetime.datetime.now(datetime.UTC))
+    return True
+
+
 async def probe_parent(ctx: HubContext, now: datetime.datetime | None = None) -> bool:
     """Whether the parent's API server is ready now; a lost parent restarts the heartbeat observation.
 
     /readyz, not /version: a starting kube-apiserver answers /version long before it serves (and stores)
     the agents' heartbeats."""
+    started = time.monotonic()
     try:
         status, _ = await ctx.api.raw("GET", "/readyz")
     except (aiohttp.ClientError, OSError, TimeoutError):
         status = 0
     if 200 <= status < 300:
         ctx.observation.parent_reached(now or datetime.datetime.now(datetime.UTC))
+        stalled(ctx, "the parent's /readyz", time.monotonic() - started)
         return True
     if ctx.observation.parent_since is not None:
         log.warning("the parent's API server is out of reach (%s): no cluster is judged by its heartbeats "
@@ -300,10 +319,13 @@ async def probe_parent(ctx: HubContext, now: datetime.datetime | None = None) ->
 async def background(ctx: HubContext) -> None:
     """Periodic work that is not tied to one event: health deadlines and token refresh."""
     while True:
+        started = time.monotonic()
         await asyncio.sleep(ctx.options.health_check_interval)
         try:
+            late = time.monotonic() - started - ctx.options.health_check_interval
             if not await probe_parent(ctx):
                 continue
+            stalled(ctx, "the hub's own loop (woken late)", late)
             await check_health(ctx)
             await refresh_tokens(ctx)
         except Exception:
