@@ -216,14 +216,15 @@ class SocketRegistry:
         self._record(tunnel, True, "agent tunnel connected")
 
     async def detach(self, tunnel: Tunnel, reason: str) -> None:
-        """End the tunnel's streams at once (their requests fail now, not when they time out), then record it."""
+        """Record the tunnel's end, then end its streams at once (their requests fail now, not when they time
+        out). Recorded first: the websocket's handler may be cancelled while it closes the streams, and a
+        record left for after that await was lost (SocketConnected stayed True after an agent's clean stop)."""
         current = self.tunnels.get(tunnel.cluster_id) is tunnel
         if current:
             del self.tunnels[tunnel.cluster_id]
-        await tunnel.close(reason)
-        metrics.socket_connections.set(len(self.tunnels))
-        if current:
             self._record(tunnel, False, reason)
+        metrics.socket_connections.set(len(self.tunnels))
+        await tunnel.close(reason)
 
     def _record(self, tunnel: Tunnel, connected: bool, message: str) -> None:
         """Write the tunnel's state to its ManagedCluster in the background, after the cluster's earlier writes

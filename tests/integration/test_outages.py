@@ -122,6 +122,13 @@ def test_agents_silent_past_the_grace_period_keep_their_workloads(env: dict[str,
 
         wait_for(silent, timeout=GRACE * 3, what="both clusters Unknown and tainted")
 
+        def unconnected() -> bool:  # the hub saw both tunnels end: it says so, not only the heartbeats' silence
+            return all(next((c for c in (mc.get("status") or {}).get("conditions") or []
+                             if c.get("type") == known.CONDITION_SOCKET), {}).get("status") == "False"
+                       for mc in clusters(parent, env))
+
+        wait_for(unconnected, timeout=15, what="both clusters SocketConnected=False")
+
         def says_silent() -> bool:  # honest: not Ready, and why
             keeper = json.loads(kubectl(parent, "get", "subs", "keeper", "-n", "default", "-o", "json").stdout)
             ready = ready_condition(keeper)

@@ -54,3 +54,25 @@ async def test_attach_does_not_wait_for_the_parent_and_the_last_state_is_written
     parent.go.set()
     await registry.close()  # waits for the writes still running
     assert parent.written == ["True", "False", "True", "False"]  # in order: connected, cut, back, hub stopping
+
+
+async def test_a_detach_cancelled_while_it_closes_the_streams_still_records_the_cut() -> None:
+    """aiohttp may cancel a websocket handler once the agent has gone; the cut is recorded all the same."""
+    parent = SlowParent()
+    parent.go.set()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    cut = tunnel()
+    await registry.attach(cut)
+    closing = asyncio.Event()
+
+    async def stuck(reason: str) -> None:
+        closing.set()
+        await asyncio.Event().wait()
+
+    cut.close = stuck  # type: ignore[method-assign]
+    detach = asyncio.create_task(registry.detach(cut, "agent disconnected"))
+    await closing.wait()
+    detach.cancel()
+    await asyncio.gather(detach, return_exceptions=True)
+    await registry.close()
+    assert parent.written == ["True", "False"]
