@@ -311,6 +311,7 @@ class DescState:
     generation: int = 0
     names: set[str] = field(default_factory=set)
     success_at: dict[int, float] = field(default_factory=dict)  # generation -> first Success for it
+    created_at: float | None = None  # first seen: where propagation's time goes (creating vs pushing)
     deleted: list[float] = field(default_factory=list)
 
 
@@ -377,6 +378,7 @@ class Watcher:
             state.deleted.append(now)
             return
         state.names.add(meta["name"])
+        state.created_at = state.created_at or now
         gen = int(meta.get("generation") or 0)
         state.generation = gen
         status = desc.get("status") or {}
@@ -763,6 +765,13 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
                     if (st := watcher.descs.get(c.namespace)) and st.success_at]
         print(f"    {len(res.prop)}/{len(live)} Success; P50 {s(p(res.prop, 50))}, P99 {s(p(res.prop, 99))}, "
               f"all {s(max(res.prop) if res.prop else None)}", flush=True)
+        created = [st.created_at - seen for c in live if (st := watcher.descs.get(c.namespace)) and st.created_at]
+        pushed = [min(st.success_at.values()) - st.created_at for c in live
+                  if (st := watcher.descs.get(c.namespace)) and st.success_at and st.created_at]
+        res.notes.append(f"propagation at {n}: Subscription -> Description created P50/P99/all "
+                         f"{s(p(created, 50))}/{s(p(created, 99))}/{s(max(created, default=None))}; created -> "
+                         f"Success P50/P99/max {s(p(pushed, 50))}/{s(p(pushed, 99))}/{s(max(pushed, default=None))}")
+        print(f"    {res.notes[-1]}", flush=True)
         res.rss_phases["deployed"] = rss_kb(hub_pid) / 1024
         await settle(args.settle)
         await direct("after", "-direct2")

@@ -119,10 +119,41 @@ def collected(task: asyncio.Task[Obj], previous: Obj | None) -> Obj | None:
         return heartbeat.unreachable(previous) if previous is not None else None
 
 
+def start_collection(child: Kube, opts: AgentOptions, apiserver_url: str) -> asyncio.Task[Obj]:
+    return asyncio.create_task(heartbeat.collect(
+        child, apiserver_url=apiserver_url, heartbeat_seconds=int(opts.update_frequency),
+        app_pusher=opts.gate(known.GATE_APP_PUSHER), use_socket=opts.gate(known.GATE_SOCKET_CONNECTION)))
+
+
+class EarlyCollection:
+    """The first observation of the child, made while the agent registers: a new cluster's first report (the
+    one that makes it Ready) then need not wait for five requests to its API server after the approval
+    (bench/registration.py: 20 agents on one child). Used only if it is younger than a collection period
+    when the registration ends (a request approved by hand may wait for hours)."""
+
+    def __init__(self, child: Kube, opts: AgentOptions, apiserver_url: str) -> None:
+        self.period = opts.collect_frequency
+        self.done_at: float | None = None
+        self.task = start_collection(child, opts, apiserver_url)
+        self.task.add_done_callback(lambda _: setattr(self, "done_at", time.monotonic()))
+
+    async def fresh(self) -> asyncio.Task[Obj] | None:
+        if self.done_at is not None and time.monotonic() - self.done_at > self.period:
+            await self.discard()
+            return None
+        return self.task
+
+    async def discard(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+
+
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
                          reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None,
-                         also: Sequence[Kube] = (), view: ClusterView | None = None) -> str:
+                         also: Sequence[Kube] = (), view: ClusterView | None = None,
+                         first: asyncio.Task[Obj] | None = None) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister").
 
     Reports never wait for a collection in progress: a kube-apiserver that is starting answers 503 with
@@ -131,19 +162,18 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
     out on time with the last observation; the collection's result is used once it is in.
 
     `reported` is set after the first report attempt, so work that can wait starts after it. A refreshed
-    parent token is set on `parent` and on the clients in `also`."""
+    parent token is set on `parent` and on the clients in `also`. `first`: a collection already under way
+    (made while the hub approved), so the first report need not wait for one."""
     name = view.name if view is not None else await resolve_managed_cluster(parent, access)
     observed: Obj | None = None
     since_report = opts.update_frequency  # report right away
     step = min(opts.collect_frequency, opts.update_frequency)
-    collecting: asyncio.Task[Obj] | None = None
+    collecting: asyncio.Task[Obj] | None = first
     try:
         while True:
             tick = time.monotonic()
             if collecting is None:
-                collecting = asyncio.create_task(heartbeat.collect(
-                    child, apiserver_url=apiserver_url, heartbeat_seconds=int(opts.update_frequency),
-                    app_pusher=opts.gate(known.GATE_APP_PUSHER), use_socket=opts.gate(known.GATE_SOCKET_CONNECTION)))
+                collecting = start_collection(child, opts, apiserver_url)
             await asyncio.wait({collecting}, timeout=step)
             if collecting.done():
                 observed, collecting = collected(collecting, observed), None
@@ -221,8 +251,14 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
             log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, opts.parent_url, opts.sync_mode)
             apiserver_url = opts.apiserver_url or child_creds.server
             while not stop.is_set():
-                access = await register_until_done(child, opts, cluster_id, key, stop)
+                early = EarlyCollection(child, opts, apiserver_url)
+                try:
+                    access = await register_until_done(child, opts, cluster_id, key, stop)
+                except BaseException:
+                    await early.discard()
+                    raise
                 if access is None:
+                    await early.discard()
                     return
                 if readiness is not None:
                     readiness.registered = True
@@ -248,7 +284,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                                 deploying(child, parent, opts, access, apiserver_url, after=reported, view=view)))
                         outcome = await heartbeat_loop(child, beat, opts, access, apiserver_url, stop,
                                                        tunnel_state, reported, readiness, also=(parent,),
-                                                       view=view)
+                                                       view=view, first=await early.fresh())
                 finally:
                     for task in tasks:
                         task.cancel()

@@ -77,3 +77,34 @@ async def test_a_failed_collection_reports_the_child_api_server_down(monkeypatch
     assert reports[0] == HEALTHY
     assert reports[-1] == {**HEALTHY, "healthz": False, "livez": False, "readyz": False}
     assert heartbeat.status_patch(reports[-1], None)["conditions"][0]["status"] == "False"
+
+
+async def test_the_first_report_uses_the_collection_made_while_registering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new cluster's first report (the one that makes it Ready) does not wait for a collection after the
+    approval: the one started while the agent registered is reported, and no second one is needed for it."""
+    calls = 0
+
+    async def collect(child: Kube, **_: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return dict(HEALTHY)
+
+    monkeypatch.setattr(heartbeat, "collect", collect)
+    opts = AgentOptions(collect_frequency=60, update_frequency=60)
+    child = Kube(Credentials(server="https://unused"))
+    early = agent.EarlyCollection(child, opts, "https://child")
+    await asyncio.sleep(0)  # registration in progress: the collection runs meanwhile
+    first = await early.fresh()
+    assert first is not None and await first == HEALTHY and calls == 1
+
+
+async def test_a_collection_older_than_a_period_is_not_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered after a long wait (approved by hand hours later): the early observation is discarded."""
+    async def collect(child: Kube, **_: Any) -> dict[str, Any]:
+        return dict(HEALTHY)
+
+    monkeypatch.setattr(heartbeat, "collect", collect)
+    early = agent.EarlyCollection(Kube(Credentials(server="https://unused")),
+                                  AgentOptions(collect_frequency=0.01, update_frequency=60), "https://child")
+    await asyncio.sleep(0.05)
+    assert await early.fresh() is None
