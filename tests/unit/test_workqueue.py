@@ -78,3 +78,37 @@ def test_backoff_doubles_from_its_first_delay_to_its_cap_and_forget_resets_it() 
     assert b.next("b") == 2.0  # per key
     b.forget("a")
     assert b.current("a") is None and b.next("a") == 2.0
+
+
+async def test_background_keys_wait_until_no_other_key_does() -> None:
+    """The periodic resync's keys (drift) never hold up work that events asked for: at 1,000 clusters they
+    took the workers from the Descriptions not deployed yet."""
+    q: WorkQueue[str] = WorkQueue()
+    q.add("drift-1", force=True, background=True)
+    q.add("drift-2", force=True, background=True)
+    q.add("new-1")
+    q.add("new-2")
+    assert [await q.get() for _ in range(2)] == [("new-1", False), ("new-2", False)]
+    q.add("new-3")
+    assert await q.get() == ("new-3", False)
+    assert [await q.get() for _ in range(2)] == [("drift-1", True), ("drift-2", True)]
+
+
+async def test_a_background_key_asked_for_again_moves_to_the_front_once() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a", background=True)
+    q.add("b", background=True)
+    q.add("b", force=True)  # an event for b: promoted, its force kept
+    q.add("a", background=True)  # asked again by the resync: still one entry, still behind
+    assert q.drain() == [("b", True), ("a", False)]
+    assert not q.drain() and len(q) == 0
+
+
+async def test_a_background_request_during_processing_stays_in_the_background() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    key, _ = await q.get()
+    q.add("a", background=True)
+    q.add("b")
+    q.done(key)
+    assert q.drain() == [("b", False), ("a", False)]

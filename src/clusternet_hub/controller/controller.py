@@ -88,7 +88,7 @@ class Controller:
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.resync_interval)
-            self.store.enqueue_subscriptions()
+            self.store.enqueue_subscriptions(background=True)
             self.pusher.resync(self.resync_interval)
             self.releases.resync()
 

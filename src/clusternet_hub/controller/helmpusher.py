@@ -49,7 +49,7 @@ class ReleasePusher:
         """Drift: look at every release the hub deploys again (a release removed by hand is reinstalled)."""
         for key in list(self.store.caches.helmreleases):
             if not self.store.queue.waiting(("release", *key)):
-                self.store.enqueue("release", key)
+                self.store.enqueue("release", key, background=True)
 
     async def access(self, mc: Obj) -> ClusterAccess | None:
         data = await self.pusher._secret(mc["metadata"]["namespace"])

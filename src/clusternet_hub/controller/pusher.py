@@ -68,7 +68,7 @@ class Pusher:
             if self.store.queue.waiting(("push", *key)):
                 continue
             if self.pushed.get(key, ("", 0, 0.0))[2] < fresh:
-                self.store.enqueue("push", key, force=True)
+                self.store.enqueue("push", key, force=True, background=True)
 
     async def close(self) -> None:
         for _, child in self.children.values():

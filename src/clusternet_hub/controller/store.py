@@ -32,13 +32,15 @@ class Store:
         self.caches = Caches(clusters=clusters)  # the ManagedClusters are shared with the hub's health checks
         self.queue: WorkQueue[WorkKey] = queue or WorkQueue()
 
-    def enqueue(self, work: Work, key: Key, force: bool = False) -> None:
-        self.queue.add((work, *key), force)
+    def enqueue(self, work: Work, key: Key, force: bool = False, background: bool = False) -> None:
+        """Mark work as due; `background`: the periodic resync's, done when nothing else waits (workqueue.py)."""
+        self.queue.add((work, *key), force, background)
 
-    def enqueue_subscriptions(self, match: Callable[[Obj], bool] | None = None, force: bool = False) -> None:
+    def enqueue_subscriptions(self, match: Callable[[Obj], bool] | None = None, force: bool = False,
+                              background: bool = False) -> None:
         for key, sub in list(self.caches.subscriptions.items()):
             if match is None or match(sub):
-                self.enqueue("sub", key, force)
+                self.enqueue("sub", key, force, background)
 
     async def prime(self, kube: KubeApi) -> None:
         """Fill the caches from the API before any reconcile.
