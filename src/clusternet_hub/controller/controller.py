@@ -28,16 +28,11 @@ log = logging.getLogger(__name__)
 
 # A work item that failed (the parent or a child out of reach, a conflict) comes back after this long
 ERROR_RETRY_DELAY = 2.0
-# Workers taking keys from the queue: asyncio tasks, each mostly waiting on the parent or a child (a push is
-# a few round trips through a tunnel). At 1,000 clusters a push took ~0.85 s, so 8 workers (one of them on
-# the Subscription's reconcile) pushed ~8 Descriptions a second, behind the rate they were created at.
-# Clusternet's --threadiness (10 goroutines) is accepted and has no effect here (compat.py).
-WORKERS = 32
 
 
 class Controller:
     def __init__(self, kube: KubeApi, clusters: dict[Key, Obj], tunnel_opener: TunnelOpener,
-                 resync_interval: float = 30.0, workers: int = WORKERS, connect: Connect = connect_child,
+                 resync_interval: float = 30.0, workers: int = 8, connect: Connect = connect_child,
                  helm: HelmDriver | None = None) -> None:
         self.kube = kube
         self.resync_interval = resync_interval

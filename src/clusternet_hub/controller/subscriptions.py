@@ -21,11 +21,10 @@ from clusternet_hub.controller.store import Store
 
 log = logging.getLogger(__name__)
 
-# Bound clusters whose Base and Description one reconcile writes at once. Each cluster's two writes are
-# sequential (the Description names its Base's UID), so this sets the pace whenever the parent is slow: at
-# 1,000 clusters its writes took ~0.4 s and 8 at a time made 20 writes a second, under half the client's
-# 50-QPS budget (102 s to create 1,000 Descriptions, bench/scale.py); 32 keep the budget full.
-CLUSTER_WRITES = 32
+# Bound clusters whose Base and Description one reconcile writes at once. 32 was tried at 1,000 clusters
+# (with 32 workers): creating the Descriptions took 204 s against 102 s with 8, the parent being the bottleneck
+# (bench/README.md); more requests in flight only lengthen each one.
+CLUSTER_WRITES = 8
 
 
 class SubscriptionReconciler:
