@@ -279,18 +279,21 @@ def test_a_release_removed_by_hand_comes_back_and_one_we_did_not_install_is_neve
         tmp_path: Path) -> None:
     driver = SdkHelmDriver(cache_dir=tmp_path / "cache")
 
-    async def by_hand() -> None:
-        source = ChartSource(repo=env["repo"], chart="demo", version="0.1.0")
-        chart = await driver.fetch(source)
-        # someone's own release in child1, with the name a HelmChart below will ask for
+    async def theirs() -> None:
+        """Someone's own release in child1, with the name a HelmChart below will ask for; installed before the
+        HelmChart exists (installed after it, the hub could be first: the CI saw "release: already exists")."""
+        chart = await driver.fetch(ChartSource(repo=env["repo"], chart="demo", version="0.1.0"))
         await driver.install(child_access(child1), chart, "mine", {"greeting": "by-hand"},
                              ReleaseOptions(namespace="theirs"))
-        # and the walkthrough's mysql release uninstalled by hand in both children (helm uninstall)
+
+    async def uninstalled_by_hand() -> None:
+        """The walkthrough's mysql release uninstalled by hand in both children (helm uninstall)."""
         for child in (child1, child2):
             assert await driver.uninstall(child_access(child), "abc", "mysql", 60)
 
+    asyncio.run(theirs())
     apply(parent, helm_chart("mine", env["repo"], "demo", "0.2.0", "theirs"), subscription("mine", ["mine"]))
-    asyncio.run(by_hand())
+    asyncio.run(uninstalled_by_hand())
     wait_for(lambda: all(release_secrets(c, "abc", "mysql") == ["secret/sh.helm.release.v1.mysql.v1"]
                          for c in (child1, child2)), timeout=60, what="mysql installed again in both children")
 
