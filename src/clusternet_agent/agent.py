@@ -128,17 +128,16 @@ def start_collection(child: Kube, opts: AgentOptions, apiserver_url: str) -> asy
 class EarlyCollection:
     """The first observation of the child, made while the agent registers: a new cluster's first report (the
     one that makes it Ready) then need not wait for five requests to its API server after the approval
-    (bench/registration.py: 20 agents on one child). Used only if it is younger than a collection period
-    when the registration ends (a request approved by hand may wait for hours)."""
+    (bench/registration.py: 20 agents on one child). Used only if it began less than a collection period
+    before the registration ended (a request approved by hand may wait for hours)."""
 
     def __init__(self, child: Kube, opts: AgentOptions, apiserver_url: str) -> None:
         self.period = opts.collect_frequency
-        self.done_at: float | None = None
+        self.started = time.monotonic()
         self.task = start_collection(child, opts, apiserver_url)
-        self.task.add_done_callback(lambda _: setattr(self, "done_at", time.monotonic()))
 
     async def fresh(self) -> asyncio.Task[Obj] | None:
-        if self.done_at is not None and time.monotonic() - self.done_at > self.period:
+        if time.monotonic() - self.started > self.period:
             await self.discard()
             return None
         return self.task

@@ -42,15 +42,18 @@ def parse_time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def heartbeat_seconds(mc: Obj) -> int:
+    """The cluster's report period, as its agent states it."""
+    return int((mc.get("status") or {}).get("heartbeatFrequencySeconds") or DEFAULT_HEARTBEAT_SECONDS)
+
+
 def grace_period(mc: Obj) -> datetime.timedelta:
-    freq = (mc.get("status") or {}).get("heartbeatFrequencySeconds") or DEFAULT_HEARTBEAT_SECONDS
-    return datetime.timedelta(seconds=GRACE_MULTIPLIER * int(freq))
+    return datetime.timedelta(seconds=GRACE_MULTIPLIER * heartbeat_seconds(mc))
 
 
 def heartbeat_period(clusters: Iterable[Obj]) -> float:
     """The shortest heartbeat period among `clusters` in seconds: a stall that long may hold a heartbeat."""
-    return min((grace_period(mc).total_seconds() / GRACE_MULTIPLIER for mc in clusters),
-               default=float(DEFAULT_HEARTBEAT_SECONDS))
+    return float(min((heartbeat_seconds(mc) for mc in clusters), default=DEFAULT_HEARTBEAT_SECONDS))
 
 
 def ready_condition(mc: Obj) -> Obj | None:
