@@ -436,3 +436,23 @@ async def test_the_namespace_of_an_earlier_registration_wins_and_the_new_one_is_
         allow_unsealed_tokens=True))
     assert (result["dedicatedNamespace"], result["managedClusterName"]) == ("team-a", "old")
     assert deleted == [registration.dedicated_namespace_name(request)]  # the namespace it had just made
+
+
+async def test_the_annotations_approval_writes_are_no_change_for_kopf() -> None:
+    """kopf records the last handled state of a request; the token annotations approval writes are left out of
+    it, so recording them costs no extra write per approval, while the admin's approval annotation stays in
+    (its change runs the handler)."""
+    import kopf
+
+    from clusternet_hub import operator
+
+    settings = kopf.OperatorSettings()
+    await operator.configure(settings=settings)
+    storage = settings.persistence.diffbase_storage
+    annotations = {known.ANNOTATION_TOKEN_ISSUED_AT: "2026-12-03T00:00:00Z", known.ANNOTATION_TOKEN_SEALING: "x",
+                   known.ANNOTATION_APPROVAL: "Approved"}
+    body = kopf.Body({"apiVersion": "clusters.clusternet.io/v1beta1", "kind": "ClusterRegistrationRequest",
+                      "metadata": {"name": "r", "annotations": annotations}, "spec": {"clusterId": "c"}})
+    essence = storage.build(body=body)
+    assert essence["metadata"]["annotations"] == {known.ANNOTATION_APPROVAL: "Approved"}
+    assert essence["spec"] == {"clusterId": "c"}
