@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from clusternet_agent import heartbeat, helmpuller, identity, labels, probes, puller, tunnel
+from clusternet_agent import heartbeat, identity, labels, probes
 from clusternet_agent.clusterview import ClusterView
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.registration import (
@@ -22,7 +22,6 @@ from clusternet_agent.registration import (
     store,
 )
 from clusternet_api import known
-from clusternet_api.helm import default_driver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElector, run_while_leading
 
@@ -303,6 +302,11 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
 async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                     apiserver_url: str, after: asyncio.Event | None = None, view: ClusterView | None = None) -> None:
     """Pull Descriptions, and keep the hub's push credentials fresh (or withdrawn) per AppPusher."""
+    # Imported once registered: no part of registering, and 30 ms of an agent's start idle, twice that when
+    # 20 agents start at once (python -X importtime; bench/registration.py counts from the process start).
+    from clusternet_agent import helmpuller, puller
+    from clusternet_api.helm import default_driver
+
     if after is not None:
         await after.wait()
     name = view.name if view is not None else await resolve_managed_cluster(parent, access)
@@ -336,6 +340,8 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
     """The websocket tunnel to the hub, when the SocketConnection gate is on."""
     if not opts.gate(known.GATE_SOCKET_CONNECTION):
         return None
+    from clusternet_agent import tunnel  # websockets: imported once registered, as the pullers are
+
     assert opts.parent_url
     url = tunnel.tunnel_url(opts.parent_url, access.cluster_id, opts.tunnel_url)
     ca = Path(opts.tunnel_ca_file).read_bytes() if opts.tunnel_ca_file else access.creds.ca_pem
