@@ -52,12 +52,14 @@ __all__ = [
     "Hub",
     "Proc",
     "agent",
+    "busy_seconds",
     "check_alive",
     "deferred_interrupts",
     "fmt",
     "https_status",
     "install_parent",
     "loadavg",
+    "machine_busy",
     "machine_info",
     "percentile",
     "run_bench",
@@ -277,6 +279,19 @@ def stats(values: list[float]) -> tuple[float, float, float, float] | None:
 
 def fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes of the machine used so far (user, nice, system; not irq or steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return sum(int(v) for v in fields[1:4]) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Cores the whole machine used, on average, over the next `seconds` (blocks)."""
+    t0, b0 = time.monotonic(), busy_seconds()
+    time.sleep(seconds)
+    return (busy_seconds() - b0) / max(time.monotonic() - t0, 1e-3)
 
 
 def loadavg() -> str:

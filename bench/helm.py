@@ -49,7 +49,7 @@ from clusternet_api.helm.sdk import SdkHelmDriver
 from clusternet_api.kube import Credentials, Kube, Obj
 from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import ControlPlane
-from common import SPAWNED, check_alive, loadavg, machine_info, percentile, run_bench
+from common import SPAWNED, busy_seconds, check_alive, loadavg, machine_info, percentile, run_bench
 from propagation import (
     QUIET_WAITS,
     Observer,
@@ -73,12 +73,6 @@ INSTALLED = re.compile(r"^(\S+ \S+) .* clusternet_api\.helm\.releases installed 
 
 
 # --- the rest of the machine ----------------------------------------------------------------------------
-
-
-def busy_seconds() -> float:
-    """CPU seconds all processes of the machine used so far (user, nice, system; not irq or steal)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return sum(int(v) for v in fields[1:4]) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import logging
 import os
@@ -46,6 +47,7 @@ from common import (
     agent,
     fmt,
     install_parent,
+    machine_busy,
     machine_info,
     percentile,
     run_bench,
@@ -54,11 +56,18 @@ from common import (
     stats,
     stop_process,
 )
+from propagation import cpu_seconds, plane_pids, request_counts
 
 API = known.CLUSTERS_API_VERSION
 TARGET_P99 = 2.0  # seconds, at 20 clusters
 HEARTBEAT = "10s"  # the first report follows registration at once; later ones do not matter here
 ROUND_TIMEOUT = 90.0
+# A round starts once the whole machine uses less than this many cores over a second (at most QUIET_LIMIT_S
+# of waiting): the previous round's clean-up (the parent's namespace controller removing 20 dedicated
+# namespaces, the hub forgetting their clusters) otherwise overlaps the next round's registrations, which a
+# first install never meets. Runs of 2026-12-03 started 0.5-1.5 s after that clean-up, at load 1.7-2.5.
+QUIET_CORES = 0.3
+QUIET_LIMIT_S = 60.0
 # SocketConnection stays off: the tunnel is not part of registration, and without an aggregated-API route
 # from this parent to the hub (no Service/APIService here) it would only retry in the background.
 FEATURE_GATES = {known.GATE_APP_PUSHER: True, known.GATE_SOCKET_CONNECTION: False}
@@ -188,6 +197,10 @@ class Round:
     samples: list[Sample]
     wall: float
     load: float  # 1-minute load average when the round started (other work on the machine skews results)
+    busy: float  # cores the machine used in the second before the round started
+    waited: float  # seconds spent waiting for that quiet
+    cpu: dict[str, float]  # CPU seconds per process during the round (until the last Ready)
+    requests: collections.Counter[str]  # the parent's requests during the round, by verb and resource
 
 
 async def seed_key(child: Kube, namespace: str) -> None:
@@ -215,7 +228,7 @@ def sim_namespace(i: int) -> str:
 
 async def run_round(n: int, label: str, parent: ControlPlane, children: list[ControlPlane],
                     parent_kube: Kube, child_kubes: list[Kube], observer: Observer, taken_in: TakenIn,
-                    workdir: Path) -> Round:
+                    workdir: Path, pids: dict[str, int]) -> Round:
     n_procs = min(n, len(children))
     n_sims = n - n_procs
     for kube in child_kubes[:n_procs]:
@@ -224,13 +237,15 @@ async def run_round(n: int, label: str, parent: ControlPlane, children: list[Con
         kube = child_kubes[i % len(child_kubes)]
         await seed_key(kube, sim_namespace(i))
         await forget_parent(kube, sim_namespace(i), key_too=False)
-    await asyncio.sleep(1.0)  # let the clean-up settle before the clock starts
+    waited, busy = await until_machine_quiet()
 
     procs: list[Proc] = []
     tasks: list[asyncio.Task[None]] = []
     stop = asyncio.Event()
     samples: list[Sample] = []
     load = os.getloadavg()[0]
+    requests0 = await request_counts(parent_kube)
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     begin = time.monotonic()
     try:
         for child in children[:n_procs]:
@@ -263,6 +278,9 @@ async def run_round(n: int, label: str, parent: ControlPlane, children: list[Con
                     raise RuntimeError(f"simulated agent {t.get_name()} failed: {t.exception()!r}")
             await asyncio.sleep(0.05)
         wall = time.monotonic() - begin
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu["agent processes"] = sum(cpu_seconds(p.proc.pid) for p in procs if p.proc is not None)
+        requests = await request_counts(parent_kube) - requests0
         for s in samples:
             ns = next((ns for ns, cid in observer.namespaces.items() if cid == s.cluster_id), None)
             if s.kind == "simulated" and ns is not None:
@@ -277,7 +295,17 @@ async def run_round(n: int, label: str, parent: ControlPlane, children: list[Con
         for p in procs:
             await asyncio.to_thread(stop_process, p)
     await forget_round(parent_kube, samples, observer)
-    return Round(n, samples, wall, load)
+    return Round(n, samples, wall, load, busy, waited, cpu, requests)
+
+
+async def until_machine_quiet() -> tuple[float, float]:
+    """Wait until the machine uses less than QUIET_CORES (QUIET_LIMIT_S at most): (seconds waited, cores)."""
+    t0 = time.monotonic()
+    while True:
+        busy = await asyncio.to_thread(machine_busy)
+        waited = time.monotonic() - t0
+        if busy < QUIET_CORES or waited > QUIET_LIMIT_S:
+            return waited, busy
 
 
 async def forget_round(parent: Kube, samples: list[Sample], observer: Observer) -> None:
@@ -312,8 +340,9 @@ def report(rounds: list[Round], machine: dict[str, str]) -> str:
              f"Target: P99 ≤ {TARGET_P99:.0f} s at 20 clusters (Karmada publishes 6.9 s P99 for cluster "
              "registration, under 2 s without resource modelling).", "",
              "Agent start → ManagedCluster Ready=True, seconds (nearest-rank percentiles):", "",
-             "| N | agents (process + simulated) | ready | P50 | P90 | P99 | max | load avg before |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| N | agents (process + simulated) | ready | P50 | P90 | P99 | max | load avg before | "
+             "cores busy in the second before (waited) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rounds:
         ready = [s.since_start(s.ready_seen) for s in r.samples]
         values = [v for v in ready if v is not None]
@@ -321,7 +350,8 @@ def report(rounds: list[Round], machine: dict[str, str]) -> str:
         procs = sum(s.kind == "process" for s in r.samples)
         cells = [fmt(x) for x in st] if st else ["n/a"] * 4
         lines.append(f"| {r.n} | {procs} + {r.n - procs} | {len(values)}/{r.n} | " + " | ".join(cells)
-                     + f" | {r.load:.1f} |")
+                     + f" | {r.load:.1f} | {r.busy:.2f} ({r.waited:.0f} s)"
+                     + ("" if r.busy < QUIET_CORES else ": busy, invalid") + " |")
     lines += ["", "Where the time goes (P50 / max per phase, seconds; 'taken in' is known for simulated agents):",
               "", "| N | kind | " + " | ".join(phases(Sample("", "", 0.0))) + " |",
               "|---:|---|" + "---:|" * len(phases(Sample("", "", 0.0)))]
@@ -335,6 +365,14 @@ def report(rounds: list[Round], machine: dict[str, str]) -> str:
                 vals = [v for g in group if (v := g[name]) is not None]
                 cells.append(f"{fmt(percentile(vals, 50))} / {fmt(max(vals))}" if vals else "n/a")
             lines.append(f"| {r.n} | {kind} | " + " | ".join(cells) + " |")
+    lines += ["", "CPU seconds per process during each round (start to the last Ready; the wall time is the round's):",
+              "", "| N | wall | " + " | ".join(rounds[0].cpu) + " |", "|---:|---:|" + "---:|" * len(rounds[0].cpu)]
+    for r in rounds:
+        lines.append(f"| {r.n} | {r.wall:.2f} | " + " | ".join(f"{v:.2f}" for v in r.cpu.values()) + " |")
+    lines += ["", "The parent's requests per registered cluster during each round (watches left out):", ""]
+    for r in rounds:
+        top = ", ".join(f"{what} {count / r.n:.1f}" for what, count in r.requests.most_common(12))
+        lines.append(f"* N={r.n}: {sum(r.requests.values()) / r.n:.1f} in all; {top}")
     last = next((r for r in rounds if r.n == 20), None)
     if last is not None:
         values = [v for s in last.samples if (v := s.since_start(s.ready_seen)) is not None]
@@ -349,7 +387,8 @@ def report(rounds: list[Round], machine: dict[str, str]) -> str:
 # --- main ---------------------------------------------------------------------------------------------------
 
 
-async def bench(sizes: list[int], parent: ControlPlane, children: list[ControlPlane], workdir: Path) -> str:
+async def bench(sizes: list[int], parent: ControlPlane, children: list[ControlPlane], workdir: Path,
+                hub_pid: int) -> str:
     taken_in = TakenIn()
     logging.getLogger("clusternet_agent.registration").addHandler(taken_in)
     observer = Observer(parent)
@@ -359,12 +398,16 @@ async def bench(sizes: list[int], parent: ControlPlane, children: list[ControlPl
             admin = await stack.enter_async_context(Kube(Credentials.from_kubeconfig(parent.kubeconfig)))
             child_kubes = [await stack.enter_async_context(Kube(Credentials.from_kubeconfig(c.kubeconfig)))
                            for c in children]
+            pids = {**plane_pids(parent), **{f"{c.name} kube-apiserver": pid for c in children
+                                             for name, pid in plane_pids(c).items() if name.endswith("apiserver")},
+                    "hub": hub_pid, "bench (simulated agents)": os.getpid()}
             # Warm-up (not counted): first-use costs of discovery caches, imports and the hub's watches.
-            await run_round(2, "warmup", parent, children, admin, child_kubes, observer, taken_in, workdir)
+            await run_round(2, "warmup", parent, children, admin, child_kubes, observer, taken_in, workdir, pids)
             rounds = []
             for n in sizes:
                 print(f"round N={n} ...", flush=True)
-                r = await run_round(n, f"n{n}", parent, children, admin, child_kubes, observer, taken_in, workdir)
+                r = await run_round(n, f"n{n}", parent, children, admin, child_kubes, observer, taken_in, workdir,
+                                    pids)
                 done = [v for s in r.samples if (v := s.since_start(s.ready_seen)) is not None]
                 print(f"  {len(done)}/{n} Ready; max {fmt(max(done) if done else None)} s", flush=True)
                 rounds.append(r)
@@ -391,10 +434,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(planes: list[ControlPlane], workdir: Path) -> None:
         install_parent(planes[0])
-        start_hub(planes[0], workdir, "--health-check-interval=1", *args.hub_arg)
+        hub = start_hub(planes[0], workdir, "--health-check-interval=1", *args.hub_arg)
         if args.hub_arg:
             print(f"hub flags: {' '.join(args.hub_arg)}")
-        text = asyncio.run(bench(sizes, planes[0], planes[1:], workdir))
+        assert hub.proc.proc is not None
+        text = asyncio.run(bench(sizes, planes[0], planes[1:], workdir, hub.proc.proc.pid))
         print()
         print(text)
 
