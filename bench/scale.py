@@ -94,6 +94,7 @@ from propagation import (
     DIRECT_CONCURRENCY,
     apply_in_order,
     bounded,
+    cpu_accounting,
     cpu_seconds,
     feed_of,
     moved,
@@ -582,6 +583,10 @@ class SizeResult:
     desc_problems: str = ""
     notes: list[str] = field(default_factory=list)
     profile: list[tuple[str, float]] = field(default_factory=list)
+    profile_window: str = ""
+    # CPU seconds per process group during each timed deployment ("direct before", "propagation", ...): our
+    # path and the direct one share this machine's cores, so what each costs in all bounds the ratio
+    phase_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     memory: list[str] = field(default_factory=list)  # tracemalloc's top sites in the hub (--trace-hub-memory)
     wall_s: float = 0.0
 
@@ -652,7 +657,8 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
             del watcher.by_id[cid]
         await settle(args.settle)
         workers[0].ids = [i for i in workers[0].ids if i < n]  # later commands leave the warm-up agents alone
-        spy = await start_profile(hub_pid, workdir / f"hub-profile-{n}.txt") if args.profile_hub else None
+        spy = await start_profile(hub_pid, workdir / f"hub-profile-{n}.txt") if args.profile_hub == "all" else None
+        res.profile_window = "registration to override"
         cpu_hub_0 = cpu_seconds(hub_pid)
         res.hub_idle_mb = rss_kb(hub_pid) / 1024
 
@@ -727,10 +733,14 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
         await bounded([functools.partial(localize, c) for c in live], DIRECT_CONCURRENCY)
         await settle(args.settle)
 
+        pids = {**plane_pids(parent), **plane_pids(child), "hub": hub_pid,
+                **{f"worker {w.proc.name}": w.popen.pid for w in workers}, "bench": os.getpid()}
+
         async def direct(label: str, suffix: str) -> None:
             for attempt in (1, 2):
                 load = os.getloadavg()[0]
-                took = await direct_run(child_creds, n, suffix + ("" if attempt == 1 else "r"))
+                with cpu_accounting(pids, res.phase_cpu.setdefault(f"direct {label}", {})):
+                    took = await direct_run(child_creds, n, suffix + ("" if attempt == 1 else "r"))
                 valid = load <= res.prop_load + BUSY_MARGIN if res.prop_load else True
                 res.direct.append((label + ("" if attempt == 1 else " (rerun)"), took, load, valid))
                 print(f"    direct {label}: {n * FEEDS} objects in {took:.2f} s (load {load:.2f})", flush=True)
@@ -746,6 +756,10 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
         label, took, load, _ = res.direct[0]
         res.direct[0] = (label, took, load, load <= res.prop_load + BUSY_MARGIN)
         print(f"  propagation: Subscription to {n} clusters (load {res.prop_load:.2f}) ...", flush=True)
+        if args.profile_hub == "propagation":
+            spy = await start_profile(hub_pid, workdir / f"hub-profile-{n}.txt")
+            res.profile_window = "propagation (Subscription to the last Description Success)"
+        cpu_prop0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t_sub = time.monotonic()
         await pk.create({"apiVersion": APPS, "kind": "Subscription", "metadata": {"name": SUB, "namespace": "default"},
                          "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {"bench": "scale"}}}],
@@ -760,6 +774,9 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
                                 lambda: f"({deployed_gen({})}/{len(live)})")
         except TimeoutError as e:
             res.notes.append(str(e))
+        res.phase_cpu["propagation"] = {name: cpu_seconds(pid) - cpu_prop0[name] for name, pid in pids.items()}
+        if spy is not None and args.profile_hub == "propagation":
+            res.profile, spy = await stop_profile(spy), None
         seen = watcher.sub_seen or t_sub
         res.prop = [min(st.success_at.values()) - seen for c in live
                     if (st := watcher.descs.get(c.namespace)) and st.success_at]
@@ -996,13 +1013,34 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
                      f"{r.hub_cpu_s:.1f} CPU-s, workers' RSS {r.worker_rss_mb:.0f} MB; parent requests in that window: "
                      + ", ".join(f"{k} {v}" for k, v in r.parent_requests.items())
                      + "".join(f"; {note}" for note in r.notes) + ".")
+        if r.phase_cpu:
+            lines += ["", f"  CPU seconds per process during each timed deployment, N={r.n} (agents: all worker "
+                      "processes; the direct applies run in the bench process):", "", *cpu_table(r.phase_cpu), ""]
         if r.profile:
-            lines += ["", f"  py-spy of the hub, N={r.n}, registration to override (share of samples in or under):",
+            lines += ["", f"  py-spy of the hub, N={r.n}, {r.profile_window} (share of samples in or under):",
                       ""] + [f"      {share:5.1%}  {frame}" for frame, share in r.profile[:20]] + [""]
         if r.memory:
             lines += ["", f"  tracemalloc in the hub at steady state, N={r.n} (RSS {r.hub_rss_mb:.0f} MB):", ""]
             lines += [f"      {line}" for line in r.memory]
     return "\n".join(lines)
+
+
+def cpu_table(phases: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown rows: one per phase, one column per process (worker processes summed as "agents")."""
+    def grouped(cpu: dict[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, v in cpu.items():
+            key = "agents" if name.startswith("worker ") else name
+            out[key] = out.get(key, 0.0) + v
+        return out
+
+    rows = {phase: grouped(cpu) for phase, cpu in phases.items()}
+    columns = list(next(iter(rows.values())))
+    lines = ["      | phase | " + " | ".join(columns) + " | all |", "      |---|" + "---:|" * (len(columns) + 1)]
+    for phase, cpu in rows.items():
+        lines.append(f"      | {phase} | " + " | ".join(f"{cpu.get(c, 0.0):.1f}" for c in columns)
+                     + f" | {sum(cpu.values()):.1f} |")
+    return lines
 
 
 # --- main --------------------------------------------------------------------------------------------------
@@ -1016,7 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady", type=float, default=60.0, help="steady-state window, s (60)")
     parser.add_argument("--outage", type=float, default=30.0, help="how long 10 %% of the agents stay silent, s")
     parser.add_argument("--settle", type=float, default=5.0, help="pause between phases, s")
-    parser.add_argument("--profile-hub", action="store_true", help="py-spy the hub from registration to override")
+    parser.add_argument("--profile-hub", nargs="?", const="all", choices=("all", "propagation"),
+                        help="py-spy the hub from registration to override (all) or during propagation only")
     parser.add_argument("--out", help="also write the report here (make bench: bench/results/<date>-scale.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (logs)")
     parser.add_argument("--trace-hub-memory", action="store_true",
