@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import math
 import os
 import platform
@@ -32,7 +31,6 @@ from pathlib import Path
 from types import FrameType
 
 from clusternet_api import known
-from clusternet_api.crdgen import all_crds
 from clusternet_testing.controlplane import REPO_ROOT as REPO
 from clusternet_testing.controlplane import ControlPlane, find_binaries, free_port, start_many
 from clusternet_testing.processes import (
@@ -181,20 +179,10 @@ def https_status(url: str, ca: Path, token: str | None = None) -> int:
         return int(e.code)
 
 
-def crd_established(cp: ControlPlane, name: str) -> bool:
-    crd = cp.request_json("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-    conditions = (crd.get("status") or {}).get("conditions") or []  # type: ignore[attr-defined]
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-
 def install_parent(parent: ControlPlane) -> None:
     """What an admin installs on the parent: the CRDs (until Established), then the bootstrap token and its RBAC
     (deploy/hub/03-bootstrap_rbac.yaml, manifests/samples/cluster_bootstrap_token.yaml) until the token is accepted."""
-    crds = all_crds()
-    for crd in crds:
-        parent.apply_manifest(crd)
-    for name in (str(crd["metadata"]["name"]) for crd in crds):
-        wait_until(functools.partial(crd_established, parent, name), f"CRD {name}")
+    parent.install_crds()
     install_bootstrap(parent)
     # The bootstrap authenticator reads its Secret through an informer: the token works a moment later.
     probe = f"{parent.url}/apis/{CLUSTERS}/clusterregistrationrequests/clusternet-probe"

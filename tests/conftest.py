@@ -36,12 +36,7 @@ class Planes:
             for plane in start_many(names, self.root, bins, service_cidrs=[SERVICE_CIDRS[n] for n in names]):
                 self.planes[plane.name] = plane
             if "parent" in names:
-                from clusternet_api.crdgen import all_crds
-
-                for crd in all_crds():
-                    self.planes["parent"].apply_manifest(crd)
-                for crd in all_crds():
-                    _wait_established(self.planes["parent"], crd["metadata"]["name"])
+                self.planes["parent"].install_crds()
         return self.planes[name]
 
     def stop(self) -> None:
@@ -57,19 +52,6 @@ def control_planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planes]
         yield planes
     finally:
         planes.stop()
-
-
-def _wait_established(cp: ControlPlane, crd_name: str, timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        crd = cp.request_json("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd_name}")
-        conds = crd.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
-        if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"CRD {crd_name} not established")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 from clusternet_api import known
-from clusternet_api.crdgen import all_crds
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.sealing import generate_private_key, public_key_of
 from clusternet_testing.controlplane import ControlPlane, ControlPlaneError, find_binaries
@@ -51,13 +50,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     cp = ControlPlane("kubeconfigs", bins, tmp_path_factory.mktemp("kubeconfigs"), service_cidr="127.30.0.0/16")
     cp.start()
     try:
-        for crd in all_crds():
-            cp.apply_manifest(crd)
-        for crd in all_crds():
-            wait_for(lambda name=crd["metadata"]["name"]: any(  # type: ignore[misc]
-                c["type"] == "Established" and c["status"] == "True"
-                for c in cp.request_json("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-                .get("status", {}).get("conditions", [])), what="CRD established")  # type: ignore[union-attr]
+        cp.install_crds()
         yield cp
     finally:
         cp.stop()
