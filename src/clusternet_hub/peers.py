@@ -48,7 +48,7 @@ from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.leaderelection import micro_time
 from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, ByteStream, StreamOpenError, pipe
 from clusternet_hub.sockets import bearer
-from clusternet_hub.takeover import take_over
+from clusternet_hub.takeover import answer_switching
 
 log = logging.getLogger(__name__)
 
@@ -383,14 +383,8 @@ def peer_app(peers: Peers, has_tunnel: Callable[[str], bool],
             tunnel_stream = await open_local(cluster_id, request.query.get("address", ""))
         except (StreamOpenError, ConnectionError, TimeoutError) as e:
             return web.Response(status=503, text=str(e))
-        try:
-            reader, writer = take_over(request)
-            response = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": UPGRADE})
-            await response.prepare(request)
-        except BaseException:
-            tunnel_stream.abort("the peer left before the upgrade")
-            raise
-        response.force_close()
+        reader, writer, response = await answer_switching(
+            request, tunnel_stream, [("Connection", "Upgrade"), ("Upgrade", UPGRADE)])
         await pipe(tunnel_stream, reader, writer, close_at_eof=True)
         return response
 

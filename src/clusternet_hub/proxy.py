@@ -27,7 +27,7 @@ from clusternet_api.tunnel import StreamOpenError, pipe
 from clusternet_api.tunnel.http import BodyCut, Response, StreamHttp, Upgraded, UpstreamError
 from clusternet_hub import metrics
 from clusternet_hub.sockets import APISERVER_ADDRESS, SocketRegistry, status_body
-from clusternet_hub.takeover import take_over
+from clusternet_hub.takeover import answer_switching
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +111,7 @@ async def relay_upgraded(request: web.Request, upgraded: Upgraded) -> web.Stream
     """Answer 101 and pipe both directions unchanged, so the protocol spoken after the upgrade does not
     matter to the hub. The client's connection closes when the child's side ends (TLS cannot half-close),
     and is aborted when the stream is cut (see pipe)."""
-    response = web.StreamResponse(status=101)
-    for name, value in upgraded.headers:
-        response.headers.add(name, value)
-    try:
-        reader, writer = take_over(request)
-        await response.prepare(request)
-    except BaseException:
-        upgraded.stream.abort("the client left before the upgrade")
-        raise
-    response.force_close()
+    reader, writer, response = await answer_switching(request, upgraded.stream, upgraded.headers)
     metrics.proxy_requests.labels("101").inc()
     writer.write(upgraded.leftover)
     await pipe(upgraded.stream, reader, writer, close_at_eof=True)

@@ -20,8 +20,11 @@ kubectl read the response before they use the connection), so none are expected.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from aiohttp import web
+
+from clusternet_api.tunnel import ByteStream
 
 READ_LIMIT = 64 * 1024  # the reader pauses the client's socket when twice this much waits to go upstream
 
@@ -52,3 +55,21 @@ def take_over(request: web.Request) -> tuple[asyncio.StreamReader, asyncio.Strea
     if not transport.is_reading():  # aiohttp may have paused it while its own buffers were full
         transport.resume_reading()
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+async def answer_switching(request: web.Request, stream: ByteStream, headers: Iterable[tuple[str, str]],
+                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, web.StreamResponse]:
+    """Take the client's connection and answer 101 Switching Protocols with `headers`: what is left is to
+    pipe the stream pair to `stream`. A client gone before the 101 left aborts `stream` (no one would read it).
+    The connection is never kept alive afterwards: it belongs to the upgraded protocol."""
+    response = web.StreamResponse(status=101)
+    for name, value in headers:
+        response.headers.add(name, value)
+    try:
+        reader, writer = take_over(request)
+        await response.prepare(request)
+    except BaseException:
+        stream.abort("the client left before the upgrade")
+        raise
+    response.force_close()
+    return reader, writer, response
