@@ -57,7 +57,9 @@ def env(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane,
     hub.args = [a if not a.startswith("--bind-address") else f"--bind-address={HUB_IP}" for a in hub.args]
     hub.start()
     gates = "--feature-gates=SocketConnection=true,AppPusher=true"
-    a1 = agent_proc(child1, parent, logdir, "child1", gates)
+    # Registrations outlive modules and a ManagedCluster keeps the sync mode of its first registration: child1
+    # registers in Dual mode and child2 in Pull mode in every module, so none depends on which ran first.
+    a1 = agent_proc(child1, parent, logdir, "child1", "--cluster-sync-mode=Dual", gates)
     a2 = agent_proc(child2, parent, logdir, "child2", gates, f"--tunnel-url={HUB}", f"--tunnel-ca-file={ca}")
     a1.start()
     a2.start()
