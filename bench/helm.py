@@ -18,7 +18,7 @@ Cache hits: the hub's HelmChart check fetches with refresh (untimed), so its ins
 the agent and the direct driver fetched it in the warm-up, and an exact version is served from the cache. The
 repository's request count in every timed window shows it.
 
-Both sides start from a quiet machine: the set-up's processes nearly idle (propagation's `until_quiet`), then
+Both sides start from a quiet machine: the set-up's processes nearly idle (`until_quiet` in bench/measure.py), then
 the rest of the machine too (/proc/stat minus the set-up's CPU). An iteration during which other processes used
 more than FOREIGN_LIMIT of a core is thrown away and run again (listed, never averaged in). Each iteration
 uninstalls both sides (Subscription deleted until its HelmReleases are gone, release Secrets gone from the
@@ -50,17 +50,9 @@ from clusternet_api.kube import Credentials, Kube, Obj
 from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import ControlPlane
 from common import SPAWNED, busy_seconds, check_alive, loadavg, machine_info, percentile, run_bench
-from propagation import (
-    QUIET_WAITS,
-    Observer,
-    cpu_seconds,
-    namespaces_gone,
-    plane_pids,
-    s,
-    start_processes,
-    until_quiet,
-    wait_real_clusters,
-)
+from measure import QUIET_WAITS, cpu_seconds, plane_pids, until_quiet
+from observe import Observer, namespaces_gone
+from propagation import s, start_processes, wait_real_clusters
 
 APPS = known.APPS_API_VERSION
 CHART, VERSION, TEMPLATES = "bench-chart", "0.1.0", 10
@@ -107,11 +99,11 @@ async def settle(pids: dict[str, int], what: str) -> None:
 
 
 class ReleaseObserver(Observer):
-    """propagation's Observer, following HelmReleases instead of Descriptions: `created` is when a cluster's
-    HelmRelease appeared, `success` when it was first deployed for its current generation."""
+    """The Observer (bench/observe.py), following HelmReleases instead of Descriptions: `created` is when a
+    cluster's HelmRelease appeared, `success` when it was first deployed for its current generation."""
 
     def __init__(self, kube: Kube) -> None:
-        super().__init__(kube)
+        super().__init__(kube, feeds=1)  # Descriptions are not followed here; one release per cluster
         self.ready = {kind: asyncio.Event() for kind in ("Subscription", "HelmRelease")}
 
     def _on(self, kind: str, event: str, obj: Obj) -> None:

@@ -47,29 +47,19 @@ import argparse
 import asyncio
 import base64
 import collections
-import contextlib
 import dataclasses
 import datetime
 import functools
 import json
 import os
-import re
-import shutil
-import signal
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from clusternet_api import known
 from clusternet_api.kube import Credentials, Kube, Obj
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import PLUGIN
 from common import (
     SPAWNED,
     agent,
@@ -82,12 +72,32 @@ from common import (
     spawn,
     start_hub,
 )
+from feeds import (
+    DIRECT_CONCURRENCY,
+    apply_in_order,
+    feed_of,
+    moved,
+    run_kubectl_apply,
+    run_plugin,
+    subscription,
+    write_feed_dir,
+)
+from measure import (
+    QUIET_CPU,
+    QUIET_WAITS,
+    bounded,
+    cpu_accounting,
+    plane_pids,
+    request_counts,
+    start_profile,
+    stop_profile,
+    until_quiet,
+)
+from observe import Observer, namespaces_gone
 
 APPS = known.APPS_API_VERSION
 CLUSTERS = known.CLUSTERS_API_VERSION
 FEEDS = 10
-DIRECT_MANAGER = "bench-direct"
-DIRECT_CONCURRENCY = 8
 DIRECT_SUFFIX, DIRECT_AFTER_SUFFIX = "-direct", "-direct2"  # namespaces of the direct runs in child1
 TARGET_P99_S, TARGET_RATIO, KARMADA_P99_S = 1.0, 2.0, 1.3
 TIME_BUDGET_S = 570.0  # full mode must finish within 10 minutes, teardown included
@@ -102,10 +112,7 @@ class Plan:
 
 FULL = Plan(iterations=10, sim_sizes=(50, 200), fallback_size=100)
 QUICK = Plan(iterations=3, sim_sizes=(20,))
-QUIET_CPU = 0.25  # "quiet": all processes of the set-up together use less than this share of one core
-QUIET_LIMIT_S = 20.0
 QUIET_AFTER_BULK_S = 90.0  # after hundreds of new namespaces child1's controllers need longer
-QUIET_WAITS: list[tuple[str, float, bool]] = []  # (before what, how long, gave up) for every wait of this run
 
 
 # --- what is deployed ------------------------------------------------------------------------------------
@@ -131,241 +138,11 @@ def app_objects(namespace: str) -> list[Obj]:
     return objects
 
 
-def feed_of(obj: Obj) -> dict[str, str]:
-    meta = obj["metadata"]
-    ref = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"]}
-    if meta.get("namespace"):
-        ref["namespace"] = meta["namespace"]
-    return ref
-
-
-def subscription(name: str, selector: dict[str, str], objects: list[Obj]) -> Obj:
-    return {"apiVersion": APPS, "kind": "Subscription", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": selector}}],
-                     "feeds": [feed_of(o) for o in objects]}}
-
-
-def write_feed_dir(directory: Path, objects: list[Obj], sub: Obj | None) -> Path:
-    """What a user hands to `kubectl clusternet apply -f`: feeds first, the Subscription last (sorted names)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "10-feeds.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
-    if sub is not None:
-        (directory / "20-subscription.yaml").write_text(yaml.safe_dump(sub, sort_keys=False))
-    return directory
-
-
-def moved(objects: list[Obj], namespace: str) -> list[Obj]:
-    """The same objects with their namespace (and the Namespace's name) replaced."""
-    out: list[Obj] = json.loads(json.dumps(objects))
-    for obj in out:
-        obj["metadata"]["name" if obj["kind"] == "Namespace" else "namespace"] = namespace
-    return out
-
-
 # --- statistics ------------------------------------------------------------------------------------------
 
 
 def s(v: float) -> str:
     return f"{v:.2f} s"
-
-
-# --- watching the parent ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Track:
-    """One Subscription: when it appeared and, per cluster namespace, when its Description appeared and
-    first reported Success with every object."""
-
-    expected: int = 0
-    seen: float | None = None
-    created: dict[str, float] = field(default_factory=dict)
-    success: dict[str, float] = field(default_factory=dict)
-    live: set[str] = field(default_factory=set)
-    failures: dict[str, str] = field(default_factory=dict)
-    statuses: dict[str, list[Obj]] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Observer:
-    """Watches Subscriptions and Descriptions on the parent and timestamps what matters on arrival."""
-
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-        self.tracks: dict[str, Track] = collections.defaultdict(Track)
-        self.ready = {kind: asyncio.Event() for kind in ("Subscription", "Description")}
-        self.relists = 0
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> Observer:
-        self.tasks = [asyncio.create_task(self._follow(kind)) for kind in self.ready]
-        for event in self.ready.values():
-            await asyncio.wait_for(event.wait(), 30)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    def _on(self, kind: str, event: str, obj: Obj) -> None:
-        now = time.monotonic()
-        meta = obj["metadata"]
-        if kind == "Subscription":
-            track = self.tracks[meta["name"]]
-            if track.seen is None and event != "DELETED":
-                track.seen = now
-            track.changed.set()
-            return
-        sub = (meta.get("labels") or {}).get(known.LABEL_SUBS_NAME)
-        if not sub:
-            return
-        track, ns = self.tracks[sub], meta["namespace"]
-        if event == "DELETED":
-            track.live.discard(ns)
-        else:
-            track.live.add(ns)
-            track.created.setdefault(ns, now)
-            status = obj.get("status") or {}
-            statuses = status.get("manifestStatuses") or []
-            if status.get("phase") == "Success" and len(statuses) == FEEDS and ns not in track.success:
-                track.success[ns] = now
-                track.statuses[ns] = statuses
-            elif status.get("phase") == "Failure":
-                track.failures[ns] = str(status.get("reason"))
-        track.changed.set()
-
-    async def _follow(self, kind: str) -> None:
-        rv: str | None = None
-        while True:
-            try:
-                if rv is None:
-                    listing = await self.kube.request("GET", await self.kube.path(APPS, kind))
-                    for item in listing.get("items", []):
-                        self._on(kind, "ADDED", item)
-                    rv = str(listing["metadata"]["resourceVersion"])
-                    self.ready[kind].set()
-                async for event in self.kube.watch(APPS, kind, server_timeout=240, resource_version=rv):
-                    if event["type"] == "ERROR":  # e.g. 410 Gone: list again
-                        rv = None
-                        self.relists += 1
-                        break
-                    rv = str(event["object"]["metadata"]["resourceVersion"])
-                    if event["type"] != "BOOKMARK":
-                        self._on(kind, event["type"], event["object"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                print(f"  (watch of {kind} broke: {e!r}; listing again)", file=sys.stderr, flush=True)
-                rv = None
-                self.relists += 1
-                await asyncio.sleep(0.5)
-
-    async def until(self, sub: str, done: Callable[[Track], bool], limit_s: float, what: str) -> Track:
-        track = self.tracks[sub]
-        deadline = time.monotonic() + limit_s
-        while not done(track):
-            track.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{what}: {len(track.success)}/{track.expected} Success after {limit_s:.0f} s; "
-                                   f"failures: {dict(list(track.failures.items())[:3])}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(track.changed.wait(), left)
-        return track
-
-    async def all_success(self, sub: str, expected: int, limit_s: float) -> Track:
-        self.tracks[sub].expected = expected
-        return await self.until(sub, lambda t: len(t.success) >= expected and t.seen is not None, limit_s,
-                                f"Subscription {sub}")
-
-    async def all_gone(self, sub: str, limit_s: float) -> None:
-        await self.until(sub, lambda t: not t.live, limit_s, f"clean-up of Subscription {sub}")
-
-
-async def namespaces_gone(kubes: Iterable[Kube], prefix: str, limit_s: float) -> bool:
-    """Wait until no namespace starting with `prefix` is left (Terminating ones included) in these clusters:
-    their deletion keeps the namespace controller busy long after the DELETE, so the next step would be
-    timed on a busier machine than the one before. False when some are still there after `limit_s`."""
-    deadline = time.monotonic() + limit_s
-    for kube in kubes:
-        while any(ns["metadata"]["name"].startswith(prefix) for ns in await kube.list("v1", "Namespace")):
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.5)
-    return True
-
-
-# --- accounting: API requests and CPU --------------------------------------------------------------------
-
-
-METRIC = re.compile(r'^apiserver_request_total\{(.*)\} (\S+)$')
-
-
-async def request_counts(kube: Kube) -> collections.Counter[str]:
-    """apiserver_request_total summed by verb, resource and subresource (watches left out)."""
-    status, text = await kube.raw("GET", "/metrics")
-    counts: collections.Counter[str] = collections.Counter()
-    if status != 200 or not isinstance(text, str):
-        return counts
-    for line in text.splitlines():
-        m = METRIC.match(line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        if labels.get("verb") in ("WATCH", "CONNECT"):
-            continue
-        what = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
-        counts[f"{labels.get('verb')} {what or '(non-resource)'}"] += int(float(m.group(2)))
-    return counts
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads), in seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def plane_pids(plane: ControlPlane) -> dict[str, int]:
-    """etcd, kube-apiserver and kube-controller-manager of one control plane, found by its work directory."""
-    found: dict[str, int] = {}
-    marker = str(plane.workdir) + "/"
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            binary = Path(argv[0].decode()).name
-            if binary in ("etcd", "kube-apiserver", "kube-controller-manager") and any(
-                    marker.encode() in a for a in argv):
-                found[f"{plane.name} {binary}"] = int(entry.name)
-    return found
-
-
-async def until_quiet(pids: dict[str, int], what: str, limit_s: float = QUIET_LIMIT_S) -> float:
-    """Wait until the control planes, hub and agents are nearly idle (controllers done with what the last
-    step created or deleted, the hub's caches filled), so every timed phase, ours or the direct one,
-    starts from the same quiet machine; returns how long that took (`limit_s` at most)."""
-    t0 = time.monotonic()
-    while True:
-        before = sum(cpu_seconds(pid) for pid in pids.values())
-        await asyncio.sleep(0.5)
-        used = sum(cpu_seconds(pid) for pid in pids.values()) - before
-        waited = time.monotonic() - t0
-        if used < QUIET_CPU * 0.5 or waited > limit_s:
-            QUIET_WAITS.append((what, waited, waited > limit_s))
-            return waited
-
-
-@contextlib.contextmanager
-def cpu_accounting(pids: dict[str, int], into: dict[str, float]) -> Iterator[None]:
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    yield
-    for name, pid in pids.items():
-        into[name] = cpu_seconds(pid) - before[name]
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -420,36 +197,6 @@ class Results:
 # --- scenario 1: the two real children -------------------------------------------------------------------
 
 
-async def run_command(*argv: str) -> tuple[int, str]:
-    """Run a command line to its end; (exit code, stdout and stderr). Killed if the bench is interrupted."""
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await proc.communicate()
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
-    return int(proc.returncode or 0), out.decode(errors="replace")
-
-
-async def run_plugin(directory: Path, parent: ControlPlane) -> tuple[int, str]:
-    return await run_command(*PLUGIN, "--kubeconfig", str(parent.kubeconfig), "apply", "-f", str(directory))
-
-
-async def run_kubectl_apply(directory: Path, child: ControlPlane) -> None:
-    """A plain client from the command line: what a user runs to apply to one cluster without Clusternet."""
-    code, output = await run_command("kubectl", "--kubeconfig", str(child.kubeconfig), "apply", "--server-side",
-                                     f"--field-manager={DIRECT_MANAGER}", "-f", str(directory))
-    if code:
-        raise RuntimeError(f"kubectl apply failed ({code}):\n{output}")
-
-
-async def apply_in_order(kube: Kube, objects: list[Obj]) -> None:
-    for obj in objects:
-        await kube.apply(obj, DIRECT_MANAGER)
-
-
 async def real_iteration(name: str, parent: ControlPlane, parent_kube: Kube, children: list[Kube],
                          observer: Observer, workdir: Path, direct_first: bool,
                          child_planes: list[ControlPlane], quiet: dict[str, int]) -> RealSample:
@@ -501,20 +248,6 @@ async def real_iteration(name: str, parent: ControlPlane, parent_kube: Kube, chi
 
 
 # --- scenario 2: simulated clusters ----------------------------------------------------------------------
-
-
-async def bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int) -> list[float]:
-    """Run jobs at most `limit` at a time; returns each job's completion time (monotonic)."""
-    gate = asyncio.Semaphore(limit)
-    t_done: list[float] = []
-
-    async def one(job: Callable[[], Awaitable[Any]]) -> None:
-        async with gate:
-            await job()
-            t_done.append(time.monotonic())
-
-    await asyncio.gather(*(one(j) for j in jobs))
-    return t_done
 
 
 def now_rfc3339() -> str:
@@ -641,48 +374,6 @@ async def remove_sim_round(sub: str, size: int, first: int, parent_kube: Kube, c
     print(f"    namespaces of the round {'gone' if gone else 'still there'} after {time.monotonic() - t_ns:.0f} s",
           flush=True)
     return cleanup
-
-
-# --- optional: where the hub spends its time (py-spy) ----------------------------------------------------
-
-
-def py_spy() -> str | None:
-    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-
-
-async def start_profile(pid: int, out: Path) -> tuple[asyncio.subprocess.Process, Path] | None:
-    spy = py_spy()
-    if spy is None:
-        print("    (py-spy not found: no profile)", flush=True)
-        return None
-    proc = await asyncio.create_subprocess_exec(spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
-                                                "--output", str(out), "--nonblocking",
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    await asyncio.sleep(0.5)
-    return proc, out
-
-
-async def stop_profile(spy: tuple[asyncio.subprocess.Process, Path]) -> list[tuple[str, float]]:
-    """Stop py-spy and sum its collapsed stacks: share of samples spent in (or under) each function."""
-    proc, out = spy
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGINT)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), 15)
-    inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
-    with contextlib.suppress(OSError):
-        for line in out.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            n = int(count)
-            total += n
-            frames = {re.sub(r" \(.*?/(site-packages|src)/", " (", f) for f in stack.split(";")}
-            for frame in frames:
-                if "clusternet" in frame or "aiohttp" in frame or "kubernetes_asyncio" in frame or "json" in frame:
-                    inclusive[frame] += n
-    return [(frame, n / total) for frame, n in inclusive.most_common(25)] if total else []
 
 
 # --- reporting -------------------------------------------------------------------------------------------
@@ -855,7 +546,7 @@ async def bench(plan: Plan, planes: list[ControlPlane], workdir: Path, started: 
         mcs = await wait_real_clusters(parent_kube, [child1, child2])
         how = {"child1": "hub pushes through the tunnel", "child2": "agent pulls"}
         res.cluster_names = {mc["metadata"]["namespace"]: f"{name} ({how[name]})" for name, mc in mcs.items()}
-        async with Observer(parent_kube) as observer:
+        async with Observer(parent_kube, FEEDS) as observer:
             print(f"real children: 1 warm-up + {plan.iterations} iterations, alternating with the direct "
                   "baseline ...", flush=True)
             for i in range(plan.iterations + 1):

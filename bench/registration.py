@@ -56,7 +56,7 @@ from common import (
     stats,
     stop_process,
 )
-from propagation import cpu_seconds, plane_pids, request_counts
+from measure import cpu_seconds, plane_pids, request_counts
 
 API = known.CLUSTERS_API_VERSION
 TARGET_P99 = 2.0  # seconds, at 20 clusters

@@ -77,21 +77,8 @@ from common import (
     run_bench,
     start_hub,
 )
-from propagation import (
-    DIRECT_CONCURRENCY,
-    apply_in_order,
-    bounded,
-    cpu_accounting,
-    cpu_seconds,
-    feed_of,
-    moved,
-    plane_pids,
-    request_counts,
-    run_plugin,
-    start_profile,
-    stop_profile,
-    write_feed_dir,
-)
+from feeds import DIRECT_CONCURRENCY, apply_in_order, feed_of, moved, run_plugin, write_feed_dir
+from measure import bounded, cpu_accounting, cpu_seconds, plane_pids, request_counts, start_profile, stop_profile
 from scalefleet import AGENTS_PER_WORKER, Worker, agent_namespace, all_workers, rss_kb, seed_agents
 from scalereport import SizeResult, p, report, s
 from scalewatch import Cluster, DescState, Watcher, created_despite_overload, tunnels_held

@@ -25,7 +25,7 @@ from typing import Any
 from clusternet_api import known
 from clusternet_api.kube import Credentials, Kube
 from common import BOOTSTRAP_TOKEN, REPO, SPAWNED, Proc
-from propagation import bounded
+from measure import bounded
 
 KEY_POOL = 8
 AGENTS_PER_WORKER = 250
