@@ -45,7 +45,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
         ctx.sockets.managed_cluster_of = ctx.managed_cluster_of
-        ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval)
+        ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval,
+                                    workers=options.threadiness)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         tls = serving.Serving(kube, serving.ServingSettings(
             tls_cert_file=options.tls_cert_file, tls_key_file=options.tls_key_file,
@@ -136,6 +137,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
 @click.option("--health-check-interval", default=5.0, type=float, help="Seconds between health checks")
 @click.option("--resync-interval", default=30.0, type=float,
               help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
+@click.option("--threadiness", default=8, type=click.IntRange(min=1),
+              help="Workers of the deployment controller: Subscriptions, Descriptions and pushes handled at once")
 @click.option("--feature-gates", default="", help="Clusternet's gates, e.g. SocketConnection=true,ShadowAPI=true")
 @click.option("--peer-port", default=8123, type=int, help="Port on which hub replicas reach each other's tunnels "
               "(0: no forwarding between replicas)")
@@ -154,7 +157,7 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
          tls_cert_file: str | None, tls_private_key_file: str | None, requestheader_client_ca_file: str | None,
          requestheader_allowed_names: str, agent_token_ttl: str,
          allow_unsealed_tokens: bool, cluster_approval: str, cluster_label_prefixes: str,
-         health_check_interval: float, resync_interval: float, feature_gates: str, peer_port: int,
+         health_check_interval: float, resync_interval: float, threadiness: int, feature_gates: str, peer_port: int,
          peer_advertise_address: str, peer_token: str, verbosity: str | None,
          log_level: str, log_format: str, **rest: object) -> None:
     """The Clusternet hub: approves cluster registrations and keeps cluster health honest."""
@@ -172,7 +175,7 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         allow_unsealed_tokens=allow_unsealed_tokens, manual_approval=cluster_approval == "Manual",
         cluster_label_prefixes=parse_prefixes(cluster_label_prefixes),
         health_check_interval=health_check_interval,
-        resync_interval=resync_interval,
+        resync_interval=resync_interval, threadiness=threadiness,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,
         requestheader_allowed_names=None if click_ctx.get_parameter_source("requestheader_allowed_names") ==

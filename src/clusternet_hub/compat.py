@@ -2,7 +2,8 @@
 that their manifests and charts start `clusternet-hub` unchanged. None of these changes what the hub does; each
 says why in one log line at start (clusternet_api.compatflags). --leader-elect* and --kube-api-* are real
 options (clusternet_api.componentflags), and so are
---peer-port, --peer-token and --peer-advertise-address (clusternet_hub.peers).
+--peer-port, --peer-token and --peer-advertise-address (clusternet_hub.peers) and --threadiness (the deployment
+controller's workers).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from clusternet_api.compatflags import InertFlag
 
 log = logging.getLogger(__name__)
 
-_ONE_LOOP = "one asyncio process does the controllers' work; no thread pools to size"
 INERT_FLAGS = (
     InertFlag("reserved-namespace", "templates always live in clusternet-reserved, as Clusternet's default"),
     InertFlag("enable-tunnel-logging", "tunnel events are always logged; use --log-level=DEBUG for more"),
     InertFlag("anonymous-auth-supported", "the hub never uses an identity of its own towards a child: the "
               "caller's child token travels with each proxied request", takes_value=False),
-    InertFlag("threadiness", _ONE_LOOP),
     InertFlag("controllers", "every controller of Clusternet's controller-manager runs in the hub"),
     InertFlag("cluster-api-kubeconfig", "Cluster API discovery is not implemented"),
 )

@@ -20,6 +20,7 @@ from clusternet_api.kube import ApiException, Kube
 from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_hub import serving
+from clusternet_hub.operator import HubOptions
 from clusternet_hub.serving import (
     APISERVICE,
     SERVING_SECRET,
@@ -369,3 +370,25 @@ def test_tls_connections_get_a_small_read_buffer() -> None:
     from clusternet_hub import serving
 
     assert asyncio.sslproto.SSLProtocol.max_size == serving.TLS_READ_BUFFER == 32 * 1024
+
+
+def test_threadiness_sizes_the_deployment_controller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clusternet's --threadiness is acted on (the controller's workers), and a count below 1 is a usage error."""
+    from click.testing import CliRunner
+
+    from clusternet_hub import cli
+
+    seen: list[HubOptions] = []
+    monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "_run_until_signalled", lambda factory: factory(asyncio.Event()))
+
+    def run_hub(options: HubOptions, stop: asyncio.Event | None = None) -> None:
+        seen.append(options)
+
+    monkeypatch.setattr(cli, "run_hub", run_hub)
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["--threadiness=3", "--peer-port=0"]).exit_code == 0
+    assert runner.invoke(cli.main, ["--peer-port=0"]).exit_code == 0
+    assert [o.threadiness for o in seen] == [3, 8]
+    refused = runner.invoke(cli.main, ["--threadiness=0", "--peer-port=0"])
+    assert refused.exit_code == 2 and "--threadiness" in refused.output
