@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clusternet_api import known
+from clusternet_api import eventloop, known
 from clusternet_api.kube import Credentials, Kube
 from common import BOOTSTRAP_TOKEN, REPO, SPAWNED, Proc
 from measure import bounded
@@ -208,4 +208,4 @@ def agent_namespace(i: int) -> str:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    asyncio.run(worker_main(json.loads(sys.stdin.readline())))
+    eventloop.run(worker_main(json.loads(sys.stdin.readline())))  # the agent's own loop (CLUSTERNET_EVENT_LOOP)

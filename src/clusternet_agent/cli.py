@@ -24,7 +24,7 @@ from clusternet_agent.options import (
     parse_feature_gates,
     parse_labels,
 )
-from clusternet_api import __version__, known
+from clusternet_api import __version__, eventloop, known
 from clusternet_api.compatflags import InertFlag, inert_options, klog_level, report_inert
 from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
 from clusternet_api.durations import parse_duration
@@ -138,7 +138,7 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
 
     try:
         with component_exits(log):  # the child's kubeconfig; the agent's Lease
-            asyncio.run(runner())
+            eventloop.run(runner())
     except OptionsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

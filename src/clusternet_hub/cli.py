@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import click
 import kopf
 
-from clusternet_api import __version__
+from clusternet_api import __version__, eventloop
 from clusternet_api.compatflags import inert_options, klog_level, report_inert
 from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
 from clusternet_api.kube import Credentials, Kube
@@ -195,4 +195,4 @@ def _run_until_signalled(factory: Callable[[asyncio.Event], Awaitable[None]]) ->
             loop.add_signal_handler(sig, stop.set)
         await factory(stop)
 
-    asyncio.run(runner())
+    eventloop.run(runner())
