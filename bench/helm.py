@@ -52,7 +52,8 @@ from clusternet_testing.controlplane import ControlPlane
 from common import SPAWNED, busy_seconds, check_alive, loadavg, machine_info, percentile, run_bench
 from measure import QUIET_WAITS, cpu_seconds, plane_pids, until_quiet
 from observe import Observer, namespaces_gone
-from propagation import s, start_processes, wait_real_clusters
+from propagation import start_processes, wait_real_clusters
+from propagationreport import s
 
 APPS = known.APPS_API_VERSION
 CHART, VERSION, TEMPLATES = "bench-chart", "0.1.0", 10
