@@ -1,0 +1,112 @@
+"""bench/scale.py's last phases: a 10 % agent outage and return, a reconnect storm, and the checks over the
+whole run (no live cluster ever left Ready, exactly one Description per cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from clusternet_api import known
+from measure import cpu_seconds
+from scalefleet import all_workers, rss_kb
+from scalereport import p, s
+from scalerun import APPS, SUB, WARMUP, Run, app_namespace, settle
+from scalewatch import DescState, tunnels_held
+
+
+async def outage(r: Run) -> None:
+    """5. A 10 % outage and return: every 10th agent stops, then starts again with its stored credentials."""
+    n, args, hub, ck, watcher, workers = r.n, r.args, r.hub, r.ck, r.watcher, r.workers
+    by_index, res, live = r.by_index, r.res, r.live
+    r.silent = silent = {c.index for c in live if c.index % 10 == 0}
+    res.outage_n = len(silent)
+    print(f"  outage: {len(silent)} agents stop for {args.outage:.0f} s ...", flush=True)
+    r.t_out = t_out = time.monotonic()
+    await all_workers(workers, "stop", silent)
+    await asyncio.sleep(args.outage)
+    problems = []
+    gone = [by_index[i].namespace for i in silent if not watcher.descs.get(by_index[i].namespace,
+                                                                            DescState()).names]
+    if gone:
+        problems.append(f"{len(gone)} silent clusters lost their Description")
+    missing = 0
+    for i in sorted(silent)[:20]:
+        if await ck.get("v1", "ConfigMap", "config", app_namespace(i)) is None:
+            missing += 1
+    if missing:
+        problems.append(f"{missing} of {min(20, len(silent))} checked silent clusters lost their ConfigMap")
+    unknown_silent = sum(by_index[i].ready != "True" for i in silent)
+    r.t_back = t_back = time.monotonic()
+    marks = {i: (len(by_index[i].socket_up_at), len(by_index[i].heartbeat_at)) for i in silent}
+    await all_workers(workers, "start", silent)
+
+    marked_down = sum(by_index[i].socket == "False" for i in silent)
+
+    def returned(i: int) -> bool:  # a heartbeat since the restart, Ready, and the tunnel marked up
+        c = by_index[i]
+        return len(c.heartbeat_at) > marks[i][1] and c.ready == "True" and c.socket == "True"
+
+    try:
+        await watcher.until(lambda: all(returned(i) for i in silent), max(120.0, n * 0.3), "silent ones back",
+                            lambda: f"({sum(returned(i) for i in silent)}/{len(silent)})")
+    except TimeoutError as e:
+        late = [by_index[i] for i in silent if not returned(i)]
+        problems.append(f"{e}: " + ", ".join(
+            f"{c.namespace} (SocketConnected {c.socket}, Ready {c.ready}, tunnel ups "
+            f"{len(c.socket_up_at) - marks[c.index][0]}, heartbeats {len(c.heartbeat_at) - marks[c.index][1]})"
+            for c in late[:3]))
+    res.outage_return = [max(by_index[i].socket_up_at[-1] if len(by_index[i].socket_up_at) > marks[i][0]
+                             else 0.0, by_index[i].heartbeat_at[-1]) - t_back for i in silent if returned(i)]
+    if await tunnels_held(hub, n + WARMUP, t_back, 60) is None:
+        problems.append("the hub did not hold every tunnel again within 60 s")
+    res.outage_ok = "; ".join(problems) or (
+        f"every silent cluster kept its Description and (checked {min(20, len(silent))}) its ConfigMap; "
+        f"{unknown_silent} of them left Ready=True during the {time.monotonic() - t_out:.0f} s; the hub "
+        f"marked {marked_down} of them SocketConnected=False meanwhile")
+    last = max(res.outage_return) if res.outage_return else None
+    print(f"    back: P50 {s(p(res.outage_return, 50))}, all {s(last)}; {res.outage_ok}", flush=True)
+
+
+async def storm(r: Run) -> None:
+    """6. Reconnect storm: every relay cuts all tunnels at once."""
+    n, args, hub, watcher, workers, res = r.n, r.args, r.hub, r.watcher, r.workers, r.res
+    live = r.live
+    await settle(args.settle)
+    ups = {c.index: len(c.socket_up_at) for c in live}
+    print(f"  reconnect storm: all {n} tunnels cut at once ...", flush=True)
+    t_storm = time.monotonic()
+    dropped = await all_workers(workers, "drop")
+    res.storm_dropped = sum(d["dropped"] for d in dropped)
+    await asyncio.sleep(0.5)
+    res.storm_tunnels_s = await tunnels_held(hub, len(live) + WARMUP, t_storm, max(120.0, n * 0.3))
+    try:
+        await watcher.until(lambda: all(len(c.socket_up_at) > ups[c.index] and c.socket == "True" for c in live),
+                            max(120.0, n * 0.3), "all SocketConnected again",
+                            lambda: f"({sum(len(c.socket_up_at) > ups[c.index] for c in live)}/{len(live)})")
+        res.storm_conditions_s = max(c.socket_up_at[-1] for c in live) - t_storm
+    except TimeoutError as e:
+        res.notes.append(str(e))
+    print(f"    hub holds all tunnels after {s(res.storm_tunnels_s)}, every SocketConnected=True after "
+          f"{s(res.storm_conditions_s)} ({res.storm_dropped} connections cut)", flush=True)
+
+
+async def final_checks(r: Run) -> None:
+    """Checks over the whole run: no live cluster left Ready, one Description per cluster."""
+    pk, hub_pid, watcher, res, cpu_hub_0 = r.pk, r.hub_pid, r.watcher, r.res, r.cpu_hub_0
+    live, silent, t_out, t_back = r.live, r.silent, r.t_out, r.t_back
+    res.live_not_ready = sum(
+        1 for c in live for (t, _) in c.not_ready
+        if not (c.index in silent and t_out <= t <= t_back + 60))
+    dups = [ns for ns, st in watcher.descs.items() if len(st.names) > 1]
+    lost = [c.namespace for c in live if not watcher.descs.get(c.namespace, DescState()).names]
+    listed = await pk.list(APPS, "Description", label_selector=f"{known.LABEL_SUBS_NAME}={SUB}")
+    per_ns: dict[str, int] = {}
+    for d in listed:
+        per_ns[d["metadata"]["namespace"]] = per_ns.get(d["metadata"]["namespace"], 0) + 1
+    dup_listed = sum(1 for v in per_ns.values() if v > 1)
+    res.desc_problems = (f"{len(listed)} Descriptions for {len(live)} clusters; {len(lost)} lost, "
+                         f"{len(dups) + dup_listed} duplicated")
+    res.hub_peak_mb = max(res.hub_peak_mb, rss_kb(hub_pid, "VmHWM") / 1024)
+    if watcher.relists:
+        res.notes.append(f"the bench's watches were re-listed {watcher.relists} time(s)")
+    res.notes.append(f"hub CPU over the whole round: {cpu_seconds(hub_pid) - cpu_hub_0:.1f} s")
