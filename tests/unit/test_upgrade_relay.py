@@ -1,4 +1,4 @@
-"""Upgrades through the hub: h11 asks the child for the switch on a tunnel stream, the hub takes the client's
+"""Upgrades through the hub: the hub asks the child for the switch on a tunnel stream, the hub takes the client's
 connection from aiohttp (public asyncio calls only) and relays raw bytes both ways.
 
 The child is a raw TCP server speaking a made-up upgraded protocol, as SPDY (kubectl exec/port-forward) is
