@@ -155,6 +155,19 @@ async def relay_body(request: web.Request, response: web.StreamResponse, chunks:
     await response.write_eof()
 
 
+def raw_tail(request: web.Request, cluster_id: str, scheme: str) -> str:
+    """The child's path as the client encoded it (the query likewise comes from `raw_query_string`).
+
+    aiohttp's match_info and query_string are decoded: `labelSelector=app+in+(a%2Cb)`, as client-go encodes
+    `app in (a,b)`, would reach the child with spaces, which no request line may hold (the request failed), and
+    an encoded `/`, `?` or `#` would change what the child is asked for. Clusternet's reverse proxy passes the
+    raw path through; so do we."""
+    raw = request.rel_url.raw_path
+    marker = f"/{cluster_id}/proxy/{scheme}"
+    at = raw.find(marker)
+    return raw[at + len(marker):] if at >= 0 else request.match_info.get("tail", "")
+
+
 class Proxy:
     """Streams requests and responses (watch included) through a cluster's tunnel."""
 
@@ -175,7 +188,7 @@ class Proxy:
     async def _handle(self, request: web.Request, via_front_proxy: bool) -> web.StreamResponse:
         cluster_id = request.match_info["cluster_id"]
         scheme = request.match_info["scheme"]
-        tail = request.match_info.get("tail", "")
+        tail = raw_tail(request, cluster_id, scheme)
         if scheme == "direct":
             address = APISERVER_ADDRESS
         elif scheme == "https":
@@ -191,7 +204,8 @@ class Proxy:
             if not self.known_cluster(cluster_id) and not await self.registry.cluster_exists(cluster_id):
                 raise ProxyError(404, f"no managed cluster with ID {cluster_id}")
             raise ProxyError(503, f"the agent of cluster {cluster_id} is disconnected; its tunnel is down")
-        target = (tail or "/") + (f"?{request.query_string}" if request.query_string else "")
+        query = request.rel_url.raw_query_string
+        target = (tail or "/") + (f"?{query}" if query else "")
         try:
             if request.headers.get("Upgrade"):
                 upstream = await upgrade(request, http, address, target, headers)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp import web
 
 from clusternet_api.tunnel.http import StreamHttp
@@ -81,7 +82,12 @@ def child_app() -> web.Application:
         await ws.close()
         return ws
 
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"raw_path": request.rel_url.raw_path, "query": request.rel_url.raw_query_string,
+                                  "selector": request.query.get("labelSelector")})
+
     app = web.Application()
+    app.router.add_get("/echo/{name}", echo)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/watch", watch)
     app.router.add_get("/stall", stall)
@@ -203,3 +209,15 @@ async def test_a_replica_not_leading_tells_disconnected_from_unknown_clusters() 
                 url = f"http://127.0.0.1:{port}{SOCKETS}/{cluster}/proxy/direct/api"
                 async with client.get(url, headers=AUTH) as response:
                     assert response.status == status and words in (await response.json())["message"]
+
+
+async def test_path_and_query_reach_the_child_as_the_client_encoded_them() -> None:
+    """client-go encodes a selector `app in (a,b)` as `app+in+%28a%2Cb%29`: decoded, it would hold spaces no
+    request line may carry, and a decoded `%2F`, `%3F` or `%26` would change what the child is asked for."""
+    query = "labelSelector=app+in+%28a%2Cb%29&fieldSelector=metadata.name%3Dx%26y"
+    async with hub_with_tunnel() as (base, _), aiohttp.ClientSession() as client:
+        url = yarl.URL(f"{base}/echo/a%2Fb%3Fc?{query}", encoded=True)
+        async with client.get(url, headers=AUTH) as response:
+            assert response.status == 200
+            assert await response.json() == {"raw_path": "/echo/a%2Fb%3Fc", "query": query,
+                                             "selector": "app in (a,b)"}
