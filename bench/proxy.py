@@ -19,7 +19,8 @@ machine affects both sides alike:
 * 50 concurrent small GETs (fresh connections, then the same connections again).
 
 The hub's and the agent's CPU time and run-queue wait (/proc/<pid>/task/*/schedstat) over the GET and LIST
-phases are reported per proxied request / MB: only proxied requests go through those two processes.
+phases and the proxied warm bursts are reported per proxied request / MB: only proxied requests go through
+those two processes.
 
     .venv/bin/python bench/proxy.py            # full run (~1 min including control-plane start-up)
     .venv/bin/python bench/proxy.py --quick    # fewer iterations (~45 s)
@@ -165,12 +166,14 @@ def schedstat(pid: int) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def accounted(res: Results, phase: str) -> Iterator[None]:
+def accounted(res: Results, phase: str, add: bool = False) -> Iterator[None]:
+    """Record the processes' CPU and run-queue wait over the block as `phase`; `add` sums repeated blocks."""
     before = {name: schedstat(pid) for name, pid in res.pids.items()}
     yield
     for name, pid in res.pids.items():
         after = schedstat(pid)
-        res.sched[(name, phase)] = (after[0] - before[name][0], after[1] - before[name][1])
+        run, wait = res.sched.get((name, phase), (0.0, 0.0)) if add else (0.0, 0.0)
+        res.sched[(name, phase)] = (run + after[0] - before[name][0], wait + after[1] - before[name][1])
 
 
 # --- measurements ------------------------------------------------------------------------------------------
@@ -320,7 +323,9 @@ async def concurrent_gets(direct: Way, proxied: Way, res: Results) -> None:
         for _ in range(BURSTS):
             for way, session in sessions:
                 await asyncio.sleep(0.2)
-                wall, errors = await burst(way, session)
+                counted = accounted(res, "bursts", add=True) if way is proxied else contextlib.nullcontext()
+                with counted:  # the hub's and agent's CPU over the proxied bursts
+                    wall, errors = await burst(way, session)
                 res.concurrent.append((f"{way.name}, warm connections", wall, errors))
 
 
@@ -425,6 +430,10 @@ def report(res: Results) -> str:
         if gets and p:
             row(f"{name}: CPU / run-queue wait per proxied GET, ms", "-",
                 f"{gets[0] * 1000 / len(p):.2f} / {gets[1] * 1000 / len(p):.2f}")
+        if (bursts_cpu := res.sched.get((name, "bursts"))) is not None:
+            n = BURSTS * res.plan.concurrency
+            row(f"{name}: CPU / run-queue wait per proxied GET in warm bursts, ms", "-",
+                f"{bursts_cpu[0] * 1000 / n:.2f} / {bursts_cpu[1] * 1000 / n:.2f}")
         if lists and pl and res.list_bytes:
             mb = len(pl) * res.list_bytes / 1e6
             row(f"{name}: CPU / run-queue wait per proxied LIST MB, ms", "-",
