@@ -182,14 +182,13 @@ class Channel:
         self._answer = _Answer()
         self._method = ""
         self._sent = False
-        self._ended = False  # the answer to what was sent ended completely
-        self._reusable = False
+        self._reusable = False  # the answer ended completely and the child keeps the connection open
         self._eof = False
         self._until_eof = False
 
     @property
     def reusable(self) -> bool:
-        return not self.stream.done and self._ended and self._reusable
+        return not self.stream.done and self._reusable
 
     @property
     def fresh(self) -> bool:
@@ -197,7 +196,7 @@ class Channel:
         return not self._sent and self.stream.bytes_out == 0
 
     def next_cycle(self) -> None:
-        self._sent = self._ended = self._reusable = self._until_eof = False
+        self._sent = self._reusable = self._until_eof = False
 
     async def send(self, method: str, target: str, headers: Headers, body: bytes | None) -> None:
         data = encode_request(method, target, headers, body)
@@ -222,7 +221,7 @@ class Channel:
         elif isinstance(event, Head):
             self._until_eof = _until_eof(event, self._method)
         elif event is END:
-            self._ended, self._reusable = True, answer.keep_alive and not self._eof
+            self._reusable = answer.keep_alive and not self._eof
         return event
 
     def _feed(self, data: bytes) -> None:
@@ -241,7 +240,6 @@ class Channel:
             return CLOSED
         if self._until_eof:  # the body's end is the connection's end
             self._answer.in_message = False
-            self._ended = True
             return END
         raise ProtocolError("the connection closed before the end of the response")
 
