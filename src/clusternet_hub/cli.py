@@ -18,7 +18,7 @@ from clusternet_api.componentflags import client_limits, component_exits, compon
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.leaderelection import LeaderElector, run_while_leading
 from clusternet_api.logs import setup_logging
-from clusternet_hub import compat, server, serving
+from clusternet_hub import compat, kopfwatch, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
@@ -96,6 +96,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             assert ctx.controller is not None
             controllers.append(asyncio.create_task(background(ctx)))
             controllers.append(asyncio.create_task(ctx.controller.run()))
+            kopfwatch.install()  # a restarting parent's 404s do not end kopf's watches
             try:
                 await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
                                     stop_flag=stop, ready_flag=ready)
