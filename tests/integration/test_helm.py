@@ -94,9 +94,10 @@ def deployed(parent: ControlPlane, sub: str, namespaces: tuple[str, ...], revisi
         revision is None or found[ns]["status"].get("version") == revision) for ns in namespaces)
 
 
-def release_secrets(child: ControlPlane, namespace: str, release: str) -> list[str]:
-    out = kubectl(child, "get", "secret", "-n", namespace, "-l", f"owner=helm,name={release}", "-o", "name",
-                  check=False)
+def release_secrets(child: ControlPlane, namespace: str, release: str, status: str | None = None) -> list[str]:
+    """Helm's release Secrets (optionally only the revisions in that Helm status)."""
+    selector = f"owner=helm,name={release}" + (f",status={status}" if status else "")
+    out = kubectl(child, "get", "secret", "-n", namespace, "-l", selector, "-o", "name", check=False)
     return sorted(out.stdout.split())
 
 
@@ -287,15 +288,18 @@ def test_a_release_removed_by_hand_comes_back_and_one_we_did_not_install_is_neve
                              ReleaseOptions(namespace="theirs"))
 
     async def uninstalled_by_hand() -> None:
-        """The walkthrough's mysql release uninstalled by hand in both children (helm uninstall)."""
-        for child in (child1, child2):
-            assert await driver.uninstall(child_access(child), "abc", "mysql", 60)
+        """The walkthrough's mysql release uninstalled by hand in both children: `helm uninstall --keep-history`
+        in child1 (its history stays, status uninstalled), `helm uninstall` in child2."""
+        with driver.configs.use(child_access(child1), "abc") as cfg:
+            cfg.uninstall("mysql", keep_history=True)
+        assert await driver.uninstall(child_access(child2), "abc", "mysql", 60)
 
     asyncio.run(theirs())
     apply(parent, helm_chart("mine", env["repo"], "demo", "0.2.0", "theirs"), subscription("mine", ["mine"]))
     asyncio.run(uninstalled_by_hand())
-    wait_for(lambda: all(release_secrets(c, "abc", "mysql") == ["secret/sh.helm.release.v1.mysql.v1"]
+    wait_for(lambda: all(release_secrets(c, "abc", "mysql", "deployed") == ["secret/sh.helm.release.v1.mysql.v1"]
                          for c in (child1, child2)), timeout=60, what="mysql installed again in both children")
+    assert release_secrets(child1, "abc", "mysql") == ["secret/sh.helm.release.v1.mysql.v1"]  # history purged
 
     def refused() -> dict[str, Any] | None:
         hr = releases(parent, "mine").get(env["ns1"])

@@ -204,3 +204,30 @@ async def test_an_unchanged_release_is_left_alone_and_a_missing_chart_is_retried
     outcome = await releases.reconcile(helm, ACCESS, missing, releases.source_of(missing["spec"]))
     assert outcome.retry and outcome.status is not None
     assert outcome.status["description"].startswith(releases.FETCH_FAILED)
+
+
+async def test_a_release_being_uninstalled_by_hand_is_waited_for_then_installed_again() -> None:
+    """The CI once saw the upgrade of an `uninstalling` release fail ("has no deployed releases"); that failure,
+    reported, stopped every retry, so the release never came back."""
+    helm = FakeHelm()
+    hr = release()
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    helm.relabel("abc", "mysql", status="uninstalling", description="Deletion in progress (or silently failed)")
+    during = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert during.status is not None and during.status["phase"] == "uninstalling" and not during.retry
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
+    hr["status"] = during.status
+    del helm.releases[("abc", "mysql")]
+    after = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert after.status is not None and after.status["phase"] == "deployed"
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install", "install"]
+
+
+async def test_a_release_uninstalled_with_its_history_kept_is_purged_and_installed_afresh() -> None:
+    helm = FakeHelm()
+    hr = release()
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    helm.relabel("abc", "mysql", status="uninstalled", description="Uninstallation complete")
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.status["phase"] == "deployed" and outcome.status["version"] == 1
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install", "uninstall", "install"]

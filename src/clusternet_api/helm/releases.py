@@ -7,6 +7,9 @@ sides follow the same rules, always with the child's own deployer identity:
   release runs (Clusternet compares versions only, so a values-only change never reached the cluster).
 - A failed operation is reported with Helm's own message and not retried until the HelmRelease changes: a
   retry would only add failed revisions (and with `atomic`, reinstall and roll back forever).
+- A release in the middle of another operation (Helm's pending-*, or uninstalling: `helm uninstall` by hand) is
+  only reported; the next resync looks again. A release uninstalled with `--keep-history` has its history
+  purged and is installed afresh, as one uninstalled without it.
 - Never touch a release we did not install: every release carries the label OWNER_LABEL with a digest of its
   HelmRelease's namespace and name; a release of that name without it is reported, never upgraded or removed.
 - Helm's standard storage (`sh.helm.release.v1.<name>.v<revision>` Secrets), so `helm ls` in the child works.
@@ -43,6 +46,11 @@ MAX_HISTORY = 5
 
 Obj = Mapping[str, Any]
 
+
+BUSY = frozenset({"uninstalling"})
+"""Release states (besides Helm's pending-*) in which someone else's operation is under way: an upgrade then
+fails ("has no deployed releases"), and that failure, once reported, would stop every retry, so the
+release removed by hand would never come back (CI saw this once). We wait for the next resync instead."""
 
 FETCH_FAILED = "cannot fetch chart"
 """How a status about a chart that could not be fetched starts: unlike a failed release, that is retried."""
@@ -94,7 +102,7 @@ def options_of(hr: Obj, upgrade: bool = False) -> ReleaseOptions:
     spec = hr.get("spec") or {}
     return ReleaseOptions(
         namespace=target(hr)[0], create_namespace=spec.get("createNamespace", True) is not False,
-        timeout_seconds=int(spec.get("timeoutSeconds") or 300), wait=bool(spec.get("wait")),
+        timeout_seconds=_timeout(hr), wait=bool(spec.get("wait")),
         atomic=bool(spec.get("atomic")), upgrade_atomic=bool(spec.get("upgradeAtomic") or (
             upgrade and spec.get("atomic"))), disable_hooks=bool(spec.get("disableHooks")),
         max_history=MAX_HISTORY, labels={OWNER_LABEL: owner_digest(hr)},
@@ -122,6 +130,10 @@ def reported_failure(hr: Obj) -> bool:
         "generation") and not str(status.get("description") or "").startswith(FETCH_FAILED)
 
 
+def busy(state: ReleaseState) -> bool:
+    return state.status in BUSY or state.status.startswith("pending-")
+
+
 def needs_upgrade(state: ReleaseState, chart_version: str, values: Mapping[str, Any]) -> bool:
     return state.chart_version != chart_version or dict(state.values) != dict(values)
 
@@ -138,10 +150,14 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     if current is not None and current.labels.get(OWNER_LABEL) != owner_digest(hr):
         message = f"{where} exists and was not installed by this HelmRelease; Clusternet never takes one over"
         return Outcome(status_of(hr, None, "failed", message), ("Warning", "ReleaseNotOwned", message))
+    if current is not None and busy(current):
+        return Outcome(status_of(hr, current))  # another operation is under way; the next resync looks again
     if reported_failure(hr) and (current is None or current.status == "failed"):
         return Outcome(None)  # reported already; a retry waits for a change of the HelmRelease
-    if current is not None and current.status.startswith("pending-"):
-        return Outcome(status_of(hr, current))  # another operation is under way; the next resync looks again
+    if current is not None and current.status == "uninstalled":  # `helm uninstall --keep-history` by hand
+        await driver.uninstall(access, namespace, name, _timeout(hr))  # purges the kept history: a fresh install
+        log.info("purged the uninstalled history of %s to install it again", where)
+        current = None
     try:
         chart = await driver.fetch(source)
     except ChartError as e:
@@ -187,6 +203,9 @@ async def uninstall(driver: HelmDriver, access: ClusterAccess, hr: Obj) -> str:
         return f"release {namespace}/{name} was already gone"
     if current.labels.get(OWNER_LABEL) != owner_digest(hr):
         return f"release {namespace}/{name} was not installed by this HelmRelease: left in place"
-    timeout = int((hr.get("spec") or {}).get("timeoutSeconds") or 300)
-    await driver.uninstall(access, namespace, name, timeout)
+    await driver.uninstall(access, namespace, name, _timeout(hr))
     return f"uninstalled release {namespace}/{name}"
+
+
+def _timeout(hr: Obj) -> int:
+    return int((hr.get("spec") or {}).get("timeoutSeconds") or 300)
