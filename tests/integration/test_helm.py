@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,3 +316,44 @@ def test_a_release_removed_by_hand_comes_back_and_one_we_did_not_install_is_neve
     wait_for(lambda: not releases(parent, "mine"), timeout=60, what="its HelmReleases gone")
     assert release_secrets(child1, "theirs", "mine") == ["secret/sh.helm.release.v1.mine.v1"]  # still theirs
     driver.close()
+
+
+def left_pending(child: ControlPlane, namespace: str, release: str, status: str, revision: int) -> None:
+    """What a process killed mid-operation leaves in Helm's storage: revision `revision` of the release in
+    `status` (pending-install, pending-upgrade), its operation started an hour ago. Written from revision 1's
+    Secret (Helm's data: base64 of gzip'd JSON, inside the Secret's own base64)."""
+    first = json.loads(kubectl(child, "get", "secret", "-n", namespace, f"sh.helm.release.v1.{release}.v1",
+                               "-o", "json").stdout)
+    record = json.loads(gzip.decompress(base64.b64decode(base64.b64decode(first["data"]["release"]))))
+    started = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)).isoformat()
+    record["info"].update(status=status, last_deployed=started, description=f"{status} (interrupted)")
+    record["version"] = revision
+    name = f"sh.helm.release.v1.{release}.v{revision}"
+    meta = first["metadata"]
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": first["type"],
+              "metadata": {"name": name, "namespace": namespace,
+                           "labels": {**meta["labels"], "status": status, "version": str(revision)}},
+              "data": {"release": base64.b64encode(base64.b64encode(gzip.compress(
+                  json.dumps(record).encode()))).decode()}}
+    kubectl(child, "apply", "-f", "-", input=json.dumps(secret))
+
+
+def test_a_release_left_pending_by_a_killed_operation_is_recovered_in_both_modes(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """A hub or agent killed mid-install (or mid-upgrade) leaves the release pending-install (pending-upgrade)
+    for ever: Helm refuses every later operation. Past its timeout plus a margin, the hub (child1, Push) and
+    the agent (child2, Pull) uninstall and reinstall it (an install) or roll it back (an upgrade)."""
+    apply(parent, helm_chart("stuck-demo", env["repo"], "demo", "0.1.0", "stuck-demo"),
+          subscription("stuck-demo", ["stuck-demo"]))
+    namespaces = (env["ns1"], env["ns2"])
+    wait_for(lambda: deployed(parent, "stuck-demo", namespaces), timeout=90, what="both deployed")
+    left_pending(child1, "stuck-demo", "stuck-demo", "pending-install", 1)
+    left_pending(child2, "stuck-demo", "stuck-demo", "pending-upgrade", 2)
+    wait_for(lambda: release_secrets(child1, "stuck-demo", "stuck-demo", "deployed") == [
+        "secret/sh.helm.release.v1.stuck-demo.v1"] and release_secrets(child2, "stuck-demo", "stuck-demo",
+                                                                       "deployed") == [
+        "secret/sh.helm.release.v1.stuck-demo.v3"], timeout=60, what="both releases deployed again")
+    wait_for(lambda: deployed(parent, "stuck-demo", namespaces), timeout=60, what="both HelmReleases deployed")
+    assert releases(parent, "stuck-demo")[env["ns2"]]["status"]["version"] == 3  # v2 rolled back: v3 is v1 again
+    assert config_map(child1, "stuck-demo", "stuck-demo-cm-0") is not None
+    kubectl(parent, "delete", "subs", "stuck-demo", "--wait=false")

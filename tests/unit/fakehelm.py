@@ -66,6 +66,14 @@ class FakeHelm:
         self.calls.append(("uninstall", f"{namespace}/{name}"))
         return self.releases.pop((namespace, name), None) is not None
 
+    async def rollback(self, access: ClusterAccess, namespace: str, name: str, revision: int,
+                       timeout_seconds: int) -> None:
+        """A new deployed revision; this fake keeps no history, so it restores the current one's chart."""
+        self.calls.append(("rollback", f"{namespace}/{name}@{revision}"))
+        old = self.releases[(namespace, name)]
+        self.releases[(namespace, name)] = replace(old, revision=old.revision + 1, status="deployed",
+                                                   description=f"Rollback to {revision}")
+
     def foreign(self, namespace: str, name: str) -> None:
         """A release someone installed by hand (no owner label)."""
         self.releases[(namespace, name)] = ReleaseState(name, namespace, 1, "deployed", "mysql", "8.6.2", "", "",

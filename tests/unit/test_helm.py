@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 
 from clusternet_api import known
 from clusternet_api.helm import releases
-from clusternet_api.helm.driver import ClusterAccess
+from clusternet_api.helm.driver import ClusterAccess, ReleaseError
 from clusternet_api.rawobjects import decode_raw
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
@@ -231,3 +232,64 @@ async def test_a_release_uninstalled_with_its_history_kept_is_purged_and_install
     outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
     assert outcome.status is not None and outcome.status["phase"] == "deployed" and outcome.status["version"] == 1
     assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install", "uninstall", "install"]
+
+
+def test_helm_times_with_nanoseconds_and_offsets_parse_and_garbage_does_not() -> None:
+    parsed = releases.helm_time("2026-12-04T18:30:00.123456789Z")
+    assert parsed == datetime.datetime(2026, 12, 4, 18, 30, 0, 123456, tzinfo=datetime.UTC)
+    assert releases.helm_time("2026-12-04T19:30:00+01:00") == datetime.datetime(2026, 12, 4, 18, 30,
+                                                                                tzinfo=datetime.UTC)
+    assert releases.helm_time("yesterday") is None and releases.helm_time(None) is None
+
+
+def ago(seconds: float) -> str:
+    return (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)).isoformat()
+
+
+async def test_a_release_pending_within_its_timeout_is_left_to_the_operation_under_way() -> None:
+    helm = FakeHelm()
+    hr = release(timeoutSeconds=600)
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, last_deployed=ago(600))
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.status["phase"] == "pending-upgrade"
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
+
+
+async def test_a_release_left_pending_install_by_a_dead_operation_is_uninstalled_and_installed_again() -> None:
+    helm = FakeHelm()
+    hr = release(timeoutSeconds=60)
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    helm.relabel("abc", "mysql", status="pending-install", last_deployed=ago(60 + releases.STALE_MARGIN + 5))
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.status["phase"] == "deployed"
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install", "uninstall", "install"]
+
+
+async def test_a_release_left_pending_upgrade_by_a_dead_operation_is_rolled_back_then_upgraded() -> None:
+    helm = FakeHelm()
+    hr = release()  # the default timeout: 300 s
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, values={"interrupted": True},
+                 last_deployed=ago(3600))
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.status["phase"] == "deployed"
+    assert [c for c in helm.calls if c[0] != "fetch"] == [
+        ("install", "abc/mysql"), ("rollback", "abc/mysql@1"), ("upgrade", "abc/mysql")]
+    assert helm.releases[("abc", "mysql")].values == {}
+
+
+async def test_a_failed_recovery_keeps_helms_phase_and_is_retried() -> None:
+    helm = FakeHelm()
+    hr = release()
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, last_deployed=ago(3600))
+
+    async def refused(*args: Any) -> None:
+        raise ReleaseError('release "mysql" failed: etcdserver: request timed out')
+
+    helm.rollback = refused  # type: ignore[method-assign]
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.retry and outcome.status is not None and outcome.status["phase"] == "pending-upgrade"
+    assert "recovering it failed: release" in outcome.status["description"]
+    assert outcome.event is not None and outcome.event[1] == "ReleaseStuck"

@@ -126,7 +126,7 @@ class ClusterUnreachableError(ReleaseError):
 
 class HelmDriver(Protocol):
     """The Helm operations both operators use. Every method is safe to call concurrently: writes to one
-    release (install, upgrade, uninstall) are serialised, everything else runs in parallel; `get` does not
+    release (install, upgrade, uninstall, rollback) are serialised, everything else runs in parallel; `get` does not
     wait for a write in progress (it shows pending-install/pending-upgrade meanwhile)."""
 
     async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
@@ -151,4 +151,10 @@ class HelmDriver(Protocol):
 
     async def uninstall(self, access: ClusterAccess, namespace: str, name: str, timeout_seconds: int) -> bool:
         """Delete the release's objects and its history. False when there was no release."""
+        ...
+
+    async def rollback(self, access: ClusterAccess, namespace: str, name: str, revision: int,
+                       timeout_seconds: int) -> None:
+        """Make a new revision from `revision` (Helm's `rollback`, which also takes a release stuck in a
+        pending-* state). Raises ReleaseError."""
         ...

@@ -8,7 +8,9 @@ sides follow the same rules, always with the child's own deployer identity:
 - A failed operation is reported with Helm's own message and not retried until the HelmRelease changes: a
   retry would only add failed revisions (and with `atomic`, reinstall and roll back forever).
 - A release in the middle of another operation (Helm's pending-*, or uninstalling: `helm uninstall` by hand) is
-  only reported; the next resync looks again. A release uninstalled with `--keep-history` has its history
+  only reported; the next resync looks again, and once it has been pending longer than its timeout plus
+  STALE_MARGIN (its operation died with its process) it is uninstalled (an install) or rolled back (an upgrade)
+  and deployed again. A release uninstalled with `--keep-history` has its history
   purged and is installed afresh, as one uninstalled without it.
 - Never touch a release we did not install: every release carries the label OWNER_LABEL with a digest of its
   HelmRelease's namespace and name; a release of that name without it is reported, never upgraded or removed.
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +55,13 @@ BUSY = frozenset({"uninstalling"})
 """Release states (besides Helm's pending-*) in which someone else's operation is under way: an upgrade then
 fails ("has no deployed releases"), and that failure, once reported, would stop every retry, so the
 release removed by hand would never come back (CI saw this once). We wait for the next resync instead."""
+
+STALE_MARGIN = 60
+"""Seconds past its own timeout after which a pending-* release is taken as left by an operation that died (a hub
+leader or agent killed mid-install, an interrupted `helm`): Helm's waits and hooks end by that timeout, so nobody
+can still be working on it. Without this, such a release would stay pending for ever (every later install or
+upgrade refused by Helm: "another operation (install/upgrade/rollback) is in progress") until someone repaired it
+by hand. An `uninstalling` release is not judged so: Helm keeps no start time for it that we read."""
 
 FETCH_FAILED = "cannot fetch chart"
 """How a status about a chart that could not be fetched starts: unlike a failed release, that is retried."""
@@ -134,6 +145,23 @@ def busy(state: ReleaseState) -> bool:
     return state.status in BUSY or state.status.startswith("pending-")
 
 
+def stale(state: ReleaseState, hr: Obj, now: datetime.datetime) -> bool:
+    """A pending-* revision whose operation started longer ago than its timeout plus STALE_MARGIN."""
+    started = helm_time(state.last_deployed)
+    return state.status.startswith("pending-") and started is not None and (
+        now - started).total_seconds() > _timeout(hr) + STALE_MARGIN
+
+
+def helm_time(value: str | None) -> datetime.datetime | None:
+    """Helm's RFC 3339 timestamps carry nanoseconds (Go's time.Time), which Python's parser refuses."""
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", value))
+    except ValueError:
+        return None
+
+
 def needs_upgrade(state: ReleaseState, chart_version: str, values: Mapping[str, Any]) -> bool:
     return state.chart_version != chart_version or dict(state.values) != dict(values)
 
@@ -150,6 +178,14 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     if current is not None and current.labels.get(OWNER_LABEL) != owner_digest(hr):
         message = f"{where} exists and was not installed by this HelmRelease; Clusternet never takes one over"
         return Outcome(status_of(hr, None, "failed", message), ("Warning", "ReleaseNotOwned", message))
+    if current is not None and stale(current, hr, datetime.datetime.now(datetime.UTC)):
+        stuck = current
+        try:
+            current = await _unstick(driver, access, hr, stuck)
+        except ReleaseError as e:
+            message = f"{where} was left {stuck.status} by an interrupted operation; recovering it failed: {e}"
+            # Helm's phase, not "failed": a reported failure would stop the retries this needs
+            return Outcome(status_of(hr, stuck, description=message), ("Warning", "ReleaseStuck", message), True)
     if current is not None and busy(current):
         return Outcome(status_of(hr, current))  # another operation is under way; the next resync looks again
     if reported_failure(hr) and (current is None or current.status == "failed"):
@@ -182,6 +218,21 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     log.info("%sed %s: chart %s-%s, revision %s", verb.rstrip("e"), where, chart.name, chart.version, state.revision)
     return Outcome(status_of(hr, state), ("Normal", "Installed" if verb == "install" else "Upgraded",
                                           f"{where}: chart {chart.name}-{chart.version}, revision {state.revision}"))
+
+
+async def _unstick(driver: HelmDriver, access: ClusterAccess, hr: Obj, state: ReleaseState,
+                   ) -> ReleaseState | None:
+    """A release left pending by a dead operation, made usable the way Helm's users do by hand: an interrupted
+    install is uninstalled (it never ran as a whole), an interrupted upgrade or rollback rolled back to the
+    revision before it. Returns the release as it is now."""
+    namespace, name = target(hr)
+    log.warning("release %s/%s has been %s since %s (timeout %s s): the operation was interrupted, recovering it",
+                namespace, name, state.status, state.last_deployed, _timeout(hr))
+    if state.status == "pending-install" or state.revision <= 1:
+        await driver.uninstall(access, namespace, name, _timeout(hr))
+    else:
+        await driver.rollback(access, namespace, name, state.revision - 1, _timeout(hr))
+    return await driver.get(access, namespace, name)
 
 
 def _comparable(hr: Obj) -> dict[str, Any]:

@@ -124,6 +124,11 @@ class SdkHelmDriver:
         async with self._lock(access.server, namespace, name):
             return await self._run(_uninstall, self.configs, access, namespace, name, timeout_seconds)
 
+    async def rollback(self, access: ClusterAccess, namespace: str, name: str, revision: int,
+                       timeout_seconds: int) -> None:
+        async with self._lock(access.server, namespace, name):
+            await self._run(_rollback, self.configs, access, namespace, name, revision, timeout_seconds)
+
 
 # --- blocking halves, run on the worker threads ---------------------------------------------------------------
 
@@ -173,6 +178,12 @@ def _uninstall(pool: ConfigPool, access: ClusterAccess, namespace: str, name: st
     with _config(pool, access, namespace) as cfg:
         result = cfg.uninstall(name, timeout=timeout_seconds, ignore_not_found=True)
         return result.get("release") is not None  # absent when there was nothing to uninstall
+
+
+def _rollback(pool: ConfigPool, access: ClusterAccess, namespace: str, name: str, revision: int,
+              timeout_seconds: int) -> None:
+    with _config(pool, access, namespace) as cfg:
+        cfg.rollback(name, version=revision, timeout=timeout_seconds)
 
 
 def _wait(opts: ReleaseOptions) -> str | None:
