@@ -60,9 +60,11 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         peers, peer_runner = None, None
         if options.peers is not None:
             peers = ctx.sockets.peers = Peers(kube, options.peers, tls.peer_trust)
-            await peers.start()
+            # listening before our Lease announces us: a peer that dialled us in between was refused, and
+            # skipped us as down for RENEW_SECONDS
             peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local),
                                              options.bind_address, options.peers.port, context)
+            await peers.start()
             background_tasks.append(asyncio.create_task(peers.run()))
         controllers: list[asyncio.Task[None]] = []
 

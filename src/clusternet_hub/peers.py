@@ -8,10 +8,12 @@ tunnels (proxied requests, exec/port-forward upgrades, pushes, Helm's relay) rid
 are kept for reuse by the same keep-alive pool.
 
 - **Who the peers are**, as in Clusternet: each replica holds Lease `clusternet-hub-peer-<id>` in
-  clusternet-system, holderIdentity JSON `{id, host, port}`, renewed every RENEW_SECONDS; a Lease seen unchanged
-  for EXPIRE_SECONDS on the reader's own clock (client-go's rule for leader Leases, so clock skew between
-  replicas does not matter) is ignored and deleted by that reader (a replica killed with -9). Clusternet
-  puts the peer token in that JSON too; ours does not, as anyone who may read Leases would learn it.
+  clusternet-system, holderIdentity JSON `{id, host, port}`, renewed every RENEW_SECONDS, and watches the
+  others' (a replica that starts is known to the others as soon as its Lease is written; it listens for them
+  before it writes it); a Lease seen unchanged for EXPIRE_SECONDS on the reader's own clock (client-go's rule
+  for leader Leases, so clock skew between replicas does not matter) is ignored and deleted by that reader (a
+  replica killed with -9). Clusternet puts the peer token in that JSON too; ours does not, as anyone who may
+  read Leases would learn it.
 - **Where a tunnel is** is not written anywhere (no API write per tunnel connect, so a reconnect storm of a
   thousand agents costs the parent nothing extra): a replica asks its live peers (`GET /peer/v1/sockets/<id>`)
   and remembers the answer until a stream through it fails.
@@ -46,6 +48,7 @@ from aiohttp import web
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.leaderelection import micro_time
+from clusternet_api.listwatch import ListWatch
 from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, ByteStream, StreamOpenError, pipe
 from clusternet_hub.sockets import bearer
 from clusternet_hub.takeover import answer_switching
@@ -246,32 +249,65 @@ class Peers:
         return base64.b64decode((secret.get("data") or {})["token"]).decode()
 
     async def run(self) -> None:
-        """Renew our Lease and re-read the peers' every RENEW_SECONDS until cancelled."""
-        while True:
-            await asyncio.sleep(RENEW_SECONDS)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the parent unreachable for a while: keep the last known peers, try again
-                log.warning("renewing the peer Lease of hub replica %s failed: %s", self.me.id, e)
+        """Renew our Lease every RENEW_SECONDS, and follow the peers' Leases with a watch, until cancelled.
 
-    async def refresh(self) -> None:
+        The watch makes a replica that starts known to the others as soon as its Lease is written. Listing the
+        Leases every RENEW_SECONDS instead left a window in which a cluster whose tunnel had just landed on the
+        new replica was reported down by the others (503: the CI saw it in half the runs of test_hub_ha once
+        registration got fast). The watch's resync (every RENEW_SECONDS, from its cache: no request) expires
+        the replicas that stopped renewing."""
+        leases = ListWatch(self.kube, COORDINATION, "Lease", self.namespace, RENEW_SECONDS,
+                           self._observe_all, self._observe_event)
+        follow = asyncio.create_task(leases.run(), name="peer Leases")
+        try:
+            while True:
+                await asyncio.sleep(RENEW_SECONDS)
+                try:
+                    await self.refresh(list_peers=False)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # the parent unreachable for a while: keep the last known peers, try again
+                    log.warning("renewing the peer Lease of hub replica %s failed: %s", self.me.id, e)
+        finally:
+            follow.cancel()
+            await asyncio.wait({follow})
+
+    async def refresh(self, list_peers: bool = True) -> None:
         if not self.token:
             await self._ensure_namespace()
             self.token = self.config.token or await self._shared_token()
         await self._renew()
-        await self._list_peers()
+        if list_peers:
+            await self._list_peers()
 
     async def _list_peers(self) -> None:
+        self._listed = time.monotonic()
+        await self._observe_all(await self.kube.list(COORDINATION, "Lease", namespace=self.namespace,
+                                                     label_selector=LEASE_LABEL))
+
+    async def _observe_event(self, event: Obj) -> None:
+        """A peer Lease written (a replica started or renewed) or deleted (stopped, or expired by a reader)."""
+        lease = event.get("object") or {}
+        meta = lease.get("metadata") or {}
+        peer = _peer_of(lease)
+        if LEASE_LABEL not in (meta.get("labels") or {}) or peer is None or peer.id == self.me.id:
+            return
+        if event.get("type") == "DELETED":
+            self._seen.pop(meta["name"], None)
+            self.live.pop(peer.id, None)
+            return
+        self._seen[meta["name"]] = (str(meta.get("resourceVersion", "")), time.monotonic())
+        self.live[peer.id] = peer
+
+    async def _observe_all(self, leases: list[Obj]) -> None:
+        """Every Lease of the namespace, listed or from the watch's cache: the live peers, and expiry."""
         live: dict[str, Peer] = {}
-        now = self._listed = time.monotonic()
+        now = time.monotonic()
         seen: dict[str, tuple[str, float]] = {}
-        for lease in await self.kube.list(COORDINATION, "Lease", namespace=self.namespace,
-                                          label_selector=LEASE_LABEL):
+        for lease in leases:
             name, version = lease["metadata"]["name"], lease["metadata"].get("resourceVersion", "")
             peer = _peer_of(lease)
-            if peer is None or peer.id == self.me.id:
+            if LEASE_LABEL not in (lease["metadata"].get("labels") or {}) or peer is None or peer.id == self.me.id:
                 continue
             previous = self._seen.get(name)
             seen[name] = previous if previous is not None and previous[0] == version else (version, now)

@@ -56,6 +56,11 @@ def test_hub_cluster_role_covers_what_it_grants_and_does(parent: ControlPlane) -
     # and nothing it does not need
     assert kubectl(parent, "auth", "can-i", "get", "secrets", "-n", "kube-system", token=token,
                    check=False).stdout.strip() == "no"
+    # replicas follow each other's peer Leases with a watch: in the hub's namespace only
+    for ns_, answer in (("clusternet-system", "yes"), ("kube-system", "no"), (ns, "no")):
+        can = kubectl(parent, "auth", "can-i", "watch", "leases.coordination.k8s.io", "-n", ns_, token=token,
+                      check=False)
+        assert can.stdout.strip() == answer, (ns_, can.stdout)
     for verb, resource in (("create", "manifests.apps.clusternet.io"), ("delete", "subscriptions.apps.clusternet.io"),
                            ("patch", "localizations.apps.clusternet.io"),
                            ("update", "globalizations.apps.clusternet.io")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator
 
@@ -124,3 +125,26 @@ async def test_a_peer_that_lost_the_tunnel_is_forgotten() -> None:
             assert await b.locate(CLUSTER) is None  # asked again: A says it has none
             assert await b.holds(Peer("gone", "127.0.0.1", 1), CLUSTER) is False
             assert "gone" in b._down  # a replica that does not answer is skipped for a while
+
+
+def peer_lease(peer: Peer, version: str, labelled: bool = True) -> dict[str, object]:
+    identity = json.dumps({"id": peer.id, "host": peer.host, "port": peer.port})
+    return {"metadata": {"name": f"clusternet-hub-peer-{peer.id}", "resourceVersion": version,
+                         "labels": {"clusternet.io/hub-peer": "true"} if labelled else {}},
+            "spec": {"holderIdentity": identity}}
+
+
+async def test_a_replica_is_known_from_its_lease_event_at_once_and_forgotten_when_it_is_deleted() -> None:
+    """The watch, not the next list (10 s later), tells a replica about a new one: with a list, a cluster whose
+    tunnel landed on the new replica was reported down meanwhile (test_hub_ha, half the runs)."""
+    b = peers_of(TOKEN, b"")
+    a = Peer("a", "10.0.0.1", 8123)
+    await b._observe_event({"type": "ADDED", "object": peer_lease(a, "1")})
+    assert b.live == {"a": a}
+    await b._observe_event({"type": "ADDED", "object": peer_lease(b.me, "2")})  # our own Lease
+    await b._observe_event({"type": "MODIFIED", "object": peer_lease(Peer("x", "h", 1), "3", labelled=False)})
+    assert b.live == {"a": a}
+    await b._observe_all([peer_lease(a, "1")])  # the watch's resync, within EXPIRE_SECONDS: still live
+    assert b.live == {"a": a}
+    await b._observe_event({"type": "DELETED", "object": peer_lease(a, "4")})
+    assert b.live == {} and b._seen == {}
