@@ -199,6 +199,7 @@ class Peers:
     _session: aiohttp.ClientSession | None = None
     _seen: dict[str, tuple[str, float]] = field(default_factory=dict)  # Lease -> (version, first seen)
     _listed: float = 0.0  # monotonic time of the last read of the peers' Leases
+    _renewed: float = 0.0  # monotonic time of our Lease's last successful renewal
     _down: dict[str, float] = field(default_factory=dict)  # peer id -> when it last failed to answer
 
     def __post_init__(self) -> None:
@@ -257,7 +258,7 @@ class Peers:
         registration got fast). The watch's resync (every RENEW_SECONDS, from its cache: no request) expires
         the replicas that stopped renewing."""
         leases = ListWatch(self.kube, COORDINATION, "Lease", self.namespace, RENEW_SECONDS,
-                           self._observe_all, self._observe_event)
+                           self._observe_cached, self._observe_event)
         follow = asyncio.create_task(leases.run(), name="peer Leases")
         try:
             while True:
@@ -299,6 +300,15 @@ class Peers:
         self._seen[meta["name"]] = (str(meta.get("resourceVersion", "")), time.monotonic())
         self.live[peer.id] = peer
 
+    async def _observe_cached(self, leases: list[Obj]) -> None:
+        """The watch's cache, each RENEW_SECONDS. While the parent does not take our own renewals, the cache may
+        be stale (nobody's renewals reach us): then the peers we know are kept, as a failed list kept them, and
+        once the parent is back every Lease counts as seen anew, so nobody expires for our outage."""
+        if time.monotonic() - self._renewed > RENEW_SECONDS * 1.5:
+            self._seen = {}
+            return
+        await self._observe_all(leases)
+
     async def _observe_all(self, leases: list[Obj]) -> None:
         """Every Lease of the namespace, listed or from the watch's cache: the live peers, and expiry."""
         live: dict[str, Peer] = {}
@@ -331,6 +341,7 @@ class Peers:
         else:
             metadata["resourceVersion"] = current["metadata"]["resourceVersion"]
             await self.kube.request("PUT", _lease_path(self.namespace, self.lease_name), body)
+        self._renewed = time.monotonic()
 
     def authorized(self, request: web.Request) -> bool:
         given = bearer(request) or ""

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -148,3 +149,18 @@ async def test_a_replica_is_known_from_its_lease_event_at_once_and_forgotten_whe
     assert b.live == {"a": a}
     await b._observe_event({"type": "DELETED", "object": peer_lease(a, "4")})
     assert b.live == {} and b._seen == {}
+
+
+async def test_while_the_parent_takes_no_renewal_the_cached_leases_expire_nobody() -> None:
+    """A parent outage stops every replica's renewals and our watch: its cache is stale, not the peers dead."""
+    b = peers_of(TOKEN, b"")
+    a = Peer("a", "10.0.0.1", 8123)
+    b._renewed = time.monotonic()
+    await b._observe_all([peer_lease(a, "1")])
+    b._seen = {name: (version, seen - 3600) for name, (version, seen) in b._seen.items()}  # unchanged for an hour
+    b._renewed = time.monotonic() - 60  # our own renewals failing for a minute
+    await b._observe_cached([peer_lease(a, "1")])
+    assert b.live == {"a": a}
+    b._renewed = time.monotonic()  # the parent is back: a's Lease counts as seen anew, not as expired
+    await b._observe_cached([peer_lease(a, "1")])
+    assert b.live == {"a": a}
