@@ -286,12 +286,18 @@ class Peers:
         await self._observe_all(await self.kube.list(COORDINATION, "Lease", namespace=self.namespace,
                                                      label_selector=LEASE_LABEL))
 
+    def _other(self, lease: Obj) -> Peer | None:
+        """The replica a peer Lease announces, unless the Lease is not a peer Lease or is our own."""
+        peer = _peer_of(lease)
+        labelled = LEASE_LABEL in ((lease.get("metadata") or {}).get("labels") or {})
+        return peer if labelled and peer is not None and peer.id != self.me.id else None
+
     async def _observe_event(self, event: Obj) -> None:
         """A peer Lease written (a replica started or renewed) or deleted (stopped, or expired by a reader)."""
         lease = event.get("object") or {}
         meta = lease.get("metadata") or {}
-        peer = _peer_of(lease)
-        if LEASE_LABEL not in (meta.get("labels") or {}) or peer is None or peer.id == self.me.id:
+        peer = self._other(lease)
+        if peer is None:
             return
         if event.get("type") == "DELETED":
             self._seen.pop(meta["name"], None)
@@ -316,8 +322,8 @@ class Peers:
         seen: dict[str, tuple[str, float]] = {}
         for lease in leases:
             name, version = lease["metadata"]["name"], lease["metadata"].get("resourceVersion", "")
-            peer = _peer_of(lease)
-            if LEASE_LABEL not in (lease["metadata"].get("labels") or {}) or peer is None or peer.id == self.me.id:
+            peer = self._other(lease)
+            if peer is None:
                 continue
             previous = self._seen.get(name)
             seen[name] = previous if previous is not None and previous[0] == version else (version, now)
