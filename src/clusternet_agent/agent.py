@@ -24,9 +24,16 @@ from clusternet_agent.registration import (
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElector, run_while_leading
+from clusternet_api.logs import error_text
 
 log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 24 * 3600
+# A collection still running after max(2 collection periods, this) means the child's API server is not
+# answering: a frozen or overloaded process keeps its connections open, and one request may wait 120 s (the
+# Kube client's timeout), during which the last healthy observation was reported as current (a SIGSTOPped
+# kube-apiserver in the sandbox stayed Ready True for 2 min). 30 s is three times the longest wait of a
+# starting API server's Retry-After (10 s), which is not-ready anyway.
+STALLED_MIN_SECONDS = 30.0
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -114,7 +121,7 @@ def collected(task: asyncio.Task[Obj], previous: Obj | None) -> Obj | None:
     try:
         return task.result()
     except Exception as e:
-        log.warning("collecting child status failed: %s", e or type(e).__name__)
+        log.warning("collecting child status failed: %s", error_text(e))
         return heartbeat.unreachable(previous) if previous is not None else None
 
 
@@ -147,6 +154,15 @@ class EarlyCollection:
             await self.task
 
 
+def healthy(observed: Obj | None) -> bool:
+    """What the Ready condition says for an observation (Clusternet's rule: livez and readyz, or healthz)."""
+    return observed is not None and bool((observed["livez"] and observed["readyz"]) or observed["healthz"])
+
+
+def stalled_after(opts: AgentOptions) -> float:
+    return max(2 * opts.collect_frequency, STALLED_MIN_SECONDS)
+
+
 async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
                          reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None,
@@ -157,7 +173,10 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
     Reports never wait for a collection in progress: a kube-apiserver that is starting answers 503 with
     Retry-After (which Kube waits out, up to 10 s each time), and an agent silent for three heartbeat periods
     is judged gone by the hub (Ready Unknown) when it is the child's API server that is down. The report goes
-    out on time with the last observation; the collection's result is used once it is in.
+    out on time with the last observation; the collection's result is used once it is in. A collection that
+    has not ended after `stalled_after` is itself an observation: the API server does not answer, and it is
+    reported down. A change of health is reported at once, not at the next report period (Clusternet waits
+    for it, up to 3 min with its defaults): a few writes per outage, for a Ready condition that is current.
 
     `reported` is set after the first report attempt, so work that can wait starts after it. A refreshed
     parent token is set on `parent` and on the clients in `also`. `first`: a collection already under way
@@ -165,17 +184,25 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
     name = view.name if view is not None else await resolve_managed_cluster(parent, access)
     observed: Obj | None = None
     since_report = opts.update_frequency  # report right away
+    reported_health: bool | None = None
     step = min(opts.collect_frequency, opts.update_frequency)
     collecting: asyncio.Task[Obj] | None = first
+    began = time.monotonic()
     try:
         while True:
             tick = time.monotonic()
             if collecting is None:
-                collecting = start_collection(child, opts, apiserver_url)
+                collecting, began = start_collection(child, opts, apiserver_url), tick
             await asyncio.wait({collecting}, timeout=step)
             if collecting.done():
                 observed, collecting = collected(collecting, observed), None
+            elif healthy(observed) and time.monotonic() - began > stalled_after(opts):
+                assert observed is not None
+                log.warning("the child's API server has not answered a status collection for %.0fs; "
+                            "reporting it down", time.monotonic() - began)
+                observed = heartbeat.unreachable(observed)
             due = since_report >= opts.update_frequency or (
+                reported_health is not None and healthy(observed) != reported_health) or (
                 view is not None and view.tunnel_unreported(tunnel_state.get("up")))
             if observed is not None and due:
                 outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state,
@@ -183,7 +210,7 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                 if outcome == "reregister":
                     return outcome
                 if outcome == "reported":
-                    since_report = 0.0
+                    since_report, reported_health = 0.0, healthy(observed)
             if reported is not None:
                 reported.set()
             if stop.is_set() or await sleep_or_stop(stop, max(0.0, step - (time.monotonic() - tick))):

@@ -30,6 +30,7 @@ import yaml
 from cryptography import x509
 
 from clusternet_api import known
+from clusternet_api.logs import error_text
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ async def fetch_cluster_info(parent_url: str) -> dict[str, Any]:
             status, body = resp.status, await resp.read()
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
         raise DiscoveryError(f"the parent {parent_url} is unreachable while reading {CLUSTER_INFO} for its CA: "
-                             f"{e or type(e).__name__}", retry=True) from e
+                             f"{error_text(e)}", retry=True) from e
     if status == 404:
         raise DiscoveryError(f"ConfigMap {CLUSTER_INFO} does not exist on the parent {parent_url}, so its CA "
                              f"cannot be discovered with the bootstrap token; create it as kubeadm does (`kubeadm init "

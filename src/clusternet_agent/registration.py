@@ -26,6 +26,7 @@ from clusternet_agent import discovery
 from clusternet_agent.options import AgentOptions
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
+from clusternet_api.logs import error_text
 from clusternet_api.sealing import SealingError, is_sealed, public_key_of, unseal
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def describe_error(e: BaseException, parent_url: str) -> str:
                 f"parent's CA with --parent-ca-file or as parentCA in the {known.SYSTEM_NAMESPACE}/"
                 f"{known.AGENT_BOOTSTRAP_SECRET} Secret")
     if isinstance(e, aiohttp.ClientError | OSError | asyncio.TimeoutError):
-        return f"the parent {parent_url} is unreachable: {e or type(e).__name__}"
+        return f"the parent {parent_url} is unreachable: {error_text(e)}"
     return f"{type(e).__name__}: {e}"
 
 

@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from clusternet_api import known
+from clusternet_api.logs import error_text
 from clusternet_api.tunnel import FrameError, Session
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, d
             log.error("the hub refused the tunnel (HTTP %s): %s", code,
                       e.response.body.decode(errors="replace")[:300] if e.response.body else "")
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as e:
-            log.warning("tunnel to the hub failed: %s", e or type(e).__name__)
+            log.warning("tunnel to the hub failed: %s", error_text(e))
         if on_state:
             on_state(False)
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.logs import error_text
 from clusternet_api.rawobjects import decode_raw
 from clusternet_api.timefmt import now_rfc3339
 
@@ -202,7 +203,7 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
     except ApiException as e:
         return explain(e, what), None
     except Exception as e:  # discovery of an unknown kind, malformed object
-        return f"{what}: {e}", None
+        return f"{what}: {error_text(e)}", None
     if existing is None and ident["kind"] == "Namespace" and ident["apiVersion"] == "v1":
         outcome.new_namespaces.add(ident["name"])
     if json.dumps(ident, sort_keys=True) in previously and same_generation and (

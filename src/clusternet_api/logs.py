@@ -42,6 +42,13 @@ class RedactingFilter(logging.Filter):
 KOPF_EXTRAS = ("k8s_skip", "settings")
 
 
+def error_text(e: BaseException) -> str:
+    """An exception as a reason: its message, or its type when it has none. `e or type(e).__name__` does not
+    do this (an exception is always true), and a TimeoutError's empty message left "collecting child status
+    failed: " with no reason in the agent's log."""
+    return str(e) or type(e).__name__
+
+
 def json_formatter(component: str) -> JsonFormatter:
     return JsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s",

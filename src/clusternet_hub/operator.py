@@ -20,6 +20,7 @@ import kopf
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElectionConfig
+from clusternet_api.logs import error_text
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_hub import clusterlabels, health, metrics, registration
 from clusternet_hub.controller import Controller
@@ -204,7 +205,7 @@ async def on_registration(body: kopf.Body, memo: HubContext, reason: str, **_: A
         # kopf would retry these after its default 60 s: at 1,000 registrations at once approvals timed out
         # against a saturated parent and then waited a minute each (bench/scale.py)
         raise kopf.TemporaryError(f"registration of {body['metadata']['name']} could not reach the parent: "
-                                  f"{e or type(e).__name__}", delay=2) from e
+                                  f"{error_text(e)}", delay=2) from e
 
 
 # Event handlers only update in-memory caches and queues; being async, kopf runs them on the event loop

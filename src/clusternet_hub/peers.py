@@ -49,6 +49,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.leaderelection import micro_time
 from clusternet_api.listwatch import ListWatch
+from clusternet_api.logs import error_text
 from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, ByteStream, StreamOpenError, pipe
 from clusternet_hub.sockets import bearer
 from clusternet_hub.takeover import answer_switching
@@ -171,7 +172,7 @@ async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.S
             writer.write(head.encode())
             answer = await reader.readuntil(b"\r\n\r\n")
     except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
-        raise StreamOpenError(f"hub replica {peer.url} unreachable: {e or type(e).__name__}") from e
+        raise StreamOpenError(f"hub replica {peer.url} unreachable: {error_text(e)}") from e
     status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0

@@ -17,13 +17,15 @@ from clusternet_agent import agent, heartbeat
 from clusternet_agent.options import AgentOptions
 from clusternet_agent.registration import ParentAccess
 from clusternet_api.kube import Credentials, Kube
+from clusternet_api.logs import error_text
 
 HEALTHY = {"healthz": True, "livez": True, "readyz": True, "k8sVersion": "v1.20.2"}
 
 
-async def run_loop(monkeypatch: pytest.MonkeyPatch, later: Any, seconds: float) -> list[dict[str, Any]]:
-    """Run heartbeat_loop for `seconds` (reports due every 0.1 s) with a first collection that succeeds and
-    `later` for every one after it; the observations it reported, in order."""
+async def run_loop(monkeypatch: pytest.MonkeyPatch, later: Any, seconds: float,
+                   update_frequency: float = 0.1) -> list[dict[str, Any]]:
+    """Run heartbeat_loop for `seconds` (reports due every `update_frequency`) with a first collection that
+    succeeds and `later` for every one after it; the observations it reported, in order."""
     calls = 0
 
     async def collect(child: Kube, **_: Any) -> dict[str, Any]:
@@ -44,7 +46,7 @@ async def run_loop(monkeypatch: pytest.MonkeyPatch, later: Any, seconds: float) 
     monkeypatch.setattr(heartbeat, "collect", collect)
     monkeypatch.setattr(heartbeat, "report", report)
     monkeypatch.setattr(agent, "refresh_token", no_refresh)
-    opts = AgentOptions(collect_frequency=0.05, update_frequency=0.1)
+    opts = AgentOptions(collect_frequency=0.05, update_frequency=update_frequency)
     access = ParentAccess(Credentials(server="https://parent"), "ns", "mc", "id")
     stop = asyncio.Event()
     child = parent = Kube(Credentials(server="https://unused"))
@@ -66,7 +68,35 @@ async def test_a_collection_that_hangs_does_not_hold_up_the_heartbeat(monkeypatc
     reports = await run_loop(monkeypatch, hang, 1.0)
     assert hung.is_set()
     assert len(reports) >= 6  # one per 0.1 s period, not one and then silence
-    assert all(r == HEALTHY for r in reports)  # the last observation: nothing says it is wrong
+    assert all(r == HEALTHY for r in reports)  # not stalled long enough (30 s) to say it is wrong
+
+
+async def test_a_collection_that_never_ends_reports_the_child_api_server_down(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGSTOPped kube-apiserver keeps its connections open and answers nothing: the sandbox showed it
+    Ready True, with fresh heartbeats, for the 2 min one request may wait. Past the stall limit, the reports
+    say it is down, and the change goes out at once rather than at the next report period."""
+    monkeypatch.setattr(agent, "STALLED_MIN_SECONDS", 0.3)
+
+    async def frozen() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    reports = await run_loop(monkeypatch, frozen, 1.0, update_frequency=60)
+    assert reports == [HEALTHY, {**HEALTHY, "healthz": False, "livez": False, "readyz": False}]
+
+
+async def test_a_change_of_health_is_reported_before_the_period_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused() -> dict[str, Any]:
+        raise OSError("Connect call failed ('127.0.0.1', 6443)")
+
+    reports = await run_loop(monkeypatch, refused, 0.5, update_frequency=60)
+    assert reports == [HEALTHY, {**HEALTHY, "healthz": False, "livez": False, "readyz": False}]
+
+
+def test_an_exception_without_a_message_is_described_by_its_type() -> None:
+    assert error_text(TimeoutError()) == "TimeoutError"
+    assert error_text(OSError("refused")) == "refused"
 
 
 async def test_a_failed_collection_reports_the_child_api_server_down(monkeypatch: pytest.MonkeyPatch) -> None:

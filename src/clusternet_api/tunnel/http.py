@@ -29,6 +29,7 @@ from typing import Final
 
 import httptools
 
+from clusternet_api.logs import error_text
 from clusternet_api.tunnel.mux import ByteStream
 
 MAX_IDLE = 64
@@ -297,7 +298,7 @@ class StreamHttp:
             except (ConnectionResetError, ProtocolError) as e:
                 channel.abort(f"request failed: {e}")
                 if fresh or attempt:  # an idle stream may have died meanwhile: one retry on a new one
-                    raise UpstreamError(str(e) or type(e).__name__) from e
+                    raise UpstreamError(error_text(e)) from e
                 continue
             except BaseException:  # cancelled or timed out waiting: nobody will read this answer
                 channel.abort("request abandoned")
@@ -318,7 +319,7 @@ class StreamHttp:
             event = await channel.exchange(method, target, headers, None)
         except (ConnectionResetError, ProtocolError) as e:
             channel.abort(f"upgrade failed: {e}")
-            raise UpstreamError(str(e) or type(e).__name__) from e
+            raise UpstreamError(error_text(e)) from e
         except BaseException:
             channel.abort("upgrade abandoned")
             raise
@@ -340,7 +341,7 @@ class StreamHttp:
                 try:
                     event = await channel.next_event()
                 except (ConnectionResetError, ProtocolError) as e:  # reset, or closed before the end
-                    raise BodyCut(str(e) or type(e).__name__) from e
+                    raise BodyCut(error_text(e)) from e
                 if isinstance(event, bytes):
                     yield event
                 elif event is END:
