@@ -181,10 +181,14 @@ def main() -> int:
         via = show_product(parent, child1, args.dir)
         step("the sandbox is up")
         print(f"""
+  plugin:  export PATH={Path(sys.executable).parent}:$PATH   (kubectl finds `kubectl clusternet` on PATH)
   parent:  export KUBECONFIG={parent.kubeconfig}
   child1:  {child1.kubeconfig}   (Dual with AppPusher: the hub pushes to it)
   child2:  {child2.kubeconfig}   (Pull: its agent applies)
   hub:     https://{HUB_IP}:443 (CA {ca}), behind the parent's aggregated API; logs in {args.dir}
+  charts:  {repo.url} (HelmChart default/mysql comes from it; examples/ name Bitnami's, offline here)
+  app-demo: the overview's walkthrough, already deployed to both children (examples/applications/ unchanged
+           would replace it with a placeholder cluster ID and Bitnami's repository)
 
 Try:
   kubectl clusternet get subs -A                    # with KUBECONFIG above, or kubectl-clusternet

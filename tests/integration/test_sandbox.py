@@ -36,6 +36,9 @@ def test_sandbox_shows_the_product_and_stops_everything_on_sigterm(tmp_path: Pat
         assert text.count("Generic    Success") == 2  # the walkthrough reached both children
         assert text.count("Helm       Success") == 2 and "$ kubectl get hr -A" in text  # its chart too
         assert text.count(" deployed ") >= 2 and "Found" in text, text
+        # what a user needs to go on by hand: the plugin on PATH, and where the chart comes from
+        assert f"export PATH={Path(sys.executable).parent}:$PATH" in text
+        assert "  charts:  http://127.0.0.1:" in text
 
         os.kill(int((workdir / "sandbox.pid").read_text()), signal.SIGTERM)  # what `make sandbox-down` does
         assert proc.wait(timeout=60) == 0
