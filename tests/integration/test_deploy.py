@@ -137,6 +137,18 @@ def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: Contro
     assert child_annotations(child1).get("demo/order") == "loc-100"
     d = descriptions(parent, "app-demo")[env["ns1"]]
     assert "replicaz" in d["metadata"]["annotations"]["apps.clusternet.io/render-errors"]
+    # one in a namespace that is no cluster's applies to nothing, and says so
+    kubectl(parent, "apply", "-f", "-", input=override("Localization", "stray", 100, order % "stray", "default"))
+
+    def stray_warned() -> bool:
+        events = json.loads(kubectl(parent, "get", "events", "-n", "default", "-o", "json").stdout)["items"]
+        return any(e["reason"] == "NotInClusterNamespace" and e["involvedObject"]["name"] == "stray"
+                   for e in events)
+
+    wait_for(stray_warned, timeout=30, what="NotInClusterNamespace event")
+    assert not any(e["reason"] == "NotInClusterNamespace" for e in json.loads(kubectl(
+        parent, "get", "events", "-n", env["ns1"], "-o", "json").stdout)["items"])
+    kubectl(parent, "delete", "localization", "stray", "-n", "default")
     # deleting an ApplyNow override rolls it back
     kubectl(parent, "delete", "localization", "l100", "-n", env["ns1"])
     wait_for(lambda: child_annotations(child1).get("demo/order") == "glob-600", timeout=30, what="rollback")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from clusternet_api import applier, known
 from clusternet_api.helm import HelmDriver, default_driver
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
@@ -70,8 +71,23 @@ class Controller:
             await self.charts.check(key)
         elif work == "release":
             await self.releases.push(key, force)
+        elif work == "stray":
+            await self.warn_stray_localization(key)
         else:
             await self.pusher.push(key, force)
+
+    async def warn_stray_localization(self, key: Key) -> None:
+        """A Localization takes effect only in a cluster's dedicated namespace; one elsewhere (`default`, a
+        mistyped `clusternet-xxxxx`) would be ignored without a word, as in Clusternet. A Warning event on it
+        says so, once per spec the hub sees (checked again here: the cluster may have registered meanwhile)."""
+        loc = self.store.caches.localizations.get(key)
+        if loc is None or self.store.in_cluster_namespace(loc):
+            return
+        await applier.post_event(
+            self.kube, loc, "Warning", "NotInClusterNamespace",
+            f"Localization {key[0]}/{key[1]} applies to no cluster: Localizations take effect only in a "
+            "cluster's dedicated namespace (the NAMESPACE of `kubectl get mcls -A`); use a Globalization to "
+            "override for every cluster", known.CREATED_BY_HUB)
 
     async def _worker(self) -> None:
         queue = self.store.queue

@@ -18,10 +18,11 @@ from clusternet_core.plan import Caches, Key, key_of, override_targets, subscrip
 from clusternet_hub.controller.workqueue import WorkQueue
 from clusternet_hub.health import is_ready
 
-Work = Literal["sub", "status", "push", "helm", "chart", "release"]
+Work = Literal["sub", "status", "push", "helm", "chart", "release", "stray"]
 """sub: reconcile a Subscription; status: rewrite its status; push: push a Generic Description; helm: a Helm
 Description's HelmReleases and status; chart: check a HelmChart in its repository; release: install or remove
-a HelmRelease in a cluster the hub deploys to."""
+a HelmRelease in a cluster the hub deploys to; stray: tell a Localization outside every cluster's namespace
+that it applies to nothing."""
 WorkKey = tuple[Work, str, str]
 
 
@@ -102,9 +103,16 @@ class Store:
             store[key] = override
             if old is not None and old.get("spec") == override.get("spec"):
                 return
+        if kind == "Localization" and event != "DELETED" and not self.in_cluster_namespace(override):
+            self.enqueue("stray", key)
         policy = ((old or override).get("spec") or {}).get("overridePolicy") or "ApplyLater"
         if policy == "ApplyNow" or (override.get("spec") or {}).get("overridePolicy") == "ApplyNow":
             self.enqueue_subscriptions(lambda sub: override_targets(override, sub), force=True)
+
+    def in_cluster_namespace(self, obj: Obj) -> bool:
+        """Is the object in a ManagedCluster's dedicated namespace (where Localizations take effect)?"""
+        namespace = obj["metadata"].get("namespace")
+        return any(ns == namespace for ns, _ in list(self.caches.clusters))
 
     def on_feed_inventory(self, event: str, finv: Obj) -> None:
         """Someone deleted or changed a FeedInventory: its Subscription writes it again."""
