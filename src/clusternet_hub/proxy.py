@@ -89,9 +89,19 @@ def upstream_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str],
     return out
 
 
-def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """The child's response headers minus hop-by-hop ones; repeated headers (Warning, ...) all kept."""
-    return CIMultiDict((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
+CHILD_REJECTED_WARNING = ('299 - "the child cluster\'s API server rejected the child credentials sent through '
+                          'the proxy (the clusternet-token extra or the bearer token), not the parent"')
+
+
+def response_headers(headers: Iterable[tuple[str, str]], status: int = 200) -> CIMultiDict[str]:
+    """The child's response headers minus hop-by-hop ones; repeated headers (Warning, ...) all kept.
+
+    A 401 is relayed as the child wrote it (clients parse its Status), with a Warning header added (kubectl and
+    client-go print them): a bare "Unauthorized" through the parent did not say whose credentials failed."""
+    out = CIMultiDict((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
+    if status == 401:
+        out.add("Warning", CHILD_REJECTED_WARNING)
+    return out
 
 
 async def upgrade(request: web.Request, http: StreamHttp, address: str, target: str,
@@ -223,7 +233,7 @@ class Proxy:
 
 async def respond(request: web.Request, upstream: Response, cluster_id: str) -> web.StreamResponse:
     """The child's answer to the client: small ones in one piece, others streamed (watches, logs, big lists)."""
-    headers_out = response_headers(upstream.headers)
+    headers_out = response_headers(upstream.headers, upstream.status)
     length = headers_out.get("Content-Length", "")
     async with contextlib.aclosing(upstream.body) as chunks:
         if length.isdigit() and int(length) <= WHOLE_BODY_LIMIT:  # small answers leave in one write

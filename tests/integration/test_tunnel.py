@@ -202,6 +202,9 @@ def test_unauthorised_attempts_are_rejected(env: dict[str, Any]) -> None:
     assert proxied_status(env, env["id1"], "/api/v1/namespaces", None) == 401  # no credentials at all
     # another cluster's token means nothing to this child's apiserver
     assert proxied_status(env, env["id1"], "/api/v1/namespaces", env["tokens"]["admin2"]) == 401
+    # kubectl says whose credentials failed: the child's, not the parent's (a Warning header from the hub)
+    refused = via_proxy(env, env["id1"], env["tokens"]["admin2"], "get", "ns", check=False)
+    assert refused.returncode == 1 and "rejected the child credentials" in refused.stderr, refused.stderr
     assert proxied_status(env, "00000000-0000-4000-8000-000000000000", "/version", "x") == 404
 
     # child1's agent identity trying to open child2's socket

@@ -221,3 +221,15 @@ async def test_path_and_query_reach_the_child_as_the_client_encoded_them() -> No
             assert response.status == 200
             assert await response.json() == {"raw_path": "/echo/a%2Fb%3Fc", "query": query,
                                              "selector": "app in (a,b)"}
+
+
+def test_a_401_from_the_child_says_whose_credentials_failed() -> None:
+    """Relayed as the child wrote it, plus a Warning header: through the parent, a bare "Unauthorized" did not
+    say that the child token was the one refused."""
+    from clusternet_hub.proxy import CHILD_REJECTED_WARNING, response_headers
+
+    child = [("Content-Type", "application/json"), ("Warning", '299 - "child says"'), ("Connection", "close")]
+    refused = response_headers(child, 401)
+    assert refused.getall("Warning") == ['299 - "child says"', CHILD_REJECTED_WARNING]
+    assert "Connection" not in refused
+    assert response_headers(child, 200).getall("Warning") == ['299 - "child says"']
