@@ -8,9 +8,10 @@ when it runs, so `--help` and `version` load none of them and `get` does not loa
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -106,13 +107,63 @@ def _kustomized(directory: str) -> list[Document]:
         sys.exit(1)
 
 
+PLUGIN_COMMAND = "kubectl clusternet"
+"""How users type the plugin (kubectl runs it as `kubectl-clusternet`), in usage errors' help hints."""
+
+
+class UsageError(click.ClickException):
+    """A wrong command line as kubectl reports one (cmdutil.UsageErrorf): `error: <message>` and the line
+    saying where the help is, on stderr, exit code 1. click's own prints the usage text and `Error: ...`, and
+    exits with 2."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, command: str) -> None:
+        super().__init__(message)
+        self.command = command
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.message}\nSee '{self.command} -h' for help and examples", file=file, err=True)
+
+
+def command_path(ctx: click.Context | None) -> str:
+    """`kubectl clusternet get` for the context of `get`, whatever name the program was started by."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(str(ctx.info_name))
+        ctx = ctx.parent
+    return " ".join([PLUGIN_COMMAND, *reversed(names)])
+
+
+@contextmanager
+def kubectl_usage_errors(ctx: click.Context) -> Iterator[None]:
+    """click's usage errors raised inside, as kubectl's (UsageError): the message in kubectl's manner (lower
+    case, no full stop; an unknown option is kubectl's `unknown flag: --x`), and the help of the command that
+    failed (when click does not say which, the sub-command being parsed, else `ctx`'s)."""
+    try:
+        yield
+    except click.UsageError as exc:
+        message = exc.format_message().removesuffix(".")
+        if isinstance(exc, click.NoSuchOption):
+            message = f"unknown flag: {exc.option_name}"  # kubectl's words (click's vary between versions)
+        if exc.ctx is not None:
+            path = command_path(exc.ctx)
+        else:  # click's parser says no context; Group.invoke names the sub-command before parsing its arguments
+            path = " ".join([command_path(ctx), *filter(None, [ctx.invoked_subcommand])])
+        raise UsageError(message[:1].lower() + message[1:], path) from exc
+
+
 class PluginGroup(click.Group):
     """The commands on the parent, plus the routing of a whole command line to a child cluster.
 
     A command line naming --cluster-id (or another child option) anywhere before `--` is not parsed here:
     every verb with every flag goes to the real kubectl, against the child, through the hub
     (`childcluster`). kubectl verbs we do not run on templates get a one-line error saying how to reach a
-    child, or what to use for templates (`routing.CHILD_ONLY_VERBS`)."""
+    child, or what to use for templates (`routing.CHILD_ONLY_VERBS`).
+
+    Every usage error, of this group's options or of a sub-command's, passes through parse_args or invoke
+    here, and leaves as kubectl's (`kubectl_usage_errors`); no arguments at all print the help on stdout
+    with exit code 0, as kubectl does (click 8.2+ prints it on stderr with exit code 2)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         from clusternet_kubectl.routing import wants_child
@@ -121,7 +172,15 @@ class PluginGroup(click.Group):
             from clusternet_kubectl.childcluster import main as child_main
 
             ctx.exit(child_main(args))
-        return super().parse_args(ctx, args)
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        with kubectl_usage_errors(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with kubectl_usage_errors(ctx):
+            return super().invoke(ctx)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
                                                                            list[str]]:
@@ -130,6 +189,8 @@ class PluginGroup(click.Group):
         if args and args[0] in CHILD_ONLY_VERBS and args[0] not in self.commands:
             click.echo(f"error: {child_only_message(args[0])}", err=True)
             ctx.exit(1)
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            raise UsageError(f'unknown command "{args[0]}" for "{PLUGIN_COMMAND}"', PLUGIN_COMMAND)
         return super().resolve_command(ctx, args)
 
 

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import ssl
+import sys
 from typing import Any
 
 import aiohttp
@@ -81,3 +82,16 @@ def error_line(exc: BaseException, server: str, proxy: str | None = None) -> str
     if isinstance(exc, ssl.SSLError):
         return f"error: cannot use the kubeconfig's TLS settings: {exc.reason or exc}"
     return f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+
+
+def stdout_closed() -> int:
+    """What a command ends with when its reader went away (`kubectl clusternet render ... | head`): nothing
+    said, exit code 1. kubectl (Go) is killed by SIGPIPE instead (141 in a shell); we exit with 1 as Python's
+    documented pattern does, and as click already does when its own output (--help) meets a closed pipe, so
+    both ways out look the same, and a shell's `pipefail` sees a failure either way. stdout is pointed at
+    /dev/null first: the text still buffered for it would otherwise fail again when Python flushes it at exit,
+    and print `Exception ignored ... BrokenPipeError` (with exit code 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 1

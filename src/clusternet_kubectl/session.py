@@ -22,7 +22,7 @@ import click
 from clusternet_api import __version__, known
 from clusternet_api.kube import ApiException, Credentials, CredentialsError, Kube, Obj, ResourceNotFound, status_error
 from clusternet_api.kubeconfig import kubeconfig_files, no_kubeconfig, resolve
-from clusternet_kubectl.errors import PluginError, error_line
+from clusternet_kubectl.errors import PluginError, error_line, stdout_closed
 from clusternet_kubectl.resources import Resource, match_resource, split_group
 
 T = TypeVar("T")
@@ -121,7 +121,8 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None) 
 def run(command: Command, *args: Any, kubeconfig: str | None, context: str | None, namespace: str | None,
         debug: bool = False, interrupted: int = 130) -> None:
     """Run an async command against the parent and exit with its code; any failure is one line and exit code 1
-    (with `debug`, the traceback instead); Ctrl-C exits with `interrupted` (0 for `get -w`, as kubectl's)."""
+    (with `debug`, the traceback instead); Ctrl-C exits with `interrupted` (0 for `get -w`, as kubectl's); a
+    closed stdout exits with 1 and says nothing (stdout_closed)."""
     used: list[Credentials] = []
 
     async def main() -> int:
@@ -132,6 +133,8 @@ def run(command: Command, *args: Any, kubeconfig: str | None, context: str | Non
 
     try:
         code = asyncio.run(main())
+    except BrokenPipeError:  # stdout's reader is gone: not an error to report, even with --debug
+        code = stdout_closed()
     except KeyboardInterrupt:
         if debug:
             raise

@@ -1,9 +1,11 @@
 """Finding stored templates (Manifests in clusternet-reserved) by the kind and names a user typed.
 
 `get`, `describe` and `delete` take kubectl's arguments (`deploy my-nginx`, `deploy/my-nginx`,
-`deployments.apps`); a kind the parent does not serve still finds skip-validating templates by its literal
-kind or plural. kubectl's messages are kept (`No resources found in foo namespace.`, `(NotFound)`), though
-what is not found is a template, not an object on the parent.
+`deployments.apps`), resolved against the parent's discovery as kubectl (and Clusternet's plugin, which is
+kubectl) resolves them: a kind it does not know is kubectl's `the server doesn't have a resource type "x"`.
+Where we go further: a kind the parent does not serve but has skip-validating templates of is found by its
+literal kind or plural, since those templates are stored only here. kubectl's messages are kept (`No resources
+found in foo namespace.`, `(NotFound)`), though what is not found is a template, not an object on the parent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import click
 
 from clusternet_api import known
-from clusternet_api.kube import Obj
+from clusternet_api.kube import ApiException, Obj
 from clusternet_kubectl.errors import PluginError, server_message
 from clusternet_kubectl.resources import MANIFEST, Resource, split_group
 from clusternet_kubectl.session import Session
@@ -48,7 +50,23 @@ class Kind:
 
 
 async def resolve_kind(session: Session, name: str) -> Kind:
-    return Kind(await session.resolve(name), name)
+    """The kind a user typed (plural, singular, short name, kind, `deployments.apps`), from the parent's
+    discovery; PluginError with kubectl's words when the parent neither serves it nor stores templates of it
+    (skip-validating ones). When the parent cannot answer discovery (5xx...), the name is taken literally:
+    the templates are looked up by it, as before discovery decided, rather than the command failing; a 401
+    or 403 is the user's to see, as kubectl shows it."""
+    try:
+        resource = await session.resolve(name)
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise
+        return Kind(None, name)
+    kind = Kind(resource, name)
+    if resource is None and not await list_templates(session, kind, None):
+        # kubectl (resource.Builder.mappingFor) names what comes before the first dot: `deployments.appz`
+        # says "deployments"
+        raise PluginError(f'the server doesn\'t have a resource type "{name.partition(".")[0]}"')
+    return kind
 
 
 def kind_and_names(kind_name: str, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:

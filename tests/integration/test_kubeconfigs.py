@@ -177,13 +177,12 @@ def test_one_line_errors_from_a_real_server(plane: ControlPlane, tmp_path: Path)
         'Error from server (Forbidden): managedclusters.clusters.clusternet.io is forbidden: User '
         '"system:serviceaccount:default:nobody" cannot list resource "managedclusters" in API group '
         '"clusters.clusternet.io" at the cluster scope')
-    # an unknown kind: templates of kinds the parent does not serve are allowed (skip-validating), so listing
-    # them is not an error; a named one that is not there, or applying one unannotated, is one line
+    # an unknown kind (no CRD, no skip-validating templates of it): kubectl's words for get and describe; applying
+    # one unannotated is one line too
     admin = f"--kubeconfig={plane.kubeconfig}"
-    listed = plugin(admin, "get", "widgets")
-    assert (listed.returncode, listed.stderr) == (0, "No resources found in default namespace.\n")
-    assert one_line_error(plugin(admin, "describe", "widgets", "w1")) == \
-        'Error from server (NotFound): widgets "w1" not found'
+    unknown = 'error: the server doesn\'t have a resource type "widgets"'
+    assert one_line_error(plugin(admin, "get", "widgets")) == unknown
+    assert one_line_error(plugin(admin, "describe", "widgets", "w1")) == unknown
     widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\n"
     applied = subprocess.run([*PLUGIN, admin, "apply", "-f", "-"], input=widget, capture_output=True, text=True,
                              timeout=120, check=False)

@@ -1,0 +1,88 @@
+"""`kubectl clusternet get/describe/delete KIND`: the kind typed is resolved against the parent's discovery, as
+kubectl resolves it; a kind the parent neither serves nor has templates of is kubectl's one-line error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_api.kube import Credentials, Kube
+from clusternet_core.naming import manifest_for
+from clusternet_kubectl.commands.delete import delete_command
+from clusternet_kubectl.commands.describe import describe_command
+from clusternet_kubectl.commands.get import get_command
+from clusternet_kubectl.errors import PluginError
+from clusternet_kubectl.resources import MANIFEST
+from clusternet_kubectl.session import Session
+from tests.unit.test_kubectl_plugin import DISCOVERY
+
+MANIFESTS = MANIFEST.path(known.RESERVED_NAMESPACE)
+WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "other"}}
+
+
+class FakeParent(Kube):
+    """Discovery from DISCOVERY, the Manifests given, and the answers of `paths` (503 for anything else)."""
+
+    def __init__(self, *templates: tuple[str, dict[str, Any]], paths: dict[str, Any] | None = None) -> None:
+        super().__init__(Credentials(server="http://parent.invalid"))
+        self.paths: dict[str, Any] = {**DISCOVERY, MANIFESTS: {
+            "items": [manifest_for(plural, obj) for plural, obj in templates], "metadata": {"resourceVersion": "7"}}}
+        self.paths.update(paths or {})
+
+    async def raw(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        answer = self.paths.get(path)
+        if isinstance(answer, int):
+            return answer, {"kind": "Status", "code": answer, "message": "broken"}
+        return (200, answer) if answer is not None else (503, "service unavailable")
+
+
+def parent(*templates: tuple[str, dict[str, Any]], paths: dict[str, Any] | None = None) -> Session:
+    return Session(FakeParent(*templates, paths=paths), "default")
+
+
+@pytest.mark.parametrize(("args", "typed"), [
+    (("nosuchkind", (), False), "nosuchkind"),
+    (("deploymentz", (), True), "deploymentz"),  # -A
+    (("deployments.appz", (), False), "deployments"),  # kubectl names the resource, not the group
+    (("Nosuch.v1.foo", ("x",), False), "Nosuch"),
+    (("nosuchkind/x", (), False), "nosuchkind"),
+])
+async def test_get_of_a_kind_the_parent_does_not_know_fails_like_kubectl(args: tuple[str, tuple[str, ...], bool],
+                                                                         typed: str) -> None:
+    with pytest.raises(PluginError) as failed:
+        await get_command(parent(), *args, None)
+    assert str(failed.value) == f'the server doesn\'t have a resource type "{typed}"'
+
+
+async def test_describe_and_delete_of_an_unknown_kind_fail_the_same_way() -> None:
+    message = 'the server doesn\'t have a resource type "nosuchkind"'
+    with pytest.raises(PluginError, match=message):
+        await describe_command(parent(), "nosuchkind", ("x",))
+    with pytest.raises(PluginError, match=message):
+        await delete_command(parent(), "nosuchkind", ("x",), [])
+
+
+@pytest.mark.parametrize("typed", ["deploy", "deployments", "Deployment", "deployment.apps", "deployments.v1.apps",
+                                   "svc"])
+async def test_a_known_kind_without_templates_is_no_resources_found(typed: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert await get_command(parent(), typed, (), False, None) == 0
+    assert capsys.readouterr().err == "No resources found in default namespace.\n"
+
+
+async def test_skip_validating_templates_make_their_literal_kind_known(capsys: pytest.CaptureFixture[str]) -> None:
+    """The parent does not serve Widgets, but stores a template of one: listing them is no error anywhere."""
+    assert await get_command(parent(("widgets", WIDGET)), "widgets", (), False, None) == 0
+    assert capsys.readouterr().err == "No resources found in default namespace.\n"
+    assert await get_command(parent(("widgets", WIDGET)), "Widget", (), True, None) == 0
+    assert capsys.readouterr().out.split() == ["NAMESPACE", "NAME", "AGE", "other", "w1", "<unknown>"]
+    with pytest.raises(PluginError, match='resource type "gadgets"'):
+        await get_command(parent(("widgets", WIDGET)), "gadgets", (), True, None)
+
+
+async def test_without_discovery_the_kind_is_taken_literally_as_before(capsys: pytest.CaptureFixture[str]) -> None:
+    """Discovery refused (here /apis answers 500): no verdict on the kind, the templates are looked up by name."""
+    assert await get_command(parent(paths={"/apis": 500}), "nosuchkind", (), False, None) == 0
+    assert capsys.readouterr().err == "No resources found in default namespace.\n"
