@@ -207,10 +207,27 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
     if existing is None and ident["kind"] == "Namespace" and ident["apiVersion"] == "v1":
         outcome.new_namespaces.add(ident["name"])
     if json.dumps(ident, sort_keys=True) in previously and same_generation and (
-            existing is None or existing["metadata"].get("resourceVersion")
-            != applied["metadata"].get("resourceVersion")):
+            existing is None or changed(existing, applied)):
         outcome.drifted.append(what + (" (deleted)" if existing is None else " (changed)"))
     return None, applied
+
+
+def changed(existing: Obj, applied: Obj) -> bool:
+    """Did our apply change the object, i.e. put back what someone else had changed (drift)?
+
+    Not a resourceVersion comparison alone: the API server also writes (a new resourceVersion) when an apply
+    changes no field but only the object's managedFields. kube-apiserver 1.20 does so on the apply after the one
+    that took fields over from another manager (adopting an object `kubectl create` made): it rewrites that
+    manager's entry, and a drift was reported on every adoption. Status is not ours to apply either; its
+    controller may write it between our read and our apply."""
+    if existing["metadata"].get("resourceVersion") == applied["metadata"].get("resourceVersion"):
+        return False
+    return _content(existing) != _content(applied)
+
+
+def _content(obj: Obj) -> Obj:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
 
 
 async def delete_owned(child: KubeApi, ident: dict[str, str], key: str) -> bool:
