@@ -1,11 +1,13 @@
-"""Objects that existed before a Description: re-applying what it took over (clusternet_api.applier against an
-in-memory API server)."""
+"""Adopting objects that existed before and letting them go (clusternet_api.applier and .ownership against
+in-memory API servers)."""
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from clusternet_api import applier, known
+from clusternet_api.ownership import ANNOTATION_ADOPTED, ANNOTATION_OWNED
 from clusternet_api.rawobjects import encode_raw
 from tests.unit.fakekube import FakeKube, Obj, merge
 
@@ -38,9 +40,10 @@ class ApiServer120(FakeKube):
         return copy.deepcopy(stored)
 
 
-def description(name: str, *objects: Obj) -> Obj:
+def description(name: str, *objects: Obj, created: str = "2026-01-01T00:00:00Z") -> Obj:
     return {"apiVersion": known.APPS_API_VERSION, "kind": "Description",
-            "metadata": {"name": name, "namespace": NS, "generation": 1, "uid": f"uid-{name}"},
+            "metadata": {"name": name, "namespace": NS, "generation": 1, "uid": f"uid-{name}",
+                         "creationTimestamp": created, "finalizers": [known.FINALIZER_APPS]},
             "spec": {"deployer": "Generic", "raw": encode_raw(objects)}}
 
 
@@ -49,11 +52,17 @@ def by_hand(obj: Obj, **data: str) -> Obj:
     return {**copy.deepcopy(obj), "data": data}
 
 
-async def deploy(parent: FakeKube, child: FakeKube, name: str) -> applier.ApplyOutcome:
-    """What a push or a pull does: the Description as the parent has it applied, the outcome reported."""
+def stored(parent: FakeKube, name: str) -> Obj:
+    """The Description as the parent has it now."""
     desc = parent.find("Description", NS, name)
     assert desc is not None
-    outcome = await applier.apply_description(child, copy.deepcopy(desc))
+    return copy.deepcopy(desc)
+
+
+async def deploy(parent: FakeKube, child: FakeKube, name: str) -> applier.ApplyOutcome:
+    """What a push or a pull does: the Description as the parent has it applied, the outcome reported."""
+    desc = stored(parent, name)
+    outcome = await applier.apply_description(child, desc)
     await applier.report(parent, desc, outcome, "test")
     return outcome
 
@@ -62,12 +71,63 @@ def events(parent: FakeKube, reason: str) -> list[str]:
     return [o["message"] for (kind, _, _), o in parent.objects.items() if kind == "Event" and o["reason"] == reason]
 
 
-async def test_re_applying_an_object_made_by_hand_is_no_drift_until_someone_changes_it() -> None:
+def marks(child: FakeKube, name: str) -> dict[str, Any]:
+    cm = child.find("ConfigMap", "pre", name)
+    assert cm is not None
+    annotations = cm["metadata"].get("annotations") or {}
+    return {k: v for k, v in annotations.items() if k in (ANNOTATION_OWNED, ANNOTATION_ADOPTED)}
+
+
+async def test_an_object_made_by_hand_is_adopted_with_one_event_and_its_re_applies_are_no_drift() -> None:
     parent, child = FakeKube(description("d1", KEEPME)), ApiServer120(by_hand(KEEPME, a="1"))
-    for _ in range(4):  # the first takes it over, the second only rewrites managedFields (a new resourceVersion)
-        assert (await deploy(parent, child, "d1")).drifted == []
+    outcome = await deploy(parent, child, "d1")
+    assert outcome.adopted == ["ConfigMap pre/keepme"] and outcome.drifted == []
+    assert child.find("ConfigMap", "pre", "keepme")["data"] == {"a": "from-parent"}  # overwritten, as Clusternet
+    assert marks(child, "keepme") == {ANNOTATION_ADOPTED: f"{NS}.d1"}
+    for _ in range(3):  # resyncs: the second apply only rewrites managedFields (a new resourceVersion)
+        outcome = await deploy(parent, child, "d1")
+        assert outcome.adopted == [] and outcome.drifted == []
+    assert len(events(parent, "Adopted")) == 1 and "ConfigMap pre/keepme" in events(parent, "Adopted")[0]
     assert events(parent, "DriftCorrected") == []
     child.objects[("ConfigMap", "pre", "keepme")]["data"] = {"a": "edited"}  # someone else's change is drift
     assert (await deploy(parent, child, "d1")).drifted == ["ConfigMap pre/keepme (changed)"]
     del child.objects[("ConfigMap", "pre", "keepme")]
     assert (await deploy(parent, child, "d1")).drifted == ["ConfigMap pre/keepme (deleted)"]
+
+
+async def test_cleanup_leaves_an_adopted_object_as_it_is_without_our_mark() -> None:
+    parent, child = FakeKube(description("d1", KEEPME)), FakeKube(by_hand(KEEPME, a="1"))
+    await deploy(parent, child, "d1")
+    desc = stored(parent, "d1")
+    released = await applier.cleanup(child, desc)
+    assert released.unadopted == ["ConfigMap pre/keepme"] and released.deleted == []
+    cm = child.find("ConfigMap", "pre", "keepme")
+    assert cm["data"] == {"a": "from-parent"} and marks(child, "keepme") == {}
+    assert child.writes[-1][0] == "patch"  # a guarded JSON patch: not an apply, which would drop our data keys
+
+
+async def test_cleanup_leaves_alone_an_object_another_description_adopted_meanwhile() -> None:
+    parent, child = FakeKube(description("d1", KEEPME)), FakeKube(by_hand(KEEPME, a="1"))
+    await deploy(parent, child, "d1")
+    desc = stored(parent, "d1")
+    child.objects[("ConfigMap", "pre", "keepme")]["metadata"]["annotations"][ANNOTATION_ADOPTED] = "other.d9"
+    writes = len(child.writes)
+    released = await applier.cleanup(child, desc)
+    assert released.unadopted == [] and len(child.writes) == writes
+    assert marks(child, "keepme") == {ANNOTATION_ADOPTED: "other.d9"}
+
+
+async def test_an_object_another_description_adopted_is_refused_not_made_ours() -> None:
+    """Taking it over would mark what someone made by hand as created by us, and delete it with us."""
+    parent = FakeKube(description("d1", KEEPME), description("d2", KEEPME))
+    child = FakeKube(by_hand(KEEPME, a="1"))
+    await deploy(parent, child, "d1")
+    outcome = await deploy(parent, child, "d2")
+    assert outcome.phase == "Failure" and f"already adopted by Description {NS}.d1" in str(outcome.reason)
+    assert marks(child, "keepme") == {ANNOTATION_ADOPTED: f"{NS}.d1"}
+
+
+async def test_a_template_cannot_bring_its_own_ownership_marks() -> None:
+    copied = merge(KEEPME, {"metadata": {"annotations": {ANNOTATION_OWNED: "elsewhere.dx"}}})
+    prepared = applier.prepare(copied, f"{NS}.d1", adopted=True)
+    assert prepared["metadata"]["annotations"] == {ANNOTATION_ADOPTED: f"{NS}.d1"}
