@@ -8,8 +8,8 @@ Ownership is explicit: every object created from a Description carries
 carrying *this* Description's mark, never objects someone else created; an object that already existed
 unmarked is adopted (marked `adopted-by-description`, with an `Adopted` event: as Clusternet does, the
 Description's content overwrites what it held) and left in place on cleanup, only our mark removed
-(ownership.py). An object another Description holds, created or adopted, is refused (two Subscriptions
-deploying one object).
+(ownership.py). An object another Description holds is refused (two Subscriptions deploying one object) until
+that one lets go of it, which hands it over (ownership.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import copy
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
@@ -28,6 +28,7 @@ from clusternet_api.logs import error_text
 from clusternet_api.ownership import (
     ANNOTATION_ADOPTED,
     ANNOTATION_OWNED,
+    Claimants,
     Released,
     describe,
     ident_key,
@@ -92,7 +93,7 @@ class ApplyOutcome:
     adopted: list[str] = field(default_factory=list)
     """Objects that existed unmarked and were taken over by this apply (not those adopted earlier)."""
     released: Released = field(default_factory=Released)
-    """What the feeds no longer name: deleted when ours, unadopted when adopted."""
+    """What the feeds no longer name: deleted when ours, handed over to a Description that wants it, unadopted."""
     new_namespaces: set[str] = field(default_factory=set)
     """Namespaces this apply created: nothing of anyone else's can be in them yet."""
 
@@ -123,8 +124,10 @@ def status_ident(status: Obj) -> dict[str, str]:
     return {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
 
 
-async def apply_description(child: KubeApi, desc: Obj) -> ApplyOutcome:
-    """Server-side apply every object of the Description, prune what dropped out, report statuses."""
+async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None) -> ApplyOutcome:
+    """Server-side apply every object of the Description, prune what dropped out, report statuses.
+
+    `claimants`: the cluster namespace's other Descriptions, to hand pruned objects to one that wants them."""
     key = owner_key(desc)
     objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
     previous = list((desc.get("status") or {}).get("manifestStatuses") or [])
@@ -146,9 +149,10 @@ async def apply_description(child: KubeApi, desc: Obj) -> ApplyOutcome:
     errors = [err for i in range(len(objects)) if (err := results[i][0])]
     outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
                         if (applied := results[i][1]) is not None]
+    claimants = claimants or Claimants(desc)
     for ident in (status_ident(s) for s in previous):
         if ident_key(ident) not in current:
-            await release(child, ident, key, outcome.released)
+            await release(child, ident, key, claimants.of(ident), outcome.released)
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     return outcome
@@ -244,18 +248,19 @@ def _content(obj: Obj) -> Obj:
     return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
 
 
-async def cleanup(child: KubeApi, desc: Obj) -> Released:
-    """Let go of everything this Description deployed in the child (namespaces last): delete what it created,
-    unadopt what it adopted (ownership.release)."""
+async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None) -> Released:
+    """Let go of everything this Description deployed in the child (namespaces last): delete what it created
+    (or hand it over to one of `claimants`), unadopt what it adopted (ownership.release)."""
     key = owner_key(desc)
     idents = [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])]
     for status in (desc.get("status") or {}).get("manifestStatuses") or []:
         if (ident := status_ident(status)) not in idents:
             idents.append(ident)
     idents.sort(key=lambda i: i["kind"] == "Namespace")
+    claimants = claimants or Claimants(desc)
     released = Released()
     for ident in idents:
-        await release(child, ident, key, released)
+        await release(child, ident, key, claimants.of(ident), released)
     return released
 
 
@@ -292,6 +297,17 @@ async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: st
 
 ADOPTED_MESSAGE = ("took over objects that already existed in the child (their previous content is overwritten, "
                    "and not restored when the Subscription stops deploying them; they are never deleted): ")
+
+
+async def announce_handovers(parent: KubeApi, released: Released, leaving: Obj, claimant: Callable[[str], Obj | None],
+                             reporter: str) -> None:
+    """A `TookOver` event on each Description objects were handed to (`claimant`: its key -> the Description,
+    None when no longer known): it deploys them now, in place, where it was refused them before."""
+    for key, objects in released.handed_over.items():
+        if (desc := claimant(key)) is not None:
+            await post_event(parent, desc, "Normal", "TookOver",
+                             f"now holds {', '.join(objects)}: handed over in place (not deleted and re-created) "
+                             f"by Description {owner_key(leaving)}, which no longer deploys them", reporter)
 
 
 def same_status(current: Obj, patch: Obj) -> bool:

@@ -10,18 +10,24 @@ Where we differ from Clusternet: its deployer takes over existing objects too, b
 ones it creates (pkg/utils/deployer.go: create, then update on AlreadyExists), and its cleanup deletes every
 object its Descriptions name, whoever made it; a second Subscription deploying the same object just overwrites
 the first's content and mark. Here a second Description is refused the object while another holds it
-(applier.py).
+(applier.py); when the holder lets it go (deleted, or its feeds drop the object) it is handed to a Description
+that wants it (a `claimant`, the one that reported the conflict first) instead of being deleted and re-created
+at that one's next resync: the object is never missing in between. The agent applies one Description at a
+time; the hub's workers do not, so a claimant whose own cleanup finishes just before the hand-over leaves the
+object behind, marked as its own: left over, never deleted by a Description its mark does not name.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.rawobjects import decode_raw
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +62,54 @@ def marks(obj: Obj | None) -> tuple[str | None, str | None]:
     return annotations.get(ANNOTATION_OWNED), annotations.get(ANNOTATION_ADOPTED)
 
 
+class Claimants:
+    """The other Descriptions of the cluster namespace that deploy the objects one Description lets go of.
+
+    `others` is read (and every raw object of theirs decoded) only when something is let go of: most applies
+    prune nothing. Descriptions being deleted and Helm ones (they deploy no raw objects) claim nothing; among
+    several, one whose status already reports the conflict with the leaving Description comes first, then the
+    oldest."""
+
+    def __init__(self, leaving: Obj, others: Callable[[], Iterable[Obj]] = tuple) -> None:
+        self.key, self.namespace = owner_key(leaving), leaving["metadata"]["namespace"]
+        self.others = others
+        self._by_object: dict[str, str] | None = None
+
+    def of(self, ident: dict[str, str]) -> str | None:
+        if self._by_object is None:
+            self._by_object = self._index()
+        return self._by_object.get(ident_key(ident))
+
+    def _index(self) -> dict[str, str]:
+        wanting = [d for d in self.others() if d["metadata"].get("namespace") == self.namespace
+                   and owner_key(d) != self.key and not d["metadata"].get("deletionTimestamp")
+                   and (d.get("spec") or {}).get("deployer") != "Helm"]
+        conflict = f"Description {self.key};"  # as applier.py words the refusal
+        wanting.sort(key=lambda d: (conflict not in str((d.get("status") or {}).get("reason")),
+                                    str(d["metadata"].get("creationTimestamp") or ""), d["metadata"]["name"]))
+        out: dict[str, str] = {}
+        for desc in wanting:
+            for obj in decode_raw((desc.get("spec") or {}).get("raw") or []):
+                out.setdefault(ident_key(identity(obj)), owner_key(desc))
+        return out
+
+
 @dataclass
 class Released:
     """What letting go of objects did, by object (`Kind namespace/name`)."""
 
     deleted: list[str] = field(default_factory=list)
+    handed_over: dict[str, list[str]] = field(default_factory=dict)  # claimant -> objects now marked as its own
     unadopted: list[str] = field(default_factory=list)  # adopted objects left in place, our mark removed
+    claimants: set[str] = field(default_factory=set)
+    """Descriptions wanting something let go of (handed over to them, or deleted or unadopted while they were
+    refused it): to apply at once, so the refusal in their status does not outlive its cause."""
 
 
-async def release(child: KubeApi, ident: dict[str, str], key: str, out: Released) -> None:
+async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released) -> None:
     """Let go of one object: only when it carries Description `key`'s mark, and never by deleting one it adopted.
 
-    Ours (owned-by): deleted. Adopted:
+    Ours (owned-by): handed over to `claimant` when there is one (the mark rewritten), else deleted. Adopted:
     only our adopted-by mark is removed, by a JSON patch whose `test` makes sure it still names us. No
     server-side-apply release of our fields: applying an empty configuration as our field manager would make the
     API server remove every field only we own (a ConfigMap's data keys, say), and the object is to be left as
@@ -82,11 +124,18 @@ async def release(child: KubeApi, ident: dict[str, str], key: str, out: Released
     owned, adopted = marks(existing)
     if existing is None or key not in (owned, adopted) or (owned and owned != key):
         return
+    if owned == key and claimant:
+        if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, claimant):
+            out.handed_over.setdefault(claimant, []).append(what)
+            out.claimants.add(claimant)
+        return
     if owned == key:
         if await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace")):
             out.deleted.append(what)
     elif await _rewrite_mark(child, ident, ANNOTATION_ADOPTED, key, None):
         out.unadopted.append(what)
+    if claimant:
+        out.claimants.add(claimant)
 
 
 async def _rewrite_mark(child: KubeApi, ident: dict[str, str], annotation: str, expected: str,

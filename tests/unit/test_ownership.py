@@ -1,5 +1,5 @@
-"""Adopting objects that existed before and letting them go (clusternet_api.applier and .ownership against
-in-memory API servers)."""
+"""Adopting objects that existed before, letting them go, and handing an object from one Description to another
+(clusternet_api.applier and .ownership against in-memory API servers)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import copy
 from typing import Any
 
 from clusternet_api import applier, known
-from clusternet_api.ownership import ANNOTATION_ADOPTED, ANNOTATION_OWNED
+from clusternet_api.ownership import ANNOTATION_ADOPTED, ANNOTATION_OWNED, Claimants
 from clusternet_api.rawobjects import encode_raw
 from tests.unit.fakekube import FakeKube, Obj, merge
 
 NS = "clusternet-abc"
 KEEPME = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keepme", "namespace": "pre"},
           "data": {"a": "from-parent"}}
+SHARED = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared", "namespace": "pre"},
+          "data": {"b": "c"}}
 
 
 class ApiServer120(FakeKube):
@@ -59,10 +61,11 @@ def stored(parent: FakeKube, name: str) -> Obj:
     return copy.deepcopy(desc)
 
 
-async def deploy(parent: FakeKube, child: FakeKube, name: str) -> applier.ApplyOutcome:
+async def deploy(parent: FakeKube, child: FakeKube, name: str, *others: str) -> applier.ApplyOutcome:
     """What a push or a pull does: the Description as the parent has it applied, the outcome reported."""
     desc = stored(parent, name)
-    outcome = await applier.apply_description(child, desc)
+    wanting = [stored(parent, o) for o in others]
+    outcome = await applier.apply_description(child, desc, Claimants(desc, lambda: wanting))
     await applier.report(parent, desc, outcome, "test")
     return outcome
 
@@ -127,7 +130,48 @@ async def test_an_object_another_description_adopted_is_refused_not_made_ours() 
     assert marks(child, "keepme") == {ANNOTATION_ADOPTED: f"{NS}.d1"}
 
 
+async def test_the_object_of_a_deleted_description_passes_to_the_one_refused_it_and_is_deleted_with_that_one(
+) -> None:
+    parent = FakeKube(description("d1", SHARED), description("d2", SHARED, created="2026-01-02T00:00:00Z"),
+                      description("d3", SHARED, created="2025-12-31T00:00:00Z"))
+    child = FakeKube()
+    await deploy(parent, child, "d1")
+    refused = await deploy(parent, child, "d2")
+    assert refused.phase == "Failure" and "two subscriptions deploy the same object" in str(refused.reason)
+    uid = child.find("ConfigMap", "pre", "shared")["metadata"]["uid"]
+    d1, d2, d3 = (stored(parent, n) for n in ("d1", "d2", "d3"))
+    # d3 is older but never reported the conflict; d2 did: d2 gets it
+    released = await applier.cleanup(child, d1, Claimants(d1, lambda: [d3, d2]))
+    assert released.handed_over == {f"{NS}.d2": ["ConfigMap pre/shared"]} and released.deleted == []
+    assert released.claimants == {f"{NS}.d2"}
+    assert child.find("ConfigMap", "pre", "shared")["metadata"]["uid"] == uid  # never missing
+    assert marks(child, "shared") == {ANNOTATION_OWNED: f"{NS}.d2"}
+    assert (await deploy(parent, child, "d2")).phase == "Success"
+    released = await applier.cleanup(child, d2)
+    assert released.deleted == ["ConfigMap pre/shared"] and child.find("ConfigMap", "pre", "shared") is None
+
+
+async def test_an_object_dropped_from_the_feeds_passes_to_a_description_that_wants_it() -> None:
+    parent = FakeKube(description("d1", SHARED, KEEPME), description("d2", SHARED))
+    child = FakeKube()
+    await deploy(parent, child, "d1")
+    await deploy(parent, child, "d2")
+    parent.objects[("Description", NS, "d1")]["spec"]["raw"] = encode_raw([KEEPME])
+    outcome = await deploy(parent, child, "d1", "d2")
+    assert outcome.released.handed_over == {f"{NS}.d2": ["ConfigMap pre/shared"]}
+    assert marks(child, "shared") == {ANNOTATION_OWNED: f"{NS}.d2"}
+
+
+async def test_deleting_descriptions_claim_nothing_and_ours_is_deleted() -> None:
+    d1, d2 = description("d1", SHARED), description("d2", SHARED)
+    d2["metadata"]["deletionTimestamp"] = "2026-01-03T00:00:00Z"
+    parent, child = FakeKube(d1, d2), FakeKube()
+    await deploy(parent, child, "d1")
+    released = await applier.cleanup(child, d1, Claimants(d1, lambda: [d2]))
+    assert released.deleted == ["ConfigMap pre/shared"] and released.claimants == set()
+
+
 async def test_a_template_cannot_bring_its_own_ownership_marks() -> None:
-    copied = merge(KEEPME, {"metadata": {"annotations": {ANNOTATION_OWNED: "elsewhere.dx"}}})
+    copied = merge(SHARED, {"metadata": {"annotations": {ANNOTATION_OWNED: "elsewhere.dx"}}})
     prepared = applier.prepare(copied, f"{NS}.d1", adopted=True)
     assert prepared["metadata"]["annotations"] == {ANNOTATION_ADOPTED: f"{NS}.d1"}
