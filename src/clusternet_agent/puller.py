@@ -8,6 +8,9 @@ by hand in the child (drift), unless the Subscription opted out. The ManagedClus
 when some Description may need work (`idle`): a resync with no Descriptions, or only Helm or opted-out ones, and
 a change to a deployed one between resyncs (a status report, say) ask the parent nothing.
 
+An object a Description lets go of (cleanup, or dropped from its feeds) that another Description of the namespace
+wants is handed over to that one, applied right after (clusternet_api.ownership), as the hub does when it pushes.
+
 It also hands the hub push credentials when, and only when, the AppPusher gate allows pushes: a token of
 the child's `clusternet-app-deployer` ServiceAccount in Secret `child-cluster-deployer` of the dedicated
 namespace; with the gate off that Secret is removed (the child's veto).
@@ -25,6 +28,7 @@ from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
+from clusternet_api.ownership import Claimants, Released
 
 log = logging.getLogger(__name__)
 DEPLOYER_SA = "clusternet-app-deployer"
@@ -89,22 +93,39 @@ class Puller:
         self.resync_seconds = resync_seconds
         # the ManagedCluster: the heartbeats' copy while fresh (clusterview.py), else read here
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
+        self.watch: ListWatch | None = None  # its cache: the namespace's Descriptions, as of the last event
+
+    def _claimants(self, desc: Obj) -> Claimants:
+        return Claimants(desc, lambda: self.watch.objects() if self.watch is not None else [])
 
     async def process(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         if mc is None or applier.deployable_by_hub(mc) or idle(desc, resync):
             return
         meta = desc["metadata"]
         if meta.get("deletionTimestamp"):
-            removed = await applier.cleanup(self.child, desc)
-            log.info("cleaned up Description %s: %s", meta["name"], removed)
+            released = await applier.cleanup(self.child, desc, self._claimants(desc))
+            log.info("cleaned up Description %s: %s", meta["name"], released)
+            await self._hand_over(desc, released, mc)
             await applier.remove_finalizer(self.parent, desc)
             return
         started = time.monotonic()
-        outcome = await applier.apply_description(self.child, desc)
+        outcome = await applier.apply_description(self.child, desc, self._claimants(desc))
         probes.pull_apply_seconds.observe(time.monotonic() - started)
         if outcome.phase != "Success":
             probes.pull_apply_errors.inc()
         await applier.report(self.parent, desc, outcome, known.CREATED_BY_AGENT)
+        await self._hand_over(desc, outcome.released, mc)
+
+    async def _hand_over(self, desc: Obj, released: Released, mc: Obj) -> None:
+        """Apply at once the Descriptions that want what `desc` let go of (their refusal is over), and tell those
+        it was handed to."""
+        if not released.claimants:
+            return
+        cached = {f"{self.namespace}.{d['metadata']['name']}": d for d in (self.watch.objects() if self.watch else [])}
+        await applier.announce_handovers(self.parent, released, desc, cached.get, known.CREATED_BY_AGENT)
+        for claimant in sorted(released.claimants):
+            if claimant in cached:
+                await self._safely(cached[claimant], mc, resync=False)
 
     async def _safely(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         try:
@@ -128,8 +149,9 @@ class Puller:
             if event["type"] in ("ADDED", "MODIFIED") and not idle(event["object"], resync=False):
                 await self._safely(event["object"], await self.view.get(), resync=False)
 
-        await ListWatch(self.parent, applier.DESC_API, "Description", self.namespace,
-                        max(1.0, self.resync_seconds), on_list, on_event).run()
+        self.watch = ListWatch(self.parent, applier.DESC_API, "Description", self.namespace,
+                               max(1.0, self.resync_seconds), on_list, on_event)
+        await self.watch.run()
 
 
 def idle(desc: Obj, resync: bool) -> bool:

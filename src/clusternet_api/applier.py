@@ -6,7 +6,10 @@ who applies, not what is applied: nothing is redeployed or deleted by the switch
 Ownership is explicit: every object created from a Description carries
 `apps.clusternet.io/owned-by-description: <namespace>.<name>`. Pruning and cleanup delete only objects
 carrying *this* Description's mark, never objects someone else created; an object that already existed
-unmarked is adopted (marked `adopted-by-description`) and left in place on cleanup.
+unmarked is adopted (marked `adopted-by-description`, with an `Adopted` event: as Clusternet does, the
+Description's content overwrites what it held) and left in place on cleanup, only our mark removed
+(ownership.py). An object another Description holds is refused (two Subscriptions deploying one object) until
+that one lets go of it, which hands it over (ownership.py).
 """
 
 from __future__ import annotations
@@ -15,53 +18,49 @@ import asyncio
 import copy
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.logs import error_text
+from clusternet_api.ownership import (
+    ANNOTATION_ADOPTED,
+    ANNOTATION_OWNED,
+    Claimants,
+    Released,
+    describe,
+    ident_key,
+    identity,
+    marks,
+    owner_key,
+    release,
+)
 from clusternet_api.rawobjects import decode_raw
 from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "clusternet-deployer"
-ANNOTATION_ADOPTED = "apps.clusternet.io/adopted-by-description"
 ANNOTATION_DRIFT_CORRECTION = known.ANNOTATION_DRIFT_CORRECTION
 DESC_API = known.APPS_API_VERSION
 _STRIP_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
                "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
 
 
-def owner_key(desc: Obj) -> str:
-    return f"{desc['metadata']['namespace']}.{desc['metadata']['name']}"
-
-
-def identity(obj: Obj) -> dict[str, str]:
-    meta = obj.get("metadata") or {}
-    ident = {"apiVersion": str(obj.get("apiVersion")), "kind": str(obj.get("kind")), "name": str(meta.get("name"))}
-    if meta.get("namespace"):
-        ident["namespace"] = str(meta["namespace"])
-    return ident
-
-
-def describe(ident: dict[str, str]) -> str:
-    ns = ident.get("namespace")
-    return f"{ident['kind']} {ns + '/' if ns else ''}{ident['name']}"
-
-
 def prepare(obj: Obj, key: str, adopted: bool) -> Obj:
-    """The object as applied: system metadata stripped, our ownership mark set."""
+    """The object as applied: system metadata stripped, our ownership mark set (a template's own marks, copied
+    from a child with `kubectl get -o yaml` say, dropped: they would name a Description as owner that is not)."""
     out = copy.deepcopy(obj)
     out.pop("status", None)
     meta = out.setdefault("metadata", {})
     for name in _STRIP_META:
         meta.pop(name, None)
     annotations = dict(meta.get("annotations") or {})
-    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    annotations[ANNOTATION_ADOPTED if adopted else known.ANNOTATION_OWNED_BY_DESCRIPTION] = key
+    for name in ("kubectl.kubernetes.io/last-applied-configuration", ANNOTATION_OWNED, ANNOTATION_ADOPTED):
+        annotations.pop(name, None)
+    annotations[ANNOTATION_ADOPTED if adopted else ANNOTATION_OWNED] = key
     meta["annotations"] = annotations
     _default_port_protocols(out)
     return out
@@ -91,7 +90,10 @@ class ApplyOutcome:
     reason: str | None
     statuses: list[Obj] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
-    pruned: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    """Objects that existed unmarked and were taken over by this apply (not those adopted earlier)."""
+    released: Released = field(default_factory=Released)
+    """What the feeds no longer name: deleted when ours, handed over to a Description that wants it, unadopted."""
     new_namespaces: set[str] = field(default_factory=set)
     """Namespaces this apply created: nothing of anyone else's can be in them yet."""
 
@@ -117,17 +119,22 @@ def explain(e: ApiException, what: str) -> str:
     return f"{what}: HTTP {e.status}: {e.reason}"
 
 
-async def apply_description(child: KubeApi, desc: Obj) -> ApplyOutcome:
-    """Server-side apply every object of the Description, prune what dropped out, report statuses."""
+def status_ident(status: Obj) -> dict[str, str]:
+    """The identity of the object a `manifestStatuses` entry is about."""
+    return {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
+
+
+async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None) -> ApplyOutcome:
+    """Server-side apply every object of the Description, prune what dropped out, report statuses.
+
+    `claimants`: the cluster namespace's other Descriptions, to hand pruned objects to one that wants them."""
     key = owner_key(desc)
     objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
     previous = list((desc.get("status") or {}).get("manifestStatuses") or [])
     same_generation = deployed(desc)
-    previously = {json.dumps(identity({"apiVersion": s.get("apiVersion"), "kind": s.get("kind"),
-                                       "metadata": {"name": s.get("name"), "namespace": s.get("namespace")}}),
-                             sort_keys=True) for s in previous}
+    previously = {ident_key(status_ident(s)) for s in previous}
     outcome = ApplyOutcome("Success", None)
-    current = {json.dumps(identity(obj), sort_keys=True) for obj in objects}
+    current = {ident_key(identity(obj)) for obj in objects}
     results: dict[int, tuple[str | None, Obj | None]] = {}
     limit = asyncio.Semaphore(8)
 
@@ -142,10 +149,10 @@ async def apply_description(child: KubeApi, desc: Obj) -> ApplyOutcome:
     errors = [err for i in range(len(objects)) if (err := results[i][0])]
     outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
                         if (applied := results[i][1]) is not None]
-    for status in previous:
-        ident = {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
-        if json.dumps(ident, sort_keys=True) not in current and await delete_owned(child, ident, key):
-            outcome.pruned.append(describe(ident))
+    claimants = claimants or Claimants(desc)
+    for ident in (status_ident(s) for s in previous):
+        if ident_key(ident) not in current:
+            await release(child, ident, key, claimants.of(ident), outcome.released)
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     return outcome
@@ -185,12 +192,10 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
             existing = None  # saves a GET per object on a first deployment
         else:
             existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
-        existing_ann = ((existing or {}).get("metadata") or {}).get("annotations") or {}
-        owner = existing_ann.get(known.ANNOTATION_OWNED_BY_DESCRIPTION)
-        if owner and owner != key:
-            return (f"{what}: already deployed by Description {owner}; two subscriptions deploy the same "
-                    "object"), None
-        adopted = existing is not None and owner is None and existing_ann.get(ANNOTATION_ADOPTED) in (None, key)
+        if refusal := _held_by_another(existing, key):
+            return f"{what}: {refusal}; two subscriptions deploy the same object", None
+        owner, adopter = marks(existing)
+        adopted = existing is not None and owner is None
         desired = prepare(obj, key, adopted)
         try:
             applied = await child.apply(desired, FIELD_MANAGER)
@@ -206,42 +211,57 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
         return f"{what}: {error_text(e)}", None
     if existing is None and ident["kind"] == "Namespace" and ident["apiVersion"] == "v1":
         outcome.new_namespaces.add(ident["name"])
-    if json.dumps(ident, sort_keys=True) in previously and same_generation and (
-            existing is None or existing["metadata"].get("resourceVersion")
-            != applied["metadata"].get("resourceVersion")):
+    if existing is not None and adopted and adopter is None:
+        outcome.adopted.append(what)
+    if ident_key(ident) in previously and same_generation and (existing is None or changed(existing, applied)):
         outcome.drifted.append(what + (" (deleted)" if existing is None else " (changed)"))
     return None, applied
 
 
-async def delete_owned(child: KubeApi, ident: dict[str, str], key: str) -> bool:
-    """Delete the object only when it carries this Description's ownership mark."""
-    try:
-        existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
-    except Exception as e:
-        log.info("cannot look up %s for cleanup: %s", describe(ident), e)
-        return False
-    if existing is None:
-        return False
-    owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(known.ANNOTATION_OWNED_BY_DESCRIPTION)
-    if owner != key:
-        return False
-    return await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+def _held_by_another(existing: Obj | None, key: str) -> str | None:
+    """Why the object is not ours to apply: another Description created it, or adopted it (taking it over
+    from that one would make an object someone made by hand ours, and deleted with us)."""
+    owner, adopter = marks(existing)
+    if owner and owner != key:
+        return f"already deployed by Description {owner}"
+    if not owner and adopter and adopter != key:
+        return f"already adopted by Description {adopter}"
+    return None
 
 
-async def cleanup(child: KubeApi, desc: Obj) -> list[str]:
-    """Remove everything this Description created in the child (namespaces last)."""
+def changed(existing: Obj, applied: Obj) -> bool:
+    """Did our apply change the object, i.e. put back what someone else had changed (drift)?
+
+    Not a resourceVersion comparison alone: the API server also writes (a new resourceVersion) when an apply
+    changes no field but only the object's managedFields. kube-apiserver 1.20 does so on the apply after the one
+    that took fields over from another manager (adopting an object `kubectl create` made): it rewrites that
+    manager's entry, and a drift was reported on every adoption. Status is not ours to apply either; its
+    controller may write it between our read and our apply. (Clusternet's ResourceNeedResync ignores the same
+    fields when it compares.)"""
+    if existing["metadata"].get("resourceVersion") == applied["metadata"].get("resourceVersion"):
+        return False
+    return _content(existing) != _content(applied)
+
+
+def _content(obj: Obj) -> Obj:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+
+async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None) -> Released:
+    """Let go of everything this Description deployed in the child (namespaces last): delete what it created
+    (or hand it over to one of `claimants`), unadopt what it adopted (ownership.release)."""
     key = owner_key(desc)
     idents = [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])]
     for status in (desc.get("status") or {}).get("manifestStatuses") or []:
-        ident = {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
-        if ident not in idents:
+        if (ident := status_ident(status)) not in idents:
             idents.append(ident)
     idents.sort(key=lambda i: i["kind"] == "Namespace")
-    deleted = []
+    claimants = claimants or Claimants(desc)
+    released = Released()
     for ident in idents:
-        if await delete_owned(child, ident, key):
-            deleted.append(describe(ident))
-    return deleted
+        await release(child, ident, key, claimants.of(ident), released)
+    return released
 
 
 async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
@@ -256,6 +276,9 @@ async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: st
     if not same_status(desc.get("status") or {}, status):
         writes.append(parent.patch(DESC_API, "Description", meta["name"], {"status": status}, meta["namespace"],
                                    subresource="status"))
+    if outcome.adopted:
+        writes.append(post_event(parent, desc, "Normal", "Adopted", ADOPTED_MESSAGE + ", ".join(outcome.adopted),
+                                 reporter))
     if outcome.drifted:
         writes.append(post_event(parent, desc, "Warning", "DriftCorrected",
                                  "re-applied objects changed in the child: " + ", ".join(outcome.drifted),
@@ -270,6 +293,21 @@ async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: st
             writes.append(post_event(parent, desc, "Warning", "UnSuccessfullyDeployed", outcome.reason or "",
                                      reporter))
     await asyncio.gather(*writes)  # independent of each other; the status is what users wait for
+
+
+ADOPTED_MESSAGE = ("took over objects that already existed in the child (their previous content is overwritten, "
+                   "and not restored when the Subscription stops deploying them; they are never deleted): ")
+
+
+async def announce_handovers(parent: KubeApi, released: Released, leaving: Obj, claimant: Callable[[str], Obj | None],
+                             reporter: str) -> None:
+    """A `TookOver` event on each Description objects were handed to (`claimant`: its key -> the Description,
+    None when no longer known): it deploys them now, in place, where it was refused them before."""
+    for key, objects in released.handed_over.items():
+        if (desc := claimant(key)) is not None:
+            await post_event(parent, desc, "Normal", "TookOver",
+                             f"now holds {', '.join(objects)}: handed over in place (not deleted and re-created) "
+                             f"by Description {owner_key(leaving)}, which no longer deploys them", reporter)
 
 
 def same_status(current: Obj, patch: Obj) -> bool:

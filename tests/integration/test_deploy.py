@@ -260,6 +260,96 @@ def test_objects_a_child_rejects_are_reported_and_the_rest_deployed(env: dict[st
              timeout=60, what="good ConfigMap removed with its Subscription")
 
 
+class Watch:
+    """`kubectl get -w` of one ConfigMap, each ADDED/DELETED timestamped: how long was it missing?"""
+
+    def __init__(self, child: ControlPlane, name: str) -> None:
+        import subprocess
+        import threading
+        import time
+
+        self.events: list[tuple[float, str, str]] = []  # (monotonic time, type, uid)
+        self.proc = subprocess.Popen(
+            ["kubectl", f"--kubeconfig={child.kubeconfig}", "get", "configmap", "-n", "default", "-w",
+             f"--field-selector=metadata.name={name}", "--output-watch-events",
+             "-o", "jsonpath={.type} {.object.metadata.uid}{\"\\n\"}"], stdout=subprocess.PIPE, text=True)
+
+        def read() -> None:
+            for line in self.proc.stdout or []:
+                self.events.append((time.monotonic(), *line.split()[:2]))  # type: ignore[arg-type]
+
+        threading.Thread(target=read, daemon=True).start()
+        wait_for(lambda: self.events, timeout=10, what=f"watching {name}")
+
+    def gap(self) -> float:
+        """Seconds between the first deletion and the next creation (0 if never deleted)."""
+        self.proc.terminate()
+        deleted = next((t for t, kind, _ in self.events if kind == "DELETED"), None)
+        if deleted is None:
+            return 0.0
+        return next((t for t, kind, _ in self.events if kind == "ADDED" and t > deleted), float("inf")) - deleted
+
+
+def test_adopting_and_handing_over_between_two_subscriptions(env: dict[str, Any], parent: ControlPlane,
+                                                             child1: ControlPlane, child2: ControlPlane) -> None:
+    """A ConfigMap made by hand is adopted (one `Adopted` event, no false drift) and released, not deleted, with
+    its Subscription; one that two Subscriptions feed passes to the second, never missing, when the first goes."""
+    import time
+
+    keep = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keepme", "namespace": "default"},
+            "data": {"a": "from-parent"}}
+    shared = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared", "namespace": "default"},
+              "data": {"b": "c"}}
+    PLURALS["ConfigMap"] = "configmaps"
+    for obj in (keep, shared):
+        store_template(parent, obj)
+    children = {env["ns1"]: child1, env["ns2"]: child2}
+    for child in children.values():
+        kubectl(child, "create", "configmap", "keepme", "-n", "default", "--from-literal=a=1")
+    kubectl(parent, "apply", "-f", "-", input=subscription("first", [feed(keep), feed(shared)]))
+    wait_for(lambda: all((d.get("status") or {}).get("phase") == "Success" for d in descriptions(
+        parent, "first").values()) and len(descriptions(parent, "first")) == 2, timeout=60, what="first deployed")
+    kubectl(parent, "apply", "-f", "-", input=subscription("second", [feed(shared)]))
+    wait_for(lambda: len(descriptions(parent, "second")) == 2 and all("two subscriptions" in str(
+        (d.get("status") or {}).get("reason")) for d in descriptions(parent, "second").values()),
+        timeout=60, what="second refused")
+    time.sleep(5)  # resyncs (every 2 s) re-apply the adopted object: that is no drift
+
+    def events(ns: str, reason: str) -> list[str]:
+        items = json.loads(kubectl(parent, "get", "events", "-n", ns, f"--field-selector=reason={reason}",
+                                   "-o", "json").stdout)["items"]
+        return [e["message"] for e in items if e["involvedObject"]["name"].startswith("first-")]
+
+    for ns, child in children.items():
+        cm = json.loads(kubectl(child, "get", "configmap", "keepme", "-n", "default", "-o", "json").stdout)
+        assert cm["data"] == {"a": "from-parent"}
+        assert [m for m in events(ns, "Adopted") if "ConfigMap default/keepme" in m] != [], ns
+        assert len(events(ns, "Adopted")) == 1, events(ns, "Adopted")
+        assert events(ns, "DriftCorrected") == [], ns
+    watches = {ns: Watch(child, "shared") for ns, child in children.items()}
+    uids = {ns: kubectl(c, "get", "cm", "shared", "-n", "default", "-o", "jsonpath={.metadata.uid}").stdout
+            for ns, c in children.items()}
+    started = time.monotonic()
+    kubectl(parent, "delete", "subs", "first")
+    wait_for(lambda: all((d.get("status") or {}).get("phase") == "Success" for d in descriptions(
+        parent, "second").values()), timeout=60, what="second deployed once first is gone")
+    took = time.monotonic() - started
+    wait_for(lambda: descriptions(parent, "first") == {}, timeout=60, what="first cleaned up")
+    gaps = {ns: w.gap() for ns, w in watches.items()}
+    print(f"second Success {took:.1f}s after deleting first; shared ConfigMap missing for {gaps}")
+    for ns, child in children.items():
+        cm = json.loads(kubectl(child, "get", "configmap", "keepme", "-n", "default", "-o", "json").stdout)
+        assert cm["data"] == {"a": "from-parent"}  # kept as it is; what the first Subscription overwrote stays
+        assert "apps.clusternet.io/adopted-by-description" not in (cm["metadata"].get("annotations") or {})
+        now = kubectl(child, "get", "cm", "shared", "-n", "default", "-o", "jsonpath={.metadata.uid}").stdout
+        assert now == uids[ns] and gaps[ns] == 0.0, f"{ns}: shared re-created, missing for {gaps[ns]:.1f}s"
+    kubectl(parent, "delete", "subs", "second")
+    for child in children.values():
+        wait_for(lambda c=child: kubectl(c, "get", "cm", "shared", "-n", "default", check=False).returncode != 0,
+                 timeout=60, what="shared deleted with the second Subscription")
+        assert kubectl(child, "get", "configmap", "keepme", "-n", "default").returncode == 0
+
+
 def test_hub_killed_mid_rollout_converges_without_duplicates(env: dict[str, Any], parent: ControlPlane,
                                                              child1: ControlPlane, child2: ControlPlane) -> None:
     import time

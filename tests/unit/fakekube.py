@@ -25,6 +25,25 @@ def merge(target: Obj, patch: Obj) -> Obj:
     return out
 
 
+def json_patch(target: Obj, ops: list[Obj]) -> Obj:
+    """JSON patch (RFC 6902): test, add, replace, remove of object members; a failed test is HTTP 422."""
+    out = copy.deepcopy(target)
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node = out
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or (op["op"] in ("test", "replace", "remove") and last not in node):
+            raise ApiException(422, f"path {op['path']} not found")
+        if op["op"] == "test" and node[last] != op["value"]:
+            raise ApiException(422, f"test of {op['path']} failed")
+        if op["op"] == "remove":
+            del node[last]
+        elif op["op"] in ("add", "replace"):
+            node[last] = copy.deepcopy(op["value"])
+    return out
+
+
 class FakeKube:
     """Stores objects by (kind, namespace, name); `writes` lists (verb, kind, namespace/name) in order."""
 
@@ -99,7 +118,8 @@ class FakeKube:
         old = self.find(kind, namespace, name)
         if old is None:
             raise ApiException(404, "NotFound")
-        self.objects[(kind, namespace or "", name)] = stored = self._stored(merge(old, body), old)
+        patched = json_patch(old, body) if content_type == "application/json-patch+json" else merge(old, body)
+        self.objects[(kind, namespace or "", name)] = stored = self._stored(patched, old)
         return copy.deepcopy(stored)
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,

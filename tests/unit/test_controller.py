@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import time
 from typing import Any
 
@@ -269,6 +270,32 @@ async def test_cleanup_waits_for_an_offline_cluster_then_removes_the_objects_and
     await c.pusher.push(DESC)
     assert child.writes == [("delete", "ConfigMap", "default/cfg")]
     assert known.FINALIZER_APPS not in parent.find("Description", *DESC)["metadata"]["finalizers"]
+
+
+async def test_an_object_the_deleted_description_held_passes_to_the_one_refused_it_which_is_pushed_at_once(
+) -> None:
+    c, parent, child = await deployed_controller(push_secret())
+    await c.pusher.push(DESC)
+    other = copy.deepcopy(parent.find("Description", *DESC))
+    other["metadata"].update(name="other-generic", uid="uid-other")
+    other.pop("status")
+    await parent.create(other)
+    c.store.on_description("ADDED", parent.find("Description", NS, "other-generic"))
+    c.store.queue.drain()
+    await c.pusher.push((NS, "other-generic"))
+    assert "two subscriptions" in parent.find("Description", NS, "other-generic")["status"]["reason"]
+    uid = child.find("ConfigMap", "default", "cfg")["metadata"]["uid"]
+    desc = parent.find("Description", *DESC)
+    desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    c.store.on_description("MODIFIED", desc)
+    c.store.queue.drain()
+    await c.pusher.push(DESC)
+    cm = child.find("ConfigMap", "default", "cfg")
+    assert cm["metadata"]["uid"] == uid  # handed over, never deleted
+    assert cm["metadata"]["annotations"][known.ANNOTATION_OWNED_BY_DESCRIPTION] == f"{NS}.other-generic"
+    assert c.store.queue.drain() == [(("push", NS, "other-generic"), True)]  # not at its next resync
+    assert [e["involvedObject"]["name"] for (kind, _, _), e in parent.objects.items()
+            if kind == "Event" and e["reason"] == "TookOver"] == ["other-generic"]
 
 
 async def test_a_deleted_description_of_a_cluster_that_is_gone_is_released_at_once() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from clusternet_agent import helmpuller, puller
-from clusternet_api import applier, known
+from clusternet_api import applier, known, ownership
 from clusternet_api.kube import Obj
 
 OnList = Callable[[list[Obj]], Awaitable[None]]
@@ -37,9 +37,13 @@ class Captured:
 
     on_list: OnList
     on_event: OnEvent
+    cached: list[Obj] = []
 
     def __init__(self, *args: Any) -> None:
-        Captured.on_list, Captured.on_event = args[5], args[6]
+        Captured.on_list, Captured.on_event, Captured.cached = args[5], args[6], []
+
+    def objects(self) -> list[Obj]:
+        return self.cached
 
     async def run(self) -> None:
         return None
@@ -71,13 +75,15 @@ async def description_puller(mc: Obj | None, monkeypatch: pytest.MonkeyPatch
     parent = Parent(mc)
     done: list[tuple[str, str]] = []
 
-    async def apply(child: Any, d: Obj) -> Any:
+    async def apply(child: Any, d: Obj, claimants: Any = None) -> Any:
         done.append(("apply", d["metadata"]["name"]))
         raise RuntimeError("recorded; not reported")  # _safely logs it
 
-    async def cleanup(child: Any, d: Obj) -> list[str]:
+    async def cleanup(child: Any, d: Obj, claimants: ownership.Claimants) -> ownership.Released:
         done.append(("cleanup", d["metadata"]["name"]))
-        return []
+        # what it lets go of, a Description of the namespace wants
+        wanting = {ownership.owner_key(o) for o in claimants.others() if "wants" in o["metadata"]["name"]}
+        return ownership.Released(claimants=wanting)
 
     async def remove_finalizer(parent: Any, d: Obj) -> None:
         done.append(("unfinalize", d["metadata"]["name"]))
@@ -111,6 +117,15 @@ async def test_a_description_resync_in_pull_mode_re_applies_what_may_have_drifte
     done.clear()
     await cb.on_event({"type": "MODIFIED", "object": desc("changed")})  # a new generation, not deployed yet
     assert parent.gets == 2 and done == [("apply", "changed")]
+
+
+async def test_what_a_deleted_description_lets_go_of_is_applied_at_once_by_the_description_that_wants_it(
+        callbacks: type[Captured], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not at its next resync (30 s by default): the object would be missing, or its refusal stand, until then."""
+    _, done, cb = await description_puller(PULL, monkeypatch)
+    cb.cached = [desc("deleting", deleting=True), desc("wants-it"), desc("other", deployed=True)]
+    await cb.on_event({"type": "MODIFIED", "object": desc("deleting", deleting=True)})
+    assert done == [("cleanup", "deleting"), ("apply", "wants-it"), ("unfinalize", "deleting")]
 
 
 async def test_a_description_resync_does_nothing_where_the_hub_deploys(

@@ -2,6 +2,10 @@
 
 One push of a Description at a time: the work queue never hands a key to two workers (pushes would race
 each other's creates), and a request that comes in meanwhile runs once the current push is done.
+
+An object a Description lets go of (cleanup, or dropped from its feeds) that another Description of the cluster
+wants is handed over to that one, which is pushed at once (clusternet_api.ownership): not deleted and re-created
+at its next resync, up to a resync period later (30 s by default), with the object missing in between.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeapi import ChildApi, KubeApi
+from clusternet_api.ownership import Claimants, Released
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
 from clusternet_hub.controller.store import Store
@@ -45,6 +50,12 @@ Connect = Callable[[Credentials, int, StreamOpener | None], ChildApi]
 
 def connect_child(creds: Credentials, connections: int, opener: StreamOpener | None) -> ChildApi:
     return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections, opener=opener)
+
+
+def description_key(owner: str) -> Key:
+    """The cache key of the Description an ownership mark (`<namespace>.<name>`; namespaces have no dots) names."""
+    namespace, name = owner.split(".", 1)
+    return namespace, name
 
 
 class Pusher:
@@ -150,24 +161,40 @@ class Pusher:
         if not is_ready(mc):
             await self._pending(desc, "cleanup pending: the cluster is offline; its workloads stay until it returns")
             return
-        removed = await applier.cleanup(child, desc)
+        released = await applier.cleanup(child, desc, self._claimants(desc))
         log.info("cleaned up %s/%s in cluster %s: %s", desc["metadata"]["namespace"], desc["metadata"]["name"],
-                 mc["spec"]["clusterId"], removed)
+                 mc["spec"]["clusterId"], released)
+        await self._hand_over(desc, released)
         await applier.remove_finalizer(self.kube, desc)
 
     async def _apply(self, desc: Obj, child: ChildApi) -> None:
         meta = desc["metadata"]
         key = (meta["namespace"], meta["name"])
         try:
-            outcome = await applier.apply_description(child, desc)
+            outcome = await applier.apply_description(child, desc, self._claimants(desc))
         except ApiException:
             self.secrets.pop(key[0], None)  # e.g. the agent rotated its token: read it again next time
             raise
         if outcome.phase != "Success":
             self.secrets.pop(key[0], None)
         await applier.report(self.kube, desc, outcome, known.CREATED_BY_HUB)
+        await self._hand_over(desc, outcome.released)
         self.pushed[key] = (meta["uid"], meta.get("generation"), time.monotonic())
         self._retry_later(key, outcome.phase != "Success")
+
+    def _claimants(self, desc: Obj) -> Claimants:
+        """The cluster's other Descriptions, which may want what this one lets go of."""
+        namespace = desc["metadata"]["namespace"]
+        return Claimants(desc, lambda: [d for (ns, _), d in self.store.caches.descriptions.items() if ns == namespace])
+
+    async def _hand_over(self, desc: Obj, released: Released) -> None:
+        """Push at once the Descriptions that want what `desc` let go of (their refusal is over), and tell those
+        it was handed to."""
+        for claimant in released.claimants:
+            self.store.enqueue("push", description_key(claimant), force=True)
+        descriptions = self.store.caches.descriptions
+        await applier.announce_handovers(self.kube, released, desc, lambda claimant: descriptions.get(
+            description_key(claimant)), known.CREATED_BY_HUB)
 
     async def _pending(self, desc: Obj, reason: str) -> None:
         status = desc.get("status") or {}

@@ -1,0 +1,156 @@
+"""Which Description an object in a child belongs to, and how a Description lets go of one.
+
+Two marks, both annotations set by the applier (applier.py):
+- `apps.clusternet.io/owned-by-description: <namespace>.<name>`: we created the object; it is deleted when its
+  Description no longer deploys it;
+- `apps.clusternet.io/adopted-by-description: <namespace>.<name>`: it existed before (made by hand, say) and
+  was taken over; it is never deleted. Letting go of it removes only that mark.
+
+Where we differ from Clusternet: its deployer takes over existing objects too, but marks them owned-by like the
+ones it creates (pkg/utils/deployer.go: create, then update on AlreadyExists), and its cleanup deletes every
+object its Descriptions name, whoever made it; a second Subscription deploying the same object just overwrites
+the first's content and mark. Here a second Description is refused the object while another holds it
+(applier.py); when the holder lets it go (deleted, or its feeds drop the object) it is handed to a Description
+that wants it (a `claimant`, the one that reported the conflict first) instead of being deleted and re-created
+at that one's next resync: the object is never missing in between. The agent applies one Description at a
+time; the hub's workers do not, so a claimant whose own cleanup finishes just before the hand-over leaves the
+object behind, marked as its own: left over, never deleted by a Description its mark does not name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_api.rawobjects import decode_raw
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_OWNED = known.ANNOTATION_OWNED_BY_DESCRIPTION
+ANNOTATION_ADOPTED = "apps.clusternet.io/adopted-by-description"
+
+
+def owner_key(desc: Obj) -> str:
+    return f"{desc['metadata']['namespace']}.{desc['metadata']['name']}"
+
+
+def identity(obj: Obj) -> dict[str, str]:
+    meta = obj.get("metadata") or {}
+    ident = {"apiVersion": str(obj.get("apiVersion")), "kind": str(obj.get("kind")), "name": str(meta.get("name"))}
+    if meta.get("namespace"):
+        ident["namespace"] = str(meta["namespace"])
+    return ident
+
+
+def ident_key(ident: dict[str, str]) -> str:
+    return json.dumps(ident, sort_keys=True)
+
+
+def describe(ident: dict[str, str]) -> str:
+    ns = ident.get("namespace")
+    return f"{ident['kind']} {ns + '/' if ns else ''}{ident['name']}"
+
+
+def marks(obj: Obj | None) -> tuple[str | None, str | None]:
+    """(owned-by, adopted-by) of an object in a child."""
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(ANNOTATION_OWNED), annotations.get(ANNOTATION_ADOPTED)
+
+
+class Claimants:
+    """The other Descriptions of the cluster namespace that deploy the objects one Description lets go of.
+
+    `others` is read (and every raw object of theirs decoded) only when something is let go of: most applies
+    prune nothing. Descriptions being deleted and Helm ones (they deploy no raw objects) claim nothing; among
+    several, one whose status already reports the conflict with the leaving Description comes first, then the
+    oldest."""
+
+    def __init__(self, leaving: Obj, others: Callable[[], Iterable[Obj]] = tuple) -> None:
+        self.key, self.namespace = owner_key(leaving), leaving["metadata"]["namespace"]
+        self.others = others
+        self._by_object: dict[str, str] | None = None
+
+    def of(self, ident: dict[str, str]) -> str | None:
+        if self._by_object is None:
+            self._by_object = self._index()
+        return self._by_object.get(ident_key(ident))
+
+    def _index(self) -> dict[str, str]:
+        wanting = [d for d in self.others() if d["metadata"].get("namespace") == self.namespace
+                   and owner_key(d) != self.key and not d["metadata"].get("deletionTimestamp")
+                   and (d.get("spec") or {}).get("deployer") != "Helm"]
+        conflict = f"Description {self.key};"  # as applier.py words the refusal
+        wanting.sort(key=lambda d: (conflict not in str((d.get("status") or {}).get("reason")),
+                                    str(d["metadata"].get("creationTimestamp") or ""), d["metadata"]["name"]))
+        out: dict[str, str] = {}
+        for desc in wanting:
+            for obj in decode_raw((desc.get("spec") or {}).get("raw") or []):
+                out.setdefault(ident_key(identity(obj)), owner_key(desc))
+        return out
+
+
+@dataclass
+class Released:
+    """What letting go of objects did, by object (`Kind namespace/name`)."""
+
+    deleted: list[str] = field(default_factory=list)
+    handed_over: dict[str, list[str]] = field(default_factory=dict)  # claimant -> objects now marked as its own
+    unadopted: list[str] = field(default_factory=list)  # adopted objects left in place, our mark removed
+    claimants: set[str] = field(default_factory=set)
+    """Descriptions wanting something let go of (handed over to them, or deleted or unadopted while they were
+    refused it): to apply at once, so the refusal in their status does not outlive its cause."""
+
+
+async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released) -> None:
+    """Let go of one object: only when it carries Description `key`'s mark, and never by deleting one it adopted.
+
+    Ours (owned-by): handed over to `claimant` when there is one (the mark rewritten), else deleted. Adopted:
+    only our adopted-by mark is removed, by a JSON patch whose `test` makes sure it still names us. No
+    server-side-apply release of our fields: applying an empty configuration as our field manager would make the
+    API server remove every field only we own (a ConfigMap's data keys, say), and the object is to be left as
+    it is. Its managedFields keep naming our field manager for those fields, which only a later server-side
+    apply notices (a conflict it may force); the previous content is not restored (we never kept it)."""
+    what = describe(ident)
+    try:
+        existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+    except Exception as e:
+        log.info("cannot look up %s for cleanup: %s", what, e)
+        return
+    owned, adopted = marks(existing)
+    if existing is None or key not in (owned, adopted) or (owned and owned != key):
+        return
+    if owned == key and claimant:
+        if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, claimant):
+            out.handed_over.setdefault(claimant, []).append(what)
+            out.claimants.add(claimant)
+        return
+    if owned == key:
+        if await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace")):
+            out.deleted.append(what)
+    elif await _rewrite_mark(child, ident, ANNOTATION_ADOPTED, key, None):
+        out.unadopted.append(what)
+    if claimant:
+        out.claimants.add(claimant)
+
+
+async def _rewrite_mark(child: KubeApi, ident: dict[str, str], annotation: str, expected: str,
+                        new: str | None) -> bool:
+    """Replace (or, for None, remove) one of our marks, only while it still says `expected`: False when it no
+    longer does or the object is gone (someone else got there first: theirs to decide)."""
+    path = "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")
+    body = [{"op": "test", "path": path, "value": expected},
+            {"op": "remove", "path": path} if new is None else {"op": "replace", "path": path, "value": new}]
+    try:
+        await child.patch(ident["apiVersion"], ident["kind"], ident["name"], body, ident.get("namespace"),
+                          content_type="application/json-patch+json")
+    except ApiException as e:
+        if e.status in (404, 409, 422):  # gone, or the test failed (422; some servers answer 409)
+            log.info("%s changed hands meanwhile (HTTP %s); left as it is", describe(ident), e.status)
+            return False
+        raise
+    return True
