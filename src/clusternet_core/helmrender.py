@@ -104,7 +104,7 @@ def existing_entries(existing: Obj | None) -> dict[str, tuple[dict[str, Any], di
 
 def _chart_problem(ref: Mapping[str, str], chart: Obj | None) -> str | None:
     """Why this chart cannot be rendered for a new cluster now, or None."""
-    name = f"HelmChart {format_feed(ref)}"
+    name = format_feed(ref)  # "HelmChart ns/name": format_feed names the kind
     if chart is None:
         return f"{name} not found"
     status = chart.get("status") or {}

@@ -69,12 +69,13 @@ def test_override_chart_patches_the_version_but_never_the_chart_or_target_namesp
 def test_a_chart_not_checked_or_not_found_waits_but_keeps_what_a_cluster_already_runs() -> None:
     key = "apps.clusternet.io/v1alpha1/HelmChart/default/mysql"
     waiting = helmrender.render_helm([FEED], {key: chart(phase=None)}, cluster(), [], [])
-    assert waiting.items == [] and "waiting for its repository check" in waiting.errors[0]
+    assert waiting.errors == ["HelmChart default/mysql is waiting for its repository check"]
+    assert helmrender.render_helm([FEED], {}, cluster(), [], []).errors == ["HelmChart default/mysql not found"]
     deployed = helmrender.render_helm([FEED], {key: chart()}, cluster(), [], [])
     existing = {"spec": deployed.spec()}
     missing = helmrender.render_helm([FEED], {key: chart("NotFound")}, cluster(), [], [], existing)
     assert [i.kept for i in missing.items] == [True] and missing.spec() == existing["spec"]
-    assert "the deployed release is kept" in missing.errors[0]
+    assert missing.errors == ["HelmChart default/mysql is NotFound: checked; the deployed release is kept"]
 
 
 # --- the hub: Subscription -> Helm Description -> HelmRelease -> install -> status ------------------------
