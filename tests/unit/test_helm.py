@@ -15,7 +15,7 @@ from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import NS, SUB, cluster, no_tunnel, push_secret, subscription
+from tests.unit.test_controller import NS, SUB, cluster, config_map_manifest, no_tunnel, push_secret, subscription
 
 BASE = rendering.base_name("app", subscription_namespace="default")
 HELM_DESC = (NS, rendering.description_name(BASE, "Helm"))
@@ -175,6 +175,27 @@ async def test_a_chart_check_sets_found_or_not_found_with_the_reason() -> None:
 
 
 # --- the release rules (shared by hub and agent) ---------------------------------------------------------
+
+
+def events(kube: FakeKube) -> list[tuple[str, str, str]]:
+    """(involved object's name, reason, message) of every event posted."""
+    return [(e["involvedObject"]["name"], e["reason"], e["message"]) for (kind, _, _), e in kube.objects.items()
+            if kind == "Event"]
+
+
+async def test_a_chart_problem_is_an_event_on_the_helm_description_not_the_generic_one() -> None:
+    cm_feed = {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "cfg"}
+    c, parent, _ = await helm_controller(cluster(), chart(), push_secret(), config_map_manifest(),
+                                         subscription(feeds=[cm_feed, FEED]))
+    await deploy(c)
+    c.store.on_helmchart("MODIFIED", parent.find("HelmChart", "default", "mysql") | {
+        "status": {"phase": "NotFound", "reason": "cannot reach https://charts.example"}})
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert [e for e in events(parent) if e[1] == "RenderFailed"] == [
+        (HELM_DESC[1], "RenderFailed",
+         "HelmChart default/mysql is NotFound: cannot reach https://charts.example; the deployed release is kept")]
+    await c.subscriptions.reconcile(SUB, force=True)  # the same errors again: no second event
+    assert len([e for e in events(parent) if e[1] == "RenderFailed"]) == 1
 
 
 def release(**spec: Any) -> Obj:
