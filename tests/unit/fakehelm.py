@@ -55,6 +55,9 @@ class FakeHelm:
             message, self.fail = self.fail, None
             if opts.atomic and old is None:
                 del self.releases[(opts.namespace, name)]
+            elif opts.upgrade_atomic and old is not None:  # Helm rolls back: a new revision, the old one again
+                self.releases[(opts.namespace, name)] = replace(old, revision=revision + 1,
+                                                                description=f"Rollback to {old.revision}")
             raise ReleaseError(message)
         return state
 

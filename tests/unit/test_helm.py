@@ -171,6 +171,23 @@ async def test_a_dead_repository_keeps_the_pushed_release_deployed_and_the_descr
     assert helm.releases[("abc", "mysql")].revision == 1
 
 
+async def test_a_failed_atomic_upgrade_reports_the_rolled_back_release_and_is_not_tried_again() -> None:
+    helm = FakeHelm()
+    hr = release(upgradeAtomic=True)
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    hr = at_generation(hr, 2, overrides=base64.b64encode(b'{"k": "v"}').decode())
+    helm.fail = 'ConfigMap "x" is invalid: data[bad key!]: Invalid value'
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.event is not None and outcome.event[1] == "ReleaseFailed"
+    # Helm rolled back: the child runs revision 3, deployed, which is revision 1's spec
+    assert (outcome.status["phase"], outcome.status["version"]) == ("deployed", 3)
+    assert released(outcome.status)["status"] == "False" and "bad key!" in released(outcome.status)["message"]
+    hr["status"] = outcome.status
+    calls = len(helm.calls)
+    again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert again.status is None and len(helm.calls) == calls  # no upgrade and roll back at every resync
+
+
 async def test_deleting_the_subscription_uninstalls_then_lets_the_description_go() -> None:
     c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
     await deploy(c)

@@ -6,13 +6,17 @@ sides follow the same rules, always with the child's own deployer identity:
 - Install when the release is missing; upgrade when the chart version **or the values** differ from what the
   release runs (Clusternet compares versions only, so a values-only change never reached the cluster).
 - A failed operation is reported with Helm's own message and not retried until the HelmRelease changes: a
-  retry would only add failed revisions (and with `atomic`, reinstall and roll back forever).
+  retry would only add failed revisions (and with `atomic`, reinstall and roll back forever), unless the
+  child's release changed since (removed or rolled back by hand: drift, as for a deployed release).
 - The status's Helm fields (phase, version, description, notes, timestamps: Clusternet's) describe the child's
   release as Helm keeps it, and nothing else. A failure before Helm touched the child (a chart that cannot be
   fetched, broken values) leaves them as the child has them, e.g. `deployed` at the old revision, and is
   reported in our `Released` condition (False, with the reason) and a Warning event; Clusternet leaves the
   old status without saying anything there. A chart that cannot be fetched is retried: the repository may
   come back. Only with no release in the child does a failure set phase `failed`, as Clusternet's does.
+  A failed install or upgrade is reported the same way: Helm's phase is `failed`, or `deployed` once
+  `upgradeAtomic` rolled it back, the failure then being in Released only (Clusternet writes Helm's
+  phase too).
 - An event is posted when the status changes, not at every resync of an unchanged failure.
 - A release in the middle of another operation (Helm's pending-*, or uninstalling: `helm uninstall` by hand) is
   only reported; the next resync looks again, and once it has been pending longer than its timeout plus
@@ -228,8 +232,8 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     if current is not None and busy(current):  # another operation is under way; the next resync looks again
         waiting = Released("Unknown", "OperationInProgress", f"{where} is {current.status}: waiting for it")
         return _outcome(hr, status_of(hr, current, waiting))
-    if reported_failure(hr) and (current is None or current.status == "failed"):
-        return Outcome(None)  # reported already; a retry waits for a change of the HelmRelease
+    if reported_failure(hr) and (current.revision if current else None) == (hr.get("status") or {}).get("version"):
+        return Outcome(None)  # reported, and the child's release is as then: a retry waits for a change
     if current is not None and current.status == "uninstalled":  # `helm uninstall --keep-history` by hand
         await driver.uninstall(access, namespace, name, _timeout(hr))  # purges the kept history: a fresh install
         log.info("purged the uninstalled history of %s to install it again", where)
@@ -252,9 +256,11 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     except ReleaseError as e:
         message = f"{verb} of {where} (chart {chart.name}-{chart.version}) failed: {e}"
         log.warning("%s", message)
-        after = await _quietly_get(driver, access, namespace, name)
-        return Outcome(status_of(hr, after, Released("False", REASON_FAILED, message), "failed", message),
-                       ("Warning", REASON_FAILED, message))
+        after = await _quietly_get(driver, access, namespace, name)  # failed, or rolled back by `*atomic`
+        failure = Released("False", REASON_FAILED, message)
+        status = status_of(hr, after, failure) if after is not None else status_of(hr, None, failure, "failed",
+                                                                                   message)
+        return Outcome(status, ("Warning", REASON_FAILED, message))
     log.info("%sed %s: chart %s-%s, revision %s", verb.rstrip("e"), where, chart.name, chart.version, state.revision)
     return Outcome(status_of(hr, state, deployed(hr, state)), (
         "Normal", "Installed" if verb == "install" else "Upgraded",
