@@ -103,6 +103,9 @@ REASON_NOT_READY: Final = "ManagedClusterNotReady"
 REASON_NEVER_UPDATED: Final = "ClusterStatusNeverUpdated"
 REASON_STATUS_UNKNOWN: Final = "ClusterStatusUnknown"
 
+# Condition type on HelmRelease (ours): does the child run this generation's spec?
+CONDITION_RELEASED: Final = "Released"
+
 # Feature gates
 GATE_APP_PUSHER: Final = "AppPusher"
 GATE_SOCKET_CONNECTION: Final = "SocketConnection"

@@ -10,7 +10,9 @@ Where we differ from Clusternet:
   deployed release away: the cluster keeps the entry its Description already has, and only clusters that
   have none wait (Clusternet drops the chart, which uninstalls it everywhere when a repository blips).
 - A release's status counts only for the HelmRelease generation it reports on (`status.observedGeneration`),
-  so a values change is not shown as deployed before the child installed it.
+  so a values change is not shown as deployed before the child installed it; and a `deployed` release whose
+  update failed before Helm touched it (our `Released` condition False) is a Failure, whose reason says which
+  revision the child keeps (Clusternet, which leaves the old status, shows Success).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ older Description says nothing about the current one)."""
 PHASES = {"deployed": "Success", "pending-install": "Installing", "pending-upgrade": "Upgrading",
           "pending-rollback": "Upgrading", "uninstalling": "Uninstalling", "superseded": "Superseded",
           "failed": "Failure"}
+IN_PROGRESS = frozenset({"Installing", "Upgrading", "Uninstalling"})
+WAITING = ("Pending", "waiting for the release to be installed")
 
 
 @dataclass
@@ -104,7 +108,7 @@ def existing_entries(existing: Obj | None) -> dict[str, tuple[dict[str, Any], di
 
 def _chart_problem(ref: Mapping[str, str], chart: Obj | None) -> str | None:
     """Why this chart cannot be rendered for a new cluster now, or None."""
-    name = f"HelmChart {format_feed(ref)}"
+    name = format_feed(ref)  # "HelmChart ns/name": format_feed names the kind
     if chart is None:
         return f"{name} not found"
     status = chart.get("status") or {}
@@ -189,12 +193,22 @@ def release_bodies(desc: Obj) -> list[dict[str, Any]]:
     return bodies
 
 
-def release_phase(hr: Obj) -> str:
-    """A HelmRelease's Description phase, counting only a status about its current generation."""
+def release_phase(hr: Obj) -> tuple[str, str]:
+    """A HelmRelease's Description phase and why, counting only a status about its current generation.
+
+    Helm's phase says what the child runs; our Released condition, when False, says that this is not the
+    HelmRelease's spec: a `deployed` old revision after a chart that could not be fetched is a Failure (as a
+    Generic Description whose update failed), unless an operation is under way. A status without the
+    condition (written by Clusternet's agent) is read by its phase alone."""
     status = hr.get("status") or {}
     if not status.get("phase") or status.get("observedGeneration") != hr["metadata"].get("generation"):
-        return "Pending"
-    return PHASES.get(str(status["phase"]), "Unknown")
+        return WAITING
+    phase = PHASES.get(str(status["phase"]), "Unknown")
+    released: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == known.CONDITION_RELEASED), {})
+    if released.get("status") == "False" and phase not in IN_PROGRESS:
+        phase = "Failure"
+    detail = released.get("message") if released.get("status") == "False" else None
+    return phase, detail or status.get("description") or phase.lower()
 
 
 def description_status(desc: Obj, releases: Iterable[Obj]) -> dict[str, Any]:
@@ -205,15 +219,12 @@ def description_status(desc: Obj, releases: Iterable[Obj]) -> dict[str, Any]:
     generation = str(desc["metadata"].get("generation") or "")
     found = {r["metadata"]["name"]: r for r in releases if r["metadata"]["name"] in wanted and (
         r["metadata"].get("annotations") or {}).get(ANNOTATION_DESCRIPTION_GENERATION) == generation}
-    phases = {name: release_phase(found[name]) if name in found else "Pending" for name in sorted(wanted)}
+    phases = {name: release_phase(found[name]) if name in found else WAITING for name in sorted(wanted)}
     observed = {"observedGeneration": desc["metadata"]["generation"]} if generation else {}
     for phase in ("Failure", "Unknown", "Uninstalling", "Installing", "Upgrading", "Superseded", "Pending"):
-        names = [n for n, p in phases.items() if p == phase]
+        names = [n for n, p in phases.items() if p[0] == phase]
         if names:
-            hr = found.get(names[0])
-            detail = ((hr or {}).get("status") or {}).get("description") or (
-                "waiting for the release to be installed" if phase == "Pending" else phase.lower())
-            return {"phase": phase, "reason": f"HelmRelease {names[0]}: {detail}", **observed}
+            return {"phase": phase, "reason": f"HelmRelease {names[0]}: {phases[names[0]][1]}", **observed}
     # a reason, not "": kube-apiserver 1.20 stores an empty string of a custom resource as null, which the
     # schema then refuses
     return {"phase": "Success", "reason": f"{len(phases)} release(s) deployed", **observed}

@@ -96,9 +96,11 @@ class ClusterPlan:
     """Descriptions of a deployer the Subscription no longer feeds (e.g. its last HelmChart was removed)."""
     errors: list[str] = field(default_factory=list)
     """Problems for the Subscription's status."""
-    announce: bool = False
-    """The render errors changed since the Description last recorded them: post events."""
+    announce: dict[str, str] = field(default_factory=dict)
+    """Description name -> its render errors, for each Description whose errors changed since it last recorded
+    them: a RenderFailed event on that Description (a Helm chart's problem on the Helm one)."""
     override_errors: list[OverrideError] = field(default_factory=list)
+    """The generic render's failed overrides, when the generic Description announces its errors."""
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,7 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
     rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
                                         binding.splits)
     plan.errors = generic_errors = rendered.all_errors()
-    plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
+    helm_errors = plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
     keep = (existing is not None and not force and
             (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == binding.digest)
     raw = (existing.get("spec") or {}).get("raw") if keep and existing else rendered.encoded_raw()
@@ -353,13 +355,22 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
     else:
         plan.description = description_body(sub, mc, name, binding.digest, generic_errors,
                                             {"deployer": "Generic", "raw": raw})
-    announced = [d for d in (plan.description, plan.helm_description) if d is not None]
-    previous = [((d or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_RENDER_ERRORS)
-                for d in (existing, plan.existing_helm)]
-    plan.announce = bool(plan.errors) and any(
-        d["metadata"]["annotations"][ANNOTATION_RENDER_ERRORS] not in previous for d in announced)
-    plan.override_errors = rendered.override_errors if plan.announce else []
+    plan.announce = announcements(((plan.description, existing, generic_errors),
+                                   (plan.helm_description, plan.existing_helm, helm_errors)))
+    plan.override_errors = rendered.override_errors if (plan.description or {}).get("metadata", {}).get(
+        "name") in plan.announce else []
     return plan
+
+
+def announcements(pairs: Iterable[tuple[Obj | None, Obj | None, list[str]]]) -> dict[str, str]:
+    """Description name -> its errors, for each (Description to write, cached one, its own render errors)
+    whose errors differ from those the cached one records (ANNOTATION_RENDER_ERRORS)."""
+    found = {}
+    for body, cached, errors in pairs:
+        before = (((cached or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_RENDER_ERRORS)
+        if body is not None and errors and body["metadata"]["annotations"][ANNOTATION_RENDER_ERRORS] != before:
+            found[body["metadata"]["name"]] = "; ".join(errors)
+    return found
 
 
 def description_body(sub: Obj, mc: Obj, name: str, digest: str, errors: list[str], spec: Obj) -> Obj:
@@ -386,19 +397,19 @@ def chart_inputs(feeds: list[FeedRef], caches: Caches) -> dict[str, Obj]:
 
 
 def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef], force: bool, caches: Caches,
-              globalizations: list[Obj], localizations: list[Obj]) -> None:
+              globalizations: list[Obj], localizations: list[Obj]) -> list[str]:
     """The cluster's `<base>-helm` Description, kept while its inputs are unchanged (ApplyLater), removed
-    when the Subscription no longer feeds a HelmChart."""
+    when the Subscription no longer feeds a HelmChart. Returns the Helm render's errors."""
     mc = binding.cluster
     name = rendering.description_name(plan.base["metadata"]["name"], "Helm")
     existing = plan.existing_helm = caches.descriptions.get((mc["metadata"]["namespace"], name))
     if not any(rendering.is_helm_chart_feed(f) for f in feeds):
         if existing is not None:
             plan.delete_descriptions.append(key_of(existing))
-        return
+        return []
     if existing is not None and existing["metadata"].get("deletionTimestamp"):
         plan.errors.append(f"{key_of(existing)[0]}/{name} is still being cleaned up")
-        return
+        return []
     charts = chart_inputs(feeds, caches)
     digest = inputs_hash(sub.get("spec") or {}, {k: {"template": {"spec": c.get("spec"), "phase": (
         c.get("status") or {}).get("phase")}} for k, c in charts.items()})
@@ -409,6 +420,7 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     spec = existing.get("spec") if keep and existing else rendered.spec()
     if spec and spec.get("charts"):
         plan.helm_description = description_body(sub, mc, name, digest, rendered.all_errors(), dict(spec))
+    return rendered.all_errors()
 
 
 def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -> tuple[Obj, Obj]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,51 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         time.sleep(interval)
+
+
+class KubectlWatch:
+    """Every version of the objects `kubectl get <args> -w -o json` prints, from the moment the watch is
+    open: what a test asserts about each status written, not only about the one it polled last."""
+
+    def __init__(self, cp: ControlPlane, *args: str) -> None:
+        self.proc = subprocess.Popen(["kubectl", f"--kubeconfig={cp.kubeconfig}", "get", *args, "-w", "-o", "json",
+                                      "-v=6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
+        # -v=6 logs each request: the watch is open once its GET (watch=true) got its 200
+        wait_for(lambda: any("watch=true" in line and "200 OK" in line for line in list(self.err)), timeout=20,
+                 interval=0.05, what="kubectl watch established")
+
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def versions(self) -> list[dict[str, Any]]:
+        """The versions so far, oldest first, each once."""
+        text, decoder, pos, found = "".join(self.out), json.JSONDecoder(), 0, []
+        seen: set[tuple[str, str, str]] = set()
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                break
+            try:
+                obj, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                break  # the last object is still being printed
+            meta = obj.get("metadata") or {}
+            key = (meta.get("namespace") or "", meta.get("name") or "", meta.get("resourceVersion") or "")
+            if key not in seen:
+                seen.add(key)
+                found.append(obj)
+        return found
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def kubectl(cp: ControlPlane | Path, *args: str, check: bool = True, input: str | None = None,

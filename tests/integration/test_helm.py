@@ -11,6 +11,7 @@ import base64
 import datetime
 import gzip
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from clusternet_api.helm.sdk import SdkHelmDriver
 from clusternet_api.kube import Credentials
 from clusternet_testing.charts import ChartRepo, OciRegistry, build_chart
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import kubectl, plugin, run_plugin, wait_for
+from clusternet_testing.helpers import KubectlWatch, descriptions, kubectl, plugin, run_plugin, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -255,8 +256,8 @@ def test_a_failing_chart_reports_helms_own_message(env: dict[str, Any], parent: 
     kubectl(parent, "delete", "subs", "broken", "--wait=false")
 
 
-def test_a_hub_restart_mid_rollout_converges_without_a_second_release(
-        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane) -> None:
+def test_a_hub_restart_mid_rollout_and_a_dead_repository_leave_one_revision(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
     hub = env["hub"]
     apply(parent, helm_chart("restart-demo", env["repo"], "demo", "0.1.0", "restart-demo"),
           subscription("restart-demo", ["restart-demo"]))
@@ -268,7 +269,66 @@ def test_a_hub_restart_mid_rollout_converges_without_a_second_release(
     assert release_secrets(child1, "restart-demo", "restart-demo") == ["secret/sh.helm.release.v1.restart-demo.v1"]
     overrides = releases(parent, "restart-demo")[env["ns1"]]["spec"]["overrides"]
     assert json.loads(base64.b64decode(overrides)) == {}
+    a_dead_repository_and_its_return(env, parent, (child1, child2), "restart-demo")
     kubectl(parent, "delete", "subs", "restart-demo", "--wait=false")
+
+
+def released(hr: dict[str, Any]) -> dict[str, Any]:
+    status = hr.get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Released"), {})
+
+
+def a_dead_repository_and_its_return(env: dict[str, Any], parent: ControlPlane, children: tuple[ControlPlane, ...],
+                                     name: str) -> None:
+    """The HelmChart's repo set to an address nobody answers, then back (the audit's case), in Push (child1)
+    and Pull (child2): every HelmRelease status written, from the first, says the child runs revision 1
+    `deployed`; the failure is in Released=False, the Description's reason and one event; the way back is no
+    upgrade."""
+    namespaces = (env["ns1"], env["ns2"])
+    watch = KubectlWatch(parent, "hr", "-A", "-l", f"{known.LABEL_SUBS_NAME}={name}")
+    try:
+        kubectl(parent, "patch", "chart", name, "-n", "default", "--type=merge", "-p",
+                json.dumps({"spec": {"repo": "http://127.0.0.1:9"}}))
+
+        def refused() -> bool:
+            found = releases(parent, name)
+            return all(ns in found and released(found[ns]).get("reason") == "ChartNotFetched" and released(
+                found[ns]).get("observedGeneration") == found[ns]["metadata"]["generation"] for ns in namespaces)
+
+        wait_for(refused, timeout=60, what="both HelmReleases reporting the chart not fetched")
+        for ns in namespaces:
+            first = next(v for v in watch.versions() if v["metadata"]["namespace"] == ns
+                         and v["spec"]["repo"] == "http://127.0.0.1:9"
+                         and (v.get("status") or {}).get("observedGeneration") == v["metadata"]["generation"])
+            assert (first["status"]["phase"], first["status"]["version"]) == ("deployed", 1), first["status"]
+            assert released(first)["status"] == "False", first["status"]
+            assert released(first)["message"].endswith(
+                f"release {name}/{name} stays at revision 1 (chart demo-0.1.0, deployed)"), first["status"]
+
+        def failed() -> list[dict[str, Any]] | None:
+            found = [d for d in descriptions(parent, name).values()
+                     if (d.get("status") or {}).get("phase") == "Failure"]
+            return found if len(found) == len(namespaces) else None
+
+        descs = wait_for(failed, timeout=30, what="both Helm Descriptions failed")
+        assert all("stays at revision 1" in d["status"]["reason"] for d in descs), descs
+        time.sleep(5)  # a few resyncs (every 2 s): each tries again, none posts another event
+        for ns in namespaces:
+            hr = releases(parent, name)[ns]["metadata"]["name"]
+            events = kubectl(parent, "get", "events", "-n", ns, "-o", "name", "--field-selector",
+                             f"reason=ChartNotFetched,involvedObject.name={hr}").stdout.split()
+            assert 1 <= len(events) <= 2, events  # a second only when a resync read the status before its write
+        kubectl(parent, "patch", "chart", name, "-n", "default", "--type=merge", "-p",
+                json.dumps({"spec": {"repo": env["repo"]}}))
+        wait_for(lambda: deployed(parent, name, namespaces, 1) and all(
+            released(hr).get("status") == "True" for hr in releases(parent, name).values()), timeout=60,
+            what="both HelmReleases released again")
+        assert all(v["status"]["phase"] == "deployed" for v in watch.versions() if v.get("status")), [
+            v["status"] for v in watch.versions()]
+    finally:
+        watch.stop()
+    for child in children:
+        assert release_secrets(child, name, name) == [f"secret/sh.helm.release.v1.{name}.v1"]
 
 
 def child_access(child: ControlPlane) -> ClusterAccess:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,15 @@ import pytest
 import yaml
 
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import descriptions, kubectl, plugin, run_plugin, store_template, wait_for
+from clusternet_testing.helpers import (
+    KubectlWatch,
+    descriptions,
+    kubectl,
+    plugin,
+    run_plugin,
+    store_template,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,47 +34,16 @@ LABEL = "status-test"
 SUB_NS = "default"
 
 
-class SubscriptionWatch:
+class SubscriptionWatch(KubectlWatch):
     """Every version of one Subscription the parent stores, as `kubectl get -w -o json` prints them."""
 
     def __init__(self, parent: ControlPlane, name: str) -> None:
+        super().__init__(parent, "subscriptions.apps.clusternet.io", "-n", SUB_NS)
         self.name = name
-        self.proc = subprocess.Popen(
-            ["kubectl", f"--kubeconfig={parent.kubeconfig}", "get", "subscriptions.apps.clusternet.io", "-n",
-             SUB_NS, "-w", "-o", "json", "-v=6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.threads = [threading.Thread(target=self._read, args=(s, b), daemon=True)
-                        for s, b in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for t in self.threads:
-            t.start()
-        # -v=6 logs each request: the watch is open once its GET (watch=true) got its 200
-        wait_for(lambda: any("watch=true" in line and "200 OK" in line for line in list(self.err)), timeout=20,
-                 interval=0.05, what="kubectl watch established")
-
-    @staticmethod
-    def _read(stream: Any, into: list[str]) -> None:
-        for line in stream:
-            into.append(line)
 
     def versions(self) -> list[dict[str, Any]]:
         """The Subscription's versions so far, oldest first, each once."""
-        text, decoder, pos, found = "".join(self.out), json.JSONDecoder(), 0, []
-        seen: set[str] = set()
-        while True:
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
-            if pos >= len(text):
-                break
-            try:
-                obj, pos = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError:
-                break  # the last object is still being printed
-            meta = obj.get("metadata") or {}
-            if meta.get("name") == self.name and meta.get("resourceVersion") not in seen:
-                seen.add(meta["resourceVersion"])
-                found.append(obj)
-        return found
+        return [v for v in super().versions() if (v.get("metadata") or {}).get("name") == self.name]
 
     def collect(self, seconds: float, until: Any = None, timeout: float = 60) -> list[dict[str, Any]]:
         """The versions after `seconds`, or later once `until(versions)` holds (at most `timeout`)."""
@@ -75,10 +51,6 @@ class SubscriptionWatch:
         if until is not None:
             wait_for(lambda: until(self.versions()), timeout=timeout, interval=0.5, what="expected status")
         return self.versions()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def subscription(name: str, feeds: list[dict[str, str]]) -> str:

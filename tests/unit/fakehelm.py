@@ -25,9 +25,13 @@ class FakeHelm:
         self.calls: list[tuple[str, str]] = []
         self.fail: str | None = None
         """Helm's message for the next install or upgrade to fail with."""
+        self.dead_repos: set[str] = set()
+        """Repositories that do not answer."""
 
     async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
         self.calls.append(("fetch", f"{source.chart}@{source.version}"))
+        if source.repo in self.dead_repos:
+            raise ChartError(f"cannot reach chart repository {source.repo}: connection refused")
         versions = sorted(v for c, v in self.charts if c == source.chart)
         version = source.version or (versions[-1] if versions else None)
         if version not in versions:
@@ -51,6 +55,9 @@ class FakeHelm:
             message, self.fail = self.fail, None
             if opts.atomic and old is None:
                 del self.releases[(opts.namespace, name)]
+            elif opts.upgrade_atomic and old is not None:  # Helm rolls back: a new revision, the old one again
+                self.releases[(opts.namespace, name)] = replace(old, revision=revision + 1,
+                                                                description=f"Rollback to {old.revision}")
             raise ReleaseError(message)
         return state
 

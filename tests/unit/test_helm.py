@@ -7,7 +7,9 @@ import datetime
 import json
 from typing import Any
 
+from clusternet_agent.helmpuller import ReleasePuller
 from clusternet_api import known
+from clusternet_api.credentials import Credentials
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ClusterAccess, ReleaseError
 from clusternet_api.rawobjects import decode_raw
@@ -15,7 +17,7 @@ from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import NS, SUB, cluster, no_tunnel, push_secret, subscription
+from tests.unit.test_controller import NS, SUB, cluster, config_map_manifest, no_tunnel, push_secret, subscription
 
 BASE = rendering.base_name("app", subscription_namespace="default")
 HELM_DESC = (NS, rendering.description_name(BASE, "Helm"))
@@ -69,12 +71,13 @@ def test_override_chart_patches_the_version_but_never_the_chart_or_target_namesp
 def test_a_chart_not_checked_or_not_found_waits_but_keeps_what_a_cluster_already_runs() -> None:
     key = "apps.clusternet.io/v1alpha1/HelmChart/default/mysql"
     waiting = helmrender.render_helm([FEED], {key: chart(phase=None)}, cluster(), [], [])
-    assert waiting.items == [] and "waiting for its repository check" in waiting.errors[0]
+    assert waiting.errors == ["HelmChart default/mysql is waiting for its repository check"]
+    assert helmrender.render_helm([FEED], {}, cluster(), [], []).errors == ["HelmChart default/mysql not found"]
     deployed = helmrender.render_helm([FEED], {key: chart()}, cluster(), [], [])
     existing = {"spec": deployed.spec()}
     missing = helmrender.render_helm([FEED], {key: chart("NotFound")}, cluster(), [], [], existing)
     assert [i.kept for i in missing.items] == [True] and missing.spec() == existing["spec"]
-    assert "the deployed release is kept" in missing.errors[0]
+    assert missing.errors == ["HelmChart default/mysql is NotFound: checked; the deployed release is kept"]
 
 
 # --- the hub: Subscription -> Helm Description -> HelmRelease -> install -> status ------------------------
@@ -139,6 +142,52 @@ async def test_a_failed_install_is_reported_with_helms_message_and_not_retried_u
     assert len(helm.calls) == calls
 
 
+async def test_a_dead_repository_keeps_the_pushed_release_deployed_and_the_description_failed_until_it_is_back(
+        ) -> None:
+    c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    helm.dead_repos.add("https://dead.example")
+
+    async def set_repo(repo: str) -> None:
+        """The HelmChart's repo changed; its status still says Found (its check comes later), as the audit saw."""
+        c.store.on_helmchart("MODIFIED", parent.find("HelmChart", "default", "mysql") | {
+            "spec": chart()["spec"] | {"repo": repo}})
+        await deploy(c)
+
+    await set_repo("https://dead.example")
+    hr = parent.find("HelmRelease", *HR)
+    assert (hr["status"]["phase"], hr["status"]["version"], hr["status"]["observedGeneration"]) == ("deployed", 1, 2)
+    assert released(hr["status"])["reason"] == "ChartNotFetched"
+    status = parent.find("Description", *HELM_DESC)["status"]
+    assert status["phase"] == "Failure" and status["reason"].endswith(
+        "release abc/mysql stays at revision 1 (chart mysql-8.6.2, deployed)")
+    await c.releases.push(HR)  # a retry: no second event
+    assert [e[1] for e in events(parent) if e[0] == HR[1]] == ["Installed", "ChartNotFetched"]
+    await set_repo("https://charts.example")
+    hr = parent.find("HelmRelease", *HR)
+    assert (hr["status"]["phase"], hr["status"]["version"], hr["status"]["observedGeneration"]) == ("deployed", 1, 3)
+    assert released(hr["status"])["status"] == "True"
+    assert parent.find("Description", *HELM_DESC)["status"]["phase"] == "Success"
+    assert helm.releases[("abc", "mysql")].revision == 1
+
+
+async def test_a_failed_atomic_upgrade_reports_the_rolled_back_release_and_is_not_tried_again() -> None:
+    helm = FakeHelm()
+    hr = release(upgradeAtomic=True)
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    hr = at_generation(hr, 2, overrides=base64.b64encode(b'{"k": "v"}').decode())
+    helm.fail = 'ConfigMap "x" is invalid: data[bad key!]: Invalid value'
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.event is not None and outcome.event[1] == "ReleaseFailed"
+    # Helm rolled back: the child runs revision 3, deployed, which is revision 1's spec
+    assert (outcome.status["phase"], outcome.status["version"]) == ("deployed", 3)
+    assert released(outcome.status)["status"] == "False" and "bad key!" in released(outcome.status)["message"]
+    hr["status"] = outcome.status
+    calls = len(helm.calls)
+    again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert again.status is None and len(helm.calls) == calls  # no upgrade and roll back at every resync
+
+
 async def test_deleting_the_subscription_uninstalls_then_lets_the_description_go() -> None:
     c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
     await deploy(c)
@@ -176,6 +225,27 @@ async def test_a_chart_check_sets_found_or_not_found_with_the_reason() -> None:
 # --- the release rules (shared by hub and agent) ---------------------------------------------------------
 
 
+def events(kube: FakeKube) -> list[tuple[str, str, str]]:
+    """(involved object's name, reason, message) of every event posted."""
+    return [(e["involvedObject"]["name"], e["reason"], e["message"]) for (kind, _, _), e in kube.objects.items()
+            if kind == "Event"]
+
+
+async def test_a_chart_problem_is_an_event_on_the_helm_description_not_the_generic_one() -> None:
+    cm_feed = {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "cfg"}
+    c, parent, _ = await helm_controller(cluster(), chart(), push_secret(), config_map_manifest(),
+                                         subscription(feeds=[cm_feed, FEED]))
+    await deploy(c)
+    c.store.on_helmchart("MODIFIED", parent.find("HelmChart", "default", "mysql") | {
+        "status": {"phase": "NotFound", "reason": "cannot reach https://charts.example"}})
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert [e for e in events(parent) if e[1] == "RenderFailed"] == [
+        (HELM_DESC[1], "RenderFailed",
+         "HelmChart default/mysql is NotFound: cannot reach https://charts.example; the deployed release is kept")]
+    await c.subscriptions.reconcile(SUB, force=True)  # the same errors again: no second event
+    assert len([e for e in events(parent) if e[1] == "RenderFailed"]) == 1
+
+
 def release(**spec: Any) -> Obj:
     return {"apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease",
             "metadata": {"name": "r", "namespace": NS, "generation": 1},
@@ -201,10 +271,107 @@ async def test_an_unchanged_release_is_left_alone_and_a_missing_chart_is_retried
     hr["status"] = first.status
     again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
     assert again.status is None and [v for v, _ in helm.calls].count("install") == 1
-    missing = release(version="9.9.9")
+    missing = release(version="9.9.9") | {"metadata": {"name": "other", "namespace": NS, "generation": 1}}
+    missing["spec"]["releaseName"] = "other"
     outcome = await releases.reconcile(helm, ACCESS, missing, releases.source_of(missing["spec"]))
     assert outcome.retry and outcome.status is not None
+    # nothing in the child: Clusternet's "failed", with the reason
+    assert outcome.status["phase"] == "failed" and outcome.status["version"] is None
     assert outcome.status["description"].startswith(releases.FETCH_FAILED)
+    assert released(outcome.status)["reason"] == "ChartNotFetched"
+
+
+def released(status: Obj | None) -> Obj:
+    [condition] = (status or {})["conditions"]
+    assert condition["type"] == "Released"
+    return dict(condition)
+
+
+def at_generation(hr: Obj, generation: int, **spec: Any) -> Obj:
+    return {**hr, "metadata": {**hr["metadata"], "generation": generation}, "spec": {**hr["spec"], **spec}}
+
+
+async def test_a_chart_that_cannot_be_fetched_leaves_the_deployed_release_reported_as_the_child_has_it() -> None:
+    helm = FakeHelm()
+    helm.dead_repos.add("https://dead.example")
+    hr = release()
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    installed = dict(hr["status"])
+    hr = at_generation(hr, 2, repo="https://dead.example")
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.retry  # the repository may come back
+    # what the child runs, as Helm keeps it: revision 1, deployed
+    assert {k: outcome.status[k] for k in releases.HELM_FIELDS} == {k: installed[k] for k in releases.HELM_FIELDS}
+    assert outcome.status["phase"] == "deployed" and outcome.status["observedGeneration"] == 2
+    condition = released(outcome.status)
+    assert (condition["status"], condition["reason"], condition["observedGeneration"]) == (
+        "False", "ChartNotFetched", 2)
+    assert condition["message"] == ("cannot fetch chart mysql from https://dead.example: cannot reach chart repository "
+                                    "https://dead.example: connection refused; release abc/mysql stays at revision 1 "
+                                    "(chart mysql-8.6.2, deployed)")
+    assert outcome.event == ("Warning", "ChartNotFetched", condition["message"])
+    # the Description: a Failure that says what the child still runs, not Success, not a failed release
+    hr["status"] = outcome.status
+    desc_hr = {**hr, "metadata": {**hr["metadata"], "name": "d-default-mysql",
+                                  "annotations": {helmrender.ANNOTATION_DESCRIPTION_GENERATION: "1"}}}
+    desc = {"metadata": {"name": "d", "generation": 1}, "spec": {"charts": [{"namespace": "default", "name": "mysql"}]}}
+    assert helmrender.description_status(desc, [desc_hr]) == {
+        "phase": "Failure", "reason": f"HelmRelease d-default-mysql: {condition['message']}", "observedGeneration": 1}
+    # tried again: nothing new to write or announce, still retried
+    again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert (again.status, again.event, again.retry) == (None, None, True)
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
+
+
+class Deployer:
+    async def credentials(self) -> Credentials:
+        return Credentials(server="https://child.example:6443", token="t")
+
+
+async def test_a_dead_repository_keeps_the_pulled_release_deployed_in_its_status() -> None:
+    """Pull mode: the agent writes the same status, with one event, and keeps trying."""
+    helm = FakeHelm()
+    helm.dead_repos.add("https://dead.example")
+    parent = FakeKube(release() | {"apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease"})
+    agent = ReleasePuller(parent, Deployer(), NS, "child2", 30, helm)  # type: ignore[arg-type]
+    pull_mode = {"spec": {"syncMode": "Pull"}, "status": {"appPusher": False}}
+
+    async def process(**spec: Any) -> Obj:
+        stored = parent.find("HelmRelease", NS, "r")
+        assert stored is not None
+        hr = stored | {"spec": stored["spec"] | spec} if spec else stored
+        parent.objects[("HelmRelease", NS, "r")] = hr | {"metadata": hr["metadata"] | {
+            "generation": hr["metadata"]["generation"] + (1 if spec else 0)}}
+        await agent.process(parent.objects[("HelmRelease", NS, "r")], pull_mode)
+        return parent.objects[("HelmRelease", NS, "r")]["status"]
+
+    await process()
+    status = await process(repo="https://dead.example")
+    assert (status["phase"], status["version"], status["observedGeneration"]) == ("deployed", 1, 2)
+    assert released(status)["reason"] == "ChartNotFetched" and "stays at revision 1" in released(status)["message"]
+    await process()  # the next resync: tried again, nothing new to say
+    assert [c for c in helm.calls if c[0] == "fetch"] == [("fetch", "mysql@8.6.2")] * 3
+    assert [e[1] for e in events(parent)] == ["Installed", "ChartNotFetched"]
+    status = await process(repo="https://charts.example")
+    assert (status["phase"], status["version"], released(status)["status"]) == ("deployed", 1, "True")
+    assert helm.releases[("abc", "mysql")].revision == 1
+
+
+async def test_the_deployed_spec_back_after_a_fetch_failure_is_no_upgrade() -> None:
+    helm = FakeHelm()
+    helm.dead_repos.add("https://dead.example")
+    hr = release()
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    hr = at_generation(hr, 2, repo="https://dead.example")
+    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))).status
+    hr = at_generation(hr, 3, repo="https://charts.example")
+    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
+    assert outcome.status is not None and outcome.event is None
+    assert (outcome.status["phase"], outcome.status["version"], outcome.status["observedGeneration"]) == (
+        "deployed", 1, 3)
+    assert released(outcome.status)["status"] == "True"
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
+    assert helm.releases[("abc", "mysql")].revision == 1
 
 
 async def test_a_release_being_uninstalled_by_hand_is_waited_for_then_installed_again() -> None:
@@ -291,5 +458,6 @@ async def test_a_failed_recovery_keeps_helms_phase_and_is_retried() -> None:
     helm.rollback = refused  # type: ignore[method-assign]
     outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]))
     assert outcome.retry and outcome.status is not None and outcome.status["phase"] == "pending-upgrade"
-    assert "recovering it failed: release" in outcome.status["description"]
+    assert "recovering it failed: release" in released(outcome.status)["message"]
+    assert released(outcome.status)["reason"] == "ReleaseStuck"
     assert outcome.event is not None and outcome.event[1] == "ReleaseStuck"

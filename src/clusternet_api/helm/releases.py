@@ -6,7 +6,18 @@ sides follow the same rules, always with the child's own deployer identity:
 - Install when the release is missing; upgrade when the chart version **or the values** differ from what the
   release runs (Clusternet compares versions only, so a values-only change never reached the cluster).
 - A failed operation is reported with Helm's own message and not retried until the HelmRelease changes: a
-  retry would only add failed revisions (and with `atomic`, reinstall and roll back forever).
+  retry would only add failed revisions (and with `atomic`, reinstall and roll back forever), unless the
+  child's release changed since (removed or rolled back by hand: drift, as for a deployed release).
+- The status's Helm fields (phase, version, description, notes, timestamps: Clusternet's) describe the child's
+  release as Helm keeps it, and nothing else. A failure before Helm touched the child (a chart that cannot be
+  fetched, broken values) leaves them as the child has them, e.g. `deployed` at the old revision, and is
+  reported in our `Released` condition (False, with the reason) and a Warning event; Clusternet leaves the
+  old status without saying anything there. A chart that cannot be fetched is retried: the repository may
+  come back. Only with no release in the child does a failure set phase `failed`, as Clusternet's does.
+  A failed install or upgrade is reported the same way: Helm's phase is `failed`, or `deployed` once
+  `upgradeAtomic` rolled it back, the failure then being in Released only (Clusternet writes Helm's
+  phase too).
+- An event is posted when the status changes, not at every resync of an unchanged failure.
 - A release in the middle of another operation (Helm's pending-*, or uninstalling: `helm uninstall` by hand) is
   only reported; the next resync looks again, and once it has been pending longer than its timeout plus
   STALE_MARGIN (its operation died with its process) it is uninstalled (an install) or rolled back (an upgrade)
@@ -30,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clusternet_api import known
 from clusternet_api.helm.driver import (
     ChartError,
     ChartSource,
@@ -40,6 +52,7 @@ from clusternet_api.helm.driver import (
     ReleaseOptions,
     ReleaseState,
 )
+from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +77,9 @@ upgrade refused by Helm: "another operation (install/upgrade/rollback) is in pro
 by hand. An `uninstalling` release is not judged so: Helm keeps no start time for it that we read."""
 
 FETCH_FAILED = "cannot fetch chart"
-"""How a status about a chart that could not be fetched starts: unlike a failed release, that is retried."""
+"""How the message about a chart that could not be fetched starts."""
+REASON_FAILED = "ReleaseFailed"
+"""The Released condition's reason after Helm failed an install or upgrade: not retried until a change."""
 
 
 @dataclass(frozen=True)
@@ -120,10 +135,25 @@ def options_of(hr: Obj, upgrade: bool = False) -> ReleaseOptions:
         description=f"clusternet HelmRelease {hr['metadata']['namespace']}/{hr['metadata']['name']}")
 
 
-def status_of(hr: Obj, state: ReleaseState | None, phase: str | None = None, description: str | None = None,
-              ) -> dict[str, Any]:
-    """HelmRelease status from Helm's release (or a failure before Helm recorded one)."""
-    status: dict[str, Any] = {"observedGeneration": hr["metadata"].get("generation")}
+HELM_FIELDS = ("phase", "version", "description", "notes", "firstDeployed", "lastDeployed")
+"""Clusternet's HelmRelease status fields: what Helm says of the release in the child."""
+
+
+@dataclass(frozen=True)
+class Released:
+    """The Released condition to report: "True", "False" or "Unknown", a CamelCase reason, a message."""
+
+    status: str
+    reason: str
+    message: str
+
+
+def status_of(hr: Obj, state: ReleaseState | None, released: Released, phase: str | None = None,
+              description: str | None = None) -> dict[str, Any]:
+    """HelmRelease status from Helm's release (or a failure before Helm recorded one) and the Released
+    condition (its lastTransitionTime kept while its status stays). A Helm field the release does not have
+    is None, so that the merge patch removes what an earlier release left there."""
+    status: dict[str, Any] = {"observedGeneration": hr["metadata"].get("generation"), **dict.fromkeys(HELM_FIELDS)}
     if state is not None:
         status.update(phase=state.status, version=state.revision, description=state.description,
                       notes=state.notes or None, firstDeployed=state.first_deployed, lastDeployed=state.last_deployed)
@@ -131,14 +161,26 @@ def status_of(hr: Obj, state: ReleaseState | None, phase: str | None = None, des
         status["phase"] = phase
     if description is not None:
         status["description"] = description
-    return {k: v for k, v in status.items() if v is not None}
+    previous = released_of(hr)
+    since = previous.get("lastTransitionTime") if previous.get("status") == released.status else None
+    status["conditions"] = [{"type": known.CONDITION_RELEASED, "status": released.status,
+                             "observedGeneration": status["observedGeneration"],
+                             "lastTransitionTime": since or now_rfc3339(), "reason": released.reason,
+                             "message": released.message}]
+    return status
+
+
+def released_of(hr: Obj) -> dict[str, Any]:
+    """The HelmRelease's Released condition ({} when none)."""
+    conditions = (hr.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == known.CONDITION_RELEASED), {})
 
 
 def reported_failure(hr: Obj) -> bool:
-    """The HelmRelease's status already reports a failed release of its current generation."""
+    """The HelmRelease's status already reports that Helm failed its current generation."""
     status = hr.get("status") or {}
-    return status.get("phase") == "failed" and status.get("observedGeneration") == hr["metadata"].get(
-        "generation") and not str(status.get("description") or "").startswith(FETCH_FAILED)
+    return released_of(hr).get("reason") == REASON_FAILED and status.get("observedGeneration") == hr[
+        "metadata"].get("generation")
 
 
 def busy(state: ReleaseState) -> bool:
@@ -170,26 +212,28 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     """Bring the child's release to what the HelmRelease says; see the module docstring for the rules."""
     namespace, name = target(hr)
     where = f"release {namespace}/{name}"
-    try:
-        values = values_of(hr)
-    except ValueError as e:
-        return Outcome(status_of(hr, None, "failed", str(e)), ("Warning", "InvalidValues", str(e)))
     current = await driver.get(access, namespace, name)
     if current is not None and current.labels.get(OWNER_LABEL) != owner_digest(hr):
         message = f"{where} exists and was not installed by this HelmRelease; Clusternet never takes one over"
-        return Outcome(status_of(hr, None, "failed", message), ("Warning", "ReleaseNotOwned", message))
+        # someone else's release: no field of it is this HelmRelease's
+        return _outcome(hr, status_of(hr, None, Released("False", "ReleaseNotOwned", message), "failed", message),
+                        ("Warning", "ReleaseNotOwned", message))
+    try:
+        values = values_of(hr)
+    except ValueError as e:
+        return untouched(hr, current, "InvalidValues", str(e))
     if current is not None and stale(current, hr, datetime.datetime.now(datetime.UTC)):
         stuck = current
         try:
             current = await _unstick(driver, access, hr, stuck)
         except ReleaseError as e:
             message = f"{where} was left {stuck.status} by an interrupted operation; recovering it failed: {e}"
-            # Helm's phase, not "failed": a reported failure would stop the retries this needs
-            return Outcome(status_of(hr, stuck, description=message), ("Warning", "ReleaseStuck", message), True)
-    if current is not None and busy(current):
-        return Outcome(status_of(hr, current))  # another operation is under way; the next resync looks again
-    if reported_failure(hr) and (current is None or current.status == "failed"):
-        return Outcome(None)  # reported already; a retry waits for a change of the HelmRelease
+            return untouched(hr, stuck, "ReleaseStuck", message, retry=True)
+    if current is not None and busy(current):  # another operation is under way; the next resync looks again
+        waiting = Released("Unknown", "OperationInProgress", f"{where} is {current.status}: waiting for it")
+        return _outcome(hr, status_of(hr, current, waiting))
+    if reported_failure(hr) and (current.revision if current else None) == (hr.get("status") or {}).get("version"):
+        return Outcome(None)  # reported, and the child's release is as then: a retry waits for a change
     if current is not None and current.status == "uninstalled":  # `helm uninstall --keep-history` by hand
         await driver.uninstall(access, namespace, name, _timeout(hr))  # purges the kept history: a fresh install
         log.info("purged the uninstalled history of %s to install it again", where)
@@ -197,11 +241,10 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     try:
         chart = await driver.fetch(source)
     except ChartError as e:
-        message = f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}"
-        return Outcome(status_of(hr, current, "failed", message), ("Warning", "ChartNotFetched", message), True)
+        return untouched(hr, current, "ChartNotFetched", f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}",
+                         retry=True)
     if current is not None and current.status == "deployed" and not needs_upgrade(current, chart.version, values):
-        status = status_of(hr, current)
-        return Outcome(None if status == _comparable(hr) else status)
+        return _outcome(hr, status_of(hr, current, deployed(hr, current)))
     verb = "install" if current is None else "upgrade"
     try:
         if current is None:
@@ -213,11 +256,44 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     except ReleaseError as e:
         message = f"{verb} of {where} (chart {chart.name}-{chart.version}) failed: {e}"
         log.warning("%s", message)
-        after = await _quietly_get(driver, access, namespace, name)
-        return Outcome(status_of(hr, after, "failed", message), ("Warning", "ReleaseFailed", message))
+        after = await _quietly_get(driver, access, namespace, name)  # failed, or rolled back by `*atomic`
+        failure = Released("False", REASON_FAILED, message)
+        status = status_of(hr, after, failure) if after is not None else status_of(hr, None, failure, "failed",
+                                                                                   message)
+        return Outcome(status, ("Warning", REASON_FAILED, message))
     log.info("%sed %s: chart %s-%s, revision %s", verb.rstrip("e"), where, chart.name, chart.version, state.revision)
-    return Outcome(status_of(hr, state), ("Normal", "Installed" if verb == "install" else "Upgraded",
-                                          f"{where}: chart {chart.name}-{chart.version}, revision {state.revision}"))
+    return Outcome(status_of(hr, state, deployed(hr, state)), (
+        "Normal", "Installed" if verb == "install" else "Upgraded",
+        f"{where}: chart {chart.name}-{chart.version}, revision {state.revision}"))
+
+
+def deployed(hr: Obj, state: ReleaseState) -> Released:
+    namespace, name = target(hr)
+    return Released("True", "Deployed", f"revision {state.revision} of release {namespace}/{name} runs this "
+                                        f"spec (chart {state.chart_name}-{state.chart_version})")
+
+
+def untouched(hr: Obj, current: ReleaseState | None, reason: str, message: str, retry: bool = False) -> Outcome:
+    """A failure before Helm touched the child: the status describes the child's release as it is (phase
+    `failed` only when there is none), the failure goes into Released=False and a Warning event."""
+    namespace, name = target(hr)
+    if current is not None:
+        message += (f"; release {namespace}/{name} stays at revision {current.revision} (chart "
+                    f"{current.chart_name}-{current.chart_version}, {current.status})")
+    released = Released("False", reason, message)
+    status = status_of(hr, current, released) if current is not None else status_of(hr, None, released, "failed",
+                                                                                      message)
+    return _outcome(hr, status, ("Warning", reason, message), retry)
+
+
+def _outcome(hr: Obj, status: dict[str, Any], event: tuple[str, str, str] | None = None,
+             retry: bool = False) -> Outcome:
+    """Write and announce only what the status does not say yet: an unchanged failure is tried again at every
+    resync, and an event each time was one every resync period per cluster (seen every 2 s in tests)."""
+    current = hr.get("status") or {}
+    if all(current.get(k) == v for k, v in status.items()):
+        return Outcome(None, None, retry)
+    return Outcome(status, event, retry)
 
 
 async def _unstick(driver: HelmDriver, access: ClusterAccess, hr: Obj, state: ReleaseState,
@@ -233,10 +309,6 @@ async def _unstick(driver: HelmDriver, access: ClusterAccess, hr: Obj, state: Re
     else:
         await driver.rollback(access, namespace, name, state.revision - 1, _timeout(hr))
     return await driver.get(access, namespace, name)
-
-
-def _comparable(hr: Obj) -> dict[str, Any]:
-    return {k: v for k, v in (hr.get("status") or {}).items() if v is not None}
 
 
 async def _quietly_get(driver: HelmDriver, access: ClusterAccess, namespace: str, name: str) -> ReleaseState | None:

@@ -11,6 +11,7 @@ from clusternet_api.models.common import (
     AGE_COLUMN,
     ApiModel,
     Base64Str,
+    Condition,
     CRDInfo,
     FreeForm,
     KubeObject,
@@ -135,6 +136,10 @@ class HelmReleaseStatus(ApiModel):
     observed_generation: int | None = None
     """The HelmRelease generation this status reports on (ours): an older one means the change is not
     installed yet, so nothing reads an old `deployed` as the new spec's success."""
+    conditions: list[Condition] | None = None
+    """Ours: `Released` says whether the child runs this generation's spec. The fields above describe the
+    child's release as Helm keeps it, so after a failure that left it untouched (a chart that cannot be
+    fetched) they still say `deployed` with the old revision, and Released=False says why the update failed."""
 
 
 class HelmRelease(KubeObject):

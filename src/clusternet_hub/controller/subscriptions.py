@@ -100,10 +100,10 @@ class SubscriptionReconciler:
         for ns, name in cluster.delete_descriptions:
             log.info("%s/%s: its Subscription no longer feeds that deployer; removing it", ns, name)
             await self.kube.delete(known.APPS_API_VERSION, "Description", name, ns)
-        if cluster.announce and written:
-            await applier.post_event(self.kube, written[0], "Warning", "RenderFailed", "; ".join(cluster.errors),
-                                     known.CREATED_BY_HUB)
-            await self._report_override_errors(cluster.override_errors)
+        for desc in written:  # each Description's own errors: a chart's on the Helm one
+            if (message := cluster.announce.get(desc["metadata"]["name"])) is not None:
+                await applier.post_event(self.kube, desc, "Warning", "RenderFailed", message, known.CREATED_BY_HUB)
+        await self._report_override_errors(cluster.override_errors)
 
     async def _apply_description(self, body: Obj, existing: Obj | None, base: Obj) -> Obj:
         body = planning.owned_by(body, base)
