@@ -324,6 +324,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     plan.delete_bases = unbound_bases(sub, caches.bases.values(), bound)
     problems = list(inventory.problems) if inventory else []
     problems += [e for c in plan.clusters for e in c.errors]
+    problems = list(dict.fromkeys(problems))  # a chart that cannot be found is the same error for every cluster
     plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems)
     return plan
 

@@ -461,3 +461,14 @@ async def test_a_failed_recovery_keeps_helms_phase_and_is_retried() -> None:
     assert "recovering it failed: release" in released(outcome.status)["message"]
     assert released(outcome.status)["reason"] == "ReleaseStuck"
     assert outcome.event is not None and outcome.event[1] == "ReleaseStuck"
+
+
+async def test_a_chart_error_shared_by_every_cluster_is_said_once_in_the_subscription_condition() -> None:
+    second = cluster()
+    second["metadata"] |= {"name": "child2", "namespace": "clusternet-def", "uid": "mc2"}
+    second["spec"] = {**second["spec"], "clusterId": "def"}
+    c, parent, _ = await helm_controller(cluster(), second, chart("NotFound"), push_secret(),
+                                         subscription(feeds=[FEED]))
+    await c.subscriptions.reconcile(SUB, force=False)
+    ready = next(x for x in parent.find("Subscription", *SUB)["status"]["conditions"] if x["type"] == "Ready")
+    assert ready["status"] == "False" and ready["message"].count("HelmChart default/mysql is NotFound") == 1, ready
