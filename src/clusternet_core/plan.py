@@ -100,7 +100,10 @@ class ClusterPlan:
     """Description name -> its render errors, for each Description whose errors changed since it last recorded
     them: a RenderFailed event on that Description (a Helm chart's problem on the Helm one)."""
     override_errors: list[OverrideError] = field(default_factory=list)
-    """The generic render's failed overrides, when the generic Description announces its errors."""
+    """Failed overrides, an OverrideFailed event on each: the generic render's when the generic Description
+    announces its errors, the Helm render's when the Helm one does."""
+    helm_override_errors: list[OverrideError] = field(default_factory=list)
+    """The Helm render's failed overrides (Helm-type Globalizations and Localizations), set by plan_helm."""
 
 
 @dataclass(frozen=True)
@@ -358,8 +361,12 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
                                             {"deployer": "Generic", "raw": raw})
     plan.announce = announcements(((plan.description, existing, generic_errors),
                                    (plan.helm_description, plan.existing_helm, helm_errors)))
-    plan.override_errors = rendered.override_errors if (plan.description or {}).get("metadata", {}).get(
-        "name") in plan.announce else []
+    announced = {(body or {}).get("metadata", {}).get("name") for body in (plan.description, plan.helm_description)
+                 } & set(plan.announce)
+    plan.override_errors = [
+        *(rendered.override_errors if (plan.description or {}).get("metadata", {}).get("name") in announced else []),
+        *(plan.helm_override_errors if (plan.helm_description or {}).get("metadata", {}).get("name") in announced
+          else [])]
     return plan
 
 
@@ -416,6 +423,7 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
         c.get("status") or {}).get("phase")}} for k, c in charts.items()})
     rendered = helmrender.render_helm(feeds, charts, mc, globalizations, localizations, existing)
     plan.errors = plan.errors + rendered.all_errors()
+    plan.helm_override_errors = [e for item in rendered.items for e in item.errors]
     keep = (existing is not None and not force and
             (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == digest)
     spec = existing.get("spec") if keep and existing else rendered.spec()

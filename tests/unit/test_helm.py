@@ -472,3 +472,16 @@ async def test_a_chart_error_shared_by_every_cluster_is_said_once_in_the_subscri
     await c.subscriptions.reconcile(SUB, force=False)
     ready = next(x for x in parent.find("Subscription", *SUB)["status"]["conditions"] if x["type"] == "Ready")
     assert ready["status"] == "False" and ready["message"].count("HelmChart default/mysql is NotFound") == 1, ready
+
+
+async def test_a_helm_override_that_fails_gets_an_override_failed_event_on_itself() -> None:
+    """As a generic override does: the audit found a failed Helm-type override reported only on the
+    Description and the Subscription, not on the Localization the user has to fix."""
+    bad = override("Localization", "bad-values", 100, {}, namespace=NS)
+    bad["spec"]["overrides"][0]["value"] = "[1, 2"  # not YAML/JSON
+    c, parent, _ = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]), bad)
+    await c.subscriptions.reconcile(SUB, force=False)
+    failed = [e for e in events(parent) if e[1] == "OverrideFailed"]
+    assert [e[0] for e in failed] == ["bad-values"], events(parent)
+    await c.subscriptions.reconcile(SUB, force=True)  # the same errors again: no second event
+    assert len([e for e in events(parent) if e[1] == "OverrideFailed"]) == 1
