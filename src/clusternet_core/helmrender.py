@@ -112,6 +112,10 @@ def _chart_problem(ref: Mapping[str, str], chart: Obj | None) -> str | None:
     if chart is None:
         return f"{name} not found"
     status = chart.get("status") or {}
+    checked = status.get("observedGeneration")
+    if checked is not None and checked != (chart.get("metadata") or {}).get("generation"):
+        # the spec changed since the check: its Found was for the old spec (a repository typo must wait here)
+        return f"{name} is waiting for its repository check"
     if status.get("phase") == "Found":
         return None
     if status.get("phase") == "NotFound":

@@ -25,7 +25,7 @@ from clusternet_api.helm.sdk import SdkHelmDriver
 from clusternet_api.kube import Credentials
 from clusternet_testing.charts import ChartRepo, OciRegistry, build_chart
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import KubectlWatch, descriptions, kubectl, plugin, run_plugin, wait_for
+from clusternet_testing.helpers import KubectlWatch, kubectl, plugin, run_plugin, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -281,50 +281,47 @@ def released(hr: dict[str, Any]) -> dict[str, Any]:
 def a_dead_repository_and_its_return(env: dict[str, Any], parent: ControlPlane, children: tuple[ControlPlane, ...],
                                      name: str) -> None:
     """The HelmChart's repo set to an address nobody answers, then back (the audit's case), in Push (child1)
-    and Pull (child2): every HelmRelease status written, from the first, says the child runs revision 1
-    `deployed`; the failure is in Released=False, the Description's reason and one event; the way back is no
-    upgrade."""
+    and Pull (child2). The new spec is checked before it reaches any cluster: the HelmChart turns NotFound for
+    its new generation, the Subscription says so and that the deployed release is kept, and no HelmRelease
+    ever carries the dead address (the audit saw it reach them, and their status read `failed`); every status
+    says the child runs revision 1 `deployed`, and the way back is no upgrade."""
     namespaces = (env["ns1"], env["ns2"])
     watch = KubectlWatch(parent, "hr", "-A", "-l", f"{known.LABEL_SUBS_NAME}={name}")
     try:
         kubectl(parent, "patch", "chart", name, "-n", "default", "--type=merge", "-p",
                 json.dumps({"spec": {"repo": "http://127.0.0.1:9"}}))
 
-        def refused() -> bool:
-            found = releases(parent, name)
-            return all(ns in found and released(found[ns]).get("reason") == "ChartNotFetched" and released(
-                found[ns]).get("observedGeneration") == found[ns]["metadata"]["generation"] for ns in namespaces)
+        def not_found() -> dict[str, Any] | None:
+            chart = json.loads(kubectl(parent, "get", "chart", name, "-n", "default", "-o", "json").stdout)
+            status = chart.get("status") or {}
+            done = status.get("phase") == "NotFound" and status.get("observedGeneration") == chart["metadata"][
+                "generation"]
+            return status if done else None
 
-        wait_for(refused, timeout=60, what="both HelmReleases reporting the chart not fetched")
+        wait_for(not_found, timeout=60, what="the HelmChart NotFound for its new spec")
+
+        def kept() -> str | None:
+            sub = json.loads(kubectl(parent, "get", "subs", name, "-n", "default", "-o", "json").stdout)
+            ready = next((c for c in (sub.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"),
+                         {})
+            message = str(ready.get("message"))
+            return message if ready.get("status") == "False" and f"{name} is NotFound" in message else None
+
+        message = wait_for(kept, timeout=30, what="the Subscription saying the deployed release is kept")
+        assert message.count(f"HelmChart default/{name} is NotFound") == 1, message  # once, not per cluster
+        time.sleep(5)  # a few resyncs (every 2 s): nothing reaches the HelmReleases
         for ns in namespaces:
-            first = next(v for v in watch.versions() if v["metadata"]["namespace"] == ns
-                         and v["spec"]["repo"] == "http://127.0.0.1:9"
-                         and (v.get("status") or {}).get("observedGeneration") == v["metadata"]["generation"])
-            assert (first["status"]["phase"], first["status"]["version"]) == ("deployed", 1), first["status"]
-            assert released(first)["status"] == "False", first["status"]
-            assert released(first)["message"].endswith(
-                f"release {name}/{name} stays at revision 1 (chart demo-0.1.0, deployed)"), first["status"]
-
-        def failed() -> list[dict[str, Any]] | None:
-            found = [d for d in descriptions(parent, name).values()
-                     if (d.get("status") or {}).get("phase") == "Failure"]
-            return found if len(found) == len(namespaces) else None
-
-        descs = wait_for(failed, timeout=30, what="both Helm Descriptions failed")
-        assert all("stays at revision 1" in d["status"]["reason"] for d in descs), descs
-        time.sleep(5)  # a few resyncs (every 2 s): each tries again, none posts another event
-        for ns in namespaces:
-            hr = releases(parent, name)[ns]["metadata"]["name"]
-            events = kubectl(parent, "get", "events", "-n", ns, "-o", "name", "--field-selector",
-                             f"reason=ChartNotFetched,involvedObject.name={hr}").stdout.split()
-            assert 1 <= len(events) <= 2, events  # a second only when a resync read the status before its write
+            hr = releases(parent, name)[ns]
+            assert hr["spec"]["repo"] == env["repo"] and released(hr).get("status") == "True", hr
         kubectl(parent, "patch", "chart", name, "-n", "default", "--type=merge", "-p",
                 json.dumps({"spec": {"repo": env["repo"]}}))
-        wait_for(lambda: deployed(parent, name, namespaces, 1) and all(
+        wait_for(lambda: (not_found() is None) and deployed(parent, name, namespaces, 1) and all(
             released(hr).get("status") == "True" for hr in releases(parent, name).values()), timeout=60,
             what="both HelmReleases released again")
-        assert all(v["status"]["phase"] == "deployed" for v in watch.versions() if v.get("status")), [
-            v["status"] for v in watch.versions()]
+        versions = watch.versions()
+        assert not any(v["spec"]["repo"] == "http://127.0.0.1:9" for v in versions), "the dead repo reached a release"
+        assert all(v["status"]["phase"] == "deployed" for v in versions if v.get("status")), [
+            v["status"] for v in versions]
     finally:
         watch.stop()
     for child in children:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import json
 from typing import Any
@@ -15,6 +16,7 @@ from clusternet_api.helm.driver import ClusterAccess, ReleaseError
 from clusternet_api.rawobjects import decode_raw
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
+from clusternet_hub.controller.store import Store
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import NS, SUB, cluster, config_map_manifest, no_tunnel, push_secret, subscription
@@ -485,3 +487,43 @@ async def test_a_helm_override_that_fails_gets_an_override_failed_event_on_itsel
     assert [e[0] for e in failed] == ["bad-values"], events(parent)
     await c.subscriptions.reconcile(SUB, force=True)  # the same errors again: no second event
     assert len([e for e in events(parent) if e[1] == "OverrideFailed"]) == 1
+
+
+def test_a_found_for_an_older_spec_keeps_what_clusters_run_until_the_new_spec_is_checked() -> None:
+    """The audit patched a HelmChart's repository to a dead URL: the old spec's Found let the dead URL reach
+    every HelmRelease before the check of the new spec ran."""
+    key = "apps.clusternet.io/v1alpha1/HelmChart/default/mysql"
+    checked = chart()
+    checked["metadata"]["generation"] = 1
+    checked["status"]["observedGeneration"] = 1
+    existing = {"spec": helmrender.render_helm([FEED], {key: checked}, cluster(), [], []).spec()}
+    edited = chart(repo="http://dead.example")
+    edited["metadata"]["generation"] = 2
+    edited["status"]["observedGeneration"] = 1
+    waiting = helmrender.render_helm([FEED], {key: edited}, cluster(), [], [], existing)
+    assert waiting.spec() == existing["spec"] and [i.kept for i in waiting.items] == [True]
+    assert waiting.errors == ["HelmChart default/mysql is waiting for its repository check; the deployed release "
+                              "is kept"]
+    edited["status"]["observedGeneration"] = 2  # checked: Found for this spec
+    [item] = helmrender.render_helm([FEED], {key: edited}, cluster(), [], [], existing).items
+    assert item.chart["spec"]["repo"] == "http://dead.example" and not item.kept
+
+
+def test_a_check_of_a_new_spec_re_renders_even_when_the_phase_stays() -> None:
+    c = Store({})
+    sub = subscription(feeds=[FEED])
+    c.caches.subscriptions[SUB] = sub
+    found = chart()
+    found["metadata"]["generation"] = 1
+    found["status"]["observedGeneration"] = 1
+    c.on_helmchart("MODIFIED", found)
+    c.queue.drain()
+    again = copy.deepcopy(found)
+    again["status"]["reason"] = "rechecked"
+    c.on_helmchart("MODIFIED", again)  # same phase, same generation: nothing to re-render
+    assert not c.queue.drain()
+    newer = copy.deepcopy(again)
+    newer["metadata"]["generation"] = 2
+    newer["status"]["observedGeneration"] = 2
+    c.on_helmchart("MODIFIED", newer)
+    assert (("sub", *SUB), False) in c.queue.drain()

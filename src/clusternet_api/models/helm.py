@@ -83,6 +83,9 @@ class HelmChartStatus(ApiModel):
 
     phase: HelmChartPhase | None = None
     reason: str | None = None
+    observed_generation: int | None = None
+    """The chart's metadata.generation the check was made for (ours; Clusternet's status has phase and reason
+    only): after a spec change, the old spec's Found must not let the new spec reach clusters unchecked."""
 
 
 class HelmChart(KubeObject):

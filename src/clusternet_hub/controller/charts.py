@@ -4,7 +4,9 @@ The check is the fetch the deployer will do (helm's own resolution: index.yaml f
 the registry's tags for OCI, version constraints as Helm reads them), so Found means the chart can be had.
 A chart is checked when it is created or its spec changes, again every RECHECK_FOUND while Found (a chart
 can be deleted or a repository moved), and with growing delay while NotFound (the repository may come back).
-A Found/NotFound change re-renders the Subscriptions that feed the chart (store.on_helmchart).
+A Found/NotFound change, or a check of a new spec, re-renders the Subscriptions that feed the chart
+(store.on_helmchart). The status records the generation it was checked for: until the new spec is checked,
+clusters keep what they run (helmrender), so a mistyped repository never reaches a HelmRelease.
 """
 
 from __future__ import annotations
@@ -74,13 +76,13 @@ class ChartChecker:
             self.retries.forget(key)
             self.store.queue.add_after(("chart", *key), RECHECK_FOUND, force=True)
         status = chart.get("status") or {}
-        if (status.get("phase"), status.get("reason")) == (phase, reason):
+        generation = chart["metadata"].get("generation")
+        if (status.get("phase"), status.get("reason"), status.get("observedGeneration")) == (phase, reason, generation):
             return
         log.info("HelmChart %s/%s: %s (%s)", *key, phase, reason)
         try:
-            updated = await self.kube.patch(known.APPS_API_VERSION, "HelmChart", key[1],
-                                            {"status": {"phase": phase, "reason": reason}}, key[0],
-                                            subresource="status")
+            updated = await self.kube.patch(known.APPS_API_VERSION, "HelmChart", key[1], {"status": {
+                "phase": phase, "reason": reason, "observedGeneration": generation}}, key[0], subresource="status")
         except ApiException as e:
             if e.status == 404:
                 return

@@ -26,6 +26,12 @@ that it applies to nothing."""
 WorkKey = tuple[Work, str, str]
 
 
+def checked(chart: Obj) -> tuple[object, object]:
+    """What a HelmChart's check says, for which generation: a change of either re-renders its Subscriptions."""
+    status = chart.get("status") or {}
+    return status.get("phase"), status.get("observedGeneration")
+
+
 class Store:
     """What the hub knows (`caches`) and the work queue its changes feed."""
 
@@ -171,7 +177,7 @@ class Store:
             self.caches.helmcharts[key] = chart
             if old is None or old.get("spec") != chart.get("spec"):
                 self.enqueue("chart", key, force=True)
-            elif (old.get("status") or {}).get("phase") == (chart.get("status") or {}).get("phase"):
+            elif checked(old) == checked(chart):
                 return
         self.enqueue_subscriptions(lambda sub: any(
             f["kind"] == "HelmChart" and (f["namespace"], f["name"]) == key for f in subscription_feeds(sub)))
