@@ -106,19 +106,28 @@ def existing_entries(existing: Obj | None) -> dict[str, tuple[dict[str, Any], di
     return found
 
 
+def check_is_current(chart: Obj) -> bool:
+    """Was the chart's status (Found/NotFound) written for its current spec? A status without
+    observedGeneration (an older hub's) counts as current."""
+    checked = (chart.get("status") or {}).get("observedGeneration")
+    return checked is None or checked == (chart.get("metadata") or {}).get("generation")
+
+
+def check_phase(chart: Obj) -> str | None:
+    """The chart's phase for rendering: None while its current spec has not been checked."""
+    return (chart.get("status") or {}).get("phase") if check_is_current(chart) else None
+
+
 def _chart_problem(ref: Mapping[str, str], chart: Obj | None) -> str | None:
     """Why this chart cannot be rendered for a new cluster now, or None."""
     name = format_feed(ref)  # "HelmChart ns/name": format_feed names the kind
     if chart is None:
         return f"{name} not found"
     status = chart.get("status") or {}
-    checked = status.get("observedGeneration")
-    if checked is not None and checked != (chart.get("metadata") or {}).get("generation"):
-        # the spec changed since the check: its Found was for the old spec (a repository typo must wait here)
-        return f"{name} is waiting for its repository check"
-    if status.get("phase") == "Found":
+    phase = check_phase(chart)  # None after a spec change: its Found was for the old spec (a typo must wait)
+    if phase == "Found":
         return None
-    if status.get("phase") == "NotFound":
+    if phase == "NotFound":
         return f"{name} is NotFound: {status.get('reason') or 'no reason given'}"
     return f"{name} is waiting for its repository check"
 

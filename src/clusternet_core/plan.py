@@ -420,7 +420,7 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
         return []
     charts = chart_inputs(feeds, caches)
     digest = inputs_hash(sub.get("spec") or {}, {k: {"template": {"spec": c.get("spec"), "phase": (
-        c.get("status") or {}).get("phase")}} for k, c in charts.items()})
+        helmrender.check_phase(c))}} for k, c in charts.items()})  # the check of a new spec is an input too
     rendered = helmrender.render_helm(feeds, charts, mc, globalizations, localizations, existing)
     plan.errors = plan.errors + rendered.all_errors()
     plan.helm_override_errors = [e for item in rendered.items for e in item.errors]

@@ -527,3 +527,31 @@ def test_a_check_of_a_new_spec_re_renders_even_when_the_phase_stays() -> None:
     newer["status"]["observedGeneration"] = 2
     c.on_helmchart("MODIFIED", newer)
     assert (("sub", *SUB), False) in c.queue.drain()
+
+
+async def test_a_new_version_waits_for_its_check_and_then_reaches_the_cluster() -> None:
+    """Found for the old spec, then Found for the new one: the second render must not keep the first's
+    result because the phase reads the same (found by the Helm integration test's version change)."""
+    checked = chart()
+    checked["metadata"] |= {"generation": 1}
+    checked["status"]["observedGeneration"] = 1
+    c, parent, _ = await helm_controller(cluster(), checked, push_secret(), subscription(feeds=[FEED]))
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert deployed_version(parent) == "8.6.2"
+    bumped = copy.deepcopy(parent.find("HelmChart", "default", "mysql"))
+    bumped["spec"]["version"] = "9.9.9"
+    bumped["metadata"]["generation"] = 2
+    c.store.on_helmchart("MODIFIED", bumped)
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert deployed_version(parent) == "8.6.2"  # not checked yet: the cluster keeps what it runs
+    checked_again = copy.deepcopy(bumped)
+    checked_again["status"]["observedGeneration"] = 2
+    c.store.on_helmchart("MODIFIED", checked_again)
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert deployed_version(parent) == "9.9.9"
+
+
+def deployed_version(parent: FakeKube) -> str:
+    """The chart version the cluster's Helm Description deploys."""
+    [(chart_body, _)] = helmrender.existing_entries(parent.find("Description", *HELM_DESC)).values()
+    return str(chart_body["spec"]["version"])
