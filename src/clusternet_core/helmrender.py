@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import known
+from clusternet_api.helm.releases import released_of
 from clusternet_api.models.helm import HelmOptions
 from clusternet_api.rawobjects import encode_raw
 from clusternet_core.overrides import AppliedOverride, OverrideError, apply_overrides, select_overrides
@@ -75,8 +76,13 @@ class HelmRenderResult:
     errors: list[str] = field(default_factory=list)
     """Feed-level problems: a HelmChart missing, not found in its repository, or not yet checked."""
 
+    @property
+    def override_errors(self) -> list[OverrideError]:
+        """The failed Helm-type overrides, as rendering.RenderResult's for generic feeds."""
+        return [e for item in self.items for e in item.errors]
+
     def all_errors(self) -> list[str]:
-        return self.errors + [e.message for item in self.items for e in item.errors]
+        return self.errors + [e.message for e in self.override_errors]
 
     def spec(self) -> dict[str, Any]:
         """Description.spec for the Helm deployer: charts, their values (`raw`) and the charts (`chartRaw`)."""
@@ -217,7 +223,7 @@ def release_phase(hr: Obj) -> tuple[str, str]:
     if not status.get("phase") or status.get("observedGeneration") != hr["metadata"].get("generation"):
         return WAITING
     phase = PHASES.get(str(status["phase"]), "Unknown")
-    released: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == known.CONDITION_RELEASED), {})
+    released = released_of(hr)
     if released.get("status") == "False" and phase not in IN_PROGRESS:
         phase = "Failure"
     detail = released.get("message") if released.get("status") == "False" else None

@@ -102,8 +102,6 @@ class ClusterPlan:
     override_errors: list[OverrideError] = field(default_factory=list)
     """Failed overrides, an OverrideFailed event on each: the generic render's when the generic Description
     announces its errors, the Helm render's when the Helm one does."""
-    helm_override_errors: list[OverrideError] = field(default_factory=list)
-    """The Helm render's failed overrides (Helm-type Globalizations and Localizations), set by plan_helm."""
 
 
 @dataclass(frozen=True)
@@ -349,7 +347,8 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
     rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
                                         binding.splits)
     plan.errors = generic_errors = rendered.all_errors()
-    helm_errors = plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
+    helm = plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
+    helm_errors = helm.all_errors() if helm else []
     keep = (existing is not None and not force and
             (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == binding.digest)
     raw = (existing.get("spec") or {}).get("raw") if keep and existing else rendered.encoded_raw()
@@ -361,12 +360,12 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
                                             {"deployer": "Generic", "raw": raw})
     plan.announce = announcements(((plan.description, existing, generic_errors),
                                    (plan.helm_description, plan.existing_helm, helm_errors)))
-    announced = {(body or {}).get("metadata", {}).get("name") for body in (plan.description, plan.helm_description)
-                 } & set(plan.announce)
-    plan.override_errors = [
-        *(rendered.override_errors if (plan.description or {}).get("metadata", {}).get("name") in announced else []),
-        *(plan.helm_override_errors if (plan.helm_description or {}).get("metadata", {}).get("name") in announced
-          else [])]
+
+    def announced(body: Obj | None) -> bool:
+        return body is not None and body["metadata"]["name"] in plan.announce
+
+    plan.override_errors = [*(rendered.override_errors if announced(plan.description) else []),
+                            *(helm.override_errors if helm and announced(plan.helm_description) else [])]
     return plan
 
 
@@ -405,31 +404,31 @@ def chart_inputs(feeds: list[FeedRef], caches: Caches) -> dict[str, Obj]:
 
 
 def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef], force: bool, caches: Caches,
-              globalizations: list[Obj], localizations: list[Obj]) -> list[str]:
+              globalizations: list[Obj], localizations: list[Obj]) -> helmrender.HelmRenderResult | None:
     """The cluster's `<base>-helm` Description, kept while its inputs are unchanged (ApplyLater), removed
-    when the Subscription no longer feeds a HelmChart. Returns the Helm render's errors."""
+    when the Subscription no longer feeds a HelmChart. Returns the Helm render (None when there was none)."""
     mc = binding.cluster
     name = rendering.description_name(plan.base["metadata"]["name"], "Helm")
     existing = plan.existing_helm = caches.descriptions.get((mc["metadata"]["namespace"], name))
     if not any(rendering.is_helm_chart_feed(f) for f in feeds):
         if existing is not None:
             plan.delete_descriptions.append(key_of(existing))
-        return []
+        return None
     if existing is not None and existing["metadata"].get("deletionTimestamp"):
         plan.errors.append(f"{key_of(existing)[0]}/{name} is still being cleaned up")
-        return []
+        return None
     charts = chart_inputs(feeds, caches)
     digest = inputs_hash(sub.get("spec") or {}, {k: {"template": {"spec": c.get("spec"), "phase": (
         helmrender.check_phase(c))}} for k, c in charts.items()})  # the check of a new spec is an input too
     rendered = helmrender.render_helm(feeds, charts, mc, globalizations, localizations, existing)
-    plan.errors = plan.errors + rendered.all_errors()
-    plan.helm_override_errors = [e for item in rendered.items for e in item.errors]
+    errors = rendered.all_errors()
+    plan.errors = plan.errors + errors
     keep = (existing is not None and not force and
             (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == digest)
     spec = existing.get("spec") if keep and existing else rendered.spec()
     if spec and spec.get("charts"):
-        plan.helm_description = description_body(sub, mc, name, digest, rendered.all_errors(), dict(spec))
-    return rendered.all_errors()
+        plan.helm_description = description_body(sub, mc, name, digest, errors, dict(spec))
+    return rendered
 
 
 def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -> tuple[Obj, Obj]:

@@ -522,8 +522,12 @@ def test_a_check_of_a_new_spec_re_renders_even_when_the_phase_stays() -> None:
     again["status"]["reason"] = "rechecked"
     c.on_helmchart("MODIFIED", again)  # same phase, same generation: nothing to re-render
     assert not c.queue.drain()
-    newer = copy.deepcopy(again)
-    newer["metadata"]["generation"] = 2
+    edited = copy.deepcopy(again)  # a new spec: generation 2, its check not made yet
+    edited["spec"]["version"] = "9.9.9"
+    edited["metadata"]["generation"] = 2
+    c.on_helmchart("MODIFIED", edited)
+    c.queue.drain()
+    newer = copy.deepcopy(edited)  # the check of generation 2: Found, as before
     newer["status"]["observedGeneration"] = 2
     c.on_helmchart("MODIFIED", newer)
     assert (("sub", *SUB), False) in c.queue.drain()

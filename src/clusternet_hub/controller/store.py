@@ -13,7 +13,7 @@ from typing import Any, Literal
 from clusternet_api import applier, known
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
-from clusternet_core import feedresolve
+from clusternet_core import feedresolve, helmrender
 from clusternet_core.plan import Caches, Key, key_of, override_targets, subscription_feeds
 from clusternet_hub.controller.workqueue import WorkQueue
 from clusternet_hub.health import is_ready
@@ -24,12 +24,6 @@ Description's HelmReleases and status; chart: check a HelmChart in its repositor
 a HelmRelease in a cluster the hub deploys to; stray: tell a Localization outside every cluster's namespace
 that it applies to nothing."""
 WorkKey = tuple[Work, str, str]
-
-
-def checked(chart: Obj) -> tuple[object, object]:
-    """What a HelmChart's check says, for which generation: a change of either re-renders its Subscriptions."""
-    status = chart.get("status") or {}
-    return status.get("phase"), status.get("observedGeneration")
 
 
 class Store:
@@ -177,8 +171,8 @@ class Store:
             self.caches.helmcharts[key] = chart
             if old is None or old.get("spec") != chart.get("spec"):
                 self.enqueue("chart", key, force=True)
-            elif checked(old) == checked(chart):
-                return
+            elif helmrender.check_phase(old) == helmrender.check_phase(chart):
+                return  # what the render reads of the check is unchanged (a check of a new spec changes it)
         self.enqueue_subscriptions(lambda sub: any(
             f["kind"] == "HelmChart" and (f["namespace"], f["name"]) == key for f in subscription_feeds(sub)))
 
