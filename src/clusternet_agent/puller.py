@@ -28,7 +28,7 @@ from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
-from clusternet_api.ownership import Claimants, Released
+from clusternet_api.ownership import Claimants, Released, owner_key
 
 log = logging.getLogger(__name__)
 DEPLOYER_SA = "clusternet-app-deployer"
@@ -95,8 +95,12 @@ class Puller:
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
         self.watch: ListWatch | None = None  # its cache: the namespace's Descriptions, as of the last event
 
+    def _descriptions(self) -> list[Obj]:
+        """The namespace's Descriptions as the watch last saw them."""
+        return self.watch.objects() if self.watch is not None else []
+
     def _claimants(self, desc: Obj) -> Claimants:
-        return Claimants(desc, lambda: self.watch.objects() if self.watch is not None else [])
+        return Claimants(desc, self._descriptions)
 
     async def process(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         if mc is None or applier.deployable_by_hub(mc) or idle(desc, resync):
@@ -121,7 +125,7 @@ class Puller:
         it was handed to."""
         if not released.claimants:
             return
-        cached = {f"{self.namespace}.{d['metadata']['name']}": d for d in (self.watch.objects() if self.watch else [])}
+        cached = {owner_key(d): d for d in self._descriptions()}
         await applier.announce_handovers(self.parent, released, desc, cached.get, known.CREATED_BY_AGENT)
         for claimant in sorted(released.claimants):
             if claimant in cached:
