@@ -221,6 +221,17 @@ class ControlPlane:
         self._spawn(label, self._args[label])
         self._wait(lambda: self.get("/readyz") == 200, time.monotonic() + timeout, "kube-apiserver /readyz")
 
+    @contextlib.contextmanager
+    def apiserver_frozen(self) -> Iterator[None]:
+        """kube-apiserver stopped (SIGSTOP) inside, continued (SIGCONT) after: a hung process or a frozen VM,
+        which keeps every connection open and answers nothing, unlike a crash (restart_apiserver)."""
+        proc = next(p for lbl, p in self._procs if lbl == "kube-apiserver")
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
+
     def start(self, timeout: float = 120.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._make_pki()

@@ -30,7 +30,7 @@ from clusternet_api import known
 from clusternet_core.rendering import manifest_labels, manifest_name
 from clusternet_testing.balancer import Balancer
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import feed, kubectl, wait_for
+from clusternet_testing.helpers import KubectlWatch, feed, kubectl, wait_for
 from clusternet_testing.processes import Proc, flag_value, service_account_token
 
 pytestmark = pytest.mark.integration
@@ -294,6 +294,43 @@ def test_child_apiserver_restart_while_the_hub_pushes(env: dict[str, Any], healt
     assert all(after[f"child1/faults-push/ConfigMap/{name}"] == uid for name, uid in seen.items())
     # the agent kept reporting throughout, and said what was down: its child, not itself
     assert "no heartbeat from the cluster agent" not in health.log("hub")
+    health.check()
+
+
+def ready_of(mc: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in (mc.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def test_a_frozen_child_apiserver_is_reported_down_and_nothing_is_lost(env: dict[str, Any], health: Health,
+                                                                       parent: ControlPlane,
+                                                                       child2: ControlPlane) -> None:
+    """child2's kube-apiserver stopped with SIGSTOP: it keeps its connections open and answers nothing. The
+    agent's status collection hangs (one request may wait 2 min); the agent must still report, and report the
+    API server down once the collection has stalled for 30 s (an audit saw Ready=True with fresh heartbeats
+    for 2 minutes). The first status written after the freeze that changes Ready says so consistently; after
+    SIGCONT the cluster is Ready again and every deployed object keeps its UID."""
+    before = uids(env)
+    mc = env["mc2"]["metadata"]
+    watch = KubectlWatch(parent, "mcls", mc["name"], "-n", mc["namespace"])
+    try:
+        with child2.apiserver_frozen():
+            frozen = time.monotonic()
+            wait_for(lambda: any(ready_of(v).get("status") == "False" for v in watch.versions()), timeout=60,
+                     interval=0.2, what="child2 reported down while its kube-apiserver is frozen")
+            took = time.monotonic() - frozen
+        print(f"child2 reported down {took:.1f}s after its kube-apiserver froze")
+        versions = watch.versions()
+        first_down = next(v for v in versions if ready_of(v).get("status") == "False")
+        status = first_down["status"]
+        assert (status["healthz"], status["livez"], status["readyz"]) == (False, False, False), status
+        assert ready_of(first_down)["reason"] == known.REASON_NOT_READY, first_down
+        assert not any(ready_of(v).get("status") == "Unknown" for v in versions)  # the agent never went silent
+        wait_for(lambda: ready_of(watch.versions()[-1]).get("status") == "True", timeout=60,
+                 what="child2 Ready again after SIGCONT")
+    finally:
+        watch.stop()
+    settle(env, 90, "after child2's freeze")
+    assert {k: uids(env).get(k) for k in before} == before
     health.check()
 
 
