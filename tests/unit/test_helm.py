@@ -159,12 +159,12 @@ async def test_a_dead_repository_keeps_the_pushed_release_deployed_and_the_descr
     await set_repo("https://dead.example")
     hr = parent.find("HelmRelease", *HR)
     assert (hr["status"]["phase"], hr["status"]["version"], hr["status"]["observedGeneration"]) == ("deployed", 1, 2)
-    assert released(hr["status"])["reason"] == "ChartNotFetched"
+    assert released(hr["status"])["reason"] == "ChartLocateFailure"
     status = parent.find("Description", *HELM_DESC)["status"]
     assert status["phase"] == "Failure" and status["reason"].endswith(
         "release abc/mysql stays at revision 1 (chart mysql-8.6.2, deployed)")
     await c.releases.push(HR)  # a retry: no second event
-    assert [e[1] for e in events(parent) if e[0] == HR[1]] == ["Installed", "ChartNotFetched"]
+    assert [e[1] for e in events(parent) if e[0] == HR[1]] == ["Installed", "ChartLocateFailure"]
     await set_repo("https://charts.example")
     hr = parent.find("HelmRelease", *HR)
     assert (hr["status"]["phase"], hr["status"]["version"], hr["status"]["observedGeneration"]) == ("deployed", 1, 3)
@@ -280,7 +280,7 @@ async def test_an_unchanged_release_is_left_alone_and_a_missing_chart_is_retried
     # nothing in the child: Clusternet's "failed", with the reason
     assert outcome.status["phase"] == "failed" and outcome.status["version"] is None
     assert outcome.status["description"].startswith(releases.FETCH_FAILED)
-    assert released(outcome.status)["reason"] == "ChartNotFetched"
+    assert released(outcome.status)["reason"] == "ChartLocateFailure"
 
 
 def released(status: Obj | None) -> Obj:
@@ -307,11 +307,11 @@ async def test_a_chart_that_cannot_be_fetched_leaves_the_deployed_release_report
     assert outcome.status["phase"] == "deployed" and outcome.status["observedGeneration"] == 2
     condition = released(outcome.status)
     assert (condition["status"], condition["reason"], condition["observedGeneration"]) == (
-        "False", "ChartNotFetched", 2)
+        "False", "ChartLocateFailure", 2)
     assert condition["message"] == ("cannot fetch chart mysql from https://dead.example: cannot reach chart repository "
                                     "https://dead.example: connection refused; release abc/mysql stays at revision 1 "
                                     "(chart mysql-8.6.2, deployed)")
-    assert outcome.event == ("Warning", "ChartNotFetched", condition["message"])
+    assert outcome.event == ("Warning", "ChartLocateFailure", condition["message"])
     # the Description: a Failure that says what the child still runs, not Success, not a failed release
     hr["status"] = outcome.status
     desc_hr = {**hr, "metadata": {**hr["metadata"], "name": "d-default-mysql",
@@ -350,10 +350,10 @@ async def test_a_dead_repository_keeps_the_pulled_release_deployed_in_its_status
     await process()
     status = await process(repo="https://dead.example")
     assert (status["phase"], status["version"], status["observedGeneration"]) == ("deployed", 1, 2)
-    assert released(status)["reason"] == "ChartNotFetched" and "stays at revision 1" in released(status)["message"]
+    assert released(status)["reason"] == "ChartLocateFailure" and "stays at revision 1" in released(status)["message"]
     await process()  # the next resync: tried again, nothing new to say
     assert [c for c in helm.calls if c[0] == "fetch"] == [("fetch", "mysql@8.6.2")] * 3
-    assert [e[1] for e in events(parent)] == ["Installed", "ChartNotFetched"]
+    assert [e[1] for e in events(parent)] == ["Installed", "ChartLocateFailure"]
     status = await process(repo="https://charts.example")
     assert (status["phase"], status["version"], released(status)["status"]) == ("deployed", 1, "True")
     assert helm.releases[("abc", "mysql")].revision == 1

@@ -241,7 +241,7 @@ async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: 
     try:
         chart = await driver.fetch(source)
     except ChartError as e:
-        return untouched(hr, current, "ChartNotFetched", f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}",
+        return untouched(hr, current, "ChartLocateFailure", f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}",
                          retry=True)
     if current is not None and current.status == "deployed" and not needs_upgrade(current, chart.version, values):
         return _outcome(hr, status_of(hr, current, deployed(hr, current)))
