@@ -11,7 +11,7 @@ found in foo namespace.`, `(NotFound)`), though what is not found is a template,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -29,6 +29,9 @@ class Kind:
 
     resource: Resource | None
     literal: str
+    # Every Manifest and the list's resourceVersion, when resolve_kind had to list them all to know a literal
+    # kind exists: the command's own listing filters that list instead of asking the parent again.
+    everything: tuple[list[Obj], str] | None = field(default=None, repr=False)
 
     @property
     def is_clusternet(self) -> bool:
@@ -116,10 +119,23 @@ def template_filter(kind: Kind, namespace: str | None) -> Callable[[Mapping[str,
 async def list_manifests(session: Session, kind: Kind, namespace: str | None, name: str | None = None,
                          selector: str = "") -> tuple[list[Obj], str]:
     """`list_templates` and the list's resourceVersion (where `get -w` starts watching)."""
-    query = {"labelSelector": manifest_selector(kind, name, selector)}
-    if not query["labelSelector"]:
-        query = {}
-    status, body = await session.kube.raw("GET", MANIFEST.path(known.RESERVED_NAMESPACE), query=query or None)
+    if kind.everything is not None and not selector.strip():
+        listed, version = kind.everything
+        everything = [m for m in listed if not name or template_name(m) == name]  # the config.name label's value
+    else:
+        everything, version = await _list_all(session, manifest_selector(kind, name, selector))
+        if kind.resource is None and not name and not selector.strip():
+            kind.everything = everything, version
+    wanted = template_filter(kind, namespace)
+    items = [m for m in everything if wanted(m)]
+    items.sort(key=lambda m: (template_namespace(m), template_name(m)))
+    return items, version
+
+
+async def _list_all(session: Session, selector: str) -> tuple[list[Obj], str]:
+    """The Manifests in clusternet-reserved that `selector` selects (all when empty), and the resourceVersion."""
+    query = {"labelSelector": selector} if selector else None
+    status, body = await session.kube.raw("GET", MANIFEST.path(known.RESERVED_NAMESPACE), query=query)
     if status == 404:
         return [], ""
     if status != 200 or not isinstance(body, dict):
@@ -127,10 +143,7 @@ async def list_manifests(session: Session, kind: Kind, namespace: str | None, na
         if status == 400:  # a selector the API server does not parse: kubectl's words
             raise PluginError(f"Error from server (BadRequest): {message}")
         raise PluginError(f"listing Manifests failed ({status}): {message}")
-    wanted = template_filter(kind, namespace)
-    items = [m for m in body.get("items") or [] if wanted(m)]
-    items.sort(key=lambda m: (template_namespace(m), template_name(m)))
-    return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+    return list(body.get("items") or []), str((body.get("metadata") or {}).get("resourceVersion") or "")
 
 
 async def list_templates(session: Session, kind: Kind, namespace: str | None, name: str | None = None,

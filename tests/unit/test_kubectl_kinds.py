@@ -30,8 +30,10 @@ class FakeParent(Kube):
         self.paths: dict[str, Any] = {**DISCOVERY, MANIFESTS: {
             "items": [manifest_for(plural, obj) for plural, obj in templates], "metadata": {"resourceVersion": "7"}}}
         self.paths.update(paths or {})
+        self.asked: list[str] = []
 
     async def raw(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        self.asked.append(path)
         answer = self.paths.get(path)
         if isinstance(answer, int):
             return answer, {"kind": "Status", "code": answer, "message": "broken"}
@@ -80,6 +82,15 @@ async def test_skip_validating_templates_make_their_literal_kind_known(capsys: p
     assert capsys.readouterr().out.split() == ["NAMESPACE", "NAME", "AGE", "other", "w1", "<unknown>"]
     with pytest.raises(PluginError, match='resource type "gadgets"'):
         await get_command(parent(("widgets", WIDGET)), "gadgets", (), True, None)
+
+
+async def test_a_literal_kind_lists_the_templates_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """Knowing that the literal kind exists took a list of every Manifest: the command filters that one."""
+    session = parent(("widgets", WIDGET))
+    assert await get_command(session, "widgets", (), True, None) == 0
+    assert await get_command(session, "widgets", ("w1",), True, None) == 0
+    assert isinstance(session.kube, FakeParent) and session.kube.asked.count(MANIFESTS) == 2  # one per command
+    assert capsys.readouterr().out.split()[-3:] == ["other", "w1", "<unknown>"]
 
 
 async def test_without_discovery_the_kind_is_taken_literally_as_before(capsys: pytest.CaptureFixture[str]) -> None:
