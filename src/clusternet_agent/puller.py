@@ -122,11 +122,11 @@ class Puller:
 
     async def _hand_over(self, desc: Obj, released: Released, mc: Obj) -> None:
         """Apply at once the Descriptions that want what `desc` let go of (their refusal is over), and tell those
-        it was handed to."""
-        if not released.claimants:
+        it was handed to, and what was kept."""
+        if not released.claimants and not released.kept:
             return
         cached = {owner_key(d): d for d in self._descriptions()}
-        await applier.announce_handovers(self.parent, released, desc, cached.get, known.CREATED_BY_AGENT)
+        await applier.announce_released(self.parent, released, desc, cached.get, known.CREATED_BY_AGENT)
         for claimant in sorted(released.claimants):
             if claimant in cached:
                 await self._safely(cached[claimant], mc, resync=False)

@@ -299,10 +299,16 @@ ADOPTED_MESSAGE = ("took over objects that already existed in the child (their p
                    "and not restored when the Subscription stops deploying them; they are never deleted): ")
 
 
-async def announce_handovers(parent: KubeApi, released: Released, leaving: Obj, claimant: Callable[[str], Obj | None],
-                             reporter: str) -> None:
-    """A `TookOver` event on each Description objects were handed to (`claimant`: its key -> the Description,
-    None when no longer known): it deploys them now, in place, where it was refused them before."""
+async def announce_released(parent: KubeApi, released: Released, leaving: Obj, claimant: Callable[[str], Obj | None],
+                            reporter: str) -> None:
+    """What letting go did that users need to hear of: a `NamespaceKept` Warning on the leaving Description for
+    each Namespace it created but did not delete (and why: namespaceguard.py), and a `TookOver` event on each
+    Description objects were handed to (`claimant`: its key -> the Description, None when no longer known): it
+    deploys them now, in place, where it was refused them before."""
+    for namespace, why in released.kept.items():
+        await post_event(parent, leaving, "Warning", "NamespaceKept",
+                         f"{namespace} was not deleted, only our mark removed: {why}; delete it yourself once "
+                         "that may go", reporter)
     for key, objects in released.handed_over.items():
         if (desc := claimant(key)) is not None:
             await post_event(parent, desc, "Normal", "TookOver",

@@ -12,6 +12,10 @@ Obj = dict[str, Any]
 
 
 class KubeApi(Protocol):
+    async def preferred_versions(self) -> list[str]: ...  # discovery, before `list` shadows the builtin
+
+    async def resources(self, api_version: str) -> list[Obj]: ...
+
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None: ...
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.namespaceguard import ContentsUnknown, foreign_contents, summary
 from clusternet_api.rawobjects import decode_raw
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class Released:
     deleted: list[str] = field(default_factory=list)
     handed_over: dict[str, list[str]] = field(default_factory=dict)  # claimant -> objects now marked as its own
     unadopted: list[str] = field(default_factory=list)  # adopted objects left in place, our mark removed
+    kept: dict[str, str] = field(default_factory=dict)
+    """Namespaces we created but did not delete, our mark removed: what kept each (namespaceguard.py)."""
     claimants: set[str] = field(default_factory=set)
     """Descriptions wanting something let go of (handed over to them, or deleted or unadopted while they were
     refused it): to apply at once, so the refusal in their status does not outlive its cause."""
@@ -129,13 +132,28 @@ async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str
             out.handed_over.setdefault(claimant, []).append(what)
             out.claimants.add(claimant)
         return
-    if owned == key:
+    if owned == key and (why := await _kept(child, ident)):
+        if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
+            out.kept[what] = why
+    elif owned == key:
         if await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace")):
             out.deleted.append(what)
     elif await _rewrite_mark(child, ident, ANNOTATION_ADOPTED, key, None):
         out.unadopted.append(what)
     if claimant:
         out.claimants.add(claimant)
+
+
+async def _kept(child: KubeApi, ident: dict[str, str]) -> str | None:
+    """Why a Namespace of ours is not to be deleted: what it still holds, or that this cannot be told
+    (namespaceguard.py). None for any other object, and for a Namespace whose deletion removes nothing else."""
+    if ident["kind"] != "Namespace" or ident["apiVersion"] != "v1":
+        return None
+    try:
+        foreign = await foreign_contents(child, ident["name"])
+    except ContentsUnknown as e:
+        return f"what it holds cannot be listed ({e})"
+    return f"it still holds {summary(foreign)}" if foreign else None
 
 
 async def _rewrite_mark(child: KubeApi, ident: dict[str, str], annotation: str, expected: str,

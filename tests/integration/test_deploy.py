@@ -413,6 +413,11 @@ def test_relabel_removes_only_that_cluster(env: dict[str, Any], parent: ControlP
              timeout=60, what="child2 cleaned up")
     assert kubectl(child1, "get", "deploy", "my-nginx", "-n", NS).returncode == 0
     assert env["ns2"] not in descriptions(parent, "app-demo")
+    # the Namespace we created holds it: deleting the Namespace would delete it, so the Namespace is kept
+    wait_for(lambda: kubectl(parent, "get", "events", "-n", env["ns2"], "--field-selector", "reason=NamespaceKept",
+                             "-o", "name").stdout.strip() != "", timeout=30, what="NamespaceKept event")
+    assert kubectl(child2, "get", "configmap", "users-own", "-n", NS).returncode == 0
+    assert "Terminating" not in kubectl(child2, "get", "ns", NS).stdout
 
 
 def test_deleting_the_subscription_removes_everything_it_created(env: dict[str, Any], parent: ControlPlane,

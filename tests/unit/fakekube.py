@@ -127,5 +127,19 @@ class FakeKube:
         self._record("delete", kind, namespace, name, None)
         return self.objects.pop((kind, namespace or "", name), None) is not None
 
+    async def preferred_versions(self) -> list[str]:
+        """Discovery of what is stored: `v1`, then every other apiVersion of a stored object."""
+        versions = {str(o.get("apiVersion") or "v1") for o in self.objects.values()} - {"v1"}
+        return ["v1", *sorted(versions)]
+
+    async def resources(self, api_version: str) -> list[Obj]:
+        """One APIResource entry per kind stored in `api_version` (namespaced when its objects have a namespace)."""
+        kinds: dict[str, bool] = {}
+        for (kind, ns, _), o in self.objects.items():
+            if str(o.get("apiVersion") or "v1") == api_version:
+                kinds[kind] = kinds.get(kind, False) or bool(ns)
+        return [{"name": kind.lower() + "s", "kind": kind, "namespaced": namespaced, "verbs": ["get", "list"]}
+                for kind, namespaced in sorted(kinds.items())]
+
     async def close(self) -> None:
         self.closed = True

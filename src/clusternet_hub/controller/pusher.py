@@ -193,7 +193,7 @@ class Pusher:
         for claimant in released.claimants:
             self.store.enqueue("push", description_key(claimant), force=True)
         descriptions = self.store.caches.descriptions
-        await applier.announce_handovers(self.kube, released, desc, lambda claimant: descriptions.get(
+        await applier.announce_released(self.kube, released, desc, lambda claimant: descriptions.get(
             description_key(claimant)), known.CREATED_BY_HUB)
 
     async def _pending(self, desc: Obj, reason: str) -> None:

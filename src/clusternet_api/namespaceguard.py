@@ -1,0 +1,99 @@
+"""Whether a Namespace a Description created may be deleted: only when nothing in it is someone else's.
+
+Deleting a Namespace deletes everything in it (the child's namespace controller does), so letting go of a
+Namespace by deleting it would also remove another Description's objects, a Helm release and its record, what
+a user made there by hand, or objects the Description adopted (which we promise never to delete): none of them
+created by that Description. Before such a delete, ownership.release asks `foreign_contents` what the namespace
+holds (every namespaced resource the child serves and can list), and deletes the Namespace only when nothing
+remains but:
+- objects being deleted (the leaving Description's own were deleted just before, some are still terminating),
+  and dependents of other objects (ownerReferences: they go with their owners, which
+  are counted themselves, as ReplicaSets and Pods go with a Deployment);
+- what Kubernetes puts or keeps in every namespace: ServiceAccount `default`, ConfigMap `kube-root-ca.crt`,
+  service-account token Secrets, Events, Endpoints (the endpoints controller's copy of a Service, which counts).
+Anything else keeps the Namespace: only our mark is removed, and the Description's events name what kept it.
+When the content cannot be listed (a LIST refused or failing), the Namespace is kept as well: we delete only
+what we can see is ours alone. Objects that our own workloads made while running (a Lease, a generated Secret)
+keep it too; the event names them, and deleting the Namespace is then the user's call.
+
+Where we differ from Clusternet: its cleanup deletes a Namespace it deployed with whatever it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_api.logs import error_text
+
+# Groups whose namespaced resources are not stored objects of anyone (metrics are views of Pods) or are only
+# records of what happened (events.k8s.io is core Events again).
+IGNORED_GROUPS = frozenset({"metrics.k8s.io", "events.k8s.io"})
+DEFAULTS = frozenset({("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")})
+IGNORED_KINDS = frozenset({"Event", "Endpoints"})
+SA_TOKEN = "kubernetes.io/service-account-token"
+NAMED = 5  # objects named in a message; the rest are counted
+LISTS_AT_ONCE = 8  # as the applier's applies: one child's API server, one connection pool
+
+
+class ContentsUnknown(Exception):
+    """What the namespace holds could not be listed: it is kept."""
+
+
+def is_foreign(obj: Obj) -> bool:
+    """Does this object keep its Namespace from being deleted? Objects of the Description letting go of the
+    Namespace count as well: at cleanup they are gone or terminating by then, and when its feeds drop only the
+    Namespace they are still deployed, and deleting the Namespace would delete them."""
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp") or meta.get("ownerReferences"):
+        return False
+    kind = str(obj.get("kind") or "")
+    if kind in IGNORED_KINDS or (kind, meta.get("name")) in DEFAULTS:
+        return False
+    return not (kind == "Secret" and obj.get("type") == SA_TOKEN)
+
+
+async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
+    """`Kind namespace/name` of every object in `namespace` that keeps it (is_foreign), sorted; ContentsUnknown
+    when the child does not tell."""
+    try:
+        listable = await _listable(child)
+    except Exception as e:
+        raise ContentsUnknown(f"discovery failed: {error_text(e)}") from e
+    limit = asyncio.Semaphore(LISTS_AT_ONCE)
+
+    async def one(api_version: str, kind: str) -> list[str]:
+        async with limit:
+            try:
+                items = await child.list(api_version, kind, namespace)
+            except ApiException as e:
+                if e.status == 404:  # served no longer (a CRD deleted meanwhile): nothing of it here
+                    return []
+                raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}") from e
+            except Exception as e:
+                raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
+        return [f"{kind} {namespace}/{(o.get('metadata') or {}).get('name')}" for o in items
+                if is_foreign({"kind": kind, **o})]
+
+    found = await asyncio.gather(*(one(v, k) for v, k in listable))
+    return sorted({what for part in found for what in part})
+
+
+async def _listable(child: KubeApi) -> list[tuple[str, str]]:
+    """(apiVersion, kind) of every namespaced resource the child serves in a group's preferred version and
+    allows to list; core first."""
+    out: list[tuple[str, str]] = []
+    for version in await child.preferred_versions():
+        if version.partition("/")[0] in IGNORED_GROUPS:
+            continue
+        for entry in await child.resources(version):
+            if entry.get("namespaced") and "list" in (entry.get("verbs") or ["list"]):
+                out.append((version, str(entry["kind"])))
+    return out
+
+
+def summary(objects: list[str]) -> str:
+    """The first NAMED objects, and how many more."""
+    named = ", ".join(objects[:NAMED])
+    return named + (f" and {len(objects) - NAMED} more" if len(objects) > NAMED else "")

@@ -1,0 +1,134 @@
+"""A Namespace a Description created is deleted only when that removes nothing else (namespaceguard.py): the
+API server's namespace deletion takes everything in it, whoever made it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusternet_api import applier
+from clusternet_api.kube import ApiException
+from clusternet_api.namespaceguard import is_foreign
+from clusternet_api.ownership import ANNOTATION_OWNED, Claimants
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_ownership import NS, by_hand, deploy, description, events, stored
+
+TEAM = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}
+
+
+def cm(name: str, **meta: Any) -> Obj:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "team-a", **meta},
+            "data": {"k": name}}
+
+
+def namespace_mark(child: FakeKube) -> str | None:
+    ns = child.find("Namespace", None, "team-a")
+    assert ns is not None, "the Namespace was deleted"
+    return (ns["metadata"].get("annotations") or {}).get(ANNOTATION_OWNED)
+
+
+async def cleanup(parent: FakeKube, child: FakeKube, name: str) -> applier.Released:
+    desc = stored(parent, name)
+    released = await applier.cleanup(child, desc)
+    await applier.announce_released(parent, released, desc, lambda key: None, "test")
+    return released
+
+
+async def test_a_namespace_holding_anything_not_ours_is_kept_with_our_mark_removed_and_an_event() -> None:
+    """Another Description's object and one made by hand live in the Namespace d1 created: deleting it would
+    delete them (the reviewer's case)."""
+    parent = FakeKube(description("d1", TEAM, cm("a")), description("d2", cm("b")))
+    child = FakeKube()
+    await deploy(parent, child, "d1")
+    await child.create(cm("handmade"))
+    await deploy(parent, child, "d2")
+    released = await cleanup(parent, child, "d1")
+    assert ("delete", "Namespace", "/team-a") not in child.writes
+    assert released.deleted == ["ConfigMap team-a/a"] and namespace_mark(child) is None
+    assert child.find("ConfigMap", "team-a", "b") is not None and child.find("ConfigMap", "team-a", "handmade")
+    assert released.kept == {"Namespace team-a": "it still holds ConfigMap team-a/b, ConfigMap team-a/handmade"}
+    [message] = events(parent, "NamespaceKept")
+    assert message.startswith("Namespace team-a was not deleted, only our mark removed: it still holds ConfigMap "
+                              "team-a/b, ConfigMap team-a/handmade")
+
+
+async def test_a_namespace_holding_only_what_kubernetes_puts_there_is_deleted() -> None:
+    parent = FakeKube(description("d1", TEAM, cm("a")))
+    child = FakeKube()
+    await deploy(parent, child, "d1")
+    owner = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u"}]
+    for obj in (cm("kube-root-ca.crt"), cm("generated", ownerReferences=owner), cm("going", deletionTimestamp="x"),
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "team-a"}},
+                {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                 "metadata": {"name": "default-token-x", "namespace": "team-a"}},
+                {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e.1", "namespace": "team-a"}},
+                {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web", "namespace": "team-a"}}):
+        await child.create(obj)
+    released = await cleanup(parent, child, "d1")
+    assert released.deleted == ["ConfigMap team-a/a", "Namespace team-a"] and released.kept == {}
+    assert events(parent, "NamespaceKept") == []
+
+
+async def test_an_object_adopted_in_the_namespace_keeps_it() -> None:
+    """Adopted objects are never deleted: not one by one, and not with their Namespace."""
+    team = {**TEAM, "metadata": {"name": "team-a"}}
+    parent, child = FakeKube(description("d1", team, cm("mine"))), FakeKube()
+    await deploy(parent, child, "d1")
+    await child.create(by_hand(cm("theirs"), k="1"))
+    desc = {**stored(parent, "d1")}
+    parent.objects[("Description", NS, "d1")] = description("d1", team, cm("mine"), cm("theirs"))
+    parent.objects[("Description", NS, "d1")]["status"] = desc["status"]
+    outcome = await deploy(parent, child, "d1")
+    assert outcome.adopted == ["ConfigMap team-a/theirs"]
+    released = await cleanup(parent, child, "d1")
+    assert released.unadopted == ["ConfigMap team-a/theirs"] and "Namespace team-a" in released.kept
+    assert child.find("ConfigMap", "team-a", "theirs") is not None
+
+
+async def test_feeds_dropping_only_the_namespace_keep_it_for_the_objects_still_deployed_in_it() -> None:
+    parent, child = FakeKube(description("d1", TEAM, cm("a"))), FakeKube()
+    await deploy(parent, child, "d1")
+    status = stored(parent, "d1")["status"]
+    parent.objects[("Description", NS, "d1")] = {**description("d1", cm("a")), "status": status}
+    outcome = await deploy(parent, child, "d1")
+    assert outcome.phase == "Success" and outcome.released.kept == {
+        "Namespace team-a": "it still holds ConfigMap team-a/a"}
+    assert child.find("ConfigMap", "team-a", "a") is not None and namespace_mark(child) is None
+
+
+class Refusing(FakeKube):
+    """A child whose RBAC lets the deployer list nothing but Namespaces."""
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None,
+                   label_selector: str | None = None) -> list[Obj]:
+        if kind != "Namespace":
+            raise ApiException(403, "Forbidden")
+        return await super().list(api_version, kind, namespace, label_selector)
+
+    async def resources(self, api_version: str) -> list[Obj]:
+        return [{"name": "configmaps", "kind": "ConfigMap", "namespaced": True, "verbs": ["list"]}]
+
+
+async def test_a_namespace_whose_content_cannot_be_listed_is_kept() -> None:
+    parent, child = FakeKube(description("d1", TEAM, cm("a"))), Refusing()
+    await deploy(parent, child, "d1")
+    released = await cleanup(parent, child, "d1")
+    assert released.kept == {"Namespace team-a": "what it holds cannot be listed (listing ConfigMap (v1) failed: "
+                                                 "HTTP 403: Forbidden)"}
+    assert namespace_mark(child) is None
+
+
+async def test_a_namespace_wanted_by_another_description_is_still_handed_over() -> None:
+    parent = FakeKube(description("d1", TEAM), description("d2", TEAM, created="2026-01-02T00:00:00Z"))
+    child = FakeKube()
+    await deploy(parent, child, "d1")
+    await deploy(parent, child, "d2")  # refused: d1 holds it
+    desc = stored(parent, "d1")
+    released = await applier.cleanup(child, desc, Claimants(desc, lambda: [stored(parent, "d2")]))
+    assert released.handed_over == {f"{NS}.d2": ["Namespace team-a"]} and released.kept == {}
+    assert namespace_mark(child) == f"{NS}.d2"
+
+
+def test_what_keeps_a_namespace() -> None:
+    assert is_foreign(cm("x")) and is_foreign(cm("ours", annotations={ANNOTATION_OWNED: f"{NS}.d1"}))
+    assert not is_foreign({"kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {}})
+    assert is_foreign({"kind": "Secret", "type": "Opaque", "metadata": {"name": "sh.helm.release.v1.db.v1"}})
