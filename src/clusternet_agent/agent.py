@@ -25,6 +25,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElector, run_while_leading
 from clusternet_api.logs import error_text
+from clusternet_api.redaction import redact_url
 
 log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 24 * 3600
@@ -273,7 +274,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
         async def work() -> None:
             cluster_id = opts.cluster_id or await identity.cluster_id(child)
             key = await identity.load_or_create_key(child, opts.namespace)
-            log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, opts.parent_url, opts.sync_mode)
+            log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, redact_url(opts.parent_url or ""),
+                     opts.sync_mode)
             apiserver_url = opts.apiserver_url or child_creds.server
             while not stop.is_set():
                 early = EarlyCollection(child, opts, apiserver_url)

@@ -7,23 +7,11 @@ covers our messages and kopf's alike.
 from __future__ import annotations
 
 import logging
-import re
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-# JWTs (three base64url parts), bootstrap tokens (6.16) and "Bearer ..." values.
-_TOKEN_RE = re.compile(
-    r"(eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"
-    r"|(\b[a-z0-9]{6}\.[a-z0-9]{16}\b)"
-    r"|((?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
-)
-
-
-def redact(text: str) -> str:
-    """Replace anything that looks like a token with a fixed marker."""
-    return _TOKEN_RE.sub("[REDACTED]", text)
-
+from clusternet_api.redaction import redact
 
 # Formats a record's traceback once, in the filter, so the text can be redacted before any formatter sees it.
 _TRACEBACKS = logging.Formatter()

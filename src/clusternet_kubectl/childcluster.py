@@ -48,7 +48,7 @@ from urllib.parse import quote
 import click
 
 from clusternet_api import __version__
-from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeconfig import KubeconfigError, kubeconfig_files, merge, no_kubeconfig, resolve
 from clusternet_kubectl.errors import PluginError, error_line, server_message
 from clusternet_kubectl.routing import ChildArgs, RoutingError, split_args, validate
@@ -205,7 +205,7 @@ async def probe(kube: Kube, cluster_id: str, extras: Mapping[str, list[str]], wh
     raise PluginError(f"{what} answered {status}: {message}")
 
 
-async def prepare(args: ChildArgs, used: list[str]) -> Obj:
+async def prepare(args: ChildArgs, used: list[Credentials]) -> Obj:
     """The kubeconfig kubectl gets, after checking everything that can be checked first."""
     from clusternet_kubectl.session import connect
 
@@ -213,7 +213,7 @@ async def prepare(args: ChildArgs, used: list[str]) -> Obj:
     child = await child_credentials(args.child_kubeconfig)
     parent = parent_access(args.kubeconfig, args.context)
     creds, _ = connect(args.kubeconfig, args.context, None)
-    used.append(creds.server)
+    used.append(creds)
     extras = impersonation_extras(child.token, args.as_user, args.as_groups, args.as_uid)
     async with Kube(creds, user_agent=f"kubectl-clusternet/{__version__}") as kube:
         cluster_id, what = await find_child(kube, args.cluster_id)
@@ -272,7 +272,7 @@ def main(argv: Sequence[str]) -> int:
     except RoutingError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
-    used: list[str] = []
+    used: list[Credentials] = []
     try:
         config = asyncio.run(prepare(args, used))
         return run_kubectl(config, args.kubectl_args, args.debug)
@@ -283,7 +283,8 @@ def main(argv: Sequence[str]) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        click.echo(error_line(exc, used[0] if used else ""), err=True)
+        server, proxy = (used[0].server, used[0].proxy_url) if used else ("", None)
+        click.echo(error_line(exc, server, proxy), err=True)
         return 1
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from clusternet_api.logs import RedactingFilter, json_formatter
+from clusternet_api.redaction import redact, redact_url
 
 
 @dataclass
@@ -59,3 +60,16 @@ def test_tracebacks_are_redacted(formatter: logging.Formatter) -> None:
     assert "xyzxyzxyz0123456789" not in out and JWT not in out
     assert "RuntimeError: upstream said: Authorization: [REDACTED] (token [REDACTED])" in out.replace("\\n", "\n")
     assert "Traceback (most recent call last)" in out  # still useful: the traceback is there, only redacted
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("http://alice:s3cr3t@proxy:3128", "http://alice:xxxxx@proxy:3128"),
+    ("https://:s3cr3t@h/p?q=a@b", "https://:xxxxx@h/p?q=a@b"),  # Go's url.Redacted keeps the empty user too
+    ("http://proxy:3128", "http://proxy:3128"),
+    ("https://alice@h", "https://alice@h"),  # no password, nothing to hide
+    ("via http://a:s3cr3t@p:1 to https://kube:6443: user@host",
+     "via http://a:xxxxx@p:1 to https://kube:6443: user@host"),
+])
+def test_url_passwords(text: str, shown: str) -> None:
+    assert redact_url(text) == shown
+    assert redact(text) == shown  # and so in every log line
