@@ -50,10 +50,14 @@ import click
 from clusternet_api import __version__
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeconfig import KubeconfigError, kubeconfig_files, merge, no_kubeconfig, resolve
+from clusternet_api.redaction import redact
 from clusternet_kubectl.errors import PluginError, error_line, server_message
 from clusternet_kubectl.routing import ChildArgs, RoutingError, split_args, validate
 
 PROXY_USER = "clusternet"
+# the RBAC that lets authenticated users impersonate PROXY_USER with the extras below (deploy/hub/)
+SOCKETSPROXY_RBAC = "04-socketsproxy_rbac.yaml"
+REDACTED = "[REDACTED]"  # what the redacting log filter writes for a token too
 EXTRA_TOKEN = "clusternet-token"
 EXTRA_AS_USER = "clusternet-impersonate-user"
 EXTRA_AS_GROUP = "clusternet-impersonate-group"
@@ -185,20 +189,30 @@ def probe_headers(extras: Mapping[str, list[str]]) -> list[tuple[str, str]]:
             *((f"Impersonate-Extra-{key}", values[0]) for key, values in extras.items())]
 
 
+def without_tokens(message: str, extras: Mapping[str, list[str]]) -> str:
+    """An answer of the parent fit to print: kube-apiserver's 403 for a refused extra names the extra's value,
+    `userextras.authentication.k8s.io "<the child token>" is forbidden`. The token is replaced by its exact value
+    (a static token looks like no token), then anything else that looks like one."""
+    for token in extras.get(EXTRA_TOKEN, []):
+        if token:
+            message = message.replace(token, REDACTED)
+    return redact(message)
+
+
 async def probe(kube: Kube, cluster_id: str, extras: Mapping[str, list[str]], what: str, child_path: str) -> None:
     """GET /version of the child through the proxy; PluginError naming the problem when that fails."""
     status, body = await kube.raw("GET", PROXY_PATH.format(quote(cluster_id, safe="")) + "/version",
                                   extra_headers=probe_headers(extras))
     if 200 <= status < 300:
         return
-    message = " ".join(server_message(body).split())
+    message = without_tokens(" ".join(server_message(body).split()), extras)
     if status == 401:
         raise PluginError(f"{what} rejected the token of --child-kubeconfig {child_path} (401 Unauthorized)")
     if status == 404 and "no managed cluster" not in message:
         raise PluginError(f"the parent does not serve proxies.clusternet.io (404 {message}): register the hub's "
                           f"APIService (deploy/hub/apiservice.yaml) to reach {what}")
     if status == 403 and (f'users "{PROXY_USER}" is forbidden' in message or '"userextras/clusternet-' in message):
-        raise PluginError(f"the parent refused the proxy's impersonation (apply deploy/hub/socketsproxy_rbac.yaml "
+        raise PluginError(f"the parent refused the proxy's impersonation (apply deploy/hub/{SOCKETSPROXY_RBAC} "
                           f"there): {message}")
     if status >= 500:
         raise PluginError(f"{what} cannot be reached through the hub ({status}): {message}")
