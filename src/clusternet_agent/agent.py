@@ -1,10 +1,16 @@
-"""The agent's main loop: settle options, register, then heartbeat (and re-register if credentials die)."""
+"""The agent's main loop: settle options, register, then heartbeat (and re-register if credentials die).
+
+Registration and heartbeats run in the foreground: their failure ends the agent (the CLI logs the traceback and
+exits 1, the Deployment restarts it). The tunnel, the label request and deploying (with its two pullers) run
+beside them under clusternet_agent.supervision: a failure is logged with its traceback and the task restarted,
+so heartbeats never report Ready for an agent that silently stopped applying."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -21,10 +27,12 @@ from clusternet_agent.registration import (
     refresh_token,
     store,
 )
+from clusternet_agent.supervision import supervised
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElector, run_while_leading
 from clusternet_api.logs import error_text
+from clusternet_api.redaction import redact_url
 
 log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 24 * 3600
@@ -34,6 +42,13 @@ TOKEN_LIFETIME = 24 * 3600
 # kube-apiserver in the sandbox stayed Ready True for 2 min). 30 s is three times the longest wait of a
 # starting API server's Retry-After (10 s), which is not-ready anyway.
 STALLED_MIN_SECONDS = 30.0
+# The child's deployer token is asked for this long (TokenRequest) and renewed after a third of it: a refresh
+# that fails leaves 40 minutes of retries before the pullers' token expires.
+DEPLOYER_TOKEN_SECONDS = 3600
+DEPLOYER_REFRESH_SECONDS = 1200.0
+# Retries of a failed deployer token request: soon after an API server's blip, then at most once a minute.
+DEPLOYER_RETRY_FIRST_SECONDS = 2.0
+DEPLOYER_RETRY_MAX_SECONDS = 60.0
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -273,7 +288,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
         async def work() -> None:
             cluster_id = opts.cluster_id or await identity.cluster_id(child)
             key = await identity.load_or_create_key(child, opts.namespace)
-            log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, opts.parent_url, opts.sync_mode)
+            log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, redact_url(opts.parent_url or ""),
+                     opts.sync_mode)
             apiserver_url = opts.apiserver_url or child_creds.server
             while not stop.is_set():
                 early = EarlyCollection(child, opts, apiserver_url)
@@ -302,11 +318,12 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                         view = ClusterView(parent, access.namespace, await resolve_managed_cluster(parent, access),
                                            max_age=1.5 * opts.update_frequency)
                         # labels go through our own registration request and the hub's policy (labels.py)
-                        tasks.append(asyncio.create_task(
-                            labels.request_labels(parent, cluster_id, opts.cluster_labels)))
+                        tasks.append(asyncio.create_task(supervised("the cluster label request", functools.partial(
+                            labels.request_labels, parent, cluster_id, opts.cluster_labels))))
                         if opts.deploys:
-                            tasks.append(asyncio.create_task(
-                                deploying(child, parent, opts, access, apiserver_url, after=reported, view=view)))
+                            tasks.append(asyncio.create_task(supervised("deploying", functools.partial(
+                                deploying, child, parent, opts, access, apiserver_url, after=reported, view=view),
+                                forever=True)))
                         outcome = await heartbeat_loop(child, beat, opts, access, apiserver_url, stop,
                                                        tunnel_state, reported, readiness, also=(parent,),
                                                        view=view, first=await early.fresh())
@@ -328,7 +345,9 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
 
 async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: ParentAccess,
                     apiserver_url: str, after: asyncio.Event | None = None, view: ClusterView | None = None) -> None:
-    """Pull Descriptions, and keep the hub's push credentials fresh (or withdrawn) per AppPusher."""
+    """Pull Descriptions and HelmReleases, and keep the hub's push credentials fresh (or withdrawn) per AppPusher.
+    Runs, and runs its pullers, under `supervised`; the deployer token's refresh never ends it
+    (deployer_credentials_retrying)."""
     # Imported once registered: no part of registering, and 30 ms of an agent's start idle, twice that when
     # 20 agents start at once (python -X importtime; bench/registration.py counts from the process start).
     from clusternet_agent import helmpuller, puller
@@ -337,22 +356,23 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     if after is not None:
         await after.wait()
     name = view.name if view is not None else await resolve_managed_cluster(parent, access)
-    creds = await puller.deployer_credentials(child, opts.namespace)
+    creds = await deployer_credentials_retrying(child, opts.namespace, "getting")
     async with Kube(creds, user_agent="clusternet-agent-deployer", qps=opts.kube_api_qps,
                     burst=opts.kube_api_burst) as deployer:
-        pull = asyncio.create_task(puller.Puller(parent, deployer, access.namespace, name,
-                                                 opts.resync_frequency, view).run())
-        helm = asyncio.create_task(helmpuller.ReleasePuller(parent, deployer, access.namespace, name,
-                                                            opts.resync_frequency, default_driver(), view).run())
+        pull = asyncio.create_task(supervised("the Description puller", lambda: puller.Puller(
+            parent, deployer, access.namespace, name, opts.resync_frequency, view).run(), forever=True))
+        helm = asyncio.create_task(supervised("the HelmRelease puller", lambda: helmpuller.ReleasePuller(
+            parent, deployer, access.namespace, name, opts.resync_frequency, default_driver(), view).run(),
+            forever=True))
         try:
             while True:
                 try:
                     await puller.publish_push_credentials(parent, access.namespace, creds, apiserver_url,
                                                           opts.gate(known.GATE_APP_PUSHER))
                 except Exception as e:
-                    log.warning("publishing push credentials failed: %s", e)
-                await asyncio.sleep(1200)
-                creds = await puller.deployer_credentials(child, opts.namespace)
+                    log.warning("publishing push credentials failed: %s", error_text(e))
+                await asyncio.sleep(DEPLOYER_REFRESH_SECONDS)
+                creds = await deployer_credentials_retrying(child, opts.namespace, "refreshing")
                 if creds.token:
                     deployer.set_token(creds.token)
         finally:
@@ -360,6 +380,27 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+async def deployer_credentials_retrying(child: Kube, namespace: str, doing: str) -> Credentials:
+    """The deployer's credentials (puller.deployer_credentials), asked for again until the child answers.
+
+    puller.deployer_credentials falls back to the agent's own identity on an HTTP error, but a child API server
+    that is restarting (connection refused) or frozen (a timeout) raises: that ended `deploying`, and both
+    pullers with it. A refresh that fails is only retried, here, while the pullers go on with the token they
+    have (valid for DEPLOYER_TOKEN_SECONDS); the first request is retried the same way. Each failure is one
+    line, without the token."""
+    from clusternet_agent import puller
+
+    delay = DEPLOYER_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return await puller.deployer_credentials(child, namespace, DEPLOYER_TOKEN_SECONDS)
+        except Exception as e:
+            log.warning("%s the %s token from the child failed: %s (retrying in %.0fs)", doing,
+                        puller.DEPLOYER_SA, error_text(e), delay)
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, DEPLOYER_RETRY_MAX_SECONDS)
 
 
 def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials, apiserver_url: str,
@@ -380,4 +421,10 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
         if readiness is not None:
             readiness.set_tunnel(up)
 
-    return asyncio.create_task(tunnel.run_tunnel(url, lambda: access.creds.token or "", ca, dialer, on_state))
+    async def hold() -> None:
+        try:
+            await tunnel.run_tunnel(url, lambda: access.creds.token or "", ca, dialer, on_state)
+        finally:  # a tunnel that failed is down until it is up again, not up as last seen
+            on_state(False)
+
+    return asyncio.create_task(supervised("the tunnel to the hub", hold, forever=True))

@@ -142,6 +142,11 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
     except OptionsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Exception:
+        # the foreground (registration, heartbeats) failed: logged, so the traceback is redacted and in the log's
+        # format, then exit 1 for the Deployment to start the agent again (clusternet_agent.supervision)
+        log.critical("clusternet-agent failed; exiting", exc_info=True)
+        sys.exit(1)
 
 
 def _s(value: str | bool | None) -> str | None:

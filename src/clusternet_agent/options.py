@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 from clusternet_api import compatflags, known
 from clusternet_api.leaderelection import LeaderElectionConfig
+from clusternet_api.redaction import redact_url
 
 SYNC_MODES = ("Push", "Pull", "Dual")
 CLUSTER_TYPES = ("StandardCluster", "EdgeCluster")
@@ -70,8 +71,8 @@ class AgentOptions:
                                f"{known.SYSTEM_NAMESPACE}/{known.AGENT_BOOTSTRAP_SECRET} Secret)")
         url = urlparse(self.parent_url)
         if url.scheme != "https" or not url.hostname:
-            raise OptionsError(f"--cluster-reg-parent-url must be an https:// URL, got {self.parent_url!r}: "
-                               "credentials are never sent over plain HTTP")
+            raise OptionsError(f"--cluster-reg-parent-url must be an https:// URL, got "
+                               f"{redact_url(self.parent_url)!r}: credentials are never sent over plain HTTP")
         if self.reg_token is not None and not (_BOOTSTRAP_TOKEN.match(self.reg_token)
                                                or _JWT.match(self.reg_token)):
             raise OptionsError("--cluster-reg-token is neither a bootstrap token (abcdef.0123456789abcdef) "

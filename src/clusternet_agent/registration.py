@@ -27,6 +27,7 @@ from clusternet_agent.options import AgentOptions
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.logs import error_text
+from clusternet_api.redaction import redact_url
 from clusternet_api.sealing import SealingError, is_sealed, public_key_of, unseal
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,8 @@ async def ensure_registered(child: Kube, opts: AgentOptions, cluster_id: str, ke
             access = None
             log.warning("stored parent credentials are incomplete; registering again")
         if access is not None and access.creds.server != opts.parent_url:
-            log.info("parent URL changed from %s to %s; registering again", access.creds.server, opts.parent_url)
+            log.info("parent URL changed from %s to %s; registering again", redact_url(access.creds.server),
+                     redact_url(opts.parent_url))
         elif access is not None:
             try:
                 if await credentials_work(access):

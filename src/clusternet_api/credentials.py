@@ -13,6 +13,7 @@ from typing import Any
 
 from clusternet_api.execplugin import ExecPlugin
 from clusternet_api.kubeconfig import Resolved, files_for, resolve
+from clusternet_api.redaction import redact_url
 from clusternet_api.tlsfiles import load_cert_chain_pem
 
 Obj = dict[str, Any]
@@ -42,7 +43,7 @@ class Credentials:
 
     def __repr__(self) -> str:
         auth = " exec" if self.exec_plugin else ""
-        return f"Credentials(server={self.server!r}, token={'***' if self.token else None}{auth})"
+        return f"Credentials(server={redact_url(self.server)!r}, token={'***' if self.token else None}{auth})"
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path | None = None, context: str | None = None) -> Credentials:

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from clusternet_api.execplugin import CredentialsError, ExecPlugin, cluster_info
+from clusternet_api.redaction import redact_url
 
 Obj = dict[str, Any]
 
@@ -250,7 +251,7 @@ def resolve(files: Sequence[Path], context: str | None = None) -> Resolved:
     ca = _data_or_file(cluster, "certificate-authority-data", "certificate-authority", f'cluster "{cluster_name}"')
     proxy = str(cluster.get("proxy-url") or "") or None
     if proxy and urlsplit(proxy).scheme not in ("http", "https"):
-        raise KubeconfigError(f'proxy-url {proxy} of cluster "{cluster_name}" is not supported: '
+        raise KubeconfigError(f'proxy-url {redact_url(proxy)} of cluster "{cluster_name}" is not supported: '
                               "only http:// and https:// proxies are (no socks5)")
     token, token_file, exec_plugin = None, None, None
     if isinstance(user.get("exec"), dict):

@@ -7,32 +7,37 @@ covers our messages and kopf's alike.
 from __future__ import annotations
 
 import logging
-import re
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-# JWTs (three base64url parts), bootstrap tokens (6.16) and "Bearer ..." values.
-_TOKEN_RE = re.compile(
-    r"(eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"
-    r"|(\b[a-z0-9]{6}\.[a-z0-9]{16}\b)"
-    r"|((?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
-)
+from clusternet_api.redaction import redact
 
-
-def redact(text: str) -> str:
-    """Replace anything that looks like a token with a fixed marker."""
-    return _TOKEN_RE.sub("[REDACTED]", text)
+# Formats a record's traceback once, in the filter, so the text can be redacted before any formatter sees it.
+_TRACEBACKS = logging.Formatter()
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites every record so no token reaches a log sink, whoever logged it."""
+    """Rewrites every record so no token reaches a log sink, whoever logged it.
+
+    The message is not all of a record: `log.exception` and kopf's "Handler ... failed" add a traceback whose
+    last line is the exception's text (an API server's answer, a header), and a formatter renders `exc_info`
+    anew. So the traceback is formatted here, redacted into `exc_text`, and `exc_info` dropped: stdlib's
+    Formatter then prints `exc_text` as it is, and python-json-logger puts it in `exc_info` (it re-formats
+    `exc_info` whenever that is set, whatever `exc_text` holds)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info:
+            record.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

@@ -48,12 +48,16 @@ from urllib.parse import quote
 import click
 
 from clusternet_api import __version__
-from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeconfig import KubeconfigError, kubeconfig_files, merge, no_kubeconfig, resolve
+from clusternet_api.redaction import redact
 from clusternet_kubectl.errors import PluginError, error_line, server_message
 from clusternet_kubectl.routing import ChildArgs, RoutingError, split_args, validate
 
 PROXY_USER = "clusternet"
+# the RBAC that lets authenticated users impersonate PROXY_USER with the extras below (deploy/hub/)
+SOCKETSPROXY_RBAC = "04-socketsproxy_rbac.yaml"
+REDACTED = "[REDACTED]"  # what the redacting log filter writes for a token too
 EXTRA_TOKEN = "clusternet-token"
 EXTRA_AS_USER = "clusternet-impersonate-user"
 EXTRA_AS_GROUP = "clusternet-impersonate-group"
@@ -185,27 +189,37 @@ def probe_headers(extras: Mapping[str, list[str]]) -> list[tuple[str, str]]:
             *((f"Impersonate-Extra-{key}", values[0]) for key, values in extras.items())]
 
 
+def without_tokens(message: str, extras: Mapping[str, list[str]]) -> str:
+    """An answer of the parent fit to print: kube-apiserver's 403 for a refused extra names the extra's value,
+    `userextras.authentication.k8s.io "<the child token>" is forbidden`. The token is replaced by its exact value
+    (a static token looks like no token), then anything else that looks like one."""
+    for token in extras.get(EXTRA_TOKEN, []):
+        if token:
+            message = message.replace(token, REDACTED)
+    return redact(message)
+
+
 async def probe(kube: Kube, cluster_id: str, extras: Mapping[str, list[str]], what: str, child_path: str) -> None:
     """GET /version of the child through the proxy; PluginError naming the problem when that fails."""
     status, body = await kube.raw("GET", PROXY_PATH.format(quote(cluster_id, safe="")) + "/version",
                                   extra_headers=probe_headers(extras))
     if 200 <= status < 300:
         return
-    message = " ".join(server_message(body).split())
+    message = without_tokens(" ".join(server_message(body).split()), extras)
     if status == 401:
         raise PluginError(f"{what} rejected the token of --child-kubeconfig {child_path} (401 Unauthorized)")
     if status == 404 and "no managed cluster" not in message:
         raise PluginError(f"the parent does not serve proxies.clusternet.io (404 {message}): register the hub's "
                           f"APIService (deploy/hub/apiservice.yaml) to reach {what}")
     if status == 403 and (f'users "{PROXY_USER}" is forbidden' in message or '"userextras/clusternet-' in message):
-        raise PluginError(f"the parent refused the proxy's impersonation (apply deploy/hub/socketsproxy_rbac.yaml "
+        raise PluginError(f"the parent refused the proxy's impersonation (apply deploy/hub/{SOCKETSPROXY_RBAC} "
                           f"there): {message}")
     if status >= 500:
         raise PluginError(f"{what} cannot be reached through the hub ({status}): {message}")
     raise PluginError(f"{what} answered {status}: {message}")
 
 
-async def prepare(args: ChildArgs, used: list[str]) -> Obj:
+async def prepare(args: ChildArgs, used: list[Credentials]) -> Obj:
     """The kubeconfig kubectl gets, after checking everything that can be checked first."""
     from clusternet_kubectl.session import connect
 
@@ -213,7 +227,7 @@ async def prepare(args: ChildArgs, used: list[str]) -> Obj:
     child = await child_credentials(args.child_kubeconfig)
     parent = parent_access(args.kubeconfig, args.context)
     creds, _ = connect(args.kubeconfig, args.context, None)
-    used.append(creds.server)
+    used.append(creds)
     extras = impersonation_extras(child.token, args.as_user, args.as_groups, args.as_uid)
     async with Kube(creds, user_agent=f"kubectl-clusternet/{__version__}") as kube:
         cluster_id, what = await find_child(kube, args.cluster_id)
@@ -272,7 +286,7 @@ def main(argv: Sequence[str]) -> int:
     except RoutingError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
-    used: list[str] = []
+    used: list[Credentials] = []
     try:
         config = asyncio.run(prepare(args, used))
         return run_kubectl(config, args.kubectl_args, args.debug)
@@ -283,7 +297,8 @@ def main(argv: Sequence[str]) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        click.echo(error_line(exc, used[0] if used else ""), err=True)
+        server, proxy = (used[0].server, used[0].proxy_url) if used else ("", None)
+        click.echo(error_line(exc, server, proxy), err=True)
         return 1
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from clusternet_api.kube import ApiException, CredentialsError, ResourceNotFound
+from clusternet_api.redaction import redact_url
 
 
 class PluginError(Exception):
@@ -56,7 +57,13 @@ def _os_reason(exc: BaseException) -> str:
 
 
 def error_line(exc: BaseException, server: str, proxy: str | None = None) -> str:
-    """The one line that tells a person what went wrong talking to `server` (the parent's URL)."""
+    """The one line that tells a person what went wrong talking to `server` (the parent's URL). A password in
+    the kubeconfig's URLs (a proxy-url's `user:password@`), or in an exception's text quoting one, is printed
+    as kubectl prints it: `user:xxxxx@`."""
+    return redact_url(_error_line(exc, server, proxy))
+
+
+def _error_line(exc: BaseException, server: str, proxy: str | None) -> str:
     if isinstance(exc, PluginError | CredentialsError | ResourceNotFound):
         return f"error: {exc}"
     if isinstance(exc, ApiException):

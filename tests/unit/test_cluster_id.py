@@ -416,12 +416,42 @@ async def test_plugin_process_errors_are_one_line(fake_kubectl: Path, tmp_path: 
     refused = 'users "clusternet" is forbidden: User "bob" cannot impersonate resource "users" in API group ""'
     async with fake_parent(403, refused) as (url, _):
         assert await one_line(url, "--cluster-id", CID, "get", "ns") == \
-            f"error: the parent refused the proxy's impersonation (apply deploy/hub/socketsproxy_rbac.yaml " \
+            f"error: the parent refused the proxy's impersonation (apply deploy/hub/04-socketsproxy_rbac.yaml " \
             f"there): {refused}"
+    # a refused extra: kube-apiserver's message names its value, the child token, which is never printed
+    extra = (f'userextras.authentication.k8s.io "{CHILD_TOKEN}" is forbidden: User "bob" cannot impersonate '
+             'resource "userextras/clusternet-token" in API group "authentication.k8s.io" at the cluster scope')
+    async with fake_parent(403, extra) as (url, _):
+        assert await one_line(url, "--cluster-id", CID, "get", "ns") == \
+            "error: the parent refused the proxy's impersonation (apply deploy/hub/04-socketsproxy_rbac.yaml " \
+            f"there): {extra.replace(CHILD_TOKEN, '[REDACTED]')}"
     async with fake_parent() as (url, _):
         pem = base64.b64encode(b"x").decode()
         write_kubeconfig(child, "https://c", {"client-certificate-data": pem, "client-key-data": pem})
         assert "authenticates with a client certificate" in await one_line(url, "--cluster-id", CID, "get", "ns")
+
+
+class EchoingParent:
+    """A parent whose every answer to the probe quotes the child token it was sent, as kube-apiserver's 403 for a
+    refused userextras impersonation does (the extra's value is the object's name in the message)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def raw(self, method: str, path: str, extra_headers: Any = ()) -> tuple[int, Any]:
+        value = dict(extra_headers)["Impersonate-Extra-clusternet-token"]
+        return self.status, {"kind": "Status", "code": self.status,
+                             "message": f'userextras.authentication.k8s.io "{value}" is forbidden: User "alice" '
+                                        'cannot impersonate resource "userextras/clusternet-token"'}
+
+
+@pytest.mark.parametrize("status", [403, 404, 500, 418])
+@pytest.mark.parametrize("token", [CHILD_TOKEN, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJl"])
+async def test_probe_errors_never_print_the_child_token(status: int, token: str) -> None:
+    with pytest.raises(PluginError) as e:
+        await childcluster.probe(EchoingParent(status), CID, impersonation_extras(token), "cluster x", "child.conf")
+    assert token not in str(e.value)
+    assert 'userextras.authentication.k8s.io "[REDACTED]" is forbidden' in str(e.value)
 
 
 def test_kubeconfig_is_private_even_with_a_permissive_umask(fake_kubectl: Path, tmp_path: Path,

@@ -211,6 +211,16 @@ def test_tls_settings_and_client_certificates(tmp_path: Path) -> None:
         Credentials.from_kubeconfig(bad)
 
 
+def test_proxy_password_not_in_errors(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "config", config(current="socks", clusters={
+        "socks": {"server": "https://x", "proxy-url": "socks5://alice:s3cr3t@proxy:1080"}},
+        contexts={"socks": {"cluster": "socks"}}))
+    with pytest.raises(KubeconfigError) as e:
+        Credentials.from_kubeconfig(cfg)
+    assert str(e.value).startswith('proxy-url socks5://alice:xxxxx@proxy:1080 of cluster "socks" is not supported')
+    assert "s3cr3t" not in repr(Credentials("https://alice:s3cr3t@x:6443", None, "tok"))
+
+
 def test_round_trip_through_kubeconfig_dict(tmp_path: Path) -> None:
     creds = Credentials("https://x:6443", b"CA", "tok", insecure=True, tls_server_name="kube", proxy_url="http://p")
     path = write(tmp_path / "config", creds.kubeconfig_dict("x", namespace="ns"))

@@ -143,6 +143,19 @@ def test_error_lines() -> None:
     assert error_line(ValueError("odd"), SERVER) == "error: ValueError: odd (run with --debug for the traceback)"
 
 
+def test_proxy_passwords_are_not_printed() -> None:
+    """A kubeconfig's proxy-url may hold `user:password@`: the error line names the proxy as kubectl does,
+    `user:xxxxx@`, also where an exception's own text quotes the URL."""
+    proxy = "http://alice:s3cr3t@proxy:3128"
+    key = aiohttp.client_reqrep.ConnectionKey("proxy", 3128, False, True, None, None, None)
+    refused = aiohttp.ClientProxyConnectionError(key, OSError(errno.ECONNREFUSED, "x"))
+    assert error_line(refused, SERVER, proxy) == \
+        f"error: cannot reach the proxy http://alice:xxxxx@proxy:3128 for {SERVER}: connection refused"
+    said = error_line(aiohttp.ClientError(f"407 from {proxy}/"), SERVER, proxy)
+    assert "s3cr3t" not in said and "http://alice:xxxxx@proxy:3128/" in said
+    assert "s3cr3t" not in error_line(PluginError(f"bad {proxy}"), "https://bob:pw@kube:6443", proxy)
+
+
 def test_plugin_module_runs() -> None:
     assert subprocess.run([sys.executable, "-m", "clusternet_kubectl", "version"], capture_output=True, text=True,
                           check=True).stdout.startswith("kubectl-clusternet ")
