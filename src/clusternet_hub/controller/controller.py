@@ -16,6 +16,7 @@ from clusternet_api import applier, known
 from clusternet_api.helm import HelmDriver, default_driver
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_core.overrides import selection_problem
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import ChartChecker
 from clusternet_hub.controller.helmdescriptions import HelmDescriptions
@@ -73,6 +74,8 @@ class Controller:
             await self.releases.push(key, force)
         elif work == "stray":
             await self.warn_stray_localization(key)
+        elif work == "invalid":
+            await self.warn_invalid_globalization(key[1])
         else:
             await self.pusher.push(key, force)
 
@@ -88,6 +91,16 @@ class Controller:
             f"Localization {key[0]}/{key[1]} applies to no cluster: Localizations take effect only in a "
             "cluster's dedicated namespace (the NAMESPACE of `kubectl get mcls -A`); use a Globalization to "
             "override for every cluster", known.CREATED_BY_HUB)
+
+    async def warn_invalid_globalization(self, name: str) -> None:
+        """A Globalization whose clusterAffinity cannot be evaluated refuses the Subscriptions of its feed
+        (plan.refusal_condition); an OverrideFailed Warning event on it says why, once per spec the hub sees."""
+        glob = self.store.caches.globalizations.get(name)
+        if glob is None or (problem := selection_problem(glob)) is None:
+            return
+        await applier.post_event(
+            self.kube, glob, "Warning", "OverrideFailed", f"{problem}; the Subscriptions of its feed are "
+            "refused until it is fixed: what they deployed stays as it is", known.CREATED_BY_HUB)
 
     async def _worker(self) -> None:
         queue = self.store.queue

@@ -20,6 +20,10 @@ from clusternet_hub.controller.store import Store
 STATUS_PACE_FACTOR = 10.0
 STATUS_PACE_MAX = 10.0
 
+WARNED_REASONS = frozenset({feedresolve.REASON_AMBIGUOUS, plan.REASON_INVALID_OVERRIDE})
+"""Ready reasons of a Subscription whose new message is also a Warning event on it: nothing changes in the
+clusters until the user acts, so `kubectl describe` should say why."""
+
 
 class StatusWriter:
     def __init__(self, kube: KubeApi, store: Store) -> None:
@@ -62,7 +66,7 @@ class StatusWriter:
         if new is None:
             return
         old = plan.ready_of(sub)
-        if ready.get("reason") == feedresolve.REASON_AMBIGUOUS and (old.get("reason"), old.get("message")) != (
+        if ready.get("reason") in WARNED_REASONS and (old.get("reason"), old.get("message")) != (
                 ready.get("reason"), ready.get("message")):
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
         key = key_of(sub)
