@@ -25,11 +25,17 @@ from clusternet_hub.controller.pusher import Connect, Pusher, TunnelOpener, conn
 from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import Store, WorkKey
 from clusternet_hub.controller.subscriptions import SubscriptionReconciler
+from clusternet_hub.controller.workqueue import Backoff
+from clusternet_hub.controller.writerefusals import WritesRefused
 
 log = logging.getLogger(__name__)
 
 # A work item that failed (the parent or a child out of reach, a conflict) comes back after this long
 ERROR_RETRY_DELAY = 2.0
+# A Subscription some of whose objects the parent refused (writerefusals.py) comes back after 2 s, doubling up to
+# 5 minutes until a reconcile writes everything: a 413 or 422 does not heal by waiting, and resending a body
+# the parent refuses every 2 s only loads it (the periodic resync still reconciles it every resync_interval).
+REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX = 2.0, 300.0
 
 
 class Controller:
@@ -47,6 +53,7 @@ class Controller:
         self.charts = ChartChecker(kube, self.store, self.helm)
         self.helm_descriptions = HelmDescriptions(kube, self.store)
         self.releases = ReleasePusher(kube, self.store, self.pusher, self.helm)
+        self.retries: Backoff[WorkKey] = Backoff(REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX)
 
     async def run(self) -> None:
         await self.store.prime(self.kube)
@@ -109,8 +116,11 @@ class Controller:
             try:
                 await self.process(item, force)
             except Exception as e:
-                log.warning("%s %s/%s failed, retrying: %s", *item, e)
-                queue.add_after(item, ERROR_RETRY_DELAY, force)
+                delay = self.retries.next(item) if isinstance(e, WritesRefused) else ERROR_RETRY_DELAY
+                log.warning("%s %s/%s failed, retrying in %.0fs: %s", *item, delay, e)
+                queue.add_after(item, delay, force)
+            else:
+                self.retries.forget(item)
             finally:
                 queue.done(item)
 
