@@ -23,7 +23,7 @@ from clusternet_hub.controller.helmdescriptions import HelmDescriptions
 from clusternet_hub.controller.helmpusher import ReleasePusher
 from clusternet_hub.controller.pusher import Connect, Pusher, TunnelOpener, connect_child
 from clusternet_hub.controller.status import StatusWriter
-from clusternet_hub.controller.store import Store, WorkKey
+from clusternet_hub.controller.store import PrimeFailed, Store, WorkKey
 from clusternet_hub.controller.subscriptions import SubscriptionReconciler
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.controller.writerefusals import WritesRefused
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # A work item that failed (the parent or a child out of reach, a conflict) comes back after this long
 ERROR_RETRY_DELAY = 2.0
+# The first listing of the caches is tried again after 1 s, doubling up to 30 s, until it succeeds
+PRIME_RETRY_FIRST, PRIME_RETRY_MAX = 1.0, 30.0
 # A Subscription some of whose objects the parent refused (writerefusals.py) comes back after 2 s, doubling up to
 # 5 minutes until a reconcile writes everything: a 413 or 422 does not heal by waiting, and resending a body
 # the parent refuses every 2 s only loads it (the periodic resync still reconciles it every resync_interval).
@@ -56,7 +58,7 @@ class Controller:
         self.retries: Backoff[WorkKey] = Backoff(REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX)
 
     async def run(self) -> None:
-        await self.store.prime(self.kube)
+        await self.prime()
         tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
         tasks.append(asyncio.create_task(self._resync()))
         try:
@@ -66,6 +68,23 @@ class Controller:
                 t.cancel()
             await self.pusher.close()
             await self.releases.close()
+
+    async def prime(self) -> None:
+        """Fill the caches before any reconcile, retrying (PRIME_RETRY_FIRST doubling to PRIME_RETRY_MAX) until
+        every LIST succeeds: the parent may be starting (connection refused, 503), the hub's RBAC or a CRD
+        not in place yet (403, no such kind during an upgrade). One failure used to end the controller, with
+        nothing said; each is now a warning naming what failed."""
+        delays: Backoff[str] = Backoff(PRIME_RETRY_FIRST, PRIME_RETRY_MAX)
+        while True:
+            try:
+                await self.store.prime(self.kube)
+            except PrimeFailed as e:
+                delay = delays.next("prime")
+                log.warning("deployment controller not started: %s; nothing is reconciled until it succeeds, "
+                            "retrying in %.0fs", e, delay)
+                await asyncio.sleep(delay)
+            else:
+                return
 
     async def process(self, item: WorkKey, force: bool) -> None:
         work, key = item[0], (item[1], item[2])

@@ -51,18 +51,18 @@ class Store:
         reported the ManagedClusters, see no cluster bound, and remove every Base it had created.
         """
         c, apps = self.caches, known.APPS_API_VERSION
-        for mc in await kube.list(known.CLUSTERS_API_VERSION, "ManagedCluster"):
+        for mc in await _listed(kube, known.CLUSTERS_API_VERSION, "ManagedCluster"):
             c.clusters.setdefault(key_of(mc), mc)
-        for m in await kube.list(apps, "Manifest", namespace=known.RESERVED_NAMESPACE):
+        for m in await _listed(kube, apps, "Manifest", known.RESERVED_NAMESPACE):
             c.manifests.setdefault(m["metadata"]["name"], m)
-        for g in await kube.list(apps, "Globalization"):
+        for g in await _listed(kube, apps, "Globalization"):
             c.globalizations.setdefault(g["metadata"]["name"], g)
         keyed: list[tuple[str, dict[Key, Obj]]] = [
             ("Subscription", c.subscriptions), ("Localization", c.localizations), ("Description", c.descriptions),
             ("Base", c.bases), ("FeedInventory", c.inventories), ("HelmChart", c.helmcharts),
             ("HelmRelease", c.helmreleases)]
         for kind, cache in keyed:
-            for obj in await kube.list(apps, kind):
+            for obj in await _listed(kube, apps, kind):
                 cache.setdefault(key_of(obj), obj)
         self.enqueue_subscriptions()
         for key in c.helmcharts:
@@ -214,6 +214,17 @@ class Store:
             for key in list(self.caches.helmreleases):
                 if key[0] == meta["namespace"]:
                     self.enqueue("release", key, force=True)
+
+
+class PrimeFailed(Exception):
+    """A LIST of `Store.prime` failed; the message names the kind and the error."""
+
+
+async def _listed(kube: KubeApi, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
+    try:
+        return await kube.list(api_version, kind, namespace=namespace)
+    except Exception as e:
+        raise PrimeFailed(f"listing {kind} ({api_version}) failed: {str(e) or type(e).__name__}") from e
 
 
 def _scheduling_view(mc: Obj) -> tuple[Any, ...]:
