@@ -6,9 +6,11 @@ each merged over the previous ones (`null` removes a value). `overrideChart` ove
 object itself (e.g. its version), never its `chart` or `targetNamespace`.
 
 Where we differ from Clusternet:
-- A chart whose repository check is still pending or failed (phase empty or NotFound) never takes a
-  deployed release away: the cluster keeps the entry its Description already has, and only clusters that
-  have none wait (Clusternet drops the chart, which uninstalls it everywhere when a repository blips).
+- A chart whose repository check is still pending or failed (phase empty or NotFound), or one of whose
+  Globalizations cannot be evaluated (a broken clusterAffinity), never takes a deployed release away: the
+  cluster keeps the entry its Description already has, and only clusters that have none wait (Clusternet
+  drops the chart, which uninstalls it everywhere when a repository blips). The hub refuses such a
+  Subscription before rendering anyway (plan.refusal_condition); this holds for any other caller.
 - A release's status counts only for the HelmRelease generation it reports on (`status.observedGeneration`),
   so a values change is not shown as deployed before the child installed it; and a `deployed` release whose
   update failed before Helm touched it (our `Released` condition False) is a Failure, whose reason says which
@@ -153,6 +155,12 @@ def render_helm(feeds: Iterable[Obj], charts: Mapping[str, Obj], cluster: Obj, g
             continue
         chart = charts.get(feed_key(ref))
         problem = _chart_problem(ref, chart)
+        chosen: list[dict[str, Any]] = []
+        if problem is None:
+            try:
+                chosen = select_overrides(ref, cluster, globs, locs)
+            except InvalidSelector as exc:
+                problem = f"feed {ref['apiVersion']}/{format_feed(ref)}: {exc}"
         if problem is not None:
             kept = previous.get(f"{ref['namespace']}/{ref['name']}")
             if kept is not None:
@@ -160,11 +168,6 @@ def render_helm(feeds: Iterable[Obj], charts: Mapping[str, Obj], cluster: Obj, g
             result.errors.append(problem + ("; the deployed release is kept" if kept else ""))
             continue
         assert chart is not None
-        try:
-            chosen = select_overrides(ref, cluster, globs, locs)
-        except InvalidSelector as exc:
-            result.errors.append(f"feed {ref['apiVersion']}/{format_feed(ref)}: {exc}")
-            continue
         body = {k: v for k, v in chart.items() if k != "status"}
         outcome = apply_overrides(body, chosen, ((chart.get("spec") or {}).get("values") or {}))
         result.items.append(RenderedChart(ref, outcome.object, outcome.helm_values, outcome.applied, outcome.errors))

@@ -36,7 +36,7 @@ from clusternet_core.patches import (
     parse_value,
     strip_trailing,
 )
-from clusternet_core.scheduling import InvalidSelector, feed_ref, label_selector_matches
+from clusternet_core.scheduling import InvalidSelector, check_label_selector, feed_ref, label_selector_matches
 
 __all__ = [
     "TRAILING_REMOVALS",
@@ -48,6 +48,8 @@ __all__ = [
     "merge_patch",
     "parse_value",
     "select_overrides",
+    "selection_problem",
+    "unusable_overrides",
 ]
 
 Obj = Mapping[str, Any]
@@ -115,14 +117,12 @@ def select_overrides(
         spec = glob.get("spec") or {}
         if not _live(glob) or not _same_feed(spec.get("feed") or {}, feed):
             continue
+        problem = selection_problem(glob)
+        if problem is not None:
+            raise InvalidSelector(problem)
         affinity = spec.get("clusterAffinity")
-        if affinity is not None:
-            try:
-                if not label_selector_matches(affinity, cluster_labels):
-                    continue
-            except InvalidSelector as exc:
-                name = (glob.get("metadata") or {}).get("name")
-                raise InvalidSelector(f"Globalization {name} spec.clusterAffinity: {exc}") from exc
+        if affinity is not None and not label_selector_matches(affinity, cluster_labels):
+            continue
         globs.append(dict(glob))
 
     locs = [
@@ -135,6 +135,33 @@ def select_overrides(
     globs.sort(key=_order_key)
     locs.sort(key=_order_key)
     return globs + locs
+
+
+def selection_problem(override: Obj) -> str | None:
+    """Why the hub cannot tell which clusters a Globalization applies to (its clusterAffinity is broken in a
+    way the CRD schema lets through: `In` without values, `Exists` with values, an empty key), or None.
+
+    One line naming the override, for the Subscription's condition and the OverrideFailed event. Clusternet
+    fails the render and retries; here the Subscriptions of its feeds are refused (plan.refusal_condition),
+    because rendering without the override, or without the feed, would change or remove what clusters run.
+    A Localization has no selector: it applies to its cluster's namespace."""
+    affinity = (override.get("spec") or {}).get("clusterAffinity")
+    if affinity is None or override.get("kind", "Globalization") != "Globalization":
+        return None
+    try:
+        check_label_selector(affinity)
+    except InvalidSelector as exc:
+        return f"Globalization {(override.get('metadata') or {}).get('name')}: spec.clusterAffinity: {exc}"
+    return None
+
+
+def unusable_overrides(feeds: Iterable[Obj], globalizations: Iterable[Obj]) -> list[str]:
+    """selection_problem of each live Globalization of one of these feeds (one line each, sorted by name)."""
+    refs = [feed_ref(f) for f in feeds]
+    found = [(problem, glob) for glob in globalizations if _live(glob) and any(
+        _same_feed((glob.get("spec") or {}).get("feed") or {}, ref) for ref in refs)
+        and (problem := selection_problem(glob)) is not None]
+    return [problem for problem, _ in sorted(found, key=lambda f: str((f[1].get("metadata") or {}).get("name")))]
 
 
 # ---------------------------------------------------------------------------------------------------------

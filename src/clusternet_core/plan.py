@@ -27,7 +27,7 @@ from typing import Any, Literal, TypedDict
 
 from clusternet_api import known
 from clusternet_core import feedinventory, feedresolve, feedstatus, helmrender, rendering
-from clusternet_core.overrides import OverrideError
+from clusternet_core.overrides import OverrideError, unusable_overrides
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, format_feed, schedule
 
 Obj = dict[str, Any]
@@ -192,11 +192,12 @@ def condition(status: str, reason: str, message: str) -> Obj:
 
 def ambiguous_condition(resolved: feedresolve.FeedResolution) -> Obj:
     """Ready=False for a feed naming several templates (the hub used to deploy the first it saw)."""
-    return condition("False", feedresolve.REASON_AMBIGUOUS, resolved.message() + (
-        "; the Subscription is refused as a whole until then: nothing is deployed, changed or removed"))
+    return condition("False", feedresolve.REASON_AMBIGUOUS, resolved.message() + REFUSED)
 
 
+REFUSED = "; the Subscription is refused as a whole until then: nothing is deployed, changed or removed"
 REASON_FEED_NOT_FOUND = "FeedNotFound"
+REASON_INVALID_OVERRIDE = "InvalidOverride"
 
 
 def missing_feeds(feeds: list[FeedRef], resolved: feedresolve.FeedResolution) -> list[str]:
@@ -208,17 +209,22 @@ def missing_feeds(feeds: list[FeedRef], resolved: feedresolve.FeedResolution) ->
             and feed_key(ref) not in ambiguous]
 
 
-def refusal_condition(feeds: list[FeedRef], resolved: feedresolve.FeedResolution) -> Obj | None:
-    """Ready=False when a feed names several templates or none: the Subscription is refused as a whole, so what
-    it deployed stays as it is. A feed without its Manifest used to be rendered out of the Descriptions, and the
-    deployers then removed its object from every cluster: a template deleted by mistake, or one the hub had not
-    seen yet, cost the children their workload (and a new UID when it came back). Clusternet refuses too."""
+def refusal_condition(feeds: list[FeedRef], resolved: feedresolve.FeedResolution,
+                      globalizations: Iterable[Obj] = ()) -> Obj | None:
+    """Ready=False when a feed names several templates or none, or one of its Globalizations cannot be evaluated:
+    the Subscription is refused as a whole, so what it deployed stays as it is. A feed without its Manifest used
+    to be rendered out of the Descriptions, and the deployers then removed its object from every cluster: a
+    template deleted by mistake, or one the hub had not seen yet, cost the children their workload (and a new
+    UID when it came back). Clusternet refuses too. A Globalization whose clusterAffinity the CRD accepts but no
+    selector code can evaluate (`In` without values) did the same: its feed was left out of the render."""
     if resolved.ambiguous:
         return ambiguous_condition(resolved)
     missing = missing_feeds(feeds, resolved)
     if missing:
-        return condition("False", REASON_FEED_NOT_FOUND, "; ".join(missing) + (
-            "; the Subscription is refused as a whole until then: nothing is deployed, changed or removed"))
+        return condition("False", REASON_FEED_NOT_FOUND, "; ".join(missing) + REFUSED)
+    unusable = unusable_overrides(feeds, globalizations)
+    if unusable:
+        return condition("False", REASON_INVALID_OVERRIDE, "; ".join(unusable) + REFUSED)
     return None
 
 
@@ -295,7 +301,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
         return Plan("add-finalizer")  # the update event brings the Subscription back
     feeds = subscription_feeds(sub)
     resolved = feedresolve.resolve_feeds(feeds, caches.manifests.values())
-    refused = refusal_condition(feeds, resolved)
+    refused = refusal_condition(feeds, resolved, caches.globalizations.values())
     if refused is not None:  # refused as a whole, like an invalid one: nothing deployed changes
         return Plan("refuse", refusal=(without_conditions(sub), refused))
     templates = resolved.templates
@@ -450,7 +456,8 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -
     if inputs is not None and inputs.problems:
         ready = condition("False", "RenderFailed", "; ".join(inputs.problems))
     feeds = subscription_feeds(sub)
-    refused = refusal_condition(feeds, feedresolve.resolve_feeds(feeds, caches.manifests.values()))
+    refused = refusal_condition(feeds, feedresolve.resolve_feeds(feeds, caches.manifests.values()),
+                                caches.globalizations.values())
     if refused is not None:  # reports from what was deployed before must not turn a refusal into Ready
         ready = refused
     new_status = {k: v for k, v in status.items() if k != "conditions"}

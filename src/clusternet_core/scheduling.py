@@ -31,6 +31,7 @@ __all__ = [
     "ScheduleResult",
     "UnsupportedScheduling",
     "binding_key",
+    "check_label_selector",
     "cluster_tolerated",
     "divide_replicas",
     "feed_key",
@@ -110,19 +111,29 @@ def label_selector_matches(selector: Obj | None, labels: Mapping[str, str] | Non
     """
     if selector is None:
         return False
-    if not isinstance(selector, Mapping):
-        raise InvalidSelector(f"label selector must be an object, got {type(selector).__name__}")
+    check_label_selector(selector)
     labels = labels or {}
-    match_labels = selector.get("matchLabels") or {}
-    if not isinstance(match_labels, Mapping):
-        raise InvalidSelector("matchLabels must be an object of key: value")
-    for key, value in match_labels.items():
+    for key, value in (selector.get("matchLabels") or {}).items():
         if labels.get(key) != value:
             return False
+    return all(_expression_matches(expr, labels) for expr in selector.get("matchExpressions") or [])
+
+
+def check_label_selector(selector: Any) -> None:
+    """Raise InvalidSelector for any broken part of the selector, whatever the labels it would be matched with.
+
+    Matching stops at the first requirement that fails, so without this check a broken expression after a
+    non-matching label went unnoticed for some clusters and failed for others: whether a selector is usable
+    must not depend on the cluster (a Globalization's refuses its Subscriptions, plan.refusal_condition)."""
+    if not isinstance(selector, Mapping):
+        raise InvalidSelector(f"label selector must be an object, got {type(selector).__name__}")
+    if not isinstance(selector.get("matchLabels") or {}, Mapping):
+        raise InvalidSelector("matchLabels must be an object of key: value")
     expressions = selector.get("matchExpressions") or []
     if not isinstance(expressions, list):
         raise InvalidSelector("matchExpressions must be a list")
-    return all(_expression_matches(expr, labels) for expr in expressions)
+    for expr in expressions:
+        _expression_matches(expr, {})
 
 
 def _expression_matches(expr: Any, labels: Mapping[str, str]) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +26,7 @@ from clusternet_hub.peers import PeerConfig, Peers, default_advertise_address, p
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.sockets import SocketRegistry
+from clusternet_hub.supervision import ComponentDied, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         context = await tls.start()
         runner = await server.start(app, options.bind_address, options.secure_port, context)
         log.info("hub serving on %s:%s", options.bind_address, options.secure_port)
-        background_tasks = [asyncio.create_task(tls.run())]
+        replica = Supervisor()  # what every replica runs; a crash of one ends the hub (supervision.py)
+        background_tasks = [replica.start("the serving certificate check", tls.run())]
         peers, peer_runner = None, None
         if options.peers is not None:
             peers = ctx.sockets.peers = Peers(kube, options.peers, tls.peer_trust)
@@ -65,14 +67,14 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local),
                                              options.bind_address, options.peers.port, context)
             await peers.start()
-            background_tasks.append(asyncio.create_task(peers.run()))
+            background_tasks.append(replica.start("the peer Lease renewal", peers.run()))
         controllers: list[asyncio.Task[None]] = []
 
         async def stop_components() -> None:
-            for task in (*controllers, *background_tasks):
+            tasks = [*controllers, *background_tasks]
+            for task in tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*tasks, return_exceptions=True)  # a crash was logged when it happened
             assert ctx.sockets is not None
             await ctx.sockets.close()
             await runner.cleanup()
@@ -96,12 +98,13 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
 
         async def lead() -> None:
             assert ctx.controller is not None
-            controllers.append(asyncio.create_task(background(ctx)))
-            controllers.append(asyncio.create_task(ctx.controller.run()))
+            leading = Supervisor()  # a crash ends kopf and the leadership (the Lease is released)
+            controllers.append(leading.start("the hub's health checks", background(ctx)))
+            controllers.append(leading.start("the deployment controller", ctx.controller.run()))
             kopfwatch.install()  # a restarting parent's 404s do not end kopf's watches
             try:
-                await kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
-                                    stop_flag=stop, ready_flag=ready)
+                await leading.run(kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
+                                                stop_flag=stop, ready_flag=ready))
             finally:  # fencing: leadership lost cancels this first, so nothing of ours writes afterwards
                 for task in controllers:
                     task.cancel()
@@ -109,9 +112,9 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         try:
             if options.leader_election.enabled:
                 elector = LeaderElector(kube, options.leader_election)
-                await run_while_leading(elector, stop, lead)
+                await replica.run(run_while_leading(elector, stop, lead))
             else:
-                await lead()
+                await replica.run(lead())
         finally:
             await shutdown()
 
@@ -187,7 +190,11 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         peers=PeerConfig(peer_port, peer_advertise_address or default_advertise_address(), peer_token or None)
         if peer_port else None)
     with component_exits(log):  # the parent's kubeconfig; the hub's Lease
-        _run_until_signalled(lambda stop: run_hub(options, stop))
+        try:
+            _run_until_signalled(lambda stop: run_hub(options, stop))
+        except ComponentDied as e:  # its traceback is logged already
+            log.error("%s", e)
+            sys.exit(1)
 
 
 def _run_until_signalled(factory: Callable[[asyncio.Event], Awaitable[None]]) -> None:

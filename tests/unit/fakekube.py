@@ -51,7 +51,8 @@ class FakeKube:
         self.objects: dict[ObjKey, Obj] = {}
         self.writes: list[tuple[str, str, str]] = []
         self.bodies: list[Obj] = []  # what each write sent, aligned with writes
-        self.fail: dict[tuple[str, str], ApiException] = {}  # (verb, kind) -> raised instead
+        # (verb, kind) or (verb, kind, namespace) -> raised instead
+        self.fail: dict[tuple[str, str] | tuple[str, str, str], ApiException] = {}
         self.closed = False
         self._ids = itertools.count(1)
         for obj in objects:
@@ -73,8 +74,9 @@ class FakeKube:
         return out
 
     def _record(self, verb: str, kind: str, namespace: str | None, name: str, body: Any) -> None:
-        if (verb, kind) in self.fail:
-            raise self.fail[(verb, kind)]
+        for key in ((verb, kind), (verb, kind, namespace or "")):
+            if key in self.fail:
+                raise self.fail[key]
         self.writes.append((verb, kind, f"{namespace or ''}/{name}"))
         self.bodies.append(copy.deepcopy(body))
 

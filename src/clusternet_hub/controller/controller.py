@@ -16,19 +16,28 @@ from clusternet_api import applier, known
 from clusternet_api.helm import HelmDriver, default_driver
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_core.overrides import selection_problem
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import ChartChecker
 from clusternet_hub.controller.helmdescriptions import HelmDescriptions
 from clusternet_hub.controller.helmpusher import ReleasePusher
 from clusternet_hub.controller.pusher import Connect, Pusher, TunnelOpener, connect_child
 from clusternet_hub.controller.status import StatusWriter
-from clusternet_hub.controller.store import Store, WorkKey
+from clusternet_hub.controller.store import PrimeFailed, Store, WorkKey
 from clusternet_hub.controller.subscriptions import SubscriptionReconciler
+from clusternet_hub.controller.workqueue import Backoff
+from clusternet_hub.controller.writerefusals import WritesRefused
 
 log = logging.getLogger(__name__)
 
 # A work item that failed (the parent or a child out of reach, a conflict) comes back after this long
 ERROR_RETRY_DELAY = 2.0
+# The first listing of the caches is tried again after 1 s, doubling up to 30 s, until it succeeds
+PRIME_RETRY_FIRST, PRIME_RETRY_MAX = 1.0, 30.0
+# A Subscription some of whose objects the parent refused (writerefusals.py) comes back after 2 s, doubling up to
+# 5 minutes until a reconcile writes everything: a 413 or 422 does not heal by waiting, and resending a body
+# the parent refuses every 2 s only loads it (the periodic resync still reconciles it every resync_interval).
+REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX = 2.0, 300.0
 
 
 class Controller:
@@ -46,9 +55,10 @@ class Controller:
         self.charts = ChartChecker(kube, self.store, self.helm)
         self.helm_descriptions = HelmDescriptions(kube, self.store)
         self.releases = ReleasePusher(kube, self.store, self.pusher, self.helm)
+        self.retries: Backoff[WorkKey] = Backoff(REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX)
 
     async def run(self) -> None:
-        await self.store.prime(self.kube)
+        await self.prime()
         tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
         tasks.append(asyncio.create_task(self._resync()))
         try:
@@ -58,6 +68,23 @@ class Controller:
                 t.cancel()
             await self.pusher.close()
             await self.releases.close()
+
+    async def prime(self) -> None:
+        """Fill the caches before any reconcile, retrying (PRIME_RETRY_FIRST doubling to PRIME_RETRY_MAX) until
+        every LIST succeeds: the parent may be starting (connection refused, 503), the hub's RBAC or a CRD
+        not in place yet (403, no such kind during an upgrade). One failure used to end the controller, with
+        nothing said; each is now a warning naming what failed."""
+        delays: Backoff[str] = Backoff(PRIME_RETRY_FIRST, PRIME_RETRY_MAX)
+        while True:
+            try:
+                await self.store.prime(self.kube)
+            except PrimeFailed as e:
+                delay = delays.next("prime")
+                log.warning("deployment controller not started: %s; nothing is reconciled until it succeeds, "
+                            "retrying in %.0fs", e, delay)
+                await asyncio.sleep(delay)
+            else:
+                return
 
     async def process(self, item: WorkKey, force: bool) -> None:
         work, key = item[0], (item[1], item[2])
@@ -73,6 +100,8 @@ class Controller:
             await self.releases.push(key, force)
         elif work == "stray":
             await self.warn_stray_localization(key)
+        elif work == "invalid":
+            await self.warn_invalid_globalization(key[1])
         else:
             await self.pusher.push(key, force)
 
@@ -89,6 +118,16 @@ class Controller:
             "cluster's dedicated namespace (the NAMESPACE of `kubectl get mcls -A`); use a Globalization to "
             "override for every cluster", known.CREATED_BY_HUB)
 
+    async def warn_invalid_globalization(self, name: str) -> None:
+        """A Globalization whose clusterAffinity cannot be evaluated refuses the Subscriptions of its feed
+        (plan.refusal_condition); an OverrideFailed Warning event on it says why, once per spec the hub sees."""
+        glob = self.store.caches.globalizations.get(name)
+        if glob is None or (problem := selection_problem(glob)) is None:
+            return
+        await applier.post_event(
+            self.kube, glob, "Warning", "OverrideFailed", f"{problem}; the Subscriptions of its feed are "
+            "refused until it is fixed: what they deployed stays as it is", known.CREATED_BY_HUB)
+
     async def _worker(self) -> None:
         queue = self.store.queue
         while True:
@@ -96,8 +135,11 @@ class Controller:
             try:
                 await self.process(item, force)
             except Exception as e:
-                log.warning("%s %s/%s failed, retrying: %s", *item, e)
-                queue.add_after(item, ERROR_RETRY_DELAY, force)
+                delay = self.retries.next(item) if isinstance(e, WritesRefused) else ERROR_RETRY_DELAY
+                log.warning("%s %s/%s failed, retrying in %.0fs: %s", *item, delay, e)
+                queue.add_after(item, delay, force)
+            else:
+                self.retries.forget(item)
             finally:
                 queue.done(item)
 

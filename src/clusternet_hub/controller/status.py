@@ -12,6 +12,7 @@ from clusternet_api.timefmt import now_rfc3339
 from clusternet_core import feedresolve, plan
 from clusternet_core.plan import Key, StatusInputs, key_of
 from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED
 
 # How often the hub rewrites one Subscription's status while its Descriptions report in: after a write that
 # took t, not again for STATUS_PACE_FACTOR x t (10 s at most). Every write stores the whole status, one entry
@@ -20,6 +21,10 @@ from clusternet_hub.controller.store import Store
 STATUS_PACE_FACTOR = 10.0
 STATUS_PACE_MAX = 10.0
 
+WARNED_REASONS = frozenset({feedresolve.REASON_AMBIGUOUS, plan.REASON_INVALID_OVERRIDE, REASON_WRITE_REFUSED})
+"""Ready reasons of a Subscription whose new message is also a Warning event on it: nothing changes in the
+clusters until the user acts, so `kubectl describe` should say why."""
+
 
 class StatusWriter:
     def __init__(self, kube: KubeApi, store: Store) -> None:
@@ -27,12 +32,16 @@ class StatusWriter:
         # Subscription -> (monotonic time of its last status write, how long that write took)
         self.written: dict[Key, tuple[float, float]] = {}
         self.later: set[Key] = set()  # Subscriptions whose next status write is scheduled
+        # Subscription -> the condition's lines while the parent refuses some of its objects (writerefusals.py):
+        # kept between reconciles, so the reports of the other clusters' Descriptions never hide them
+        self.refused_writes: dict[Key, list[str]] = {}
 
     async def paced_update(self, key: Key) -> None:
         """Rewrite the status for Descriptions that reported in, no more often than the cost of the last write
         allows (STATUS_PACE_FACTOR); what arrives meanwhile goes into the next, scheduled, write."""
         if key not in self.store.caches.subscriptions:
             self.written.pop(key, None)  # deleted: nothing to pace any more
+            self.refused_writes.pop(key, None)
             return
         if key in self.later:
             return
@@ -55,6 +64,8 @@ class StatusWriter:
         if sub is None or sub["metadata"].get("deletionTimestamp"):
             return
         status, ready = plan.subscription_status(sub, inputs, self.store.caches)
+        if refused := self.refused_writes.get(key):
+            ready = plan.condition("False", REASON_WRITE_REFUSED, "; ".join(refused))
         await self.write(sub, status, ready)
 
     async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:
@@ -62,7 +73,7 @@ class StatusWriter:
         if new is None:
             return
         old = plan.ready_of(sub)
-        if ready.get("reason") == feedresolve.REASON_AMBIGUOUS and (old.get("reason"), old.get("message")) != (
+        if ready.get("reason") in WARNED_REASONS and (old.get("reason"), old.get("message")) != (
                 ready.get("reason"), ready.get("message")):
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
         key = key_of(sub)

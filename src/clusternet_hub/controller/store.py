@@ -14,15 +14,16 @@ from clusternet_api import applier, known
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core import feedresolve, helmrender
+from clusternet_core.overrides import selection_problem
 from clusternet_core.plan import Caches, Key, key_of, override_targets, subscription_feeds
 from clusternet_hub.controller.workqueue import WorkQueue
 from clusternet_hub.health import is_ready
 
-Work = Literal["sub", "status", "push", "helm", "chart", "release", "stray"]
+Work = Literal["sub", "status", "push", "helm", "chart", "release", "stray", "invalid"]
 """sub: reconcile a Subscription; status: rewrite its status; push: push a Generic Description; helm: a Helm
 Description's HelmReleases and status; chart: check a HelmChart in its repository; release: install or remove
 a HelmRelease in a cluster the hub deploys to; stray: tell a Localization outside every cluster's namespace
-that it applies to nothing."""
+that it applies to nothing; invalid: tell a Globalization (key ("", name)) why it cannot be evaluated."""
 WorkKey = tuple[Work, str, str]
 
 
@@ -50,18 +51,18 @@ class Store:
         reported the ManagedClusters, see no cluster bound, and remove every Base it had created.
         """
         c, apps = self.caches, known.APPS_API_VERSION
-        for mc in await kube.list(known.CLUSTERS_API_VERSION, "ManagedCluster"):
+        for mc in await _listed(kube, known.CLUSTERS_API_VERSION, "ManagedCluster"):
             c.clusters.setdefault(key_of(mc), mc)
-        for m in await kube.list(apps, "Manifest", namespace=known.RESERVED_NAMESPACE):
+        for m in await _listed(kube, apps, "Manifest", known.RESERVED_NAMESPACE):
             c.manifests.setdefault(m["metadata"]["name"], m)
-        for g in await kube.list(apps, "Globalization"):
+        for g in await _listed(kube, apps, "Globalization"):
             c.globalizations.setdefault(g["metadata"]["name"], g)
         keyed: list[tuple[str, dict[Key, Obj]]] = [
             ("Subscription", c.subscriptions), ("Localization", c.localizations), ("Description", c.descriptions),
             ("Base", c.bases), ("FeedInventory", c.inventories), ("HelmChart", c.helmcharts),
             ("HelmRelease", c.helmreleases)]
         for kind, cache in keyed:
-            for obj in await kube.list(apps, kind):
+            for obj in await _listed(kube, apps, kind):
                 cache.setdefault(key_of(obj), obj)
         self.enqueue_subscriptions()
         for key in c.helmcharts:
@@ -105,9 +106,15 @@ class Store:
                 return
         if kind == "Localization" and event != "DELETED" and not self.in_cluster_namespace(override):
             self.enqueue("stray", key)
+        unusable = event != "DELETED" and selection_problem(override) is not None
+        if unusable:
+            self.enqueue("invalid", ("", key))
         policy = ((old or override).get("spec") or {}).get("overridePolicy") or "ApplyLater"
-        if policy == "ApplyNow" or (override.get("spec") or {}).get("overridePolicy") == "ApplyNow":
-            self.enqueue_subscriptions(lambda sub: override_targets(override, sub), force=True)
+        now = policy == "ApplyNow" or (override.get("spec") or {}).get("overridePolicy") == "ApplyNow"
+        # an unusable override refuses its Subscriptions, even ApplyLater (which waits only to apply), and
+        # fixing or deleting it lifts the refusal
+        if now or unusable or (old is not None and selection_problem(old) is not None):
+            self.enqueue_subscriptions(lambda sub: override_targets(override, sub), force=now)
 
     def in_cluster_namespace(self, obj: Obj) -> bool:
         """Is the object in a ManagedCluster's dedicated namespace (where Localizations take effect)?"""
@@ -207,6 +214,17 @@ class Store:
             for key in list(self.caches.helmreleases):
                 if key[0] == meta["namespace"]:
                     self.enqueue("release", key, force=True)
+
+
+class PrimeFailed(Exception):
+    """A LIST of `Store.prime` failed; the message names the kind and the error."""
+
+
+async def _listed(kube: KubeApi, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
+    try:
+        return await kube.list(api_version, kind, namespace=namespace)
+    except Exception as e:
+        raise PrimeFailed(f"listing {kind} ({api_version}) failed: {str(e) or type(e).__name__}") from e
 
 
 def _scheduling_view(mc: Obj) -> tuple[Any, ...]:

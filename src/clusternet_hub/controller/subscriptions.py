@@ -18,6 +18,7 @@ from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
 from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.writerefusals import WriteRefused, WritesRefused, cluster_of, refusal_lines, refused_as
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +53,45 @@ class SubscriptionReconciler:
         return bool(new)
 
     async def apply(self, sub: Obj, plan: Plan) -> None:
-        """Write `plan` for `sub`, in the order the Plan lists."""
+        """Write `plan` for `sub`, in the order the Plan lists. Objects of some clusters refused by the parent:
+        everything else is written, the status says which, then WritesRefused (the worker retries with backoff)."""
         if plan.action == "add-finalizer":
             await self._set_finalizers(sub, [*(sub["metadata"].get("finalizers") or []), known.FINALIZER_APPS])
             return
         await self._sync_inventory(sub, plan)
-        limit = asyncio.Semaphore(CLUSTER_WRITES)
-
-        async def one_cluster(cluster: ClusterPlan) -> None:
-            async with limit:
-                await self._apply_cluster(cluster)
-
-        await asyncio.gather(*(one_cluster(c) for c in plan.clusters))
+        refused = await self._apply_clusters(plan.clusters)
         await self._delete_bases(sub, plan.delete_bases)
+        key = key_of(sub)
+        self.status.refused_writes.pop(key, None)
         if plan.action == "delete":
             await self._set_finalizers(sub, [f for f in sub["metadata"].get("finalizers") or []
                                              if f != known.FINALIZER_APPS], missing_ok=True)
         elif plan.refusal is not None:
             await self.status.write(sub, *plan.refusal)
         elif plan.status is not None:
-            await self.status.update(key_of(sub), plan.status)
+            if refused:
+                self.status.refused_writes[key] = list(dict.fromkeys([*refused, *plan.status.problems]))
+            await self.status.update(key, plan.status)
+        if refused:
+            raise WritesRefused("; ".join(refused))
+
+    async def _apply_clusters(self, clusters: list[ClusterPlan]) -> list[str]:
+        """Write each cluster's Base and Descriptions, CLUSTER_WRITES at a time. A write the parent refuses
+        fails only its cluster: the others are written (and the Subscription's stale Bases removed, its status
+        written) all the same. Returns one line per distinct refusal (writerefusals.py)."""
+        limit = asyncio.Semaphore(CLUSTER_WRITES)
+        failed: list[tuple[str, WriteRefused]] = []
+
+        async def one_cluster(cluster: ClusterPlan) -> None:
+            async with limit:
+                try:
+                    await self._apply_cluster(cluster)
+                except WriteRefused as e:
+                    log.warning("%s: %s", cluster_of(cluster.base), e)
+                    failed.append((cluster_of(cluster.base), e))
+
+        await asyncio.gather(*(one_cluster(c) for c in clusters))
+        return refusal_lines(failed)
 
     async def _set_finalizers(self, sub: Obj, finalizers: list[str], missing_ok: bool = False) -> None:
         """Add or remove the hub's finalizer; resourceVersion makes it fail rather than undo another change."""
@@ -93,13 +113,15 @@ class SubscriptionReconciler:
     async def _apply_cluster(self, cluster: ClusterPlan) -> None:
         base = cluster.base
         if cluster.apply_base:
-            self.store.caches.bases[key_of(base)] = base = await self.kube.apply(base, known.CREATED_BY_HUB)
+            with refused_as(base):
+                self.store.caches.bases[key_of(base)] = base = await self.kube.apply(base, known.CREATED_BY_HUB)
         written = [await self._apply_description(body, existing, base) for body, existing in (
             (cluster.description, cluster.existing), (cluster.helm_description, cluster.existing_helm))
             if body is not None]
         for ns, name in cluster.delete_descriptions:
             log.info("%s/%s: its Subscription no longer feeds that deployer; removing it", ns, name)
-            await self.kube.delete(known.APPS_API_VERSION, "Description", name, ns)
+            with refused_as({"kind": "Description", "metadata": {"name": name, "namespace": ns}}):
+                await self.kube.delete(known.APPS_API_VERSION, "Description", name, ns)
         for desc in written:  # each Description's own errors: a chart's on the Helm one
             if (message := cluster.announce.get(desc["metadata"]["name"])) is not None:
                 await applier.post_event(self.kube, desc, "Warning", "RenderFailed", message, known.CREATED_BY_HUB)
@@ -108,7 +130,8 @@ class SubscriptionReconciler:
     async def _apply_description(self, body: Obj, existing: Obj | None, base: Obj) -> Obj:
         body = planning.owned_by(body, base)
         if existing is None or planning.needs_apply(existing, body):
-            existing = await self.kube.apply(body, known.CREATED_BY_HUB)
+            with refused_as(body):
+                existing = await self.kube.apply(body, known.CREATED_BY_HUB)
             self.store.on_description("MODIFIED", existing)  # push now, not when the watch brings the change back
         return existing
 
