@@ -150,7 +150,7 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
                         if (applied := results[i][1]) is not None]
     claimants = claimants or Claimants(desc)
-    for ident in (status_ident(s) for s in previous):
+    for ident in sorted((status_ident(s) for s in previous), key=_release_rank):
         if ident_key(ident) not in current:
             await release(child, ident, key, claimants.of(ident), outcome.released)
     if errors:
@@ -249,19 +249,25 @@ def _content(obj: Obj) -> Obj:
 
 
 async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None) -> Released:
-    """Let go of everything this Description deployed in the child (namespaces last): delete what it created
+    """Let go of everything this Description deployed in the child (CRDs, then Namespaces last): delete what it created
     (or hand it over to one of `claimants`), unadopt what it adopted (ownership.release)."""
     key = owner_key(desc)
     idents = [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])]
     for status in (desc.get("status") or {}).get("manifestStatuses") or []:
         if (ident := status_ident(status)) not in idents:
             idents.append(ident)
-    idents.sort(key=lambda i: i["kind"] == "Namespace")
+    idents.sort(key=_release_rank)
     claimants = claimants or Claimants(desc)
     released = Released()
     for ident in idents:
         await release(child, ident, key, claimants.of(ident), released)
     return released
+
+
+def _release_rank(ident: dict[str, str]) -> int:
+    """Custom objects and everything else first, then CRDs, then Namespaces: a CRD's or Namespace's deletion
+    takes what is in it, so it is let go of only once our own objects in it are gone (cascadeguard.py)."""
+    return {"CustomResourceDefinition": 1, "Namespace": 2}.get(ident["kind"], 0)
 
 
 async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
@@ -301,13 +307,13 @@ ADOPTED_MESSAGE = ("took over objects that already existed in the child (their p
 
 async def announce_released(parent: KubeApi, released: Released, leaving: Obj, claimant: Callable[[str], Obj | None],
                             reporter: str) -> None:
-    """What letting go did that users need to hear of: a `NamespaceKept` Warning on the leaving Description for
-    each Namespace it created but did not delete (and why: namespaceguard.py), and a `TookOver` event on each
-    Description objects were handed to (`claimant`: its key -> the Description, None when no longer known): it
-    deploys them now, in place, where it was refused them before."""
-    for namespace, why in released.kept.items():
-        await post_event(parent, leaving, "Warning", "NamespaceKept",
-                         f"{namespace} was not deleted, only our mark removed: {why}; delete it yourself once "
+    """What letting go did that users need to hear of: a `NamespaceKept` (or `CRDKept`) Warning on the leaving
+    Description for each Namespace or CRD it created but did not delete (and why: cascadeguard.py), and a
+    `TookOver` event on each Description objects were handed to (`claimant`: its key -> the Description, None
+    when no longer known): it deploys them now, in place, where it was refused them before."""
+    for what, why in released.kept.items():
+        await post_event(parent, leaving, "Warning", "NamespaceKept" if what.startswith("Namespace ") else "CRDKept",
+                         f"{what} was not deleted, only our mark removed: {why}; delete it yourself once "
                          "that may go", reporter)
     for key, objects in released.handed_over.items():
         if (desc := claimant(key)) is not None:

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
+from clusternet_api.cascadeguard import ContentsUnknown, foreign_contents, foreign_instances, summary
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
-from clusternet_api.namespaceguard import ContentsUnknown, foreign_contents, summary
 from clusternet_api.rawobjects import decode_raw
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Released:
     handed_over: dict[str, list[str]] = field(default_factory=dict)  # claimant -> objects now marked as its own
     unadopted: list[str] = field(default_factory=list)  # adopted objects left in place, our mark removed
     kept: dict[str, str] = field(default_factory=dict)
-    """Namespaces we created but did not delete, our mark removed: what kept each (namespaceguard.py)."""
+    """Namespaces and CRDs we created but did not delete, our mark removed: what kept each (cascadeguard.py)."""
     claimants: set[str] = field(default_factory=set)
     """Descriptions wanting something let go of (handed over to them, or deleted or unadopted while they were
     refused it): to apply at once, so the refusal in their status does not outlive its cause."""
@@ -132,7 +132,7 @@ async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str
             out.handed_over.setdefault(claimant, []).append(what)
             out.claimants.add(claimant)
         return
-    if owned == key and (why := await _kept(child, ident)):
+    if owned == key and (why := await _kept(child, ident, existing)):
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.kept[what] = why
     elif owned == key:
@@ -144,13 +144,16 @@ async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str
         out.claimants.add(claimant)
 
 
-async def _kept(child: KubeApi, ident: dict[str, str]) -> str | None:
-    """Why a Namespace of ours is not to be deleted: what it still holds, or that this cannot be told
-    (namespaceguard.py). None for any other object, and for a Namespace whose deletion removes nothing else."""
-    if ident["kind"] != "Namespace" or ident["apiVersion"] != "v1":
-        return None
+async def _kept(child: KubeApi, ident: dict[str, str], existing: Obj) -> str | None:
+    """Why a Namespace or CRD of ours is not to be deleted: what it still holds, or that this cannot be told
+    (cascadeguard.py). None for any other object, and for one whose deletion removes nothing else."""
     try:
-        foreign = await foreign_contents(child, ident["name"])
+        if ident["kind"] == "Namespace" and ident["apiVersion"] == "v1":
+            foreign = await foreign_contents(child, ident["name"])
+        elif ident["kind"] == "CustomResourceDefinition":
+            foreign = await foreign_instances(child, existing)
+        else:
+            return None
     except ContentsUnknown as e:
         return f"what it holds cannot be listed ({e})"
     return f"it still holds {summary(foreign)}" if foreign else None

@@ -1,13 +1,13 @@
-"""A Namespace a Description created is deleted only when that removes nothing else (namespaceguard.py): the
-API server's namespace deletion takes everything in it, whoever made it."""
+"""A Namespace or CRD a Description created is deleted only when that removes nothing else (cascadeguard.py):
+the API server's deletion of either takes everything in it, whoever made it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from clusternet_api import applier
+from clusternet_api.cascadeguard import is_foreign
 from clusternet_api.kube import ApiException
-from clusternet_api.namespaceguard import is_foreign
 from clusternet_api.ownership import ANNOTATION_OWNED, Claimants
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_ownership import NS, by_hand, deploy, description, events, stored
@@ -132,3 +132,36 @@ def test_what_keeps_a_namespace() -> None:
     assert is_foreign(cm("x")) and is_foreign(cm("ours", annotations={ANNOTATION_OWNED: f"{NS}.d1"}))
     assert not is_foreign({"kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {}})
     assert is_foreign({"kind": "Secret", "type": "Opaque", "metadata": {"name": "sh.helm.release.v1.db.v1"}})
+
+
+CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+       "metadata": {"name": "widgets.example.com"},
+       "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Widget", "plural": "widgets"},
+                "versions": [{"name": "v1", "served": True, "storage": True}]}}
+
+
+def widget(name: str, namespace: str = "default", **meta: Any) -> Obj:
+    return {"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": name, "namespace": namespace, **meta}}
+
+
+async def test_a_crd_with_objects_not_ours_is_kept_and_ours_go_first() -> None:
+    """The auditor's case: deleting the CRD took a hand-made Widget in another namespace with it."""
+    parent, child = FakeKube(description("d1", CRD, TEAM, widget("w1", "team-a"))), FakeKube()
+    await deploy(parent, child, "d1")
+    await child.create(widget("w-hand"))
+    released = await cleanup(parent, child, "d1")
+    assert released.deleted == ["Widget team-a/w1", "Namespace team-a"]  # ours, before the CRD is looked at
+    assert released.kept == {"CustomResourceDefinition widgets.example.com": "it still holds Widget default/w-hand"}
+    assert child.find("CustomResourceDefinition", None, "widgets.example.com") is not None
+    assert child.find("Widget", "default", "w-hand") is not None
+    assert events(parent, "CRDKept")[0].startswith("CustomResourceDefinition widgets.example.com was not deleted")
+
+
+async def test_a_crd_whose_objects_are_all_ours_or_terminating_is_deleted() -> None:
+    parent, child = FakeKube(description("d1", CRD, widget("w1"))), FakeKube()
+    await deploy(parent, child, "d1")
+    await child.create(widget("going", deletionTimestamp="x"))
+    released = await cleanup(parent, child, "d1")
+    assert released.deleted == ["Widget default/w1", "CustomResourceDefinition widgets.example.com"]
+    assert released.kept == {}

@@ -1,22 +1,24 @@
-"""Whether a Namespace a Description created may be deleted: only when nothing in it is someone else's.
+"""Whether a Namespace or a CRD a Description created may be deleted: only when that deletes nothing else.
 
-Deleting a Namespace deletes everything in it (the child's namespace controller does), so letting go of a
-Namespace by deleting it would also remove another Description's objects, a Helm release and its record, what
-a user made there by hand, or objects the Description adopted (which we promise never to delete): none of them
-created by that Description. Before such a delete, ownership.release asks `foreign_contents` what the namespace
-holds (every namespaced resource the child serves and can list), and deletes the Namespace only when nothing
-remains but:
-- objects being deleted (the leaving Description's own were deleted just before, some are still terminating),
-  and dependents of other objects (ownerReferences: they go with their owners, which
-  are counted themselves, as ReplicaSets and Pods go with a Deployment);
+Deleting a Namespace deletes everything in it (the child's namespace controller does), and deleting a
+CustomResourceDefinition deletes every object of its kind, in every namespace. So letting go of either by
+deleting it would also remove another Description's objects, a Helm release and its record, what a user made
+by hand, or objects the Description adopted (which we promise never to delete): none of them created by that
+Description. Before such a delete, ownership.release asks what would go with it: `foreign_contents` lists
+the namespace (every namespaced resource the child serves and can list), `foreign_instances` the CRD's
+objects. The delete happens only when nothing remains but:
+- objects being deleted (the leaving Description's own were deleted just before: cleanup lets go of custom
+  objects, then CRDs, then Namespaces; some are still terminating), and, in a namespace, dependents of other
+  objects (ownerReferences: they go with their owners, which are counted themselves, as ReplicaSets and Pods
+  go with a Deployment);
 - what Kubernetes puts or keeps in every namespace: ServiceAccount `default`, ConfigMap `kube-root-ca.crt`,
   service-account token Secrets, Events, Endpoints (the endpoints controller's copy of a Service, which counts).
-Anything else keeps the Namespace: only our mark is removed, and the Description's events name what kept it.
-When the content cannot be listed (a LIST refused or failing), the Namespace is kept as well: we delete only
-what we can see is ours alone. Objects that our own workloads made while running (a Lease, a generated Secret)
-keep it too; the event names them, and deleting the Namespace is then the user's call.
+Anything else keeps the Namespace or CRD: only our mark is removed, and the Description's events name what kept
+it. When the content cannot be listed (a LIST refused or failing), it is kept as well: we delete only what we
+can see is ours alone. Objects that our own workloads made while running (a Lease, a generated Secret) keep a
+Namespace too; the event names them, and deleting it is then the user's call.
 
-Where we differ from Clusternet: its cleanup deletes a Namespace it deployed with whatever it holds.
+Where we differ from Clusternet: its cleanup deletes a Namespace or CRD it deployed with whatever it holds.
 """
 
 from __future__ import annotations
@@ -91,6 +93,32 @@ async def _listable(child: KubeApi) -> list[tuple[str, str]]:
             if entry.get("namespaced") and "list" in (entry.get("verbs") or ["list"]):
                 out.append((version, str(entry["kind"])))
     return out
+
+
+async def foreign_instances(child: KubeApi, crd: Obj) -> list[str]:
+    """`Kind namespace/name` of every object of the CRD's kind that is not being deleted, sorted (ownerReferences
+    do not save an object here: the CRD's deletion takes it whatever owns it); ContentsUnknown when the child
+    does not tell."""
+    spec = crd.get("spec") or {}
+    kind = str((spec.get("names") or {}).get("kind") or "")
+    versions = [v.get("name") for v in spec.get("versions") or [] if v.get("served", True)] or [spec.get("version")]
+    if not kind or not versions[0]:
+        raise ContentsUnknown("the CRD names no kind or served version")
+    api_version = f"{spec.get('group')}/{versions[0]}"
+    try:
+        items = await child.list(api_version, kind)
+    except ApiException as e:
+        if e.status == 404:  # not served (yet, or any more): no object of it exists
+            return []
+        raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}") from e
+    except Exception as e:
+        raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
+    return sorted(f"{kind} {_where(o)}" for o in items if not (o.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _where(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
 
 
 def summary(objects: list[str]) -> str:
