@@ -437,9 +437,12 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     return rendered
 
 
-def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -> tuple[Obj, Obj]:
+def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
+                        last_problems: list[str] | None = None) -> tuple[Obj, Obj]:
     """(status without conditions, Ready condition) from what the Descriptions report; `inputs` from a
-    reconcile, or None when only reports came in (the binding stays as last written)."""
+    reconcile, or None when only reports came in (the binding stays as last written, and so do the render
+    problems of the last reconcile, `last_problems`: a report from a cluster must not turn RenderFailed into
+    ReleasesNotReady while the override is still broken)."""
     status = dict(sub.get("status") or {})
     if inputs is not None:
         status["bindingClusters"] = inputs.bindings
@@ -453,8 +456,9 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches) -
     ready = aggregated.pop("conditions", [{}])[0]
     if inputs is not None and inputs.message and not status.get("bindingClusters"):
         ready = condition("False", "NoMatchingCluster", inputs.message)
-    if inputs is not None and inputs.problems:
-        ready = condition("False", "RenderFailed", "; ".join(inputs.problems))
+    problems = inputs.problems if inputs is not None else last_problems
+    if problems:
+        ready = condition("False", "RenderFailed", "; ".join(problems))
     feeds = subscription_feeds(sub)
     refused = refusal_condition(feeds, feedresolve.resolve_feeds(feeds, caches.manifests.values()),
                                 caches.globalizations.values())

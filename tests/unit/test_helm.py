@@ -248,6 +248,31 @@ async def test_a_chart_problem_is_an_event_on_the_helm_description_not_the_gener
     assert len([e for e in events(parent) if e[1] == "RenderFailed"]) == 1
 
 
+async def test_render_failed_stays_while_clusters_report_in() -> None:
+    """A status rewrite for Descriptions that reported in (no reconcile) kept flipping the Subscription back to
+    ReleasesNotReady while the chart was still broken (found by the day-2 audit)."""
+    c, parent, _ = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    c.store.on_helmchart("MODIFIED", parent.find("HelmChart", "default", "mysql") | {
+        "status": {"phase": "NotFound", "reason": "cannot reach https://charts.example"}})
+    await c.subscriptions.reconcile(SUB, force=False)
+
+    def ready() -> Obj:
+        sub = parent.find("Subscription", *SUB)
+        assert sub is not None
+        found: Obj = sub["status"]["conditions"][0]
+        return found
+
+    assert ready()["reason"] == "RenderFailed"
+    c.store.caches.subscriptions[SUB] = parent.find("Subscription", *SUB)
+    await c.status.update(SUB)  # what a Description's report triggers
+    assert ready()["reason"] == "RenderFailed"
+    c.store.on_helmchart("MODIFIED", parent.find("HelmChart", "default", "mysql") | {"status": {"phase": "Found"}})
+    await c.subscriptions.reconcile(SUB, force=False)
+    await c.status.update(SUB)
+    assert ready()["reason"] != "RenderFailed"
+
+
 def release(**spec: Any) -> Obj:
     return {"apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease",
             "metadata": {"name": "r", "namespace": NS, "generation": 1},

@@ -35,6 +35,8 @@ class StatusWriter:
         # Subscription -> the condition's lines while the parent refuses some of its objects (writerefusals.py):
         # kept between reconciles, so the reports of the other clusters' Descriptions never hide them
         self.refused_writes: dict[Key, list[str]] = {}
+        # Subscription -> its last reconcile's render problems (a broken override), kept in the same way
+        self.render_problems: dict[Key, list[str]] = {}
 
     async def paced_update(self, key: Key) -> None:
         """Rewrite the status for Descriptions that reported in, no more often than the cost of the last write
@@ -42,6 +44,7 @@ class StatusWriter:
         if key not in self.store.caches.subscriptions:
             self.written.pop(key, None)  # deleted: nothing to pace any more
             self.refused_writes.pop(key, None)
+            self.render_problems.pop(key, None)
             return
         if key in self.later:
             return
@@ -63,7 +66,11 @@ class StatusWriter:
         sub = self.store.caches.subscriptions.get(key)
         if sub is None or sub["metadata"].get("deletionTimestamp"):
             return
-        status, ready = plan.subscription_status(sub, inputs, self.store.caches)
+        if inputs is not None and inputs.problems:
+            self.render_problems[key] = list(inputs.problems)
+        elif inputs is not None:
+            self.render_problems.pop(key, None)
+        status, ready = plan.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
             ready = plan.condition("False", REASON_WRITE_REFUSED, "; ".join(refused))
         await self.write(sub, status, ready)
