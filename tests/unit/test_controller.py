@@ -272,6 +272,24 @@ async def test_cleanup_waits_for_an_offline_cluster_then_removes_the_objects_and
     assert known.FINALIZER_APPS not in parent.find("Description", *DESC)["metadata"]["finalizers"]
 
 
+async def test_a_pulled_description_deleted_while_its_cluster_is_offline_says_cleanup_pending() -> None:
+    """The agent cleans up Pull clusters; while it is silent the Description said Success (the day-2 audit)."""
+    c, parent, child = await deployed_controller(push_secret())
+    await c.pusher.push(DESC)
+    desc = parent.find("Description", *DESC)
+    desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    c.store.on_description("MODIFIED", desc)
+    pull = cluster(ready="Unknown")
+    pull["spec"]["syncMode"] = "Pull"
+    c.store.caches.clusters[(NS, "child1")] = pull
+    child.writes.clear()
+    await c.pusher.push(DESC)
+    status = parent.find("Description", *DESC)["status"]
+    assert child.writes == [] and status["reason"].startswith("cleanup pending: the cluster is offline")
+    assert status["phase"] == "Success"  # what it last reported: the workloads still run
+    assert known.FINALIZER_APPS in parent.find("Description", *DESC)["metadata"]["finalizers"]  # the agent's
+
+
 async def test_an_object_the_deleted_description_held_passes_to_the_one_refused_it_which_is_pushed_at_once(
 ) -> None:
     c, parent, child = await deployed_controller(push_secret())

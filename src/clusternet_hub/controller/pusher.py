@@ -28,6 +28,9 @@ from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
 
 log = logging.getLogger(__name__)
+# The status of a Description being deleted while its cluster is offline, whoever deploys it (the hub cleans up
+# pushed ones, the agent pulled ones, once the cluster is back): nothing is deleted meanwhile.
+CLEANUP_PENDING = "cleanup pending: the cluster is offline; its workloads stay until it returns"
 
 # How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
 # (that is the ManagedCluster's appPusher), and a failed push drops the copy at once. The agent re-issues them
@@ -145,6 +148,8 @@ class Pusher:
                 await applier.remove_finalizer(self.kube, desc)
             return
         if not applier.deployable_by_hub(mc):
+            if deleting and not is_ready(mc):  # the agent cleans up when it is back: say so meanwhile
+                await self._pending(desc, CLEANUP_PENDING)
             return
         if not deleting and (meta.get("annotations") or {}).get(
                 known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc):
@@ -159,7 +164,7 @@ class Pusher:
 
     async def _clean_up(self, desc: Obj, mc: Obj, child: ChildApi) -> None:
         if not is_ready(mc):
-            await self._pending(desc, "cleanup pending: the cluster is offline; its workloads stay until it returns")
+            await self._pending(desc, CLEANUP_PENDING)
             return
         released = await applier.cleanup(child, desc, self._claimants(desc))
         log.info("cleaned up %s/%s in cluster %s: %s", desc["metadata"]["namespace"], desc["metadata"]["name"],
