@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import click
@@ -29,6 +31,11 @@ from clusternet_hub.sockets import SocketRegistry
 from clusternet_hub.supervision import ComponentDied, Supervisor
 
 log = logging.getLogger(__name__)
+# At SIGTERM: how long the controllers may take to end once cancelled, and then the worker threads (Helm calls
+# in flight). Kubernetes' default terminationGracePeriodSeconds is 30 s; agents reconnect to a replica that
+# is still up only once their tunnel is closed, so the tunnels must not wait behind a slow Helm call.
+SHUTDOWN_GRACE_SECONDS = 5.0
+THREADS_GRACE_SECONDS = 3.0
 
 
 async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
@@ -74,7 +81,11 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             tasks = [*controllers, *background_tasks]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # a crash was logged when it happened
+            # a crash was logged when it happened; a task still running after the grace is waiting on a Helm
+            # call, which finishes on a worker thread, not on cancellation: the tunnels are closed regardless
+            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS) if tasks else (set(), set())
+            if late:
+                log.warning("stopping without waiting for %s", ", ".join(sorted(t.get_name() for t in late)))
             assert ctx.sockets is not None
             await ctx.sockets.close()
             await runner.cleanup()
@@ -195,6 +206,25 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         except ComponentDied as e:  # its traceback is logged already
             log.error("%s", e)
             sys.exit(1)
+        _exit_now_if_threads_remain()
+
+
+def _exit_now_if_threads_remain() -> None:
+    """End the process without joining worker threads still in a Helm call (a chart fetch from a repository
+    that does not answer, an uninstall's wait): Python joins them at exit, and a hub that had stopped serving
+    stayed alive for minutes after SIGTERM (the day-2 audit) until the kubelet killed it. Everything of ours
+    is closed by then (tunnels, Lease, listeners); the release such a call was changing is recovered by the
+    next leader (releases.py: a stale pending release)."""
+    deadline = time.monotonic() + THREADS_GRACE_SECONDS
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t.name for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if busy:
+        log.warning("exiting without waiting for %d worker thread(s): %s", len(busy), ", ".join(busy))
+        logging.shutdown()
+        os._exit(0)
 
 
 def _run_until_signalled(factory: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -27,6 +27,10 @@ class FakeHelm:
         """Helm's message for the next install or upgrade to fail with."""
         self.dead_repos: set[str] = set()
         """Repositories that do not answer."""
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
         self.calls.append(("fetch", f"{source.chart}@{source.version}"))

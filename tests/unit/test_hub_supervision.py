@@ -111,3 +111,25 @@ def test_the_hub_exits_with_status_1_when_a_component_died(monkeypatch: pytest.M
     monkeypatch.setattr(cli, "_run_until_signalled", died)
     result = CliRunner().invoke(cli.main, ["--peer-port", "0", "--log-format", "text"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # not a crash
+
+
+def test_a_hub_stopping_does_not_wait_for_a_worker_thread_stuck_in_a_helm_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub stayed alive minutes after SIGTERM: Python joins worker threads at exit (the day-2 audit)."""
+    import threading
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # pytest's handlers stay open
+    monkeypatch.setattr(cli, "THREADS_GRACE_SECONDS", 0.1)
+    cli._exit_now_if_threads_remain()
+    assert exits == []  # nothing left running: a normal exit
+    release = threading.Event()
+    stuck = threading.Thread(target=release.wait, name="helm-sdk_0")
+    stuck.start()
+    try:
+        cli._exit_now_if_threads_remain()
+        assert exits == [0]
+    finally:
+        release.set()
+        stuck.join()

@@ -167,3 +167,25 @@ async def test_a_loopback_relay_pipes_tcp_connections_into_tunnel_streams() -> N
         finally:
             await relay.close()
     assert seen == [("GET", "/api/v1/namespaces/ns/configmaps/a", "Bearer t")] * 2
+
+
+async def test_closing_the_relay_with_a_connection_open_logs_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """Every hub shutdown printed asyncio's "Exception in callback ... CancelledError" for a connection Helm's
+    client still held (the day-2 audit)."""
+    gate = asyncio.Event()
+
+    async def never_opens() -> Stream:
+        await gate.wait()
+        raise AssertionError("not reached")
+
+    relay = await LoopbackRelay(never_opens).start()
+    tls = ssl.create_default_context(cadata=relay.ca_pem.decode())
+    _, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=tls)
+    for _ in range(100):  # until the relay took the connection
+        if relay.tasks:
+            break
+        await asyncio.sleep(0.01)
+    await relay.close()
+    writer.close()
+    await asyncio.sleep(0.05)  # the server's callbacks run
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text

@@ -129,6 +129,10 @@ class HelmDriver(Protocol):
     release (install, upgrade, uninstall, rollback) are serialised, everything else runs in parallel; `get` does not
     wait for a write in progress (it shows pending-install/pending-upgrade meanwhile)."""
 
+    def close(self) -> None:
+        """Let the worker threads go once the calls in flight are done; no new call is taken."""
+        ...
+
     async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
         """Resolve `source.version` and download the chart (or take it from the cache, unless `refresh`: the
         hub's HelmChart check asks the repository every time). Raises ChartError."""

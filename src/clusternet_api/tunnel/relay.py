@@ -79,6 +79,10 @@ class LoopbackRelay:
                 up.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await up
+        except asyncio.CancelledError:
+            # close() cancels us; asyncio's server started this task and reads its outcome, and a cancelled one
+            # made it log "Exception in callback ... CancelledError" with a traceback at every hub shutdown
+            log.debug("relayed connection cancelled")
         except (ConnectionError, OSError, TimeoutError) as e:
             log.debug("relayed connection ended: %s", e)
         except Exception as e:  # a stream that cannot be opened (tunnel down): the client sees a reset

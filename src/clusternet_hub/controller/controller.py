@@ -67,7 +67,8 @@ class Controller:
             for t in tasks:
                 t.cancel()
             await self.pusher.close()
-            await self.releases.close()
+            await self.releases.close()  # its relays: a Helm call through one fails now instead of waiting
+            self.helm.close()
 
     async def prime(self) -> None:
         """Fill the caches before any reconcile, retrying (PRIME_RETRY_FIRST doubling to PRIME_RETRY_MAX) until
