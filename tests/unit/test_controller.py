@@ -187,11 +187,41 @@ async def test_a_template_gone_from_the_cache_refuses_the_subscription_and_keeps
     del parent.objects[("Manifest", known.RESERVED_NAMESPACE, manifest["metadata"]["name"])]
     c.store.caches.manifests.clear()  # now gone from the API too
     await c.subscriptions.reconcile(SUB, force=False)
-    assert parent.kinds_written() == ["patch/status Subscription"]
+    assert parent.kinds_written() == ["create Event", "patch/status Subscription"]
     assert parent.find("Description", *DESC) == description and parent.find("Base", *BASE) is not None
     [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", planning.REASON_FEED_NOT_FOUND)
     assert "v1/ConfigMap default/cfg not found" in ready["message"] and "nothing is deployed" in ready["message"]
+    [event] = [o for (kind, _, _), o in parent.objects.items() if kind == "Event"]  # as for an ambiguous feed
+    assert (event["type"], event["reason"], event["message"]) == ("Warning", "FeedNotFound", ready["message"])
+
+
+async def test_a_template_the_watch_saw_deleted_is_not_put_back_by_a_list_read_after_it() -> None:
+    """The day-2 audit: a deleted Manifest stayed in the cache (no FeedNotFound, and a new Subscription was
+    rendered from it), most likely from a catch-up LIST answered before the delete and read after it."""
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    manifest = config_map_manifest()
+    name = manifest["metadata"]["name"]
+    c.store.on_manifest("DELETED", parent.find("Manifest", known.RESERVED_NAMESPACE, name))  # the API still has it
+    await c.subscriptions.reconcile(SUB, force=False)
+    [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
+    assert ready["reason"] == planning.REASON_FEED_NOT_FOUND and name not in c.store.caches.manifests
+
+
+async def test_a_missing_feed_lists_the_templates_once_per_subscription_generation() -> None:
+    c, parent, _ = await primed(cluster(), subscription())
+    lists: list[str] = []
+    listing = parent.list
+
+    async def counted(api_version: str, kind: str, namespace: str | None = None,
+                      label_selector: str | None = None) -> list[Obj]:
+        lists.append(kind)
+        return await listing(api_version, kind, namespace, label_selector)
+
+    parent.list = counted  # type: ignore[method-assign]
+    for _ in range(3):  # resyncs
+        await c.subscriptions.reconcile(SUB, force=True)
+    assert lists.count("Manifest") == 1
 
 
 async def test_a_dividing_subscription_writes_its_feed_inventory_and_removes_it_when_it_stops_dividing() -> None:

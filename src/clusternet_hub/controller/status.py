@@ -21,7 +21,8 @@ from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED
 STATUS_PACE_FACTOR = 10.0
 STATUS_PACE_MAX = 10.0
 
-WARNED_REASONS = frozenset({feedresolve.REASON_AMBIGUOUS, plan.REASON_INVALID_OVERRIDE, REASON_WRITE_REFUSED})
+WARNED_REASONS = frozenset({feedresolve.REASON_AMBIGUOUS, plan.REASON_FEED_NOT_FOUND, plan.REASON_INVALID_OVERRIDE,
+                            REASON_WRITE_REFUSED})
 """Ready reasons of a Subscription whose new message is also a Warning event on it: nothing changes in the
 clusters until the user acts, so `kubectl describe` should say why."""
 

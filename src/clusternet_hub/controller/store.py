@@ -27,12 +27,19 @@ that it applies to nothing; invalid: tell a Globalization (key ("", name)) why i
 WorkKey = tuple[Work, str, str]
 
 
+# Deleted Manifests remembered for catch-up LISTs (a few seconds' worth is what matters; 64 bytes each).
+DELETED_MANIFESTS_KEPT = 10_000
+
+
 class Store:
     """What the hub knows (`caches`) and the work queue its changes feed."""
 
     def __init__(self, clusters: dict[Key, Obj], queue: WorkQueue[WorkKey] | None = None) -> None:
         self.caches = Caches(clusters=clusters)  # the ManagedClusters are shared with the hub's health checks
         self.queue: WorkQueue[WorkKey] = queue or WorkQueue()
+        # UIDs of Manifests whose deletion the watch delivered, newest last (at most DELETED_MANIFESTS_KEPT): a
+        # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
+        self.deleted_manifests: dict[str, None] = {}
 
     def enqueue(self, work: Work, key: Key, force: bool = False, background: bool = False) -> None:
         """Mark work as due; `background`: the periodic resync's, done when nothing else waits (workqueue.py)."""
@@ -84,6 +91,9 @@ class Store:
         name = manifest["metadata"]["name"]
         if event == "DELETED":
             self.caches.manifests.pop(name, None)
+            self.deleted_manifests[str(manifest["metadata"].get("uid"))] = None
+            while len(self.deleted_manifests) > DELETED_MANIFESTS_KEPT:
+                del self.deleted_manifests[next(iter(self.deleted_manifests))]
         else:
             old = self.caches.manifests.get(name)
             self.caches.manifests[name] = manifest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Obj
@@ -31,23 +32,34 @@ CLUSTER_WRITES = 8
 class SubscriptionReconciler:
     def __init__(self, kube: KubeApi, store: Store, status: StatusWriter) -> None:
         self.kube, self.store, self.status = kube, store, status
+        self.caught_up: dict[Key, tuple[Any, Any]] = {}  # Subscription -> (uid, generation) of its catch-up LIST
 
     async def reconcile(self, key: Key, force: bool) -> None:
         sub = self.store.caches.subscriptions.get(key)
         if sub is None:
+            self.caught_up.pop(key, None)
             return
         plan = planning.plan_subscription(sub, self.store.caches, force)
         if plan.refusal is not None and plan.refusal[1].get("reason") == planning.REASON_FEED_NOT_FOUND \
-                and await self._catch_up_manifests():
+                and await self._catch_up_manifests(sub):
             plan = planning.plan_subscription(sub, self.store.caches, force)
         await self.apply(sub, plan)
 
-    async def _catch_up_manifests(self) -> bool:
+    async def _catch_up_manifests(self, sub: Obj) -> bool:
         """Templates stored just before their Subscription may not have reached the cache through the watch yet:
-        a missing feed is checked against the API once before the Subscription is reported FeedNotFound."""
+        a missing feed is checked against the API once per Subscription generation before it is reported
+        FeedNotFound (templates stored later come through the watch, which brings the Subscription back; a LIST
+        of every Manifest at every resync of every such Subscription was load on the parent for nothing). A
+        Manifest the watch has seen deleted is not taken from the LIST: its answer may predate the deletion, and
+        a deleted template was deployed that way (the day-2 audit)."""
+        generation = (sub["metadata"].get("uid"), sub["metadata"].get("generation"))
+        if self.caught_up.get(key_of(sub)) == generation:
+            return False
         found = await self.kube.list(known.APPS_API_VERSION, "Manifest", namespace=known.RESERVED_NAMESPACE)
+        self.caught_up[key_of(sub)] = generation
         cache = self.store.caches.manifests
-        new = [m for m in found if m["metadata"]["name"] not in cache]
+        new = [m for m in found if m["metadata"]["name"] not in cache
+               and str(m["metadata"].get("uid")) not in self.store.deleted_manifests]
         for manifest in new:
             cache[manifest["metadata"]["name"]] = manifest
         return bool(new)
