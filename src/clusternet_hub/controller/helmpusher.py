@@ -28,6 +28,7 @@ from clusternet_hub.controller.pusher import Pusher
 from clusternet_hub.controller.store import Store
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
+from clusternet_hub.registration import drop_token_secrets
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class ReleasePusher:
         current = self.pull_secrets.get(meta["namespace"])
         if current is None:
             current = await self.kube.get("v1", "Secret", known.CHART_PULL_SECRET, meta["namespace"]) or {}
+            if current.get("type") == known.SERVICE_ACCOUNT_TOKEN_TYPE:  # its agent's (drop_token_secrets)
+                await drop_token_secrets(self.kube, meta["namespace"])
+                current = {}
         data = current.get("data") or {}
         if deleting or not ref:
             if any(k in data for k in keys):
