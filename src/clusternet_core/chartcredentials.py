@@ -39,6 +39,8 @@ def release_chart(namespace: str, name: str, caches: Caches) -> Obj | None:
     decided it (module docstring); None when no Subscription accounts for it."""
     for sub in caches.subscriptions.values():
         meta = sub["metadata"]
+        if not name.startswith(str(meta["name"])[:8]):  # base names start with the Subscription's: skip the hash
+            continue
         base = rendering.base_name(str(meta["name"]), subscription_namespace=str(meta["namespace"]))
         description = rendering.description_name(base, "Helm")
         if (namespace, description) not in caches.descriptions:
