@@ -86,10 +86,14 @@ AGENT_KEY_SECRET: Final = "clusternet-agent-key"  # ours: the agent's private ke
 # Push credentials: the agent copies its child's app-deployer ServiceAccount credentials into this Secret
 # of its cluster namespace on the parent; the hub reads them to push (and may read nothing else of Secrets)
 DEPLOYER_SECRET: Final = "child-cluster-deployer"
-# Chart repository credentials for a Pull-mode cluster (ours): the hub copies each HelmRelease's chartPullSecret
-# into this one Secret of the cluster namespace (keys `<HelmRelease>.username` / `.password`), the only Secret
-# besides DEPLOYER_SECRET the agent may read there
+# Chart repository credentials for a Pull-mode cluster (ours): the hub copies the chartPullSecret of each
+# HelmRelease's HelmChart into this one Secret of the cluster namespace (keys `<HelmRelease>.username` /
+# `.password`), the only Secret besides DEPLOYER_SECRET the agent may read there
 CHART_PULL_SECRET: Final = "clusternet-chart-pull-secrets"
+AGENT_READABLE_SECRETS: Final = (DEPLOYER_SECRET, CHART_PULL_SECRET)
+# A Secret of this type naming a ServiceAccount gets a never-expiring token from the token controller: none of
+# AGENT_READABLE_SECRETS may be one (the hub deletes it: registration.drop_token_secrets)
+SERVICE_ACCOUNT_TOKEN_TYPE: Final = "kubernetes.io/service-account-token"
 
 # RBAC for bootstrapping on the parent
 BOOTSTRAP_GROUP: Final = "system:bootstrappers:clusternet:register-cluster-token"

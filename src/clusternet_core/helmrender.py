@@ -3,7 +3,7 @@
 Values are layered as Helm users expect: the chart's own defaults (Helm applies those at install), then the
 HelmChart's `spec.values` (ours), then `Helm`-type Globalizations and Localizations in override order (§6),
 each merged over the previous ones (`null` removes a value). `overrideChart` overrides patch the HelmChart
-object itself (e.g. its version), never its `chart` or `targetNamespace`.
+object itself (e.g. its version), never its `chart`, `targetNamespace` or `chartPullSecret`.
 
 Where we differ from Clusternet:
 - A chart whose repository check is still pending or failed (phase empty or NotFound), or one of whose

@@ -38,6 +38,10 @@ from clusternet_core.patches import (
 )
 from clusternet_core.scheduling import InvalidSelector, check_label_selector, feed_ref, label_selector_matches
 
+CHART_FIXED = ("chart", "targetNamespace", "chartPullSecret")
+"""HelmChart spec fields an `overrideChart` override never changes. chartPullSecret is ours: the hub uses the
+HelmChart's own credentials only (chartcredentials), so a per-cluster one would be shown and never used."""
+
 __all__ = [
     "TRAILING_REMOVALS",
     "AppliedOverride",
@@ -232,7 +236,7 @@ def apply_overrides(obj: Obj, overrides: Iterable[Obj], initial_values: Mapping[
 
     A failing override is skipped and reported; the others still apply. Helm-type overrides never touch
     a generic object: their values are merged into `helm_values`; with `overrideChart` they merge-patch a
-    HelmChart object (never its `spec.chart` or `spec.targetNamespace`). Patch types do not apply to a
+    HelmChart object (never its CHART_FIXED fields). Patch types do not apply to a
     HelmChart and are reported. Finally the server-owned TRAILING_REMOVALS are dropped.
     """
     current: Any = copy.deepcopy(jsonify(obj))
@@ -295,7 +299,7 @@ def _apply_one(
                 return None
             spec_patch = patch.get("spec")
             if isinstance(spec_patch, Mapping):
-                patch = dict(patch, spec={k: v for k, v in spec_patch.items() if k not in ("chart", "targetNamespace")})
+                patch = dict(patch, spec={k: v for k, v in spec_patch.items() if k not in CHART_FIXED})
             return "object", current, merge_patch(current, patch)
         return "values", helm_values, merge_patch(helm_values, patch)
 

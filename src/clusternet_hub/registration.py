@@ -25,6 +25,7 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.kubeapi import KubeApi
 from clusternet_api.sealing import SCHEME, SealingError, seal
 from clusternet_api.timefmt import RFC3339, now_rfc3339
 from clusternet_hub.clusterlabels import initial_from_request
@@ -219,13 +220,33 @@ def pinned(crr: Obj) -> Obj:
 
 async def refresh_rbac(kube: Kube, crr: Obj) -> None:
     """Re-apply an approved child's RBAC as this hub version writes it, so a hub upgrade that narrows it (or
-    a Role edited by hand) takes effect at hub start, not only at the next token refresh."""
+    a Role edited by hand) takes effect at hub start, not only at the next token refresh; and drop token
+    Secrets its agent could read (drop_token_secrets)."""
     status = crr.get("status") or {}
     ns, mc_name = status.get("dedicatedNamespace"), status.get("managedClusterName")
     if status.get("result") != "Approved" or not ns or not mc_name:
         return
     cluster_id = crr["metadata"]["name"].removeprefix("clusternet-")
-    await apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name))
+    await asyncio.gather(apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)), drop_token_secrets(kube, ns))
+
+
+async def drop_token_secrets(kube: KubeApi, ns: str) -> None:
+    """Delete each Secret the agent may read (known.AGENT_READABLE_SECRETS) that is a ServiceAccount token Secret.
+
+    The agent may create any Secret in its namespace (RBAC cannot restrict `create` by name): deleting its push
+    credentials and creating them again as a `kubernetes.io/service-account-token` Secret for its own
+    ServiceAccount, it would read a token the token controller never lets expire, outliving the short-lived
+    tokens the hub issues. Deleting the Secret revokes that token (the API server's service-account lookup
+    checks that the Secret still exists). Run at every token refresh and hub start, so such a token lives at
+    most about as long as the ones we issue; the ValidatingAdmissionPolicy in manifests/ refuses the Secret
+    outright where the parent has that API. Clusternet does neither."""
+    async def drop(name: str) -> None:
+        secret = await kube.get("v1", "Secret", name, ns)
+        if secret is not None and secret.get("type") == known.SERVICE_ACCOUNT_TOKEN_TYPE:
+            log.warning("deleting Secret %s/%s: a ServiceAccount token Secret its agent could read", ns, name)
+            await kube.delete("v1", "Secret", name, ns)
+
+    await asyncio.gather(*(drop(name) for name in known.AGENT_READABLE_SECRETS))
 
 
 BINDING_RETRIES = 20
@@ -348,8 +369,10 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         if not any(mc["metadata"]["namespace"] == ns for mc in clusters):
             await kube.create_or_get(managed_cluster_manifest(crr, ns))
 
-    token, _, _ = await asyncio.gather(account_and_token(), cluster(),
-                                       apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)))
+    refreshing = (crr.get("status") or {}).get("result") == "Approved"  # a token refresh: see drop_token_secrets
+    token, *_ = await asyncio.gather(account_and_token(), cluster(),
+                                     apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)),
+                                     drop_token_secrets(kube, ns) if refreshing else asyncio.sleep(0))
     public_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
     if public_key:
         try:

@@ -23,6 +23,8 @@ class FakeHelm:
         self.charts = set(charts)
         self.releases: dict[tuple[str, str], ReleaseState] = {}
         self.calls: list[tuple[str, str]] = []
+        self.sources: list[ChartSource] = []
+        """Every fetch's source, credentials included."""
         self.fail: str | None = None
         """Helm's message for the next install or upgrade to fail with."""
         self.dead_repos: set[str] = set()
@@ -34,6 +36,7 @@ class FakeHelm:
 
     async def fetch(self, source: ChartSource, refresh: bool = False) -> FetchedChart:
         self.calls.append(("fetch", f"{source.chart}@{source.version}"))
+        self.sources.append(source)
         if source.repo in self.dead_repos:
             raise ChartError(f"cannot reach chart repository {source.repo}: connection refused")
         versions = sorted(v for c, v in self.charts if c == source.chart)

@@ -73,3 +73,59 @@ def test_tracebacks_are_redacted(formatter: logging.Formatter) -> None:
 def test_url_passwords(text: str, shown: str) -> None:
     assert redact_url(text) == shown
     assert redact(text) == shown  # and so in every log line
+
+
+SEALED = "eyJzY2hlbWUiOiJyc2Etb2FlcC1mZXJuZXQiLCJrZXkiOiJBQUFBIn0="  # base64 JSON, no dots: no JWT
+
+
+def _kopf_debug_line(body: object) -> str:
+    """kopf's DEBUG line about an object (`-v=5`), through the filter and a text sink."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("test_logs.kopf")
+    logger.addHandler(handler)
+    logger.propagate, logger.level = False, logging.DEBUG
+    try:
+        logger.debug("Resuming is in progress: %r", body)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_a_kopf_debug_line_with_a_registration_request_carries_no_token() -> None:
+    crr = {"apiVersion": "clusters.clusternet.io/v1beta1", "kind": "ClusterRegistrationRequest",
+           "metadata": {"name": "clusternet-abc", "annotations": {"clusters.clusternet.io/token-issued-at": "t"}},
+           "status": {"result": "Approved", "token": SEALED, "caCertificate": "Q0E=", "dedicatedNamespace": "ns"}}
+    out = _kopf_debug_line(crr)
+    assert SEALED not in out
+    assert "'token': '[REDACTED]'" in out and "'dedicatedNamespace': 'ns'" in out and "token-issued-at" in out
+    plain = _kopf_debug_line({**crr, "status": {"token": "c2hvcnQtbGl2ZWQtYmVhcmVyLXRva2Vu"}})  # unsealed
+    assert "c2hvcnQtbGl2ZWQtYmVhcmVyLXRva2Vu" not in plain
+
+
+@pytest.mark.parametrize("text", [
+    '{"status": {"token": "c2VhbGVk\\"quoted", "result": "Approved"}}',
+    "{'users': [{'user': {'client-key-data': 'LS0tLS1CRUdJTg==', 'client-certificate-data': 'Q0VSVA=='}}]}",
+    "{'auth': {'password': \"it's S3cret\", 'username': 'teamb'}}",
+    '{"spec": {"bearerToken": "abcdefgh"}, "app.password": "S3cret"}',
+    "{'data': {'x.password': b'S3cret'}}",
+])
+def test_token_and_password_fields_are_redacted_in_dict_reprs_and_json(text: str) -> None:
+    cleaned = redact(text)
+    for secret in ("c2VhbGVk", "quoted", "LS0tLS1CRUdJTg", "S3cret", "abcdefgh"):
+        assert secret not in cleaned
+    assert "[REDACTED]" in cleaned
+    assert ("teamb" in cleaned) == ("teamb" in text) and ("Q0VSVA==" in cleaned) == ("Q0VSVA==" in text)
+
+
+def test_every_value_of_a_secrets_data_is_redacted_and_other_objects_data_is_not() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "teamb-repo"},
+              "data": {"username": "dGVhbWI=", "ca.crt": "Q0E=", "config": "c2VjcmV0"}, "type": "Opaque",
+              "stringData": {"conf.json": '{"user": "x", "pw": "pl41n"}'}}
+    for text in (repr(secret), json.dumps(secret)):
+        cleaned = redact(text)
+        assert not any(v in cleaned for v in ("dGVhbWI=", "Q0E=", "c2VjcmV0", "pl41n")), cleaned
+        assert "teamb-repo" in cleaned and "username" in cleaned
+    config_map = {"kind": "ConfigMap", "data": {"k": "v1"}}
+    assert redact(repr(config_map)) == repr(config_map)

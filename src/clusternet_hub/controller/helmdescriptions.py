@@ -43,6 +43,9 @@ class HelmDescriptions:
             cached = self.store.caches.helmreleases.get(key_of(body))
             if cached is None or needs_apply(cached, body) or _annotations_differ(cached, body):
                 applied = await self.kube.apply(body, known.CREATED_BY_HUB)
+                if stray := stray_fields(applied, body):
+                    applied = await self.kube.patch(known.APPS_API_VERSION, "HelmRelease", body["metadata"]["name"],
+                                                    {"spec": dict.fromkeys(stray)}, key[0])
                 self.store.on_helmrelease("MODIFIED", applied)
         for hr in owned_releases(self.store, desc):
             if hr["metadata"]["name"] not in names and not hr["metadata"].get("deletionTimestamp"):
@@ -75,6 +78,21 @@ class HelmDescriptions:
                                        hr["metadata"]["namespace"])
         if not releases and known.FINALIZER_APPS in (desc["metadata"].get("finalizers") or []):
             await applier.remove_finalizer(self.kube, desc)
+
+
+SERVER_DEFAULTED = frozenset({"createNamespace", "timeoutSeconds"})
+"""HelmRelease spec fields the CRD defaults: present without anyone writing them."""
+
+
+def stray_fields(hr: Obj, body: Obj) -> list[str]:
+    """Spec fields of a HelmRelease the hub did not write (an agent may patch its HelmReleases).
+
+    A server-side apply re-asserts only the fields it sends, so one the hub leaves out (a chartPullSecret of a
+    chart without one) would stay as the agent wrote it; the hub takes such fields out with a merge patch.
+    Nothing reads them with the hub's privileges either way (chartcredentials); this keeps the release as the
+    hub meant it for whoever deploys it. Clusternet's hub updates the whole object instead."""
+    wanted = body.get("spec") or {}
+    return sorted(k for k in (hr.get("spec") or {}) if k not in wanted and k not in SERVER_DEFAULTED)
 
 
 def _annotations_differ(cached: Obj, body: Obj) -> bool:

@@ -21,12 +21,14 @@ from clusternet_api.helm.driver import ChartError, ClusterAccess, HelmDriver
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.tunnel.relay import LoopbackRelay
+from clusternet_core import chartcredentials
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
 from clusternet_hub.controller.pusher import Pusher
 from clusternet_hub.controller.store import Store
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
+from clusternet_hub.registration import drop_token_secrets
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +92,19 @@ class ReleasePusher:
             await self._reconcile(key, hr, access)
 
     async def _share_pull_credentials(self, hr: Obj, deleting: bool) -> None:
-        """A Pull-mode cluster fetches its charts itself: copy the HelmRelease's chartPullSecret credentials
-        into the one Secret of its namespace its agent may read (known.CHART_PULL_SECRET), and take them out
-        when the HelmRelease goes. The child then holds repository credentials: inherent in pulling."""
-        meta, spec = hr["metadata"], hr.get("spec") or {}
-        ref = spec.get("chartPullSecret")
+        """A Pull-mode cluster fetches its charts itself: copy the credentials of the HelmChart the release
+        stands for (chartcredentials: never the Secret the HelmRelease names, which its agent may edit) into
+        the one Secret of its namespace its agent may read (known.CHART_PULL_SECRET), and take them out when
+        the HelmRelease goes. The child then holds repository credentials: inherent in pulling."""
+        meta = hr["metadata"]
+        ref = chartcredentials.pull_secret_ref(hr, self.store.caches)
         keys = (f"{meta['name']}.username", f"{meta['name']}.password")
         current = self.pull_secrets.get(meta["namespace"])
         if current is None:
             current = await self.kube.get("v1", "Secret", known.CHART_PULL_SECRET, meta["namespace"]) or {}
+            if current.get("type") == known.SERVICE_ACCOUNT_TOKEN_TYPE:  # its agent's (drop_token_secrets)
+                await drop_token_secrets(self.kube, meta["namespace"])
+                current = {}
         data = current.get("data") or {}
         if deleting or not ref:
             if any(k in data for k in keys):
@@ -131,8 +137,9 @@ class ReleasePusher:
 
     async def _reconcile(self, key: Key, hr: Obj, access: ClusterAccess) -> None:
         spec = hr.get("spec") or {}
-        try:
-            username, password = await pull_credentials(self.kube, spec.get("chartPullSecret"), key[0])
+        try:  # the HelmChart's credentials, for its repository only (chartcredentials), never hr's chartPullSecret
+            username, password = await pull_credentials(self.kube, chartcredentials.pull_secret_ref(
+                hr, self.store.caches), key[0])
         except ChartError as e:
             username = password = None
             log.warning("HelmRelease %s/%s: %s", *key, e)

@@ -96,6 +96,12 @@ class Pusher:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         secret = await self.kube.get("v1", "Secret", known.DEPLOYER_SECRET, namespace)
+        if secret is not None and secret.get("type") == known.SERVICE_ACCOUNT_TOKEN_TYPE:
+            # a never-expiring parent token its agent made for itself (registration.drop_token_secrets)
+            log.warning("deleting Secret %s/%s: a ServiceAccount token Secret, not push credentials", namespace,
+                        known.DEPLOYER_SECRET)
+            await self.kube.delete("v1", "Secret", known.DEPLOYER_SECRET, namespace)
+            secret = None
         if secret is None:
             self.secrets.pop(namespace, None)
             return None

@@ -202,15 +202,27 @@ class Store:
         else:
             self.caches.helmreleases[key] = hr
             meta = hr["metadata"]
-            if old is None or old["metadata"].get("generation") != meta.get("generation") or meta.get(
-                    "deletionTimestamp"):
+            respecified = old is not None and old["metadata"].get("generation") != meta.get("generation")
+            if old is None or respecified or meta.get("deletionTimestamp"):
                 self.enqueue("release", key)
+            if respecified:  # perhaps its agent's edit: its Description's sync writes the hub's spec again
+                for name in self._writers_of(hr):
+                    self.enqueue("helm", (key[0], name), background=True)
             if old is not None and old.get("status") == hr.get("status") and old["metadata"].get(
                     "annotations") == meta.get("annotations"):
                 return
         for owner in hr["metadata"].get("ownerReferences") or []:
             if owner.get("kind") == "Description":
                 self.enqueue("helm", (key[0], owner["name"]))
+
+    def _writers_of(self, hr: Obj) -> set[str]:
+        """The Descriptions that may have written this HelmRelease: its owners, and by its name
+        (`<description>-<chart namespace>-<chart name>`), since its agent may edit its ownerReferences too."""
+        meta = hr["metadata"]
+        owners = {o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Description"}
+        name, marker = str(meta["name"]), "-helm-"  # Helm Descriptions are `<base>-helm`
+        prefixes = {name[:i + len(marker) - 1] for i in range(len(name)) if name.startswith(marker, i)}
+        return owners | {p for p in prefixes if (meta["namespace"], p) in self.caches.descriptions}
 
     def on_cluster(self, event: str, mc: Obj, old: Obj | None) -> None:
         """Labels or taints changed: rescheduling may bind or unbind it; push side may have flipped.
