@@ -49,6 +49,26 @@ DEPLOYER_REFRESH_SECONDS = 1200.0
 # Retries of a failed deployer token request: soon after an API server's blip, then at most once a minute.
 DEPLOYER_RETRY_FIRST_SECONDS = 2.0
 DEPLOYER_RETRY_MAX_SECONDS = 60.0
+# Pauses before registering again after the parent rejected our token: 1 s doubling to 5 min, jittered. A cycle
+# that lasted at least the cap was no loop and starts the pauses again from 1 s.
+REREGISTER_FIRST_SECONDS = 1.0
+REREGISTER_MAX_SECONDS = 300.0
+
+
+class CycleBackoff:
+    """Never a hot loop of re-registrations: a token the parent takes back at once (a cluster whose namespace
+    an admin deleted sent the agent round ~7 times a second, every round a few requests to the parent)."""
+
+    def __init__(self, first: float = REREGISTER_FIRST_SECONDS, cap: float = REREGISTER_MAX_SECONDS) -> None:
+        self.first, self.cap = first, cap
+        self.delay = 0.0
+
+    def after(self, lasted: float) -> float:
+        """The pause after a registration that held for `lasted` seconds."""
+        if lasted >= self.cap:
+            self.delay = 0.0
+        self.delay = self.first if self.delay <= 0 else min(self.delay * 2, self.cap)
+        return self.delay * random.uniform(0.8, 1.2)
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -291,6 +311,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
             log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, redact_url(opts.parent_url or ""),
                      opts.sync_mode)
             apiserver_url = opts.apiserver_url or child_creds.server
+            cycles = CycleBackoff()
             while not stop.is_set():
                 early = EarlyCollection(child, opts, apiserver_url)
                 try:
@@ -303,6 +324,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                     return
                 if readiness is not None:
                     readiness.registered = True
+                registered_at = time.monotonic()
                 tunnel_state: dict[str, bool] = {}
                 tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state,
                                                   readiness)] if t]
@@ -333,6 +355,10 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
                 if outcome == "stopped":
+                    return
+                pause = cycles.after(time.monotonic() - registered_at)
+                log.info("registering again in %.1fs", pause)
+                if await sleep_or_stop(stop, pause):
                     return
 
         # Only the holder of the Lease registers, heartbeats, holds the tunnel and applies; a second replica

@@ -175,9 +175,13 @@ def default_cluster_name(opts: AgentOptions) -> str:
     return opts.cluster_name or f"{opts.cluster_name_prefix}-{suffix}"
 
 
-async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
-                   approval_timeout: float = 300.0) -> ParentAccess:
-    """Create or find our CRR on the parent and wait until it is approved; raise RegistrationError."""
+async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes, approval_timeout: float = 300.0,
+                   stale_token: str | None = None) -> ParentAccess:
+    """Create or find our CRR on the parent and wait until it is approved; raise RegistrationError.
+
+    `stale_token`: the token the parent just rejected. A request still Approved with it is not taken again
+    (that was a loop of several re-registrations a second after an admin deleted the cluster's namespace): we
+    wait for the hub to issue another or to mark the cluster removed, and say once what an admin can do."""
     public_key = public_key_of(key_pem)
     assert opts.parent_url
     if not opts.reg_token:
@@ -200,33 +204,70 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes,
                 f"ClusterRegistrationRequest {name} carries a different public key). If this cluster was "
                 f"re-installed, an admin must delete ClusterRegistrationRequest {name} on the parent.",
                 retry=False)
+        waiting = Approval(parent, opts, cluster_id, key_pem, stale_token)
+        return await waiting.wait(crr, approval_timeout)
+
+
+STALE_TOKEN_HINT = (
+    "ClusterRegistrationRequest {name} is Approved, but the parent rejects the token it holds (the cluster's "
+    "namespace, ServiceAccount or ManagedCluster was probably deleted on the parent); waiting for the hub to "
+    "issue a new token or to mark the cluster removed. If neither happens, a parent admin can run: kubectl "
+    "delete clusterregistrationrequest {name} (this cluster then registers again)")
+
+
+class Approval:
+    """Polls our pending CRR (briskly, then every SLOW_POLL_CAP) until it holds a token we may use."""
+
+    def __init__(self, parent: Kube, opts: AgentOptions, cluster_id: str, key_pem: bytes,
+                 stale_token: str | None) -> None:
+        self.parent, self.opts, self.cluster_id, self.key_pem = parent, opts, cluster_id, key_pem
+        self.name = f"clusternet-{cluster_id}"
+        self.stale_token = stale_token
+        self.told_pending = self.told_stale = False
+
+    def usable(self, crr: Obj) -> ParentAccess | None:
+        """The access an Approved request gives, unless it is the token the parent rejected; raise if Denied."""
+        status = crr.get("status") or {}
+        if status.get("result") == "Denied" or status.get("result") == "Failed":
+            raise RegistrationError(f"the parent denied registration: {status.get('errorMessage')}",
+                                    retry=False)
+        if status.get("result") != "Approved" or not status.get("token"):
+            return None
+        access = access_from_approved(crr, self.opts, self.cluster_id, self.key_pem)
+        if self.stale_token is None or access.creds.token != self.stale_token:
+            return access
+        if not self.told_stale:
+            self.told_stale = True
+            log.warning(STALE_TOKEN_HINT.format(name=self.name))
+        return None
+
+    async def wait(self, crr: Obj, patience: float) -> ParentAccess:
         started = time.monotonic()
-        deadline = started + approval_timeout
-        told = False
         delay = 0.1  # the hub approves in well under a second; poll briskly, then settle at POLL_CAP
-        while True:
-            status = crr.get("status") or {}
-            if status.get("result") == "Denied" or status.get("result") == "Failed":
-                raise RegistrationError(f"the parent denied registration: {status.get('errorMessage')}",
-                                        retry=False)
-            if status.get("result") == "Approved" and status.get("token"):
-                break
-            if time.monotonic() > deadline:
-                raise RegistrationError(f"registration {name} not approved within {approval_timeout:.0f}s")
-            if not told and time.monotonic() - started > 10:
-                told = True  # a hub with --cluster-approval=Manual waits for a person
+        while (access := self.usable(crr)) is None:
+            elapsed = time.monotonic() - started
+            if elapsed > patience:
+                raise RegistrationError(f"ClusterRegistrationRequest {self.name} still holds the token the parent "
+                                        "rejected" if self.told_stale else
+                                        f"registration {self.name} not approved within {patience:.0f}s")
+            if not self.told_pending and not self.told_stale and elapsed > 10:
+                self.told_pending = True  # a hub with --cluster-approval=Manual waits for a person
                 log.info("registration %s is still pending; if the hub approves manually, a parent admin must "
-                         "run: kubectl clusternet approve %s", name, name)
+                         "run: kubectl clusternet approve %s", self.name, self.name)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, POLL_CAP if time.monotonic() - started < BRISK_SECONDS else SLOW_POLL_CAP)
-            try:
-                got = await parent.get(CRR_API, "ClusterRegistrationRequest", name)
-            except Exception as e:
-                raise RegistrationError(describe_error(e, opts.parent_url)) from e
-            if got is None:
-                raise RegistrationError(f"ClusterRegistrationRequest {name} was deleted while waiting")
-            crr = got
-    return access_from_approved(crr, opts, cluster_id, key_pem)
+            crr = await self.read()
+        return access
+
+    async def read(self) -> Obj:
+        assert self.opts.parent_url
+        try:
+            got = await self.parent.get(CRR_API, "ClusterRegistrationRequest", self.name)
+        except Exception as e:
+            raise RegistrationError(describe_error(e, self.opts.parent_url)) from e
+        if got is None:
+            raise RegistrationError(f"ClusterRegistrationRequest {self.name} was deleted while waiting")
+        return got
 
 
 def access_from_approved(crr: Obj, opts: AgentOptions, cluster_id: str, key_pem: bytes) -> ParentAccess:
@@ -245,6 +286,7 @@ def access_from_approved(crr: Obj, opts: AgentOptions, cluster_id: str, key_pem:
 async def ensure_registered(child: Kube, opts: AgentOptions, cluster_id: str, key_pem: bytes) -> ParentAccess:
     """Stored credentials when they still work, else a (re-)registration whose result is stored."""
     assert opts.parent_url
+    stale: str | None = None
     secret = await read_stored(child, opts)
     if secret is not None:
         try:
@@ -261,9 +303,10 @@ async def ensure_registered(child: Kube, opts: AgentOptions, cluster_id: str, ke
                     log.info("reusing stored parent credentials (namespace %s)", access.namespace)
                     return access
                 log.warning("stored parent credentials were rejected; registering again")
+                stale = access.creds.token
             except Exception as e:
                 raise RegistrationError(describe_error(e, opts.parent_url)) from e
-    access = await register(opts, cluster_id, key_pem)
+    access = await register(opts, cluster_id, key_pem, stale_token=stale)
     await store(child, opts, access)
     log.info("registered as %s in namespace %s", access.managed_cluster, access.namespace)
     return access

@@ -22,7 +22,7 @@ from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElectionConfig
 from clusternet_api.logs import error_text
 from clusternet_api.tunnel.http import StreamOpener
-from clusternet_hub import clusterlabels, health, metrics, registration
+from clusternet_hub import clusterlabels, health, metrics, registration, removal
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.store import Store
 from clusternet_hub.peers import PeerConfig
@@ -73,6 +73,10 @@ class HubContext:
     """Cluster ID (the hub-set label) -> (namespace, name) of its ManagedCluster: proxy and tunnel checks in O(1)."""
     observation: health.Observation = field(default_factory=health.Observation)
     approved: dict[str, Obj] = field(default_factory=dict)
+    suspects: set[str] = field(default_factory=set)
+    """Approved requests whose cluster may have been removed by an admin (removal.py); mutated in place only."""
+    audited_at: float = field(default_factory=time.monotonic)
+    """When the background pass last looked for approved requests without a ManagedCluster."""
     sockets: SocketRegistry | None = None
     controller: Controller | None = None
     shutdown: Callable[[], Awaitable[None]] | None = None
@@ -160,10 +164,13 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | No
     requested, crr = crr, registration.pinned(crr)  # the label policy reads the spec.clusterLabels agents write
     if status.get("result") == "Approved" and not registration.token_is_due(
             crr, ctx.options.token_ttl_seconds):
-        if resumed:
-            await registration.refresh_rbac(ctx.api, crr)
+        if resumed and not await refresh_rbac_or_suspect(ctx, crr):
+            return
         await clusterlabels.sync(ctx.api, requested, ctx.options.cluster_label_prefixes)
         return
+    if status.get("result") == "Approved" and await removal.settle(
+            ctx.api, crr, ctx.approval_settings()) != "intact":
+        return  # a token refresh never re-creates what an admin deleted (it used to, at the token's half-life)
     problem = registration.validate(crr, ctx.options.allow_unsealed_tokens)
     if problem:
         await registration.deny(ctx.api, crr, problem)
@@ -208,6 +215,37 @@ async def on_registration(body: kopf.Body, memo: HubContext, reason: str, **_: A
                                   f"{error_text(e)}", delay=2) from e
 
 
+async def refresh_rbac_or_suspect(ctx: HubContext, crr: Obj) -> bool:
+    """Re-apply a resumed request's RBAC; False when its namespace is gone (the background pass then looks)."""
+    try:
+        await registration.refresh_rbac(ctx.api, crr)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        ctx.suspects.add(crr["metadata"]["name"])
+        return False
+    return True
+
+
+async def check_suspects(ctx: HubContext, now: float | None = None) -> None:
+    """Settle the requests whose cluster may have been removed (removal.py). Once a resync interval, every
+    approved request whose ManagedCluster the watch does not hold becomes one (a deletion while the hub was
+    down); a failed look is logged and comes back with that audit."""
+    now = time.monotonic() if now is None else now
+    if now - ctx.audited_at >= ctx.options.resync_interval:
+        ctx.audited_at = now
+        ctx.suspects.update(removal.unknown_to_watch(ctx.approved, ctx.clusters))
+    for name in sorted(ctx.suspects):
+        ctx.suspects.discard(name)
+        crr = ctx.approved.get(name)
+        if crr is None:
+            continue
+        try:
+            await removal.settle(ctx.api, crr, ctx.approval_settings())
+        except Exception as e:
+            log.warning("checking whether the cluster of %s was removed failed: %s", name, error_text(e))
+
+
 # Event handlers only update in-memory caches and queues; being async, kopf runs them on the event loop
 # instead of handing every event to a thread.
 @kopf.on.event(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB)
@@ -238,6 +276,7 @@ async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) 
     old = memo.clusters.get(key)
     cluster_id = (body["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
     if type == "DELETED":
+        memo.suspects.update(removal.requests_of_cluster(memo.approved, *key))
         memo.clusters.pop(key, None)
         memo.observation.forget(key)
         if cluster_id and memo.cluster_ids.get(cluster_id) == key:
@@ -269,6 +308,7 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
                 change = health.evaluate(mc, now, since)
             if change.status is not None:
                 log.warning("cluster %s/%s: %s", ns, name, change.status["conditions"][-1]["message"])
+                ctx.suspects.update(removal.requests_of_cluster(ctx.approved, ns, name))  # its token may be dead
                 mc = await ctx.api.patch(api, "ManagedCluster", name, {"status": change.status}, ns,
                                          subresource="status")
             if change.taints is not None:
@@ -334,6 +374,7 @@ async def background(ctx: HubContext) -> None:
             stalled(ctx, "the hub's own loop (woken late)", late)
             await check_health(ctx)
             await refresh_tokens(ctx)
+            await check_suspects(ctx)
         except Exception:
             log.exception("hub background pass failed; continuing")
 

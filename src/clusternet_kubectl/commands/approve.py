@@ -10,27 +10,64 @@ from __future__ import annotations
 import click
 
 from clusternet_api import known
-from clusternet_api.kube import ApiException
+from clusternet_api.kube import ApiException, Obj
 from clusternet_kubectl.errors import api_error
 from clusternet_kubectl.session import Session
 
 CRR_API_VERSION = known.CLUSTERS_API_VERSION
+KIND = "clusterregistrationrequest.clusters.clusternet.io"
+
+
+def refusal(crr: Obj, verdict: str) -> str | None:
+    """Why a verdict cannot apply to a request that has a result already, in one line; None when it can.
+
+    A verdict applies to pending requests only. Written on a decided one it changed nothing but left a stale
+    annotation contradicting the status (audit F10), a trap at the next registration. Repeating the result
+    is no error (as `kubectl certificate approve` on an approved CSR); reversing it is (as `deny` there)."""
+    name, status = crr["metadata"]["name"], crr.get("status") or {}
+    result = status.get("result")
+    if not result or result == verdict:
+        return None
+    if result == "Approved":
+        ns = status.get("dedicatedNamespace") or "<its namespace>"
+        return (f"error: {KIND}/{name} is already approved (cluster {status.get('managedClusterName') or '?'} in "
+                f"namespace {ns}); to remove the cluster, delete its namespace on the parent (kubectl delete "
+                f"namespace {ns}) and uninstall its agent, see \"Remove or re-add a cluster\" in the README")
+    return (f"error: {KIND}/{name} is already {str(result).lower()} ({status.get('errorMessage') or 'no reason'}); "
+            f"to let the cluster ask again, delete the request (kubectl delete clusterregistrationrequest {name}) "
+            "and approve the new one its agent creates")
 
 
 async def verdict_command(session: Session, requests: tuple[str, ...], verdict: str, reason: str) -> int:
-    """Record `verdict` (Approved or Denied) on each request, named as itself or by the cluster id."""
+    """Record `verdict` (Approved or Denied) on each pending request, named as itself or by the cluster id."""
     failed = False
     for ref in requests:
         name = ref if ref.startswith("clusternet-") else f"clusternet-{ref}"
-        annotations = {known.ANNOTATION_APPROVAL: verdict, known.ANNOTATION_DENIAL_REASON: reason or None}
         try:
-            crr = await session.kube.patch(CRR_API_VERSION, "ClusterRegistrationRequest", name,
-                                           {"metadata": {"annotations": annotations}})
+            failed = not await record_verdict(session, name, verdict, reason) or failed
         except ApiException as exc:
             failed = True
             click.echo(api_error(exc), err=True)
-            continue
-        result = (crr.get("status") or {}).get("result")
-        note = f" (already {result}; the verdict applies to pending requests only)" if result else ""
-        click.echo(f"clusterregistrationrequest.clusters.clusternet.io/{name} {verdict.lower()}{note}")
     return 1 if failed else 0
+
+
+async def record_verdict(session: Session, name: str, verdict: str, reason: str) -> bool:
+    """Annotate one request, unless it has a result already; False when refused. The write carries the
+    resourceVersion read, so a request the hub decides meanwhile is not annotated after all (HTTP 409)."""
+    crr = await session.kube.get(CRR_API_VERSION, "ClusterRegistrationRequest", name)
+    if crr is None:
+        click.echo(f'Error from server (NotFound): clusterregistrationrequests.clusters.clusternet.io "{name}" '
+                   "not found", err=True)
+        return False
+    problem = refusal(crr, verdict)
+    if problem:
+        click.echo(problem, err=True)
+        return False
+    if (crr.get("status") or {}).get("result") == verdict:
+        click.echo(f"{KIND}/{name} already {verdict.lower()}")
+        return True
+    annotations = {known.ANNOTATION_APPROVAL: verdict, known.ANNOTATION_DENIAL_REASON: reason or None}
+    await session.kube.patch(CRR_API_VERSION, "ClusterRegistrationRequest", name, {"metadata": {
+        "annotations": annotations, "resourceVersion": crr["metadata"].get("resourceVersion")}})
+    click.echo(f"{KIND}/{name} {verdict.lower()}")
+    return True

@@ -1,0 +1,107 @@
+"""A registered cluster that an admin removed on the parent: noticed by the hub, said to its agent.
+
+Clusternet users remove a cluster by deleting its dedicated namespace, and expect its Subscriptions and
+Descriptions to let go of it then (clusternet#505, #530, #538); deleting only its ManagedCluster does the same
+here (the controller releases its Descriptions at once, the child's workloads stay). Clusternet's approver
+skips every request that has a result, so its agent goes on reading the dead token of the still-Approved
+request. Here the hub marks such a request `Denied`, saying that the cluster was removed and how to add it
+back (delete the request: the agent then registers again), and deletes the agent's ServiceAccount, since
+that token could otherwise be refreshed for ever by a cluster that no longer belongs. It never re-creates what
+an admin deleted.
+
+A ServiceAccount deleted on its own (namespace and ManagedCluster still there) removes nothing: the request is
+approved again, which creates the ServiceAccount anew and issues a fresh token that the waiting agent picks up.
+
+What makes the hub look (`HubContext.suspects`, checked by the background pass): a ManagedCluster deleted,
+an approved request whose ManagedCluster the watch does not know, a cluster whose heartbeats stopped, a
+resumed request whose namespace is gone, and every token refresh. Each look is three GETs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_hub import registration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What became of an approved request's cluster: "intact", "removed" or "reissue", and why."""
+
+    verdict: str
+    what: str = ""
+
+
+INTACT = Finding("intact")
+
+
+def deleting(obj: Obj | None) -> bool:
+    return obj is None or bool(obj["metadata"].get("deletionTimestamp"))
+
+
+async def inspect(kube: Kube, crr: Obj) -> Finding:
+    """Read the namespace, ManagedCluster and ServiceAccount an approved request names."""
+    status = crr.get("status") or {}
+    ns, name = status.get("dedicatedNamespace"), status.get("managedClusterName")
+    if status.get("result") != "Approved" or not ns or not name:
+        return INTACT
+    if deleting(await kube.get("v1", "Namespace", ns)):
+        return Finding("removed", f"its dedicated namespace {ns} was deleted")
+    if deleting(await kube.get(known.CLUSTERS_API_VERSION, "ManagedCluster", name, ns)):
+        return Finding("removed", f"its ManagedCluster {ns}/{name} was deleted")
+    if await kube.get("v1", "ServiceAccount", registration.AGENT_SERVICE_ACCOUNT, ns) is None:
+        return Finding("reissue", f"its ServiceAccount {ns}/{registration.AGENT_SERVICE_ACCOUNT} was deleted")
+    return INTACT
+
+
+def removed_message(crr: Obj, what: str) -> str:
+    name = crr["metadata"]["name"]
+    return (f"cluster removed from the parent: {what}. Its workloads in the child are kept. To add it again, "
+            f"delete this request (kubectl delete clusterregistrationrequest {name}) and the agent registers "
+            "anew; to remove it for good, uninstall the agent in the child")
+
+
+async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
+    """Deny the request with the reason (the agent stops and logs it), then revoke the agent's tokens."""
+    await registration.deny(kube, crr, removed_message(crr, what))
+    ns = (crr.get("status") or {}).get("dedicatedNamespace")
+    try:
+        await kube.delete("v1", "ServiceAccount", registration.AGENT_SERVICE_ACCOUNT, ns)
+    except ApiException as e:  # a hub whose RBAC predates this: the request is marked all the same
+        log.warning("could not delete %s/%s to revoke the removed cluster's tokens (HTTP %s)", ns,
+                    registration.AGENT_SERVICE_ACCOUNT, e.status)
+
+
+async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) -> str:
+    """Act on what `inspect` finds; returns its verdict."""
+    found = await inspect(kube, crr)
+    if found.verdict == "removed":
+        log.warning("registration %s: %s; marking the cluster removed", crr["metadata"]["name"], found.what)
+        await mark_removed(kube, crr, found.what)
+    elif found.verdict == "reissue":
+        log.warning("registration %s: %s; approving it again", crr["metadata"]["name"], found.what)
+        await registration.approve(kube, registration.pinned(crr), settings)
+    return found.verdict
+
+
+def unknown_to_watch(approved: dict[str, Obj], clusters: dict[tuple[str, str], Obj]) -> set[str]:
+    """Approved requests whose ManagedCluster the hub's watch does not hold (or holds being deleted)."""
+    out = set()
+    for name, crr in approved.items():
+        status = crr.get("status") or {}
+        key = (status.get("dedicatedNamespace") or "", status.get("managedClusterName") or "")
+        if deleting(clusters.get(key)):
+            out.add(name)
+    return out
+
+
+def requests_of_cluster(approved: dict[str, Obj], namespace: str, name: str) -> set[str]:
+    """The approved requests whose status names this ManagedCluster."""
+    return {n for n, crr in approved.items()
+            if ((crr.get("status") or {}).get("dedicatedNamespace"),
+                (crr.get("status") or {}).get("managedClusterName")) == (namespace, name)}

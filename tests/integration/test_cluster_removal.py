@@ -1,0 +1,112 @@
+"""Removing and re-adding a cluster (README, "Remove or re-add a cluster"): deleting its namespace or its
+ManagedCluster on the parent marks its request removed, the agent stops without a hot loop and says why, the
+child's workloads stay, and deleting the request re-adds the cluster into the same namespace, re-adopting its
+objects (same UIDs)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import feed, kubectl, mc_for, registered, run_plugin, store_template, wait_for
+
+pytestmark = pytest.mark.integration
+LABEL = "removal-test"
+PROBE = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "removal-probe", "namespace": "default"},
+         "data": {"k": "v"}}
+
+
+def cluster_id(cp: ControlPlane) -> str:
+    return kubectl(cp, "get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+
+
+def crr(parent: ControlPlane, cid: str) -> dict[str, Any]:
+    out = kubectl(parent, "get", "clsrr", f"clusternet-{cid}", "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def probe_uid(child: ControlPlane) -> str:
+    out = kubectl(child, "get", "cm", "removal-probe", "-n", "default", "-o", "jsonpath={.metadata.uid}", check=False)
+    return out.stdout if out.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def deployed(hub_and_agents: dict[str, Any], parent: ControlPlane, child2: ControlPlane) -> Iterator[dict[str, Any]]:
+    """child2 (Pull) runs a ConfigMap of a Subscription that binds it alone."""
+    mc = hub_and_agents["mc2"]
+    kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}=yes",
+            "--overwrite")
+    store_template(parent, PROBE)
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+        "metadata": {"name": "removal", "namespace": "default"},
+        "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}], "feeds": [feed(PROBE)]}}))
+    uid = wait_for(lambda: probe_uid(child2), timeout=60, what="the probe ConfigMap in child2")
+    yield {**hub_and_agents, "uid": uid}
+    kubectl(parent, "delete", "sub", "removal", "-n", "default", "--wait=false", check=False)
+
+
+def readd(parent: ControlPlane, child: ControlPlane, cid: str, ns: str, uid: str) -> None:
+    """Delete the request: the agent registers again into the same namespace and re-adopts the probe."""
+    kubectl(parent, "delete", "clsrr", f"clusternet-{cid}")
+    wait_for(lambda: registered(parent, child), timeout=120, what="the cluster registered again")
+    mc = mc_for(parent, child)
+    assert mc["metadata"]["namespace"] == ns
+    kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", ns, f"{LABEL}=yes", "--overwrite")
+    wait_for(lambda: kubectl(parent, "get", "desc", "-n", ns, "-l", f"{known.LABEL_SUBS_NAME}=removal",
+                             "-o", "name").stdout or None, timeout=60, what="its Description back")
+    time.sleep(5)  # a couple of the agent's resyncs: the probe would be re-created by now if it were
+    assert probe_uid(child) == uid
+
+
+def test_deny_on_an_approved_cluster_is_refused(parent: ControlPlane, child1: ControlPlane,
+                                                hub_and_agents: dict[str, Any]) -> None:
+    cid = cluster_id(child1)
+    done = run_plugin(parent, "deny", cid)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "already approved" in lines[0]
+    assert known.ANNOTATION_APPROVAL not in (crr(parent, cid)["metadata"].get("annotations") or {})
+
+
+def test_deleting_the_namespace_removes_the_cluster_without_a_hot_loop(
+        parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    cid, ns, agent = cluster_id(child2), deployed["ns2"], deployed["puller"]
+    kubectl(parent, "delete", "ns", ns, "--wait=false")
+    status = wait_for(lambda: (s := crr(parent, cid).get("status") or {}).get("result") == "Denied" and s,
+                      timeout=60, what="the request marked removed")
+    assert f"dedicated namespace {ns} was deleted" in status["errorMessage"]
+    before = len(agent.output)
+    time.sleep(15)
+    recent = agent.output[before:]
+    assert recent.count("registering again") <= 3, recent[-3000:]
+    assert "cluster removed from the parent" in agent.output
+    assert agent.running() and probe_uid(child2) == deployed["uid"]  # its workloads stay
+    wait_for(lambda: kubectl(parent, "get", "ns", ns, check=False).returncode != 0, timeout=120,
+             what="the namespace gone")
+    readd(parent, child2, cid, ns, deployed["uid"])
+
+
+def test_deleting_the_managed_cluster_of_a_stopped_agent_removes_it_and_a_restart_says_so(
+        parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    cid, ns, agent = cluster_id(child2), deployed["ns2"], deployed["puller"]
+    agent.stop()
+    mc = mc_for(parent, child2)
+    kubectl(parent, "delete", "mcls", mc["metadata"]["name"], "-n", ns)
+    status = wait_for(lambda: (s := crr(parent, cid).get("status") or {}).get("result") == "Denied" and s,
+                      timeout=60, what="the request marked removed")
+    assert f"ManagedCluster {ns}/{mc['metadata']['name']} was deleted" in status["errorMessage"]
+    assert kubectl(parent, "get", "sa", "clusternet-agent", "-n", ns, check=False).returncode != 0  # revoked
+    before = len(agent.output)
+    agent.start()
+    wait_for(lambda: "cluster removed from the parent" in agent.output[before:], timeout=60,
+             what="the restarted agent saying it was removed")
+    assert "does not exist on the parent" not in agent.output[before:]
+    assert probe_uid(child2) == deployed["uid"]
+    readd(parent, child2, cid, ns, deployed["uid"])

@@ -1,0 +1,116 @@
+"""The agent never loops hot when the parent rejects a token its still-Approved request holds (audit F3)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import logging
+from typing import Any
+
+import pytest
+
+from clusternet_agent import agent, registration
+from clusternet_agent.options import AgentOptions
+from clusternet_api import known
+from clusternet_api.sealing import generate_private_key, public_key_of
+
+CID = "5f6a0f2b-43ea-4a2b-9d8c-0a7d1e2c3b4a"
+NAME = f"clusternet-{CID}"
+KEY = generate_private_key()
+
+
+def approved(token: str) -> dict[str, Any]:
+    return {"metadata": {"name": NAME, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: public_key_of(KEY)}},
+            "status": {"result": "Approved", "token": base64.b64encode(token.encode()).decode(),
+                       "dedicatedNamespace": "clusternet-abcde", "managedClusterName": "child1"}}
+
+
+class Parent:
+    """The parent's CRR as the bootstrap token reads it; `later` replaces it after `after` reads."""
+
+    def __init__(self, crr: dict[str, Any], later: dict[str, Any] | None = None, after: int = 2) -> None:
+        self.crr, self.later, self.after, self.reads = crr, later, after, 0
+
+    def __call__(self, *_: Any, **__: Any) -> Parent:  # stands in for the Kube class
+        return self
+
+    async def __aenter__(self) -> Parent:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
+
+    async def create_or_get(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        return copy.deepcopy(self.crr), False
+
+    async def get(self, *_: Any) -> dict[str, Any]:
+        self.reads += 1
+        if self.later is not None and self.reads >= self.after:
+            self.crr = self.later
+        return copy.deepcopy(self.crr)
+
+
+def opts() -> AgentOptions:
+    return AgentOptions(parent_url="https://parent:6443", reg_token="abcdef.0123456789abcdef",
+                        parent_insecure_skip_tls_verify=True)
+
+
+async def test_a_rejected_token_is_not_taken_again_and_the_admin_is_told_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    parent = Parent(approved("dead"))
+    monkeypatch.setattr(registration, "Kube", parent)
+    with caplog.at_level(logging.WARNING), pytest.raises(registration.RegistrationError) as failed:
+        await registration.register(opts(), CID, KEY, approval_timeout=0.5, stale_token="dead")
+    assert "still holds the token the parent rejected" in str(failed.value) and failed.value.retry
+    hints = [r.getMessage() for r in caplog.records if "rejects the token it holds" in r.getMessage()]
+    assert len(hints) == 1 and f"kubectl delete clusterregistrationrequest {NAME}" in hints[0]
+    assert parent.reads >= 2  # it kept looking (slowly) instead of storing the dead token
+
+
+async def test_a_token_the_hub_issues_again_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registration, "Kube", Parent(approved("dead"), later=approved("fresh")))
+    access = await registration.register(opts(), CID, KEY, approval_timeout=5, stale_token="dead")
+    assert access.creds.token == "fresh" and access.namespace == "clusternet-abcde"
+
+
+async def test_a_cluster_the_hub_marked_removed_stops_with_the_hubs_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    removed = {**approved("dead"), "status": {"result": "Denied", "errorMessage": "cluster removed from the parent: "
+                                              f"... kubectl delete clusterregistrationrequest {NAME}"}}
+    monkeypatch.setattr(registration, "Kube", Parent(approved("dead"), later=removed))
+    with pytest.raises(registration.RegistrationError) as failed:
+        await registration.register(opts(), CID, KEY, approval_timeout=5, stale_token="dead")
+    assert "cluster removed from the parent" in str(failed.value) and not failed.value.retry
+
+
+async def test_rejected_stored_credentials_are_the_stale_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = {"metadata": {"name": known.PARENT_CREDENTIALS_SECRET, "labels": {}}, "data": {
+        k: base64.b64encode(v.encode()).decode() for k, v in
+        {"token": "dead", "namespace": "clusternet-abcde", "apiserver-advertise-url": "https://parent:6443"}.items()}}
+    asked: list[str | None] = []
+
+    async def read_stored(*_: Any) -> dict[str, Any]:
+        return secret
+
+    async def rejected(*_: Any) -> bool:
+        return False
+
+    async def register(*_: Any, stale_token: str | None = None, **__: Any) -> registration.ParentAccess:
+        asked.append(stale_token)
+        raise registration.RegistrationError("stop here")
+
+    monkeypatch.setattr(registration, "read_stored", read_stored)
+    monkeypatch.setattr(registration, "credentials_work", rejected)
+    monkeypatch.setattr(registration, "register", register)
+    with pytest.raises(registration.RegistrationError):
+        await registration.ensure_registered(None, opts(), CID, KEY)  # type: ignore[arg-type]
+    assert asked == ["dead"]
+
+
+def test_re_registrations_back_off_to_five_minutes_and_start_again_after_a_good_run() -> None:
+    cycles = agent.CycleBackoff()
+    pauses = [cycles.after(0.05) for _ in range(12)]
+    assert 0.8 <= pauses[0] <= 1.2 and 1.6 <= pauses[1] <= 2.4
+    assert all(b > a for a, b in itertools.pairwise(pauses[:8]))  # doubling beats the jitter
+    assert max(pauses) <= 300 * 1.2 and pauses[-1] >= 300 * 0.8
+    assert 0.8 <= cycles.after(300.0) <= 1.2  # five minutes registered: no loop, start from 1 s

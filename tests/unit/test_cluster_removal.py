@@ -1,0 +1,153 @@
+"""The hub notices a cluster an admin removed (its namespace or ManagedCluster deleted) and tells its agent."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, cast
+
+from clusternet_api import known
+from clusternet_api.kube import ApiException, Credentials, Kube
+from clusternet_hub import operator, registration, removal
+
+from .fakekube import FakeKube, Obj
+
+CID = "5f6a0f2b-43ea-4a2b-9d8c-0a7d1e2c3b4a"
+NAME = f"clusternet-{CID}"
+SETTINGS = registration.ApprovalSettings(allow_unsealed_tokens=True)
+
+
+class Parent(FakeKube):
+    """FakeKube with what approval needs besides: create_or_get and TokenRequests (tokens t1, t2, ...)."""
+
+    tokens = itertools.count(1)
+
+    async def create_or_get(self, obj: Obj) -> tuple[Obj, bool]:
+        try:
+            return await self.create(obj), True
+        except ApiException:
+            found = await self.get("", obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            assert found is not None
+            return found, False
+
+    async def raw(self, method: str, path: str, *_: Any, **__: Any) -> tuple[int, Obj]:
+        ns = path.split("/")[4]
+        if self.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None:
+            return 404, {}
+        return 201, {"status": {"token": f"t{next(self.tokens)}"}}
+
+
+async def approved_parent() -> tuple[Parent, Obj]:
+    """A parent on which the hub approved one cluster, and that cluster's request as approved."""
+    request: Obj = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                    "metadata": {"name": NAME}, "spec": {"clusterId": CID, "clusterName": "child1"}}
+    parent = Parent(request)
+    await registration.approve(cast(Kube, parent), request, SETTINGS)
+    crr = parent.find("ClusterRegistrationRequest", None, NAME)
+    assert crr is not None and crr["status"]["result"] == "Approved"
+    return parent, crr
+
+
+def namespace_of(crr: Obj) -> str:
+    return str(crr["status"]["dedicatedNamespace"])
+
+
+def delete_namespace(parent: Parent, ns: str) -> None:
+    """What the namespace controller leaves: nothing of the namespace."""
+    for key in [k for k in parent.objects if k[1] == ns or (k[0] == "Namespace" and k[2] == ns)]:
+        del parent.objects[key]
+
+
+async def test_a_deleted_namespace_marks_the_request_removed_and_recreates_nothing() -> None:
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    delete_namespace(parent, ns)
+    assert await removal.settle(cast(Kube, parent), crr, SETTINGS) == "removed"
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and "token" not in status
+    assert f"dedicated namespace {ns} was deleted" in status["errorMessage"]
+    assert f"kubectl delete clusterregistrationrequest {NAME}" in status["errorMessage"]
+    assert "workloads in the child are kept" in status["errorMessage"]
+    assert parent.find("Namespace", None, ns) is None and parent.find("ManagedCluster", ns, "child1") is None
+
+
+async def test_a_deleted_managed_cluster_revokes_the_agents_tokens() -> None:
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    del parent.objects[("ManagedCluster", ns, "child1")]
+    assert await removal.settle(cast(Kube, parent), crr, SETTINGS) == "removed"
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None  # its tokens die
+    assert parent.find("ManagedCluster", ns, "child1") is None  # not re-created
+    assert parent.find("Namespace", None, ns) is not None  # what else the admin keeps there stays
+
+
+async def test_a_managed_cluster_being_deleted_counts_as_removed() -> None:
+    parent, crr = await approved_parent()
+    parent.objects[("ManagedCluster", namespace_of(crr), "child1")]["metadata"]["deletionTimestamp"] = "now"
+    assert (await removal.inspect(cast(Kube, parent), crr)).verdict == "removed"
+
+
+async def test_a_deleted_service_account_alone_is_reissued_with_a_fresh_token() -> None:
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    del parent.objects[("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT)]
+    assert await removal.settle(cast(Kube, parent), crr, SETTINGS) == "reissue"
+    again = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert again["result"] == "Approved" and again["token"] != crr["status"]["token"]
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is not None
+
+
+async def test_an_intact_cluster_is_left_alone() -> None:
+    parent, crr = await approved_parent()
+    writes = len(parent.writes)
+    assert await removal.settle(cast(Kube, parent), crr, SETTINGS) == "intact"
+    assert len(parent.writes) == writes
+
+
+def context(parent: Parent, crr: Obj) -> operator.HubContext:
+    ctx = operator.HubContext(operator.HubOptions(allow_unsealed_tokens=True), Credentials(server="https://p"),
+                              kube=cast(Kube, parent))
+    ctx.approved[NAME] = crr
+    return ctx
+
+
+async def test_a_token_refresh_never_brings_a_deleted_namespace_back() -> None:
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    delete_namespace(parent, ns)
+    crr["metadata"]["annotations"][known.ANNOTATION_TOKEN_ISSUED_AT] = "2000-01-01T00:00:00Z"  # due
+    await operator.reconcile_registration(crr, context(parent, crr))
+    assert parent.find("Namespace", None, ns) is None
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
+
+
+async def test_a_deleted_managed_cluster_is_looked_at_by_the_next_background_pass() -> None:
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    ctx = context(parent, crr)
+    mc = parent.objects.pop(("ManagedCluster", ns, "child1"))
+    ctx.clusters[(ns, "child1")] = mc
+    await operator.track_cluster(type="DELETED", body=mc, memo=ctx)  # type: ignore[arg-type]
+    assert ctx.suspects == {NAME}
+    await operator.check_suspects(ctx)
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
+    assert ctx.suspects == set()
+
+
+async def test_the_audit_finds_a_managed_cluster_deleted_while_the_hub_was_down() -> None:
+    parent, crr = await approved_parent()
+    del parent.objects[("ManagedCluster", namespace_of(crr), "child1")]
+    ctx = context(parent, crr)  # its watch never saw that ManagedCluster
+    await operator.check_suspects(ctx, now=ctx.audited_at + 1)
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Approved"  # not yet
+    await operator.check_suspects(ctx, now=time.monotonic() + ctx.options.resync_interval)
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
+
+
+async def test_a_resumed_request_whose_namespace_is_gone_is_looked_at_not_retried() -> None:
+    parent, crr = await approved_parent()
+    ctx = context(parent, crr)
+    parent.fail[("apply", "Role")] = ApiException(404, "namespaces \"x\" not found")
+    await operator.reconcile_registration(crr, ctx, resumed=True)  # no TemporaryError every 2 s
+    assert ctx.suspects == {NAME}

@@ -1,0 +1,72 @@
+"""`kubectl clusternet approve|deny` write a verdict on pending requests only (audit F10)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from clusternet_api import known
+from clusternet_api.kube import Kube
+from clusternet_kubectl import session
+from clusternet_kubectl.commands.approve import verdict_command
+
+from .fakekube import FakeKube
+
+CID = "5f6a0f2b-43ea-4a2b-9d8c-0a7d1e2c3b4a"
+NAME = f"clusternet-{CID}"
+
+
+def parent(status: dict[str, Any]) -> FakeKube:
+    return FakeKube({"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                     "metadata": {"name": NAME}, "spec": {"clusterId": CID}, "status": status})
+
+
+async def run(kube: FakeKube, verdict: str, reason: str = "") -> int:
+    return await verdict_command(session.Session(cast(Kube, kube), "default"), (CID,), verdict, reason)
+
+
+def annotations(kube: FakeKube) -> dict[str, str]:
+    crr = kube.find("ClusterRegistrationRequest", None, NAME)
+    assert crr is not None
+    return dict(crr["metadata"].get("annotations") or {})
+
+
+async def test_deny_on_an_approved_cluster_is_refused_and_writes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    kube = parent({"result": "Approved", "dedicatedNamespace": "clusternet-abcde", "managedClusterName": "child1"})
+    assert await run(kube, "Denied", "gone") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: clusterregistrationrequest.clusters.clusternet.io/{NAME} is already approved")
+    assert "kubectl delete namespace clusternet-abcde" in err and "Remove or re-add a cluster" in err
+    assert len(err.splitlines()) == 1
+    assert kube.writes == [] and annotations(kube) == {}
+
+
+async def test_approve_on_a_denied_cluster_is_refused_and_writes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    kube = parent({"result": "Denied", "errorMessage": "cluster removed from the parent: ..."})
+    assert await run(kube, "Approved") == 1
+    err = capsys.readouterr().err.strip()
+    assert "is already denied (cluster removed from the parent: ...)" in err
+    assert f"kubectl delete clusterregistrationrequest {NAME}" in err
+    assert kube.writes == []
+
+
+async def test_repeating_the_result_writes_nothing_and_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
+    kube = parent({"result": "Approved"})
+    assert await run(kube, "Approved") == 0
+    assert capsys.readouterr().out.strip() == f"clusterregistrationrequest.clusters.clusternet.io/{NAME} " \
+                                              "already approved"
+    assert kube.writes == []
+
+
+async def test_a_pending_request_gets_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    kube = parent({})
+    assert await run(kube, "Denied", "not ours") == 0
+    assert capsys.readouterr().out.strip() == f"clusterregistrationrequest.clusters.clusternet.io/{NAME} denied"
+    assert annotations(kube) == {known.ANNOTATION_APPROVAL: "Denied", known.ANNOTATION_DENIAL_REASON: "not ours"}
+
+
+async def test_an_unknown_request_is_not_found(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await run(FakeKube(), "Approved") == 1
+    err = capsys.readouterr().err
+    assert "(NotFound)" in err and f'"{NAME}" not found' in err
