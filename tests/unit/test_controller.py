@@ -55,13 +55,18 @@ def push_secret() -> Obj:
             "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
 
 
+def namespace() -> Obj:
+    """The cluster's dedicated namespace, live: a deployer checks it before cleaning up (namespaceguard)."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+
+
 async def no_tunnel(cluster_id: str) -> None:
     return None
 
 
 async def primed(*objects: Obj) -> tuple[Controller, FakeKube, FakeKube]:
     """A controller whose caches hold `objects` as the parent stores them, and the fake child it pushes to."""
-    parent, child = FakeKube(*objects), FakeKube()
+    parent, child = FakeKube(namespace(), *objects), FakeKube()
     connected: list[Credentials] = []
 
     def connect(creds: Credentials, connections: int, opener: object) -> FakeKube:

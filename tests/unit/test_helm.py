@@ -19,7 +19,16 @@ from clusternet_hub.controller import Controller
 from clusternet_hub.controller.store import Store
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import NS, SUB, cluster, config_map_manifest, no_tunnel, push_secret, subscription
+from tests.unit.test_controller import (
+    NS,
+    SUB,
+    cluster,
+    config_map_manifest,
+    namespace,
+    no_tunnel,
+    push_secret,
+    subscription,
+)
 
 BASE = rendering.base_name("app", subscription_namespace="default")
 HELM_DESC = (NS, rendering.description_name(BASE, "Helm"))
@@ -86,7 +95,7 @@ def test_a_chart_not_checked_or_not_found_waits_but_keeps_what_a_cluster_already
 
 
 async def helm_controller(*objects: Obj) -> tuple[Controller, FakeKube, FakeHelm]:
-    parent, helm = FakeKube(*objects), FakeHelm()
+    parent, helm = FakeKube(namespace(), *objects), FakeHelm()
     c = Controller(parent, {}, no_tunnel, helm=helm)
     await c.store.prime(parent)
     c.store.queue.drain()

@@ -24,7 +24,7 @@ from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import chartcredentials
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
-from clusternet_hub.controller.pusher import Pusher
+from clusternet_hub.controller.pusher import Pusher, release_with_cluster
 from clusternet_hub.controller.store import Store
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
@@ -76,9 +76,9 @@ class ReleasePusher:
             return
         deleting = bool(hr["metadata"].get("deletionTimestamp"))
         mc = self.pusher.cluster_in(key[0])
+        if deleting and await release_with_cluster(self.kube, hr, mc):
+            return  # nothing uninstalled, nor Pull-mode credentials taken out: the namespace is going
         if mc is None:
-            if deleting:  # the cluster is gone: nobody can uninstall, never block the deletion
-                await applier.remove_finalizer(self.kube, hr)
             return
         if not applier.deployable_by_hub(mc):
             await self._share_pull_credentials(hr, deleting)

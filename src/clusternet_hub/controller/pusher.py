@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from clusternet_api import applier, known
+from clusternet_api import applier, known, namespaceguard
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeapi import ChildApi, KubeApi
 from clusternet_api.ownership import Claimants, Released
@@ -53,6 +53,18 @@ Connect = Callable[[Credentials, int, StreamOpener | None], ChildApi]
 
 def connect_child(creds: Credentials, connections: int, opener: StreamOpener | None) -> ChildApi:
     return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections, opener=opener)
+
+
+async def release_with_cluster(kube: KubeApi, obj: Obj, mc: Obj | None) -> bool:
+    """Let a Description or HelmRelease being deleted go without touching the child when its cluster is gone (no
+    ManagedCluster: nobody can clean up, never block the deletion) or being removed (its namespace terminating or
+    gone: the namespace controller deletes the ManagedCluster, credentials and Descriptions in no fixed order, and
+    the workloads of a removed cluster stay; namespaceguard). Whatever the sync mode: a Pull agent may have lost its
+    Role already, and the namespace's deletion would hang on the finalizer. True when released."""
+    if mc is None:
+        await applier.remove_finalizer(kube, obj)
+        return True
+    return await namespaceguard.release_if_removed(kube, obj)
 
 
 def description_key(owner: str) -> Key:
@@ -149,9 +161,9 @@ class Pusher:
         if not deleting and not force and self.pushed.get(key, ())[:2] == (meta["uid"], meta.get("generation")):
             return
         mc = self.cluster_in(key[0])
+        if deleting and await release_with_cluster(self.kube, desc, mc):
+            return
         if mc is None:
-            if deleting:  # the cluster is gone: nobody can clean up, never block the deletion
-                await applier.remove_finalizer(self.kube, desc)
             return
         if not applier.deployable_by_hub(mc):
             if deleting and not is_ready(mc):  # the agent cleans up when it is back: say so meanwhile

@@ -1,0 +1,83 @@
+"""Whether a Description or HelmRelease being deleted goes because its cluster is being removed.
+
+Deleting a cluster's dedicated namespace on the parent removes the cluster and keeps its workloads in the child
+(README, "Remove or re-add a cluster"; the project's rule: never delete what a silent or removed cluster runs).
+But the namespace controller deletes the namespace's content in no fixed order: Descriptions and HelmReleases
+get their deletionTimestamp while the ManagedCluster, the agent's token and the hub's push credentials may still
+work, so their deployer (the hub's pusher, or the agent's pullers) would take it for an ordinary deletion and
+delete the child's objects or uninstall its releases. So every deployer asks here first, and a deletion of a
+terminating (or gone) namespace's content is released without touching the child. Clusternet's deployers do not
+look: there deleting the namespace of a cluster whose agent still runs may delete its workloads.
+
+The Namespace is read by a direct GET, never from a watch's copy: the namespace controller marks the namespace
+terminating before it deletes anything in it, so a fresh read made after seeing a deletionTimestamp that the
+namespace's deletion caused always sees the namespace terminating; a lagging copy might not. Cleanups are rare,
+one GET each costs nothing.
+
+Uncertainty never deletes: an answer other than the Namespace or 404 (a 403 from an agent whose parent identity
+an older hub set up without `get` on its namespace, say) raises, and the deployer keeps the finalizer and tries
+again later.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clusternet_api import applier
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.kubeapi import KubeApi
+
+log = logging.getLogger(__name__)
+
+GRANTED_SINCE = "0.2.0"
+"""The first hub version that grants each agent `get` on its own namespace (hub: registration.rbac_manifests)."""
+
+
+class NamespaceUnknown(Exception):
+    """The deployer may not read its cluster's namespace (HTTP 403): it cannot tell whether the cluster is being
+    removed, so it cleans up nothing. The message is what the Description's status says meanwhile."""
+
+    def __init__(self, namespace: str, error: ApiException) -> None:
+        self.namespace, self.status = namespace, error.status
+        super().__init__(
+            f"cannot tell whether cluster namespace {namespace} is being deleted (HTTP {error.status}: "
+            f"{(error.reason or 'Forbidden')[:200]}); the hub grants `get` on it from version {GRANTED_SINCE} "
+            "(update the hub first: it grants it at its start)")
+
+
+def removed_message(namespace: str) -> str:
+    return (f"cluster namespace {namespace} is being deleted: the cluster is being removed; its workloads in the "
+            "child stay")
+
+
+async def namespace_removed(parent: KubeApi, namespace: str) -> bool:
+    """True when the cluster's namespace is terminating or gone. Raises NamespaceUnknown on 403, and any other
+    failure as it comes: the caller must not clean up then."""
+    try:
+        found = await parent.get("v1", "Namespace", namespace)
+    except ApiException as e:
+        if e.status == 403:
+            raise NamespaceUnknown(namespace, e) from e
+        raise
+    return found is None or bool(found["metadata"].get("deletionTimestamp"))
+
+
+async def release_if_removed(parent: KubeApi, obj: Obj) -> bool:
+    """Remove our finalizer from `obj` (being deleted) without cleaning up, when its namespace is being deleted;
+    True then, False when the deployer should clean up as usual.
+
+    An agent's Role in the namespace may be gone already, so the finalizer's removal may be refused (403) or find
+    nothing (404): the hub releases what its agent cannot (it checks the same way, in every sync mode)."""
+    meta = obj["metadata"]
+    if not await namespace_removed(parent, meta["namespace"]):
+        return False
+    log.info("%s (%s %s released without cleanup)", removed_message(meta["namespace"]), obj.get("kind"),
+             meta["name"])
+    try:
+        await applier.remove_finalizer(parent, obj)
+    except ApiException as e:
+        if e.status not in (403, 404):
+            raise
+        log.info("%s %s/%s: not allowed to remove its finalizer (HTTP %s); the hub releases it", obj.get("kind"),
+                 meta["namespace"], meta["name"], e.status)
+    return True

@@ -1,0 +1,127 @@
+"""Deleting a cluster's namespace keeps its workloads whatever order the namespace controller deletes its content in
+(clusternet_api.namespaceguard): a Description or HelmRelease being deleted while its namespace terminates (or is
+gone) is released without touching the child, by the hub in every sync mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clusternet_api import known, namespaceguard
+from clusternet_api.kube import ApiException
+from tests.unit.fakehelm import FakeHelm
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, namespace, push_secret
+from tests.unit.test_helm import FEED, HR, chart, deploy, helm_controller, subscription
+
+GONE = "2026-01-01T00:00:00Z"
+
+
+def terminating(parent: FakeKube) -> None:
+    parent.objects[("Namespace", "", NS)]["metadata"]["deletionTimestamp"] = GONE
+
+
+def deleting(obj: Obj) -> Obj:
+    return {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": GONE}}
+
+
+class Refusing(FakeKube):
+    """A parent whose Namespace GET answers `refusal` (an agent's identity set up by an older hub: 403)."""
+
+    refusal: ApiException | None = None
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if kind == "Namespace" and self.refusal is not None:
+            raise self.refusal
+        return await super().get(api_version, kind, name, namespace)
+
+
+# --- the guard itself -----------------------------------------------------------------------------------------
+
+
+async def test_a_live_namespace_is_no_removal_a_terminating_or_missing_one_is_and_a_refusal_is_unknown() -> None:
+    parent = Refusing(namespace())
+    assert not await namespaceguard.namespace_removed(parent, NS)
+    assert await namespaceguard.namespace_removed(parent, "clusternet-gone")
+    terminating(parent)
+    assert await namespaceguard.namespace_removed(parent, NS)
+    parent.refusal = ApiException(403, "forbidden")
+    with pytest.raises(namespaceguard.NamespaceUnknown, match=f"cluster namespace {NS} is being deleted"):
+        await namespaceguard.namespace_removed(parent, NS)
+    parent.refusal = ApiException(500, "etcd")
+    with pytest.raises(ApiException):  # any other doubt is no answer either
+        await namespaceguard.namespace_removed(parent, NS)
+
+
+# --- the hub: Generic Descriptions and HelmReleases, every sync mode --------------------------------------------
+
+
+async def hub_with_deleting_description(mode: str = "Push") -> tuple[Any, FakeKube, FakeKube]:
+    c, parent, child = await deployed_controller(push_secret())
+    await c.pusher.push(DESC)
+    assert child.find("ConfigMap", "default", "cfg") is not None
+    mc = cluster()
+    mc["spec"]["syncMode"] = mode
+    c.store.caches.clusters[(NS, "child1")] = mc
+    c.store.on_description("MODIFIED", deleting(parent.find("Description", *DESC)))
+    parent.writes.clear()
+    child.writes.clear()
+    return c, parent, child
+
+
+@pytest.mark.parametrize("mode", ["Push", "Pull"])
+async def test_the_hub_releases_a_description_of_a_terminating_namespace_without_touching_the_child(
+        mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Push: it would have deleted the child's objects. Pull: the agent's Role may be gone, so the hub lets go of it,
+    or the namespace's deletion would hang on the finalizer."""
+    c, parent, child = await hub_with_deleting_description(mode)
+    terminating(parent)
+    caplog.set_level("INFO")
+    await c.pusher.push(DESC)
+    assert child.writes == [] and child.find("ConfigMap", "default", "cfg") is not None
+    assert parent.writes == [("patch", "Description", "/".join(DESC))]  # the finalizer only: no status, no event
+    assert known.FINALIZER_APPS not in parent.find("Description", *DESC)["metadata"]["finalizers"]
+    assert f"cluster namespace {NS} is being deleted: the cluster is being removed; its workloads in the child " \
+           "stay" in caplog.text
+
+
+async def test_the_hub_releases_a_description_whose_namespace_is_gone_and_cleans_up_one_whose_namespace_lives(
+) -> None:
+    c, parent, child = await hub_with_deleting_description()
+    del parent.objects[("Namespace", "", NS)]
+    await c.pusher.push(DESC)
+    assert child.writes == [] and known.FINALIZER_APPS not in parent.find("Description", *DESC)["metadata"][
+        "finalizers"]
+    c, parent, child = await hub_with_deleting_description()
+    await c.pusher.push(DESC)  # an ordinary deletion
+    assert child.writes == [("delete", "ConfigMap", "default/cfg")]
+
+
+async def hub_with_deleting_release(mode: str = "Push") -> tuple[Any, FakeKube, FakeHelm]:
+    c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    assert ("abc", "mysql") in helm.releases
+    mc = cluster()
+    mc["spec"]["syncMode"] = mode
+    c.store.caches.clusters[(NS, "child1")] = mc
+    c.store.on_helmrelease("MODIFIED", deleting(c.store.caches.helmreleases[HR]))
+    parent.writes.clear()
+    return c, parent, helm
+
+
+@pytest.mark.parametrize("mode", ["Push", "Pull"])
+async def test_the_hub_releases_a_helmrelease_of_a_terminating_namespace_without_uninstalling_it(mode: str) -> None:
+    c, parent, helm = await hub_with_deleting_release(mode)
+    terminating(parent)
+    calls = len(helm.calls)
+    await c.releases.push(HR)
+    assert ("abc", "mysql") in helm.releases and len(helm.calls) == calls
+    assert parent.writes == [("patch", "HelmRelease", "/".join(HR))]  # nor the Pull-mode chart credentials
+    assert known.FINALIZER_APPS not in parent.find("HelmRelease", *HR)["metadata"]["finalizers"]
+
+
+async def test_the_hub_still_uninstalls_a_helmrelease_deleted_in_a_live_namespace() -> None:
+    c, _, helm = await hub_with_deleting_release()
+    await c.releases.push(HR)
+    assert ("abc", "mysql") not in helm.releases
