@@ -149,7 +149,9 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
     """ClusterRole/Binding for the child's own cluster-scoped objects, Role/Binding for its namespace.
 
     `patch` on its own CRR lets the agent ask for other labels (spec.clusterLabels); the ManagedCluster
-    itself is read-only to it except for its status (heartbeats)."""
+    itself is read-only to it except for its status (heartbeats). `get` on its own Namespace (from version
+    namespaceguard.GRANTED_SINCE; existing clusters get it at hub start, refresh_rbac) tells it a deletion comes
+    from the cluster's removal, which keeps the child's workloads; Clusternet's agent never asks."""
     subject = [{"kind": "ServiceAccount", "name": AGENT_SERVICE_ACCOUNT, "namespace": ns}]
     labels = identity_labels(cluster_id, name)
     rbac = "rbac.authorization.k8s.io/v1"
@@ -161,6 +163,9 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
               "resourceNames": [crr_name(cluster_id)], "verbs": ["get", "patch"]},
              {"apiGroups": [known.PROXIES_GROUP], "resources": ["sockets", "sockets/proxy"],
               "resourceNames": [cluster_id], "verbs": ["get", "create", "update", "patch", "delete"]},
+             # whether its namespace is being deleted, before it cleans up a deletion (namespaceguard): here, not
+             # in the Role, which the namespace's deletion may take away first
+             {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [ns], "verbs": ["get"]},
          ]},
         {"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": cluster_role, "labels": labels},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},

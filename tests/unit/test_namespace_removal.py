@@ -10,6 +10,7 @@ import pytest
 
 from clusternet_api import known, namespaceguard
 from clusternet_api.kube import ApiException
+from clusternet_hub import registration
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, namespace, push_secret
@@ -125,3 +126,14 @@ async def test_the_hub_still_uninstalls_a_helmrelease_deleted_in_a_live_namespac
     c, _, helm = await hub_with_deleting_release()
     await c.releases.push(HR)
     assert ("abc", "mysql") not in helm.releases
+
+
+# --- the agent's RBAC ----------------------------------------------------------------------------------------------
+
+
+def test_each_agent_may_get_its_own_namespace_and_no_other_in_a_role_that_outlives_it() -> None:
+    """A ClusterRole: the namespaced Role goes with the namespace, and the agent must still read it then."""
+    cluster_role = registration.rbac_manifests("c-1", "clusternet-abcde", "c1")[0]
+    assert cluster_role["kind"] == "ClusterRole"
+    assert {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["clusternet-abcde"],
+            "verbs": ["get"]} in cluster_role["rules"]

@@ -61,8 +61,9 @@ def test_dedicated_namespace_is_stable_and_honours_the_request() -> None:
 def test_child_rbac_is_confined_to_its_own_objects() -> None:
     objs = registration.rbac_manifests(CID, "clusternet-abcde", "c1")
     cluster_role = objs[0]
-    for rule in cluster_role["rules"]:
-        assert rule["resourceNames"] in ([f"clusternet-{CID}"], [CID])  # only its own CRR and socket
+    for rule in cluster_role["rules"]:  # only its own CRR, socket and namespace
+        assert rule["resourceNames"] in ([f"clusternet-{CID}"], [CID], ["clusternet-abcde"])
+        assert rule["resources"] != ["namespaces"] or rule["verbs"] == ["get"]
     role = next(o for o in objs if o["kind"] == "Role")
     assert role["metadata"]["namespace"] == "clusternet-abcde"
     for rule in role["rules"]:
