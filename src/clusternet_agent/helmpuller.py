@@ -5,7 +5,8 @@ Exactly when the hub would not (`deployable_by_hub` false for this cluster), wit
 them with a watch (clusternet_api.listwatch); every resync period it looks at every release again, from that
 cache, so a release removed by hand in the child is installed again (drift). With no HelmRelease at all a
 resync asks the parent nothing. A HelmRelease being deleted is uninstalled, then its finalizer removed, which
-lets its Description go.
+lets its Description go; not when its namespace is being deleted (the cluster is being removed, its releases
+stay: clusternet_api.namespaceguard).
 
 Private repositories: the agent cannot read a chartPullSecret in the HelmChart's namespace on the parent
 (its Role covers its own namespace only); the hub copies the credentials into the one Secret of this namespace
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from clusternet_agent import probes
 from clusternet_agent.clusterview import ClusterView
-from clusternet_api import applier, known
+from clusternet_api import applier, known, namespaceguard
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ClusterAccess, HelmDriver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
@@ -46,21 +47,42 @@ class ReleasePuller:
         if mc is None or applier.deployable_by_hub(mc):
             return
         meta = hr["metadata"]
-        access = access_of(await self.deployer.credentials())
         if meta.get("deletionTimestamp"):
             if known.FINALIZER_APPS in (meta.get("finalizers") or []):
-                log.info("HelmRelease %s: %s", meta["name"], await releases.uninstall(self.driver, access, hr))
-                await applier.remove_finalizer(self.parent, hr)
+                await self._uninstall(hr)
             return
+        access = access_of(await self.deployer.credentials())
         username, password = await self.pull_credentials(hr)
         outcome = await releases.reconcile(self.driver, access, hr,
                                            releases.source_of(hr.get("spec") or {}, username, password))
-        if outcome.status is not None and any((hr.get("status") or {}).get(k) != v
-                                              for k, v in outcome.status.items()):
-            await self.parent.patch(known.APPS_API_VERSION, "HelmRelease", meta["name"],
-                                    {"status": outcome.status}, self.namespace, subresource="status")
+        if outcome.status is not None:
+            await self._write(hr, outcome.status)
         if outcome.event is not None:
             await applier.post_event(self.parent, hr, *outcome.event, known.CREATED_BY_AGENT)
+
+    async def _uninstall(self, hr: Obj) -> None:
+        """Uninstall the release, unless its namespace is being deleted (the cluster is being removed: the release
+        stays, namespaceguard) or we cannot tell (an older hub's RBAC: nothing is uninstalled, the status says why,
+        the next resync asks again)."""
+        name = hr["metadata"]["name"]
+        try:
+            if await namespaceguard.release_if_removed(self.parent, hr):
+                return
+        except namespaceguard.NamespaceUnknown as e:
+            if await self._write(hr, {"description": f"uninstall pending: {e}"}):
+                log.warning("HelmRelease %s: uninstall pending: %s", name, e)
+            return
+        access = access_of(await self.deployer.credentials())
+        log.info("HelmRelease %s: %s", name, await releases.uninstall(self.driver, access, hr))
+        await applier.remove_finalizer(self.parent, hr)
+
+    async def _write(self, hr: Obj, status: Obj) -> bool:
+        """Write what of `status` differs from the HelmRelease's; False when nothing did."""
+        if all((hr.get("status") or {}).get(k) == v for k, v in status.items()):
+            return False
+        await self.parent.patch(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"], {"status": status},
+                                self.namespace, subresource="status")
+        return True
 
     async def pull_credentials(self, hr: Obj) -> tuple[str | None, str | None]:
         """The repository credentials the hub copied for this HelmRelease (known.CHART_PULL_SECRET), if any."""

@@ -8,6 +8,10 @@ by hand in the child (drift), unless the Subscription opted out. The ManagedClus
 when some Description may need work (`idle`): a resync with no Descriptions, or only Helm or opted-out ones, and
 a change to a deployed one between resyncs (a status report, say) ask the parent nothing.
 
+A Description being deleted is cleaned up in the child only when its namespace on the parent is not being deleted
+too: deleting the namespace removes the cluster and keeps its workloads, whatever order the namespace controller
+deletes things in (clusternet_api.namespaceguard); Clusternet's agent cleans up all the same.
+
 An object a Description lets go of (cleanup, or dropped from its feeds) that another Description of the namespace
 wants is handed over to that one, applied right after (clusternet_api.ownership), as the hub does when it pushes.
 
@@ -25,7 +29,7 @@ import time
 
 from clusternet_agent import probes
 from clusternet_agent.clusterview import ClusterView
-from clusternet_api import applier, known
+from clusternet_api import applier, known, namespaceguard
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
 from clusternet_api.ownership import Claimants, Released, owner_key
@@ -107,10 +111,7 @@ class Puller:
             return
         meta = desc["metadata"]
         if meta.get("deletionTimestamp"):
-            released = await applier.cleanup(self.child, desc, self._claimants(desc))
-            log.info("cleaned up Description %s: %s", meta["name"], released)
-            await self._hand_over(desc, released, mc)
-            await applier.remove_finalizer(self.parent, desc)
+            await self._clean_up(desc, mc)
             return
         started = time.monotonic()
         outcome = await applier.apply_description(self.child, desc, self._claimants(desc))
@@ -119,6 +120,30 @@ class Puller:
             probes.pull_apply_errors.inc()
         await applier.report(self.parent, desc, outcome, known.CREATED_BY_AGENT)
         await self._hand_over(desc, outcome.released, mc)
+
+    async def _clean_up(self, desc: Obj, mc: Obj) -> None:
+        """Delete what the Description deployed, unless its namespace is being deleted (the cluster is being
+        removed: its workloads stay, namespaceguard) or we cannot tell (an older hub's RBAC: nothing is deleted,
+        the status says why, and the next resync asks again)."""
+        try:
+            if await namespaceguard.release_if_removed(self.parent, desc):
+                return
+        except namespaceguard.NamespaceUnknown as e:
+            await self._pending(desc, f"cleanup pending: {e}")
+            return
+        released = await applier.cleanup(self.child, desc, self._claimants(desc))
+        log.info("cleaned up Description %s: %s", desc["metadata"]["name"], released)
+        await self._hand_over(desc, released, mc)
+        await applier.remove_finalizer(self.parent, desc)
+
+    async def _pending(self, desc: Obj, reason: str) -> None:
+        """Say why the Description's cleanup waits, once (each status write comes back as a watch event)."""
+        status = desc.get("status") or {}
+        if status.get("reason") == reason:
+            return
+        log.warning("Description %s: %s", desc["metadata"]["name"], reason)
+        await self.parent.patch(applier.DESC_API, "Description", desc["metadata"]["name"], {"status": {
+            "phase": status.get("phase") or "Pending", "reason": reason}}, self.namespace, subresource="status")
 
     async def _hand_over(self, desc: Obj, released: Released, mc: Obj) -> None:
         """Apply at once the Descriptions that want what `desc` let go of (their refusal is over), and tell those

@@ -21,12 +21,14 @@ DUAL = {"metadata": {"name": "c1", "namespace": "ns"}, "spec": {"syncMode": "Dua
 
 
 class Parent:
-    """Serves the ManagedCluster and counts the GETs of it."""
+    """Serves the ManagedCluster and counts the GETs of it; its namespace is live (namespaceguard)."""
 
     def __init__(self, mc: Obj | None) -> None:
         self.mc, self.gets = mc, 0
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if kind == "Namespace":
+            return {"metadata": {"name": name}}
         assert kind == "ManagedCluster"
         self.gets += 1
         return self.mc
