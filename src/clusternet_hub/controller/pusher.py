@@ -3,6 +3,10 @@
 One push of a Description at a time: the work queue never hands a key to two workers (pushes would race
 each other's creates), and a request that comes in meanwhile runs once the current push is done.
 
+A Description being deleted is cleaned up only while its cluster namespace is not being deleted too: that removes
+the cluster and keeps its workloads, whatever order the namespace controller deletes things in; the hub then lets
+it go without touching the child, in every sync mode (release_with_cluster, clusternet_api.namespaceguard).
+
 An object a Description lets go of (cleanup, or dropped from its feeds) that another Description of the cluster
 wants is handed over to that one, which is pushed at once (clusternet_api.ownership): not deleted and re-created
 at its next resync, up to a resync period later (30 s by default), with the object missing in between.
