@@ -1,13 +1,14 @@
 """Removing and re-adding a cluster (README, "Remove or re-add a cluster"): deleting its namespace or its
 ManagedCluster on the parent marks its request removed, the agent stops without a hot loop and says why, the
-child's workloads stay, and deleting the request re-adds the cluster into the same namespace, re-adopting its
-objects (same UIDs)."""
+child's workloads stay (also when the namespace's Descriptions are deleted before the cluster's credentials), and
+deleting the request re-adds the cluster into the same namespace, re-adopting its objects (same UIDs)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -110,3 +111,66 @@ def test_deleting_the_managed_cluster_of_a_stopped_agent_removes_it_and_a_restar
     assert "does not exist on the parent" not in agent.output[before:]
     assert probe_uid(child2) == deployed["uid"]
     readd(parent, child2, cid, ns, deployed["uid"])
+
+
+HOLD = "clusternet-test/hold"
+"""A finalizer of this test's: what it holds outlives the namespace's other content, the worst order the namespace
+controller may delete things in."""
+
+
+def hold(parent: ControlPlane, kind: str, name: str, ns: str, on: bool) -> None:
+    got = kubectl(parent, "get", kind, name, "-n", ns, "-o", "json", check=False)
+    if got.returncode != 0:
+        return
+    finalizers = [f for f in json.loads(got.stdout)["metadata"].get("finalizers") or [] if f != HOLD]
+    kubectl(parent, "patch", kind, name, "-n", ns, "--type=merge", "-p",
+            json.dumps({"metadata": {"finalizers": [*finalizers, HOLD] if on else finalizers}}))
+
+
+def no_descriptions(parent: ControlPlane, ns: str) -> bool:
+    return not kubectl(parent, "get", "desc", "-n", ns, "-o", "name", check=False).stdout
+
+
+def namespace_gone(parent: ControlPlane, ns: str) -> bool:
+    return kubectl(parent, "get", "ns", ns, check=False).returncode != 0
+
+
+def held(mc_name: str) -> list[tuple[str, str]]:
+    """What keeps the cluster deploying while its namespace terminates: its ManagedCluster (the hub's and the agent's
+    view of it), the agent's ServiceAccount (its token) and Role, and the hub's push credentials."""
+    return [("mcls", mc_name), ("serviceaccount", "clusternet-agent"), ("role", "clusternet-managedcluster-role"),
+            ("rolebinding", "clusternet-managedcluster-role"), ("secret", known.DEPLOYER_SECRET)]
+
+
+def test_deleting_the_namespace_keeps_the_workloads_when_its_descriptions_go_before_the_cluster(
+        parent: ControlPlane, child1: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    """The namespace controller deletes in no fixed order. Here the Descriptions go while the ManagedCluster, the
+    agent's token and Role and the push credentials still work, in Dual mode (the hub pushes to child1) and in Pull
+    mode (child2's agent applies): neither the hub nor the agent may take that for an ordinary deletion."""
+    children = {"1": child1, "2": child2}
+    mc1 = mc_for(parent, child1)
+    kubectl(parent, "label", "mcls", mc1["metadata"]["name"], "-n", deployed["ns1"], f"{LABEL}=yes", "--overwrite")
+    uids = {"1": wait_for(lambda: probe_uid(child1), timeout=60, what="the probe ConfigMap pushed to child1"),
+            "2": wait_for(lambda: probe_uid(child2), timeout=60, what="the probe ConfigMap in child2")}
+    holds = {i: held(mc_for(parent, children[i])["metadata"]["name"]) for i in children}
+    for i, objects in holds.items():
+        for kind, name in objects:
+            hold(parent, kind, name, deployed[f"ns{i}"], on=True)
+    try:
+        for i in children:
+            kubectl(parent, "delete", "ns", deployed[f"ns{i}"], "--wait=false")
+        for i in children:  # released (the hub does so in every mode), not cleaned up
+            wait_for(partial(no_descriptions, parent, deployed[f"ns{i}"]), timeout=60,
+                     what=f"the Descriptions of ns{i} gone")
+        time.sleep(5)  # a couple of resyncs of the hub and the agents
+        assert probe_uid(child1) == uids["1"] and probe_uid(child2) == uids["2"]  # their workloads stay
+        logs = deployed["hub"].output + deployed["puller"].output
+        for i in children:
+            assert f"cluster namespace {deployed[f'ns{i}']} is being deleted: the cluster is being removed" in logs
+    finally:
+        for i, objects in holds.items():
+            for kind, name in objects:
+                hold(parent, kind, name, deployed[f"ns{i}"], on=False)
+    for i, child in children.items():
+        wait_for(partial(namespace_gone, parent, deployed[f"ns{i}"]), timeout=120, what=f"ns{i} gone")
+        readd(parent, child, cluster_id(child), deployed[f"ns{i}"], uids[i])
