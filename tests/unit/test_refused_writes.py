@@ -15,7 +15,13 @@ import pytest
 from clusternet_api import known
 from clusternet_api.kube import ApiException
 from clusternet_hub.controller.workqueue import Backoff
-from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED, WriteRefused, WritesRefused, refusal_lines
+from clusternet_hub.controller.writerefusals import (
+    REASON_WRITE_REFUSED,
+    WriteRefused,
+    WritesRefused,
+    explain,
+    refusal_lines,
+)
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import BASE, DESC, SUB, cluster, config_map_manifest, primed, subscription
 
@@ -118,3 +124,12 @@ async def test_refused_writes_are_retried_with_growing_delays_until_they_succeed
     worker.cancel()
     assert len(calls) == 3 and c.retries.current(item) is None
 
+
+
+def test_a_description_too_large_for_etcd_is_said_to_be_lasting() -> None:
+    """kube-apiserver takes up to 3 MiB in a request, etcd 1.5 MiB: between the two the answer is a 500 (the
+    day-2 audit: 'rpc error: code = ResourceExhausted desc = trying to send message larger than max')."""
+    error = ApiException(500, "rpc error: code = ResourceExhausted desc = trying to send message larger than max "
+                              "(2402508 vs. 2097152)")
+    assert "retrying will not heal this" in explain(error) and "split the feeds" in explain(error)
+    assert explain(ApiException(500, "etcdserver: leader changed")).endswith("; retrying")

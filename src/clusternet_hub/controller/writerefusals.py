@@ -58,10 +58,17 @@ def cluster_of(base: Obj) -> str:
     return f"{meta['namespace']}/{(meta.get('labels') or {}).get(known.LABEL_CLUSTER_NAME, '?')}"
 
 
+TOO_LARGE_FOR_ETCD = ("request is too large", "resourceexhausted", "larger than max")
+"""How a 500 says the object passed the API server's request limit (3 MiB) but not etcd's (1.5 MiB by default,
+2 MiB of gRPC message): the same object is refused again, however often it is retried."""
+
+
 def explain(error: ApiException) -> str:
     """The parent's answer, one line, and whether retrying can help."""
     detail = " ".join(str(error.reason or "").split())[:MAX_DETAIL]
     lasting = LASTING.get(error.status)
+    if error.status == 500 and any(s in detail.lower() for s in TOO_LARGE_FOR_ETCD):
+        lasting = "too large for the parent's etcd (about 1.5 MB per object): split the feeds across Subscriptions"
     if lasting is not None:
         return f"{error.status} {lasting}: {detail}; retrying will not heal this, changing the Subscription, " \
                "its feeds or their overrides can"
