@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from clusternet_agent import heartbeat, identity, labels, probes
+from clusternet_agent import heartbeat, identity, labels, probes, registration
 from clusternet_agent.clusterview import ClusterView
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.registration import (
@@ -283,6 +283,12 @@ async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions
             return "reregister"
         log.warning("reporting status to the parent failed with HTTP %s", e.status)
         return "failed"
+    except LookupError as e:  # our ManagedCluster is gone: removed by an admin, if our request says so
+        probes.heartbeat_failures.inc()
+        if await removed(parent, access):
+            return "reregister"  # registration reads the request, says so once, and waits
+        log.warning("reporting status to the parent failed: %s", e)
+        return "failed"
     except Exception as e:
         probes.heartbeat_failures.inc()
         log.warning("reporting status to the parent failed: %s", e)
@@ -291,6 +297,18 @@ async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions
     if readiness is not None:
         readiness.reported()
     return "reported"
+
+
+async def removed(parent: Kube, access: ParentAccess) -> bool:
+    """Has the hub marked our registration request removed (Denied after approval: clusternet_hub.removal)?
+    Asked when our ManagedCluster is missing, so that an agent restarted after an admin deleted it says why at
+    once, instead of warning that it does not exist at every report until its token is refused."""
+    try:
+        crr = await parent.get(registration.CRR_API, "ClusterRegistrationRequest", f"clusternet-{access.cluster_id}")
+    except Exception as e:
+        log.debug("reading our registration request failed: %s", error_text(e))
+        return False
+    return ((crr or {}).get("status") or {}).get("result") == "Denied"
 
 
 async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,

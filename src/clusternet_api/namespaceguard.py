@@ -29,9 +29,6 @@ from clusternet_api.kubeapi import KubeApi
 
 log = logging.getLogger(__name__)
 
-GRANTED_SINCE = "0.2.0"
-"""The first hub version that grants each agent `get` on its own namespace (hub: registration.rbac_manifests)."""
-
 
 class NamespaceUnknown(Exception):
     """The deployer may not read its cluster's namespace (HTTP 403): it cannot tell whether the cluster is being
@@ -41,8 +38,8 @@ class NamespaceUnknown(Exception):
         self.namespace, self.status = namespace, error.status
         super().__init__(
             f"cannot tell whether cluster namespace {namespace} is being deleted (HTTP {error.status}: "
-            f"{(error.reason or 'Forbidden')[:200]}); the hub grants `get` on it from version {GRANTED_SINCE} "
-            "(update the hub first: it grants it at its start)")
+            f"{(error.reason or 'Forbidden')[:200]}); a hub that grants `get` on it (registration.rbac_manifests) "
+            "does so for every cluster at its start: update the hub before the agents")
 
 
 def removed_message(namespace: str) -> str:

@@ -149,9 +149,9 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
     """ClusterRole/Binding for the child's own cluster-scoped objects, Role/Binding for its namespace.
 
     `patch` on its own CRR lets the agent ask for other labels (spec.clusterLabels); the ManagedCluster
-    itself is read-only to it except for its status (heartbeats). `get` on its own Namespace (from version
-    namespaceguard.GRANTED_SINCE; existing clusters get it at hub start, refresh_rbac) tells it a deletion comes
-    from the cluster's removal, which keeps the child's workloads; Clusternet's agent never asks."""
+    itself is read-only to it except for its status (heartbeats). `get` on its own Namespace
+    (clusternet_api.namespaceguard; existing clusters get it at hub start, refresh_rbac) tells it a deletion
+    comes from the cluster's removal, which keeps the child's workloads; Clusternet's agent never asks."""
     subject = [{"kind": "ServiceAccount", "name": AGENT_SERVICE_ACCOUNT, "namespace": ns}]
     labels = identity_labels(cluster_id, name)
     rbac = "rbac.authorization.k8s.io/v1"

@@ -32,9 +32,31 @@ def crr(parent: ControlPlane, cid: str) -> dict[str, Any]:
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
+def removed_status(parent: ControlPlane, cid: str) -> dict[str, Any]:
+    """The request's status once it says the cluster was removed; empty (falsy) until then."""
+    status: dict[str, Any] = crr(parent, cid).get("status") or {}
+    return status if status.get("result") == "Denied" else {}
+
+
 def probe_uid(child: ControlPlane) -> str:
     out = kubectl(child, "get", "cm", "removal-probe", "-n", "default", "-o", "jsonpath={.metadata.uid}", check=False)
     return out.stdout if out.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def both_registered_afterwards(hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
+                               child2: ControlPlane) -> Iterator[None]:
+    """Whatever these tests leave (one that fails half-way, say), the next module finds both clusters approved:
+    the control planes are shared, and a request left removed made every later module's set-up fail."""
+    yield
+    for agent in (hub_and_agents["pusher"], hub_and_agents["puller"]):
+        if not agent.running():
+            agent.start()
+    for child in (child1, child2):
+        cid = cluster_id(child)
+        if (crr(parent, cid).get("status") or {}).get("result") != "Approved" or not registered(parent, child):
+            kubectl(parent, "delete", "clsrr", f"clusternet-{cid}", check=False)
+            wait_for(partial(registered, parent, child), timeout=180, what="the cluster registered again")
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +102,8 @@ def test_deleting_the_namespace_removes_the_cluster_without_a_hot_loop(
         parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
     cid, ns, agent = cluster_id(child2), deployed["ns2"], deployed["puller"]
     kubectl(parent, "delete", "ns", ns, "--wait=false")
-    status = wait_for(lambda: (s := crr(parent, cid).get("status") or {}).get("result") == "Denied" and s,
-                      timeout=60, what="the request marked removed")
+    status: dict[str, Any] = wait_for(lambda: removed_status(parent, cid), timeout=60,
+                                      what="the request marked removed")
     assert f"dedicated namespace {ns} was deleted" in status["errorMessage"]
     before = len(agent.output)
     time.sleep(15)
@@ -100,8 +122,8 @@ def test_deleting_the_managed_cluster_of_a_stopped_agent_removes_it_and_a_restar
     agent.stop()
     mc = mc_for(parent, child2)
     kubectl(parent, "delete", "mcls", mc["metadata"]["name"], "-n", ns)
-    status = wait_for(lambda: (s := crr(parent, cid).get("status") or {}).get("result") == "Denied" and s,
-                      timeout=60, what="the request marked removed")
+    status: dict[str, Any] = wait_for(lambda: removed_status(parent, cid), timeout=60,
+                                      what="the request marked removed")
     assert f"ManagedCluster {ns}/{mc['metadata']['name']} was deleted" in status["errorMessage"]
     assert kubectl(parent, "get", "sa", "clusternet-agent", "-n", ns, check=False).returncode != 0  # revoked
     before = len(agent.output)

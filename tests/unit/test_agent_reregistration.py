@@ -114,3 +114,27 @@ def test_re_registrations_back_off_to_five_minutes_and_start_again_after_a_good_
     assert all(b > a for a, b in itertools.pairwise(pauses[:8]))  # doubling beats the jitter
     assert max(pauses) <= 300 * 1.2 and pauses[-1] >= 300 * 0.8
     assert 0.8 <= cycles.after(300.0) <= 1.2  # five minutes registered: no loop, start from 1 s
+
+
+async def test_a_missing_managed_cluster_of_a_removed_cluster_leads_to_registration_at_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An agent restarted after an admin deleted its ManagedCluster warned that it did not exist at every report
+    until its token was refused (the day-2 audit): when the request says Denied, it goes to registration,
+    which says the cluster was removed."""
+    from clusternet_api.kube import Credentials
+
+    class NoCluster(Parent):
+        async def get(self, api_version: str, kind: str, *_: Any) -> dict[str, Any] | None:
+            return None if kind == "ManagedCluster" else await super().get()
+
+        async def patch(self, *_: Any, **__: Any) -> dict[str, Any]:
+            raise AssertionError("no status to patch")
+
+    access = registration.ParentAccess(Credentials(server="https://parent:6443", token="t"), "clusternet-abcde",
+                                       "child1", CID)
+    removed = {**approved("t"), "status": {**approved("t")["status"], "result": "Denied"}}
+    parents: Any = (NoCluster(removed),)
+    outcome = await agent.report_once(parents[0], parents, opts(), access, "child1", {}, {}, None)
+    assert outcome == "reregister"
+    live: Any = (NoCluster(approved("t")),)  # deleted, and the hub has not noticed yet: a warning, as before
+    assert await agent.report_once(live[0], live, opts(), access, "child1", {}, {}, None) == "failed"
