@@ -291,15 +291,23 @@ async def test_a_failed_push_comes_back_later_with_growing_delay_and_success_res
     assert c.pusher.retries.current(DESC) is None
 
 
-async def test_cleanup_waits_for_an_offline_cluster_then_removes_the_objects_and_the_finalizer() -> None:
+async def pushed_then_deleted_offline(sync_mode: str = "Push") -> tuple[Controller, FakeKube, FakeKube]:
+    """A pushed Description deleted while its cluster (now in `sync_mode`) is offline, pushed again."""
     c, parent, child = await deployed_controller(push_secret())
     await c.pusher.push(DESC)
     desc = parent.find("Description", *DESC)
     desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     c.store.on_description("MODIFIED", desc)
-    c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
+    offline = cluster(ready="Unknown")
+    offline["spec"]["syncMode"] = sync_mode
+    c.store.caches.clusters[(NS, "child1")] = offline
     child.writes.clear()
     await c.pusher.push(DESC)
+    return c, parent, child
+
+
+async def test_cleanup_waits_for_an_offline_cluster_then_removes_the_objects_and_the_finalizer() -> None:
+    c, parent, child = await pushed_then_deleted_offline()
     assert child.writes == [] and "offline" in parent.find("Description", *DESC)["status"]["reason"]
     c.store.caches.clusters[(NS, "child1")] = cluster()
     await c.pusher.push(DESC)
@@ -309,16 +317,7 @@ async def test_cleanup_waits_for_an_offline_cluster_then_removes_the_objects_and
 
 async def test_a_pulled_description_deleted_while_its_cluster_is_offline_says_cleanup_pending() -> None:
     """The agent cleans up Pull clusters; while it is silent the Description said Success (the day-2 audit)."""
-    c, parent, child = await deployed_controller(push_secret())
-    await c.pusher.push(DESC)
-    desc = parent.find("Description", *DESC)
-    desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    c.store.on_description("MODIFIED", desc)
-    pull = cluster(ready="Unknown")
-    pull["spec"]["syncMode"] = "Pull"
-    c.store.caches.clusters[(NS, "child1")] = pull
-    child.writes.clear()
-    await c.pusher.push(DESC)
+    _, parent, child = await pushed_then_deleted_offline("Pull")
     status = parent.find("Description", *DESC)["status"]
     assert child.writes == [] and status["reason"].startswith("cleanup pending: the cluster is offline")
     assert status["phase"] == "Success"  # what it last reported: the workloads still run
