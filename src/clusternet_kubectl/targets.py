@@ -7,7 +7,7 @@ clusternet_core.naming, in clusternet-reserved.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,8 @@ from clusternet_kubectl.documents import clean_object, object_ref
 from clusternet_kubectl.errors import PluginError
 from clusternet_kubectl.resources import CLUSTERNET_GROUPS, Resource, object_type_name, split_group
 from clusternet_kubectl.session import Session
+
+CRD_GROUP = "apiextensions.k8s.io"
 
 
 @dataclass
@@ -63,11 +65,36 @@ def identity_of(raw: Mapping[str, Any]) -> str:
     return f"{object_type_name(raw, '<no kind>')}/{meta.get('name') or '<no name>'}{ns}"
 
 
-async def resolve_target(session: Session, raw: Mapping[str, Any]) -> Target:
-    """Classify an object, default its namespace like kubectl and clean it."""
+def crd_resources(objects: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Resource]:
+    """(apiVersion, kind) -> resource of every served version of the CustomResourceDefinitions among `objects`:
+    the kinds they define are known to this apply, though the parent does not serve them (a CRD applied here is
+    a template, never installed on the parent)."""
+    out: dict[tuple[str, str], Resource] = {}
+    for obj in objects:
+        if obj.get("kind") != "CustomResourceDefinition" or split_group(str(obj.get("apiVersion"))) != CRD_GROUP:
+            continue
+        spec = obj.get("spec") or {}
+        names, group = spec.get("names") or {}, str(spec.get("group") or "")
+        versions = [str(v.get("name")) for v in spec.get("versions") or [] if v.get("served", True)]
+        for version in versions or [str(spec.get("version") or "")]:
+            if names.get("kind") and names.get("plural") and version:
+                out[(f"{group}/{version}", str(names["kind"]))] = Resource(
+                    group, version, str(names["kind"]), str(names["plural"]), spec.get("scope") != "Cluster")
+    return out
+
+
+async def resolve_target(session: Session, raw: Mapping[str, Any],
+                         defined: Mapping[tuple[str, str], Resource] | None = None) -> Target:
+    """Classify an object, default its namespace like kubectl and clean it. `defined`: kinds the CRDs of the
+    same apply define (crd_resources), taken when the parent does not serve them."""
     api_version, kind, namespace, _ = object_ref(raw)
     obj = clean_object(raw)
     resource = await session.find(api_version, kind)
+    if resource is None and (api_version, kind) in (defined or {}):
+        resource = (defined or {})[(api_version, kind)]
+        if resource.namespaced:
+            obj["metadata"]["namespace"] = namespace or session.namespace
+        return Target(resource, obj, known=False)  # nothing on the parent can validate it
     if resource is None:
         return _unknown_kind(api_version, kind, namespace, obj)
     if resource.namespaced:
@@ -83,7 +110,8 @@ def _unknown_kind(api_version: str, kind: str, namespace: str, obj: dict[str, An
     group = split_group(api_version)
     if group in CLUSTERNET_GROUPS or not skip_validating(obj):
         hint = "" if group in CLUSTERNET_GROUPS else (
-            f"; install its CRD on the parent or annotate {known.ANNOTATION_SKIP_VALIDATING}=true")
+            f"; apply its CRD in the same command, install it on the parent, or annotate "
+            f"{known.ANNOTATION_SKIP_VALIDATING}=true")
         raise PluginError(f"the parent does not know kind {kind} (apiVersion {api_version}){hint}")
     resource = Resource(group, api_version.rpartition("/")[2], kind, kind.lower() + "s", bool(namespace))
     return Target(resource, obj, known=False)

@@ -217,8 +217,8 @@ def test_unknown_kinds(demo: Demo) -> None:
     widget = f"apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w1, namespace: {demo.ns}}}\n"
     proc = demo.run("apply", "-f", "-", input=widget)
     assert proc.returncode == 1
-    assert ("the parent does not know kind Widget (apiVersion example.com/v1); install its CRD on the parent "
-            "or annotate apps.clusternet.io/skip-validating=true") in proc.stderr
+    assert ("the parent does not know kind Widget (apiVersion example.com/v1); apply its CRD in the same command, "
+            "install it on the parent, or annotate apps.clusternet.io/skip-validating=true") in proc.stderr
     assert demo.manifest(f"widgets.{demo.ns}.w1") is None
 
     annotated = widget.replace("namespace:", 'annotations: {apps.clusternet.io/skip-validating: "true"}, namespace:')
@@ -228,6 +228,23 @@ def test_unknown_kinds(demo: Demo) -> None:
     assert demo.ok("get", "widgets", "-n", demo.ns).splitlines()[1].split()[0] == "w1"
     assert demo.ok("delete", "Widget", "w1", "-n", demo.ns).strip() == 'widget.example.com "w1" deleted'
     assert demo.manifest(f"widgets.{demo.ns}.w1") is None
+
+
+def test_a_crd_and_its_objects_in_one_apply(demo: Demo) -> None:
+    """The day-2 audit: the CRD was stored and its object refused (the parent never serves a kind whose CRD is
+    only a template). The CRD's own names and scope now place the object: its plural, its namespace."""
+    crd = ("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+           "metadata: {name: gadgets.example.com}\n"
+           "spec: {group: example.com, scope: Namespaced, names: {kind: Gadget, plural: gadgets, singular: gadget},"
+           " versions: [{name: v1, served: true, storage: true,"
+           " schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]}\n")
+    gadget = "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {size: 3}\n"
+    out = demo.ok("apply", "-n", demo.ns, "-f", "-", input=gadget + "---\n" + crd).splitlines()
+    assert out == ["gadget.example.com/g1 created",
+                   "customresourcedefinition.apiextensions.k8s.io/gadgets.example.com created"]
+    stored = demo.manifest(f"gadgets.{demo.ns}.g1")
+    assert stored is not None and stored["template"]["metadata"]["namespace"] == demo.ns  # Namespaced: defaulted
+    assert demo.ok("delete", "gadgets", "g1", "-n", demo.ns).strip() == 'gadget.example.com "g1" deleted'
 
 
 def test_render_for_a_cluster(demo: Demo, applied: subprocess.CompletedProcess[str]) -> None:

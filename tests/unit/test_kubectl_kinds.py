@@ -16,6 +16,7 @@ from clusternet_kubectl.commands.get import get_command
 from clusternet_kubectl.errors import PluginError
 from clusternet_kubectl.resources import MANIFEST
 from clusternet_kubectl.session import Session
+from clusternet_kubectl.targets import crd_resources, resolve_target
 from tests.unit.test_kubectl_plugin import DISCOVERY
 
 MANIFESTS = MANIFEST.path(known.RESERVED_NAMESPACE)
@@ -97,3 +98,29 @@ async def test_without_discovery_the_kind_is_taken_literally_as_before(capsys: p
     """Discovery refused (here /apis answers 500): no verdict on the kind, the templates are looked up by name."""
     assert await get_command(parent(paths={"/apis": 500}), "nosuchkind", (), False, None) == 0
     assert capsys.readouterr().err == "No resources found in default namespace.\n"
+
+
+def test_the_crds_of_an_apply_define_their_kinds_with_their_plural_and_scope() -> None:
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Gadget", "plural": "gadgetz"},
+                    "versions": [{"name": "v1", "served": True}, {"name": "v0", "served": False}]}}
+    cluster_scoped = {**crd, "spec": {**crd["spec"], "scope": "Cluster", "names": {"kind": "Rack", "plural": "racks"},
+                                      "versions": [{"name": "v2"}]}}
+    defined = crd_resources([crd, cluster_scoped, WIDGET])
+    assert sorted(defined) == [("example.com/v1", "Gadget"), ("example.com/v2", "Rack")]
+    gadget = defined[("example.com/v1", "Gadget")]
+    assert (gadget.plural, gadget.namespaced) == ("gadgetz", True)
+    assert not defined[("example.com/v2", "Rack")].namespaced
+
+
+async def test_an_object_of_a_kind_its_apply_defines_is_a_template_in_the_default_namespace() -> None:
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Gadget", "plural": "gadgets"},
+                    "versions": [{"name": "v1", "served": True}]}}
+    gadget = {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g1"}}
+    with pytest.raises(PluginError, match="apply its CRD in the same command"):
+        await resolve_target(parent(), gadget)
+    target = await resolve_target(parent(), gadget, crd_resources([crd]))
+    assert (target.manifest_name, target.known) == ("gadgets.default.g1", False)

@@ -22,7 +22,14 @@ from clusternet_kubectl.documents import Document
 from clusternet_kubectl.errors import PluginError, api_error
 from clusternet_kubectl.resources import MANIFEST, Resource
 from clusternet_kubectl.session import Session
-from clusternet_kubectl.targets import Target, identity_of, is_template_kind, manifest_for, resolve_target
+from clusternet_kubectl.targets import (
+    Target,
+    crd_resources,
+    identity_of,
+    is_template_kind,
+    manifest_for,
+    resolve_target,
+)
 
 FIELD_MANAGER = known.TEMPLATE_FIELD_MANAGER
 APPLY_CONCURRENCY = 8  # templates stored at once by `apply`; a parent apiserver takes that easily
@@ -56,9 +63,11 @@ async def server_side_apply(session: Session, resource: Resource, obj: Obj, vali
     return "unchanged" if same else "configured"
 
 
-async def apply_one(session: Session, raw: Mapping[str, object]) -> str:
-    """Apply one object; returns kubectl's `<type>/<name> <result>` line."""
-    target = await resolve_target(session, raw)
+async def apply_one(session: Session, raw: Mapping[str, object],
+                    defined: Mapping[tuple[str, str], Resource] | None = None) -> str:
+    """Apply one object; returns kubectl's `<type>/<name> <result>` line. `defined`: the kinds the CRDs among
+    the documents define (targets.crd_resources)."""
+    target = await resolve_target(session, raw, defined)
     if not target.is_template:
         result = await server_side_apply(session, target.resource, target.object)
         return f"{target.identity} {result}"
@@ -103,11 +112,14 @@ async def apply_command(session: Session, documents: list[Document]) -> int:
     """Apply every document, batch after batch; report results in file order, go on after a failure."""
     limit = asyncio.Semaphore(APPLY_CONCURRENCY)
     await prefetch(session, documents)
+    # a CRD and objects of its kind in one apply: the CRD becomes a template, so the parent never serves its kind
+    # and cannot validate them; they are stored as its templates (kubectl would need the CRD installed first)
+    defined = crd_resources(d.object for d in documents)
 
     async def one(doc: Document) -> tuple[str | None, str | None]:
         async with limit:
             try:
-                return await apply_one(session, doc.object), None
+                return await apply_one(session, doc.object, defined), None
             except (PluginError, ApiException) as exc:
                 error = api_error(exc) if isinstance(exc, ApiException) else str(exc)
                 return None, f"error: {identity_of(doc.object)} from {doc.source}: {error}"
