@@ -129,21 +129,13 @@ class Puller:
             if await namespaceguard.release_if_removed(self.parent, desc):
                 return
         except namespaceguard.NamespaceUnknown as e:
-            await self._pending(desc, f"cleanup pending: {e}")
+            if await applier.mark_pending(self.parent, desc, f"cleanup pending: {e}"):
+                log.warning("Description %s: cleanup pending: %s", desc["metadata"]["name"], e)
             return
         released = await applier.cleanup(self.child, desc, self._claimants(desc))
         log.info("cleaned up Description %s: %s", desc["metadata"]["name"], released)
         await self._hand_over(desc, released, mc)
         await applier.remove_finalizer(self.parent, desc)
-
-    async def _pending(self, desc: Obj, reason: str) -> None:
-        """Say why the Description's cleanup waits, once (each status write comes back as a watch event)."""
-        status = desc.get("status") or {}
-        if status.get("reason") == reason:
-            return
-        log.warning("Description %s: %s", desc["metadata"]["name"], reason)
-        await self.parent.patch(applier.DESC_API, "Description", desc["metadata"]["name"], {"status": {
-            "phase": status.get("phase") or "Pending", "reason": reason}}, self.namespace, subresource="status")
 
     async def _hand_over(self, desc: Obj, released: Released, mc: Obj) -> None:
         """Apply at once the Descriptions that want what `desc` let go of (their refusal is over), and tell those

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
+from clusternet_api.cascadeguard import DEFAULTS as NAMESPACE_DEFAULTS
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.logs import error_text
@@ -168,13 +169,11 @@ def manifest_status(obj: Obj, applied: Obj) -> Obj:
     return entry
 
 
-# objects that controllers put into every new namespace at once: a feed may still name them
-_NAMESPACE_DEFAULTS = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
-
-
 def _in_new_namespace(ident: dict[str, str], new_namespaces: set[str]) -> bool:
+    """In a namespace this apply created, so nothing can be there yet; except what controllers put into every
+    new namespace at once (a feed may still name those)."""
     ns = ident.get("namespace")
-    return bool(ns) and ns in new_namespaces and (ident["kind"], ident["name"]) not in _NAMESPACE_DEFAULTS
+    return bool(ns) and ns in new_namespaces and (ident["kind"], ident["name"]) not in NAMESPACE_DEFAULTS
 
 
 def _rank(obj: Obj) -> int:
@@ -348,6 +347,18 @@ async def post_event(parent: KubeApi, desc: Obj, type_: str, reason: str, messag
         await parent.create(event)
     except Exception as e:  # events are best effort
         log.info("posting event %s failed: %s", reason, e)
+
+
+async def mark_pending(parent: KubeApi, desc: Obj, reason: str) -> bool:
+    """Say in the Description's status why its deployment or cleanup waits (its phase kept); False when the
+    status says so already: each write comes back as a watch event, so it is written once."""
+    status = desc.get("status") or {}
+    if status.get("reason") == reason:
+        return False
+    meta = desc["metadata"]
+    await parent.patch(DESC_API, "Description", meta["name"], {"status": {
+        "phase": status.get("phase") or "Pending", "reason": reason}}, meta["namespace"], subresource="status")
+    return True
 
 
 def deployable_by_hub(mc: Obj) -> bool:

@@ -32,6 +32,7 @@ from clusternet_api.logs import error_text
 # Groups whose namespaced resources are not stored objects of anyone (metrics are views of Pods) or are only
 # records of what happened (events.k8s.io is core Events again).
 IGNORED_GROUPS = frozenset({"metrics.k8s.io", "events.k8s.io"})
+# What controllers put into every new namespace at once (the applier skips its GET for everything else there).
 DEFAULTS = frozenset({("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")})
 IGNORED_KINDS = frozenset({"Event", "Endpoints"})
 SA_TOKEN = "kubernetes.io/service-account-token"

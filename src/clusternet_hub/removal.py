@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.namespaceguard import namespace_removed
 from clusternet_hub import registration
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ async def inspect(kube: Kube, crr: Obj) -> Finding:
     ns, name = status.get("dedicatedNamespace"), status.get("managedClusterName")
     if status.get("result") != "Approved" or not ns or not name:
         return INTACT
-    if deleting(await kube.get("v1", "Namespace", ns)):
+    if await namespace_removed(kube, ns):
         return Finding("removed", f"its dedicated namespace {ns} was deleted")
     if deleting(await kube.get(known.CLUSTERS_API_VERSION, "ManagedCluster", name, ns)):
         return Finding("removed", f"its ManagedCluster {ns}/{name} was deleted")

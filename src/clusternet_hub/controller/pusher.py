@@ -224,11 +224,5 @@ class Pusher:
             description_key(claimant)), known.CREATED_BY_HUB)
 
     async def _pending(self, desc: Obj, reason: str) -> None:
-        status = desc.get("status") or {}
-        if status.get("reason") == reason:
-            return
-        meta = desc["metadata"]
         with contextlib.suppress(ApiException):
-            await self.kube.patch(known.APPS_API_VERSION, "Description", meta["name"], {"status": {
-                "phase": status.get("phase") or "Pending", "reason": reason}}, meta["namespace"],
-                subresource="status")
+            await applier.mark_pending(self.kube, desc, reason)
