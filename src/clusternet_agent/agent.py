@@ -403,10 +403,13 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     creds = await deployer_credentials_retrying(child, opts.namespace, "getting")
     async with Kube(creds, user_agent="clusternet-agent-deployer", qps=opts.kube_api_qps,
                     burst=opts.kube_api_burst) as deployer:
+        # one Helm driver for every restart of the HelmRelease puller: a driver per restart left its worker
+        # threads and cache directory behind each time
+        driver = default_driver()
         pull = asyncio.create_task(supervised("the Description puller", lambda: puller.Puller(
             parent, deployer, access.namespace, name, opts.resync_frequency, view).run(), forever=True))
         helm = asyncio.create_task(supervised("the HelmRelease puller", lambda: helmpuller.ReleasePuller(
-            parent, deployer, access.namespace, name, opts.resync_frequency, default_driver(), view).run(),
+            parent, deployer, access.namespace, name, opts.resync_frequency, driver, view).run(),
             forever=True))
         try:
             while True:
@@ -424,6 +427,7 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            driver.close()
 
 
 async def deployer_credentials_retrying(child: Kube, namespace: str, doing: str) -> Credentials:

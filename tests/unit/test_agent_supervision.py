@@ -43,14 +43,16 @@ class Pullers:
         self.started: list[str] = []
         self.cancelled: list[str] = []
         self.deployers: list[Any] = []
+        self.args: list[tuple[str, tuple[Any, ...]]] = []
         self.fail_first = fail_first
 
     def kind(self, name: str) -> type:
         pullers = self
 
         class Fake:
-            def __init__(self, _parent: Any, deployer: Any, *_args: Any) -> None:
+            def __init__(self, _parent: Any, deployer: Any, *args: Any) -> None:
                 pullers.deployers.append(deployer)
+                pullers.args.append((name, args))
 
             async def run(self) -> None:
                 pullers.started.append(name)
@@ -144,6 +146,17 @@ async def test_a_failed_puller_is_logged_with_its_traceback_and_started_again(
     assert pullers.started.count("Descriptions") == 2 or pullers.started.count("HelmReleases") == 2
     failed = [r for r in caplog.records if "puller failed; starting it again" in r.getMessage()]
     assert len(failed) == 1 and failed[0].levelno == logging.ERROR and failed[0].exc_info is not None
+
+
+async def test_a_restarted_helm_puller_keeps_one_helm_driver_which_is_closed_at_the_end(
+        monkeypatch: pytest.MonkeyPatch, pullers: Pullers) -> None:
+    """A driver per restart left its worker threads and its cache directory behind each time."""
+    pullers.fail_first = 3
+    done = token_requests(monkeypatch, [None])
+    await run_deploying(done)
+    drivers = [args[3] for name, args in pullers.args if name == "HelmReleases"]
+    assert len(drivers) >= 2 and all(d is drivers[0] for d in drivers)
+    assert drivers[0]._executor._shutdown
 
 
 async def test_supervised_restarts_with_backoff_and_ends_when_the_work_is_done(

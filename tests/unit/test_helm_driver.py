@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -330,3 +331,20 @@ async def test_a_cancelled_call_keeps_the_release_locked_until_helm_is_done(
     finally:
         driver.close()
     assert recorder.peak == {"a": 1} and recorder.done == 2
+
+
+def test_close_removes_the_private_cache_directory_but_never_a_given_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process and leadership term left its private directory (charts, credential salt) behind, made
+    whether or not it ever fetched a chart."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    unused = sdk.SdkHelmDriver()
+    unused.close()
+    assert list(tmp_path.iterdir()) == []
+    private = sdk.SdkHelmDriver()
+    given = sdk.SdkHelmDriver(tmp_path / "cache")
+    assert private.cache.root.is_dir() and given.cache.root.is_dir()
+    private.close()
+    given.close()
+    assert not private.cache.root.exists()
+    assert (tmp_path / "cache").is_dir()
