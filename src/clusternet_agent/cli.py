@@ -146,7 +146,9 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
         # the foreground (registration, heartbeats) failed: logged, so the traceback is redacted and in the log's
         # format, then exit 1 for the Deployment to start the agent again (clusternet_agent.supervision)
         log.critical("clusternet-agent failed; exiting", exc_info=True)
+        eventloop.exit_if_threads_remain(1, log)
         sys.exit(1)
+    eventloop.exit_if_threads_remain(0, log)
 
 
 def _s(value: str | bool | None) -> str | None:

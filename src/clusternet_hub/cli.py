@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable
 
 import click
@@ -35,7 +33,6 @@ log = logging.getLogger(__name__)
 # in flight). Kubernetes' default terminationGracePeriodSeconds is 30 s; agents reconnect to a replica that
 # is still up only once their tunnel is closed, so the tunnels must not wait behind a slow Helm call.
 SHUTDOWN_GRACE_SECONDS = 5.0
-THREADS_GRACE_SECONDS = 3.0
 
 
 async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
@@ -205,26 +202,9 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
             _run_until_signalled(lambda stop: run_hub(options, stop))
         except ComponentDied as e:  # its traceback is logged already
             log.error("%s", e)
+            eventloop.exit_if_threads_remain(1, log)
             sys.exit(1)
-        _exit_now_if_threads_remain()
-
-
-def _exit_now_if_threads_remain() -> None:
-    """End the process without joining worker threads still in a Helm call (a chart fetch from a repository
-    that does not answer, an uninstall's wait): Python joins them at exit, and a hub that had stopped serving
-    stayed alive for minutes after SIGTERM (the day-2 audit) until the kubelet killed it. Everything of ours
-    is closed by then (tunnels, Lease, listeners); the release such a call was changing is recovered by the
-    next leader (releases.py: a stale pending release)."""
-    deadline = time.monotonic() + THREADS_GRACE_SECONDS
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    busy = [t.name for t in threading.enumerate()
-            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if busy:
-        log.warning("exiting without waiting for %d worker thread(s): %s", len(busy), ", ".join(busy))
-        logging.shutdown()
-        os._exit(0)
+        eventloop.exit_if_threads_remain(0, log)
 
 
 def _run_until_signalled(factory: Callable[[asyncio.Event], Awaitable[None]]) -> None:

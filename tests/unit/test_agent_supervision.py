@@ -224,20 +224,15 @@ async def test_a_failed_tunnel_is_down_and_started_again(monkeypatch: pytest.Mon
     assert "the tunnel to the hub failed; starting it again" in caplog.text
 
 
+@pytest.mark.usefixtures("component_logging")
 def test_a_failing_agent_logs_the_traceback_redacted_and_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
     async def run_agent(*_args: Any, **_kw: Any) -> None:
         raise RuntimeError("the parent said: Authorization: Bearer abcdefghijklmnop0123")
 
     monkeypatch.setattr(cli, "run_agent", run_agent)
-    touched = [logging.getLogger(name) for name in ("", "aiohttp.access", "kopf.objects")]  # setup_logging's
-    saved = [(logger.handlers[:], logger.level) for logger in touched]
-    try:
-        result = CliRunner().invoke(cli.main, [
-            "--cluster-reg-parent-url=https://parent:6443", "--cluster-reg-token=07401b.f395accd246ae52d",
-            "--secure-port=0", "--log-format=text"])
-    finally:
-        for logger, (handlers, level) in zip(touched, saved, strict=True):
-            logger.handlers[:], logger.level = handlers, level
+    result = CliRunner().invoke(cli.main, [
+        "--cluster-reg-parent-url=https://parent:6443", "--cluster-reg-token=07401b.f395accd246ae52d",
+        "--secure-port=0", "--log-format=text"])
     assert result.exit_code == 1, result.output
     assert "clusternet-agent failed; exiting" in result.output and "Traceback" in result.output
     assert "abcdefghijklmnop0123" not in result.output and "Authorization: [REDACTED]" in result.output

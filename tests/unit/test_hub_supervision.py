@@ -104,32 +104,14 @@ async def test_a_task_that_returns_ends_the_work_too_but_one_cancelled_does_not(
     assert await calm.run(work()) == "stopped"
 
 
+@pytest.mark.usefixtures("component_logging")
 def test_the_hub_exits_with_status_1_when_a_component_died(monkeypatch: pytest.MonkeyPatch) -> None:
     def died(factory: Any) -> None:
         raise ComponentDied("the deployment controller ended; exiting so that the hub is restarted clean")
 
+    exits: list[int] = []
     monkeypatch.setattr(cli, "_run_until_signalled", died)
+    monkeypatch.setattr(cli.eventloop, "exit_if_threads_remain", lambda code, _log: exits.append(code))
     result = CliRunner().invoke(cli.main, ["--peer-port", "0", "--log-format", "text"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # not a crash
-
-
-def test_a_hub_stopping_does_not_wait_for_a_worker_thread_stuck_in_a_helm_call(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A hub stayed alive minutes after SIGTERM: Python joins worker threads at exit (the day-2 audit)."""
-    import threading
-
-    exits: list[int] = []
-    monkeypatch.setattr(cli.os, "_exit", exits.append)
-    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # pytest's handlers stay open
-    monkeypatch.setattr(cli, "THREADS_GRACE_SECONDS", 0.1)
-    cli._exit_now_if_threads_remain()
-    assert exits == []  # nothing left running: a normal exit
-    release = threading.Event()
-    stuck = threading.Thread(target=release.wait, name="helm-sdk_0")
-    stuck.start()
-    try:
-        cli._exit_now_if_threads_remain()
-        assert exits == [0]
-    finally:
-        release.set()
-        stuck.join()
+    assert exits == [1]  # not held up by a Helm thread either (test_eventloop)
