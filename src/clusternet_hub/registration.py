@@ -145,6 +145,11 @@ def service_account_manifest(ns: str, cluster_id: str, name: str) -> Obj:
                          "labels": identity_labels(cluster_id, name)}}
 
 
+def cluster_role_name(cluster_id: str) -> str:
+    """The ClusterRole and ClusterRoleBinding of one cluster's agent (removal.drop_cluster_rbac deletes them)."""
+    return f"clusternet-{cluster_id}"
+
+
 def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
     """ClusterRole/Binding for the child's own cluster-scoped objects, Role/Binding for its namespace.
 
@@ -155,7 +160,7 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
     subject = [{"kind": "ServiceAccount", "name": AGENT_SERVICE_ACCOUNT, "namespace": ns}]
     labels = identity_labels(cluster_id, name)
     rbac = "rbac.authorization.k8s.io/v1"
-    cluster_role = f"clusternet-{cluster_id}"
+    cluster_role = cluster_role_name(cluster_id)
     return [
         {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": cluster_role, "labels": labels},
          "rules": [

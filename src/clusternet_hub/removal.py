@@ -6,8 +6,9 @@ here (the controller releases its Descriptions at once, the child's workloads st
 skips every request that has a result, so its agent goes on reading the dead token of the still-Approved
 request. Here the hub marks such a request `Denied`, saying that the cluster was removed and how to add it
 back (delete the request: the agent then registers again), and deletes the agent's ServiceAccount, since
-that token could otherwise be refreshed for ever by a cluster that no longer belongs. It never re-creates what
-an admin deleted.
+that token could otherwise be refreshed for ever by a cluster that no longer belongs, and the agent's
+ClusterRole and ClusterRoleBinding, which would otherwise stay behind for ever, binding whoever creates that
+ServiceAccount again. It never re-creates what an admin deleted; approving the cluster again writes them anew.
 
 A ServiceAccount deleted on its own (namespace and ManagedCluster still there) removes nothing: the request is
 approved again, which creates the ServiceAccount anew and issues a fresh token that the waiting agent picks up.
@@ -28,6 +29,7 @@ from clusternet_api.namespaceguard import namespace_removed
 from clusternet_hub import registration
 
 log = logging.getLogger(__name__)
+RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ def removed_message(crr: Obj, what: str) -> str:
 
 
 async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
-    """Deny the request with the reason (the agent stops and logs it), then revoke the agent's tokens."""
+    """Deny the request with the reason (the agent stops and logs it), then revoke the agent's tokens and drop
+    its cluster-wide RBAC."""
     await registration.deny(kube, crr, removed_message(crr, what))
     ns = (crr.get("status") or {}).get("dedicatedNamespace")
     try:
@@ -76,6 +79,23 @@ async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
     except ApiException as e:  # a hub whose RBAC predates this: the request is marked all the same
         log.warning("could not delete %s/%s to revoke the removed cluster's tokens (HTTP %s)", ns,
                     registration.AGENT_SERVICE_ACCOUNT, e.status)
+    await drop_cluster_rbac(kube, crr["metadata"]["name"].removeprefix("clusternet-"))
+
+
+async def drop_cluster_rbac(kube: Kube, cluster_id: str) -> None:
+    """Delete the binding, then the ClusterRole, that the hub wrote for this cluster's agent, each only if its
+    labels say so (created by the hub, for this cluster ID): an object of that name someone else made is
+    not ours to delete. The Role and RoleBinding go with the namespace, or stay with it for a re-add."""
+    name = registration.cluster_role_name(cluster_id)
+    for kind in ("ClusterRoleBinding", "ClusterRole"):
+        try:
+            obj = await kube.get(RBAC_API_VERSION, kind, name)
+            labels = (obj or {}).get("metadata", {}).get("labels") or {}
+            if (labels.get(known.LABEL_CREATED_BY), labels.get(known.LABEL_CLUSTER_ID)) == (
+                    known.CREATED_BY_HUB, cluster_id):
+                await kube.delete(RBAC_API_VERSION, kind, name)
+        except ApiException as e:  # a hub whose RBAC predates this (no `delete`): it stays, as it did before
+            log.warning("could not delete %s %s of the removed cluster (HTTP %s)", kind, name, e.status)
 
 
 async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) -> str:

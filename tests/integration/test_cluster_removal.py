@@ -81,6 +81,7 @@ def readd(parent: ControlPlane, child: ControlPlane, cid: str, ns: str, uid: str
     wait_for(lambda: registered(parent, child), timeout=120, what="the cluster registered again")
     mc = mc_for(parent, child)
     assert mc["metadata"]["namespace"] == ns
+    assert kubectl(parent, "get", "clusterrole,clusterrolebinding", f"clusternet-{cid}", "-o", "name").stdout
     kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", ns, f"{LABEL}=yes", "--overwrite")
     wait_for(lambda: kubectl(parent, "get", "desc", "-n", ns, "-l", f"{known.LABEL_SUBS_NAME}=removal",
                              "-o", "name").stdout or None, timeout=60, what="its Description back")
@@ -126,6 +127,9 @@ def test_deleting_the_managed_cluster_of_a_stopped_agent_removes_it_and_a_restar
                                       what="the request marked removed")
     assert f"ManagedCluster {ns}/{mc['metadata']['name']} was deleted" in status["errorMessage"]
     assert kubectl(parent, "get", "sa", "clusternet-agent", "-n", ns, check=False).returncode != 0  # revoked
+    wait_for(lambda: kubectl(parent, "get", "clusterrole,clusterrolebinding", f"clusternet-{cid}",
+                             "--ignore-not-found", "-o", "name").stdout.strip() == "", timeout=30,
+             what="its ClusterRole and ClusterRoleBinding deleted")
     before = len(agent.output)
     agent.start()
     wait_for(lambda: "cluster removed from the parent" in agent.output[before:], timeout=60,

@@ -80,6 +80,18 @@ async def test_a_deleted_managed_cluster_revokes_the_agents_tokens() -> None:
     assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None  # its tokens die
     assert parent.find("ManagedCluster", ns, "child1") is None  # not re-created
     assert parent.find("Namespace", None, ns) is not None  # what else the admin keeps there stays
+    for kind in ("ClusterRole", "ClusterRoleBinding"):  # they stayed for ever, binding a re-created SA
+        assert parent.find(kind, None, f"clusternet-{CID}") is None
+
+
+async def test_a_removed_clusters_cluster_role_is_deleted_only_if_the_hub_made_it_for_that_cluster() -> None:
+    parent, crr = await approved_parent()
+    role = parent.objects[("ClusterRole", "", f"clusternet-{CID}")]
+    role["metadata"]["labels"][known.LABEL_CLUSTER_ID] = "another-cluster"
+    delete_namespace(parent, namespace_of(crr))
+    assert await removal.settle(cast(Kube, parent), crr, SETTINGS) == "removed"
+    assert parent.find("ClusterRole", None, f"clusternet-{CID}") is not None  # not ours: kept
+    assert parent.find("ClusterRoleBinding", None, f"clusternet-{CID}") is None
 
 
 async def test_a_managed_cluster_being_deleted_counts_as_removed() -> None:
