@@ -18,7 +18,7 @@ from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, read_body
-from clusternet_hub.peers import NotHere, Peer, PeerConfig, Peers, client_context, dial, peer_app
+from clusternet_hub.peers import HEAD_LIMIT, NotHere, Peer, PeerConfig, Peers, client_context, dial, peer_app
 from clusternet_hub.sockets import Tunnel
 from tests.unit.test_tunnel_mux import echo, session_pair, tcp_server
 
@@ -126,6 +126,38 @@ async def test_a_peer_that_lost_the_tunnel_is_forgotten() -> None:
             assert await b.locate(CLUSTER) is None  # asked again: A says it has none
             assert await b.holds(Peer("gone", "127.0.0.1", 1), CLUSTER) is False
             assert "gone" in b._down  # a replica that does not answer is skipped for a while
+
+
+@pytest.mark.parametrize("answer", [b"", b"x" * (HEAD_LIMIT * 4 + 1)], ids=["silent", "no-head-in-sight"])
+async def test_a_dial_whose_upgrade_fails_closes_its_connection(monkeypatch: pytest.MonkeyPatch,
+                                                               answer: bytes) -> None:
+    """A replica that accepts the connection but never answers the upgrade (frozen, overloaded), or something
+    else at its address that answers no HTTP: the dial fails, and its connection is closed, not left open."""
+    monkeypatch.setattr("clusternet_hub.peers.DIAL_TIMEOUT", 0.3)
+    server_tls, trust = tls_pair()
+    closed = asyncio.Event()
+
+    async def replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if answer:
+            writer.write(answer)
+        with contextlib.suppress(OSError):
+            while await reader.read(1024):
+                pass
+        closed.set()  # the dialler closed its side
+        writer.close()
+
+    server = await asyncio.start_server(replica, "127.0.0.1", 0, ssl=server_tls)
+    try:
+        peer = Peer("a", "127.0.0.1", server.sockets[0].getsockname()[1])
+        with pytest.raises(StreamOpenError, match="unreachable") as failed:
+            await dial(peer, CLUSTER, "x:1", TOKEN, client_context(trust))
+        kept = failed.value  # as a log record or a failed task holds it: the socket may not wait for its collection
+        async with asyncio.timeout(5):
+            await closed.wait()
+        assert kept is not None
+    finally:
+        server.close()
 
 
 def peer_lease(peer: Peer, version: str, labelled: bool = True) -> dict[str, object]:
