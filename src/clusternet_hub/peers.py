@@ -312,6 +312,7 @@ class Peers:
         if event.get("type") == "DELETED":
             self._seen.pop(meta["name"], None)
             self.live.pop(peer.id, None)
+            self._forget_gone()
             return
         self._seen[meta["name"]] = (str(meta.get("resourceVersion", "")), time.monotonic())
         self.live[peer.id] = peer
@@ -344,6 +345,14 @@ class Peers:
                 continue
             live[peer.id] = peer
         self.live, self._seen = live, seen
+        self._forget_gone()
+
+    def _forget_gone(self) -> None:
+        """Forget what was noted about replicas that are no longer live: which were down, which held a tunnel.
+        Each replica has a new id per start, so every one ever seen failing stayed in `_down` for good, as did
+        clusters located on it."""
+        self._down = {peer_id: at for peer_id, at in self._down.items() if peer_id in self.live}
+        self.located = {cluster: peer for cluster, peer in self.located.items() if peer.id in self.live}
 
     async def _renew(self) -> None:
         metadata: dict[str, Any] = {"name": self.lease_name, "namespace": self.namespace,

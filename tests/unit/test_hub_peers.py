@@ -196,3 +196,20 @@ async def test_while_the_parent_takes_no_renewal_the_cached_leases_expire_nobody
     b._renewed = time.monotonic()  # the parent is back: a's Lease counts as seen anew, not as expired
     await b._observe_cached([peer_lease(a, "1")])
     assert b.live == {"a": a}
+
+
+async def test_what_was_noted_about_replicas_that_are_gone_is_forgotten() -> None:
+    """A replica gets a new id at every start: which ones failed to answer, and which held a tunnel, must not be
+    kept for every replica ever seen (a rolling update adds one per replica)."""
+    b = peers_of(TOKEN, b"")
+    a, restarted = Peer("a", "10.0.0.1", 8123), Peer("old", "10.0.0.2", 8123)
+    for event in ("ADDED", "DELETED"):
+        await b._observe_event({"type": "ADDED", "object": peer_lease(a, "1")})
+        await b._observe_event({"type": "ADDED", "object": peer_lease(restarted, "2")})
+        b._down = {"a": time.monotonic(), "old": time.monotonic()}
+        b.located = {"c-a": a, "c-old": restarted}
+        if event == "DELETED":  # the replica deleted its Lease as it stopped
+            await b._observe_event({"type": "DELETED", "object": peer_lease(restarted, "3")})
+        else:  # killed: its Lease is no longer listed (expired and deleted by a reader)
+            await b._observe_all([peer_lease(a, "1")])
+        assert list(b._down) == ["a"] and b.located == {"c-a": a}, event
