@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -200,12 +201,25 @@ class ExecPlugin:
             raise ExecPluginError(f'exec plugin "{self.command}" of user "{self.user}" is not executable') from None
         assert proc.stdout is not None and proc.stderr is not None
         err: list[bytes] = []
-        out, _, _ = await asyncio.gather(proc.stdout.read(), _relay(proc.stderr, err), proc.wait())
+        try:
+            out, _, _ = await asyncio.gather(proc.stdout.read(), _relay(proc.stderr, err), proc.wait())
+        except BaseException:
+            _kill(proc)
+            raise
         if proc.returncode != 0:
             said = _last_line(b"".join(err)) or "nothing on stderr"
             raise ExecPluginError(f'exec plugin "{self.command}" of user "{self.user}" failed '
                                   f"(exit code {proc.returncode}): {said}")
         return parse_exec_credential(out, self.api_version, self.command)
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """End a plugin whose caller gave up (a request's or a Lease renewal's timeout, a task cancelled): left to
+    run, a plugin that hangs (a network it cannot reach, a login nobody completes) stayed, and every later
+    attempt started one more."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
 
 def cluster_info(cluster: Mapping[str, Any], ca_pem: bytes | None) -> dict[str, Any]:

@@ -162,7 +162,11 @@ def client_context(trust_pem: bytes) -> ssl.SSLContext:
 
 
 async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.SSLContext) -> PeerStream:
-    """A peer stream to `address` in cluster `cluster_id` through the tunnel `peer` holds."""
+    """A peer stream to `address` in cluster `cluster_id` through the tunnel `peer` holds.
+
+    A connection whose upgrade fails (a replica that accepts but does not answer in time, one that hangs up
+    mid-answer, a caller that gives up) is aborted: it used to stay open, a socket more per failed dial."""
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(DIAL_TIMEOUT):
             reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=tls, limit=HEAD_LIMIT * 4)
@@ -171,8 +175,13 @@ async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.S
                     f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n\r\n")
             writer.write(head.encode())
             answer = await reader.readuntil(b"\r\n\r\n")
-    except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
-        raise StreamOpenError(f"hub replica {peer.url} unreachable: {error_text(e)}") from e
+    except BaseException as e:
+        if writer is not None:
+            writer.transport.abort()
+        if isinstance(e, (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError,
+                          asyncio.LimitOverrunError)):
+            raise StreamOpenError(f"hub replica {peer.url} unreachable: {error_text(e)}") from e
+        raise
     status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -303,6 +312,7 @@ class Peers:
         if event.get("type") == "DELETED":
             self._seen.pop(meta["name"], None)
             self.live.pop(peer.id, None)
+            self._forget_gone()
             return
         self._seen[meta["name"]] = (str(meta.get("resourceVersion", "")), time.monotonic())
         self.live[peer.id] = peer
@@ -335,6 +345,14 @@ class Peers:
                 continue
             live[peer.id] = peer
         self.live, self._seen = live, seen
+        self._forget_gone()
+
+    def _forget_gone(self) -> None:
+        """Forget what was noted about replicas that are no longer live: which were down, which held a tunnel.
+        Each replica has a new id per start, so every one ever seen failing stayed in `_down` for good, as did
+        clusters located on it."""
+        self._down = {peer_id: at for peer_id, at in self._down.items() if peer_id in self.live}
+        self.located = {cluster: peer for cluster, peer in self.located.items() if peer.id in self.live}
 
     async def _renew(self) -> None:
         metadata: dict[str, Any] = {"name": self.lease_name, "namespace": self.namespace,

@@ -96,6 +96,7 @@ class SocketRegistry:
         self.managed_cluster_of: Callable[[str], tuple[str, str] | None] = lambda _: None
         """The leader's watch cache of ManagedClusters by cluster ID (set by the hub): tunnel checks without a LIST."""
         self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
+        self._pruned = time.monotonic()  # when expired answers were last dropped from _reviews and _owners
 
     def get(self, cluster_id: str) -> Tunnel | None:
         """This replica's own live tunnel of the cluster."""
@@ -165,8 +166,19 @@ class SocketRegistry:
         if not status.get("authenticated"):
             raise Unauthorized(401, "the tunnel token was not accepted by the parent cluster")
         username = str(status["user"]["username"])
+        self._prune()
         self._reviews[key] = (time.monotonic() + REVIEW_TTL, username)
         return username
+
+    def _prune(self) -> None:
+        """Drop the expired answers, at most once a REVIEW_TTL. Only a new answer replaced an old one: every token
+        an agent ever held (a new one at each refresh) and every cluster ever checked stayed for the hub's life."""
+        now = time.monotonic()
+        if now - self._pruned < REVIEW_TTL:
+            return
+        self._pruned = now
+        self._reviews = {key: answer for key, answer in self._reviews.items() if answer[0] > now}
+        self._owners = {key: owner for key, owner in self._owners.items() if owner[0] > now}
 
     async def authorize(self, cluster_id: str, *, token: str | None, username: str | None) -> tuple[str, str]:
         """(namespace, ManagedCluster name) when this identity is the agent of `cluster_id`."""
@@ -203,6 +215,7 @@ class SocketRegistry:
         if not found:
             raise Unauthorized(403, f"{username} may not open the socket of cluster {cluster_id}")
         name = str(found[0]["metadata"]["name"])
+        self._prune()
         self._owners[key] = (time.monotonic() + OWNER_TTL, name)
         return name
 

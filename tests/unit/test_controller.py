@@ -13,6 +13,8 @@ import pytest
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials
 from clusternet_api.rawobjects import decode_raw
+from clusternet_api.tunnel import ByteStream, StreamOpenError
+from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import plan as planning
 from clusternet_core import rendering
 from clusternet_core.naming import manifest_labels, manifest_name
@@ -413,6 +415,35 @@ async def test_resync_pushes_again_only_what_is_neither_fresh_nor_already_on_its
     c.store.enqueue("push", ("ns", "queued"))  # by an event, not taken by a worker yet
     c.pusher.resync(c.resync_interval)
     assert c.store.queue.drain() == [(("push", "ns", "queued"), False), (("push", "ns", "old"), True)]
+
+
+async def test_the_resync_releases_what_was_kept_for_a_removed_cluster() -> None:
+    """A child client, a Helm relay listening on a loopback port and cached credentials are kept per cluster for
+    its next push: once the cluster is removed, the periodic resync closes and drops them."""
+    c, _, _ = await primed(cluster())
+    kept, gone = FakeKube(), FakeKube()
+    c.pusher.children = {"abc": ("fp", kept), "removed": ("fp", gone)}
+    c.pusher.secrets = {NS: (time.monotonic() + 60, {}), "clusternet-removed": (time.monotonic() + 60, {})}
+    relays = {cluster_id: await LoopbackRelay(no_stream).start() for cluster_id in ("abc", "removed")}
+    c.releases.relays = dict(relays)
+    c.releases.pull_secrets = {NS: {}, "clusternet-removed": {}}
+    c.resync_interval = 0.01
+    resync = asyncio.create_task(c._resync())
+    await asyncio.sleep(0.3)  # a few resync periods
+    resync.cancel()
+    await asyncio.wait({resync})
+    try:
+        assert gone.closed and not kept.closed and list(c.pusher.children) == ["abc"]
+        assert list(c.pusher.secrets) == [NS] and list(c.releases.pull_secrets) == [NS]
+        assert relays["removed"].server is None and relays["abc"].server is not None
+        assert list(c.releases.relays) == ["abc"]
+    finally:
+        for relay in relays.values():
+            await relay.close()
+
+
+async def no_stream() -> ByteStream:
+    raise StreamOpenError("no tunnel here")
 
 
 async def test_a_failing_work_item_comes_back_without_holding_its_worker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
+import os
+import signal
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -209,6 +212,36 @@ async def test_failing_plugin_is_one_line_with_its_last_stderr_line(tmp_path: Pa
     async with Kube(garbage) as kube:
         with pytest.raises(ExecPluginError, match=r"printed no ExecCredential JSON .*'please log in"):
             await kube.raw("GET", "/")
+
+
+async def test_a_plugin_whose_caller_gave_up_is_ended(tmp_path: Path) -> None:
+    """A plugin that hangs (a network it cannot reach, a login nobody completes) under a caller's timeout (a
+    request, a Lease renewal): ended with the attempt, not left running while every retry starts another."""
+    script, pid_file = tmp_path / "hanging-plugin", tmp_path / "pid"
+    script.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    script.chmod(0o755)
+    plugin = ExecPlugin(str(script), api_version=V1, user="u")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            await plugin.credential()
+    pid = int(pid_file.read_text())
+    try:
+        for _ in range(100):  # 5 s
+            if not running(pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not running(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """The process exists and has not ended (a zombie has: it only waits to be reaped)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
 
 
 async def test_missing_plugin_shows_the_install_hint(tmp_path: Path) -> None:

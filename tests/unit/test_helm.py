@@ -233,6 +233,21 @@ async def test_a_chart_check_sets_found_or_not_found_with_the_reason() -> None:
     assert missing["phase"] == "NotFound" and 'version "1.0.0" not found' in missing["reason"]
 
 
+async def test_a_chart_has_one_recheck_scheduled_however_often_it_was_checked() -> None:
+    """Checks no timer asked for (the first, one per spec change, a worker's retry after an error) each started a
+    series of rechecks of their own, a repository download every RECHECK_FOUND for as long as the hub ran."""
+    c, _, helm = await helm_controller(chart(phase=None))
+    await c.charts.check(("default", "mysql"))  # created
+    helm.dead_repos.add("https://charts.example")
+    await c.charts.check(("default", "mysql"))  # its repository went away: NotFound, checked again sooner
+    helm.dead_repos.clear()
+    await c.charts.check(("default", "mysql"))  # its spec changed, say
+    await c.charts.check(("default", "mysql"))  # a worker's retry
+    assert list(c.store.queue._later) == [("chart", "default", "mysql")]
+    for timer, _ in c.store.queue._later.values():
+        timer.cancel()
+
+
 # --- the release rules (shared by hub and agent) ---------------------------------------------------------
 
 

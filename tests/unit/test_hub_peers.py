@@ -18,7 +18,7 @@ from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, read_body
-from clusternet_hub.peers import NotHere, Peer, PeerConfig, Peers, client_context, dial, peer_app
+from clusternet_hub.peers import HEAD_LIMIT, NotHere, Peer, PeerConfig, Peers, client_context, dial, peer_app
 from clusternet_hub.sockets import Tunnel
 from tests.unit.test_tunnel_mux import echo, session_pair, tcp_server
 
@@ -128,6 +128,38 @@ async def test_a_peer_that_lost_the_tunnel_is_forgotten() -> None:
             assert "gone" in b._down  # a replica that does not answer is skipped for a while
 
 
+@pytest.mark.parametrize("answer", [b"", b"x" * (HEAD_LIMIT * 4 + 1)], ids=["silent", "no-head-in-sight"])
+async def test_a_dial_whose_upgrade_fails_closes_its_connection(monkeypatch: pytest.MonkeyPatch,
+                                                               answer: bytes) -> None:
+    """A replica that accepts the connection but never answers the upgrade (frozen, overloaded), or something
+    else at its address that answers no HTTP: the dial fails, and its connection is closed, not left open."""
+    monkeypatch.setattr("clusternet_hub.peers.DIAL_TIMEOUT", 0.3)
+    server_tls, trust = tls_pair()
+    closed = asyncio.Event()
+
+    async def replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if answer:
+            writer.write(answer)
+        with contextlib.suppress(OSError):
+            while await reader.read(1024):
+                pass
+        closed.set()  # the dialler closed its side
+        writer.close()
+
+    server = await asyncio.start_server(replica, "127.0.0.1", 0, ssl=server_tls)
+    try:
+        peer = Peer("a", "127.0.0.1", server.sockets[0].getsockname()[1])
+        with pytest.raises(StreamOpenError, match="unreachable") as failed:
+            await dial(peer, CLUSTER, "x:1", TOKEN, client_context(trust))
+        kept = failed.value  # as a log record or a failed task holds it: the socket may not wait for its collection
+        async with asyncio.timeout(5):
+            await closed.wait()
+        assert kept is not None
+    finally:
+        server.close()
+
+
 def peer_lease(peer: Peer, version: str, labelled: bool = True) -> dict[str, object]:
     identity = json.dumps({"id": peer.id, "host": peer.host, "port": peer.port})
     return {"metadata": {"name": f"clusternet-hub-peer-{peer.id}", "resourceVersion": version,
@@ -164,3 +196,20 @@ async def test_while_the_parent_takes_no_renewal_the_cached_leases_expire_nobody
     b._renewed = time.monotonic()  # the parent is back: a's Lease counts as seen anew, not as expired
     await b._observe_cached([peer_lease(a, "1")])
     assert b.live == {"a": a}
+
+
+async def test_what_was_noted_about_replicas_that_are_gone_is_forgotten() -> None:
+    """A replica gets a new id at every start: which ones failed to answer, and which held a tunnel, must not be
+    kept for every replica ever seen (a rolling update adds one per replica)."""
+    b = peers_of(TOKEN, b"")
+    a, restarted = Peer("a", "10.0.0.1", 8123), Peer("old", "10.0.0.2", 8123)
+    for event in ("ADDED", "DELETED"):
+        await b._observe_event({"type": "ADDED", "object": peer_lease(a, "1")})
+        await b._observe_event({"type": "ADDED", "object": peer_lease(restarted, "2")})
+        b._down = {"a": time.monotonic(), "old": time.monotonic()}
+        b.located = {"c-a": a, "c-old": restarted}
+        if event == "DELETED":  # the replica deleted its Lease as it stopped
+            await b._observe_event({"type": "DELETED", "object": peer_lease(restarted, "3")})
+        else:  # killed: its Lease is no longer listed (expired and deleted by a reader)
+            await b._observe_all([peer_lease(a, "1")])
+        assert list(b._down) == ["a"] and b.located == {"c-a": a}, event

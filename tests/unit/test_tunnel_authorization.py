@@ -5,11 +5,13 @@ ManagedClusters per tunnel, queued behind the approvals in the hub's rate limite
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from clusternet_api import known
+from clusternet_hub import sockets
 from clusternet_hub.sockets import SocketRegistry, Unauthorized
 
 
@@ -69,3 +71,18 @@ async def test_another_clusters_agent_is_refused_every_time_and_never_cached() -
     with pytest.raises(Unauthorized) as refused:
         await registry.authorize("id-1", token="bad", username=None)
     assert refused.value.status == 401
+
+
+async def test_expired_answers_are_dropped_not_kept_for_the_life_of_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents refresh their tokens (every 16 h) and clusters come and go: an answer about a token or a cluster
+    nobody presents any more goes once it has expired, or the caches grew with every token ever seen."""
+    now = [1000.0]
+    monkeypatch.setattr(sockets, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    parent = Parent()
+    parent.clusters[("clusternet-abc", "id-2")] = "child2"
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    await registry.authorize("id-2", token="clusternet-abc/old-token", username=None)
+    now[0] += 2 * sockets.REVIEW_TTL  # the agent refreshed its token; the cluster id-2 was removed
+    await registry.authorize("id-1", token="clusternet-abc/new-token", username=None)
+    assert len(registry._reviews) == 1  # the new token's answer only
+    assert list(registry._owners) == [("clusternet-abc", "id-1")]

@@ -72,6 +72,24 @@ async def test_add_after_brings_a_key_back_later() -> None:
     assert q.drain() == [("a", True)]
 
 
+async def test_a_key_brought_back_later_has_one_timer_the_soonest() -> None:
+    """A failed push or a chart check asks to come back later, and so does each run of it an event or the resync
+    caused: those requests must not become series of retries of their own, the key coming back once each time."""
+    q: WorkQueue[str] = WorkQueue()
+    q.add_after("a", 0.05)  # a retry after a failure
+    q.add_after("a", 0.3, force=True)  # another run (the resync's) failed too: its retry comes later
+    await asyncio.sleep(0.15)
+    assert q.drain() == [("a", True)]  # back once, at the sooner time, with any request's force
+    await asyncio.sleep(0.3)
+    assert len(q) == 0  # and not a second time
+    q.add_after("a", 0.3)
+    q.add_after("a", 0.05)  # a sooner request moves it forward
+    await asyncio.sleep(0.15)
+    assert q.drain() == [("a", False)]
+    await asyncio.sleep(0.3)
+    assert len(q) == 0
+
+
 def test_backoff_doubles_from_its_first_delay_to_its_cap_and_forget_resets_it() -> None:
     b: Backoff[str] = Backoff(2.0, 60.0)
     assert [b.next("a") for _ in range(7)] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]

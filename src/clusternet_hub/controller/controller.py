@@ -150,4 +150,14 @@ class Controller:
             self.store.enqueue_subscriptions(background=True)
             self.pusher.resync(self.resync_interval)
             self.releases.resync()
+            await self.forget_gone_clusters()
+
+    async def forget_gone_clusters(self) -> None:
+        """Release what the pushers keep per cluster (child clients, Helm relays, cached credentials) for the
+        clusters no longer registered. A push in flight to one fails and is retried, and finds no cluster."""
+        clusters = self.store.caches.clusters
+        cluster_ids = {str((mc.get("spec") or {}).get("clusterId")) for mc in list(clusters.values())}
+        namespaces = {namespace for namespace, _ in list(clusters)}
+        await self.pusher.forget_gone(cluster_ids, namespaces)
+        await self.releases.forget_gone(cluster_ids, namespaces)
 

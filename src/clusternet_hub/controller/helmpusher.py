@@ -47,6 +47,14 @@ class ReleasePusher:
         for relay in self.relays.values():
             await relay.close()
 
+    async def forget_gone(self, cluster_ids: set[str], namespaces: set[str]) -> None:
+        """Close the relays of clusters not in `cluster_ids` and forget the pull Secrets of namespaces not in
+        `namespaces`: a removed cluster's relay kept listening on its loopback port for the life of the hub."""
+        for cluster_id in [c for c in self.relays if c not in cluster_ids]:
+            await self.relays.pop(cluster_id).close()
+        for namespace in [n for n in self.pull_secrets if n not in namespaces]:
+            del self.pull_secrets[namespace]
+
     def resync(self) -> None:
         """Drift: look at every release the hub deploys again (a release removed by hand is reinstalled)."""
         for key in list(self.store.caches.helmreleases):

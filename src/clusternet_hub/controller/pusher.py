@@ -104,6 +104,16 @@ class Pusher:
         for _, child in self.children.values():
             await child.close()
 
+    async def forget_gone(self, cluster_ids: set[str], namespaces: set[str]) -> None:
+        """Close the clients of clusters not in `cluster_ids` and drop the credentials cached for namespaces not in
+        `namespaces`: kept per cluster for the next push, they outlived their cluster's removal (a client with its
+        connections, a child's token in memory) for the life of the hub."""
+        for cluster_id in [c for c in self.children if c not in cluster_ids]:
+            _, child = self.children.pop(cluster_id)
+            await child.close()
+        for namespace in [n for n in self.secrets if n not in namespaces]:
+            del self.secrets[namespace]
+
     def cluster_in(self, namespace: str) -> Obj | None:
         return next((mc for (ns, _), mc in self.store.caches.clusters.items() if ns == namespace), None)
 

@@ -31,6 +31,7 @@ class WorkQueue(Generic[K]):
         self._background: set[K] = set()  # queued keys waiting in the background lane only
         self._processing: set[K] = set()
         self._again: dict[K, tuple[bool, bool]] = {}  # keys queued again while processed -> (force, background)
+        self._later: dict[K, tuple[asyncio.TimerHandle, bool]] = {}  # keys add_after brings back -> (timer, force)
 
     def add(self, key: K, force: bool = False, background: bool = False) -> None:
         if key in self._processing:
@@ -52,7 +53,26 @@ class WorkQueue(Generic[K]):
         self._entries.put_nowait(None)
 
     def add_after(self, key: K, delay: float, force: bool = False) -> None:
-        asyncio.get_running_loop().call_later(delay, self.add, key, force)
+        """Add `key` after `delay`, or sooner when it is to come back sooner already: one timer per key, whose
+        `force` is that of any request. Each request used to get its own timer, so every run no timer had caused
+        (an event, the periodic resync, a worker's error retry) started one more series of retries or rechecks:
+        a Description its child refuses gained a series at each resync for as long as it failed, and a HelmChart
+        one per edit, for ever (each a repository download every 10 minutes)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        pending = self._later.get(key)
+        if pending is not None:
+            timer, was_forced = pending
+            if timer.when() <= when:
+                self._later[key] = (timer, was_forced or force)
+                return
+            timer.cancel()
+            force = force or was_forced
+        self._later[key] = (loop.call_at(when, self._bring_back, key), force)
+
+    def _bring_back(self, key: K) -> None:
+        _, force = self._later.pop(key)
+        self.add(key, force)
 
     async def get(self) -> tuple[K, bool]:
         """The next key and whether any of its requests asked for force; call `done` when finished."""
