@@ -220,13 +220,15 @@ class SocketRegistry:
         return name
 
     async def attach(self, tunnel: Tunnel) -> None:
+        """Register the tunnel and record it, then close the one it replaces: recorded after that await, the
+        record was lost when the handler was cancelled meanwhile (the agent gone again at once)."""
         old = self.tunnels.get(tunnel.cluster_id)
         self.tunnels[tunnel.cluster_id] = tunnel
-        if old is not None:
-            await old.close("replaced by a new connection from the agent")
         metrics.socket_connections.set(len(self.tunnels))
         metrics.socket_reconnects.inc()
         self._record(tunnel, True, "agent tunnel connected")
+        if old is not None:
+            await old.close("replaced by a new connection from the agent")
 
     async def detach(self, tunnel: Tunnel, reason: str) -> None:
         """Record the tunnel's end, then end its streams at once (their requests fail now, not when they time
@@ -325,10 +327,10 @@ async def tunnel_endpoint(request: web.Request, registry: SocketRegistry, front_
     await ws.prepare(request)
     session = Session(ws.send_bytes, is_client=True)
     tunnel = Tunnel(cluster_id, session, namespace, mc_name)
-    await registry.attach(tunnel)
-    log.info("cluster %s connected its tunnel", cluster_id)
     reason = "agent disconnected"
-    try:
+    try:  # attach inside: cancelled while it closes the tunnel replaced, this one was never detached
+        await registry.attach(tunnel)
+        log.info("cluster %s connected its tunnel", cluster_id)
         async for msg in ws:
             if msg.type is not WSMsgType.BINARY:
                 reason = "agent sent a non-binary message"

@@ -76,3 +76,27 @@ async def test_a_detach_cancelled_while_it_closes_the_streams_still_records_the_
     await asyncio.gather(detach, return_exceptions=True)
     await registry.close()
     assert parent.written == ["True", "False"]
+
+
+async def test_an_attach_cancelled_while_it_closes_the_tunnel_replaced_still_records_the_new_one() -> None:
+    """An agent that reconnects and is gone again at once: the handler is cancelled inside attach."""
+    parent = SlowParent()
+    parent.go.set()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    old, new = tunnel(), tunnel()
+    await registry.attach(old)
+    closing = asyncio.Event()
+
+    async def stuck(reason: str) -> None:
+        closing.set()
+        await asyncio.Event().wait()
+
+    old.close = stuck  # type: ignore[method-assign]
+    attach = asyncio.create_task(registry.attach(new))
+    await closing.wait()
+    attach.cancel()
+    await asyncio.gather(attach, return_exceptions=True)
+    assert registry.get("cluster-a") is new
+    await registry.detach(new, "agent disconnected")  # what the handler's finally now does
+    await registry.close()
+    assert parent.written == ["True", "True", "False"]
