@@ -82,6 +82,10 @@ _CORE_VERSIONS = {
 STREAM_ADDRESS = "api-server"  # pool key of a Kube's streams: they all go to the one API server it talks to
 TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount tokens well before expiry
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
+RETIRED_SESSIONS_KEPT = 2
+"""Sessions of an exec plugin's earlier client certificates left open for their requests under way. Without a
+bound a hub or agent gained one per certificate rotation for its whole life; the oldest is closed once two
+newer ones exist, a rotation apart at least (a watch still on it is cut and resumes on the current one)."""
 
 
 _CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
@@ -191,11 +195,14 @@ class Kube:
             if cred.cert_pem and (cred.cert_pem, cred.key_pem) != (old.cert_pem, old.key_pem) and \
                     self._streams is None:
                 # a new client certificate needs a new TLS context, hence new connections; requests under way
-                # finish on the old session, closed with this client
+                # finish on the old session, closed when RETIRED_SESSIONS_KEPT newer ones are retired or
+                # with this client
                 self._ssl = ssl_context(self.creds)
                 if self._session is not None:
                     self._retired.append(self._session)
                     self._session = None
+                while len(self._retired) > RETIRED_SESSIONS_KEPT:
+                    await self._retired.pop(0).close()
         return cred
 
     def _headers(self, extra: Mapping[str, str]) -> dict[str, str]:

@@ -339,3 +339,34 @@ async def test_plugin_stderr_shows_on_a_terminal(tmp_path: Path, monkeypatch: py
     with pytest.raises(ExecPluginError, match="token expired"):
         await ExecPlugin(str(plugin), env={"FAKE_MODE": "fail"}, user="u").credential()
     assert terminal.getvalue() == "reading the cache\nerror: token expired, run `fake login`\n"
+
+
+async def test_sessions_of_rotated_client_certificates_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new certificate retired the session of the last one until the client closed: one more open
+    session per rotation for the life of a hub or agent."""
+    from clusternet_api import kube as kube_module
+    from clusternet_api.execplugin import ExecCredential
+
+    class Rotating:
+        def __init__(self) -> None:
+            self.n = 0
+
+        async def credential(self, rejected: ExecCredential | None = None) -> ExecCredential:
+            self.n += 1
+            return ExecCredential(cert_pem=f"CERT {self.n}".encode(), key_pem=b"KEY")
+
+    class Session:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(kube_module, "ssl_context", lambda _creds: None)
+    kube = Kube(Credentials("https://kube.example", exec_plugin=Rotating()))  # type: ignore[arg-type]
+    sessions = [Session() for _ in range(5)]
+    for session in sessions:
+        kube._session = session  # type: ignore[assignment]
+        await kube._authenticate()
+    assert [s.closed for s in sessions] == [True, True, True, False, False]  # the two newest kept
+    await kube.close()
+    assert all(s.closed for s in sessions)
