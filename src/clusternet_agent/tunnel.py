@@ -82,7 +82,7 @@ async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, d
                             session.feed(message)
                     except FrameError as e:
                         await ws.close(1002, str(e)[:120])
-            log.warning("tunnel to the hub closed; reconnecting")
+            log.warning("tunnel to the hub closed (%s); reconnecting", ws.close_reason or ws.close_code)
         except InvalidStatus as e:
             code = e.response.status_code
             log.error("the hub refused the tunnel (HTTP %s): %s", code,

@@ -19,14 +19,15 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube
+from clusternet_api.logs import error_text
 from clusternet_api.timefmt import now_rfc3339
 from clusternet_api.tunnel import ByteStream, FrameError, Session, Stream, StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener
@@ -42,6 +43,7 @@ AGENT_SA_PREFIX = "system:serviceaccount:"
 MC_API = known.CLUSTERS_API_VERSION
 REVIEW_TTL = 60.0  # seconds a TokenReview's answer is reused: the apiserver's own token cache keeps 10 s-1 min
 OWNER_TTL = REVIEW_TTL  # and a cluster's ownership check, so neither outlives the other
+CLOSE_REPLY_SECONDS = 2.0  # how long closing a tunnel waits for the agent's close frame (it answers at once)
 
 
 class Unauthorized(Exception):
@@ -61,6 +63,7 @@ class Tunnel:
     connected_at: float = field(default_factory=time.monotonic)
     http: StreamHttp = field(init=False)
     bytes_counted: dict[str, int] = field(default_factory=dict)  # direction -> bytes already in the metrics
+    hangup: Callable[[str], Awaitable[object]] | None = None  # closes the websocket, saying why
 
     def __post_init__(self) -> None:
         self.http = StreamHttp(self.open_stream)
@@ -78,9 +81,15 @@ class Tunnel:
             self.bytes_counted[direction] = total
 
     async def close(self, reason: str) -> None:
+        """End the streams, then the websocket itself: with the streams alone, the agent learnt of a hub that
+        stopped or replaced its tunnel only from its keepalive, 20-40 s later (the third audit), and the hub's
+        exit waited for the handlers that long."""
         self.http.close()
         await self.session.close(reason)
         self.count_bytes()
+        if self.hangup is not None:
+            with contextlib.suppress(Exception):
+                await self.hangup(reason)
 
 
 class SocketRegistry:
@@ -305,8 +314,7 @@ class SocketRegistry:
     async def close(self) -> None:
         for remote in self._remote.values():
             remote.close()
-        for tunnel in list(self.tunnels.values()):
-            await self.detach(tunnel, "hub shutting down")
+        await asyncio.gather(*(self.detach(tunnel, "hub shutting down") for tunnel in list(self.tunnels.values())))
         await asyncio.gather(*self._marks.values(), return_exceptions=True)
 
 
@@ -323,15 +331,23 @@ async def tunnel_endpoint(request: web.Request, registry: SocketRegistry, front_
     except Unauthorized as e:
         log.warning("refused tunnel for cluster %s: %s", cluster_id, e)
         return web.json_response(status_body(e.status, str(e)), status=e.status)
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2 * 1024 * 1024, compress=False)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2 * 1024 * 1024, compress=False,
+                               timeout=CLOSE_REPLY_SECONDS)
     await ws.prepare(request)
     session = Session(ws.send_bytes, is_client=True)
-    tunnel = Tunnel(cluster_id, session, namespace, mc_name)
+
+    async def hangup(why: str) -> None:
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=why.encode()[:120])
+
+    tunnel = Tunnel(cluster_id, session, namespace, mc_name, hangup=hangup)
     reason = "agent disconnected"
     try:  # attach inside: cancelled while it closes the tunnel replaced, this one was never detached
         await registry.attach(tunnel)
         log.info("cluster %s connected its tunnel", cluster_id)
         async for msg in ws:
+            if msg.type is WSMsgType.ERROR:  # the keepalive went unanswered, say
+                reason = f"websocket error: {error_text(ws.exception() or msg.data)}"
+                break
             if msg.type is not WSMsgType.BINARY:
                 reason = "agent sent a non-binary message"
                 break
@@ -339,6 +355,8 @@ async def tunnel_endpoint(request: web.Request, registry: SocketRegistry, front_
     except FrameError as e:
         reason = f"protocol error from agent: {e}"
     finally:
+        if session.closed and registry.tunnels.get(cluster_id) is not tunnel and reason == "agent disconnected":
+            reason = "closed by the hub (a newer tunnel of the agent, or the hub stopping)"
         log.info("cluster %s tunnel closed: %s", cluster_id, reason)
         await registry.detach(tunnel, reason)
         with contextlib.suppress(Exception):

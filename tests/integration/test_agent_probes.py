@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -76,8 +77,12 @@ def test_probes_and_metrics_tell_what_the_agent_is_doing(hub_and_agents: dict[st
     assert "clusternet_agent_tunnel_up 1.0" in metrics
     assert metric(metrics, "clusternet_agent_heartbeat_duration_seconds_count") >= 1
 
-    hub.stop()  # the tunnel goes down: not ready, and it says why
+    before, stopping = len(pusher.output), time.monotonic()
+    assert hub.stop(timeout=30) == 0  # the tunnel goes down: not ready, and it says why
+    assert time.monotonic() - stopping < 10  # not held up by its tunnels' handlers (the third audit: 31 s)
     try:
+        wait_for(lambda: "tunnel to the hub closed (hub shutting down)" in pusher.output[before:], timeout=5,
+                 what="the agent told by the hub, not by its keepalive")
         _, body = wait_for(lambda: (r := get(pusher, "/readyz"))[0] == 503 and r, timeout=20,
                                 what="agent /readyz 503 while the hub is down")
         assert "the tunnel to the hub is down" in body

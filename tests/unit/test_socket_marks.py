@@ -9,6 +9,7 @@ opened on the tunnel waited for an answer nobody read, and the proxy's requests 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from clusternet_api import known
@@ -100,3 +101,48 @@ async def test_an_attach_cancelled_while_it_closes_the_tunnel_replaced_still_rec
     await registry.detach(new, "agent disconnected")  # what the handler's finally now does
     await registry.close()
     assert parent.written == ["True", "True", "False"]
+
+
+async def test_a_stopping_hub_closes_the_agents_websockets_at_once() -> None:
+    """The third audit: a SIGTERM'd hub ended the streams but not the websockets, so its agents learnt of it from
+    their keepalive 20-40 s later, and the hub's exit waited for the handlers as long."""
+    from aiohttp import web
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from clusternet_hub.sockets import tunnel_endpoint
+
+    parent = SlowParent()
+    parent.go.set()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+
+    async def authorize(*_args: Any, **_kw: Any) -> tuple[str, str]:
+        return "ns", "mc"
+
+    registry.authorize = authorize  # type: ignore[method-assign]
+    attached, attach = asyncio.Event(), registry.attach
+
+    async def attached_then_told(tunnel: Tunnel) -> None:
+        await attach(tunnel)
+        attached.set()
+
+    registry.attach = attached_then_told  # type: ignore[method-assign]
+    async def endpoint(request: web.Request) -> Any:
+        return await tunnel_endpoint(request, registry, None)
+
+    app = web.Application()
+    app.router.add_get("/tunnel/{cluster_id}", endpoint)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/tunnel/cluster-a") as ws:
+            await asyncio.wait_for(attached.wait(), 2)
+            await asyncio.wait_for(registry.close(), 2)
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 2)
+            assert (ws.close_code, ws.close_reason) == (1001, "hub shutting down")
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 2)
