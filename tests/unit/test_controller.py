@@ -8,8 +8,6 @@ import copy
 import time
 from typing import Any
 
-import pytest
-
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials
 from clusternet_api.rawobjects import decode_raw
@@ -18,7 +16,8 @@ from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import plan as planning
 from clusternet_core import rendering
 from clusternet_core.naming import manifest_labels, manifest_name
-from clusternet_hub.controller import Controller, controller
+from clusternet_hub.controller import Controller
+from clusternet_hub.controller.workqueue import Backoff
 from tests.unit.fakekube import FakeKube, Obj
 
 NS = "clusternet-abc"
@@ -446,7 +445,7 @@ async def no_stream() -> ByteStream:
     raise StreamOpenError("no tunnel here")
 
 
-async def test_a_failing_work_item_comes_back_without_holding_its_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failing_work_item_comes_back_without_holding_its_worker() -> None:
     c, _, _ = await primed()
     calls: list[tuple[Any, bool]] = []
 
@@ -456,7 +455,7 @@ async def test_a_failing_work_item_comes_back_without_holding_its_worker(monkeyp
             raise RuntimeError("parent out of reach")
 
     c.process = failing  # type: ignore[method-assign]
-    monkeypatch.setattr(controller, "ERROR_RETRY_DELAY", 0.05)
+    c.error_retries = Backoff(0.05, 0.05)
     c.store.enqueue("sub", SUB, force=True)
     worker = asyncio.create_task(c._worker())
     await asyncio.sleep(0.02)
@@ -464,3 +463,21 @@ async def test_a_failing_work_item_comes_back_without_holding_its_worker(monkeyp
     await asyncio.sleep(0.1)
     worker.cancel()
     assert calls == [(("sub", *SUB), True), (("sub", *SUB), True)]
+
+
+async def test_a_work_item_failing_again_and_again_backs_off() -> None:
+    """A fixed 2 s had every key retry (and log) every 2 s for as long as the parent was down."""
+    c, _, _ = await primed()
+    delays: list[float] = []
+
+    async def failing(item: Any, force: bool) -> None:
+        raise RuntimeError("parent out of reach")
+
+    c.process = failing  # type: ignore[method-assign]
+    c.store.queue.add_after = lambda item, delay, force=False: delays.append(delay)  # type: ignore[method-assign]
+    worker = asyncio.create_task(c._worker())
+    for _ in range(6):
+        c.store.enqueue("sub", SUB)
+        await asyncio.sleep(0.01)
+    worker.cancel()
+    assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

@@ -30,8 +30,10 @@ from clusternet_hub.controller.writerefusals import WritesRefused
 
 log = logging.getLogger(__name__)
 
-# A work item that failed (the parent or a child out of reach, a conflict) comes back after this long
-ERROR_RETRY_DELAY = 2.0
+# A work item that failed (the parent or a child out of reach, a conflict) comes back after 2 s, doubling up to
+# 30 s until it succeeds: a fixed 2 s had every key of every cluster retry (and log a line) every 2 s for as long
+# as the parent was down (the third audit), and at once when it came back; 30 s is the default resync interval
+ERROR_RETRY_DELAY, ERROR_RETRY_MAX = 2.0, 30.0
 # The first listing of the caches is tried again after 1 s, doubling up to 30 s, until it succeeds
 PRIME_RETRY_FIRST, PRIME_RETRY_MAX = 1.0, 30.0
 # A Subscription some of whose objects the parent refused (writerefusals.py) comes back after 2 s, doubling up to
@@ -56,6 +58,7 @@ class Controller:
         self.helm_descriptions = HelmDescriptions(kube, self.store)
         self.releases = ReleasePusher(kube, self.store, self.pusher, self.helm)
         self.retries: Backoff[WorkKey] = Backoff(REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX)
+        self.error_retries: Backoff[WorkKey] = Backoff(ERROR_RETRY_DELAY, ERROR_RETRY_MAX)
 
     async def run(self) -> None:
         await self.prime()
@@ -136,11 +139,12 @@ class Controller:
             try:
                 await self.process(item, force)
             except Exception as e:
-                delay = self.retries.next(item) if isinstance(e, WritesRefused) else ERROR_RETRY_DELAY
+                delay = (self.retries if isinstance(e, WritesRefused) else self.error_retries).next(item)
                 log.warning("%s %s/%s failed, retrying in %.0fs: %s", *item, delay, e)
                 queue.add_after(item, delay, force)
             else:
                 self.retries.forget(item)
+                self.error_retries.forget(item)
             finally:
                 queue.done(item)
 
