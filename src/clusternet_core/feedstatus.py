@@ -21,7 +21,7 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.rawobjects import decode_raw
-from clusternet_core.rendering import is_helm_chart_feed, split_api_version
+from clusternet_core.rendering import apply_rank, is_helm_chart_feed, split_api_version
 from clusternet_core.scheduling import feed_key, feed_ref, format_feed
 
 __all__ = [
@@ -268,6 +268,22 @@ def _find(feed: dict[str, str], entries: Iterable[Obj]) -> Obj | None:
     return loose[0] if len(loose) == 1 else None
 
 
+def _rendered_by_feed(feeds: list[dict[str, str]], objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Feed key -> its object in the Description's spec.raw.
+
+    By position first: render_generic writes one object per generic feed, stably sorted by apply_rank, and an
+    override may rename an object or move it to another namespace (a JSONPatch on /metadata/name), after
+    which its key is not its feed's: matched by key, such a feed waited for a report for ever (the third
+    audit). By key when the positions do not line up (a feed left out, a kind changed)."""
+    generic = [f for f in feeds if not is_helm_chart_feed(f)]
+    ordered = sorted(generic, key=apply_rank)
+    pairs = list(zip(ordered, objects, strict=False))
+    if len(ordered) == len(objects) and all(
+            (f["apiVersion"], f["kind"]) == (o.get("apiVersion"), o.get("kind")) for f, o in pairs):
+        return {feed_key(f): o for f, o in pairs}
+    return {feed_key(f): dict(o) for f in generic if (o := _find(f, objects)) is not None}
+
+
 def _rendered(desc: Obj | None) -> list[dict[str, Any]]:
     try:
         return decode_raw(((desc or {}).get("spec") or {}).get("raw") or [])
@@ -310,7 +326,7 @@ def _cluster_feeds(feeds: list[dict[str, str]], descs: Mapping[str, Obj]) -> tup
             problems.append(problem)
             failed = failed or ((deployed or {}).get("status") or {}).get("phase") == "Failure"
     reported = list(((generic or {}).get("status") or {}).get("manifestStatuses") or [])
-    objects = _rendered(generic)
+    rendered_by_feed = _rendered_by_feed(feeds, _rendered(generic))
     entries: dict[str, dict[str, Any]] = {}
     for feed in feeds:
         desc, what = (helm, "helm") if is_helm_chart_feed(feed) else (generic, "generic")
@@ -321,7 +337,9 @@ def _cluster_feeds(feeds: list[dict[str, str]], descs: Mapping[str, Obj]) -> tup
         elif what == "helm":
             entry["available"] = True
         else:
-            available, reason, replicas = feed_verdict(feed, _find(feed, reported), _find(feed, objects))
+            rendered = rendered_by_feed.get(feed_key(feed))
+            report = _find(feed_ref(rendered) if rendered is not None else feed, reported)
+            available, reason, replicas = feed_verdict(feed, report, rendered)
             entry.update({"available": available} if available is not None else {})
             entry.update({"replicaStatus": replicas} if replicas else {})
             if not available:

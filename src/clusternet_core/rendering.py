@@ -173,8 +173,9 @@ class RenderResult:
         return encode_raw(self.objects)
 
 
-def _apply_rank(obj: Obj) -> int:
-    """Namespaces first, then CRDs: what other objects may need to exist when they are created."""
+def apply_rank(obj: Obj) -> int:
+    """Namespaces first, then CRDs: what other objects may need to exist when they are created. Also tells
+    which feed each object of a Description's spec.raw came from (feedstatus: by position)."""
     group, _ = split_api_version(str(obj.get("apiVersion") or ""))
     kind = obj.get("kind")
     if kind == "Namespace" and group == "":
@@ -236,5 +237,5 @@ def render_generic(
             chosen = _with_dividing_override(chosen, dividing_override(ref, split))
         outcome = apply_overrides(_template_of(found), chosen)
         result.items.append(RenderedObject(ref, outcome.object, outcome.applied, outcome.errors))
-    result.items.sort(key=lambda item: _apply_rank(item.object))  # stable: feed order within a rank
+    result.items.sort(key=lambda item: apply_rank(item.object))  # stable: feed order within a rank
     return result

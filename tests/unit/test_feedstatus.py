@@ -336,3 +336,19 @@ def test_feed_verdict_unknown_without_a_report() -> None:
     assert feed_verdict(DEPLOY_FEED, None, None) == (None, NOT_REPORTED, {})
     assert feed_verdict(SVC_FEED, None, None) == (None, NOT_REPORTED, {})  # not applied yet: not "exists"
     assert feed_verdict(SVC_FEED, {**SVC_FEED, "observedStatus": {}}, None) == (True, "exists", {})
+
+
+def test_an_object_renamed_or_moved_by_an_override_is_found_under_its_rendered_name() -> None:
+    """The third audit: a Localization renaming a ConfigMap left the Subscription waiting for the old name for
+    ever, while the Description said Success for the new one."""
+    desc = generic_desc("ns1", "Success", READY)
+    moved = {**DEPLOY_FEED, "name": "my-nginx-renamed", "namespace": "elsewhere"}
+    desc["spec"]["raw"] = encode_raw([rendered(moved, {"replicas": 3}), rendered(SVC_FEED, {"ports": [{"port": 80}]})])
+    desc["status"]["manifestStatuses"][0].update(name=moved["name"], namespace=moved["namespace"])
+    status = aggregate(subscription(["ns1/child1"]), [desc], CLUSTERS)
+    assert status["completedReleases"] == 1
+    assert status["conditions"][0]["reason"] == "AllReleasesReady"
+    assert status["aggregatedStatuses"][0]["feedStatusDetails"][0]["replicaStatus"]["readyReplicas"] == 3
+    # a report for the old name alone (before the move reached the child) is not taken for the new object
+    desc["status"]["manifestStatuses"][0].update(name="my-nginx", namespace=DEPLOY_FEED["namespace"])
+    assert aggregate(subscription(["ns1/child1"]), [desc], CLUSTERS)["completedReleases"] == 0
