@@ -54,11 +54,11 @@ class ReleasePuller:
         access = access_of(await self.deployer.credentials())
         username, password = await self.pull_credentials(hr)
         outcome = await releases.reconcile(self.driver, access, hr,
-                                           releases.source_of(hr.get("spec") or {}, username, password))
+                                           releases.source_of(hr.get("spec") or {}, username, password), self.parent)
         if outcome.status is not None:
             await self._write(hr, outcome.status)
-        if outcome.event is not None:
-            await applier.post_event(self.parent, hr, *outcome.event, known.CREATED_BY_AGENT)
+        for event in outcome.events():
+            await applier.post_event(self.parent, hr, *event, known.CREATED_BY_AGENT)
 
     async def _uninstall(self, hr: Obj) -> None:
         """Uninstall the release, unless its namespace is being deleted (the cluster is being removed: the release

@@ -29,6 +29,8 @@ class FakeHelm:
         """Helm's message for the next install or upgrade to fail with."""
         self.dead_repos: set[str] = set()
         """Repositories that do not answer."""
+        self.failing_uninstalls: dict[tuple[str, str], str] = {}
+        """Helm's message for every uninstall of the release at (namespace, name), until removed."""
         self.closed = False
 
     def close(self) -> None:
@@ -78,6 +80,8 @@ class FakeHelm:
 
     async def uninstall(self, access: ClusterAccess, namespace: str, name: str, timeout_seconds: int) -> bool:
         self.calls.append(("uninstall", f"{namespace}/{name}"))
+        if (namespace, name) in self.failing_uninstalls:
+            raise ReleaseError(self.failing_uninstalls[(namespace, name)])
         return self.releases.pop((namespace, name), None) is not None
 
     async def rollback(self, access: ClusterAccess, namespace: str, name: str, revision: int,

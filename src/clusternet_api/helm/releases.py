@@ -26,6 +26,12 @@ sides follow the same rules, always with the child's own deployer identity:
 - Never touch a release we did not install: every release carries the label OWNER_LABEL with a digest of its
   HelmRelease's namespace and name; a release of that name without it is reported, never upgraded or removed.
 - Helm's standard storage (`sh.helm.release.v1.<name>.v<revision>` Secrets), so `helm ls` in the child works.
+- A move (spec.targetNamespace or spec.releaseName changed): the spec alone does not say where the old release
+  is, so the status records where releases were installed (`status.targets`). The release is installed at the
+  new target first; once it runs the spec, the recorded old one is uninstalled (if it carries our owner label;
+  not while the cluster's namespace is being deleted: namespaceguard), then forgotten. Until then the
+  condition MOVE_CONDITION says what is left and why, and a failed removal is tried again. Deleting the
+  HelmRelease uninstalls every recorded target, so a move half done leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -37,11 +43,11 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clusternet_api import known
+from clusternet_api import known, namespaceguard
 from clusternet_api.helm.driver import (
     ChartError,
     ChartSource,
@@ -52,6 +58,7 @@ from clusternet_api.helm.driver import (
     ReleaseOptions,
     ReleaseState,
 )
+from clusternet_api.kubeapi import KubeApi
 from clusternet_api.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -80,6 +87,13 @@ FETCH_FAILED = "cannot fetch chart"
 """How the message about a chart that could not be fetched starts."""
 REASON_FAILED = "ReleaseFailed"
 """The Released condition's reason after Helm failed an install or upgrade: not retried until a change."""
+REASON_NOT_OWNED = "ReleaseNotOwned"
+MOVE_CONDITION = "PreviousReleaseRemoved"
+"""Condition present (False) only while a release at a target the HelmRelease had before stays in the child: it
+does not touch Released, which says whether the new target runs the spec."""
+
+Target = tuple[str, str]
+"""(namespace, release name) in the child."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,12 @@ class Outcome:
     """(type, reason, message)."""
     retry: bool = False
     """Try again later (the repository may come back); a failed release is not retried."""
+    moved: tuple[str, str, str] | None = None
+    """An event about a release at a previous target (uninstalled, or left and why), besides `event`."""
+
+    def events(self) -> list[tuple[str, str, str]]:
+        """The events to post, in order."""
+        return [e for e in (self.event, self.moved) if e is not None]
 
 
 def owner_digest(hr: Obj) -> str:
@@ -98,10 +118,19 @@ def owner_digest(hr: Obj) -> str:
     return hashlib.sha256(f"{meta['namespace']}/{meta['name']}".encode()).hexdigest()[:16]
 
 
-def target(hr: Obj) -> tuple[str, str]:
-    """(namespace, release name) in the child."""
+def target(hr: Obj) -> Target:
+    """(namespace, release name) in the child, as the spec says now: not where an earlier spec installed it
+    (targets_of)."""
     spec = hr.get("spec") or {}
     return str(spec["targetNamespace"]), str(spec.get("releaseName") or hr["metadata"]["name"])
+
+
+def targets_of(hr: Obj) -> list[Target]:
+    """Where the status says this HelmRelease's releases were installed (`status.targets`); [] for one written
+    before it was recorded."""
+    recorded = (hr.get("status") or {}).get("targets") or []
+    return [(str(t["namespace"]), str(t["name"])) for t in recorded
+            if isinstance(t, Mapping) and t.get("namespace") and t.get("name")]
 
 
 def values_of(hr: Obj) -> dict[str, Any]:
@@ -208,16 +237,23 @@ def needs_upgrade(state: ReleaseState, chart_version: str, values: Mapping[str, 
     return state.chart_version != chart_version or dict(state.values) != dict(values)
 
 
-async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: ChartSource) -> Outcome:
-    """Bring the child's release to what the HelmRelease says; see the module docstring for the rules."""
+async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: ChartSource,
+                    parent: KubeApi) -> Outcome:
+    """Bring the child's release to what the HelmRelease says, then finish a move (see the module docstring).
+    `parent` is read only to ask namespaceguard before a previous release is uninstalled."""
+    return await _follow_move(driver, access, hr, await _reconcile_here(driver, access, hr, source), parent)
+
+
+async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: ChartSource) -> Outcome:
+    """The release at the spec's target (a previous target is _follow_move's)."""
     namespace, name = target(hr)
     where = f"release {namespace}/{name}"
     current = await driver.get(access, namespace, name)
     if current is not None and current.labels.get(OWNER_LABEL) != owner_digest(hr):
         message = f"{where} exists and was not installed by this HelmRelease; Clusternet never takes one over"
         # someone else's release: no field of it is this HelmRelease's
-        return _outcome(hr, status_of(hr, None, Released("False", "ReleaseNotOwned", message), "failed", message),
-                        ("Warning", "ReleaseNotOwned", message))
+        return _outcome(hr, status_of(hr, None, Released("False", REASON_NOT_OWNED, message), "failed", message),
+                        ("Warning", REASON_NOT_OWNED, message))
     try:
         values = values_of(hr)
     except ValueError as e:
@@ -290,8 +326,9 @@ def _outcome(hr: Obj, status: dict[str, Any], event: tuple[str, str, str] | None
              retry: bool = False) -> Outcome:
     """Write and announce only what the status does not say yet: an unchanged failure is tried again at every
     resync, and an event each time was one every resync period per cluster (seen every 2 s in tests)."""
-    current = hr.get("status") or {}
-    if all(current.get(k) == v for k, v in status.items()):
+    current = dict(hr.get("status") or {})
+    current["conditions"] = [c for c in current.get("conditions") or [] if c.get("type") != MOVE_CONDITION] or None
+    if all(current.get(k) == v for k, v in status.items()):  # MOVE_CONDITION is _follow_move's
         return Outcome(None, None, retry)
     return Outcome(status, event, retry)
 
@@ -319,8 +356,26 @@ async def _quietly_get(driver: HelmDriver, access: ClusterAccess, namespace: str
 
 
 async def uninstall(driver: HelmDriver, access: ClusterAccess, hr: Obj) -> str:
-    """Remove the release this HelmRelease installed (and only that one); returns what happened."""
-    namespace, name = target(hr)
+    """Remove the releases this HelmRelease installed (and only those): at the spec's target and at every target
+    the status recorded (two after a move half done). Returns what happened; after trying every one, raises
+    the first failure (the caller keeps the finalizer and tries again)."""
+    done: list[str] = []
+    failure: ReleaseError | None = None
+    for where in dict.fromkeys([target(hr), *targets_of(hr)]):
+        try:
+            done.append(await _uninstall_owned(driver, access, hr, where))
+        except ReleaseError as e:
+            failure = failure or e
+            done.append(f"uninstalling release {where[0]}/{where[1]} failed: {e}")
+    if failure is not None:
+        log.warning("HelmRelease %s/%s: %s", hr["metadata"]["namespace"], hr["metadata"]["name"], "; ".join(done))
+        raise failure
+    return "; ".join(done)
+
+
+async def _uninstall_owned(driver: HelmDriver, access: ClusterAccess, hr: Obj, where: Target) -> str:
+    """Uninstall the release at `where` only if it carries this HelmRelease's owner label."""
+    namespace, name = where
     current = await driver.get(access, namespace, name)
     if current is None:
         return f"release {namespace}/{name} was already gone"
@@ -328,6 +383,92 @@ async def uninstall(driver: HelmDriver, access: ClusterAccess, hr: Obj) -> str:
         return f"release {namespace}/{name} was not installed by this HelmRelease: left in place"
     await driver.uninstall(access, namespace, name, _timeout(hr))
     return f"uninstalled release {namespace}/{name}"
+
+
+# --- moves: a previous target, recorded in status.targets -----------------------------------------------------
+
+
+async def _follow_move(driver: HelmDriver, access: ClusterAccess, hr: Obj, outcome: Outcome,
+                       parent: KubeApi) -> Outcome:
+    """Record the spec's target (unless someone else's release is there) and, once the release there runs this
+    spec, uninstall the previous targets: never before, so that a failed move leaves the old release running."""
+    here, recorded = target(hr), targets_of(hr)
+    status = {**(hr.get("status") or {}), **(outcome.status or {})}
+    previous = [t for t in recorded if t != here]
+    left, note, moved = previous, None, None
+    removing = bool(previous) and runs_spec(hr, status)
+    if removing:
+        left, note, moved = await _remove_previous(driver, access, hr, previous, parent)
+        if moved is not None and moved[0] == "Warning" and note == _move_condition(hr).get("message"):
+            moved = None  # said already: a removal failing the same way at every retry is one event
+    elif previous:
+        note = (f"{_named(previous)} stays until release {here[0]}/{here[1]} runs this spec; it is uninstalled "
+                "then")
+    owned_here = released_of({"status": status}).get("reason") != REASON_NOT_OWNED
+    record = [here] * owned_here + left
+    changes = {"targets": [{"namespace": n, "name": r} for n, r in record] or None,
+               "conditions": _with_move_condition(hr, status, note)}
+    retry = outcome.retry or (removing and bool(left))  # kept trying: the child or the guard may answer later
+    current = hr.get("status") or {}
+    if outcome.status is None and all(current.get(k) == v for k, v in changes.items()):
+        return Outcome(None, outcome.event, retry, moved)
+    return Outcome({**(outcome.status or {}), **changes}, outcome.event, retry, moved)
+
+
+def runs_spec(hr: Obj, status: Obj) -> bool:
+    """The status says the release at the spec's target runs this generation's spec (Released=True)."""
+    return released_of({"status": status}).get("status") == "True" and status.get(
+        "observedGeneration") == hr["metadata"].get("generation")
+
+
+async def _remove_previous(driver: HelmDriver, access: ClusterAccess, hr: Obj, previous: Sequence[Target],
+                           parent: KubeApi) -> tuple[list[Target], str | None, tuple[str, str, str] | None]:
+    """Uninstall the releases at `previous` that are ours (someone else's is left and forgotten); nothing while
+    the cluster's namespace is being deleted or cannot be read (namespaceguard: uncertainty never deletes).
+    Returns the targets left, why (None: none left) and the event to post."""
+    try:
+        removing = await namespaceguard.namespace_removed(parent, hr["metadata"]["namespace"])
+        why = namespaceguard.removed_message(hr["metadata"]["namespace"]) if removing else None
+    except Exception as e:  # NamespaceUnknown (403), another HTTP error, no answer: uncertainty never deletes
+        why = str(e) or type(e).__name__
+    if why is not None:
+        return list(previous), f"{_named(previous)} stays: {why}", None
+    left: list[Target] = []
+    said: list[str] = []
+    for where in previous:
+        try:
+            said.append(await _uninstall_owned(driver, access, hr, where))
+        except ReleaseError as e:
+            left.append(where)
+            said.append(f"uninstalling {_named([where])} failed (tried again): {e}")
+    message = "; ".join(said) + f" (the release moved to {target(hr)[0]}/{target(hr)[1]})"
+    log.info("HelmRelease %s/%s: %s", hr["metadata"]["namespace"], hr["metadata"]["name"], message)
+    if left:
+        return left, message, ("Warning", "PreviousReleaseLeft", message)
+    return [], None, ("Normal", "PreviousReleaseRemoved", message)
+
+
+def _move_condition(hr: Obj) -> dict[str, Any]:
+    """The HelmRelease's MOVE_CONDITION ({} when none)."""
+    conditions = (hr.get("status") or {}).get("conditions") or []
+    return next((dict(c) for c in conditions if c.get("type") == MOVE_CONDITION), {})
+
+
+def _named(targets: Sequence[Target]) -> str:
+    return "previous release " + ", ".join(f"{n}/{r}" for n, r in targets)
+
+
+def _with_move_condition(hr: Obj, status: Obj, note: str | None) -> list[dict[str, Any]] | None:
+    """The status's conditions with MOVE_CONDITION present (False, `note`) only while a previous release is left;
+    its lastTransitionTime is kept while it stays."""
+    conditions = [dict(c) for c in status.get("conditions") or [] if c.get("type") != MOVE_CONDITION]
+    if note is not None:
+        before = _move_condition(hr)
+        conditions.append({"type": MOVE_CONDITION, "status": "False",
+                           "observedGeneration": hr["metadata"].get("generation"),
+                           "lastTransitionTime": before.get("lastTransitionTime") or now_rfc3339(),
+                           "reason": "PreviousReleaseLeft", "message": note})
+    return conditions or None
 
 
 def _timeout(hr: Obj) -> int:

@@ -71,6 +71,7 @@ from clusternet_api.models.helm import (
     HelmRelease,
     HelmReleaseSpec,
     HelmReleaseStatus,
+    ReleaseTarget,
 )
 
 ALL_KINDS: tuple[type[KubeObject], ...] = (
@@ -152,6 +153,7 @@ __all__ = [
     "OverrideConfig",
     "PodStatistics",
     "PrinterColumn",
+    "ReleaseTarget",
     "ReplicaRequirements",
     "ReplicaStatus",
     "ResourceRequirements",

@@ -27,6 +27,7 @@ __all__ = [
     "HelmRelease",
     "HelmReleaseSpec",
     "HelmReleaseStatus",
+    "ReleaseTarget",
 ]
 
 HelmChartPhase = Literal["Found", "NotFound"]
@@ -125,6 +126,14 @@ class HelmReleaseSpec(HelmOptions):
     """Helm values after overrides, as JSON; base64."""
 
 
+class ReleaseTarget(ApiModel):
+    """Where a release is in the child."""
+
+    namespace: str
+    name: str
+    """Helm release name."""
+
+
 class HelmReleaseStatus(ApiModel):
     """Helm's view of the release."""
 
@@ -143,6 +152,11 @@ class HelmReleaseStatus(ApiModel):
     """Ours: `Released` says whether the child runs this generation's spec. The fields above describe the
     child's release as Helm keeps it, so after a failure that left it untouched (a chart that cannot be
     fetched) they still say `deployed` with the old revision, and Released=False says why the update failed."""
+    targets: list[ReleaseTarget] | None = None
+    """Ours: where this HelmRelease's releases are in the child, written by whoever installs them (the hub in
+    Push mode, the agent in Pull mode). The spec's target once tried there and, after spec.targetNamespace or
+    spec.releaseName changed, the previous one until it is uninstalled: the spec alone does not say where the
+    old release is, which would stay for ever (Clusternet's does not uninstall it either)."""
 
 
 class HelmRelease(KubeObject):

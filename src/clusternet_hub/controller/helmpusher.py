@@ -151,11 +151,12 @@ class ReleasePusher:
         except ChartError as e:
             username = password = None
             log.warning("HelmRelease %s/%s: %s", *key, e)
-        outcome = await releases.reconcile(self.driver, access, hr, releases.source_of(spec, username, password))
+        outcome = await releases.reconcile(self.driver, access, hr, releases.source_of(spec, username, password),
+                                           self.kube)
         if outcome.status is not None:
             await self._write(hr, outcome.status)
-        if outcome.event is not None:
-            await applier.post_event(self.kube, hr, *outcome.event, known.CREATED_BY_HUB)
+        for event in outcome.events():
+            await applier.post_event(self.kube, hr, *event, known.CREATED_BY_HUB)
         if outcome.retry:
             self.store.queue.add_after(("release", *key), self.retries.next(key), force=True)
         else:
