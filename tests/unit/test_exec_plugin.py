@@ -240,7 +240,7 @@ def running(pid: int) -> bool:
     """The process exists and has not ended (a zombie has: it only waits to be reaped)."""
     try:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read (ESRCH)
         return False
 
 
