@@ -156,10 +156,18 @@ def server_ssl_context(cert_file: str | None, key_file: str | None,
     return tls.context
 
 
-async def start(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext) -> web.AppRunner:
+HANDLERS_GRACE_SECONDS = 1.0
+"""How long a stopping hub waits for requests under way before cancelling them, then again for them to end
+(aiohttp's shutdown_timeout, used twice: 2-3 s in all, measured in test_socket_marks). Watches (the parent's garbage
+collector and namespace controller hold dozens through the shadow API), `logs -f` and `exec` never end by
+themselves: aiohttp's default of 60 s kept a SIGTERM'd hub up 40-130 s (the third audit), past the kubelet's
+30-s grace. Their clients see the connection end and watch again, through another replica."""
+
+
+async def start(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None) -> web.AppRunner:
     # Cancel a handler when its client goes away, so an abandoned proxied watch releases its tunnel
     # stream and the child's watch at once instead of when the next event fails to write.
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=HANDLERS_GRACE_SECONDS)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     return runner

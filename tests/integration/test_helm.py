@@ -414,3 +414,29 @@ def test_a_release_left_pending_by_a_killed_operation_is_recovered_in_both_modes
     assert releases(parent, "stuck-demo")[env["ns2"]]["status"]["version"] == 3  # v2 rolled back: v3 is v1 again
     assert config_map(child1, "stuck-demo", "stuck-demo-cm-0") is not None
     kubectl(parent, "delete", "subs", "stuck-demo", "--wait=false")
+
+
+def test_a_release_moved_to_another_namespace_leaves_nothing_behind_in_both_modes(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """The third audit: changing a deployed HelmChart's targetNamespace installed a second release and left the
+    first in every child, for ever (deleting the Subscription removed only the new one)."""
+    children = (child1, child2)
+    namespaces = (env["ns1"], env["ns2"])
+    apply(parent, helm_chart("mover", env["repo"], "demo", "0.1.0", "move-a"), subscription("mover", ["mover"]))
+    wait_for(lambda: deployed(parent, "mover", namespaces), timeout=90, what="both releases in move-a")
+    assert all(release_secrets(c, "move-a", "mover") == ["secret/sh.helm.release.v1.mover.v1"] for c in children)
+    kubectl(parent, "patch", "chart", "mover", "-n", "default", "--type=merge",
+            "-p", '{"spec": {"targetNamespace": "move-b"}}')
+    wait_for(lambda: all(release_secrets(c, "move-b", "mover", "deployed") and not release_secrets(
+        c, "move-a", "mover") for c in children), timeout=90, what="the releases moved to move-b in both children")
+
+    def settled() -> bool:
+        found = releases(parent, "mover")
+        return all((found[ns].get("status") or {}).get("targets") == [{"namespace": "move-b", "name": "mover"}]
+                   and all(c["type"] != "PreviousReleaseRemoved" for c in found[ns]["status"].get("conditions") or [])
+                   for ns in namespaces)
+
+    wait_for(settled, timeout=60, what="both HelmReleases recording move-b alone")
+    kubectl(parent, "delete", "subs", "mover")
+    wait_for(lambda: not any(release_secrets(c, ns, "mover") for c in children for ns in ("move-a", "move-b")),
+             timeout=90, what="no release of it left in either child")

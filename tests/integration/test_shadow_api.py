@@ -213,3 +213,22 @@ def test_an_invalid_object_is_refused_by_the_dry_run(parent: ControlPlane, hub: 
     status, body = call(parent, "POST", f"{SHADOW}/namespaces/{NS}/deployments", bad)
     assert status == 201, body
     assert call(parent, "DELETE", f"{SHADOW}/namespaces/{NS}/deployments/bad")[0] == 200
+
+
+def test_last_a_hub_serving_watches_stops_within_seconds(parent: ControlPlane, hub: Proc) -> None:
+    """Last in this module (it stops the hub). The third audit: with the shadow API registered, the parent's
+    controllers hold watches through the hub that never end, and a SIGTERM'd hub waited aiohttp's 60 s for them
+    (40-130 s measured), past the kubelet's 30-s grace."""
+    watchers = [subprocess.Popen(
+        ["kubectl", f"--kubeconfig={parent.kubeconfig}", "get", "--raw", f"{SHADOW}/namespaces/{ns}/deployments?watch=1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for ns in ("shadow-s1", "shadow-s2")]
+    try:
+        time.sleep(2)
+        assert all(w.poll() is None for w in watchers)  # watching through the hub
+        stopping = time.monotonic()
+        assert hub.stop(timeout=60) == 0
+        assert time.monotonic() - stopping < 10
+    finally:
+        for watcher in watchers:
+            watcher.kill()
+            watcher.wait()
