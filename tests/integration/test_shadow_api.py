@@ -220,7 +220,8 @@ def test_last_a_hub_serving_watches_stops_within_seconds(parent: ControlPlane, h
     controllers hold watches through the hub that never end, and a SIGTERM'd hub waited aiohttp's 60 s for them
     (40-130 s measured), past the kubelet's 30-s grace."""
     watchers = [subprocess.Popen(
-        ["kubectl", f"--kubeconfig={parent.kubeconfig}", "get", "--raw", f"{SHADOW}/namespaces/{ns}/deployments?watch=1"],
+        ["kubectl", f"--kubeconfig={parent.kubeconfig}", "get", "--raw",
+         f"{SHADOW}/namespaces/{ns}/deployments?watch=1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for ns in ("shadow-s1", "shadow-s2")]
     try:
         time.sleep(2)
