@@ -62,7 +62,7 @@ def start_components(parent: ControlPlane, child1: ControlPlane, child2: Control
     kubectl(parent, "create", "namespace", known.RESERVED_NAMESPACE, check=False)
     ca, crt, key = hub_tls(workdir / "hub-tls", [HUB_IP, "127.0.0.1"],
                            ["localhost", "clusternet-hub.clusternet-system.svc"])
-    register_aggregated_api(parent, HUB_IP, ca)
+    register_aggregated_api(parent, HUB_IP, ca, shadow=True)  # README's shadow API examples work here too
     hub = hub_proc(parent, workdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
                    f"--requestheader-client-ca-file={parent.front_proxy_ca_file}", "--resync-interval=5", port=443)
     hub.args = [a if not a.startswith("--bind-address") else f"--bind-address={HUB_IP}" for a in hub.args]
