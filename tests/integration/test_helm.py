@@ -180,6 +180,9 @@ def test_the_overview_walkthrough_with_a_chart_reaches_both_children_and_turns_r
         assert (config_map(child, "abc", "mysql-cm-0") or {}).get("data", {}).get("greeting") == "hello"
     assert plugin(parent, "get", "chart", "mysql", "-n", "default").splitlines()[1].split()[4] == "Found"
     wait_for(lambda: ready(parent, "app-demo").get("status") == "True", timeout=90, what="app-demo Ready")
+    table = kubectl(parent, "get", "subs", "app-demo").stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "REASON", "AGE"] and table[1].split()[1:3] == [
+        "True", "AllReleasesReady"], table
     # the hub installed in child1 (push), child2's agent in child2 (pull)
     events = json.loads(kubectl(parent, "get", "events", "-A", "--field-selector=reason=Installed",
                                 "-o", "json").stdout)["items"]
