@@ -36,7 +36,16 @@ EXPECTED: dict[str, tuple[str, str, str, str, list[str], list[tuple[str, str, in
         ],
         True,
     ),
-    "Subscription": ("apps.clusternet.io", "v1alpha1", "subscriptions", "Namespaced", ["sub", "subs"], [AGE], True),
+    "Subscription": (
+        "apps.clusternet.io", "v1alpha1", "subscriptions", "Namespaced", ["sub", "subs"],
+        [
+            ("READY", ".status.conditions[?(@.type=='Ready')].status", 0),
+            ("REASON", ".status.conditions[?(@.type=='Ready')].reason", 0),
+            ("MESSAGE", ".status.conditions[?(@.type=='Ready')].message", 1),
+            AGE,
+        ],
+        True,
+    ),
     "Base": ("apps.clusternet.io", "v1alpha1", "bases", "Namespaced", [], [AGE], False),
     "Description": (
         "apps.clusternet.io", "v1alpha1", "descriptions", "Namespaced", ["desc"],

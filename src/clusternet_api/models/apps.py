@@ -195,11 +195,11 @@ class Subscription(KubeObject):
         short_names=("sub", "subs"),
         # Clusternet shows AGE alone: whether a Subscription is deployed everywhere took -o jsonpath or describe
         printer_columns=(
-            PrinterColumn("READY", '.status.conditions[?(@.type=="Ready")].status',
+            PrinterColumn("READY", ".status.conditions[?(@.type=='Ready')].status",
                           description="Deployed and ready in every bound cluster"),
-            PrinterColumn("REASON", '.status.conditions[?(@.type=="Ready")].reason',
+            PrinterColumn("REASON", ".status.conditions[?(@.type=='Ready')].reason",
                           description="Why it is (not) ready"),
-            PrinterColumn("MESSAGE", '.status.conditions[?(@.type=="Ready")].message', priority=1,
+            PrinterColumn("MESSAGE", ".status.conditions[?(@.type=='Ready')].message", priority=1,
                           description="The Ready condition's message: how many clusters are done, what is awaited"),
             AGE_COLUMN,
         ),
