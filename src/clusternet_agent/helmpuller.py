@@ -80,8 +80,9 @@ class ReleasePuller:
         """Write what of `status` differs from the HelmRelease's; False when nothing did."""
         if all((hr.get("status") or {}).get(k) == v for k, v in status.items()):
             return False
-        await self.parent.patch(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"], {"status": status},
-                                self.namespace, subresource="status")
+        stored = await self.parent.patch(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"],
+                                         {"status": status}, self.namespace, subresource="status")
+        releases.warn_if_targets_pruned(status, stored)
         return True
 
     async def pull_credentials(self, hr: Obj) -> tuple[str | None, str | None]:

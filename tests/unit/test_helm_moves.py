@@ -242,3 +242,15 @@ async def test_pull_a_move_and_a_deletion_after_a_half_done_move_behave_as_in_pu
     assert helm.releases == {}
     gone = parent.find("HelmRelease", NS, "r")
     assert gone is None or known.FINALIZER_APPS not in (gone["metadata"].get("finalizers") or [])
+
+
+def test_a_parent_that_prunes_status_targets_is_said_once(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The third audit upgraded the hub before the CRDs: moves then orphaned old releases without a word."""
+    monkeypatch.setattr(releases, "_pruned_warned", [])
+    sent = {"targets": [{"namespace": "b", "name": "r"}]}
+    releases.warn_if_targets_pruned(sent, {"status": sent})
+    assert "status.targets" not in caplog.text
+    releases.warn_if_targets_pruned(sent, {"status": {"phase": "deployed"}})
+    releases.warn_if_targets_pruned(sent, {"status": {}})
+    assert caplog.text.count("has no status.targets") == 1

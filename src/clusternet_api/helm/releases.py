@@ -415,6 +415,22 @@ async def _follow_move(driver: HelmDriver, access: ClusterAccess, hr: Obj, outco
     return Outcome({**(outcome.status or {}), **changes}, outcome.event, retry, moved)
 
 
+_pruned_warned: list[bool] = []
+
+
+def warn_if_targets_pruned(sent: Obj, stored: Obj | None) -> None:
+    """Say once per process when the parent dropped the status.targets just written: its HelmRelease CRD predates
+    the field (the third audit upgraded the hub before the CRDs), so a release moved to another namespace or
+    name would leave its old copy behind, silently."""
+    if _pruned_warned or not sent.get("targets") or stored is None:
+        return
+    if not (stored.get("status") or {}).get("targets"):
+        _pruned_warned.append(True)
+        log.warning("the parent's HelmRelease CRD has no status.targets (it is older than this version): a release "
+                    "moved to another namespace or name cannot be tracked and its old copy would stay; apply this "
+                    "version's CRDs (crds/, or deploy/hub/01-crds.yaml) before the hub and agents")
+
+
 def runs_spec(hr: Obj, status: Obj) -> bool:
     """The status says the release at the spec's target runs this generation's spec (Released=True)."""
     return released_of({"status": status}).get("status") == "True" and status.get(

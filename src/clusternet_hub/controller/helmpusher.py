@@ -170,4 +170,5 @@ class ReleasePusher:
         with contextlib.suppress(ApiException):
             updated = await self.kube.patch(known.APPS_API_VERSION, "HelmRelease", meta["name"], {"status": status},
                                             meta["namespace"], subresource="status")
+            releases.warn_if_targets_pruned(status, updated)
             self.store.on_helmrelease("MODIFIED", updated)
