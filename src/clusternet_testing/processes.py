@@ -131,8 +131,9 @@ def namespaced_agent_proc(name: str, logdir: Path, **opts: object) -> Proc:
 def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path, shadow: bool = False) -> None:
     """The Service and APIService deploy/hub ships, pointed at a hub process on hub_ip:443 (an address in
     the parent's loopback service range, so an ExternalName Service can name it), and the proxy's RBAC.
-    With `shadow`, the shadow API's APIService v1alpha1.shadow too (unregister_shadow_api removes it: an
-    unavailable one left behind slows the parent's namespace and garbage collectors' discovery)."""
+    With `shadow`, the shadow API's APIService v1alpha1.shadow too. unregister_aggregated_api removes them: an
+    unavailable one left behind fails the parent's namespace controller's discovery, and every namespace deleted
+    later stays Terminating (NamespaceDeletionDiscoveryFailure), a later module's cluster removal with it."""
     import base64
 
     from clusternet_testing.helpers import kubectl
@@ -156,10 +157,12 @@ def register_aggregated_api(parent: ControlPlane, hub_ip: str, ca: Path, shadow:
                      "service": {"name": "clusternet-hub", "namespace": "clusternet-system", "port": 443}}}))
 
 
-def unregister_shadow_api(parent: ControlPlane) -> None:
+def unregister_aggregated_api(parent: ControlPlane) -> None:
+    """Remove what register_aggregated_api registered, once its hub is stopped."""
     from clusternet_testing.helpers import kubectl
 
-    kubectl(parent, "delete", "apiservice", "v1alpha1.shadow", "--ignore-not-found", check=False)
+    kubectl(parent, "delete", "apiservice", "v1alpha1.shadow", "v1alpha1.proxies.clusternet.io", "--ignore-not-found",
+            check=False)
 
 
 def install_bootstrap(parent: ControlPlane) -> None:

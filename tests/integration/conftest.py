@@ -17,6 +17,7 @@ from clusternet_testing.processes import (
     hub_tls,
     install_bootstrap,
     register_aggregated_api,
+    unregister_aggregated_api,
 )
 
 
@@ -72,4 +73,4 @@ def hub_and_agents(parent: ControlPlane, child1: ControlPlane, child2: ControlPl
         for p in procs:
             p.stop()
         if hub_ip:
-            kubectl(parent, "delete", "apiservice", "v1alpha1.proxies.clusternet.io", "--ignore-not-found", check=False)
+            unregister_aggregated_api(parent)

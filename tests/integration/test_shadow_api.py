@@ -28,7 +28,7 @@ from clusternet_testing.processes import (
     hub_tls,
     register_aggregated_api,
     service_account_token,
-    unregister_shadow_api,
+    unregister_aggregated_api,
 )
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def hub(parent: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield proc
     finally:
         proc.stop()
-        unregister_shadow_api(parent)
+        unregister_aggregated_api(parent)
 
 
 def test_discovery_mirrors_the_parents_kinds(parent: ControlPlane, hub: Proc) -> None:

@@ -32,6 +32,7 @@ from clusternet_testing.processes import (
     install_bootstrap,
     register_aggregated_api,
     service_account_token,
+    unregister_aggregated_api,
 )
 
 pytestmark = pytest.mark.integration
@@ -68,6 +69,7 @@ def env(parent: ControlPlane, child1: ControlPlane, child2: ControlPlane,
     finally:
         for p in (a1, a2, hub):
             p.stop()
+        unregister_aggregated_api(parent)
 
 
 def _ready_env(hub: Proc, a1: Proc, a2: Proc, ca: Path, logdir: Path, child1: ControlPlane,
