@@ -39,6 +39,9 @@ from clusternet_core.patches import (
 from clusternet_core.scheduling import InvalidSelector, check_label_selector, feed_ref, label_selector_matches
 
 CHART_FIXED = ("chart", "targetNamespace", "chartPullSecret")
+CHART_PATCH_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec"})
+"""Top-level keys an `overrideChart` value may have: it merge-patches the HelmChart object, and anything else is a
+mistake (Clusternet merges it silently, a no-op); we refuse the override, saying so (OverrideFailed)."""
 """HelmChart spec fields an `overrideChart` override never changes. chartPullSecret is ours: the hub uses the
 HelmChart's own credentials only (chartcredentials), so a per-cluster one would be shown and never used."""
 
@@ -297,6 +300,10 @@ def _apply_one(
         if conf.get("overrideChart"):
             if not helm_chart:
                 return None
+            stray = sorted(set(patch) - CHART_PATCH_KEYS)
+            if stray:  # {"version": ...} for {"spec": {"version": ...}} merged into nothing, and render said applied
+                raise PatchFailure(f"overrideChart patches the HelmChart object: {', '.join(stray)} at its top "
+                                   f"level changes nothing; chart fields go under spec (spec: {{{stray[0]}: ...}})")
             spec_patch = patch.get("spec")
             if isinstance(spec_patch, Mapping):
                 patch = dict(patch, spec={k: v for k, v in spec_patch.items() if k not in CHART_FIXED})

@@ -308,3 +308,18 @@ def test_a_patch_may_not_replace_the_whole_object_with_a_non_object() -> None:
     result = apply_overrides(DEPLOYMENT, [override("Localization", "l", 500, [conf])])
     assert result.errors[0].reason == "the patch would replace the whole object with a list"
     assert result.object["spec"] == DEPLOYMENT["spec"]
+
+
+def test_an_override_chart_value_not_shaped_like_a_helmchart_is_refused_not_ignored() -> None:
+    """The third audit: {"version": "0.2.0"} instead of {"spec": {"version": "0.2.0"}} changed nothing, and
+    `kubectl clusternet render` listed it as applied."""
+    chart: dict[str, Any] = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "HelmChart",
+                             "metadata": {"namespace": "default", "name": "demo"},
+                             "spec": {"repo": "https://charts.example.com", "chart": "demo", "version": "0.1.0",
+                                      "targetNamespace": "demo"}}
+    loc = override("Localization", "oc", 500, [{"name": "v", "type": "Helm", "overrideChart": True,
+                                                "value": '{"version": "0.2.0"}'}])
+    result = apply_overrides(chart, [loc])
+    assert result.object["spec"] == chart["spec"] and result.applied == []
+    assert [e.override_name for e in result.errors] == ["v"]
+    assert "version at its top level changes nothing; chart fields go under spec" in result.errors[0].reason
