@@ -82,10 +82,9 @@ _CORE_VERSIONS = {
 STREAM_ADDRESS = "api-server"  # pool key of a Kube's streams: they all go to the one API server it talks to
 TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount tokens well before expiry
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
+# sessions of an exec plugin's earlier client certificates kept open for their requests under way (unbounded, one
+# more per rotation for a process's life); an older one is closed, cutting a watch that then resumes
 RETIRED_SESSIONS_KEPT = 2
-"""Sessions of an exec plugin's earlier client certificates left open for their requests under way. Without a
-bound a hub or agent gained one per certificate rotation for its whole life; the oldest is closed once two
-newer ones exist, a rotation apart at least (a watch still on it is cut and resumes on the current one)."""
 
 
 _CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
