@@ -43,6 +43,18 @@ def tunnel() -> Tunnel:
     return Tunnel("cluster-a", Session(nowhere, is_client=True), "ns", "mc")
 
 
+def closing_for_ever(stuck: Tunnel) -> asyncio.Event:
+    """Make closing the tunnel hang (a handler then cancelled meanwhile); the event is set once it began."""
+    closing = asyncio.Event()
+
+    async def close(reason: str) -> None:
+        closing.set()
+        await asyncio.Event().wait()
+
+    stuck.close = close  # type: ignore[method-assign]
+    return closing
+
+
 async def test_attach_does_not_wait_for_the_parent_and_the_last_state_is_written_last() -> None:
     parent = SlowParent()
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
@@ -64,13 +76,7 @@ async def test_a_detach_cancelled_while_it_closes_the_streams_still_records_the_
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     cut = tunnel()
     await registry.attach(cut)
-    closing = asyncio.Event()
-
-    async def stuck(reason: str) -> None:
-        closing.set()
-        await asyncio.Event().wait()
-
-    cut.close = stuck  # type: ignore[method-assign]
+    closing = closing_for_ever(cut)
     detach = asyncio.create_task(registry.detach(cut, "agent disconnected"))
     await closing.wait()
     detach.cancel()
@@ -86,13 +92,7 @@ async def test_an_attach_cancelled_while_it_closes_the_tunnel_replaced_still_rec
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     old, new = tunnel(), tunnel()
     await registry.attach(old)
-    closing = asyncio.Event()
-
-    async def stuck(reason: str) -> None:
-        closing.set()
-        await asyncio.Event().wait()
-
-    old.close = stuck  # type: ignore[method-assign]
+    closing = closing_for_ever(old)
     attach = asyncio.create_task(registry.attach(new))
     await closing.wait()
     attach.cancel()
