@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import known
+from clusternet_api.ratelimit import MAX_RETRY_AFTER
 from clusternet_api.timefmt import format_rfc3339
 
 Obj = dict[str, Any]
@@ -98,6 +99,14 @@ class Observation:
     def parent_reached(self, now: datetime.datetime) -> None:
         if self.parent_since is None:
             self.parent_since = now
+
+    def parent_back(self, now: datetime.datetime) -> None:
+        """The parent answers (again): as parent_reached, but counting from MAX_RETRY_AFTER later. A parent that
+        was starting turned the agents' heartbeats away with 503 and a Retry-After, which they wait out (up to
+        that long) before writing again: counted from its return, a 2-s heartbeat's 6-s grace ran out first and
+        every cluster was marked Unknown although every agent was reporting (test_faults, once in CI)."""
+        if self.parent_since is None:
+            self.parent_since = now + datetime.timedelta(seconds=MAX_RETRY_AFTER)
 
     def parent_lost(self) -> None:
         self.parent_since = None

@@ -352,7 +352,7 @@ async def probe_parent(ctx: HubContext, now: datetime.datetime | None = None) ->
     except (aiohttp.ClientError, OSError, TimeoutError):
         status = 0
     if 200 <= status < 300:
-        ctx.observation.parent_reached(now or datetime.datetime.now(datetime.UTC))
+        ctx.observation.parent_back(now or datetime.datetime.now(datetime.UTC))
         stalled(ctx, "the parent's /readyz", time.monotonic() - started)
         return True
     if ctx.observation.parent_since is not None:

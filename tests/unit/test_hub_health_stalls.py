@@ -74,3 +74,27 @@ def test_the_stall_threshold_is_the_fastest_heartbeat_period() -> None:
     assert health.heartbeat_period([]) == health.DEFAULT_HEARTBEAT_SECONDS
     fast, slow = managed_cluster("2026-12-03T19:22:53Z"), {"status": {"heartbeatFrequencySeconds": 60}}
     assert health.heartbeat_period([slow, fast]) == 2
+
+
+def test_a_parent_back_from_an_outage_allows_for_the_retry_after_it_gave() -> None:
+    """A starting parent answers the agents' heartbeats 503 with a Retry-After (up to MAX_RETRY_AFTER, 10 s):
+    judged a 6-s grace after its return, every cluster was marked Unknown while every agent was waiting it out
+    (test_faults, once in CI)."""
+
+    class Parent(FakeKube):
+        status = 0
+
+        async def raw(self, method: str, path: str, *_: Any, **__: Any) -> tuple[int, Any]:
+            return self.status, {}
+
+    mc = managed_cluster("2026-12-03T19:22:53Z")
+    parent = Parent(mc)
+    ctx = hub(parent, mc, STALE - datetime.timedelta(minutes=5))
+    assert not asyncio.run(operator.probe_parent(ctx, STALE))  # out of reach: nothing is judged
+    assert ctx.observation.watched_since(("clusternet-x", "c"), STALE) is None
+    parent.status = 200
+    assert asyncio.run(operator.probe_parent(ctx, STALE))
+    since = ctx.observation.watched_since(("clusternet-x", "c"), STALE)
+    assert since == STALE + datetime.timedelta(seconds=10)
+    late = health.evaluate(mc, STALE + datetime.timedelta(seconds=15), since)  # 6 s of grace not over yet
+    assert late.status is None
