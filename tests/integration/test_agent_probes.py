@@ -114,14 +114,17 @@ def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, An
     hub: Proc = hub_and_agents["hub"]
     pusher: Proc = hub_and_agents["pusher"]
     with replaced(hub, "hub-chart", UPSTREAM_HUB_CHART_ARGS) as chart:
+        # the agent's own tunnel first: the original hub now stops at once, and the agent may still say ready
+        # from before it noticed
+        wait_for(lambda: "connected its tunnel" in chart.output, timeout=60, what="a tunnel to the chart's hub")
         wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the chart's hub")
+        # --leader-elect=true is acted on (every replica serves tunnels at once; the Lease may come a moment later)
+        wait_for(lambda: "acquired Lease clusternet-system/clusternet-hub" in chart.output, timeout=30,
+                 what="the chart's hub leading")
         out = chart.output
         for flag in ("reserved-namespace", "anonymous-auth-supported"):
             assert f"--{flag}=" in out, flag
         assert "serves peers on https://127.0.0.1:8123" in out  # --peer-port and --peer-advertise-address acted on
-        # --leader-elect=true is acted on (every replica serves tunnels at once; the Lease may come a moment later)
-        wait_for(lambda: "acquired Lease clusternet-system/clusternet-hub" in chart.output, timeout=30,
-                 what="the chart's hub leading")
         assert "ShadowAPI" not in out  # the hub serves the shadow API (an active gate): nothing to say about it
         assert " DEBUG " in out and "Traceback" not in out
     wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the original hub")
