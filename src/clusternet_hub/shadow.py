@@ -65,6 +65,7 @@ from clusternet_hub.shadowmapping import (
     selector,
     status_details,
     template_of,
+    unknown_resource,
     watch_event,
 )
 
@@ -120,7 +121,7 @@ class ShadowAPI:
         if plural not in resources:
             resources = await self.refresh(MISS_REFRESH_SECONDS)
         if plural not in resources:
-            raise ShadowError(404, "NotFound", "the server could not find the requested resource")
+            raise unknown_resource(plural)
         return resources[plural]
 
     async def discovery(self, _: web.Request) -> web.Response:

@@ -127,6 +127,15 @@ def not_found(resource: ShadowResource, name: str) -> ShadowError:
     return ShadowError(404, "NotFound", f'{resource.group_resource} "{name}" not found', status_details(resource, name))
 
 
+def unknown_resource(plural: str) -> ShadowError:
+    """A plural the parent does not serve. Kubernetes says only "the server could not find the requested
+    resource"; a template of a kind whose CRD is not on the parent is the usual cause here, so say what to do."""
+    return ShadowError(404, "NotFound", f'the parent serves no resource "{plural}": the shadow API mirrors the '
+                       "resources the parent discovers (not *.clusternet.io); install its CRD on the parent, or "
+                       f"store the template with `kubectl clusternet apply` and {known.ANNOTATION_SKIP_VALIDATING}"
+                       '="true"', {"kind": plural})
+
+
 def already_exists(resource: ShadowResource, name: str) -> ShadowError:
     return ShadowError(409, "AlreadyExists", f'{resource.group_resource} "{name}" already exists',
                        status_details(resource, name))

@@ -273,7 +273,9 @@ async def test_the_handlers_store_templates_as_the_user() -> None:
         assert (await client.delete(f"{base}/web")).status == 200
         resp = await client.get(f"{base}/web")
         assert resp.status == 404 and (await resp.json())["message"] == 'deployments.apps "web" not found'
-        assert (await client.get(f"{mapping.PREFIX}/widgets")).status == 404
+        resp = await client.get(f"{mapping.PREFIX}/namespaces/x/widgets/w")
+        message = (await resp.json())["message"]
+        assert resp.status == 404 and 'no resource "widgets"' in message and "install its CRD" in message
         assert (await client.get(f"{base}/web/scale")).status == 404
     finally:
         await client.close()
