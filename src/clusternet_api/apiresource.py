@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusternet_api import known
-from clusternet_api.kube import resource_path
+from clusternet_api.restpaths import resource_path
 
 __all__ = ["CLUSTERNET_GROUPS", "Resource", "namespaced_name", "object_type_name", "split_group", "type_name"]
 

@@ -46,6 +46,7 @@ from clusternet_api.eventlines import json_events
 from clusternet_api.execplugin import CredentialsError, ExecCredential
 from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
 from clusternet_api.ratelimit import MAX_RETRIES, TokenBucket, retry_after
+from clusternet_api.restpaths import core_resource, resource_path
 from clusternet_api.tunnel import http as tunnel_http
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_body
 
@@ -53,32 +54,6 @@ Obj = dict[str, Any]
 Headers = Sequence[tuple[str, str]]
 log = logging.getLogger(__name__)
 
-# Built-in kinds addressed without discovery: kind -> (plural, namespaced).
-_CORE_PLURALS = {
-    "Namespace": ("namespaces", False),
-    "Secret": ("secrets", True),
-    "ServiceAccount": ("serviceaccounts", True),
-    "ConfigMap": ("configmaps", True),
-    "Service": ("services", True),
-    "Event": ("events", True),
-    "Node": ("nodes", False),
-    "ClusterRole": ("clusterroles", False),
-    "ClusterRoleBinding": ("clusterrolebindings", False),
-    "Role": ("roles", True),
-    "RoleBinding": ("rolebindings", True),
-    "CustomResourceDefinition": ("customresourcedefinitions", False),
-    "APIService": ("apiservices", False),
-    "Deployment": ("deployments", True),
-    "Lease": ("leases", True),
-}
-# ... and the group-versions they are known under (a kind under another version goes through discovery).
-_CORE_VERSIONS = {
-    "Namespace": "v1", "Secret": "v1", "ServiceAccount": "v1", "ConfigMap": "v1", "Service": "v1",
-    "Event": "v1", "Node": "v1", "ClusterRole": "rbac.authorization.k8s.io/v1",
-    "ClusterRoleBinding": "rbac.authorization.k8s.io/v1", "Role": "rbac.authorization.k8s.io/v1",
-    "RoleBinding": "rbac.authorization.k8s.io/v1", "CustomResourceDefinition": "apiextensions.k8s.io/v1",
-    "APIService": "apiregistration.k8s.io/v1", "Deployment": "apps/v1", "Lease": "coordination.k8s.io/v1",
-}
 STREAM_ADDRESS = "api-server"  # pool key of a Kube's streams: they all go to the one API server it talks to
 TOKEN_FILE_REREAD = 60.0  # seconds; kubelet rotates projected ServiceAccount tokens well before expiry
 DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousands of objects fits)
@@ -106,23 +81,6 @@ class ApiException(Exception):
 
 class ResourceNotFound(LookupError):
     """The server serves no resource for this apiVersion and kind (kubectl: "no matches for kind")."""
-
-
-def resource_path(api_version: str, plural: str, namespaced: bool, name: str | None = None,
-                  namespace: str | None = None, subresource: str | None = None) -> str:
-    """REST path of a resource, one object of it, or its subresource; the namespace only counts for namespaced
-    resources (`/api/v1/namespaces/x` whatever namespace is given)."""
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    ns = f"/namespaces/{namespace}" if namespaced and namespace else ""
-    path = f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
-    return f"{path}/{subresource}" if subresource else path
-
-
-def object_path(obj: Mapping[str, Any]) -> str:
-    """REST path of a built-in object (no discovery); used by the test harness for set-up."""
-    meta = obj.get("metadata", {})
-    plural, namespaced = _CORE_PLURALS[obj["kind"]]
-    return resource_path(obj["apiVersion"], plural, namespaced, meta["name"], meta.get("namespace"))
 
 
 class Kube:
@@ -276,8 +234,8 @@ class Kube:
 
     async def resource(self, api_version: str, kind: str) -> tuple[str, bool]:
         """(plural, namespaced) of a kind; one discovery request per group-version, again on a miss."""
-        if _CORE_VERSIONS.get(kind) == api_version:
-            return _CORE_PLURALS[kind]
+        if (core := core_resource(api_version, kind)) is not None:
+            return core
         known = self._kinds.get(api_version)
         if known is None or kind not in known:
             await self._discover(api_version)  # first use, or a CRD installed since
@@ -504,7 +462,5 @@ __all__ = [
     "is_status",
     "kubeconfig_namespace",
     "kubeconfig_path",
-    "object_path",
-    "resource_path",
     "ssl_context",
 ]

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clusternet_api.kube import ApiException, Kube, Obj, resource_path
+from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.restpaths import resource_path
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import yaml
 
 from clusternet_api import known
 from clusternet_api.apiresource import Resource
-from clusternet_api.kube import ApiException, Obj, resource_path
+from clusternet_api.kube import ApiException, Obj
+from clusternet_api.restpaths import resource_path
 from clusternet_core.naming import clean_object, split_api_version
 from clusternet_core.patches import merge_patch
 

@@ -357,7 +357,7 @@ class ControlPlane:
 
     def apply_manifest(self, obj: dict[str, object], field_manager: str = "clusternet-harness") -> None:
         """Server-side apply one object with the admin identity."""
-        from clusternet_api.kube import object_path
+        from clusternet_api.restpaths import object_path
 
         path = object_path(obj) + f"?fieldManager={field_manager}&force=true"
         self.request_json("PATCH", path, obj, content_type="application/apply-patch+yaml")
