@@ -15,7 +15,8 @@ import click
 from clusternet_api import known
 from clusternet_api.durations import parse_duration
 from clusternet_api.execplugin import CredentialsError
-from clusternet_api.leaderelection import LeaderElectionConfig, LeadershipLost
+from clusternet_api.fence import LeadershipLost
+from clusternet_api.leaderelection import LeaderElectionConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -41,6 +41,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from multidict import CIMultiDict
 
+from clusternet_api import fence
 from clusternet_api.credentials import Credentials, ssl_context
 from clusternet_api.eventlines import json_events
 from clusternet_api.execplugin import CredentialsError, ExecCredential
@@ -361,7 +362,9 @@ class Kube:
 
     async def _raw_once(self, method: str, path: str, query: Mapping[str, str] | None, headers: dict[str, str],
                         data: bytes | None, extra_headers: Headers = ()) -> tuple[int, Any, float | None]:
-        """One attempt: (status, parsed body, seconds to wait before a retry or None when final)."""
+        """One attempt: (status, parsed body, seconds to wait before a retry or None when final). A write by
+        leader work that lost its Lease is refused here, at the last moment before it is sent (fence)."""
+        fence.check(method)
         if self._streams is not None:
             async with asyncio.timeout(DEFAULT_TIMEOUT), self._stream_slots:
                 response = await self._stream_request(method, path, query, headers, data, extra_headers)

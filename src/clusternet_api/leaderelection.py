@@ -11,22 +11,27 @@ Hub and agent replicas agree on one leader through the API server only (no conse
 * every write is an update with the resourceVersion last read (optimistic concurrency): of two candidates
   racing for an expired Lease, one gets 409 Conflict;
 * on a clean shutdown the leader releases the Lease (holder cleared, leaseDurationSeconds 1, as client-go's
-  ReleaseOnCancel), so a standby takes over within a retry period instead of a lease duration.
+  ReleaseOnCancel), so a standby takes over within a retry period instead of a lease duration;
+* where we go further than client-go: the work run while leading is fenced (clusternet_api.fence). Its writes
+  are refused, without a round trip, once the last renewal was sent a renew deadline ago on the local monotonic
+  clock, and `hold()` gives up at that same moment, so a leader frozen past its lease writes nothing on waking.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime
 import logging
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from clusternet_api.fence import WRITE_FENCE, LeadershipLost
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.restpaths import resource_path
 
@@ -36,10 +41,6 @@ LEASE_API = "coordination.k8s.io/v1"
 JITTER_FACTOR = 1.2  # client-go's JitterFactor: retries wait retry_period * [1, 1.2)
 SUPPORTED_LOCKS = ("leases",)
 RELEASE_ATTEMPTS = 3  # a release meets 409 only when a renewal raced it; one re-read settles that
-
-
-class LeadershipLost(Exception):
-    """This process led and no longer does: it must stop writing (the binaries exit with status 1)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class LeaderElector:
         self._observed_spec: dict[str, Any] | None = None
         self._observed_time = 0.0
         self._lease: Obj | None = None  # the Lease as last read or written
+        self._renewed_at = 0.0  # local clock when our last successful write of the Lease was sent
         self.leading = False
 
     @property
@@ -118,6 +120,7 @@ class LeaderElector:
             body = {"apiVersion": LEASE_API, "kind": "Lease",
                     "metadata": {"name": self.config.resource_name, "namespace": self.config.resource_namespace},
                     "spec": self._spec({})}
+            sent = self._clock()
             try:
                 created = await self.kube.request("POST", resource_path(
                     LEASE_API, "leases", True, namespace=self.config.resource_namespace), body)
@@ -127,7 +130,7 @@ class LeaderElector:
                 elif e.status != 409:
                     raise
                 return False
-            return self._won(created)
+            return self._won(created, sent)
         spec = lease.get("spec") or {}
         now = self._clock()
         if spec != self._observed_spec:
@@ -139,22 +142,37 @@ class LeaderElector:
             if self._observed_time + float(spec.get("leaseDurationSeconds") or 0) > now:
                 return False  # held, and its holder renewed it within its lease duration as seen from here
         lease["spec"] = {**spec, **self._spec(spec)}
+        sent = self._clock()
         try:
             updated = await self.kube.request("PUT", self.path, lease)
         except ApiException as e:
             if e.status == 409:  # someone else wrote in between: decided on the next read
                 return False
             raise
-        return self._won(updated)
+        return self._won(updated, sent)
 
-    def _won(self, lease: Obj) -> bool:
+    def _won(self, lease: Obj, sent: float) -> bool:
         if not self.leading:
             log.info("leader election: %s acquired Lease %s/%s", self.identity, self.config.resource_namespace,
                      self.config.resource_name)
         self._lease = lease
         self._observed_spec, self._observed_time = lease.get("spec") or {}, self._clock()
+        self._renewed_at = sent
         self.leading = True
         return True
+
+    def expired(self) -> bool:
+        """True when this process may no longer act as the leader: it does not lead, or its last renewal was sent
+        a renew deadline ago or more. Another replica takes over only a lease duration after it saw that
+        renewal, which is later still: the gap is the margin for requests already on the wire."""
+        return not self.leading or self._clock() - self._renewed_at >= self.config.renew_deadline
+
+    def fence(self) -> None:
+        """The write fence of the work run while leading (clusternet_api.fence): raises LeadershipLost when
+        expired()."""
+        if self.expired():
+            raise LeadershipLost(f"Lease {self.config.resource_namespace}/{self.config.resource_name} not renewed "
+                                 f"within {self.config.renew_deadline:.0f}s: no more writes as the leader")
 
     def _jittered(self) -> float:
         return self.config.retry_period * random.uniform(1.0, JITTER_FACTOR)
@@ -184,7 +202,9 @@ class LeaderElector:
         another holder). The caller must stop writing then."""
         while True:
             await asyncio.sleep(self.config.retry_period)
-            deadline = self._clock() + self.config.renew_deadline
+            # from the last renewal's sending, as the fence counts: a process frozen past its lease gives up here,
+            # before any request, instead of renewing a Lease another replica may hold by now
+            deadline = self._renewed_at + self.config.renew_deadline
             while True:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -247,12 +267,15 @@ class LeaderElector:
 
 
 async def run_while_leading(elector: LeaderElector, stop: asyncio.Event,
-                            work: Callable[[], Awaitable[None]]) -> None:
+                            work: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Wait for leadership (returning when `stop` is set first), run `work` while leading, release the Lease when
-    `work` ends. Leadership lost: `work` is cancelled and LeadershipLost raised."""
+    `work` ends. Leadership lost: `work` is cancelled and LeadershipLost raised. `work` runs fenced: its writes
+    are refused once the Lease may have expired (clusternet_api.fence)."""
     if not await elector.acquire(stop):
         return
-    task = asyncio.ensure_future(work())
+    fenced = contextvars.copy_context()  # the work's tasks inherit the fence; the renewals below have none
+    fenced.run(WRITE_FENCE.set, elector.fence)
+    task = asyncio.get_running_loop().create_task(work(), context=fenced)
     holding = asyncio.ensure_future(elector.hold())
     try:
         await asyncio.wait({task, holding}, return_when=asyncio.FIRST_COMPLETED)

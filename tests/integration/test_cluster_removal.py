@@ -1,7 +1,8 @@
 """Removing and re-adding a cluster (README, "Remove or re-add a cluster"): deleting its namespace or its
 ManagedCluster on the parent marks its request removed, the agent stops without a hot loop and says why, the
-child's workloads stay (also when the namespace's Descriptions are deleted before the cluster's credentials), and
-deleting the request re-adds the cluster into the same namespace, re-adopting its objects (same UIDs)."""
+child's workloads stay (also when the namespace's Descriptions and HelmReleases are deleted before the cluster's
+credentials: objects and Helm releases, in Dual and Pull mode), and deleting the request re-adds the cluster into
+the same namespace, re-adopting its objects (same UIDs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
+from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import feed, kubectl, mc_for, registered, run_plugin, store_template, wait_for
 
@@ -21,6 +23,8 @@ pytestmark = pytest.mark.integration
 LABEL = "removal-test"
 PROBE = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "removal-probe", "namespace": "default"},
          "data": {"k": "v"}}
+CHART = "removal-chart"  # the HelmChart, so also the release name; the chart makes ConfigMap <release>-cm-0
+CHART_NAMESPACE = "removal-helm"
 
 
 def cluster_id(cp: ControlPlane) -> str:
@@ -43,6 +47,16 @@ def probe_uid(child: ControlPlane) -> str:
     return out.stdout if out.returncode == 0 else ""
 
 
+def release_uids(child: ControlPlane) -> str:
+    """The UIDs of the chart's ConfigMap and of Helm's release Secrets, once the release is deployed; empty until
+    then. A release uninstalled (or installed again) changes them."""
+    cm = kubectl(child, "get", "cm", f"{CHART}-cm-0", "-n", CHART_NAMESPACE, "-o", "jsonpath={.metadata.uid}",
+                 check=False)
+    secrets = kubectl(child, "get", "secret", "-n", CHART_NAMESPACE, "-l", f"owner=helm,name={CHART},status=deployed",
+                      "-o", "jsonpath={.items[*].metadata.uid}", check=False)
+    return f"{cm.stdout} {secrets.stdout}" if cm.returncode == 0 and cm.stdout and secrets.stdout else ""
+
+
 @pytest.fixture(scope="module", autouse=True)
 def both_registered_afterwards(hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane,
                                child2: ControlPlane) -> Iterator[None]:
@@ -60,19 +74,29 @@ def both_registered_afterwards(hub_and_agents: dict[str, Any], parent: ControlPl
 
 
 @pytest.fixture(scope="module")
-def deployed(hub_and_agents: dict[str, Any], parent: ControlPlane, child2: ControlPlane) -> Iterator[dict[str, Any]]:
-    """child2 (Pull) runs a ConfigMap of a Subscription that binds it alone."""
+def deployed(hub_and_agents: dict[str, Any], parent: ControlPlane, child2: ControlPlane,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """child2 (Pull) runs a ConfigMap and a Helm release of a Subscription that binds it alone."""
     mc = hub_and_agents["mc2"]
     kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}=yes",
             "--overwrite")
     store_template(parent, PROBE)
-    kubectl(parent, "apply", "-f", "-", input=json.dumps({
-        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
-        "metadata": {"name": "removal", "namespace": "default"},
-        "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}], "feeds": [feed(PROBE)]}}))
-    uid = wait_for(lambda: probe_uid(child2), timeout=60, what="the probe ConfigMap in child2")
-    yield {**hub_and_agents, "uid": uid}
-    kubectl(parent, "delete", "sub", "removal", "-n", "default", "--wait=false", check=False)
+    root = tmp_path_factory.mktemp("removal-charts")
+    with ChartRepo(root / "repo") as repo:
+        repo.add(build_chart(root, "demo", "0.1.0"))
+        chart = {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart",
+                 "metadata": {"name": CHART, "namespace": "default"},
+                 "spec": {"repo": repo.url, "chart": "demo", "version": "0.1.0", "targetNamespace": CHART_NAMESPACE}}
+        kubectl(parent, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [chart, {
+            "apiVersion": known.APPS_API_VERSION, "kind": "Subscription",
+            "metadata": {"name": "removal", "namespace": "default"},
+            "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}],
+                     "feeds": [feed(PROBE), feed(chart)]}}]}))
+        uid = wait_for(lambda: probe_uid(child2), timeout=60, what="the probe ConfigMap in child2")
+        wait_for(lambda: release_uids(child2), timeout=120, what="the chart's release in child2")
+        yield {**hub_and_agents, "uid": uid}
+        kubectl(parent, "delete", "sub", "removal", "-n", "default", "--wait=false", check=False)
+        kubectl(parent, "delete", "chart", CHART, "-n", "default", "--wait=false", check=False)
 
 
 def readd(parent: ControlPlane, child: ControlPlane, cid: str, ns: str, uid: str) -> None:
@@ -154,7 +178,7 @@ def hold(parent: ControlPlane, kind: str, name: str, ns: str, on: bool) -> None:
 
 
 def no_descriptions(parent: ControlPlane, ns: str) -> bool:
-    return not kubectl(parent, "get", "desc", "-n", ns, "-o", "name", check=False).stdout
+    return not kubectl(parent, "get", "desc,hr", "-n", ns, "-o", "name", check=False).stdout
 
 
 def namespace_gone(parent: ControlPlane, ns: str) -> bool:
@@ -178,6 +202,8 @@ def test_deleting_the_namespace_keeps_the_workloads_when_its_descriptions_go_bef
     kubectl(parent, "label", "mcls", mc1["metadata"]["name"], "-n", deployed["ns1"], f"{LABEL}=yes", "--overwrite")
     uids = {"1": wait_for(lambda: probe_uid(child1), timeout=60, what="the probe ConfigMap pushed to child1"),
             "2": wait_for(lambda: probe_uid(child2), timeout=60, what="the probe ConfigMap in child2")}
+    releases = {"1": wait_for(lambda: release_uids(child1), timeout=120, what="the release pushed to child1"),
+                "2": wait_for(lambda: release_uids(child2), timeout=120, what="the release in child2")}
     holds = {i: held(mc_for(parent, children[i])["metadata"]["name"]) for i in children}
     for i, objects in holds.items():
         for kind, name in objects:
@@ -187,9 +213,10 @@ def test_deleting_the_namespace_keeps_the_workloads_when_its_descriptions_go_bef
             kubectl(parent, "delete", "ns", deployed[f"ns{i}"], "--wait=false")
         for i in children:  # released (the hub does so in every mode), not cleaned up
             wait_for(partial(no_descriptions, parent, deployed[f"ns{i}"]), timeout=60,
-                     what=f"the Descriptions of ns{i} gone")
+                     what=f"the Descriptions and HelmReleases of ns{i} gone")
         time.sleep(5)  # a couple of resyncs of the hub and the agents
         assert probe_uid(child1) == uids["1"] and probe_uid(child2) == uids["2"]  # their workloads stay
+        assert release_uids(child1) == releases["1"] and release_uids(child2) == releases["2"]  # not uninstalled
         logs = deployed["hub"].output + deployed["puller"].output
         for i in children:
             assert f"cluster namespace {deployed[f'ns{i}']} is being deleted: the cluster is being removed" in logs

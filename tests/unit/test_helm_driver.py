@@ -17,6 +17,7 @@ import helm_python
 import pytest
 import yaml
 
+from clusternet_api.fence import WRITE_FENCE, LeadershipLost
 from clusternet_api.helm import sdk
 from clusternet_api.helm.configs import ConfigPool
 from clusternet_api.helm.driver import (
@@ -331,6 +332,31 @@ async def test_a_cancelled_call_keeps_the_release_locked_until_helm_is_done(
     finally:
         driver.close()
     assert recorder.peak == {"a": 1} and recorder.done == 2
+
+
+async def test_leader_work_that_lost_its_lease_starts_no_helm_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installs, upgrades, uninstalls and rollbacks are refused by the fence (clusternet_api.fence); reads are not."""
+    recorder = Recorder(0.0)
+    monkeypatch.setattr(sdk, "_install", recorder)
+    monkeypatch.setattr(sdk, "_uninstall", recorder)
+    monkeypatch.setattr(sdk, "_get", lambda *_: None)
+    driver = sdk.SdkHelmDriver(tmp_path)
+
+    def lost() -> None:
+        raise LeadershipLost("lease expired")
+
+    token = WRITE_FENCE.set(lost)
+    try:
+        with pytest.raises(LeadershipLost):
+            await driver.install(ACCESS, CHART, "a", {}, ReleaseOptions(namespace="apps"))
+        with pytest.raises(LeadershipLost):
+            await driver.uninstall(ACCESS, "apps", "a", 30)
+        assert await driver.get(ACCESS, "apps", "a") is None
+    finally:
+        WRITE_FENCE.reset(token)
+        driver.close()
+    assert recorder.done == 0
 
 
 def test_close_removes_the_private_cache_directory_but_never_a_given_one(

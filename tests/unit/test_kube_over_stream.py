@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from clusternet_api.fence import WRITE_FENCE, LeadershipLost
 from clusternet_api.kube import ApiException, Credentials, Kube
 from clusternet_api.tunnel import Session, Stream, StreamOpenError
 from clusternet_api.tunnel.http import StreamOpener
@@ -167,6 +168,39 @@ async def test_a_loopback_relay_pipes_tcp_connections_into_tunnel_streams() -> N
         finally:
             await relay.close()
     assert seen == [("GET", "/api/v1/namespaces/ns/configmaps/a", "Bearer t")] * 2
+
+
+async def test_a_relay_started_by_leader_work_that_lost_its_lease_relays_nothing() -> None:
+    """Helm's bytes to the child go through the relay: once the fence trips (clusternet_api.fence) the request
+    is not passed on, and Helm's connection is closed instead of waiting for an answer."""
+    seen: list[tuple[str, str, str]] = []
+    lost = [False]
+
+    def lease_fence() -> None:
+        if lost[0]:
+            raise LeadershipLost("lease expired")
+
+    async with tunnel_to_api_server(seen) as (opener, _, _agent):
+        token = WRITE_FENCE.set(lease_fence)
+        try:
+            relay = await LoopbackRelay(opener).start()  # as the leader's ReleasePusher starts it
+        finally:
+            WRITE_FENCE.reset(token)
+        try:
+            answers = []
+            for expired in (False, True):
+                lost[0] = expired
+                tls = ssl.create_default_context(cadata=relay.ca_pem.decode())
+                reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=tls)
+                writer.write(b"GET /api/v1/namespaces/ns/configmaps/a HTTP/1.1\r\nHost: x\r\n"
+                             b"Authorization: Bearer t\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                answers.append(await asyncio.wait_for(reader.read(), 5))
+                writer.close()
+            assert answers[0].startswith(b"HTTP/1.1 200") and answers[1] == b""
+        finally:
+            await relay.close()
+    assert len(seen) == 1
 
 
 async def test_closing_the_relay_with_a_connection_open_logs_no_traceback(caplog: pytest.LogCaptureFixture) -> None:

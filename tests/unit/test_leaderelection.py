@@ -19,6 +19,7 @@ from clusternet_api.leaderelection import LeaderElectionConfig, LeaderElector, L
 CONFIG = LeaderElectionConfig(lease_duration=1.0, renew_deadline=0.5, retry_period=0.1,
                               resource_name="clusternet-hub", resource_namespace="clusternet-system")
 PATH = "/apis/coordination.k8s.io/v1/namespaces/clusternet-system/leases"
+WORK_PATH = "/api/v1/namespaces/default/configmaps"  # what the leader's work writes
 
 
 class LeaseAPI:
@@ -30,8 +31,12 @@ class LeaseAPI:
         self.rv = 0
         self.down = False
         self.puts: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str]] = []
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        if request.path == WORK_PATH:
+            return web.json_response({}, status=201)
         if self.down:
             return web.json_response({"message": "down"}, status=500)
         if request.path == "/api/v1/namespaces" and request.method == "POST":
@@ -164,9 +169,46 @@ async def test_leader_gives_up_when_renewals_fail_past_the_deadline() -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         await asyncio.wait_for(a.hold(), 2)
-        # one retry period, then the renew deadline
-        assert CONFIG.retry_period + CONFIG.renew_deadline - 0.05 <= loop.time() - start < 1.0
+        # the renew deadline from the last renewal sent (as the write fence counts)
+        assert CONFIG.renew_deadline - 0.05 <= loop.time() - start < 1.0
         assert not a.leading
+
+
+async def test_a_leader_frozen_past_its_lease_writes_nothing_on_waking() -> None:
+    """SIGSTOP then SIGCONT: the work's timers are all due at once, before any renewal can read the Lease. Its
+    writes are refused without a round trip (fence), and the renewal gives up without trying (fourth audit)."""
+    api = LeaseAPI()
+    now = [0.0]
+    async with lease_api(api) as kube:
+        a = LeaderElector(kube, CONFIG, "a", clock=lambda: now[0])
+        stop, write = asyncio.Event(), asyncio.Event()
+        outcomes: list[str] = []
+
+        async def work() -> None:
+            while True:
+                await write.wait()
+                write.clear()
+                try:
+                    await kube.request("POST", WORK_PATH, {"kind": "ConfigMap"})
+                    outcomes.append("sent")
+                except LeadershipLost:
+                    outcomes.append("fenced")
+
+        running = asyncio.create_task(run_while_leading(a, stop, work))
+        await asyncio.sleep(0.3)  # leading and renewing
+        write.set()
+        await asyncio.sleep(0.1)
+        assert outcomes == ["sent"]
+        renewals = len(api.puts)
+        now[0] += CONFIG.lease_duration * 10  # frozen, as the monotonic clock sees it on waking
+        write.set()
+        with pytest.raises(LeadershipLost):
+            await asyncio.wait_for(running, 2)
+        assert outcomes == ["sent", "fenced"]
+        assert api.requests.count(("POST", WORK_PATH)) == 1 and len(api.puts) == renewals  # neither went out
+        assert not a.leading
+        # the elector's own requests (and any work not run while leading) have no fence
+        await kube.request("POST", WORK_PATH, {"kind": "ConfigMap"})
 
 
 async def test_clean_shutdown_releases_so_a_standby_takes_over_at_once() -> None:

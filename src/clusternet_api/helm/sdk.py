@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import helm_python
 from helm_python import _native
 
+from clusternet_api import fence
 from clusternet_api.helm.configs import ConfigPool
 from clusternet_api.helm.driver import (
     ChartSource,
@@ -91,9 +92,13 @@ class SdkHelmDriver:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
-    async def _run(self, fn: Callable[..., T], *args: Any, context: helm_python.HelmContext | None = None) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any, context: helm_python.HelmContext | None = None,
+                   write: bool = False) -> T:
         """`fn(*args)` on a worker thread. On cancellation, cancel Helm's context and wait for the thread, so
-        the caller's lock outlives the Helm operation; a second cancellation stops waiting."""
+        the caller's lock outlives the Helm operation; a second cancellation stops waiting. A `write` by leader
+        work that lost its Lease is refused before it starts (clusternet_api.fence)."""
+        if write:
+            fence.check()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, functools.partial(fn, *args))
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception not retrieved"
@@ -121,23 +126,23 @@ class SdkHelmDriver:
         async with self._lock(access.server, opts.namespace, name):
             context = helm_python.HelmContext()
             return await self._run(_install, self.configs, context, access, chart, name, dict(values), opts,
-                                   context=context)
+                                   context=context, write=True)
 
     async def upgrade(self, access: ClusterAccess, chart: FetchedChart, name: str, values: Mapping[str, Any],
                       opts: ReleaseOptions) -> ReleaseState:
         async with self._lock(access.server, opts.namespace, name):
             context = helm_python.HelmContext()
             return await self._run(_upgrade, self.configs, context, access, chart, name, dict(values), opts,
-                                   context=context)
+                                   context=context, write=True)
 
     async def uninstall(self, access: ClusterAccess, namespace: str, name: str, timeout_seconds: int) -> bool:
         async with self._lock(access.server, namespace, name):
-            return await self._run(_uninstall, self.configs, access, namespace, name, timeout_seconds)
+            return await self._run(_uninstall, self.configs, access, namespace, name, timeout_seconds, write=True)
 
     async def rollback(self, access: ClusterAccess, namespace: str, name: str, revision: int,
                        timeout_seconds: int) -> None:
         async with self._lock(access.server, namespace, name):
-            await self._run(_rollback, self.configs, access, namespace, name, revision, timeout_seconds)
+            await self._run(_rollback, self.configs, access, namespace, name, revision, timeout_seconds, write=True)
 
 
 # --- blocking halves, run on the worker threads ---------------------------------------------------------------

@@ -9,6 +9,9 @@ is TLS. The listener speaks TLS too, with a certificate from a CA made for this 
 client to verify): client-go sends no credentials to an `http://` server, and the token is not put on a
 socket in clear. The client authenticates with the child's deployer token, so the relay adds reachability
 and no authority: a local process that connects gets nothing without a token the child accepts.
+
+A relay started by leader work keeps its fence (clusternet_api.fence): once the Lease may have passed to
+another replica, no more bytes go from Helm to the child, and the connection is cut.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import logging
 import ssl
 
+from clusternet_api import fence
 from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel.http import StreamOpener
@@ -37,6 +41,7 @@ class LoopbackRelay:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.fence: fence.Fence | None = None
         ca, ca_key, ca_cert = make_ca("clusternet-hub-relay-ca")
         pair = issue_cert(ca_key, ca_cert, "clusternet-hub-relay", ips=["127.0.0.1"], server=True)
         self.ca_pem = ca.cert_pem
@@ -49,6 +54,7 @@ class LoopbackRelay:
 
     async def start(self) -> LoopbackRelay:
         if self.server is None:
+            self.fence = fence.current()
             self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
             self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -70,7 +76,7 @@ class LoopbackRelay:
         stream: ByteStream | None = None
         try:
             stream = await self.opener()
-            up = asyncio.create_task(_to_stream(reader, stream))
+            up = asyncio.create_task(_to_stream(reader, stream, self.fence))
             try:
                 while data := await stream.read(CHUNK):
                     writer.write(data)
@@ -94,7 +100,13 @@ class LoopbackRelay:
             self.tasks.discard(task)
 
 
-async def _to_stream(reader: asyncio.StreamReader, stream: ByteStream) -> None:
+async def _to_stream(reader: asyncio.StreamReader, stream: ByteStream, fenced: fence.Fence | None) -> None:
     while data := await reader.read(CHUNK):
+        if fenced is not None:
+            try:
+                fence.check(fence=fenced)
+            except fence.LeadershipLost:
+                stream.close()  # ends the other direction's read too: _serve then closes Helm's connection
+                raise
         await stream.write(data)
     stream.write_eof()

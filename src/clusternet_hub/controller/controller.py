@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from clusternet_api import applier, known
+from clusternet_api.fence import LeadershipLost
 from clusternet_api.helm import HelmDriver, default_driver
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
@@ -138,6 +139,8 @@ class Controller:
             item, force = await queue.get()
             try:
                 await self.process(item, force)
+            except LeadershipLost as e:  # fenced: the Lease may be another replica's, which does this work now
+                log.debug("%s %s/%s not done: %s", *item, e)
             except Exception as e:
                 delay = (self.retries if isinstance(e, WritesRefused) else self.error_retries).next(item)
                 log.warning("%s %s/%s failed, retrying in %.0fs: %s", *item, delay, e)
