@@ -68,7 +68,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             peers = ctx.sockets.peers = Peers(kube, options.peers, tls.peer_trust)
             # listening before our Lease announces us: a peer that dialled us in between was refused, and
             # skipped us as down for RENEW_SECONDS
-            peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local),
+            peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local,
+                                                      ctx.sockets.verify),
                                              options.bind_address, options.peers.port, context)
             await peers.start()
             background_tasks.append(replica.start("the peer Lease renewal", peers.run()))

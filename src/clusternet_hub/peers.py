@@ -37,7 +37,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -408,6 +408,24 @@ class Peers:
         answers = await asyncio.gather(*(self.holds(p, cluster_id) for p in peers))
         return next((p for p, yes in zip(peers, answers, strict=True) if yes), None)
 
+    async def announce(self, cluster_id: str) -> None:
+        """Tell every live peer that the cluster's agent just connected its tunnel here. A peer still holding an
+        older tunnel of it checks that one (SocketRegistry.verify): the fourth audit froze an agent leader, the
+        standby took over and connected to this replica, and the other replica kept preferring its dead tunnel
+        until its keepalive gave up, 15 s later (proxied requests landing there waited and failed)."""
+        assert self._session is not None, "Peers used before start()"
+        session = self._session
+
+        async def tell(peer: Peer) -> None:
+            try:
+                async with session.post(f"{peer.url}{SOCKETS}{quote(cluster_id)}/elsewhere", ssl=self.tls(),
+                                        headers={"Authorization": f"Bearer {self.token}"}):
+                    pass
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                log.debug("could not tell hub replica %s about cluster %s: %s", peer.url, cluster_id, e)
+
+        await asyncio.gather(*(tell(p) for p in list(self.live.values())))
+
     async def open_stream(self, cluster_id: str, address: str) -> PeerStream:
         """A stream to `address` in the cluster through the peer that holds its tunnel."""
         peer = await self.locate(cluster_id)
@@ -433,10 +451,24 @@ def _peer_of(lease: Obj) -> Peer | None:
 
 
 def peer_app(peers: Peers, has_tunnel: Callable[[str], bool],
-             open_local: Callable[[str, str], Awaitable[ByteStream]]) -> web.Application:
-    """The peer port's server: is a tunnel here (GET .../<id>), and streams into it (GET .../<id>/stream).
-    `has_tunnel(cluster_id)` and `open_local(cluster_id, address)` look at this replica's own tunnels only."""
+             open_local: Callable[[str, str], Awaitable[ByteStream]],
+             verify: Callable[[str], Coroutine[Any, Any, None]] | None = None) -> web.Application:
+    """The peer port's server: is a tunnel here (GET .../<id>), streams into it (GET .../<id>/stream), and the
+    agent connected to another replica (POST .../<id>/elsewhere: `verify` checks our own tunnel of it, in the
+    background). `has_tunnel(cluster_id)` and `open_local(cluster_id, address)` look at this replica's own
+    tunnels only."""
     app = web.Application()
+    checks: set[asyncio.Task[None]] = set()
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        if not peers.authorized(request):
+            return web.Response(status=401)
+        cluster_id = request.match_info["cluster_id"]
+        if verify is not None and has_tunnel(cluster_id):
+            task = asyncio.create_task(verify(cluster_id))
+            checks.add(task)
+            task.add_done_callback(checks.discard)
+        return web.Response(status=202)
 
     async def holds(request: web.Request) -> web.Response:
         if not peers.authorized(request):
@@ -462,4 +494,5 @@ def peer_app(peers: Peers, has_tunnel: Callable[[str], bool],
 
     app.router.add_get(SOCKETS + "{cluster_id}", holds)
     app.router.add_get(SOCKETS + "{cluster_id}/stream", stream)
+    app.router.add_post(SOCKETS + "{cluster_id}/elsewhere", elsewhere)
     return app

@@ -44,6 +44,7 @@ MC_API = known.CLUSTERS_API_VERSION
 REVIEW_TTL = 60.0  # seconds a TokenReview's answer is reused: the apiserver's own token cache keeps 10 s-1 min
 OWNER_TTL = REVIEW_TTL  # and a cluster's ownership check, so neither outlives the other
 CLOSE_REPLY_SECONDS = 2.0  # how long closing a tunnel waits for the agent's close frame (it answers at once)
+PROBE_SECONDS = 3.0  # a live agent refuses the probe OPEN in one round trip (ms); a frozen one never does
 
 
 class Unauthorized(Exception):
@@ -106,6 +107,7 @@ class SocketRegistry:
         """The leader's watch cache of ManagedClusters by cluster ID (set by the hub): tunnel checks without a LIST."""
         self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
         self._pruned = time.monotonic()  # when expired answers were last dropped from _reviews and _owners
+        self._announcing: set[asyncio.Task[None]] = set()  # telling the peers of a new tunnel (attach)
 
     def get(self, cluster_id: str) -> Tunnel | None:
         """This replica's own live tunnel of the cluster."""
@@ -229,15 +231,34 @@ class SocketRegistry:
         return name
 
     async def attach(self, tunnel: Tunnel) -> None:
-        """Register the tunnel and record it, then close the one it replaces: recorded after that await, the
-        record was lost when the handler was cancelled meanwhile (the agent gone again at once)."""
+        """Register the tunnel and record it, tell the other replicas (a dead tunnel of the cluster there is
+        dropped: verify), then close the one it replaces here: recorded after that await, the record was lost
+        when the handler was cancelled meanwhile (the agent gone again at once)."""
         old = self.tunnels.get(tunnel.cluster_id)
         self.tunnels[tunnel.cluster_id] = tunnel
         metrics.socket_connections.set(len(self.tunnels))
         metrics.socket_reconnects.inc()
         self._record(tunnel, True, "agent tunnel connected")
+        if self.peers is not None and self.peers.live:
+            announcing = asyncio.create_task(self.peers.announce(tunnel.cluster_id))
+            self._announcing.add(announcing)
+            announcing.add_done_callback(self._announcing.discard)
         if old is not None:
             await old.close("replaced by a new connection from the agent")
+
+    async def verify(self, cluster_id: str) -> None:
+        """The cluster's agent connected to another replica: keep our tunnel of it only if its agent still
+        answers (within PROBE_SECONDS). A live one stays (two agents without leader election each keep theirs);
+        a frozen or cut-off one is closed now rather than when the keepalive gives up (up to 30 s), so that
+        requests landing here go to the live tunnel through the peer."""
+        tunnel = self.get(cluster_id)
+        if tunnel is None or await tunnel.session.answers(PROBE_SECONDS):
+            return
+        if self.tunnels.get(cluster_id) is not tunnel:
+            return  # replaced here meanwhile
+        log.info("cluster %s connected its tunnel to another hub replica and its tunnel here does not answer: "
+                 "closing it", cluster_id)
+        await self.detach(tunnel, "the agent connected to another hub replica; this tunnel no longer answers")
 
     async def detach(self, tunnel: Tunnel, reason: str) -> None:
         """Record the tunnel's end, then end its streams at once (their requests fail now, not when they time

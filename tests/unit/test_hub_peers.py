@@ -18,9 +18,10 @@ from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, read_body
+from clusternet_hub import sockets
 from clusternet_hub.peers import HEAD_LIMIT, NotHere, Peer, PeerConfig, Peers, client_context, dial, peer_app
-from clusternet_hub.sockets import Tunnel
-from tests.unit.test_tunnel_mux import echo, session_pair, tcp_server
+from clusternet_hub.sockets import SocketRegistry, Tunnel
+from tests.unit.test_tunnel_mux import echo, raw_session, session_pair, tcp_server
 
 CLUSTER = "c-1"
 TOKEN = "s3cret"
@@ -42,15 +43,20 @@ def peers_of(token: str, trust: bytes) -> Peers:
 
 
 @contextlib.asynccontextmanager
-async def replica_a(tunnels: dict[str, Tunnel]) -> AsyncIterator[tuple[Peer, bytes]]:
-    """Replica A's peer server holding `tunnels`: (the Peer to dial, the trust PEM)."""
+async def replica_a(tunnels: dict[str, Tunnel],
+                    registry: SocketRegistry | None = None) -> AsyncIterator[tuple[Peer, bytes]]:
+    """Replica A's peer server holding `tunnels` (those of `registry` when given): (the Peer to dial, the
+    trust PEM)."""
     server_tls, trust = tls_pair()
     a = peers_of(TOKEN, trust)
 
     async def open_local(cluster_id: str, address: str) -> object:
         return await tunnels[cluster_id].open_stream(address)
 
-    runner = web.AppRunner(peer_app(a, lambda c: c in tunnels, open_local))  # type: ignore[arg-type]
+    if registry is not None:
+        tunnels = registry.tunnels
+    runner = web.AppRunner(peer_app(a, lambda c: c in tunnels, open_local,  # type: ignore[arg-type]
+                                    registry.verify if registry is not None else None))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await site.start()
@@ -111,6 +117,31 @@ async def test_http_through_a_peer_keeps_its_connection_for_the_next_request() -
                 http.close()
     finally:
         await runner.cleanup()
+
+
+async def test_a_dead_tunnel_is_dropped_when_its_agent_connects_to_another_replica(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fourth audit froze an agent leader: its standby connected to replica B, and replica A kept preferring
+    its dead tunnel until the keepalive gave up (15 s of 503s for requests landing on A). B now tells A, which
+    probes its own tunnel and drops it if its agent does not answer; a live one stays."""
+    monkeypatch.setattr(sockets, "PROBE_SECONDS", 0.3)
+    async with session_pair(allow=lambda _: False) as (live_session, _), raw_session() as (frozen_session, _sent):
+        registry = SocketRegistry(None)  # type: ignore[arg-type]
+        registry.tunnels.update({"live": Tunnel("live", live_session, "ns", "mc"),
+                                 CLUSTER: Tunnel(CLUSTER, frozen_session, "ns", "mc")})
+        async with replica_a({}, registry) as (peer, trust):
+            b = peers_of(TOKEN, trust)
+            b.live = {peer.id: peer}
+            async with aiohttp.ClientSession() as b._session:
+                await b.announce(CLUSTER)
+                await b.announce("live")
+            for _ in range(50):
+                if CLUSTER not in registry.tunnels:
+                    break
+                await asyncio.sleep(0.05)
+            assert CLUSTER not in registry.tunnels and frozen_session.closed
+            await asyncio.sleep(0.4)
+            assert "live" in registry.tunnels and not live_session.closed
 
 
 async def test_a_peer_that_lost_the_tunnel_is_forgotten() -> None:

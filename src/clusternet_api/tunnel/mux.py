@@ -46,6 +46,14 @@ class StreamOpenError(MuxError):
     """The peer refused or failed to open a stream, the open timed out, or the session is gone."""
 
 
+class StreamOpenTimeout(StreamOpenError):
+    """The peer did not answer an OPEN in time (it may be frozen, or the path to it dead)."""
+
+
+PROBE_ADDRESS = "probe.clusternet.invalid:1"
+"""Never allowed and never dialled: an OPEN to it is refused at once by a live peer (Session.answers)."""
+
+
 def deny_all(address: str) -> bool:
     """Default allow-list: accept nothing, so dialling has to be enabled deliberately."""
     return False
@@ -332,13 +340,25 @@ class Session:
                 await stream._opening
         except TimeoutError:
             stream.abort("open timed out")
-            raise StreamOpenError(f"opening {address} timed out after {timeout:g}s") from None
+            raise StreamOpenTimeout(f"opening {address} timed out after {timeout:g}s") from None
         except asyncio.CancelledError:
             stream.abort("open cancelled")
             raise
         stream._opening = None
         self._streams_opened += 1
         return stream
+
+    async def answers(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Whether the peer answers within `timeout`: an OPEN of PROBE_ADDRESS, which a live peer refuses at
+        once, costs it no dial and needs nothing new of its protocol (agents of earlier versions answer too)."""
+        try:
+            stream = await self.open_stream(PROBE_ADDRESS, timeout)
+        except StreamOpenTimeout:
+            return False
+        except StreamOpenError:
+            return not self.closed
+        stream.close()
+        return True
 
     def feed(self, message: bytes) -> None:
         """Handle one incoming websocket message without ever waiting.
@@ -400,7 +420,8 @@ class Session:
         task.add_done_callback(self._tasks.discard)
 
     def _refuse(self, stream_id: int, address: str, reason: str) -> None:
-        logger.info("tunnel refused stream %d to %s: %s", stream_id, address, reason)
+        logger.log(logging.DEBUG if address == PROBE_ADDRESS else logging.INFO, "tunnel refused stream %d to %s: %s",
+                   stream_id, address, reason)
         self._enqueue(Frame.open_err(stream_id, reason))
 
     async def _serve(self, stream: Stream, accept: Accept) -> None:
