@@ -5,8 +5,10 @@ CustomResourceDefinition deletes every object of its kind, in every namespace. S
 deleting it would also remove another Description's objects, a Helm release and its record, what a user made
 by hand, or objects the Description adopted (which we promise never to delete): none of them created by that
 Description. Before such a delete, ownership.release asks what would go with it: `foreign_contents` lists
-the namespace (every namespaced resource the child serves and can list), `foreign_instances` the CRD's
-objects. The delete happens only when nothing remains but:
+the namespace (every namespaced resource the child serves and can list, in every version of every group: a
+kind may be served only in a version its group does not prefer, as CronJob in batch/v1beta1 on 1.20 or Istio's
+EnvoyFilter in networking.istio.io/v1alpha3), `foreign_instances` the CRD's objects. The delete happens only
+when nothing remains but:
 - objects being deleted (the leaving Description's own were deleted just before: cleanup lets go of custom
   objects, then CRDs, then Namespaces; some are still terminating), and, in a namespace, dependents of other
   objects (ownerReferences: they go with their owners, which are counted themselves, as ReplicaSets and Pods
@@ -15,8 +17,9 @@ objects. The delete happens only when nothing remains but:
   service-account token Secrets, Events, Endpoints (the endpoints controller's copy of a Service, which counts).
 Anything else keeps the Namespace or CRD: only our mark is removed, and the Description's events name what kept
 it. When the content cannot be listed (a LIST refused or failing), it is kept as well: we delete only what we
-can see is ours alone. Objects that our own workloads made while running (a Lease, a generated Secret) keep a
-Namespace too; the event names them, and deleting it is then the user's call.
+can see is ours alone; and so when the discovery of any group-version fails or the server cannot answer it now
+(503): a kind we cannot see may have objects there. Objects that our own workloads made while running (a Lease,
+a generated Secret) keep a Namespace too; the event names them, and deleting it is then the user's call.
 
 Where we differ from Clusternet: its cleanup deletes a Namespace or CRD it deployed with whatever it holds.
 """
@@ -29,9 +32,11 @@ from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.logs import error_text
 
-# Groups whose namespaced resources are not stored objects of anyone (metrics are views of Pods) or are only
-# records of what happened (events.k8s.io is core Events again).
-IGNORED_GROUPS = frozenset({"metrics.k8s.io", "events.k8s.io"})
+# Groups whose namespaced resources are not stored objects of anyone (metrics are views of Pods and of what an
+# adapter reads elsewhere) or are only records of what happened (events.k8s.io is core Events again). Their
+# discovery is not asked either: an aggregated metrics API that is down keeps no Namespace.
+IGNORED_GROUPS = frozenset({"metrics.k8s.io", "custom.metrics.k8s.io", "external.metrics.k8s.io",
+                            "events.k8s.io"})
 # What controllers put into every new namespace at once (the applier skips its GET for everything else there).
 DEFAULTS = frozenset({("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")})
 IGNORED_KINDS = frozenset({"Event", "Endpoints"})
@@ -62,6 +67,8 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
     when the child does not tell."""
     try:
         listable = await _listable(child)
+    except ContentsUnknown:
+        raise
     except Exception as e:
         raise ContentsUnknown(f"discovery failed: {error_text(e)}") from e
     limit = asyncio.Semaphore(LISTS_AT_ONCE)
@@ -84,15 +91,28 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
 
 
 async def _listable(child: KubeApi) -> list[tuple[str, str]]:
-    """(apiVersion, kind) of every namespaced resource the child serves in a group's preferred version and
-    allows to list; core first."""
+    """(apiVersion, kind) of every namespaced resource the child serves in any version of any group and allows
+    to list, each (group, kind) once, in its group's preferred version when served there; core first. Discovery
+    is asked afresh (a kind added since the last one counts); any group-version it cannot tell about raises."""
+    versions = [v for v in await child.group_versions() if v.rpartition("/")[0] not in IGNORED_GROUPS]
+    limit = asyncio.Semaphore(LISTS_AT_ONCE)
+
+    async def discover(version: str) -> list[Obj]:
+        async with limit:
+            try:
+                return await child.discover(version)
+            except Exception as e:
+                raise ContentsUnknown(f"discovery of {version} failed: {error_text(e)}") from e
+
+    found = await asyncio.gather(*(discover(v) for v in versions))
     out: list[tuple[str, str]] = []
-    for version in await child.preferred_versions():
-        if version.partition("/")[0] in IGNORED_GROUPS:
-            continue
-        for entry in await child.resources(version):
-            if entry.get("namespaced") and "list" in (entry.get("verbs") or ["list"]):
-                out.append((version, str(entry["kind"])))
+    seen: set[tuple[str, str]] = set()
+    for version, entries in zip(versions, found, strict=True):  # each group's preferred version comes first
+        for entry in entries:
+            group_kind = (version.rpartition("/")[0], str(entry["kind"]))
+            if entry.get("namespaced") and "list" in (entry.get("verbs") or ["list"]) and group_kind not in seen:
+                seen.add(group_kind)
+                out.append((version, group_kind[1]))
     return out
 
 

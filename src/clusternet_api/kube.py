@@ -106,6 +106,7 @@ class Kube:
         self._retired: list[aiohttp.ClientSession] = []  # sessions with an exec plugin's previous certificate
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}  # apiVersion -> kind -> (plural, namespaced)
         self._resources: dict[str, list[Obj]] = {}  # apiVersion -> its APIResource entries, no subresources
+        self._unavailable: dict[str, Any] = {}  # apiVersion -> the 503 body of its last discovery, if it was one
         self._discovering: dict[str, asyncio.Future[None]] = {}
 
     async def __aenter__(self) -> Kube:
@@ -223,6 +224,10 @@ class Kube:
                 entries = [r for r in body.get("resources") or [] if "/" not in r["name"]]
             elif status not in (404, 503):
                 raise ApiException(status, f"discovery of {api_version} failed: {body}")
+            if status == 503:
+                self._unavailable[api_version] = body
+            else:
+                self._unavailable.pop(api_version, None)
             self._resources[api_version] = entries
             self._kinds[api_version] = {r["kind"]: (r["name"], bool(r.get("namespaced"))) for r in entries}
             done.set_result(None)
@@ -252,14 +257,39 @@ class Kube:
             await self._discover(api_version)
         return self._resources.get(api_version, [])
 
+    async def discover(self, api_version: str) -> list[Obj]:
+        """`resources`, asked again now whatever was discovered before (a kind added since is in it), for a
+        caller that must see every kind: ApiException when the server cannot tell now (503, an aggregated API
+        down) instead of []; [] only when it does not serve `api_version` (404)."""
+        await self._discover(api_version)
+        if api_version in self._unavailable:
+            raise status_error(503, self._unavailable[api_version])
+        return self._resources.get(api_version, [])
+
     async def preferred_versions(self) -> list[str]:
         """`v1`, then the preferred version of every API group, in the server's order (kubectl's search order
         for a resource name)."""
+        return ["v1"] + [g["preferredVersion"]["groupVersion"] for g in await self._api_groups()
+                         if g.get("preferredVersion")]
+
+    async def group_versions(self) -> list[str]:
+        """`v1`, then every version every API group serves, each group's preferred version first, groups in the
+        server's order: a kind served only in a version the group does not prefer (CronJob in batch/v1beta1 on
+        1.20) is in one of these."""
+        out = ["v1"]
+        for group in await self._api_groups():
+            preferred = (group.get("preferredVersion") or {}).get("groupVersion")
+            served = [str(v["groupVersion"]) for v in group.get("versions") or [] if v.get("groupVersion")]
+            out += ([str(preferred)] if preferred else []) + [v for v in served if v != preferred]
+        return out
+
+    async def _api_groups(self) -> list[Obj]:
+        """The APIGroup entries of /apis."""
         status, body = await self.raw("GET", "/apis")
         if status != 200 or not isinstance(body, dict):
             raise status_error(status, body)
-        return ["v1"] + [g["preferredVersion"]["groupVersion"] for g in body.get("groups") or []
-                         if g.get("preferredVersion")]
+        groups: list[Obj] = body.get("groups") or []
+        return groups
 
     async def path(self, api_version: str, kind: str, name: str | None = None,
                    namespace: str | None = None, subresource: str | None = None) -> str:

@@ -14,7 +14,11 @@ Obj = dict[str, Any]
 class KubeApi(Protocol):
     async def preferred_versions(self) -> list[str]: ...  # discovery, before `list` shadows the builtin
 
+    async def group_versions(self) -> list[str]: ...  # every served version, each group's preferred first
+
     async def resources(self, api_version: str) -> list[Obj]: ...
+
+    async def discover(self, api_version: str) -> list[Obj]: ...  # resources, fresh; raises when unavailable
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None: ...
 

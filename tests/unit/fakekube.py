@@ -134,6 +134,13 @@ class FakeKube:
         versions = {str(o.get("apiVersion") or "v1") for o in self.objects.values()} - {"v1"}
         return ["v1", *sorted(versions)]
 
+    async def group_versions(self) -> list[str]:
+        """Every stored apiVersion, as preferred_versions (the fake knows no preferred version)."""
+        return await self.preferred_versions()
+
+    async def discover(self, api_version: str) -> list[Obj]:
+        return await self.resources(api_version)
+
     async def resources(self, api_version: str) -> list[Obj]:
         """One APIResource entry per kind stored in `api_version` (namespaced when its objects have a namespace)."""
         kinds: dict[str, bool] = {}

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from clusternet_api import applier
-from clusternet_api.cascadeguard import is_foreign
-from clusternet_api.kube import ApiException
-from clusternet_api.ownership import ANNOTATION_OWNED, Claimants
+from clusternet_api.cascadeguard import foreign_contents, is_foreign
+from clusternet_api.kube import ApiException, Credentials, Kube
+from clusternet_api.ownership import ANNOTATION_OWNED, Claimants, Released, release
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_ownership import NS, by_hand, deploy, description, events, stored
 
@@ -165,3 +165,117 @@ async def test_a_crd_whose_objects_are_all_ours_or_terminating_is_deleted() -> N
     released = await cleanup(parent, child, "d1")
     assert released.deleted == ["Widget default/w1", "CustomResourceDefinition widgets.example.com"]
     assert released.kept == {}
+
+
+# --- discovery: every served version of every group (the review's F4) ------------------------------------
+
+def served(*resources: tuple[str, str, bool]) -> Obj:
+    """A discovery document: (plural, kind, namespaced) each, listable."""
+    return {"resources": [{"name": plural, "kind": kind, "namespaced": namespaced, "verbs": ["get", "list"]}
+                          for plural, kind, namespaced in resources]}
+
+
+def group(name: str, preferred: str, *versions: str) -> Obj:
+    return {"name": name, "preferredVersion": {"groupVersion": f"{name}/{preferred}"},
+            "versions": [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]}
+
+
+class Child120(Kube):
+    """A child on kube-apiserver 1.20 with Istio, behind the real Kube's discovery: batch prefers v1 (Job only)
+    while CronJob is served in batch/v1beta1 only; networking.istio.io prefers v1 while EnvoyFilter is v1alpha3
+    only. metrics.k8s.io is down (503), as an aggregated API often is; its group is ignored."""
+
+    def __init__(self) -> None:
+        super().__init__(Credentials(server="http://child.invalid"))
+        self.discovery: dict[str, Obj] = {
+            "/apis": {"groups": [group("batch", "v1", "v1", "v1beta1"),
+                                 group("networking.istio.io", "v1", "v1", "v1beta1", "v1alpha3"),
+                                 group("metrics.k8s.io", "v1beta1", "v1beta1")]},
+            "/api/v1": {"resources": [*served(("namespaces", "Namespace", False), ("configmaps", "ConfigMap", True))
+                                      ["resources"], {"name": "pods/log", "kind": "Pod", "namespaced": True}]},
+            "/apis/batch/v1": served(("jobs", "Job", True)),
+            "/apis/batch/v1beta1": served(("cronjobs", "CronJob", True)),
+            "/apis/networking.istio.io/v1": served(("virtualservices", "VirtualService", True)),
+            "/apis/networking.istio.io/v1beta1": served(("virtualservices", "VirtualService", True)),
+            "/apis/networking.istio.io/v1alpha3": served(("virtualservices", "VirtualService", True)),
+        }
+        self.items: dict[str, list[Obj]] = {}  # collection path -> its objects
+        self.namespace: Obj = {"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": "team-a", "annotations": {ANNOTATION_OWNED: f"{NS}.d1"}}}
+        self.asked: list[tuple[str, str]] = []
+
+    async def raw(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        self.asked.append((method, path))
+        if path in self.discovery:
+            return 200, self.discovery[path]
+        if path.startswith("/apis/metrics.k8s.io") or path == "/apis/batch/v1beta1":
+            return 503, "service unavailable"
+        if path == "/api/v1/namespaces/team-a":
+            if method == "PATCH":
+                self.namespace["metadata"]["annotations"] = {}
+            return 200, self.namespace
+        return 200, {"items": self.items.get(path, [])}
+
+
+def named(name: str) -> Obj:
+    return {"metadata": {"name": name, "namespace": "team-a"}}
+
+
+async def release_namespace(child: Kube) -> Released:
+    out = Released()
+    await release(child, {"apiVersion": "v1", "kind": "Namespace", "name": "team-a"}, f"{NS}.d1", None, out)
+    return out
+
+
+async def test_objects_of_kinds_served_only_in_a_version_their_group_does_not_prefer_keep_the_namespace() -> None:
+    """F4: the guard listed each group's preferred version only, so a person's CronJob (batch/v1beta1 on 1.20)
+    and an EnvoyFilter (v1alpha3) were deleted with our Namespace."""
+    child = Child120()
+    child.discovery["/apis/networking.istio.io/v1alpha3"] = served(
+        ("virtualservices", "VirtualService", True), ("envoyfilters", "EnvoyFilter", True))
+    child.items["/apis/batch/v1beta1/namespaces/team-a/cronjobs"] = [named("nightly-backup")]
+    child.items["/apis/networking.istio.io/v1alpha3/namespaces/team-a/envoyfilters"] = [named("rate-limit")]
+    assert await child.preferred_versions() == ["v1", "batch/v1", "networking.istio.io/v1", "metrics.k8s.io/v1beta1"]
+    released = await release_namespace(child)
+    assert released.deleted == [] and released.kept == {
+        "Namespace team-a": "it still holds CronJob team-a/nightly-backup, EnvoyFilter team-a/rate-limit"}
+    assert ("DELETE", "/api/v1/namespaces/team-a") not in child.asked
+    lists = [path for method, path in child.asked if method == "GET" and path.startswith(("/api/v1/", "/apis/"))
+             and "/namespaces/team-a/" in path]
+    # each (group, kind) listed once, in the preferred version where it is served; no subresource
+    assert sorted(lists) == ["/api/v1/namespaces/team-a/configmaps",
+                             "/apis/batch/v1/namespaces/team-a/jobs",
+                             "/apis/batch/v1beta1/namespaces/team-a/cronjobs",
+                             "/apis/networking.istio.io/v1/namespaces/team-a/virtualservices",
+                             "/apis/networking.istio.io/v1alpha3/namespaces/team-a/envoyfilters"]
+
+
+async def test_a_group_version_whose_discovery_fails_keeps_the_namespace() -> None:
+    """Not the preferred version, and unavailable (503): what it serves could be in the namespace."""
+    child = Child120()
+    del child.discovery["/apis/batch/v1beta1"]  # answered 503
+    released = await release_namespace(child)
+    assert released.deleted == [] and released.kept == {
+        "Namespace team-a": "what it holds cannot be listed (discovery of batch/v1beta1 failed: HTTP 503: "
+                            "service unavailable)"}
+    assert ("DELETE", "/api/v1/namespaces/team-a") not in child.asked
+    assert child.namespace["metadata"]["annotations"] == {}  # only our mark removed
+
+
+async def test_discovery_is_asked_afresh_so_a_kind_added_since_counts() -> None:
+    """Kube caches discovery for `resources`; a CRD installed later in a group-version already discovered would
+    be invisible to the guard through that cache."""
+    child = Child120()
+    assert await foreign_contents(child, "team-a") == []
+    child.discovery["/apis/networking.istio.io/v1alpha3"] = served(("envoyfilters", "EnvoyFilter", True))
+    child.items["/apis/networking.istio.io/v1alpha3/namespaces/team-a/envoyfilters"] = [named("rate-limit")]
+    assert await foreign_contents(child, "team-a") == ["EnvoyFilter team-a/rate-limit"]
+
+
+async def test_a_namespace_is_still_deleted_when_every_version_shows_nothing_foreign() -> None:
+    child = Child120()
+    child.items["/apis/batch/v1/namespaces/team-a/jobs"] = [{**named("j"), "metadata": {
+        "name": "j", "namespace": "team-a", "deletionTimestamp": "x"}}]
+    released = await release_namespace(child)
+    assert released.deleted == ["Namespace team-a"] and released.kept == {}
+    assert ("DELETE", "/api/v1/namespaces/team-a") in child.asked
