@@ -31,10 +31,12 @@ from clusternet_api.ownership import (
     ANNOTATION_OWNED,
     Claimants,
     Released,
+    ReleaseDeferred,
     describe,
     ident_key,
     identity,
     marks,
+    object_key,
     owner_key,
     release,
 )
@@ -135,7 +137,7 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     same_generation = deployed(desc)
     previously = {ident_key(status_ident(s)) for s in previous}
     outcome = ApplyOutcome("Success", None)
-    current = {ident_key(identity(obj)) for obj in objects}
+    current = {object_key(identity(obj)) for obj in objects}  # objects, whatever apiVersion names them
     results: dict[int, tuple[str | None, Obj | None]] = {}
     limit = asyncio.Semaphore(8)
 
@@ -151,11 +153,18 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
                         if (applied := results[i][1]) is not None]
     claimants = claimants or Claimants(desc)
+    # the same objects under names object_key cannot tell apart (an alias it does not know): never pruned
+    uids = frozenset(str(uid) for _, obj in results.values() if (uid := ((obj or {}).get("metadata") or {}).get("uid")))
     for ident in sorted((status_ident(s) for s in previous), key=_release_rank):
-        if ident_key(ident) not in current:
-            await release(child, ident, key, claimants.of(ident), outcome.released)
+        if object_key(ident) not in current:
+            await release(child, ident, key, claimants.of(ident), outcome.released, uids)
+    # what could not be deleted now stays listed, so the next apply looks at it again (not a failure)
+    outcome.statuses += [s for s in previous if status_ident(s) in outcome.released.deferred]
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
+    elif outcome.released.deferred:
+        outcome.reason = "to delete at the next apply (changed while being deleted): " + ", ".join(
+            describe(i) for i in outcome.released.deferred)
     return outcome
 
 
@@ -249,17 +258,22 @@ def _content(obj: Obj) -> Obj:
 
 async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None) -> Released:
     """Let go of everything this Description deployed in the child (CRDs, then Namespaces last): delete what it created
-    (or hand it over to one of `claimants`), unadopt what it adopted (ownership.release)."""
+    (or hand it over to one of `claimants`), unadopt what it adopted (ownership.release).
+
+    Raises ReleaseDeferred when an object of ours kept changing under its DELETE: the caller's finalizer is then
+    not removed, and the next resync tries again (removing it would leave the object behind for ever)."""
     key = owner_key(desc)
-    idents = [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])]
-    for status in (desc.get("status") or {}).get("manifestStatuses") or []:
-        if (ident := status_ident(status)) not in idents:
-            idents.append(ident)
-    idents.sort(key=_release_rank)
+    idents: dict[str, dict[str, str]] = {}  # one per object: the spec's apiVersion first, then the status's
+    for ident in [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])] + [
+            status_ident(s) for s in (desc.get("status") or {}).get("manifestStatuses") or []]:
+        idents.setdefault(object_key(ident), ident)
     claimants = claimants or Claimants(desc)
     released = Released()
-    for ident in idents:
+    for ident in sorted(idents.values(), key=_release_rank):
         await release(child, ident, key, claimants.of(ident), released)
+    if released.deferred:
+        raise ReleaseDeferred("kept changing while being deleted, to try again: " + ", ".join(
+            describe(i) for i in released.deferred))
     return released
 
 

@@ -352,9 +352,14 @@ class Kube:
         return await self.request("PATCH", path, body, content_type=content_type)
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-                     propagation: str = "Background") -> bool:
-        """Delete; False when it was already gone."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+                     propagation: str = "Background", *, preconditions: Mapping[str, str] | None = None) -> bool:
+        """Delete; False when it was already gone.
+
+        `preconditions` (`uid`, `resourceVersion`): delete only the object as it was read, for a caller that
+        checked something on it first; the API server answers 409 Conflict (raised) when it no longer matches."""
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if preconditions:
+            body["preconditions"] = dict(preconditions)
         try:
             await self.request("DELETE", await self.path(api_version, kind, name, namespace), body)
         except ApiException as e:

@@ -6,6 +6,7 @@ push logic is tested without an API server.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 Obj = dict[str, Any]
@@ -34,7 +35,8 @@ class KubeApi(Protocol):
                     content_type: str = "application/merge-patch+json") -> Obj: ...
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-                     propagation: str = "Background") -> bool: ...
+                     propagation: str = "Background", *,
+                     preconditions: Mapping[str, str] | None = None) -> bool: ...
 
 
 class ChildApi(KubeApi, Protocol):

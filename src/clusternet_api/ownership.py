@@ -52,6 +52,25 @@ def ident_key(ident: dict[str, str]) -> str:
     return json.dumps(ident, sort_keys=True)
 
 
+GROUP_MOVES = {
+    ("extensions", "Deployment"): "apps", ("extensions", "DaemonSet"): "apps", ("extensions", "ReplicaSet"): "apps",
+    ("extensions", "Ingress"): "networking.k8s.io", ("extensions", "NetworkPolicy"): "networking.k8s.io",
+    ("extensions", "PodSecurityPolicy"): "policy", ("events.k8s.io", "Event"): "",
+}
+"""(old group, kind) -> the group the kind moved to: the API server serves one stored object under both."""
+
+
+def object_key(ident: dict[str, str]) -> str:
+    """Which object in the child an identity names: group, kind, namespace and name, not the version.
+
+    The API server stores one object for all the versions of its kind (and for a kind that moved group, both
+    groups: GROUP_MOVES); a feed migrated from policy/v1beta1 to policy/v1 names the object it deployed before.
+    Pruning by the full identity (apiVersion included) deleted it right after applying it (review F1)."""
+    group = ident["apiVersion"].rpartition("/")[0]
+    group = GROUP_MOVES.get((group, ident["kind"]), group)
+    return json.dumps([group, ident["kind"], ident.get("namespace") or "", ident["name"]])
+
+
 def describe(ident: dict[str, str]) -> str:
     ns = ident.get("namespace")
     return f"{ident['kind']} {ns + '/' if ns else ''}{ident['name']}"
@@ -79,7 +98,7 @@ class Claimants:
     def of(self, ident: dict[str, str]) -> str | None:
         if self._by_object is None:
             self._by_object = self._index()
-        return self._by_object.get(ident_key(ident))
+        return self._by_object.get(object_key(ident))
 
     def _index(self) -> dict[str, str]:
         wanting = [d for d in self.others() if d["metadata"].get("namespace") == self.namespace
@@ -91,7 +110,7 @@ class Claimants:
         out: dict[str, str] = {}
         for desc in wanting:
             for obj in decode_raw((desc.get("spec") or {}).get("raw") or []):
-                out.setdefault(ident_key(identity(obj)), owner_key(desc))
+                out.setdefault(object_key(identity(obj)), owner_key(desc))
         return out
 
 
@@ -107,41 +126,82 @@ class Released:
     claimants: set[str] = field(default_factory=set)
     """Descriptions wanting something let go of (handed over to them, or deleted or unadopted while they were
     refused it): to apply at once, so the refusal in their status does not outlive its cause."""
+    deferred: list[dict[str, str]] = field(default_factory=list)
+    """Objects of ours not deleted now: each DELETE found them changed since they were read (release)."""
 
 
-async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released) -> None:
-    """Let go of one object: only when it carries Description `key`'s mark, and never by deleting one it adopted.
+class ReleaseDeferred(Exception):
+    """A cleanup could not delete everything now (Released.deferred): to try again, its finalizer kept."""
+
+
+LOOKS = 3
+"""How many times release reads an object again after its DELETE found it changed since it was read."""
+
+
+async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released,
+                  applied: frozenset[str] = frozenset()) -> None:
+    """Let go of one object: only when it carries Description `key`'s mark, and never by deleting one it adopted,
+    nor one whose UID is among `applied` (the UIDs the same apply just applied: under another name, an alias
+    object_key does not know, it is still in the spec).
 
     Ours (owned-by): handed over to `claimant` when there is one (the mark rewritten), else deleted. Adopted:
     only our adopted-by mark is removed, by a JSON patch whose `test` makes sure it still names us. No
     server-side-apply release of our fields: applying an empty configuration as our field manager would make the
     API server remove every field only we own (a ConfigMap's data keys, say), and the object is to be left as
     it is. Its managedFields keep naming our field manager for those fields, which only a later server-side
-    apply notices (a conflict it may force); the previous content is not restored (we never kept it)."""
+    apply notices (a conflict it may force); the previous content is not restored (we never kept it).
+
+    The DELETE carries the UID and resourceVersion just read as preconditions, so what is deleted is the object
+    whose mark was checked, not one re-created or handed over meanwhile (review F8). A 409 (it changed since:
+    often only its status) is no error: the object is read and checked again, up to LOOKS times, then left in
+    `out.deferred` for the next apply or cleanup to look at."""
+    for _ in range(LOOKS):
+        if await _release_once(child, ident, key, claimant, out, applied):
+            return
+    log.info("%s kept changing while being let go of; left for the next look", describe(ident))
+    out.deferred.append(ident)
+
+
+async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released,
+                        applied: frozenset[str]) -> bool:
+    """One look at the object (release): False when its DELETE found it changed since this look read it."""
     what = describe(ident)
     try:
         existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
     except Exception as e:
         log.info("cannot look up %s for cleanup: %s", what, e)
-        return
+        return True
     owned, adopted = marks(existing)
     if existing is None or key not in (owned, adopted) or (owned and owned != key):
-        return
+        return True
+    if (uid := existing["metadata"].get("uid")) and uid in applied:
+        log.info("%s is an object this apply deployed under another apiVersion: kept", what)
+        return True
     if owned == key and claimant:
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, claimant):
             out.handed_over.setdefault(claimant, []).append(what)
             out.claimants.add(claimant)
-        return
+        return True
     if owned == key and (why := await _kept(child, ident, existing)):
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.kept[what] = why
     elif owned == key:
-        if await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace")):
-            out.deleted.append(what)
+        meta = existing["metadata"]
+        preconditions = {k: str(meta[k]) for k in ("uid", "resourceVersion") if meta.get(k)}
+        try:
+            if await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"),
+                                  preconditions=preconditions):
+                out.deleted.append(what)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            log.info("%s changed since it was read (%s): looking again", what, e.reason)
+            return False
     elif await _rewrite_mark(child, ident, ANNOTATION_ADOPTED, key, None):
         out.unadopted.append(what)
     if claimant:
         out.claimants.add(claimant)
+    return True
 
 
 async def _kept(child: KubeApi, ident: dict[str, str], existing: Obj) -> str | None:

@@ -125,8 +125,12 @@ class FakeKube:
         return copy.deepcopy(stored)
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-                     propagation: str = "Background") -> bool:
-        self._record("delete", kind, namespace, name, None)
+                     propagation: str = "Background", *, preconditions: dict[str, str] | None = None) -> bool:
+        """As the API server: a precondition (uid, resourceVersion) the stored object no longer meets is 409."""
+        self._record("delete", kind, namespace, name, {"preconditions": preconditions} if preconditions else None)
+        found = self.find(kind, namespace, name)
+        if found is not None and any(found["metadata"].get(k) != v for k, v in (preconditions or {}).items()):
+            raise ApiException(409, f"Precondition failed: {preconditions}")
         return self.objects.pop((kind, namespace or "", name), None) is not None
 
     async def preferred_versions(self) -> list[str]:
