@@ -41,16 +41,23 @@ def release_chart(namespace: str, name: str, caches: Caches) -> Obj | None:
         meta = sub["metadata"]
         if not name.startswith(str(meta["name"])[:8]):  # base names start with the Subscription's: skip the hash
             continue
-        base = rendering.base_name(str(meta["name"]), subscription_namespace=str(meta["namespace"]))
-        description = rendering.description_name(base, "Helm")
-        if (namespace, description) not in caches.descriptions:
-            continue
-        for feed in subscription_feeds(sub):
-            if rendering.is_helm_chart_feed(feed) and release_name(description, feed["namespace"],
-                                                                  feed["name"]) == name:
-                chart = caches.helmcharts.get((feed["namespace"], feed["name"]))
-                if chart is not None:
-                    return chart
+        for digits in (5, rendering.LONG_BASE_DIGITS):  # both forms a Base name takes (basenames.py)
+            base = rendering.base_name(str(meta["name"]), subscription_namespace=str(meta["namespace"]),
+                                       digits=digits)
+            if (chart := _chart_of(sub, rendering.description_name(base, "Helm"), namespace, name, caches)) is not None:
+                return chart
+    return None
+
+
+def _chart_of(sub: dict[str, Any], description: str, namespace: str, name: str, caches: Caches) -> Obj | None:
+    """The HelmChart of `sub` that release `namespace/name` stands for under its Description `description`."""
+    if (namespace, description) not in caches.descriptions:
+        return None
+    for feed in subscription_feeds(sub):
+        if rendering.is_helm_chart_feed(feed) and release_name(description, feed["namespace"], feed["name"]) == name:
+            chart = caches.helmcharts.get((feed["namespace"], feed["name"]))
+            if chart is not None:
+                return chart
     return None
 
 

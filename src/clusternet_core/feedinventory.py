@@ -287,3 +287,23 @@ def replica_splits(replicas: Mapping[str, Sequence[int]], binding_clusters: Sequ
             continue
         splits[order.key()] = ReplicaSplit(int(counts[index]), subscription, order.replica_json_path)
     return splits
+
+
+def plan_inventory(sub: Obj, templates: Mapping[str, Obj], existing: Obj | None,
+                   ) -> tuple[InventoryResult | None, dict[str, Any] | None, bool]:
+    """(inventory, body to apply or None, delete the existing one) for a Subscription's FeedInventory.
+
+    Only Dividing Subscriptions get one, like Clusternet's FeedInventory controller (it skips the
+    others): Replication never reads it, and one object per Subscription would double the objects
+    the hub writes and a user could mistake for a setting. The one this hub wrote goes when the
+    Subscription no longer divides; it is written only when it changed.
+    """
+    uid = sub["metadata"].get("uid")
+    owned = existing is not None and any(ref.get("uid") == uid for ref in existing["metadata"].get(
+        "ownerReferences") or [])
+    if not is_dividing(sub):
+        return None, None, owned
+    inventory = build_feed_inventory(sub, templates)
+    body = inventory.body()
+    changed = not owned or (existing or {}).get("spec") != body["spec"]
+    return inventory, body if changed else None, False

@@ -14,6 +14,9 @@ Dividing: the plan includes the Subscription's FeedInventory (feedinventory.py),
 desiredReplicas, and renders each cluster's share into its objects (rendering.ReplicaSplit) instead of
 creating Clusternet's per-cluster priority-1000 Localizations. A changed template, weight, label or
 binding changes some cluster's share, hence its inputs hash, so that cluster is re-rendered.
+
+Two refusals per cluster keep what it runs: a Base name held by another Subscription is never written over
+(basenames.py picks the name), and a render with failed overrides is not written (heldback.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from clusternet_api import known
-from clusternet_core import feedinventory, feedresolve, feedstatus, helmrender, rendering
+from clusternet_core import basenames, feedinventory, feedresolve, feedstatus, heldback, helmrender, rendering
 from clusternet_core.overrides import OverrideError, unusable_overrides
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, format_feed, schedule
 
@@ -101,7 +104,12 @@ class ClusterPlan:
     them: a RenderFailed event on that Description (a Helm chart's problem on the Helm one)."""
     override_errors: list[OverrideError] = field(default_factory=list)
     """Failed overrides, an OverrideFailed event on each: the generic render's when the generic Description
-    announces its errors, the Helm render's when the Helm one does."""
+    announces its errors, the Helm render's when the Helm one does; for a Description held back because of
+    them, those the Subscription's Ready condition does not already report."""
+    held_back: list[str] = field(default_factory=list)
+    """Descriptions not written because overrides failed in their render (heldback.py): the cached one stays."""
+    keep_bases: list[Key] = field(default_factory=list)
+    """Bases of the Subscription this cluster keeps although `base` names another (a NameConflict refusal)."""
 
 
 @dataclass(frozen=True)
@@ -239,10 +247,13 @@ def owned_bases(sub: Obj, bases: Iterable[Obj]) -> list[Obj]:
     return [b for b in bases if (b["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == uid]
 
 
-def unbound_bases(sub: Obj, bases: Iterable[Obj], bound: set[Key]) -> list[Key]:
-    """The Subscription's Bases in clusters it no longer binds (all of them when `bound` is empty)."""
+def unbound_bases(sub: Obj, bases: Iterable[Obj], bound: set[Key],
+                  descriptions: Mapping[Key, Obj] | None = None) -> list[Key]:
+    """The Subscription's Bases in clusters it no longer binds (all of them when `bound` is empty), except one
+    with another Subscription's Description (basenames.foreign_descriptions): the collector would take it along."""
     return [key_of(b) for b in owned_bases(sub, bases)
-            if key_of(b) not in bound and not b["metadata"].get("deletionTimestamp")]
+            if key_of(b) not in bound and not b["metadata"].get("deletionTimestamp")
+            and not basenames.foreign_descriptions(sub, b, descriptions or {})]
 
 
 def labels(sub: Obj, mc: Obj) -> dict[str, str]:
@@ -254,11 +265,12 @@ def labels(sub: Obj, mc: Obj) -> dict[str, str]:
             known.LABEL_CLUSTER_NAME: mc_labels.get(known.LABEL_CLUSTER_NAME, mc["metadata"]["name"])}
 
 
-def base_body(sub: Obj, mc: Obj, feeds: list[FeedRef]) -> Obj:
+def base_body(sub: Obj, mc: Obj, feeds: list[FeedRef], name: str | None = None) -> Obj:
+    """The Base named `name` (basenames.choose_base_name), by default the Subscription's 5-digit name."""
     meta = sub["metadata"]
     return {
         "apiVersion": known.APPS_API_VERSION, "kind": "Base",
-        "metadata": {"name": rendering.base_name(meta["name"], subscription_namespace=meta["namespace"]),
+        "metadata": {"name": name or rendering.base_name(meta["name"], subscription_namespace=meta["namespace"]),
                      "namespace": mc["metadata"]["namespace"], "labels": labels(sub, mc)},
         # empty strings left out: kube-apiserver 1.20 turns "" into null when applying a custom resource
         "spec": {"feeds": [{k: v for k, v in f.items() if v} for f in feeds]},
@@ -272,31 +284,11 @@ def owned_by(description: Obj, base: Obj) -> Obj:
     return {**description, "metadata": {**description["metadata"], "ownerReferences": [owner]}}
 
 
-def plan_inventory(sub: Obj, templates: Mapping[str, Obj], existing: Obj | None,
-                   ) -> tuple[feedinventory.InventoryResult | None, Obj | None, bool]:
-    """(inventory, body to apply or None, delete the existing one) for a Subscription's FeedInventory.
-
-    Only Dividing Subscriptions get one, like Clusternet's FeedInventory controller (it skips the
-    others): Replication never reads it, and one object per Subscription would double the objects
-    the hub writes and a user could mistake for a setting. The one this hub wrote goes when the
-    Subscription no longer divides; it is written only when it changed.
-    """
-    uid = sub["metadata"].get("uid")
-    owned = existing is not None and any(ref.get("uid") == uid for ref in existing["metadata"].get(
-        "ownerReferences") or [])
-    if not feedinventory.is_dividing(sub):
-        return None, None, owned
-    inventory = feedinventory.build_feed_inventory(sub, templates)
-    body = inventory.body()
-    changed = not owned or (existing or {}).get("spec") != body["spec"]
-    return inventory, body if changed else None, False
-
-
 def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     """What to write for the Subscription `sub` (as cached): see Plan."""
     meta = sub["metadata"]
     if meta.get("deletionTimestamp"):  # delete the Bases; do not wait for offline clusters
-        return Plan("delete", delete_bases=unbound_bases(sub, caches.bases.values(), set()))
+        return Plan("delete", delete_bases=unbound_bases(sub, caches.bases.values(), set(), caches.descriptions))
     if known.FINALIZER_APPS not in (meta.get("finalizers") or []):
         return Plan("add-finalizer")  # the update event brings the Subscription back
     feeds = subscription_feeds(sub)
@@ -305,7 +297,8 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     if refused is not None:  # refused as a whole, like an invalid one: nothing deployed changes
         return Plan("refuse", refusal=(without_conditions(sub), refused))
     templates = resolved.templates
-    inventory, inventory_body, delete_inventory = plan_inventory(sub, templates, caches.inventories.get(key_of(sub)))
+    inventory, inventory_body, delete_inventory = feedinventory.plan_inventory(
+        sub, templates, caches.inventories.get(key_of(sub)))
     plan = Plan("deploy", inventory=inventory_body, delete_inventory=delete_inventory)
     try:
         result = schedule(sub, list(caches.clusters.values()), inventory.desired_replicas() if inventory else None)
@@ -327,8 +320,8 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     globalizations = list(caches.globalizations.values())
     plan.clusters = [plan_cluster(sub, b, feeds, templates, force, caches, globalizations,
                                   localizations[b.cluster["metadata"]["namespace"]]) for b in bindings]
-    bound = {key_of(c.base) for c in plan.clusters}
-    plan.delete_bases = unbound_bases(sub, caches.bases.values(), bound)
+    bound = {key_of(c.base) for c in plan.clusters} | {k for c in plan.clusters for k in c.keep_bases}
+    plan.delete_bases = unbound_bases(sub, caches.bases.values(), bound, caches.descriptions)
     problems = list(inventory.problems) if inventory else []
     problems += [e for c in plan.clusters for e in c.errors]
     problems = list(dict.fromkeys(problems))  # a chart that cannot be found is the same error for every cluster
@@ -339,11 +332,15 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
 def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Mapping[str, Obj], force: bool,
                  caches: Caches, globalizations: list[Obj], localizations: list[Obj]) -> ClusterPlan:
     mc = binding.cluster
-    body = base_body(sub, mc, feeds)
+    ns = mc["metadata"]["namespace"]
+    chosen = basenames.choose_base_name(sub, ns, caches.bases, caches.descriptions)
+    body = base_body(sub, mc, feeds, chosen.name)
+    if chosen.name is None:  # held by other Subscriptions: write nothing, keep whatever of ours is there
+        return ClusterPlan(body, False, None, None, errors=[str(chosen.conflict)],
+                           keep_bases=[(ns, n) for n in chosen.candidates])
     cached_base = caches.bases.get(key_of(body))
     unchanged = cached_base is not None and not cached_base["metadata"].get("deletionTimestamp") and not needs_apply(
         cached_base, body)
-    ns = mc["metadata"]["namespace"]
     name = rendering.description_name(body["metadata"]["name"], "Generic")
     existing = caches.descriptions.get((ns, name))
     plan = ClusterPlan(cached_base if unchanged and cached_base else body, not unchanged, None, existing)
@@ -352,13 +349,16 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
         return plan
     rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
                                         binding.splits)
-    plan.errors = generic_errors = rendered.all_errors()
-    helm = plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
-    helm_errors = helm.all_errors() if helm else []
     keep = (existing is not None and not force and
             (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == binding.digest)
+    held = bool(rendered.override_errors) and not keep
+    plan.errors = generic_errors = rendered.all_errors() + ([heldback.note(ns, name, existing)] if held else [])
+    helm = plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
+    helm_errors = helm.all_errors() if helm else []
     raw = (existing.get("spec") or {}).get("raw") if keep and existing else rendered.encoded_raw()
-    if not raw and not rendered.items:  # only Helm feeds: a Generic Description left from before goes
+    if held:  # heldback.py: the cluster keeps its Description (or gets none yet) until the overrides apply
+        plan.held_back.append(name)
+    elif not raw and not rendered.items:  # only Helm feeds: a Generic Description left from before goes
         if existing is not None and not any(not rendering.is_helm_chart_feed(f) for f in feeds):
             plan.delete_descriptions.append(key_of(existing))
     else:
@@ -367,11 +367,14 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
     plan.announce = announcements(((plan.description, existing, generic_errors),
                                    (plan.helm_description, plan.existing_helm, helm_errors)))
 
-    def announced(body: Obj | None) -> bool:
-        return body is not None and body["metadata"]["name"] in plan.announce
+    def to_report(body: Obj | None, desc_name: str, errors: list[OverrideError]) -> list[OverrideError]:
+        if body is not None and body["metadata"]["name"] in plan.announce:
+            return errors
+        return heldback.unreported(ready_of(sub), errors) if desc_name in plan.held_back else []
 
-    plan.override_errors = [*(rendered.override_errors if announced(plan.description) else []),
-                            *(helm.override_errors if helm and announced(plan.helm_description) else [])]
+    helm_name = rendering.description_name(plan.base["metadata"]["name"], "Helm")
+    plan.override_errors = [*to_report(plan.description, name, rendered.override_errors),
+                            *(to_report(plan.helm_description, helm_name, helm.override_errors) if helm else [])]
     return plan
 
 
@@ -427,12 +430,15 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     digest = inputs_hash(sub.get("spec") or {}, {k: {"template": {"spec": c.get("spec"), "phase": (
         helmrender.check_phase(c))}} for k, c in charts.items()})  # the check of a new spec is an input too
     rendered = helmrender.render_helm(feeds, charts, mc, globalizations, localizations, existing)
-    errors = rendered.all_errors()
-    plan.errors = plan.errors + errors
     keep = (existing is not None and not force and
             (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == digest)
+    held = bool(rendered.override_errors) and not keep  # a reverted value or version: heldback.py
+    errors = rendered.all_errors() + ([heldback.note(mc["metadata"]["namespace"], name, existing)] if held else [])
+    plan.errors = plan.errors + errors
     spec = existing.get("spec") if keep and existing else rendered.spec()
-    if spec and spec.get("charts"):
+    if held:
+        plan.held_back.append(name)
+    elif spec and spec.get("charts"):
         plan.helm_description = description_body(sub, mc, name, digest, errors, dict(spec))
     return rendered
 
@@ -458,7 +464,8 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
         ready = condition("False", "NoMatchingCluster", inputs.message)
     problems = inputs.problems if inputs is not None else last_problems
     if problems:
-        ready = condition("False", "RenderFailed", "; ".join(problems))
+        conflict = any(p.startswith(basenames.REASON_NAME_CONFLICT) for p in problems)
+        ready = condition("False", basenames.REASON_NAME_CONFLICT if conflict else "RenderFailed", "; ".join(problems))
     feeds = subscription_feeds(sub)
     refused = refusal_condition(feeds, feedresolve.resolve_feeds(feeds, caches.manifests.values()),
                                 caches.globalizations.values())

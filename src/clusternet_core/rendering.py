@@ -30,6 +30,7 @@ from clusternet_core.scheduling import InvalidSelector, feed_key, feed_ref, form
 
 __all__ = [
     "DIVIDING_PRIORITY",
+    "LONG_BASE_DIGITS",
     "RenderResult",
     "RenderedObject",
     "ReplicaSplit",
@@ -62,15 +63,22 @@ DIVIDING_PRIORITY = 1000
 # ---------------------------------------------------------------------------------------------------------
 
 
-def base_name(subscription_name: str, *, subscription_namespace: str) -> str:
-    """Deterministic Base name `<subscription>-<5 hex>`, at most 63 characters.
+def base_name(subscription_name: str, *, subscription_namespace: str, digits: int = 5) -> str:
+    """Deterministic Base name `<subscription>-<hex digest>`, at most 63 characters; retries reuse the name.
 
-    The suffix hashes the Subscription's namespace and name, so Subscriptions with the same name in
-    different namespaces never share a Base in a cluster's namespace, and retries reuse the same name.
+    The digest hashes the Subscription's namespace and name. Its 5-digit form is what every Base has always
+    been named (the children's objects are marked with the Description names derived from it, so it cannot
+    change under an installation), but 20 bits collide: `team-1978/app` and `team-3501/app` both get
+    `app-e670c`. The planner (basenames.py) gives the second one the `LONG_BASE_DIGITS` form instead.
     """
-    digest = hashlib.sha256(f"{subscription_namespace}/{subscription_name}".encode()).hexdigest()[:5]
-    prefix = subscription_name[: MAX_NAME_LENGTH - 6].rstrip("-.")
+    digest = hashlib.sha256(f"{subscription_namespace}/{subscription_name}".encode()).hexdigest()[:digits]
+    prefix = subscription_name[: MAX_NAME_LENGTH - digits - 1].rstrip("-.")
     return f"{prefix}-{digest}"
+
+
+LONG_BASE_DIGITS = 16
+"""Digits of the fallback Base name of a Subscription whose 5-digit name is taken (64 bits; should that form be
+taken too, the cluster is refused, never overwritten)."""
 
 
 def description_name(base: str, deployer: str) -> str:

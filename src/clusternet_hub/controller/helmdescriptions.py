@@ -14,6 +14,7 @@ from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core import helmrender
+from clusternet_core.basenames import same_subscription
 from clusternet_core.plan import Key, key_of, needs_apply
 from clusternet_hub.controller.store import Store
 
@@ -48,9 +49,16 @@ class HelmDescriptions:
                                                     {"spec": dict.fromkeys(stray)}, key[0])
                 self.store.on_helmrelease("MODIFIED", applied)
         for hr in owned_releases(self.store, desc):
-            if hr["metadata"]["name"] not in names and not hr["metadata"].get("deletionTimestamp"):
-                log.info("%s/%s: chart no longer in its Description; removing its release", *key_of(hr))
-                await self.kube.delete(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"], key[0])
+            if hr["metadata"]["name"] in names or hr["metadata"].get("deletionTimestamp"):
+                continue
+            if (owner := _subscription_of(desc)) and not same_subscription(owner, hr["metadata"].get("labels") or {}):
+                # written while a hub before basenames.py let two Subscriptions share this Description: the
+                # release is the other one's, and removing it would uninstall their chart
+                log.warning("%s/%s: release of another Subscription under this Description; left in place",
+                            *key_of(hr))
+                continue
+            log.info("%s/%s: chart no longer in its Description; removing its release", *key_of(hr))
+            await self.kube.delete(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"], key[0])
         await self._write_status(desc)
 
     async def _write_status(self, desc: Obj) -> None:
@@ -93,6 +101,14 @@ def stray_fields(hr: Obj, body: Obj) -> list[str]:
     hub meant it for whoever deploys it. Clusternet's hub updates the whole object instead."""
     wanted = body.get("spec") or {}
     return sorted(k for k in (hr.get("spec") or {}) if k not in wanted and k not in SERVER_DEFAULTED)
+
+
+def _subscription_of(desc: Obj) -> dict[str, str]:
+    """The Subscription a Description's labels name, as metadata (namespace, name, uid); empty without them."""
+    labels = desc["metadata"].get("labels") or {}
+    found = {"namespace": labels.get(known.LABEL_SUBS_NAMESPACE), "name": labels.get(known.LABEL_SUBS_NAME),
+             "uid": labels.get(known.LABEL_SUBS_UID)}
+    return {k: str(v) for k, v in found.items() if v} if found["name"] or found["uid"] else {}
 
 
 def _annotations_differ(cached: Obj, body: Obj) -> bool:
