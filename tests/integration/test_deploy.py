@@ -123,7 +123,8 @@ def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: Contro
     # Glob(100) -> Glob(600) -> Loc(100): the Localization wins in child1, Glob(600) in child2
     wait_for(lambda: child_annotations(child1).get("demo/order") == "loc-100", timeout=30, what="child1 order")
     wait_for(lambda: child_annotations(child2).get("demo/order") == "glob-600", timeout=30, what="child2 order")
-    # a broken override is reported and does not stop the others
+    # a broken override is reported, and the cluster keeps what it runs until it applies (without it an object
+    # could move, be renamed or revert: clusternet_core/heldback.py)
     kubectl(parent, "apply", "-f", "-", input=override(
         "Localization", "broken", 700, '[{"op":"replace","path":"/spec/replicaz","value":3}]', env["ns1"],
         type_="JSONPatch"))
@@ -136,7 +137,14 @@ def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: Contro
     wait_for(reported, timeout=30, what="OverrideFailed event")
     assert child_annotations(child1).get("demo/order") == "loc-100"
     d = descriptions(parent, "app-demo")[env["ns1"]]
-    assert "replicaz" in d["metadata"]["annotations"]["apps.clusternet.io/render-errors"]
+    assert "apps.clusternet.io/render-errors" not in (d["metadata"].get("annotations") or {})  # not rewritten
+
+    def render_failed() -> bool:
+        status = json.loads(kubectl(parent, "get", "subs", "app-demo", "-o", "json").stdout).get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+        return ready.get("reason") == "RenderFailed" and "replicaz" in ready.get("message", "")
+
+    wait_for(render_failed, timeout=30, what="Ready: RenderFailed naming the broken override")
     # one in a namespace that is no cluster's applies to nothing, and says so
     kubectl(parent, "apply", "-f", "-", input=override("Localization", "stray", 100, order % "stray", "default"))
 
