@@ -227,7 +227,9 @@ async def test_pull_a_move_and_a_deletion_after_a_half_done_move_behave_as_in_pu
     helm = FakeHelm()
     hr = release() | {"apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease"}
     hr["metadata"]["finalizers"] = [known.FINALIZER_APPS]
-    parent = FakeKube(namespace(), hr)
+    live = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
+            "metadata": {"name": "child2", "namespace": NS}, **PULL_MODE}  # read before the uninstall
+    parent = FakeKube(namespace(), live, hr)
     agent = ReleasePuller(parent, Deployer(), NS, "child2", 30, helm)  # type: ignore[arg-type]
     await pull(agent, parent)
     moved = await pull(agent, parent, targetNamespace="abc2")

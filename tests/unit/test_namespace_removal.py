@@ -20,7 +20,8 @@ from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, n
 from tests.unit.test_helm import FEED, HR, Deployer, chart, deploy, helm_controller, subscription
 
 GONE = "2026-01-01T00:00:00Z"
-PULL = {"metadata": {"name": "child1", "namespace": NS}, "spec": {"syncMode": "Pull"}, "status": {"appPusher": False}}
+PULL = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
+        "metadata": {"name": "child1", "namespace": NS}, "spec": {"syncMode": "Pull"}, "status": {"appPusher": False}}
 
 
 def terminating(parent: FakeKube) -> None:
@@ -143,7 +144,7 @@ def pulled_description() -> Obj:
 
 
 async def agent_puller(monkeypatch: pytest.MonkeyPatch) -> tuple[puller.Puller, Refusing, list[str]]:
-    parent = Refusing(namespace(), pulled_description())
+    parent = Refusing(namespace(), copy.deepcopy(PULL), pulled_description())
     cleaned: list[str] = []
 
     async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
@@ -204,7 +205,7 @@ def pulled_release() -> Obj:
 
 
 async def release_puller() -> tuple[helmpuller.ReleasePuller, Refusing, FakeHelm]:
-    helm, parent = FakeHelm(), Refusing(namespace(), pulled_release())
+    helm, parent = FakeHelm(), Refusing(namespace(), copy.deepcopy(PULL), pulled_release())
     installed = copy.deepcopy(pulled_release())
     del installed["metadata"]["deletionTimestamp"]
     agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]
