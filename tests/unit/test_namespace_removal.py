@@ -16,7 +16,7 @@ from clusternet_api.kube import ApiException
 from clusternet_hub import registration
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, namespace, push_secret
+from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, namespace, push_secret, unsubscribe
 from tests.unit.test_helm import FEED, HR, Deployer, chart, deploy, helm_controller, subscription
 
 GONE = "2026-01-01T00:00:00Z"
@@ -70,6 +70,7 @@ async def hub_with_deleting_description(mode: str = "Push") -> tuple[Any, FakeKu
     mc = cluster()
     mc["spec"]["syncMode"] = mode
     c.store.caches.clusters[(NS, "child1")] = mc
+    unsubscribe(parent)  # an ordinary deletion, unless the cluster is being removed
     c.store.on_description("MODIFIED", deleting(parent.find("Description", *DESC)))
     parent.writes.clear()
     child.writes.clear()
@@ -111,6 +112,7 @@ async def hub_with_deleting_release(mode: str = "Push") -> tuple[Any, FakeKube, 
     mc = cluster()
     mc["spec"]["syncMode"] = mode
     c.store.caches.clusters[(NS, "child1")] = mc
+    unsubscribe(parent)  # an ordinary deletion, unless the cluster is being removed
     c.store.on_helmrelease("MODIFIED", deleting(c.store.caches.helmreleases[HR]))
     parent.writes.clear()
     return c, parent, helm

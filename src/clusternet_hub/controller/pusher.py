@@ -8,6 +8,9 @@ ManagedCluster being deleted, or gone): that keeps the cluster's workloads, what
 deletes things in; the hub then lets it go without touching the child, in every sync mode (release_with_cluster,
 clusternet_api.namespaceguard).
 
+Nor is it cleaned up while its Subscription still wants it: the garbage collector or a person deleted it, not the
+hub (controller/wanted.py), and the hub re-creates it and re-adopts the child's objects.
+
 An object a Description lets go of (cleanup, or dropped from its feeds) that another Description of the cluster
 wants is handed over to that one, which is pushed at once (clusternet_api.ownership): not deleted and re-created
 at its next resync, up to a resync period later (30 s by default), with the object missing in between.
@@ -29,6 +32,7 @@ from clusternet_api.ownership import Claimants, Released
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
 from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
 
@@ -202,6 +206,11 @@ class Pusher:
             await self._apply(desc, child)
 
     async def _clean_up(self, desc: Obj, mc: Obj, child: ChildApi) -> None:
+        """Delete what the Description deployed, unless its Subscription still wants it (deleted by the garbage
+        collector or by hand: wanted.py; the hub re-creates it and keeps the child's objects)."""
+        if await still_wanted(self.kube, desc, mc):
+            await applier.remove_finalizer(self.kube, desc)
+            return
         if not is_ready(mc):
             await self._pending(desc, CLEANUP_PENDING)
             return
