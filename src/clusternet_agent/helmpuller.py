@@ -19,7 +19,7 @@ import base64
 import logging
 from pathlib import Path
 
-from clusternet_agent import probes
+from clusternet_agent import probes, stillwanted
 from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known, namespaceguard
 from clusternet_api.helm import releases
@@ -63,7 +63,7 @@ class ReleasePuller:
     async def _uninstall(self, hr: Obj) -> None:
         """Uninstall the release, unless its cluster is being removed (its namespace or ManagedCluster being deleted
         or gone: the release stays, namespaceguard) or we cannot tell (an older hub's RBAC: nothing is
-        uninstalled, the status says why, the next resync asks again)."""
+        uninstalled, the status says why, the next resync asks again), or its Base still wants it (stillwanted)."""
         name = hr["metadata"]["name"]
         try:
             if await namespaceguard.release_if_removed(self.parent, hr, self.view.name):
@@ -71,6 +71,9 @@ class ReleasePuller:
         except namespaceguard.NamespaceUnknown as e:
             if await self._write(hr, {"description": f"uninstall pending: {e}"}):
                 log.warning("HelmRelease %s: uninstall pending: %s", name, e)
+            return
+        if await stillwanted.base_still_wants(self.parent, hr):  # deleted by the garbage collector or by hand
+            await applier.remove_finalizer(self.parent, hr)
             return
         access = access_of(await self.deployer.credentials())
         log.info("HelmRelease %s: %s", name, await releases.uninstall(self.driver, access, hr))

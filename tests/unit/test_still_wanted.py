@@ -11,12 +11,16 @@ from typing import Any
 
 import pytest
 
-from clusternet_api import known
+from clusternet_agent import helmpuller, puller, stillwanted
+from clusternet_api import applier, known, ownership
 from clusternet_api.kube import ApiException
+from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import wanted
+from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import DESC, NS, SUB, cluster, deployed_controller, push_secret
-from tests.unit.test_helm import FEED, HR, chart, deploy, helm_controller, subscription
+from tests.unit.test_controller import DESC, NS, SUB, cluster, deployed_controller, namespace, push_secret
+from tests.unit.test_helm import FEED, HR, Deployer, chart, deploy, helm_controller, subscription
+from tests.unit.test_namespace_removal import PULL, pulled_description, pulled_release
 
 GONE = "2026-01-01T00:00:00Z"
 
@@ -140,3 +144,96 @@ def test_wanted_names_follow_binding_and_feeds() -> None:
     assert wanted.wanted_names(sub, cluster(env="dev")) == set()
     sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchExpressions": [{"key": "env", "operator": "Bad"}]}}]
     assert wanted.wanted_names(sub, cluster()) == set()  # refused: nobody's plan we can tell
+
+
+# --- a Pull agent: it may read the Base, not the Subscription (clusternet_agent.stillwanted) -----------------------
+
+BASE_NAME = rendering.base_name("app", subscription_namespace="default")
+LABELS = {known.LABEL_SUBS_UID: "sub-uid", known.LABEL_SUBS_NAME: "app", known.LABEL_SUBS_NAMESPACE: "default"}
+CFG = {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "cfg"}
+
+
+def base(*feeds: Obj, uid: str = "sub-uid") -> Obj:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "Base",
+            "metadata": {"name": BASE_NAME, "namespace": NS, "labels": {**LABELS, known.LABEL_SUBS_UID: uid}},
+            "spec": {"feeds": list(feeds)}}
+
+
+def labelled(obj: Obj, name: str) -> Obj:
+    obj = copy.deepcopy(obj)
+    obj["metadata"].update(name=name, labels=dict(LABELS))
+    return obj
+
+
+async def pull_cleanup(monkeypatch: pytest.MonkeyPatch, *objects: Obj,
+                       parent_class: type[FakeKube] = FakeKube) -> tuple[FakeKube, list[str]]:
+    """A Pull agent handed a deleting Description of BASE_NAME; what it cleaned up."""
+    parent = parent_class(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"),
+                      *objects)
+    cleaned: list[str] = []
+
+    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
+        cleaned.append(d["metadata"]["name"])
+        return ownership.Released()
+
+    monkeypatch.setattr(applier, "cleanup", cleanup)
+    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
+    await agent.process(copy.deepcopy(parent.find("Description", NS, f"{BASE_NAME}-generic")), PULL, resync=True)
+    return parent, cleaned
+
+
+async def test_a_pull_agent_keeps_the_objects_of_a_description_its_base_still_wants(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, cleaned = await pull_cleanup(monkeypatch, base(CFG))
+    assert cleaned == [] and finalizers(parent, "Description", (NS, f"{BASE_NAME}-generic")) == []
+
+
+@pytest.mark.parametrize("found", [None, {"deleting": True}, {"uid": "another"}, {"feeds": [FEED]}])
+async def test_a_pull_agent_cleans_up_what_its_base_no_longer_wants(monkeypatch: pytest.MonkeyPatch,
+                                                                      found: dict[str, Any] | None) -> None:
+    objects = []
+    if found is not None:
+        obj = base(*found.get("feeds", [CFG]), uid=found.get("uid", "sub-uid"))
+        if found.get("deleting"):
+            obj["metadata"].update(deletionTimestamp=GONE, finalizers=["example.com/hold"])
+        objects.append(obj)
+    _, cleaned = await pull_cleanup(monkeypatch, *objects)
+    assert cleaned == [f"{BASE_NAME}-generic"]
+
+
+async def test_a_pull_agent_that_cannot_read_the_base_cleans_up_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoBase(FakeKube):
+        async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+            if kind == "Base":
+                raise ApiException(500, "etcd")
+            return await super().get(api_version, kind, name, namespace)
+
+    with pytest.raises(ApiException):  # before any cleanup; Puller._safely logs it, the next resync reads again
+        await pull_cleanup(monkeypatch, base(CFG), parent_class=NoBase)
+
+
+async def test_a_pull_agent_keeps_a_helm_release_its_base_still_wants_and_uninstalls_one_it_does_not() -> None:
+    for feeds, kept in (([FEED], True), ([CFG], False)):
+        helm = FakeHelm()
+        release = labelled(pulled_release(), HR[1])
+        release["metadata"]["ownerReferences"] = [{"kind": "Description", "name": HR[1].rsplit("-default-", 1)[0]}]
+        installed = copy.deepcopy(release)
+        del installed["metadata"]["deletionTimestamp"]
+        parent = FakeKube(namespace(), copy.deepcopy(PULL), installed, base(*feeds))
+        agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]
+        await agent.process(copy.deepcopy(installed), PULL)
+        assert ("abc", "mysql") in helm.releases
+        parent.objects[("HelmRelease", NS, HR[1])]["metadata"]["deletionTimestamp"] = GONE
+        await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PULL)
+        assert (("abc", "mysql") in helm.releases) is kept
+
+
+def test_the_agents_names_are_the_hubs() -> None:
+    """The agent spells Clusternet's names out (it does not import the hub's pipeline): the same answer."""
+    generic, helm_desc = (rendering.description_name(BASE_NAME, d) for d in ("Generic", "Helm"))
+    assert stillwanted.wanted_names(base(CFG, FEED)) == {generic, helm_desc,
+                                                         helmrender.release_name(helm_desc, "default", "mysql")}
+    assert stillwanted.base_name_of({"kind": "Description", "metadata": {"name": generic}}) == BASE_NAME
+    assert stillwanted.base_name_of({"kind": "HelmRelease", "metadata": {
+        "name": HR[1], "ownerReferences": [{"kind": "Description", "name": helm_desc}]}}) == BASE_NAME
+    assert stillwanted.base_name_of({"kind": "HelmRelease", "metadata": {"name": HR[1]}}) is None
