@@ -6,7 +6,8 @@ removed cluster runs). This is the one answer every deployer (the hub's pushers,
 pullers) asks for before it touches the child: the cluster is being removed when its namespace is terminating or
 gone, or its ManagedCluster is gone or has a deletionTimestamp (held by someone's finalizer: a backup or GitOps
 tool's, or a foreground deletion, while the hub unbinds the cluster and deletes its Bases).
-But the namespace controller deletes the namespace's content in no fixed order: Descriptions and HelmReleases
+
+For the namespace: its controller deletes the namespace's content in no fixed order: Descriptions and HelmReleases
 get their deletionTimestamp while the ManagedCluster, the agent's token and the hub's push credentials may still
 work, so their deployer (the hub's pusher, or the agent's pullers) would take it for an ordinary deletion and
 delete the child's objects or uninstall its releases. So every deployer asks here first, and a deletion of a
@@ -18,8 +19,7 @@ copy (clusterview.py: trusted for a report period and a half, it still held the 
 deleted, and the agent deleted the workloads the deletion was to keep). For the Namespace: the namespace
 controller marks the namespace terminating before it deletes anything in it, so a fresh read made after seeing a
 deletionTimestamp that the namespace's deletion caused always sees the namespace terminating; a lagging copy might
-not. Cleanups are rare,
-one GET each costs nothing.
+not. Cleanups are rare, two GETs each cost nothing.
 
 Uncertainty never deletes: an answer other than the Namespace or 404 (a 403 from an agent whose parent identity
 an older hub set up without `get` on its namespace, say) raises, and the deployer keeps the finalizer and tries
