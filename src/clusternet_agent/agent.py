@@ -285,6 +285,8 @@ async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions
         return "failed"
     except LookupError as e:  # our ManagedCluster is gone: removed by an admin, if our request says so
         probes.heartbeat_failures.inc()
+        if view is not None:
+            view.forget()  # the pullers ask the parent again, not the copy of a cluster that is gone
         if await removed(parent, access):
             return "reregister"  # registration reads the request, says so once, and waits
         log.warning("reporting status to the parent failed: %s", e)

@@ -37,6 +37,12 @@ class ClusterView:
         """The ManagedCluster as the parent just returned it (a heartbeat's PATCH answers with it)."""
         self.mc, self.at = mc, self.clock()
 
+    def forget(self) -> None:
+        """The parent said the ManagedCluster is gone (a heartbeat's 404): the next `get` asks the parent. A copy
+        kept after that told the pullers the cluster lived for up to a report period and a half more. (Deletions
+        never rest on this copy either: namespaceguard reads the ManagedCluster afresh.)"""
+        self.mc, self.at = None, float("-inf")
+
     async def get(self) -> Obj | None:
         if self.mc is not None and self.clock() - self.at <= self.max_age:
             return self.mc
@@ -44,6 +50,8 @@ class ClusterView:
         mc = await self.parent.get(MC_API, "ManagedCluster", self.name, self.namespace)
         if mc is not None:
             self.saw(mc)
+        else:
+            self.forget()
         return mc
 
     def tunnel_unreported(self, up: bool | None) -> bool:

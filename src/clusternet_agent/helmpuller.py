@@ -5,8 +5,8 @@ Exactly when the hub would not (`deployable_by_hub` false for this cluster), wit
 them with a watch (clusternet_api.listwatch); every resync period it looks at every release again, from that
 cache, so a release removed by hand in the child is installed again (drift). With no HelmRelease at all a
 resync asks the parent nothing. A HelmRelease being deleted is uninstalled, then its finalizer removed, which
-lets its Description go; not when its namespace is being deleted (the cluster is being removed, its releases
-stay: clusternet_api.namespaceguard).
+lets its Description go; not when its namespace or its ManagedCluster is being deleted or gone (the cluster is
+being removed, its releases stay: clusternet_api.namespaceguard, read afresh, never from the heartbeats' copy).
 
 Private repositories: the agent cannot read a chartPullSecret in the HelmChart's namespace on the parent
 (its Role covers its own namespace only); the hub copies the credentials into the one Secret of this namespace
@@ -19,7 +19,7 @@ import base64
 import logging
 from pathlib import Path
 
-from clusternet_agent import probes
+from clusternet_agent import probes, stillwanted
 from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known, namespaceguard
 from clusternet_api.helm import releases
@@ -61,16 +61,19 @@ class ReleasePuller:
             await applier.post_event(self.parent, hr, *event, known.CREATED_BY_AGENT)
 
     async def _uninstall(self, hr: Obj) -> None:
-        """Uninstall the release, unless its namespace is being deleted (the cluster is being removed: the release
-        stays, namespaceguard) or we cannot tell (an older hub's RBAC: nothing is uninstalled, the status says why,
-        the next resync asks again)."""
+        """Uninstall the release, unless its cluster is being removed (its namespace or ManagedCluster being deleted
+        or gone: the release stays, namespaceguard) or we cannot tell (an older hub's RBAC: nothing is
+        uninstalled, the status says why, the next resync asks again), or its Base still wants it (stillwanted)."""
         name = hr["metadata"]["name"]
         try:
-            if await namespaceguard.release_if_removed(self.parent, hr):
+            if await namespaceguard.release_if_removed(self.parent, hr, self.view.name):
                 return
         except namespaceguard.NamespaceUnknown as e:
             if await self._write(hr, {"description": f"uninstall pending: {e}"}):
                 log.warning("HelmRelease %s: uninstall pending: %s", name, e)
+            return
+        if await stillwanted.base_still_wants(self.parent, hr):  # deleted by the garbage collector or by hand
+            await applier.remove_finalizer(self.parent, hr)
             return
         access = access_of(await self.deployer.credentials())
         log.info("HelmRelease %s: %s", name, await releases.uninstall(self.driver, access, hr))

@@ -8,9 +8,12 @@ by hand in the child (drift), unless the Subscription opted out. The ManagedClus
 when some Description may need work (`idle`): a resync with no Descriptions, or only Helm or opted-out ones, and
 a change to a deployed one between resyncs (a status report, say) ask the parent nothing.
 
-A Description being deleted is cleaned up in the child only when its namespace on the parent is not being deleted
-too: deleting the namespace removes the cluster and keeps its workloads, whatever order the namespace controller
-deletes things in (clusternet_api.namespaceguard); Clusternet's agent cleans up all the same.
+A Description being deleted is cleaned up in the child only when its cluster is not being removed: deleting the
+namespace on the parent, or only the ManagedCluster, removes the cluster and keeps its workloads, whatever order
+things are deleted in (clusternet_api.namespaceguard, which reads both afresh: never the heartbeats' copy of the
+ManagedCluster, which outlives its deletion by up to a report period and a half); Clusternet's agent cleans up all
+the same. Nor is it cleaned up while its Base still wants it (stillwanted.py: deleted by the garbage collector or a
+person, not the hub, which re-creates it).
 
 An object a Description lets go of (cleanup, or dropped from its feeds) that another Description of the namespace
 wants is handed over to that one, applied right after (clusternet_api.ownership), as the hub does when it pushes.
@@ -27,7 +30,7 @@ import contextlib
 import logging
 import time
 
-from clusternet_agent import probes
+from clusternet_agent import probes, stillwanted
 from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known, namespaceguard
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
@@ -122,15 +125,19 @@ class Puller:
         await self._hand_over(desc, outcome.released, mc)
 
     async def _clean_up(self, desc: Obj, mc: Obj) -> None:
-        """Delete what the Description deployed, unless its namespace is being deleted (the cluster is being
-        removed: its workloads stay, namespaceguard) or we cannot tell (an older hub's RBAC: nothing is deleted,
-        the status says why, and the next resync asks again)."""
+        """Delete what the Description deployed, unless the cluster is being removed (its namespace or ManagedCluster
+        being deleted or gone, by a fresh read: its workloads stay, namespaceguard) or we cannot tell (an older hub's
+        RBAC: nothing is deleted, the status says why, and the next resync asks again; any other failed read raises,
+        and the next resync tries again), or its Base still wants it (stillwanted: the hub re-creates it)."""
         try:
-            if await namespaceguard.release_if_removed(self.parent, desc):
+            if await namespaceguard.release_if_removed(self.parent, desc, self.view.name):
                 return
         except namespaceguard.NamespaceUnknown as e:
             if await applier.mark_pending(self.parent, desc, f"cleanup pending: {e}"):
                 log.warning("Description %s: cleanup pending: %s", desc["metadata"]["name"], e)
+            return
+        if await stillwanted.base_still_wants(self.parent, desc):  # deleted by the garbage collector or by hand
+            await applier.remove_finalizer(self.parent, desc)
             return
         released = await applier.cleanup(self.child, desc, self._claimants(desc))
         log.info("cleaned up Description %s: %s", desc["metadata"]["name"], released)

@@ -61,6 +61,13 @@ def namespace() -> Obj:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
 
 
+def unsubscribe(parent: FakeKube) -> None:
+    """Delete the parent's Subscriptions: what makes a Description's deletion an ordinary one, which cleans up
+    (a deletion while its Subscription still wants it does not: controller/wanted.py)."""
+    for key in [k for k in parent.objects if k[0] == "Subscription"]:
+        del parent.objects[key]
+
+
 async def no_tunnel(cluster_id: str) -> None:
     return None
 
@@ -298,6 +305,7 @@ async def pushed_then_deleted_offline(sync_mode: str = "Push") -> tuple[Controll
     await c.pusher.push(DESC)
     desc = parent.find("Description", *DESC)
     desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    unsubscribe(parent)
     c.store.on_description("MODIFIED", desc)
     offline = cluster(ready="Unknown")
     offline["spec"]["syncMode"] = sync_mode
@@ -340,6 +348,7 @@ async def test_an_object_the_deleted_description_held_passes_to_the_one_refused_
     uid = child.find("ConfigMap", "default", "cfg")["metadata"]["uid"]
     desc = parent.find("Description", *DESC)
     desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    unsubscribe(parent)
     c.store.on_description("MODIFIED", desc)
     c.store.queue.drain()
     await c.pusher.push(DESC)

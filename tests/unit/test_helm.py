@@ -28,6 +28,7 @@ from tests.unit.test_controller import (
     no_tunnel,
     push_secret,
     subscription,
+    unsubscribe,
 )
 
 BASE = rendering.base_name("app", subscription_namespace="default")
@@ -205,6 +206,7 @@ async def test_deleting_the_subscription_uninstalls_then_lets_the_description_go
     c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
     await deploy(c)
     desc = parent.find("Description", *HELM_DESC)
+    unsubscribe(parent)
     c.store.on_description("MODIFIED", {**desc, "metadata": {**desc["metadata"], "deletionTimestamp": "now"}})
     await c.helm_descriptions.sync(HELM_DESC)
     assert parent.find("HelmRelease", *HR) is None or ("delete", "HelmRelease", "/".join(HR)) in parent.writes
@@ -219,6 +221,7 @@ async def test_an_offline_cluster_keeps_its_release_until_it_returns() -> None:
     await deploy(c)
     c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
     hr = c.store.caches.helmreleases[HR]
+    unsubscribe(parent)  # an ordinary deletion
     c.store.on_helmrelease("MODIFIED", {**hr, "metadata": {**hr["metadata"], "deletionTimestamp": "now"}})
     await c.releases.push(HR)
     assert ("abc", "mysql") in helm.releases

@@ -18,7 +18,7 @@ from clusternet_api.helm import releases
 from clusternet_api.kube import ApiException
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import NS, cluster, namespace, push_secret, subscription
+from tests.unit.test_controller import NS, cluster, namespace, push_secret, subscription, unsubscribe
 from tests.unit.test_helm import (
     ACCESS,
     FEED,
@@ -188,6 +188,7 @@ async def test_push_a_moved_chart_moves_the_release_and_deleting_after_a_half_do
     assert c.store.queue.waiting(("release", *HR))  # tried again
     helm.failing_uninstalls.clear()
     cached = c.store.caches.helmreleases[HR]
+    unsubscribe(parent)  # an ordinary deletion
     c.store.on_helmrelease("MODIFIED", {**cached, "metadata": {**cached["metadata"], "deletionTimestamp": "now"}})
     await c.releases.push(HR)
     assert helm.releases == {}
@@ -202,6 +203,7 @@ async def test_push_a_completed_move_leaves_one_release_and_deletion_removes_it(
     hr = parent.find("HelmRelease", *HR)
     assert hr is not None and hr["status"]["targets"] == [NEW]
     cached = c.store.caches.helmreleases[HR]
+    unsubscribe(parent)  # an ordinary deletion
     c.store.on_helmrelease("MODIFIED", {**cached, "metadata": {**cached["metadata"], "deletionTimestamp": "now"}})
     await c.releases.push(HR)
     assert helm.releases == {}
@@ -227,7 +229,9 @@ async def test_pull_a_move_and_a_deletion_after_a_half_done_move_behave_as_in_pu
     helm = FakeHelm()
     hr = release() | {"apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease"}
     hr["metadata"]["finalizers"] = [known.FINALIZER_APPS]
-    parent = FakeKube(namespace(), hr)
+    live = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
+            "metadata": {"name": "child2", "namespace": NS}, **PULL_MODE}  # read before the uninstall
+    parent = FakeKube(namespace(), live, hr)
     agent = ReleasePuller(parent, Deployer(), NS, "child2", 30, helm)  # type: ignore[arg-type]
     await pull(agent, parent)
     moved = await pull(agent, parent, targetNamespace="abc2")

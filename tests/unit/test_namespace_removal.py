@@ -16,11 +16,12 @@ from clusternet_api.kube import ApiException
 from clusternet_hub import registration
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, namespace, push_secret
+from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, namespace, push_secret, unsubscribe
 from tests.unit.test_helm import FEED, HR, Deployer, chart, deploy, helm_controller, subscription
 
 GONE = "2026-01-01T00:00:00Z"
-PULL = {"metadata": {"name": "child1", "namespace": NS}, "spec": {"syncMode": "Pull"}, "status": {"appPusher": False}}
+PULL = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
+        "metadata": {"name": "child1", "namespace": NS}, "spec": {"syncMode": "Pull"}, "status": {"appPusher": False}}
 
 
 def terminating(parent: FakeKube) -> None:
@@ -69,6 +70,7 @@ async def hub_with_deleting_description(mode: str = "Push") -> tuple[Any, FakeKu
     mc = cluster()
     mc["spec"]["syncMode"] = mode
     c.store.caches.clusters[(NS, "child1")] = mc
+    unsubscribe(parent)  # an ordinary deletion, unless the cluster is being removed
     c.store.on_description("MODIFIED", deleting(parent.find("Description", *DESC)))
     parent.writes.clear()
     child.writes.clear()
@@ -110,6 +112,7 @@ async def hub_with_deleting_release(mode: str = "Push") -> tuple[Any, FakeKube, 
     mc = cluster()
     mc["spec"]["syncMode"] = mode
     c.store.caches.clusters[(NS, "child1")] = mc
+    unsubscribe(parent)  # an ordinary deletion, unless the cluster is being removed
     c.store.on_helmrelease("MODIFIED", deleting(c.store.caches.helmreleases[HR]))
     parent.writes.clear()
     return c, parent, helm
@@ -143,7 +146,7 @@ def pulled_description() -> Obj:
 
 
 async def agent_puller(monkeypatch: pytest.MonkeyPatch) -> tuple[puller.Puller, Refusing, list[str]]:
-    parent = Refusing(namespace(), pulled_description())
+    parent = Refusing(namespace(), copy.deepcopy(PULL), pulled_description())
     cleaned: list[str] = []
 
     async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
@@ -204,7 +207,7 @@ def pulled_release() -> Obj:
 
 
 async def release_puller() -> tuple[helmpuller.ReleasePuller, Refusing, FakeHelm]:
-    helm, parent = FakeHelm(), Refusing(namespace(), pulled_release())
+    helm, parent = FakeHelm(), Refusing(namespace(), copy.deepcopy(PULL), pulled_release())
     installed = copy.deepcopy(pulled_release())
     del installed["metadata"]["deletionTimestamp"]
     agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
 from clusternet_hub.controller.pusher import Pusher, release_with_cluster
 from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
 from clusternet_hub.registration import drop_token_secrets
@@ -134,6 +135,11 @@ class ReleasePusher:
         self.pull_secrets[meta["namespace"]] = await self.kube.apply(body, known.CREATED_BY_HUB)
 
     async def _uninstall(self, hr: Obj, mc: Obj, access: ClusterAccess) -> None:
+        """Uninstall the release, unless its Subscription still wants it (deleted by the garbage collector, by hand,
+        or with a Description deleted so: wanted.py; the hub writes it again and finds the release installed)."""
+        if await still_wanted(self.kube, hr, mc):
+            await applier.remove_finalizer(self.kube, hr)
+            return
         if not is_ready(mc):
             await self._write(hr, {"description": "uninstall pending: the cluster is offline; its release "
                                                   "stays until it returns"})

@@ -3,9 +3,13 @@
 One push of a Description at a time: the work queue never hands a key to two workers (pushes would race
 each other's creates), and a request that comes in meanwhile runs once the current push is done.
 
-A Description being deleted is cleaned up only while its cluster namespace is not being deleted too: that removes
-the cluster and keeps its workloads, whatever order the namespace controller deletes things in; the hub then lets
-it go without touching the child, in every sync mode (release_with_cluster, clusternet_api.namespaceguard).
+A Description being deleted is cleaned up only while its cluster is not being removed (its namespace or its
+ManagedCluster being deleted, or gone): that keeps the cluster's workloads, whatever order the namespace controller
+deletes things in; the hub then lets it go without touching the child, in every sync mode (release_with_cluster,
+clusternet_api.namespaceguard).
+
+Nor is it cleaned up while its Subscription still wants it: the garbage collector or a person deleted it, not the
+hub (controller/wanted.py), and the hub re-creates it and re-adopts the child's objects.
 
 An object a Description lets go of (cleanup, or dropped from its feeds) that another Description of the cluster
 wants is handed over to that one, which is pushed at once (clusternet_api.ownership): not deleted and re-created
@@ -28,6 +32,7 @@ from clusternet_api.ownership import Claimants, Released
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
 from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
 
@@ -61,14 +66,20 @@ def connect_child(creds: Credentials, connections: int, opener: StreamOpener | N
 
 async def release_with_cluster(kube: KubeApi, obj: Obj, mc: Obj | None) -> bool:
     """Let a Description or HelmRelease being deleted go without touching the child when its cluster is gone (no
-    ManagedCluster: nobody can clean up, never block the deletion) or being removed (its namespace terminating or
-    gone: the namespace controller deletes the ManagedCluster, credentials and Descriptions in no fixed order, and
-    the workloads of a removed cluster stay; namespaceguard). Whatever the sync mode: a Pull agent may have lost its
-    Role already, and the namespace's deletion would hang on the finalizer. True when released."""
-    if mc is None:
+    ManagedCluster: nobody can clean up, never block the deletion) or being removed (namespaceguard: its namespace
+    terminating or gone, or its ManagedCluster being deleted; the namespace controller deletes the ManagedCluster,
+    credentials and Descriptions in no fixed order, and the workloads of a removed cluster stay). A cached
+    ManagedCluster with a deletionTimestamp (held by another party's finalizer) counts as removed: it used to count
+    as live, and the resync that unbound it had the hub clean up the child. The cache is trusted only to let go:
+    before a cleanup the guard reads the ManagedCluster afresh. Whatever the sync mode: a Pull agent may have lost
+    its Role already, and the namespace's deletion would hang on the finalizer. True when released."""
+    if mc is None or mc["metadata"].get("deletionTimestamp"):
+        if mc is not None:
+            log.info("%s (%s %s released without cleanup)", namespaceguard.cluster_removed_message(
+                mc["metadata"]["namespace"], mc["metadata"]["name"]), obj.get("kind"), obj["metadata"]["name"])
         await applier.remove_finalizer(kube, obj)
         return True
-    return await namespaceguard.release_if_removed(kube, obj)
+    return await namespaceguard.release_if_removed(kube, obj, mc["metadata"]["name"])
 
 
 def description_key(owner: str) -> Key:
@@ -195,6 +206,11 @@ class Pusher:
             await self._apply(desc, child)
 
     async def _clean_up(self, desc: Obj, mc: Obj, child: ChildApi) -> None:
+        """Delete what the Description deployed, unless its Subscription still wants it (deleted by the garbage
+        collector or by hand: wanted.py; the hub re-creates it and keeps the child's objects)."""
+        if await still_wanted(self.kube, desc, mc):
+            await applier.remove_finalizer(self.kube, desc)
+            return
         if not is_ready(mc):
             await self._pending(desc, CLEANUP_PENDING)
             return

@@ -158,11 +158,22 @@ class Store:
         if sub is not None and not sub["metadata"].get("deletionTimestamp"):
             self.enqueue("sub", key_of(sub))
 
+    def _bring_back(self, desc: Obj) -> None:
+        """A Description is gone: its Subscription, while it lives, plans again at once, so one deleted while still
+        wanted (by hand, or released without cleanup: controller/wanted.py) comes back now, not at the next resync.
+        (While it was being deleted the plan only waited for it: "still being cleaned up".)"""
+        labels = desc["metadata"].get("labels") or {}
+        sub = self.caches.subscriptions.get((labels.get(known.LABEL_SUBS_NAMESPACE, ""),
+                                             labels.get(known.LABEL_SUBS_NAME, "")))
+        if sub is not None and not sub["metadata"].get("deletionTimestamp"):
+            self.enqueue("sub", key_of(sub))
+
     def on_description(self, event: str, desc: Obj) -> None:
         key = key_of(desc)
         if event == "DELETED":
             self.caches.descriptions.pop(key, None)
             self.enqueue("push", key)  # which forgets its push bookkeeping
+            self._bring_back(desc)
         else:
             old = self.caches.descriptions.get(key)
             self.caches.descriptions[key] = desc

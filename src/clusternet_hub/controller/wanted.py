@@ -1,0 +1,83 @@
+"""Whether a Description or HelmRelease being deleted is still wanted by its Subscription.
+
+A deletion is not always the hub's intent. Descriptions are owned by their Base, HelmReleases by their Description,
+so the garbage collector deletes them after a `kubectl delete base ...` by hand (the hub re-creates the Base at
+once: store.on_base), after a restore that re-created the parent's objects with new UIDs, or when someone edits
+their ownerReferences; or someone deletes one by hand. The deployers used to take every deletionTimestamp as
+intent: they deleted the child's objects (uninstalled the releases), and the hub then re-created everything with
+new UIDs, the workloads down in between.
+
+So before it cleans up, the hub asks here. The object's labels name its Subscription (plan.labels: name, namespace,
+uid); the Subscription is read by a direct GET, never the watch cache (a lagging copy must not keep what its
+deletion meant to remove). It is still wanted when that Subscription exists with the same uid and no
+deletionTimestamp, still binds this cluster (scheduling.schedule over this one ManagedCluster: binding is decided
+per cluster, and the status may not yet say what the hub just unbound), and still feeds the object's deployer under
+the same name (a Generic Description while it has a feed that is not a HelmChart; a Helm one, and a HelmRelease of
+one of its charts, while it feeds HelmCharts). Then the finalizer goes without touching the child; the hub
+re-creates the object under the same name and re-adopts the child's objects, which are marked with the
+Description's name (clusternet_api.ownership), or finds the Helm release installed: the store brings the
+Subscription back when such a Description is gone (store.on_description), a HelmRelease's Description when the
+HelmRelease is (store.on_helmrelease).
+
+Every ordinary deletion still cleans up: a deleted Subscription (gone, deleting, or re-created under the same name
+with another uid), an unbound cluster, a deployer no longer fed, a chart no longer fed, an object without the
+labels, a Subscription the scheduler refuses. A failed read raises: nothing is deleted and the push is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clusternet_api import known
+from clusternet_api.kube import Obj
+from clusternet_api.kubeapi import KubeApi
+from clusternet_core import helmrender, rendering
+from clusternet_core.plan import subscription_feeds
+from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, binding_key, schedule
+
+log = logging.getLogger(__name__)
+
+
+def _description_name(sub: Obj, deployer: str) -> str:
+    meta = sub["metadata"]
+    base = rendering.base_name(meta["name"], subscription_namespace=meta["namespace"])
+    return rendering.description_name(base, deployer)
+
+
+def wanted_names(sub: Obj, mc: Obj) -> set[str]:
+    """Names of the Descriptions and HelmReleases `sub` wants in `mc`'s namespace, by its spec alone."""
+    try:
+        if binding_key(mc) not in schedule(sub, [mc]).binding_clusters:
+            return set()
+    except (InvalidSelector, UnsupportedScheduling, ValueError):
+        return set()  # refused: the hub changes nothing, and a deletion now is nobody's plan we can tell
+    feeds = subscription_feeds(sub)
+    charts = [f for f in feeds if rendering.is_helm_chart_feed(dict(f))]
+    names = set()
+    if len(charts) < len(feeds):
+        names.add(_description_name(sub, "Generic"))
+    if charts:
+        helm = _description_name(sub, "Helm")
+        names.add(helm)
+        names.update(helmrender.release_name(helm, f["namespace"], f["name"]) for f in charts)
+    return names
+
+
+async def still_wanted(kube: KubeApi, obj: Obj, mc: Obj) -> bool:
+    """Whether the Subscription of `obj` (a Description or HelmRelease being deleted, in `mc`'s namespace) still
+    wants it; False when the deployer should clean up as usual. Raises when the Subscription cannot be read."""
+    meta = obj["metadata"]
+    labels = meta.get("labels") or {}
+    name, namespace, uid = (labels.get(k) for k in (known.LABEL_SUBS_NAME, known.LABEL_SUBS_NAMESPACE,
+                                                     known.LABEL_SUBS_UID))
+    if not (name and namespace and uid):
+        return False
+    sub = await kube.get(known.APPS_API_VERSION, "Subscription", name, namespace)
+    if sub is None or sub["metadata"].get("uid") != uid or sub["metadata"].get("deletionTimestamp"):
+        return False
+    if meta["name"] not in wanted_names(sub, mc):
+        return False
+    log.info("%s %s/%s was deleted while Subscription %s/%s still wants it: released without touching the child; "
+             "it comes back under the same name and keeps what it deployed", obj.get("kind"), meta["namespace"],
+             meta["name"], namespace, name)
+    return True

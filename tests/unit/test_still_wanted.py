@@ -1,0 +1,239 @@
+"""A Description or HelmRelease deleted while its Subscription still wants it (the garbage collector after a Base
+was deleted by hand, a restore with new UIDs, a person) is let go without touching the child: the hub re-creates it
+under the same name and keeps the child's objects with their UIDs (controller/wanted.py). Every ordinary deletion
+(Subscription deleted or re-created, cluster unbound, deployer or chart no longer fed) still cleans up, and a failed
+read of the Subscription deletes nothing."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from clusternet_agent import helmpuller, puller, stillwanted
+from clusternet_api import applier, known, ownership
+from clusternet_api.kube import ApiException
+from clusternet_core import helmrender, rendering
+from clusternet_hub.controller import wanted
+from tests.unit.fakehelm import FakeHelm
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_controller import DESC, NS, SUB, cluster, deployed_controller, namespace, push_secret
+from tests.unit.test_helm import FEED, HR, Deployer, chart, deploy, helm_controller, subscription
+from tests.unit.test_namespace_removal import PULL, pulled_description, pulled_release
+
+GONE = "2026-01-01T00:00:00Z"
+
+
+async def deleted_by_someone_else() -> tuple[Any, FakeKube, FakeKube]:
+    """A pushed Description marked deleted by the garbage collector, its Subscription unchanged."""
+    c, parent, child = await deployed_controller(push_secret())
+    await c.pusher.push(DESC)
+    assert child.find("ConfigMap", "default", "cfg") is not None
+    desc = parent.find("Description", *DESC)
+    desc["metadata"]["deletionTimestamp"] = GONE
+    c.store.on_description("MODIFIED", copy.deepcopy(desc))
+    child.writes.clear()
+    return c, parent, child
+
+
+def finalizers(parent: FakeKube, kind: str, key: tuple[str, str]) -> list[str]:
+    found = parent.find(kind, *key)
+    assert found is not None
+    return list(found["metadata"].get("finalizers") or [])
+
+
+async def test_a_description_deleted_while_its_subscription_wants_it_comes_back_and_keeps_the_childs_objects(
+) -> None:
+    c, parent, child = await deleted_by_someone_else()
+    uid = child.find("ConfigMap", "default", "cfg")["metadata"]["uid"]
+    await c.pusher.push(DESC)
+    assert child.writes == [] and known.FINALIZER_APPS not in finalizers(parent, "Description", DESC)
+    # the parent deletes it; the store brings its Subscription back at once, which writes it again
+    gone = parent.objects.pop(("Description", *DESC))
+    c.store.queue.drain()
+    c.store.on_description("DELETED", gone)
+    assert (("sub", *SUB), False) in c.store.queue.drain()
+    await c.subscriptions.reconcile(SUB, force=False)
+    again = parent.find("Description", *DESC)
+    assert again is not None and again["metadata"]["uid"] != gone["metadata"]["uid"]
+    await c.pusher.push(DESC)
+    assert child.find("ConfigMap", "default", "cfg")["metadata"]["uid"] == uid  # adopted, never deleted
+    assert not [w for w in child.writes if w[0] == "delete"]
+
+
+def unbound(parent: FakeKube, c: Any) -> None:
+    c.store.caches.clusters[(NS, "child1")] = cluster(env="dev")
+
+
+def resubscribed(parent: FakeKube, c: Any) -> None:
+    parent.objects[("Subscription", *SUB)]["metadata"]["uid"] = "another"
+
+
+def unsubscribing(parent: FakeKube, c: Any) -> None:
+    parent.objects[("Subscription", *SUB)]["metadata"]["deletionTimestamp"] = GONE
+
+
+def unsubscribed(parent: FakeKube, c: Any) -> None:
+    del parent.objects[("Subscription", *SUB)]
+
+
+def helm_only(parent: FakeKube, c: Any) -> None:
+    parent.objects[("Subscription", *SUB)]["spec"]["feeds"] = [FEED]
+
+
+def unlabelled(parent: FakeKube, c: Any) -> None:
+    desc = c.store.caches.descriptions[DESC]
+    desc["metadata"]["labels"] = {}
+
+
+@pytest.mark.parametrize("change", [unbound, resubscribed, unsubscribing, unsubscribed, helm_only, unlabelled])
+async def test_an_ordinary_deletion_still_cleans_up(change: Any) -> None:
+    c, parent, child = await deleted_by_someone_else()
+    change(parent, c)
+    await c.pusher.push(DESC)
+    assert child.writes == [("delete", "ConfigMap", "default/cfg")]
+    assert known.FINALIZER_APPS not in finalizers(parent, "Description", DESC)
+
+
+class Unreadable(FakeKube):
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if kind == "Subscription":
+            raise ApiException(500, "etcd")
+        return await super().get(api_version, kind, name, namespace)
+
+
+async def test_a_subscription_that_cannot_be_read_deletes_nothing() -> None:
+    c, parent, child = await deleted_by_someone_else()
+    parent.__class__ = Unreadable
+    with pytest.raises(ApiException):
+        await c.pusher.push(DESC)
+    assert child.writes == [] and known.FINALIZER_APPS in finalizers(parent, "Description", DESC)
+
+
+async def helm_release_deleted() -> tuple[Any, FakeKube, Any]:
+    c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    assert ("abc", "mysql") in helm.releases
+    hr = c.store.caches.helmreleases[HR]
+    c.store.on_helmrelease("MODIFIED", {**hr, "metadata": {**hr["metadata"], "deletionTimestamp": GONE}})
+    return c, parent, helm
+
+
+async def test_a_helm_release_deleted_while_its_subscription_wants_it_stays_installed() -> None:
+    c, parent, helm = await helm_release_deleted()
+    calls = len(helm.calls)
+    await c.releases.push(HR)
+    assert ("abc", "mysql") in helm.releases and len(helm.calls) == calls
+    assert known.FINALIZER_APPS not in finalizers(parent, "HelmRelease", HR)
+
+
+async def test_a_helm_release_of_a_chart_no_longer_fed_is_uninstalled() -> None:
+    c, parent, helm = await helm_release_deleted()
+    other = {**FEED, "name": "postgres"}
+    parent.objects[("Subscription", *SUB)]["spec"]["feeds"] = [other]
+    await c.releases.push(HR)
+    assert ("abc", "mysql") not in helm.releases
+
+
+def test_wanted_names_follow_binding_and_feeds() -> None:
+    sub = copy.deepcopy(subscription(feeds=[FEED, {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default",
+                                                   "name": "cfg"}]))
+    sub["metadata"]["uid"] = "u"
+    assert wanted.wanted_names(sub, cluster()) == {DESC[1], HR[1].rsplit("-default-mysql", 1)[0], HR[1]}
+    assert wanted.wanted_names(sub, cluster(env="dev")) == set()
+    sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchExpressions": [{"key": "env", "operator": "Bad"}]}}]
+    assert wanted.wanted_names(sub, cluster()) == set()  # refused: nobody's plan we can tell
+
+
+# --- a Pull agent: it may read the Base, not the Subscription (clusternet_agent.stillwanted) -----------------------
+
+BASE_NAME = rendering.base_name("app", subscription_namespace="default")
+LABELS = {known.LABEL_SUBS_UID: "sub-uid", known.LABEL_SUBS_NAME: "app", known.LABEL_SUBS_NAMESPACE: "default"}
+CFG = {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "cfg"}
+
+
+def base(*feeds: Obj, uid: str = "sub-uid") -> Obj:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "Base",
+            "metadata": {"name": BASE_NAME, "namespace": NS, "labels": {**LABELS, known.LABEL_SUBS_UID: uid}},
+            "spec": {"feeds": list(feeds)}}
+
+
+def labelled(obj: Obj, name: str) -> Obj:
+    obj = copy.deepcopy(obj)
+    obj["metadata"].update(name=name, labels=dict(LABELS))
+    return obj
+
+
+async def pull_cleanup(monkeypatch: pytest.MonkeyPatch, *objects: Obj,
+                       parent_class: type[FakeKube] = FakeKube) -> tuple[FakeKube, list[str]]:
+    """A Pull agent handed a deleting Description of BASE_NAME; what it cleaned up."""
+    parent = parent_class(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"),
+                      *objects)
+    cleaned: list[str] = []
+
+    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
+        cleaned.append(d["metadata"]["name"])
+        return ownership.Released()
+
+    monkeypatch.setattr(applier, "cleanup", cleanup)
+    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
+    await agent.process(copy.deepcopy(parent.find("Description", NS, f"{BASE_NAME}-generic")), PULL, resync=True)
+    return parent, cleaned
+
+
+async def test_a_pull_agent_keeps_the_objects_of_a_description_its_base_still_wants(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, cleaned = await pull_cleanup(monkeypatch, base(CFG))
+    assert cleaned == [] and finalizers(parent, "Description", (NS, f"{BASE_NAME}-generic")) == []
+
+
+@pytest.mark.parametrize("found", [None, {"deleting": True}, {"uid": "another"}, {"feeds": [FEED]}])
+async def test_a_pull_agent_cleans_up_what_its_base_no_longer_wants(monkeypatch: pytest.MonkeyPatch,
+                                                                      found: dict[str, Any] | None) -> None:
+    objects = []
+    if found is not None:
+        obj = base(*found.get("feeds", [CFG]), uid=found.get("uid", "sub-uid"))
+        if found.get("deleting"):
+            obj["metadata"].update(deletionTimestamp=GONE, finalizers=["example.com/hold"])
+        objects.append(obj)
+    _, cleaned = await pull_cleanup(monkeypatch, *objects)
+    assert cleaned == [f"{BASE_NAME}-generic"]
+
+
+async def test_a_pull_agent_that_cannot_read_the_base_cleans_up_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoBase(FakeKube):
+        async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+            if kind == "Base":
+                raise ApiException(500, "etcd")
+            return await super().get(api_version, kind, name, namespace)
+
+    with pytest.raises(ApiException):  # before any cleanup; Puller._safely logs it, the next resync reads again
+        await pull_cleanup(monkeypatch, base(CFG), parent_class=NoBase)
+
+
+async def test_a_pull_agent_keeps_a_helm_release_its_base_still_wants_and_uninstalls_one_it_does_not() -> None:
+    for feeds, kept in (([FEED], True), ([CFG], False)):
+        helm = FakeHelm()
+        release = labelled(pulled_release(), HR[1])
+        release["metadata"]["ownerReferences"] = [{"kind": "Description", "name": HR[1].rsplit("-default-", 1)[0]}]
+        installed = copy.deepcopy(release)
+        del installed["metadata"]["deletionTimestamp"]
+        parent = FakeKube(namespace(), copy.deepcopy(PULL), installed, base(*feeds))
+        agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]
+        await agent.process(copy.deepcopy(installed), PULL)
+        assert ("abc", "mysql") in helm.releases
+        parent.objects[("HelmRelease", NS, HR[1])]["metadata"]["deletionTimestamp"] = GONE
+        await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PULL)
+        assert (("abc", "mysql") in helm.releases) is kept
+
+
+def test_the_agents_names_are_the_hubs() -> None:
+    """The agent spells Clusternet's names out (it does not import the hub's pipeline): the same answer."""
+    generic, helm_desc = (rendering.description_name(BASE_NAME, d) for d in ("Generic", "Helm"))
+    assert stillwanted.wanted_names(base(CFG, FEED)) == {generic, helm_desc,
+                                                         helmrender.release_name(helm_desc, "default", "mysql")}
+    assert stillwanted.base_name_of({"kind": "Description", "metadata": {"name": generic}}) == BASE_NAME
+    assert stillwanted.base_name_of({"kind": "HelmRelease", "metadata": {
+        "name": HR[1], "ownerReferences": [{"kind": "Description", "name": helm_desc}]}}) == BASE_NAME
+    assert stillwanted.base_name_of({"kind": "HelmRelease", "metadata": {"name": HR[1]}}) is None
