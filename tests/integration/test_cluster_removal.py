@@ -163,6 +163,21 @@ def test_deleting_the_managed_cluster_of_a_stopped_agent_removes_it_and_a_restar
     readd(parent, child2, cid, ns, deployed["uid"])
 
 
+def test_deleting_the_managed_cluster_of_a_running_agent_keeps_its_workloads(
+        parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    """The delete review (F3): the running Pull agent judged removal from its last heartbeat's copy of the
+    ManagedCluster, and the garbage-collected Descriptions and HelmReleases made it clean up and uninstall."""
+    cid, ns = cluster_id(child2), deployed["ns2"]
+    release = wait_for(lambda: release_uids(child2), timeout=60, what="the chart's release in child2")
+    mc = mc_for(parent, child2)
+    kubectl(parent, "delete", "mcls", mc["metadata"]["name"], "-n", ns)
+    wait_for(lambda: removed_status(parent, cid), timeout=60, what="the request marked removed")
+    wait_for(partial(no_descriptions, parent, ns), timeout=60, what="its Descriptions and HelmReleases released")
+    time.sleep(5)  # a couple of the agent's resyncs
+    assert probe_uid(child2) == deployed["uid"] and release_uids(child2) == release
+    readd(parent, child2, cid, ns, deployed["uid"])
+
+
 HOLD = "clusternet-test/hold"
 """A finalizer of this test's: what it holds outlives the namespace's other content, the worst order the namespace
 controller may delete things in."""
