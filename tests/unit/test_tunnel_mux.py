@@ -17,8 +17,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from clusternet_api.tunnel.bytestreams import pipe
 from clusternet_api.tunnel.frames import INITIAL_WINDOW, MAX_FRAME_PAYLOAD, Frame, FrameError, FrameType
-from clusternet_api.tunnel.mux import Accept, Session, Stream, StreamOpenError, dial_tcp, pipe
+from clusternet_api.tunnel.mux import Accept, Session, Stream, StreamOpenError, dial_tcp
 
 pytestmark = pytest.mark.timeout(10)
 

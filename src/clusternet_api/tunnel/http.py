@@ -30,7 +30,7 @@ from typing import Final
 import httptools
 
 from clusternet_api.logs import error_text
-from clusternet_api.tunnel.mux import ByteStream
+from clusternet_api.tunnel.bytestreams import ByteStream
 
 MAX_IDLE = 64
 # Idle streams kept per address. 16 made a burst of 50 concurrent proxied GETs on warm client connections open

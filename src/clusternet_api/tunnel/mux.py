@@ -17,8 +17,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
+from clusternet_api.tunnel.bytestreams import describe_error, pipe
 from clusternet_api.tunnel.frames import (
     INITIAL_WINDOW,
     MAX_FRAME_PAYLOAD,
@@ -64,26 +65,6 @@ async def dial_tcp(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     host, port = split_address(address)
     async with asyncio.timeout(DIAL_TIMEOUT):
         return await asyncio.open_connection(host, port)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class ByteStream(Protocol):
-    """What HTTP over streams (tunnel.http), pipe() and relays need of a stream: a tunnel Stream, or a hub
-    replica's connection to a tunnel held by another replica (clusternet_hub.peers.PeerStream)."""
-
-    @property
-    def done(self) -> bool: ...
-    @property
-    def bytes_out(self) -> int: ...
-    async def read(self, n: int = MAX_FRAME_PAYLOAD) -> bytes: ...
-    async def write(self, data: bytes) -> None: ...
-    def write_eof(self) -> None: ...
-    def abort(self, reason: str = "aborted") -> None: ...
-    def close(self) -> None: ...
 
 
 class Stream:
@@ -429,7 +410,7 @@ class Session:
         try:
             reader, writer = await accept(stream.address)
         except Exception as exc:  # every dial failure is reported to the opener
-            reason = f"dial {stream.address} failed: {_describe(exc)}"
+            reason = f"dial {stream.address} failed: {describe_error(exc)}"
             self._enqueue(Frame.open_err(stream.stream_id, reason))
             stream._reset(reason)
             return
@@ -446,7 +427,7 @@ class Session:
             try:
                 await self._send(message)
             except Exception as exc:  # the transport is gone, whatever its library calls it
-                self._terminate(f"send failed: {_describe(exc)}")
+                self._terminate(f"send failed: {describe_error(exc)}")
                 return
 
     def _enqueue(self, frame: Frame) -> None:
@@ -470,43 +451,3 @@ class Session:
         for task in (*self._tasks, self._writer):
             if task is not current:
                 task.cancel()
-
-
-async def pipe(stream: ByteStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-               close_at_eof: bool = False) -> None:
-    """Copy bytes both ways between a stream and a local TCP connection until both finish.
-
-    EOF on either side becomes a half-close on the other (FIN / ``write_eof``), so
-    request-then-response protocols work. With ``close_at_eof`` the local connection is closed
-    instead when the stream ends (the hub's upgrade relay: the client must learn that the child is
-    done, and TLS cannot half-close). An error on either side aborts both.
-    """
-    upstream = asyncio.create_task(_local_to_stream(reader, stream))
-    downstream = asyncio.create_task(_stream_to_local(stream, writer, close_at_eof))
-    try:
-        await asyncio.gather(upstream, downstream)
-    except OSError as exc:  # ConnectionResetError from the stream, socket errors locally
-        stream.abort(_describe(exc))
-        writer.transport.abort()
-    finally:
-        upstream.cancel()
-        downstream.cancel()
-        await asyncio.gather(upstream, downstream, return_exceptions=True)
-        stream.close()
-        writer.close()
-
-
-async def _local_to_stream(reader: asyncio.StreamReader, stream: ByteStream) -> None:
-    while data := await reader.read(MAX_FRAME_PAYLOAD):
-        await stream.write(data)
-    stream.write_eof()
-
-
-async def _stream_to_local(stream: ByteStream, writer: asyncio.StreamWriter, close_at_eof: bool) -> None:
-    while data := await stream.read():
-        writer.write(data)
-        await writer.drain()
-    if close_at_eof:
-        writer.close()
-    elif writer.can_write_eof():
-        writer.write_eof()

@@ -24,8 +24,8 @@ import ssl
 from clusternet_api import fence
 from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
+from clusternet_api.tunnel.bytestreams import ByteStream
 from clusternet_api.tunnel.http import StreamOpener
-from clusternet_api.tunnel.mux import ByteStream
 
 log = logging.getLogger(__name__)
 
