@@ -137,7 +137,7 @@ def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: Contro
     wait_for(reported, timeout=30, what="OverrideFailed event")
     assert child_annotations(child1).get("demo/order") == "loc-100"
     d = descriptions(parent, "app-demo")[env["ns1"]]
-    assert "apps.clusternet.io/render-errors" not in (d["metadata"].get("annotations") or {})  # not rewritten
+    assert "replicaz" not in (d["metadata"].get("annotations") or {}).get("apps.clusternet.io/render-errors", "")
 
     def render_failed() -> bool:
         status = json.loads(kubectl(parent, "get", "subs", "app-demo", "-o", "json").stdout).get("status") or {}
