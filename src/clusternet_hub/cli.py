@@ -22,7 +22,8 @@ from clusternet_hub import compat, kopfwatch, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
-from clusternet_hub.peers import PeerConfig, Peers, default_advertise_address, peer_app
+from clusternet_hub.peers import PeerConfig, Peers, default_advertise_address
+from clusternet_hub.peerserver import peer_app
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.sockets import SocketRegistry

@@ -37,7 +37,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -50,9 +50,8 @@ from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.leaderelection import micro_time
 from clusternet_api.listwatch import ListWatch
 from clusternet_api.logs import error_text
-from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, ByteStream, StreamOpenError, pipe
+from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, StreamOpenError
 from clusternet_hub.sockets import bearer
-from clusternet_hub.takeover import answer_switching
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,7 @@ EXPIRE_SECONDS = 30.0  # three missed renewals: the replica is gone (killed, or 
 RELIST_SECONDS = 2.0  # a tunnel found nowhere re-reads the peers' Leases, at most this often
 DIAL_TIMEOUT = 5.0  # a TCP+TLS handshake to a replica in the same cluster takes milliseconds
 HEAD_LIMIT = 16 * 1024
+TOKEN_WARNING_SECONDS = 60.0  # a peer refusing our token is said at most this often (each lookup asks every peer)
 
 
 class NotHere(StreamOpenError):
@@ -211,6 +211,7 @@ class Peers:
     _listed: float = 0.0  # monotonic time of the last read of the peers' Leases
     _renewed: float = 0.0  # monotonic time of our Lease's last successful renewal
     _down: dict[str, float] = field(default_factory=dict)  # peer id -> when it last failed to answer
+    _warned: dict[str, float] = field(default_factory=dict)  # peer id -> when its refusal of our token was logged
 
     def __post_init__(self) -> None:
         self.me = Peer(uuid.uuid4().hex[:8], self.config.advertise_address, self.config.port)
@@ -368,6 +369,15 @@ class Peers:
             await self.kube.request("PUT", _lease_path(self.namespace, self.lease_name), body)
         self._renewed = time.monotonic()
 
+    def refused(self, request: web.Request) -> None:
+        """The other side of _refused_by: a caller without our token, said once a minute per address."""
+        who = request.remote or "?"
+        now = time.monotonic()
+        if now - self._warned.get(who, -TOKEN_WARNING_SECONDS) >= TOKEN_WARNING_SECONDS:
+            self._warned[who] = now
+            log.warning("refused a peer request from %s: wrong or missing peer token (every replica must use the "
+                        "same --peer-token)", who)
+
     def authorized(self, request: web.Request) -> bool:
         given = bearer(request) or ""
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
@@ -377,6 +387,8 @@ class Peers:
         try:
             async with self._session.get(f"{peer.url}{SOCKETS}{quote(cluster_id)}", ssl=self.tls(),
                                          headers={"Authorization": f"Bearer {self.token}"}) as r:
+                if r.status == 401:
+                    self._refused_by(peer)
                 return r.status == 200
         except aiohttp.ClientSSLError as e:  # a misconfiguration worth seeing, not a replica going away
             log.warning("cannot ask hub replica %s about cluster %s: %s", peer.url, cluster_id, e)
@@ -385,6 +397,17 @@ class Peers:
             log.debug("hub replica %s unreachable, skipped for %.0fs: %s", peer.url, RENEW_SECONDS, e)
             self._down[peer.id] = time.monotonic()
             return False
+
+    def _refused_by(self, peer: Peer) -> None:
+        """A peer that refuses our token is a misconfiguration (replicas with different --peer-token, as in a
+        rolling update that adds the flag): its clusters look disconnected from here. Said once a minute per
+        peer; the fourth audit found it logged nowhere, with 503 "tunnel is down" answers for live clusters."""
+        now = time.monotonic()
+        if now - self._warned.get(peer.id, -TOKEN_WARNING_SECONDS) >= TOKEN_WARNING_SECONDS:
+            self._warned[peer.id] = now
+            log.warning("hub replica %s refuses this replica's peer token (HTTP 401): every replica must use the "
+                        "same --peer-token (or none: Secret %s/%s); clusters whose tunnels are there are "
+                        "unreachable from here meanwhile", peer.url, self.namespace, TOKEN_SECRET)
 
     async def locate(self, cluster_id: str, fresh: bool = False) -> Peer | None:
         """The live peer holding the tunnel of `cluster_id`: remembered, else asked of every live peer at once."""
@@ -448,51 +471,3 @@ def _peer_of(lease: Obj) -> Peer | None:
         return Peer(str(data["id"]), str(data["host"]), int(data["port"]))
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def peer_app(peers: Peers, has_tunnel: Callable[[str], bool],
-             open_local: Callable[[str, str], Awaitable[ByteStream]],
-             verify: Callable[[str], Coroutine[Any, Any, None]] | None = None) -> web.Application:
-    """The peer port's server: is a tunnel here (GET .../<id>), streams into it (GET .../<id>/stream), and the
-    agent connected to another replica (POST .../<id>/elsewhere: `verify` checks our own tunnel of it, in the
-    background). `has_tunnel(cluster_id)` and `open_local(cluster_id, address)` look at this replica's own
-    tunnels only."""
-    app = web.Application()
-    checks: set[asyncio.Task[None]] = set()
-
-    async def elsewhere(request: web.Request) -> web.Response:
-        if not peers.authorized(request):
-            return web.Response(status=401)
-        cluster_id = request.match_info["cluster_id"]
-        if verify is not None and has_tunnel(cluster_id):
-            task = asyncio.create_task(verify(cluster_id))
-            checks.add(task)
-            task.add_done_callback(checks.discard)
-        return web.Response(status=202)
-
-    async def holds(request: web.Request) -> web.Response:
-        if not peers.authorized(request):
-            return web.Response(status=401)
-        return web.Response(status=200 if has_tunnel(request.match_info["cluster_id"]) else 404)
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        if not peers.authorized(request):
-            return web.Response(status=401)
-        if request.headers.get("Upgrade", "").lower() != UPGRADE:
-            return web.Response(status=400, text=f"Upgrade: {UPGRADE} expected")
-        cluster_id = request.match_info["cluster_id"]
-        if not has_tunnel(cluster_id):
-            return web.Response(status=404)
-        try:
-            tunnel_stream = await open_local(cluster_id, request.query.get("address", ""))
-        except (StreamOpenError, ConnectionError, TimeoutError) as e:
-            return web.Response(status=503, text=str(e))
-        reader, writer, response = await answer_switching(
-            request, tunnel_stream, [("Connection", "Upgrade"), ("Upgrade", UPGRADE)])
-        await pipe(tunnel_stream, reader, writer, close_at_eof=True)
-        return response
-
-    app.router.add_get(SOCKETS + "{cluster_id}", holds)
-    app.router.add_get(SOCKETS + "{cluster_id}/stream", stream)
-    app.router.add_post(SOCKETS + "{cluster_id}/elsewhere", elsewhere)
-    return app

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from clusternet_api import known
+from clusternet_api import fence, known
 from clusternet_api.kube import ApiException, Kube
 from clusternet_api.logs import error_text
 from clusternet_api.timefmt import now_rfc3339
@@ -286,7 +286,7 @@ class SocketRegistry:
             if connected or not await self._moved(cluster_id):
                 await self._mark(tunnel, connected, message)
 
-        task = asyncio.create_task(write())
+        task = asyncio.create_task(write(), context=fence.unfenced())  # this replica's own record, not the leader's
         self._marks[cluster_id] = task
         task.add_done_callback(lambda done: self._marks.pop(cluster_id) if self._marks.get(cluster_id) is done
                                else None)

@@ -19,7 +19,8 @@ from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, read_body
 from clusternet_hub import sockets
-from clusternet_hub.peers import HEAD_LIMIT, NotHere, Peer, PeerConfig, Peers, client_context, dial, peer_app
+from clusternet_hub.peers import HEAD_LIMIT, NotHere, Peer, PeerConfig, Peers, client_context, dial
+from clusternet_hub.peerserver import peer_app
 from clusternet_hub.sockets import SocketRegistry, Tunnel
 from tests.unit.test_tunnel_mux import echo, raw_session, session_pair, tcp_server
 
@@ -244,3 +245,17 @@ async def test_what_was_noted_about_replicas_that_are_gone_is_forgotten() -> Non
         else:  # killed: its Lease is no longer listed (expired and deleted by a reader)
             await b._observe_all([peer_lease(a, "1")])
         assert list(b._down) == ["a"] and b.located == {"c-a": a}, event
+
+
+async def test_a_peer_token_mismatch_is_logged_on_both_sides_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Fourth audit (P1): a replica started with another --peer-token answered 503 "tunnel is down" for clusters
+    whose tunnels were on the others, and no replica said why."""
+    async with session_pair() as (hub_session, _), \
+            replica_a({CLUSTER: Tunnel(CLUSTER, hub_session, "ns", "mc")}) as (peer, trust):
+        b = peers_of("another-token", trust)
+        async with aiohttp.ClientSession() as b._session:
+            assert await b.holds(peer, CLUSTER) is False
+            assert await b.holds(peer, CLUSTER) is False
+    ours = [r.message for r in caplog.records if "refuses this replica's peer token" in r.message]
+    theirs = [r.message for r in caplog.records if "wrong or missing peer token" in r.message]
+    assert len(ours) == 1 and len(theirs) == 1, caplog.text

@@ -323,3 +323,22 @@ async def test_an_agent_replica_waits_while_another_holds_the_lease(monkeypatch:
         await asyncio.wait_for(running, 3)  # it takes over, registers (our stub returns: run over), releases
         assert registered == ["now"]
         assert api.holder == ""  # released on the way out
+
+
+def test_a_replicas_own_bookkeeping_started_from_leader_work_has_no_fence() -> None:
+    """SocketRegistry._record runs in fence.unfenced(): the shutdown kopf's cleanup handler starts (leader work)
+    closes the tunnels, and their SocketConnected marks were refused by the fence (fourth audit)."""
+    from clusternet_api import fence
+
+    def lost() -> None:
+        raise LeadershipLost("lease expired")
+
+    token = fence.WRITE_FENCE.set(lost)
+    try:
+        with pytest.raises(LeadershipLost):
+            fence.check("PATCH")
+        assert fence.unfenced().run(fence.current) is None
+        fence.unfenced().run(fence.check, "PATCH")  # no fence there: nothing raised
+        fence.check("GET")  # reads are never fenced
+    finally:
+        fence.WRITE_FENCE.reset(token)

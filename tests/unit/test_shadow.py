@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -279,6 +280,76 @@ async def test_the_handlers_store_templates_as_the_user() -> None:
         assert (await client.get(f"{base}/web/scale")).status == 404
     finally:
         await client.close()
+
+
+class QuietParent(FakeParent):
+    """A parent whose watches send nothing (a quiet resource): what keeps a handler waiting after its client left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches_ended = 0
+
+    async def watch_path(self, path: str, query: dict[str, str], server_timeout: int, extra_headers: Any = (),
+                         on_open: Any = None) -> Any:
+        await on_open()
+        try:
+            await asyncio.Event().wait()
+            yield {}
+        finally:
+            self.watches_ended += 1
+
+
+async def test_a_watch_whose_client_left_ends_while_the_parent_sends_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fourth audit: handlers of watches whose clients had gone waited for the parent's next event, up to the
+    watch's timeout, with their request and upstream connection (125 after 8 minutes of churn)."""
+    from clusternet_hub import shadow
+
+    monkeypatch.setattr(shadow, "CLIENT_CHECK_SECONDS", 0.05)
+    parent = QuietParent()
+    client = await shadow_client(parent)
+    try:
+        resp = await client.get(f"{mapping.PREFIX}/namespaces/x/deployments", params={"watch": "1"})
+        assert resp.status == 200
+        await asyncio.sleep(0.2)
+        assert parent.watches_ended == 0  # the client is still there: the watch goes on
+        resp.close()  # the client goes away
+        for _ in range(40):
+            if parent.watches_ended:
+                break
+            await asyncio.sleep(0.05)
+        assert parent.watches_ended == 1
+    finally:
+        await client.close()
+
+
+async def test_a_watch_ends_when_its_client_is_gone_even_if_the_handler_is_not_cancelled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, when nothing cancels the handler (a connection the server has not seen lost yet): the client is
+    looked at every CLIENT_CHECK_SECONDS while no event comes."""
+    from clusternet_hub import shadow
+
+    monkeypatch.setattr(shadow, "CLIENT_CHECK_SECONDS", 0.05)
+    parent = QuietParent()
+
+    class Transport:
+        closing = False
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+    class Request:
+        transport = Transport()
+
+    async def opened() -> None:
+        pass
+
+    events = parent.watch_path("/x", {"labelSelector": ""}, 60, on_open=opened)
+    waiting = asyncio.create_task(shadow._next_while_client_stays(Request(), events))  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    Request.transport.closing = True
+    assert await asyncio.wait_for(waiting, 2) is None and parent.watches_ended == 1
 
 
 async def test_the_parents_refusal_comes_back_and_anonymous_requests_are_refused() -> None:
