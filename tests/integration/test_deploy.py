@@ -157,10 +157,11 @@ def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: Contro
     assert not any(e["reason"] == "NotInClusterNamespace" for e in json.loads(kubectl(
         parent, "get", "events", "-n", env["ns1"], "-o", "json").stdout)["items"])
     kubectl(parent, "delete", "localization", "stray", "-n", "default")
-    # deleting an ApplyNow override rolls it back
+    # while "broken" fails, child1's Description is held back: it goes first, then deleting an ApplyNow override
+    # rolls it back
+    kubectl(parent, "delete", "localization", "broken", "-n", env["ns1"])
     kubectl(parent, "delete", "localization", "l100", "-n", env["ns1"])
     wait_for(lambda: child_annotations(child1).get("demo/order") == "glob-600", timeout=30, what="rollback")
-    kubectl(parent, "delete", "localization", "broken", "-n", env["ns1"])
 
 
 def test_apply_later_waits_for_the_next_feed_change(env: dict[str, Any], parent: ControlPlane,
