@@ -18,6 +18,7 @@ from clusternet_agent import agent, helmpuller, puller
 from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known, namespaceguard, ownership
 from clusternet_api.kube import ApiException
+from tests.unit import test_namespace_removal
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_agent_reregistration import CID, Parent, approved, opts
@@ -34,15 +35,10 @@ from tests.unit.test_namespace_removal import (
 )
 
 
-class Refusing(FakeKube):
+class Refusing(test_namespace_removal.Refusing):
     """A parent whose ManagedCluster GET answers `refusal`."""
 
-    refusal: ApiException | None = None
-
-    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        if kind == "ManagedCluster" and self.refusal is not None:
-            raise self.refusal
-        return await super().get(api_version, kind, name, namespace)
+    refused_kind = "ManagedCluster"
 
 
 # --- the guard ---------------------------------------------------------------------------------------------------

@@ -33,12 +33,13 @@ def deleting(obj: Obj) -> Obj:
 
 
 class Refusing(FakeKube):
-    """A parent whose Namespace GET answers `refusal` (an agent's identity set up by an older hub: 403)."""
+    """A parent whose GET of a `refused_kind` answers `refusal` (an agent's identity set up by an older hub: 403)."""
 
     refusal: ApiException | None = None
+    refused_kind = "Namespace"
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        if kind == "Namespace" and self.refusal is not None:
+        if kind == self.refused_kind and self.refusal is not None:
             raise self.refusal
         return await super().get(api_version, kind, name, namespace)
 
