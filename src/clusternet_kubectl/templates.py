@@ -49,7 +49,10 @@ class Kind:
             return kind == self.resource.kind and split_group(str(template.get("apiVersion") or "")) == \
                 self.resource.group
         plural = str((manifest.get("metadata") or {}).get("name") or "").partition(".")[0]
-        return self.literal.lower() in (kind.lower(), kind.lower() + "s", plural.lower())
+        literal, _, group = self.literal.lower().partition(".")  # `widgets.example.com` names its group too
+        if group and split_group(str(template.get("apiVersion") or "")).lower() != group:
+            return False
+        return literal in (kind.lower(), kind.lower() + "s", plural.lower())
 
 
 async def resolve_kind(session: Session, name: str) -> Kind:

@@ -124,3 +124,28 @@ async def test_an_object_of_a_kind_its_apply_defines_is_a_template_in_the_defaul
         await resolve_target(parent(), gadget)
     target = await resolve_target(parent(), gadget, crd_resources([crd]))
     assert (target.manifest_name, target.known) == ("gadgets.default.g1", False)
+
+
+async def test_deleting_a_literal_kind_never_takes_another_groups_template(capsys: pytest.CaptureFixture[str]) -> None:
+    """The delete review (F12): `delete widgets foo -n team-a` also deleted a cluster-scoped Widget foo of another
+    group. Templates in the namespace come first; two groups are refused until the group is named."""
+    ours = {"apiVersion": "a.example.com/v1", "kind": "Widget", "metadata": {"name": "foo", "namespace": "team-a"}}
+    theirs = {"apiVersion": "b.example.com/v1", "kind": "Widget", "metadata": {"name": "foo"}}
+    other = {"apiVersion": "c.example.com/v1", "kind": "Widget", "metadata": {"name": "bar"}}
+    third = {"apiVersion": "d.example.com/v1", "kind": "Widget", "metadata": {"name": "bar"}}
+    templates = [("widgets", o) for o in (ours, theirs, other, third)]
+    deletes = {MANIFEST.path(known.RESERVED_NAMESPACE, manifest_for(plural, o)["metadata"]["name"]): {}
+               for plural, o in templates}
+    session = Session(FakeParent(*templates, paths=deletes), "team-a")
+    asked = session.kube.asked  # type: ignore[attr-defined]
+
+    def deleted() -> list[str]:
+        return sorted(p for p in asked if p in deletes)
+
+    assert await delete_command(session, "widgets", ("foo",), []) == 0
+    assert deleted() == [MANIFEST.path(known.RESERVED_NAMESPACE, manifest_for("widgets", ours)["metadata"]["name"])]
+    asked.clear()
+    assert await delete_command(session, "widgets", ("bar",), []) == 1  # c and d: which one?
+    assert deleted() == [] and "name the group" in capsys.readouterr().err
+    assert await delete_command(session, "widgets.d.example.com", ("bar",), []) == 0
+    assert deleted() == [MANIFEST.path(known.RESERVED_NAMESPACE, manifest_for("widgets", third)["metadata"]["name"])]

@@ -13,7 +13,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException
 from clusternet_kubectl.documents import Document
 from clusternet_kubectl.errors import PluginError, api_error
-from clusternet_kubectl.resources import MANIFEST, Resource, object_type_name
+from clusternet_kubectl.resources import MANIFEST, Resource, object_type_name, split_group
 from clusternet_kubectl.session import Session
 from clusternet_kubectl.targets import identity_of, resolve_target
 from clusternet_kubectl.templates import Kind, list_templates, not_found_error, resolve_kind, template_namespace
@@ -37,6 +37,17 @@ async def delete_template(session: Session, kind: Kind, name: str, namespace: st
     manifests = await list_templates(session, kind, namespace, name)
     if namespace is not None and kind.resource is not None and kind.resource.namespaced:
         manifests = [m for m in manifests if template_namespace(m) == namespace]
+    elif kind.resource is None:
+        # a kind the parent does not serve: neither its scope nor its group is known. Templates in the namespace
+        # come first; those without one (cluster-scoped) only when there are none; and never two groups at once
+        # (the delete review, F12: `delete widgets foo -n team-a` also deleted another group's cluster-scoped one)
+        manifests = [m for m in manifests if template_namespace(m) == namespace] or manifests
+        groups = sorted({split_group(str((m.get("template") or {}).get("apiVersion") or "")) for m in manifests})
+        if len(groups) > 1:
+            click.echo(f'error: templates of {len(groups)} API groups are named "{name}" for "{kind.literal}" '
+                       f"({', '.join(groups)}): name the group, as in {kind.literal.partition('.')[0]}.{groups[0]}",
+                       err=True)
+            return False
     if not manifests:
         click.echo(not_found_error(kind, name), err=True)
         return False
