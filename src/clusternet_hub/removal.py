@@ -71,7 +71,14 @@ def removed_message(crr: Obj, what: str) -> str:
 
 async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
     """Deny the request with the reason (the agent stops and logs it), then revoke the agent's tokens and drop
-    its cluster-wide RBAC."""
+    its cluster-wide RBAC. Only the request that was looked at: one deleted by the admin and created again by its
+    re-registering agent meanwhile (same name, another uid) is a new registration, not to be denied and revoked
+    (the delete review, F10)."""
+    name = crr["metadata"]["name"]
+    fresh = await kube.get(known.CLUSTERS_API_VERSION, "ClusterRegistrationRequest", name)
+    if fresh is None or fresh["metadata"].get("uid") != crr["metadata"].get("uid"):
+        log.info("registration %s was deleted or created again since it was looked at: not marked removed", name)
+        return
     await registration.deny(kube, crr, removed_message(crr, what))
     ns = (crr.get("status") or {}).get("dedicatedNamespace")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from typing import Any, cast
@@ -69,6 +70,17 @@ async def test_a_deleted_namespace_marks_the_request_removed_and_recreates_nothi
     assert f"kubectl delete clusterregistrationrequest {NAME}" in status["errorMessage"]
     assert "workloads in the child are kept" in status["errorMessage"]
     assert parent.find("Namespace", None, ns) is None and parent.find("ManagedCluster", ns, "child1") is None
+
+
+async def test_a_request_created_again_since_it_was_looked_at_is_not_denied_nor_revoked() -> None:
+    """The delete review (F10): the admin deleted the request to re-add the cluster and the agent registered again
+    between the hub's look and its verdict; the new registration was denied and its token revoked."""
+    parent, stored = await approved_parent()
+    crr, ns = copy.deepcopy(stored), namespace_of(stored)  # as the hub looked at it
+    stored["metadata"]["uid"] = "a-new-request"
+    await removal.mark_removed(cast(Kube, parent), crr, f"its dedicated namespace {ns} was deleted")
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Approved"
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is not None
 
 
 async def test_a_deleted_managed_cluster_revokes_the_agents_tokens() -> None:
