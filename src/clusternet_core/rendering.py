@@ -29,6 +29,7 @@ from clusternet_core.overrides import AppliedOverride, OverrideError, apply_over
 from clusternet_core.scheduling import InvalidSelector, feed_key, feed_ref, format_feed
 
 __all__ = [
+    "BASE_DIGITS",
     "DIVIDING_PRIORITY",
     "LONG_BASE_DIGITS",
     "RenderResult",
@@ -63,7 +64,11 @@ DIVIDING_PRIORITY = 1000
 # ---------------------------------------------------------------------------------------------------------
 
 
-def base_name(subscription_name: str, *, subscription_namespace: str, digits: int = 5) -> str:
+BASE_DIGITS = 5
+"""Digits of every Base name's digest (base_name's default)."""
+
+
+def base_name(subscription_name: str, *, subscription_namespace: str, digits: int = BASE_DIGITS) -> str:
     """Deterministic Base name `<subscription>-<hex digest>`, at most 63 characters; retries reuse the name.
 
     The digest hashes the Subscription's namespace and name. Its 5-digit form is what every Base has always

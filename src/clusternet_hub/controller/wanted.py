@@ -38,10 +38,12 @@ from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, b
 log = logging.getLogger(__name__)
 
 
-def _description_name(sub: Obj, deployer: str) -> str:
+def _description_names(sub: Obj, deployer: str) -> list[str]:
+    """Under either form of its Base's name (clusternet_core.basenames: the long one after a collision)."""
     meta = sub["metadata"]
-    base = rendering.base_name(meta["name"], subscription_namespace=meta["namespace"])
-    return rendering.description_name(base, deployer)
+    return [rendering.description_name(rendering.base_name(meta["name"], subscription_namespace=meta["namespace"],
+                                                           digits=digits), deployer)
+            for digits in (rendering.BASE_DIGITS, rendering.LONG_BASE_DIGITS)]
 
 
 def wanted_names(sub: Obj, mc: Obj) -> set[str]:
@@ -53,13 +55,13 @@ def wanted_names(sub: Obj, mc: Obj) -> set[str]:
         return set()  # refused: the hub changes nothing, and a deletion now is nobody's plan we can tell
     feeds = subscription_feeds(sub)
     charts = [f for f in feeds if rendering.is_helm_chart_feed(dict(f))]
-    names = set()
+    names: set[str] = set()
     if len(charts) < len(feeds):
-        names.add(_description_name(sub, "Generic"))
+        names.update(_description_names(sub, "Generic"))
     if charts:
-        helm = _description_name(sub, "Helm")
-        names.add(helm)
-        names.update(helmrender.release_name(helm, f["namespace"], f["name"]) for f in charts)
+        for helm in _description_names(sub, "Helm"):
+            names.add(helm)
+            names.update(helmrender.release_name(helm, f["namespace"], f["name"]) for f in charts)
     return names
 
 
