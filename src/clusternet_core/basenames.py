@@ -70,10 +70,7 @@ def slot(namespace: str, base: str, bases: Mapping[Key, Obj], descriptions: Mapp
 def choose_base_name(sub: Obj, namespace: str, bases: Mapping[Key, Obj],
                      descriptions: Mapping[Key, Obj]) -> BaseChoice:
     """The name `sub` uses for its Base in cluster namespace `namespace` (module docstring)."""
-    meta = sub["metadata"]
-    short = rendering.base_name(meta["name"], subscription_namespace=meta["namespace"])
-    long = rendering.base_name(meta["name"], subscription_namespace=meta["namespace"],
-                               digits=rendering.LONG_BASE_DIGITS)
+    short, long = rendering.base_names(sub)
 
     def state(name: str) -> str:
         objs = slot(namespace, name, bases, descriptions)

@@ -41,9 +41,7 @@ def release_chart(namespace: str, name: str, caches: Caches) -> Obj | None:
         meta = sub["metadata"]
         if not name.startswith(str(meta["name"])[:8]):  # base names start with the Subscription's: skip the hash
             continue
-        for digits in (5, rendering.LONG_BASE_DIGITS):  # both forms a Base name takes (basenames.py)
-            base = rendering.base_name(str(meta["name"]), subscription_namespace=str(meta["namespace"]),
-                                       digits=digits)
+        for base in rendering.base_names(sub):  # both forms a Base name takes (basenames.py)
             if (chart := _chart_of(sub, rendering.description_name(base, "Helm"), namespace, name, caches)) is not None:
                 return chart
     return None

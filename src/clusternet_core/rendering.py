@@ -36,6 +36,7 @@ __all__ = [
     "RenderedObject",
     "ReplicaSplit",
     "base_name",
+    "base_names",
     "decode_raw",
     "description_name",
     "encode_raw",
@@ -84,6 +85,13 @@ def base_name(subscription_name: str, *, subscription_namespace: str, digits: in
 LONG_BASE_DIGITS = 16
 """Digits of the fallback Base name of a Subscription whose 5-digit name is taken (64 bits; should that form be
 taken too, the cluster is refused, never overwritten)."""
+
+
+def base_names(subscription: Mapping[str, Any]) -> tuple[str, str]:
+    """Both names a Subscription's Base may have: (the 5-digit one, the long one it takes after a collision)."""
+    name, namespace = str(subscription["metadata"]["name"]), str(subscription["metadata"]["namespace"])
+    return (base_name(name, subscription_namespace=namespace),
+            base_name(name, subscription_namespace=namespace, digits=LONG_BASE_DIGITS))
 
 
 def description_name(base: str, deployer: str) -> str:

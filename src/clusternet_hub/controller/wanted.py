@@ -40,10 +40,7 @@ log = logging.getLogger(__name__)
 
 def _description_names(sub: Obj, deployer: str) -> list[str]:
     """Under either form of its Base's name (clusternet_core.basenames: the long one after a collision)."""
-    meta = sub["metadata"]
-    return [rendering.description_name(rendering.base_name(meta["name"], subscription_namespace=meta["namespace"],
-                                                           digits=digits), deployer)
-            for digits in (rendering.BASE_DIGITS, rendering.LONG_BASE_DIGITS)]
+    return [rendering.description_name(base, deployer) for base in rendering.base_names(sub)]
 
 
 def wanted_names(sub: Obj, mc: Obj) -> set[str]:
