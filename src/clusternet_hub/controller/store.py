@@ -152,17 +152,14 @@ class Store:
             self.caches.bases[key] = base
             return
         self.caches.bases.pop(key, None)
-        labels = base["metadata"].get("labels") or {}
-        sub = self.caches.subscriptions.get((labels.get(known.LABEL_SUBS_NAMESPACE, ""),
-                                             labels.get(known.LABEL_SUBS_NAME, "")))
-        if sub is not None and not sub["metadata"].get("deletionTimestamp"):
-            self.enqueue("sub", key_of(sub))
+        self._bring_back(base)
 
-    def _bring_back(self, desc: Obj) -> None:
-        """A Description is gone: its Subscription, while it lives, plans again at once, so one deleted while still
-        wanted (by hand, or released without cleanup: controller/wanted.py) comes back now, not at the next resync.
-        (While it was being deleted the plan only waited for it: "still being cleaned up".)"""
-        labels = desc["metadata"].get("labels") or {}
+    def _bring_back(self, gone: Obj) -> None:
+        """A Base or Description is gone: its Subscription, while it lives, plans again at once, so one deleted
+        while still wanted (by hand, or released without cleanup: controller/wanted.py) comes back now, not at the
+        next resync. (While a Description was being deleted the plan only waited for it: "still being cleaned
+        up".)"""
+        labels = gone["metadata"].get("labels") or {}
         sub = self.caches.subscriptions.get((labels.get(known.LABEL_SUBS_NAMESPACE, ""),
                                              labels.get(known.LABEL_SUBS_NAME, "")))
         if sub is not None and not sub["metadata"].get("deletionTimestamp"):
