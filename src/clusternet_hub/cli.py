@@ -18,7 +18,7 @@ from clusternet_api.componentflags import client_limits, component_exits, compon
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.leaderelection import LeaderElector, run_while_leading
 from clusternet_api.logs import setup_logging
-from clusternet_hub import compat, kopfwatch, server, serving
+from clusternet_hub import compat, kopfhooks, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
 from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
@@ -111,7 +111,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             leading = Supervisor()  # a crash ends kopf and the leadership (the Lease is released)
             controllers.append(leading.start("the hub's health checks", background(ctx)))
             controllers.append(leading.start("the deployment controller", ctx.controller.run()))
-            kopfwatch.install()  # a restarting parent's 404s do not end kopf's watches
+            kopfhooks.install()  # a restarting parent's 404s do not end kopf's watches; its patches are fenced
             try:
                 await leading.run(kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
                                                 stop_flag=stop, ready_flag=ready))
