@@ -10,9 +10,15 @@ kind may be served only in a version its group does not prefer, as CronJob in ba
 EnvoyFilter in networking.istio.io/v1alpha3), `foreign_instances` the CRD's objects. The delete happens only
 when nothing remains but:
 - objects being deleted (the leaving Description's own were deleted just before: cleanup lets go of custom
-  objects, then CRDs, then Namespaces; some are still terminating), and, in a namespace, dependents of other
-  objects (ownerReferences: they go with their owners, which are counted themselves, as ReplicaSets and Pods
-  go with a Deployment);
+  objects, then CRDs, then Namespaces; some are still terminating), and, in a namespace, dependents whose
+  owners are all namespaced (ownerReferences: they go with their owners, which Kubernetes keeps in the
+  dependent's namespace, so they are counted themselves, as ReplicaSets and Pods go with a Deployment). A
+  dependent of a cluster-scoped owner (a ClusterRole, a Node, an operator's cluster-scoped custom resource) is
+  counted: its owner is not in the namespace, and the Namespace's deletion would take the dependent while the
+  owner stays. So is a dependent whose owner's kind the child's discovery does not know (its CRD removed, its
+  group not served): it may be either, and an object we cannot place keeps the Namespace, as one we cannot
+  list does. An owner reference names no namespace, so its kind's scope is what tells; it is read from the
+  discovery the check makes anyway (every group-version once), so owners cost no request;
 - what Kubernetes puts or keeps in every namespace: ServiceAccount `default`, ConfigMap `kube-root-ca.crt`,
   service-account token Secrets, Events, Endpoints (the endpoints controller's copy of a Service, which counts).
 Anything else keeps the Namespace or CRD: only our mark is removed, and the Description's events name what kept
@@ -27,7 +33,9 @@ Where we differ from Clusternet: its cleanup deletes a Namespace or CRD it deplo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
+from clusternet_api.apiresource import split_group
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.logs import error_text
@@ -44,17 +52,21 @@ SA_TOKEN = "kubernetes.io/service-account-token"
 NAMED = 5  # objects named in a message; the rest are counted
 LISTS_AT_ONCE = 8  # as the applier's applies: one child's API server, one connection pool
 
+Scopes = Mapping[tuple[str, str], bool]
+"""(group, kind) -> namespaced, of every kind the child's discovery showed in one check."""
+
 
 class ContentsUnknown(Exception):
     """What the namespace holds could not be listed: it is kept."""
 
 
-def is_foreign(obj: Obj) -> bool:
+def is_foreign(obj: Obj, scopes: Scopes) -> bool:
     """Does this object keep its Namespace from being deleted? Objects of the Description letting go of the
     Namespace count as well: at cleanup they are gone or terminating by then, and when its feeds drop only the
-    Namespace they are still deployed, and deleting the Namespace would delete them."""
+    Namespace they are still deployed, and deleting the Namespace would delete them. `scopes`: the kinds the
+    child serves, to tell whether the object's owners are in the namespace (goes_with_owners)."""
     meta = obj.get("metadata") or {}
-    if meta.get("deletionTimestamp") or meta.get("ownerReferences"):
+    if meta.get("deletionTimestamp") or goes_with_owners(meta.get("ownerReferences"), scopes):
         return False
     kind = str(obj.get("kind") or "")
     if kind in IGNORED_KINDS or (kind, meta.get("name")) in DEFAULTS:
@@ -62,11 +74,21 @@ def is_foreign(obj: Obj) -> bool:
     return not (kind == "Secret" and obj.get("type") == SA_TOKEN)
 
 
+def goes_with_owners(refs: object, scopes: Scopes) -> bool:
+    """Whether a namespaced object has owners and all of them are of namespaced kinds, hence in its namespace and
+    counted there themselves. The garbage collector keeps a dependent while any owner lives, so one owner that is
+    cluster-scoped, or of a kind `scopes` does not know, is enough to count the dependent."""
+    owners = refs if isinstance(refs, list) else []
+    return bool(owners) and all(
+        isinstance(ref, dict) and scopes.get((split_group(str(ref.get("apiVersion") or "")), str(ref.get("kind"))))
+        is True for ref in owners)
+
+
 async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
     """`Kind namespace/name` of every object in `namespace` that keeps it (is_foreign), sorted; ContentsUnknown
     when the child does not tell."""
     try:
-        listable = await _listable(child)
+        listable, scopes = await _discovered(child)
     except ContentsUnknown:
         raise
     except Exception as e:
@@ -84,16 +106,18 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
             except Exception as e:
                 raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
         return [f"{kind} {namespace}/{(o.get('metadata') or {}).get('name')}" for o in items
-                if is_foreign({"kind": kind, **o})]
+                if is_foreign({"kind": kind, **o}, scopes)]
 
     found = await asyncio.gather(*(one(v, k) for v, k in listable))
     return sorted({what for part in found for what in part})
 
 
-async def _listable(child: KubeApi) -> list[tuple[str, str]]:
+async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str]], Scopes]:
     """(apiVersion, kind) of every namespaced resource the child serves in any version of any group and allows
-    to list, each (group, kind) once, in its group's preferred version when served there; core first. Discovery
-    is asked afresh (a kind added since the last one counts); any group-version it cannot tell about raises."""
+    to list, each (group, kind) once, in its group's preferred version when served there, core first; and the
+    scope of every kind served (a kind cluster-scoped in any version counts as cluster-scoped). Discovery is
+    asked afresh (a kind added since the last one counts), once per group-version for both; any group-version it
+    cannot tell about raises."""
     versions = [v for v in await child.group_versions() if v.rpartition("/")[0] not in IGNORED_GROUPS]
     limit = asyncio.Semaphore(LISTS_AT_ONCE)
 
@@ -107,13 +131,16 @@ async def _listable(child: KubeApi) -> list[tuple[str, str]]:
     found = await asyncio.gather(*(discover(v) for v in versions))
     out: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
+    scopes: dict[tuple[str, str], bool] = {}
     for version, entries in zip(versions, found, strict=True):  # each group's preferred version comes first
         for entry in entries:
-            group_kind = (version.rpartition("/")[0], str(entry["kind"]))
-            if entry.get("namespaced") and "list" in (entry.get("verbs") or ["list"]) and group_kind not in seen:
+            group_kind = (split_group(version), str(entry["kind"]))
+            namespaced = bool(entry.get("namespaced"))
+            if namespaced and "list" in (entry.get("verbs") or ["list"]) and group_kind not in seen:
                 seen.add(group_kind)
                 out.append((version, group_kind[1]))
-    return out
+            scopes[group_kind] = scopes.get(group_kind, True) and namespaced
+    return out, scopes
 
 
 async def foreign_instances(child: KubeApi, crd: Obj) -> list[str]:

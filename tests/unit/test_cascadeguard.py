@@ -56,7 +56,10 @@ async def test_a_namespace_holding_only_what_kubernetes_puts_there_is_deleted() 
     child = FakeKube()
     await deploy(parent, child, "d1")
     owner = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u"}]
-    for obj in (cm("kube-root-ca.crt"), cm("generated", ownerReferences=owner), cm("going", deletionTimestamp="x"),
+    replicaset = {"apiVersion": "apps/v1", "kind": "ReplicaSet",  # of a Deployment of ours, being deleted
+                  "metadata": {"name": "web-1", "namespace": "team-a", "deletionTimestamp": "x", "uid": "u"}}
+    for obj in (replicaset, cm("kube-root-ca.crt"), cm("generated", ownerReferences=owner),
+                cm("going", deletionTimestamp="x"),
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "team-a"}},
                 {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                  "metadata": {"name": "default-token-x", "namespace": "team-a"}},
@@ -128,10 +131,51 @@ async def test_a_namespace_wanted_by_another_description_is_still_handed_over() 
     assert namespace_mark(child) == f"{NS}.d2"
 
 
+SCOPES = {("apps", "ReplicaSet"): True, ("", "ConfigMap"): True, ("rbac.authorization.k8s.io", "ClusterRole"): False,
+          ("", "Node"): False}
+
+
+def owned_by(*owners: tuple[str, str]) -> list[Obj]:
+    return [{"apiVersion": v, "kind": k, "name": f"{k.lower()}-1", "uid": f"u-{k}"} for v, k in owners]
+
+
 def test_what_keeps_a_namespace() -> None:
-    assert is_foreign(cm("x")) and is_foreign(cm("ours", annotations={ANNOTATION_OWNED: f"{NS}.d1"}))
-    assert not is_foreign({"kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {}})
-    assert is_foreign({"kind": "Secret", "type": "Opaque", "metadata": {"name": "sh.helm.release.v1.db.v1"}})
+    assert is_foreign(cm("x"), SCOPES) and is_foreign(cm("ours", annotations={ANNOTATION_OWNED: f"{NS}.d1"}), SCOPES)
+    assert not is_foreign({"kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {}}, SCOPES)
+    assert is_foreign({"kind": "Secret", "type": "Opaque", "metadata": {"name": "sh.helm.release.v1.db.v1"}}, SCOPES)
+
+
+def test_only_dependents_of_namespaced_owners_go_with_them() -> None:
+    """F11: a dependent of a cluster-scoped owner is not deleted by the garbage collector while its owner stays,
+    but the Namespace's deletion takes it: it keeps the Namespace. An owner of a kind discovery does not know may
+    be cluster-scoped: kept too. Versions do not matter, the scope is the kind's."""
+    assert not is_foreign(cm("pod-like", ownerReferences=owned_by(("apps/v1", "ReplicaSet"))), SCOPES)
+    assert not is_foreign(cm("old-version", ownerReferences=owned_by(("apps/v1beta2", "ReplicaSet"))), SCOPES)
+    assert not is_foreign(cm("two", ownerReferences=owned_by(("apps/v1", "ReplicaSet"), ("v1", "ConfigMap"))),
+                          SCOPES)
+    assert is_foreign(cm("aggregated", ownerReferences=owned_by(("rbac.authorization.k8s.io/v1", "ClusterRole"))),
+                      SCOPES)
+    assert is_foreign(cm("mirror", ownerReferences=owned_by(("v1", "Node"))), SCOPES)
+    assert is_foreign(cm("mixed", ownerReferences=owned_by(("apps/v1", "ReplicaSet"), ("v1", "Node"))), SCOPES)
+    assert is_foreign(cm("crd-gone", ownerReferences=owned_by(("example.com/v1", "Tenant"))), SCOPES)
+    assert is_foreign(cm("odd", ownerReferences=[{"name": "x"}]), SCOPES)
+    assert is_foreign(cm("no-scopes", ownerReferences=owned_by(("apps/v1", "ReplicaSet"))), {})
+
+
+TENANT = {"apiVersion": "example.com/v1", "kind": "Tenant", "metadata": {"name": "acme", "uid": "u-acme"}}
+
+
+async def test_a_namespace_holding_a_dependent_of_a_cluster_scoped_owner_is_kept() -> None:
+    """F11, the reviewer's case: an operator's cluster-scoped Tenant owns a ConfigMap in the Namespace d1 created.
+    Deleting the Namespace deleted the ConfigMap while the Tenant stayed."""
+    parent, child = FakeKube(description("d1", TEAM, cm("a"))), FakeKube(TENANT)
+    await deploy(parent, child, "d1")
+    await child.create(cm("tenant-config", ownerReferences=[{**owned_by(("example.com/v1", "Tenant"))[0],
+                                                             "name": "acme", "uid": "u-acme"}]))
+    released = await cleanup(parent, child, "d1")
+    assert ("delete", "Namespace", "/team-a") not in child.writes
+    assert released.kept == {"Namespace team-a": "it still holds ConfigMap team-a/tenant-config"}
+    assert child.find("ConfigMap", "team-a", "tenant-config") is not None and namespace_mark(child) is None
 
 
 CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -270,6 +314,30 @@ async def test_discovery_is_asked_afresh_so_a_kind_added_since_counts() -> None:
     child.discovery["/apis/networking.istio.io/v1alpha3"] = served(("envoyfilters", "EnvoyFilter", True))
     child.items["/apis/networking.istio.io/v1alpha3/namespaces/team-a/envoyfilters"] = [named("rate-limit")]
     assert await foreign_contents(child, "team-a") == ["EnvoyFilter team-a/rate-limit"]
+
+
+async def test_owners_scopes_come_from_the_checks_own_discovery_once_per_group_version() -> None:
+    """F11 through the real Kube's discovery: a dependent of a ClusterRole keeps the Namespace, so does one whose
+    owner's CRD is gone (not served: its scope cannot be told); a dependent of a Job (batch/v1, namespaced) does
+    not. No request is made per owner: each group-version is discovered once in the check."""
+    child = Child120()
+    child.discovery["/apis"]["groups"].append(group("rbac.authorization.k8s.io", "v1", "v1"))
+    child.discovery["/apis/rbac.authorization.k8s.io/v1"] = served(("clusterroles", "ClusterRole", False))
+    child.discovery["/apis/batch/v1beta1"] = served(("cronjobs", "CronJob", True))
+    child.items["/api/v1/namespaces/team-a/configmaps"] = [
+        {"metadata": {"name": "of-a-job", "namespace": "team-a", "ownerReferences": owned_by(("batch/v1", "Job"))}},
+        {"metadata": {"name": "of-a-cronjob", "namespace": "team-a",
+                      "ownerReferences": owned_by(("batch/v1", "CronJob"))}},  # scope per kind, any version
+        {"metadata": {"name": "of-a-clusterrole", "namespace": "team-a",
+                      "ownerReferences": owned_by(("rbac.authorization.k8s.io/v1", "ClusterRole"))}},
+        {"metadata": {"name": "of-a-removed-crd", "namespace": "team-a",
+                      "ownerReferences": owned_by(("example.com/v1", "Tenant"))}}]
+    released = await release_namespace(child)
+    assert released.deleted == [] and released.kept == {
+        "Namespace team-a": "it still holds ConfigMap team-a/of-a-clusterrole, ConfigMap team-a/of-a-removed-crd"}
+    discovery = [path for method, path in child.asked if path in child.discovery]
+    assert sorted(discovery) == sorted(set(discovery))  # each once
+    assert not any("example.com" in path for _, path in child.asked)
 
 
 async def test_a_namespace_is_still_deleted_when_every_version_shows_nothing_foreign() -> None:
