@@ -73,9 +73,12 @@ def feed_selector(feed: Obj) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(feed_labels(feed).items()))
 
 
-# Server-set metadata never stored in a template (objects saved with `kubectl get -o yaml` carry it).
+# Metadata never stored in a template: what the server sets (objects saved with `kubectl get -o yaml` carry it),
+# and ownerReferences, which name objects of the cluster the object was saved from by UID. They mean nothing in
+# the parent or a child (the deployers never apply them), and the parent's garbage collector, which sees templates
+# through the shadow API, would delete a template whose owner the parent does not have (the review's F11).
 STRIPPED_METADATA = ("resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink", "generation",
-                     "deletionTimestamp", "deletionGracePeriodSeconds")
+                     "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
 MANIFEST_API_VERSION = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
 
 

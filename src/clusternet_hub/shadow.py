@@ -8,6 +8,12 @@ with the plugin's field manager, after the same dry run against the parent (clus
 `apps.clusternet.io/skip-validating: "true"`). Reads translate Manifests back into objects whose resourceVersion,
 uid and creationTimestamp are the Manifest's, so optimistic concurrency works as usual.
 
+Templates keep no `ownerReferences`: a write drops them (clusternet_core.naming.clean_object, as the plugin's
+`apply` does) and says so in a `Warning` header, and reads never show them, even from a Manifest written
+otherwise. Kubernetes would store and serve them; here they name objects of the cluster the object was saved
+from, the deployers never apply them, and the parent's garbage collector, which reads every mirrored resource
+through this API, would delete a template whose owner the parent does not have (the review's F11).
+
 Every call on the parent made for a request (the dry run and the Manifest reads and writes) impersonates the
 requesting user and groups that the aggregation layer vouches for, so the parent's RBAC on Manifests decides;
 the hub's own identity only reads discovery and namespaces and creates clusternet-reserved.
@@ -32,7 +38,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -53,6 +59,7 @@ from clusternet_hub.shadowmapping import (
     bad_request,
     conflict,
     discovery_resources,
+    dropped_owners_warning,
     impersonation,
     list_of,
     matches,
@@ -163,6 +170,7 @@ class _Call:
     resource: ShadowResource
     path: ShadowPath
     headers: Headers
+    warnings: list[str] = field(default_factory=list)  # Warning headers of the answer
 
     @property
     def namespace(self) -> str | None:
@@ -182,14 +190,21 @@ class _Call:
         if method == "GET":
             return web.json_response(await self.list(request.query))
         if method == "POST" and not named:
-            return web.json_response(await self.write(parse_body(await request.read()), create=True), status=201)
+            return self._answer(await self.write(parse_body(await request.read()), create=True), 201)
         if method == "PUT" and named:
-            return web.json_response(await self.write(parse_body(await request.read()), create=False))
+            return self._answer(await self.write(parse_body(await request.read()), create=False))
         if method == "PATCH" and named:
-            return web.json_response(await self.patch(await request.read(), request.content_type))
+            return self._answer(await self.patch(await request.read(), request.content_type))
         if method == "DELETE" and named:
             return web.json_response(await self.delete())
         raise ShadowError(405, "MethodNotAllowed", f"{method} is not supported on this path of the shadow API")
+
+    def _answer(self, body: Obj, status: int = 200) -> web.Response:
+        """A write's answer, with its Warning headers (kubectl prints them, as it does the API server's)."""
+        response = web.json_response(body, status=status)
+        for warning in self.warnings:
+            response.headers.add("Warning", warning)
+        return response
 
     async def _manifest(self) -> Obj:
         assert self.path.name is not None
@@ -274,7 +289,9 @@ class _Call:
     async def write(self, body: Obj, create: bool, resource_version: str | None = None) -> Obj:
         """Create or update a template: validated by the dry run, then its Manifest server-side applied as
         `kubectl clusternet apply` does (`resource_version`, else the object's own, is a precondition)."""
-        obj = prepare(self.resource, self.path, body)
+        obj = prepare(self.resource, self.path, body)  # without ownerReferences (clusternet_core.naming)
+        if (warning := dropped_owners_warning(body)) is not None:
+            self.warnings.append(warning)
         rv = resource_version or str(body.get("metadata", {}).get("resourceVersion") or "") or None
         name = str(obj["metadata"]["name"])
         call = _Call(self.kube, self.resource, ShadowPath(self.path.plural, self.namespace, name), self.headers)

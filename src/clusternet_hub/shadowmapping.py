@@ -153,9 +153,14 @@ def bad_request(message: str) -> ShadowError:
 
 
 def template_of(manifest: Mapping[str, Any]) -> Obj:
-    """The object a Manifest stores, with the Manifest's resourceVersion, uid and creationTimestamp."""
+    """The object a Manifest stores, with the Manifest's resourceVersion, uid and creationTimestamp, and without
+    ownerReferences. Writes drop them (clean_object), but a Manifest written otherwise (an older plugin, kubectl
+    itself) may keep some; the parent's garbage collector reads templates through the shadow API, and would delete
+    one whose owner (an object of the child it was saved from) the parent does not have. Kubernetes serves what
+    was stored; here a template is what the user wants in children, and owners there are never applied."""
     obj: Obj = json.loads(json.dumps(manifest.get("template") or {}))
     meta = obj.setdefault("metadata", {})
+    meta.pop("ownerReferences", None)
     mmeta = manifest.get("metadata") or {}
     for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "deletionTimestamp"):
         if mmeta.get(key) is not None:
@@ -212,6 +217,17 @@ def watch_event(resource: ShadowResource, event: Mapping[str, Any], namespace: s
     if not matches(resource, obj, namespace):
         return None
     return {"type": kind, "object": template_of(obj)}
+
+
+def dropped_owners_warning(body: Mapping[str, Any]) -> str | None:
+    """A Warning header (kubectl prints it) for a write whose object had ownerReferences, which the template does
+    not keep (clusternet_core.naming.STRIPPED_METADATA); None when it had none."""
+    meta = body.get("metadata")
+    if not isinstance(meta, Mapping) or not meta.get("ownerReferences"):
+        return None
+    return ('299 - "metadata.ownerReferences dropped: a template keeps no owners (they name objects of another '
+            'cluster, are never applied to children, and would let the parent\'s garbage collector delete the '
+            'template)"')
 
 
 def impersonation(user: str, groups: Sequence[str]) -> list[tuple[str, str]]:

@@ -99,7 +99,8 @@ def test_clean_object_strips_server_fields_without_touching_the_input() -> None:
     obj: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "d", "namespace": "n", "resourceVersion": "5", "uid": "u", "generation": 2,
-                     "creationTimestamp": "2024-01-01T00:00:00Z", "managedFields": [{}], "labels": {"a": "b"}},
+                     "creationTimestamp": "2024-01-01T00:00:00Z", "managedFields": [{}], "labels": {"a": "b"},
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "child-uid"}]},
         "spec": {"replicas": 1}, "status": {"readyReplicas": 1},
     }
     cleaned = clean_object(obj)

@@ -365,3 +365,49 @@ async def test_the_parents_refusal_comes_back_and_anonymous_requests_are_refused
         assert (await client.get(f"{mapping.PREFIX}/namespaces/x/deployments")).status == 401
     finally:
         await client.close()
+
+
+# --- ownerReferences (the review's F11) ------------------------------------------------------------------------
+
+OWNERS = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "child-uid", "controller": True,
+           "blockOwnerDeletion": True}]
+
+
+def test_templates_keep_no_owner_references_and_the_shadow_view_shows_none() -> None:
+    """The parent's garbage collector reads templates through the shadow API: one with ownerReferences to an owner
+    of the child it was saved from (unknown to the parent) would be collected. Writes drop them, and a Manifest
+    that still holds some (written by an older plugin, or by kubectl itself) is served without."""
+    obj = mapping.prepare(DEPLOYMENTS, ShadowPath("deployments", "x"), deployment(ownerReferences=OWNERS))
+    assert "ownerReferences" not in obj["metadata"]
+    old = stored(deployment())
+    old["template"]["metadata"]["ownerReferences"] = OWNERS
+    assert "ownerReferences" not in mapping.template_of(old)["metadata"]
+    assert old["template"]["metadata"]["ownerReferences"] == OWNERS  # the stored Manifest is not touched
+    [item] = mapping.list_of(DEPLOYMENTS, [old], "x", {})["items"]
+    event = mapping.watch_event(DEPLOYMENTS, {"type": "MODIFIED", "object": old}, "x")
+    assert "ownerReferences" not in item["metadata"] and event and "ownerReferences" not in event["object"]["metadata"]
+    warning = mapping.dropped_owners_warning(deployment(ownerReferences=OWNERS))
+    assert warning and warning.startswith('299 - "metadata.ownerReferences dropped')
+    assert mapping.dropped_owners_warning(deployment()) is None
+
+
+async def test_a_write_with_owner_references_stores_none_and_warns() -> None:
+    parent = FakeParent()
+    client = await shadow_client(parent)
+    base = f"{mapping.PREFIX}/namespaces/x/deployments"
+    try:
+        resp = await client.post(base, json=deployment(ownerReferences=OWNERS))
+        assert resp.status == 201 and "ownerReferences" not in (await resp.json())["metadata"]
+        assert "metadata.ownerReferences dropped" in resp.headers["Warning"]
+        assert "ownerReferences" not in parent.manifests["deployments.x.web"]["template"]["metadata"]
+        resp = await client.patch(f"{base}/web", json={"spec": {"replicas": 2}},
+                                  headers={"Content-Type": mapping.MERGE_PATCH})
+        assert resp.status == 200 and "Warning" not in resp.headers
+        parent.manifests["deployments.x.web"]["template"]["metadata"]["ownerReferences"] = OWNERS  # kubectl wrote it
+        got = await (await client.get(f"{base}/web")).json()
+        assert got["metadata"]["name"] == "web" and "ownerReferences" not in got["metadata"]
+        listed = await (await client.get(base)).json()
+        assert [i["metadata"].get("ownerReferences") for i in listed["items"]] == [None]
+    finally:
+        await client.close()
+
