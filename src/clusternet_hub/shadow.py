@@ -23,11 +23,20 @@ the first of two resources with the same plural wins), minus `*.clusternet.io`, 
 `custom.metrics.k8s.io` and subresources; refreshed every 30 s, and at once (at most every 5 s) when a request
 names a resource not seen yet (a CRD just installed).
 
+A delete honours the caller's DeleteOptions: the garbage collector and the namespace controller delete with
+`preconditions.uid`, so that an object deleted and created again under the same name since they saw it stays.
+A template's uid and resourceVersion are its Manifest's, so the preconditions are checked against the Manifest
+(409 Conflict in Kubernetes' words when they do not match) and sent on with its DELETE, with the propagation
+policy, grace period and dry run, for the parent to check again when it deletes. They are read as JSON, YAML or
+Kubernetes protobuf (what those controllers send: clusternet_hub.shadowdelete). They used to be dropped (the
+review's F11), which also made a dry-run delete a real one.
+
 Supported: get, list, watch, create, update (PUT), patch (JSON merge patch and JSON patch), delete. Not supported:
 strategic merge patch and apply patches (415, as for custom resources), deletecollection, subresources (scale,
 status), generateName, the Table output format.
 
-The pure part (paths, discovery documents, Manifest <-> object, errors) is clusternet_hub.shadowmapping.
+The pure part (paths, discovery documents, Manifest <-> object, errors) is clusternet_hub.shadowmapping, and
+clusternet_hub.shadowdelete for deletes (DeleteOptions and preconditions).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from clusternet_api import known
 from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Headers, Kube, Obj, status_error
 from clusternet_core.naming import manifest_for, manifest_name, skip_validating
+from clusternet_hub.shadowdelete import delete_options, precondition_conflict, precondition_failed
 from clusternet_hub.shadowmapping import (
     JSON_PATCH,
     MANIFESTS,
@@ -84,6 +94,7 @@ WATCH_TIMEOUT = 1800  # seconds, when the client names none (kube-apiserver pick
 CLIENT_CHECK_SECONDS = 5.0  # how soon a watch whose client left ends while the parent sends nothing
 PASSED_LIST_QUERY = ("resourceVersion", "resourceVersionMatch", "limit", "continue", "timeoutSeconds",
                      "allowWatchBookmarks")
+PASSED_DELETE_QUERY = ("propagationPolicy", "gracePeriodSeconds", "orphanDependents", "dryRun")
 
 
 class ShadowAPI:
@@ -196,7 +207,8 @@ class _Call:
         if method == "PATCH" and named:
             return self._answer(await self.patch(await request.read(), request.content_type))
         if method == "DELETE" and named:
-            return web.json_response(await self.delete())
+            return web.json_response(await self.delete(await request.read(), request.content_type,
+                                                       request.query))
         raise ShadowError(405, "MethodNotAllowed", f"{method} is not supported on this path of the shadow API")
 
     def _answer(self, body: Obj, status: int = 200) -> web.Response:
@@ -327,12 +339,24 @@ class _Call:
         return await self.write(patched, create=False,
                                 resource_version=str(current["metadata"].get("resourceVersion") or "") or None)
 
-    async def delete(self) -> Obj:
+    async def delete(self, raw: bytes, content_type: str, query: Mapping[str, str]) -> Obj:
+        """Delete the template's Manifest with the caller's DeleteOptions (body, and the query parameters kubectl
+        may send instead). Preconditions are checked against the Manifest read here, for a 409 in the template's
+        words, and sent on with the DELETE, so that the parent checks them again at the moment it deletes."""
         assert self.path.name is not None
-        await self._manifest()  # NotFound in the template's words, and only templates of this kind
-        status, body = await self.kube.raw("DELETE", self.manifest, extra_headers=self.headers)
+        options = delete_options(raw, content_type)
+        current = await self._manifest()  # NotFound in the template's words, and only templates of this kind
+        failed = precondition_failed(self.resource, self.path.name, options, current)
+        if failed is not None:
+            raise failed
+        sent = {"kind": "DeleteOptions", "apiVersion": "v1", **options} if options else None
+        passed = {k: query[k] for k in PASSED_DELETE_QUERY if k in query}
+        status, body = await self.kube.raw("DELETE", self.manifest, sent, query=passed or None,
+                                           extra_headers=self.headers)
         if status == 404:
             raise not_found(self.resource, self.path.name)
+        if status == 409:  # the Manifest changed after it was read here
+            raise precondition_conflict(self.resource, self.path.name, _error(status, body).reason or "")
         if not 200 <= status < 300:
             raise ShadowError.from_api(_error(status, body))
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

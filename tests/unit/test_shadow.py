@@ -10,6 +10,7 @@ import pytest
 
 from clusternet_api import known
 from clusternet_core.naming import manifest_for
+from clusternet_hub import shadowdelete
 from clusternet_hub import shadowmapping as mapping
 from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.shadowmapping import ShadowError, ShadowPath, ShadowResource, parse_path
@@ -165,6 +166,7 @@ class FakeParent:
         self.calls: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
         self.forbid = forbid  # a user refused everything on Manifests
         self.rv = 0
+        self.deletes: list[tuple[str, dict[str, Any], dict[str, str]]] = []  # Manifest, DeleteOptions, query
 
     async def raw(self, method: str, path: str, body: Any = None, *, content_type: str | None = None,
                   query: Any = None, accept: str = "", extra_headers: Any = ()) -> tuple[int, Any]:
@@ -178,7 +180,7 @@ class FakeParent:
             return 200, {"resources": [{"name": "deployments", "kind": "Deployment", "namespaced": True}]}
         if path.startswith("/api/v1/namespaces"):
             return (200, {}) if path.endswith(known.RESERVED_NAMESPACE) else (404, {})
-        if "dryRun" in (query or {}):
+        if "dryRun" in (query or {}) and not path.startswith(mapping.MANIFESTS):
             if body["spec"].get("replicas") == -1:
                 return 422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": "replicas: Invalid"}
             return 201, body
@@ -191,7 +193,7 @@ class FakeParent:
         if method == "GET":
             return (200, self.manifests[name]) if name in self.manifests else (404, {})
         if method == "DELETE":
-            return (200, self.manifests.pop(name)) if name in self.manifests else (404, {})
+            return self.delete(name, body or {}, query or {})
         if method == "PATCH":
             current = self.manifests.get(name)
             wanted = body["metadata"].get("resourceVersion")
@@ -203,6 +205,22 @@ class FakeParent:
             self.manifests[name] = stored
             return 200, stored
         raise AssertionError((method, path))
+
+    def delete(self, name: str, options: dict[str, Any], query: dict[str, str]) -> tuple[int, Any]:
+        """As kube-apiserver deletes: NotFound, then the preconditions (409), then a dry run or the delete."""
+        self.deletes.append((name, options, query))
+        current = self.manifests.get(name)
+        if current is None:
+            return 404, {}
+        for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            wanted = (options.get("preconditions") or {}).get(key)
+            if wanted is not None and wanted != current["metadata"][key]:
+                return 409, {"kind": "Status", "code": 409, "reason": "Conflict", "message": (
+                    f'Operation cannot be fulfilled on manifests.apps.clusternet.io "{name}": Precondition failed: '
+                    f"{label} in precondition: {wanted}, {label} in object meta: {current['metadata'][key]}")}
+        if "dryRun" in query or options.get("dryRun"):
+            return 200, current
+        return 200, self.manifests.pop(name)
 
     async def watch_path(self, path: str, query: dict[str, str], server_timeout: int, extra_headers: Any = (),
                          on_open: Any = None) -> Any:
@@ -367,7 +385,7 @@ async def test_the_parents_refusal_comes_back_and_anonymous_requests_are_refused
         await client.close()
 
 
-# --- ownerReferences (the review's F11) ------------------------------------------------------------------------
+# --- ownerReferences and DeleteOptions (the review's F11) ------------------------------------------------------
 
 OWNERS = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "child-uid", "controller": True,
            "blockOwnerDeletion": True}]
@@ -411,3 +429,144 @@ async def test_a_write_with_owner_references_stores_none_and_warns() -> None:
     finally:
         await client.close()
 
+
+def test_delete_options_and_preconditions_in_kubernetes_words() -> None:
+    assert shadowdelete.delete_options(b"", "application/json") == {}
+    options = shadowdelete.delete_options(json.dumps({
+        "kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "u-1", "resourceVersion": None},
+        "propagationPolicy": "Background", "gracePeriodSeconds": None, "dryRun": ["All"]}).encode(), "application/json")
+    assert options == {"preconditions": {"uid": "u-1", "resourceVersion": None}, "propagationPolicy": "Background",
+                       "dryRun": ["All"]}
+    for wrong in ({"kind": "Deployment"}, {"preconditions": "u-1"}, {"preconditions": {"uid": 5}}):
+        with pytest.raises(ShadowError) as e:
+            shadowdelete.delete_options(json.dumps(wrong).encode(), "application/json")
+        assert e.value.code == 400
+    manifest = stored(deployment())  # uid u-1, resourceVersion 42
+    assert shadowdelete.precondition_failed(DEPLOYMENTS, "web", options, manifest) is None
+    assert shadowdelete.precondition_failed(DEPLOYMENTS, "web", {}, manifest) is None
+    failed = shadowdelete.precondition_failed(DEPLOYMENTS, "web", {"preconditions": {"uid": "u-0"}}, manifest)
+    assert failed is not None and failed.code == 409 and failed.body["reason"] == "Conflict"
+    assert failed.body["message"] == ('Operation cannot be fulfilled on deployments.apps "web": Precondition failed: '
+                                      "UID in precondition: u-0, UID in object meta: u-1")
+    assert failed.body["details"] == {"name": "web", "group": "apps", "kind": "deployments"}
+    stale = shadowdelete.precondition_failed(DEPLOYMENTS, "web", {"preconditions": {"uid": "u-1",
+                                                                                   "resourceVersion": "41"}}, manifest)
+    assert stale is not None and stale.body["message"].endswith(
+        "Precondition failed: ResourceVersion in precondition: 41, ResourceVersion in object meta: 42")
+
+
+# What client-go's metadata client (the garbage collector's, the namespace controller's) sends, written out by hand
+# from the protobuf definitions: "k8s\0", then runtime.Unknown {1: typeMeta {1: apiVersion, 2: kind}, 2: raw,
+# 3: contentEncoding, 4: contentType} whose raw is DeleteOptions {2: preconditions {1: uid}, 4: propagationPolicy}.
+GC_DELETE = (b"k8s\x00" b"\x0a\x1f" b"\x0a\x0emeta.k8s.io/v1" b"\x12\x0dDeleteOptions"
+             b"\x12\x13" b"\x12\x05\x0a\x03u-1" b"\x22\x0aBackground" b"\x1a\x00" b"\x22\x00")
+
+
+def pb(number: int, value: int | bytes) -> bytes:
+    """One protobuf field: a varint (int64 as two's complement) or length-delimited bytes."""
+    def varint(n: int) -> bytes:
+        n &= (1 << 64) - 1
+        out = b""
+        while n > 0x7F:
+            out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+        return out + bytes([n])
+    if isinstance(value, int):
+        return varint(number << 3) + varint(value)
+    return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def test_delete_options_as_the_garbage_collector_sends_them_in_protobuf() -> None:
+    assert shadowdelete.delete_options(GC_DELETE, shadowdelete.PROTOBUF) == {
+        "preconditions": {"uid": "u-1"}, "propagationPolicy": "Background"}
+    every = (pb(1, -1) + pb(2, pb(1, b"u-2") + pb(2, b"4711")) + pb(3, 1) + pb(4, b"Orphan") + pb(5, b"All")
+             + pb(6, 1))  # 6: a field newer than this reader, dropped
+    body = shadowdelete.PROTOBUF_MAGIC + pb(1, pb(2, b"DeleteOptions")) + pb(2, every)
+    assert shadowdelete.delete_options(body, shadowdelete.PROTOBUF) == {
+        "gracePeriodSeconds": -1, "preconditions": {"uid": "u-2", "resourceVersion": "4711"},
+        "orphanDependents": True, "propagationPolicy": "Orphan", "dryRun": ["All"]}
+    for broken in (b"{}", GC_DELETE[:-9], shadowdelete.PROTOBUF_MAGIC + pb(1, pb(2, b"Pod")),
+                   shadowdelete.PROTOBUF_MAGIC + pb(2, pb(2, 7))):
+        with pytest.raises(ShadowError) as e:
+            shadowdelete.delete_options(broken, shadowdelete.PROTOBUF)
+        assert e.value.code == 400, broken
+    with pytest.raises(ShadowError) as e:
+        shadowdelete.delete_options(b"\xa1", shadowdelete.CBOR)
+    assert e.value.code == 415  # client-go sends JSON instead
+
+
+async def test_a_delete_honours_the_callers_preconditions_and_options() -> None:
+    """The garbage collector and the namespace controller delete with preconditions.uid: a template deleted and
+    created again under the same name since they saw it must not go. The shadow API used to drop DeleteOptions
+    (and so turned a dry run into a delete)."""
+    parent = FakeParent()
+    client = await shadow_client(parent)
+    url = f"{mapping.PREFIX}/namespaces/x/deployments/web"
+    try:
+        await client.post(f"{mapping.PREFIX}/namespaces/x/deployments", json=deployment())
+        uid = (await (await client.get(url)).json())["metadata"]["uid"]
+        resp = await client.delete(url, json={"kind": "DeleteOptions", "apiVersion": "v1",
+                                              "preconditions": {"uid": "the-old-one"}})
+        body = await resp.json()
+        assert resp.status == 409 and body["reason"] == "Conflict" and body["message"] == (
+            'Operation cannot be fulfilled on deployments.apps "web": Precondition failed: UID in precondition: '
+            f"the-old-one, UID in object meta: {uid}")
+        resp = await client.delete(url, json={"preconditions": {"uid": uid, "resourceVersion": "0"}})
+        assert resp.status == 409 and "ResourceVersion in precondition: 0" in (await resp.json())["message"]
+        assert "deployments.x.web" in parent.manifests and parent.deletes == []  # refused before the parent's DELETE
+        resp = await client.delete(url, params={"dryRun": "All"})
+        assert resp.status == 200 and "deployments.x.web" in parent.manifests
+        assert parent.deletes[-1][2] == {"dryRun": "All"}
+        resp = await client.delete(url, json={"preconditions": {"uid": uid}, "propagationPolicy": "Foreground"})
+        assert resp.status == 200 and "deployments.x.web" not in parent.manifests
+        assert parent.deletes[-1][1] == {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid},
+                                         "propagationPolicy": "Foreground"}
+    finally:
+        await client.close()
+
+
+async def test_a_delete_from_the_garbage_collector_in_protobuf_is_honoured() -> None:
+    """The parent's controllers send DeleteOptions as protobuf: a stale one is refused, a current one goes on to the
+    parent as JSON."""
+    parent = FakeParent()
+    client = await shadow_client(parent, "system:serviceaccount:kube-system:generic-garbage-collector")
+    url = f"{mapping.PREFIX}/namespaces/x/deployments/web"
+    protobuf = {"Content-Type": shadowdelete.PROTOBUF}
+    try:
+        await client.post(f"{mapping.PREFIX}/namespaces/x/deployments", json=deployment())
+        uid = (await (await client.get(url)).json())["metadata"]["uid"]
+        resp = await client.delete(url, data=GC_DELETE, headers=protobuf)  # preconditions.uid u-1: an older one
+        assert resp.status == 409 and "UID in precondition: u-1, UID in object meta: " in (await resp.json())["message"]
+        assert "deployments.x.web" in parent.manifests
+        current = shadowdelete.PROTOBUF_MAGIC + pb(1, pb(2, b"DeleteOptions")) + pb(2, pb(2, pb(1, uid.encode())))
+        resp = await client.delete(url, data=current, headers=protobuf)
+        assert resp.status == 200 and "deployments.x.web" not in parent.manifests
+        assert parent.deletes[-1][1] == {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+    finally:
+        await client.close()
+
+
+class RecreatingParent(FakeParent):
+    """A parent on which the template is deleted and created again (a new Manifest uid) between the shadow API's
+    read and its DELETE."""
+
+    def delete(self, name: str, options: dict[str, Any], query: dict[str, str]) -> tuple[int, Any]:
+        self.manifests[name]["metadata"]["uid"] = "the-new-one"
+        return super().delete(name, options, query)
+
+
+async def test_the_preconditions_go_on_to_the_parent_which_checks_them_when_it_deletes() -> None:
+    parent = RecreatingParent()
+    client = await shadow_client(parent)
+    url = f"{mapping.PREFIX}/namespaces/x/deployments/web"
+    try:
+        await client.post(f"{mapping.PREFIX}/namespaces/x/deployments", json=deployment())
+        uid = (await (await client.get(url)).json())["metadata"]["uid"]
+        resp = await client.delete(url, json={"preconditions": {"uid": uid}})
+        body = await resp.json()
+        assert resp.status == 409 and body["reason"] == "Conflict" and body["message"] == (
+            'Operation cannot be fulfilled on deployments.apps "web": Precondition failed: UID in precondition: '
+            f"{uid}, UID in object meta: the-new-one")
+        assert body["details"]["name"] == "web" and parent.manifests["deployments.x.web"]["metadata"]["uid"] == \
+            "the-new-one"
+    finally:
+        await client.close()
