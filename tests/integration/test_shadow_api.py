@@ -215,6 +215,33 @@ def test_an_invalid_object_is_refused_by_the_dry_run(parent: ControlPlane, hub: 
     assert call(parent, "DELETE", f"{SHADOW}/namespaces/{NS}/deployments/bad")[0] == 200
 
 
+def test_preconditions_dry_run_and_the_namespace_controller(parent: ControlPlane, hub: Proc) -> None:
+    """A delete honours the caller's DeleteOptions (F11 of the delete review): a stale uid is refused with 409 and a
+    dry run deletes nothing. Then the parent's namespace controller, which deletes through the shadow API with
+    protobuf DeleteOptions and uid preconditions, empties a parent namespace of its templates and the namespace
+    goes away."""
+    ns = "shadow-gone"
+    kubectl(parent, "create", "namespace", ns)
+    path = f"{SHADOW}/namespaces/{ns}/configmaps"
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "one", "namespace": ns}, "data": {"k": "v"}}
+    status, created = call(parent, "POST", path, cm)
+    assert status == 201, created
+    stale = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": "0000-stale"}}
+    status, body = call(parent, "DELETE", f"{path}/one", stale)
+    assert status == 409 and body["reason"] == "Conflict" and "Precondition failed" in body["message"], body
+    status, body = call(parent, "DELETE", f"{path}/one?dryRun=All")
+    assert status == 200, body
+    assert call(parent, "GET", f"{path}/one")[0] == 200  # neither deleted it
+    kubectl(parent, "delete", "namespace", ns, "--wait=false")
+
+    def gone() -> bool:
+        return kubectl(parent, "get", "namespace", ns, check=False).returncode != 0
+
+    wait_for(gone, timeout=120, what=f"namespace {ns} emptied through the shadow API and deleted")
+    assert kubectl(parent, "get", "manifests.apps.clusternet.io", "-n", known.RESERVED_NAMESPACE,
+                   f"configmaps.{ns}.one", check=False).returncode != 0
+
+
 def test_last_a_hub_serving_watches_stops_within_seconds(parent: ControlPlane, hub: Proc) -> None:
     """Last in this module (it stops the hub). The third audit: with the shadow API registered, the parent's
     controllers hold watches through the hub that never end, and a SIGTERM'd hub waited aiohttp's 60 s for them
