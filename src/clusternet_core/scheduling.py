@@ -14,11 +14,17 @@ and never evicts what is already bound there (`status.bindingClusters`); only an
 taint, or a user's change of labels, affinity or tolerations, unbinds. The hub taints a silent cluster
 NoSchedule, so an agent or parent outage never removes what a cluster runs (Clusternet's scheduler
 filters bound and unbound clusters alike, so an outage longer than its grace period redeploys).
+
+"Already bound" is wider than the status: a cluster that still holds a Base or Description of the
+Subscription (one being deleted too) is bound there as well (`holding`). A silent cluster unbound by a
+short-lived change (an affinity typo fixed a minute later, a relabel undone) keeps its Description, deleting
+with its cleanup pending until the cluster returns; if NoSchedule kept it off once the change was undone, that
+cleanup would run on its return and delete workloads the Subscription wants again (review finding F7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -254,13 +260,16 @@ def schedule(
     subscription: Obj,
     clusters: Iterable[Obj],
     feed_replicas: Mapping[str, int] | None = None,
+    holding: Collection[str] = (),
 ) -> ScheduleResult:
     """Bind a Subscription to ManagedClusters and, for Static Dividing, split each feed's replicas.
 
     `feed_replicas` maps feed keys to desired replica counts (FeedInventory's desiredReplicas); feeds
     without an entry get `[]`, like Clusternet. ManagedClusters being deleted are never candidates.
-    Clusters in the Subscription's `status.bindingClusters` stay bound through NoSchedule taints.
-    Raises UnsupportedScheduling for Dynamic Dividing and InvalidSelector for a broken clusterAffinity.
+    Clusters in the Subscription's `status.bindingClusters`, and those in `holding` (binding keys of the
+    clusters that still hold one of its Bases or Descriptions, module docstring), stay bound through
+    NoSchedule taints. Raises UnsupportedScheduling for Dynamic Dividing and InvalidSelector for a broken
+    clusterAffinity.
     """
     spec = subscription.get("spec") or {}
     strategy = spec.get("schedulingStrategy") or "Replication"
@@ -275,7 +284,7 @@ def schedule(
 
     subscribers = list(spec.get("subscribers") or [])
     tolerations = list(spec.get("clusterTolerations") or [])
-    already_bound = set((subscription.get("status") or {}).get("bindingClusters") or [])
+    already_bound = set((subscription.get("status") or {}).get("bindingClusters") or []) | set(holding)
     result = ScheduleResult()
     placements: list[ClusterPlacement] = []
     for cluster in clusters:

@@ -162,6 +162,27 @@ def test_a_bound_cluster_that_no_longer_matches_is_unbound_despite_its_taint() -
     assert schedule(sub, [silent]).binding_clusters == []
 
 
+def test_noschedule_keeps_a_cluster_holding_the_subscriptions_objects_bound() -> None:
+    """F7: a silent cluster unbound by a short-lived change still holds its Description (deleting, its cleanup
+    pending). Once the change is undone it is bound again, as if still in bindingClusters: kept off, its cleanup
+    would run on its return and delete what the Subscription wants again."""
+    silent = cluster("ns1", "c1", {"env": "prod"}, taints=[UNSCHEDULABLE])
+    sub = subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}}])
+    result = schedule(sub, [silent], holding={"ns1/c1"})
+    assert result.binding_clusters == ["ns1/c1"]
+    assert known.TAINT_UNSCHEDULABLE in result.kept["ns1/c1"] and result.filtered == {}
+    assert schedule(sub, [silent], holding={"ns2/c1"}).binding_clusters == []  # another cluster's objects
+
+
+def test_holding_objects_binds_no_cluster_the_subscription_does_not_match_or_that_is_evicting() -> None:
+    """Holding only stands in for bindingClusters: a relabel, an affinity change or NoExecute still unbind."""
+    sub = subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}}])
+    relabelled = cluster("ns1", "c1", {"env": "dev"}, taints=[UNSCHEDULABLE])
+    evicting = cluster("ns1", "c1", {"env": "prod"}, taints=[UNSCHEDULABLE, {"key": "k", "effect": "NoExecute"}])
+    assert schedule(sub, [relabelled], holding={"ns1/c1"}).binding_clusters == []
+    assert schedule(sub, [evicting], holding={"ns1/c1"}).binding_clusters == []
+
+
 def test_a_kept_cluster_keeps_its_share_of_divided_replicas() -> None:
     clusters = [cluster("ns1", "c1", {"env": "prod"}, taints=[UNSCHEDULABLE]), cluster("ns2", "c2", {"env": "prod"})]
     sub = _bound(subscription([{"clusterAffinity": {"matchLabels": {"env": "prod"}}, "weight": 1}],
