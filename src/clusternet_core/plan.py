@@ -16,7 +16,9 @@ creating Clusternet's per-cluster priority-1000 Localizations. A changed templat
 binding changes some cluster's share, hence its inputs hash, so that cluster is re-rendered.
 
 Two refusals per cluster keep what it runs: a Base name held by another Subscription is never written over
-(basenames.py picks the name), and a render with failed overrides is not written (heldback.py).
+(basenames.py picks the name), and a render with failed overrides is not written (heldback.py). A cluster that
+still holds the Subscription's Base or Description stays bound through NoSchedule, and its Bases go only from
+clusters it no longer binds (placement.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Literal, TypedDict
 from clusternet_api import known
 from clusternet_core import basenames, feedinventory, feedresolve, feedstatus, heldback, helmrender, rendering
 from clusternet_core.overrides import OverrideError, unusable_overrides
+from clusternet_core.placement import holding_clusters, unbound_bases
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, format_feed, schedule
 
 Obj = dict[str, Any]
@@ -242,20 +245,6 @@ def without_conditions(sub: Obj) -> Obj:
     return {k: v for k, v in (sub.get("status") or {}).items() if k != "conditions"}
 
 
-def owned_bases(sub: Obj, bases: Iterable[Obj]) -> list[Obj]:
-    uid = sub["metadata"]["uid"]
-    return [b for b in bases if (b["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == uid]
-
-
-def unbound_bases(sub: Obj, bases: Iterable[Obj], bound: set[Key],
-                  descriptions: Mapping[Key, Obj] | None = None) -> list[Key]:
-    """The Subscription's Bases in clusters it no longer binds (all of them when `bound` is empty), except one
-    with another Subscription's Description (basenames.foreign_descriptions): the collector would take it along."""
-    return [key_of(b) for b in owned_bases(sub, bases)
-            if key_of(b) not in bound and not b["metadata"].get("deletionTimestamp")
-            and not basenames.foreign_descriptions(sub, b, descriptions or {})]
-
-
 def labels(sub: Obj, mc: Obj) -> dict[str, str]:
     meta = sub["metadata"]
     mc_labels = mc["metadata"].get("labels") or {}
@@ -300,8 +289,10 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     inventory, inventory_body, delete_inventory = feedinventory.plan_inventory(
         sub, templates, caches.inventories.get(key_of(sub)))
     plan = Plan("deploy", inventory=inventory_body, delete_inventory=delete_inventory)
+    clusters = list(caches.clusters.values())  # those holding its objects stay bound through NoSchedule: placement
     try:
-        result = schedule(sub, list(caches.clusters.values()), inventory.desired_replicas() if inventory else None)
+        result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,
+                          holding_clusters(sub, clusters, caches.bases, caches.descriptions))
     except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
         plan.action, plan.refusal = "refuse", ({}, condition("False", "InvalidSubscription", str(e)))
         return plan

@@ -1,0 +1,67 @@
+"""What a Subscription has placed in the cluster namespaces, read from the hub's cached Bases and Descriptions.
+
+Two questions of `plan.plan_subscription` turn on it, the two sides of one rule (a cluster is unbound by a user's
+change, never by an outage):
+
+- Which clusters stay bound through a NoSchedule taint (scheduling.schedule's `holding`): besides those in
+  `status.bindingClusters`, every cluster that still holds a Base or Description of the Subscription, one being
+  deleted too. A silent cluster unbound by a short-lived change keeps its Description, deleting with its cleanup
+  pending until the cluster returns. Were it kept off by the hub's NoSchedule taint once the change was undone, its
+  Base would stay deleted, the Pull agent's still-wanted check (it reads the Base) and the hub's (it schedules)
+  would both say "not wanted", and the cleanup would delete on its return workloads the Subscription wants again.
+  Bound again, the cluster gets its Base back at once (plan.plan_cluster writes it while it waits for the old
+  Description), so either deployer lets the old Description go without touching the child, and the hub writes it
+  again under the same name, which adopts the child's objects.
+- Which of its Bases go (`unbound_bases`): those in clusters it no longer binds.
+
+Objects are the Subscription's by the uid label the hub writes on them: a Subscription deleted and created again
+under the same name is a new one, and NoSchedule keeps a new one off a silent cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from clusternet_api import known
+from clusternet_core import basenames, rendering
+from clusternet_core.scheduling import binding_key
+
+Obj = Mapping[str, Any]
+Key = tuple[str, str]
+
+
+def _uid_of(obj: Obj) -> Any:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(known.LABEL_SUBS_UID)
+
+
+def holding_clusters(sub: Obj, clusters: Iterable[Obj], bases: Mapping[Key, Obj],
+                     descriptions: Mapping[Key, Obj]) -> set[str]:
+    """Binding keys (`<namespace>/<name>`) of the clusters whose namespace holds a Base or Description of `sub`,
+    being deleted or not, under either name its Base may have (basenames.py): a few cache lookups per cluster, not
+    a pass over every Description of the parent."""
+    uid, names = sub["metadata"]["uid"], rendering.base_names(sub)
+
+    def holds(namespace: str) -> bool:
+        return any(_uid_of(obj) == uid
+                   for name in names for obj in basenames.slot(namespace, name, bases, descriptions))
+
+    return {binding_key(mc) for mc in clusters if holds(str((mc.get("metadata") or {}).get("namespace") or ""))}
+
+
+def owned_bases(sub: Obj, bases: Iterable[Obj]) -> list[Obj]:
+    uid = sub["metadata"]["uid"]
+    return [b for b in bases if _uid_of(b) == uid]
+
+
+def unbound_bases(sub: Obj, bases: Iterable[Obj], bound: set[Key],
+                  descriptions: Mapping[Key, Obj] | None = None) -> list[Key]:
+    """The Subscription's Bases in clusters it no longer binds (all of them when `bound` is empty), except one
+    with another Subscription's Description (basenames.foreign_descriptions): the collector would take it along."""
+    return [_key(b) for b in owned_bases(sub, bases)
+            if _key(b) not in bound and not b["metadata"].get("deletionTimestamp")
+            and not basenames.foreign_descriptions(sub, b, descriptions or {})]
+
+
+def _key(obj: Obj) -> Key:
+    return str(obj["metadata"].get("namespace") or ""), str(obj["metadata"]["name"])
