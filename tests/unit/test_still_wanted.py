@@ -96,6 +96,19 @@ async def test_an_ordinary_deletion_still_cleans_up(change: Any) -> None:
     assert known.FINALIZER_APPS not in finalizers(parent, "Description", DESC)
 
 
+async def test_a_silent_cluster_holding_the_description_is_still_bound_whatever_the_status_says_yet() -> None:
+    """F7: the cluster is silent (NoSchedule) and the Subscription's status does not list it (a short-lived
+    unbinding, undone, and the hub has not written the status again yet). The cluster holds the Description, so the
+    Subscription binds it as the hub's plan does (clusternet_core.placement): let go, not cleaned up on its return."""
+    c, parent, child = await deleted_by_someone_else()
+    silent = cluster(ready="Unknown")
+    silent["spec"]["taints"] = [{"key": known.TAINT_UNSCHEDULABLE, "value": "no heartbeat", "effect": "NoSchedule"}]
+    c.store.caches.clusters[(NS, "child1")] = silent
+    parent.objects[("Subscription", *SUB)]["status"] = {"bindingClusters": []}
+    await c.pusher.push(DESC)
+    assert child.writes == [] and known.FINALIZER_APPS not in finalizers(parent, "Description", DESC)
+
+
 class Unreadable(FakeKube):
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         if kind == "Subscription":
@@ -125,6 +138,19 @@ async def test_a_helm_release_deleted_while_its_subscription_wants_it_stays_inst
     calls = len(helm.calls)
     await c.releases.push(HR)
     assert ("abc", "mysql") in helm.releases and len(helm.calls) == calls
+    assert known.FINALIZER_APPS not in finalizers(parent, "HelmRelease", HR)
+
+
+async def test_a_helm_release_in_a_returning_cluster_not_yet_in_the_status_stays_installed() -> None:
+    """F7, Helm: as for a Description (the release carries its Description's labels), the cluster holds it. The
+    cluster is back (Ready) and the hub's taint not yet off: only this check stands before the uninstall."""
+    c, parent, helm = await helm_release_deleted()
+    back = cluster()
+    back["spec"]["taints"] = [{"key": known.TAINT_UNSCHEDULABLE, "value": "no heartbeat", "effect": "NoSchedule"}]
+    c.store.caches.clusters[(NS, "child1")] = back
+    parent.objects[("Subscription", *SUB)]["status"] = {"bindingClusters": []}
+    await c.releases.push(HR)
+    assert ("abc", "mysql") in helm.releases
     assert known.FINALIZER_APPS not in finalizers(parent, "HelmRelease", HR)
 
 

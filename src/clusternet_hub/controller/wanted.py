@@ -11,13 +11,14 @@ So before it cleans up, the hub asks here. The object's labels name its Subscrip
 uid); the Subscription is read by a direct GET, never the watch cache (a lagging copy must not keep what its
 deletion meant to remove). It is still wanted when that Subscription exists with the same uid and no
 deletionTimestamp, still binds this cluster (scheduling.schedule over this one ManagedCluster: binding is decided
-per cluster, and the status may not yet say what the hub just unbound), and still feeds the object's deployer under
-the same name (a Generic Description while it has a feed that is not a HelmChart; a Helm one, and a HelmRelease of
-one of its charts, while it feeds HelmCharts). Then the finalizer goes without touching the child; the hub
-re-creates the object under the same name and re-adopts the child's objects, which are marked with the
-Description's name (clusternet_api.ownership), or finds the Helm release installed: the store brings the
-Subscription back when such a Description is gone (store.on_description), a HelmRelease's Description when the
-HelmRelease is (store.on_helmrelease).
+per cluster, and the status may not yet say what the hub just unbound or bound again; the cluster holds the object,
+so a NoSchedule taint does not keep the Subscription off, as in the hub's plan: clusternet_core.placement), and
+still feeds the object's deployer under the same name (a Generic Description while it has a feed that is not a
+HelmChart; a Helm one, and a HelmRelease of one of its charts, while it feeds HelmCharts). Then the finalizer goes
+without touching the child; the hub re-creates the object under the same name and re-adopts the child's objects,
+which are marked with the Description's name (clusternet_api.ownership), or finds the Helm release installed: the
+store brings the Subscription back when such a Description is gone (store.on_description), a HelmRelease's
+Description when the HelmRelease is (store.on_helmrelease).
 
 Every ordinary deletion still cleans up: a deleted Subscription (gone, deleting, or re-created under the same name
 with another uid), an unbound cluster, a deployer no longer fed, a chart no longer fed, an object without the
@@ -44,9 +45,13 @@ def _description_names(sub: Obj, deployer: str) -> list[str]:
 
 
 def wanted_names(sub: Obj, mc: Obj) -> set[str]:
-    """Names of the Descriptions and HelmReleases `sub` wants in `mc`'s namespace, by its spec alone."""
+    """Names of the Descriptions and HelmReleases `sub` wants in `mc`'s namespace, by its spec alone. Asked about an
+    object of `sub` in that namespace: the cluster holds it, so a NoSchedule taint (a silent cluster) does not keep
+    the Subscription off, whatever `status.bindingClusters` says yet (placement.py: a short-lived unbinding undone
+    while the cluster was silent must not be carried out when it returns)."""
+    key = binding_key(mc)
     try:
-        if binding_key(mc) not in schedule(sub, [mc]).binding_clusters:
+        if key not in schedule(sub, [mc], holding={key}).binding_clusters:
             return set()
     except (InvalidSelector, UnsupportedScheduling, ValueError):
         return set()  # refused: the hub changes nothing, and a deletion now is nobody's plan we can tell
