@@ -1,0 +1,139 @@
+"""A silent cluster unbound by a short-lived change keeps what it runs once the change is undone (review finding F7).
+
+The hub taints a silent cluster NoSchedule, which never unbinds it; a user's change does (an affinity typo, a
+relabel), and its Description is left deleting, its cleanup pending until the cluster returns. Once the change is
+undone, the cluster still holding that Description is bound again (clusternet_core.placement), its Base comes back,
+and the deployers' still-wanted checks let the old Description go without touching the child: the hub's from the
+Subscription (Push), the agent's from the Base (Pull). The objects keep their UIDs. Had the change stood, the cleanup
+would run on the cluster's return, as before.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from clusternet_agent import puller
+from clusternet_api import known
+from clusternet_hub.controller import Controller
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_controller import BASE, DESC, NS, SUB, cluster, deployed_controller, push_secret
+
+GONE = "2026-01-01T00:00:00Z"
+SILENT = {"key": known.TAINT_UNSCHEDULABLE, "value": "no heartbeat", "effect": "NoSchedule"}
+MC = (NS, "child1")
+
+
+def with_sync_mode(mc: Obj, mode: str) -> Obj:
+    mc["spec"]["syncMode"] = mode
+    mc["status"]["appPusher"] = mode != "Pull"
+    return mc
+
+
+def cluster_state(c: Controller, parent: FakeKube, silent: bool, mode: str) -> Obj:
+    """The cluster as the hub's health checks leave it: silent (Ready Unknown, NoSchedule taint) or back."""
+    mc = with_sync_mode(cluster(ready="Unknown" if silent else "True"), mode)
+    if silent:
+        mc["spec"]["taints"] = [dict(SILENT)]
+    old = c.store.caches.clusters.get(MC)
+    parent.objects[("ManagedCluster", *MC)] = copy.deepcopy(mc)
+    c.store.caches.clusters[MC] = mc
+    c.store.on_cluster("MODIFIED", mc, old)
+    return mc
+
+
+async def set_affinity(c: Controller, parent: FakeKube, env: str) -> None:
+    """The user edits the Subscription's clusterAffinity; the hub reconciles it, and the watch reports the Base
+    it deleted and the Description the garbage collector then marks deleted."""
+    sub = parent.objects[("Subscription", *SUB)]
+    sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": env}}}]
+    c.store.on_subscription("MODIFIED", copy.deepcopy(sub))
+    base = parent.find("Base", *BASE)
+    await c.subscriptions.reconcile(SUB, force=False)
+    if base is not None and parent.find("Base", *BASE) is None:
+        c.store.on_base("DELETED", base)
+        desc = parent.objects[("Description", *DESC)]
+        desc["metadata"]["deletionTimestamp"] = GONE  # the garbage collector; our finalizer holds it
+        c.store.on_description("MODIFIED", copy.deepcopy(desc))
+
+
+def finalizers(parent: FakeKube) -> list[str]:
+    desc = parent.find("Description", *DESC)
+    assert desc is not None
+    return list(desc["metadata"].get("finalizers") or [])
+
+
+async def released(c: Controller, parent: FakeKube) -> None:
+    """The API server removes the Description whose last finalizer went; the watch reports it, and its
+    Subscription plans again at once (store._bring_back)."""
+    assert finalizers(parent) == []
+    gone = parent.objects.pop(("Description", *DESC))
+    c.store.on_description("DELETED", gone)
+    await c.subscriptions.reconcile(SUB, force=False)
+
+
+async def typo_while_silent(mode: str) -> tuple[Controller, FakeKube, FakeKube, str, Any]:
+    """Deployed to the cluster, which goes silent; the user's affinity typo unbinds it. Returns the controller,
+    parent, child, the child ConfigMap's uid, and a function that deploys as the cluster's deployer would (the
+    hub's pusher, or the Pull agent once it is back)."""
+    c, parent, child = await deployed_controller(push_secret())
+    mc = cluster_state(c, parent, silent=False, mode=mode)
+    agent = puller.Puller(parent, child, NS, "child1", 30)  # type: ignore[arg-type]
+
+    async def deploy(mc: Obj) -> None:
+        if mode == "Pull":
+            desc = parent.find("Description", *DESC)
+            assert desc is not None
+            await agent.process(copy.deepcopy(desc), copy.deepcopy(mc), resync=True)
+        else:
+            await c.pusher.push(DESC, force=True)
+
+    await deploy(mc)
+    uid = child.find("ConfigMap", "default", "cfg")["metadata"]["uid"]
+    cluster_state(c, parent, silent=True, mode=mode)
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.find("Base", *BASE) is not None  # NoSchedule never unbinds: bindingClusters keeps it
+    await set_affinity(c, parent, "prdo")
+    assert parent.find("Base", *BASE) is None and parent.find("Subscription", *SUB)["status"]["bindingClusters"] == []
+    await c.pusher.push(DESC, force=True)  # silent: the hub cannot clean up (nor is a Pull agent there to try)
+    assert known.FINALIZER_APPS in finalizers(parent) and child.find("ConfigMap", "default", "cfg") is not None
+    child.writes.clear()
+    return c, parent, child, uid, deploy
+
+
+async def test_push_a_typo_undone_while_the_cluster_is_silent_deletes_nothing_when_it_returns() -> None:
+    c, parent, child, uid, deploy = await typo_while_silent("Push")
+    await set_affinity(c, parent, "prod")
+    assert parent.find("Subscription", *SUB)["status"]["bindingClusters"] == [f"{NS}/child1"]
+    assert parent.find("Base", *BASE) is not None
+    await c.pusher.push(DESC, force=True)  # still wanted: let go without touching the (unreachable) child
+    await released(c, parent)
+    assert known.FINALIZER_APPS in finalizers(parent)  # written again, under the same name
+    await deploy(cluster_state(c, parent, silent=False, mode="Push"))
+    assert child.find("ConfigMap", "default", "cfg")["metadata"]["uid"] == uid
+    assert not [w for w in child.writes if w[0] == "delete"]
+
+
+async def test_pull_a_typo_undone_while_the_cluster_is_silent_deletes_nothing_when_it_returns() -> None:
+    c, parent, child, uid, deploy = await typo_while_silent("Pull")
+    await set_affinity(c, parent, "prod")
+    base = parent.find("Base", *BASE)  # what the agent's still-wanted check reads
+    assert base is not None and base["metadata"]["labels"][known.LABEL_SUBS_UID] == parent.find(
+        "Subscription", *SUB)["metadata"]["uid"]
+    mc = cluster_state(c, parent, silent=False, mode="Pull")
+    await deploy(mc)  # the agent is back: the deleting Description is let go, the child untouched
+    assert not [w for w in child.writes if w[0] == "delete"]
+    await released(c, parent)
+    await deploy(mc)
+    assert child.find("ConfigMap", "default", "cfg")["metadata"]["uid"] == uid
+    assert not [w for w in child.writes if w[0] == "delete"]
+
+
+async def test_a_change_that_stands_is_carried_out_when_the_cluster_returns() -> None:
+    for mode in ("Push", "Pull"):
+        c, parent, child, _, deploy = await typo_while_silent(mode)
+        await c.subscriptions.reconcile(SUB, force=False)  # still unbound: the held Description binds nothing
+        assert parent.find("Base", *BASE) is None
+        await deploy(cluster_state(c, parent, silent=False, mode=mode))
+        assert child.find("ConfigMap", "default", "cfg") is None, mode
+        assert finalizers(parent) == [], mode
