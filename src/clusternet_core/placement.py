@@ -40,7 +40,9 @@ def holding_clusters(sub: Obj, clusters: Iterable[Obj], bases: Mapping[Key, Obj]
     """Binding keys (`<namespace>/<name>`) of the clusters whose namespace holds a Base or Description of `sub`,
     being deleted or not, under either name its Base may have (basenames.py): a few cache lookups per cluster, not
     a pass over every Description of the parent."""
-    uid, names = sub["metadata"]["uid"], rendering.base_names(sub)
+    uid, names = sub["metadata"].get("uid"), rendering.base_names(sub)
+    if not uid:  # nothing can be told to be its own (an object without the label is nobody's)
+        return set()
 
     def holds(namespace: str) -> bool:
         return any(_uid_of(obj) == uid

@@ -65,6 +65,11 @@ def test_a_cluster_holding_a_base_or_description_of_the_subscription_is_holding_
             **deleting_description()["metadata"], "namespace": "clusternet-other"}}):
         c = caches(found)
         assert placement.holding_clusters(sub, [mc], c.bases, c.descriptions) == set()
+    unlabelled = deleting_description()
+    unlabelled["metadata"]["labels"] = {}
+    c = caches(unlabelled)  # nobody's, not even a Subscription's without a uid (never matched by a missing label)
+    assert placement.holding_clusters({**sub, "metadata": {"name": "app", "namespace": "default"}}, [mc], c.bases,
+                                      c.descriptions) == set()
 
 
 def test_an_unbinding_undone_while_the_cluster_is_silent_binds_it_again_and_writes_its_base_back() -> None:
