@@ -157,3 +157,46 @@ def test_agents_silent_past_the_grace_period_keep_their_workloads(env: dict[str,
     # the taint is gone, so the latecomer binds both clusters now
     wait_for(lambda: all_ready(parent, env, "latecomer"), timeout=60, what="the latecomer deployed once they return")
     kubectl(parent, "delete", "subs", "latecomer", "-n", "default")
+
+
+def test_an_affinity_typo_undone_while_the_agents_are_silent_deletes_nothing(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """Review finding F7: a silent cluster unbound by a short-lived change (an affinity typo fixed a minute later)
+    is bound again once the change is undone, although the hub has tainted it NoSchedule, and its old Description,
+    left deleting with the cleanup pending, is let go without touching the child, by the hub (Push) or by the
+    returning agent (Pull). It used to stay off the Subscription and have its workloads deleted on its return."""
+    wait_for(lambda: not descriptions(parent, "latecomer"), timeout=60, what="the last test's cleanup done")
+    before = {c.name: uids(c) for c in (child1, child2)}
+    agents: list[Proc] = [env["pusher"], env["puller"]]
+    logs = {"hub": env["hub"], "pusher": env["pusher"], "puller": env["puller"]}
+    start = {name: len(p.output) for name, p in logs.items()}
+
+    def affinity(value: str) -> None:
+        kubectl(parent, "patch", "subs", "keeper", "-n", "default", "--type=merge", "-p", json.dumps(
+            {"spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: value}}}]}}))
+
+    def bases() -> list[dict[str, Any]]:
+        return list(json.loads(kubectl(parent, "get", "bases", "-A", "-l", f"{known.LABEL_SUBS_NAME}=keeper",
+                                       "-o", "json").stdout)["items"])
+
+    for agent in agents:
+        agent.kill()
+    try:
+        wait_for(lambda: all(any(t["key"] == known.TAINT_UNSCHEDULABLE for t in (mc.get("spec") or {}).get("taints")
+                                 or []) for mc in clusters(parent, env)), timeout=GRACE * 3, what="both tainted")
+        affinity("yse")  # the typo
+        wait_for(lambda: not bases() and len(descriptions(parent, "keeper")) == 2 and all(
+            d["metadata"].get("deletionTimestamp") for d in descriptions(parent, "keeper").values()),
+            timeout=30, what="both Bases gone, both Descriptions deleting with their cleanup pending")
+        affinity("yes")  # fixed a minute later
+        wait_for(lambda: len([b for b in bases() if not b["metadata"].get("deletionTimestamp")]) == 2,
+                 timeout=30, what="both clusters bound again through NoSchedule, their Bases back")
+        assert {c.name: uids(c) for c in (child1, child2)} == before
+    finally:
+        for agent in agents:
+            agent.start()
+    wait_for(lambda: all_ready(parent, env), timeout=90, what="everything Ready again after the agents return")
+    assert {c.name: uids(c) for c in (child1, child2)} == before
+    new = {name: p.output[start[name]:] for name, p in logs.items()}
+    assert not any("cleaned up" in text for text in new.values()), new
+    assert "released without touching the child" in new["hub"] + new["puller"], new
