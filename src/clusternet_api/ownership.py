@@ -28,6 +28,7 @@ from clusternet_api import known
 from clusternet_api.cascadeguard import ContentsUnknown, foreign_contents, foreign_instances, summary
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_api.rawobjects import decode_raw
 
 log = logging.getLogger(__name__)
@@ -186,17 +187,12 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.kept[what] = why
     elif owned == key:
-        meta = existing["metadata"]
-        preconditions = {k: str(meta[k]) for k in ("uid", "resourceVersion") if meta.get(k)}
-        try:
-            if await child.delete(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"),
-                                  preconditions=preconditions):
-                out.deleted.append(what)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            log.info("%s changed since it was read (%s): looking again", what, e.reason)
+        deleted = await delete_as_read(child, ident["apiVersion"], ident["kind"], existing, unchanged=True)
+        if deleted is Deleted.CHANGED:
+            log.info("%s changed since it was read: looking again", what)
             return False
+        if deleted is Deleted.DONE:
+            out.deleted.append(what)
     elif await _rewrite_mark(child, ident, ANNOTATION_ADOPTED, key, None):
         out.unadopted.append(what)
     if claimant:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from clusternet_api.kube import ApiException
@@ -53,6 +54,8 @@ class FakeKube:
         self.bodies: list[Obj] = []  # what each write sent, aligned with writes
         # (verb, kind) or (verb, kind, namespace) -> raised instead
         self.fail: dict[tuple[str, str] | tuple[str, str, str], ApiException] = {}
+        # (verb, kind) -> run once just before such a write lands: someone else's write in between (touch, recreate)
+        self.meanwhile: dict[tuple[str, str], Callable[[], object]] = {}
         self.closed = False
         self._ids = itertools.count(1)
         for obj in objects:
@@ -82,6 +85,20 @@ class FakeKube:
 
     def find(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         return self.objects.get((kind, namespace or "", name))
+
+    def touch(self, kind: str, namespace: str | None, name: str) -> Obj:
+        """Someone else writes the object: the same uid, a new resourceVersion."""
+        key = (kind, namespace or "", name)
+        self.objects[key] = stored = self._stored(self.objects[key], self.objects[key])
+        return stored
+
+    def recreate(self, kind: str, namespace: str | None, name: str) -> Obj:
+        """Someone else deletes the object and creates it again: the same content under a new uid."""
+        key = (kind, namespace or "", name)
+        again = copy.deepcopy(self.objects[key])
+        del again["metadata"]["uid"]
+        self.objects[key] = stored = self._stored(again, None)
+        return stored
 
     def kinds_written(self) -> list[str]:
         return [f"{verb} {kind}" for verb, kind, _ in self.writes]
@@ -128,6 +145,8 @@ class FakeKube:
                      propagation: str = "Background", *, preconditions: dict[str, str] | None = None) -> bool:
         """As the API server: a precondition (uid, resourceVersion) the stored object no longer meets is 409."""
         self._record("delete", kind, namespace, name, {"preconditions": preconditions} if preconditions else None)
+        if (meanwhile := self.meanwhile.pop(("delete", kind), None)) is not None:
+            meanwhile()
         found = self.find(kind, namespace, name)
         if found is not None and any(found["metadata"].get(k) != v for k, v in (preconditions or {}).items()):
             raise ApiException(409, f"Precondition failed: {preconditions}")
