@@ -26,6 +26,7 @@ from typing import Any
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_api.sealing import SCHEME, SealingError, seal
 from clusternet_api.timefmt import RFC3339, now_rfc3339
 from clusternet_hub.clusterlabels import initial_from_request
@@ -146,7 +147,7 @@ def service_account_manifest(ns: str, cluster_id: str, name: str) -> Obj:
 
 
 def cluster_role_name(cluster_id: str) -> str:
-    """The ClusterRole and ClusterRoleBinding of one cluster's agent (removal.drop_cluster_rbac deletes them)."""
+    """The ClusterRole and ClusterRoleBinding of one cluster's agent (removal.mark_removed deletes them)."""
     return f"clusternet-{cluster_id}"
 
 
@@ -249,14 +250,39 @@ async def drop_token_secrets(kube: KubeApi, ns: str) -> None:
     tokens the hub issues. Deleting the Secret revokes that token (the API server's service-account lookup
     checks that the Secret still exists). Run at every token refresh and hub start, so such a token lives at
     most about as long as the ones we issue; the ValidatingAdmissionPolicy in manifests/ refuses the Secret
-    outright where the parent has that API. Clusternet does neither."""
+    outright where the parent has that API. Clusternet does neither.
+
+    Only the Secret that was read is deleted (drop_token_secret); one created again meanwhile is read and judged
+    again, up to TOKEN_SECRET_LOOKS times, then left to the next token refresh."""
     async def drop(name: str) -> None:
-        secret = await kube.get("v1", "Secret", name, ns)
-        if secret is not None and secret.get("type") == known.SERVICE_ACCOUNT_TOKEN_TYPE:
-            log.warning("deleting Secret %s/%s: a ServiceAccount token Secret its agent could read", ns, name)
-            await kube.delete("v1", "Secret", name, ns)
+        for _ in range(TOKEN_SECRET_LOOKS):
+            secret = await kube.get("v1", "Secret", name, ns)
+            if secret is None or await drop_token_secret(kube, secret) is not Deleted.CHANGED:
+                return
+        log.info("Secret %s/%s kept being created again while being dropped: left for the next look", ns, name)
 
     await asyncio.gather(*(drop(name) for name in known.AGENT_READABLE_SECRETS))
+
+
+TOKEN_SECRET_LOOKS = 3
+
+
+async def drop_token_secret(kube: KubeApi, secret: Obj) -> Deleted | None:
+    """Delete `secret`, as read, if it is a ServiceAccount token Secret (see drop_token_secrets); None if it is not.
+
+    The DELETE names its uid (review F8): a Secret of that name created since is not deleted unseen, it is
+    Deleted.CHANGED, for the caller to read again. Not its resourceVersion: the type judged is immutable, and
+    the token controller filling in the token just after creation would make every such DELETE a conflict."""
+    if secret.get("type") != known.SERVICE_ACCOUNT_TOKEN_TYPE:
+        return None
+    meta = secret["metadata"]
+    log.warning("deleting Secret %s/%s: a ServiceAccount token Secret its agent could read", meta.get("namespace"),
+                meta["name"])
+    deleted = await delete_as_read(kube, "v1", "Secret", secret, unchanged=False)
+    if deleted is Deleted.CHANGED:
+        log.info("Secret %s/%s was created again since it was read: not deleted unseen", meta.get("namespace"),
+                 meta["name"])
+    return deleted
 
 
 BINDING_RETRIES = 20

@@ -7,8 +7,12 @@ a 409 for the API server, and never becomes a delete of the newer object.
 
 from __future__ import annotations
 
+from clusternet_api import known
 from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
+from clusternet_hub import registration
 from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_controller import NS, cluster, primed, push_secret
+from tests.unit.test_token_secrets import token_secret
 
 
 def deletes(kube: FakeKube, kind: str) -> list[Obj | None]:
@@ -30,3 +34,40 @@ async def test_a_delete_as_read_says_deleted_gone_or_changed() -> None:
     assert kube.find("ConfigMap", "n", "c") is not None
     assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=False) is Deleted.DONE
     assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=False) is Deleted.GONE
+
+
+# --- token Secrets an agent could read -------------------------------------------------------------------------
+
+
+async def test_a_token_secret_is_deleted_by_its_uid_and_one_replaced_meanwhile_by_credentials_is_kept() -> None:
+    kube = FakeKube(token_secret(known.DEPLOYER_SECRET))
+    read = kube.find("Secret", NS, known.DEPLOYER_SECRET)
+    await registration.drop_token_secrets(kube, NS)
+    assert deletes(kube, "Secret") == [as_read(read, unchanged=False)]
+
+    kube = FakeKube(token_secret(known.DEPLOYER_SECRET))
+    read = kube.find("Secret", NS, known.DEPLOYER_SECRET)
+
+    def replaced_by_push_credentials() -> None:  # the agent's own, between the hub's look and its DELETE
+        kube.recreate("Secret", NS, known.DEPLOYER_SECRET)["type"] = "Opaque"
+
+    kube.meanwhile[("delete", "Secret")] = replaced_by_push_credentials
+    await registration.drop_token_secrets(kube, NS)
+    assert deletes(kube, "Secret") == [as_read(read, unchanged=False)]  # one DELETE, refused: looked at again
+    kept = kube.find("Secret", NS, known.DEPLOYER_SECRET)
+    assert kept is not None and kept["type"] == "Opaque"
+
+
+async def test_the_pusher_deletes_the_token_secret_it_read_not_the_credentials_written_since() -> None:
+    c, parent, _ = await primed(cluster(), token_secret(known.DEPLOYER_SECRET))
+    read = parent.find("Secret", NS, known.DEPLOYER_SECRET)
+
+    def replaced_by_push_credentials() -> None:
+        replaced = parent.recreate("Secret", NS, known.DEPLOYER_SECRET)
+        replaced.update(type="Opaque", data=push_secret()["data"])
+
+    parent.meanwhile[("delete", "Secret")] = replaced_by_push_credentials
+    assert await c.pusher.child_client(cluster()) is None  # not used unread
+    assert deletes(parent, "Secret") == [as_read(read, unchanged=False)]
+    assert await c.pusher.child_client(cluster()) is not None  # read at the next push: push credentials
+    assert len(deletes(parent, "Secret")) == 1

@@ -35,6 +35,7 @@ from clusternet_hub.controller.store import Store
 from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
+from clusternet_hub.registration import drop_token_secret
 
 log = logging.getLogger(__name__)
 # The status of a Description being deleted while its cluster is offline, whoever deploys it (the hub cleans up
@@ -133,11 +134,9 @@ class Pusher:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         secret = await self.kube.get("v1", "Secret", known.DEPLOYER_SECRET, namespace)
-        if secret is not None and secret.get("type") == known.SERVICE_ACCOUNT_TOKEN_TYPE:
-            # a never-expiring parent token its agent made for itself (registration.drop_token_secrets)
-            log.warning("deleting Secret %s/%s: a ServiceAccount token Secret, not push credentials", namespace,
-                        known.DEPLOYER_SECRET)
-            await self.kube.delete("v1", "Secret", known.DEPLOYER_SECRET, namespace)
+        if secret is not None and await drop_token_secret(self.kube, secret) is not None:
+            # a never-expiring parent token its agent made for itself, never push credentials; one created again
+            # since it was read is not used unread either: the next push reads it
             secret = None
         if secret is None:
             self.secrets.pop(namespace, None)
