@@ -362,6 +362,15 @@ async def approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str,
         return await _approve(kube, crr, settings)
 
 
+async def _drop_created_namespace(kube: Kube, created: Obj) -> None:
+    """Delete the namespace this approval just created, an earlier registration's namespace winning: only that
+    one (its uid, review F8), not one of that name created again since by someone else (another approval of
+    the same cluster, say), which is left as it is."""
+    name = created["metadata"]["name"]
+    if await delete_as_read(kube, "v1", "Namespace", created, unchanged=False) is Deleted.CHANGED:
+        log.info("namespace %s was created again since this approval made it: left in place", name)
+
+
 async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
     name = crr["metadata"]["name"]
     cluster_id = crr["spec"]["clusterId"]
@@ -382,7 +391,7 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         if found is not None:
             existing_ns = found
             if created:
-                await kube.delete("v1", "Namespace", wanted)
+                await _drop_created_namespace(kube, wanted_ns)
     owner = (existing_ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
     if owner != cluster_id and not earlier and not crr["spec"].get("clusterNamespace"):
         # the derived name is another cluster's: 5 hex digits collide among 1,000 clusters with a chance of

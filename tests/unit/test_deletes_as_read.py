@@ -7,10 +7,14 @@ a 409 for the API server, and never becomes a delete of the newer object.
 
 from __future__ import annotations
 
+from typing import cast
+
 from clusternet_api import known
+from clusternet_api.kube import Kube
 from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
 from clusternet_hub import registration
 from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent
 from tests.unit.test_controller import NS, cluster, primed, push_secret
 from tests.unit.test_token_secrets import token_secret
 
@@ -71,3 +75,37 @@ async def test_the_pusher_deletes_the_token_secret_it_read_not_the_credentials_w
     assert deletes(parent, "Secret") == [as_read(read, unchanged=False)]
     assert await c.pusher.child_client(cluster()) is not None  # read at the next push: push credentials
     assert len(deletes(parent, "Secret")) == 1
+
+
+# --- the namespace an approval made when an earlier registration's wins ------------------------------------------
+
+
+def earlier_registration() -> Parent:
+    """A parent where this cluster was registered before, in namespace team-a, and its new request."""
+    labels = {known.LABEL_CLUSTER_ID: CID}
+    request: Obj = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                    "metadata": {"name": NAME}, "spec": {"clusterId": CID, "clusterName": "child1"}}
+    return Parent(request, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": labels}},
+                  {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
+                   "metadata": {"name": "old", "namespace": "team-a", "labels": labels}})
+
+
+async def test_the_namespace_an_approval_made_is_deleted_by_its_uid_and_one_made_again_meanwhile_is_kept() -> None:
+    parent = earlier_registration()
+    made: list[Obj] = []
+    create = parent.create
+
+    async def recorded(obj: Obj, namespace: str | None = None) -> Obj:
+        made.append(await create(obj, namespace))
+        return made[-1]
+
+    parent.create = recorded  # type: ignore[method-assign]
+    wanted = registration.dedicated_namespace_name(parent.objects[("ClusterRegistrationRequest", "", NAME)])
+    parent.meanwhile[("delete", "Namespace")] = lambda: parent.recreate("Namespace", None, wanted)
+    result = await registration.approve(cast(Kube, parent), parent.objects[("ClusterRegistrationRequest", "", NAME)],
+                                        SETTINGS)
+    assert (result["result"], result["dedicatedNamespace"]) == ("Approved", "team-a")
+    [namespace] = [o for o in made if o["kind"] == "Namespace"]
+    assert deletes(parent, "Namespace") == [as_read(namespace, unchanged=False)]
+    again = parent.find("Namespace", None, wanted)
+    assert again is not None and again["metadata"]["uid"] != namespace["metadata"]["uid"]  # not ours to delete

@@ -427,7 +427,7 @@ async def test_the_namespace_of_an_earlier_registration_wins_and_the_new_one_is_
                                                                 "labels": labels}})
     deleted: list[str] = []
 
-    async def delete(api: str, kind: str, name: str) -> bool:
+    async def delete(api: str, kind: str, name: str, *_: object, **__: object) -> bool:
         deleted.append(name)
         return True
 
