@@ -20,12 +20,14 @@ resumed request whose namespace is gone, and every token refresh. Each look is t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.namespaceguard import namespace_removed
+from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_hub import registration
 
 log = logging.getLogger(__name__)
@@ -73,36 +75,65 @@ async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
     """Deny the request with the reason (the agent stops and logs it), then revoke the agent's tokens and drop
     its cluster-wide RBAC. Only the request that was looked at: one deleted by the admin and created again by its
     re-registering agent meanwhile (same name, another uid) is a new registration, not to be denied and revoked
-    (the delete review, F10)."""
+    (the delete review, F10).
+
+    The ServiceAccount and RBAC are read before the request is confirmed, and deleted only as read (review F8):
+    whatever a registration made after that request (the admin deleting the Denied one, the agent registering
+    again) is another object, or one written since, and is left to it."""
     name = crr["metadata"]["name"]
+    ns = (crr.get("status") or {}).get("dedicatedNamespace")
+    account, rbac = await asyncio.gather(_read(kube, "v1", "ServiceAccount", registration.AGENT_SERVICE_ACCOUNT, ns),
+                                         cluster_rbac(kube, name.removeprefix("clusternet-")))
     fresh = await kube.get(known.CLUSTERS_API_VERSION, "ClusterRegistrationRequest", name)
     if fresh is None or fresh["metadata"].get("uid") != crr["metadata"].get("uid"):
         log.info("registration %s was deleted or created again since it was looked at: not marked removed", name)
         return
     await registration.deny(kube, crr, removed_message(crr, what))
-    ns = (crr.get("status") or {}).get("dedicatedNamespace")
+    await _drop(kube, account, unchanged=False)
+    for obj in rbac:
+        await _drop(kube, obj, unchanged=True)
+
+
+async def _read(kube: Kube, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+    """The object, None when it is missing or cannot be read (a hub whose RBAC predates this: it stays)."""
     try:
-        await kube.delete("v1", "ServiceAccount", registration.AGENT_SERVICE_ACCOUNT, ns)
-    except ApiException as e:  # a hub whose RBAC predates this: the request is marked all the same
-        log.warning("could not delete %s/%s to revoke the removed cluster's tokens (HTTP %s)", ns,
-                    registration.AGENT_SERVICE_ACCOUNT, e.status)
-    await drop_cluster_rbac(kube, crr["metadata"]["name"].removeprefix("clusternet-"))
+        found = await kube.get(api_version, kind, name, namespace)
+    except ApiException as e:
+        log.warning("could not read %s %s of the removed cluster (HTTP %s): it stays", kind, name, e.status)
+        return None
+    return None if found is None else {"apiVersion": api_version, "kind": kind, **found}
 
 
-async def drop_cluster_rbac(kube: Kube, cluster_id: str) -> None:
-    """Delete the binding, then the ClusterRole, that the hub wrote for this cluster's agent, each only if its
-    labels say so (created by the hub, for this cluster ID): an object of that name someone else made is
-    not ours to delete. The Role and RoleBinding go with the namespace, or stay with it for a re-add."""
+async def cluster_rbac(kube: Kube, cluster_id: str) -> list[Obj]:
+    """The binding, then the ClusterRole, that the hub wrote for this cluster's agent, each only if its labels say
+    so (created by the hub, for this cluster ID): an object of that name someone else made is not ours to
+    delete. The Role and RoleBinding go with the namespace, or stay with it for a re-add."""
     name = registration.cluster_role_name(cluster_id)
-    for kind in ("ClusterRoleBinding", "ClusterRole"):
-        try:
-            obj = await kube.get(RBAC_API_VERSION, kind, name)
-            labels = (obj or {}).get("metadata", {}).get("labels") or {}
-            if (labels.get(known.LABEL_CREATED_BY), labels.get(known.LABEL_CLUSTER_ID)) == (
-                    known.CREATED_BY_HUB, cluster_id):
-                await kube.delete(RBAC_API_VERSION, kind, name)
-        except ApiException as e:  # a hub whose RBAC predates this (no `delete`): it stays, as it did before
-            log.warning("could not delete %s %s of the removed cluster (HTTP %s)", kind, name, e.status)
+    found = [await _read(kube, RBAC_API_VERSION, kind, name) for kind in ("ClusterRoleBinding", "ClusterRole")]
+    return [o for o in found if o is not None and _labels(o) == (known.CREATED_BY_HUB, cluster_id)]
+
+
+def _labels(obj: Obj) -> tuple[str | None, str | None]:
+    labels = obj["metadata"].get("labels") or {}
+    return labels.get(known.LABEL_CREATED_BY), labels.get(known.LABEL_CLUSTER_ID)
+
+
+async def _drop(kube: Kube, obj: Obj | None, *, unchanged: bool) -> None:
+    """Delete `obj` as read: the ServiceAccount if it is the same one (its uid), the RBAC also unchanged since its
+    labels were judged (uid and resourceVersion). One created or written again since belongs to whoever did
+    that (a new registration of this cluster, an approval writing the RBAC again): it is left, and said so."""
+    if obj is None:
+        return
+    meta = obj["metadata"]
+    what = f"{obj['kind']} {'/'.join(filter(None, (meta.get('namespace'), meta['name'])))}"
+    try:
+        deleted = await delete_as_read(kube, obj["apiVersion"], obj["kind"], obj, unchanged=unchanged)
+    except ApiException as e:  # a hub whose RBAC predates this (no `delete`): it stays, as it did before
+        log.warning("could not delete %s of the removed cluster (HTTP %s)", what, e.status)
+        return
+    if deleted is Deleted.CHANGED:
+        log.info("%s of the removed cluster was created or written again since it was read (a new registration of "
+                 "this cluster, say): left in place", what)
 
 
 async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) -> str:

@@ -12,9 +12,9 @@ from typing import cast
 from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
-from clusternet_hub import registration
+from clusternet_hub import registration, removal
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent
+from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent, approved_parent, namespace_of
 from tests.unit.test_controller import NS, cluster, primed, push_secret
 from tests.unit.test_token_secrets import token_secret
 
@@ -109,3 +109,38 @@ async def test_the_namespace_an_approval_made_is_deleted_by_its_uid_and_one_made
     assert deletes(parent, "Namespace") == [as_read(namespace, unchanged=False)]
     again = parent.find("Namespace", None, wanted)
     assert again is not None and again["metadata"]["uid"] != namespace["metadata"]["uid"]  # not ours to delete
+
+
+# --- cluster removal: the agent's ServiceAccount and cluster-wide RBAC -------------------------------------------
+
+
+RBAC = ("ClusterRoleBinding", "ClusterRole")
+
+
+async def test_removal_deletes_the_account_and_rbac_as_read_before_the_request_was_confirmed() -> None:
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    account = parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT)
+    rbac = {kind: parent.find(kind, None, NAME) for kind in RBAC}
+    await removal.mark_removed(cast(Kube, parent), crr, "its ManagedCluster was deleted")
+    assert deletes(parent, "ServiceAccount") == [as_read(account, unchanged=False)]
+    for kind in RBAC:
+        assert deletes(parent, kind) == [as_read(rbac[kind], unchanged=True)]
+        assert parent.find(kind, None, NAME) is None
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None
+
+
+async def test_removal_leaves_an_account_made_again_and_rbac_written_again_since_it_looked() -> None:
+    """The cluster registered anew meanwhile: its new ServiceAccount, and the RBAC its approval wrote again, are
+    the new registration's."""
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    parent.meanwhile[("delete", "ServiceAccount")] = lambda: parent.recreate(
+        "ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT)
+    parent.meanwhile[("delete", "ClusterRole")] = lambda: parent.touch("ClusterRole", None, NAME)
+    parent.meanwhile[("delete", "ClusterRoleBinding")] = lambda: parent.touch("ClusterRoleBinding", None, NAME)
+    await removal.mark_removed(cast(Kube, parent), crr, "its ManagedCluster was deleted")
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is not None
+    assert all(parent.find(kind, None, NAME) is not None for kind in RBAC)
+    assert [len(deletes(parent, kind)) for kind in ("ServiceAccount", *RBAC)] == [1, 1, 1]  # no second try
