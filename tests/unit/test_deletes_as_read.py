@@ -15,7 +15,7 @@ from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
 from clusternet_hub import registration, removal
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent, approved_parent, namespace_of
-from tests.unit.test_controller import NS, cluster, primed, push_secret
+from tests.unit.test_controller import BASE, NS, SUB, cluster, config_map_manifest, primed, push_secret, subscription
 from tests.unit.test_token_secrets import token_secret
 
 
@@ -144,3 +144,34 @@ async def test_removal_leaves_an_account_made_again_and_rbac_written_again_since
     assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is not None
     assert all(parent.find(kind, None, NAME) is not None for kind in RBAC)
     assert [len(deletes(parent, kind)) for kind in ("ServiceAccount", *RBAC)] == [1, 1, 1]  # no second try
+
+
+# --- Bases of clusters a Subscription no longer binds --------------------------------------------------------------
+
+
+async def test_an_unbound_base_is_deleted_as_the_cache_held_it_and_one_written_again_meanwhile_is_kept() -> None:
+    for meanwhile in (False, True):
+        c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+        await c.subscriptions.reconcile(SUB, force=False)
+        cached = c.store.caches.bases[BASE]
+        c.store.caches.clusters[(NS, "child1")] = cluster(env="dev")
+        if meanwhile:  # a new hub leader created it again while this one, paused, still planned on its old copy
+            parent.meanwhile[("delete", "Base")] = lambda p=parent: p.recreate("Base", *BASE)
+        await c.subscriptions.reconcile(SUB, force=False)
+        assert deletes(parent, "Base") == [as_read(cached, unchanged=True)]
+        assert (parent.find("Base", *BASE) is not None) is meanwhile
+
+
+async def test_a_deleted_subscription_keeps_its_finalizer_while_a_base_it_could_not_delete_as_read_stays() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    sub = parent.find("Subscription", *SUB)
+    sub["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    c.store.on_subscription("MODIFIED", sub)
+    parent.meanwhile[("delete", "Base")] = lambda: parent.touch("Base", *BASE)
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.find("Base", *BASE) is not None
+    assert parent.find("Subscription", *SUB)["metadata"]["finalizers"] == [known.FINALIZER_APPS]
+    c.store.on_base("MODIFIED", parent.find("Base", *BASE))  # the watch brings the change: the next plan
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.find("Base", *BASE) is None and parent.find("Subscription", *SUB)["metadata"]["finalizers"] == []

@@ -14,6 +14,7 @@ from typing import Any
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_core import plan as planning
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
@@ -70,12 +71,13 @@ class SubscriptionReconciler:
         if plan.action == "add-finalizer":
             await self._set_finalizers(sub, [*(sub["metadata"].get("finalizers") or []), known.FINALIZER_APPS])
             return
+        unbound = [self.store.caches.bases[k] for k in plan.delete_bases if k in self.store.caches.bases]
         await self._sync_inventory(sub, plan)
         refused = await self._apply_clusters(plan.clusters)
-        await self._delete_bases(sub, plan.delete_bases)
+        left = await self._delete_bases(sub, unbound)
         key = key_of(sub)
         self.status.refused_writes.pop(key, None)
-        if plan.action == "delete":
+        if plan.action == "delete" and not left:  # a Base left keeps it until the next plan deletes that Base
             await self._set_finalizers(sub, [f for f in sub["metadata"].get("finalizers") or []
                                              if f != known.FINALIZER_APPS], missing_ok=True)
         elif plan.refusal is not None:
@@ -155,7 +157,19 @@ class SubscriptionReconciler:
             await applier.post_event(self.kube, override, "Warning", "OverrideFailed", error.message,
                                      known.CREATED_BY_HUB)
 
-    async def _delete_bases(self, sub: Obj, keys: list[Key]) -> None:
-        for ns, name in keys:
+    async def _delete_bases(self, sub: Obj, bases: list[Obj]) -> int:
+        """Delete the Bases of clusters no longer bound, each as the cache held it when the plan was made (taken
+        before any write of this reconcile): its uid and resourceVersion (review F8). One created again or
+        changed since (a new hub leader writing it while this one was paused past its Lease, say) is not to be
+        judged on an old copy: it is left for the next plan (the resync), which sees it as the watch brought it.
+        Returns how many were left so."""
+        left = 0
+        for base in bases:
+            ns, name = key_of(base)
             log.info("cluster namespace %s no longer bound to %s/%s: removing its Base", ns, *key_of(sub))
-            await self.kube.delete(known.APPS_API_VERSION, "Base", name, ns)
+            if await delete_as_read(self.kube, known.APPS_API_VERSION, "Base", base,
+                                    unchanged=True) is Deleted.CHANGED:
+                log.info("Base %s/%s changed since the cache saw it: left for the next plan of %s/%s", ns, name,
+                         *key_of(sub))
+                left += 1
+        return left
