@@ -12,8 +12,8 @@ are kept for reuse by the same keep-alive pool.
   others' (a replica that starts is known to the others as soon as its Lease is written; it listens for them
   before it writes it); a Lease seen unchanged for EXPIRE_SECONDS on the reader's own clock (client-go's rule
   for leader Leases, so clock skew between replicas does not matter) is ignored and deleted by that reader (a
-  replica killed with -9). Clusternet puts the peer token in that JSON too; ours does not, as anyone who may
-  read Leases would learn it.
+  replica killed with -9), only as it was seen: one renewed meanwhile is kept. Clusternet puts the peer token
+  in that JSON too; ours does not, as anyone who may read Leases would learn it.
 - **Where a tunnel is** is not written anywhere (no API write per tunnel connect, so a reconnect storm of a
   thousand agents costs the parent nothing extra): a replica asks its live peers (`GET /peer/v1/sockets/<id>`)
   and remembers the answer until a stream through it fails.
@@ -50,6 +50,7 @@ from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.leaderelection import micro_time
 from clusternet_api.listwatch import ListWatch
 from clusternet_api.logs import error_text
+from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, StreamOpenError
 from clusternet_hub.sockets import bearer
 
@@ -340,13 +341,27 @@ class Peers:
             previous = self._seen.get(name)
             seen[name] = previous if previous is not None and previous[0] == version else (version, now)
             if now - seen[name][1] > EXPIRE_SECONDS:
-                log.info("hub replica %s (%s) stopped renewing its peer Lease: forgetting it", peer.id, peer.url)
-                with contextlib.suppress(ApiException):
-                    await self.kube.delete(COORDINATION, "Lease", name, self.namespace)
-                continue
+                if await self._expire(lease, peer):
+                    continue
+                seen[name] = (version, now)  # renewed after all: its wait starts again
             live[peer.id] = peer
         self.live, self._seen = live, seen
         self._forget_gone()
+
+    async def _expire(self, lease: Obj, peer: Peer) -> bool:
+        """Delete a peer Lease seen unchanged for EXPIRE_SECONDS, as it was seen (its uid and resourceVersion,
+        review F8): False when it was renewed since, which this reader had not seen yet (its watch lagging or
+        stalled), so the replica is alive and its Lease stays."""
+        try:
+            deleted = await delete_as_read(self.kube, COORDINATION, "Lease", lease, unchanged=True)
+        except ApiException as e:
+            log.info("could not delete the expired peer Lease of hub replica %s (HTTP %s)", peer.id, e.status)
+            deleted = Deleted.GONE
+        if deleted is Deleted.CHANGED:
+            log.info("hub replica %s renewed its peer Lease after all: kept", peer.id)
+            return False
+        log.info("hub replica %s (%s) stopped renewing its peer Lease: forgetting it", peer.id, peer.url)
+        return True
 
     def _forget_gone(self) -> None:
         """Forget what was noted about replicas that are no longer live: which were down, which held a tunnel.

@@ -13,9 +13,11 @@ from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
 from clusternet_hub import registration, removal
+from clusternet_hub.peers import COORDINATION, Peer
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent, approved_parent, namespace_of
 from tests.unit.test_controller import BASE, NS, SUB, cluster, config_map_manifest, primed, push_secret, subscription
+from tests.unit.test_hub_peers import TOKEN, peer_lease, peers_of
 from tests.unit.test_token_secrets import token_secret
 
 
@@ -175,3 +177,33 @@ async def test_a_deleted_subscription_keeps_its_finalizer_while_a_base_it_could_
     c.store.on_base("MODIFIED", parent.find("Base", *BASE))  # the watch brings the change: the next plan
     await c.subscriptions.reconcile(SUB, force=False)
     assert parent.find("Base", *BASE) is None and parent.find("Subscription", *SUB)["metadata"]["finalizers"] == []
+
+
+# --- peer Leases that look expired -----------------------------------------------------------------------------
+
+
+def stored_lease(peer: Peer) -> Obj:
+    lease = cast(Obj, peer_lease(peer, "0"))
+    lease["metadata"]["namespace"] = known.SYSTEM_NAMESPACE
+    return {"apiVersion": COORDINATION, "kind": "Lease", **lease}
+
+
+async def test_an_expired_peer_lease_is_deleted_as_seen_and_one_renewed_meanwhile_is_kept_live() -> None:
+    name = "clusternet-hub-peer-a"
+    for renewed in (False, True):
+        parent = FakeKube(stored_lease(Peer("a", "10.0.0.1", 8123)))
+        b = peers_of(TOKEN, b"")
+        b.kube = parent  # type: ignore[assignment]
+        seen = parent.find("Lease", known.SYSTEM_NAMESPACE, name)
+        assert seen is not None
+        await b._observe_all([seen])
+        b._seen = {n: (version, at - 3600) for n, (version, at) in b._seen.items()}  # unchanged for an hour
+        if renewed:  # its renewal reached the parent, not yet this reader's stalled watch
+            parent.meanwhile[("delete", "Lease")] = lambda p=parent: p.touch("Lease", known.SYSTEM_NAMESPACE, name)
+        await b._observe_all([seen])
+        assert deletes(parent, "Lease") == [as_read(seen, unchanged=True)]
+        assert (parent.find("Lease", known.SYSTEM_NAMESPACE, name) is not None) is renewed
+        assert list(b.live) == (["a"] if renewed else [])
+        if renewed:  # its wait starts again: not deleted at the next look of the same stale copy
+            await b._observe_all([seen])
+            assert len(deletes(parent, "Lease")) == 1 and list(b.live) == ["a"]
