@@ -24,6 +24,7 @@ from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known, namespaceguard
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ClusterAccess, HelmDriver
+from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
 
@@ -42,6 +43,7 @@ class ReleasePuller:
         self.parent, self.deployer, self.namespace = parent, deployer, namespace
         self.resync_seconds, self.driver = resync_seconds, driver
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
+        self.pending = PendingReleases()  # releases seen pending, on this agent's clock (helm/stuck.py)
 
     async def process(self, hr: Obj, mc: Obj | None) -> None:
         if mc is None or applier.deployable_by_hub(mc):
@@ -54,7 +56,8 @@ class ReleasePuller:
         access = access_of(await self.deployer.credentials())
         username, password = await self.pull_credentials(hr)
         outcome = await releases.reconcile(self.driver, access, hr,
-                                           releases.source_of(hr.get("spec") or {}, username, password), self.parent)
+                                           releases.source_of(hr.get("spec") or {}, username, password), self.parent,
+                                           pending=self.pending)
         if outcome.status is not None:
             await self._write(hr, outcome.status)
         for event in outcome.events():

@@ -378,14 +378,16 @@ def test_a_release_removed_by_hand_comes_back_and_one_we_did_not_install_is_neve
     driver.close()
 
 
-def left_pending(child: ControlPlane, namespace: str, release: str, status: str, revision: int) -> None:
+def left_pending(child: ControlPlane, namespace: str, release: str, status: str, revision: int,
+                 started_hours_ago: float) -> None:
     """What a process killed mid-operation leaves in Helm's storage: revision `revision` of the release in
-    `status` (pending-install, pending-upgrade), its operation started an hour ago. Written from revision 1's
+    `status` (pending-install, pending-upgrade), its operation started `started_hours_ago` by Helm's timestamp
+    (negative: in the future, as a machine whose clock runs behind would write it). Written from revision 1's
     Secret (Helm's data: base64 of gzip'd JSON, inside the Secret's own base64)."""
     first = json.loads(kubectl(child, "get", "secret", "-n", namespace, f"sh.helm.release.v1.{release}.v1",
                                "-o", "json").stdout)
     record = json.loads(gzip.decompress(base64.b64decode(base64.b64decode(first["data"]["release"]))))
-    started = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)).isoformat()
+    started = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=started_hours_ago)).isoformat()
     record["info"].update(status=status, last_deployed=started, description=f"{status} (interrupted)")
     record["version"] = revision
     name = f"sh.helm.release.v1.{release}.v{revision}"
@@ -401,18 +403,27 @@ def left_pending(child: ControlPlane, namespace: str, release: str, status: str,
 def test_a_release_left_pending_by_a_killed_operation_is_recovered_in_both_modes(
         env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
     """A hub or agent killed mid-install (or mid-upgrade) leaves the release pending-install (pending-upgrade)
-    for ever: Helm refuses every later operation. Past its timeout plus a margin, the hub (child1, Push) and
-    the agent (child2, Pull) uninstall and reinstall it (an install) or roll it back (an upgrade)."""
-    apply(parent, helm_chart("stuck-demo", env["repo"], "demo", "0.1.0", "stuck-demo"),
+    for ever: Helm refuses every later operation. Once it has itself seen the same pending revision for the
+    release's timeout plus STALE_MARGIN (60 s) on its own clock, the hub (child1, Push) and the agent (child2,
+    Pull) uninstall and reinstall it (an install) or roll it back (an upgrade). Helm's own start time, written by
+    whichever machine ran the operation, plays no part (review F9): an hour ago does not make it recovered early,
+    an hour ahead does not keep it pending. timeoutSeconds 10 (no wait, no hooks: ConfigMaps) keeps the wait at
+    about 70 s."""
+    apply(parent, helm_chart("stuck-demo", env["repo"], "demo", "0.1.0", "stuck-demo", timeoutSeconds=10),
           subscription("stuck-demo", ["stuck-demo"]))
     namespaces = (env["ns1"], env["ns2"])
     wait_for(lambda: deployed(parent, "stuck-demo", namespaces), timeout=90, what="both deployed")
-    left_pending(child1, "stuck-demo", "stuck-demo", "pending-install", 1)
-    left_pending(child2, "stuck-demo", "stuck-demo", "pending-upgrade", 2)
+    left_pending(child1, "stuck-demo", "stuck-demo", "pending-install", 1, started_hours_ago=1)
+    left_pending(child2, "stuck-demo", "stuck-demo", "pending-upgrade", 2, started_hours_ago=-1)
+    time.sleep(20)  # both deployers have looked (every 2 s) and neither judges it stuck yet
+    assert release_secrets(child1, "stuck-demo", "stuck-demo", "pending-install") == [
+        "secret/sh.helm.release.v1.stuck-demo.v1"]
+    assert release_secrets(child2, "stuck-demo", "stuck-demo", "pending-upgrade") == [
+        "secret/sh.helm.release.v1.stuck-demo.v2"]
     wait_for(lambda: release_secrets(child1, "stuck-demo", "stuck-demo", "deployed") == [
         "secret/sh.helm.release.v1.stuck-demo.v1"] and release_secrets(child2, "stuck-demo", "stuck-demo",
                                                                        "deployed") == [
-        "secret/sh.helm.release.v1.stuck-demo.v3"], timeout=60, what="both releases deployed again")
+        "secret/sh.helm.release.v1.stuck-demo.v3"], timeout=150, what="both releases deployed again")
     wait_for(lambda: deployed(parent, "stuck-demo", namespaces), timeout=60, what="both HelmReleases deployed")
     assert releases(parent, "stuck-demo")[env["ns2"]]["status"]["version"] == 3  # v2 rolled back: v3 is v1 again
     assert config_map(child1, "stuck-demo", "stuck-demo-cm-0") is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime
 import json
 from typing import Any
 
@@ -12,7 +11,8 @@ from clusternet_agent.helmpuller import ReleasePuller
 from clusternet_api import known
 from clusternet_api.credentials import Credentials
 from clusternet_api.helm import releases
-from clusternet_api.helm.driver import ClusterAccess, ReleaseError
+from clusternet_api.helm.driver import ClusterAccess
+from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.rawobjects import decode_raw
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
@@ -188,17 +188,17 @@ async def test_a_dead_repository_keeps_the_pushed_release_deployed_and_the_descr
 async def test_a_failed_atomic_upgrade_reports_the_rolled_back_release_and_is_not_tried_again() -> None:
     helm = FakeHelm()
     hr = release(upgradeAtomic=True)
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
+    hr["status"] = (await reconciled(helm, hr)).status
     hr = at_generation(hr, 2, overrides=base64.b64encode(b'{"k": "v"}').decode())
     helm.fail = 'ConfigMap "x" is invalid: data[bad key!]: Invalid value'
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    outcome = await reconciled(helm, hr)
     assert outcome.status is not None and outcome.event is not None and outcome.event[1] == "ReleaseFailed"
     # Helm rolled back: the child runs revision 3, deployed, which is revision 1's spec
     assert (outcome.status["phase"], outcome.status["version"]) == ("deployed", 3)
     assert released(outcome.status)["status"] == "False" and "bad key!" in released(outcome.status)["message"]
     hr["status"] = outcome.status
     calls = len(helm.calls)
-    again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    again = await reconciled(helm, hr)
     assert again.status is None and len(helm.calls) == calls  # no upgrade and roll back at every resync
 
 
@@ -302,6 +302,12 @@ async def test_render_failed_stays_while_clusters_report_in() -> None:
     assert ready()["reason"] != "RenderFailed"
 
 
+async def reconciled(helm: FakeHelm, hr: Obj, pending: PendingReleases | None = None) -> releases.Outcome:
+    """One reconcile of `hr` by a deployer that has seen nothing pending before (unless `pending` says what)."""
+    return await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT,
+                                    pending=pending or PendingReleases())
+
+
 def release(**spec: Any) -> Obj:
     return {"apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease",
             "metadata": {"name": "r", "namespace": NS, "generation": 1},
@@ -313,7 +319,7 @@ async def test_a_release_somebody_else_installed_is_never_upgraded_or_removed() 
     helm = FakeHelm()
     helm.foreign("abc", "mysql")
     hr = release()
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    outcome = await reconciled(helm, hr)
     assert outcome.status is not None and outcome.status["phase"] == "failed"
     assert "not installed by this HelmRelease" in outcome.status["description"]
     assert "not installed by this HelmRelease" in await releases.uninstall(helm, ACCESS, hr)
@@ -323,13 +329,13 @@ async def test_a_release_somebody_else_installed_is_never_upgraded_or_removed() 
 async def test_an_unchanged_release_is_left_alone_and_a_missing_chart_is_retried() -> None:
     helm = FakeHelm()
     hr = release()
-    first = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    first = await reconciled(helm, hr)
     hr["status"] = first.status
-    again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    again = await reconciled(helm, hr)
     assert again.status is None and [v for v, _ in helm.calls].count("install") == 1
     missing = release(version="9.9.9") | {"metadata": {"name": "other", "namespace": NS, "generation": 1}}
     missing["spec"]["releaseName"] = "other"
-    outcome = await releases.reconcile(helm, ACCESS, missing, releases.source_of(missing["spec"]), PARENT)
+    outcome = await reconciled(helm, missing)
     assert outcome.retry and outcome.status is not None
     # nothing in the child: Clusternet's "failed", with the reason
     assert outcome.status["phase"] == "failed" and outcome.status["version"] is None
@@ -351,10 +357,10 @@ async def test_a_chart_that_cannot_be_fetched_leaves_the_deployed_release_report
     helm = FakeHelm()
     helm.dead_repos.add("https://dead.example")
     hr = release()
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
+    hr["status"] = (await reconciled(helm, hr)).status
     installed = dict(hr["status"])
     hr = at_generation(hr, 2, repo="https://dead.example")
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    outcome = await reconciled(helm, hr)
     assert outcome.status is not None and outcome.retry  # the repository may come back
     # what the child runs, as Helm keeps it: revision 1, deployed
     assert {k: outcome.status[k] for k in releases.HELM_FIELDS} == {k: installed[k] for k in releases.HELM_FIELDS}
@@ -374,7 +380,7 @@ async def test_a_chart_that_cannot_be_fetched_leaves_the_deployed_release_report
     assert helmrender.description_status(desc, [desc_hr]) == {
         "phase": "Failure", "reason": f"HelmRelease d-default-mysql: {condition['message']}", "observedGeneration": 1}
     # tried again: nothing new to write or announce, still retried
-    again = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    again = await reconciled(helm, hr)
     assert (again.status, again.event, again.retry) == (None, None, True)
     assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
 
@@ -417,11 +423,11 @@ async def test_the_deployed_spec_back_after_a_fetch_failure_is_no_upgrade() -> N
     helm = FakeHelm()
     helm.dead_repos.add("https://dead.example")
     hr = release()
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
+    hr["status"] = (await reconciled(helm, hr)).status
     hr = at_generation(hr, 2, repo="https://dead.example")
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
+    hr["status"] = (await reconciled(helm, hr)).status
     hr = at_generation(hr, 3, repo="https://charts.example")
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    outcome = await reconciled(helm, hr)
     assert outcome.status is not None and outcome.event is None
     assert (outcome.status["phase"], outcome.status["version"], outcome.status["observedGeneration"]) == (
         "deployed", 1, 3)
@@ -435,14 +441,14 @@ async def test_a_release_being_uninstalled_by_hand_is_waited_for_then_installed_
     reported, stopped every retry, so the release never came back."""
     helm = FakeHelm()
     hr = release()
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
+    hr["status"] = (await reconciled(helm, hr)).status
     helm.relabel("abc", "mysql", status="uninstalling", description="Deletion in progress (or silently failed)")
-    during = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    during = await reconciled(helm, hr)
     assert during.status is not None and during.status["phase"] == "uninstalling" and not during.retry
     assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
     hr["status"] = during.status
     del helm.releases[("abc", "mysql")]
-    after = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    after = await reconciled(helm, hr)
     assert after.status is not None and after.status["phase"] == "deployed"
     assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install", "install"]
 
@@ -450,73 +456,11 @@ async def test_a_release_being_uninstalled_by_hand_is_waited_for_then_installed_
 async def test_a_release_uninstalled_with_its_history_kept_is_purged_and_installed_afresh() -> None:
     helm = FakeHelm()
     hr = release()
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
+    hr["status"] = (await reconciled(helm, hr)).status
     helm.relabel("abc", "mysql", status="uninstalled", description="Uninstallation complete")
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
+    outcome = await reconciled(helm, hr)
     assert outcome.status is not None and outcome.status["phase"] == "deployed" and outcome.status["version"] == 1
     assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install", "uninstall", "install"]
-
-
-def test_helm_times_with_nanoseconds_and_offsets_parse_and_garbage_does_not() -> None:
-    parsed = releases.helm_time("2026-12-04T18:30:00.123456789Z")
-    assert parsed == datetime.datetime(2026, 12, 4, 18, 30, 0, 123456, tzinfo=datetime.UTC)
-    assert releases.helm_time("2026-12-04T19:30:00+01:00") == datetime.datetime(2026, 12, 4, 18, 30,
-                                                                                tzinfo=datetime.UTC)
-    assert releases.helm_time("yesterday") is None and releases.helm_time(None) is None
-
-
-def ago(seconds: float) -> str:
-    return (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)).isoformat()
-
-
-async def test_a_release_pending_within_its_timeout_is_left_to_the_operation_under_way() -> None:
-    helm = FakeHelm()
-    hr = release(timeoutSeconds=600)
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
-    helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, last_deployed=ago(600))
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
-    assert outcome.status is not None and outcome.status["phase"] == "pending-upgrade"
-    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
-
-
-async def test_a_release_left_pending_install_by_a_dead_operation_is_uninstalled_and_installed_again() -> None:
-    helm = FakeHelm()
-    hr = release(timeoutSeconds=60)
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
-    helm.relabel("abc", "mysql", status="pending-install", last_deployed=ago(60 + releases.STALE_MARGIN + 5))
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
-    assert outcome.status is not None and outcome.status["phase"] == "deployed"
-    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install", "uninstall", "install"]
-
-
-async def test_a_release_left_pending_upgrade_by_a_dead_operation_is_rolled_back_then_upgraded() -> None:
-    helm = FakeHelm()
-    hr = release()  # the default timeout: 300 s
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
-    helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, values={"interrupted": True},
-                 last_deployed=ago(3600))
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
-    assert outcome.status is not None and outcome.status["phase"] == "deployed"
-    assert [c for c in helm.calls if c[0] != "fetch"] == [
-        ("install", "abc/mysql"), ("rollback", "abc/mysql@1"), ("upgrade", "abc/mysql")]
-    assert helm.releases[("abc", "mysql")].values == {}
-
-
-async def test_a_failed_recovery_keeps_helms_phase_and_is_retried() -> None:
-    helm = FakeHelm()
-    hr = release()
-    hr["status"] = (await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)).status
-    helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, last_deployed=ago(3600))
-
-    async def refused(*args: Any) -> None:
-        raise ReleaseError('release "mysql" failed: etcdserver: request timed out')
-
-    helm.rollback = refused  # type: ignore[method-assign]
-    outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]), PARENT)
-    assert outcome.retry and outcome.status is not None and outcome.status["phase"] == "pending-upgrade"
-    assert "recovering it failed: release" in released(outcome.status)["message"]
-    assert released(outcome.status)["reason"] == "ReleaseStuck"
-    assert outcome.event is not None and outcome.event[1] == "ReleaseStuck"
 
 
 async def test_a_chart_error_shared_by_every_cluster_is_said_once_in_the_subscription_condition() -> None:

@@ -15,6 +15,7 @@ import pytest
 from clusternet_agent.helmpuller import ReleasePuller
 from clusternet_api import known
 from clusternet_api.helm import releases
+from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
@@ -39,7 +40,7 @@ OLD, NEW = {"namespace": "abc", "name": "mysql"}, {"namespace": "abc2", "name": 
 async def reconcile(helm: FakeHelm, hr: Obj, parent: FakeKube | None = None) -> releases.Outcome:
     """One reconcile, its status kept in `hr` as the caller would write it."""
     outcome = await releases.reconcile(helm, ACCESS, hr, releases.source_of(hr["spec"]),
-                                       parent or FakeKube(namespace()))
+                                       parent or FakeKube(namespace()), pending=PendingReleases())
     if outcome.status is not None:
         hr["status"] = {**(hr.get("status") or {}), **outcome.status}
     return outcome

@@ -19,10 +19,11 @@ sides follow the same rules, always with the child's own deployer identity:
   phase too).
 - An event is posted when the status changes, not at every resync of an unchanged failure.
 - A release in the middle of another operation (Helm's pending-*, or uninstalling: `helm uninstall` by hand) is
-  only reported; the next resync looks again, and once it has been pending longer than its timeout plus
-  STALE_MARGIN (its operation died with its process) it is uninstalled (an install) or rolled back (an upgrade)
-  and deployed again. A release uninstalled with `--keep-history` has its history
-  purged and is installed afresh, as one uninstalled without it.
+  only reported; the next resync looks again, and once the deployer has itself seen the same pending revision
+  for longer than its timeout plus STALE_MARGIN, on its own clock (its operation died with its process:
+  stuck.py), it is uninstalled (an install) or rolled back (an upgrade) and deployed again. A release
+  uninstalled with `--keep-history` has its history purged and is installed afresh, as one uninstalled
+  without it.
 - Never touch a release we did not install: every release carries the label OWNER_LABEL with a digest of its
   HelmRelease's namespace and name; a release of that name without it is reported, never upgraded or removed.
 - Helm's standard storage (`sh.helm.release.v1.<name>.v<revision>` Secrets), so `helm ls` in the child works.
@@ -38,11 +39,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +57,7 @@ from clusternet_api.helm.driver import (
     ReleaseOptions,
     ReleaseState,
 )
+from clusternet_api.helm.stuck import PendingReleases, unstick
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.timefmt import now_rfc3339
 
@@ -75,13 +75,6 @@ BUSY = frozenset({"uninstalling"})
 """Release states (besides Helm's pending-*) in which someone else's operation is under way: an upgrade then
 fails ("has no deployed releases"), and that failure, once reported, would stop every retry, so the
 release removed by hand would never come back (CI saw this once). We wait for the next resync instead."""
-
-STALE_MARGIN = 60
-"""Seconds past its own timeout after which a pending-* release is taken as left by an operation that died (a hub
-leader or agent killed mid-install, an interrupted `helm`): Helm's waits and hooks end by that timeout, so nobody
-can still be working on it. Without this, such a release would stay pending for ever (every later install or
-upgrade refused by Helm: "another operation (install/upgrade/rollback) is in progress") until someone repaired it
-by hand. An `uninstalling` release is not judged so: Helm keeps no start time for it that we read."""
 
 FETCH_FAILED = "cannot fetch chart"
 """How the message about a chart that could not be fetched starts."""
@@ -216,35 +209,21 @@ def busy(state: ReleaseState) -> bool:
     return state.status in BUSY or state.status.startswith("pending-")
 
 
-def stale(state: ReleaseState, hr: Obj, now: datetime.datetime) -> bool:
-    """A pending-* revision whose operation started longer ago than its timeout plus STALE_MARGIN."""
-    started = helm_time(state.last_deployed)
-    return state.status.startswith("pending-") and started is not None and (
-        now - started).total_seconds() > _timeout(hr) + STALE_MARGIN
-
-
-def helm_time(value: str | None) -> datetime.datetime | None:
-    """Helm's RFC 3339 timestamps carry nanoseconds (Go's time.Time), which Python's parser refuses."""
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", value))
-    except ValueError:
-        return None
-
-
 def needs_upgrade(state: ReleaseState, chart_version: str, values: Mapping[str, Any]) -> bool:
     return state.chart_version != chart_version or dict(state.values) != dict(values)
 
 
 async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: ChartSource,
-                    parent: KubeApi) -> Outcome:
+                    parent: KubeApi, *, pending: PendingReleases) -> Outcome:
     """Bring the child's release to what the HelmRelease says, then finish a move (see the module docstring).
-    `parent` is read only to ask namespaceguard before a previous release is uninstalled."""
-    return await _follow_move(driver, access, hr, await _reconcile_here(driver, access, hr, source), parent)
+    `parent` is read only to ask namespaceguard before a previous release is uninstalled. `pending` is what this
+    deployer has seen pending before (kept by the deployer from one reconcile to the next: stuck.py)."""
+    here = await _reconcile_here(driver, access, hr, source, pending)
+    return await _follow_move(driver, access, hr, here, parent)
 
 
-async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: ChartSource) -> Outcome:
+async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: ChartSource,
+                          pending: PendingReleases) -> Outcome:
     """The release at the spec's target (a previous target is _follow_move's)."""
     namespace, name = target(hr)
     where = f"release {namespace}/{name}"
@@ -258,10 +237,10 @@ async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, so
         values = values_of(hr)
     except ValueError as e:
         return untouched(hr, current, "InvalidValues", str(e))
-    if current is not None and stale(current, hr, datetime.datetime.now(datetime.UTC)):
+    if pending.stuck(hr, current, _timeout(hr)) and current is not None:
         stuck = current
         try:
-            current = await _unstick(driver, access, hr, stuck)
+            current = await unstick(driver, access, stuck, (namespace, name), _timeout(hr), pending.waited(hr))
         except ReleaseError as e:
             message = f"{where} was left {stuck.status} by an interrupted operation; recovering it failed: {e}"
             return untouched(hr, stuck, "ReleaseStuck", message, retry=True)
@@ -331,21 +310,6 @@ def _outcome(hr: Obj, status: dict[str, Any], event: tuple[str, str, str] | None
     if all(current.get(k) == v for k, v in status.items()):  # MOVE_CONDITION is _follow_move's
         return Outcome(None, None, retry)
     return Outcome(status, event, retry)
-
-
-async def _unstick(driver: HelmDriver, access: ClusterAccess, hr: Obj, state: ReleaseState,
-                   ) -> ReleaseState | None:
-    """A release left pending by a dead operation, made usable the way Helm's users do by hand: an interrupted
-    install is uninstalled (it never ran as a whole), an interrupted upgrade or rollback rolled back to the
-    revision before it. Returns the release as it is now."""
-    namespace, name = target(hr)
-    log.warning("release %s/%s has been %s since %s (timeout %s s): the operation was interrupted, recovering it",
-                namespace, name, state.status, state.last_deployed, _timeout(hr))
-    if state.status == "pending-install" or state.revision <= 1:
-        await driver.uninstall(access, namespace, name, _timeout(hr))
-    else:
-        await driver.rollback(access, namespace, name, state.revision - 1, _timeout(hr))
-    return await driver.get(access, namespace, name)
 
 
 async def _quietly_get(driver: HelmDriver, access: ClusterAccess, namespace: str, name: str) -> ReleaseState | None:

@@ -18,6 +18,7 @@ import logging
 from clusternet_api import applier, known
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ChartError, ClusterAccess, HelmDriver
+from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.tunnel.relay import LoopbackRelay
@@ -43,6 +44,7 @@ class ReleasePusher:
         self.relays: dict[str, LoopbackRelay] = {}  # cluster id -> its relay
         self.retries: Backoff[Key] = Backoff(RETRY_FIRST, RETRY_MAX)
         self.pull_secrets: dict[str, Obj] = {}  # cluster namespace -> its CHART_PULL_SECRET as last written
+        self.pending = PendingReleases()  # releases seen pending, on this leader's clock (helm/stuck.py)
 
     async def close(self) -> None:
         for relay in self.relays.values():
@@ -158,7 +160,7 @@ class ReleasePusher:
             username = password = None
             log.warning("HelmRelease %s/%s: %s", *key, e)
         outcome = await releases.reconcile(self.driver, access, hr, releases.source_of(spec, username, password),
-                                           self.kube)
+                                           self.kube, pending=self.pending)
         if outcome.status is not None:
             await self._write(hr, outcome.status)
         for event in outcome.events():
