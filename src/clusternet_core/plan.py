@@ -98,8 +98,9 @@ class ClusterPlan:
     helm_description: Obj | None = None
     """The `<base>-helm` Description to apply (owner completed like `description`), None when none is due."""
     existing_helm: Obj | None = None
-    delete_descriptions: list[Key] = field(default_factory=list)
-    """Descriptions of a deployer the Subscription no longer feeds (e.g. its last HelmChart was removed)."""
+    delete_descriptions: list[Obj] = field(default_factory=list)
+    """Descriptions of a deployer the Subscription no longer feeds (e.g. its last HelmChart was removed), as
+    cached when the plan was made: deleted only as such (review F8)."""
     errors: list[str] = field(default_factory=list)
     """Problems for the Subscription's status."""
     announce: dict[str, str] = field(default_factory=dict)
@@ -351,7 +352,7 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
         plan.held_back.append(name)
     elif not raw and not rendered.items:  # only Helm feeds: a Generic Description left from before goes
         if existing is not None and not any(not rendering.is_helm_chart_feed(f) for f in feeds):
-            plan.delete_descriptions.append(key_of(existing))
+            plan.delete_descriptions.append(existing)
     else:
         plan.description = description_body(sub, mc, name, binding.digest, generic_errors,
                                             {"deployer": "Generic", "raw": raw})
@@ -412,7 +413,7 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     existing = plan.existing_helm = caches.descriptions.get((mc["metadata"]["namespace"], name))
     if not any(rendering.is_helm_chart_feed(f) for f in feeds):
         if existing is not None:
-            plan.delete_descriptions.append(key_of(existing))
+            plan.delete_descriptions.append(existing)
         return None
     if existing is not None and existing["metadata"].get("deletionTimestamp"):
         plan.errors.append(f"{key_of(existing)[0]}/{name} is still being cleaned up")

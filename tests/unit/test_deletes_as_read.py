@@ -7,16 +7,30 @@ a 409 for the API server, and never becomes a delete of the newer object.
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import cast
 
 from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
 from clusternet_hub import registration, removal
+from clusternet_hub.controller import Controller
 from clusternet_hub.peers import COORDINATION, Peer
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent, approved_parent, namespace_of
-from tests.unit.test_controller import BASE, NS, SUB, cluster, config_map_manifest, primed, push_secret, subscription
+from tests.unit.test_controller import (
+    BASE,
+    DESC,
+    NS,
+    SUB,
+    cluster,
+    config_map_manifest,
+    primed,
+    push_secret,
+    subscription,
+)
+from tests.unit.test_helm import FEED, HELM_DESC, chart, helm_controller
 from tests.unit.test_hub_peers import TOKEN, peer_lease, peers_of
 from tests.unit.test_token_secrets import token_secret
 
@@ -207,3 +221,42 @@ async def test_an_expired_peer_lease_is_deleted_as_seen_and_one_renewed_meanwhil
         if renewed:  # its wait starts again: not deleted at the next look of the same stale copy
             await b._observe_all([seen])
             assert len(deletes(parent, "Lease")) == 1 and list(b.live) == ["a"]
+
+
+# --- Descriptions of a deployer the Subscription no longer feeds ----------------------------------------------
+
+
+CONFIG_MAP_FEED = subscription()["spec"]["feeds"][0]
+
+
+def refeed(c: Controller, parent: FakeKube, *feeds: Obj) -> None:
+    """The Subscription's feeds edited, as the watch brings the edit."""
+    sub = copy.deepcopy(parent.find("Subscription", *SUB))
+    sub["spec"]["feeds"] = list(feeds)
+    parent.objects[("Subscription", *SUB)] = sub
+    c.store.on_subscription("MODIFIED", sub)
+
+
+async def test_a_description_no_longer_fed_is_deleted_as_the_plan_saw_it_and_one_written_again_meanwhile_stays(
+        ) -> None:
+    """Generic (only HelmChart feeds left) and Helm (no HelmChart feed left). Written again meanwhile (a new hub
+    leader, planning a Subscription that feeds that deployer again): left to the next plan, on the watch's copy."""
+    for gone, feeds in ((HELM_DESC, [CONFIG_MAP_FEED]), (DESC, [FEED])):
+        for meanwhile in (None, FakeKube.touch, FakeKube.recreate):
+            c, parent, _ = await helm_controller(cluster(), config_map_manifest(), chart(), push_secret(),
+                                                 subscription(feeds=[CONFIG_MAP_FEED, FEED]))
+            await c.subscriptions.reconcile(SUB, force=False)
+            cached = c.store.caches.descriptions[gone]
+            refeed(c, parent, *feeds)
+            if meanwhile is not None:
+                parent.meanwhile[("delete", "Description")] = functools.partial(meanwhile, parent, "Description", *gone)
+            await c.subscriptions.reconcile(SUB, force=False)
+            assert deletes(parent, "Description") == [as_read(cached, unchanged=True)]
+            assert (parent.find("Description", *gone) is None) is (meanwhile is None)
+            if meanwhile is not None:  # the watch brings it: the next plan deletes the newer copy
+                newer = parent.find("Description", *gone)
+                c.store.on_description("MODIFIED", newer)
+                await c.subscriptions.reconcile(SUB, force=False)
+                assert deletes(parent, "Description")[1:] == [as_read(newer, unchanged=True)]
+                assert parent.find("Description", *gone) is None
+

@@ -132,14 +132,26 @@ class SubscriptionReconciler:
         written = [await self._apply_description(body, existing, base) for body, existing in (
             (cluster.description, cluster.existing), (cluster.helm_description, cluster.existing_helm))
             if body is not None]
-        for ns, name in cluster.delete_descriptions:
-            log.info("%s/%s: its Subscription no longer feeds that deployer; removing it", ns, name)
-            with refused_as({"kind": "Description", "metadata": {"name": name, "namespace": ns}}):
-                await self.kube.delete(known.APPS_API_VERSION, "Description", name, ns)
+        for desc in cluster.delete_descriptions:
+            await self._delete_description(desc)
         for desc in written:  # each Description's own errors: a chart's on the Helm one
             if (message := cluster.announce.get(desc["metadata"]["name"])) is not None:
                 await applier.post_event(self.kube, desc, "Warning", "RenderFailed", message, known.CREATED_BY_HUB)
         await self._report_override_errors(cluster.override_errors)
+
+    async def _delete_description(self, desc: Obj) -> None:
+        """Delete a Description of a deployer its Subscription no longer feeds, as the cache held it when the plan
+        was made: its uid and resourceVersion (review F8). Its labels (which Subscription it is) and spec can be
+        written again meanwhile, by a new hub leader planning a newer Subscription that feeds that deployer again
+        while this one was paused past its Lease, say, and the old copy must not decide for the new one. Such a
+        Description is left for the next plan (at the latest the periodic resync), made on the copy the watch
+        brought; nothing waits for this delete (no finalizer depends on it)."""
+        ns, name = key_of(desc)
+        log.info("%s/%s: its Subscription no longer feeds that deployer; removing it", ns, name)
+        with refused_as({"kind": "Description", "metadata": {"name": name, "namespace": ns}}):
+            deleted = await delete_as_read(self.kube, known.APPS_API_VERSION, "Description", desc, unchanged=True)
+        if deleted is Deleted.CHANGED:
+            log.info("Description %s/%s changed since the cache saw it: left for the next plan", ns, name)
 
     async def _apply_description(self, body: Obj, existing: Obj | None, base: Obj) -> Obj:
         body = planning.owned_by(body, base)
