@@ -134,8 +134,9 @@ class Plan:
     action: Literal["add-finalizer", "delete", "refuse", "deploy"]
     inventory: Obj | None = None
     """FeedInventory to apply (Dividing, changed)."""
-    delete_inventory: bool = False
-    """The Subscription no longer divides: remove the FeedInventory this hub wrote."""
+    delete_inventory: Obj | None = None
+    """The Subscription no longer divides: the FeedInventory this hub wrote, as cached when the plan judged it
+    this Subscription's (its ownerReference), to remove as such (review F8)."""
     clusters: list[ClusterPlan] = field(default_factory=list)
     delete_bases: list[Key] = field(default_factory=list)
     """Bases of clusters no longer bound (Descriptions follow by owner reference)."""
@@ -287,9 +288,9 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     if refused is not None:  # refused as a whole, like an invalid one: nothing deployed changes
         return Plan("refuse", refusal=(without_conditions(sub), refused))
     templates = resolved.templates
-    inventory, inventory_body, delete_inventory = feedinventory.plan_inventory(
-        sub, templates, caches.inventories.get(key_of(sub)))
-    plan = Plan("deploy", inventory=inventory_body, delete_inventory=delete_inventory)
+    cached_inventory = caches.inventories.get(key_of(sub))
+    inventory, inventory_body, owned_gone = feedinventory.plan_inventory(sub, templates, cached_inventory)
+    plan = Plan("deploy", inventory=inventory_body, delete_inventory=cached_inventory if owned_gone else None)
     clusters = list(caches.clusters.values())  # those holding its objects stay bound through NoSchedule: placement
     try:
         result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,

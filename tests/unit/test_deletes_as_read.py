@@ -14,6 +14,7 @@ from typing import cast
 from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
+from clusternet_core import plan as planning
 from clusternet_hub import registration, removal
 from clusternet_hub.controller import Controller
 from clusternet_hub.peers import COORDINATION, Peer
@@ -24,6 +25,7 @@ from tests.unit.test_controller import (
     DESC,
     NS,
     SUB,
+    cached_sub,
     cluster,
     config_map_manifest,
     primed,
@@ -259,4 +261,29 @@ async def test_a_description_no_longer_fed_is_deleted_as_the_plan_saw_it_and_one
                 await c.subscriptions.reconcile(SUB, force=False)
                 assert deletes(parent, "Description")[1:] == [as_read(newer, unchanged=True)]
                 assert parent.find("Description", *gone) is None
+
+
+# --- the FeedInventory of a Subscription that no longer divides ------------------------------------------------
+
+
+async def test_a_feed_inventory_no_longer_wanted_is_deleted_as_the_plan_saw_it_and_one_written_meanwhile_stays(
+        ) -> None:
+    for meanwhile in (False, True):
+        c, parent, _ = await primed(cluster(), config_map_manifest(), subscription(
+            schedulingStrategy="Dividing", dividingScheduling={"type": "Static"}))
+        sub = cached_sub(c)
+        await c.subscriptions.apply(sub, planning.plan_subscription(sub, c.store.caches, force=False))
+        cached = c.store.caches.inventories[SUB]
+        replicated = {**sub, "spec": {**sub["spec"], "schedulingStrategy": "Replication"}}
+        if meanwhile:  # a new hub leader wrote it again, for a Subscription it saw dividing again
+            parent.meanwhile[("delete", "FeedInventory")] = lambda p=parent: p.touch("FeedInventory", *SUB)
+        await c.subscriptions.apply(replicated, planning.plan_subscription(replicated, c.store.caches, force=False))
+        assert deletes(parent, "FeedInventory") == [as_read(cached, unchanged=True)]
+        assert (parent.find("FeedInventory", *SUB) is not None) is meanwhile
+        assert (SUB in c.store.caches.inventories) is meanwhile  # the watch keeps that entry, not this delete
+    newer = parent.find("FeedInventory", *SUB)
+    c.store.on_feed_inventory("MODIFIED", newer)  # its spec unchanged: the periodic resync plans again
+    await c.subscriptions.apply(replicated, planning.plan_subscription(replicated, c.store.caches, force=False))
+    assert deletes(parent, "FeedInventory")[1:] == [as_read(newer, unchanged=True)]
+    assert parent.find("FeedInventory", *SUB) is None and SUB not in c.store.caches.inventories
 

@@ -118,11 +118,22 @@ class SubscriptionReconciler:
 
     async def _sync_inventory(self, sub: Obj, plan: Plan) -> None:
         key = key_of(sub)
-        if plan.delete_inventory:
-            await self.kube.delete(known.APPS_API_VERSION, "FeedInventory", key[1], key[0])
-            self.store.caches.inventories.pop(key, None)
+        if plan.delete_inventory is not None:
+            await self._delete_inventory(sub, plan.delete_inventory)
         if plan.inventory is not None:
             self.store.caches.inventories[key] = await self.kube.apply(plan.inventory, known.CREATED_BY_HUB)
+
+    async def _delete_inventory(self, sub: Obj, inventory: Obj) -> None:
+        """Remove the FeedInventory of a Subscription that no longer divides, as the cache held it when the plan
+        judged it this Subscription's by its ownerReference: its uid and resourceVersion (review F8). One written
+        or created again since (by a new hub leader for a Subscription dividing again, say) stays, and so does
+        its cache entry, which the watch keeps: the next plan (at once when its watch brings a new spec or its
+        deletion, else at the periodic resync) decides on that copy. Nothing waits for this delete."""
+        deleted = await delete_as_read(self.kube, known.APPS_API_VERSION, "FeedInventory", inventory, unchanged=True)
+        if deleted is Deleted.CHANGED:
+            log.info("FeedInventory %s/%s changed since the cache saw it: left for the next plan", *key_of(sub))
+            return
+        self.store.caches.inventories.pop(key_of(sub), None)
 
     async def _apply_cluster(self, cluster: ClusterPlan) -> None:
         base = cluster.base
