@@ -14,6 +14,7 @@ from typing import cast
 from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
+from clusternet_core import helmrender
 from clusternet_core import plan as planning
 from clusternet_hub import registration, removal
 from clusternet_hub.controller import Controller
@@ -32,7 +33,7 @@ from tests.unit.test_controller import (
     push_secret,
     subscription,
 )
-from tests.unit.test_helm import FEED, HELM_DESC, chart, helm_controller
+from tests.unit.test_helm import FEED, HELM_DESC, HR, chart, deploy, helm_controller
 from tests.unit.test_hub_peers import TOKEN, peer_lease, peers_of
 from tests.unit.test_token_secrets import token_secret
 
@@ -287,3 +288,68 @@ async def test_a_feed_inventory_no_longer_wanted_is_deleted_as_the_plan_saw_it_a
     assert deletes(parent, "FeedInventory")[1:] == [as_read(newer, unchanged=True)]
     assert parent.find("FeedInventory", *SUB) is None and SUB not in c.store.caches.inventories
 
+
+# --- HelmReleases of a Helm Description -------------------------------------------------------------------------
+
+
+REDIS_FEED = {**FEED, "name": "redis"}
+REDIS_HR = (NS, helmrender.release_name(HELM_DESC[1], "default", "redis"))
+
+
+def redis_chart() -> Obj:
+    redis = chart()
+    redis["metadata"]["name"] = redis["spec"]["chart"] = "redis"
+    return redis
+
+
+def revisits(c: Controller) -> list[object]:
+    """The work add_after will bring back (its timers cancelled: nothing runs after the test)."""
+    for timer, _ in c.store.queue._later.values():
+        timer.cancel()
+    return list(c.store.queue._later)
+
+
+async def test_a_release_of_a_chart_dropped_is_deleted_as_cached_and_one_written_meanwhile_is_looked_at_again(
+        ) -> None:
+    for meanwhile in (False, True):
+        c, parent, _ = await helm_controller(cluster(), chart(), redis_chart(), push_secret(),
+                                             subscription(feeds=[FEED, REDIS_FEED]))
+        await c.subscriptions.reconcile(SUB, force=False)
+        await c.helm_descriptions.sync(HELM_DESC)
+        cached = c.store.caches.helmreleases[REDIS_HR]
+        refeed(c, parent, FEED)
+        await c.subscriptions.reconcile(SUB, force=False)
+        if meanwhile:  # its labels or owner written again (a new hub leader), not yet in this hub's cache
+            parent.meanwhile[("delete", "HelmRelease")] = lambda p=parent: p.touch("HelmRelease", *REDIS_HR)
+        await c.helm_descriptions.sync(HELM_DESC)
+        assert deletes(parent, "HelmRelease") == [as_read(cached, unchanged=True)]
+        assert (parent.find("HelmRelease", *REDIS_HR) is not None) is meanwhile
+        assert revisits(c) == ([("helm", *HELM_DESC)] if meanwhile else [])
+    newer = parent.find("HelmRelease", *REDIS_HR)
+    c.store.on_helmrelease("MODIFIED", newer)
+    await c.helm_descriptions.sync(HELM_DESC)  # the revisit
+    assert deletes(parent, "HelmRelease")[1:] == [as_read(newer, unchanged=True)]
+    assert parent.find("HelmRelease", *REDIS_HR) is None and parent.find("HelmRelease", *HR) is not None
+
+
+async def test_a_deleted_helm_description_keeps_its_finalizer_while_a_release_changed_under_its_delete_stays(
+        ) -> None:
+    c, parent, _ = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    cached = c.store.caches.helmreleases[HR]
+    desc = parent.find("Description", *HELM_DESC)
+    c.store.on_description("MODIFIED", {**desc, "metadata": {**desc["metadata"], "deletionTimestamp": "now"}})
+    parent.meanwhile[("delete", "HelmRelease")] = lambda: parent.touch("HelmRelease", *HR)
+    await c.helm_descriptions.sync(HELM_DESC)
+    assert deletes(parent, "HelmRelease") == [as_read(cached, unchanged=True)]
+    assert parent.find("HelmRelease", *HR) is not None
+    assert parent.find("Description", *HELM_DESC)["metadata"]["finalizers"] == [known.FINALIZER_APPS]
+    assert revisits(c) == [("helm", *HELM_DESC)]
+    newer = parent.find("HelmRelease", *HR)
+    c.store.on_helmrelease("MODIFIED", newer)
+    await c.helm_descriptions.sync(HELM_DESC)  # the revisit
+    assert deletes(parent, "HelmRelease")[1:] == [as_read(newer, unchanged=True)]
+    assert parent.find("HelmRelease", *HR) is None
+    c.store.on_helmrelease("DELETED", newer)  # its deployer let it go
+    await c.helm_descriptions.sync(HELM_DESC)
+    assert parent.find("Description", *HELM_DESC)["metadata"]["finalizers"] == []

@@ -13,12 +13,17 @@ import logging
 from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_core import helmrender
 from clusternet_core.basenames import same_subscription
 from clusternet_core.plan import Key, key_of, needs_apply
 from clusternet_hub.controller.store import Store
 
 log = logging.getLogger(__name__)
+
+REVISIT_SECONDS = 5.0
+"""How long after a HelmRelease DELETE found the release changed since it was cached its Description is synced
+again: time for the watch to bring the newer copy (usually well under a second) that the next look judges."""
 
 
 def owned_releases(store: Store, desc: Obj) -> list[Obj]:
@@ -58,7 +63,7 @@ class HelmDescriptions:
                             *key_of(hr))
                 continue
             log.info("%s/%s: chart no longer in its Description; removing its release", *key_of(hr))
-            await self.kube.delete(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"], key[0])
+            await self._delete_release(key, hr)
         await self._write_status(desc)
 
     async def _write_status(self, desc: Obj) -> None:
@@ -82,10 +87,23 @@ class HelmDescriptions:
         releases = owned_releases(self.store, desc)
         for hr in releases:
             if not hr["metadata"].get("deletionTimestamp"):
-                await self.kube.delete(known.APPS_API_VERSION, "HelmRelease", hr["metadata"]["name"],
-                                       hr["metadata"]["namespace"])
+                await self._delete_release(key_of(desc), hr)
         if not releases and known.FINALIZER_APPS in (desc["metadata"].get("finalizers") or []):
             await applier.remove_finalizer(self.kube, desc)
+
+    async def _delete_release(self, key: Key, hr: Obj) -> None:
+        """Delete a HelmRelease of Description `key` as the cache held it when it was judged (owned by the
+        Description, the Subscription its labels name, not being deleted yet): its uid and resourceVersion
+        (review F8). One created again or written since (its owner or labels by a new hub leader, say) is not
+        judged on the old copy: the Description is looked at again after REVISIT_SECONDS, from the copy the
+        watch brought by then. That revisit is scheduled here because nothing else is sure to come: a HelmRelease
+        event brings its Description back only for a change of status, annotations or spec, and the periodic
+        resync does not sync Helm Descriptions. A Description being deleted keeps its finalizer meanwhile."""
+        deleted = await delete_as_read(self.kube, known.APPS_API_VERSION, "HelmRelease", hr, unchanged=True)
+        if deleted is Deleted.CHANGED:
+            log.info("HelmRelease %s/%s changed since the cache saw it: %s/%s looks at it again in %.0fs",
+                     *key_of(hr), *key, REVISIT_SECONDS)
+            self.store.queue.add_after(("helm", *key), REVISIT_SECONDS)
 
 
 SERVER_DEFAULTED = frozenset({"createNamespace", "timeoutSeconds"})
