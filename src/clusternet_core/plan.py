@@ -28,7 +28,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeGuard
 
 from clusternet_api import known
 from clusternet_core import basenames, feedinventory, feedresolve, feedstatus, heldback, helmrender, rendering
@@ -352,7 +352,7 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
     if held:  # heldback.py: the cluster keeps its Description (or gets none yet) until the overrides apply
         plan.held_back.append(name)
     elif not raw and not rendered.items:  # only Helm feeds: a Generic Description left from before goes
-        if existing is not None and not any(not rendering.is_helm_chart_feed(f) for f in feeds):
+        if deletable(existing) and not any(not rendering.is_helm_chart_feed(f) for f in feeds):
             plan.delete_descriptions.append(existing)
     else:
         plan.description = description_body(sub, mc, name, binding.digest, generic_errors,
@@ -405,6 +405,12 @@ def chart_inputs(feeds: list[FeedRef], caches: Caches) -> dict[str, Obj]:
     return found
 
 
+def deletable(desc: Obj | None) -> TypeGuard[Obj]:
+    """A Description to delete: one that exists and is not being deleted already (a DELETE at every reconcile
+    while its cleanup runs would change nothing)."""
+    return desc is not None and not desc["metadata"].get("deletionTimestamp")
+
+
 def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef], force: bool, caches: Caches,
               globalizations: list[Obj], localizations: list[Obj]) -> helmrender.HelmRenderResult | None:
     """The cluster's `<base>-helm` Description, kept while its inputs are unchanged (ApplyLater), removed
@@ -413,7 +419,7 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     name = rendering.description_name(plan.base["metadata"]["name"], "Helm")
     existing = plan.existing_helm = caches.descriptions.get((mc["metadata"]["namespace"], name))
     if not any(rendering.is_helm_chart_feed(f) for f in feeds):
-        if existing is not None:
+        if deletable(existing):
             plan.delete_descriptions.append(existing)
         return None
     if existing is not None and existing["metadata"].get("deletionTimestamp"):

@@ -150,3 +150,12 @@ def test_a_release_under_a_long_named_helm_description_finds_its_chart() -> None
     caches.helmcharts[(FEED["namespace"], FEED["name"])] = chart()
     release = helmrender.release_name(description, FEED["namespace"], FEED["name"])
     assert chartcredentials.release_chart(NS, release, caches) is not None
+
+
+def test_a_description_no_longer_fed_is_deleted_once_not_at_every_reconcile() -> None:
+    """Only a Generic feed left: the `-helm` Description goes; one already being deleted is not deleted again."""
+    helm = rendering.description_name(SHORT, "Helm")
+    for meta, expected in (({}, [helm]), ({"deletionTimestamp": "2026-12-05T10:00:00Z"}, [])):
+        caches = caches_with(held("Base", SHORT, HOLDER, "u1"), held("Description", helm, HOLDER, "u1", **meta))
+        [cluster_plan] = planning.plan_subscription(sub(HOLDER, "u1"), caches, force=False).clusters
+        assert [d["metadata"]["name"] for d in cluster_plan.delete_descriptions] == expected
