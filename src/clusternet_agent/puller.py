@@ -33,6 +33,7 @@ import time
 from clusternet_agent import probes, stillwanted
 from clusternet_agent.clusterview import ClusterView
 from clusternet_api import applier, known, namespaceguard
+from clusternet_api.carried import CarriedOver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
 from clusternet_api.ownership import Claimants, Released, owner_key
@@ -101,6 +102,7 @@ class Puller:
         # the ManagedCluster: the heartbeats' copy while fresh (clusterview.py), else read here
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
         self.watch: ListWatch | None = None  # its cache: the namespace's Descriptions, as of the last event
+        self.carried = CarriedOver()  # what released Descriptions had deployed, for their successors' first apply
 
     def _descriptions(self) -> list[Obj]:
         """The namespace's Descriptions as the watch last saw them."""
@@ -117,7 +119,7 @@ class Puller:
             await self._clean_up(desc, mc)
             return
         started = time.monotonic()
-        outcome = await applier.apply_description(self.child, desc, self._claimants(desc))
+        outcome = await applier.apply_description(self.child, desc, self._claimants(desc), self.carried.previous(desc))
         probes.pull_apply_seconds.observe(time.monotonic() - started)
         if outcome.phase != "Success":
             probes.pull_apply_errors.inc()
@@ -137,11 +139,13 @@ class Puller:
                 log.warning("Description %s: cleanup pending: %s", desc["metadata"]["name"], e)
             return
         if await stillwanted.base_still_wants(self.parent, desc):  # deleted by the garbage collector or by hand
+            self.carried.keep(desc)
             await applier.remove_finalizer(self.parent, desc)
             return
         released = await applier.cleanup(self.child, desc, self._claimants(desc))
         log.info("cleaned up Description %s: %s", desc["metadata"]["name"], released)
         await self._hand_over(desc, released, mc)
+        self.carried.forget(desc)
         await applier.remove_finalizer(self.parent, desc)
 
     async def _hand_over(self, desc: Obj, released: Released, mc: Obj) -> None:

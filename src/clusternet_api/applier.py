@@ -127,13 +127,16 @@ def status_ident(status: Obj) -> dict[str, str]:
     return {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
 
 
-async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None) -> ApplyOutcome:
+async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None,
+                            previous: list[Obj] | None = None) -> ApplyOutcome:
     """Server-side apply every object of the Description, prune what dropped out, report statuses.
 
-    `claimants`: the cluster namespace's other Descriptions, to hand pruned objects to one that wants them."""
+    `claimants`: the cluster namespace's other Descriptions, to hand pruned objects to one that wants them.
+    `previous`: what counts as deployed before (its `status.manifestStatuses` when None; carried.py)."""
     key = owner_key(desc)
     objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
-    previous = list((desc.get("status") or {}).get("manifestStatuses") or [])
+    if previous is None:
+        previous = list((desc.get("status") or {}).get("manifestStatuses") or [])
     same_generation = deployed(desc)
     previously = {ident_key(status_ident(s)) for s in previous}
     outcome = ApplyOutcome("Success", None)

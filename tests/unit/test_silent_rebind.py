@@ -15,9 +15,19 @@ from typing import Any
 
 from clusternet_agent import puller
 from clusternet_api import known
+from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import BASE, DESC, NS, SUB, cluster, deployed_controller, push_secret
+from tests.unit.test_controller import (
+    BASE,
+    DESC,
+    NS,
+    SUB,
+    cluster,
+    config_map_manifest,
+    deployed_controller,
+    push_secret,
+)
 
 GONE = "2026-01-01T00:00:00Z"
 SILENT = {"key": known.TAINT_UNSCHEDULABLE, "value": "no heartbeat", "effect": "NoSchedule"}
@@ -42,11 +52,13 @@ def cluster_state(c: Controller, parent: FakeKube, silent: bool, mode: str) -> O
     return mc
 
 
-async def set_affinity(c: Controller, parent: FakeKube, env: str) -> None:
-    """The user edits the Subscription's clusterAffinity; the hub reconciles it, and the watch reports the Base
-    it deleted and the Description the garbage collector then marks deleted."""
+async def set_affinity(c: Controller, parent: FakeKube, env: str, feeds: list[Obj] | None = None) -> None:
+    """The user edits the Subscription's clusterAffinity (and its feeds, when given); the hub reconciles it, and
+    the watch reports the Base it deleted and the Description the garbage collector then marks deleted."""
     sub = parent.objects[("Subscription", *SUB)]
     sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": env}}}]
+    if feeds is not None:
+        sub["spec"]["feeds"] = feeds
     c.store.on_subscription("MODIFIED", copy.deepcopy(sub))
     base = parent.find("Base", *BASE)
     await c.subscriptions.reconcile(SUB, force=False)
@@ -72,11 +84,11 @@ async def released(c: Controller, parent: FakeKube) -> None:
     await c.subscriptions.reconcile(SUB, force=False)
 
 
-async def typo_while_silent(mode: str) -> tuple[Controller, FakeKube, FakeKube, str, Any]:
+async def typo_while_silent(mode: str, *extra: Obj) -> tuple[Controller, FakeKube, FakeKube, str, Any]:
     """Deployed to the cluster, which goes silent; the user's affinity typo unbinds it. Returns the controller,
     parent, child, the child ConfigMap's uid, and a function that deploys as the cluster's deployer would (the
     hub's pusher, or the Pull agent once it is back)."""
-    c, parent, child = await deployed_controller(push_secret())
+    c, parent, child = await deployed_controller(push_secret(), *extra)
     mc = cluster_state(c, parent, silent=False, mode=mode)
     agent = puller.Puller(parent, child, NS, "child1", 30)  # type: ignore[arg-type]
 
@@ -137,3 +149,31 @@ async def test_a_change_that_stands_is_carried_out_when_the_cluster_returns() ->
         await deploy(cluster_state(c, parent, silent=False, mode=mode))
         assert child.find("ConfigMap", "default", "cfg") is None, mode
         assert finalizers(parent) == [], mode
+
+
+def other_config_map() -> Obj:
+    manifest = config_map_manifest()
+    manifest["template"]["metadata"]["name"] = "cfg2"
+    manifest["metadata"]["name"] = manifest_name("configmaps", "default", "cfg2")
+    manifest["metadata"]["labels"] = manifest_labels(manifest["template"])
+    return manifest
+
+
+async def test_a_feed_removed_while_the_typo_is_undone_is_pruned_when_the_cluster_returns() -> None:
+    """The fifth audit: the typo fixed and a feed dropped in one edit while the cluster was silent. The released
+    Description's list of what it deployed goes to its successor (clusternet_api.carried), so the dropped feed's
+    object is pruned on the cluster's return; it used to stay for good, marked, listed by nothing."""
+    for mode in ("Push", "Pull"):
+        c, parent, child, _, deploy = await typo_while_silent(mode, other_config_map())
+        await set_affinity(c, parent, "prod", [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default",
+                                               "name": "cfg2"}])
+        mc = cluster_state(c, parent, silent=mode == "Push", mode=mode)
+        if mode == "Push":
+            await c.pusher.push(DESC, force=True)  # let go at once: the hub needs no child for that
+        else:
+            await deploy(mc)  # the agent is back and lets it go
+        await released(c, parent)
+        await deploy(cluster_state(c, parent, silent=False, mode=mode))
+        assert child.find("ConfigMap", "default", "cfg") is None, mode
+        assert child.find("ConfigMap", "default", "cfg2") is not None, mode
+        assert [w for w in child.writes if w[0] == "delete"] == [("delete", "ConfigMap", "default/cfg")], mode

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from clusternet_api import applier, known, namespaceguard
+from clusternet_api.carried import CarriedOver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeapi import ChildApi, KubeApi
 from clusternet_api.ownership import Claimants, Released
@@ -100,6 +101,7 @@ class Pusher:
         # -> push rounds, and the resync skips what was pushed moments ago
         self.pushed: dict[Key, tuple[str, int, float]] = {}
         self.retries: Backoff[Key] = Backoff(RETRY_FIRST, RETRY_MAX)
+        self.carried = CarriedOver()  # what released Descriptions had deployed, for their successors' first push
 
     def resync(self, interval: float) -> None:
         """Push every Description again (drift), except those pushed moments ago, being pushed or queued:
@@ -208,6 +210,7 @@ class Pusher:
         """Delete what the Description deployed, unless its Subscription still wants it (deleted by the garbage
         collector or by hand: wanted.py; the hub re-creates it and keeps the child's objects)."""
         if await still_wanted(self.kube, desc, mc):
+            self.carried.keep(desc)
             await applier.remove_finalizer(self.kube, desc)
             return
         if not is_ready(mc):
@@ -217,13 +220,14 @@ class Pusher:
         log.info("cleaned up %s/%s in cluster %s: %s", desc["metadata"]["namespace"], desc["metadata"]["name"],
                  mc["spec"]["clusterId"], released)
         await self._hand_over(desc, released)
+        self.carried.forget(desc)
         await applier.remove_finalizer(self.kube, desc)
 
     async def _apply(self, desc: Obj, child: ChildApi) -> None:
         meta = desc["metadata"]
         key = (meta["namespace"], meta["name"])
         try:
-            outcome = await applier.apply_description(child, desc, self._claimants(desc))
+            outcome = await applier.apply_description(child, desc, self._claimants(desc), self.carried.previous(desc))
         except ApiException:
             self.secrets.pop(key[0], None)  # e.g. the agent rotated its token: read it again next time
             raise
