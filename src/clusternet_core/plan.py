@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, TypeGuard
 
 from clusternet_api import known
-from clusternet_core import basenames, feedinventory, feedresolve, feedstatus, heldback, helmrender, rendering
+from clusternet_core import basenames, feedinventory, feedresolve, heldback, helmrender, rendering
 from clusternet_core.overrides import OverrideError, unusable_overrides
 from clusternet_core.placement import holding_clusters, unbound_bases
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, format_feed, schedule
@@ -92,7 +92,7 @@ class ClusterPlan:
     apply_base: bool
     description: Obj | None
     """The Description to apply (its owner reference completed by `owned_by` once the Base's uid is known);
-    None when there is nothing for the generic deployer or the previous one is still being cleaned up."""
+    None when there is nothing for the generic deployer or the previous one is still being deleted."""
     existing: Obj | None
     """The cached Description."""
     helm_description: Obj | None = None
@@ -338,7 +338,7 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
     existing = caches.descriptions.get((ns, name))
     plan = ClusterPlan(cached_base if unchanged and cached_base else body, not unchanged, None, existing)
     if existing is not None and existing["metadata"].get("deletionTimestamp"):
-        plan.errors = [f"{ns}/{name} is still being cleaned up"]
+        plan.errors = [being_deleted(ns, name)]
         return plan
     rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
                                         binding.splits)
@@ -405,6 +405,17 @@ def chart_inputs(feeds: list[FeedRef], caches: Caches) -> dict[str, Obj]:
     return found
 
 
+REASON_PREVIOUS_DELETING = "PreviousDescriptionDeleting"
+
+
+def being_deleted(namespace: str, name: str) -> str:
+    """The Subscription's problem while a Description of its name is being deleted: nothing failed (the fifth
+    audit read "RenderFailed ... still being cleaned up" during an agent outage as workloads being removed), the
+    cluster's deployer lets it go, keeping what it deployed while the Subscription still wants it, or cleans up."""
+    return (f"{REASON_PREVIOUS_DELETING}: {namespace}/{name} is being deleted; it is written again once the "
+            "cluster's deployer has let it go (what it deployed stays while this Subscription still wants it)")
+
+
 def deletable(desc: Obj | None) -> TypeGuard[Obj]:
     """A Description to delete: one that exists and is not being deleted already (a DELETE at every reconcile
     while its cleanup runs would change nothing)."""
@@ -423,7 +434,8 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
             plan.delete_descriptions.append(existing)
         return None
     if existing is not None and existing["metadata"].get("deletionTimestamp"):
-        plan.errors.append(f"{key_of(existing)[0]}/{name} is still being cleaned up")
+        plan.errors = [*plan.errors, being_deleted(key_of(existing)[0], name)]  # a new list: the generic
+        # Description's own errors (its annotation and events) must not take this in
         return None
     charts = chart_inputs(feeds, caches)
     digest = inputs_hash(sub.get("spec") or {}, {k: {"template": {"spec": c.get("spec"), "phase": (
@@ -440,49 +452,6 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     elif spec and spec.get("charts"):
         plan.helm_description = description_body(sub, mc, name, digest, errors, dict(spec))
     return rendered
-
-
-def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
-                        last_problems: list[str] | None = None) -> tuple[Obj, Obj]:
-    """(status without conditions, Ready condition) from what the Descriptions report; `inputs` from a
-    reconcile, or None when only reports came in (the binding stays as last written, and so do the render
-    problems of the last reconcile, `last_problems`: a report from a cluster must not turn RenderFailed into
-    ReleasesNotReady while the override is still broken)."""
-    status = dict(sub.get("status") or {})
-    if inputs is not None:
-        status["bindingClusters"] = inputs.bindings
-        status["replicas"] = inputs.replicas or {}
-        status["desiredReleases"] = len(inputs.bindings)
-    view = {**sub, "status": status}
-    descs = [d for d in caches.descriptions.values()
-             if (d["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == sub["metadata"]["uid"]]
-    clusters = {f"{ns}/{name}": mc for (ns, name), mc in caches.clusters.items()}
-    aggregated = feedstatus.aggregate(view, descs, clusters)
-    ready = aggregated.pop("conditions", [{}])[0]
-    if inputs is not None and inputs.message and not status.get("bindingClusters"):
-        ready = condition("False", "NoMatchingCluster", inputs.message)
-    problems = inputs.problems if inputs is not None else last_problems
-    if problems:
-        conflict = any(p.startswith(basenames.REASON_NAME_CONFLICT) for p in problems)
-        ready = condition("False", basenames.REASON_NAME_CONFLICT if conflict else "RenderFailed", "; ".join(problems))
-    feeds = subscription_feeds(sub)
-    refused = refusal_condition(feeds, feedresolve.resolve_feeds(feeds, caches.manifests.values()),
-                                caches.globalizations.values())
-    if refused is not None:  # reports from what was deployed before must not turn a refusal into Ready
-        ready = refused
-    new_status = {k: v for k, v in status.items() if k != "conditions"}
-    new_status.update(aggregated)
-    return new_status, ready
-
-
-def status_update(sub: Obj, status: Obj, ready: Obj, now: str) -> Obj | None:
-    """The status to write (with Ready's lastTransitionTime kept unless its status flips), None when the
-    Subscription already says it."""
-    old = ready_of(sub)
-    same = old.get("status") == ready.get("status")
-    ready = {**ready, "lastTransitionTime": old.get("lastTransitionTime") if same and old else now}
-    new = {**status, "conditions": [ready]}
-    return None if dict(sub.get("status") or {}) == new else new
 
 
 def ready_of(sub: Obj) -> Obj:

@@ -11,7 +11,7 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.rawobjects import decode_raw
-from clusternet_core import basenames, chartcredentials, helmrender, rendering
+from clusternet_core import basenames, chartcredentials, helmrender, rendering, substatus
 from clusternet_core import plan as planning
 from clusternet_core.naming import manifest_labels, manifest_name
 from tests.unit.fakekube import Obj
@@ -95,7 +95,7 @@ def test_a_cluster_where_both_names_are_held_by_others_is_refused_and_nothing_is
     assert cluster_plan.helm_description is None and cluster_plan.delete_descriptions == []
     assert plan.delete_bases == []
     assert plan.status is not None
-    _, ready = planning.subscription_status(newcomer, plan.status, caches)
+    _, ready = substatus.subscription_status(newcomer, plan.status, caches)
     assert ready["reason"] == basenames.REASON_NAME_CONFLICT and "team-1978/app" in ready["message"], ready
 
 

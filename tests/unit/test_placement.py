@@ -8,7 +8,7 @@ import copy
 from typing import Any
 
 from clusternet_api import known
-from clusternet_core import placement, rendering
+from clusternet_core import placement, rendering, substatus
 from clusternet_core import plan as planning
 from tests.unit.test_controller import BASE, DESC, NS, cluster, config_map_manifest, subscription
 
@@ -78,7 +78,7 @@ def test_an_unbinding_undone_while_the_cluster_is_silent_binds_it_again_and_writ
     [cluster_plan] = plan.clusters
     assert planning.key_of(cluster_plan.base) == BASE and cluster_plan.apply_base
     assert cluster_plan.description is None  # the new one waits for the old one to be let go (same name)
-    assert cluster_plan.errors == [f"{NS}/{DESC[1]} is still being cleaned up"]
+    assert cluster_plan.errors == [planning.being_deleted(NS, DESC[1])]
     assert plan.delete_bases == []
 
 
@@ -94,3 +94,27 @@ def test_a_new_subscription_stays_off_a_silent_cluster_its_predecessor_deployed_
     plan = planning.plan_subscription(unbound_subscription(), caches(deleting_description(uid="predecessor")),
                                       force=False)
     assert plan.status is not None and plan.status.bindings == [] and plan.clusters == []
+
+
+def test_a_description_waiting_for_its_predecessor_is_no_render_failure() -> None:
+    """The fifth audit: while the silent cluster's old `-helm` Description was deleting, the Subscription said
+    RenderFailed "... is still being cleaned up", and its generic Description took that message in (its
+    render-errors annotation and a RenderFailed Warning event on it): nothing had failed."""
+    sub = unbound_subscription()
+    chart = {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart",
+             "metadata": {"name": "mysql", "namespace": "default"},
+             "spec": {"repo": "https://charts.example", "chart": "mysql", "version": "8.6.2", "targetNamespace": "x"},
+             "status": {"phase": "Found"}}
+    sub["spec"]["feeds"].append({"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart", "namespace": "default",
+                                 "name": "mysql"})
+    helm = labelled("Description", rendering.description_name(BASE[1], "Helm"), deletionTimestamp=GONE,
+                    finalizers=[known.FINALIZER_APPS])
+    c = caches(helm)
+    c.helmcharts[("default", "mysql")] = chart
+    [cluster_plan] = planning.plan_subscription(sub, c, force=False).clusters
+    assert cluster_plan.description is not None and cluster_plan.helm_description is None
+    annotations = cluster_plan.description["metadata"].get("annotations") or {}
+    assert annotations.get(planning.ANNOTATION_RENDER_ERRORS) == "" and cluster_plan.announce == {}
+    assert cluster_plan.errors == [planning.being_deleted(NS, helm["metadata"]["name"])]
+    assert substatus.problems_reason(cluster_plan.errors) == planning.REASON_PREVIOUS_DELETING
+    assert substatus.problems_reason([*cluster_plan.errors, "a broken override"]) == "RenderFailed"

@@ -9,7 +9,7 @@ from clusternet_api import applier, known
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.timefmt import now_rfc3339
-from clusternet_core import feedresolve, plan
+from clusternet_core import feedresolve, plan, substatus
 from clusternet_core.plan import Key, StatusInputs, key_of
 from clusternet_hub.controller.store import Store
 from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED
@@ -71,13 +71,13 @@ class StatusWriter:
             self.render_problems[key] = list(inputs.problems)
         elif inputs is not None:
             self.render_problems.pop(key, None)
-        status, ready = plan.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key))
+        status, ready = substatus.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
             ready = plan.condition("False", REASON_WRITE_REFUSED, "; ".join(refused))
         await self.write(sub, status, ready)
 
     async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:
-        new = plan.status_update(sub, status, ready, now_rfc3339())
+        new = substatus.status_update(sub, status, ready, now_rfc3339())
         if new is None:
             return
         old = plan.ready_of(sub)

@@ -1,0 +1,69 @@
+"""A Subscription's status: its Ready condition and what its Descriptions report, from a reconcile's findings
+(plan.StatusInputs) and the hub's caches. Split from plan.py, which plans what to write; this says how it went.
+"""
+
+from __future__ import annotations
+
+from clusternet_api import known
+from clusternet_core import basenames, feedresolve, feedstatus
+from clusternet_core.plan import (
+    REASON_PREVIOUS_DELETING,
+    Caches,
+    Obj,
+    StatusInputs,
+    condition,
+    ready_of,
+    refusal_condition,
+    subscription_feeds,
+)
+
+
+def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
+                        last_problems: list[str] | None = None) -> tuple[Obj, Obj]:
+    """(status without conditions, Ready condition) from what the Descriptions report; `inputs` from a
+    reconcile, or None when only reports came in (the binding stays as last written, and so do the render
+    problems of the last reconcile, `last_problems`: a report from a cluster must not turn RenderFailed into
+    ReleasesNotReady while the override is still broken)."""
+    status = dict(sub.get("status") or {})
+    if inputs is not None:
+        status["bindingClusters"] = inputs.bindings
+        status["replicas"] = inputs.replicas or {}
+        status["desiredReleases"] = len(inputs.bindings)
+    view = {**sub, "status": status}
+    descs = [d for d in caches.descriptions.values()
+             if (d["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == sub["metadata"]["uid"]]
+    clusters = {f"{ns}/{name}": mc for (ns, name), mc in caches.clusters.items()}
+    aggregated = feedstatus.aggregate(view, descs, clusters)
+    ready = aggregated.pop("conditions", [{}])[0]
+    if inputs is not None and inputs.message and not status.get("bindingClusters"):
+        ready = condition("False", "NoMatchingCluster", inputs.message)
+    problems = inputs.problems if inputs is not None else last_problems
+    if problems:
+        ready = condition("False", problems_reason(problems), "; ".join(problems))
+    feeds = subscription_feeds(sub)
+    refused = refusal_condition(feeds, feedresolve.resolve_feeds(feeds, caches.manifests.values()),
+                                caches.globalizations.values())
+    if refused is not None:  # reports from what was deployed before must not turn a refusal into Ready
+        ready = refused
+    new_status = {k: v for k, v in status.items() if k != "conditions"}
+    new_status.update(aggregated)
+    return new_status, ready
+
+
+def problems_reason(problems: list[str]) -> str:
+    """NameConflict if any cluster is refused so; PreviousDescriptionDeleting if that is all; else RenderFailed."""
+    if any(p.startswith(basenames.REASON_NAME_CONFLICT) for p in problems):
+        return basenames.REASON_NAME_CONFLICT
+    if all(p.startswith(REASON_PREVIOUS_DELETING) for p in problems):
+        return REASON_PREVIOUS_DELETING
+    return "RenderFailed"
+
+
+def status_update(sub: Obj, status: Obj, ready: Obj, now: str) -> Obj | None:
+    """The status to write (with Ready's lastTransitionTime kept unless its status flips), None when the
+    Subscription already says it."""
+    old = ready_of(sub)
+    same = old.get("status") == ready.get("status")
+    ready = {**ready, "lastTransitionTime": old.get("lastTransitionTime") if same and old else now}
+    new = {**status, "conditions": [ready]}
+    return None if dict(sub.get("status") or {}) == new else new
