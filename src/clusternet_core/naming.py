@@ -80,6 +80,16 @@ def feed_selector(feed: Obj) -> str:
 STRIPPED_METADATA = ("resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink", "generation",
                      "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
 MANIFEST_API_VERSION = f"{known.APPS_GROUP}/{known.APPS_VERSION}"
+DROPPED_OWNERS = ("metadata.ownerReferences dropped: a template keeps no owners (they name objects of another "
+                  "cluster, are never applied to children, and would let the parent's garbage collector delete the "
+                  "template)")
+"""The warning of a template write that had ownerReferences: the shadow API's Warning header, the plugin's line."""
+
+
+def dropped_owners(obj: Obj) -> bool:
+    """Did `obj` carry ownerReferences, which its template does not keep?"""
+    meta = obj.get("metadata")
+    return isinstance(meta, Mapping) and bool(meta.get("ownerReferences"))
 
 
 def clean_object(obj: Obj) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from clusternet_api import known
 from clusternet_api.apiresource import Resource
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.restpaths import resource_path
-from clusternet_core.naming import clean_object, split_api_version
+from clusternet_core.naming import DROPPED_OWNERS, clean_object, dropped_owners, split_api_version
 from clusternet_core.patches import merge_patch
 
 GROUP_VERSION = f"{known.SHADOW_GROUP}/{known.SHADOW_VERSION}"
@@ -222,12 +222,7 @@ def watch_event(resource: ShadowResource, event: Mapping[str, Any], namespace: s
 def dropped_owners_warning(body: Mapping[str, Any]) -> str | None:
     """A Warning header (kubectl prints it) for a write whose object had ownerReferences, which the template does
     not keep (clusternet_core.naming.STRIPPED_METADATA); None when it had none."""
-    meta = body.get("metadata")
-    if not isinstance(meta, Mapping) or not meta.get("ownerReferences"):
-        return None
-    return ('299 - "metadata.ownerReferences dropped: a template keeps no owners (they name objects of another '
-            'cluster, are never applied to children, and would let the parent\'s garbage collector delete the '
-            'template)"')
+    return f'299 - "{DROPPED_OWNERS}"' if dropped_owners(body) else None
 
 
 def impersonation(user: str, groups: Sequence[str]) -> list[tuple[str, str]]:

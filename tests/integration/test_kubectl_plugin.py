@@ -306,3 +306,21 @@ def test_delete(demo: Demo, applied: subprocess.CompletedProcess[str]) -> None:
                    check=False).returncode != 0
     gone = demo.run("delete", "chart", f"{demo.chart}-del", "-n", demo.crns)
     assert gone.returncode == 1 and "(NotFound)" in gone.stderr
+
+
+def test_a_template_with_owner_references_is_stored_without_them_and_says_so(demo: Demo) -> None:
+    """As the shadow API's Warning header does for the same write (the fifth audit found the plugin silent)."""
+    owned = f"""
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: owned-cm
+  namespace: {demo.ns}
+  ownerReferences: [{{apiVersion: v1, kind: Node, name: n1, uid: 0f5c4ad0-0000-0000-0000-000000000001}}]
+data: {{k: v}}
+"""
+    proc = demo.run("apply", "-f", "-", input=owned)
+    assert proc.returncode == 0 and proc.stdout.strip() == "configmap/owned-cm created", proc
+    assert "Warning: configmap/owned-cm: metadata.ownerReferences dropped" in proc.stderr, proc.stderr
+    stored = demo.manifest(f"configmaps.{demo.ns}.owned-cm")
+    assert stored is not None and "ownerReferences" not in stored["template"]["metadata"]

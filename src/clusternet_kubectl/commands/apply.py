@@ -18,6 +18,7 @@ import click
 from clusternet_api import known
 from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Obj
+from clusternet_core.naming import DROPPED_OWNERS, dropped_owners
 from clusternet_kubectl.documents import Document
 from clusternet_kubectl.errors import PluginError, api_error
 from clusternet_kubectl.resources import MANIFEST, Resource
@@ -73,6 +74,8 @@ async def apply_one(session: Session, raw: Mapping[str, object],
         return f"{target.identity} {result}"
     await session.ensure_reserved_namespace()
     result = await server_side_apply(session, MANIFEST, manifest_for(target), target if target.known else None)
+    if dropped_owners(raw):  # as kubectl prints the shadow API's Warning header for the same write
+        click.echo(f"Warning: {target.identity}: {DROPPED_OWNERS}", err=True)
     return f"{target.identity} {result}"
 
 
