@@ -197,3 +197,22 @@ async def test_the_agent_judges_on_what_it_saw_at_its_earlier_resyncs() -> None:
     clock.now += 30 + STALE_MARGIN + 1
     assert await process() == "deployed"
     assert non_fetch(helm) == [("install", "abc/mysql"), ("rollback", "abc/mysql@1")]
+
+
+async def test_the_waiting_status_says_when_the_release_is_taken_for_interrupted_and_stays_the_same() -> None:
+    """The fifth audit: "waiting for it" said neither why nor until when. The time is this deployer's first sighting
+    plus the timeout and the margin, the same at every look (no status write per resync)."""
+    helm, clock = FakeHelm(), Clock()
+    pending = PendingReleases(clock, wall_clock=lambda: 1_780_000_000.0 + clock.now - 5000.0)
+    hr = release(timeoutSeconds=300)
+    hr["status"] = (await reconciled(helm, hr, pending)).status
+    helm.relabel("abc", "mysql", status="pending-install", revision=1, last_deployed=ago(-3600))
+    messages = []
+    for _ in range(3):
+        outcome = await reconciled(helm, hr, pending)
+        assert outcome.status is not None
+        messages.append(outcome.status["conditions"][0]["message"])
+        clock.now += 30
+    assert len(set(messages)) == 1, messages
+    at = datetime.datetime.fromtimestamp(1_780_000_000.0 + 300 + STALE_MARGIN, datetime.UTC)
+    assert f"if it is still so at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}" in messages[0], messages[0]

@@ -245,7 +245,8 @@ async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, so
             message = f"{where} was left {stuck.status} by an interrupted operation; recovering it failed: {e}"
             return untouched(hr, stuck, "ReleaseStuck", message, retry=True)
     if current is not None and busy(current):  # another operation is under way; the next resync looks again
-        waiting = Released("Unknown", "OperationInProgress", f"{where} is {current.status}: waiting for it")
+        note = pending.recovery_note(hr, _timeout(hr)) if current.status.startswith("pending-") else ""
+        waiting = Released("Unknown", "OperationInProgress", f"{where} is {current.status}: waiting for it{note}")
         return _outcome(hr, status_of(hr, current, waiting))
     if reported_failure(hr) and (current.revision if current else None) == (hr.get("status") or {}).get("version"):
         return Outcome(None)  # reported, and the child's release is as then: a retry waits for a change

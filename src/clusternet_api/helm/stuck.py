@@ -21,6 +21,7 @@ wrote: later than before, never early.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,8 @@ class _Sighting:
     """Monotonic time this deployer first saw `seen`."""
     last: float
     """Monotonic time this deployer last looked."""
+    wall: float
+    """Wall-clock time of `since`: only to tell people when the release is recovered, never to judge."""
 
 
 class PendingReleases:
@@ -58,8 +61,9 @@ class PendingReleases:
 
     `clock` is the deployer's monotonic clock (tests give their own)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.clock, self.wall_clock = clock, wall_clock
         self._seen: dict[tuple[str, str], _Sighting] = {}
 
     def stuck(self, hr: Obj, state: ReleaseState | None, timeout_seconds: int) -> bool:
@@ -73,9 +77,22 @@ class PendingReleases:
             return False
         seen: Seen = (state.namespace, state.name, state.revision, state.status, state.last_deployed)
         before = self._seen.get(key)
-        since = before.since if before is not None and before.seen == seen else now
-        self._seen[key] = _Sighting(seen, since, now)
+        same = before is not None and before.seen == seen
+        since, wall = (before.since, before.wall) if before is not None and same else (now, self.wall_clock())
+        self._seen[key] = _Sighting(seen, since, now, wall)
         return now - since > timeout_seconds + STALE_MARGIN
+
+    def recovery_note(self, hr: Obj, timeout_seconds: int) -> str:
+        """When this deployer will take the pending release for interrupted, for its status message (fifth audit:
+        "waiting for it" said neither why nor until when). Stable from one look to the next, so the status is not
+        rewritten at every resync; empty when it has not seen the release pending."""
+        sighting = self._seen.get((str(hr["metadata"]["namespace"]), str(hr["metadata"]["name"])))
+        if sighting is None:
+            return ""
+        at = datetime.datetime.fromtimestamp(sighting.wall + timeout_seconds + STALE_MARGIN, datetime.UTC)
+        return (f"; if it is still so at {at.strftime('%Y-%m-%dT%H:%M:%SZ')} (its timeout of {timeout_seconds} s "
+                f"and {STALE_MARGIN} s more after this deployer first saw it), its operation is taken for "
+                "interrupted and the release recovered")
 
     def waited(self, hr: Obj) -> float:
         """Seconds this deployer has seen the HelmRelease's release pending as it is (0 when it has not)."""
