@@ -171,9 +171,10 @@ def test_an_affinity_typo_undone_while_the_agents_are_silent_deletes_nothing(
     logs = {"hub": env["hub"], "pusher": env["pusher"], "puller": env["puller"]}
     start = {name: len(p.output) for name, p in logs.items()}
 
-    def affinity(value: str) -> None:
+    def affinity(value: str, objects: list[dict[str, Any]] = OBJECTS) -> None:
         kubectl(parent, "patch", "subs", "keeper", "-n", "default", "--type=merge", "-p", json.dumps(
-            {"spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: value}}}]}}))
+            {"spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: value}}}],
+                      "feeds": [feed(o) for o in objects]}}))
 
     def bases() -> list[dict[str, Any]]:
         return list(json.loads(kubectl(parent, "get", "bases", "-A", "-l", f"{known.LABEL_SUBS_NAME}=keeper",
@@ -188,7 +189,9 @@ def test_an_affinity_typo_undone_while_the_agents_are_silent_deletes_nothing(
         wait_for(lambda: not bases() and len(descriptions(parent, "keeper")) == 2 and all(
             d["metadata"].get("deletionTimestamp") for d in descriptions(parent, "keeper").values()),
             timeout=30, what="both Bases gone, both Descriptions deleting with their cleanup pending")
-        affinity("yes")  # fixed a minute later
+        # fixed a minute later, and in the same edit the ConfigMap's feed is dropped (the fifth audit: that
+        # object stayed for good, the re-created Description not knowing what its predecessor deployed)
+        affinity("yes", [o for o in OBJECTS if o["kind"] != "ConfigMap"])
         wait_for(lambda: len([b for b in bases() if not b["metadata"].get("deletionTimestamp")]) == 2,
                  timeout=30, what="both clusters bound again through NoSchedule, their Bases back")
         assert {c.name: uids(c) for c in (child1, child2)} == before
@@ -196,7 +199,19 @@ def test_an_affinity_typo_undone_while_the_agents_are_silent_deletes_nothing(
         for agent in agents:
             agent.start()
     wait_for(lambda: all_ready(parent, env), timeout=90, what="everything Ready again after the agents return")
-    assert {c.name: uids(c) for c in (child1, child2)} == before
+
+    def kept(child: ControlPlane) -> dict[str, str]:
+        out = json.loads(kubectl(child, "get", "ns/sentinel", "deploy/web", "-n", NS, "-o", "json").stdout)
+        return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["uid"] for o in out["items"]}
+
+    def pruned(child: ControlPlane) -> bool:
+        return kubectl(child, "get", "cm/keep", "-n", NS, check=False).returncode != 0
+
+    wait_for(lambda: all(pruned(c) for c in (child1, child2)), timeout=60, what="the dropped feed's ConfigMap gone")
+    assert {c.name: kept(c) for c in (child1, child2)} == {
+        name: {k: v for k, v in u.items() if k != "ConfigMap/keep"} for name, u in before.items()}
     new = {name: p.output[start[name]:] for name, p in logs.items()}
     assert not any("cleaned up" in text for text in new.values()), new
     assert "released without touching the child" in new["hub"] + new["puller"], new
+    kubectl(parent, "apply", "-f", "-", input=subscription("keeper", OBJECTS))  # as the module left it
+    wait_for(lambda: all_ready(parent, env), timeout=90, what="the ConfigMap deployed again")
