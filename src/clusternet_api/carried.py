@@ -12,8 +12,9 @@ The deployer that releases a Description is the one that deploys its successor (
 Pull mode), so it keeps the released one's list here, in memory, and hands it to the first apply of a Description
 of that name with another uid and no list of its own; the applier then prunes what that one no longer lists,
 still only objects carrying the Description's own mark. Kept until used, or until the Description is cleaned up
-for real; at most MAX_RECORDS (oldest dropped). Not kept across a restart of the deployer between the release and
-that first apply (Push: the child may be silent for long): then such an object stays, marked, as it did before.
+for real; at most MAX_RECORDS (oldest dropped). Neither deployer lets a Description go while its cluster is silent
+(the hub waits for its return as the agent must), so the record has to last only the seconds until the successor's
+first apply; a deployer restarted in those seconds forgets it, and such an object stays, marked, as before.
 Clusternet has no such release (it cleans up and deploys again, new UIDs).
 """
 

@@ -3,9 +3,9 @@
 The hub taints a silent cluster NoSchedule, which never unbinds it; a user's change does (an affinity typo, a
 relabel), and its Description is left deleting, its cleanup pending until the cluster returns. Once the change is
 undone, the cluster still holding that Description is bound again (clusternet_core.placement), its Base comes back,
-and the deployers' still-wanted checks let the old Description go without touching the child: the hub's from the
-Subscription (Push), the agent's from the Base (Pull). The objects keep their UIDs. Had the change stood, the cleanup
-would run on the cluster's return, as before.
+and once the cluster is back the deployers' still-wanted checks let the old Description go without touching the
+child: the hub's from the Subscription (Push), the agent's from the Base (Pull). The objects keep their UIDs. Had
+the change stood, the cleanup would run on the cluster's return, as before.
 """
 
 from __future__ import annotations
@@ -118,10 +118,13 @@ async def test_push_a_typo_undone_while_the_cluster_is_silent_deletes_nothing_wh
     await set_affinity(c, parent, "prod")
     assert parent.find("Subscription", *SUB)["status"]["bindingClusters"] == [f"{NS}/child1"]
     assert parent.find("Base", *BASE) is not None
-    await c.pusher.push(DESC, force=True)  # still wanted: let go without touching the (unreachable) child
+    await c.pusher.push(DESC, force=True)  # nothing decided while the cluster is silent
+    assert known.FINALIZER_APPS in finalizers(parent)
+    mc = cluster_state(c, parent, silent=False, mode="Push")
+    await c.pusher.push(DESC, force=True)  # back, and still wanted: let go without touching the child
     await released(c, parent)
     assert known.FINALIZER_APPS in finalizers(parent)  # written again, under the same name
-    await deploy(cluster_state(c, parent, silent=False, mode="Push"))
+    await deploy(mc)
     assert child.find("ConfigMap", "default", "cfg")["metadata"]["uid"] == uid
     assert not [w for w in child.writes if w[0] == "delete"]
 
@@ -167,9 +170,9 @@ async def test_a_feed_removed_while_the_typo_is_undone_is_pruned_when_the_cluste
         c, parent, child, _, deploy = await typo_while_silent(mode, other_config_map())
         await set_affinity(c, parent, "prod", [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default",
                                                "name": "cfg2"}])
-        mc = cluster_state(c, parent, silent=mode == "Push", mode=mode)
+        mc = cluster_state(c, parent, silent=False, mode=mode)
         if mode == "Push":
-            await c.pusher.push(DESC, force=True)  # let go at once: the hub needs no child for that
+            await c.pusher.push(DESC, force=True)  # the cluster is back: the hub lets it go
         else:
             await deploy(mc)  # the agent is back and lets it go
         await released(c, parent)

@@ -97,11 +97,12 @@ async def test_an_ordinary_deletion_still_cleans_up(change: Any) -> None:
 
 
 async def test_a_silent_cluster_holding_the_description_is_still_bound_whatever_the_status_says_yet() -> None:
-    """F7: the cluster is silent (NoSchedule) and the Subscription's status does not list it (a short-lived
-    unbinding, undone, and the hub has not written the status again yet). The cluster holds the Description, so the
-    Subscription binds it as the hub's plan does (clusternet_core.placement): let go, not cleaned up on its return."""
+    """F7: the cluster was silent and is back, still tainted NoSchedule (the hub lifts the taint after it sees
+    the heartbeat), and the Subscription's status does not list it (a short-lived unbinding, undone, and the hub has
+    not written the status again yet). The cluster holds the Description, so the Subscription binds it as the hub's
+    plan does (clusternet_core.placement): let go, not cleaned up."""
     c, parent, child = await deleted_by_someone_else()
-    silent = cluster(ready="Unknown")
+    silent = cluster(ready="True")
     silent["spec"]["taints"] = [{"key": known.TAINT_UNSCHEDULABLE, "value": "no heartbeat", "effect": "NoSchedule"}]
     c.store.caches.clusters[(NS, "child1")] = silent
     parent.objects[("Subscription", *SUB)]["status"] = {"bindingClusters": []}

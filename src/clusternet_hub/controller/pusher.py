@@ -208,13 +208,16 @@ class Pusher:
 
     async def _clean_up(self, desc: Obj, mc: Obj, child: ChildApi) -> None:
         """Delete what the Description deployed, unless its Subscription still wants it (deleted by the garbage
-        collector or by hand: wanted.py; the hub re-creates it and keeps the child's objects)."""
+        collector or by hand: wanted.py; the hub re-creates it and keeps the child's objects). Nothing is decided
+        while the cluster is silent: letting it go then would leave its successor waiting for the cluster, with
+        the list of what it deployed only in this process's memory (carried.py) for the whole outage, as when
+        the Pull agent is the one to decide on its return."""
+        if not is_ready(mc):
+            await self._pending(desc, CLEANUP_PENDING)
+            return
         if await still_wanted(self.kube, desc, mc):
             self.carried.keep(desc)
             await applier.remove_finalizer(self.kube, desc)
-            return
-        if not is_ready(mc):
-            await self._pending(desc, CLEANUP_PENDING)
             return
         released = await applier.cleanup(child, desc, self._claimants(desc))
         log.info("cleaned up %s/%s in cluster %s: %s", desc["metadata"]["namespace"], desc["metadata"]["name"],
