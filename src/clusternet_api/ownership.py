@@ -187,9 +187,9 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.kept[what] = why
     elif owned == key:
-        deleted = await delete_as_read(child, ident["apiVersion"], ident["kind"], existing, unchanged=True)
+        deleted = await delete_as_read(child, ident["apiVersion"], ident["kind"], existing, unchanged=True,
+                                       then="looking again")
         if deleted is Deleted.CHANGED:
-            log.info("%s changed since it was read: looking again", what)
             return False
         if deleted is Deleted.DONE:
             out.deleted.append(what)

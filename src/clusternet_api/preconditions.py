@@ -10,16 +10,19 @@ server answers 409 Conflict when they no longer hold:
   renewals, a label, a Base as the cache saw it): the object exactly as it was judged.
 
 A conflict is never retried as it stands: the caller looks again and decides again, or leaves the object to its
-next pass, and says which (see each caller).
+next pass, and names which (`then`), for the one log line that says so.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from typing import Any
 
 from clusternet_api.kube import ApiException
 from clusternet_api.kubeapi import KubeApi
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
@@ -39,10 +42,11 @@ def preconditions(obj: Obj, *, unchanged: bool) -> dict[str, str]:
     return {k: str(meta[k]) for k in keys if meta.get(k)}
 
 
-async def delete_as_read(kube: KubeApi, api_version: str, kind: str, obj: Obj, *, unchanged: bool,
+async def delete_as_read(kube: KubeApi, api_version: str, kind: str, obj: Obj, *, unchanged: bool, then: str,
                          propagation: str = "Background") -> Deleted:
     """DELETE `obj` (as read, with its apiVersion and kind given: a listed item has neither) only if it is still
-    that object (and, with `unchanged`, unchanged). Other API errors are raised."""
+    that object (and, with `unchanged`, unchanged). On a conflict, logs that it was not, and `then`, what the
+    caller does instead. Other API errors are raised."""
     meta = obj["metadata"]
     try:
         found = await kube.delete(api_version, kind, meta["name"], meta.get("namespace"), propagation,
@@ -50,5 +54,7 @@ async def delete_as_read(kube: KubeApi, api_version: str, kind: str, obj: Obj, *
     except ApiException as e:
         if e.status != 409:
             raise
+        log.info("%s %s was %s since it was read: %s", kind, "/".join(filter(None, (meta.get("namespace"),
+                 meta["name"]))), "created again or changed" if unchanged else "created again", then)
         return Deleted.CHANGED
     return Deleted.DONE if found else Deleted.GONE

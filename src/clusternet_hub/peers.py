@@ -353,12 +353,12 @@ class Peers:
         review F8): False when it was renewed since, which this reader had not seen yet (its watch lagging or
         stalled), so the replica is alive and its Lease stays."""
         try:
-            deleted = await delete_as_read(self.kube, COORDINATION, "Lease", lease, unchanged=True)
+            deleted = await delete_as_read(self.kube, COORDINATION, "Lease", lease, unchanged=True,
+                                           then=f"hub replica {peer.id} renewed it after all: kept")
         except ApiException as e:
             log.info("could not delete the expired peer Lease of hub replica %s (HTTP %s)", peer.id, e.status)
             deleted = Deleted.GONE
         if deleted is Deleted.CHANGED:
-            log.info("hub replica %s renewed its peer Lease after all: kept", peer.id)
             return False
         log.info("hub replica %s (%s) stopped renewing its peer Lease: forgetting it", peer.id, peer.url)
         return True

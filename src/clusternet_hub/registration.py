@@ -278,11 +278,7 @@ async def drop_token_secret(kube: KubeApi, secret: Obj) -> Deleted | None:
     meta = secret["metadata"]
     log.warning("deleting Secret %s/%s: a ServiceAccount token Secret its agent could read", meta.get("namespace"),
                 meta["name"])
-    deleted = await delete_as_read(kube, "v1", "Secret", secret, unchanged=False)
-    if deleted is Deleted.CHANGED:
-        log.info("Secret %s/%s was created again since it was read: not deleted unseen", meta.get("namespace"),
-                 meta["name"])
-    return deleted
+    return await delete_as_read(kube, "v1", "Secret", secret, unchanged=False, then="not deleted unseen")
 
 
 BINDING_RETRIES = 20
@@ -366,9 +362,7 @@ async def _drop_created_namespace(kube: Kube, created: Obj) -> None:
     """Delete the namespace this approval just created, an earlier registration's namespace winning: only that
     one (its uid, review F8), not one of that name created again since by someone else (another approval of
     the same cluster, say), which is left as it is."""
-    name = created["metadata"]["name"]
-    if await delete_as_read(kube, "v1", "Namespace", created, unchanged=False) is Deleted.CHANGED:
-        log.info("namespace %s was created again since this approval made it: left in place", name)
+    await delete_as_read(kube, "v1", "Namespace", created, unchanged=False, then="left in place")
 
 
 async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.namespaceguard import namespace_removed
-from clusternet_api.preconditions import Deleted, delete_as_read
+from clusternet_api.preconditions import delete_as_read
 from clusternet_hub import registration
 
 log = logging.getLogger(__name__)
@@ -127,13 +127,10 @@ async def _drop(kube: Kube, obj: Obj | None, *, unchanged: bool) -> None:
     meta = obj["metadata"]
     what = f"{obj['kind']} {'/'.join(filter(None, (meta.get('namespace'), meta['name'])))}"
     try:
-        deleted = await delete_as_read(kube, obj["apiVersion"], obj["kind"], obj, unchanged=unchanged)
+        await delete_as_read(kube, obj["apiVersion"], obj["kind"], obj, unchanged=unchanged,
+                             then="left in place, whoever wrote it (a new registration of this cluster, say)")
     except ApiException as e:  # a hub whose RBAC predates this (no `delete`): it stays, as it did before
         log.warning("could not delete %s of the removed cluster (HTTP %s)", what, e.status)
-        return
-    if deleted is Deleted.CHANGED:
-        log.info("%s of the removed cluster was created or written again since it was read (a new registration of "
-                 "this cluster, say): left in place", what)
 
 
 async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) -> str:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from typing import cast
+
+import pytest
 
 from clusternet_api import known
 from clusternet_api.kube import Kube
@@ -48,15 +51,17 @@ def as_read(obj: Obj | None, unchanged: bool) -> Obj:
     return {"preconditions": preconditions(obj, unchanged=unchanged)}
 
 
-async def test_a_delete_as_read_says_deleted_gone_or_changed() -> None:
+async def test_a_delete_as_read_says_deleted_gone_or_changed(caplog: pytest.LogCaptureFixture) -> None:
     kube = FakeKube({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}})
     read = kube.find("ConfigMap", "n", "c")
     assert read is not None
     kube.touch("ConfigMap", "n", "c")
-    assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=True) is Deleted.CHANGED
+    with caplog.at_level(logging.INFO, logger="clusternet_api.preconditions"):
+        assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=True, then="left") is Deleted.CHANGED
+    assert "ConfigMap n/c was created again or changed since it was read: left" in caplog.text
     assert kube.find("ConfigMap", "n", "c") is not None
-    assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=False) is Deleted.DONE
-    assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=False) is Deleted.GONE
+    assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=False, then="left") is Deleted.DONE
+    assert await delete_as_read(kube, "v1", "ConfigMap", read, unchanged=False, then="left") is Deleted.GONE
 
 
 # --- token Secrets an agent could read -------------------------------------------------------------------------

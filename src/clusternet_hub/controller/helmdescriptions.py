@@ -99,10 +99,9 @@ class HelmDescriptions:
         watch brought by then. That revisit is scheduled here because nothing else is sure to come: a HelmRelease
         event brings its Description back only for a change of status, annotations or spec, and the periodic
         resync does not sync Helm Descriptions. A Description being deleted keeps its finalizer meanwhile."""
-        deleted = await delete_as_read(self.kube, known.APPS_API_VERSION, "HelmRelease", hr, unchanged=True)
-        if deleted is Deleted.CHANGED:
-            log.info("HelmRelease %s/%s changed since the cache saw it: %s/%s looks at it again in %.0fs",
-                     *key_of(hr), *key, REVISIT_SECONDS)
+        then = "{}/{} looks at it again in {:.0f}s".format(*key, REVISIT_SECONDS)
+        if await delete_as_read(self.kube, known.APPS_API_VERSION, "HelmRelease", hr, unchanged=True,
+                                then=then) is Deleted.CHANGED:
             self.store.queue.add_after(("helm", *key), REVISIT_SECONDS)
 
 

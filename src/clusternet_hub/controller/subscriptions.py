@@ -129,9 +129,8 @@ class SubscriptionReconciler:
         or created again since (by a new hub leader for a Subscription dividing again, say) stays, and so does
         its cache entry, which the watch keeps: the next plan (at once when its watch brings a new spec or its
         deletion, else at the periodic resync) decides on that copy. Nothing waits for this delete."""
-        deleted = await delete_as_read(self.kube, known.APPS_API_VERSION, "FeedInventory", inventory, unchanged=True)
-        if deleted is Deleted.CHANGED:
-            log.info("FeedInventory %s/%s changed since the cache saw it: left for the next plan", *key_of(sub))
+        if await delete_as_read(self.kube, known.APPS_API_VERSION, "FeedInventory", inventory, unchanged=True,
+                                then="left for the next plan") is Deleted.CHANGED:
             return
         self.store.caches.inventories.pop(key_of(sub), None)
 
@@ -160,9 +159,8 @@ class SubscriptionReconciler:
         ns, name = key_of(desc)
         log.info("%s/%s: its Subscription no longer feeds that deployer; removing it", ns, name)
         with refused_as({"kind": "Description", "metadata": {"name": name, "namespace": ns}}):
-            deleted = await delete_as_read(self.kube, known.APPS_API_VERSION, "Description", desc, unchanged=True)
-        if deleted is Deleted.CHANGED:
-            log.info("Description %s/%s changed since the cache saw it: left for the next plan", ns, name)
+            await delete_as_read(self.kube, known.APPS_API_VERSION, "Description", desc, unchanged=True,
+                                 then="left for the next plan")
 
     async def _apply_description(self, body: Obj, existing: Obj | None, base: Obj) -> Obj:
         body = planning.owned_by(body, base)
@@ -188,11 +186,9 @@ class SubscriptionReconciler:
         Returns how many were left so."""
         left = 0
         for base in bases:
-            ns, name = key_of(base)
-            log.info("cluster namespace %s no longer bound to %s/%s: removing its Base", ns, *key_of(sub))
-            if await delete_as_read(self.kube, known.APPS_API_VERSION, "Base", base,
-                                    unchanged=True) is Deleted.CHANGED:
-                log.info("Base %s/%s changed since the cache saw it: left for the next plan of %s/%s", ns, name,
-                         *key_of(sub))
+            log.info("cluster namespace %s no longer bound to %s/%s: removing its Base", key_of(base)[0],
+                     *key_of(sub))
+            if await delete_as_read(self.kube, known.APPS_API_VERSION, "Base", base, unchanged=True,
+                                    then="left for the next plan of {}/{}".format(*key_of(sub))) is Deleted.CHANGED:
                 left += 1
         return left
