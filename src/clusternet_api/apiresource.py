@@ -30,6 +30,12 @@ def object_type_name(obj: Mapping[str, Any], missing: str = "") -> str:
     return type_name(str(obj.get("kind") or missing), split_group(str(obj.get("apiVersion") or "")))
 
 
+def key_of(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of an object, namespace "" for a cluster-scoped one: how caches and queues key it."""
+    meta = obj["metadata"]
+    return str(meta.get("namespace") or ""), str(meta["name"])
+
+
 def namespaced_name(obj: Mapping[str, Any]) -> str:
     """`namespace/name` of a namespaced object, as messages and status fields name it."""
     return f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"

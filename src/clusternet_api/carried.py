@@ -23,17 +23,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from clusternet_api.apiresource import key_of
+
 Obj = dict[str, Any]
 Key = tuple[str, str]
 
 MAX_RECORDS = 10_000
 """A released Description is rare (one per GC accident or undone change per cluster); this bounds a pathological
 case at a few MB."""
-
-
-def _key(desc: Obj) -> Key:
-    meta = desc["metadata"]
-    return str(meta.get("namespace") or ""), str(meta["name"])
 
 
 def _statuses(desc: Obj) -> list[Obj]:
@@ -52,7 +49,7 @@ class CarriedOver:
         statuses = _statuses(desc)
         if not statuses:
             return
-        key = _key(desc)
+        key = key_of(desc)
         self._records.pop(key, None)
         self._records[key] = (str(desc["metadata"].get("uid") or ""), statuses)
         while len(self._records) > self.max_records:
@@ -62,14 +59,14 @@ class CarriedOver:
         """What to count as deployed before this apply of `desc`: its own list, or, for the successor of a released
         Description that has none yet, the released one's."""
         own = _statuses(desc)
-        record = self._records.get(_key(desc))
+        record = self._records.get(key_of(desc))
         if own or record is None:
             if own:
-                self._records.pop(_key(desc), None)  # its own list has taken over
+                self._records.pop(key_of(desc), None)  # its own list has taken over
             return own
         uid, statuses = record
         return [] if uid == str(desc["metadata"].get("uid") or "") else statuses
 
     def forget(self, desc: Obj) -> None:
         """`desc` was cleaned up for real: nothing of it is carried over."""
-        self._records.pop(_key(desc), None)
+        self._records.pop(key_of(desc), None)

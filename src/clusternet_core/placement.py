@@ -21,14 +21,16 @@ under the same name is a new one, and NoSchedule keeps a new one off a silent cl
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from clusternet_api import known
+from clusternet_api.apiresource import key_of
 from clusternet_core import basenames, rendering
 from clusternet_core.scheduling import binding_key
 
 Obj = Mapping[str, Any]
 Key = tuple[str, str]
+ObjT = TypeVar("ObjT", bound=Obj)  # the caller's own object type comes back
 
 
 def _uid_of(obj: Obj) -> Any:
@@ -51,19 +53,16 @@ def holding_clusters(sub: Obj, clusters: Iterable[Obj], bases: Mapping[Key, Obj]
     return {binding_key(mc) for mc in clusters if holds(str((mc.get("metadata") or {}).get("namespace") or ""))}
 
 
-def owned_bases(sub: Obj, bases: Iterable[Obj]) -> list[Obj]:
+def owned_bases(sub: Obj, bases: Iterable[ObjT]) -> list[ObjT]:
     uid = sub["metadata"]["uid"]
     return [b for b in bases if _uid_of(b) == uid]
 
 
-def unbound_bases(sub: Obj, bases: Iterable[Obj], bound: set[Key],
-                  descriptions: Mapping[Key, Obj] | None = None) -> list[Key]:
+def unbound_bases(sub: Obj, bases: Iterable[ObjT], bound: set[Key],
+                  descriptions: Mapping[Key, Obj] | None = None) -> list[ObjT]:
     """The Subscription's Bases in clusters it no longer binds (all of them when `bound` is empty), except one
-    with another Subscription's Description (basenames.foreign_descriptions): the collector would take it along."""
-    return [_key(b) for b in owned_bases(sub, bases)
-            if _key(b) not in bound and not b["metadata"].get("deletionTimestamp")
+    with another Subscription's Description (basenames.foreign_descriptions): the collector would take it along.
+    As cached: they are deleted only as such (review F8)."""
+    return [b for b in owned_bases(sub, bases)
+            if key_of(b) not in bound and not b["metadata"].get("deletionTimestamp")
             and not basenames.foreign_descriptions(sub, b, descriptions or {})]
-
-
-def _key(obj: Obj) -> Key:
-    return str(obj["metadata"].get("namespace") or ""), str(obj["metadata"]["name"])

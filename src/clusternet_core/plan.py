@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, TypeGuard
 
 from clusternet_api import known
+from clusternet_api.apiresource import key_of as key_of  # re-exported: the hub's controller keys by it
 from clusternet_core import basenames, feedinventory, feedresolve, heldback, helmrender, rendering
 from clusternet_core.overrides import OverrideError, unusable_overrides
 from clusternet_core.placement import holding_clusters, unbound_bases
@@ -138,16 +139,12 @@ class Plan:
     """The Subscription no longer divides: the FeedInventory this hub wrote, as cached when the plan judged it
     this Subscription's (its ownerReference), to remove as such (review F8)."""
     clusters: list[ClusterPlan] = field(default_factory=list)
-    delete_bases: list[Key] = field(default_factory=list)
-    """Bases of clusters no longer bound (Descriptions follow by owner reference)."""
+    delete_bases: list[Obj] = field(default_factory=list)
+    """Bases of clusters no longer bound (Descriptions follow by owner reference), as cached when the plan was
+    made: deleted only as such (review F8)."""
     refusal: tuple[Obj, Obj] | None = None
     """(status, Ready condition) of a refused Subscription."""
     status: StatusInputs | None = None
-
-
-def key_of(obj: Obj) -> Key:
-    meta = obj["metadata"]
-    return str(meta.get("namespace") or ""), str(meta["name"])
 
 
 def subscription_feeds(sub: Obj) -> list[FeedRef]:

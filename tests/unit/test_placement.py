@@ -86,7 +86,7 @@ def test_an_unbinding_that_stands_keeps_the_silent_cluster_unbound() -> None:
     plan = planning.plan_subscription(unbound_subscription(env="prdo"),
                                       caches(deleting_description(), labelled("Base", BASE[1])), force=False)
     assert plan.status is not None and plan.status.bindings == [] and plan.clusters == []
-    assert plan.delete_bases == [BASE]
+    assert [planning.key_of(b) for b in plan.delete_bases] == [BASE]
 
 
 def test_a_new_subscription_stays_off_a_silent_cluster_its_predecessor_deployed_to() -> None:

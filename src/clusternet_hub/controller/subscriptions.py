@@ -71,10 +71,9 @@ class SubscriptionReconciler:
         if plan.action == "add-finalizer":
             await self._set_finalizers(sub, [*(sub["metadata"].get("finalizers") or []), known.FINALIZER_APPS])
             return
-        unbound = [self.store.caches.bases[k] for k in plan.delete_bases if k in self.store.caches.bases]
         await self._sync_inventory(sub, plan)
         refused = await self._apply_clusters(plan.clusters)
-        left = await self._delete_bases(sub, unbound)
+        left = await self._delete_bases(sub, plan.delete_bases)
         key = key_of(sub)
         self.status.refused_writes.pop(key, None)
         if plan.action == "delete" and not left:  # a Base left keeps it until the next plan deletes that Base
