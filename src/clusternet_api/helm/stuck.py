@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clusternet_api.apiresource import key_of
 from clusternet_api.helm.driver import ClusterAccess, HelmDriver, ReleaseState
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,14 @@ class PendingReleases:
         seen, unchanged, for longer than `timeout_seconds` plus STALE_MARGIN."""
         now = self.clock()
         self._forget_idle(now)
-        key = (str(hr["metadata"]["namespace"]), str(hr["metadata"]["name"]))
+        key = key_of(hr)
         if state is None or not state.status.startswith("pending-"):
             self._seen.pop(key, None)
             return False
         seen: Seen = (state.namespace, state.name, state.revision, state.status, state.last_deployed)
         before = self._seen.get(key)
-        same = before is not None and before.seen == seen
-        since, wall = (before.since, before.wall) if before is not None and same else (now, self.wall_clock())
+        since, wall = (before.since, before.wall) if before is not None and before.seen == seen else (
+            now, self.wall_clock())
         self._seen[key] = _Sighting(seen, since, now, wall)
         return now - since > timeout_seconds + STALE_MARGIN
 
@@ -86,7 +87,7 @@ class PendingReleases:
         """When this deployer will take the pending release for interrupted, for its status message (fifth audit:
         "waiting for it" said neither why nor until when). Stable from one look to the next, so the status is not
         rewritten at every resync; empty when it has not seen the release pending."""
-        sighting = self._seen.get((str(hr["metadata"]["namespace"]), str(hr["metadata"]["name"])))
+        sighting = self._seen.get(key_of(hr))
         if sighting is None:
             return ""
         at = datetime.datetime.fromtimestamp(sighting.wall + timeout_seconds + STALE_MARGIN, datetime.UTC)
@@ -96,7 +97,7 @@ class PendingReleases:
 
     def waited(self, hr: Obj) -> float:
         """Seconds this deployer has seen the HelmRelease's release pending as it is (0 when it has not)."""
-        sighting = self._seen.get((str(hr["metadata"]["namespace"]), str(hr["metadata"]["name"])))
+        sighting = self._seen.get(key_of(hr))
         return 0.0 if sighting is None else self.clock() - sighting.since
 
     def _forget_idle(self, now: float) -> None:
