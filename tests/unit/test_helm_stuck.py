@@ -42,14 +42,19 @@ def pending_tracker() -> tuple[PendingReleases, Clock]:
     return PendingReleases(clock), clock
 
 
+async def deployed(hr: dict[str, Any]) -> tuple[FakeHelm, dict[str, Any], PendingReleases, Clock]:
+    """A FakeHelm with `hr`'s release installed and reported, and the deployer's tracker with its clock."""
+    helm, (pending, clock) = FakeHelm(), pending_tracker()
+    hr["status"] = (await reconciled(helm, hr, pending)).status
+    return helm, hr, pending, clock
+
+
 def non_fetch(helm: FakeHelm) -> list[tuple[str, str]]:
     return [c for c in helm.calls if c[0] != "fetch"]
 
 
 async def test_a_release_pending_within_its_timeout_is_left_to_the_operation_under_way() -> None:
-    helm, (pending, clock) = FakeHelm(), pending_tracker()
-    hr = release(timeoutSeconds=600)
-    hr["status"] = (await reconciled(helm, hr, pending)).status
+    helm, hr, pending, clock = await deployed(release(timeoutSeconds=600))
     helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, last_deployed=ago(600))
     await reconciled(helm, hr, pending)
     clock.now += 600 + STALE_MARGIN  # not more than that
@@ -61,9 +66,7 @@ async def test_a_release_pending_within_its_timeout_is_left_to_the_operation_und
 async def test_helms_start_time_from_a_clock_far_ahead_does_not_make_a_live_operation_stuck() -> None:
     """The hub started the install; the agent, its clock an hour ahead of the hub's, looks next (a Dual switch):
     it uninstalled the live install at once. It waits, on its own clock, for as long as any fresh look would."""
-    helm, (pending, clock) = FakeHelm(), pending_tracker()
-    hr = release(timeoutSeconds=30)
-    hr["status"] = (await reconciled(helm, hr, pending)).status
+    helm, hr, pending, clock = await deployed(release(timeoutSeconds=30))
     helm.relabel("abc", "mysql", status="pending-install", last_deployed=ago(3600))
     for _ in range(3):  # resyncs within its timeout plus the margin, as this deployer counts
         outcome = await reconciled(helm, hr, pending)
@@ -77,9 +80,7 @@ async def test_a_release_left_pending_install_by_a_dead_operation_is_uninstalled
         started: int) -> None:
     """Whatever Helm's start time says (an hour from now, written by a clock far ahead; or long enough ago), the
     release is repaired once this deployer has seen it pending for its timeout and the margin, and not before."""
-    helm, (pending, clock) = FakeHelm(), pending_tracker()
-    hr = release(timeoutSeconds=60)
-    hr["status"] = (await reconciled(helm, hr, pending)).status
+    helm, hr, pending, clock = await deployed(release(timeoutSeconds=60))
     helm.relabel("abc", "mysql", status="pending-install", last_deployed=ago(started))
     waiting = await reconciled(helm, hr, pending)
     assert waiting.status is not None and waiting.status["phase"] == "pending-install"
@@ -90,9 +91,7 @@ async def test_a_release_left_pending_install_by_a_dead_operation_is_uninstalled
 
 
 async def test_a_release_left_pending_upgrade_by_a_dead_operation_is_rolled_back_then_upgraded() -> None:
-    helm, (pending, clock) = FakeHelm(), pending_tracker()
-    hr = release()  # the default timeout: 300 s
-    hr["status"] = (await reconciled(helm, hr, pending)).status
+    helm, hr, pending, clock = await deployed(release())  # the default timeout: 300 s
     helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, values={"interrupted": True},
                  last_deployed=ago(3600))
     await reconciled(helm, hr, pending)
@@ -105,9 +104,7 @@ async def test_a_release_left_pending_upgrade_by_a_dead_operation_is_rolled_back
 
 async def test_another_operation_meanwhile_starts_the_wait_again() -> None:
     """A new pending revision is a new operation (Helm writes one per operation): the wait is for the one seen."""
-    helm, (pending, clock) = FakeHelm(), pending_tracker()
-    hr = release(timeoutSeconds=60)
-    hr["status"] = (await reconciled(helm, hr, pending)).status
+    helm, hr, pending, clock = await deployed(release(timeoutSeconds=60))
     helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, last_deployed=ago(0))
     await reconciled(helm, hr, pending)
     clock.now += 60 + STALE_MARGIN - 10
@@ -123,9 +120,7 @@ async def test_another_operation_meanwhile_starts_the_wait_again() -> None:
 
 
 async def test_a_failed_recovery_keeps_helms_phase_and_is_retried() -> None:
-    helm, (pending, clock) = FakeHelm(), pending_tracker()
-    hr = release()
-    hr["status"] = (await reconciled(helm, hr, pending)).status
+    helm, hr, pending, clock = await deployed(release())
     helm.relabel("abc", "mysql", status="pending-upgrade", revision=2, last_deployed=ago(3600))
     await reconciled(helm, hr, pending)
     clock.now += 300 + STALE_MARGIN + 1
