@@ -215,3 +215,36 @@ def test_an_affinity_typo_undone_while_the_agents_are_silent_deletes_nothing(
     assert "released without touching the child" in new["hub"] + new["puller"], new
     kubectl(parent, "apply", "-f", "-", input=subscription("keeper", OBJECTS))  # as the module left it
     wait_for(lambda: all_ready(parent, env), timeout=90, what="the ConfigMap deployed again")
+
+
+def test_a_push_waits_for_the_clusters_tunnel_and_never_dials_its_advertised_url(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane) -> None:
+    """Clusternet's useSocket rule: the hub reaches a cluster whose agent uses a tunnel through that tunnel alone.
+    With the Dual agent killed, a changed template is not pushed to the URL its agent advertised (reachable from
+    the hub here, and the hub used to push there); the Description says what it waits for, and the push follows
+    once the agent is back."""
+    wait_for(lambda: all_ready(parent, env), timeout=90, what="everything Ready")
+    config_map = next(o for o in OBJECTS if o["kind"] == "ConfigMap")
+
+    def data() -> dict[str, str]:
+        return dict(json.loads(kubectl(child1, "get", "cm/keep", "-n", NS, "-o", "json").stdout)["data"])
+
+    def socket(mc: dict[str, Any]) -> str:
+        return str(next((c for c in (mc.get("status") or {}).get("conditions") or []
+                         if c.get("type") == known.CONDITION_SOCKET), {}).get("status"))
+
+    agent = env["pusher"]
+    agent.kill()
+    try:
+        wait_for(lambda: socket(clusters(parent, env)[0]) == "False", timeout=15, what="child1 SocketConnected=False")
+        store_template(parent, {**config_map, "data": {"precious": "changed"}})
+        wait_for(lambda: (descriptions(parent, "keeper")[env["ns1"]].get("status") or {}).get("reason", "").startswith(
+            "waiting for the cluster's tunnel"), timeout=20, what="child1's Description waiting for the tunnel")
+        time.sleep(2)  # a push of its own (the old code's) would have landed by now
+        assert data() == {"precious": "yes"}
+    finally:
+        agent.start()
+    wait_for(lambda: data() == {"precious": "changed"}, timeout=30, what="the change pushed once the tunnel is back")
+    wait_for(lambda: all_ready(parent, env), timeout=90, what="everything Ready again")
+    store_template(parent, config_map)  # as the module left it
+    wait_for(lambda: data() == {"precious": "yes"}, timeout=30, what="the template restored")

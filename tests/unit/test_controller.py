@@ -17,6 +17,8 @@ from clusternet_core import plan as planning
 from clusternet_core import rendering
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
+from clusternet_hub.controller.pusher import CLEANUP_PENDING
+from clusternet_hub.controller.store import TUNNEL_DOWN
 from clusternet_hub.controller.workqueue import Backoff
 from tests.unit.fakekube import FakeKube, Obj
 
@@ -368,6 +370,53 @@ async def test_a_deleted_description_of_a_cluster_that_is_gone_is_released_at_on
     del c.store.caches.clusters[(NS, "child1")]
     await c.pusher.push(DESC)
     assert parent.writes == [("patch", "Description", "/".join(DESC))] and child.writes == []
+
+
+def tunnel_cluster(ready: str = "True") -> Obj:
+    """A cluster whose agent reports useSocket: reached through its tunnel alone (Clusternet's rule)."""
+    mc = cluster(ready)
+    mc["status"]["useSocket"] = True
+    return mc
+
+
+async def test_a_cluster_with_a_tunnel_is_never_dialled_at_its_advertised_url_while_the_tunnel_is_down() -> None:
+    c, parent, child = await deployed_controller(push_secret())
+    connected: list[object] = []
+    c.pusher.connect = lambda creds, connections, opener: connected.append(opener) or child  # type: ignore
+    c.store.caches.clusters[(NS, "child1")] = tunnel_cluster()
+    await c.pusher.push(DESC)
+    assert connected == [] and child.writes == []
+    assert parent.find("Description", *DESC)["status"]["reason"] == TUNNEL_DOWN
+    assert list(c.store.queue._later) == [("push", *DESC)]  # tried again with backoff, and when it is back:
+    c.store.on_description("MODIFIED", parent.find("Description", *DESC))
+    c.store.queue.drain()
+    back = tunnel_cluster()
+    back["status"]["conditions"].append({"type": known.CONDITION_SOCKET, "status": "True"})
+    c.store.on_cluster("MODIFIED", back, tunnel_cluster())
+    assert c.store.queue.drain() == [(("push", *DESC), True)]
+
+    async def tunnel(cluster_id: str) -> object:
+        return "opener"
+
+    c.pusher.tunnel_opener = tunnel  # type: ignore[assignment]
+    await c.pusher.push(DESC)
+    assert connected == ["opener"] and child.kinds_written() == ["apply ConfigMap"]
+    assert parent.find("Description", *DESC)["status"]["phase"] == "Success"
+    c.pusher.tunnel_opener = no_tunnel  # type: ignore[assignment]
+    c.store.on_description("MODIFIED", parent.find("Description", *DESC))
+    parent.writes.clear()
+    await c.pusher.push(DESC, force=True)  # a drift check of what is deployed: retried, not written
+    assert parent.writes == [] and list(c.store.queue._later) == [("push", *DESC)]
+
+
+async def test_an_offline_tunnel_cluster_says_cleanup_pending_not_tunnel_down() -> None:
+    c, parent, child = await deployed_controller(push_secret(), tunnel_cluster(ready="Unknown"))
+    unsubscribe(parent)
+    desc = parent.find("Description", *DESC)
+    desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    c.store.on_description("MODIFIED", desc)
+    await c.pusher.push(DESC)
+    assert child.writes == [] and parent.find("Description", *DESC)["status"]["reason"] == CLEANUP_PENDING
 
 
 async def test_child_connections_are_reused_and_closed_with_the_controller() -> None:

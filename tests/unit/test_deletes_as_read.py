@@ -20,7 +20,7 @@ from clusternet_api.preconditions import Deleted, delete_as_read, preconditions
 from clusternet_core import helmrender
 from clusternet_core import plan as planning
 from clusternet_hub import registration, removal
-from clusternet_hub.controller import Controller
+from clusternet_hub.controller import Controller, pusher
 from clusternet_hub.peers import COORDINATION, Peer
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent, approved_parent, namespace_of
@@ -95,9 +95,9 @@ async def test_the_pusher_deletes_the_token_secret_it_read_not_the_credentials_w
         replaced.update(type="Opaque", data=push_secret()["data"])
 
     parent.meanwhile[("delete", "Secret")] = replaced_by_push_credentials
-    assert await c.pusher.child_client(cluster()) is None  # not used unread
+    assert await c.pusher.child_client(cluster()) == pusher.DEPLOYER_CREDENTIALS_MISSING  # not used unread
     assert deletes(parent, "Secret") == [as_read(read, unchanged=False)]
-    assert await c.pusher.child_client(cluster()) is not None  # read at the next push: push credentials
+    assert not isinstance(await c.pusher.child_client(cluster()), str)  # read at the next push: push credentials
     assert len(deletes(parent, "Secret")) == 1
 
 

@@ -16,7 +16,7 @@ from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.rawobjects import decode_raw
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
-from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.store import TUNNEL_DOWN, Store
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import (
@@ -28,6 +28,7 @@ from tests.unit.test_controller import (
     no_tunnel,
     push_secret,
     subscription,
+    tunnel_cluster,
     unsubscribe,
 )
 
@@ -226,6 +227,20 @@ async def test_an_offline_cluster_keeps_its_release_until_it_returns() -> None:
     await c.releases.push(HR)
     assert ("abc", "mysql") in helm.releases
     assert "offline" in parent.find("HelmRelease", *HR)["status"]["description"]
+
+
+async def test_a_tunnel_cluster_gets_no_helm_operation_while_its_tunnel_is_down() -> None:
+    """Helm never dials the URL a tunnel cluster's agent advertised (Clusternet's useSocket rule, as pushes)."""
+    c, parent, helm = await helm_controller(tunnel_cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    assert helm.releases == {}
+    assert parent.find("HelmRelease", *HR)["status"]["description"] == TUNNEL_DOWN
+    assert ("release", *HR) in c.store.queue._later
+    unsubscribe(parent)  # its deletion neither: the release is uninstalled once the tunnel is back
+    hr = c.store.caches.helmreleases[HR]
+    c.store.on_helmrelease("MODIFIED", {**hr, "metadata": {**hr["metadata"], "deletionTimestamp": "now"}})
+    await c.releases.push(HR)
+    assert helm.calls == [] and parent.find("HelmRelease", *HR)["metadata"].get("finalizers")
 
 
 async def test_a_chart_check_sets_found_or_not_found_with_the_reason() -> None:

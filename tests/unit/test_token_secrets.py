@@ -12,6 +12,7 @@ import base64
 
 from clusternet_api import known
 from clusternet_hub import registration
+from clusternet_hub.controller import pusher
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import NS, cluster, primed
 
@@ -44,7 +45,7 @@ async def test_a_token_refresh_drops_them() -> None:
 
 async def test_a_token_secret_is_never_taken_for_push_credentials() -> None:
     c, parent, _ = await primed(cluster(), token_secret(known.DEPLOYER_SECRET))
-    assert await c.pusher.child_client(cluster()) is None
+    assert await c.pusher.child_client(cluster()) == pusher.DEPLOYER_CREDENTIALS_MISSING
     assert parent.find("Secret", NS, known.DEPLOYER_SECRET) is None
 
 

@@ -4,8 +4,8 @@ The same rules as the agent's (clusternet_api.helm.releases) and the same identi
 child's deployer token from Secret `child-cluster-deployer`. Helm's Go client needs an address, so through a
 tunnel it dials a per-cluster loopback TLS relay (clusternet_api.tunnel.relay) whose connections become
 tunnel streams: the agent at the other end holds the TLS connection to its API server, verified against the child's
-CA, as for every request the hub sends through a tunnel; without a tunnel Helm goes straight to the advertised
-URL with the child's CA.
+CA, as for every request the hub sends through a tunnel; for an agent that uses no tunnel (useSocket false) Helm
+goes straight to the advertised URL with the child's CA.
 One operation per release at a time (the work queue never hands a key to two workers).
 """
 
@@ -25,8 +25,8 @@ from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import chartcredentials
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
-from clusternet_hub.controller.pusher import Pusher, release_with_cluster
-from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pusher, release_with_cluster
+from clusternet_hub.controller.store import TUNNEL_DOWN, Store
 from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
@@ -64,14 +64,17 @@ class ReleasePusher:
             if not self.store.queue.waiting(("release", *key)):
                 self.store.enqueue("release", key, background=True)
 
-    async def access(self, mc: Obj) -> ClusterAccess | None:
+    async def access(self, mc: Obj) -> ClusterAccess | str:
+        """Helm's way to the cluster, as the pusher's (Pusher.route); else why there is none."""
+        opener, waiting = await self.pusher.route(mc)
+        if waiting is not None:
+            return waiting
         data = await self.pusher._secret(mc["metadata"]["namespace"])
         if data is None:
-            return None
+            return DEPLOYER_CREDENTIALS_MISSING
         server = data["apiserver-advertise-url"].decode()
         access = ClusterAccess(server=server, ca_pem=data.get("ca.crt"), token=data["token"].decode())
         cluster_id = str(mc["spec"]["clusterId"])
-        opener = await self.pusher.tunnel_opener(cluster_id)
         if opener is None:
             return access
         relay = self.relays.get(cluster_id)
@@ -94,13 +97,24 @@ class ReleasePusher:
         if not applier.deployable_by_hub(mc):
             await self._share_pull_credentials(hr, deleting)
             return
-        access = await self.access(mc)
-        if access is None:
-            await self._write(hr, {"description": f"waiting for the agent's {known.DEPLOYER_SECRET} credentials"})
-        elif deleting:
-            await self._uninstall(hr, mc, access)
-        else:
+        if deleting:
+            await self._uninstall(key, hr, mc)
+            return
+        access = await self._access_or_wait(key, hr, mc)
+        if access is not None:
             await self._reconcile(key, hr, access)
+
+    async def _access_or_wait(self, key: Key, hr: Obj, mc: Obj) -> ClusterAccess | None:
+        access = await self.access(mc)
+        if not isinstance(access, str):
+            return access
+        status = hr.get("status") or {}
+        if not (access == TUNNEL_DOWN and status.get("phase") == "deployed" and str(
+                status.get("observedGeneration")) == str(hr["metadata"].get("generation"))):
+            await self._write(hr, {"description": access})  # a drift check waits unsaid, as Generic pushes do
+        if access == TUNNEL_DOWN:  # besides Store.on_cluster's push when it is back
+            self.store.queue.add_after(("release", *key), self.retries.next(key), force=True)
+        return None
 
     async def _share_pull_credentials(self, hr: Obj, deleting: bool) -> None:
         """A Pull-mode cluster fetches its charts itself: copy the credentials of the HelmChart the release
@@ -136,7 +150,7 @@ class ReleasePusher:
                 "data": {**data, **wanted}}
         self.pull_secrets[meta["namespace"]] = await self.kube.apply(body, known.CREATED_BY_HUB)
 
-    async def _uninstall(self, hr: Obj, mc: Obj, access: ClusterAccess) -> None:
+    async def _uninstall(self, key: Key, hr: Obj, mc: Obj) -> None:
         """Uninstall the release, unless its Subscription still wants it (deleted by the garbage collector, by hand,
         or with a Description deleted so: wanted.py; the hub writes it again and finds the release installed)."""
         if await still_wanted(self.kube, hr, mc):
@@ -145,6 +159,9 @@ class ReleasePusher:
         if not is_ready(mc):
             await self._write(hr, {"description": "uninstall pending: the cluster is offline; its release "
                                                   "stays until it returns"})
+            return
+        access = await self._access_or_wait(key, hr, mc)
+        if access is None:
             return
         done = await releases.uninstall(self.driver, access, hr)
         log.info("HelmRelease %s/%s in cluster %s: %s", hr["metadata"]["namespace"], hr["metadata"]["name"],

@@ -32,7 +32,7 @@ from clusternet_api.kubeapi import ChildApi, KubeApi
 from clusternet_api.ownership import Claimants, Released
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
-from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.store import TUNNEL_DOWN, Store
 from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 # The status of a Description being deleted while its cluster is offline, whoever deploys it (the hub cleans up
 # pushed ones, the agent pulled ones, once the cluster is back): nothing is deleted meanwhile.
 CLEANUP_PENDING = "cleanup pending: the cluster is offline; its workloads stay until it returns"
+# The status of what waits for its agent's push credentials (the hub does not watch that Secret).
+DEPLOYER_CREDENTIALS_MISSING = f"waiting for the agent's {known.DEPLOYER_SECRET} credentials"
 
 # How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
 # (that is the ManagedCluster's appPusher), and a failed push drops the copy at once. The agent re-issues them
@@ -88,6 +90,11 @@ def description_key(owner: str) -> Key:
     """The cache key of the Description an ownership mark (`<namespace>.<name>`; namespaces have no dots) names."""
     namespace, name = owner.split(".", 1)
     return namespace, name
+
+
+def uses_tunnel(mc: Obj) -> bool:
+    """Whether the cluster's agent reaches the hub through a tunnel (its SocketConnection gate, as it reports)."""
+    return bool((mc.get("status") or {}).get("useSocket"))
 
 
 class Pusher:
@@ -147,13 +154,29 @@ class Pusher:
         self.secrets[namespace] = (time.monotonic() + PUSH_SECRET_TTL, data)
         return data
 
-    async def child_client(self, mc: Obj) -> ChildApi | None:
-        """Child access for pushing: the agent's deployer credentials, through the tunnel when it is up."""
+    async def route(self, mc: Obj) -> tuple[StreamOpener | None, str | None]:
+        """How the hub reaches a cluster: through its tunnel (an opener) when it is up on any replica; straight to
+        the URL its agent advertised (None) only when the agent uses no tunnel; else why it waits.
+
+        Clusternet's rule (status.useSocket: the tunnel alone). We used to dial the advertised URL whenever the
+        tunnel was down: an address the agent wrote, dialled from the hub's network position, which for an agent
+        in a pod is the child's in-cluster service address (`https://10.96.0.1`, the parent's own API server
+        there) and for a cluster behind NAT is unreachable anyway; the push failed with a TLS or connection
+        error in its status instead of saying what it waits for."""
+        opener = await self.tunnel_opener(str(mc["spec"]["clusterId"]))
+        if opener is None and uses_tunnel(mc):
+            return None, TUNNEL_DOWN
+        return opener, None
+
+    async def child_client(self, mc: Obj) -> ChildApi | str:
+        """Child access for pushing, the agent's deployer credentials through `route`; else why there is none."""
+        opener, waiting = await self.route(mc)
+        if waiting is not None:
+            return waiting
         data = await self._secret(mc["metadata"]["namespace"])
         if data is None:
-            return None
+            return DEPLOYER_CREDENTIALS_MISSING
         cluster_id = str(mc["spec"]["clusterId"])
-        opener = await self.tunnel_opener(cluster_id)
         creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
                             token=data["token"].decode())
         via = "tunnel" if opener is not None else creds.server
@@ -191,16 +214,20 @@ class Pusher:
             return
         if mc is None:
             return
+        if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
+            await self._pending(desc, CLEANUP_PENDING)
+            return
         if not applier.deployable_by_hub(mc):
-            if deleting and not is_ready(mc):  # the agent cleans up when it is back: say so meanwhile
-                await self._pending(desc, CLEANUP_PENDING)
             return
         if not deleting and (meta.get("annotations") or {}).get(
                 known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc):
             return
         child = await self.child_client(mc)
-        if child is None:
-            await self._pending(desc, f"waiting for the agent's {known.DEPLOYER_SECRET} credentials")
+        if isinstance(child, str):
+            if not (child == TUNNEL_DOWN and not deleting and applier.deployed(desc)):
+                await self._pending(desc, child)  # a drift check waits unsaid: no write per Description when
+                # a restarted hub resyncs before its tunnels are back
+            self._retry_later(key, child == TUNNEL_DOWN)  # besides Store.on_cluster's push when it is back
         elif deleting:
             await self._clean_up(desc, mc, child)
         else:

@@ -27,6 +27,11 @@ that it applies to nothing; invalid: tell a Globalization (key ("", name)) why i
 WorkKey = tuple[Work, str, str]
 
 
+# What a push to a cluster whose agent reports useSocket says while its tunnel is down (controller/pusher.py,
+# helmpusher.py): the hub reaches such a cluster through its tunnel alone. Its SocketConnected turning True
+# brings back what says so (Store.on_cluster).
+TUNNEL_DOWN = "waiting for the cluster's tunnel: its agent reports useSocket, so the hub pushes through nothing else"
+
 # Deleted Manifests remembered for catch-up LISTs (a few seconds' worth is what matters; 64 bytes each).
 DELETED_MANIFESTS_KEPT = 10_000
 
@@ -244,6 +249,18 @@ class Store:
             for key in list(self.caches.helmreleases):
                 if key[0] == meta["namespace"]:
                     self.enqueue("release", key, force=True)
+        elif _tunnel_up(mc) and not _tunnel_up(old):
+            self._after_tunnel(meta["namespace"])
+
+    def _after_tunnel(self, namespace: str) -> None:
+        """Push at once what waited for the cluster's tunnel (TUNNEL_DOWN): a tunnel coming back changes nothing
+        binding reads, and the retries' backoff reaches a minute (five for releases)."""
+        for key, desc in list(self.caches.descriptions.items()):
+            if key[0] == namespace and (desc.get("status") or {}).get("reason") == TUNNEL_DOWN:
+                self.enqueue("push", key, force=True)
+        for key, hr in list(self.caches.helmreleases.items()):
+            if key[0] == namespace and (hr.get("status") or {}).get("description") == TUNNEL_DOWN:
+                self.enqueue("release", key, force=True)
 
 
 class PrimeFailed(Exception):
@@ -255,6 +272,11 @@ async def _listed(kube: KubeApi, api_version: str, kind: str, namespace: str | N
         return await kube.list(api_version, kind, namespace=namespace)
     except Exception as e:
         raise PrimeFailed(f"listing {kind} ({api_version}) failed: {str(e) or type(e).__name__}") from e
+
+
+def _tunnel_up(mc: Obj) -> bool:
+    return any(c.get("type") == known.CONDITION_SOCKET and c.get("status") == "True"
+               for c in (mc.get("status") or {}).get("conditions") or [])
 
 
 def _scheduling_view(mc: Obj) -> tuple[Any, ...]:
