@@ -30,7 +30,7 @@ from clusternet_agent.registration import (
 from clusternet_agent.supervision import supervised
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
-from clusternet_api.leaderelection import LeaderElector, run_while_leading
+from clusternet_api.leaderelection import LeaderElector, lease_client, run_while_leading
 from clusternet_api.logs import error_text
 from clusternet_api.redaction import redact_url
 
@@ -382,9 +382,12 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                     return
 
         # Only the holder of the Lease registers, heartbeats, holds the tunnel and applies; a second replica
-        # waits, and a leader that loses the Lease stops all of it (LeadershipLost: the CLI exits).
+        # waits, and a leader that loses the Lease stops all of it (LeadershipLost: the CLI exits). The Lease has
+        # a client of its own, without the --kube-api-qps limiter: on `child`, its renewals queued behind the
+        # pullers' applies and status reads and could outlive the renew deadline (clusternet_api.leaderelection).
         if opts.leader_election is not None and opts.leader_election.enabled:
-            await run_while_leading(LeaderElector(child, opts.leader_election), stop, work)
+            async with lease_client(child_creds, "clusternet-agent") as leases:
+                await run_while_leading(LeaderElector(leases, opts.leader_election), stop, work)
         else:
             await work()
 

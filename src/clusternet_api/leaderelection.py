@@ -16,6 +16,13 @@ Hub and agent replicas agree on one leader through the API server only (no conse
   are refused, without a round trip, once the last renewal was sent a renew deadline ago on the local monotonic
   clock, and `hold()` gives up at that same moment, so a leader frozen past its lease writes nothing on waking.
 
+The Lease traffic goes through a client of its own (`lease_client`), as kube-controller-manager builds a
+separate "leader-election" clientset: on the component's main client, with its --kube-api-qps limiter, a renewal
+queued behind the hub's resume burst at leader start (~6 requests per approved cluster: 100 clusters at 50 QPS
+are a 10-s queue) and outlived the renew deadline; the leader exited, and the standby that took over did the
+same (review 6). Unlike client-go, whose separate client still has a limiter of its own at the same QPS, ours
+has none: the election sends one or two requests a retry period, which no limiter of that size ever slows.
+
 Any error a request can meet (an API error, a refused or dropped connection, a timeout, an exec credential
 plugin that failed) fails only that attempt, as client-go's tryAcquireOrRenew returns false on any error: a
 leader retries until its renew deadline, a standby keeps trying. A dropped connection
@@ -41,7 +48,7 @@ import aiohttp
 
 from clusternet_api.execplugin import CredentialsError
 from clusternet_api.fence import WRITE_FENCE, LeadershipLost
-from clusternet_api.kube import ApiException, Kube, Obj
+from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.logs import error_text
 from clusternet_api.restpaths import resource_path
 
@@ -51,8 +58,18 @@ LEASE_API = "coordination.k8s.io/v1"
 JITTER_FACTOR = 1.2  # client-go's JitterFactor: retries wait retry_period * [1, 1.2)
 SUPPORTED_LOCKS = ("leases",)
 RELEASE_ATTEMPTS = 3  # a release meets 409 only when a renewal raced it; one re-read settles that
+# the election's requests (one at a time) and, on the hub, the peer Leases' watch, renewal, list and expiry:
+# a handful at once, never waiting for a connection
+LEASE_CONNECTIONS = 8
 FAILED_ATTEMPT = (ApiException, aiohttp.ClientError, OSError, TimeoutError, CredentialsError)
 """What fails one attempt at the Lease, and not the election: whatever a request can raise."""
+
+
+def lease_client(creds: Credentials, user_agent: str) -> Kube:
+    """A client for Lease traffic only, beside a component's main client on the same `creds` (the same exec
+    plugin, whose credential is shared; the same token file), without the --kube-api-qps limiter: see the
+    module's docstring. The caller closes it (`async with`)."""
+    return Kube(creds, user_agent=f"{user_agent} leader-election", connections=LEASE_CONNECTIONS)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from clusternet_api import __version__, eventloop
 from clusternet_api.compatflags import inert_options, klog_level, report_inert
 from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
 from clusternet_api.kube import Credentials, Kube
-from clusternet_api.leaderelection import LeaderElector, run_while_leading
+from clusternet_api.leaderelection import LeaderElector, lease_client, run_while_leading
 from clusternet_api.logs import setup_logging
 from clusternet_hub import compat, kopfhooks, server, serving
 from clusternet_hub.clusterlabels import parse_prefixes
@@ -42,12 +42,17 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
 
     With leader election, every replica serves (tunnels, proxy, shadow API) and only the Lease holder runs the
     controllers (kopf's handlers, health checks, the deployment pipeline); losing the Lease raises
-    LeadershipLost after cancelling them, and the CLI exits so that the Deployment restarts the replica clean."""
+    LeadershipLost after cancelling them, and the CLI exits so that the Deployment restarts the replica clean.
+
+    The Leases (ours as the leader, and each replica's peer Lease) go through a client of their own, which the
+    --kube-api-qps limiter does not slow: on the main one, kopf's resume of every approved registration at leader
+    start queued the renewals past their deadline (clusternet_api.leaderelection)."""
     creds = Credentials.load(options.kubeconfig)
     ctx = HubContext(options=options, creds=creds)
     stop = stop or asyncio.Event()
-    async with Kube(creds, user_agent=f"clusternet-hub/{__version__}", qps=options.kube_api_qps,
-                    burst=options.kube_api_burst) as kube:
+    user_agent = f"clusternet-hub/{__version__}"
+    async with Kube(creds, user_agent=user_agent, qps=options.kube_api_qps, burst=options.kube_api_burst) as kube, \
+            lease_client(creds, user_agent) as leases:
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
         ctx.sockets.managed_cluster_of = ctx.managed_cluster_of
@@ -66,7 +71,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         background_tasks = [replica.start("the serving certificate check", tls.run())]
         peers, peer_runner = None, None
         if options.peers is not None:
-            peers = ctx.sockets.peers = Peers(kube, options.peers, tls.peer_trust)
+            peers = ctx.sockets.peers = Peers(leases, options.peers, tls.peer_trust)
             # listening before our Lease announces us: a peer that dialled us in between was refused, and
             # skipped us as down for RENEW_SECONDS
             peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local,
@@ -121,7 +126,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
 
         try:
             if options.leader_election.enabled:
-                elector = LeaderElector(kube, options.leader_election)
+                elector = LeaderElector(leases, options.leader_election)
                 await replica.run(run_while_leading(elector, stop, lead))
             else:
                 await replica.run(lead())

@@ -198,7 +198,7 @@ async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.S
 class Peers:
     """This replica's peer Lease, the live peers, and streams to the tunnels they hold."""
 
-    kube: Kube
+    kube: Kube  # the hub's Lease client (leaderelection.lease_client): renewals never wait for its rate limiter
     config: PeerConfig
     trust: Callable[[], bytes]  # PEM a peer's certificate must verify against (serving.Serving.peer_trust)
     namespace: str = known.SYSTEM_NAMESPACE
