@@ -232,13 +232,18 @@ def pinned(crr: Obj) -> Obj:
 async def refresh_rbac(kube: Kube, crr: Obj) -> None:
     """Re-apply an approved child's RBAC as this hub version writes it, so a hub upgrade that narrows it (or
     a Role edited by hand) takes effect at hub start, not only at the next token refresh; and drop token
-    Secrets its agent could read (drop_token_secrets)."""
+    Secrets its agent could read (drop_token_secrets).
+
+    At most APPROVALS_AT_ONCE at a time, with the approvals: kopf resumes every approved request at once when a
+    leader starts, ~6 requests each, and a thousand clusters queued 6,000 requests in the client's limiter in
+    front of every approval and tunnel authorisation (review 6)."""
     status = crr.get("status") or {}
     ns, mc_name = status.get("dedicatedNamespace"), status.get("managedClusterName")
     if status.get("result") != "Approved" or not ns or not mc_name:
         return
     cluster_id = crr["metadata"]["name"].removeprefix("clusternet-")
-    await asyncio.gather(apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)), drop_token_secrets(kube, ns))
+    async with _approvals:
+        await asyncio.gather(apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)), drop_token_secrets(kube, ns))
 
 
 async def drop_token_secrets(kube: KubeApi, ns: str) -> None:
@@ -342,7 +347,8 @@ async def issue_token(kube: Kube, ns: str, ttl_seconds: int) -> str:
 # order: with a thousand approvals at once, each one's second round trip queued behind every other's first, and
 # none finished before nearly all were done (the first of 1,000 after minutes, bench/scale.py). Taken a few at a
 # time they finish one after the other at the same total rate, and tunnel authorisations are not stuck behind
-# them. 20 at once is more than a burst of 20 registrations needs.
+# them. 20 at once is more than a burst of 20 registrations needs. The RBAC refreshes of a leader's start
+# (refresh_rbac) take the same slots.
 APPROVALS_AT_ONCE = 20
 _approvals = asyncio.Semaphore(APPROVALS_AT_ONCE)
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.leaderelection import LeaderElector, lease_client, run_while_leading
+from clusternet_hub import registration
 from tests.unit.test_leaderelection import CONFIG, WORK_PATH, LeaseAPI, lease_api
 
 QPS, BURST = 20.0, 2
@@ -152,4 +154,38 @@ async def test_the_hubs_leader_and_peer_leases_do_not_queue_behind_kopfs_resume_
     assert api.requests.count(("POST", WORK_PATH)) == BURST_REQUESTS
     assert len(api.puts) >= 5 and api.holder == ""
     assert [k.limiter for k in peer_clients] == [None]  # the peer Lease's renewals are not rate-limited either
+
+
+async def test_resumed_rbac_refreshes_take_the_approval_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf resumes every approved request at once when a leader starts; their RBAC refreshes are taken a few at
+    a time, as approvals are, instead of all queueing in the client's limiter together."""
+    slots = 3
+    monkeypatch.setattr(registration, "_approvals", asyncio.Semaphore(slots))
+    busy: dict[str, int] = {}
+    most = [0]
+    cluster_of_namespace: dict[str, str] = {}
+
+    class SlowKube:
+        async def _call(self, cluster: str) -> None:
+            busy[cluster] = busy.get(cluster, 0) + 1
+            most[0] = max(most[0], sum(1 for n in busy.values() if n))
+            await asyncio.sleep(0.01)
+            busy[cluster] -= 1
+
+        async def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
+            await self._call(obj["metadata"]["labels"][known.LABEL_CLUSTER_ID])
+            return obj
+
+        async def get(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+            await self._call(cluster_of_namespace[namespace])
+
+    crrs = []
+    for i in range(12):
+        cluster_id = f"00000000-0000-0000-0000-{i:012d}"
+        cluster_of_namespace[f"ns-{i}"] = cluster_id
+        crrs.append({"metadata": {"name": f"clusternet-{cluster_id}"}, "spec": {"clusterId": cluster_id},
+                     "status": {"result": "Approved", "dedicatedNamespace": f"ns-{i}", "managedClusterName": f"c{i}"}})
+    kube = SlowKube()
+    await asyncio.gather(*(registration.refresh_rbac(kube, crr) for crr in crrs))  # type: ignore[arg-type]
+    assert most[0] == slots  # before: all 12 at once
 
