@@ -45,6 +45,12 @@ REVIEW_TTL = 60.0  # seconds a TokenReview's answer is reused: the apiserver's o
 OWNER_TTL = REVIEW_TTL  # and a cluster's ownership check, so neither outlives the other
 CLOSE_REPLY_SECONDS = 2.0  # how long closing a tunnel waits for the agent's close frame (it answers at once)
 PROBE_SECONDS = 3.0  # a live agent refuses the probe OPEN in one round trip (ms); a frozen one never does
+# TokenReviews in flight at once. The hub's client serves its requests in arrival order through one rate limiter
+# (--kube-api-qps, 50 by default): a reconnect storm of 1,000 agents to a replica whose review cache is empty
+# (it just restarted) queued 1,000 reviews, a 20-s queue in front of everything else the hub asks (review 6),
+# and every handshake waited behind all the others. 20 at once keep that queue under 0.4 s at 50 QPS; at a few
+# ms per review they still review hundreds a second, more than the limiter lets through.
+REVIEWS_AT_ONCE = 20
 
 
 class Unauthorized(Exception):
@@ -102,6 +108,7 @@ class SocketRegistry:
         self.tunnels: dict[str, Tunnel] = {}
         self._remote: dict[str, StreamHttp] = {}  # cluster ID -> keep-alive HTTP through the replica with its tunnel
         self._reviews: dict[str, tuple[float, str]] = {}
+        self._reviewing = asyncio.Semaphore(REVIEWS_AT_ONCE)
         self._owners: dict[tuple[str, str], tuple[float, str]] = {}  # (namespace, cluster ID) -> (expiry, MC name)
         self.managed_cluster_of: Callable[[str], tuple[str, str] | None] = lambda _: None
         """The leader's watch cache of ManagedClusters by cluster ID (set by the hub): tunnel checks without a LIST."""
@@ -167,12 +174,16 @@ class SocketRegistry:
         return open_stream
 
     async def _username_for_token(self, token: str) -> str:
+        """The token's user, from a TokenReview (at most REVIEWS_AT_ONCE at a time) or its answer within
+        REVIEW_TTL."""
         key = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._reviews.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        review = await self.kube.create({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                                         "spec": {"token": token}})
+        if (cached := self._cached_review(key)) is not None:
+            return cached
+        async with self._reviewing:
+            if (cached := self._cached_review(key)) is not None:  # the same token reviewed while we waited
+                return cached
+            review = await self.kube.create({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                             "spec": {"token": token}})
         status = review.get("status") or {}
         if not status.get("authenticated"):
             raise Unauthorized(401, "the tunnel token was not accepted by the parent cluster")
@@ -180,6 +191,10 @@ class SocketRegistry:
         self._prune()
         self._reviews[key] = (time.monotonic() + REVIEW_TTL, username)
         return username
+
+    def _cached_review(self, key: str) -> str | None:
+        cached = self._reviews.get(key)
+        return cached[1] if cached and cached[0] > time.monotonic() else None
 
     def _prune(self) -> None:
         """Drop the expired answers, at most once a REVIEW_TTL. Only a new answer replaced an old one: every token

@@ -17,7 +17,7 @@ import pytest
 from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.leaderelection import LeaderElector, lease_client, run_while_leading
-from clusternet_hub import registration
+from clusternet_hub import registration, sockets
 from tests.unit.test_leaderelection import CONFIG, WORK_PATH, LeaseAPI, lease_api
 
 QPS, BURST = 20.0, 2
@@ -189,3 +189,25 @@ async def test_resumed_rbac_refreshes_take_the_approval_slots(monkeypatch: pytes
     await asyncio.gather(*(registration.refresh_rbac(kube, crr) for crr in crrs))  # type: ignore[arg-type]
     assert most[0] == slots  # before: all 12 at once
 
+
+async def test_token_reviews_are_bounded_and_waiters_reuse_an_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconnect storm's TokenReviews go a few at a time; agents waiting with a token just reviewed reuse it."""
+    monkeypatch.setattr(sockets, "REVIEWS_AT_ONCE", 2)
+    in_flight, most, reviewed = [0], [0], []
+
+    class ReviewingKube:
+        async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+            reviewed.append(obj["spec"]["token"])
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            await asyncio.sleep(0.01)
+            in_flight[0] -= 1
+            return {"status": {"authenticated": True, "user": {"username": f"user-{obj['spec']['token']}"}}}
+
+    registry = sockets.SocketRegistry(ReviewingKube())  # type: ignore[arg-type]
+    names = await asyncio.gather(*(registry._username_for_token(f"t{i}") for i in range(10)))
+    assert names == [f"user-t{i}" for i in range(10)] and most[0] == 2  # before: 10 at once
+    reviewed.clear()
+    same = await asyncio.gather(*(registry._username_for_token("again") for _ in range(10)))
+    assert same == ["user-again"] * 10 and reviewed == ["again", "again"]  # the 8 that waited asked nobody
+    assert await registry._username_for_token("t3") == "user-t3" and reviewed == ["again", "again"]  # cached
