@@ -292,17 +292,21 @@ async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) 
 async def check_health(ctx: HubContext, now: datetime.datetime | None = None) -> None:
     now = now or datetime.datetime.now(datetime.UTC)
     counts = {"True": 0, "False": 0, "Unknown": 0}
-    for (ns, name), mc in list(ctx.clusters.items()):
+    for (ns, name), cached in list(ctx.clusters.items()):
         since = ctx.observation.watched_since((ns, name), now)
         if since is None:
             continue  # the parent is out of reach: no heartbeat could have arrived, nothing to judge
+        mc = cached
         change = health.evaluate(mc, now, since)
         api = known.CLUSTERS_API_VERSION
         try:
             if change.status is not None:  # a verdict: confirm it on a fresh read, not on the watch's cache
                 started = time.monotonic()
-                mc = await ctx.api.get(api, "ManagedCluster", name, ns) or mc
-                ctx.clusters[(ns, name)] = mc
+                fresh = await ctx.api.get(api, "ManagedCluster", name, ns)
+                if fresh is None:
+                    continue  # deleted during the pass: its DELETED event drops it from the cache
+                mc = fresh
+                cached = keep_fresher(ctx, (ns, name), cached, mc)
                 if stalled(ctx, "a ManagedCluster GET", time.monotonic() - started):
                     return
                 change = health.evaluate(mc, now, since)
@@ -318,7 +322,7 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
                 log.warning("updating health of %s/%s failed with HTTP %s", ns, name, e.status)
             continue
         if change.status is not None or change.taints is not None:
-            ctx.clusters[(ns, name)] = mc
+            keep_fresher(ctx, (ns, name), cached, mc)
         ready = health.ready_condition(mc)
         counts[(ready or {}).get("status", "Unknown")] = counts.get((ready or {}).get("status", "Unknown"), 0) + 1
         last = health.parse_time((mc.get("status") or {}).get("lastObservedTime"))
@@ -326,6 +330,17 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
             metrics.heartbeat_age.observe((now - last).total_seconds())
     for state, n in counts.items():
         metrics.clusters.labels(state).set(n)
+
+
+def keep_fresher(ctx: HubContext, key: tuple[str, str], cached: Obj, fresher: Obj) -> Obj:
+    """Put what the health pass read or wrote into the cache, only if the cache still holds the copy the pass
+    started from: a cluster deleted meanwhile (its DELETED event handled) must not come back, for nothing would
+    ever remove it again (the scheduler shares this cache), and a newer watch event must not be replaced by an
+    older answer. Returns the copy the cache now holds as the pass's own."""
+    if ctx.clusters.get(key) is not cached:
+        return cached
+    ctx.clusters[key] = fresher
+    return fresher
 
 
 def stalled(ctx: HubContext, what: str, seconds: float) -> bool:

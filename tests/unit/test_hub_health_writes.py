@@ -1,0 +1,119 @@
+"""What the hub's health pass writes, and to which copy: never a cluster back into the cache after its
+deletion (the scheduler shares that cache), never over a write it has not read."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from clusternet_api import known
+from clusternet_api.credentials import Credentials
+from clusternet_hub import operator
+from tests.unit.fakekube import FakeKube
+
+KEY = ("clusternet-x", "c")
+NOW = datetime.datetime(2026, 12, 3, 19, 23, 0, tzinfo=datetime.UTC)
+TAINT = {"key": known.TAINT_UNSCHEDULABLE, "value": known.REASON_STATUS_UNKNOWN, "effect": "NoSchedule"}
+SILENT = "2026-12-03T19:22:53Z"  # 7 s before NOW: past the 6-s grace of a 2-s heartbeat
+
+
+def managed_cluster(last: str = SILENT, ready: str = "True", taints: list[dict[str, Any]] | None = None
+                    ) -> dict[str, Any]:
+    return {"apiVersion": "clusters.clusternet.io/v1beta1", "kind": "ManagedCluster",
+            "metadata": {"name": "c", "namespace": "clusternet-x", "creationTimestamp": "2026-12-03T19:00:00Z"},
+            "spec": {"taints": taints or []},
+            "status": {"lastObservedTime": last, "heartbeatFrequencySeconds": 2,
+                       "readyz": ready == "True", "livez": ready == "True", "healthz": ready == "True",
+                       "conditions": [{"type": "Ready", "status": ready, "reason": "ManagedClusterReady"}]}}
+
+
+def hub(kube: FakeKube) -> operator.HubContext:
+    """A hub that has watched the parent and the cluster for five minutes, its cache the parent's copy."""
+    ctx = operator.HubContext(options=operator.HubOptions(), creds=Credentials("https://parent", None, "t"))
+    ctx.kube = kube  # type: ignore[assignment]
+    ctx.clusters[KEY] = copy.deepcopy(kube.objects[("ManagedCluster", *KEY)])
+    ctx.observation.parent_reached(NOW - datetime.timedelta(minutes=5))
+    ctx.observation.first_seen[KEY] = NOW - datetime.timedelta(minutes=5)
+    return ctx
+
+
+class Parent(FakeKube):
+    """A parent on which things happen while the health pass waits: `during_get` runs before the GET that
+    confirms a verdict is answered, `after_patch` after a PATCH landed but before its answer comes back."""
+
+    def __init__(self, *objects: Any) -> None:
+        super().__init__(*objects)
+        self.ctx: operator.HubContext | None = None
+        self.during_get: Callable[[], Awaitable[None]] | None = None
+        self.after_patch: Callable[[], Awaitable[None]] | None = None
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        if self.during_get is not None:
+            await self.during_get()
+        return await super().get(*args, **kwargs)
+
+    async def patch(self, *args: Any, **kwargs: Any) -> Any:
+        written = await super().patch(*args, **kwargs)
+        if self.after_patch is not None:
+            await self.after_patch()
+        return written
+
+    async def delete_cluster(self) -> None:
+        """The ManagedCluster is deleted and the hub's watch hands it the DELETED event."""
+        gone = self.objects.pop(("ManagedCluster", *KEY))
+        assert self.ctx is not None
+        await operator.track_cluster(type="DELETED", body=gone, memo=self.ctx)  # type: ignore[arg-type]
+
+    async def heartbeat(self) -> None:
+        """The agent reports (Ready=True, a new lastObservedTime) and the hub's watch hands it the event."""
+        current = self.objects[("ManagedCluster", *KEY)]
+        status = {**current["status"], "lastObservedTime": "2026-12-03T19:23:01Z", "readyz": True,
+                  "livez": True, "healthz": True,
+                  "conditions": [{"type": "Ready", "status": "True", "reason": "ManagedClusterReady"}]}
+        self.objects[("ManagedCluster", *KEY)] = {**current, "status": status}
+        reported = self.touch("ManagedCluster", *KEY)
+        assert self.ctx is not None
+        await operator.track_cluster(type="MODIFIED", body=copy.deepcopy(reported),  # type: ignore[arg-type]
+                                     memo=self.ctx)
+
+
+def parent(mc: dict[str, Any]) -> tuple[Parent, operator.HubContext]:
+    kube = Parent(mc)
+    kube.ctx = hub(kube)
+    return kube, kube.ctx
+
+
+def test_a_cluster_deleted_while_its_verdict_is_confirmed_stays_deleted() -> None:
+    """The fresh GET finds nothing: the cluster was deleted during the pass and its DELETED event has been
+    handled. The hub used to put its cached copy back (`get(...) or mc`), where nothing would ever remove it:
+    the scheduler kept binding to it and every pass sent it a GET and a PATCH."""
+    kube, ctx = parent(managed_cluster())
+    kube.during_get = kube.delete_cluster
+    asyncio.run(operator.check_health(ctx, NOW))
+    assert KEY not in ctx.clusters
+    assert kube.writes == []  # and no verdict is sent to a cluster that is gone
+
+
+def test_a_cluster_deleted_while_its_verdict_is_written_stays_deleted() -> None:
+    """Deleted (and the event handled) after the PATCH landed but before its answer came back: the answer is
+    not put back into the cache either. (Already tainted: the status PATCH is the pass's last write.)"""
+    kube, ctx = parent(managed_cluster(taints=[TAINT]))
+    kube.after_patch = kube.delete_cluster
+    asyncio.run(operator.check_health(ctx, NOW))
+    assert kube.kinds_written() == ["patch/status ManagedCluster"]  # the verdict was written ...
+    assert KEY not in ctx.clusters  # ... and the cluster is still gone from the cache
+
+
+def test_the_answer_to_a_verdict_never_replaces_a_newer_watch_event() -> None:
+    """The agent reported right after the verdict landed, and the watch delivered that report before the
+    PATCH's answer came back: the cache keeps the report (the answer is older), so the next pass sees the
+    cluster Ready and does not taint it."""
+    kube, ctx = parent(managed_cluster(taints=[TAINT]))
+    kube.after_patch = kube.heartbeat
+    asyncio.run(operator.check_health(ctx, NOW))
+    assert kube.kinds_written() == ["patch/status ManagedCluster"]
+    assert ctx.clusters[KEY]["status"]["lastObservedTime"] == "2026-12-03T19:23:01Z"
+    assert ctx.clusters[KEY] == kube.objects[("ManagedCluster", *KEY)]
