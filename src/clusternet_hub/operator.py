@@ -310,15 +310,20 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
                 if stalled(ctx, "a ManagedCluster GET", time.monotonic() - started):
                     return
                 change = health.evaluate(mc, now, since)
+            # Each write is conditional on the copy it was computed from (the taints' on the verdict's answer):
+            # a heartbeat that lands in between must win, not be overwritten with Unknown and then tainted
             if change.status is not None:
+                mc = await ctx.api.patch(api, "ManagedCluster", name, {**as_read(mc), "status": change.status},
+                                         ns, subresource="status")
                 log.warning("cluster %s/%s: %s", ns, name, change.status["conditions"][-1]["message"])
                 ctx.suspects.update(removal.requests_of_cluster(ctx.approved, ns, name))  # its token may be dead
-                mc = await ctx.api.patch(api, "ManagedCluster", name, {"status": change.status}, ns,
-                                         subresource="status")
             if change.taints is not None:
-                mc = await ctx.api.patch(api, "ManagedCluster", name, {"spec": {"taints": change.taints}}, ns)
+                mc = await ctx.api.patch(api, "ManagedCluster", name,
+                                         {**as_read(mc), "spec": {"taints": change.taints}}, ns)
         except ApiException as e:
-            if e.status != 404:
+            if e.status == 409:
+                log.info("cluster %s/%s changed while the hub judged its health: judged again next pass", ns, name)
+            elif e.status != 404:
                 log.warning("updating health of %s/%s failed with HTTP %s", ns, name, e.status)
             continue
         if change.status is not None or change.taints is not None:
@@ -330,6 +335,12 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
             metrics.heartbeat_age.observe((now - last).total_seconds())
     for state, n in counts.items():
         metrics.clusters.labels(state).set(n)
+
+
+def as_read(mc: Obj) -> Obj:
+    """A patch's precondition: the object is still as it was read (else the API server answers 409)."""
+    version = mc["metadata"].get("resourceVersion")
+    return {"metadata": {"resourceVersion": version}} if version else {}
 
 
 def keep_fresher(ctx: HubContext, key: tuple[str, str], cached: Obj, fresher: Obj) -> Obj:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from clusternet_api import known
 from clusternet_api.credentials import Credentials
+from clusternet_api.kube import ApiException
 from clusternet_hub import operator
 from tests.unit.fakekube import FakeKube
 
@@ -42,21 +46,33 @@ def hub(kube: FakeKube) -> operator.HubContext:
 
 class Parent(FakeKube):
     """A parent on which things happen while the health pass waits: `during_get` runs before the GET that
-    confirms a verdict is answered, `after_patch` after a PATCH landed but before its answer comes back."""
+    confirms a verdict is answered, `before_patch` before the next PATCH lands, `after_patch` after a PATCH
+    landed but before its answer comes back."""
 
     def __init__(self, *objects: Any) -> None:
         super().__init__(*objects)
         self.ctx: operator.HubContext | None = None
         self.during_get: Callable[[], Awaitable[None]] | None = None
         self.after_patch: Callable[[], Awaitable[None]] | None = None
+        self.before_patch: Callable[[], Awaitable[None]] | None = None  # (once)
 
     async def get(self, *args: Any, **kwargs: Any) -> Any:
         if self.during_get is not None:
             await self.during_get()
         return await super().get(*args, **kwargs)
 
-    async def patch(self, *args: Any, **kwargs: Any) -> Any:
-        written = await super().patch(*args, **kwargs)
+    async def patch(self, api_version: str, kind: str, name: str, body: Any, namespace: str | None = None,
+                    **kwargs: Any) -> Any:
+        """As the API server: a patch carrying a resourceVersion the object no longer has is 409 Conflict."""
+        if self.before_patch is not None:
+            before, self.before_patch = self.before_patch, None
+            await before()
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        stored = self.find(kind, namespace, name)
+        if version and stored is not None and stored["metadata"]["resourceVersion"] != version:
+            self.writes.append((f"conflict/{kwargs.get('subresource') or ''}", kind, f"{namespace}/{name}"))
+            raise ApiException(409, "Conflict")
+        written = await super().patch(api_version, kind, name, body, namespace, **kwargs)
         if self.after_patch is not None:
             await self.after_patch()
         return written
@@ -67,8 +83,9 @@ class Parent(FakeKube):
         assert self.ctx is not None
         await operator.track_cluster(type="DELETED", body=gone, memo=self.ctx)  # type: ignore[arg-type]
 
-    async def heartbeat(self) -> None:
-        """The agent reports (Ready=True, a new lastObservedTime) and the hub's watch hands it the event."""
+    async def heartbeat(self, delivered: bool = True) -> None:
+        """The agent reports (Ready=True, a new lastObservedTime) and the hub's watch hands it the event
+        (unless not `delivered` yet)."""
         current = self.objects[("ManagedCluster", *KEY)]
         status = {**current["status"], "lastObservedTime": "2026-12-03T19:23:01Z", "readyz": True,
                   "livez": True, "healthz": True,
@@ -76,8 +93,9 @@ class Parent(FakeKube):
         self.objects[("ManagedCluster", *KEY)] = {**current, "status": status}
         reported = self.touch("ManagedCluster", *KEY)
         assert self.ctx is not None
-        await operator.track_cluster(type="MODIFIED", body=copy.deepcopy(reported),  # type: ignore[arg-type]
-                                     memo=self.ctx)
+        if delivered:
+                await operator.track_cluster(type="MODIFIED", body=copy.deepcopy(reported),  # type: ignore[arg-type]
+                                         memo=self.ctx)
 
 
 def parent(mc: dict[str, Any]) -> tuple[Parent, operator.HubContext]:
@@ -117,3 +135,54 @@ def test_the_answer_to_a_verdict_never_replaces_a_newer_watch_event() -> None:
     assert kube.kinds_written() == ["patch/status ManagedCluster"]
     assert ctx.clusters[KEY]["status"]["lastObservedTime"] == "2026-12-03T19:23:01Z"
     assert ctx.clusters[KEY] == kube.objects[("ManagedCluster", *KEY)]
+
+
+def test_a_heartbeat_that_lands_before_the_verdict_wins(caplog: pytest.LogCaptureFixture) -> None:
+    """The confirming GET still shows the silence; the agent's report lands before the verdict does. The
+    verdict used to overwrite it (Ready=Unknown over a fresh Ready=True, probes false) and the next pass, seeing
+    a fresh heartbeat but Ready=Unknown, tainted a live cluster until its next report, 3 min later by default.
+    Conditional on the read, the verdict is refused (409) and nothing else is written this pass."""
+    kube, ctx = parent(managed_cluster())
+    kube.before_patch = kube.heartbeat
+    with caplog.at_level(logging.INFO, logger="clusternet_hub.operator"):
+        asyncio.run(operator.check_health(ctx, NOW))
+    stored = kube.objects[("ManagedCluster", *KEY)]
+    assert stored["status"]["conditions"][-1]["status"] == "True" and stored["status"]["readyz"] is True
+    assert stored["spec"]["taints"] == []
+    assert kube.kinds_written() == ["conflict/status ManagedCluster"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no verdict was given
+    assert any("changed while the hub judged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_taint_added_meanwhile_is_not_dropped() -> None:
+    """The agent reports the cluster not ready (fresh heartbeat, Ready=False): the hub taints it, computing the
+    new taint list from its cache. An administrator's taint, added after the cache was filled and not yet seen
+    by the watch, used to be dropped with the whole list; conditional on the cached copy, the patch is refused,
+    and the next pass, from the watch's newer copy, keeps both."""
+    kube, ctx = parent(managed_cluster(last="2026-12-03T19:22:59Z", ready="False"))
+    admin = {"key": "team", "value": "a", "effect": "NoSchedule"}
+    kube.objects[("ManagedCluster", *KEY)]["spec"]["taints"] = [admin]
+    kube.touch("ManagedCluster", *KEY)
+    asyncio.run(operator.check_health(ctx, NOW))
+    assert kube.objects[("ManagedCluster", *KEY)]["spec"]["taints"] == [admin]
+    asyncio.run(operator.track_cluster(type="MODIFIED", memo=ctx,  # type: ignore[arg-type]
+                                       body=copy.deepcopy(kube.objects[("ManagedCluster", *KEY)])))
+    asyncio.run(operator.check_health(ctx, NOW))
+    assert [t["key"] for t in kube.objects[("ManagedCluster", *KEY)]["spec"]["taints"]] == [
+        "team", known.TAINT_UNSCHEDULABLE]
+
+
+def test_a_verdict_and_its_taint_are_written_in_one_pass_each_on_the_copy_before_it() -> None:
+    """Both writes carry a precondition: the verdict the confirming read's resourceVersion, the taint the
+    verdict's answer's (the hub's own write moved it), so an undisturbed pass still writes both."""
+    kube, ctx = parent(managed_cluster())
+    read = kube.objects[("ManagedCluster", *KEY)]["metadata"]["resourceVersion"]
+    asyncio.run(operator.check_health(ctx, NOW))
+    assert kube.kinds_written() == ["patch/status ManagedCluster", "patch ManagedCluster"]
+    verdict, taint = kube.bodies
+    assert verdict["metadata"] == {"resourceVersion": read}
+    assert taint["metadata"]["resourceVersion"] not in (None, read)
+    stored = kube.objects[("ManagedCluster", *KEY)]
+    assert stored["status"]["conditions"][-1]["status"] == "Unknown"
+    assert [t["key"] for t in stored["spec"]["taints"]] == [known.TAINT_UNSCHEDULABLE]
+    assert ctx.clusters[KEY] == stored
