@@ -7,11 +7,17 @@ resume (the agent writes Ready=True again), the taint goes. Nothing deployed is 
 NoSchedule, which keeps new Subscriptions off the cluster and never unbinds what is bound there
 (scheduling.py).
 
+Silence is measured on the hub's own clock, from when the hub last saw a report arrive (a new
+`lastObservedTime`), never by comparing that timestamp, the child's clock, with the hub's: a child clock
+minutes off made a live cluster flap Unknown, or kept a dead one Ready as long (review 6). Kubernetes'
+node lifecycle controller likewise times node heartbeats by when it observed them (its probeTimestamp);
+Clusternet compares the child's timestamp with the hub's clock. `lastObservedTime` is shown and measured
+(the heartbeat-age metric), not judged.
+
 A missing heartbeat is only evidence when the hub could have seen it arrive. So the hub judges a cluster
 only after it has itself watched for a whole grace period: since it started (or first saw the cluster) and
 since it last regained the parent's API server. A hub restart or a parent outage therefore never turns
-live clusters Unknown (Kubernetes' node lifecycle controller likewise times node heartbeats by its own
-observation; Clusternet compares the last report with the wall clock alone).
+live clusters Unknown.
 
 A stall counts as an outage: when the parent takes longer than one heartbeat period to answer the hub (its
 etcd stuck on a slow disk holds every write, the agents' heartbeats included), or the hub's own loop wakes
@@ -88,61 +94,85 @@ def _without_taint(taints: list[Obj]) -> list[Obj]:
     return [t for t in taints if t.get("key") != known.TAINT_UNSCHEDULABLE]
 
 
+Key = tuple[str, str]
+
+
 @dataclass
 class Observation:
-    """Since when the hub has been in a position to see each cluster's heartbeats arrive."""
+    """What the hub itself has seen of each cluster's heartbeats, on its own monotonic clock (`now` below):
+    since when it could have seen them arrive, and when it last saw one arrive.
 
-    parent_since: datetime.datetime | None = None
+    A report counts when the cluster's `lastObservedTime` *changes*, whatever its value: it is the one field
+    only the agent writes, once per report. Its value is the child's clock, compared with nothing here (a
+    child clock minutes behind made a live cluster Unknown before each report, one ahead let a dead one stay
+    Ready as long). Not the resourceVersion: the hub writes the status too (its verdicts, SocketConnected)
+    and the spec (taints), and an administrator the labels, none of which is a sign of life."""
+
+    parent_since: float | None = None
     """Start of the hub's current unbroken contact with the parent's API server (None: not reached now)."""
-    first_seen: dict[tuple[str, str], datetime.datetime] = field(default_factory=dict)
+    first_seen: dict[Key, float] = field(default_factory=dict)
+    reports: dict[Key, tuple[str | None, float]] = field(default_factory=dict)
+    """The last lastObservedTime seen of each cluster, and when the hub first saw that value."""
 
-    def parent_reached(self, now: datetime.datetime) -> None:
+    def parent_reached(self, now: float) -> None:
         if self.parent_since is None:
             self.parent_since = now
 
-    def parent_back(self, now: datetime.datetime) -> None:
+    def parent_back(self, now: float) -> None:
         """The parent answers (again): as parent_reached, but counting from MAX_RETRY_AFTER later. A parent that
         was starting turned the agents' heartbeats away with 503 and a Retry-After, which they wait out (up to
         that long) before writing again: counted from its return, a 2-s heartbeat's 6-s grace ran out first and
         every cluster was marked Unknown although every agent was reporting (test_faults, once in CI)."""
         if self.parent_since is None:
-            self.parent_since = now + datetime.timedelta(seconds=MAX_RETRY_AFTER)
+            self.parent_since = now + MAX_RETRY_AFTER
 
     def parent_lost(self) -> None:
         self.parent_since = None
 
-    def interrupted(self, now: datetime.datetime) -> None:
+    def interrupted(self, now: float) -> None:
         """The hub could not have seen heartbeats arrive until `now` (a stalled parent or hub)."""
         self.parent_since = now
 
-    def forget(self, key: tuple[str, str]) -> None:
+    def forget(self, key: Key) -> None:
         self.first_seen.pop(key, None)
+        self.reports.pop(key, None)
 
-    def watched_since(self, key: tuple[str, str], now: datetime.datetime) -> datetime.datetime | None:
-        """When the hub's watch of this cluster began, as far as heartbeats go; None while the parent is
-        out of reach (nothing can be judged then)."""
+    def saw(self, key: Key, mc: Obj, now: float) -> None:
+        """The hub sees this copy of the cluster now (a watch event, a read): a new report if its
+        lastObservedTime differs from the last one seen."""
+        self.first_seen.setdefault(key, now)
+        stamp = (mc.get("status") or {}).get("lastObservedTime")
+        if key not in self.reports or self.reports[key][0] != stamp:
+            self.reports[key] = (stamp, now)
+
+    def silence(self, key: Key, now: float) -> float | None:
+        """For how many seconds the hub has watched this cluster without seeing a report arrive: since it
+        started (or first saw the cluster), regained the parent, or saw the last report, whichever is latest;
+        None while the parent is out of reach (nothing can be judged then)."""
         seen = self.first_seen.setdefault(key, now)
-        return None if self.parent_since is None else max(seen, self.parent_since)
+        if self.parent_since is None:
+            return None
+        heard = self.reports.get(key, (None, seen))[1]
+        return now - max(seen, self.parent_since, heard)
 
 
-def evaluate(mc: Obj, now: datetime.datetime, watched_since: datetime.datetime | None = None) -> HealthPatch:
+def evaluate(mc: Obj, now: datetime.datetime, silence: float) -> HealthPatch:
     """What the hub must change on this ManagedCluster now (both fields None when nothing).
 
-    `watched_since`: when the hub began to watch (Observation.watched_since); a heartbeat is overdue only
-    once the hub has watched for a whole grace period after that."""
+    `silence`: for how long the hub has watched the cluster without a report (Observation.silence); a
+    heartbeat is overdue once that exceeds the grace period. `now` (wall clock) only dates what is written."""
     status = mc.get("status") or {}
     taints: list[Obj] = list((mc.get("spec") or {}).get("taints") or [])
-    last = parse_time(status.get("lastObservedTime"))
-    created = parse_time(mc["metadata"].get("creationTimestamp")) or now
-    reference = max(last or created, watched_since) if watched_since else last or created
+    last = status.get("lastObservedTime")
     ready = ready_condition(mc)
     new_status: Obj | None = None
-    stale = now - reference > grace_period(mc)
+    grace = int(grace_period(mc).total_seconds())
+    stale = silence > grace
     if stale:
         reason = known.REASON_STATUS_UNKNOWN if last else known.REASON_NEVER_UPDATED
-        message = (f"no heartbeat from the cluster agent since {format_rfc3339(last)} "
-                   f"(grace period {int(grace_period(mc).total_seconds())}s = 3 x heartbeat period)"
-                   if last else "the cluster agent has never reported status")
+        message = (f"no heartbeat from the cluster agent for {int(silence)}s, as the hub observed "
+                   f"(the last report is stamped {last} by the cluster's clock; grace period {grace}s = "
+                   f"3 x heartbeat period)" if last else "the cluster agent has never reported status")
         unchanged = (ready is not None and ready.get("status") == "Unknown" and ready.get("reason") == reason
                      and not any(status.get(p) for p in ("readyz", "livez", "healthz")))
         if not unchanged:

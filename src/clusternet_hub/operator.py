@@ -283,6 +283,7 @@ async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) 
             del memo.cluster_ids[cluster_id]
     else:
         memo.clusters[key] = dict(body)
+        memo.observation.saw(key, memo.clusters[key], time.monotonic())  # a heartbeat arrives (health.py)
         if cluster_id:
             memo.cluster_ids[cluster_id] = key
     if memo.controller is not None:
@@ -290,14 +291,17 @@ async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) 
 
 
 async def check_health(ctx: HubContext, now: datetime.datetime | None = None) -> None:
+    """One health pass: judge each cluster by how long the hub itself has heard no report (health.py; `now`, the
+    wall clock, only dates what is written), confirm a verdict on a fresh read, and write it conditionally."""
     now = now or datetime.datetime.now(datetime.UTC)
     counts = {"True": 0, "False": 0, "Unknown": 0}
     for (ns, name), cached in list(ctx.clusters.items()):
-        since = ctx.observation.watched_since((ns, name), now)
-        if since is None:
+        ctx.observation.saw((ns, name), cached, time.monotonic())  # (the watch's events already did, sooner)
+        silence = ctx.observation.silence((ns, name), time.monotonic())
+        if silence is None:
             continue  # the parent is out of reach: no heartbeat could have arrived, nothing to judge
         mc = cached
-        change = health.evaluate(mc, now, since)
+        change = health.evaluate(mc, now, silence)
         api = known.CLUSTERS_API_VERSION
         try:
             if change.status is not None:  # a verdict: confirm it on a fresh read, not on the watch's cache
@@ -309,7 +313,11 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
                 cached = keep_fresher(ctx, (ns, name), cached, mc)
                 if stalled(ctx, "a ManagedCluster GET", time.monotonic() - started):
                     return
-                change = health.evaluate(mc, now, since)
+                ctx.observation.saw((ns, name), mc, time.monotonic())  # a report the watch has not delivered yet
+                silence = ctx.observation.silence((ns, name), time.monotonic())
+                if silence is None:
+                    continue  # (the parent is lost only between passes)
+                change = health.evaluate(mc, now, silence)
             # Each write is conditional on the copy it was computed from (the taints' on the verdict's answer):
             # a heartbeat that lands in between must win, not be overwritten with Unknown and then tainted
             if change.status is not None:
@@ -363,11 +371,11 @@ def stalled(ctx: HubContext, what: str, seconds: float) -> bool:
     log.warning("%s took %.1f s, more than a heartbeat period (%.0f s): heartbeats may have been held as long, "
                 "so no cluster is judged until the hub has watched them again for a grace period",
                 what, seconds, period)
-    ctx.observation.interrupted(datetime.datetime.now(datetime.UTC))
+    ctx.observation.interrupted(time.monotonic())
     return True
 
 
-async def probe_parent(ctx: HubContext, now: datetime.datetime | None = None) -> bool:
+async def probe_parent(ctx: HubContext) -> bool:
     """Whether the parent's API server is ready now; a lost parent restarts the heartbeat observation.
 
     /readyz, not /version: a starting kube-apiserver answers /version long before it serves (and stores)
@@ -378,7 +386,7 @@ async def probe_parent(ctx: HubContext, now: datetime.datetime | None = None) ->
     except (aiohttp.ClientError, OSError, TimeoutError):
         status = 0
     if 200 <= status < 300:
-        ctx.observation.parent_back(now or datetime.datetime.now(datetime.UTC))
+        ctx.observation.parent_back(time.monotonic())
         stalled(ctx, "the parent's /readyz", time.monotonic() - started)
         return True
     if ctx.observation.parent_since is not None:

@@ -21,7 +21,7 @@ from tests.unit.fakekube import FakeKube
 KEY = ("clusternet-x", "c")
 NOW = datetime.datetime(2026, 12, 3, 19, 23, 0, tzinfo=datetime.UTC)
 TAINT = {"key": known.TAINT_UNSCHEDULABLE, "value": known.REASON_STATUS_UNKNOWN, "effect": "NoSchedule"}
-SILENT = "2026-12-03T19:22:53Z"  # 7 s before NOW: past the 6-s grace of a 2-s heartbeat
+SILENT = "2026-12-03T19:22:53Z"  # the last report's stamp (the child's clock: shown, never judged)
 
 
 def managed_cluster(last: str = SILENT, ready: str = "True", taints: list[dict[str, Any]] | None = None
@@ -34,13 +34,21 @@ def managed_cluster(last: str = SILENT, ready: str = "True", taints: list[dict[s
                        "conditions": [{"type": "Ready", "status": ready, "reason": "ManagedClusterReady"}]}}
 
 
-def hub(kube: FakeKube) -> operator.HubContext:
-    """A hub that has watched the parent and the cluster for five minutes, its cache the parent's copy."""
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's monotonic clock stands at 300 s for the whole pass."""
+    monkeypatch.setattr(operator.time, "monotonic", lambda: 300.0)
+
+
+def hub(kube: FakeKube, heard: float = 293.0) -> operator.HubContext:
+    """A hub that has watched the parent and the cluster for five minutes, its cache the parent's copy, the
+    cluster's last report seen arriving at `heard` (7 s ago by default: past the 6-s grace)."""
     ctx = operator.HubContext(options=operator.HubOptions(), creds=Credentials("https://parent", None, "t"))
     ctx.kube = kube  # type: ignore[assignment]
     ctx.clusters[KEY] = copy.deepcopy(kube.objects[("ManagedCluster", *KEY)])
-    ctx.observation.parent_reached(NOW - datetime.timedelta(minutes=5))
-    ctx.observation.first_seen[KEY] = NOW - datetime.timedelta(minutes=5)
+    ctx.observation.parent_reached(0.0)
+    ctx.observation.first_seen[KEY] = 0.0
+    ctx.observation.saw(KEY, ctx.clusters[KEY], heard)
     return ctx
 
 
@@ -98,9 +106,9 @@ class Parent(FakeKube):
                                          memo=self.ctx)
 
 
-def parent(mc: dict[str, Any]) -> tuple[Parent, operator.HubContext]:
+def parent(mc: dict[str, Any], heard: float = 293.0) -> tuple[Parent, operator.HubContext]:
     kube = Parent(mc)
-    kube.ctx = hub(kube)
+    kube.ctx = hub(kube, heard)
     return kube, kube.ctx
 
 
@@ -159,7 +167,7 @@ def test_a_taint_added_meanwhile_is_not_dropped() -> None:
     new taint list from its cache. An administrator's taint, added after the cache was filled and not yet seen
     by the watch, used to be dropped with the whole list; conditional on the cached copy, the patch is refused,
     and the next pass, from the watch's newer copy, keeps both."""
-    kube, ctx = parent(managed_cluster(last="2026-12-03T19:22:59Z", ready="False"))
+    kube, ctx = parent(managed_cluster(last="2026-12-03T19:22:59Z", ready="False"), heard=299.0)
     admin = {"key": "team", "value": "a", "effect": "NoSchedule"}
     kube.objects[("ManagedCluster", *KEY)]["spec"]["taints"] = [admin]
     kube.touch("ManagedCluster", *KEY)

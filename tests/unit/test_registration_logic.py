@@ -96,55 +96,85 @@ def mc(last: str | None, ready: str | None = "True", taints: list[dict[str, str]
 
 
 def test_fresh_heartbeat_changes_nothing() -> None:
-    change = health.evaluate(mc("2026-11-24T11:59:50Z"), NOW)
+    change = health.evaluate(mc("2026-11-24T11:59:50Z"), NOW, silence=10)
     assert change.status is None and change.taints is None
 
 
 def test_silence_beyond_three_periods_turns_unknown_and_taints() -> None:
-    change = health.evaluate(mc("2026-11-24T11:59:00Z"), NOW)  # 60 s > 3 x 10 s
+    change = health.evaluate(mc("2026-11-24T11:59:00Z"), NOW, silence=31)  # 31 s > 3 x 10 s
     assert change.status is not None
     assert change.status["readyz"] is False and change.status["livez"] is False
     cond = change.status["conditions"][-1]
     assert cond["status"] == "Unknown" and cond["reason"] == known.REASON_STATUS_UNKNOWN
+    assert cond["message"].startswith("no heartbeat from the cluster agent for 31s")
+    assert "2026-11-24T11:59:00Z" in cond["message"]  # the child's stamp, shown, not judged
     assert change.taints == [{"key": known.TAINT_UNSCHEDULABLE, "value": known.REASON_STATUS_UNKNOWN,
                               "effect": "NoSchedule", "timeAdded": "2026-11-24T12:00:00Z"}]
 
 
+def test_the_childs_timestamp_is_shown_never_compared_with_the_hubs_clock() -> None:
+    """The silence the hub observed decides; lastObservedTime is the child's clock (review 6, finding 7): an
+    hour old by the hub's clock yet just arrived is fresh, and one an hour ahead after 31 s of silence is not."""
+    assert health.evaluate(mc("2026-11-24T11:00:00Z"), NOW, silence=1).status is None
+    assert health.evaluate(mc("2026-11-24T13:00:00Z"), NOW, silence=31).status is not None
+
+
 def test_never_reported_cluster_says_so() -> None:
-    change = health.evaluate(mc(None, ready=None), NOW)
+    change = health.evaluate(mc(None, ready=None), NOW, silence=31)
     assert change.status is not None
     assert change.status["conditions"][-1]["reason"] == known.REASON_NEVER_UPDATED
+    assert health.evaluate(mc(None, ready=None), NOW, silence=29) == health.HealthPatch(None, None)  # not yet
 
 
 def test_recovered_cluster_loses_the_taint_and_keeps_others() -> None:
     other = {"key": "team", "value": "x", "effect": "NoSchedule"}
     taint = {"key": known.TAINT_UNSCHEDULABLE, "value": "x", "effect": "NoSchedule"}
-    change = health.evaluate(mc("2026-11-24T11:59:55Z", taints=[other, taint]), NOW)
+    change = health.evaluate(mc("2026-11-24T11:59:55Z", taints=[other, taint]), NOW, silence=5)
     assert change.taints == [other]
 
 
 def test_a_hub_judges_no_heartbeat_before_it_has_watched_for_a_grace_period() -> None:
     """A restarted hub, or one that just regained the parent, saw no heartbeat arrive yet: no verdict."""
-    stale = mc("2026-11-24T11:59:00Z")  # 60 s old, grace 30 s
-    assert health.evaluate(stale, NOW, NOW - datetime.timedelta(seconds=20)).status is None
-    assert health.evaluate(stale, NOW, NOW - datetime.timedelta(seconds=31)).status is not None
+    seen = health.Observation()
+    key = ("n", "c")
+    seen.parent_reached(1000.0)
+    seen.saw(key, mc("2026-11-24T11:00:00Z"), 1000.0)  # an hour-old report, in the hub's first listing
+    assert seen.silence(key, 1000.0) == 0
+    assert seen.silence(key, 1020.0) == 20  # not yet (grace 30 s) ...
+    assert seen.silence(key, 1031.0) == 31  # ... now
+
+
+def test_only_a_new_report_is_a_heartbeat() -> None:
+    """A report counts when lastObservedTime changes, whichever way the child's clock moved; a write that
+    leaves it alone (the hub's verdict, its SocketConnected mark, its taints, a label) does not."""
+    seen = health.Observation()
+    key = ("n", "c")
+    seen.parent_reached(1000.0)
+    seen.saw(key, mc("2026-11-24T11:59:50Z"), 1000.0)
+    seen.saw(key, mc("2026-11-24T11:59:50Z", ready="Unknown", taints=[{"key": "x"}]), 1020.0)
+    assert seen.silence(key, 1031.0) == 31
+    seen.saw(key, mc("2026-11-24T11:59:40Z"), 1031.0)  # a child clock stepped back still reports
+    assert seen.silence(key, 1032.0) == 1
+    seen.saw(key, mc(None), 1040.0)  # (a status cleared: also a change, as the hub cannot tell who cleared it)
+    assert seen.silence(key, 1040.0) == 0
 
 
 def test_observation_restarts_when_the_parent_was_lost() -> None:
     seen = health.Observation()
     key = ("n", "c")
-    assert seen.watched_since(key, NOW) is None  # never reached the parent: nothing to judge
-    seen.parent_reached(NOW - datetime.timedelta(minutes=5))
-    assert seen.watched_since(key, NOW) == NOW  # first seen now
-    later = NOW + datetime.timedelta(minutes=10)
-    assert seen.watched_since(key, later) == NOW
+    assert seen.silence(key, 1000.0) is None  # never reached the parent: nothing to judge
+    seen.parent_reached(700.0)
+    assert seen.silence(key, 1000.0) == 0  # first seen now
+    assert seen.silence(key, 1600.0) == 600
     seen.parent_lost()
-    assert seen.watched_since(key, later) is None
-    seen.parent_reached(later)
-    seen.parent_reached(later + datetime.timedelta(minutes=1))  # still the same unbroken contact
-    assert seen.watched_since(key, later + datetime.timedelta(minutes=2)) == later
+    assert seen.silence(key, 1600.0) is None
+    seen.parent_reached(1600.0)
+    seen.parent_reached(1660.0)  # still the same unbroken contact
+    assert seen.silence(key, 1720.0) == 120
+    seen.saw(key, mc("2026-11-24T11:59:50Z"), 1720.0)
+    assert seen.silence(key, 1730.0) == 10
     seen.forget(key)
-    assert seen.watched_since(key, later + datetime.timedelta(minutes=3)) == later + datetime.timedelta(minutes=3)
+    assert seen.silence(key, 1780.0) == 0 and key not in seen.reports
 
 
 # --- agent: heartbeat --------------------------------------------------------------------------------------
