@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clusternet_api.sharedrun import SharedRuns
+
 API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 EXPIRY_SKEW = 5.0  # seconds: a credential this close to its expiry is asked for again rather than sent
 
@@ -124,7 +126,8 @@ class ExecPlugin:
         self.api_version, self.install_hint, self.cluster, self.user = api_version, install_hint, cluster, user
         self.runs = 0  # how often the command ran (tests, and a hint in debugging)
         self._cached: ExecCredential | None = None
-        self._running: tuple[asyncio.AbstractEventLoop, asyncio.Future[ExecCredential]] | None = None
+        # the run in flight on each event loop: its callers share it, and one cancelled leaves it to the others
+        self._running: SharedRuns[asyncio.AbstractEventLoop, ExecCredential] = SharedRuns()
 
     def __repr__(self) -> str:
         return f"ExecPlugin(command={self.command!r}, user={self.user!r})"
@@ -162,21 +165,12 @@ class ExecPlugin:
         if cached is not None and cached is not rejected:
             return cached
         loop = asyncio.get_running_loop()
-        if self._running is not None and self._running[0] is loop:
-            return await asyncio.shield(self._running[1])
-        done: asyncio.Future[ExecCredential] = loop.create_future()
-        self._running = (loop, done)
-        try:
-            fresh = await self.run()
-            self._cached = fresh
-            done.set_result(fresh)
-            return fresh
-        except BaseException as e:
-            done.set_exception(e)
-            done.exception()  # retrieved: concurrent waiters re-raise it
-            raise
-        finally:
-            self._running = None
+        return await self._running.run(loop, self._refresh, f"exec plugin {self.command}")
+
+    async def _refresh(self) -> ExecCredential:
+        fresh = await self.run()
+        self._cached = fresh
+        return fresh
 
     def exec_info(self) -> str:
         """KUBERNETES_EXEC_INFO: the ExecCredential request the plugin may read."""

@@ -29,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -48,6 +49,7 @@ from clusternet_api.execplugin import CredentialsError, ExecCredential
 from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
 from clusternet_api.ratelimit import MAX_RETRIES, TokenBucket, retry_after
 from clusternet_api.restpaths import core_resource, resource_path
+from clusternet_api.sharedrun import SharedRuns
 from clusternet_api.tunnel import http as tunnel_http
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener, lines, read_body
 
@@ -107,7 +109,7 @@ class Kube:
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}  # apiVersion -> kind -> (plural, namespaced)
         self._resources: dict[str, list[Obj]] = {}  # apiVersion -> its APIResource entries, no subresources
         self._unavailable: dict[str, Any] = {}  # apiVersion -> the 503 body of its last discovery, if it was one
-        self._discovering: dict[str, asyncio.Future[None]] = {}
+        self._discovering: SharedRuns[str, None] = SharedRuns()  # apiVersion -> its discovery in flight
 
     async def __aenter__(self) -> Kube:
         return self
@@ -211,32 +213,24 @@ class Kube:
         return self._session
 
     async def _discover(self, api_version: str) -> None:
-        """Learn the kinds of one group-version; concurrent callers share one request."""
-        pending = self._discovering.get(api_version)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._discovering[api_version] = done
-        try:
-            status, body = await self.raw("GET", "/api/v1" if api_version == "v1" else f"/apis/{api_version}")
-            entries: list[Obj] = []
-            if status == 200 and isinstance(body, dict):
-                entries = [r for r in body.get("resources") or [] if "/" not in r["name"]]
-            elif status not in (404, 503):
-                raise ApiException(status, f"discovery of {api_version} failed: {body}")
-            if status == 503:
-                self._unavailable[api_version] = body
-            else:
-                self._unavailable.pop(api_version, None)
-            self._resources[api_version] = entries
-            self._kinds[api_version] = {r["kind"]: (r["name"], bool(r.get("namespaced"))) for r in entries}
-            done.set_result(None)
-        except BaseException as e:
-            done.set_exception(e)
-            done.exception()  # retrieved: concurrent waiters re-raise it, nobody else needs to
-            raise
-        finally:
-            self._discovering.pop(api_version, None)
+        """Learn the kinds of one group-version; concurrent callers share one request, and one of them that is
+        cancelled (a tunnel handler whose agent left) stops waiting alone (sharedrun.py)."""
+        await self._discovering.run(api_version, functools.partial(self._discovery, api_version),
+                                    f"discovery of {api_version}")
+
+    async def _discovery(self, api_version: str) -> None:
+        status, body = await self.raw("GET", "/api/v1" if api_version == "v1" else f"/apis/{api_version}")
+        entries: list[Obj] = []
+        if status == 200 and isinstance(body, dict):
+            entries = [r for r in body.get("resources") or [] if "/" not in r["name"]]
+        elif status not in (404, 503):
+            raise ApiException(status, f"discovery of {api_version} failed: {body}")
+        if status == 503:
+            self._unavailable[api_version] = body
+        else:
+            self._unavailable.pop(api_version, None)
+        self._resources[api_version] = entries
+        self._kinds[api_version] = {r["kind"]: (r["name"], bool(r.get("namespaced"))) for r in entries}
 
     async def resource(self, api_version: str, kind: str) -> tuple[str, bool]:
         """(plural, namespaced) of a kind; one discovery request per group-version, again on a miss."""
