@@ -9,6 +9,12 @@ restarted here, in the process, rather than the agent exiting: their failures co
 child's API server (restarting, frozen, refusing), which a restart a moment later outlives, and exiting would
 also stop the heartbeats, re-register and show the cluster NotReady for what only one task had trouble with.
 A task that keeps failing logs one error, with its traceback, per restart (at most one a minute).
+
+Cancelling the task stops it (`task.cancel()`: re-registration, shutdown). A CancelledError that comes out of the
+work although nobody cancelled this task (a shared wait handing on another caller's cancellation, as discovery did:
+review 6, finding 2) is a failure like any other: taken for a stop, it ended the task for good, without a word,
+while the heartbeats went on saying Ready. Asyncio counts the requests to cancel a task (`Task.cancelling()`), so
+the two are told apart.
 """
 
 from __future__ import annotations
@@ -32,20 +38,32 @@ HEALTHY_RUN_SECONDS = 300.0
 async def supervised(name: str, run: Callable[[], Awaitable[None]], *, forever: bool = False) -> None:
     """Await `run()` (a fresh one each time) until it returns; after an exception, log it with its traceback and
     run it again, with capped, jittered backoff. `forever`: the task is meant never to end (a puller, the
-    tunnel), so a return is logged and restarted too. Cancel to stop (cancellation is never caught)."""
+    tunnel), so a return is logged and restarted too. Cancel the task to stop it; a CancelledError nobody asked
+    for (the task's cancellation count is 0) is a failure, logged and restarted."""
     delay = RESTART_FIRST_SECONDS
     while True:
         started = time.monotonic()
-        failure: Exception | None = None
+        failure: BaseException | None = None
         try:
             await run()
         except Exception as e:
+            failure = e
+        except asyncio.CancelledError as e:
+            if _cancel_requested():
+                raise
             failure = e
         if failure is None and not forever:
             return
         if time.monotonic() - started > HEALTHY_RUN_SECONDS:
             delay = RESTART_FIRST_SECONDS
-        log.error("%s %s; starting it again in %.0fs", name, "ended" if failure is None else "failed", delay,
-                  exc_info=failure)
+        how = "ended" if failure is None else \
+            "ended cancelled although nobody cancelled it" if isinstance(failure, asyncio.CancelledError) else "failed"
+        log.error("%s %s; starting it again in %.0fs", name, how, delay, exc_info=failure)
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))
         delay = min(delay * 2, RESTART_MAX_SECONDS)
+
+
+def _cancel_requested() -> bool:
+    """Whether someone called `cancel()` on the running task (and no timeout took it back)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

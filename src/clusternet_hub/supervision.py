@@ -11,6 +11,14 @@ in an unknown state (half a reconcile done, kopf's events queued for workers tha
 lists everything again and starts clean. Kubernetes restarts the pod (with backoff, and a CrashLoopBackOff
 anyone can see), and with leader election another replica takes the Lease at once, which this one releases.
 As Clusternet's hub, whose controllers end the process (klog.Fatal) on what they cannot recover from.
+
+A task that ends cancelled is stopped, not dead, only when someone asked for it (`task.cancel()`: the hub shutting
+down, leadership lost). A CancelledError can also come out of a task nobody cancelled: one that a shared wait
+handed on (a discovery whose first caller was cancelled did, review 6, finding 2), or an `except BaseException`
+that swallowed one cancellation and raised another. Taken for a stop, such a task ended with no log line while the
+hub went on leading with nothing reconciled; it is a death like any other. Asyncio counts the requests
+(`Task.cancelling()`: `cancel` adds one, a timeout that fired and was handled takes its own back), so the two are
+told apart without the owner's help.
 """
 
 from __future__ import annotations
@@ -35,16 +43,18 @@ class Supervisor:
         self._died: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def start(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run `coro` as a task named `name` (named in the log line if it ends); cancelling it is no death."""
+        """Run `coro` as a task named `name` (named in the log line if it ends); cancelling it (`task.cancel()`)
+        is no death, ending cancelled when nobody asked is."""
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._ended)
         return task
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
-            return
-        error = task.exception()
-        if error is None:
+            if task.cancelling():
+                return  # stopped by whoever cancelled it
+            log.error("%s ended cancelled although nobody cancelled it", task.get_name(), exc_info=_cancellation(task))
+        elif (error := task.exception()) is None:
             log.error("%s returned, which it never should", task.get_name())
         else:
             log.error("%s crashed: %s", task.get_name(), error, exc_info=error)
@@ -68,3 +78,12 @@ class Supervisor:
                 log.debug("cancelled after %s ended: %s", self._died.result(), main.exception())
             raise ComponentDied(f"{self._died.result()} ended; exiting so that the hub is restarted clean")
         return main.result()
+
+
+def _cancellation(task: asyncio.Task[None]) -> BaseException | None:
+    """The CancelledError a cancelled task ended with, its traceback showing where it came from."""
+    try:
+        task.result()
+    except asyncio.CancelledError as e:
+        return e
+    return None

@@ -195,6 +195,33 @@ async def test_supervised_forever_restarts_a_task_that_ends(monkeypatch: pytest.
     assert "the tunnel to the hub ended; starting it again in 1s" in caplog.text
 
 
+async def test_supervised_restarts_a_task_that_ends_cancelled_although_nobody_cancelled_it(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A CancelledError handed on by a shared wait (review 6, finding 2) ended the task for good and silently:
+    `supervised` caught only Exception. Cancelling the task still stops it."""
+    monkeypatch.setattr(supervision.random, "uniform", lambda _a, _b: 0.0)
+    runs: list[int] = []
+    again = asyncio.Event()
+
+    async def handed_on() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise asyncio.CancelledError  # what a shared wait re-raised
+        again.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(supervision.supervised("the Description puller", handed_on, forever=True))
+    await asyncio.wait_for(again.wait(), 5)
+    assert len(runs) == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [record] = [r for r in caplog.records if r.name == supervision.__name__]
+    assert record.getMessage() == ("the Description puller ended cancelled although nobody cancelled it; "
+                                   "starting it again in 1s")
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
 async def test_a_failed_tunnel_is_down_and_started_again(monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(supervision, "RESTART_FIRST_SECONDS", 0.0)

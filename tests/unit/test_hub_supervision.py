@@ -8,6 +8,7 @@ reconciled or cleaned up until the hub was restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -102,6 +103,27 @@ async def test_a_task_that_returns_ends_the_work_too_but_one_cancelled_does_not(
         return "stopped"
 
     assert await calm.run(work()) == "stopped"
+
+
+async def test_a_task_that_ends_cancelled_although_nobody_cancelled_it_is_a_death(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A CancelledError handed on by a shared wait (review 6, finding 2: a discovery whose first caller was
+    cancelled) ended the deployment controller "cancelled", which the Supervisor took for a stop: no log line,
+    and the hub went on leading with nothing reconciled. A timeout the task handled before does not make it one."""
+    supervisor = Supervisor()
+
+    async def handed_on() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.001):  # cancels the task, and takes that back when it fires
+                await asyncio.sleep(1)
+        raise asyncio.CancelledError  # what a shared wait re-raised
+
+    supervisor.start("the deployment controller", handed_on())
+    with pytest.raises(ComponentDied, match="the deployment controller ended"):
+        await asyncio.wait_for(supervisor.run(forever()), 5)
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage() == "the deployment controller ended cancelled although nobody cancelled it"
+    assert record.exc_info is not None and record.exc_info[0] is asyncio.CancelledError  # where it came from
 
 
 @pytest.mark.usefixtures("component_logging")
