@@ -42,6 +42,8 @@ class LoopbackRelay:
         self.port = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.fence: fence.Fence | None = None
+        self.closed = False
+        self._starting = asyncio.Lock()
         ca, ca_key, ca_cert = make_ca("clusternet-hub-relay-ca")
         pair = issue_cert(ca_key, ca_cert, "clusternet-hub-relay", ips=["127.0.0.1"], server=True)
         self.ca_pem = ca.cert_pem
@@ -53,13 +55,22 @@ class LoopbackRelay:
         return f"https://127.0.0.1:{self.port}"
 
     async def start(self) -> LoopbackRelay:
-        if self.server is None:
-            self.fence = fence.current()
-            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-            self.port = self.server.sockets[0].getsockname()[1]
+        """Listen, once however many callers start it at the same time (the owner creates the relay and keeps it
+        before starting it, so two workers of one cluster share one); not after `close`."""
+        async with self._starting:
+            if self.closed:
+                raise RuntimeError("the relay was closed")
+            if self.server is None:
+                self.fence = fence.current()
+                server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+                if self.closed:  # closed meanwhile: nobody would close this listener
+                    server.close()
+                    raise RuntimeError("the relay was closed")
+                self.server, self.port = server, server.sockets[0].getsockname()[1]
         return self
 
     async def close(self) -> None:
+        self.closed = True
         if self.server is not None:
             self.server.close()
             self.server = None

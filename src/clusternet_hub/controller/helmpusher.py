@@ -47,14 +47,16 @@ class ReleasePusher:
         self.pending = PendingReleases()  # releases seen pending, on this leader's clock (helm/stuck.py)
 
     async def close(self) -> None:
-        for relay in self.relays.values():
+        relays, self.relays = self.relays, {}  # taken at once: a worker still running adds to a new table
+        for relay in relays.values():
             await relay.close()
 
     async def forget_gone(self, cluster_ids: set[str], namespaces: set[str]) -> None:
         """Close the relays of clusters not in `cluster_ids` and forget the pull Secrets of namespaces not in
         `namespaces`: a removed cluster's relay kept listening on its loopback port for the life of the hub."""
-        for cluster_id in [c for c in self.relays if c not in cluster_ids]:
-            await self.relays.pop(cluster_id).close()
+        gone = [self.relays.pop(c) for c in [c for c in self.relays if c not in cluster_ids]]
+        for relay in gone:
+            await relay.close()
         for namespace in [n for n in self.pull_secrets if n not in namespaces]:
             del self.pull_secrets[namespace]
 
@@ -78,9 +80,10 @@ class ReleasePusher:
         if opener is None:
             return access
         relay = self.relays.get(cluster_id)
-        if relay is None:
-            relay = self.relays[cluster_id] = await LoopbackRelay(opener).start()
+        if relay is None:  # kept before it starts: a second worker of this cluster shares it, starting no other
+            relay = self.relays[cluster_id] = LoopbackRelay(opener)
         relay.opener = opener
+        await relay.start()
         return ClusterAccess(server=relay.url, ca_pem=relay.ca_pem, token=access.token)
 
     async def push(self, key: Key, force: bool = False) -> None:

@@ -122,15 +122,16 @@ class Pusher:
                 self.store.enqueue("push", key, force=True, background=True)
 
     async def close(self) -> None:
-        for _, child in self.children.values():
+        children, self.children = self.children, {}  # taken at once: a worker still running adds to a new table
+        for _, child in children.values():
             await child.close()
 
     async def forget_gone(self, cluster_ids: set[str], namespaces: set[str]) -> None:
         """Close the clients of clusters not in `cluster_ids` and drop the credentials cached for namespaces not in
         `namespaces`: kept per cluster for the next push, they outlived their cluster's removal (a client with its
         connections, a child's token in memory) for the life of the hub."""
-        for cluster_id in [c for c in self.children if c not in cluster_ids]:
-            _, child = self.children.pop(cluster_id)
+        gone = [self.children.pop(c)[1] for c in [c for c in self.children if c not in cluster_ids]]
+        for child in gone:
             await child.close()
         for namespace in [n for n in self.secrets if n not in namespaces]:
             del self.secrets[namespace]
@@ -184,10 +185,12 @@ class Pusher:
         cached = self.children.get(cluster_id)
         if cached and cached[0] == fingerprint:
             return cached[1]
-        if cached:
-            await cached[1].close()
+        # replaced before anything is awaited: two workers of this cluster after a token rotation each made a
+        # client while the other closed the old one, and the client of the one that set it first was never closed
         child = self.connect(creds, CHILD_CONNECTIONS if opener is None else TUNNEL_CONNECTIONS, opener)
         self.children[cluster_id] = (fingerprint, child)
+        if cached:
+            await cached[1].close()
         return child
 
     def _retry_later(self, key: Key, failed: bool) -> None:
