@@ -25,6 +25,9 @@ from clusternet_api.kube import ApiException, Kube, Obj
 log = logging.getLogger(__name__)
 CRR_API = known.CLUSTERS_API_VERSION
 KIND = "ClusterRegistrationRequest"
+# The client errors that may pass, asked again like a 5xx: a timeout, and too many requests (a parent that
+# still says 429 after the client's own retries, clusternet_api.ratelimit)
+RETRIED = (408, 429)
 
 
 def labels_patch(current: Mapping[str, str] | None, wanted: Mapping[str, str]) -> dict[str, str | None] | None:
@@ -54,7 +57,12 @@ async def request_labels(parent: Kube, cluster_id: str, wanted: Mapping[str, str
                          poll: float = 0.5) -> None:
     """Ask for `wanted` through our own request, then log the hub's verdict once.
 
-    Never raises: labels are not worth stopping heartbeats for."""
+    A refusal that asking again cannot change ends it with a warning: 403 (a hub older than this agent, which
+    lets it no patch), or another 4xx. A failure that may pass (the parent unreachable or timing out, 429, 5xx)
+    is raised, for the agent's supervision to log and ask again with backoff (clusternet_agent.supervision). It
+    used to be logged as a warning and dropped: a parent restarting when the agent started meant new
+    `--cluster-labels` were not asked for until the agent restarted or registered again (review 6, finding 10).
+    Heartbeats never wait on it: it runs as a task of its own."""
     name = f"clusternet-{cluster_id}"
     try:
         crr = await parent.get(CRR_API, KIND, name)
@@ -71,11 +79,10 @@ async def request_labels(parent: Kube, cluster_id: str, wanted: Mapping[str, str
         if e.status == 403:
             log.warning("the parent does not let this agent ask for other cluster labels (HTTP 403 on its "
                         "ClusterRegistrationRequest %s); the hub may be older than this agent", name)
-        else:
+        elif 400 <= e.status < 500 and e.status not in RETRIED:
             log.warning("asking the parent for cluster labels failed with HTTP %s", e.status)
-        return
-    except Exception as e:
-        log.warning("asking the parent for cluster labels failed: %s", e)
+        else:
+            raise
         return
     _log_verdict(verdict, name, patch is not None)
 

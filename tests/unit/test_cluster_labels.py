@@ -1,14 +1,22 @@
-"""The label policy: what a child may change on its ManagedCluster after registration, and what it is told."""
+"""The label policy: what a child may change on its ManagedCluster after registration, and what it is told; and
+the agent asking for it again until the parent answers."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import functools
 import json
+import logging
 from typing import Any
 
+import aiohttp
 import pytest
 
-from clusternet_agent.labels import labels_patch, verdict_of
+from clusternet_agent import supervision
+from clusternet_agent.labels import labels_patch, request_labels, verdict_of
 from clusternet_api import known
+from clusternet_api.kube import ApiException
 from clusternet_hub import registration
 from clusternet_hub.clusterlabels import (
     FLAG,
@@ -165,6 +173,67 @@ def test_agent_asks_for_exactly_its_flag() -> None:
     assert labels_patch(None, {}) is None
     assert labels_patch(None, {"env": "dev"}) == {"env": "dev"}
     assert labels_patch({"env": "dev", "team": "a"}, {"env": "prod"}) == {"env": "prod", "team": None}
+
+
+class Parent:
+    """The agent's own ClusterRegistrationRequest on a parent that raises `failures` in turn first; the hub
+    answers a patch at once, applying everything."""
+
+    def __init__(self, *failures: Exception) -> None:
+        self.failures = list(failures)
+        self.asked = 0
+        self.crr: dict[str, Any] = {"metadata": {"name": f"clusternet-{CID}", "generation": 1},
+                                    "spec": {"clusterLabels": {"env": "dev"}}}
+
+    async def get(self, api_version: str, kind: str, name: str) -> dict[str, Any]:
+        self.asked += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return copy.deepcopy(self.crr)
+
+    async def patch(self, api_version: str, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        labels = {**self.crr["spec"]["clusterLabels"], **body["spec"]["clusterLabels"]}
+        self.crr["spec"]["clusterLabels"] = {k: v for k, v in labels.items() if v is not None}
+        self.crr["metadata"]["generation"] += 1
+        self.crr["metadata"]["annotations"] = {
+            known.ANNOTATION_LABELS_VERDICT: json.dumps(verdict(self.crr["metadata"]["generation"], [], ()))}
+        return copy.deepcopy(self.crr)
+
+
+async def ask(parent: Parent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the agent runs it: supervised, restarted at once here."""
+    monkeypatch.setattr(supervision, "RESTART_FIRST_SECONDS", 0.0)
+    run = functools.partial(request_labels, parent, CID, {"env": "prod"})  # type: ignore[arg-type]
+    await asyncio.wait_for(supervision.supervised("the cluster label request", run), 5)
+
+
+@pytest.mark.parametrize("failure", [ApiException(503, "the server is currently unable to handle the request"),
+                                     ApiException(429, "too many requests"),
+                                     aiohttp.ClientConnectionError("connection refused"), TimeoutError()])
+async def test_labels_are_asked_again_after_a_failure_that_may_pass(
+        failure: Exception, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A parent restarting when the agent started: the failure was logged and dropped, and new --cluster-labels
+    were never asked for in this registration (review 6, finding 10)."""
+    parent = Parent(failure)
+    with caplog.at_level(logging.INFO):
+        await ask(parent, monkeypatch)
+    assert parent.crr["spec"]["clusterLabels"] == {"env": "prod"}
+    assert parent.asked == 2
+    assert "the cluster label request failed; starting it again" in caplog.text
+    assert "the parent applied the requested cluster labels" in caplog.text
+
+
+async def test_an_old_hub_that_forbids_the_request_is_told_once_not_asked_again(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    parent = Parent(ApiException(403, "clusterregistrationrequests is forbidden"), ApiException(422, "invalid"))
+    with caplog.at_level(logging.WARNING):
+        await ask(parent, monkeypatch)
+        await ask(parent, monkeypatch)  # another refusal asking again would not change: one warning too
+    assert parent.crr["spec"]["clusterLabels"] == {"env": "dev"} and parent.asked == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert "the hub may be older than this agent" in messages[0]
+    assert messages[1] == "asking the parent for cluster labels failed with HTTP 422"
+    assert len(messages) == 2  # nothing restarted
 
 
 # --- the child's rights and the pinned request ---------------------------------------------------------------
