@@ -47,7 +47,7 @@ class ReleasePusher:
         self.pending = PendingReleases()  # releases seen pending, on this leader's clock (helm/stuck.py)
 
     async def close(self) -> None:
-        relays, self.relays = self.relays, {}  # taken at once: a worker still running adds to a new table
+        relays, self.relays = self.relays, {}  # taken at once: no table changing while closing
         for relay in relays.values():
             await relay.close()
 

@@ -122,7 +122,7 @@ class Pusher:
                 self.store.enqueue("push", key, force=True, background=True)
 
     async def close(self) -> None:
-        children, self.children = self.children, {}  # taken at once: a worker still running adds to a new table
+        children, self.children = self.children, {}  # taken at once: no table changing while closing
         for _, child in children.values():
             await child.close()
 
