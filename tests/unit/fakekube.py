@@ -56,6 +56,9 @@ class FakeKube:
         self.fail: dict[tuple[str, str] | tuple[str, str, str], ApiException] = {}
         # (verb, kind) -> run once just before such a write lands: someone else's write in between (touch, recreate)
         self.meanwhile: dict[tuple[str, str], Callable[[], object]] = {}
+        # (verb, kind) -> run once with the stored object just after such a write lands, before its response reaches
+        # the caller: what the watch delivers meanwhile (this write, someone's newer one)
+        self.landed: dict[tuple[str, str], Callable[[Obj], object]] = {}
         self.closed = False
         self._ids = itertools.count(1)
         for obj in objects:
@@ -82,6 +85,10 @@ class FakeKube:
                 raise self.fail[key]
         self.writes.append((verb, kind, f"{namespace or ''}/{name}"))
         self.bodies.append(copy.deepcopy(body))
+
+    def _landed(self, verb: str, kind: str, stored: Obj) -> None:
+        if (then := self.landed.pop((verb, kind), None)) is not None:
+            then(copy.deepcopy(stored))
 
     def find(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         return self.objects.get((kind, namespace or "", name))
@@ -128,6 +135,7 @@ class FakeKube:
         self._record("apply", obj["kind"], meta.get("namespace"), meta["name"], obj)
         old = self.objects.get(self._key(obj))
         self.objects[self._key(obj)] = stored = self._stored(merge(old or {}, obj), old)
+        self._landed("apply", obj["kind"], stored)
         return copy.deepcopy(stored)
 
     async def patch(self, api_version: str, kind: str, name: str, body: Any, namespace: str | None = None,
@@ -139,6 +147,7 @@ class FakeKube:
             raise ApiException(404, "NotFound")
         patched = json_patch(old, body) if content_type == "application/json-patch+json" else merge(old, body)
         self.objects[(kind, namespace or "", name)] = stored = self._stored(patched, old)
+        self._landed(f"patch{'/' + subresource if subresource else ''}", kind, stored)
         return copy.deepcopy(stored)
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,

@@ -20,7 +20,7 @@ from clusternet_api.helm.driver import ChartError, HelmDriver
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core.plan import Key
-from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.store import Store, write_back
 from clusternet_hub.controller.workqueue import Backoff
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,10 @@ class ChartChecker:
             return
         log.info("HelmChart %s/%s: %s (%s)", *key, phase, reason)
         try:
-            updated = await self.kube.patch(known.APPS_API_VERSION, "HelmChart", key[1], {"status": {
-                "phase": phase, "reason": reason, "observedGeneration": generation}}, key[0], subresource="status")
+            await write_back(self.store.caches.helmcharts, key, self.kube.patch(
+                known.APPS_API_VERSION, "HelmChart", key[1], {"status": {
+                    "phase": phase, "reason": reason, "observedGeneration": generation}}, key[0],
+                subresource="status"), self.store.on_helmchart)
         except ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        self.store.on_helmchart("MODIFIED", updated)
+            if e.status != 404:
+                raise

@@ -17,7 +17,7 @@ from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_core import helmrender
 from clusternet_core.basenames import same_subscription
 from clusternet_core.plan import Key, key_of, needs_apply
-from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.store import Store, write_back
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,8 @@ class HelmDescriptions:
         for body in wanted:
             cached = self.store.caches.helmreleases.get(key_of(body))
             if cached is None or needs_apply(cached, body) or _annotations_differ(cached, body):
-                applied = await self.kube.apply(body, known.CREATED_BY_HUB)
-                if stray := stray_fields(applied, body):
-                    applied = await self.kube.patch(known.APPS_API_VERSION, "HelmRelease", body["metadata"]["name"],
-                                                    {"spec": dict.fromkeys(stray)}, key[0])
-                self.store.on_helmrelease("MODIFIED", applied)
+                await write_back(self.store.caches.helmreleases, key_of(body), self._write_release(body),
+                                 self.store.on_helmrelease, creates=True)
         for hr in owned_releases(self.store, desc):
             if hr["metadata"]["name"] in names or hr["metadata"].get("deletionTimestamp"):
                 continue
@@ -65,6 +62,13 @@ class HelmDescriptions:
             log.info("%s/%s: chart no longer in its Description; removing its release", *key_of(hr))
             await self._delete_release(key, hr)
         await self._write_status(desc)
+
+    async def _write_release(self, body: Obj) -> Obj:
+        applied = await self.kube.apply(body, known.CREATED_BY_HUB)
+        if stray := stray_fields(applied, body):
+            applied = await self.kube.patch(known.APPS_API_VERSION, "HelmRelease", body["metadata"]["name"],
+                                            {"spec": dict.fromkeys(stray)}, body["metadata"]["namespace"])
+        return applied
 
     async def _write_status(self, desc: Obj) -> None:
         status = helmrender.description_status(desc, owned_releases(self.store, desc))

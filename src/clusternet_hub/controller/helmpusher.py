@@ -26,7 +26,7 @@ from clusternet_core import chartcredentials
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
 from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pusher, release_with_cluster
-from clusternet_hub.controller.store import TUNNEL_DOWN, Store
+from clusternet_hub.controller.store import TUNNEL_DOWN, Store, write_back
 from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
@@ -196,7 +196,8 @@ class ReleasePusher:
             return
         meta = hr["metadata"]
         with contextlib.suppress(ApiException):
-            updated = await self.kube.patch(known.APPS_API_VERSION, "HelmRelease", meta["name"], {"status": status},
-                                            meta["namespace"], subresource="status")
+            updated = await write_back(self.store.caches.helmreleases, (meta["namespace"], meta["name"]),
+                                       self.kube.patch(known.APPS_API_VERSION, "HelmRelease", meta["name"],
+                                                       {"status": status}, meta["namespace"], subresource="status"),
+                                       self.store.on_helmrelease)
             releases.warn_if_targets_pruned(status, updated)
-            self.store.on_helmrelease("MODIFIED", updated)

@@ -11,7 +11,7 @@ from clusternet_api.kubeapi import KubeApi
 from clusternet_api.timefmt import now_rfc3339
 from clusternet_core import feedresolve, plan, substatus
 from clusternet_core.plan import Key, StatusInputs, key_of
-from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.store import Store, write_back
 from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED
 
 # How often the hub rewrites one Subscription's status while its Descriptions report in: after a write that
@@ -86,8 +86,9 @@ class StatusWriter:
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
         key = key_of(sub)
         started = time.monotonic()
-        written = await self.kube.patch(known.APPS_API_VERSION, "Subscription", key[1], {"status": new}, key[0],
-                                        subresource="status")
+        # the next status is compared with this one, not with an older one; through on_subscription, so a spec
+        # edit committed before this write and not yet watched is planned now (it used to be stored unseen)
+        await write_back(self.store.caches.subscriptions, key, self.kube.patch(
+            known.APPS_API_VERSION, "Subscription", key[1], {"status": new}, key[0], subresource="status"),
+            self.store.on_subscription)
         self.written[key] = (time.monotonic(), time.monotonic() - started)
-        if key in self.store.caches.subscriptions:  # compare the next status with this one, not with an older one
-            self.store.caches.subscriptions[key] = written

@@ -7,8 +7,8 @@ event missed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from clusternet_api import applier, known
 from clusternet_api.kube import Obj
@@ -25,6 +25,7 @@ Description's HelmReleases and status; chart: check a HelmChart in its repositor
 a HelmRelease in a cluster the hub deploys to; stray: tell a Localization outside every cluster's namespace
 that it applies to nothing; invalid: tell a Globalization (key ("", name)) why it cannot be evaluated."""
 WorkKey = tuple[Work, str, str]
+K = TypeVar("K")
 
 
 # What a push to a cluster whose agent reports useSocket says while its tunnel is down (controller/pusher.py,
@@ -261,6 +262,42 @@ class Store:
         for key, hr in list(self.caches.helmreleases.items()):
             if key[0] == namespace and (hr.get("status") or {}).get("description") == TUNNEL_DOWN:
                 self.enqueue("release", key, force=True)
+
+
+async def write_back(cache: dict[K, Obj], key: K, write: Awaitable[Obj],
+                     on_event: Callable[[str, Obj], None] | None = None, creates: bool = False) -> Obj:
+    """Run `write` (a write of the object cached under `key`) and return its response, which replaces the cached
+    copy only if the cache did not change while the write was in flight.
+
+    Why store it at all: the hub acts on its own writes at once, not when the watch brings them back (a
+    Description written is pushed now, the next status is compared with the one just written, a Base or
+    HelmRelease just applied is not applied again by the next reconcile). Why only then: every watch event that
+    arrived before the request was sent is older than its response, but one arriving while it is in flight may
+    be newer (a spec edit committed just after our write): storing the response over it put the old spec back,
+    and the edit was planned from the old spec or not at all until some other event (review 6, finding 6). Such
+    a copy stays, and the watch brings our write too. The cache "did not change" when it holds the same object,
+    or one of the same resourceVersion (a re-list delivers a copy). A write to an object the cache no longer
+    held when it was sent (deleted) stores nothing, unless it `creates` the object (an apply).
+
+    `on_event`: the store's handler for the kind, given the response as a MODIFIED event, so what it shows as
+    changed (an edit committed between the watch's last copy and our write) is acted on as the watch's copy
+    would be; without it the response is stored as it is. client-go informers never put write responses in
+    their store (Clusternet's controllers wait for the watch)."""
+    sent = cache.get(key)
+    written = await write
+    if _same_version(cache.get(key), sent) and (sent is not None or creates):
+        if on_event is not None:
+            on_event("MODIFIED", written)
+        else:
+            cache[key] = written
+    return written
+
+
+def _same_version(a: Obj | None, b: Obj | None) -> bool:
+    if a is b:
+        return True
+    version = (a or {}).get("metadata", {}).get("resourceVersion")
+    return version is not None and version == (b or {}).get("metadata", {}).get("resourceVersion")
 
 
 class PrimeFailed(Exception):

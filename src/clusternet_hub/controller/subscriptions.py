@@ -19,7 +19,7 @@ from clusternet_core import plan as planning
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
 from clusternet_hub.controller.status import StatusWriter
-from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.store import Store, write_back
 from clusternet_hub.controller.writerefusals import WriteRefused, WritesRefused, cluster_of, refusal_lines, refused_as
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ class SubscriptionReconciler:
         if plan.delete_inventory is not None:
             await self._delete_inventory(sub, plan.delete_inventory)
         if plan.inventory is not None:
-            self.store.caches.inventories[key] = await self.kube.apply(plan.inventory, known.CREATED_BY_HUB)
+            await write_back(self.store.caches.inventories, key, self.kube.apply(plan.inventory, known.CREATED_BY_HUB),
+                             creates=True)
 
     async def _delete_inventory(self, sub: Obj, inventory: Obj) -> None:
         """Remove the FeedInventory of a Subscription that no longer divides, as the cache held it when the plan
@@ -137,7 +138,8 @@ class SubscriptionReconciler:
         base = cluster.base
         if cluster.apply_base:
             with refused_as(base):
-                self.store.caches.bases[key_of(base)] = base = await self.kube.apply(base, known.CREATED_BY_HUB)
+                base = await write_back(self.store.caches.bases, key_of(base),
+                                        self.kube.apply(base, known.CREATED_BY_HUB), creates=True)
         written = [await self._apply_description(body, existing, base) for body, existing in (
             (cluster.description, cluster.existing), (cluster.helm_description, cluster.existing_helm))
             if body is not None]
@@ -164,9 +166,10 @@ class SubscriptionReconciler:
     async def _apply_description(self, body: Obj, existing: Obj | None, base: Obj) -> Obj:
         body = planning.owned_by(body, base)
         if existing is None or planning.needs_apply(existing, body):
-            with refused_as(body):
-                existing = await self.kube.apply(body, known.CREATED_BY_HUB)
-            self.store.on_description("MODIFIED", existing)  # push now, not when the watch brings the change back
+            with refused_as(body):  # pushed now, not when the watch brings the change back
+                existing = await write_back(self.store.caches.descriptions, key_of(body),
+                                            self.kube.apply(body, known.CREATED_BY_HUB), self.store.on_description,
+                                            creates=True)
         return existing
 
     async def _report_override_errors(self, errors: list[OverrideError]) -> None:
