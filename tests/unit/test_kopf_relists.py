@@ -1,0 +1,181 @@
+"""An object deleted while a watch was down is handled as deleted when kopf lists again (review 6, finding 4):
+kopf's re-list yields only what exists, and the hub's caches kept the rest for the life of the process. Run
+through kopf's own infinite_watch and continuous_watch, with its LIST and WATCH requests faked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import kopf
+import pytest
+from kopf._cogs.clients import errors, fetching, watching
+from kopf._cogs.structs import references
+from kopf._core.reactor import queueing
+
+from clusternet_api import known
+from clusternet_api.kube import Credentials
+from clusternet_hub import kopfhooks, operator
+from clusternet_hub.controller import Controller
+from tests.unit.fakekube import FakeKube, Obj
+
+CLUSTERS = references.Resource(group=known.CLUSTERS_GROUP, version=known.CLUSTERS_VERSION,
+                               plural="managedclusters", namespaced=True)
+MANIFESTS = references.Resource(group=known.APPS_GROUP, version=known.APPS_VERSION, plural="manifests",
+                                namespaced=True)
+GONE = {"type": "ERROR", "object": {"code": 410}}  # the watch's "resource version too old": kopf lists again
+
+
+def obj(name: str, namespace: str = "clusternet-a", uid: str | None = None, **meta: Any) -> Obj:
+    return {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid or f"uid-{name}", **meta},
+            "spec": {"clusterId": f"id-{name}"}}
+
+
+Step = list[Obj] | Exception
+
+
+@pytest.fixture
+def parent(monkeypatch: pytest.MonkeyPatch) -> dict[Any, list[tuple[Step, list[Any]]]]:
+    """resource -> what each of its listings returns (or fails with after its objects) and what the watch after
+    it delivers (events, or an error raised) before its 410. kopf's functions, with the hub's wrapper installed."""
+    script: dict[Any, list[tuple[Step, list[Any]]]] = {}
+    watches: dict[Any, list[Any]] = {}
+
+    async def fetch_objs(*, resource: Any, **_: Any) -> AsyncIterator[tuple[list[Obj], str]]:
+        listing, watches[resource] = script[resource].pop(0)
+        if isinstance(listing, Exception):
+            yield [obj("partial")], "1"
+            raise listing
+        yield [dict(o) for o in listing], "1"
+
+    async def watch_objs(*, resource: Any, **_: Any) -> AsyncIterator[dict[str, Any]]:
+        for event in [*watches.pop(resource), GONE]:
+            if isinstance(event, Exception):
+                raise event
+            yield event
+
+    monkeypatch.setattr(fetching, "fetch_objs", fetch_objs)
+    monkeypatch.setattr(watching, "watch_objs", watch_objs)
+    monkeypatch.setattr(watching, "continuous_watch", kopfhooks.continuous_watch)
+    return script
+
+
+async def stream(resource: Any, listings: int) -> list[Any]:
+    """What kopf's endless watch hands its queueing: `listings` listings, each followed by its watch."""
+    settings = kopf.OperatorSettings()
+    settings.watching.reconnect_backoff = 0
+    return [e async for e in watching.infinite_watch(settings=settings, resource=resource, namespace=None,
+                                                     _iterations=listings)]
+
+
+def summary(events: list[Any]) -> list[str]:
+    return ["LISTED" if e is watching.Bookmark.LISTED else f"{e['type']} {e['object']['metadata']['name']}"
+            for e in events]
+
+
+NOT_FOUND = errors.APINotFoundError("404 page not found", status=404, headers={})  # kopfhooks ends the stream
+
+
+@pytest.mark.parametrize("end", [GONE, NOT_FOUND], ids=["410", "404"])
+async def test_what_a_relist_lacks_is_deleted_and_the_first_listing_deletes_nothing(parent: Any, end: Any) -> None:
+    parent[CLUSTERS] = [([obj("a"), obj("b"), obj("c")], [{"type": "MODIFIED", "object": obj("b", labels={"x": "1"})},
+                                                          {"type": "DELETED", "object": obj("c")}, end]),
+                        ([obj("a")], [])]
+    events = await stream(CLUSTERS, 2)
+    assert summary(events) == ["None a", "None b", "None c", "LISTED", "MODIFIED b", "DELETED c",
+                               "None a", "DELETED b", "LISTED"]
+    assert events[7]["object"]["metadata"]["labels"] == {"x": "1"}  # its last state the watch delivered
+
+
+async def test_a_listing_cut_short_deletes_nothing_and_the_next_one_decides(parent: Any) -> None:
+    parent[CLUSTERS] = [([obj("a"), obj("b")], []), (aiohttp.ClientConnectionError("reset"), []), ([obj("b")], [])]
+    assert summary(await stream(CLUSTERS, 3)) == [
+        "None a", "None b", "LISTED", "None partial", "None b", "DELETED a", "DELETED partial", "LISTED"]
+
+
+async def test_recreated_or_finalizer_held_objects_are_no_deletion(parent: Any) -> None:
+    """Keyed by namespace and name, as the hub's caches and client-go: one re-created under its name is an update;
+    one being deleted (held by a finalizer, the hub's on its apps kinds) is still listed."""
+    held = obj("held", deletionTimestamp="2026-12-05T00:00:00Z", finalizers=[known.FINALIZER_APPS])
+    parent[CLUSTERS] = [([obj("a"), obj("held")], []), ([obj("a", uid="new"), held], [])]
+    assert summary(await stream(CLUSTERS, 2)) == ["None a", "None held", "LISTED", "None a", "None held", "LISTED"]
+
+
+async def test_each_stream_compares_with_its_own_objects(parent: Any) -> None:
+    """Per resource (and namespace), and per kopf watch task: another stream's objects are not its own."""
+    manifest = {**obj("a"), "kind": "Manifest"}
+    parent[CLUSTERS] = [([obj("a"), obj("b")], []), ([obj("a"), obj("b")], [])]
+    parent[MANIFESTS] = [([manifest], []), ([], [])]
+    clusters, manifests = await asyncio.gather(stream(CLUSTERS, 2), stream(MANIFESTS, 2))
+    assert summary(clusters) == ["None a", "None b", "LISTED", "None a", "None b", "LISTED"]
+    assert summary(manifests) == ["None a", "LISTED", "DELETED a", "LISTED"]
+    parent[CLUSTERS] = [([obj("a")], [])]
+    assert summary(await stream(CLUSTERS, 1)) == ["None a", "LISTED"]  # a new task: a first listing again
+
+
+async def no_tunnel(cluster_id: str) -> None:
+    return None
+
+
+async def test_the_hub_forgets_a_cluster_and_a_manifest_deleted_while_its_watch_was_down(parent: Any) -> None:
+    """Through the hub's own handlers: no longer scheduled onto, nor rendered."""
+    ctx = operator.HubContext(operator.HubOptions(), Credentials(server="https://p"))
+    ctx.controller = Controller(FakeKube(), ctx.clusters, no_tunnel)
+    track_manifests = next(h.fn for h in operator.HUB._watching.get_all_handlers()
+                           if h.fn.__name__ == "track_manifests")
+    template = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"}}
+    manifest = {"apiVersion": known.APPS_API_VERSION, "kind": "Manifest", "template": template,
+                "metadata": {"name": "configmaps.default.cfg", "namespace": known.RESERVED_NAMESPACE, "uid": "m"}}
+    a, b = (obj(n, labels={known.LABEL_CLUSTER_ID: f"id-{n}"}) for n in "ab")
+    parent[CLUSTERS] = [([a, b], []), ([a], [])]
+    parent[MANIFESTS] = [([manifest], []), ([], [])]
+    for resource, handler in ((CLUSTERS, operator.track_cluster), (MANIFESTS, track_manifests)):
+        for event in await stream(resource, 2):
+            if isinstance(event, dict):  # what kopf hands its event handlers, type None for listed objects
+                await handler(type=event["type"], body=kopf.Body(event["object"]), memo=ctx)  # type: ignore[operator]
+    assert list(ctx.clusters) == [("clusternet-a", "a")] and ctx.cluster_ids == {"id-a": ("clusternet-a", "a")}
+    assert ctx.controller.store.caches.manifests == {}
+    assert list(ctx.controller.store.deleted_manifests) == ["m"]  # a LIST answered before the deletion: not taken
+
+
+async def test_kopfs_queueing_hands_the_deletion_to_the_objects_own_worker(
+        parent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole of kopf's watcher: the event reaches its processor (which calls the hub's handlers and makes kopf
+    forget the object), in order after the object's earlier events."""
+    parent[CLUSTERS] = [([obj("a"), obj("b")], [{"type": "MODIFIED", "object": obj("b", labels={"x": "1"})}]),
+                        ([obj("a")], [])]
+    seen: list[str] = []
+    deleted = asyncio.Event()
+
+    async def processor(*, raw_event: dict[str, Any], **_: Any) -> None:
+        seen.append(f"{raw_event['type']} {raw_event['object']['metadata']['name']}")
+        if raw_event["type"] == "DELETED":
+            deleted.set()
+
+    settings = kopf.OperatorSettings()
+    settings.watching.reconnect_backoff = 0
+    settings.queueing.idle_timeout = settings.queueing.exit_timeout = 0.1
+    listed_twice = asyncio.Event()
+    original = kopfhooks._kopf_continuous_watch
+
+    async def then_quiet(**kwargs: Any) -> AsyncIterator[Any]:
+        if not parent[CLUSTERS]:
+            listed_twice.set()
+            await asyncio.Event().wait()
+        async for event in original(**kwargs):
+            yield event
+
+    monkeypatch.setattr(kopfhooks, "_kopf_continuous_watch", then_quiet)
+    watcher = asyncio.create_task(queueing.watcher(namespace=None, settings=settings, resource=CLUSTERS,
+                                                   processor=processor))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(deleted.wait(), 5)
+        await listed_twice.wait()
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    assert [s for s in seen if s.endswith(" b")] == ["None b", "MODIFIED b", "DELETED b"]
+    assert "DELETED a" not in seen
