@@ -266,8 +266,8 @@ class Store:
 
 async def write_back(cache: dict[K, Obj], key: K, write: Awaitable[Obj],
                      on_event: Callable[[str, Obj], None] | None = None, creates: bool = False) -> Obj:
-    """Run `write` (a write of the object cached under `key`) and return its response, which replaces the cached
-    copy only if the cache did not change while the write was in flight.
+    """Run `write` (a write of the object cached under `key`, not started yet: a coroutine) and return its
+    response, which replaces the cached copy only if the cache did not change while the write was in flight.
 
     Why store it at all: the hub acts on its own writes at once, not when the watch brings them back (a
     Description written is pushed now, the next status is compared with the one just written, a Base or
