@@ -348,6 +348,16 @@ def _cluster_feeds(feeds: list[dict[str, str]], descs: Mapping[str, Obj]) -> tup
     return entries, problems, failed
 
 
+def _cluster_id(cluster: Obj, descs: Iterable[Obj]) -> str:
+    """The cluster's ID: its ManagedCluster's, else the one its Descriptions carry (a cluster being removed: its
+    ManagedCluster may go first); "" when neither says. An empty clusterId must be left out, not written: the
+    API server 1.20 turned it into null under server-side apply and refused the whole status (HTTP 422)."""
+    found = str((cluster.get("spec") or {}).get("clusterId") or "")
+    for desc in descs:
+        found = found or str((desc["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) or "")
+    return found
+
+
 def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[str, Obj]) -> dict[str, Any]:
     """Subscription status fields from the bound clusters' Descriptions.
 
@@ -380,8 +390,9 @@ def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[
         cluster_meta = cluster.get("metadata") or {}
         display = ((cluster_meta.get("labels") or {}).get(known.LABEL_CLUSTER_NAME)
                    or cluster_meta.get("name") or name)
-        cluster_id = str((cluster.get("spec") or {}).get("clusterId") or "")
-        entries, problems, cluster_failed = _cluster_feeds(feeds, by_namespace.get(ns, {}))
+        cluster_descs = by_namespace.get(ns, {})
+        cluster_id = _cluster_id(cluster, cluster_descs.values())
+        entries, problems, cluster_failed = _cluster_feeds(feeds, cluster_descs)
         failed = failed or cluster_failed
         silence = _silence(cluster)
         if silence:  # what it reported may no longer hold: unknown now, and its workloads are kept
@@ -389,7 +400,8 @@ def aggregate(subscription: Obj, descriptions: Iterable[Obj], clusters: Mapping[
             for entry in entries.values():
                 entry.pop("available", None)
         for fkey, entry in entries.items():
-            details[fkey].append({"clusterId": cluster_id, "clusterName": display, **entry})
+            details[fkey].append({**({"clusterId": cluster_id} if cluster_id else {}), "clusterName": display,
+                                  **entry})
         if problems:
             waiting.append(f"{display}: {', '.join(problems)}")
         else:

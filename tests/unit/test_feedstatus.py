@@ -352,3 +352,16 @@ def test_an_object_renamed_or_moved_by_an_override_is_found_under_its_rendered_n
     # a report for the old name alone (before the move reached the child) is not taken for the new object
     desc["status"]["manifestStatuses"][0].update(name="my-nginx", namespace=DEPLOY_FEED["namespace"])
     assert aggregate(subscription(["ns1/child1"]), [desc], CLUSTERS)["completedReleases"] == 0
+
+
+def test_a_cluster_whose_managedcluster_is_gone_keeps_its_id_from_its_descriptions_or_none() -> None:
+    """Audit 6: a removed cluster's entry said clusterId "", which kube-apiserver 1.20 turned into null and
+    refused (422) with the whole status. Its Descriptions carry the ID; failing that, the key is left out."""
+    bound = ["ns1/child1", "ns2/child2"]
+    descs = [generic_desc(ns, "Success", JUST_CREATED, replicas=2, child_generation=1, generations=(1, 1))
+             for ns in ("ns1", "ns2")]
+    descs[0]["metadata"]["labels"][known.LABEL_CLUSTER_ID] = "id-child1"
+    status = aggregate(subscription(bound), descs, {})  # both ManagedClusters gone
+    details = status["aggregatedStatuses"][0]["feedStatusDetails"]
+    assert details == [{"clusterId": "id-child1", "clusterName": "child1"}, {"clusterName": "child2"}]
+    SubscriptionStatus.model_validate({k: v for k, v in status.items() if k != "conditions"})
