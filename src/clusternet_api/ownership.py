@@ -130,6 +130,20 @@ class Released:
     deferred: list[dict[str, str]] = field(default_factory=list)
     """Objects of ours not deleted now: each DELETE found them changed since they were read (release)."""
 
+    def __str__(self) -> str:
+        """One log line's worth, for people (the dataclass's repr was what cleanup logs showed)."""
+        parts = [f"deleted {', '.join(self.deleted)}" if self.deleted else "deleted nothing"]
+        if self.handed_over:
+            parts.append("handed over " + "; ".join(f"{', '.join(objs)} to {to}"
+                                                    for to, objs in self.handed_over.items()))
+        if self.unadopted:
+            parts.append(f"left in place (adopted) {', '.join(self.unadopted)}")
+        if self.kept:
+            parts.append("kept " + "; ".join(f"{obj} ({why})" for obj, why in self.kept.items()))
+        if self.deferred:
+            parts.append(f"{len(self.deferred)} changed since read, tried again later")
+        return "; ".join(parts)
+
 
 class ReleaseDeferred(Exception):
     """A cleanup could not delete everything now (Released.deferred): to try again, its finalizer kept."""

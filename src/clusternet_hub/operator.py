@@ -284,6 +284,9 @@ async def track_cluster(type: str, body: kopf.Body, memo: HubContext, **_: Any) 
     else:
         memo.clusters[key] = dict(body)
         memo.observation.saw(key, memo.clusters[key], time.monotonic())  # a heartbeat arrives (health.py)
+        was = (health.ready_condition(old) or {}).get("status") if old is not None else None
+        if was in ("False", "Unknown") and health.is_ready(memo.clusters[key]):
+            log.info("cluster %s/%s: Ready again (was %s)", *key, was)  # the end of check_health's warning
         if cluster_id:
             memo.cluster_ids[cluster_id] = key
     if memo.controller is not None:

@@ -523,6 +523,25 @@ async def test_a_failing_work_item_comes_back_without_holding_its_worker() -> No
     assert calls == [(("sub", *SUB), True), (("sub", *SUB), True)]
 
 
+async def test_a_conflict_is_retried_without_a_warning(caplog: Any) -> None:
+    """Audit 6: routine 409s (someone wrote first) were logged as warnings; other failures still are."""
+    c, _, _ = await primed()
+
+    async def failing(item: Any, force: bool) -> None:
+        raise ApiException(409 if item[0] == "sub" else 500, "Conflict")
+
+    c.process = failing  # type: ignore[method-assign]
+    c.store.queue.add_after = lambda item, delay, force=False: None  # type: ignore[method-assign]
+    worker = asyncio.create_task(c._worker())
+    with caplog.at_level("INFO"):
+        c.store.enqueue("sub", SUB)
+        c.store.enqueue("status", SUB)
+        await asyncio.sleep(0.02)
+    worker.cancel()
+    assert [(r.levelname, r.getMessage()[:10]) for r in caplog.records if "retrying" in r.getMessage()] == [
+        ("INFO", "sub defaul"), ("WARNING", "status def")]
+
+
 async def test_a_work_item_failing_again_and_again_backs_off() -> None:
     """A fixed 2 s had every key retry (and log) every 2 s for as long as the parent was down."""
     c, _, _ = await primed()

@@ -128,3 +128,21 @@ def test_a_started_hub_judges_a_silent_cluster_only_after_watching_a_grace_perio
     contact with the parent, plus the 10 s a starting parent may make the agents wait: verdict at t=17."""
     _, verdict = run(monkeypatch, 40, alive=lambda t: False)
     assert verdict == 17
+
+
+def test_a_cluster_back_from_a_verdict_is_logged_as_ready_again(caplog: pytest.LogCaptureFixture) -> None:
+    """Audit 6: the hub warned when heartbeats stopped and said nothing when they came back."""
+    ctx = operator.HubContext(options=operator.HubOptions(), creds=Credentials("https://parent", None, "t"))
+
+    def mc(ready: str | None) -> dict[str, Any]:
+        conditions = [{"type": "Ready", "status": ready}] if ready else []
+        return {"metadata": {"name": KEY[1], "namespace": KEY[0]}, "status": {"conditions": conditions}}
+
+    async def events(*states: str | None) -> None:
+        for state in states:
+            await operator.track_cluster(type="MODIFIED", body=mc(state), memo=ctx)  # type: ignore[arg-type]
+
+    with caplog.at_level("INFO", logger="clusternet_hub.operator"):
+        asyncio.run(events(None, "True", "True", "Unknown", "True"))
+    assert [r.getMessage() for r in caplog.records if "Ready again" in r.getMessage()] == [
+        "cluster clusternet-x/c: Ready again (was Unknown)"]  # not at its first Ready

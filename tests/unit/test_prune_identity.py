@@ -168,3 +168,12 @@ async def test_a_cleanup_whose_delete_kept_conflicting_raises_so_the_finalizer_s
     with pytest.raises(ReleaseDeferred, match="ConfigMap foo/gone"):
         await applier.cleanup(child, description(obj("v1", "ConfigMap", name="gone")))
     assert child.find("ConfigMap", "foo", "gone") is not None
+
+
+def test_what_a_cleanup_did_reads_as_one_line_for_people() -> None:
+    """Audit 6: cleanup log lines showed the dataclass's repr."""
+    out = Released(deleted=["ConfigMap app/a", "Service app/b"], handed_over={"ns.other": ["Secret app/c"]},
+                   kept={"Namespace app": "holds ConfigMap app/mine"})
+    assert str(out) == ("deleted ConfigMap app/a, Service app/b; handed over Secret app/c to ns.other; "
+                        "kept Namespace app (holds ConfigMap app/mine)")
+    assert str(Released()) == "deleted nothing"

@@ -15,7 +15,7 @@ import logging
 from clusternet_api import applier, known
 from clusternet_api.fence import LeadershipLost
 from clusternet_api.helm import HelmDriver, default_driver
-from clusternet_api.kube import Obj
+from clusternet_api.kube import Obj, is_status
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core.overrides import selection_problem
 from clusternet_core.plan import Key
@@ -143,7 +143,9 @@ class Controller:
                 log.debug("%s %s/%s not done: %s", *item, e)
             except Exception as e:
                 delay = (self.retries if isinstance(e, WritesRefused) else self.error_retries).next(item)
-                log.warning("%s %s/%s failed, retrying in %.0fs: %s", *item, delay, e)
+                # a 409 is the parent's optimistic concurrency at work (someone wrote first): routine, not a warning
+                level = logging.INFO if is_status(e, 409) else logging.WARNING
+                log.log(level, "%s %s/%s failed, retrying in %.0fs: %s", *item, delay, e)
                 queue.add_after(item, delay, force)
             else:
                 self.retries.forget(item)
