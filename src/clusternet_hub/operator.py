@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from clusternet_api import known
+from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElectionConfig
 from clusternet_api.logs import error_text
@@ -156,8 +156,7 @@ async def login(memo: HubContext, **_: Any) -> kopf.ConnectionInfo:
 # --- registration ---------------------------------------------------------------------------------------
 
 
-async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | None = None,
-                                 resumed: bool = False) -> None:
+async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = False) -> None:
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
         return
@@ -174,16 +173,14 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | No
     problem = registration.validate(crr, ctx.options.allow_unsealed_tokens)
     if problem:
         await registration.deny(ctx.api, crr, problem)
-        if body is not None:
-            kopf.warn(body, reason="RegistrationDenied", message=problem)
+        await cluster_scoped_warning(ctx, crr, "RegistrationDenied", problem)
         metrics.registrations.labels("Denied").inc()
         return
     if ctx.options.manual_approval and status.get("result") != "Approved":
         verdict, message = registration.admin_verdict(crr)
         if verdict is None:
             log.info("registration %s waits for manual approval", crr["metadata"]["name"])
-            if body is not None:
-                kopf.warn(body, reason="AwaitingApproval", message=registration.awaiting_message(crr))
+            await cluster_scoped_warning(ctx, crr, "AwaitingApproval", registration.awaiting_message(crr))
             return
         if verdict == "Denied":
             await registration.deny(ctx.api, crr, message or "denied")
@@ -204,7 +201,7 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, body: kopf.Body | No
                 field=("metadata", "annotations", known.ANNOTATION_APPROVAL))
 async def on_registration(body: kopf.Body, memo: HubContext, reason: str, **_: Any) -> None:
     try:
-        await reconcile_registration(dict(body), memo, body, resumed=reason == kopf.Reason.RESUME)
+        await reconcile_registration(dict(body), memo, resumed=reason == kopf.Reason.RESUME)
     except ApiException as e:
         raise kopf.TemporaryError(f"registration of {body['metadata']['name']} hit HTTP {e.status}: "
                                   f"{e.reason}", delay=2) from e
@@ -213,6 +210,13 @@ async def on_registration(body: kopf.Body, memo: HubContext, reason: str, **_: A
         # against a saturated parent and then waited a minute each (bench/scale.py)
         raise kopf.TemporaryError(f"registration of {body['metadata']['name']} could not reach the parent: "
                                   f"{error_text(e)}", delay=2) from e
+
+
+async def cluster_scoped_warning(ctx: HubContext, crr: Obj, reason: str, message: str) -> None:
+    """A Warning event on a ClusterRegistrationRequest that `kubectl describe clsrr` shows: kopf's own events of
+    a cluster-scoped object name namespace `default` as the object's, so describe (which asks for events whose
+    involvedObject has no namespace) showed none."""
+    await applier.post_event(ctx.api, crr, "Warning", reason, message, known.CREATED_BY_HUB)
 
 
 async def refresh_rbac_or_suspect(ctx: HubContext, crr: Obj) -> bool:

@@ -54,6 +54,9 @@ def test_request_waits_for_an_admin_then_approve_creates_the_cluster(parent: Con
 
     events = wait_for(awaiting_event, timeout=30, what="AwaitingApproval event")
     assert f"kubectl clusternet approve clusternet-{request_id}" in events[0]["message"]
+    # where `kubectl describe` looks for a cluster-scoped object's events (kopf's own named namespace default)
+    described = kubectl(parent, "describe", "clsrr", f"clusternet-{request_id}").stdout
+    assert "AwaitingApproval" in described.split("Events:")[-1], described
     time.sleep(2)  # the hub had every chance to approve by itself
     assert crr_status(parent, request_id).get("result") is None
     assert namespaces_of(parent, request_id) == []
