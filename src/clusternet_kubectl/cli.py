@@ -302,7 +302,7 @@ def render(subscription: str, cluster: str) -> None:
 
 
 @main.command()
-@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID...")
+@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID|CLUSTER_NAME...")
 @connection_options
 def approve(requests: tuple[str, ...]) -> None:
     """Approve pending cluster registrations (hub started with --cluster-approval=Manual)."""
@@ -312,7 +312,7 @@ def approve(requests: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID...")
+@click.argument("requests", nargs=-1, required=True, metavar="CRR|CLUSTER_ID|CLUSTER_NAME...")
 @click.option("--reason", default="", help="Why: shown to the cluster's agent in its error message.")
 @connection_options
 def deny(requests: tuple[str, ...], reason: str) -> None:

@@ -31,7 +31,7 @@ def hint(command: str) -> str:
     (["render", "app-demo"], "missing option '--cluster'", "kubectl clusternet render"),
     (["get", "deploy", "--nosuch"], "unknown flag: --nosuch", "kubectl clusternet get"),
     (["get", "deploy", "-o"], "option '-o' requires an argument", "kubectl clusternet get"),
-    (["approve"], "missing argument 'CRR|CLUSTER_ID...'", "kubectl clusternet approve"),
+    (["approve"], "missing argument 'CRR|CLUSTER_ID|CLUSTER_NAME...'", "kubectl clusternet approve"),
 ])
 def test_usage_errors_are_kubectls_error_line_and_hint(args: list[str], message: str, command: str) -> None:
     result = CliRunner().invoke(main, args)

@@ -70,3 +70,13 @@ async def test_an_unknown_request_is_not_found(capsys: pytest.CaptureFixture[str
     assert await run(FakeKube(), "Approved") == 1
     err = capsys.readouterr().err
     assert "(NotFound)" in err and f'"{NAME}" not found' in err
+
+
+async def test_a_request_is_found_by_the_cluster_name_its_agent_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    """Audit 6: `approve child1` answered NotFound "clusternet-child1", while --cluster-id takes names too."""
+    kube = parent({})
+    kube.find("ClusterRegistrationRequest", None, NAME)["spec"]["clusterName"] = "child1"  # type: ignore[index]
+    assert await verdict_command(session.Session(cast(Kube, kube), "default"), ("child1",), "Approved", "") == 0
+    assert annotations(kube)[known.ANNOTATION_APPROVAL] == "Approved"
+    assert await verdict_command(session.Session(cast(Kube, kube), "default"), ("child9",), "Approved", "") == 1
+    assert "give a cluster ID, a request's name or the cluster name" in capsys.readouterr().err

@@ -39,16 +39,28 @@ def refusal(crr: Obj, verdict: str) -> str | None:
 
 
 async def verdict_command(session: Session, requests: tuple[str, ...], verdict: str, reason: str) -> int:
-    """Record `verdict` (Approved or Denied) on each pending request, named as itself or by the cluster id."""
+    """Record `verdict` (Approved or Denied) on each pending request, named as itself, by the cluster id, or by
+    the cluster name its agent asked for (spec.clusterName, as `--cluster-id` accepts names too)."""
     failed = False
     for ref in requests:
-        name = ref if ref.startswith("clusternet-") else f"clusternet-{ref}"
         try:
+            name = await request_name(session, ref)
             failed = not await record_verdict(session, name, verdict, reason) or failed
         except ApiException as exc:
             failed = True
             click.echo(api_error(exc), err=True)
     return 1 if failed else 0
+
+
+async def request_name(session: Session, ref: str) -> str:
+    """The request `ref` names: `clusternet-<id>` as given or for an id; else the one request whose
+    spec.clusterName is `ref`, if exactly one is (else the id form, whose NotFound then says what to give)."""
+    name = ref if ref.startswith("clusternet-") else f"clusternet-{ref}"
+    if await session.kube.get(CRR_API_VERSION, "ClusterRegistrationRequest", name) is not None:
+        return name
+    named = [c["metadata"]["name"] for c in await session.kube.list(CRR_API_VERSION, "ClusterRegistrationRequest")
+             if (c.get("spec") or {}).get("clusterName") == ref]
+    return named[0] if len(named) == 1 else name
 
 
 async def record_verdict(session: Session, name: str, verdict: str, reason: str) -> bool:
@@ -57,7 +69,8 @@ async def record_verdict(session: Session, name: str, verdict: str, reason: str)
     crr = await session.kube.get(CRR_API_VERSION, "ClusterRegistrationRequest", name)
     if crr is None:
         click.echo(f'Error from server (NotFound): clusterregistrationrequests.clusters.clusternet.io "{name}" '
-                   "not found", err=True)
+                   "not found (give a cluster ID, a request's name or the cluster name its agent asked for, as "
+                   "`kubectl get clsrr` lists them; a name two requests ask for is ambiguous)", err=True)
         return False
     problem = refusal(crr, verdict)
     if problem:
