@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 BUNDLE = REPO / "deploy" / "hub" / "01-crds.yaml"
 AGE = ("AGE", ".metadata.creationTimestamp", 0)
+OVERRIDE = [("PRIORITY", ".spec.priority", 0), ("POLICY", ".spec.overridePolicy", 0), ("KIND", ".spec.feed.kind", 0),
+            ("FEED", ".spec.feed.name", 0)]
 
 # kind -> (group, version, plural, scope, shortNames, [(column, jsonPath, priority)], has status)
 EXPECTED: dict[str, tuple[str, str, str, str, list[str], list[tuple[str, str, int]], bool]] = {
@@ -64,8 +66,10 @@ EXPECTED: dict[str, tuple[str, str, str, str, list[str], list[tuple[str, str, in
          ("STATUS", ".status.phase", 0), AGE],
         True,
     ),
-    "Localization": ("apps.clusternet.io", "v1alpha1", "localizations", "Namespaced", ["loc", "local"], [AGE], False),
-    "Globalization": ("apps.clusternet.io", "v1alpha1", "globalizations", "Cluster", ["glob", "global"], [AGE], False),
+    "Localization": ("apps.clusternet.io", "v1alpha1", "localizations", "Namespaced", ["loc", "local"],
+                     [*OVERRIDE, AGE], False),
+    "Globalization": ("apps.clusternet.io", "v1alpha1", "globalizations", "Cluster", ["glob", "global"],
+                      [*OVERRIDE, ("CLUSTERS", ".spec.clusterAffinity", 1), AGE], False),
     "FeedInventory": ("apps.clusternet.io", "v1alpha1", "feedinventories", "Namespaced", ["finv"], [], False),
 }  # fmt: skip
 

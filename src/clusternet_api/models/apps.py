@@ -352,6 +352,16 @@ class LocalizationSpec(ApiModel):
     """Applied in order."""
 
 
+# Clusternet shows NAME and AGE alone: which override wins (priority) and what it targets took -o yaml
+OVERRIDE_COLUMNS = (
+    PrinterColumn("PRIORITY", ".spec.priority", "integer", description="Lower ones are applied first"),
+    PrinterColumn("POLICY", ".spec.overridePolicy", description="ApplyNow or ApplyLater"),
+    PrinterColumn("KIND", ".spec.feed.kind", description="The kind of the feed it overrides"),
+    PrinterColumn("FEED", ".spec.feed.name", description="The name of the feed it overrides"),
+    AGE_COLUMN,
+)
+
+
 class Localization(KubeObject):
     """Overrides for one cluster, living in that cluster's dedicated namespace."""
 
@@ -362,6 +372,7 @@ class Localization(KubeObject):
         plural="localizations",
         scope="Namespaced",
         short_names=("loc", "local"),
+        printer_columns=OVERRIDE_COLUMNS,
     )
 
     api_version: Literal["apps.clusternet.io/v1alpha1"] = "apps.clusternet.io/v1alpha1"
@@ -386,6 +397,12 @@ class Globalization(KubeObject):
         plural="globalizations",
         scope="Cluster",
         short_names=("glob", "global"),
+        printer_columns=(
+            *OVERRIDE_COLUMNS[:-1],
+            PrinterColumn("CLUSTERS", ".spec.clusterAffinity", priority=1,
+                          description="Which clusters (empty: all)"),
+            AGE_COLUMN,
+        ),
     )
 
     api_version: Literal["apps.clusternet.io/v1alpha1"] = "apps.clusternet.io/v1alpha1"
