@@ -25,7 +25,7 @@ from clusternet_agent.options import (
     parse_labels,
 )
 from clusternet_api import __version__, eventloop, known
-from clusternet_api.compatflags import InertFlag, inert_options, klog_level, report_inert
+from clusternet_api.compatflags import InertFlag, feature_gates_option, inert_options, klog_level, report_inert
 from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
 from clusternet_api.durations import parse_duration
 from clusternet_api.logs import setup_logging
@@ -60,7 +60,7 @@ INERT_FLAGS = (
 @click.option("--cluster-labels", default="", help="k=v,k2=v2 labels for the ManagedCluster")
 @click.option("--cluster-status-collect-frequency", default="20s")
 @click.option("--cluster-status-update-frequency", default="3m")
-@click.option("--feature-gates", default="", help="e.g. AppPusher=true,SocketConnection=true")
+@feature_gates_option("e.g. AppPusher=true,SocketConnection=true")
 @click.option("--parent-ca-file", help="Pin the parent's CA for registration (else parentCA of the bootstrap "
               "Secret, else, for a bootstrap token, the CA the parent signs in kube-public/cluster-info)")
 @click.option("--parent-insecure-skip-tls-verify", is_flag=True,

@@ -46,6 +46,20 @@ def parse_feature_gates(text: str) -> dict[str, bool]:
     return gates
 
 
+def _merge_gate_flags(_ctx: click.Context, _param: click.Parameter, given: tuple[str, ...]) -> str:
+    return ",".join(g for g in given if g)
+
+
+def feature_gates_option(help_text: str) -> Callable[[F], F]:
+    """`--feature-gates`, repeatable and merged as Kubernetes' component-base merges it: each occurrence adds its
+    gates and a gate given again takes the later value (later keys override earlier ones, others are kept). The
+    command receives one comma-joined string, which parse_feature_gates reads in order, so the later value wins.
+    A plain click option kept only the last occurrence: a chart rendering the flag from a value and again from
+    extraArgs silently lost the first one's gates (the sixth audit: AppPusher=false undone)."""
+    return click.option("--feature-gates", "feature_gates", multiple=True, callback=_merge_gate_flags,
+                        help=help_text + " (repeatable: merged, a later gate value wins)")
+
+
 @dataclass(frozen=True)
 class InertFlag:
     """A flag accepted for compatibility; `reason` says why it changes nothing here."""

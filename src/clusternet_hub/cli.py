@@ -13,7 +13,7 @@ import click
 import kopf
 
 from clusternet_api import __version__, eventloop
-from clusternet_api.compatflags import inert_options, klog_level, report_inert
+from clusternet_api.compatflags import feature_gates_option, inert_options, klog_level, report_inert
 from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.leaderelection import LeaderElector, lease_client, run_while_leading
@@ -160,7 +160,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
               help="Seconds between full reconciles of Subscriptions and re-applies of pushed Descriptions")
 @click.option("--threadiness", default=8, type=click.IntRange(min=1),
               help="Workers of the deployment controller: Subscriptions, Descriptions and pushes handled at once")
-@click.option("--feature-gates", default="", help="Clusternet's gates, e.g. SocketConnection=true,ShadowAPI=true")
+@feature_gates_option("Clusternet's gates, e.g. SocketConnection=true,ShadowAPI=true")
 @click.option("--peer-port", default=8123, type=int, help="Port on which hub replicas reach each other's tunnels "
               "(0: no forwarding between replicas)")
 @click.option("--peer-advertise-address", default="", help="Address the other replicas dial for this one (unset: "
