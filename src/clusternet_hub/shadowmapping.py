@@ -35,12 +35,15 @@ ShadowResource = Resource
 
 
 def discovery_entry(resource: Resource) -> Obj:
-    """Its APIResource entry in the shadow API's discovery (every verb the shadow API serves)."""
-    entry: Obj = {"name": resource.plural, "singularName": resource.singular or resource.kind.lower(),
-                  "namespaced": resource.namespaced, "kind": resource.kind, "verbs": VERBS}
-    if resource.short_names:
-        entry["shortNames"] = list(resource.short_names)
-    return entry
+    """Its APIResource entry in the shadow API's discovery (every verb the shadow API serves).
+
+    No `shortNames` (nor `categories`): the originals keep theirs, and a short name listed twice makes kubectl
+    1.29 and later print `Warning: short name "deploy" could also match lower priority resource
+    deployments.shadow` on every `kubectl get deploy|ns|svc...` against the parent (the sixth audit; Linkerd
+    dropped them from its aggregated API for the same reason, linkerd/linkerd2#11784). The shadow API is reached
+    by its paths (`--raw`, Clusternet's client-go wrapper), never by a short name, so nothing is lost."""
+    return {"name": resource.plural, "singularName": resource.singular or resource.kind.lower(),
+            "namespaced": resource.namespaced, "kind": resource.kind, "verbs": VERBS}
 
 
 def mirrored_group(group: str) -> bool:
