@@ -326,6 +326,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
         await identity.ensure_namespace(child, opts.namespace)
 
         async def work() -> None:
+            if readiness is not None:
+                readiness.standby = None  # leading (or not electing): judged on registration, reports, tunnel
             cluster_id = opts.cluster_id or await identity.cluster_id(child)
             key = await identity.load_or_create_key(child, opts.namespace)
             log.info("cluster ID %s, parent %s, sync mode %s", cluster_id, redact_url(opts.parent_url or ""),
@@ -386,6 +388,9 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
         # a client of its own, without the --kube-api-qps limiter: on `child`, its renewals queued behind the
         # pullers' applies and status reads and could outlive the renew deadline (clusternet_api.leaderelection).
         if opts.leader_election is not None and opts.leader_election.enabled:
+            if readiness is not None:  # ready as a standby until it leads (probes.Readiness.standby)
+                election = opts.leader_election
+                readiness.standby = f"waiting for Lease {election.resource_namespace}/{election.resource_name}"
             async with lease_client(child_creds, "clusternet-agent") as leases:
                 await run_while_leading(LeaderElector(leases, opts.leader_election), stop, work)
         else:

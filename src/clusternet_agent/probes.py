@@ -3,9 +3,10 @@
 `/healthz` answers while the process serves at all (a liveness probe restarts a wedged agent). `/readyz` is
 stricter and says why it fails: the agent must be registered, its last status report to the parent must be
 younger than 3 x the report period (the same grace the hub gives it before marking the cluster Unknown),
-and, with SocketConnection on, its tunnel must be up. Clusternet's agent serves only `/healthz` and always
-answers ok there, so an agent that cannot reach its parent looks healthy; ours tells Kubernetes (and the
-person reading `kubectl describe pod`) what is wrong.
+and, with SocketConnection on, its tunnel must be up. A replica waiting for the agent's Lease is ready
+(`ok: standby, ...`): it is there to take over, and a Deployment of 3 would otherwise never be Available.
+Clusternet's agent serves only `/healthz` and always answers ok there, so an agent that cannot reach its parent
+looks healthy; ours tells Kubernetes (and the person reading `kubectl describe pod`) what is wrong.
 
 Metrics are process-wide Prometheus counters in their own registry (simulated agents in benchmarks share
 one process and add up, which is what a bench wants to read).
@@ -55,6 +56,10 @@ class Readiness:
     last_report: float | None = None
     """time.monotonic() of the last status report the parent accepted."""
     tunnel_connected: bool = False
+    standby: str | None = None
+    """Set while this replica waits for the agent's Lease (what it waits for): such a replica is ready, as a
+    standby hub replica is, so that a Deployment of several agent replicas (Clusternet's chart runs 3) is
+    Available and rolls out; only the holder's readiness says whether the cluster is served."""
 
     def reported(self) -> None:
         self.last_report = time.monotonic()
@@ -66,9 +71,11 @@ class Readiness:
         tunnel_up.set(1 if up else 0)
 
     def problems(self, now: float | None = None) -> list[str]:
-        """Why the agent is not ready; empty when it is."""
+        """Why the agent is not ready; empty when it is (a standby always is)."""
         now = time.monotonic() if now is None else now
-        found = []
+        found: list[str] = []
+        if self.standby is not None:
+            return found
         if not self.registered:
             found.append("not registered with the parent yet")
         elif self.last_report is None:
@@ -89,6 +96,8 @@ def app(readiness: Readiness) -> web.Application:
         problems = readiness.problems()
         if problems:
             return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n")
+        if readiness.standby is not None:
+            return web.Response(text=f"ok: standby, {readiness.standby}\n")
         return web.Response(text="ok")
 
     async def metrics(_: web.Request) -> web.Response:

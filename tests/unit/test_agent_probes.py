@@ -28,6 +28,28 @@ def test_readiness_ignores_the_tunnel_when_it_is_off() -> None:
     assert r.problems(5.0) == []
 
 
+async def test_a_standby_replica_is_ready_and_says_so_until_it_leads() -> None:
+    """Clusternet's chart runs 3 agent replicas: the 2 waiting for the Lease must count as ready, or the
+    Deployment is never Available (Helm's --wait and `kubectl rollout status` hang). Once leading, the usual
+    verdict applies."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from clusternet_agent.probes import app
+
+    r = Readiness(report_period=10, tunnel_enabled=True, standby="waiting for Lease clusternet-system/x")
+    assert r.problems(100.0) == []
+    client = TestClient(TestServer(app(r)))
+    await client.start_server()
+    try:
+        resp = await client.get("/readyz")
+        assert resp.status == 200 and await resp.text() == "ok: standby, waiting for Lease clusternet-system/x\n"
+        r.standby = None  # it leads: not registered yet, no tunnel
+        resp = await client.get("/readyz")
+        assert resp.status == 503 and "not registered with the parent yet" in await resp.text()
+    finally:
+        await client.close()
+
+
 @pytest.mark.parametrize(("level", "verbosity", "expected"), [
     ("INFO", None, "INFO"), ("INFO", "=4", "DEBUG"), ("WARNING", "2", "WARNING"), ("INFO", "5", "DEBUG")])
 def test_klog_verbosity(level: str, verbosity: str | None, expected: str) -> None:
