@@ -71,7 +71,7 @@ def metric(text: str, name: str) -> float:
 def test_probes_and_metrics_tell_what_the_agent_is_doing(hub_and_agents: dict[str, Any]) -> None:
     pusher, hub = hub_and_agents["pusher"], hub_and_agents["hub"]
     assert get(pusher, "/healthz") == (200, "ok")
-    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=20, what="agent /readyz 200")
+    wait_for(lambda: get(pusher, "/readyz") == (200, "ok"), timeout=20, what="agent /readyz 200")
     _, metrics = get(pusher, "/metrics")
     assert 'clusternet_agent_registration_attempts_total{result="Approved"}' in metrics
     assert "clusternet_agent_tunnel_up 1.0" in metrics
@@ -89,7 +89,7 @@ def test_probes_and_metrics_tell_what_the_agent_is_doing(hub_and_agents: dict[st
         assert get(pusher, "/healthz")[0] == 200  # alive all the same: no restart for a hub outage
     finally:
         hub.start()
-    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="agent /readyz 200 after the hub returns")
+    wait_for(lambda: get(pusher, "/readyz") == (200, "ok"), timeout=60, what="agent /readyz 200 after the hub returns")
     _, metrics = get(pusher, "/metrics")
     assert metric(metrics, "clusternet_agent_tunnel_connects_total") >= 2
 
@@ -98,7 +98,7 @@ def test_agent_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, 
     """Every flag the upstream chart passes is accepted; the inert ones say so in one line each."""
     pusher: Proc = hub_and_agents["pusher"]
     with replaced(pusher, "agent-chart", UPSTREAM_CHART_ARGS) as chart:
-        wait_for(lambda: get(chart, "/readyz")[0] == 200, timeout=60, what="the chart-configured agent ready")
+        wait_for(lambda: get(chart, "/readyz") == (200, "ok"), timeout=60, what="the chart-configured agent ready")
         out = chart.output
         for flag in ("use-metrics-server", "predictor-port"):
             assert f"--{flag}=" in out and "has no effect here" in out, flag
@@ -106,7 +106,7 @@ def test_agent_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, 
         assert "acquired Lease clusternet-system/clusternet-agent" in out
         assert " DEBUG " in out  # -v=4 means debug logging, as with klog
         assert "Traceback" not in out
-    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the original agent ready again")
+    wait_for(lambda: get(pusher, "/readyz") == (200, "ok"), timeout=60, what="the original agent ready again")
 
 
 def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, Any]) -> None:
@@ -117,7 +117,7 @@ def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, An
         # the agent's own tunnel first: the original hub now stops at once, and the agent may still say ready
         # from before it noticed
         wait_for(lambda: "connected its tunnel" in chart.output, timeout=60, what="a tunnel to the chart's hub")
-        wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the chart's hub")
+        wait_for(lambda: get(pusher, "/readyz") == (200, "ok"), timeout=60, what="the agent ready with the chart's hub")
         # --leader-elect=true is acted on (every replica serves tunnels at once; the Lease may come a moment later)
         wait_for(lambda: "acquired Lease clusternet-system/clusternet-hub" in chart.output, timeout=30,
                  what="the chart's hub leading")
@@ -127,4 +127,4 @@ def test_hub_starts_with_clusternet_chart_arguments(hub_and_agents: dict[str, An
         assert "serves peers on https://127.0.0.1:8123" in out  # --peer-port and --peer-advertise-address acted on
         assert "ShadowAPI" not in out  # the hub serves the shadow API (an active gate): nothing to say about it
         assert " DEBUG " in out and "Traceback" not in out
-    wait_for(lambda: get(pusher, "/readyz")[0] == 200, timeout=60, what="the agent ready with the original hub")
+    wait_for(lambda: get(pusher, "/readyz") == (200, "ok"), timeout=60, what="the agent ready with the original hub")
