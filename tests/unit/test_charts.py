@@ -66,9 +66,145 @@ def test_the_hub_chart_passes_clusternets_arguments_and_extra_args() -> None:
     assert not [o for o in render("clusternet-hub", {"apiService": {"create": False}}) if o["kind"] == "APIService"]
 
 
-def test_the_agent_refuses_more_than_one_replica_with_the_reason() -> None:
-    with pytest.raises(helm_python.HelmError, match="replicaCount must be 1"):
-        render("clusternet-agent", {"replicaCount": 3})
+def pod(objs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = find(objs, "Deployment", name)["spec"]["template"]["spec"]
+    return spec
+
+
+# What Clusternet's values files (clusternet/charts 1.0.0) set that matters here, without their image block (the
+# charts refuse Clusternet's Go images: test_clusternets_images_are_refused_with_the_way_out).
+CLUSTERNET_AGENT_VALUES: dict[str, Any] = {
+    "kubeVersion": "", "replicaCount": 3, "serviceAccount": {"name": "clusternet-agent"}, "leaderElect": True,
+    "extraArgs": {"feature-gates": "SocketConnection=true,AppPusher=true,Recovery=true,Predictor=true",
+                  "cluster-sync-mode": "Dual", "use-metrics-server": False, "predictor-direct-access": False,
+                  "predictor-port": 8080},
+    "resources": {"limits": {}, "requests": {}}, "podAffinityPreset": "", "podAntiAffinityPreset": "soft",
+    "nodeAffinityPreset": {"type": "", "key": "", "values": []}, "affinity": {},
+    "parentURL": "https://192.168.10.10:6443", "registrationToken": "07401b.f395accd246ae52d"}
+CLUSTERNET_HUB_VALUES: dict[str, Any] = {
+    "kubeVersion": "", "replicaCount": 3, "securePort": 443, "peerPort": 8123, "leaderElect": True,
+    "reservedNamespace": "clusternet-reserved", "anonymousAuthSupported": True,
+    "featureGates": "SocketConnection=true,ShadowAPI=true", "kubeAPI": {"burst": "100", "qps": "50.0"},
+    "extraArgs": {}, "podAffinityPreset": "", "podAntiAffinityPreset": "soft",
+    "nodeAffinityPreset": {"type": "", "key": "", "values": []}, "affinity": {}}
+
+
+def test_clusternets_agent_values_run_three_replicas_electing_a_leader() -> None:
+    """README: Clusternet's values render here. Its agent file asks for 3 replicas: safe with leader election
+    (one holder applies, the others are ready standbys), rolled one pod at a time; spread by its soft preset."""
+    objs = render("clusternet-agent", CLUSTERNET_AGENT_VALUES)
+    deployment = find(objs, "Deployment", "clusternet-agent")["spec"]
+    assert deployment["replicas"] == 3
+    assert deployment["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    assert pod(objs, "clusternet-agent")["affinity"] == {"podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+            "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "clusternet-agent"}}}}]}}
+    assert args(objs, "clusternet-agent").count(
+        "--feature-gates=SocketConnection=true,AppPusher=true,Recovery=true,Predictor=true") == 1
+    # one replica by default, replaced with Recreate (never two agents at once)
+    assert find(render("clusternet-agent"), "Deployment", "clusternet-agent")["spec"]["strategy"] == {
+        "type": "Recreate"}
+    # without the Lease every replica would register and apply: refused, also when extraArgs turns it off
+    for values in ({"replicaCount": 2, "leaderElect": False},
+                   {"replicaCount": 2, "extraArgs": {"leader-elect": "false"}}):
+        with pytest.raises(helm_python.HelmError, match="replicaCount above 1 needs leaderElect: true"):
+            render("clusternet-agent", values)
+    hub = render("clusternet-hub", CLUSTERNET_HUB_VALUES)
+    assert find(hub, "Deployment", "clusternet-hub")["spec"]["replicas"] == 3
+
+
+def test_clusternets_images_are_refused_with_the_way_out() -> None:
+    """Clusternet's values files name its Go images, which would crash on our flags: a one-line refusal."""
+    for chart in ("clusternet-agent", "clusternet-hub"):
+        image = {"registry": "ghcr.io", "repository": f"clusternet/{chart}", "tag": "v0.15.2"}
+        with pytest.raises(helm_python.HelmError, match=f"clusternet/{chart} is Clusternet's Go .*Build the images"):
+            render(chart, {"image": image})
+        # the same path in one's own registry is one's own build
+        render(chart, {"image": {**image, "registry": "registry.example"}})
+
+
+def test_one_feature_gates_flag_featuregates_then_extraargs_gate_by_gate() -> None:
+    """The sixth audit: featureGates AppPusher=false with Clusternet's agent values (extraArgs.feature-gates
+    AppPusher=true) rendered two flags and the agent kept the last, so AppPusher stayed on without a word."""
+    def gates(chart: str, values: dict[str, Any]) -> list[str]:
+        return [a for a in args(render(chart, values), chart) if a.startswith("--feature-gates")]
+
+    with pytest.raises(helm_python.HelmError, match=r"featureGates sets AppPusher=false but extraArgs\.feature-gates "
+                                                    r"sets AppPusher=true"):
+        render("clusternet-agent", {**CLUSTERNET_AGENT_VALUES, "featureGates": "SocketConnection=true,AppPusher=false"})
+    # either place alone works, as the gates of one flag; extraArgs over the (default) value gate by gate
+    assert gates("clusternet-agent", {"featureGates": "SocketConnection=true,AppPusher=false"}) == [
+        "--feature-gates=SocketConnection=true,AppPusher=false"]
+    assert gates("clusternet-agent", {"extraArgs": {"feature-gates": "AppPusher=false"}}) == [
+        "--feature-gates=SocketConnection=true,AppPusher=false,Recovery=true,Predictor=true"]
+    hub_extra = {"feature-gates": "ShadowAPI=false,Recovery=true"}
+    assert gates("clusternet-hub", {**CLUSTERNET_HUB_VALUES, "extraArgs": hub_extra}) == [
+        "--feature-gates=SocketConnection=true,ShadowAPI=false,Recovery=true"]
+    # both given and agreeing: merged, no failure
+    agreeing = {"featureGates": "ShadowAPI=true", "extraArgs": {"feature-gates": "ShadowAPI=true,Recovery=true"}}
+    assert gates("clusternet-hub", agreeing) == [
+        "--feature-gates=ShadowAPI=true,Recovery=true"]
+    assert gates("clusternet-agent", {"featureGates": ""}) == []  # nothing given: no flag, the agent's defaults
+    # the template's notion of "the default" is values.yaml's: an untouched featureGates never fails
+    for chart in ("clusternet-agent", "clusternet-hub"):
+        default = yaml.safe_load((CHARTS / chart / "values.yaml").read_text())["featureGates"]
+        flipped = ",".join(g.replace("true", "false") for g in default.split(","))
+        assert gates(chart, {"extraArgs": {"feature-gates": flipped}}) == [f"--feature-gates={flipped}"]
+
+
+def test_each_flag_is_rendered_once_and_extraargs_replaces_the_values_one() -> None:
+    agent = args(render("clusternet-agent", {"extraArgs": {"kube-api-qps": 5, "leader-elect": "false",
+                                                           "log-format": "text"}}), "clusternet-agent")
+    names = [a.split("=", 1)[0] for a in agent]
+    assert len(names) == len(set(names))
+    assert {"--kube-api-qps=5", "--leader-elect=false", "--log-format=text", "--kube-api-burst=100"} <= set(agent)
+    hub = args(render("clusternet-hub", {"extraArgs": {"reserved-namespace": "x", "v": 4}}), "clusternet-hub")
+    names = [a.split("=", 1)[0] for a in hub]
+    assert len(names) == len(set(names)) and "--reserved-namespace=x" in hub and "--v=4" in hub
+    # flags the chart's ports, probes and RBAC follow: refused, saying which value to set
+    for chart, flag, reason in (("clusternet-hub", "secure-port", "set containerPort"),
+                                ("clusternet-hub", "peer-port", "set peerPort"),
+                                ("clusternet-hub", "leader-elect-resource-namespace", "release namespace"),
+                                ("clusternet-agent", "secure-port", "10650")):
+        with pytest.raises(helm_python.HelmError, match=f"extraArgs.{flag} cannot be set here: .*{reason}"):
+            render(chart, {"extraArgs": {flag: "1"}})
+
+
+@pytest.mark.parametrize("chart", ["clusternet-agent", "clusternet-hub"])
+def test_clusternets_affinity_presets_are_honoured(chart: str) -> None:
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": chart}}}
+    affinity = pod(render(chart, {"podAntiAffinityPreset": "hard", "podAffinityPreset": "soft", "nodeAffinityPreset": {
+        "type": "hard", "key": "topology.kubernetes.io/zone", "values": ["a", "b"]}}), chart)["affinity"]
+    assert affinity == {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]},
+        "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]},
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]}]}]}}}
+    soft_node = pod(render(chart, {"podAntiAffinityPreset": "", "nodeAffinityPreset": {
+        "type": "soft", "key": "disk", "values": ["ssd"]}}), chart)["affinity"]
+    preference = {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}
+    assert soft_node == {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "preference": preference}]}}
+    assert "affinity" not in pod(render(chart, {"podAntiAffinityPreset": ""}), chart)
+    # `affinity` replaces the presets, as in Clusternet's chart
+    mine = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "k", "operator": "Exists"}]}]}}}
+    assert pod(render(chart, {"affinity": mine, "podAntiAffinityPreset": "hard"}), chart)["affinity"] == mine
+    with pytest.raises(helm_python.HelmError, match='podAntiAffinityPreset must be soft, hard or empty, not "Hard"'):
+        render(chart, {"podAntiAffinityPreset": "Hard"})
+    with pytest.raises(helm_python.HelmError, match=r"nodeAffinityPreset\.type hard needs nodeAffinityPreset\.key"):
+        render(chart, {"nodeAffinityPreset": {"type": "hard"}})
+
+
+def test_kubeversion_picks_the_hubs_disruption_budget_api() -> None:
+    """Clusternet's kubeVersion (bitnami's "override Kubernetes version") is honoured where the hub chart depends
+    on the version; the agent chart has no such object, so there it is accepted and inert."""
+    def pdb(version: str) -> str:
+        objs = render("clusternet-hub", {"kubeVersion": version})
+        return str(find(objs, "PodDisruptionBudget", "clusternet-hub")["apiVersion"])
+
+    assert pdb("1.20.2") == "policy/v1beta1" and pdb("v1.29.0") == "policy/v1"
+    assert render("clusternet-agent", {"kubeVersion": "1.20.2"}) == render("clusternet-agent")
 
 
 def test_the_hub_runs_two_spread_replicas_with_a_disruption_budget() -> None:
@@ -86,8 +222,10 @@ def test_the_hub_runs_two_spread_replicas_with_a_disruption_budget() -> None:
     assert manifests("deploy/hub/09-poddisruptionbudget.yaml")[0]["spec"]["minAvailable"] == 1
     one = render("clusternet-hub", {"replicaCount": 1})
     assert not [o for o in one if o["kind"] == "PodDisruptionBudget"]  # a budget of 1 of 1 would block drains
-    with pytest.raises(helm_python.HelmError, match="needs leaderElect: true"):
-        render("clusternet-hub", {"replicaCount": 3, "leaderElect": False})
+    for values in ({"replicaCount": 3, "leaderElect": False},
+                   {"replicaCount": 3, "extraArgs": {"leader-elect": False}}):
+        with pytest.raises(helm_python.HelmError, match="needs leaderElect: true"):
+            render("clusternet-hub", values)
 
 
 def rbac(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
