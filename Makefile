@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test setup venv tools binaries lint crds crds-check unit integration sandbox sandbox-down bench clean
+.PHONY: test setup venv tools binaries lint crds crds-check unit integration sandbox sandbox-down bench clean \
+	images images-push
 
 test: setup lint crds-check unit integration
 
@@ -62,6 +63,21 @@ sandbox-down:
 bench: setup
 	$(BIN)/python bench/registration.py
 	$(BIN)/python bench/scale.py --sizes 20,100 --out bench/results/$$(date -u +%F)-scale.md
+
+# The hub and agent images deploy/ and the charts name (README, "Build the images"). We publish none: build and
+# push your own, e.g. `make images-push REGISTRY=registry.example.com/you TAG=v0.1.0`. Needs Docker with BuildKit
+# (or DOCKER=podman); no part of `make test` or CI, which run the binaries, not images.
+REGISTRY ?= ghcr.io/clusternet-py
+TAG ?= v0.1.0
+DOCKER ?= docker
+
+images:
+	$(DOCKER) build -f Dockerfile.hub -t $(REGISTRY)/clusternet-hub:$(TAG) .
+	$(DOCKER) build -f Dockerfile.agent -t $(REGISTRY)/clusternet-agent:$(TAG) .
+
+images-push: images
+	$(DOCKER) push $(REGISTRY)/clusternet-hub:$(TAG)
+	$(DOCKER) push $(REGISTRY)/clusternet-agent:$(TAG)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .sandbox
