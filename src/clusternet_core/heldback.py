@@ -36,6 +36,8 @@ def note(namespace: str, name: str, existing: Obj | None) -> str:
 
 def unreported(ready: Obj, errors: Iterable[OverrideError]) -> list[OverrideError]:
     """The errors the Subscription's Ready condition does not name yet: with no Description written, nothing
-    else records which errors were announced, and each resync would post the same OverrideFailed events again."""
+    else records which errors were announced, and each resync would post the same OverrideFailed events again.
+    A Description written with them (plan.plan_cluster) is checked the same way: its errors annotation may be
+    new while Ready already names them, after a forced reconcile held it back and reported them."""
     message = str(ready.get("message") or "")
     return [e for e in errors if e.message not in message]

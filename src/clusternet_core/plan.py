@@ -109,8 +109,8 @@ class ClusterPlan:
     them: a RenderFailed event on that Description (a Helm chart's problem on the Helm one)."""
     override_errors: list[OverrideError] = field(default_factory=list)
     """Failed overrides, an OverrideFailed event on each: the generic render's when the generic Description
-    announces its errors, the Helm render's when the Helm one does; for a Description held back because of
-    them, those the Subscription's Ready condition does not already report."""
+    announces its errors or is held back because of them, the Helm render's likewise; only those the
+    Subscription's Ready condition does not already report, and each once per Subscription (once_per_failure)."""
     held_back: list[str] = field(default_factory=list)
     """Descriptions not written because overrides failed in their render (heldback.py): the cached one stays."""
     keep_bases: list[Key] = field(default_factory=list)
@@ -310,6 +310,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     globalizations = list(caches.globalizations.values())
     plan.clusters = [plan_cluster(sub, b, feeds, templates, force, caches, globalizations,
                                   localizations[b.cluster["metadata"]["namespace"]]) for b in bindings]
+    once_per_failure(plan.clusters)
     bound = {key_of(c.base) for c in plan.clusters} | {k for c in plan.clusters for k in c.keep_bases}
     plan.delete_bases = unbound_bases(sub, caches.bases.values(), bound, caches.descriptions)
     problems = list(inventory.problems) if inventory else []
@@ -358,14 +359,31 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
                                    (plan.helm_description, plan.existing_helm, helm_errors)))
 
     def to_report(body: Obj | None, desc_name: str, errors: list[OverrideError]) -> list[OverrideError]:
-        if body is not None and body["metadata"]["name"] in plan.announce:
-            return errors
-        return heldback.unreported(ready_of(sub), errors) if desc_name in plan.held_back else []
+        # Both ways check the Ready condition: an ApplyNow override's forced reconcile holds the Description back
+        # and reports; the next, unforced, one keeps the old inputs (overrides are not in the inputs hash) and
+        # writes the kept Description with the errors in its annotation: the same failure, a second event (the
+        # sixth audit saw two OverrideFailed events per failing override).
+        if (body is not None and body["metadata"]["name"] in plan.announce) or desc_name in plan.held_back:
+            return heldback.unreported(ready_of(sub), errors)
+        return []
 
     helm_name = rendering.description_name(plan.base["metadata"]["name"], "Helm")
     plan.override_errors = [*to_report(plan.description, name, rendered.override_errors),
                             *(to_report(plan.helm_description, helm_name, helm.override_errors) if helm else [])]
     return plan
+
+
+def once_per_failure(clusters: list[ClusterPlan]) -> None:
+    """A Globalization that fails the same way in every cluster it selects is one failure: one OverrideFailed
+    event, on the first cluster's plan (its message names no cluster)."""
+    seen: set[tuple[str, str | None, str, str]] = set()
+    for cluster in clusters:
+        errors = []
+        for error in cluster.override_errors:
+            if (key := (error.kind, error.namespace, error.name, error.message)) not in seen:
+                seen.add(key)
+                errors.append(error)
+        cluster.override_errors = errors
 
 
 def announcements(pairs: Iterable[tuple[Obj | None, Obj | None, list[str]]]) -> dict[str, str]:

@@ -173,10 +173,18 @@ class SubscriptionReconciler:
         return existing
 
     async def _report_override_errors(self, errors: list[OverrideError]) -> None:
-        """Put each failed override's message on the override object itself, as an event."""
+        """Put each failed override's message on the override object itself, as an event, naming it by its uid
+        as the cache holds it: `kubectl describe loc|glob` selects events by involvedObject kind, name,
+        namespace and uid, and showed none for events without one (the sixth audit). A Globalization is
+        cluster-scoped: its event names no namespace and lives in `default` (applier.post_event), where kubectl,
+        listing the events of every namespace for a cluster-scoped object, finds it."""
+        caches = self.store.caches
         for error in errors:
-            override = {"apiVersion": known.APPS_API_VERSION, "kind": error.kind,
-                        "metadata": {"name": error.name, "namespace": error.namespace}}
+            cached = (caches.globalizations.get(error.name) if error.kind == "Globalization"
+                      else caches.localizations.get((error.namespace or "", error.name)))
+            meta = {"name": error.name, **({"namespace": error.namespace} if error.namespace else {}),
+                    **({"uid": cached["metadata"].get("uid")} if cached is not None else {})}
+            override = {"apiVersion": known.APPS_API_VERSION, "kind": error.kind, "metadata": meta}
             await applier.post_event(self.kube, override, "Warning", "OverrideFailed", error.message,
                                      known.CREATED_BY_HUB)
 
