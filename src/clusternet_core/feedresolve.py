@@ -12,7 +12,7 @@ Pure: the hub passes its cached Manifests, the kubectl plugin the ones it listed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,8 @@ from clusternet_api import known
 from clusternet_core.naming import feed_labels
 from clusternet_core.scheduling import feed_key, feed_ref, format_feed
 
-__all__ = ["REASON_AMBIGUOUS", "Ambiguity", "FeedResolution", "matches", "resolve_feeds", "template_ref"]
+__all__ = ["REASON_AMBIGUOUS", "Ambiguity", "FeedResolution", "any_version_selector", "matches", "resolve_feeds",
+           "template_ref"]
 
 Obj = Mapping[str, Any]
 Manifest = dict[str, Any]
@@ -33,6 +34,20 @@ def matches(feed: Obj, manifest: Obj) -> bool:
     """Does the feed select this Manifest (every label of the feed's selector is on the Manifest)?"""
     labels = (manifest.get("metadata") or {}).get("labels") or {}
     return all(labels.get(k, "") == v for k, v in feed_labels(feed).items())
+
+
+VERSION_LABELS = (known.LABEL_CONFIG_GROUP, known.LABEL_CONFIG_VERSION)
+
+
+def any_version_selector(feed: Obj) -> str:
+    """Label selector (`k=v,...`, sorted) of the Manifests of the feed's kind, namespace and name under any
+    apiVersion: the templates a missing feed may have meant (FeedResolution.other_versions)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(feed_labels(feed).items()) if k not in VERSION_LABELS)
+
+
+def _matches_any_version(feed: Obj, manifest: Obj) -> bool:
+    labels = (manifest.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k, "") == v for k, v in feed_labels(feed).items() if k not in VERSION_LABELS)
 
 
 def template_ref(manifest: Obj) -> dict[str, str]:
@@ -64,12 +79,16 @@ class FeedResolution:
 
     templates: dict[str, Manifest] = field(default_factory=dict)
     ambiguous: list[Ambiguity] = field(default_factory=list)
+    other_versions: dict[str, list[str]] = field(default_factory=dict)
+    """Feed key of a feed without a template -> the apiVersions under which a template of its kind, namespace
+    and name exists, sorted: Clusternet's overview feeds `apiVersion: apps/v1, kind: Service`, which matches
+    nothing (a Service is `v1`), and `FeedNotFound` alone did not say so (the sixth audit)."""
 
     def message(self) -> str:
         return "; ".join(a.message() for a in self.ambiguous)
 
 
-def resolve_feeds(feeds: Iterable[Obj], manifests: Iterable[Manifest]) -> FeedResolution:
+def resolve_feeds(feeds: Iterable[Obj], manifests: Collection[Manifest]) -> FeedResolution:
     """Candidates per feed, then one template per feed or an Ambiguity.
 
     Candidates storing the same object (e.g. under its legacy and its current Manifest name) are one
@@ -90,4 +109,14 @@ def resolve_feeds(feeds: Iterable[Obj], manifests: Iterable[Manifest]) -> FeedRe
         elif len(candidates) > 1 and not any(a.feed == ref for a in result.ambiguous):
             names = sorted(format_feed(template_ref(m)) for m in candidates.values())
             result.ambiguous.append(Ambiguity(ref, tuple(names)))
+    # a second pass only when a template feed has none at all (a HelmChart feed never has one)
+    unmatched = [ref for ref in refs if not found[feed_key(ref)]
+                 and (ref["kind"], ref["apiVersion"].partition("/")[0]) != ("HelmChart", known.APPS_GROUP)]
+    for manifest in manifests if unmatched else ():
+        for ref in unmatched:
+            if _matches_any_version(ref, manifest):
+                versions = result.other_versions.setdefault(feed_key(ref), [])
+                if (version := template_ref(manifest)["apiVersion"]) not in versions:
+                    versions.append(version)
+                    versions.sort()
     return result

@@ -211,10 +211,16 @@ REASON_INVALID_OVERRIDE = "InvalidOverride"
 
 
 def missing_feeds(feeds: list[FeedRef], resolved: feedresolve.FeedResolution) -> list[str]:
-    """The template feeds with no Manifest at all (HelmChart feeds are the Helm deployer's to report)."""
+    """The template feeds with no Manifest at all (HelmChart feeds are the Helm deployer's to report), each with
+    the apiVersions its kind, namespace and name have a template under (`did you mean apiVersion v1?`)."""
     ambiguous = {feed_key(a.feed) for a in resolved.ambiguous}
+
+    def hint(ref: Mapping[str, str]) -> str:
+        versions = resolved.other_versions.get(feed_key(ref))
+        return f" (did you mean apiVersion {' or '.join(versions)}?)" if versions else ""
+
     return [f"feed {ref['apiVersion']}/{format_feed(ref)} not found: no Manifest in "
-            f"{known.RESERVED_NAMESPACE}" for ref in map(feed_ref, feeds)
+            f"{known.RESERVED_NAMESPACE}{hint(ref)}" for ref in map(feed_ref, feeds)
             if not rendering.is_helm_chart_feed(ref) and feed_key(ref) not in resolved.templates
             and feed_key(ref) not in ambiguous]
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.kube import Credentials, Kube
-from clusternet_core.feedresolve import REASON_AMBIGUOUS, matches, resolve_feeds, template_ref
+from clusternet_core import plan as planning
+from clusternet_core.feedresolve import REASON_AMBIGUOUS, any_version_selector, matches, resolve_feeds, template_ref
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
 
@@ -60,6 +61,32 @@ def test_one_object_stored_twice_is_one_candidate_and_the_first_copy_is_used() -
 def test_the_same_ambiguous_feed_twice_is_reported_once_and_missing_templates_are_left_out() -> None:
     resolved = resolve_feeds([LOOSE, LOOSE, {**LOOSE, "name": "nowhere"}], [TWIN_DEFAULT, TWIN_OTHER])
     assert len(resolved.ambiguous) == 1 and resolved.templates == {}
+
+
+def test_a_feed_under_the_wrong_api_version_is_refused_with_the_version_its_template_has() -> None:
+    """Clusternet's overview feeds `apiVersion: apps/v1, kind: Service`: no template matches (a Service is v1), so
+    the Subscription is refused; FeedNotFound alone did not say why (the sixth audit)."""
+    service = manifest("Service", "foo", "my-nginx-svc")
+    feeds = [{"apiVersion": "apps/v1", "kind": "Service", "namespace": "foo", "name": "my-nginx-svc"},
+             {"apiVersion": "v1", "kind": "Service", "namespace": "foo", "name": "other"}]
+    resolved = resolve_feeds(feeds, [service, manifest("Service", "bar", "my-nginx-svc", "v2"),
+                                     manifest("ConfigMap", "foo", "my-nginx-svc")])
+    assert resolved.templates == {} and resolved.other_versions == {"apps/v1/Service/foo/my-nginx-svc": ["v1"]}
+    refused = planning.refusal_condition(planning.subscription_feeds({"spec": {"feeds": feeds}}), resolved)
+    assert refused is not None and refused["reason"] == planning.REASON_FEED_NOT_FOUND
+    assert refused["message"].startswith(
+        "feed apps/v1/Service foo/my-nginx-svc not found: no Manifest in clusternet-reserved (did you mean "
+        "apiVersion v1?); feed v1/Service foo/other not found: no Manifest in clusternet-reserved; ")
+    # a feed without a namespace: any namespace's template of that kind and name is a hint
+    loose = resolve_feeds([{"apiVersion": "apps/v1", "kind": "Service", "name": "my-nginx-svc"}],
+                          [service, manifest("Service", "bar", "my-nginx-svc", "v2")])
+    assert loose.other_versions == {"apps/v1/Service/my-nginx-svc": ["v1", "v2"]}
+    # a HelmChart feed never has a Manifest: no hint looked for (nor a second pass over every template)
+    chart = {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart", "namespace": "foo", "name": "my-nginx-svc"}
+    assert resolve_feeds([chart], [service]).other_versions == {}
+    assert any_version_selector(feeds[0]) == (
+        "apps.clusternet.io/config.kind=Service,apps.clusternet.io/config.name=my-nginx-svc,"
+        "apps.clusternet.io/config.namespace=foo")
 
 
 def test_matching_and_a_templates_feed_fields() -> None:
