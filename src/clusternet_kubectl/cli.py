@@ -293,12 +293,14 @@ def delete(kind: str | None, names: tuple[str, ...], filenames: tuple[str, ...],
 @click.argument("subscription")
 @click.option("--cluster", required=True, metavar="ID|NAMESPACE/NAME",
               help="The ManagedCluster: its cluster id, name, or namespace/name.")
+@click.option("--allow-unbound", is_flag=True,
+              help="Render for a cluster the Subscription does not bind too: what it would get if it did.")
 @connection_options
-def render(subscription: str, cluster: str) -> None:
+def render(subscription: str, cluster: str, allow_unbound: bool) -> None:
     """Print the objects one cluster gets from a Subscription, after overrides, as YAML."""
     from clusternet_kubectl.commands.render import render_command
 
-    _run(render_command, subscription, cluster)
+    _run(render_command, subscription, cluster, allow_unbound)
 
 
 @main.command()

@@ -5,6 +5,12 @@ replica split, Globalizations and Localizations, rendering) on what the parent s
 the hub deploys; for HelmCharts it shows each chart's merged values and which override set what (Helm itself
 renders the chart in the child). Importing the pipeline costs
 ~0.2 s (pydantic models), which is why `cli` imports this module only when `render` runs.
+
+What the hub would not deploy is not previewed as if it were (the sixth audit found both printed in full, exit
+code 0): a Subscription the hub refuses as a whole (a feed naming no template or several, a Globalization that
+cannot be evaluated, a broken clusterAffinity: plan.refusal_condition and the scheduler's errors) prints the
+hub's reason and exits 1, and so does a cluster the Subscription does not bind (scheduling.schedule, as the hub
+binds) unless `--allow-unbound` asks what it would get.
 """
 
 from __future__ import annotations
@@ -16,17 +22,30 @@ import click
 import yaml
 
 from clusternet_api import known
+from clusternet_api.apiresource import key_of
 from clusternet_api.kube import Obj
 from clusternet_api.models import FeedInventory
 from clusternet_core.feedinventory import build_feed_inventory, is_dividing, replica_splits
-from clusternet_core.feedresolve import resolve_feeds
+from clusternet_core.feedresolve import FeedResolution, any_version_selector, resolve_feeds
 from clusternet_core.helmrender import RenderedChart, render_helm
 from clusternet_core.naming import feed_selector
-from clusternet_core.rendering import RenderedObject, render_generic
-from clusternet_core.scheduling import feed_key, feed_ref, format_feed
+from clusternet_core.placement import holding_clusters
+from clusternet_core.plan import REFUSED, refusal_condition, subscription_feeds
+from clusternet_core.rendering import RenderedObject, is_helm_chart_feed, render_generic
+from clusternet_core.scheduling import (
+    InvalidSelector,
+    UnsupportedScheduling,
+    binding_key,
+    feed_key,
+    feed_ref,
+    format_feed,
+    schedule,
+)
 from clusternet_kubectl.clusters import find_cluster
 from clusternet_kubectl.errors import PluginError
 from clusternet_kubectl.resources import (
+    BASE,
+    DESCRIPTION,
     FEED_INVENTORY,
     GLOBALIZATION,
     HELM_CHART,
@@ -42,7 +61,7 @@ def render_header(item: RenderedObject | RenderedChart) -> list[str]:
     """Comment lines naming the object, its feed and which override changed which fields."""
     if isinstance(item, RenderedChart):
         spec = item.chart.get("spec") or {}
-        lines = [f"# HelmChart {format_feed(item.feed)}: chart {spec.get('chart')} {spec.get('version') or '(latest)'} "
+        lines = [f"# {format_feed(item.feed)}: chart {spec.get('chart')} {spec.get('version') or '(latest)'} "
                  f"from {spec.get('repo')}, release {item.feed['name']} in namespace {spec.get('targetNamespace')}"]
         if item.kept:
             lines.append("# kept from the cluster's current Description: the chart is not Found right now")
@@ -79,30 +98,79 @@ async def dividing_splits(session: Session, sub: Obj, cluster: Obj, templates: M
                                namespaced_name(cluster), inventory, namespaced_name(sub)))
 
 
-async def resolved_templates(session: Session, feeds: list[Obj]) -> dict[str, Obj] | None:
-    """The template of each feed, as the hub resolves them (HelmCharts too: they have no Manifest in
-    practice); None, with the reasons printed, when a feed is ambiguous: the hub refuses such a Subscription,
-    so we render nothing rather than a guess."""
+async def resolved_feeds(session: Session, feeds: list[Obj]) -> FeedResolution:
+    """The template of each feed, as the hub resolves them (HelmCharts too: they have no Manifest in practice),
+    with, for a feed that has none, the templates of its object under other apiVersions (the hub's hint)."""
     candidates: list[Obj] = []
     for feed in feeds:
         candidates += await session.list(MANIFEST, known.RESERVED_NAMESPACE, feed_selector(feed))
     resolved = resolve_feeds(feeds, candidates)
-    for ambiguity in resolved.ambiguous:
-        click.echo(f"error: {ambiguity.message()}; the hub refuses this Subscription until then", err=True)
-    return None if resolved.ambiguous else resolved.templates
+    found = set(resolved.templates) | {feed_key(a.feed) for a in resolved.ambiguous}
+    missing = [f for f in feeds if not is_helm_chart_feed(feed_ref(f)) and feed_key(feed_ref(f)) not in found]
+    for feed in missing:  # the hub looks for a hint among every template it caches; ask for those that can be one
+        candidates += await session.list(MANIFEST, known.RESERVED_NAMESPACE, any_version_selector(feed))
+    return resolve_feeds(feeds, candidates) if missing else resolved
 
 
-async def render_command(session: Session, subscription: str, cluster_ref: str) -> int:
+def refusal_lines(sub: Obj, resolved: FeedResolution, globalizations: list[Obj]) -> list[str]:
+    """Why the hub refuses the Subscription as a whole, as error lines (none when it does not): the same check,
+    plan.refusal_condition, and the reason it writes in the Ready condition."""
+    refused = refusal_condition(subscription_feeds(sub), resolved, globalizations)
+    if refused is None:
+        return []
+    messages = [a.message() for a in resolved.ambiguous] or [str(refused["message"]).removesuffix(REFUSED)]
+    return [f"{refused['reason']}: {m}; the hub refuses this Subscription until then" for m in messages]
+
+
+async def unbound_reason(session: Session, sub: Obj, cluster: Obj) -> str | None:
+    """Why the Subscription does not bind the cluster, None when it does: the hub's scheduling on this one
+    cluster (its subscribers' clusterAffinity, its clusterTolerations, the clusters it is already bound to or
+    still holds objects in, which stay bound through NoSchedule taints). Raises InvalidSelector or
+    UnsupportedScheduling, for which the hub refuses the Subscription."""
+    if cluster["metadata"].get("deletionTimestamp"):
+        return "the ManagedCluster is being deleted"
+    result = schedule(sub, [cluster])
+    key = binding_key(cluster)
+    if result.binding_clusters:
+        return None
+    if key in result.filtered:  # a NoSchedule taint keeps off a cluster the Subscription has no objects in yet
+        namespace = cluster["metadata"]["namespace"]
+        bases = {key_of(b): b for b in await session.list(BASE, namespace)}
+        descriptions = {key_of(d): d for d in await session.list(DESCRIPTION, namespace)}
+        if schedule(sub, [cluster], holding=holding_clusters(sub, [cluster], bases, descriptions)).binding_clusters:
+            return None
+        return result.filtered[key]
+    return "no subscriber's clusterAffinity matches its labels"
+
+
+async def render_command(session: Session, subscription: str, cluster_ref: str, allow_unbound: bool = False) -> int:
     status, sub = await session.kube.raw("GET", SUBSCRIPTION.path(session.namespace, subscription))
     if status == 404 or not isinstance(sub, dict):
         raise PluginError(f'subscriptions.{known.APPS_GROUP} "{subscription}" not found in namespace '
                           f"{session.namespace}")
     cluster = await find_cluster(session, cluster_ref)
     feeds: list[Obj] = (sub.get("spec") or {}).get("feeds") or []
-    templates = await resolved_templates(session, feeds)
-    if templates is None:
-        return 1
+    resolved = await resolved_feeds(session, feeds)
     globs = await session.list(GLOBALIZATION)
+    refused = refusal_lines(sub, resolved, globs)
+    unbound: str | None = None
+    if not refused:
+        try:
+            unbound = await unbound_reason(session, sub, cluster)
+        except (InvalidSelector, UnsupportedScheduling, ValueError) as e:  # as the hub's plan_subscription
+            refused = [f"InvalidSubscription: {e}; the hub refuses this Subscription until then"]
+    for line in refused:
+        click.echo(f"error: {line}", err=True)
+    if refused:
+        return 1
+    where = f"Subscription {session.namespace}/{subscription} does not bind ManagedCluster {namespaced_name(cluster)}"
+    if unbound is not None and not allow_unbound:
+        click.echo(f"error: {where} ({unbound}): it gets nothing from it; --allow-unbound renders what it would get",
+                   err=True)
+        return 1
+    if unbound is not None:
+        click.echo(f"note: {where} ({unbound}); rendered as if it did", err=True)
+    templates = resolved.templates
     locs = await session.list(LOCALIZATION, cluster["metadata"]["namespace"])
     result = render_generic(feeds, templates, cluster, globs, locs,
                             await dividing_splits(session, sub, cluster, templates))
