@@ -28,9 +28,11 @@ __all__ = [
     "NOT_REPORTED",
     "REPLICA_FIELDS",
     "aggregate",
+    "desired_replicas",
     "feed_verdict",
     "is_ready",
     "is_workload",
+    "scaled",
     "workload_summary",
 ]
 
@@ -289,6 +291,22 @@ def _rendered(desc: Obj | None) -> list[dict[str, Any]]:
         return decode_raw(((desc or {}).get("spec") or {}).get("raw") or [])
     except ValueError:
         return []
+
+
+def scaled(obj: Obj) -> bool:
+    """A workload whose desired count is its spec.replicas (a DaemonSet's is the status's
+    desiredNumberScheduled, a Job has none)."""
+    group, kind = _kind(obj)
+    return group == "apps" and kind in _APPS_WORKLOADS - {"DaemonSet"}
+
+
+def desired_replicas(feeds: Iterable[Obj], desc: Obj | None, feed: Obj) -> int | None:
+    """The replica count `feed`'s object is rendered with in a cluster's generic Description (its spec.replicas,
+    1 when unset), what the Ready condition's `n/m ready` divides by; None when the Description does not hold
+    it or its kind is not scaled by spec.replicas."""
+    refs = [feed_ref(f) for f in feeds]
+    rendered = _rendered_by_feed(refs, _rendered(desc)).get(feed_key(feed))
+    return _desired(rendered, "replicas") if rendered is not None and scaled(rendered) else None
 
 
 def feed_verdict(feed: dict[str, str], reported: Obj | None, rendered: Obj | None) -> tuple[bool | None, str,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from clusternet_kubectl.commands.describe import describe_object, describe_template
+from clusternet_api import known
+from clusternet_api.rawobjects import encode_raw
+from clusternet_kubectl.commands.describe import describe_object, describe_template, rendered_replicas
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
@@ -70,3 +72,55 @@ def test_an_object_shows_spec_status_and_its_events_oldest_first() -> None:
     assert lines[1].split()[:4] == ["Normal", "SuccessfullyDeployed", "30m", "clusternet-hub"]
     assert lines[2].split()[:4] == ["Warning", "UnSuccessfullyDeployed", "60s", "clusternet-hub"]
     assert describe_object({**desc, "status": {}}, [], NOW).endswith("Events:  <none>")
+
+
+# --- REPLICAS divides by the desired count, as kubectl and the Subscription's condition do -------------------
+
+
+def rolling(**status: object) -> dict[str, object]:
+    """The sixth audit's rollout: 5 wanted, 7 pods (2 surge), none ready yet."""
+    return subscription({"bindingClusters": ["clusternet-a/child1"], **status, "aggregatedStatuses": [
+        {**FEED, "feedStatusDetails": [{"clusterId": "1", "clusterName": "child1", "available": False,
+                                        "replicaStatus": {"replicas": 7, "updatedReplicas": 5, "readyReplicas": 0}}]}]})
+
+
+def replicas_column(text: str) -> str:
+    return " ".join(text.split("Clusters:\n")[1].splitlines()[1].split()[4:])
+
+
+def test_replicas_divide_by_the_rendered_count_not_the_pods_a_rollout_has() -> None:
+    manifest = {**MANIFEST, "template": {**DEPLOY, "spec": {"replicas": 5}}}
+    # the rendered object's count (a Localization made it 4 in that cluster), read from its Description
+    assert replicas_column(describe_template(manifest, [rolling()], NOW, {("default/app-demo", "clusternet-a"): 4})) \
+        == "0/4 ready"
+    # without the Description: the Dividing share, else the template's own spec.replicas, never status.replicas
+    assert replicas_column(describe_template(manifest, [rolling(replicas={"apps/v1/Deployment/foo/my-nginx": [3]})],
+                                             NOW)) == "0/3 ready"
+    assert replicas_column(describe_template(manifest, [rolling()], NOW)) == "0/5 ready"
+    unset = {**MANIFEST, "template": {**DEPLOY, "spec": {}}}
+    assert replicas_column(describe_template(unset, [rolling()], NOW)) == "0/1 ready"  # Kubernetes' default
+
+
+async def test_the_desired_count_is_read_from_each_clusters_generic_description() -> None:
+    rendered = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "foo"}},
+                {**DEPLOY, "spec": {"replicas": 4}}]
+    descs = [{"apiVersion": known.APPS_API_VERSION, "kind": "Description",
+              "metadata": {"name": "app-demo-1-generic", "namespace": "clusternet-a"},
+              "spec": {"deployer": "Generic", "raw": encode_raw(rendered)}},
+             {"apiVersion": known.APPS_API_VERSION, "kind": "Description",
+              "metadata": {"name": "app-demo-1-helm", "namespace": "clusternet-a"}, "spec": {"deployer": "Helm"}}]
+    asked: list[str | None] = []
+
+    class Listing:
+        async def list(self, resource: object, namespace: str | None = None,
+                       selector: str | None = None) -> list[dict[str, object]]:
+            asked.append(selector)
+            return descs
+
+    sub = subscription({})
+    found = await rendered_replicas(Listing(), [DEPLOY], [sub])  # type: ignore[arg-type]
+    assert found == {("default/app-demo", "clusternet-a"): 4}
+    assert asked == ["apps.clusternet.io/subs.name=app-demo,apps.clusternet.io/subs.namespace=default"]
+    # a template not scaled by spec.replicas asks nothing
+    assert await rendered_replicas(Listing(), [{"apiVersion": "v1", "kind": "Service"}], [sub]) == {}  # type: ignore[arg-type]
+    assert len(asked) == 1

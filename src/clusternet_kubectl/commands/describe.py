@@ -15,10 +15,12 @@ from typing import Any
 import click
 import yaml
 
+from clusternet_api import known
 from clusternet_api.kube import ApiException, Obj
+from clusternet_core.feedstatus import desired_replicas, scaled
 from clusternet_core.scheduling import feed_key
 from clusternet_kubectl.errors import api_error
-from clusternet_kubectl.resources import SUBSCRIPTION, Resource, namespaced_name
+from clusternet_kubectl.resources import DESCRIPTION, SUBSCRIPTION, Resource, namespaced_name
 from clusternet_kubectl.session import Session
 from clusternet_kubectl.tables import age, indented_table
 from clusternet_kubectl.templates import (
@@ -47,39 +49,60 @@ def _indented_yaml(value: Any) -> list[str]:
     return ["  " + line for line in yaml.safe_dump(value, sort_keys=False).rstrip("\n").splitlines()]
 
 
-def _replica_text(replicas: Mapping[str, Any] | None) -> str:
+def _replica_text(replicas: Mapping[str, Any] | None, desired: int | None = None) -> str:
+    """`ready/desired ready`, the desired count being the one the object was rendered with when known: the
+    reported `replicas` counts every pod, surge and old ones too (the sixth audit read `0/7 ready` during a
+    rollout of 5, where `kubectl get deploy` and the Subscription's condition said 0/5)."""
     if not replicas:
         return "-"
     if "replicas" in replicas:
-        return f"{replicas.get('readyReplicas') or 0}/{replicas['replicas']} ready"
+        return f"{replicas.get('readyReplicas') or 0}/{replicas['replicas'] if desired is None else desired} ready"
     return ", ".join(f"{k} {replicas[k]}" for k in ("active", "succeeded", "failed") if k in replicas) or "-"
 
 
-def _cluster_rows(sub: Mapping[str, Any], key: str) -> list[list[Any]]:
-    """One row per cluster a Subscription binds, with the feed's status there (unknown until reported)."""
+Desired = Mapping[tuple[str, str], int]
+"""(Subscription `namespace/name`, cluster namespace) -> the replicas the template's object is rendered with
+there (its Description: describe_templates)."""
+
+
+def _cluster_rows(sub: Mapping[str, Any], key: str, template: Mapping[str, Any],
+                  desired: Desired) -> list[list[Any]]:
+    """One row per cluster a Subscription binds, with the feed's status there (unknown until reported). The
+    desired count: the rendered object's, else (its Description not readable) the Dividing share in the
+    status, else the template's own spec.replicas (1 when unset) for a kind scaled by it."""
     status = sub.get("status") or {}
     entry: Mapping[str, Any] = next((a for a in status.get("aggregatedStatuses") or [] if feed_key(a) == key), {})
     bindings = list(status.get("bindingClusters") or [])
     details = list(entry.get("feedStatusDetails") or [])
     if len(details) != len(bindings):  # written together, one per bound cluster, in order: not yet, then
         details = [{}] * len(bindings)
+    shares = list((status.get("replicas") or {}).get(key) or [])
+    if len(shares) != len(bindings):
+        shares = [None] * len(bindings)
+    own = (template.get("spec") or {}).get("replicas", 1) if scaled(template) else None
     rows = []
-    for binding, detail in zip(bindings, details, strict=True):
+    for binding, detail, share in zip(bindings, details, shares, strict=True):
         cluster_ns, _, cluster = binding.partition("/")
+        count = desired.get((namespaced_name(sub), cluster_ns), share if share is not None else own)
         rows.append([namespaced_name(sub), detail.get("clusterName") or cluster, cluster_ns,
-                     detail.get("available", "unknown"), _replica_text(detail.get("replicaStatus"))])
+                     detail.get("available", "unknown"), _replica_text(detail.get("replicaStatus"), count)])
     return rows
 
 
+def users_of(template: Mapping[str, Any], subscriptions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The Subscriptions feeding the template."""
+    key = feed_key(template)
+    return [sub for sub in subscriptions if any(feed_key(f) == key for f in (sub.get("spec") or {}).get("feeds") or [])]
+
+
 def describe_template(manifest: Mapping[str, Any], subscriptions: Sequence[Mapping[str, Any]],
-                      now: datetime | None = None) -> str:
+                      now: datetime | None = None, desired: Desired | None = None) -> str:
     """A template as `kubectl describe` would show an object, plus where it is deployed and how it is doing
     there (from the Subscriptions that use it: their bound clusters and aggregated statuses)."""
     template = manifest.get("template") or {}
     meta = template.get("metadata") or {}
     key = feed_key(template)
-    users = [sub for sub in subscriptions
-             if any(feed_key(f) == key for f in (sub.get("spec") or {}).get("feeds") or [])]
+    users = users_of(template, subscriptions)
     mmeta = manifest.get("metadata") or {}
     lines = _fields([
         ("Name", str(meta.get("name") or "")),
@@ -92,7 +115,7 @@ def describe_template(manifest: Mapping[str, Any], subscriptions: Sequence[Mappi
         ("Subscriptions", ", ".join(namespaced_name(s) for s in users)
          or "<none>: stored, but no Subscription deploys it"),
     ])
-    rows = [row for sub in users for row in _cluster_rows(sub, key)]
+    rows = [row for sub in users for row in _cluster_rows(sub, key, template, desired or {})]
     if rows:
         lines.append("Clusters:")
         lines += indented_table(["Subscription", "Cluster", "Namespace", "Available", "Replicas"], rows)
@@ -161,7 +184,35 @@ async def describe_templates(session: Session, kind: Kind, names: tuple[str, ...
     """The texts of templates (all of the namespace when no names), and whether all were found."""
     manifests, ok = named_templates(await list_templates(session, kind, session.namespace), names, kind)
     subscriptions = await session.list(SUBSCRIPTION) if manifests else []
-    return [describe_template(m, subscriptions) for m in manifests], ok
+    desired = await rendered_replicas(session, [m.get("template") or {} for m in manifests], subscriptions)
+    return [describe_template(m, subscriptions, desired=desired) for m in manifests], ok
+
+
+async def rendered_replicas(session: Session, templates: Sequence[Mapping[str, Any]],
+                            subscriptions: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+    """Desired, per Subscription and cluster namespace, for the scaled templates: read from the objects the
+    Subscriptions' generic Descriptions render (overrides and the Dividing split applied), as the hub's Ready
+    condition does. One LIST per Subscription feeding such a template; none readable (RBAC): empty."""
+    found: dict[tuple[str, str], int] = {}
+    for template in templates:
+        if not scaled(template):
+            continue
+        for sub in users_of(template, subscriptions):
+            meta = sub.get("metadata") or {}
+            selector = (f"{known.LABEL_SUBS_NAME}={meta.get('name')},"
+                        f"{known.LABEL_SUBS_NAMESPACE}={meta.get('namespace')}")
+            try:
+                descriptions = await session.list(DESCRIPTION, selector=selector)
+            except ApiException:
+                continue
+            feeds = (sub.get("spec") or {}).get("feeds") or []
+            for desc in descriptions:
+                if (desc.get("spec") or {}).get("deployer") != "Generic":
+                    continue
+                count = desired_replicas(feeds, desc, template)
+                if count is not None:
+                    found[(namespaced_name(sub), str(desc["metadata"].get("namespace")))] = count
+    return found
 
 
 async def describe_command(session: Session, kind_name: str, names: tuple[str, ...]) -> int:
