@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import ssl
 import sys
 from typing import Any
@@ -35,8 +36,7 @@ def server_message(body: Any) -> str:
     return str(body)
 
 
-def api_error(exc: ApiException) -> str:
-    """kubectl's `Error from server (Reason): message` for an API error."""
+def _reason_and_message(exc: ApiException) -> tuple[str, str]:
     reason, message = "", str(exc.reason or "")
     if exc.body:
         try:
@@ -44,7 +44,29 @@ def api_error(exc: ApiException) -> str:
             reason, message = str(status.get("reason") or ""), str(status.get("message") or message)
         except (ValueError, AttributeError):
             message = server_message(exc.body)
+    return reason, message
+
+
+def api_error(exc: ApiException) -> str:
+    """kubectl's `Error from server (Reason): message` for an API error."""
+    reason, message = _reason_and_message(exc)
     return f"Error from server ({reason or exc.status}): {message}"
+
+
+NOT_DECLARED = re.compile(r"(?:^|\s)\.(\S+): field not declared in schema")
+
+
+def unknown_fields(exc: ApiException) -> str | None:
+    """kubectl's `unknown field "spec.subscriber"` for a server-side apply the parent refused because the
+    object has fields its kind's schema does not declare, else None. kube-apiserver 1.20 answers that with
+    HTTP 500 `failed to create typed patch object: .spec.subscriber: field not declared in schema` (later ones
+    with 400), which read as a failure of the server (the sixth audit); kubectl, validating first, says
+    `unknown field`."""
+    _, message = _reason_and_message(exc)
+    if "failed to create typed patch object" not in message:
+        return None
+    fields = NOT_DECLARED.findall(message)
+    return ", ".join(f'unknown field "{f}"' for f in fields) or None
 
 
 def _os_reason(exc: BaseException) -> str:

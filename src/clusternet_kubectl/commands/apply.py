@@ -20,7 +20,7 @@ from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Obj
 from clusternet_core.naming import DROPPED_OWNERS, dropped_owners
 from clusternet_kubectl.documents import Document
-from clusternet_kubectl.errors import PluginError, api_error
+from clusternet_kubectl.errors import PluginError, api_error, unknown_fields
 from clusternet_kubectl.resources import MANIFEST, Resource
 from clusternet_kubectl.session import Session
 from clusternet_kubectl.targets import (
@@ -43,13 +43,14 @@ async def dry_run(session: Session, target: Target) -> None:
         await dry_run_template(session.kube, resource.path, target.object, session.namespace_exists, FIELD_MANAGER,
                                before_reserved=session.ensure_reserved_namespace)
     except ApiException as exc:
-        raise PluginError(f"rejected by the parent's validation: {api_error(exc)}") from exc
+        raise PluginError(f"rejected by the parent's validation: {unknown_fields(exc) or api_error(exc)}") from exc
 
 
 async def server_side_apply(session: Session, resource: Resource, obj: Obj, validate: Target | None = None) -> str:
     """Server-side apply; `created`, `configured` or `unchanged` (kubectl's words, from the resourceVersion
     before and after). With `validate`, that template is dry-run on the parent first (concurrently with
-    reading the current object) and nothing is written when the parent rejects it."""
+    reading the current object) and nothing is written when the parent rejects it. A field the kind's schema
+    lacks is reported as kubectl's `unknown field` (errors.unknown_fields), not as the 500 of kube-apiserver 1.20."""
     meta = obj["metadata"]
     path = resource.path(meta.get("namespace"), meta["name"])
     if validate is not None:
@@ -57,7 +58,12 @@ async def server_side_apply(session: Session, resource: Resource, obj: Obj, vali
     else:
         status, before = await session.kube.raw("GET", path)
     query = {"fieldManager": FIELD_MANAGER, "force": "true"}
-    after = await session.kube.request("PATCH", path, obj, content_type=APPLY_PATCH, query=query)
+    try:
+        after = await session.kube.request("PATCH", path, obj, content_type=APPLY_PATCH, query=query)
+    except ApiException as exc:
+        if (unknown := unknown_fields(exc)) is not None:
+            raise PluginError(unknown) from exc
+        raise
     if status == 404 or not isinstance(before, dict):
         return "created"
     same = before.get("metadata", {}).get("resourceVersion") == after.get("metadata", {}).get("resourceVersion")
