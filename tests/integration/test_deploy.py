@@ -136,6 +136,9 @@ def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: Contro
                    for e in events)
 
     wait_for(reported, timeout=30, what="OverrideFailed event")
+    # where a user looks first (audit 6: the event had no uid, and describe showed none)
+    described = kubectl(parent, "describe", "localization", "broken", "-n", env["ns1"]).stdout
+    assert "OverrideFailed" in described.split("Events:")[-1], described
     assert child_annotations(child1).get("demo/order") == "loc-100"
     # what it deploys is unchanged (a resync may record the errors in its annotation, with the same raw)
     assert descriptions(parent, "app-demo")[env["ns1"]]["spec"]["raw"] == deployed
