@@ -362,10 +362,16 @@ def keep_fresher(ctx: HubContext, key: tuple[str, str], cached: Obj, fresher: Ob
     """Put what the health pass read or wrote into the cache, only if the cache still holds the copy the pass
     started from: a cluster deleted meanwhile (its DELETED event handled) must not come back, for nothing would
     ever remove it again (the scheduler shares this cache), and a newer watch event must not be replaced by an
-    older answer. Returns the copy the cache now holds as the pass's own."""
+    older answer. Returns the copy the cache now holds as the pass's own.
+
+    The controller hears of it as of a watch event: once the cache holds the hub's own write, the watch's copy of
+    that write changes nothing it compares, and a recovered cluster's NoSchedule taint taken off (or a verdict)
+    waited for the next resync to bind Subscriptions again (review 7)."""
     if ctx.clusters.get(key) is not cached:
         return cached
     ctx.clusters[key] = fresher
+    if ctx.controller is not None and fresher is not cached:
+        ctx.controller.store.on_cluster("MODIFIED", fresher, cached)
     return fresher
 
 

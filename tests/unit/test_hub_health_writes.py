@@ -7,6 +7,7 @@ import asyncio
 import copy
 import datetime
 import logging
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from clusternet_api import known
 from clusternet_api.credentials import Credentials
 from clusternet_api.kube import ApiException
 from clusternet_hub import operator
+from clusternet_hub.controller.store import Store
 from tests.unit.fakekube import FakeKube
 
 KEY = ("clusternet-x", "c")
@@ -194,3 +196,18 @@ def test_a_verdict_and_its_taint_are_written_in_one_pass_each_on_the_copy_before
     assert stored["status"]["conditions"][-1]["status"] == "Unknown"
     assert [t["key"] for t in stored["spec"]["taints"]] == [known.TAINT_UNSCHEDULABLE]
     assert ctx.clusters[KEY] == stored
+
+
+def test_the_controller_hears_of_a_taint_the_health_pass_took_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 7: the pass's answers went into the cache the controller shares, so the watch's copy of the hub's
+    own write changed nothing the controller compares: Subscriptions waiting for a recovered cluster bound it
+    only at the next resync."""
+    monkeypatch.setattr(operator.time, "monotonic", lambda: 300.0)
+    kube = Parent(managed_cluster(last="2026-12-03T19:23:01Z", ready="True", taints=[TAINT]))
+    ctx = hub(kube, heard=299.0)
+    store = Store(ctx.clusters)
+    ctx.controller = types.SimpleNamespace(store=store)  # type: ignore[assignment]
+    store.caches.subscriptions[("default", "s")] = {"metadata": {"name": "s", "namespace": "default"}, "spec": {}}
+    asyncio.run(operator.check_health(ctx, NOW))
+    assert not ctx.clusters[KEY]["spec"].get("taints")
+    assert (("sub", "default", "s"), False) in store.queue.drain()

@@ -8,9 +8,13 @@ the kept Description with the error and reported it again).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from typing import Any
 
 from clusternet_api import known
+from clusternet_api.kube import ApiException
+from clusternet_hub.controller.writerefusals import WritesRefused
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import NS, SUB, cluster, config_map_manifest, primed, subscription
 
@@ -63,3 +67,25 @@ async def test_a_globalization_failing_in_two_clusters_gets_one_event_without_a_
     assert event["involvedObject"]["uid"] == glob["metadata"]["uid"]
     assert (event["involvedObject"]["kind"], event["involvedObject"]["namespace"]) == ("Globalization", "")
     assert event["metadata"]["namespace"] == "default"
+
+
+async def test_a_globalizations_event_is_posted_although_the_cluster_it_was_kept_for_refuses_writes() -> None:
+    """Review 7: the failure is announced on the first cluster's plan only, and a refusal of that cluster's
+    writes skipped its announcement for good (the retries found it reported in Ready, or the annotation)."""
+    second = cluster()
+    second["metadata"] |= {"name": "child2", "namespace": "clusternet-def", "uid": "mc2"}
+    second["spec"] = {**second["spec"], "clusterId": "def"}
+    c, parent, _ = await primed(cluster(), second, config_map_manifest(), subscription(),
+                                broken("Globalization", "bad-glob"))
+    apply = parent.apply
+
+    async def refusing(obj: Obj, *args: Any, **kwargs: Any) -> Obj:
+        if obj["metadata"].get("namespace") == NS:  # the first cluster's namespace is terminating
+            raise ApiException(403, f"namespace {NS} is being terminated")
+        return await apply(obj, *args, **kwargs)
+
+    parent.apply = refusing  # type: ignore[method-assign]
+    for force in (True, False, False):
+        with contextlib.suppress(WritesRefused):
+            await c.subscriptions.reconcile(SUB, force=force)
+    assert len(override_failed(parent)) == 1

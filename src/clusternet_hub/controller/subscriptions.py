@@ -102,6 +102,9 @@ class SubscriptionReconciler:
                 except WriteRefused as e:
                     log.warning("%s: %s", cluster_of(cluster.base), e)
                     failed.append((cluster_of(cluster.base), e))
+                # whatever became of its writes: a Globalization's failure is announced on one cluster's plan
+                # only (plan.once_per_failure), and that cluster's refusal lost the event for good (review 7)
+                await self._report_override_errors(cluster.override_errors)
 
         await asyncio.gather(*(one_cluster(c) for c in clusters))
         return refusal_lines(failed)
@@ -148,7 +151,6 @@ class SubscriptionReconciler:
         for desc in written:  # each Description's own errors: a chart's on the Helm one
             if (message := cluster.announce.get(desc["metadata"]["name"])) is not None:
                 await applier.post_event(self.kube, desc, "Warning", "RenderFailed", message, known.CREATED_BY_HUB)
-        await self._report_override_errors(cluster.override_errors)
 
     async def _delete_description(self, desc: Obj) -> None:
         """Delete a Description of a deployer its Subscription no longer feeds, as the cache held it when the plan
