@@ -26,6 +26,8 @@ from clusternet_core import chartcredentials
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
 from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pusher, release_with_cluster
+from clusternet_hub.controller.pusher import RETRY_FIRST as PUSH_RETRY_FIRST
+from clusternet_hub.controller.pusher import RETRY_MAX as PUSH_RETRY_MAX
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store, write_back
 from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
@@ -43,6 +45,9 @@ class ReleasePusher:
         self.kube, self.store, self.pusher, self.driver = kube, store, pusher, driver
         self.relays: dict[str, LoopbackRelay] = {}  # cluster id -> its relay
         self.retries: Backoff[Key] = Backoff(RETRY_FIRST, RETRY_MAX)
+        # waiting for a tunnel, as Generic pushes do (2 s doubling to 60 s), not a chart's 5 minutes: a tunnel
+        # that moved to another hub replica never turns SocketConnected False, so no event brings these back
+        self.tunnel_waits: Backoff[Key] = Backoff(PUSH_RETRY_FIRST, PUSH_RETRY_MAX)
         self.pull_secrets: dict[str, Obj] = {}  # cluster namespace -> its CHART_PULL_SECRET as last written
         self.pending = PendingReleases()  # releases seen pending, on this leader's clock (helm/stuck.py)
 
@@ -90,6 +95,7 @@ class ReleasePusher:
         hr = self.store.caches.helmreleases.get(key)
         if hr is None:
             self.retries.forget(key)
+            self.tunnel_waits.forget(key)
             return
         deleting = bool(hr["metadata"].get("deletionTimestamp"))
         mc = self.pusher.cluster_in(key[0])
@@ -110,13 +116,14 @@ class ReleasePusher:
     async def _access_or_wait(self, key: Key, hr: Obj, mc: Obj) -> ClusterAccess | None:
         access = await self.access(mc)
         if not isinstance(access, str):
+            self.tunnel_waits.forget(key)
             return access
         status = hr.get("status") or {}
         if not (access == TUNNEL_DOWN and status.get("phase") == "deployed" and str(
                 status.get("observedGeneration")) == str(hr["metadata"].get("generation"))):
             await self._write(hr, {"description": access})  # a drift check waits unsaid, as Generic pushes do
         if access == TUNNEL_DOWN:  # besides Store.on_cluster's push when it is back
-            self.store.queue.add_after(("release", *key), self.retries.next(key), force=True)
+            self.store.queue.add_after(("release", *key), self.tunnel_waits.next(key), force=True)
         return None
 
     async def _share_pull_credentials(self, hr: Obj, deleting: bool) -> None:
