@@ -16,6 +16,8 @@ pointer in `fieldPath`, e.g. `/data/config.yaml` (escape `/` in a key as `~1`, `
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,6 +144,33 @@ def select_overrides(
     globs.sort(key=_order_key)
     locs.sort(key=_order_key)
     return globs + locs
+
+
+def apply_now_digest(feeds: Iterable[Obj], cluster: Obj, globalizations: Iterable[Obj],
+                     localizations: Iterable[Obj]) -> str:
+    """Which ApplyNow overrides apply to `feeds` in `cluster` as they are now (kind, namespace, name, uid,
+    generation), as a short hash a Description records (plan.ANNOTATION_APPLY_NOW).
+
+    An ApplyNow override re-renders at once, also when deleted (which rolls it back); that used to rest on the
+    hub seeing the change's event, which forced a reconcile. A change made while no hub was watching (a restart,
+    an upgrade, a leader failover's seconds) was never applied, or never rolled back: the Description's inputs
+    hash leaves overrides out, so that ApplyLater ones wait for the next change of a feed (audit 7). A plan that
+    finds another set than its Description recorded renders again. A broken clusterAffinity counts as nothing
+    here: the render reports it and holds the Description back."""
+    found: set[tuple[str, str, str, str, str]] = set()
+    feeds = list(feeds)
+    globalizations, localizations = list(globalizations), list(localizations)
+    for feed in feeds:
+        try:
+            chosen = select_overrides(feed, cluster, globalizations, localizations)
+        except InvalidSelector:
+            continue
+        for override in chosen:
+            if (override.get("spec") or {}).get("overridePolicy") == "ApplyNow":
+                meta = override.get("metadata") or {}
+                found.add((str(override.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name")),
+                           str(meta.get("uid") or ""), str(meta.get("generation") or "")))
+    return hashlib.sha256(json.dumps(sorted(found)).encode()).hexdigest()[:16]
 
 
 def selection_problem(override: Obj) -> str | None:

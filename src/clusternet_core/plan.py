@@ -33,7 +33,7 @@ from typing import Any, Literal, TypedDict, TypeGuard
 from clusternet_api import known
 from clusternet_api.apiresource import key_of as key_of  # re-exported: the hub's controller keys by it
 from clusternet_core import basenames, feedinventory, feedresolve, heldback, helmrender, rendering
-from clusternet_core.overrides import OverrideError, unusable_overrides
+from clusternet_core.overrides import OverrideError, apply_now_digest, unusable_overrides
 from clusternet_core.placement import holding_clusters, unbound_bases
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, format_feed, schedule
 
@@ -43,8 +43,10 @@ Key = tuple[str, str]
 
 ANNOTATION_INPUTS_HASH = "apps.clusternet.io/inputs-hash"
 ANNOTATION_RENDER_ERRORS = "apps.clusternet.io/render-errors"
+ANNOTATION_APPLY_NOW = "apps.clusternet.io/apply-now-overrides"  # overrides.apply_now_digest
 # Description annotations the hub writes; an absent one is as much part of what it wants as a present one
-OWN_ANNOTATIONS = (ANNOTATION_INPUTS_HASH, ANNOTATION_RENDER_ERRORS, known.ANNOTATION_DRIFT_CORRECTION)
+OWN_ANNOTATIONS = (ANNOTATION_INPUTS_HASH, ANNOTATION_RENDER_ERRORS, ANNOTATION_APPLY_NOW,
+                   known.ANNOTATION_DRIFT_CORRECTION)
 
 
 class FeedRef(TypedDict):
@@ -346,8 +348,9 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
         return plan
     rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
                                         binding.splits)
-    keep = (existing is not None and not force and
-            (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == binding.digest)
+    now = apply_now_digest([f for f in feeds if not rendering.is_helm_chart_feed(f)], mc, globalizations,
+                           localizations)
+    keep = not force and unchanged_inputs(existing, binding.digest, now)
     held = bool(rendered.override_errors) and not keep
     plan.errors = generic_errors = rendered.all_errors() + ([heldback.note(ns, name, existing)] if held else [])
     helm = plan_helm(plan, sub, binding, feeds, force, caches, globalizations, localizations)
@@ -360,7 +363,7 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
             plan.delete_descriptions.append(existing)
     else:
         plan.description = description_body(sub, mc, name, binding.digest, generic_errors,
-                                            {"deployer": "Generic", "raw": raw})
+                                            {"deployer": "Generic", "raw": raw}, now)
     plan.announce = announcements(((plan.description, existing, generic_errors),
                                    (plan.helm_description, plan.existing_helm, helm_errors)))
 
@@ -403,8 +406,20 @@ def announcements(pairs: Iterable[tuple[Obj | None, Obj | None, list[str]]]) -> 
     return found
 
 
-def description_body(sub: Obj, mc: Obj, name: str, digest: str, errors: list[str], spec: Obj) -> Obj:
-    annotations = {ANNOTATION_INPUTS_HASH: digest, ANNOTATION_RENDER_ERRORS: "; ".join(errors)[:4000]}
+def unchanged_inputs(existing: Obj | None, digest: str, apply_now: str) -> bool:
+    """Whether `existing` was rendered from these inputs and ApplyNow overrides (overrides.apply_now_digest):
+    then it is kept as it is, and an ApplyLater override waits for the next change. A Description written before
+    the ApplyNow record existed counts as up to date: its objects are kept (an ApplyLater change pending at the
+    upgrade still waits), and the record is added to it (one write of each at the upgrade)."""
+    annotations = (existing["metadata"].get("annotations") or {}) if existing is not None else {}
+    return existing is not None and annotations.get(ANNOTATION_INPUTS_HASH) == digest and (
+        annotations.get(ANNOTATION_APPLY_NOW) in (None, apply_now))
+
+
+def description_body(sub: Obj, mc: Obj, name: str, digest: str, errors: list[str], spec: Obj,
+                     apply_now: str) -> Obj:
+    annotations = {ANNOTATION_INPUTS_HASH: digest, ANNOTATION_RENDER_ERRORS: "; ".join(errors)[:4000],
+                   ANNOTATION_APPLY_NOW: apply_now}
     if (sub["metadata"].get("annotations") or {}).get(known.ANNOTATION_DRIFT_CORRECTION) == "false":
         annotations[known.ANNOTATION_DRIFT_CORRECTION] = "false"
     return {
@@ -462,8 +477,8 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     digest = inputs_hash(sub.get("spec") or {}, {k: {"template": {"spec": c.get("spec"), "phase": (
         helmrender.check_phase(c))}} for k, c in charts.items()})  # the check of a new spec is an input too
     rendered = helmrender.render_helm(feeds, charts, mc, globalizations, localizations, existing)
-    keep = (existing is not None and not force and
-            (existing["metadata"].get("annotations") or {}).get(ANNOTATION_INPUTS_HASH) == digest)
+    now = apply_now_digest([f for f in feeds if rendering.is_helm_chart_feed(f)], mc, globalizations, localizations)
+    keep = not force and unchanged_inputs(existing, digest, now)
     held = bool(rendered.override_errors) and not keep  # a reverted value or version: heldback.py
     errors = rendered.all_errors() + ([heldback.note(mc["metadata"]["namespace"], name, existing)] if held else [])
     plan.errors = plan.errors + errors
@@ -471,7 +486,7 @@ def plan_helm(plan: ClusterPlan, sub: Obj, binding: Binding, feeds: list[FeedRef
     if held:
         plan.held_back.append(name)
     elif spec and spec.get("charts"):
-        plan.helm_description = description_body(sub, mc, name, digest, errors, dict(spec))
+        plan.helm_description = description_body(sub, mc, name, digest, errors, dict(spec), now)
     return rendered
 
 

@@ -168,6 +168,27 @@ def test_overrides_apply_in_documented_order(env: dict[str, Any], parent: Contro
     wait_for(lambda: child_annotations(child1).get("demo/order") == "glob-600", timeout=30, what="rollback")
 
 
+def test_an_apply_now_override_deleted_while_the_hub_is_down_is_rolled_back(
+        env: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """Audit 7: only the event of an ApplyNow override's deletion re-rendered; deleted while no hub watched (a
+    restart, an upgrade, a leader failover), its effect stayed in every child for good."""
+    glob = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Globalization", "metadata": {"name": "while-down"},
+            "spec": {"priority": 800, "overridePolicy": "ApplyNow", "feed": feed(DEPLOYMENT),
+                     "overrides": [{"name": "mark", "type": "MergePatch",
+                                    "value": '{"metadata":{"annotations":{"demo/while-down":"yes"}}}'}]}}
+    kubectl(parent, "apply", "-f", "-", input=json.dumps(glob))
+    wait_for(lambda: all(child_annotations(c).get("demo/while-down") == "yes" for c in (child1, child2)),
+             timeout=30, what="the override applied in both children")
+    hub: Proc = env["hub"]
+    hub.kill()
+    try:
+        kubectl(parent, "delete", "globalization", "while-down")
+    finally:
+        hub.start()
+    wait_for(lambda: not any("demo/while-down" in child_annotations(c) for c in (child1, child2)),
+             timeout=60, what="the override rolled back in both children")
+
+
 def test_apply_later_waits_for_the_next_feed_change(env: dict[str, Any], parent: ControlPlane,
                                                     child2: ControlPlane) -> None:
     later = json.dumps({"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Localization",

@@ -154,6 +154,60 @@ async def test_an_apply_later_override_waits_for_the_next_change_unless_forced()
     assert cm["data"] == {"k": "local"}
 
 
+def localization(policy: str, value: str = "local", uid: str = "loc-1") -> Obj:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "Localization",
+            "metadata": {"name": "loc", "namespace": NS, "uid": uid, "generation": 1},
+            "spec": {"overridePolicy": policy, "priority": 500,
+                     "feed": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "cfg"},
+                     "overrides": [{"name": "x", "type": "MergePatch", "value": f'{{"data":{{"k":"{value}"}}}}'}]}}
+
+
+def deployed_data(parent: FakeKube) -> dict[str, str]:
+    [cm] = decode_raw(parent.find("Description", *DESC)["spec"]["raw"])
+    return dict(cm["data"])
+
+
+async def test_an_apply_now_override_deleted_while_no_hub_watched_is_rolled_back() -> None:
+    """Audit 7: only the event of an ApplyNow override's deletion forced the re-render; deleted while no hub was
+    watching (a restart, a leader failover), it stayed applied for good. The Description records which ApplyNow
+    overrides it was rendered with, and an unforced reconcile that finds another set renders again."""
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription(), localization("ApplyNow"))
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert deployed_data(parent) == {"k": "local"}
+    c.store.caches.descriptions[DESC] = parent.find("Description", *DESC)  # as the watch brings it
+    del c.store.caches.localizations[(NS, "loc")]  # deleted while no hub watched: a new leader never sees it go
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert deployed_data(parent) == {"k": "1"}
+    c.store.caches.descriptions[DESC] = parent.find("Description", *DESC)
+    c.store.caches.localizations[(NS, "loc")] = localization("ApplyNow", "again", uid="loc-2")  # and created
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert deployed_data(parent) == {"k": "again"}
+
+
+async def test_an_apply_later_override_deleted_while_no_hub_watched_still_waits() -> None:
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription(), localization("ApplyLater"))
+    await c.subscriptions.reconcile(SUB, force=False)
+    c.store.caches.descriptions[DESC] = parent.find("Description", *DESC)
+    del c.store.caches.localizations[(NS, "loc")]
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.writes == [] and deployed_data(parent) == {"k": "local"}  # until the next change of a feed
+
+
+async def test_a_description_from_before_the_apply_now_record_keeps_its_objects() -> None:
+    """One written by an older hub has no record: its objects are kept (an ApplyLater change pending at the
+    upgrade still waits) and the record is added."""
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    desc = parent.find("Description", *DESC)
+    del desc["metadata"]["annotations"][planning.ANNOTATION_APPLY_NOW]
+    c.store.caches.descriptions[DESC] = desc
+    c.store.caches.localizations[(NS, "loc")] = localization("ApplyLater")
+    await c.subscriptions.reconcile(SUB, force=False)
+    desc = parent.find("Description", *DESC)
+    assert deployed_data(parent) == {"k": "1"} and desc["metadata"]["annotations"][planning.ANNOTATION_APPLY_NOW]
+
+
 async def test_a_cluster_no_longer_matched_loses_its_base() -> None:
     c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
     await c.subscriptions.reconcile(SUB, force=False)
