@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 from typing import Any
 
+import aiohttp
 import pytest
 
 from clusternet_api import known
@@ -371,6 +374,58 @@ async def test_a_watch_ends_when_its_client_is_gone_even_if_the_handler_is_not_c
     assert not waiting.done()
     Request.transport.closing = True
     assert await asyncio.wait_for(waiting, 2) is None and parent.watches_ended == 1
+
+
+class DyingParent(FakeParent):
+    """A parent whose kube-apiserver dies mid-watch: the stream breaks as aiohttp breaks it."""
+
+    async def watch_path(self, path: str, query: dict[str, str], server_timeout: int, extra_headers: Any = (),
+                         on_open: Any = None) -> Any:
+        await on_open()
+        yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "1"}}}
+        raise aiohttp.ClientPayloadError("Response payload is not completed")
+
+
+async def test_a_watch_the_parent_breaks_ends_the_stream_without_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Audit 7: each parent crash gave one ERROR traceback per shadow watch (kube-controller-manager keeps dozens),
+    the handler failing with the upstream's ClientPayloadError. The client's stream ends; it watches again."""
+    client = await shadow_client(DyingParent())
+    try:
+        with caplog.at_level("INFO"):
+            resp = await client.get(f"{mapping.PREFIX}/namespaces/x/deployments", params={"watch": "1"})
+            assert resp.status == 200 and "BOOKMARK" in await resp.text()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("a watch of deployments.apps ended" in r.getMessage() for r in caplog.records)
+    finally:
+        await client.close()
+
+
+async def test_an_upstream_failure_racing_the_handlers_cancellation_is_read(caplog: pytest.LogCaptureFixture) -> None:
+    """Audit 7: both connections drop with the parent; the upstream's failure lands in the same loop turn as the
+    handler's cancellation, and asyncio logged "Task exception was never retrieved" for it."""
+    from clusternet_hub import shadow
+
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def events() -> Any:
+        await gate
+        raise ConnectionResetError("the parent went away")
+        yield {}
+
+    class Request:
+        transport = type("T", (), {"is_closing": lambda self: False})()
+
+    stream = events()
+    handler = asyncio.ensure_future(shadow._next_while_client_stays(Request(), stream))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    gate.set_result(None)
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    del handler, stream
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert "never retrieved" not in caplog.text
 
 
 async def test_the_parents_refusal_comes_back_and_anonymous_requests_are_refused() -> None:
