@@ -85,8 +85,11 @@ async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, d
             log.warning("tunnel to the hub closed (%s); reconnecting", ws.close_reason or ws.close_code)
         except InvalidStatus as e:
             code = e.response.status_code
-            log.error("the hub refused the tunnel (HTTP %s): %s", code,
-                      e.response.body.decode(errors="replace")[:300] if e.response.body else "")
+            body = e.response.body.decode(errors="replace")[:300] if e.response.body else ""
+            if code in (502, 503, 504):  # the hub (or its parent) is not ready to take it: passes by itself
+                log.warning("the hub cannot take the tunnel now (HTTP %s): %s; trying again", code, body)
+            else:
+                log.error("the hub refused the tunnel (HTTP %s): %s", code, body)
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as e:
             log.warning("tunnel to the hub failed: %s", error_text(e))
         if on_state:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from clusternet_api import fence, known
@@ -367,6 +368,13 @@ async def tunnel_endpoint(request: web.Request, registry: SocketRegistry, front_
     except Unauthorized as e:
         log.warning("refused tunnel for cluster %s: %s", cluster_id, e)
         return web.json_response(status_body(e.status, str(e)), status=e.status)
+    except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as e:
+        # the parent cannot tell us who the agent is now (restarting, out of reach): the agent tries again; this
+        # was a 500 with a traceback at every retry of every agent for the whole outage (audit 7)
+        log.warning("tunnel for cluster %s: cannot authorise it now, the parent did not answer: %s", cluster_id,
+                    error_text(e))
+        return web.json_response(status_body(503, "the hub cannot check the agent's identity with the parent "
+                                                  "cluster now; retry"), status=503, headers={"Retry-After": "2"})
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2 * 1024 * 1024, compress=False,
                                timeout=CLOSE_REPLY_SECONDS)
     await ws.prepare(request)

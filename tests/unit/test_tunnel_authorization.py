@@ -8,7 +8,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from clusternet_api import known
 from clusternet_hub import sockets
@@ -86,3 +88,20 @@ async def test_expired_answers_are_dropped_not_kept_for_the_life_of_the_hub(monk
     await registry.authorize("id-1", token="clusternet-abc/new-token", username=None)
     assert len(registry._reviews) == 1  # the new token's answer only
     assert list(registry._owners) == [("clusternet-abc", "id-1")]
+
+
+async def test_an_agent_is_told_to_retry_while_the_parent_cannot_review_its_token(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Audit 7: during a parent outage every tunnel attempt of every agent got a 500 and a traceback."""
+    class Unreachable(Parent):
+        async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+            raise aiohttp.ClientConnectionError("Cannot connect to host parent:443")
+
+    registry = SocketRegistry(Unreachable())  # type: ignore[arg-type]
+    request = make_mocked_request("GET", "/apis/proxies.clusternet.io/v1alpha1/sockets/id-1",
+                                  headers={"Authorization": "Bearer clusternet-abc/t"},
+                                  match_info={"cluster_id": "id-1"})
+    response = await sockets.tunnel_endpoint(request, registry, None)
+    assert response.status == 503 and response.headers["Retry-After"] == "2"
+    assert "retry" in response.text
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
