@@ -367,14 +367,20 @@ async def post_event(parent: KubeApi, desc: Obj, type_: str, reason: str, messag
 
 
 async def mark_pending(parent: KubeApi, desc: Obj, reason: str) -> bool:
-    """Say in the Description's status why its deployment or cleanup waits (its phase kept); False when the
-    status says so already: each write comes back as a watch event, so it is written once."""
+    """Say in the Description's status why its deployment or cleanup waits; False when the status says so
+    already: each write comes back as a watch event, so it is written once. The phase is kept while it is about
+    the current generation (a cleanup waiting: what runs is what it says); a generation not deployed yet is
+    Pending, not the Success of the one before (audit 7: `kubectl get desc` said Success while a change waited
+    for the cluster's tunnel)."""
     status = desc.get("status") or {}
-    if status.get("reason") == reason:
-        return False
     meta = desc["metadata"]
+    current = status.get("observedGeneration") is not None and str(status["observedGeneration"]) == str(
+        meta.get("generation"))
+    phase = status.get("phase") if current or meta.get("deletionTimestamp") else None
+    if status.get("reason") == reason and status.get("phase") == (phase or "Pending"):
+        return False
     await parent.patch(DESC_API, "Description", meta["name"], {"status": {
-        "phase": status.get("phase") or "Pending", "reason": reason}}, meta["namespace"], subresource="status")
+        "phase": phase or "Pending", "reason": reason}}, meta["namespace"], subresource="status")
     return True
 
 

@@ -461,6 +461,12 @@ async def test_a_cluster_with_a_tunnel_is_never_dialled_at_its_advertised_url_wh
     parent.writes.clear()
     await c.pusher.push(DESC, force=True)  # a drift check of what is deployed: retried, not written
     assert parent.writes == [] and list(c.store.queue._later) == [("push", *DESC)]
+    changed = parent.find("Description", *DESC)  # a new generation waits: Pending, not the last one's Success
+    changed["metadata"]["generation"] = 2
+    c.store.on_description("MODIFIED", changed)
+    await c.pusher.push(DESC)
+    status = parent.find("Description", *DESC)["status"]
+    assert (status["phase"], status["reason"], status["observedGeneration"]) == ("Pending", TUNNEL_DOWN, 1)
 
 
 async def test_an_offline_tunnel_cluster_says_cleanup_pending_not_tunnel_down() -> None:
