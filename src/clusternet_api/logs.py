@@ -41,6 +41,18 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class KopfRetryFilter(logging.Filter):
+    """kopf logs each retried API request at ERROR ("Request attempt #2/9 failed; will retry: ..."): 66 lines for
+    every 10 s of a parent restart that both operators ride out by themselves (audit 7). Those are warnings
+    here; the attempt that gives up ("escalating") stays an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("kopf") and isinstance(record.msg, str) and (
+                record.msg.startswith("Request attempt ") and "; will retry" in record.msg):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 # kopf's per-object loggers pass these as `extra`; `settings` (kopf's OperatorSettings, holding a queue) cannot be
 # serialised, and a handler failure logged through them came out as "--- Logging error ---". kopf's own JSON
 # formatter leaves the same ones out (k8s_ref, the object's reference, is kept: it says which object).
@@ -68,6 +80,7 @@ def setup_logging(component: str, level: str = "INFO", json_format: bool = True)
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {component} %(levelname)s %(name)s %(message)s"))
     handler.addFilter(RedactingFilter())
+    handler.addFilter(KopfRetryFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -145,7 +145,9 @@ class Controller:
                 delay = (self.retries if isinstance(e, WritesRefused) else self.error_retries).next(item)
                 # a 409 is the parent's optimistic concurrency at work (someone wrote first): routine, not a warning
                 level = logging.INFO if is_status(e, 409) else logging.WARNING
-                log.log(level, "%s %s/%s failed, retrying in %.0fs: %s", *item, delay, e)
+                # "at the latest": an event for the same key (a status change, say) brings it back sooner, each
+                # failure logged; "retrying in 30s" four times in 15 s read as a broken backoff (audit 7)
+                log.log(level, "%s %s/%s failed, retrying at the latest in %.0fs: %s", *item, delay, e)
                 queue.add_after(item, delay, force)
             else:
                 self.retries.forget(item)
