@@ -77,6 +77,10 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local,
                                                       ctx.sockets.verify),
                                              options.bind_address, options.peers.port, context)
+            if options.bind_address not in ("0.0.0.0", "::", "", options.peers.advertise_address):
+                log.warning("the other hub replicas dial %s (--peer-advertise-address) but this replica listens "
+                            "on %s (--bind-address): they cannot reach it unless both name the same host",
+                            options.peers.advertise_address, options.bind_address)
             await peers.start()
             background_tasks.append(replica.start("the peer Lease renewal", peers.run()))
         controllers: list[asyncio.Task[None]] = []

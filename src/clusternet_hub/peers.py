@@ -409,9 +409,21 @@ class Peers:
             log.warning("cannot ask hub replica %s about cluster %s: %s", peer.url, cluster_id, e)
             return False
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            log.debug("hub replica %s unreachable, skipped for %.0fs: %s", peer.url, RENEW_SECONDS, e)
+            self._unreachable(peer, e)
             self._down[peer.id] = time.monotonic()
             return False
+
+    def _unreachable(self, peer: Peer, e: BaseException) -> None:
+        """A peer with a current Lease that does not answer (just died, or advertising an address it does not
+        listen on), said once a minute: a wrong --peer-advertise-address gave 503s and no word why (audit 7)."""
+        now = time.monotonic()
+        key = f"unreachable:{peer.id}"
+        if now - self._warned.get(key, -TOKEN_WARNING_SECONDS) >= TOKEN_WARNING_SECONDS:
+            self._warned[key] = now
+            log.warning("hub replica %s does not answer on %s although its Lease is current (%s); skipped for %.0fs. "
+                        "It may have just stopped; if it runs, its --peer-advertise-address must be an address it "
+                        "listens on (its --bind-address) and its --peer-port reachable from here", peer.id, peer.url,
+                        error_text(e), RENEW_SECONDS)
 
     def _refused_by(self, peer: Peer) -> None:
         """A peer that refuses our token is a misconfiguration (replicas with different --peer-token, as in a

@@ -259,3 +259,15 @@ async def test_a_peer_token_mismatch_is_logged_on_both_sides_once_a_minute(caplo
     ours = [r.message for r in caplog.records if "refuses this replica's peer token" in r.message]
     theirs = [r.message for r in caplog.records if "wrong or missing peer token" in r.message]
     assert len(ours) == 1 and len(theirs) == 1, caplog.text
+
+
+async def test_a_live_peer_that_does_not_answer_is_said_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Audit 7: a replica advertising an address it did not listen on gave 503s for clusters whose tunnels were
+    there, with nothing above debug in either log."""
+    b = peers_of(TOKEN, b"")
+    silent = Peer("a", "127.0.0.1", 9)  # nothing listens there
+    async with aiohttp.ClientSession() as b._session:
+        assert await b.holds(silent, CLUSTER) is False
+        assert await b.holds(silent, CLUSTER) is False
+    said = [r for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING" and "--peer-advertise-address" in said[0].getMessage()
