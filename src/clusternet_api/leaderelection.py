@@ -265,7 +265,16 @@ class LeaderElector:
 
         Our copy may be one renewal behind: a renewal cancelled by the shutdown can have reached the API server
         after all, and then our PUT meets 409. The Lease is read again and the release retried while it still
-        names us (measured under load in CI: without the retry the Lease stayed held for its whole duration)."""
+        names us (measured under load in CI: without the retry the Lease stayed held for its whole duration).
+        All of it within a renew deadline: a request hung on a dead connection held a stopping replica up to the
+        client's 120 s (review 6), past Kubernetes' 30-s grace period; an unreleased Lease expires by itself."""
+        try:
+            async with asyncio.timeout(self.config.renew_deadline):
+                await self._release()
+        except TimeoutError:
+            self._release_failed(TimeoutError(f"no answer within {self.config.renew_deadline:g}s"))
+
+    async def _release(self) -> None:
         if not self.leading or self._lease is None:
             return
         self.leading = False

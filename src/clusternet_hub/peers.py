@@ -443,7 +443,8 @@ class Peers:
             return known_peer
         found = await self._ask(cluster_id)
         if found is None and time.monotonic() - self._listed > RELIST_SECONDS and self.token:
-            with contextlib.suppress(ApiException):  # a replica started since the last renewal may hold it
+            # a replica started since the last renewal may hold it; a failed look is "not here" (503), not a 500
+            with contextlib.suppress(ApiException, aiohttp.ClientError, OSError, TimeoutError):
                 await self._list_peers()
                 found = await self._ask(cluster_id)
         if found is None:

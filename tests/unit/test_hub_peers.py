@@ -271,3 +271,16 @@ async def test_a_live_peer_that_does_not_answer_is_said_once_a_minute(caplog: py
         assert await b.holds(silent, CLUSTER) is False
     said = [r for r in caplog.records if "does not answer" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "WARNING" and "--peer-advertise-address" in said[0].getMessage()
+
+
+async def test_a_failed_look_for_new_replicas_is_not_here_not_an_error() -> None:
+    """Review 6: the re-list of peer Leases caught only API errors, so a dropped connection reached the proxy
+    handler as a 500 instead of the 503 of a cluster no replica holds."""
+    b = peers_of(TOKEN, b"")
+
+    async def dropped() -> None:
+        raise aiohttp.ServerDisconnectedError()
+
+    b._list_peers = dropped  # type: ignore[method-assign]
+    async with aiohttp.ClientSession() as b._session:
+        assert await b.locate(CLUSTER) is None

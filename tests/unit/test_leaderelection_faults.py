@@ -91,3 +91,34 @@ async def test_an_unexpected_renewal_failure_is_read_logged_and_the_cause(caplog
         assert isinstance(lost.value.__cause__, RuntimeError)
         failed = [r for r in caplog.records if "renewing the Lease failed unexpectedly" in r.getMessage()]
         assert failed and failed[0].exc_info is not None and "a bug in the renewal" in failed[0].getMessage()
+
+
+class HangingLeaseAPI(LeaseAPI):
+    """LeaseAPI that stops answering once `hang` is set: a dead connection at shutdown."""
+
+    hang = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()  # set at the end, so the server's shutdown does not wait for the handler
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.hang:
+            await self.answer.wait()
+        return await super().handle(request)
+
+
+async def test_a_release_the_api_server_does_not_answer_ends_within_the_renew_deadline(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 6: a release hung on a dead connection held a stopping replica for the client's 120 s, past
+    Kubernetes' 30-s grace period; the Lease expires by itself anyway."""
+    api = HangingLeaseAPI()
+    async with lease_api(api) as kube:
+        a = LeaderElector(kube, CONFIG, "a")
+        assert await a.try_acquire_or_renew()
+        api.hang = True
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(a.release(), 5)
+        assert asyncio.get_running_loop().time() - started < CONFIG.renew_deadline + 0.5
+        api.answer.set()
+    assert "releasing Lease clusternet-system/clusternet-hub failed (it expires by itself): no answer" in caplog.text
