@@ -22,7 +22,7 @@ from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.tunnel.relay import LoopbackRelay
-from clusternet_core import chartcredentials
+from clusternet_core import chartcredentials, helmrender
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
 from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pusher, release_with_cluster
@@ -118,9 +118,7 @@ class ReleasePusher:
         if not isinstance(access, str):
             self.tunnel_waits.forget(key)
             return access
-        status = hr.get("status") or {}
-        if not (access == TUNNEL_DOWN and status.get("phase") == "deployed" and str(
-                status.get("observedGeneration")) == str(hr["metadata"].get("generation"))):
+        if not (access == TUNNEL_DOWN and helmrender.release_phase(hr)[0] == "Success"):
             await self._write(hr, {"description": access})  # a drift check waits unsaid, as Generic pushes do
         if access == TUNNEL_DOWN:  # besides Store.on_cluster's push when it is back
             self.store.queue.add_after(("release", *key), self.tunnel_waits.next(key), force=True)
