@@ -58,6 +58,7 @@ from clusternet_api import known
 from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Headers, Kube, Obj, status_error
 from clusternet_api.logs import error_text
+from clusternet_api.sharedrun import SharedRuns
 from clusternet_core.naming import manifest_for, manifest_name, skip_validating
 from clusternet_hub.shadowdelete import delete_options, precondition_conflict, precondition_failed
 from clusternet_hub.shadowmapping import (
@@ -107,7 +108,7 @@ class ShadowAPI:
         self.kube = kube
         self.resources: dict[str, ShadowResource] = {}
         self._fetched = 0.0
-        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshing: SharedRuns[str, None] = SharedRuns()  # the one discovery in flight
 
     # --- discovery -------------------------------------------------------------------------------------------
 
@@ -128,10 +129,8 @@ class ShadowAPI:
     async def refresh(self, max_age: float = REFRESH_SECONDS) -> dict[str, ShadowResource]:
         """The mirrored resources, re-read when older than `max_age`; concurrent callers share one refresh."""
         if time.monotonic() - self._fetched > max_age or not self.resources:
-            if self._refreshing is None or self._refreshing.done():
-                self._refreshing = asyncio.ensure_future(self._fetch())
             try:
-                await asyncio.shield(self._refreshing)
+                await self._refreshing.run("parent", self._fetch, "shadow API discovery")
             except ApiException as e:
                 if not self.resources:
                     raise ShadowError(503, "ServiceUnavailable", str(e)) from e
