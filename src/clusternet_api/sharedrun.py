@@ -1,10 +1,11 @@
 """One run of a coroutine that concurrent callers share, each of them free to give up alone.
 
 A group-version's discovery (kube.Kube), an exec plugin's run (execplugin.ExecPlugin) and the shadow API's
-discovery of the parent (clusternet_hub.shadow) are asked for by many tasks at once, and done once. Both used to run in the first caller's task and hand its outcome to the others, a
-cancellation too: when that caller was cancelled (a tunnel handler whose agent gave up), the others raised a
-CancelledError nobody had sent them. A task that receives one ends as if it had been stopped on purpose: the hub's
-deployment controller, priming its caches on the same discovery, did so without a word (review 6, finding 2).
+discovery of the parent (clusternet_hub.shadow) are asked for by many tasks at once, and done once. The first two
+used to run in the first caller's task and hand its outcome to the others, a cancellation too: when that caller was
+cancelled (a tunnel handler whose agent gave up), the others raised a CancelledError nobody had sent them. A task
+that receives one ends as if it had been stopped on purpose: the hub's deployment controller, priming its caches on
+the same discovery, did so without a word (review 6, finding 2).
 
 Here the run is a task of its own, which every caller, the first included, awaits through `shield`: a cancelled
 caller stops waiting, and the run goes on for the others. When the last caller has left, the run is cancelled,
