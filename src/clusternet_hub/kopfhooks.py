@@ -46,6 +46,7 @@ from typing import Any
 from kopf._cogs.clients import errors, patching, watching
 
 from clusternet_api import fence
+from clusternet_api.apiresource import key_of
 
 log = logging.getLogger(__name__)
 _kopf_continuous_watch = watching.continuous_watch
@@ -68,11 +69,6 @@ def _stream_record(resource: Any, namespace: Any) -> dict[ObjectKey, Any]:
     return _delivered.setdefault(task, {}).setdefault((resource, namespace), {})
 
 
-def _key(body: Any) -> ObjectKey:
-    meta = body.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
-
-
 async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
     """kopf's stream, ended instead of failed on 404, so kopf's endless loop starts it again; at the end of each
     listing, a DELETED event for each object the stream delivered before that the listing lacks."""
@@ -89,7 +85,7 @@ async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
                     yield {"type": "DELETED", "object": delivered.pop(key)}
             elif isinstance(event, dict) and isinstance(event.get("object"), dict) and event.get("type") in (
                     None, "ADDED", "MODIFIED", "DELETED"):
-                key = _key(event["object"])
+                key = key_of(event["object"])
                 if event["type"] == "DELETED":
                     delivered.pop(key, None)
                 else:
