@@ -261,6 +261,7 @@ class FakeKubelet:
 
     LOG = "first line from the kubelet\nsecond line\n"
     OUTPUT = b"hello from the kubelet\n"
+    STARTUP = 1.0  # seconds; far longer than kubectl needs to register its streams, even on a loaded CI machine
 
     def __init__(self) -> None:
         import asyncio
@@ -280,6 +281,8 @@ class FakeKubelet:
         self.seen: list[str] = []
 
     async def _start(self) -> None:
+        import asyncio
+
         from aiohttp import WSMsgType, web
 
         async def logs(request: web.Request) -> web.StreamResponse:
@@ -290,6 +293,11 @@ class FakeKubelet:
             self.seen.append(request.path_qs)
             ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
             await ws.prepare(request)
+            # A real kubelet answers after the container's process started. kubectl (client-go) registers its
+            # stream ids only after it starts reading the upgraded connection, and discards frames that come
+            # before ("Unknown stream id 1, discarding message", then "closed all streams"): CI met that race
+            # once in ~30 runs when these frames came at once. The pause stands in for the process start.
+            await asyncio.sleep(self.STARTUP)
             await ws.send_bytes(b"\x01" + self.OUTPUT)
             await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode())
             await ws.close()
