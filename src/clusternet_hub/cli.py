@@ -120,7 +120,9 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             leading = Supervisor()  # a crash ends kopf and the leadership (the Lease is released)
             controllers.append(leading.start("the hub's health checks", background(ctx)))
             controllers.append(leading.start("the deployment controller", ctx.controller.run()))
-            kopfhooks.install()  # a restarting parent's 404s do not end kopf's watches; its patches are fenced
+            # a restarting parent's 404s do not end kopf's watches, which call deleted what prime listed and their
+            # first listing lacks; kopf's patches are fenced
+            kopfhooks.install(ctx.controller.store.seed)
             try:
                 await leading.run(kopf.operator(registry=HUB, memo=ctx, standalone=True, clusterwide=True,
                                                 stop_flag=stop, ready_flag=ready))

@@ -20,8 +20,15 @@ Bookmark.LISTED) every object it did not list is given to kopf as a DELETED even
 watch had seen the deletion, so every consumer (kopf's own memory of the object, the hub's event handlers:
 track_cluster, the controller's store) forgets it the way a real deletion makes it. The record is the stream's own,
 not the hub's caches: those also hold write responses and the controller's first LIST, which may be newer than the
-listing (an object created after its snapshot), and must not be called deleted. The first listing has nothing to
-compare with and deletes nothing. A listing that fails before its end deletes nothing; the next one decides.
+listing (an object created after its snapshot), and must not be called deleted. A listing that fails before its
+end deletes nothing; the next one decides.
+
+The first listing compares with what the deployment controller listed before it (Store.prime): each watch of a
+kind the controller caches starts only once prime has listed that kind, so that LIST is the older, and an object
+it returned that the watch's first listing lacks was deleted in between, which neither the listing nor the watch
+after it would ever say (review 6, left undone in stop 28). What the caches hold then is all older than the
+watch's LIST (prime's objects, the hub's earlier write responses); what comes later is not compared. Without a
+seed (the unit tests), the first listing has nothing to compare with and deletes nothing.
 Objects being deleted but held by a finalizer (the hub's, on Subscriptions, Descriptions, HelmReleases) are still
 listed, so they never count as gone. The record costs little: it holds the bodies kopf parsed, whose contents
 the hub's caches share (its handlers store `dict(body)`, a shallow copy). A periodic LIST of every cached kind
@@ -40,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from kopf._cogs.clients import errors, patching, watching
@@ -63,24 +70,37 @@ _delivered: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[tuple[Any, Any], d
     weakref.WeakKeyDictionary()
 
 
-def _stream_record(resource: Any, namespace: Any) -> dict[ObjectKey, Any]:
+Seed = Callable[[str, str], Awaitable[list[Any]]]
+"""(group, plural) -> what the hub cached of that kind before its watch's first listing (Store.seed)."""
+_seed: Seed | None = None
+
+
+def _stream_record(resource: Any, namespace: Any) -> tuple[dict[ObjectKey, Any], bool]:
+    """The stream's record, and whether this is its first call (no listing yet)."""
     task = asyncio.current_task()
     assert task is not None, "kopf's watch runs in a task"
-    return _delivered.setdefault(task, {}).setdefault((resource, namespace), {})
+    streams = _delivered.setdefault(task, {})
+    first = (resource, namespace) not in streams
+    return streams.setdefault((resource, namespace), {}), first
 
 
 async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
     """kopf's stream, ended instead of failed on 404, so kopf's endless loop starts it again; at the end of each
     listing, a DELETED event for each object the stream delivered before that the listing lacks."""
-    delivered = _stream_record(kwargs.get("resource"), kwargs.get("namespace"))
+    resource = kwargs.get("resource")
+    delivered, first = _stream_record(resource, kwargs.get("namespace"))
+    if first and _seed is not None and resource is not None:
+        # what the controller listed before this watch lists: the comparison a re-list makes, made with it
+        delivered.update((key_of(obj), obj) for obj in await _seed(resource.group, resource.plural))
     listed: set[ObjectKey] = set()  # each call of kopf's starts with a listing (or an initial streaming)
     try:
         async for event in _kopf_continuous_watch(**kwargs):
             if event is watching.Bookmark.LISTED:
                 gone = [key for key in delivered if key not in listed]
                 if gone:
-                    log.info("%d of %s gone while the watch was down (not in its new listing): handled as deleted",
-                             len(gone), kwargs.get("resource"))
+                    log.info("%d of %s gone %s (not in its listing): handled as deleted", len(gone), resource,
+                             "since the hub's first LIST" if first else "while the watch was down")
+                first = False
                 for key in gone:
                     yield {"type": "DELETED", "object": delivered.pop(key)}
             elif isinstance(event, dict) and isinstance(event.get("object"), dict) and event.get("type") in (
@@ -104,7 +124,9 @@ async def patch_obj(**kwargs: Any) -> Any:
     return await _kopf_patch_obj(**kwargs)
 
 
-def install() -> None:
-    """Put the wrappers in place of kopf's functions (idempotent)."""
+def install(seed: Seed | None = None) -> None:
+    """Put the wrappers in place of kopf's functions (idempotent); `seed`: see continuous_watch."""
+    global _seed
+    _seed = seed
     watching.continuous_watch = continuous_watch
     patching.patch_obj = patch_obj

@@ -16,9 +16,10 @@ from kopf._cogs.structs import references
 from kopf._core.reactor import queueing
 
 from clusternet_api import known
-from clusternet_api.kube import Credentials
+from clusternet_api.kube import ApiException, Credentials
 from clusternet_hub import kopfhooks, operator
 from clusternet_hub.controller import Controller
+from clusternet_hub.controller.store import PrimeFailed, Store
 from tests.unit.fakekube import FakeKube, Obj
 
 CLUSTERS = references.Resource(group=known.CLUSTERS_GROUP, version=known.CLUSTERS_VERSION,
@@ -179,3 +180,52 @@ async def test_kopfs_queueing_hands_the_deletion_to_the_objects_own_worker(
         await asyncio.gather(watcher, return_exceptions=True)
     assert [s for s in seen if s.endswith(" b")] == ["None b", "MODIFIED b", "DELETED b"]
     assert "DELETED a" not in seen
+
+
+async def test_the_first_listing_waits_for_prime_and_calls_deleted_what_prime_listed_and_it_lacks(
+        parent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object the controller's first LIST returned, deleted before the watch's own LIST: neither the listing nor
+    the watch after it says so, and it stayed cached (scheduled onto) for the life of the leader."""
+    ctx = operator.HubContext(operator.HubOptions(), Credentials(server="https://p"))
+    kube = FakeKube(obj("a"), obj("b"))
+    ctx.controller = Controller(kube, ctx.clusters, no_tunnel)
+    store = ctx.controller.store
+    monkeypatch.setattr(kopfhooks, "_seed", store.seed)  # as kopfhooks.install(store.seed) in the hub's CLI
+    parent[CLUSTERS] = [([obj("a", labels={"x": "1"})], [])]  # b deleted since prime's LIST
+    watch = asyncio.create_task(stream(CLUSTERS, 1))
+    await asyncio.sleep(0.05)
+    assert not watch.done() and parent[CLUSTERS], "the watch listed before prime: its listing may be the older"
+    await store.prime(kube)
+    events = await watch
+    assert summary(events) == ["None a", "DELETED b", "LISTED"]
+    for event in events:
+        if isinstance(event, dict):
+            await operator.track_cluster(type=event["type"], body=kopf.Body(event["object"]), memo=ctx)
+    assert list(ctx.clusters) == [("clusternet-a", "a")] and ctx.clusters[("clusternet-a", "a")]["metadata"][
+        "labels"] == {"x": "1"}
+    # kinds the controller does not cache are not held back
+    assert await asyncio.wait_for(store.seed(known.CLUSTERS_GROUP, "clusterregistrationrequests"), 1) == []
+
+
+async def test_a_retried_prime_does_not_list_again_what_its_watch_may_already_follow() -> None:
+    """A later kind failing (its CRD not served yet) retries prime; a listing of clusters older than the events
+    their watch (started once they were primed) has delivered must not put back what those removed."""
+    kube = FakeKube(obj("a"))
+    listed: list[str] = []
+    fake_list = kube.list
+
+    async def list_(api_version: str, kind: str, namespace: str | None = None, **kw: Any) -> list[Obj]:
+        listed.append(kind)
+        if kind == "Description" and listed.count(kind) == 1:
+            raise ApiException(404, "the server could not find the requested resource")
+        return await fake_list(api_version, kind, namespace, **kw)
+
+    kube.list = list_  # type: ignore[method-assign]
+    store = Store({})
+    with pytest.raises(PrimeFailed, match="listing Description"):
+        await store.prime(kube)
+    store.caches.clusters.pop(("clusternet-a", "a"))  # its watch's DELETED event (track_cluster)
+    await store.prime(kube)
+    assert store.caches.clusters == {}
+    assert listed.count("ManagedCluster") == 1 and listed.count("Description") == 2
+    assert await asyncio.wait_for(store.seed(known.APPS_GROUP, "helmreleases"), 1) == []

@@ -90,6 +90,7 @@ async def test_the_hubs_leader_and_peer_leases_do_not_queue_behind_kopfs_resume_
     """run_hub as it is, its servers, controllers and kopf replaced: kopf's stand-in bursts through the hub's
     client while it leads."""
     from clusternet_hub import cli, kopfhooks
+    from clusternet_hub.controller.store import Store
     from clusternet_hub.operator import HubContext, HubOptions
     from clusternet_hub.peers import PeerConfig
 
@@ -131,6 +132,7 @@ async def test_the_hubs_leader_and_peer_leases_do_not_queue_behind_kopfs_resume_
     class Controller:
         def __init__(self, *_: object, **__: object) -> None:
             self.run = forever
+            self.store = Store({})
 
     async def operator(*, memo: HubContext, **_: Any) -> None:
         assert memo.kube is not None
@@ -146,7 +148,7 @@ async def test_the_hubs_leader_and_peer_leases_do_not_queue_behind_kopfs_resume_
         monkeypatch.setattr(cli, "Peers", Peers)
         monkeypatch.setattr(cli, "Controller", Controller)
         monkeypatch.setattr(cli, "background", forever)
-        monkeypatch.setattr(kopfhooks, "install", lambda: None)
+        monkeypatch.setattr(kopfhooks, "install", lambda seed: None)
         monkeypatch.setattr(cli.kopf, "operator", operator)
         options = HubOptions(leader_election=CONFIG, kube_api_qps=QPS, kube_api_burst=BURST,
                              peers=PeerConfig(0, "127.0.0.1", "token"))

@@ -7,6 +7,7 @@ event missed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -33,6 +34,22 @@ K = TypeVar("K")
 # brings back what says so (Store.on_cluster).
 TUNNEL_DOWN = "waiting for the cluster's tunnel: its agent reports useSocket, so the hub pushes through nothing else"
 
+# What Store.prime lists, in order: kind, API version, plural (as the hub's watches name it), the Caches field,
+# the namespace listed (None: all). The ManagedClusters first: Subscriptions are bound to them.
+PRIMED: tuple[tuple[str, str, str, str, str | None], ...] = (
+    ("ManagedCluster", known.CLUSTERS_API_VERSION, "managedclusters", "clusters", None),
+    ("Manifest", known.APPS_API_VERSION, "manifests", "manifests", known.RESERVED_NAMESPACE),
+    ("Globalization", known.APPS_API_VERSION, "globalizations", "globalizations", None),
+    ("Subscription", known.APPS_API_VERSION, "subscriptions", "subscriptions", None),
+    ("Localization", known.APPS_API_VERSION, "localizations", "localizations", None),
+    ("Description", known.APPS_API_VERSION, "descriptions", "descriptions", None),
+    ("Base", known.APPS_API_VERSION, "bases", "bases", None),
+    ("FeedInventory", known.APPS_API_VERSION, "feedinventories", "inventories", None),
+    ("HelmChart", known.APPS_API_VERSION, "helmcharts", "helmcharts", None),
+    ("HelmRelease", known.APPS_API_VERSION, "helmreleases", "helmreleases", None))
+_PRIMED_GROUPS = {(api_version.split("/")[0], plural) for _, api_version, plural, _, _ in PRIMED}
+_BY_NAME = {"manifests", "globalizations"}  # Caches fields keyed by name alone (one namespace, cluster-scoped)
+
 # Deleted Manifests remembered for catch-up LISTs (a few seconds' worth is what matters; 64 bytes each).
 DELETED_MANIFESTS_KEPT = 10_000
 
@@ -46,6 +63,7 @@ class Store:
         # UIDs of Manifests whose deletion the watch delivered, newest last (at most DELETED_MANIFESTS_KEPT): a
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
         self.deleted_manifests: dict[str, None] = {}
+        self._primed = {plural: asyncio.Event() for _, _, plural, _, _ in PRIMED}  # listed by prime
 
     def enqueue(self, work: Work, key: Key, force: bool = False, background: bool = False) -> None:
         """Mark work as due; `background`: the periodic resync's, done when nothing else waits (workqueue.py)."""
@@ -62,24 +80,30 @@ class Store:
 
         Without this, a restarted hub would reconcile Subscriptions before the watch streams had
         reported the ManagedClusters, see no cluster bound, and remove every Base it had created.
+        A kind listed once is not listed again when a later one fails and prime is retried: its watch may
+        have started (`seed`), and a listing older than its events must not put back what they removed.
         """
-        c, apps = self.caches, known.APPS_API_VERSION
-        for mc in await _listed(kube, known.CLUSTERS_API_VERSION, "ManagedCluster"):
-            c.clusters.setdefault(key_of(mc), mc)
-        for m in await _listed(kube, apps, "Manifest", known.RESERVED_NAMESPACE):
-            c.manifests.setdefault(m["metadata"]["name"], m)
-        for g in await _listed(kube, apps, "Globalization"):
-            c.globalizations.setdefault(g["metadata"]["name"], g)
-        keyed: list[tuple[str, dict[Key, Obj]]] = [
-            ("Subscription", c.subscriptions), ("Localization", c.localizations), ("Description", c.descriptions),
-            ("Base", c.bases), ("FeedInventory", c.inventories), ("HelmChart", c.helmcharts),
-            ("HelmRelease", c.helmreleases)]
-        for kind, cache in keyed:
-            for obj in await _listed(kube, apps, kind):
-                cache.setdefault(key_of(obj), obj)
+        for kind, api_version, plural, field, namespace in PRIMED:
+            if self._primed[plural].is_set():
+                continue
+            cache: dict[Any, Obj] = getattr(self.caches, field)
+            for obj in await _listed(kube, api_version, kind, namespace):
+                cache.setdefault(_cache_key(field, obj), obj)
+            self._primed[plural].set()
         self.enqueue_subscriptions()
-        for key in c.helmcharts:
+        for key in self.caches.helmcharts:
             self.enqueue("chart", key)
+
+    async def seed(self, group: str, plural: str) -> list[Obj]:
+        """What the caches hold of a kind, once `prime` has listed it: the hub's watch of that kind waits for it,
+        then calls deleted what its first listing lacks (clusternet_hub.kopfhooks). Without that, an object
+        deleted between prime's LIST and the watch's own stayed cached for the life of the leader, since neither
+        the listing nor the watch after it has an event for it. [] for a kind the caches do not hold."""
+        if (group, plural) not in _PRIMED_GROUPS:
+            return []
+        await self._primed[plural].wait()
+        field = next(f for _, _, p, f, _ in PRIMED if p == plural)
+        return list(getattr(self.caches, field).values())
 
     def on_subscription(self, event: str, sub: Obj) -> None:
         key = key_of(sub)
@@ -309,6 +333,10 @@ async def _listed(kube: KubeApi, api_version: str, kind: str, namespace: str | N
         return await kube.list(api_version, kind, namespace=namespace)
     except Exception as e:
         raise PrimeFailed(f"listing {kind} ({api_version}) failed: {str(e) or type(e).__name__}") from e
+
+
+def _cache_key(field: str, obj: Obj) -> Any:
+    return obj["metadata"]["name"] if field in _BY_NAME else key_of(obj)
 
 
 def _tunnel_up(mc: Obj) -> bool:
