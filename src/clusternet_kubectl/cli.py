@@ -256,7 +256,7 @@ def apply(filenames: tuple[str, ...], recursive: bool, kustomize: str | None) ->
 @connection_options
 def get(kind: str, names: tuple[str, ...], all_namespaces: bool, selector: str, output: str | None,
         watch: bool) -> None:
-    """List Clusternet objects (server columns), or the templates of any other kind (NAME, AGE; -o wide adds
+    """List Clusternet objects (server columns), or the templates of any other kind (NAME, CREATED AT; -o wide adds
     the Manifest name)."""
     from clusternet_kubectl.commands.get import get_command
 

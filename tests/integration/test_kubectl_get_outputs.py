@@ -71,7 +71,7 @@ def test_selector_on_the_templates_own_labels(scratch: Scratch) -> None:
         ["configmap/cm-a", "configmap/cm-b"]
     assert scratch.ok("get", "cm", "-l", "app,!tier", "-o", "name").split() == ["configmap/cm-b"]
     table = scratch.ok("get", "configmaps", "--selector=tier=front").splitlines()
-    assert table[0].split() == ["NAME", "AGE"] and [line.split()[0] for line in table[1:]] == ["cm-a"]
+    assert table[0].split() == ["NAME", "CREATED", "AT"] and [line.split()[0] for line in table[1:]] == ["cm-a"]
     none = scratch.run("get", "cm", "-l", "app=nothing")
     assert none.returncode == 0 and none.stdout == ""
     assert f"No resources found in {scratch.ns} namespace." in none.stderr
@@ -127,7 +127,7 @@ def test_yaml_json_name_wide(scratch: Scratch) -> None:
     assert scratch.ok("get", "cm", "-o", "name").split() == scratch.live(
         "get", "cm", "-l", "app", "-o", "name").split() == ["configmap/cm-a", "configmap/cm-b"]
     wide = scratch.ok("get", "cm", "-o", "wide").splitlines()
-    assert wide[0].split() == ["NAME", "AGE", "MANIFEST"]
+    assert wide[0].split() == ["NAME", "CREATED", "AT", "MANIFEST"]
     assert wide[1].split()[2] == f"configmaps.{scratch.ns}.cm-a"
     bad = scratch.run("get", "cm", "-o", "jsonpath={.metadata.name")
     assert bad.returncode == 1
@@ -162,7 +162,8 @@ def test_watch_prints_the_table_then_each_change(scratch: Scratch) -> None:
 
     try:
         read_until(lambda line: line.startswith("cm-b"))
-        assert lines[0].split() == ["NAME", "AGE"] and [line.split()[0] for line in lines[1:3]] == ["cm-a", "cm-b"]
+        assert lines[0].split() == ["NAME", "CREATED", "AT"]
+        assert [line.split()[0] for line in lines[1:3]] == ["cm-a", "cm-b"]
         time.sleep(1)  # the watch is open once the list is printed; give it a moment anyway
         added = configmap("cm-watched", {"app": "new"}, {"a": "b"})
         unlabelled = configmap("cm-ignored", {}, {"a": "b"})

@@ -118,14 +118,14 @@ def test_apply_examples(demo: Demo, applied: subprocess.CompletedProcess[str]) -
 
 def test_get_tables(demo: Demo, applied: subprocess.CompletedProcess[str]) -> None:
     out = demo.ok("get", "ns").splitlines()
-    assert out[0].split() == ["NAME", "AGE"]
+    assert out[0].split() == ["NAME", "CREATED", "AT"]
     assert any(line.split()[0] == demo.ns for line in out[1:])
 
     out = demo.ok("get", "deploy", "-n", demo.ns).splitlines()
-    assert out[0].split() == ["NAME", "AGE"] and out[1].split()[0] == "my-nginx" and len(out) == 2
+    assert out[0].split() == ["NAME", "CREATED", "AT"] and out[1].split()[0] == "my-nginx" and len(out) == 2
 
     out = demo.ok("get", "svc", "-A").splitlines()
-    assert out[0].split() == ["NAMESPACE", "NAME", "AGE"]
+    assert out[0].split() == ["NAMESPACE", "NAME", "CREATED", "AT"]
     assert [demo.ns, "my-nginx-svc"] in [line.split()[:2] for line in out[1:]]
 
     out = demo.ok("get", "subs", "-A").splitlines()

@@ -80,7 +80,7 @@ async def test_skip_validating_templates_make_their_literal_kind_known(capsys: p
     assert await get_command(parent(("widgets", WIDGET)), "widgets", (), False, None) == 0
     assert capsys.readouterr().err == "No resources found in default namespace.\n"
     assert await get_command(parent(("widgets", WIDGET)), "Widget", (), True, None) == 0
-    assert capsys.readouterr().out.split() == ["NAMESPACE", "NAME", "AGE", "other", "w1", "<unknown>"]
+    assert capsys.readouterr().out.split() == ["NAMESPACE", "NAME", "CREATED", "AT", "other", "w1", "<unknown>"]
     with pytest.raises(PluginError, match='resource type "gadgets"'):
         await get_command(parent(("widgets", WIDGET)), "gadgets", (), True, None)
 

@@ -266,13 +266,14 @@ def test_server_table_namespace_and_wide_columns() -> None:
 
 
 def test_template_table() -> None:
-    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    """Clusternet's columns (the overview: `kubectl clusternet get ns` prints NAME, CREATED AT)."""
     manifests = [{"metadata": {"name": "deployments.foo.my-nginx", "creationTimestamp": "2024-01-01T11:54:00Z"},
                   "template": {"metadata": {"name": "my-nginx", "namespace": "foo"}}}]
-    assert template_table(manifests, all_namespaces=False, wide=False, now=now).splitlines() == [
-        "NAME       AGE", "my-nginx   6m"]
-    assert template_table(manifests, all_namespaces=True, wide=True, now=now).splitlines() == [
-        "NAMESPACE   NAME       AGE   MANIFEST", "foo         my-nginx   6m    deployments.foo.my-nginx"]
+    assert template_table(manifests, all_namespaces=False, wide=False).splitlines() == [
+        "NAME       CREATED AT", "my-nginx   2024-01-01T11:54:00Z"]
+    assert template_table(manifests, all_namespaces=True, wide=True).splitlines() == [
+        "NAMESPACE   NAME       CREATED AT             MANIFEST",
+        "foo         my-nginx   2024-01-01T11:54:00Z   deployments.foo.my-nginx"]
 
 
 def test_dump_single_and_list() -> None:

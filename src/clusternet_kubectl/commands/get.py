@@ -1,4 +1,6 @@
-"""`get`: Clusternet objects with the server's printer columns; templates as NAME, AGE (MANIFEST with -o wide).
+"""`get`: Clusternet objects with the server's printer columns; templates as NAME, CREATED AT (MANIFEST with -o
+wide), Clusternet's columns: its shadow API answers with the API server's default table, whose one column after
+the name is the creation timestamp as written (not an age).
 
 Like kubectl's: `-l` (on templates, their own labels), `-o yaml|json|name|wide|jsonpath=|jsonpath-file=|
 custom-columns=` with kubectl's output shapes (a `kind: List` for several objects, `deployment.apps/x` names,
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from clusternet_api.kube import ApiException, Kube, Obj, status_error
 from clusternet_kubectl.errors import PluginError, api_error
 from clusternet_kubectl.resources import MANIFEST, Resource, object_type_name
 from clusternet_kubectl.session import Session
-from clusternet_kubectl.tables import age, format_table, server_table
+from clusternet_kubectl.tables import format_table, server_table
 from clusternet_kubectl.templates import (
     Kind,
     kind_and_names,
@@ -134,14 +135,13 @@ def print_objects(objects: list[Obj], output: str, names: Sequence[str], type_of
         click.echo(text, nl=not output.startswith("jsonpath"))
 
 
-def template_table(manifests: Sequence[Mapping[str, Any]], *, all_namespaces: bool, wide: bool,
-                   now: datetime | None = None) -> str:
-    """NAME, AGE (NAMESPACE first with -A; MANIFEST last with -o wide) for templates."""
-    headers = (["Namespace"] if all_namespaces else []) + ["Name", "Age"] + (["Manifest"] if wide else [])
+def template_table(manifests: Sequence[Mapping[str, Any]], *, all_namespaces: bool, wide: bool) -> str:
+    """NAME, CREATED AT (NAMESPACE first with -A; MANIFEST last with -o wide) for templates."""
+    headers = (["Namespace"] if all_namespaces else []) + ["Name", "Created At"] + (["Manifest"] if wide else [])
     rows = []
     for m in manifests:
         row = [template_namespace(m)] if all_namespaces else []
-        row += [template_name(m), age((m.get("metadata") or {}).get("creationTimestamp"), now)]
+        row += [template_name(m), (m.get("metadata") or {}).get("creationTimestamp") or "<unknown>"]
         if wide:
             row.append((m.get("metadata") or {}).get("name", ""))
         rows.append(row)
