@@ -392,7 +392,10 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                 election = opts.leader_election
                 readiness.standby = f"waiting for Lease {election.resource_namespace}/{election.resource_name}"
             async with lease_client(child_creds, "clusternet-agent") as leases:
-                await run_while_leading(LeaderElector(leases, opts.leader_election), stop, work)
+                elector = LeaderElector(leases, opts.leader_election)
+                if readiness is not None:
+                    readiness.standby_unreachable = lambda: elector.unreachable
+                await run_while_leading(elector, stop, work)
         else:
             await work()
 

@@ -4,7 +4,8 @@
 stricter and says why it fails: the agent must be registered, its last status report to the parent must be
 younger than 3 x the report period (the same grace the hub gives it before marking the cluster Unknown),
 and, with SocketConnection on, its tunnel must be up. A replica waiting for the agent's Lease is ready
-(`ok: standby, ...`): it is there to take over, and a Deployment of 3 would otherwise never be Available.
+(`ok: standby, ...`): it is there to take over, and a Deployment of 3 would otherwise never be Available; unless
+its last attempt to read the Lease failed, since it could not take over then.
 Clusternet's agent serves only `/healthz` and always answers ok there, so an agent that cannot reach its parent
 looks healthy; ours tells Kubernetes (and the person reading `kubectl describe pod`) what is wrong.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -60,6 +62,10 @@ class Readiness:
     """Set while this replica waits for the agent's Lease (what it waits for): such a replica is ready, as a
     standby hub replica is, so that a Deployment of several agent replicas (Clusternet's chart runs 3) is
     Available and rolls out; only the holder's readiness says whether the cluster is served."""
+    standby_unreachable: Callable[[], str | None] | None = None
+    """Why this standby could not take over now (its last attempt to read the Lease failed: the child's API
+    server out of its reach), None when it could. A standby that could not is not ready: a replica on a node cut
+    off from the API server would otherwise look like a working spare."""
 
     def reported(self) -> None:
         self.last_report = time.monotonic()
@@ -71,11 +77,12 @@ class Readiness:
         tunnel_up.set(1 if up else 0)
 
     def problems(self, now: float | None = None) -> list[str]:
-        """Why the agent is not ready; empty when it is (a standby always is)."""
+        """Why the agent is not ready; empty when it is (a standby is unless it cannot reach the Lease)."""
         now = time.monotonic() if now is None else now
         found: list[str] = []
         if self.standby is not None:
-            return found
+            why = self.standby_unreachable() if self.standby_unreachable is not None else None
+            return [f"standby that could not take over: {why}"] if why else found
         if not self.registered:
             found.append("not registered with the parent yet")
         elif self.last_report is None:

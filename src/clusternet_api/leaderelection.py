@@ -123,6 +123,9 @@ class LeaderElector:
         self._lease: Obj | None = None  # the Lease as last read or written
         self._renewed_at = 0.0  # local clock when our last successful write of the Lease was sent
         self.leading = False
+        self.unreachable: str | None = None
+        """Why the last attempt to acquire failed (None: it read the Lease): a standby that cannot reach the API
+        server could not take over, which its readiness says (clusternet_agent.probes)."""
 
     @property
     def path(self) -> str:
@@ -215,13 +218,17 @@ class LeaderElector:
                 # one attempt at most a renew deadline, as kube-controller-manager's leader-election client's
                 # timeout: a request hung on a dead connection does not hold the standby for minutes
                 async with asyncio.timeout(self.config.renew_deadline):
-                    if await self.try_acquire_or_renew():
-                        return True
+                    acquired = await self.try_acquire_or_renew()
+                self.unreachable = None
+                if acquired:
+                    return True
             except ApiException as e:
-                log.warning("leader election: reading Lease %s/%s failed: %s", self.config.resource_namespace,
-                            self.config.resource_name, e)
+                self.unreachable = f"reading Lease {self.config.resource_namespace}/{self.config.resource_name} " \
+                                   f"failed: {e}"
+                log.warning("leader election: %s", self.unreachable)
             except FAILED_ATTEMPT as e:
-                log.warning("leader election: API server out of reach: %s", error_text(e))
+                self.unreachable = f"API server out of reach: {error_text(e)}"
+                log.warning("leader election: %s", self.unreachable)
             if stop is None:
                 await asyncio.sleep(self._jittered())
             else:

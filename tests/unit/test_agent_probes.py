@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import click
@@ -82,3 +83,35 @@ def test_every_upstream_agent_flag_has_a_reason() -> None:
     assert {"use-metrics-server", "predictor-port"} <= {f.name for f in INERT_FLAGS}
     # leader election and client limits are acted on now (clusternet_api.componentflags)
     assert not {"leader-elect", "kube-api-qps", "kube-api-burst"} & {f.name for f in INERT_FLAGS}
+
+
+async def test_a_standby_that_cannot_read_the_lease_is_not_ready_until_it_can() -> None:
+    """A spare on a node cut off from the child's API server could not take over: it says so instead of looking
+    ready. Through the real elector and client, against an API server answering 500, then serving again."""
+    from clusternet_api.leaderelection import LeaderElector
+    from tests.unit.test_leaderelection import CONFIG, LeaseAPI, lease_api
+
+    api = LeaseAPI()
+    async with lease_api(api) as kube:
+        holder, standby = LeaderElector(kube, CONFIG, "holder"), LeaderElector(kube, CONFIG, "standby")
+        assert await holder.try_acquire_or_renew()
+        holding = asyncio.create_task(holder.hold())  # renewing: the standby never takes over here
+        r = Readiness(report_period=10, standby="waiting for Lease clusternet-system/clusternet-hub",
+                      standby_unreachable=lambda: standby.unreachable)
+        stop = asyncio.Event()
+        api.down = True
+        waiting = asyncio.create_task(standby.acquire(stop))
+        try:
+            await asyncio.sleep(CONFIG.retry_period * 3)
+            problems = r.problems()
+            assert len(problems) == 1 and problems[0].startswith(
+                "standby that could not take over: reading Lease clusternet-system/clusternet-hub failed: ")
+            assert "500" in problems[0]
+            api.down = False
+            await asyncio.sleep(CONFIG.retry_period * 3)
+            assert r.problems() == []
+        finally:
+            stop.set()
+            assert await waiting is False
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
