@@ -129,6 +129,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             finally:  # fencing: leadership lost cancels this first, so nothing of ours writes afterwards
                 for task in controllers:
                     task.cancel()
+                kopfhooks.install()  # no later kopf in this process waits for this controller's prime
 
         try:
             if options.leader_election.enabled:

@@ -18,17 +18,19 @@ DeletedFinalStateUnknown for what it lacks; kopf keeps no such store. The same w
 stream delivered of each object, per watch stream (resource and namespace). When a listing ends (kopf's
 Bookmark.LISTED) every object it did not list is given to kopf as a DELETED event with that last body, as if the
 watch had seen the deletion, so every consumer (kopf's own memory of the object, the hub's event handlers:
-track_cluster, the controller's store) forgets it the way a real deletion makes it. The record is the stream's own,
-not the hub's caches: those also hold write responses and the controller's first LIST, which may be newer than the
-listing (an object created after its snapshot), and must not be called deleted. A listing that fails before its
-end deletes nothing; the next one decides.
+track_cluster, the controller's store) forgets it the way a real deletion makes it. A re-list compares with the
+stream's own record, not the hub's caches: those also hold write responses made while the stream was down, which
+may be newer than the listing (an object created after its snapshot), and must not be called deleted. A listing
+that fails before its end deletes nothing; the next one decides.
 
 The first listing compares with what the deployment controller listed before it (Store.prime): each watch of a
 kind the controller caches starts only once prime has listed that kind, so that LIST is the older, and an object
 it returned that the watch's first listing lacks was deleted in between, which neither the listing nor the watch
 after it would ever say (review 6, left undone in stop 28). What the caches hold then is all older than the
-watch's LIST (prime's objects, the hub's earlier write responses); what comes later is not compared. Without a
-seed (the unit tests), the first listing has nothing to compare with and deletes nothing.
+watch's LIST (prime's objects, the hub's earlier write responses); what comes later is not compared. Prime lists
+each kind on its own, so one whose LIST keeps failing holds back its own watch alone (with a warning after
+Store.SEED_WAIT_WARNING). Without a seed (the unit tests), the first listing has nothing to compare with and
+deletes nothing.
 Objects being deleted but held by a finalizer (the hub's, on Subscriptions, Descriptions, HelmReleases) are still
 listed, so they never count as gone. The record costs little: it holds the bodies kopf parsed, whose contents
 the hub's caches share (its handlers store `dict(body)`, a shallow copy). A periodic LIST of every cached kind
@@ -89,18 +91,20 @@ async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
     listing, a DELETED event for each object the stream delivered before that the listing lacks."""
     resource = kwargs.get("resource")
     delivered, first = _stream_record(resource, kwargs.get("namespace"))
+    namespace = kwargs.get("namespace")
     if first and _seed is not None and resource is not None:
-        # what the controller listed before this watch lists: the comparison a re-list makes, made with it
-        delivered.update((key_of(obj), obj) for obj in await _seed(resource.group, resource.plural))
+        # what the controller listed before this watch lists: the comparison a re-list makes, made with it (only
+        # what this stream covers: the hub's watches are cluster-wide and without selectors, which it assumes)
+        delivered.update((key_of(obj), obj) for obj in await _seed(resource.group, resource.plural)
+                         if namespace is None or obj["metadata"].get("namespace") == namespace)
     listed: set[ObjectKey] = set()  # each call of kopf's starts with a listing (or an initial streaming)
     try:
         async for event in _kopf_continuous_watch(**kwargs):
             if event is watching.Bookmark.LISTED:
                 gone = [key for key in delivered if key not in listed]
                 if gone:
-                    log.info("%d of %s gone %s (not in its listing): handled as deleted", len(gone), resource,
-                             "since the hub's first LIST" if first else "while the watch was down")
-                first = False
+                    log.info("%d of %s no longer exist (not in the watch's new listing): handled as deleted",
+                             len(gone), resource)
                 for key in gone:
                     yield {"type": "DELETED", "object": delivered.pop(key)}
             elif isinstance(event, dict) and isinstance(event.get("object"), dict) and event.get("type") in (

@@ -229,3 +229,42 @@ async def test_a_retried_prime_does_not_list_again_what_its_watch_may_already_fo
     assert store.caches.clusters == {}
     assert listed.count("ManagedCluster") == 1 and listed.count("Description") == 2
     assert await asyncio.wait_for(store.seed(known.APPS_GROUP, "helmreleases"), 1) == []
+
+
+async def test_a_kind_whose_listing_fails_holds_back_its_own_watch_alone(caplog: pytest.LogCaptureFixture,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of the seed: prime stopped at the first failing kind, so every watch after it waited, silently."""
+    from clusternet_hub.controller import store as store_module
+
+    monkeypatch.setattr(store_module, "SEED_WAIT_WARNING", 0.05)
+    kube = FakeKube(obj("a"))
+    fake_list = kube.list
+
+    async def list_(api_version: str, kind: str, namespace: str | None = None, **kw: Any) -> list[Obj]:
+        if kind == "Manifest":
+            raise ApiException(403, "manifests is forbidden")
+        return await fake_list(api_version, kind, namespace, **kw)
+
+    kube.list = list_  # type: ignore[method-assign]
+    store = Store({})
+    with pytest.raises(PrimeFailed, match="listing Manifest"):
+        await store.prime(kube)
+    assert await asyncio.wait_for(store.seed(known.APPS_GROUP, "helmreleases"), 1) == []  # listed after it
+    assert [o["metadata"]["name"] for o in await store.seed(known.CLUSTERS_GROUP, "managedclusters")] == ["a"]
+    held = asyncio.create_task(store.seed(known.APPS_GROUP, "manifests"))
+    await asyncio.sleep(0.2)
+    assert not held.done() and "waits for the deployment controller's first LIST" in caplog.text
+    held.cancel()
+
+
+def test_a_manifest_outside_the_reserved_namespace_is_no_template() -> None:
+    """The cache is by name: one elsewhere used to replace (or, deleted, remove) the real template of that name."""
+    store = Store({})
+    real = {"apiVersion": known.APPS_API_VERSION, "kind": "Manifest", "template": {"kind": "ConfigMap"},
+            "metadata": {"name": "configmaps.default.cfg", "namespace": known.RESERVED_NAMESPACE, "uid": "m"}}
+    stray = {**real, "template": {"kind": "Secret"}, "metadata": {**real["metadata"], "namespace": "team-a",
+                                                                   "uid": "x"}}
+    store.on_manifest("MODIFIED", real)
+    store.on_manifest("MODIFIED", stray)
+    store.on_manifest("DELETED", stray)
+    assert store.caches.manifests == {"configmaps.default.cfg": real} and "x" not in store.deleted_manifests

@@ -148,7 +148,7 @@ async def test_the_hubs_leader_and_peer_leases_do_not_queue_behind_kopfs_resume_
         monkeypatch.setattr(cli, "Peers", Peers)
         monkeypatch.setattr(cli, "Controller", Controller)
         monkeypatch.setattr(cli, "background", forever)
-        monkeypatch.setattr(kopfhooks, "install", lambda seed: None)
+        monkeypatch.setattr(kopfhooks, "install", lambda seed=None: None)
         monkeypatch.setattr(cli.kopf, "operator", operator)
         options = HubOptions(leader_election=CONFIG, kube_api_qps=QPS, kube_api_burst=BURST,
                              peers=PeerConfig(0, "127.0.0.1", "token"))

@@ -8,6 +8,7 @@ event missed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -27,6 +28,7 @@ a HelmRelease in a cluster the hub deploys to; stray: tell a Localization outsid
 that it applies to nothing; invalid: tell a Globalization (key ("", name)) why it cannot be evaluated."""
 WorkKey = tuple[Work, str, str]
 K = TypeVar("K")
+log = logging.getLogger(__name__)
 
 
 # What a push to a cluster whose agent reports useSocket says while its tunnel is down (controller/pusher.py,
@@ -48,6 +50,8 @@ PRIMED: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("HelmChart", known.APPS_API_VERSION, "helmcharts", "helmcharts", None),
     ("HelmRelease", known.APPS_API_VERSION, "helmreleases", "helmreleases", None))
 _PRIMED_GROUPS = {(api_version.split("/")[0], plural) for _, api_version, plural, _, _ in PRIMED}
+# A watch held this long by a failing first LIST says so (prime's own retries back off to 30 s, each a warning).
+SEED_WAIT_WARNING = 30.0
 _BY_NAME = {"manifests", "globalizations"}  # Caches fields keyed by name alone (one namespace, cluster-scoped)
 
 # Deleted Manifests remembered for catch-up LISTs (a few seconds' worth is what matters; 64 bytes each).
@@ -80,16 +84,26 @@ class Store:
 
         Without this, a restarted hub would reconcile Subscriptions before the watch streams had
         reported the ManagedClusters, see no cluster bound, and remove every Base it had created.
-        A kind listed once is not listed again when a later one fails and prime is retried: its watch may
-        have started (`seed`), and a listing older than its events must not put back what they removed.
+        Each kind is listed on its own: one that fails (its CRD not served yet) does not hold back the others,
+        whose watches wait for their listing (`seed`); PrimeFailed names every kind that failed. A kind listed
+        once is not listed again when prime is retried: its watch may have started, and a listing older than its
+        events must not put back what they removed.
         """
+        failed: list[str] = []
         for kind, api_version, plural, field, namespace in PRIMED:
             if self._primed[plural].is_set():
                 continue
+            try:
+                listed = await _listed(kube, api_version, kind, namespace)
+            except PrimeFailed as e:
+                failed.append(str(e))
+                continue
             cache: dict[Any, Obj] = getattr(self.caches, field)
-            for obj in await _listed(kube, api_version, kind, namespace):
+            for obj in listed:
                 cache.setdefault(_cache_key(field, obj), obj)
             self._primed[plural].set()
+        if failed:
+            raise PrimeFailed("; ".join(failed))
         self.enqueue_subscriptions()
         for key in self.caches.helmcharts:
             self.enqueue("chart", key)
@@ -101,7 +115,14 @@ class Store:
         the listing nor the watch after it has an event for it. [] for a kind the caches do not hold."""
         if (group, plural) not in _PRIMED_GROUPS:
             return []
-        await self._primed[plural].wait()
+        primed = self._primed[plural]
+        try:
+            async with asyncio.timeout(SEED_WAIT_WARNING):
+                await primed.wait()
+        except TimeoutError:
+            log.warning("the hub's watch of %s waits for the deployment controller's first LIST of them (failing: "
+                        "see its warnings); nothing of them is handled until it succeeds", plural)
+            await primed.wait()
         field = next(f for _, _, p, f, _ in PRIMED if p == plural)
         return list(getattr(self.caches, field).values())
 
@@ -118,6 +139,9 @@ class Store:
             self.enqueue("sub", key)
 
     def on_manifest(self, event: str, manifest: Obj) -> None:
+        """Templates live in the reserved namespace alone (the cache is by name): a Manifest elsewhere is none."""
+        if manifest["metadata"].get("namespace") != known.RESERVED_NAMESPACE:
+            return
         name = manifest["metadata"]["name"]
         if event == "DELETED":
             self.caches.manifests.pop(name, None)
