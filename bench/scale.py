@@ -78,14 +78,13 @@ from common import (
 )
 from feeds import DIRECT_CONCURRENCY, apply_in_order, feed_of, moved, run_plugin, write_feed_dir
 from measure import bounded, cpu_accounting, cpu_seconds, plane_pids, request_counts, start_profile, stop_profile
-from scalefaults import final_checks, outage, storm
+from scalefaults import final_checks, hub_restart, outage, storm
 from scalefleet import AGENTS_PER_WORKER, Worker, agent_namespace, all_workers, rss_kb, seed_agents
 from scalereport import SizeResult, p, report, s
 from scalerun import (
     APPS,
     BUSY_MARGIN,
     FEEDS,
-    GLOBALIZATION,
     SUB,
     WARMUP,
     Run,
@@ -93,6 +92,7 @@ from scalerun import (
     app_objects,
     deployed_gen,
     globalization,
+    override_to,
     settle,
 )
 from scalewatch import Cluster, Watcher, created_despite_overload, tunnels_held
@@ -314,30 +314,13 @@ async def propagate(r: Run) -> None:
 
 async def change_override(r: Run) -> None:
     """3. Override change: the Globalization's value changes; until every Description is re-applied."""
-    n, args, pk, ck, hub_pid, watcher = r.n, r.args, r.pk, r.ck, r.hub_pid, r.watcher
-    res, live, objects = r.res, r.live, r.objects
-    await settle(args.settle)
-    before = {c.namespace: watcher.descs[c.namespace].generation for c in live if c.namespace in watcher.descs}
-    wanted = {ns: g + 1 for ns, g in before.items()}
+    res = r.res
+    await settle(r.args.settle)
     print("  override change: the Globalization's value 1 -> 2 ...", flush=True)
-    t_ov = time.monotonic()
-    await pk.patch(APPS, "Globalization", GLOBALIZATION, {"spec": globalization(objects, "2")["spec"]})
-    try:
-        await watcher.until(lambda: deployed_gen(r, wanted) == len(wanted), max(180.0, n * 1.0),
-                            "all re-applied", lambda: f"({deployed_gen(r, wanted)}/{len(wanted)})")
-    except TimeoutError as e:
-        res.notes.append(str(e))
-    res.override = [min(t for g, t in st.success_at.items() if g >= wanted[ns]) - t_ov
-                    for ns, st in watcher.descs.items() if ns in wanted
-                    and any(g >= wanted[ns] for g in st.success_at)]
-    sample = live[:: max(1, len(live) // 10)]
-    versions = [((await ck.get("v1", "ConfigMap", "config", app_namespace(c.index))) or {}).get("data", {})
-                .get("version") for c in sample]
-    res.override_checked = f"{sum(v == '2' for v in versions)}/{len(versions)} sampled ConfigMaps in the child " \
-                           "say version 2"
-    print(f"    {len(res.override)}/{len(wanted)} re-applied; P50 {s(p(res.override, 50))}, "
+    res.override, res.override_checked = await override_to(r, "2")
+    print(f"    {len(res.override)}/{len(r.live)} re-applied; P50 {s(p(res.override, 50))}, "
           f"all {s(max(res.override) if res.override else None)}; {res.override_checked}", flush=True)
-    res.rss_phases["override re-applied"] = rss_kb(hub_pid) / 1024
+    res.rss_phases["override re-applied"] = rss_kb(r.hub_pid) / 1024
     if r.spy is not None:
         res.profile = await stop_profile(r.spy)
 
@@ -408,7 +391,7 @@ async def run_size(n: int, args: argparse.Namespace, parent: ControlPlane, child
             res.profile_window = "registration to override"
         r.cpu_hub_0 = cpu_seconds(r.hub_pid)
         res.hub_idle_mb = rss_kb(r.hub_pid) / 1024
-        for phase in (register, propagate, change_override, steady_state, outage, storm, final_checks):
+        for phase in (register, propagate, change_override, steady_state, outage, storm, final_checks, hub_restart):
             await phase(r)
         await all_workers(workers, "exit")
         await watcher.stop()

@@ -1,5 +1,6 @@
-"""bench/scale.py's last phases: a 10 % agent outage and return, a reconnect storm, and the checks over the
-whole run (no live cluster ever left Ready, exactly one Description per cluster)."""
+"""bench/scale.py's last phases: a 10 % agent outage and return, a reconnect storm, the checks over the whole
+run (no live cluster ever left Ready, exactly one Description per cluster), then the hub killed and started
+again."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import asyncio
 import time
 
 from clusternet_api import known
-from measure import cpu_seconds
+from common import Hub
+from measure import cpu_seconds, request_counts
 from scalefleet import all_workers, rss_kb
 from scalereport import p, s
-from scalerun import APPS, SUB, WARMUP, Run, app_namespace, settle
-from scalewatch import DescState, tunnels_held
+from scalerun import APPS, SUB, WARMUP, Run, app_namespace, override_to, settle
+from scalewatch import DescState, hub_healthy, tunnels_held
 
 
 async def outage(r: Run) -> None:
@@ -110,3 +112,79 @@ async def final_checks(r: Run) -> None:
     if watcher.relists:
         res.notes.append(f"the bench's watches were re-listed {watcher.relists} time(s)")
     res.notes.append(f"hub CPU over the whole round: {cpu_seconds(hub_pid) - cpu_hub_0:.1f} s")
+
+
+async def hub_restart(r: Run) -> None:
+    """7. The hub is killed (SIGKILL: no Lease released, no tunnel closed) and started again with the same flags,
+    as a crashed pod's container restarts: how long until it serves, leads (with --leader-elect: once the dead
+    process's Lease expires), holds every tunnel again and re-applies an override change everywhere. Meanwhile
+    no live cluster may leave Ready and nothing deployed may be replaced (the UIDs of every Description and of
+    every deployed ConfigMap compared). A new leader resumes every approved registration at once: the burst that
+    starved its Lease renewals (review 6, finding 1) happens here at N clusters."""
+    n, args, hub, res, live = r.n, r.args, r.hub, r.res, r.live
+    assert hub.proc.proc is not None
+    await settle(args.settle)
+    descs = await description_uids(r)
+    config_maps = await config_map_uids(r)
+    log_from = len(hub.proc.output)
+    counts = [await request_counts(r.pk)]
+    print(f"  hub restart: SIGKILL, then the same process started again, {n} clusters ...", flush=True)
+    t_kill = time.monotonic()
+    await asyncio.to_thread(hub.proc.kill)
+    hub.proc.start()
+    assert hub.proc.proc is not None
+    r.hub_pid = hub.proc.proc.pid
+    res.restart_serving_s = await hub_healthy(hub, t_kill, 120.0)
+    res.restart_tunnels_s = await tunnels_held(hub, len(live) + WARMUP, t_kill, max(180.0, n * 0.5))
+    res.restart_leading_s = await logged(hub, log_from, "acquired Lease", t_kill, 60.0) \
+        if any(a.startswith("--leader-elect=true") or a == "--leader-elect" for a in hub.proc.args) else None
+    counts.append(await request_counts(r.pk))
+    await settle(args.settle)
+    res.restart_override, checked = await override_to(r, "3")
+    counts.append(await request_counts(r.pk))
+    for (label, a, b) in (("until it led", counts[0], counts[1]), ("from then to the override re-applied",
+                                                                    counts[1], counts[2])):
+        delta = b - a
+        res.notes.append(f"parent requests after the hub's restart, {label}: {sum(delta.values())} ("
+                         + ", ".join(f"{k} {v}" for k, v in delta.most_common(6)) + ")")
+    problems = []
+    after = await description_uids(r)
+    if after != descs:
+        problems.append(f"Descriptions replaced or added: {len(set(after.items()) ^ set(descs.items()))} differ")
+    replaced = sum(1 for ns, uid in (await config_map_uids(r)).items() if config_maps.get(ns) != uid)
+    if replaced or len(config_maps) != len(live):
+        problems.append(f"{replaced} of {len(config_maps)} deployed ConfigMaps replaced")
+    left = sum(1 for c in live for (t, _) in c.not_ready if t >= t_kill)
+    if left:
+        problems.append(f"{left} times a live cluster left Ready")
+    lost = hub.proc.output[log_from:].count("leaderelection lost")
+    if lost or not hub.proc.running():
+        problems.append(f"the new hub lost its Lease {lost} time(s)" + ("" if hub.proc.running() else " and exited"))
+    res.restart_ok = "; ".join(problems) or (
+        f"every Description ({len(descs)}) and deployed ConfigMap ({len(config_maps)}) kept its UID, no live "
+        f"cluster left Ready, {checked}" + ("" if res.restart_leading_s is None else ", the Lease held throughout"))
+    print(f"    serving after {s(res.restart_serving_s)}, leading after {s(res.restart_leading_s)}, all tunnels "
+          f"after {s(res.restart_tunnels_s)}; override re-applied P50 {s(p(res.restart_override, 50))}, all "
+          f"{s(max(res.restart_override) if res.restart_override else None)}; {res.restart_ok}", flush=True)
+
+
+async def description_uids(r: Run) -> dict[str, str]:
+    listed = await r.pk.list(APPS, "Description", label_selector=f"{known.LABEL_SUBS_NAME}={SUB}")
+    return {f"{d['metadata']['namespace']}/{d['metadata']['name']}": d["metadata"]["uid"] for d in listed}
+
+
+async def config_map_uids(r: Run) -> dict[str, str]:
+    """The deployed ConfigMap of every live cluster, by namespace (one LIST of the child)."""
+    wanted = {app_namespace(c.index) for c in r.live}
+    return {cm["metadata"]["namespace"]: cm["metadata"]["uid"] for cm in await r.ck.list("v1", "ConfigMap")
+            if cm["metadata"]["name"] == "config" and cm["metadata"]["namespace"] in wanted}
+
+
+async def logged(hub: Hub, offset: int, text: str, since: float, limit_s: float) -> float | None:
+    """Seconds from `since` until the hub's log shows `text` after `offset`."""
+    deadline = since + limit_s
+    while time.monotonic() < deadline:
+        if text in hub.proc.output[offset:]:
+            return time.monotonic() - since
+        await asyncio.sleep(0.25)
+    return None

@@ -43,6 +43,11 @@ class SizeResult:
     storm_conditions_s: float | None = None
     storm_dropped: int = 0
     live_not_ready: int = 0
+    restart_serving_s: float | None = None  # hub killed and started again (scalefaults.hub_restart)
+    restart_leading_s: float | None = None
+    restart_tunnels_s: float | None = None
+    restart_override: list[float] = field(default_factory=list)
+    restart_ok: str = ""
     desc_problems: str = ""
     notes: list[str] = field(default_factory=list)
     profile: list[tuple[str, float]] = field(default_factory=list)
@@ -75,8 +80,9 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
              "| N | load at start | registration P50 / P99 (Ready/N) | propagation P50 / P99 / all | direct before / "
              "after (load) | ratio | override → all re-applied P50 / all | hub RSS (peak) | hub CPU per cluster "
              "per min | parent heartbeat req per cluster per min (all) | 10 % outage: back P50 / all | reconnect "
-             "storm: tunnels / conditions | live ever not Ready | Descriptions |",
-             "|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "storm: tunnels / conditions | live ever not Ready | Descriptions | hub killed: serving / leading / "
+             "all tunnels / override re-applied |",
+             "|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         valid = [t for _, t, _, ok in r.direct if ok]
         top = max(r.prop) if r.prop else None
@@ -90,7 +96,9 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
             f"{r.hub_cpu_per_cluster_min * 1000:.1f} ms | {r.parent_heartbeat_per_cluster_min:.2f} "
             f"({r.parent_total_per_cluster_min:.2f}) | {s(p(r.outage_return, 50))} / "
             f"{s(max(r.outage_return) if r.outage_return else None)} | {s(r.storm_tunnels_s)} / "
-            f"{s(r.storm_conditions_s)} | {r.live_not_ready} | {r.desc_problems} |")
+            f"{s(r.storm_conditions_s)} | {r.live_not_ready} | {r.desc_problems} | {s(r.restart_serving_s)} / "
+            f"{s(r.restart_leading_s)} / {s(r.restart_tunnels_s)} / "
+            f"{s(max(r.restart_override) if r.restart_override else None)} |")
     lines += ["", "Targets:", ""]
     for r in results:
         valid = [t for _, t, _, ok in r.direct if ok]
@@ -102,7 +110,10 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
             f"* N={r.n}: propagation ≤ {TARGET_RATIO:g}x direct (time to all against the faster valid direct run): "
             f"{verdict(None if ratio is None else ratio <= TARGET_RATIO)}; live clusters never left Ready: "
             f"{verdict(r.live_not_ready == 0)}; one Description per cluster: "
-            f"{verdict(r.desc_problems.endswith('0 lost, 0 duplicated'))}; hub RSS {r.hub_idle_mb:.0f} MB idle, "
+            f"{verdict(r.desc_problems.endswith('0 lost, 0 duplicated'))}; hub killed and restarted, nothing "
+            f"replaced and no live cluster left Ready: "
+            f"{verdict(r.restart_ok.startswith('every') if r.restart_ok else None)}; "
+            f"hub RSS {r.hub_idle_mb:.0f} MB idle, "
             f"{r.hub_rss_mb:.0f} MB at steady state ({per_cluster * 1000:.0f} kB per cluster), peak "
             f"{r.hub_peak_mb:.0f} MB: "
             + (f"≤ {TARGET_RSS_MB:g} MB at 1,000: {verdict(r.hub_peak_mb <= TARGET_RSS_MB)}" if r.n >= 1000 else
@@ -117,7 +128,8 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
                      + ", ".join(f"{k} {v:.0f} MB" for k, v in r.rss_phases.items())
                      + f"; all tunnels up "
                      f"{s(r.tunnels_up_s)} after the start; override: {r.override_checked}; outage of {r.outage_n}: "
-                     f"{r.outage_ok}; storm cut {r.storm_dropped} connections; steady state {r.steady_s:.0f} s: hub "
+                     f"{r.outage_ok}; storm cut {r.storm_dropped} connections; hub restart: "
+                     f"{r.restart_ok or 'not run'}; steady state {r.steady_s:.0f} s: hub "
                      f"{r.hub_cpu_s:.1f} CPU-s, workers' RSS {r.worker_rss_mb:.0f} MB; parent requests in that window: "
                      + ", ".join(f"{k} {v}" for k, v in r.parent_requests.items())
                      + "".join(f"; {note}" for note in r.notes) + ".")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,3 +91,25 @@ def deployed_gen(r: Run, min_gen: dict[str, int]) -> int:
     """Live clusters whose Description was Success for at least the generation `min_gen` names (default 1)."""
     return sum(any(g >= min_gen.get(c.namespace, 1) for g in r.watcher.descs.get(c.namespace, DescState())
                    .success_at) for c in r.live)
+
+
+async def override_to(r: Run, version: str) -> tuple[list[float], str]:
+    """Set the Globalization's value to `version`: seconds until each Description is Success for its new
+    generation, and what a sample of the child's ConfigMaps say."""
+    n, pk, ck, watcher, live = r.n, r.pk, r.ck, r.watcher, r.live
+    before = {c.namespace: watcher.descs[c.namespace].generation for c in live if c.namespace in watcher.descs}
+    wanted = {ns: g + 1 for ns, g in before.items()}
+    t_ov = time.monotonic()
+    await pk.patch(APPS, "Globalization", GLOBALIZATION, {"spec": globalization(r.objects, version)["spec"]})
+    try:
+        await watcher.until(lambda: deployed_gen(r, wanted) == len(wanted), max(180.0, n * 1.0),
+                            "all re-applied", lambda: f"({deployed_gen(r, wanted)}/{len(wanted)})")
+    except TimeoutError as e:
+        r.res.notes.append(str(e))
+    times = [min(t for g, t in st.success_at.items() if g >= wanted[ns]) - t_ov
+             for ns, st in watcher.descs.items() if ns in wanted and any(g >= wanted[ns] for g in st.success_at)]
+    sample = live[:: max(1, len(live) // 10)]
+    versions = [((await ck.get("v1", "ConfigMap", "config", app_namespace(c.index))) or {}).get("data", {})
+                .get("version") for c in sample]
+    return times, f"{sum(v == version for v in versions)}/{len(versions)} sampled ConfigMaps in the child say " \
+                  f"version {version}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
-from common import Hub
+from common import Hub, https_status
 
 APPS = known.APPS_API_VERSION
 CLUSTERS = known.CLUSTERS_API_VERSION
@@ -213,4 +213,15 @@ async def tunnels_held(hub: Hub, n: int, since: float, limit_s: float) -> float 
             if held is not None and held >= n:
                 return time.monotonic() - since
         await asyncio.sleep(0.25)
+    return None
+
+
+async def hub_healthy(hub: Hub, since: float, limit_s: float) -> float | None:
+    """Seconds from `since` until the hub's /healthz answers 200."""
+    deadline = since + limit_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if await asyncio.to_thread(https_status, f"{hub.url}/healthz", hub.ca) == 200:
+                return time.monotonic() - since
+        await asyncio.sleep(0.1)
     return None
