@@ -230,20 +230,36 @@ def pinned(crr: Obj) -> Obj:
 
 
 async def refresh_rbac(kube: Kube, crr: Obj) -> None:
-    """Re-apply an approved child's RBAC as this hub version writes it, so a hub upgrade that narrows it (or
-    a Role edited by hand) takes effect at hub start, not only at the next token refresh; and drop token
-    Secrets its agent could read (drop_token_secrets).
+    """Re-apply an approved child's RBAC as this hub version writes it, so a hub upgrade that narrows it takes
+    effect at hub start, not only at the next token refresh; and drop token Secrets its agent could read
+    (drop_token_secrets).
 
-    At most APPROVALS_AT_ONCE at a time, with the approvals: kopf resumes every approved request at once when a
-    leader starts, ~6 requests each, and a thousand clusters queued 6,000 requests in the client's limiter in
-    front of every approval and tunnel authorisation (review 6)."""
+    Only when the RBAC this hub writes differs from what was last applied (status.rbacDigest): kopf resumes every
+    approved request when a leader starts, and doing all of it each time cost ~10 requests per cluster at every
+    leader change (1,070 at 100 clusters in bench/scale.py's restart, where they slowed the new leader's first
+    rollout 3.4 times; 10,000 at 1,000). A Role edited by hand and a token Secret created since are then dealt
+    with at the cluster's next token refresh (half the token lifetime), which does all of it again regardless.
+
+    At most APPROVALS_AT_ONCE at a time, with the approvals: a thousand resumed clusters queued 6,000 requests in
+    the client's limiter in front of every approval and tunnel authorisation (review 6)."""
     status = crr.get("status") or {}
     ns, mc_name = status.get("dedicatedNamespace"), status.get("managedClusterName")
     if status.get("result") != "Approved" or not ns or not mc_name:
         return
     cluster_id = crr["metadata"]["name"].removeprefix("clusternet-")
+    manifests = rbac_manifests(cluster_id, ns, mc_name)
+    digest = rbac_digest(manifests)
+    if status.get("rbacDigest") == digest:
+        return
     async with _approvals:
-        await asyncio.gather(apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)), drop_token_secrets(kube, ns))
+        await asyncio.gather(apply_rbac(kube, manifests), drop_token_secrets(kube, ns))
+        await kube.patch(CRR_API, "ClusterRegistrationRequest", crr["metadata"]["name"],
+                         {"status": {"rbacDigest": digest}}, subresource="status")
+
+
+def rbac_digest(manifests: list[Obj]) -> str:
+    """What status.rbacDigest records of the RBAC applied (16 hex digits of a SHA-256 of it)."""
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()[:16]
 
 
 async def drop_token_secrets(kube: KubeApi, ns: str) -> None:
@@ -253,9 +269,10 @@ async def drop_token_secrets(kube: KubeApi, ns: str) -> None:
     credentials and creating them again as a `kubernetes.io/service-account-token` Secret for its own
     ServiceAccount, it would read a token the token controller never lets expire, outliving the short-lived
     tokens the hub issues. Deleting the Secret revokes that token (the API server's service-account lookup
-    checks that the Secret still exists). Run at every token refresh and hub start, so such a token lives at
-    most about as long as the ones we issue; the ValidatingAdmissionPolicy in manifests/ refuses the Secret
-    outright where the parent has that API. Clusternet does neither.
+    checks that the Secret still exists). Run at every token refresh (and at hub start when the RBAC it writes
+    changed: refresh_rbac), so such a token lives at most about as long as the ones we issue; the
+    ValidatingAdmissionPolicy in manifests/ refuses the Secret outright where the parent has that API. Clusternet
+    does neither.
 
     Only the Secret that was read is deleted (drop_token_secret); one created again meanwhile is read and judged
     again, up to TOKEN_SECRET_LOOKS times, then left to the next token refresh."""
@@ -415,8 +432,8 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
             await kube.create_or_get(managed_cluster_manifest(crr, ns))
 
     refreshing = (crr.get("status") or {}).get("result") == "Approved"  # a token refresh: see drop_token_secrets
-    token, *_ = await asyncio.gather(account_and_token(), cluster(),
-                                     apply_rbac(kube, rbac_manifests(cluster_id, ns, mc_name)),
+    manifests = rbac_manifests(cluster_id, ns, mc_name)
+    token, *_ = await asyncio.gather(account_and_token(), cluster(), apply_rbac(kube, manifests),
                                      drop_token_secrets(kube, ns) if refreshing else asyncio.sleep(0))
     public_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
     if public_key:
@@ -432,6 +449,7 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         "result": "Approved", "errorMessage": None, "dedicatedNamespace": ns, "managedClusterName": mc_name,
         "token": base64.b64encode(token_bytes).decode(),
         "caCertificate": base64.b64encode(settings.parent_ca_pem).decode() if settings.parent_ca_pem else None,
+        "rbacDigest": rbac_digest(manifests),
     }
     # The issue time lands first: every version of the request that shows the new token carries it. Written
     # together, a handler or the token refresh (refresh_tokens, which reads the watched copy) could see the

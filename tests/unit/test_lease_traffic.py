@@ -181,6 +181,9 @@ async def test_resumed_rbac_refreshes_take_the_approval_slots(monkeypatch: pytes
         async def get(self, api_version: str, kind: str, name: str, namespace: str) -> None:
             await self._call(cluster_of_namespace[namespace])
 
+        async def patch(self, *_: Any, **__: Any) -> dict[str, Any]:  # status.rbacDigest
+            return {}
+
     crrs = []
     for i in range(12):
         cluster_id = f"00000000-0000-0000-0000-{i:012d}"

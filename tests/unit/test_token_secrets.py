@@ -36,9 +36,10 @@ async def test_the_hub_deletes_token_secrets_its_agents_could_read_and_leaves_th
 
 
 async def test_a_token_refresh_drops_them() -> None:
-    kube = FakeKube(token_secret(known.DEPLOYER_SECRET))
-    crr = {"metadata": {"name": "clusternet-abc"},
+    crr = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+           "metadata": {"name": "clusternet-abc"},
            "status": {"result": "Approved", "dedicatedNamespace": NS, "managedClusterName": "child1"}}
+    kube = FakeKube(token_secret(known.DEPLOYER_SECRET), crr)
     await registration.refresh_rbac(kube, crr)  # type: ignore[arg-type]
     assert kube.find("Secret", NS, known.DEPLOYER_SECRET) is None
 

@@ -70,6 +70,11 @@ class ClusterRegistrationRequestStatus(ApiModel):
     """CA bundle of the parent apiserver (base64)."""
     managed_cluster_name: str | None = None
     """Name of the ManagedCluster created for this cluster."""
+    rbac_digest: str | None = None
+    """Digest of the RBAC the hub last applied for this cluster's agent. A hub that starts leading applies it
+    again (and looks for token Secrets the agent could read) only when the RBAC it would write differs: a hub
+    upgrade that changes it. Ours alone (Clusternet has no such field); in the status, which agents cannot
+    write."""
 
 
 class ClusterRegistrationRequest(KubeObject):
