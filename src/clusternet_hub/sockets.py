@@ -29,6 +29,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from clusternet_api import fence, known
 from clusternet_api.kube import ApiException, Kube
 from clusternet_api.logs import error_text
+from clusternet_api.sharedrun import SharedRuns
 from clusternet_api.timefmt import now_rfc3339
 from clusternet_api.tunnel import ByteStream, FrameError, Session, Stream, StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener
@@ -44,6 +45,7 @@ AGENT_SA_PREFIX = "system:serviceaccount:"
 MC_API = known.CLUSTERS_API_VERSION
 REVIEW_TTL = 60.0  # seconds a TokenReview's answer is reused: the apiserver's own token cache keeps 10 s-1 min
 OWNER_TTL = REVIEW_TTL  # and a cluster's ownership check, so neither outlives the other
+OWNER_LIST_INTERVAL = 10.0  # seconds between two LISTs of every ManagedCluster for tunnel checks (at most)
 CLOSE_REPLY_SECONDS = 2.0  # how long closing a tunnel waits for the agent's close frame (it answers at once)
 PROBE_SECONDS = 3.0  # a live agent refuses the probe OPEN in one round trip (ms); a frozen one never does
 # TokenReviews in flight at once. The hub's client serves its requests in arrival order through one rate limiter
@@ -111,6 +113,8 @@ class SocketRegistry:
         self._reviews: dict[str, tuple[float, str]] = {}
         self._reviewing = asyncio.Semaphore(REVIEWS_AT_ONCE)
         self._owners: dict[tuple[str, str], tuple[float, str]] = {}  # (namespace, cluster ID) -> (expiry, MC name)
+        self._owner_lists: SharedRuns[str, None] = SharedRuns()  # the LIST of every ManagedCluster in flight
+        self._owners_listed_at = -OWNER_LIST_INTERVAL  # monotonic time that LIST was last answered
         self.managed_cluster_of: Callable[[str], tuple[str, str] | None] = lambda _: None
         """The leader's watch cache of ManagedClusters by cluster ID (set by the hub): tunnel checks without a LIST."""
         self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
@@ -223,28 +227,59 @@ class SocketRegistry:
     async def _owned_by(self, namespace: str, cluster_id: str, username: str) -> str:
         """The name of the ManagedCluster in `namespace` that carries `cluster_id` (403 when none).
 
-        Answered from the leader's watch cache, else from a check made within OWNER_TTL, else by a LIST: a
-        registration burst or a reconnect storm of a thousand agents otherwise queued a LIST per tunnel behind
-        the approvals in the client's rate limiter, and handshakes timed out (bench/scale.py). Only positive
-        answers are kept, for as long as a TokenReview's."""
+        Answered from the leader's watch cache, else from a check made within OWNER_TTL, else by one LIST of every
+        ManagedCluster that the handshakes waiting meanwhile share (_list_owners), then, for a cluster still not
+        found, a LIST of its own (a registration since). A registration burst or a reconnect storm of a thousand
+        agents otherwise queued a LIST per tunnel behind the approvals in the client's rate limiter, and
+        handshakes timed out (bench/scale.py); a replica that does not lead has no watch cache, and took back the
+        tunnels of 100 clusters after a restart with 221 LISTs. Only positive answers are kept, for as long as a
+        TokenReview's."""
         cached = self.managed_cluster_of(cluster_id)
         if cached is not None and cached[0] == namespace:
             return cached[1]
         key = (namespace, cluster_id)
-        owner = self._owners.get(key)
-        if owner and owner[0] > time.monotonic():
-            return owner[1]
-        try:
-            found = await self.kube.list(MC_API, "ManagedCluster", namespace=namespace,
-                                         label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
-        except ApiException as e:
-            raise Unauthorized(503, f"cannot check the cluster's ownership (HTTP {e.status})") from e
-        if not found:
+        name = self._cached_owner(key) or await self._list_owners(key) or await self._list_owner(key)
+        if name is None:
             raise Unauthorized(403, f"{username} may not open the socket of cluster {cluster_id}")
+        return name
+
+    def _cached_owner(self, key: tuple[str, str]) -> str | None:
+        owner = self._owners.get(key)
+        return owner[1] if owner and owner[0] > time.monotonic() else None
+
+    async def _list_owners(self, key: tuple[str, str]) -> str | None:
+        """Every ManagedCluster's owner from one LIST, shared by the handshakes that wait for it; not again within
+        OWNER_LIST_INTERVAL (an agent whose cluster was removed, reconnecting, would have each of its attempts
+        read every ManagedCluster)."""
+        if time.monotonic() - self._owners_listed_at >= OWNER_LIST_INTERVAL or "all" in self._owner_lists:
+            await self._owner_lists.run("all", self._list_all_owners, "list ManagedCluster owners")
+        return self._cached_owner(key)
+
+    async def _list_all_owners(self) -> None:
+        found = await self._owner_list(None, known.LABEL_CLUSTER_ID)
+        self._owners_listed_at = time.monotonic()
+        self._prune()
+        expiry = time.monotonic() + OWNER_TTL
+        for mc in found:
+            cluster_id = (mc["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID)
+            if cluster_id:
+                self._owners[(mc["metadata"]["namespace"], cluster_id)] = (expiry, str(mc["metadata"]["name"]))
+
+    async def _list_owner(self, key: tuple[str, str]) -> str | None:
+        """The one cluster's owner, asked on its own: registered after the shared LIST was answered."""
+        found = await self._owner_list(key[0], f"{known.LABEL_CLUSTER_ID}={key[1]}")
+        if not found:
+            return None
         name = str(found[0]["metadata"]["name"])
         self._prune()
         self._owners[key] = (time.monotonic() + OWNER_TTL, name)
         return name
+
+    async def _owner_list(self, namespace: str | None, selector: str) -> list[dict[str, Any]]:
+        try:
+            return await self.kube.list(MC_API, "ManagedCluster", namespace=namespace, label_selector=selector)
+        except ApiException as e:
+            raise Unauthorized(503, f"cannot check the cluster's ownership (HTTP {e.status})") from e
 
     async def attach(self, tunnel: Tunnel) -> None:
         """Register the tunnel and record it, tell the other replicas (a dead tunnel of the cluster there is

@@ -5,6 +5,7 @@ ManagedClusters per tunnel, queued behind the approvals in the hub's rate limite
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,12 +35,13 @@ class Parent:
         return {"status": {"authenticated": True,
                            "user": {"username": f"system:serviceaccount:{ns}:clusternet-agent"}}}
 
-    async def list(self, api: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    async def list(self, api: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
         self.lists += 1
-        cluster_id = label_selector.split("=")[1]
-        name = self.clusters.get((namespace, cluster_id))
-        return [{"metadata": {"name": name, "namespace": namespace,
-                              "labels": {known.LABEL_CLUSTER_ID: cluster_id}}}] if name else []
+        await asyncio.sleep(0)
+        wanted = label_selector.partition("=")[2]  # "": every cluster's (the label's existence)
+        return [{"metadata": {"name": name, "namespace": ns, "labels": {known.LABEL_CLUSTER_ID: cluster_id}}}
+                for (ns, cluster_id), name in self.clusters.items()
+                if namespace in (None, ns) and wanted in ("", cluster_id)]
 
 
 async def test_a_known_agent_is_checked_once_then_answered_from_the_caches() -> None:
@@ -49,6 +51,18 @@ async def test_a_known_agent_is_checked_once_then_answered_from_the_caches() -> 
         assert await registry.authorize("id-1", token="clusternet-abc/t", username=None) == ("clusternet-abc",
                                                                                               "child1")
     assert (parent.reviews, parent.lists) == (1, 1)
+
+
+async def test_a_reconnect_storm_on_a_replica_without_a_watch_cache_costs_one_list() -> None:
+    """A replica that does not lead (or has just started) has no watch cache of ManagedClusters: bench/scale.py's
+    hub restart took back 102 tunnels with 221 LISTs, one per handshake, in the client's 50-QPS bucket."""
+    parent = Parent()
+    parent.clusters = {(f"clusternet-{i}", f"id-{i}"): f"child{i}" for i in range(50)}
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(registry.authorize(f"id-{i}", token=f"clusternet-{i}/t", username=None)
+                                     for i in range(50)))
+    assert answers == [(f"clusternet-{i}", f"child{i}") for i in range(50)]
+    assert parent.lists == 1
 
 
 async def test_the_leaders_watch_cache_answers_without_a_list() -> None:
@@ -69,7 +83,9 @@ async def test_another_clusters_agent_is_refused_every_time_and_never_cached() -
         with pytest.raises(Unauthorized) as refused:
             await registry.authorize("id-1", token="clusternet-xyz/t", username=None)
         assert refused.value.status == 403
-    assert parent.lists == 2  # a refusal is asked again, never remembered as an answer
+    # a refusal is asked again, never remembered as an answer: the first time in the LIST of all clusters and on
+    # its own, then on its own (the LIST of all is not made again within OWNER_LIST_INTERVAL)
+    assert parent.lists == 3
     with pytest.raises(Unauthorized) as refused:
         await registry.authorize("id-1", token="bad", username=None)
     assert refused.value.status == 401
@@ -85,6 +101,7 @@ async def test_expired_answers_are_dropped_not_kept_for_the_life_of_the_hub(monk
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     await registry.authorize("id-2", token="clusternet-abc/old-token", username=None)
     now[0] += 2 * sockets.REVIEW_TTL  # the agent refreshed its token; the cluster id-2 was removed
+    del parent.clusters[("clusternet-abc", "id-2")]
     await registry.authorize("id-1", token="clusternet-abc/new-token", username=None)
     assert len(registry._reviews) == 1  # the new token's answer only
     assert list(registry._owners) == [("clusternet-abc", "id-1")]
