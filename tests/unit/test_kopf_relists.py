@@ -268,3 +268,18 @@ def test_a_manifest_outside_the_reserved_namespace_is_no_template() -> None:
     store.on_manifest("MODIFIED", stray)
     store.on_manifest("DELETED", stray)
     assert store.caches.manifests == {"configmaps.default.cfg": real} and "x" not in store.deleted_manifests
+
+
+async def test_a_namespaced_watch_compares_with_what_the_controller_listed_in_its_namespace_only(
+        parent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's watches are cluster-wide; one limited to a namespace must not call another namespace's objects
+    deleted because its listing lacks them."""
+    async def seed(group: str, plural: str) -> list[Obj]:
+        return [obj("a"), obj("b", namespace="clusternet-b")]
+
+    monkeypatch.setattr(kopfhooks, "_seed", seed)
+    parent[CLUSTERS] = [([], [])]
+    settings = kopf.OperatorSettings()
+    events = [e async for e in watching.infinite_watch(settings=settings, resource=CLUSTERS,
+                                                       namespace="clusternet-a", _iterations=1)]
+    assert summary(events) == ["DELETED a", "LISTED"]
