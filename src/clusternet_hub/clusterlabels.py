@@ -172,17 +172,17 @@ async def warn(kube: Kube, objs: Iterable[Obj], message: str) -> None:
                                  known.CREATED_BY_HUB)
 
 
-async def sync(kube: Kube, crr: Obj, prefixes: Iterable[str]) -> None:
+async def sync(kube: Kube, crr: Obj, prefixes: Iterable[str], cached: Obj | None = None) -> None:
     """Bring the ManagedCluster's request-made labels in line with an approved request; report refusals.
 
     The ManagedCluster is patched with its resourceVersion, so an administrator's concurrent edit is never
-    overwritten (the 409 makes kopf retry with fresh objects)."""
+    overwritten (the 409 makes kopf retry with fresh objects). `cached`: a copy to read instead of the API."""
     prefixes = tuple(prefixes)
     status = crr.get("status") or {}
     namespace, name = status.get("dedicatedNamespace"), status.get("managedClusterName")
     if not namespace or not name:
         return
-    mc = await kube.get(API, "ManagedCluster", name, namespace)
+    mc = cached if cached is not None else await kube.get(API, "ManagedCluster", name, namespace)
     if mc is None:
         return
     recorded = recorded_labels(mc)

@@ -165,7 +165,11 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
             crr, ctx.options.token_ttl_seconds):
         if resumed and not await refresh_rbac_or_suspect(ctx, crr):
             return
-        await clusterlabels.sync(ctx.api, requested, ctx.options.cluster_label_prefixes)
+        # resumed: every approved request at leader start; the watch's copy spares a GET each (a stale one
+        # makes the labels' patch conflict, and kopf tries again)
+        cached = ctx.clusters.get((status.get("dedicatedNamespace") or "", status.get("managedClusterName") or ""))
+        await clusterlabels.sync(ctx.api, requested, ctx.options.cluster_label_prefixes,
+                                 cached if resumed else None)
         return
     if status.get("result") == "Approved" and await removal.settle(
             ctx.api, crr, ctx.approval_settings()) != "intact":
