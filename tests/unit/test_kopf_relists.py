@@ -207,20 +207,26 @@ async def test_the_first_listing_waits_for_prime_and_calls_deleted_what_prime_li
     assert await asyncio.wait_for(store.seed(known.CLUSTERS_GROUP, "clusterregistrationrequests"), 1) == []
 
 
-async def test_a_retried_prime_does_not_list_again_what_its_watch_may_already_follow() -> None:
-    """A later kind failing (its CRD not served yet) retries prime; a listing of clusters older than the events
-    their watch (started once they were primed) has delivered must not put back what those removed."""
-    kube = FakeKube(obj("a"))
+def failing_lists(kube: FakeKube, failing: str, error: ApiException, times: int | None = None) -> list[str]:
+    """Make the LISTs of kind `failing` raise `error` (the first `times` ones; None: all); the kinds listed."""
     listed: list[str] = []
     fake_list = kube.list
 
     async def list_(api_version: str, kind: str, namespace: str | None = None, **kw: Any) -> list[Obj]:
         listed.append(kind)
-        if kind == "Description" and listed.count(kind) == 1:
-            raise ApiException(404, "the server could not find the requested resource")
+        if kind == failing and (times is None or listed.count(kind) <= times):
+            raise error
         return await fake_list(api_version, kind, namespace, **kw)
 
     kube.list = list_  # type: ignore[method-assign]
+    return listed
+
+
+async def test_a_retried_prime_does_not_list_again_what_its_watch_may_already_follow() -> None:
+    """A later kind failing (its CRD not served yet) retries prime; a listing of clusters older than the events
+    their watch (started once they were primed) has delivered must not put back what those removed."""
+    kube = FakeKube(obj("a"))
+    listed = failing_lists(kube, "Description", ApiException(404, "the server could not find the resource"), 1)
     store = Store({})
     with pytest.raises(PrimeFailed, match="listing Description"):
         await store.prime(kube)
@@ -238,14 +244,7 @@ async def test_a_kind_whose_listing_fails_holds_back_its_own_watch_alone(caplog:
 
     monkeypatch.setattr(store_module, "SEED_WAIT_WARNING", 0.05)
     kube = FakeKube(obj("a"))
-    fake_list = kube.list
-
-    async def list_(api_version: str, kind: str, namespace: str | None = None, **kw: Any) -> list[Obj]:
-        if kind == "Manifest":
-            raise ApiException(403, "manifests is forbidden")
-        return await fake_list(api_version, kind, namespace, **kw)
-
-    kube.list = list_  # type: ignore[method-assign]
+    failing_lists(kube, "Manifest", ApiException(403, "manifests is forbidden"))
     store = Store({})
     with pytest.raises(PrimeFailed, match="listing Manifest"):
         await store.prime(kube)
