@@ -164,7 +164,10 @@ def test_removals_outside_the_prefix_are_refused_and_admin_labels_survive(env: E
 
 
 def test_hub_start_takes_rights_of_older_versions_away(env: Env) -> None:
-    """A child approved by an older hub kept `patch` on its ManagedCluster; the hub re-applies its RBAC on start."""
+    """A child approved by an older hub kept `patch` on its ManagedCluster; the hub re-applies its RBAC on start.
+
+    An older hub wrote a Role of its own and no `status.rbacDigest` (or another one): the digest is what tells a
+    starting leader the RBAC it would write differs from what was applied (registration.refresh_rbac)."""
     mc = env.mc()
     assert mc is not None
     ns, before = mc["metadata"]["namespace"], env.labels()
@@ -180,10 +183,15 @@ def test_hub_start_takes_rights_of_older_versions_away(env: Env) -> None:
     kubectl(env.parent, "patch", "role", "clusternet-managedcluster-role", "-n", ns, "--type=json", "-p",
             json.dumps([{"op": "add", "path": f"/rules/{index}/verbs/-", "value": "patch"}]))
     assert can_patch() == "yes"  # as the old hub granted it
+    crr = f"clusternet-{mc['spec']['clusterId']}"
+    kubectl(env.parent, "patch", "clsrr", crr, "--subresource=status", "--type=json", "-p",
+            json.dumps([{"op": "remove", "path": "/status/rbacDigest"}]))
     env.hub.stop()
     env.hub.start()
     wait_for(lambda: can_patch() == "no", timeout=60, what="the restarted hub re-applied the child's Role")
     assert env.labels() == before  # and changed no label
+    wait_for(lambda: json.loads(kubectl(env.parent, "get", "clsrr", crr, "-o", "json").stdout)["status"].get(
+        "rbacDigest"), timeout=30, what="the digest of the RBAC it applied recorded")
 
 
 def test_no_tokens_in_logs(env: Env) -> None:
