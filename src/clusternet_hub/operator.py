@@ -156,20 +156,24 @@ async def login(memo: HubContext, **_: Any) -> kopf.ConnectionInfo:
 # --- registration ---------------------------------------------------------------------------------------
 
 
-async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = False) -> None:
+async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = False, first_try: bool = True) -> None:
+    """`resumed`: kopf's resume at leader start (every approved request at once); `first_try`: not a retry."""
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
         return
     requested, crr = crr, registration.pinned(crr)  # the label policy reads the spec.clusterLabels agents write
     if status.get("result") == "Approved" and not registration.token_is_due(
             crr, ctx.options.token_ttl_seconds):
-        if resumed and not await refresh_rbac_or_suspect(ctx, crr):
+        # whatever the cause: at leader start kopf says UPDATE, not RESUME, for a request whose spec changed
+        # while no leader ran (its agent's clusterLabels), and the RBAC must be current then too; with the
+        # digest current this costs no request
+        if not await refresh_rbac_or_suspect(ctx, crr):
             return
-        # resumed: every approved request at leader start; the watch's copy spares a GET each (a stale one
-        # makes the labels' patch conflict, and kopf tries again)
+        # resumed: the watch's copy spares a GET per cluster at leader start; a stale one makes the labels'
+        # patch conflict, so a retry reads the API (the watch may lag behind for a while)
         cached = ctx.clusters.get((status.get("dedicatedNamespace") or "", status.get("managedClusterName") or ""))
         await clusterlabels.sync(ctx.api, requested, ctx.options.cluster_label_prefixes,
-                                 cached if resumed else None)
+                                 cached if resumed and first_try else None)
         return
     if status.get("result") == "Approved" and await removal.settle(
             ctx.api, crr, ctx.approval_settings()) != "intact":
@@ -203,9 +207,9 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
                 field="spec")
 @kopf.on.update(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB,
                 field=("metadata", "annotations", known.ANNOTATION_APPROVAL))
-async def on_registration(body: kopf.Body, memo: HubContext, reason: str, **_: Any) -> None:
+async def on_registration(body: kopf.Body, memo: HubContext, reason: str, retry: int = 0, **_: Any) -> None:
     try:
-        await reconcile_registration(dict(body), memo, resumed=reason == kopf.Reason.RESUME)
+        await reconcile_registration(dict(body), memo, resumed=reason == kopf.Reason.RESUME, first_try=not retry)
     except ApiException as e:
         raise kopf.TemporaryError(f"registration of {body['metadata']['name']} hit HTTP {e.status}: "
                                   f"{e.reason}", delay=2) from e

@@ -252,12 +252,13 @@ class SocketRegistry:
         OWNER_LIST_INTERVAL (an agent whose cluster was removed, reconnecting, would have each of its attempts
         read every ManagedCluster)."""
         if time.monotonic() - self._owners_listed_at >= OWNER_LIST_INTERVAL or "all" in self._owner_lists:
-            await self._owner_lists.run("all", self._list_all_owners, "list ManagedCluster owners")
+            with contextlib.suppress(Unauthorized):  # it failed: the cluster's own LIST decides
+                await self._owner_lists.run("all", self._list_all_owners, "list ManagedCluster owners")
         return self._cached_owner(key)
 
     async def _list_all_owners(self) -> None:
+        self._owners_listed_at = time.monotonic()  # an attempt that fails counts too: no LIST per handshake then
         found = await self._owner_list(None, known.LABEL_CLUSTER_ID)
-        self._owners_listed_at = time.monotonic()
         self._prune()
         expiry = time.monotonic() + OWNER_TTL
         for mc in found:

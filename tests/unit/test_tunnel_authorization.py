@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from clusternet_api import known
+from clusternet_api.kube import ApiException
 from clusternet_hub import sockets
 from clusternet_hub.sockets import SocketRegistry, Unauthorized
 
@@ -63,6 +64,25 @@ async def test_a_reconnect_storm_on_a_replica_without_a_watch_cache_costs_one_li
                                      for i in range(50)))
     assert answers == [(f"clusternet-{i}", f"child{i}") for i in range(50)]
     assert parent.lists == 1
+
+
+async def test_a_failing_list_of_every_cluster_falls_back_to_the_clusters_own_and_is_not_repeated() -> None:
+    """Review: with the shared LIST failing (a parent too busy for a LIST of everything), every handshake started
+    another one and was answered 503; the cluster's own LIST decides instead, and the next handshake within
+    OWNER_LIST_INTERVAL does not try the LIST of everything again."""
+    class Busy(Parent):
+        async def list(self, api: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+            if namespace is None:
+                self.lists += 1
+                raise ApiException(504, "the LIST of every ManagedCluster timed out")
+            return await super().list(api, kind, namespace, label_selector)
+
+    parent = Busy()
+    parent.clusters[("clusternet-abc", "id-2")] = "child2"
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    assert await registry.authorize("id-1", token="clusternet-abc/t", username=None) == ("clusternet-abc", "child1")
+    assert await registry.authorize("id-2", token="clusternet-abc/t", username=None) == ("clusternet-abc", "child2")
+    assert parent.lists == 3  # one LIST of everything (failed), then each cluster's own
 
 
 async def test_the_leaders_watch_cache_answers_without_a_list() -> None:
