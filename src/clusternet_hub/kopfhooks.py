@@ -89,9 +89,8 @@ def _stream_record(resource: Any, namespace: Any) -> tuple[dict[ObjectKey, Any],
 async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
     """kopf's stream, ended instead of failed on 404, so kopf's endless loop starts it again; at the end of each
     listing, a DELETED event for each object the stream delivered before that the listing lacks."""
-    resource = kwargs.get("resource")
-    delivered, first = _stream_record(resource, kwargs.get("namespace"))
-    namespace = kwargs.get("namespace")
+    resource, namespace = kwargs.get("resource"), kwargs.get("namespace")
+    delivered, first = _stream_record(resource, namespace)
     if first and _seed is not None and resource is not None:
         # what the controller listed before this watch lists: the comparison a re-list makes, made with it (only
         # what this stream covers: the hub's watches are cluster-wide and without selectors, which it assumes)

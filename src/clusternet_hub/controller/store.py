@@ -49,7 +49,8 @@ PRIMED: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("FeedInventory", known.APPS_API_VERSION, "feedinventories", "inventories", None),
     ("HelmChart", known.APPS_API_VERSION, "helmcharts", "helmcharts", None),
     ("HelmRelease", known.APPS_API_VERSION, "helmreleases", "helmreleases", None))
-_PRIMED_GROUPS = {(api_version.split("/")[0], plural) for _, api_version, plural, _, _ in PRIMED}
+# (group, plural) as a watch names its resource -> the Caches field Store.seed hands it
+_SEEDED = {(api_version.split("/")[0], plural): field for _, api_version, plural, field, _ in PRIMED}
 # A watch held this long by a failing first LIST says so (prime's own retries back off to 30 s, each a warning).
 SEED_WAIT_WARNING = 30.0
 _BY_NAME = {"manifests", "globalizations"}  # Caches fields keyed by name alone (one namespace, cluster-scoped)
@@ -113,7 +114,8 @@ class Store:
         then calls deleted what its first listing lacks (clusternet_hub.kopfhooks). Without that, an object
         deleted between prime's LIST and the watch's own stayed cached for the life of the leader, since neither
         the listing nor the watch after it has an event for it. [] for a kind the caches do not hold."""
-        if (group, plural) not in _PRIMED_GROUPS:
+        field = _SEEDED.get((group, plural))
+        if field is None:
             return []
         primed = self._primed[plural]
         try:
@@ -123,7 +125,6 @@ class Store:
             log.warning("the hub's watch of %s waits for the deployment controller's first LIST of them (failing: "
                         "see its warnings); nothing of them is handled until it succeeds", plural)
             await primed.wait()
-        field = next(f for _, _, p, f, _ in PRIMED if p == plural)
         return list(getattr(self.caches, field).values())
 
     def on_subscription(self, event: str, sub: Obj) -> None:
