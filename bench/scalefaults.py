@@ -13,7 +13,7 @@ from measure import cpu_seconds, request_counts
 from scalefleet import all_workers, rss_kb
 from scalereport import p, s
 from scalerun import APPS, SUB, WARMUP, Run, app_namespace, override_to, settle
-from scalewatch import DescState, hub_healthy, tunnels_held
+from scalewatch import DescState, hub_healthy, seconds_until, tunnels_held
 
 
 async def outage(r: Run) -> None:
@@ -182,9 +182,7 @@ async def config_map_uids(r: Run) -> dict[str, str]:
 
 async def logged(hub: Hub, offset: int, text: str, since: float, limit_s: float) -> float | None:
     """Seconds from `since` until the hub's log shows `text` after `offset`."""
-    deadline = since + limit_s
-    while time.monotonic() < deadline:
-        if text in hub.proc.output[offset:]:
-            return time.monotonic() - since
-        await asyncio.sleep(0.25)
-    return None
+    async def shown() -> bool:
+        return text in hub.proc.output[offset:]
+
+    return await seconds_until(shown, since, limit_s, 0.25, ())

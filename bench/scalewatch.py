@@ -10,7 +10,7 @@ import re
 import ssl
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,24 +204,31 @@ async def created_despite_overload(kube: Kube, obj: dict[str, Any]) -> None:
         await asyncio.sleep(2.0 * (attempt + 1))
 
 
-async def tunnels_held(hub: Hub, n: int, since: float, limit_s: float) -> float | None:
-    """Seconds from `since` until the hub holds `n` tunnels (its clusternet_socket_connections gauge)."""
+async def seconds_until(check: Callable[[], Awaitable[bool]], since: float, limit_s: float, interval: float,
+                        errors: tuple[type[Exception], ...] = (OSError,)) -> float | None:
+    """Seconds from `since` until `check()` holds, polled every `interval` (`errors` count as "not yet"); None
+    past `limit_s`."""
     deadline = since + limit_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            held = await asyncio.to_thread(hub_metric, hub, "clusternet_socket_connections")
-            if held is not None and held >= n:
+        with contextlib.suppress(*errors):
+            if await check():
                 return time.monotonic() - since
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(interval)
     return None
+
+
+async def tunnels_held(hub: Hub, n: int, since: float, limit_s: float) -> float | None:
+    """Seconds from `since` until the hub holds `n` tunnels (its clusternet_socket_connections gauge)."""
+    async def held() -> bool:
+        count = await asyncio.to_thread(hub_metric, hub, "clusternet_socket_connections")
+        return count is not None and count >= n
+
+    return await seconds_until(held, since, limit_s, 0.25)
 
 
 async def hub_healthy(hub: Hub, since: float, limit_s: float) -> float | None:
     """Seconds from `since` until the hub's /healthz answers 200."""
-    deadline = since + limit_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            if await asyncio.to_thread(https_status, f"{hub.url}/healthz", hub.ca) == 200:
-                return time.monotonic() - since
-        await asyncio.sleep(0.1)
-    return None
+    async def healthy() -> bool:
+        return await asyncio.to_thread(https_status, f"{hub.url}/healthz", hub.ca) == 200
+
+    return await seconds_until(healthy, since, limit_s, 0.1, (OSError, ValueError))
