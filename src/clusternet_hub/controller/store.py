@@ -53,6 +53,14 @@ PRIMED: tuple[tuple[str, str, str, str, str | None], ...] = (
 _SEEDED = {(api_version.split("/")[0], plural): field for _, api_version, plural, field, _ in PRIMED}
 # A watch held this long by a failing first LIST says so (prime's own retries back off to 30 s, each a warning).
 SEED_WAIT_WARNING = 30.0
+# Caches field -> the handler of its watch events. Prime hands each object it lists to it, as a first sighting:
+# the watch's own first listing comes after prime now (seed) and finds them cached, so the work a first sighting
+# queues (a Helm Description's HelmReleases, a HelmRelease's install, ...) would otherwise wait for a change. A
+# hub restarted mid-rollout never created the HelmRelease of a cluster it had not reached (test_helm, 2 of 5 runs).
+# ManagedClusters are the operator's (track_cluster); prime queues every Subscription anyway.
+_FIRST_SIGHT = {"manifests": "on_manifest", "globalizations": "on_override", "subscriptions": "on_subscription",
+                "localizations": "on_override", "descriptions": "on_description", "bases": "on_base",
+                "inventories": "on_feed_inventory", "helmcharts": "on_helmchart", "helmreleases": "on_helmrelease"}
 _BY_NAME = {"manifests", "globalizations"}  # Caches fields keyed by name alone (one namespace, cluster-scoped)
 
 # Deleted Manifests remembered for catch-up LISTs (a few seconds' worth is what matters; 64 bytes each).
@@ -100,8 +108,14 @@ class Store:
                 failed.append(str(e))
                 continue
             cache: dict[Any, Obj] = getattr(self.caches, field)
+            first_sight = _FIRST_SIGHT.get(field)
             for obj in listed:
-                cache.setdefault(_cache_key(field, obj), obj)
+                if _cache_key(field, obj) in cache:
+                    continue
+                if first_sight is None:
+                    cache[_cache_key(field, obj)] = obj
+                else:  # cached, and its work queued, as the watch's first listing of it would
+                    getattr(self, first_sight)("MODIFIED", obj)
             self._primed[plural].set()
         if failed:
             raise PrimeFailed("; ".join(failed))
