@@ -27,7 +27,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
-from clusternet_api.sealing import SCHEME, SealingError, seal
+from clusternet_api.sealing import SCHEME, SealingError, public_key, seal
 from clusternet_api.timefmt import RFC3339, now_rfc3339
 from clusternet_hub.clusterlabels import initial_from_request
 
@@ -65,11 +65,16 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
         return f"spec.clusterNamespace {ns!r} is not a valid namespace name"
     if (ns and ns.startswith("kube-")) or ns in {"default", known.SYSTEM_NAMESPACE, known.RESERVED_NAMESPACE}:
         return f"spec.clusterNamespace {ns!r} is reserved and cannot be a cluster's dedicated namespace"
-    annotations = crr["metadata"].get("annotations") or {}
-    if not allow_unsealed and not annotations.get(known.ANNOTATION_AGENT_PUBLIC_KEY):
+    key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
+    if not allow_unsealed and not key:
         return (f"the request carries no {known.ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token "
                 "could only be returned in plain text, readable by every bootstrap-token holder; "
                 "use a clusternet-py agent or start the hub with --allow-unsealed-tokens")
+    if key:
+        try:
+            public_key(key)
+        except SealingError as e:
+            return str(e)
     return None
 
 
@@ -435,10 +440,10 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
     manifests = rbac_manifests(cluster_id, ns, mc_name)
     token, *_ = await asyncio.gather(account_and_token(), cluster(), apply_rbac(kube, manifests),
                                      drop_token_secrets(kube, ns) if refreshing else asyncio.sleep(0))
-    public_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
-    if public_key:
+    agent_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
+    if agent_key:
         try:
-            token_bytes = seal(token, public_key)
+            token_bytes = seal(token, agent_key)
         except SealingError as e:
             await deny(kube, crr, str(e))
             return {"result": "Denied"}

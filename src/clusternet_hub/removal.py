@@ -10,6 +10,10 @@ that token could otherwise be refreshed for ever by a cluster that no longer bel
 ClusterRole and ClusterRoleBinding, which would otherwise stay behind for ever, binding whoever creates that
 ServiceAccount again. It never re-creates what an admin deleted; approving the cluster again writes them anew.
 
+An approved request that no longer validates at its token refresh (its agent dropped or broke its public key)
+is revoked the same way (`revoke`), with its own reason: a Denied request whose agent kept its credentials would
+be a status that lies.
+
 A ServiceAccount deleted on its own (namespace and ManagedCluster still there) removes nothing: the request is
 approved again, which creates the ServiceAccount anew and issues a fresh token that the waiting agent picks up.
 
@@ -71,11 +75,25 @@ def removed_message(crr: Obj, what: str) -> str:
             "anew; to remove it for good, uninstall the agent in the child")
 
 
+def invalid_message(crr: Obj, problem: str) -> str:
+    name = crr["metadata"]["name"]
+    return (f"the approved request is no longer valid: {problem}. The cluster's parent credentials are revoked "
+            f"and its workloads in the child are kept. To register it again, fix its agent and delete this "
+            f"request (kubectl delete clusterregistrationrequest {name})")
+
+
 async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
-    """Deny the request with the reason (the agent stops and logs it), then revoke the agent's tokens and drop
-    its cluster-wide RBAC. Only the request that was looked at: one deleted by the admin and created again by its
-    re-registering agent meanwhile (same name, another uid) is a new registration, not to be denied and revoked
-    (the delete review, F10).
+    """Revoke the cluster of a request whose namespace or ManagedCluster an admin deleted."""
+    await revoke(kube, crr, removed_message(crr, what))
+
+
+async def revoke(kube: Kube, crr: Obj, message: str) -> None:
+    """Deny an approved request with `message` (the agent stops and logs it), then revoke the agent's tokens and
+    drop its cluster-wide RBAC: a Denied request whose cluster could go on minting tokens (its agent refreshes
+    them itself) would be a status that lies. Kept: the namespace, ManagedCluster and the namespace's Role, for
+    a re-add into the same namespace. Only the request that was looked at: one deleted by the admin and created
+    again by its re-registering agent meanwhile (same name, another uid) is a new registration, not to be denied
+    and revoked (the delete review, F10).
 
     The ServiceAccount and RBAC are read before the request is confirmed, and deleted only as read (review F8):
     whatever a registration made after that request (the admin deleting the Denied one, the agent registering
@@ -88,7 +106,7 @@ async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
     if fresh is None or fresh["metadata"].get("uid") != crr["metadata"].get("uid"):
         log.info("registration %s was deleted or created again since it was looked at: not marked removed", name)
         return
-    await registration.deny(kube, crr, removed_message(crr, what))
+    await registration.deny(kube, crr, message)
     await _drop(kube, account, unchanged=False)
     for obj in rbac:
         await _drop(kube, obj, unchanged=True)

@@ -17,7 +17,17 @@ import pytest
 from clusternet_api import known
 from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import ControlPlane
-from clusternet_testing.helpers import feed, kubectl, mc_for, registered, run_plugin, store_template, wait_for
+from clusternet_testing.helpers import (
+    api_request,
+    feed,
+    kubectl,
+    mc_for,
+    parent_token,
+    registered,
+    run_plugin,
+    store_template,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 LABEL = "removal-test"
@@ -102,7 +112,9 @@ def deployed(hub_and_agents: dict[str, Any], parent: ControlPlane, child2: Contr
 def readd(parent: ControlPlane, child: ControlPlane, cid: str, ns: str, uid: str) -> None:
     """Delete the request: the agent registers again into the same namespace and re-adopts the probe."""
     kubectl(parent, "delete", "clsrr", f"clusternet-{cid}")
-    wait_for(lambda: registered(parent, child), timeout=120, what="the cluster registered again")
+    # approved again: a ManagedCluster that stayed (a revoked cluster's) says nothing of the new request
+    wait_for(lambda: (crr(parent, cid).get("status") or {}).get("result") == "Approved" and registered(parent, child),
+             timeout=120, what="the cluster registered again")
     mc = mc_for(parent, child)
     assert mc["metadata"]["namespace"] == ns
     assert kubectl(parent, "get", "clusterrole,clusterrolebinding", f"clusternet-{cid}", "-o", "name").stdout
@@ -175,6 +187,36 @@ def test_deleting_the_managed_cluster_of_a_running_agent_keeps_its_workloads(
     wait_for(partial(no_descriptions, parent, ns), timeout=60, what="its Descriptions and HelmReleases released")
     time.sleep(5)  # a couple of the agent's resyncs
     assert probe_uid(child2) == deployed["uid"] and release_uids(child2) == release
+    readd(parent, child2, cid, ns, deployed["uid"])
+
+
+def test_an_agent_that_drops_its_public_key_loses_its_credentials_and_keeps_its_workloads(
+        parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    """Review M2: an agent may patch its own request. Dropping its public key got the request Denied at the next
+    token refresh, yet left its ServiceAccount and RBAC, so the Denied cluster could go on minting its own tokens.
+    Now the refresh revokes it as a removal does; its workloads stay and deleting the request re-adds it."""
+    cid, ns = cluster_id(child2), deployed["ns2"]
+    token, name = parent_token(child2), f"clusternet-{cid}"
+    mcls_path = f"/apis/{known.CLUSTERS_API_VERSION}/namespaces/{ns}/managedclusters"
+    assert api_request(parent, "GET", mcls_path, None, token=token)[0] == 200
+    # without the token's issue time the token is due at once; a spec change wakes the hub's handler
+    crr_path = f"/apis/{known.CLUSTERS_API_VERSION}/clusterregistrationrequests/{name}"
+    code, answer = api_request(parent, "PATCH", crr_path,
+                               {"metadata": {"annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: None,
+                                                             known.ANNOTATION_TOKEN_ISSUED_AT: None}},
+                                "spec": {"clusterName": "no-key"}}, token=token)
+    assert code == 200, (code, answer)
+    status: dict[str, Any] = wait_for(lambda: removed_status(parent, cid), timeout=60, what="the request denied")
+    assert "no longer valid" in status["errorMessage"] and known.ANNOTATION_AGENT_PUBLIC_KEY in status["errorMessage"]
+    assert kubectl(parent, "get", "sa", "clusternet-agent", "-n", ns, check=False).returncode != 0
+    assert kubectl(parent, "get", "clusterrole,clusterrolebinding", f"clusternet-{cid}", "--ignore-not-found",
+                   "-o", "name").stdout.strip() == ""
+    # its tokens are dead, once kube-apiserver's cache of authenticated tokens (10 s) lets go of it
+    wait_for(lambda: api_request(parent, "GET", mcls_path, None, token=token)[0] == 401, timeout=30,
+             what="the agent's token refused")
+    assert kubectl(parent, "get", "mcls", "-n", ns, "-o", "name").stdout.strip()  # the cluster itself stays
+    time.sleep(5)  # a couple of the agent's resyncs
+    assert probe_uid(child2) == deployed["uid"]
     readd(parent, child2, cid, ns, deployed["uid"])
 
 

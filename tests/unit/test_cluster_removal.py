@@ -129,9 +129,9 @@ async def test_an_intact_cluster_is_left_alone() -> None:
     assert len(parent.writes) == writes
 
 
-def context(parent: Parent, crr: Obj) -> operator.HubContext:
-    ctx = operator.HubContext(operator.HubOptions(allow_unsealed_tokens=True), Credentials(server="https://p"),
-                              kube=cast(Kube, parent))
+def context(parent: Parent, crr: Obj, allow_unsealed_tokens: bool = True) -> operator.HubContext:
+    ctx = operator.HubContext(operator.HubOptions(allow_unsealed_tokens=allow_unsealed_tokens),
+                              Credentials(server="https://p"), kube=cast(Kube, parent))
     ctx.approved[NAME] = crr
     return ctx
 
@@ -213,3 +213,47 @@ async def test_a_leader_writes_a_resumed_clusters_rbac_again_only_when_its_own_d
         "ClusterRegistrationRequest", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     assert parent.find("ClusterRegistrationRequest", None, NAME)["status"]["rbacDigest"] == crr["status"][
         "rbacDigest"]
+
+
+def assert_revoked(parent: Parent, ns: str, *reasons: str) -> None:
+    """Denied saying why, the agent's ServiceAccount and cluster-wide RBAC gone, the cluster itself kept."""
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and "token" not in status
+    for reason in ("no longer valid", "credentials are revoked", "workloads in the child are kept",
+                   f"kubectl delete clusterregistrationrequest {NAME}", *reasons):
+        assert reason in status["errorMessage"], status["errorMessage"]
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        assert parent.find(kind, None, f"clusternet-{CID}") is None
+    assert parent.find("Namespace", None, ns) is not None and parent.find("ManagedCluster", ns, "child1") is not None
+
+
+async def test_an_agent_that_drops_its_public_key_loses_its_credentials_at_its_token_refresh() -> None:
+    """Review M2: the refresh denied the request but left the ServiceAccount and RBAC, so the agent, Denied, could
+    go on minting tokens for itself."""
+    parent, crr = await approved_parent()  # approved by a hub allowing unsealed tokens, now restarted without
+    crr["metadata"]["annotations"][known.ANNOTATION_TOKEN_ISSUED_AT] = "2000-01-01T00:00:00Z"  # due
+    await operator.reconcile_registration(crr, context(parent, crr, allow_unsealed_tokens=False))
+    assert_revoked(parent, namespace_of(crr), known.ANNOTATION_AGENT_PUBLIC_KEY)
+
+
+async def test_an_agent_that_breaks_its_public_key_loses_its_credentials_at_its_token_refresh() -> None:
+    parent, crr = await approved_parent()
+    annotations = crr["metadata"]["annotations"]
+    annotations[known.ANNOTATION_TOKEN_ISSUED_AT] = "2000-01-01T00:00:00Z"
+    annotations[known.ANNOTATION_AGENT_PUBLIC_KEY] = "not a key"
+    await operator.reconcile_registration(crr, context(parent, crr))
+    assert_revoked(parent, namespace_of(crr), "not a valid PEM public key")
+
+
+async def test_a_pending_request_with_a_broken_key_is_denied_before_anything_is_made() -> None:
+    """Checked when validated: sealing found it only after the namespace, account and RBAC were made."""
+    request: Obj = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                    "metadata": {"name": NAME, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: "not a key"}},
+                    "spec": {"clusterId": CID, "clusterName": "child1"}}
+    parent = Parent(request)
+    await operator.reconcile_registration(request, context(parent, request))
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and "not a valid PEM public key" in status["errorMessage"]
+    assert "no longer valid" not in status["errorMessage"]
+    assert sorted(kind for kind, _, _ in parent.objects) == ["ClusterRegistrationRequest", "Event"]

@@ -24,8 +24,11 @@ CID = "5f6a0f2b-43ea-4a2b-9d8c-0a7d1e2c3b4a"
 NOW = datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.UTC)
 
 
+AGENT_KEY = public_key_of(generate_private_key())
+
+
 def crr(name: str = f"clusternet-{CID}", **spec: object) -> dict[str, object]:
-    return {"metadata": {"name": name, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: "pem"}},
+    return {"metadata": {"name": name, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: AGENT_KEY}},
             "spec": {"clusterId": CID, **spec}}
 
 
