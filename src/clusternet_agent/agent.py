@@ -289,7 +289,9 @@ async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions
             view.forget()  # the pullers ask the parent again, not the copy of a cluster that is gone
         if await removed(parent, access):
             return "reregister"  # registration reads the request, says so once, and waits
-        log.warning("reporting status to the parent failed: %s", e)
+        log.warning("reporting status to the parent failed: %s; retrying, since our registration request does "
+                    "not say the cluster was removed (a parent API server that has just started answers so until "
+                    "it serves its custom resources)", e)
         return "failed"
     except Exception as e:
         probes.heartbeat_failures.inc()

@@ -65,6 +65,8 @@ DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousand
 RETIRED_SESSIONS_KEPT = 2
 
 
+# a PartialObjectMetadataList (meta.k8s.io/v1, served for every resource since Kubernetes 1.15), else plain JSON
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io, application/json"
 _CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
 """Paths of the API groups a Clusternet clientset serves (clusters., apps., proxies.clusternet.io ...)."""
 
@@ -307,6 +309,19 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    async def list_metadata(self, api_version: str, kind: str, namespace: str | None = None,
+                            label_selector: str | None = None) -> list[Obj]:
+        """The objects' metadata only, as client-go's metadata informers read them: for a question their names and
+        labels answer, without each object's spec and status (a ManagedCluster's status lists its nodes and
+        capacity). A server that cannot answer so sends whole objects (the Accept header's fallback)."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        status, result = await self.raw("GET", await self.path(api_version, kind, namespace=namespace), query=query,
+                                        accept=METADATA_LIST)
+        if not 200 <= status < 300:
+            raise status_error(status, result)
+        items: list[Obj] = result.get("items", []) if isinstance(result, dict) else []
+        return items
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None,
                    label_selector: str | None = None) -> list[Obj]:

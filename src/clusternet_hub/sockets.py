@@ -139,8 +139,8 @@ class SocketRegistry:
         """Whether a ManagedCluster carries this cluster ID, asked of the parent: for a replica that is not
         leading, whose controllers (and their cache of clusters) do not run."""
         try:
-            found = await self.kube.list(MC_API, "ManagedCluster",
-                                         label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
+            found = await self.kube.list_metadata(MC_API, "ManagedCluster",
+                                                  label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
         except ApiException:
             return True  # cannot tell: say "disconnected" rather than "no such cluster"
         return bool(found)
@@ -278,7 +278,8 @@ class SocketRegistry:
 
     async def _owner_list(self, namespace: str | None, selector: str) -> list[dict[str, Any]]:
         try:
-            return await self.kube.list(MC_API, "ManagedCluster", namespace=namespace, label_selector=selector)
+            return await self.kube.list_metadata(MC_API, "ManagedCluster", namespace=namespace,
+                                                 label_selector=selector)
         except ApiException as e:
             raise Unauthorized(503, f"cannot check the cluster's ownership (HTTP {e.status})") from e
 

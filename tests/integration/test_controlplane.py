@@ -77,6 +77,10 @@ def test_managed_cluster_create_watch_patch(parent: ControlPlane) -> None:
                              {"status": {"k8sVersion": "v1.20.2", "readyz": True}}, "smoke-mc",
                              subresource="status")
             await asyncio.wait_for(task, 20)
+            # metadata only (the hub's tunnel-owner checks): labels and names, not the status just written
+            found = await kube.list_metadata("clusters.clusternet.io/v1beta1", "ManagedCluster", "smoke-mc")
+            assert [(o["kind"], o["metadata"]["name"], "status" in o) for o in found] == [
+                ("PartialObjectMetadata", "smoke", False)]
         return seen
 
     assert "v1.20.2" in asyncio.run(watch_and_patch())

@@ -36,7 +36,8 @@ class Parent:
         return {"status": {"authenticated": True,
                            "user": {"username": f"system:serviceaccount:{ns}:clusternet-agent"}}}
 
-    async def list(self, api: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    async def list_metadata(self, api: str, kind: str, namespace: str | None = None,
+                            label_selector: str = "") -> list[dict[str, Any]]:
         self.lists += 1
         await asyncio.sleep(0)
         wanted = label_selector.partition("=")[2]  # "": every cluster's (the label's existence)
@@ -71,11 +72,12 @@ async def test_a_failing_list_of_every_cluster_falls_back_to_the_clusters_own_an
     another one and was answered 503; the cluster's own LIST decides instead, and the next handshake within
     OWNER_LIST_INTERVAL does not try the LIST of everything again."""
     class Busy(Parent):
-        async def list(self, api: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+        async def list_metadata(self, api: str, kind: str, namespace: str | None = None,
+                                label_selector: str = "") -> list[dict[str, Any]]:
             if namespace is None:
                 self.lists += 1
                 raise ApiException(504, "the LIST of every ManagedCluster timed out")
-            return await super().list(api, kind, namespace, label_selector)
+            return await super().list_metadata(api, kind, namespace, label_selector)
 
     parent = Busy()
     parent.clusters[("clusternet-abc", "id-2")] = "child2"
