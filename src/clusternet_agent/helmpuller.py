@@ -44,6 +44,8 @@ class ReleasePuller:
         self.resync_seconds, self.driver = resync_seconds, driver
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
         self.pending = PendingReleases()  # releases seen pending, on this agent's clock (helm/stuck.py)
+        self.grace = stillwanted.BaseGrace()  # deleting HelmReleases whose Base is gone, given time to come back
+        self.watch: ListWatch | None = None
 
     async def process(self, hr: Obj, mc: Obj | None) -> None:
         if mc is None or applier.deployable_by_hub(mc):
@@ -75,8 +77,12 @@ class ReleasePuller:
             if await self._write(hr, {"description": f"uninstall pending: {e}"}):
                 log.warning("HelmRelease %s: uninstall pending: %s", name, e)
             return
-        if await stillwanted.base_still_wants(self.parent, hr):  # deleted by the garbage collector or by hand
+        verdict = await stillwanted.judge(self.parent, hr)
+        if verdict == "wanted":  # deleted by the garbage collector or by hand
+            self.grace.forget(hr)
             await applier.remove_finalizer(self.parent, hr)
+            return
+        if verdict == "no base" and self.grace.waiting(hr, lambda: self._recheck(name)):
             return
         access = access_of(await self.deployer.credentials())
         log.info("HelmRelease %s: %s", name, await releases.uninstall(self.driver, access, hr))
@@ -130,8 +136,18 @@ class ReleasePuller:
             if event["type"] in ("ADDED", "MODIFIED") and _spec_event(event["object"]):
                 await self._safely(event["object"], await self.view.get())
 
-        await ListWatch(self.parent, known.APPS_API_VERSION, "HelmRelease", self.namespace,
-                        max(1.0, self.resync_seconds), on_list, on_event).run()
+        self.watch = ListWatch(self.parent, known.APPS_API_VERSION, "HelmRelease", self.namespace,
+                               max(1.0, self.resync_seconds), on_list, on_event)
+        try:
+            await self.watch.run()
+        finally:
+            self.grace.cancel()
+
+    async def _recheck(self, name: str) -> None:
+        """Look again at a deleting HelmRelease, as the watch holds it now (gone: nothing to do)."""
+        hr = self.watch.cache.get(name) if self.watch is not None else None
+        if hr is not None:
+            await self._safely(hr, await self.view.get())
 
 
 def _spec_event(hr: Obj) -> bool:

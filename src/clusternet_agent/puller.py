@@ -103,6 +103,7 @@ class Puller:
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
         self.watch: ListWatch | None = None  # its cache: the namespace's Descriptions, as of the last event
         self.carried = CarriedOver()  # what released Descriptions had deployed, for their successors' first apply
+        self.grace = stillwanted.BaseGrace()  # deleting Descriptions whose Base is gone, given time to come back
 
     def _descriptions(self) -> list[Obj]:
         """The namespace's Descriptions as the watch last saw them."""
@@ -138,9 +139,13 @@ class Puller:
             if await applier.mark_pending(self.parent, desc, f"cleanup pending: {e}"):
                 log.warning("Description %s: cleanup pending: %s", desc["metadata"]["name"], e)
             return
-        if await stillwanted.base_still_wants(self.parent, desc):  # deleted by the garbage collector or by hand
+        verdict = await stillwanted.judge(self.parent, desc)
+        if verdict == "wanted":  # deleted by the garbage collector or by hand
+            self.grace.forget(desc)
             self.carried.keep(desc)
             await applier.remove_finalizer(self.parent, desc)
+            return
+        if verdict == "no base" and self.grace.waiting(desc, lambda: self._recheck(desc["metadata"]["name"])):
             return
         released = await applier.cleanup(self.child, desc, self._claimants(desc))
         log.info("cleaned up Description %s: %s", desc["metadata"]["name"], released)
@@ -158,6 +163,12 @@ class Puller:
         for claimant in sorted(released.claimants):
             if claimant in cached:
                 await self._safely(cached[claimant], mc, resync=False)
+
+    async def _recheck(self, name: str) -> None:
+        """Look again at a deleting Description, as the watch holds it now (gone: nothing to do)."""
+        desc = self.watch.cache.get(name) if self.watch is not None else None
+        if desc is not None:
+            await self._safely(desc, await self.view.get(), resync=False)
 
     async def _safely(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         try:
@@ -183,7 +194,10 @@ class Puller:
 
         self.watch = ListWatch(self.parent, applier.DESC_API, "Description", self.namespace,
                                max(1.0, self.resync_seconds), on_list, on_event)
-        await self.watch.run()
+        try:
+            await self.watch.run()
+        finally:
+            self.grace.cancel()
 
 
 def idle(desc: Obj, resync: bool) -> bool:

@@ -15,9 +15,14 @@ HelmCharts are fed (the hub writes the Base's new feeds before it deletes what t
 releases the finalizer without touching the child; the hub re-creates the object under the same name and the agent
 re-adopts the child's objects (marked with the Description's name) or finds the release installed.
 
-A Base deleted by hand is not told apart from an unbinding: its Description goes with it, and the agent cleans up
-unless the hub has already written the Base again when the agent reads it (the hub's pushers can tell: they read
-the Subscription). The Base is read by a direct GET; a failed read raises, and nothing is deleted.
+A Base deleted by hand looks like an unbinding at first: it is gone, and its Description goes with it. The hub writes
+it back at once while the Subscription still binds the cluster (the hub's pushers can tell at once: they read the
+Subscription). So a missing Base is given BASE_GRACE_SECONDS (`BaseGrace`, from when this agent first found it
+missing) to come back before its objects are cleaned up, and the agent looks again when that time is up; a Base
+that exists and no longer wants the object (or is being deleted) is an unbinding at once. Before, the agent
+cleaned up whenever it read the Base before the hub had written it again, and the hub then deployed everything
+anew: new UIDs, the workloads down in between. The Base is read by a direct GET; a failed read raises, and nothing
+is deleted.
 
 The names are Clusternet's (clusternet_core.rendering.description_name, helmrender.release_name), spelt out here:
 the agent does not import the hub's pipeline; tests hold the two to the same answer.
@@ -25,7 +30,11 @@ the agent does not import the hub's pipeline; tests hold the two to the same ans
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from clusternet_api import known
 from clusternet_api.kube import Obj
@@ -34,6 +43,12 @@ from clusternet_api.kubeapi import KubeApi
 log = logging.getLogger(__name__)
 
 GENERIC, HELM = "-generic", "-helm"
+# How long a deleting object's missing Base has to come back. The hub writes a Base deleted by hand back in well
+# under a second when idle (store.on_base: a DELETED event, one plan, one apply); the rest is room for a hub whose
+# client-side bucket (50 QPS) is busy with a rollout of a hundred clusters, which takes ~4 s (bench/scale.py). A
+# real unbinding's cleanup in Pull mode waits as long, once.
+BASE_GRACE_SECONDS = 10.0
+Verdict = Literal["wanted", "unwanted", "no base"]
 
 
 def _is_chart(feed: Obj) -> bool:
@@ -68,20 +83,71 @@ def base_name_of(obj: Obj) -> str | None:
     return None
 
 
-async def base_still_wants(parent: KubeApi, obj: Obj) -> bool:
-    """Whether the Base of `obj` (a Description or HelmRelease being deleted) still wants it; False when the agent
-    should clean up as usual. Raises when the Base cannot be read."""
+async def judge(parent: KubeApi, obj: Obj) -> Verdict:
+    """Whether the Base of `obj` (a Description or HelmRelease being deleted) still wants it ("wanted"), no longer
+    does ("unwanted": clean up as usual), or is missing ("no base": see BaseGrace). Raises when the Base cannot be
+    read."""
     meta = obj["metadata"]
     uid = (meta.get("labels") or {}).get(known.LABEL_SUBS_UID)
     base_name = base_name_of(obj)
     if not uid or base_name is None:
-        return False
+        return "unwanted"
     base = await parent.get(known.APPS_API_VERSION, "Base", base_name, meta["namespace"])
-    if base is None or base["metadata"].get("deletionTimestamp") or (
+    if base is None:
+        return "no base"
+    if base["metadata"].get("deletionTimestamp") or (
             base["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) != uid:
-        return False
+        return "unwanted"
     if meta["name"] not in wanted_names(base):
-        return False
+        return "unwanted"
     log.info("%s %s was deleted while its Base %s still wants it: released without touching the child; it comes "
              "back under the same name and keeps what it deployed", obj.get("kind"), meta["name"], base_name)
-    return True
+    return "wanted"
+
+
+class BaseGrace:
+    """Deleting objects whose Base is missing, each given `seconds` from when this agent first found it so, for
+    the hub to write the Base back (a Base deleted by hand) before the object is cleaned up (an unbinding).
+
+    `waiting` answers whether the object's grace is still running, and when it first starts schedules `recheck`
+    for its end: the object is not changed meanwhile, so no watch event would bring it back before the resync."""
+
+    def __init__(self, seconds: float = BASE_GRACE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.since: dict[str, float] = {}  # by uid
+        self.rechecks: set[asyncio.Task[None]] = set()
+
+    def waiting(self, obj: Obj, recheck: Callable[[], Awaitable[None]]) -> bool:
+        key = str(obj["metadata"].get("uid") or obj["metadata"]["name"])
+        now, first = self.clock(), key not in self.since
+        since = self.since.setdefault(key, now)
+        left = since + self.seconds - now
+        if left <= 0:
+            del self.since[key]
+            log.info("%s %s: its Base %s did not come back within %.0f s: cleaning up", obj.get("kind"),
+                     obj["metadata"]["name"], base_name_of(obj), self.seconds)
+            return False
+        if first:
+            log.info("%s %s is being deleted and its Base %s is gone: waiting up to %.0f s for the hub to write it "
+                     "back (a Base deleted by hand) before cleaning up", obj.get("kind"), obj["metadata"]["name"],
+                     base_name_of(obj), self.seconds)
+            task = asyncio.create_task(self._later(left, recheck))
+            self.rechecks.add(task)
+            task.add_done_callback(self.rechecks.discard)
+        return True
+
+    def forget(self, obj: Obj) -> None:
+        self.since.pop(str(obj["metadata"].get("uid") or obj["metadata"]["name"]), None)
+
+    def cancel(self) -> None:
+        """The puller stops: no recheck may run after it."""
+        for task in self.rechecks:
+            task.cancel()
+
+    @staticmethod
+    async def _later(seconds: float, recheck: Callable[[], Awaitable[None]]) -> None:
+        await asyncio.sleep(seconds + 0.05)  # past the end: a timer may fire a little early
+        try:
+            await recheck()
+        except Exception as e:  # the resync looks again
+            log.warning("looking again at a deleting object whose Base was gone failed: %s", e)

@@ -7,6 +7,8 @@ the same namespace, re-adopting its objects (same UIDs)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from clusternet_agent import stillwanted
 from clusternet_api import known
 from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import ControlPlane
@@ -218,6 +221,42 @@ def test_an_agent_that_drops_its_public_key_loses_its_credentials_and_keeps_its_
     time.sleep(5)  # a couple of the agent's resyncs
     assert probe_uid(child2) == deployed["uid"]
     readd(parent, child2, cid, ns, deployed["uid"])
+
+
+def test_a_base_deleted_by_hand_in_a_pull_cluster_comes_back_and_keeps_its_workloads(
+        parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    """The Pull agent read the Base to tell a Description deleted by the garbage collector (its Base deleted by hand)
+    from an unbinding: when it read it before the hub had written it back, it cleaned up (the ConfigMap deleted,
+    the release uninstalled) and the hub deployed everything anew. The hub is paused here so that the agent
+    finds the Base missing; it waits for the Base to come back (stillwanted.BASE_GRACE_SECONDS) instead."""
+    ns, agent, hub = deployed["ns2"], deployed["puller"], deployed["hub"]
+    release = wait_for(lambda: release_uids(child2), timeout=60, what="the chart's release in child2")
+    selector = f"{known.LABEL_SUBS_NAME}=removal"
+    bases = json.loads(kubectl(parent, "get", "base", "-n", ns, "-l", selector, "-o", "json").stdout)["items"]
+    assert len(bases) == 1
+    name, uid = bases[0]["metadata"]["name"], bases[0]["metadata"]["uid"]
+    before = len(agent.output)
+    assert hub.proc is not None
+    os.killpg(hub.proc.pid, signal.SIGSTOP)  # the hub cannot write the Base back before the agent looks
+    try:
+        kubectl(parent, "delete", "base", name, "-n", ns, "--wait=false")
+        wait_for(lambda: "waiting up to" in agent.output[before:], timeout=30,
+                 what="the agent finding the Base gone and waiting for it")
+    finally:
+        os.killpg(hub.proc.pid, signal.SIGCONT)
+
+    def base_back() -> bool:
+        out = kubectl(parent, "get", "base", name, "-n", ns, "-o", "jsonpath={.metadata.uid}", check=False)
+        return out.returncode == 0 and out.stdout not in ("", uid)
+
+    wait_for(base_back, timeout=30, what="the hub writing the Base back")
+    wait_for(lambda: "still wants it: released without touching the child" in agent.output[before:],
+             timeout=stillwanted.BASE_GRACE_SECONDS + 30, what="the agent letting the Description go")
+    wait_for(lambda: len(kubectl(parent, "get", "desc,hr", "-n", ns, "-l", selector, "-o", "name").stdout.split())
+             == 3, timeout=60, what="the Descriptions and the HelmRelease back")
+    time.sleep(5)  # a couple of the agent's resyncs
+    assert probe_uid(child2) == deployed["uid"] and release_uids(child2) == release
+    assert "did not come back" not in agent.output[before:] and "cleaned up Description" not in agent.output[before:]
 
 
 HOLD = "clusternet-test/hold"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from clusternet_agent import puller
+from clusternet_agent import puller, stillwanted
 from clusternet_api import known
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
@@ -91,6 +91,7 @@ async def typo_while_silent(mode: str, *extra: Obj) -> tuple[Controller, FakeKub
     c, parent, child = await deployed_controller(push_secret(), *extra)
     mc = cluster_state(c, parent, silent=False, mode=mode)
     agent = puller.Puller(parent, child, NS, "child1", 30)  # type: ignore[arg-type]
+    agent.grace = stillwanted.BaseGrace(seconds=0)  # a missing Base is an unbinding at once (test_still_wanted.py)
 
     async def deploy(mc: Obj) -> None:
         if mode == "Pull":

@@ -6,6 +6,7 @@ read of the Subscription deletes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -220,7 +221,7 @@ async def test_a_pull_agent_keeps_the_objects_of_a_description_its_base_still_wa
     assert cleaned == [] and finalizers(parent, "Description", (NS, f"{BASE_NAME}-generic")) == []
 
 
-@pytest.mark.parametrize("found", [None, {"deleting": True}, {"uid": "another"}, {"feeds": [FEED]}])
+@pytest.mark.parametrize("found", [{"deleting": True}, {"uid": "another"}, {"feeds": [FEED]}])
 async def test_a_pull_agent_cleans_up_what_its_base_no_longer_wants(monkeypatch: pytest.MonkeyPatch,
                                                                       found: dict[str, Any] | None) -> None:
     objects = []
@@ -231,6 +232,71 @@ async def test_a_pull_agent_cleans_up_what_its_base_no_longer_wants(monkeypatch:
         objects.append(obj)
     _, cleaned = await pull_cleanup(monkeypatch, *objects)
     assert cleaned == [f"{BASE_NAME}-generic"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_pull_agent_gives_a_missing_base_time_to_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Base deleted by hand is gone when the agent first looks; the hub writes it back at once. The agent used to
+    clean up if it looked first, and the hub then deployed everything anew (new UIDs)."""
+    clock = Clock()
+    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
+    cleaned: list[str] = []
+
+    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
+        cleaned.append(d["metadata"]["name"])
+        return ownership.Released()
+
+    monkeypatch.setattr(applier, "cleanup", cleanup)
+    rechecked: list[str] = []
+    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
+    agent.grace = stillwanted.BaseGrace(clock=clock)
+
+    async def recheck(name: str) -> None:
+        rechecked.append(name)
+
+    agent._recheck = recheck  # type: ignore[method-assign]
+    key = (NS, f"{BASE_NAME}-generic")
+    agent.grace.seconds = 0.01  # the scheduled look happens (real time); the grace itself runs on `clock`
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
+    assert cleaned == [] and finalizers(parent, "Description", key) == [known.FINALIZER_APPS]
+    await asyncio.gather(*agent.grace.rechecks)
+    assert rechecked == [key[1]]  # looked at again when the grace ends, no watch event needed
+    agent.grace.seconds = stillwanted.BASE_GRACE_SECONDS
+    clock.now += 5  # again within the grace (a resync): still waiting, no second recheck scheduled
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
+    assert cleaned == [] and not agent.grace.rechecks
+    parent.objects[("Base", NS, BASE_NAME)] = base(CFG)  # the hub wrote it back
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=False)
+    assert cleaned == [] and finalizers(parent, "Description", key) == []  # let go, the child untouched
+    assert agent.grace.since == {}
+
+
+async def test_a_pull_agent_cleans_up_once_a_missing_base_did_not_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
+    cleaned: list[str] = []
+
+    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
+        cleaned.append(d["metadata"]["name"])
+        return ownership.Released()
+
+    monkeypatch.setattr(applier, "cleanup", cleanup)
+    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
+    agent.grace = stillwanted.BaseGrace(clock=clock)
+    key = (NS, f"{BASE_NAME}-generic")
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
+    assert cleaned == []
+    clock.now += stillwanted.BASE_GRACE_SECONDS
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=False)
+    assert cleaned == [key[1]] and finalizers(parent, "Description", key) == []
+    agent.grace.cancel()
 
 
 async def test_a_pull_agent_that_cannot_read_the_base_cleans_up_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,6 +324,26 @@ async def test_a_pull_agent_keeps_a_helm_release_its_base_still_wants_and_uninst
         parent.objects[("HelmRelease", NS, HR[1])]["metadata"]["deletionTimestamp"] = GONE
         await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PULL)
         assert (("abc", "mysql") in helm.releases) is kept
+
+
+async def test_a_pull_agent_keeps_a_helm_release_installed_while_its_missing_base_may_come_back() -> None:
+    clock = Clock()
+    helm = FakeHelm()
+    release = labelled(pulled_release(), HR[1])
+    release["metadata"]["ownerReferences"] = [{"kind": "Description", "name": HR[1].rsplit("-default-", 1)[0]}]
+    installed = copy.deepcopy(release)
+    del installed["metadata"]["deletionTimestamp"]
+    parent = FakeKube(namespace(), copy.deepcopy(PULL), installed)
+    agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]
+    agent.grace = stillwanted.BaseGrace(clock=clock)
+    await agent.process(copy.deepcopy(installed), PULL)
+    parent.objects[("HelmRelease", NS, HR[1])]["metadata"]["deletionTimestamp"] = GONE
+    await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PULL)
+    assert ("abc", "mysql") in helm.releases and known.FINALIZER_APPS in finalizers(parent, "HelmRelease", HR)
+    clock.now += stillwanted.BASE_GRACE_SECONDS  # no Base came back: an unbinding
+    await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PULL)
+    assert ("abc", "mysql") not in helm.releases
+    agent.grace.cancel()
 
 
 def test_the_agents_names_are_the_hubs() -> None:
