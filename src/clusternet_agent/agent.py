@@ -291,7 +291,7 @@ async def report_once(child: Kube, parents: tuple[Kube, ...], opts: AgentOptions
             return "reregister"  # registration reads the request, says so once, and waits
         log.warning("reporting status to the parent failed: %s; retrying, since our registration request does "
                     "not say the cluster was removed (a parent API server that has just started answers so until "
-                    "it serves its custom resources)", e)
+                    "it serves its custom resources; an admin's removal shows on the request within seconds)", e)
         return "failed"
     except Exception as e:
         probes.heartbeat_failures.inc()

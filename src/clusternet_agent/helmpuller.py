@@ -78,8 +78,9 @@ class ReleasePuller:
                 log.warning("HelmRelease %s: uninstall pending: %s", name, e)
             return
         verdict = await stillwanted.judge(self.parent, hr)
-        if verdict == "wanted":  # deleted by the garbage collector or by hand
+        if verdict != "no base":
             self.grace.forget(hr)
+        if verdict == "wanted":  # deleted by the garbage collector or by hand
             await applier.remove_finalizer(self.parent, hr)
             return
         if verdict == "no base" and self.grace.waiting(hr, lambda: self._recheck(name)):
@@ -144,10 +145,13 @@ class ReleasePuller:
             self.grace.cancel()
 
     async def _recheck(self, name: str) -> None:
-        """Look again at a deleting HelmRelease, as the watch holds it now (gone: nothing to do)."""
-        hr = self.watch.cache.get(name) if self.watch is not None else None
-        if hr is not None:
+        """Look again at a deleting HelmRelease, as the watch holds it now (gone: nothing to do), in turn with the
+        watch's handlers (ListWatch.revisit)."""
+        async def handle(hr: Obj) -> None:
             await self._safely(hr, await self.view.get())
+
+        if self.watch is not None:
+            await self.watch.revisit(name, handle)
 
 
 def _spec_event(hr: Obj) -> bool:

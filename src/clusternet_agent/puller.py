@@ -140,8 +140,9 @@ class Puller:
                 log.warning("Description %s: cleanup pending: %s", desc["metadata"]["name"], e)
             return
         verdict = await stillwanted.judge(self.parent, desc)
-        if verdict == "wanted":  # deleted by the garbage collector or by hand
+        if verdict != "no base":
             self.grace.forget(desc)
+        if verdict == "wanted":  # deleted by the garbage collector or by hand
             self.carried.keep(desc)
             await applier.remove_finalizer(self.parent, desc)
             return
@@ -165,10 +166,13 @@ class Puller:
                 await self._safely(cached[claimant], mc, resync=False)
 
     async def _recheck(self, name: str) -> None:
-        """Look again at a deleting Description, as the watch holds it now (gone: nothing to do)."""
-        desc = self.watch.cache.get(name) if self.watch is not None else None
-        if desc is not None:
+        """Look again at a deleting Description, as the watch holds it now (gone: nothing to do), in turn with the
+        watch's handlers (ListWatch.revisit: a cleanup racing a successor's apply would hand nothing over)."""
+        async def handle(desc: Obj) -> None:
             await self._safely(desc, await self.view.get(), resync=False)
+
+        if self.watch is not None:
+            await self.watch.revisit(name, handle)
 
     async def _safely(self, desc: Obj, mc: Obj | None, resync: bool) -> None:
         try:

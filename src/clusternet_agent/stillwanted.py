@@ -110,7 +110,11 @@ class BaseGrace:
     the hub to write the Base back (a Base deleted by hand) before the object is cleaned up (an unbinding).
 
     `waiting` answers whether the object's grace is still running, and when it first starts schedules `recheck`
-    for its end: the object is not changed meanwhile, so no watch event would bring it back before the resync."""
+    for its end: the object is not changed meanwhile, so no watch event would bring it back before the resync.
+    The grace is forgotten after that look, whatever it found (the object gone, the cluster removed), so no entry
+    outlives it and a later deletion of the same object gets a grace of its own. One look at the end, not several
+    during the grace: each look reads the Namespace, ManagedCluster and Base, and a Base back after a second leaves
+    the Description waiting (the child's objects untouched) until then."""
 
     def __init__(self, seconds: float = BASE_GRACE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds, self.clock = seconds, clock
@@ -131,7 +135,7 @@ class BaseGrace:
             log.info("%s %s is being deleted and its Base %s is gone: waiting up to %.0f s for the hub to write it "
                      "back (a Base deleted by hand) before cleaning up", obj.get("kind"), obj["metadata"]["name"],
                      base_name_of(obj), self.seconds)
-            task = asyncio.create_task(self._later(left, recheck))
+            task = asyncio.create_task(self._later(key, left, recheck))
             self.rechecks.add(task)
             task.add_done_callback(self.rechecks.discard)
         return True
@@ -144,10 +148,11 @@ class BaseGrace:
         for task in self.rechecks:
             task.cancel()
 
-    @staticmethod
-    async def _later(seconds: float, recheck: Callable[[], Awaitable[None]]) -> None:
+    async def _later(self, key: str, seconds: float, recheck: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(seconds + 0.05)  # past the end: a timer may fire a little early
         try:
             await recheck()
         except Exception as e:  # the resync looks again
             log.warning("looking again at a deleting object whose Base was gone failed: %s", e)
+        finally:
+            self.since.pop(key, None)

@@ -77,6 +77,17 @@ class ListWatch:
         """The cached objects, by name (a list's order)."""
         return [self.cache[name] for name in sorted(self.cache)]
 
+    async def revisit(self, name: str, handle: Callable[[Obj], Awaitable[None]]) -> bool:
+        """`handle` the cached object `name` as it is now, under the lock `on_list` and `on_event` share, for a
+        caller that must look at one object again when no event will bring it (a Pull agent's look at a deleting
+        Description when a grace ends). False, and nothing handled, when it is no longer cached."""
+        async with self._lock:
+            obj = self.cache.get(name)
+            if obj is None:
+                return False
+            await handle(obj)
+            return True
+
     async def run(self) -> None:
         """Until cancelled; failures are logged and retried, never raised."""
         resyncs = asyncio.create_task(self._resyncs(), name=f"resync {self.kind} in {self.namespace}")

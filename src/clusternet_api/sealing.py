@@ -12,6 +12,7 @@ import base64
 import functools
 import json
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -59,7 +60,7 @@ def public_key(public_pem: str) -> rsa.RSAPublicKey:
     (tens of microseconds), so the hub checks the key of every request it validates, not only when sealing."""
     try:
         public = serialization.load_pem_public_key(public_pem.encode())
-    except ValueError as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:  # the last: an EC key on a curve not supported
         raise SealingError(f"the agent public key is not a valid PEM public key: {e}") from e
     if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
         raise SealingError("the agent public key must be an RSA key of at least 2048 bits")

@@ -180,11 +180,8 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
         return  # a token refresh never re-creates what an admin deleted (it used to, at the token's half-life)
     problem = registration.validate(crr, ctx.options.allow_unsealed_tokens)
     if problem:
-        if status.get("result") == "Approved":  # at a token refresh: its agent dropped or broke its key
-            problem = removal.invalid_message(crr, problem)
-            await removal.revoke(ctx.api, crr, problem)
-        else:
-            await registration.deny(ctx.api, crr, problem)
+        if not await removal.refuse(ctx.api, crr, problem, ctx.options.allow_unsealed_tokens):
+            return
         await cluster_scoped_warning(ctx, crr, "RegistrationDenied", problem)
         metrics.registrations.labels("Denied").inc()
         return

@@ -27,7 +27,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
-from clusternet_api.sealing import SCHEME, SealingError, public_key, seal
+from clusternet_api.sealing import SCHEME, SealingError, is_sealed, public_key, seal
 from clusternet_api.timefmt import RFC3339, now_rfc3339
 from clusternet_hub.clusterlabels import initial_from_request
 
@@ -65,6 +65,11 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
         return f"spec.clusterNamespace {ns!r} is not a valid namespace name"
     if (ns and ns.startswith("kube-")) or ns in {"default", known.SYSTEM_NAMESPACE, known.RESERVED_NAMESPACE}:
         return f"spec.clusterNamespace {ns!r} is reserved and cannot be a cluster's dedicated namespace"
+    return key_problem(crr, allow_unsealed)
+
+
+def key_problem(crr: Obj, allow_unsealed: bool) -> str | None:
+    """What is wrong with the request's public key (the token is sealed to it), None when nothing is."""
     key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
     if not allow_unsealed and not key:
         return (f"the request carries no {known.ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token "
@@ -76,6 +81,21 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
         except SealingError as e:
             return str(e)
     return None
+
+
+def key_dropped(crr: Obj, allow_unsealed: bool) -> str | None:
+    """The key problem of an approved request whose token the hub sealed (the status, which only the hub writes,
+    says so): its agent has since removed or broken the key it registered with. None otherwise, including for a
+    request approved without a key (Clusternet's agent) that a hub restarted without --allow-unsealed-tokens
+    refuses: that change is the hub's, not the agent's, and is undone by restoring the flag."""
+    status = crr.get("status") or {}
+    if status.get("result") != "Approved" or not status.get("token"):
+        return None
+    try:
+        sealed = is_sealed(base64.b64decode(status["token"]))
+    except ValueError:
+        return None
+    return key_problem(crr, allow_unsealed) if sealed else None
 
 
 def admin_verdict(crr: Obj) -> tuple[str | None, str | None]:
@@ -395,6 +415,10 @@ async def _drop_created_namespace(kube: Kube, created: Obj) -> None:
 
 async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
     name = crr["metadata"]["name"]
+    unsealed = key_problem(crr, settings.allow_unsealed_tokens)
+    if unsealed and not (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY):
+        await deny(kube, crr, unsealed)  # callers validate first: a plain-text token must never be issued unasked
+        return {"result": "Denied"}
     cluster_id = crr["spec"]["clusterId"]
     by_id = f"{known.LABEL_CLUSTER_ID}={cluster_id}"
     wanted = dedicated_namespace_name(crr)

@@ -10,8 +10,8 @@ that token could otherwise be refreshed for ever by a cluster that no longer bel
 ClusterRole and ClusterRoleBinding, which would otherwise stay behind for ever, binding whoever creates that
 ServiceAccount again. It never re-creates what an admin deleted; approving the cluster again writes them anew.
 
-An approved request that no longer validates at its token refresh (its agent dropped or broke its public key)
-is revoked the same way (`revoke`), with its own reason: a Denied request whose agent kept its credentials would
+An approved request whose agent removed or broke the public key its token was sealed to is revoked the same way at
+its next token refresh (`refuse`, `revoke`), with its own reason: Denied while its agent kept its credentials would
 be a status that lies.
 
 A ServiceAccount deleted on its own (namespace and ManagedCluster still there) removes nothing: the request is
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from clusternet_api import known
@@ -77,9 +78,24 @@ def removed_message(crr: Obj, what: str) -> str:
 
 def invalid_message(crr: Obj, problem: str) -> str:
     name = crr["metadata"]["name"]
-    return (f"the approved request is no longer valid: {problem}. The cluster's parent credentials are revoked "
-            f"and its workloads in the child are kept. To register it again, fix its agent and delete this "
-            f"request (kubectl delete clusterregistrationrequest {name})")
+    return (f"its agent removed or broke the public key the cluster was approved with: {problem}. The agent's "
+            f"parent credentials are revoked; its ManagedCluster stays (silent from now on) and its workloads in "
+            f"the child are kept. To register it again, fix its agent and delete this request (kubectl delete "
+            f"clusterregistrationrequest {name})")
+
+
+async def refuse(kube: Kube, crr: Obj, problem: str, allow_unsealed: bool) -> bool:
+    """Deny a request that does not validate; an approved one whose agent removed or broke its sealing key
+    (registration.key_dropped) is revoked as well. Every other failure of an approved request (the hub restarted
+    without --allow-unsealed-tokens under Clusternet's agent, say) is only denied, as before: that change is the
+    hub's and not held against the cluster's credentials. False when nothing was written (the request was
+    created again meanwhile)."""
+    dropped = registration.key_dropped(crr, allow_unsealed)
+    if dropped is None:
+        await registration.deny(kube, crr, problem)
+        return True
+    return await revoke(kube, crr, invalid_message(crr, dropped),
+                        still=lambda fresh: registration.key_dropped(fresh, allow_unsealed) is not None)
 
 
 async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
@@ -87,13 +103,14 @@ async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
     await revoke(kube, crr, removed_message(crr, what))
 
 
-async def revoke(kube: Kube, crr: Obj, message: str) -> None:
+async def revoke(kube: Kube, crr: Obj, message: str, still: Callable[[Obj], bool] | None = None) -> bool:
     """Deny an approved request with `message` (the agent stops and logs it), then revoke the agent's tokens and
     drop its cluster-wide RBAC: a Denied request whose cluster could go on minting tokens (its agent refreshes
     them itself) would be a status that lies. Kept: the namespace, ManagedCluster and the namespace's Role, for
     a re-add into the same namespace. Only the request that was looked at: one deleted by the admin and created
     again by its re-registering agent meanwhile (same name, another uid) is a new registration, not to be denied
-    and revoked (the delete review, F10).
+    and revoked (the delete review, F10); nor one that `still` (when given) no longer finds wanting it. True when
+    revoked.
 
     The ServiceAccount and RBAC are read before the request is confirmed, and deleted only as read (review F8):
     whatever a registration made after that request (the admin deleting the Denied one, the agent registering
@@ -104,12 +121,16 @@ async def revoke(kube: Kube, crr: Obj, message: str) -> None:
                                          cluster_rbac(kube, name.removeprefix("clusternet-")))
     fresh = await kube.get(known.CLUSTERS_API_VERSION, "ClusterRegistrationRequest", name)
     if fresh is None or fresh["metadata"].get("uid") != crr["metadata"].get("uid"):
-        log.info("registration %s was deleted or created again since it was looked at: not marked removed", name)
-        return
+        log.info("registration %s was deleted or created again since it was looked at: not revoked", name)
+        return False
+    if still is not None and not still(fresh):  # judged on a stale copy (the watch's): the request is fine now
+        log.info("registration %s changed since it was looked at and is valid again: not revoked", name)
+        return False
     await registration.deny(kube, crr, message)
     await _drop(kube, account, unchanged=False)
     for obj in rbac:
         await _drop(kube, obj, unchanged=True)
+    return True
 
 
 async def _read(kube: Kube, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
@@ -158,8 +179,13 @@ async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) 
         log.warning("registration %s: %s; marking the cluster removed", crr["metadata"]["name"], found.what)
         await mark_removed(kube, crr, found.what)
     elif found.verdict == "reissue":
+        pinned = registration.pinned(crr)
+        problem = registration.validate(pinned, settings.allow_unsealed_tokens)
+        if problem:  # as any token refresh: never issued to a request that no longer validates (review)
+            await refuse(kube, pinned, problem, settings.allow_unsealed_tokens)
+            return "refused"
         log.warning("registration %s: %s; approving it again", crr["metadata"]["name"], found.what)
-        await registration.approve(kube, registration.pinned(crr), settings)
+        await registration.approve(kube, pinned, settings)
     return found.verdict
 
 

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube
+from clusternet_api.sealing import generate_private_key, public_key_of
 from clusternet_hub import operator, registration, removal
 
 from .fakekube import FakeKube, Obj
@@ -215,11 +216,33 @@ async def test_a_leader_writes_a_resumed_clusters_rbac_again_only_when_its_own_d
         "rbacDigest"]
 
 
+AGENT_KEY = public_key_of(generate_private_key())
+
+
+async def sealed_parent() -> tuple[Parent, Obj]:
+    """A parent on which the hub approved one cluster whose agent sent its public key (the token sealed to it)."""
+    request: Obj = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                    "metadata": {"name": NAME, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: AGENT_KEY}},
+                    "spec": {"clusterId": CID, "clusterName": "child1"}}
+    parent = Parent(request)
+    await registration.approve(cast(Kube, parent), request, registration.ApprovalSettings())
+    crr = parent.find("ClusterRegistrationRequest", None, NAME)
+    assert crr is not None and crr["status"]["result"] == "Approved"
+    return parent, copy.deepcopy(crr)
+
+
+def due(crr: Obj, **annotations: str | None) -> Obj:
+    """The request with its token due for refresh and `annotations` changed (None: removed), as the agent may."""
+    changed = {**crr["metadata"]["annotations"], known.ANNOTATION_TOKEN_ISSUED_AT: "2000-01-01T00:00:00Z",
+               **annotations}
+    return {**crr, "metadata": {**crr["metadata"], "annotations": {k: v for k, v in changed.items() if v}}}
+
+
 def assert_revoked(parent: Parent, ns: str, *reasons: str) -> None:
     """Denied saying why, the agent's ServiceAccount and cluster-wide RBAC gone, the cluster itself kept."""
     status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
     assert status["result"] == "Denied" and "token" not in status
-    for reason in ("no longer valid", "credentials are revoked", "workloads in the child are kept",
+    for reason in ("removed or broke the public key", "credentials are revoked", "workloads in the child are kept",
                    f"kubectl delete clusterregistrationrequest {NAME}", *reasons):
         assert reason in status["errorMessage"], status["errorMessage"]
     assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None
@@ -231,19 +254,55 @@ def assert_revoked(parent: Parent, ns: str, *reasons: str) -> None:
 async def test_an_agent_that_drops_its_public_key_loses_its_credentials_at_its_token_refresh() -> None:
     """Review M2: the refresh denied the request but left the ServiceAccount and RBAC, so the agent, Denied, could
     go on minting tokens for itself."""
-    parent, crr = await approved_parent()  # approved by a hub allowing unsealed tokens, now restarted without
-    crr["metadata"]["annotations"][known.ANNOTATION_TOKEN_ISSUED_AT] = "2000-01-01T00:00:00Z"  # due
-    await operator.reconcile_registration(crr, context(parent, crr, allow_unsealed_tokens=False))
+    parent, crr = await sealed_parent()
+    stored = parent.objects[("ClusterRegistrationRequest", "", NAME)]
+    stored["metadata"]["annotations"] = due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: None})["metadata"][
+        "annotations"]
+    await operator.reconcile_registration(copy.deepcopy(stored), context(parent, crr, allow_unsealed_tokens=False))
     assert_revoked(parent, namespace_of(crr), known.ANNOTATION_AGENT_PUBLIC_KEY)
 
 
 async def test_an_agent_that_breaks_its_public_key_loses_its_credentials_at_its_token_refresh() -> None:
-    parent, crr = await approved_parent()
-    annotations = crr["metadata"]["annotations"]
-    annotations[known.ANNOTATION_TOKEN_ISSUED_AT] = "2000-01-01T00:00:00Z"
-    annotations[known.ANNOTATION_AGENT_PUBLIC_KEY] = "not a key"
-    await operator.reconcile_registration(crr, context(parent, crr))
+    parent, crr = await sealed_parent()
+    stored = parent.objects[("ClusterRegistrationRequest", "", NAME)]
+    stored["metadata"]["annotations"] = due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: "not a key"})["metadata"][
+        "annotations"]
+    await operator.reconcile_registration(copy.deepcopy(stored), context(parent, crr))
     assert_revoked(parent, namespace_of(crr), "not a valid PEM public key")
+
+
+async def test_a_stale_copy_without_the_key_revokes_nothing() -> None:
+    """Review: the refresh may look at the watch's copy; the request as stored has its key again."""
+    parent, crr = await sealed_parent()
+    await operator.reconcile_registration(due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: None}),
+                                          context(parent, crr, allow_unsealed_tokens=False))
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Approved"
+    assert parent.find("ServiceAccount", namespace_of(crr), registration.AGENT_SERVICE_ACCOUNT) is not None
+    assert parent.find("Event", "default", NAME) is None and not [k for k in parent.objects if k[0] == "Event"]
+
+
+async def test_a_hub_restarted_without_allow_unsealed_tokens_denies_clusternets_agent_and_revokes_nothing() -> None:
+    """Review: Clusternet's agent sends no key; the flag dropped is the hub's change, undone by putting it back, so
+    the cluster's credentials stay (as before the revocation existed)."""
+    parent, crr = await approved_parent()  # approved unsealed, the hub allowing it
+    await operator.reconcile_registration(due(crr), context(parent, crr, allow_unsealed_tokens=False))
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and "--allow-unsealed-tokens" in status["errorMessage"]
+    assert parent.find("ServiceAccount", namespace_of(crr), registration.AGENT_SERVICE_ACCOUNT) is not None
+
+
+async def test_a_reissue_never_gives_a_plain_token_the_hub_no_longer_allows() -> None:
+    """Review M1: a refresh finding the ServiceAccount deleted approved again without validating, so a hub restarted
+    without --allow-unsealed-tokens wrote a plain-text token, readable by every bootstrap-token holder."""
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    del parent.objects[("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT)]
+    await operator.reconcile_registration(due(crr), context(parent, crr, allow_unsealed_tokens=False))
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and "token" not in status
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None  # not made again
+    settings = registration.ApprovalSettings()  # and approve itself refuses, whoever calls it
+    assert (await registration.approve(cast(Kube, parent), registration.pinned(crr), settings))["result"] == "Denied"
 
 
 async def test_a_pending_request_with_a_broken_key_is_denied_before_anything_is_made() -> None:

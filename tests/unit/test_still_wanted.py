@@ -15,6 +15,7 @@ import pytest
 from clusternet_agent import helmpuller, puller, stillwanted
 from clusternet_api import applier, known, ownership
 from clusternet_api.kube import ApiException
+from clusternet_api.listwatch import ListWatch
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import wanted
 from tests.unit.fakehelm import FakeHelm
@@ -242,10 +243,27 @@ class Clock:
         return self.now
 
 
-async def test_a_pull_agent_gives_a_missing_base_time_to_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+def watched_puller(parent: FakeKube, grace_seconds: float) -> puller.Puller:
+    """A Pull agent whose watch cache holds the namespace's Descriptions (the recheck reads it), and a short grace
+    on the real clock."""
+    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
+
+    async def nothing(_: Any) -> None:
+        return None
+
+    agent.watch = ListWatch(parent, applier.DESC_API, "Description", NS, 30, nothing, nothing)  # type: ignore[arg-type]
+    agent.watch.cache = {d["metadata"]["name"]: copy.deepcopy(d) for (kind, _, _), d in parent.objects.items()
+                         if kind == "Description"}
+    agent.grace = stillwanted.BaseGrace(seconds=grace_seconds)
+    return agent
+
+
+@pytest.mark.parametrize("comes_back", [True, False])
+async def test_a_pull_agent_gives_a_missing_base_time_to_come_back(monkeypatch: pytest.MonkeyPatch,
+                                                                    comes_back: bool) -> None:
     """A Base deleted by hand is gone when the agent first looks; the hub writes it back at once. The agent used to
-    clean up if it looked first, and the hub then deployed everything anew (new UIDs)."""
-    clock = Clock()
+    clean up if it looked first, and the hub then deployed everything anew (new UIDs). Now it looks again when the
+    grace ends (no watch event needed) and lets the Description go if the Base is back, cleans up if not."""
     parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
     cleaned: list[str] = []
 
@@ -254,28 +272,29 @@ async def test_a_pull_agent_gives_a_missing_base_time_to_come_back(monkeypatch: 
         return ownership.Released()
 
     monkeypatch.setattr(applier, "cleanup", cleanup)
-    rechecked: list[str] = []
-    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
-    agent.grace = stillwanted.BaseGrace(clock=clock)
-
-    async def recheck(name: str) -> None:
-        rechecked.append(name)
-
-    agent._recheck = recheck  # type: ignore[method-assign]
+    agent = watched_puller(parent, grace_seconds=0.2)
     key = (NS, f"{BASE_NAME}-generic")
-    agent.grace.seconds = 0.01  # the scheduled look happens (real time); the grace itself runs on `clock`
     await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
     assert cleaned == [] and finalizers(parent, "Description", key) == [known.FINALIZER_APPS]
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)  # a resync meanwhile
+    assert cleaned == [] and len(agent.grace.rechecks) == 1  # one look at the grace's end, not one per look
+    if comes_back:
+        parent.objects[("Base", NS, BASE_NAME)] = base(CFG)  # the hub wrote it back
     await asyncio.gather(*agent.grace.rechecks)
-    assert rechecked == [key[1]]  # looked at again when the grace ends, no watch event needed
-    agent.grace.seconds = stillwanted.BASE_GRACE_SECONDS
-    clock.now += 5  # again within the grace (a resync): still waiting, no second recheck scheduled
+    assert cleaned == ([] if comes_back else [key[1]])  # let go with the child untouched, or cleaned up
+    assert finalizers(parent, "Description", key) == [] and agent.grace.since == {}
+
+
+async def test_a_recheck_after_the_puller_stopped_does_nothing() -> None:
+    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
+    agent = watched_puller(parent, grace_seconds=0.05)
+    key = (NS, f"{BASE_NAME}-generic")
     await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
-    assert cleaned == [] and not agent.grace.rechecks
-    parent.objects[("Base", NS, BASE_NAME)] = base(CFG)  # the hub wrote it back
-    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=False)
-    assert cleaned == [] and finalizers(parent, "Description", key) == []  # let go, the child untouched
-    assert agent.grace.since == {}
+    tasks = set(agent.grace.rechecks)
+    agent.grace.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0.1)
+    assert finalizers(parent, "Description", key) == [known.FINALIZER_APPS]
 
 
 async def test_a_pull_agent_cleans_up_once_a_missing_base_did_not_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
