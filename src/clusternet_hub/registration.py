@@ -352,14 +352,23 @@ async def apply_rbac(kube: Kube, objects: list[Obj]) -> None:
     await asyncio.gather(*(bind(o) for o in objects if o["kind"].endswith("Binding")))
 
 
+ISSUED_AT_SKEW = 300  # seconds an issue time may lie ahead of the hub's clock (another replica's clock)
+
+
 def token_is_due(crr: Obj, ttl_seconds: int, now: datetime.datetime | None = None) -> bool:
-    """An approved request needs a fresh sealed token once half the token's lifetime has passed."""
+    """An approved request needs a fresh sealed token once half the token's lifetime has passed. The issue time is
+    an annotation its agent may also write: one that cannot be read, or lies in the future, makes the token due
+    (an agent could otherwise put off its refresh, and with it the checks a refresh makes, for ever; one that could
+    not be read raised at every refresh pass)."""
     issued = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_TOKEN_ISSUED_AT)
     if not issued:
         return True
-    issued_at = datetime.datetime.strptime(issued, RFC3339).replace(tzinfo=datetime.UTC)
-    now = now or datetime.datetime.now(datetime.UTC)
-    return (now - issued_at).total_seconds() >= ttl_seconds / 2
+    try:
+        issued_at = datetime.datetime.strptime(str(issued), RFC3339).replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return True
+    age = ((now or datetime.datetime.now(datetime.UTC)) - issued_at).total_seconds()
+    return age >= ttl_seconds / 2 or age < -ISSUED_AT_SKEW
 
 
 CRR_API = known.CLUSTERS_API_VERSION

@@ -84,6 +84,16 @@ def test_token_refresh_is_due_at_half_life() -> None:
     assert registration.token_is_due({"metadata": {}}, 86400, NOW)
 
 
+def test_an_issue_time_the_agent_wrote_cannot_put_off_its_refresh() -> None:
+    """The agent may patch its own request, this annotation included (review of the revocation)."""
+    def at(value: str) -> dict[str, object]:
+        return {"metadata": {"annotations": {known.ANNOTATION_TOKEN_ISSUED_AT: value}}}
+
+    assert registration.token_is_due(at("2099-01-01T00:00:00Z"), 86400, NOW)
+    assert registration.token_is_due(at("not a time"), 86400, NOW)  # it raised at every refresh pass
+    assert not registration.token_is_due(at("2026-11-24T12:01:00Z"), 86400, NOW)  # another replica's clock
+
+
 # --- hub: health -------------------------------------------------------------------------------------------
 
 
