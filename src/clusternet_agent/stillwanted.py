@@ -135,7 +135,7 @@ class BaseGrace:
             log.info("%s %s is being deleted and its Base %s is gone: waiting up to %.0f s for the hub to write it "
                      "back (a Base deleted by hand) before cleaning up", obj.get("kind"), obj["metadata"]["name"],
                      base_name_of(obj), self.seconds)
-            task = asyncio.create_task(self._later(key, left, recheck))
+            task = asyncio.create_task(self._later(key, since, left, recheck))
             self.rechecks.add(task)
             task.add_done_callback(self.rechecks.discard)
         return True
@@ -148,11 +148,13 @@ class BaseGrace:
         for task in self.rechecks:
             task.cancel()
 
-    async def _later(self, key: str, seconds: float, recheck: Callable[[], Awaitable[None]]) -> None:
+    async def _later(self, key: str, since: float, seconds: float, recheck: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(seconds + 0.05)  # past the end: a timer may fire a little early
         try:
             await recheck()
         except Exception as e:  # the resync looks again
             log.warning("looking again at a deleting object whose Base was gone failed: %s", e)
         finally:
-            self.since.pop(key, None)
+            if self.since.get(key) == since:  # this grace's entry only: a newer one (a cleanup that failed and is
+                del self.since[key]           # being given another look, say) stays, or nothing retried it
+

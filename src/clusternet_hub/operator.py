@@ -175,15 +175,16 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
         await clusterlabels.sync(ctx.api, requested, ctx.options.cluster_label_prefixes,
                                  cached if resumed and first_try else None)
         return
-    if status.get("result") == "Approved" and await removal.settle(
-            ctx.api, crr, ctx.approval_settings()) != "intact":
-        return  # a token refresh never re-creates what an admin deleted (it used to, at the token's half-life)
+    if status.get("result") == "Approved":
+        settled = await removal.settle(ctx.api, crr, ctx.approval_settings())
+        if settled == "refused":  # a re-issue refused: said as the refusal below says it
+            await refused(ctx, crr, registration.validate(crr, ctx.options.allow_unsealed_tokens) or "invalid")
+        if settled != "intact":
+            return  # a token refresh never re-creates what an admin deleted (it used to, at the token's half-life)
     problem = registration.validate(crr, ctx.options.allow_unsealed_tokens)
     if problem:
-        if not await removal.refuse(ctx.api, crr, problem, ctx.options.allow_unsealed_tokens):
-            return
-        await cluster_scoped_warning(ctx, crr, "RegistrationDenied", problem)
-        metrics.registrations.labels("Denied").inc()
+        if await removal.refuse(ctx.api, crr, problem, ctx.options.allow_unsealed_tokens):
+            await refused(ctx, crr, problem)
         return
     if ctx.options.manual_approval and status.get("result") != "Approved":
         verdict, message = registration.admin_verdict(crr)
@@ -219,6 +220,11 @@ async def on_registration(body: kopf.Body, memo: HubContext, reason: str, retry:
         # against a saturated parent and then waited a minute each (bench/scale.py)
         raise kopf.TemporaryError(f"registration of {body['metadata']['name']} could not reach the parent: "
                                   f"{error_text(e)}", delay=2) from e
+
+
+async def refused(ctx: HubContext, crr: Obj, problem: str) -> None:
+    await cluster_scoped_warning(ctx, crr, "RegistrationDenied", problem)
+    metrics.registrations.labels("Denied").inc()
 
 
 async def cluster_scoped_warning(ctx: HubContext, crr: Obj, reason: str, message: str) -> None:

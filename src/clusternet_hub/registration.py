@@ -87,7 +87,8 @@ def key_dropped(crr: Obj, allow_unsealed: bool) -> str | None:
     """The key problem of an approved request whose token the hub sealed (the status, which only the hub writes,
     says so): its agent has since removed or broken the key it registered with. None otherwise, including for a
     request approved without a key (Clusternet's agent) that a hub restarted without --allow-unsealed-tokens
-    refuses: that change is the hub's, not the agent's, and is undone by restoring the flag."""
+    refuses: that change is the hub's, not the agent's, so the cluster keeps its credentials (the request is only
+    Denied; with the flag restored, deleting it re-adds the cluster)."""
     status = crr.get("status") or {}
     if status.get("result") != "Approved" or not status.get("token"):
         return None

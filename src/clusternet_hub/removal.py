@@ -173,7 +173,8 @@ async def _drop(kube: Kube, obj: Obj | None, *, unchanged: bool) -> None:
 
 
 async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) -> str:
-    """Act on what `inspect` finds; returns its verdict."""
+    """Act on what `inspect` finds; returns its verdict, except for a re-issue refused because the request no longer
+    validates: "refused" (denied or revoked), or "left" (it changed since it was read: the next look decides)."""
     found = await inspect(kube, crr)
     if found.verdict == "removed":
         log.warning("registration %s: %s; marking the cluster removed", crr["metadata"]["name"], found.what)
@@ -182,8 +183,7 @@ async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) 
         pinned = registration.pinned(crr)
         problem = registration.validate(pinned, settings.allow_unsealed_tokens)
         if problem:  # as any token refresh: never issued to a request that no longer validates (review)
-            await refuse(kube, pinned, problem, settings.allow_unsealed_tokens)
-            return "refused"
+            return "refused" if await refuse(kube, pinned, problem, settings.allow_unsealed_tokens) else "left"
         log.warning("registration %s: %s; approving it again", crr["metadata"]["name"], found.what)
         await registration.approve(kube, pinned, settings)
     return found.verdict

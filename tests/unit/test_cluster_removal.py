@@ -282,8 +282,8 @@ async def test_a_stale_copy_without_the_key_revokes_nothing() -> None:
 
 
 async def test_a_hub_restarted_without_allow_unsealed_tokens_denies_clusternets_agent_and_revokes_nothing() -> None:
-    """Review: Clusternet's agent sends no key; the flag dropped is the hub's change, undone by putting it back, so
-    the cluster's credentials stay (as before the revocation existed)."""
+    """Review: Clusternet's agent sends no key; the flag dropped is the hub's change, so the cluster's credentials
+    stay (as before the revocation existed): with the flag back, deleting the request re-adds it."""
     parent, crr = await approved_parent()  # approved unsealed, the hub allowing it
     await operator.reconcile_registration(due(crr), context(parent, crr, allow_unsealed_tokens=False))
     status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
@@ -301,6 +301,7 @@ async def test_a_reissue_never_gives_a_plain_token_the_hub_no_longer_allows() ->
     status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
     assert status["result"] == "Denied" and "token" not in status
     assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None  # not made again
+    assert [k for k in parent.objects if k[0] == "Event"], "said with an event, as every refusal"
     settings = registration.ApprovalSettings()  # and approve itself refuses, whoever calls it
     assert (await registration.approve(cast(Kube, parent), registration.pinned(crr), settings))["result"] == "Denied"
 

@@ -285,6 +285,32 @@ async def test_a_pull_agent_gives_a_missing_base_time_to_come_back(monkeypatch: 
     assert finalizers(parent, "Description", key) == [] and agent.grace.since == {}
 
 
+async def test_a_cleanup_that_fails_when_the_grace_ends_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-review N1: the look at the grace's end dropped whatever grace entry there was, a newer one included; a
+    cleanup that failed then was never retried (every look started a grace the previous look's task dropped)."""
+    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
+    attempts: list[str] = []
+
+    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
+        attempts.append(d["metadata"]["name"])
+        if len(attempts) == 1:
+            raise ApiException(503, "the child is busy")
+        return ownership.Released()
+
+    monkeypatch.setattr(applier, "cleanup", cleanup)
+    agent = watched_puller(parent, grace_seconds=0.1)
+    key = (NS, f"{BASE_NAME}-generic")
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
+    for _ in range(50):  # each look's task, and the grace a failed cleanup's next look starts
+        if finalizers(parent, "Description", key) == []:
+            break
+        await asyncio.gather(*agent.grace.rechecks)
+        await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)  # a resync
+        await asyncio.sleep(0.02)
+    assert len(attempts) == 2 and finalizers(parent, "Description", key) == []
+    agent.grace.cancel()
+
+
 async def test_a_recheck_after_the_puller_stopped_does_nothing() -> None:
     parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
     agent = watched_puller(parent, grace_seconds=0.05)
