@@ -243,6 +243,25 @@ class Clock:
         return self.now
 
 
+def deleting_description() -> FakeKube:
+    """A parent holding the Pull cluster and a deleting Description of BASE_NAME, the Base gone."""
+    return FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
+
+
+def counted_cleanups(monkeypatch: pytest.MonkeyPatch, failing: int = 0) -> list[str]:
+    """The names of the Descriptions the agent cleans up from now on, the first `failing` attempts raising."""
+    attempts: list[str] = []
+
+    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
+        attempts.append(d["metadata"]["name"])
+        if len(attempts) <= failing:
+            raise ApiException(503, "the child is busy")
+        return ownership.Released()
+
+    monkeypatch.setattr(applier, "cleanup", cleanup)
+    return attempts
+
+
 def watched_puller(parent: FakeKube, grace_seconds: float) -> puller.Puller:
     """A Pull agent whose watch cache holds the namespace's Descriptions (the recheck reads it), and a short grace
     on the real clock."""
@@ -264,14 +283,7 @@ async def test_a_pull_agent_gives_a_missing_base_time_to_come_back(monkeypatch: 
     """A Base deleted by hand is gone when the agent first looks; the hub writes it back at once. The agent used to
     clean up if it looked first, and the hub then deployed everything anew (new UIDs). Now it looks again when the
     grace ends (no watch event needed) and lets the Description go if the Base is back, cleans up if not."""
-    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
-    cleaned: list[str] = []
-
-    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
-        cleaned.append(d["metadata"]["name"])
-        return ownership.Released()
-
-    monkeypatch.setattr(applier, "cleanup", cleanup)
+    parent, cleaned = deleting_description(), counted_cleanups(monkeypatch)
     agent = watched_puller(parent, grace_seconds=0.2)
     key = (NS, f"{BASE_NAME}-generic")
     await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
@@ -288,16 +300,7 @@ async def test_a_pull_agent_gives_a_missing_base_time_to_come_back(monkeypatch: 
 async def test_a_cleanup_that_fails_when_the_grace_ends_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-review N1: the look at the grace's end dropped whatever grace entry there was, a newer one included; a
     cleanup that failed then was never retried (every look started a grace the previous look's task dropped)."""
-    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
-    attempts: list[str] = []
-
-    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
-        attempts.append(d["metadata"]["name"])
-        if len(attempts) == 1:
-            raise ApiException(503, "the child is busy")
-        return ownership.Released()
-
-    monkeypatch.setattr(applier, "cleanup", cleanup)
+    parent, attempts = deleting_description(), counted_cleanups(monkeypatch, failing=1)
     agent = watched_puller(parent, grace_seconds=0.1)
     key = (NS, f"{BASE_NAME}-generic")
     await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
@@ -312,7 +315,7 @@ async def test_a_cleanup_that_fails_when_the_grace_ends_is_tried_again(monkeypat
 
 
 async def test_a_recheck_after_the_puller_stopped_does_nothing() -> None:
-    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
+    parent = deleting_description()
     agent = watched_puller(parent, grace_seconds=0.05)
     key = (NS, f"{BASE_NAME}-generic")
     await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=True)
@@ -325,14 +328,7 @@ async def test_a_recheck_after_the_puller_stopped_does_nothing() -> None:
 
 async def test_a_pull_agent_cleans_up_once_a_missing_base_did_not_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    parent = FakeKube(namespace(), copy.deepcopy(PULL), labelled(pulled_description(), f"{BASE_NAME}-generic"))
-    cleaned: list[str] = []
-
-    async def cleanup(child: Any, d: Obj, claimants: Any = None) -> Any:
-        cleaned.append(d["metadata"]["name"])
-        return ownership.Released()
-
-    monkeypatch.setattr(applier, "cleanup", cleanup)
+    parent, cleaned = deleting_description(), counted_cleanups(monkeypatch)
     agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
     agent.grace = stillwanted.BaseGrace(clock=clock)
     key = (NS, f"{BASE_NAME}-generic")
