@@ -124,7 +124,8 @@ async def revoke(kube: Kube, crr: Obj, message: str, still: Callable[[Obj], bool
         log.info("registration %s was deleted or created again since it was looked at: not revoked", name)
         return False
     if still is not None and not still(fresh):  # judged on a stale copy (the watch's): the request is fine now
-        log.info("registration %s changed since it was looked at and is valid again: not revoked", name)
+        log.info("registration %s changed since it was looked at (denied already, or its key is back): not "
+                 "revoked", name)
         return False
     await registration.deny(kube, crr, message)
     await _drop(kube, account, unchanged=False)

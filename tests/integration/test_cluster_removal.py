@@ -210,7 +210,8 @@ def test_an_agent_that_drops_its_public_key_loses_its_credentials_and_keeps_its_
                                 "spec": {"clusterName": "no-key"}}, token=token)
     assert code == 200, (code, answer)
     status: dict[str, Any] = wait_for(lambda: removed_status(parent, cid), timeout=60, what="the request denied")
-    assert "no longer valid" in status["errorMessage"] and known.ANNOTATION_AGENT_PUBLIC_KEY in status["errorMessage"]
+    assert "removed or broke the public key" in status["errorMessage"]
+    assert known.ANNOTATION_AGENT_PUBLIC_KEY in status["errorMessage"]
     assert kubectl(parent, "get", "sa", "clusternet-agent", "-n", ns, check=False).returncode != 0
     assert kubectl(parent, "get", "clusterrole,clusterrolebinding", f"clusternet-{cid}", "--ignore-not-found",
                    "-o", "name").stdout.strip() == ""

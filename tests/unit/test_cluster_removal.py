@@ -315,5 +315,5 @@ async def test_a_pending_request_with_a_broken_key_is_denied_before_anything_is_
     await operator.reconcile_registration(request, context(parent, request))
     status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
     assert status["result"] == "Denied" and "not a valid PEM public key" in status["errorMessage"]
-    assert "no longer valid" not in status["errorMessage"]
+    assert "removed or broke" not in status["errorMessage"]
     assert sorted(kind for kind, _, _ in parent.objects) == ["ClusterRegistrationRequest", "Event"]
