@@ -357,18 +357,29 @@ ISSUED_AT_SKEW = 300  # seconds an issue time may lie ahead of the hub's clock (
 
 
 def token_is_due(crr: Obj, ttl_seconds: int, now: datetime.datetime | None = None) -> bool:
-    """An approved request needs a fresh sealed token once half the token's lifetime has passed. The issue time is
-    an annotation its agent may also write: one that cannot be read, or lies in the future, makes the token due
-    (an agent could otherwise put off its refresh, and with it the checks a refresh makes, for ever; one that could
-    not be read raised at every refresh pass)."""
-    issued = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_TOKEN_ISSUED_AT)
+    """An approved request needs a fresh sealed token once half the token's lifetime has passed.
+
+    The issue time is kept twice: in an annotation, which the agent may also write, and in the status
+    (`tokenIssuedAt`), which only the hub writes. The token is due when either says so, so an agent can bring its
+    refresh sooner (it could always ask for one) but never put it off, and with it the checks a refresh makes (its
+    key, its RBAC, its token Secrets), by writing "now" into the annotation again and again. An annotation that is
+    missing, cannot be read, or lies in the future makes the token due (one that could not be read raised at every
+    refresh pass); a status without the field (an older hub's approval, or Clusternet's CRDs, which prune it)
+    leaves the annotation to decide, as before."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    annotated = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_TOKEN_ISSUED_AT)
+    recorded = (crr.get("status") or {}).get("tokenIssuedAt")
+    return _due(annotated, ttl_seconds, now) or (recorded is not None and _due(recorded, ttl_seconds, now))
+
+
+def _due(issued: object, ttl_seconds: int, now: datetime.datetime) -> bool:
     if not issued:
         return True
     try:
         issued_at = datetime.datetime.strptime(str(issued), RFC3339).replace(tzinfo=datetime.UTC)
     except ValueError:
         return True
-    age = ((now or datetime.datetime.now(datetime.UTC)) - issued_at).total_seconds()
+    age = (now - issued_at).total_seconds()
     return age >= ttl_seconds / 2 or age < -ISSUED_AT_SKEW
 
 
@@ -378,7 +389,7 @@ CRR_API = known.CLUSTERS_API_VERSION
 async def deny(kube: Kube, crr: Obj, message: str) -> None:
     log.warning("denying registration %s: %s", crr["metadata"]["name"], message)
     await kube.patch(CRR_API, "ClusterRegistrationRequest", crr["metadata"]["name"],
-                     {"status": {"result": "Denied", "errorMessage": message, "token": None,
+                     {"status": {"result": "Denied", "errorMessage": message, "token": None, "tokenIssuedAt": None,
                                  "caCertificate": None, "dedicatedNamespace": None}},
                      subresource="status")
 
@@ -484,9 +495,10 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         sealing = SCHEME
     else:
         token_bytes, sealing = token.encode(), None
+    issued = now_rfc3339()
     status = {
         "result": "Approved", "errorMessage": None, "dedicatedNamespace": ns, "managedClusterName": mc_name,
-        "token": base64.b64encode(token_bytes).decode(),
+        "token": base64.b64encode(token_bytes).decode(), "tokenIssuedAt": issued,
         "caCertificate": base64.b64encode(settings.parent_ca_pem).decode() if settings.parent_ca_pem else None,
         "rbacDigest": rbac_digest(manifests),
     }
@@ -496,7 +508,7 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
     # (bench/scale.py counted 1,875 approvals for 1,002 requests at 1,000 clusters; agents that gave up
     # waiting after 300 s and asked again account for some of them).
     await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"metadata": {"annotations": {
-        known.ANNOTATION_TOKEN_SEALING: sealing, known.ANNOTATION_TOKEN_ISSUED_AT: now_rfc3339()}}})
+        known.ANNOTATION_TOKEN_SEALING: sealing, known.ANNOTATION_TOKEN_ISSUED_AT: issued}}})
     await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"status": status}, subresource="status")
     log.info("approved registration %s: cluster %s in namespace %s", name, mc_name, ns)
     return {"result": "Approved", "dedicatedNamespace": ns, "managedClusterName": mc_name}

@@ -92,6 +92,11 @@ def test_an_issue_time_the_agent_wrote_cannot_put_off_its_refresh() -> None:
     assert registration.token_is_due(at("2099-01-01T00:00:00Z"), 86400, NOW)
     assert registration.token_is_due(at("not a time"), 86400, NOW)  # it raised at every refresh pass
     assert not registration.token_is_due(at("2026-11-24T12:01:00Z"), 86400, NOW)  # another replica's clock
+    # "now" written again and again: the issue time in the status, which only the hub writes, still says due
+    postponed = {**at("2026-11-24T11:59:00Z"), "status": {"tokenIssuedAt": "2026-11-23T00:00:00Z"}}
+    assert registration.token_is_due(postponed, 86400, NOW)
+    assert not registration.token_is_due({**postponed, "status": {"tokenIssuedAt": "2026-11-24T11:00:00Z"}},
+                                         86400, NOW)
 
 
 # --- hub: health -------------------------------------------------------------------------------------------

@@ -75,6 +75,11 @@ class ClusterRegistrationRequestStatus(ApiModel):
     again (and looks for token Secrets the agent could read) only when the RBAC it would write differs: a hub
     upgrade that changes it. Ours alone (Clusternet has no such field); in the status, which agents cannot
     write."""
+    token_issued_at: str | None = None
+    """When the hub issued `token` (RFC 3339): it issues another at half the token's lifetime. Also kept in the
+    annotation clusters.clusternet.io/token-issued-at, which the agent may write (it patches its request) and so
+    can only make a refresh come sooner, never put it off; this copy is for hubs whose CRDs keep it (not
+    Clusternet's, which prune it: the annotation alone decides there). Ours alone."""
 
 
 class ClusterRegistrationRequest(KubeObject):
