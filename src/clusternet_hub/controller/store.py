@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from clusternet_api import applier, known
 from clusternet_api.kube import Obj
@@ -36,31 +36,38 @@ log = logging.getLogger(__name__)
 # brings back what says so (Store.on_cluster).
 TUNNEL_DOWN = "waiting for the cluster's tunnel: its agent reports useSocket, so the hub pushes through nothing else"
 
-# What Store.prime lists, in order: kind, API version, plural (as the hub's watches name it), the Caches field,
-# the namespace listed (None: all). The ManagedClusters first: Subscriptions are bound to them.
-PRIMED: tuple[tuple[str, str, str, str, str | None], ...] = (
-    ("ManagedCluster", known.CLUSTERS_API_VERSION, "managedclusters", "clusters", None),
-    ("Manifest", known.APPS_API_VERSION, "manifests", "manifests", known.RESERVED_NAMESPACE),
-    ("Globalization", known.APPS_API_VERSION, "globalizations", "globalizations", None),
-    ("Subscription", known.APPS_API_VERSION, "subscriptions", "subscriptions", None),
-    ("Localization", known.APPS_API_VERSION, "localizations", "localizations", None),
-    ("Description", known.APPS_API_VERSION, "descriptions", "descriptions", None),
-    ("Base", known.APPS_API_VERSION, "bases", "bases", None),
-    ("FeedInventory", known.APPS_API_VERSION, "feedinventories", "inventories", None),
-    ("HelmChart", known.APPS_API_VERSION, "helmcharts", "helmcharts", None),
-    ("HelmRelease", known.APPS_API_VERSION, "helmreleases", "helmreleases", None))
+
+class Primed(NamedTuple):
+    """One kind Store.prime lists: the Caches field it fills, and the Store handler (None: cached as listed) that
+    sees each listed object as a first sighting. Prime hands it each object it lists: the watch's own first listing
+    comes after prime now (seed) and finds them cached, so the work a first sighting queues (a Helm Description's
+    HelmReleases, a HelmRelease's install, ...) would otherwise wait for a change. A hub restarted mid-rollout never
+    created the HelmRelease of a cluster it had not reached (test_helm, 2 of 5 runs). ManagedClusters are the
+    operator's (track_cluster); prime queues every Subscription anyway."""
+    kind: str
+    api_version: str
+    plural: str  # as the hub's watches name it
+    field: str
+    namespace: str | None  # the namespace listed (None: all)
+    first_sight: str | None
+
+
+# What Store.prime lists, in order. The ManagedClusters first: Subscriptions are bound to them.
+PRIMED: tuple[Primed, ...] = (
+    Primed("ManagedCluster", known.CLUSTERS_API_VERSION, "managedclusters", "clusters", None, None),
+    Primed("Manifest", known.APPS_API_VERSION, "manifests", "manifests", known.RESERVED_NAMESPACE, "on_manifest"),
+    Primed("Globalization", known.APPS_API_VERSION, "globalizations", "globalizations", None, "on_override"),
+    Primed("Subscription", known.APPS_API_VERSION, "subscriptions", "subscriptions", None, "on_subscription"),
+    Primed("Localization", known.APPS_API_VERSION, "localizations", "localizations", None, "on_override"),
+    Primed("Description", known.APPS_API_VERSION, "descriptions", "descriptions", None, "on_description"),
+    Primed("Base", known.APPS_API_VERSION, "bases", "bases", None, "on_base"),
+    Primed("FeedInventory", known.APPS_API_VERSION, "feedinventories", "inventories", None, "on_feed_inventory"),
+    Primed("HelmChart", known.APPS_API_VERSION, "helmcharts", "helmcharts", None, "on_helmchart"),
+    Primed("HelmRelease", known.APPS_API_VERSION, "helmreleases", "helmreleases", None, "on_helmrelease"))
 # (group, plural) as a watch names its resource -> the Caches field Store.seed hands it
-_SEEDED = {(api_version.split("/")[0], plural): field for _, api_version, plural, field, _ in PRIMED}
+_SEEDED = {(p.api_version.split("/")[0], p.plural): p.field for p in PRIMED}
 # A watch held this long by a failing first LIST says so (prime's own retries back off to 30 s, each a warning).
 SEED_WAIT_WARNING = 30.0
-# Caches field -> the handler of its watch events. Prime hands each object it lists to it, as a first sighting:
-# the watch's own first listing comes after prime now (seed) and finds them cached, so the work a first sighting
-# queues (a Helm Description's HelmReleases, a HelmRelease's install, ...) would otherwise wait for a change. A
-# hub restarted mid-rollout never created the HelmRelease of a cluster it had not reached (test_helm, 2 of 5 runs).
-# ManagedClusters are the operator's (track_cluster); prime queues every Subscription anyway.
-_FIRST_SIGHT = {"manifests": "on_manifest", "globalizations": "on_override", "subscriptions": "on_subscription",
-                "localizations": "on_override", "descriptions": "on_description", "bases": "on_base",
-                "inventories": "on_feed_inventory", "helmcharts": "on_helmchart", "helmreleases": "on_helmrelease"}
 _BY_NAME = {"manifests", "globalizations"}  # Caches fields keyed by name alone (one namespace, cluster-scoped)
 
 # Deleted Manifests remembered for catch-up LISTs (a few seconds' worth is what matters; 64 bytes each).
@@ -76,7 +83,7 @@ class Store:
         # UIDs of Manifests whose deletion the watch delivered, newest last (at most DELETED_MANIFESTS_KEPT): a
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
         self.deleted_manifests: dict[str, None] = {}
-        self._primed = {plural: asyncio.Event() for _, _, plural, _, _ in PRIMED}  # listed by prime
+        self._primed = {p.plural: asyncio.Event() for p in PRIMED}  # listed by prime
 
     def enqueue(self, work: Work, key: Key, force: bool = False, background: bool = False) -> None:
         """Mark work as due; `background`: the periodic resync's, done when nothing else waits (workqueue.py)."""
@@ -99,24 +106,23 @@ class Store:
         events must not put back what they removed.
         """
         failed: list[str] = []
-        for kind, api_version, plural, field, namespace in PRIMED:
-            if self._primed[plural].is_set():
+        for primed in PRIMED:
+            if self._primed[primed.plural].is_set():
                 continue
             try:
-                listed = await _listed(kube, api_version, kind, namespace)
+                listed = await _listed(kube, primed.api_version, primed.kind, primed.namespace)
             except PrimeFailed as e:
                 failed.append(str(e))
                 continue
-            cache: dict[Any, Obj] = getattr(self.caches, field)
-            first_sight = _FIRST_SIGHT.get(field)
+            cache: dict[Any, Obj] = getattr(self.caches, primed.field)
             for obj in listed:
-                if _cache_key(field, obj) in cache:
+                if _cache_key(primed.field, obj) in cache:
                     continue
-                if first_sight is None:
-                    cache[_cache_key(field, obj)] = obj
+                if primed.first_sight is None:
+                    cache[_cache_key(primed.field, obj)] = obj
                 else:  # cached, and its work queued, as the watch's first listing of it would
-                    getattr(self, first_sight)("MODIFIED", obj)
-            self._primed[plural].set()
+                    getattr(self, primed.first_sight)("MODIFIED", obj)
+            self._primed[primed.plural].set()
         if failed:
             raise PrimeFailed("; ".join(failed))
         self.enqueue_subscriptions()
