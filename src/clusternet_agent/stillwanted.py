@@ -118,11 +118,11 @@ class BaseGrace:
 
     def __init__(self, seconds: float = BASE_GRACE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds, self.clock = seconds, clock
-        self.since: dict[str, float] = {}  # by uid
+        self.since: dict[str, float] = {}  # by _grace_key
         self.rechecks: set[asyncio.Task[None]] = set()
 
     def waiting(self, obj: Obj, recheck: Callable[[], Awaitable[None]]) -> bool:
-        key = str(obj["metadata"].get("uid") or obj["metadata"]["name"])
+        key = _grace_key(obj)
         now, first = self.clock(), key not in self.since
         since = self.since.setdefault(key, now)
         left = since + self.seconds - now
@@ -141,7 +141,7 @@ class BaseGrace:
         return True
 
     def forget(self, obj: Obj) -> None:
-        self.since.pop(str(obj["metadata"].get("uid") or obj["metadata"]["name"]), None)
+        self.since.pop(_grace_key(obj), None)
 
     def cancel(self) -> None:
         """The puller stops: no recheck may run after it."""
@@ -158,3 +158,7 @@ class BaseGrace:
             if self.since.get(key) == since:  # this grace's entry only: a newer one (a cleanup that failed and is
                 del self.since[key]           # being given another look, say) stays, or nothing retried it
 
+
+def _grace_key(obj: Obj) -> str:
+    """A grace is the object's, by uid: one of the same name created again gets a grace of its own."""
+    return str(obj["metadata"].get("uid") or obj["metadata"]["name"])
