@@ -65,6 +65,7 @@ DEFAULT_TIMEOUT = 120.0  # seconds for one non-watch request (a LIST of thousand
 RETIRED_SESSIONS_KEPT = 2
 
 
+ANY_JSON = "application/json, */*"  # what every request but list_metadata's accepts
 # a PartialObjectMetadataList (meta.k8s.io/v1, served for every resource since Kubernetes 1.15), else plain JSON
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io, application/json"
 _CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
@@ -294,10 +295,11 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       content_type: str = "application/json",
-                      query: Mapping[str, str] | None = None, extra_headers: Headers = ()) -> Obj:
+                      query: Mapping[str, str] | None = None, extra_headers: Headers = (),
+                      accept: str = ANY_JSON) -> Obj:
         """One request; JSON result as a dict. Non-2xx answers raise ApiException (status, reason, body)."""
         status, result = await self.raw(method, path, body, content_type=content_type, query=query,
-                                        extra_headers=extra_headers)
+                                        extra_headers=extra_headers, accept=accept)
         if not 200 <= status < 300:
             raise status_error(status, result)
         return result if isinstance(result, dict) else {}
@@ -315,18 +317,13 @@ class Kube:
         """The objects' metadata only, as client-go's metadata informers read them: for a question their names and
         labels answer, without each object's spec and status (a ManagedCluster's status lists its nodes and
         capacity). A server that cannot answer so sends whole objects (the Accept header's fallback)."""
-        query = {"labelSelector": label_selector} if label_selector else None
-        status, result = await self.raw("GET", await self.path(api_version, kind, namespace=namespace), query=query,
-                                        accept=METADATA_LIST)
-        if not 200 <= status < 300:
-            raise status_error(status, result)
-        items: list[Obj] = result.get("items", []) if isinstance(result, dict) else []
-        return items
+        return await self.list(api_version, kind, namespace, label_selector, accept=METADATA_LIST)
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None,
-                   label_selector: str | None = None) -> list[Obj]:
+                   label_selector: str | None = None, *, accept: str = ANY_JSON) -> list[Obj]:
         query = {"labelSelector": label_selector} if label_selector else None
-        result = await self.request("GET", await self.path(api_version, kind, namespace=namespace), query=query)
+        result = await self.request("GET", await self.path(api_version, kind, namespace=namespace), query=query,
+                                    accept=accept)
         items: list[Obj] = result.get("items", [])
         return items
 
@@ -378,7 +375,7 @@ class Kube:
         return True
 
     async def raw(self, method: str, path: str, body: Any = None, *, content_type: str | None = None,
-                  query: Mapping[str, str] | None = None, accept: str = "application/json, */*",
+                  query: Mapping[str, str] | None = None, accept: str = ANY_JSON,
                   extra_headers: Headers = ()) -> tuple[int, Any]:
         """An arbitrary request (health endpoints, /version); returns (status, parsed body or text).
         `extra_headers` may repeat a name (Impersonate-Group: one header per group)."""
