@@ -22,7 +22,7 @@ from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElectionConfig
 from clusternet_api.logs import error_text
 from clusternet_api.tunnel.http import StreamOpener
-from clusternet_hub import clusterlabels, health, metrics, registration, removal
+from clusternet_hub import clusterlabels, health, metrics, registration, removal, tokens
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.store import Store
 from clusternet_hub.peers import PeerConfig
@@ -162,7 +162,7 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
     if status.get("result") == "Denied":
         return
     requested, crr = crr, registration.pinned(crr)  # the label policy reads the spec.clusterLabels agents write
-    if status.get("result") == "Approved" and not registration.token_is_due(
+    if status.get("result") == "Approved" and not tokens.token_is_due(
             crr, ctx.options.token_ttl_seconds):
         # whatever the cause: at leader start kopf says UPDATE, not RESUME, for a request whose spec changed
         # while no leader ran (its agent's clusterLabels), and the RBAC must be current then too; with the
@@ -279,7 +279,7 @@ async def track_registration(type: str, body: kopf.Body, memo: HubContext, **_: 
 async def refresh_tokens(ctx: HubContext) -> None:
     """Re-issue sealed tokens at half their lifetime, so an agent that lost its token can re-read one."""
     for name, crr in list(ctx.approved.items()):
-        if registration.token_is_due(crr, ctx.options.token_ttl_seconds):
+        if tokens.token_is_due(crr, ctx.options.token_ttl_seconds):
             try:
                 await reconcile_registration(crr, ctx)
             except Exception:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import hashlib
 import json
 import logging
@@ -27,8 +26,9 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
-from clusternet_api.sealing import SCHEME, SealingError, is_sealed, public_key, seal
-from clusternet_api.timefmt import RFC3339, now_rfc3339
+from clusternet_api.sealing import SCHEME, SealingError, seal
+from clusternet_api.timefmt import now_rfc3339
+from clusternet_hub import tokens
 from clusternet_hub.clusterlabels import initial_from_request
 
 log = logging.getLogger(__name__)
@@ -65,38 +65,7 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
         return f"spec.clusterNamespace {ns!r} is not a valid namespace name"
     if (ns and ns.startswith("kube-")) or ns in {"default", known.SYSTEM_NAMESPACE, known.RESERVED_NAMESPACE}:
         return f"spec.clusterNamespace {ns!r} is reserved and cannot be a cluster's dedicated namespace"
-    return key_problem(crr, allow_unsealed)
-
-
-def key_problem(crr: Obj, allow_unsealed: bool) -> str | None:
-    """What is wrong with the request's public key (the token is sealed to it), None when nothing is."""
-    key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
-    if not allow_unsealed and not key:
-        return (f"the request carries no {known.ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token "
-                "could only be returned in plain text, readable by every bootstrap-token holder; "
-                "use a clusternet-py agent or start the hub with --allow-unsealed-tokens")
-    if key:
-        try:
-            public_key(key)
-        except SealingError as e:
-            return str(e)
-    return None
-
-
-def key_dropped(crr: Obj, allow_unsealed: bool) -> str | None:
-    """The key problem of an approved request whose token the hub sealed (the status, which only the hub writes,
-    says so): its agent has since removed or broken the key it registered with. None otherwise, including for a
-    request approved without a key (Clusternet's agent) that a hub restarted without --allow-unsealed-tokens
-    refuses: that change is the hub's, not the agent's, so the cluster keeps its credentials (the request is only
-    Denied; with the flag restored, deleting it re-adds the cluster)."""
-    status = crr.get("status") or {}
-    if status.get("result") != "Approved" or not status.get("token"):
-        return None
-    try:
-        sealed = is_sealed(base64.b64decode(status["token"]))
-    except ValueError:
-        return None
-    return key_problem(crr, allow_unsealed) if sealed else None
+    return tokens.key_problem(crr, allow_unsealed)
 
 
 def admin_verdict(crr: Obj) -> tuple[str | None, str | None]:
@@ -353,36 +322,6 @@ async def apply_rbac(kube: Kube, objects: list[Obj]) -> None:
     await asyncio.gather(*(bind(o) for o in objects if o["kind"].endswith("Binding")))
 
 
-ISSUED_AT_SKEW = 300  # seconds an issue time may lie ahead of the hub's clock (another replica's clock)
-
-
-def token_is_due(crr: Obj, ttl_seconds: int, now: datetime.datetime | None = None) -> bool:
-    """An approved request needs a fresh sealed token once half the token's lifetime has passed.
-
-    The issue time is kept twice: in an annotation, which the agent may also write, and in the status
-    (`tokenIssuedAt`), which only the hub writes. The token is due when either says so, so an agent can bring its
-    refresh sooner (it could always ask for one) but never put it off, and with it the checks a refresh makes (its
-    key, its RBAC, its token Secrets), by writing "now" into the annotation again and again. An annotation that is
-    missing, cannot be read, or lies in the future makes the token due (one that could not be read raised at every
-    refresh pass); a status without the field (an older hub's approval, or Clusternet's CRDs, which prune it)
-    leaves the annotation to decide, as before."""
-    now = now or datetime.datetime.now(datetime.UTC)
-    annotated = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_TOKEN_ISSUED_AT)
-    recorded = (crr.get("status") or {}).get("tokenIssuedAt")
-    return _due(annotated, ttl_seconds, now) or (recorded is not None and _due(recorded, ttl_seconds, now))
-
-
-def _due(issued: object, ttl_seconds: int, now: datetime.datetime) -> bool:
-    if not issued:
-        return True
-    try:
-        issued_at = datetime.datetime.strptime(str(issued), RFC3339).replace(tzinfo=datetime.UTC)
-    except ValueError:
-        return True
-    age = (now - issued_at).total_seconds()
-    return age >= ttl_seconds / 2 or age < -ISSUED_AT_SKEW
-
-
 CRR_API = known.CLUSTERS_API_VERSION
 
 
@@ -390,7 +329,7 @@ async def deny(kube: Kube, crr: Obj, message: str) -> None:
     log.warning("denying registration %s: %s", crr["metadata"]["name"], message)
     await kube.patch(CRR_API, "ClusterRegistrationRequest", crr["metadata"]["name"],
                      {"status": {"result": "Denied", "errorMessage": message, "token": None, "tokenIssuedAt": None,
-                                 "caCertificate": None, "dedicatedNamespace": None}},
+                                 "sealedTo": None, "caCertificate": None, "dedicatedNamespace": None}},
                      subresource="status")
 
 
@@ -436,7 +375,7 @@ async def _drop_created_namespace(kube: Kube, created: Obj) -> None:
 
 async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
     name = crr["metadata"]["name"]
-    unsealed = key_problem(crr, settings.allow_unsealed_tokens)
+    unsealed = tokens.key_problem(crr, settings.allow_unsealed_tokens)
     if unsealed and not (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY):
         await deny(kube, crr, unsealed)  # callers validate first: a plain-text token must never be issued unasked
         return {"result": "Denied"}
@@ -500,7 +439,7 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         "result": "Approved", "errorMessage": None, "dedicatedNamespace": ns, "managedClusterName": mc_name,
         "token": base64.b64encode(token_bytes).decode(), "tokenIssuedAt": issued,
         "caCertificate": base64.b64encode(settings.parent_ca_pem).decode() if settings.parent_ca_pem else None,
-        "rbacDigest": rbac_digest(manifests),
+        "rbacDigest": rbac_digest(manifests), "sealedTo": tokens.key_digest(agent_key) if agent_key else None,
     }
     # The issue time lands first: every version of the request that shows the new token carries it. Written
     # together, a handler or the token refresh (refresh_tokens, which reads the watched copy) could see the

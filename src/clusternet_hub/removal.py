@@ -33,7 +33,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.namespaceguard import namespace_removed
 from clusternet_api.preconditions import delete_as_read
-from clusternet_hub import registration
+from clusternet_hub import registration, tokens
 
 log = logging.getLogger(__name__)
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
@@ -86,16 +86,16 @@ def invalid_message(crr: Obj, problem: str) -> str:
 
 async def refuse(kube: Kube, crr: Obj, problem: str, allow_unsealed: bool) -> bool:
     """Deny a request that does not validate; an approved one whose agent removed or broke its sealing key
-    (registration.key_dropped) is revoked as well. Every other failure of an approved request (the hub restarted
+    (tokens.key_dropped) is revoked as well. Every other failure of an approved request (the hub restarted
     without --allow-unsealed-tokens under Clusternet's agent, say) is only denied, as before: that change is the
     hub's and not held against the cluster's credentials. False when nothing was written (the request was
     created again meanwhile)."""
-    dropped = registration.key_dropped(crr, allow_unsealed)
+    dropped = tokens.key_dropped(crr, allow_unsealed)
     if dropped is None:
         await registration.deny(kube, crr, problem)
         return True
     return await revoke(kube, crr, invalid_message(crr, dropped),
-                        still=lambda fresh: registration.key_dropped(fresh, allow_unsealed) is not None)
+                        still=lambda fresh: tokens.key_dropped(fresh, allow_unsealed) is not None)
 
 
 async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:

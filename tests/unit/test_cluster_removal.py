@@ -7,10 +7,12 @@ import itertools
 import time
 from typing import Any, cast
 
+import pytest
+
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Credentials, Kube
-from clusternet_api.sealing import generate_private_key, public_key_of
-from clusternet_hub import operator, registration, removal
+from clusternet_api.sealing import SealingError, generate_private_key, public_key_of
+from clusternet_hub import operator, registration, removal, tokens
 
 from .fakekube import FakeKube, Obj
 
@@ -269,6 +271,32 @@ async def test_an_agent_that_breaks_its_public_key_loses_its_credentials_at_its_
         "annotations"]
     await operator.reconcile_registration(copy.deepcopy(stored), context(parent, crr))
     assert_revoked(parent, namespace_of(crr), "not a valid PEM public key")
+
+
+async def test_the_key_the_token_was_sealed_to_is_never_held_against_the_agent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M3: the refresh judged the key by today's checks alone, so a hub with a stricter check would have
+    revoked every cluster whose key never changed. The key recorded in the status (sealedTo) only denies; another
+    key that fails the check still revokes, and so does the recorded key gone."""
+    parent, crr = await sealed_parent()
+    assert crr["status"]["sealedTo"] == tokens.key_digest(AGENT_KEY)
+
+    def stricter(pem: str) -> None:
+        raise SealingError("keys this short are no longer accepted")
+
+    monkeypatch.setattr(tokens, "public_key", stricter)
+    await operator.reconcile_registration(due(crr), context(parent, crr))
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and "no longer accepted" in status["errorMessage"]
+    assert "removed or broke" not in status["errorMessage"] and status.get("sealedTo") is None
+    assert parent.find("ServiceAccount", namespace_of(crr), registration.AGENT_SERVICE_ACCOUNT) is not None
+    other = public_key_of(generate_private_key())
+    assert tokens.key_dropped(due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: other}), False) is not None
+    monkeypatch.undo()
+    assert tokens.key_dropped(due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: other}), False) is None, "a new key"
+    assert tokens.key_dropped(due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: None}), False) is not None
+    pruned = {**crr, "status": {k: v for k, v in crr["status"].items() if k != "sealedTo"}}  # Clusternet's CRDs
+    assert tokens.key_dropped(due(pruned, **{known.ANNOTATION_AGENT_PUBLIC_KEY: "not a key"}), False) is not None
 
 
 async def test_a_stale_copy_without_the_key_revokes_nothing() -> None:

@@ -17,7 +17,7 @@ from clusternet_api.kube import ApiException
 from clusternet_api.logs import RedactingFilter, redact
 from clusternet_api.quantity import format_quantity, parse_quantity
 from clusternet_api.sealing import SealingError, generate_private_key, public_key_of, seal, unseal
-from clusternet_hub import health, registration
+from clusternet_hub import health, registration, tokens
 from clusternet_hub.proxy import ProxyError, upstream_headers
 
 CID = "5f6a0f2b-43ea-4a2b-9d8c-0a7d1e2c3b4a"
@@ -79,9 +79,9 @@ def test_child_rbac_is_confined_to_its_own_objects() -> None:
 
 def test_token_refresh_is_due_at_half_life() -> None:
     issued = {"metadata": {"annotations": {known.ANNOTATION_TOKEN_ISSUED_AT: "2026-11-24T00:00:00Z"}}}
-    assert not registration.token_is_due(issued, 86400, NOW - datetime.timedelta(hours=1))
-    assert registration.token_is_due(issued, 86400, NOW)
-    assert registration.token_is_due({"metadata": {}}, 86400, NOW)
+    assert not tokens.token_is_due(issued, 86400, NOW - datetime.timedelta(hours=1))
+    assert tokens.token_is_due(issued, 86400, NOW)
+    assert tokens.token_is_due({"metadata": {}}, 86400, NOW)
 
 
 def test_an_issue_time_the_agent_wrote_cannot_put_off_its_refresh() -> None:
@@ -89,13 +89,13 @@ def test_an_issue_time_the_agent_wrote_cannot_put_off_its_refresh() -> None:
     def at(value: str) -> dict[str, object]:
         return {"metadata": {"annotations": {known.ANNOTATION_TOKEN_ISSUED_AT: value}}}
 
-    assert registration.token_is_due(at("2099-01-01T00:00:00Z"), 86400, NOW)
-    assert registration.token_is_due(at("not a time"), 86400, NOW)  # it raised at every refresh pass
-    assert not registration.token_is_due(at("2026-11-24T12:01:00Z"), 86400, NOW)  # another replica's clock
+    assert tokens.token_is_due(at("2099-01-01T00:00:00Z"), 86400, NOW)
+    assert tokens.token_is_due(at("not a time"), 86400, NOW)  # it raised at every refresh pass
+    assert not tokens.token_is_due(at("2026-11-24T12:01:00Z"), 86400, NOW)  # another replica's clock
     # "now" written again and again: the issue time in the status, which only the hub writes, still says due
     postponed = {**at("2026-11-24T11:59:00Z"), "status": {"tokenIssuedAt": "2026-11-23T00:00:00Z"}}
-    assert registration.token_is_due(postponed, 86400, NOW)
-    assert not registration.token_is_due({**postponed, "status": {"tokenIssuedAt": "2026-11-24T11:00:00Z"}},
+    assert tokens.token_is_due(postponed, 86400, NOW)
+    assert not tokens.token_is_due({**postponed, "status": {"tokenIssuedAt": "2026-11-24T11:00:00Z"}},
                                          86400, NOW)
 
 

@@ -80,6 +80,11 @@ class ClusterRegistrationRequestStatus(ApiModel):
     annotation clusters.clusternet.io/token-issued-at, which the agent may write (it patches its request) and so
     can only make a refresh come sooner, never put it off; this copy is for hubs whose CRDs keep it (not
     Clusternet's, which prune it: the annotation alone decides there). Ours alone."""
+    sealed_to: str | None = None
+    """Digest of the public key (annotation clusters.clusternet.io/agent-public-key) the hub sealed `token` to. An
+    agent that removes or breaks that key loses its credentials at its next token refresh; the key recorded here is
+    never held against it, whatever a later hub thinks of it (the request is only Denied then). Ours alone; under
+    Clusternet's CRDs, which prune it, the key as it is now is judged."""
 
 
 class ClusterRegistrationRequest(KubeObject):
