@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from clusternet_api import known
+from clusternet_api import known, prunedfields
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
@@ -323,6 +323,12 @@ async def apply_rbac(kube: Kube, objects: list[Obj]) -> None:
 
 
 CRR_API = known.CLUSTERS_API_VERSION
+# The status fields of ours a parent with older CRDs drops, and what is lost then (prunedfields)
+STATUS_LOST = {
+    "rbacDigest": "every agent's RBAC is applied again (about 10 requests a cluster) whenever a hub starts leading",
+    "tokenIssuedAt": "an agent can put off its token refresh by rewriting the token-issued-at annotation",
+    "sealedTo": "an agent's key is judged at each token refresh as it is now, not against the key its token was "
+                "sealed to"}
 
 
 async def deny(kube: Kube, crr: Obj, message: str) -> None:
@@ -448,6 +454,7 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
     # waiting after 300 s and asked again account for some of them).
     await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"metadata": {"annotations": {
         known.ANNOTATION_TOKEN_SEALING: sealing, known.ANNOTATION_TOKEN_ISSUED_AT: issued}}})
-    await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"status": status}, subresource="status")
+    stored = await kube.patch(CRR_API, "ClusterRegistrationRequest", name, {"status": status}, subresource="status")
+    prunedfields.warn_if_pruned("ClusterRegistrationRequest", status, stored, STATUS_LOST)
     log.info("approved registration %s: cluster %s in namespace %s", name, mc_name, ns)
     return {"result": "Approved", "dedicatedNamespace": ns, "managedClusterName": mc_name}

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from clusternet_api import known
+from clusternet_api import known, prunedfields
 from clusternet_api.kube import ApiException, Credentials, Kube
 from clusternet_api.sealing import SealingError, generate_private_key, public_key_of
 from clusternet_hub import operator, registration, removal, tokens
@@ -345,3 +345,34 @@ async def test_a_pending_request_with_a_broken_key_is_denied_before_anything_is_
     assert status["result"] == "Denied" and "not a valid PEM public key" in status["errorMessage"]
     assert "removed or broke" not in status["errorMessage"]
     assert sorted(kind for kind, _, _ in parent.objects) == ["ClusterRegistrationRequest", "Event"]
+
+
+class PruningParent(Parent):
+    """A parent whose ClusterRegistrationRequest CRD is Clusternet's (or ours from an older version): it drops the
+    status fields it does not know."""
+
+    async def patch(self, api_version: str, kind: str, name: str, body: Any, namespace: str | None = None,
+                    *, subresource: str | None = None,
+                    content_type: str = "application/merge-patch+json") -> Obj:
+        if subresource == "status":
+            body = {"status": {k: v for k, v in body["status"].items() if k not in registration.STATUS_LOST}}
+        return await super().patch(api_version, kind, name, body, namespace, subresource=subresource,
+                                   content_type=content_type)
+
+
+async def test_a_parent_whose_crd_drops_our_status_fields_is_said_once_per_field(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Each of these fields degrades to the older behaviour when pruned: that must not be silent."""
+    monkeypatch.setattr(prunedfields, "_warned", set())
+    request: Obj = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                    "metadata": {"name": NAME, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: AGENT_KEY}},
+                    "spec": {"clusterId": CID, "clusterName": "child1"}}
+    parent = PruningParent(request)
+    for _ in range(2):  # the approval, then a token refresh
+        await registration.approve(cast(Kube, parent), request, registration.ApprovalSettings())
+    for field in registration.STATUS_LOST:
+        assert caplog.text.count(f"has no status.{field} ") == 1, caplog.text
+    assert "Helm installs a chart's crds/ but never upgrades them" in caplog.text
+    caplog.clear()
+    await registration.approve(cast(Kube, Parent(request)), request, registration.ApprovalSettings())
+    assert "has no status" not in caplog.text

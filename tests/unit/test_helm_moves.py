@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from clusternet_agent.helmpuller import ReleasePuller
-from clusternet_api import known
+from clusternet_api import known, prunedfields
 from clusternet_api.helm import releases
 from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException
@@ -252,7 +252,7 @@ async def test_pull_a_move_and_a_deletion_after_a_half_done_move_behave_as_in_pu
 def test_a_parent_that_prunes_status_targets_is_said_once(monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """The third audit upgraded the hub before the CRDs: moves then orphaned old releases without a word."""
-    monkeypatch.setattr(releases, "_pruned_warned", [])
+    monkeypatch.setattr(prunedfields, "_warned", set())
     sent = {"targets": [{"namespace": "b", "name": "r"}]}
     releases.warn_if_targets_pruned(sent, {"status": sent})
     assert "status.targets" not in caplog.text

@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clusternet_api import known, namespaceguard
+from clusternet_api import known, namespaceguard, prunedfields
 from clusternet_api.helm.driver import (
     ChartError,
     ChartSource,
@@ -380,20 +380,14 @@ async def _follow_move(driver: HelmDriver, access: ClusterAccess, hr: Obj, outco
     return Outcome({**(outcome.status or {}), **changes}, outcome.event, retry, moved)
 
 
-_pruned_warned: list[bool] = []
+TARGETS_LOST = {"targets": "a release moved to another namespace or name cannot be tracked and its old copy "
+                           "would stay"}
 
 
 def warn_if_targets_pruned(sent: Obj, stored: Obj | None) -> None:
-    """Say once per process when the parent dropped the status.targets just written: its HelmRelease CRD predates
-    the field (the third audit upgraded the hub before the CRDs), so a release moved to another namespace or
-    name would leave its old copy behind, silently."""
-    if _pruned_warned or not sent.get("targets") or stored is None:
-        return
-    if not (stored.get("status") or {}).get("targets"):
-        _pruned_warned.append(True)
-        log.warning("the parent's HelmRelease CRD has no status.targets (it is older than this version): a release "
-                    "moved to another namespace or name cannot be tracked and its old copy would stay; apply this "
-                    "version's CRDs (crds/, or deploy/hub/01-crds.yaml) before the hub and agents")
+    """Say once per process when the parent dropped the status.targets just written (the third audit upgraded the
+    hub before the CRDs): a release moved would leave its old copy behind, silently."""
+    prunedfields.warn_if_pruned("HelmRelease", sent, stored, TARGETS_LOST)
 
 
 def runs_spec(hr: Obj, status: Obj) -> bool:
