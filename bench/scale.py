@@ -325,6 +325,9 @@ async def change_override(r: Run) -> None:
         res.profile = await stop_profile(r.spy)
 
 
+STEADY_RSS_EVERY = 10.0  # seconds between the hub's RSS samples in the steady window
+
+
 async def steady_state(r: Run) -> None:
     """4. Steady state: the hub's RSS and CPU, the parent's requests per cluster."""
     n, args, workdir, pk = r.n, r.args, r.workdir, r.pk
@@ -333,7 +336,10 @@ async def steady_state(r: Run) -> None:
     print(f"  steady state for {args.steady:.0f} s ...", flush=True)
     counts0 = await request_counts(pk)
     cpu0, t_st = cpu_seconds(hub_pid), time.monotonic()
-    await asyncio.sleep(args.steady)
+    while (left := t_st + args.steady - time.monotonic()) > 0:  # RSS sampled through the window: a leak's slope
+        res.steady_rss.append((time.monotonic() - t_st, rss_kb(hub_pid) / 1024))
+        await asyncio.sleep(min(STEADY_RSS_EVERY, left))
+    res.steady_rss.append((time.monotonic() - t_st, rss_kb(hub_pid) / 1024))
     cpu1, t_st1 = cpu_seconds(hub_pid), time.monotonic()
     counts1 = await request_counts(pk)
     res.steady_s = t_st1 - t_st

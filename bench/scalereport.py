@@ -29,6 +29,7 @@ class SizeResult:
     hub_rss_mb: float = 0.0
     hub_idle_mb: float = 0.0  # before any agent started
     rss_phases: dict[str, float] = field(default_factory=dict)  # hub RSS (MB) after each phase
+    steady_rss: list[tuple[float, float]] = field(default_factory=list)  # (s into the steady window, hub RSS MB)
     hub_peak_mb: float = 0.0
     hub_cpu_per_cluster_min: float = 0.0
     hub_cpu_s: float = 0.0
@@ -126,6 +127,7 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
                      "P50 / max: " + ", ".join(f"{k} {s(a)} / {s(b)}" for k, (a, b) in r.reg_phases.items())
                      + f"; hub RSS idle {r.hub_idle_mb:.0f} MB, then "
                      + ", ".join(f"{k} {v:.0f} MB" for k, v in r.rss_phases.items())
+                     + rss_trend(r.steady_rss)
                      + f"; all tunnels up "
                      f"{s(r.tunnels_up_s)} after the start; override: {r.override_checked}; outage of {r.outage_n}: "
                      f"{r.outage_ok}; storm cut {r.storm_dropped} connections; hub restart: "
@@ -161,3 +163,16 @@ def cpu_table(phases: dict[str, dict[str, float]]) -> list[str]:
         lines.append(f"      | {phase} | " + " | ".join(f"{cpu.get(c, 0.0):.1f}" for c in columns)
                      + f" | {sum(cpu.values()):.1f} |")
     return lines
+
+
+def rss_trend(samples: list[tuple[float, float]]) -> str:
+    """The hub's RSS through the steady window: first, last and least-squares slope per hour (a leak shows as a
+    slope that does not shrink with a longer window; allocator growth levels off)."""
+    if len(samples) < 3:
+        return ""
+    ts, mbs = [t for t, _ in samples], [mb for _, mb in samples]
+    t_mean, mb_mean = sum(ts) / len(ts), sum(mbs) / len(mbs)
+    var = sum((t - t_mean) ** 2 for t in ts)
+    slope = sum((t - t_mean) * (mb - mb_mean) for t, mb in samples) / var * 3600 if var else 0.0
+    return (f"; hub RSS through the steady window ({len(samples)} samples over {ts[-1]:.0f} s): {mbs[0]:.1f} -> "
+            f"{mbs[-1]:.1f} MB (min {min(mbs):.1f}, max {max(mbs):.1f}), slope {slope:+.1f} MB per hour")
