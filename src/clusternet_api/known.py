@@ -63,6 +63,9 @@ ANNOTATION_DRIFT_CORRECTION: Final = "apps.clusternet.io/drift-correction"
 # Manual approval (hub --cluster-approval=Manual): an admin's verdict on a ClusterRegistrationRequest.
 ANNOTATION_APPROVAL: Final = "clusters.clusternet.io/approval"  # Approved | Denied
 ANNOTATION_DENIAL_REASON: Final = "clusters.clusternet.io/denial-reason"
+# ours: the uid of the request an Approved verdict is for. The registration token may create a request with any
+# annotation, the verdict included; only someone who read the created request knows the uid the server gave it.
+ANNOTATION_APPROVED_UID: Final = "clusters.clusternet.io/approved-uid"
 # ours: on a ManagedCluster, the labels the hub applied from the registration request (JSON object), so a
 # later request removes only those and never an administrator's
 ANNOTATION_LABELS_FROM_REQUEST: Final = "clusters.clusternet.io/labels-from-request"

@@ -188,9 +188,11 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
         return
     if ctx.options.manual_approval and status.get("result") != "Approved":
         verdict, message = registration.admin_verdict(crr)
-        if verdict is None:
-            log.info("registration %s waits for manual approval", crr["metadata"]["name"])
-            await cluster_scoped_warning(ctx, crr, "AwaitingApproval", registration.awaiting_message(crr))
+        if verdict is None:  # `message`: an approval it carries was ignored, and why
+            log.info("registration %s waits for manual approval%s", crr["metadata"]["name"],
+                     f" ({message})" if message else "")
+            await cluster_scoped_warning(ctx, crr, "AwaitingApproval", registration.awaiting_message(crr) + (
+                f"; {message}" if message else ""))
             return
         if verdict == "Denied":
             await registration.deny(ctx.api, crr, message or "denied")
@@ -209,6 +211,8 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
                 field="spec")
 @kopf.on.update(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB,
                 field=("metadata", "annotations", known.ANNOTATION_APPROVAL))
+@kopf.on.update(known.CLUSTERS_GROUP, known.CLUSTERS_VERSION, "clusterregistrationrequests", registry=HUB,
+                field=("metadata", "annotations", known.ANNOTATION_APPROVED_UID))
 async def on_registration(body: kopf.Body, memo: HubContext, reason: str, retry: int = 0, **_: Any) -> None:
     try:
         await reconcile_registration(dict(body), memo, resumed=reason == kopf.Reason.RESUME, first_try=not retry)

@@ -69,15 +69,24 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
 
 
 def admin_verdict(crr: Obj) -> tuple[str | None, str | None]:
-    """Manual approval: ("Approved", None), ("Denied", message) or (None, None) while nobody decided.
+    """Manual approval: ("Approved", None), ("Denied", message), or (None, why an approval was ignored, or None)
+    while nobody decided.
 
-    The verdict is an annotation an admin sets (`kubectl clusternet approve|deny`, or kubectl annotate),
-    so it needs no write access to the request's status, which stays the hub's.
-    """
+    The verdict is an annotation an admin sets (`kubectl clusternet approve|deny`, or kubectl annotate), so it
+    needs no write access to the request's status, which stays the hub's. An approval counts only with the request's
+    uid beside it (known.ANNOTATION_APPROVED_UID): the registration token may create a request carrying any
+    annotation, and a request created already "Approved" was approved by its requester (the sixth audit did so with
+    the bootstrap token alone). The uid is the server's, given at creation, so only someone who read the created
+    request can name it; the registration token cannot write the request after creating it. A denial needs no uid:
+    a requester denying itself harms nobody."""
     annotations = crr["metadata"].get("annotations") or {}
     verdict = str(annotations.get(known.ANNOTATION_APPROVAL) or "").strip().lower()
     if verdict == "approved":
-        return "Approved", None
+        uid = str(crr["metadata"].get("uid") or "")
+        if uid and str(annotations.get(known.ANNOTATION_APPROVED_UID) or "").strip() == uid:
+            return "Approved", None
+        return None, (f"its {known.ANNOTATION_APPROVAL} annotation is ignored: it does not name this request's uid "
+                      f"in {known.ANNOTATION_APPROVED_UID}, so its own requester may have written it at creation")
     if verdict == "denied":
         reason = str(annotations.get(known.ANNOTATION_DENIAL_REASON) or "").strip()
         return "Denied", "denied by a parent cluster administrator" + (f": {reason}" if reason else "")

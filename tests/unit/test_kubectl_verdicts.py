@@ -19,7 +19,7 @@ NAME = f"clusternet-{CID}"
 
 def parent(status: dict[str, Any]) -> FakeKube:
     return FakeKube({"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
-                     "metadata": {"name": NAME}, "spec": {"clusterId": CID}, "status": status})
+                     "metadata": {"name": NAME, "uid": "uid-1"}, "spec": {"clusterId": CID}, "status": status})
 
 
 async def run(kube: FakeKube, verdict: str, reason: str = "") -> int:
@@ -29,7 +29,7 @@ async def run(kube: FakeKube, verdict: str, reason: str = "") -> int:
 def annotations(kube: FakeKube) -> dict[str, str]:
     crr = kube.find("ClusterRegistrationRequest", None, NAME)
     assert crr is not None
-    return dict(crr["metadata"].get("annotations") or {})
+    return {k: v for k, v in (crr["metadata"].get("annotations") or {}).items() if v is not None}  # null: removed
 
 
 async def test_deny_on_an_approved_cluster_is_refused_and_writes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,5 +78,6 @@ async def test_a_request_is_found_by_the_cluster_name_its_agent_asked_for(capsys
     kube.find("ClusterRegistrationRequest", None, NAME)["spec"]["clusterName"] = "child1"  # type: ignore[index]
     assert await verdict_command(session.Session(cast(Kube, kube), "default"), ("child1",), "Approved", "") == 0
     assert annotations(kube)[known.ANNOTATION_APPROVAL] == "Approved"
+    assert annotations(kube)[known.ANNOTATION_APPROVED_UID] == "uid-1", "the approval names the request it read"
     assert await verdict_command(session.Session(cast(Kube, kube), "default"), ("child9",), "Approved", "") == 1
     assert "give a cluster ID, a request's name or the cluster name" in capsys.readouterr().err

@@ -368,10 +368,17 @@ def test_quantities_round_trip() -> None:
     assert format_quantity(parse_quantity("3")) == "3"
 
 
+IGNORED = (f"its {known.ANNOTATION_APPROVAL} annotation is ignored: it does not name this request's uid in "
+           f"{known.ANNOTATION_APPROVED_UID}, so its own requester may have written it at creation")
+
+
 @pytest.mark.parametrize(("annotations", "expected"), [
     ({}, (None, None)),
-    ({known.ANNOTATION_APPROVAL: "Approved"}, ("Approved", None)),
-    ({known.ANNOTATION_APPROVAL: "approved "}, ("Approved", None)),
+    ({known.ANNOTATION_APPROVAL: "Approved", known.ANNOTATION_APPROVED_UID: "uid-1"}, ("Approved", None)),
+    ({known.ANNOTATION_APPROVAL: "approved ", known.ANNOTATION_APPROVED_UID: " uid-1"}, ("Approved", None)),
+    # the sixth audit: the registration token created its request already approved (no uid known then)
+    ({known.ANNOTATION_APPROVAL: "Approved"}, (None, IGNORED)),
+    ({known.ANNOTATION_APPROVAL: "Approved", known.ANNOTATION_APPROVED_UID: "uid-of-another"}, (None, IGNORED)),
     ({known.ANNOTATION_APPROVAL: "Denied"}, ("Denied", "denied by a parent cluster administrator")),
     ({known.ANNOTATION_APPROVAL: "Denied", known.ANNOTATION_DENIAL_REASON: "unknown site"},
      ("Denied", "denied by a parent cluster administrator: unknown site")),
@@ -379,6 +386,7 @@ def test_quantities_round_trip() -> None:
 ])
 def test_admin_verdict(annotations: dict[str, str], expected: tuple[str | None, str | None]) -> None:
     request_ = crr()
+    request_["metadata"]["uid"] = "uid-1"  # type: ignore[index]
     request_["metadata"]["annotations"] = {**request_["metadata"].get("annotations", {}), **annotations}
     assert registration.admin_verdict(request_) == expected
 

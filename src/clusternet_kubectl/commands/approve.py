@@ -79,7 +79,9 @@ async def record_verdict(session: Session, name: str, verdict: str, reason: str)
     if (crr.get("status") or {}).get("result") == verdict:
         click.echo(f"{KIND}/{name} already {verdict.lower()}")
         return True
-    annotations = {known.ANNOTATION_APPROVAL: verdict, known.ANNOTATION_DENIAL_REASON: reason or None}
+    # an approval names the uid read (registration.admin_verdict): the requester could not have written it
+    annotations = {known.ANNOTATION_APPROVAL: verdict, known.ANNOTATION_DENIAL_REASON: reason or None,
+                   known.ANNOTATION_APPROVED_UID: crr["metadata"].get("uid") if verdict == "Approved" else None}
     await session.kube.patch(CRR_API_VERSION, "ClusterRegistrationRequest", name, {"metadata": {
         "annotations": annotations, "resourceVersion": crr["metadata"].get("resourceVersion")}})
     click.echo(f"{KIND}/{name} {verdict.lower()}")
