@@ -8,8 +8,8 @@ objects (uninstalled the releases), and the hub re-created everything with new U
 The hub answers this from the Subscription (clusternet_hub.controller.wanted), which the agent may not read: its
 Role covers its own namespace. What it may read there is the Base, which the hub writes from the Subscription
 before anything else and deletes when it no longer wants anything of that Subscription in this cluster (unbound,
-or the Subscription deleted). So a deleting object is still wanted when the Base of its name exists, is not being
-deleted, carries the same Subscription uid label, and its feeds still feed the object's deployer under that name:
+or the Subscription deleted). So a deleting object is still wanted when the Base of its name exists, carries the
+same Subscription uid label, and its feeds still feed the object's deployer under that name:
 a Generic Description while some feed is not a HelmChart, a Helm one and the HelmRelease of each fed chart while
 HelmCharts are fed (the hub writes the Base's new feeds before it deletes what they no longer feed). Then the agent
 releases the finalizer without touching the child; the hub re-creates the object under the same name and the agent
@@ -19,7 +19,17 @@ A Base deleted by hand looks like an unbinding at first: it is gone, and its Des
 it back at once while the Subscription still binds the cluster (the hub's pushers can tell at once: they read the
 Subscription). So a missing Base is given BASE_GRACE_SECONDS (`BaseGrace`, from when this agent first found it
 missing) to come back before its objects are cleaned up, and the agent looks again when that time is up; a Base
-that exists and no longer wants the object (or is being deleted) is an unbinding at once. Before, the agent
+that exists and no longer wants the object is an unbinding at once.
+
+A Base being deleted is judged by what it says, like any other. The hub deletes Bases in the background (they go
+at once, holding no finalizer), so one left terminating was deleted by someone else: by hand with
+`--cascade=foreground`, which deletes its Descriptions first and keeps the Base until they are gone, or held by
+another tool's finalizer. The sixth audit deleted a Pull cluster's Base so: the agent took the deleting Base for
+an unbinding, deleted the child's objects and uninstalled the Helm release, and the hub deployed everything again
+with new UIDs (eight times over in 16 s). Its content still being the Subscription's want, the agent now releases
+what it still wants; once the Base is gone the hub writes it back and the agent re-adopts. The price: a Base the hub
+did delete (an unbinding) but another tool's finalizer holds leaves the child's objects in place, unmanaged, rather
+than deleting them. Before, the agent
 cleaned up whenever it read the Base before the hub had written it again, and the hub then deployed everything
 anew: new UIDs, the workloads down in between. The Base is read by a direct GET; a failed read raises, and nothing
 is deleted.
@@ -95,8 +105,7 @@ async def judge(parent: KubeApi, obj: Obj) -> Verdict:
     base = await parent.get(known.APPS_API_VERSION, "Base", base_name, meta["namespace"])
     if base is None:
         return "no base"
-    if base["metadata"].get("deletionTimestamp") or (
-            base["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) != uid:
+    if (base["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) != uid:
         return "unwanted"
     if meta["name"] not in wanted_names(base):
         return "unwanted"

@@ -618,3 +618,24 @@ async def test_a_work_item_failing_again_and_again_backs_off() -> None:
         await asyncio.sleep(0.01)
     worker.cancel()
     assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+async def test_no_description_is_written_under_a_base_someone_deletes_in_the_foreground() -> None:
+    """The sixth audit: `kubectl delete base --cascade=foreground` keeps the Base, deleting, until its Descriptions
+    are gone; the hub wrote them again under it for 15 s, each deleted again by the garbage collector. It now waits
+    for the Base to go, whose deletion brings the plan back to write both anew."""
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    base = parent.find("Base", *BASE)
+    base["metadata"].update(deletionTimestamp="2026-12-06T00:00:00Z", finalizers=["foregroundDeletion"])
+    del parent.objects[("Description", *DESC)]
+    c.store.on_base("MODIFIED", copy.deepcopy(base))
+    c.store.on_description("DELETED", {"metadata": {"name": DESC[1], "namespace": NS}})
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert "apply Description" not in parent.kinds_written()
+    del parent.objects[("Base", *BASE)]  # the garbage collector is done: the Base goes, and comes back
+    c.store.on_base("DELETED", base)
+    assert ("sub", *SUB) in [k for k, _ in c.store.queue.drain()]
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.find("Description", *DESC) is not None

@@ -222,7 +222,7 @@ async def test_a_pull_agent_keeps_the_objects_of_a_description_its_base_still_wa
     assert cleaned == [] and finalizers(parent, "Description", (NS, f"{BASE_NAME}-generic")) == []
 
 
-@pytest.mark.parametrize("found", [{"deleting": True}, {"uid": "another"}, {"feeds": [FEED]}])
+@pytest.mark.parametrize("found", [{"uid": "another"}, {"feeds": [FEED]}, {"deleting": True, "feeds": [FEED]}])
 async def test_a_pull_agent_cleans_up_what_its_base_no_longer_wants(monkeypatch: pytest.MonkeyPatch,
                                                                       found: dict[str, Any] | None) -> None:
     objects = []
@@ -233,6 +233,18 @@ async def test_a_pull_agent_cleans_up_what_its_base_no_longer_wants(monkeypatch:
         objects.append(obj)
     _, cleaned = await pull_cleanup(monkeypatch, *objects)
     assert cleaned == [f"{BASE_NAME}-generic"]
+
+
+@pytest.mark.parametrize("finalizer", ["foregroundDeletion", "example.com/hold"])
+async def test_a_pull_agent_keeps_what_a_base_deleted_by_hand_in_the_foreground_still_wants(
+        monkeypatch: pytest.MonkeyPatch, finalizer: str) -> None:
+    """The sixth audit: `kubectl delete base --cascade=foreground` keeps the Base (deleting) until the garbage
+    collector has deleted its Descriptions; the agent took that for an unbinding and wiped the child's objects and
+    Helm releases, which the hub then deployed again with new UIDs. The hub deletes Bases in the background only."""
+    held = base(CFG)
+    held["metadata"].update(deletionTimestamp=GONE, finalizers=[finalizer])
+    parent, cleaned = await pull_cleanup(monkeypatch, held)
+    assert cleaned == [] and finalizers(parent, "Description", (NS, f"{BASE_NAME}-generic")) == []
 
 
 class Clock:

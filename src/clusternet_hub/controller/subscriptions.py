@@ -143,6 +143,13 @@ class SubscriptionReconciler:
             with refused_as(base):
                 base = await write_back(self.store.caches.bases, key_of(base),
                                         self.kube.apply(base, known.CREATED_BY_HUB), creates=True)
+        if base["metadata"].get("deletionTimestamp"):
+            # deleted by someone else (the hub deletes Bases in the background: they go at once), in the foreground
+            # or held by a finalizer: the garbage collector would delete a Description owned by it at once, and
+            # the hub wrote them again and again for as long (the sixth audit: 15 s). Its deletion brings the plan
+            # back (store.on_base), which writes the Base anew and then its Descriptions.
+            log.info("Base %s/%s is being deleted: its Descriptions wait until it is written again", *key_of(base))
+            return
         written = [await self._apply_description(body, existing, base) for body, existing in (
             (cluster.description, cluster.existing), (cluster.helm_description, cluster.existing_helm))
             if body is not None]
