@@ -259,6 +259,18 @@ def test_a_base_deleted_by_hand_in_a_pull_cluster_comes_back_and_keeps_its_workl
     assert probe_uid(child2) == deployed["uid"] and release_uids(child2) == release
     assert "did not come back" not in agent.output[before:] and "cleaned up Description" not in agent.output[before:]
 
+    # the sixth audit: deleted in the foreground, the Base stays (deleting) until the garbage collector has deleted
+    # its Descriptions, which the agent took for an unbinding: the child's objects deleted, the release uninstalled
+    uid = kubectl(parent, "get", "base", name, "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
+    before = len(agent.output)
+    kubectl(parent, "delete", "base", name, "-n", ns, "--cascade=foreground", "--wait=false")
+    wait_for(base_back, timeout=60, what="the Base gone and written back")
+    wait_for(lambda: len(kubectl(parent, "get", "desc,hr", "-n", ns, "-l", selector, "-o", "name").stdout.split())
+             == 3, timeout=60, what="the Descriptions and the HelmRelease back")
+    time.sleep(5)
+    assert probe_uid(child2) == deployed["uid"] and release_uids(child2) == release
+    assert "cleaned up Description" not in agent.output[before:] and "uninstalled" not in agent.output[before:]
+
 
 HOLD = "clusternet-test/hold"
 """A finalizer of this test's: what it holds outlives the namespace's other content, the worst order the namespace
