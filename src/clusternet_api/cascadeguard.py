@@ -100,8 +100,8 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
             try:
                 items = await child.list(api_version, kind, namespace)
             except ApiException as e:
-                if e.status == 404:  # served no longer (a CRD deleted meanwhile): nothing of it here
-                    return []
+                if e.status == 404 and not await _still_discovered(child, api_version, kind):
+                    return []  # served no longer (a CRD deleted meanwhile): nothing of it here
                 raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}") from e
             except Exception as e:
                 raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
@@ -156,12 +156,38 @@ async def foreign_instances(child: KubeApi, crd: Obj) -> list[str]:
     try:
         items = await child.list(api_version, kind)
     except ApiException as e:
-        if e.status == 404:  # not served (yet, or any more): no object of it exists
-            return []
+        if e.status == 404 and not await _crd_in_service(child, crd):
+            return []  # not served (yet, or any more): no object of it exists
         raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}") from e
     except Exception as e:
         raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
     return sorted(f"{kind} {_where(o)}" for o in items if not (o.get("metadata") or {}).get("deletionTimestamp"))
+
+
+async def _still_discovered(child: KubeApi, api_version: str, kind: str) -> bool:
+    """Does fresh discovery still list a kind whose LIST answered 404? A 404 is "deleted meanwhile" only when it
+    does not: a kube-apiserver that has just started (or an HA child's replica just rolled) answers 404 for custom
+    resources until its CRD handler catches up (the first-rule review s31, F1), and taking that for "nothing
+    there" deleted the Namespace with other people's objects of that kind in it. Discovery failing counts as
+    still listed: nothing is deleted on a guess."""
+    try:
+        return any(str(e.get("kind")) == kind for e in await child.discover(api_version))
+    except Exception:
+        return True
+
+
+async def _crd_in_service(child: KubeApi, crd: Obj) -> bool:
+    """Is the CRD whose kind's LIST answered 404 still there, not being deleted, and Established (serving)? Then
+    the 404 is a cold API server's (see _still_discovered), not "no object of it exists", and deleting the CRD would
+    take every object of its kind, other people's too. Reading it failing counts as yes."""
+    try:
+        found = await child.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd["metadata"]["name"])
+    except Exception:
+        return True
+    if found is None or (found.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in (found.get("status") or {}).get("conditions") or [])
 
 
 def _where(obj: Obj) -> str:

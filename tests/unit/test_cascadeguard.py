@@ -347,3 +347,50 @@ async def test_a_namespace_is_still_deleted_when_every_version_shows_nothing_for
     released = await release_namespace(child)
     assert released.deleted == ["Namespace team-a"] and released.kept == {}
     assert ("DELETE", "/api/v1/namespaces/team-a") in child.asked
+
+
+def cold_for_widgets(child: FakeKube, established: bool = True) -> None:
+    """The child's API server answers 404 to every LIST of Widgets, as one just started does for custom resources
+    until its CRD handler catches up, while discovery and its stored CRD (Established) still say they are served."""
+    real_list = child.list
+    crd = child.find("CustomResourceDefinition", None, "widgets.example.com")
+    if crd is not None and established:
+        crd["status"] = {"conditions": [{"type": "Established", "status": "True"}]}
+
+    async def cold_list(api_version: str, kind: str, namespace: str | None = None,
+                        label_selector: str | None = None) -> list[Obj]:
+        if kind == "Widget":
+            raise ApiException(404, "the server could not find the requested resource")
+        return await real_list(api_version, kind, namespace, label_selector)
+
+    child.list = cold_list  # type: ignore[method-assign]
+
+
+async def test_a_cold_api_servers_404_keeps_the_crd_and_everyones_objects_of_it() -> None:
+    """First-rule review s31, F1: a 404 on the Widget LIST was taken for "no Widget exists", so the CRD was deleted
+    and the API server deleted every Widget with it, someone else's hand-made one included."""
+    parent, child = FakeKube(description("d1", CRD)), FakeKube()
+    await deploy(parent, child, "d1")
+    await child.create(widget("w-hand"))
+    cold_for_widgets(child)
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert "CustomResourceDefinition widgets.example.com" not in released.deleted
+    assert child.find("CustomResourceDefinition", None, "widgets.example.com") is not None
+
+
+async def test_a_cold_api_servers_404_keeps_a_namespace_holding_others_objects_of_that_kind() -> None:
+    parent, child = FakeKube(description("d1", CRD, TEAM, cm("a"))), FakeKube()
+    await deploy(parent, child, "d1")
+    await child.create(widget("w-hand", "team-a"))
+    cold_for_widgets(child)
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert "Namespace team-a" not in released.deleted and child.find("Namespace", None, "team-a") is not None
+
+
+async def test_a_404_from_a_kind_no_longer_served_still_counts_as_nothing_there() -> None:
+    """The case the 404 branch is for: the kind's CRD is gone (or not Established), so no object of it exists."""
+    parent, child = FakeKube(description("d1", CRD)), FakeKube()
+    await deploy(parent, child, "d1")
+    cold_for_widgets(child, established=False)
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert "CustomResourceDefinition widgets.example.com" in released.deleted
