@@ -1,8 +1,9 @@
 """Whether a Description or HelmRelease being deleted is still wanted, as far as a Pull agent can tell.
 
 Descriptions are owned by their Base and HelmReleases by their Description, so the garbage collector deletes them
-when someone edits their ownerReferences, after a restore that re-created the parent's objects with new UIDs, and
-people delete them by hand. The agent used to take every deletionTimestamp as intent: it deleted the child's
+when someone edits their ownerReferences, after a restore that re-created the Bases with new UIDs (a Subscription
+re-created too has a new uid: a new Subscription, whose predecessor's objects are cleaned up), and people delete
+them by hand. The agent used to take every deletionTimestamp as intent: it deleted the child's
 objects (uninstalled the releases), and the hub re-created everything with new UIDs, the workloads down in between.
 
 The hub answers this from the Subscription (clusternet_hub.controller.wanted), which the agent may not read: its

@@ -63,11 +63,12 @@ def namespace() -> Obj:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
 
 
-def unsubscribe(parent: FakeKube) -> None:
-    """Delete the parent's Subscriptions: what makes a Description's deletion an ordinary one, which cleans up
-    (a deletion while its Subscription still wants it does not: controller/wanted.py)."""
+def unsubscribe(parent: FakeKube, c: Controller) -> None:
+    """Delete the parent's Subscriptions, as the hub's watch then tells it: what makes a Description's deletion an
+    ordinary one, which cleans up (a deletion while its Subscription still wants it does not: controller/wanted.py;
+    nor one the parent says is gone while the watch still holds it)."""
     for key in [k for k in parent.objects if k[0] == "Subscription"]:
-        del parent.objects[key]
+        c.store.on_subscription("DELETED", parent.objects.pop(key))
 
 
 async def no_tunnel(cluster_id: str) -> None:
@@ -361,7 +362,7 @@ async def pushed_then_deleted_offline(sync_mode: str = "Push") -> tuple[Controll
     await c.pusher.push(DESC)
     desc = parent.find("Description", *DESC)
     desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    unsubscribe(parent)
+    unsubscribe(parent, c)
     c.store.on_description("MODIFIED", desc)
     offline = cluster(ready="Unknown")
     offline["spec"]["syncMode"] = sync_mode
@@ -404,7 +405,7 @@ async def test_an_object_the_deleted_description_held_passes_to_the_one_refused_
     uid = child.find("ConfigMap", "default", "cfg")["metadata"]["uid"]
     desc = parent.find("Description", *DESC)
     desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    unsubscribe(parent)
+    unsubscribe(parent, c)
     c.store.on_description("MODIFIED", desc)
     c.store.queue.drain()
     await c.pusher.push(DESC)
@@ -471,7 +472,7 @@ async def test_a_cluster_with_a_tunnel_is_never_dialled_at_its_advertised_url_wh
 
 async def test_an_offline_tunnel_cluster_says_cleanup_pending_not_tunnel_down() -> None:
     c, parent, child = await deployed_controller(push_secret(), tunnel_cluster(ready="Unknown"))
-    unsubscribe(parent)
+    unsubscribe(parent, c)
     desc = parent.find("Description", *DESC)
     desc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     c.store.on_description("MODIFIED", desc)

@@ -208,7 +208,7 @@ async def test_deleting_the_subscription_uninstalls_then_lets_the_description_go
     c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
     await deploy(c)
     desc = parent.find("Description", *HELM_DESC)
-    unsubscribe(parent)
+    unsubscribe(parent, c)
     c.store.on_description("MODIFIED", {**desc, "metadata": {**desc["metadata"], "deletionTimestamp": "now"}})
     await c.helm_descriptions.sync(HELM_DESC)
     assert parent.find("HelmRelease", *HR) is None or ("delete", "HelmRelease", "/".join(HR)) in parent.writes
@@ -223,7 +223,7 @@ async def test_an_offline_cluster_keeps_its_release_until_it_returns() -> None:
     await deploy(c)
     c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
     hr = c.store.caches.helmreleases[HR]
-    unsubscribe(parent)  # an ordinary deletion
+    unsubscribe(parent, c)  # an ordinary deletion
     c.store.on_helmrelease("MODIFIED", {**hr, "metadata": {**hr["metadata"], "deletionTimestamp": "now"}})
     await c.releases.push(HR)
     assert ("abc", "mysql") in helm.releases
@@ -238,7 +238,7 @@ async def test_a_tunnel_cluster_gets_no_helm_operation_while_its_tunnel_is_down(
     assert parent.find("HelmRelease", *HR)["status"]["description"] == TUNNEL_DOWN
     timer, _ = c.store.queue._later[("release", *HR)]  # a Generic push's backoff (2 s), not a chart's (5 s)
     assert timer.when() - asyncio.get_running_loop().time() <= 2.0
-    unsubscribe(parent)  # its deletion neither: the release is uninstalled once the tunnel is back
+    unsubscribe(parent, c)  # its deletion neither: the release is uninstalled once the tunnel is back
     hr = c.store.caches.helmreleases[HR]
     c.store.on_helmrelease("MODIFIED", {**hr, "metadata": {**hr["metadata"], "deletionTimestamp": "now"}})
     await c.releases.push(HR)

@@ -189,7 +189,7 @@ async def test_push_a_moved_chart_moves_the_release_and_deleting_after_a_half_do
     assert c.store.queue.waiting(("release", *HR))  # tried again
     helm.failing_uninstalls.clear()
     cached = c.store.caches.helmreleases[HR]
-    unsubscribe(parent)  # an ordinary deletion
+    unsubscribe(parent, c)  # an ordinary deletion
     c.store.on_helmrelease("MODIFIED", {**cached, "metadata": {**cached["metadata"], "deletionTimestamp": "now"}})
     await c.releases.push(HR)
     assert helm.releases == {}
@@ -204,7 +204,7 @@ async def test_push_a_completed_move_leaves_one_release_and_deletion_removes_it(
     hr = parent.find("HelmRelease", *HR)
     assert hr is not None and hr["status"]["targets"] == [NEW]
     cached = c.store.caches.helmreleases[HR]
-    unsubscribe(parent)  # an ordinary deletion
+    unsubscribe(parent, c)  # an ordinary deletion
     c.store.on_helmrelease("MODIFIED", {**cached, "metadata": {**cached["metadata"], "deletionTimestamp": "now"}})
     await c.releases.push(HR)
     assert helm.releases == {}

@@ -71,7 +71,7 @@ async def hub_with_deleting_description(mode: str = "Push") -> tuple[Any, FakeKu
     mc = cluster()
     mc["spec"]["syncMode"] = mode
     c.store.caches.clusters[(NS, "child1")] = mc
-    unsubscribe(parent)  # an ordinary deletion, unless the cluster is being removed
+    unsubscribe(parent, c)  # an ordinary deletion, unless the cluster is being removed
     c.store.on_description("MODIFIED", deleting(parent.find("Description", *DESC)))
     parent.writes.clear()
     child.writes.clear()
@@ -113,7 +113,7 @@ async def hub_with_deleting_release(mode: str = "Push") -> tuple[Any, FakeKube, 
     mc = cluster()
     mc["spec"]["syncMode"] = mode
     c.store.caches.clusters[(NS, "child1")] = mc
-    unsubscribe(parent)  # an ordinary deletion, unless the cluster is being removed
+    unsubscribe(parent, c)  # an ordinary deletion, unless the cluster is being removed
     c.store.on_helmrelease("MODIFIED", deleting(c.store.caches.helmreleases[HR]))
     parent.writes.clear()
     return c, parent, helm

@@ -77,7 +77,7 @@ def unsubscribing(parent: FakeKube, c: Any) -> None:
 
 
 def unsubscribed(parent: FakeKube, c: Any) -> None:
-    del parent.objects[("Subscription", *SUB)]
+    c.store.on_subscription("DELETED", parent.objects.pop(("Subscription", *SUB)))  # as the hub's watch tells it
 
 
 def helm_only(parent: FakeKube, c: Any) -> None:
@@ -177,7 +177,30 @@ def test_wanted_names_follow_binding_and_feeds() -> None:
     assert wanted.wanted_names(sub, cluster()) == short | {n.replace(short_base, long_base) for n in short}
     assert wanted.wanted_names(sub, cluster(env="dev")) == set()
     sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchExpressions": [{"key": "env", "operator": "Bad"}]}}]
-    assert wanted.wanted_names(sub, cluster()) == set()  # refused: nobody's plan we can tell
+    with pytest.raises(wanted.WantUnknown, match="is refused"):  # nobody's plan we can tell: nothing is decided
+        wanted.wanted_names(sub, cluster())
+
+
+async def test_a_refused_subscription_keeps_what_someone_else_deletes() -> None:
+    """Review s31, F3: the refusal promises nothing is removed, yet an invalid selector made wanted_names empty and
+    the hub cleaned up a Description deleted by hand (or by the garbage collector)."""
+    c, parent, child = await deleted_by_someone_else()
+    parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [
+        {"clusterAffinity": {"matchExpressions": [{"key": "env", "operator": "In"}]}}]  # In without values
+    with pytest.raises(wanted.WantUnknown, match="nothing is cleaned up until it is fixed"):
+        await c.pusher.push(DESC)
+    assert child.writes == [] and known.FINALIZER_APPS in finalizers(parent, "Description", DESC)
+
+
+async def test_a_subscription_the_parent_says_is_gone_while_the_watch_holds_it_keeps_its_objects() -> None:
+    """Review s31, F2: an HA parent's replica just started answers 404 for custom resources until its CRD handler
+    catches up, and the hub took that for a deleted Subscription. A deleted Subscription keeps the hub's finalizer
+    until its Bases are gone, so the watch sees it deleting first; gone while the watch holds it live is a doubt."""
+    c, parent, child = await deleted_by_someone_else()
+    del parent.objects[("Subscription", *SUB)]  # the watch has not said so (and may never: a cold replica)
+    with pytest.raises(wanted.WantUnknown, match="until the two agree"):
+        await c.pusher.push(DESC)
+    assert child.writes == [] and known.FINALIZER_APPS in finalizers(parent, "Description", DESC)
 
 
 # --- a Pull agent: it may read the Base, not the Subscription (clusternet_agent.stillwanted) -----------------------

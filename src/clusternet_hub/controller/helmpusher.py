@@ -161,7 +161,7 @@ class ReleasePusher:
     async def _uninstall(self, key: Key, hr: Obj, mc: Obj) -> None:
         """Uninstall the release, unless its Subscription still wants it (deleted by the garbage collector, by hand,
         or with a Description deleted so: wanted.py; the hub writes it again and finds the release installed)."""
-        if await still_wanted(self.kube, hr, mc):
+        if await still_wanted(self.kube, hr, mc, self.store.caches.subscriptions):
             await applier.remove_finalizer(self.kube, hr)
             return
         if not is_ready(mc):

@@ -245,7 +245,7 @@ class Pusher:
         if not is_ready(mc):
             await self._pending(desc, CLEANUP_PENDING)
             return
-        if await still_wanted(self.kube, desc, mc):
+        if await still_wanted(self.kube, desc, mc, self.store.caches.subscriptions):
             self.carried.keep(desc)
             await applier.remove_finalizer(self.kube, desc)
             return

@@ -2,32 +2,39 @@
 
 A deletion is not always the hub's intent. Descriptions are owned by their Base, HelmReleases by their Description,
 so the garbage collector deletes them after a `kubectl delete base ...` by hand (the hub re-creates the Base at
-once: store.on_base), after a restore that re-created the parent's objects with new UIDs, or when someone edits
-their ownerReferences; or someone deletes one by hand. The deployers used to take every deletionTimestamp as
-intent: they deleted the child's objects (uninstalled the releases), and the hub then re-created everything with
-new UIDs, the workloads down in between.
+once: store.on_base), after a restore that re-created the Bases with new UIDs (a Subscription re-created too has a
+new uid: a new Subscription, whose predecessor's objects are cleaned up), or when someone edits their
+ownerReferences; or someone deletes one by hand. The deployers used to take every deletionTimestamp as intent:
+they deleted the child's objects (uninstalled the releases), and the hub then re-created everything with new
+UIDs, the workloads down in between.
 
 So before it cleans up, the hub asks here. The object's labels name its Subscription (plan.labels: name, namespace,
-uid); the Subscription is read by a direct GET, never the watch cache (a lagging copy must not keep what its
-deletion meant to remove). It is still wanted when that Subscription exists with the same uid and no
-deletionTimestamp, still binds this cluster (scheduling.schedule over this one ManagedCluster: binding is decided
-per cluster, and the status may not yet say what the hub just unbound or bound again; the cluster holds the object,
-so a NoSchedule taint does not keep the Subscription off, as in the hub's plan: clusternet_core.placement), and
-still feeds the object's deployer under the same name (a Generic Description while it has a feed that is not a
-HelmChart; a Helm one, and a HelmRelease of one of its charts, while it feeds HelmCharts). Then the finalizer goes
-without touching the child; the hub re-creates the object under the same name and re-adopts the child's objects,
-which are marked with the Description's name (clusternet_api.ownership), or finds the Helm release installed: the
-store brings the Subscription back when such a Description is gone (store.on_description), a HelmRelease's
-Description when the HelmRelease is (store.on_helmrelease).
+uid); the Subscription is read by a direct GET, not the watch cache (a lagging copy must not keep what its deletion
+meant to remove; the cache only raises a doubt, below). It is still wanted when that Subscription exists with the
+same uid and no deletionTimestamp, still binds this cluster (scheduling.schedule over this one ManagedCluster:
+binding is decided per cluster, and the status may not yet say what the hub just unbound or bound again; the cluster
+holds the object, so a NoSchedule taint does not keep the Subscription off, as in the hub's plan:
+clusternet_core.placement), and still feeds the object's deployer under the same name (a Generic Description while
+it has a feed that is not a HelmChart; a Helm one, and a HelmRelease of one of its charts, while it feeds
+HelmCharts). Then the finalizer goes without touching the child; the hub re-creates the object under the same name
+and re-adopts the child's objects, which are marked with the Description's name (clusternet_api.ownership), or finds
+the Helm release installed: the store brings the Subscription back when such a Description is gone
+(store.on_description), a HelmRelease's Description when the HelmRelease is (store.on_helmrelease).
 
 Every ordinary deletion still cleans up: a deleted Subscription (gone, deleting, or re-created under the same name
 with another uid), an unbound cluster, a deployer no longer fed, a chart no longer fed, an object without the
-labels, a Subscription the scheduler refuses. A failed read raises: nothing is deleted and the push is retried.
+labels. A failed read raises: nothing is deleted and the push is retried. So does WantUnknown, when the answer
+cannot be told (review s31): a Subscription the scheduler refuses (an invalid selector, say: the hub changes
+nothing for it, and its refusal promises nothing is removed), and a GET that says the Subscription is gone while
+the hub's watch still holds it with the same uid and no deletionTimestamp (the hub's finalizer keeps a deleted
+Subscription until its Bases are gone, so only a lagging or cold API server answers so: an HA parent's replica
+that has just started answers 404 for custom resources until its CRD handler catches up).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from clusternet_api import known
 from clusternet_api.kube import Obj
@@ -37,6 +44,11 @@ from clusternet_core.plan import subscription_feeds
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, binding_key, schedule
 
 log = logging.getLogger(__name__)
+
+
+class WantUnknown(Exception):
+    """Whether the Subscription still wants the object cannot be told now: nothing is cleaned up, the push is
+    retried (and says why)."""
 
 
 def _description_names(sub: Obj, deployer: str) -> list[str]:
@@ -53,8 +65,10 @@ def wanted_names(sub: Obj, mc: Obj) -> set[str]:
     try:
         if key not in schedule(sub, [mc], holding={key}).binding_clusters:
             return set()
-    except (InvalidSelector, UnsupportedScheduling, ValueError):
-        return set()  # refused: the hub changes nothing, and a deletion now is nobody's plan we can tell
+    except (InvalidSelector, UnsupportedScheduling, ValueError) as e:  # refused: the hub changes nothing
+        meta = sub["metadata"]
+        raise WantUnknown(f"Subscription {meta.get('namespace')}/{meta.get('name')} is refused ({e}): whether it "
+                          "still wants this cannot be told, so nothing is cleaned up until it is fixed") from e
     feeds = subscription_feeds(sub)
     charts = [f for f in feeds if rendering.is_helm_chart_feed(dict(f))]
     names: set[str] = set()
@@ -67,9 +81,10 @@ def wanted_names(sub: Obj, mc: Obj) -> set[str]:
     return names
 
 
-async def still_wanted(kube: KubeApi, obj: Obj, mc: Obj) -> bool:
+async def still_wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> bool:
     """Whether the Subscription of `obj` (a Description or HelmRelease being deleted, in `mc`'s namespace) still
-    wants it; False when the deployer should clean up as usual. Raises when the Subscription cannot be read."""
+    wants it; False when the deployer should clean up as usual. Raises when the Subscription cannot be read, and
+    WantUnknown when the answer cannot be told; `cached`: the hub's watched Subscriptions, trusted only to keep."""
     meta = obj["metadata"]
     labels = meta.get("labels") or {}
     name, namespace, uid = (labels.get(k) for k in (known.LABEL_SUBS_NAME, known.LABEL_SUBS_NAMESPACE,
@@ -77,6 +92,11 @@ async def still_wanted(kube: KubeApi, obj: Obj, mc: Obj) -> bool:
     if not (name and namespace and uid):
         return False
     sub = await kube.get(known.APPS_API_VERSION, "Subscription", name, namespace)
+    held = cached.get((namespace, name))
+    if sub is None and held is not None and (held["metadata"].get("uid") == uid
+                                             and not held["metadata"].get("deletionTimestamp")):
+        raise WantUnknown(f"the parent says Subscription {namespace}/{name} is gone while the hub's watch holds it, "
+                          "not being deleted: nothing is cleaned up until the two agree")
     if sub is None or sub["metadata"].get("uid") != uid or sub["metadata"].get("deletionTimestamp"):
         return False
     if meta["name"] not in wanted_names(sub, mc):
