@@ -183,8 +183,8 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
             return  # a token refresh never re-creates what an admin deleted (it used to, at the token's half-life)
     problem = registration.validate(crr, ctx.options.allow_unsealed_tokens)
     if problem:
-        if await removal.refuse(ctx.api, crr, problem, ctx.options.allow_unsealed_tokens):
-            await refused(ctx, crr, problem)
+        if (written := await removal.refuse(ctx.api, crr, problem, ctx.options.allow_unsealed_tokens)) is not None:
+            await refused(ctx, crr, written)
         return
     if ctx.options.manual_approval and status.get("result") != "Approved":
         verdict, message = registration.admin_verdict(crr)

@@ -84,18 +84,21 @@ def invalid_message(crr: Obj, problem: str) -> str:
             f"clusterregistrationrequest {name})")
 
 
-async def refuse(kube: Kube, crr: Obj, problem: str, allow_unsealed: bool) -> bool:
+async def refuse(kube: Kube, crr: Obj, problem: str, allow_unsealed: bool) -> str | None:
     """Deny a request that does not validate; an approved one whose agent removed or broke its sealing key
     (tokens.key_dropped) is revoked as well. Every other failure of an approved request (the hub restarted
     without --allow-unsealed-tokens under Clusternet's agent, say) is only denied, as before: that change is the
-    hub's and not held against the cluster's credentials. False when nothing was written (the request was
-    created again meanwhile)."""
+    hub's and not held against the cluster's credentials. The message written (for the event that says it: the
+    sixth audit found a revocation's event without the "revoked; delete this request to re-add" part), None when
+    nothing was written (the request was created again meanwhile)."""
     dropped = tokens.key_dropped(crr, allow_unsealed)
     if dropped is None:
         await registration.deny(kube, crr, problem)
-        return True
-    return await revoke(kube, crr, invalid_message(crr, dropped),
-                        still=lambda fresh: tokens.key_dropped(fresh, allow_unsealed) is not None)
+        return problem
+    message = invalid_message(crr, dropped)
+    revoked = await revoke(kube, crr, message,
+                           still=lambda fresh: tokens.key_dropped(fresh, allow_unsealed) is not None)
+    return message if revoked else None
 
 
 async def mark_removed(kube: Kube, crr: Obj, what: str) -> None:
@@ -184,7 +187,8 @@ async def settle(kube: Kube, crr: Obj, settings: registration.ApprovalSettings) 
         pinned = registration.pinned(crr)
         problem = registration.validate(pinned, settings.allow_unsealed_tokens)
         if problem:  # as any token refresh: never issued to a request that no longer validates (review)
-            return "refused" if await refuse(kube, pinned, problem, settings.allow_unsealed_tokens) else "left"
+            return "refused" if await refuse(kube, pinned, problem, settings.allow_unsealed_tokens) is not None \
+                else "left"
         log.warning("registration %s: %s; approving it again", crr["metadata"]["name"], found.what)
         await registration.approve(kube, pinned, settings)
     return found.verdict

@@ -251,6 +251,9 @@ def assert_revoked(parent: Parent, ns: str, *reasons: str) -> None:
     for kind in ("ClusterRole", "ClusterRoleBinding"):
         assert parent.find(kind, None, f"clusternet-{CID}") is None
     assert parent.find("Namespace", None, ns) is not None and parent.find("ManagedCluster", ns, "child1") is not None
+    # the event says so too (the sixth audit: it had only the key problem, and advice that re-adds nothing)
+    [event] = [o for k, o in parent.objects.items() if k[0] == "Event" and o.get("reason") == "RegistrationDenied"]
+    assert event["message"] == status["errorMessage"]
 
 
 async def test_an_agent_that_drops_its_public_key_loses_its_credentials_at_its_token_refresh() -> None:
