@@ -197,14 +197,17 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes, approval
                 log.info("created ClusterRegistrationRequest %s", name)
         except Exception as e:
             raise RegistrationError(describe_error(e, opts.parent_url)) from e
+        waiting = Approval(parent, opts, cluster_id, key_pem, stale_token)
+        if (crr.get("status") or {}).get("result") in ("Denied", "Failed"):
+            waiting.usable(crr)  # raises with the hub's own words: they say why (a revocation: how to re-add)
         theirs = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
         if theirs and theirs.strip() != public_key.strip():
             raise RegistrationError(
-                f"cluster ID {cluster_id} is already registered on the parent by another agent (its "
-                f"ClusterRegistrationRequest {name} carries a different public key). If this cluster was "
-                f"re-installed, an admin must delete ClusterRegistrationRequest {name} on the parent.",
+                f"ClusterRegistrationRequest {name} on the parent carries a public key other than this agent's: "
+                f"another agent registered cluster ID {cluster_id}, or the key on the request was changed since "
+                f"(with this cluster's parent credentials or by an admin). If this cluster was re-installed or its "
+                f"key changed so, an admin must delete ClusterRegistrationRequest {name} on the parent.",
                 retry=False)
-        waiting = Approval(parent, opts, cluster_id, key_pem, stale_token)
         return await waiting.wait(crr, approval_timeout)
 
 

@@ -291,7 +291,8 @@ def test_second_agent_cannot_claim_existing_cluster_id(parent: ControlPlane, chi
     # an agent in child2 (its own key) pretending to be child1
     p = agent_proc(child2, parent, logdir, "impostor", f"--cluster-id={victim}").start()
     try:
-        wait_for(lambda: "already registered on the parent by another agent" in p.output, timeout=30)
+        wait_for(lambda: "carries a public key other than this agent's: another agent registered" in p.output,
+                 timeout=30)
     finally:
         p.stop()
     crr_after = json.loads(kubectl(parent, "get", "clsrr", f"clusternet-{victim}", "-o", "json").stdout)

@@ -83,6 +83,23 @@ async def test_a_cluster_the_hub_marked_removed_stops_with_the_hubs_words(monkey
     assert "cluster removed from the parent" in str(failed.value) and not failed.value.retry
 
 
+async def test_a_revoked_request_whose_key_was_changed_says_the_hubs_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sixth audit: after a key was broken on the request and the hub revoked it, the agent said the cluster
+    was "registered on the parent by another agent" (the keys differ) instead of the hub's reason and re-add hint."""
+    revoked = {"metadata": {"name": NAME, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: "not a key"}},
+               "status": {"result": "Denied", "errorMessage": "its agent removed or broke the public key ... "
+                                                             f"kubectl delete clusterregistrationrequest {NAME}"}}
+    monkeypatch.setattr(registration, "Kube", Parent(revoked))
+    with pytest.raises(registration.RegistrationError) as failed:
+        await registration.register(opts(), CID, KEY, approval_timeout=5)
+    assert "removed or broke the public key" in str(failed.value) and "another agent" not in str(failed.value)
+    pending = {"metadata": revoked["metadata"]}  # not denied: the keys differ, both causes are named
+    monkeypatch.setattr(registration, "Kube", Parent(pending))
+    with pytest.raises(registration.RegistrationError, match=r"another agent registered .* or the key on the "
+                                                            r"request was changed since"):
+        await registration.register(opts(), CID, KEY, approval_timeout=5)
+
+
 async def test_rejected_stored_credentials_are_the_stale_token(monkeypatch: pytest.MonkeyPatch) -> None:
     secret = {"metadata": {"name": known.PARENT_CREDENTIALS_SECRET, "labels": {}}, "data": {
         k: base64.b64encode(v.encode()).decode() for k, v in
