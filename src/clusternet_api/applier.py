@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from clusternet_api import known
+from clusternet_api import known, prunedfields
 from clusternet_api.cascadeguard import DEFAULTS as NAMESPACE_DEFAULTS
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
@@ -286,6 +286,18 @@ def _release_rank(ident: dict[str, str]) -> int:
     return {"CustomResourceDefinition": 1, "Namespace": 2}.get(ident["kind"], 0)
 
 
+# What a parent whose Description CRD predates observedGeneration (or is Clusternet's) loses (prunedfields)
+STATUS_LOST = {"observedGeneration": "a Success cannot be told from one for an older generation, so a Subscription "
+                                     "may show Ready before its clusters applied its latest change, and every "
+                                     "resync writes each status again"}
+
+
+async def _write_status(parent: KubeApi, meta: Obj, status: Obj) -> None:
+    stored = await parent.patch(DESC_API, "Description", meta["name"], {"status": status}, meta["namespace"],
+                                subresource="status")
+    prunedfields.warn_if_pruned("Description", status, stored, STATUS_LOST)
+
+
 async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: str) -> None:
     """Write the outcome, for the generation it applied, to the Description's status; post an event.
 
@@ -296,8 +308,7 @@ async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: st
     status = outcome.status_patch(meta.get("generation"))
     writes: list[Awaitable[object]] = []
     if not same_status(desc.get("status") or {}, status):
-        writes.append(parent.patch(DESC_API, "Description", meta["name"], {"status": status}, meta["namespace"],
-                                   subresource="status"))
+        writes.append(_write_status(parent, meta, status))
     if outcome.adopted:
         writes.append(post_event(parent, desc, "Normal", "Adopted", ADOPTED_MESSAGE + ", ".join(outcome.adopted),
                                  reporter))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from clusternet_api import applier, known
 from clusternet_api.kube import Obj
 from clusternet_core.plan import ANNOTATION_INPUTS_HASH, ANNOTATION_RENDER_ERRORS, needs_apply
@@ -118,3 +120,30 @@ async def test_an_unchanged_status_is_not_written_again() -> None:
     desc["metadata"]["generation"] = 3
     await applier.report(Parent(), desc, outcome, "test")  # type: ignore[arg-type]
     assert [w[0] for w in writes] == ["patch"]
+
+
+async def test_a_parent_dropping_observed_generation_is_said_once(caplog: pytest.LogCaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s31, F6: a Description CRD older than observedGeneration (or Clusternet's) prunes it, and a Success
+    then counts for whatever generation the child applied, without a word."""
+    from clusternet_api import prunedfields
+    from tests.unit.fakekube import FakeKube
+
+    class Pruning(FakeKube):
+        async def patch(self, api_version: str, kind: str, name: str, body: object, namespace: str | None = None,
+                        *, subresource: str | None = None,
+                        content_type: str = "application/merge-patch+json") -> Obj:
+            assert isinstance(body, dict)
+            if subresource == "status":
+                body = {"status": {k: v for k, v in body["status"].items() if k != "observedGeneration"}}
+            return await super().patch(api_version, kind, name, body, namespace, subresource=subresource,
+                                       content_type=content_type)
+
+    monkeypatch.setattr(prunedfields, "_warned", set())
+    desc = {**description_body(), "metadata": {**description_body()["metadata"], "generation": 2, "uid": "d1"}}
+    parent = Pruning(copy.deepcopy(desc))
+    outcome = applier.ApplyOutcome("Success", None, statuses=[])
+    for _ in range(2):
+        await applier.report(parent, parent.find("Description", "clusternet-abc", "app-1-generic") or {}, outcome,
+                             known.CREATED_BY_HUB)
+    assert caplog.text.count("Description CRD has no status.observedGeneration") == 1
