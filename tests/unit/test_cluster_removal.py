@@ -144,6 +144,7 @@ async def test_a_token_refresh_never_brings_a_deleted_namespace_back() -> None:
     ns = namespace_of(crr)
     delete_namespace(parent, ns)
     crr["metadata"]["annotations"][known.ANNOTATION_TOKEN_ISSUED_AT] = "2000-01-01T00:00:00Z"  # due
+    crr["status"]["tokenIssuedAt"] = "2000-01-01T00:00:00Z"
     await operator.reconcile_registration(crr, context(parent, crr))
     assert parent.find("Namespace", None, ns) is None
     assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
@@ -234,10 +235,13 @@ async def sealed_parent() -> tuple[Parent, Obj]:
 
 
 def due(crr: Obj, **annotations: str | None) -> Obj:
-    """The request with its token due for refresh and `annotations` changed (None: removed), as the agent may."""
+    """The request with its token due for refresh (issued long ago) and `annotations` changed (None: removed), as
+    the agent may."""
     changed = {**crr["metadata"]["annotations"], known.ANNOTATION_TOKEN_ISSUED_AT: "2000-01-01T00:00:00Z",
                **annotations}
-    return {**crr, "metadata": {**crr["metadata"], "annotations": {k: v for k, v in changed.items() if v}}}
+    status = {**crr["status"], "tokenIssuedAt": "2000-01-01T00:00:00Z"} if "status" in crr else {}
+    return {**crr, "metadata": {**crr["metadata"], "annotations": {k: v for k, v in changed.items() if v}},
+            **({"status": status} if status else {})}
 
 
 def assert_revoked(parent: Parent, ns: str, *reasons: str) -> None:
@@ -263,6 +267,7 @@ async def test_an_agent_that_drops_its_public_key_loses_its_credentials_at_its_t
     stored = parent.objects[("ClusterRegistrationRequest", "", NAME)]
     stored["metadata"]["annotations"] = due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: None})["metadata"][
         "annotations"]
+    stored["status"]["tokenIssuedAt"] = "2000-01-01T00:00:00Z"  # issued long ago
     await operator.reconcile_registration(copy.deepcopy(stored), context(parent, crr, allow_unsealed_tokens=False))
     assert_revoked(parent, namespace_of(crr), known.ANNOTATION_AGENT_PUBLIC_KEY)
 
@@ -272,6 +277,7 @@ async def test_an_agent_that_breaks_its_public_key_loses_its_credentials_at_its_
     stored = parent.objects[("ClusterRegistrationRequest", "", NAME)]
     stored["metadata"]["annotations"] = due(crr, **{known.ANNOTATION_AGENT_PUBLIC_KEY: "not a key"})["metadata"][
         "annotations"]
+    stored["status"]["tokenIssuedAt"] = "2000-01-01T00:00:00Z"  # issued long ago
     await operator.reconcile_registration(copy.deepcopy(stored), context(parent, crr))
     assert_revoked(parent, namespace_of(crr), "not a valid PEM public key")
 

@@ -99,6 +99,16 @@ def test_an_issue_time_the_agent_wrote_cannot_put_off_its_refresh() -> None:
                                          86400, NOW)
 
 
+def test_an_agent_cannot_make_the_hub_reissue_its_token_again_and_again() -> None:
+    """The sixth audit: ten annotation writes in 12 s gave ten re-issues of about ten parent requests each."""
+    just_issued = {"status": {"tokenIssuedAt": "2026-11-24T11:59:30Z"}}  # 30 s before NOW, by the hub
+    for annotation in (None, "not a time", "2000-01-01T00:00:00Z", "2099-01-01T00:00:00Z"):
+        crr = {"metadata": {"annotations": {known.ANNOTATION_TOKEN_ISSUED_AT: annotation} if annotation else {}},
+               **just_issued}
+        assert not tokens.token_is_due(crr, 86400, NOW), annotation
+        assert tokens.token_is_due(crr, 86400, NOW + datetime.timedelta(seconds=tokens.REISSUE_FLOOR)), annotation
+
+
 # --- hub: health -------------------------------------------------------------------------------------------
 
 
