@@ -108,6 +108,8 @@ import os, signal, tracemalloc
 if os.environ.get("SCALE_TRACE_OUT"):
     tracemalloc.start(int(os.environ.get("SCALE_TRACE_FRAMES", "1")))
 
+    _first = []
+
     def _dump(signum, frame):
         snap = tracemalloc.take_snapshot()
         with open(os.environ["SCALE_TRACE_OUT"], "w") as out:
@@ -116,6 +118,11 @@ if os.environ.get("SCALE_TRACE_OUT"):
             for kind in ("filename", "lineno"):
                 for stat in snap.statistics(kind)[:25]:
                     out.write(f"{kind} {stat.size / 1048576:8.1f} MB {stat.count:9d} {stat.traceback}\\n")
+            if _first:  # what grew since the first dump (the steady window's start), largest first
+                for stat in snap.compare_to(_first[0], "lineno")[:25]:
+                    out.write(f"grew {stat.size_diff / 1048576:+8.2f} MB {stat.count_diff:+9d} {stat.traceback}\\n")
+            else:
+                _first.append(snap)
 
     signal.signal(signal.SIGUSR2, _dump)
 """
@@ -328,6 +335,21 @@ async def change_override(r: Run) -> None:
 STEADY_RSS_EVERY = 10.0  # seconds between the hub's RSS samples in the steady window
 
 
+async def memory_dump(hub_pid: int, dump: Path) -> list[str]:
+    """Ask the hub (started with memory_hook) for its top allocation sites; the lines it wrote, [] if none came."""
+    os.kill(hub_pid, signal.SIGUSR2)
+    for _ in range(60):
+        await asyncio.sleep(1.0)
+        if _lines(dump):
+            await asyncio.sleep(1.0)  # the hub may still be writing it
+            return _lines(dump)
+    return []
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 async def steady_state(r: Run) -> None:
     """4. Steady state: the hub's RSS and CPU, the parent's requests per cluster."""
     n, args, workdir, pk = r.n, r.args, r.workdir, r.pk
@@ -335,6 +357,10 @@ async def steady_state(r: Run) -> None:
     await settle(args.settle)
     print(f"  steady state for {args.steady:.0f} s ...", flush=True)
     counts0 = await request_counts(pk)
+    dump = workdir / "hub-memory.txt"
+    if args.trace_hub_memory:  # the baseline the end of the window is compared with
+        await memory_dump(hub_pid, dump)
+        dump.unlink(missing_ok=True)
     cpu0, t_st = cpu_seconds(hub_pid), time.monotonic()
     while (left := t_st + args.steady - time.monotonic()) > 0:  # RSS sampled through the window: a leak's slope
         res.steady_rss.append((time.monotonic() - t_st, rss_kb(hub_pid) / 1024))
@@ -360,14 +386,7 @@ async def steady_state(r: Run) -> None:
                      f"{120 / args.report:.2f} per cluster per minute)")
     res.parent_total_per_cluster_min = sum(delta.values()) / n / minutes
     if args.trace_hub_memory:
-        os.kill(hub_pid, signal.SIGUSR2)
-        dump = workdir / "hub-memory.txt"
-        for _ in range(60):
-            await asyncio.sleep(1.0)
-            if dump.exists() and dump.stat().st_size > 0:
-                await asyncio.sleep(1.0)
-                res.memory = dump.read_text().splitlines()
-                break
+        res.memory = await memory_dump(hub_pid, dump)
     status = await all_workers(workers, "status")
     res.worker_rss_mb = sum(st["rss_kb"] for st in status) / 1024
     print(f"    hub RSS {res.hub_rss_mb:.0f} MB (peak {res.hub_peak_mb:.0f}), hub CPU "

@@ -174,5 +174,7 @@ def rss_trend(samples: list[tuple[float, float]]) -> str:
     t_mean, mb_mean = sum(ts) / len(ts), sum(mbs) / len(mbs)
     var = sum((t - t_mean) ** 2 for t in ts)
     slope = sum((t - t_mean) * (mb - mb_mean) for t, mb in samples) / var * 3600 if var else 0.0
+    fifths = " / ".join(f"{mbs[round(i * (len(mbs) - 1) / 5)]:.1f}" for i in range(6))
     return (f"; hub RSS through the steady window ({len(samples)} samples over {ts[-1]:.0f} s): {mbs[0]:.1f} -> "
-            f"{mbs[-1]:.1f} MB (min {min(mbs):.1f}, max {max(mbs):.1f}), slope {slope:+.1f} MB per hour")
+            f"{mbs[-1]:.1f} MB (at each fifth: {fifths}; min {min(mbs):.1f}, max {max(mbs):.1f}), slope "
+            f"{slope:+.1f} MB per hour")
