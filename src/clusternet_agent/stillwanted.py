@@ -20,7 +20,9 @@ A Base deleted by hand looks like an unbinding at first: it is gone, and its Des
 it back at once while the Subscription still binds the cluster (the hub's pushers can tell at once: they read the
 Subscription). So a missing Base is given BASE_GRACE_SECONDS (`BaseGrace`, from when this agent first found it
 missing) to come back before its objects are cleaned up, and the agent looks again when that time is up; a Base
-that exists and no longer wants the object is an unbinding at once.
+that exists and no longer wants the object is an unbinding at once. Before, the agent cleaned up whenever it read the
+Base before the hub had written it again, and the hub then deployed everything anew: new UIDs, the workloads down
+in between. The Base is read by a direct GET; a failed read raises, and nothing is deleted.
 
 A Base being deleted is judged by what it says, like any other. The hub deletes Bases in the background (they go
 at once, holding no finalizer), so one left terminating was deleted by someone else: by hand with
@@ -30,10 +32,7 @@ an unbinding, deleted the child's objects and uninstalled the Helm release, and 
 with new UIDs (eight times over in 16 s). Its content still being the Subscription's want, the agent now releases
 what it still wants; once the Base is gone the hub writes it back and the agent re-adopts. The price: a Base the hub
 did delete (an unbinding) but another tool's finalizer holds leaves the child's objects in place, unmanaged, rather
-than deleting them. Before, the agent
-cleaned up whenever it read the Base before the hub had written it again, and the hub then deployed everything
-anew: new UIDs, the workloads down in between. The Base is read by a direct GET; a failed read raises, and nothing
-is deleted.
+than deleting them.
 
 The names are Clusternet's (clusternet_core.rendering.description_name, helmrender.release_name), spelt out here:
 the agent does not import the hub's pipeline; tests hold the two to the same answer.
