@@ -57,7 +57,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         ctx.sockets = SocketRegistry(kube)
         ctx.sockets.managed_cluster_of = ctx.managed_cluster_of
         ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval,
-                                    workers=options.threadiness)
+                                    workers=options.threadiness, heard=ctx.observation.heard)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         tls = serving.Serving(kube, serving.ServingSettings(
             tls_cert_file=options.tls_cert_file, tls_key_file=options.tls_key_file,

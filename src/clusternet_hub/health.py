@@ -113,6 +113,8 @@ class Observation:
     first_seen: dict[Key, float] = field(default_factory=dict)
     reports: dict[Key, tuple[str | None, float]] = field(default_factory=dict)
     """The last lastObservedTime seen of each cluster, and when the hub first saw that value."""
+    heard_from: set[Key] = field(default_factory=set)
+    """Clusters whose lastObservedTime this hub has seen change: a report that arrived while it watched."""
 
     def parent_reached(self, now: float) -> None:
         if self.parent_since is None:
@@ -136,6 +138,16 @@ class Observation:
     def forget(self, key: Key) -> None:
         self.first_seen.pop(key, None)
         self.reports.pop(key, None)
+        self.heard_from.discard(key)
+
+    def heard(self, key: Key) -> bool:
+        """Whether this hub has seen a report of the cluster arrive since it started (or first saw the cluster).
+
+        What cleanups wait for (controller/pusher.py): the first copy a starting hub reads says Ready=True for
+        a cluster whose agent may have died while no hub ran, and health judges nobody for a grace period after
+        the start: deleting through the API server of a cluster not heard from may act on a silent one (review
+        F9). A first copy of a cluster is no report: its lastObservedTime must change while the hub watches."""
+        return key in self.heard_from
 
     def saw(self, key: Key, mc: Obj, now: float) -> None:
         """The hub sees this copy of the cluster now (a watch event, a read): a new report if its
@@ -143,6 +155,8 @@ class Observation:
         self.first_seen.setdefault(key, now)
         stamp = (mc.get("status") or {}).get("lastObservedTime")
         if key not in self.reports or self.reports[key][0] != stamp:
+            if key in self.reports and stamp is not None:
+                self.heard_from.add(key)
             self.reports[key] = (stamp, now)
 
     def silence(self, key: Key, now: float) -> float | None:

@@ -25,16 +25,21 @@ from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import chartcredentials, helmrender
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import pull_credentials
-from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pusher, release_with_cluster
+from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pusher, cleanup_wait, release_with_cluster
 from clusternet_hub.controller.pusher import RETRY_FIRST as PUSH_RETRY_FIRST
 from clusternet_hub.controller.pusher import RETRY_MAX as PUSH_RETRY_MAX
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store, write_back
 from clusternet_hub.controller.wanted import still_wanted
 from clusternet_hub.controller.workqueue import Backoff
-from clusternet_hub.health import is_ready
 from clusternet_hub.registration import drop_token_secrets
 
 log = logging.getLogger(__name__)
+
+# Why an uninstall waits (pusher.cleanup_wait)
+UNINSTALL_PENDING = {
+    "offline": "uninstall pending: the cluster is offline; its release stays until it returns",
+    "unheard": "uninstall pending: waiting for the cluster's first heartbeat since the hub started; its release "
+               "stays until then"}
 
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
 """A chart that could not be fetched is tried again after 5 s, doubling up to 5 minutes."""
@@ -164,9 +169,9 @@ class ReleasePusher:
         if await still_wanted(self.kube, hr, mc, self.store.caches.subscriptions):
             await applier.remove_finalizer(self.kube, hr)
             return
-        if not is_ready(mc):
-            await self._write(hr, {"description": "uninstall pending: the cluster is offline; its release "
-                                                  "stays until it returns"})
+        wait = cleanup_wait(self.store, mc)
+        if wait is not None:
+            await self._write(hr, {"description": UNINSTALL_PENDING[wait]})
             return
         access = await self._access_or_wait(key, hr, mc)
         if access is None:

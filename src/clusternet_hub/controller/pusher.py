@@ -24,6 +24,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from clusternet_api import applier, known, namespaceguard
 from clusternet_api.carried import CarriedOver
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 # The status of a Description being deleted while its cluster is offline, whoever deploys it (the hub cleans up
 # pushed ones, the agent pulled ones, once the cluster is back): nothing is deleted meanwhile.
 CLEANUP_PENDING = "cleanup pending: the cluster is offline; its workloads stay until it returns"
+# ... and while the hub, just started (or just leading), has not yet seen the cluster report (review F9)
+UNHEARD_PENDING = ("cleanup pending: waiting for the cluster's first heartbeat since the hub started; its "
+                   "workloads stay until then")
 # The status of what waits for its agent's push credentials (the hub does not watch that Secret).
 DEPLOYER_CREDENTIALS_MISSING = f"waiting for the agent's {known.DEPLOYER_SECRET} credentials"
 
@@ -95,6 +99,22 @@ def description_key(owner: str) -> Key:
 def uses_tunnel(mc: Obj) -> bool:
     """Whether the cluster's agent reaches the hub through a tunnel (its SocketConnection gate, as it reports)."""
     return bool((mc.get("status") or {}).get("useSocket"))
+
+
+def cleanup_wait(store: Store, mc: Obj) -> Literal["offline", "unheard"] | None:
+    """Why nothing may be deleted in the cluster now (None: it may).
+
+    "offline": it is silent (Ready other than True). "unheard": this hub, since it started or took the lead, has
+    not yet seen a report arrive: the Ready=True it first read may be older than its agent's death, and health
+    judges nobody for a grace period after a start (health.Observation.heard; review F9). That matters for
+    clusters the hub reaches through their API server directly, since a tunnel goes down along with its agent.
+    The store pushes what waited once the report comes (Store._after_report)."""
+    if not is_ready(mc):
+        return "offline"
+    if not store.heard((mc["metadata"]["namespace"], mc["metadata"]["name"])):
+        store.awaiting_report.add(mc["metadata"]["namespace"])
+        return "unheard"
+    return None
 
 
 class Pusher:
@@ -242,8 +262,9 @@ class Pusher:
         while the cluster is silent: letting it go then would leave its successor waiting for the cluster, with
         the list of what it deployed only in this process's memory (carried.py) for the whole outage, as when
         the Pull agent is the one to decide on its return."""
-        if not is_ready(mc):
-            await self._pending(desc, CLEANUP_PENDING)
+        wait = cleanup_wait(self.store, mc)
+        if wait is not None:
+            await self._pending(desc, CLEANUP_PENDING if wait == "offline" else UNHEARD_PENDING)
             return
         if await still_wanted(self.kube, desc, mc, self.store.caches.subscriptions):
             self.carried.keep(desc)

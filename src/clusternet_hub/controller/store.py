@@ -77,8 +77,13 @@ DELETED_MANIFESTS_KEPT = 10_000
 class Store:
     """What the hub knows (`caches`) and the work queue its changes feed."""
 
-    def __init__(self, clusters: dict[Key, Obj], queue: WorkQueue[WorkKey] | None = None) -> None:
+    def __init__(self, clusters: dict[Key, Obj], queue: WorkQueue[WorkKey] | None = None,
+                 heard: Callable[[Key], bool] | None = None) -> None:
         self.caches = Caches(clusters=clusters)  # the ManagedClusters are shared with the hub's health checks
+        # Whether the hub has seen a report of the cluster arrive since it started (health.Observation.heard),
+        # what cleanups wait for; None (unit tests of other things): every cluster counts as heard
+        self.heard: Callable[[Key], bool] = heard or (lambda _key: True)
+        self.awaiting_report: set[str] = set()  # namespaces of clusters whose cleanups wait for that report
         self.queue: WorkQueue[WorkKey] = queue or WorkQueue()
         # UIDs of Manifests whose deletion the watch delivered, newest last (at most DELETED_MANIFESTS_KEPT): a
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
@@ -321,6 +326,18 @@ class Store:
                     self.enqueue("release", key, force=True)
         elif _tunnel_up(mc) and not _tunnel_up(old):
             self._after_tunnel(meta["namespace"])
+        if meta["namespace"] in self.awaiting_report and self.heard((meta["namespace"], meta["name"])):
+            self._after_report(meta["namespace"])
+
+    def _after_report(self, namespace: str) -> None:
+        """Clean up at once what waited for the cluster's first report since the hub started (pusher.py)."""
+        self.awaiting_report.discard(namespace)
+        for key, desc in list(self.caches.descriptions.items()):
+            if key[0] == namespace and desc["metadata"].get("deletionTimestamp"):
+                self.enqueue("push", key, force=True)
+        for key, hr in list(self.caches.helmreleases.items()):
+            if key[0] == namespace and hr["metadata"].get("deletionTimestamp"):
+                self.enqueue("release", key, force=True)
 
     def _after_tunnel(self, namespace: str) -> None:
         """Push at once what waited for the cluster's tunnel (TUNNEL_DOWN): a tunnel coming back changes nothing

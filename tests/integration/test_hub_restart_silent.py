@@ -1,0 +1,108 @@
+"""A hub that starts while an agent is dead deletes nothing in that cluster until the agent reports (review F9).
+
+The agent of a cluster the hub reaches directly (SocketConnection off, so no tunnel goes down with the agent)
+dies while the hub is stopped, and the user deletes the Subscription meanwhile. The ManagedCluster still says
+Ready=True, as the agent left it, and the starting hub judges no cluster for a grace period. Before, the hub ran
+the cleanup through the child's API server within seconds of starting, although nothing reported from the
+cluster. It now waits for a report to arrive while it watches, says so in the Description's status, and cleans
+up once the agent is back: the user's deletion is carried out then, as for any offline cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from clusternet_api import known
+from clusternet_testing.controlplane import ControlPlane
+from clusternet_testing.helpers import descriptions, feed, kubectl, mc_for, registered, store_template, wait_for
+from clusternet_testing.processes import Proc, agent_proc, hub_proc, install_bootstrap
+
+pytestmark = pytest.mark.integration
+
+LABEL = "unheard-test"
+# The agent's heartbeat period, long enough that the restarted hub's health grace (3 x 20 s) outlasts the
+# garbage collector's deletion of the Description (16 s once): the wait seen is the one for a first report
+HEARTBEAT = 20
+CONFIG_MAP: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "unheard", "namespace": "default"}, "data": {"k": "v"}}
+SUBSCRIPTION = json.dumps({
+    "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+    "metadata": {"name": "unheard", "namespace": "default"},
+    "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}], "feeds": [feed(CONFIG_MAP)]}})
+
+
+def ready(mc: dict[str, Any]) -> str | None:
+    return next((c["status"] for c in (mc.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"),
+                None)
+
+
+@pytest.fixture(scope="module")
+def direct(parent: ControlPlane, child1: ControlPlane,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
+    """The hub and child1's agent in Push mode without a tunnel: the hub reaches its API server directly."""
+    logdir = tmp_path_factory.mktemp("unheard")
+    install_bootstrap(parent)
+    kubectl(parent, "create", "namespace", known.RESERVED_NAMESPACE, check=False)
+    hub = hub_proc(parent, logdir, "--resync-interval=2").start()
+    agent = agent_proc(child1, parent, logdir, "child1", "--cluster-sync-mode=Push",
+                       "--feature-gates=AppPusher=true,SocketConnection=false",
+                       f"--cluster-status-update-frequency={HEARTBEAT}s").start()
+    try:
+        def direct_and_ready() -> bool:
+            if not registered(parent, child1):
+                return False
+            mc = mc_for(parent, child1)
+            return ready(mc) == "True" and mc["status"].get("useSocket") is False
+        wait_for(direct_and_ready, timeout=90, what="child1 Ready without a tunnel")
+        mc = mc_for(parent, child1)
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}=yes",
+                "--overwrite")
+        yield {"hub": hub, "agent": agent}
+    finally:
+        agent.stop()
+        hub.stop()
+        mc = mc_for(parent, child1)
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
+                check=False)
+
+
+def config_map_uid(child: ControlPlane) -> str | None:
+    got = kubectl(child, "get", "cm", "unheard", "-n", "default", "-o", "jsonpath={.metadata.uid}", check=False)
+    return got.stdout or None if got.returncode == 0 else None
+
+
+def test_a_restarted_hub_waits_for_a_report_before_cleaning_up_in_a_directly_reached_cluster(
+        direct: dict[str, Proc], parent: ControlPlane, child1: ControlPlane) -> None:
+    hub, agent = direct["hub"], direct["agent"]
+    store_template(parent, CONFIG_MAP)
+    kubectl(parent, "apply", "-f", "-", input=SUBSCRIPTION)
+    ns = mc_for(parent, child1)["metadata"]["namespace"]
+    wait_for(lambda: (descriptions(parent, "unheard").get(ns, {}).get("status") or {}).get("phase") == "Success",
+             timeout=60, what="the ConfigMap pushed to child1")
+    uid = config_map_uid(child1)
+    assert uid
+    hub.stop()
+    agent.kill()  # dies while no hub runs: its ManagedCluster still says Ready=True
+    assert ready(mc_for(parent, child1)) == "True"
+    kubectl(parent, "delete", "subs", "unheard", "-n", "default", "--wait=false")  # held by the hub's finalizer
+    mark = len(hub.output)
+    hub.start()
+
+    def waiting() -> str | None:
+        desc = descriptions(parent, "unheard").get(ns)
+        reason = ((desc or {}).get("status") or {}).get("reason") or ""
+        return reason if desc and desc["metadata"].get("deletionTimestamp") and "pending" in reason else None
+
+    said = wait_for(waiting, timeout=3 * HEARTBEAT - 10, what="the Description deleting, its cleanup pending")
+    assert "first heartbeat since the hub started" in said, said
+    assert ready(mc_for(parent, child1)) == "True"  # not judged yet: only the missing report holds it back
+    assert config_map_uid(child1) == uid
+    assert "cleaned up" not in hub.output[mark:]
+    agent.start()  # back: the user's deletion is carried out now
+    wait_for(lambda: config_map_uid(child1) is None, timeout=60, what="the ConfigMap cleaned up once child1 reports")
+    wait_for(lambda: kubectl(parent, "get", "subs", "unheard", "-n", "default", check=False).returncode != 0,
+             timeout=30, what="the Subscription gone")
