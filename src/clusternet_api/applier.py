@@ -199,8 +199,9 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
     ident = identity(obj)
     what = describe(ident)
     try:
-        if _in_new_namespace(ident, outcome.new_namespaces):
-            existing = None  # saves a GET per object on a first deployment
+        unread = _in_new_namespace(ident, outcome.new_namespaces)
+        if unread:
+            existing = None  # saves a GET per object on a first deployment (checked on the apply's answer below)
         else:
             existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
         if refusal := _held_by_another(existing, key):
@@ -216,6 +217,11 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
             # the child's apiserver cannot server-side apply this kind: create or merge-patch instead
             applied = await (child.create(desired) if existing is None else child.patch(
                 ident["apiVersion"], ident["kind"], ident["name"], desired, ident.get("namespace")))
+            unread = False  # a create that found the object there failed (409)
+        if unread and _managed_by_another(applied):
+            adopted = True  # it was there before us: ours to adopt, never to delete (review F7)
+            applied = await child.apply(prepare(obj, key, adopted), FIELD_MANAGER)
+            outcome.adopted.append(what)
     except ApiException as e:
         return explain(e, what), None
     except Exception as e:  # discovery of an unknown kind, malformed object
@@ -227,6 +233,16 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
     if ident_key(ident) in previously and same_generation and (existing is None or changed(existing, applied)):
         outcome.drifted.append(what + (" (deleted)" if existing is None else " (changed)"))
     return None, applied
+
+
+def _managed_by_another(applied: Obj) -> bool:
+    """Whether an object our apply answered for had been written by someone else before: its managedFields list
+    another manager. Applied into a namespace the same apply created, it was put there in between, by a
+    controller that fills new namespaces (Kyverno `generate` rules, OpenShift project templates, istiod's
+    root certificate): the API server records the creator's fields since Kubernetes 1.18. Our Descriptions
+    share one field manager, so another Description's object is not told apart here; it cannot be in a
+    namespace that did not exist before this apply either, save in a race of two applies."""
+    return any(m.get("manager") != FIELD_MANAGER for m in (applied.get("metadata") or {}).get("managedFields") or [])
 
 
 def _held_by_another(existing: Obj | None, key: str) -> str | None:
