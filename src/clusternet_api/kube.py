@@ -4,8 +4,8 @@ Why our own and not kubernetes_asyncio: both operators only need plain-dict REST
 (the parent, a child, a child through the tunnel) with server-side apply and "absent is fine" semantics.
 kubernetes_asyncio's generated client cost 0.45 s of import per process and several hundred microseconds
 of CPU per request on top of aiohttp, which showed in every benchmark; what we use of it (a REST call and
-kind -> resource discovery) is a page of code here. Conventions: dicts in, dicts out, 404 as None, one
-connection pool per cluster, discovery per group-version on first use.
+kind -> resource discovery) is a page of code here. Conventions: dicts in, dicts out, an object's 404 as None
+(not a path's: Kube.get), one connection pool per cluster, discovery per group-version on first use.
 
 A `Kube` built with an `opener` (a callable giving a new tunnel stream to the cluster's API server) speaks
 HTTP/1.1 over those streams with clusternet_api.tunnel.http instead of using aiohttp: that is how the hub
@@ -43,6 +43,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from clusternet_api import fence
+from clusternet_api.apierrors import ApiException, ResourceNotFound, is_object_answer, is_status, status_error
 from clusternet_api.credentials import Credentials, ssl_context
 from clusternet_api.eventlines import json_events
 from clusternet_api.execplugin import CredentialsError, ExecCredential
@@ -70,23 +71,6 @@ ANY_JSON = "application/json, */*"  # what every request but list_metadata's acc
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io, application/json"
 _CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
 """Paths of the API groups a Clusternet clientset serves (clusters., apps., proxies.clusternet.io ...)."""
-
-
-class ApiException(Exception):
-    """A non-2xx answer from an API server: HTTP `status`, `reason` (the Status message) and raw `body`."""
-
-    def __init__(self, status: int = 0, reason: str | None = None, body: bytes | None = None) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.body = body
-
-    def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.reason}"
-
-
-class ResourceNotFound(LookupError):
-    """The server serves no resource for this apiVersion and kind (kubectl: "no matches for kind")."""
 
 
 class Kube:
@@ -305,12 +289,21 @@ class Kube:
         return result if isinstance(result, dict) else {}
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """The object, or None when the server says it does not exist: a 404 with a JSON (Status) body.
+
+        A 404 without one ("404 page not found", text) says the path is not served, not that the object is
+        gone: a kube-apiserver that has just started answers so for custom resources until its CRD handler
+        catches up, as it does once a CRD is deleted. That raises, so no caller takes it for "gone" and
+        deletes or re-creates on it (the first-rule review s31: a Subscription or Base read as gone)."""
         try:
             return await self.request("GET", await self.path(api_version, kind, name, namespace))
         except ApiException as e:
-            if e.status == 404:
+            if e.status != 404:
+                raise
+            if is_object_answer(e.body):
                 return None
-            raise
+            raise ApiException(404, f"{kind} ({api_version}) is not served by the API server now, so whether "
+                                    f"{name} exists cannot be told (it answered {e.reason!r})", e.body) from e
 
     async def list_metadata(self, api_version: str, kind: str, namespace: str | None = None,
                             label_selector: str | None = None) -> list[Obj]:
@@ -484,18 +477,6 @@ def _parsed(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def status_error(status: int, result: Any) -> ApiException:
-    """An ApiException carrying the server's Status message and body."""
-    reason = result.get("message") if isinstance(result, dict) else str(result)[:200]
-    body = (result if isinstance(result, str) else json.dumps(result)).encode()
-    return ApiException(status=status, reason=reason, body=body)
-
-
-def is_status(e: BaseException, *codes: int) -> bool:
-    """True when `e` is an API error with one of the given HTTP status codes."""
-    return isinstance(e, ApiException) and e.status in codes
-
-
 __all__ = [
     "ApiException",
     "Credentials",
@@ -507,4 +488,5 @@ __all__ = [
     "kubeconfig_namespace",
     "kubeconfig_path",
     "ssl_context",
+    "status_error",
 ]

@@ -32,6 +32,8 @@ def api_server(seen: list[tuple[str, str, str]]) -> web.Application:
 
     async def configmap(request: web.Request) -> web.Response:
         seen.append((request.method, request.path_qs, request.headers.get("Authorization", "")))
+        if request.match_info["name"] == "unserved":  # a path the server does not serve (a cold CRD handler)
+            return web.Response(text="404 page not found\n", status=404)
         if request.match_info["name"] != "a":
             return web.json_response({"kind": "Status", "message": "configmaps \"b\" not found"}, status=404)
         if request.method == "PATCH":
@@ -102,6 +104,16 @@ async def test_errors_carry_the_status_message() -> None:
         with pytest.raises(ApiException) as info:
             await kube.request("DELETE", "/api/v1/namespaces/ns/configmaps/b")
         assert info.value.status == 404 and info.value.reason == 'configmaps "b" not found'
+
+
+async def test_a_404_without_a_status_is_no_answer_about_the_object() -> None:
+    """"404 page not found" (text) says the path is not served, as a kube-apiserver just started says of custom
+    resources: taken for "gone", it had callers delete or re-create what exists."""
+    async with kube_through_tunnel([]) as (kube, _, _):
+        assert await kube.get("v1", "ConfigMap", "b", "ns") is None
+        with pytest.raises(ApiException) as info:
+            await kube.get("v1", "ConfigMap", "unserved", "ns")
+    assert info.value.status == 404 and "not served by the API server now" in str(info.value)
 
 
 async def test_watch_yields_whole_events() -> None:

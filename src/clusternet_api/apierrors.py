@@ -1,0 +1,49 @@
+"""Errors of the Kubernetes API as our clients see them (clusternet_api.kube raises them; every side reads them).
+
+Kept apart from the client so the question "what did the server say" has one answer: a non-2xx status with
+the Status message, and whether a 404 is about the object or about the path (is_object_answer).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class ApiException(Exception):
+    """A non-2xx answer from an API server: HTTP `status`, `reason` (the Status message) and raw `body`."""
+
+    def __init__(self, status: int = 0, reason: str | None = None, body: bytes | None = None) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.reason}"
+
+
+class ResourceNotFound(LookupError):
+    """The server serves no resource for this apiVersion and kind (kubectl: "no matches for kind")."""
+
+
+def is_object_answer(body: bytes | None) -> bool:
+    """Is this error body a JSON object (a Status: what an API server sends for an object it does not have), not
+    the text of a path it does not serve? Any JSON object counts, "kind": "Status" or not, as aggregated servers
+    may leave it out."""
+    try:
+        return isinstance(json.loads(body or b""), dict)
+    except ValueError:
+        return False
+
+
+def status_error(status: int, result: Any) -> ApiException:
+    """An ApiException carrying the server's Status message and body."""
+    reason = result.get("message") if isinstance(result, dict) else str(result)[:200]
+    body = (result if isinstance(result, str) else json.dumps(result)).encode()
+    return ApiException(status=status, reason=reason, body=body)
+
+
+def is_status(e: BaseException, *codes: int) -> bool:
+    """True when `e` is an API error with one of the given HTTP status codes."""
+    return isinstance(e, ApiException) and e.status in codes
