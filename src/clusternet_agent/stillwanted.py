@@ -18,11 +18,16 @@ re-adopts the child's objects (marked with the Description's name) or finds the 
 
 A Base deleted by hand looks like an unbinding at first: it is gone, and its Description goes with it. The hub writes
 it back at once while the Subscription still binds the cluster (the hub's pushers can tell at once: they read the
-Subscription). So a missing Base is given BASE_GRACE_SECONDS (`BaseGrace`, from when this agent first found it
-missing) to come back before its objects are cleaned up, and the agent looks again when that time is up; a Base
-that exists and no longer wants the object is an unbinding at once. Before, the agent cleaned up whenever it read the
-Base before the hub had written it again, and the hub then deployed everything anew: new UIDs, the workloads down
-in between. The Base is read by a direct GET; a failed read raises, and nothing is deleted.
+Subscription). And when the Subscription no longer wants the object, the hub says so on it: it marks the deleting
+object with the Subscription's uid (known.ANNOTATION_NO_LONGER_WANTED, clusternet_hub.controller.wanted), and the
+agent cleans up as soon as it reads that mark. A missing Base without the mark is given BASE_GRACE_SECONDS
+(`BaseGrace`, from when this agent first found it missing) to come back, or the mark to arrive, before its objects are
+cleaned up; the agent looks again when that time is up, and the watch brings the mark. A Base that exists and no longer
+wants the object is an unbinding at once. Before, the agent cleaned up whenever it read the Base before the hub had
+written it again, and the hub then deployed everything anew: new UIDs, the workloads down in between; and until
+2026-12-06 the grace was 10 s, which a hub busy for longer (a rollout to a thousand clusters, a parent answering 429)
+outlasted (the first-rule review s31, F5). The Base is read by a direct GET; a failed read raises, and nothing is
+deleted.
 
 A Base being deleted is judged by what it says, like any other. The hub deletes Bases in the background (they go
 at once, holding no finalizer), so one left terminating was deleted by someone else: by hand with
@@ -53,11 +58,12 @@ from clusternet_api.kubeapi import KubeApi
 log = logging.getLogger(__name__)
 
 GENERIC, HELM = "-generic", "-helm"
-# How long a deleting object's missing Base has to come back. The hub writes a Base deleted by hand back in well
-# under a second when idle (store.on_base: a DELETED event, one plan, one apply); the rest is room for a hub whose
-# client-side bucket (50 QPS) is busy with a rollout of a hundred clusters, which takes ~4 s (bench/scale.py). A
-# real unbinding's cleanup in Pull mode waits as long, once.
-BASE_GRACE_SECONDS = 10.0
+# How long a deleting object's missing Base has to come back when the hub has not marked the object unwanted. The
+# hub writes a Base deleted by hand back in well under a second when idle (store.on_base: a DELETED event, one plan,
+# one apply), in ~4 s while its client-side bucket (50 QPS) is busy with a rollout of a hundred clusters and in about a
+# minute for a thousand (bench/scale.py); twice that. A hub that does not mark its unbindings (Clusternet's, or ours
+# before 2026-12-06) has its unbindings cleaned up in Pull mode after this long; ours are cleaned up at once.
+BASE_GRACE_SECONDS = 120.0
 Verdict = Literal["wanted", "unwanted", "no base"]
 
 
@@ -104,6 +110,10 @@ async def judge(parent: KubeApi, obj: Obj) -> Verdict:
         return "unwanted"
     base = await parent.get(known.APPS_API_VERSION, "Base", base_name, meta["namespace"])
     if base is None:
+        if (meta.get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED) == uid:
+            log.info("%s %s: the hub says its Subscription no longer wants it: cleaning up", obj.get("kind"),
+                     meta["name"])
+            return "unwanted"
         return "no base"
     if (base["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) != uid:
         return "unwanted"
@@ -121,9 +131,10 @@ class BaseGrace:
     `waiting` answers whether the object's grace is still running, and when it first starts schedules `recheck`
     for its end: the object is not changed meanwhile, so no watch event would bring it back before the resync.
     The grace is forgotten after that look, whatever it found (the object gone, the cluster removed), so no entry
-    outlives it and a later deletion of the same object gets a grace of its own. One look at the end, not several
-    during the grace: each look reads the Namespace, ManagedCluster and Base, and a Base back after a second leaves
-    the Description waiting (the child's objects untouched) until then."""
+    outlives it and a later deletion of the same object gets a grace of its own. One look at the end, besides the
+    agent's own: each resync (30 s by default) and each watch event of the object (the hub's mark) look again, and
+    each look reads the Namespace, ManagedCluster and Base. So a Base back after a second leaves the Description
+    waiting (the child's objects untouched) until the next resync."""
 
     def __init__(self, seconds: float = BASE_GRACE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds, self.clock = seconds, clock

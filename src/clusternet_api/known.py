@@ -73,6 +73,11 @@ ANNOTATION_LABELS_FROM_REQUEST: Final = "clusters.clusternet.io/labels-from-requ
 # refused[], message), for the agent to read and log
 ANNOTATION_LABELS_VERDICT: Final = "clusters.clusternet.io/cluster-labels-verdict"
 
+# ours: on a deleting Description or HelmRelease of a cluster whose agent deploys (Pull), the hub's verdict that
+# its Subscription (the uid, the value) no longer wants it: the agent cleans up at once, without waiting for the
+# Base to come back (clusternet_agent.stillwanted)
+ANNOTATION_NO_LONGER_WANTED: Final = "apps.clusternet.io/no-longer-wanted"
+
 # Finalizers
 FINALIZER_APPS: Final = "apps.clusternet.io/finalizer"
 FINALIZER_FEED_PROTECTION: Final = "apps.clusternet.io/feed-protection"

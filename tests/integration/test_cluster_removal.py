@@ -34,6 +34,7 @@ from clusternet_testing.helpers import (
 
 pytestmark = pytest.mark.integration
 LABEL = "removal-test"
+OLD_GRACE = 10.0  # seconds a Pull agent gave a missing Base before 2026-12-06
 PROBE = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "removal-probe", "namespace": "default"},
          "data": {"k": "v"}}
 CHART = "removal-chart"  # the HelmChart, so also the release name; the chart makes ConfigMap <release>-cm-0
@@ -244,6 +245,7 @@ def test_a_base_deleted_by_hand_in_a_pull_cluster_comes_back_and_keeps_its_workl
         kubectl(parent, "delete", "base", name, "-n", ns, "--wait=false")
         wait_for(lambda: "waiting up to" in agent.output[before:], timeout=30,
                  what="the agent finding the Base gone and waiting for it")
+        time.sleep(OLD_GRACE + 5)  # a hub busy past the 10 s the agent used to give it (review s31, F5)
     finally:
         os.killpg(hub.proc.pid, signal.SIGCONT)
 
@@ -271,6 +273,27 @@ def test_a_base_deleted_by_hand_in_a_pull_cluster_comes_back_and_keeps_its_workl
     time.sleep(5)
     assert probe_uid(child2) == deployed["uid"] and release_uids(child2) == release
     assert "cleaned up Description" not in agent.output[before:] and "uninstalled" not in agent.output[before:]
+
+
+def test_an_unbinding_in_a_pull_cluster_is_cleaned_up_at_once_on_the_hubs_mark(
+        parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    """The hub marks the deleting Description and HelmRelease its Subscription no longer wants, and the Pull agent
+    cleans up on reading the mark, well before a missing Base's grace (stillwanted.BASE_GRACE_SECONDS) runs out.
+    The cluster is bound again afterwards, as the module's later tests expect."""
+    ns, agent, mc = deployed["ns2"], deployed["puller"], mc_for(parent, child2)
+    wait_for(lambda: probe_uid(child2) and release_uids(child2), timeout=120, what="the probe and release in child2")
+    before = len(agent.output)
+    kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", ns, f"{LABEL}-")
+    wait_for(lambda: not probe_uid(child2) and not release_uids(child2), timeout=stillwanted.BASE_GRACE_SECONDS - 30,
+             what="the probe deleted and the release uninstalled")
+    said = agent.output[before:]
+    marked = [line for line in said.splitlines() if "the hub says its Subscription no longer wants it" in line]
+    assert {kind for kind in ("Description", "HelmRelease") if any(f" {kind} " in line for line in marked)} == {
+        "Description", "HelmRelease"}, said
+    assert "did not come back" not in said
+    kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", ns, f"{LABEL}=yes", "--overwrite")
+    deployed["uid"] = wait_for(lambda: probe_uid(child2), timeout=60, what="the probe deployed again")
+    wait_for(lambda: release_uids(child2), timeout=120, what="the release installed again")
 
 
 HOLD = "clusternet-test/hold"

@@ -431,3 +431,87 @@ def test_the_agents_names_are_the_hubs() -> None:
     assert stillwanted.base_name_of({"kind": "HelmRelease", "metadata": {
         "name": HR[1], "ownerReferences": [{"kind": "Description", "name": helm_desc}]}}) == BASE_NAME
     assert stillwanted.base_name_of({"kind": "HelmRelease", "metadata": {"name": HR[1]}}) is None
+
+
+# --- the hub's verdict, written for a Pull agent (wanted.say_unwanted; the first-rule review s31, F5) ---------------
+
+def pull_mode(c: Any) -> None:
+    mc = copy.deepcopy(c.store.caches.clusters[(NS, "child1")])
+    mc["spec"]["syncMode"] = "Pull"
+    mc["status"]["appPusher"] = False
+    c.store.caches.clusters[(NS, "child1")] = mc
+
+
+def mark(parent: FakeKube, kind: str, key: tuple[str, str]) -> str | None:
+    found = parent.find(kind, *key)
+    assert found is not None
+    return (found["metadata"].get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED)
+
+
+@pytest.mark.parametrize("change", [unbound, resubscribed, unsubscribing, unsubscribed, helm_only])
+async def test_the_hub_marks_what_a_pull_agent_should_clean_up(change: Any) -> None:
+    c, parent, child = await deleted_by_someone_else()
+    change(parent, c)
+    pull_mode(c)
+    await c.pusher.push(DESC)
+    uid = c.store.caches.descriptions[DESC]["metadata"]["labels"][known.LABEL_SUBS_UID]
+    assert mark(parent, "Description", DESC) == uid
+    assert child.writes == [] and known.FINALIZER_APPS in finalizers(parent, "Description", DESC)  # the agent's job
+    writes = len(parent.writes)
+    c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+    await c.pusher.push(DESC)
+    assert not [w for w in parent.writes[writes:] if w[0] == "patch"]  # said once
+
+
+async def test_the_hub_marks_nothing_its_subscription_still_wants_or_cannot_tell() -> None:
+    c, parent, _ = await deleted_by_someone_else()  # a Base deleted by hand: the Subscription still binds it
+    pull_mode(c)
+    await c.pusher.push(DESC)
+    assert mark(parent, "Description", DESC) is None
+    parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [{"clusterAffinity": {
+        "matchExpressions": [{"key": "env", "operator": "Bogus"}]}}]  # refused: nothing can be told
+    with pytest.raises(wanted.WantUnknown):
+        await c.pusher.push(DESC)
+    assert mark(parent, "Description", DESC) is None
+
+
+async def test_the_hub_marks_a_pull_clusters_helm_release_its_subscription_no_longer_wants() -> None:
+    c, parent, _ = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    await deploy(c)
+    pull_mode(c)
+    hr = parent.find("HelmRelease", *HR)
+    hr["metadata"]["deletionTimestamp"] = GONE
+    unsubscribed(parent, c)
+    c.store.on_helmrelease("MODIFIED", copy.deepcopy(hr))
+    await c.releases.push(HR)
+    assert mark(parent, "HelmRelease", HR) == hr["metadata"]["labels"][known.LABEL_SUBS_UID]
+
+
+@pytest.mark.parametrize("marked", [None, "another-uid", "sub-uid"])
+async def test_a_pull_agent_cleans_up_at_once_what_the_hub_marked(monkeypatch: pytest.MonkeyPatch,
+                                                                 marked: str | None) -> None:
+    """The Base is gone: marked with its Subscription's uid, an unbinding (no grace); else the grace runs."""
+    parent, cleaned = deleting_description(), counted_cleanups(monkeypatch)
+    key = (NS, f"{BASE_NAME}-generic")
+    if marked:
+        parent.objects[("Description", *key)]["metadata"]["annotations"] = {known.ANNOTATION_NO_LONGER_WANTED: marked}
+    agent = watched_puller(parent, grace_seconds=stillwanted.BASE_GRACE_SECONDS)
+    await agent.process(copy.deepcopy(parent.find("Description", *key)), PULL, resync=False)
+    assert cleaned == ([key[1]] if marked == "sub-uid" else [])
+    agent.grace.cancel()
+
+
+async def test_a_marked_object_whose_base_is_back_and_wants_it_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's verdict is about a missing Base: a Base written again (an affinity typo undone) wins."""
+    parent, cleaned = await pull_cleanup(monkeypatch, base(CFG), parent_class=Marked)
+    assert cleaned == [] and finalizers(parent, "Description", (NS, f"{BASE_NAME}-generic")) == []
+
+
+class Marked(FakeKube):
+    """A parent whose Descriptions all carry the hub's mark for sub-uid."""
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        found = await super().get(api_version, kind, name, namespace)
+        if found is not None and kind == "Description":
+            found["metadata"]["annotations"] = {known.ANNOTATION_NO_LONGER_WANTED: "sub-uid"}
+        return found

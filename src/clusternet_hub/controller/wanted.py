@@ -37,7 +37,7 @@ import logging
 from collections.abc import Mapping
 
 from clusternet_api import known
-from clusternet_api.kube import Obj
+from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core import helmrender, rendering
 from clusternet_core.plan import subscription_feeds
@@ -85,6 +85,44 @@ async def still_wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[s
     """Whether the Subscription of `obj` (a Description or HelmRelease being deleted, in `mc`'s namespace) still
     wants it; False when the deployer should clean up as usual. Raises when the Subscription cannot be read, and
     WantUnknown when the answer cannot be told; `cached`: the hub's watched Subscriptions, trusted only to keep."""
+    if not await _wanted(kube, obj, mc, cached):
+        return False
+    meta, labels = obj["metadata"], obj["metadata"].get("labels") or {}
+    log.info("%s %s/%s was deleted while Subscription %s/%s still wants it: released without touching the child; "
+             "it comes back under the same name and keeps what it deployed", obj.get("kind"), meta["namespace"],
+             meta["name"], labels.get(known.LABEL_SUBS_NAMESPACE), labels.get(known.LABEL_SUBS_NAME))
+    return True
+
+
+async def say_unwanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> None:
+    """For a cluster whose agent deploys (Pull): mark a deleting Description or HelmRelease its Subscription no
+    longer wants (ANNOTATION_NO_LONGER_WANTED, the Subscription's uid), once.
+
+    Why: the agent may not read Subscriptions, only the Base, and a missing Base is either the hub's unbinding or a
+    Base deleted by hand that the hub writes back, late when it is busy (a rollout to a thousand clusters takes a
+    minute; the parent may answer 429). It used to give the Base 10 s and then clean up (the first-rule review s31,
+    F5). With the hub's verdict written on the object, the agent cleans up an unbinding as soon as it reads it and
+    waits much longer for a Base that is only missing (clusternet_agent.stillwanted). One write per object unbound;
+    nothing when the answer cannot be told (WantUnknown, raised to the caller)."""
+    meta = obj["metadata"]
+    uid = (meta.get("labels") or {}).get(known.LABEL_SUBS_UID)
+    if not uid or not meta.get("deletionTimestamp") or (
+            meta.get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED) == uid:
+        return
+    if await _wanted(kube, obj, mc, cached):
+        return
+    try:
+        await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"],
+                         {"metadata": {"annotations": {known.ANNOTATION_NO_LONGER_WANTED: uid}}}, meta["namespace"])
+    except ApiException as e:
+        if e.status != 404:  # gone meanwhile: nothing left to say
+            raise
+        return
+    log.info("%s %s/%s: its Subscription no longer wants it; marked for the cluster's agent to clean up",
+             obj.get("kind"), meta["namespace"], meta["name"])
+
+
+async def _wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> bool:
     meta = obj["metadata"]
     labels = meta.get("labels") or {}
     name, namespace, uid = (labels.get(k) for k in (known.LABEL_SUBS_NAME, known.LABEL_SUBS_NAMESPACE,
@@ -99,9 +137,4 @@ async def still_wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[s
                           "not being deleted: nothing is cleaned up until the two agree")
     if sub is None or sub["metadata"].get("uid") != uid or sub["metadata"].get("deletionTimestamp"):
         return False
-    if meta["name"] not in wanted_names(sub, mc):
-        return False
-    log.info("%s %s/%s was deleted while Subscription %s/%s still wants it: released without touching the child; "
-             "it comes back under the same name and keeps what it deployed", obj.get("kind"), meta["namespace"],
-             meta["name"], namespace, name)
-    return True
+    return meta["name"] in wanted_names(sub, mc)
