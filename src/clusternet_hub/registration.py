@@ -390,8 +390,9 @@ async def _drop_created_namespace(kube: Kube, created: Obj) -> None:
 
 async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str, Any]:
     name = crr["metadata"]["name"]
+    agent_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
     unsealed = tokens.key_problem(crr, settings.allow_unsealed_tokens)
-    if unsealed and not (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY):
+    if unsealed and not agent_key:
         await deny(kube, crr, unsealed)  # callers validate first: a plain-text token must never be issued unasked
         return {"result": "Denied"}
     cluster_id = crr["spec"]["clusterId"]
@@ -439,7 +440,6 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
     manifests = rbac_manifests(cluster_id, ns, mc_name)
     token, *_ = await asyncio.gather(account_and_token(), cluster(), apply_rbac(kube, manifests),
                                      drop_token_secrets(kube, ns) if refreshing else asyncio.sleep(0))
-    agent_key = (crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_AGENT_PUBLIC_KEY)
     if agent_key:
         try:
             token_bytes = seal(token, agent_key)
