@@ -14,7 +14,8 @@ import copy
 
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.helmpusher import UNINSTALL_PENDING
-from clusternet_hub.controller.pusher import UNHEARD_PENDING
+from clusternet_hub.controller.pusher import UNHEARD_PENDING, cleanup_wait
+from clusternet_hub.controller.store import Store
 from clusternet_hub.health import Observation
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import DESC, NS, cluster, deployed_controller, push_secret, unsubscribe
@@ -105,3 +106,13 @@ async def test_an_uninstall_waits_for_the_first_report_since_the_hub_started() -
     assert (("release", *HR), True) in c.store.queue.drain()
     await c.releases.push(HR)
     assert ("abc", "mysql") not in helm.releases
+
+
+def test_a_tunnel_cluster_needs_no_report_first() -> None:
+    """Its cleanups go through its agent's live tunnel or wait (TUNNEL_DOWN): the tunnel is the sign of life."""
+    store = Store({}, heard=lambda key: False)
+    direct, tunnel = cluster(), cluster()
+    tunnel["status"]["useSocket"] = True
+    assert cleanup_wait(store, direct) == "unheard" and store.awaiting_report == {NS}
+    assert cleanup_wait(store, tunnel) is None
+    assert cleanup_wait(store, cluster(ready="Unknown")) == "offline"
