@@ -8,8 +8,6 @@ event missed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -86,7 +84,6 @@ class Store:
         # what cleanups wait for; None (unit tests of other things): every cluster counts as heard
         self.heard: Callable[[Key], bool] = heard or (lambda _key: True)
         self.awaiting_report: set[str] = set()  # namespaces of clusters whose cleanups wait for that report
-        self.hub_specs: dict[Key, str] = {}  # digest of the spec the hub last wrote to each Description
         self.queue: WorkQueue[WorkKey] = queue or WorkQueue()
         # UIDs of Manifests whose deletion the watch delivered, newest last (at most DELETED_MANIFESTS_KEPT): a
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
@@ -237,7 +234,7 @@ class Store:
         self.caches.bases.pop(key, None)
         self._bring_back(base)
 
-    def _bring_back(self, gone: Obj, force: bool = False) -> None:
+    def _bring_back(self, gone: Obj) -> None:
         """A Base or Description is gone: its Subscription, while it lives, plans again at once, so one deleted
         while still wanted (by hand, or released without cleanup: controller/wanted.py) comes back now, not at the
         next resync. (While a Description was being deleted the plan only waited for it: "still being cleaned
@@ -246,39 +243,18 @@ class Store:
         sub = self.caches.subscriptions.get((labels.get(known.LABEL_SUBS_NAMESPACE, ""),
                                              labels.get(known.LABEL_SUBS_NAME, "")))
         if sub is not None and not sub["metadata"].get("deletionTimestamp"):
-            self.enqueue("sub", key_of(sub), force)
-
-    def hub_writes(self, body: Obj) -> None:
-        """The hub is about to write this Description: a spec other than this one is someone else's edit."""
-        self.hub_specs[key_of(body)] = spec_digest(body)
-
-    def _edited_elsewhere(self, old: Obj | None, desc: Obj) -> bool:
-        """A spec change the hub did not write (`kubectl edit`, another tool), on a live Description. Pushing it
-        applied it, pruning what the edit dropped, and the hub's next plan (the resync, up to 30 s later) put
-        it back: objects deleted and re-created with new UIDs (the first-rule review s31, F8). So the hub plans
-        its Subscription first, at once, which writes its own spec back; that write is pushed. Unknown after a
-        hub restart (nothing written yet): pushed as before, and so is every edit in Pull mode, where the agent
-        reads the Description itself."""
-        expected = self.hub_specs.get(key_of(desc))
-        return (expected is not None and old is not None and not desc["metadata"].get("deletionTimestamp")
-                and old.get("spec") != desc.get("spec") and spec_digest(desc) != expected)
+            self.enqueue("sub", key_of(sub))
 
     def on_description(self, event: str, desc: Obj) -> None:
         key = key_of(desc)
         if event == "DELETED":
             self.caches.descriptions.pop(key, None)
-            self.hub_specs.pop(key, None)
             self.enqueue("push", key)  # which forgets its push bookkeeping
             self._bring_back(desc)
         else:
             old = self.caches.descriptions.get(key)
             self.caches.descriptions[key] = desc
-            if self._edited_elsewhere(old, desc):
-                del self.hub_specs[key]  # judged once per write of ours: never a loop of plans, whatever happens
-                log.warning("Description %s/%s: its spec was changed by someone other than the hub; planning its "
-                            "Subscription before anything is pushed", *key)
-                self._bring_back(desc, force=True)
-            elif (desc.get("spec") or {}).get("deployer") == "Helm":
+            if (desc.get("spec") or {}).get("deployer") == "Helm":
                 if old is None or old.get("spec") != desc.get("spec") or desc["metadata"].get("deletionTimestamp"):
                     self.enqueue("helm", key)
             elif desc["metadata"].get("deletionTimestamp") or not applier.deployed(desc):
@@ -372,10 +348,6 @@ class Store:
         for key, hr in list(self.caches.helmreleases.items()):
             if key[0] == namespace and (hr.get("status") or {}).get("description") == TUNNEL_DOWN:
                 self.enqueue("release", key, force=True)
-
-
-def spec_digest(obj: Obj) -> str:
-    return hashlib.sha256(json.dumps(obj.get("spec"), sort_keys=True).encode()).hexdigest()
 
 
 async def write_back(cache: dict[K, Obj], key: K, write: Awaitable[Obj],

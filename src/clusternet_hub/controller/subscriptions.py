@@ -175,7 +175,6 @@ class SubscriptionReconciler:
     async def _apply_description(self, body: Obj, existing: Obj | None, base: Obj) -> Obj:
         body = planning.owned_by(body, base)
         if existing is None or planning.needs_apply(existing, body):
-            self.store.hub_writes(body)
             with refused_as(body):  # pushed now, not when the watch brings the change back
                 existing = await write_back(self.store.caches.descriptions, key_of(body),
                                             self.kube.apply(body, known.CREATED_BY_HUB), self.store.on_description,
