@@ -201,7 +201,12 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
     try:
         unread = _in_new_namespace(ident, outcome.new_namespaces)
         if unread:
-            existing = None  # saves a GET per object on a first deployment (checked on the apply's answer below)
+            # saves a GET per object on a first deployment. What a controller that fills new namespaces put there
+            # in between (Kyverno `generate` rules, OpenShift project templates, istiod's root certificate) shows
+            # in the apply's answer: 200, not 201 Created. Its managedFields cannot tell: a forced apply that takes
+            # over every field another manager set drops that manager's entry. A failure of the adopting apply
+            # that follows leaves our "owned" mark on it, the one case it is not adopted.
+            existing = None
         else:
             existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
         if refusal := _held_by_another(existing, key):
@@ -209,17 +214,21 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
         owner, adopter = marks(existing)
         adopted = existing is not None and owner is None
         desired = prepare(obj, key, adopted)
+        created = True
         try:
-            applied = await child.apply(desired, FIELD_MANAGER)
+            if unread:
+                applied, created = await child.apply_created(desired, FIELD_MANAGER)
+            else:
+                applied = await child.apply(desired, FIELD_MANAGER)
         except ApiException as e:
             if e.status != 500 or "typed patch" not in str(e.reason):
                 raise
             # the child's apiserver cannot server-side apply this kind: create or merge-patch instead
             applied = await (child.create(desired) if existing is None else child.patch(
                 ident["apiVersion"], ident["kind"], ident["name"], desired, ident.get("namespace")))
-            unread = False  # a create that found the object there failed (409)
-        if unread and _managed_by_another(applied):
-            adopted = True  # it was there before us: ours to adopt, never to delete (review F7)
+            created = True  # a create that found the object there failed (409)
+        if not created:  # unread, and it was there before us: ours to adopt, never to delete (review F7)
+            adopted = True
             applied = await child.apply(prepare(obj, key, adopted), FIELD_MANAGER)
             outcome.adopted.append(what)
     except ApiException as e:
@@ -233,16 +242,6 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
     if ident_key(ident) in previously and same_generation and (existing is None or changed(existing, applied)):
         outcome.drifted.append(what + (" (deleted)" if existing is None else " (changed)"))
     return None, applied
-
-
-def _managed_by_another(applied: Obj) -> bool:
-    """Whether an object our apply answered for had been written by someone else before: its managedFields list
-    another manager. Applied into a namespace the same apply created, it was put there in between, by a
-    controller that fills new namespaces (Kyverno `generate` rules, OpenShift project templates, istiod's
-    root certificate): the API server records the creator's fields since Kubernetes 1.18. Our Descriptions
-    share one field manager, so another Description's object is not told apart here; it cannot be in a
-    namespace that did not exist before this apply either, save in a race of two applies."""
-    return any(m.get("manager") != FIELD_MANAGER for m in (applied.get("metadata") or {}).get("managedFields") or [])
 
 
 def _held_by_another(existing: Obj | None, key: str) -> str | None:

@@ -339,10 +339,18 @@ class Kube:
 
     async def apply(self, obj: Obj, field_manager: str, force: bool = True) -> Obj:
         """Server-side apply."""
+        return (await self.apply_created(obj, field_manager, force))[0]
+
+    async def apply_created(self, obj: Obj, field_manager: str, force: bool = True) -> tuple[Obj, bool]:
+        """Server-side apply, and whether it created the object: the API server answers 201 Created then, 200 when
+        the object was there."""
         meta = obj["metadata"]
         path = await self.path(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
         query = {"fieldManager": field_manager, "force": "true" if force else "false"}
-        return await self.request("PATCH", path, obj, content_type="application/apply-patch+yaml", query=query)
+        status, result = await self.raw("PATCH", path, obj, content_type="application/apply-patch+yaml", query=query)
+        if not 200 <= status < 300:
+            raise status_error(status, result)
+        return (result if isinstance(result, dict) else {}), status == 201
 
     async def patch(self, api_version: str, kind: str, name: str, body: Any, namespace: str | None = None,
                     *, subresource: str | None = None,

@@ -4,13 +4,14 @@ A Description that deploys a Namespace and objects in it skips the GET of each o
 nothing can be there yet. Except what a controller that fills new namespaces writes in between (Kyverno
 `generate` rules, OpenShift project templates, istiod's root certificate). Such an object used to be marked as
 created by us, so the Description's cleanup deleted it, and the Namespace with it. The apply's answer now
-tells: its managedFields list the other writer, and the object is adopted instead. Run against a real
-kube-apiserver, whose server-side apply must also drop our first "owned" mark when we apply again.
+tells: 200, not 201 Created, and the object is adopted instead. Run against a real kube-apiserver, whose
+server-side apply must also drop our first "owned" mark when we apply again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -26,14 +27,20 @@ from clusternet_testing.helpers import kubectl
 
 pytestmark = pytest.mark.integration
 
-NS = "populated"
+
+
+def populated(ns: str) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "defaults", "namespace": ns},
+                       "data": {"policy": "deny"}})
 
 
 class PopulatingChild:
-    """The child's API, with a controller that writes a ConfigMap into every namespace as soon as it exists."""
+    """The child's API, with a controller that writes a ConfigMap into every namespace as soon as it exists: with
+    `kubectl create` (an Update, whose managedFields entry outlives our forced apply) or with a server-side apply
+    (whose entry our forced apply empties, and the API server drops: managedFields cannot tell then)."""
 
-    def __init__(self, kube: Kube, child: ControlPlane) -> None:
-        self.kube, self.child = kube, child
+    def __init__(self, kube: Kube, child: ControlPlane, server_side: bool) -> None:
+        self.kube, self.child, self.server_side = kube, child, server_side
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.kube, name)
@@ -41,16 +48,16 @@ class PopulatingChild:
     async def apply(self, obj: Obj, field_manager: str, force: bool = True) -> Obj:
         applied = await self.kube.apply(obj, field_manager, force)
         if obj["kind"] == "Namespace":
-            await asyncio.to_thread(kubectl, self.child, "create", "configmap", "defaults", "-n",
-                                    obj["metadata"]["name"], "--from-literal=policy=deny")
+            how = ["apply", "--server-side", "--field-manager=kyverno"] if self.server_side else ["create"]
+            await asyncio.to_thread(kubectl, self.child, *how, "-f", "-", input=populated(obj["metadata"]["name"]))
         return applied
 
 
-def description() -> Obj:
-    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
-               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "defaults", "namespace": NS},
+def description(ns: str) -> Obj:
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "defaults", "namespace": ns},
                 "data": {"policy": "ours"}},
-               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app", "namespace": NS},
+               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app", "namespace": ns},
                 "data": {"k": "v"}}]
     return {"apiVersion": known.APPS_API_VERSION, "kind": "Description",
             "metadata": {"name": "populated", "namespace": "clusternet-test", "uid": str(uuid.uuid4()),
@@ -58,27 +65,29 @@ def description() -> Obj:
             "spec": {"deployer": "Generic", "raw": encode_raw(objects)}}
 
 
+@pytest.mark.parametrize("server_side", [False, True])
 def test_an_object_written_into_our_new_namespace_meanwhile_is_adopted_and_kept_on_cleanup(
-        child1: ControlPlane) -> None:
-    desc = description()
+        child1: ControlPlane, server_side: bool) -> None:
+    ns = "populated-by-" + ("apply" if server_side else "create")  # one per case: a deleted one lingers
+    desc = description(ns)
     key = f"{desc['metadata']['namespace']}.{desc['metadata']['name']}"
 
     async def scenario() -> tuple[applier.ApplyOutcome, Obj, Obj | None, Obj | None, Obj | None]:
         async with Kube(Credentials.load(child1.kubeconfig)) as kube:
-            outcome = await applier.apply_description(PopulatingChild(kube, child1), desc)  # type: ignore[arg-type]
-            marked = await kube.get("v1", "ConfigMap", "defaults", NS)
+            outcome = await applier.apply_description(PopulatingChild(kube, child1, server_side), desc)  # type: ignore[arg-type]
+            marked = await kube.get("v1", "ConfigMap", "defaults", ns)
             assert marked is not None
             desc["status"] = {"manifestStatuses": outcome.statuses}
             await applier.cleanup(kube, desc)
-            return (outcome, marked, await kube.get("v1", "ConfigMap", "defaults", NS),
-                    await kube.get("v1", "ConfigMap", "app", NS), await kube.get("v1", "Namespace", NS))
+            return (outcome, marked, await kube.get("v1", "ConfigMap", "defaults", ns),
+                    await kube.get("v1", "ConfigMap", "app", ns), await kube.get("v1", "Namespace", ns))
 
     try:
         outcome, marked, kept, app, namespace = asyncio.run(scenario())
     finally:
-        kubectl(child1, "delete", "namespace", NS, "--wait=false", check=False)
+        kubectl(child1, "delete", "namespace", ns, "--wait=false", check=False)
     assert outcome.phase == "Success", outcome
-    assert outcome.adopted == [f"ConfigMap {NS}/defaults"], outcome.adopted
+    assert outcome.adopted == [f"ConfigMap {ns}/defaults"], outcome.adopted
     annotations = marked["metadata"]["annotations"]
     assert annotations.get(ANNOTATION_ADOPTED) == key and ANNOTATION_OWNED not in annotations
     assert marked["data"] == {"policy": "ours"}  # the feed's content applies: adopting is taking over the fields

@@ -131,12 +131,15 @@ class FakeKube:
         return copy.deepcopy(stored)
 
     async def apply(self, obj: Obj, field_manager: str, force: bool = True) -> Obj:
+        return (await self.apply_created(obj, field_manager, force))[0]
+
+    async def apply_created(self, obj: Obj, field_manager: str, force: bool = True) -> tuple[Obj, bool]:
         meta = obj["metadata"]
         self._record("apply", obj["kind"], meta.get("namespace"), meta["name"], obj)
         old = self.objects.get(self._key(obj))
         self.objects[self._key(obj)] = stored = self._stored(merge(old or {}, obj), old)
         self._landed("apply", obj["kind"], stored)
-        return copy.deepcopy(stored)
+        return copy.deepcopy(stored), old is None
 
     async def patch(self, api_version: str, kind: str, name: str, body: Any, namespace: str | None = None,
                     *, subresource: str | None = None,

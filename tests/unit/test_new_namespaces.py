@@ -1,0 +1,56 @@
+"""Objects applied into a Namespace the same apply created: no GET, and what was put there meanwhile is adopted.
+
+A controller that fills new namespaces (Kyverno `generate`, OpenShift project templates) may write an object of
+the feed's name between our Namespace and the object. The apply's answer says so (200, not 201 Created), and the
+object is applied again as adopted: never deleted with the Description (review F7; the real API server's answers
+are checked in tests/integration/test_populated_namespace.py).
+"""
+
+from __future__ import annotations
+
+from clusternet_api import applier
+from clusternet_api.ownership import ANNOTATION_ADOPTED, ANNOTATION_OWNED
+from clusternet_api.rawobjects import encode_raw
+from tests.unit.fakekube import FakeKube, Obj
+
+NAMESPACE: Obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "fresh"}}
+POLICY: Obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "defaults", "namespace": "fresh"},
+               "data": {"policy": "ours"}}
+KEY = "clusternet-abc.app-generic"
+
+
+class CountingKube(FakeKube):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets: list[str] = []
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        self.gets.append(kind)
+        return await super().get(api_version, kind, name, namespace)
+
+
+def description() -> Obj:
+    return {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Description",
+            "metadata": {"name": "app-generic", "namespace": "clusternet-abc", "uid": "d1", "generation": 1},
+            "spec": {"deployer": "Generic", "raw": encode_raw([NAMESPACE, POLICY])}}
+
+
+async def test_an_object_put_into_the_new_namespace_meanwhile_is_adopted() -> None:
+    child = CountingKube()
+    child.landed[("apply", "Namespace")] = lambda ns: child.objects.__setitem__(
+        ("ConfigMap", "fresh", "defaults"), {"apiVersion": "v1", "kind": "ConfigMap", "data": {"policy": "deny"},
+                                             "metadata": {"name": "defaults", "namespace": "fresh", "uid": "c1"}})
+    outcome = await applier.apply_description(child, description())
+    assert outcome.phase == "Success" and outcome.adopted == ["ConfigMap fresh/defaults"]
+    assert [w for w in child.writes if w[1] == "ConfigMap"] == [("apply", "ConfigMap", "fresh/defaults")] * 2
+    assert child.gets == ["Namespace"]  # no GET in the namespace it created
+    last = child.bodies[-1]["metadata"]["annotations"]
+    assert last.get(ANNOTATION_ADOPTED) == KEY and ANNOTATION_OWNED not in last
+
+
+async def test_an_object_created_in_the_new_namespace_is_ours_in_one_write() -> None:
+    child = FakeKube()
+    outcome = await applier.apply_description(child, description())
+    assert outcome.phase == "Success" and outcome.adopted == []
+    assert [w for w in child.writes if w[1] == "ConfigMap"] == [("apply", "ConfigMap", "fresh/defaults")]
+    assert child.find("ConfigMap", "fresh", "defaults")["metadata"]["annotations"][ANNOTATION_OWNED] == KEY
