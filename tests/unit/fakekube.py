@@ -148,6 +148,10 @@ class FakeKube:
         old = self.find(kind, namespace, name)
         if old is None:
             raise ApiException(404, "NotFound")
+        uid = body.get("metadata", {}).get("uid") if isinstance(body, dict) else None
+        if uid is not None and uid != old["metadata"].get("uid"):  # as kube-apiserver: a uid is immutable
+            raise ApiException(422, f'{kind} "{name}" is invalid: metadata.uid: Invalid value: "{uid}": field is '
+                                    "immutable")
         patched = json_patch(old, body) if content_type == "application/json-patch+json" else merge(old, body)
         self.objects[(kind, namespace or "", name)] = stored = self._stored(patched, old)
         self._landed(f"patch{'/' + subresource if subresource else ''}", kind, stored)

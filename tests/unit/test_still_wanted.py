@@ -18,6 +18,7 @@ from clusternet_api.kube import ApiException
 from clusternet_api.listwatch import ListWatch
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import wanted
+from clusternet_hub.controller.pusher import CLEANUP_PENDING
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import DESC, NS, SUB, cluster, deployed_controller, namespace, push_secret
@@ -463,15 +464,28 @@ async def test_the_hub_marks_what_a_pull_agent_should_clean_up(change: Any) -> N
     assert not [w for w in parent.writes[writes:] if w[0] == "patch"]  # said once
 
 
-async def test_the_hub_marks_nothing_its_subscription_still_wants_or_cannot_tell() -> None:
+async def test_the_hub_marks_nothing_its_subscription_still_wants_or_cannot_tell(
+        caplog: pytest.LogCaptureFixture) -> None:
     c, parent, _ = await deleted_by_someone_else()  # a Base deleted by hand: the Subscription still binds it
     pull_mode(c)
     await c.pusher.push(DESC)
     assert mark(parent, "Description", DESC) is None
     parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [{"clusterAffinity": {
         "matchExpressions": [{"key": "env", "operator": "Bogus"}]}}]  # refused: nothing can be told
-    with pytest.raises(wanted.WantUnknown):
-        await c.pusher.push(DESC)
+    c.store.caches.clusters[(NS, "child1")]["status"]["conditions"] = [{"type": "Ready", "status": "Unknown"}]
+    await c.pusher.push(DESC)  # a warning, and the rest of the push goes on: the offline cluster's status
+    assert mark(parent, "Description", DESC) is None
+    assert "cannot tell its cluster's agent whether to clean up" in caplog.text
+    assert parent.find("Description", *DESC)["status"]["reason"] == CLEANUP_PENDING
+
+
+async def test_the_mark_lands_on_the_object_judged_only() -> None:
+    """A Description of the same name written again since the hub read the deleting one is not marked (uid)."""
+    c, parent, _ = await deleted_by_someone_else()
+    unsubscribed(parent, c)
+    pull_mode(c)
+    parent.objects[("Description", *DESC)]["metadata"]["uid"] = "written-again"
+    await c.pusher.push(DESC)
     assert mark(parent, "Description", DESC) is None
 
 

@@ -29,7 +29,7 @@ from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pushe
 from clusternet_hub.controller.pusher import RETRY_FIRST as PUSH_RETRY_FIRST
 from clusternet_hub.controller.pusher import RETRY_MAX as PUSH_RETRY_MAX
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store, write_back
-from clusternet_hub.controller.wanted import say_unwanted, still_wanted
+from clusternet_hub.controller.wanted import say_unwanted_or_warn, still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.registration import drop_token_secrets
 
@@ -110,7 +110,7 @@ class ReleasePusher:
             return
         if not applier.deployable_by_hub(mc):
             if deleting:  # its agent uninstalls: tell it if it is an unbinding (wanted.say_unwanted)
-                await say_unwanted(self.kube, hr, mc, self.store.caches.subscriptions)
+                await say_unwanted_or_warn(self.kube, hr, mc, self.store.caches.subscriptions)
             await self._share_pull_credentials(hr, deleting)
             return
         if deleting:

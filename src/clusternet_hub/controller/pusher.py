@@ -34,7 +34,7 @@ from clusternet_api.ownership import Claimants, Released
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store
-from clusternet_hub.controller.wanted import say_unwanted, still_wanted
+from clusternet_hub.controller.wanted import say_unwanted_or_warn, still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
 from clusternet_hub.registration import drop_token_secret
@@ -239,7 +239,7 @@ class Pusher:
         if mc is None:
             return
         if deleting and not applier.deployable_by_hub(mc):  # its agent cleans up: tell it if it is an unbinding
-            await say_unwanted(self.kube, desc, mc, self.store.caches.subscriptions)
+            await say_unwanted_or_warn(self.kube, desc, mc, self.store.caches.subscriptions)
         if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
             await self._pending(desc, CLEANUP_PENDING)
             return

@@ -111,15 +111,25 @@ async def say_unwanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[s
         return
     if await _wanted(kube, obj, mc, cached):
         return
-    try:
-        await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"],
-                         {"metadata": {"annotations": {known.ANNOTATION_NO_LONGER_WANTED: uid}}}, meta["namespace"])
+    try:  # on this object only (its uid): one of the same name written since is not the one judged
+        await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"], {"metadata": {
+            "uid": meta.get("uid"), "annotations": {known.ANNOTATION_NO_LONGER_WANTED: uid}}}, meta["namespace"])
     except ApiException as e:
-        if e.status != 404:  # gone meanwhile: nothing left to say
+        if e.status not in (404, 409, 422):  # gone or replaced meanwhile: nothing left to say
             raise
         return
     log.info("%s %s/%s: its Subscription no longer wants it; marked for the cluster's agent to clean up",
              obj.get("kind"), meta["namespace"], meta["name"])
+
+
+async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> None:
+    """say_unwanted, its failure a warning: what the caller does next (a pending status, taking chart credentials
+    out of the child's reach) must not wait on it; the resync says it again. The agent waits meanwhile."""
+    try:
+        await say_unwanted(kube, obj, mc, cached)
+    except (WantUnknown, ApiException) as e:
+        log.warning("%s %s/%s: cannot tell its cluster's agent whether to clean up: %s", obj.get("kind"),
+                    obj["metadata"]["namespace"], obj["metadata"]["name"], e)
 
 
 async def _wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> bool:
