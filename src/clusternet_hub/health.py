@@ -130,10 +130,12 @@ class Observation:
 
     def parent_lost(self) -> None:
         self.parent_since = None
+        self.heard_from.clear()  # an agent may die unseen meanwhile, as while no hub runs (heard)
 
     def interrupted(self, now: float) -> None:
         """The hub could not have seen heartbeats arrive until `now` (a stalled parent or hub)."""
         self.parent_since = now
+        self.heard_from.clear()
 
     def forget(self, key: Key) -> None:
         self.first_seen.pop(key, None)
@@ -146,7 +148,8 @@ class Observation:
         What cleanups wait for (controller/pusher.py): the first copy a starting hub reads says Ready=True for
         a cluster whose agent may have died while no hub ran, and health judges nobody for a grace period after
         the start: deleting through the API server of a cluster not heard from may act on a silent one (review
-        F9). A first copy of a cluster is no report: its lastObservedTime must change while the hub watches."""
+        F9). A first copy of a cluster is no report: its lastObservedTime must change while the hub watches. The
+        same holds after the parent was out of reach or stalled (parent_lost, interrupted: review s32)."""
         return key in self.heard_from
 
     def saw(self, key: Key, mc: Obj, now: float) -> None:

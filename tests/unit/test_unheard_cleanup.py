@@ -63,6 +63,20 @@ def test_a_first_copy_is_no_report_a_changed_stamp_is() -> None:
     assert not observation.heard(MC)
 
 
+def test_a_parent_out_of_reach_or_stalled_makes_every_cluster_unheard_again() -> None:
+    """The agent may die unseen while the parent is away, as while no hub runs."""
+    for lose in (Observation.parent_lost, lambda o: o.interrupted(5.0)):
+        observation = Observation()
+        observation.saw(MC, reported("t1"), 0.0)
+        observation.saw(MC, reported("t2"), 1.0)
+        assert observation.heard(MC)
+        lose(observation)
+        observation.saw(MC, reported("t2"), 6.0)  # the copy read on its return
+        assert not observation.heard(MC)
+        observation.saw(MC, reported("t3"), 7.0)
+        assert observation.heard(MC)
+
+
 async def deleted_after_restart() -> tuple[Controller, FakeKube, FakeKube, Observation]:
     c, parent, child = await deployed_controller(push_secret())
     await c.pusher.push(DESC)
