@@ -181,3 +181,23 @@ async def test_a_feed_removed_while_the_typo_is_undone_is_pruned_when_the_cluste
         assert child.find("ConfigMap", "default", "cfg") is None, mode
         assert child.find("ConfigMap", "default", "cfg2") is not None, mode
         assert [w for w in child.writes if w[0] == "delete"] == [("delete", "ConfigMap", "default/cfg")], mode
+
+
+async def test_the_hubs_mark_is_taken_back_when_the_typo_is_undone_before_the_base_is_written() -> None:
+    """Pull: the hub marks the unbound Description no longer wanted (wanted.say_unwanted); the agent cleans up at once
+    on the mark when the Base is missing. Undoing the typo takes the mark back before the Base is written, so an
+    agent that looks in between waits for the Base instead (review s32, finding 7)."""
+    c, parent, _, _, _ = await typo_while_silent("Pull")
+    marked = parent.find("Description", *DESC)
+    assert (marked["metadata"].get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED)
+    c.store.on_description("MODIFIED", copy.deepcopy(marked))  # the watch brings the mark
+    assert c.store.marked == {NS: {("Description", DESC[1])}}
+    parent.writes.clear()
+    await set_affinity(c, parent, "prod")
+    unmarked = parent.find("Description", *DESC)
+    assert known.ANNOTATION_NO_LONGER_WANTED not in (unmarked["metadata"].get("annotations") or {})
+    taken, base = (parent.writes.index(w) for w in (("patch", "Description", "/".join(DESC)),
+                                                     ("apply", "Base", "/".join(BASE))))
+    assert taken < base  # before the Base is written
+    c.store.on_description("MODIFIED", copy.deepcopy(unmarked))
+    assert c.store.marked == {}

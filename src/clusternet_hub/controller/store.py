@@ -84,6 +84,9 @@ class Store:
         # what cleanups wait for; None (unit tests of other things): every cluster counts as heard
         self.heard: Callable[[Key], bool] = heard or (lambda _key: True)
         self.awaiting_report: set[str] = set()  # namespaces of clusters whose cleanups wait for that report
+        # (kind, name) by cluster namespace of the deleting objects the hub marked no longer wanted (wanted.py): what
+        # to take the mark back from when their Subscription binds the cluster again (subscriptions.py)
+        self.marked: dict[str, set[tuple[str, str]]] = {}
         self.queue: WorkQueue[WorkKey] = queue or WorkQueue()
         # UIDs of Manifests whose deletion the watch delivered, newest last (at most DELETED_MANIFESTS_KEPT): a
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
@@ -245,8 +248,19 @@ class Store:
         if sub is not None and not sub["metadata"].get("deletionTimestamp"):
             self.enqueue("sub", key_of(sub))
 
+    def _track_mark(self, event: str, obj: Obj) -> None:
+        meta = obj["metadata"]
+        entry = (str(obj.get("kind")), meta["name"])
+        if event != "DELETED" and (meta.get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED):
+            self.marked.setdefault(meta["namespace"], set()).add(entry)
+        elif entry in self.marked.get(meta["namespace"], ()):
+            self.marked[meta["namespace"]].discard(entry)
+            if not self.marked[meta["namespace"]]:
+                del self.marked[meta["namespace"]]
+
     def on_description(self, event: str, desc: Obj) -> None:
         key = key_of(desc)
+        self._track_mark(event, desc)
         if event == "DELETED":
             self.caches.descriptions.pop(key, None)
             self.enqueue("push", key)  # which forgets its push bookkeeping
@@ -285,6 +299,7 @@ class Store:
         """Install or remove it (when the hub deploys to its cluster), and recompute its Description's status."""
         key = key_of(hr)
         old = self.caches.helmreleases.get(key)
+        self._track_mark(event, hr)
         if event == "DELETED":
             self.caches.helmreleases.pop(key, None)
         else:

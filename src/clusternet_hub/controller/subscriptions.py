@@ -20,6 +20,7 @@ from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
 from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import Store, write_back
+from clusternet_hub.controller.wanted import take_back_mark
 from clusternet_hub.controller.writerefusals import WriteRefused, WritesRefused, cluster_of, refusal_lines, refused_as
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class SubscriptionReconciler:
     async def _apply_cluster(self, cluster: ClusterPlan) -> None:
         base = cluster.base
         if cluster.apply_base:
+            await self._take_back_marks(base)
             with refused_as(base):
                 base = await write_back(self.store.caches.bases, key_of(base),
                                         self.kube.apply(base, known.CREATED_BY_HUB), creates=True)
@@ -158,6 +160,19 @@ class SubscriptionReconciler:
         for desc in written:  # each Description's own errors: a chart's on the Helm one
             if (message := cluster.announce.get(desc["metadata"]["name"])) is not None:
                 await applier.post_event(self.kube, desc, "Warning", "RenderFailed", message, known.CREATED_BY_HUB)
+
+    async def _take_back_marks(self, base: Obj) -> None:
+        """Before a Base is written: the deleting objects of its Subscription in its cluster that the hub marked no
+        longer wanted (wanted.say_unwanted) lose the mark. The cluster is bound again (an unbinding undone), and
+        the Pull agent, reading the mark while the Base is not written yet, would clean up what is wanted (review
+        s32, finding 7); without it, it waits for the Base."""
+        ns, uid = base["metadata"]["namespace"], (base["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID)
+        caches = {"Description": self.store.caches.descriptions, "HelmRelease": self.store.caches.helmreleases}
+        for kind, name in sorted(self.store.marked.get(ns, ())):
+            obj = caches[kind].get((ns, name)) if kind in caches else None
+            if obj is not None and (obj["metadata"].get("annotations") or {}).get(
+                    known.ANNOTATION_NO_LONGER_WANTED) == uid:
+                await take_back_mark(self.kube, obj)
 
     async def _delete_description(self, desc: Obj) -> None:
         """Delete a Description of a deployer its Subscription no longer feeds, as the cache held it when the plan

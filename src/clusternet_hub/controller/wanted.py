@@ -122,6 +122,21 @@ async def say_unwanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[s
              obj.get("kind"), meta["namespace"], meta["name"])
 
 
+async def take_back_mark(kube: KubeApi, obj: Obj) -> None:
+    """Remove the hub's no-longer-wanted mark from this object (its uid), once its Subscription wants the cluster
+    again; gone or replaced meanwhile: nothing to take back."""
+    meta = obj["metadata"]
+    try:
+        await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"], {"metadata": {
+            "uid": meta.get("uid"), "annotations": {known.ANNOTATION_NO_LONGER_WANTED: None}}}, meta["namespace"])
+    except ApiException as e:
+        if e.status not in (404, 409, 422):
+            raise
+        return
+    log.info("%s %s/%s: its Subscription wants its cluster again; the mark for the agent is taken back",
+             obj.get("kind"), meta["namespace"], meta["name"])
+
+
 async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> None:
     """say_unwanted, its failure a warning: what the caller does next (a pending status, taking chart credentials
     out of the child's reach) must not wait on it; the resync says it again. The agent waits meanwhile."""
