@@ -110,7 +110,8 @@ class ReleasePusher:
             return
         if not applier.deployable_by_hub(mc):
             if deleting:  # its agent uninstalls: tell it if it is an unbinding (wanted.say_unwanted)
-                await say_unwanted_or_warn(self.kube, hr, mc, self.store.caches.subscriptions)
+                await say_unwanted_or_warn(self.kube, hr, mc, self.store.caches.helmreleases,
+                                           self.store.caches.subscriptions)
             await self._share_pull_credentials(hr, deleting)
             return
         if deleting:

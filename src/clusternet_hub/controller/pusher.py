@@ -239,7 +239,8 @@ class Pusher:
         if mc is None:
             return
         if deleting and not applier.deployable_by_hub(mc):  # its agent cleans up: tell it if it is an unbinding
-            await say_unwanted_or_warn(self.kube, desc, mc, self.store.caches.subscriptions)
+            await say_unwanted_or_warn(self.kube, desc, mc, self.store.caches.descriptions,
+                                       self.store.caches.subscriptions)
         if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
             await self._pending(desc, CLEANUP_PENDING)
             return

@@ -94,7 +94,7 @@ async def still_wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[s
     return True
 
 
-async def say_unwanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> None:
+async def say_unwanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> Obj | None:
     """For a cluster whose agent deploys (Pull): mark a deleting Description or HelmRelease its Subscription no
     longer wants (ANNOTATION_NO_LONGER_WANTED, the Subscription's uid), once.
 
@@ -102,24 +102,27 @@ async def say_unwanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[s
     Base deleted by hand that the hub writes back, late when it is busy (a rollout to a thousand clusters takes a
     minute; the parent may answer 429). It used to give the Base 10 s and then clean up (the first-rule review s31,
     F5). With the hub's verdict written on the object, the agent cleans up an unbinding as soon as it reads it and
-    waits much longer for a Base that is only missing (clusternet_agent.stillwanted). One write per object unbound;
-    nothing when the answer cannot be told (WantUnknown, raised to the caller)."""
+    waits much longer for a Base that is only missing (clusternet_agent.stillwanted). One write per object unbound
+    (and a GET of the Subscription: 2,000 requests, 40 s of the hub's 50-QPS budget, for 1,000 Pull clusters
+    unsubscribed at once); nothing when the answer cannot be told (WantUnknown, raised to the caller). Returns the
+    marked object, for the caller's cache (None: nothing written)."""
     meta = obj["metadata"]
     uid = (meta.get("labels") or {}).get(known.LABEL_SUBS_UID)
     if not uid or not meta.get("deletionTimestamp") or (
             meta.get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED) == uid:
-        return
+        return None
     if await _wanted(kube, obj, mc, cached):
-        return
+        return None
     try:  # on this object only (its uid): one of the same name written since is not the one judged
-        await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"], {"metadata": {
+        marked = await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"], {"metadata": {
             "uid": meta.get("uid"), "annotations": {known.ANNOTATION_NO_LONGER_WANTED: uid}}}, meta["namespace"])
     except ApiException as e:
         if e.status not in (404, 409, 422):  # gone or replaced meanwhile: nothing left to say
             raise
-        return
+        return None
     log.info("%s %s/%s: its Subscription no longer wants it; marked for the cluster's agent to clean up",
              obj.get("kind"), meta["namespace"], meta["name"])
+    return marked
 
 
 async def take_back_mark(kube: KubeApi, obj: Obj) -> None:
@@ -137,14 +140,19 @@ async def take_back_mark(kube: KubeApi, obj: Obj) -> None:
              obj.get("kind"), meta["namespace"], meta["name"])
 
 
-async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> None:
+async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj, cache: dict[tuple[str, str], Obj],
+                               subscriptions: Mapping[tuple[str, str], Obj]) -> None:
     """say_unwanted, its failure a warning: what the caller does next (a pending status, taking chart credentials
-    out of the child's reach) must not wait on it; the resync says it again. The agent waits meanwhile."""
+    out of the child's reach) must not wait on it; the resync says it again. The agent waits meanwhile. The marked
+    object replaces `obj` in `cache` if that still holds it, so a push before the watch's echo marks it no twice."""
+    key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
     try:
-        await say_unwanted(kube, obj, mc, cached)
+        marked = await say_unwanted(kube, obj, mc, subscriptions)
     except (WantUnknown, ApiException) as e:
-        log.warning("%s %s/%s: cannot tell its cluster's agent whether to clean up: %s", obj.get("kind"),
-                    obj["metadata"]["namespace"], obj["metadata"]["name"], e)
+        log.warning("%s %s/%s: cannot tell its cluster's agent whether to clean up: %s", obj.get("kind"), *key, e)
+        return
+    if marked is not None and cache.get(key) is obj:
+        cache[key] = marked
 
 
 async def _wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> bool:
