@@ -115,6 +115,8 @@ class Observation:
     """The last lastObservedTime seen of each cluster, and when the hub first saw that value."""
     heard_from: set[Key] = field(default_factory=set)
     """Clusters whose lastObservedTime this hub has seen change: a report that arrived while it watched."""
+    rebased: set[Key] = field(default_factory=set)
+    """Clusters not read since the hub could not watch: their next copy only sets the stamp to compare with."""
 
     def parent_reached(self, now: float) -> None:
         if self.parent_since is None:
@@ -130,17 +132,26 @@ class Observation:
 
     def parent_lost(self) -> None:
         self.parent_since = None
-        self.heard_from.clear()  # an agent may die unseen meanwhile, as while no hub runs (heard)
+        self._unheard()
 
     def interrupted(self, now: float) -> None:
         """The hub could not have seen heartbeats arrive until `now` (a stalled parent or hub)."""
         self.parent_since = now
+        self._unheard()
+
+    def _unheard(self) -> None:
+        """An agent may die unseen while the hub cannot watch, as while no hub runs (heard): every cluster must
+        report anew, and the first copy read afterwards, whatever its stamp (a report written while the hub was cut
+        off, the agent dead since), is no report of its own (review s32 and its re-review). Silence is measured as
+        before: the stamps stay."""
         self.heard_from.clear()
+        self.rebased.update(self.reports)
 
     def forget(self, key: Key) -> None:
         self.first_seen.pop(key, None)
         self.reports.pop(key, None)
         self.heard_from.discard(key)
+        self.rebased.discard(key)
 
     def heard(self, key: Key) -> bool:
         """Whether this hub has seen a report of the cluster arrive since it started (or first saw the cluster).
@@ -157,8 +168,10 @@ class Observation:
         lastObservedTime differs from the last one seen."""
         self.first_seen.setdefault(key, now)
         stamp = (mc.get("status") or {}).get("lastObservedTime")
+        rebased = key in self.rebased
+        self.rebased.discard(key)
         if key not in self.reports or self.reports[key][0] != stamp:
-            if key in self.reports and stamp is not None:
+            if key in self.reports and stamp is not None and not rebased:
                 self.heard_from.add(key)
             self.reports[key] = (stamp, now)
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from clusternet_agent import puller, stillwanted
 from clusternet_api import known
+from clusternet_api.kube import ApiException
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
 from tests.unit.fakekube import FakeKube, Obj
@@ -190,8 +193,7 @@ async def test_the_hubs_mark_is_taken_back_when_the_typo_is_undone_before_the_ba
     c, parent, _, _, _ = await typo_while_silent("Pull")
     marked = parent.find("Description", *DESC)
     assert (marked["metadata"].get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED)
-    c.store.on_description("MODIFIED", copy.deepcopy(marked))  # the watch brings the mark
-    assert c.store.marked == {NS: {("Description", DESC[1])}}
+    assert c.store.marked == {NS: {("Description", DESC[1])}}  # indexed from the answer, before the watch's echo
     parent.writes.clear()
     await set_affinity(c, parent, "prod")
     unmarked = parent.find("Description", *DESC)
@@ -201,3 +203,24 @@ async def test_the_hubs_mark_is_taken_back_when_the_typo_is_undone_before_the_ba
     assert taken < base  # before the Base is written
     c.store.on_description("MODIFIED", copy.deepcopy(unmarked))
     assert c.store.marked == {}
+
+
+async def test_a_mark_that_cannot_be_taken_back_holds_up_no_base(caplog: pytest.LogCaptureFixture) -> None:
+    c, parent, _, _, _ = await typo_while_silent("Pull")
+    parent.fail[("patch", "Description")] = ApiException(500, "etcd timeout")
+    await set_affinity(c, parent, "prod")
+    assert parent.find("Base", *BASE) is not None  # written all the same: the agent reads it before any mark
+    assert "taking the no-longer-wanted mark back failed" in caplog.text
+
+
+async def test_a_mark_is_taken_back_only_from_what_the_feeds_want_again() -> None:
+    """A marked Helm Description of the same Subscription, which feeds no chart, keeps its mark."""
+    c, parent, _, _, _ = await typo_while_silent("Pull")
+    helm = copy.deepcopy(parent.find("Description", *DESC))
+    helm["metadata"].update(name=DESC[1].removesuffix("-generic") + "-helm", uid="helm-uid")
+    parent.objects[("Description", NS, helm["metadata"]["name"])] = helm
+    c.store.caches.descriptions[(NS, helm["metadata"]["name"])] = copy.deepcopy(helm)
+    c.store.marked[NS].add(("Description", helm["metadata"]["name"]))
+    parent.writes.clear()
+    await set_affinity(c, parent, "prod")
+    assert [w for w in parent.writes if w[:2] == ("patch", "Description")] == [("patch", "Description", "/".join(DESC))]

@@ -71,9 +71,14 @@ def test_a_parent_out_of_reach_or_stalled_makes_every_cluster_unheard_again() ->
         observation.saw(MC, reported("t2"), 1.0)
         assert observation.heard(MC)
         lose(observation)
-        observation.saw(MC, reported("t2"), 6.0)  # the copy read on its return
+        observation.saw(MC, reported("t2"), 6.0)  # the copy read on its return, unchanged
         assert not observation.heard(MC)
         observation.saw(MC, reported("t3"), 7.0)
+        assert observation.heard(MC)
+        lose(observation)
+        observation.saw(MC, reported("t4"), 8.0)  # written while the hub was cut off: the agent may be dead since
+        assert not observation.heard(MC)
+        observation.saw(MC, reported("t5"), 9.0)
         assert observation.heard(MC)
 
 

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 # Why an uninstall waits (pusher.cleanup_wait)
 UNINSTALL_PENDING = {
     "offline": "uninstall pending: the cluster is offline; its release stays until it returns",
-    "unheard": "uninstall pending: waiting for the cluster's first heartbeat since the hub started; its release "
-               "stays until then"}
+    "unheard": "uninstall pending: waiting for the cluster's first heartbeat since the hub started (or regained "
+               "the parent); its release stays until then"}
 
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
 """A chart that could not be fetched is tried again after 5 s, doubling up to 5 minutes."""
@@ -110,8 +110,8 @@ class ReleasePusher:
             return
         if not applier.deployable_by_hub(mc):
             if deleting:  # its agent uninstalls: tell it if it is an unbinding (wanted.say_unwanted)
-                await say_unwanted_or_warn(self.kube, hr, mc, self.store.caches.helmreleases,
-                                           self.store.caches.subscriptions)
+                self.store.keep_marked(self.store.caches.helmreleases, hr, await say_unwanted_or_warn(
+                    self.kube, hr, mc, self.store.caches.subscriptions))
             await self._share_pull_credentials(hr, deleting)
             return
         if deleting:
@@ -169,12 +169,12 @@ class ReleasePusher:
     async def _uninstall(self, key: Key, hr: Obj, mc: Obj) -> None:
         """Uninstall the release, unless its Subscription still wants it (deleted by the garbage collector, by hand,
         or with a Description deleted so: wanted.py; the hub writes it again and finds the release installed)."""
-        if await still_wanted(self.kube, hr, mc, self.store.caches.subscriptions):
-            await applier.remove_finalizer(self.kube, hr)
-            return
-        wait = cleanup_wait(self.store, mc)
+        wait = cleanup_wait(self.store, mc)  # first: no Subscription GET per resync while it waits (review s32)
         if wait is not None:
             await self._write(hr, {"description": UNINSTALL_PENDING[wait]})
+            return
+        if await still_wanted(self.kube, hr, mc, self.store.caches.subscriptions):
+            await applier.remove_finalizer(self.kube, hr)
             return
         access = await self._access_or_wait(key, hr, mc)
         if access is None:

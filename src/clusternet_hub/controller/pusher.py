@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 # pushed ones, the agent pulled ones, once the cluster is back): nothing is deleted meanwhile.
 CLEANUP_PENDING = "cleanup pending: the cluster is offline; its workloads stay until it returns"
 # ... and while the hub, just started (or just leading), has not yet seen the cluster report (review F9)
-UNHEARD_PENDING = ("cleanup pending: waiting for the cluster's first heartbeat since the hub started; its "
-                   "workloads stay until then")
+UNHEARD_PENDING = ("cleanup pending: waiting for the cluster's first heartbeat since the hub started (or regained "
+                   "the parent); its workloads stay until then")
 # The status of what waits for its agent's push credentials (the hub does not watch that Secret).
 DEPLOYER_CREDENTIALS_MISSING = f"waiting for the agent's {known.DEPLOYER_SECRET} credentials"
 
@@ -105,7 +105,8 @@ def cleanup_wait(store: Store, mc: Obj) -> Literal["offline", "unheard"] | None:
     """Why nothing may be deleted in the cluster now (None: it may).
 
     "offline": it is silent (Ready other than True). "unheard": a cluster the hub reaches through its API server
-    directly, of which this hub, since it started or took the lead, has not yet seen a report arrive: the
+    directly, of which this hub, since it started, took the lead or regained the parent, has not yet seen a report
+    arrive: the
     Ready=True it first read may be older than its agent's death, and health judges nobody for a grace period after
     a start (health.Observation.heard; review F9). Up to one heartbeat period (3 min by default) after a start; the
     store pushes what waited once the report comes (Store._after_report). A tunnel cluster needs no such wait: it
@@ -239,8 +240,8 @@ class Pusher:
         if mc is None:
             return
         if deleting and not applier.deployable_by_hub(mc):  # its agent cleans up: tell it if it is an unbinding
-            await say_unwanted_or_warn(self.kube, desc, mc, self.store.caches.descriptions,
-                                       self.store.caches.subscriptions)
+            self.store.keep_marked(self.store.caches.descriptions, desc, await say_unwanted_or_warn(
+                self.kube, desc, mc, self.store.caches.subscriptions))
         if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
             await self._pending(desc, CLEANUP_PENDING)
             return

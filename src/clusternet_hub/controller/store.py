@@ -248,6 +248,14 @@ class Store:
         if sub is not None and not sub["metadata"].get("deletionTimestamp"):
             self.enqueue("sub", key_of(sub))
 
+    def keep_marked(self, cache: dict[Key, Obj], read: Obj, marked: Obj | None) -> None:
+        """The object the hub just marked no longer wanted (wanted.say_unwanted) replaces the copy it judged, if the
+        cache still holds that one: a push before the watch's echo does not mark it twice, and the mark is indexed
+        for taking back at once."""
+        if marked is not None and cache.get(key_of(marked)) is read:
+            cache[key_of(marked)] = marked
+            self._track_mark("MODIFIED", marked)
+
     def _track_mark(self, event: str, obj: Obj) -> None:
         meta = obj["metadata"]
         entry = (str(obj.get("kind")), meta["name"])

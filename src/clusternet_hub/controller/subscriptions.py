@@ -20,7 +20,7 @@ from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
 from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import Store, write_back
-from clusternet_hub.controller.wanted import take_back_mark
+from clusternet_hub.controller.wanted import fed_names, take_back_mark
 from clusternet_hub.controller.writerefusals import WriteRefused, WritesRefused, cluster_of, refusal_lines, refused_as
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class SubscriptionReconciler:
             await self._set_finalizers(sub, [*(sub["metadata"].get("finalizers") or []), known.FINALIZER_APPS])
             return
         await self._sync_inventory(sub, plan)
-        refused = await self._apply_clusters(plan.clusters)
+        refused = await self._apply_clusters(plan.clusters, fed_names(sub))
         left = await self._delete_bases(sub, plan.delete_bases)
         key = key_of(sub)
         self.status.refused_writes.pop(key, None)
@@ -89,7 +89,7 @@ class SubscriptionReconciler:
         if refused:
             raise WritesRefused("; ".join(refused))
 
-    async def _apply_clusters(self, clusters: list[ClusterPlan]) -> list[str]:
+    async def _apply_clusters(self, clusters: list[ClusterPlan], fed: set[str]) -> list[str]:
         """Write each cluster's Base and Descriptions, CLUSTER_WRITES at a time. A write the parent refuses
         fails only its cluster: the others are written (and the Subscription's stale Bases removed, its status
         written) all the same. Returns one line per distinct refusal (writerefusals.py)."""
@@ -99,7 +99,7 @@ class SubscriptionReconciler:
         async def one_cluster(cluster: ClusterPlan) -> None:
             async with limit:
                 try:
-                    await self._apply_cluster(cluster)
+                    await self._apply_cluster(cluster, fed)
                 except WriteRefused as e:
                     log.warning("%s: %s", cluster_of(cluster.base), e)
                     failed.append((cluster_of(cluster.base), e))
@@ -138,10 +138,10 @@ class SubscriptionReconciler:
             return
         self.store.caches.inventories.pop(key_of(sub), None)
 
-    async def _apply_cluster(self, cluster: ClusterPlan) -> None:
+    async def _apply_cluster(self, cluster: ClusterPlan, fed: set[str]) -> None:
         base = cluster.base
         if cluster.apply_base:
-            await self._take_back_marks(base)
+            await self._take_back_marks(base, fed)
             with refused_as(base):
                 base = await write_back(self.store.caches.bases, key_of(base),
                                         self.kube.apply(base, known.CREATED_BY_HUB), creates=True)
@@ -161,18 +161,22 @@ class SubscriptionReconciler:
             if (message := cluster.announce.get(desc["metadata"]["name"])) is not None:
                 await applier.post_event(self.kube, desc, "Warning", "RenderFailed", message, known.CREATED_BY_HUB)
 
-    async def _take_back_marks(self, base: Obj) -> None:
+    async def _take_back_marks(self, base: Obj, fed: set[str]) -> None:
         """Before a Base is written: the deleting objects of its Subscription in its cluster that the hub marked no
-        longer wanted (wanted.say_unwanted) lose the mark. The cluster is bound again (an unbinding undone), and
-        the Pull agent, reading the mark while the Base is not written yet, would clean up what is wanted (review
-        s32, finding 7); without it, it waits for the Base."""
+        longer wanted (wanted.say_unwanted) and its feeds want again (`fed`) lose the mark. The cluster is bound
+        again (an unbinding undone), and the Pull agent, reading the mark while the Base is not written yet, would
+        clean up what is wanted (review s32, finding 7); without it, it waits for the Base. A failure is a warning:
+        the Base, written next, settles it anyway (the agent reads a Base before any mark)."""
         ns, uid = base["metadata"]["namespace"], (base["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID)
         caches = {"Description": self.store.caches.descriptions, "HelmRelease": self.store.caches.helmreleases}
         for kind, name in sorted(self.store.marked.get(ns, ())):
-            obj = caches[kind].get((ns, name)) if kind in caches else None
+            obj = caches[kind].get((ns, name)) if kind in caches and name in fed else None
             if obj is not None and (obj["metadata"].get("annotations") or {}).get(
                     known.ANNOTATION_NO_LONGER_WANTED) == uid:
-                await take_back_mark(self.kube, obj)
+                try:
+                    await take_back_mark(self.kube, obj)
+                except ApiException as e:
+                    log.warning("%s %s/%s: taking the no-longer-wanted mark back failed: %s", kind, ns, name, e)
 
     async def _delete_description(self, desc: Obj) -> None:
         """Delete a Description of a deployer its Subscription no longer feeds, as the cache held it when the plan

@@ -37,6 +37,7 @@ import logging
 from collections.abc import Mapping
 
 from clusternet_api import known
+from clusternet_api.fence import LeadershipLost
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core import helmrender, rendering
@@ -69,6 +70,11 @@ def wanted_names(sub: Obj, mc: Obj) -> set[str]:
         meta = sub["metadata"]
         raise WantUnknown(f"Subscription {meta.get('namespace')}/{meta.get('name')} is refused ({e}): whether it "
                           "still wants this cannot be told, so nothing is cleaned up until it is fixed") from e
+    return fed_names(sub)
+
+
+def fed_names(sub: Obj) -> set[str]:
+    """Names of the Descriptions and HelmReleases `sub`'s feeds want in a cluster it binds."""
     feeds = subscription_feeds(sub)
     charts = [f for f in feeds if rendering.is_helm_chart_feed(dict(f))]
     names: set[str] = set()
@@ -140,19 +146,19 @@ async def take_back_mark(kube: KubeApi, obj: Obj) -> None:
              obj.get("kind"), meta["namespace"], meta["name"])
 
 
-async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj, cache: dict[tuple[str, str], Obj],
-                               subscriptions: Mapping[tuple[str, str], Obj]) -> None:
-    """say_unwanted, its failure a warning: what the caller does next (a pending status, taking chart credentials
-    out of the child's reach) must not wait on it; the resync says it again. The agent waits meanwhile. The marked
-    object replaces `obj` in `cache` if that still holds it, so a push before the watch's echo marks it no twice."""
-    key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj,
+                               subscriptions: Mapping[tuple[str, str], Obj]) -> Obj | None:
+    """say_unwanted, its failure (any but a lost leadership) a warning: what the caller does next (a pending
+    status, taking chart credentials out of the child's reach) must not wait on it; the resync says it again. The
+    agent waits meanwhile. Returns the marked object (Store.keep_marked)."""
     try:
-        marked = await say_unwanted(kube, obj, mc, subscriptions)
-    except (WantUnknown, ApiException) as e:
-        log.warning("%s %s/%s: cannot tell its cluster's agent whether to clean up: %s", obj.get("kind"), *key, e)
-        return
-    if marked is not None and cache.get(key) is obj:
-        cache[key] = marked
+        return await say_unwanted(kube, obj, mc, subscriptions)
+    except LeadershipLost:
+        raise
+    except Exception as e:
+        log.warning("%s %s/%s: cannot tell its cluster's agent whether to clean up: %s", obj.get("kind"),
+                    obj["metadata"]["namespace"], obj["metadata"]["name"], e)
+        return None
 
 
 async def _wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> bool:
