@@ -119,31 +119,35 @@ async def say_unwanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[s
         return None
     if await _wanted(kube, obj, mc, cached):
         return None
-    try:  # on this object only (its uid): one of the same name written since is not the one judged
-        marked = await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"], {"metadata": {
-            "uid": meta.get("uid"), "annotations": {known.ANNOTATION_NO_LONGER_WANTED: uid}}}, meta["namespace"])
-    except ApiException as e:
-        if e.status not in (404, 409, 422):  # gone or replaced meanwhile: nothing left to say
-            raise
-        return None
-    log.info("%s %s/%s: its Subscription no longer wants it; marked for the cluster's agent to clean up",
-             obj.get("kind"), meta["namespace"], meta["name"])
+    marked = await _set_mark(kube, obj, uid)
+    if marked is not None:
+        log.info("%s %s/%s: its Subscription no longer wants it; marked for the cluster's agent to clean up",
+                 obj.get("kind"), meta["namespace"], meta["name"])
     return marked
 
 
 async def take_back_mark(kube: KubeApi, obj: Obj) -> None:
     """Remove the hub's no-longer-wanted mark from this object (its uid), once its Subscription wants the cluster
     again; gone or replaced meanwhile: nothing to take back."""
+    if await _set_mark(kube, obj, None) is not None:
+        meta = obj["metadata"]
+        log.info("%s %s/%s: its Subscription wants its cluster again; the mark for the agent is taken back",
+                 obj.get("kind"), meta["namespace"], meta["name"])
+
+
+async def _set_mark(kube: KubeApi, obj: Obj, value: str | None) -> Obj | None:
+    """Write (or, with None, remove) the no-longer-wanted mark on this object only: its uid goes along, so one of
+    the same name written since is refused (422, a uid is immutable). Returns the object as written; None when it
+    is gone or replaced meanwhile."""
     meta = obj["metadata"]
     try:
-        await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"], {"metadata": {
-            "uid": meta.get("uid"), "annotations": {known.ANNOTATION_NO_LONGER_WANTED: None}}}, meta["namespace"])
+        written: Obj = await kube.patch(known.APPS_API_VERSION, str(obj["kind"]), meta["name"], {"metadata": {
+            "uid": meta.get("uid"), "annotations": {known.ANNOTATION_NO_LONGER_WANTED: value}}}, meta["namespace"])
     except ApiException as e:
         if e.status not in (404, 409, 422):
             raise
-        return
-    log.info("%s %s/%s: its Subscription wants its cluster again; the mark for the agent is taken back",
-             obj.get("kind"), meta["namespace"], meta["name"])
+        return None
+    return written
 
 
 async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj,
