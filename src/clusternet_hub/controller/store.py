@@ -355,21 +355,21 @@ class Store:
     def _after_report(self, namespace: str) -> None:
         """Clean up at once what waited for the cluster's first report since the hub started (pusher.py)."""
         self.awaiting_report.discard(namespace)
-        for key, desc in list(self.caches.descriptions.items()):
-            if key[0] == namespace and desc["metadata"].get("deletionTimestamp"):
-                self.enqueue("push", key, force=True)
-        for key, hr in list(self.caches.helmreleases.items()):
-            if key[0] == namespace and hr["metadata"].get("deletionTimestamp"):
-                self.enqueue("release", key, force=True)
+        self._push_again(namespace, _deleting, _deleting)
 
     def _after_tunnel(self, namespace: str) -> None:
         """Push at once what waited for the cluster's tunnel (TUNNEL_DOWN): a tunnel coming back changes nothing
         binding reads, and the retries' backoff reaches a minute (five for releases)."""
+        self._push_again(namespace, lambda desc: (desc.get("status") or {}).get("reason") == TUNNEL_DOWN,
+                         lambda hr: (hr.get("status") or {}).get("description") == TUNNEL_DOWN)
+
+    def _push_again(self, namespace: str, description: Callable[[Obj], bool], release: Callable[[Obj], bool]) -> None:
+        """Push now (forced) the cluster's Descriptions and HelmReleases that the predicates pick."""
         for key, desc in list(self.caches.descriptions.items()):
-            if key[0] == namespace and (desc.get("status") or {}).get("reason") == TUNNEL_DOWN:
+            if key[0] == namespace and description(desc):
                 self.enqueue("push", key, force=True)
         for key, hr in list(self.caches.helmreleases.items()):
-            if key[0] == namespace and (hr.get("status") or {}).get("description") == TUNNEL_DOWN:
+            if key[0] == namespace and release(hr):
                 self.enqueue("release", key, force=True)
 
 
@@ -422,6 +422,10 @@ async def _listed(kube: KubeApi, api_version: str, kind: str, namespace: str | N
 
 def _cache_key(field: str, obj: Obj) -> Any:
     return obj["metadata"]["name"] if field in _BY_NAME else key_of(obj)
+
+
+def _deleting(obj: Obj) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))
 
 
 def _tunnel_up(mc: Obj) -> bool:
