@@ -106,11 +106,10 @@ def cleanup_wait(store: Store, mc: Obj) -> Literal["offline", "unheard"] | None:
 
     "offline": it is silent (Ready other than True). "unheard": a cluster the hub reaches through its API server
     directly, of which this hub, since it started, took the lead or regained the parent, has not yet seen a report
-    arrive: the
-    Ready=True it first read may be older than its agent's death, and health judges nobody for a grace period after
-    a start (health.Observation.heard; review F9). Up to one heartbeat period (3 min by default) after a start; the
-    store pushes what waited once the report comes (Store._after_report). A tunnel cluster needs no such wait: it
-    is reached through its agent's live tunnel or not at all (TUNNEL_DOWN)."""
+    arrive: the Ready=True it first read may be older than its agent's death, and health judges nobody for a grace
+    period after a start (health.Observation.heard; review F9). Up to one heartbeat period (3 min by default) after
+    a start; the store pushes what waited once the report comes (Store._after_report). A tunnel cluster needs no
+    such wait: it is reached through its agent's live tunnel or not at all (TUNNEL_DOWN)."""
     if not is_ready(mc):
         return "offline"
     if not uses_tunnel(mc) and not store.heard((mc["metadata"]["namespace"], mc["metadata"]["name"])):
