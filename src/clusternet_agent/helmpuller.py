@@ -53,7 +53,7 @@ class ReleasePuller:
         meta = hr["metadata"]
         if meta.get("deletionTimestamp"):
             if known.FINALIZER_APPS in (meta.get("finalizers") or []):
-                await self._uninstall(hr)
+                await self._uninstall(hr, mc)
             return
         access = access_of(await self.deployer.credentials())
         username, password = await self.pull_credentials(hr)
@@ -65,10 +65,11 @@ class ReleasePuller:
         for event in outcome.events():
             await applier.post_event(self.parent, hr, *event, known.CREATED_BY_AGENT)
 
-    async def _uninstall(self, hr: Obj) -> None:
+    async def _uninstall(self, hr: Obj, mc: Obj) -> None:
         """Uninstall the release, unless its cluster is being removed (its namespace or ManagedCluster being deleted
         or gone: the release stays, namespaceguard) or we cannot tell (an older hub's RBAC: nothing is
-        uninstalled, the status says why, the next resync asks again), or its Base still wants it (stillwanted)."""
+        uninstalled, the status says why, the next resync asks again), or its Base still wants it, or is missing
+        and the hub, which marks its unbindings, has not marked it (stillwanted: the status says so)."""
         name = hr["metadata"]["name"]
         try:
             if await namespaceguard.release_if_removed(self.parent, hr, self.view.name):
@@ -77,11 +78,16 @@ class ReleasePuller:
             if await self._write(hr, {"description": f"uninstall pending: {e}"}):
                 log.warning("HelmRelease %s: uninstall pending: %s", name, e)
             return
-        verdict = await stillwanted.judge(self.parent, hr)
+        verdict = await stillwanted.judge(self.parent, hr, mc)
         if verdict != "no base":
             self.grace.forget(hr)
         if verdict == "wanted":  # deleted by the garbage collector or by hand
             await applier.remove_finalizer(self.parent, hr)
+            return
+        if verdict == "hub decides":  # each resync and the mark's watch event look again
+            said = f"uninstall pending: {stillwanted.HUB_DECIDES}"
+            if stillwanted.overdue(hr) and await self._write(hr, {"description": said}):
+                log.info("HelmRelease %s: %s", name, said)
             return
         if verdict == "no base" and self.grace.waiting(hr, lambda: self._recheck(name)):
             return

@@ -131,7 +131,8 @@ class Puller:
         """Delete what the Description deployed, unless the cluster is being removed (its namespace or ManagedCluster
         being deleted or gone, by a fresh read: its workloads stay, namespaceguard) or we cannot tell (an older hub's
         RBAC: nothing is deleted, the status says why, and the next resync asks again; any other failed read raises,
-        and the next resync tries again), or its Base still wants it (stillwanted: the hub re-creates it)."""
+        and the next resync tries again), or its Base still wants it (stillwanted: the hub re-creates it), or the
+        Base is missing and the hub, which marks its unbindings, has not marked it (the status says so)."""
         try:
             if await namespaceguard.release_if_removed(self.parent, desc, self.view.name):
                 return
@@ -139,12 +140,17 @@ class Puller:
             if await applier.mark_pending(self.parent, desc, f"cleanup pending: {e}"):
                 log.warning("Description %s: cleanup pending: %s", desc["metadata"]["name"], e)
             return
-        verdict = await stillwanted.judge(self.parent, desc)
+        verdict = await stillwanted.judge(self.parent, desc, mc)
         if verdict != "no base":
             self.grace.forget(desc)
         if verdict == "wanted":  # deleted by the garbage collector or by hand
             self.carried.keep(desc)
             await applier.remove_finalizer(self.parent, desc)
+            return
+        if verdict == "hub decides":  # each resync and the mark's watch event look again
+            said = f"cleanup pending: {stillwanted.HUB_DECIDES}"
+            if stillwanted.overdue(desc) and await applier.mark_pending(self.parent, desc, said):
+                log.info("Description %s: %s", desc["metadata"]["name"], said)
             return
         if verdict == "no base" and self.grace.waiting(desc, lambda: self._recheck(desc["metadata"]["name"])):
             return

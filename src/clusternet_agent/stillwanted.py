@@ -20,14 +20,21 @@ A Base deleted by hand looks like an unbinding at first: it is gone, and its Des
 it back at once while the Subscription still binds the cluster (the hub's pushers can tell at once: they read the
 Subscription). And when the Subscription no longer wants the object, the hub says so on it: it marks the deleting
 object with the Subscription's uid (known.ANNOTATION_NO_LONGER_WANTED, clusternet_hub.controller.wanted), and the
-agent cleans up as soon as it reads that mark. A missing Base without the mark is given BASE_GRACE_SECONDS
-(`BaseGrace`, from when this agent first found it missing) to come back, or the mark to arrive, before its objects are
-cleaned up; the agent looks again when that time is up, and the watch brings the mark. A Base that exists and no longer
-wants the object is an unbinding at once. Before, the agent cleaned up whenever it read the Base before the hub had
-written it again, and the hub then deployed everything anew: new UIDs, the workloads down in between; and until
-2026-12-06 the grace was 10 s, which a hub busy for longer (a rollout to a thousand clusters, a parent answering 429)
-outlasted (the first-rule review s31, F5). The Base is read by a direct GET; a failed read raises, and nothing is
-deleted.
+agent cleans up as soon as it reads that mark. A Base that exists and no longer wants the object is an unbinding
+at once.
+
+A hub that marks says so on the ManagedCluster (known.ANNOTATION_HUB_MARKS_UNBINDINGS). Then a missing Base without
+the mark is never an unbinding ("hub decides"), however long it stays missing: the child's objects stay, and the
+object's status says why, until the hub writes the Base back or marks the object. It used to get 120 s, which two
+cases outlasted (the first-rule review's F3(b), left in the note of 2026-12-06): a Subscription the hub refuses (an
+invalid selector, say: the hub then neither writes its Bases nor marks) and a Base deleted by hand while no hub
+leads. A hub that does not say it marks (Clusternet's, or ours before 2026-12-06) still gets BASE_GRACE_SECONDS
+(`BaseGrace`, from when this agent first found the Base missing) for the Base to come back, or the mark to arrive,
+before its objects are cleaned up; the agent looks again when that time is up, and the watch brings the mark.
+Before, the agent cleaned up whenever it read the Base before the hub had written it again, and the hub then
+deployed everything anew: new UIDs, the workloads down in between; and until 2026-12-06 the grace was 10 s, which
+a hub busy for longer (a rollout to a thousand clusters, a parent answering 429) outlasted (the first-rule review
+s31, F5). The Base is read by a direct GET; a failed read raises, and nothing is deleted.
 
 A Base being deleted is judged by what it says, like any other. The hub deletes Bases in the background (they go
 at once, holding no finalizer), so one left terminating was deleted by someone else: by hand with
@@ -46,6 +53,7 @@ the agent does not import the hub's pipeline; tests hold the two to the same ans
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -64,7 +72,16 @@ GENERIC, HELM = "-generic", "-helm"
 # minute for a thousand (bench/scale.py); twice that. A hub that does not mark its unbindings (Clusternet's, or ours
 # before 2026-12-06) has its unbindings cleaned up in Pull mode after this long; ours are cleaned up at once.
 BASE_GRACE_SECONDS = 120.0
-Verdict = Literal["wanted", "unwanted", "no base"]
+Verdict = Literal["wanted", "unwanted", "no base", "hub decides"]
+# How long after its deletion a deleting object waiting for the hub's verdict ("hub decides") goes before its status
+# says so. On an unbinding the hub's mark lands within ~40 ms of the agent's first look when idle (integration run
+# of 2026-12-06) and within the 40 s that marking a thousand Pull clusters takes from the hub's 50-QPS budget
+# (wanted.say_unwanted); a status written sooner would cost the parent one write per object of nearly every Pull
+# unbinding, only to be overtaken by the cleanup. Measured on the parent's clock (deletionTimestamp): a skewed
+# agent writes the status sooner or later, nothing else.
+QUIET_SECONDS = 30.0
+HUB_DECIDES = ("its Base is gone and the hub, which marks what its Subscriptions no longer want, has not marked it: "
+               "the child's objects stay until the hub writes the Base back or marks it")
 
 
 def _is_chart(feed: Obj) -> bool:
@@ -99,10 +116,28 @@ def base_name_of(obj: Obj) -> str | None:
     return None
 
 
-async def judge(parent: KubeApi, obj: Obj) -> Verdict:
-    """Whether the Base of `obj` (a Description or HelmRelease being deleted) still wants it ("wanted"), no longer
-    does ("unwanted": clean up as usual), or is missing ("no base": see BaseGrace). Raises when the Base cannot be
-    read."""
+def hub_marks(mc: Obj | None) -> bool:
+    """Whether the cluster's hub marks every unbinding (known.ANNOTATION_HUB_MARKS_UNBINDINGS)."""
+    annotations = ((mc or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) == "true"
+
+
+def overdue(obj: Obj, now: float | None = None) -> bool:
+    """Whether `obj`, deleting and waiting for the hub's verdict, has waited long enough (QUIET_SECONDS) for its
+    status to say so; an unreadable deletionTimestamp counts as long enough."""
+    stamp = str(obj["metadata"].get("deletionTimestamp") or "")
+    try:
+        deleted = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return True
+    return (time.time() if now is None else now) - deleted >= QUIET_SECONDS
+
+
+async def judge(parent: KubeApi, obj: Obj, mc: Obj | None) -> Verdict:
+    """Whether the Base of `obj` (a Description or HelmRelease being deleted in `mc`'s namespace) still wants it
+    ("wanted"), no longer does ("unwanted": clean up as usual), or is missing without the hub's mark: "hub decides"
+    when the hub marks its unbindings (nothing is cleaned up), else "no base" (see BaseGrace). Raises when the Base
+    cannot be read."""
     meta = obj["metadata"]
     uid = (meta.get("labels") or {}).get(known.LABEL_SUBS_UID)
     base_name = base_name_of(obj)
@@ -114,7 +149,7 @@ async def judge(parent: KubeApi, obj: Obj) -> Verdict:
             log.info("%s %s: the hub says its Subscription no longer wants it: cleaning up", obj.get("kind"),
                      meta["name"])
             return "unwanted"
-        return "no base"
+        return "hub decides" if hub_marks(mc) else "no base"
     if (base["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) != uid:
         return "unwanted"
     if meta["name"] not in wanted_names(base):

@@ -77,6 +77,9 @@ ANNOTATION_LABELS_VERDICT: Final = "clusters.clusternet.io/cluster-labels-verdic
 # its Subscription (the uid, the value) no longer wants it: the agent cleans up at once, without waiting for the
 # Base to come back (clusternet_agent.stillwanted)
 ANNOTATION_NO_LONGER_WANTED: Final = "apps.clusternet.io/no-longer-wanted"
+# ours: "true" on a ManagedCluster when its hub writes ANNOTATION_NO_LONGER_WANTED on every unbinding, so its Pull
+# agent never takes a missing Base without that mark for an unbinding (clusternet_agent.stillwanted)
+ANNOTATION_HUB_MARKS_UNBINDINGS: Final = "clusters.clusternet.io/hub-marks-unbindings"
 
 # Finalizers
 FINALIZER_APPS: Final = "apps.clusternet.io/finalizer"

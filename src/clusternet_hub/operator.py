@@ -25,6 +25,7 @@ from clusternet_api.tunnel.http import StreamOpener
 from clusternet_hub import clusterlabels, health, metrics, registration, removal, tokens
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.store import Store
+from clusternet_hub.controller.wanted import promise_marks
 from clusternet_hub.peers import PeerConfig
 from clusternet_hub.sockets import SocketRegistry
 
@@ -429,7 +430,7 @@ async def probe_parent(ctx: HubContext) -> bool:
 
 
 async def background(ctx: HubContext) -> None:
-    """Periodic work that is not tied to one event: health deadlines and token refresh."""
+    """Periodic work that is not tied to one event: health deadlines, token refresh, the promise to mark."""
     while True:
         started = time.monotonic()
         await asyncio.sleep(ctx.options.health_check_interval)
@@ -441,6 +442,7 @@ async def background(ctx: HubContext) -> None:
             await check_health(ctx)
             await refresh_tokens(ctx)
             await check_suspects(ctx)
+            await promise_marks(ctx.api, list(ctx.clusters.values()))
         except Exception:
             log.exception("hub background pass failed; continuing")
 

@@ -138,7 +138,8 @@ def managed_cluster_manifest(crr: Obj, ns: str) -> Obj:
     return {
         "apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
         "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": {
-            known.ANNOTATION_LABELS_FROM_REQUEST: json.dumps(from_request, sort_keys=True)}},
+            known.ANNOTATION_LABELS_FROM_REQUEST: json.dumps(from_request, sort_keys=True),
+            known.ANNOTATION_HUB_MARKS_UNBINDINGS: "true"}},  # controller.wanted.promise_marks
         "spec": {"clusterId": spec["clusterId"], "clusterType": spec.get("clusterType") or "StandardCluster",
                  "syncMode": spec.get("syncMode") or "Pull"},
     }

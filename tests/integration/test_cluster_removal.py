@@ -231,7 +231,8 @@ def test_a_base_deleted_by_hand_in_a_pull_cluster_comes_back_and_keeps_its_workl
     """The Pull agent read the Base to tell a Description deleted by the garbage collector (its Base deleted by hand)
     from an unbinding: when it read it before the hub had written it back, it cleaned up (the ConfigMap deleted,
     the release uninstalled) and the hub deployed everything anew. The hub is paused here so that the agent
-    finds the Base missing; it waits for the Base to come back (stillwanted.BASE_GRACE_SECONDS) instead."""
+    finds the Base missing; it waits for the Base to come back instead (however long: the hub says on the
+    ManagedCluster that it marks its unbindings, stillwanted)."""
     ns, agent, hub = deployed["ns2"], deployed["puller"], deployed["hub"]
     release = wait_for(lambda: release_uids(child2), timeout=60, what="the chart's release in child2")
     selector = f"{known.LABEL_SUBS_NAME}=removal"
@@ -243,9 +244,11 @@ def test_a_base_deleted_by_hand_in_a_pull_cluster_comes_back_and_keeps_its_workl
     os.killpg(hub.proc.pid, signal.SIGSTOP)  # the hub cannot write the Base back before the agent looks
     try:
         kubectl(parent, "delete", "base", name, "-n", ns, "--wait=false")
-        wait_for(lambda: "waiting up to" in agent.output[before:], timeout=30,
+        # said once the hub's mark could have landed (QUIET_SECONDS): a hub busy past the 10 s the agent used to
+        # give it (review s31, F5)
+        wait_for(lambda: stillwanted.HUB_DECIDES in agent.output[before:], timeout=stillwanted.QUIET_SECONDS + 30,
                  what="the agent finding the Base gone and waiting for it")
-        time.sleep(OLD_GRACE + 5)  # a hub busy past the 10 s the agent used to give it (review s31, F5)
+        assert stillwanted.QUIET_SECONDS > OLD_GRACE
     finally:
         os.killpg(hub.proc.pid, signal.SIGCONT)
 
@@ -294,6 +297,59 @@ def test_an_unbinding_in_a_pull_cluster_is_cleaned_up_at_once_on_the_hubs_mark(
     kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", ns, f"{LABEL}=yes", "--overwrite")
     deployed["uid"] = wait_for(lambda: probe_uid(child2), timeout=60, what="the probe deployed again")
     wait_for(lambda: release_uids(child2), timeout=120, what="the release installed again")
+
+
+def test_a_base_deleted_by_hand_under_a_refused_subscription_keeps_its_workloads(
+        parent: ControlPlane, child2: ControlPlane, deployed: dict[str, Any]) -> None:
+    """A Subscription the hub refuses (an invalid selector) gets no Base written back and no mark: the hub cannot
+    tell what it wants. Its Pull agent used to take the missing Base for an unbinding after 120 s and delete the
+    child's objects (the first-rule review's F3(b)); in Push mode the hub kept them. Now the agent of a hub that
+    says it marks its unbindings waits for the Base or the mark however long it takes, and says why in the
+    statuses; fixed, the Subscription's Base comes back and the objects keep their UIDs. Then: the hub writes its
+    promise back on a ManagedCluster whose annotation someone removed."""
+    ns, agent, mc = deployed["ns2"], deployed["puller"], mc_for(parent, child2)
+    assert mc["metadata"]["annotations"][known.ANNOTATION_HUB_MARKS_UNBINDINGS] == "true"  # since its approval
+    release = wait_for(lambda: release_uids(child2), timeout=120, what="the chart's release in child2")
+    probe = wait_for(lambda: probe_uid(child2), timeout=60, what="the probe in child2")
+    selector = f"{known.LABEL_SUBS_NAME}=removal"
+    before = len(agent.output)
+    subscribers = [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}]
+    refused = [{"clusterAffinity": {"matchExpressions": [{"key": LABEL, "operator": "In", "values": []}]}}]
+    kubectl(parent, "patch", "sub", "removal", "-n", "default", "--type=merge", "-p",
+            json.dumps({"spec": {"subscribers": refused}}))
+    try:
+        wait_for(lambda: "needs at least one value" in kubectl(parent, "get", "sub", "removal", "-n", "default",
+                                                                "-o", "json").stdout, timeout=30,
+                 what="the hub refusing the Subscription")
+        kubectl(parent, "delete", "base", "-n", ns, "-l", selector, "--wait=false")
+
+        def statuses() -> list[str]:
+            items = json.loads(kubectl(parent, "get", "desc,hr", "-n", ns, "-l", selector, "-o", "json").stdout)
+            return [str(item.get("status") or {}) for item in items["items"] if item.get("kind") == "HelmRelease"
+                    or (item.get("spec") or {}).get("deployer") == "Generic"]
+
+        wait_for(lambda: (said := statuses()) and all(stillwanted.HUB_DECIDES in s for s in said) and len(said) == 2,
+                 timeout=stillwanted.QUIET_SECONDS + 30, what="the agent waiting for the hub, and saying so in both "
+                 "statuses")
+        time.sleep(5)  # a few more of the agent's resyncs (2 s), and of the hub's (2 s)
+        assert probe_uid(child2) == probe and release_uids(child2) == release
+        assert "did not come back" not in agent.output[before:]
+    finally:
+        kubectl(parent, "patch", "sub", "removal", "-n", "default", "--type=merge", "-p",
+                json.dumps({"spec": {"subscribers": subscribers}}))
+    wait_for(lambda: len(kubectl(parent, "get", "desc,hr", "-n", ns, "-l", selector, "-o", "json").stdout.split(
+        '"deletionTimestamp"')) == 1 and len(kubectl(parent, "get", "desc,hr", "-n", ns, "-l", selector, "-o",
+                                                     "name").stdout.split()) == 3,
+             timeout=90, what="the Base back, the Descriptions and the HelmRelease written again")
+    time.sleep(5)  # a couple of the agent's resyncs
+    assert probe_uid(child2) == probe and release_uids(child2) == release
+    said = agent.output[before:]
+    assert "cleaned up Description" not in said and "uninstalled" not in said, said
+
+    name, key = mc["metadata"]["name"], known.ANNOTATION_HUB_MARKS_UNBINDINGS
+    kubectl(parent, "annotate", "mcls", name, "-n", ns, f"{key}-")
+    wait_for(lambda: mc_for(parent, child2)["metadata"].get("annotations", {}).get(key) == "true", timeout=30,
+             what="the hub saying again that it marks its unbindings")
 
 
 HOLD = "clusternet-test/hold"

@@ -34,7 +34,7 @@ that has just started answers 404 for custom resources until its CRD handler cat
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from clusternet_api import known
 from clusternet_api.fence import LeadershipLost
@@ -148,6 +148,31 @@ async def _set_mark(kube: KubeApi, obj: Obj, value: str | None) -> Obj | None:
             raise
         return None
     return written
+
+
+async def promise_marks(kube: KubeApi, clusters: Iterable[Obj]) -> None:
+    """Say on each ManagedCluster that lacks it that this hub marks its unbindings (say_unwanted), so the cluster's
+    Pull agent never takes a missing Base without the mark for one (clusternet_agent.stillwanted): a Subscription
+    the hub refuses, or a Base deleted by hand while no hub leads, used to be cleaned up after the agent's 120-s
+    grace (the first-rule review's F3(b)). New clusters get it at approval (registration.managed_cluster_manifest);
+    this is for those approved before, once each (a merge patch of the annotation alone). A failure is a
+    warning: the agent keeps its grace meanwhile, and the next pass tries again. A hub rolled back to one that
+    does not mark leaves the annotation: its Pull unbindings then stay deleting, the child's objects in place,
+    until it is removed by hand (README)."""
+    for mc in clusters:
+        meta = mc["metadata"]
+        if (meta.get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) == "true":
+            continue
+        try:
+            await kube.patch(known.CLUSTERS_API_VERSION, "ManagedCluster", meta["name"], {"metadata": {
+                "annotations": {known.ANNOTATION_HUB_MARKS_UNBINDINGS: "true"}}}, meta["namespace"])
+        except LeadershipLost:
+            raise
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("ManagedCluster %s/%s: cannot say that the hub marks its unbindings (HTTP %s): its "
+                            "agent keeps giving a missing Base a grace meanwhile", meta["namespace"], meta["name"],
+                            e.status)
 
 
 async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj,

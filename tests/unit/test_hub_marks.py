@@ -1,0 +1,150 @@
+"""A hub that marks its unbindings (wanted.say_unwanted) says so on the ManagedCluster, and its Pull agent then never
+takes a missing Base without the mark for an unbinding: the child's objects stay, the status says why, until the
+Base comes back or the mark arrives (clusternet_agent.stillwanted). Before, the agent cleaned up after 120 s, which
+a Subscription the hub refuses (no Base written back, no mark) or a Base deleted by hand while no hub leads
+outlasted (the first-rule review's F3(b)). Agents of a hub that does not say so keep the grace
+(test_still_wanted.py)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+
+import pytest
+
+from clusternet_agent import helmpuller, stillwanted
+from clusternet_api import known
+from clusternet_api.kube import ApiException
+from clusternet_hub import registration
+from clusternet_hub.controller import wanted
+from tests.unit.fakehelm import FakeHelm
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_controller import NS, namespace
+from tests.unit.test_helm import HR, Deployer
+from tests.unit.test_namespace_removal import PULL, pulled_description, pulled_release
+from tests.unit.test_still_wanted import (
+    BASE_NAME,
+    CFG,
+    GONE,
+    base,
+    counted_cleanups,
+    finalizers,
+    labelled,
+    watched_puller,
+)
+
+PROMISED = copy.deepcopy(PULL)
+PROMISED["metadata"]["annotations"] = {known.ANNOTATION_HUB_MARKS_UNBINDINGS: "true"}
+KEY = (NS, f"{BASE_NAME}-generic")
+
+
+def parent_of(*objects: Obj) -> FakeKube:
+    """The Pull cluster, whose hub marks, and a deleting Description of BASE_NAME, the Base gone."""
+    return FakeKube(namespace(), copy.deepcopy(PROMISED), labelled(pulled_description(), KEY[1]), *objects)
+
+
+def set_mark(parent: FakeKube, kind: str, key: tuple[str, str], uid: str) -> None:
+    parent.objects[(kind, *key)]["metadata"]["annotations"] = {known.ANNOTATION_NO_LONGER_WANTED: uid}
+
+
+async def test_a_missing_base_is_no_unbinding_while_the_hub_has_not_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, cleaned = parent_of(), counted_cleanups(monkeypatch)
+    agent = watched_puller(parent, grace_seconds=0.0)  # a grace would have run out at once
+    for _ in range(3):  # the first look and two resyncs
+        await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
+    assert cleaned == [] and finalizers(parent, "Description", KEY) == [known.FINALIZER_APPS]
+    assert parent.find("Description", *KEY)["status"]["reason"] == f"cleanup pending: {stillwanted.HUB_DECIDES}"
+    assert len([w for w in parent.writes if w[0] == "patch/status"]) == 1  # said once
+    assert agent.grace.since == {} and not agent.grace.rechecks  # no grace runs
+    set_mark(parent, "Description", KEY, "sub-uid")  # the hub's verdict, which its watch event brings
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=False)
+    assert cleaned == [KEY[1]] and finalizers(parent, "Description", KEY) == []
+
+
+async def test_the_status_says_nothing_while_the_hubs_mark_may_still_land(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an unbinding the mark lands within milliseconds of the agent's first look: no status write for that."""
+    parent, cleaned = parent_of(), counted_cleanups(monkeypatch)
+    now = time.time()
+    parent.objects[("Description", *KEY)]["metadata"]["deletionTimestamp"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 1))
+    agent = watched_puller(parent, grace_seconds=0.0)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=False)
+    assert cleaned == [] and not [w for w in parent.writes if w[0] == "patch/status"]
+    deleting = parent.find("Description", *KEY)
+    assert not stillwanted.overdue(deleting, now) and stillwanted.overdue(deleting, now + stillwanted.QUIET_SECONDS)
+    assert stillwanted.overdue({"metadata": {"deletionTimestamp": "yesterday"}})
+
+
+async def test_a_base_back_lets_the_waiting_description_go_without_touching_the_child(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, cleaned = parent_of(), counted_cleanups(monkeypatch)
+    agent = watched_puller(parent, grace_seconds=0.0)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
+    parent.objects[("Base", NS, BASE_NAME)] = base(CFG)  # the Subscription fixed: the hub writes the Base back
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
+    assert cleaned == [] and finalizers(parent, "Description", KEY) == []
+
+
+async def test_a_mark_for_another_subscription_is_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, cleaned = parent_of(), counted_cleanups(monkeypatch)
+    set_mark(parent, "Description", KEY, "an-earlier-subscription")
+    agent = watched_puller(parent, grace_seconds=0.0)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
+    assert cleaned == [] and finalizers(parent, "Description", KEY) == [known.FINALIZER_APPS]
+
+
+async def test_a_helm_release_stays_installed_until_the_hub_marks_it() -> None:
+    helm = FakeHelm()
+    release = labelled(pulled_release(), HR[1])
+    release["metadata"]["ownerReferences"] = [{"kind": "Description", "name": HR[1].rsplit("-default-", 1)[0]}]
+    installed = copy.deepcopy(release)
+    del installed["metadata"]["deletionTimestamp"]
+    parent = FakeKube(namespace(), copy.deepcopy(PROMISED), installed)
+    agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]
+    agent.grace = stillwanted.BaseGrace(seconds=0.0)
+    await agent.process(copy.deepcopy(installed), PROMISED)
+    parent.objects[("HelmRelease", *HR)]["metadata"]["deletionTimestamp"] = GONE
+    for _ in range(2):
+        await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED)
+    assert ("abc", "mysql") in helm.releases and known.FINALIZER_APPS in finalizers(parent, "HelmRelease", HR)
+    assert parent.find("HelmRelease", *HR)["status"]["description"] == (
+        f"uninstall pending: {stillwanted.HUB_DECIDES}")
+    set_mark(parent, "HelmRelease", HR, "sub-uid")
+    await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED)
+    assert ("abc", "mysql") not in helm.releases and finalizers(parent, "HelmRelease", HR) == []
+
+
+def cluster(name: str, promised: bool) -> Obj:
+    mc = copy.deepcopy(PULL)
+    mc["metadata"]["name"] = name
+    if promised:
+        mc["metadata"]["annotations"] = {known.ANNOTATION_HUB_MARKS_UNBINDINGS: "true"}
+    return mc
+
+
+class Failing(FakeKube):
+    async def patch(self, api_version: str, kind: str, name: str, body: Obj, namespace: str | None = None,
+                    **kwargs: object) -> Obj:
+        if name == "sick":
+            raise ApiException(500, "etcd")
+        return await super().patch(api_version, kind, name, body, namespace, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_the_hub_says_it_marks_on_each_cluster_that_lacks_it(caplog: pytest.LogCaptureFixture) -> None:
+    """Once per cluster approved before the promise existed; a cluster gone meanwhile or a failed write (a
+    warning: its agent keeps its grace) stops nothing."""
+    clusters = [cluster("old", False), cluster("new", True), cluster("gone", False), cluster("sick", False)]
+    parent = Failing(*[c for c in clusters if c["metadata"]["name"] != "gone"])
+    with caplog.at_level(logging.WARNING):
+        await wanted.promise_marks(parent, [*clusters, cluster("later", False)])
+    assert [w[2] for w in parent.writes if w[0] == "patch"] == [f"{NS}/{n}" for n in ("old", "gone", "later")]
+    assert stillwanted.hub_marks(parent.find("ManagedCluster", NS, "old"))
+    assert not stillwanted.hub_marks(parent.find("ManagedCluster", NS, "sick"))
+    assert f"ManagedCluster {NS}/sick: cannot say that the hub marks its unbindings (HTTP 500)" in caplog.text
+
+
+def test_a_new_cluster_is_told_at_approval() -> None:
+    crr = {"metadata": {"name": "clusternet-abc"}, "spec": {"clusterId": "abc", "clusterName": "c1"}}
+    mc = registration.managed_cluster_manifest(crr, "clusternet-abc")
+    assert stillwanted.hub_marks(mc)
