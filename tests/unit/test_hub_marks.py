@@ -148,3 +148,21 @@ def test_a_new_cluster_is_told_at_approval() -> None:
     crr = {"metadata": {"name": "clusternet-abc"}, "spec": {"clusterId": "abc", "clusterName": "c1"}}
     mc = registration.managed_cluster_manifest(crr, "clusternet-abc")
     assert stillwanted.hub_marks(mc)
+
+
+@pytest.mark.parametrize("meanwhile", ["written again", "gone"])
+async def test_a_mark_is_taken_back_from_the_object_judged_only(meanwhile: str) -> None:
+    """take_back_mark patches on the object's uid: a Description written again under the same name since (its
+    own, newer mark or none) is left alone (422), one gone is nothing to take back (404); neither raises."""
+    marked = labelled(pulled_description(), KEY[1])
+    marked["metadata"].update(uid="judged", annotations={known.ANNOTATION_NO_LONGER_WANTED: "sub-uid"})
+    now = copy.deepcopy(marked)
+    now["metadata"]["uid"] = "written-again"
+    parent = FakeKube(*([now] if meanwhile == "written again" else []))
+    await wanted.take_back_mark(parent, marked)
+    if meanwhile == "written again":
+        assert parent.find("Description", *KEY)["metadata"]["annotations"] == {
+            known.ANNOTATION_NO_LONGER_WANTED: "sub-uid"}
+    await wanted.take_back_mark(parent, now if meanwhile == "written again" else marked)
+    if meanwhile == "written again":  # its own uid: taken back
+        assert not (parent.find("Description", *KEY)["metadata"].get("annotations") or {})

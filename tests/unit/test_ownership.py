@@ -22,9 +22,13 @@ class ApiServer120(FakeKube):
     """Server-side apply as kube-apiserver 1.20 answers it, as far as drift detection can tell: an apply that
     changes nothing keeps the resourceVersion, but the apply after one that took fields over from another
     manager (`kubectl create`) rewrites that manager's managedFields entry: a new resourceVersion, no other
-    change (seen against the real one; applier.changed)."""
+    change (seen against the real one; applier.changed). Applies into a namespace the same apply created go
+    through apply_created (the applier skips their GET), so that is the one overridden, as in FakeKube."""
 
     async def apply(self, obj: Obj, field_manager: str, force: bool = True) -> Obj:
+        return (await self.apply_created(obj, field_manager, force))[0]
+
+    async def apply_created(self, obj: Obj, field_manager: str, force: bool = True) -> tuple[Obj, bool]:
         meta = obj["metadata"]
         self._record("apply", obj["kind"], meta.get("namespace"), meta["name"], obj)
         old = self.objects.get(self._key(obj))
@@ -37,9 +41,9 @@ class ApiServer120(FakeKube):
         elif old["metadata"].get("managedFields") == "taken over":
             merged["metadata"]["managedFields"] = "taken over, rewritten"
         else:
-            return copy.deepcopy(old)
+            return copy.deepcopy(old), False
         self.objects[self._key(obj)] = stored = self._stored(merged, old)
-        return copy.deepcopy(stored)
+        return copy.deepcopy(stored), old is None
 
 
 def description(name: str, *objects: Obj, created: str = "2026-01-01T00:00:00Z") -> Obj:
