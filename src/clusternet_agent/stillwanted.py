@@ -59,7 +59,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from clusternet_api import known
+from clusternet_api import applier, known
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 
@@ -74,14 +74,14 @@ GENERIC, HELM = "-generic", "-helm"
 BASE_GRACE_SECONDS = 120.0
 Verdict = Literal["wanted", "unwanted", "no base", "hub decides"]
 # How long after its deletion a deleting object waiting for the hub's verdict ("hub decides") goes before its status
-# says so. On an unbinding the hub's mark lands within ~40 ms of the agent's first look when idle (integration run
-# of 2026-12-06) and within the 40 s that marking a thousand Pull clusters takes from the hub's 50-QPS budget
-# (wanted.say_unwanted); a status written sooner would cost the parent one write per object of nearly every Pull
-# unbinding, only to be overtaken by the cleanup. Measured on the parent's clock (deletionTimestamp): a skewed
-# agent writes the status sooner or later, nothing else.
-QUIET_SECONDS = 30.0
-HUB_DECIDES = ("its Base is gone and the hub, which marks what its Subscriptions no longer want, has not marked it: "
-               "the child's objects stay until the hub writes the Base back or marks it")
+# says so (at the agent's first look after that: a resync or an event). On an unbinding the hub's mark lands within
+# ~40 ms of the agent's first look when idle (integration run of 2026-12-06) and within the 40 s that marking a
+# thousand Pull clusters takes from the hub's 50-QPS budget (wanted.say_unwanted); a status written sooner would cost
+# the parent one write per object of nearly every Pull unbinding, when the hub's budget is busiest, only to be
+# overtaken by the cleanup. 1.5 times that. Measured on the parent's clock (deletionTimestamp): a skewed agent
+# writes the status sooner or later, nothing else.
+QUIET_SECONDS = 60.0
+HUB_DECIDES = applier.AWAITING_HUB
 
 
 def _is_chart(feed: Obj) -> bool:

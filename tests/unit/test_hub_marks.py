@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-from clusternet_agent import helmpuller, stillwanted
+from clusternet_agent import helmpuller, puller, stillwanted
 from clusternet_api import known
 from clusternet_api.kube import ApiException
 from clusternet_hub import registration
 from clusternet_hub.controller import wanted
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import NS, namespace
+from tests.unit.test_controller import DESC, NS, SUB, namespace
 from tests.unit.test_helm import HR, Deployer
 from tests.unit.test_namespace_removal import PULL, pulled_description, pulled_release
 from tests.unit.test_still_wanted import (
@@ -29,8 +29,10 @@ from tests.unit.test_still_wanted import (
     GONE,
     base,
     counted_cleanups,
+    deleted_by_someone_else,
     finalizers,
     labelled,
+    pull_mode,
     watched_puller,
 )
 
@@ -144,6 +146,18 @@ async def test_the_hub_says_it_marks_on_each_cluster_that_lacks_it(caplog: pytes
     assert f"ManagedCluster {NS}/sick: cannot say that the hub marks its unbindings (HTTP 500)" in caplog.text
 
 
+async def test_the_promise_is_written_a_few_at_a_time_and_not_on_a_cluster_being_deleted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wanted, "PROMISES_PER_PASS", 2)
+    clusters = [cluster(f"c{i}", False) for i in range(4)]
+    clusters[0]["metadata"]["deletionTimestamp"] = GONE
+    parent = FakeKube(*clusters)
+    await wanted.promise_marks(parent, clusters)
+    assert [w[2] for w in parent.writes] == [f"{NS}/c1", f"{NS}/c2"]
+    await wanted.promise_marks(parent, [parent.find("ManagedCluster", NS, f"c{i}") for i in range(4)])
+    assert [w[2] for w in parent.writes] == [f"{NS}/c1", f"{NS}/c2", f"{NS}/c3"]
+
+
 def test_a_new_cluster_is_told_at_approval() -> None:
     crr = {"metadata": {"name": "clusternet-abc"}, "spec": {"clusterId": "abc", "clusterName": "c1"}}
     mc = registration.managed_cluster_manifest(crr, "clusternet-abc")
@@ -166,3 +180,31 @@ async def test_a_mark_is_taken_back_from_the_object_judged_only(meanwhile: str) 
     await wanted.take_back_mark(parent, now if meanwhile == "written again" else marked)
     if meanwhile == "written again":  # its own uid: taken back
         assert not (parent.find("Description", *KEY)["metadata"].get("annotations") or {})
+
+
+async def test_the_hub_and_a_waiting_agent_do_not_overwrite_each_others_status(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s33, finding 1: a Pull cluster not Ready while its agent runs (its API server fails the agent's probes),
+    a refused Subscription, its Base deleted by hand. The hub wrote "offline", the agent "hub decides", and each
+    write's watch event brought the other's again, without end. The agent's reason now stands."""
+    cleaned = counted_cleanups(monkeypatch)
+    c, parent, _ = await deleted_by_someone_else()
+    pull_mode(c)
+    parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [{"clusterAffinity": {
+        "matchExpressions": [{"key": "env", "operator": "Bogus"}]}}]  # refused: the hub cannot mark
+    mc = c.store.caches.clusters[(NS, "child1")]
+    mc["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    mc["metadata"].setdefault("annotations", {})[known.ANNOTATION_HUB_MARKS_UNBINDINGS] = "true"
+    parent.objects[("ManagedCluster", NS, "child1")] = copy.deepcopy(mc)
+    for key in [k for k in parent.objects if k[0] == "Base"]:
+        del parent.objects[key]
+    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
+    reasons, before = [], len(parent.writes)
+    for _ in range(4):  # the hub's push on each event, the agent's look on each event
+        await c.pusher.push(DESC)
+        c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+        await agent.process(copy.deepcopy(parent.find("Description", *DESC)), copy.deepcopy(mc), resync=False)
+        c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+        reasons.append(parent.find("Description", *DESC)["status"]["reason"])
+    assert cleaned == [] and len([w for w in parent.writes[before:] if w[0] == "patch/status"]) == 2  # offline, ours
+    assert reasons == [f"cleanup pending: {stillwanted.HUB_DECIDES}"] * 4

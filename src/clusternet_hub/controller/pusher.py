@@ -242,7 +242,9 @@ class Pusher:
             self.store.keep_marked(self.store.caches.descriptions, desc, await say_unwanted_or_warn(
                 self.kube, desc, mc, self.store.caches.subscriptions))
         if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
-            await self._pending(desc, CLEANUP_PENDING)
+            if applier.deployable_by_hub(mc) or applier.AWAITING_HUB not in str(
+                    (desc.get("status") or {}).get("reason")):  # (a Pull agent's own reason stands: applier.py)
+                await self._pending(desc, CLEANUP_PENDING)
             return
         if not applier.deployable_by_hub(mc):
             return

@@ -150,19 +150,25 @@ async def _set_mark(kube: KubeApi, obj: Obj, value: str | None) -> Obj | None:
     return written
 
 
+# ManagedClusters promise_marks writes at most per pass: 2 s of the hub's 50-QPS budget, so that after an upgrade
+# a thousand clusters take ten health passes (50 s at the default 5-s interval), not one pass of 20 s.
+PROMISES_PER_PASS = 100
+
+
 async def promise_marks(kube: KubeApi, clusters: Iterable[Obj]) -> None:
     """Say on each ManagedCluster that lacks it that this hub marks its unbindings (say_unwanted), so the cluster's
     Pull agent never takes a missing Base without the mark for one (clusternet_agent.stillwanted): a Subscription
     the hub refuses, or a Base deleted by hand while no hub leads, used to be cleaned up after the agent's 120-s
     grace (the first-rule review's F3(b)). New clusters get it at approval (registration.managed_cluster_manifest);
-    this is for those approved before, once each (a merge patch of the annotation alone). A failure is a
-    warning: the agent keeps its grace meanwhile, and the next pass tries again. A hub rolled back to one that
-    does not mark leaves the annotation: its Pull unbindings then stay deleting, the child's objects in place,
-    until it is removed by hand (README)."""
-    for mc in clusters:
+    this is for those approved before, and puts it back on one where it was removed (a merge patch of the
+    annotation alone; a cluster being deleted is left alone), PROMISES_PER_PASS at most. A failure is a warning:
+    the agent keeps its grace meanwhile, and the next pass tries again. A hub rolled back to one that does not
+    mark leaves the annotation: its Pull unbindings then stay deleting, the child's objects in place, until it is
+    removed by hand (README)."""
+    lacking = [mc for mc in clusters if not mc["metadata"].get("deletionTimestamp") and (
+        mc["metadata"].get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) != "true"]
+    for mc in lacking[:PROMISES_PER_PASS]:
         meta = mc["metadata"]
-        if (meta.get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) == "true":
-            continue
         try:
             await kube.patch(known.CLUSTERS_API_VERSION, "ManagedCluster", meta["name"], {"metadata": {
                 "annotations": {known.ANNOTATION_HUB_MARKS_UNBINDINGS: "true"}}}, meta["namespace"])
