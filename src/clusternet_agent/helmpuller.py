@@ -45,14 +45,17 @@ class ReleasePuller:
         self.view = view or ClusterView(parent, namespace, cluster_name, max_age=0.0)
         self.pending = PendingReleases()  # releases seen pending, on this agent's clock (helm/stuck.py)
         self.grace = stillwanted.BaseGrace()  # deleting HelmReleases whose Base is gone, given time to come back
+        # ... or, under a hub that marks its unbindings, waiting for its verdict
+        self.undecided = stillwanted.Undecided(stillwanted.UNDECIDED_RESYNCS * resync_seconds)
         self.watch: ListWatch | None = None
 
-    async def process(self, hr: Obj, mc: Obj | None) -> None:
+    async def process(self, hr: Obj, mc: Obj | None, resync: bool = False) -> None:
         if mc is None or applier.deployable_by_hub(mc):
             return
         meta = hr["metadata"]
         if meta.get("deletionTimestamp"):
-            if known.FINALIZER_APPS in (meta.get("finalizers") or []):
+            if known.FINALIZER_APPS in (meta.get("finalizers") or []) and not (
+                    resync and self.undecided.resting(hr)):
                 await self._uninstall(hr, mc)
             return
         access = access_of(await self.deployer.credentials())
@@ -81,10 +84,13 @@ class ReleasePuller:
         verdict = await stillwanted.judge(self.parent, hr, mc)
         if verdict != "no base":
             self.grace.forget(hr)
+        if verdict != "hub decides":
+            self.undecided.forget(hr)
         if verdict == "wanted":  # deleted by the garbage collector or by hand
             await applier.remove_finalizer(self.parent, hr)
             return
-        if verdict == "hub decides":  # each resync and the mark's watch event look again
+        if verdict == "hub decides":  # the mark's watch event looks again, and resyncs now and then (Undecided)
+            self.undecided.looked(hr)
             said = f"uninstall pending: {stillwanted.HUB_DECIDES}"
             if stillwanted.overdue(hr) and await self._write(hr, {"description": said}):
                 log.info("HelmRelease %s: %s", name, said)
@@ -122,9 +128,9 @@ class ReleasePuller:
 
         return field("username"), field("password")
 
-    async def _safely(self, hr: Obj, mc: Obj | None) -> None:
+    async def _safely(self, hr: Obj, mc: Obj | None, resync: bool = False) -> None:
         try:
-            await self.process(hr, mc)
+            await self.process(hr, mc, resync)
         except Exception as e:
             probes.pull_apply_errors.inc()
             log.warning("deploying HelmRelease %s failed: %s", hr["metadata"]["name"], e)
@@ -137,7 +143,7 @@ class ReleasePuller:
                 return  # nothing to do: no need to ask the parent about the cluster
             mc = await self.view.get()  # the heartbeats' copy while fresh (clusterview.py)
             for hr in items:
-                await self._safely(hr, mc)
+                await self._safely(hr, mc, resync=True)
 
         async def on_event(event: Obj) -> None:
             if event["type"] in ("ADDED", "MODIFIED") and _spec_event(event["object"]):

@@ -104,6 +104,8 @@ class Puller:
         self.watch: ListWatch | None = None  # its cache: the namespace's Descriptions, as of the last event
         self.carried = CarriedOver()  # what released Descriptions had deployed, for their successors' first apply
         self.grace = stillwanted.BaseGrace()  # deleting Descriptions whose Base is gone, given time to come back
+        # ... or, under a hub that marks its unbindings, waiting for its verdict
+        self.undecided = stillwanted.Undecided(stillwanted.UNDECIDED_RESYNCS * resync_seconds)
 
     def _descriptions(self) -> list[Obj]:
         """The namespace's Descriptions as the watch last saw them."""
@@ -117,7 +119,8 @@ class Puller:
             return
         meta = desc["metadata"]
         if meta.get("deletionTimestamp"):
-            await self._clean_up(desc, mc)
+            if not (resync and self.undecided.resting(desc)):
+                await self._clean_up(desc, mc)
             return
         started = time.monotonic()
         outcome = await applier.apply_description(self.child, desc, self._claimants(desc), self.carried.previous(desc))
@@ -143,11 +146,14 @@ class Puller:
         verdict = await stillwanted.judge(self.parent, desc, mc)
         if verdict != "no base":
             self.grace.forget(desc)
+        if verdict != "hub decides":
+            self.undecided.forget(desc)
         if verdict == "wanted":  # deleted by the garbage collector or by hand
             self.carried.keep(desc)
             await applier.remove_finalizer(self.parent, desc)
             return
-        if verdict == "hub decides":  # each resync and the mark's watch event look again
+        if verdict == "hub decides":  # the mark's watch event looks again, and resyncs now and then (Undecided)
+            self.undecided.looked(desc)
             said = f"cleanup pending: {stillwanted.HUB_DECIDES}"
             if stillwanted.overdue(desc) and await applier.mark_pending(self.parent, desc, said):
                 log.info("Description %s: %s", desc["metadata"]["name"], said)

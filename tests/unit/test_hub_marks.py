@@ -82,6 +82,7 @@ async def test_a_base_back_lets_the_waiting_description_go_without_touching_the_
         monkeypatch: pytest.MonkeyPatch) -> None:
     parent, cleaned = parent_of(), counted_cleanups(monkeypatch)
     agent = watched_puller(parent, grace_seconds=0.0)
+    agent.undecided = stillwanted.Undecided(0.0)  # every resync looks (spacing: below)
     await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
     parent.objects[("Base", NS, BASE_NAME)] = base(CFG)  # the Subscription fixed: the hub writes the Base back
     await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
@@ -208,3 +209,73 @@ async def test_the_hub_and_a_waiting_agent_do_not_overwrite_each_others_status(
         reasons.append(parent.find("Description", *DESC)["status"]["reason"])
     assert cleaned == [] and len([w for w in parent.writes[before:] if w[0] == "patch/status"]) == 2  # offline, ours
     assert reasons == [f"cleanup pending: {stillwanted.HUB_DECIDES}"] * 4
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_resyncs_look_at_a_waiting_object_now_and_then_and_its_events_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s33, finding 2: each look is 3 GETs, and the wait can last days; the grace it replaced ended after
+    120 s. Resyncs look once in UNDECIDED_RESYNCS periods; the object's own event (the hub's mark) at once."""
+    parent, cleaned, clock = parent_of(), counted_cleanups(monkeypatch), Clock()
+    agent = watched_puller(parent, grace_seconds=0.0)
+    agent.undecided = stillwanted.Undecided(stillwanted.UNDECIDED_RESYNCS * 30, clock=clock)
+
+    async def look(resync: bool) -> None:
+        await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=resync)
+
+    counted = CountedGets(parent)
+    await look(resync=True)
+    assert counted.n == 3  # Namespace, ManagedCluster, Base
+    for _ in range(stillwanted.UNDECIDED_RESYNCS - 1):
+        clock.now += 30
+        await look(resync=True)
+    assert counted.n == 3  # resting
+    parent.objects[("Base", NS, BASE_NAME)] = base(CFG)  # written back: no event of the Description
+    clock.now += 30
+    await look(resync=True)  # due: finds the Base, lets the Description go without touching the child
+    assert counted.n == 6 and cleaned == [] and finalizers(parent, "Description", KEY) == []
+    assert agent.undecided.last == {}
+
+
+async def test_the_hubs_mark_is_looked_at_at_once_even_while_resting(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, cleaned, clock = parent_of(), counted_cleanups(monkeypatch), Clock()
+    agent = watched_puller(parent, grace_seconds=0.0)
+    agent.undecided = stillwanted.Undecided(150, clock=clock)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
+    set_mark(parent, "Description", KEY, "sub-uid")
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)  # resting
+    assert cleaned == []
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=False)  # its event
+    assert cleaned == [KEY[1]] and agent.undecided.last == {}
+
+
+def test_an_object_no_longer_looked_at_is_forgotten() -> None:
+    clock = Clock()
+    undecided = stillwanted.Undecided(10, clock=clock)
+    gone, waiting = ({"metadata": {"uid": uid, "name": uid}} for uid in ("gone", "waiting"))
+    undecided.looked(gone)
+    for _ in range(3):
+        clock.now += 10
+        undecided.looked(waiting)
+    assert list(undecided.last) == ["waiting"] and not undecided.resting(gone)
+
+
+class CountedGets:
+    """Counts the GETs `parent` answers from now on."""
+
+    def __init__(self, parent: FakeKube) -> None:
+        self.n = 0
+        original = parent.get
+
+        async def get(*args: object, **kwargs: object) -> Obj | None:
+            self.n += 1
+            return await original(*args, **kwargs)  # type: ignore[arg-type]
+
+        parent.get = get  # type: ignore[method-assign]

@@ -146,7 +146,7 @@ async def test_a_helm_resync_without_releases_asks_the_parent_nothing(
     seen: list[tuple[str, Obj | None]] = []
     releases = helmpuller.ReleasePuller(parent, None, "ns", "c1", 30, None)  # type: ignore[arg-type]
 
-    async def process(hr: Obj, mc: Obj | None) -> None:
+    async def process(hr: Obj, mc: Obj | None, resync: bool = False) -> None:
         seen.append((hr["metadata"]["name"], mc))
 
     monkeypatch.setattr(releases, "process", process)
