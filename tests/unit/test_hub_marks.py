@@ -20,8 +20,10 @@ from clusternet_hub import registration
 from clusternet_hub.controller import wanted
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
-from tests.unit.test_controller import DESC, NS, SUB, namespace
-from tests.unit.test_helm import HR, Deployer
+from tests.unit.test_controller import DESC, NS, SUB, namespace, push_secret
+from tests.unit.test_controller import cluster as controller_cluster
+from tests.unit.test_helm import FEED, HR, Deployer, chart, deploy, helm_controller
+from tests.unit.test_helm import subscription as helm_subscription
 from tests.unit.test_namespace_removal import PULL, pulled_description, pulled_release
 from tests.unit.test_still_wanted import (
     BASE_NAME,
@@ -279,3 +281,21 @@ class CountedGets:
             return await original(*args, **kwargs)  # type: ignore[arg-type]
 
         parent.get = get  # type: ignore[method-assign]
+
+
+async def test_a_pushed_helm_release_that_cannot_be_judged_says_why_it_stays_installed() -> None:
+    """Push mode: a refused Subscription, a HelmRelease deleted by someone else. Nothing is uninstalled, the push is
+    retried, and the status says why: it used to be a warning in the hub's log only (review s33)."""
+    c, parent, helm = await helm_controller(controller_cluster(), chart(), push_secret(),
+                                            helm_subscription(feeds=[FEED]))
+    await deploy(c)
+    hr = parent.find("HelmRelease", *HR)
+    hr["metadata"]["deletionTimestamp"] = GONE
+    parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [
+        {"clusterAffinity": {"matchExpressions": [{"key": "env", "operator": "In"}]}}]  # In without values
+    c.store.on_helmrelease("MODIFIED", copy.deepcopy(hr))
+    with pytest.raises(wanted.WantUnknown):
+        await c.releases.push(HR)
+    assert helm.releases and known.FINALIZER_APPS in finalizers(parent, "HelmRelease", HR)
+    assert parent.find("HelmRelease", *HR)["status"]["description"].startswith(
+        "uninstall pending: Subscription default/app is refused")

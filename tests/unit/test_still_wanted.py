@@ -191,6 +191,8 @@ async def test_a_refused_subscription_keeps_what_someone_else_deletes() -> None:
     with pytest.raises(wanted.WantUnknown, match="nothing is cleaned up until it is fixed"):
         await c.pusher.push(DESC)
     assert child.writes == [] and known.FINALIZER_APPS in finalizers(parent, "Description", DESC)
+    reason = parent.find("Description", *DESC)["status"]["reason"]  # said, not only logged (review s33)
+    assert reason.startswith("cleanup pending: Subscription default/app is refused") and "is fixed" in reason
 
 
 async def test_a_subscription_the_parent_says_is_gone_while_the_watch_holds_it_keeps_its_objects() -> None:

@@ -29,7 +29,7 @@ from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pushe
 from clusternet_hub.controller.pusher import RETRY_FIRST as PUSH_RETRY_FIRST
 from clusternet_hub.controller.pusher import RETRY_MAX as PUSH_RETRY_MAX
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store, write_back
-from clusternet_hub.controller.wanted import say_unwanted_or_warn, still_wanted
+from clusternet_hub.controller.wanted import WantUnknown, say_unwanted_or_warn, still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.registration import drop_token_secrets
 
@@ -173,7 +173,12 @@ class ReleasePusher:
         if wait is not None:
             await self._write(hr, {"description": UNINSTALL_PENDING[wait]})
             return
-        if await still_wanted(self.kube, hr, mc, self.store.caches.subscriptions):
+        try:
+            wanted = await still_wanted(self.kube, hr, mc, self.store.caches.subscriptions)
+        except WantUnknown as e:  # retried as any failure; the status says why meanwhile
+            await self._write(hr, {"description": f"uninstall pending: {e}"})
+            raise
+        if wanted:
             await applier.remove_finalizer(self.kube, hr)
             return
         access = await self._access_or_wait(key, hr, mc)

@@ -34,7 +34,7 @@ from clusternet_api.ownership import Claimants, Released
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store
-from clusternet_hub.controller.wanted import say_unwanted_or_warn, still_wanted
+from clusternet_hub.controller.wanted import WantUnknown, say_unwanted_or_warn, still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.health import is_ready
 from clusternet_hub.registration import drop_token_secret
@@ -272,7 +272,12 @@ class Pusher:
         if wait is not None:
             await self._pending(desc, CLEANUP_PENDING if wait == "offline" else UNHEARD_PENDING)
             return
-        if await still_wanted(self.kube, desc, mc, self.store.caches.subscriptions):
+        try:
+            wanted = await still_wanted(self.kube, desc, mc, self.store.caches.subscriptions)
+        except WantUnknown as e:  # retried as any failure; the status says why meanwhile, as a Pull agent's does
+            await self._pending(desc, f"cleanup pending: {e}")
+            raise
+        if wanted:
             self.carried.keep(desc)
             await applier.remove_finalizer(self.kube, desc)
             return
