@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from clusternet_api import known
 from clusternet_api.logs import error_text
-from clusternet_api.tunnel import BATCH_HEADER, FrameError, Session
+from clusternet_api.tunnel import FrameError, Session
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,14 @@ async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, d
     delay = 0.25
     while True:
         try:
-            async with connect(url, additional_headers={"Authorization": f"Bearer {token()}", BATCH_HEADER: "1"},
+            async with connect(url, additional_headers={"Authorization": f"Bearer {token()}"},
                                ssl=tls if url.startswith("wss") else None, max_size=2 * 1024 * 1024,
                                ping_interval=20, ping_timeout=20, open_timeout=10, compression=None) as ws:
-                # a hub that reads batches says so in its answer
-                batch = ws.response is not None and ws.response.headers.get(BATCH_HEADER) == "1"
-                log.info("tunnel to the hub is up%s", " (frames batched)" if batch else "")
+                log.info("tunnel to the hub is up")
                 delay = 0.25
                 if on_state:
                     on_state(True)
-                async with Session(ws.send, is_client=False, accept=dialer.dial, allow=dialer.allow,
-                                   batch=batch) as session:
+                async with Session(ws.send, is_client=False, accept=dialer.dial, allow=dialer.allow) as session:
                     try:
                         async for message in ws:
                             if isinstance(message, str):

@@ -31,7 +31,7 @@ from clusternet_api.kube import ApiException, Kube
 from clusternet_api.logs import error_text
 from clusternet_api.sharedrun import SharedRuns
 from clusternet_api.timefmt import now_rfc3339
-from clusternet_api.tunnel import BATCH_HEADER, ByteStream, FrameError, Session, Stream, StreamOpenError
+from clusternet_api.tunnel import ByteStream, FrameError, Session, Stream, StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, StreamOpener
 from clusternet_hub import metrics
 
@@ -414,11 +414,8 @@ async def tunnel_endpoint(request: web.Request, registry: SocketRegistry, front_
                                                   "cluster now; retry"), status=503, headers={"Retry-After": "2"})
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2 * 1024 * 1024, compress=False,
                                timeout=CLOSE_REPLY_SECONDS)
-    batch = request.headers.get(BATCH_HEADER) == "1"  # an agent that reads batches: we do too, say so
-    if batch:
-        ws.headers[BATCH_HEADER] = "1"
     await ws.prepare(request)
-    session = Session(ws.send_bytes, is_client=True, batch=batch)
+    session = Session(ws.send_bytes, is_client=True)
 
     async def hangup(why: str) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=why.encode()[:120])
@@ -427,7 +424,7 @@ async def tunnel_endpoint(request: web.Request, registry: SocketRegistry, front_
     reason = "agent disconnected"
     try:  # attach inside: cancelled while it closes the tunnel replaced, this one was never detached
         await registry.attach(tunnel)
-        log.info("cluster %s connected its tunnel%s", cluster_id, " (frames batched)" if batch else "")
+        log.info("cluster %s connected its tunnel", cluster_id)
         async for msg in ws:
             if msg.type is WSMsgType.ERROR:  # the keepalive went unanswered, say
                 reason = f"websocket error: {error_text(ws.exception() or msg.data)}"

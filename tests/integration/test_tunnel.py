@@ -198,9 +198,6 @@ def test_fifty_concurrent_requests_while_a_watch_stays_open(env: dict[str, Any])
     statuses, events = asyncio.run(_concurrent(env, 50))
     assert statuses == [200] * 50
     assert "during-load" in events
-    # each side said in the handshake that it reads batched frames, and sends them (frames.BATCH_HEADER)
-    assert "connected its tunnel (frames batched)" in env["hub"].output
-    assert all("tunnel to the hub is up (frames batched)" in env[a].output for a in ("a1", "a2"))
 
 
 def test_unauthorised_attempts_are_rejected(env: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ import struct
 import pytest
 
 from clusternet_api.tunnel.frames import (
-    BATCH,
     HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     MAX_REASON,
@@ -16,8 +15,6 @@ from clusternet_api.tunnel.frames import (
     Frame,
     FrameError,
     FrameType,
-    decode_message,
-    encode_batch,
     split_address,
 )
 
@@ -141,30 +138,3 @@ def test_split_address(address: str, expected: tuple[str, int]) -> None:
 def test_split_address_rejects(address: str) -> None:
     with pytest.raises(FrameError):
         split_address(address)
-
-
-# --- batches (frames.BATCH_HEADER: only to a peer that reads them) ------------------------------------------------
-
-
-def test_a_batch_round_trips_and_a_lone_frame_is_still_one() -> None:
-    frames = [Frame.data(1, b"x" * 10), Frame.window(3, 7), Frame.fin(5), Frame.goaway("bye")]
-    assert decode_message(encode_batch([f.encode() for f in frames])) == frames
-    assert decode_message(frames[0].encode()) == [frames[0]]
-
-
-@pytest.mark.parametrize("message, problem", [
-    (bytes((BATCH,)), "empty batch"),
-    (bytes((BATCH,)) + b"\x00\x00", "cut inside a frame's length"),
-    (bytes((BATCH,)) + struct.pack(">I", 100) + Frame.fin(1).encode(), "cut inside a frame"),
-    (encode_batch([encode_batch([Frame.fin(1).encode()])]), "unsupported frame version"),  # no nesting
-    (encode_batch([Frame.fin(1).encode(), raw(FrameType.DATA, 1)]), "empty DATA"),  # one bad frame: all refused
-])
-def test_a_malformed_batch_is_refused(message: bytes, problem: str) -> None:
-    with pytest.raises(FrameError, match=problem):
-        decode_message(message)
-
-
-def test_a_batch_is_no_frame_to_a_peer_of_an_earlier_version() -> None:
-    """What an agent or hub before batches does with one (hence the handshake header): refused, not misread."""
-    with pytest.raises(FrameError, match="unsupported frame version"):
-        Frame.decode(encode_batch([Frame.fin(1).encode()]))

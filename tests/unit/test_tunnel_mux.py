@@ -18,14 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from clusternet_api.tunnel.bytestreams import pipe
-from clusternet_api.tunnel.frames import (
-    INITIAL_WINDOW,
-    MAX_FRAME_PAYLOAD,
-    Frame,
-    FrameError,
-    FrameType,
-    decode_message,
-)
+from clusternet_api.tunnel.frames import INITIAL_WINDOW, MAX_FRAME_PAYLOAD, Frame, FrameError, FrameType
 from clusternet_api.tunnel.mux import Accept, Session, Stream, StreamOpenError, dial_tcp
 
 pytestmark = pytest.mark.timeout(10)
@@ -115,23 +108,12 @@ async def session_pair(
     allow: Callable[[str], bool] = allow_all,
     hub_accept: Accept | None = None,
     max_streams: int = 1024,
-    batch: bool = False,
-    messages: list[int] | None = None,
 ) -> AsyncIterator[tuple[Session, Session]]:
-    """A hub and an agent session wired back to back through queues (the 'websocket'); `batch`: both said they
-    read batches; `messages`, when given, gets the number of frames of each message sent either way."""
+    """A hub and an agent session wired back to back through queues (the 'websocket')."""
     to_hub: asyncio.Queue[bytes] = asyncio.Queue()
     to_agent: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def sender(queue: asyncio.Queue[bytes]) -> Callable[[bytes], Awaitable[None]]:
-        async def send(message: bytes) -> None:
-            if messages is not None:
-                messages.append(len(decode_message(message)))
-            await queue.put(message)
-        return send
-
-    hub = Session(sender(to_agent), is_client=True, accept=hub_accept, allow=allow, batch=batch)
-    agent = Session(sender(to_hub), is_client=False, accept=accept, allow=allow, max_streams=max_streams, batch=batch)
+    hub = Session(to_agent.put, is_client=True, accept=hub_accept, allow=allow)
+    agent = Session(to_hub.put, is_client=False, accept=accept, allow=allow, max_streams=max_streams)
     pumps = [asyncio.create_task(_pump(to_hub, hub)), asyncio.create_task(_pump(to_agent, agent))]
     try:
         yield hub, agent
@@ -321,10 +303,9 @@ async def test_goaway(echo_address: str) -> None:
 # --- data and flow control -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch", [False, True])
-async def test_large_transfer_integrity(echo_address: str, batch: bool) -> None:
+async def test_large_transfer_integrity(echo_address: str) -> None:
     payload = os.urandom(5 * 1024 * 1024)
-    async with session_pair(batch=batch) as (hub, _):
+    async with session_pair() as (hub, _):
         stream = await hub.open_stream(echo_address, 1)
         started = time.monotonic()
         echoed = await exchange(stream, payload)
@@ -432,11 +413,8 @@ async def test_abort_reaches_the_target() -> None:
             await stream.read()
 
 
-@pytest.mark.parametrize("batch", [False, True])
-async def test_hundred_concurrent_streams(echo_address: str, batch: bool) -> None:
-    """With batches (both peers said they read them), the frames a burst queues go in fewer messages."""
-    messages: list[int] = []
-    async with session_pair(batch=batch, messages=messages) as (hub, agent):
+async def test_hundred_concurrent_streams(echo_address: str) -> None:
+    async with session_pair() as (hub, agent):
 
         async def one(i: int) -> None:
             stream = await hub.open_stream(echo_address, 2)
@@ -447,7 +425,6 @@ async def test_hundred_concurrent_streams(echo_address: str, batch: bool) -> Non
             await asyncio.gather(*(one(i) for i in range(100)))
         assert hub.streams_opened == agent.streams_opened == 100
         await eventually(lambda: hub.open_streams == agent.open_streams == 0)
-    assert (max(messages) > 1) is batch and (len(messages) < sum(messages) / 2 if batch else True)
 
 
 # --- session lifecycle ---------------------------------------------------------------------------

@@ -1,16 +1,10 @@
-"""Wire format of the tunnel: one binary websocket message carries one frame, or a batch of them.
+"""Wire format of the tunnel: one binary websocket message carries exactly one frame.
 
-Frame layout: ``u8 version | u8 type | u32 stream_id (big-endian) | payload``.
-The websocket already delimits messages, so a lone frame has no length field; a version byte
+Layout: ``u8 version | u8 type | u32 stream_id (big-endian) | payload``.
+The websocket already delimits messages, so there is no length field; a version byte
 lets a future format be refused cleanly instead of being misparsed.
 Every ``Frame`` instance is valid: construction and ``decode`` both validate, so the
 multiplexer can trust what it receives.
-
-A batch (since 2026-12-06): ``u8 BATCH | (u32 length | frame)*``, sent only to a peer that said in the
-websocket handshake it reads them (BATCH_HEADER, both ways: an agent or hub of an earlier version refuses
-the unknown first byte as a version). Under a burst of proxied requests each send of the tunnel's writer
-found many frames queued; one message for them costs one websocket frame, one TLS record and one syscall
-on the sender, and one message to parse on the receiver, instead of one each per frame.
 """
 
 from __future__ import annotations
@@ -30,15 +24,7 @@ MAX_REASON = 1024
 # A DNS name (253) plus brackets, colon and port, with a little slack.
 MAX_ADDRESS = 300
 
-BATCH = 0xB1  # the first byte of a batch message: never a frame version
-# Bytes of frames a writer puts into one batch, at most (one frame may overshoot it, by at most a frame:
-# 64 KiB); both sides accept websocket messages of 2 MiB.
-MAX_BATCH = 256 * 1024
-# The websocket handshake header, request and response, by which each side says it reads batches.
-BATCH_HEADER = "X-Clusternet-Tunnel-Batch"
-
 _HEADER = struct.Struct(">BBI")
-_LENGTH = struct.Struct(">I")
 _WINDOW = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
 
@@ -192,30 +178,3 @@ class Frame:
         except ValueError:
             raise FrameError(f"unknown frame type {raw_type}") from None
         return cls(frame_type, stream_id, bytes(message[HEADER_SIZE:]))
-
-
-def encode_batch(frames: list[bytes]) -> bytes:
-    """Encoded frames as one batch message, for a peer that reads them (BATCH_HEADER)."""
-    parts = [bytes((BATCH,))]
-    for frame in frames:
-        parts += (_LENGTH.pack(len(frame)), frame)
-    return b"".join(parts)
-
-
-def decode_message(message: bytes) -> list[Frame]:
-    """The frames of one websocket message, a lone frame or a batch; raise FrameError if any is invalid."""
-    if message[:1] != bytes((BATCH,)):
-        return [Frame.decode(message)]
-    frames, at, end = [], 1, len(message)
-    while at < end:
-        if at + _LENGTH.size > end:
-            raise FrameError("batch cut inside a frame's length")
-        (length,) = _LENGTH.unpack_from(message, at)
-        at += _LENGTH.size
-        if at + length > end:
-            raise FrameError(f"batch cut inside a frame: {length} bytes announced, {end - at} left")
-        frames.append(Frame.decode(message[at:at + length]))
-        at += length
-    if not frames:
-        raise FrameError("empty batch")
-    return frames

@@ -22,14 +22,11 @@ from typing import Self
 from clusternet_api.tunnel.bytestreams import describe_error, pipe
 from clusternet_api.tunnel.frames import (
     INITIAL_WINDOW,
-    MAX_BATCH,
     MAX_FRAME_PAYLOAD,
     MAX_STREAM_ID,
     Frame,
     FrameError,
     FrameType,
-    decode_message,
-    encode_batch,
     split_address,
 )
 
@@ -229,8 +226,7 @@ class Session:
     ``is_client=True`` on the hub, which opens streams: its ids are odd and the agent's
     even, so both may open streams without collisions; ids are never reused. The accepting
     side passes ``accept`` (dial the target) and ``allow`` (allow-list, must not raise);
-    OPENs for other addresses get OPEN_ERR "address not allowed". ``batch``: the peer said it
-    reads batch messages (frames.BATCH_HEADER), so what the writer finds queued goes as one.
+    OPENs for other addresses get OPEN_ERR "address not allowed".
 
     Must be created inside a running event loop: it starts the task that alone calls
     ``send``, which keeps frames in order and lets ``feed`` return without waiting.
@@ -244,10 +240,8 @@ class Session:
         accept: Accept | None = None,
         allow: Allow = deny_all,
         max_streams: int = 1024,
-        batch: bool = False,
     ) -> None:
         self._send = send
-        self._batch = batch
         self._accept = accept
         self._allow = allow
         self._max_streams = max_streams
@@ -356,16 +350,10 @@ class Session:
         if self._closed_reason is not None:
             return
         try:
-            frames = decode_message(message)
+            frame = Frame.decode(message)
         except FrameError as exc:
             self._terminate(f"protocol error: {exc}")
             raise
-        for frame in frames:
-            if self._closed_reason is not None:
-                return
-            self._handle(frame)
-
-    def _handle(self, frame: Frame) -> None:
         if frame.type is FrameType.DATA:
             self._bytes_in += len(frame.payload)
         if frame.type is FrameType.OPEN:
@@ -436,12 +424,6 @@ class Session:
     async def _write_loop(self) -> None:
         while True:
             message = await self._outbox.get()
-            if self._batch and not self._outbox.empty():
-                queued, size = [message], len(message)
-                while size < MAX_BATCH and not self._outbox.empty():
-                    queued.append(self._outbox.get_nowait())
-                    size += len(queued[-1])
-                message = encode_batch(queued)
             try:
                 await self._send(message)
             except Exception as exc:  # the transport is gone, whatever its library calls it
