@@ -13,18 +13,17 @@ import time
 
 import pytest
 
-from clusternet_agent import helmpuller, puller, stillwanted
+from clusternet_agent import puller, stillwanted
 from clusternet_api import known
 from clusternet_api.kube import ApiException
 from clusternet_hub import registration
 from clusternet_hub.controller import wanted
-from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import DESC, NS, SUB, namespace, push_secret
 from tests.unit.test_controller import cluster as controller_cluster
-from tests.unit.test_helm import FEED, HR, Deployer, chart, deploy, helm_controller
+from tests.unit.test_helm import FEED, HR, chart, deploy, helm_controller
 from tests.unit.test_helm import subscription as helm_subscription
-from tests.unit.test_namespace_removal import PULL, pulled_description, pulled_release
+from tests.unit.test_namespace_removal import PULL, pulled_description
 from tests.unit.test_still_wanted import (
     BASE_NAME,
     CFG,
@@ -33,6 +32,7 @@ from tests.unit.test_still_wanted import (
     counted_cleanups,
     deleted_by_someone_else,
     finalizers,
+    installed_release,
     labelled,
     pull_mode,
     watched_puller,
@@ -100,16 +100,7 @@ async def test_a_mark_for_another_subscription_is_no_verdict(monkeypatch: pytest
 
 
 async def test_a_helm_release_stays_installed_until_the_hub_marks_it() -> None:
-    helm = FakeHelm()
-    release = labelled(pulled_release(), HR[1])
-    release["metadata"]["ownerReferences"] = [{"kind": "Description", "name": HR[1].rsplit("-default-", 1)[0]}]
-    installed = copy.deepcopy(release)
-    del installed["metadata"]["deletionTimestamp"]
-    parent = FakeKube(namespace(), copy.deepcopy(PROMISED), installed)
-    agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]
-    agent.grace = stillwanted.BaseGrace(seconds=0.0)
-    await agent.process(copy.deepcopy(installed), PROMISED)
-    parent.objects[("HelmRelease", *HR)]["metadata"]["deletionTimestamp"] = GONE
+    parent, agent, helm = await installed_release(PROMISED, stillwanted.BaseGrace(seconds=0.0))
     for _ in range(2):
         await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED)
     assert ("abc", "mysql") in helm.releases and known.FINALIZER_APPS in finalizers(parent, "HelmRelease", HR)

@@ -405,18 +405,27 @@ async def test_a_pull_agent_keeps_a_helm_release_its_base_still_wants_and_uninst
         assert (("abc", "mysql") in helm.releases) is kept
 
 
-async def test_a_pull_agent_keeps_a_helm_release_installed_while_its_missing_base_may_come_back() -> None:
-    clock = Clock()
+async def installed_release(mc: Obj, grace: stillwanted.BaseGrace) -> tuple[FakeKube, helmpuller.ReleasePuller,
+                                                                               FakeHelm]:
+    """A Pull agent (its cluster `mc`, the parent's copy too) that installed the release of HR, whose Base is
+    missing, and the HelmRelease then marked deleting."""
     helm = FakeHelm()
     release = labelled(pulled_release(), HR[1])
     release["metadata"]["ownerReferences"] = [{"kind": "Description", "name": HR[1].rsplit("-default-", 1)[0]}]
     installed = copy.deepcopy(release)
     del installed["metadata"]["deletionTimestamp"]
-    parent = FakeKube(namespace(), copy.deepcopy(PULL), installed)
+    parent = FakeKube(namespace(), copy.deepcopy(mc), installed)
     agent = helmpuller.ReleasePuller(parent, Deployer(), NS, "child1", 30, helm)  # type: ignore[arg-type]
-    agent.grace = stillwanted.BaseGrace(clock=clock)
-    await agent.process(copy.deepcopy(installed), PULL)
+    agent.grace = grace
+    await agent.process(copy.deepcopy(installed), mc)
+    assert ("abc", "mysql") in helm.releases
     parent.objects[("HelmRelease", NS, HR[1])]["metadata"]["deletionTimestamp"] = GONE
+    return parent, agent, helm
+
+
+async def test_a_pull_agent_keeps_a_helm_release_installed_while_its_missing_base_may_come_back() -> None:
+    clock = Clock()
+    parent, agent, helm = await installed_release(PULL, stillwanted.BaseGrace(clock=clock))
     await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PULL)
     assert ("abc", "mysql") in helm.releases and known.FINALIZER_APPS in finalizers(parent, "HelmRelease", HR)
     clock.now += stillwanted.BASE_GRACE_SECONDS  # no Base came back: an unbinding
