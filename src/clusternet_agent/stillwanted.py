@@ -217,32 +217,54 @@ class BaseGrace:
 
 
 class Undecided:
-    """Deleting objects waiting for the hub's verdict ("hub decides"), by uid, with when each was last looked at.
+    """Deleting objects waiting for the hub's verdict ("hub decides"), by uid: when each was last looked at, as
+    which resourceVersion, and whether its status has said so.
 
     Each look reads the Namespace, the ManagedCluster and the Base (3 GETs), and the wait can last days (a
-    Subscription left refused), where the grace it replaced ended after 120 s (review s33, finding 2). So a resync
-    looks at such an object only once `every` seconds have passed since the last look (the puller gives five of its
-    resync periods: 2.5 min by default); a watch event of the object itself, the hub's mark, is looked at at once.
-    A Base written back brings no event of the object: the next due look finds it, the child's objects untouched
-    meanwhile. Entries not looked at for twice `every` (their object gone without a verdict: the cluster removed)
-    are dropped at the next look at any other."""
+    Subscription left refused), where the grace it replaced ended after 120 s (review s33, finding 2). So once its
+    status is due (QUIET_SECONDS) a resync looks at such an object only when `every` seconds have passed since the
+    last look (the puller gives five of its resync periods: 2.5 min by default) or the object changed since (a
+    resourceVersion of its own: the hub's mark arriving through a re-list, or an event whose look failed;
+    re-review s33, finding 3); a watch event of the object is looked at at once. A Base written back brings no
+    event of the object: the next due look finds it, the child's objects untouched meanwhile. Without a hub leading,
+    a cluster removed meanwhile has such an object let go (namespaceguard) only at that look too.
+
+    The status is said once per object and agent run (`say`): another writer's reason over it (the hub's, from a
+    view of the cluster that differs from this agent's for a while, as after a switch from Pull to Push) is not
+    written over again at each of its watch events, which made the two writers overwrite each other without end
+    (re-review s33, finding 2). Entries not looked at for twice `every` (their object gone without a verdict: the
+    cluster removed) are dropped at the next look at any other."""
 
     def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.every, self.clock = every, clock
-        self.last: dict[str, float] = {}  # by _grace_key
+        self.last: dict[str, tuple[float, str]] = {}  # by _grace_key: when, and the resourceVersion it saw
+        self.said: set[str] = set()
 
     def resting(self, obj: Obj) -> bool:
-        """Whether a resync should leave `obj` alone: it was found waiting less than `every` seconds ago."""
+        """Whether a resync should leave `obj` alone: found waiting, unchanged, less than `every` seconds ago."""
         last = self.last.get(_grace_key(obj))
-        return last is not None and self.clock() - last < self.every
+        return last is not None and last[1] == _version(obj) and self.clock() - last[0] < self.every
 
     def looked(self, obj: Obj) -> None:
         now = self.clock()
-        self.last = {k: t for k, t in self.last.items() if now - t < 2 * self.every}
-        self.last[_grace_key(obj)] = now
+        self.last = {k: seen for k, seen in self.last.items() if now - seen[0] < 2 * self.every}
+        self.said &= self.last.keys()
+        self.last[_grace_key(obj)] = (now, _version(obj))
+
+    def say(self, obj: Obj) -> bool:
+        """Whether the status of `obj` is still to be said (once); recorded by `said_it`."""
+        return _grace_key(obj) not in self.said
+
+    def said_it(self, obj: Obj) -> None:
+        self.said.add(_grace_key(obj))
 
     def forget(self, obj: Obj) -> None:
         self.last.pop(_grace_key(obj), None)
+        self.said.discard(_grace_key(obj))
+
+
+def _version(obj: Obj) -> str:
+    return str(obj["metadata"].get("resourceVersion") or "")
 
 
 def _grace_key(obj: Obj) -> str:

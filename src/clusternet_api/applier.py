@@ -54,6 +54,16 @@ DESC_API = known.APPS_API_VERSION
 # each write the other's watch event (review s33, finding 1).
 AWAITING_HUB = ("its Base is gone and the hub, which marks what its Subscriptions no longer want, has not marked it: "
                 "the child's objects stay until the hub writes the Base back or marks it")
+
+
+def awaits_hub(obj: Obj) -> bool:
+    """Whether the status of `obj` gives a Pull agent's AWAITING_HUB and that still holds: the hub has not marked it
+    (known.ANNOTATION_NO_LONGER_WANTED with its Subscription's uid; once marked, the hub's own reason is the true
+    one: re-review s33, finding 1)."""
+    status, meta = obj.get("status") or {}, obj["metadata"]
+    said = str(status.get("reason") or status.get("description") or "")
+    mark = (meta.get("annotations") or {}).get(known.ANNOTATION_NO_LONGER_WANTED)
+    return AWAITING_HUB in said and not (mark and mark == (meta.get("labels") or {}).get(known.LABEL_SUBS_UID))
 _STRIP_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
                "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
 

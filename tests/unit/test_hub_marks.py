@@ -18,6 +18,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException
 from clusternet_hub import registration
 from clusternet_hub.controller import wanted
+from clusternet_hub.controller.pusher import CLEANUP_PENDING
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import DESC, NS, SUB, namespace, push_secret
 from tests.unit.test_controller import cluster as controller_cluster
@@ -134,7 +135,7 @@ async def test_the_hub_says_it_marks_on_each_cluster_that_lacks_it(caplog: pytes
     parent = Failing(*[c for c in clusters if c["metadata"]["name"] != "gone"])
     with caplog.at_level(logging.WARNING):
         await wanted.promise_marks(parent, [*clusters, cluster("later", False)])
-    assert [w[2] for w in parent.writes if w[0] == "patch"] == [f"{NS}/{n}" for n in ("old", "gone", "later")]
+    assert sorted(w[2] for w in parent.writes if w[0] == "patch") == [f"{NS}/{n}" for n in ("gone", "later", "old")]
     assert stillwanted.hub_marks(parent.find("ManagedCluster", NS, "old"))
     assert not stillwanted.hub_marks(parent.find("ManagedCluster", NS, "sick"))
     assert f"ManagedCluster {NS}/sick: cannot say that the hub marks its unbindings (HTTP 500)" in caplog.text
@@ -147,9 +148,9 @@ async def test_the_promise_is_written_a_few_at_a_time_and_not_on_a_cluster_being
     clusters[0]["metadata"]["deletionTimestamp"] = GONE
     parent = FakeKube(*clusters)
     await wanted.promise_marks(parent, clusters)
-    assert [w[2] for w in parent.writes] == [f"{NS}/c1", f"{NS}/c2"]
+    assert len(parent.writes) == 2 and f"{NS}/c0" not in {w[2] for w in parent.writes}
     await wanted.promise_marks(parent, [parent.find("ManagedCluster", NS, f"c{i}") for i in range(4)])
-    assert [w[2] for w in parent.writes] == [f"{NS}/c1", f"{NS}/c2", f"{NS}/c3"]
+    assert sorted(w[2] for w in parent.writes) == [f"{NS}/c1", f"{NS}/c2", f"{NS}/c3"]
 
 
 def test_a_new_cluster_is_told_at_approval() -> None:
@@ -202,6 +203,13 @@ async def test_the_hub_and_a_waiting_agent_do_not_overwrite_each_others_status(
         reasons.append(parent.find("Description", *DESC)["status"]["reason"])
     assert cleaned == [] and len([w for w in parent.writes[before:] if w[0] == "patch/status"]) == 2  # offline, ours
     assert reasons == [f"cleanup pending: {stillwanted.HUB_DECIDES}"] * 4
+    # re-review s33, finding 1: once the hub has marked it (the Subscription fixed to bind other clusters), the
+    # agent's "not marked" is no longer true: the hub's reason, the cluster offline, is
+    parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [{"clusterAffinity": {
+        "matchLabels": {"env": "elsewhere"}}}]
+    await c.pusher.push(DESC)
+    assert parent.find("Description", *DESC)["status"]["reason"] == CLEANUP_PENDING
+    assert parent.find("Description", *DESC)["metadata"]["annotations"][known.ANNOTATION_NO_LONGER_WANTED]
 
 
 class Clock:
@@ -212,10 +220,16 @@ class Clock:
         return self.now
 
 
+def bump(parent: FakeKube, key: tuple[str, str]) -> None:
+    """A write to the object we do not make through FakeKube (the hub's): a resourceVersion of its own."""
+    obj = parent.objects[("Description", *key)]
+    obj["metadata"]["resourceVersion"] = str(int(obj["metadata"].get("resourceVersion") or 0) + 1000)
+
+
 async def test_resyncs_look_at_a_waiting_object_now_and_then_and_its_events_at_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Review s33, finding 2: each look is 3 GETs, and the wait can last days; the grace it replaced ended after
-    120 s. Resyncs look once in UNDECIDED_RESYNCS periods; the object's own event (the hub's mark) at once."""
+    120 s. Once its status is due, resyncs look once in UNDECIDED_RESYNCS periods, or when the object changed."""
     parent, cleaned, clock = parent_of(), counted_cleanups(monkeypatch), Clock()
     agent = watched_puller(parent, grace_seconds=0.0)
     agent.undecided = stillwanted.Undecided(stillwanted.UNDECIDED_RESYNCS * 30, clock=clock)
@@ -224,29 +238,58 @@ async def test_resyncs_look_at_a_waiting_object_now_and_then_and_its_events_at_o
         await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=resync)
 
     counted = CountedGets(parent)
-    await look(resync=True)
-    assert counted.n == 3  # Namespace, ManagedCluster, Base
+    await look(resync=True)  # overdue: the status says why (a write: a new resourceVersion)
+    await look(resync=False)  # that write's own event
+    assert counted.n == 6  # Namespace, ManagedCluster, Base, twice
     for _ in range(stillwanted.UNDECIDED_RESYNCS - 1):
         clock.now += 30
         await look(resync=True)
-    assert counted.n == 3  # resting
+    assert counted.n == 6  # resting
     parent.objects[("Base", NS, BASE_NAME)] = base(CFG)  # written back: no event of the Description
     clock.now += 30
     await look(resync=True)  # due: finds the Base, lets the Description go without touching the child
-    assert counted.n == 6 and cleaned == [] and finalizers(parent, "Description", KEY) == []
+    assert counted.n == 9 and cleaned == [] and finalizers(parent, "Description", KEY) == []
     assert agent.undecided.last == {}
 
 
-async def test_the_hubs_mark_is_looked_at_at_once_even_while_resting(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("seen_by", ["event", "resync"])
+async def test_the_hubs_mark_is_looked_at_at_once_even_while_resting(monkeypatch: pytest.MonkeyPatch,
+                                                                    seen_by: str) -> None:
+    """Its event, or (re-review s33, finding 3) a resync that finds the object changed: the mark's event may have
+    failed to be handled, or a re-list brought it."""
     parent, cleaned, clock = parent_of(), counted_cleanups(monkeypatch), Clock()
     agent = watched_puller(parent, grace_seconds=0.0)
     agent.undecided = stillwanted.Undecided(150, clock=clock)
     await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
-    set_mark(parent, "Description", KEY, "sub-uid")
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=False)  # its status
     await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)  # resting
-    assert cleaned == []
-    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=False)  # its event
+    assert agent.undecided.resting(parent.find("Description", *KEY))
+    set_mark(parent, "Description", KEY, "sub-uid")
+    bump(parent, KEY)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=seen_by == "resync")
     assert cleaned == [KEY[1]] and agent.undecided.last == {}
+
+
+async def test_the_waiting_status_is_said_once_and_not_before_it_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-review s33, findings 2 and 5: another writer's reason (the hub's, while its view of the cluster's mode
+    differs from this agent's) is not written over at each of its events; and before QUIET_SECONDS resyncs do not
+    rest, so the status comes at the first look after it is due."""
+    parent, cleaned, clock = parent_of(), counted_cleanups(monkeypatch), Clock()
+    now = time.time()
+    parent.objects[("Description", *KEY)]["metadata"]["deletionTimestamp"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 1))
+    agent = watched_puller(parent, grace_seconds=0.0)
+    agent.undecided = stillwanted.Undecided(150, clock=clock)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
+    assert not agent.undecided.resting(parent.find("Description", *KEY))  # not due yet: the next resync looks
+    parent.objects[("Description", *KEY)]["metadata"]["deletionTimestamp"] = GONE  # now due
+    writes = len(parent.writes)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
+    assert len(parent.writes) == writes + 1  # said
+    parent.objects[("Description", *KEY)]["status"]["reason"] = "cleanup pending: the hub's own reason"
+    bump(parent, KEY)
+    await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=False)  # its event
+    assert len(parent.writes) == writes + 1 and cleaned == []  # not said again
 
 
 def test_an_object_no_longer_looked_at_is_forgotten() -> None:
@@ -290,3 +333,20 @@ async def test_a_pushed_helm_release_that_cannot_be_judged_says_why_it_stays_ins
     assert helm.releases and known.FINALIZER_APPS in finalizers(parent, "HelmRelease", HR)
     assert parent.find("HelmRelease", *HR)["status"]["description"].startswith(
         "uninstall pending: Subscription default/app is refused")
+
+
+async def test_a_waiting_helm_release_rests_between_looks_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-review s33, finding 8: the HelmRelease twin of the spacing above."""
+    clock = Clock()
+    parent, agent, helm = await installed_release(PROMISED, stillwanted.BaseGrace(seconds=0.0))
+    agent.undecided = stillwanted.Undecided(150, clock=clock)
+    for resync in (True, False):  # the look that says why, then that write's own event
+        await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED, resync=resync)
+    counted = CountedGets(parent)
+    clock.now += 60
+    await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED, resync=True)
+    assert counted.n == 0 and ("abc", "mysql") in helm.releases  # resting
+    set_mark(parent, "HelmRelease", HR, "sub-uid")
+    parent.objects[("HelmRelease", *HR)]["metadata"]["resourceVersion"] = "changed"
+    await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED, resync=True)
+    assert ("abc", "mysql") not in helm.releases and finalizers(parent, "HelmRelease", HR) == []

@@ -242,9 +242,8 @@ class Pusher:
             self.store.keep_marked(self.store.caches.descriptions, desc, await say_unwanted_or_warn(
                 self.kube, desc, mc, self.store.caches.subscriptions))
         if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
-            if applier.deployable_by_hub(mc) or applier.AWAITING_HUB not in str(
-                    (desc.get("status") or {}).get("reason")):  # (a Pull agent's own reason stands: applier.py)
-                await self._pending(desc, CLEANUP_PENDING)
+            if applier.deployable_by_hub(mc) or not applier.awaits_hub(self.store.caches.descriptions.get(key, desc)):
+                await self._pending(desc, CLEANUP_PENDING)  # (a Pull agent's own reason stands while it holds)
             return
         if not applier.deployable_by_hub(mc):
             return

@@ -34,6 +34,7 @@ that has just started answers 404 for custom resources until its CRD handler cat
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable, Mapping
 
 from clusternet_api import known
@@ -167,7 +168,8 @@ async def promise_marks(kube: KubeApi, clusters: Iterable[Obj]) -> None:
     removed by hand (README)."""
     lacking = [mc for mc in clusters if not mc["metadata"].get("deletionTimestamp") and (
         mc["metadata"].get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) != "true"]
-    for mc in lacking[:PROMISES_PER_PASS]:
+    # a random few: clusters whose patch keeps failing (a webhook's 422, say) do not hold the rest up every pass
+    for mc in random.sample(lacking, min(len(lacking), PROMISES_PER_PASS)):
         meta = mc["metadata"]
         try:
             await kube.patch(known.CLUSTERS_API_VERSION, "ManagedCluster", meta["name"], {"metadata": {
