@@ -90,13 +90,7 @@ class ReleasePuller:
             await applier.remove_finalizer(self.parent, hr)
             return
         if verdict == "hub decides":  # the mark's watch event looks again, and resyncs now and then (Undecided)
-            if stillwanted.overdue(hr):
-                self.undecided.looked(hr)
-                said = f"uninstall pending: {stillwanted.HUB_DECIDES}"
-                if self.undecided.say(hr):
-                    if await self._write(hr, {"description": said}):
-                        log.info("HelmRelease %s: %s", name, said)
-                    self.undecided.said_it(hr)
+            await self.undecided.wait(hr, lambda said: self._write(hr, {"description": said}), "uninstall")
             return
         if verdict == "no base" and self.grace.waiting(hr, lambda: self._recheck(name)):
             return

@@ -153,13 +153,7 @@ class Puller:
             await applier.remove_finalizer(self.parent, desc)
             return
         if verdict == "hub decides":  # the mark's watch event looks again, and resyncs now and then (Undecided)
-            if stillwanted.overdue(desc):
-                self.undecided.looked(desc)
-                said = f"cleanup pending: {stillwanted.HUB_DECIDES}"
-                if self.undecided.say(desc):
-                    if await applier.mark_pending(self.parent, desc, said):
-                        log.info("Description %s: %s", desc["metadata"]["name"], said)
-                    self.undecided.said_it(desc)
+            await self.undecided.wait(desc, lambda said: applier.mark_pending(self.parent, desc, said), "cleanup")
             return
         if verdict == "no base" and self.grace.waiting(desc, lambda: self._recheck(desc["metadata"]["name"])):
             return

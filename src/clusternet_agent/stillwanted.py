@@ -83,7 +83,6 @@ Verdict = Literal["wanted", "unwanted", "no base", "hub decides"]
 # overtaken by the cleanup. 1.5 times that. Measured on the parent's clock (deletionTimestamp): a skewed agent
 # writes the status sooner or later, nothing else.
 QUIET_SECONDS = 60.0
-HUB_DECIDES = applier.AWAITING_HUB
 
 
 def _is_chart(feed: Obj) -> bool:
@@ -229,7 +228,7 @@ class Undecided:
     event of the object: the next due look finds it, the child's objects untouched meanwhile. Without a hub leading,
     a cluster removed meanwhile has such an object let go (namespaceguard) only at that look too.
 
-    The status is said once per object and agent run (`say`): another writer's reason over it (the hub's, from a
+    The status is said once per object and agent run (`wait`): another writer's reason over it (the hub's, from a
     view of the cluster that differs from this agent's for a while, as after a switch from Pull to Push) is not
     written over again at each of its watch events, which made the two writers overwrite each other without end
     (re-review s33, finding 2). Entries not looked at for twice `every` (their object gone without a verdict: the
@@ -251,11 +250,18 @@ class Undecided:
         self.said &= self.last.keys()
         self.last[_grace_key(obj)] = (now, _version(obj))
 
-    def say(self, obj: Obj) -> bool:
-        """Whether the status of `obj` is still to be said (once); recorded by `said_it`."""
-        return _grace_key(obj) not in self.said
-
-    def said_it(self, obj: Obj) -> None:
+    async def wait(self, obj: Obj, write: Callable[[str], Awaitable[bool]], what: str) -> None:
+        """`obj` ("hub decides") waits for the hub's verdict: once its status is due (`overdue`), it rests from this
+        look on, and its status says why, once: `write` the reason, `what` pending ("cleanup", "uninstall"), and
+        answer whether it wrote (False: the status said so already)."""
+        if not overdue(obj):
+            return
+        self.looked(obj)
+        if _grace_key(obj) in self.said:
+            return
+        said = f"{what} pending: {applier.AWAITING_HUB}"
+        if await write(said):
+            log.info("%s %s: %s", obj.get("kind"), obj["metadata"]["name"], said)
         self.said.add(_grace_key(obj))
 
     def forget(self, obj: Obj) -> None:

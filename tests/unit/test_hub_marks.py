@@ -14,7 +14,7 @@ import time
 import pytest
 
 from clusternet_agent import puller, stillwanted
-from clusternet_api import known
+from clusternet_api import applier, known
 from clusternet_api.kube import ApiException
 from clusternet_hub import registration
 from clusternet_hub.controller import wanted
@@ -59,7 +59,7 @@ async def test_a_missing_base_is_no_unbinding_while_the_hub_has_not_said_so(monk
     for _ in range(3):  # the first look and two resyncs
         await agent.process(copy.deepcopy(parent.find("Description", *KEY)), PROMISED, resync=True)
     assert cleaned == [] and finalizers(parent, "Description", KEY) == [known.FINALIZER_APPS]
-    assert parent.find("Description", *KEY)["status"]["reason"] == f"cleanup pending: {stillwanted.HUB_DECIDES}"
+    assert parent.find("Description", *KEY)["status"]["reason"] == f"cleanup pending: {applier.AWAITING_HUB}"
     assert len([w for w in parent.writes if w[0] == "patch/status"]) == 1  # said once
     assert agent.grace.since == {} and not agent.grace.rechecks  # no grace runs
     set_mark(parent, "Description", KEY, "sub-uid")  # the hub's verdict, which its watch event brings
@@ -106,7 +106,7 @@ async def test_a_helm_release_stays_installed_until_the_hub_marks_it() -> None:
         await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED)
     assert ("abc", "mysql") in helm.releases and known.FINALIZER_APPS in finalizers(parent, "HelmRelease", HR)
     assert parent.find("HelmRelease", *HR)["status"]["description"] == (
-        f"uninstall pending: {stillwanted.HUB_DECIDES}")
+        f"uninstall pending: {applier.AWAITING_HUB}")
     set_mark(parent, "HelmRelease", HR, "sub-uid")
     await agent.process(copy.deepcopy(parent.find("HelmRelease", *HR)), PROMISED)
     assert ("abc", "mysql") not in helm.releases and finalizers(parent, "HelmRelease", HR) == []
@@ -202,7 +202,7 @@ async def test_the_hub_and_a_waiting_agent_do_not_overwrite_each_others_status(
         c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
         reasons.append(parent.find("Description", *DESC)["status"]["reason"])
     assert cleaned == [] and len([w for w in parent.writes[before:] if w[0] == "patch/status"]) == 2  # offline, ours
-    assert reasons == [f"cleanup pending: {stillwanted.HUB_DECIDES}"] * 4
+    assert reasons == [f"cleanup pending: {applier.AWAITING_HUB}"] * 4
     # re-review s33, finding 1: once the hub has marked it (the Subscription fixed to bind other clusters), the
     # agent's "not marked" is no longer true: the hub's reason, the cluster offline, is
     parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [{"clusterAffinity": {
