@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from clusternet_agent import stillwanted
-from clusternet_api import known
+from clusternet_api import applier, known
 from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import (
@@ -244,6 +244,11 @@ def test_a_base_deleted_by_hand_in_a_pull_cluster_comes_back_and_keeps_its_workl
     os.killpg(hub.proc.pid, signal.SIGSTOP)  # the hub cannot write the Base back before the agent looks
     try:
         kubectl(parent, "delete", "base", name, "-n", ns, "--wait=false")
+        # the garbage collector marks its Descriptions deleting (on fresh control planes it may take a while to
+        # know the kinds): what the agent must find with the Base gone
+        wait_for(lambda: all(kubectl(parent, "get", "desc", "-n", ns, "-l", selector, "-o",
+                                     "jsonpath={.items[*].metadata.deletionTimestamp}").stdout.split()[i:i + 1]
+                             for i in range(2)), timeout=120, what="the Descriptions deleting")
         time.sleep(OLD_GRACE + 5)  # a hub busy past the 10 s the agent used to give it (review s31, F5)
     finally:
         os.killpg(hub.proc.pid, signal.SIGCONT)
@@ -326,7 +331,7 @@ def test_a_base_deleted_by_hand_under_a_refused_subscription_keeps_its_workloads
             return [str(item.get("status") or {}) for item in items["items"] if item.get("kind") == "HelmRelease"
                     or (item.get("spec") or {}).get("deployer") == "Generic"]
 
-        wait_for(lambda: (said := statuses()) and all(stillwanted.HUB_DECIDES in s for s in said) and len(said) == 2,
+        wait_for(lambda: (said := statuses()) and all(applier.AWAITING_HUB in s for s in said) and len(said) == 2,
                  timeout=stillwanted.QUIET_SECONDS + 30, what="the agent waiting for the hub, and saying so in both "
                  "statuses")
         time.sleep(5)  # a few more of the agent's resyncs (2 s), and of the hub's (2 s)
