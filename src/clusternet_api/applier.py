@@ -50,8 +50,8 @@ ANNOTATION_DRIFT_CORRECTION = known.ANNOTATION_DRIFT_CORRECTION
 DESC_API = known.APPS_API_VERSION
 # Why a Pull agent keeps the child's objects of a deleting Description or HelmRelease whose Base is missing
 # (clusternet_agent.stillwanted, "hub decides"). The hub does not write its own "cluster offline" reason over it
-# while it holds (awaits_hub; clusternet_hub.controller.pusher): the two used to overwrite each other, each write
-# the other's watch event (review s33, finding 1).
+# while it holds (awaits_hub; clusternet_hub.controller.pusher.agents_reason_stands): the two used to overwrite
+# each other, each write the other's watch event (review s33, finding 1).
 AWAITING_HUB = ("its Base is gone and the hub, which marks what its Subscriptions no longer want, has not marked it: "
                 "the child's objects stay until the hub writes the Base back or marks it")
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from clusternet_agent import puller, stillwanted
-from clusternet_api import applier, known
+from clusternet_api import applier, known, namespaceguard
 from clusternet_api.kube import ApiException
 from clusternet_hub import registration
-from clusternet_hub.controller import wanted
+from clusternet_hub.controller import pusher, wanted
 from clusternet_hub.controller.pusher import CLEANUP_PENDING
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import DESC, NS, SUB, namespace, push_secret
@@ -177,6 +179,20 @@ async def test_a_mark_is_taken_back_from_the_object_judged_only(meanwhile: str) 
         assert not (parent.find("Description", *KEY)["metadata"].get("annotations") or {})
 
 
+async def hub_and_agent_in_turn(c: Any, parent: FakeKube, mc: Obj) -> tuple[list[str], int]:
+    """The hub's push on each event of the deleting Description, the Pull agent's look on each event, four rounds:
+    the status's reason after each round, and how many status writes were made in all."""
+    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
+    reasons, before = [], len(parent.writes)
+    for _ in range(4):
+        await c.pusher.push(DESC)
+        c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+        await agent.process(copy.deepcopy(parent.find("Description", *DESC)), copy.deepcopy(mc), resync=False)
+        c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+        reasons.append(parent.find("Description", *DESC)["status"]["reason"])
+    return reasons, len([w for w in parent.writes[before:] if w[0] == "patch/status"])
+
+
 async def test_the_hub_and_a_waiting_agent_do_not_overwrite_each_others_status(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Review s33, finding 1: a Pull cluster not Ready while its agent runs (its API server fails the agent's probes),
@@ -193,15 +209,8 @@ async def test_the_hub_and_a_waiting_agent_do_not_overwrite_each_others_status(
     parent.objects[("ManagedCluster", NS, "child1")] = copy.deepcopy(mc)
     for key in [k for k in parent.objects if k[0] == "Base"]:
         del parent.objects[key]
-    agent = puller.Puller(parent, FakeKube(), NS, "child1", 30)  # type: ignore[arg-type]
-    reasons, before = [], len(parent.writes)
-    for _ in range(4):  # the hub's push on each event, the agent's look on each event
-        await c.pusher.push(DESC)
-        c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
-        await agent.process(copy.deepcopy(parent.find("Description", *DESC)), copy.deepcopy(mc), resync=False)
-        c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
-        reasons.append(parent.find("Description", *DESC)["status"]["reason"])
-    assert cleaned == [] and len([w for w in parent.writes[before:] if w[0] == "patch/status"]) == 2  # offline, ours
+    reasons, writes = await hub_and_agent_in_turn(c, parent, mc)
+    assert cleaned == [] and writes == 2  # the hub's "offline", then the agent's, which stands
     assert reasons == [f"cleanup pending: {applier.AWAITING_HUB}"] * 4
     # re-review s33, finding 1: once the hub has marked it (the Subscription fixed to bind other clusters), the
     # agent's "not marked" is no longer true: the hub's reason, the cluster offline, is
@@ -210,6 +219,29 @@ async def test_the_hub_and_a_waiting_agent_do_not_overwrite_each_others_status(
     await c.pusher.push(DESC)
     assert parent.find("Description", *DESC)["status"]["reason"] == CLEANUP_PENDING
     assert parent.find("Description", *DESC)["metadata"]["annotations"][known.ANNOTATION_NO_LONGER_WANTED]
+
+
+async def test_the_hub_leaves_the_agents_other_waiting_reason_alone_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-review s33, finding 6: the same fight with the agent's other reason, that it may not read its cluster's
+    namespace (HTTP 403: a ClusterRole trimmed by hand), whatever the Subscription says."""
+    cleaned = counted_cleanups(monkeypatch)
+    c, parent, _ = await deleted_by_someone_else()
+    pull_mode(c)
+    mc = c.store.caches.clusters[(NS, "child1")]
+    mc["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    parent.objects[("ManagedCluster", NS, "child1")] = copy.deepcopy(mc)
+
+    async def refused(*_: object) -> bool:
+        raise namespaceguard.NamespaceUnknown(NS, ApiException(403, "namespaces is forbidden"))
+
+    monkeypatch.setattr(puller, "namespaceguard", SimpleNamespace(  # the agent's only: the hub reads it fine
+        release_if_removed=refused, NamespaceUnknown=namespaceguard.NamespaceUnknown))
+    reasons, writes = await hub_and_agent_in_turn(c, parent, mc)
+    assert cleaned == [] and writes == 2
+    assert {r.split(" (HTTP")[0] for r in reasons} == {
+        f"cleanup pending: cannot tell whether cluster namespace {NS} is being deleted"}
+    assert not pusher.agents_reason_stands({"status": {"reason": CLEANUP_PENDING}, "metadata": {}})
+    assert not pusher.agents_reason_stands({"status": {"reason": "apply failed: boom"}, "metadata": {}})
 
 
 class Clock:

@@ -118,6 +118,20 @@ def cleanup_wait(store: Store, mc: Obj) -> Literal["offline", "unheard"] | None:
     return None
 
 
+def agents_reason_stands(desc: Obj) -> bool:
+    """Whether the status gives a Pull agent's own reason for a waiting cleanup that still holds, which the hub's
+    "offline" must then not replace: any `cleanup pending:` text but the hub's two (the agent may not read its
+    namespace, or its Base is gone and unmarked), unless it is AWAITING_HUB and the hub has marked the object since
+    (applier.awaits_hub). While a Pull cluster is not Ready with its agent running (its API server failing the
+    probes), each wrote its reason over the other's, each write the other's watch event, without end (re-review
+    s33, findings 1 and 6). A Push-mode reason of the hub's (a Subscription it could not judge) left from before
+    the cluster turned to Pull counts as the agent's too, until the agent writes its own."""
+    said = str((desc.get("status") or {}).get("reason") or "")
+    if not said.startswith("cleanup pending: ") or said in (CLEANUP_PENDING, UNHEARD_PENDING):
+        return False
+    return applier.AWAITING_HUB not in said or applier.awaits_hub(desc)
+
+
 class Pusher:
     def __init__(self, kube: KubeApi, store: Store, tunnel_opener: TunnelOpener,
                  connect: Connect = connect_child) -> None:
@@ -242,8 +256,8 @@ class Pusher:
             self.store.keep_marked(self.store.caches.descriptions, desc, await say_unwanted_or_warn(
                 self.kube, desc, mc, self.store.caches.subscriptions))
         if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
-            if applier.deployable_by_hub(mc) or not applier.awaits_hub(self.store.caches.descriptions.get(key, desc)):
-                await self._pending(desc, CLEANUP_PENDING)  # (a Pull agent's own reason stands while it holds)
+            if applier.deployable_by_hub(mc) or not agents_reason_stands(self.store.caches.descriptions.get(key, desc)):
+                await self._pending(desc, CLEANUP_PENDING)
             return
         if not applier.deployable_by_hub(mc):
             return
