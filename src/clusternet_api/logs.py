@@ -7,6 +7,8 @@ covers our messages and kopf's alike.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Hashable
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -64,6 +66,39 @@ def error_text(e: BaseException) -> str:
     do this (an exception is always true), and a TimeoutError's empty message left "collecting child status
     failed: " with no reason in the agent's log."""
     return str(e) or type(e).__name__
+
+
+# A condition that lasts is warned about again this often while it holds (and at once when it changes)
+REWARN_SECONDS = 600.0
+# Keys remembered at most (the oldest go first): a few hundred bytes each, one per object that keeps failing
+REPEATS_KEPT = 10_000
+
+
+class Repeats:
+    """What was last warned about each thing, so that a condition that lasts gives a warning when it starts or
+    changes and again every `every` seconds, its retries in between at DEBUG. A cleanup the hub cannot judge is
+    re-judged at each 30-s resync for as long as it waits (days, for a refused Subscription), and each look
+    warned again, for every waiting object; the object's status says why all along. `forget` once it holds no
+    more, so that the next failure is warned about at once."""
+
+    def __init__(self, every: float = REWARN_SECONDS, kept: int = REPEATS_KEPT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.kept, self.clock = every, kept, clock
+        self._said: dict[Hashable, tuple[str, float]] = {}
+
+    def level(self, key: Hashable, text: str, level: int = logging.WARNING) -> int:
+        """`level` when `text` about `key` is new, changed or last said `every` seconds ago; DEBUG else."""
+        now, last = self.clock(), self._said.get(key)
+        if last is not None and last[0] == text and now - last[1] < self.every:
+            return logging.DEBUG
+        self._said.pop(key, None)  # to the end: the oldest go first
+        self._said[key] = (text, now)
+        while len(self._said) > self.kept:
+            del self._said[next(iter(self._said))]
+        return level
+
+    def forget(self, key: Hashable) -> None:
+        self._said.pop(key, None)
 
 
 def json_formatter(component: str) -> JsonFormatter:

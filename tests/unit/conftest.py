@@ -18,3 +18,15 @@ def component_logging() -> Iterator[None]:
     yield
     for logger, (handlers, level) in zip(touched, saved, strict=True):
         logger.handlers[:], logger.level = handlers, level
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub warns once about a failure that lasts (clusternet_api.logs.Repeats, process-wide in wanted.py):
+    each test starts with nothing said, so that one test's warning does not silence another's, and with no cluster
+    that refused the hub's promise (wanted.refused)."""
+    from clusternet_api.logs import Repeats
+    from clusternet_hub.controller import wanted
+
+    monkeypatch.setattr(wanted, "warned", Repeats())
+    monkeypatch.setattr(wanted, "refused", {})

@@ -621,6 +621,29 @@ async def test_a_work_item_failing_again_and_again_backs_off() -> None:
     assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
+async def test_the_same_failure_again_is_warned_about_once_and_a_new_one_at_once(caplog: Any) -> None:
+    """A cleanup the hub cannot judge (a refused Subscription) fails its push every minute for as long as it waits:
+    a warning per retry, for every waiting object, for days. The status says why all along."""
+    c, _, _ = await primed()
+    errors = ["Subscription refused"] * 4 + ["parent out of reach", None, "parent out of reach"]
+
+    async def failing(item: Any, force: bool) -> None:
+        if (error := errors.pop(0)) is not None:
+            raise RuntimeError(error)
+
+    c.process = failing  # type: ignore[method-assign]
+    c.store.queue.add_after = lambda item, delay, force=False: None  # type: ignore[method-assign]
+    worker = asyncio.create_task(c._worker())
+    with caplog.at_level("DEBUG"):
+        for _ in range(7):
+            c.store.enqueue("sub", SUB)
+            await asyncio.sleep(0.01)
+    worker.cancel()
+    assert [(r.levelname, str(r.args[-1])) for r in caplog.records if "retrying" in r.getMessage()] == [
+        ("WARNING", "Subscription refused"), *[("DEBUG", "Subscription refused")] * 3,
+        ("WARNING", "parent out of reach"), ("WARNING", "parent out of reach")]  # changed; after a success
+
+
 async def test_no_description_is_written_under_a_base_someone_deletes_in_the_foreground() -> None:
     """The sixth audit: `kubectl delete base --cascade=foreground` keeps the Base, deleting, until its Descriptions
     are gone; the hub wrote them again under it for 15 s, each deleted again by the garbage collector. It now waits

@@ -123,9 +123,12 @@ def cluster(name: str, promised: bool) -> Obj:
 
 
 class Failing(FakeKube):
+    sick_tries = 0
+
     async def patch(self, api_version: str, kind: str, name: str, body: Obj, namespace: str | None = None,
                     **kwargs: object) -> Obj:
         if name == "sick":
+            self.sick_tries += 1
             raise ApiException(500, "etcd")
         return await super().patch(api_version, kind, name, body, namespace, **kwargs)  # type: ignore[arg-type]
 
@@ -136,11 +139,18 @@ async def test_the_hub_says_it_marks_on_each_cluster_that_lacks_it(caplog: pytes
     clusters = [cluster("old", False), cluster("new", True), cluster("gone", False), cluster("sick", False)]
     parent = Failing(*[c for c in clusters if c["metadata"]["name"] != "gone"])
     with caplog.at_level(logging.WARNING):
-        await wanted.promise_marks(parent, [*clusters, cluster("later", False)])
+        await wanted.promise_marks(parent, [*clusters, cluster("later", False)], clock=lambda: 0.0)
     assert sorted(w[2] for w in parent.writes if w[0] == "patch") == [f"{NS}/{n}" for n in ("gone", "later", "old")]
     assert stillwanted.hub_marks(parent.find("ManagedCluster", NS, "old"))
     assert not stillwanted.hub_marks(parent.find("ManagedCluster", NS, "sick"))
     assert f"ManagedCluster {NS}/sick: cannot say that the hub marks its unbindings (HTTP 500)" in caplog.text
+    caplog.clear()
+    tries = []
+    with caplog.at_level(logging.WARNING):  # tried again after 5 s, then 10, ...: said once while it lasts
+        for now in (1.0, 5.0, 9.0, 15.0):
+            await wanted.promise_marks(parent, [cluster("sick", False)], clock=lambda: now)  # noqa: B023
+            tries.append(parent.sick_tries)
+    assert tries == [1, 2, 2, 3] and "sick" not in caplog.text
 
 
 async def test_the_promise_is_written_a_few_at_a_time_and_not_on_a_cluster_being_deleted(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from clusternet_api.logs import KopfRetryFilter, RedactingFilter, json_formatter
+from clusternet_api.logs import KopfRetryFilter, RedactingFilter, Repeats, json_formatter
 from clusternet_api.redaction import redact, redact_url
 
 
@@ -141,3 +141,23 @@ def test_kopfs_retried_requests_are_warnings_and_its_last_attempt_an_error() -> 
     assert level("Request attempt #2/9 failed; will retry: GET /apis -> ClientConnectorError()") == "WARNING"
     assert level("Request attempt #9/9 failed; escalating: GET /apis -> ClientConnectorError()") == "ERROR"
     assert level("Request attempt #2/9 failed; will retry: ...", name="clusternet_hub.operator") == "ERROR"
+
+
+def test_a_failure_that_lasts_is_warned_about_once_then_every_ten_minutes() -> None:
+    """A cleanup the hub cannot judge is re-judged at each resync for as long as it waits: one warning while the
+    same failure lasts (again every REWARN_SECONDS), a changed one or one after success warned at once."""
+    now = [0.0]
+    said = Repeats(every=600.0, kept=2, clock=lambda: now[0])
+    assert said.level("a", "HTTP 500") == logging.WARNING
+    now[0] = 30.0
+    assert said.level("a", "HTTP 500") == logging.DEBUG
+    assert said.level("a", "HTTP 422") == logging.WARNING  # changed
+    assert said.level("b", "HTTP 500", logging.INFO) == logging.INFO  # another key; its own level
+    now[0] = 629.0
+    assert said.level("a", "HTTP 422") == logging.DEBUG
+    now[0] = 630.0
+    assert said.level("a", "HTTP 422") == logging.WARNING  # ten minutes on: said again
+    said.forget("a")
+    assert said.level("a", "HTTP 422") == logging.WARNING  # it had stopped: a new failure
+    assert said.level("c", "x") == logging.WARNING  # a third key: the oldest ("b") goes
+    assert said.level("b", "HTTP 500") == logging.WARNING

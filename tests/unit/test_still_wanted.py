@@ -489,6 +489,9 @@ async def test_the_hub_marks_nothing_its_subscription_still_wants_or_cannot_tell
     assert mark(parent, "Description", DESC) is None
     assert "cannot tell its cluster's agent whether to clean up" in caplog.text
     assert parent.find("Description", *DESC)["status"]["reason"] == CLEANUP_PENDING
+    caplog.clear()
+    await c.pusher.push(DESC)  # the next resync: judged again, but said once while it lasts
+    assert "cannot tell" not in caplog.text
 
 
 async def test_the_mark_lands_on_the_object_judged_only() -> None:

@@ -18,6 +18,7 @@ from clusternet_api.fence import LeadershipLost
 from clusternet_api.helm import HelmDriver, default_driver
 from clusternet_api.kube import Obj, is_status
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.logs import Repeats
 from clusternet_core.overrides import selection_problem
 from clusternet_core.plan import Key
 from clusternet_hub.controller.charts import ChartChecker
@@ -61,6 +62,7 @@ class Controller:
         self.releases = ReleasePusher(kube, self.store, self.pusher, self.helm)
         self.retries: Backoff[WorkKey] = Backoff(REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX)
         self.error_retries: Backoff[WorkKey] = Backoff(ERROR_RETRY_DELAY, ERROR_RETRY_MAX)
+        self.failures = Repeats()  # the same failure of an item warned about once while it lasts
 
     async def run(self) -> None:
         await self.prime()
@@ -147,12 +149,16 @@ class Controller:
                 # a 409 is the parent's optimistic concurrency at work (someone wrote first): routine, not a warning
                 level = logging.INFO if is_status(e, 409) else logging.WARNING
                 # "at the latest": an event for the same key (a status change, say) brings it back sooner, each
-                # failure logged; "retrying in 30s" four times in 15 s read as a broken backoff (audit 7)
-                log.log(level, "%s %s/%s failed, retrying at the latest in %.0fs: %s", *item, delay, e)
+                # failure logged; "retrying in 30s" four times in 15 s read as a broken backoff (audit 7). The
+                # same failure again (a cleanup that waits for days, retried every minute) at DEBUG: its status
+                # says why all along (logs.Repeats)
+                log.log(self.failures.level(item, str(e), level), "%s %s/%s failed, retrying at the latest in %.0fs: "
+                        "%s", *item, delay, e)
                 queue.add_after(item, delay, force)
             else:
                 self.retries.forget(item)
                 self.error_retries.forget(item)
+                self.failures.forget(item)
             finally:
                 queue.done(item)
 

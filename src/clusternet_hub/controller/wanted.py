@@ -35,17 +35,21 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from clusternet_api import known
 from clusternet_api.fence import LeadershipLost
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.logs import Repeats
 from clusternet_core import helmrender, rendering
 from clusternet_core.plan import subscription_feeds
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, binding_key, schedule
 
 log = logging.getLogger(__name__)
+# warned about once while it lasts (and every 10 minutes): an object that waits, a cluster that refuses the promise
+warned = Repeats()
 
 
 class WantUnknown(Exception):
@@ -154,23 +158,30 @@ async def _set_mark(kube: KubeApi, obj: Obj, value: str | None) -> Obj | None:
 # ManagedClusters promise_marks writes at most per pass: 2 s of the hub's 50-QPS budget, so that after an upgrade
 # a thousand clusters take ten health passes (50 s at the default 5-s interval), not one pass of 20 s.
 PROMISES_PER_PASS = 100
+# A cluster that refused the promise (a policy webhook's 422, say) is tried again after 5 s doubling to 5 min: a
+# hundred refusing clusters took a PATCH each from every 5-s pass, 40 % of the hub's 50-QPS budget, for ever
+PROMISE_RETRY_FIRST, PROMISE_RETRY_MAX = 5.0, 300.0
+refused: dict[tuple[str, str], tuple[float, float]] = {}  # (namespace, name) -> (next try, last delay), monotonic
 
 
-async def promise_marks(kube: KubeApi, clusters: Iterable[Obj]) -> None:
+async def promise_marks(kube: KubeApi, clusters: Iterable[Obj], clock: Callable[[], float] = time.monotonic) -> None:
     """Say on each ManagedCluster that lacks it that this hub marks its unbindings (say_unwanted), so the cluster's
     Pull agent never takes a missing Base without the mark for one (clusternet_agent.stillwanted): a Subscription
     the hub refuses, or a Base deleted by hand while no hub leads, used to be cleaned up after the agent's 120-s
     grace (the first-rule review's F3(b)). New clusters get it at approval (registration.managed_cluster_manifest);
     this is for those approved before, and puts it back on one where it was removed (a merge patch of the
-    annotation alone; a cluster being deleted is left alone), PROMISES_PER_PASS at most. A failure is a warning:
-    the agent keeps its grace meanwhile, and the next pass tries again. A hub rolled back to one that does not
-    mark leaves the annotation: its Pull unbindings then stay deleting, the child's objects in place, until it is
-    removed by hand (README)."""
+    annotation alone; a cluster being deleted is left alone), PROMISES_PER_PASS at most. A failure is a warning
+    (once while it lasts): the agent keeps its grace meanwhile, and a later pass tries again (PROMISE_RETRY_*). A
+    hub rolled back to one that does not mark leaves the annotation: its Pull unbindings then stay deleting, the
+    child's objects in place, until it is removed by hand (README)."""
+    now = clock()
     lacking = [mc for mc in clusters if not mc["metadata"].get("deletionTimestamp") and (
-        mc["metadata"].get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) != "true"]
+        mc["metadata"].get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) != "true" and refused.get(
+        (mc["metadata"]["namespace"], mc["metadata"]["name"]), (0.0, 0.0))[0] <= now]
     # a random few: clusters whose patch keeps failing (a webhook's 422, say) do not hold the rest up every pass
     for mc in random.sample(lacking, min(len(lacking), PROMISES_PER_PASS)):
         meta = mc["metadata"]
+        key = (meta["namespace"], meta["name"])
         try:
             await kube.patch(known.CLUSTERS_API_VERSION, "ManagedCluster", meta["name"], {"metadata": {
                 "annotations": {known.ANNOTATION_HUB_MARKS_UNBINDINGS: "true"}}}, meta["namespace"])
@@ -178,24 +189,34 @@ async def promise_marks(kube: KubeApi, clusters: Iterable[Obj]) -> None:
             raise
         except ApiException as e:
             if e.status != 404:
-                log.warning("ManagedCluster %s/%s: cannot say that the hub marks its unbindings (HTTP %s): its "
-                            "agent keeps giving a missing Base a grace meanwhile", meta["namespace"], meta["name"],
-                            e.status)
+                delay = min(PROMISE_RETRY_MAX, 2 * refused[key][1]) if key in refused else PROMISE_RETRY_FIRST
+                refused[key] = (now + delay, delay)
+                log.log(warned.level(("promise", *key), str(e.status)), "ManagedCluster %s/%s: cannot say that the "
+                        "hub marks its unbindings (HTTP %s): its agent keeps giving a missing Base a grace "
+                        "meanwhile; trying again in %.0fs", *key, e.status, delay)
+                continue
+        refused.pop(key, None)
+        warned.forget(("promise", *key))
 
 
 async def say_unwanted_or_warn(kube: KubeApi, obj: Obj, mc: Obj,
                                subscriptions: Mapping[tuple[str, str], Obj]) -> Obj | None:
     """say_unwanted, its failure (any but a lost leadership) a warning: what the caller does next (a pending
     status, taking chart credentials out of the child's reach) must not wait on it; the resync says it again. The
-    agent waits meanwhile. Returns the marked object (Store.keep_marked)."""
+    agent waits meanwhile; the warning is given once while the same failure lasts (logs.Repeats). Returns the
+    marked object (Store.keep_marked)."""
+    meta = obj["metadata"]
+    key = ("unwanted", obj.get("kind"), meta["namespace"], meta["name"], meta.get("uid"))
     try:
-        return await say_unwanted(kube, obj, mc, subscriptions)
+        marked = await say_unwanted(kube, obj, mc, subscriptions)
     except LeadershipLost:
         raise
-    except Exception as e:
-        log.warning("%s %s/%s: cannot tell its cluster's agent whether to clean up: %s", obj.get("kind"),
-                    obj["metadata"]["namespace"], obj["metadata"]["name"], e)
+    except Exception as e:  # a refused Subscription is judged again at every resync, for as long as it waits
+        log.log(warned.level(key, str(e)), "%s %s/%s: cannot tell its cluster's agent whether to clean up: %s",
+                obj.get("kind"), meta["namespace"], meta["name"], e)
         return None
+    warned.forget(key)
+    return marked
 
 
 async def _wanted(kube: KubeApi, obj: Obj, mc: Obj, cached: Mapping[tuple[str, str], Obj]) -> bool:
