@@ -161,7 +161,10 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
     """`resumed`: kopf's resume at leader start (every approved request at once); `first_try`: not a retry."""
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
-        return
+        if not tokens.denied_for_the_flag(crr, ctx.options.allow_unsealed_tokens):
+            return
+        log.info("registration %s was denied only for want of --allow-unsealed-tokens, which this hub has: "
+                 "approving it again", crr["metadata"]["name"])
     requested, crr = crr, registration.pinned(crr)  # the label policy reads the spec.clusterLabels agents write
     if status.get("result") == "Approved" and not tokens.token_is_due(
             crr, ctx.options.token_ttl_seconds):

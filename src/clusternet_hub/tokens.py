@@ -17,20 +17,33 @@ from clusternet_api.kube import Obj
 from clusternet_api.sealing import SealingError, is_sealed, public_key
 from clusternet_api.timefmt import RFC3339
 
+# Why a request without a key (Clusternet's agent) is refused by a hub without --allow-unsealed-tokens
+NO_KEY = (f"the request carries no {known.ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token could only be "
+          "returned in plain text, readable by every bootstrap-token holder; use a clusternet-py agent or start the "
+          "hub with --allow-unsealed-tokens")
+
 
 def key_problem(crr: Obj, allow_unsealed: bool) -> str | None:
     """What is wrong with the request's public key (the token is sealed to it), None when nothing is."""
     key = _key(crr)
     if not allow_unsealed and not key:
-        return (f"the request carries no {known.ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token "
-                "could only be returned in plain text, readable by every bootstrap-token holder; "
-                "use a clusternet-py agent or start the hub with --allow-unsealed-tokens")
+        return NO_KEY
     if key:
         try:
             public_key(key)
         except SealingError as e:
             return str(e)
     return None
+
+
+def denied_for_the_flag(crr: Obj, allow_unsealed: bool) -> bool:
+    """Whether the request was Denied only because a hub without --allow-unsealed-tokens could not give it a
+    sealed token (NO_KEY: Clusternet's agent), and this hub allows it: the denial was the hub's setting, not a
+    verdict on the cluster, so it is approved again (its namespace and ManagedCluster found by cluster id). Before,
+    it stayed Denied, the cluster offline once its last token expired, until someone deleted the request."""
+    status = crr.get("status") or {}
+    return allow_unsealed and not _key(crr) and status.get("result") == "Denied" and (
+        status.get("errorMessage") == NO_KEY)
 
 
 def key_digest(key: str) -> str:
@@ -45,7 +58,8 @@ def key_dropped(crr: Obj, allow_unsealed: bool) -> str | None:
       stricter check, say): the agent changed nothing, so the hub's change only denies the request, as below;
     - for a request approved without a key (Clusternet's agent) that a hub restarted without
       --allow-unsealed-tokens refuses: that change is the hub's, not the agent's, so the cluster keeps its
-      credentials (the request is only Denied; with the flag restored, deleting it re-adds the cluster).
+      credentials (the request is only Denied; a hub started with the flag again approves it again:
+      denied_for_the_flag).
     A request approved by a hub that did not record `sealedTo` (or under Clusternet's CRDs, which prune it) is
     judged by its key as it is now."""
     status = crr.get("status") or {}

@@ -328,6 +328,32 @@ async def test_a_hub_restarted_without_allow_unsealed_tokens_denies_clusternets_
     assert parent.find("ServiceAccount", namespace_of(crr), registration.AGENT_SERVICE_ACCOUNT) is not None
 
 
+@pytest.mark.parametrize("flag_back", [True, False])
+async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_flag_is_back(flag_back: bool) -> None:
+    """It used to stay Denied, its cluster offline once its last token expired, until someone deleted the request.
+    The hub's resume at its start looks at it again: approved into the same namespace with a new token. Without the
+    flag, and for any other denial, it stays Denied."""
+    parent, crr = await approved_parent()
+    ns = namespace_of(crr)
+    await operator.reconcile_registration(due(crr), context(parent, crr, allow_unsealed_tokens=False))
+    denied = copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)])
+    writes = len(parent.writes)
+    await operator.reconcile_registration(copy.deepcopy(denied), context(parent, denied, flag_back), resumed=True)
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    if not flag_back:
+        assert status["result"] == "Denied" and len(parent.writes) == writes
+        return
+    assert status["result"] == "Approved" and status["dedicatedNamespace"] == ns and status["token"]
+    assert [k for k in parent.objects if k[0] == "ManagedCluster"] == [("ManagedCluster", ns, "child1")]
+    by_admin = copy.deepcopy(denied)
+    by_admin["status"]["errorMessage"] = "denied by a parent cluster administrator"
+    parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(by_admin)
+    writes = len(parent.writes)
+    await operator.reconcile_registration(by_admin, context(parent, by_admin), resumed=True)
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
+    assert len(parent.writes) == writes
+
+
 async def test_a_reissue_never_gives_a_plain_token_the_hub_no_longer_allows() -> None:
     """Review M1: a refresh finding the ServiceAccount deleted approved again without validating, so a hub restarted
     without --allow-unsealed-tokens wrote a plain-text token, readable by every bootstrap-token holder."""
