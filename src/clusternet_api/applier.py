@@ -32,11 +32,14 @@ from clusternet_api.ownership import (
     Claimants,
     Released,
     ReleaseDeferred,
+    adoption_is_owed,
+    adoption_made,
     describe,
     ident_key,
     identity,
     marks,
     object_key,
+    owe_adoption,
     owner_key,
     release,
 )
@@ -223,14 +226,14 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
             # in between (Kyverno `generate` rules, OpenShift project templates, istiod's root certificate) shows
             # in the apply's answer: 200, not 201 Created. Its managedFields cannot tell: a forced apply that takes
             # over every field another manager set drops that manager's entry. A failure of the adopting apply
-            # that follows leaves our "owned" mark on it, the one case it is not adopted.
+            # that follows leaves our "owned" mark on it: the adoption is owed (ownership.adoption_owed).
             existing = None
         else:
             existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
         if refusal := _held_by_another(existing, key):
             return f"{what}: {refusal}; two subscriptions deploy the same object", None
         owner, adopter = marks(existing)
-        adopted = existing is not None and owner is None
+        adopted = existing is not None and (owner is None or adoption_is_owed(key, ident))
         desired = prepare(obj, key, adopted)
         created = True
         try:
@@ -247,8 +250,11 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
             created = True  # a create that found the object there failed (409)
         if not created:  # unread, and it was there before us: ours to adopt, never to delete (review F7)
             adopted = True
+            owe_adoption(key, ident)  # until the adopting write lands: its failure leaves our "owned" mark
             applied = await child.apply(prepare(obj, key, adopted), FIELD_MANAGER)
             outcome.adopted.append(what)
+        if adopted:
+            adoption_made(key, ident)
     except ApiException as e:
         return explain(e, what), None
     except Exception as e:  # discovery of an unknown kind, malformed object

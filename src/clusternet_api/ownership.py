@@ -72,6 +72,25 @@ def object_key(ident: dict[str, str]) -> str:
     return json.dumps([group, ident["kind"], ident.get("namespace") or "", ident["name"]])
 
 
+# Adoptions owed: (Description key, object_key) of objects whose adopting write failed (applier._apply_object: an
+# object someone put into the namespace the same apply had just created, which the first write marked as ours).
+# The next apply adopts them, and a cleanup before it only takes our mark off. Kept by this process only: a hub
+# or agent restarted in between takes the mark for the truth (README).
+adoption_owed: set[tuple[str, str]] = set()
+
+
+def owe_adoption(key: str, ident: dict[str, str]) -> None:
+    adoption_owed.add((key, object_key(ident)))
+
+
+def adoption_is_owed(key: str, ident: dict[str, str]) -> bool:
+    return (key, object_key(ident)) in adoption_owed
+
+
+def adoption_made(key: str, ident: dict[str, str]) -> None:
+    adoption_owed.discard((key, object_key(ident)))
+
+
 def describe(ident: dict[str, str]) -> str:
     ns = ident.get("namespace")
     return f"{ident['kind']} {ns + '/' if ns else ''}{ident['name']}"
@@ -192,7 +211,11 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
     if (uid := existing["metadata"].get("uid")) and uid in applied:
         log.info("%s is an object this apply deployed under another apiVersion: kept", what)
         return True
-    if owned == key and claimant:
+    if owned == key and adoption_is_owed(key, ident):  # someone's, marked ours by a write whose adoption failed
+        if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
+            out.unadopted.append(what)
+        adoption_made(key, ident)
+    elif owned == key and claimant:
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, claimant):
             out.handed_over.setdefault(claimant, []).append(what)
             out.claimants.add(claimant)

@@ -21,12 +21,15 @@ def component_logging() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hub warns once about a failure that lasts (clusternet_api.logs.Repeats, process-wide in wanted.py):
-    each test starts with nothing said, so that one test's warning does not silence another's, and with no cluster
-    that refused the hub's promise (wanted.refused)."""
+def fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a hub or agent process remembers across objects, fresh for each test: the failures it warned about
+    once (clusternet_api.logs.Repeats in wanted.py), the clusters that refused its promise (wanted.refused), and
+    the adoptions it owes after a failed adopting write (ownership.adoption_owed). One test's state would
+    otherwise change another's outcome."""
+    from clusternet_api import ownership
     from clusternet_api.logs import Repeats
     from clusternet_hub.controller import wanted
 
     monkeypatch.setattr(wanted, "warned", Repeats())
     monkeypatch.setattr(wanted, "refused", {})
+    monkeypatch.setattr(ownership, "adoption_owed", set())

@@ -8,7 +8,8 @@ are checked in tests/integration/test_populated_namespace.py).
 
 from __future__ import annotations
 
-from clusternet_api import applier
+from clusternet_api import applier, ownership
+from clusternet_api.kube import ApiException
 from clusternet_api.ownership import ANNOTATION_ADOPTED, ANNOTATION_OWNED
 from clusternet_api.rawobjects import encode_raw
 from tests.unit.fakekube import FakeKube, Obj
@@ -54,3 +55,39 @@ async def test_an_object_created_in_the_new_namespace_is_ours_in_one_write() -> 
     assert outcome.phase == "Success" and outcome.adopted == []
     assert [w for w in child.writes if w[1] == "ConfigMap"] == [("apply", "ConfigMap", "fresh/defaults")]
     assert child.find("ConfigMap", "fresh", "defaults")["metadata"]["annotations"][ANNOTATION_OWNED] == KEY
+
+
+def populated_meanwhile_then_failing(child: FakeKube) -> None:
+    """Someone's ConfigMap lands in the new namespace before ours (200, not 201), and the adopting write that
+    follows fails (the API server going away)."""
+    child.landed[("apply", "Namespace")] = lambda ns: child.objects.__setitem__(
+        ("ConfigMap", "fresh", "defaults"), {"apiVersion": "v1", "kind": "ConfigMap", "data": {"policy": "deny"},
+                                             "metadata": {"name": "defaults", "namespace": "fresh", "uid": "c1"}})
+    child.landed[("apply", "ConfigMap")] = lambda cm: child.fail.__setitem__(("apply", "ConfigMap"),
+                                                                            ApiException(503, "unavailable"))
+
+
+async def test_a_failed_adopting_write_is_made_good_by_the_next_apply() -> None:
+    """The first write left our "owned" mark on someone's object; the next apply reads it (the namespace is no
+    longer new) and used to take the mark for the truth: the Description's cleanup would delete it."""
+    child = FakeKube()
+    populated_meanwhile_then_failing(child)
+    outcome = await applier.apply_description(child, description())
+    assert outcome.phase == "Failure" and outcome.adopted == []
+    del child.fail[("apply", "ConfigMap")]
+    outcome = await applier.apply_description(child, description())
+    assert outcome.phase == "Success" and outcome.adopted == ["ConfigMap fresh/defaults"]
+    last = child.bodies[-1]["metadata"]["annotations"]
+    assert last.get(ANNOTATION_ADOPTED) == KEY and ANNOTATION_OWNED not in last
+    assert not ownership.adoption_owed
+
+
+async def test_a_cleanup_before_the_adoption_is_made_good_deletes_nothing() -> None:
+    child = FakeKube()
+    populated_meanwhile_then_failing(child)
+    await applier.apply_description(child, description())
+    del child.fail[("apply", "ConfigMap")]
+    released = await applier.cleanup(child, description())
+    cm = child.find("ConfigMap", "fresh", "defaults")
+    assert cm is not None and cm["metadata"]["uid"] == "c1" and released.unadopted == ["ConfigMap fresh/defaults"]
+    assert ANNOTATION_OWNED not in cm["metadata"].get("annotations", {}) and not ownership.adoption_owed
