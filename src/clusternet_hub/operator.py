@@ -161,10 +161,13 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
     """`resumed`: kopf's resume at leader start (every approved request at once); `first_try`: not a retry."""
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
-        if not tokens.denied_for_the_flag(crr, ctx.options.allow_unsealed_tokens):
+        if not tokens.denied_for_no_key(crr) or registration.validate(crr, ctx.options.allow_unsealed_tokens):
             return
-        log.info("registration %s was denied only for want of --allow-unsealed-tokens, which this hub has: "
-                 "approving it again", crr["metadata"]["name"])
+        if status.get("managedClusterName") and (gone := await removal.removed_meanwhile(ctx.api, crr)):
+            await registration.deny(ctx.api, crr, removal.removed_message(crr, gone))
+            return
+        log.info("registration %s was denied only for want of a key or --allow-unsealed-tokens, neither missing "
+                 "now: looking at it again", crr["metadata"]["name"])
     requested, crr = crr, registration.pinned(crr)  # the label policy reads the spec.clusterLabels agents write
     if status.get("result") == "Approved" and not tokens.token_is_due(
             crr, ctx.options.token_ttl_seconds):

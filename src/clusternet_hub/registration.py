@@ -437,7 +437,11 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         if not any(mc["metadata"]["namespace"] == ns for mc in clusters):
             await kube.create_or_get(managed_cluster_manifest(crr, ns))
 
-    refreshing = (crr.get("status") or {}).get("result") == "Approved"  # a token refresh: see drop_token_secrets
+    # a token refresh (see drop_token_secrets), or a request approved before and Denied since for a reason of the
+    # hub's (tokens.denied_for_no_key), whose agent kept its right to create Secrets meanwhile
+    before = crr.get("status") or {}
+    refreshing = before.get("result") == "Approved" or bool(before.get("result") == "Denied" and before.get(
+        "managedClusterName"))
     manifests = rbac_manifests(cluster_id, ns, mc_name)
     token, *_ = await asyncio.gather(account_and_token(), cluster(), apply_rbac(kube, manifests),
                                      drop_token_secrets(kube, ns) if refreshing else asyncio.sleep(0))

@@ -69,6 +69,25 @@ async def inspect(kube: Kube, crr: Obj) -> Finding:
     return INTACT
 
 
+async def removed_meanwhile(kube: Kube, crr: Obj) -> str | None:
+    """For a request Denied after it was approved (its status still names its ManagedCluster; `deny` clears the
+    namespace): what says its cluster was removed since, None while a ManagedCluster of its cluster id lives in a
+    namespace that is not being deleted. `inspect` judges approved requests only, so a cluster removed while its
+    request was Denied for a reason of the hub's (tokens.denied_for_no_key) was never marked removed; approving
+    it again would re-create what the admin deleted (review s34, finding 1)."""
+    cluster_id = crr["spec"]["clusterId"]
+    clusters = [mc for mc in await kube.list(known.CLUSTERS_API_VERSION, "ManagedCluster",
+                                             label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
+                if (mc["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) == cluster_id]
+    for mc in clusters:
+        if not mc["metadata"].get("deletionTimestamp") and not await namespace_removed(kube, mc["metadata"][
+                "namespace"]):
+            return None
+    if not clusters:
+        return f"its ManagedCluster ({(crr.get('status') or {}).get('managedClusterName')}) was deleted"
+    return f"its dedicated namespace {clusters[0]['metadata']['namespace']} or ManagedCluster was deleted"
+
+
 def removed_message(crr: Obj, what: str) -> str:
     name = crr["metadata"]["name"]
     return (f"cluster removed from the parent: {what}. Its workloads in the child are kept. To add it again, "

@@ -36,14 +36,14 @@ def key_problem(crr: Obj, allow_unsealed: bool) -> str | None:
     return None
 
 
-def denied_for_the_flag(crr: Obj, allow_unsealed: bool) -> bool:
-    """Whether the request was Denied only because a hub without --allow-unsealed-tokens could not give it a
-    sealed token (NO_KEY: Clusternet's agent), and this hub allows it: the denial was the hub's setting, not a
-    verdict on the cluster, so it is approved again (its namespace and ManagedCluster found by cluster id). Before,
-    it stayed Denied, the cluster offline once its last token expired, until someone deleted the request."""
+def denied_for_no_key(crr: Obj) -> bool:
+    """Whether the request was Denied only because it carries no key and the hub then lacked
+    --allow-unsealed-tokens (NO_KEY: Clusternet's agent). That denial was the hub's setting, not a verdict on the
+    cluster: a hub that no longer refuses the request (the flag back, or the agent sends a key now) looks at it
+    again at its start (operator.reconcile_registration). Before, it stayed Denied, the cluster offline once its
+    last token expired, until someone deleted the request."""
     status = crr.get("status") or {}
-    return allow_unsealed and not _key(crr) and status.get("result") == "Denied" and (
-        status.get("errorMessage") == NO_KEY)
+    return status.get("result") == "Denied" and status.get("errorMessage") == NO_KEY
 
 
 def key_digest(key: str) -> str:
@@ -59,7 +59,7 @@ def key_dropped(crr: Obj, allow_unsealed: bool) -> str | None:
     - for a request approved without a key (Clusternet's agent) that a hub restarted without
       --allow-unsealed-tokens refuses: that change is the hub's, not the agent's, so the cluster keeps its
       credentials (the request is only Denied; a hub started with the flag again approves it again:
-      denied_for_the_flag).
+      denied_for_no_key).
     A request approved by a hub that did not record `sealedTo` (or under Clusternet's CRDs, which prune it) is
     judged by its key as it is now."""
     status = crr.get("status") or {}

@@ -328,15 +328,22 @@ async def test_a_hub_restarted_without_allow_unsealed_tokens_denies_clusternets_
     assert parent.find("ServiceAccount", namespace_of(crr), registration.AGENT_SERVICE_ACCOUNT) is not None
 
 
+async def denied_for_the_flag() -> tuple[Parent, Obj, str]:
+    """A cluster approved unsealed, then Denied (NO_KEY) by a hub restarted without --allow-unsealed-tokens."""
+    parent, crr = await approved_parent()
+    await operator.reconcile_registration(due(crr), context(parent, crr, allow_unsealed_tokens=False))
+    return parent, copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)]), namespace_of(crr)
+
+
 @pytest.mark.parametrize("flag_back", [True, False])
 async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_flag_is_back(flag_back: bool) -> None:
     """It used to stay Denied, its cluster offline once its last token expired, until someone deleted the request.
-    The hub's resume at its start looks at it again: approved into the same namespace with a new token. Without the
-    flag, and for any other denial, it stays Denied."""
-    parent, crr = await approved_parent()
-    ns = namespace_of(crr)
-    await operator.reconcile_registration(due(crr), context(parent, crr, allow_unsealed_tokens=False))
-    denied = copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)])
+    The hub's resume at its start looks at it again: approved into the same namespace with a new token, a token
+    Secret its agent may have made meanwhile dropped. Without the flag, and for any other denial, it stays Denied."""
+    parent, denied, ns = await denied_for_the_flag()
+    parent.objects[("Secret", ns, known.DEPLOYER_SECRET)] = {  # the agent may create Secrets while Denied
+        "apiVersion": "v1", "kind": "Secret", "type": known.SERVICE_ACCOUNT_TOKEN_TYPE,
+        "metadata": {"name": known.DEPLOYER_SECRET, "namespace": ns, "uid": "s1", "resourceVersion": "1"}}
     writes = len(parent.writes)
     await operator.reconcile_registration(copy.deepcopy(denied), context(parent, denied, flag_back), resumed=True)
     status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
@@ -345,6 +352,7 @@ async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_
         return
     assert status["result"] == "Approved" and status["dedicatedNamespace"] == ns and status["token"]
     assert [k for k in parent.objects if k[0] == "ManagedCluster"] == [("ManagedCluster", ns, "child1")]
+    assert parent.find("Secret", ns, known.DEPLOYER_SECRET) is None
     by_admin = copy.deepcopy(denied)
     by_admin["status"]["errorMessage"] = "denied by a parent cluster administrator"
     parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(by_admin)
@@ -352,6 +360,37 @@ async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_
     await operator.reconcile_registration(by_admin, context(parent, by_admin), resumed=True)
     assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
     assert len(parent.writes) == writes
+
+
+async def test_a_request_denied_for_want_of_a_key_is_approved_once_its_agent_sends_one() -> None:
+    parent, denied, ns = await denied_for_the_flag()
+    denied["metadata"].setdefault("annotations", {})[known.ANNOTATION_AGENT_PUBLIC_KEY] = public_key_of(
+        generate_private_key())
+    parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(denied)
+    await operator.reconcile_registration(denied, context(parent, denied, allow_unsealed_tokens=False), resumed=True)
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Approved" and status["dedicatedNamespace"] == ns and status["sealedTo"]
+
+
+@pytest.mark.parametrize("removed", ["namespace", "ManagedCluster"])
+async def test_a_cluster_removed_while_its_request_was_denied_for_want_of_the_flag_is_not_made_again(
+        removed: str) -> None:
+    """Review s34, finding 1: removal judges approved requests only, so nothing had said this one's cluster was
+    removed, and the flag back re-created its namespace, ManagedCluster, RBAC and a token."""
+    parent, denied, ns = await denied_for_the_flag()
+    if removed == "namespace":
+        delete_namespace(parent, ns)
+    else:
+        del parent.objects[("ManagedCluster", ns, "child1")]
+    before = {k for k in parent.objects if k[0] != "ClusterRegistrationRequest"}
+    await operator.reconcile_registration(copy.deepcopy(denied), context(parent, denied), resumed=True)
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and status["errorMessage"].startswith("cluster removed from the parent")
+    assert {k for k in parent.objects if k[0] != "ClusterRegistrationRequest"} <= before  # nothing made again
+    writes = len(parent.writes)
+    await operator.reconcile_registration(copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)]),
+                                          context(parent, denied), resumed=True)
+    assert len(parent.writes) == writes  # said once: no longer a denial for want of the flag
 
 
 async def test_a_reissue_never_gives_a_plain_token_the_hub_no_longer_allows() -> None:
