@@ -238,6 +238,7 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
         created = True
         try:
             if unread:
+                owe_adoption(key, ident)  # until the answer says we created it: a lost one leaves our mark on it
                 applied, created = await child.apply_created(desired, FIELD_MANAGER)
             else:
                 applied = await child.apply(desired, FIELD_MANAGER)
@@ -249,11 +250,10 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
                 ident["apiVersion"], ident["kind"], ident["name"], desired, ident.get("namespace")))
             created = True  # a create that found the object there failed (409)
         if not created:  # unread, and it was there before us: ours to adopt, never to delete (review F7)
-            adopted = True
-            owe_adoption(key, ident)  # until the adopting write lands: its failure leaves our "owned" mark
+            adopted = True  # owed until this adopting write lands: its failure leaves our "owned" mark
             applied = await child.apply(prepare(obj, key, adopted), FIELD_MANAGER)
             outcome.adopted.append(what)
-        if adopted:
+        if adopted or existing is None:  # adopted, or created by us (an owed object its maker deleted meanwhile)
             adoption_made(key, ident)
     except ApiException as e:
         return explain(e, what), None

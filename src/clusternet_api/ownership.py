@@ -72,10 +72,13 @@ def object_key(ident: dict[str, str]) -> str:
     return json.dumps([group, ident["kind"], ident.get("namespace") or "", ident["name"]])
 
 
-# Adoptions owed: (Description key, object_key) of objects whose adopting write failed (applier._apply_object: an
-# object someone put into the namespace the same apply had just created, which the first write marked as ours).
-# The next apply adopts them, and a cleanup before it only takes our mark off. Kept by this process only: a hub
-# or agent restarted in between takes the mark for the truth (README).
+# Adoptions owed: (Description key, object_key) of objects written unread into a namespace the same apply had just
+# created (applier._apply_object) until the answer says we created them (201), and of those someone else had put
+# there (200) until the adopting write lands: a write whose answer was lost, or an adopting write that failed,
+# leaves our "owned" mark on an object that may be someone else's. The next apply adopts an owed object it finds
+# there (one it creates anew is ours), and a cleanup before it only takes our mark off. Kept by this process
+# only: another process deploying it meanwhile (a restart, another hub leading, the sync mode switched) takes
+# the mark for the truth (README).
 adoption_owed: set[tuple[str, str]] = set()
 
 
@@ -215,7 +218,10 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.unadopted.append(what)
         adoption_made(key, ident)
-    elif owned == key and claimant:
+        if claimant:  # it adopts it at its next apply
+            out.claimants.add(claimant)
+        return True
+    if owned == key and claimant:
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, claimant):
             out.handed_over.setdefault(claimant, []).append(what)
             out.claimants.add(claimant)

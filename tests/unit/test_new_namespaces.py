@@ -91,3 +91,41 @@ async def test_a_cleanup_before_the_adoption_is_made_good_deletes_nothing() -> N
     cm = child.find("ConfigMap", "fresh", "defaults")
     assert cm is not None and cm["metadata"]["uid"] == "c1" and released.unadopted == ["ConfigMap fresh/defaults"]
     assert ANNOTATION_OWNED not in cm["metadata"].get("annotations", {}) and not ownership.adoption_owed
+    assert ("delete", "ConfigMap", "fresh/defaults") not in child.writes  # not even one a precondition stops
+
+
+async def test_an_owed_object_its_maker_deleted_is_ours_once_we_create_it() -> None:
+    """Review s34, finding 3: the owed entry outlived the object, and an apply after ours adopted our own."""
+    child = FakeKube()
+    populated_meanwhile_then_failing(child)
+    await applier.apply_description(child, description())
+    del child.fail[("apply", "ConfigMap")]
+    del child.objects[("ConfigMap", "fresh", "defaults")]  # its maker deleted it
+    for _ in range(2):
+        outcome = await applier.apply_description(child, description())
+        assert outcome.phase == "Success" and outcome.adopted == []
+    assert not ownership.adoption_owed
+    released = await applier.cleanup(child, description())
+    assert "ConfigMap fresh/defaults" in released.deleted
+
+
+class LostAnswer(FakeKube):
+    """The ConfigMap's write lands, but its answer never comes back (a timeout after the commit)."""
+
+    async def apply_created(self, obj: Obj, field_manager: str, force: bool = True) -> tuple[Obj, bool]:
+        answer = await super().apply_created(obj, field_manager, force)
+        if obj["kind"] == "ConfigMap" and len([w for w in self.writes if w[1] == "ConfigMap"]) == 1:
+            raise ApiException(504, "Timeout")
+        return answer
+
+
+async def test_a_write_into_the_new_namespace_whose_answer_was_lost_is_never_deleted_as_ours() -> None:
+    """Review s34, finding 4: it may have landed on someone's object (200) as well as created ours (201); nothing
+    tells which, so the safe side: adopted (kept at cleanup), never deleted."""
+    child = LostAnswer()
+    child.landed[("apply", "Namespace")] = lambda ns: child.objects.__setitem__(
+        ("ConfigMap", "fresh", "defaults"), {"apiVersion": "v1", "kind": "ConfigMap", "data": {"policy": "deny"},
+                                             "metadata": {"name": "defaults", "namespace": "fresh", "uid": "c1"}})
+    assert (await applier.apply_description(child, description())).phase == "Failure"
+    released = await applier.cleanup(child, description())
+    assert child.find("ConfigMap", "fresh", "defaults")["metadata"]["uid"] == "c1" and not released.deleted
