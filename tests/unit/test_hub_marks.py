@@ -124,11 +124,13 @@ def cluster(name: str, promised: bool) -> Obj:
 
 class Failing(FakeKube):
     sick_tries = 0
+    healed = False
 
     async def patch(self, api_version: str, kind: str, name: str, body: Obj, namespace: str | None = None,
                     **kwargs: object) -> Obj:
         if name == "sick":
             self.sick_tries += 1
+        if name == "sick" and not self.healed:
             raise ApiException(500, "etcd")
         return await super().patch(api_version, kind, name, body, namespace, **kwargs)  # type: ignore[arg-type]
 
@@ -151,6 +153,26 @@ async def test_the_hub_says_it_marks_on_each_cluster_that_lacks_it(caplog: pytes
             await wanted.promise_marks(parent, [cluster("sick", False)], clock=lambda: now)  # noqa: B023
             tries.append(parent.sick_tries)
     assert tries == [1, 2, 2, 3] and "sick" not in caplog.text
+
+
+async def test_a_cluster_that_refuses_the_promise_is_tried_less_and_less_and_forgotten_once_it_takes_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    parent = Failing(cluster("sick", False))
+    tries = []
+    with caplog.at_level(logging.WARNING):
+        for now in (0.0, 5.0, 9.0, 15.0, 34.0, 35.0):  # tried after 5 s, then 10, then 20
+            await wanted.promise_marks(parent, [cluster("sick", False)], clock=lambda: now)  # noqa: B023
+            tries.append(parent.sick_tries)
+        assert tries == [1, 2, 2, 3, 3, 4] and caplog.text.count("sick: cannot say") == 1
+        parent.healed = True
+        await wanted.promise_marks(parent, [cluster("sick", False)], clock=lambda: 75.0)
+        assert parent.sick_tries == 5 and not wanted.refused
+        parent.healed = False  # a new failure after a success: warned about, and tried again after 5 s
+        for now in (76.0, 80.0, 81.0):
+            await wanted.promise_marks(parent, [cluster("sick", False)], clock=lambda: now)  # noqa: B023
+    assert parent.sick_tries == 7 and caplog.text.count("sick: cannot say") == 2
+    await wanted.promise_marks(parent, [], clock=lambda: 90.0)
+    assert not wanted.refused  # a cluster deleted while it refused is forgotten
 
 
 async def test_the_promise_is_written_a_few_at_a_time_and_not_on_a_cluster_being_deleted(
@@ -250,8 +272,12 @@ async def test_the_hub_leaves_the_agents_other_waiting_reason_alone_too(monkeypa
     assert cleaned == [] and writes == 2
     assert {r.split(" (HTTP")[0] for r in reasons} == {
         f"cleanup pending: cannot tell whether cluster namespace {NS} is being deleted"}
-    assert not pusher.agents_reason_stands({"status": {"reason": CLEANUP_PENDING}, "metadata": {}})
-    assert not pusher.agents_reason_stands({"status": {"reason": "apply failed: boom"}, "metadata": {}})
+    assert not pusher.agents_reason_stands({"status": {"reason": CLEANUP_PENDING}, "metadata": {}}, mc)
+    assert not pusher.agents_reason_stands({"status": {"reason": "apply failed: boom"}, "metadata": {}}, mc)
+    # review s34, finding 5: once its heartbeats stop (Unknown) the agent says nothing more: "offline" is truer
+    mc["status"]["conditions"] = [{"type": "Ready", "status": "Unknown"}]
+    await c.pusher.push(DESC)
+    assert parent.find("Description", *DESC)["status"]["reason"] == CLEANUP_PENDING
 
 
 class Clock:

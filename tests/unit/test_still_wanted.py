@@ -492,6 +492,12 @@ async def test_the_hub_marks_nothing_its_subscription_still_wants_or_cannot_tell
     caplog.clear()
     await c.pusher.push(DESC)  # the next resync: judged again, but said once while it lasts
     assert "cannot tell" not in caplog.text
+    refused = parent.objects[("Subscription", *SUB)]["spec"]["subscribers"]
+    parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = [{"clusterAffinity": {}}]
+    await c.pusher.push(DESC)  # judged: no failure, forgotten
+    parent.objects[("Subscription", *SUB)]["spec"]["subscribers"] = refused
+    await c.pusher.push(DESC)  # the same failure after a success: said again
+    assert "cannot tell its cluster's agent whether to clean up" in caplog.text
 
 
 async def test_the_mark_lands_on_the_object_judged_only() -> None:

@@ -36,7 +36,7 @@ from clusternet_core.plan import Key
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store
 from clusternet_hub.controller.wanted import WantUnknown, say_unwanted_or_warn, still_wanted
 from clusternet_hub.controller.workqueue import Backoff
-from clusternet_hub.health import is_ready
+from clusternet_hub.health import is_ready, ready_condition
 from clusternet_hub.registration import drop_token_secret
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,18 @@ def cleanup_wait(store: Store, mc: Obj) -> Literal["offline", "unheard"] | None:
     return None
 
 
-def agents_reason_stands(desc: Obj) -> bool:
+def agents_reason_stands(desc: Obj, mc: Obj) -> bool:
     """Whether the status gives a Pull agent's own reason for a waiting cleanup that still holds, which the hub's
     "offline" must then not replace: any `cleanup pending:` text but the hub's two (the agent may not read its
     namespace, or its Base is gone and unmarked), unless it is AWAITING_HUB and the hub has marked the object since
-    (applier.awaits_hub). While a Pull cluster is not Ready with its agent running (its API server failing the
-    probes), each wrote its reason over the other's, each write the other's watch event, without end (re-review
-    s33, findings 1 and 6). A Push-mode reason of the hub's (a Subscription it could not judge) left from before
-    the cluster turned to Pull counts as the agent's too, until the agent writes its own."""
+    (applier.awaits_hub), while the agent reports (Ready=False: its heartbeats arrive, its API server fails the
+    probes). Then each wrote its reason over the other's, each write the other's watch event, without end
+    (re-review s33, findings 1 and 6). Once its heartbeats stop (Ready=Unknown) the agent writes nothing more, and
+    "offline" is the truer reason (review s34, finding 5). A Push-mode reason of the hub's (a Subscription it could
+    not judge) left from before the cluster turned to Pull counts as the agent's too, until the agent writes its
+    own."""
+    if (ready_condition(mc) or {}).get("status") != "False":
+        return False
     said = str((desc.get("status") or {}).get("reason") or "")
     if not said.startswith("cleanup pending: ") or said in (CLEANUP_PENDING, UNHEARD_PENDING):
         return False
@@ -256,7 +260,8 @@ class Pusher:
             self.store.keep_marked(self.store.caches.descriptions, desc, await say_unwanted_or_warn(
                 self.kube, desc, mc, self.store.caches.subscriptions))
         if deleting and not is_ready(mc):  # whoever cleans up does so when it is back: say so meanwhile
-            if applier.deployable_by_hub(mc) or not agents_reason_stands(self.store.caches.descriptions.get(key, desc)):
+            if applier.deployable_by_hub(mc) or not agents_reason_stands(
+                    self.store.caches.descriptions.get(key, desc), mc):
                 await self._pending(desc, CLEANUP_PENDING)
             return
         if not applier.deployable_by_hub(mc):

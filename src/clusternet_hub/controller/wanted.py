@@ -174,7 +174,9 @@ async def promise_marks(kube: KubeApi, clusters: Iterable[Obj], clock: Callable[
     (once while it lasts): the agent keeps its grace meanwhile, and a later pass tries again (PROMISE_RETRY_*). A
     hub rolled back to one that does not mark leaves the annotation: its Pull unbindings then stay deleting, the
     child's objects in place, until it is removed by hand (README)."""
-    now = clock()
+    now, clusters = clock(), list(clusters)
+    for gone in set(refused) - {(mc["metadata"]["namespace"], mc["metadata"]["name"]) for mc in clusters}:
+        del refused[gone]  # deleted while it refused
     lacking = [mc for mc in clusters if not mc["metadata"].get("deletionTimestamp") and (
         mc["metadata"].get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) != "true" and refused.get(
         (mc["metadata"]["namespace"], mc["metadata"]["name"]), (0.0, 0.0))[0] <= now]
