@@ -161,7 +161,8 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
     """`resumed`: kopf's resume at leader start (every approved request at once); `first_try`: not a retry."""
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
-        if not tokens.denied_for_no_key(crr) or registration.validate(crr, ctx.options.allow_unsealed_tokens):
+        if not tokens.denied_for_no_key(crr) or registration.validate(crr, ctx.options.allow_unsealed_tokens) or (
+                registration.admin_verdict(crr)[0] == "Denied"):  # an admin's denial holds, whatever the mode
             return
         if status.get("managedClusterName") and (gone := await removal.removed_meanwhile(ctx.api, crr)):
             await registration.deny(ctx.api, crr, removal.removed_message(crr, gone))

@@ -353,13 +353,16 @@ async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_
     assert status["result"] == "Approved" and status["dedicatedNamespace"] == ns and status["token"]
     assert [k for k in parent.objects if k[0] == "ManagedCluster"] == [("ManagedCluster", ns, "child1")]
     assert parent.find("Secret", ns, known.DEPLOYER_SECRET) is None
-    by_admin = copy.deepcopy(denied)
-    by_admin["status"]["errorMessage"] = "denied by a parent cluster administrator"
-    parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(by_admin)
-    writes = len(parent.writes)
-    await operator.reconcile_registration(by_admin, context(parent, by_admin), resumed=True)
-    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
-    assert len(parent.writes) == writes
+    by_admin = copy.deepcopy(denied)  # an admin's verdict, even on the hub's denial, holds whatever the mode
+    by_admin["metadata"].setdefault("annotations", {})[known.ANNOTATION_APPROVAL] = "Denied"
+    for_another_reason = copy.deepcopy(denied)
+    for_another_reason["status"]["errorMessage"] = "denied by a parent cluster administrator"
+    for still_denied in (by_admin, for_another_reason):
+        parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(still_denied)
+        writes = len(parent.writes)
+        await operator.reconcile_registration(still_denied, context(parent, still_denied), resumed=True)
+        assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
+        assert len(parent.writes) == writes
 
 
 async def test_a_request_denied_for_want_of_a_key_is_approved_once_its_agent_sends_one() -> None:

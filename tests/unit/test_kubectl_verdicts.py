@@ -59,6 +59,16 @@ async def test_repeating_the_result_writes_nothing_and_succeeds(capsys: pytest.C
     assert kube.writes == []
 
 
+async def test_deny_on_a_request_the_hub_denied_is_recorded(capsys: pytest.CaptureFixture[str]) -> None:
+    """A request Denied for want of a key is looked at again by a hub that no longer refuses it (the flag back):
+    an admin who denied it then meant it to stay so (review s34, finding 7)."""
+    kube = parent({"result": "Denied", "errorMessage": "the request carries no ... key"})
+    assert await run(kube, "Denied", "not ours") == 0
+    assert capsys.readouterr().out.strip() == f"clusterregistrationrequest.clusters.clusternet.io/{NAME} denied"
+    assert annotations(kube) == {known.ANNOTATION_APPROVAL: "Denied", known.ANNOTATION_DENIAL_REASON: "not ours"}
+    assert await run(kube, "Denied") == 0 and "already denied" in capsys.readouterr().out
+
+
 async def test_a_pending_request_gets_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
     kube = parent({})
     assert await run(kube, "Denied", "not ours") == 0

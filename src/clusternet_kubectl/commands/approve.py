@@ -76,9 +76,12 @@ async def record_verdict(session: Session, name: str, verdict: str, reason: str)
     if problem:
         click.echo(problem, err=True)
         return False
-    if (crr.get("status") or {}).get("result") == verdict:
+    said = str((crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_APPROVAL) or "").strip().lower()
+    if (crr.get("status") or {}).get("result") == verdict and (verdict == "Approved" or said == "denied"):
         click.echo(f"{KIND}/{name} already {verdict.lower()}")
         return True
+    # a request the hub denied is annotated too: a hub that no longer refuses it (one for want of a key, the
+    # flag --allow-unsealed-tokens back) looks at it again at its start, and an admin's denial keeps it denied
     # an approval names the uid read (registration.admin_verdict): the requester could not have written it
     annotations = {known.ANNOTATION_APPROVAL: verdict, known.ANNOTATION_DENIAL_REASON: reason or None,
                    known.ANNOTATION_APPROVED_UID: crr["metadata"].get("uid") if verdict == "Approved" else None}
