@@ -66,6 +66,13 @@ ANNOTATION_DENIAL_REASON: Final = "clusters.clusternet.io/denial-reason"
 # ours: the uid of the request an Approved verdict is for. The registration token may create a request with any
 # annotation, the verdict included; only someone who read the created request knows the uid the server gave it.
 ANNOTATION_APPROVED_UID: Final = "clusters.clusternet.io/approved-uid"
+# Why a hub without --allow-unsealed-tokens denies a request without ANNOTATION_AGENT_PUBLIC_KEY (Clusternet's
+# agent). The one denial the hub looks at again (a hub with the flag, or the agent sending a key now), so the one
+# on which `kubectl clusternet approve|deny` still records a verdict.
+DENIED_FOR_NO_KEY: Final = (
+    f"the request carries no {ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token could only be returned in plain "
+    "text, readable by every bootstrap-token holder; use a clusternet-py agent or start the hub with "
+    "--allow-unsealed-tokens")
 # ours: on a ManagedCluster, the labels the hub applied from the registration request (JSON object), so a
 # later request removes only those and never an administrator's
 ANNOTATION_LABELS_FROM_REQUEST: Final = "clusters.clusternet.io/labels-from-request"

@@ -210,6 +210,7 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
         return True
     owned, adopted = marks(existing)
     if existing is None or key not in (owned, adopted) or (owned and owned != key):
+        adoption_made(key, ident)  # nothing of ours there: an adoption owed for a write that never landed is moot
         return True
     if (uid := existing["metadata"].get("uid")) and uid in applied:
         log.info("%s is an object this apply deployed under another apiVersion: kept", what)

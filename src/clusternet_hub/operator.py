@@ -161,11 +161,16 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
     """`resumed`: kopf's resume at leader start (every approved request at once); `first_try`: not a retry."""
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
-        if not tokens.denied_for_no_key(crr) or registration.validate(crr, ctx.options.allow_unsealed_tokens) or (
-                registration.admin_verdict(crr)[0] == "Denied"):  # an admin's denial holds, whatever the mode
+        if not tokens.denied_for_no_key(crr):
+            return
+        verdict, said = registration.admin_verdict(crr)
+        if verdict == "Denied":  # an admin's denial holds, whatever the mode, and says why instead of the hub's
+            await registration.deny(ctx.api, crr, said or "denied by a parent cluster administrator")
+            return
+        if registration.validate(crr, ctx.options.allow_unsealed_tokens):
             return
         if status.get("managedClusterName") and (gone := await removal.removed_meanwhile(ctx.api, crr)):
-            await registration.deny(ctx.api, crr, removal.removed_message(crr, gone))
+            await removal.revoke_removed(ctx.api, crr, *gone)
             return
         log.info("registration %s was denied only for want of a key or --allow-unsealed-tokens, neither missing "
                  "now: looking at it again", crr["metadata"]["name"])

@@ -69,23 +69,36 @@ async def inspect(kube: Kube, crr: Obj) -> Finding:
     return INTACT
 
 
-async def removed_meanwhile(kube: Kube, crr: Obj) -> str | None:
+async def removed_meanwhile(kube: Kube, crr: Obj) -> tuple[str, str | None] | None:
     """For a request Denied after it was approved (its status still names its ManagedCluster; `deny` clears the
-    namespace): what says its cluster was removed since, None while a ManagedCluster of its cluster id lives in a
-    namespace that is not being deleted. `inspect` judges approved requests only, so a cluster removed while its
-    request was Denied for a reason of the hub's (tokens.denied_for_no_key) was never marked removed; approving
-    it again would re-create what the admin deleted (review s34, finding 1)."""
+    namespace): what says its cluster was removed since, and the cluster's namespace (None once it is gone); None
+    while a ManagedCluster of its cluster id lives in a namespace that is not being deleted. `inspect` judges
+    approved requests only, so a cluster removed while its request was Denied for a reason of the hub's
+    (tokens.denied_for_no_key) was never marked removed; approving it again would re-create what the admin
+    deleted (review s34, finding 1)."""
     cluster_id = crr["spec"]["clusterId"]
-    clusters = [mc for mc in await kube.list(known.CLUSTERS_API_VERSION, "ManagedCluster",
-                                             label_selector=f"{known.LABEL_CLUSTER_ID}={cluster_id}")
+    selector = f"{known.LABEL_CLUSTER_ID}={cluster_id}"
+    clusters = [mc for mc in await kube.list(known.CLUSTERS_API_VERSION, "ManagedCluster", label_selector=selector)
                 if (mc["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) == cluster_id]
     for mc in clusters:
         if not mc["metadata"].get("deletionTimestamp") and not await namespace_removed(kube, mc["metadata"][
                 "namespace"]):
             return None
-    if not clusters:
-        return f"its ManagedCluster ({(crr.get('status') or {}).get('managedClusterName')}) was deleted"
-    return f"its dedicated namespace {clusters[0]['metadata']['namespace']} or ManagedCluster was deleted"
+    namespaces = [ns["metadata"]["name"] for ns in await kube.list("v1", "Namespace", label_selector=selector)
+                  if (ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) == cluster_id]
+    ns = clusters[0]["metadata"]["namespace"] if clusters else (namespaces[0] if namespaces else None)
+    if ns is None or await namespace_removed(kube, ns):
+        return (f"its dedicated namespace {ns} was deleted" if ns else "its dedicated namespace was deleted"), ns
+    return f"its ManagedCluster {ns}/{(crr.get('status') or {}).get('managedClusterName')} was deleted", ns
+
+
+async def revoke_removed(kube: Kube, crr: Obj, what: str, ns: str | None) -> bool:
+    """`revoke` a Denied request whose cluster removed_meanwhile found removed, as a removal of an approved one
+    is: its ServiceAccount (in `ns`, when that is left) and cluster-wide RBAC deleted, the request Denied as
+    removed; only while it is the request looked at, still Denied for want of a key (re-review s34, findings 1
+    and 2: the status alone left the agent minting tokens, and could land on a request created again)."""
+    located = {**crr, "status": {**(crr.get("status") or {}), "dedicatedNamespace": ns}}
+    return await revoke(kube, located, removed_message(crr, what), still=tokens.denied_for_no_key)
 
 
 def removed_message(crr: Obj, what: str) -> str:
@@ -139,8 +152,7 @@ async def revoke(kube: Kube, crr: Obj, message: str, still: Callable[[Obj], bool
     again) is another object, or one written since, and is left to it."""
     name = crr["metadata"]["name"]
     ns = (crr.get("status") or {}).get("dedicatedNamespace")
-    account, rbac = await asyncio.gather(_read(kube, "v1", "ServiceAccount", registration.AGENT_SERVICE_ACCOUNT, ns),
-                                         cluster_rbac(kube, name.removeprefix("clusternet-")))
+    account, rbac = await asyncio.gather(_account(kube, ns), cluster_rbac(kube, name.removeprefix("clusternet-")))
     fresh = await kube.get(known.CLUSTERS_API_VERSION, "ClusterRegistrationRequest", name)
     if fresh is None or fresh["metadata"].get("uid") != crr["metadata"].get("uid"):
         log.info("registration %s was deleted or created again since it was looked at: not revoked", name)
@@ -154,6 +166,11 @@ async def revoke(kube: Kube, crr: Obj, message: str, still: Callable[[Obj], bool
     for obj in rbac:
         await _drop(kube, obj, unchanged=True)
     return True
+
+
+async def _account(kube: Kube, ns: str | None) -> Obj | None:
+    """The agent's ServiceAccount in `ns`; None when there is no namespace left to look in."""
+    return await _read(kube, "v1", "ServiceAccount", registration.AGENT_SERVICE_ACCOUNT, ns) if ns else None
 
 
 async def _read(kube: Kube, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:

@@ -17,10 +17,7 @@ from clusternet_api.kube import Obj
 from clusternet_api.sealing import SealingError, is_sealed, public_key
 from clusternet_api.timefmt import RFC3339
 
-# Why a request without a key (Clusternet's agent) is refused by a hub without --allow-unsealed-tokens
-NO_KEY = (f"the request carries no {known.ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token could only be "
-          "returned in plain text, readable by every bootstrap-token holder; use a clusternet-py agent or start the "
-          "hub with --allow-unsealed-tokens")
+NO_KEY = known.DENIED_FOR_NO_KEY  # why a request without a key is refused by a hub without --allow-unsealed-tokens
 
 
 def key_problem(crr: Obj, allow_unsealed: bool) -> str | None:

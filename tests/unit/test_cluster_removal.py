@@ -353,15 +353,17 @@ async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_
     assert status["result"] == "Approved" and status["dedicatedNamespace"] == ns and status["token"]
     assert [k for k in parent.objects if k[0] == "ManagedCluster"] == [("ManagedCluster", ns, "child1")]
     assert parent.find("Secret", ns, known.DEPLOYER_SECRET) is None
-    by_admin = copy.deepcopy(denied)  # an admin's verdict, even on the hub's denial, holds whatever the mode
-    by_admin["metadata"].setdefault("annotations", {})[known.ANNOTATION_APPROVAL] = "Denied"
-    for_another_reason = copy.deepcopy(denied)
-    for_another_reason["status"]["errorMessage"] = "denied by a parent cluster administrator"
-    for still_denied in (by_admin, for_another_reason):
-        parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(still_denied)
-        writes = len(parent.writes)
+    by_admin = copy.deepcopy(denied)  # an admin's verdict, even on the hub's denial, holds whatever the mode,
+    by_admin["metadata"].setdefault("annotations", {}).update({  # and its reason replaces the hub's, once
+        known.ANNOTATION_APPROVAL: "Denied", known.ANNOTATION_DENIAL_REASON: "keep it out"})
+    parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(by_admin)
+    await operator.reconcile_registration(by_admin, context(parent, by_admin), resumed=True)
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and status["errorMessage"] == (
+        "denied by a parent cluster administrator: keep it out")
+    for still_denied in (copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)]),):
+        writes = len(parent.writes)  # the admin's reason is no denial for want of a key: left alone
         await operator.reconcile_registration(still_denied, context(parent, still_denied), resumed=True)
-        assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Denied"
         assert len(parent.writes) == writes
 
 
@@ -375,25 +377,54 @@ async def test_a_request_denied_for_want_of_a_key_is_approved_once_its_agent_sen
     assert status["result"] == "Approved" and status["dedicatedNamespace"] == ns and status["sealedTo"]
 
 
-@pytest.mark.parametrize("removed", ["namespace", "ManagedCluster"])
-async def test_a_cluster_removed_while_its_request_was_denied_for_want_of_the_flag_is_not_made_again(
+@pytest.mark.parametrize("removed", ["namespace", "terminating namespace", "ManagedCluster"])
+async def test_a_cluster_removed_while_its_request_was_denied_for_want_of_the_flag_is_revoked_not_made_again(
         removed: str) -> None:
     """Review s34, finding 1: removal judges approved requests only, so nothing had said this one's cluster was
-    removed, and the flag back re-created its namespace, ManagedCluster, RBAC and a token."""
+    removed, and the flag back re-created its namespace, ManagedCluster, RBAC and a token. Re-review s34, finding
+    1: it is revoked as any removed cluster is (a Denied status alone left its agent minting tokens)."""
     parent, denied, ns = await denied_for_the_flag()
     if removed == "namespace":
         delete_namespace(parent, ns)
+    elif removed == "terminating namespace":
+        parent.objects[("Namespace", "", ns)]["metadata"]["deletionTimestamp"] = "2026-12-06T00:00:00Z"
     else:
         del parent.objects[("ManagedCluster", ns, "child1")]
     before = {k for k in parent.objects if k[0] != "ClusterRegistrationRequest"}
     await operator.reconcile_registration(copy.deepcopy(denied), context(parent, denied), resumed=True)
     status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
     assert status["result"] == "Denied" and status["errorMessage"].startswith("cluster removed from the parent")
+    assert {"namespace": "its dedicated namespace was deleted",  # gone: its name with it (deny cleared it)
+            "terminating namespace": f"its dedicated namespace {ns} was deleted",
+            "ManagedCluster": f"its ManagedCluster {ns}/child1 was deleted"}[removed] in status["errorMessage"]
     assert {k for k in parent.objects if k[0] != "ClusterRegistrationRequest"} <= before  # nothing made again
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None
+    assert not [k for k in parent.objects if k[0] in ("ClusterRole", "ClusterRoleBinding") and CID in k[2]]
     writes = len(parent.writes)
     await operator.reconcile_registration(copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)]),
                                           context(parent, denied), resumed=True)
     assert len(parent.writes) == writes  # said once: no longer a denial for want of the flag
+
+
+async def test_a_request_created_again_meanwhile_is_not_denied_as_removed() -> None:
+    """Re-review s34, finding 2: the resumed copy is older than the request the re-registering agent made since."""
+    parent, denied, ns = await denied_for_the_flag()
+    delete_namespace(parent, ns)
+    parent.objects[("ClusterRegistrationRequest", "", NAME)] = again = {
+        **copy.deepcopy(denied), "status": {}, "metadata": {**denied["metadata"], "uid": "another"}}
+    await operator.reconcile_registration(copy.deepcopy(denied), context(parent, denied), resumed=True)
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)] == again
+
+
+async def test_a_keyless_request_denied_before_it_was_ever_approved_is_approved_with_the_flag() -> None:
+    request: Obj = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                    "metadata": {"name": NAME, "uid": "r1"}, "spec": {"clusterId": CID, "clusterName": "child1"}}
+    parent = Parent(request)
+    await operator.reconcile_registration(copy.deepcopy(request), context(parent, request, False))
+    denied = copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)])
+    assert tokens.denied_for_no_key(denied) and not denied["status"].get("managedClusterName")
+    await operator.reconcile_registration(denied, context(parent, denied), resumed=True)
+    assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Approved"
 
 
 async def test_a_reissue_never_gives_a_plain_token_the_hub_no_longer_allows() -> None:

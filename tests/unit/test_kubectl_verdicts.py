@@ -59,14 +59,25 @@ async def test_repeating_the_result_writes_nothing_and_succeeds(capsys: pytest.C
     assert kube.writes == []
 
 
-async def test_deny_on_a_request_the_hub_denied_is_recorded(capsys: pytest.CaptureFixture[str]) -> None:
-    """A request Denied for want of a key is looked at again by a hub that no longer refuses it (the flag back):
-    an admin who denied it then meant it to stay so (review s34, finding 7)."""
-    kube = parent({"result": "Denied", "errorMessage": "the request carries no ... key"})
-    assert await run(kube, "Denied", "not ours") == 0
-    assert capsys.readouterr().out.strip() == f"clusterregistrationrequest.clusters.clusternet.io/{NAME} denied"
-    assert annotations(kube) == {known.ANNOTATION_APPROVAL: "Denied", known.ANNOTATION_DENIAL_REASON: "not ours"}
+@pytest.mark.parametrize("verdict", ["Denied", "Approved"])
+async def test_a_verdict_on_a_request_denied_for_want_of_a_key_is_recorded(
+        verdict: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hub looks at such a request again once it no longer refuses it (the flag back, or a key): under Manual
+    approval its AwaitingApproval event says to approve it, and an admin's denial must keep it denied (review s34,
+    finding 7; re-review s34, finding 3)."""
+    kube = parent({"result": "Denied", "errorMessage": known.DENIED_FOR_NO_KEY})
+    assert await run(kube, verdict, "keep it out" if verdict == "Denied" else "") == 0
+    assert capsys.readouterr().out.strip() == f"clusterregistrationrequest.clusters.clusternet.io/{NAME} " \
+                                              f"{verdict.lower()}"
+    assert annotations(kube)[known.ANNOTATION_APPROVAL] == verdict
+    if verdict == "Approved":
+        assert annotations(kube)[known.ANNOTATION_APPROVED_UID] == "uid-1"
+
+
+async def test_a_request_denied_for_another_reason_takes_no_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    kube = parent({"result": "Denied", "errorMessage": "cluster removed from the parent: ..."})
     assert await run(kube, "Denied") == 0 and "already denied" in capsys.readouterr().out
+    assert kube.writes == []
 
 
 async def test_a_pending_request_gets_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,3 +129,13 @@ async def test_a_write_into_the_new_namespace_whose_answer_was_lost_is_never_del
     assert (await applier.apply_description(child, description())).phase == "Failure"
     released = await applier.cleanup(child, description())
     assert child.find("ConfigMap", "fresh", "defaults")["metadata"]["uid"] == "c1" and not released.deleted
+
+
+async def test_an_adoption_owed_for_a_write_that_never_landed_goes_with_the_cleanup() -> None:
+    """Re-review s34, finding 6: a refused write (422) left its entry in this process's memory for good."""
+    child = FakeKube()
+    child.fail[("apply", "ConfigMap")] = ApiException(422, "invalid")
+    assert (await applier.apply_description(child, description())).phase == "Failure"
+    assert ownership.adoption_owed
+    await applier.cleanup(child, description())
+    assert not ownership.adoption_owed

@@ -1,5 +1,6 @@
 """`approve` / `deny`: an admin's verdict on pending ClusterRegistrationRequests (hub started with
---cluster-approval=Manual).
+--cluster-approval=Manual), and on those the hub denied only for want of a key (known.DENIED_FOR_NO_KEY), which a
+hub that no longer refuses them looks at again.
 
 Not in Clusternet, whose hub approves every request itself; here the verdict is an annotation on the request,
 which the hub acts on (so RBAC on ClusterRegistrationRequests decides who may approve).
@@ -23,10 +24,12 @@ def refusal(crr: Obj, verdict: str) -> str | None:
 
     A verdict applies to pending requests only. Written on a decided one it changed nothing but left a stale
     annotation contradicting the status (audit F10), a trap at the next registration. Repeating the result
-    is no error (as `kubectl certificate approve` on an approved CSR); reversing it is (as `deny` there)."""
+    is no error (as `kubectl certificate approve` on an approved CSR); reversing it is (as `deny` there). A
+    request Denied only for want of a key is still open: the hub looks at it again once it no longer refuses it
+    (the flag --allow-unsealed-tokens back, or a key), and then follows the verdict (re-review s34, finding 3)."""
     name, status = crr["metadata"]["name"], crr.get("status") or {}
     result = status.get("result")
-    if not result or result == verdict:
+    if not result or result == verdict or reopenable(crr):
         return None
     if result == "Approved":
         ns = status.get("dedicatedNamespace") or "<its namespace>"
@@ -36,6 +39,12 @@ def refusal(crr: Obj, verdict: str) -> str | None:
     return (f"error: {KIND}/{name} is already {str(result).lower()} ({status.get('errorMessage') or 'no reason'}); "
             f"to let the cluster ask again, delete the request (kubectl delete clusterregistrationrequest {name}) "
             "and approve the new one its agent creates")
+
+
+def reopenable(crr: Obj) -> bool:
+    """Denied for want of a key alone: the one denial the hub looks at again."""
+    status = crr.get("status") or {}
+    return status.get("result") == "Denied" and status.get("errorMessage") == known.DENIED_FOR_NO_KEY
 
 
 async def verdict_command(session: Session, requests: tuple[str, ...], verdict: str, reason: str) -> int:
@@ -64,7 +73,8 @@ async def request_name(session: Session, ref: str) -> str:
 
 
 async def record_verdict(session: Session, name: str, verdict: str, reason: str) -> bool:
-    """Annotate one request, unless it has a result already; False when refused. The write carries the
+    """Annotate one request, unless it has a result already (but a denial for want of a key alone: reopenable);
+    False when refused. The write carries the
     resourceVersion read, so a request the hub decides meanwhile is not annotated after all (HTTP 409)."""
     crr = await session.kube.get(CRR_API_VERSION, "ClusterRegistrationRequest", name)
     if crr is None:
@@ -76,12 +86,9 @@ async def record_verdict(session: Session, name: str, verdict: str, reason: str)
     if problem:
         click.echo(problem, err=True)
         return False
-    said = str((crr["metadata"].get("annotations") or {}).get(known.ANNOTATION_APPROVAL) or "").strip().lower()
-    if (crr.get("status") or {}).get("result") == verdict and (verdict == "Approved" or said == "denied"):
+    if (crr.get("status") or {}).get("result") == verdict and not reopenable(crr):
         click.echo(f"{KIND}/{name} already {verdict.lower()}")
         return True
-    # a request the hub denied is annotated too: a hub that no longer refuses it (one for want of a key, the
-    # flag --allow-unsealed-tokens back) looks at it again at its start, and an admin's denial keeps it denied
     # an approval names the uid read (registration.admin_verdict): the requester could not have written it
     annotations = {known.ANNOTATION_APPROVAL: verdict, known.ANNOTATION_DENIAL_REASON: reason or None,
                    known.ANNOTATION_APPROVED_UID: crr["metadata"].get("uid") if verdict == "Approved" else None}
