@@ -226,7 +226,9 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
             # in between (Kyverno `generate` rules, OpenShift project templates, istiod's root certificate) shows
             # in the apply's answer: 200, not 201 Created. Its managedFields cannot tell: a forced apply that takes
             # over every field another manager set drops that manager's entry. A failure of the adopting apply
-            # that follows leaves our "owned" mark on it: the adoption is owed (ownership.adoption_owed).
+            # that follows leaves our "owned" mark on it: the adoption is owed (ownership.adoption_owed). A write
+            # whose answer is lost tells nothing: taken as ours (as every write an API server restart interrupts
+            # mid-push; owing those adopted, never deleted, the objects we had created: test_faults).
             existing = None
         else:
             existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
@@ -238,7 +240,6 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
         created = True
         try:
             if unread:
-                owe_adoption(key, ident)  # until the answer says we created it: a lost one leaves our mark on it
                 applied, created = await child.apply_created(desired, FIELD_MANAGER)
             else:
                 applied = await child.apply(desired, FIELD_MANAGER)
@@ -250,7 +251,8 @@ async def _apply_object(child: KubeApi, obj: Obj, key: str, previously: set[str]
                 ident["apiVersion"], ident["kind"], ident["name"], desired, ident.get("namespace")))
             created = True  # a create that found the object there failed (409)
         if not created:  # unread, and it was there before us: ours to adopt, never to delete (review F7)
-            adopted = True  # owed until this adopting write lands: its failure leaves our "owned" mark
+            adopted = True
+            owe_adoption(key, ident)  # until this adopting write lands: its failure leaves our "owned" mark
             applied = await child.apply(prepare(obj, key, adopted), FIELD_MANAGER)
             outcome.adopted.append(what)
         if adopted or existing is None:  # adopted, or created by us (an owed object its maker deleted meanwhile)

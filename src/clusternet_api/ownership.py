@@ -72,13 +72,12 @@ def object_key(ident: dict[str, str]) -> str:
     return json.dumps([group, ident["kind"], ident.get("namespace") or "", ident["name"]])
 
 
-# Adoptions owed: (Description key, object_key) of objects written unread into a namespace the same apply had just
-# created (applier._apply_object) until the answer says we created them (201), and of those someone else had put
-# there (200) until the adopting write lands: a write whose answer was lost, or an adopting write that failed,
-# leaves our "owned" mark on an object that may be someone else's. The next apply adopts an owed object it finds
-# there (one it creates anew is ours), and a cleanup before it only takes our mark off. Kept by this process
-# only: another process deploying it meanwhile (a restart, another hub leading, the sync mode switched) takes
-# the mark for the truth (README).
+# Adoptions owed: (Description key, object_key) of objects someone else had put into a namespace the same apply had
+# just created (applier._apply_object: the unread write's answer was 200, not 201), until the adopting write lands:
+# its failure leaves our "owned" mark on someone else's object. The next apply adopts an owed object it finds there
+# (one it creates anew is ours), and a cleanup before it only takes our mark off. Kept by this process only:
+# another process deploying it meanwhile (a restart, another hub leading, the sync mode switched) takes the mark
+# for the truth, and so does anyone after an unread write whose answer was lost (README).
 adoption_owed: set[tuple[str, str]] = set()
 
 
