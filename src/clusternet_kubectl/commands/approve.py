@@ -42,7 +42,8 @@ def refusal(crr: Obj, verdict: str) -> str | None:
 
 
 def reopenable(crr: Obj) -> bool:
-    """Denied for want of a key alone: the one denial the hub looks at again."""
+    """Denied for want of a key alone: the one denial the hub looks at again (clusternet_hub.tokens.denied_for_no_key,
+    which the plugin may not import: the text is shared through known)."""
     status = crr.get("status") or {}
     return status.get("result") == "Denied" and status.get("errorMessage") == known.DENIED_FOR_NO_KEY
 
@@ -74,8 +75,8 @@ async def request_name(session: Session, ref: str) -> str:
 
 async def record_verdict(session: Session, name: str, verdict: str, reason: str) -> bool:
     """Annotate one request, unless it has a result already (but a denial for want of a key alone: reopenable);
-    False when refused. The write carries the
-    resourceVersion read, so a request the hub decides meanwhile is not annotated after all (HTTP 409)."""
+    False when refused. The write carries the resourceVersion read, so a request the hub decides meanwhile is not
+    annotated after all (HTTP 409)."""
     crr = await session.kube.get(CRR_API_VERSION, "ClusterRegistrationRequest", name)
     if crr is None:
         click.echo(f'Error from server (NotFound): clusterregistrationrequests.clusters.clusternet.io "{name}" '
