@@ -23,13 +23,15 @@ def component_logging() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a hub or agent process remembers across objects, fresh for each test: the failures it warned about
-    once (clusternet_api.logs.Repeats in wanted.py), the clusters that refused its promise (wanted.refused), and
-    the adoptions it owes after a failed adopting write (ownership.adoption_owed). One test's state would
-    otherwise change another's outcome."""
+    once (clusternet_api.logs.Repeats in wanted.py), the clusters that refused its promise (wanted.refused and
+    wanted.promise_retries), and the adoptions it owes after a failed adopting write (ownership.adoption_owed).
+    One test's state would otherwise change another's outcome."""
     from clusternet_api import ownership
     from clusternet_api.logs import Repeats
     from clusternet_hub.controller import wanted
 
     monkeypatch.setattr(wanted, "warned", Repeats())
     monkeypatch.setattr(wanted, "refused", {})
+    monkeypatch.setattr(wanted, "promise_retries",
+                        wanted.Backoff(wanted.PROMISE_RETRY_FIRST, wanted.PROMISE_RETRY_MAX))
     monkeypatch.setattr(ownership, "adoption_owed", set())

@@ -46,6 +46,7 @@ from clusternet_api.logs import Repeats
 from clusternet_core import helmrender, rendering
 from clusternet_core.plan import subscription_feeds
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, binding_key, schedule
+from clusternet_hub.controller.workqueue import Backoff
 
 log = logging.getLogger(__name__)
 # warned about once while it lasts (and every 10 minutes): an object that waits, a cluster that refuses the promise
@@ -161,7 +162,8 @@ PROMISES_PER_PASS = 100
 # A cluster that refused the promise (a policy webhook's 422, say) is tried again after 5 s doubling to 5 min: a
 # hundred refusing clusters took a PATCH each from every 5-s pass, 40 % of the hub's 50-QPS budget, for ever
 PROMISE_RETRY_FIRST, PROMISE_RETRY_MAX = 5.0, 300.0
-refused: dict[tuple[str, str], tuple[float, float]] = {}  # (namespace, name) -> (next try, last delay), monotonic
+refused: dict[tuple[str, str], float] = {}  # (namespace, name) -> when to try it again (monotonic)
+promise_retries: Backoff[tuple[str, str]] = Backoff(PROMISE_RETRY_FIRST, PROMISE_RETRY_MAX)
 
 
 async def promise_marks(kube: KubeApi, clusters: Iterable[Obj], clock: Callable[[], float] = time.monotonic) -> None:
@@ -177,9 +179,10 @@ async def promise_marks(kube: KubeApi, clusters: Iterable[Obj], clock: Callable[
     now, clusters = clock(), list(clusters)
     for gone in set(refused) - {(mc["metadata"]["namespace"], mc["metadata"]["name"]) for mc in clusters}:
         del refused[gone]  # deleted while it refused
+        promise_retries.forget(gone)
     lacking = [mc for mc in clusters if not mc["metadata"].get("deletionTimestamp") and (
         mc["metadata"].get("annotations") or {}).get(known.ANNOTATION_HUB_MARKS_UNBINDINGS) != "true" and refused.get(
-        (mc["metadata"]["namespace"], mc["metadata"]["name"]), (0.0, 0.0))[0] <= now]
+        (mc["metadata"]["namespace"], mc["metadata"]["name"]), 0.0) <= now]
     # a random few: clusters whose patch keeps failing (a webhook's 422, say) do not hold the rest up every pass
     for mc in random.sample(lacking, min(len(lacking), PROMISES_PER_PASS)):
         meta = mc["metadata"]
@@ -191,13 +194,14 @@ async def promise_marks(kube: KubeApi, clusters: Iterable[Obj], clock: Callable[
             raise
         except ApiException as e:
             if e.status != 404:
-                delay = min(PROMISE_RETRY_MAX, 2 * refused[key][1]) if key in refused else PROMISE_RETRY_FIRST
-                refused[key] = (now + delay, delay)
+                delay = promise_retries.next(key)
+                refused[key] = now + delay
                 log.log(warned.level(("promise", *key), str(e.status)), "ManagedCluster %s/%s: cannot say that the "
                         "hub marks its unbindings (HTTP %s): its agent keeps giving a missing Base a grace "
                         "meanwhile; trying again in %.0fs", *key, e.status, delay)
                 continue
         refused.pop(key, None)
+        promise_retries.forget(key)
         warned.forget(("promise", *key))
 
 
