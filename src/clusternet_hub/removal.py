@@ -84,9 +84,11 @@ async def removed_meanwhile(kube: Kube, crr: Obj) -> tuple[str, str | None] | No
         if not mc["metadata"].get("deletionTimestamp") and not await namespace_removed(kube, mc["metadata"][
                 "namespace"]):
             return None
-    namespaces = [ns["metadata"]["name"] for ns in await kube.list("v1", "Namespace", label_selector=selector)
-                  if (ns["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) == cluster_id]
-    ns = clusters[0]["metadata"]["namespace"] if clusters else (namespaces[0] if namespaces else None)
+    if clusters:
+        ns: str | None = clusters[0]["metadata"]["namespace"]
+    else:  # the namespace the ManagedCluster was deleted from, if any is left
+        ns = next((n["metadata"]["name"] for n in await kube.list("v1", "Namespace", label_selector=selector)
+                   if (n["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) == cluster_id), None)
     if ns is None or await namespace_removed(kube, ns):
         return (f"its dedicated namespace {ns} was deleted" if ns else "its dedicated namespace was deleted"), ns
     return f"its ManagedCluster {ns}/{(crr.get('status') or {}).get('managedClusterName')} was deleted", ns
