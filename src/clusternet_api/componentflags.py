@@ -57,7 +57,8 @@ def component_options(lease_name: str) -> Callable[[F], F]:
         click.option("--leader-elect-resource-namespace", default=known.SYSTEM_NAMESPACE,
                      help="Namespace of the Lease (created when missing)"),
         click.option("--kube-api-qps", default=str(DEFAULT_QPS),
-                     help="Requests per second to the API server, on average (watches not counted); 0: no limit"),
+                     help="Requests per second to the API server, on average (watches not counted); "
+                          "0 or negative: no limit"),
         click.option("--kube-api-burst", default=DEFAULT_BURST, type=int,
                      help="Requests to the API server at once, above the QPS"),
     ]
@@ -89,13 +90,20 @@ def leader_election_config(kw: Mapping[str, Any]) -> LeaderElectionConfig:
 
 
 def client_limits(kw: Mapping[str, Any]) -> ClientLimits:
+    """The client-side limits, as client-go reads them: a negative QPS turns the limiter off (the idiom of
+    controllers that leave fairness to the API server's Priority and Fairness; Clusternet's binaries accept it),
+    its burst then unread. Where we differ: a QPS of 0 also means no limit here (client-go would take its default
+    of 5), and a burst of 0 under a positive QPS means a burst of the QPS (client-go: 10)."""
     try:
         qps = float(kw["kube_api_qps"])
     except ValueError as e:
         raise click.BadParameter(f"--kube-api-qps={kw['kube_api_qps']}: not a number") from e
     burst = int(kw["kube_api_burst"])
-    if qps < 0 or burst < 0:
-        raise click.BadParameter("--kube-api-qps and --kube-api-burst must not be negative")
+    if qps < 0:
+        return ClientLimits(qps=0.0, burst=0)
+    if burst < 0:
+        raise click.BadParameter(f"--kube-api-burst={burst}: must not be negative under --kube-api-qps={qps:g} "
+                                 "(a negative --kube-api-qps turns the limit off)")
     return ClientLimits(qps=qps, burst=burst)
 
 

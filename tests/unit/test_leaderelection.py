@@ -276,6 +276,11 @@ def test_flags_become_a_config_with_kubernetes_defaults() -> None:
     assert seen["config"].enabled and (seen["limits"].qps, seen["limits"].burst) == (5.0, 7)
     assert CliRunner().invoke(cmd, ["--leader-elect=false", "--leader-elect-resource-lock=endpoints"]).exit_code == 0
     assert not seen["config"].enabled  # nothing checked when off
+    # client-go's "no client-side limit" (Clusternet's binaries take it): the burst is then unread
+    assert CliRunner().invoke(cmd, ["--kube-api-qps=-1", "--kube-api-burst=-1"]).exit_code == 0
+    assert (seen["limits"].qps, seen["limits"].burst) == (0.0, 0)
+    result = CliRunner().invoke(cmd, ["--kube-api-qps=5", "--kube-api-burst=-1"])
+    assert result.exit_code == 2 and "--kube-api-burst=-1: must not be negative" in result.output
     result = CliRunner().invoke(cmd, ["--leader-elect-resource-lock=endpoints"])
     assert result.exit_code == 2 and "only 'leases' is supported" in result.output
     result = CliRunner().invoke(cmd, ["--leader-elect=maybe"])
