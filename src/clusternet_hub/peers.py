@@ -51,7 +51,8 @@ from clusternet_api.leaderelection import micro_time
 from clusternet_api.listwatch import ListWatch
 from clusternet_api.logs import error_text
 from clusternet_api.preconditions import Deleted, delete_as_read
-from clusternet_api.tunnel import MAX_FRAME_PAYLOAD, StreamOpenError
+from clusternet_api.tunnel import StreamOpenError
+from clusternet_hub.peerstreams import DIAL_TIMEOUT, SOCKETS, Peer, PeerStream, client_context, dial
 from clusternet_hub.sockets import bearer
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,10 @@ COORDINATION = "coordination.k8s.io/v1"
 LEASE_PREFIX = "clusternet-hub-peer-"
 LEASE_LABEL = "clusternet.io/hub-peer"
 TOKEN_SECRET = "clusternet-hub-peer"
-SOCKETS = "/peer/v1/sockets/"
-UPGRADE = "clusternet-peer-stream"
 RENEW_SECONDS = 10.0  # a peer Lease write per replica every 10 s: nothing next to one heartbeat per cluster
 EXPIRE_SECONDS = 30.0  # three missed renewals: the replica is gone (killed, or cut off from the parent)
 RELIST_SECONDS = 2.0  # a tunnel found nowhere re-reads the peers' Leases, at most this often
-DIAL_TIMEOUT = 5.0  # a TCP+TLS handshake to a replica in the same cluster takes milliseconds
-HEAD_LIMIT = 16 * 1024
 TOKEN_WARNING_SECONDS = 60.0  # a peer refusing our token is said at most this often (each lookup asks every peer)
-
-
-class NotHere(StreamOpenError):
-    """The peer holds no tunnel of that cluster (any more)."""
 
 
 @dataclass(frozen=True)
@@ -81,18 +74,6 @@ class PeerConfig:
     token: str | None = None
 
 
-@dataclass(frozen=True)
-class Peer:
-    id: str
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
-
-
 def default_advertise_address() -> str:
     """The address of the interface that routes outwards (the pod IP in a pod), as Clusternet's "first
     non-loopback address": a UDP socket's connect() picks it without sending anything."""
@@ -100,98 +81,6 @@ def default_advertise_address() -> str:
         s.connect(("10.255.255.255", 1))
         return str(s.getsockname()[0])
     return "127.0.0.1"
-
-
-class PeerStream:
-    """A TLS connection to a peer, past its 101, used like a tunnel stream (clusternet_api.tunnel.mux.Stream).
-
-    TLS cannot half-close, so write_eof() sends nothing: HTTP/1.1 and the upgraded protocols kubectl speaks
-    never need it, and the far side ends the connection when the child's side ends."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
-        self.reader, self.writer, self.peer = reader, writer, peer
-        self._bytes_out = 0
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"PeerStream({self.peer.url})"
-
-    @property
-    def bytes_out(self) -> int:
-        return self._bytes_out
-
-    @property
-    def done(self) -> bool:
-        return self._closed or self.reader.at_eof() or self.writer.is_closing()
-
-    async def read(self, n: int = MAX_FRAME_PAYLOAD) -> bytes:
-        try:
-            return await self.reader.read(n)
-        except (OSError, ssl.SSLError) as e:
-            raise ConnectionResetError(f"hub replica {self.peer.url}: {e}") from e
-
-    async def write(self, data: bytes) -> None:
-        if self._closed or self.writer.is_closing():
-            raise ConnectionResetError(f"hub replica {self.peer.url}: connection closed")
-        self.writer.write(data)
-        self._bytes_out += len(data)
-        try:
-            await self.writer.drain()
-        except (OSError, ssl.SSLError) as e:
-            raise ConnectionResetError(f"hub replica {self.peer.url}: {e}") from e
-
-    def write_eof(self) -> None:
-        """Nothing: see the class docstring."""
-
-    def abort(self, reason: str = "aborted") -> None:
-        log.debug("peer stream to %s aborted: %s", self.peer.url, reason)
-        self._closed = True
-        self.writer.transport.abort()
-
-    def close(self) -> None:
-        self._closed = True
-        self.writer.close()
-
-
-def client_context(trust_pem: bytes) -> ssl.SSLContext:
-    """Verifies a peer's certificate against `trust_pem` (CA and/or the served certificate itself; partial chains
-    allowed so a leaf can be the anchor), without a host name check (see the module docstring)."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=trust_pem.decode())
-    ctx.check_hostname = False
-    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    return ctx
-
-
-async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.SSLContext) -> PeerStream:
-    """A peer stream to `address` in cluster `cluster_id` through the tunnel `peer` holds.
-
-    A connection whose upgrade fails (a replica that accepts but does not answer in time, one that hangs up
-    mid-answer, a caller that gives up) is aborted: it used to stay open, a socket more per failed dial."""
-    writer: asyncio.StreamWriter | None = None
-    try:
-        async with asyncio.timeout(DIAL_TIMEOUT):
-            reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=tls, limit=HEAD_LIMIT * 4)
-            head = (f"GET {SOCKETS}{quote(cluster_id)}/stream?address={quote(address)} HTTP/1.1\r\n"
-                    f"Host: {peer.host}:{peer.port}\r\nAuthorization: Bearer {token}\r\n"
-                    f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n\r\n")
-            writer.write(head.encode())
-            answer = await reader.readuntil(b"\r\n\r\n")
-    except BaseException as e:
-        if writer is not None:
-            writer.transport.abort()
-        if isinstance(e, (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError,
-                          asyncio.LimitOverrunError)):
-            raise StreamOpenError(f"hub replica {peer.url} unreachable: {error_text(e)}") from e
-        raise
-    status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = status_line.split(" ", 2)
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    if status == 101:
-        return PeerStream(reader, writer, peer)
-    writer.close()
-    if status == 404:
-        raise NotHere(f"hub replica {peer.url} holds no tunnel of cluster {cluster_id}")
-    raise StreamOpenError(f"hub replica {peer.url} refused the stream: {status_line}")
 
 
 @dataclass

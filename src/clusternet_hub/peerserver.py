@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from clusternet_api.tunnel import ByteStream, StreamOpenError, pipe
-from clusternet_hub.peers import SOCKETS, UPGRADE, Peers
+from clusternet_hub.peers import Peers
+from clusternet_hub.peerstreams import SOCKETS, UPGRADE
 from clusternet_hub.takeover import answer_switching
 
 

@@ -21,7 +21,8 @@ from clusternet_core import helmrender
 from clusternet_core import plan as planning
 from clusternet_hub import registration, removal
 from clusternet_hub.controller import Controller, pusher
-from clusternet_hub.peers import COORDINATION, Peer
+from clusternet_hub.peers import COORDINATION
+from clusternet_hub.peerstreams import Peer
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_cluster_removal import CID, NAME, SETTINGS, Parent, approved_parent, namespace_of
 from tests.unit.test_controller import (

@@ -19,8 +19,9 @@ from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, read_body
 from clusternet_hub import sockets
-from clusternet_hub.peers import HEAD_LIMIT, NotHere, Peer, PeerConfig, Peers, client_context, dial
+from clusternet_hub.peers import PeerConfig, Peers
 from clusternet_hub.peerserver import peer_app
+from clusternet_hub.peerstreams import HEAD_LIMIT, NotHere, Peer, client_context, dial
 from clusternet_hub.sockets import SocketRegistry, Tunnel
 from tests.unit.test_tunnel_mux import echo, raw_session, session_pair, tcp_server
 
@@ -165,7 +166,7 @@ async def test_a_dial_whose_upgrade_fails_closes_its_connection(monkeypatch: pyt
                                                                answer: bytes) -> None:
     """A replica that accepts the connection but never answers the upgrade (frozen, overloaded), or something
     else at its address that answers no HTTP: the dial fails, and its connection is closed, not left open."""
-    monkeypatch.setattr("clusternet_hub.peers.DIAL_TIMEOUT", 0.3)
+    monkeypatch.setattr("clusternet_hub.peerstreams.DIAL_TIMEOUT", 0.3)
     server_tls, trust = tls_pair()
     closed = asyncio.Event()
 

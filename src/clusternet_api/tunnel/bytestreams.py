@@ -19,7 +19,7 @@ def describe_error(exc: BaseException) -> str:
 
 class ByteStream(Protocol):
     """What HTTP over streams (tunnel.http), pipe() and relays need of a stream: a tunnel Stream, or a hub
-    replica's connection to a tunnel held by another replica (clusternet_hub.peers.PeerStream)."""
+    replica's connection to a tunnel held by another replica (clusternet_hub.peerstreams.PeerStream)."""
 
     @property
     def done(self) -> bool: ...
