@@ -193,6 +193,44 @@ async def test_disable_hooks(cp: ControlPlane, driver: SdkHelmDriver, tmp_path: 
     assert (state.revision, state.labels, state.values) == (2, OWNER, {"greeting": "x"})
 
 
+CRD = """apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.skip.example}
+spec:
+  group: skip.example
+  names: {kind: Widget, plural: widgets, singular: widget}
+  scope: Namespaced
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]
+"""
+
+
+async def test_clusternets_other_helm_options_reach_helm(cp: ControlPlane, driver: SdkHelmDriver,
+                                                          tmp_path: Path) -> None:
+    """skipCRDs, waitForJob, replace (install) and force (upgrade) were accepted and never reached Helm until
+    2026-12-06; the C library refuses an option it does not know, so each being taken is checked here too."""
+    build = build_chart(tmp_path / "build", "crds", "0.1.0")
+    helm_python.expand(tmp_path / "chart", build)
+    (tmp_path / "chart" / "crds" / "crds").mkdir(parents=True)
+    (tmp_path / "chart" / "crds" / "crds" / "widget.yaml").write_text(CRD)
+    chart = FetchedChart(Path(helm_python.package(tmp_path / "chart" / "crds", destination=tmp_path)), "crds",
+                         "0.1.0")
+    access, ns = admin(cp), "options"
+
+    def crd_exists() -> bool:
+        return kubectl(cp, "get", "crd", "widgets.skip.example", check=False).returncode == 0
+
+    state = await driver.install(access, chart, "skipped", {}, ReleaseOptions(
+        namespace=ns, skip_crds=True, replace=True, wait=True, wait_for_jobs=True, timeout_seconds=60))
+    assert state.status == "deployed" and not crd_exists()
+    assert configmap(cp, ns, "skipped-cm-0") is not None
+    state = await driver.upgrade(access, chart, "skipped", {"greeting": "x"}, ReleaseOptions(
+        namespace=ns, skip_crds=True, force=True, wait=True, wait_for_jobs=True, timeout_seconds=60))
+    assert (state.status, state.revision) == ("deployed", 2) and not crd_exists()
+    assert configmap(cp, ns, "skipped-cm-0") == {"greeting": "x", "index": "0", "chartVersion": "0.1.0"}
+    await driver.install(access, chart, "with-crds", {}, ReleaseOptions(namespace=ns))
+    assert crd_exists()  # Helm's default: crds/ installed with the first revision
+
+
 async def test_wait_timeout_and_cancellation(cp: ControlPlane, driver: SdkHelmDriver, tmp_path: Path) -> None:
     """A Deployment never becomes available here (no nodes): waiting times out, or the caller gives up."""
     chart_dir = tmp_path / "never-ready"

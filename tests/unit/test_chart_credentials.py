@@ -92,7 +92,8 @@ async def test_the_hub_fetches_with_its_charts_credentials_and_only_from_the_cha
     await agent_patches(c, parent, "HelmRelease", HR, {"chartPullSecret": TEAMB})
     await c.releases.push(HR)
     assert [(s.username, s.password) for s in helm.sources] == [("ours", "OurPass")]
-    await agent_patches(c, parent, "HelmRelease", HR, {"repo": "https://listener.example"})
+    # (a new version too: a release running its exact version is not fetched for)
+    await agent_patches(c, parent, "HelmRelease", HR, {"repo": "https://listener.example", "version": "8.6.3"})
     await c.releases.push(HR)
     assert (helm.sources[-1].repo, helm.sources[-1].username, helm.sources[-1].password) == (
         "https://listener.example", None, None)

@@ -6,7 +6,10 @@ import asyncio
 import base64
 import copy
 import json
+import logging
 from typing import Any
+
+import pytest
 
 from clusternet_agent.helmpuller import ReleasePuller
 from clusternet_api import known
@@ -14,6 +17,7 @@ from clusternet_api.credentials import Credentials
 from clusternet_api.helm import releases
 from clusternet_api.helm.driver import ClusterAccess
 from clusternet_api.helm.stuck import PendingReleases
+from clusternet_api.kube import ApiException
 from clusternet_api.rawobjects import decode_raw
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
@@ -147,6 +151,31 @@ async def test_a_values_only_change_upgrades_and_status_waits_for_the_child() ->
     assert parent.find("Description", *HELM_DESC)["status"]["phase"] == "Success"
 
 
+async def test_a_helmrelease_status_the_parent_refuses_is_said_once_and_helm_not_run_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The hub dropped every failed status write without a word (until 2026-12-06)."""
+    c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
+    parent.fail[("patch/status", "HelmRelease")] = ApiException(500, "etcdserver: request timed out")
+    with caplog.at_level(logging.DEBUG, logger="clusternet_hub.controller.helmpusher"):
+        await deploy(c)
+        await c.releases.push(HR, force=True)  # the next resync: the same refusal, at DEBUG
+    said = [r for r in caplog.records if "its status could not be written" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG] and "HTTP 500" in said[0].getMessage()
+    assert [verb for verb, _ in helm.calls].count("install") == 1  # the release runs its spec: nothing redone
+    del parent.fail[("patch/status", "HelmRelease")]
+    await c.releases.push(HR, force=True)
+    assert parent.find("HelmRelease", *HR)["status"]["phase"] == "deployed"
+
+
+async def test_a_long_helm_message_is_shortened_to_fit_the_condition() -> None:
+    """The CRD caps a condition's message at 32768 characters: a longer one failed the status write every time."""
+    helm = FakeHelm()
+    helm.fail = "Error: resource Deployment/x not ready. " * 1000  # a wait timeout of a large chart
+    outcome = await reconciled(helm, release())
+    message = released(outcome.status)["message"]
+    assert len(message) == releases.MAX_CONDITION_MESSAGE and message.endswith("…")
+
+
 async def test_a_failed_install_is_reported_with_helms_message_and_not_retried_until_a_change() -> None:
     c, parent, helm = await helm_controller(cluster(), chart(), push_secret(), subscription(feeds=[FEED]))
     helm.fail = 'ConfigMap "x" is invalid: data[bad key!]: Invalid value'
@@ -164,13 +193,14 @@ async def test_a_dead_repository_keeps_the_pushed_release_deployed_and_the_descr
     await deploy(c)
     helm.dead_repos.add("https://dead.example")
 
-    async def set_repo(repo: str) -> None:
-        """The HelmChart's repo changed; its status still says Found (its check comes later), as the audit saw."""
+    async def set_repo(repo: str, version: str) -> None:
+        """The HelmChart's repo changed (and the version: a release running its exact version is not fetched for);
+        its status still says Found (its check comes later), as the audit saw."""
         c.store.on_helmchart("MODIFIED", parent.find("HelmChart", "default", "mysql") | {
-            "spec": chart()["spec"] | {"repo": repo}})
+            "spec": chart()["spec"] | {"repo": repo, "version": version}})
         await deploy(c)
 
-    await set_repo("https://dead.example")
+    await set_repo("https://dead.example", "8.6.3")
     hr = parent.find("HelmRelease", *HR)
     assert (hr["status"]["phase"], hr["status"]["version"], hr["status"]["observedGeneration"]) == ("deployed", 1, 2)
     assert released(hr["status"])["reason"] == "ChartLocateFailure"
@@ -179,7 +209,7 @@ async def test_a_dead_repository_keeps_the_pushed_release_deployed_and_the_descr
         "release abc/mysql stays at revision 1 (chart mysql-8.6.2, deployed)")
     await c.releases.push(HR)  # a retry: no second event
     assert [e[1] for e in events(parent) if e[0] == HR[1]] == ["Installed", "ChartLocateFailure"]
-    await set_repo("https://charts.example")
+    await set_repo("https://charts.example", "8.6.2")
     hr = parent.find("HelmRelease", *HR)
     assert (hr["status"]["phase"], hr["status"]["version"], hr["status"]["observedGeneration"]) == ("deployed", 1, 3)
     assert released(hr["status"])["status"] == "True"
@@ -376,7 +406,7 @@ async def test_a_chart_that_cannot_be_fetched_leaves_the_deployed_release_report
     hr = release()
     hr["status"] = (await reconciled(helm, hr)).status
     installed = dict(hr["status"])
-    hr = at_generation(hr, 2, repo="https://dead.example")
+    hr = at_generation(hr, 2, repo="https://dead.example", version="8.6.3")  # an upgrade needs the repository
     outcome = await reconciled(helm, hr)
     assert outcome.status is not None and outcome.retry  # the repository may come back
     # what the child runs, as Helm keeps it: revision 1, deployed
@@ -402,6 +432,55 @@ async def test_a_chart_that_cannot_be_fetched_leaves_the_deployed_release_report
     assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
 
 
+async def test_a_release_running_its_pinned_spec_is_not_failed_by_a_dead_repository() -> None:
+    """A restarted deployer (no chart cache) while the repository is down, or a registry rate-limiting pulls:
+    the child runs the spec's exact version of its chart with its values, so nothing is fetched and the release
+    stays Released=True (it turned False, and its Description Failure, at every resync until 2026-12-06)."""
+    helm = FakeHelm()
+    hr = release()
+    hr["status"] = (await reconciled(helm, hr)).status
+    helm.dead_repos.add("https://charts.example")
+    outcome = await reconciled(helm, hr)
+    assert (outcome.status, outcome.event, outcome.retry) == (None, None, False)  # nothing new to say
+    fresh = await reconciled(helm, {k: v for k, v in hr.items() if k != "status"})  # as if never reported
+    assert fresh.status is not None and released(fresh.status)["status"] == "True" and fresh.event is None
+    assert [verb for verb, _ in helm.calls] == ["fetch", "install"]
+    # a constraint may resolve to a newer version: the repository is asked, and its silence reported
+    ranged = await reconciled(helm, at_generation(hr, 2, version="~8.6"))
+    assert ranged.status is not None and released(ranged.status)["reason"] == "ChartLocateFailure"
+
+
+async def test_another_chart_at_the_same_version_is_upgraded() -> None:
+    """Clusternet's ReleaseNeedsUpgrade compares the chart's name too: `chart` changed in a HelmChart whose version
+    stays 0.1.0 (`helm create`'s) was never deployed here, and Released=True named the old chart."""
+    helm = FakeHelm(charts=(("mysql", "8.6.2"), ("mariadb", "8.6.2")))
+    hr = release()
+    hr["status"] = (await reconciled(helm, hr)).status
+    outcome = await reconciled(helm, at_generation(hr, 2, chart="mariadb"))
+    assert ("upgrade", "abc/mysql") in helm.calls and helm.releases[("abc", "mysql")].chart_name == "mariadb"
+    assert outcome.status is not None and "(chart mariadb-8.6.2)" in released(outcome.status)["message"]
+
+
+def test_clusternets_helm_options_map_as_clusternet_maps_them() -> None:
+    """As Clusternet's InstallRelease/UpgradeRelease: `atomic` for installs, `upgradeAtomic` alone for upgrades,
+    `replace` on install, `force` on upgrade, `skipCRDs` and `waitForJob` on both."""
+    hr = release(atomic=True, waitForJob=True, skipCRDs=True, replace=True, force=True)
+    install, upgrade = releases.options_of(hr), releases.options_of(hr, upgrade=True)
+    assert (install.atomic, install.replace, install.force, install.skip_crds, install.wait_for_jobs) == (
+        True, True, False, True, True)
+    assert (upgrade.upgrade_atomic, upgrade.replace, upgrade.force, upgrade.skip_crds, upgrade.wait_for_jobs) == (
+        False, False, True, True, True)
+    assert releases.options_of(release(upgradeAtomic=True), upgrade=True).upgrade_atomic
+
+
+async def test_replace_crds_is_said_to_be_unsupported_where_the_release_is_reported() -> None:
+    helm = FakeHelm()
+    outcome = await reconciled(helm, release(replaceCRDs=True))
+    assert released(outcome.status)["message"].endswith(releases.REPLACE_CRDS_UNSUPPORTED)
+    skipped = await reconciled(FakeHelm(), release(replaceCRDs=True, skipCRDs=True))  # nothing to replace then
+    assert "replaceCRDs" not in released(skipped.status)["message"]
+
+
 class Deployer:
     async def credentials(self) -> Credentials:
         return Credentials(server="https://child.example:6443", token="t")
@@ -425,13 +504,13 @@ async def test_a_dead_repository_keeps_the_pulled_release_deployed_in_its_status
         return parent.objects[("HelmRelease", NS, "r")]["status"]
 
     await process()
-    status = await process(repo="https://dead.example")
+    status = await process(repo="https://dead.example", version="8.6.3")
     assert (status["phase"], status["version"], status["observedGeneration"]) == ("deployed", 1, 2)
     assert released(status)["reason"] == "ChartLocateFailure" and "stays at revision 1" in released(status)["message"]
     await process()  # the next resync: tried again, nothing new to say
-    assert [c for c in helm.calls if c[0] == "fetch"] == [("fetch", "mysql@8.6.2")] * 3
+    assert [c for c in helm.calls if c[0] == "fetch"] == [("fetch", "mysql@8.6.2")] + [("fetch", "mysql@8.6.3")] * 2
     assert [e[1] for e in events(parent)] == ["Installed", "ChartLocateFailure"]
-    status = await process(repo="https://charts.example")
+    status = await process(repo="https://charts.example", version="8.6.2")
     assert (status["phase"], status["version"], released(status)["status"]) == ("deployed", 1, "True")
     assert helm.releases[("abc", "mysql")].revision == 1
 
@@ -441,9 +520,10 @@ async def test_the_deployed_spec_back_after_a_fetch_failure_is_no_upgrade() -> N
     helm.dead_repos.add("https://dead.example")
     hr = release()
     hr["status"] = (await reconciled(helm, hr)).status
-    hr = at_generation(hr, 2, repo="https://dead.example")
+    hr = at_generation(hr, 2, repo="https://dead.example", version="8.6.3")
     hr["status"] = (await reconciled(helm, hr)).status
-    hr = at_generation(hr, 3, repo="https://charts.example")
+    assert released(hr["status"])["reason"] == "ChartLocateFailure"
+    hr = at_generation(hr, 3, repo="https://charts.example", version="8.6.2")
     outcome = await reconciled(helm, hr)
     assert outcome.status is not None and outcome.event is None
     assert (outcome.status["phase"], outcome.status["version"], outcome.status["observedGeneration"]) == (

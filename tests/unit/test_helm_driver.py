@@ -29,8 +29,9 @@ from clusternet_api.helm.driver import (
     ReleaseError,
     ReleaseOptions,
     ReleaseState,
+    is_exact_version,
 )
-from clusternet_api.helm.fetch import ChartCache, is_exact_version
+from clusternet_api.helm.fetch import ChartCache
 from clusternet_api.helm.kubeconfig import kubeconfig_yaml
 from clusternet_api.helm.messages import chart_error, one_line, release_error
 from clusternet_testing.charts import build_chart

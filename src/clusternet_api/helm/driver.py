@@ -10,10 +10,20 @@ tracebacks that print these objects.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+# Strict semver 2.0 (no leading "v", no ranges): the only versions that name one archive forever.
+_EXACT = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                    r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
+
+
+def is_exact_version(version: str | None) -> bool:
+    """True for a plain semver version ("1.2.3", "1.0.0-rc.1"); False for constraints, "v1.2.3", "" and None."""
+    return bool(version) and _EXACT.fullmatch((version or "").strip()) is not None
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,9 @@ class ReleaseOptions:
     previous revision. `max_history` applies to upgrades (an install has no history to prune).
     `disable_hooks` skips the chart's hooks on install and upgrade; uninstall always runs them. `labels` are
     Helm release labels, stored with the release (on its storage Secret) and read back by `get`. An upgrade
-    replaces them: a label not given any more is removed.
+    replaces them: a label not given any more is removed. As Clusternet's InstallRelease/UpgradeRelease:
+    `skip_crds` and `wait_for_jobs` (with `wait`) on both, `replace` (reuse the name of a failed or uninstalled
+    release) on install, `force` (replace what cannot be patched: Helm 4's --force-replace) on upgrade.
     """
 
     namespace: str
@@ -77,6 +89,10 @@ class ReleaseOptions:
     atomic: bool = False
     upgrade_atomic: bool = False
     disable_hooks: bool = False
+    skip_crds: bool = False
+    wait_for_jobs: bool = False
+    replace: bool = False
+    force: bool = False
     max_history: int = 5
     labels: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None

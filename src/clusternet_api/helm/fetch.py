@@ -23,20 +23,12 @@ from pathlib import Path
 
 import helm_python
 
-from clusternet_api.helm.driver import ChartError, ChartSource, FetchedChart
+from clusternet_api.helm.driver import ChartError, ChartSource, FetchedChart, is_exact_version
 from clusternet_api.helm.messages import chart_error, one_line
 
-# Strict semver 2.0 (no leading "v", no ranges): the only versions that name one archive forever.
-_EXACT = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-                    r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
 # Chart names end up in file names: no separators, no "..".
 _CHART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SALT_FILE = ".credentials-salt"
-
-
-def is_exact_version(version: str | None) -> bool:
-    """True for a plain semver version ("1.2.3", "1.0.0-rc.1"); False for constraints, "v1.2.3", "" and None."""
-    return bool(version) and _EXACT.fullmatch((version or "").strip()) is not None
 
 
 class ChartCache:

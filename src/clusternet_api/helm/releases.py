@@ -56,6 +56,7 @@ from clusternet_api.helm.driver import (
     ReleaseError,
     ReleaseOptions,
     ReleaseState,
+    is_exact_version,
 )
 from clusternet_api.helm.stuck import PendingReleases, unstick
 from clusternet_api.kubeapi import KubeApi
@@ -147,15 +148,24 @@ def source_of(spec: Obj, username: str | None = None, password: str | None = Non
 
 
 def options_of(hr: Obj, upgrade: bool = False) -> ReleaseOptions:
+    """Helm's options, as Clusternet maps HelmOptions: `atomic` for installs and `upgradeAtomic` alone for upgrades
+    (until 2026-12-06 `atomic` made upgrades atomic too, and `waitForJob`, `skipCRDs`, `replace` and `force` were
+    accepted and never reached Helm)."""
     spec = hr.get("spec") or {}
     return ReleaseOptions(
         namespace=target(hr)[0], create_namespace=spec.get("createNamespace", True) is not False,
         timeout_seconds=_timeout(hr), wait=bool(spec.get("wait")),
-        atomic=bool(spec.get("atomic")), upgrade_atomic=bool(spec.get("upgradeAtomic") or (
-            upgrade and spec.get("atomic"))), disable_hooks=bool(spec.get("disableHooks")),
+        atomic=bool(spec.get("atomic")), upgrade_atomic=bool(spec.get("upgradeAtomic")),
+        disable_hooks=bool(spec.get("disableHooks")), skip_crds=bool(spec.get("skipCRDs")),
+        wait_for_jobs=bool(spec.get("waitForJob")), replace=not upgrade and bool(spec.get("replace")),
+        force=upgrade and bool(spec.get("force")),
         max_history=MAX_HISTORY, labels={OWNER_LABEL: owner_digest(hr)},
         description=f"clusternet HelmRelease {hr['metadata']['namespace']}/{hr['metadata']['name']}")
 
+
+MAX_CONDITION_MESSAGE = 4096
+"""Characters of a Released message: the CRD allows 32768 (a longer one made the status write fail every time),
+and a Helm wait timeout lists every resource not ready, which a large chart takes past that."""
 
 HELM_FIELDS = ("phase", "version", "description", "notes", "firstDeployed", "lastDeployed")
 """Clusternet's HelmRelease status fields: what Helm says of the release in the child."""
@@ -188,8 +198,12 @@ def status_of(hr: Obj, state: ReleaseState | None, released: Released, phase: st
     status["conditions"] = [{"type": known.CONDITION_RELEASED, "status": released.status,
                              "observedGeneration": status["observedGeneration"],
                              "lastTransitionTime": since or now_rfc3339(), "reason": released.reason,
-                             "message": released.message}]
+                             "message": shortened(released.message, MAX_CONDITION_MESSAGE)}]
     return status
+
+
+def shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def released_of(hr: Obj) -> dict[str, Any]:
@@ -209,8 +223,23 @@ def busy(state: ReleaseState) -> bool:
     return state.status in BUSY or state.status.startswith("pending-")
 
 
-def needs_upgrade(state: ReleaseState, chart_version: str, values: Mapping[str, Any]) -> bool:
-    return state.chart_version != chart_version or dict(state.values) != dict(values)
+def needs_upgrade(state: ReleaseState, chart_name: str, chart_version: str, values: Mapping[str, Any]) -> bool:
+    """Another chart, another version or other values than the release runs, as Clusternet's ReleaseNeedsUpgrade
+    (the repository URL is not compared: Helm would install the same chart). The chart's name was left out until
+    2026-12-06: a HelmChart's `chart` changed at the same version (0.1.0, `helm create`'s) was never deployed, and
+    Released=True went on naming the old chart."""
+    return (state.chart_name, state.chart_version) != (chart_name, chart_version) or dict(state.values) != dict(values)
+
+
+def runs_pinned_spec(current: ReleaseState | None, source: ChartSource, values: Mapping[str, Any]) -> bool:
+    """The child's release is deployed with the exact version (a pinned one: no newer answer can come) of the
+    spec's chart and its values, so there is nothing to fetch. Before 2026-12-06 every reconcile fetched first:
+    the chart cache dies with the process, so after a restart or a leader change a repository down (or a registry
+    rate-limiting pulls) turned releases the child runs as asked into Released=False and their Descriptions into
+    Failure. A constraint or "latest" still asks the repository, which may name a newer version."""
+    version = (source.version or "").strip()
+    return (current is not None and current.status == "deployed" and is_exact_version(version)
+            and not needs_upgrade(current, source.chart, version, values))
 
 
 async def reconcile(driver: HelmDriver, access: ClusterAccess, hr: Obj, source: ChartSource,
@@ -254,12 +283,15 @@ async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, so
         await driver.uninstall(access, namespace, name, _timeout(hr))  # purges the kept history: a fresh install
         log.info("purged the uninstalled history of %s to install it again", where)
         current = None
+    if current is not None and runs_pinned_spec(current, source, values):
+        return _outcome(hr, status_of(hr, current, deployed(hr, current)))
     try:
         chart = await driver.fetch(source)
     except ChartError as e:
         return untouched(hr, current, "ChartLocateFailure", f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}",
                          retry=True)
-    if current is not None and current.status == "deployed" and not needs_upgrade(current, chart.version, values):
+    if current is not None and current.status == "deployed" and not needs_upgrade(current, chart.name, chart.version,
+                                                                                  values):
         return _outcome(hr, status_of(hr, current, deployed(hr, current)))
     verb = "install" if current is None else "upgrade"
     try:
@@ -283,10 +315,18 @@ async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, so
         f"{where}: chart {chart.name}-{chart.version}, revision {state.revision}"))
 
 
+REPLACE_CRDS_UNSUPPORTED = ("; replaceCRDs is not supported here: the chart's CRDs are as Helm left them "
+                            "(installed with the release's first revision, never updated)")
+"""Clusternet updates a chart's crds/ in the child before each install and upgrade; Helm itself never does, and
+our deployers leave CRDs to Helm. Said in the Released message rather than refused: the rest of the chart deploys."""
+
+
 def deployed(hr: Obj, state: ReleaseState) -> Released:
     namespace, name = target(hr)
+    spec = hr.get("spec") or {}
+    unsupported = REPLACE_CRDS_UNSUPPORTED if spec.get("replaceCRDs") and not spec.get("skipCRDs") else ""
     return Released("True", "Deployed", f"revision {state.revision} of release {namespace}/{name} runs this "
-                                        f"spec (chart {state.chart_name}-{state.chart_version})")
+                                        f"spec (chart {state.chart_name}-{state.chart_version}){unsupported}")
 
 
 def untouched(hr: Obj, current: ReleaseState | None, reason: str, message: str, retry: bool = False) -> Outcome:

@@ -12,10 +12,12 @@ Three things shape this module:
 * SDK Configs (built from an inline kubeconfig) are kept per (credentials, namespace) in a ConfigPool: a reused
   Config skips API discovery, which is most of an upgrade's time against a nearby API server.
 
-`disable_hooks`: helm-python 0.2.2's Config.install/upgrade do not take it, though the C library's options
-JSON does (checked: helm_install and helm_upgrade accept "disable_hooks"; unknown keys are refused). With
-`disable_hooks` set, the call goes through helm_python._native with the same options plus that key; without
-it, only the public API is used. Uninstall always runs hooks (the Protocol's uninstall has no options).
+NATIVE_ONLY options (`disable_hooks`, `skip_crds`, `wait_for_jobs`, install's `replace`, upgrade's
+`force_replace`): helm-python 0.2.2's Config.install/upgrade do not take them, though the C library's options
+JSON does (checked: helm_install and helm_upgrade take them all, but `replace` on installs only; unknown keys
+are refused). With one of them set, the call goes through helm_python._native with the same options
+plus those keys; without, only the public API is used. Uninstall always runs hooks (the Protocol's uninstall has
+no options).
 """
 
 from __future__ import annotations
@@ -169,9 +171,11 @@ def _install(pool: ConfigPool, context: helm_python.HelmContext, access: Cluster
         "namespace": opts.namespace, "timeout_seconds": opts.timeout_seconds, "wait": _wait(opts),
         "create_namespace": opts.create_namespace, "rollback_on_failure": opts.atomic,
         "description": opts.description, "labels": dict(opts.labels) or None,
+        "disable_hooks": opts.disable_hooks, "skip_crds": opts.skip_crds, "wait_for_jobs": opts.wait_for_jobs,
+        "replace": opts.replace,
     }
     with _config(pool, access, opts.namespace) as cfg:
-        _act(cfg, context, "install", chart, name, values, options, opts.disable_hooks)
+        _act(cfg, context, "install", chart, name, values, options)
         return _read_after(cfg, name)
 
 
@@ -184,8 +188,12 @@ def _upgrade(pool: ConfigPool, context: helm_python.HelmContext, access: Cluster
             "namespace": opts.namespace, "timeout_seconds": opts.timeout_seconds, "wait": _wait(opts),
             "max_history": opts.max_history, "reset_values": True, "rollback_on_failure": opts.upgrade_atomic,
             "description": opts.description, "labels": _replacing_labels(cfg, name, opts.labels) or None,
+            "disable_hooks": opts.disable_hooks, "skip_crds": opts.skip_crds, "wait_for_jobs": opts.wait_for_jobs,
+            # Helm 4 refuses to force-replace while applying server-side (its default): `force` is Helm 3's client-side
+            # replace, so such a revision is applied client-side, as Clusternet's Helm 3 applies every revision
+            "force_replace": opts.force, "server_side_apply": "false" if opts.force else None,
         }
-        _act(cfg, context, "upgrade", chart, name, values, options, opts.disable_hooks)
+        _act(cfg, context, "upgrade", chart, name, values, options)
         return _read_after(cfg, name)
 
 
@@ -206,12 +214,15 @@ def _wait(opts: ReleaseOptions) -> str | None:
     return "watcher" if opts.wait else None
 
 
+NATIVE_ONLY = frozenset({"disable_hooks", "skip_crds", "wait_for_jobs", "replace", "force_replace"})
+"""Options only the C library takes (see the module docstring); sent only when true."""
+
+
 def _act(cfg: helm_python.Config, context: helm_python.HelmContext, action: str, chart: FetchedChart, name: str,
-         values: dict[str, Any], options: dict[str, Any], disable_hooks: bool) -> None:
-    """Install or upgrade; see the module docstring for the `disable_hooks` path."""
-    options = {k: v for k, v in options.items() if v is not None}
-    if disable_hooks:
-        options["disable_hooks"] = True
+         values: dict[str, Any], options: dict[str, Any]) -> None:
+    """Install or upgrade; see the module docstring for the path of NATIVE_ONLY options."""
+    options = {k: v for k, v in options.items() if v is not None and not (k in NATIVE_ONLY and not v)}
+    if NATIVE_ONLY & options.keys():
         _native.call_string(f"helm_{action}", cfg._raw(), context._raw(), _native.HANDLE(0), str(chart.path),
                             name, json.dumps(values), json.dumps(options))
         return

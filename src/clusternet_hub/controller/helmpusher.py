@@ -12,7 +12,6 @@ One operation per release at a time (the work queue never hands a key to two wor
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 
 from clusternet_api import applier, known
@@ -21,6 +20,7 @@ from clusternet_api.helm.driver import ChartError, ClusterAccess, HelmDriver
 from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
+from clusternet_api.logs import Repeats, error_text
 from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import chartcredentials, helmrender
 from clusternet_core.plan import Key
@@ -55,6 +55,7 @@ class ReleasePusher:
         self.tunnel_waits: Backoff[Key] = Backoff(PUSH_RETRY_FIRST, PUSH_RETRY_MAX)
         self.pull_secrets: dict[str, Obj] = {}  # cluster namespace -> its CHART_PULL_SECRET as last written
         self.pending = PendingReleases()  # releases seen pending, on this leader's clock (helm/stuck.py)
+        self.status_failures = Repeats()  # a status write refused the same way again is warned about once
 
     async def close(self) -> None:
         relays, self.relays = self.relays, {}  # taken at once: no table changing while closing
@@ -213,9 +214,17 @@ class ReleasePusher:
         if all(current.get(k) == v for k, v in status.items()):
             return
         meta = hr["metadata"]
-        with contextlib.suppress(ApiException):
-            updated = await write_back(self.store.caches.helmreleases, (meta["namespace"], meta["name"]),
+        key = (meta["namespace"], meta["name"])
+        try:
+            updated = await write_back(self.store.caches.helmreleases, key,
                                        self.kube.patch(known.APPS_API_VERSION, "HelmRelease", meta["name"],
                                                        {"status": status}, meta["namespace"], subresource="status"),
                                        self.store.on_helmrelease)
-            releases.warn_if_targets_pruned(status, updated)
+        except ApiException as e:
+            if e.status != 404:  # gone meanwhile: nobody to tell. Else the next resync tries again, so say it once
+                text = f"HTTP {e.status}: {error_text(e)}"  # (these were suppressed without a word until 2026-12-06)
+                log.log(self.status_failures.level(key, text), "HelmRelease %s/%s: its status could not be "
+                        "written, so what Helm did in the child is not reported yet: %s", *key, text)
+            return
+        self.status_failures.forget(key)
+        releases.warn_if_targets_pruned(status, updated)
