@@ -184,21 +184,38 @@ def release_name(description: str, chart_namespace: str, chart_name: str) -> str
     return f"{description}-{chart_namespace}-{chart_name}"
 
 
+def shared_release_names(desc: Obj) -> dict[str, list[str]]:
+    """Release names that two or more charts of the Description would share (`<namespace>/<name>` of each, in the
+    spec's order): `foo-bar/baz` and `foo/bar-baz` both give `<description>-foo-bar-baz`. Clusternet's naming is
+    kept; the first chart gets the name and the Description says why the others are not deployed. Before
+    2026-12-06 both were written to one HelmRelease, each write undoing the other, and every switch of its target
+    uninstalled the other chart's release."""
+    charts: dict[str, list[str]] = {}
+    for ref in (desc.get("spec") or {}).get("charts") or []:
+        name = release_name(desc["metadata"]["name"], str(ref.get("namespace")), str(ref.get("name")))
+        charts.setdefault(name, []).append(f"{ref.get('namespace')}/{ref.get('name')}")
+    return {name: refs for name, refs in charts.items() if len(refs) > 1}
+
+
 def release_bodies(desc: Obj) -> list[dict[str, Any]]:
     """The HelmReleases a Helm Description wants, one per chart, owned by it (its uid must be known).
 
     The release is named after the HelmChart, as in Clusternet; its spec is the overridden chart's Helm
-    options plus the values, base64 JSON in `overrides`."""
+    options plus the values, base64 JSON in `overrides`. A name taken by an earlier chart is not written again
+    (shared_release_names)."""
     meta = desc["metadata"]
     owner = {"apiVersion": known.APPS_API_VERSION, "kind": "Description", "name": meta["name"],
              "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
     labels = {k: v for k, v in (meta.get("labels") or {}).items()}
     bodies = []
     entries = existing_entries(desc)
+    taken: set[str] = set()
     for ref in (desc.get("spec") or {}).get("charts") or []:
+        name = release_name(meta["name"], str(ref["namespace"]), str(ref["name"]))
         chart, values = entries.get(f"{ref.get('namespace')}/{ref.get('name')}", (None, None))
-        if chart is None or values is None:
+        if chart is None or values is None or name in taken:
             continue
+        taken.add(name)
         chart_spec = chart.get("spec") or {}
         spec = {k: chart_spec[k] for k in OPTION_FIELDS if chart_spec.get(k) is not None}
         if spec.get("chartPullSecret"):  # the HelmRelease lives elsewhere: name the chart's namespace
@@ -207,8 +224,7 @@ def release_bodies(desc: Obj) -> list[dict[str, Any]]:
                     overrides=encode_raw([values])[0])
         bodies.append({
             "apiVersion": known.APPS_API_VERSION, "kind": "HelmRelease",
-            "metadata": {"name": release_name(meta["name"], str(ref["namespace"]), str(ref["name"])),
-                         "namespace": meta["namespace"], "labels": labels, "ownerReferences": [owner],
+            "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels, "ownerReferences": [owner],
                          "annotations": {ANNOTATION_DESCRIPTION_GENERATION: str(meta.get("generation") or "")},
                          "finalizers": [known.FINALIZER_APPS]},
             "spec": spec})
@@ -243,6 +259,11 @@ def description_status(desc: Obj, releases: Iterable[Obj]) -> dict[str, Any]:
         r["metadata"].get("annotations") or {}).get(ANNOTATION_DESCRIPTION_GENERATION) == generation}
     phases = {name: release_phase(found[name]) if name in found else WAITING for name in sorted(wanted)}
     observed = {"observedGeneration": desc["metadata"]["generation"]} if generation else {}
+    if shared := sorted(shared_release_names(desc).items()):
+        name, refs = shared[0]
+        return {"phase": "Failure", "reason": f"HelmCharts {', '.join(refs)} would share HelmRelease {name} (named "
+                f"<description>-<chart namespace>-<chart name>, as in Clusternet): only {refs[0]} is deployed; "
+                "rename the others", **observed}
     for phase in ("Failure", "Unknown", "Uninstalling", "Installing", "Upgrading", "Superseded", "Pending"):
         names = [n for n, p in phases.items() if p[0] == phase]
         if names:

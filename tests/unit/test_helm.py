@@ -135,6 +135,29 @@ async def test_a_helm_feed_becomes_a_helm_description_a_helmrelease_and_an_insta
     assert parent.find("Description", *HELM_DESC)["status"]["phase"] == "Success"
 
 
+async def test_two_charts_never_share_one_helmrelease_and_the_description_says_why() -> None:
+    """`foo-bar/baz` and `foo/bar-baz` give one name, <description>-foo-bar-baz (Clusternet's naming): both were
+    written to it in turn, for ever, and each switch of its target uninstalled the other chart's release."""
+    first, second = chart(), chart()
+    first["metadata"] = {"name": "baz", "namespace": "foo-bar"}
+    second["metadata"] = {"name": "bar-baz", "namespace": "foo"}
+    second["spec"] = second["spec"] | {"chart": "mariadb"}
+    feeds = [FEED | {"namespace": "foo-bar", "name": "baz"}, FEED | {"namespace": "foo", "name": "bar-baz"}]
+    c, parent, helm = await helm_controller(cluster(), first, second, push_secret(), subscription(feeds=feeds))
+    await c.subscriptions.reconcile(SUB, force=False)
+    await c.helm_descriptions.sync(HELM_DESC)
+    shared = (NS, helmrender.release_name(HELM_DESC[1], "foo-bar", "baz"))
+    assert [w for w in parent.writes if w[1] == "HelmRelease"] == [("apply", "HelmRelease", "/".join(shared))]
+    await c.releases.push(shared)
+    await c.helm_descriptions.sync(HELM_DESC)  # nothing to write again: the first chart keeps the name
+    assert [w for w in parent.writes if w[1] == "HelmRelease" and w[0] == "apply"] == [
+        ("apply", "HelmRelease", "/".join(shared))]
+    assert [verb for verb, _ in helm.calls if verb != "fetch"] == ["install"]
+    status = parent.find("Description", *HELM_DESC)["status"]
+    assert status["phase"] == "Failure" and status["reason"].startswith(
+        f"HelmCharts foo-bar/baz, foo/bar-baz would share HelmRelease {shared[1]}")
+
+
 async def test_a_values_only_change_upgrades_and_status_waits_for_the_child() -> None:
     c, parent, helm = await helm_controller(cluster(), chart(values={"k": "v"}), push_secret(),
                                             subscription(feeds=[FEED]))
