@@ -6,9 +6,12 @@ own identity, so a child naming another team's Secret there must get nothing (au
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
+
+import pytest
 
 from clusternet_api import known
 from clusternet_api.rawobjects import encode_raw
@@ -134,3 +137,22 @@ async def test_a_release_no_subscription_accounts_for_names_no_chart() -> None:
     assert chartcredentials.release_chart("clusternet-other", HR[1], caches) is None  # not bound there
     del caches.descriptions[HELM_DESC]
     assert chartcredentials.release_chart(*HR, caches) is None
+
+
+async def test_two_releases_of_one_pull_cluster_keep_each_others_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two private charts to one Pull cluster: their workers each read the shared Secret, then applied it whole
+    without the other's keys (which server-side apply removes); they now take turns."""
+    c, parent, _ = await rendered(pull_cluster(), chart(chartPullSecret={"name": "repo-creds"}))
+    hr = parent.find("HelmRelease", *HR)
+    other = {**hr, "metadata": {**hr["metadata"], "name": "other"}}
+
+    async def read_slowly(*_: Any) -> tuple[str, str]:
+        await asyncio.sleep(0)  # another worker runs here, between the read of the Secret and its apply
+        return "ours", "OurPass"
+
+    monkeypatch.setattr("clusternet_hub.controller.helmpusher.pull_credentials", read_slowly)
+    monkeypatch.setattr(chartcredentials, "pull_secret_ref", lambda *_: {"name": "repo-creds"})
+    await asyncio.gather(c.releases._share_pull_credentials(hr, False),
+                         c.releases._share_pull_credentials(other, False))
+    last = [b for w, b in zip(parent.writes, parent.bodies, strict=True) if w[:2] == ("apply", "Secret")][-1]
+    assert sorted(last["data"]) == sorted(f"{n}.{k}" for n in (HR[1], "other") for k in ("username", "password"))

@@ -11,6 +11,7 @@ One operation per release at a time (the work queue never hands a key to two wor
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 
@@ -56,6 +57,7 @@ class ReleasePusher:
         self.pull_secrets: dict[str, Obj] = {}  # cluster namespace -> its CHART_PULL_SECRET as last written
         self.pending = PendingReleases()  # releases seen pending, on this leader's clock (helm/stuck.py)
         self.status_failures = Repeats()  # a status write refused the same way again is warned about once
+        self.pull_secret_turns: dict[str, asyncio.Lock] = {}  # per cluster namespace (_share_pull_credentials)
 
     async def close(self) -> None:
         relays, self.relays = self.relays, {}  # taken at once: no table changing while closing
@@ -137,7 +139,15 @@ class ReleasePusher:
         """A Pull-mode cluster fetches its charts itself: copy the credentials of the HelmChart the release
         stands for (chartcredentials: never the Secret the HelmRelease names, which its agent may edit) into
         the one Secret of its namespace its agent may read (known.CHART_PULL_SECRET), and take them out when
-        the HelmRelease goes. The child then holds repository credentials: inherent in pulling."""
+        the HelmRelease goes. The child then holds repository credentials: inherent in pulling.
+
+        One namespace's copies take turns: the Secret is applied whole, so two HelmReleases' workers that read it
+        before either wrote each applied a map without the other's keys, which server-side apply then removed (two
+        private charts to one Pull cluster: one fetched without credentials until its next resync)."""
+        async with self.pull_secret_turns.setdefault(hr["metadata"]["namespace"], asyncio.Lock()):
+            await self._share_pull_credentials_now(hr, deleting)
+
+    async def _share_pull_credentials_now(self, hr: Obj, deleting: bool) -> None:
         meta = hr["metadata"]
         ref = chartcredentials.pull_secret_ref(hr, self.store.caches)
         keys = (f"{meta['name']}.username", f"{meta['name']}.password")
