@@ -59,6 +59,18 @@ def problems_reason(problems: list[str]) -> str:
     return "RenderFailed"
 
 
+def status_patch(old: Obj, new: Obj) -> dict[str, object]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: a key `new` no longer has is sent as null, in
+    nested objects too (lists are replaced whole anyway). Writing `new` as it is removed nothing: a merge patch
+    merges objects, so `replicas: {}` after Dividing → Replication, or without a divided feed removed, kept the old
+    split for good, and status_update, comparing with the server's copy, rewrote the status at every reconcile."""
+    body: dict[str, object] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        before = old.get(k)
+        body[k] = status_patch(before, v) if isinstance(v, dict) and isinstance(before, dict) else v
+    return body
+
+
 def status_update(sub: Obj, status: Obj, ready: Obj, now: str) -> Obj | None:
     """The status to write (with Ready's lastTransitionTime kept unless its status flips), None when the
     Subscription already says it."""

@@ -311,6 +311,18 @@ async def test_a_dividing_subscription_writes_its_feed_inventory_and_removes_it_
     assert parent.find("FeedInventory", *SUB) is None and SUB not in c.store.caches.inventories
 
 
+async def test_a_split_no_longer_divided_leaves_status_replicas_and_the_status_is_not_rewritten() -> None:
+    """The status is a merge patch: `replicas: {}` kept the old split for good (after Dividing -> Replication, or a
+    divided feed removed), and every reconcile then rewrote the status, the server's copy never matching."""
+    was_divided = subscription() | {"status": {"replicas": {"apps/v1/Deployment/default/web": [2, 4]}}}
+    c, parent, _ = await primed(cluster(), config_map_manifest(), was_divided)
+    await c.subscriptions.reconcile(SUB, force=False)
+    assert parent.find("Subscription", *SUB)["status"]["replicas"] == {}
+    parent.writes.clear()
+    await c.subscriptions.reconcile(SUB, force=True)
+    assert [w for w in parent.writes if w[0] == "patch/status"] == []
+
+
 # --- push -----------------------------------------------------------------------------------------------------
 
 

@@ -89,6 +89,7 @@ class StatusWriter:
         # the next status is compared with this one, not with an older one; through on_subscription, so a spec
         # edit committed before this write and not yet watched is planned now (it used to be stored unseen)
         await write_back(self.store.caches.subscriptions, key, self.kube.patch(
-            known.APPS_API_VERSION, "Subscription", key[1], {"status": new}, key[0], subresource="status"),
+            known.APPS_API_VERSION, "Subscription", key[1], {"status": substatus.status_patch(
+                dict(sub.get("status") or {}), new)}, key[0], subresource="status"),
             self.store.on_subscription)
         self.written[key] = (time.monotonic(), time.monotonic() - started)
