@@ -58,7 +58,17 @@ class PatchFailure(Exception):
 
 
 class _JSONishLoader(yaml.SafeLoader):
-    """SafeLoader without timestamp resolution: values must stay JSON types (dates stay strings)."""
+    """SafeLoader without timestamp resolution: values must stay JSON types (dates stay strings), and without
+    aliases. An alias is a reference that jsonify (and every JSON encoder after it) expands: a kilobyte of nested
+    `&a [*b, *b, ...]` became hundreds of millions of nodes, built in the hub's event loop, so one Localization in
+    one cluster namespace froze the hub for every tenant (audit s35). JSON has no aliases; a value that uses one is
+    refused with a reason (OverrideFailed), as any value that does not parse."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed here",
+                                              self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        return super().compose_node(parent, index)
 
 
 _JSONishLoader.yaml_implicit_resolvers = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 from typing import Any
@@ -181,6 +182,17 @@ def test_bad_overrides_are_errors_never_exceptions(conf: dict[str, Any], reason:
     assert reason in result.errors[0].reason
     assert result.errors[0].override_name == "#0"
     assert result.object["metadata"]["labels"]["winner"] == "ok"
+
+
+def test_yaml_aliases_in_a_value_are_refused_not_expanded() -> None:
+    """A kilobyte of nested aliases expanded to ~4 x 10^8 nodes in the hub's event loop (audit s35)."""
+    names = "abcdefghij"
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in itertools.pairwise(names))
+    loc = override("Localization", "l", 500, [{"type": "MergePatch", "value": bomb}, set_label("ok")])
+    result = apply_overrides(DEPLOYMENT, [loc])
+    assert len(result.errors) == 1 and "YAML aliases (*name) are not allowed here" in result.errors[0].reason
+    assert result.object["metadata"]["labels"]["winner"] == "ok"  # the override's other patches still apply
 
 
 def test_values_may_be_yaml_json_or_already_parsed() -> None:
