@@ -236,6 +236,8 @@ class ClusterPlacement:
     """Sum of the weights of the subscribers that match this cluster."""
     subscribers: tuple[int, ...]
     """Indexes in spec.subscribers whose clusterAffinity matched."""
+    preferred_against: int = 0
+    """PreferNoSchedule taints no toleration covers: what Clusternet's TaintToleration score counts."""
 
 
 @dataclass
@@ -317,9 +319,13 @@ def schedule(
                 cluster_id=str((cluster.get("spec") or {}).get("clusterId") or ""),
                 weight=sum(int(subscribers[i].get("weight") or 0) for i in matched),
                 subscribers=tuple(matched),
+                preferred_against=sum(1 for t in (cluster.get("spec") or {}).get("taints") or []
+                                      if t.get("effect") == "PreferNoSchedule" and not tolerates(tolerations, t)),
             )
         )
 
+    if spec.get("schedulingBySubGroup"):
+        placements = by_subgroup(placements, subscribers, already_bound)
     placements.sort(key=lambda p: p.key)
     result.clusters = placements
     result.binding_clusters = [p.key for p in placements]
@@ -339,6 +345,25 @@ def schedule(
             desired = replicas_by_feed.get(key)
             result.replicas[key] = [] if desired is None or sum(weights) == 0 else divide_replicas(desired, weights)
     return result
+
+
+def by_subgroup(placements: list[ClusterPlacement], subscribers: list[Obj],
+                already_bound: Collection[str]) -> list[ClusterPlacement]:
+    """`schedulingBySubGroup`: of the clusters each subscriber selects, keep its `subGroupStrategy.minClusters`
+    best, as Clusternet's scheduler does after scoring. Best here: already bound first (a tie never moves a
+    running workload), then the fewest untolerated PreferNoSchedule taints (Clusternet's default score), then
+    by name. Accepted and ignored until 2026-12-06: every matching cluster was bound. A subscriber without
+    `minClusters` is refused, as Clusternet's scheduler fails such a Subscription."""
+    keep: set[str] = set()
+    for i, sub in enumerate(subscribers):
+        minimum = (sub.get("subGroupStrategy") or {}).get("minClusters")
+        if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+            raise UnsupportedScheduling(f"schedulingBySubGroup needs spec.subscribers[{i}].subGroupStrategy."
+                                        "minClusters (a count of clusters)")
+        mine = sorted((p for p in placements if i in p.subscribers),
+                      key=lambda p: (p.key not in already_bound, p.preferred_against, p.key))
+        keep.update(p.key for p in mine[:minimum])
+    return [p for p in placements if p.key in keep]
 
 
 def _no_cluster_message(n_subscribers: int, filtered: Mapping[str, str]) -> str:

@@ -284,6 +284,22 @@ def test_dynamic_dividing_is_refused_clearly() -> None:
         schedule(sub, [cluster("ns1", "a")])
 
 
+def test_scheduling_by_subgroup_keeps_min_clusters_per_subscriber() -> None:
+    """Accepted and ignored until 2026-12-06: all three clusters were bound."""
+    groups = [{"clusterAffinity": {"matchLabels": {"region": "bj"}}, "subGroupStrategy": {"minClusters": 1}},
+              {"clusterAffinity": {"matchLabels": {"region": "sh"}}, "subGroupStrategy": {"minClusters": 1}}]
+    prefer_not = [{"key": "spot", "effect": "PreferNoSchedule"}]
+    clusters = [cluster("ns1", "a", {"region": "bj"}, prefer_not), cluster("ns2", "b", {"region": "bj"}),
+                cluster("ns3", "c", {"region": "sh"})]
+    sub = subscription(groups, schedulingBySubGroup=True)
+    assert schedule(sub, clusters).binding_clusters == ["ns2/b", "ns3/c"]  # a: a PreferNoSchedule taint
+    sub["status"] = {"bindingClusters": ["ns1/a", "ns3/c"]}
+    assert schedule(sub, clusters).binding_clusters == ["ns1/a", "ns3/c"]  # a tie never moves what runs
+    assert schedule(subscription(groups), clusters).binding_clusters == ["ns1/a", "ns2/b", "ns3/c"]
+    with pytest.raises(UnsupportedScheduling, match=r"subscribers\[1\].subGroupStrategy.minClusters"):
+        schedule(subscription([groups[0], {"clusterAffinity": {}}], schedulingBySubGroup=True), clusters)
+
+
 @pytest.mark.parametrize(
     ("replicas", "weights", "expected"),
     [
