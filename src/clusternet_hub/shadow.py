@@ -167,6 +167,11 @@ class ShadowAPI:
                                   f"{shadow_path.subresource})")
             if not resource.namespaced and shadow_path.namespace is not None:
                 raise ShadowError(404, "NotFound", f"{resource.group_resource} are not namespaced")
+            if resource.namespaced and shadow_path.namespace is None and shadow_path.name is not None:
+                # kube-apiserver serves no such path: 404. The Manifest name `<plural>.<namespace>.<name>` made
+                # `configmaps/kube-system.coredns` reach (and DELETE remove) kube-system's coredns (audit s35)
+                raise ShadowError(404, "NotFound", f"{resource.group_resource} are namespaced: name the namespace "
+                                  f"(/namespaces/<namespace>/{resource.plural}/{shadow_path.name})")
             call = _Call(self.kube, resource, shadow_path, impersonation(*identity))
             return await call.dispatch(request)
         except ShadowError as e:
@@ -309,8 +314,8 @@ class _Call:
         rv = resource_version or str(body.get("metadata", {}).get("resourceVersion") or "") or None
         name = str(obj["metadata"]["name"])
         call = _Call(self.kube, self.resource, ShadowPath(self.path.plural, self.namespace, name), self.headers)
+        await self._ensure_reserved()  # first: a dry run in a namespace the parent lacks is made in this one
         await self._validate(obj)
-        await self._ensure_reserved()
         status, existing = await self.kube.raw("GET", call.manifest, extra_headers=self.headers)
         if status not in (200, 404):
             raise ShadowError.from_api(_error(status, existing))
@@ -338,8 +343,11 @@ class _Call:
                               f'strategic merge patch nor apply patch: "{content_type}")')
         current = await self._manifest()
         patched = apply_patch(template_of(current), patch, content_type)
-        return await self.write(patched, create=False,
-                                resource_version=str(current["metadata"].get("resourceVersion") or "") or None)
+        # a resourceVersion the patch carries is a precondition, as in kube-apiserver (a stale one: 409); the
+        # current one was put over it until 2026-12-06, so a stale patch overwrote silently (audit s35)
+        carried = (patched.get("metadata") or {}).get("resourceVersion")
+        return await self.write(patched, create=False, resource_version=str(
+            carried or current["metadata"].get("resourceVersion") or "") or None)
 
     async def delete(self, raw: bytes, content_type: str, query: Mapping[str, str]) -> Obj:
         """Delete the template's Manifest with the caller's DeleteOptions (body, and the query parameters kubectl

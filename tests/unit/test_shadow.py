@@ -262,6 +262,38 @@ async def shadow_client(parent: FakeParent, user: str = "alice") -> Any:
     return client
 
 
+async def test_a_named_path_without_its_namespace_never_reaches_a_namespaced_template() -> None:
+    """`configmaps/x.c` named Manifest configmaps.x.c, ConfigMap c of namespace x: read, and deleted (audit s35)."""
+    parent = FakeParent()
+    parent.manifests["configmaps.x.c"] = stored({"apiVersion": "v1", "kind": "ConfigMap",
+                                                 "metadata": {"name": "c", "namespace": "x"}}, "configmaps")
+    client = await shadow_client(parent)
+    try:
+        for verb in (client.get, client.delete):
+            resp = await verb(f"{mapping.PREFIX}/configmaps/x.c")
+            assert resp.status == 404 and "are namespaced: name the namespace" in (await resp.json())["message"]
+        assert "configmaps.x.c" in parent.manifests
+    finally:
+        await client.close()
+
+
+async def test_a_patch_carrying_a_stale_resource_version_is_a_conflict() -> None:
+    parent = FakeParent()
+    client = await shadow_client(parent)
+    base = f"{mapping.PREFIX}/namespaces/x/deployments"
+    try:
+        assert (await client.post(base, json=deployment())).status == 201  # resourceVersion 1
+        assert (await client.put(f"{base}/web", json=deployment())).status == 200  # 2
+        resp = await client.patch(f"{base}/web", json={"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 9}},
+                                  headers={"Content-Type": mapping.MERGE_PATCH})
+        assert resp.status == 409 and (await resp.json())["reason"] == "Conflict"
+        resp = await client.patch(f"{base}/web", json={"metadata": {"resourceVersion": "2"}, "spec": {"replicas": 9}},
+                                  headers={"Content-Type": mapping.MERGE_PATCH})
+        assert resp.status == 200 and (await resp.json())["spec"]["replicas"] == 9
+    finally:
+        await client.close()
+
+
 async def test_the_handlers_store_templates_as_the_user() -> None:
     parent = FakeParent()
     client = await shadow_client(parent)
