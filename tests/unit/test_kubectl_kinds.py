@@ -13,6 +13,7 @@ from clusternet_core.naming import manifest_for
 from clusternet_kubectl.commands.delete import delete_command
 from clusternet_kubectl.commands.describe import describe_command
 from clusternet_kubectl.commands.get import get_command
+from clusternet_kubectl.documents import Document
 from clusternet_kubectl.errors import PluginError
 from clusternet_kubectl.resources import MANIFEST
 from clusternet_kubectl.session import Session
@@ -149,3 +150,24 @@ async def test_deleting_a_literal_kind_never_takes_another_groups_template(capsy
     assert deleted() == [] and "name the group" in capsys.readouterr().err
     assert await delete_command(session, "widgets.d.example.com", ("bar",), []) == 0
     assert deleted() == [MANIFEST.path(known.RESERVED_NAMESPACE, manifest_for("widgets", third)["metadata"]["name"])]
+
+
+async def test_delete_f_deletes_only_the_template_its_file_stores(capsys: pytest.CaptureFixture[str]) -> None:
+    """A kind the parent does not serve: `-f` of a file without a namespace deleted that name's templates in every
+    namespace, and one whose template was gone the namespace-less one (audit s35). A file knows the scope."""
+    skip = {"annotations": {known.ANNOTATION_SKIP_VALIDATING: "true"}}
+    widgets = [{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "foo", **ns, **skip}}
+               for ns in ({"namespace": "team-a"}, {"namespace": "team-b"}, {})]
+    paths = {MANIFEST.path(known.RESERVED_NAMESPACE, manifest_for("widgets", w)["metadata"]["name"]):
+             manifest_for("widgets", w) for w in widgets}
+    path = list(paths)
+    session = Session(FakeParent(*[("widgets", w) for w in widgets], paths=paths), "default")
+    asked = session.kube.asked  # type: ignore[attr-defined]
+    assert await delete_command(session, None, (), [Document("widget.yaml", widgets[2])]) == 0
+    assert sorted({p for p in asked if p in paths}) == [path[2]]
+    assert capsys.readouterr().out == 'widget.example.com "foo" deleted\n'
+    asked.clear()
+    session.kube.paths[path[0]] = 404  # type: ignore[attr-defined]  # team-a's is gone: nothing else instead
+    assert await delete_command(session, None, (), [Document("team-a.yaml", widgets[0])]) == 1
+    assert [p for p in asked if p in paths] == [path[0]]
+    assert 'widgets.example.com "foo" not found' in capsys.readouterr().err

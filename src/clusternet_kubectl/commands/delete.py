@@ -15,7 +15,7 @@ from clusternet_kubectl.documents import Document
 from clusternet_kubectl.errors import PluginError, api_error
 from clusternet_kubectl.resources import MANIFEST, Resource, object_type_name, split_group
 from clusternet_kubectl.session import Session
-from clusternet_kubectl.targets import identity_of, resolve_target
+from clusternet_kubectl.targets import Target, crd_resources, identity_of, manifest_for, resolve_target
 from clusternet_kubectl.templates import Kind, list_templates, not_found_error, resolve_kind, template_namespace
 
 DELETE_OPTIONS = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
@@ -69,21 +69,47 @@ async def _delete_manifest(session: Session, name: str) -> bool:
 
 
 async def delete_documents(session: Session, documents: list[Document]) -> int:
-    """`delete -f`: each object of the files, as `apply` would have stored it."""
+    """`delete -f`: each object of the files, as `apply` would have stored it (kinds defined by CRDs of the same
+    files included, as `apply` takes them)."""
     ok = True
+    defined = crd_resources(d.object for d in documents)
     for doc in documents:
         try:
-            target = await resolve_target(session, doc.object)
+            target = await resolve_target(session, doc.object, defined)
         except PluginError as exc:
             click.echo(f"error: {identity_of(doc.object)} from {doc.source}: {exc}", err=True)
             ok = False
             continue
         if target.is_template:
-            kind = Kind(target.resource if target.known else None, target.resource.kind)
-            ok &= await delete_template(session, kind, target.name, target.namespace or None)
+            ok &= await delete_stored(session, target)
         else:
             ok &= await delete_real(session, target.resource, target.name, target.namespace or None)
     return 0 if ok else 1
+
+
+async def delete_stored(session: Session, target: Target) -> bool:
+    """The one Manifest `apply -f` stores the object in, if it holds an object of that kind and group. A file knows
+    the object's scope and group, which a kind typed in may not; until 2026-12-06 `-f` went by kind and name like
+    a typed-in kind, so a file without a namespace of a kind the parent does not serve deleted that name's
+    templates in every namespace, and one whose template was gone deleted the namespace-less one (audit s35)."""
+    name = manifest_for(target)["metadata"]["name"]
+    obj = target.object
+    shown = f'{object_type_name(obj)} "{target.name}"'
+    try:
+        stored = await session.kube.request("GET", MANIFEST.path(known.RESERVED_NAMESPACE, name))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        stored = {}
+    template = stored.get("template") or {}
+    if (template.get("kind"), split_group(str(template.get("apiVersion") or ""))) != (
+            obj.get("kind"), split_group(str(obj.get("apiVersion") or ""))):
+        click.echo(f'Error from server (NotFound): {target.resource.group_resource} "{target.name}" not found',
+                   err=True)
+        return False
+    if await _delete_manifest(session, name):
+        click.echo(f"{shown} deleted")
+    return True
 
 
 async def delete_command(session: Session, kind_name: str | None, names: tuple[str, ...],
