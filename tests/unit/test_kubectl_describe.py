@@ -15,6 +15,7 @@ MANIFEST = {"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Manifest", "te
             "metadata": {"name": "deployments.foo.my-nginx", "namespace": "clusternet-reserved",
                          "creationTimestamp": "2026-12-02T11:48:00Z"}}
 FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
+KEY = "apps/v1/Deployment/foo/my-nginx"
 
 
 def subscription(status: dict[str, object]) -> dict[str, object]:
@@ -91,8 +92,8 @@ def replicas_column(text: str) -> str:
 def test_replicas_divide_by_the_rendered_count_not_the_pods_a_rollout_has() -> None:
     manifest = {**MANIFEST, "template": {**DEPLOY, "spec": {"replicas": 5}}}
     # the rendered object's count (a Localization made it 4 in that cluster), read from its Description
-    assert replicas_column(describe_template(manifest, [rolling()], NOW, {("default/app-demo", "clusternet-a"): 4})) \
-        == "0/4 ready"
+    rendered = {(KEY, "default/app-demo", "clusternet-a"): 4}
+    assert replicas_column(describe_template(manifest, [rolling()], NOW, rendered)) == "0/4 ready"
     # without the Description: the Dividing share, else the template's own spec.replicas, never status.replicas
     assert replicas_column(describe_template(manifest, [rolling(replicas={"apps/v1/Deployment/foo/my-nginx": [3]})],
                                              NOW)) == "0/3 ready"
@@ -119,8 +120,27 @@ async def test_the_desired_count_is_read_from_each_clusters_generic_description(
 
     sub = subscription({})
     found = await rendered_replicas(Listing(), [DEPLOY], [sub])  # type: ignore[arg-type]
-    assert found == {("default/app-demo", "clusternet-a"): 4}
+    assert found == {(KEY, "default/app-demo", "clusternet-a"): 4}
     assert asked == ["apps.clusternet.io/subs.name=app-demo,apps.clusternet.io/subs.namespace=default"]
     # a template not scaled by spec.replicas asks nothing
     assert await rendered_replicas(Listing(), [{"apiVersion": "v1", "kind": "Service"}], [sub]) == {}  # type: ignore[arg-type]
     assert len(asked) == 1
+
+
+async def test_each_template_of_a_subscription_shows_its_own_desired_count() -> None:
+    """Keyed by Subscription and cluster only, describing `web` and `api` of one Subscription showed api's count
+    for both (audit s35)."""
+    api = {**DEPLOY, "metadata": {**DEPLOY["metadata"], "name": "api"}, "spec": {"replicas": 7}}
+    descs = [{"apiVersion": known.APPS_API_VERSION, "kind": "Description",
+              "metadata": {"name": "app-demo-1-generic", "namespace": "clusternet-a"},
+              "spec": {"deployer": "Generic", "raw": encode_raw([{**DEPLOY, "spec": {"replicas": 4}}, api])}}]
+
+    class Listing:
+        async def list(self, resource: object, namespace: str | None = None,
+                       selector: str | None = None) -> list[dict[str, object]]:
+            return descs
+
+    sub = {**subscription({}), "spec": {"feeds": [FEED, {**FEED, "name": "api"}]}}
+    found = await rendered_replicas(Listing(), [DEPLOY, api], [sub])  # type: ignore[arg-type]
+    assert found == {(KEY, "default/app-demo", "clusternet-a"): 4,
+                     ("apps/v1/Deployment/foo/api", "default/app-demo", "clusternet-a"): 7}

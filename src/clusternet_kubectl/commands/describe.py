@@ -60,7 +60,9 @@ def _replica_text(replicas: Mapping[str, Any] | None, desired: int | None = None
     return ", ".join(f"{k} {replicas[k]}" for k in ("active", "succeeded", "failed") if k in replicas) or "-"
 
 
-Desired = Mapping[tuple[str, str], int]
+Desired = Mapping[tuple[str, str, str], int]
+"""Replicas an object is rendered with, by (template's feed key, Subscription, cluster namespace). Without the
+template in the key, describing several templates of one Subscription showed the last one's count for all."""
 """(Subscription `namespace/name`, cluster namespace) -> the replicas the template's object is rendered with
 there (its Description: describe_templates)."""
 
@@ -83,7 +85,7 @@ def _cluster_rows(sub: Mapping[str, Any], key: str, template: Mapping[str, Any],
     rows = []
     for binding, detail, share in zip(bindings, details, shares, strict=True):
         cluster_ns, _, cluster = binding.partition("/")
-        count = desired.get((namespaced_name(sub), cluster_ns), share if share is not None else own)
+        count = desired.get((key, namespaced_name(sub), cluster_ns), share if share is not None else own)
         rows.append([namespaced_name(sub), detail.get("clusterName") or cluster, cluster_ns,
                      detail.get("available", "unknown"), _replica_text(detail.get("replicaStatus"), count)])
     return rows
@@ -189,11 +191,11 @@ async def describe_templates(session: Session, kind: Kind, names: tuple[str, ...
 
 
 async def rendered_replicas(session: Session, templates: Sequence[Mapping[str, Any]],
-                            subscriptions: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+                            subscriptions: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], int]:
     """Desired, per Subscription and cluster namespace, for the scaled templates: read from the objects the
     Subscriptions' generic Descriptions render (overrides and the Dividing split applied), as the hub's Ready
     condition does. One LIST per Subscription feeding such a template; none readable (RBAC): empty."""
-    found: dict[tuple[str, str], int] = {}
+    found: dict[tuple[str, str, str], int] = {}
     for template in templates:
         if not scaled(template):
             continue
@@ -211,7 +213,7 @@ async def rendered_replicas(session: Session, templates: Sequence[Mapping[str, A
                     continue
                 count = desired_replicas(feeds, desc, template)
                 if count is not None:
-                    found[(namespaced_name(sub), str(desc["metadata"].get("namespace")))] = count
+                    found[(feed_key(template), namespaced_name(sub), str(desc["metadata"].get("namespace")))] = count
     return found
 
 
