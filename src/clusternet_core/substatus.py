@@ -37,6 +37,8 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
     ready = aggregated.pop("conditions", [{}])[0]
     if inputs is not None and inputs.message and not status.get("bindingClusters"):
         ready = condition("False", "NoMatchingCluster", inputs.message)
+    elif status.get("bindingClusters") and (note := unweighted_note(sub)):
+        ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
     problems = inputs.problems if inputs is not None else last_problems
     if problems:
         ready = condition("False", problems_reason(problems), "; ".join(problems))
@@ -48,6 +50,19 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
     new_status = {k: v for k, v in status.items() if k != "conditions"}
     new_status.update(aggregated)
     return new_status, ready
+
+
+def unweighted_note(sub: Obj) -> str | None:
+    """What a Dividing Subscription none of whose subscribers has a weight does, said in its Ready message: each
+    cluster runs the template's full count, as in Clusternet (nothing to divide by), and `weight` is optional, so
+    easily forgotten. Until 2026-12-06 the scheduler's note on it was dropped once clusters were bound, and the
+    Subscription read `N/N clusters done` (audit s35). From the spec alone, so every status write says it."""
+    spec = sub.get("spec") or {}
+    if spec.get("schedulingStrategy") != "Dividing" or any(
+            isinstance(s.get("weight"), int) and s["weight"] > 0 for s in spec.get("subscribers") or []):
+        return None
+    return "Dividing without weights: no subscriber has a weight, so no replicas are divided and each cluster " \
+           "runs the template's full count"
 
 
 def problems_reason(problems: list[str]) -> str:

@@ -323,6 +323,21 @@ async def test_a_split_no_longer_divided_leaves_status_replicas_and_the_status_i
     assert [w for w in parent.writes if w[0] == "patch/status"] == []
 
 
+async def test_a_dividing_subscription_without_weights_says_what_it_does() -> None:
+    """Each cluster runs the full count (as in Clusternet); the Subscription read `1/1 clusters done` (audit s35)."""
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription(
+        schedulingStrategy="Dividing", dividingScheduling={"type": "Static"}))
+    await c.subscriptions.reconcile(SUB, force=False)
+    [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
+    assert "Dividing without weights" in ready["message"]
+    weighted = subscription(schedulingStrategy="Dividing", dividingScheduling={"type": "Static"},
+                            subscribers=[{"clusterAffinity": {"matchLabels": {"env": "prod"}}, "weight": 1}])
+    c, parent, _ = await primed(cluster(), config_map_manifest(), weighted)
+    await c.subscriptions.reconcile(SUB, force=False)
+    [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
+    assert "weights" not in ready["message"]
+
+
 # --- push -----------------------------------------------------------------------------------------------------
 
 
