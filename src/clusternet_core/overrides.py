@@ -56,6 +56,7 @@ __all__ = [
     "changed_paths",
     "merge_patch",
     "parse_value",
+    "same_feed",
     "select_overrides",
     "selection_problem",
     "unusable_overrides",
@@ -71,8 +72,18 @@ Obj = Mapping[str, Any]
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _same_feed(a: Obj, b: Obj) -> bool:
-    return feed_ref(a) == feed_ref(b)
+def same_feed(override_feed: Obj, feed: Obj) -> bool:
+    """Does an override's feed name this feed? As Clusternet, which ties an override to the templates its feed
+    resolves to: a namespace left out on either side matches any namespace (a Subscription feed `ConfigMap cfg`
+    and a Localization naming `ConfigMap default/cfg`, or the reverse). Until 2026-12-06 the fields had to be
+    equal, and such an override was dropped without a word, the Subscription Ready (audit s35). Rendering passes
+    the template the Subscription's feed resolved to, with its namespace, so an override naming another
+    namespace's object never applies to it."""
+    a, b = feed_ref(override_feed), feed_ref(feed)
+    if a == b:
+        return True
+    return (a["apiVersion"], a["kind"], a["name"]) == (b["apiVersion"], b["kind"], b["name"]) and not (
+        a["namespace"] and b["namespace"])
 
 
 def _creation_time(obj: Obj) -> datetime:
@@ -124,7 +135,7 @@ def select_overrides(
     globs: list[dict[str, Any]] = []
     for glob in globalizations:
         spec = glob.get("spec") or {}
-        if not _live(glob) or not _same_feed(spec.get("feed") or {}, feed):
+        if not _live(glob) or not same_feed(spec.get("feed") or {}, feed):
             continue
         problem = selection_problem(glob)
         if problem is not None:
@@ -139,7 +150,7 @@ def select_overrides(
         for loc in localizations
         if _live(loc)
         and (loc.get("metadata") or {}).get("namespace") == cluster_ns
-        and _same_feed((loc.get("spec") or {}).get("feed") or {}, feed)
+        and same_feed((loc.get("spec") or {}).get("feed") or {}, feed)
     ]
     globs.sort(key=_order_key)
     locs.sort(key=_order_key)
@@ -195,7 +206,7 @@ def unusable_overrides(feeds: Iterable[Obj], globalizations: Iterable[Obj]) -> l
     """selection_problem of each live Globalization of one of these feeds (one line each, sorted by name)."""
     refs = [feed_ref(f) for f in feeds]
     found = [(problem, glob) for glob in globalizations if _live(glob) and any(
-        _same_feed((glob.get("spec") or {}).get("feed") or {}, ref) for ref in refs)
+        same_feed((glob.get("spec") or {}).get("feed") or {}, ref) for ref in refs)
         and (problem := selection_problem(glob)) is not None]
     return [problem for problem, _ in sorted(found, key=lambda f: str((f[1].get("metadata") or {}).get("name")))]
 

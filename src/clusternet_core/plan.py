@@ -33,7 +33,7 @@ from typing import Any, Literal, TypedDict, TypeGuard
 from clusternet_api import known
 from clusternet_api.apiresource import key_of as key_of  # re-exported: the hub's controller keys by it
 from clusternet_core import basenames, feedinventory, feedresolve, heldback, helmrender, rendering
-from clusternet_core.overrides import OverrideError, apply_now_digest, unusable_overrides
+from clusternet_core.overrides import OverrideError, apply_now_digest, same_feed, unusable_overrides
 from clusternet_core.placement import holding_clusters, unbound_bases
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, format_feed, schedule
 
@@ -195,7 +195,7 @@ def override_targets(override: Obj, sub: Obj) -> bool:
         ref = feed_ref(target)
     except (KeyError, TypeError, ValueError):
         return False
-    return any(feed_key(ref) == feed_key(f) for f in subscription_feeds(sub))
+    return any(same_feed(ref, f) for f in subscription_feeds(sub))
 
 
 def condition(status: str, reason: str, message: str) -> Obj:

@@ -248,15 +248,18 @@ def render_generic(
                 f"feed {ref['apiVersion']}/{format_feed(ref)} not found: no Manifest in {known.RESERVED_NAMESPACE}"
             )
             continue
+        template = _template_of(found)
+        # the template the feed resolved to, with its namespace (overrides.same_feed)
+        resolved = {**ref, "namespace": (template.get("metadata") or {}).get("namespace") or ref["namespace"]}
         try:
-            chosen = select_overrides(ref, cluster, globs, locs)
+            chosen = select_overrides(resolved, cluster, globs, locs)
         except InvalidSelector as exc:
             result.errors.append(f"feed {ref['apiVersion']}/{format_feed(ref)}: {exc}")
             continue
         split = (replica_splits or {}).get(feed_key(ref))
         if split is not None:
             chosen = _with_dividing_override(chosen, dividing_override(ref, split))
-        outcome = apply_overrides(_template_of(found), chosen)
+        outcome = apply_overrides(template, chosen)
         result.items.append(RenderedObject(ref, outcome.object, outcome.applied, outcome.errors))
     result.items.sort(key=lambda item: apply_rank(item.object))  # stable: feed order within a rank
     return result

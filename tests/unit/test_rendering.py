@@ -137,6 +137,25 @@ def test_render_applies_this_clusters_overrides_and_reports_per_object() -> None
     ]
 
 
+def test_an_override_applies_when_one_side_leaves_the_namespace_out_but_never_to_another_namespace() -> None:
+    """Clusternet ties overrides to the template a feed resolves to; here the fields had to be equal, and an
+    override naming `default/cfg` for a Subscription feed `cfg` (or the reverse) was dropped (audit s35)."""
+    cm = obj("v1", "ConfigMap", "cfg", "default", data={"k": "1"})
+    loose = {"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg"}
+
+    def loc(feed: dict[str, Any], value: str) -> dict[str, Any]:
+        return {"kind": "Localization", "metadata": {"namespace": "clusternet-abcde", "name": value},
+                "spec": {"feed": feed, "overrides": [{"type": "MergePatch", "value": f"data: {{k: {value}}}"}]}}
+
+    assert render_generic([loose], {key(loose): cm}, CLUSTER, [], [loc(feed(cm), "named")]).objects[0]["data"] == {
+        "k": "named"}
+    assert render_generic([feed(cm)], {key(feed(cm)): cm}, CLUSTER, [], [loc(loose, "loose")]).objects[0][
+        "data"] == {"k": "loose"}
+    elsewhere = {**feed(cm), "namespace": "prod"}
+    assert render_generic([loose], {key(loose): cm}, CLUSTER, [], [loc(elsewhere, "other")]).objects[0]["data"] == {
+        "k": "1"}
+
+
 def test_missing_template_is_an_error_and_helm_feeds_are_skipped() -> None:
     cm = obj("v1", "ConfigMap", "cfg", "foo")
     missing = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
