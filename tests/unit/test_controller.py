@@ -185,6 +185,26 @@ async def test_an_apply_now_override_deleted_while_no_hub_watched_is_rolled_back
     assert deployed_data(parent) == {"k": "again"}
 
 
+async def test_an_apply_now_change_in_one_cluster_leaves_another_clusters_apply_later_waiting() -> None:
+    """The ApplyNow change forced a re-render of every cluster of the Subscription, rolling out an ApplyLater
+    Localization waiting in another one (audit s35)."""
+    other_ns = "clusternet-def"
+    child2 = cluster() | {"metadata": {**cluster()["metadata"], "name": "child2", "namespace": other_ns, "uid": "mc2"}}
+    c, parent, _ = await primed(cluster(), child2, config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    for ns in (NS, other_ns):
+        c.store.caches.descriptions[(ns, DESC[1])] = parent.find("Description", ns, DESC[1])
+    later = localization("ApplyLater", "later") | {"metadata": {"name": "loc", "namespace": other_ns, "uid": "l2"}}
+    c.store.on_override("ADDED", later)
+    c.store.queue.drain()
+    c.store.on_override("ADDED", localization("ApplyNow", "now"))
+    for (_, *key), force in c.store.queue.drain():
+        await c.subscriptions.reconcile(tuple(key), force=force)  # type: ignore[arg-type]
+    assert deployed_data(parent) == {"k": "now"}
+    [cm] = decode_raw(parent.find("Description", other_ns, DESC[1])["spec"]["raw"])
+    assert cm["data"] == {"k": "1"}  # waits for the next change of the Subscription or a feed
+
+
 async def test_an_apply_later_override_deleted_while_no_hub_watched_still_waits() -> None:
     c, parent, _ = await primed(cluster(), config_map_manifest(), subscription(), localization("ApplyLater"))
     await c.subscriptions.reconcile(SUB, force=False)

@@ -40,7 +40,7 @@ async def test_a_failed_localization_gets_one_event_that_kubectl_describe_select
     c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
     await c.subscriptions.reconcile(SUB, force=False)  # deployed without the override
     loc = await parent.create(broken("Localization", "bad-path", NS))
-    c.store.on_override("MODIFIED", loc)  # ApplyNow: its Subscriptions are reconciled with force
+    c.store.on_override("MODIFIED", loc)  # ApplyNow: its Subscriptions are reconciled (here forced too)
     await c.subscriptions.reconcile(SUB, force=True)
     for _ in range(2):  # then the resync's and any other reconcile: the same failure, no new event
         await c.subscriptions.reconcile(SUB, force=False)

@@ -206,8 +206,11 @@ class Store:
         now = policy == "ApplyNow" or (override.get("spec") or {}).get("overridePolicy") == "ApplyNow"
         # an unusable override refuses its Subscriptions, even ApplyLater (which waits only to apply), and
         # fixing or deleting it lifts the refusal
+        # never forced: each Description records the ApplyNow overrides it was rendered with, so the plan renders
+        # again exactly the clusters whose set changed. A forced plan rendered every cluster of the Subscription,
+        # rolling out ApplyLater overrides waiting in other clusters (audit s35; kept until 2026-12-06)
         if now or unusable or (old is not None and selection_problem(old) is not None):
-            self.enqueue_subscriptions(lambda sub: override_targets(override, sub), force=now)
+            self.enqueue_subscriptions(lambda sub: override_targets(override, sub))
 
     def in_cluster_namespace(self, obj: Obj) -> bool:
         """Is the object in a ManagedCluster's dedicated namespace (where Localizations take effect)?"""
