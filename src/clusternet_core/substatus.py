@@ -37,7 +37,7 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
     ready = aggregated.pop("conditions", [{}])[0]
     if inputs is not None and inputs.message and not status.get("bindingClusters"):
         ready = condition("False", "NoMatchingCluster", inputs.message)
-    elif status.get("bindingClusters") and (note := unweighted_note(sub)):
+    elif ready.get("type") and status.get("bindingClusters") and (note := unweighted_note(sub)):
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
     problems = inputs.problems if inputs is not None else last_problems
     if problems:
