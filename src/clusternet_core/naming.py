@@ -7,6 +7,7 @@ override machinery on every run.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,6 +102,32 @@ def clean_object(obj: Obj) -> dict[str, Any]:
         for key in STRIPPED_METADATA:
             meta.pop(key, None)
     return out
+
+
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def template_problem(resource_plural: str, obj: Obj) -> str | None:
+    """Why `obj` cannot be stored as a template, in one line, or None. `metadata`, its labels and annotations
+    must be maps (a string there crashed the plugin with a Python error and got a plain-text 500 from the shadow
+    API). Its name must fit the Manifest Clusternet stores it in, named `<plural>.<namespace>.<name>` (a DNS
+    subdomain) and labelled with the name (a label value: at most 63 characters), which names valid for their
+    kind may not (ClusterRole `system:metrics-server`, a 64-character ConfigMap): the Manifest's 422 named only
+    the Manifest (audit s35). Clusternet has the same limits."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        return "metadata must be a map"
+    for field in ("labels", "annotations"):
+        if not isinstance(meta.get(field) or {}, Mapping):
+            return f"metadata.{field} must be a map"
+    name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "") or None
+    stored = manifest_name(resource_plural, namespace, name)
+    if len(name) > 63 or not _LABEL_VALUE.fullmatch(name) or len(stored) > 253 or not _SUBDOMAIN.fullmatch(stored):
+        return (f'name "{name}" cannot name a template: the Manifest storing it is named {stored!r} (a DNS '
+                "subdomain: lowercase letters, digits, '-' and '.', at most 253 characters) and labelled with the "
+                "name (at most 63 characters), as in Clusternet")
+    return None
 
 
 def skip_validating(obj: Obj) -> bool:

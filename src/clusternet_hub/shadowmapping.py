@@ -18,7 +18,7 @@ from clusternet_api import known
 from clusternet_api.apiresource import Resource
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.restpaths import resource_path
-from clusternet_core.naming import DROPPED_OWNERS, clean_object, dropped_owners, split_api_version
+from clusternet_core.naming import DROPPED_OWNERS, clean_object, dropped_owners, split_api_version, template_problem
 from clusternet_core.patches import merge_patch
 
 GROUP_VERSION = f"{known.SHADOW_GROUP}/{known.SHADOW_VERSION}"
@@ -270,6 +270,8 @@ def prepare(resource: ShadowResource, shadow_path: ShadowPath, body: Mapping[str
         meta["namespace"] = shadow_path.namespace
     else:
         meta.pop("namespace", None)
+    if problem := template_problem(resource.plural, obj):  # before the dry run: it would pass, the Manifest not
+        raise ShadowError(422, "Invalid", f"{resource.kind} is invalid: {problem}")
     return obj
 
 

@@ -108,6 +108,8 @@ def object_ref(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
     """(apiVersion, kind, namespace, name), raising PluginError when one of the required fields is missing
     (a template needs a fixed name: its Manifest is named after it, so generateName cannot work)."""
     meta = obj.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise PluginError("metadata must be a map")
     api_version, kind, name = obj.get("apiVersion"), obj.get("kind"), meta.get("name")
     if not api_version or not kind:
         raise PluginError("object is missing apiVersion or kind")

@@ -60,7 +60,8 @@ def is_template_kind(obj: Mapping[str, Any]) -> bool:
 
 def identity_of(raw: Mapping[str, Any]) -> str:
     """`deployment.apps/name (namespace ns)` of an object as the user wrote it, for error messages."""
-    meta = raw.get("metadata") or {}
+    found = raw.get("metadata")
+    meta: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     ns = f" (namespace {meta['namespace']})" if meta.get("namespace") else ""
     return f"{object_type_name(raw, '<no kind>')}/{meta.get('name') or '<no name>'}{ns}"
 

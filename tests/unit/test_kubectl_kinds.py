@@ -9,7 +9,8 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.kube import Credentials, Kube
-from clusternet_core.naming import manifest_for
+from clusternet_core.naming import manifest_for, template_problem
+from clusternet_kubectl.commands.apply import apply_command
 from clusternet_kubectl.commands.delete import delete_command
 from clusternet_kubectl.commands.describe import describe_command
 from clusternet_kubectl.commands.get import get_command
@@ -171,3 +172,25 @@ async def test_delete_f_deletes_only_the_template_its_file_stores(capsys: pytest
     assert await delete_command(session, None, (), [Document("team-a.yaml", widgets[0])]) == 1
     assert [p for p in asked if p in paths] == [path[0]]
     assert 'widgets.example.com "foo" not found' in capsys.readouterr().err
+
+
+def test_what_cannot_be_a_template_is_said_in_one_line() -> None:
+    assert template_problem("services", {"metadata": "x"}) == "metadata must be a map"
+    assert template_problem("services", {"metadata": {"name": "a", "labels": "x"}}) == "metadata.labels must be a map"
+    assert template_problem("services", {"metadata": {"name": "web", "namespace": "foo"}}) is None
+    colon = template_problem("clusterroles", {"metadata": {"name": "system:metrics-server"}})
+    assert colon is not None and "'clusterroles.system:metrics-server'" in colon
+    assert template_problem("configmaps", {"metadata": {"name": "x" * 64, "namespace": "foo"}}) is not None
+
+
+async def test_apply_refuses_what_cannot_be_a_template_before_writing(capsys: pytest.CaptureFixture[str]) -> None:
+    """A string for metadata stopped the whole apply with a Python error; a name its Manifest cannot carry got the
+    Manifest's 422, naming only the Manifest (audit s35)."""
+    session = parent()
+    docs = [Document("bad-meta.yaml", {"apiVersion": "v1", "kind": "Service", "metadata": "x"}),
+            Document("long.yaml", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s" * 64}})]
+    assert await apply_command(session, docs) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: service/<no name> from bad-meta.yaml: metadata must be a map"
+    assert err[1].startswith(f'error: service/{"s" * 64} from long.yaml: name "{"s" * 64}" cannot name a template')
+    assert not [p for p in session.kube.asked if p.startswith(MANIFESTS)]  # type: ignore[attr-defined]

@@ -277,6 +277,24 @@ async def test_a_named_path_without_its_namespace_never_reaches_a_namespaced_tem
         await client.close()
 
 
+async def test_what_cannot_be_a_template_is_a_status_not_a_server_error() -> None:
+    """labels as a string (with skip-validating, no dry run to catch it) got a plain-text 500 (audit s35)."""
+    parent = FakeParent()
+    client = await shadow_client(parent)
+    base = f"{mapping.PREFIX}/namespaces/x/deployments"
+    skip = {known.ANNOTATION_SKIP_VALIDATING: "true"}
+    try:
+        resp = await client.post(base, json=deployment() | {"metadata": {"name": "web", "labels": "x",
+                                                                           "annotations": skip}})
+        body = await resp.json()
+        assert resp.status == 422 and body["kind"] == "Status" and "metadata.labels must be a map" in body["message"]
+        resp = await client.post(base, json=deployment("w" * 64))
+        assert resp.status == 422 and "cannot name a template" in (await resp.json())["message"]
+        assert parent.manifests == {}
+    finally:
+        await client.close()
+
+
 async def test_a_patch_carrying_a_stale_resource_version_is_a_conflict() -> None:
     parent = FakeParent()
     client = await shadow_client(parent)

@@ -18,7 +18,7 @@ import click
 from clusternet_api import known
 from clusternet_api.dryrun import APPLY_PATCH, dry_run_template
 from clusternet_api.kube import ApiException, Obj
-from clusternet_core.naming import DROPPED_OWNERS, dropped_owners
+from clusternet_core.naming import DROPPED_OWNERS, dropped_owners, template_problem
 from clusternet_kubectl.documents import Document
 from clusternet_kubectl.errors import PluginError, api_error, unknown_fields
 from clusternet_kubectl.resources import MANIFEST, Resource
@@ -78,6 +78,8 @@ async def apply_one(session: Session, raw: Mapping[str, object],
     if not target.is_template:
         result = await server_side_apply(session, target.resource, target.object)
         return f"{target.identity} {result}"
+    if problem := template_problem(target.resource.plural, target.object):  # before the dry run and any write
+        raise PluginError(problem)
     await session.ensure_reserved_namespace()
     result = await server_side_apply(session, MANIFEST, manifest_for(target), target if target.known else None)
     if dropped_owners(raw):  # as kubectl prints the shadow API's Warning header for the same write
@@ -108,8 +110,8 @@ async def prefetch(session: Session, documents: list[Document]) -> None:
     """Ask the parent everything the documents will need to know (discovery of their group-versions, which
     namespaces exist) in one round of concurrent requests, instead of as each document comes to need it."""
     versions = {str(d.object.get("apiVersion") or "") for d in documents} - {""}
-    namespaces = {str((d.object.get("metadata") or {}).get("namespace") or "") for d in documents
-                  if is_template_kind(d.object)} - {""}
+    namespaces = {str(meta.get("namespace") or "") for d in documents if is_template_kind(d.object)
+                  and isinstance(meta := d.object.get("metadata") or {}, Mapping)} - {""}
     if any(is_template_kind(d.object) for d in documents):
         namespaces.add(known.RESERVED_NAMESPACE)
     # a failure here is asked again, and reported, with the document that needs the answer
