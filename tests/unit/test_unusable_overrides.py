@@ -79,9 +79,9 @@ async def test_an_unusable_globalization_refuses_the_subscription_and_the_child_
     description = parent.find("Description", *DESC)
     await parent.create(globalization(IN_WITHOUT_VALUES))
     c.store.on_override("ADDED", parent.find("Globalization", "", "g1"))
-    assert c.store.queue.drain() == [(("invalid", "", "g1"), False), (("sub", *SUB), True)]
+    assert c.store.queue.drain() == [(("invalid", "", "g1"), False), (("sub", *SUB), False)]  # ApplyNow: unforced
     parent.writes.clear()
-    await c.subscriptions.reconcile(SUB, force=True)
+    await c.subscriptions.reconcile(SUB, force=False)
     assert parent.kinds_written() == ["create Event", "patch/status Subscription"]
     assert parent.find("Description", *DESC) == description
     [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
