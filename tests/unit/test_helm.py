@@ -473,6 +473,19 @@ async def test_a_release_running_its_pinned_spec_is_not_failed_by_a_dead_reposit
     assert ranged.status is not None and released(ranged.status)["reason"] == "ChartLocateFailure"
 
 
+async def test_a_fetch_without_the_charts_credentials_says_they_were_missing() -> None:
+    """Two private charts to one Pull cluster, or a first reconcile before the hub's copy: the repository's
+    'refused anonymous access' read as if no chartPullSecret were set (audit s35)."""
+    helm = FakeHelm()
+    helm.dead_repos.add("https://charts.example")
+    outcome = await reconciled(helm, release(chartPullSecret={"name": "creds", "namespace": "default"}))
+    assert released(outcome.status)["message"].endswith(
+        f"did not have to send (in Pull mode the hub copies them into Secret {known.CHART_PULL_SECRET} of the "
+        "cluster's namespace; retried)")
+    plain = await reconciled(helm, release())
+    assert "chartPullSecret" not in released(plain.status)["message"]
+
+
 async def test_another_chart_at_the_same_version_is_upgraded() -> None:
     """Clusternet's ReleaseNeedsUpgrade compares the chart's name too: `chart` changed in a HelmChart whose version
     stays 0.1.0 (`helm create`'s) was never deployed here, and Released=True named the old chart."""

@@ -288,8 +288,8 @@ async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, so
     try:
         chart = await driver.fetch(source)
     except ChartError as e:
-        return untouched(hr, current, "ChartLocateFailure", f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}",
-                         retry=True)
+        return untouched(hr, current, "ChartLocateFailure", f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}"
+                         f"{_credentials_missing(hr, source)}", retry=True)
     if current is not None and current.status == "deployed" and not needs_upgrade(current, chart.name, chart.version,
                                                                                   values):
         return _outcome(hr, status_of(hr, current, deployed(hr, current)))
@@ -319,6 +319,16 @@ REPLACE_CRDS_UNSUPPORTED = ("; replaceCRDs is not supported here: the chart's CR
                             "(installed with the release's first revision, never updated)")
 """Clusternet updates a chart's crds/ in the child before each install and upgrade; Helm itself never does, and
 our deployers leave CRDs to Helm. Said in the Released message rather than refused: the rest of the chart deploys."""
+
+
+def _credentials_missing(hr: Obj, source: ChartSource) -> str:
+    """What a fetch without credentials should add when the HelmChart has a chartPullSecret: that the deployer had
+    none to send (a Pull cluster before the hub's copy of them arrived, or a Secret the hub could not read). The
+    repository's "refused anonymous access" alone pointed at the Secret's absence, not at its arrival."""
+    if source.username is not None or not (hr.get("spec") or {}).get("chartPullSecret"):
+        return ""
+    return ("; the chart's chartPullSecret names credentials this deployer did not have to send (in Pull mode the "
+            f"hub copies them into Secret {known.CHART_PULL_SECRET} of the cluster's namespace; retried)")
 
 
 def deployed(hr: Obj, state: ReleaseState) -> Released:
