@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
+
 
 class ApiException(Exception):
     """A non-2xx answer from an API server: HTTP `status`, `reason` (the Status message) and raw `body`."""
@@ -47,3 +49,16 @@ def status_error(status: int, result: Any) -> ApiException:
 def is_status(e: BaseException, *codes: int) -> bool:
     """True when `e` is an API error with one of the given HTTP status codes."""
     return isinstance(e, ApiException) and e.status in codes
+
+
+PASSING_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""Answers that say the server could not answer now (overloaded, restarting, a proxy in between), not that the
+request was wrong."""
+
+
+def is_passing(e: BaseException) -> bool:
+    """Will asking again later most likely get an answer: a connection refused, reset, dropped or timed out, or one
+    of the PASSING_STATUSES? (A 404 for a kind the server does not serve is not: its CRD may be gone for good.)"""
+    if isinstance(e, ApiException):
+        return e.status in PASSING_STATUSES
+    return isinstance(e, (OSError, TimeoutError, aiohttp.ClientError))

@@ -187,7 +187,7 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     elif outcome.released.deferred:
-        outcome.reason = "to delete at the next apply (changed while being deleted): " + ", ".join(
+        outcome.reason = "to delete at the next apply (changed while being deleted, or unreadable now): " + ", ".join(
             describe(i) for i in outcome.released.deferred)
     return outcome
 
@@ -304,8 +304,10 @@ async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None)
     """Let go of everything this Description deployed in the child (CRDs, then Namespaces last): delete what it created
     (or hand it over to one of `claimants`), unadopt what it adopted (ownership.release).
 
-    Raises ReleaseDeferred when an object of ours kept changing under its DELETE: the caller's finalizer is then
-    not removed, and the next resync tries again (removing it would leave the object behind for ever)."""
+    Raises ReleaseDeferred when an object of ours kept changing under its DELETE, or could not be read for a passing
+    reason (apierrors.is_passing: a child restarting): the caller's finalizer is then not removed, and the next
+    resync tries again (removing it would leave the object behind for ever, untracked; an unreadable object counted
+    as let go of until 2026-12-06, audit s35)."""
     key = owner_key(desc)
     idents: dict[str, dict[str, str]] = {}  # one per object: the spec's apiVersion first, then the status's
     for ident in [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])] + [
@@ -316,7 +318,8 @@ async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None)
     for ident in sorted(idents.values(), key=_release_rank):
         await release(child, ident, key, claimants.of(ident), released)
     if released.deferred:
-        raise ReleaseDeferred("kept changing while being deleted, to try again: " + ", ".join(
+        raise ReleaseDeferred("kept changing while being deleted, or the child could not be read now; to try "
+                              "again: " + ", ".join(
             describe(i) for i in released.deferred))
     return released
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
+from clusternet_api.apierrors import is_passing
 from clusternet_api.cascadeguard import ContentsUnknown, foreign_contents, foreign_instances, summary
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
@@ -205,7 +206,12 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
     try:
         existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
     except Exception as e:
-        log.info("cannot look up %s for cleanup: %s", what, e)
+        if is_passing(e):  # a child restarting or overloaded: it stays listed (finalizer, status) for the next look
+            log.info("cannot look up %s for cleanup now (%s); left for the next look", what, e)
+            out.deferred.append(ident)
+            return True
+        # e.g. a kind the child no longer serves (its CRD gone, and its objects with it)
+        log.warning("cannot look up %s for cleanup: %s; taken as nothing of ours there", what, e)
         return True
     owned, adopted = marks(existing)
     if existing is None or key not in (owned, adopted) or (owned and owned != key):

@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from clusternet_api import applier, known
+from clusternet_api.kube import ApiException
 from clusternet_api.ownership import ANNOTATION_ADOPTED, ANNOTATION_OWNED, Claimants
 from clusternet_api.rawobjects import encode_raw
 from tests.unit.fakekube import FakeKube, Obj, merge
@@ -179,3 +182,31 @@ async def test_a_template_cannot_bring_its_own_ownership_marks() -> None:
     copied = merge(SHARED, {"metadata": {"annotations": {ANNOTATION_OWNED: "elsewhere.dx"}}})
     prepared = applier.prepare(copied, f"{NS}.d1", adopted=True)
     assert prepared["metadata"]["annotations"] == {ANNOTATION_ADOPTED: f"{NS}.d1"}
+
+
+class Restarting(FakeKube):
+    """A child API server that cannot answer reads for now (restarting, overloaded)."""
+
+    down = True
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if self.down and name == "keepme":  # its aggregated API, say, not answering yet
+            raise ApiException(503, "the server is currently unable to handle the request")
+        return await super().get(api_version, kind, name, namespace)
+
+
+async def test_an_object_the_child_cannot_read_now_is_left_for_the_next_look_not_counted_let_go() -> None:
+    """The cleanup took it as done: the Description lost its finalizer, the prune its status entry, and the
+    object kept running untracked (audit s35)."""
+    parent, child = FakeKube(description("d1", KEEPME)), Restarting()
+    child.down = False
+    await deploy(parent, child, "d1")
+    child.down = True
+    with pytest.raises(applier.ReleaseDeferred, match="could not be read now"):
+        await applier.cleanup(child, stored(parent, "d1"))
+    pruned = stored(parent, "d1") | {"spec": {"deployer": "Generic", "raw": encode_raw([SHARED])}}
+    outcome = await applier.apply_description(child, pruned)
+    assert any(s["name"] == "keepme" for s in outcome.statuses) and "unreadable now" in (outcome.reason or "")
+    child.down = False
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert released.deleted == ["ConfigMap pre/keepme"] and child.find("ConfigMap", "pre", "keepme") is None
