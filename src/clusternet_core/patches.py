@@ -58,17 +58,7 @@ class PatchFailure(Exception):
 
 
 class _JSONishLoader(yaml.SafeLoader):
-    """SafeLoader without timestamp resolution: values must stay JSON types (dates stay strings), and without
-    aliases. An alias is a reference that jsonify (and every JSON encoder after it) expands: a kilobyte of nested
-    `&a [*b, *b, ...]` became hundreds of millions of nodes, built in the hub's event loop, so one Localization in
-    one cluster namespace froze the hub for every tenant (audit s35). JSON has no aliases; a value that uses one is
-    refused with a reason (OverrideFailed), as any value that does not parse."""
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed here",
-                                              self.peek_event().start_mark)  # type: ignore[no-untyped-call]
-        return super().compose_node(parent, index)
+    """SafeLoader without timestamp resolution: values must stay JSON types (dates stay strings)."""
 
 
 _JSONishLoader.yaml_implicit_resolvers = {
@@ -77,13 +67,31 @@ _JSONishLoader.yaml_implicit_resolvers = {
 }
 
 
-def jsonify(value: Any) -> Any:
-    """YAML may produce non-string keys; JSON (and Kubernetes) only has string keys."""
-    if isinstance(value, Mapping):
-        return {str(k) if not isinstance(k, bool) else str(k).lower(): jsonify(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonify(v) for v in value]
-    return value
+MAX_VALUES = 500_000
+"""Values a parsed YAML or JSON text may expand to. YAML aliases are references that jsonify, and every JSON
+encoder after it, expands: a kilobyte of nested `&a [*b, *b, ...]` became ~4 x 10^8 values, built in the hub's
+event loop, so one Localization in one cluster namespace froze the hub for every tenant (audit s35). Aliases
+themselves stay welcome (`<<: *defaults` in a config a FieldMergePatch edits); half a million values is more than
+an object the API server accepts (1.5 MB) can hold, and takes the hub well under a second to build."""
+
+
+def jsonify(value: Any, limit: int | None = None) -> Any:
+    """YAML may produce non-string keys; JSON (and Kubernetes) only has string keys. Raises PatchFailure past
+    `limit` values (parsed YAML text: MAX_VALUES; data that came as JSON holds no aliases)."""
+    left = [limit]
+
+    def walk(item: Any) -> Any:
+        if left[0] is not None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise PatchFailure(f"expands to more than {limit:,} values (YAML aliases repeated within each other?)")
+        if isinstance(item, Mapping):
+            return {str(k) if not isinstance(k, bool) else str(k).lower(): walk(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(value)
 
 
 def _parse_text(text: str, fmt: str) -> Any:
@@ -93,7 +101,7 @@ def _parse_text(text: str, fmt: str) -> Any:
         except json.JSONDecodeError as exc:
             raise PatchFailure(f"not valid JSON: {exc}") from exc
     try:
-        return jsonify(yaml.load(text, Loader=_JSONishLoader))  # a SafeLoader subclass
+        return jsonify(yaml.load(text, Loader=_JSONishLoader), MAX_VALUES)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PatchFailure(f"not valid YAML: {_yaml_problem(exc)}") from exc
 

@@ -184,15 +184,19 @@ def test_bad_overrides_are_errors_never_exceptions(conf: dict[str, Any], reason:
     assert result.object["metadata"]["labels"]["winner"] == "ok"
 
 
-def test_yaml_aliases_in_a_value_are_refused_not_expanded() -> None:
+def test_yaml_aliases_that_expand_past_the_cap_are_refused_not_expanded() -> None:
     """A kilobyte of nested aliases expanded to ~4 x 10^8 nodes in the hub's event loop (audit s35)."""
     names = "abcdefghij"
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in itertools.pairwise(names))
     loc = override("Localization", "l", 500, [{"type": "MergePatch", "value": bomb}, set_label("ok")])
     result = apply_overrides(DEPLOYMENT, [loc])
-    assert len(result.errors) == 1 and "YAML aliases (*name) are not allowed here" in result.errors[0].reason
+    assert len(result.errors) == 1 and "expands to more than 500,000 values" in result.errors[0].reason
     assert result.object["metadata"]["labels"]["winner"] == "ok"  # the override's other patches still apply
+    # an alias that expands to little is welcome, as in a config's `<<: *defaults`
+    merge = "base: &base {tier: front}\nmetadata: {labels: *base}\n"
+    result = apply_overrides(DEPLOYMENT, [override("Localization", "l", 500, [{"type": "MergePatch", "value": merge}])])
+    assert result.errors == [] and result.object["metadata"]["labels"]["tier"] == "front"
 
 
 def test_values_may_be_yaml_json_or_already_parsed() -> None:
