@@ -301,7 +301,9 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
         result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,
                           holding_clusters(sub, clusters, caches.bases, caches.descriptions))
     except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
-        plan.action, plan.refusal = "refuse", ({}, condition("False", "InvalidSubscription", str(e)))
+        # the status as it is (bindings, reports): a merge patch of {} with nulls for what it lacks would wipe it
+        plan.action, plan.refusal = "refuse", (without_conditions(sub), condition("False", "InvalidSubscription",
+                                                                                 str(e)))
         return plan
     bindings = []
     for p in result.clusters:

@@ -261,6 +261,21 @@ async def test_an_invalid_subscription_is_refused_in_its_status_alone() -> None:
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSubscription")
 
 
+async def test_a_subscription_made_invalid_keeps_its_status_fields() -> None:
+    """The refusal wrote {} as the status; with nulls for what it lacks (substatus.status_patch) that wiped the
+    bindings and reports of what stays deployed (review s35)."""
+    c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
+    await c.subscriptions.reconcile(SUB, force=False)
+    bound = parent.find("Subscription", *SUB)["status"]["bindingClusters"]
+    sub = parent.find("Subscription", *SUB)
+    sub["spec"] |= {"schedulingStrategy": "Dividing", "dividingScheduling": {"type": "Dynamic"}}
+    c.store.on_subscription("MODIFIED", sub)
+    await c.subscriptions.reconcile(SUB, force=False)
+    status = parent.find("Subscription", *SUB)["status"]
+    assert status["bindingClusters"] == bound == ["clusternet-abc/child1"]
+    assert status["conditions"][0]["reason"] == "InvalidSubscription"
+
+
 async def test_a_template_gone_from_the_cache_refuses_the_subscription_and_keeps_what_it_deployed() -> None:
     """A feed whose Manifest is missing (deleted by mistake, or not seen yet) used to be rendered out of the
     Description, and the deployer then removed its object from the child. Now the Subscription is refused as
