@@ -349,10 +349,12 @@ def schedule(
 
 def by_subgroup(placements: list[ClusterPlacement], subscribers: list[Obj],
                 already_bound: Collection[str]) -> list[ClusterPlacement]:
-    """`schedulingBySubGroup`: of the clusters each subscriber selects, keep its `subGroupStrategy.minClusters`
-    best, as Clusternet's scheduler does after scoring. Best here: already bound first (a tie never moves a
-    running workload), then the fewest untolerated PreferNoSchedule taints (Clusternet's default score), then
-    by name. Accepted and ignored until 2026-12-06: every matching cluster was bound. A subscriber without
+    """`schedulingBySubGroup`: of the clusters each subscriber selects, bind its `subGroupStrategy.minClusters`
+    best, as Clusternet's scheduler does after scoring: the fewest untolerated PreferNoSchedule taints
+    (Clusternet's default score), then by name. Clusters already bound stay bound, beyond `minClusters` too, as
+    NoSchedule keeps them (module docstring): this setting chooses where new bindings go and never takes a
+    running workload off a cluster, so a hub upgraded from before 2026-12-06 (when the setting was accepted and
+    ignored, every matching cluster bound) or a lowered `minClusters` removes nothing. A subscriber without
     `minClusters` is refused, as Clusternet's scheduler fails such a Subscription."""
     keep: set[str] = set()
     for i, sub in enumerate(subscribers):
@@ -360,9 +362,10 @@ def by_subgroup(placements: list[ClusterPlacement], subscribers: list[Obj],
         if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
             raise UnsupportedScheduling(f"schedulingBySubGroup needs spec.subscribers[{i}].subGroupStrategy."
                                         "minClusters (a count of clusters)")
-        mine = sorted((p for p in placements if i in p.subscribers),
-                      key=lambda p: (p.key not in already_bound, p.preferred_against, p.key))
-        keep.update(p.key for p in mine[:minimum])
+        mine = [p for p in placements if i in p.subscribers]
+        bound = [p for p in mine if p.key in already_bound]
+        new = sorted((p for p in mine if p.key not in already_bound), key=lambda p: (p.preferred_against, p.key))
+        keep.update(p.key for p in bound + new[:max(0, minimum - len(bound))])
     return [p for p in placements if p.key in keep]
 
 

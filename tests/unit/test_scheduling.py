@@ -294,7 +294,9 @@ def test_scheduling_by_subgroup_keeps_min_clusters_per_subscriber() -> None:
     sub = subscription(groups, schedulingBySubGroup=True)
     assert schedule(sub, clusters).binding_clusters == ["ns2/b", "ns3/c"]  # a: a PreferNoSchedule taint
     sub["status"] = {"bindingClusters": ["ns1/a", "ns3/c"]}
-    assert schedule(sub, clusters).binding_clusters == ["ns1/a", "ns3/c"]  # a tie never moves what runs
+    assert schedule(sub, clusters).binding_clusters == ["ns1/a", "ns3/c"]  # what runs is never moved
+    sub["status"] = {"bindingClusters": ["ns1/a", "ns2/b", "ns3/c"]}  # bound by a hub that ignored the setting
+    assert schedule(sub, clusters).binding_clusters == ["ns1/a", "ns2/b", "ns3/c"]  # nothing taken off
     assert schedule(subscription(groups), clusters).binding_clusters == ["ns1/a", "ns2/b", "ns3/c"]
     with pytest.raises(UnsupportedScheduling, match=r"subscribers\[1\].subGroupStrategy.minClusters"):
         schedule(subscription([groups[0], {"clusterAffinity": {}}], schedulingBySubGroup=True), clusters)
