@@ -172,6 +172,10 @@ async def test_delete_f_deletes_only_the_template_its_file_stores(capsys: pytest
     assert await delete_command(session, None, (), [Document("team-a.yaml", widgets[0])]) == 1
     assert [p for p in asked if p in paths] == [path[0]]
     assert 'widgets.example.com "foo" not found' in capsys.readouterr().err
+    session.kube.paths[path[0]] = paths[path[0]]  # type: ignore[attr-defined]  # team-a's foo is back
+    dotted = {**widgets[2], "metadata": {**widgets[2]["metadata"], "name": "team-a.foo"}}  # stored as team-a's foo
+    assert await delete_command(session, None, (), [Document("dotted.yaml", dotted)]) == 1  # review s35
+    assert 'widgets.example.com "team-a.foo" not found' in capsys.readouterr().err
 
 
 def test_what_cannot_be_a_template_is_said_in_one_line() -> None:

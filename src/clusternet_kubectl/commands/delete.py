@@ -102,8 +102,11 @@ async def delete_stored(session: Session, target: Target) -> bool:
             raise
         stored = {}
     template = stored.get("template") or {}
-    if (template.get("kind"), split_group(str(template.get("apiVersion") or ""))) != (
-            obj.get("kind"), split_group(str(obj.get("apiVersion") or ""))):
+    meta = template.get("metadata") or {}
+    # the name too: `<plural>.<namespace>.<name>` is also what a namespace-less `team-a.foo` would be stored as
+    if (template.get("kind"), split_group(str(template.get("apiVersion") or "")), meta.get("name"),
+            meta.get("namespace") or "") != (obj.get("kind"), split_group(str(obj.get("apiVersion") or "")),
+                                             target.name, target.namespace or ""):
         click.echo(f'Error from server (NotFound): {target.resource.group_resource} "{target.name}" not found',
                    err=True)
         return False
