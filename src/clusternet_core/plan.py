@@ -240,7 +240,7 @@ def refusal_condition(feeds: list[FeedRef], resolved: feedresolve.FeedResolution
     missing = missing_feeds(feeds, resolved)
     if missing:
         return condition("False", REASON_FEED_NOT_FOUND, "; ".join(missing) + REFUSED)
-    unusable = unusable_overrides(feeds, globalizations)
+    unusable = unusable_overrides(rendering.resolved_feeds(feeds, resolved.templates), globalizations)
     if unusable:
         return condition("False", REASON_INVALID_OVERRIDE, "; ".join(unusable) + REFUSED)
     return None
@@ -350,8 +350,8 @@ def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Ma
         return plan
     rendered = rendering.render_generic(feeds, templates, mc, globalizations, localizations,
                                         binding.splits)
-    now = apply_now_digest([f for f in feeds if not rendering.is_helm_chart_feed(f)], mc, globalizations,
-                           localizations)
+    now = apply_now_digest(rendering.resolved_feeds([f for f in feeds if not rendering.is_helm_chart_feed(f)],
+                                                    templates), mc, globalizations, localizations)
     keep = not force and unchanged_inputs(existing, binding.digest, now)
     held = bool(rendered.override_errors) and not keep
     plan.errors = generic_errors = rendered.all_errors() + ([heldback.note(ns, name, existing)] if held else [])

@@ -206,6 +206,24 @@ def apply_rank(obj: Obj) -> int:
     return 2
 
 
+def as_resolved(ref: Obj, template: Obj) -> dict[str, str]:
+    """A feed as the template it resolved to names it: a namespace it left out filled in, so that overrides match
+    it as Clusternet ties them (overrides.same_feed), never an override naming another namespace's object."""
+    return {**feed_ref(ref), "namespace": (template.get("metadata") or {}).get("namespace") or feed_ref(ref)[
+        "namespace"]}
+
+
+def resolved_feeds(feeds: Iterable[Obj], templates: Mapping[str, Obj]) -> list[dict[str, str]]:
+    """as_resolved of each feed that has its template (templates keyed by feed key, as render_generic takes them);
+    a feed without one as it is."""
+    out = []
+    for feed in feeds:
+        ref = feed_ref(feed)
+        found = templates.get(feed_key(ref))
+        out.append(as_resolved(ref, _template_of(found)) if found is not None else ref)
+    return out
+
+
 def _template_of(found: Obj) -> dict[str, Any]:
     """Accept a Manifest (use its template) or the template itself."""
     if found.get("kind") == "Manifest" and isinstance(found.get("template"), Mapping):
@@ -249,10 +267,8 @@ def render_generic(
             )
             continue
         template = _template_of(found)
-        # the template the feed resolved to, with its namespace (overrides.same_feed)
-        resolved = {**ref, "namespace": (template.get("metadata") or {}).get("namespace") or ref["namespace"]}
         try:
-            chosen = select_overrides(resolved, cluster, globs, locs)
+            chosen = select_overrides(as_resolved(ref, template), cluster, globs, locs)
         except InvalidSelector as exc:
             result.errors.append(f"feed {ref['apiVersion']}/{format_feed(ref)}: {exc}")
             continue

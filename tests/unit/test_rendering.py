@@ -156,6 +156,23 @@ def test_an_override_applies_when_one_side_leaves_the_namespace_out_but_never_to
         "k": "1"}
 
 
+def test_an_apply_now_override_of_another_namespaces_object_changes_no_record() -> None:
+    """The record of ApplyNow overrides (which re-renders a cluster when it changes) takes the resolved feed too:
+    with the Subscription's literal `cfg`, an ApplyNow override of `prod/cfg` changed it (review s35)."""
+    from clusternet_core.overrides import apply_now_digest
+    from clusternet_core.rendering import resolved_feeds
+
+    cm = obj("v1", "ConfigMap", "cfg", "default", data={"k": "1"})
+    loose = {"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg"}
+    elsewhere = {"kind": "Localization", "metadata": {"namespace": "clusternet-abcde", "name": "x", "uid": "u"},
+                 "spec": {"overridePolicy": "ApplyNow", "feed": {**feed(cm), "namespace": "prod"}, "overrides": []}}
+    feeds = resolved_feeds([loose], {key(loose): cm})
+    assert feeds == [feed(cm)]
+    assert apply_now_digest(feeds, CLUSTER, [], [elsewhere]) == apply_now_digest(feeds, CLUSTER, [], [])
+    here = {**elsewhere, "spec": {**elsewhere["spec"], "feed": feed(cm)}}
+    assert apply_now_digest(feeds, CLUSTER, [], [here]) != apply_now_digest(feeds, CLUSTER, [], [])
+
+
 def test_missing_template_is_an_error_and_helm_feeds_are_skipped() -> None:
     cm = obj("v1", "ConfigMap", "cfg", "foo")
     missing = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
