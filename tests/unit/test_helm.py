@@ -196,7 +196,8 @@ async def test_a_long_helm_message_is_shortened_to_fit_the_condition() -> None:
     helm.fail = "Error: resource Deployment/x not ready. " * 1000  # a wait timeout of a large chart
     outcome = await reconciled(helm, release())
     message = released(outcome.status)["message"]
-    assert len(message) == releases.MAX_CONDITION_MESSAGE and message.endswith("…")
+    assert len(message) == releases.MAX_CONDITION_MESSAGE and "…" in message
+    assert message.startswith("install of release abc/mysql") and message.endswith("not ready. ")
 
 
 async def test_a_failed_install_is_reported_with_helms_message_and_not_retried_until_a_change() -> None:

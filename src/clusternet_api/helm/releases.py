@@ -203,7 +203,12 @@ def status_of(hr: Obj, state: ReleaseState | None, released: Released, phase: st
 
 
 def shortened(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    """`text` in at most `limit` characters: its start and its last quarter, which says what the child keeps
+    (`release ... stays at revision N`) and, for a fetch, whether credentials were missing."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return text[:limit - tail - 1] + "…" + text[-tail:]
 
 
 def released_of(hr: Obj) -> dict[str, Any]:
