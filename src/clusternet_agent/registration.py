@@ -19,6 +19,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -60,13 +61,33 @@ class ParentAccess:
     cluster_id: str
 
 
-def token_expiry(token: str) -> float | None:
-    """The `exp` of a JWT (seconds since the epoch), without verifying it: only to plan refreshes."""
+MIN_TOKEN_SECONDS = 600  # the shortest token a TokenRequest may ask for (kube-apiserver refuses less)
+
+
+def _claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, without verifying it ({} when it is not one): only to plan refreshes."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return float(claims["exp"])
-    except (IndexError, ValueError, KeyError):
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_expiry(token: str) -> float | None:
+    """The `exp` of a JWT (seconds since the epoch)."""
+    try:
+        return float(_claims(token)["exp"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def token_lifetime(token: str) -> float | None:
+    """How long the token was issued for (`exp` - `iat`): what the hub's --agent-token-ttl gave it."""
+    claims = _claims(token)
+    try:
+        return float(claims["exp"]) - float(claims["iat"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -316,7 +337,13 @@ async def ensure_registered(child: Kube, opts: AgentOptions, cluster_id: str, ke
 
 
 async def refresh_token(access: ParentAccess, parent: Kube, lifetime: int) -> str | None:
-    """Ask the parent for a fresh token of our own ServiceAccount once 2/3 of the current one has passed."""
+    """Ask the parent for a fresh token of our own ServiceAccount once 2/3 of the current one has passed. Never a
+    longer one than the hub issued (its --agent-token-ttl): until 2026-12-06 every refresh asked for `lifetime`
+    (24 h), so a hub issuing 1-hour tokens had agents holding, and storing in the child, 24-hour ones (audit s35).
+    TokenRequest takes no less than 600 s."""
+    issued = token_lifetime(access.creds.token or "")
+    if issued is not None:
+        lifetime = max(MIN_TOKEN_SECONDS, min(lifetime, int(issued)))
     exp = token_expiry(access.creds.token or "")
     if exp is None or exp - time.time() > lifetime / 3:
         return None

@@ -337,6 +337,36 @@ def test_token_expiry_reads_the_jwt() -> None:
     assert token_expiry("07401b.f395accd246ae52d") is None
 
 
+async def test_a_refresh_never_asks_for_a_longer_token_than_the_hub_issued() -> None:
+    """Every refresh asked for 24 h: a hub's --agent-token-ttl=1h gave agents 24-hour tokens (audit s35)."""
+    import base64
+    import json
+    import time
+    from typing import Any
+
+    from clusternet_agent import registration as agent_registration
+    from clusternet_api.kube import Credentials
+
+    def jwt(claims: dict[str, Any]) -> str:
+        return "h." + base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=") + ".s"
+
+    class Parent:
+        def __init__(self) -> None:
+            self.bodies: list[Any] = []
+
+        async def raw(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+            self.bodies.append(body)
+            return 201, {"status": {"token": "fresh"}}
+
+    now = time.time()
+    for issued, expected in ((3600, 3600), (86400 * 7, 86400), (300, 600)):
+        token = jwt({"iat": now - issued + 100, "exp": now + 100})  # due: 100 s left
+        access = agent_registration.ParentAccess(Credentials("https://parent", token=token), "ns", "mc", "cid")
+        parent = Parent()
+        assert await agent_registration.refresh_token(access, parent, 86400) == "fresh"  # type: ignore[arg-type]
+        assert parent.bodies[0]["spec"]["expirationSeconds"] == expected
+
+
 # --- sealing, redaction, durations, quantities -------------------------------------------------------------
 
 
