@@ -77,6 +77,12 @@ class AgentOptions:
                                                or _JWT.match(self.reg_token)):
             raise OptionsError("--cluster-reg-token is neither a bootstrap token (abcdef.0123456789abcdef) "
                                "nor a ServiceAccount token (JWT)")
+        if self.tunnel_url is not None:
+            tunnel = urlparse(self.tunnel_url)
+            if tunnel.scheme not in ("https", "wss") or not tunnel.hostname:
+                raise OptionsError(f"--tunnel-url must be an https:// (or wss://) URL, got "
+                                   f"{redact_url(self.tunnel_url)!r}: the agent sends its parent token there, and "
+                                   "credentials are never sent over plain HTTP")
         self.validate_flags()
 
     def check_parent_ca(self) -> None:

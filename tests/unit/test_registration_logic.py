@@ -328,6 +328,15 @@ def test_tunnel_url_defaults_to_the_parent() -> None:
         f"wss://hub:10443/apis/proxies.clusternet.io/v1alpha1/sockets/{CID}"
 
 
+def test_a_plain_http_tunnel_url_is_refused() -> None:
+    """The agent dialled ws:// with its parent token in the header, though the parent URL refuses http (audit s35)."""
+    token = "abcdef.0123456789abcdef"
+    for url in ("http://hub:8080", "ws://hub:8080", "hub:8080"):
+        with pytest.raises(OptionsError, match="--tunnel-url must be an https://"):
+            AgentOptions(parent_url="https://parent:6443", reg_token=token, tunnel_url=url).validate()
+    AgentOptions(parent_url="https://parent:6443", reg_token=token, tunnel_url="https://hub:10443").validate()
+
+
 def test_token_expiry_reads_the_jwt() -> None:
     import base64
     import json
