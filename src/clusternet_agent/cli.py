@@ -34,17 +34,19 @@ log = logging.getLogger("clusternet_agent.cli")
 
 _NO_PREDICTOR = "no predictor runs here: Dynamic dividing is refused by the hub, Static dividing needs none"
 INERT_FLAGS = (
+    # Go bool flags (`--flag` alone or `--flag=true|false`): with a value required, a bare one took the next flag
+    # as its value, and `--use-metrics-server --cluster-sync-mode=Dual` registered a Pull cluster (audit s35)
     InertFlag("use-metrics-server", "heartbeats do not read metrics-server: podStatistics and resourceUsage are "
-              "left out rather than estimated"),
+              "left out rather than estimated", takes_value=False),
     InertFlag("labels-aggregate-threshold", "node labels are not aggregated into cluster labels: labels come "
               "from --cluster-labels under the hub's policy"),
     InertFlag("labels-aggregate-prefix", "node labels are not aggregated into cluster labels: labels come "
               "from --cluster-labels under the hub's policy"),
     InertFlag("predictor-addr", _NO_PREDICTOR),
-    InertFlag("predictor-direct-access", _NO_PREDICTOR),
+    InertFlag("predictor-direct-access", _NO_PREDICTOR, takes_value=False),
     InertFlag("predictor-port", _NO_PREDICTOR),
     InertFlag("enable-tunnel-logging", "tunnel events are always logged at INFO/WARNING; use --log-level=DEBUG "
-              "for more"),
+              "for more", takes_value=False),
 )
 
 

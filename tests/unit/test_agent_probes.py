@@ -76,10 +76,16 @@ def test_inert_flags_take_go_style_values_and_are_reported(caplog: pytest.LogCap
         in caplog.text
     assert CliRunner().invoke(cmd, ["--leader-elect=false"]).exit_code == 0
     assert seen["compat_leader_elect"] == "false"
+    # a bare Go bool flag leaves the next flag alone
+    assert CliRunner().invoke(cmd, ["--leader-elect", "--kube-api-qps=5"]).exit_code == 0
+    assert (seen["compat_leader_elect"], seen["compat_kube_api_qps"]) == ("true", "5")
 
 
 def test_every_upstream_agent_flag_has_a_reason() -> None:
     assert all(f.reason for f in INERT_FLAGS)
+    # Clusternet's Go bool flags: a bare one took the next flag as its value (audit s35)
+    bools = {f.name for f in INERT_FLAGS if not f.takes_value}
+    assert bools == {"use-metrics-server", "predictor-direct-access", "enable-tunnel-logging"}
     assert {"use-metrics-server", "predictor-port"} <= {f.name for f in INERT_FLAGS}
     # leader election and client limits are acted on now (clusternet_api.componentflags)
     assert not {"leader-elect", "kube-api-qps", "kube-api-burst"} & {f.name for f in INERT_FLAGS}
