@@ -116,6 +116,7 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
             opts.validate()
         else:
             opts.validate_flags()
+        opts.check_ca_files()
     except (OptionsError, ValueError, click.BadParameter) as e:
         click.echo(f"error: {e.format_message() if isinstance(e, click.ClickException) else e}", err=True)
         sys.exit(2)

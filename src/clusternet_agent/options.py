@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from clusternet_api import compatflags, known
@@ -63,6 +65,22 @@ class AgentOptions:
 
     def gate(self, name: str) -> bool:
         return self.feature_gates.get(name, False)
+
+    def check_ca_files(self) -> None:
+        """--parent-ca-file and --tunnel-ca-file can be read and hold PEM certificates. A path mistyped in a mount,
+        or a DER file, crashed the agent at every start with a traceback naming neither flag (audit s35)."""
+        for flag, path in (("--parent-ca-file", self.parent_ca_file), ("--tunnel-ca-file", self.tunnel_ca_file)):
+            if not path:
+                continue
+            try:
+                data = Path(path).read_bytes()
+            except OSError as e:
+                raise OptionsError(f"{flag}={path}: cannot be read: {e.strerror or e}") from e
+            try:
+                ssl.create_default_context(cadata=data.decode("ascii"))
+            except (UnicodeDecodeError, ssl.SSLError, ValueError) as e:
+                raise OptionsError(f"{flag}={path}: holds no PEM certificate (BEGIN CERTIFICATE) that TLS can use")\
+                    from e
 
     def validate(self) -> None:
         """Raise OptionsError for anything that would only fail later, obscurely."""

@@ -202,3 +202,18 @@ def test_labels_given_programmatically_are_checked_too() -> None:
         AgentOptions(cluster_labels={"bad key": "v"}).validate_flags()
     with pytest.raises(OptionsError, match="value"):
         check_label("env", "dev/prod")
+
+
+def test_a_ca_file_that_cannot_be_read_or_is_not_pem_is_one_line_naming_the_flag(tmp_path: Any) -> None:
+    """A mistyped mount path or a DER file crashed the agent at every start with a traceback (audit s35)."""
+    from clusternet_api.pki import make_ca
+
+    opts = AgentOptions(parent_url=URL, reg_token=TOKEN, parent_ca_file=str(tmp_path / "missing.crt"))
+    with pytest.raises(OptionsError, match=r"--parent-ca-file=.*missing.crt: cannot be read"):
+        opts.check_ca_files()
+    (tmp_path / "der.crt").write_bytes(b"\x30\x82\x01")
+    opts = AgentOptions(parent_url=URL, reg_token=TOKEN, tunnel_ca_file=str(tmp_path / "der.crt"))
+    with pytest.raises(OptionsError, match=r"--tunnel-ca-file=.*holds no PEM certificate"):
+        opts.check_ca_files()
+    (tmp_path / "ca.crt").write_bytes(make_ca("test-ca")[0].cert_pem)
+    AgentOptions(parent_ca_file=str(tmp_path / "ca.crt"), tunnel_ca_file=str(tmp_path / "ca.crt")).check_ca_files()
