@@ -93,6 +93,8 @@ def parse_exec_credential(raw: bytes, api_version: str, command: str) -> ExecCre
         raise ExecPluginError(f'exec plugin "{command}" returned apiVersion {doc.get("apiVersion")!r}, '
                               f'the kubeconfig asks for {api_version}')
     status = doc.get("status") or {}
+    if not isinstance(status, dict):  # a traceback (AttributeError) until 2026-12-06 (audit s35)
+        raise ExecPluginError(f'exec plugin "{command}" returned an ExecCredential whose status is not an object')
     token = status.get("token") or None
     cert, key = status.get("clientCertificateData") or None, status.get("clientKeyData") or None
     if bool(cert) != bool(key):
@@ -145,7 +147,11 @@ class ExecPlugin:
         if not cfg.get("apiVersion"):
             raise ExecPluginError(f'the exec section of user "{user}" has no apiVersion '
                                   f"(one of {', '.join(API_VERSIONS)})")
-        env = {str(e.get("name")): str(e.get("value") or "") for e in cfg.get("env") or [] if e.get("name")}
+        entries = cfg.get("env") or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ExecPluginError(f'the exec section of user "{user}" has an env that is not a list of '
+                                  "{name, value} entries")
+        env = {str(e.get("name")): str(e.get("value") or "") for e in entries if e.get("name")}
         spec_cluster = None
         if cfg.get("provideClusterInfo") and cluster is not None:
             spec_cluster = dict(cluster)

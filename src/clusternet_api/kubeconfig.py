@@ -148,6 +148,8 @@ def merge(files: Sequence[Path]) -> Obj:
             for entry in cfg.get(section) or []:
                 if not isinstance(entry, dict) or not entry.get("name") or str(entry["name"]) in merged[section]:
                     continue
+                if not isinstance(entry.get(key) or {}, dict):  # a traceback (ValueError) until 2026-12-06
+                    raise KubeconfigError(f'{path}: the {key} of {section[:-1]} "{entry["name"]}" is not a map')
                 body = dict(entry.get(key) or {})
                 for file_key in _FILE_KEYS[section]:
                     if body.get(file_key):

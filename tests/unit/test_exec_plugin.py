@@ -278,6 +278,12 @@ def test_exec_credential_parsing() -> None:
         parse_exec_credential(doc({"token": "t", "expirationTimestamp": "soon"}), V1, "p")
     with pytest.raises(ExecPluginError, match=r"printed no ExecCredential \(kind"):
         parse_exec_credential(b'{"kind": "Status"}', V1, "p")
+    # shapes that were tracebacks (AttributeError) until 2026-12-06 (audit s35)
+    with pytest.raises(ExecPluginError, match="whose status is not an object"):
+        parse_exec_credential(json.dumps({"apiVersion": V1, "kind": "ExecCredential", "status": "ok"}).encode(), V1,
+                              "p")
+    with pytest.raises(ExecPluginError, match="has an env that is not a list of"):
+        ExecPlugin.from_config({"command": "aws", "apiVersion": V1, "env": ["FOO=bar"]}, "u")
 
 
 # --- TLS, proxies, basic auth ---------------------------------------------------------------------------

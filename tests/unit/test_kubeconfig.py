@@ -288,3 +288,11 @@ def test_exec_section_is_read_not_run(tmp_path: Path) -> None:
         Credentials.from_kubeconfig(cfg, "no-version")
     with pytest.raises(CredentialsError, match=r"uses apiVersion '.*/v1alpha1'; supported"):
         Credentials.from_kubeconfig(cfg, "alpha")
+
+
+def test_an_entry_that_is_not_a_map_is_a_kubeconfig_error(tmp_path: Path) -> None:
+    """`user: token-abc` raised a ValueError traceback (audit s35)."""
+    cfg = config(current="c", clusters={"k": {"server": "https://k"}}, users={"u": "token-abc"},
+                 contexts={"c": {"cluster": "k", "user": "u"}})
+    with pytest.raises(KubeconfigError, match='the user of user "u" is not a map'):
+        merge([write(tmp_path / "kc", cfg)])
