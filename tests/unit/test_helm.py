@@ -463,7 +463,7 @@ async def test_a_release_running_its_pinned_spec_is_not_failed_by_a_dead_reposit
     helm = FakeHelm()
     hr = release()
     hr["status"] = (await reconciled(helm, hr)).status
-    helm.dead_repos.add("https://charts.example")
+    helm.dead_repos |= {"https://charts.example", "https://mirror.example"}
     outcome = await reconciled(helm, hr)
     assert (outcome.status, outcome.event, outcome.retry) == (None, None, False)  # nothing new to say
     fresh = await reconciled(helm, {k: v for k, v in hr.items() if k != "status"})  # as if never reported
@@ -472,6 +472,9 @@ async def test_a_release_running_its_pinned_spec_is_not_failed_by_a_dead_reposit
     # a constraint may resolve to a newer version: the repository is asked, and its silence reported
     ranged = await reconciled(helm, at_generation(hr, 2, version="~8.6"))
     assert ranged.status is not None and released(ranged.status)["reason"] == "ChartLocateFailure"
+    # so is another repository, at the same version: a mistyped mirror is reported now (review s35)
+    moved = await reconciled(helm, at_generation(hr, 2, repo="https://mirror.example"))
+    assert moved.status is not None and released(moved.status)["reason"] == "ChartLocateFailure"
 
 
 async def test_a_fetch_without_the_charts_credentials_says_they_were_missing() -> None:

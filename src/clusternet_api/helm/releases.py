@@ -65,6 +65,8 @@ from clusternet_api.timefmt import now_rfc3339
 log = logging.getLogger(__name__)
 
 OWNER_LABEL = "apps.clusternet.io/helmrelease"
+REPO_LABEL = "apps.clusternet.io/helmrelease-repo"
+"""Release label: digest of the repository the release's chart was fetched from (runs_pinned_spec)."""
 """Release label: digest of the owning HelmRelease's `<namespace>/<name>` (stable when it is re-created)."""
 MAX_HISTORY = 5
 """Revisions Helm keeps per release (Clusternet's choice too)."""
@@ -159,7 +161,7 @@ def options_of(hr: Obj, upgrade: bool = False) -> ReleaseOptions:
         disable_hooks=bool(spec.get("disableHooks")), skip_crds=bool(spec.get("skipCRDs")),
         wait_for_jobs=bool(spec.get("waitForJob")), replace=not upgrade and bool(spec.get("replace")),
         force=upgrade and bool(spec.get("force")),
-        max_history=MAX_HISTORY, labels={OWNER_LABEL: owner_digest(hr)},
+        max_history=MAX_HISTORY, labels={OWNER_LABEL: owner_digest(hr), REPO_LABEL: repo_digest(str(spec.get("repo")))},
         description=f"clusternet HelmRelease {hr['metadata']['namespace']}/{hr['metadata']['name']}")
 
 
@@ -236,14 +238,21 @@ def needs_upgrade(state: ReleaseState, chart_name: str, chart_version: str, valu
     return (state.chart_name, state.chart_version) != (chart_name, chart_version) or dict(state.values) != dict(values)
 
 
+def repo_digest(repo: str) -> str:
+    return hashlib.sha256(repo.encode()).hexdigest()[:16]
+
+
 def runs_pinned_spec(current: ReleaseState | None, source: ChartSource, values: Mapping[str, Any]) -> bool:
     """The child's release is deployed with the exact version (a pinned one: no newer answer can come) of the
-    spec's chart and its values, so there is nothing to fetch. Before 2026-12-06 every reconcile fetched first:
+    spec's chart and its values, fetched from the spec's repository (REPO_LABEL: a changed repository is checked
+    by a fetch, as before, so a mistyped mirror is reported now, not at the next version), so there is nothing to
+    fetch. Before 2026-12-06 every reconcile fetched first:
     the chart cache dies with the process, so after a restart or a leader change a repository down (or a registry
     rate-limiting pulls) turned releases the child runs as asked into Released=False and their Descriptions into
     Failure. A constraint or "latest" still asks the repository, which may name a newer version."""
     version = (source.version or "").strip()
     return (current is not None and current.status == "deployed" and is_exact_version(version)
+            and current.labels.get(REPO_LABEL) == repo_digest(source.repo)
             and not needs_upgrade(current, source.chart, version, values))
 
 
