@@ -40,8 +40,10 @@ async def test_a_failed_localization_gets_one_event_that_kubectl_describe_select
     c, parent, _ = await primed(cluster(), config_map_manifest(), subscription())
     await c.subscriptions.reconcile(SUB, force=False)  # deployed without the override
     loc = await parent.create(broken("Localization", "bad-path", NS))
-    c.store.on_override("MODIFIED", loc)  # ApplyNow: its Subscriptions are reconciled (here forced too)
-    await c.subscriptions.reconcile(SUB, force=True)
+    c.store.queue.drain()
+    c.store.on_override("MODIFIED", loc)  # ApplyNow: its Subscriptions are reconciled, as queued
+    for (_, *key), force in c.store.queue.drain():
+        await c.subscriptions.reconcile(tuple(key), force=force)  # type: ignore[arg-type]
     for _ in range(2):  # then the resync's and any other reconcile: the same failure, no new event
         await c.subscriptions.reconcile(SUB, force=False)
     [event] = override_failed(parent)
