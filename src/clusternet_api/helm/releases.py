@@ -65,9 +65,9 @@ from clusternet_api.timefmt import now_rfc3339
 log = logging.getLogger(__name__)
 
 OWNER_LABEL = "apps.clusternet.io/helmrelease"
+"""Release label: digest of the owning HelmRelease's `<namespace>/<name>` (stable when it is re-created)."""
 REPO_LABEL = "apps.clusternet.io/helmrelease-repo"
 """Release label: digest of the repository the release's chart was fetched from (runs_pinned_spec)."""
-"""Release label: digest of the owning HelmRelease's `<namespace>/<name>` (stable when it is re-created)."""
 MAX_HISTORY = 5
 """Revisions Helm keeps per release (Clusternet's choice too)."""
 
@@ -246,10 +246,10 @@ def runs_pinned_spec(current: ReleaseState | None, source: ChartSource, values: 
     """The child's release is deployed with the exact version (a pinned one: no newer answer can come) of the
     spec's chart and its values, fetched from the spec's repository (REPO_LABEL: a changed repository is checked
     by a fetch, as before, so a mistyped mirror is reported now, not at the next version), so there is nothing to
-    fetch. Before 2026-12-06 every reconcile fetched first:
-    the chart cache dies with the process, so after a restart or a leader change a repository down (or a registry
-    rate-limiting pulls) turned releases the child runs as asked into Released=False and their Descriptions into
-    Failure. A constraint or "latest" still asks the repository, which may name a newer version."""
+    fetch. Before 2026-12-06 every reconcile fetched first: the chart cache dies with the process, so after a
+    restart or a leader change a repository down (or a registry rate-limiting pulls) turned releases the child
+    runs as asked into Released=False and their Descriptions into Failure. A constraint or "latest" still asks the
+    repository, which may name a newer version."""
     version = (source.version or "").strip()
     return (current is not None and current.status == "deployed" and is_exact_version(version)
             and current.labels.get(REPO_LABEL) == repo_digest(source.repo)
