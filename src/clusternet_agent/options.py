@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from clusternet_api import compatflags, known
+from clusternet_api import compatflags, dnsnames, known
 from clusternet_api.leaderelection import LeaderElectionConfig
 from clusternet_api.redaction import redact_url
 
@@ -19,11 +19,6 @@ KNOWN_GATES = compatflags.CLUSTERNET_FEATURE_GATES
 Clusternet's manifests and charts start it."""
 _BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
-# Clusternet's nameFmt/namespaceFmt (pkg/agent/options/constant.go), anchored: Go's MatchString is not, which
-# lets "My_Cluster" through to a parent that then cannot create a ManagedCluster of that name.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 CLUSTER_NAME_MAX_LENGTH = 30  # spec.clusterName of ClusterRegistrationRequest (crds/): maxLength 30
 NAMESPACE_MAX_LENGTH = 63
 RANDOM_SUFFIX_LENGTH = 5  # registration.default_cluster_name: <prefix>-<5 random characters>
@@ -155,8 +150,8 @@ def _check_dns_label(flag: str, value: str, longest: int, what: str, why_longest
     if len(value) > longest:
         raise OptionsError(f"{flag} {value!r} is {len(value)} characters long; at most {longest} are "
                            f"allowed{why_longest}")
-    if not _DNS_LABEL.match(value):
-        regex = f" (regex {_DNS_LABEL.pattern})" if show_regex else ""
+    if not dnsnames.is_dns_label(value, longest):
+        regex = f" (regex ^{dnsnames.DNS_LABEL.pattern}$)" if show_regex else ""
         raise OptionsError(f"{flag} {value!r} is not a valid {what}: it may contain only {_DNS_LABEL_RULE}{regex}")
 
 
@@ -185,13 +180,13 @@ def check_label(key: str, value: str) -> None:
     name at most 63 of alphanumerics, '-', '_', '.'), value empty or a name."""
     prefix, slash, name = key.rpartition("/")
     where = f"--cluster-labels: {key}={value}:"
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if slash and not dnsnames.is_dns_subdomain(prefix):
         raise OptionsError(f"{where} the key prefix {prefix!r} must be a DNS subdomain of at most 253 "
                            "characters (lowercase letters, digits, '-' and '.'), e.g. example.com/")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+    if not dnsnames.is_label_name(name):
         raise OptionsError(f"{where} the key name {name!r} must be 1 to 63 characters: letters, digits, "
                            "'-', '_' and '.', starting and ending with a letter or digit")
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+    if value and not dnsnames.is_label_name(value):
         raise OptionsError(f"{where} the value {value!r} must be empty or at most 63 characters: letters, "
                            "digits, '-', '_' and '.', starting and ending with a letter or digit")
 

@@ -7,11 +7,10 @@ override machinery on every run.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from clusternet_api import known
+from clusternet_api import dnsnames, known
 from clusternet_core.scheduling import feed_ref
 
 Obj = Mapping[str, Any]
@@ -104,10 +103,6 @@ def clean_object(obj: Obj) -> dict[str, Any]:
     return out
 
 
-_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
 def template_problem(resource_plural: str, obj: Obj) -> str | None:
     """Why `obj` cannot be stored as a template, in one line, or None. `metadata`, its labels and annotations
     must be maps (a string there crashed the plugin with a Python error and got a plain-text 500 from the shadow
@@ -123,7 +118,7 @@ def template_problem(resource_plural: str, obj: Obj) -> str | None:
             return f"metadata.{field} must be a map"
     name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "") or None
     stored = manifest_name(resource_plural, namespace, name)
-    if len(name) > 63 or not _LABEL_VALUE.fullmatch(name) or len(stored) > 253 or not _SUBDOMAIN.fullmatch(stored):
+    if (name and not dnsnames.is_label_name(name)) or not dnsnames.is_dns_subdomain(stored):
         return (f'name "{name}" cannot name a template: the Manifest storing it is named {stored!r} (a DNS '
                 "subdomain: lowercase letters, digits, '-' and '.', at most 253 characters) and labelled with the "
                 "name (at most 63 characters), as in Clusternet")

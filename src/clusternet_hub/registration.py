@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from clusternet_api import known, prunedfields
+from clusternet_api import dnsnames, known, prunedfields
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 AGENT_SERVICE_ACCOUNT = "clusternet-agent"
 NAMESPACE_ROLE = "clusternet-managedcluster-role"
 _UUID = re.compile(known.CLUSTER_ID_PATTERN)
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
         return (f"the request name {name!r} does not match its clusterId: expected "
                 f"{crr_name(cluster_id)!r}")
     ns = spec.get("clusterNamespace")
-    if ns and (len(ns) > 63 or not _DNS_LABEL.match(ns)):
+    if ns and not dnsnames.is_dns_label(ns):
         return f"spec.clusterNamespace {ns!r} is not a valid namespace name"
     if (ns and ns.startswith("kube-")) or ns in {"default", known.SYSTEM_NAMESPACE, known.RESERVED_NAMESPACE}:
         return f"spec.clusterNamespace {ns!r} is reserved and cannot be a cluster's dedicated namespace"
