@@ -209,8 +209,8 @@ def apply_rank(obj: Obj) -> int:
 def as_resolved(ref: Obj, template: Obj) -> dict[str, str]:
     """A feed as the template it resolved to names it: a namespace it left out filled in, so that overrides match
     it as Clusternet ties them (overrides.same_feed), never an override naming another namespace's object."""
-    return {**feed_ref(ref), "namespace": (template.get("metadata") or {}).get("namespace") or feed_ref(ref)[
-        "namespace"]}
+    feed = feed_ref(ref)
+    return {**feed, "namespace": (template.get("metadata") or {}).get("namespace") or feed["namespace"]}
 
 
 def resolved_feeds(feeds: Iterable[Obj], templates: Mapping[str, Obj]) -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ import pytest
 from clusternet_agent.helmpuller import ReleasePuller
 from clusternet_api import known
 from clusternet_api.credentials import Credentials
-from clusternet_api.helm import releases
+from clusternet_api.helm import messages, releases
 from clusternet_api.helm.driver import ClusterAccess
 from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException
@@ -196,7 +196,7 @@ async def test_a_long_helm_message_is_shortened_to_fit_the_condition() -> None:
     helm.fail = "Error: resource Deployment/x not ready. " * 1000  # a wait timeout of a large chart
     outcome = await reconciled(helm, release())
     message = released(outcome.status)["message"]
-    assert len(message) == releases.MAX_CONDITION_MESSAGE and "…" in message
+    assert len(message) == messages.MAX_CONDITION_MESSAGE and "…" in message
     assert message.startswith("install of release abc/mysql") and message.endswith("not ready. ")
 
 
@@ -516,7 +516,7 @@ def test_clusternets_helm_options_map_as_clusternet_maps_them() -> None:
 async def test_replace_crds_is_said_to_be_unsupported_where_the_release_is_reported() -> None:
     helm = FakeHelm()
     outcome = await reconciled(helm, release(replaceCRDs=True))
-    assert released(outcome.status)["message"].endswith(releases.REPLACE_CRDS_UNSUPPORTED)
+    assert released(outcome.status)["message"].endswith(messages.REPLACE_CRDS_UNSUPPORTED)
     skipped = await reconciled(FakeHelm(), release(replaceCRDs=True, skipCRDs=True))  # nothing to replace then
     assert "replaceCRDs" not in released(skipped.status)["message"]
 

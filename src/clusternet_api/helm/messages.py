@@ -1,4 +1,5 @@
-"""Helm's error texts turned into the one-line messages ChartError and ReleaseError promise.
+"""Helm's error texts turned into the one-line messages ChartError and ReleaseError promise, and the Released
+condition's message kept within its limit with what it adds about credentials and replaceCRDs.
 
 Helm's messages are written for a terminal: wrapped Go errors ('looks like "…" is not a valid chart repository
 or cannot be reached: Get "…/index.yaml": dial tcp …'), sometimes several lines. They end up in a HelmRelease's
@@ -10,9 +11,12 @@ API server's reason inside them (e.g. 'ConfigMap "x" is invalid: …') is what t
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import helm_python
 
+from clusternet_api import known
 from clusternet_api.helm.driver import ChartError, ChartSource, ClusterUnreachableError, ReleaseError
 
 # 'chart "demo" version "9.9.9" not found in http://… repository' / 'chart "demo" not found in http://… repository'
@@ -78,3 +82,33 @@ def release_error(exc: helm_python.HelmError) -> ReleaseError:
     if isinstance(exc, helm_python.HelmKubeError):
         return ClusterUnreachableError(detail)
     return ReleaseError(detail)
+
+
+MAX_CONDITION_MESSAGE = 4096
+"""Characters of a Released message: the CRD allows 32768 (a longer one made the status write fail every time),
+and a Helm wait timeout lists every resource not ready, which a large chart takes past that."""
+
+
+def shortened(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters: its start and its last quarter, which says what the child keeps
+    (`release ... stays at revision N`) and, for a fetch, whether credentials were missing."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return text[:limit - tail - 1] + "…" + text[-tail:]
+
+
+REPLACE_CRDS_UNSUPPORTED = ("; replaceCRDs is not supported here: the chart's CRDs are as Helm left them "
+                            "(installed with the release's first revision, never updated)")
+"""Clusternet updates a chart's crds/ in the child before each install and upgrade; Helm itself never does, and
+our deployers leave CRDs to Helm. Said in the Released message rather than refused: the rest of the chart deploys."""
+
+
+def credentials_missing(hr: Mapping[str, Any], source: ChartSource) -> str:
+    """What a fetch without credentials should add when the HelmChart has a chartPullSecret: that the deployer had
+    none to send (a Pull cluster before the hub's copy of them arrived, or a Secret the hub could not read). The
+    repository's "refused anonymous access" alone pointed at the Secret's absence, not at its arrival."""
+    if source.username is not None or not (hr.get("spec") or {}).get("chartPullSecret"):
+        return ""
+    return ("; the chart's chartPullSecret names credentials this deployer did not have to send (in Pull mode the "
+            f"hub copies them into Secret {known.CHART_PULL_SECRET} of the cluster's namespace; retried)")

@@ -58,6 +58,7 @@ from clusternet_api.helm.driver import (
     ReleaseState,
     is_exact_version,
 )
+from clusternet_api.helm.messages import MAX_CONDITION_MESSAGE, REPLACE_CRDS_UNSUPPORTED, credentials_missing, shortened
 from clusternet_api.helm.stuck import PendingReleases, unstick
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.timefmt import now_rfc3339
@@ -165,10 +166,6 @@ def options_of(hr: Obj, upgrade: bool = False) -> ReleaseOptions:
         description=f"clusternet HelmRelease {hr['metadata']['namespace']}/{hr['metadata']['name']}")
 
 
-MAX_CONDITION_MESSAGE = 4096
-"""Characters of a Released message: the CRD allows 32768 (a longer one made the status write fail every time),
-and a Helm wait timeout lists every resource not ready, which a large chart takes past that."""
-
 HELM_FIELDS = ("phase", "version", "description", "notes", "firstDeployed", "lastDeployed")
 """Clusternet's HelmRelease status fields: what Helm says of the release in the child."""
 
@@ -202,15 +199,6 @@ def status_of(hr: Obj, state: ReleaseState | None, released: Released, phase: st
                              "lastTransitionTime": since or now_rfc3339(), "reason": released.reason,
                              "message": shortened(released.message, MAX_CONDITION_MESSAGE)}]
     return status
-
-
-def shortened(text: str, limit: int) -> str:
-    """`text` in at most `limit` characters: its start and its last quarter, which says what the child keeps
-    (`release ... stays at revision N`) and, for a fetch, whether credentials were missing."""
-    if len(text) <= limit:
-        return text
-    tail = limit // 4
-    return text[:limit - tail - 1] + "…" + text[-tail:]
 
 
 def released_of(hr: Obj) -> dict[str, Any]:
@@ -303,7 +291,7 @@ async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, so
         chart = await driver.fetch(source)
     except ChartError as e:
         return untouched(hr, current, "ChartLocateFailure", f"{FETCH_FAILED} {source.chart} from {source.repo}: {e}"
-                         f"{_credentials_missing(hr, source)}", retry=True)
+                         f"{credentials_missing(hr, source)}", retry=True)
     if current is not None and current.status == "deployed" and not needs_upgrade(current, chart.name, chart.version,
                                                                                   values):
         return _outcome(hr, status_of(hr, current, deployed(hr, current)))
@@ -327,22 +315,6 @@ async def _reconcile_here(driver: HelmDriver, access: ClusterAccess, hr: Obj, so
     return Outcome(status_of(hr, state, deployed(hr, state)), (
         "Normal", "Installed" if verb == "install" else "Upgraded",
         f"{where}: chart {chart.name}-{chart.version}, revision {state.revision}"))
-
-
-REPLACE_CRDS_UNSUPPORTED = ("; replaceCRDs is not supported here: the chart's CRDs are as Helm left them "
-                            "(installed with the release's first revision, never updated)")
-"""Clusternet updates a chart's crds/ in the child before each install and upgrade; Helm itself never does, and
-our deployers leave CRDs to Helm. Said in the Released message rather than refused: the rest of the chart deploys."""
-
-
-def _credentials_missing(hr: Obj, source: ChartSource) -> str:
-    """What a fetch without credentials should add when the HelmChart has a chartPullSecret: that the deployer had
-    none to send (a Pull cluster before the hub's copy of them arrived, or a Secret the hub could not read). The
-    repository's "refused anonymous access" alone pointed at the Secret's absence, not at its arrival."""
-    if source.username is not None or not (hr.get("spec") or {}).get("chartPullSecret"):
-        return ""
-    return ("; the chart's chartPullSecret names credentials this deployer did not have to send (in Pull mode the "
-            f"hub copies them into Secret {known.CHART_PULL_SECRET} of the cluster's namespace; retried)")
 
 
 def deployed(hr: Obj, state: ReleaseState) -> Released:
