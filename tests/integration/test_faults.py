@@ -334,6 +334,47 @@ def test_a_frozen_child_apiserver_is_reported_down_and_nothing_is_lost(env: dict
     health.check()
 
 
+def batch_names(child: ControlPlane, ns: str, prefix: str) -> set[str]:
+    """Names of the ConfigMaps of batch `prefix` the child holds in `ns`, read from the child itself."""
+    items = child.request_json("GET", f"/api/v1/namespaces/{ns}/configmaps?labelSelector={BATCH}%3D{prefix}")
+    return {i["metadata"]["name"] for i in items["items"]}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("which", ["child1", "child2"])
+def test_child_apiserver_restart_while_a_subscription_is_cleaned_up(env: dict[str, Any], health: Health,
+                                                                    which: str) -> None:
+    """A Subscription of many objects is deleted and the child's kube-apiserver is killed while its objects are
+    being deleted (child1: by the hub through the tunnel; child2: by its Pull agent). The deletes and reads the
+    outage refuses must be tried again: in the end the child holds none of them and the Description is gone.
+    Until 2026-12-06 an object that could not be read was taken as let go of, so the Description lost its
+    finalizer and the rest kept running in the child with nothing tracking it (audit s35, unit-tested then).
+    The namespace is the child's own: a Namespace among the feeds would take the leftovers with it when deleted."""
+    child: ControlPlane = env[which]
+    label, ns, sub = (PUSHED if which == "child1" else PULLED), f"faults-gone-{which}", f"faults-gone-{which}"
+    if not child_objects(child, ns):
+        child.request_json("POST", "/api/v1/namespaces", namespace(ns))
+    env["plans"].subscribe(sub, label, configmaps(ns, "gone", MANY), drift_correction=False)
+    env["plans"].subs.pop(sub)  # `settle` and `uids` check the Subscriptions that stay
+    wait_for(lambda: len(batch_names(child, ns, "gone")) == MANY and [
+        d for d in listing(env["parent"], "descriptions", sub) if (d.get("status") or {}).get("phase") == "Success"],
+        timeout=120, what=f"{sub} deployed to {child.name}")
+    before = uids(env)
+    kubectl(env["parent"], "delete", "subs", "-n", "default", sub, "--wait=false")
+    deadline = time.monotonic() + 60
+    while len(held := batch_names(child, ns, "gone")) == MANY and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.restart_apiserver(down_seconds=2)
+    print(f"{child.name} held {len(held)} of {MANY} when its kube-apiserver was killed, "
+          f"{len(batch_names(child, ns, 'gone'))} once it was back")
+    assert 0 < len(held) < MANY, "the cleanup had not begun, or had ended, at the restart: make it bigger"
+    wait_for(lambda: not listing(env["parent"], "descriptions", sub) and not listing(env["parent"], "bases", sub),
+             timeout=120, what=f"{sub}'s Description and Base gone")
+    assert not batch_names(child, ns, "gone"), f"left behind in {child.name}, untracked"
+    settle(env, 90, f"after {child.name}'s restart mid-cleanup")
+    assert {k: uids(env).get(k) for k in before} == before
+    health.check()
+
+
 def test_pull_agent_killed_mid_apply(env: dict[str, Any], health: Health, child2: ControlPlane) -> None:
     """child2's agent (Pull: it applies itself) killed with SIGKILL while applying a Subscription of many
     objects, then started again: it finishes the job, each object once, and what it had applied keeps its UID."""
