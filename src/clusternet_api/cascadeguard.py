@@ -95,12 +95,12 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
         raise ContentsUnknown(f"discovery failed: {error_text(e)}") from e
     limit = asyncio.Semaphore(LISTS_AT_ONCE)
 
-    async def one(api_version: str, kind: str) -> list[str]:
+    async def one(api_version: str, kind: str, plural: str) -> list[str]:
         async with limit:
             try:
                 items = await child.list(api_version, kind, namespace)
             except ApiException as e:
-                if e.status == 404 and not await _still_discovered(child, api_version, kind):
+                if e.status == 404 and not await _still_served(child, api_version, kind, plural):
                     return []  # served no longer (a CRD deleted meanwhile): nothing of it here
                 raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}") from e
             except Exception as e:
@@ -108,28 +108,35 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
         return [f"{kind} {namespace}/{(o.get('metadata') or {}).get('name')}" for o in items
                 if is_foreign({"kind": kind, **o}, scopes)]
 
-    found = await asyncio.gather(*(one(v, k) for v, k in listable))
+    found = await asyncio.gather(*(one(v, k, p) for v, k, p in listable))
     return sorted({what for part in found for what in part})
 
 
-async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str]], Scopes]:
-    """(apiVersion, kind) of every namespaced resource the child serves in any version of any group and allows
-    to list, each (group, kind) once, in its group's preferred version when served there, core first; and the
-    scope of every kind served (a kind cluster-scoped in any version counts as cluster-scoped). Discovery is
+async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scopes]:
+    """(apiVersion, kind, plural) of every namespaced resource the child serves in any version of any group and
+    allows to list, each (group, kind) once, in its group's preferred version when served there, core first; and
+    the scope of every kind served (a kind cluster-scoped in any version counts as cluster-scoped). Discovery is
     asked afresh (a kind added since the last one counts), once per group-version for both; any group-version it
-    cannot tell about raises."""
+    cannot tell about raises, and so does one that `/apis` lists but whose own discovery names no resource: a
+    kube-apiserver that has just started lists a CRD's group (from the stored APIService) before its CRD handler
+    serves the group's discovery, which answers 404 until then (audit s36; taken for "no kinds", it let a
+    Namespace go with other people's custom objects in it)."""
     versions = [v for v in await child.group_versions() if v.rpartition("/")[0] not in IGNORED_GROUPS]
     limit = asyncio.Semaphore(LISTS_AT_ONCE)
 
     async def discover(version: str) -> list[Obj]:
         async with limit:
             try:
-                return await child.discover(version)
+                entries = await child.discover(version)
             except Exception as e:
                 raise ContentsUnknown(f"discovery of {version} failed: {error_text(e)}") from e
+        if not entries:
+            raise ContentsUnknown(f"the child lists API {version} but its discovery names no resource (an API "
+                                  "server starting); asked again later")
+        return entries
 
     found = await asyncio.gather(*(discover(v) for v in versions))
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, str]] = []
     seen: set[tuple[str, str]] = set()
     scopes: dict[tuple[str, str], bool] = {}
     for version, entries in zip(versions, found, strict=True):  # each group's preferred version comes first
@@ -138,7 +145,7 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str]], Scopes]:
             namespaced = bool(entry.get("namespaced"))
             if namespaced and "list" in (entry.get("verbs") or ["list"]) and group_kind not in seen:
                 seen.add(group_kind)
-                out.append((version, group_kind[1]))
+                out.append((version, group_kind[1], str(entry.get("name") or "")))
             scopes[group_kind] = scopes.get(group_kind, True) and namespaced
     return out, scopes
 
@@ -164,21 +171,28 @@ async def foreign_instances(child: KubeApi, crd: Obj) -> list[str]:
     return sorted(f"{kind} {_where(o)}" for o in items if not (o.get("metadata") or {}).get("deletionTimestamp"))
 
 
-async def _still_discovered(child: KubeApi, api_version: str, kind: str) -> bool:
-    """Does fresh discovery still list a kind whose LIST answered 404? A 404 is "deleted meanwhile" only when it
-    does not: a kube-apiserver that has just started (or an HA child's replica just rolled) answers 404 for custom
-    resources until its CRD handler catches up (the first-rule review s31, F1), and taking that for "nothing
-    there" deleted the Namespace with other people's objects of that kind in it. Discovery failing counts as
-    still listed: nothing is deleted on a guess."""
+async def _still_served(child: KubeApi, api_version: str, kind: str, plural: str) -> bool:
+    """Is a kind whose LIST answered 404 still served? A 404 is "deleted meanwhile" only when fresh discovery
+    does not list it and no CRD of it is there (or the one there is being deleted): a kube-apiserver that has just
+    started (or an HA child's replica just rolled) answers 404 for custom resources until its CRD handler catches
+    up (the first-rule review s31, F1), and for their group's discovery too (audit s36); taking that for "nothing
+    there" deleted the Namespace with other people's objects of that kind in it. A failure to tell counts as still
+    served: nothing is deleted on a guess."""
     try:
-        return any(str(e.get("kind")) == kind for e in await child.discover(api_version))
+        if any(str(e.get("kind")) == kind for e in await child.discover(api_version)):
+            return True
+        group = split_group(api_version)
+        if not group or not plural:
+            return False
+        crd = await child.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", f"{plural}.{group}")
     except Exception:
         return True
+    return crd is not None and not (crd.get("metadata") or {}).get("deletionTimestamp")
 
 
 async def _crd_in_service(child: KubeApi, crd: Obj) -> bool:
     """Is the CRD whose kind's LIST answered 404 still there, not being deleted, and Established (serving)? Then
-    the 404 is a cold API server's (see _still_discovered), not "no object of it exists", and deleting the CRD would
+    the 404 is a cold API server's (see _still_served), not "no object of it exists", and deleting the CRD would
     take every object of its kind, other people's too. Reading it failing counts as yes."""
     try:
         found = await child.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd["metadata"]["name"])

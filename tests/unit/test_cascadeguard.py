@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusternet_api import applier
+import pytest
+
+from clusternet_api import applier, cascadeguard
 from clusternet_api.cascadeguard import foreign_contents, is_foreign
 from clusternet_api.kube import ApiException, Credentials, Kube
 from clusternet_api.ownership import ANNOTATION_OWNED, Claimants, Released, release
@@ -385,6 +387,63 @@ async def test_a_cold_api_servers_404_keeps_a_namespace_holding_others_objects_o
     cold_for_widgets(child)
     released = await applier.cleanup(child, stored(parent, "d1"))
     assert "Namespace team-a" not in released.deleted and child.find("Namespace", None, "team-a") is not None
+
+
+def cold_discovery_for_widgets(child: FakeKube) -> None:
+    """The group's own discovery answers 404 too (Kube.discover gives []), while /apis still lists it: a
+    kube-apiserver just started lists a CRD's group from the stored APIService before its CRD handler serves it."""
+    real_discover = child.discover
+
+    async def cold_discover(api_version: str) -> list[Obj]:
+        return [] if api_version.startswith("example.com/") else await real_discover(api_version)
+
+    child.discover = cold_discover  # type: ignore[method-assign]
+
+
+async def test_a_cold_discovery_404_keeps_a_namespace_holding_others_objects() -> None:
+    """Audit s36, finding 1: with the group's discovery answering 404 as well, the Widget kind was never listed and
+    the Namespace went, with the hand-made Widget in it."""
+    parent, child = FakeKube(description("d1", CRD, TEAM, cm("a"))), FakeKube()
+    await deploy(parent, child, "d1")
+    await child.create(widget("w-hand", "team-a"))
+    cold_for_widgets(child)
+    cold_discovery_for_widgets(child)
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert "Namespace team-a" not in released.deleted and child.find("Namespace", None, "team-a") is not None
+    assert child.find("Widget", "team-a", "w-hand") is not None
+
+
+async def test_a_list_404_with_discovery_lagging_is_still_served_while_its_crd_is_there() -> None:
+    """The LIST answers 404 and fresh discovery no longer names the kind, but its CRD is stored and not being
+    deleted: still served, so the Namespace stays."""
+    child = FakeKube()
+    await child.create(CRD)
+    await child.create(TEAM)
+    await child.create(widget("w-hand", "team-a"))
+    cold_for_widgets(child)
+    real_discover = child.discover
+
+    async def lagging(api_version: str) -> list[Obj]:
+        entries = await real_discover(api_version)
+        if api_version == "example.com/v1" and child.asked_lists:
+            return [{"name": "gadgets", "kind": "Gadget", "namespaced": True}]
+        return entries
+
+    child.asked_lists = []  # type: ignore[attr-defined]
+    real_list = child.list
+
+    async def noting(api_version: str, kind: str, namespace: str | None = None,
+                     label_selector: str | None = None) -> list[Obj]:
+        child.asked_lists.append(kind)  # type: ignore[attr-defined]
+        return await real_list(api_version, kind, namespace, label_selector)
+
+    child.discover, child.list = lagging, noting  # type: ignore[method-assign]
+    with pytest.raises(cascadeguard.ContentsUnknown):
+        await cascadeguard.foreign_contents(child, "team-a")
+    crd = child.find("CustomResourceDefinition", None, "widgets.example.com")
+    assert crd is not None
+    crd["metadata"]["deletionTimestamp"] = "2026-12-06T00:00:00Z"  # going: its objects go with it
+    assert await cascadeguard.foreign_contents(child, "team-a") == []
 
 
 async def test_a_404_from_a_kind_no_longer_served_still_counts_as_nothing_there() -> None:
