@@ -165,7 +165,7 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
             return
         verdict, said = registration.admin_verdict(crr)
         if verdict == "Denied":  # an admin's denial holds, whatever the mode, and says why instead of the hub's
-            await registration.deny(ctx.api, crr, said or "denied by a parent cluster administrator")
+            await removal.deny_by_admin(ctx.api, crr, said or "denied by a parent cluster administrator")
             return
         if registration.validate(crr, ctx.options.allow_unsealed_tokens):
             return

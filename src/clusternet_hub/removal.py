@@ -84,11 +84,7 @@ async def removed_meanwhile(kube: Kube, crr: Obj) -> tuple[str, str | None] | No
         if not mc["metadata"].get("deletionTimestamp") and not await namespace_removed(kube, mc["metadata"][
                 "namespace"]):
             return None
-    if clusters:
-        ns: str | None = clusters[0]["metadata"]["namespace"]
-    else:  # the namespace the ManagedCluster was deleted from, if any is left
-        ns = next((n["metadata"]["name"] for n in await kube.list("v1", "Namespace", label_selector=selector)
-                   if (n["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) == cluster_id), None)
+    ns = clusters[0]["metadata"]["namespace"] if clusters else await _labelled_namespace(kube, cluster_id)
     if ns is None or await namespace_removed(kube, ns):
         return (f"its dedicated namespace {ns} was deleted" if ns else "its dedicated namespace was deleted"), ns
     return f"its ManagedCluster {ns}/{(crr.get('status') or {}).get('managedClusterName')} was deleted", ns
@@ -101,6 +97,24 @@ async def revoke_removed(kube: Kube, crr: Obj, what: str, ns: str | None) -> boo
     and 2: the status alone left the agent minting tokens, and could land on a request created again)."""
     located = {**crr, "status": {**(crr.get("status") or {}), "dedicatedNamespace": ns}}
     return await revoke(kube, located, removed_message(crr, what), still=tokens.denied_for_no_key)
+
+
+async def _labelled_namespace(kube: Kube, cluster_id: str) -> str | None:
+    """The namespace the hub made for a cluster (labelled with its id), if any is left."""
+    selector = f"{known.LABEL_CLUSTER_ID}={cluster_id}"
+    return next((n["metadata"]["name"] for n in await kube.list("v1", "Namespace", label_selector=selector)
+                 if (n["metadata"].get("labels") or {}).get(known.LABEL_CLUSTER_ID) == cluster_id), None)
+
+
+async def deny_by_admin(kube: Kube, crr: Obj, message: str) -> bool:
+    """An admin's denial of a request the hub had Denied only for want of a key: the cluster kept its credentials
+    then (the hub's setting is not held against it), so the admin's verdict revokes them, as a removal does (its
+    ServiceAccount and cluster-wide RBAC deleted, namespace and ManagedCluster kept). Audit s36, finding 3: only the
+    status was written, and the agent went on minting tokens, heartbeating and pulling under "denied by a parent
+    cluster administrator". `deny` cleared the namespace from the status; the hub's cluster-id label finds it."""
+    ns = await _labelled_namespace(kube, crr["spec"]["clusterId"])
+    located = {**crr, "status": {**(crr.get("status") or {}), "dedicatedNamespace": ns}}
+    return await revoke(kube, located, message, still=tokens.denied_for_no_key)
 
 
 def removed_message(crr: Obj, what: str) -> str:

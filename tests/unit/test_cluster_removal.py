@@ -367,6 +367,25 @@ async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_
         assert len(parent.writes) == writes
 
 
+async def test_an_admins_denial_of_a_request_the_hub_denied_for_want_of_a_key_revokes_its_credentials() -> None:
+    """Audit s36, finding 3: the cluster keeps its credentials while Denied for want of a key (the hub's setting);
+    an admin denying it then only wrote the status, and its agent went on minting tokens, heartbeating and
+    pulling under "denied by a parent cluster administrator". Now revoked as a removal is; namespace and
+    ManagedCluster kept."""
+    parent, denied, ns = await denied_for_the_flag()
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is not None
+    denied["metadata"].setdefault("annotations", {}).update({
+        known.ANNOTATION_APPROVAL: "Denied", known.ANNOTATION_DENIAL_REASON: "decommissioned"})
+    parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(denied)
+    await operator.reconcile_registration(denied, context(parent, denied, allow_unsealed_tokens=False), resumed=True)
+    status = parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]
+    assert status["result"] == "Denied" and status["errorMessage"] == (
+        "denied by a parent cluster administrator: decommissioned")
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None
+    assert not [k for k in parent.objects if k[0] in ("ClusterRole", "ClusterRoleBinding") and CID in k[2]]
+    assert [k for k in parent.objects if k[0] == "ManagedCluster"] == [("ManagedCluster", ns, "child1")]
+
+
 async def test_a_request_denied_for_want_of_a_key_is_approved_once_its_agent_sends_one() -> None:
     parent, denied, ns = await denied_for_the_flag()
     denied["metadata"].setdefault("annotations", {})[known.ANNOTATION_AGENT_PUBLIC_KEY] = public_key_of(
