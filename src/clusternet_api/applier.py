@@ -149,11 +149,18 @@ def status_ident(status: Obj) -> dict[str, str]:
 
 
 async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None,
-                            previous: list[Obj] | None = None) -> ApplyOutcome:
+                            previous: list[Obj] | None = None, prune_waits: str | None = None) -> ApplyOutcome:
     """Server-side apply every object of the Description, prune what dropped out, report statuses.
 
     `claimants`: the cluster namespace's other Descriptions, to hand pruned objects to one that wants them.
-    `previous`: what counts as deployed before (its `status.manifestStatuses` when None; carried.py)."""
+    `previous`: what counts as deployed before (its `status.manifestStatuses` when None; carried.py).
+    `prune_waits`: why nothing may be deleted in the cluster now (silent, or not heard from since the hub
+    started): what dropped out then stays listed, and is pruned by the first apply after (audit s36: only a
+    Description's deletion waited, so removing a feed deleted its objects in a cluster whose agent was dead).
+
+    A previously deployed object whose apply fails this time stays listed too (with its previous status): dropped,
+    it would have been neither pruned nor cleaned up once its feed went, and its owner mark would have refused
+    every other Subscription deploying it for good (audit s36)."""
     key = owner_key(desc)
     objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
     if previous is None:
@@ -176,20 +183,35 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     errors = [err for i in range(len(objects)) if (err := results[i][0])]
     outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
                         if (applied := results[i][1]) is not None]
+    failed = {object_key(identity(objects[i])) for i in range(len(objects)) if results[i][1] is None}
+    outcome.statuses += [s for s in previous if object_key(status_ident(s)) in failed]
     claimants = claimants or Claimants(desc)
     # the same objects under names object_key cannot tell apart (an alias it does not know): never pruned
     uids = frozenset(str(uid) for _, obj in results.values() if (uid := ((obj or {}).get("metadata") or {}).get("uid")))
-    for ident in sorted((status_ident(s) for s in previous), key=_release_rank):
-        if object_key(ident) not in current:
+    dropped = [s for s in previous if object_key(status_ident(s)) not in current]
+    if prune_waits is not None:
+        outcome.released.deferred += [status_ident(s) for s in dropped]
+    else:
+        for ident in sorted((status_ident(s) for s in dropped), key=_release_rank):
             await release(child, ident, key, claimants.of(ident), outcome.released, uids)
     # what could not be deleted now stays listed, so the next apply looks at it again (not a failure)
     outcome.statuses += [s for s in previous if status_ident(s) in outcome.released.deferred]
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     elif outcome.released.deferred:
-        outcome.reason = "to delete at the next apply (changed while being deleted, or unreadable now): " + ", ".join(
-            describe(i) for i in outcome.released.deferred)
+        why = prune_waits or "changed while being deleted, or unreadable now"
+        outcome.reason = f"{PRUNE_PENDING} ({why}): " + ", ".join(describe(i) for i in outcome.released.deferred)
     return outcome
+
+
+PRUNE_PENDING = "to delete at the next apply"
+"""How a Success reason that still owes deletions begins: such a Description is pushed again, drift correction or
+not (prunes_pending)."""
+
+
+def prunes_pending(desc: Obj) -> bool:
+    """Does the Description's status owe deletions (objects no longer named, kept listed until they go)?"""
+    return str((desc.get("status") or {}).get("reason") or "").startswith(PRUNE_PENDING)
 
 
 def manifest_status(obj: Obj, applied: Obj) -> Obj:

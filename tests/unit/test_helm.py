@@ -21,7 +21,7 @@ from clusternet_api.kube import ApiException
 from clusternet_api.rawobjects import decode_raw
 from clusternet_core import helmrender, rendering
 from clusternet_hub.controller import Controller
-from clusternet_hub.controller.store import TUNNEL_DOWN, Store
+from clusternet_hub.controller.store import RELEASE_WAITS, TUNNEL_DOWN, Store
 from tests.unit.fakehelm import FakeHelm
 from tests.unit.fakekube import FakeKube, Obj
 from tests.unit.test_controller import (
@@ -282,6 +282,29 @@ async def test_an_offline_cluster_keeps_its_release_until_it_returns() -> None:
     await c.releases.push(HR)
     assert ("abc", "mysql") in helm.releases
     assert "offline" in parent.find("HelmRelease", *HR)["status"]["description"]
+
+
+async def test_a_silent_cluster_gets_no_helm_upgrade_until_it_returns() -> None:
+    """Audit s36, finding 2: an upgrade went to a cluster whose agent was dead (Ready=Unknown), and Helm deletes
+    what the new chart drops; Generic prunes and Pull agents wait for the cluster, so Helm waits too."""
+    c, parent, helm = await helm_controller(cluster(), chart(values={"k": "v"}), push_secret(),
+                                            subscription(feeds=[FEED]))
+    await deploy(c)
+    assert helm.releases[("abc", "mysql")].revision == 1
+    c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
+    hr = copy.deepcopy(c.store.caches.helmreleases[HR])
+    hr["metadata"]["generation"] += 1
+    hr["spec"]["overrides"] = base64.b64encode(json.dumps({"k": "w"}).encode()).decode()
+    parent.objects[("HelmRelease", *HR)] = copy.deepcopy(hr)
+    c.store.on_helmrelease("MODIFIED", hr)
+    helm.calls.clear()
+    await c.releases.push(HR)
+    assert helm.calls == [] and helm.releases[("abc", "mysql")].revision == 1
+    assert parent.find("HelmRelease", *HR)["status"]["description"] == RELEASE_WAITS["offline"]
+    c.store.caches.clusters[(NS, "child1")] = cluster()
+    c.store.on_helmrelease("MODIFIED", copy.deepcopy(parent.find("HelmRelease", *HR)))
+    await c.releases.push(HR)
+    assert helm.releases[("abc", "mysql")].revision == 2
 
 
 async def test_a_tunnel_cluster_gets_no_helm_operation_while_its_tunnel_is_down() -> None:

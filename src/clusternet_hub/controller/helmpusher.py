@@ -29,7 +29,7 @@ from clusternet_hub.controller.charts import pull_credentials
 from clusternet_hub.controller.pusher import DEPLOYER_CREDENTIALS_MISSING, Pusher, cleanup_wait, release_with_cluster
 from clusternet_hub.controller.pusher import RETRY_FIRST as PUSH_RETRY_FIRST
 from clusternet_hub.controller.pusher import RETRY_MAX as PUSH_RETRY_MAX
-from clusternet_hub.controller.store import TUNNEL_DOWN, Store, write_back
+from clusternet_hub.controller.store import RELEASE_WAITS, TUNNEL_DOWN, Store, write_back
 from clusternet_hub.controller.wanted import WantUnknown, say_unwanted_or_warn, still_wanted
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.registration import drop_token_secrets
@@ -119,6 +119,10 @@ class ReleasePusher:
             return
         if deleting:
             await self._uninstall(key, hr, mc)
+            return
+        if (wait := cleanup_wait(self.store, mc)) is not None:  # Store.on_cluster / _after_report push it then
+            if helmrender.release_phase(hr)[0] != "Success":  # a drift check waits unsaid
+                await self._write(hr, {"description": RELEASE_WAITS[wait]})
             return
         access = await self._access_or_wait(key, hr, mc)
         if access is not None:

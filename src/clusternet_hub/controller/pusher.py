@@ -48,6 +48,9 @@ UNHEARD_PENDING = ("cleanup pending: waiting for the cluster's first heartbeat s
                    "the parent); its workloads stay until then")
 # The status of what waits for its agent's push credentials (the hub does not watch that Secret).
 DEPLOYER_CREDENTIALS_MISSING = f"waiting for the agent's {known.DEPLOYER_SECRET} credentials"
+# Why what a Description no longer names stays in the cluster for now (applier.PRUNE_PENDING), by cleanup_wait.
+PRUNE_WAITS = {"offline": "the cluster is offline; deleted once it returns",
+               "unheard": "waiting for the cluster's first heartbeat since the hub started (or regained the parent)"}
 
 # How long the hub trusts its copy of an agent's push credentials. The push/pull decision never rests on it
 # (that is the ManagedCluster's appPusher), and a failed push drops the copy at once. The agent re-issues them
@@ -267,7 +270,8 @@ class Pusher:
         if not applier.deployable_by_hub(mc):
             return
         if not deleting and (meta.get("annotations") or {}).get(
-                known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc):
+                known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc) and not applier.prunes_pending(
+                desc):
             return
         child = await self.child_client(mc)
         if isinstance(child, str):
@@ -278,7 +282,7 @@ class Pusher:
         elif deleting:
             await self._clean_up(desc, mc, child)
         else:
-            await self._apply(desc, child)
+            await self._apply(desc, child, PRUNE_WAITS.get(cleanup_wait(self.store, mc) or ""))
 
     async def _clean_up(self, desc: Obj, mc: Obj, child: ChildApi) -> None:
         """Delete what the Description deployed, unless its Subscription still wants it (deleted by the garbage
@@ -306,11 +310,14 @@ class Pusher:
         self.carried.forget(desc)
         await applier.remove_finalizer(self.kube, desc)
 
-    async def _apply(self, desc: Obj, child: ChildApi) -> None:
+    async def _apply(self, desc: Obj, child: ChildApi, prune_waits: str | None = None) -> None:
+        """Apply the Description; `prune_waits`: why what dropped out of it may not be deleted now (cleanup_wait),
+        kept listed until a push after the cluster is heard from (Store.on_cluster, Store._after_report)."""
         meta = desc["metadata"]
         key = (meta["namespace"], meta["name"])
         try:
-            outcome = await applier.apply_description(child, desc, self._claimants(desc), self.carried.previous(desc))
+            outcome = await applier.apply_description(child, desc, self._claimants(desc), self.carried.previous(desc),
+                                                      prune_waits)
         except ApiException:
             self.secrets.pop(key[0], None)  # e.g. the agent rotated its token: read it again next time
             raise

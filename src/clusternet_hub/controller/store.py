@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 # helmpusher.py): the hub reaches such a cluster through its tunnel alone. Its SocketConnected turning True
 # brings back what says so (Store.on_cluster).
 TUNNEL_DOWN = "waiting for the cluster's tunnel: its agent reports useSocket, so the hub pushes through nothing else"
+RELEASE_WAITS = {
+    "offline": "waiting: the cluster is offline; Helm installs and upgrades (which delete what a chart drops) wait "
+               "until it returns",
+    "unheard": "waiting for the cluster's first heartbeat since the hub started (or regained the parent): Helm "
+               "installs and upgrades (which delete what a chart drops) wait until then"}
+"""Audit s36: a release was upgraded in a silent cluster, where a Generic Description's prunes wait and a Pull
+agent (dead or not heard from) decides nothing; Helm cannot apply without deleting, so it waits whole."""
 
 
 class Primed(NamedTuple):
@@ -356,9 +363,11 @@ class Store:
             self._after_report(meta["namespace"])
 
     def _after_report(self, namespace: str) -> None:
-        """Clean up at once what waited for the cluster's first report since the hub started (pusher.py)."""
+        """Clean up (and prune) at once what waited for the cluster's first report since the hub started
+        (pusher.py)."""
         self.awaiting_report.discard(namespace)
-        self._push_again(namespace, _deleting, _deleting)
+        self._push_again(namespace, lambda desc: _deleting(desc) or applier.prunes_pending(desc),
+                         lambda hr: _deleting(hr) or _waits_for_report(hr))
 
     def _after_tunnel(self, namespace: str) -> None:
         """Push at once what waited for the cluster's tunnel (TUNNEL_DOWN): a tunnel coming back changes nothing
@@ -425,6 +434,11 @@ async def _listed(kube: KubeApi, api_version: str, kind: str, namespace: str | N
 
 def _cache_key(field: str, obj: Obj) -> Any:
     return obj["metadata"]["name"] if field in _BY_NAME else key_of(obj)
+
+
+def _waits_for_report(hr: Obj) -> bool:
+    """A HelmRelease the hub held back until the cluster's first report (helmpusher.RELEASE_WAITS)."""
+    return (hr.get("status") or {}).get("description") == RELEASE_WAITS["unheard"]
 
 
 def _deleting(obj: Obj) -> bool:
