@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clusternet_api import applier, known
+from clusternet_api import applier, dnsnames, known
 from clusternet_api.kube import Kube, Obj
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,6 @@ API = known.CLUSTERS_API_VERSION
 FLAG = "--cluster-label-prefixes"
 # the cluster's identity: set by the hub, never by a request, whatever the prefixes allow
 RESERVED = frozenset({known.LABEL_CLUSTER_ID, known.LABEL_CLUSTER_NAME, known.LABEL_CREATED_BY})
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -74,15 +71,22 @@ def allowed(key: str, prefixes: Iterable[str]) -> bool:
 def valid_label(key: str, value: str) -> bool:
     """Kubernetes label syntax, so one bad key cannot make the whole patch of the ManagedCluster fail."""
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+    if slash and not dnsnames.is_dns_subdomain(prefix):
         return False
-    return bool(name and len(name) <= 63 and _NAME.match(name) and
-                (not value or (len(value) <= 63 and _NAME.match(value))))
+    return dnsnames.is_label_name(name) and (not value or dnsnames.is_label_name(value))
 
 
-def initial_from_request(requested: Mapping[str, str] | None) -> dict[str, str]:
-    """The labels a new ManagedCluster takes from its registration request (identity keys are the hub's)."""
-    return {k: str(v) for k, v in (requested or {}).items() if k not in RESERVED}
+def initial_from_request(requested: Mapping[str, str] | None, request: str = "") -> dict[str, str]:
+    """The labels a new ManagedCluster takes from its registration request (identity keys are the hub's). One that
+    is no label is left out with a warning naming it: the ManagedCluster's create failed on it (422), and the
+    approval was retried every 2 s for good with no word to anyone (audit s36; Clusternet's agent checks its
+    --cluster-labels, a hand-written request need not)."""
+    labels = {str(k): str(v) for k, v in (requested or {}).items() if k not in RESERVED}
+    if invalid := sorted(k for k, v in labels.items() if not valid_label(k, v)):
+        log.warning("registration %s: spec.clusterLabels %s left out: not valid Kubernetes labels (a key "
+                    "[prefix/]name, a value of at most 63 letters, digits, '-', '_' and '.')", request,
+                    ", ".join(f"{k}={labels[k]}" for k in invalid))
+    return {k: v for k, v in labels.items() if k not in invalid}
 
 
 def _why_not(key: str, want: str | None, prefixes: Iterable[str]) -> str | None:

@@ -59,6 +59,13 @@ def validate(crr: Obj, allow_unsealed: bool) -> str | None:
     if name != crr_name(cluster_id):
         return (f"the request name {name!r} does not match its clusterId: expected "
                 f"{crr_name(cluster_id)!r}")
+    if not (dnsnames.is_dns_subdomain(named := cluster_name(crr)) and dnsnames.is_label_name(named)):
+        # what the ManagedCluster's name and its cluster-name label take: the create's 422 was retried every 2 s
+        # for good, with no word (audit s36); the rule is looser than Clusternet's agent's (a DNS label), so that
+        # a cluster approved before is never refused now
+        return (f"cluster name {named!r} (spec.clusterName, else its {known.LABEL_CLUSTER_NAME} label) cannot name "
+                "a ManagedCluster: lowercase letters, digits, '-' and '.', starting and ending with a letter or "
+                "digit, at most 63 characters")
     ns = spec.get("clusterNamespace")
     if ns and not dnsnames.is_dns_label(ns):
         return f"spec.clusterNamespace {ns!r} is not a valid namespace name"
@@ -132,7 +139,7 @@ def managed_cluster_manifest(crr: Obj, ns: str) -> Obj:
     """Labels from the request (as Clusternet), recorded as such so later requests may remove only those."""
     spec = crr["spec"]
     name = cluster_name(crr)
-    from_request = initial_from_request(spec.get("clusterLabels"))
+    from_request = initial_from_request(spec.get("clusterLabels"), crr["metadata"]["name"])
     labels = {**from_request, **identity_labels(spec["clusterId"], name)}
     return {
         "apiVersion": known.CLUSTERS_API_VERSION, "kind": "ManagedCluster",
@@ -187,8 +194,10 @@ def rbac_manifests(cluster_id: str, ns: str, name: str) -> list[Obj]:
               "verbs": ["get", "list", "watch"]},
              {"apiGroups": [known.CLUSTERS_GROUP], "resources": ["managedclusters/status"],
               "verbs": ["get", "patch", "update"]},
-             {"apiGroups": [known.APPS_GROUP], "resources": ["descriptions", "helmreleases", "bases"],
+             {"apiGroups": [known.APPS_GROUP], "resources": ["descriptions", "helmreleases"],
               "verbs": ["get", "list", "watch", "patch", "update"]},
+             {"apiGroups": [known.APPS_GROUP], "resources": ["bases"],  # read to tell an unbinding (stillwanted)
+              "verbs": ["get", "list", "watch"]},
              {"apiGroups": [known.APPS_GROUP],
               "resources": ["descriptions/status", "helmreleases/status"],
               "verbs": ["get", "patch", "update"]},

@@ -125,6 +125,8 @@ def test_identity_labels_and_invalid_labels_are_refused_whatever_the_prefixes() 
 def test_registration_labels_are_recorded_without_identity() -> None:
     assert initial_from_request({"env": "dev", known.LABEL_CLUSTER_ID: "x"}) == {"env": "dev"}
     assert initial_from_request(None) == {}
+    # audit s36: an invalid one failed the ManagedCluster's create (422), retried every 2 s for good
+    assert initial_from_request({"env": "prod us", "bad key!": "v", "tier": "web"}) == {"tier": "web"}
     crr = {"metadata": {"name": f"clusternet-{CID}"},
            "spec": {"clusterId": CID, "clusterName": "c1", "clusterLabels": {"env": "dev",
                                                                              known.LABEL_CLUSTER_NAME: "evil"}}}

@@ -43,10 +43,18 @@ def test_valid_request_passes() -> None:
     (crr(name="clusternet-other"), "does not match its clusterId"),
     (crr(clusterNamespace="kube-system"), "reserved"),
     (crr(clusterNamespace="Not_A_Namespace"), "not a valid namespace"),
+    (crr(clusterName="Child_1"), "cannot name a ManagedCluster"),  # the create's 422 was retried for good
+    (crr(clusterName="a" * 64), "cannot name a ManagedCluster"),
     ({"metadata": {"name": "clusternet-x"}, "spec": {"clusterId": "x"}}, "is not a UUID"),
 ])
 def test_invalid_requests_are_explained(request_: dict[str, object], message: str) -> None:
     assert message in (registration.validate(request_, allow_unsealed=True) or "")
+
+
+def test_a_cluster_name_valid_before_stays_valid() -> None:
+    """Looser than Clusternet's agent (a DNS label): a dotted name a hand-made request was approved with before is
+    not refused at the next look, which would revoke the cluster."""
+    assert registration.validate(crr(clusterName="edge.child-1"), allow_unsealed=False) is None
 
 
 def test_request_without_public_key_needs_opt_in() -> None:
@@ -75,6 +83,8 @@ def test_child_rbac_is_confined_to_its_own_objects() -> None:
             assert rule["resourceNames"] in (["child-cluster-deployer"], ["clusternet-chart-pull-secrets"])
             if rule["resourceNames"] == ["clusternet-chart-pull-secrets"]:
                 assert rule["verbs"] == ["get"]  # read only: the hub writes the chart credentials
+        if "bases" in rule["resources"]:  # the agent only reads its Bases (audit s36: it could edit them)
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
 
 
 def test_token_refresh_is_due_at_half_life() -> None:
