@@ -551,6 +551,24 @@ async def test_child_connections_are_reused_and_closed_with_the_controller() -> 
     assert child.closed
 
 
+async def test_a_rotated_child_ca_makes_a_new_client() -> None:
+    """Audit s36: the client was kept while the token stayed, so a child whose CA was rotated (ca.crt rewritten by
+    its agent, same token) failed TLS at every push until the agent's next token."""
+    c, parent, _ = await deployed_controller(push_secret())
+    mc = c.store.caches.clusters[(NS, "child1")]
+    made: list[Any] = []
+    real = c.pusher.connect
+    c.pusher.connect = lambda creds, *args: made.append(creds.ca_pem) or real(creds, *args)  # type: ignore[assignment]
+    await c.pusher.child_client(mc)
+    made.clear()
+    secret = parent.objects[("Secret", NS, known.DEPLOYER_SECRET)]
+    secret["data"]["ca.crt"] = base64.b64encode(b"new CA").decode()
+    c.pusher.secrets.clear()  # read again, as after its cache time
+    await c.pusher.child_client(mc)
+    await c.pusher.child_client(mc)
+    assert made == [b"new CA"]
+
+
 # --- status pacing and resync -----------------------------------------------------------------------------------
 
 

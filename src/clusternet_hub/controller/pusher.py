@@ -223,7 +223,9 @@ class Pusher:
         creds = Credentials(server=data["apiserver-advertise-url"].decode(), ca_pem=data.get("ca.crt"),
                             token=data["token"].decode())
         via = "tunnel" if opener is not None else creds.server
-        fingerprint = f"{via}|{hashlib.sha256((creds.token or '').encode()).hexdigest()}"
+        # the CA too: a child whose CA was rotated (the agent rewrites ca.crt, same token) failed TLS at every push
+        # until the agent's next token (audit s36)
+        fingerprint = f"{via}|{hashlib.sha256((creds.token or '').encode() + (creds.ca_pem or b'')).hexdigest()}"
         cached = self.children.get(cluster_id)
         if cached and cached[0] == fingerprint:
             return cached[1]
