@@ -17,7 +17,10 @@ log = logging.getLogger(__name__)
 
 INERT_FLAGS = (
     InertFlag("reserved-namespace", "templates always live in clusternet-reserved, as Clusternet's default"),
-    InertFlag("enable-tunnel-logging", "tunnel events are always logged; use --log-level=DEBUG for more"),
+    # Go bool flags (`--flag` alone or `--flag=true|false`): with a value required, a bare one took the next flag
+    # as its value, and `--enable-tunnel-logging --cluster-approval=Manual` auto-approved every cluster (audit s36)
+    InertFlag("enable-tunnel-logging", "tunnel events are always logged; use --log-level=DEBUG for more",
+              takes_value=False),
     InertFlag("anonymous-auth-supported", "the hub never uses an identity of its own towards a child: the "
               "caller's child token travels with each proxied request", takes_value=False),
     InertFlag("controllers", "every controller of Clusternet's controller-manager runs in the hub"),
