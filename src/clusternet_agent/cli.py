@@ -26,7 +26,13 @@ from clusternet_agent.options import (
 )
 from clusternet_api import __version__, eventloop, known
 from clusternet_api.compatflags import InertFlag, feature_gates_option, inert_options, klog_level, report_inert
-from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
+from clusternet_api.componentflags import (
+    client_limits,
+    component_exits,
+    component_options,
+    go_bool_option,
+    leader_election_config,
+)
 from clusternet_api.durations import parse_duration
 from clusternet_api.logs import setup_logging
 
@@ -65,8 +71,8 @@ INERT_FLAGS = (
 @feature_gates_option("e.g. AppPusher=true,SocketConnection=true")
 @click.option("--parent-ca-file", help="Pin the parent's CA for registration (else parentCA of the bootstrap "
               "Secret, else, for a bootstrap token, the CA the parent signs in kube-public/cluster-info)")
-@click.option("--parent-insecure-skip-tls-verify", is_flag=True,
-              help="Do not verify the parent's certificate during registration (not recommended)")
+@go_bool_option("parent-insecure-skip-tls-verify",
+                "Do not verify the parent's certificate during registration (not recommended)")
 @click.option("--cluster-id", hidden=True, help="Override the cluster ID (simulated agents in benchmarks)")
 @click.option("--apiserver-url", help="URL of this cluster's apiserver to report (default: as reached)")
 @click.option("--tunnel-url", help="Hub tunnel URL (default: the parent URL, via the aggregated API)")

@@ -39,6 +39,16 @@ def _go_bool(value: object, flag: str) -> bool:
     raise click.BadParameter(f"--{flag}={value}: must be true or false")
 
 
+def go_bool_option(name: str, help_text: str) -> Callable[[F], F]:
+    """A switch of ours spelled as a Go bool flag: `--name` alone or `--name=true|false` (also 1/0, t/f, as
+    strconv.ParseBool), default false; the command receives a bool. A click flag (is_flag) refused any value, and
+    both charts render every extraArgs entry as `--name=value`, so setting one through a chart crash-looped the
+    binary (audit s36)."""
+    return click.option(f"--{name}", name.replace("-", "_"), is_flag=False, flag_value="true", default="false",
+                        metavar="BOOL", help=help_text + " (true|false; alone: true)",
+                        callback=lambda _ctx, _param, value: _go_bool(value, name))
+
+
 def component_options(lease_name: str) -> Callable[[F], F]:
     """--leader-elect (Go bool: alone or =true|false, default true as Clusternet), its five settings, and the
     client's QPS and burst. `lease_name` is the default --leader-elect-resource-name."""

@@ -14,7 +14,13 @@ import kopf
 
 from clusternet_api import __version__, eventloop
 from clusternet_api.compatflags import feature_gates_option, inert_options, klog_level, report_inert
-from clusternet_api.componentflags import client_limits, component_exits, component_options, leader_election_config
+from clusternet_api.componentflags import (
+    client_limits,
+    component_exits,
+    component_options,
+    go_bool_option,
+    leader_election_config,
+)
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.leaderelection import LeaderElector, lease_client, run_while_leading
 from clusternet_api.logs import setup_logging
@@ -155,8 +161,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
               help="Comma-separated common names accepted as the front proxy (unset, with the CA read from "
                    "extension-apiserver-authentication: the names listed there; empty: any)")
 @click.option("--agent-token-ttl", default="24h", help="Lifetime of the tokens issued to agents")
-@click.option("--allow-unsealed-tokens", is_flag=True,
-              help="Approve requests without an agent public key (token returned in plain text)")
+@go_bool_option("allow-unsealed-tokens", "Approve requests without an agent public key (token returned in plain text)")
 @click.option("--cluster-approval", type=click.Choice(["Automatic", "Manual"]), default="Automatic",
               help="Manual: new clusters wait until an admin runs `kubectl clusternet approve|deny`")
 @click.option("--cluster-label-prefixes", default="",
