@@ -240,3 +240,13 @@ def test_the_charts_grant_exactly_what_deploy_grants() -> None:
                     "deploy/hub/04-socketsproxy_rbac.yaml")
     assert rbac(render("clusternet-hub")) == rbac(hub)
     assert rbac(render("clusternet-agent")) == rbac(manifests("deploy/agent/01-rbac.yaml"))
+
+
+@pytest.mark.parametrize("chart", ["clusternet-agent", "clusternet-hub"])
+def test_the_charts_install_into_clusternet_system_only(chart: str) -> None:
+    """audit s36: both binaries keep their Secrets and Leases in clusternet-system, as Clusternet's do, while the
+    charts put the RBAC granting them (and the hub's Service) in the release's namespace. Installed elsewhere, the
+    hub served a temporary certificate for good and the agent's Lease was refused: the render refuses instead."""
+    with pytest.raises(helm_python.HelmError, match="install into namespace clusternet-system, not other"):
+        render(chart, namespace="other")
+    assert render(chart)
