@@ -16,7 +16,8 @@ are kept for reuse by the same keep-alive pool.
   in that JSON too; ours does not, as anyone who may read Leases would learn it.
 - **Where a tunnel is** is not written anywhere (no API write per tunnel connect, so a reconnect storm of a
   thousand agents costs the parent nothing extra): a replica asks its live peers (`GET /peer/v1/sockets/<id>`)
-  and remembers the answer until a stream through it fails.
+  and remembers the answer until a stream through it fails (then asks again at once) or another replica
+  announces that the agent connected there.
 - **Authentication**: a bearer token, `--peer-token`, else a random one kept in Secret
   clusternet-system/clusternet-hub-peer (created by the first replica). Clusternet's default token is a constant
   anyone can read in its source. TLS: a peer serves the hub's own certificate; the caller verifies it against
@@ -52,7 +53,16 @@ from clusternet_api.listwatch import ListWatch
 from clusternet_api.logs import error_text
 from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_api.tunnel import StreamOpenError
-from clusternet_hub.peerstreams import DIAL_TIMEOUT, SOCKETS, Peer, PeerStream, client_context, dial
+from clusternet_hub.peerstreams import (
+    DIAL_TIMEOUT,
+    SOCKETS,
+    NotHere,
+    Peer,
+    PeerStream,
+    Unreachable,
+    client_context,
+    dial,
+)
 from clusternet_hub.sockets import bearer
 
 log = logging.getLogger(__name__)
@@ -359,6 +369,7 @@ class Peers:
         async def tell(peer: Peer) -> None:
             try:
                 async with session.post(f"{peer.url}{SOCKETS}{quote(cluster_id)}/elsewhere", ssl=self.tls(),
+                                        params={"from": self.me.id},
                                         headers={"Authorization": f"Bearer {self.token}"}):
                     pass
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
@@ -366,16 +377,47 @@ class Peers:
 
         await asyncio.gather(*(tell(p) for p in list(self.live.values())))
 
+    def moved(self, cluster_id: str, peer_id: str) -> None:
+        """A peer announced that the cluster's agent just connected its tunnel there: remember that peer (or,
+        one not known here yet or a replica that does not say who it is, forget where the tunnel was). Left as
+        it was, the next request dialled the replica the tunnel had left (audit s36 F2)."""
+        peer = self.live.get(peer_id)
+        if peer is None:
+            self.located.pop(cluster_id, None)
+        else:
+            self.located[cluster_id] = peer
+
     async def open_stream(self, cluster_id: str, address: str) -> PeerStream:
-        """A stream to `address` in the cluster through the peer that holds its tunnel."""
+        """A stream to `address` in the cluster through the peer that holds its tunnel.
+
+        A remembered peer that no longer holds the tunnel, or does not answer, is followed by one fresh look:
+        failing at once answered 503 on every other replica, once per cluster, each time a tunnel moved (a
+        rolling update of the hub, an agent's reconnect or leader failover; audit s36 F2)."""
+        remembered = self.located.get(cluster_id)
         peer = await self.locate(cluster_id)
         if peer is None:
-            raise StreamOpenError(f"the tunnel of cluster {cluster_id} is down (on every hub replica)")
+            raise _nowhere(cluster_id)
+        try:
+            return await self._dial(peer, cluster_id, address)
+        except (NotHere, Unreachable) as e:
+            if peer is not remembered:
+                raise
+            failed = e
+        peer = await self.locate(cluster_id, fresh=True)
+        if peer is None:
+            raise failed if isinstance(failed, Unreachable) else _nowhere(cluster_id)
+        return await self._dial(peer, cluster_id, address)
+
+    async def _dial(self, peer: Peer, cluster_id: str, address: str) -> PeerStream:
         try:
             return await dial(peer, cluster_id, address, self.token, self.tls())
         except StreamOpenError:
             self.located.pop(cluster_id, None)  # moved or gone: ask again next time
             raise
+
+
+def _nowhere(cluster_id: str) -> StreamOpenError:
+    return StreamOpenError(f"the tunnel of cluster {cluster_id} is down (on every hub replica)")
 
 
 def _lease_path(namespace: str, name: str) -> str:

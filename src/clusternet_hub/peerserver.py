@@ -19,9 +19,9 @@ def peer_app(peers: Peers, has_tunnel: Callable[[str], bool],
              open_local: Callable[[str, str], Awaitable[ByteStream]],
              verify: Callable[[str], Coroutine[Any, Any, None]] | None = None) -> web.Application:
     """The peer port's server: is a tunnel here (GET .../<id>), streams into it (GET .../<id>/stream), and the
-    agent connected to another replica (POST .../<id>/elsewhere: `verify` checks our own tunnel of it, in the
-    background). `has_tunnel(cluster_id)` and `open_local(cluster_id, address)` look at this replica's own
-    tunnels only."""
+    agent connected to another replica (POST .../<id>/elsewhere?from=<its id>: where the tunnel is now is
+    noted, and `verify` checks our own tunnel of it, in the background). `has_tunnel(cluster_id)` and
+    `open_local(cluster_id, address)` look at this replica's own tunnels only."""
     app = web.Application()
     checks: set[asyncio.Task[None]] = set()
 
@@ -29,6 +29,7 @@ def peer_app(peers: Peers, has_tunnel: Callable[[str], bool],
         if not peers.authorized(request):
             return web.Response(status=401)
         cluster_id = request.match_info["cluster_id"]
+        peers.moved(cluster_id, request.query.get("from", ""))
         if verify is not None and has_tunnel(cluster_id):
             task = asyncio.create_task(verify(cluster_id))
             checks.add(task)

@@ -29,6 +29,10 @@ class NotHere(StreamOpenError):
     """The peer holds no tunnel of that cluster (any more)."""
 
 
+class Unreachable(StreamOpenError):
+    """The peer did not answer the dial (gone, black-holed, not a replica), as opposed to refusing the stream."""
+
+
 @dataclass(frozen=True)
 class Peer:
     id: str
@@ -120,7 +124,7 @@ async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.S
             writer.transport.abort()
         if isinstance(e, (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError,
                           asyncio.LimitOverrunError)):
-            raise StreamOpenError(f"hub replica {peer.url} unreachable: {error_text(e)}") from e
+            raise Unreachable(f"hub replica {peer.url} unreachable: {error_text(e)}") from e
         raise
     status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)

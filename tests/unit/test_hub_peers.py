@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import time
@@ -45,12 +46,13 @@ def peers_of(token: str, trust: bytes) -> Peers:
 
 
 @contextlib.asynccontextmanager
-async def replica_a(tunnels: dict[str, Tunnel],
-                    registry: SocketRegistry | None = None) -> AsyncIterator[tuple[Peer, bytes]]:
-    """Replica A's peer server holding `tunnels` (those of `registry` when given): (the Peer to dial, the
-    trust PEM)."""
-    server_tls, trust = tls_pair()
-    a = peers_of(TOKEN, trust)
+async def replica_a(tunnels: dict[str, Tunnel], registry: SocketRegistry | None = None,
+                    tls: tuple[ssl.SSLContext, bytes] | None = None,
+                    a: Peers | None = None) -> AsyncIterator[tuple[Peer, bytes]]:
+    """Replica A's peer server holding `tunnels` (those of `registry` when given), with certificate `tls` (a new
+    one by default) and peer state `a`: (the Peer to dial, the trust PEM)."""
+    server_tls, trust = tls or tls_pair()
+    a = a or peers_of(TOKEN, trust)
 
     async def open_local(cluster_id: str, address: str) -> object:
         return await tunnels[cluster_id].open_stream(address)
@@ -151,14 +153,53 @@ async def test_a_peer_that_lost_the_tunnel_is_forgotten() -> None:
         b = peers_of(TOKEN, trust)
         b.live = {peer.id: peer}
         b.located[CLUSTER] = peer  # remembered from before the agent moved
-        with pytest.raises(NotHere):
-            await b.open_stream(CLUSTER, "x:1")
-        assert CLUSTER not in b.located
         b._listed = asyncio.get_running_loop().time() + 1e9  # no re-list (there is no API server here)
         async with aiohttp.ClientSession() as b._session:
+            with pytest.raises(StreamOpenError, match=r"down \(on every hub replica\)"):
+                await b.open_stream(CLUSTER, "x:1")  # asked again at once: A says it has none, nor does anyone
+            assert CLUSTER not in b.located
             assert await b.locate(CLUSTER) is None  # asked again: A says it has none
             assert await b.holds(Peer("gone", "127.0.0.1", 1), CLUSTER) is False
             assert "gone" in b._down  # a replica that does not answer is skipped for a while
+
+
+@pytest.mark.parametrize("remembered", ["moved", "gone"])
+async def test_a_request_after_the_tunnel_moved_reaches_its_new_replica(remembered: str) -> None:
+    """Audit s36 F2: an agent's tunnel moved from replica X to Y (a rolling update of the hub, any reconnect), or
+    X is gone (killed, its Lease not expired yet). Replica B, still remembering X, answered 503 once per cluster;
+    it now asks afresh and reaches the tunnel through Y."""
+    tls = tls_pair()
+    async with tcp_server(echo) as target, session_pair() as (hub_session, _), replica_a({}, tls=tls) as (x, trust), \
+            replica_a({CLUSTER: Tunnel(CLUSTER, hub_session, "ns", "mc")}, tls=tls) as (y, _):
+        x = dataclasses.replace(x, id="x") if remembered == "moved" else Peer("x", "127.0.0.1", 1)  # nothing there
+        y = dataclasses.replace(y, id="y")
+        b = peers_of(TOKEN, trust)
+        b.live = {"x": x, "y": y}
+        b.located[CLUSTER] = x  # where the tunnel was before its agent reconnected to Y
+        async with aiohttp.ClientSession() as b._session:
+            stream = await b.open_stream(CLUSTER, target)
+            await stream.write(b"ping")
+            assert await stream.read() == b"ping"
+            stream.close()
+        assert b.located[CLUSTER] == y
+
+
+async def test_a_replica_told_of_a_move_notes_where_the_tunnel_went() -> None:
+    """Audit s36 F2: the replica with the new tunnel announces it, and the others kept dialling the old one."""
+    told = peers_of(TOKEN, b"")
+    async with replica_a({}, a=told) as (peer, trust):
+        b = peers_of(TOKEN, trust)
+        b.live = {peer.id: peer}
+        old = Peer("old", "10.0.0.9", 8123)
+        told.live = {"old": old, b.me.id: b.me}
+        told.located = {CLUSTER: old, "other": old}
+        async with aiohttp.ClientSession() as b._session:
+            await b.announce(CLUSTER)
+            assert told.located == {CLUSTER: b.me, "other": old}
+            del told.live[b.me.id]  # an announcer not known there yet: where the tunnel was is forgotten
+            told.located[CLUSTER] = old
+            await b.announce(CLUSTER)
+            assert told.located == {"other": old}
 
 
 @pytest.mark.parametrize("answer", [b"", b"x" * (HEAD_LIMIT * 4 + 1)], ids=["silent", "no-head-in-sight"])
