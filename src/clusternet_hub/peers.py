@@ -353,10 +353,24 @@ class Peers:
         return found
 
     async def _ask(self, cluster_id: str) -> Peer | None:
+        """The first live peer to say it holds the tunnel; the others' questions are cancelled then. Waiting for
+        every answer made each lookup wait DIAL_TIMEOUT for a replica that is gone without a word (killed, its
+        node lost) until its Lease expired, 30-40 s (audit s36 F3)."""
         now = time.monotonic()
-        peers = [p for p in self.live.values() if now - self._down.get(p.id, -RENEW_SECONDS) >= RENEW_SECONDS]
-        answers = await asyncio.gather(*(self.holds(p, cluster_id) for p in peers))
-        return next((p for p, yes in zip(peers, answers, strict=True) if yes), None)
+        asking = {asyncio.create_task(self.holds(p, cluster_id)): p for p in self.live.values()
+                  if now - self._down.get(p.id, -RENEW_SECONDS) >= RENEW_SECONDS}
+        pending = set(asking)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if found := [asking[task] for task in done if task.result()]:
+                    return found[0]
+            return None
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
     async def announce(self, cluster_id: str) -> None:
         """Tell every live peer that the cluster's agent just connected its tunnel here. A peer still holding an
@@ -411,8 +425,10 @@ class Peers:
     async def _dial(self, peer: Peer, cluster_id: str, address: str) -> PeerStream:
         try:
             return await dial(peer, cluster_id, address, self.token, self.tls())
-        except StreamOpenError:
+        except StreamOpenError as e:
             self.located.pop(cluster_id, None)  # moved or gone: ask again next time
+            if isinstance(e, Unreachable):  # as holds() does: the fresh lookup that follows does not wait for it
+                self._down[peer.id] = time.monotonic()
             raise
 
 

@@ -202,6 +202,33 @@ async def test_a_replica_told_of_a_move_notes_where_the_tunnel_went() -> None:
             assert told.located == {"other": old}
 
 
+async def test_a_replica_gone_without_a_word_holds_up_no_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit s36 F3: a replica killed or cut off with its node stays live until its Lease expires (30-40 s).
+    Every lookup waited for its answer (DIAL_TIMEOUT) although another replica had answered yes; and a stream
+    through it, remembered, timed out without marking it down, so the lookup that follows asked it again."""
+    monkeypatch.setattr("clusternet_hub.peerstreams.DIAL_TIMEOUT", 0.3)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            await reader.read()  # never answers, not even the TLS handshake
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server, tcp_server(echo) as target, session_pair() as (hub_session, _), \
+            replica_a({CLUSTER: Tunnel(CLUSTER, hub_session, "ns", "mc")}) as (y, trust):
+        gone = Peer("gone", "127.0.0.1", server.sockets[0].getsockname()[1])
+        b = peers_of(TOKEN, trust)
+        b.live = {"gone": gone, "y": y}
+        async with aiohttp.ClientSession() as b._session:
+            assert await asyncio.wait_for(b.locate(CLUSTER), 1) == y
+            asking = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "Peers.holds"]
+            assert asking == []  # the question to the silent replica was not left running
+            b.located[CLUSTER] = gone  # remembered from before it went
+            stream = await asyncio.wait_for(b.open_stream(CLUSTER, target), 2)
+            stream.close()
+            assert "gone" in b._down  # its failed dial skips it for a while, as a failed question does
+
+
 @pytest.mark.parametrize("answer", [b"", b"x" * (HEAD_LIMIT * 4 + 1)], ids=["silent", "no-head-in-sight"])
 async def test_a_dial_whose_upgrade_fails_closes_its_connection(monkeypatch: pytest.MonkeyPatch,
                                                                answer: bytes) -> None:
