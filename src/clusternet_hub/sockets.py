@@ -336,8 +336,7 @@ class SocketRegistry:
         async def write() -> None:
             if earlier is not None:
                 await asyncio.wait({earlier})
-            if connected or not await self._moved(cluster_id):
-                await self._mark(tunnel, connected, message)
+            await self._mark(tunnel, connected, message)
 
         task = asyncio.create_task(write(), context=fence.unfenced())  # this replica's own record, not the leader's
         self._marks[cluster_id] = task
@@ -356,12 +355,20 @@ class SocketRegistry:
             return False
 
     async def _mark(self, tunnel: Tunnel, connected: bool, message: str) -> None:
-        """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats)."""
+        """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats).
+
+        A cut is not written if the agent holds a tunnel to another replica by then, which marked it connected.
+        That is asked after the read, just before the write: the other replica writes its True after it has
+        registered the tunnel, so a True our read saw is found by the question, and one written after our read
+        fails our PATCH (409), whose retry asks again. Asked before the read, which waits behind the QPS limiter
+        (a stopping replica's hundreds of marks take seconds), the agents' reconnects came in between, and a
+        stopping or deposed replica overwrote the new replica's True with False for up to the agent's next
+        report, 3 minutes (audit s36 F4)."""
         now = now_rfc3339()
         try:
             for attempt in range(3):
                 mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)
-                if mc is None:
+                if mc is None or (not connected and await self._moved(tunnel.cluster_id)):
                     return
                 conditions = [c for c in (mc.get("status") or {}).get("conditions") or []
                               if c.get("type") != known.CONDITION_SOCKET]

@@ -22,10 +22,12 @@ class SlowParent:
 
     def __init__(self) -> None:
         self.go = asyncio.Event()
+        self.reading = asyncio.Event()  # a GET is waiting for `go`
         self.written: list[str] = []
         self.version = 0
 
     async def get(self, *_: Any) -> dict[str, Any]:
+        self.reading.set()
         await self.go.wait()
         return {"metadata": {"resourceVersion": str(self.version)}, "status": {"conditions": []}}
 
@@ -101,6 +103,37 @@ async def test_an_attach_cancelled_while_it_closes_the_tunnel_replaced_still_rec
     await registry.detach(new, "agent disconnected")  # what the handler's finally now does
     await registry.close()
     assert parent.written == ["True", "True", "False"]
+
+
+class OtherReplicas:
+    """The other hub replicas as the registry asks them (Peers.locate): `holder` holds the cluster's tunnel."""
+
+    live: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        self.holder: str | None = None
+
+    async def locate(self, cluster_id: str, fresh: bool = False) -> str | None:
+        return self.holder
+
+
+async def test_a_stopping_replica_does_not_mark_disconnected_a_tunnel_that_moved_meanwhile() -> None:
+    """Audit s36 F4: a stopping replica asked the others whether the agent had moved before its mark waited for
+    the parent (behind the QPS limiter: seconds for hundreds of tunnels); the agent reconnected to replica C
+    meanwhile, C marked it True, and this replica's False landed on top of it."""
+    parent = SlowParent()
+    others = OtherReplicas()
+    registry = SocketRegistry(parent, others)  # type: ignore[arg-type]
+    cut = tunnel()
+    registry.tunnels[cut.cluster_id] = cut
+    await registry.detach(cut, "hub shutting down")
+    await asyncio.wait_for(parent.reading.wait(), 1)  # the mark waits for the parent
+    others.holder = "c"  # the agent reconnects to replica C, which marks it connected
+    parent.written.append("True")
+    parent.version += 1
+    parent.go.set()
+    await registry.close()
+    assert parent.written == ["True"]
 
 
 async def test_a_stopping_hub_closes_the_agents_websockets_at_once() -> None:
