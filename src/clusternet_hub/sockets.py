@@ -54,6 +54,13 @@ PROBE_SECONDS = 3.0  # a live agent refuses the probe OPEN in one round trip (ms
 # and every handshake waited behind all the others. 20 at once keep that queue under 0.4 s at 50 QPS; at a few
 # ms per review they still review hundreds a second, more than the limiter lets through.
 REVIEWS_AT_ONCE = 20
+# How long a stopping hub waits for its tunnel-state marks (SocketConnected) still being written. Each is a GET
+# and a PATCH: milliseconds against a parent that answers, 120 s apiece (the client's timeout) against one that
+# does not, and being cut off from the parent is the usual reason a leader is deposed: its exit waited minutes
+# with its port open, taking agents' reconnects it could not authorise (audit s36 F5). A mark left unwritten
+# (those, or the last of hundreds behind the QPS limiter) costs little: the replica the agent reconnects to
+# marks it True, and the agent writes the condition itself at its next report.
+MARKS_GRACE_SECONDS = 5.0
 
 
 class Unauthorized(Exception):
@@ -396,7 +403,16 @@ class SocketRegistry:
         for remote in self._remote.values():
             remote.close()
         await asyncio.gather(*(self.detach(tunnel, "hub shutting down") for tunnel in list(self.tunnels.values())))
-        await asyncio.gather(*self._marks.values(), return_exceptions=True)
+        marks = dict(self._marks)
+        if not marks:
+            return
+        _, late = await asyncio.wait(marks.values(), timeout=MARKS_GRACE_SECONDS)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("stopping without recording the tunnel state of %d cluster(s), not written within %gs "
+                        "(the parent slow or out of reach): %s", len(late), MARKS_GRACE_SECONDS,
+                        ", ".join(sorted(cluster_id for cluster_id, task in marks.items() if task in late)))
 
 
 def bearer(request: web.Request) -> str | None:

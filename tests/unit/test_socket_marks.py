@@ -12,8 +12,11 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
+
 from clusternet_api import known
 from clusternet_api.tunnel import Session
+from clusternet_hub import sockets
 from clusternet_hub.sockets import SocketRegistry, Tunnel
 
 
@@ -134,6 +137,19 @@ async def test_a_stopping_replica_does_not_mark_disconnected_a_tunnel_that_moved
     parent.go.set()
     await registry.close()
     assert parent.written == ["True"]
+
+
+async def test_a_hub_cut_off_from_the_parent_stops_without_waiting_for_its_marks(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Audit s36 F5: a leader deposed because it was cut off from the parent waited for its tunnels' marks
+    without bound, each GET and PATCH up to the client's 120 s, with its port open meanwhile."""
+    monkeypatch.setattr(sockets, "MARKS_GRACE_SECONDS", 0.2)
+    parent = SlowParent()  # never answers
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    await registry.attach(tunnel())
+    await asyncio.wait_for(registry.close(), 2)
+    said = [r.getMessage() for r in caplog.records if "without recording the tunnel state" in r.getMessage()]
+    assert len(said) == 1 and "cluster-a" in said[0], caplog.text
 
 
 async def test_a_stopping_hub_closes_the_agents_websockets_at_once() -> None:
