@@ -410,6 +410,7 @@ class SocketRegistry:
         for task in late:
             task.cancel()
         if late:
+            await asyncio.wait(late, timeout=1.0)  # their cancellation runs, not left pending at the loop's end
             log.warning("stopping without recording the tunnel state of %d cluster(s), not written within %gs "
                         "(the parent slow or out of reach): %s", len(late), MARKS_GRACE_SECONDS,
                         ", ".join(sorted(cluster_id for cluster_id, task in marks.items() if task in late)))
