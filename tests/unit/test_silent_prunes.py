@@ -80,3 +80,4 @@ async def test_an_object_whose_apply_failed_once_is_still_pruned_when_its_feed_g
     await with_feeds(c, parent, feeds=1)
     await c.pusher.push(DESC, force=True)
     assert child.find("ConfigMap", "default", "cfg2") is None
+

@@ -73,7 +73,8 @@ class StatusWriter:
             self.render_problems.pop(key, None)
         status, ready = substatus.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
-            ready = plan.condition("False", REASON_WRITE_REFUSED, "; ".join(refused))
+            ready = substatus.with_planned_generation(sub, plan.condition(
+                "False", REASON_WRITE_REFUSED, "; ".join(refused)), inputs is not None)
         await self.write(sub, status, ready)
 
     async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:

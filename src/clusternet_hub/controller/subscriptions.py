@@ -16,6 +16,7 @@ from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_core import plan as planning
+from clusternet_core import substatus
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
 from clusternet_hub.controller.status import StatusWriter
@@ -81,7 +82,8 @@ class SubscriptionReconciler:
             await self._set_finalizers(sub, [f for f in sub["metadata"].get("finalizers") or []
                                              if f != known.FINALIZER_APPS], missing_ok=True)
         elif plan.refusal is not None:
-            await self.status.write(sub, *plan.refusal)
+            status, ready = plan.refusal
+            await self.status.write(sub, status, substatus.with_planned_generation(sub, ready, True))
         elif plan.status is not None:
             if refused:
                 self.status.refused_writes[key] = list(dict.fromkeys([*refused, *plan.status.problems]))

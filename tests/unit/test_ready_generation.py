@@ -1,0 +1,31 @@
+"""A Subscription's Ready names the generation of the spec its bindings were planned from (audit s36)."""
+
+from __future__ import annotations
+
+import copy
+
+from tests.unit.test_controller import DESC, SUB, deployed_controller, push_secret
+
+
+async def test_ready_names_the_generation_it_was_planned_from() -> None:
+    """Audit s36, finding 4: a report after a spec edit and before its reconcile recomputed Ready=True from the old
+    bindings, with no generation, so `kubectl wait --for=condition=Ready` returned before the new cluster was
+    bound. Now Ready carries the planned generation, and says False until the new one is planned."""
+    c, parent, _ = await deployed_controller(push_secret())
+    await c.pusher.push(DESC, force=True)
+    c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+    await c.status.update(SUB)
+    sub = copy.deepcopy(parent.objects[("Subscription", *SUB)])
+    ready = sub["status"]["conditions"][0]
+    generation = sub["metadata"].get("generation")
+    assert ready["status"] == "True" and ready["observedGeneration"] == generation
+    sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": "staging"}}}]
+    sub["metadata"]["generation"] = generation + 1
+    parent.objects[("Subscription", *SUB)] = copy.deepcopy(sub)
+    c.store.on_subscription("MODIFIED", sub)
+    await c.status.update(SUB)  # a Description's report, before the reconcile
+    ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "SpecChangePending", generation)
+    await c.subscriptions.reconcile(SUB, force=False)
+    ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
+    assert ready["observedGeneration"] == generation + 1 and ready["reason"] != "SpecChangePending"
