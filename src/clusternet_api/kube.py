@@ -196,7 +196,7 @@ class Kube:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False,
                                                limit=self.connections),
-                trust_env=False, auto_decompress=True)
+                trust_env=False, auto_decompress=True, trace_configs=[_fence_on_connection()])
         return self._session
 
     async def _discover(self, api_version: str) -> None:
@@ -406,7 +406,7 @@ class Kube:
                         data: bytes | None, extra_headers: Headers = ()) -> tuple[int, Any, float | None]:
         """One attempt: (status, parsed body, seconds to wait before a retry or None when final). A write by
         leader work that lost its Lease is refused here, at the last moment before it is sent (fence)."""
-        fence.check(method)
+        fence.check(method)  # and again once a connection or stream is had (_fence_on_connection, StreamHttp)
         if self._streams is not None:
             async with asyncio.timeout(DEFAULT_TIMEOUT), self._stream_slots:
                 response = await self._stream_request(method, path, query, headers, data, extra_headers)
@@ -415,7 +415,8 @@ class Kube:
         async with self.session().request(
                 method, self.creds.server.rstrip("/") + path, data=data, params=query,
                 headers=self._all_headers(headers, extra_headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT),
-                proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name) as resp:
+                proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name,
+                trace_request_ctx={"method": method}) as resp:
             return resp.status, _parsed(await resp.read()), retry_after(resp.status, resp.headers)
 
     async def watch(self, api_version: str, kind: str, namespace: str | None = None,
@@ -475,6 +476,21 @@ class Kube:
                     if line.strip():
                         event: Obj = json.loads(line)
                         yield event
+
+
+def _fence_on_connection() -> aiohttp.TraceConfig:
+    """The fence asked again when a request has its connection, just before it is written: a write that passed
+    `_raw_once`'s check and then waited for one of the pool's few connections (2 per child pushed directly) went
+    out after the fence had expired, when a frozen leader woke (audit s36, F1). The method comes in the
+    request's trace context; a request without one (a watch, a read) is not fenced."""
+    config = aiohttp.TraceConfig()
+
+    async def recheck(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
+        fence.check(str((context.trace_request_ctx or {}).get("method") or "GET"))
+
+    config.on_connection_reuseconn.append(recheck)
+    config.on_connection_create_end.append(recheck)
+    return config
 
 
 def _parsed(raw: bytes) -> Any:

@@ -29,6 +29,7 @@ from typing import Final
 
 import httptools
 
+from clusternet_api import fence
 from clusternet_api.logs import error_text
 from clusternet_api.tunnel.bytestreams import ByteStream
 
@@ -270,6 +271,18 @@ class StreamHttp:
                 return channel
         return Channel(await self.open_stream(address))
 
+    @staticmethod
+    def _fenced(channel: Channel, method: str) -> Channel:
+        """The channel, once the write fence (clusternet_api.fence) still lets leader work write: opening a stream
+        waits for the agent's OPEN answer or a peer replica's dial, seconds in which a frozen leader's Lease may
+        pass, and a write checked only before went out after the fence had expired (audit s36, F1)."""
+        try:
+            fence.check(method)
+        except fence.LeadershipLost:
+            channel.abort("leadership lost")
+            raise
+        return channel
+
     def _release(self, address: str, channel: Channel) -> None:
         if channel.reusable:
             channel.next_cycle()
@@ -291,7 +304,7 @@ class StreamHttp:
                       body: bytes | None) -> Response:
         """Send one request; the response body must be consumed (or the iterator closed) by the caller."""
         for attempt in range(2):
-            channel = await self._channel(address)
+            channel = self._fenced(await self._channel(address), method)
             fresh = channel.fresh
             try:
                 event = await channel.exchange(method, target, headers, body)
@@ -314,7 +327,7 @@ class StreamHttp:
 
         On 101 the stream is handed over (`Upgraded`); any other answer is an ordinary `Response`.
         """
-        channel = Channel(await self.open_stream(address))
+        channel = self._fenced(Channel(await self.open_stream(address)), method)
         try:
             event = await channel.exchange(method, target, headers, None)
         except (ConnectionResetError, ProtocolError) as e:
