@@ -14,9 +14,9 @@ refuses at the first instruction after it wakes. A `Kube` request asks it again 
 tunnel stream, just before it is written: one that waited for either (a child client's few connections, the
 agent's OPEN answer) went out after the fence had expired (audit s36). Helm operations ask it before they are
 handed to their thread; one queued there behind a long `wait` is not asked again (the fence's clock is the
-event loop's), and only the relayed Helm connections of tunnel clusters are fenced per request. The other replicas wait a whole lease duration (longer than the
-renew deadline) before they take over, so the two never write at the same time unless a request was already on
-the wire, the one case no client-side fence can close.
+event loop's), and only the relayed Helm connections of tunnel clusters are fenced per request. The other
+replicas wait a whole lease duration (longer than the renew deadline) before they take over, so the two never
+write at the same time unless a request was already on the wire, the one case no client-side fence can close.
 
 Work outside the leader's (serving, tunnels, the shadow API, the peer Leases, the election itself) has no fence.
 """

@@ -47,6 +47,7 @@ from clusternet_api.apierrors import ApiException, ResourceNotFound, is_object_a
 from clusternet_api.credentials import Credentials, ssl_context
 from clusternet_api.eventlines import json_events
 from clusternet_api.execplugin import CredentialsError, ExecCredential
+from clusternet_api.httpsession import client_session
 from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
 from clusternet_api.ratelimit import MAX_RETRIES, TokenBucket, retry_after
 from clusternet_api.restpaths import core_resource, resource_path
@@ -192,11 +193,7 @@ class Kube:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            # trust_env off: no proxy or netrc lookups (aiohttp runs those in a thread per request)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False,
-                                               limit=self.connections),
-                trust_env=False, auto_decompress=True, trace_configs=[_fence_on_connection()])
+            self._session = client_session(self._ssl, self.connections)
         return self._session
 
     async def _discover(self, api_version: str) -> None:
@@ -476,21 +473,6 @@ class Kube:
                     if line.strip():
                         event: Obj = json.loads(line)
                         yield event
-
-
-def _fence_on_connection() -> aiohttp.TraceConfig:
-    """The fence asked again when a request has its connection, just before it is written: a write that passed
-    `_raw_once`'s check and then waited for one of the pool's few connections (2 per child pushed directly) went
-    out after the fence had expired, when a frozen leader woke (audit s36, F1). The method comes in the
-    request's trace context; a request without one (a watch, a read) is not fenced."""
-    config = aiohttp.TraceConfig()
-
-    async def recheck(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
-        fence.check(str((context.trace_request_ctx or {}).get("method") or "GET"))
-
-    config.on_connection_reuseconn.append(recheck)
-    config.on_connection_create_end.append(recheck)
-    return config
 
 
 def _parsed(raw: bytes) -> Any:
