@@ -226,6 +226,28 @@ async def test_clean_shutdown_releases_so_a_standby_takes_over_at_once() -> None
         assert await b.try_acquire_or_renew()  # no holder: no need to wait for expiry
 
 
+async def test_leading_work_stopped_from_outside_releases_the_lease() -> None:
+    """Audit s36 F6: the hub's Supervisor cancels run_while_leading when a replica-level task dies; the Lease was
+    left held, so the standby waited out the whole lease duration instead of taking over at once."""
+    api = LeaseAPI()
+    async with lease_api(api) as kube:
+        a = LeaderElector(kube, CONFIG, "a")
+        running = asyncio.create_task(run_while_leading(a, asyncio.Event(), asyncio.Event().wait))
+        await asyncio.sleep(0.2)
+        assert api.holder == "a"
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert api.holder == "" and api.leases["clusternet-hub"]["spec"]["leaseDurationSeconds"] == 1
+
+
+def test_the_lease_duration_is_checked_as_the_lease_holds_it() -> None:
+    """Audit s36 F7: 10.4 s against a 10.3-s renew deadline validated, and the Lease said 10 s."""
+    with pytest.raises(ValueError, match="whole seconds"):
+        LeaderElectionConfig(lease_duration=10.4, renew_deadline=10.3, retry_period=2, resource_name="x").validate()
+    LeaderElectionConfig(lease_duration=15, renew_deadline=10, retry_period=2, resource_name="x").validate()
+
+
 async def test_release_after_a_renewal_we_did_not_see_still_releases() -> None:
     api = LeaseAPI()
     async with lease_api(api) as kube:
