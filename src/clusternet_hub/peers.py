@@ -175,7 +175,10 @@ class Peers:
             while True:
                 await asyncio.sleep(RENEW_SECONDS)
                 try:
-                    await self.refresh(list_peers=False)
+                    # bounded: one renewal hung on a dead keep-alive connection (120 s, the client's timeout) let
+                    # the peers expire this live replica after EXPIRE_SECONDS, its clusters 503 there (audit s36 F9)
+                    async with asyncio.timeout(RENEW_SECONDS):
+                        await self.refresh(list_peers=False)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # the parent unreachable for a while: keep the last known peers, try again

@@ -19,6 +19,7 @@ from clusternet_api.pki import issue_cert, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
 from clusternet_api.tunnel.http import StreamHttp, read_body
+from clusternet_hub import peers as peers_module
 from clusternet_hub import sockets
 from clusternet_hub.peers import PeerConfig, Peers
 from clusternet_hub.peerserver import peer_app
@@ -353,3 +354,42 @@ async def test_a_failed_look_for_new_replicas_is_not_here_not_an_error() -> None
     b._list_peers = dropped  # type: ignore[method-assign]
     async with aiohttp.ClientSession() as b._session:
         assert await b.locate(CLUSTER) is None
+
+
+async def test_a_parent_out_of_reach_makes_an_unknown_cluster_disconnected_not_a_500() -> None:
+    """Audit s36 F8: a non-leading replica asks the parent whether a cluster without a tunnel exists; only an
+    ApiException was caught, so a refused connection escaped the proxy as a 500 with a traceback."""
+
+    class Unreachable:
+        async def list_metadata(self, *args: object, **kwargs: object) -> list[object]:
+            raise aiohttp.ClientConnectionError("Cannot connect to host parent:6443")
+
+    assert await SocketRegistry(Unreachable()).cluster_exists("c-1")  # type: ignore[arg-type]
+
+
+async def test_a_hung_peer_lease_renewal_is_given_up_and_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit s36 F9: a renewal hung on a dead keep-alive connection waited the client's 120 s, while the peers
+    expire a Lease unrenewed for 30 s: a live replica was forgotten, its clusters 503 on the others."""
+
+    class Idle:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        async def run(self) -> None:
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(peers_module, "RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(peers_module, "ListWatch", Idle)
+    peers = peers_of(TOKEN, b"")
+    attempts: list[float] = []
+
+    async def hanging(list_peers: bool = True) -> None:
+        attempts.append(time.monotonic())
+        await asyncio.Event().wait()
+
+    peers.refresh = hanging  # type: ignore[method-assign]
+    running = asyncio.create_task(peers.run())
+    await asyncio.sleep(0.65)
+    running.cancel()
+    await asyncio.wait({running})
+    assert len(attempts) >= 2
