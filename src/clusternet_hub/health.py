@@ -163,13 +163,17 @@ class Observation:
         same holds after the parent was out of reach or stalled (parent_lost, interrupted: review s32)."""
         return key in self.heard_from
 
-    def saw(self, key: Key, mc: Obj, now: float) -> None:
+    def saw(self, key: Key, mc: Obj, now: float, cached: bool = False) -> None:
         """The hub sees this copy of the cluster now (a watch event, a read): a new report if its
-        lastObservedTime differs from the last one seen."""
+        lastObservedTime differs from the last one seen. A `cached` copy (the health pass's, from the watch's
+        cache) is no read made afterwards: it leaves the rebase for the next real copy. Consumed by the health
+        pass that follows a stall, it made a report written during the stall and delivered later count as heard,
+        though the agent may have died since (audit s36)."""
         self.first_seen.setdefault(key, now)
         stamp = (mc.get("status") or {}).get("lastObservedTime")
         rebased = key in self.rebased
-        self.rebased.discard(key)
+        if not cached:
+            self.rebased.discard(key)
         if key not in self.reports or self.reports[key][0] != stamp:
             if key in self.reports and stamp is not None and not rebased:
                 self.heard_from.add(key)

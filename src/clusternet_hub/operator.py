@@ -335,7 +335,7 @@ async def check_health(ctx: HubContext, now: datetime.datetime | None = None) ->
     now = now or datetime.datetime.now(datetime.UTC)
     counts = {"True": 0, "False": 0, "Unknown": 0}
     for (ns, name), cached in list(ctx.clusters.items()):
-        ctx.observation.saw((ns, name), cached, time.monotonic())  # (the watch's events already did, sooner)
+        ctx.observation.saw((ns, name), cached, time.monotonic(), cached=True)  # (the watch's events did, sooner)
         silence = ctx.observation.silence((ns, name), time.monotonic())
         if silence is None:
             continue  # the parent is out of reach: no heartbeat could have arrived, nothing to judge

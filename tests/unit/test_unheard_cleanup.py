@@ -82,6 +82,20 @@ def test_a_parent_out_of_reach_or_stalled_makes_every_cluster_unheard_again() ->
         assert observation.heard(MC)
 
 
+def test_the_health_pass_cached_copy_after_a_stall_leaves_the_rebase_to_the_next_report() -> None:
+    """Audit s36: the health pass right after a stall saw the watch's cached copy and used up the rebase, so a
+    report written during the stall and delivered afterwards counted as heard."""
+    observation = Observation()
+    observation.saw(MC, reported("t1"), 0.0)
+    observation.saw(MC, reported("t2"), 1.0)
+    observation.interrupted(5.0)
+    observation.saw(MC, reported("t2"), 6.0, cached=True)  # the health pass, from the watch's cache
+    observation.saw(MC, reported("t3"), 7.0)  # written during the stall, delivered now
+    assert not observation.heard(MC)
+    observation.saw(MC, reported("t4"), 8.0)
+    assert observation.heard(MC)
+
+
 async def deleted_after_restart() -> tuple[Controller, FakeKube, FakeKube, Observation]:
     c, parent, child = await deployed_controller(push_secret())
     await c.pusher.push(DESC)
