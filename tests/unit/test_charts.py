@@ -250,3 +250,22 @@ def test_the_charts_install_into_clusternet_system_only(chart: str) -> None:
     with pytest.raises(helm_python.HelmError, match="install into namespace clusternet-system, not other"):
         render(chart, namespace="other")
     assert render(chart)
+
+
+@pytest.mark.parametrize("chart", ["clusternet-agent", "clusternet-hub"])
+def test_global_image_registry_and_pull_secrets_are_honoured(chart: str) -> None:
+    """audit s36: Clusternet's charts (bitnami common) honour global.imageRegistry and global.imagePullSecrets;
+    ours ignored them without a word, so an air-gapped install set for all its charts still pulled from ghcr.io."""
+    objs = render(chart, {"global": {"imageRegistry": "mirror.local", "imagePullSecrets": ["regcred", {"name": "b"}]},
+                          "image": {"pullSecrets": ["own", {"name": "regcred"}]}})
+    spec = pod(objs, chart)
+    assert spec["containers"][0]["image"] == f"mirror.local/clusternet-py/{chart}:v0.1.0"
+    # global's first, then the chart's, names or {name: x} maps as bitnami takes them, each once
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "b"}, {"name": "own"}]
+    # nothing set: the chart's registry, no imagePullSecrets; a global without a registry keeps image.registry
+    assert "imagePullSecrets" not in pod(render(chart), chart)
+    plain = pod(render(chart, {"global": {"imageRegistry": ""}, "image": {"registry": "r.example"}}), chart)
+    assert plain["containers"][0]["image"] == f"r.example/clusternet-py/{chart}:v0.1.0"
+    # the values files declare both keys, empty
+    assert yaml.safe_load((CHARTS / chart / "values.yaml").read_text())["global"] == {
+        "imageRegistry": "", "imagePullSecrets": []}

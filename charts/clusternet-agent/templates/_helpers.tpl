@@ -14,10 +14,35 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (eq (toString .Values.image.repository) "clusternet/clusternet-agent") (has (toString .Values.image.registry) (list "ghcr.io" "docker.io" "")) -}}
 {{- fail "image.repository clusternet/clusternet-agent is Clusternet's Go agent, which does not take this chart's flags: drop the image block from Clusternet's values file to use ours, or set image.registry/repository/tag to your build (README, Build the images)" -}}
 {{- end -}}
-{{- if .Values.image.registry -}}
-{{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- /* global.imageRegistry replaces the registry, as bitnami common's image helper does in Clusternet's charts */}}
+{{- $registry := .Values.image.registry -}}
+{{- with (.Values.global | default dict).imageRegistry -}}
+{{- $registry = . -}}
+{{- end -}}
+{{- if $registry -}}
+{{ $registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The pod's imagePullSecrets, as bitnami common's in Clusternet's charts: global.imagePullSecrets, then
+image.pullSecrets, each a name or a {name: x} map, each name once. Empty when none is given.
+*/}}
+{{- define "clusternet-agent.imagePullSecrets" -}}
+{{- $names := list -}}
+{{- range concat ((.Values.global | default dict).imagePullSecrets | default list) (.Values.image.pullSecrets | default list) -}}
+{{- $name := . -}}
+{{- if kindIs "map" . -}}
+{{- $name = .name -}}
+{{- end -}}
+{{- if and $name (not (has (toString $name) $names)) -}}
+{{- $names = append $names (toString $name) -}}
+{{- end -}}
+{{- end -}}
+{{- range $names }}
+- name: {{ . }}
 {{- end -}}
 {{- end -}}
 
