@@ -25,7 +25,15 @@ from clusternet_agent.options import (
     parse_labels,
 )
 from clusternet_api import __version__, eventloop, known
-from clusternet_api.compatflags import InertFlag, feature_gates_option, inert_options, klog_level, report_inert
+from clusternet_api.compatflags import (
+    KLOG_INERT_FLAGS,
+    InertFlag,
+    feature_gates_option,
+    inert_options,
+    klog_level,
+    log_format_option,
+    report_inert,
+)
 from clusternet_api.componentflags import (
     client_limits,
     component_exits,
@@ -53,6 +61,7 @@ INERT_FLAGS = (
     InertFlag("predictor-port", _NO_PREDICTOR),
     InertFlag("enable-tunnel-logging", "tunnel events are always logged at INFO/WARNING; use --log-level=DEBUG "
               "for more", takes_value=False),
+    *KLOG_INERT_FLAGS,
 )
 
 
@@ -91,7 +100,7 @@ INERT_FLAGS = (
 @click.option("-v", "--v", "verbosity", default=None,
               help="klog-style verbosity (Clusternet's charts pass it): 4 or more logs at DEBUG")
 @click.option("--log-level", default="INFO")
-@click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
+@log_format_option()
 @click.version_option(__version__)
 @click.pass_context
 def main(ctx: click.Context, /, **kw: Any) -> None:

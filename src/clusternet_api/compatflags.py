@@ -60,6 +60,14 @@ def feature_gates_option(help_text: str) -> Callable[[F], F]:
                         help=help_text + " (repeatable: merged, a later gate value wins)")
 
 
+def log_format_option() -> Callable[[F], F]:
+    """`--log-format`, also spelled `--logging-format` as Kubernetes' components take it (json or text): one option,
+    so when both are given the later wins, as a repeated flag does (the charts render --log-format=json and then
+    extraArgs). Unknown to click, `--logging-format=json` made both binaries exit 2 (audit s36)."""
+    return click.option("--log-format", "--logging-format", "log_format", type=click.Choice(["json", "text"]),
+                        default="json", help="Log lines as JSON or text (Kubernetes' --logging-format too)")
+
+
 @dataclass(frozen=True)
 class InertFlag:
     """A flag accepted for compatibility; `reason` says why it changes nothing here."""
@@ -72,6 +80,14 @@ class InertFlag:
     @property
     def param(self) -> str:
         return "compat_" + self.name.replace("-", "_")
+
+
+KLOG_INERT_FLAGS = (
+    InertFlag("vmodule", "one level for all modules: -v/--v (4 or more: DEBUG) or --log-level"),
+    InertFlag("log-flush-frequency", "each log line is written when it is logged, with no buffer to flush"),
+)
+"""Kubernetes' standard logging flags that both binaries accept and cannot act on (audit s36: they exited 2).
+The generic API server's flags and Kubernetes' own feature gates are not accepted: they are refused by name."""
 
 
 def inert_options(flags: Sequence[InertFlag]) -> Callable[[F], F]:

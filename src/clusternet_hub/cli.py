@@ -13,7 +13,7 @@ import click
 import kopf
 
 from clusternet_api import __version__, eventloop
-from clusternet_api.compatflags import feature_gates_option, inert_options, klog_level, report_inert
+from clusternet_api.compatflags import feature_gates_option, inert_options, klog_level, log_format_option, report_inert
 from clusternet_api.componentflags import (
     client_limits,
     component_exits,
@@ -183,7 +183,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
 @inert_options(compat.INERT_FLAGS)
 @click.option("-v", "--v", "verbosity", default=None, help="klog-style verbosity: 4 or more logs at DEBUG")
 @click.option("--log-level", default="INFO")
-@click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
+@log_format_option()
 @click.version_option(__version__)
 @click.pass_context
 def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str, secure_port: int,

@@ -25,6 +25,7 @@ INERT_FLAGS = (
               "caller's child token travels with each proxied request", takes_value=False),
     InertFlag("controllers", "every controller of Clusternet's controller-manager runs in the hub"),
     InertFlag("cluster-api-kubeconfig", "Cluster API discovery is not implemented"),
+    *compatflags.KLOG_INERT_FLAGS,
 )
 ACTIVE_GATES = frozenset({"SocketConnection", "Deployer", "FeedInventory", "ShadowAPI"})
 """Gates whose work the hub always does (tunnels, deploying, FeedInventory for Dividing Subscriptions, the
