@@ -111,8 +111,10 @@ async def deny_by_admin(kube: Kube, crr: Obj, message: str) -> bool:
     then (the hub's setting is not held against it), so the admin's verdict revokes them, as a removal does (its
     ServiceAccount and cluster-wide RBAC deleted, namespace and ManagedCluster kept). Audit s36, finding 3: only the
     status was written, and the agent went on minting tokens, heartbeating and pulling under "denied by a parent
-    cluster administrator". `deny` cleared the namespace from the status; the hub's cluster-id label finds it."""
-    ns = await _labelled_namespace(kube, crr["spec"]["clusterId"])
+    cluster administrator". `deny` cleared the namespace from the status; the hub's cluster-id label finds it, by the
+    id in the request's name, which its agent cannot change (spec.clusterId it may rewrite: another cluster's
+    ServiceAccount was revoked then, review s36)."""
+    ns = await _labelled_namespace(kube, crr["metadata"]["name"].removeprefix("clusternet-"))
     located = {**crr, "status": {**(crr.get("status") or {}), "dedicatedNamespace": ns}}
     return await revoke(kube, located, message, still=tokens.denied_for_no_key)
 

@@ -386,6 +386,23 @@ async def test_an_admins_denial_of_a_request_the_hub_denied_for_want_of_a_key_re
     assert [k for k in parent.objects if k[0] == "ManagedCluster"] == [("ManagedCluster", ns, "child1")]
 
 
+async def test_an_admins_denial_revokes_the_cluster_its_request_names_not_the_one_its_spec_names() -> None:
+    """Review s36: the namespace was found by spec.clusterId, which the Denied cluster's agent may rewrite (it keeps
+    patch on its own request): pointed at another cluster, the admin's deny revoked that one's ServiceAccount."""
+    victim_id = "0a0a0a0a-1111-4222-8333-444444444444"
+    parent, denied, ns = await denied_for_the_flag()
+    victim_ns = "clusternet-ccecf"
+    await parent.create(registration.namespace_manifest(victim_ns, victim_id, "victim"))
+    await parent.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                         "metadata": {"name": registration.AGENT_SERVICE_ACCOUNT, "namespace": victim_ns}})
+    denied["spec"]["clusterId"] = victim_id
+    denied["metadata"].setdefault("annotations", {})[known.ANNOTATION_APPROVAL] = "Denied"
+    parent.objects[("ClusterRegistrationRequest", "", NAME)] = copy.deepcopy(denied)
+    await operator.reconcile_registration(denied, context(parent, denied, allow_unsealed_tokens=False), resumed=True)
+    assert parent.find("ServiceAccount", victim_ns, registration.AGENT_SERVICE_ACCOUNT) is not None
+    assert parent.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None
+
+
 async def test_a_request_denied_for_want_of_a_key_is_approved_once_its_agent_sends_one() -> None:
     parent, denied, ns = await denied_for_the_flag()
     denied["metadata"].setdefault("annotations", {})[known.ANNOTATION_AGENT_PUBLIC_KEY] = public_key_of(
