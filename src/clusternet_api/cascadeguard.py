@@ -117,23 +117,22 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
     allows to list, each (group, kind) once, in its group's preferred version when served there, core first; and
     the scope of every kind served (a kind cluster-scoped in any version counts as cluster-scoped). Discovery is
     asked afresh (a kind added since the last one counts), once per group-version for both; any group-version it
-    cannot tell about raises, and so does one that `/apis` lists but whose own discovery names no resource: a
-    kube-apiserver that has just started lists a CRD's group (from the stored APIService) before its CRD handler
-    serves the group's discovery, which answers 404 until then (audit s36; taken for "no kinds", it let a
-    Namespace go with other people's custom objects in it)."""
+    cannot tell about raises, and so does one that `/apis` lists while its own discovery answers 404 and a CRD
+    serves it (_crd_serves). An entry counts as listable only when its verbs say so (an entry without a kind or
+    verbs, as an aggregated API's subresource-only list may hold, is no kind to list)."""
     versions = [v for v in await child.group_versions() if v.rpartition("/")[0] not in IGNORED_GROUPS]
     limit = asyncio.Semaphore(LISTS_AT_ONCE)
 
     async def discover(version: str) -> list[Obj]:
         async with limit:
             try:
-                entries = await child.discover(version)
+                return await child.discover(version)
+            except ApiException as e:
+                if e.status == 404 and not await _crd_serves(child, version):
+                    return []  # not served (a CRD deleted since /apis was read, an aggregated API's quirk)
+                raise ContentsUnknown(f"discovery of {version} failed: HTTP {e.status}: {e.reason}") from e
             except Exception as e:
                 raise ContentsUnknown(f"discovery of {version} failed: {error_text(e)}") from e
-        if not entries:
-            raise ContentsUnknown(f"the child lists API {version} but its discovery names no resource (an API "
-                                  "server starting); asked again later")
-        return entries
 
     found = await asyncio.gather(*(discover(v) for v in versions))
     out: list[tuple[str, str, str]] = []
@@ -143,7 +142,7 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
         for entry in entries:
             group_kind = (split_group(version), str(entry["kind"]))
             namespaced = bool(entry.get("namespaced"))
-            if namespaced and "list" in (entry.get("verbs") or ["list"]) and group_kind not in seen:
+            if namespaced and group_kind[1] and "list" in (entry.get("verbs") or []) and group_kind not in seen:
                 seen.add(group_kind)
                 out.append((version, group_kind[1], str(entry.get("name") or "")))
             scopes[group_kind] = scopes.get(group_kind, True) and namespaced
@@ -179,7 +178,13 @@ async def _still_served(child: KubeApi, api_version: str, kind: str, plural: str
     there" deleted the Namespace with other people's objects of that kind in it. A failure to tell counts as still
     served: nothing is deleted on a guess."""
     try:
-        if any(str(e.get("kind")) == kind for e in await child.discover(api_version)):
+        try:
+            entries = await child.discover(api_version)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            entries = []  # the group's discovery answers 404 too: the CRD decides
+        if any(str(e.get("kind")) == kind for e in entries):
             return True
         group = split_group(api_version)
         if not group or not plural:
@@ -188,6 +193,21 @@ async def _still_served(child: KubeApi, api_version: str, kind: str, plural: str
     except Exception:
         return True
     return crd is not None and not (crd.get("metadata") or {}).get("deletionTimestamp")
+
+
+async def _crd_serves(child: KubeApi, api_version: str) -> bool:
+    """Does a CRD of the group serve `api_version`, not being deleted? Then the group's discovery answering 404
+    while /apis lists it is a kube-apiserver just started, whose CRD handler does not serve the group yet (audit
+    s36: taken for "no kinds", a cleanup deleted a Namespace holding someone else's custom objects). Not a CRD's
+    (an aggregated API's 404) or one going: nothing is served there. Reading the CRDs failing counts as yes."""
+    group, _, version = api_version.rpartition("/")
+    try:
+        crds = await child.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    except Exception:
+        return True
+    return any((crd.get("spec") or {}).get("group") == group and not (crd.get("metadata") or {}).get(
+        "deletionTimestamp") and any(v.get("name") == version and v.get("served", True)
+                                     for v in (crd.get("spec") or {}).get("versions") or []) for crd in crds)
 
 
 async def _crd_in_service(child: KubeApi, crd: Obj) -> bool:

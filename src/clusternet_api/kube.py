@@ -96,7 +96,7 @@ class Kube:
         self._retired: list[aiohttp.ClientSession] = []  # sessions with an exec plugin's previous certificate
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}  # apiVersion -> kind -> (plural, namespaced)
         self._resources: dict[str, list[Obj]] = {}  # apiVersion -> its APIResource entries, no subresources
-        self._unavailable: dict[str, Any] = {}  # apiVersion -> the 503 body of its last discovery, if it was one
+        self._unavailable: dict[str, tuple[int, Any]] = {}  # apiVersion -> its last discovery's 404 or 503
         self._discovering: SharedRuns[str, None] = SharedRuns()  # apiVersion -> its discovery in flight
 
     async def __aenter__(self) -> Kube:
@@ -209,8 +209,8 @@ class Kube:
             entries = [r for r in body.get("resources") or [] if "/" not in r["name"]]
         elif status not in (404, 503):
             raise ApiException(status, f"discovery of {api_version} failed: {body}")
-        if status == 503:
-            self._unavailable[api_version] = body
+        if status in (404, 503):
+            self._unavailable[api_version] = (status, body)
         else:
             self._unavailable.pop(api_version, None)
         self._resources[api_version] = entries
@@ -237,11 +237,12 @@ class Kube:
 
     async def discover(self, api_version: str) -> list[Obj]:
         """`resources`, asked again now whatever was discovered before (a kind added since is in it), for a
-        caller that must see every kind: ApiException when the server cannot tell now (503, an aggregated API
-        down) instead of []; [] only when it does not serve `api_version` (404)."""
+        caller that must see every kind: ApiException instead of [] when the server cannot tell now (503, an
+        aggregated API down) or does not serve `api_version` (404: not served, or a CRD's group its API server,
+        just started, does not serve yet although /apis lists it; the caller tells them apart)."""
         await self._discover(api_version)
         if api_version in self._unavailable:
-            raise status_error(503, self._unavailable[api_version])
+            raise status_error(*self._unavailable[api_version])
         return self._resources.get(api_version, [])
 
     async def preferred_versions(self) -> list[str]:

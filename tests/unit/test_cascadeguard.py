@@ -390,12 +390,14 @@ async def test_a_cold_api_servers_404_keeps_a_namespace_holding_others_objects_o
 
 
 def cold_discovery_for_widgets(child: FakeKube) -> None:
-    """The group's own discovery answers 404 too (Kube.discover gives []), while /apis still lists it: a
+    """The group's own discovery answers 404 too (Kube.discover raises it), while /apis still lists it: a
     kube-apiserver just started lists a CRD's group from the stored APIService before its CRD handler serves it."""
     real_discover = child.discover
 
     async def cold_discover(api_version: str) -> list[Obj]:
-        return [] if api_version.startswith("example.com/") else await real_discover(api_version)
+        if api_version.startswith("example.com/"):
+            raise ApiException(404, "the server could not find the requested resource")
+        return await real_discover(api_version)
 
     child.discover = cold_discover  # type: ignore[method-assign]
 
@@ -411,6 +413,64 @@ async def test_a_cold_discovery_404_keeps_a_namespace_holding_others_objects() -
     released = await applier.cleanup(child, stored(parent, "d1"))
     assert "Namespace team-a" not in released.deleted and child.find("Namespace", None, "team-a") is not None
     assert child.find("Widget", "team-a", "w-hand") is not None
+
+
+class ColdChild(Child120):
+    """Child120 just restarted: /apis lists example.com/v1 (its stored APIService), but the group's discovery and
+    its Widgets' LIST answer 404 until the CRD handler catches up; the CRD itself is stored and Established."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.discovery["/apis"]["groups"].append(group("example.com", "v1", "v1"))
+        self.discovery["/apis/batch/v1beta1"] = served(("cronjobs", "CronJob", True))
+        self.discovery["/apis/apiextensions.k8s.io/v1"] = served(
+            ("customresourcedefinitions", "CustomResourceDefinition", False))
+        self.items["/apis/apiextensions.k8s.io/v1/customresourcedefinitions"] = [
+            {**CRD, "status": {"conditions": [{"type": "Established", "status": "True"}]}}]
+
+    async def raw(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        if path.startswith("/apis/example.com/"):
+            self.asked.append((method, path))
+            return 404, "404 page not found"
+        return await super().raw(method, path, body, **kwargs)
+
+
+async def test_a_cold_api_servers_discovery_404_keeps_the_namespace() -> None:
+    """Audit s36, finding 1, through the real Kube: its discovery read that 404 as "no kinds", so the Widgets in
+    the Namespace were never listed and it was deleted with them."""
+    child = ColdChild()
+    released = await release_namespace(child)
+    assert released.deleted == [] and "cannot be listed" in released.kept["Namespace team-a"], released
+    assert ("DELETE", "/api/v1/namespaces/team-a") not in child.asked
+
+
+async def test_a_group_serving_no_listable_kind_counts_as_nothing_there() -> None:
+    """Review s36: a group-version whose discovery lists only subresources (KubeVirt's subresources.kubevirt.io),
+    or entries without a kind or verbs, kept every Namespace a Description created; it holds nothing to list."""
+    child = Child120()
+    child.discovery["/apis"]["groups"].append(group("subresources.kubevirt.io", "v1", "v1"))
+    child.discovery["/apis/subresources.kubevirt.io/v1"] = {"resources": [
+        {"name": "virtualmachineinstances/vnc", "namespaced": True},
+        {"name": "expand-vm-spec", "kind": "", "namespaced": True, "verbs": None}]}
+    child.discovery["/apis/batch/v1beta1"] = served(("cronjobs", "CronJob", True))
+    released = await release_namespace(child)
+    assert released.deleted == ["Namespace team-a"], released.kept
+
+
+async def test_a_404_discovery_of_a_group_no_crd_serves_counts_as_nothing_there() -> None:
+    """A CRD deleted between /apis and its group's discovery (the Description's own, cleaned up just before its
+    Namespace): no CRD serves the group, so the 404 is "not served", not a cold API server."""
+    parent, child = FakeKube(description("d1", TEAM, cm("a"))), FakeKube()
+    await deploy(parent, child, "d1")
+    cold_discovery_for_widgets(child)
+    real_versions = child.group_versions
+
+    async def listing_example(*args: Any) -> list[str]:
+        return [*await real_versions(), "example.com/v1"]
+
+    child.group_versions = listing_example  # type: ignore[method-assign]
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert "Namespace team-a" in released.deleted
 
 
 async def test_a_list_404_with_discovery_lagging_is_still_served_while_its_crd_is_there() -> None:
