@@ -127,6 +127,9 @@ class StatusInputs:
     replicas: dict[str, list[int]]
     message: str | None
     problems: list[str]
+    generation: int | None = None
+    """The Subscription's generation the reconcile planned from (an edit may be cached by the time it is written:
+    substatus.with_planned_generation)."""
 
 
 @dataclass
@@ -326,7 +329,8 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     problems = list(inventory.problems) if inventory else []
     problems += [e for c in plan.clusters for e in c.errors]
     problems = list(dict.fromkeys(problems))  # a chart that cannot be found is the same error for every cluster
-    plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems)
+    plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems,
+                               sub["metadata"].get("generation"))
     return plan
 
 

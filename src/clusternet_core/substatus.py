@@ -47,7 +47,7 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
                                 caches.globalizations.values())
     if refused is not None:  # reports from what was deployed before must not turn a refusal into Ready
         ready = refused
-    ready = with_planned_generation(sub, ready, inputs is not None)
+    ready = with_planned_generation(sub, ready, inputs.generation if inputs is not None else None)
     new_status = {k: v for k, v in status.items() if k != "conditions"}
     new_status.update(aggregated)
     return new_status, ready
@@ -56,16 +56,18 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
 REASON_SPEC_NOT_PLANNED = "SpecChangePending"
 
 
-def with_planned_generation(sub: Obj, ready: Obj, planned_now: bool) -> Obj:
-    """Ready stamped with the generation of the spec its bindings were planned from: this one after a reconcile
-    (`planned_now`), else the one the last written Ready names. A report arriving after a spec edit and before its
+def with_planned_generation(sub: Obj, ready: Obj, planned: int | None) -> Obj:
+    """Ready stamped with the generation of the spec its bindings were planned from: the one a reconcile planned
+    (`planned`; not the cached Subscription's, which may hold an edit the reconcile did not see: review s36), else
+    the one the last written Ready names. A report arriving after a spec edit and before its
     reconcile recomputed Ready from the old bindings: `Ready=True, 1/1 clusters done` under a spec that adds a
     cluster, so `kubectl wait --for=condition=Ready` returned before the new cluster was even bound (audit s36).
     kubectl wait skips a condition whose observedGeneration is not the object's generation; that Ready is also
     turned False, saying what it waits for. A Ready without the field (written before) is left as it was until
     the next reconcile stamps it."""
     generation = sub["metadata"].get("generation")
-    planned = generation if planned_now else ready_of(sub).get("observedGeneration")
+    if planned is None:
+        planned = ready_of(sub).get("observedGeneration")
     if planned is None:
         return ready
     if planned != generation and ready.get("status") == "True":

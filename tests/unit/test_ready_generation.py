@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from tests.unit.test_controller import DESC, SUB, deployed_controller, push_secret
 
@@ -29,3 +30,29 @@ async def test_ready_names_the_generation_it_was_planned_from() -> None:
     await c.subscriptions.reconcile(SUB, force=False)
     ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
     assert ready["observedGeneration"] == generation + 1 and ready["reason"] != "SpecChangePending"
+
+
+async def test_ready_is_stamped_with_the_generation_planned_not_the_one_cached_at_the_write() -> None:
+    """Review s36: the reconcile planned from generation N while an edit (N+1) arrived before its status write,
+    which stamped N+1 on Ready=True with N's bindings."""
+    c, parent, _ = await deployed_controller(push_secret())
+    await c.pusher.push(DESC, force=True)
+    c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+    await c.subscriptions.reconcile(SUB, force=False)
+    sub = copy.deepcopy(parent.objects[("Subscription", *SUB)])
+    generation = sub["metadata"]["generation"]
+    real_apply = c.subscriptions._apply_clusters
+
+    async def edit_arrives_meanwhile(*args: Any, **kwargs: Any) -> list[str]:
+        out = await real_apply(*args, **kwargs)
+        edited = copy.deepcopy(sub)
+        edited["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": "nowhere"}}}]
+        edited["metadata"].update(generation=generation + 1, resourceVersion="999")
+        parent.objects[("Subscription", *SUB)] = copy.deepcopy(edited)
+        c.store.on_subscription("MODIFIED", edited)
+        return out
+
+    c.subscriptions._apply_clusters = edit_arrives_meanwhile  # type: ignore[method-assign]
+    await c.subscriptions.reconcile(SUB, force=True)
+    ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
+    assert ready["observedGeneration"] == generation and ready["status"] == "False", ready

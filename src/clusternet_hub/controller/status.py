@@ -74,7 +74,7 @@ class StatusWriter:
         status, ready = substatus.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
             ready = substatus.with_planned_generation(sub, plan.condition(
-                "False", REASON_WRITE_REFUSED, "; ".join(refused)), inputs is not None)
+                "False", REASON_WRITE_REFUSED, "; ".join(refused)), inputs.generation if inputs is not None else None)
         await self.write(sub, status, ready)
 
     async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:

@@ -83,7 +83,8 @@ class SubscriptionReconciler:
                                              if f != known.FINALIZER_APPS], missing_ok=True)
         elif plan.refusal is not None:
             status, ready = plan.refusal
-            await self.status.write(sub, status, substatus.with_planned_generation(sub, ready, True))
+            await self.status.write(sub, status, substatus.with_planned_generation(
+                sub, ready, sub["metadata"].get("generation")))
         elif plan.status is not None:
             if refused:
                 self.status.refused_writes[key] = list(dict.fromkeys([*refused, *plan.status.problems]))
