@@ -149,7 +149,8 @@ def status_ident(status: Obj) -> dict[str, str]:
 
 
 async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None,
-                            previous: list[Obj] | None = None, prune_waits: str | None = None) -> ApplyOutcome:
+                            previous: list[Obj] | None = None, prune_waits: str | None = None,
+                            prune_only: bool = False) -> ApplyOutcome:
     """Server-side apply every object of the Description, prune what dropped out, report statuses.
 
     `claimants`: the cluster namespace's other Descriptions, to hand pruned objects to one that wants them.
@@ -160,7 +161,9 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
 
     A previously deployed object whose apply fails this time stays listed too (with its previous status): dropped,
     it would have been neither pruned nor cleaned up once its feed went, and its owner mark would have refused
-    every other Subscription deploying it for good (audit s36)."""
+    every other Subscription deploying it for good (audit s36).
+    `prune_only`: only let go of what dropped out, reading (not applying) what is named: a Description whose user
+    turned drift correction off is not re-applied for a prune owed (review s36)."""
     key = owner_key(desc)
     objects = decode_raw((desc.get("spec") or {}).get("raw") or [])
     if previous is None:
@@ -174,7 +177,10 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
 
     async def apply_one(index: int, obj: Obj) -> None:
         async with limit:
-            results[index] = await _apply_object(child, obj, key, previously, same_generation, outcome)
+            if prune_only:
+                results[index] = await _read_object(child, obj)
+            else:
+                results[index] = await _apply_object(child, obj, key, previously, same_generation, outcome)
 
     # Namespaces, then CRDs, then everything else (rendering ordered them); each group concurrently.
     ranks = [_rank(obj) for obj in objects]
@@ -182,18 +188,15 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
         await asyncio.gather(*(apply_one(i, o) for i, o in enumerate(objects) if ranks[i] == rank))
     errors = [err for i in range(len(objects)) if (err := results[i][0])]
     outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
-                        if (applied := results[i][1]) is not None]
-    failed = {object_key(identity(objects[i])) for i in range(len(objects)) if results[i][1] is None}
+                        if (applied := results[i][1]) is not None and not prune_only]
+    failed = {object_key(identity(objects[i])) for i in range(len(objects)) if results[i][1] is None or prune_only}
     outcome.statuses += [s for s in previous if object_key(status_ident(s)) in failed]
     claimants = claimants or Claimants(desc)
     # the same objects under names object_key cannot tell apart (an alias it does not know): never pruned
     uids = frozenset(str(uid) for _, obj in results.values() if (uid := ((obj or {}).get("metadata") or {}).get("uid")))
     dropped = [s for s in previous if object_key(status_ident(s)) not in current]
-    if prune_waits is not None:
-        outcome.released.deferred += [status_ident(s) for s in dropped]
-    else:
-        for ident in sorted((status_ident(s) for s in dropped), key=_release_rank):
-            await release(child, ident, key, claimants.of(ident), outcome.released, uids)
+    for ident in sorted((status_ident(s) for s in dropped), key=_release_rank):
+        await release(child, ident, key, claimants.of(ident), outcome.released, uids, may_delete=prune_waits is None)
     # what could not be deleted now stays listed, so the next apply looks at it again (not a failure)
     outcome.statuses += [s for s in previous if status_ident(s) in outcome.released.deferred]
     if errors:
@@ -212,6 +215,16 @@ not (prunes_pending)."""
 def prunes_pending(desc: Obj) -> bool:
     """Does the Description's status owe deletions (objects no longer named, kept listed until they go)?"""
     return str((desc.get("status") or {}).get("reason") or "").startswith(PRUNE_PENDING)
+
+
+async def _read_object(child: KubeApi, obj: Obj) -> tuple[str | None, Obj | None]:
+    """What a prune-only pass learns of an object it does not apply: its UID (so that it is never pruned under an
+    alias), or the error that reading it gave."""
+    ident = identity(obj)
+    try:
+        return None, await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
+    except ApiException as e:
+        return explain(e, describe(ident)), None
 
 
 def manifest_status(obj: Obj, applied: Obj) -> Obj:

@@ -176,7 +176,7 @@ LOOKS = 3
 
 
 async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released,
-                  applied: frozenset[str] = frozenset()) -> None:
+                  applied: frozenset[str] = frozenset(), may_delete: bool = True) -> None:
     """Let go of one object: only when it carries Description `key`'s mark, and never by deleting one it adopted,
     nor one whose UID is among `applied` (the UIDs the same apply just applied: under another name, an alias
     object_key does not know, it is still in the spec).
@@ -193,15 +193,17 @@ async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str
     often only its status) is no error: the object is read and checked again, up to LOOKS times, then left in
     `out.deferred` for the next apply or cleanup to look at."""
     for _ in range(LOOKS):
-        if await _release_once(child, ident, key, claimant, out, applied):
+        if await _release_once(child, ident, key, claimant, out, applied, may_delete):
             return
     log.info("%s kept changing while being let go of; left for the next look", describe(ident))
     out.deferred.append(ident)
 
 
 async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released,
-                        applied: frozenset[str]) -> bool:
-    """One look at the object (release): False when its DELETE found it changed since this look read it."""
+                        applied: frozenset[str], may_delete: bool = True) -> bool:
+    """One look at the object (release): False when its DELETE found it changed since this look read it. Without
+    `may_delete` (a silent cluster: applier.apply_description's prune_waits), what would be deleted, or kept for
+    what it holds, is left in `out.deferred`; hand-overs and unadoptions, which delete nothing, still happen."""
     what = describe(ident)
     try:
         existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
@@ -231,6 +233,9 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, claimant):
             out.handed_over.setdefault(claimant, []).append(what)
             out.claimants.add(claimant)
+        return True
+    if owned == key and not may_delete:
+        out.deferred.append(ident)
         return True
     if owned == key and (why := await _kept(child, ident, existing)):
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):

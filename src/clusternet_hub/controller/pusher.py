@@ -271,9 +271,11 @@ class Pusher:
             return
         if not applier.deployable_by_hub(mc):
             return
-        if not deleting and (meta.get("annotations") or {}).get(
-                known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc) and not applier.prunes_pending(
-                desc):
+        # drift correction off and deployed: no re-apply; only a prune owed, by a prune-only pass (review s36)
+        prune_only = not deleting and (meta.get("annotations") or {}).get(
+            known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc)
+        wait = cleanup_wait(self.store, mc) if not deleting else None
+        if prune_only and (not applier.prunes_pending(desc) or wait is not None):
             return
         child = await self.child_client(mc)
         if isinstance(child, str):
@@ -284,7 +286,7 @@ class Pusher:
         elif deleting:
             await self._clean_up(desc, mc, child)
         else:
-            await self._apply(desc, child, PRUNE_WAITS.get(cleanup_wait(self.store, mc) or ""))
+            await self._apply(desc, child, PRUNE_WAITS.get(wait or ""), prune_only)
 
     async def _clean_up(self, desc: Obj, mc: Obj, child: ChildApi) -> None:
         """Delete what the Description deployed, unless its Subscription still wants it (deleted by the garbage
@@ -312,14 +314,16 @@ class Pusher:
         self.carried.forget(desc)
         await applier.remove_finalizer(self.kube, desc)
 
-    async def _apply(self, desc: Obj, child: ChildApi, prune_waits: str | None = None) -> None:
+    async def _apply(self, desc: Obj, child: ChildApi, prune_waits: str | None = None,
+                     prune_only: bool = False) -> None:
         """Apply the Description; `prune_waits`: why what dropped out of it may not be deleted now (cleanup_wait),
-        kept listed until a push after the cluster is heard from (Store.on_cluster, Store._after_report)."""
+        kept listed until a push after the cluster is heard from (Store.on_cluster, Store._after_report);
+        `prune_only`: let go of what dropped out without applying the rest (drift correction off)."""
         meta = desc["metadata"]
         key = (meta["namespace"], meta["name"])
         try:
             outcome = await applier.apply_description(child, desc, self._claimants(desc), self.carried.previous(desc),
-                                                      prune_waits)
+                                                      prune_waits, prune_only)
         except ApiException:
             self.secrets.pop(key[0], None)  # e.g. the agent rotated its token: read it again next time
             raise
