@@ -37,6 +37,7 @@ import contextlib
 import contextvars
 import datetime
 import logging
+import math
 import random
 import socket
 import uuid
@@ -93,18 +94,19 @@ class LeaderElectionConfig:
             raise ValueError("--leader-elect-resource-name and --leader-elect-resource-namespace must not be empty")
         if self.retry_period <= 0 or self.lease_duration <= 0 or self.renew_deadline <= 0:
             raise ValueError("--leader-elect-lease-duration, -renew-deadline and -retry-period must be positive")
-        if lease_seconds(self.lease_duration) <= self.renew_deadline:  # what the standbys time their takeover by
-            raise ValueError("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline (in "
-                             f"whole seconds, as the Lease holds it: {lease_seconds(self.lease_duration)}s)")
+        if self.lease_duration <= self.renew_deadline:
+            raise ValueError("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline")
         if self.renew_deadline <= JITTER_FACTOR * self.retry_period:
             raise ValueError("--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period")
 
 
 def lease_seconds(duration: float) -> int:
-    """A lease duration as the Lease's whole `leaseDurationSeconds`, rounded down as client-go does. Validated after
-    rounding (audit s36 F7): 10.4 s against a 10.3-s renew deadline passed and wrote 10, so a standby could take
-    over while the leader's fence still let it write."""
-    return max(1, int(duration))
+    """A lease duration as the Lease's whole `leaseDurationSeconds`, rounded up: never shorter than the duration,
+    so never within the renew deadline the leader's fence allows it (validate). Rounded, 10.4 s against a 10.3-s
+    renew deadline wrote 10, and a standby could take over while the leader could still write (audit s36 F7);
+    client-go rounds down and accepts the same window. Checking the rounded-down value refused settings that
+    were valid (1.5 s / 1.2 s: review s36)."""
+    return max(1, math.ceil(duration))
 
 
 def default_identity() -> str:

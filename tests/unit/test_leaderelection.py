@@ -14,7 +14,13 @@ from aiohttp import web
 
 from clusternet_api.credentials import Credentials
 from clusternet_api.kube import Kube
-from clusternet_api.leaderelection import LeaderElectionConfig, LeaderElector, LeadershipLost, run_while_leading
+from clusternet_api.leaderelection import (
+    LeaderElectionConfig,
+    LeaderElector,
+    LeadershipLost,
+    lease_seconds,
+    run_while_leading,
+)
 
 CONFIG = LeaderElectionConfig(lease_duration=1.0, renew_deadline=0.5, retry_period=0.1,
                               resource_name="clusternet-hub", resource_namespace="clusternet-system")
@@ -241,11 +247,13 @@ async def test_leading_work_stopped_from_outside_releases_the_lease() -> None:
         assert api.holder == "" and api.leases["clusternet-hub"]["spec"]["leaseDurationSeconds"] == 1
 
 
-def test_the_lease_duration_is_checked_as_the_lease_holds_it() -> None:
-    """Audit s36 F7: 10.4 s against a 10.3-s renew deadline validated, and the Lease said 10 s."""
-    with pytest.raises(ValueError, match="whole seconds"):
-        LeaderElectionConfig(lease_duration=10.4, renew_deadline=10.3, retry_period=2, resource_name="x").validate()
-    LeaderElectionConfig(lease_duration=15, renew_deadline=10, retry_period=2, resource_name="x").validate()
+def test_the_lease_never_says_less_than_the_renew_deadline() -> None:
+    """Audit s36 F7: 10.4 s against a 10.3-s renew deadline wrote 10 s, within the leader's fence; rounded up it is
+    11. Review s36: what validated before still does (1.5 s / 1.2 s)."""
+    for lease, renew, written in ((10.4, 10.3, 11), (1.5, 1.2, 2), (15, 10, 15)):
+        config = LeaderElectionConfig(lease_duration=lease, renew_deadline=renew, retry_period=0.5, resource_name="x")
+        config.validate()
+        assert lease_seconds(config.lease_duration) == written > renew
 
 
 async def test_release_after_a_renewal_we_did_not_see_still_releases() -> None:
