@@ -113,3 +113,42 @@ async def test_a_write_whose_stream_opens_after_the_fence_expired_is_not_sent() 
         with pytest.raises(fence.LeadershipLost):
             await task
     assert written == []
+
+
+async def test_a_refused_write_opens_no_connection() -> None:
+    """Review s36: refused once its new connection was made, the socket was left open (aiohttp neither pools nor
+    closes it then); now a new connection is checked before it is made."""
+    opened: list[object] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    switch = Switch()
+    switch.expired = True
+    try:
+        async with Kube(Credentials(server=f"http://127.0.0.1:{runner.addresses[0][1]}", token="t")) as kube:
+            session = kube.session()
+            real = session.connector._create_connection  # type: ignore[union-attr]
+
+            async def noting(*args: Any, **kwargs: Any) -> Any:
+                opened.append(args)
+                return await real(*args, **kwargs)
+
+            session.connector._create_connection = noting  # type: ignore[union-attr, method-assign]
+
+            async def leader_work() -> None:
+                fence.WRITE_FENCE.set(switch)
+                await kube.session().post(f"http://127.0.0.1:{runner.addresses[0][1]}/x",
+                                          trace_request_ctx={"method": "POST"})
+
+            with pytest.raises(fence.LeadershipLost):
+                await asyncio.create_task(leader_work())
+    finally:
+        await runner.cleanup()
+    assert opened == []
