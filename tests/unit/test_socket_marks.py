@@ -143,13 +143,33 @@ async def test_a_hub_cut_off_from_the_parent_stops_without_waiting_for_its_marks
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Audit s36 F5: a leader deposed because it was cut off from the parent waited for its tunnels' marks
     without bound, each GET and PATCH up to the client's 120 s, with its port open meanwhile."""
-    monkeypatch.setattr(sockets, "MARKS_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(sockets, "MARKS_STALL_SECONDS", 0.2)
     parent = SlowParent()  # never answers
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     await registry.attach(tunnel())
     await asyncio.wait_for(registry.close(), 2)
     said = [r.getMessage() for r in caplog.records if "without recording the tunnel state" in r.getMessage()]
     assert len(said) == 1 and "cluster-a" in said[0], caplog.text
+
+
+async def test_a_stopping_hub_writes_every_mark_a_slow_parent_keeps_taking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s36: a 5-s bound left most of 1,000 marks unwritten behind the QPS limiter, though the parent was
+    answering; the wait now ends only when marks stop being written (or at MARKS_GRACE_SECONDS)."""
+    monkeypatch.setattr(sockets, "MARKS_STALL_SECONDS", 0.3)
+
+    class Paced(SlowParent):
+        async def get(self, *_: Any) -> dict[str, Any]:  # one at a time, as the limiter lets them through
+            async with lock:
+                await asyncio.sleep(0.05)
+            return {"metadata": {"resourceVersion": str(self.version)}, "status": {"conditions": []}}
+
+    lock = asyncio.Lock()
+    parent = Paced()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    for i in range(20):  # 1 s of marks in all, more than three stall periods
+        await registry.attach(Tunnel(f"cluster-{i}", Session(nowhere, is_client=True), "ns", f"mc-{i}"))
+    await asyncio.wait_for(registry.close(), 5)
+    assert parent.written.count("False") == 20
 
 
 async def test_a_stopping_hub_closes_the_agents_websockets_at_once() -> None:
