@@ -142,7 +142,8 @@ class Peers:
         if self._session is not None:
             await self._session.close()
         with contextlib.suppress(Exception):  # best effort: an expired Lease is ignored and collected anyway
-            await self.kube.delete(COORDINATION, "Lease", self.lease_name, self.namespace)
+            async with asyncio.timeout(RENEW_SECONDS):  # a parent out of reach held the exit up to 120 s (audit s36)
+                await self.kube.delete(COORDINATION, "Lease", self.lease_name, self.namespace)
 
     async def _ensure_namespace(self) -> None:
         """As the leader election does: a hub started before deploy/hub's namespace exists still gets going."""

@@ -393,3 +393,17 @@ async def test_a_hung_peer_lease_renewal_is_given_up_and_tried_again(monkeypatch
     running.cancel()
     await asyncio.wait({running})
     assert len(attempts) >= 2
+
+
+async def test_a_stopping_replica_does_not_wait_on_a_parent_out_of_reach_for_its_lease(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit s36 F5: the peer Lease's delete at exit waited the client's 120 s on a parent that did not answer."""
+    monkeypatch.setattr(peers_module, "RENEW_SECONDS", 0.2)
+
+    class Hanging:
+        async def delete(self, *args: object, **kwargs: object) -> None:
+            await asyncio.Event().wait()
+
+    peers = peers_of(TOKEN, b"")
+    peers.kube = Hanging()  # type: ignore[assignment]
+    await asyncio.wait_for(peers.close(), 2)
