@@ -101,7 +101,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             if late:
                 log.warning("stopping without waiting for %s", ", ".join(sorted(t.get_name() for t in late)))
             assert ctx.sockets is not None
-            await ctx.sockets.close()
+            await ctx.sockets.close(wait_marks=False)  # their marks are waited for once the Lease is released
             await runner.cleanup()
             if peer_runner is not None and peers is not None:
                 await peer_runner.cleanup()
@@ -145,6 +145,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
                 await replica.run(lead())
         finally:
             await shutdown()
+            await ctx.sockets.finish_marks()
 
 
 @click.command(context_settings={"show_default": True})

@@ -409,10 +409,18 @@ class SocketRegistry:
         for tunnel in self.tunnels.values():
             tunnel.count_bytes()
 
-    async def close(self) -> None:
+    async def close(self, wait_marks: bool = True) -> None:
+        """Close every tunnel, and (`wait_marks`) wait for their SocketConnected marks as finish_marks does."""
         for remote in self._remote.values():
             remote.close()
         await asyncio.gather(*(self.detach(tunnel, "hub shutting down") for tunnel in list(self.tunnels.values())))
+        if wait_marks:
+            await self.finish_marks()
+
+    async def finish_marks(self) -> None:
+        """Wait for the tunnel-state marks still being written, while they progress (MARKS_GRACE_SECONDS). The hub
+        waits after it has released its Lease: waited for before, the Lease stayed held, and no replica led, for
+        up to the whole grace at every stop of an HA leader (re-review s36)."""
         marks = dict(self._marks)
         if not marks:
             return

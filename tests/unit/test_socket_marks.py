@@ -245,3 +245,16 @@ async def test_a_stopping_hub_does_not_wait_for_a_request_that_never_ends() -> N
         stopping = time.monotonic()
         await asyncio.wait_for(runner.cleanup(), 10)
         assert time.monotonic() - stopping < 2 * server.HANDLERS_GRACE_SECONDS + 1  # aiohttp waits twice
+
+
+async def test_closing_without_waiting_leaves_the_marks_to_finish_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-review s36: the hub waited for its marks before releasing its Lease, so no replica led meanwhile; it now
+    closes its tunnels at once and waits for their marks after the release (cli.py)."""
+    monkeypatch.setattr(sockets, "MARKS_STALL_SECONDS", 0.2)
+    parent = SlowParent()  # never answers
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    await registry.attach(tunnel())
+    await asyncio.wait_for(registry.close(wait_marks=False), 0.1)
+    assert registry._marks  # still being written
+    await asyncio.wait_for(registry.finish_marks(), 2)
+    assert not registry._marks
