@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from clusternet_api import known, prunedfields
+from clusternet_api.apierrors import ResourceNotFound
 from clusternet_api.cascadeguard import DEFAULTS as NAMESPACE_DEFAULTS
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
@@ -187,6 +188,8 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     for rank in sorted(set(ranks)):
         await asyncio.gather(*(apply_one(i, o) for i, o in enumerate(objects) if ranks[i] == rank))
     errors = [err for i in range(len(objects)) if (err := results[i][0])]
+    if prune_only and errors:  # no failure (nothing was applied); nothing deleted without every UID to guard
+        prune_waits, errors = "what the Description names could not all be read now: " + "; ".join(errors), []
     outcome.statuses = [manifest_status(objects[i], applied) for i in range(len(objects))
                         if (applied := results[i][1]) is not None and not prune_only]
     failed = {object_key(identity(objects[i])) for i in range(len(objects)) if results[i][1] is None or prune_only}
@@ -208,23 +211,30 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
 
 
 PRUNE_PENDING = "to delete at the next apply"
-"""How a Success reason that still owes deletions begins: such a Description is pushed again, drift correction or
-not (prunes_pending)."""
+"""How a Success reason that still owes deletions begins."""
 
 
 def prunes_pending(desc: Obj) -> bool:
-    """Does the Description's status owe deletions (objects no longer named, kept listed until they go)?"""
-    return str((desc.get("status") or {}).get("reason") or "").startswith(PRUNE_PENDING)
+    """Does the Description's status owe deletions: does it list an object its spec no longer names (kept until it
+    goes)? Such a Description is pushed again, drift correction or not. Read from the list, not the reason, which a
+    later status (waiting for credentials, say) replaces (re-review s36)."""
+    entries = (desc.get("status") or {}).get("manifestStatuses") or []
+    if not entries:
+        return False
+    current = {object_key(identity(o)) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])}
+    return any(object_key(status_ident(s)) not in current for s in entries)
 
 
 async def _read_object(child: KubeApi, obj: Obj) -> tuple[str | None, Obj | None]:
     """What a prune-only pass learns of an object it does not apply: its UID (so that it is never pruned under an
-    alias), or the error that reading it gave."""
+    alias), nothing when it is not there (its kind not served either), or why it could not be read now."""
     ident = identity(obj)
     try:
         return None, await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
-    except ApiException as e:
-        return explain(e, describe(ident)), None
+    except ResourceNotFound:
+        return None, None
+    except Exception as e:
+        return f"{describe(ident)}: {error_text(e)}", None
 
 
 def manifest_status(obj: Obj, applied: Obj) -> Obj:

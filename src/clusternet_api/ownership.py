@@ -208,7 +208,9 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
     try:
         existing = await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
     except Exception as e:
-        if is_passing(e):  # a child restarting or overloaded: it stays listed (finalizer, status) for the next look
+        # a child restarting or overloaded, or any failure while nothing may be deleted (a silent cluster, whose
+        # dead agent's token may be refused): it stays listed (finalizer, status) for the next look
+        if is_passing(e) or not may_delete:
             log.info("cannot look up %s for cleanup now (%s); left for the next look", what, e)
             out.deferred.append(ident)
             return True

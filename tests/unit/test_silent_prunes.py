@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from clusternet_api import applier, known
+from clusternet_api.apierrors import ResourceNotFound
 from clusternet_api.kube import ApiException
 from clusternet_api.ownership import Claimants
 from clusternet_api.rawobjects import encode_raw
@@ -130,3 +131,101 @@ async def test_what_dropped_out_is_still_handed_over_while_the_cluster_is_silent
                                               prune_waits="the cluster is offline")
     assert outcome.released.handed_over == {f"{OWN_NS}.d2": ["ConfigMap pre/shared"]}
     assert outcome.released.deferred == [] and child.find("ConfigMap", "pre", "shared") is not None
+
+
+# --- re-review s36: prune-only passes and silent releases -----------------------------------------------------
+
+
+async def drift_off_pending() -> tuple[Controller, FakeKube, FakeKube]:
+    """A Description with drift correction off, a feed dropped while its cluster was silent (the prune owed), a
+    hand edit the user wants kept, and the cluster back."""
+    c, parent, child = await deployed_controller(push_secret(), other_config_map())
+    await with_feeds(c, parent, add=True)
+    await c.pusher.push(DESC, force=True)
+    c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
+    await with_feeds(c, parent, feeds=1)
+    await c.pusher.push(DESC, force=False)
+    desc = copy.deepcopy(parent.find("Description", *DESC))
+    desc["metadata"].setdefault("annotations", {})[known.ANNOTATION_DRIFT_CORRECTION] = "false"
+    parent.objects[("Description", *DESC)]["metadata"]["annotations"] = desc["metadata"]["annotations"]
+    c.store.caches.descriptions[DESC] = desc
+    assert applier.deployed(desc) and applier.prunes_pending(desc)
+    child.find("ConfigMap", "default", "cfg")["data"] = {"k": "edited by hand"}
+    c.store.caches.clusters[(NS, "child1")] = cluster()
+    return c, parent, child
+
+
+def refusing(child: FakeKube, error: Exception, name: str | None = "cfg") -> None:
+    """Reads of ConfigMap `name` (every read when None) fail with `error`."""
+    real = child.get
+
+    async def get(api_version: str, kind: str, wanted: str, namespace: str | None = None) -> Any:
+        if name is None or (kind, wanted) == ("ConfigMap", name):
+            raise error
+        return await real(api_version, kind, wanted, namespace)
+
+    child.get = get  # type: ignore[method-assign]
+
+
+async def test_a_read_error_in_a_prune_only_pass_puts_the_prune_off_and_applies_nothing() -> None:
+    """A read failing made the pass a Failure, and the retry a full re-apply undoing the hand edit."""
+    c, parent, child = await drift_off_pending()
+    real = child.get
+    refusing(child, ApiException(503, "the server is currently unable to handle the request"))
+    await c.pusher.push(DESC, force=True)
+    got = status(parent)
+    assert got["phase"] == "Success" and got["reason"].startswith(applier.PRUNE_PENDING), got
+    assert child.find("ConfigMap", "default", "cfg2") is not None
+    child.get = real  # type: ignore[method-assign]
+    c.store.caches.descriptions[DESC] = copy.deepcopy(parent.find("Description", *DESC))
+    await c.pusher.push(DESC, force=True)
+    assert child.find("ConfigMap", "default", "cfg2") is None
+    assert child.find("ConfigMap", "default", "cfg")["data"] == {"k": "edited by hand"}
+
+
+async def test_a_kind_no_longer_served_does_not_hold_a_prune_only_pass_up() -> None:
+    c, _, child = await drift_off_pending()
+    refusing(child, ResourceNotFound('no matches for kind "ConfigMap" in version "v1"'))
+    await c.pusher.push(DESC, force=True)
+    assert child.find("ConfigMap", "default", "cfg2") is None
+
+
+async def test_a_refused_read_while_silent_keeps_what_dropped_out_listed() -> None:
+    """While nothing may be deleted, release still reads; a 401 (the dead agent's expired token) was taken as
+    nothing of ours there, the entry left the status, and the prune never came."""
+    c, parent, child = await deployed_controller(push_secret(), other_config_map())
+    await with_feeds(c, parent, add=True)
+    await c.pusher.push(DESC, force=True)
+    c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
+    await with_feeds(c, parent, feeds=1)
+    real = child.get
+    refusing(child, ApiException(401, "Unauthorized"), name=None)
+    await c.pusher.push(DESC, force=False)
+    child.get = real  # type: ignore[method-assign]
+    assert "cfg2" in [s["name"] for s in status(parent)["manifestStatuses"]]
+    c.store.caches.descriptions[DESC] = copy.deepcopy(parent.find("Description", *DESC))
+    c.store.caches.clusters[(NS, "child1")] = cluster()
+    await c.pusher.push(DESC, force=True)
+    assert child.find("ConfigMap", "default", "cfg2") is None
+
+
+async def test_a_prune_only_pass_does_not_recreate_what_the_user_deleted() -> None:
+    c, parent, child = await drift_off_pending()
+    del child.objects[("ConfigMap", "default", "cfg")]
+    await c.pusher.push(DESC, force=True)
+    assert child.find("ConfigMap", "default", "cfg") is None and child.find("ConfigMap", "default", "cfg2") is None
+    assert status(parent)["phase"] == "Success"
+
+
+async def test_a_prune_owed_outlives_a_pending_reason_written_over_it() -> None:
+    """The prune owed was read from the status's reason, which a later status (waiting for the deployer's
+    credentials) replaced; it is read from the status's list now."""
+    c, parent, child = await drift_off_pending()
+    secret = parent.objects.pop(("Secret", NS, known.DEPLOYER_SECRET))
+    c.pusher.secrets.clear()
+    await c.pusher.push(DESC, force=True)
+    parent.objects[("Secret", NS, known.DEPLOYER_SECRET)] = secret
+    c.store.caches.descriptions[DESC] = copy.deepcopy(parent.find("Description", *DESC))
+    assert applier.prunes_pending(c.store.caches.descriptions[DESC])
+    await c.pusher.push(DESC, force=True)
+    assert child.find("ConfigMap", "default", "cfg2") is None
