@@ -19,17 +19,19 @@ def client_session(context: ssl.SSLContext | None, connections: int) -> aiohttp.
 
 
 def fence_on_connection() -> aiohttp.TraceConfig:
-    """The fence asked again when a request has its connection, just before it is written: a write that passed
+    """The fence asked again when a request gets its connection, before it is written: a write that passed
     `Kube._raw_once`'s check and then waited for one of the pool's few connections (2 per child pushed directly) went
     out after the fence had expired, when a frozen leader woke (audit s36, F1). The method comes in the
-    request's trace context; a request without one (a watch, a read) is not fenced. A new connection is checked
-    before it is made (review s36: refused after, aiohttp left its socket open), so a write frozen in the middle
+    request's trace context; a request without one (a watch, a read) is not fenced. A write frozen in the middle
     of a TCP or TLS handshake is the one wait still unchecked."""
     config = aiohttp.TraceConfig()
 
     async def recheck(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
         fence.check(str((context.trace_request_ctx or {}).get("method") or "GET"))
 
-    config.on_connection_reuseconn.append(recheck)
-    config.on_connection_create_start.append(recheck)  # not _end: refused there, the new socket was never closed
+    # once a request waited for a slot, and before a new connection is made: both raise holding no socket (aiohttp
+    # closes none refused at create_end or at reuseconn: re-review s36); a pooled connection taken with no wait
+    # follows _raw_once's check at once
+    config.on_connection_queued_end.append(recheck)
+    config.on_connection_create_start.append(recheck)
     return config
