@@ -199,15 +199,25 @@ async def _crd_serves(child: KubeApi, api_version: str) -> bool:
     """Does a CRD of the group serve `api_version`, not being deleted? Then the group's discovery answering 404
     while /apis lists it is a kube-apiserver just started, whose CRD handler does not serve the group yet (audit
     s36: taken for "no kinds", a cleanup deleted a Namespace holding someone else's custom objects). Not a CRD's
-    (an aggregated API's 404) or one going: nothing is served there. Reading the CRDs failing counts as yes."""
+    (an aggregated API's 404), one going or one never Established: nothing is served there. Reading the CRDs
+    failing counts as yes. One LIST of every CRD, only when a listed group's discovery answers 404 (rare: an API
+    server starting, a CRD deleted meanwhile)."""
     group, _, version = api_version.rpartition("/")
     try:
         crds = await child.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
     except Exception:
         return True
-    return any((crd.get("spec") or {}).get("group") == group and not (crd.get("metadata") or {}).get(
-        "deletionTimestamp") and any(v.get("name") == version and v.get("served", True)
-                                     for v in (crd.get("spec") or {}).get("versions") or []) for crd in crds)
+    return any((crd.get("spec") or {}).get("group") == group and _established(crd) and not (
+        crd.get("metadata") or {}).get("deletionTimestamp") and any(
+        v.get("name") == version and v.get("served", True) for v in (crd.get("spec") or {}).get("versions") or [])
+        for crd in crds)
+
+
+def _established(crd: Obj) -> bool:
+    """A CRD that never became Established serves nothing, so no object of it exists (re-review s36). Its stored
+    status survives an API server's restart, so a cold server's CRDs still say so."""
+    return any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in (crd.get("status") or {}).get("conditions") or [])
 
 
 async def _crd_in_service(child: KubeApi, crd: Obj) -> bool:
@@ -220,8 +230,7 @@ async def _crd_in_service(child: KubeApi, crd: Obj) -> bool:
         return True
     if found is None or (found.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    return any(c.get("type") == "Established" and c.get("status") == "True"
-               for c in (found.get("status") or {}).get("conditions") or [])
+    return _established(found)
 
 
 def _where(obj: Obj) -> str:

@@ -444,9 +444,18 @@ async def test_a_cold_api_servers_discovery_404_keeps_the_namespace() -> None:
     assert ("DELETE", "/api/v1/namespaces/team-a") not in child.asked
 
 
+async def test_a_discovery_404_of_a_group_whose_crd_never_became_established_is_nothing_there() -> None:
+    """Re-review s36: a CRD that never became Established serves nothing, so no object of it exists."""
+    child = ColdChild()
+    child.items["/apis/apiextensions.k8s.io/v1/customresourcedefinitions"] = [CRD]  # no status: not Established
+    released = await release_namespace(child)
+    assert released.deleted == ["Namespace team-a"], released
+
+
 async def test_a_group_serving_no_listable_kind_counts_as_nothing_there() -> None:
-    """Review s36: a group-version whose discovery lists only subresources (KubeVirt's subresources.kubevirt.io),
-    or entries without a kind or verbs, kept every Namespace a Description created; it holds nothing to list."""
+    """Review s36 (a regression check of that session's first fix): a group-version whose discovery lists only
+    subresources (KubeVirt's subresources.kubevirt.io), or entries without a kind or verbs, holds nothing to list:
+    it must not keep every Namespace a Description created."""
     child = Child120()
     child.discovery["/apis"]["groups"].append(group("subresources.kubevirt.io", "v1", "v1"))
     child.discovery["/apis/subresources.kubevirt.io/v1"] = {"resources": [
