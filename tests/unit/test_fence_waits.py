@@ -5,6 +5,8 @@ peer replica's dial) was sent after the fence had expired, when a frozen leader 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,6 +15,21 @@ from aiohttp import web
 from clusternet_api import fence
 from clusternet_api.credentials import Credentials
 from clusternet_api.kube import Kube
+
+
+@contextlib.asynccontextmanager
+async def local_server(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[int]:
+    """An HTTP server on a free local port answering every path with `handler`: its port."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
 
 
 class Switch:
@@ -35,32 +52,23 @@ async def test_a_write_queued_for_a_connection_is_refused_once_the_fence_expired
             await gate.wait()
         return web.json_response({"kind": "Status"})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     switch = Switch()
-    try:
-        async with Kube(Credentials(server=f"http://127.0.0.1:{port}", token="t"), connections=1) as kube:
-            async def leader_work() -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
-                fence.WRITE_FENCE.set(switch)
-                first = asyncio.create_task(kube.raw("POST", "/first", {}))
-                await asyncio.sleep(0.2)
-                second = asyncio.create_task(kube.raw("POST", "/second", {}))  # passes the fence, then queues
-                await asyncio.sleep(0.2)
-                return first, second
+    async with local_server(handler) as port, \
+            Kube(Credentials(server=f"http://127.0.0.1:{port}", token="t"), connections=1) as kube:
+        async def leader_work() -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
+            fence.WRITE_FENCE.set(switch)
+            first = asyncio.create_task(kube.raw("POST", "/first", {}))
+            await asyncio.sleep(0.2)
+            second = asyncio.create_task(kube.raw("POST", "/second", {}))  # passes the fence, then queues
+            await asyncio.sleep(0.2)
+            return first, second
 
-            first, second = await asyncio.create_task(leader_work())
-            switch.expired = True
-            gate.set()
-            await first
-            with pytest.raises(fence.LeadershipLost):
-                await second
-    finally:
-        await runner.cleanup()
+        first, second = await asyncio.create_task(leader_work())
+        switch.expired = True
+        gate.set()
+        await first
+        with pytest.raises(fence.LeadershipLost):
+            await second
     assert seen == ["/first"]
 
 
@@ -123,32 +131,22 @@ async def test_a_refused_write_opens_no_connection() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     switch = Switch()
     switch.expired = True
-    try:
-        async with Kube(Credentials(server=f"http://127.0.0.1:{runner.addresses[0][1]}", token="t")) as kube:
-            session = kube.session()
-            real = session.connector._create_connection  # type: ignore[union-attr]
+    async with local_server(handler) as port, Kube(Credentials(server=f"http://127.0.0.1:{port}", token="t")) as kube:
+        session = kube.session()
+        real = session.connector._create_connection  # type: ignore[union-attr]
 
-            async def noting(*args: Any, **kwargs: Any) -> Any:
-                opened.append(args)
-                return await real(*args, **kwargs)
+        async def noting(*args: Any, **kwargs: Any) -> Any:
+            opened.append(args)
+            return await real(*args, **kwargs)
 
-            session.connector._create_connection = noting  # type: ignore[union-attr, method-assign]
+        session.connector._create_connection = noting  # type: ignore[union-attr, method-assign]
 
-            async def leader_work() -> None:
-                fence.WRITE_FENCE.set(switch)
-                await kube.session().post(f"http://127.0.0.1:{runner.addresses[0][1]}/x",
-                                          trace_request_ctx={"method": "POST"})
+        async def leader_work() -> None:
+            fence.WRITE_FENCE.set(switch)
+            await kube.session().post(f"http://127.0.0.1:{port}/x", trace_request_ctx={"method": "POST"})
 
-            with pytest.raises(fence.LeadershipLost):
-                await asyncio.create_task(leader_work())
-    finally:
-        await runner.cleanup()
+        with pytest.raises(fence.LeadershipLost):
+            await asyncio.create_task(leader_work())
     assert opened == []

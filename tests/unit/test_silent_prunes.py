@@ -88,10 +88,9 @@ async def test_an_object_whose_apply_failed_once_is_still_pruned_when_its_feed_g
 
 
 
-async def test_drift_correction_off_gets_a_prune_only_pass_once_the_cluster_is_back() -> None:
-    """Review s36: while a prune waited, every resync re-applied a Description whose user had turned drift
-    correction off, undoing hand edits. Now nothing is pushed while the cluster is silent, and once it is back only
-    what dropped out is let go of."""
+async def drift_off_pending(back: bool = True) -> tuple[Controller, FakeKube, FakeKube]:
+    """A Description with drift correction off, a feed dropped while its cluster was silent (the prune owed), a
+    hand edit the user wants kept, and the cluster back (`back`)."""
     c, parent, child = await deployed_controller(push_secret(), other_config_map())
     await with_feeds(c, parent, add=True)
     await c.pusher.push(DESC, force=True)
@@ -105,7 +104,29 @@ async def test_drift_correction_off_gets_a_prune_only_pass_once_the_cluster_is_b
     assert applier.deployed(desc) and applier.prunes_pending(desc)
     edited = child.find("ConfigMap", "default", "cfg")
     assert edited is not None
-    edited["data"] = {"k": "edited by hand"}  # drift the user wants kept
+    edited["data"] = {"k": "edited by hand"}
+    if back:
+        c.store.caches.clusters[(NS, "child1")] = cluster()
+    return c, parent, child
+
+
+def refusing(child: FakeKube, error: Exception, name: str | None = "cfg") -> None:
+    """Reads of ConfigMap `name` (every read when None) fail with `error`."""
+    real = child.get
+
+    async def get(api_version: str, kind: str, wanted: str, namespace: str | None = None) -> Any:
+        if name is None or (kind, wanted) == ("ConfigMap", name):
+            raise error
+        return await real(api_version, kind, wanted, namespace)
+
+    child.get = get  # type: ignore[method-assign]
+
+
+async def test_drift_correction_off_gets_a_prune_only_pass_once_the_cluster_is_back() -> None:
+    """Review s36: while a prune waited, every resync re-applied a Description whose user had turned drift
+    correction off, undoing hand edits. Now nothing is pushed while the cluster is silent, and once it is back only
+    what dropped out is let go of."""
+    c, parent, child = await drift_off_pending(back=False)
     child.writes.clear()
     await c.pusher.push(DESC, force=True)  # the resync, the cluster still silent: nothing
     assert child.writes == []
@@ -134,37 +155,6 @@ async def test_what_dropped_out_is_still_handed_over_while_the_cluster_is_silent
 
 
 # --- re-review s36: prune-only passes and silent releases -----------------------------------------------------
-
-
-async def drift_off_pending() -> tuple[Controller, FakeKube, FakeKube]:
-    """A Description with drift correction off, a feed dropped while its cluster was silent (the prune owed), a
-    hand edit the user wants kept, and the cluster back."""
-    c, parent, child = await deployed_controller(push_secret(), other_config_map())
-    await with_feeds(c, parent, add=True)
-    await c.pusher.push(DESC, force=True)
-    c.store.caches.clusters[(NS, "child1")] = cluster(ready="Unknown")
-    await with_feeds(c, parent, feeds=1)
-    await c.pusher.push(DESC, force=False)
-    desc = copy.deepcopy(parent.find("Description", *DESC))
-    desc["metadata"].setdefault("annotations", {})[known.ANNOTATION_DRIFT_CORRECTION] = "false"
-    parent.objects[("Description", *DESC)]["metadata"]["annotations"] = desc["metadata"]["annotations"]
-    c.store.caches.descriptions[DESC] = desc
-    assert applier.deployed(desc) and applier.prunes_pending(desc)
-    child.find("ConfigMap", "default", "cfg")["data"] = {"k": "edited by hand"}
-    c.store.caches.clusters[(NS, "child1")] = cluster()
-    return c, parent, child
-
-
-def refusing(child: FakeKube, error: Exception, name: str | None = "cfg") -> None:
-    """Reads of ConfigMap `name` (every read when None) fail with `error`."""
-    real = child.get
-
-    async def get(api_version: str, kind: str, wanted: str, namespace: str | None = None) -> Any:
-        if name is None or (kind, wanted) == ("ConfigMap", name):
-            raise error
-        return await real(api_version, kind, wanted, namespace)
-
-    child.get = get  # type: ignore[method-assign]
 
 
 async def test_a_read_error_in_a_prune_only_pass_puts_the_prune_off_and_applies_nothing() -> None:
