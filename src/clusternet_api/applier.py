@@ -221,8 +221,11 @@ def prunes_pending(desc: Obj) -> bool:
     entries = (desc.get("status") or {}).get("manifestStatuses") or []
     if not entries:
         return False
-    current = {object_key(identity(o)) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])}
-    return any(object_key(status_ident(s)) not in current for s in entries)
+    try:
+        current = {object_key(identity(o)) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])}
+        return any(object_key(status_ident(s)) not in current for s in entries)
+    except (ValueError, KeyError, TypeError):  # a spec or status it cannot read: the push says what is wrong
+        return True
 
 
 async def _read_object(child: KubeApi, obj: Obj) -> tuple[str | None, Obj | None]:
@@ -233,6 +236,10 @@ async def _read_object(child: KubeApi, obj: Obj) -> tuple[str | None, Obj | None
         return None, await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
     except ResourceNotFound:
         return None, None
+    except ApiException as e:
+        if e.status == 404:  # its kind not served (a CRD deleted since this client discovered it), or not yet
+            return None, None  # (a cold API server: then the prune's own read of an alias fails too, deleting none)
+        return f"{describe(ident)}: {error_text(e)}", None
     except Exception as e:
         return f"{describe(ident)}: {error_text(e)}", None
 

@@ -101,7 +101,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             if late:
                 log.warning("stopping without waiting for %s", ", ".join(sorted(t.get_name() for t in late)))
             assert ctx.sockets is not None
-            await ctx.sockets.close(wait_marks=False)  # their marks are waited for once the Lease is released
+            await ctx.sockets.close(wait_marks=False)  # their marks are written once the Lease is released
             await runner.cleanup()
             if peer_runner is not None and peers is not None:
                 await peer_runner.cleanup()
@@ -144,8 +144,10 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             else:
                 await replica.run(lead())
         finally:
-            await shutdown()
-            await ctx.sockets.finish_marks()
+            try:
+                await shutdown()
+            finally:  # its tunnels' marks, held by the close inside kopf's cleanup, outside kopf and the Lease
+                await ctx.sockets.finish_marks()
 
 
 @click.command(context_settings={"show_default": True})

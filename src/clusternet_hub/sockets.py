@@ -130,6 +130,7 @@ class SocketRegistry:
         """The leader's watch cache of ManagedClusters by cluster ID (set by the hub): tunnel checks without a LIST."""
         self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
         self._marks_written = 0  # tunnel-state writes ended so far: whether a stopping hub's marks progress (close)
+        self._held: list[tuple[Tunnel, bool, str]] | None = None  # marks of a closing hub, for finish_marks
         self._pruned = time.monotonic()  # when expired answers were last dropped from _reviews and _owners
         self._announcing: set[asyncio.Task[None]] = set()  # telling the peers of a new tunnel (attach)
 
@@ -344,6 +345,9 @@ class SocketRegistry:
         moment it is registered, and on a busy parent the write takes seconds (409 retries against the agent's
         heartbeats, the client's QPS limit); attached first and read only after it, a reconnected tunnel sat
         deaf meanwhile and every stream opened on it timed out (test_faults.py, tunnels cut under load)."""
+        if self._held is not None:  # closing: written by finish_marks, outside the work kopf cancels
+            self._held.append((tunnel, connected, message))
+            return
         cluster_id = tunnel.cluster_id
         earlier = self._marks.get(cluster_id)
 
@@ -410,17 +414,24 @@ class SocketRegistry:
             tunnel.count_bytes()
 
     async def close(self, wait_marks: bool = True) -> None:
-        """Close every tunnel, and (`wait_marks`) wait for their SocketConnected marks as finish_marks does."""
+        """Close every tunnel, and (`wait_marks`) write their SocketConnected marks as finish_marks does; without,
+        the marks are held until finish_marks."""
         for remote in self._remote.values():
             remote.close()
+        if not wait_marks and self._held is None:
+            self._held = []
         await asyncio.gather(*(self.detach(tunnel, "hub shutting down") for tunnel in list(self.tunnels.values())))
         if wait_marks:
             await self.finish_marks()
 
     async def finish_marks(self) -> None:
-        """Wait for the tunnel-state marks still being written, while they progress (MARKS_GRACE_SECONDS). The hub
-        waits after it has released its Lease: waited for before, the Lease stayed held, and no replica led, for
-        up to the whole grace at every stop of an HA leader (re-review s36)."""
+        """Write the marks held since close, and wait for every mark still being written while they progress
+        (MARKS_GRACE_SECONDS). The hub calls it once its Lease is released: waited for before, no replica led
+        meanwhile at every stop of an HA leader; and once kopf has ended, which cancels every task started while
+        it ran, marks that a stop inside its cleanup handler started included (re-review s36)."""
+        held, self._held = self._held or [], None
+        for tunnel, connected, message in held:
+            self._record(tunnel, connected, message)
         marks = dict(self._marks)
         if not marks:
             return

@@ -219,3 +219,18 @@ async def test_a_prune_owed_outlives_a_pending_reason_written_over_it() -> None:
     assert applier.prunes_pending(c.store.caches.descriptions[DESC])
     await c.pusher.push(DESC, force=True)
     assert child.find("ConfigMap", "default", "cfg2") is None
+
+
+async def test_a_text_404_of_a_kind_deleted_since_discovery_does_not_hold_a_prune_only_pass_up() -> None:
+    """Re-review s36: a client that discovered the kind before its CRD went gets the server's text 404, not
+    ResourceNotFound; the pass was put off until the client was replaced (the agent's next token)."""
+    c, _, child = await drift_off_pending()
+    refusing(child, ApiException(404, "404 page not found"))
+    await c.pusher.push(DESC, force=True)
+    assert child.find("ConfigMap", "default", "cfg2") is None
+
+
+def test_a_status_that_cannot_be_read_owes_a_push_rather_than_raising() -> None:
+    """Re-review s36: prunes_pending decodes the spec; a bad entry raised out of the store's report handling."""
+    desc = {"metadata": {}, "spec": {"raw": ["{not json"]}, "status": {"manifestStatuses": [{"kind": "ConfigMap"}]}}
+    assert applier.prunes_pending(desc)
