@@ -103,10 +103,19 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             assert ctx.sockets is not None
             await ctx.sockets.close(wait_marks=False)  # their marks are written once the Lease is released
             await runner.cleanup()
-            if peer_runner is not None and peers is not None:
-                await peer_runner.cleanup()
-                await peers.close()
             await proxy.close()
+
+        async def finish() -> None:
+            """After the Lease's release and kopf's end: the tunnels' marks, which ask the peers whether an agent
+            moved (the peers closed first, each mark's question failed with a traceback: CI, test_hub_ha), then
+            the peers."""
+            assert ctx.sockets is not None
+            try:
+                await ctx.sockets.finish_marks()
+            finally:
+                if peer_runner is not None and peers is not None:
+                    await peer_runner.cleanup()
+                    await peers.close()
 
         stopping: list[asyncio.Future[None]] = []
 
@@ -147,7 +156,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             try:
                 await shutdown()
             finally:  # its tunnels' marks, held by the close inside kopf's cleanup, outside kopf and the Lease
-                await ctx.sockets.finish_marks()
+                await finish()
 
 
 @click.command(context_settings={"show_default": True})

@@ -364,11 +364,17 @@ class Peers:
         asking = {asyncio.create_task(self.holds(p, cluster_id)): p for p in self.live.values()
                   if now - self._down.get(p.id, -RENEW_SECONDS) >= RENEW_SECONDS}
         pending = set(asking)
+        failed: BaseException | None = None
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if found := [asking[task] for task in done if task.result()]:
-                    return found[0]
+                for task in done:  # every answer read, a failure too (unread: "exception was never retrieved")
+                    if (error := task.exception()) is not None:
+                        failed = failed or error
+                    elif task.result():
+                        return asking[task]
+            if failed is not None:
+                raise failed
             return None
         finally:
             for task in pending:
