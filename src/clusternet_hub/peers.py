@@ -364,23 +364,24 @@ class Peers:
         asking = {asyncio.create_task(self.holds(p, cluster_id)): p for p in self.live.values()
                   if now - self._down.get(p.id, -RENEW_SECONDS) >= RENEW_SECONDS}
         pending = set(asking)
-        failed: BaseException | None = None
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:  # every answer read, a failure too (unread: "exception was never retrieved")
-                    if (error := task.exception()) is not None:
-                        failed = failed or error
-                    elif task.result():
-                        return asking[task]
-            if failed is not None:
-                raise failed
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if found := [asking[t] for t in asking if t.done() and not t.cancelled() and not t.exception()
+                             and t.result()]:
+                    return found[0]
+            failed = [error for t in asking if (error := t.exception())]
+            if failed:
+                raise failed[0]
             return None
         finally:
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+            for task in asking:  # every answer read, a failure too (unread: "exception was never retrieved")
+                if not task.cancelled():
+                    task.exception()
 
     async def announce(self, cluster_id: str) -> None:
         """Tell every live peer that the cluster's agent just connected its tunnel here. A peer still holding an
