@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from clusternet_hub.controller.workqueue import Backoff, WorkQueue
 
 
@@ -130,3 +132,74 @@ async def test_a_background_request_during_processing_stays_in_the_background() 
     q.add("b")
     q.done(key)
     assert q.drain() == [("b", False), ("a", False)]
+
+
+def grouped() -> WorkQueue[str]:
+    """Keys `<group>/<name>` at most 2 of a group at once; keys without a slash have no group."""
+    return WorkQueue(lambda key: key.split("/")[0] if "/" in key else None, group_limit=2)
+
+
+async def test_at_most_the_limit_of_one_group_at_once_the_others_pass() -> None:
+    q = grouped()
+    for key in ("slow/1", "slow/2", "slow/3", "slow/4", "sub", "fast/1"):
+        q.add(key)
+    taken = [(await q.get())[0] for _ in range(4)]
+    assert taken == ["slow/1", "slow/2", "sub", "fast/1"]  # slow/3 and slow/4 wait aside, still queued
+    assert q.waiting("slow/3") and len(q) == 2
+    q.add("other")
+    assert (await q.get())[0] == "other"
+    q.done("slow/1")  # the first set aside goes back to the front, before what came in after it
+    q.add("late")
+    assert (await q.get())[0] == "slow/3"
+    q.done("slow/2")
+    assert q.drain() == [("slow/4", False), ("late", False)]
+
+
+async def test_a_key_set_aside_in_the_background_and_promoted_runs_once() -> None:
+    q = grouped()
+    q.add("c/1")
+    q.add("c/2")
+    q.add("c/3", background=True)
+    assert [(await q.get())[0] for _ in range(2)] == ["c/1", "c/2"]
+    with pytest.raises(TimeoutError):  # its background entry is taken and set aside: its group is full
+        await asyncio.wait_for(q.get(), 0.05)
+    assert q.waiting("c/3")
+    q.add("c/3", force=True)  # asked for normally meanwhile: promoted to the front lane, its force kept
+    with pytest.raises(TimeoutError):  # and set aside again, from the front lane
+        await asyncio.wait_for(q.get(), 0.05)
+    q.done("c/1")  # one slot free: c/3 runs, not its left-behind background entry in its place
+    assert await asyncio.wait_for(q.get(), 1) == ("c/3", True)
+    q.done("c/2")
+    q.done("c/3")
+    assert q.drain() == [] and not q.waiting("c/3")  # once, not once per lane
+
+
+async def test_workers_never_take_more_of_a_group_than_its_limit_and_all_gets_done() -> None:
+    q = grouped()
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    done: list[str] = []
+
+    async def worker() -> None:
+        while True:
+            key, _ = await q.get()
+            group = key.split("/")[0]
+            running[group] = running.get(group, 0) + 1
+            most[group] = max(most.get(group, 0), running[group])
+            await asyncio.sleep(0.01 if group == "slow" else 0.001)
+            running[group] -= 1
+            done.append(key)
+            q.done(key)
+
+    workers = [asyncio.create_task(worker()) for _ in range(6)]
+    keys = [f"slow/{i}" for i in range(8)] + [f"fast/{i}" for i in range(8)]
+    for key in keys:
+        q.add(key, background=key.endswith("3"))
+    for _ in range(200):
+        if len(done) == len(keys):
+            break
+        await asyncio.sleep(0.01)
+    for w in workers:
+        w.cancel()
+    assert sorted(done) == sorted(keys) and most == {"slow": 2, "fast": 2}
+    assert done.index("fast/7") < done.index("slow/7")  # the fast group was not held behind the slow one

@@ -10,21 +10,31 @@ Watch events only mark a key as due; workers take keys from here. Like client-go
   clusters a rollout outlasted the 30-s resync, and re-pushing every Description already deployed (drift
   correction) took the workers from the ones not deployed yet, each round more of them (bench/scale.py:
   738 s to deploy 1,000 clusters, 165 s to re-apply them all). A key asked for again normally while it
-  waits in the background lane moves to the front lane.
+  waits in the background lane moves to the front lane;
+- unlike client-go, keys of one group (`group`: the cluster a push or Helm release goes to) are processed by at
+  most `group_limit` workers at once; the others wait aside, in order, and the first of them goes back to the
+  front of its lane when one of its group is done. A few clusters slow to answer held every worker, so the other
+  clusters' pushes and every Subscription waited for them (audit s36, controllers, finding 7).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self) -> None:
+    def __init__(self, group: Callable[[K], Hashable | None] | None = None, group_limit: int = 0) -> None:
+        """`group`: a key's group, or None when it has none; `group_limit` > 0: at most that many keys of one group
+        processed at once."""
+        self._group = group if group is not None and group_limit > 0 else None
+        self._group_limit = group_limit
+        self._busy: dict[Hashable, int] = {}  # group -> its keys being processed
+        self._aside: dict[Hashable, deque[tuple[K, int]]] = {}  # group -> (key, lane) waiting for one of them
         self._lanes: tuple[deque[K], deque[K]] = (deque(), deque())  # (front, background)
         self._entries: asyncio.Queue[None] = asyncio.Queue()  # one per lane entry, left-behind ones included
         self._queued: dict[K, bool] = {}  # key -> force, for keys waiting in a lane
@@ -85,14 +95,42 @@ class WorkQueue(Generic[K]):
         """Take the next entry (front lane first): its key, or None for an entry a promotion left behind."""
         lane = 0 if self._lanes[0] else 1
         key = self._lanes[lane].popleft()
-        if key not in self._queued or (lane == 1) != (key in self._background):
+        if not self._still_in(key, lane):
             return None
+        group = self._group(key) if self._group is not None else None
+        if group is not None:
+            if self._busy.get(group, 0) >= self._group_limit:
+                self._aside.setdefault(group, deque()).append((key, lane))
+                return None
+            self._busy[group] = self._busy.get(group, 0) + 1
         self._background.discard(key)
         self._processing.add(key)
         return key, self._queued.pop(key)
 
+    def _still_in(self, key: K, lane: int) -> bool:
+        """Whether the key still waits in that lane: not an entry a promotion (or a run) left behind."""
+        return key in self._queued and (lane == 1) == (key in self._background)
+
+    def _group_done(self, key: K) -> None:
+        """One key of its group less at work: the first of the group set aside goes to the front of its lane."""
+        group = self._group(key) if self._group is not None else None
+        if group is None:
+            return
+        if (busy := self._busy.pop(group, 1) - 1) > 0:
+            self._busy[group] = busy
+        aside = self._aside.get(group)
+        while aside:
+            waiting, lane = aside.popleft()
+            if self._still_in(waiting, lane):
+                self._lanes[lane].appendleft(waiting)
+                self._entries.put_nowait(None)
+                break
+        if not aside:
+            self._aside.pop(group, None)
+
     def done(self, key: K) -> None:
         self._processing.discard(key)
+        self._group_done(key)
         if key in self._again:
             force, background = self._again.pop(key)
             self.add(key, force, background)
@@ -115,6 +153,7 @@ class WorkQueue(Generic[K]):
             self._entries.get_nowait()
             if (taken := self._take()) is not None:
                 self._processing.discard(taken[0])
+                self._group_done(taken[0])
                 out.append(taken)
         return out
 
