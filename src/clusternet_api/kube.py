@@ -50,6 +50,7 @@ from clusternet_api.execplugin import CredentialsError, ExecCredential
 from clusternet_api.httpsession import client_session
 from clusternet_api.kubeconfig import kubeconfig_namespace, kubeconfig_path
 from clusternet_api.ratelimit import MAX_RETRIES, TokenBucket, retry_after
+from clusternet_api.reachability import Reachability
 from clusternet_api.restpaths import core_resource, resource_path
 from clusternet_api.sharedrun import SharedRuns
 from clusternet_api.tunnel import http as tunnel_http
@@ -78,16 +79,21 @@ class Kube:
     """One API server, dict-based. `async with Kube(creds) as kube:` or call `close()`."""
 
     def __init__(self, creds: Credentials, *, user_agent: str = "clusternet-py", connections: int = 100,
-                 opener: StreamOpener | None = None, qps: float = 0.0, burst: int = 0) -> None:
+                 opener: StreamOpener | None = None, qps: float = 0.0, burst: int = 0,
+                 connect_timeout: float | None = None, fail_fast: bool = False) -> None:
         """`opener`: reach the server over streams it opens (a tunnel) instead of aiohttp connections; the
         server URL then only names the Host, TLS is the stream's business (the agent's, for a tunnel).
-        `qps` > 0: at most that many non-watch requests a second on average, `burst` at once (no limit else)."""
+        `qps` > 0: at most that many non-watch requests a second on average, `burst` at once (no limit else).
+        `connect_timeout`: for a new connection, TLS included; `fail_fast`: not asking again for a while a server
+        that did not answer (reachability.py). Both for connections, not a tunnel's streams."""
         self.creds = creds
         self.limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
         self.clusternet_limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
         self.user_agent = user_agent
         self.connections = connections  # at most this many open at once; more requests wait for one
         self._ssl = ssl_context(creds) if opener is None else None
+        self._timeout = aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT, sock_connect=connect_timeout)
+        self._reach = Reachability(creds.server) if fail_fast and opener is None else None
         self._session: aiohttp.ClientSession | None = None
         self._streams = StreamHttp(lambda _: opener()) if opener is not None else None
         self._stream_slots = asyncio.Semaphore(connections)  # the stream path's counterpart of the pool limit
@@ -410,12 +416,13 @@ class Kube:
                 response = await self._stream_request(method, path, query, headers, data, extra_headers)
                 body = _parsed(await read_body(response))
                 return response.status, body, retry_after(response.status, CIMultiDict(response.headers))
-        async with self.session().request(
-                method, self.creds.server.rstrip("/") + path, data=data, params=query,
-                headers=self._all_headers(headers, extra_headers), timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT),
-                proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name,
-                trace_request_ctx={"method": method}) as resp:
-            return resp.status, _parsed(await resp.read()), retry_after(resp.status, resp.headers)
+        with self._reach.attempt() if self._reach is not None else contextlib.nullcontext():
+            async with self.session().request(
+                    method, self.creds.server.rstrip("/") + path, data=data, params=query,
+                    headers=self._all_headers(headers, extra_headers), timeout=self._timeout,
+                    proxy=self.creds.proxy_url, server_hostname=self.creds.tls_server_name,
+                    trace_request_ctx={"method": method}) as resp:
+                return resp.status, _parsed(await resp.read()), retry_after(resp.status, resp.headers)
 
     async def watch(self, api_version: str, kind: str, namespace: str | None = None,
                     server_timeout: int = 60, resource_version: str | None = None) -> AsyncIterator[Obj]:

@@ -62,6 +62,10 @@ PUSH_SECRET_TTL = 300.0
 # keep a push's requests overlapping; through the tunnel a connection is only a stream: as many as a push uses.
 CHILD_CONNECTIONS = 2
 TUNNEL_CONNECTIONS = 8
+# For a new connection straight to a child, TLS included. A handshake takes milliseconds on a LAN and well under
+# a second across continents; a request to an address that drops packets waited for the whole request timeout
+# (120 s) instead, holding a worker (audit s36, controllers, finding 7). client-go dials for up to 30 s.
+CONNECT_TIMEOUT = 10.0
 # A failed push comes back with growing delay, not on its own status events
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0
 
@@ -72,7 +76,10 @@ Connect = Callable[[Credentials, int, StreamOpener | None], ChildApi]
 
 
 def connect_child(creds: Credentials, connections: int, opener: StreamOpener | None) -> ChildApi:
-    return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections, opener=opener)
+    """A client that does not ask again for a while a child that did not answer (clusternet_api.reachability): a
+    push to it then fails at once, and a few clusters out of reach no longer hold every worker."""
+    return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections, opener=opener,
+                connect_timeout=CONNECT_TIMEOUT, fail_fast=True)
 
 
 async def release_with_cluster(kube: KubeApi, obj: Obj, mc: Obj | None) -> bool:
