@@ -9,12 +9,13 @@ created again, orphaned for good. client-go has the same window; Kubernetes' con
 Here the work run while leading (clusternet_api.leaderelection.run_while_leading) carries a fence in a context
 variable that its tasks inherit. Every request that is not a read, made by a `Kube` from such a task, and every
 Helm operation and relayed Helm connection, first asks the fence, which refuses once the last renewal of the
-Lease was sent a renew deadline ago or more *on the local monotonic clock*: no round trip, so a frozen process
-refuses at the first instruction after it wakes. A `Kube` request asks it again after waiting for a connection
+Lease was sent a renew deadline ago or more *on the local clock* (CLOCK_BOOTTIME, which a suspend does not stop:
+leaderelection.boot_clock): no round trip, so a frozen or suspended process refuses at the first instruction
+after it wakes. A `Kube` request asks it again after waiting for a connection
 slot, before opening a new connection, and once it has its tunnel stream: one that waited for either (a child
 client's few connections, the agent's OPEN answer) went out after the fence had expired (audit s36). Helm
 operations ask it before they are handed to their thread; one queued there behind a long `wait` is not asked
-again (the fence's clock is the event loop's), and only the relayed Helm connections of tunnel clusters are
+again (the fence is asked on the event loop), and only the relayed Helm connections of tunnel clusters are
 fenced per request. The other
 replicas wait a whole lease duration (longer than the renew deadline) before they take over, so the two never
 write at the same time unless a request was already on the wire, the one case no client-side fence can close.

@@ -13,8 +13,9 @@ Hub and agent replicas agree on one leader through the API server only (no conse
 * on a clean shutdown the leader releases the Lease (holder cleared, leaseDurationSeconds 1, as client-go's
   ReleaseOnCancel), so a standby takes over within a retry period instead of a lease duration;
 * where we go further than client-go: the work run while leading is fenced (clusternet_api.fence). Its writes
-  are refused, without a round trip, once the last renewal was sent a renew deadline ago on the local monotonic
-  clock, and `hold()` gives up at that same moment, so a leader frozen past its lease writes nothing on waking.
+  are refused, without a round trip, once the last renewal was sent a renew deadline ago on the local clock
+  (`boot_clock`, which goes on while the machine sleeps), and `hold()` gives up at that same moment, so a leader
+  frozen or suspended past its lease writes nothing on waking.
 
 The Lease traffic goes through a client of its own (`lease_client`), as kube-controller-manager builds a
 separate "leader-election" clientset: on the component's main client, with its --kube-api-qps limiter, a renewal
@@ -40,6 +41,7 @@ import logging
 import math
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -64,6 +66,17 @@ RELEASE_ATTEMPTS = 3  # a release meets 409 only when a renewal raced it; one re
 LEASE_CONNECTIONS = 8
 FAILED_ATTEMPT = (ApiException, aiohttp.ClientError, OSError, TimeoutError, CredentialsError)
 """What fails one attempt at the Lease, and not the election: whatever a request can raise."""
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def boot_clock() -> float:
+    """Seconds on Linux's CLOCK_BOOTTIME, which goes on while the machine is suspended; elsewhere time.monotonic().
+
+    The election's clock (the fence's too). It was the event loop's, CLOCK_MONOTONIC, which stops during a
+    suspend: a VM suspended past its lease woke believing its last renewal recent, and the fence let its writes
+    out until hold()'s next failed renewal, up to a renew deadline later (audit s36, HA F10). Only durations
+    are taken from it, never compared across machines."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
 
 
 def lease_client(creds: Credentials, user_agent: str) -> Kube:
@@ -127,7 +140,7 @@ class LeaderElector:
         self.kube = kube
         self.config = config
         self.identity = identity or default_identity()
-        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._clock = clock or boot_clock
         self._observed_spec: dict[str, Any] | None = None
         self._observed_time = 0.0
         self._lease: Obj | None = None  # the Lease as last read or written

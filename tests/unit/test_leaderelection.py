@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+import clusternet_api.leaderelection as le
 from clusternet_api.credentials import Credentials
 from clusternet_api.kube import Kube
 from clusternet_api.leaderelection import (
@@ -178,6 +180,27 @@ async def test_leader_gives_up_when_renewals_fail_past_the_deadline() -> None:
         # the renew deadline from the last renewal sent (as the write fence counts)
         assert CONFIG.renew_deadline - 0.05 <= loop.time() - start < 1.0
         assert not a.leading
+
+
+async def test_the_fence_counts_the_time_a_suspended_machine_slept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit s36, HA F10: on the event loop's clock (CLOCK_MONOTONIC, stopped while a VM is suspended) a leader
+    suspended past its lease woke believing its last renewal recent, and its writes went out. The election's clock
+    is CLOCK_BOOTTIME, which goes on: the event loop's clock does not move here, and the fence still closes."""
+    if le._BOOTTIME is None:
+        pytest.skip("no CLOCK_BOOTTIME on this platform: time.monotonic() is used")
+    slept = [0.0]
+    real = time.clock_gettime
+    monkeypatch.setattr(le.time, "clock_gettime",
+                        lambda clock: real(clock) + (slept[0] if clock == le._BOOTTIME else 0.0))
+    async with lease_api(LeaseAPI()) as kube:
+        a = LeaderElector(kube, CONFIG, "a")
+        assert await a.try_acquire_or_renew()
+        loop_time = asyncio.get_running_loop().time()
+        a.fence()  # just renewed: writes pass
+        slept[0] = 60.0  # suspended for a minute: boot time moved, the monotonic clock did not
+        assert asyncio.get_running_loop().time() - loop_time < CONFIG.renew_deadline
+        with pytest.raises(LeadershipLost):
+            a.fence()
 
 
 async def test_a_leader_frozen_past_its_lease_writes_nothing_on_waking() -> None:
