@@ -13,16 +13,16 @@ import pytest
 
 from clusternet_api import known
 from clusternet_hub.controller import Controller, pusher
-from clusternet_hub.controller.store import CLUSTER_WORKERS, cluster_of
+from clusternet_hub.controller.store import CLUSTER_WORKERS, group_of
 from tests.unit.fakekube import FakeKube
 from tests.unit.test_controller import DESC, NS, SUB, deployed_controller, no_tunnel
 from tests.unit.test_reachability import silent_tls_server
 
 
-def test_pushes_and_helm_releases_are_grouped_by_cluster_the_parents_work_is_not() -> None:
-    assert cluster_of(("push", NS, "d")) == cluster_of(("release", NS, "r")) == NS
-    assert [cluster_of((work, "default", "x")) for work in ("sub", "status", "helm", "chart")] == [None] * 4
-    assert CLUSTER_WORKERS == 2
+def test_the_work_that_shares_workers() -> None:
+    assert group_of(("push", NS, "d")) == group_of(("release", NS, "r")) == (NS, CLUSTER_WORKERS) == (NS, 2)
+    assert [group_of((work, "default", "x")) for work in ("sub", "status", "helm", "chart", "stray", "invalid")] == [
+        None] * 6
 
 
 async def test_pushes_to_a_cluster_that_never_answers_leave_workers_for_the_rest() -> None:

@@ -136,7 +136,7 @@ async def test_a_background_request_during_processing_stays_in_the_background() 
 
 def grouped() -> WorkQueue[str]:
     """Keys `<group>/<name>` at most 2 of a group at once; keys without a slash have no group."""
-    return WorkQueue(lambda key: key.split("/")[0] if "/" in key else None, group_limit=2)
+    return WorkQueue(lambda key: (key.split("/")[0], 2) if "/" in key else None)
 
 
 async def test_at_most_the_limit_of_one_group_at_once_the_others_pass() -> None:

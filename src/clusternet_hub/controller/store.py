@@ -18,7 +18,7 @@ from clusternet_api.kubeapi import KubeApi
 from clusternet_core import feedresolve, helmrender
 from clusternet_core.overrides import selection_problem
 from clusternet_core.plan import Caches, Key, key_of, override_targets, subscription_feeds
-from clusternet_hub.controller.workqueue import WorkQueue
+from clusternet_hub.controller.workqueue import Group, WorkQueue
 from clusternet_hub.health import is_ready
 
 Work = Literal["sub", "status", "push", "helm", "chart", "release", "stray", "invalid"]
@@ -29,15 +29,16 @@ that it applies to nothing; invalid: tell a Globalization (key ("", name)) why i
 WorkKey = tuple[Work, str, str]
 K = TypeVar("K")
 log = logging.getLogger(__name__)
-# Workers at most on one cluster's pushes and Helm releases at once (workqueue.py's group_limit). More would only
-# wait for its client's connections (pusher.py: 2 straight to its API server; through its tunnel one push opens
-# its 8 streams already), holding workers the other clusters' pushes and the Subscriptions need.
+# Workers at most on one cluster's pushes and Helm releases at once (workqueue.py's groups). More would only wait
+# for its client's connections (pusher.py: 2 straight to its API server; through its tunnel one push opens its 8
+# streams already), holding workers the other clusters' pushes and the Subscriptions need.
 CLUSTER_WORKERS = 2
 
 
-def cluster_of(item: WorkKey) -> str | None:
-    """The cluster (its namespace) a push or a Helm release goes to; None for the parent's own work."""
-    return item[1] if item[0] in ("push", "release") else None
+def group_of(item: WorkKey) -> Group | None:
+    """The work that shares workers (workqueue.py): a cluster's (its namespace's) pushes and Helm releases, at most
+    CLUSTER_WORKERS at once; None for the parent's own work."""
+    return (item[1], CLUSTER_WORKERS) if item[0] in ("push", "release") else None
 
 
 # What a push to a cluster whose agent reports useSocket says while its tunnel is down (controller/pusher.py,
@@ -103,7 +104,7 @@ class Store:
         # (kind, name) by cluster namespace of the deleting objects the hub marked no longer wanted (wanted.py): what
         # to take the mark back from when their Subscription binds the cluster again (subscriptions.py)
         self.marked: dict[str, set[tuple[str, str]]] = {}
-        self.queue: WorkQueue[WorkKey] = queue or WorkQueue(cluster_of, CLUSTER_WORKERS)
+        self.queue: WorkQueue[WorkKey] = queue or WorkQueue(group_of)
         # UIDs of Manifests whose deletion the watch delivered, newest last (at most DELETED_MANIFESTS_KEPT): a
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
         self.deleted_manifests: dict[str, None] = {}

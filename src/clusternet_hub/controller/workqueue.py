@@ -11,9 +11,9 @@ Watch events only mark a key as due; workers take keys from here. Like client-go
   correction) took the workers from the ones not deployed yet, each round more of them (bench/scale.py:
   738 s to deploy 1,000 clusters, 165 s to re-apply them all). A key asked for again normally while it
   waits in the background lane moves to the front lane;
-- unlike client-go, keys of one group (`group`: the cluster a push or Helm release goes to) are processed by at
-  most `group_limit` workers at once; the others wait aside, in order, and the first of them goes back to the
-  front of its lane when one of its group is done. A few clusters slow to answer held every worker, so the other
+- unlike client-go, keys of one group (`group` gives a key's group and that group's limit) are processed by at
+  most that many workers at once; the others wait aside, in order, and the first of them goes back to the front
+  of its lane when one of its group is done. A few clusters slow to answer held every worker, so the other
   clusters' pushes and every Subscription waited for them (audit s36, controllers, finding 7).
 """
 
@@ -25,14 +25,14 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+Group = tuple[Hashable, int]
+"""A group of keys and how many of them may be processed at once."""
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, group: Callable[[K], Hashable | None] | None = None, group_limit: int = 0) -> None:
-        """`group`: a key's group, or None when it has none; `group_limit` > 0: at most that many keys of one group
-        processed at once."""
-        self._group = group if group is not None and group_limit > 0 else None
-        self._group_limit = group_limit
+    def __init__(self, group: Callable[[K], Group | None] | None = None) -> None:
+        """`group`: a key's group and how many keys of it may be processed at once, or None when it has none."""
+        self._group = group
         self._busy: dict[Hashable, int] = {}  # group -> its keys being processed
         self._aside: dict[Hashable, deque[tuple[K, int]]] = {}  # group -> (key, lane) waiting for one of them
         self._lanes: tuple[deque[K], deque[K]] = (deque(), deque())  # (front, background)
@@ -97,9 +97,9 @@ class WorkQueue(Generic[K]):
         key = self._lanes[lane].popleft()
         if not self._still_in(key, lane):
             return None
-        group = self._group(key) if self._group is not None else None
+        group, limit = (self._group(key) if self._group is not None else None) or (None, 0)
         if group is not None:
-            if self._busy.get(group, 0) >= self._group_limit:
+            if self._busy.get(group, 0) >= limit:
                 self._aside.setdefault(group, deque()).append((key, lane))
                 return None
             self._busy[group] = self._busy.get(group, 0) + 1
@@ -113,7 +113,7 @@ class WorkQueue(Generic[K]):
 
     def _group_done(self, key: K) -> None:
         """One key of its group less at work: the first of the group set aside goes to the front of its lane."""
-        group = self._group(key) if self._group is not None else None
+        group, _ = (self._group(key) if self._group is not None else None) or (None, 0)
         if group is None:
             return
         if (busy := self._busy.pop(group, 1) - 1) > 0:
