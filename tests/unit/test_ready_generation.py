@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -56,3 +57,37 @@ async def test_ready_is_stamped_with_the_generation_planned_not_the_one_cached_a
     await c.subscriptions.reconcile(SUB, force=True)
     ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
     assert ready["observedGeneration"] == generation and ready["status"] == "False", ready
+
+
+async def test_a_rewrite_in_flight_during_a_reconcile_does_not_put_the_old_ready_back() -> None:
+    """Review s36, finding 3 (the related race): a report's rewrite (a `status` work item) computed before the
+    reconcile's write and landing after it put back `SpecChangePending` for the generation before, which every
+    later rewrite kept until the next reconcile. The two writes now take turns."""
+    c, parent, _ = await deployed_controller(push_secret())
+    await c.pusher.push(DESC, force=True)
+    c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
+    await c.subscriptions.reconcile(SUB, force=False)
+    sub = copy.deepcopy(parent.objects[("Subscription", *SUB)])
+    generation = sub["metadata"]["generation"]
+    sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": "staging"}}}]
+    sub["metadata"]["generation"] = generation + 1
+    parent.objects[("Subscription", *SUB)] = copy.deepcopy(sub)
+    c.store.on_subscription("MODIFIED", sub)
+    real_patch, slow = parent.patch, [True]
+
+    async def patch(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("subresource") == "status" and slow[0]:  # the rewrite's request, long on the wire
+            slow[0] = False
+            await asyncio.sleep(0.05)
+        return await real_patch(*args, **kwargs)
+
+    parent.patch = patch  # type: ignore[method-assign]
+    rewrite = asyncio.create_task(c.status.update(SUB))  # computed now: generation + 1 is not planned yet
+    await asyncio.sleep(0)
+    await c.subscriptions.reconcile(SUB, force=False)
+    await rewrite
+    ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
+    assert ready["observedGeneration"] == generation + 1 and ready["reason"] != "SpecChangePending", ready
+    await c.status.update(SUB)  # and the next report's rewrite keeps the generation
+    after = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
+    assert after["observedGeneration"] == generation + 1 and after["reason"] != "SpecChangePending", after

@@ -38,6 +38,12 @@ class StatusWriter:
         self.refused_writes: dict[Key, list[str]] = {}
         # Subscription -> its last reconcile's render problems (a broken override), kept in the same way
         self.render_problems: dict[Key, list[str]] = {}
+        # Subscription -> held while its status is computed and written: by a report's rewrite (a `status` work
+        # item) and by its reconcile, which run on different workers. A rewrite computed from the cache before a
+        # reconcile's write and landing after it put back the Ready of the spec before (`SpecChangePending`), and
+        # every later rewrite kept it until the next reconcile, up to a resync later (review s36, finding 3).
+        # Only the status writes take turns: a long reconcile (its Bases and Descriptions) does not hold them.
+        self.writing: dict[Key, asyncio.Lock] = {}
 
     async def paced_update(self, key: Key) -> None:
         """Rewrite the status for Descriptions that reported in, no more often than the cost of the last write
@@ -46,6 +52,8 @@ class StatusWriter:
             self.written.pop(key, None)  # deleted: nothing to pace any more
             self.refused_writes.pop(key, None)
             self.render_problems.pop(key, None)
+            if (lock := self.writing.get(key)) is not None and not lock.locked():
+                del self.writing[key]
             return
         if key in self.later:
             return
@@ -64,6 +72,10 @@ class StatusWriter:
 
     async def update(self, key: Key, inputs: StatusInputs | None = None) -> None:
         """Recompute the status from the cached Descriptions (and what a reconcile learnt) and write it."""
+        async with self.writing.setdefault(key, asyncio.Lock()):
+            await self._update(key, inputs)
+
+    async def _update(self, key: Key, inputs: StatusInputs | None) -> None:
         sub = self.store.caches.subscriptions.get(key)
         if sub is None or sub["metadata"].get("deletionTimestamp"):
             return
@@ -75,9 +87,14 @@ class StatusWriter:
         if refused := self.refused_writes.get(key):
             ready = substatus.with_planned_generation(sub, plan.condition(
                 "False", REASON_WRITE_REFUSED, "; ".join(refused)), inputs.generation if inputs is not None else None)
-        await self.write(sub, status, ready)
+        await self._write(sub, status, ready)
 
     async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:
+        """Write a status computed elsewhere (a reconcile's refusal), in turn with the rewrites (`writing`)."""
+        async with self.writing.setdefault(key_of(sub), asyncio.Lock()):
+            await self._write(sub, status, ready)
+
+    async def _write(self, sub: Obj, status: Obj, ready: Obj) -> None:
         new = substatus.status_update(sub, status, ready, now_rfc3339())
         if new is None:
             return
