@@ -128,3 +128,10 @@ def serving_context(cert_file: str | None, key_file: str | None, name: str) -> s
     pair = issue_cert(ca_key, ca_cert, name, dns_names=["localhost"], ips=["127.0.0.1"], server=True)
     load_cert_chain_pem(ctx, pair.cert_pem, pair.key_pem)
     return ctx
+
+
+def leaf_pem(chain_pem: bytes) -> bytes:
+    """The first certificate of a PEM chain, as PEM; b"" when there is none."""
+    if b"-----BEGIN CERTIFICATE-----" not in chain_pem:
+        return b""
+    return x509.load_pem_x509_certificates(chain_pem)[0].public_bytes(serialization.Encoding.PEM)

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
-from clusternet_api.pki import issue_cert, load_ca, make_ca
+from clusternet_api.pki import issue_cert, leaf_pem, load_ca, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
 
 log = logging.getLogger(__name__)
@@ -407,9 +407,14 @@ class Serving:
 
     def peer_trust(self) -> bytes:
         """What another replica's certificate must verify against (clusternet_hub.peers): the managed CA, and the
-        certificate served here, which replicas share (one Secret, or the same mounted --tls-cert-file)."""
+        certificate served here, which replicas share (one Secret, or the same mounted --tls-cert-file).
+
+        Of the served file, the leaf alone. Peers allow partial chains (a leaf can be the anchor), so every
+        intermediate of a full-chain --tls-cert-file was an anchor too: any certificate it issued, for any name,
+        verified as a peer and was sent the peer token (audit s36, HA F11). The cost: while replicas load a renewed
+        --tls-cert-file (each within REFRESH_SECONDS), a request forwarded between the new one and the old fails."""
         served = self.tls._loaded[0] if self.tls._loaded else b""
-        return (self.ca_pem or b"") + served
+        return (self.ca_pem or b"") + leaf_pem(served)
 
     def _loaded_ca(self) -> bytes | None:
         loaded = self.tls._loaded
