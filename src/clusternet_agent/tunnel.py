@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from clusternet_api import known
+from clusternet_api import fence, known
 from clusternet_api.logs import error_text
 from clusternet_api.tunnel import FrameError, Session
 
@@ -49,6 +49,9 @@ class StreamDialer:
         return address == known.TUNNEL_APISERVER_ADDRESS or address in self.allowed
 
     async def dial(self, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection for a stream the hub opens; refused (LeadershipLost, the hub's OPEN answered with it) once
+        this agent's leadership may have passed to another replica, whose tunnel the hub then uses."""
+        fence.check()
         if address == known.TUNNEL_APISERVER_ADDRESS:
             host, port = self.apiserver
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from clusternet_api import fence
 from clusternet_api.tunnel.frames import MAX_FRAME_PAYLOAD
 
 
@@ -45,7 +46,7 @@ async def pipe(stream: ByteStream, reader: asyncio.StreamReader, writer: asyncio
     downstream = asyncio.create_task(_stream_to_local(stream, writer, close_at_eof))
     try:
         await asyncio.gather(upstream, downstream)
-    except OSError as exc:  # ConnectionResetError from the stream, socket errors locally
+    except (OSError, fence.LeadershipLost) as exc:  # ConnectionResetError from the stream, socket errors locally
         stream.abort(describe_error(exc))
         writer.transport.abort()
     finally:
@@ -64,6 +65,11 @@ async def _local_to_stream(reader: asyncio.StreamReader, stream: ByteStream) -> 
 
 async def _stream_to_local(stream: ByteStream, writer: asyncio.StreamWriter, close_at_eof: bool) -> None:
     while data := await stream.read():
+        # Leader work's fence (clusternet_api.fence), asked per chunk as a relay cannot tell a read from a write: an
+        # agent leader frozen past its Lease woke with the hub's frames buffered and relayed them to its child, a
+        # late copy of a push the hub had meanwhile sent through the new leader's tunnel (audit s36, HA F12). No
+        # fence (not leader work: the hub's relays, an agent without leader election): nothing asked.
+        fence.check()
         writer.write(data)
         await writer.drain()
     if close_at_eof:
