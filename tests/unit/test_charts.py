@@ -269,3 +269,22 @@ def test_global_image_registry_and_pull_secrets_are_honoured(chart: str) -> None
     # the values files declare both keys, empty
     assert yaml.safe_load((CHARTS / chart / "values.yaml").read_text())["global"] == {
         "imageRegistry": "", "imagePullSecrets": []}
+
+
+def tmp_volume(spec: dict[str, Any]) -> dict[str, Any]:
+    volume: dict[str, Any] = next(v for v in spec["volumes"] if v["name"] == "tmp")
+    return volume
+
+
+@pytest.mark.parametrize(("chart", "deployment"), [("clusternet-hub", "deploy/hub/06-deployment.yaml"),
+                                                   ("clusternet-agent", "deploy/agent/02-deployment.yaml")])
+def test_deploy_and_the_charts_give_the_same_resources_and_tmp_size(chart: str, deployment: str) -> None:
+    """audit s37: deploy/ gave the agent 256Mi and /tmp 64Mi against the charts' 512Mi, with no reason. /tmp is
+    HOME, where Helm keeps repository indexes and charts (over the sizeLimit the pod is evicted). The hub's
+    limit is 1Gi: its RSS peaked at 385 MB with 1,000 clusters (README, Scale)."""
+    deployed = manifests(deployment)[0]["spec"]["template"]["spec"]
+    rendered = pod(render(chart), chart)
+    assert rendered["containers"][0]["resources"] == deployed["containers"][0]["resources"]
+    assert tmp_volume(rendered) == tmp_volume(deployed) == {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}
+    limit = rendered["containers"][0]["resources"]["limits"]["memory"]
+    assert limit == {"clusternet-hub": "1Gi", "clusternet-agent": "512Mi"}[chart]
