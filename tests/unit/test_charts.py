@@ -288,3 +288,39 @@ def test_deploy_and_the_charts_give_the_same_resources_and_tmp_size(chart: str, 
     assert tmp_volume(rendered) == tmp_volume(deployed) == {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}
     limit = rendered["containers"][0]["resources"]["limits"]["memory"]
     assert limit == {"clusternet-hub": "1Gi", "clusternet-agent": "512Mi"}[chart]
+
+
+CERT_VALUES: dict[str, Any] = {
+    "extraArgs": {"tls-cert-file": "/etc/tls/tls.crt", "tls-private-key-file": "/etc/tls/tls.key"},
+    "extraVolumes": [{"name": "serving-cert", "secret": {"secretName": "serving-tls"}},
+                     {"name": "ca", "configMap": {"name": "parent-ca"}}],
+    "extraVolumeMounts": [{"name": "serving-cert", "mountPath": "/etc/tls", "readOnly": True},
+                          {"name": "ca", "mountPath": "/etc/ca", "readOnly": True}]}
+
+
+@pytest.mark.parametrize("chart", ["clusternet-agent", "clusternet-hub"])
+def test_extra_volumes_and_mounts_reach_the_pod(chart: str) -> None:
+    """audit s37: neither chart could mount a file, so the flags that read one (hub --tls-cert-file,
+    --requestheader-client-ca-file; agent --parent-ca-file, --tunnel-ca-file) were out of reach with Helm.
+    Clusternet's charts lack these values too; ours append to the pod's volumes and the container's mounts."""
+    spec = pod(render(chart, CERT_VALUES), chart)
+    container = spec["containers"][0]
+    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}, *CERT_VALUES["extraVolumes"]]
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}, *CERT_VALUES["extraVolumeMounts"]]
+    assert {"--tls-cert-file=/etc/tls/tls.crt", "--tls-private-key-file=/etc/tls/tls.key"} <= set(container["args"])
+    # by default only /tmp, and the values files declare both keys, empty
+    plain = pod(render(chart), chart)
+    assert [v["name"] for v in plain["volumes"]] == ["tmp"]
+    assert plain["containers"][0]["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    values = yaml.safe_load((CHARTS / chart / "values.yaml").read_text())
+    assert values["extraVolumes"] == [] and values["extraVolumeMounts"] == []
+
+
+def test_the_hubs_apiservices_take_annotations_for_a_ca_injector() -> None:
+    """With --tls-cert-file the hub leaves the APIServices' caBundle alone; cert-manager's CA injector fills it
+    when they carry its annotation, which apiService.annotations puts on both."""
+    inject = {"cert-manager.io/inject-ca-from": "clusternet-system/clusternet-hub"}
+    objs = render("clusternet-hub", {"apiService": {"annotations": inject}})
+    for name in ("v1alpha1.proxies.clusternet.io", "v1alpha1.shadow"):
+        assert find(objs, "APIService", name)["metadata"]["annotations"] == inject
+        assert "annotations" not in find(render("clusternet-hub"), "APIService", name)["metadata"]
