@@ -80,19 +80,22 @@ class Kube:
 
     def __init__(self, creds: Credentials, *, user_agent: str = "clusternet-py", connections: int = 100,
                  opener: StreamOpener | None = None, qps: float = 0.0, burst: int = 0,
-                 connect_timeout: float | None = None, fail_fast: bool = False) -> None:
+                 connect_timeout: float | None = None, read_timeout: float | None = None,
+                 fail_fast: bool = False) -> None:
         """`opener`: reach the server over streams it opens (a tunnel) instead of aiohttp connections; the
         server URL then only names the Host, TLS is the stream's business (the agent's, for a tunnel).
         `qps` > 0: at most that many non-watch requests a second on average, `burst` at once (no limit else).
-        `connect_timeout`: for a new connection, TLS included; `fail_fast`: not asking again for a while a server
-        that did not answer (reachability.py). Both for connections, not a tunnel's streams."""
+        `connect_timeout`: for a new connection, TLS included; `read_timeout`: for each read of an answer;
+        `fail_fast`: not asking again for a while a server that did not answer (reachability.py). All three for
+        connections, not a tunnel's streams."""
         self.creds = creds
         self.limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
         self.clusternet_limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
         self.user_agent = user_agent
         self.connections = connections  # at most this many open at once; more requests wait for one
         self._ssl = ssl_context(creds) if opener is None else None
-        self._timeout = aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT, sock_connect=connect_timeout)
+        self._timeout = aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT, sock_connect=connect_timeout,
+                                              sock_read=read_timeout)
         self._reach = Reachability(creds.server) if fail_fast and opener is None else None
         self._session: aiohttp.ClientSession | None = None
         self._streams = StreamHttp(lambda _: opener()) if opener is not None else None

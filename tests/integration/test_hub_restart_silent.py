@@ -1,4 +1,6 @@
-"""A hub that starts while an agent is dead deletes nothing in that cluster until the agent reports (review F9).
+"""A cluster the hub reaches directly: a hub that starts while its agent is dead deletes nothing in it until the
+agent reports (review F9); a child that stops answering fails the hub's pushes fast, not one worker per request
+for two minutes (audit s36, controllers, finding 7).
 
 The agent of a cluster the hub reaches directly (SocketConnection off, so no tunnel goes down with the agent)
 dies while the hub is stopped, and the user deletes the Subscription meanwhile. The ManagedCluster still says
@@ -11,6 +13,7 @@ up once the agent is back: the user's deletion is carried out then, as for any o
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,3 +109,47 @@ def test_a_restarted_hub_waits_for_a_report_before_cleaning_up_in_a_directly_rea
     wait_for(lambda: config_map_uid(child1) is None, timeout=60, what="the ConfigMap cleaned up once child1 reports")
     wait_for(lambda: kubectl(parent, "get", "subs", "unheard", "-n", "default", check=False).returncode != 0,
              timeout=30, what="the Subscription gone")
+
+
+def subscription(name: str, cm: dict[str, Any]) -> str:
+    return json.dumps({"apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+                       "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}],
+                                "feeds": [feed(cm)]}})
+
+
+def test_a_frozen_child_fails_the_hubs_pushes_fast_and_they_resume_after(
+        direct: dict[str, Proc], parent: ControlPlane, child1: ControlPlane) -> None:
+    """child1's kube-apiserver frozen (SIGSTOP: its connections stay open and nothing is answered), as behind a
+    partition. A push used to wait 120 s per request; now the first request gives up after 30 s of silence and
+    the pushes after it fail at once, each saying so, until the child answers again. Nothing deployed is touched,
+    and what was created meanwhile is deployed once it is back."""
+    before_cm = {**CONFIG_MAP, "metadata": {"name": "partition-before", "namespace": "default"}}
+    during_cm = {**CONFIG_MAP, "metadata": {"name": "partition-during", "namespace": "default"}}
+    ns = mc_for(parent, child1)["metadata"]["namespace"]
+
+    def reason(sub: str) -> str:
+        return str(((descriptions(parent, sub).get(ns) or {}).get("status") or {}).get("reason") or "")
+
+    def phase(sub: str) -> str | None:
+        return ((descriptions(parent, sub).get(ns) or {}).get("status") or {}).get("phase")
+
+    store_template(parent, before_cm)
+    store_template(parent, during_cm)
+    kubectl(parent, "apply", "-f", "-", input=subscription("partition-before", before_cm))
+    wait_for(lambda: phase("partition-before") == "Success", timeout=60, what="the first ConfigMap pushed")
+    uid = kubectl(child1, "get", "cm", "partition-before", "-n", "default", "-o", "jsonpath={.metadata.uid}").stdout
+    try:
+        with child1.apiserver_frozen():
+            frozen = time.monotonic()
+            kubectl(parent, "apply", "-f", "-", input=subscription("partition-during", during_cm))
+            said = wait_for(lambda: reason("partition-during") if "not asked" in reason("partition-during")
+                            else None, timeout=75, what="the push failing at once while child1 is frozen")
+            took = time.monotonic() - frozen
+            print(f"pushes fail at once {took:.1f}s after child1 froze: {said}")
+            assert "did not answer" in said and took < 60, said
+        wait_for(lambda: phase("partition-during") == "Success", timeout=90, what="pushed once child1 answers")
+        assert kubectl(child1, "get", "cm", "partition-before", "-n", "default", "-o",
+                       "jsonpath={.metadata.uid}").stdout == uid
+    finally:
+        kubectl(parent, "delete", "subs", "partition-before", "partition-during", "-n", "default", check=False)

@@ -170,3 +170,27 @@ async def test_without_fail_fast_every_request_tries() -> None:
         for _ in range(2):
             with pytest.raises(aiohttp.ClientConnectorError):
                 await kube.raw("GET", "/version")
+
+
+async def test_a_push_client_gives_up_reading_from_a_server_that_went_silent() -> None:
+    """A connection kept alive from the last push to a child frozen (or cut off) since: the request is written,
+    and nothing comes back. Read time-out, then held."""
+    requests: list[bytes] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with Kube(Credentials(server=url, token="t"), read_timeout=0.3, fail_fast=True) as kube:
+            started = time.monotonic()
+            with pytest.raises(aiohttp.ServerTimeoutError):
+                await kube.raw("GET", "/version")
+            assert time.monotonic() - started < 2.0
+            with pytest.raises(Unreachable):
+                await kube.raw("GET", "/version")
+            assert len(requests) == 1
+    finally:
+        server.close()
