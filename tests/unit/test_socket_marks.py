@@ -16,7 +16,7 @@ import pytest
 
 from clusternet_api import known
 from clusternet_api.tunnel import Session
-from clusternet_hub import sockets
+from clusternet_hub import socketmarks
 from clusternet_hub.sockets import SocketRegistry, Tunnel
 
 
@@ -143,7 +143,7 @@ async def test_a_hub_cut_off_from_the_parent_stops_without_waiting_for_its_marks
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Audit s36 F5: a leader deposed because it was cut off from the parent waited for its tunnels' marks
     without bound, each GET and PATCH up to the client's 120 s, with its port open meanwhile."""
-    monkeypatch.setattr(sockets, "MARKS_STALL_SECONDS", 0.2)
+    monkeypatch.setattr(socketmarks, "MARKS_STALL_SECONDS", 0.2)
     parent = SlowParent()  # never answers
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     await registry.attach(tunnel())
@@ -155,7 +155,7 @@ async def test_a_hub_cut_off_from_the_parent_stops_without_waiting_for_its_marks
 async def test_a_stopping_hub_writes_every_mark_a_slow_parent_keeps_taking(monkeypatch: pytest.MonkeyPatch) -> None:
     """Review s36: a 5-s bound left most of 1,000 marks unwritten behind the QPS limiter, though the parent was
     answering; the wait now ends only when marks stop being written (or at MARKS_GRACE_SECONDS)."""
-    monkeypatch.setattr(sockets, "MARKS_STALL_SECONDS", 0.3)
+    monkeypatch.setattr(socketmarks, "MARKS_STALL_SECONDS", 0.3)
 
     class Paced(SlowParent):
         async def get(self, *_: Any) -> dict[str, Any]:  # one at a time, as the limiter lets them through

@@ -1,0 +1,144 @@
+"""The SocketConnected marks the hub writes on ManagedClusters as agents' tunnels come and go.
+
+Each cluster's marks are written in the background, in the order their tunnels changed (`_record`); a stopping hub
+holds them while kopf ends and writes them once its Lease is released, waiting while they progress
+(`finish_marks`). Kept apart from sockets.py, which authorises the tunnels and carries requests through them:
+`SocketMarks` is the registry's base, and uses its `kube` (the parent) and `peers` (the other replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from clusternet_api import fence, known
+from clusternet_api.kube import ApiException, Kube
+from clusternet_api.timefmt import now_rfc3339
+
+if TYPE_CHECKING:
+    from clusternet_hub.peers import Peers
+    from clusternet_hub.sockets import Tunnel
+
+log = logging.getLogger(__name__)
+
+MC_API = known.CLUSTERS_API_VERSION
+# How long a stopping hub waits for its tunnel-state marks (SocketConnected) still being written. Each is a GET
+# and a PATCH: milliseconds against a parent that answers, 120 s apiece (the client's timeout) against one that
+# does not, and being cut off from the parent is the usual reason a leader is deposed: its exit waited minutes
+# with its port open, taking agents' reconnects it could not authorise (audit s36 F5). So the wait ends once no
+# mark has been written for MARKS_STALL_SECONDS (a parent not answering), and after MARKS_GRACE_SECONDS in any
+# case, within Kubernetes' 30-s termination grace with time left for the Lease's release. Behind the 50-QPS
+# limiter about 25 marks are written a second: a single replica stopping with 1,000 tunnels leaves about half
+# unwritten, which stay True until their agents report (3 min) or a replica they reconnect to marks them
+# (review s36: a 5-s bound left 800).
+MARKS_GRACE_SECONDS = 20.0
+MARKS_STALL_SECONDS = 3.0
+
+
+class SocketMarks:
+    """The tunnels' SocketConnected marks, the base of sockets.SocketRegistry (which sets `kube` and `peers`)."""
+
+    kube: Kube
+    peers: Peers | None
+
+    def __init__(self) -> None:
+        self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
+        self._marks_written = 0  # tunnel-state writes ended so far: whether a stopping hub's marks progress (close)
+        self._held: list[tuple[Tunnel, bool, str]] | None = None  # marks of a closing hub, for finish_marks
+
+    def _record(self, tunnel: Tunnel, connected: bool, message: str) -> None:
+        """Write the tunnel's state to its ManagedCluster in the background, after the cluster's earlier writes
+        (the last state written is the last one that happened). Never inline: the tunnel must be read from the
+        moment it is registered, and on a busy parent the write takes seconds (409 retries against the agent's
+        heartbeats, the client's QPS limit); attached first and read only after it, a reconnected tunnel sat
+        deaf meanwhile and every stream opened on it timed out (test_faults.py, tunnels cut under load)."""
+        if self._held is not None:  # closing: written by finish_marks, outside the work kopf cancels
+            self._held.append((tunnel, connected, message))
+            return
+        cluster_id = tunnel.cluster_id
+        earlier = self._marks.get(cluster_id)
+
+        async def write() -> None:
+            if earlier is not None:
+                await asyncio.wait({earlier})
+            try:
+                await self._mark(tunnel, connected, message)
+            finally:
+                self._marks_written += 1
+
+        task = asyncio.create_task(write(), context=fence.unfenced())  # this replica's own record, not the leader's
+        self._marks[cluster_id] = task
+        task.add_done_callback(lambda done: self._marks.pop(cluster_id) if self._marks.get(cluster_id) is done
+                               else None)
+
+    async def _moved(self, cluster_id: str) -> bool:
+        """Whether the agent already holds a tunnel to another replica: then that replica marked it connected,
+        and marking it disconnected from here would be false."""
+        if self.peers is None:
+            return False
+        try:
+            return await self.peers.locate(cluster_id, fresh=True) is not None
+        except Exception as e:  # never let bookkeeping break the detach
+            log.warning("asking the other hub replicas about cluster %s failed: %s", cluster_id, e)
+            return False
+
+    async def _mark(self, tunnel: Tunnel, connected: bool, message: str) -> None:
+        """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats).
+
+        A cut is not written if the agent holds a tunnel to another replica by then, which marked it connected.
+        That is asked after the read, just before the write: the other replica writes its True after it has
+        registered the tunnel, so a True our read saw is found by the question, and one written after our read
+        fails our PATCH (409), whose retry asks again. Asked before the read, which waits behind the QPS limiter
+        (a stopping replica's hundreds of marks take seconds), the agents' reconnects came in between, and a
+        stopping or deposed replica overwrote the new replica's True with False for up to the agent's next
+        report, 3 minutes (audit s36 F4)."""
+        now = now_rfc3339()
+        try:
+            for attempt in range(3):
+                mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)
+                if mc is None or (not connected and await self._moved(tunnel.cluster_id)):
+                    return
+                conditions = [c for c in (mc.get("status") or {}).get("conditions") or []
+                              if c.get("type") != known.CONDITION_SOCKET]
+                conditions.append({"type": known.CONDITION_SOCKET, "status": "True" if connected else "False",
+                                   "reason": "TunnelConnected" if connected else "TunnelDisconnected",
+                                   "message": message, "lastTransitionTime": now})
+                # resourceVersion: never overwrite a heartbeat the agent wrote meanwhile (its Ready condition)
+                body = {"metadata": {"resourceVersion": mc["metadata"]["resourceVersion"]},
+                        "status": {"conditions": conditions}}
+                try:
+                    await self.kube.patch(MC_API, "ManagedCluster", tunnel.managed_cluster, body, tunnel.namespace,
+                                          subresource="status")
+                    return
+                except ApiException as e:
+                    if e.status != 409 or attempt == 2:
+                        raise
+        except Exception as e:  # health bookkeeping must never break the tunnel
+            log.warning("recording tunnel state of cluster %s failed: %s", tunnel.cluster_id, e)
+
+    async def finish_marks(self) -> None:
+        """Write the marks held since close, and wait for every mark still being written while they progress
+        (MARKS_GRACE_SECONDS). The hub calls it once its Lease is released: waited for before, no replica led
+        meanwhile at every stop of an HA leader; and once kopf has ended, which cancels every task started while
+        it ran, marks that a stop inside its cleanup handler started included (re-review s36)."""
+        held, self._held = self._held or [], None
+        for tunnel, connected, message in held:
+            self._record(tunnel, connected, message)
+        marks = dict(self._marks)
+        if not marks:
+            return
+        late = set(marks.values())
+        deadline = asyncio.get_running_loop().time() + MARKS_GRACE_SECONDS
+        while late and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            written = self._marks_written
+            _, late = await asyncio.wait(late, timeout=min(left, MARKS_STALL_SECONDS))
+            if self._marks_written == written:
+                break  # none written for MARKS_STALL_SECONDS: the parent is not answering
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)  # their cancellation runs, not left pending at the loop's end
+            log.warning("stopping without recording the tunnel state of %d cluster(s), not written in time "
+                        "(the parent slow or out of reach): %s", len(late),
+                        ", ".join(sorted(cluster_id for cluster_id, task in marks.items() if task in late)))
