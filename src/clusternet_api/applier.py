@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from clusternet_api import known, prunedfields
-from clusternet_api.apierrors import ResourceNotFound
 from clusternet_api.cascadeguard import DEFAULTS as NAMESPACE_DEFAULTS
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
@@ -43,7 +42,9 @@ from clusternet_api.ownership import (
     owe_adoption,
     owner_key,
     release,
+    status_ident,
 )
+from clusternet_api.pendingprunes import PRUNE_PENDING, read_object
 from clusternet_api.rawobjects import decode_raw
 from clusternet_api.timefmt import now_rfc3339
 
@@ -144,11 +145,6 @@ def explain(e: ApiException, what: str) -> str:
     return f"{what}: HTTP {e.status}: {e.reason}"
 
 
-def status_ident(status: Obj) -> dict[str, str]:
-    """The identity of the object a `manifestStatuses` entry is about."""
-    return {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
-
-
 async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None,
                             previous: list[Obj] | None = None, prune_waits: str | None = None,
                             prune_only: bool = False) -> ApplyOutcome:
@@ -179,7 +175,7 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     async def apply_one(index: int, obj: Obj) -> None:
         async with limit:
             if prune_only:
-                results[index] = await _read_object(child, obj)
+                results[index] = await read_object(child, obj)
             else:
                 results[index] = await _apply_object(child, obj, key, previously, same_generation, outcome)
 
@@ -208,40 +204,6 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
         why = prune_waits or "changed while being deleted, or unreadable now"
         outcome.reason = f"{PRUNE_PENDING} ({why}): " + ", ".join(describe(i) for i in outcome.released.deferred)
     return outcome
-
-
-PRUNE_PENDING = "to delete at the next apply"
-"""How a Success reason that still owes deletions begins."""
-
-
-def prunes_pending(desc: Obj) -> bool:
-    """Does the Description's status owe deletions: does it list an object its spec no longer names (kept until it
-    goes)? Such a Description is pushed again, drift correction or not. Read from the list, not the reason, which a
-    later status (waiting for credentials, say) replaces (re-review s36)."""
-    entries = (desc.get("status") or {}).get("manifestStatuses") or []
-    if not entries:
-        return False
-    try:
-        current = {object_key(identity(o)) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])}
-        return any(object_key(status_ident(s)) not in current for s in entries)
-    except (ValueError, KeyError, TypeError):  # a spec or status it cannot read: the push says what is wrong
-        return True
-
-
-async def _read_object(child: KubeApi, obj: Obj) -> tuple[str | None, Obj | None]:
-    """What a prune-only pass learns of an object it does not apply: its UID (so that it is never pruned under an
-    alias), nothing when it is not there (its kind not served either), or why it could not be read now."""
-    ident = identity(obj)
-    try:
-        return None, await child.get(ident["apiVersion"], ident["kind"], ident["name"], ident.get("namespace"))
-    except ResourceNotFound:
-        return None, None
-    except ApiException as e:
-        if e.status == 404:  # its kind not served (a CRD deleted since this client discovered it), or not yet
-            return None, None  # (a cold API server: then the prune's own read of an alias fails too, deleting none)
-        return f"{describe(ident)}: {error_text(e)}", None
-    except Exception as e:
-        return f"{describe(ident)}: {error_text(e)}", None
 
 
 def manifest_status(obj: Obj, applied: Obj) -> Obj:

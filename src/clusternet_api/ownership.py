@@ -54,6 +54,11 @@ def ident_key(ident: dict[str, str]) -> str:
     return json.dumps(ident, sort_keys=True)
 
 
+def status_ident(status: Obj) -> dict[str, str]:
+    """The identity of the object a `manifestStatuses` entry is about."""
+    return {k: str(status[k]) for k in ("apiVersion", "kind", "name", "namespace") if status.get(k)}
+
+
 GROUP_MOVES = {
     ("extensions", "Deployment"): "apps", ("extensions", "DaemonSet"): "apps", ("extensions", "ReplicaSet"): "apps",
     ("extensions", "Ingress"): "networking.k8s.io", ("extensions", "NetworkPolicy"): "networking.k8s.io",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from clusternet_api import applier, known
+from clusternet_api import applier, known, pendingprunes
 from clusternet_api.apierrors import ResourceNotFound
 from clusternet_api.kube import ApiException
 from clusternet_api.ownership import Claimants
@@ -50,10 +50,10 @@ async def test_a_feed_removed_while_the_cluster_is_silent_is_deleted_only_once_i
     assert not [w for w in child.writes if w[0] == "delete"]
     assert child.find("ConfigMap", "default", "cfg2") is not None
     got = status(parent)
-    assert got["reason"].startswith(applier.PRUNE_PENDING) and "offline" in got["reason"], got
+    assert got["reason"].startswith(pendingprunes.PRUNE_PENDING) and "offline" in got["reason"], got
     assert "cfg2" in [s["name"] for s in got["manifestStatuses"]]
     c.store.caches.descriptions[DESC] = copy.deepcopy(parent.find("Description", *DESC))
-    assert applier.prunes_pending(c.store.caches.descriptions[DESC])
+    assert pendingprunes.prunes_pending(c.store.caches.descriptions[DESC])
     c.store.caches.clusters[(NS, "child1")] = cluster()  # back
     await c.pusher.push(DESC, force=True)
     assert child.find("ConfigMap", "default", "cfg2") is None
@@ -101,7 +101,7 @@ async def drift_off_pending(back: bool = True) -> tuple[Controller, FakeKube, Fa
     desc["metadata"].setdefault("annotations", {})[known.ANNOTATION_DRIFT_CORRECTION] = "false"
     parent.objects[("Description", *DESC)]["metadata"]["annotations"] = desc["metadata"]["annotations"]
     c.store.caches.descriptions[DESC] = desc
-    assert applier.deployed(desc) and applier.prunes_pending(desc)
+    assert applier.deployed(desc) and pendingprunes.prunes_pending(desc)
     edited = child.find("ConfigMap", "default", "cfg")
     assert edited is not None
     edited["data"] = {"k": "edited by hand"}
@@ -164,7 +164,7 @@ async def test_a_read_error_in_a_prune_only_pass_puts_the_prune_off_and_applies_
     refusing(child, ApiException(503, "the server is currently unable to handle the request"))
     await c.pusher.push(DESC, force=True)
     got = status(parent)
-    assert got["phase"] == "Success" and got["reason"].startswith(applier.PRUNE_PENDING), got
+    assert got["phase"] == "Success" and got["reason"].startswith(pendingprunes.PRUNE_PENDING), got
     assert child.find("ConfigMap", "default", "cfg2") is not None
     child.get = real  # type: ignore[method-assign]
     c.store.caches.descriptions[DESC] = copy.deepcopy(parent.find("Description", *DESC))
@@ -216,7 +216,7 @@ async def test_a_prune_owed_outlives_a_pending_reason_written_over_it() -> None:
     await c.pusher.push(DESC, force=True)
     parent.objects[("Secret", NS, known.DEPLOYER_SECRET)] = secret
     c.store.caches.descriptions[DESC] = copy.deepcopy(parent.find("Description", *DESC))
-    assert applier.prunes_pending(c.store.caches.descriptions[DESC])
+    assert pendingprunes.prunes_pending(c.store.caches.descriptions[DESC])
     await c.pusher.push(DESC, force=True)
     assert child.find("ConfigMap", "default", "cfg2") is None
 
@@ -233,4 +233,4 @@ async def test_a_text_404_of_a_kind_deleted_since_discovery_does_not_hold_a_prun
 def test_a_status_that_cannot_be_read_owes_a_push_rather_than_raising() -> None:
     """Re-review s36: prunes_pending decodes the spec; a bad entry raised out of the store's report handling."""
     desc = {"metadata": {}, "spec": {"raw": ["{not json"]}, "status": {"manifestStatuses": [{"kind": "ConfigMap"}]}}
-    assert applier.prunes_pending(desc)
+    assert pendingprunes.prunes_pending(desc)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from clusternet_api import applier, known, namespaceguard
+from clusternet_api import applier, known, namespaceguard, pendingprunes
 from clusternet_api.carried import CarriedOver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeapi import ChildApi, KubeApi
@@ -48,7 +48,7 @@ UNHEARD_PENDING = ("cleanup pending: waiting for the cluster's first heartbeat s
                    "the parent); its workloads stay until then")
 # The status of what waits for its agent's push credentials (the hub does not watch that Secret).
 DEPLOYER_CREDENTIALS_MISSING = f"waiting for the agent's {known.DEPLOYER_SECRET} credentials"
-# Why what a Description no longer names stays in the cluster for now (applier.PRUNE_PENDING), by cleanup_wait.
+# Why what a Description no longer names stays in the cluster for now (pendingprunes.PRUNE_PENDING), by cleanup_wait.
 PRUNE_WAITS = {"offline": "the cluster is offline; deleted once it returns",
                "unheard": "waiting for the cluster's first heartbeat since the hub started (or regained the parent)"}
 
@@ -286,7 +286,7 @@ class Pusher:
         prune_only = not deleting and (meta.get("annotations") or {}).get(
             known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc)
         wait = cleanup_wait(self.store, mc) if not deleting else None
-        if prune_only and (not applier.prunes_pending(desc) or wait is not None):
+        if prune_only and (not pendingprunes.prunes_pending(desc) or wait is not None):
             return
         child = await self.child_client(mc)
         if isinstance(child, str):

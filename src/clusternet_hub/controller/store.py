@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from clusternet_api import applier, known
+from clusternet_api import applier, known, pendingprunes
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_core import feedresolve, helmrender
@@ -376,7 +376,7 @@ class Store:
         """Clean up (and prune) at once what waited for the cluster's first report since the hub started
         (pusher.py)."""
         self.awaiting_report.discard(namespace)
-        self._push_again(namespace, lambda desc: _deleting(desc) or applier.prunes_pending(desc),
+        self._push_again(namespace, lambda desc: _deleting(desc) or pendingprunes.prunes_pending(desc),
                          lambda hr: _deleting(hr) or _waits_for_report(hr))
 
     def _after_tunnel(self, namespace: str) -> None:
