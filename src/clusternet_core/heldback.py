@@ -13,7 +13,7 @@ it is (and records its old inputs hash, so each reconcile renders again until th
 Subscription's Ready condition says RenderFailed, naming the override and the kept Description. A cluster
 that has no Description yet gets none either: whatever the failed override was meant to do (its namespace, its
 name, its values), deploying without it could put an object where nothing should run, and one rule for both
-cases is easier to reason about. Like the refusals of plan.refusal_condition, but for one cluster's render.
+cases is easier to reason about. Like a Subscription's refusals (refusals.py), but for one cluster's render.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Where we differ from Clusternet:
   Globalizations cannot be evaluated (a broken clusterAffinity), never takes a deployed release away: the
   cluster keeps the entry its Description already has, and only clusters that have none wait (Clusternet
   drops the chart, which uninstalls it everywhere when a repository blips). The hub refuses such a
-  Subscription before rendering anyway (plan.refusal_condition); this holds for any other caller.
+  Subscription before rendering anyway (refusals.refusal_condition); this holds for any other caller.
 - A release's status counts only for the HelmRelease generation it reports on (`status.observedGeneration`),
   so a values change is not shown as deployed before the child installed it; and a `deployed` release whose
   update failed before Helm touched it (our `Released` condition False) is a Failure, whose reason says which

@@ -189,7 +189,7 @@ def selection_problem(override: Obj) -> str | None:
     way the CRD schema lets through: `In` without values, `Exists` with values, an empty key), or None.
 
     One line naming the override, for the Subscription's condition and the OverrideFailed event. Clusternet
-    fails the render and retries; here the Subscriptions of its feeds are refused (plan.refusal_condition),
+    fails the render and retries; here the Subscriptions of its feeds are refused (refusals.refusal_condition),
     because rendering without the override, or without the feed, would change or remove what clusters run.
     A Localization has no selector: it applies to its cluster's namespace."""
     affinity = (override.get("spec") or {}).get("clusterAffinity")

@@ -244,7 +244,7 @@ def render_generic(
     `templates` maps feed keys (`apiVersion/Kind[/ns]/name`) to Manifest templates (or Manifests). Order is
     Namespaces, then CRDs, then the rest, each group in feed order. A feed without a template, or whose
     Globalizations cannot be selected, is reported and left out: the hub refuses such a Subscription before
-    rendering (plan.refusal_condition), so no Description loses an object this way; what is left out here is
+    rendering (refusals.refusal_condition), so no Description loses an object this way; what is left out here is
     what `kubectl clusternet render` reports. The owned-by-description annotation is the deployer's job.
 
     `replica_splits` (feed key -> this cluster's share, from Dividing scheduling) adds, per divided feed,

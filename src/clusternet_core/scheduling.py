@@ -130,7 +130,7 @@ def check_label_selector(selector: Any) -> None:
 
     Matching stops at the first requirement that fails, so without this check a broken expression after a
     non-matching label went unnoticed for some clusters and failed for others: whether a selector is usable
-    must not depend on the cluster (a Globalization's refuses its Subscriptions, plan.refusal_condition)."""
+    must not depend on the cluster (a Globalization's refuses its Subscriptions, refusals.refusal_condition)."""
     if not isinstance(selector, Mapping):
         raise InvalidSelector(f"label selector must be an object, got {type(selector).__name__}")
     if not isinstance(selector.get("matchLabels") or {}, Mapping):

@@ -11,11 +11,10 @@ from clusternet_core.plan import (
     Caches,
     Obj,
     StatusInputs,
-    condition,
     ready_of,
-    refusal_condition,
     subscription_feeds,
 )
+from clusternet_core.refusals import condition, refusal_condition
 
 
 def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,

@@ -14,7 +14,7 @@ from clusternet_api.rawobjects import decode_raw
 from clusternet_api.tunnel import ByteStream, StreamOpenError
 from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import plan as planning
-from clusternet_core import rendering
+from clusternet_core import refusals, rendering
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.pusher import CLEANUP_PENDING
@@ -295,7 +295,7 @@ async def test_a_template_gone_from_the_cache_refuses_the_subscription_and_keeps
     assert parent.kinds_written() == ["create Event", "patch/status Subscription"]
     assert parent.find("Description", *DESC) == description and parent.find("Base", *BASE) is not None
     [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
-    assert (ready["status"], ready["reason"]) == ("False", planning.REASON_FEED_NOT_FOUND)
+    assert (ready["status"], ready["reason"]) == ("False", refusals.REASON_FEED_NOT_FOUND)
     assert "v1/ConfigMap default/cfg not found" in ready["message"] and "nothing is deployed" in ready["message"]
     [event] = [o for (kind, _, _), o in parent.objects.items() if kind == "Event"]  # as for an ambiguous feed
     assert (event["type"], event["reason"], event["message"]) == ("Warning", "FeedNotFound", ready["message"])
@@ -310,7 +310,7 @@ async def test_a_template_the_watch_saw_deleted_is_not_put_back_by_a_list_read_a
     c.store.on_manifest("DELETED", parent.find("Manifest", known.RESERVED_NAMESPACE, name))  # the API still has it
     await c.subscriptions.reconcile(SUB, force=False)
     [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
-    assert ready["reason"] == planning.REASON_FEED_NOT_FOUND and name not in c.store.caches.manifests
+    assert ready["reason"] == refusals.REASON_FEED_NOT_FOUND and name not in c.store.caches.manifests
 
 
 async def test_a_missing_feed_lists_the_templates_once_per_subscription_generation() -> None:

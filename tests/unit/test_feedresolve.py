@@ -7,6 +7,7 @@ from typing import Any
 from clusternet_api import known
 from clusternet_api.kube import Credentials, Kube
 from clusternet_core import plan as planning
+from clusternet_core import refusals
 from clusternet_core.feedresolve import REASON_AMBIGUOUS, any_version_selector, matches, resolve_feeds, template_ref
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
@@ -72,8 +73,8 @@ def test_a_feed_under_the_wrong_api_version_is_refused_with_the_version_its_temp
     resolved = resolve_feeds(feeds, [service, manifest("Service", "bar", "my-nginx-svc", "v2"),
                                      manifest("ConfigMap", "foo", "my-nginx-svc")])
     assert resolved.templates == {} and resolved.other_versions == {"apps/v1/Service/foo/my-nginx-svc": ["v1"]}
-    refused = planning.refusal_condition(planning.subscription_feeds({"spec": {"feeds": feeds}}), resolved)
-    assert refused is not None and refused["reason"] == planning.REASON_FEED_NOT_FOUND
+    refused = refusals.refusal_condition(planning.subscription_feeds({"spec": {"feeds": feeds}}), resolved)
+    assert refused is not None and refused["reason"] == refusals.REASON_FEED_NOT_FOUND
     assert refused["message"].startswith(
         "feed apps/v1/Service foo/my-nginx-svc not found: no Manifest in clusternet-reserved (did you mean "
         "apiVersion v1?); feed v1/Service foo/other not found: no Manifest in clusternet-reserved; ")

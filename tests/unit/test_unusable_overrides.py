@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
-from clusternet_core import helmrender
-from clusternet_core import plan as planning
+from clusternet_core import helmrender, refusals
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_core.overrides import selection_problem
 from clusternet_core.scheduling import InvalidSelector, label_selector_matches
@@ -85,17 +84,17 @@ async def test_an_unusable_globalization_refuses_the_subscription_and_the_child_
     assert parent.kinds_written() == ["create Event", "patch/status Subscription"]
     assert parent.find("Description", *DESC) == description
     [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
-    assert (ready["status"], ready["reason"]) == ("False", planning.REASON_INVALID_OVERRIDE)
+    assert (ready["status"], ready["reason"]) == ("False", refusals.REASON_INVALID_OVERRIDE)
     assert ready["message"].startswith("Globalization g1: spec.clusterAffinity: matchExpressions key 'env': "
                                        "operator In needs at least one value; the Subscription is refused")
-    assert warnings(parent) == [("Subscription", planning.REASON_INVALID_OVERRIDE, ready["message"])]
+    assert warnings(parent) == [("Subscription", refusals.REASON_INVALID_OVERRIDE, ready["message"])]
     c.store.on_description("MODIFIED", parent.find("Description", *DESC))
     child.writes.clear()
     await c.pusher.push(DESC, force=True)
     assert not [w for w in child.writes if w[0] == "delete"]
     assert child.find("ConfigMap", "default", "cfg") is not None and child.find("ConfigMap", "default", "cfg2")
     await c.status.update(SUB)  # what the Descriptions report never turns the refusal into Ready
-    assert parent.find("Subscription", *SUB)["status"]["conditions"][0]["reason"] == planning.REASON_INVALID_OVERRIDE
+    assert parent.find("Subscription", *SUB)["status"]["conditions"][0]["reason"] == refusals.REASON_INVALID_OVERRIDE
 
 
 async def test_the_globalization_gets_an_override_failed_event_saying_why() -> None:
@@ -115,13 +114,13 @@ async def test_fixing_the_globalization_lifts_the_refusal_and_an_apply_later_one
     c.store.on_override("ADDED", broken)  # ApplyLater waits to apply, not to refuse: reconciled, not forced
     assert c.store.queue.drain() == [(("invalid", "", "g1"), False), (("sub", *SUB), False)]
     await c.subscriptions.reconcile(SUB, force=False)
-    assert parent.find("Subscription", *SUB)["status"]["conditions"][0]["reason"] == planning.REASON_INVALID_OVERRIDE
+    assert parent.find("Subscription", *SUB)["status"]["conditions"][0]["reason"] == refusals.REASON_INVALID_OVERRIDE
     fixed = copy.deepcopy(broken)
     fixed["spec"]["clusterAffinity"] = {"matchLabels": {"env": "prod"}}
     c.store.on_override("MODIFIED", fixed)
     assert c.store.queue.drain() == [(("sub", *SUB), False)]
     await c.subscriptions.reconcile(SUB, force=False)
-    assert parent.find("Subscription", *SUB)["status"]["conditions"][0]["reason"] != planning.REASON_INVALID_OVERRIDE
+    assert parent.find("Subscription", *SUB)["status"]["conditions"][0]["reason"] != refusals.REASON_INVALID_OVERRIDE
 
 
 def test_the_helm_render_keeps_a_deployed_chart_whose_globalization_cannot_be_evaluated() -> None:

@@ -128,7 +128,7 @@ class Controller:
 
     async def warn_invalid_globalization(self, name: str) -> None:
         """A Globalization whose clusterAffinity cannot be evaluated refuses the Subscriptions of its feed
-        (plan.refusal_condition); an OverrideFailed Warning event on it says why, once per spec the hub sees."""
+        (refusals.refusal_condition); an OverrideFailed Warning event on it says why, once per spec the hub sees."""
         glob = self.store.caches.globalizations.get(name)
         if glob is None or (problem := selection_problem(glob)) is None:
             return

@@ -9,7 +9,7 @@ from clusternet_api import applier, known
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.timefmt import now_rfc3339
-from clusternet_core import feedresolve, plan, substatus
+from clusternet_core import feedresolve, plan, refusals, substatus
 from clusternet_core.plan import Key, StatusInputs, key_of
 from clusternet_hub.controller.store import Store, write_back
 from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED
@@ -21,8 +21,8 @@ from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED
 STATUS_PACE_FACTOR = 10.0
 STATUS_PACE_MAX = 10.0
 
-WARNED_REASONS = frozenset({feedresolve.REASON_AMBIGUOUS, plan.REASON_FEED_NOT_FOUND, plan.REASON_INVALID_OVERRIDE,
-                            REASON_WRITE_REFUSED})
+WARNED_REASONS = frozenset({feedresolve.REASON_AMBIGUOUS, refusals.REASON_FEED_NOT_FOUND,
+                            refusals.REASON_INVALID_OVERRIDE, REASON_WRITE_REFUSED})
 """Ready reasons of a Subscription whose new message is also a Warning event on it: nothing changes in the
 clusters until the user acts, so `kubectl describe` should say why."""
 
@@ -85,7 +85,7 @@ class StatusWriter:
             self.render_problems.pop(key, None)
         status, ready = substatus.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
-            ready = substatus.with_planned_generation(sub, plan.condition(
+            ready = substatus.with_planned_generation(sub, refusals.condition(
                 "False", REASON_WRITE_REFUSED, "; ".join(refused)), inputs.generation if inputs is not None else None)
         await self._write(sub, status, ready)
 

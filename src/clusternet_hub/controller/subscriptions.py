@@ -16,7 +16,7 @@ from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_core import plan as planning
-from clusternet_core import substatus
+from clusternet_core import refusals, substatus
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
 from clusternet_hub.controller.status import StatusWriter
@@ -43,7 +43,7 @@ class SubscriptionReconciler:
             self.caught_up.pop(key, None)
             return
         plan = planning.plan_subscription(sub, self.store.caches, force)
-        if plan.refusal is not None and plan.refusal[1].get("reason") == planning.REASON_FEED_NOT_FOUND \
+        if plan.refusal is not None and plan.refusal[1].get("reason") == refusals.REASON_FEED_NOT_FOUND \
                 and await self._catch_up_manifests(sub):
             plan = planning.plan_subscription(sub, self.store.caches, force)
         await self.apply(sub, plan)

@@ -8,7 +8,7 @@ renders the chart in the child). Importing the pipeline costs
 
 What the hub would not deploy is not previewed as if it were (the sixth audit found both printed in full, exit
 code 0): a Subscription the hub refuses as a whole (a feed naming no template or several, a Globalization that
-cannot be evaluated, a broken clusterAffinity: plan.refusal_condition and the scheduler's errors) prints the
+cannot be evaluated, a broken clusterAffinity: refusals.refusal_condition and the scheduler's errors) prints the
 hub's reason and exits 1, and so does a cluster the Subscription does not bind (scheduling.schedule, as the hub
 binds) unless `--allow-unbound` asks what it would get.
 """
@@ -30,7 +30,8 @@ from clusternet_core.feedresolve import FeedResolution, any_version_selector, re
 from clusternet_core.helmrender import RenderedChart, render_helm
 from clusternet_core.naming import feed_selector
 from clusternet_core.placement import holding_clusters
-from clusternet_core.plan import REFUSED, refusal_condition, subscription_feeds
+from clusternet_core.plan import subscription_feeds
+from clusternet_core.refusals import REFUSED, refusal_condition
 from clusternet_core.rendering import RenderedObject, is_helm_chart_feed, render_generic
 from clusternet_core.scheduling import (
     InvalidSelector,
@@ -114,7 +115,7 @@ async def resolved_feeds(session: Session, feeds: list[Obj]) -> FeedResolution:
 
 def refusal_lines(sub: Obj, resolved: FeedResolution, globalizations: list[Obj]) -> list[str]:
     """Why the hub refuses the Subscription as a whole, as error lines (none when it does not): the same check,
-    plan.refusal_condition, and the reason it writes in the Ready condition."""
+    refusals.refusal_condition, and the reason it writes in the Ready condition."""
     refused = refusal_condition(subscription_feeds(sub), resolved, globalizations)
     if refused is None:
         return []
