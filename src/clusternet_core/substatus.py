@@ -17,6 +17,11 @@ from clusternet_core.plan import (
 from clusternet_core.refusals import condition, refusal_condition
 
 
+REASON_NO_MATCH = "NoMatchingCluster"
+"""Ready's reason when the scheduler bound no cluster, with its message saying why. A rewrite after a report kept
+it now; it used to turn it into feedstatus's vaguer NoBindingClusters, and back at each reconcile."""
+
+
 def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
                         last_problems: list[str] | None = None) -> tuple[Obj, Obj]:
     """(status without conditions, Ready condition) from what the Descriptions report; `inputs` from a
@@ -35,7 +40,10 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
     aggregated = feedstatus.aggregate(view, descs, clusters)
     ready = aggregated.pop("conditions", [{}])[0]
     if inputs is not None and inputs.message and not status.get("bindingClusters"):
-        ready = condition("False", "NoMatchingCluster", inputs.message)
+        ready = condition("False", REASON_NO_MATCH, inputs.message)
+    elif inputs is None and not status.get("bindingClusters") and (last := ready_of(sub)).get("reason") == \
+            REASON_NO_MATCH:  # the scheduler's why, from the last reconcile: what reports do not change
+        ready = condition("False", REASON_NO_MATCH, str(last.get("message") or ""))
     elif ready.get("type") and status.get("bindingClusters") and (note := unweighted_note(sub)):
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
     problems = inputs.problems if inputs is not None else last_problems
