@@ -6,6 +6,8 @@ import asyncio
 import copy
 from typing import Any
 
+from clusternet_hub.controller import Controller
+from tests.unit.fakekube import FakeKube
 from tests.unit.test_controller import DESC, SUB, deployed_controller, push_secret
 
 
@@ -33,15 +35,21 @@ async def test_ready_names_the_generation_it_was_planned_from() -> None:
     assert ready["observedGeneration"] == generation + 1 and ready["reason"] != "SpecChangePending"
 
 
-async def test_ready_is_stamped_with_the_generation_planned_not_the_one_cached_at_the_write() -> None:
-    """Review s36: the reconcile planned from generation N while an edit (N+1) arrived before its status write,
-    which stamped N+1 on Ready=True with N's bindings."""
+async def deployed_and_reported() -> tuple[Controller, FakeKube, dict[str, Any], int]:
+    """A Subscription deployed to its one cluster, the Description's Success reported, reconciled since: (the
+    controller, the parent, a copy of the Subscription as stored, its generation)."""
     c, parent, _ = await deployed_controller(push_secret())
     await c.pusher.push(DESC, force=True)
     c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
     await c.subscriptions.reconcile(SUB, force=False)
     sub = copy.deepcopy(parent.objects[("Subscription", *SUB)])
-    generation = sub["metadata"]["generation"]
+    return c, parent, sub, sub["metadata"]["generation"]
+
+
+async def test_ready_is_stamped_with_the_generation_planned_not_the_one_cached_at_the_write() -> None:
+    """Review s36: the reconcile planned from generation N while an edit (N+1) arrived before its status write,
+    which stamped N+1 on Ready=True with N's bindings."""
+    c, parent, sub, generation = await deployed_and_reported()
     real_apply = c.subscriptions._apply_clusters
 
     async def edit_arrives_meanwhile(*args: Any, **kwargs: Any) -> list[str]:
@@ -63,12 +71,7 @@ async def test_a_rewrite_in_flight_during_a_reconcile_does_not_put_the_old_ready
     """Review s36, finding 3 (the related race): a report's rewrite (a `status` work item) computed before the
     reconcile's write and landing after it put back `SpecChangePending` for the generation before, which every
     later rewrite kept until the next reconcile. The two writes now take turns."""
-    c, parent, _ = await deployed_controller(push_secret())
-    await c.pusher.push(DESC, force=True)
-    c.store.on_description("MODIFIED", copy.deepcopy(parent.find("Description", *DESC)))
-    await c.subscriptions.reconcile(SUB, force=False)
-    sub = copy.deepcopy(parent.objects[("Subscription", *SUB)])
-    generation = sub["metadata"]["generation"]
+    c, parent, sub, generation = await deployed_and_reported()
     sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": "staging"}}}]
     sub["metadata"]["generation"] = generation + 1
     parent.objects[("Subscription", *SUB)] = copy.deepcopy(sub)
