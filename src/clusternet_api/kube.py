@@ -85,8 +85,8 @@ class Kube(ApiDiscovery):
         server URL then only names the Host, TLS is the stream's business (the agent's, for a tunnel).
         `qps` > 0: at most that many non-watch requests a second on average, `burst` at once (no limit else).
         `connect_timeout`: for a new connection, TLS included; `read_timeout`: for each read of an answer;
-        `fail_fast`: not asking again for a while a server that did not answer (reachability.py). All three for
-        connections, not a tunnel's streams."""
+        `fail_fast`: not asking again for a while a server no connection could be made to (reachability.py). All
+        three for connections, not a tunnel's streams."""
         self.creds = creds
         self.limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
         self.clusternet_limiter = TokenBucket(qps, burst or max(1, int(qps))) if qps > 0 else None
@@ -336,7 +336,8 @@ class Kube(ApiDiscovery):
                 response = await self._stream_request(method, path, query, headers, data, extra_headers)
                 body = _parsed(await read_body(response))
                 return response.status, body, retry_after(response.status, CIMultiDict(response.headers))
-        with self._reach.attempt() if self._reach is not None else contextlib.nullcontext():
+        async with self._reach.attempt() if self._reach is not None else contextlib.nullcontext():
+            fence.check(method)  # again: it may have waited for another request's probe
             async with self.session().request(
                     method, self.creds.server.rstrip("/") + path, data=data, params=query,
                     headers=self._all_headers(headers, extra_headers), timeout=self._timeout,

@@ -66,10 +66,11 @@ TUNNEL_CONNECTIONS = 8
 # a second across continents; a request to an address that drops packets waited for the whole request timeout
 # (120 s) instead, holding a worker (audit s36, controllers, finding 7). client-go dials for up to 30 s.
 CONNECT_TIMEOUT = 10.0
-# For each read of a child's answer, on a connection already open (kept alive from the last push) to a child cut
-# off or frozen since: the same 120 s otherwise. A push asks for single objects and one namespace's lists, which
-# a child answers in milliseconds; its API server ends a request itself after 60 s (--request-timeout).
-READ_TIMEOUT = 30.0
+# For each read of a child's answer: on a connection kept alive from the last push to a child cut off or frozen
+# since, a request waited the whole 120 s. Above the 60 s after which a child's API server ends a request itself
+# (--request-timeout), so an answer it would still give is never cut (review s37: 30 s cut answers held up by
+# admission webhooks); the next request's new connection then fails within CONNECT_TIMEOUT, and the hold begins.
+READ_TIMEOUT = 65.0
 # A failed push comes back with growing delay, not on its own status events
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0
 
@@ -80,8 +81,8 @@ Connect = Callable[[Credentials, int, StreamOpener | None], ChildApi]
 
 
 def connect_child(creds: Credentials, connections: int, opener: StreamOpener | None) -> ChildApi:
-    """A client that does not ask again for a while a child that did not answer (clusternet_api.reachability): a
-    push to it then fails at once, and a few clusters out of reach no longer hold every worker."""
+    """A client that does not ask again for a while a child it could not connect to (clusternet_api.reachability):
+    a push to it then fails at once, and a few clusters out of reach no longer hold every worker."""
     return Kube(creds, user_agent="clusternet-hub-deployer", connections=connections, opener=opener,
                 connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, fail_fast=True)
 

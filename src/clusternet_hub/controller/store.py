@@ -29,16 +29,18 @@ that it applies to nothing; invalid: tell a Globalization (key ("", name)) why i
 WorkKey = tuple[Work, str, str]
 K = TypeVar("K")
 log = logging.getLogger(__name__)
-# Workers at most on one cluster's pushes and Helm releases at once (workqueue.py's groups). More would only wait
-# for its client's connections (pusher.py: 2 straight to its API server; through its tunnel one push opens its 8
-# streams already), holding workers the other clusters' pushes and the Subscriptions need.
+# Workers at most on one cluster's pushes at once, and as many on its Helm releases (workqueue.py's groups). More
+# pushes would only wait for its client's connections (pusher.py: 2 straight to its API server; through its tunnel
+# one push opens its 8 streams already), holding workers the other clusters and the Subscriptions need. Releases
+# are a group of their own: two Helm installs waiting for readiness held a cluster's pushes and cleanups for
+# minutes when they shared one (review s37).
 CLUSTER_WORKERS = 2
 
 
 def group_of(item: WorkKey) -> Group | None:
-    """The work that shares workers (workqueue.py): a cluster's (its namespace's) pushes and Helm releases, at most
-    CLUSTER_WORKERS at once; None for the parent's own work."""
-    return (item[1], CLUSTER_WORKERS) if item[0] in ("push", "release") else None
+    """The work that shares workers (workqueue.py): a cluster's (its namespace's) pushes, and its Helm releases,
+    at most CLUSTER_WORKERS at once each; None for the parent's own work."""
+    return ((item[0], item[1]), CLUSTER_WORKERS) if item[0] in ("push", "release") else None
 
 
 # What a push to a cluster whose agent reports useSocket says while its tunnel is down (controller/pusher.py,
