@@ -16,18 +16,18 @@ from clusternet_core.plan import (
 )
 from clusternet_core.refusals import condition, refusal_condition
 
-
 REASON_NO_MATCH = "NoMatchingCluster"
 """Ready's reason when the scheduler bound no cluster, with its message saying why. A rewrite after a report kept
 it now; it used to turn it into feedstatus's vaguer NoBindingClusters, and back at each reconcile."""
 
 
 def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
-                        last_problems: list[str] | None = None) -> tuple[Obj, Obj]:
+                        last_problems: list[str] | None = None, planned: int | None = None) -> tuple[Obj, Obj]:
     """(status without conditions, Ready condition) from what the Descriptions report; `inputs` from a
     reconcile, or None when only reports came in (the binding stays as last written, and so do the render
     problems of the last reconcile, `last_problems`: a report from a cluster must not turn RenderFailed into
-    ReleasesNotReady while the override is still broken)."""
+    ReleasesNotReady while the override is still broken; and the generation it was planned from, `planned`, else
+    the last written Ready's: with_planned_generation)."""
     status = dict(sub.get("status") or {})
     if inputs is not None:
         status["bindingClusters"] = inputs.bindings
@@ -54,7 +54,7 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
                                 caches.globalizations.values())
     if refused is not None:  # reports from what was deployed before must not turn a refusal into Ready
         ready = refused
-    ready = with_planned_generation(sub, ready, inputs.generation if inputs is not None else None)
+    ready = with_planned_generation(sub, ready, inputs.generation if inputs is not None else planned)
     new_status = {k: v for k, v in status.items() if k != "conditions"}
     new_status.update(aggregated)
     return new_status, ready

@@ -93,3 +93,42 @@ async def test_a_rewrite_in_flight_during_a_reconcile_does_not_put_the_old_ready
     assert ready["observedGeneration"] == generation + 1 and ready["reason"] != "SpecChangePending", ready
     await c.status.update(SUB)  # and the next report's rewrite keeps it, the scheduler's why included
     assert parent.objects[("Subscription", *SUB)]["status"]["conditions"][0] == ready
+    assert c.status.writing == {}  # no lock kept once nobody holds or waits for it (review s37)
+
+
+async def test_a_rewrite_after_a_reconcile_whose_write_an_event_overtook_keeps_the_planned_generation() -> None:
+    """Review s37, finding 3: the rewrite runs after the reconcile's write (the lock), but it read the planned
+    generation from the cache, which does not take that write's answer when another event of the Subscription (a
+    label edit) came in meanwhile (write_back): it stamped SpecChangePending for the generation before again. The
+    generation the last reconcile planned from is now remembered."""
+    c, parent, sub, generation = await deployed_and_reported()
+    sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": "staging"}}}]
+    sub["metadata"]["generation"] = generation + 1
+    sub["metadata"]["resourceVersion"] = "500"
+    parent.objects[("Subscription", *SUB)] = copy.deepcopy(sub)
+    c.store.on_subscription("MODIFIED", copy.deepcopy(sub))
+    # someone labels the Subscription (rv 501), before the reconcile's status write; its watch event arrives while
+    # that write is on the wire
+    labelled = copy.deepcopy(sub)
+    labelled["metadata"].setdefault("labels", {})["team"] = "x"
+    labelled["metadata"]["resourceVersion"] = "501"
+    real_patch = parent.patch
+    once = [True]
+
+    async def patch(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("subresource") == "status" and once[0]:
+            once[0] = False
+            stored = parent.objects[("Subscription", *SUB)]
+            stored["metadata"].setdefault("labels", {})["team"] = "x"
+            out = await real_patch(*args, **kwargs)
+            c.store.on_subscription("MODIFIED", copy.deepcopy(labelled))  # the label's event, during the write
+            return out
+        return await real_patch(*args, **kwargs)
+
+    parent.patch = patch  # type: ignore[method-assign]
+    await c.subscriptions.reconcile(SUB, force=False)
+    ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
+    assert ready["observedGeneration"] == generation + 1, ready
+    await c.status.update(SUB)  # a report's rewrite, in turn after the reconcile's write (the lock)
+    ready = parent.objects[("Subscription", *SUB)]["status"]["conditions"][0]
+    assert ready["observedGeneration"] == generation + 1 and ready["reason"] != "SpecChangePending", ready

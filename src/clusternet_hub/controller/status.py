@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from clusternet_api import applier, known
 from clusternet_api.kube import Obj
@@ -43,7 +45,11 @@ class StatusWriter:
         # reconcile's write and landing after it put back the Ready of the spec before (`SpecChangePending`), and
         # every later rewrite kept it until the next reconcile, up to a resync later (review s36, finding 3).
         # Only the status writes take turns: a long reconcile (its Bases and Descriptions) does not hold them.
-        self.writing: dict[Key, asyncio.Lock] = {}
+        self.writing: dict[Key, tuple[asyncio.Lock, int]] = {}  # -> (the lock, how many hold or wait for it)
+        # Subscription -> (uid, generation) its last reconcile planned from, which a rewrite stamps on Ready: the
+        # cache may not hold that reconcile's write (write_back keeps an event that came in meanwhile, such as a
+        # label edit), and the rewrite took SpecChangePending back from it (review s37, finding 3)
+        self.planned: dict[Key, tuple[str, int]] = {}
 
     async def paced_update(self, key: Key) -> None:
         """Rewrite the status for Descriptions that reported in, no more often than the cost of the last write
@@ -52,8 +58,7 @@ class StatusWriter:
             self.written.pop(key, None)  # deleted: nothing to pace any more
             self.refused_writes.pop(key, None)
             self.render_problems.pop(key, None)
-            if (lock := self.writing.get(key)) is not None and not lock.locked():
-                del self.writing[key]
+            self.planned.pop(key, None)
             return
         if key in self.later:
             return
@@ -72,7 +77,7 @@ class StatusWriter:
 
     async def update(self, key: Key, inputs: StatusInputs | None = None) -> None:
         """Recompute the status from the cached Descriptions (and what a reconcile learnt) and write it."""
-        async with self.writing.setdefault(key, asyncio.Lock()):
+        async with self._in_turn(key):
             await self._update(key, inputs)
 
     async def _update(self, key: Key, inputs: StatusInputs | None) -> None:
@@ -83,16 +88,46 @@ class StatusWriter:
             self.render_problems[key] = list(inputs.problems)
         elif inputs is not None:
             self.render_problems.pop(key, None)
-        status, ready = substatus.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key))
+        if inputs is not None and inputs.generation is not None:
+            self.planned[key] = (str(sub["metadata"].get("uid")), inputs.generation)
+        planned = inputs.generation if inputs is not None else self._planned(key, sub)
+        status, ready = substatus.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key),
+                                                      planned)
         if refused := self.refused_writes.get(key):
             ready = substatus.with_planned_generation(sub, refusals.condition(
-                "False", REASON_WRITE_REFUSED, "; ".join(refused)), inputs.generation if inputs is not None else None)
+                "False", REASON_WRITE_REFUSED, "; ".join(refused)), planned)
         await self._write(sub, status, ready)
+
+    def _planned(self, key: Key, sub: Obj) -> int | None:
+        """The generation a rewrite stamps: the newer of the last written Ready's and the last this hub planned."""
+        cached = plan.ready_of(sub).get("observedGeneration")
+        uid, remembered = self.planned.get(key, ("", None))
+        if remembered is None or uid != str(sub["metadata"].get("uid")):
+            return cached if isinstance(cached, int) else None
+        return max(remembered, cached) if isinstance(cached, int) else remembered
 
     async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:
         """Write a status computed elsewhere (a reconcile's refusal), in turn with the rewrites (`writing`)."""
-        async with self.writing.setdefault(key_of(sub), asyncio.Lock()):
+        key = key_of(sub)
+        if isinstance(generation := ready.get("observedGeneration"), int):
+            self.planned[key] = (str(sub["metadata"].get("uid")), generation)
+        async with self._in_turn(key):
             await self._write(sub, status, ready)
+
+    @contextlib.asynccontextmanager
+    async def _in_turn(self, key: Key) -> AsyncIterator[None]:
+        """Hold the Subscription's status lock (`writing`), dropped once nobody holds or waits for it."""
+        lock, users = self.writing.get(key, (asyncio.Lock(), 0))
+        self.writing[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.writing[key]
+            if users > 1:
+                self.writing[key] = (lock, users - 1)
+            else:
+                del self.writing[key]
 
     async def _write(self, sub: Obj, status: Obj, ready: Obj) -> None:
         new = substatus.status_update(sub, status, ready, now_rfc3339())
