@@ -244,7 +244,15 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
     if owned == key and not may_delete:
         out.deferred.append(ident)
         return True
-    if owned == key and (why := await _kept(child, ident, existing)):
+    try:
+        why = await _kept(child, ident, existing) if owned == key else None
+    except ContentsUnknown as e:
+        if e.__cause__ is None or not is_passing(e.__cause__):
+            why = f"what it holds cannot be listed ({e})"
+        else:  # a child restarting or out of reach: looked at again later, our mark kept (review s37)
+            out.deferred.append(ident)
+            return True
+    if why:
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.kept[what] = why
     elif owned == key:
@@ -262,17 +270,14 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
 
 
 async def _kept(child: KubeApi, ident: dict[str, str], existing: Obj) -> str | None:
-    """Why a Namespace or CRD of ours is not to be deleted: what it still holds, or that this cannot be told
-    (cascadeguard.py). None for any other object, and for one whose deletion removes nothing else."""
-    try:
-        if ident["kind"] == "Namespace" and ident["apiVersion"] == "v1":
-            foreign = await foreign_contents(child, ident["name"])
-        elif ident["kind"] == "CustomResourceDefinition":
-            foreign = await foreign_instances(child, existing)
-        else:
-            return None
-    except ContentsUnknown as e:
-        return f"what it holds cannot be listed ({e})"
+    """Why a Namespace or CRD of ours is not to be deleted: what it still holds; ContentsUnknown when that cannot
+    be told (cascadeguard.py). None for any other object, and for one whose deletion removes nothing else."""
+    if ident["kind"] == "Namespace" and ident["apiVersion"] == "v1":
+        foreign = await foreign_contents(child, ident["name"])
+    elif ident["kind"] == "CustomResourceDefinition":
+        foreign = await foreign_instances(child, existing)
+    else:
+        return None
     return f"it still holds {summary(foreign)}" if foreign else None
 
 
