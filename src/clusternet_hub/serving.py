@@ -412,7 +412,8 @@ class Serving:
         Of the served file, the leaf alone. Peers allow partial chains (a leaf can be the anchor), so every
         intermediate of a full-chain --tls-cert-file was an anchor too: any certificate it issued, for any name,
         verified as a peer and was sent the peer token (audit s36, HA F11). The cost: while replicas load a renewed
-        --tls-cert-file (each within REFRESH_SECONDS), a request forwarded between the new one and the old fails."""
+        --tls-cert-file (kubelet updates a mounted Secret within a minute or two, then each replica reads it within
+        REFRESH_SECONDS), a request forwarded between the new one and the old fails."""
         served = self.tls._loaded[0] if self.tls._loaded else b""
         return (self.ca_pem or b"") + leaf_pem(served)
 
