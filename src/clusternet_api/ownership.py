@@ -247,9 +247,9 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
     try:
         why = await _kept(child, ident, existing) if owned == key else None
     except ContentsUnknown as e:
-        if e.__cause__ is None or not is_passing(e.__cause__):
+        if not _unanswered(e.__cause__):
             why = f"what it holds cannot be listed ({e})"
-        else:  # a child restarting or out of reach: looked at again later, our mark kept (review s37)
+        else:  # the child restarting or out of reach: looked at again later, our mark kept (review s37)
             out.deferred.append(ident)
             return True
     if why:
@@ -267,6 +267,13 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
     if claimant:
         out.claimants.add(claimant)
     return True
+
+
+def _unanswered(cause: BaseException | None) -> bool:
+    """A passing failure the API server did not answer (no connection, a timeout, a hold on a child out of reach).
+    An answer such as a group's 503 (an aggregated API down, often for good) is the group's state: the Namespace
+    is kept then, our mark removed, rather than its Description's cleanup waiting on it for ever."""
+    return cause is not None and not isinstance(cause, ApiException) and is_passing(cause)
 
 
 async def _kept(child: KubeApi, ident: dict[str, str], existing: Obj) -> str | None:

@@ -1,11 +1,12 @@
-"""A Namespace of ours whose contents cannot be listed now because the child is restarting or out of reach is
-looked at again later, our mark kept; only a refusal that lasts (a kind that cannot be listed) keeps it for good,
-its mark removed (review s37: a hold on an unreachable child made that happen for a passing failure)."""
+"""A Namespace of ours whose contents cannot be listed now because the child did not answer (restarting, out of
+reach) is looked at again later, our mark kept; an answer that refuses a listing (a 403, a group's 503) keeps it
+for good, its mark removed (review s37: a hold on an unreachable child made that happen for a passing failure)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 
 from clusternet_api import ownership
@@ -39,7 +40,7 @@ class Child:
 
 
 @pytest.mark.parametrize("error", [Unreachable("https://child cannot be reached (connection timed out)"),
-                                   ApiException(503, "Service Unavailable")])
+                                   aiohttp.ServerDisconnectedError(), TimeoutError()])
 async def test_contents_unknown_for_a_passing_failure_defers(error: Exception) -> None:
     child, out = Child(error), ownership.Released()
     await ownership.release(child, {"apiVersion": "v1", "kind": "Namespace", "name": "team-a"}, KEY, None,  # type: ignore[arg-type]
@@ -48,8 +49,11 @@ async def test_contents_unknown_for_a_passing_failure_defers(error: Exception) -
     assert not out.kept and child.patched == [] and child.deleted == []
 
 
-async def test_contents_unknown_for_a_lasting_refusal_keeps_it_and_lets_go_of_our_mark() -> None:
-    child, out = Child(ApiException(403, "Forbidden")), ownership.Released()
+@pytest.mark.parametrize("error", [ApiException(403, "Forbidden"), ApiException(503, "Service Unavailable")])
+async def test_contents_unknown_for_an_answer_keeps_it_and_lets_go_of_our_mark(error: Exception) -> None:
+    """The API server answered: a refusal, or a group's 503 (an aggregated API down, often for good), which the
+    cleanup must not wait on for ever."""
+    child, out = Child(error), ownership.Released()
     await ownership.release(child, {"apiVersion": "v1", "kind": "Namespace", "name": "team-a"}, KEY, None,  # type: ignore[arg-type]
                             out)
     assert list(out.kept) == ["Namespace team-a"] and "cannot be listed" in out.kept["Namespace team-a"]
