@@ -22,12 +22,11 @@ it now; it used to turn it into feedstatus's vaguer NoBindingClusters, and back 
 
 
 def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
-                        last_problems: list[str] | None = None, planned: int | None = None) -> tuple[Obj, Obj]:
+                        last_problems: list[str] | None = None) -> tuple[Obj, Obj]:
     """(status without conditions, Ready condition) from what the Descriptions report; `inputs` from a
-    reconcile, or None when only reports came in (the binding stays as last written, and so do the render
-    problems of the last reconcile, `last_problems`: a report from a cluster must not turn RenderFailed into
-    ReleasesNotReady while the override is still broken; and the generation it was planned from, `planned`, else
-    the last written Ready's: with_planned_generation)."""
+    reconcile (or remembered from the last one), or None when only reports came in (the binding stays as last
+    written, and so do the render problems of the last reconcile, `last_problems`: a report from a cluster must not
+    turn RenderFailed into ReleasesNotReady while the override is still broken)."""
     status = dict(sub.get("status") or {})
     if inputs is not None:
         status["bindingClusters"] = inputs.bindings
@@ -54,7 +53,7 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
                                 caches.globalizations.values())
     if refused is not None:  # reports from what was deployed before must not turn a refusal into Ready
         ready = refused
-    ready = with_planned_generation(sub, ready, inputs.generation if inputs is not None else planned)
+    ready = with_planned_generation(sub, ready, inputs.generation if inputs is not None else None)
     new_status = {k: v for k, v in status.items() if k != "conditions"}
     new_status.update(aggregated)
     return new_status, ready

@@ -46,10 +46,12 @@ class StatusWriter:
         # every later rewrite kept it until the next reconcile, up to a resync later (review s36, finding 3).
         # Only the status writes take turns: a long reconcile (its Bases and Descriptions) does not hold them.
         self.writing: dict[Key, tuple[asyncio.Lock, int]] = {}  # -> (the lock, how many hold or wait for it)
-        # Subscription -> (uid, generation) its last reconcile planned from, which a rewrite stamps on Ready: the
-        # cache may not hold that reconcile's write (write_back keeps an event that came in meanwhile, such as a
-        # label edit), and the rewrite took SpecChangePending back from it (review s37, finding 3)
-        self.planned: dict[Key, tuple[str, int]] = {}
+        # Subscription -> (uid, what its last reconcile decided: its StatusInputs, or None for a refusal), kept once
+        # that reconcile's status was written, for the rewrites after it. From the cache a rewrite could take the
+        # decision before (write_back keeps an event that came in meanwhile, such as a label edit, rather than the
+        # write's answer) and put SpecChangePending back (review s37, finding 3); remembered before the write, a
+        # failed write's generation was stamped on the old bindings (re-review s37).
+        self.decided: dict[Key, tuple[str, StatusInputs | None]] = {}
 
     async def paced_update(self, key: Key) -> None:
         """Rewrite the status for Descriptions that reported in, no more often than the cost of the last write
@@ -58,7 +60,7 @@ class StatusWriter:
             self.written.pop(key, None)  # deleted: nothing to pace any more
             self.refused_writes.pop(key, None)
             self.render_problems.pop(key, None)
-            self.planned.pop(key, None)
+            self.decided.pop(key, None)
             return
         if key in self.later:
             return
@@ -84,35 +86,32 @@ class StatusWriter:
         sub = self.store.caches.subscriptions.get(key)
         if sub is None or sub["metadata"].get("deletionTimestamp"):
             return
-        if inputs is not None and inputs.problems:
-            self.render_problems[key] = list(inputs.problems)
-        elif inputs is not None:
-            self.render_problems.pop(key, None)
-        if inputs is not None and inputs.generation is not None:
-            self.planned[key] = (str(sub["metadata"].get("uid")), inputs.generation)
-        planned = inputs.generation if inputs is not None else self._planned(key, sub)
-        status, ready = substatus.subscription_status(sub, inputs, self.store.caches, self.render_problems.get(key),
-                                                      planned)
+        uid = str(sub["metadata"].get("uid"))
+        decided = inputs
+        if inputs is not None:
+            if inputs.problems:
+                self.render_problems[key] = list(inputs.problems)
+            else:
+                self.render_problems.pop(key, None)
+        elif (remembered := self.decided.get(key)) is not None and remembered[0] == uid:
+            if remembered[1] is None:  # refused: that stands until the next reconcile, whatever reports say
+                return
+            decided = remembered[1]
+        status, ready = substatus.subscription_status(sub, decided, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
             ready = substatus.with_planned_generation(sub, refusals.condition(
-                "False", REASON_WRITE_REFUSED, "; ".join(refused)), planned)
+                "False", REASON_WRITE_REFUSED, "; ".join(refused)), decided.generation if decided else None)
         await self._write(sub, status, ready)
-
-    def _planned(self, key: Key, sub: Obj) -> int | None:
-        """The generation a rewrite stamps: the newer of the last written Ready's and the last this hub planned."""
-        cached = plan.ready_of(sub).get("observedGeneration")
-        uid, remembered = self.planned.get(key, ("", None))
-        if remembered is None or uid != str(sub["metadata"].get("uid")):
-            return cached if isinstance(cached, int) else None
-        return max(remembered, cached) if isinstance(cached, int) else remembered
+        if inputs is not None:
+            self.decided[key] = (uid, inputs)
 
     async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:
-        """Write a status computed elsewhere (a reconcile's refusal), in turn with the rewrites (`writing`)."""
+        """Write a reconcile's refusal, in turn with the rewrites (`writing`), which leave it as it is until the next
+        reconcile (`decided`)."""
         key = key_of(sub)
-        if isinstance(generation := ready.get("observedGeneration"), int):
-            self.planned[key] = (str(sub["metadata"].get("uid")), generation)
         async with self._in_turn(key):
             await self._write(sub, status, ready)
+            self.decided[key] = (str(sub["metadata"].get("uid")), None)
 
     @contextlib.asynccontextmanager
     async def _in_turn(self, key: Key) -> AsyncIterator[None]:
