@@ -8,8 +8,8 @@ none for the other clusters' pushes or for any Subscription (audit s36, controll
 Here, once a new connection could not be made (refused, no route, DNS, or no TCP and TLS handshake within the
 connect timeout), the server is not asked again until a hold has passed: HOLD_FIRST, doubling up to HOLD_MAX while
 it stays out of reach. Meanwhile requests fail at once with `Unreachable`. After the hold one request (the probe)
-goes out, and the others wait for its outcome: they go on once it got any answer (an error status included), and
-fail with it otherwise. A probe that ends some other way (cancelled, cut mid-answer) lets the next one probe.
+goes out, and the others wait for its outcome: they go on once it connected (an answer, an error status, even a
+read timeout), and fail with it otherwise. A probe cancelled (or refused by the fence) lets the next one probe.
 
 Only the connection counts. A server slow to answer on an open connection (admission webhooks, a large LIST) is
 left to the request's own timeouts: its next request makes a new connection, which a frozen or cut-off server
@@ -71,7 +71,10 @@ class Reachability:
         except Exception as e:
             if cannot_connect(e):
                 raise Unreachable(self._failed(e, probe)) from e
-            self._end_probe(probe, answered=False)
+            # any other failure of the client's (a read timeout, a connection closed mid-answer) came after a
+            # connection was made: the hold is over; those waiting go on at once instead of probing one by one, a
+            # read timeout each (re-review s37). Anything else (the fence, a bug) says nothing either way.
+            self._end_probe(probe, answered=isinstance(e, aiohttp.ClientError))
             raise
         except BaseException:
             self._end_probe(probe, answered=False)
@@ -99,11 +102,16 @@ class Reachability:
 
     def _failed(self, e: BaseException, probe: bool) -> str:
         """Begin (or, for a probe, lengthen) the hold; the text every request fails with meanwhile."""
-        if self._why is None or probe:
-            self._hold = self.first if self._why is None else min(self._hold * 2, self.cap)
-            self._until = self.clock() + self._hold
-            what = "connection timed out" if isinstance(e, aiohttp.ConnectionTimeoutError) else str(e)
-            self._why = (f"{self.server} cannot be reached ({what}); asked again by one request at a time, every "
-                         f"{self.first:.0f} s at first, at most every {self.cap:.0f} s")
-        self._end_probe(probe, answered=False)
-        return self._why
+        try:
+            if self._why is None:  # the words of the whole outage: a probe's failure may name another address
+                self._hold = self.first
+                what = "connection timed out" if isinstance(e, aiohttp.ConnectionTimeoutError) else str(e)
+                self._why = (f"{self.server} cannot be reached ({what}); asked again by one request at a time, "
+                             f"every {self.first:.0f} s at first, at most every {self.cap:.0f} s")
+                self._until = self.clock() + self._hold
+            elif probe:
+                self._hold = min(self._hold * 2, self.cap)
+                self._until = self.clock() + self._hold
+            return self._why
+        finally:
+            self._end_probe(probe, answered=False)

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 from clusternet_api import apierrors
 from clusternet_api.credentials import Credentials
@@ -29,6 +30,11 @@ class Clock:
 
 def timed_out(path: str = "/api/v1/namespaces/default/configmaps/a") -> aiohttp.ConnectionTimeoutError:
     return aiohttp.ConnectionTimeoutError(f"Connection timeout to host https://child:6443{path}")
+
+
+def refused(address: str) -> aiohttp.ClientConnectorError:
+    key = ConnectionKey("child", 6443, True, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, OSError(113, f"Connect call failed ('{address}', 6443)"))
 
 
 async def fail(reach: Reachability, error: BaseException | None = None) -> str:
@@ -240,3 +246,46 @@ async def test_a_push_client_gives_up_reading_from_a_server_gone_silent_and_hold
             assert len(requests) == 2
     finally:
         server.close()
+
+
+async def test_one_outage_one_text_whatever_address_a_probe_tried() -> None:
+    """Re-review s37: a name with several addresses failed each probe with another one in the text, and each new
+    text was a status write and an event."""
+    clock = Clock()
+    reach = Reachability("https://child:6443", clock=clock)
+    said = await fail(reach, refused("10.0.0.1"))
+    for address in ("10.0.0.2", "10.0.0.3"):
+        clock.now += 60
+        assert await fail(reach, refused(address)) == said
+
+
+async def test_a_probe_that_connected_but_got_no_answer_ends_the_hold_for_all_waiting() -> None:
+    """Re-review s37: a probe ending in a read timeout left the next waiter to probe, one read timeout after the
+    other. It connected: the hold is over, and those waiting go on together."""
+    clock = Clock()
+    reach = Reachability("s", clock=clock)
+    await fail(reach)
+    clock.now += 2.0
+    go = asyncio.Event()
+
+    async def probe() -> None:
+        async with reach.attempt():
+            await go.wait()
+            raise aiohttp.ServerTimeoutError("Timeout on reading data from socket")
+
+    sent: list[int] = []
+
+    async def other(i: int) -> None:
+        async with reach.attempt():
+            sent.append(i)
+
+    probing = asyncio.create_task(probe())
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(other(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    go.set()
+    with pytest.raises(aiohttp.ServerTimeoutError):
+        await probing
+    assert not reach.held  # over: not left to the next waiter to find out, after a read timeout of its own
+    await asyncio.gather(*others)
+    assert sent == [0, 1, 2]
