@@ -13,7 +13,11 @@ from clusternet_api.kube import ApiException
 from tests.unit.test_ready_generation import SUB, deployed_and_reported
 
 
-async def test_the_rewrite_after_an_overtaken_write_does_not_put_back_the_old_bindings() -> None:
+async def test_the_rewrite_after_an_overtaken_write_keeps_what_the_reconcile_decided() -> None:
+    """Review s37, finding 3 and re-review s37, finding 2: the reconcile's status write is overtaken by another
+    event of the Subscription (a label edit), so the cache keeps that event rather than the write's answer
+    (write_back). A rewrite from the cache put SpecChangePending back, or, with the generation alone remembered,
+    stamped it on the old bindings (Ready=True for a spec that binds no cluster)."""
     c, parent, sub, generation = await deployed_and_reported()
     sub["spec"]["subscribers"] = [{"clusterAffinity": {"matchLabels": {"env": "staging"}}}]  # binds no cluster
     sub["metadata"]["generation"] = generation + 1
@@ -41,7 +45,9 @@ async def test_the_rewrite_after_an_overtaken_write_does_not_put_back_the_old_bi
     await c.status.update(SUB)  # a report's rewrite (the old cluster's Description reporting, say)
     after = parent.objects[("Subscription", *SUB)]["status"]
     assert after.get("bindingClusters") == reconciled.get("bindingClusters")
-    assert after["conditions"][0]["status"] == "False", after["conditions"][0]
+    ready = after["conditions"][0]
+    assert ready["status"] == "False" and ready["reason"] != "SpecChangePending", ready
+    assert ready["observedGeneration"] == generation + 1, ready
 
 
 async def test_a_failed_reconcile_status_write_is_not_remembered_as_planned() -> None:
