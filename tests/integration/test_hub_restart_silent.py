@@ -152,5 +152,8 @@ def test_a_frozen_child_fails_the_hubs_pushes_fast_and_they_resume_after(
         wait_for(lambda: phase("partition-during") == "Success", timeout=90, what="pushed once child1 answers")
         assert kubectl(child1, "get", "cm", "partition-before", "-n", "default", "-o",
                        "jsonpath={.metadata.uid}").stdout == uid
-    finally:
-        kubectl(parent, "delete", "subs", "partition-before", "partition-during", "-n", "default", check=False)
+    finally:  # and cleaned up, Descriptions included: left deleting, the next module's hub would clean them up
+        kubectl(parent, "delete", "subs", "partition-before", "partition-during", "-n", "default", "--wait=false",
+                check=False)
+        wait_for(lambda: not descriptions(parent, "partition-before") and not descriptions(parent, "partition-during"),
+                 timeout=90, what="this test's Descriptions cleaned up")
