@@ -105,7 +105,8 @@ def test_a_chart_not_checked_or_not_found_waits_but_keeps_what_a_cluster_already
 
 async def helm_controller(*objects: Obj) -> tuple[Controller, FakeKube, FakeHelm]:
     parent, helm = FakeKube(namespace(), *objects), FakeHelm()
-    c = Controller(parent, {}, no_tunnel, helm=helm)
+    # the child, which a release to a cluster reached directly asks first (ReleasePusher.unreachable)
+    c = Controller(parent, {}, no_tunnel, helm=helm, connect=lambda *_: FakeKube())
     await c.store.prime(parent)
     c.store.queue.drain()
     return c, parent, helm

@@ -5,7 +5,8 @@ child's deployer token from Secret `child-cluster-deployer`. Helm's Go client ne
 tunnel it dials a per-cluster loopback TLS relay (clusternet_api.tunnel.relay) whose connections become
 tunnel streams: the agent at the other end holds the TLS connection to its API server, verified against the child's
 CA, as for every request the hub sends through a tunnel; for an agent that uses no tunnel (useSocket false) Helm
-goes straight to the advertised URL with the child's CA.
+goes straight to the advertised URL with the child's CA, after the push client's hold on a child no connection can
+be made to has been asked (ReleasePusher.unreachable).
 One operation per release at a time (the work queue never hands a key to two workers).
 """
 
@@ -22,6 +23,7 @@ from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.logs import Repeats, error_text
+from clusternet_api.reachability import Unreachable
 from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import chartcredentials, helmrender
 from clusternet_core.plan import Key
@@ -44,6 +46,11 @@ UNINSTALL_PENDING = {
 
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
 """A chart that could not be fetched is tried again after 5 s, doubling up to 5 minutes."""
+
+
+class Held(str):
+    """Why a release waits for a cluster it cannot reach now (the push client's hold): retried as a tunnel that is
+    down is, at the pushes' pace, with no event to bring it back."""
 
 
 class ReleasePusher:
@@ -91,13 +98,31 @@ class ReleasePusher:
         access = ClusterAccess(server=server, ca_pem=data.get("ca.crt"), token=data["token"].decode())
         cluster_id = str(mc["spec"]["clusterId"])
         if opener is None:
-            return access
+            return await self.unreachable(mc) or access
         relay = self.relays.get(cluster_id)
         if relay is None:  # kept before it starts: a second worker of this cluster shares it, starting no other
             relay = self.relays[cluster_id] = LoopbackRelay(opener)
         relay.opener = opener
         await relay.start()
         return ClusterAccess(server=relay.url, ca_pem=relay.ca_pem, token=access.token)
+
+    async def unreachable(self, mc: Obj) -> Held | None:
+        """The hold's words when the child, reached straight at its URL, cannot be reached now; else None.
+
+        Helm's own client knows nothing of the push client's hold (clusternet_api.reachability): each install,
+        upgrade or uninstall to a black-holed child waited for Helm's timeouts, holding one of the cluster's two
+        workers. So one small request (the core group's discovery) goes first through the push client: while held
+        it fails at once; after the hold it is the probe. Any other failure is left to Helm, which says its own."""
+        child = await self.pusher.child_client(mc)
+        if isinstance(child, str):
+            return None  # no credentials: access() says so
+        try:
+            await child.discover("v1")
+        except Unreachable as e:
+            return Held(e)
+        except Exception as e:
+            log.debug("cluster %s: discovery before a Helm operation failed: %s", mc["spec"]["clusterId"], e)
+        return None
 
     async def push(self, key: Key, force: bool = False) -> None:
         hr = self.store.caches.helmreleases.get(key)
@@ -133,9 +158,10 @@ class ReleasePusher:
         if not isinstance(access, str):
             self.tunnel_waits.forget(key)
             return access
-        if not (access == TUNNEL_DOWN and helmrender.release_phase(hr)[0] == "Success"):
-            await self._write(hr, {"description": access})  # a drift check waits unsaid, as Generic pushes do
-        if access == TUNNEL_DOWN:  # besides Store.on_cluster's push when it is back
+        out_of_reach = access == TUNNEL_DOWN or isinstance(access, Held)
+        if not (out_of_reach and helmrender.release_phase(hr)[0] == "Success"):
+            await self._write(hr, {"description": str(access)})  # a drift check waits unsaid, as Generic pushes do
+        if out_of_reach:  # besides Store.on_cluster's push when a tunnel is back
             self.store.queue.add_after(("release", *key), self.tunnel_waits.next(key), force=True)
         return None
 

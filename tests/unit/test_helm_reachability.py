@@ -1,0 +1,55 @@
+"""A HelmRelease to a child reached straight at its URL, when no connection can be made to it: the push client's hold
+(clusternet_api.reachability) answers before Helm is asked, and the release waits at the pushes' pace."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+
+from clusternet_api import known
+from clusternet_hub.controller import Controller
+from clusternet_hub.controller.helmpusher import Held
+from clusternet_hub.controller.pusher import connect_child
+from tests.unit.fakehelm import FakeHelm
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_controller import NS, SUB, cluster, namespace, no_tunnel, subscription
+from tests.unit.test_helm import FEED, HELM_DESC, HR, chart
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def direct_secret(url: str) -> Obj:
+    data = {"token": b"t0k3n", "apiserver-advertise-url": url.encode()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": known.DEPLOYER_SECRET, "namespace": NS},
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+
+
+async def test_a_release_to_a_child_out_of_reach_waits_with_the_holds_words_and_helm_is_not_asked() -> None:
+    url = f"https://127.0.0.1:{closed_port()}"
+    parent, helm = FakeKube(namespace(), cluster(), chart(), direct_secret(url), subscription(feeds=[FEED])), \
+        FakeHelm()
+    c = Controller(parent, {}, no_tunnel, helm=helm, connect=connect_child)
+    await c.store.prime(parent)
+    c.store.queue.drain()
+    try:
+        await c.subscriptions.reconcile(SUB, force=False)
+        await c.helm_descriptions.sync(HELM_DESC)
+        await c.releases.push(HR)
+        said = parent.find("HelmRelease", *HR)["status"]["description"]
+        assert said.startswith(f"{url} cannot be reached") and "asked again by one request at a time" in said
+        assert helm.releases == {} and helm.calls == []
+        assert c.store.queue.waiting(("release", *HR))  # tried again at the pushes' pace: no event brings it back
+
+        start = time.monotonic()  # within the hold: not asked again, the same words
+        assert await c.releases.access(c.pusher.cluster_in(NS) or {}) == said
+        assert isinstance(await c.releases.access(c.pusher.cluster_in(NS) or {}), Held)
+        assert time.monotonic() - start < 0.5
+        assert helm.calls == []
+    finally:
+        await c.pusher.close()
