@@ -42,8 +42,9 @@ from cryptography.hazmat.primitives import serialization
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
-from clusternet_api.pki import issue_cert, leaf_pem, load_ca, make_ca
+from clusternet_api.pki import issue_cert, load_ca, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
+from clusternet_hub.peercerts import PeerCertificates
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +309,8 @@ class Serving:
         self.settings = settings
         self.interval = interval
         self.tls = DynamicTLS(client_auth=True)
+        self.peer_tls = DynamicTLS(client_auth=True)  # what the peer port serves: peercerts.py
+        self.peer = PeerCertificates(self.peer_tls)
         self.ca_pem: bytes | None = None  # of the managed serving certificate, once it is kept in the Secret
         self._loaded_cert: bytes | None = None
         self._reported: dict[str, str] = {}
@@ -377,7 +380,11 @@ class Serving:
                        "until it can (deploy/hub/02-rbac.yaml grants get on it)", AUTH_NAMESPACE, AUTH_CONFIGMAP,
                        e.status)
             trust = FrontProxyTrust(self._loaded_ca(), self.tls.allowed_names)
-        if self.tls.update(cert, key, trust.ca_pem):
+        before = self.tls._loaded
+        changed = self.tls.update(cert, key, trust.ca_pem)
+        self.peer.loaded(cert, key, trust.ca_pem, before[:2] if changed and before and not self.manages_certificate
+                         else None)
+        if changed:
             which = ("the certificate of --tls-cert-file" if not self.manages_certificate else
                      f"the certificate of Secret {self.settings.namespace}/{SERVING_SECRET}" if self.ca_pem else
                      "a temporary certificate")
@@ -411,11 +418,10 @@ class Serving:
 
         Of the served file, the leaf alone. Peers allow partial chains (a leaf can be the anchor), so every
         intermediate of a full-chain --tls-cert-file was an anchor too: any certificate it issued, for any name,
-        verified as a peer and was sent the peer token (audit s36, HA F11). The cost: while replicas load a renewed
-        --tls-cert-file (kubelet updates a mounted Secret within a minute or two, then each replica reads it within
-        REFRESH_SECONDS), a request forwarded between the new one and the old fails."""
+        verified as a peer and was sent the peer token (audit s36, HA F11). The leaf a renewal replaced is trusted
+        a while longer, for replicas that load the renewed file later (peercerts.py)."""
         served = self.tls._loaded[0] if self.tls._loaded else b""
-        return (self.ca_pem or b"") + leaf_pem(served)
+        return (self.ca_pem or b"") + self.peer.trusted_leaves(served)
 
     def _loaded_ca(self) -> bytes | None:
         loaded = self.tls._loaded

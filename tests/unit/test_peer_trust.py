@@ -1,10 +1,13 @@
 """What a hub replica trusts as another replica's certificate (serving.Serving.peer_trust): the managed CA, and the
-leaf it serves itself; never an intermediate of a full-chain --tls-cert-file (audit s36, HA F11)."""
+leaf it serves itself; never an intermediate of a full-chain --tls-cert-file (audit s36, HA F11); and across a
+renewal of that file, the leaf it replaced, for a while (peercerts.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ssl
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -15,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from clusternet_api.pki import KeyPair, issue_cert, leaf_pem, make_ca, new_key
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
+from clusternet_hub.peercerts import PeerCertificates
 from clusternet_hub.peerstreams import client_context, dial
 from clusternet_hub.serving import Serving, ServingSettings
 from clusternet_hub.sockets import Tunnel
@@ -65,3 +69,85 @@ def test_the_leaf_of_a_chain() -> None:
     pair = issue_cert(key, cert, "leaf", server=True)
     assert leaf_pem(pair.cert_pem + ca.cert_pem) == pair.cert_pem
     assert leaf_pem(b"") == b""
+
+
+async def handshake(server: ssl.SSLContext, trust: bytes) -> bool:
+    """Whether a peer trusting `trust` completes a TLS handshake with a server using `server`."""
+    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listener = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=server)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1],
+                                                  ssl=client_context(trust))
+        writer.close()
+        return True
+    except ssl.SSLCertVerificationError:
+        return False
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+def replica(directory: Path, pair: KeyPair, front_proxy: Path, now: list[float]) -> Serving:
+    """A replica serving the --tls-cert-file in `directory` (written with `pair`), on the clock `now`."""
+    directory.mkdir()
+    write(directory, pair)
+    serving = Serving(None, ServingSettings(  # type: ignore[arg-type]  # files only: no parent asked
+        tls_cert_file=str(directory / "tls.crt"), tls_key_file=str(directory / "tls.key"),
+        client_ca_file=str(front_proxy)))
+    serving.peer.clock = lambda: now[0]
+    return serving
+
+
+def write(directory: Path, pair: KeyPair) -> None:
+    (directory / "tls.crt").write_bytes(pair.cert_pem)
+    (directory / "tls.key").write_bytes(pair.key_pem)
+
+
+async def test_replicas_loading_a_renewed_certificate_minutes_apart_still_verify_each_other(tmp_path: Path) -> None:
+    """kubelet updates each pod's mounted Secret on its own: A loads the renewed file at 0 s, B at 100 s. Every
+    forwarded request between them verifies, both ways, throughout; after the grace only the new leaf is trusted.
+    Before, B (old) refused A (new) until B had loaded it too: forwarding failed with 503 meanwhile."""
+    _, key, cert = make_ca("issuer")
+    old, new = (issue_cert(key, cert, "hub", dns_names=["hub.example"], server=True) for _ in range(2))
+    fp, _, _ = make_ca("front-proxy")
+    (tmp_path / "fp.crt").write_bytes(fp.cert_pem)
+    now = [0.0]
+    a, b = (replica(tmp_path / name, old, tmp_path / "fp.crt", now) for name in ("a", "b"))
+    await a.refresh()
+    await b.refresh()
+
+    async def both_ways() -> bool:
+        return await handshake(a.peer_tls.context, b.peer_trust()) and \
+            await handshake(b.peer_tls.context, a.peer_trust())
+
+    write(tmp_path / "a", new)
+    await a.refresh()
+    assert await handshake(a.tls.context, new.cert_pem)  # clients of the hub get the renewed one at once
+    assert await both_ways()
+    for at, renewed in ((100.0, b), (350.0, None), (450.0, None), (700.0, None)):
+        now[0] = at
+        if renewed is not None:
+            write(tmp_path / "b", new)
+        await a.refresh()
+        await b.refresh()
+        assert await both_ways(), at
+    assert a.peer_trust() == b.peer_trust() == new.cert_pem  # the old leaf no longer trusted
+    assert not await handshake(a.peer_tls.context, old.cert_pem)
+
+
+def test_a_replaced_certificate_about_to_expire_is_not_shown_again() -> None:
+    class Shown:
+        cert_pem = b""
+
+        def update(self, cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes | None) -> bool:
+            self.cert_pem = cert_pem
+            return True
+
+    _, key, cert = make_ca("issuer")
+    expiring, renewed = issue_cert(key, cert, "hub", server=True, days=0), issue_cert(key, cert, "hub", server=True)
+    shown = Shown()
+    certs = PeerCertificates(shown)
+    certs.loaded(renewed.cert_pem, renewed.key_pem, None, (expiring.cert_pem, expiring.key_pem))
+    assert shown.cert_pem == renewed.cert_pem and certs.trusted_leaves(renewed.cert_pem) == renewed.cert_pem
