@@ -20,12 +20,14 @@ from pathlib import Path
 from clusternet_agent import heartbeat, identity, labels, probes, registration
 from clusternet_agent.clusterview import ClusterView
 from clusternet_agent.options import AgentOptions, OptionsError
+from clusternet_agent.pauses import sleep_or_stop
 from clusternet_agent.registration import (
     ParentAccess,
     RegistrationError,
     ensure_registered,
     refresh_token,
     store,
+    wait_while_refused,
 )
 from clusternet_agent.supervision import supervised
 from clusternet_api import known
@@ -69,15 +71,6 @@ class CycleBackoff:
             self.delay = 0.0
         self.delay = self.first if self.delay <= 0 else min(self.delay * 2, self.cap)
         return self.delay * random.uniform(0.8, 1.2)
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep, waking early when stopped; True when stopped."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True
 
 
 async def apply_bootstrap_secret(child: Kube, opts: AgentOptions) -> None:
@@ -132,8 +125,10 @@ async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, 
         except RegistrationError as e:
             probes.registration_attempts.labels("Failed").inc()
             wait = delay if e.retry else 60.0
-            log.error("registration failed: %s (retrying in %.0fs)", e, wait)
-            if await sleep_or_stop(stop, wait * random.uniform(0.8, 1.2)):
+            log.error("registration failed: %s (retrying in %.0fs%s)", e, wait,
+                      f", or once {e.request[0]} is deleted or decided anew" if e.request else "")
+            waiting = wait_while_refused(opts, e.request, wait) if e.request else None
+            if await sleep_or_stop(stop, wait * random.uniform(0.8, 1.2), waiting):
                 return None
             delay = min(delay * 2, 30.0)
     return None

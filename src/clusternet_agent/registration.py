@@ -41,14 +41,40 @@ POLL_CAP = 0.25
 # hub's own approval requests time out (bench/scale.py, 1,000 clusters). Later reads back off to SLOW_POLL_CAP.
 BRISK_SECONDS = 5.0
 SLOW_POLL_CAP = 5.0
+# How often the agent of a denied or removed cluster reads its request, to register again as soon as an admin has
+# deleted it (README, "Remove or re-add a cluster"): one GET every 5 s per such cluster, against up to a minute's
+# wait before (the suite's re-adds waited 48-72 s each).
+REFUSED_RECHECK_SECONDS = 5.0
 
 
 class RegistrationError(RuntimeError):
-    """Registration cannot go on; `retry` says whether trying again later can help."""
+    """Registration cannot go on; `retry` says whether trying again later can help. `request`: the request (name,
+    result) whose deletion or new result by an admin makes it worth trying again at once (wait_while_refused)."""
 
-    def __init__(self, message: str, retry: bool = True) -> None:
+    def __init__(self, message: str, retry: bool = True, request: tuple[str, str | None] | None = None) -> None:
         super().__init__(message)
         self.retry = retry
+        self.request = request
+
+
+async def wait_while_refused(opts: AgentOptions, request: tuple[str, str | None], seconds: float) -> None:
+    """Wait up to `seconds`, but only until the request is deleted or its result changes (an admin re-adding or
+    approving the cluster): it is read every REFUSED_RECHECK_SECONDS with the bootstrap credentials, whose role
+    grants get. One that cannot be read (the bootstrap token since deleted, say) is waited out in full. Clusternet's
+    agent retries on a timer."""
+    name, result = request
+    deadline = time.monotonic() + seconds
+    async with Kube(bootstrap_credentials(opts), user_agent="clusternet-agent") as parent:
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(REFUSED_RECHECK_SECONDS, left))
+            try:
+                crr = await parent.get(CRR_API, "ClusterRegistrationRequest", name)
+            except Exception as e:
+                log.debug("cannot read ClusterRegistrationRequest %s while refused: %s", name, e)
+                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+                return
+            if crr is None or (crr.get("status") or {}).get("result") != result:
+                return
 
 
 @dataclass
@@ -228,7 +254,7 @@ async def register(opts: AgentOptions, cluster_id: str, key_pem: bytes, approval
                 f"another agent registered cluster ID {cluster_id}, or the key on the request was changed since "
                 f"(with this cluster's parent credentials or by an admin). If this cluster was re-installed or its "
                 f"key changed so, an admin must delete ClusterRegistrationRequest {name} on the parent.",
-                retry=False)
+                retry=False, request=(name, (crr.get("status") or {}).get("result")))
         return await waiting.wait(crr, approval_timeout)
 
 
@@ -254,7 +280,7 @@ class Approval:
         status = crr.get("status") or {}
         if status.get("result") == "Denied" or status.get("result") == "Failed":
             raise RegistrationError(f"the parent denied registration: {status.get('errorMessage')}",
-                                    retry=False)
+                                    retry=False, request=(self.name, status.get("result")))
         if status.get("result") != "Approved" or not status.get("token"):
             return None
         access = access_from_approved(crr, self.opts, self.cluster_id, self.key_pem)

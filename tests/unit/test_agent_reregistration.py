@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import itertools
@@ -155,3 +156,52 @@ async def test_a_missing_managed_cluster_of_a_removed_cluster_leads_to_registrat
     assert outcome == "reregister"
     live: Any = (NoCluster(approved("t")),)  # deleted, and the hub has not noticed yet: a warning, as before
     assert await agent.report_once(live[0], live, opts(), access, "child1", {}, {}, None) == "failed"
+
+
+async def test_a_removed_cluster_registers_again_as_soon_as_an_admin_deletes_its_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README, "Remove or re-add a cluster": `kubectl delete clsrr` re-adds it. The agent of a removed cluster
+    retried once a minute, so a re-add waited up to 72 s; now it reads its request every few seconds meanwhile and
+    registers again once the request is gone."""
+    removed = {**approved("dead"), "status": {"result": "Denied", "errorMessage": "cluster removed"}}
+    parent = Parent(removed, later=None)
+    monkeypatch.setattr(registration, "Kube", parent)
+    monkeypatch.setattr(registration, "REFUSED_RECHECK_SECONDS", 0.05)
+    attempts: list[int] = []
+
+    async def ensure_registered(*_: Any) -> str:
+        attempts.append(parent.reads)
+        if len(attempts) == 1:
+            raise registration.RegistrationError("the parent denied registration: cluster removed", retry=False,
+                                                 request=(NAME, "Denied"))
+        return "access"
+
+    async def deleted_after_three_reads(*_: Any) -> dict[str, Any] | None:
+        parent.reads += 1
+        return None if parent.reads >= 3 else copy.deepcopy(removed)
+
+    monkeypatch.setattr(agent, "ensure_registered", ensure_registered)
+    monkeypatch.setattr(parent, "get", deleted_after_three_reads)
+    async with asyncio.timeout(5):  # not the minute of a refused registration's retry
+        assert await agent.register_until_done(None, opts(), CID, KEY, asyncio.Event()) == "access"  # type: ignore[arg-type]
+    assert attempts == [0, 3]  # once the request was gone, not before
+
+
+async def test_a_request_that_stays_refused_or_cannot_be_read_is_waited_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    removed = {**approved("dead"), "status": {"result": "Denied", "errorMessage": "cluster removed"}}
+    parent = Parent(removed)
+    monkeypatch.setattr(registration, "Kube", parent)
+    monkeypatch.setattr(registration, "REFUSED_RECHECK_SECONDS", 0.05)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await registration.wait_while_refused(opts(), (NAME, "Denied"), 0.5)
+    assert loop.time() - start >= 0.5 and parent.reads >= 5
+
+    async def unreadable(*_: Any) -> dict[str, Any]:
+        parent.reads += 1
+        raise OSError("the bootstrap token was deleted")
+
+    monkeypatch.setattr(parent, "get", unreadable)
+    parent.reads, start = 0, loop.time()
+    await registration.wait_while_refused(opts(), (NAME, "Denied"), 0.5)
+    assert loop.time() - start >= 0.5 and parent.reads == 1  # asked once, then waited
