@@ -116,7 +116,7 @@ def merge_bootstrap_secret(opts: AgentOptions, data: Mapping[str, bytes]) -> Non
 async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, key: bytes,
                               stop: asyncio.Event) -> ParentAccess | None:
     """Retry registration with capped, jittered backoff; errors are logged in words a person can act on."""
-    delay = 1.0
+    delay, refused_at = 1.0, None
     while not stop.is_set():
         try:
             access = await ensure_registered(child, opts, cluster_id, key)
@@ -127,7 +127,9 @@ async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, 
             wait = delay if e.retry else 60.0
             log.error("registration failed: %s (retrying in %.0fs%s)", e, wait,
                       f", or once {e.request[0]} is deleted or decided anew" if e.request else "")
-            waiting = wait_while_refused(opts, e.request, wait) if e.request else None
+            refused_at = (refused_at or time.monotonic()) if e.request else None
+            waiting = wait_while_refused(opts, e.request, wait, time.monotonic() - (refused_at or 0)) \
+                if e.request else None
             if await sleep_or_stop(stop, wait * random.uniform(0.8, 1.2), waiting):
                 return None
             delay = min(delay * 2, 30.0)

@@ -205,3 +205,13 @@ async def test_a_request_that_stays_refused_or_cannot_be_read_is_waited_out(monk
     parent.reads, start = 0, loop.time()
     await registration.wait_while_refused(opts(), (NAME, "Denied"), 0.5)
     assert loop.time() - start >= 0.5 and parent.reads == 1  # asked once, then waited
+
+
+async def test_a_request_refused_for_long_is_read_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thousand clusters removed at once must not cost the parent 200 GETs a second for ever."""
+    parent = Parent({**approved("dead"), "status": {"result": "Denied"}})
+    monkeypatch.setattr(registration, "Kube", parent)
+    monkeypatch.setattr(registration, "REFUSED_RECHECK_SECONDS", 0.05)
+    monkeypatch.setattr(registration, "REFUSED_RECHECK_SLOW_SECONDS", 0.25)
+    await registration.wait_while_refused(opts(), (NAME, "Denied"), 0.5, refused_for=registration.REFUSED_BRISK_SECONDS)
+    assert parent.reads == 2
