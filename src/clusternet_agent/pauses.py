@@ -23,3 +23,4 @@ async def _first(stop: asyncio.Event, until: Awaitable[object]) -> None:
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their clients closed before the caller goes on

@@ -68,17 +68,16 @@ async def wait_while_refused(opts: AgentOptions, request: tuple[str, str | None]
     name, result = request
     deadline = time.monotonic() + seconds
     every = REFUSED_RECHECK_SECONDS if refused_for < REFUSED_BRISK_SECONDS else REFUSED_RECHECK_SLOW_SECONDS
-    async with Kube(bootstrap_credentials(opts), user_agent="clusternet-agent") as parent:
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(every, left))
-            try:
+    try:
+        async with Kube(bootstrap_credentials(opts), user_agent="clusternet-agent") as parent:
+            while (left := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(every, left))
                 crr = await parent.get(CRR_API, "ClusterRegistrationRequest", name)
-            except Exception as e:
-                log.debug("cannot read ClusterRegistrationRequest %s while refused: %s", name, e)
-                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-                return
-            if crr is None or (crr.get("status") or {}).get("result") != result:
-                return
+                if crr is None or (crr.get("status") or {}).get("result") != result:
+                    return
+    except Exception as e:  # never a retry at once (review s38): the rest of the wait is slept
+        log.debug("cannot read ClusterRegistrationRequest %s while refused: %s", name, e)
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
 
 @dataclass

@@ -77,7 +77,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         background_tasks = [replica.start("the serving certificate check", tls.run())]
         peers, peer_runner = None, None
         if options.peers is not None:
-            peers = ctx.sockets.peers = Peers(leases, options.peers, tls.peer_trust)
+            peers = ctx.sockets.peers = Peers(leases, options.peers, tls.peer_trust, tls.peer_server_name)
             # listening before our Lease announces us: a peer that dialled us in between was refused, and
             # skipped us as down for RENEW_SECONDS
             peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local,

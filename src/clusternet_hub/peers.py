@@ -100,6 +100,7 @@ class Peers:
     kube: Kube  # the hub's Lease client (leaderelection.lease_client): renewals never wait for its rate limiter
     config: PeerConfig
     trust: Callable[[], bytes]  # PEM a peer's certificate must verify against (serving.Serving.peer_trust)
+    server_name: Callable[[], str | None] = lambda: None  # which certificate to ask peers for (peercerts.py)
     namespace: str = known.SYSTEM_NAMESPACE
     me: Peer = field(init=False)
     token: str = ""
@@ -304,6 +305,7 @@ class Peers:
         assert self._session is not None, "Peers used before start()"
         try:
             async with self._session.get(f"{peer.url}{SOCKETS}{quote(cluster_id)}", ssl=self.tls(),
+                                         server_hostname=self.server_name(),
                                          headers={"Authorization": f"Bearer {self.token}"}) as r:
                 if r.status == 401:
                     self._refused_by(peer)
@@ -394,6 +396,7 @@ class Peers:
         async def tell(peer: Peer) -> None:
             try:
                 async with session.post(f"{peer.url}{SOCKETS}{quote(cluster_id)}/elsewhere", ssl=self.tls(),
+                                        server_hostname=self.server_name(),
                                         params={"from": self.me.id},
                                         headers={"Authorization": f"Bearer {self.token}"}):
                     pass
@@ -435,7 +438,7 @@ class Peers:
 
     async def _dial(self, peer: Peer, cluster_id: str, address: str) -> PeerStream:
         try:
-            return await dial(peer, cluster_id, address, self.token, self.tls())
+            return await dial(peer, cluster_id, address, self.token, self.tls(), self.server_name())
         except StreamOpenError as e:
             self.located.pop(cluster_id, None)  # moved or gone: ask again next time
             if isinstance(e, Unreachable):  # as holds() does: the fresh lookup that follows does not wait for it

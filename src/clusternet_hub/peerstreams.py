@@ -105,7 +105,8 @@ def client_context(trust_pem: bytes) -> ssl.SSLContext:
     return ctx
 
 
-async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.SSLContext) -> PeerStream:
+async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.SSLContext,
+               server_name: str | None = None) -> PeerStream:
     """A peer stream to `address` in cluster `cluster_id` through the tunnel `peer` holds.
 
     A connection whose upgrade fails (a replica that accepts but does not answer in time, one that hangs up
@@ -113,7 +114,8 @@ async def dial(peer: Peer, cluster_id: str, address: str, token: str, tls: ssl.S
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(DIAL_TIMEOUT):
-            reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=tls, limit=HEAD_LIMIT * 4)
+            reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=tls, limit=HEAD_LIMIT * 4,
+                                                           server_hostname=server_name)
             head = (f"GET {SOCKETS}{quote(cluster_id)}/stream?address={quote(address)} HTTP/1.1\r\n"
                     f"Host: {peer.host}:{peer.port}\r\nAuthorization: Bearer {token}\r\n"
                     f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n\r\n")

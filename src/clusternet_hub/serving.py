@@ -44,7 +44,7 @@ from clusternet_api import known
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.pki import issue_cert, load_ca, make_ca
 from clusternet_api.tlsfiles import load_cert_chain_pem
-from clusternet_hub.peercerts import PeerCertificates
+from clusternet_hub.peercerts import PeerCertificates, peer_name
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +260,16 @@ class DynamicTLS:
         self._current: ssl.SSLContext | None = None
         self._loaded: tuple[bytes, bytes, bytes | None] | None = None
         self.allowed_names: tuple[str, ...] = ()
+        self.choose: Callable[[str | None], ssl.SSLContext | None] | None = None  # by server name: peercerts.py
+
+    @property
+    def current(self) -> ssl.SSLContext | None:
+        return self._current
 
     def _select(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        if self._current is not None:
-            sslobj.context = self._current
+        chosen = (self.choose(server_name) if self.choose is not None else None) or self._current
+        if chosen is not None:
+            sslobj.context = chosen
 
     def update(self, cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes | None) -> bool:
         """Serve this certificate and trust this client CA from the next handshake on; True when anything changed.
@@ -310,7 +316,7 @@ class Serving:
         self.interval = interval
         self.tls = DynamicTLS(client_auth=True)
         self.peer_tls = DynamicTLS(client_auth=True)  # what the peer port serves: peercerts.py
-        self.peer = PeerCertificates(self.peer_tls)
+        self.peer = PeerCertificates(self.peer_tls, DynamicTLS(client_auth=True))
         self.ca_pem: bytes | None = None  # of the managed serving certificate, once it is kept in the Secret
         self._loaded_cert: bytes | None = None
         self._reported: dict[str, str] = {}
@@ -422,6 +428,10 @@ class Serving:
         a while longer, for replicas that load the renewed file later (peercerts.py)."""
         served = self.tls._loaded[0] if self.tls._loaded else b""
         return (self.ca_pem or b"") + self.peer.trusted_leaves(served)
+
+    def peer_server_name(self) -> str | None:
+        """The server name to dial peers with: asks for the certificate served here (peercerts.py)."""
+        return peer_name(self.tls._loaded[0]) if self.tls._loaded else None
 
     def _loaded_ca(self) -> bytes | None:
         loaded = self.tls._loaded

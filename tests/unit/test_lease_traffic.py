@@ -113,6 +113,9 @@ async def test_the_hubs_leader_and_peer_leases_do_not_queue_behind_kopfs_resume_
         def peer_trust(self) -> bytes:
             return b""
 
+        def peer_server_name(self) -> str | None:
+            return None
+
     class Runner:
         async def cleanup(self) -> None:
             return None

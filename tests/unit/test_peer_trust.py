@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from clusternet_api.pki import KeyPair, issue_cert, leaf_pem, make_ca, new_key
 from clusternet_api.tlsfiles import load_cert_chain_pem
 from clusternet_api.tunnel import StreamOpenError
-from clusternet_hub.peercerts import PeerCertificates
+from clusternet_hub.peercerts import PeerCertificates, peer_name
 from clusternet_hub.peerstreams import client_context, dial
 from clusternet_hub.serving import Serving, ServingSettings
 from clusternet_hub.sockets import Tunnel
@@ -71,15 +71,16 @@ def test_the_leaf_of_a_chain() -> None:
     assert leaf_pem(b"") == b""
 
 
-async def handshake(server: ssl.SSLContext, trust: bytes) -> bool:
-    """Whether a peer trusting `trust` completes a TLS handshake with a server using `server`."""
+async def handshake(server: ssl.SSLContext, trust: bytes, server_name: str | None = None) -> bool:
+    """Whether a peer trusting `trust`, asking for `server_name`, completes a TLS handshake with a server using
+    `server`."""
     async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
     listener = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=server)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1],
-                                                  ssl=client_context(trust))
+                                                  ssl=client_context(trust), server_hostname=server_name)
         writer.close()
         return True
     except ssl.SSLCertVerificationError:
@@ -87,6 +88,11 @@ async def handshake(server: ssl.SSLContext, trust: bytes) -> bool:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+async def dials(dialler: Serving, dialled: Serving) -> bool:
+    """Whether `dialler` verifies `dialled`'s peer port, as clusternet_hub.peers dials it."""
+    return await handshake(dialled.peer_tls.context, dialler.peer_trust(), dialler.peer_server_name())
 
 
 def replica(directory: Path, pair: KeyPair, front_proxy: Path, now: list[float]) -> Serving:
@@ -106,9 +112,11 @@ def write(directory: Path, pair: KeyPair) -> None:
 
 
 async def test_replicas_loading_a_renewed_certificate_minutes_apart_still_verify_each_other(tmp_path: Path) -> None:
-    """kubelet updates each pod's mounted Secret on its own: A loads the renewed file at 0 s, B at 100 s. Every
-    forwarded request between them verifies, both ways, throughout; after the grace only the new leaf is trusted.
-    Before, B (old) refused A (new) until B had loaded it too: forwarding failed with 503 meanwhile."""
+    """kubelet updates each pod's mounted Secret on its own: A loads the renewed file at 0 s, B at 100 s, and C starts
+    with it at 50 s (a rollout, or a restart on the Secret's change). Every forwarded request between A and B verifies,
+    both ways, throughout, and C verifies A (review s38, M1: A showed everyone the old certificate for a while, and C
+    refused it); after the grace only the new leaf is trusted. Before, B (old) refused A (new) until B had loaded it
+    too: forwarding failed with 503 meanwhile."""
     _, key, cert = make_ca("issuer")
     old, new = (issue_cert(key, cert, "hub", dns_names=["hub.example"], server=True) for _ in range(2))
     fp, _, _ = make_ca("front-proxy")
@@ -117,29 +125,31 @@ async def test_replicas_loading_a_renewed_certificate_minutes_apart_still_verify
     a, b = (replica(tmp_path / name, old, tmp_path / "fp.crt", now) for name in ("a", "b"))
     await a.refresh()
     await b.refresh()
-
-    async def both_ways() -> bool:
-        return await handshake(a.peer_tls.context, b.peer_trust()) and \
-            await handshake(b.peer_tls.context, a.peer_trust())
-
     write(tmp_path / "a", new)
     await a.refresh()
     assert await handshake(a.tls.context, new.cert_pem)  # clients of the hub get the renewed one at once
-    assert await both_ways()
-    for at, renewed in ((100.0, b), (350.0, None), (450.0, None), (700.0, None)):
+    assert await dials(a, b) and await dials(b, a)
+    now[0] = 50.0
+    c = replica(tmp_path / "c", new, tmp_path / "fp.crt", now)
+    await c.refresh()
+    assert await dials(c, a) and await dials(a, c)
+    assert not await dials(b, c)  # what stays: C never had the old certificate B still asks for
+    for at, renewed in ((100.0, b), (350.0, None), (590.0, None), (700.0, None)):
         now[0] = at
         if renewed is not None:
             write(tmp_path / "b", new)
-        await a.refresh()
-        await b.refresh()
-        assert await both_ways(), at
-    assert a.peer_trust() == b.peer_trust() == new.cert_pem  # the old leaf no longer trusted
-    assert not await handshake(a.peer_tls.context, old.cert_pem)
+        for replica_ in (a, b, c):
+            await replica_.refresh()
+        assert all([await dials(x, y) for x in (a, b, c) for y in (a, b, c) if x is not y]), at
+    assert a.peer_trust() == b.peer_trust() == c.peer_trust() == new.cert_pem  # the old leaf no longer trusted
+    assert not await handshake(a.peer_tls.context, old.cert_pem, peer_name(old.cert_pem))  # nor shown
 
 
-def test_a_replaced_certificate_about_to_expire_is_not_shown_again() -> None:
+def test_a_replaced_certificate_about_to_expire_is_not_kept() -> None:
     class Shown:
         cert_pem = b""
+        choose = None
+        current = None
 
         def update(self, cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes | None) -> bool:
             self.cert_pem = cert_pem
@@ -147,7 +157,8 @@ def test_a_replaced_certificate_about_to_expire_is_not_shown_again() -> None:
 
     _, key, cert = make_ca("issuer")
     expiring, renewed = issue_cert(key, cert, "hub", server=True, days=0), issue_cert(key, cert, "hub", server=True)
-    shown = Shown()
-    certs = PeerCertificates(shown)
+    shown, kept = Shown(), Shown()
+    certs = PeerCertificates(shown, kept)
     certs.loaded(renewed.cert_pem, renewed.key_pem, None, (expiring.cert_pem, expiring.key_pem))
-    assert shown.cert_pem == renewed.cert_pem and certs.trusted_leaves(renewed.cert_pem) == renewed.cert_pem
+    assert shown.cert_pem == renewed.cert_pem and kept.cert_pem == b""
+    assert certs.trusted_leaves(renewed.cert_pem) == renewed.cert_pem

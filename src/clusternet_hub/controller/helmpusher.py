@@ -48,6 +48,12 @@ RETRY_FIRST, RETRY_MAX = 5.0, 300.0
 """A chart that could not be fetched is tried again after 5 s, doubling up to 5 minutes."""
 
 
+PREFLIGHT_SECONDS = 10.0
+"""How long the request before a Helm operation may take (unreachable): a connection kept alive to a child cut off
+since answers nothing, and no hold starts for it (review s38); a new one fails within the push client's 10-s connect
+timeout."""
+
+
 class Held(str):
     """Why a release waits for a cluster it cannot reach now (the push client's hold): retried as a tunnel that is
     down is, at the pushes' pace, with no event to bring it back."""
@@ -117,7 +123,8 @@ class ReleasePusher:
         if isinstance(child, str):
             return None  # no credentials: access() says so
         try:
-            await child.discover("v1")
+            async with asyncio.timeout(PREFLIGHT_SECONDS):  # a dead kept-alive connection: Helm dials anew
+                await child.discover("v1")
         except Unreachable as e:
             return Held(e)
         except Exception as e:
