@@ -223,9 +223,11 @@ class Pusher:
             return None, TUNNEL_DOWN
         return opener, None
 
-    async def child_client(self, mc: Obj) -> ChildApi | str:
-        """Child access for pushing, the agent's deployer credentials through `route`; else why there is none."""
-        opener, waiting = await self.route(mc)
+    async def child_client(self, mc: Obj, routed: tuple[StreamOpener | None, str | None] | None = None
+                           ) -> ChildApi | str:
+        """Child access for pushing, the agent's deployer credentials through `route` (or `routed`, its answer when
+        the caller has it: under HA a route may ask every peer replica); else why there is none."""
+        opener, waiting = routed or await self.route(mc)
         if waiting is not None:
             return waiting
         data = await self._secret(mc["metadata"]["namespace"])
