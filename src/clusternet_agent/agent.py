@@ -128,9 +128,10 @@ async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, 
             log.error("registration failed: %s (retrying in %.0fs%s)", e, wait,
                       f", or once {e.request[0]} is deleted or decided anew" if e.request else "")
             refused_at = refused_at or (time.monotonic() if e.request else None)  # kept across other failures
-            waiting = wait_while_refused(opts, e.request, wait, time.monotonic() - (refused_at or 0)) \
+            pause = wait * random.uniform(0.8, 1.2)
+            waiting = wait_while_refused(opts, e.request, pause, time.monotonic() - (refused_at or 0)) \
                 if e.request else None
-            if await sleep_or_stop(stop, wait * random.uniform(0.8, 1.2), waiting):
+            if await sleep_or_stop(stop, pause, waiting):
                 return None
             delay = min(delay * 2, 30.0)
     return None

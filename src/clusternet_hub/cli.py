@@ -82,7 +82,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             # skipped us as down for RENEW_SECONDS
             peer_runner = await server.start(peer_app(peers, ctx.sockets.has_tunnel, ctx.sockets.open_local,
                                                       ctx.sockets.verify),
-                                             options.bind_address, options.peers.port, tls.peer_tls.context)
+                                             options.bind_address, options.peers.port, context)
             if options.bind_address not in ("0.0.0.0", "::", "", options.peers.advertise_address):
                 log.warning("the other hub replicas dial %s (--peer-advertise-address) but this replica listens "
                             "on %s (--bind-address): they cannot reach it unless both name the same host",

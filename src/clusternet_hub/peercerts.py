@@ -37,7 +37,7 @@ PREVIOUS_TRUSTED = 600.0  # seconds: well above the skew of two pods' kubelet sy
 
 
 class ServerTLS(Protocol):
-    """serving.DynamicTLS: what new handshakes are served, and a hook that may choose by server name."""
+    """serving.DynamicTLS: what new handshakes are served, and a hook that may choose another by server name."""
 
     choose: Callable[[str | None], ssl.SSLContext | None] | None
 
@@ -61,21 +61,20 @@ class Replaced:
 
 
 class PeerCertificates:
-    """What the peer port serves (`shown`; the replaced certificate, kept in `kept`, to a dialler that names it) and
-    which replaced leaf peers still verify against (`trusted_leaves`)."""
+    """Which certificate `served` shows a dialler (the replaced one, kept in `kept`, to one that names it; the
+    current one, which serving.Serving loads into `served`, to every other) and which replaced leaf peers still
+    verify against (`trusted_leaves`)."""
 
-    def __init__(self, shown: ServerTLS, kept: ServerTLS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.shown, self.kept, self.clock = shown, kept, clock
+    def __init__(self, served: ServerTLS, kept: ServerTLS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.kept, self.clock = kept, clock
         self.replaced: Replaced | None = None
-        shown.choose = self._choose
+        served.choose = self._choose
 
-    def loaded(self, cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes | None,
-               before: tuple[bytes, bytes] | None) -> None:
-        """After each check of the serving certificate: `before` is the file's certificate and key it replaced
-        just now (None when nothing was replaced, or for the managed certificate)."""
+    def loaded(self, cert_pem: bytes, client_ca_pem: bytes | None, before: tuple[bytes, bytes] | None) -> None:
+        """After each check of the serving certificate (`cert_pem` served now): `before` is the file's certificate
+        and key it replaced just now (None when nothing was replaced, or for the managed certificate)."""
         if before is not None and before[0] != cert_pem and _valid_for(before[0], PREVIOUS_TRUSTED):
             self.replaced = Replaced(before[0], before[1], self.clock(), peer_name(before[0]))
-        self.shown.update(cert_pem, key_pem, client_ca_pem)
         if self._kept() is not None:
             assert self.replaced is not None
             self.kept.update(self.replaced.cert_pem, self.replaced.key_pem, client_ca_pem)

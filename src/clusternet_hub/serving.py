@@ -315,8 +315,7 @@ class Serving:
         self.settings = settings
         self.interval = interval
         self.tls = DynamicTLS(client_auth=True)
-        self.peer_tls = DynamicTLS(client_auth=True)  # what the peer port serves: peercerts.py
-        self.peer = PeerCertificates(self.peer_tls, DynamicTLS(client_auth=True))
+        self.peer = PeerCertificates(self.tls, DynamicTLS(client_auth=True))  # what peers are shown: peercerts.py
         self.ca_pem: bytes | None = None  # of the managed serving certificate, once it is kept in the Secret
         self._loaded_cert: bytes | None = None
         self._reported: dict[str, str] = {}
@@ -388,7 +387,7 @@ class Serving:
             trust = FrontProxyTrust(self._loaded_ca(), self.tls.allowed_names)
         before = self.tls._loaded
         changed = self.tls.update(cert, key, trust.ca_pem)
-        self.peer.loaded(cert, key, trust.ca_pem, before[:2] if changed and before and not self.manages_certificate
+        self.peer.loaded(cert, trust.ca_pem, before[:2] if changed and before and not self.manages_certificate
                          else None)
         if changed:
             which = ("the certificate of --tls-cert-file" if not self.manages_certificate else

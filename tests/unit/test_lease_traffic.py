@@ -10,7 +10,6 @@ the same queue in about 2 s.
 from __future__ import annotations
 
 import asyncio
-import types
 from typing import Any
 
 import pytest
@@ -105,7 +104,6 @@ async def test_the_hubs_leader_and_peer_leases_do_not_queue_behind_kopfs_resume_
 
         def __init__(self, *_: object) -> None:
             self.run = forever
-            self.peer_tls = types.SimpleNamespace(context=None)  # what the peer port serves
 
         async def start(self) -> None:
             return None

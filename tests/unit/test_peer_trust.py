@@ -92,7 +92,7 @@ async def handshake(server: ssl.SSLContext, trust: bytes, server_name: str | Non
 
 async def dials(dialler: Serving, dialled: Serving) -> bool:
     """Whether `dialler` verifies `dialled`'s peer port, as clusternet_hub.peers dials it."""
-    return await handshake(dialled.peer_tls.context, dialler.peer_trust(), dialler.peer_server_name())
+    return await handshake(dialled.tls.context, dialler.peer_trust(), dialler.peer_server_name())
 
 
 def replica(directory: Path, pair: KeyPair, front_proxy: Path, now: list[float]) -> Serving:
@@ -142,7 +142,7 @@ async def test_replicas_loading_a_renewed_certificate_minutes_apart_still_verify
             await replica_.refresh()
         assert all([await dials(x, y) for x in (a, b, c) for y in (a, b, c) if x is not y]), at
     assert a.peer_trust() == b.peer_trust() == c.peer_trust() == new.cert_pem  # the old leaf no longer trusted
-    assert not await handshake(a.peer_tls.context, old.cert_pem, peer_name(old.cert_pem))  # nor shown
+    assert not await handshake(a.tls.context, old.cert_pem, peer_name(old.cert_pem))  # nor shown
 
 
 def test_a_replaced_certificate_about_to_expire_is_not_kept() -> None:
@@ -157,8 +157,8 @@ def test_a_replaced_certificate_about_to_expire_is_not_kept() -> None:
 
     _, key, cert = make_ca("issuer")
     expiring, renewed = issue_cert(key, cert, "hub", server=True, days=0), issue_cert(key, cert, "hub", server=True)
-    shown, kept = Shown(), Shown()
-    certs = PeerCertificates(shown, kept)
-    certs.loaded(renewed.cert_pem, renewed.key_pem, None, (expiring.cert_pem, expiring.key_pem))
-    assert shown.cert_pem == renewed.cert_pem and kept.cert_pem == b""
+    served, kept = Shown(), Shown()
+    certs = PeerCertificates(served, kept)
+    certs.loaded(renewed.cert_pem, None, (expiring.cert_pem, expiring.key_pem))
+    assert certs._choose(peer_name(expiring.cert_pem)) is None and kept.cert_pem == b""  # never shown
     assert certs.trusted_leaves(renewed.cert_pem) == renewed.cert_pem
