@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -155,7 +156,8 @@ class Released:
     """Descriptions wanting something let go of (handed over to them, or deleted or unadopted while they were
     refused it): to apply at once, so the refusal in their status does not outlive its cause."""
     deferred: list[dict[str, str]] = field(default_factory=list)
-    """Objects of ours not deleted now: each DELETE found them changed since they were read (release)."""
+    """Objects of ours not let go of now, to look at again: changed while being deleted, not readable, or a
+    Namespace or CRD whose contents cannot be listed now (release)."""
 
     def __str__(self) -> str:
         """One log line's worth, for people (the dataclass's repr was what cleanup logs showed)."""
@@ -168,7 +170,7 @@ class Released:
         if self.kept:
             parts.append("kept " + "; ".join(f"{obj} ({why})" for obj, why in self.kept.items()))
         if self.deferred:
-            parts.append(f"{len(self.deferred)} changed since read, tried again later")
+            parts.append(f"{len(self.deferred)} to look at again later")
         return "; ".join(parts)
 
 
@@ -246,12 +248,13 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
         return True
     try:
         why = await _kept(child, ident, existing) if owned == key else None
+        contents_known(key, ident)
     except ContentsUnknown as e:
-        if not _unanswered(e.__cause__):
-            why = f"what it holds cannot be listed ({e})"
-        else:  # the child restarting or out of reach: looked at again later, our mark kept (review s37)
+        if _worth_waiting(key, ident, e):  # looked at again later, our mark kept
             out.deferred.append(ident)
             return True
+        contents_known(key, ident)
+        why = f"what it holds cannot be listed ({e})"
     if why:
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.kept[what] = why
@@ -269,11 +272,39 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
     return True
 
 
-def _unanswered(cause: BaseException | None) -> bool:
-    """A passing failure the API server did not answer (no connection, a timeout, a hold on a child out of reach).
-    An answer such as a group's 503 (an aggregated API down, often for good) is the group's state: the Namespace
-    is kept then, our mark removed, rather than its Description's cleanup waiting on it for ever."""
-    return cause is not None and not isinstance(cause, ApiException) and is_passing(cause)
+CONTENTS_PATIENCE = 600.0
+"""Seconds a Namespace or CRD of ours whose contents cannot be listed for a passing reason keeps our mark (its
+deletion waits) before it is kept for good, our mark removed. Long enough for what passes in minutes: a child's
+API server restarting or throttling (429, 500, 504), a tunnel down, an aggregated API's rollout (metrics-server's
+APIService answers 503 for the seconds its new pod takes); short enough that a Description's deletion does not
+wait for ever on a group that is down for good."""
+
+contents_unknown_since: dict[tuple[str, str], float] = {}
+"""(Description key, object_key) -> monotonic time its contents were first found unknown for a passing reason.
+Kept by this process only: a restart, or another hub leading, waits the patience again (never less)."""
+
+
+def _worth_waiting(key: str, ident: dict[str, str], e: ContentsUnknown) -> bool:
+    """Is a release whose contents could not be listed to be tried again later, rather than the object kept for
+    good: while the failure is a passing one (no answer, or an answer such as 429, 500, 503 or 504), for
+    CONTENTS_PATIENCE. A refusal (403) or a contents check that cannot be made (a CRD that names no kind) is
+    not waited on.
+
+    Where we differ from the code before: a passing answer (a group's 503, the API server's 429) removed our mark
+    at once, so a metrics-server rollout during a cleanup left a Namespace of ours behind for good; and a child
+    that never answered held the Description's deletion for ever."""
+    if e.__cause__ is None or not is_passing(e.__cause__):
+        return False
+    first = contents_unknown_since.setdefault((key, object_key(ident)), time.monotonic())
+    left = first + CONTENTS_PATIENCE - time.monotonic()
+    if left > 0:
+        log.info("what %s holds cannot be listed now (%s); looked at again later, for %.0f s more",
+                 describe(ident), e, left)
+    return left > 0
+
+
+def contents_known(key: str, ident: dict[str, str]) -> None:
+    contents_unknown_since.pop((key, object_key(ident)), None)
 
 
 async def _kept(child: KubeApi, ident: dict[str, str], existing: Obj) -> str | None:

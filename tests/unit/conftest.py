@@ -24,7 +24,8 @@ def component_logging() -> Iterator[None]:
 def fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a hub or agent process remembers across objects, fresh for each test: the failures it warned about
     once (clusternet_api.logs.Repeats in wanted.py), the clusters that refused its promise (wanted.refused and
-    wanted.promise_retries), and the adoptions it owes after a failed adopting write (ownership.adoption_owed).
+    wanted.promise_retries), the adoptions it owes after a failed adopting write (ownership.adoption_owed) and the
+    releases waiting for a Namespace's contents to be listed (ownership.contents_unknown_since).
     One test's state would otherwise change another's outcome."""
     from clusternet_api import ownership
     from clusternet_api.logs import Repeats
@@ -35,3 +36,4 @@ def fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wanted, "promise_retries",
                         wanted.Backoff(wanted.PROMISE_RETRY_FIRST, wanted.PROMISE_RETRY_MAX))
     monkeypatch.setattr(ownership, "adoption_owed", set())
+    monkeypatch.setattr(ownership, "contents_unknown_since", {})

@@ -1,9 +1,11 @@
-"""A Namespace of ours whose contents cannot be listed now because the child did not answer (restarting, out of
-reach) is looked at again later, our mark kept; an answer that refuses a listing (a 403, a group's 503) keeps it
-for good, its mark removed (review s37: a hold on an unreachable child made that happen for a passing failure)."""
+"""A Namespace of ours whose contents cannot be listed now for a passing reason (the child restarting, out of reach
+or throttling, an aggregated API's rollout) is looked at again later, our mark kept, for up to CONTENTS_PATIENCE;
+an answer that refuses the listing (a 403), or a failure that lasts longer, keeps it for good, its mark removed
+(review s37: a hold on an unreachable child made that happen for a passing failure)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,7 @@ from clusternet_api.tunnel import StreamOpenError
 from clusternet_api.tunnel.mux import StreamOpenTimeout
 
 KEY = "clusternet-x.d"
+NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "name": "team-a"}
 
 
 class Child:
@@ -34,8 +37,9 @@ class Child:
                              "annotations": {ownership.ANNOTATION_OWNED: KEY}}}
 
     async def group_versions(self) -> list[str]:
-        assert self.discovery_error is not None
-        raise self.discovery_error
+        if self.discovery_error is not None:
+            raise self.discovery_error
+        return []  # nothing served that the Namespace could hold
 
     async def patch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.patched.append(args)
@@ -56,19 +60,61 @@ async def test_contents_unknown_for_a_passing_failure_defers(error: Exception) -
     assert not out.kept and child.patched == [] and child.deleted == []
 
 
-@pytest.mark.parametrize("error", [ApiException(403, "Forbidden"), ApiException(503, "Service Unavailable")])
-async def test_contents_unknown_for_an_answer_keeps_it_and_lets_go_of_our_mark(error: Exception) -> None:
-    """The API server answered: a refusal, or a group's 503 (an aggregated API down, often for good), which the
-    cleanup must not wait on for ever."""
-    child, out = Child(discovery_error=error), ownership.Released()
-    await ownership.release(child, {"apiVersion": "v1", "kind": "Namespace", "name": "team-a"}, KEY, None,  # type: ignore[arg-type]
-                            out)
+async def test_a_refusal_keeps_it_at_once_and_lets_go_of_our_mark() -> None:
+    """The API server answered that the listing is not allowed (a 403): waiting would not change that."""
+    child, out = Child(discovery_error=ApiException(403, "Forbidden")), ownership.Released()
+    await ownership.release(child, NAMESPACE, KEY, None, out)  # type: ignore[arg-type]
     assert list(out.kept) == ["Namespace team-a"] and "cannot be listed" in out.kept["Namespace team-a"]
     assert len(child.patched) == 1 and not out.deferred and child.deleted == []
 
 
+PASSING_ANSWERS = [ApiException(503, "Service Unavailable"), ApiException(429, "Too Many Requests"),
+                   ApiException(500, "Internal Server Error"), ApiException(504, "Gateway Timeout")]
+
+
+@pytest.mark.parametrize("error", [*PASSING_ANSWERS, TimeoutError()])
+async def test_a_passing_failure_is_waited_on_for_a_while_then_the_namespace_is_kept(
+        error: Exception) -> None:
+    """An answer that passes (an aggregated API's rollout: its group's 503; an API server throttling: 429) keeps
+    our mark and is looked at again: the code before removed the mark at once, so a metrics-server rollout left
+    our Namespace behind for good. After CONTENTS_PATIENCE the Namespace is kept, our mark removed: a group down
+    for good does not hold the Description's deletion for ever (a child that never answered did before)."""
+    child = Child(discovery_error=error)
+    for waited in (0.0, 300.0, ownership.CONTENTS_PATIENCE - 5):
+        age(waited)
+        out = ownership.Released()
+        await ownership.release(child, NAMESPACE, KEY, None, out)  # type: ignore[arg-type]
+        assert out.deferred == [NAMESPACE] and not out.kept and child.patched == [], waited
+    age(ownership.CONTENTS_PATIENCE)
+    out = ownership.Released()
+    await ownership.release(child, NAMESPACE, KEY, None, out)  # type: ignore[arg-type]
+    assert list(out.kept) == ["Namespace team-a"] and "cannot be listed" in out.kept["Namespace team-a"]
+    assert len(child.patched) == 1 and not out.deferred and child.deleted == []
+    assert ownership.contents_unknown_since == {}
+
+
+def age(seconds: float) -> None:
+    """Make the first failure seen for the Namespace `seconds` old (none seen yet: nothing to do)."""
+    for k in ownership.contents_unknown_since:
+        ownership.contents_unknown_since[k] = time.monotonic() - seconds
+
+
+async def test_once_the_contents_are_listed_the_namespace_is_deleted_and_the_wait_forgotten() -> None:
+    """The user's case: a metrics-server rollout answers 503 during the cleanup, then the group is back; our
+    Namespace, holding nothing of anyone else, is deleted at the next look, and a later failure gets the whole
+    patience again."""
+    child = Child(discovery_error=ApiException(503, "Service Unavailable"))
+    out = ownership.Released()
+    await ownership.release(child, NAMESPACE, KEY, None, out)  # type: ignore[arg-type]
+    assert out.deferred == [NAMESPACE] and ownership.contents_unknown_since
+    child.discovery_error = None
+    out = ownership.Released()
+    await ownership.release(child, NAMESPACE, KEY, None, out)  # type: ignore[arg-type]
+    assert out.deleted == ["Namespace team-a"] and not out.kept and not out.deferred
+    assert ownership.contents_unknown_since == {}
+
+
 # Over a tunnel (re-review s37): StreamOpenError is what a child out of reach gives there
-NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "name": "team-a"}
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "namespace": "team-a"}
 DOWN = [StreamOpenError("dial api-server failed: ConnectionRefusedError"),
         StreamOpenError("the tunnel of cluster c1 is down (on every hub replica)"),
