@@ -41,7 +41,7 @@ class Parent:
     """The parent as the bootstrap token sees it. `admin(reads)` may replace the request (None: deleted) before
     each read; a pending request with the agent's key is approved by the hub when read."""
 
-    def __init__(self, crr: Crr | None, admin: Callable[[int], Crr | None | bool]) -> None:
+    def __init__(self, crr: Crr | None, admin: Callable[[int], Crr | bool | None]) -> None:
         self.crr, self.admin, self.reads, self.created = crr, admin, 0, 0
 
     def __call__(self, *_: Any, **__: Any) -> Parent:  # stands in for the Kube class
@@ -90,7 +90,7 @@ def parent_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Parent], None]:
     return lambda parent: monkeypatch.setattr(registration, "Kube", parent)
 
 
-def at(read: int, then: Crr | None) -> Callable[[int], Crr | None | bool]:
+def at(read: int, then: Crr | None) -> Callable[[int], Crr | bool | None]:
     """An admin who changes the request to `then` at the agent's `read`-th read of it (False: left as it is)."""
     return lambda reads: then if reads == read else False
 
