@@ -35,7 +35,7 @@ from clusternet_api.apiresource import key_of as key_of  # re-exported: the hub'
 from clusternet_core import basenames, feedinventory, feedresolve, heldback, helmrender, rendering
 from clusternet_core.overrides import OverrideError, apply_now_digest, same_feed
 from clusternet_core.placement import holding_clusters, unbound_bases
-from clusternet_core.refusals import condition, refusal_condition, without_conditions
+from clusternet_core.refusals import condition, refusal_condition
 from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
 
 Obj = dict[str, Any]
@@ -148,8 +148,9 @@ class Plan:
     delete_bases: list[Obj] = field(default_factory=list)
     """Bases of clusters no longer bound (Descriptions follow by owner reference), as cached when the plan was
     made: deleted only as such (review F8)."""
-    refusal: tuple[Obj, Obj] | None = None
-    """(status, Ready condition) of a refused Subscription."""
+    refusal: Obj | None = None
+    """The Ready condition of a Subscription refused as a whole; the rest of its status is brought up to date from
+    the reports as usual (the hub's status.StatusWriter.write): its objects stay deployed."""
     status: StatusInputs | None = None
 
 
@@ -241,7 +242,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     resolved = feedresolve.resolve_feeds(feeds, caches.manifests.values())
     refused = refusal_condition(feeds, resolved, caches.globalizations.values())
     if refused is not None:  # refused as a whole, like an invalid one: nothing deployed changes
-        return Plan("refuse", refusal=(without_conditions(sub), refused))
+        return Plan("refuse", refusal=refused)
     templates = resolved.templates
     cached_inventory = caches.inventories.get(key_of(sub))
     inventory, inventory_body, owned_gone = feedinventory.plan_inventory(sub, templates, cached_inventory)
@@ -251,9 +252,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
         result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,
                           holding_clusters(sub, clusters, caches.bases, caches.descriptions))
     except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
-        # the status as it is (bindings, reports): a merge patch of {} with nulls for what it lacks would wipe it
-        plan.action, plan.refusal = "refuse", (without_conditions(sub), condition("False", "InvalidSubscription",
-                                                                                 str(e)))
+        plan.action, plan.refusal = "refuse", condition("False", "InvalidSubscription", str(e))
         return plan
     bindings = []
     for p in result.clusters:

@@ -69,8 +69,3 @@ def refusal_condition(feeds: list[FeedRef], resolved: feedresolve.FeedResolution
         return condition("False", REASON_INVALID_OVERRIDE, "; ".join(unusable) + REFUSED)
     return None
 
-
-def without_conditions(sub: Obj) -> Obj:
-    """The status as it is, minus the conditions: a refused Subscription's objects stay deployed, so what its
-    status says about them stays true."""
-    return {k: v for k, v in (sub.get("status") or {}).items() if k != "conditions"}

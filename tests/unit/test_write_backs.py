@@ -128,8 +128,8 @@ async def status_write(store: Store, answer: Callable[[], Awaitable[Obj]]) -> No
             return await answer()
 
     await StatusWriter(Parent(), store).write(  # type: ignore[arg-type]
-        store.caches.subscriptions[("default", "s")], {"completedReleases": 1},
-        {"type": "Ready", "status": "True", "reason": "x", "message": "y"})
+        store.caches.subscriptions[("default", "s")],
+        {"type": "Ready", "status": "False", "reason": "x", "message": "y"})
 
 
 async def test_a_spec_edit_watched_during_a_status_write_is_the_one_planned() -> None:

@@ -46,12 +46,12 @@ class StatusWriter:
         # every later rewrite kept it until the next reconcile, up to a resync later (review s36, finding 3).
         # Only the status writes take turns: a long reconcile (its Bases and Descriptions) does not hold them.
         self.writing: dict[Key, tuple[asyncio.Lock, int]] = {}  # -> (the lock, how many hold or wait for it)
-        # Subscription -> (uid, what its last reconcile decided: its StatusInputs, or None for a refusal), kept once
+        # Subscription -> (uid, what its last reconcile decided: its StatusInputs, or a refusal's Ready), kept once
         # that reconcile's status was written, for the rewrites after it. From the cache a rewrite could take the
         # decision before (write_back keeps an event that came in meanwhile, such as a label edit, rather than the
         # write's answer) and put SpecChangePending back (review s37, finding 3); remembered before the write, a
         # failed write's generation was stamped on the old bindings (re-review s37).
-        self.decided: dict[Key, tuple[str, StatusInputs | None]] = {}
+        self.decided: dict[Key, tuple[str, StatusInputs | Obj]] = {}
 
     async def paced_update(self, key: Key) -> None:
         """Rewrite the status for Descriptions that reported in, no more often than the cost of the last write
@@ -93,10 +93,15 @@ class StatusWriter:
                 self.render_problems[key] = list(inputs.problems)
             else:
                 self.render_problems.pop(key, None)
-        elif (remembered := self.decided.get(key)) is not None and remembered[0] == uid:
-            if remembered[1] is None:  # refused: that stands until the next reconcile, whatever reports say
+        else:
+            remembered = self.decided.get(key)
+            mine = remembered[1] if remembered is not None and remembered[0] == uid else None
+            refusal = mine if isinstance(mine, dict) else self._written_refusal(sub) if mine is None else None
+            if refusal is not None:  # refused as a whole: its Ready stands, what the reports say is brought up to date
+                fresh, _ = substatus.subscription_status(sub, None, self.store.caches)
+                await self._write(sub, fresh, refusal)
                 return
-            decided = remembered[1]
+            decided = mine if isinstance(mine, StatusInputs) else None
         status, ready = substatus.subscription_status(sub, decided, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
             ready = substatus.with_planned_generation(sub, refusals.condition(
@@ -105,13 +110,34 @@ class StatusWriter:
         if inputs is not None:
             self.decided[key] = (uid, inputs)
 
-    async def write(self, sub: Obj, status: Obj, ready: Obj) -> None:
-        """Write a reconcile's refusal, in turn with the rewrites (`writing`), which leave it as it is until the next
-        reconcile (`decided`)."""
+    async def write(self, sub: Obj, ready: Obj) -> None:
+        """Write a reconcile's refusal of the Subscription as a whole (its Ready), in turn with the rewrites
+        (`writing`), which keep that Ready until the next reconcile (`decided`) and bring the rest up to date.
+
+        The rest is computed from the caches, not copied from the status before (review s39-b, finding 1): a
+        refused Subscription's objects stay deployed, but its clusters still go silent, fail or leave, and the copy
+        kept `completedReleases` and `available` of the moment of the refusal for as long as it lasted (a resync
+        wrote the same copy again, and reports were not written at all). Written onto the cached Subscription: a
+        report's rewrite landing between the reconcile's read and this write hid the refusal (finding 2)."""
         key = key_of(sub)
         async with self._in_turn(key):
-            await self._write(sub, status, ready)
-            self.decided[key] = (str(sub["metadata"].get("uid")), None)
+            current = self.store.caches.subscriptions.get(key, sub)
+            fresh, _ = substatus.subscription_status(current, None, self.store.caches)
+            await self._write(current, fresh, ready)
+            self.decided[key] = (str(sub["metadata"].get("uid")), ready)
+
+    @staticmethod
+    def _written_refusal(sub: Obj) -> Obj | None:
+        """For a hub that has not reconciled the Subscription yet (just started, or just leading): the refusal as a
+        whole (InvalidSubscription) that the hub before wrote for this generation. A report's rewrite computed the
+        reports' Ready instead (`decided` is this process's memory), and `kubectl wait` saw Ready=True on a refused
+        Subscription until the next resync (review s39-b, finding 2). The feeds' refusals (FeedNotFound, ...) are
+        found again by substatus itself."""
+        last = plan.ready_of(sub)
+        if last.get("reason") == "InvalidSubscription" and last.get("observedGeneration") == sub["metadata"].get(
+                "generation"):
+            return {k: v for k, v in last.items() if k != "lastTransitionTime"}
+        return None
 
     @contextlib.asynccontextmanager
     async def _in_turn(self, key: Key) -> AsyncIterator[None]:

@@ -43,7 +43,7 @@ class SubscriptionReconciler:
             self.caught_up.pop(key, None)
             return
         plan = planning.plan_subscription(sub, self.store.caches, force)
-        if plan.refusal is not None and plan.refusal[1].get("reason") == refusals.REASON_FEED_NOT_FOUND \
+        if plan.refusal is not None and plan.refusal.get("reason") == refusals.REASON_FEED_NOT_FOUND \
                 and await self._catch_up_manifests(sub):
             plan = planning.plan_subscription(sub, self.store.caches, force)
         await self.apply(sub, plan)
@@ -82,9 +82,8 @@ class SubscriptionReconciler:
             await self._set_finalizers(sub, [f for f in sub["metadata"].get("finalizers") or []
                                              if f != known.FINALIZER_APPS], missing_ok=True)
         elif plan.refusal is not None:
-            status, ready = plan.refusal
-            await self.status.write(sub, status, substatus.with_planned_generation(
-                sub, ready, sub["metadata"].get("generation")))
+            generation = sub["metadata"].get("generation")
+            await self.status.write(sub, substatus.with_planned_generation(sub, plan.refusal, generation))
         elif plan.status is not None:
             if refused:
                 self.status.refused_writes[key] = list(dict.fromkeys([*refused, *plan.status.problems]))
