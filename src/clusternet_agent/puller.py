@@ -36,7 +36,7 @@ from clusternet_api import applier, known, namespaceguard
 from clusternet_api.carried import CarriedOver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
-from clusternet_api.ownership import Claimants, Released, owner_key
+from clusternet_api.ownership import Claimants, Released, ReleaseDeferred, owner_key
 
 log = logging.getLogger(__name__)
 DEPLOYER_SA = "clusternet-app-deployer"
@@ -157,7 +157,11 @@ class Puller:
             return
         if verdict == "no base" and self.grace.waiting(desc, lambda: self._recheck(desc["metadata"]["name"])):
             return
-        released = await applier.cleanup(self.child, desc, self._claimants(desc))
+        try:
+            released = await applier.cleanup(self.child, desc, self._claimants(desc))
+        except ReleaseDeferred as e:  # the finalizer stays, and the status says why (review s39-b, finding 3)
+            await applier.mark_pending(self.parent, desc, f"cleanup pending: {e}")
+            raise
         log.info("cleaned up Description %s: %s", desc["metadata"]["name"], released)
         await self._hand_over(desc, released, mc)
         self.carried.forget(desc)

@@ -67,3 +67,13 @@ def is_passing(e: BaseException) -> bool:
     if isinstance(e, ApiException):
         return e.status in PASSING_STATUSES
     return isinstance(e, (OSError, TimeoutError, aiohttp.ClientError, StreamOpenError))
+
+
+def explain(e: ApiException, what: str) -> str:
+    if e.status == 403:
+        return f"{what}: the child cluster's RBAC refused it (HTTP 403 Forbidden: {e.reason})"
+    if e.status == 413 or "too large" in str(e.reason).lower():
+        return f"{what}: the object is too large for the child's etcd ({e.reason})"
+    if e.status == 404:
+        return f"{what}: the child does not serve this kind or its namespace is missing ({e.reason})"
+    return f"{what}: HTTP {e.status}: {e.reason}"

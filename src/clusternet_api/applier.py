@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from clusternet_api import known, prunedfields
+from clusternet_api.apierrors import explain
 from clusternet_api.cascadeguard import DEFAULTS as NAMESPACE_DEFAULTS
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
@@ -41,7 +42,7 @@ from clusternet_api.ownership import (
     object_key,
     owe_adoption,
     owner_key,
-    release,
+    release_each,
     status_ident,
 )
 from clusternet_api.pendingprunes import PRUNE_PENDING, read_object
@@ -135,16 +136,6 @@ def deployed(desc: Obj) -> bool:
         status["observedGeneration"]) == str(desc["metadata"].get("generation"))
 
 
-def explain(e: ApiException, what: str) -> str:
-    if e.status == 403:
-        return f"{what}: the child cluster's RBAC refused it (HTTP 403 Forbidden: {e.reason})"
-    if e.status == 413 or "too large" in str(e.reason).lower():
-        return f"{what}: the object is too large for the child's etcd ({e.reason})"
-    if e.status == 404:
-        return f"{what}: the child does not serve this kind or its namespace is missing ({e.reason})"
-    return f"{what}: HTTP {e.status}: {e.reason}"
-
-
 async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None,
                             previous: list[Obj] | None = None, prune_waits: str | None = None,
                             prune_only: bool = False) -> ApplyOutcome:
@@ -194,10 +185,11 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     # the same objects under names object_key cannot tell apart (an alias it does not know): never pruned
     uids = frozenset(str(uid) for _, obj in results.values() if (uid := ((obj or {}).get("metadata") or {}).get("uid")))
     dropped = [s for s in previous if object_key(status_ident(s)) not in current]
-    for ident in sorted((status_ident(s) for s in dropped), key=_release_rank):
-        await release(child, ident, key, claimants.of(ident), outcome.released, uids, may_delete=prune_waits is None)
-    # what could not be deleted now stays listed, so the next apply looks at it again (not a failure)
+    await release_each(child, [status_ident(s) for s in dropped], key, claimants.of, outcome.released, uids,
+                       may_delete=prune_waits is None)
+    # what could not be let go of now stays listed, so the next apply looks at it again; a refusal is a failure
     outcome.statuses += [s for s in previous if status_ident(s) in outcome.released.deferred]
+    errors += outcome.released.errors
     if errors:
         outcome.phase, outcome.reason = "Failure", "; ".join(errors)
     elif outcome.released.deferred:
@@ -329,19 +321,15 @@ async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None)
         idents.setdefault(object_key(ident), ident)
     claimants = claimants or Claimants(desc)
     released = Released()
-    for ident in sorted(idents.values(), key=_release_rank):
-        await release(child, ident, key, claimants.of(ident), released)
+    await release_each(child, list(idents.values()), key, claimants.of, released)
+    if released.errors:
+        raise ReleaseDeferred("; ".join(released.errors) + "; to try again: " + ", ".join(
+            describe(i) for i in released.deferred))
     if released.deferred:
         raise ReleaseDeferred("kept changing while being deleted, or the child could not be read now; to try "
                               "again: " + ", ".join(
             describe(i) for i in released.deferred))
     return released
-
-
-def _release_rank(ident: dict[str, str]) -> int:
-    """Custom objects and everything else first, then CRDs, then Namespaces: a CRD's or Namespace's deletion
-    takes what is in it, so it is let go of only once our own objects in it are gone (cascadeguard.py)."""
-    return {"CustomResourceDefinition": 1, "Namespace": 2}.get(ident["kind"], 0)
 
 
 # What a parent whose Description CRD predates observedGeneration (or is Clusternet's) loses (prunedfields)

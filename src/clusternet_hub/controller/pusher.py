@@ -19,7 +19,6 @@ at its next resync, up to a resync period later (30 s by default), with the obje
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import time
@@ -30,7 +29,8 @@ from clusternet_api import applier, known, namespaceguard, pendingprunes
 from clusternet_api.carried import CarriedOver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.kubeapi import ChildApi, KubeApi
-from clusternet_api.ownership import Claimants, Released
+from clusternet_api.logs import Repeats, error_text
+from clusternet_api.ownership import Claimants, Released, ReleaseDeferred
 from clusternet_api.tunnel.http import StreamOpener
 from clusternet_core.plan import Key
 from clusternet_hub.controller.store import TUNNEL_DOWN, Store
@@ -163,6 +163,7 @@ class Pusher:
         self.pushed: dict[Key, tuple[str, int, float]] = {}
         self.retries: Backoff[Key] = Backoff(RETRY_FIRST, RETRY_MAX)
         self.carried = CarriedOver()  # what released Descriptions had deployed, for their successors' first push
+        self.status_failures = Repeats()  # a "why it waits" write refused the same way again is warned about once
 
     def resync(self, interval: float) -> None:
         """Push every Description again (drift), except those pushed moments ago, being pushed or queued:
@@ -321,7 +322,11 @@ class Pusher:
             self.carried.keep(desc)
             await applier.remove_finalizer(self.kube, desc)
             return
-        released = await applier.cleanup(child, desc, self._claimants(desc))
+        try:
+            released = await applier.cleanup(child, desc, self._claimants(desc))
+        except ReleaseDeferred as e:  # the finalizer stays, and the status says why (review s39-b, finding 3)
+            await self._pending(desc, f"cleanup pending: {e}")
+            raise
         log.info("cleaned up %s/%s in cluster %s: %s", desc["metadata"]["namespace"], desc["metadata"]["name"],
                  mc["spec"]["clusterId"], released)
         await self._hand_over(desc, released)
@@ -363,5 +368,13 @@ class Pusher:
             description_key(claimant)), known.CREATED_BY_HUB)
 
     async def _pending(self, desc: Obj, reason: str) -> None:
-        with contextlib.suppress(ApiException):
+        """Say in the Description's status why it waits. A refused write is said in the log (once for the same
+        failure), as the Helm pusher does: it was suppressed without a word (review s39-b, finding 4)."""
+        try:
             await applier.mark_pending(self.kube, desc, reason)
+        except ApiException as e:
+            key = (desc["metadata"]["namespace"], desc["metadata"]["name"])
+            if e.status != 404:  # gone meanwhile: nobody to tell
+                text = f"HTTP {e.status}: {error_text(e)}"
+                log.log(self.status_failures.level(key, text), "Description %s/%s: its status could not say why it "
+                        "waits (%s): %s", *key, reason, text)

@@ -1,0 +1,80 @@
+"""Letting go of what a Description no longer deploys, object by object (ownership.release_each).
+
+Review s39-b, finding 3: a prune or cleanup the child refused (a 403 on a DELETE) escaped the apply, so the
+Description kept saying Success with no event, and a cleanup stopped at the first refusal. Review s39-a, F2: an
+object of ours not let go of in a pass (one 503 on its read) still sat in our Namespace when the Namespace was
+judged right after, counted as someone else's: the Namespace was kept for good, our mark removed."""
+
+from __future__ import annotations
+
+import pytest
+
+from clusternet_api import applier
+from clusternet_api.kube import ApiException
+from clusternet_api.ownership import ReleaseDeferred
+from clusternet_core.rendering import encode_raw
+from tests.unit.fakekube import FakeKube, Obj
+from tests.unit.test_cascadeguard import TEAM, cm, namespace_mark
+from tests.unit.test_ownership import NS, deploy, description, events, stored
+
+FORBIDDEN = ApiException(403, 'configmaps "b" is forbidden: User "deployer" cannot delete resource "configmaps"')
+
+
+def status(parent: FakeKube) -> Obj:
+    found = stored(parent, "d1").get("status") or {}
+    return found
+
+
+async def test_a_prune_the_child_refuses_is_a_failure_said_and_tried_again() -> None:
+    parent, child = FakeKube(description("d1", TEAM, cm("a"), cm("b"))), FakeKube()
+    await deploy(parent, child, "d1")
+    parent.objects[("Description", NS, "d1")]["spec"]["raw"] = encode_raw([TEAM, cm("a")])
+    child.fail[("delete", "ConfigMap")] = FORBIDDEN
+    await deploy(parent, child, "d1")
+    said = status(parent)
+    assert said["phase"] == "Failure" and "ConfigMap team-a/b (no longer deployed; not let go of)" in said["reason"]
+    assert "RBAC refused it" in said["reason"] and events(parent, "UnSuccessfullyDeployed")
+    assert "b" in {s["name"] for s in said["manifestStatuses"]}  # still listed: the next apply prunes it
+    assert child.find("ConfigMap", "team-a", "b") is not None
+    del child.fail[("delete", "ConfigMap")]  # the child admin grants delete
+    await deploy(parent, child, "d1")
+    assert status(parent)["phase"] == "Success" and child.find("ConfigMap", "team-a", "b") is None
+
+
+async def test_a_cleanup_the_child_refuses_in_part_lets_go_of_the_rest_and_says_why() -> None:
+    parent, child = FakeKube(description("d1", TEAM, cm("a"), cm("b"))), FakeKube()
+    await deploy(parent, child, "d1")
+    real_delete = child.delete
+
+    async def refuse_b(api_version: str, kind: str, name: str, *args: object, **kwargs: object) -> bool:
+        if name == "b":
+            raise FORBIDDEN
+        return await real_delete(api_version, kind, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    child.delete = refuse_b  # type: ignore[method-assign]
+    with pytest.raises(ReleaseDeferred) as deferred:
+        await applier.cleanup(child, stored(parent, "d1"))
+    assert "ConfigMap team-a/b (no longer deployed; not let go of): the child cluster's RBAC refused it" in str(
+        deferred.value)
+    assert child.find("ConfigMap", "team-a", "a") is None  # the rest let go of all the same
+    assert namespace_mark(child) == f"{NS}.d1"  # our Namespace waits for b, our mark kept
+
+
+async def test_our_namespace_waits_for_an_object_of_ours_not_let_go_of_in_the_same_pass() -> None:
+    parent, child = FakeKube(description("d1", TEAM, cm("a"))), FakeKube()
+    await deploy(parent, child, "d1")
+    real_get, busy = child.get, [True]
+
+    async def once_busy(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if kind == "ConfigMap" and busy:
+            busy.clear()
+            raise ApiException(503, "Service Unavailable")  # the child's API server, busy for a moment
+        return await real_get(api_version, kind, name, namespace)
+
+    child.get = once_busy  # type: ignore[method-assign]
+    with pytest.raises(ReleaseDeferred):
+        await applier.cleanup(child, stored(parent, "d1"))
+    assert namespace_mark(child) == f"{NS}.d1" and child.find("ConfigMap", "team-a", "a") is not None
+    released = await applier.cleanup(child, stored(parent, "d1"))  # the retry
+    assert sorted(released.deleted) == ["ConfigMap team-a/a", "Namespace team-a"], released
+    assert child.find("Namespace", None, "team-a") is None
