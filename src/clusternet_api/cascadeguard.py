@@ -118,7 +118,7 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
     the scope of every kind served (a kind cluster-scoped in any version counts as cluster-scoped). Discovery is
     asked afresh (a kind added since the last one counts), once per group-version for both; any group-version it
     cannot tell about raises, and so does one that `/apis` lists while its own discovery answers 404 and a CRD
-    serves it (_crd_serves). An entry counts as listable only when its verbs say so (an entry without a kind or
+    serves it (crd_serves). An entry counts as listable only when its verbs say so (an entry without a kind or
     verbs, as an aggregated API's subresource-only list may hold, is no kind to list)."""
     versions = [v for v in await child.group_versions() if v.rpartition("/")[0] not in IGNORED_GROUPS]
     limit = asyncio.Semaphore(LISTS_AT_ONCE)
@@ -128,7 +128,7 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
             try:
                 return await child.discover(version)
             except ApiException as e:
-                if e.status == 404 and not await _crd_serves(child, version):
+                if e.status == 404 and not await crd_serves(child, version):
                     return []  # not served (a CRD deleted since /apis was read, an aggregated API's quirk)
                 raise ContentsUnknown(f"discovery of {version} failed: HTTP {e.status}: {e.reason}") from e
             except Exception as e:
@@ -195,7 +195,7 @@ async def _still_served(child: KubeApi, api_version: str, kind: str, plural: str
     return crd is not None and not (crd.get("metadata") or {}).get("deletionTimestamp")
 
 
-async def _crd_serves(child: KubeApi, api_version: str) -> bool:
+async def crd_serves(child: KubeApi, api_version: str) -> bool:
     """Does a CRD of the group serve `api_version`, not being deleted? Then the group's discovery answering 404
     while /apis lists it is a kube-apiserver just started, whose CRD handler does not serve the group yet (audit
     s36: taken for "no kinds", a cleanup deleted a Namespace holding someone else's custom objects). Not a CRD's

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from clusternet_api import known
-from clusternet_api.apierrors import explain, is_passing
-from clusternet_api.cascadeguard import ContentsUnknown, foreign_contents, foreign_instances, summary
+from clusternet_api.apierrors import ResourceNotFound, explain, is_passing
+from clusternet_api.cascadeguard import ContentsUnknown, crd_serves, foreign_contents, foreign_instances, summary
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
@@ -182,6 +182,16 @@ class ReleaseDeferred(Exception):
     """A cleanup could not delete everything now (Released.deferred): to try again, its finalizer kept."""
 
 
+async def _kind_gone(child: KubeApi, ident: dict[str, str], e: Exception) -> bool:
+    """Does a read's failure say the object's kind is served no more (a "no matches for kind", a 404 for its
+    path), with no CRD serving it (cascadeguard.crd_serves: a cold API server answers 404 for a kind its CRD still
+    serves)? A kind the child never had a CRD for (a built-in group gone, as extensions/v1beta1 in 1.22) is gone
+    too. Any other failure is not."""
+    if not isinstance(e, ResourceNotFound) and not (isinstance(e, ApiException) and e.status == 404):
+        return False
+    return "/" not in ident["apiVersion"] or not await crd_serves(child, ident["apiVersion"])
+
+
 def release_rank(ident: dict[str, str]) -> int:
     """Custom objects and everything else first, then CRDs, then Namespaces: a CRD's or Namespace's deletion
     takes what is in it, so it is let go of only once our own objects in it are gone (cascadeguard.py)."""
@@ -257,8 +267,15 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
             log.info("cannot look up %s for cleanup now (%s); left for the next look", what, e)
             out.deferred.append(ident)
             return True
-        # e.g. a kind the child no longer serves (its CRD gone, and its objects with it)
-        log.warning("cannot look up %s for cleanup: %s; taken as nothing of ours there", what, e)
+        if await _kind_gone(child, ident, e):  # its CRD deleted, and its objects with it
+            log.warning("cannot look up %s for cleanup: %s; its kind is no longer served: nothing of ours there",
+                        what, e)
+            return True
+        # a refusal (401, 403) or a cold API server's 404 for a kind a CRD still serves: the object may well be there,
+        # so it is not counted as let go of (review s39-a, F1: the Description's finalizer went with it still there)
+        out.errors.append(explain(e, f"{what} (cannot be read to let go of it)") if isinstance(e, ApiException)
+                          else f"{what} (cannot be read to let go of it): {e}")
+        out.deferred.append(ident)
         return True
     owned, adopted = marks(existing)
     if existing is None or key not in (owned, adopted) or (owned and owned != key):

@@ -3,7 +3,8 @@
 Review s39-b, finding 3: a prune or cleanup the child refused (a 403 on a DELETE) escaped the apply, so the
 Description kept saying Success with no event, and a cleanup stopped at the first refusal. Review s39-a, F2: an
 object of ours not let go of in a pass (one 503 on its read) still sat in our Namespace when the Namespace was
-judged right after, counted as someone else's: the Namespace was kept for good, our mark removed."""
+judged right after, counted as someone else's: the Namespace was kept for good, our mark removed. F1: an object
+that could not be read (401, 403, a cold API server's 404) counted as let go of, and the finalizer went."""
 
 from __future__ import annotations
 
@@ -78,3 +79,47 @@ async def test_our_namespace_waits_for_an_object_of_ours_not_let_go_of_in_the_sa
     released = await applier.cleanup(child, stored(parent, "d1"))  # the retry
     assert sorted(released.deleted) == ["ConfigMap team-a/a", "Namespace team-a"], released
     assert child.find("Namespace", None, "team-a") is None
+
+
+WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "team-a"}}
+WIDGETS_CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": "widgets.example.com"},
+               "spec": {"group": "example.com", "names": {"plural": "widgets", "kind": "Widget"}, "scope": "Namespaced",
+                        "versions": [{"name": "v1", "served": True, "storage": True}]},
+               "status": {"conditions": [{"type": "Established", "status": "True"}]}}
+
+
+@pytest.mark.parametrize("error", [ApiException(401, "Unauthorized"), ApiException(403, "Forbidden"),
+                                   ApiException(404, "Widget (example.com/v1) is not served by the API server now")])
+async def test_an_object_that_cannot_be_read_is_not_counted_as_let_go_of(error: ApiException) -> None:
+    """Review s39-a, F1: a 401 (the deployer's token refused), a 403 (its RBAC narrowed) or a cold API server's 404
+    for a kind its CRD still serves was taken for "nothing of ours there": the cleanup ended, the Description's
+    finalizer went, and the object stayed in the child, untracked."""
+    parent, child = FakeKube(description("d1", WIDGET)), FakeKube(WIDGETS_CRD)
+    await deploy(parent, child, "d1")
+    real_get = child.get
+
+    async def refused(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if kind == "Widget":
+            raise error
+        return await real_get(api_version, kind, name, namespace)
+
+    child.get = refused  # type: ignore[method-assign]
+    with pytest.raises(ReleaseDeferred, match=r"Widget team-a/w \(cannot be read to let go of it\)"):
+        await applier.cleanup(child, stored(parent, "d1"))
+    assert child.find("Widget", "team-a", "w") is not None
+
+
+async def test_an_object_whose_crd_is_gone_is_let_go_of() -> None:
+    """A 404 for a kind no CRD serves any more: its objects went with the CRD; the cleanup does not wait on them."""
+    parent, child = FakeKube(description("d1", WIDGET)), FakeKube(WIDGETS_CRD)
+    await deploy(parent, child, "d1")
+    del child.objects[("CustomResourceDefinition", "", "widgets.example.com")]
+    del child.objects[("Widget", "team-a", "w")]
+
+    async def not_served(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        raise ApiException(404, "Widget (example.com/v1) is not served by the API server now")
+
+    child.get = not_served  # type: ignore[method-assign]
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert released.deleted == [] and not released.deferred
