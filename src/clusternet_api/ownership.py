@@ -332,24 +332,33 @@ API server restarting or throttling (429, 500, 504), a tunnel down, an aggregate
 APIService answers 503 for the seconds its new pod takes); short enough that a Description's deletion does not
 wait for ever on a group that is down for good."""
 
-contents_unknown_since: dict[tuple[str, str], float] = {}
-"""(Description key, object_key) -> monotonic time its contents were first found unknown for a passing reason.
-Kept by this process only: a restart, or another hub leading, waits the patience again (never less)."""
+CONTENTS_LOOKS_APART = 300.0
+"""Seconds between two failed looks after which the patience starts again (review s39-a, F4): the looks stopped
+meanwhile (the cluster was silent, whose time is not waiting on its contents, or the release was given up: the
+feed put back), so an old first failure must not cut a later wait short."""
+
+contents_unknown_since: dict[tuple[str, str], tuple[float, float]] = {}
+"""(Description key, object_key) -> monotonic times its contents were first and last found unknown for a passing
+reason. Kept by this process only: a restart, or another hub leading, waits the patience again (never less)."""
 
 
 def _worth_waiting(key: str, ident: dict[str, str], e: ContentsUnknown) -> bool:
     """Is a release whose contents could not be listed to be tried again later, rather than the object kept for
     good: while the failure is a passing one (no answer, or an answer such as 429, 500, 503 or 504), for
-    CONTENTS_PATIENCE. A refusal (403) or a contents check that cannot be made (a CRD that names no kind) is
-    not waited on.
+    CONTENTS_PATIENCE of looks no more than CONTENTS_LOOKS_APART apart. A refusal (401, 403) or a contents check
+    that cannot be made (a CRD that names no kind) is not waited on.
 
     Where we differ from the code before: a passing answer (a group's 503, the API server's 429) removed our mark
     at once, so a metrics-server rollout during a cleanup left a Namespace of ours behind for good; and a child
     that never answered held the Description's deletion for ever."""
     if e.__cause__ is None or not is_passing(e.__cause__):
         return False
-    first = contents_unknown_since.setdefault((key, object_key(ident)), time.monotonic())
-    left = first + CONTENTS_PATIENCE - time.monotonic()
+    now, entry = time.monotonic(), (key, object_key(ident))
+    first, last = contents_unknown_since.get(entry, (now, now))
+    if now - last > CONTENTS_LOOKS_APART:
+        first = now
+    contents_unknown_since[entry] = (first, now)
+    left = first + CONTENTS_PATIENCE - now
     if left > 0:
         log.info("what %s holds cannot be listed now (%s); looked at again later, for %.0f s more",
                  describe(ident), e, left)

@@ -93,10 +93,22 @@ async def test_a_passing_failure_is_waited_on_for_a_while_then_the_namespace_is_
     assert ownership.contents_unknown_since == {}
 
 
-def age(seconds: float) -> None:
-    """Make the first failure seen for the Namespace `seconds` old (none seen yet: nothing to do)."""
+def age(seconds: float, last: float = 0.0) -> None:
+    """Make the first failure seen for the Namespace `seconds` old, the last one `last` (none seen yet: nothing to
+    do)."""
     for k in ownership.contents_unknown_since:
-        ownership.contents_unknown_since[k] = time.monotonic() - seconds
+        ownership.contents_unknown_since[k] = (time.monotonic() - seconds, time.monotonic() - last)
+
+
+async def test_the_wait_starts_again_after_looks_that_stopped() -> None:
+    """Review s39-a, F4: the time a cluster was silent (no look at its contents), or a release given up (the feed
+    put back) and met again much later, counted as waiting, and one passing 503 then kept the Namespace at once."""
+    child = Child(discovery_error=ApiException(503, "Service Unavailable"))
+    await ownership.release(child, NAMESPACE, KEY, None, ownership.Released())  # type: ignore[arg-type]
+    age(ownership.CONTENTS_PATIENCE * 3, last=ownership.CONTENTS_LOOKS_APART + 1)
+    out = ownership.Released()
+    await ownership.release(child, NAMESPACE, KEY, None, out)  # type: ignore[arg-type]
+    assert out.deferred == [NAMESPACE] and not out.kept and child.patched == []
 
 
 async def test_once_the_contents_are_listed_the_namespace_is_deleted_and_the_wait_forgotten() -> None:
