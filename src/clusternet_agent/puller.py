@@ -32,7 +32,7 @@ import time
 
 from clusternet_agent import probes, stillwanted
 from clusternet_agent.clusterview import ClusterView
-from clusternet_api import applier, known, namespaceguard
+from clusternet_api import applier, known, namespaceguard, pendingprunes
 from clusternet_api.carried import CarriedOver
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.listwatch import ListWatch
@@ -123,7 +123,8 @@ class Puller:
                 await self._clean_up(desc, mc)
             return
         started = time.monotonic()
-        outcome = await applier.apply_description(self.child, desc, self._claimants(desc), self.carried.previous(desc))
+        outcome = await applier.apply_description(self.child, desc, self._claimants(desc), self.carried.previous(desc),
+                                                  prune_only=prune_only(desc))
         probes.pull_apply_seconds.observe(time.monotonic() - started)
         if outcome.phase != "Success":
             probes.pull_apply_errors.inc()
@@ -220,11 +221,20 @@ class Puller:
 def idle(desc: Obj, resync: bool) -> bool:
     """Nothing for this agent to do about the Description, whatever its ManagedCluster says: a Helm one (deployed
     through its HelmReleases, helmpuller.py), one being deleted without our finalizer, or one whose generation is
-    deployed already, unless this is a resync and it did not opt out of drift correction."""
+    deployed already, unless this is a resync and it did not opt out of drift correction or still owes a prune."""
     meta = desc["metadata"]
     if (desc.get("spec") or {}).get("deployer") == "Helm":
         return True
     if meta.get("deletionTimestamp"):
         return known.FINALIZER_APPS not in (meta.get("finalizers") or [])
     drift = (meta.get("annotations") or {}).get(applier.ANNOTATION_DRIFT_CORRECTION) != "false"
-    return applier.deployed(desc) and not (resync and drift)
+    return applier.deployed(desc) and not (resync and (drift or pendingprunes.prunes_pending(desc)))
+
+
+def prune_only(desc: Obj) -> bool:
+    """Deployed with drift correction off: only a prune owed is done (a resync's pass with pendingprunes), reading
+    what the Description names instead of applying it, as the hub's pusher does. The agent skipped such a
+    Description at every resync, so what one pass could not prune (a 503, a refusal) was never pruned until the
+    next spec change (review s39-a, F3)."""
+    return (desc["metadata"].get("annotations") or {}).get(applier.ANNOTATION_DRIFT_CORRECTION) == "false" and \
+        applier.deployed(desc)

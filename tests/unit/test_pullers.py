@@ -77,7 +77,7 @@ async def description_puller(mc: Obj | None, monkeypatch: pytest.MonkeyPatch
     parent = Parent(mc)
     done: list[tuple[str, str]] = []
 
-    async def apply(child: Any, d: Obj, claimants: Any = None, previous: Any = None) -> Any:
+    async def apply(child: Any, d: Obj, claimants: Any = None, previous: Any = None, **_: Any) -> Any:
         done.append(("apply", d["metadata"]["name"]))
         raise RuntimeError("recorded; not reported")  # _safely logs it
 
