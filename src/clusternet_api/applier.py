@@ -187,15 +187,23 @@ async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | No
     dropped = [s for s in previous if object_key(status_ident(s)) not in current]
     await release_each(child, [status_ident(s) for s in dropped], key, claimants.of, outcome.released, uids,
                        may_delete=prune_waits is None)
-    # what could not be let go of now stays listed, so the next apply looks at it again; a refusal is a failure
+    # what could not be let go of now stays listed, so the next apply looks at it again. A refusal is said in the
+    # reason but is no Failure of what is deployed: a Failure is not deployed, and a Description whose user turned
+    # drift correction off would be re-applied in full at every push, putting back hand edits (review s39)
     outcome.statuses += [s for s in previous if status_ident(s) in outcome.released.deferred]
-    errors += outcome.released.errors
+    refused = outcome.released.refusals() if outcome.released.errors else None
     if errors:
-        outcome.phase, outcome.reason = "Failure", "; ".join(errors)
+        outcome.phase, outcome.reason = "Failure", "; ".join(errors + ([refused] if refused else []))
     elif outcome.released.deferred:
-        why = prune_waits or "changed while being deleted, or unreadable now"
-        outcome.reason = f"{PRUNE_PENDING} ({why}): " + ", ".join(describe(i) for i in outcome.released.deferred)
+        why = prune_waits or refused or "changed while being deleted, or unreadable now"
+        outcome.reason = f"{PRUNE_PENDING} ({why}): " + listing(outcome.released.deferred)
     return outcome
+
+
+def listing(idents: list[dict[str, str]], limit: int = 10) -> str:
+    """`Kind namespace/name` of each object, at most `limit` of them and how many more."""
+    more = len(idents) - limit
+    return ", ".join(describe(i) for i in idents[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
 def manifest_status(obj: Obj, applied: Obj) -> Obj:
@@ -316,20 +324,23 @@ async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None)
     as let go of until 2026-12-06, audit s35)."""
     key = owner_key(desc)
     idents: dict[str, dict[str, str]] = {}  # one per object: the spec's apiVersion first, then the status's
-    for ident in [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])] + [
-            status_ident(s) for s in (desc.get("status") or {}).get("manifestStatuses") or []]:
+    listed = [status_ident(s) for s in (desc.get("status") or {}).get("manifestStatuses") or []]
+    for ident in [identity(o) for o in decode_raw((desc.get("spec") or {}).get("raw") or [])] + listed:
         idents.setdefault(object_key(ident), ident)
     claimants = claimants or Claimants(desc)
     released = Released()
-    await release_each(child, list(idents.values()), key, claimants.of, released)
-    if released.errors:
-        raise ReleaseDeferred("; ".join(released.errors) + "; to try again: " + ", ".join(
-            describe(i) for i in released.deferred))
-    if released.deferred:
-        raise ReleaseDeferred("kept changing while being deleted, or the child could not be read now; to try "
-                              "again: " + ", ".join(
-            describe(i) for i in released.deferred))
+    await release_each(child, list(idents.values()), key, claimants.of, released,
+                       unlisted=frozenset(idents) - {object_key(i) for i in listed})
+    if released.deferred:  # the same words at each pass while nothing changes: the status is written once
+        log.info("cleanup of Description %s: to look at again: %s", key, listing(released.deferred))
+        raise ReleaseDeferred(released.refusals() if released.errors else CLEANUP_RETRIED)
     return released
+
+
+CLEANUP_RETRIED = "some objects kept changing while being deleted, or could not be read now; tried again"
+"""Why a cleanup waits when nothing was refused: not the objects of each pass, which a flaky child changes from
+pass to pass, so that each new text, written to the Description's status, came back as a watch event and ran
+the cleanup again at once, past its backoff (review s39)."""
 
 
 # What a parent whose Description CRD predates observedGeneration (or is Clusternet's) loses (prunedfields)

@@ -118,7 +118,7 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
     the scope of every kind served (a kind cluster-scoped in any version counts as cluster-scoped). Discovery is
     asked afresh (a kind added since the last one counts), once per group-version for both; any group-version it
     cannot tell about raises, and so does one that `/apis` lists while its own discovery answers 404 and a CRD
-    serves it (crd_serves). An entry counts as listable only when its verbs say so (an entry without a kind or
+    serves it (_crd_serves). An entry counts as listable only when its verbs say so (an entry without a kind or
     verbs, as an aggregated API's subresource-only list may hold, is no kind to list)."""
     versions = [v for v in await child.group_versions() if v.rpartition("/")[0] not in IGNORED_GROUPS]
     limit = asyncio.Semaphore(LISTS_AT_ONCE)
@@ -128,7 +128,7 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
             try:
                 return await child.discover(version)
             except ApiException as e:
-                if e.status == 404 and not await crd_serves(child, version):
+                if e.status == 404 and not await _crd_serves(child, version):
                     return []  # not served (a CRD deleted since /apis was read, an aggregated API's quirk)
                 raise ContentsUnknown(f"discovery of {version} failed: HTTP {e.status}: {e.reason}") from e
             except Exception as e:
@@ -195,7 +195,7 @@ async def _still_served(child: KubeApi, api_version: str, kind: str, plural: str
     return crd is not None and not (crd.get("metadata") or {}).get("deletionTimestamp")
 
 
-async def crd_serves(child: KubeApi, api_version: str) -> bool:
+async def _crd_serves(child: KubeApi, api_version: str) -> bool:
     """Does a CRD of the group serve `api_version`, not being deleted? Then the group's discovery answering 404
     while /apis lists it is a kube-apiserver just started, whose CRD handler does not serve the group yet (audit
     s36: taken for "no kinds", a cleanup deleted a Namespace holding someone else's custom objects). Not a CRD's
@@ -211,6 +211,20 @@ async def crd_serves(child: KubeApi, api_version: str) -> bool:
         crd.get("metadata") or {}).get("deletionTimestamp") and any(
         v.get("name") == version and v.get("served", True) for v in (crd.get("spec") or {}).get("versions") or [])
         for crd in crds)
+
+
+async def crd_holds(child: KubeApi, api_version: str, kind: str) -> bool:
+    """Is a CRD of `kind` in the group of `api_version` there, not being deleted, whatever versions it serves now?
+    Its objects are then still stored (served under another version, or soon again by a cold API server), so a 404
+    for their path is no sign they are gone (review s39 of ownership._kind_gone: a CRD that stopped serving an
+    old version still holds every object). Reading the CRDs failing counts as yes."""
+    group = split_group(api_version)
+    try:
+        crds = await child.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    except Exception:
+        return True
+    return any((crd.get("spec") or {}).get("group") == group and ((crd.get("spec") or {}).get("names") or {}).get(
+        "kind") == kind and not (crd.get("metadata") or {}).get("deletionTimestamp") for crd in crds)
 
 
 def _established(crd: Obj) -> bool:

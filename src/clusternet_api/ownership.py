@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from clusternet_api import known
 from clusternet_api.apierrors import ResourceNotFound, explain, is_passing
-from clusternet_api.cascadeguard import ContentsUnknown, crd_serves, foreign_contents, foreign_instances, summary
+from clusternet_api.cascadeguard import ContentsUnknown, crd_holds, foreign_contents, foreign_instances, summary
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
@@ -143,6 +143,10 @@ class Claimants:
         return out
 
 
+SAID_AT_MOST = 5
+"""Refusals named in one status reason or event; the rest are counted."""
+
+
 @dataclass
 class Released:
     """What letting go of objects did, by object (`Kind namespace/name`)."""
@@ -161,6 +165,12 @@ class Released:
     errors: list[str] = field(default_factory=list)
     """One line per object the child refused to let go of (a 403 on its DELETE, say): it is in `deferred` too."""
 
+    def refusals(self, limit: int = SAID_AT_MOST) -> str:
+        """The errors in one line, at most `limit` of them and how many more: a status reason, an event, a log line
+        (one per refused object made them grow without bound)."""
+        more = len(self.errors) - limit
+        return "; ".join(self.errors[:limit]) + (f"; and {more} more" if more > 0 else "")
+
     def __str__(self) -> str:
         """One log line's worth, for people (the dataclass's repr was what cleanup logs showed)."""
         parts = [f"deleted {', '.join(self.deleted)}" if self.deleted else "deleted nothing"]
@@ -174,7 +184,7 @@ class Released:
         if self.deferred:
             parts.append(f"{len(self.deferred)} to look at again later")
         if self.errors:
-            parts.append("failed: " + "; ".join(self.errors))
+            parts.append("failed: " + self.refusals())
         return "; ".join(parts)
 
 
@@ -184,12 +194,14 @@ class ReleaseDeferred(Exception):
 
 async def _kind_gone(child: KubeApi, ident: dict[str, str], e: Exception) -> bool:
     """Does a read's failure say the object's kind is served no more (a "no matches for kind", a 404 for its
-    path), with no CRD serving it (cascadeguard.crd_serves: a cold API server answers 404 for a kind its CRD still
-    serves)? A kind the child never had a CRD for (a built-in group gone, as extensions/v1beta1 in 1.22) is gone
-    too. Any other failure is not."""
+    path), with no CRD of the kind there (cascadeguard.crd_holds: a cold API server answers 404 for a kind its CRD
+    still serves, and a CRD that stopped serving an old version still holds the objects)? Then its objects went
+    with its CRD. A built-in group's kind (no CRD) counts as gone too: extensions/v1beta1 Ingresses on a 1.22
+    child are served under networking.k8s.io only, and the object is not looked for there (left in place,
+    untracked). Any other failure is not."""
     if not isinstance(e, ResourceNotFound) and not (isinstance(e, ApiException) and e.status == 404):
         return False
-    return "/" not in ident["apiVersion"] or not await crd_serves(child, ident["apiVersion"])
+    return "/" not in ident["apiVersion"] or not await crd_holds(child, ident["apiVersion"], ident["kind"])
 
 
 def release_rank(ident: dict[str, str]) -> int:
@@ -200,7 +212,8 @@ def release_rank(ident: dict[str, str]) -> int:
 
 async def release_each(child: KubeApi, idents: list[dict[str, str]], key: str,
                        claimant: Callable[[dict[str, str]], str | None], out: Released,
-                       applied: frozenset[str] = frozenset(), may_delete: bool = True) -> None:
+                       applied: frozenset[str] = frozenset(), may_delete: bool = True,
+                       unlisted: frozenset[str] = frozenset()) -> None:
     """Let go of each object (release), in release_rank's order.
 
     One the child refuses to let go of (a 403 on its DELETE or its mark's patch, say) goes to `out.errors`, in its
@@ -209,13 +222,15 @@ async def release_each(child: KubeApi, idents: list[dict[str, str]], key: str,
     Description's status kept saying Success with no event, and a cleanup stopped at the first refusal (review
     s39-b, finding 3). CRDs and Namespaces wait, our mark kept, while anything of a rank before them was not let go
     of: still there, it counted as someone else's content, and our Namespace was kept for good, our mark removed
-    (review s39-a, F2)."""
+    (review s39-a, F2). `unlisted`: object_keys the Description never listed as deployed (its spec's objects whose
+    apply failed): one of them that cannot be read is not waited on."""
     for ident in sorted(idents, key=release_rank):
         if release_rank(ident) and any(release_rank(d) < release_rank(ident) for d in out.deferred):
             out.deferred.append(ident)
             continue
         try:
-            await release(child, ident, key, claimant(ident), out, applied, may_delete)
+            await release(child, ident, key, claimant(ident), out, applied, may_delete,
+                          listed=object_key(ident) not in unlisted)
         except ApiException as e:
             if is_passing(e):  # the child busy or restarting (a 503 on the DELETE): looked at again, unsaid
                 log.info("cannot let go of %s now (%s); left for the next look", describe(ident), e)
@@ -229,7 +244,7 @@ LOOKS = 3
 
 
 async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released,
-                  applied: frozenset[str] = frozenset(), may_delete: bool = True) -> None:
+                  applied: frozenset[str] = frozenset(), may_delete: bool = True, listed: bool = True) -> None:
     """Let go of one object: only when it carries Description `key`'s mark, and never by deleting one it adopted,
     nor one whose UID is among `applied` (the UIDs the same apply just applied: under another name, an alias
     object_key does not know, it is still in the spec).
@@ -246,14 +261,14 @@ async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str
     often only its status) is no error: the object is read and checked again, up to LOOKS times, then left in
     `out.deferred` for the next apply or cleanup to look at."""
     for _ in range(LOOKS):
-        if await _release_once(child, ident, key, claimant, out, applied, may_delete):
+        if await _release_once(child, ident, key, claimant, out, applied, may_delete, listed):
             return
     log.info("%s kept changing while being let go of; left for the next look", describe(ident))
     out.deferred.append(ident)
 
 
 async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released,
-                        applied: frozenset[str], may_delete: bool = True) -> bool:
+                        applied: frozenset[str], may_delete: bool = True, listed: bool = True) -> bool:
     """One look at the object (release): False when its DELETE found it changed since this look read it. Without
     `may_delete` (a silent cluster: applier.apply_description's prune_waits), what would be deleted, or kept for
     what it holds, is left in `out.deferred`; hand-overs and unadoptions, which delete nothing, still happen."""
@@ -271,8 +286,11 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
             log.warning("cannot look up %s for cleanup: %s; its kind is no longer served: nothing of ours there",
                         what, e)
             return True
-        # a refusal (401, 403) or a cold API server's 404 for a kind a CRD still serves: the object may well be there,
-        # so it is not counted as let go of (review s39-a, F1: the Description's finalizer went with it still there)
+        if not listed:  # never deployed, as far as the Description says (an apply the child refused): not waited on
+            log.warning("cannot look up %s for cleanup: %s; never listed as deployed: nothing of ours there", what, e)
+            return True
+        # a refusal (401, 403) or a cold API server's 404 for a kind a CRD still holds: an object the Description lists
+        # may well be there, so it is not counted as let go of (review s39-a, F1: the finalizer went with it there)
         out.errors.append(explain(e, f"{what} (cannot be read to let go of it)") if isinstance(e, ApiException)
                           else f"{what} (cannot be read to let go of it): {e}")
         out.deferred.append(ident)
@@ -332,10 +350,11 @@ API server restarting or throttling (429, 500, 504), a tunnel down, an aggregate
 APIService answers 503 for the seconds its new pod takes); short enough that a Description's deletion does not
 wait for ever on a group that is down for good."""
 
-CONTENTS_LOOKS_APART = 300.0
+CONTENTS_LOOKS_APART = 900.0
 """Seconds between two failed looks after which the patience starts again (review s39-a, F4): the looks stopped
 meanwhile (the cluster was silent, whose time is not waiting on its contents, or the release was given up: the
-feed put back), so an old first failure must not cut a later wait short."""
+feed put back), so an old first failure must not cut a later wait short. Above a Pull agent's slowest usual
+resync (5 minutes) with room, so that its looks, one per resync, add up."""
 
 contents_unknown_since: dict[tuple[str, str], tuple[float, float]] = {}
 """(Description key, object_key) -> monotonic times its contents were first and last found unknown for a passing
@@ -354,6 +373,8 @@ def _worth_waiting(key: str, ident: dict[str, str], e: ContentsUnknown) -> bool:
     if e.__cause__ is None or not is_passing(e.__cause__):
         return False
     now, entry = time.monotonic(), (key, object_key(ident))
+    for stale in [k for k, (_, seen) in contents_unknown_since.items() if now - seen > CONTENTS_LOOKS_APART]:
+        del contents_unknown_since[stale]  # given up long ago: started again if ever met again
     first, last = contents_unknown_since.get(entry, (now, now))
     if now - last > CONTENTS_LOOKS_APART:
         first = now

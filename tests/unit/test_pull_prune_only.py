@@ -58,3 +58,31 @@ async def test_a_prune_put_off_is_done_at_a_resync_with_drift_correction_off() -
     assert child.find("ConfigMap", "default", "a") == a_before  # read, not applied: drift correction is off
     assert stored()["status"]["phase"] == "Success" and not pendingprunes.prunes_pending(stored())
     assert idle(stored(), resync=True)  # nothing owed any more: skipped again at resyncs
+
+
+async def test_a_refused_prune_with_drift_correction_off_never_puts_back_hand_edits() -> None:
+    """Review s39: a prune the child refused made the Description a Failure, hence "not deployed", and every pass
+    after applied it in full, putting back what a person had changed by hand although drift correction was off."""
+    desc = {"apiVersion": known.APPS_API_VERSION, "kind": "Description",
+            "metadata": {"name": "d", "namespace": NS, "finalizers": [known.FINALIZER_APPS],
+                         "annotations": {known.ANNOTATION_DRIFT_CORRECTION: "false"}},
+            "spec": {"deployer": "Generic", "raw": encode_raw([cm("a"), cm("b")])}}
+    parent, child = FakeKube(desc), FakeKube()
+    pulling = Puller(parent, child, NS, "c1", 30.0)
+
+    def stored() -> Obj:
+        return copy.deepcopy(parent.find("Description", NS, "d") or {})
+
+    await pulling.process(stored(), PULL, resync=False)
+    parent.objects[("Description", NS, "d")]["spec"]["raw"] = encode_raw([cm("a")])
+    parent.objects[("Description", NS, "d")]["metadata"]["generation"] += 1
+    child.fail[("delete", "ConfigMap")] = ApiException(403, "configmaps is forbidden")
+    await pulling.process(stored(), PULL, resync=False)
+    assert stored()["status"]["phase"] == "Success" and "RBAC refused it" in stored()["status"]["reason"]
+    edited = child.find("ConfigMap", "default", "a")
+    assert edited is not None
+    edited["data"] = {"k": "changed by hand"}
+    for _ in range(2):  # resyncs: prune-only passes, the refusal still standing
+        await pulling.process(stored(), PULL, resync=True)
+    assert (child.find("ConfigMap", "default", "a") or {}).get("data") == {"k": "changed by hand"}
+    assert child.find("ConfigMap", "default", "b") is not None
