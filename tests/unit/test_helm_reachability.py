@@ -7,8 +7,10 @@ import base64
 import socket
 import time
 
+import pytest
+
 from clusternet_api import known
-from clusternet_hub.controller import Controller
+from clusternet_hub.controller import Controller, helmpusher
 from clusternet_hub.controller.helmpusher import Held
 from clusternet_hub.controller.pusher import connect_child
 from tests.unit.fakehelm import FakeHelm
@@ -53,3 +55,31 @@ async def test_a_release_to_a_child_out_of_reach_waits_with_the_holds_words_and_
         assert helm.calls == []
     finally:
         await c.pusher.close()
+
+
+async def test_a_child_that_accepts_but_never_answers_holds_the_release_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen child (SIGSTOP: its port still accepts, nothing answers), reached on a connection kept alive or by
+    the hold's probe: the pre-flight's own limit ran out and Helm was called, waiting its own timeouts (the frozen-
+    child integration test, s39). No answer within PREFLIGHT_SECONDS now holds the release, in the same words at
+    each retry."""
+    monkeypatch.setattr(helmpusher, "PREFLIGHT_SECONDS", 0.3)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # never accepted: the TCP handshake completes, TLS never answers
+    url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+    parent, helm = FakeKube(namespace(), cluster(), chart(), direct_secret(url), subscription(feeds=[FEED])), \
+        FakeHelm()
+    c = Controller(parent, {}, no_tunnel, helm=helm, connect=connect_child)
+    await c.store.prime(parent)
+    c.store.queue.drain()
+    try:
+        await c.subscriptions.reconcile(SUB, force=False)
+        await c.helm_descriptions.sync(HELM_DESC)
+        await c.releases.push(HR)
+        said = parent.find("HelmRelease", *HR)["status"]["description"]
+        assert said == f"{url} cannot be reached (no answer within 0 s); asked again at the pushes' pace", said
+        assert helm.calls == []
+        assert await c.releases.access(c.pusher.cluster_in(NS) or {}) == said
+    finally:
+        await c.pusher.close()
+        silent.close()

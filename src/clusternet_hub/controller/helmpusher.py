@@ -104,7 +104,7 @@ class ReleasePusher:
         access = ClusterAccess(server=server, ca_pem=data.get("ca.crt"), token=data["token"].decode())
         cluster_id = str(mc["spec"]["clusterId"])
         if opener is None:
-            return await self.unreachable(mc) or access
+            return await self.unreachable(mc, server) or access
         relay = self.relays.get(cluster_id)
         if relay is None:  # kept before it starts: a second worker of this cluster shares it, starting no other
             relay = self.relays[cluster_id] = LoopbackRelay(opener)
@@ -112,13 +112,16 @@ class ReleasePusher:
         await relay.start()
         return ClusterAccess(server=relay.url, ca_pem=relay.ca_pem, token=access.token)
 
-    async def unreachable(self, mc: Obj) -> Held | None:
+    async def unreachable(self, mc: Obj, server: str) -> Held | None:
         """The hold's words when the child, reached straight at its URL, cannot be reached now; else None.
 
         Helm's own client knows nothing of the push client's hold (clusternet_api.reachability): each install,
         upgrade or uninstall to a black-holed child waited for Helm's timeouts, holding one of the cluster's two
         workers. So one small request (the core group's discovery) goes first through the push client: while held
-        it fails at once; after the hold it is the probe. Any other failure is left to Helm, which says its own."""
+        it fails at once; after the hold it is the probe. No answer within PREFLIGHT_SECONDS holds the release too
+        (a connection kept alive to a child frozen since, or a probe whose connect timeout outlasts our limit: Helm
+        was called then, and waited its own timeouts; seen in the suite's frozen-child test). Any other failure is
+        left to Helm, which says its own."""
         child = await self.pusher.child_client(mc, (None, None))  # straight to its URL: access() found no tunnel
         if isinstance(child, str):
             return None  # no credentials: access() says so
@@ -127,6 +130,9 @@ class ReleasePusher:
                 await child.discover("v1")
         except Unreachable as e:
             return Held(e)
+        except TimeoutError:  # the same words at each retry: the status is written once
+            return Held(f"{server} cannot be reached (no answer within {PREFLIGHT_SECONDS:.0f} s); asked again at the "
+                        "pushes' pace")
         except Exception as e:
             log.debug("cluster %s: discovery before a Helm operation failed: %s", mc["spec"]["clusterId"], e)
         return None
