@@ -161,7 +161,8 @@ class Puller:
         try:
             released = await applier.cleanup(self.child, desc, self._claimants(desc))
         except ReleaseDeferred as e:  # the finalizer stays, and the status says why (review s39-b, finding 3)
-            await applier.mark_pending(self.parent, desc, f"cleanup pending: {e}")
+            if applier.pending_worth_saying(desc, str(e)):
+                await applier.mark_pending(self.parent, desc, f"cleanup pending: {e}")
             raise
         log.info("cleaned up Description %s: %s", desc["metadata"]["name"], released)
         await self._hand_over(desc, released, mc)

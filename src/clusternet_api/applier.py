@@ -30,6 +30,8 @@ from clusternet_api.logs import error_text
 from clusternet_api.ownership import (
     ANNOTATION_ADOPTED,
     ANNOTATION_OWNED,
+    NOT_LET_GO,
+    UNREADABLE,
     Claimants,
     Released,
     ReleaseDeferred,
@@ -337,6 +339,15 @@ async def cleanup(child: KubeApi, desc: Obj, claimants: Claimants | None = None)
     return released
 
 
+def pending_worth_saying(desc: Obj, why: str) -> bool:
+    """Is a cleanup's ReleaseDeferred (`why`) worth writing to the Description's status: not CLEANUP_RETRIED over a
+    cleanup pending said already (refusals, say): with a refusal standing and a flaky read, the text alternated
+    from pass to pass, and each write's watch event ran the cleanup again past its backoff (re-review s39)."""
+    said = str((desc.get("status") or {}).get("reason") or "")
+    return not (why == CLEANUP_RETRIED and said.startswith("cleanup pending: ") and (
+        NOT_LET_GO in said or UNREADABLE in said))
+
+
 CLEANUP_RETRIED = "some objects kept changing while being deleted, or could not be read now; tried again"
 """Why a cleanup waits when nothing was refused: not the objects of each pass, which a flaky child changes from
 pass to pass, so that each new text, written to the Description's status, came back as a watch event and ran
@@ -374,6 +385,9 @@ async def report(parent: KubeApi, desc: Obj, outcome: ApplyOutcome, reporter: st
                                  "re-applied objects changed in the child: " + ", ".join(outcome.drifted),
                                  reporter))
     previous_phase = (desc.get("status") or {}).get("phase")
+    if outcome.released.errors and outcome.phase == "Success" and outcome.released.refusals() not in str(
+            (desc.get("status") or {}).get("reason") or ""):  # said once: the Subscription stays Ready (review s39)
+        writes.append(post_event(parent, desc, "Warning", "PruneRefused", outcome.released.refusals(), reporter))
     if outcome.phase != previous_phase or (outcome.phase == "Failure" and
                                            outcome.reason != (desc.get("status") or {}).get("reason")):
         if outcome.phase == "Success":

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from clusternet_api import known
 from clusternet_api.apierrors import ResourceNotFound, explain, is_passing
+from clusternet_api.apiresource import split_group
 from clusternet_api.cascadeguard import ContentsUnknown, crd_holds, foreign_contents, foreign_instances, summary
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
@@ -143,6 +144,9 @@ class Claimants:
         return out
 
 
+NOT_LET_GO, UNREADABLE = "no longer deployed; not let go of", "cannot be read to let go of it"
+"""What a refusal to let go of an object says after the object's name (Released.errors)."""
+
 SAID_AT_MOST = 5
 """Refusals named in one status reason or event; the rest are counted."""
 
@@ -192,13 +196,32 @@ class ReleaseDeferred(Exception):
     """A cleanup could not delete everything now (Released.deferred): to try again, its finalizer kept."""
 
 
+async def _served_elsewhere(child: KubeApi, ident: dict[str, str], e: Exception) -> str | None:
+    """Another apiVersion the child serves the object's kind in, when a read found the deployed one not served (a
+    404 for its path, a "no matches for kind"): another version of its group (batch/v1beta1 CronJobs are batch/v1
+    from 1.25), or the group a built-in kind moved to (GROUP_MOVES: extensions/v1beta1 Ingresses are
+    networking.k8s.io on 1.22). The object is the same there. Counted as gone before, the Description's finalizer
+    was removed with the object still running (re-review s39). None when there is none, or it cannot be told."""
+    if not isinstance(e, ResourceNotFound) and not (isinstance(e, ApiException) and e.status == 404):
+        return None
+    group, kind = split_group(ident["apiVersion"]), ident["kind"]
+    groups = {group, GROUP_MOVES.get((group, kind), group)}
+    try:
+        versions = [v for v in await child.group_versions() if split_group(v) in groups and v != ident["apiVersion"]]
+        for version in versions:  # each group's preferred version first
+            if any(str(entry.get("kind")) == kind for entry in await child.discover(version)):
+                return version
+    except Exception as failed:
+        log.info("cannot tell where %s is served now: %s", describe(ident), failed)
+    return None
+
+
 async def _kind_gone(child: KubeApi, ident: dict[str, str], e: Exception) -> bool:
     """Does a read's failure say the object's kind is served no more (a "no matches for kind", a 404 for its
     path), with no CRD of the kind there (cascadeguard.crd_holds: a cold API server answers 404 for a kind its CRD
     still serves, and a CRD that stopped serving an old version still holds the objects)? Then its objects went
-    with its CRD. A built-in group's kind (no CRD) counts as gone too: extensions/v1beta1 Ingresses on a 1.22
-    child are served under networking.k8s.io only, and the object is not looked for there (left in place,
-    untracked). Any other failure is not."""
+    with its CRD. A built-in group's kind (no CRD) served in no other version (_served_elsewhere) counts as gone
+    too. Any other failure is not."""
     if not isinstance(e, ResourceNotFound) and not (isinstance(e, ApiException) and e.status == 404):
         return False
     return "/" not in ident["apiVersion"] or not await crd_holds(child, ident["apiVersion"], ident["kind"])
@@ -235,7 +258,7 @@ async def release_each(child: KubeApi, idents: list[dict[str, str]], key: str,
             if is_passing(e):  # the child busy or restarting (a 503 on the DELETE): looked at again, unsaid
                 log.info("cannot let go of %s now (%s); left for the next look", describe(ident), e)
             else:
-                out.errors.append(explain(e, f"{describe(ident)} (no longer deployed; not let go of)"))
+                out.errors.append(explain(e, f"{describe(ident)} ({NOT_LET_GO})"))
             out.deferred.append(ident)
 
 
@@ -268,7 +291,8 @@ async def release(child: KubeApi, ident: dict[str, str], key: str, claimant: str
 
 
 async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claimant: str | None, out: Released,
-                        applied: frozenset[str], may_delete: bool = True, listed: bool = True) -> bool:
+                        applied: frozenset[str], may_delete: bool = True, listed: bool = True,
+                        elsewhere: bool = True) -> bool:
     """One look at the object (release): False when its DELETE found it changed since this look read it. Without
     `may_delete` (a silent cluster: applier.apply_description's prune_waits), what would be deleted, or kept for
     what it holds, is left in `out.deferred`; hand-overs and unadoptions, which delete nothing, still happen."""
@@ -282,6 +306,9 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
             log.info("cannot look up %s for cleanup now (%s); left for the next look", what, e)
             out.deferred.append(ident)
             return True
+        if elsewhere and (version := await _served_elsewhere(child, ident, e)) is not None:  # where it is now
+            return await _release_once(child, {**ident, "apiVersion": version}, key, claimant, out, applied,
+                                       may_delete, listed, elsewhere=False)
         if await _kind_gone(child, ident, e):  # its CRD deleted, and its objects with it
             log.warning("cannot look up %s for cleanup: %s; its kind is no longer served: nothing of ours there",
                         what, e)
@@ -291,8 +318,8 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
             return True
         # a refusal (401, 403) or a cold API server's 404 for a kind a CRD still holds: an object the Description lists
         # may well be there, so it is not counted as let go of (review s39-a, F1: the finalizer went with it there)
-        out.errors.append(explain(e, f"{what} (cannot be read to let go of it)") if isinstance(e, ApiException)
-                          else f"{what} (cannot be read to let go of it): {e}")
+        out.errors.append(explain(e, f"{what} ({UNREADABLE})") if isinstance(e, ApiException)
+                          else f"{what} ({UNREADABLE}): {e}")
         out.deferred.append(ident)
         return True
     owned, adopted = marks(existing)
@@ -351,21 +378,25 @@ APIService answers 503 for the seconds its new pod takes); short enough that a D
 wait for ever on a group that is down for good."""
 
 CONTENTS_LOOKS_APART = 900.0
-"""Seconds between two failed looks after which the patience starts again (review s39-a, F4): the looks stopped
-meanwhile (the cluster was silent, whose time is not waiting on its contents, or the release was given up: the
-feed put back), so an old first failure must not cut a later wait short. Above a Pull agent's slowest usual
-resync (5 minutes) with room, so that its looks, one per resync, add up."""
+"""Seconds without a look after which a wait is forgotten, to start again if ever met again (review s39-a, F4):
+the release was given up (the feed put back) or the cluster was silent for long."""
+
+CONTENTS_LOOK_CREDIT = 300.0
+"""At most how much of the time since the last look a look counts as waited: a Pull agent's slowest usual resync (5
+minutes), so that its looks, one per resync, add up, while a silence of the cluster (no look) counts for no more
+(re-review s39: with the whole gap counted, a 10-15 minute silence kept the Namespace at the first look after)."""
 
 contents_unknown_since: dict[tuple[str, str], tuple[float, float]] = {}
-"""(Description key, object_key) -> monotonic times its contents were first and last found unknown for a passing
-reason. Kept by this process only: a restart, or another hub leading, waits the patience again (never less)."""
+"""(Description key, object_key) -> (seconds waited, monotonic time of the last look) while its contents cannot be
+listed for a passing reason. Kept by this process only: a restart, or another hub leading, waits again (never
+less)."""
 
 
 def _worth_waiting(key: str, ident: dict[str, str], e: ContentsUnknown) -> bool:
     """Is a release whose contents could not be listed to be tried again later, rather than the object kept for
-    good: while the failure is a passing one (no answer, or an answer such as 429, 500, 503 or 504), for
-    CONTENTS_PATIENCE of looks no more than CONTENTS_LOOKS_APART apart. A refusal (401, 403) or a contents check
-    that cannot be made (a CRD that names no kind) is not waited on.
+    good: while the failure is a passing one (no answer, or an answer such as 429, 500, 503 or 504), until
+    CONTENTS_PATIENCE has been waited (CONTENTS_LOOK_CREDIT at most per look). A refusal (401, 403) or a contents
+    check that cannot be made (a CRD that names no kind) is not waited on.
 
     Where we differ from the code before: a passing answer (a group's 503, the API server's 429) removed our mark
     at once, so a metrics-server rollout during a cleanup left a Namespace of ours behind for good; and a child
@@ -375,11 +406,10 @@ def _worth_waiting(key: str, ident: dict[str, str], e: ContentsUnknown) -> bool:
     now, entry = time.monotonic(), (key, object_key(ident))
     for stale in [k for k, (_, seen) in contents_unknown_since.items() if now - seen > CONTENTS_LOOKS_APART]:
         del contents_unknown_since[stale]  # given up long ago: started again if ever met again
-    first, last = contents_unknown_since.get(entry, (now, now))
-    if now - last > CONTENTS_LOOKS_APART:
-        first = now
-    contents_unknown_since[entry] = (first, now)
-    left = first + CONTENTS_PATIENCE - now
+    waited, last = contents_unknown_since.get(entry, (0.0, now))
+    waited += min(now - last, CONTENTS_LOOK_CREDIT)
+    contents_unknown_since[entry] = (waited, now)
+    left = CONTENTS_PATIENCE - waited
     if left > 0:
         log.info("what %s holds cannot be listed now (%s); looked at again later, for %.0f s more",
                  describe(ident), e, left)

@@ -36,6 +36,15 @@ import aiohttp
 HOLD_FIRST, HOLD_MAX = 2.0, 60.0
 
 
+TIMED_OUT = "connection timed out"
+
+
+def held_words(server: str, what: str, first: float = HOLD_FIRST, cap: float = HOLD_MAX) -> str:
+    """What every request fails with while `server` is held, `what` saying why the hold began."""
+    return (f"{server} cannot be reached ({what}); asked again by one request at a time, every {first:.0f} s at "
+            f"first, at most every {cap:.0f} s")
+
+
 class Unreachable(OSError):
     """A request that found no connection to its server, or was not sent because the server could not be reached
     lately."""
@@ -105,9 +114,8 @@ class Reachability:
         try:
             if self._why is None:  # the words of the whole outage: a probe's failure may name another address
                 self._hold = self.first
-                what = "connection timed out" if isinstance(e, aiohttp.ConnectionTimeoutError) else str(e)
-                self._why = (f"{self.server} cannot be reached ({what}); asked again by one request at a time, "
-                             f"every {self.first:.0f} s at first, at most every {self.cap:.0f} s")
+                what = TIMED_OUT if isinstance(e, aiohttp.ConnectionTimeoutError) else str(e)
+                self._why = held_words(self.server, what, self.first, self.cap)
                 self._until = self.clock() + self._hold
             elif probe:
                 self._hold = min(self._hold * 2, self.cap)

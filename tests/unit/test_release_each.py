@@ -179,3 +179,24 @@ async def test_an_object_of_a_crd_no_longer_serving_its_version_is_not_counted_g
     child.get = old_version  # type: ignore[method-assign]
     with pytest.raises(ReleaseDeferred):
         await applier.cleanup(child, stored(parent, "d1"))
+
+
+async def test_an_object_whose_deployed_version_is_no_longer_served_is_let_go_of_where_it_is() -> None:
+    """Re-review s39: a batch/v1beta1 CronJob after the child's upgrade to 1.25 (served as batch/v1 only) counted as
+    gone; the Description's finalizer went and the CronJob kept running, untracked. It is looked for in the
+    versions its group still serves, and deleted there."""
+    cron = {"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "team-a"},
+            "spec": {"schedule": "@daily"}}
+    parent, child = FakeKube(description("d1", cron)), FakeKube()
+    await deploy(parent, child, "d1")
+    child.objects[("CronJob", "team-a", "nightly")]["apiVersion"] = "batch/v1"  # the child upgraded
+    real_get = child.get
+
+    async def upgraded(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if api_version == "batch/v1beta1":
+            raise ApiException(404, "CronJob (batch/v1beta1) is not served by the API server now")
+        return await real_get(api_version, kind, name, namespace)
+
+    child.get = upgraded  # type: ignore[method-assign]
+    released = await applier.cleanup(child, stored(parent, "d1"))
+    assert released.deleted == ["CronJob team-a/nightly"] and child.find("CronJob", "team-a", "nightly") is None

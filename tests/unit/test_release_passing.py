@@ -94,10 +94,23 @@ async def test_a_passing_failure_is_waited_on_for_a_while_then_the_namespace_is_
 
 
 def age(seconds: float, last: float = 0.0) -> None:
-    """Make the first failure seen for the Namespace `seconds` old, the last one `last` (none seen yet: nothing to
+    """Make the Namespace's wait `seconds` long so far, its last look `last` seconds ago (none seen yet: nothing to
     do)."""
     for k in ownership.contents_unknown_since:
-        ownership.contents_unknown_since[k] = (time.monotonic() - seconds, time.monotonic() - last)
+        ownership.contents_unknown_since[k] = (seconds, time.monotonic() - last)
+
+
+async def test_a_silence_counts_for_one_look_at_most() -> None:
+    """Re-review s39: a 12-minute silence of the cluster (no look) counted in full, and the first look after kept the
+    Namespace for good. It counts for CONTENTS_LOOK_CREDIT at most."""
+    child = Child(discovery_error=ApiException(503, "Service Unavailable"))
+    await ownership.release(child, NAMESPACE, KEY, None, ownership.Released())  # type: ignore[arg-type]
+    age(0.0, last=720.0)
+    out = ownership.Released()
+    await ownership.release(child, NAMESPACE, KEY, None, out)  # type: ignore[arg-type]
+    assert out.deferred == [NAMESPACE] and not out.kept
+    [(waited, _)] = ownership.contents_unknown_since.values()
+    assert ownership.CONTENTS_LOOK_CREDIT <= waited < ownership.CONTENTS_LOOK_CREDIT + 5
 
 
 async def test_the_wait_starts_again_after_looks_that_stopped() -> None:

@@ -23,7 +23,7 @@ from clusternet_api.helm.stuck import PendingReleases
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.logs import Repeats, error_text
-from clusternet_api.reachability import Unreachable
+from clusternet_api.reachability import TIMED_OUT, Unreachable, held_words
 from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import chartcredentials, helmrender
 from clusternet_core.plan import Key
@@ -48,10 +48,11 @@ RETRY_FIRST, RETRY_MAX = 5.0, 300.0
 """A chart that could not be fetched is tried again after 5 s, doubling up to 5 minutes."""
 
 
-PREFLIGHT_SECONDS = 10.0
+PREFLIGHT_SECONDS = 15.0
 """How long the request before a Helm operation may take (unreachable): a connection kept alive to a child cut off
 since answers nothing, and no hold starts for it (review s38); a new one fails within the push client's 10-s connect
-timeout."""
+timeout, which aiohttp rounds up: above it, so that such a failure starts the push client's hold (re-review s39:
+at 10 s our limit ran out first, and every retry of every release waited its 10 s)."""
 
 
 class Held(str):
@@ -130,9 +131,8 @@ class ReleasePusher:
                 await child.discover("v1")
         except Unreachable as e:
             return Held(e)
-        except TimeoutError:  # the same words at each retry: the status is written once
-            return Held(f"{server} cannot be reached (no answer within {PREFLIGHT_SECONDS:.0f} s); asked again at the "
-                        "pushes' pace")
+        except TimeoutError:  # in the hold's words, which the next attempt gets: the status is written once
+            return Held(held_words(server, TIMED_OUT))
         except Exception as e:
             log.debug("cluster %s: discovery before a Helm operation failed: %s", mc["spec"]["clusterId"], e)
         return None

@@ -325,7 +325,8 @@ class Pusher:
         try:
             released = await applier.cleanup(child, desc, self._claimants(desc))
         except ReleaseDeferred as e:  # the finalizer stays, and the status says why (review s39-b, finding 3)
-            await self._pending(desc, f"cleanup pending: {e}")
+            if applier.pending_worth_saying(desc, str(e)):
+                await self._pending(desc, f"cleanup pending: {e}")
             raise
         log.info("cleaned up %s/%s in cluster %s: %s", desc["metadata"]["namespace"], desc["metadata"]["name"],
                  mc["spec"]["clusterId"], released)
