@@ -19,6 +19,7 @@ from clusternet_agent import agent, registration
 from clusternet_agent.options import AgentOptions
 from clusternet_api import known
 from clusternet_api.sealing import generate_private_key, public_key_of
+from tests.unit import test_agent_reregistration as reregistration
 
 CID = "0e6f3c55-6a51-4a8e-9d49-3a1d2b4c5e6f"
 NAME = f"clusternet-{CID}"
@@ -37,39 +38,32 @@ def request(result: str | None, key: bytes = KEY, token: str = "fresh") -> Crr:
             "status": status}
 
 
-class Parent:
-    """The parent as the bootstrap token sees it. `admin(reads)` may replace the request (None: deleted) before
-    each read; a pending request with the agent's key is approved by the hub when read."""
+class Parent(reregistration.Parent):
+    """The parent as the bootstrap token sees it (standing in for the Kube class, as the one it extends). `admin(reads)`
+    may replace the request (None: deleted) before each read; a pending request with the agent's key is approved by
+    the hub when read."""
 
     def __init__(self, crr: Crr | None, admin: Callable[[int], Crr | bool | None]) -> None:
-        self.crr, self.admin, self.reads, self.created = crr, admin, 0, 0
-
-    def __call__(self, *_: Any, **__: Any) -> Parent:  # stands in for the Kube class
-        return self
-
-    async def __aenter__(self) -> Parent:
-        return self
-
-    async def __aexit__(self, *_: Any) -> None:
-        return None
+        super().__init__(crr or {})
+        self.request, self.admin, self.created = crr, admin, 0
 
     async def create_or_get(self, obj: Crr) -> tuple[Crr, bool]:
-        if self.crr is None:
+        if self.request is None:
             self.created += 1
-            self.crr = {"metadata": copy.deepcopy(obj["metadata"]), "status": {}}
-            return copy.deepcopy(self.crr), True
-        return copy.deepcopy(self.crr), False
+            self.request = {"metadata": copy.deepcopy(obj["metadata"]), "status": {}}
+            return copy.deepcopy(self.request), True
+        return copy.deepcopy(self.request), False
 
     async def get(self, *_: Any) -> Crr | None:
         self.reads += 1
         changed = self.admin(self.reads)
         if changed is not False:
-            self.crr = changed  # type: ignore[assignment]
-        ours = self.crr is not None and self.crr["metadata"]["annotations"][
+            self.request = changed  # type: ignore[assignment]
+        ours = self.request is not None and self.request["metadata"]["annotations"][
             known.ANNOTATION_AGENT_PUBLIC_KEY] == public_key_of(KEY)
-        if self.crr is not None and ours and not (self.crr.get("status") or {}).get("result"):
-            self.crr = request("Approved")  # the hub approves a pending request at once
-        return copy.deepcopy(self.crr)
+        if self.request is not None and ours and not (self.request.get("status") or {}).get("result"):
+            self.request = request("Approved")  # the hub approves a pending request at once
+        return copy.deepcopy(self.request)
 
 
 def opts() -> AgentOptions:
@@ -124,5 +118,5 @@ async def test_a_request_with_another_key_deleted_by_an_admin_registers_with_our
     parent_only(parent)
     access = await register(parent)
     assert access is not None and parent.created == 1
-    assert parent.crr is not None and parent.crr["metadata"]["annotations"][
+    assert parent.request is not None and parent.request["metadata"]["annotations"][
         known.ANNOTATION_AGENT_PUBLIC_KEY] == public_key_of(KEY)

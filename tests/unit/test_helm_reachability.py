@@ -33,8 +33,9 @@ def direct_secret(url: str) -> Obj:
             "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
 
 
-async def test_a_release_to_a_child_out_of_reach_waits_with_the_holds_words_and_helm_is_not_asked() -> None:
-    url = f"https://127.0.0.1:{closed_port()}"
+async def release_pushed(url: str) -> tuple[Controller, FakeKube, FakeHelm]:
+    """A Subscription of the chart to the one cluster, whose deployer credentials name `url`, reconciled, and its
+    HelmRelease pushed once (the caller closes the controller's pusher)."""
     parent, helm = FakeKube(namespace(), cluster(), chart(), direct_secret(url), subscription(feeds=[FEED])), \
         FakeHelm()
     c = Controller(parent, {}, no_tunnel, helm=helm, connect=connect_child)
@@ -44,6 +45,16 @@ async def test_a_release_to_a_child_out_of_reach_waits_with_the_holds_words_and_
         await c.subscriptions.reconcile(SUB, force=False)
         await c.helm_descriptions.sync(HELM_DESC)
         await c.releases.push(HR)
+    except BaseException:
+        await c.pusher.close()
+        raise
+    return c, parent, helm
+
+
+async def test_a_release_to_a_child_out_of_reach_waits_with_the_holds_words_and_helm_is_not_asked() -> None:
+    url = f"https://127.0.0.1:{closed_port()}"
+    c, parent, helm = await release_pushed(url)
+    try:
         said = parent.find("HelmRelease", *HR)["status"]["description"]
         assert said.startswith(f"{url} cannot be reached") and "asked again by one request at a time" in said
         assert helm.releases == {} and helm.calls == []
@@ -68,15 +79,8 @@ async def test_a_child_that_accepts_but_never_answers_holds_the_release_too(monk
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # never accepted: the TCP handshake completes, TLS never answers
     url = f"https://127.0.0.1:{silent.getsockname()[1]}"
-    parent, helm = FakeKube(namespace(), cluster(), chart(), direct_secret(url), subscription(feeds=[FEED])), \
-        FakeHelm()
-    c = Controller(parent, {}, no_tunnel, helm=helm, connect=connect_child)
-    await c.store.prime(parent)
-    c.store.queue.drain()
+    c, parent, helm = await release_pushed(url)
     try:
-        await c.subscriptions.reconcile(SUB, force=False)
-        await c.helm_descriptions.sync(HELM_DESC)
-        await c.releases.push(HR)
         said = parent.find("HelmRelease", *HR)["status"]["description"]
         assert said == held_words(url, TIMED_OUT), said  # the hold's words: the same at the next attempt
         assert helm.calls == []

@@ -8,6 +8,8 @@ that could not be read (401, 403, a cold API server's 404) counted as let go of,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from clusternet_api import applier, pendingprunes
@@ -20,6 +22,18 @@ from tests.unit.test_cascadeguard import TEAM, cm, namespace_mark
 from tests.unit.test_ownership import NS, deploy, description, stored
 
 FORBIDDEN = ApiException(403, 'configmaps "b" is forbidden: User "deployer" cannot delete resource "configmaps"')
+
+
+def fail_reads(child: FakeKube, error: ApiException, when: Callable[[str, str, str], bool]) -> None:
+    """The child's GET of an object raises `error` when `when(api_version, kind, name)` holds."""
+    real_get = child.get
+
+    async def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        if when(api_version, kind, name):
+            raise error
+        return await real_get(api_version, kind, name, namespace)
+
+    child.get = get  # type: ignore[method-assign]
 
 
 def status(parent: FakeKube) -> Obj:
@@ -117,14 +131,7 @@ async def test_an_object_that_cannot_be_read_is_not_counted_as_let_go_of(error: 
     finalizer went, and the object stayed in the child, untracked."""
     parent, child = FakeKube(description("d1", WIDGET)), FakeKube(WIDGETS_CRD)
     await deploy(parent, child, "d1")
-    real_get = child.get
-
-    async def refused(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        if kind == "Widget":
-            raise error
-        return await real_get(api_version, kind, name, namespace)
-
-    child.get = refused  # type: ignore[method-assign]
+    fail_reads(child, error, lambda _, kind, __: kind == "Widget")
     with pytest.raises(ReleaseDeferred, match=r"Widget team-a/w \(cannot be read to let go of it\)"):
         await applier.cleanup(child, stored(parent, "d1"))
     assert child.find("Widget", "team-a", "w") is not None
@@ -136,11 +143,8 @@ async def test_an_object_whose_crd_is_gone_is_let_go_of() -> None:
     await deploy(parent, child, "d1")
     del child.objects[("CustomResourceDefinition", "", "widgets.example.com")]
     del child.objects[("Widget", "team-a", "w")]
-
-    async def not_served(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        raise ApiException(404, "Widget (example.com/v1) is not served by the API server now")
-
-    child.get = not_served  # type: ignore[method-assign]
+    fail_reads(child, ApiException(404, "Widget (example.com/v1) is not served by the API server now"),
+               lambda *_: True)
     released = await applier.cleanup(child, stored(parent, "d1"))
     assert released.deleted == [] and not released.deferred
 
@@ -153,14 +157,7 @@ async def test_a_spec_object_never_deployed_that_cannot_be_read_does_not_hold_th
     child.fail[("apply", "Secret")] = ApiException(403, "secrets is forbidden")
     await deploy(parent, child, "d1")
     assert status(parent)["phase"] == "Failure"
-    real_get = child.get
-
-    async def no_secrets(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        if kind == "Secret":
-            raise ApiException(403, "secrets is forbidden")
-        return await real_get(api_version, kind, name, namespace)
-
-    child.get = no_secrets  # type: ignore[method-assign]
+    fail_reads(child, ApiException(403, "secrets is forbidden"), lambda _, kind, __: kind == "Secret")
     released = await applier.cleanup(child, stored(parent, "d1"))
     assert sorted(released.deleted) == ["ConfigMap team-a/a", "Namespace team-a"], released
 
@@ -172,11 +169,8 @@ async def test_an_object_of_a_crd_no_longer_serving_its_version_is_not_counted_g
     await deploy(parent, child, "d1")
     crd = child.objects[("CustomResourceDefinition", "", "widgets.example.com")]
     crd["spec"]["versions"] = [{"name": "v2", "served": True, "storage": True}]
-
-    async def old_version(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        raise ApiException(404, "Widget (example.com/v1) is not served by the API server now")
-
-    child.get = old_version  # type: ignore[method-assign]
+    fail_reads(child, ApiException(404, "Widget (example.com/v1) is not served by the API server now"),
+               lambda *_: True)
     with pytest.raises(ReleaseDeferred):
         await applier.cleanup(child, stored(parent, "d1"))
 
@@ -190,13 +184,7 @@ async def test_an_object_whose_deployed_version_is_no_longer_served_is_let_go_of
     parent, child = FakeKube(description("d1", cron)), FakeKube()
     await deploy(parent, child, "d1")
     child.objects[("CronJob", "team-a", "nightly")]["apiVersion"] = "batch/v1"  # the child upgraded
-    real_get = child.get
-
-    async def upgraded(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        if api_version == "batch/v1beta1":
-            raise ApiException(404, "CronJob (batch/v1beta1) is not served by the API server now")
-        return await real_get(api_version, kind, name, namespace)
-
-    child.get = upgraded  # type: ignore[method-assign]
+    fail_reads(child, ApiException(404, "CronJob (batch/v1beta1) is not served by the API server now"),
+               lambda api_version, *_: api_version == "batch/v1beta1")
     released = await applier.cleanup(child, stored(parent, "d1"))
     assert released.deleted == ["CronJob team-a/nightly"] and child.find("CronJob", "team-a", "nightly") is None
