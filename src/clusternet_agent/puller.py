@@ -124,7 +124,7 @@ class Puller:
             return
         started = time.monotonic()
         outcome = await applier.apply_description(self.child, desc, self._claimants(desc), self.carried.previous(desc),
-                                                  prune_only=prune_only(desc))
+                                                  prune_only=applier.prune_only(desc))
         probes.pull_apply_seconds.observe(time.monotonic() - started)
         if outcome.phase != "Success":
             probes.pull_apply_errors.inc()
@@ -228,14 +228,5 @@ def idle(desc: Obj, resync: bool) -> bool:
         return True
     if meta.get("deletionTimestamp"):
         return known.FINALIZER_APPS not in (meta.get("finalizers") or [])
-    drift = (meta.get("annotations") or {}).get(applier.ANNOTATION_DRIFT_CORRECTION) != "false"
-    return applier.deployed(desc) and not (resync and (drift or pendingprunes.prunes_pending(desc)))
-
-
-def prune_only(desc: Obj) -> bool:
-    """Deployed with drift correction off: only a prune owed is done (a resync's pass with pendingprunes), reading
-    what the Description names instead of applying it, as the hub's pusher does. The agent skipped such a
-    Description at every resync, so what one pass could not prune (a 503, a refusal) was never pruned until the
-    next spec change (review s39-a, F3)."""
-    return (desc["metadata"].get("annotations") or {}).get(applier.ANNOTATION_DRIFT_CORRECTION) == "false" and \
-        applier.deployed(desc)
+    owed = applier.drift_corrected(desc) or pendingprunes.prunes_pending(desc)
+    return applier.deployed(desc) and not (resync and owed)

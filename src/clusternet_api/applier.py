@@ -138,6 +138,18 @@ def deployed(desc: Obj) -> bool:
         status["observedGeneration"]) == str(desc["metadata"].get("generation"))
 
 
+def drift_corrected(desc: Obj) -> bool:
+    """Is the Description re-applied at resyncs (its Subscription did not opt out of drift correction)?"""
+    return (desc["metadata"].get("annotations") or {}).get(ANNOTATION_DRIFT_CORRECTION) != "false"
+
+
+def prune_only(desc: Obj) -> bool:
+    """Deployed with drift correction off: a push or pull does only a prune it owes (pendingprunes), reading what
+    the Description names instead of applying it (review s36 for the hub; review s39-a, F3 for the agent, which
+    skipped such a Description at every resync until the next spec change)."""
+    return not drift_corrected(desc) and deployed(desc)
+
+
 async def apply_description(child: KubeApi, desc: Obj, claimants: Claimants | None = None,
                             previous: list[Obj] | None = None, prune_waits: str | None = None,
                             prune_only: bool = False) -> ApplyOutcome:

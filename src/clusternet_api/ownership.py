@@ -196,13 +196,19 @@ class ReleaseDeferred(Exception):
     """A cleanup could not delete everything now (Released.deferred): to try again, its finalizer kept."""
 
 
+def _not_served(e: Exception) -> bool:
+    """A read failing because the server serves no such path now: a "no matches for kind", or a 404 for the path
+    (kube.Kube raises one when the answer is no object's 404)."""
+    return isinstance(e, ResourceNotFound) or (isinstance(e, ApiException) and e.status == 404)
+
+
 async def _served_elsewhere(child: KubeApi, ident: dict[str, str], e: Exception) -> str | None:
     """Another apiVersion the child serves the object's kind in, when a read found the deployed one not served (a
     404 for its path, a "no matches for kind"): another version of its group (batch/v1beta1 CronJobs are batch/v1
     from 1.25), or the group a built-in kind moved to (GROUP_MOVES: extensions/v1beta1 Ingresses are
     networking.k8s.io on 1.22). The object is the same there. Counted as gone before, the Description's finalizer
     was removed with the object still running (re-review s39). None when there is none, or it cannot be told."""
-    if not isinstance(e, ResourceNotFound) and not (isinstance(e, ApiException) and e.status == 404):
+    if not _not_served(e):
         return None
     group, kind = split_group(ident["apiVersion"]), ident["kind"]
     groups = {group, GROUP_MOVES.get((group, kind), group)}
@@ -222,7 +228,7 @@ async def _kind_gone(child: KubeApi, ident: dict[str, str], e: Exception) -> boo
     still serves, and a CRD that stopped serving an old version still holds the objects)? Then its objects went
     with its CRD. A built-in group's kind (no CRD) served in no other version (_served_elsewhere) counts as gone
     too. Any other failure is not."""
-    if not isinstance(e, ResourceNotFound) and not (isinstance(e, ApiException) and e.status == 404):
+    if not _not_served(e):
         return False
     return "/" not in ident["apiVersion"] or not await crd_holds(child, ident["apiVersion"], ident["kind"])
 
@@ -241,12 +247,12 @@ async def release_each(child: KubeApi, idents: list[dict[str, str]], key: str,
 
     One the child refuses to let go of (a 403 on its DELETE or its mark's patch, say) goes to `out.errors`, in its
     words, and to `out.deferred` (so does one it cannot answer for now, unsaid), and the others are let go of all
-    the same: the error escaped before, so the
-    Description's status kept saying Success with no event, and a cleanup stopped at the first refusal (review
-    s39-b, finding 3). CRDs and Namespaces wait, our mark kept, while anything of a rank before them was not let go
-    of: still there, it counted as someone else's content, and our Namespace was kept for good, our mark removed
-    (review s39-a, F2). `unlisted`: object_keys the Description never listed as deployed (its spec's objects whose
-    apply failed): one of them that cannot be read is not waited on."""
+    the same: the error escaped before, so the Description's status kept saying Success with no event, and a
+    cleanup stopped at the first refusal (review s39-b, finding 3). CRDs and Namespaces wait, our mark kept, while
+    anything of a rank before them was not let go of: still there, it counted as someone else's content, and our
+    Namespace was kept for good, our mark removed (review s39-a, F2). `unlisted`: object_keys the Description
+    never listed as deployed (its spec's objects whose apply failed): one of them that cannot be read is not
+    waited on."""
     for ident in sorted(idents, key=release_rank):
         if release_rank(ident) and any(release_rank(d) < release_rank(ident) for d in out.deferred):
             out.deferred.append(ident)
@@ -346,13 +352,12 @@ async def _release_once(child: KubeApi, ident: dict[str, str], key: str, claiman
         return True
     try:
         why = await _kept(child, ident, existing) if owned == key else None
-        contents_known(key, ident)
     except ContentsUnknown as e:
         if _worth_waiting(key, ident, e):  # looked at again later, our mark kept
             out.deferred.append(ident)
             return True
-        contents_known(key, ident)
         why = f"what it holds cannot be listed ({e})"
+    contents_known(key, ident)
     if why:
         if await _rewrite_mark(child, ident, ANNOTATION_OWNED, key, None):
             out.kept[what] = why

@@ -287,8 +287,7 @@ class Pusher:
         if not applier.deployable_by_hub(mc):
             return
         # drift correction off and deployed: no re-apply; only a prune owed, by a prune-only pass (review s36)
-        prune_only = not deleting and (meta.get("annotations") or {}).get(
-            known.ANNOTATION_DRIFT_CORRECTION) == "false" and applier.deployed(desc)
+        prune_only = not deleting and applier.prune_only(desc)
         wait = cleanup_wait(self.store, mc) if not deleting else None
         if prune_only and (not pendingprunes.prunes_pending(desc) or wait is not None):
             return
