@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
+from clusternet_testing.charts import ChartRepo, build_chart
 from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import descriptions, feed, kubectl, mc_for, registered, store_template, wait_for
 from clusternet_testing.processes import Proc, agent_proc, hub_proc, install_bootstrap
@@ -119,12 +120,13 @@ def subscription(name: str, cm: dict[str, Any]) -> str:
 
 
 def test_a_frozen_child_fails_the_hubs_pushes_fast_and_they_resume_after(
-        direct: dict[str, Proc], parent: ControlPlane, child1: ControlPlane) -> None:
+        direct: dict[str, Proc], parent: ControlPlane, child1: ControlPlane, chart_repo: str) -> None:
     """child1's kube-apiserver frozen (SIGSTOP: its connections stay open and nothing is answered), as behind a
     partition. A push used to wait 120 s per request; now a request on a connection kept alive gives up after 65 s
     of silence, a new connection after 10 s, and the pushes after it fail at once with the same words, until the
     child can be reached again. Nothing deployed is touched, and what was created meanwhile is deployed once it
-    is back."""
+    is back. So is a Helm release asked for as the child froze: its pre-flight gives up after 15 s, saying so,
+    instead of holding a release worker for Helm's own timeouts."""
     before_cm = {**CONFIG_MAP, "metadata": {"name": "partition-before", "namespace": "default"}}
     during_cm = {**CONFIG_MAP, "metadata": {"name": "partition-during", "namespace": "default"}}
     ns = mc_for(parent, child1)["metadata"]["namespace"]
@@ -140,20 +142,82 @@ def test_a_frozen_child_fails_the_hubs_pushes_fast_and_they_resume_after(
     kubectl(parent, "apply", "-f", "-", input=subscription("partition-before", before_cm))
     wait_for(lambda: phase("partition-before") == "Success", timeout=60, what="the first ConfigMap pushed")
     uid = kubectl(child1, "get", "cm", "partition-before", "-n", "default", "-o", "jsonpath={.metadata.uid}").stdout
+    kubectl(parent, "apply", "-f", "-", input=json.dumps(helm_chart(chart_repo)))
+    wait_for(lambda: chart_phase(parent) == "Found", timeout=60, what="the HelmChart found in its repository")
     try:
         with child1.apiserver_frozen():
             frozen = time.monotonic()
             kubectl(parent, "apply", "-f", "-", input=subscription("partition-during", during_cm))
+            # asked for before the agent can tell the child is down (30 s, agent.STALLED_MIN_SECONDS): the
+            # cluster is still Ready, so the release is bound and tried, and the pre-flight is what holds it
+            kubectl(parent, "apply", "-f", "-", input=helm_subscription())
+            told = wait_for(lambda: release_said(parent, ns), timeout=40, what="the release held, saying why")
+            print(f"release held {time.monotonic() - frozen:.1f}s after the freeze: {told}")
             said = wait_for(lambda: reason("partition-during") if "cannot be reached" in reason("partition-during")
                             else None, timeout=100, what="the push failing while child1 is frozen")
             took = time.monotonic() - frozen
             print(f"pushes fail {took:.1f}s after child1 froze: {said}")
             assert "asked again by one request at a time" in said and took < 90, said
         wait_for(lambda: phase("partition-during") == "Success", timeout=90, what="pushed once child1 answers")
+        wait_for(lambda: release_phase(parent, ns) == "deployed", timeout=120, what="released once child1 answers")
         assert kubectl(child1, "get", "cm", "partition-before", "-n", "default", "-o",
                        "jsonpath={.metadata.uid}").stdout == uid
+        assert len(release_secrets(child1)) == 1  # installed once: no revision from an attempt while frozen
     finally:  # and cleaned up, Descriptions included: left deleting, the next module's hub would clean them up
-        kubectl(parent, "delete", "subs", "partition-before", "partition-during", "-n", "default", "--wait=false",
-                check=False)
-        wait_for(lambda: not descriptions(parent, "partition-before") and not descriptions(parent, "partition-during"),
+        kubectl(parent, "delete", "subs", "partition-before", "partition-during", "partition-helm", "-n", "default",
+                "--wait=false", check=False)
+        wait_for(lambda: not any(descriptions(parent, s) for s in ("partition-before", "partition-during",
+                                                                   "partition-helm")),
                  timeout=90, what="this test's Descriptions cleaned up")
+        wait_for(lambda: release_secrets(child1) == [], timeout=60, what="the release uninstalled")
+        kubectl(parent, "delete", "chart", "partition-helm", "-n", "default", check=False)
+
+
+@pytest.fixture(scope="module")
+def chart_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("partition-charts")
+    with ChartRepo(root / "repo") as repo:
+        repo.add(build_chart(root, "demo", "0.1.0"))
+        yield repo.url
+
+
+def helm_chart(repo: str) -> dict[str, Any]:
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart",
+            "metadata": {"name": "partition-helm", "namespace": "default"},
+            "spec": {"repo": repo, "chart": "demo", "version": "0.1.0", "targetNamespace": "default"}}
+
+
+def helm_subscription() -> str:
+    return json.dumps({"apiVersion": known.APPS_API_VERSION, "kind": "Subscription",
+                       "metadata": {"name": "partition-helm", "namespace": "default"},
+                       "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "yes"}}}],
+                                "feeds": [{"apiVersion": known.APPS_API_VERSION, "kind": "HelmChart",
+                                           "namespace": "default", "name": "partition-helm"}]}})
+
+
+def chart_phase(parent: ControlPlane) -> str | None:
+    got = kubectl(parent, "get", "chart", "partition-helm", "-n", "default", "-o", "jsonpath={.status.phase}",
+                  check=False)
+    return got.stdout or None
+
+
+def release_status(parent: ControlPlane, ns: str) -> dict[str, Any]:
+    items = json.loads(kubectl(parent, "get", "hr", "-n", ns, "-l", f"{known.LABEL_SUBS_NAME}=partition-helm",
+                               "-o", "json").stdout)["items"]
+    return (items[0].get("status") or {}) if items else {}
+
+
+def release_said(parent: ControlPlane, ns: str) -> str | None:
+    said = str(release_status(parent, ns).get("description") or "")
+    return said if "cannot be reached" in said else None
+
+
+def release_phase(parent: ControlPlane, ns: str) -> str | None:
+    return release_status(parent, ns).get("phase")
+
+
+def release_secrets(child: ControlPlane) -> list[str]:
+    """Helm's release Secrets of the HelmRelease (its release name is the HelmChart's)."""
+    out = kubectl(child, "get", "secret", "-n", "default", "-l", "owner=helm,name=partition-helm", "-o", "name",
+                  check=False)
+    return sorted(out.stdout.split())
