@@ -98,8 +98,7 @@ class StatusWriter:
             mine = remembered[1] if remembered is not None and remembered[0] == uid else None
             refusal = mine if isinstance(mine, dict) else self._written_refusal(sub) if mine is None else None
             if refusal is not None:  # refused as a whole: its Ready stands, what the reports say is brought up to date
-                fresh, _ = substatus.subscription_status(sub, None, self.store.caches)
-                await self._write(sub, fresh, refusal)
+                await self._write_refusal(sub, refusal)
                 return
             decided = mine if isinstance(mine, StatusInputs) else None
         status, ready = substatus.subscription_status(sub, decided, self.store.caches, self.render_problems.get(key))
@@ -121,10 +120,13 @@ class StatusWriter:
         report's rewrite landing between the reconcile's read and this write hid the refusal (finding 2)."""
         key = key_of(sub)
         async with self._in_turn(key):
-            current = self.store.caches.subscriptions.get(key, sub)
-            fresh, _ = substatus.subscription_status(current, None, self.store.caches)
-            await self._write(current, fresh, ready)
+            await self._write_refusal(self.store.caches.subscriptions.get(key, sub), ready)
             self.decided[key] = (str(sub["metadata"].get("uid")), ready)
+
+    async def _write_refusal(self, sub: Obj, ready: Obj) -> None:
+        """A refusal's Ready over the rest of the status as the caches have it now (`write`)."""
+        fresh, _ = substatus.subscription_status(sub, None, self.store.caches)
+        await self._write(sub, fresh, ready)
 
     @staticmethod
     def _written_refusal(sub: Obj) -> Obj | None:
