@@ -136,8 +136,9 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
                      + ", ".join(f"{k} {v}" for k, v in r.parent_requests.items())
                      + "".join(f"; {note}" for note in r.notes) + ".")
         if r.phase_cpu:
-            lines += ["", f"  CPU seconds per process during each timed deployment, N={r.n} (agents: all worker "
-                      "processes; the direct applies run in the bench process):", "", *cpu_table(r.phase_cpu), ""]
+            lines += ["", f"  CPU seconds per process during each timed phase, N={r.n} (agents: all worker "
+                      "processes; the direct applies run in the bench process; registration: from the start to the "
+                      "last Ready):", "", *cpu_table(r.phase_cpu), ""]
         if r.profile:
             lines += ["", f"  py-spy of the hub, N={r.n}, {r.profile_window} (share of samples in or under):",
                       ""] + [f"      {share:5.1%}  {frame}" for frame, share in r.profile[:20]] + [""]
