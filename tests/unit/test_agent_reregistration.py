@@ -215,3 +215,21 @@ async def test_a_request_refused_for_long_is_read_less_often(monkeypatch: pytest
     monkeypatch.setattr(registration, "REFUSED_RECHECK_SLOW_SECONDS", 0.25)
     await registration.wait_while_refused(opts(), (NAME, "Denied"), 0.5, refused_for=registration.REFUSED_BRISK_SECONDS)
     assert parent.reads == 2
+
+
+def test_a_request_pending_for_long_is_read_less_often() -> None:
+    """PATIENT_SHARE: a request pending for minutes (a hub working through a thousand registrations, or a person
+    approving) is read a tenth of its wait apart, at most every 30 s; below 50 s of waiting the schedule stands."""
+    pause = registration.poll_pause
+    assert pause(registration.POLL_CAP, 1.0) == registration.POLL_CAP
+    assert pause(registration.SLOW_POLL_CAP, 49.0) == registration.SLOW_POLL_CAP
+    assert pause(registration.SLOW_POLL_CAP, 120.0) == pytest.approx(12.0)
+    assert pause(registration.SLOW_POLL_CAP, 3600.0) == registration.PATIENT_POLL_CAP
+    reads, waited = 0, 0.0  # one wait of 300 s (register's approval_timeout), schedule as Approval.wait keeps it
+    delay = 0.1
+    while waited < 300.0:
+        waited += pause(delay, waited)
+        delay = min(delay * 2, registration.POLL_CAP if waited < registration.BRISK_SECONDS
+                    else registration.SLOW_POLL_CAP)
+        reads += 1
+    assert reads <= 55, reads  # 83 when every read was 5 s apart after the brisk ones
