@@ -57,7 +57,12 @@ Scopes = Mapping[tuple[str, str], bool]
 
 
 class ContentsUnknown(Exception):
-    """What the namespace holds could not be listed: it is kept."""
+    """What the namespace holds could not be listed: it is kept. `cold`: the answer was a just-started API server's
+    404 for a group or kind a CRD still serves, which passes within seconds (ownership waits on it as on a 503)."""
+
+    def __init__(self, message: str, cold: bool = False) -> None:
+        super().__init__(message)
+        self.cold = cold
 
 
 def is_foreign(obj: Obj, scopes: Scopes) -> bool:
@@ -102,7 +107,8 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
             except ApiException as e:
                 if e.status == 404 and not await _still_served(child, api_version, kind, plural):
                     return []  # served no longer (a CRD deleted meanwhile): nothing of it here
-                raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}") from e
+                raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}",
+                                      cold=e.status == 404) from e
             except Exception as e:
                 raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
         return [f"{kind} {namespace}/{(o.get('metadata') or {}).get('name')}" for o in items
@@ -130,7 +136,8 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
             except ApiException as e:
                 if e.status == 404 and not await _crd_serves(child, version):
                     return []  # not served (a CRD deleted since /apis was read, an aggregated API's quirk)
-                raise ContentsUnknown(f"discovery of {version} failed: HTTP {e.status}: {e.reason}") from e
+                raise ContentsUnknown(f"discovery of {version} failed: HTTP {e.status}: {e.reason}",
+                                      cold=e.status == 404) from e
             except Exception as e:
                 raise ContentsUnknown(f"discovery of {version} failed: {error_text(e)}") from e
 
@@ -164,7 +171,8 @@ async def foreign_instances(child: KubeApi, crd: Obj) -> list[str]:
     except ApiException as e:
         if e.status == 404 and not await _crd_in_service(child, crd):
             return []  # not served (yet, or any more): no object of it exists
-        raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}") from e
+        raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}",
+                              cold=e.status == 404) from e
     except Exception as e:
         raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
     return sorted(f"{kind} {_where(o)}" for o in items if not (o.get("metadata") or {}).get("deletionTimestamp"))

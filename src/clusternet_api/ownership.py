@@ -399,14 +399,16 @@ less)."""
 
 def _worth_waiting(key: str, ident: dict[str, str], e: ContentsUnknown) -> bool:
     """Is a release whose contents could not be listed to be tried again later, rather than the object kept for
-    good: while the failure is a passing one (no answer, or an answer such as 429, 500, 503 or 504), until
-    CONTENTS_PATIENCE has been waited (CONTENTS_LOOK_CREDIT at most per look). A refusal (401, 403) or a contents
-    check that cannot be made (a CRD that names no kind) is not waited on.
+    good: while the failure is a passing one (no answer, or an answer such as 429, 500, 503 or 504, or a
+    just-started API server's 404 for a group a CRD still serves: e.cold), until CONTENTS_PATIENCE has been waited
+    (CONTENTS_LOOK_CREDIT at most per look). A refusal (401, 403) or a contents check that cannot be made (a CRD
+    that names no kind) is not waited on.
 
     Where we differ from the code before: a passing answer (a group's 503, the API server's 429) removed our mark
-    at once, so a metrics-server rollout during a cleanup left a Namespace of ours behind for good; and a child
-    that never answered held the Description's deletion for ever."""
-    if e.__cause__ is None or not is_passing(e.__cause__):
+    at once, so a metrics-server rollout during a cleanup left a Namespace of ours behind for good, and so did a
+    cleanup meeting a child's API server in the seconds after its restart (its CRD groups answer 404 until its CRD
+    handler serves them); and a child that never answered held the Description's deletion for ever."""
+    if not (e.cold or (e.__cause__ is not None and is_passing(e.__cause__))):
         return False
     now, entry = time.monotonic(), (key, object_key(ident))
     for stale in [k for k, (_, seen) in contents_unknown_since.items() if now - seen > CONTENTS_LOOKS_APART]:
