@@ -193,19 +193,19 @@ async def register(r: Run) -> None:
     # Ready (at 1,000 on 2 cores the approvals took 4 times their 50-QPS floor: the cores, or the hub?)
     r.pids = {**plane_pids(r.parent), **plane_pids(r.child), "hub": hub_pid,
               **{f"worker {w.proc.name}": w.popen.pid for w in workers}, "bench": os.getpid()}
-    cpu0, requests0 = {name: cpu_seconds(pid) for name, pid in r.pids.items()}, await request_counts(pk)
-    t0 = time.monotonic()
-    await all_workers(workers, "start")
 
     def registered() -> int:
         return sum(c.ready_at is not None for c in by_id.values())
 
-    try:
-        await watcher.until(lambda: registered() == n, max(120.0, n * 0.6), "all clusters Ready",
-                            lambda: f"({registered()}/{n})")
-    except TimeoutError as e:
-        res.notes.append(str(e))
-    res.phase_cpu["registration"] = {name: cpu_seconds(pid) - cpu0[name] for name, pid in r.pids.items()}
+    requests0 = await request_counts(pk)
+    t0 = time.monotonic()
+    with cpu_accounting(r.pids, res.phase_cpu.setdefault("registration", {})):
+        await all_workers(workers, "start")
+        try:
+            await watcher.until(lambda: registered() == n, max(120.0, n * 0.6), "all clusters Ready",
+                                lambda: f"({registered()}/{n})")
+        except TimeoutError as e:
+            res.notes.append(str(e))
     requests = await request_counts(pk) - requests0
     res.notes.append(f"parent requests from the start to the last Ready: {sum(requests.values())} (" + ", ".join(
         f"{k} {v}" for k, v in requests.most_common(8)) + ")")
@@ -298,18 +298,16 @@ async def propagate(r: Run) -> None:
     if args.profile_hub == "propagation":
         r.spy = await start_profile(hub_pid, workdir / f"hub-profile-{n}.txt")
         res.profile_window = "propagation (Subscription to the last Description Success)"
-    cpu_prop0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    t_sub = time.monotonic()
-    await pk.create({"apiVersion": APPS, "kind": "Subscription", "metadata": {"name": SUB, "namespace": "default"},
-                     "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {"bench": "scale"}}}],
-                              "feeds": [feed_of(o) for o in objects]}})
-
-    try:
-        await watcher.until(lambda: deployed_gen(r, {}) == len(live), max(180.0, n * 1.0), "all Descriptions Success",
-                            lambda: f"({deployed_gen(r, {})}/{len(live)})")
-    except TimeoutError as e:
-        res.notes.append(str(e))
-    res.phase_cpu["propagation"] = {name: cpu_seconds(pid) - cpu_prop0[name] for name, pid in pids.items()}
+    with cpu_accounting(pids, res.phase_cpu.setdefault("propagation", {})):
+        t_sub = time.monotonic()
+        await pk.create({"apiVersion": APPS, "kind": "Subscription", "metadata": {"name": SUB, "namespace": "default"},
+                         "spec": {"subscribers": [{"clusterAffinity": {"matchLabels": {"bench": "scale"}}}],
+                                  "feeds": [feed_of(o) for o in objects]}})
+        try:
+            await watcher.until(lambda: deployed_gen(r, {}) == len(live), max(180.0, n * 1.0),
+                                "all Descriptions Success", lambda: f"({deployed_gen(r, {})}/{len(live)})")
+        except TimeoutError as e:
+            res.notes.append(str(e))
     if r.spy is not None and args.profile_hub == "propagation":
         res.profile, r.spy = await stop_profile(r.spy), None
     seen = watcher.sub_seen or t_sub

@@ -75,7 +75,7 @@ class Run:
     res: SizeResult
     spy: tuple[asyncio.subprocess.Process, Path] | None = None
     cpu_hub_0: float = 0.0
-    pids: dict[str, int] = field(default_factory=dict)  # processes whose CPU each timed deployment counts
+    pids: dict[str, int] = field(default_factory=dict)  # processes whose CPU each timed phase counts
     live: list[Cluster] = field(default_factory=list)  # registered clusters (those with a namespace)
     objects: list[Obj] = field(default_factory=list)  # the Subscription's feeds
     silent: set[int] = field(default_factory=set)  # the outage's agents
