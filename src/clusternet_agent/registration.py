@@ -318,7 +318,7 @@ class Approval:
                 log.info("registration %s is still pending; if the hub approves manually, a parent admin must "
                          "run: kubectl clusternet approve %s", self.name, self.name)
             await asyncio.sleep(poll_pause(delay, elapsed) * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, POLL_CAP if time.monotonic() - started < BRISK_SECONDS else SLOW_POLL_CAP)
+            delay = next_scheduled(delay, time.monotonic() - started)
             crr = await self.read()
         return access
 
@@ -331,6 +331,11 @@ class Approval:
         if got is None:
             raise RegistrationError(f"ClusterRegistrationRequest {self.name} was deleted while waiting")
         return got
+
+
+def next_scheduled(delay: float, waited: float) -> float:
+    """The schedule's pause after `delay`: doubling up to POLL_CAP for BRISK_SECONDS, up to SLOW_POLL_CAP after."""
+    return min(delay * 2, POLL_CAP if waited < BRISK_SECONDS else SLOW_POLL_CAP)
 
 
 def poll_pause(scheduled: float, waited: float) -> float:

@@ -65,6 +65,12 @@ class ContentsUnknown(Exception):
         self.cold = cold
 
 
+def unknown_by_answer(what: str, e: ApiException) -> ContentsUnknown:
+    """ContentsUnknown for an answer to `what` (a discovery or LIST). Its callers return [] for a 404 of something
+    served no more, so a 404 that reaches here is a cold API server's (`cold`)."""
+    return ContentsUnknown(f"{what} failed: HTTP {e.status}: {e.reason}", cold=e.status == 404)
+
+
 def is_foreign(obj: Obj, scopes: Scopes) -> bool:
     """Does this object keep its Namespace from being deleted? Objects of the Description letting go of the
     Namespace count as well: at cleanup they are gone or terminating by then, and when its feeds drop only the
@@ -107,8 +113,7 @@ async def foreign_contents(child: KubeApi, namespace: str) -> list[str]:
             except ApiException as e:
                 if e.status == 404 and not await _still_served(child, api_version, kind, plural):
                     return []  # served no longer (a CRD deleted meanwhile): nothing of it here
-                raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}",
-                                      cold=e.status == 404) from e
+                raise unknown_by_answer(f"listing {kind} ({api_version})", e) from e
             except Exception as e:
                 raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
         return [f"{kind} {namespace}/{(o.get('metadata') or {}).get('name')}" for o in items
@@ -136,8 +141,7 @@ async def _discovered(child: KubeApi) -> tuple[list[tuple[str, str, str]], Scope
             except ApiException as e:
                 if e.status == 404 and not await _crd_serves(child, version):
                     return []  # not served (a CRD deleted since /apis was read, an aggregated API's quirk)
-                raise ContentsUnknown(f"discovery of {version} failed: HTTP {e.status}: {e.reason}",
-                                      cold=e.status == 404) from e
+                raise unknown_by_answer(f"discovery of {version}", e) from e
             except Exception as e:
                 raise ContentsUnknown(f"discovery of {version} failed: {error_text(e)}") from e
 
@@ -171,8 +175,7 @@ async def foreign_instances(child: KubeApi, crd: Obj) -> list[str]:
     except ApiException as e:
         if e.status == 404 and not await _crd_in_service(child, crd):
             return []  # not served (yet, or any more): no object of it exists
-        raise ContentsUnknown(f"listing {kind} ({api_version}) failed: HTTP {e.status}: {e.reason}",
-                              cold=e.status == 404) from e
+        raise unknown_by_answer(f"listing {kind} ({api_version})", e) from e
     except Exception as e:
         raise ContentsUnknown(f"listing {kind} ({api_version}) failed: {error_text(e)}") from e
     return sorted(f"{kind} {_where(o)}" for o in items if not (o.get("metadata") or {}).get("deletionTimestamp"))

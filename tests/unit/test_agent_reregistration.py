@@ -229,7 +229,6 @@ def test_a_request_pending_for_long_is_read_less_often() -> None:
     delay = 0.1
     while waited < 300.0:
         waited += pause(delay, waited)
-        delay = min(delay * 2, registration.POLL_CAP if waited < registration.BRISK_SECONDS
-                    else registration.SLOW_POLL_CAP)
+        delay = registration.next_scheduled(delay, waited)
         reads += 1
     assert reads <= 55, reads  # 83 when every read was 5 s apart after the brisk ones
