@@ -148,3 +148,118 @@ async def stop_profile(spy: tuple[asyncio.subprocess.Process, Path]) -> list[tup
                 if "clusternet" in frame or "aiohttp" in frame or "kubernetes_asyncio" in frame or "json" in frame:
                     inclusive[frame] += n
     return [(frame, n / total) for frame, n in inclusive.most_common(25)] if total else []
+
+
+MEMHOOK = """
+import os, signal, tracemalloc
+if os.environ.get("SCALE_TRACE_OUT"):
+    tracemalloc.start(int(os.environ.get("SCALE_TRACE_FRAMES", "1")))
+
+    _first = []
+
+    def _dump(signum, frame):
+        snap = tracemalloc.take_snapshot()
+        with open(os.environ["SCALE_TRACE_OUT"], "w") as out:
+            total = sum(s.size for s in snap.statistics("filename"))
+            out.write(f"traced {total / 1048576:.1f} MB\\n")
+            for kind in ("filename", "lineno"):
+                for stat in snap.statistics(kind)[:25]:
+                    out.write(f"{kind} {stat.size / 1048576:8.1f} MB {stat.count:9d} {stat.traceback}\\n")
+            if _first:  # what grew since the first dump (the steady window's start), largest first
+                for stat in snap.compare_to(_first[0], "lineno")[:25]:
+                    out.write(f"grew {stat.size_diff / 1048576:+8.2f} MB {stat.count_diff:+9d} {stat.traceback}\\n")
+            else:
+                _first.append(snap)
+
+    signal.signal(signal.SIGUSR2, _dump)
+"""
+
+
+def memory_hook(workdir: Path) -> dict[str, str]:
+    """Environment that makes a Python process trace its allocations (tracemalloc, via a sitecustomize on its
+    PYTHONPATH) and write the top allocation sites to a file on SIGUSR2: where the hub's memory goes, without
+    changing the hub. Tracing slows it down: numbers of such a run are not the bench's."""
+    hook = workdir / "memhook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(MEMHOOK)
+    return {"PYTHONPATH": str(hook), "SCALE_TRACE_OUT": str(workdir / "hub-memory.txt")}
+
+
+async def memory_dump(hub_pid: int, dump: Path) -> list[str]:
+    """Ask the hub (started with memory_hook) for its top allocation sites; the lines it wrote, [] if none came."""
+    os.kill(hub_pid, signal.SIGUSR2)
+    for _ in range(60):
+        await asyncio.sleep(1.0)
+        if _lines(dump):
+            await asyncio.sleep(1.0)  # the hub may still be writing it
+            return _lines(dump)
+    return []
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# Where a kube-apiserver's CPU goes, by what it was doing: the first kind whose function is on a sample's stack
+# takes the sample. The request handlers of k8s.io/apiserver/pkg/endpoints/handlers come first (a WATCH's
+# events are sent under serveWatch, and a cached watch's are filtered and encoded for each watcher by the
+# cacher); what no handler holds is split into the work around requests (TLS, authentication, ...).
+PPROF_KINDS = (
+    ("WATCH (events sent to watchers)", ("handlers.serveWatch", "WatchServer).ServeHTTP", "cacheWatcher")),
+    ("LIST", ("handlers.ListResource",)),
+    ("GET", ("handlers.GetResource", "handlers.getResourceHandler")),
+    ("POST (create)", ("handlers.createHandler", "handlers.CreateResource", "handlers.CreateNamedResource")),
+    ("PATCH", ("handlers.PatchResource", "patcher).patchResource", "applyPatcher")),
+    ("PUT (update)", ("handlers.UpdateResource",)),
+    ("DELETE", ("handlers.DeleteResource", "handlers.DeleteCollection")),
+    ("TLS handshakes", ("crypto/tls.(*Conn).Handshake", "crypto/tls.(*Conn).handshake")),
+    ("authentication", ("k8s.io/apiserver/pkg/authentication/", "plugin/pkg/auth/authenticator", "serviceaccount.")),
+    ("watch cache (storing events, dispatch)", ("cacher.(*Cacher)", "cacher.(*watchCache)", "cacher.(*Reflector",
+                                                  "cache.(*Reflector)")),
+    ("etcd client", ("go.etcd.io/", "google.golang.org/grpc", "etcd3.(*watcher", "etcd3.(*watchChan")),
+    ("TLS and HTTP/2 framing", ("crypto/tls.", "crypto/aes", "crypto/cipher", "http2.")),
+    ("request filters (metrics, fairness, routing, compression)", ("net/http.HandlerFunc.ServeHTTP",)),
+    ("HTTP/1 connections", ("net/http.(*conn)",)),
+    ("Go scheduler", ("runtime.mcall", "runtime.schedule", "runtime.findrunnable")),
+    ("garbage collection", ("runtime.gcBgMarkWorker", "runtime.gcAssist", "runtime.bgsweep", "runtime.bgscavenge")),
+)
+
+
+def pprof_kinds(traces: str) -> tuple[float, list[tuple[str, float]]]:
+    """Total seconds and seconds per PPROF_KINDS entry (and "other") of `go tool pprof -traces` output."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+    spent: dict[str, float] = collections.defaultdict(float)
+    for block in re.split(r"^-+\+-+$", traces, flags=re.M)[1:]:
+        lines = [ln.strip() for ln in block.strip().splitlines()]
+        m = re.match(r"([\d.]+)(ns|us|µs|ms|s)\s+(.*)", lines[0]) if lines else None
+        if m is None:
+            continue
+        frames = [m.group(3), *lines[1:]]
+        kind = next((k for k, marks in PPROF_KINDS if any(mark in f for f in frames for mark in marks)), "other")
+        spent[kind] += float(m.group(1)) * units[m.group(2)]
+    return sum(spent.values()), sorted(spent.items(), key=lambda kv: -kv[1])
+
+
+async def api_server_profile(kubeconfig: Path, seconds: int, out: Path) -> list[str]:
+    """A kube-apiserver's own CPU profile over the next `seconds` (net/http/pprof: `--profiling`, on by default),
+    read with `go tool pprof`: its CPU by what it was doing (PPROF_KINDS: by request verb, watches included,
+    then the work around requests). Where the parent's CPU goes at 1,000 clusters, which its request counts
+    alone do not say."""
+    kubectl, go = shutil.which("kubectl"), shutil.which("go")
+    if kubectl is None or go is None:
+        return ["(kubectl or go not found: no profile)"]
+    with out.open("wb") as f:
+        fetch = await asyncio.create_subprocess_exec(
+            kubectl, f"--kubeconfig={kubeconfig}", "get", "--raw", f"/debug/pprof/profile?seconds={seconds}",
+            stdout=f, stderr=asyncio.subprocess.PIPE)
+        _, err = await fetch.communicate()
+    if fetch.returncode:
+        return [f"(no profile: {err.decode(errors='replace').strip()[:200]})"]
+    show = await asyncio.create_subprocess_exec(go, "tool", "pprof", "-traces", str(out),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    text, _ = await show.communicate()
+    total, kinds = pprof_kinds(text.decode(errors="replace"))
+    if not total:
+        return [f"(no samples in {out.name})"]
+    return [f"{total:.1f} CPU-s in {seconds} s ({out.name}):", ""] + [
+        f"{secs:7.2f} s {secs / total:6.1%}  {kind}" for kind, secs in kinds]

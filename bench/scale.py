@@ -47,6 +47,7 @@ period is 9 minutes, longer than a round: a silent cluster is not expected to tu
     .venv/bin/python bench/scale.py                      # --sizes 20,100 (make bench: ~7 min)
     .venv/bin/python bench/scale.py --sizes 500          # one size (1000: see bench/README.md)
     .venv/bin/python bench/scale.py --sizes 100 --profile-hub   # py-spy the hub during registration+deploy
+    .venv/bin/python bench/scale.py --sizes 1000 --profile-parent registration   # the parent's kube-apiserver
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 import time
 import uuid
@@ -77,7 +77,18 @@ from common import (
     start_hub,
 )
 from feeds import DIRECT_CONCURRENCY, apply_in_order, feed_of, moved, run_plugin, write_feed_dir
-from measure import bounded, cpu_accounting, cpu_seconds, plane_pids, request_counts, start_profile, stop_profile
+from measure import (
+    api_server_profile,
+    bounded,
+    cpu_accounting,
+    cpu_seconds,
+    memory_dump,
+    memory_hook,
+    plane_pids,
+    request_counts,
+    start_profile,
+    stop_profile,
+)
 from scalefaults import final_checks, hub_restart, outage, storm
 from scalefleet import AGENTS_PER_WORKER, Worker, agent_namespace, all_workers, rss_kb, seed_agents
 from scalereport import SizeResult, p, report, s
@@ -98,44 +109,6 @@ from scalerun import (
 from scalewatch import Cluster, Watcher, created_despite_overload, tunnels_held
 
 log = logging.getLogger("bench.scale")
-
-
-# --- the scenario's objects ---------------------------------------------------------------------------------
-
-
-MEMHOOK = """
-import os, signal, tracemalloc
-if os.environ.get("SCALE_TRACE_OUT"):
-    tracemalloc.start(int(os.environ.get("SCALE_TRACE_FRAMES", "1")))
-
-    _first = []
-
-    def _dump(signum, frame):
-        snap = tracemalloc.take_snapshot()
-        with open(os.environ["SCALE_TRACE_OUT"], "w") as out:
-            total = sum(s.size for s in snap.statistics("filename"))
-            out.write(f"traced {total / 1048576:.1f} MB\\n")
-            for kind in ("filename", "lineno"):
-                for stat in snap.statistics(kind)[:25]:
-                    out.write(f"{kind} {stat.size / 1048576:8.1f} MB {stat.count:9d} {stat.traceback}\\n")
-            if _first:  # what grew since the first dump (the steady window's start), largest first
-                for stat in snap.compare_to(_first[0], "lineno")[:25]:
-                    out.write(f"grew {stat.size_diff / 1048576:+8.2f} MB {stat.count_diff:+9d} {stat.traceback}\\n")
-            else:
-                _first.append(snap)
-
-    signal.signal(signal.SIGUSR2, _dump)
-"""
-
-
-def memory_hook(workdir: Path) -> dict[str, str]:
-    """Environment that makes a Python process trace its allocations (tracemalloc, via a sitecustomize on its
-    PYTHONPATH) and write the top allocation sites to a file on SIGUSR2: where the hub's memory goes, without
-    changing the hub. Tracing slows it down: numbers of such a run are not the bench's."""
-    hook = workdir / "memhook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(MEMHOOK)
-    return {"PYTHONPATH": str(hook), "SCALE_TRACE_OUT": str(workdir / "hub-memory.txt")}
 
 
 async def direct_run(child_creds: Credentials, n: int, suffix: str) -> float:
@@ -198,6 +171,7 @@ async def register(r: Run) -> None:
         return sum(c.ready_at is not None for c in by_id.values())
 
     requests0 = await request_counts(pk)
+    profiling = parent_profile(r, "registration")
     t0 = time.monotonic()
     with cpu_accounting(r.pids, res.phase_cpu.setdefault("registration", {})):
         await all_workers(workers, "start")
@@ -247,6 +221,16 @@ async def register(r: Run) -> None:
     failed = [f for st in status for f in st["failed"]]
     if failed:
         res.notes.append(f"agents that failed: {failed[:3]}")
+    if profiling is not None:  # after the tunnels' time is taken: awaiting it may outlast the phase
+        res.parent_profiles["registration"] = await profiling
+
+
+def parent_profile(r: Run, phase: str) -> asyncio.Task[list[str]] | None:
+    """The parent kube-apiserver's CPU profile over the first --profile-seconds of `phase`, if asked for."""
+    if phase not in r.args.profile_parent:
+        return None
+    out = r.workdir / f"parent-{phase}-{r.n}.pprof"
+    return asyncio.create_task(api_server_profile(r.parent.kubeconfig, r.args.profile_seconds, out))
 
 
 async def propagate(r: Run) -> None:
@@ -298,6 +282,7 @@ async def propagate(r: Run) -> None:
     if args.profile_hub == "propagation":
         r.spy = await start_profile(hub_pid, workdir / f"hub-profile-{n}.txt")
         res.profile_window = "propagation (Subscription to the last Description Success)"
+    profiling = parent_profile(r, "propagation")
     with cpu_accounting(pids, res.phase_cpu.setdefault("propagation", {})):
         t_sub = time.monotonic()
         await pk.create({"apiVersion": APPS, "kind": "Subscription", "metadata": {"name": SUB, "namespace": "default"},
@@ -323,6 +308,8 @@ async def propagate(r: Run) -> None:
                      f"Success P50/P99/max {s(p(pushed, 50))}/{s(p(pushed, 99))}/{s(max(pushed, default=None))}")
     print(f"    {res.notes[-1]}", flush=True)
     res.rss_phases["deployed"] = rss_kb(hub_pid) / 1024
+    if profiling is not None:  # ends before the direct run after ours starts
+        res.parent_profiles["propagation"] = await profiling
     await settle(args.settle)
     await direct("after", "-direct2")
 
@@ -341,21 +328,6 @@ async def change_override(r: Run) -> None:
 
 
 STEADY_RSS_EVERY = 10.0  # seconds between the hub's RSS samples in the steady window
-
-
-async def memory_dump(hub_pid: int, dump: Path) -> list[str]:
-    """Ask the hub (started with memory_hook) for its top allocation sites; the lines it wrote, [] if none came."""
-    os.kill(hub_pid, signal.SIGUSR2)
-    for _ in range(60):
-        await asyncio.sleep(1.0)
-        if _lines(dump):
-            await asyncio.sleep(1.0)  # the hub may still be writing it
-            return _lines(dump)
-    return []
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
 
 
 async def steady_state(r: Run) -> None:
@@ -445,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="pause between phases, s")
     parser.add_argument("--profile-hub", nargs="?", const="all", choices=("all", "propagation"),
                         help="py-spy the hub from registration to override (all) or during propagation only")
+    parser.add_argument("--profile-parent", action="append", default=[], choices=("registration", "propagation"),
+                        help="the parent kube-apiserver's CPU profile (go tool pprof) during this phase (repeatable)")
+    parser.add_argument("--profile-seconds", type=int, default=60, help="... over its first S seconds (60)")
     parser.add_argument("--out", help="also write the report here (make bench: bench/results/<date>-scale.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (logs)")
     parser.add_argument("--trace-hub-memory", action="store_true",

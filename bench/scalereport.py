@@ -53,6 +53,7 @@ class SizeResult:
     notes: list[str] = field(default_factory=list)
     profile: list[tuple[str, float]] = field(default_factory=list)
     profile_window: str = ""
+    parent_profiles: dict[str, list[str]] = field(default_factory=dict)  # phase -> go tool pprof's views
     # CPU seconds per process group during each timed deployment ("direct before", "propagation", ...): our
     # path and the direct one share this machine's cores, so what each costs in all bounds the ratio
     phase_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -142,6 +143,9 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
         if r.profile:
             lines += ["", f"  py-spy of the hub, N={r.n}, {r.profile_window} (share of samples in or under):",
                       ""] + [f"      {share:5.1%}  {frame}" for frame, share in r.profile[:20]] + [""]
+        for phase, profile in r.parent_profiles.items():
+            lines += ["", f"  CPU profile of the parent's kube-apiserver, N={r.n}, the first {args.profile_seconds} s "
+                      f"of {phase}:", ""] + [f"      {line}" for line in profile] + [""]
         if r.memory:
             lines += ["", f"  tracemalloc in the hub at steady state, N={r.n} (RSS {r.hub_rss_mb:.0f} MB):", ""]
             lines += [f"      {line}" for line in r.memory]
