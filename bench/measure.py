@@ -225,6 +225,10 @@ PPROF_KINDS = (
 )
 
 
+VERBS = frozenset(k for k, _ in PPROF_KINDS[:7])
+STORAGE = (("custom resources", "apiextensions-apiserver/"), ("built-in kinds", "k8s.io/kubernetes/pkg/registry/"))
+
+
 def pprof_kinds(traces: str) -> tuple[float, list[tuple[str, float]]]:
     """Total seconds and seconds per PPROF_KINDS entry (and "other") of `go tool pprof -traces` output."""
     units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -236,6 +240,8 @@ def pprof_kinds(traces: str) -> tuple[float, list[tuple[str, float]]]:
             continue
         frames = [m.group(3), *lines[1:]]
         kind = next((k for k, marks in PPROF_KINDS if any(mark in f for f in frames for mark in marks)), "other")
+        if kind in VERBS:  # whose storage is on the stack (pprof keeps the innermost 64 frames: not always the handler)
+            kind += next((f": {whose}" for whose, mark in STORAGE if any(mark in f for f in frames)), "")
         spent[kind] += float(m.group(1)) * units[m.group(2)]
     return sum(spent.values()), sorted(spent.items(), key=lambda kv: -kv[1])
 

@@ -226,11 +226,16 @@ async def register(r: Run) -> None:
 
 
 def parent_profile(r: Run, phase: str) -> asyncio.Task[list[str]] | None:
-    """The parent kube-apiserver's CPU profile over the first --profile-seconds of `phase`, if asked for."""
+    """The parent kube-apiserver's CPU profile over --profile-seconds from --profile-after into `phase`, if asked."""
     if phase not in r.args.profile_parent:
         return None
     out = r.workdir / f"parent-{phase}-{r.n}.pprof"
-    return asyncio.create_task(api_server_profile(r.parent.kubeconfig, r.args.profile_seconds, out))
+
+    async def later() -> list[str]:
+        await asyncio.sleep(r.args.profile_after)
+        return await api_server_profile(r.parent.kubeconfig, r.args.profile_seconds, out)
+
+    return asyncio.create_task(later())
 
 
 async def propagate(r: Run) -> None:
@@ -419,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="py-spy the hub from registration to override (all) or during propagation only")
     parser.add_argument("--profile-parent", action="append", default=[], choices=("registration", "propagation"),
                         help="the parent kube-apiserver's CPU profile (go tool pprof) during this phase (repeatable)")
-    parser.add_argument("--profile-seconds", type=int, default=60, help="... over its first S seconds (60)")
+    parser.add_argument("--profile-seconds", type=int, default=60, help="... over S seconds (60)")
+    parser.add_argument("--profile-after", type=float, default=0.0, help="... from S seconds into the phase (0)")
     parser.add_argument("--out", help="also write the report here (make bench: bench/results/<date>-scale.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (logs)")
     parser.add_argument("--trace-hub-memory", action="store_true",

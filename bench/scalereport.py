@@ -144,8 +144,8 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
             lines += ["", f"  py-spy of the hub, N={r.n}, {r.profile_window} (share of samples in or under):",
                       ""] + [f"      {share:5.1%}  {frame}" for frame, share in r.profile[:20]] + [""]
         for phase, profile in r.parent_profiles.items():
-            lines += ["", f"  CPU profile of the parent's kube-apiserver, N={r.n}, the first {args.profile_seconds} s "
-                      f"of {phase}:", ""] + [f"      {line}" for line in profile] + [""]
+            lines += ["", f"  CPU profile of the parent's kube-apiserver, N={r.n}, {args.profile_seconds} s from "
+                      f"{args.profile_after:g} s into {phase}:", ""] + [f"      {line}" for line in profile] + [""]
         if r.memory:
             lines += ["", f"  tracemalloc in the hub at steady state, N={r.n} (RSS {r.hub_rss_mb:.0f} MB):", ""]
             lines += [f"      {line}" for line in r.memory]
