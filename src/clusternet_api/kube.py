@@ -70,6 +70,10 @@ RETIRED_SESSIONS_KEPT = 2
 ANY_JSON = "application/json, */*"  # what every request but list_metadata's accepts
 # a PartialObjectMetadataList (meta.k8s.io/v1, served for every resource since Kubernetes 1.15), else plain JSON
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io, application/json"
+# Read from the API server's watch cache instead of etcd: no storage read and no decode of every stored object (a
+# LIST by label of all ManagedClusters decoded each of them from etcd, once per approval: at 1,000 registrations
+# that was the parent's costliest work, `bench/scale.py --profile-parent`). It may trail etcd by a moment.
+CACHED: Mapping[str, str] = {"resourceVersion": "0"}
 _CLUSTERNET_GROUP = re.compile(r"^/apis/[^/]+\.clusternet\.io(/|$)")
 """Paths of the API groups a Clusternet clientset serves (clusters., apps., proxies.clusternet.io ...)."""
 
@@ -212,15 +216,26 @@ class Kube(ApiDiscovery):
             raise status_error(status, result)
         return result if isinstance(result, dict) else {}
 
-    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+                  cached: bool = False) -> Obj | None:
         """The object, or None when the server says it does not exist: a 404 with a JSON (Status) body.
 
         A 404 without one ("404 page not found", text) says the path is not served, not that the object is
         gone: a kube-apiserver that has just started answers so for custom resources until its CRD handler
         catches up, as it does once a CRD is deleted. That raises, so no caller takes it for "gone" and
-        deletes or re-creates on it (the first-rule review s31: a Subscription or Base read as gone)."""
+        deletes or re-creates on it (the first-rule review s31: a Subscription or Base read as gone).
+
+        `cached`: read from the API server's watch cache (resourceVersion=0, CACHED), for a poll that may see the
+        object a moment old; a "not found" from there is asked again of storage, which the cache may trail."""
+        path = await self.path(api_version, kind, name, namespace)
+        if cached and (found := await self._get(path, api_version, kind, name, CACHED)) is not None:
+            return found
+        return await self._get(path, api_version, kind, name)
+
+    async def _get(self, path: str, api_version: str, kind: str, name: str,
+                   query: Mapping[str, str] | None = None) -> Obj | None:
         try:
-            return await self.request("GET", await self.path(api_version, kind, name, namespace))
+            return await self.request("GET", path, query=query)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -237,10 +252,11 @@ class Kube(ApiDiscovery):
         return await self.list(api_version, kind, namespace, label_selector, accept=METADATA_LIST)
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None,
-                   label_selector: str | None = None, *, accept: str = ANY_JSON) -> list[Obj]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        result = await self.request("GET", await self.path(api_version, kind, namespace=namespace), query=query,
-                                    accept=accept)
+                   label_selector: str | None = None, *, accept: str = ANY_JSON, cached: bool = False) -> list[Obj]:
+        """The objects; `cached`: from the API server's watch cache (CACHED), which may trail storage a moment."""
+        query = {**({"labelSelector": label_selector} if label_selector else {}), **(CACHED if cached else {})}
+        result = await self.request("GET", await self.path(api_version, kind, namespace=namespace),
+                                    query=query or None, accept=accept)
         items: list[Obj] = result.get("items", [])
         return items
 

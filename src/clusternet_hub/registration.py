@@ -411,10 +411,13 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
     # before lives in the namespace it was given then. An approved request names that namespace already
     # (pinned), so only a request approved never, or deleted and made again, gets here with another name.
     # No LIST of namespaces: at 20 registrations at once that was 20 of the 160 requests queued in the
-    # client's rate limiter (bench/registration.py); Clusternet reads its namespace informer instead.
+    # client's rate limiter (bench/registration.py); Clusternet reads its namespace informer instead. The
+    # ManagedClusters come from the API server's watch cache (Clusternet: its informer): from etcd, each approval
+    # decoded every ManagedCluster to match one label. An earlier registration's is there long since; one this
+    # request's own earlier attempt made is in the namespace it names, found by name if the cache trails.
     (wanted_ns, created), clusters = await asyncio.gather(
         kube.create_or_get(namespace_manifest(wanted, cluster_id, cluster_name(crr))),
-        kube.list(CRR_API, "ManagedCluster", label_selector=by_id))
+        kube.list(CRR_API, "ManagedCluster", label_selector=by_id, cached=True))
     earlier = sorted({mc["metadata"]["namespace"] for mc in clusters} - {wanted})
     existing_ns = wanted_ns
     if earlier:  # the namespace of the cluster's earlier registration wins over the one the request names now

@@ -110,12 +110,13 @@ class FakeKube:
     def kinds_written(self) -> list[str]:
         return [f"{verb} {kind}" for verb, kind, _ in self.writes]
 
-    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+                  cached: bool = False) -> Obj | None:
         found = self.find(kind, namespace, name)
         return copy.deepcopy(found) if found is not None else None
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None,
-                   label_selector: str | None = None) -> list[Obj]:
+                   label_selector: str | None = None, *, cached: bool = False) -> list[Obj]:
         return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
                 if k == kind and (namespace is None or ns == namespace)]
 

@@ -54,7 +54,7 @@ class Parent(reregistration.Parent):
             return copy.deepcopy(self.request), True
         return copy.deepcopy(self.request), False
 
-    async def get(self, *_: Any) -> Crr | None:
+    async def get(self, *_: Any, cached: bool = False) -> Crr | None:
         self.reads += 1
         changed = self.admin(self.reads)
         if changed is not False:

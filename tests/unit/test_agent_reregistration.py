@@ -45,7 +45,7 @@ class Parent:
     async def create_or_get(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         return copy.deepcopy(self.crr), False
 
-    async def get(self, *_: Any) -> dict[str, Any]:
+    async def get(self, *_: Any, cached: bool = False) -> dict[str, Any]:
         self.reads += 1
         if self.later is not None and self.reads >= self.after:
             self.crr = self.later
@@ -142,7 +142,7 @@ async def test_a_missing_managed_cluster_of_a_removed_cluster_leads_to_registrat
     from clusternet_api.kube import Credentials
 
     class NoCluster(Parent):
-        async def get(self, api_version: str, kind: str, *_: Any) -> dict[str, Any] | None:
+        async def get(self, api_version: str, kind: str, *_: Any, cached: bool = False) -> dict[str, Any] | None:
             return None if kind == "ManagedCluster" else await super().get()
 
         async def patch(self, *_: Any, **__: Any) -> dict[str, Any]:

@@ -250,7 +250,7 @@ class RacingParent:
         self.tunnel, self.rv, self.patches = tunnel, 1, 0
         self.conditions: list[dict[str, object]] = []
 
-    async def get(self, *_: object) -> dict[str, object]:
+    async def get(self, *_: object, cached: bool = False) -> dict[str, object]:
         return {"metadata": {"resourceVersion": str(self.rv)}, "status": {"conditions": list(self.conditions)}}
 
     async def patch(self, _api: str, _kind: str, _name: str, body: dict, *_: object, **__: object) -> dict:  # type: ignore[type-arg]
@@ -491,12 +491,13 @@ class FakeParent:
                         for o in objects}
 
     async def list(self, api: str, kind: str, namespace: str | None = None,
-                   label_selector: str | None = None) -> list[dict[str, object]]:
+                   label_selector: str | None = None, *, cached: bool = False) -> list[dict[str, object]]:
         key, _, value = (label_selector or "").partition("=")
         return [o for (k, _, _), o in self.objects.items()
                 if k == kind and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]  # type: ignore[union-attr,index]
 
-    async def get(self, api: str, kind: str, name: str, namespace: str | None = None) -> dict[str, object] | None:
+    async def get(self, api: str, kind: str, name: str, namespace: str | None = None, *,
+                  cached: bool = False) -> dict[str, object] | None:
         return self.objects.get((kind, namespace, name))  # type: ignore[return-value]
 
     async def create_or_get(self, obj: dict) -> tuple[dict, bool]:  # type: ignore[type-arg]
