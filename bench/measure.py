@@ -204,7 +204,7 @@ def _lines(path: Path) -> list[str]:
 # takes the sample. The request handlers of k8s.io/apiserver/pkg/endpoints/handlers come first (a WATCH's
 # events are sent under serveWatch, and a cached watch's are filtered and encoded for each watcher by the
 # cacher); what no handler holds is split into the work around requests (TLS, authentication, ...).
-PPROF_KINDS = (
+REQUEST_KINDS = (
     ("WATCH (events sent to watchers)", ("handlers.serveWatch", "WatchServer).ServeHTTP", "cacheWatcher")),
     ("LIST", ("handlers.ListResource",)),
     ("GET", ("handlers.GetResource", "handlers.getResourceHandler")),
@@ -212,6 +212,9 @@ PPROF_KINDS = (
     ("PATCH", ("handlers.PatchResource", "patcher).patchResource", "applyPatcher")),
     ("PUT (update)", ("handlers.UpdateResource",)),
     ("DELETE", ("handlers.DeleteResource", "handlers.DeleteCollection")),
+)
+PPROF_KINDS = (
+    *REQUEST_KINDS,
     ("TLS handshakes", ("crypto/tls.(*Conn).Handshake", "crypto/tls.(*Conn).handshake")),
     ("authentication", ("k8s.io/apiserver/pkg/authentication/", "plugin/pkg/auth/authenticator", "serviceaccount.")),
     ("watch cache (storing events, dispatch)", ("cacher.(*Cacher)", "cacher.(*watchCache)", "cacher.(*Reflector",
@@ -223,9 +226,7 @@ PPROF_KINDS = (
     ("Go scheduler", ("runtime.mcall", "runtime.schedule", "runtime.findrunnable")),
     ("garbage collection", ("runtime.gcBgMarkWorker", "runtime.gcAssist", "runtime.bgsweep", "runtime.bgscavenge")),
 )
-
-
-VERBS = frozenset(k for k, _ in PPROF_KINDS[:7])
+VERBS = frozenset(k for k, _ in REQUEST_KINDS)  # split further by whose storage is on the stack
 STORAGE = (("custom resources", "apiextensions-apiserver/"), ("built-in kinds", "k8s.io/kubernetes/pkg/registry/"))
 
 

@@ -53,7 +53,7 @@ class SizeResult:
     notes: list[str] = field(default_factory=list)
     profile: list[tuple[str, float]] = field(default_factory=list)
     profile_window: str = ""
-    parent_profiles: dict[str, list[str]] = field(default_factory=dict)  # phase -> go tool pprof's views
+    parent_profiles: dict[str, list[str]] = field(default_factory=dict)  # phase -> measure.api_server_profile's lines
     # CPU seconds per process group during each timed deployment ("direct before", "propagation", ...): our
     # path and the direct one share this machine's cores, so what each costs in all bounds the ratio
     phase_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
