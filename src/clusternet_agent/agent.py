@@ -405,13 +405,14 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     """Pull Descriptions and HelmReleases, and keep the hub's push credentials fresh (or withdrawn) per AppPusher.
     Runs, and runs its pullers, under `supervised`; the deployer token's refresh never ends it
     (deployer_credentials_retrying)."""
-    # Imported once registered: no part of registering, and 30 ms of an agent's start idle, twice that when
-    # 20 agents start at once (python -X importtime; bench/registration.py counts from the process start).
+    if after is not None:
+        await after.wait()
+    # Imported once the first report is written: no part of registering, and 0.1-0.2 s of an agent's one event
+    # loop (python -X importtime; py-spy of a process agent in bench/registration.py). Imported before that wait
+    # they blocked the loop between the approval and the report that makes the cluster Ready.
     from clusternet_agent import helmpuller, puller
     from clusternet_api.helm import default_driver
 
-    if after is not None:
-        await after.wait()
     name = view.name if view is not None else await resolve_managed_cluster(parent, access)
     creds = await deployer_credentials_retrying(child, opts.namespace, "getting")
     async with Kube(creds, user_agent="clusternet-agent-deployer", qps=opts.kube_api_qps,
