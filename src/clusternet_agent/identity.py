@@ -27,7 +27,8 @@ async def ensure_namespace(child: Kube, name: str) -> None:
 
 
 async def load_or_create_key(child: Kube, namespace: str) -> bytes:
-    """The agent's RSA private key (PEM), created once and kept in a Secret of the child."""
+    """The agent's private key (PEM; X25519, or RSA when made by an older agent), created once and kept in a Secret
+    of the child."""
     secret = await child.get("v1", "Secret", known.AGENT_KEY_SECRET, namespace)
     if secret and (secret.get("data") or {}).get("key.pem"):
         return base64.b64decode(secret["data"]["key.pem"])

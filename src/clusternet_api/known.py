@@ -54,7 +54,8 @@ ANNOTATION_OWNED_BY_DESCRIPTION: Final = "apps.clusternet.io/owned-by-descriptio
 ANNOTATION_LAST_APPLIED: Final = "clusternet.io/last-applied-configuration"
 # ours: the agent's public key on a ClusterRegistrationRequest, so the hub can seal the token to it
 ANNOTATION_AGENT_PUBLIC_KEY: Final = "clusters.clusternet.io/agent-public-key"
-# ours: how CRR status.token is sealed ("rsa-oaep-fernet"); absent means plaintext as in Clusternet
+# ours: how CRR status.token is sealed ("x25519-hkdf-fernet", or "rsa-oaep-fernet" for an older agent's RSA key;
+# clusternet_api.sealing); absent means plaintext as in Clusternet
 ANNOTATION_TOKEN_SEALING: Final = "clusters.clusternet.io/token-sealing"
 # ours: when the hub last issued the sealed token (RFC 3339)
 ANNOTATION_TOKEN_ISSUED_AT: Final = "clusters.clusternet.io/token-issued-at"

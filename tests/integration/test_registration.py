@@ -98,7 +98,7 @@ def test_two_agents_register_and_report(parent: ControlPlane, child1: ControlPla
     assert data["ca.crt"].strip() == parent.ca_pem.decode().strip()
     crr = json.loads(kubectl(parent, "get", "clsrr", f"clusternet-{cluster_id(child1)}", "-o", "json").stdout)
     assert crr["status"]["result"] == "Approved"
-    assert crr["metadata"]["annotations"][known.ANNOTATION_TOKEN_SEALING] == "rsa-oaep-fernet"
+    assert crr["metadata"]["annotations"][known.ANNOTATION_TOKEN_SEALING] == "x25519-hkdf-fernet"
     # the sealed blob is not the token
     assert base64.b64decode(crr["status"]["token"]).decode() != data["token"]
 

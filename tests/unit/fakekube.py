@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clusternet_api.kube import ApiException
+from clusternet_hub.registration import AGENT_SERVICE_ACCOUNT
 
 Obj = dict[str, Any]
 ObjKey = tuple[str, str, str]  # kind, namespace, name
@@ -192,3 +193,23 @@ class FakeKube:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class ApprovingParent(FakeKube):
+    """A parent for the hub's approvals: FakeKube with create_or_get and TokenRequests (tokens t1, t2, ...)."""
+
+    tokens = itertools.count(1)
+
+    async def create_or_get(self, obj: Obj) -> tuple[Obj, bool]:
+        try:
+            return await self.create(obj), True
+        except ApiException:
+            found = await self.get("", obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            assert found is not None
+            return found, False
+
+    async def raw(self, method: str, path: str, *_: Any, **__: Any) -> tuple[int, Obj]:
+        ns = path.split("/")[4]
+        if self.find("ServiceAccount", ns, AGENT_SERVICE_ACCOUNT) is None:
+            return 404, {}
+        return 201, {"status": {"token": f"t{next(self.tokens)}"}}

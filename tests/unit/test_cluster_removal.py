@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import time
 from typing import Any, cast
 
@@ -14,31 +13,12 @@ from clusternet_api.kube import ApiException, Credentials, Kube
 from clusternet_api.sealing import SealingError, generate_private_key, public_key_of
 from clusternet_hub import operator, registration, removal, tokens
 
-from .fakekube import FakeKube, Obj
+from .fakekube import ApprovingParent as Parent
+from .fakekube import Obj
 
 CID = "5f6a0f2b-43ea-4a2b-9d8c-0a7d1e2c3b4a"
 NAME = f"clusternet-{CID}"
 SETTINGS = registration.ApprovalSettings(allow_unsealed_tokens=True)
-
-
-class Parent(FakeKube):
-    """FakeKube with what approval needs besides: create_or_get and TokenRequests (tokens t1, t2, ...)."""
-
-    tokens = itertools.count(1)
-
-    async def create_or_get(self, obj: Obj) -> tuple[Obj, bool]:
-        try:
-            return await self.create(obj), True
-        except ApiException:
-            found = await self.get("", obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
-            assert found is not None
-            return found, False
-
-    async def raw(self, method: str, path: str, *_: Any, **__: Any) -> tuple[int, Obj]:
-        ns = path.split("/")[4]
-        if self.find("ServiceAccount", ns, registration.AGENT_SERVICE_ACCOUNT) is None:
-            return 404, {}
-        return 201, {"status": {"token": f"t{next(self.tokens)}"}}
 
 
 async def approved_parent() -> tuple[Parent, Obj]:

@@ -16,7 +16,7 @@ from clusternet_api.durations import parse_duration
 from clusternet_api.kube import ApiException
 from clusternet_api.logs import RedactingFilter, redact
 from clusternet_api.quantity import format_quantity, parse_quantity
-from clusternet_api.sealing import SealingError, generate_private_key, public_key_of, seal, unseal
+from clusternet_api.sealing import generate_private_key, public_key_of
 from clusternet_hub import health, registration, tokens
 from clusternet_hub.proxy import ProxyError, upstream_headers
 
@@ -386,16 +386,7 @@ async def test_a_refresh_never_asks_for_a_longer_token_than_the_hub_issued() -> 
         assert parent.bodies[0]["spec"]["expirationSeconds"] == expected
 
 
-# --- sealing, redaction, durations, quantities -------------------------------------------------------------
-
-
-def test_sealed_token_opens_only_with_its_key() -> None:
-    mine, theirs = generate_private_key(), generate_private_key()
-    blob = seal("secret-token", public_key_of(mine))
-    assert b"secret-token" not in blob
-    assert unseal(blob, mine) == "secret-token"
-    with pytest.raises(SealingError, match="different key"):
-        unseal(blob, theirs)
+# --- redaction, durations, quantities ---------------------------------------------------------------------
 
 
 def test_tokens_are_redacted_from_any_log_record(caplog: pytest.LogCaptureFixture) -> None:
