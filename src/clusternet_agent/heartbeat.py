@@ -132,9 +132,12 @@ async def report(parent: Kube, namespace: str, name: str, observed: Obj,
     `tunnel_up` (a callable: the tunnel's state now) is read after each read of the ManagedCluster, never
     before: the hub marks SocketConnected=True right after the agent's tunnel comes up, and a state taken
     earlier (a freshly registered agent reports while its tunnel is still connecting) would overwrite
-    the hub's True with a stale False until the next report, 3 minutes later by default."""
+    the hub's True with a stale False until the next report, 3 minutes later by default.
+
+    The first read is from the parent's watch cache (resourceVersion=0), as the hub's approvals and the agents'
+    polls are: a copy that trails storage only costs a 409 on the write, and the retries read storage."""
     for attempt in range(3):
-        current = await parent.get(MC_API, "ManagedCluster", name, namespace)
+        current = await parent.get(MC_API, "ManagedCluster", name, namespace, cached=attempt == 0)
         if current is None:
             raise LookupError(f"ManagedCluster {namespace}/{name} does not exist on the parent")
         up = tunnel_up() if callable(tunnel_up) else tunnel_up

@@ -73,7 +73,8 @@ async def wait_while_refused(opts: AgentOptions, request: tuple[str, str | None]
     approving the cluster): it is read with the bootstrap credentials, whose role grants get, every
     REFUSED_RECHECK_SECONDS while it has been refused for less than REFUSED_BRISK_SECONDS (`refused_for`), then every
     REFUSED_RECHECK_SLOW_SECONDS. One that cannot be read (the bootstrap token since deleted, say) is waited out in
-    full. Clusternet's agent retries on a timer."""
+    full. The reads come from the parent's watch cache (resourceVersion=0), as the pending request's polls do:
+    a change seen a moment late only ends the wait a moment late. Clusternet's agent retries on a timer."""
     name, result = request
     deadline = time.monotonic() + seconds
     every = REFUSED_RECHECK_SECONDS if refused_for < REFUSED_BRISK_SECONDS else REFUSED_RECHECK_SLOW_SECONDS
@@ -81,7 +82,7 @@ async def wait_while_refused(opts: AgentOptions, request: tuple[str, str | None]
         async with Kube(bootstrap_credentials(opts), user_agent="clusternet-agent") as parent:
             while (left := deadline - time.monotonic()) > 0:
                 await asyncio.sleep(min(every, left))
-                crr = await parent.get(CRR_API, "ClusterRegistrationRequest", name)
+                crr = await parent.get(CRR_API, "ClusterRegistrationRequest", name, cached=True)
                 if crr is None or (crr.get("status") or {}).get("result") != result:
                     return
     except Exception as e:  # never a retry at once (review s38): the rest of the wait is slept

@@ -32,6 +32,7 @@ class Parent:
 
     def __init__(self, crr: dict[str, Any], later: dict[str, Any] | None = None, after: int = 2) -> None:
         self.crr, self.later, self.after, self.reads = crr, later, after, 0
+        self.cached: list[bool] = []
 
     def __call__(self, *_: Any, **__: Any) -> Parent:  # stands in for the Kube class
         return self
@@ -47,6 +48,7 @@ class Parent:
 
     async def get(self, *_: Any, cached: bool = False) -> dict[str, Any]:
         self.reads += 1
+        self.cached.append(cached)
         if self.later is not None and self.reads >= self.after:
             self.crr = self.later
         return copy.deepcopy(self.crr)
@@ -176,7 +178,7 @@ async def test_a_removed_cluster_registers_again_as_soon_as_an_admin_deletes_its
                                                  request=(NAME, "Denied"))
         return "access"
 
-    async def deleted_after_three_reads(*_: Any) -> dict[str, Any] | None:
+    async def deleted_after_three_reads(*_: Any, **__: Any) -> dict[str, Any] | None:
         parent.reads += 1
         return None if parent.reads >= 3 else copy.deepcopy(removed)
 
@@ -196,8 +198,9 @@ async def test_a_request_that_stays_refused_or_cannot_be_read_is_waited_out(monk
     start = loop.time()
     await registration.wait_while_refused(opts(), (NAME, "Denied"), 0.5)
     assert loop.time() - start >= 0.5 and parent.reads >= 5
+    assert all(parent.cached)  # from the parent's watch cache, as the pending request's polls
 
-    async def unreadable(*_: Any) -> dict[str, Any]:
+    async def unreadable(*_: Any, **__: Any) -> dict[str, Any]:
         parent.reads += 1
         raise OSError("the bootstrap token was deleted")
 

@@ -174,7 +174,7 @@ async def test_a_heartbeat_that_finds_no_managed_cluster_drops_the_agents_copy()
     from clusternet_api.kube import Credentials
 
     class NoCluster(Parent):
-        async def get(self, api_version: str, kind: str, *_: Any) -> dict[str, Any] | None:
+        async def get(self, api_version: str, kind: str, *_: Any, cached: bool = False) -> dict[str, Any] | None:
             return None if kind == "ManagedCluster" else await super().get()
 
     parents: Any = (NoCluster(approved("t")),)

@@ -249,8 +249,10 @@ class RacingParent:
     def __init__(self, tunnel: dict[str, bool]) -> None:
         self.tunnel, self.rv, self.patches = tunnel, 1, 0
         self.conditions: list[dict[str, object]] = []
+        self.cached: list[bool] = []
 
     async def get(self, *_: object, cached: bool = False) -> dict[str, object]:
+        self.cached.append(cached)
         return {"metadata": {"resourceVersion": str(self.rv)}, "status": {"conditions": list(self.conditions)}}
 
     async def patch(self, _api: str, _kind: str, _name: str, body: dict, *_: object, **__: object) -> dict:  # type: ignore[type-arg]
@@ -271,6 +273,7 @@ async def test_report_never_writes_a_stale_tunnel_state_over_the_hubs() -> None:
                  lambda: tunnel["up"])
     socket = next(c for c in parent.conditions if c["type"] == known.CONDITION_SOCKET)
     assert parent.patches == 2 and socket["status"] == "True"
+    assert parent.cached == [True, False]  # the watch cache first; after a conflict, storage
 
 
 # --- proxy headers -----------------------------------------------------------------------------------------
