@@ -407,9 +407,10 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     (deployer_credentials_retrying)."""
     if after is not None:
         await after.wait()
-    # Imported once the first report is written: no part of registering, and 0.1-0.2 s of an agent's one event
-    # loop (python -X importtime; py-spy of a process agent in bench/registration.py). Imported before that wait
-    # they blocked the loop between the approval and the report that makes the cluster Ready.
+    # Imported once the first report is written: no part of registering, and 48 ms of an agent's one event loop
+    # idle (76 ms where it compiles its modules), more under load (python -X importtime; py-spy of a process agent
+    # in bench/registration.py). Imported before that wait they held the loop between the approval and the report
+    # that makes the cluster Ready.
     from clusternet_agent import helmpuller, puller
     from clusternet_api.helm import default_driver
 
