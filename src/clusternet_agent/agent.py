@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from clusternet_agent import heartbeat, identity, labels, probes, registration
+from clusternet_agent import deployercreds, heartbeat, identity, labels, probes, registration
 from clusternet_agent.clusterview import ClusterView
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.pauses import sleep_or_stop
@@ -44,13 +44,6 @@ TOKEN_LIFETIME = 24 * 3600
 # kube-apiserver in the sandbox stayed Ready True for 2 min). 30 s is three times the longest wait of a
 # starting API server's Retry-After (10 s), which is not-ready anyway.
 STALLED_MIN_SECONDS = 30.0
-# The child's deployer token is asked for this long (TokenRequest) and renewed after a third of it: a refresh
-# that fails leaves 40 minutes of retries before the pullers' token expires.
-DEPLOYER_TOKEN_SECONDS = 3600
-DEPLOYER_REFRESH_SECONDS = 1200.0
-# Retries of a failed deployer token request: soon after an API server's blip, then at most once a minute.
-DEPLOYER_RETRY_FIRST_SECONDS = 2.0
-DEPLOYER_RETRY_MAX_SECONDS = 60.0
 # Pauses before registering again after the parent rejected our token: 1 s doubling to 5 min, jittered. A cycle
 # that lasted at least the cap was no loop and starts the pauses again from 1 s.
 REREGISTER_FIRST_SECONDS = 1.0
@@ -415,7 +408,7 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
     from clusternet_api.helm import default_driver
 
     name = view.name if view is not None else await resolve_managed_cluster(parent, access)
-    creds = await deployer_credentials_retrying(child, opts.namespace, "getting")
+    creds = await deployercreds.retrying(child, opts.namespace, "getting")
     async with Kube(creds, user_agent="clusternet-agent-deployer", qps=opts.kube_api_qps,
                     burst=opts.kube_api_burst) as deployer:
         # one Helm driver for every restart of the HelmRelease puller: a driver per restart left its worker
@@ -428,13 +421,10 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
             forever=True))
         try:
             while True:
-                try:
-                    await puller.publish_push_credentials(parent, access.namespace, creds, apiserver_url,
-                                                          opts.gate(known.GATE_APP_PUSHER))
-                except Exception as e:
-                    log.warning("publishing push credentials failed: %s", error_text(e))
-                await asyncio.sleep(DEPLOYER_REFRESH_SECONDS)
-                creds = await deployer_credentials_retrying(child, opts.namespace, "refreshing")
+                await deployercreds.publish_until(time.monotonic() + deployercreds.DEPLOYER_REFRESH_SECONDS, parent,
+                                                  access.namespace, creds, apiserver_url,
+                                                  opts.gate(known.GATE_APP_PUSHER))
+                creds = await deployercreds.retrying(child, opts.namespace, "refreshing")
                 if creds.token:
                     deployer.set_token(creds.token)
         finally:
@@ -443,27 +433,6 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             driver.close()
-
-
-async def deployer_credentials_retrying(child: Kube, namespace: str, doing: str) -> Credentials:
-    """The deployer's credentials (puller.deployer_credentials), asked for again until the child answers.
-
-    puller.deployer_credentials falls back to the agent's own identity on an HTTP error, but a child API server
-    that is restarting (connection refused) or frozen (a timeout) raises: that ended `deploying`, and both
-    pullers with it. A refresh that fails is only retried, here, while the pullers go on with the token they
-    have (valid for DEPLOYER_TOKEN_SECONDS); the first request is retried the same way. Each failure is one
-    line, without the token."""
-    from clusternet_agent import puller
-
-    delay = DEPLOYER_RETRY_FIRST_SECONDS
-    while True:
-        try:
-            return await puller.deployer_credentials(child, namespace, DEPLOYER_TOKEN_SECONDS)
-        except Exception as e:
-            log.warning("%s the %s token from the child failed: %s (retrying in %.0fs)", doing,
-                        puller.DEPLOYER_SA, error_text(e), delay)
-        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, DEPLOYER_RETRY_MAX_SECONDS)
 
 
 def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials, apiserver_url: str,

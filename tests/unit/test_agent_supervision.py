@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from clusternet_agent import agent, cli, helmpuller, puller, supervision, tunnel
-from clusternet_api.kube import Credentials
+from clusternet_agent import agent, cli, deployercreds, helmpuller, puller, supervision, tunnel
+from clusternet_api.kube import ApiException, Credentials
 
 CHILD_TOKEN = "deployer-t0ken-{}"
 
@@ -79,7 +80,7 @@ def pullers(monkeypatch: pytest.MonkeyPatch) -> Pullers:
 
     monkeypatch.setattr(puller, "publish_push_credentials", publish)
     for waits in ("DEPLOYER_REFRESH_SECONDS", "DEPLOYER_RETRY_FIRST_SECONDS"):
-        monkeypatch.setattr(agent, waits, 0.0)
+        monkeypatch.setattr(deployercreds, waits, 0.0)
     monkeypatch.setattr(supervision, "RESTART_FIRST_SECONDS", 0.0)
     return fakes
 
@@ -263,3 +264,40 @@ def test_a_failing_agent_logs_the_traceback_redacted_and_exits_1(monkeypatch: py
     assert result.exit_code == 1, result.output
     assert "clusternet-agent failed; exiting" in result.output and "Traceback" in result.output
     assert "abcdefghijklmnop0123" not in result.output and "Authorization: [REDACTED]" in result.output
+
+
+async def test_push_credentials_the_parent_failed_are_published_again_soon(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """bench/scale.py at 1,000: the parent's quota admission timed out for 47 agents' publications (HTTP 500), and
+    they were tried again only at the next refresh, 20 minutes on, the hub pushing nothing there meanwhile."""
+    calls: list[float] = []
+
+    async def publish(*_args: Any) -> None:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise ApiException(500, "Internal error occurred: resource quota evaluation timed out")
+
+    monkeypatch.setattr(puller, "publish_push_credentials", publish)
+    monkeypatch.setattr(deployercreds, "DEPLOYER_RETRY_FIRST_SECONDS", 0.02)
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        await deployercreds.publish_until(start + 0.5, None, "ns", Credentials("https://child:6443"),  # type: ignore[arg-type]
+                                          "https://child:6443", True)
+    assert len(calls) == 3 and calls[2] - start < 0.3  # retried at once, not at the refresh
+    assert time.monotonic() - start >= 0.5  # then waited for the refresh as before
+    assert caplog.text.count("publishing push credentials failed: HTTP 500") == 2
+
+
+async def test_push_credentials_failing_until_the_refresh_give_way_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+
+    async def publish(*_args: Any) -> None:
+        calls.append(time.monotonic())
+        raise ApiException(503, "unavailable")
+
+    monkeypatch.setattr(puller, "publish_push_credentials", publish)
+    monkeypatch.setattr(deployercreds, "DEPLOYER_RETRY_FIRST_SECONDS", 0.05)
+    start = time.monotonic()
+    await deployercreds.publish_until(start + 0.3, None, "ns", Credentials("https://child:6443"),  # type: ignore[arg-type]
+                                      "https://child:6443", True)
+    assert 0.3 <= time.monotonic() - start < 0.6 and 2 <= len(calls) <= 4  # 0.05, 0.1, then the rest: backing off
