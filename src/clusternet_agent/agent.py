@@ -397,7 +397,7 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
                     apiserver_url: str, after: asyncio.Event | None = None, view: ClusterView | None = None) -> None:
     """Pull Descriptions and HelmReleases, and keep the hub's push credentials fresh (or withdrawn) per AppPusher.
     Runs, and runs its pullers, under `supervised`; the deployer token's refresh never ends it
-    (deployer_credentials_retrying)."""
+    (deployercreds.retrying)."""
     if after is not None:
         await after.wait()
     # Imported once the first report is written: no part of registering, and 48 ms of an agent's one event loop
