@@ -82,9 +82,10 @@ def public_key(public_pem: str) -> PublicKey:
     return public
 
 
-def scheme(public_pem: str) -> str:
-    """The scheme `seal` uses for this key (the request's token-sealing annotation)."""
-    return SCHEME_X25519 if isinstance(public_key(public_pem), x25519.X25519PublicKey) else SCHEME_RSA
+def sealed_with(blob: bytes) -> str:
+    """The scheme a token `seal` returned was sealed with (the request's token-sealing annotation), read from the
+    envelope rather than from the key parsed a second time."""
+    return str(json.loads(blob)["scheme"])
 
 
 def _derived_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:

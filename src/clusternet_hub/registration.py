@@ -26,7 +26,7 @@ from clusternet_api import dnsnames, known, prunedfields
 from clusternet_api.kube import ApiException, Kube, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
-from clusternet_api.sealing import SealingError, scheme, seal
+from clusternet_api.sealing import SealingError, seal, sealed_with
 from clusternet_api.timefmt import now_rfc3339
 from clusternet_hub import tokens
 from clusternet_hub.clusterlabels import initial_from_request
@@ -462,7 +462,7 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
         except SealingError as e:
             await deny(kube, crr, str(e))
             return {"result": "Denied"}
-        sealing = scheme(agent_key)
+        sealing = sealed_with(token_bytes)
     else:
         token_bytes, sealing = token.encode(), None
     issued = now_rfc3339()
