@@ -12,7 +12,6 @@ import base64
 import contextlib
 import functools
 import logging
-import random
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from clusternet_agent.registration import (
 )
 from clusternet_agent.supervision import supervised
 from clusternet_api import known
+from clusternet_api.backoff import Backoff, jittered
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.leaderelection import LeaderElector, lease_client, run_while_leading
 from clusternet_api.logs import error_text
@@ -50,20 +50,23 @@ REREGISTER_FIRST_SECONDS = 1.0
 REREGISTER_MAX_SECONDS = 300.0
 
 
-class CycleBackoff:
+# Pauses between registration attempts that failed: 1 s doubling to 30 s; a request the hub denied waits 60 s (or
+# until it is deleted or decided anew: wait_while_refused).
+REGISTER_FIRST_SECONDS, REGISTER_MAX_SECONDS, REGISTER_DENIED_SECONDS = 1.0, 30.0, 60.0
+
+
+class CycleBackoff(Backoff):
     """Never a hot loop of re-registrations: a token the parent takes back at once (a cluster whose namespace
     an admin deleted sent the agent round ~7 times a second, every round a few requests to the parent)."""
 
     def __init__(self, first: float = REREGISTER_FIRST_SECONDS, cap: float = REREGISTER_MAX_SECONDS) -> None:
-        self.first, self.cap = first, cap
-        self.delay = 0.0
+        super().__init__(first, cap)
 
     def after(self, lasted: float) -> float:
         """The pause after a registration that held for `lasted` seconds."""
         if lasted >= self.cap:
-            self.delay = 0.0
-        self.delay = self.first if self.delay <= 0 else min(self.delay * 2, self.cap)
-        return self.delay * random.uniform(0.8, 1.2)
+            self.reset()
+        return self.next()
 
 
 async def apply_bootstrap_secret(child: Kube, opts: AgentOptions) -> None:
@@ -109,7 +112,7 @@ def merge_bootstrap_secret(opts: AgentOptions, data: Mapping[str, bytes]) -> Non
 async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, key: bytes,
                               stop: asyncio.Event) -> ParentAccess | None:
     """Retry registration with capped, jittered backoff; errors are logged in words a person can act on."""
-    delay, refused_at = 1.0, None
+    backoff, refused_at = Backoff(REGISTER_FIRST_SECONDS, REGISTER_MAX_SECONDS), None
     while not stop.is_set():
         try:
             access = await ensure_registered(child, opts, cluster_id, key)
@@ -117,16 +120,14 @@ async def register_until_done(child: Kube, opts: AgentOptions, cluster_id: str, 
             return access
         except RegistrationError as e:
             probes.registration_attempts.labels("Failed").inc()
-            wait = delay if e.retry else 60.0
-            log.error("registration failed: %s (retrying in %.0fs%s)", e, wait,
+            pause = backoff.next() if e.retry else jittered(REGISTER_DENIED_SECONDS)
+            log.error("registration failed: %s (retrying in %.0fs%s)", e, pause,
                       f", or once {e.request[0]} is deleted or decided anew" if e.request else "")
             refused_at = refused_at or (time.monotonic() if e.request else None)  # kept across other failures
-            pause = wait * random.uniform(0.8, 1.2)
             waiting = wait_while_refused(opts, e.request, pause, time.monotonic() - (refused_at or 0)) \
                 if e.request else None
             if await sleep_or_stop(stop, pause, waiting):
                 return None
-            delay = min(delay * 2, 30.0)
     return None
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
+from clusternet_api.backoff import Backoff
 from clusternet_api.kube import Credentials, Kube
 from clusternet_api.logs import error_text
 
@@ -32,17 +32,16 @@ async def publish_until(refresh_at: float, parent: Kube, namespace: str, creds: 
     (HTTP 500), and the hub could push nothing to those clusters all that time (bench/scale.py, 2026-12-07)."""
     from clusternet_agent import puller
 
-    delay = DEPLOYER_RETRY_FIRST_SECONDS
+    backoff = Backoff(DEPLOYER_RETRY_FIRST_SECONDS, DEPLOYER_RETRY_MAX_SECONDS)
     while True:
         try:
             await puller.publish_push_credentials(parent, namespace, creds, apiserver_url, allow)
         except Exception as e:
-            pause = min(delay * random.uniform(0.8, 1.2), refresh_at - time.monotonic())
+            pause = min(backoff.next(), refresh_at - time.monotonic())
             log.warning("publishing push credentials failed: %s (retrying in %.0fs)", error_text(e), max(pause, 0))
             if pause <= 0:
                 return
             await asyncio.sleep(pause)
-            delay = min(delay * 2, DEPLOYER_RETRY_MAX_SECONDS)
             continue
         await asyncio.sleep(max(refresh_at - time.monotonic(), 0))
         return
@@ -58,12 +57,12 @@ async def retrying(child: Kube, namespace: str, doing: str) -> Credentials:
     line, without the token."""
     from clusternet_agent import puller
 
-    delay = DEPLOYER_RETRY_FIRST_SECONDS
+    backoff = Backoff(DEPLOYER_RETRY_FIRST_SECONDS, DEPLOYER_RETRY_MAX_SECONDS)
     while True:
         try:
             return await puller.deployer_credentials(child, namespace, DEPLOYER_TOKEN_SECONDS)
         except Exception as e:
+            pause = backoff.next()
             log.warning("%s the %s token from the child failed: %s (retrying in %.0fs)", doing,
-                        puller.DEPLOYER_SA, error_text(e), delay)
-        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, DEPLOYER_RETRY_MAX_SECONDS)
+                        puller.DEPLOYER_SA, error_text(e), pause)
+        await asyncio.sleep(pause)

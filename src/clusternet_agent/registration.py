@@ -26,6 +26,7 @@ import aiohttp
 from clusternet_agent import discovery
 from clusternet_agent.options import AgentOptions
 from clusternet_api import known
+from clusternet_api.backoff import jittered
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
 from clusternet_api.logs import error_text
 from clusternet_api.redaction import redact_url
@@ -318,7 +319,7 @@ class Approval:
                 self.told_pending = True  # a hub with --cluster-approval=Manual waits for a person
                 log.info("registration %s is still pending; if the hub approves manually, a parent admin must "
                          "run: kubectl clusternet approve %s", self.name, self.name)
-            await asyncio.sleep(poll_pause(delay, elapsed) * random.uniform(0.8, 1.2))
+            await asyncio.sleep(jittered(poll_pause(delay, elapsed)))
             delay = next_scheduled(delay, time.monotonic() - started)
             crr = await self.read()
         return access

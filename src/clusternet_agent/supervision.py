@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
+
+from clusternet_api.backoff import Backoff
 
 log = logging.getLogger(__name__)
 # The first restart comes soon: most failures are a blip of an API server (a connection refused, a timeout).
@@ -40,7 +41,7 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]], *, forever: 
     run it again, with capped, jittered backoff. `forever`: the task is meant never to end (a puller, the
     tunnel), so a return is logged and restarted too. Cancel the task to stop it; a CancelledError nobody asked
     for (the task's cancellation count is 0) is a failure, logged and restarted."""
-    delay = RESTART_FIRST_SECONDS
+    backoff = Backoff(RESTART_FIRST_SECONDS, RESTART_MAX_SECONDS)
     while True:
         started = time.monotonic()
         failure: BaseException | None = None
@@ -55,12 +56,12 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]], *, forever: 
         if failure is None and not forever:
             return
         if time.monotonic() - started > HEALTHY_RUN_SECONDS:
-            delay = RESTART_FIRST_SECONDS
+            backoff.reset()
         how = "ended" if failure is None else \
             "ended cancelled although nobody cancelled it" if isinstance(failure, asyncio.CancelledError) else "failed"
-        log.error("%s %s; starting it again in %.0fs", name, how, delay, exc_info=failure)
-        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, RESTART_MAX_SECONDS)
+        pause = backoff.next()
+        log.error("%s %s; starting it again in %.0fs", name, how, backoff.delay, exc_info=failure)
+        await asyncio.sleep(pause)
 
 
 def _cancel_requested() -> bool:

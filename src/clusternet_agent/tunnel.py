@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 from collections.abc import Callable
 from urllib.parse import urlparse
@@ -19,10 +18,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from clusternet_api import fence, known
+from clusternet_api.backoff import Backoff
 from clusternet_api.logs import error_text
 from clusternet_api.tunnel import FrameError, Session
 
 log = logging.getLogger(__name__)
+# Reconnecting: soon after a blip (a hub killed at 100 clusters served again within a second in bench/scale.py),
+# doubling to 30 s, so the agents of a hub down for long each knock at most twice a minute.
+RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS = 0.25, 30.0
 
 
 def tunnel_url(parent_url: str, cluster_id: str, override: str | None = None) -> str:
@@ -67,14 +70,14 @@ async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, d
     tls = ssl.create_default_context()
     if ca_pem:
         tls.load_verify_locations(cadata=ca_pem.decode())
-    delay = 0.25
+    backoff = Backoff(RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS)
     while True:
         try:
             async with connect(url, additional_headers={"Authorization": f"Bearer {token()}"},
                                ssl=tls if url.startswith("wss") else None, max_size=2 * 1024 * 1024,
                                ping_interval=20, ping_timeout=20, open_timeout=10, compression=None) as ws:
                 log.info("tunnel to the hub is up")
-                delay = 0.25
+                backoff.reset()
                 if on_state:
                     on_state(True)
                 async with Session(ws.send, is_client=False, accept=dialer.dial, allow=dialer.allow) as session:
@@ -97,5 +100,4 @@ async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, d
             log.warning("tunnel to the hub failed: %s", error_text(e))
         if on_state:
             on_state(False)
-        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, 30.0)
+        await asyncio.sleep(backoff.next())

@@ -39,7 +39,6 @@ import contextvars
 import datetime
 import logging
 import math
-import random
 import socket
 import time
 import uuid
@@ -49,6 +48,7 @@ from typing import Any
 
 import aiohttp
 
+from clusternet_api.backoff import jittered
 from clusternet_api.execplugin import CredentialsError
 from clusternet_api.fence import WRITE_FENCE, LeadershipLost
 from clusternet_api.kube import ApiException, Credentials, Kube, Obj
@@ -230,7 +230,7 @@ class LeaderElector:
                                  f"within {self.config.renew_deadline:.0f}s: no more writes as the leader")
 
     def _jittered(self) -> float:
-        return self.config.retry_period * random.uniform(1.0, JITTER_FACTOR)
+        return jittered(self.config.retry_period, (1.0, JITTER_FACTOR))
 
     async def acquire(self, stop: asyncio.Event | None = None) -> bool:
         """Try every retry period (jittered) until leading (True) or `stop` is set (False)."""

@@ -30,19 +30,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from clusternet_api.backoff import Backoff, jittered
 from clusternet_api.kube import ApiException, Kube, Obj
 
 log = logging.getLogger(__name__)
 
 FIRST_RETRY, MAX_RETRY = 0.5, 8.0
+RETRY_SPREAD = (0.5, 1.0)  # jittered downwards: the first retry within half a second, as before the shared rule
 RESUMABLE = frozenset({429, 500, 502, 503, 504})  # a busy or briefly broken server: watch again from where we were
 WATCH_TIMEOUT = 300.0  # each watch asks the server to end it after this to twice this (client-go: 5-10 min)
+
+
+def retries() -> Backoff:
+    """The pauses of one retry loop: FIRST_RETRY doubling to MAX_RETRY (read when called, so tests can shorten
+    them)."""
+    return Backoff(FIRST_RETRY, MAX_RETRY, RETRY_SPREAD)
 
 
 class ShortWatch(Exception):
@@ -71,7 +78,7 @@ class ListWatch:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     _due: float | None = field(default=None, init=False, repr=False)  # the next on_list; None until listed
     _rescheduled: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
-    _on_list_failures: int = field(default=0, init=False, repr=False)  # on_list failures in a row
+    _on_list_backoff: Backoff = field(default_factory=lambda: retries(), init=False, repr=False)
 
     def objects(self) -> list[Obj]:
         """The cached objects, by name (a list's order)."""
@@ -98,32 +105,30 @@ class ListWatch:
             await asyncio.wait({resyncs})
 
     async def _list_and_watch(self) -> None:
-        delay = FIRST_RETRY
+        backoff = retries()
         while True:
             try:
                 if not self.version:
                     await self._list()
-                await self._watch(int(self.watch_timeout * random.uniform(1.0, 2.0)))
-                delay = FIRST_RETRY
+                await self._watch(int(jittered(self.watch_timeout, (1.0, 2.0))))
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except ApiException as e:
                 if e.status == 410:  # compacted away: only a new list can say what is there
                     log.info("watching %s: resourceVersion %s is too old; listing again", self.kind, self.version)
                     self.version = ""
-                    delay = FIRST_RETRY
+                    backoff.reset()
                     continue
-                await self._failed(e, delay, resume=e.status in RESUMABLE)
-                delay = min(MAX_RETRY, delay * 2)
+                await self._failed(e, backoff.next(), resume=e.status in RESUMABLE)
             except (aiohttp.ClientError, ConnectionError, OSError, TimeoutError, ShortWatch) as e:
-                await self._failed(e, delay, resume=True)
-                delay = min(MAX_RETRY, delay * 2)
+                await self._failed(e, backoff.next(), resume=True)
             except Exception as e:  # a stream we could not read: resuming would stop at the same place
-                await self._failed(e, delay, resume=False)
-                delay = min(MAX_RETRY, delay * 2)
+                await self._failed(e, backoff.next(), resume=False)
 
     async def _failed(self, e: BaseException, delay: float, resume: bool) -> None:
-        """Wait a jittered `delay`; then the watch resumes (the cache kept) or, when it cannot, a list follows."""
+        """Wait `delay` (jittered already); then the watch resumes (the cache kept) or, when it cannot, a list
+        follows."""
         if not self.version:
             log.warning("listing %s failed: %s; retrying in %.1fs", self.kind, e, delay)
         elif resume:
@@ -133,7 +138,7 @@ class ListWatch:
             log.warning("watching %s failed (%s) at resourceVersion %s; listing again in %.1fs", self.kind, e,
                         self.version, delay)
             self.version = ""
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        await asyncio.sleep(delay)
 
     async def _list(self) -> None:
         listing = await self.kube.request("GET", await self.kube.path(self.api_version, self.kind,
@@ -167,12 +172,11 @@ class ListWatch:
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            delay = min(MAX_RETRY, FIRST_RETRY * 2 ** self._on_list_failures)
-            self._on_list_failures += 1
+            delay = self._on_list_backoff.next()
             log.warning("handling the cached %ss failed: %s; trying again in %.1fs", self.kind, e, delay)
-            self._due = self.clock() + delay * random.uniform(0.5, 1.0)
+            self._due = self.clock() + delay
         else:
-            self._on_list_failures = 0
+            self._on_list_backoff.reset()
             self._due = self.clock() + self.period
         self._rescheduled.set()
 

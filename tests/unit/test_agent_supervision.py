@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from clusternet_agent import agent, cli, deployercreds, helmpuller, puller, supervision, tunnel
+from clusternet_api import backoff
 from clusternet_api.kube import ApiException, Credentials
 
 CHILD_TOKEN = "deployer-t0ken-{}"
@@ -162,7 +163,7 @@ async def test_a_restarted_helm_puller_keeps_one_helm_driver_which_is_closed_at_
 
 async def test_supervised_restarts_with_backoff_and_ends_when_the_work_is_done(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(supervision.random, "uniform", lambda _a, _b: 0.0)  # no real waiting
+    monkeypatch.setattr(backoff.random, "uniform", lambda _a, _b: 0.0)  # no real waiting
     runs: list[int] = []
 
     async def flaky() -> None:
@@ -178,7 +179,7 @@ async def test_supervised_restarts_with_backoff_and_ends_when_the_work_is_done(
 
 async def test_supervised_forever_restarts_a_task_that_ends(monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(supervision.random, "uniform", lambda _a, _b: 0.0)
+    monkeypatch.setattr(backoff.random, "uniform", lambda _a, _b: 0.0)
     runs: list[int] = []
     again = asyncio.Event()
 
@@ -200,7 +201,7 @@ async def test_supervised_restarts_a_task_that_ends_cancelled_although_nobody_ca
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A CancelledError handed on by a shared wait (review 6, finding 2) ended the task for good and silently:
     `supervised` caught only Exception. Cancelling the task still stops it."""
-    monkeypatch.setattr(supervision.random, "uniform", lambda _a, _b: 0.0)
+    monkeypatch.setattr(backoff.random, "uniform", lambda _a, _b: 0.0)
     runs: list[int] = []
     again = asyncio.Event()
 
