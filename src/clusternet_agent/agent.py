@@ -446,6 +446,7 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
     assert opts.parent_url
     url = tunnel.tunnel_url(opts.parent_url, access.cluster_id, opts.tunnel_url)
     ca = Path(opts.tunnel_ca_file).read_bytes() if opts.tunnel_ca_file else access.creds.ca_pem
+    tls = tunnel.tunnel_tls(ca, system_cas=bool(opts.tunnel_url) and not opts.tunnel_ca_file)
     dialer = tunnel.StreamDialer(apiserver_url, child_creds.ca_pem, opts.tunnel_allowed)
     state["up"] = False
 
@@ -456,7 +457,7 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
 
     async def hold() -> None:
         try:
-            await tunnel.run_tunnel(url, lambda: access.creds.token or "", ca, dialer, on_state)
+            await tunnel.run_tunnel(url, lambda: access.creds.token or "", tls, dialer, on_state)
         finally:  # a tunnel that failed is down until it is up again, not up as last seen
             on_state(False)
 

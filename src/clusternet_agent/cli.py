@@ -85,7 +85,8 @@ INERT_FLAGS = (
 @click.option("--cluster-id", hidden=True, help="Override the cluster ID (simulated agents in benchmarks)")
 @click.option("--apiserver-url", help="URL of this cluster's apiserver to report (default: as reached)")
 @click.option("--tunnel-url", help="Hub tunnel URL (default: the parent URL, via the aggregated API)")
-@click.option("--tunnel-ca-file", help="CA of the tunnel endpoint (default: the parent CA)")
+@click.option("--tunnel-ca-file", help="CA of the tunnel endpoint, trusted alone (default: the parent CA; with "
+              "--tunnel-url, the parent CA and the system's CAs)")
 @click.option("--tunnel-allowed-address", multiple=True,
               help="host:port the hub may reach through the tunnel besides this cluster's apiserver")
 @click.option("--description-resync-frequency", default="30s",

@@ -64,12 +64,24 @@ class StreamDialer:
             asyncio.open_connection(host, port, ssl=self.tls, server_hostname=host), timeout=10)
 
 
-async def run_tunnel(url: str, token: Callable[[], str], ca_pem: bytes | None, dialer: StreamDialer,
-                     on_state: Callable[[bool], None] | None = None) -> None:
-    """Hold the tunnel forever, reconnecting with capped, jittered exponential backoff. Cancel to stop."""
+def tunnel_tls(ca_pem: bytes | None, system_cas: bool) -> ssl.SSLContext:
+    """What the tunnel's TLS trusts: `ca_pem` alone, or with the system's CAs too when `system_cas` (a hub behind
+    an ingress of its own, --tunnel-url without --tunnel-ca-file) or when no CA is known.
+
+    The tunnel carries the agent's parent token, which the parent's own client sends only to a server the
+    pinned CA vouches for; until 2026-12-07 the tunnel trusted every system CA besides the pinned one, so a
+    publicly issued certificate for the parent's host name would have been shown the token."""
+    if ca_pem and not system_cas:
+        return ssl.create_default_context(cadata=ca_pem.decode())
     tls = ssl.create_default_context()
     if ca_pem:
         tls.load_verify_locations(cadata=ca_pem.decode())
+    return tls
+
+
+async def run_tunnel(url: str, token: Callable[[], str], tls: ssl.SSLContext, dialer: StreamDialer,
+                     on_state: Callable[[bool], None] | None = None) -> None:
+    """Hold the tunnel forever, reconnecting with capped, jittered exponential backoff. Cancel to stop."""
     backoff = Backoff(RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS)
     while True:
         try:
