@@ -446,8 +446,9 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
     assert opts.parent_url
     url = tunnel.tunnel_url(opts.parent_url, access.cluster_id, opts.tunnel_url)
     ca = Path(opts.tunnel_ca_file).read_bytes() if opts.tunnel_ca_file else access.creds.ca_pem
-    tls = tunnel.tunnel_tls(ca, system_cas=bool(opts.tunnel_url) and not opts.tunnel_ca_file)
-    dialer = tunnel.StreamDialer(apiserver_url, child_creds.ca_pem, opts.tunnel_allowed)
+    tls = tunnel.trusting(ca, system_cas=bool(opts.tunnel_url) and not opts.tunnel_ca_file)
+    dialer = tunnel.StreamDialer(apiserver_url, child_creds.ca_pem, opts.tunnel_allowed,
+                                 apiserver_system_cas=bool(opts.apiserver_url))
     state["up"] = False
 
     def on_state(up: bool) -> None:

@@ -38,15 +38,22 @@ def tunnel_url(parent_url: str, cluster_id: str, override: str | None = None) ->
 
 
 class StreamDialer:
-    """Dials what the hub asks for: this cluster's API server, or an allow-listed HTTPS address."""
+    """Dials what the hub asks for: this cluster's API server, or an allow-listed HTTPS address.
 
-    def __init__(self, apiserver_url: str, ca_pem: bytes | None, allowed: tuple[str, ...] = ()) -> None:
+    The API server is verified as the agent's own client verifies it: with this cluster's CA alone, unless
+    --apiserver-url names another endpoint (`apiserver_system_cas`), whose certificate may come from a public CA.
+    Allow-listed services may have either, so they are verified with the system's CAs and this cluster's. Until
+    2026-12-07 one context trusted both for everything, and each agent loaded the system's CAs for it at start
+    (26-47 ms of CPU here; 250 simulated agents per process in bench/scale.py paid it 250 times)."""
+
+    def __init__(self, apiserver_url: str, ca_pem: bytes | None, allowed: tuple[str, ...] = (),
+                 apiserver_system_cas: bool = False) -> None:
         url = urlparse(apiserver_url)
         self.apiserver = (url.hostname or "127.0.0.1", url.port or 443)
         self.allowed = set(allowed)
-        self.tls = ssl.create_default_context()
-        if ca_pem:
-            self.tls.load_verify_locations(cadata=ca_pem.decode())
+        self.ca_pem = ca_pem
+        self.apiserver_tls = trusting(ca_pem, apiserver_system_cas)
+        self._services_tls: ssl.SSLContext | None = None  # made at the first dial of an allow-listed address
 
     def allow(self, address: str) -> bool:
         return address == known.TUNNEL_APISERVER_ADDRESS or address in self.allowed
@@ -56,21 +63,25 @@ class StreamDialer:
         this agent's leadership may have passed to another replica, whose tunnel the hub then uses."""
         fence.check()
         if address == known.TUNNEL_APISERVER_ADDRESS:
-            host, port = self.apiserver
+            (host, port), tls = self.apiserver, self.apiserver_tls
         else:
             host, _, port_text = address.rpartition(":")
             host, port = host.strip("[]"), int(port_text)
+            if self._services_tls is None:
+                self._services_tls = trusting(self.ca_pem, system_cas=True)
+            tls = self._services_tls
         return await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=self.tls, server_hostname=host), timeout=10)
+            asyncio.open_connection(host, port, ssl=tls, server_hostname=host), timeout=10)
 
 
-def tunnel_tls(ca_pem: bytes | None, system_cas: bool) -> ssl.SSLContext:
-    """What the tunnel's TLS trusts: `ca_pem` alone, or with the system's CAs too when `system_cas` (a hub behind
-    an ingress of its own, --tunnel-url without --tunnel-ca-file) or when no CA is known.
+def trusting(ca_pem: bytes | None, system_cas: bool) -> ssl.SSLContext:
+    """A client TLS context trusting `ca_pem` alone, or with the system's CAs too when `system_cas` or when no
+    CA is known.
 
-    The tunnel carries the agent's parent token, which the parent's own client sends only to a server the
-    pinned CA vouches for; until 2026-12-07 the tunnel trusted every system CA besides the pinned one, so a
-    publicly issued certificate for the parent's host name would have been shown the token."""
+    The tunnel (its context made with this) carries the agent's parent token, which the parent's own client
+    sends only to a server the pinned CA vouches for; until 2026-12-07 the tunnel trusted every system CA besides
+    the pinned one, so a publicly issued certificate for the parent's host name would have been shown the token.
+    --tunnel-url without --tunnel-ca-file (a hub behind an ingress of its own) keeps the system's CAs."""
     if ca_pem and not system_cas:
         return ssl.create_default_context(cadata=ca_pem.decode())
     tls = ssl.create_default_context()
