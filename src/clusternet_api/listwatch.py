@@ -78,7 +78,7 @@ class ListWatch:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     _due: float | None = field(default=None, init=False, repr=False)  # the next on_list; None until listed
     _rescheduled: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
-    _on_list_backoff: Backoff = field(default_factory=lambda: retries(), init=False, repr=False)
+    _on_list_backoff: Backoff = field(default_factory=retries, init=False, repr=False)  # on_list failing
 
     def objects(self) -> list[Obj]:
         """The cached objects, by name (a list's order)."""
