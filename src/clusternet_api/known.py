@@ -74,6 +74,12 @@ DENIED_FOR_NO_KEY: Final = (
     f"the request carries no {ANNOTATION_AGENT_PUBLIC_KEY} annotation, so its token could only be returned in plain "
     "text, readable by every bootstrap-token holder; use a clusternet-py agent or start the hub with "
     "--allow-unsealed-tokens")
+# What hubs before 2026-12-07 wrote when they denied a request for its X25519 key, which they could not seal to:
+# a denial for the hub's age, not the cluster's key, so looked at again as DENIED_FOR_NO_KEY is (a key such a hub
+# refused for good, RSA-1024 say, is refused again by the hub that looks).
+DENIED_FOR_OLD_KEY_RULE: Final = "the agent public key must be an RSA key of at least 2048 bits"
+# The denials the hub looks at again, because they were for its settings or its age, not a verdict on the cluster.
+REOPENABLE_DENIALS: Final = frozenset({DENIED_FOR_NO_KEY, DENIED_FOR_OLD_KEY_RULE})
 # ours: on a ManagedCluster, the labels the hub applied from the registration request (JSON object), so a
 # later request removes only those and never an administrator's
 ANNOTATION_LABELS_FROM_REQUEST: Final = "clusters.clusternet.io/labels-from-request"

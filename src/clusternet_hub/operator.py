@@ -161,7 +161,7 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
     """`resumed`: kopf's resume at leader start (every approved request at once); `first_try`: not a retry."""
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
-        if not tokens.denied_for_no_key(crr):
+        if not tokens.denied_for_the_hub(crr):
             return
         verdict, said = registration.admin_verdict(crr)
         if verdict == "Denied":  # an admin's denial holds, whatever the mode, and says why instead of the hub's
@@ -172,8 +172,8 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
         if status.get("managedClusterName") and (gone := await removal.removed_meanwhile(ctx.api, crr)):
             await removal.revoke_removed(ctx.api, crr, *gone)
             return
-        log.info("registration %s was denied only for want of a key or --allow-unsealed-tokens, neither missing "
-                 "now: looking at it again", crr["metadata"]["name"])
+        log.info("registration %s was denied only for a reason of the hub's (%s), which no longer holds: looking "
+                 "at it again", crr["metadata"]["name"], status.get("errorMessage"))
     requested, crr = crr, registration.pinned(crr)  # the label policy reads the spec.clusterLabels agents write
     if status.get("result") == "Approved" and not tokens.token_is_due(
             crr, ctx.options.token_ttl_seconds):

@@ -7,10 +7,12 @@ import time
 from typing import Any, cast
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clusternet_api import known, prunedfields
 from clusternet_api.kube import ApiException, Credentials, Kube
-from clusternet_api.sealing import SealingError, generate_private_key, public_key_of
+from clusternet_api.sealing import SCHEME_X25519, SealingError, generate_private_key, public_key_of
 from clusternet_hub import operator, registration, removal, tokens
 
 from .fakekube import ApprovingParent as Parent
@@ -347,6 +349,38 @@ async def test_a_request_denied_for_want_of_the_flag_is_approved_again_when_the_
         assert len(parent.writes) == writes
 
 
+def rsa_1024_public_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@pytest.mark.parametrize("kind", ["x25519", "rsa-1024"])
+async def test_a_request_an_older_hub_denied_for_its_x25519_key_is_approved_once_the_hub_is_upgraded(
+        kind: str) -> None:
+    """Hubs before 2026-12-07 could not seal to the X25519 keys agents make now, and denied them ("must be an RSA
+    key of at least 2048 bits"): an agent upgraded before its hub stayed unregistered until someone deleted its
+    request (the README's upgrade caveat). The upgraded hub's start approves it, the token sealed to that key. A key
+    the old hub refused with the same words and this one refuses too (RSA-1024) stays Denied, nothing written."""
+    key = public_key_of(generate_private_key()) if kind == "x25519" else rsa_1024_public_pem()
+    denied: Obj = {"apiVersion": known.CLUSTERS_API_VERSION, "kind": "ClusterRegistrationRequest",
+                   "metadata": {"name": NAME, "annotations": {known.ANNOTATION_AGENT_PUBLIC_KEY: key}},
+                   "spec": {"clusterId": CID, "clusterName": "child1"},
+                   "status": {"result": "Denied", "errorMessage": known.DENIED_FOR_OLD_KEY_RULE}}
+    parent = Parent(copy.deepcopy(denied))
+    assert tokens.denied_for_the_hub(denied)
+    writes = len(parent.writes)
+    await operator.reconcile_registration(copy.deepcopy(denied), context(parent, denied, False), resumed=True)
+    crr = parent.objects[("ClusterRegistrationRequest", "", NAME)]
+    if kind == "rsa-1024":
+        assert crr["status"] == denied["status"] and len(parent.writes) == writes
+        return
+    assert crr["status"]["result"] == "Approved" and crr["status"]["token"]
+    assert crr["metadata"]["annotations"][known.ANNOTATION_TOKEN_SEALING] == SCHEME_X25519
+    assert [k for k in parent.objects if k[0] == "ManagedCluster"] == [
+        ("ManagedCluster", crr["status"]["dedicatedNamespace"], "child1")]
+
+
 async def test_an_admins_denial_of_a_request_the_hub_denied_for_want_of_a_key_revokes_its_credentials() -> None:
     """Audit s36, finding 3: the cluster keeps its credentials while Denied for want of a key (the hub's setting);
     an admin denying it then only wrote the status, and its agent went on minting tokens, heartbeating and
@@ -438,7 +472,7 @@ async def test_a_keyless_request_denied_before_it_was_ever_approved_is_approved_
     parent = Parent(request)
     await operator.reconcile_registration(copy.deepcopy(request), context(parent, request, False))
     denied = copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)])
-    assert tokens.denied_for_no_key(denied) and not denied["status"].get("managedClusterName")
+    assert tokens.denied_for_the_hub(denied) and not denied["status"].get("managedClusterName")
     await operator.reconcile_registration(denied, context(parent, denied), resumed=True)
     assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Approved"
 

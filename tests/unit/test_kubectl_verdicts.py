@@ -60,12 +60,13 @@ async def test_repeating_the_result_writes_nothing_and_succeeds(capsys: pytest.C
 
 
 @pytest.mark.parametrize("verdict", ["Denied", "Approved"])
-async def test_a_verdict_on_a_request_denied_for_want_of_a_key_is_recorded(
-        verdict: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The hub looks at such a request again once it no longer refuses it (the flag back, or a key): under Manual
-    approval its AwaitingApproval event says to approve it, and an admin's denial must keep it denied (review s34,
-    finding 7; re-review s34, finding 3)."""
-    kube = parent({"result": "Denied", "errorMessage": known.DENIED_FOR_NO_KEY})
+@pytest.mark.parametrize("why", [known.DENIED_FOR_NO_KEY, known.DENIED_FOR_OLD_KEY_RULE])
+async def test_a_verdict_on_a_request_denied_for_a_reason_of_the_hubs_is_recorded(
+        verdict: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hub looks at such a request again once it no longer refuses it (the flag back, a key, the hub upgraded
+    to seal to X25519 keys): under Manual approval its AwaitingApproval event says to approve it, and an admin's
+    denial must keep it denied (review s34, finding 7; re-review s34, finding 3)."""
+    kube = parent({"result": "Denied", "errorMessage": why})
     assert await run(kube, verdict, "keep it out" if verdict == "Denied" else "") == 0
     assert capsys.readouterr().out.strip() == f"clusterregistrationrequest.clusters.clusternet.io/{NAME} " \
                                               f"{verdict.lower()}"

@@ -25,8 +25,9 @@ def refusal(crr: Obj, verdict: str) -> str | None:
     A verdict applies to pending requests only. Written on a decided one it changed nothing but left a stale
     annotation contradicting the status (audit F10), a trap at the next registration. Repeating the result
     is no error (as `kubectl certificate approve` on an approved CSR); reversing it is (as `deny` there). A
-    request Denied only for want of a key is still open: the hub looks at it again once it no longer refuses it
-    (the flag --allow-unsealed-tokens back, or a key), and then follows the verdict (re-review s34, finding 3)."""
+    request Denied only for a reason of the hub's is still open: the hub looks at it again once it no longer
+    refuses it (the flag --allow-unsealed-tokens back, a key, a hub upgraded to seal to X25519 keys), and then
+    follows the verdict (re-review s34, finding 3)."""
     name, status = crr["metadata"]["name"], crr.get("status") or {}
     result = status.get("result")
     if not result or result == verdict or reopenable(crr):
@@ -42,10 +43,10 @@ def refusal(crr: Obj, verdict: str) -> str | None:
 
 
 def reopenable(crr: Obj) -> bool:
-    """Denied for want of a key alone: the one denial the hub looks at again (clusternet_hub.tokens.denied_for_no_key,
-    which the plugin may not import: the text is shared through known)."""
+    """Denied for a reason of the hub's alone: the denials the hub looks at again (clusternet_hub.tokens.
+    denied_for_the_hub, which the plugin may not import: the texts are shared through known)."""
     status = crr.get("status") or {}
-    return status.get("result") == "Denied" and status.get("errorMessage") == known.DENIED_FOR_NO_KEY
+    return status.get("result") == "Denied" and status.get("errorMessage") in known.REOPENABLE_DENIALS
 
 
 async def verdict_command(session: Session, requests: tuple[str, ...], verdict: str, reason: str) -> int:
@@ -74,7 +75,7 @@ async def request_name(session: Session, ref: str) -> str:
 
 
 async def record_verdict(session: Session, name: str, verdict: str, reason: str) -> bool:
-    """Annotate one request, unless it has a result already (but a denial for want of a key alone: reopenable);
+    """Annotate one request, unless it has a result already (but a denial for a reason of the hub's: reopenable);
     False when refused. The write carries the resourceVersion read, so a request the hub decides meanwhile is not
     annotated after all (HTTP 409)."""
     crr = await session.kube.get(CRR_API_VERSION, "ClusterRegistrationRequest", name)
