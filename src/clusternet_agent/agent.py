@@ -19,7 +19,7 @@ from pathlib import Path
 from clusternet_agent import deployercreds, heartbeat, identity, labels, probes, registration
 from clusternet_agent.clusterview import ClusterView
 from clusternet_agent.options import AgentOptions, OptionsError
-from clusternet_agent.pauses import sleep_or_stop
+from clusternet_agent.pauses import rest_of_step, sleep_or_stop
 from clusternet_agent.registration import (
     ParentAccess,
     RegistrationError,
@@ -194,7 +194,7 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                          apiserver_url: str, stop: asyncio.Event, tunnel_state: dict[str, bool],
                          reported: asyncio.Event | None = None, readiness: probes.Readiness | None = None,
                          also: Sequence[Kube] = (), view: ClusterView | None = None,
-                         first: asyncio.Task[Obj] | None = None) -> str:
+                         first: asyncio.Task[Obj] | None = None, tunnel_came_up: asyncio.Event | None = None) -> str:
     """Collect and report until stopped ("stopped") or until the parent rejects us ("reregister").
 
     Reports never wait for a collection in progress: a kube-apiserver that is starting answers 503 with
@@ -207,7 +207,12 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
 
     `reported` is set after the first report attempt, so work that can wait starts after it. A refreshed
     parent token is set on `parent` and on the clients in `also`. `first`: a collection already under way
-    (made while the hub approved), so the first report need not wait for one."""
+    (made while the hub approved), so the first report need not wait for one. `tunnel_came_up` (set by the
+    tunnel when it comes up) ends a pause early when the last report wrote SocketConnected=False over the hub's
+    True (the report read the tunnel's state before the websocket's 101 came in): it is put right at once, not a
+    collection period later (bench/scale.py, 2026-12-07: a restarted agent's cluster showed its tunnel down for
+    20 s while it was up). Only coming up wakes it: the hub marks a tunnel that drops itself, and a thousand
+    agents reporting at every cut would double the parent's writes in a reconnect storm."""
     name = view.name if view is not None else await resolve_managed_cluster(parent, access)
     observed: Obj | None = None
     since_report = opts.update_frequency  # report right away
@@ -240,7 +245,15 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
                     since_report, reported_health = 0.0, healthy(observed)
             if reported is not None:
                 reported.set()
-            if stop.is_set() or await sleep_or_stop(stop, max(0.0, step - (time.monotonic() - tick))):
+            while (woke := await rest_of_step(stop, tick + step, tunnel_came_up)) == "tunnel":
+                if observed is not None and view is not None and view.tunnel_unreported(tunnel_state.get("up")):
+                    outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state,
+                                                readiness, view)
+                    if outcome == "reregister":
+                        return outcome
+                    if outcome == "reported":  # counted from now: `step` is added when the step ends
+                        since_report = tick - time.monotonic()
+            if woke == "stopped":
                 return "stopped"
             since_report += step
     finally:
@@ -342,8 +355,9 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                     readiness.registered = True
                 registered_at = time.monotonic()
                 tunnel_state: dict[str, bool] = {}
+                tunnel_came_up = asyncio.Event()
                 tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state,
-                                                  readiness)] if t]
+                                                  readiness, tunnel_came_up)] if t]
                 try:
                     # heartbeats get their own unthrottled client, as the kubelet's do: a puller busy writing
                     # statuses must not hold back the report that keeps the cluster Ready on the parent
@@ -364,7 +378,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                                 forever=True)))
                         outcome = await heartbeat_loop(child, beat, opts, access, apiserver_url, stop,
                                                        tunnel_state, reported, readiness, also=(parent,),
-                                                       view=view, first=await early.fresh())
+                                                       view=view, first=await early.fresh(),
+                                                       tunnel_came_up=tunnel_came_up)
                 finally:
                     for task in tasks:
                         task.cancel()
@@ -437,8 +452,10 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
 
 
 def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials, apiserver_url: str,
-                 state: dict[str, bool], readiness: probes.Readiness | None = None) -> asyncio.Task[None] | None:
-    """The websocket tunnel to the hub, when the SocketConnection gate is on."""
+                 state: dict[str, bool], readiness: probes.Readiness | None = None,
+                 came_up: asyncio.Event | None = None) -> asyncio.Task[None] | None:
+    """The websocket tunnel to the hub, when the SocketConnection gate is on; `came_up` is set each time it comes
+    up (heartbeat_loop)."""
     if not opts.gate(known.GATE_SOCKET_CONNECTION):
         return None
     from clusternet_agent import tunnel  # websockets: imported once registered, as the pullers are
@@ -455,6 +472,8 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
         state["up"] = up
         if readiness is not None:
             readiness.set_tunnel(up)
+        if up and came_up is not None:
+            came_up.set()
 
     async def hold() -> None:
         try:

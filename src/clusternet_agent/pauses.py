@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 
 
@@ -24,3 +25,17 @@ async def _first(stop: asyncio.Event, until: Awaitable[object]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # their clients closed before the caller goes on
+
+
+async def rest_of_step(stop: asyncio.Event, deadline: float, tunnel_came_up: asyncio.Event | None) -> str:
+    """The heartbeat loop's pause until `deadline` (time.monotonic()): "step" when it is reached, "stopped" when
+    the agent stops, "tunnel" as soon as `tunnel_came_up` is set (cleared here, so each coming up is seen once)."""
+    if not stop.is_set() and not (tunnel_came_up is not None and tunnel_came_up.is_set()):
+        await sleep_or_stop(stop, max(0.0, deadline - time.monotonic()),
+                            tunnel_came_up.wait() if tunnel_came_up is not None else None)
+    if stop.is_set():
+        return "stopped"
+    if tunnel_came_up is not None and tunnel_came_up.is_set():
+        tunnel_came_up.clear()
+        return "tunnel"
+    return "step"

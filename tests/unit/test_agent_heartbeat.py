@@ -138,3 +138,53 @@ async def test_a_collection_older_than_a_period_is_not_reported(monkeypatch: pyt
                                   AgentOptions(collect_frequency=0.01, update_frequency=60), "https://child")
     await asyncio.sleep(0.05)
     assert await early.fresh() is None
+
+
+async def test_a_tunnel_up_that_the_last_report_wrote_down_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/scale.py, 2026-12-07: a restarted agent's first report read its tunnel's state before the websocket's
+    101 came in and wrote SocketConnected=False over the hub's True; the next look was a collection period later
+    (20 s at Clusternet's defaults), all that time the cluster showed its tunnel down. The tunnel coming up now
+    ends the pause; a drop does not (the hub marks it), nor a coming up the last report already said."""
+    from clusternet_agent.clusterview import ClusterView
+
+    reported: list[bool | None] = []
+    written = asyncio.Event()
+
+    async def collect(child: Kube, **_: Any) -> dict[str, Any]:
+        return dict(HEALTHY)
+
+    async def report(parent: Kube, namespace: str, name: str, observed: dict[str, Any],
+                     tunnel_up: Any = None) -> dict[str, Any]:
+        up = tunnel_up() if callable(tunnel_up) else tunnel_up
+        reported.append(up)
+        written.set()
+        return {"status": {"conditions": [{"type": "SocketConnected", "status": "True" if up else "False"}]}}
+
+    async def no_refresh(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(heartbeat, "collect", collect)
+    monkeypatch.setattr(heartbeat, "report", report)
+    monkeypatch.setattr(agent, "refresh_token", no_refresh)
+    opts = AgentOptions(collect_frequency=60, update_frequency=180)
+    access = ParentAccess(Credentials(server="https://parent"), "ns", "mc", "id")
+    stop, came_up, state = asyncio.Event(), asyncio.Event(), {"up": False}
+    child = parent = Kube(Credentials(server="https://unused"))
+    view = ClusterView(parent, "ns", "mc", max_age=270.0)
+    loop = asyncio.create_task(agent.heartbeat_loop(child, parent, opts, access, "https://child", stop, state,
+                                                    view=view, tunnel_came_up=came_up))
+    await asyncio.wait_for(written.wait(), 1)
+    assert reported == [False]  # the first report, before the 101
+    written.clear()
+    state["up"] = True
+    came_up.set()
+    await asyncio.wait_for(written.wait(), 1)  # not 60 s later
+    assert reported == [False, True]
+    state["up"] = False  # a drop: the hub marks it; no report before the step ends
+    await asyncio.sleep(0.05)
+    state["up"] = True
+    came_up.set()  # up again, as the last report said: nothing to put right
+    await asyncio.sleep(0.05)
+    assert reported == [False, True] and not came_up.is_set()
+    stop.set()
+    assert await asyncio.wait_for(loop, 1) == "stopped"
