@@ -28,15 +28,21 @@ def server_for(issuer: str) -> tuple[bytes, ssl.SSLContext]:
     return pair.cert_pem, ctx
 
 
-async def accepted(client: ssl.SSLContext, server: ssl.SSLContext) -> bool:
-    """Whether a TLS handshake from `client` to a server showing `server`'s certificate succeeds."""
+async def serving(server: ssl.SSLContext) -> tuple[asyncio.Server, str]:
+    """A TLS server on 127.0.0.1 showing `server`'s certificate, and its host:port."""
     async def serve(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.close()
 
     srv = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server)
-    port = srv.sockets[0].getsockname()[1]
+    return srv, f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+
+
+async def accepted(client: ssl.SSLContext, server: ssl.SSLContext) -> bool:
+    """Whether a TLS handshake from `client` to a server showing `server`'s certificate succeeds."""
+    srv, address = await serving(server)
+    host, _, port = address.rpartition(":")
     try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="127.0.0.1")
+        _, writer = await asyncio.open_connection(host, int(port), ssl=client, server_hostname=host)
     except ssl.SSLCertVerificationError:
         return False
     finally:
@@ -76,14 +82,6 @@ async def dials(dialer: StreamDialer, address: str) -> bool:
         return False
     writer.close()
     return True
-
-
-async def serving(server: ssl.SSLContext) -> tuple[asyncio.Server, str]:
-    async def serve(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        w.close()
-
-    srv = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server)
-    return srv, f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
 
 
 async def test_the_api_server_is_verified_with_the_cluster_ca_alone_services_with_the_system_cas_too(
