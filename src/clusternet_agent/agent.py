@@ -220,6 +220,18 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
     step = min(opts.collect_frequency, opts.update_frequency)
     collecting: asyncio.Task[Obj] | None = first
     began = time.monotonic()
+
+    async def report(observed: Obj, since: float) -> str:
+        """One report of `observed`; once written, the period and the health last reported start from it, whichever
+        of the step's report or the tunnel's wake-up made it (the wake-up's left the health as it was: after a
+        failed step report, the next step reported the same health again)."""
+        nonlocal since_report, reported_health
+        outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state, readiness,
+                                    view)
+        if outcome == "reported":
+            since_report, reported_health = since, healthy(observed)
+        return outcome
+
     try:
         while True:
             tick = time.monotonic()
@@ -236,23 +248,16 @@ async def heartbeat_loop(child: Kube, parent: Kube, opts: AgentOptions, access: 
             due = since_report >= opts.update_frequency or (
                 reported_health is not None and healthy(observed) != reported_health) or (
                 view is not None and view.tunnel_unreported(tunnel_state.get("up")))
-            if observed is not None and due:
-                outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state,
-                                            readiness, view)
-                if outcome == "reregister":
-                    return outcome
-                if outcome == "reported":
-                    since_report, reported_health = 0.0, healthy(observed)
+            if observed is not None and due and await report(observed, 0.0) == "reregister":
+                return "reregister"
             if reported is not None:
                 reported.set()
             while (woke := await rest_of_step(stop, tick + step, tunnel_came_up)) == "tunnel":
-                if observed is not None and view is not None and view.tunnel_unreported(tunnel_state.get("up")):
-                    outcome = await report_once(child, (parent, *also), opts, access, name, observed, tunnel_state,
-                                                readiness, view)
-                    if outcome == "reregister":
-                        return outcome
-                    if outcome == "reported":  # counted from now: `step` is added when the step ends
-                        since_report = tick - time.monotonic()
+                if observed is None or view is None or not view.tunnel_unreported(tunnel_state.get("up")):
+                    continue
+                # counted from now: `step` is added when the step ends
+                if await report(observed, tick - time.monotonic()) == "reregister":
+                    return "reregister"
             if woke == "stopped":
                 return "stopped"
             since_report += step

@@ -188,3 +188,53 @@ async def test_a_tunnel_up_that_the_last_report_wrote_down_is_reported_at_once(m
     assert reported == [False, True] and not came_up.is_set()
     stop.set()
     assert await asyncio.wait_for(loop, 1) == "stopped"
+
+
+async def test_the_health_a_tunnel_wake_up_reported_is_not_reported_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s43: the report the tunnel's coming up made did not count as having reported the health it carried.
+    After a step's report of a health change had failed, the wake-up's report wrote the change, and the next step
+    wrote it once more."""
+    from clusternet_agent.clusterview import ClusterView
+
+    down = {**HEALTHY, "healthz": False, "livez": False, "readyz": False}
+    observations = iter([dict(HEALTHY)])
+    reported: list[tuple[bool, bool | None]] = []  # (healthz, tunnel up) of each report, failed ones too
+    written = asyncio.Event()
+
+    async def collect(child: Kube, **_: Any) -> dict[str, Any]:
+        return next(observations, dict(down))
+
+    async def report(parent: Kube, namespace: str, name: str, observed: dict[str, Any],
+                     tunnel_up: Any = None) -> dict[str, Any]:
+        up = tunnel_up() if callable(tunnel_up) else tunnel_up
+        reported.append((observed["healthz"], up))
+        written.set()
+        if len(reported) == 2:
+            raise ConnectionError("the parent did not answer")  # the step's report of the change fails
+        return {"status": {"conditions": [{"type": "SocketConnected", "status": "True" if up else "False"}]}}
+
+    async def no_refresh(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(heartbeat, "collect", collect)
+    monkeypatch.setattr(heartbeat, "report", report)
+    monkeypatch.setattr(agent, "refresh_token", no_refresh)
+    opts = AgentOptions(collect_frequency=0.05, update_frequency=60)
+    access = ParentAccess(Credentials(server="https://parent"), "ns", "mc", "id")
+    stop, came_up, state = asyncio.Event(), asyncio.Event(), {"up": False}
+    child = parent = Kube(Credentials(server="https://unused"))
+    view = ClusterView(parent, "ns", "mc", max_age=90.0)
+    loop = asyncio.create_task(agent.heartbeat_loop(child, parent, opts, access, "https://child", stop, state,
+                                                    view=view, tunnel_came_up=came_up))
+    while len(reported) < 2:
+        await asyncio.wait_for(written.wait(), 1)
+        written.clear()
+    assert reported == [(True, False), (False, False)]  # the first report, then the change's, which failed
+    state["up"] = True
+    came_up.set()
+    await asyncio.wait_for(written.wait(), 1)
+    assert reported[2] == (False, True)  # the wake-up wrote the change along with the tunnel
+    await asyncio.sleep(0.3)  # six steps, the health unchanged since the wake-up's report
+    stop.set()
+    assert await asyncio.wait_for(loop, 1) == "stopped"
+    assert reported == [(True, False), (False, False), (False, True)]
