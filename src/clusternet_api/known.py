@@ -4,7 +4,8 @@ They match Clusternet's `pkg/known` so that objects written by either implementa
 the other; names that Clusternet does not have are marked "ours".
 """
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 # API groups and versions
 CLUSTERS_GROUP: Final = "clusters.clusternet.io"
@@ -80,6 +81,18 @@ DENIED_FOR_NO_KEY: Final = (
 DENIED_FOR_OLD_KEY_RULE: Final = "the agent public key must be an RSA key of at least 2048 bits"
 # The denials the hub looks at again, because they were for its settings or its age, not a verdict on the cluster.
 REOPENABLE_DENIALS: Final = frozenset({DENIED_FOR_NO_KEY, DENIED_FOR_OLD_KEY_RULE})
+
+
+def denied_for_the_hub(crr: Mapping[str, Any]) -> bool:
+    """Whether a registration request was Denied only for a reason of the hub's (REOPENABLE_DENIALS): it carries no
+    key and the hub then lacked --allow-unsealed-tokens (Clusternet's agent), or a hub older than 2026-12-07 could
+    not seal to its X25519 key. Neither was a verdict on the cluster: a hub that no longer refuses the request (the
+    flag back, the agent sending a key now, the hub upgraded) looks at it again at its start, and `kubectl
+    clusternet approve|deny` still records a verdict on it. Before, it stayed Denied, the cluster offline once its
+    last token expired (or never registered, its agent upgraded before the hub), until someone deleted the
+    request. Here, not in the hub, because the plugin asks it too."""
+    status = crr.get("status") or {}
+    return status.get("result") == "Denied" and status.get("errorMessage") in REOPENABLE_DENIALS
 # ours: on a ManagedCluster, the labels the hub applied from the registration request (JSON object), so a
 # later request removes only those and never an administrator's
 ANNOTATION_LABELS_FROM_REQUEST: Final = "clusters.clusternet.io/labels-from-request"

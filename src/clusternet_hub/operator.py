@@ -161,7 +161,7 @@ async def reconcile_registration(crr: Obj, ctx: HubContext, resumed: bool = Fals
     """`resumed`: kopf's resume at leader start (every approved request at once); `first_try`: not a retry."""
     status = crr.get("status") or {}
     if status.get("result") == "Denied":
-        if not tokens.denied_for_the_hub(crr):
+        if not known.denied_for_the_hub(crr):
             return
         verdict, said = registration.admin_verdict(crr)
         if verdict == "Denied":  # an admin's denial holds, whatever the mode, and says why instead of the hub's

@@ -449,7 +449,7 @@ async def _approve(kube: Kube, crr: Obj, settings: ApprovalSettings) -> dict[str
             await kube.create_or_get(managed_cluster_manifest(crr, ns))
 
     # a token refresh (see drop_token_secrets), or a request approved before and Denied since for a reason of the
-    # hub's (tokens.denied_for_the_hub), whose agent kept its right to create Secrets meanwhile
+    # hub's (known.denied_for_the_hub), whose agent kept its right to create Secrets meanwhile
     before = crr.get("status") or {}
     refreshing = before.get("result") == "Approved" or bool(before.get("result") == "Denied" and before.get(
         "managedClusterName"))

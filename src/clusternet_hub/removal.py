@@ -74,7 +74,7 @@ async def removed_meanwhile(kube: Kube, crr: Obj) -> tuple[str, str | None] | No
     namespace): what says its cluster was removed since, and the cluster's namespace (None once it is gone); None
     while a ManagedCluster of its cluster id lives in a namespace that is not being deleted. `inspect` judges
     approved requests only, so a cluster removed while its request was Denied for a reason of the hub's
-    (tokens.denied_for_the_hub) was never marked removed; approving it again would re-create what the admin
+    (known.denied_for_the_hub) was never marked removed; approving it again would re-create what the admin
     deleted (review s34, finding 1)."""
     cluster_id = crr["spec"]["clusterId"]
     selector = f"{known.LABEL_CLUSTER_ID}={cluster_id}"
@@ -96,7 +96,7 @@ async def revoke_removed(kube: Kube, crr: Obj, what: str, ns: str | None) -> boo
     removed; only while it is the request looked at, still Denied for want of a key (re-review s34, findings 1
     and 2: the status alone left the agent minting tokens, and could land on a request created again)."""
     located = {**crr, "status": {**(crr.get("status") or {}), "dedicatedNamespace": ns}}
-    return await revoke(kube, located, removed_message(crr, what), still=tokens.denied_for_the_hub)
+    return await revoke(kube, located, removed_message(crr, what), still=known.denied_for_the_hub)
 
 
 async def _labelled_namespace(kube: Kube, cluster_id: str) -> str | None:
@@ -116,7 +116,7 @@ async def deny_by_admin(kube: Kube, crr: Obj, message: str) -> bool:
     ServiceAccount was revoked then, review s36)."""
     ns = await _labelled_namespace(kube, crr["metadata"]["name"].removeprefix("clusternet-"))
     located = {**crr, "status": {**(crr.get("status") or {}), "dedicatedNamespace": ns}}
-    return await revoke(kube, located, message, still=tokens.denied_for_the_hub)
+    return await revoke(kube, located, message, still=known.denied_for_the_hub)
 
 
 def removed_message(crr: Obj, what: str) -> str:

@@ -33,17 +33,6 @@ def key_problem(crr: Obj, allow_unsealed: bool) -> str | None:
     return None
 
 
-def denied_for_the_hub(crr: Obj) -> bool:
-    """Whether the request was Denied only for a reason of the hub's (known.REOPENABLE_DENIALS): it carries no key
-    and the hub then lacked --allow-unsealed-tokens (NO_KEY: Clusternet's agent), or a hub older than 2026-12-07
-    could not seal to its X25519 key. Neither was a verdict on the cluster: a hub that no longer refuses the request
-    (the flag back, the agent sending a key now, the hub upgraded) looks at it again at its start
-    (operator.reconcile_registration). Before, it stayed Denied, the cluster offline once its last token expired
-    (or never registered, its agent upgraded before the hub), until someone deleted the request."""
-    status = crr.get("status") or {}
-    return status.get("result") == "Denied" and status.get("errorMessage") in known.REOPENABLE_DENIALS
-
-
 def key_digest(key: str) -> str:
     """What status.sealedTo records of the public key a token was sealed to (16 hex digits of a SHA-256)."""
     return hashlib.sha256(key.strip().encode()).hexdigest()[:16]
@@ -57,7 +46,7 @@ def key_dropped(crr: Obj, allow_unsealed: bool) -> str | None:
     - for a request approved without a key (Clusternet's agent) that a hub restarted without
       --allow-unsealed-tokens refuses: that change is the hub's, not the agent's, so the cluster keeps its
       credentials (the request is only Denied; a hub started with the flag again approves it again:
-      denied_for_the_hub).
+      known.denied_for_the_hub).
     A request approved by a hub that did not record `sealedTo` (or under Clusternet's CRDs, which prune it) is
     judged by its key as it is now."""
     status = crr.get("status") or {}

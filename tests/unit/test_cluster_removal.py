@@ -368,7 +368,7 @@ async def test_a_request_an_older_hub_denied_for_its_x25519_key_is_approved_once
                    "spec": {"clusterId": CID, "clusterName": "child1"},
                    "status": {"result": "Denied", "errorMessage": known.DENIED_FOR_OLD_KEY_RULE}}
     parent = Parent(copy.deepcopy(denied))
-    assert tokens.denied_for_the_hub(denied)
+    assert known.denied_for_the_hub(denied)
     writes = len(parent.writes)
     await operator.reconcile_registration(copy.deepcopy(denied), context(parent, denied, False), resumed=True)
     crr = parent.objects[("ClusterRegistrationRequest", "", NAME)]
@@ -472,7 +472,7 @@ async def test_a_keyless_request_denied_before_it_was_ever_approved_is_approved_
     parent = Parent(request)
     await operator.reconcile_registration(copy.deepcopy(request), context(parent, request, False))
     denied = copy.deepcopy(parent.objects[("ClusterRegistrationRequest", "", NAME)])
-    assert tokens.denied_for_the_hub(denied) and not denied["status"].get("managedClusterName")
+    assert known.denied_for_the_hub(denied) and not denied["status"].get("managedClusterName")
     await operator.reconcile_registration(denied, context(parent, denied), resumed=True)
     assert parent.objects[("ClusterRegistrationRequest", "", NAME)]["status"]["result"] == "Approved"
 

@@ -30,7 +30,7 @@ def refusal(crr: Obj, verdict: str) -> str | None:
     follows the verdict (re-review s34, finding 3)."""
     name, status = crr["metadata"]["name"], crr.get("status") or {}
     result = status.get("result")
-    if not result or result == verdict or reopenable(crr):
+    if not result or result == verdict or known.denied_for_the_hub(crr):
         return None
     if result == "Approved":
         ns = status.get("dedicatedNamespace") or "<its namespace>"
@@ -40,13 +40,6 @@ def refusal(crr: Obj, verdict: str) -> str | None:
     return (f"error: {KIND}/{name} is already {str(result).lower()} ({status.get('errorMessage') or 'no reason'}); "
             f"to let the cluster ask again, delete the request (kubectl delete clusterregistrationrequest {name}) "
             "and approve the new one its agent creates")
-
-
-def reopenable(crr: Obj) -> bool:
-    """Denied for a reason of the hub's alone: the denials the hub looks at again (clusternet_hub.tokens.
-    denied_for_the_hub, which the plugin may not import: the texts are shared through known)."""
-    status = crr.get("status") or {}
-    return status.get("result") == "Denied" and status.get("errorMessage") in known.REOPENABLE_DENIALS
 
 
 async def verdict_command(session: Session, requests: tuple[str, ...], verdict: str, reason: str) -> int:
@@ -75,9 +68,9 @@ async def request_name(session: Session, ref: str) -> str:
 
 
 async def record_verdict(session: Session, name: str, verdict: str, reason: str) -> bool:
-    """Annotate one request, unless it has a result already (but a denial for a reason of the hub's: reopenable);
-    False when refused. The write carries the resourceVersion read, so a request the hub decides meanwhile is not
-    annotated after all (HTTP 409)."""
+    """Annotate one request, unless it has a result already (but a denial for a reason of the hub's:
+    known.denied_for_the_hub); False when refused. The write carries the resourceVersion read, so a request the hub
+    decides meanwhile is not annotated after all (HTTP 409)."""
     crr = await session.kube.get(CRR_API_VERSION, "ClusterRegistrationRequest", name)
     if crr is None:
         click.echo(f'Error from server (NotFound): clusterregistrationrequests.clusters.clusternet.io "{name}" '
@@ -88,7 +81,7 @@ async def record_verdict(session: Session, name: str, verdict: str, reason: str)
     if problem:
         click.echo(problem, err=True)
         return False
-    if (crr.get("status") or {}).get("result") == verdict and not reopenable(crr):
+    if (crr.get("status") or {}).get("result") == verdict and not known.denied_for_the_hub(crr):
         click.echo(f"{KIND}/{name} already {verdict.lower()}")
         return True
     # an approval names the uid read (registration.admin_verdict): the requester could not have written it
