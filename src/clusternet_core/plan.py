@@ -32,7 +32,7 @@ from typing import Any, Literal, TypedDict, TypeGuard
 
 from clusternet_api import known
 from clusternet_api.apiresource import key_of as key_of  # re-exported: the hub's controller keys by it
-from clusternet_core import basenames, feedinventory, feedresolve, heldback, helmrender, rendering
+from clusternet_core import basenames, failover, feedinventory, feedresolve, heldback, helmrender, rendering
 from clusternet_core.overrides import OverrideError, apply_now_digest, same_feed
 from clusternet_core.placement import holding_clusters, unbound_bases
 from clusternet_core.refusals import condition, refusal_condition
@@ -131,6 +131,8 @@ class StatusInputs:
     generation: int | None = None
     """The Subscription's generation the reconcile planned from (an edit may be cached by the time it is written:
     substatus.with_planned_generation)."""
+    failed_over: str | None = None
+    """What Ready adds while silent clusters' replicas are failed over (failover.failover_note)."""
 
 
 @dataclass
@@ -231,8 +233,9 @@ def owned_by(description: Obj, base: Obj) -> Obj:
     return {**description, "metadata": {**description["metadata"], "ownerReferences": [owner]}}
 
 
-def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
-    """What to write for the Subscription `sub` (as cached): see Plan."""
+def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = False) -> Plan:
+    """What to write for the Subscription `sub` (as cached): see Plan. `fail_over`: the FailOver gate
+    (failover.py)."""
     meta = sub["metadata"]
     if meta.get("deletionTimestamp"):  # delete the Bases; do not wait for offline clusters
         return Plan("delete", delete_bases=unbound_bases(sub, caches.bases.values(), set(), caches.descriptions))
@@ -250,7 +253,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     clusters = list(caches.clusters.values())  # those holding its objects stay bound through NoSchedule: placement
     try:
         result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,
-                          holding_clusters(sub, clusters, caches.bases, caches.descriptions))
+                          holding_clusters(sub, clusters, caches.bases, caches.descriptions), fail_over)
     except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
         plan.action, plan.refusal = "refuse", condition("False", "InvalidSubscription", str(e))
         return plan
@@ -276,7 +279,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool) -> Plan:
     problems += [e for c in plan.clusters for e in c.errors]
     problems = list(dict.fromkeys(problems))  # a chart that cannot be found is the same error for every cluster
     plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems,
-                               sub["metadata"].get("generation"))
+                               sub["metadata"].get("generation"), failover.failover_note(result.failed_over))
     return plan
 
 

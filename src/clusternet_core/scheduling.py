@@ -13,7 +13,8 @@ Taint effects are Kubernetes' own: `NoSchedule` keeps a Subscription off a clust
 and never evicts what is already bound there (`status.bindingClusters`); only an untolerated `NoExecute`
 taint, or a user's change of labels, affinity or tolerations, unbinds. The hub taints a silent cluster
 NoSchedule, so an agent or parent outage never removes what a cluster runs (Clusternet's scheduler
-filters bound and unbound clusters alike, so an outage longer than its grace period redeploys).
+filters bound and unbound clusters alike, so an outage longer than its grace period redeploys). With the
+FailOver gate, the other clusters take a silent one's divided replicas on meanwhile (failover.py).
 
 "Already bound" is wider than the status: a cluster that still holds a Base or Description of the
 Subscription (one being deleted too) is bound there as well (`holding`). A silent cluster unbound by a
@@ -28,6 +29,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+
+from clusternet_core import failover
 
 Obj = Mapping[str, Any]
 
@@ -256,6 +259,8 @@ class ScheduleResult:
     """Bound clusters that stay bound although a NoSchedule taint would keep a new binding off, with it."""
     message: str | None = None
     """Set when the outcome deserves an explanation (nothing matched, weights all zero, ...)."""
+    failed_over: list[str] = field(default_factory=list)
+    """Silent bound clusters whose replicas the others took on (Dividing with the FailOver gate: failover.py)."""
 
 
 def schedule(
@@ -263,6 +268,7 @@ def schedule(
     clusters: Iterable[Obj],
     feed_replicas: Mapping[str, int] | None = None,
     holding: Collection[str] = (),
+    fail_over: bool = False,
 ) -> ScheduleResult:
     """Bind a Subscription to ManagedClusters and, for Static Dividing, split each feed's replicas.
 
@@ -270,8 +276,9 @@ def schedule(
     without an entry get `[]`, like Clusternet. ManagedClusters being deleted are never candidates.
     Clusters in the Subscription's `status.bindingClusters`, and those in `holding` (binding keys of the
     clusters that still hold one of its Bases or Descriptions, module docstring), stay bound through
-    NoSchedule taints. Raises UnsupportedScheduling for Dynamic Dividing and InvalidSelector for a broken
-    clusterAffinity.
+    NoSchedule taints. `fail_over` (the FailOver gate): while such a cluster is silent, the others divide each
+    feed's whole count (failover.py). Raises UnsupportedScheduling for Dynamic Dividing and InvalidSelector for a
+    broken clusterAffinity.
     """
     spec = subscription.get("spec") or {}
     strategy = spec.get("schedulingStrategy") or "Replication"
@@ -289,6 +296,7 @@ def schedule(
     already_bound = set((subscription.get("status") or {}).get("bindingClusters") or []) | set(holding)
     result = ScheduleResult()
     placements: list[ClusterPlacement] = []
+    silent: set[str] = set()
     for cluster in clusters:
         meta = cluster.get("metadata") or {}
         if meta.get("deletionTimestamp"):
@@ -311,6 +319,8 @@ def schedule(
             continue
         if blocking:
             result.kept[key] = reason
+            if failover.silent(cluster):
+                silent.add(key)
         placements.append(
             ClusterPlacement(
                 key=key,
@@ -343,7 +353,15 @@ def schedule(
         for feed in spec.get("feeds") or []:
             key = feed_key(feed)
             desired = replicas_by_feed.get(key)
-            result.replicas[key] = [] if desired is None or sum(weights) == 0 else divide_replicas(desired, weights)
+            if desired is None or sum(weights) == 0:
+                result.replicas[key] = []
+                continue
+            keys = [p.key for p in placements]
+            moved = failover.failover_split(desired, keys, weights, silent, failover.previous_shares(
+                subscription, key), divide_replicas) if fail_over else None
+            result.replicas[key] = moved if moved is not None else divide_replicas(desired, weights)
+            if moved is not None:
+                result.failed_over = sorted(silent & set(keys))
     return result
 
 

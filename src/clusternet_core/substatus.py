@@ -45,6 +45,8 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
         ready = condition("False", REASON_NO_MATCH, str(last.get("message") or ""))
     elif ready.get("type") and status.get("bindingClusters") and (note := unweighted_note(sub)):
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
+    if ready.get("type") and status.get("bindingClusters") and inputs is not None and inputs.failed_over:
+        ready = {**ready, "message": f"{ready.get('message') or ''}; {inputs.failed_over}".lstrip("; ")}
     problems = inputs.problems if inputs is not None else last_problems
     if problems:
         ready = condition("False", problems_reason(problems), "; ".join(problems))

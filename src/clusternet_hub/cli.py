@@ -63,7 +63,8 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         ctx.sockets = SocketRegistry(kube)
         ctx.sockets.managed_cluster_of = ctx.managed_cluster_of
         ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval,
-                                    workers=options.threadiness, heard=ctx.observation.heard)
+                                    workers=options.threadiness, heard=ctx.observation.heard,
+                                    fail_over=options.fail_over)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         tls = serving.Serving(kube, serving.ServingSettings(
             tls_cert_file=options.tls_cert_file, tls_key_file=options.tls_key_file,
@@ -211,7 +212,7 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
     setup_logging("clusternet-hub", klog_level(log_level, verbosity), log_format == "json")
     report_inert(click_ctx, compat.INERT_FLAGS, logging.getLogger("clusternet_hub.cli"))
     try:
-        compat.report_gates(feature_gates)
+        gates = compat.report_gates(feature_gates)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     election, limits = leader_election_config(rest), client_limits(rest)
@@ -219,7 +220,7 @@ def main(click_ctx: click.Context, /, kubeconfig: str | None, bind_address: str,
         kubeconfig=kubeconfig, token_ttl_seconds=int(parse_duration(agent_token_ttl)),
         allow_unsealed_tokens=allow_unsealed_tokens, manual_approval=cluster_approval == "Manual",
         cluster_label_prefixes=parse_prefixes(cluster_label_prefixes),
-        health_check_interval=health_check_interval,
+        health_check_interval=health_check_interval, fail_over=gates.get("FailOver", False),
         resync_interval=resync_interval, threadiness=threadiness,
         bind_address=bind_address, secure_port=secure_port, tls_cert_file=tls_cert_file,
         tls_key_file=tls_private_key_file, requestheader_client_ca_file=requestheader_client_ca_file,

@@ -30,6 +30,8 @@ INERT_FLAGS = (
 ACTIVE_GATES = frozenset({"SocketConnection", "Deployer", "FeedInventory", "ShadowAPI"})
 """Gates whose work the hub always does (tunnels, deploying, FeedInventory for Dividing Subscriptions, the
 shadow API)."""
+ACTED_ON_GATES = frozenset({"FailOver"})
+"""Gates the hub acts on either way (FailOver: Dividing replicas of silent clusters, clusternet_core/failover.py)."""
 
 
 def report_gates(text: str) -> dict[str, bool]:
@@ -38,7 +40,7 @@ def report_gates(text: str) -> dict[str, bool]:
     for name, on in sorted(gates.items()):
         if name in ACTIVE_GATES and not on:
             log.info("--feature-gates %s=false has no effect: the hub always does that work", name)
-        elif name not in ACTIVE_GATES:
+        elif name not in ACTIVE_GATES | ACTED_ON_GATES:
             log.info("--feature-gates %s=%s is accepted for compatibility with Clusternet and has no effect "
                      "on the hub", name, str(on).lower())
     return gates

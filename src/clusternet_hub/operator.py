@@ -44,6 +44,9 @@ class HubOptions:
     """Label keys a child may add, change or remove after registration (clusterlabels.py); none by default."""
     health_check_interval: float = 5.0
     resync_interval: float = 30.0
+    fail_over: bool = False
+    """The FailOver gate (Clusternet's scheduler gate, shipped on in its chart): while a bound cluster is silent, the
+    others divide its Dividing replicas (clusternet_core/failover.py). Off unless the gate says so."""
     threadiness: int = 8
     """Workers of the deployment controller (Clusternet's --threadiness, 10 there): Subscriptions, Descriptions
     and pushes handled at once. 8 here: 32 made a 1,000-cluster rollout slower on a saturated parent."""

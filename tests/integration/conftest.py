@@ -33,7 +33,8 @@ def hub_and_agents(parent: ControlPlane, child1: ControlPlane, child2: ControlPl
     A module that sets `AGGREGATED_HUB_IP` (an address of the parent's loopback service range, 127.1.0.0/16)
     gets the hub on that address's port 443 behind the parent's aggregation layer (APIService
     v1alpha1.proxies.clusternet.io and the proxy's RBAC, as deploy/hub ships them), so the parent's
-    `/apis/proxies.clusternet.io/...` reaches it; the APIService is removed afterwards.
+    `/apis/proxies.clusternet.io/...` reaches it; the APIService is removed afterwards. A module's `HUB_ARGS` are
+    added to the hub's flags (a feature gate, say).
     """
     logdir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
     install_bootstrap(parent)
@@ -42,6 +43,7 @@ def hub_and_agents(parent: ControlPlane, child1: ControlPlane, child2: ControlPl
     ca, crt, key = hub_tls(logdir / "tls", ["127.0.0.1", *([hub_ip] if hub_ip else [])],
                            ["localhost", "clusternet-hub.clusternet-system.svc"])
     extra = [f"--requestheader-client-ca-file={parent.front_proxy_ca_file}"] if hub_ip else []
+    extra += getattr(request.module, "HUB_ARGS", [])
     hub = hub_proc(parent, logdir, f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
                    "--resync-interval=2", *extra, port=443 if hub_ip else None)
     if hub_ip:

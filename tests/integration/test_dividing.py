@@ -1,5 +1,6 @@
 """Static Dividing on two real children: subscriber weights 1 and 2 split a Deployment's replicas, as in
-Clusternet's examples/static-dividing-scheduling, and a new replica count in the template re-divides them."""
+Clusternet's examples/static-dividing-scheduling, and a new replica count in the template re-divides them; with
+the FailOver gate, a silent cluster's share is taken on by the other while it keeps its own."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from clusternet_testing.controlplane import ControlPlane
 from clusternet_testing.helpers import descriptions, feed, kubectl, run_plugin, store_template, wait_for
 
 pytestmark = pytest.mark.integration
+HUB_ARGS = ["--feature-gates=FailOver=true"]  # Clusternet's scheduler chart ships it on
 
 NS = "dividing-app"
 LABEL = "dividing-test"
@@ -27,9 +29,14 @@ def deployment(replicas: int) -> dict[str, Any]:
                                       "requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}}
 
 
-def child_replicas(child: ControlPlane) -> int | None:
+def child_deploy(child: ControlPlane) -> dict[str, Any] | None:
     out = kubectl(child, "get", "deploy", "web", "-n", NS, "-o", "json", check=False)
-    return json.loads(out.stdout)["spec"]["replicas"] if out.returncode == 0 else None
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def child_replicas(child: ControlPlane) -> int | None:
+    deploy = child_deploy(child)
+    return deploy["spec"]["replicas"] if deploy is not None else None
 
 
 def sub_status(parent: ControlPlane) -> dict[str, Any]:
@@ -123,3 +130,68 @@ def test_weights_divide_replicas_and_a_new_count_re_divides(hub_and_agents: dict
     for child in (child1, child2):
         wait_for(lambda c=child: child_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")
     assert descriptions(parent, SUB) == {}
+
+
+def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_nothing_there_is_touched(
+        hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """child2's agent stops: once the hub judges the cluster silent (Ready Unknown, its NoSchedule taint), child1
+    runs all 4 replicas while child2 keeps its 2 (its Description is not rewritten, its Deployment keeps its UID);
+    when the agent is back, the split is 2 and 2 again, still the same Deployments. Without the gate, child1 stays
+    at 2 (checked by hand: the wait for 4 times out)."""
+    env = hub_and_agents
+    mc1, mc2 = env["mc1"], env["mc2"]
+    key1, key2 = (f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in (mc1, mc2))
+    deploy_key = f"apps/v1/Deployment/{NS}/web"
+    for mc in (mc1, mc2):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                f"{LABEL}=both", "--overwrite")
+    store_template(parent, NAMESPACE)
+    store_template(parent, deployment(4))
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+        "metadata": {"name": SUB, "namespace": "default"},
+        "spec": {"schedulingStrategy": "Dividing", "dividingScheduling": {"type": "Static"},
+                 "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "both"}}, "weight": 1}],
+                 "feeds": [feed(NAMESPACE), feed(deployment(4))]}}))
+
+    def divided(shares: dict[str, int]) -> bool:
+        status = sub_status(parent)
+        return bool((status.get("replicas") or {}).get(deploy_key) == [shares.get(k) for k in status[
+            "bindingClusters"]])
+
+    def ready(mc: dict[str, Any]) -> str | None:
+        out = json.loads(kubectl(parent, "get", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                                 "-o", "json").stdout)
+        return next((c["status"] for c in out["status"].get("conditions") or [] if c["type"] == "Ready"), None)
+
+    try:
+        wait_for(lambda: (child_replicas(child1), child_replicas(child2)) == (2, 2), timeout=120,
+                 what="2 replicas in each child")
+        uids = {c.name: (child_deploy(c) or {})["metadata"]["uid"] for c in (child1, child2)}
+        generation = descriptions(parent, SUB)[env["ns2"]]["metadata"]["generation"]
+        env["puller"].stop()
+        wait_for(lambda: ready(mc2) == "Unknown", timeout=60, what="child2 judged silent")
+        wait_for(lambda: child_replicas(child1) == 4, timeout=60, what="child1 running all 4 replicas")
+        assert divided({key1: 4, key2: 2})
+        ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
+        assert f"failed over: {key2} silent" in ready_message
+        assert descriptions(parent, SUB)[env["ns2"]]["metadata"]["generation"] == generation  # not rewritten
+        assert child_replicas(child2) == 2 and (child_deploy(child2) or {})["metadata"]["uid"] == uids[child2.name]
+
+        env["puller"].start()
+        wait_for(lambda: ready(mc2) == "True", timeout=90, what="child2 Ready again")
+        wait_for(lambda: (child_replicas(child1), child_replicas(child2)) == (2, 2), timeout=90,
+                 what="back to 2 replicas in each child")
+        wait_for(lambda: divided({key1: 2, key2: 2}), timeout=30, what="status.replicas 2 and 2")
+        assert {c.name: (child_deploy(c) or {})["metadata"]["uid"] for c in (child1, child2)} == uids
+        ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
+        assert "failed over" not in ready_message
+    finally:
+        if not env["puller"].running():
+            env["puller"].start()
+        kubectl(parent, "delete", "subs", SUB, "--ignore-not-found", "--wait=false")
+        for mc in (mc1, mc2):
+            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
+                    check=False)
+    for child in (child1, child2):
+        wait_for(lambda c=child: child_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")

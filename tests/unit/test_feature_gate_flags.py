@@ -62,3 +62,23 @@ def test_the_hub_keeps_the_gates_of_every_feature_gates_flag(monkeypatch: pytest
                                                "--log-format=text"])
     assert result.exit_code == 0, result.output
     assert parse_feature_gates(gates[0]) == {"SocketConnection": True, "ShadowAPI": False}
+
+
+@pytest.mark.usefixtures("component_logging")
+def test_the_hub_acts_on_failover_only_when_the_gate_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FailOver (Clusternet's scheduler chart passes it on) reaches the deployment controller; it is off without it."""
+    started: list[Any] = []
+
+    def run(factory: Any) -> None:
+        started.append(factory)
+
+    monkeypatch.setattr(hub_cli, "_run_until_signalled", run)
+    monkeypatch.setattr(hub_cli.eventloop, "exit_if_threads_remain", lambda _code, _log: None)
+    options: list[bool] = []
+    monkeypatch.setattr(hub_cli, "run_hub", lambda opts, _stop: options.append(opts.fail_over))
+    for flags, expected in ((["--feature-gates=SocketConnection=true,FailOver=true"], True),
+                            (["--feature-gates=FailOver=true", "--feature-gates=FailOver=false"], False), ([], False)):
+        result = CliRunner().invoke(hub_cli.main, [*flags, "--peer-port=0", "--log-format=text"])
+        assert result.exit_code == 0, result.output
+        started.pop()(None)
+        assert options.pop() is expected

@@ -48,14 +48,15 @@ REFUSED_RETRY_FIRST, REFUSED_RETRY_MAX = 2.0, 300.0
 class Controller:
     def __init__(self, kube: KubeApi, clusters: dict[Key, Obj], tunnel_opener: TunnelOpener,
                  resync_interval: float = 30.0, workers: int = 8, connect: Connect = connect_child,
-                 helm: HelmDriver | None = None, heard: Callable[[Key], bool] | None = None) -> None:
+                 helm: HelmDriver | None = None, heard: Callable[[Key], bool] | None = None,
+                 fail_over: bool = False) -> None:
         self.kube = kube
         self.resync_interval = resync_interval
         self.workers = workers
         self.store = Store(clusters, heard=heard)
         self.status = StatusWriter(kube, self.store)
         self.pusher = Pusher(kube, self.store, tunnel_opener, connect)
-        self.subscriptions = SubscriptionReconciler(kube, self.store, self.status)
+        self.subscriptions = SubscriptionReconciler(kube, self.store, self.status, fail_over)
         self.helm = helm or default_driver()
         self.charts = ChartChecker(kube, self.store, self.helm)
         self.helm_descriptions = HelmDescriptions(kube, self.store)

@@ -33,8 +33,9 @@ CLUSTER_WRITES = 8
 
 
 class SubscriptionReconciler:
-    def __init__(self, kube: KubeApi, store: Store, status: StatusWriter) -> None:
+    def __init__(self, kube: KubeApi, store: Store, status: StatusWriter, fail_over: bool = False) -> None:
         self.kube, self.store, self.status = kube, store, status
+        self.fail_over = fail_over  # the FailOver gate (clusternet_core/failover.py)
         self.caught_up: dict[Key, tuple[Any, Any]] = {}  # Subscription -> (uid, generation) of its catch-up LIST
 
     async def reconcile(self, key: Key, force: bool) -> None:
@@ -42,10 +43,10 @@ class SubscriptionReconciler:
         if sub is None:
             self.caught_up.pop(key, None)
             return
-        plan = planning.plan_subscription(sub, self.store.caches, force)
+        plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over)
         if plan.refusal is not None and plan.refusal.get("reason") == refusals.REASON_FEED_NOT_FOUND \
                 and await self._catch_up_manifests(sub):
-            plan = planning.plan_subscription(sub, self.store.caches, force)
+            plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over)
         await self.apply(sub, plan)
 
     async def _catch_up_manifests(self, sub: Obj) -> bool:

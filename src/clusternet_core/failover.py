@@ -1,0 +1,61 @@
+"""Dividing while a bound cluster is silent (the `FailOver` gate): the other clusters take its replicas on, and
+the silent cluster keeps what it was given.
+
+A silent cluster is one the hub tainted `clusters.clusternet.io/unschedulable` (Ready not True: no heartbeat for
+three periods) and that stays bound through that NoSchedule taint (scheduling's module docstring). Without the gate
+its share of each divided feed stays where it is, and whatever of it really stopped stays missing until the
+cluster returns. With it, the clusters that answer divide each feed's whole count among themselves by weight, while
+the silent one's share stays as the Subscription's status last gave it (`status.replicas`): its Description is not
+rewritten and nothing there is deleted, since a cluster the parent cannot hear may well still be running (a parent
+or network outage). Until it returns, the Subscription runs more than the template's count; once it reports
+again, the usual split comes back, and the clusters that took its share on go back to theirs.
+
+Where we differ from Clusternet: its `FailOver` gate re-enqueues the Subscription when a cluster stops being Ready,
+and its scheduler then filters the tainted cluster out: the cluster is unbound, and its Base, Description and
+workloads are deleted once it returns (a redeploy, new UIDs). Here nothing a silent cluster runs is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from clusternet_api import known
+
+Obj = Mapping[str, Any]
+
+__all__ = ["failover_note", "failover_split", "previous_shares", "silent"]
+
+
+def silent(cluster: Obj) -> bool:
+    """Whether the hub has tainted the cluster for its silence (Ready not True)."""
+    return any(t.get("key") == known.TAINT_UNSCHEDULABLE for t in (cluster.get("spec") or {}).get("taints") or [])
+
+
+def previous_shares(subscription: Obj, feed_key: str) -> dict[str, int]:
+    """Binding key -> the replicas of `feed_key` the Subscription's status last gave each cluster."""
+    status = subscription.get("status") or {}
+    bindings = status.get("bindingClusters") or []
+    split = (status.get("replicas") or {}).get(feed_key) or []
+    return {key: count for key, count in zip(bindings, split, strict=False) if isinstance(count, int)}
+
+
+def failover_split(desired: int, keys: Sequence[str], weights: Sequence[int], silent_keys: Collection[str],
+                   previous: Mapping[str, int], divide: Callable[[int, list[int]], list[int]]) -> list[int] | None:
+    """The split of `desired` replicas over `keys` (weights aligned) while `silent_keys` are silent: the others
+    divide the whole count by their weights (`divide`: scheduling.divide_replicas), each silent cluster keeps its
+    `previous` share (its usual share when it has none yet). None when no cluster that answers has a weight: there
+    is nowhere to fail over to, and the usual split stands."""
+    answering = [0 if key in silent_keys else weight for key, weight in zip(keys, weights, strict=True)]
+    if not silent_keys or sum(answering) == 0:
+        return None
+    split, usual = divide(desired, answering), divide(desired, list(weights))
+    return [previous.get(key, usual[i]) if key in silent_keys else split[i] for i, key in enumerate(keys)]
+
+
+def failover_note(failed_over: Collection[str]) -> str | None:
+    """What the Subscription's Ready message says while replicas are failed over."""
+    if not failed_over:
+        return None
+    return (f"failed over: {', '.join(sorted(failed_over))} silent (Ready not True); its replicas are kept there "
+            "and the other clusters run each feed's whole count until it reports again")

@@ -1,0 +1,107 @@
+"""Dividing while a bound cluster is silent, with the FailOver gate (clusternet_core/failover.py): the clusters
+that answer divide each feed's whole count, the silent one keeps the share it was last given, nothing of it is
+rewritten; without the gate, or with nowhere to fail over to, the usual split stands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusternet_api import known
+from clusternet_core.failover import failover_note
+from clusternet_core.scheduling import schedule
+
+DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "web", "name": "web"}
+KEY = "apps/v1/Deployment/web/web"
+SILENT = {"key": known.TAINT_UNSCHEDULABLE, "value": "ClusterUnknown", "effect": "NoSchedule"}
+ADMIN = {"key": "maintenance", "effect": "NoSchedule"}
+
+
+def cluster(name: str, *taints: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"namespace": f"ns-{name}", "name": name, "labels": {"env": "prod"}},
+            "spec": {"clusterId": f"id-{name}", "taints": list(taints)}}
+
+
+def dividing(weights: dict[str, int], status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": "default", "name": "app"},
+            "spec": {"schedulingStrategy": "Dividing", "dividingScheduling": {"type": "Static"}, "feeds": [DEPLOY],
+                     "subscribers": [{"clusterAffinity": {"matchLabels": {"env": "prod"}}, "weight": 1}], **spec},
+            "status": status or {}}
+
+
+def split(result: Any) -> dict[str, int]:
+    return dict(zip(result.binding_clusters, result.replicas[KEY], strict=True))
+
+
+BOUND = {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [2, 2, 2]}}
+
+
+def test_the_clusters_that_answer_take_a_silent_clusters_replicas_on_and_it_keeps_its_own() -> None:
+    result = schedule(dividing({}, BOUND), [cluster("a"), cluster("b"), cluster("c", SILENT)], {KEY: 6},
+                      fail_over=True)
+    assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 2}
+    assert result.failed_over == ["ns-c/c"] and "ns-c/c" in result.kept
+
+
+def test_without_the_gate_the_usual_split_stands() -> None:
+    result = schedule(dividing({}, BOUND), [cluster("a"), cluster("b"), cluster("c", SILENT)], {KEY: 6})
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2} and result.failed_over == []
+
+
+def test_a_silent_cluster_keeps_what_it_was_given_even_when_the_count_changes_meanwhile() -> None:
+    """Its Description is not rewritten while it is silent: it runs what it was last given, and the others divide
+    the new count."""
+    result = schedule(dividing({}, BOUND), [cluster("a"), cluster("b"), cluster("c", SILENT)], {KEY: 9},
+                      fail_over=True)
+    assert split(result) == {"ns-a/a": 5, "ns-b/b": 4, "ns-c/c": 2}
+
+
+def test_a_second_silent_cluster_keeps_the_share_it_had_taken_on() -> None:
+    failed_over = {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [3, 3, 2]}}
+    result = schedule(dividing({}, failed_over), [cluster("a"), cluster("b", SILENT), cluster("c", SILENT)],
+                      {KEY: 6}, fail_over=True)
+    assert split(result) == {"ns-a/a": 6, "ns-b/b": 3, "ns-c/c": 2}
+    assert result.failed_over == ["ns-b/b", "ns-c/c"]
+
+
+def test_back_to_the_usual_split_once_it_reports_again() -> None:
+    failed_over = {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [3, 3, 2]}}
+    result = schedule(dividing({}, failed_over), [cluster("a"), cluster("b"), cluster("c")], {KEY: 6},
+                      fail_over=True)
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2} and result.failed_over == []
+
+
+def test_nowhere_to_fail_over_to_leaves_the_usual_split() -> None:
+    result = schedule(dividing({}, BOUND), [cluster("a", SILENT), cluster("b", SILENT), cluster("c", SILENT)],
+                      {KEY: 6}, fail_over=True)
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2} and result.failed_over == []
+
+
+def test_a_silent_cluster_without_a_recorded_share_keeps_its_usual_one() -> None:
+    bound = {"bindingClusters": ["ns-a/a", "ns-c/c"]}
+    result = schedule(dividing({}, bound), [cluster("a"), cluster("c", SILENT)], {KEY: 6}, fail_over=True)
+    assert split(result) == {"ns-a/a": 6, "ns-c/c": 3}
+
+
+def test_only_the_hubs_silence_taint_fails_over_not_an_administrators_noschedule() -> None:
+    """A NoSchedule taint an administrator adds keeps new bindings off and moves nothing, as in Kubernetes."""
+    result = schedule(dividing({}, BOUND), [cluster("a"), cluster("b"), cluster("c", ADMIN)], {KEY: 6},
+                      fail_over=True)
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2}
+
+
+def test_a_subscription_that_tolerates_silence_divides_as_usual() -> None:
+    tolerant = dividing({}, BOUND, clusterTolerations=[{"key": known.TAINT_UNSCHEDULABLE, "operator": "Exists"}])
+    result = schedule(tolerant, [cluster("a"), cluster("b"), cluster("c", SILENT)], {KEY: 6}, fail_over=True)
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2}
+
+
+def test_replication_is_untouched() -> None:
+    sub = dividing({}, BOUND, schedulingStrategy="Replication")
+    result = schedule(sub, [cluster("a"), cluster("c", SILENT)], {KEY: 6}, fail_over=True)
+    assert result.replicas == {} and result.failed_over == []
+
+
+def test_the_note_names_the_silent_clusters() -> None:
+    assert failover_note([]) is None
+    note = failover_note(["ns-c/c"])
+    assert note is not None and note.startswith("failed over: ns-c/c silent")
