@@ -57,5 +57,6 @@ def failover_note(failed_over: Collection[str]) -> str | None:
     """What the Subscription's Ready message says while replicas are failed over."""
     if not failed_over:
         return None
-    return (f"failed over: {', '.join(sorted(failed_over))} silent (Ready not True); its replicas are kept there "
-            "and the other clusters run each feed's whole count until it reports again")
+    their, it_reports = ("their", "they report") if len(failed_over) > 1 else ("its", "it reports")
+    return (f"failed over: {', '.join(sorted(failed_over))} silent (Ready not True); {their} replicas are kept "
+            f"there and the other clusters run each feed's whole count until {it_reports} again")
