@@ -1,14 +1,16 @@
 """Dividing while a bound cluster is silent (the `FailOver` gate): the other clusters take its replicas on, and
 the silent cluster keeps what it was given.
 
-A silent cluster is one the hub tainted `clusters.clusternet.io/unschedulable` (Ready not True: no heartbeat for
-three periods) and that stays bound through that NoSchedule taint (scheduling's module docstring). Without the gate
-its share of each divided feed stays where it is, and whatever of it really stopped stays missing until the
+A silent cluster is one whose Ready the hub judged Unknown (no heartbeat for three periods) and that stays bound
+through the hub's NoSchedule taint `clusters.clusternet.io/unschedulable` (scheduling's module docstring). Without
+the gate its share of each divided feed stays where it is, and whatever of it really stopped stays missing until the
 cluster returns. With it, the clusters that answer divide each feed's whole count among themselves by weight, while
-the silent one's share stays as the Subscription's status last gave it (`status.replicas`): its Description is not
-rewritten and nothing there is deleted, since a cluster the parent cannot hear may well still be running (a parent
-or network outage). Until it returns, the Subscription runs more than the template's count; once it reports
-again, the usual split comes back, and the clusters that took its share on go back to theirs.
+the silent one's share stays as the Subscription's status last gave it (`status.replicas`): its count does not
+change and nothing there is deleted, since a cluster the parent cannot hear may well still be running (a parent or
+network outage). Until it returns, the Subscription runs more than the template's count; once it reports again, the
+usual split comes back at once, and the clusters that took its share on go back to theirs (without waiting for the
+returning cluster's replicas to be available: a cluster that lost its pods meanwhile runs short until they are
+back).
 
 Where we differ from Clusternet: its `FailOver` gate re-enqueues the Subscription when a cluster stops being Ready,
 and its scheduler then filters the tainted cluster out: the cluster is unbound, and its Base, Description and
@@ -27,9 +29,16 @@ Obj = Mapping[str, Any]
 __all__ = ["failover_note", "failover_split", "previous_shares", "silent"]
 
 
-def silent(cluster: Obj) -> bool:
-    """Whether the hub has tainted the cluster for its silence (Ready not True)."""
-    return any(t.get("key") == known.TAINT_UNSCHEDULABLE for t in (cluster.get("spec") or {}).get("taints") or [])
+def silent(cluster: Obj, blocking: Sequence[Obj]) -> bool:
+    """Whether the cluster is bound through the hub's taint (among the taints that keep this Subscription off it,
+    `blocking`: one that tolerates the taint divides as usual) and is silent: the hub judged its Ready Unknown, no
+    heartbeat for three periods. The same taint on a cluster whose agent reports Ready=False (its API server failed
+    one probe: the agent is heard, its workloads most likely run) moves nothing: review s44 found every Dividing
+    Subscription scaled up elsewhere and back down at each such blip."""
+    ready = next((c for c in (cluster.get("status") or {}).get("conditions") or []
+                  if c.get("type") == known.CONDITION_READY), None)
+    return (ready is not None and ready.get("status") == "Unknown"
+            and any(t.get("key") == known.TAINT_UNSCHEDULABLE for t in blocking))
 
 
 def previous_shares(subscription: Obj, feed_key: str) -> dict[str, int]:

@@ -319,7 +319,7 @@ def schedule(
             continue
         if blocking:
             result.kept[key] = reason
-            if failover.silent(cluster):
+            if failover.silent(cluster, blocking):
                 silent.add(key)
         placements.append(
             ClusterPlacement(

@@ -16,9 +16,12 @@ SILENT = {"key": known.TAINT_UNSCHEDULABLE, "value": "ClusterUnknown", "effect":
 ADMIN = {"key": "maintenance", "effect": "NoSchedule"}
 
 
-def cluster(name: str, *taints: dict[str, Any]) -> dict[str, Any]:
+def cluster(name: str, *taints: dict[str, Any], ready: str | None = None) -> dict[str, Any]:
+    """A ManagedCluster; one with the hub's taint is Ready Unknown (silent) unless `ready` says otherwise."""
+    ready = ready or ("Unknown" if SILENT in taints else "True")
     return {"metadata": {"namespace": f"ns-{name}", "name": name, "labels": {"env": "prod"}},
-            "spec": {"clusterId": f"id-{name}", "taints": list(taints)}}
+            "spec": {"clusterId": f"id-{name}", "taints": list(taints)},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}}
 
 
 def dividing(weights: dict[str, int], status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -93,6 +96,29 @@ def test_a_subscription_that_tolerates_silence_divides_as_usual() -> None:
     tolerant = dividing({}, BOUND, clusterTolerations=[{"key": known.TAINT_UNSCHEDULABLE, "operator": "Exists"}])
     result = schedule(tolerant, [cluster("a"), cluster("b"), cluster("c", SILENT)], {KEY: 6}, fail_over=True)
     assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2}
+    # review s44: also when another taint (an administrator's) keeps the cluster bound through NoSchedule
+    result = schedule(tolerant, [cluster("a"), cluster("b"), cluster("c", SILENT, ADMIN)], {KEY: 6}, fail_over=True)
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2} and result.failed_over == []
+
+
+def test_a_cluster_whose_agent_reports_not_ready_moves_nothing() -> None:
+    """Review s44: the hub taints a cluster at once when its agent reports Ready=False (one failed probe of its API
+    server). The agent is heard and its workloads most likely run: failing over at each such blip scaled every
+    Dividing Subscription up elsewhere and back down a heartbeat later."""
+    result = schedule(dividing({}, BOUND), [cluster("a"), cluster("b"), cluster("c", SILENT, ready="False")],
+                      {KEY: 6}, fail_over=True)
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2} and result.failed_over == []
+
+
+def test_a_feed_added_while_a_cluster_is_silent_gives_it_its_usual_share() -> None:
+    """A silent cluster has no recorded share of a new feed: it is given its usual one, which it applies on its
+    return, and the others divide the whole count meanwhile."""
+    other = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "web", "name": "api"}
+    sub = dividing({}, BOUND, feeds=[DEPLOY, other])
+    result = schedule(sub, [cluster("a"), cluster("b"), cluster("c", SILENT)],
+                      {KEY: 6, "apps/v1/Deployment/web/api": 3}, fail_over=True)
+    assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 2}
+    assert result.replicas["apps/v1/Deployment/web/api"] == [2, 1, 1]
 
 
 def test_replication_is_untouched() -> None:
