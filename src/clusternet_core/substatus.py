@@ -5,16 +5,18 @@
 from __future__ import annotations
 
 from clusternet_api import known
-from clusternet_core import basenames, feedresolve, feedstatus
+from clusternet_core import basenames, failover, feedresolve, feedstatus
 from clusternet_core.plan import (
     REASON_PREVIOUS_DELETING,
     Caches,
     Obj,
     StatusInputs,
+    key_of,
     ready_of,
     subscription_feeds,
 )
 from clusternet_core.refusals import condition, refusal_condition
+from clusternet_core.scheduling import feed_key, untolerated_taints
 
 REASON_NO_MATCH = "NoMatchingCluster"
 """Ready's reason when the scheduler bound no cluster, with its message saying why. A rewrite after a report kept
@@ -45,8 +47,10 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
         ready = condition("False", REASON_NO_MATCH, str(last.get("message") or ""))
     elif ready.get("type") and status.get("bindingClusters") and (note := unweighted_note(sub)):
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
-    if ready.get("type") and status.get("bindingClusters") and inputs is not None and inputs.failed_over:
-        ready = {**ready, "message": f"{ready.get('message') or ''}; {inputs.failed_over}".lstrip("; ")}
+    note = inputs.failed_over if inputs is not None else failover.failover_note(failed_over_as_written(
+        view, clusters, caches.inventories.get(key_of(sub))))
+    if ready.get("type") and status.get("bindingClusters") and note:
+        ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
     problems = inputs.problems if inputs is not None else last_problems
     if problems:
         ready = condition("False", problems_reason(problems), "; ".join(problems))
@@ -59,6 +63,23 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
     new_status = {k: v for k, v in status.items() if k != "conditions"}
     new_status.update(aggregated)
     return new_status, ready
+
+
+def failed_over_as_written(sub: Obj, clusters: dict[str, Obj], inventory: Obj | None) -> list[str]:
+    """The bound clusters whose replicas the written split fails over (failover.py), told from the status alone:
+    a rewrite without a reconcile's findings (a report, or any rewrite by a hub that has not reconciled the
+    Subscription since it started) dropped the Ready note until the next reconcile (review s44). A split whose
+    counts add up to more than the FeedInventory's desired count for a feed is a failed-over one, whatever the
+    gate (without it they never do); its silent bound clusters are the ones it fails over."""
+    status = sub.get("status") or {}
+    split = status.get("replicas") or {}
+    desired = {feed_key(order): order.get("desiredReplicas")  # a FeedOrder holds its feed inline
+               for order in ((inventory or {}).get("spec") or {}).get("feeds") or []}
+    if not any(isinstance(count, int) and sum(split.get(key) or []) > count for key, count in desired.items()):
+        return []
+    tolerations = (sub.get("spec") or {}).get("clusterTolerations") or []
+    return sorted(key for key in status.get("bindingClusters") or [] if (mc := clusters.get(key)) is not None
+                  and failover.silent(mc, untolerated_taints(mc, tolerations)))
 
 
 REASON_SPEC_NOT_PLANNED = "SpecChangePending"

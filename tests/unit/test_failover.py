@@ -134,3 +134,32 @@ def test_the_note_names_the_silent_clusters() -> None:
     several = failover_note(["ns-c/c", "ns-b/b"])
     assert several is not None and several.startswith("failed over: ns-b/b, ns-c/c silent (Ready not True); their ")
     assert several.endswith("until they report again")
+
+
+def test_a_rewrite_without_a_reconcile_keeps_saying_what_is_failed_over() -> None:
+    """Review s44: the Ready note came only from a reconcile's findings, so a status rewrite without them (a report
+    arriving, or anything a restarted hub wrote before its first reconcile of the Subscription) dropped it until the
+    next one. It is now told from the written split: more than the desired count, silent clusters bound."""
+    from clusternet_core import substatus
+    from clusternet_core.naming import manifest_labels, manifest_name
+    from clusternet_core.plan import Caches
+
+    template = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "web", "name": "web"},
+                "spec": {"replicas": 6}}
+    name = manifest_name("deployments", "web", "web")
+    manifest = {"apiVersion": known.APPS_API_VERSION, "kind": "Manifest", "template": template,
+                "metadata": {"name": name, "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(template)}}
+
+    silent_c = cluster("c", SILENT)
+    sub = {**dividing({}, {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [3, 3, 2]}}),
+           "metadata": {"namespace": "default", "name": "app", "uid": "u1", "generation": 1}}
+    inventory = {"spec": {"feeds": [{**DEPLOY, "desiredReplicas": 6}]}}
+    caches = Caches(clusters={("ns-a", "a"): cluster("a"), ("ns-b", "b"): cluster("b"), ("ns-c", "c"): silent_c},
+                    subscriptions={("default", "app"): sub}, inventories={("default", "app"): inventory},
+                    manifests={name: manifest})
+    _, ready = substatus.subscription_status(sub, None, caches)
+    assert "failed over: ns-c/c silent" in ready.get("message", ""), ready
+    # the usual split written (the gate off, or the cluster back): nothing said
+    usual = {**sub, "status": {**sub["status"], "replicas": {KEY: [2, 2, 2]}}}
+    _, ready = substatus.subscription_status(usual, None, caches)
+    assert "failed over" not in ready.get("message", "")
