@@ -57,6 +57,31 @@ async def run_loop(monkeypatch: pytest.MonkeyPatch, later: Any, seconds: float,
     return reports
 
 
+LoopWithATunnel = tuple[asyncio.Task[str], asyncio.Event, asyncio.Event, dict[str, bool]]
+
+
+def loop_with_a_tunnel(monkeypatch: pytest.MonkeyPatch, collect: Any, report: Any, collect_frequency: float,
+                       update_frequency: float) -> LoopWithATunnel:
+    """heartbeat_loop with `collect` and `report` in place, a ClusterView and a tunnel that is down: the loop, its
+    stop event, the tunnel's came-up event and its state."""
+    from clusternet_agent.clusterview import ClusterView
+
+    async def no_refresh(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(heartbeat, "collect", collect)
+    monkeypatch.setattr(heartbeat, "report", report)
+    monkeypatch.setattr(agent, "refresh_token", no_refresh)
+    opts = AgentOptions(collect_frequency=collect_frequency, update_frequency=update_frequency)
+    access = ParentAccess(Credentials(server="https://parent"), "ns", "mc", "id")
+    stop, came_up, state = asyncio.Event(), asyncio.Event(), {"up": False}
+    child = parent = Kube(Credentials(server="https://unused"))
+    view = ClusterView(parent, "ns", "mc", max_age=1.5 * update_frequency)
+    loop = asyncio.create_task(agent.heartbeat_loop(child, parent, opts, access, "https://child", stop, state,
+                                                    view=view, tunnel_came_up=came_up))
+    return loop, stop, came_up, state
+
+
 async def test_a_collection_that_hangs_does_not_hold_up_the_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
     hung = asyncio.Event()
 
@@ -145,8 +170,6 @@ async def test_a_tunnel_up_that_the_last_report_wrote_down_is_reported_at_once(m
     101 came in and wrote SocketConnected=False over the hub's True; the next look was a collection period later
     (20 s at Clusternet's defaults), all that time the cluster showed its tunnel down. The tunnel coming up now
     ends the pause; a drop does not (the hub marks it), nor a coming up the last report already said."""
-    from clusternet_agent.clusterview import ClusterView
-
     reported: list[bool | None] = []
     written = asyncio.Event()
 
@@ -160,19 +183,7 @@ async def test_a_tunnel_up_that_the_last_report_wrote_down_is_reported_at_once(m
         written.set()
         return {"status": {"conditions": [{"type": "SocketConnected", "status": "True" if up else "False"}]}}
 
-    async def no_refresh(*_: Any) -> None:
-        return None
-
-    monkeypatch.setattr(heartbeat, "collect", collect)
-    monkeypatch.setattr(heartbeat, "report", report)
-    monkeypatch.setattr(agent, "refresh_token", no_refresh)
-    opts = AgentOptions(collect_frequency=60, update_frequency=180)
-    access = ParentAccess(Credentials(server="https://parent"), "ns", "mc", "id")
-    stop, came_up, state = asyncio.Event(), asyncio.Event(), {"up": False}
-    child = parent = Kube(Credentials(server="https://unused"))
-    view = ClusterView(parent, "ns", "mc", max_age=270.0)
-    loop = asyncio.create_task(agent.heartbeat_loop(child, parent, opts, access, "https://child", stop, state,
-                                                    view=view, tunnel_came_up=came_up))
+    loop, stop, came_up, state = loop_with_a_tunnel(monkeypatch, collect, report, 60, 180)
     await asyncio.wait_for(written.wait(), 1)
     assert reported == [False]  # the first report, before the 101
     written.clear()
@@ -194,8 +205,6 @@ async def test_the_health_a_tunnel_wake_up_reported_is_not_reported_again(monkey
     """Review s43: the report the tunnel's coming up made did not count as having reported the health it carried.
     After a step's report of a health change had failed, the wake-up's report wrote the change, and the next step
     wrote it once more."""
-    from clusternet_agent.clusterview import ClusterView
-
     down = {**HEALTHY, "healthz": False, "livez": False, "readyz": False}
     observations = iter([dict(HEALTHY)])
     reported: list[tuple[bool, bool | None]] = []  # (healthz, tunnel up) of each report, failed ones too
@@ -213,19 +222,7 @@ async def test_the_health_a_tunnel_wake_up_reported_is_not_reported_again(monkey
             raise ConnectionError("the parent did not answer")  # the step's report of the change fails
         return {"status": {"conditions": [{"type": "SocketConnected", "status": "True" if up else "False"}]}}
 
-    async def no_refresh(*_: Any) -> None:
-        return None
-
-    monkeypatch.setattr(heartbeat, "collect", collect)
-    monkeypatch.setattr(heartbeat, "report", report)
-    monkeypatch.setattr(agent, "refresh_token", no_refresh)
-    opts = AgentOptions(collect_frequency=0.05, update_frequency=60)
-    access = ParentAccess(Credentials(server="https://parent"), "ns", "mc", "id")
-    stop, came_up, state = asyncio.Event(), asyncio.Event(), {"up": False}
-    child = parent = Kube(Credentials(server="https://unused"))
-    view = ClusterView(parent, "ns", "mc", max_age=90.0)
-    loop = asyncio.create_task(agent.heartbeat_loop(child, parent, opts, access, "https://child", stop, state,
-                                                    view=view, tunnel_came_up=came_up))
+    loop, stop, came_up, state = loop_with_a_tunnel(monkeypatch, collect, report, 0.05, 60)
     while len(reported) < 2:
         await asyncio.wait_for(written.wait(), 1)
         written.clear()
