@@ -67,5 +67,5 @@ def failover_note(failed_over: Collection[str]) -> str | None:
     if not failed_over:
         return None
     their, it_reports = ("their", "they report") if len(failed_over) > 1 else ("its", "it reports")
-    return (f"failed over: {', '.join(sorted(failed_over))} silent (Ready not True); {their} replicas are kept "
+    return (f"failed over: {', '.join(sorted(failed_over))} silent (Ready Unknown); {their} replicas are kept "
             f"there and the other clusters run each feed's whole count until {it_reports} again")

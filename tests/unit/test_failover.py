@@ -129,10 +129,10 @@ def test_replication_is_untouched() -> None:
 
 def test_the_note_names_the_silent_clusters() -> None:
     assert failover_note([]) is None
-    assert failover_note(["ns-c/c"]) == ("failed over: ns-c/c silent (Ready not True); its replicas are kept there "
+    assert failover_note(["ns-c/c"]) == ("failed over: ns-c/c silent (Ready Unknown); its replicas are kept there "
                                          "and the other clusters run each feed's whole count until it reports again")
     several = failover_note(["ns-c/c", "ns-b/b"])
-    assert several is not None and several.startswith("failed over: ns-b/b, ns-c/c silent (Ready not True); their ")
+    assert several is not None and several.startswith("failed over: ns-b/b, ns-c/c silent (Ready Unknown); their ")
     assert several.endswith("until they report again")
 
 
