@@ -131,7 +131,7 @@ class StatusInputs:
     generation: int | None = None
     """The Subscription's generation the reconcile planned from (an edit may be cached by the time it is written:
     substatus.with_planned_generation)."""
-    failed_over: str | None = None
+    failover_note: str | None = None
     """What Ready adds while silent clusters' replicas are failed over (failover.failover_note)."""
 
 

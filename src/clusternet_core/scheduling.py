@@ -346,7 +346,7 @@ def schedule(
         return result
 
     if strategy == "Dividing":
-        weights = [p.weight for p in placements]
+        weights, keys = [p.weight for p in placements], [p.key for p in placements]
         replicas_by_feed = feed_replicas or {}
         if sum(weights) == 0:
             result.message = "every matching subscriber has weight 0, so no replicas were divided"
@@ -356,12 +356,11 @@ def schedule(
             if desired is None or sum(weights) == 0:
                 result.replicas[key] = []
                 continue
-            keys = [p.key for p in placements]
             moved = failover.failover_split(desired, keys, weights, silent, failover.previous_shares(
                 subscription, key), divide_replicas) if fail_over else None
             result.replicas[key] = moved if moved is not None else divide_replicas(desired, weights)
             if moved is not None:
-                result.failed_over = sorted(silent & set(keys))
+                result.failed_over = sorted(silent.intersection(keys))
     return result
 
 

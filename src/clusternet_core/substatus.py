@@ -47,7 +47,7 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
         ready = condition("False", REASON_NO_MATCH, str(last.get("message") or ""))
     elif ready.get("type") and status.get("bindingClusters") and (note := unweighted_note(sub)):
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
-    note = inputs.failed_over if inputs is not None else failover.failover_note(failed_over_as_written(
+    note = inputs.failover_note if inputs is not None else failover.failover_note(failed_over_as_written(
         view, clusters, caches.inventories.get(key_of(sub))))
     if ready.get("type") and status.get("bindingClusters") and note:
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
