@@ -28,6 +28,7 @@ __all__ = [
     "NOT_REPORTED",
     "REPLICA_FIELDS",
     "aggregate",
+    "applied",
     "desired_replicas",
     "feed_verdict",
     "is_ready",
@@ -307,6 +308,11 @@ def desired_replicas(feeds: Iterable[Obj], desc: Obj | None, feed: Obj) -> int |
     refs = [feed_ref(f) for f in feeds]
     rendered = _rendered_by_feed(refs, _rendered(desc)).get(feed_key(feed))
     return _desired(rendered, "replicas") if rendered is not None and scaled(rendered) else None
+
+
+def applied(desc: Obj | None) -> bool:
+    """Whether a generic Description is deployed for its current generation (Success for it)."""
+    return _phase_problem(desc, "generic") is None
 
 
 def feed_verdict(feed: dict[str, str], reported: Obj | None, rendered: Obj | None) -> tuple[bool | None, str,

@@ -14,6 +14,8 @@ change, never by an outage):
   again under the same name, which adopts the child's objects.
 - Which of its Bases go (`unbound_bases`): those in clusters it no longer binds.
 
+And one for Dynamic Dividing (`applying_clusters`): which clusters have not applied the share they were given last.
+
 Objects are the Subscription's by the uid label the hub writes on them: a Subscription deleted and created again
 under the same name is a new one, and NoSchedule keeps a new one off a silent cluster.
 """
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 
 from clusternet_api import known
 from clusternet_api.apiresource import key_of
-from clusternet_core import basenames, rendering
+from clusternet_core import basenames, feedstatus, rendering
 from clusternet_core.scheduling import binding_key
 
 Obj = Mapping[str, Any]
@@ -66,3 +68,14 @@ def unbound_bases(sub: Obj, bases: Iterable[ObjT], bound: set[Key],
     return [b for b in owned_bases(sub, bases)
             if key_of(b) not in bound and not b["metadata"].get("deletionTimestamp")
             and not basenames.foreign_descriptions(sub, b, descriptions or {})]
+
+
+def applying_clusters(sub: Obj, clusters: Iterable[Key], descriptions: Mapping[Key, Obj],
+                      holding: set[str]) -> list[str]:
+    """Binding keys, among `holding` (the clusters with a share of a divided feed), of those whose generic
+    Description of `sub` is not deployed for its current generation yet (dynamic.APPLYING)."""
+    uid = (sub.get("metadata") or {}).get("uid")
+    mine = {ns: desc for (ns, _), desc in descriptions.items()
+            if _uid_of(desc) == uid and (desc.get("spec") or {}).get("deployer") == "Generic"}
+    return sorted(f"{ns}/{name}" for ns, name in clusters if f"{ns}/{name}" in holding
+                  and not feedstatus.applied(mine.get(ns)))

@@ -32,11 +32,29 @@ from typing import Any, Literal, TypedDict, TypeGuard
 
 from clusternet_api import known
 from clusternet_api.apiresource import key_of as key_of  # re-exported: the hub's controller keys by it
-from clusternet_core import basenames, failover, feedinventory, feedresolve, heldback, helmrender, rendering
+from clusternet_api.models import FeedInventory
+from clusternet_core import (
+    basenames,
+    dynamic,
+    failover,
+    feedinventory,
+    feedresolve,
+    heldback,
+    helmrender,
+    rendering,
+)
+from clusternet_core.dynamic import PredictionRequest
 from clusternet_core.overrides import OverrideError, apply_now_digest, same_feed
-from clusternet_core.placement import holding_clusters, unbound_bases
+from clusternet_core.placement import applying_clusters, holding_clusters, unbound_bases
 from clusternet_core.refusals import condition, refusal_condition
-from clusternet_core.scheduling import InvalidSelector, UnsupportedScheduling, feed_key, feed_ref, schedule
+from clusternet_core.scheduling import (
+    InvalidSelector,
+    ScheduleResult,
+    UnsupportedScheduling,
+    feed_key,
+    feed_ref,
+    schedule,
+)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -133,6 +151,12 @@ class StatusInputs:
     substatus.with_planned_generation)."""
     failover_note: str | None = None
     """What Ready adds while silent clusters' replicas are failed over (failover.failover_note)."""
+    unplaced: dict[str, int] = field(default_factory=dict)
+    """Dynamic Dividing: replicas per feed that found no room (Ready False, dynamic.REASON_NO_ROOM)."""
+    shortfall_note: str | None = None
+    """Dynamic Dividing: what Ready says of them and of predictors that did not answer (dynamic.shortfall_note)."""
+
+
 
 
 @dataclass
@@ -140,7 +164,7 @@ class Plan:
     """Everything one reconcile writes, in this order: finalizer, FeedInventory, per-cluster Bases and
     Descriptions, deletions, status."""
 
-    action: Literal["add-finalizer", "delete", "refuse", "deploy"]
+    action: Literal["add-finalizer", "delete", "refuse", "deploy", "predict"]
     inventory: Obj | None = None
     """FeedInventory to apply (Dividing, changed)."""
     delete_inventory: Obj | None = None
@@ -154,6 +178,8 @@ class Plan:
     """The Ready condition of a Subscription refused as a whole; the rest of its status is brought up to date from
     the reports as usual (the hub's status.StatusWriter.write): its objects stay deployed."""
     status: StatusInputs | None = None
+    predict: PredictionRequest | None = None
+    """Action "predict": plan again with the answers (dynamic.Predictions)."""
 
 
 def subscription_feeds(sub: Obj) -> list[FeedRef]:
@@ -233,9 +259,10 @@ def owned_by(description: Obj, base: Obj) -> Obj:
     return {**description, "metadata": {**description["metadata"], "ownerReferences": [owner]}}
 
 
-def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = False) -> Plan:
+def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = False,
+                      predictions: dynamic.Predictions | None = None) -> Plan:
     """What to write for the Subscription `sub` (as cached): see Plan. `fail_over`: the FailOver gate
-    (failover.py)."""
+    (failover.py). `predictions`: the answers to the PredictionRequest of an earlier plan (Dynamic Dividing)."""
     meta = sub["metadata"]
     if meta.get("deletionTimestamp"):  # delete the Bases; do not wait for offline clusters
         return Plan("delete", delete_bases=unbound_bases(sub, caches.bases.values(), set(), caches.descriptions))
@@ -251,11 +278,20 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = F
     inventory, inventory_body, owned_gone = feedinventory.plan_inventory(sub, templates, cached_inventory)
     plan = Plan("deploy", inventory=inventory_body, delete_inventory=cached_inventory if owned_gone else None)
     clusters = list(caches.clusters.values())  # those holding its objects stay bound through NoSchedule: placement
+    if predictions is not None:  # dynamic.APPLYING
+        holding = {key for feed in (inventory.desired_replicas() if inventory else {})
+                   for key, share in failover.previous_shares(sub, feed).items() if share > 0}
+        predictions = {**predictions, **dict.fromkeys(applying_clusters(sub, caches.clusters, caches.descriptions,
+                                                                        holding), dynamic.APPLYING)}
     try:
         result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,
-                          holding_clusters(sub, clusters, caches.bases, caches.descriptions), fail_over)
+                          holding_clusters(sub, clusters, caches.bases, caches.descriptions), fail_over, predictions)
     except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
         plan.action, plan.refusal = "refuse", condition("False", "InvalidSubscription", str(e))
+        return plan
+    if result.predict and inventory is not None:
+        plan.action = "predict"
+        plan.predict = prediction_request(result, caches, inventory.inventory)
         return plan
     bindings = []
     for p in result.clusters:
@@ -279,8 +315,17 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = F
     problems += [e for c in plan.clusters for e in c.errors]
     problems = list(dict.fromkeys(problems))  # a chart that cannot be found is the same error for every cluster
     plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems,
-                               sub["metadata"].get("generation"), failover.failover_note(result.failed_over))
+                               sub["metadata"].get("generation"), failover.failover_note(result.failed_over),
+                               result.unplaced, dynamic.shortfall_note(result.unplaced, result.unanswered))
     return plan
+
+
+def prediction_request(result: ScheduleResult, caches: Caches, inventory: FeedInventory) -> PredictionRequest:
+    """The bound clusters to ask, and the requirements of one replica of each feed `result.predict` lists."""
+    clusters = [(p.key, mc) for p in result.clusters if (mc := caches.clusters.get((p.namespace, p.name)))]
+    requirements = {order.key(): order.replica_requirements.to_dict() if order.replica_requirements else {}
+                    for order in inventory.spec.feeds if order.key() in result.predict}
+    return PredictionRequest(clusters, requirements)
 
 
 def plan_cluster(sub: Obj, binding: Binding, feeds: list[FeedRef], templates: Mapping[str, Obj], force: bool,

@@ -1,4 +1,4 @@
-"""Where a Subscription's feeds go: label selectors, taint tolerations and static replica division.
+"""Where a Subscription's feeds go: label selectors, taint tolerations and replica division.
 
 Pure functions over plain dicts as the apiserver returns them (kopf bodies, JSON), so the scheduler
 controller stays a thin loop around them and every decision can be unit-tested without a cluster.
@@ -6,8 +6,8 @@ controller stays a thin loop around them and every decision can be unit-tested w
 Semantics follow Clusternet's default scheduler (reference §7): the candidate clusters are the union of
 the clusters matched by any subscriber's `clusterAffinity`, NoSchedule/NoExecute taints filter them
 against `clusterTolerations`, every survivor is bound (Replication), and for Static Dividing each feed's
-replicas are split by cluster weight. Dynamic Dividing needs the agents' predictors and is refused
-loudly instead of half-working.
+replicas are split by cluster weight; for Dynamic Dividing by what each cluster's predictor says it can take
+(dynamic.py).
 
 Taint effects are Kubernetes' own: `NoSchedule` keeps a Subscription off a cluster it is not bound to yet
 and never evicts what is already bound there (`status.bindingClusters`); only an untolerated `NoExecute`
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from clusternet_core import failover
+from clusternet_core import dynamic, failover
 
 Obj = Mapping[str, Any]
 
@@ -261,6 +261,12 @@ class ScheduleResult:
     """Set when the outcome deserves an explanation (nothing matched, weights all zero, ...)."""
     failed_over: list[str] = field(default_factory=list)
     """Silent bound clusters whose replicas the others took on (Dividing with the FailOver gate: failover.py)."""
+    predict: list[str] = field(default_factory=list)
+    """Dynamic Dividing: feeds whose scale-up needs the bound clusters' predictions, which were not given."""
+    unplaced: dict[str, int] = field(default_factory=dict)
+    """Dynamic Dividing: per feed key, the replicas no bound cluster had room for."""
+    unanswered: dict[str, str] = field(default_factory=dict)
+    """Dynamic Dividing: bound clusters whose predictor did not answer, with why."""
 
 
 def schedule(
@@ -269,6 +275,7 @@ def schedule(
     feed_replicas: Mapping[str, int] | None = None,
     holding: Collection[str] = (),
     fail_over: bool = False,
+    predictions: dynamic.Predictions | None = None,
 ) -> ScheduleResult:
     """Bind a Subscription to ManagedClusters and, for Static Dividing, split each feed's replicas.
 
@@ -277,19 +284,23 @@ def schedule(
     Clusters in the Subscription's `status.bindingClusters`, and those in `holding` (binding keys of the
     clusters that still hold one of its Bases or Descriptions, module docstring), stay bound through
     NoSchedule taints. `fail_over` (the FailOver gate): while such a cluster is silent, the others divide each
-    feed's whole count (failover.py). Raises UnsupportedScheduling for Dynamic Dividing and InvalidSelector for a
-    broken clusterAffinity.
+    feed's whole count (failover.py). `predictions`: for Dynamic Dividing, what each bound cluster can still take
+    (dynamic.py); without them a scale-up is not divided, and the feeds that need them are listed in `predict`.
+    Raises UnsupportedScheduling for a strategy we do not implement and InvalidSelector for a broken
+    clusterAffinity.
     """
     spec = subscription.get("spec") or {}
     strategy = spec.get("schedulingStrategy") or "Replication"
     dividing_type = (spec.get("dividingScheduling") or {}).get("type") or "Static"
     if strategy not in ("Replication", "Dividing"):
         raise UnsupportedScheduling(f"unknown schedulingStrategy {strategy!r} (use Replication or Dividing)")
-    if strategy == "Dividing" and dividing_type != "Static":
-        raise UnsupportedScheduling(
-            f"dividingScheduling.type {dividing_type!r} is not supported: it needs per-cluster capacity "
-            "predictors; use type Static with subscriber weights"
-        )
+    if strategy == "Dividing" and dividing_type not in ("Static", "Dynamic"):
+        raise UnsupportedScheduling(f"dividingScheduling.type {dividing_type!r} is not supported (use Static or "
+                                    "Dynamic)")
+    dynamic_strategy = ((spec.get("dividingScheduling") or {}).get("dynamicDividing") or {}).get("strategy")
+    if strategy == "Dividing" and dividing_type == "Dynamic" and dynamic_strategy not in (None, "", "Spread"):
+        raise UnsupportedScheduling(f"dynamicDividing.strategy {dynamic_strategy!r} is not supported: only Spread "
+                                    "is (Clusternet declares Binpack and does not implement it either)")
 
     subscribers = list(spec.get("subscribers") or [])
     tolerations = list(spec.get("clusterTolerations") or [])
@@ -345,7 +356,9 @@ def schedule(
             result.replicas = {feed_key(f): [] for f in spec.get("feeds") or []}
         return result
 
-    if strategy == "Dividing":
+    if strategy == "Dividing" and dividing_type == "Dynamic":
+        divide_dynamically(subscription, result, feed_replicas or {}, predictions)
+    elif strategy == "Dividing":
         weights, keys = [p.weight for p in placements], [p.key for p in placements]
         replicas_by_feed = feed_replicas or {}
         if sum(weights) == 0:
@@ -362,6 +375,30 @@ def schedule(
             if moved is not None:
                 result.failed_over = sorted(silent.intersection(keys))
     return result
+
+
+def divide_dynamically(subscription: Obj, result: ScheduleResult, feed_replicas: Mapping[str, int],
+                       predictions: dynamic.Predictions | None) -> None:
+    """Fill `result.replicas` of a Dynamic Dividing Subscription (dynamic.py), or list in `result.predict` the
+    feeds whose scale-up waits for `predictions`."""
+    keys = result.binding_clusters
+    for feed in (subscription.get("spec") or {}).get("feeds") or []:
+        key = feed_key(feed)
+        desired = feed_replicas.get(key)
+        if desired is None:
+            result.replicas[key] = []
+            continue
+        previous = failover.previous_shares(subscription, key)
+        if predictions is None and dynamic.deviation(desired, keys, previous) > 0:
+            result.predict.append(key)
+            continue
+        room = {k: answer[key] for k, answer in (predictions or {}).items()
+                if not isinstance(answer, str) and key in answer}
+        split = dynamic.dynamic_split(desired, keys, previous, room, divide_replicas)
+        result.replicas[key] = split.replicas
+        if split.unplaced:
+            result.unplaced[key] = split.unplaced
+    result.unanswered = {k: why for k, why in (predictions or {}).items() if isinstance(why, str) and k in keys}
 
 
 def by_subgroup(placements: list[ClusterPlacement], subscribers: list[Obj],

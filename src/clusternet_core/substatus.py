@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from clusternet_api import known
-from clusternet_core import basenames, failover, feedresolve, feedstatus
+from clusternet_core import basenames, dynamic, failover, feedresolve, feedstatus
 from clusternet_core.plan import (
     REASON_PREVIOUS_DELETING,
     Caches,
@@ -51,6 +51,10 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
         view, clusters, caches.inventories.get(key_of(sub))))
     if ready.get("type") and status.get("bindingClusters") and note:
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
+    unplaced, note = shortfall(view, inputs, caches.inventories.get(key_of(sub)))
+    if ready.get("type") and status.get("bindingClusters") and note:
+        message = f"{ready.get('message') or ''}; {note}".lstrip("; ")
+        ready = condition("False", dynamic.REASON_NO_ROOM, message) if unplaced else {**ready, "message": message}
     problems = inputs.problems if inputs is not None else last_problems
     if problems:
         ready = condition("False", problems_reason(problems), "; ".join(problems))
@@ -65,6 +69,21 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
     return new_status, ready
 
 
+def shortfall(sub: Obj, inputs: StatusInputs | None, inventory: Obj | None) -> tuple[dict[str, int], str | None]:
+    """Dynamic Dividing: the replicas per feed that found no room, and Ready's note on them: a reconcile's findings,
+    else told from the written split and the FeedInventory (so a rewrite after a report keeps them)."""
+    if inputs is not None:
+        return inputs.unplaced, inputs.shortfall_note
+    unplaced = dynamic.unplaced_as_written(sub, desired_counts(inventory))
+    return unplaced, dynamic.shortfall_note(unplaced, {})
+
+
+def desired_counts(inventory: Obj | None) -> dict[str, int]:
+    """Feed key -> the FeedInventory's desiredReplicas (a FeedOrder holds its feed inline)."""
+    return {feed_key(order): count for order in ((inventory or {}).get("spec") or {}).get("feeds") or []
+            if isinstance(count := order.get("desiredReplicas"), int)}
+
+
 def failed_over_as_written(sub: Obj, clusters: dict[str, Obj], inventory: Obj | None) -> list[str]:
     """The bound clusters whose replicas the written split fails over (failover.py), told from the status alone:
     a rewrite without a reconcile's findings (a report, or any rewrite by a hub that has not reconciled the
@@ -73,9 +92,7 @@ def failed_over_as_written(sub: Obj, clusters: dict[str, Obj], inventory: Obj | 
     gate (without it they never do); its silent bound clusters are the ones it fails over."""
     status = sub.get("status") or {}
     split = status.get("replicas") or {}
-    desired = {feed_key(order): order.get("desiredReplicas")  # a FeedOrder holds its feed inline
-               for order in ((inventory or {}).get("spec") or {}).get("feeds") or []}
-    if not any(isinstance(count, int) and sum(split.get(key) or []) > count for key, count in desired.items()):
+    if not any(sum(split.get(key) or []) > count for key, count in desired_counts(inventory).items()):
         return []
     tolerations = (sub.get("spec") or {}).get("clusterTolerations") or []
     return sorted(key for key in status.get("bindingClusters") or [] if (mc := clusters.get(key)) is not None
@@ -111,7 +128,8 @@ def unweighted_note(sub: Obj) -> str | None:
     easily forgotten. Until 2026-12-06 the scheduler's note on it was dropped once clusters were bound, and the
     Subscription read `N/N clusters done` (audit s35). From the spec alone, so every status write says it."""
     spec = sub.get("spec") or {}
-    if spec.get("schedulingStrategy") != "Dividing" or any(
+    if spec.get("schedulingStrategy") != "Dividing" or (spec.get("dividingScheduling") or {}).get(
+            "type") == "Dynamic" or any(
             isinstance(s.get("weight"), int) and s["weight"] > 0 for s in spec.get("subscribers") or []):
         return None
     return "Dividing without weights: no subscriber has a weight, so no replicas are divided and each cluster " \

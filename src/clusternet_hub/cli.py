@@ -30,6 +30,7 @@ from clusternet_hub.controller import Controller
 from clusternet_hub.operator import HUB, HubContext, HubOptions, background
 from clusternet_hub.peers import PeerConfig, Peers, default_advertise_address
 from clusternet_hub.peerserver import peer_app
+from clusternet_hub.predictor import Predictor
 from clusternet_hub.proxy import Proxy
 from clusternet_hub.shadow import ShadowAPI
 from clusternet_hub.sockets import SocketRegistry
@@ -62,9 +63,10 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
         ctx.kube = kube
         ctx.sockets = SocketRegistry(kube)
         ctx.sockets.managed_cluster_of = ctx.managed_cluster_of
+        predictor = Predictor(ctx.sockets)
         ctx.controller = Controller(kube, ctx.clusters, ctx.tunnel_opener, options.resync_interval,
                                     workers=options.threadiness, heard=ctx.observation.heard,
-                                    fail_over=options.fail_over)
+                                    fail_over=options.fail_over, predict=predictor.ask)
         proxy = Proxy(ctx.sockets, ctx.knows_cluster)
         tls = serving.Serving(kube, serving.ServingSettings(
             tls_cert_file=options.tls_cert_file, tls_key_file=options.tls_key_file,
@@ -105,6 +107,7 @@ async def run_hub(options: HubOptions, stop: asyncio.Event | None = None,
             await ctx.sockets.close(wait_marks=False)  # their marks are written once the Lease is released
             await runner.cleanup()
             await proxy.close()
+            await predictor.close()
 
         async def finish() -> None:
             """After the Lease's release and kopf's end: the tunnels' marks, which ask the peers whether an agent

@@ -15,6 +15,7 @@ from clusternet_api.tunnel import ByteStream, StreamOpenError
 from clusternet_api.tunnel.relay import LoopbackRelay
 from clusternet_core import plan as planning
 from clusternet_core import refusals, rendering
+from clusternet_core.dynamic import PredictionRequest
 from clusternet_core.naming import manifest_labels, manifest_name
 from clusternet_hub.controller import Controller
 from clusternet_hub.controller.pusher import CLEANUP_PENDING
@@ -252,9 +253,12 @@ async def test_a_deleted_subscription_removes_its_bases_then_its_finalizer() -> 
     assert parent.find("Subscription", *SUB)["metadata"]["finalizers"] == []
 
 
+BINPACK = {"type": "Dynamic", "dynamicDividing": {"strategy": "Binpack"}}  # refused: Clusternet does not implement it
+
+
 async def test_an_invalid_subscription_is_refused_in_its_status_alone() -> None:
     c, parent, _ = await primed(cluster(), config_map_manifest(),
-                                subscription(schedulingStrategy="Dividing", dividingScheduling={"type": "Dynamic"}))
+                                subscription(schedulingStrategy="Dividing", dividingScheduling=BINPACK))
     await c.subscriptions.reconcile(SUB, force=False)
     assert parent.kinds_written() == ["apply FeedInventory", "patch/status Subscription"]
     [ready] = parent.find("Subscription", *SUB)["status"]["conditions"]
@@ -268,7 +272,7 @@ async def test_a_subscription_made_invalid_keeps_its_status_fields() -> None:
     await c.subscriptions.reconcile(SUB, force=False)
     bound = parent.find("Subscription", *SUB)["status"]["bindingClusters"]
     sub = parent.find("Subscription", *SUB)
-    sub["spec"] |= {"schedulingStrategy": "Dividing", "dividingScheduling": {"type": "Dynamic"}}
+    sub["spec"] |= {"schedulingStrategy": "Dividing", "dividingScheduling": BINPACK}
     c.store.on_subscription("MODIFIED", sub)
     await c.subscriptions.reconcile(SUB, force=False)
     status = parent.find("Subscription", *SUB)["status"]
@@ -743,3 +747,54 @@ async def test_no_description_is_written_under_a_base_someone_deletes_in_the_for
     assert ("sub", *SUB) in [k for k, _ in c.store.queue.drain()]
     await c.subscriptions.reconcile(SUB, force=False)
     assert parent.find("Description", *DESC) is not None
+
+
+# --- dynamic dividing -----------------------------------------------------------------------------------------------
+
+
+def deployment_manifest(replicas: int) -> Obj:
+    template = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+                    {"name": "web", "image": "nginx", "resources": {"requests": {"cpu": "1"}}}]}}}}
+    return {"apiVersion": known.APPS_API_VERSION, "kind": "Manifest", "template": template,
+            "metadata": {"name": manifest_name("deployments", "default", "web"),
+                         "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(template)}}
+
+
+async def test_a_dynamic_scale_up_asks_the_predictors_and_says_what_found_no_room() -> None:
+    feeds = [{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "default", "name": "web"}]
+    c, parent, _ = await primed(cluster(), deployment_manifest(5), subscription(
+        schedulingStrategy="Dividing", dividingScheduling={"type": "Dynamic"}, feeds=feeds))
+    asked: list[PredictionRequest] = []
+    room = [3]
+
+    async def predict(request: PredictionRequest) -> dict[str, Any]:
+        asked.append(request)
+        return {key: {feed: room[0] for feed in request.requirements} for key, _ in request.clusters}
+
+    c.subscriptions.predict = predict
+    await c.subscriptions.reconcile(SUB, force=False)
+    [request] = asked
+    assert [key for key, _ in request.clusters] == [f"{NS}/child1"]
+    assert request.requirements == {"apps/v1/Deployment/default/web": {"resources": {"requests": {"cpu": "1"}}}}
+    status = parent.find("Subscription", *SUB)["status"]
+    assert status["replicas"] == {"apps/v1/Deployment/default/web": [3]}
+    [ready] = status["conditions"]
+    assert ready["status"] == "False" and ready["reason"] == "InsufficientCapacity"
+    assert "2 replica(s) of apps/v1/Deployment/default/web found no room" in ready["message"]
+    c.store.caches.subscriptions[SUB]["status"] = status
+    room[0] = 10
+    await c.subscriptions.reconcile(SUB, force=False)  # its Description is not applied yet: it gets none of it
+    status = parent.find("Subscription", *SUB)["status"]
+    assert status["replicas"] == {"apps/v1/Deployment/default/web": [3]}
+    assert f"no prediction from {NS}/child1: still applying its last share" in status["conditions"][0]["message"]
+    c.store.caches.subscriptions[SUB]["status"] = status
+    [desc] = [d for d in c.store.caches.descriptions.values() if d["spec"].get("deployer") == "Generic"]
+    desc["status"] = {"phase": "Success", "observedGeneration": desc["metadata"].get("generation")}
+    await c.subscriptions.reconcile(SUB, force=False)  # applied, room at last: the 2 go there
+    status = parent.find("Subscription", *SUB)["status"]
+    assert status["replicas"] == {"apps/v1/Deployment/default/web": [5]}
+    assert status["conditions"][0]["reason"] != "InsufficientCapacity"
+    c.store.caches.subscriptions[SUB]["status"] = status
+    await c.subscriptions.reconcile(SUB, force=False)  # no deviation: no question
+    assert len(asked) == 3

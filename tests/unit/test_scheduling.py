@@ -277,11 +277,14 @@ def test_all_zero_weights_divide_nothing_and_say_so() -> None:
     assert result.message is not None and "weight 0" in result.message
 
 
-def test_dynamic_dividing_is_refused_clearly() -> None:
-    sub = subscription([{"clusterAffinity": {}}], schedulingStrategy="Dividing",
-                       dividingScheduling={"type": "Dynamic"})
-    with pytest.raises(UnsupportedScheduling, match="'Dynamic' is not supported"):
-        schedule(sub, [cluster("ns1", "a")])
+def test_binpack_and_unknown_dividing_types_are_refused_clearly() -> None:
+    binpack = subscription([{"clusterAffinity": {}}], schedulingStrategy="Dividing",
+                           dividingScheduling={"type": "Dynamic", "dynamicDividing": {"strategy": "Binpack"}})
+    with pytest.raises(UnsupportedScheduling, match="'Binpack' is not supported: only Spread"):
+        schedule(binpack, [cluster("ns1", "a")])
+    odd = subscription([{"clusterAffinity": {}}], schedulingStrategy="Dividing", dividingScheduling={"type": "Odd"})
+    with pytest.raises(UnsupportedScheduling, match="'Odd' is not supported"):
+        schedule(odd, [cluster("ns1", "a")])
 
 
 def test_scheduling_by_subgroup_keeps_min_clusters_per_subscriber() -> None:

@@ -27,7 +27,7 @@ from clusternet_hub.controller.helmpusher import ReleasePusher
 from clusternet_hub.controller.pusher import Connect, Pusher, TunnelOpener, connect_child
 from clusternet_hub.controller.status import StatusWriter
 from clusternet_hub.controller.store import PrimeFailed, Store, WorkKey
-from clusternet_hub.controller.subscriptions import SubscriptionReconciler
+from clusternet_hub.controller.subscriptions import Predict, SubscriptionReconciler
 from clusternet_hub.controller.workqueue import Backoff
 from clusternet_hub.controller.writerefusals import WritesRefused
 
@@ -49,14 +49,14 @@ class Controller:
     def __init__(self, kube: KubeApi, clusters: dict[Key, Obj], tunnel_opener: TunnelOpener,
                  resync_interval: float = 30.0, workers: int = 8, connect: Connect = connect_child,
                  helm: HelmDriver | None = None, heard: Callable[[Key], bool] | None = None,
-                 fail_over: bool = False) -> None:
+                 fail_over: bool = False, predict: Predict | None = None) -> None:
         self.kube = kube
         self.resync_interval = resync_interval
         self.workers = workers
         self.store = Store(clusters, heard=heard)
         self.status = StatusWriter(kube, self.store)
         self.pusher = Pusher(kube, self.store, tunnel_opener, connect)
-        self.subscriptions = SubscriptionReconciler(kube, self.store, self.status, fail_over)
+        self.subscriptions = SubscriptionReconciler(kube, self.store, self.status, fail_over, predict)
         self.helm = helm or default_driver()
         self.charts = ChartChecker(kube, self.store, self.helm)
         self.helm_descriptions = HelmDescriptions(kube, self.store)

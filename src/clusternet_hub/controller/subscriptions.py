@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from clusternet_api import applier, known
@@ -17,6 +18,7 @@ from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
 from clusternet_core import plan as planning
 from clusternet_core import refusals, substatus
+from clusternet_core.dynamic import PredictionRequest, Predictions
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
 from clusternet_hub.controller.status import StatusWriter
@@ -32,10 +34,16 @@ log = logging.getLogger(__name__)
 CLUSTER_WRITES = 8
 
 
+Predict = Callable[[PredictionRequest], Awaitable[Predictions]]
+"""Asks the bound clusters' predictors (clusternet_hub.predictor.Predictor.ask)."""
+
+
 class SubscriptionReconciler:
-    def __init__(self, kube: KubeApi, store: Store, status: StatusWriter, fail_over: bool = False) -> None:
+    def __init__(self, kube: KubeApi, store: Store, status: StatusWriter, fail_over: bool = False,
+                 predict: Predict | None = None) -> None:
         self.kube, self.store, self.status = kube, store, status
         self.fail_over = fail_over  # the FailOver gate (clusternet_core/failover.py)
+        self.predict = predict
         self.caught_up: dict[Key, tuple[Any, Any]] = {}  # Subscription -> (uid, generation) of its catch-up LIST
 
     async def reconcile(self, key: Key, force: bool) -> None:
@@ -47,6 +55,10 @@ class SubscriptionReconciler:
         if plan.refusal is not None and plan.refusal.get("reason") == refusals.REASON_FEED_NOT_FOUND \
                 and await self._catch_up_manifests(sub):
             plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over)
+        if plan.action == "predict" and plan.predict is not None:  # Dynamic Dividing scales up: ask, plan again
+            answers = await self.predict(plan.predict) if self.predict is not None else {
+                key: "this hub asks no predictors" for key, _ in plan.predict.clusters}
+            plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over, answers)
         await self.apply(sub, plan)
 
     async def _catch_up_manifests(self, sub: Obj) -> bool:
