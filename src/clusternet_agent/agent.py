@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from clusternet_agent import deployercreds, heartbeat, identity, labels, probes, registration
+from clusternet_agent import deployercreds, heartbeat, identity, labels, predictor, probes, registration
 from clusternet_agent.clusterview import ClusterView
 from clusternet_agent.options import AgentOptions, OptionsError
 from clusternet_agent.pauses import rest_of_step, sleep_or_stop
@@ -155,7 +155,9 @@ def collected(task: asyncio.Task[Obj], previous: Obj | None) -> Obj | None:
 def start_collection(child: Kube, opts: AgentOptions, apiserver_url: str) -> asyncio.Task[Obj]:
     return asyncio.create_task(heartbeat.collect(
         child, apiserver_url=apiserver_url, heartbeat_seconds=int(opts.update_frequency),
-        app_pusher=opts.gate(known.GATE_APP_PUSHER), use_socket=opts.gate(known.GATE_SOCKET_CONNECTION)))
+        app_pusher=opts.gate(known.GATE_APP_PUSHER), use_socket=opts.gate(known.GATE_SOCKET_CONNECTION),
+        predictor=predictor.status_fields(opts.gate(known.GATE_PREDICTOR), opts.predictor_addr,
+                                          opts.predictor_direct_access)))
 
 
 class EarlyCollection:
@@ -362,7 +364,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event | None = None,
                 tunnel_state: dict[str, bool] = {}
                 tunnel_came_up = asyncio.Event()
                 tasks = [t for t in [start_tunnel(opts, access, child_creds, apiserver_url, tunnel_state,
-                                                  readiness, tunnel_came_up)] if t]
+                                                  readiness, tunnel_came_up, child)] if t]
                 try:
                     # heartbeats get their own unthrottled client, as the kubelet's do: a puller busy writing
                     # statuses must not hold back the report that keeps the cluster Ready on the parent
@@ -458,9 +460,10 @@ async def deploying(child: Kube, parent: Kube, opts: AgentOptions, access: Paren
 
 def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credentials, apiserver_url: str,
                  state: dict[str, bool], readiness: probes.Readiness | None = None,
-                 came_up: asyncio.Event | None = None) -> asyncio.Task[None] | None:
+                 came_up: asyncio.Event | None = None, child: Kube | None = None) -> asyncio.Task[None] | None:
     """The websocket tunnel to the hub, when the SocketConnection gate is on; `came_up` is set each time it comes
-    up (heartbeat_loop)."""
+    up (heartbeat_loop). With the Predictor gate, the hub asks the predictor through it (predictor.py): the
+    built-in one, reading the child through `child`, or the external one the agent dials."""
     if not opts.gate(known.GATE_SOCKET_CONNECTION):
         return None
     from clusternet_agent import tunnel  # websockets: imported once registered, as the pullers are
@@ -469,8 +472,12 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
     url = tunnel.tunnel_url(opts.parent_url, access.cluster_id, opts.tunnel_url)
     ca = Path(opts.tunnel_ca_file).read_bytes() if opts.tunnel_ca_file else access.creds.ca_pem
     tls = tunnel.trusting(ca, system_cas=bool(opts.tunnel_url) and not opts.tunnel_ca_file)
+    predicting = opts.gate(known.GATE_PREDICTOR)
+    builtin = predictor.BuiltinPredictor(child) if predicting and not opts.predictor_addr and child else None
+    external = predictor.tunnel_target(opts.predictor_addr, opts.predictor_direct_access) if predicting else None
     dialer = tunnel.StreamDialer(apiserver_url, child_creds.ca_pem, opts.tunnel_allowed,
-                                 apiserver_system_cas=bool(opts.apiserver_url))
+                                 apiserver_system_cas=bool(opts.apiserver_url),
+                                 predictor=builtin.connect if builtin else None, plain=(external,) if external else ())
     state["up"] = False
 
     def on_state(up: bool) -> None:
@@ -485,5 +492,7 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
             await tunnel.run_tunnel(url, lambda: access.creds.token or "", tls, dialer, on_state)
         finally:  # a tunnel that failed is down until it is up again, not up as last seen
             on_state(False)
+            if builtin is not None:
+                await builtin.close()
 
     return asyncio.create_task(supervised("the tunnel to the hub", hold, forever=True))

@@ -46,7 +46,6 @@ from clusternet_api.logs import setup_logging
 
 log = logging.getLogger("clusternet_agent.cli")
 
-_NO_PREDICTOR = "no predictor runs here: Dynamic dividing is refused by the hub, Static dividing needs none"
 INERT_FLAGS = (
     # Go bool flags (`--flag` alone or `--flag=true|false`): with a value required, a bare one took the next flag
     # as its value, and `--use-metrics-server --cluster-sync-mode=Dual` registered a Pull cluster (audit s35)
@@ -56,9 +55,8 @@ INERT_FLAGS = (
               "from --cluster-labels under the hub's policy"),
     InertFlag("labels-aggregate-prefix", "node labels are not aggregated into cluster labels: labels come "
               "from --cluster-labels under the hub's policy"),
-    InertFlag("predictor-addr", _NO_PREDICTOR),
-    InertFlag("predictor-direct-access", _NO_PREDICTOR, takes_value=False),
-    InertFlag("predictor-port", _NO_PREDICTOR),
+    InertFlag("predictor-port", "the built-in predictor listens on no port: the hub asks it through the tunnel, "
+              "and this agent answers in-process"),
     InertFlag("enable-tunnel-logging", "tunnel events are always logged at INFO/WARNING; use --log-level=DEBUG "
               "for more", takes_value=False),
     *KLOG_INERT_FLAGS,
@@ -89,6 +87,9 @@ INERT_FLAGS = (
               "--tunnel-url, the parent CA and the system's CAs)")
 @click.option("--tunnel-allowed-address", multiple=True,
               help="host:port the hub may reach through the tunnel besides this cluster's apiserver")
+@click.option("--predictor-addr", help="URL of an external predictor to report (with the Predictor gate; default: "
+              "the built-in one, answered through the tunnel)")
+@go_bool_option("predictor-direct-access", "The hub asks --predictor-addr directly rather than through the tunnel")
 @click.option("--description-resync-frequency", default="30s",
               help="How often pulled Descriptions are re-applied, putting back changes made by hand")
 @click.option("--secure-port", default=10650, type=int,
@@ -123,7 +124,8 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
             cluster_id=_s(kw["cluster_id"]), apiserver_url=_s(kw["apiserver_url"]),
             tunnel_url=_s(kw["tunnel_url"]), tunnel_ca_file=_s(kw["tunnel_ca_file"]),
             tunnel_allowed=tuple(kw["tunnel_allowed_address"]),
-            resync_frequency=parse_duration(str(kw["description_resync_frequency"])))
+            resync_frequency=parse_duration(str(kw["description_resync_frequency"])),
+            predictor_addr=_s(kw["predictor_addr"]), predictor_direct_access=bool(kw["predictor_direct_access"]))
         limits = client_limits(kw)
         opts.leader_election = leader_election_config(kw)
         opts.kube_api_qps, opts.kube_api_burst = limits.qps, limits.burst

@@ -71,7 +71,7 @@ async def _probe(child: Kube, path: str) -> bool:
 
 
 async def collect(child: Kube, *, apiserver_url: str, heartbeat_seconds: int, app_pusher: bool,
-                  use_socket: bool) -> Obj:
+                  use_socket: bool, predictor: Obj | None = None) -> Obj:
     """One observation of the child, shaped as ManagedCluster status fields (without conditions)."""
     # one after the other on one kept-alive connection: in parallel they would cost four more TLS
     # handshakes per collection, more CPU than the few milliseconds of latency they save
@@ -92,6 +92,7 @@ async def collect(child: Kube, *, apiserver_url: str, heartbeat_seconds: int, ap
         "nodeStatistics": node_statistics(nodes),
         "capacity": sum_resources(nodes, "capacity"),
         "allocatable": sum_resources(nodes, "allocatable"),
+        **(predictor or {}),  # predictorEnabled, predictorAddress, predictorDirectAccess (agent predictor.py)
     }
     return observed
 

@@ -57,6 +57,8 @@ class AgentOptions:
     leader_election: LeaderElectionConfig | None = None  # None: no election (the CLI's default is to elect)
     kube_api_qps: float = 0.0  # client-side limit towards the child and the parent; 0: none (CLI: 50)
     kube_api_burst: int = 0
+    predictor_addr: str | None = None  # an external predictor (--predictor-addr); None: the built-in one
+    predictor_direct_access: bool = False  # the hub asks predictor_addr directly, not through the tunnel
 
     def gate(self, name: str) -> bool:
         return self.feature_gates.get(name, False)
@@ -120,6 +122,13 @@ class AgentOptions:
                                "the hub may not push to this cluster and nothing would be deployed")
         if self.cluster_type not in CLUSTER_TYPES:
             raise OptionsError(f"--cluster-reg-type must be one of {', '.join(CLUSTER_TYPES)}")
+        if self.predictor_addr:
+            predictor = urlparse(self.predictor_addr)
+            if predictor.scheme not in ("http", "https") or not predictor.hostname:
+                raise OptionsError(f"--predictor-addr must be an http:// or https:// URL, got {self.predictor_addr!r}")
+            if predictor.scheme == "https" and not self.predictor_direct_access:
+                raise OptionsError("--predictor-addr: the hub reaches an https:// predictor only directly; add "
+                                   "--predictor-direct-access=true, or give an http:// address for the tunnel")
         if self.cluster_name:
             check_cluster_name(self.cluster_name)
         else:  # the prefix only matters when no name is given

@@ -3,7 +3,8 @@
 The agent dials out, so a child behind NAT or a firewall stays reachable. Each stream the hub opens is
 dialled here, with TLS to the target verified against this cluster's CA: the hub speaks plain HTTP inside
 the (TLS-protected) tunnel and never needs the child's CA or any child credential of its own. Targets are
-allow-listed: by default only this cluster's API server (Clusternet's agent dials any address).
+allow-listed: by default only this cluster's API server and, with the Predictor gate, the predictor
+(Clusternet's agent dials any address).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlparse
 
 from websockets.asyncio.client import connect
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # Reconnecting: soon after a blip (a hub killed at 100 clusters served again within a second in bench/scale.py),
 # doubling to 30 s, so the agents of a hub down for long each knock at most twice a minute.
 RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS = 0.25, 30.0
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
 def tunnel_url(parent_url: str, cluster_id: str, override: str | None = None) -> str:
@@ -47,21 +49,30 @@ class StreamDialer:
     (26-47 ms of CPU here; 250 simulated agents per process in bench/scale.py paid it 250 times)."""
 
     def __init__(self, apiserver_url: str, ca_pem: bytes | None, allowed: tuple[str, ...] = (),
-                 apiserver_system_cas: bool = False) -> None:
+                 apiserver_system_cas: bool = False, predictor: Connect | None = None,
+                 plain: tuple[str, ...] = ()) -> None:
         url = urlparse(apiserver_url)
         self.apiserver = (url.hostname or "127.0.0.1", url.port or 443)
         self.allowed = set(allowed)
         self.ca_pem = ca_pem
         self.apiserver_tls = trusting(ca_pem, apiserver_system_cas)
         self._services_tls: ssl.SSLContext | None = None  # made at the first dial of an allow-listed address
+        self.predictor = predictor  # the built-in predictor's in-process connections (predictor.py)
+        self.plain = set(plain)  # dialled without TLS: an external http:// predictor the hub asks through us
 
     def allow(self, address: str) -> bool:
-        return address == known.TUNNEL_APISERVER_ADDRESS or address in self.allowed
+        return address == known.TUNNEL_APISERVER_ADDRESS or address in self.allowed or address in self.plain or (
+            address == known.TUNNEL_PREDICTOR_ADDRESS and self.predictor is not None)
 
     async def dial(self, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection for a stream the hub opens; refused (LeadershipLost, the hub's OPEN answered with it) once
         this agent's leadership may have passed to another replica, whose tunnel the hub then uses."""
         fence.check()
+        if address == known.TUNNEL_PREDICTOR_ADDRESS and self.predictor is not None:
+            return await self.predictor()
+        if address in self.plain:
+            host, _, port_text = address.rpartition(":")
+            return await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port_text)), timeout=10)
         if address == known.TUNNEL_APISERVER_ADDRESS:
             (host, port), tls = self.apiserver, self.apiserver_tls
         else:

@@ -151,6 +151,7 @@ CONDITION_RELEASED: Final = "Released"
 # Feature gates
 GATE_APP_PUSHER: Final = "AppPusher"
 GATE_SOCKET_CONNECTION: Final = "SocketConnection"
+GATE_PREDICTOR: Final = "Predictor"
 
 # Defaults
 DEFAULT_CLUSTER_NAME_PREFIX: Final = "clusternet-cluster"
@@ -159,4 +160,6 @@ CLUSTER_ID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 # Tunnel: the stream address an agent maps to its own cluster's API server (ours)
 TUNNEL_APISERVER_ADDRESS: Final = "apiserver.clusternet.local:443"
+# ... and the one it answers in-process with its built-in predictor (clusternet_agent/predictor.py)
+TUNNEL_PREDICTOR_ADDRESS: Final = "predictor.clusternet.local:80"
 SOCKETS_PATH: Final = f"/apis/{PROXIES_GROUP}/{PROXIES_VERSION}/sockets"

@@ -217,3 +217,15 @@ def test_a_ca_file_that_cannot_be_read_or_is_not_pem_is_one_line_naming_the_flag
         opts.check_ca_files()
     (tmp_path / "ca.crt").write_bytes(make_ca("test-ca")[0].cert_pem)
     AgentOptions(parent_ca_file=str(tmp_path / "ca.crt"), tunnel_ca_file=str(tmp_path / "ca.crt")).check_ca_files()
+
+
+@pytest.mark.parametrize(("addr", "direct", "error"), [
+    ("predictor.svc:8080", False, "must be an http:// or https:// URL"),
+    ("https://predictor.svc", False, "reaches an https:// predictor only directly"),
+])
+def test_a_predictor_address_the_hub_cannot_use_is_refused_at_start(addr: str, direct: bool, error: str) -> None:
+    opts = AgentOptions(predictor_addr=addr, predictor_direct_access=direct)
+    with pytest.raises(OptionsError, match=error):
+        opts.validate_flags()
+    AgentOptions(predictor_addr="http://predictor.svc:8080").validate_flags()
+    AgentOptions(predictor_addr="https://predictor.svc", predictor_direct_access=True).validate_flags()

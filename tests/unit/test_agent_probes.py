@@ -85,7 +85,7 @@ def test_every_upstream_agent_flag_has_a_reason() -> None:
     assert all(f.reason for f in INERT_FLAGS)
     # Clusternet's Go bool flags: a bare one took the next flag as its value (audit s35)
     bools = {f.name for f in INERT_FLAGS if not f.takes_value}
-    assert bools == {"use-metrics-server", "predictor-direct-access", "enable-tunnel-logging"}
+    assert bools == {"use-metrics-server", "enable-tunnel-logging"}
     assert {"use-metrics-server", "predictor-port"} <= {f.name for f in INERT_FLAGS}
     # leader election and client limits are acted on now (clusternet_api.componentflags)
     assert not {"leader-elect", "kube-api-qps", "kube-api-burst"} & {f.name for f in INERT_FLAGS}

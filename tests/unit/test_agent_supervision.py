@@ -23,6 +23,7 @@ CHILD_TOKEN = "deployer-t0ken-{}"
 class Opts:
     namespace, kube_api_qps, kube_api_burst, resync_frequency = "clusternet-system", 0, 0, 30.0
     parent_url, tunnel_url, tunnel_ca_file, tunnel_allowed, apiserver_url = "https://parent:6443", None, None, (), None
+    predictor_addr, predictor_direct_access = None, False
 
     def gate(self, _gate: str) -> bool:
         return True
