@@ -34,7 +34,8 @@ def hub_and_agents(parent: ControlPlane, child1: ControlPlane, child2: ControlPl
     gets the hub on that address's port 443 behind the parent's aggregation layer (APIService
     v1alpha1.proxies.clusternet.io and the proxy's RBAC, as deploy/hub ships them), so the parent's
     `/apis/proxies.clusternet.io/...` reaches it; the APIService is removed afterwards. A module's `HUB_ARGS` are
-    added to the hub's flags (a feature gate, say).
+    added to the hub's flags (a feature gate, say), its `AGENT_ARGS` to both agents' (feature gates given again are
+    merged, as Kubernetes' components merge them).
     """
     logdir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
     install_bootstrap(parent)
@@ -52,6 +53,7 @@ def hub_and_agents(parent: ControlPlane, child1: ControlPlane, child2: ControlPl
     hub.start()
     port = next(a.split("=")[1] for a in hub.args if a.startswith("--secure-port"))
     tunnel = [f"--tunnel-url=https://{hub_ip or '127.0.0.1'}:{port}", f"--tunnel-ca-file={ca}"]
+    tunnel += getattr(request.module, "AGENT_ARGS", [])
     pusher = agent_proc(child1, parent, logdir, "child1", "--cluster-sync-mode=Dual",
                         "--feature-gates=AppPusher=true,SocketConnection=true", "--description-resync-frequency=2s",
                         *tunnel)

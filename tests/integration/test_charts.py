@@ -90,3 +90,11 @@ def test_both_charts_install_and_every_object_is_accepted(plane: ControlPlane, t
                    check=False).stdout.strip() == "no"
     # the shadow API acts as its users
     assert kubectl(plane, "auth", "can-i", "impersonate", "users", sa, check=False).stdout.strip() == "yes"
+    # the agent's chart (Predictor gate on) lets its predictor list Nodes, Pods and workloads, and read none of them
+    # one by one
+    agent_sa = "--as=system:serviceaccount:clusternet-system:clusternet-agent"
+    for verb, resource, allowed in (("list", "pods", "yes"), ("list", "nodes", "yes"), ("list", "deployments", "yes"),
+                                    ("list", "replicasets.apps", "yes"), ("get", "pods", "no"),
+                                    ("get", "deployments", "no"), ("list", "secrets", "no"), ("watch", "pods", "no")):
+        assert kubectl(plane, "auth", "can-i", verb, resource, "-A", agent_sa,
+                       check=False).stdout.strip() == allowed, (verb, resource)

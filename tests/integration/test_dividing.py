@@ -1,10 +1,12 @@
-"""Static Dividing on two real children: subscriber weights 1 and 2 split a Deployment's replicas, as in
+"""Dividing on two real children. Static: subscriber weights 1 and 2 split a Deployment's replicas, as in
 Clusternet's examples/static-dividing-scheduling, and a new replica count in the template re-divides them; with
-the FailOver gate, a silent cluster's share is taken on by the other while it keeps its own."""
+the FailOver gate, a silent cluster's share is taken on by the other while it keeps its own. Dynamic: the agents'
+built-in predictors, asked through their tunnels, say how many replicas fit on each child's Nodes."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from clusternet_testing.helpers import descriptions, feed, kubectl, run_plugin, 
 
 pytestmark = pytest.mark.integration
 HUB_ARGS = ["--feature-gates=FailOver=true"]  # Clusternet's scheduler chart ships it on
+AGENT_ARGS = ["--feature-gates=Predictor=true"]  # Clusternet's agent chart ships it on
 
 NS = "dividing-app"
 LABEL = "dividing-test"
@@ -195,3 +198,125 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
                     check=False)
     for child in (child1, child2):
         wait_for(lambda c=child: child_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")
+
+
+def node(name: str, cpu: str) -> dict[str, Any]:
+    """A Node no kubelet runs: the predictor reads its allocatable; its Ready heartbeat goes stale, and the node
+    lifecycle controller taints it, so the workload below tolerates every taint."""
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"dynamic-test": "yes"}},
+            "status": {"allocatable": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+                       "capacity": {"cpu": cpu, "memory": "64Gi", "pods": "110"}}}
+
+
+def heavy(replicas: int) -> dict[str, Any]:
+    """One CPU per replica, tolerating the taints of the kubelet-less Nodes."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "heavy", "namespace": NS},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "heavy"}},
+                     "template": {"metadata": {"labels": {"app": "heavy"}},
+                                  "spec": {"tolerations": [{"operator": "Exists"}],
+                                           "containers": [{"name": "heavy", "image": "nginx:1.25",
+                                                           "resources": {"requests": {"cpu": "1"}}}]}}}}
+
+
+def heavy_replicas(child: ControlPlane) -> int | None:
+    out = kubectl(child, "get", "deploy", "heavy", "-n", NS, "-o", "json", check=False)
+    return json.loads(out.stdout)["spec"]["replicas"] if out.returncode == 0 else None
+
+
+def waiting_pods(child: ControlPlane) -> int:
+    """The workload's pods, all waiting for a node (no kubelet runs): the predictor counts them as taking room."""
+    pods = json.loads(kubectl(child, "get", "pods", "-n", NS, "-l", "app=heavy", "-o", "json").stdout)["items"]
+    return sum(1 for p in pods if not p["metadata"].get("deletionTimestamp"))
+
+
+def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
+        hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """child1 has 4 CPUs and child2 12: 8 replicas of one CPU go 2 and 6 (Spread, in proportion to the room); 12
+    add the 4 new ones the same way (3 and 9: the pods waiting for a node take their room); 6 take the 6 back in
+    proportion to the split (2 and 4); with child2's agent stopped, 8 give child1 the 2 new ones (4 and 4) and Ready
+    names child2's silent predictor; 30 do not fit: each child gets all it can run (4 and 12), Ready says 14 found
+    no room, and the resyncs after it give no more. The Deployments keep their UIDs."""
+    env = hub_and_agents
+    mc1, mc2 = env["mc1"], env["mc2"]
+    key1, key2 = (f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in (mc1, mc2))
+    deploy_key = f"apps/v1/Deployment/{NS}/heavy"
+    for mc in (mc1, mc2):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                f"{LABEL}=dynamic", "--overwrite")
+    kubectl(child1, "apply", "-f", "-", input=json.dumps(node("dyn-a", "4")))
+    kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-b", "8")))
+    kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-c", "4")))
+    store_template(parent, NAMESPACE)
+    store_template(parent, heavy(8))
+
+    def split() -> dict[str, int]:
+        status = sub_status(parent)
+        return dict(zip(status.get("bindingClusters") or [], (status.get("replicas") or {}).get(deploy_key) or [],
+                        strict=False))
+
+    def ready() -> dict[str, Any]:
+        return next((c for c in sub_status(parent).get("conditions") or [] if c["type"] == "Ready"), {})
+
+    try:
+        mc_status = json.loads(kubectl(parent, "get", "mcls", mc1["metadata"]["name"], "-n",
+                                       mc1["metadata"]["namespace"], "-o", "json").stdout)["status"]
+        assert (mc_status.get("predictorEnabled"), mc_status.get("predictorAddress"),
+                mc_status.get("predictorDirectAccess")) == (True, "http://predictor.clusternet.local", False)
+        kubectl(parent, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+            "metadata": {"name": SUB, "namespace": "default"},
+            "spec": {"schedulingStrategy": "Dividing",
+                     "dividingScheduling": {"type": "Dynamic", "dynamicDividing": {"strategy": "Spread"}},
+                     "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "dynamic"}}}],
+                     "feeds": [feed(NAMESPACE), feed(heavy(8))]}}))
+        wait_for(lambda: split() == {key1: 2, key2: 6}, timeout=120, what="status.replicas 2 and 6")
+        wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (2, 6), timeout=120,
+                 what="child1 with 2 replicas and child2 with 6")
+        wait_for(lambda: (waiting_pods(child1), waiting_pods(child2)) == (2, 6), timeout=60,
+                 what="2 and 6 pods waiting for a node")
+        uids = {c.name: json.loads(kubectl(c, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)[
+            "metadata"]["uid"] for c in (child1, child2)}
+
+        for replicas, shares in ((12, (3, 9)), (6, (2, 4))):
+            store_template(parent, heavy(replicas))
+            wait_for(lambda s=shares: split() == {key1: s[0], key2: s[1]}, timeout=60,
+                     what=f"status.replicas {shares}")
+            wait_for(lambda s=shares: (heavy_replicas(child1), heavy_replicas(child2)) == s, timeout=90,
+                     what=f"{shares} replicas in the children")
+            wait_for(lambda s=shares: (waiting_pods(child1), waiting_pods(child2)) == s, timeout=60,
+                     what=f"{shares} pods waiting for a node")  # what the next prediction counts
+            assert ready().get("reason") != "InsufficientCapacity"
+
+        # child2's agent stopped: its predictor cannot answer, so child1 takes the 2 new replicas it has room for
+        env["puller"].stop()
+        store_template(parent, heavy(8))
+        wait_for(lambda: split() == {key1: 4, key2: 4}, timeout=60, what="status.replicas 4 and 4")
+        condition = ready()
+        assert condition.get("reason") != "InsufficientCapacity", condition
+        assert f"no prediction from {key2}: its tunnel is down" in condition["message"], condition
+        env["puller"].start()
+        wait_for(lambda: (waiting_pods(child1), waiting_pods(child2)) == (4, 4), timeout=90, what="4 and 4 pods")
+
+        store_template(parent, heavy(30))
+        wait_for(lambda: split() == {key1: 4, key2: 12}, timeout=60, what="status.replicas 4 and 12")
+        condition = ready()  # written with the split
+        assert condition["status"] == "False" and condition["reason"] == "InsufficientCapacity", condition
+        assert f"14 replica(s) of {deploy_key} found no room" in condition["message"], condition
+        wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (4, 12), timeout=90,
+                 what="4 and 12 replicas in the children")
+        wait_for(lambda: (waiting_pods(child1), waiting_pods(child2)) == (4, 12), timeout=60, what="their pods")
+        time.sleep(6)  # three resyncs ask the predictors again: the pods waiting for a node fill the room
+        assert split() == {key1: 4, key2: 12}
+        assert {c.name: json.loads(kubectl(c, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)[
+            "metadata"]["uid"] for c in (child1, child2)} == uids
+    finally:
+        if not env["puller"].running():
+            env["puller"].start()
+        kubectl(parent, "delete", "subs", SUB, "--ignore-not-found", "--wait=false")
+        for mc in (mc1, mc2):
+            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
+                    check=False)
+        for child in (child1, child2):
+            kubectl(child, "delete", "node", "-l", "dynamic-test=yes", "--ignore-not-found", check=False)
+    for child in (child1, child2):
+        wait_for(lambda c=child: heavy_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")

@@ -68,7 +68,7 @@ def _example_docs() -> list[tuple[str, dict[str, Any]]]:
 
 EXAMPLE_DOCS = _example_docs()
 CLUSTERNET_EXAMPLES = [(n, d) for n, d in EXAMPLE_DOCS if d["apiVersion"].split("/")[0].endswith("clusternet.io")]
-EXAMPLE_BY_KIND = {d["kind"]: d for _, d in CLUSTERNET_EXAMPLES}
+EXAMPLE_BY_KIND = {d["kind"]: d for _, d in reversed(CLUSTERNET_EXAMPLES)}  # the first of each kind
 
 # Objects as the apiserver returns them, with server-set metadata, for kinds the examples do not cover.
 SERVER_META = {
