@@ -47,6 +47,25 @@ def sub_status(parent: ControlPlane) -> dict[str, Any]:
     return status
 
 
+def label_both(env: dict[str, Any], parent: ControlPlane, value: str) -> tuple[str, str]:
+    """Both ManagedClusters labelled LABEL=value; their binding keys."""
+    for mc in (env["mc1"], env["mc2"]):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                f"{LABEL}={value}", "--overwrite")
+    key1, key2 = (f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in (env["mc1"], env["mc2"]))
+    return key1, key2
+
+
+def tidy_up(env: dict[str, Any], parent: ControlPlane) -> None:
+    """What a test stopped or set, undone: child2's agent running, the Subscription deleted, the labels removed."""
+    if not env["puller"].running():
+        env["puller"].start()
+    kubectl(parent, "delete", "subs", SUB, "--ignore-not-found", "--wait=false")
+    for mc in (env["mc1"], env["mc2"]):
+        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
+                check=False)
+
+
 def test_weights_divide_replicas_and_a_new_count_re_divides(hub_and_agents: dict[str, Any], parent: ControlPlane,
                                                              child1: ControlPlane, child2: ControlPlane) -> None:
     env = hub_and_agents
@@ -123,10 +142,7 @@ def test_weights_divide_replicas_and_a_new_count_re_divides(hub_and_agents: dict
         assert next(o for o in finv["spec"]["feeds"] if o["kind"] == "Deployment")["desiredReplicas"] == 9
     finally:
         kubectl(parent, "delete", "localization", "more-web", "-n", env["ns1"], "--ignore-not-found")
-        kubectl(parent, "delete", "subs", SUB, "--ignore-not-found", "--wait=false")
-        for mc in (mc1, mc2):
-            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
-                    check=False)
+        tidy_up(env, parent)
     # deleting the Subscription takes its FeedInventory (owner reference) and the workloads with it
     wait_for(lambda: kubectl(parent, "get", "finv", SUB, "-n", "default", check=False).returncode != 0,
              timeout=120, what="FeedInventory garbage-collected")
@@ -142,12 +158,8 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
     when the agent is back, the split is 2 and 2 again, still the same Deployments. Without the gate, child1 stays
     at 2 (checked by hand: the wait for 4 times out)."""
     env = hub_and_agents
-    mc1, mc2 = env["mc1"], env["mc2"]
-    key1, key2 = (f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in (mc1, mc2))
+    key1, key2 = label_both(env, parent, "both")
     deploy_key = f"apps/v1/Deployment/{NS}/web"
-    for mc in (mc1, mc2):
-        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
-                f"{LABEL}=both", "--overwrite")
     store_template(parent, NAMESPACE)
     store_template(parent, deployment(4))
     kubectl(parent, "apply", "-f", "-", input=json.dumps({
@@ -173,7 +185,7 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
         uids = {c.name: (child_deploy(c) or {})["metadata"]["uid"] for c in (child1, child2)}
         generation = descriptions(parent, SUB)[env["ns2"]]["metadata"]["generation"]
         env["puller"].stop()
-        wait_for(lambda: ready(mc2) == "Unknown", timeout=60, what="child2 judged silent")
+        wait_for(lambda: ready(env["mc2"]) == "Unknown", timeout=60, what="child2 judged silent")
         wait_for(lambda: child_replicas(child1) == 4, timeout=60, what="child1 running all 4 replicas")
         assert divided({key1: 4, key2: 2})
         ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
@@ -182,7 +194,7 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
         assert child_replicas(child2) == 2 and (child_deploy(child2) or {})["metadata"]["uid"] == uids[child2.name]
 
         env["puller"].start()
-        wait_for(lambda: ready(mc2) == "True", timeout=90, what="child2 Ready again")
+        wait_for(lambda: ready(env["mc2"]) == "True", timeout=90, what="child2 Ready again")
         wait_for(lambda: (child_replicas(child1), child_replicas(child2)) == (2, 2), timeout=90,
                  what="back to 2 replicas in each child")
         wait_for(lambda: divided({key1: 2, key2: 2}), timeout=30, what="status.replicas 2 and 2")
@@ -190,12 +202,7 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
         ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
         assert "failed over" not in ready_message
     finally:
-        if not env["puller"].running():
-            env["puller"].start()
-        kubectl(parent, "delete", "subs", SUB, "--ignore-not-found", "--wait=false")
-        for mc in (mc1, mc2):
-            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
-                    check=False)
+        tidy_up(env, parent)
     for child in (child1, child2):
         wait_for(lambda c=child: child_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")
 
@@ -237,12 +244,8 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
     names child2's silent predictor; 30 do not fit: each child gets all it can run (4 and 12), Ready says 14 found
     no room, and the resyncs after it give no more. The Deployments keep their UIDs."""
     env = hub_and_agents
-    mc1, mc2 = env["mc1"], env["mc2"]
-    key1, key2 = (f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in (mc1, mc2))
+    key1, key2 = label_both(env, parent, "dynamic")
     deploy_key = f"apps/v1/Deployment/{NS}/heavy"
-    for mc in (mc1, mc2):
-        kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
-                f"{LABEL}=dynamic", "--overwrite")
     kubectl(child1, "apply", "-f", "-", input=json.dumps(node("dyn-a", "4")))
     kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-b", "8")))
     kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-c", "4")))
@@ -258,8 +261,9 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
         return next((c for c in sub_status(parent).get("conditions") or [] if c["type"] == "Ready"), {})
 
     try:
-        mc_status = json.loads(kubectl(parent, "get", "mcls", mc1["metadata"]["name"], "-n",
-                                       mc1["metadata"]["namespace"], "-o", "json").stdout)["status"]
+        mc1 = env["mc1"]["metadata"]
+        mc_status = json.loads(kubectl(parent, "get", "mcls", mc1["name"], "-n", mc1["namespace"], "-o",
+                                       "json").stdout)["status"]
         assert (mc_status.get("predictorEnabled"), mc_status.get("predictorAddress"),
                 mc_status.get("predictorDirectAccess")) == (True, "http://predictor.clusternet.local", False)
         kubectl(parent, "apply", "-f", "-", input=json.dumps({
@@ -310,12 +314,7 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
         assert {c.name: json.loads(kubectl(c, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)[
             "metadata"]["uid"] for c in (child1, child2)} == uids
     finally:
-        if not env["puller"].running():
-            env["puller"].start()
-        kubectl(parent, "delete", "subs", SUB, "--ignore-not-found", "--wait=false")
-        for mc in (mc1, mc2):
-            kubectl(parent, "label", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"], f"{LABEL}-",
-                    check=False)
+        tidy_up(env, parent)
         for child in (child1, child2):
             kubectl(child, "delete", "node", "-l", "dynamic-test=yes", "--ignore-not-found", check=False)
     for child in (child1, child2):
