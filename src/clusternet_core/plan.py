@@ -157,8 +157,6 @@ class StatusInputs:
     """Dynamic Dividing: what Ready says of them and of predictors that did not answer (dynamic.shortfall_note)."""
 
 
-
-
 @dataclass
 class Plan:
     """Everything one reconcile writes, in this order: finalizer, FeedInventory, per-cluster Bases and

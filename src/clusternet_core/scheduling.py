@@ -277,7 +277,7 @@ def schedule(
     fail_over: bool = False,
     predictions: dynamic.Predictions | None = None,
 ) -> ScheduleResult:
-    """Bind a Subscription to ManagedClusters and, for Static Dividing, split each feed's replicas.
+    """Bind a Subscription to ManagedClusters and, for Dividing, split each feed's replicas.
 
     `feed_replicas` maps feed keys to desired replica counts (FeedInventory's desiredReplicas); feeds
     without an entry get `[]`, like Clusternet. ManagedClusters being deleted are never candidates.
