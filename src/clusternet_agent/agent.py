@@ -478,7 +478,7 @@ def start_tunnel(opts: AgentOptions, access: ParentAccess, child_creds: Credenti
     dialer = tunnel.StreamDialer(apiserver_url, child_creds.ca_pem, opts.tunnel_allowed,
                                  apiserver_system_cas=bool(opts.apiserver_url),
                                  predictor=builtin.connect if builtin else None, plain=(external,) if external else ())
-    state["up"] = False
+    state.pop("up", None)  # connecting: no SocketConnected is reported until the first attempt says up or down
 
     def on_state(up: bool) -> None:
         state["up"] = up

@@ -241,6 +241,11 @@ def test_status_patch_keeps_conditions_of_others_and_the_transition_time() -> No
     assert types["Ready"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert "Custom" in types and types[known.CONDITION_SOCKET]["status"] == "True"
     assert status_patch({"healthz": False, "livez": True, "readyz": False}, None)["conditions"][0]["status"] == "False"
+    # a tunnel still connecting (state unknown: None) writes no SocketConnected, and keeps the hub's
+    hub_marked = {"status": {"conditions": [{"type": known.CONDITION_SOCKET, "status": "True"}]}}
+    kept = status_patch(observed, hub_marked, tunnel_up=None)["conditions"]
+    assert [c for c in kept if c["type"] == known.CONDITION_SOCKET] == [{"type": known.CONDITION_SOCKET,
+                                                                         "status": "True"}]
 
 
 class RacingParent:
