@@ -83,10 +83,12 @@ REASON_NO_ROOM = "InsufficientCapacity"
 
 
 def shortfall_note(unplaced: Mapping[str, int], unanswered: Mapping[str, str]) -> str | None:
-    """What Ready says of replicas that found no room, and of predictors that did not answer."""
+    """What Ready says of replicas that found no room and, with them, of the predictors that did not answer (once
+    every replica is placed nothing is missing, and the next reconcile, with nothing to scale up, asks no one: a
+    note on who did not answer would come and go)."""
     parts = [f"{count} replica(s) of {feed} found no room in the bound clusters (their predictors are asked again "
              "at each resync)" for feed, count in sorted(unplaced.items())]
-    parts += [f"no prediction from {key}: {why}" for key, why in sorted(unanswered.items())]
+    parts += [f"no prediction from {key}: {why}" for key, why in sorted(unanswered.items()) if unplaced]
     return "; ".join(parts) or None
 
 

@@ -47,6 +47,13 @@ def sub_status(parent: ControlPlane) -> dict[str, Any]:
     return status
 
 
+def sub_events(parent: ControlPlane) -> list[str]:
+    """The reasons of the Subscription's Events."""
+    out = kubectl(parent, "get", "events", "-n", "default", "--field-selector",
+                  f"involvedObject.kind=Subscription,involvedObject.name={SUB}", "-o", "json").stdout
+    return [e["reason"] for e in json.loads(out)["items"]]
+
+
 def label_both(env: dict[str, Any], parent: ControlPlane, value: str) -> tuple[str, str]:
     """Both ManagedClusters labelled LABEL=value; their binding keys."""
     for mc in (env["mc1"], env["mc2"]):
@@ -190,6 +197,7 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
         assert divided({key1: 4, key2: 2})
         ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
         assert f"failed over: {key2} silent" in ready_message
+        wait_for(lambda: "FailedOver" in sub_events(parent), timeout=30, what="a FailedOver event")
         assert descriptions(parent, SUB)[env["ns2"]]["metadata"]["generation"] == generation  # not rewritten
         assert child_replicas(child2) == 2 and (child_deploy(child2) or {})["metadata"]["uid"] == uids[child2.name]
 
@@ -201,6 +209,7 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
         assert {c.name: (child_deploy(c) or {})["metadata"]["uid"] for c in (child1, child2)} == uids
         ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
         assert "failed over" not in ready_message
+        wait_for(lambda: "FailedBack" in sub_events(parent), timeout=30, what="a FailedBack event")
     finally:
         tidy_up(env, parent)
     for child in (child1, child2):
@@ -240,9 +249,10 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
         hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
     """child1 has 4 CPUs and child2 12: 8 replicas of one CPU go 2 and 6 (Spread, in proportion to the room); 12
     add the 4 new ones the same way (3 and 9: the pods waiting for a node take their room); 6 take the 6 back in
-    proportion to the split (2 and 4); with child2's agent stopped, 8 give child1 the 2 new ones (4 and 4) and Ready
-    names child2's silent predictor; 30 do not fit: each child gets all it can run (4 and 12), Ready says 14 found
-    no room, and the resyncs after it give no more. The Deployments keep their UIDs."""
+    proportion to the split (2 and 4); with child2's agent stopped, 12 give child1 the 2 it has room for (4 and 4),
+    and Ready says 4 found no room and names child2's silent predictor, which takes them once back (4 and 8); 30 do
+    not fit: each child gets all it can run (4 and 12), Ready says 14 found no room, and the resyncs after it give no
+    more. The Deployments keep their UIDs."""
     env = hub_and_agents
     key1, key2 = label_both(env, parent, "dynamic")
     deploy_key = f"apps/v1/Deployment/{NS}/heavy"
@@ -291,21 +301,29 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
                      what=f"{shares} pods waiting for a node")  # what the next prediction counts
             assert ready().get("reason") != "InsufficientCapacity"
 
-        # child2's agent stopped: its predictor cannot answer, so child1 takes the 2 new replicas it has room for
+        # child2's agent stopped: its predictor cannot answer, so of 6 new replicas child1 takes the 2 it has room
+        # for, and Ready says why the other 4 wait; back, child2 takes them
         env["puller"].stop()
-        store_template(parent, heavy(8))
+        store_template(parent, heavy(12))
         wait_for(lambda: split() == {key1: 4, key2: 4}, timeout=60, what="status.replicas 4 and 4")
-        condition = ready()
-        assert condition.get("reason") != "InsufficientCapacity", condition
+        condition = ready()  # written with the split
+        assert condition["status"] == "False" and condition["reason"] == "InsufficientCapacity", condition
+        assert f"4 replica(s) of {deploy_key} found no room" in condition["message"], condition
         assert f"no prediction from {key2}: its tunnel is down" in condition["message"], condition
+        wait_for(lambda: sub_events(parent).count("InsufficientCapacity") == 1, timeout=30,
+                 what="an InsufficientCapacity event")
         env["puller"].start()
-        wait_for(lambda: (waiting_pods(child1), waiting_pods(child2)) == (4, 4), timeout=90, what="4 and 4 pods")
+        wait_for(lambda: split() == {key1: 4, key2: 8}, timeout=60, what="status.replicas 4 and 8")
+        assert ready().get("reason") != "InsufficientCapacity"
+        wait_for(lambda: (waiting_pods(child1), waiting_pods(child2)) == (4, 8), timeout=90, what="4 and 8 pods")
 
         store_template(parent, heavy(30))
         wait_for(lambda: split() == {key1: 4, key2: 12}, timeout=60, what="status.replicas 4 and 12")
         condition = ready()  # written with the split
         assert condition["status"] == "False" and condition["reason"] == "InsufficientCapacity", condition
         assert f"14 replica(s) of {deploy_key} found no room" in condition["message"], condition
+        wait_for(lambda: sub_events(parent).count("InsufficientCapacity") == 2, timeout=30,
+                 what="a second InsufficientCapacity event")
         wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (4, 12), timeout=90,
                  what="4 and 12 replicas in the children")
         wait_for(lambda: (waiting_pods(child1), waiting_pods(child2)) == (4, 12), timeout=60, what="their pods")

@@ -50,7 +50,8 @@ def test_pods_waiting_for_a_node_take_room_first() -> None:
     resync and was given more each time."""
     nodes, one_cpu = [node("a", cpu="4"), node("b", cpu="4")], {"resources": {"requests": {"cpu": "1"}}}
     assert acceptable_replicas(one_cpu, nodes, [pod(None, "1", phase="Pending")] * 3) == 5
-    assert acceptable_replicas(one_cpu, nodes, [pod(None, "1500m", phase="Pending")] * 3) == 2  # 2 each
+    assert acceptable_replicas(one_cpu, nodes, [pod(None, "1500m", phase="Pending")] * 3) == 3  # 4.5 CPUs: 5
+    assert acceptable_replicas(one_cpu, nodes, [pod(None, "100m", phase="Pending")] * 30) == 5  # 3 CPUs, not 30
     assert acceptable_replicas(one_cpu, nodes, [pod(None, "1", phase="Pending")] * 12) == 0
     assert acceptable_replicas({}, [node("a", pods=5)], [pod(None, "1", phase="Pending")] * 2) == 3
 
@@ -146,6 +147,7 @@ def test_the_note_says_what_found_no_room_and_who_did_not_answer() -> None:
     assert note == ("4 replica(s) of apps/v1/Deployment/d/web found no room in the bound clusters (their predictors "
                     "are asked again at each resync); no prediction from ns/c: its tunnel is down")
     assert shortfall_note({}, {}) is None
+    assert shortfall_note({}, {"ns/c": "its tunnel is down"}) is None  # nothing missing: nothing to explain
 
 
 def test_the_unplaced_count_is_told_from_the_written_split_of_dynamic_subscriptions_only() -> None:
