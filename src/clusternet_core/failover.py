@@ -26,7 +26,7 @@ from clusternet_api import known
 
 Obj = Mapping[str, Any]
 
-__all__ = ["failover_note", "failover_split", "previous_shares", "silent"]
+__all__ = ["NOTE_PREFIX", "failover_event", "failover_note", "failover_split", "previous_shares", "silent"]
 
 
 def silent(cluster: Obj, blocking: Sequence[Obj]) -> bool:
@@ -62,10 +62,29 @@ def failover_split(desired: int, keys: Sequence[str], weights: Sequence[int], si
     return [previous.get(key, usual[i]) if key in silent_keys else split[i] for i, key in enumerate(keys)]
 
 
+NOTE_PREFIX = "failed over: "
+
+
 def failover_note(failed_over: Collection[str]) -> str | None:
     """What the Subscription's Ready message says while replicas are failed over."""
     if not failed_over:
         return None
     their, it_reports = ("their", "they report") if len(failed_over) > 1 else ("its", "it reports")
-    return (f"failed over: {', '.join(sorted(failed_over))} silent (Ready Unknown); {their} replicas are kept "
+    return (f"{NOTE_PREFIX}{', '.join(sorted(failed_over))} silent (Ready Unknown); {their} replicas are kept "
             f"there and the other clusters run each feed's whole count until {it_reports} again")
+
+
+def failover_event(old_message: str, new_message: str) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Event a Ready message's change is worth: replicas failing over, or the
+    usual split back; None otherwise. The Ready message said it alone until 2026-12-07, and `kubectl describe`
+    showed nothing of when it happened."""
+    def note(message: str) -> str | None:  # the last part of the message (substatus.subscription_status)
+        at = message.find(NOTE_PREFIX)
+        return message[at:] if at >= 0 else None
+
+    before, now = note(old_message), note(new_message)
+    if now is not None and now != before:
+        return "Warning", "FailedOver", now.removeprefix(NOTE_PREFIX)
+    if before is not None and now is None:
+        return "Normal", "FailedBack", "every bound cluster reports again: the usual split is back"
+    return None

@@ -782,12 +782,19 @@ async def test_a_dynamic_scale_up_asks_the_predictors_and_says_what_found_no_roo
     [ready] = status["conditions"]
     assert ready["status"] == "False" and ready["reason"] == "InsufficientCapacity"
     assert "2 replica(s) of apps/v1/Deployment/default/web found no room" in ready["message"]
+
+    def warned() -> list[str]:
+        return [o["message"] for (kind, _, _), o in parent.objects.items()
+                if kind == "Event" and o["reason"] == "InsufficientCapacity"]
+
+    assert len(warned()) == 1 and "found no room" in warned()[0]
     c.store.caches.subscriptions[SUB]["status"] = status
     room[0] = 10
     await c.subscriptions.reconcile(SUB, force=False)  # its Description is not applied yet: it gets none of it
     status = parent.find("Subscription", *SUB)["status"]
     assert status["replicas"] == {"apps/v1/Deployment/default/web": [3]}
     assert f"no prediction from {NS}/child1: still applying its last share" in status["conditions"][0]["message"]
+    assert len(warned()) == 1  # said when it began, not at each new message
     c.store.caches.subscriptions[SUB]["status"] = status
     [desc] = [d for d in c.store.caches.descriptions.values() if d["spec"].get("deployer") == "Generic"]
     desc["status"] = {"phase": "Success", "observedGeneration": desc["metadata"].get("generation")}

@@ -163,3 +163,19 @@ def test_a_rewrite_without_a_reconcile_keeps_saying_what_is_failed_over() -> Non
     usual = {**sub, "status": {**sub["status"], "replicas": {KEY: [2, 2, 2]}}}
     _, ready = substatus.subscription_status(usual, None, caches)
     assert "failed over" not in ready.get("message", "")
+
+
+def test_failing_over_and_back_are_events_and_nothing_else_is() -> None:
+    from clusternet_core.failover import failover_event, failover_note
+
+    note = failover_note(["ns2/child2"])
+    assert note is not None
+    over = failover_event("2/2 clusters done", f"1/2 clusters done; {note}")
+    assert over == ("Warning", "FailedOver", note.removeprefix("failed over: "))
+    assert failover_event(f"1/2 clusters done; {note}", f"2/2 clusters done; {note}") is None  # reports only
+    assert failover_event(f"1/2 clusters done; {note}", "2/2 clusters done") == (
+        "Normal", "FailedBack", "every bound cluster reports again: the usual split is back")
+    both = failover_note(["ns1/child1", "ns2/child2"])
+    assert both is not None and failover_event(f"x; {note}", f"x; {both}") == (
+        "Warning", "FailedOver", both.removeprefix("failed over: "))
+    assert failover_event("", "") is None

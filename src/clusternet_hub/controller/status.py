@@ -11,7 +11,7 @@ from clusternet_api import applier, known
 from clusternet_api.kube import Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.timefmt import now_rfc3339
-from clusternet_core import feedresolve, plan, refusals, substatus
+from clusternet_core import dynamic, failover, feedresolve, plan, refusals, substatus
 from clusternet_core.plan import Key, StatusInputs, key_of
 from clusternet_hub.controller.store import Store, write_back
 from clusternet_hub.controller.writerefusals import REASON_WRITE_REFUSED
@@ -26,7 +26,8 @@ STATUS_PACE_MAX = 10.0
 WARNED_REASONS = frozenset({feedresolve.REASON_AMBIGUOUS, refusals.REASON_FEED_NOT_FOUND,
                             refusals.REASON_INVALID_OVERRIDE, REASON_WRITE_REFUSED})
 """Ready reasons of a Subscription whose new message is also a Warning event on it: nothing changes in the
-clusters until the user acts, so `kubectl describe` should say why."""
+clusters until the user acts, so `kubectl describe` should say why. Replicas that found no room
+(dynamic.REASON_NO_ROOM) are an event when they first do: that message also follows the clusters' reports."""
 
 
 class StatusWriter:
@@ -164,6 +165,10 @@ class StatusWriter:
         if ready.get("reason") in WARNED_REASONS and (old.get("reason"), old.get("message")) != (
                 ready.get("reason"), ready.get("message")):
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
+        if ready.get("reason") == dynamic.REASON_NO_ROOM != old.get("reason"):
+            await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
+        if (moved := failover.failover_event(str(old.get("message") or ""), str(ready.get("message") or ""))):
+            await applier.post_event(self.kube, sub, *moved, known.CREATED_BY_HUB)
         key = key_of(sub)
         started = time.monotonic()
         # the next status is compared with this one, not with an older one; through on_subscription, so a spec
