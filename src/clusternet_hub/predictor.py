@@ -30,8 +30,9 @@ from clusternet_hub.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
 
-# Clusternet's scheduler gives a predictor 32 s; a cluster that slow holds one scheduling worker that long. 10 s is
-# 100 times what the built-in predictor took on a child with 1,000 pods here (0.1 s for both LISTs).
+# Clusternet's scheduler gives a predictor 32 s; a cluster that slow holds one scheduling worker that long. The
+# built-in predictor answered in 0.10-0.16 s on a child of 1,000 pods and in 0.70-0.93 s with 5,000 (bench/predictor.py,
+# 2026-12-07: its CPU grows with the pods it reads, 0.1 ms each), so 10 s leaves room for ~50,000 pods.
 PREDICT_TIMEOUT = 10.0
 # Clusters asked at once for one Subscription: the tunnel relays are cheap, each predictor LISTs its own cluster.
 CLUSTERS_AT_ONCE = 16
