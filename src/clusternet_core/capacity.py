@@ -7,10 +7,10 @@ that is schedulable (`spec.unschedulable` unset), whose NoSchedule and NoExecute
 node lifecycle controller taints a node whose kubelet went silent, so a lost node counts for nothing, as for
 kube-scheduler), whose labels match the replica's nodeSelector and whose labels match one of the required node
 affinity's terms. A replica asking for no resources is limited by pod slots alone. Pods still waiting for a node
-(Pending, unbound) are then taken off the total, each as many replicas as its requests cover, and so are the pods
-Deployments, StatefulSets and ReplicaSets want and have not created yet: they are the hub's replicas given earlier
-that found no node yet, or others that will take the room first, and without them a cluster that could not run what
-it was given kept reporting the same room, and was given more at every resync (found by
+(Pending, unbound) are then taken off the total, and so are the pods Deployments, StatefulSets and ReplicaSets want
+and have not created yet, their requests summed and counted in replicas (_replicas_taken): they are the hub's
+replicas given earlier that found no node yet, or others that will take the room first, and without them a cluster
+that could not run what it was given kept reporting the same room, and was given more at every resync (found by
 tests/integration/test_dividing.py, whose Nodes have no kubelet).
 
 Like Clusternet's built-in predictor (`pkg/predictor`), this is a prediction from requests, not a simulation of
