@@ -20,13 +20,13 @@ import json
 import logging
 import socket
 from typing import Any
-from urllib.parse import urlparse
 
 from aiohttp import web
 
 from clusternet_api import known
 from clusternet_api.kube import Kube
 from clusternet_api.logs import error_text
+from clusternet_api.tunnel.http import http_dial_address
 from clusternet_core.capacity import acceptable_replicas
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,7 @@ def status_fields(gate: bool, address: str | None, direct: bool) -> dict[str, An
 
 def tunnel_target(address: str | None, direct: bool) -> str | None:
     """host:port the tunnel dials plainly for an external predictor the hub reaches through it, else None."""
-    if not address or direct:
-        return None
-    url = urlparse(address)
-    if url.scheme != "http" or not url.hostname:
-        return None
-    return f"{url.hostname}:{url.port or 80}"
+    return http_dial_address(address) if address and not direct else None
 
 
 class BuiltinPredictor:

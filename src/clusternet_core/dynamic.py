@@ -26,6 +26,7 @@ from typing import Any
 __all__ = ["APPLYING", "REASON_NO_ROOM", "DynamicSplit", "PredictionRequest", "Predictions", "deviation",
            "dynamic_split", "shortfall_note", "unplaced_as_written"]
 
+
 @dataclass
 class PredictionRequest:
     """What to ask the bound clusters' predictors before a scale-up can be planned (plan.plan_subscription)."""

@@ -24,7 +24,7 @@ import aiohttp
 
 from clusternet_api.logs import error_text
 from clusternet_api.tunnel import MuxError
-from clusternet_api.tunnel.http import ProtocolError
+from clusternet_api.tunnel.http import ProtocolError, http_dial_address
 from clusternet_core.dynamic import PredictionRequest, Predictions
 from clusternet_hub.sockets import SocketRegistry
 
@@ -96,15 +96,14 @@ class Predictor:
             return data
 
     async def _through_tunnel(self, cluster_id: str, address: str, headers: dict[str, str], body: bytes) -> bytes:
-        url = urlparse(address)
-        if url.scheme != "http" or not url.hostname:
+        dial = http_dial_address(address)
+        if dial is None:
             raise PredictorError(f"predictorAddress {address!r} cannot be reached through the tunnel (an http:// "
                                  "address is, or set predictorDirectAccess)")
         http = await self.sockets.http_for(cluster_id)
         if http is None:
             raise PredictorError("its tunnel is down")
-        dial = f"{url.hostname}:{url.port or 80}"
-        target = (url.path.rstrip("/") or "") + PREDICT_PATH
+        target = urlparse(address).path.rstrip("/") + PREDICT_PATH
         response = await http.request(dial, "POST", target, [("Host", dial), *headers.items()], body)
         data = b"".join([chunk async for chunk in response.body])
         if response.status != 200:

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlparse
 
 import httptools
 
@@ -395,3 +396,13 @@ async def lines(response: Response) -> AsyncGenerator[bytes, None]:
                 yield line + b"\n"
     if pending:
         yield pending
+
+
+def http_dial_address(url: str) -> str | None:
+    """The `host:port` a tunnel stream dials for an `http://` URL (port 80 when it names none); None for any other
+    URL, which no stream reaches in plain text. The hub asks an external predictor through the tunnel at it, and the
+    agent allows and dials the same address (Dynamic Dividing)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "http" or not parsed.hostname:
+        return None
+    return f"{parsed.hostname}:{parsed.port or 80}"
