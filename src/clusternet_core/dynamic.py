@@ -6,7 +6,9 @@ replicas each cluster says it can still take (its predictor's answer); a scale-d
 the current split, so every cluster gives back its share; no deviation keeps the split as it is, whatever the
 predictors would say now, so workloads never move because a cluster got busier. Replicas of a cluster no longer
 bound count for nothing, so they are placed again as a scale-up. This is Clusternet's rule (its
-`DynamicDivideReplicas`), and predictors are asked only when a scale-up needs them.
+`DynamicDivideReplicas`), and predictors are asked only when a scale-up needs them. With the FailOver gate, the
+clusters that answer take a silent one's share on as such a scale-up, and give it back once it runs it again
+(spread).
 
 Where we differ from Clusternet: when the clusters can take fewer replicas than the deviation, both give each
 cluster all it can take, but here the Subscription's Ready says how many replicas found no room (Clusternet says
@@ -19,12 +21,12 @@ again. `Binpack`, which Clusternet declares and does not implement, is refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["APPLYING", "REASON_NO_ROOM", "DynamicSplit", "PredictionRequest", "Predictions", "deviation",
-           "dynamic_split", "shortfall_note", "unplaced_as_written"]
+           "dynamic_split", "shortfall_note", "spread", "unplaced_as_written"]
 
 
 @dataclass
@@ -70,6 +72,32 @@ def dynamic_split(desired: int, keys: Sequence[str], previous: Mapping[str, int]
     if sum(free) <= change:  # every cluster takes all it can
         return DynamicSplit([have + more for have, more in zip(current, free, strict=True)], change - sum(free))
     return DynamicSplit([have + more for have, more in zip(current, divide(change, free), strict=True)])
+
+
+def spread(desired: int, keys: Sequence[str], previous: Mapping[str, int], room: Mapping[str, int] | None,
+           divide: Callable[[int, list[int]], list[int]], silent: Collection[str] = (),
+           returning: Collection[str] = ()) -> DynamicSplit | None:
+    """dynamic_split of `desired` over `keys`, None when it is a scale-up and the `room` is not known yet.
+
+    With the FailOver gate (failover.py): the `silent` clusters keep their `previous` share and the others spread
+    the whole count among themselves, as a scale-up (no cluster to fail over to: nothing moves). The `returning`
+    ones (their share was taken on, and they report again) keep theirs while the others give back what they took
+    on, in proportion to what they run; failover.failback_split holds that until the returning clusters run their
+    share. Clusternet's FailOver unbinds a silent cluster instead, and its replicas are placed again elsewhere."""
+    answering = [key for key in keys if key not in silent] or list(keys)
+    have = {key: max(0, previous.get(key, 0)) for key in keys}
+    back = [key for key in answering if key in returning]
+    others = [key for key in answering if key not in returning]
+    target = desired - sum(have[key] for key in back)
+    shares = {key: have[key] for key in keys if key not in answering}
+    if back and others and 0 <= target < sum(have[key] for key in others):
+        shares.update(zip(others, dynamic_split(target, others, have, {}, divide).replicas, strict=True))
+        return DynamicSplit([shares.get(key, have[key]) for key in keys])
+    if room is None and deviation(desired, answering, have) > 0:
+        return None
+    split = dynamic_split(desired, answering, have, room or {}, divide)
+    shares.update(zip(answering, split.replicas, strict=True))
+    return DynamicSplit([shares[key] for key in keys], split.unplaced)
 
 
 APPLYING = "still applying its last share"

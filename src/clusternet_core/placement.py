@@ -14,7 +14,8 @@ change, never by an outage):
   again under the same name, which adopts the child's objects.
 - Which of its Bases go (`unbound_bases`): those in clusters it no longer binds.
 
-And one for Dynamic Dividing (`applying_clusters`): which clusters have not applied the share they were given last.
+And one for Dynamic Dividing (`applying_clusters`): which clusters have not applied the share they were given last;
+and one for failing back (`feed_ready`): which clusters run their share of a feed.
 
 Objects are the Subscription's by the uid label the hub writes on them: a Subscription deleted and created again
 under the same name is a new one, and NoSchedule keeps a new one off a silent cluster.
@@ -22,13 +23,13 @@ under the same name is a new one, and NoSchedule keeps a new one off a silent cl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from clusternet_api import known
 from clusternet_api.apiresource import key_of
 from clusternet_core import basenames, feedstatus, rendering
-from clusternet_core.scheduling import binding_key
+from clusternet_core.scheduling import binding_key, feed_key
 
 Obj = Mapping[str, Any]
 Key = tuple[str, str]
@@ -79,3 +80,23 @@ def applying_clusters(sub: Obj, clusters: Iterable[Key], descriptions: Mapping[K
             if _uid_of(desc) == uid and (desc.get("spec") or {}).get("deployer") == "Generic"}
     return sorted(f"{ns}/{name}" for ns, name in clusters if f"{ns}/{name}" in holding
                   and not feedstatus.applied(mine.get(ns)))
+
+
+def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj]) -> Callable[[str, str], bool]:
+    """(binding key, feed key) -> whether that cluster's generic Description of `sub` deploys the feed for its
+    current generation and reports it available (failover.failback_split). Descriptions are looked up once, when
+    first asked: most reconciles never ask."""
+    feeds = list((sub.get("spec") or {}).get("feeds") or [])
+    by_feed = {feed_key(f): f for f in feeds}
+    mine: dict[str, Obj] | None = None
+
+    def ready(cluster: str, feed: str) -> bool:
+        nonlocal mine
+        if mine is None:
+            uid = (sub.get("metadata") or {}).get("uid")
+            mine = {ns: desc for (ns, _), desc in descriptions.items()
+                    if _uid_of(desc) == uid and (desc.get("spec") or {}).get("deployer") == "Generic"}
+        wanted = by_feed.get(feed)
+        return wanted is not None and feedstatus.available_in(mine.get(cluster.partition("/")[0]), feeds, wanted)
+
+    return ready

@@ -45,7 +45,7 @@ from clusternet_core import (
 )
 from clusternet_core.dynamic import PredictionRequest
 from clusternet_core.overrides import OverrideError, apply_now_digest, same_feed
-from clusternet_core.placement import applying_clusters, holding_clusters, unbound_bases
+from clusternet_core.placement import applying_clusters, feed_ready, holding_clusters, unbound_bases
 from clusternet_core.refusals import condition, refusal_condition
 from clusternet_core.scheduling import (
     InvalidSelector,
@@ -150,11 +150,16 @@ class StatusInputs:
     """The Subscription's generation the reconcile planned from (an edit may be cached by the time it is written:
     substatus.with_planned_generation)."""
     failover_note: str | None = None
-    """What Ready adds while silent clusters' replicas are failed over (failover.failover_note)."""
+    """What Ready adds while silent clusters' replicas are failed over (failover.failover_note), or while the others
+    keep them after the cluster reports again (failover.failing_back_note)."""
     unplaced: dict[str, int] = field(default_factory=dict)
     """Dynamic Dividing: replicas per feed that found no room (Ready False, dynamic.REASON_NO_ROOM)."""
     shortfall_note: str | None = None
     """Dynamic Dividing: what Ready says of them and of predictors that did not answer (dynamic.shortfall_note)."""
+    failed_over: list[str] = field(default_factory=list)
+    """Clusters whose replicas the others took on, silent or awaited (status.failedOverClusters)."""
+    failing_back: list[str] = field(default_factory=list)
+    """Clusters whose share the others keep until it is available there: their reports are worth a reconcile."""
 
 
 @dataclass
@@ -283,7 +288,8 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = F
                                                                         holding), dynamic.APPLYING)}
     try:
         result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,
-                          holding_clusters(sub, clusters, caches.bases, caches.descriptions), fail_over, predictions)
+                          holding_clusters(sub, clusters, caches.bases, caches.descriptions), fail_over, predictions,
+                          feed_ready(sub, caches.descriptions))
     except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
         plan.action, plan.refusal = "refuse", condition("False", "InvalidSubscription", str(e))
         return plan
@@ -312,15 +318,19 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = F
     problems = list(inventory.problems) if inventory else []
     problems += [e for c in plan.clusters for e in c.errors]
     problems = list(dict.fromkeys(problems))  # a chart that cannot be found is the same error for every cluster
+    notes = [failover.failover_note(result.failed_over), failover.failing_back_note(result.failing_back)]
     plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems,
-                               sub["metadata"].get("generation"), failover.failover_note(result.failed_over),
-                               result.unplaced, dynamic.shortfall_note(result.unplaced, result.unanswered))
+                               sub["metadata"].get("generation"), "; ".join(n for n in notes if n) or None,
+                               result.unplaced, dynamic.shortfall_note(result.unplaced, result.unanswered),
+                               sorted({*result.failed_over, *result.failing_back}), result.failing_back)
     return plan
 
 
 def prediction_request(result: ScheduleResult, caches: Caches, inventory: FeedInventory) -> PredictionRequest:
-    """The bound clusters to ask, and the requirements of one replica of each feed `result.predict` lists."""
-    clusters = [(p.key, mc) for p in result.clusters if (mc := caches.clusters.get((p.namespace, p.name)))]
+    """The bound clusters to ask (not the silent ones a failover moves replicas from), and the requirements of one
+    replica of each feed `result.predict` lists."""
+    clusters = [(p.key, mc) for p in result.clusters if p.key not in result.failed_over
+                and (mc := caches.clusters.get((p.namespace, p.name)))]
     requirements = {order.key(): order.replica_requirements.to_dict() if order.replica_requirements else {}
                     for order in inventory.spec.feeds if order.key() in result.predict}
     return PredictionRequest(clusters, requirements)

@@ -25,7 +25,7 @@ cleanup would run on its return and delete workloads the Subscription wants agai
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -261,6 +261,8 @@ class ScheduleResult:
     """Set when the outcome deserves an explanation (nothing matched, weights all zero, ...)."""
     failed_over: list[str] = field(default_factory=list)
     """Silent bound clusters whose replicas the others took on (Dividing with the FailOver gate: failover.py)."""
+    failing_back: list[str] = field(default_factory=list)
+    """Clusters that report again, whose share the others keep until it is available there (failover.failback_split)."""
     predict: list[str] = field(default_factory=list)
     """Dynamic Dividing: feeds whose scale-up needs the bound clusters' predictions, which were not given."""
     unplaced: dict[str, int] = field(default_factory=dict)
@@ -276,6 +278,7 @@ def schedule(
     holding: Collection[str] = (),
     fail_over: bool = False,
     predictions: dynamic.Predictions | None = None,
+    ready: Callable[[str, str], bool] | None = None,
 ) -> ScheduleResult:
     """Bind a Subscription to ManagedClusters and, for Dividing, split each feed's replicas.
 
@@ -284,8 +287,10 @@ def schedule(
     Clusters in the Subscription's `status.bindingClusters`, and those in `holding` (binding keys of the
     clusters that still hold one of its Bases or Descriptions, module docstring), stay bound through
     NoSchedule taints. `fail_over` (the FailOver gate): while such a cluster is silent, the others divide each
-    feed's whole count (failover.py). `predictions`: for Dynamic Dividing, what each bound cluster can still take
-    (dynamic.py); without them a scale-up is not divided, and the feeds that need them are listed in `predict`.
+    feed's whole count (failover.py), and when it reports again they keep it until `ready(binding key, feed key)`
+    says its own share is available there (none given: at once). `predictions`: for Dynamic Dividing, what each
+    bound cluster can still take (dynamic.py); without them a scale-up is not divided, and the feeds that need them
+    are listed in `predict`.
     Raises UnsupportedScheduling for a strategy we do not implement and InvalidSelector for a broken
     clusterAffinity.
     """
@@ -356,8 +361,10 @@ def schedule(
             result.replicas = {feed_key(f): [] for f in spec.get("feeds") or []}
         return result
 
+    silent = silent if fail_over else set()
     if strategy == "Dividing" and dividing_type == "Dynamic":
-        divide_dynamically(subscription, result, feed_replicas or {}, predictions)
+        divide_dynamically(subscription, result, feed_replicas or {}, predictions, silent,
+                           ready if fail_over else None)
     elif strategy == "Dividing":
         weights, keys = [p.weight for p in placements], [p.key for p in placements]
         replicas_by_feed = feed_replicas or {}
@@ -369,19 +376,34 @@ def schedule(
             if desired is None or sum(weights) == 0:
                 result.replicas[key] = []
                 continue
-            moved = failover.failover_split(desired, keys, weights, silent, failover.previous_shares(
-                subscription, key), divide_replicas) if fail_over else None
+            previous = failover.previous_shares(subscription, key)
+            moved = failover.failover_split(desired, keys, weights, silent, previous, divide_replicas)
             result.replicas[key] = moved if moved is not None else divide_replicas(desired, weights)
             if moved is not None:
                 result.failed_over = sorted(silent.intersection(keys))
+            hold_back(result, key, desired, previous, silent, ready if fail_over else None)
     return result
 
 
+def hold_back(result: ScheduleResult, feed: str, desired: int, previous: Mapping[str, int],
+              silent: Collection[str], ready: Callable[[str, str], bool] | None) -> None:
+    """Keep the shares a failover gave until the clusters that report again run theirs (failover.failback_split)."""
+    if ready is None or not result.replicas.get(feed):
+        return
+    result.replicas[feed], awaited = failover.failback_split(desired, result.binding_clusters, result.replicas[feed],
+                                                             previous, silent, ready, feed)
+    result.failing_back = sorted(set(result.failing_back) | set(awaited))
+
+
 def divide_dynamically(subscription: Obj, result: ScheduleResult, feed_replicas: Mapping[str, int],
-                       predictions: dynamic.Predictions | None) -> None:
+                       predictions: dynamic.Predictions | None, silent: Collection[str] = (),
+                       ready: Callable[[str, str], bool] | None = None) -> None:
     """Fill `result.replicas` of a Dynamic Dividing Subscription (dynamic.py), or list in `result.predict` the
-    feeds whose scale-up waits for `predictions`."""
+    feeds whose scale-up waits for `predictions`. `silent` and `ready`: the FailOver gate's (dynamic.spread)."""
     keys = result.binding_clusters
+    failing = [key for key in keys if key in silent] if any(key not in silent for key in keys) else []
+    result.failed_over = failing  # their predictors are not asked (plan.prediction_request)
+    returning = set((subscription.get("status") or {}).get("failedOverClusters") or []) - set(silent)
     for feed in (subscription.get("spec") or {}).get("feeds") or []:
         key = feed_key(feed)
         desired = feed_replicas.get(key)
@@ -389,15 +411,16 @@ def divide_dynamically(subscription: Obj, result: ScheduleResult, feed_replicas:
             result.replicas[key] = []
             continue
         previous = failover.previous_shares(subscription, key)
-        if predictions is None and dynamic.deviation(desired, keys, previous) > 0:
+        room = None if predictions is None else {k: answer[key] for k, answer in predictions.items()
+                                                 if not isinstance(answer, str) and key in answer}
+        split = dynamic.spread(desired, keys, previous, room, divide_replicas, failing, returning)
+        if split is None:
             result.predict.append(key)
             continue
-        room = {k: answer[key] for k, answer in (predictions or {}).items()
-                if not isinstance(answer, str) and key in answer}
-        split = dynamic.dynamic_split(desired, keys, previous, room, divide_replicas)
         result.replicas[key] = split.replicas
         if split.unplaced:
             result.unplaced[key] = split.unplaced
+        hold_back(result, key, desired, previous, silent, ready)
     result.unanswered = {k: why for k, why in (predictions or {}).items() if isinstance(why, str) and k in keys}
 
 

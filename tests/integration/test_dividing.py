@@ -1,6 +1,7 @@
 """Dividing on two real children. Static: subscriber weights 1 and 2 split a Deployment's replicas, as in
 Clusternet's examples/static-dividing-scheduling, and a new replica count in the template re-divides them; with
-the FailOver gate, a silent cluster's share is taken on by the other while it keeps its own. Dynamic: the agents'
+the FailOver gate, a silent cluster's share is taken on by the other while it keeps its own, and given back once
+the returning cluster runs its own again. Dynamic: the agents'
 built-in predictors, asked through their tunnels, say how many replicas fit on each child's Nodes."""
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def deployment(replicas: int) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": NS},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}},
-                                  "spec": {"containers": [{"name": "web", "image": "nginx:1.25", "resources": {
-                                      "requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}}
+                                  "spec": {"tolerations": [{"operator": "Exists"}],  # run_pods' Node
+                                           "containers": [{"name": "web", "image": "nginx:1.25", "resources": {
+                                               "requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}}
 
 
 def child_deploy(child: ControlPlane) -> dict[str, Any] | None:
@@ -42,15 +44,48 @@ def child_replicas(child: ControlPlane) -> int | None:
     return deploy["spec"]["replicas"] if deploy is not None else None
 
 
+def run_pods(child: ControlPlane, app: str) -> None:
+    """What a kubelet would do, done by hand: the app's pods bound to a Node and reported Running and Ready, so
+    its Deployment turns available (no kubelet runs in these children). The Node's heartbeat never comes: some
+    40 s later the node lifecycle controller marks its pods not ready again."""
+    kubectl(child, "apply", "-f", "-", input=json.dumps(node("failback-node", "8")))
+    pods = json.loads(kubectl(child, "get", "pods", "-n", NS, "-l", f"app={app}", "-o", "json").stdout)["items"]
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        if not pod["spec"].get("nodeName"):
+            kubectl(child, "create", "--raw", f"/api/v1/namespaces/{NS}/pods/{name}/binding", "-f", "-",
+                    input=json.dumps({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                                      "target": {"apiVersion": "v1", "kind": "Node", "name": "failback-node"}}))
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        kubectl(child, "patch", "pod", name, "-n", NS, "--subresource=status", "--type=merge", "-p", json.dumps(
+            {"status": {"phase": "Running", "conditions": [
+                {"type": condition, "status": "True", "lastTransitionTime": now}
+                for condition in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]}}))
+
+
+def release_pods(child: ControlPlane) -> None:
+    """run_pods' pods deleted at once: a pod bound to a Node waits for its kubelet to confirm it stopped, which
+    none does, and the namespace kept Terminating held the next test's feeds back for a minute."""
+    kubectl(child, "delete", "pods", "-n", NS, "--all", "--force", "--grace-period=0", "--ignore-not-found",
+            check=False)
+
+
+def available(child: ControlPlane) -> int:
+    return int(((child_deploy(child) or {}).get("status") or {}).get("availableReplicas") or 0)
+
+
 def sub_status(parent: ControlPlane) -> dict[str, Any]:
     status: dict[str, Any] = json.loads(kubectl(parent, "get", "subs", SUB, "-o", "json").stdout).get("status") or {}
     return status
 
 
 def sub_events(parent: ControlPlane) -> list[str]:
-    """The reasons of the Subscription's Events."""
+    """The reasons of the Events of the Subscription as it is now (not of one of the same name an earlier test
+    deleted)."""
+    uid = json.loads(kubectl(parent, "get", "subs", SUB, "-o", "json").stdout)["metadata"]["uid"]
     out = kubectl(parent, "get", "events", "-n", "default", "--field-selector",
-                  f"involvedObject.kind=Subscription,involvedObject.name={SUB}", "-o", "json").stdout
+                  f"involvedObject.kind=Subscription,involvedObject.name={SUB},involvedObject.uid={uid}",
+                  "-o", "json").stdout
     return [e["reason"] for e in json.loads(out)["items"]]
 
 
@@ -161,9 +196,10 @@ def test_weights_divide_replicas_and_a_new_count_re_divides(hub_and_agents: dict
 def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_nothing_there_is_touched(
         hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
     """child2's agent stops: once the hub judges the cluster silent (Ready Unknown, its NoSchedule taint), child1
-    runs all 4 replicas while child2 keeps its 2 (its Description is not rewritten, its Deployment keeps its UID);
-    when the agent is back, the split is 2 and 2 again, still the same Deployments. Without the gate, child1 stays
-    at 2 (checked by hand: the wait for 4 times out)."""
+    runs all 4 replicas while child2 keeps its 2 (its Description is not rewritten, its Deployment keeps its UID).
+    When the agent is back, child1 keeps its 4 while child2's 2 are not available (no kubelet runs them); once
+    they run, the split is 2 and 2 again, still the same Deployments. Without the gate, child1 stays at 2 (checked
+    by hand: the wait for 4 times out)."""
     env = hub_and_agents
     key1, key2 = label_both(env, parent, "both")
     deploy_key = f"apps/v1/Deployment/{NS}/web"
@@ -203,15 +239,25 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
 
         env["puller"].start()
         wait_for(lambda: ready(env["mc2"]) == "True", timeout=90, what="child2 Ready again")
+        wait_for(lambda: "failing back: " in next(c["message"] for c in sub_status(parent)["conditions"]
+                                                  if c["type"] == "Ready"), timeout=60, what="Ready naming child2")
+        wait_for(lambda: "FailingBack" in sub_events(parent), timeout=30, what="a FailingBack event")
+        for _ in range(3):  # three of the hub's resyncs (2 s): child2 reports, its replicas still wait for a node
+            assert child_replicas(child1) == 4 and divided({key1: 4, key2: 2}) and available(child2) == 0
+            time.sleep(2)
+        run_pods(child2, "web")
+        wait_for(lambda: divided({key1: 2, key2: 2}), timeout=60, what="status.replicas 2 and 2")
+        assert available(child2) == 2  # given back only once child2 runs its share
         wait_for(lambda: (child_replicas(child1), child_replicas(child2)) == (2, 2), timeout=90,
                  what="back to 2 replicas in each child")
-        wait_for(lambda: divided({key1: 2, key2: 2}), timeout=30, what="status.replicas 2 and 2")
         assert {c.name: (child_deploy(c) or {})["metadata"]["uid"] for c in (child1, child2)} == uids
         ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
         assert "failed over" not in ready_message
         wait_for(lambda: "FailedBack" in sub_events(parent), timeout=30, what="a FailedBack event")
     finally:
         tidy_up(env, parent)
+        release_pods(child2)
+        kubectl(child2, "delete", "node", "-l", "dynamic-test=yes", "--ignore-not-found", check=False)
     for child in (child1, child2):
         wait_for(lambda c=child: child_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")
 
@@ -282,6 +328,8 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
             "spec": {"schedulingStrategy": "Dividing",
                      "dividingScheduling": {"type": "Dynamic", "dynamicDividing": {"strategy": "Spread"}},
                      "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "dynamic"}}}],
+                     # the stop below tests a silent predictor; the failover of a silent cluster is the next test's
+                     "clusterTolerations": [{"key": "clusters.clusternet.io/unschedulable", "operator": "Exists"}],
                      "feeds": [feed(NAMESPACE), feed(heavy(8))]}}))
         wait_for(lambda: split() == {key1: 2, key2: 6}, timeout=120, what="status.replicas 2 and 6")
         wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (2, 6), timeout=120,
@@ -333,6 +381,85 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
             "metadata"]["uid"] for c in (child1, child2)} == uids
     finally:
         tidy_up(env, parent)
+        for child in (child1, child2):
+            kubectl(child, "delete", "node", "-l", "dynamic-test=yes", "--ignore-not-found", check=False)
+    for child in (child1, child2):
+        wait_for(lambda c=child: heavy_replicas(c) is None, timeout=120, what=f"{child.name} cleaned up")
+
+
+def test_dynamic_dividing_with_failover_spreads_a_silent_clusters_share_and_gives_it_back(
+        hub_and_agents: dict[str, Any], parent: ControlPlane, child1: ControlPlane, child2: ControlPlane) -> None:
+    """Both children have 8 CPUs: 4 replicas of one CPU go 2 and 2. child2's agent stops: once the hub judges it
+    silent, child1's predictor is asked and child1 takes child2's 2 on (4 and 2: child2 keeps its own). Back,
+    child2 is waited for until its 2 replicas are available, then child1 gives the 2 back (2 and 2). The
+    Deployments keep their UIDs."""
+    env = hub_and_agents
+    key1, key2 = label_both(env, parent, "dynamic-failover")
+    deploy_key = f"apps/v1/Deployment/{NS}/heavy"
+    kubectl(child1, "apply", "-f", "-", input=json.dumps(node("dyn-a", "8")))
+    kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-b", "8")))
+    store_template(parent, NAMESPACE)
+    store_template(parent, heavy(4))
+
+    def split() -> dict[str, int]:
+        status = sub_status(parent)
+        return dict(zip(status.get("bindingClusters") or [], (status.get("replicas") or {}).get(deploy_key) or [],
+                        strict=False))
+
+    def ready_message() -> str:
+        return str(next((c for c in sub_status(parent).get("conditions") or [] if c["type"] == "Ready"),
+                        {}).get("message") or "")
+
+    def cluster_ready(mc: dict[str, Any]) -> str | None:
+        out = json.loads(kubectl(parent, "get", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                                 "-o", "json").stdout)
+        return next((c["status"] for c in out["status"].get("conditions") or [] if c["type"] == "Ready"), None)
+
+    def heavy_available(child: ControlPlane) -> int:
+        out = json.loads(kubectl(child, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)
+        return int((out.get("status") or {}).get("availableReplicas") or 0)
+
+    try:
+        kubectl(parent, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+            "metadata": {"name": SUB, "namespace": "default"},
+            "spec": {"schedulingStrategy": "Dividing",
+                     "dividingScheduling": {"type": "Dynamic", "dynamicDividing": {"strategy": "Spread"}},
+                     "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "dynamic-failover"}}}],
+                     "feeds": [feed(NAMESPACE), feed(heavy(4))]}}))
+        wait_for(lambda: split() == {key1: 2, key2: 2}, timeout=120, what="status.replicas 2 and 2")
+        wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (2, 2), timeout=120,
+                 what="2 replicas in each child")
+        uids = {c.name: json.loads(kubectl(c, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)[
+            "metadata"]["uid"] for c in (child1, child2)}
+
+        env["puller"].stop()
+        wait_for(lambda: cluster_ready(env["mc2"]) == "Unknown", timeout=60, what="child2 judged silent")
+        wait_for(lambda: split() == {key1: 4, key2: 2}, timeout=60, what="status.replicas 4 and 2")
+        assert f"failed over: {key2} silent" in ready_message()
+        assert sub_status(parent).get("failedOverClusters") == [key2]
+        wait_for(lambda: "FailedOver" in sub_events(parent), timeout=30, what="a FailedOver event")
+        wait_for(lambda: heavy_replicas(child1) == 4, timeout=60, what="child1 running 4 replicas")
+        assert heavy_replicas(child2) == 2
+
+        env["puller"].start()
+        wait_for(lambda: cluster_ready(env["mc2"]) == "True", timeout=90, what="child2 Ready again")
+        wait_for(lambda: "failing back: " in ready_message(), timeout=60, what="Ready naming child2")
+        for _ in range(3):  # three of the hub's resyncs (2 s): child2's replicas still wait for a node
+            assert split() == {key1: 4, key2: 2} and heavy_available(child2) == 0
+            time.sleep(2)
+        run_pods(child2, "heavy")
+        wait_for(lambda: split() == {key1: 2, key2: 2}, timeout=60, what="status.replicas 2 and 2 again")
+        assert heavy_available(child2) == 2  # given back only once child2 runs its share
+        assert "failedOverClusters" not in sub_status(parent)
+        wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (2, 2), timeout=90,
+                 what="2 replicas in each child again")
+        wait_for(lambda: "FailedBack" in sub_events(parent), timeout=30, what="a FailedBack event")
+        assert {c.name: json.loads(kubectl(c, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)[
+            "metadata"]["uid"] for c in (child1, child2)} == uids
+    finally:
+        tidy_up(env, parent)
+        release_pods(child2)
         for child in (child1, child2):
             kubectl(child, "delete", "node", "-l", "dynamic-test=yes", "--ignore-not-found", check=False)
     for child in (child1, child2):

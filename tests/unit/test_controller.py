@@ -805,3 +805,16 @@ async def test_a_dynamic_scale_up_asks_the_predictors_and_says_what_found_no_roo
     c.store.caches.subscriptions[SUB]["status"] = status
     await c.subscriptions.reconcile(SUB, force=False)  # no deviation: no question
     assert len(asked) == 3
+
+
+async def test_a_report_while_failing_back_brings_a_reconcile() -> None:
+    """The others keep a returning cluster's share until it reports it available (failover.failback_split): only a
+    reconcile reads that report, so a report's status rewrite asks for one instead of waiting for the resync."""
+    c, _, _ = await primed(subscription())
+    uid = str(cached_sub(c)["metadata"]["uid"])
+    c.status.decided[SUB] = (uid, planning.StatusInputs(["ns/c"], {}, None, []))
+    await c.status.update(SUB)
+    assert not c.store.queue.waiting(("sub", *SUB))
+    c.status.decided[SUB] = (uid, planning.StatusInputs(["ns/c"], {}, None, [], failing_back=["ns/c"]))
+    await c.status.update(SUB)
+    assert c.store.queue.waiting(("sub", *SUB))

@@ -181,6 +181,9 @@ class SubscriptionStatus(ApiModel):
     aggregated_statuses: list[AggregatedStatus] | None = None
     conditions: list[Condition] | None = None
     """Ours: a Ready condition saying what is still missing (Clusternet has none)."""
+    failed_over_clusters: list[str] | None = None
+    """Ours (the FailOver gate): bound clusters whose replicas the others took on, while they are silent and, once
+    they report again, until they run their own share again (clusternet_core/failover.py)."""
 
 
 class Subscription(KubeObject):

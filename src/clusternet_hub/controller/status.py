@@ -102,6 +102,8 @@ class StatusWriter:
                 await self._write_refusal(sub, refusal)
                 return
             decided = mine if isinstance(mine, StatusInputs) else None
+            if decided is not None and decided.failing_back:  # a report may let the others give their share back
+                self.store.enqueue("sub", key, background=True)
         status, ready = substatus.subscription_status(sub, decided, self.store.caches, self.render_problems.get(key))
         if refused := self.refused_writes.get(key):
             ready = substatus.with_planned_generation(sub, refusals.condition(

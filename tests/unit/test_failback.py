@@ -1,0 +1,186 @@
+"""Failing back with the FailOver gate (failover.failback_split): once a silent cluster reports again, the clusters
+that took its replicas on keep them until its own share is reported available there, so the feed never runs short
+of the template's count while the split goes back; a scale-down, or no failed-over split, is never held."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusternet_api import known
+from clusternet_api.rawobjects import encode_raw
+from clusternet_core.failover import failback_split, failing_back_note, failover_event, failover_note
+from clusternet_core.placement import feed_ready
+from clusternet_core.scheduling import schedule
+from tests.unit.test_failover import DEPLOY, KEY, SILENT, cluster, dividing, split
+
+FAILED_OVER = {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [3, 3, 2]}}
+BACK = [cluster("a"), cluster("b"), cluster("c")]
+
+
+def ready_in(*clusters: str) -> Any:
+    return lambda cluster_key, feed: cluster_key in clusters and feed == KEY
+
+
+def test_the_others_keep_a_returning_clusters_share_until_it_is_available_there() -> None:
+    result = schedule(dividing({}, FAILED_OVER), BACK, {KEY: 6}, fail_over=True, ready=ready_in("ns-a/a", "ns-b/b"))
+    assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 2}
+    assert result.failing_back == ["ns-c/c"] and result.failed_over == []
+    result = schedule(dividing({}, FAILED_OVER), BACK, {KEY: 6}, fail_over=True, ready=ready_in("ns-c/c"))
+    assert split(result) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2} and result.failing_back == []
+
+
+def test_without_the_gate_or_a_readiness_reading_the_usual_split_comes_back_at_once() -> None:
+    assert split(schedule(dividing({}, FAILED_OVER), BACK, {KEY: 6}, ready=ready_in())) == {
+        "ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2}
+    assert split(schedule(dividing({}, FAILED_OVER), BACK, {KEY: 6}, fail_over=True)) == {
+        "ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2}
+
+
+def test_a_scale_down_while_failing_back_is_not_held() -> None:
+    """Every share shrinks: nobody is awaited, the user's new count applies at once."""
+    result = schedule(dividing({}, FAILED_OVER), BACK, {KEY: 3}, fail_over=True, ready=ready_in())
+    assert split(result) == {"ns-a/a": 1, "ns-b/b": 1, "ns-c/c": 1} and result.failing_back == []
+
+
+def test_a_scale_up_while_failing_back_is_not_held() -> None:
+    """The new count is more than the failed-over split adds up to: no surplus to keep."""
+    result = schedule(dividing({}, FAILED_OVER), BACK, {KEY: 9}, fail_over=True, ready=ready_in())
+    assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 3} and result.failing_back == []
+
+
+def test_a_split_that_never_failed_over_is_not_held() -> None:
+    """A weight change moves replicas from one cluster to another at once, as before: the split adds up to the
+    template's count, so there is no surplus to keep."""
+    usual = {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [2, 2, 2]}}
+    sub = dividing({}, usual, subscribers=[{"clusterAffinity": {"matchLabels": {"env": "prod"}}, "weight": 1},
+                                           {"clusterAffinity": {"matchLabels": {"name": "c"}}, "weight": 4}])
+    clusters = [cluster("a"), cluster("b"), {**cluster("c"), "metadata": {
+        "namespace": "ns-c", "name": "c", "labels": {"env": "prod", "name": "c"}}}]
+    result = schedule(sub, clusters, {KEY: 6}, fail_over=True, ready=ready_in())
+    assert sum(result.replicas[KEY]) == 6 and result.failing_back == []
+
+
+def test_while_one_cluster_is_still_silent_the_one_back_is_awaited_too() -> None:
+    """b and c were silent; b is back, c is not: a keeps the 6 it ran until b runs its 3 again."""
+    previous = {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [6, 3, 2]}}
+    clusters = [cluster("a"), cluster("b"), cluster("c", SILENT)]
+    result = schedule(dividing({}, previous), clusters, {KEY: 6}, fail_over=True, ready=ready_in())
+    assert split(result) == {"ns-a/a": 6, "ns-b/b": 3, "ns-c/c": 2}
+    assert result.failed_over == ["ns-c/c"] and result.failing_back == ["ns-b/b"]
+    result = schedule(dividing({}, previous), clusters, {KEY: 6}, fail_over=True, ready=ready_in("ns-b/b"))
+    assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 2} and result.failing_back == []
+
+
+def test_a_cluster_given_more_than_it_runs_is_awaited_even_if_its_old_share_is_available() -> None:
+    """Its Description is rewritten with the new share first: what it reports is about the old one."""
+    split_now = failback_split(6, ["a", "b", "c"], [1, 2, 3], {"a": 3, "b": 3, "c": 2}, (),
+                               lambda key, feed: True, KEY)
+    assert split_now == ([3, 3, 3], ["c"])
+    # the next reconcile reads c's report on its 3
+    assert failback_split(6, ["a", "b", "c"], [1, 2, 3], {"a": 3, "b": 3, "c": 3}, (),
+                          lambda key, feed: key != "c", KEY) == ([3, 3, 3], ["c"])
+    assert failback_split(6, ["a", "b", "c"], [1, 2, 3], {"a": 3, "b": 3, "c": 3}, (),
+                          lambda key, feed: True, KEY) == ([1, 2, 3], [])
+
+
+def test_the_note_and_the_events_of_failing_back() -> None:
+    assert failing_back_note([]) is None
+    note = failing_back_note(["ns-c/c"])
+    assert note == ("failing back: the other clusters keep the replicas they took on until its share is available "
+                    "in ns-c/c")
+    over = failover_note(["ns-c/c"])
+    assert failover_event(f"1/3 clusters done; {over}", f"2/3 clusters done; {note}") == (
+        "Normal", "FailingBack", note.removeprefix("failing back: "))
+    assert failover_event(f"2/3 clusters done; {note}", f"2/3 clusters done; {note}") is None
+    assert failover_event(f"2/3 clusters done; {note}", "3/3 clusters done") == (
+        "Normal", "FailedBack", "every bound cluster reports again: the usual split is back")
+    # one still silent, one back: the failover note is unchanged, so no new FailedOver
+    both = f"x; {over}; {note}"
+    assert failover_event(f"x; {over}", both) == ("Normal", "FailingBack", note.removeprefix("failing back: "))
+    assert failover_event(both, f"x; {over}") is None
+
+
+def description(status: dict[str, Any] | None, generation: int = 2, replicas: int = 2) -> dict[str, Any]:
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "web", "name": "web"},
+              "spec": {"replicas": replicas}}
+    return {"metadata": {"namespace": "ns-c", "name": "app-c", "generation": generation,
+                         "labels": {known.LABEL_SUBS_UID: "u1"}},
+            "spec": {"deployer": "Generic", "raw": encode_raw([deploy])}, "status": status or {}}
+
+
+def reported(available: int, generation: int = 2) -> dict[str, Any]:
+    return {"phase": "Success", "observedGeneration": generation, "manifestStatuses": [
+        {**DEPLOY, "group": "apps", "version": "v1", "generation": 5, "observedStatus": {
+            "observedGeneration": 5, "replicas": 2, "updatedReplicas": 2, "availableReplicas": available}}]}
+
+
+def test_ready_means_deployed_for_the_current_generation_and_reported_available() -> None:
+    sub = {"metadata": {"uid": "u1"}, "spec": {"feeds": [DEPLOY]}}
+    assert feed_ready(sub, {("ns-c", "app-c"): description(reported(2))})("ns-c/c", KEY)
+    assert not feed_ready(sub, {("ns-c", "app-c"): description(reported(1))})("ns-c/c", KEY)  # 1 of 2 available
+    assert not feed_ready(sub, {("ns-c", "app-c"): description(reported(2, generation=1))})("ns-c/c", KEY)  # stale
+    assert not feed_ready(sub, {("ns-c", "app-c"): description(None)})("ns-c/c", KEY)  # not deployed yet
+    assert not feed_ready(sub, {})("ns-c/c", KEY)  # no Description there
+    other = {**description(reported(2)), "metadata": {**description(None)["metadata"],
+                                                      "labels": {known.LABEL_SUBS_UID: "u2"}}}
+    assert not feed_ready(sub, {("ns-c", "app-c"): other})("ns-c/c", KEY)  # another Subscription's
+
+
+def test_a_rewrite_without_a_reconcile_keeps_saying_who_is_awaited() -> None:
+    from clusternet_core import substatus
+
+    note = failing_back_note(["ns-c/c"])
+    sub = {**dividing({}, {**FAILED_OVER, "failedOverClusters": ["ns-c/c"]}),
+           "metadata": {"namespace": "default", "name": "app", "uid": "u1", "generation": 1}}
+    clusters = {"ns-a/a": cluster("a"), "ns-b/b": cluster("b"), "ns-c/c": cluster("c")}
+    inventory = {"spec": {"feeds": [{**DEPLOY, "desiredReplicas": 6}]}}
+    assert substatus.failover_as_written(sub, clusters, inventory) == note
+    # back to the usual split: nothing more to say
+    usual = {**sub, "status": {**sub["status"], "replicas": {KEY: [2, 2, 2]}}}
+    assert substatus.failover_as_written(usual, clusters, inventory) is None
+
+
+def test_a_reconcile_reads_the_returning_clusters_report_and_names_it_meanwhile() -> None:
+    """plan_subscription with the gate: c's Description not yet reporting its 2 available keeps a and b at 3, and
+    Ready's note names c; once it reports them, the usual split is planned."""
+    from clusternet_core.naming import manifest_labels, manifest_name
+    from clusternet_core.plan import Caches, plan_subscription
+
+    template = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "web", "name": "web"},
+                "spec": {"replicas": 6}}
+    name = manifest_name("deployments", "web", "web")
+    manifest = {"apiVersion": known.APPS_API_VERSION, "kind": "Manifest", "template": template,
+                "metadata": {"name": name, "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(template)}}
+    sub = {**dividing({}, FAILED_OVER), "metadata": {"namespace": "default", "name": "app", "uid": "u1",
+                                                     "generation": 1, "finalizers": [known.FINALIZER_APPS]}}
+
+    def planned(desc: dict[str, Any]) -> Any:
+        caches = Caches(clusters={("ns-a", "a"): cluster("a"), ("ns-b", "b"): cluster("b"),
+                                  ("ns-c", "c"): cluster("c")},
+                        subscriptions={("default", "app"): sub}, manifests={name: manifest},
+                        descriptions={("ns-c", "app-c"): desc})
+        return plan_subscription(sub, caches, force=False, fail_over=True).status
+
+    waiting = planned(description(reported(1)))
+    assert waiting.replicas == {KEY: [3, 3, 2]} and waiting.failing_back == waiting.failed_over == ["ns-c/c"]
+    assert waiting.failover_note == failing_back_note(["ns-c/c"])
+    back = planned(description(reported(2)))
+    assert back.replicas == {KEY: [2, 2, 2]} and back.failing_back == back.failed_over == []
+    assert back.failover_note is None
+
+
+def test_the_status_names_the_clusters_failed_over_and_drops_the_field_after() -> None:
+    from clusternet_core import substatus
+    from clusternet_core.plan import Caches, StatusInputs
+
+    sub = {**dividing({}, {**FAILED_OVER, "failedOverClusters": ["ns-c/c"]}),
+           "metadata": {"namespace": "default", "name": "app", "uid": "u1", "generation": 1}}
+    caches = Caches(clusters={("ns-a", "a"): cluster("a"), ("ns-b", "b"): cluster("b"), ("ns-c", "c"): cluster("c")})
+    held = StatusInputs(FAILED_OVER["bindingClusters"], FAILED_OVER["replicas"], None, [], 1,
+                        failing_back_note(["ns-c/c"]), failed_over=["ns-c/c"], failing_back=["ns-c/c"])
+    status, _ = substatus.subscription_status(sub, held, caches)
+    assert status["failedOverClusters"] == ["ns-c/c"]
+    status, _ = substatus.subscription_status(sub, StatusInputs(FAILED_OVER["bindingClusters"], {KEY: [2, 2, 2]},
+                                                                None, [], 1), caches)
+    assert "failedOverClusters" not in status
+    assert substatus.status_patch(sub["status"], status)["failedOverClusters"] is None  # removed on the server too
