@@ -97,7 +97,9 @@ def spread(desired: int, keys: Sequence[str], previous: Mapping[str, int], room:
         return None
     split = dynamic_split(desired, answering, have, room or {}, divide)
     shares.update(zip(answering, split.replicas, strict=True))
-    return DynamicSplit([shares[key] for key in keys], split.unplaced)
+    # what a silent cluster keeps may still run there: only what is missing beyond it found no room
+    kept = sum(have[key] for key in keys if key not in answering)
+    return DynamicSplit([shares[key] for key in keys], max(0, split.unplaced - kept))
 
 
 APPLYING = "still applying its last share"

@@ -11,11 +11,12 @@ network outage). Until it returns, the Subscription runs more than the template'
 the clusters that took its share on keep it until the returning cluster reports its own share of the feed available
 (failback_split): one whose pods were lost meanwhile (a node failed with it, say) is waited for, so the feed never
 runs short of the template's count while the split goes back. Until 2026-12-07 the usual split came back at once,
-and the others scaled down while the returning cluster's replicas might still be starting. The report waited for
-may be the last one the cluster sent before it went silent, until its agent reports again (it re-applies and
-reports at its start): the hub cannot tell a report's age. The Subscription's `status.failedOverClusters` names
-the clusters whose share was taken on, silent or awaited; Dynamic Dividing, whose usual split weights cannot give,
-reads who returns from it (dynamic.spread), and a status rewrite says from it whom it waits for.
+and the others scaled down while the returning cluster's replicas might still be starting. Its reports count only
+one heartbeat period after the hub heard it again (the one the hub holds may be from before its silence, and its
+agent re-applies and reports at its start or next resync), and the wait ends after FAILBACK_TIMEOUT whatever they
+say. The Subscription's status names the clusters failed over (STATUS_FAILED_OVER) and failing back
+(STATUS_FAILING_BACK): they are what Ready's note and the events are told from, and Dynamic Dividing, whose usual
+split weights cannot give, reads who returns from them (dynamic.spread).
 
 Where we differ from Clusternet: its `FailOver` gate re-enqueues the Subscription when a cluster stops being Ready,
 and its scheduler then filters the tainted cluster out: the cluster is unbound, and its Base, Description and
@@ -31,7 +32,8 @@ from clusternet_api import known
 
 Obj = Mapping[str, Any]
 
-__all__ = ["BACK_PREFIX", "NOTE_PREFIX", "failback_split", "failing_back_note", "failover_event", "failover_note",
+__all__ = ["BACK_PREFIX", "FAILBACK_TIMEOUT", "NOTE_PREFIX", "STATUS_FAILED_OVER", "STATUS_FAILING_BACK",
+           "failback_split", "failing_back_note", "failover_events", "failover_note", "failover_notes",
            "failover_split", "previous_shares", "silent"]
 
 
@@ -68,27 +70,41 @@ def failover_split(desired: int, keys: Sequence[str], weights: Sequence[int], si
     return [previous.get(key, usual[i]) if key in silent_keys else split[i] for i, key in enumerate(keys)]
 
 
-def failback_split(desired: int, keys: Sequence[str], split: Sequence[int], previous: Mapping[str, int],
-                   silent_keys: Collection[str], ready: Callable[[str, str], bool], feed: str,
-                   ) -> tuple[list[int], list[str]]:
-    """`split` (the usual or failed-over one) with the clusters that took a silent cluster's replicas on keeping
-    their `previous` shares while a cluster that now reports is not yet `ready` with its share: make before break.
+FAILBACK_TIMEOUT = 600.0
+"""How long (seconds since the hub heard it again) the others keep a returning cluster's share at most: a cluster that
+cannot run its share (no room, a rollout stuck) would keep the surplus elsewhere for good. Karmada's graceful
+eviction gives up after the same 10 minutes (`--graceful-eviction-timeout`); after it the usual split comes back,
+and Ready says what that cluster lacks."""
 
-    Only a written split that adds up to more than `desired` is held (a failover's: every other split adds up to
-    the template's count, whatever the gate), and only the clusters `split` shrinks that report (not silent) keep
-    their share; the ones awaited are those that report and that `split` keeps or grows, with a share, that are
-    not `ready(binding key, feed)` (their generic Description deployed for the current spec with that share, and
-    the feed reported available there). One that `split` grows is never ready yet: its Description is rewritten
-    with the new share first. Returns the split to write and the clusters awaited (empty: `split` as it is). A
-    scale-down shrinks the share of every cluster, so nobody is awaited and it is not held."""
-    if sum(previous.get(key, 0) for key in keys) <= desired:
+STATUS_FAILED_OVER = "failedOverClusters"
+"""Subscription status (ours): the silent bound clusters whose replicas the others took on."""
+STATUS_FAILING_BACK = "failingBackClusters"
+"""Subscription status (ours): the clusters that report again and whose share the others keep until they run it."""
+
+
+def failback_split(desired: int, keys: Sequence[str], split: Sequence[int], previous: Mapping[str, int],
+                   silent_keys: Collection[str], returning: Collection[str], ready: Callable[[str, str], bool],
+                   feed: str) -> tuple[list[int], list[str]]:
+    """`split` (the usual or failed-over one) with the clusters it shrinks keeping their `previous` shares while a
+    `returning` cluster (one the status names failed over or failing back, that reports again) does not run its
+    share yet: make before break. Returns the split to write and the returning clusters awaited (none: `split`).
+
+    Only a written split that adds up to more than `desired` is held, and only while a returning cluster is awaited:
+    a scale-down with no cluster back from silence applies at once (review s46 found every scale-down held when a
+    cluster was not ready). A returning cluster is awaited while its share is not `ready(binding key, feed)` (its
+    generic Description deployed for the current spec and the feed reported available there; placement.feed_ready
+    also waits one heartbeat period after it reports again and gives up after FAILBACK_TIMEOUT). One whose share
+    grows is awaited at least once more: its Description is rewritten with the new share first."""
+    back = {key for key in returning if key not in silent_keys}
+    if not back.intersection(keys) or sum(previous.get(key, 0) for key in keys) <= desired:
         return list(split), []
     shrinking = {i for i, key in enumerate(keys) if key not in silent_keys and split[i] < previous.get(key, 0)}
-    awaited = [key for i, key in enumerate(keys) if key not in silent_keys and i not in shrinking and split[i] > 0
-               and not (split[i] == previous.get(key) and ready(key, feed))]
+    held = [previous[key] if i in shrinking else split[i] for i, key in enumerate(keys)]
+    awaited = [key for i, key in enumerate(keys) if key in back and held[i] > 0
+               and not (held[i] == previous.get(key) and ready(key, feed))]
     if not shrinking or not awaited:
         return list(split), []
-    return [previous[key] if i in shrinking else split[i] for i, key in enumerate(keys)], awaited
+    return held, awaited
 
 
 NOTE_PREFIX = "failed over: "
@@ -114,20 +130,27 @@ def failing_back_note(awaited: Collection[str]) -> str | None:
             f"{', '.join(sorted(awaited))}")
 
 
-def failover_event(old_message: str, new_message: str) -> tuple[str, str, str] | None:
-    """(type, reason, message) of the Event a Ready message's change is worth: replicas failing over, waiting to
-    fail back, or the usual split back; None otherwise. The Ready message said it alone until 2026-12-07, and
-    `kubectl describe` showed nothing of when it happened."""
-    def note(message: str, prefix: str) -> str | None:  # the last parts of the message (substatus), failover first
-        at = message.find(prefix)
-        return message[at:].split(f"; {BACK_PREFIX}")[0] if at >= 0 else None
+def failover_notes(status: Obj) -> str | None:
+    """What the Subscription's Ready message adds, told from its status fields (STATUS_FAILED_OVER,
+    STATUS_FAILING_BACK), so a rewrite without a reconcile's findings says it too."""
+    notes = [failover_note(status.get(STATUS_FAILED_OVER) or []), failing_back_note(status.get(STATUS_FAILING_BACK)
+                                                                                   or [])]
+    return "; ".join(note for note in notes if note) or None
 
-    before, now = note(old_message, NOTE_PREFIX), note(new_message, NOTE_PREFIX)
-    back_before, back_now = note(old_message, BACK_PREFIX), note(new_message, BACK_PREFIX)
-    if now is not None and now != before:
-        return "Warning", "FailedOver", now.removeprefix(NOTE_PREFIX)
-    if back_now is not None and back_before is None:
-        return "Normal", "FailingBack", back_now.removeprefix(BACK_PREFIX)
-    if (before is not None or back_before is not None) and now is None and back_now is None:
-        return "Normal", "FailedBack", "every bound cluster reports again: the usual split is back"
-    return None
+
+def failover_events(old: Obj, new: Obj) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events a change of the Subscription's status (`old` -> `new`) is worth: a
+    cluster's replicas taken on, a cluster awaited once back, the usual split back. The Ready message said it alone
+    until 2026-12-07; until review s46 the events were read from that message, which other notes lengthen and
+    problems replace (a broken override posted FailedBack while the cluster was still silent)."""
+    was_over, over = set(old.get(STATUS_FAILED_OVER) or []), set(new.get(STATUS_FAILED_OVER) or [])
+    was_back, back = set(old.get(STATUS_FAILING_BACK) or []), set(new.get(STATUS_FAILING_BACK) or [])
+    events: list[tuple[str, str, str]] = []
+    if over - was_over and (note := failover_note(over)):
+        events.append(("Warning", "FailedOver", note.removeprefix(NOTE_PREFIX)))
+    if back - was_back and (note := failing_back_note(back)):
+        events.append(("Normal", "FailingBack", note.removeprefix(BACK_PREFIX)))
+    if (was_over or was_back) and not over and not back:
+        events.append(("Normal", "FailedBack", "every bound cluster reports again and the clusters that took "
+                                               "replicas on gave them back: the usual split is back"))
+    return events

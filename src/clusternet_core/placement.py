@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 
 from clusternet_api import known
 from clusternet_api.apiresource import key_of
-from clusternet_core import basenames, feedstatus, rendering
+from clusternet_api.heartbeats import heartbeat_seconds
+from clusternet_core import basenames, failover, feedstatus, rendering
 from clusternet_core.scheduling import binding_key, feed_key
 
 Obj = Mapping[str, Any]
@@ -82,21 +83,36 @@ def applying_clusters(sub: Obj, clusters: Iterable[Key], descriptions: Mapping[K
                   and not feedstatus.applied(mine.get(ns)))
 
 
-def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj]) -> Callable[[str, str], bool]:
-    """(binding key, feed key) -> whether that cluster's generic Description of `sub` deploys the feed for its
-    current generation and reports it available (failover.failback_split). Descriptions are looked up once, when
-    first asked: most reconciles never ask."""
+def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj], clusters: Mapping[Key, Obj] | None = None,
+               back_for: Callable[[str], float] | None = None) -> Callable[[str, str], bool]:
+    """(binding key, feed key) -> whether that cluster runs its share of the feed (failover.failback_split): its
+    generic Description of `sub` (not one being deleted) deploys the feed for its current generation and reports it
+    available. With `back_for` (seconds since the hub heard the cluster again): not before one heartbeat period of
+    the cluster has passed since (the report may be from before its silence: its agent re-applies and reports at its
+    start or next resync), and always after failover.FAILBACK_TIMEOUT (it will not run its share, and the others
+    stop waiting). Descriptions are looked up once, when first asked: most reconciles never ask."""
     feeds = list((sub.get("spec") or {}).get("feeds") or [])
     by_feed = {feed_key(f): f for f in feeds}
     mine: dict[str, Obj] | None = None
 
     def ready(cluster: str, feed: str) -> bool:
         nonlocal mine
+        if back_for is not None:
+            back = back_for(cluster)
+            namespace, _, name = cluster.partition("/")
+            if back >= failover.FAILBACK_TIMEOUT:
+                return True
+            if back < heartbeat_seconds((clusters or {}).get((namespace, name)) or {}):
+                return False
         if mine is None:
             uid = (sub.get("metadata") or {}).get("uid")
-            mine = {ns: desc for (ns, _), desc in descriptions.items()
-                    if _uid_of(desc) == uid and (desc.get("spec") or {}).get("deployer") == "Generic"}
+            mine = {ns: desc for (ns, _), desc in descriptions.items() if _uid_of(desc) == uid
+                    and (desc.get("spec") or {}).get("deployer") == "Generic" and not _deleting(desc)}
         wanted = by_feed.get(feed)
         return wanted is not None and feedstatus.available_in(mine.get(cluster.partition("/")[0]), feeds, wanted)
 
     return ready
+
+
+def _deleting(obj: Obj) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, TypeGuard
 
@@ -149,17 +149,15 @@ class StatusInputs:
     generation: int | None = None
     """The Subscription's generation the reconcile planned from (an edit may be cached by the time it is written:
     substatus.with_planned_generation)."""
-    failover_note: str | None = None
-    """What Ready adds while silent clusters' replicas are failed over (failover.failover_note), or while the others
-    keep them after the cluster reports again (failover.failing_back_note)."""
     unplaced: dict[str, int] = field(default_factory=dict)
     """Dynamic Dividing: replicas per feed that found no room (Ready False, dynamic.REASON_NO_ROOM)."""
     shortfall_note: str | None = None
     """Dynamic Dividing: what Ready says of them and of predictors that did not answer (dynamic.shortfall_note)."""
     failed_over: list[str] = field(default_factory=list)
-    """Clusters whose replicas the others took on, silent or awaited (status.failedOverClusters)."""
+    """Silent clusters whose replicas the others took on (failover.STATUS_FAILED_OVER)."""
     failing_back: list[str] = field(default_factory=list)
-    """Clusters whose share the others keep until it is available there: their reports are worth a reconcile."""
+    """Clusters back from silence whose share the others keep until they run it (failover.STATUS_FAILING_BACK):
+    their reports are worth a reconcile."""
 
 
 @dataclass
@@ -263,9 +261,12 @@ def owned_by(description: Obj, base: Obj) -> Obj:
 
 
 def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = False,
-                      predictions: dynamic.Predictions | None = None) -> Plan:
+                      predictions: dynamic.Predictions | None = None,
+                      back_for: Callable[[str], float] | None = None) -> Plan:
     """What to write for the Subscription `sub` (as cached): see Plan. `fail_over`: the FailOver gate
-    (failover.py). `predictions`: the answers to the PredictionRequest of an earlier plan (Dynamic Dividing)."""
+    (failover.py), and `back_for` the seconds since the hub heard a cluster (binding key) again (placement.feed_ready;
+    None: its reports count at once and are waited for without end). `predictions`: the answers to the
+    PredictionRequest of an earlier plan (Dynamic Dividing)."""
     meta = sub["metadata"]
     if meta.get("deletionTimestamp"):  # delete the Bases; do not wait for offline clusters
         return Plan("delete", delete_bases=unbound_bases(sub, caches.bases.values(), set(), caches.descriptions))
@@ -289,7 +290,7 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = F
     try:
         result = schedule(sub, clusters, inventory.desired_replicas() if inventory else None,
                           holding_clusters(sub, clusters, caches.bases, caches.descriptions), fail_over, predictions,
-                          feed_ready(sub, caches.descriptions))
+                          feed_ready(sub, caches.descriptions, caches.clusters, back_for))
     except (InvalidSelector, UnsupportedScheduling, ValueError) as e:
         plan.action, plan.refusal = "refuse", condition("False", "InvalidSubscription", str(e))
         return plan
@@ -318,18 +319,17 @@ def plan_subscription(sub: Obj, caches: Caches, force: bool, fail_over: bool = F
     problems = list(inventory.problems) if inventory else []
     problems += [e for c in plan.clusters for e in c.errors]
     problems = list(dict.fromkeys(problems))  # a chart that cannot be found is the same error for every cluster
-    notes = [failover.failover_note(result.failed_over), failover.failing_back_note(result.failing_back)]
     plan.status = StatusInputs(result.binding_clusters, result.replicas, result.message, problems,
-                               sub["metadata"].get("generation"), "; ".join(n for n in notes if n) or None,
-                               result.unplaced, dynamic.shortfall_note(result.unplaced, result.unanswered),
-                               sorted({*result.failed_over, *result.failing_back}), result.failing_back)
+                               sub["metadata"].get("generation"), result.unplaced,
+                               dynamic.shortfall_note(result.unplaced, result.unanswered), result.failed_over,
+                               result.failing_back)
     return plan
 
 
 def prediction_request(result: ScheduleResult, caches: Caches, inventory: FeedInventory) -> PredictionRequest:
     """The bound clusters to ask (not the silent ones a failover moves replicas from), and the requirements of one
     replica of each feed `result.predict` lists."""
-    clusters = [(p.key, mc) for p in result.clusters if p.key not in result.failed_over
+    clusters = [(p.key, mc) for p in result.clusters if p.key not in result.not_asked
                 and (mc := caches.clusters.get((p.namespace, p.name)))]
     requirements = {order.key(): order.replica_requirements.to_dict() if order.replica_requirements else {}
                     for order in inventory.spec.feeds if order.key() in result.predict}

@@ -265,6 +265,8 @@ class ScheduleResult:
     """Clusters that report again, whose share the others keep until it is available there (failover.failback_split)."""
     predict: list[str] = field(default_factory=list)
     """Dynamic Dividing: feeds whose scale-up needs the bound clusters' predictions, which were not given."""
+    not_asked: list[str] = field(default_factory=list)
+    """Dynamic Dividing: silent clusters a failover moves replicas from, whose predictors are not asked."""
     unplaced: dict[str, int] = field(default_factory=dict)
     """Dynamic Dividing: per feed key, the replicas no bound cluster had room for."""
     unanswered: dict[str, str] = field(default_factory=dict)
@@ -362,8 +364,11 @@ def schedule(
         return result
 
     silent = silent if fail_over else set()
+    status = subscription.get("status") or {}
+    returning = {*(status.get(failover.STATUS_FAILED_OVER) or []), *(status.get(failover.STATUS_FAILING_BACK)
+                                                                      or [])} - silent
     if strategy == "Dividing" and dividing_type == "Dynamic":
-        divide_dynamically(subscription, result, feed_replicas or {}, predictions, silent,
+        divide_dynamically(subscription, result, feed_replicas or {}, predictions, silent, returning,
                            ready if fail_over else None)
     elif strategy == "Dividing":
         weights, keys = [p.weight for p in placements], [p.key for p in placements]
@@ -381,29 +386,29 @@ def schedule(
             result.replicas[key] = moved if moved is not None else divide_replicas(desired, weights)
             if moved is not None:
                 result.failed_over = sorted(silent.intersection(keys))
-            hold_back(result, key, desired, previous, silent, ready if fail_over else None)
+            hold_back(result, key, desired, previous, silent, returning, ready if fail_over else None)
     return result
 
 
 def hold_back(result: ScheduleResult, feed: str, desired: int, previous: Mapping[str, int],
-              silent: Collection[str], ready: Callable[[str, str], bool] | None) -> None:
+              silent: Collection[str], returning: Collection[str], ready: Callable[[str, str], bool] | None) -> None:
     """Keep the shares a failover gave until the clusters that report again run theirs (failover.failback_split)."""
     if ready is None or not result.replicas.get(feed):
         return
     result.replicas[feed], awaited = failover.failback_split(desired, result.binding_clusters, result.replicas[feed],
-                                                             previous, silent, ready, feed)
+                                                             previous, silent, returning, ready, feed)
     result.failing_back = sorted(set(result.failing_back) | set(awaited))
 
 
 def divide_dynamically(subscription: Obj, result: ScheduleResult, feed_replicas: Mapping[str, int],
                        predictions: dynamic.Predictions | None, silent: Collection[str] = (),
-                       ready: Callable[[str, str], bool] | None = None) -> None:
+                       returning: Collection[str] = (), ready: Callable[[str, str], bool] | None = None) -> None:
     """Fill `result.replicas` of a Dynamic Dividing Subscription (dynamic.py), or list in `result.predict` the
-    feeds whose scale-up waits for `predictions`. `silent` and `ready`: the FailOver gate's (dynamic.spread)."""
+    feeds whose scale-up waits for `predictions`. `silent`, `returning` and `ready`: the FailOver gate's
+    (dynamic.spread, failover.failback_split)."""
     keys = result.binding_clusters
     failing = [key for key in keys if key in silent] if any(key not in silent for key in keys) else []
-    result.failed_over = failing  # their predictors are not asked (plan.prediction_request)
-    returning = set((subscription.get("status") or {}).get("failedOverClusters") or []) - set(silent)
+    result.not_asked = failing
     for feed in (subscription.get("spec") or {}).get("feeds") or []:
         key = feed_key(feed)
         desired = feed_replicas.get(key)
@@ -420,8 +425,10 @@ def divide_dynamically(subscription: Obj, result: ScheduleResult, feed_replicas:
         result.replicas[key] = split.replicas
         if split.unplaced:
             result.unplaced[key] = split.unplaced
-        hold_back(result, key, desired, previous, silent, ready)
-    result.unanswered = {k: why for k, why in (predictions or {}).items() if isinstance(why, str) and k in keys}
+        result.failed_over = sorted({*result.failed_over, *(k for k in failing if previous.get(k, 0) > 0)})
+        hold_back(result, key, desired, previous, silent, returning, ready)
+    result.unanswered = {k: why for k, why in (predictions or {}).items()
+                         if isinstance(why, str) and k in keys and k not in failing}
 
 
 def by_subgroup(placements: list[ClusterPlacement], subscribers: list[Obj],

@@ -16,7 +16,7 @@ from clusternet_core.plan import (
     subscription_feeds,
 )
 from clusternet_core.refusals import condition, refusal_condition
-from clusternet_core.scheduling import feed_key, untolerated_taints
+from clusternet_core.scheduling import feed_key
 
 REASON_NO_MATCH = "NoMatchingCluster"
 """Ready's reason when the scheduler bound no cluster, with its message saying why. A rewrite after a report kept
@@ -34,8 +34,10 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
         status["bindingClusters"] = inputs.bindings
         status["replicas"] = inputs.replicas or {}
         status["desiredReleases"] = len(inputs.bindings)
-        status.pop("failedOverClusters", None)
-        status.update({"failedOverClusters": inputs.failed_over} if inputs.failed_over else {})
+        for name, keys in ((failover.STATUS_FAILED_OVER, inputs.failed_over),
+                           (failover.STATUS_FAILING_BACK, inputs.failing_back)):
+            status.pop(name, None)
+            status.update({name: keys} if keys else {})
     view = {**sub, "status": status}
     descs = [d for d in caches.descriptions.values()
              if (d["metadata"].get("labels") or {}).get(known.LABEL_SUBS_UID) == sub["metadata"]["uid"]]
@@ -49,8 +51,7 @@ def subscription_status(sub: Obj, inputs: StatusInputs | None, caches: Caches,
         ready = condition("False", REASON_NO_MATCH, str(last.get("message") or ""))
     elif ready.get("type") and status.get("bindingClusters") and (note := unweighted_note(sub)):
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
-    note = inputs.failover_note if inputs is not None else failover_as_written(
-        view, clusters, caches.inventories.get(key_of(sub)))
+    note = failover.failover_notes(status)
     if ready.get("type") and status.get("bindingClusters") and note:
         ready = {**ready, "message": f"{ready.get('message') or ''}; {note}".lstrip("; ")}
     unplaced, note = shortfall(view, inputs, caches.inventories.get(key_of(sub)))
@@ -84,26 +85,6 @@ def desired_counts(inventory: Obj | None) -> dict[str, int]:
     """Feed key -> the FeedInventory's desiredReplicas (a FeedOrder holds its feed inline)."""
     return {feed_key(order): count for order in ((inventory or {}).get("spec") or {}).get("feeds") or []
             if isinstance(count := order.get("desiredReplicas"), int)}
-
-
-def failover_as_written(sub: Obj, clusters: dict[str, Obj], inventory: Obj | None) -> str | None:
-    """Ready's failover note told from the status alone: a rewrite without a reconcile's findings (a report, or
-    any rewrite by a hub that has not reconciled the Subscription since it started) dropped it until the next
-    reconcile (review s44). A split whose counts add up to more than the FeedInventory's desired count for a feed
-    is a failed-over one, whatever the gate (without it they never do): its silent bound clusters are the ones it
-    fails over, and the others of `status.failedOverClusters` are the ones awaited before the others give their
-    share back (only a reconcile reads the reports that end the wait)."""
-    status = sub.get("status") or {}
-    split = status.get("replicas") or {}
-    if not any(sum(split.get(key) or []) > count for key, count in desired_counts(inventory).items()):
-        return None
-    tolerations = (sub.get("spec") or {}).get("clusterTolerations") or []
-    bound = status.get("bindingClusters") or []
-    silent = sorted(key for key in bound if (mc := clusters.get(key)) is not None
-                    and failover.silent(mc, untolerated_taints(mc, tolerations)))
-    awaited = [key for key in status.get("failedOverClusters") or [] if key in bound and key not in silent]
-    notes = [failover.failover_note(silent), failover.failing_back_note(awaited)]
-    return "; ".join(n for n in notes if n) or None
 
 
 REASON_SPEC_NOT_PLANNED = "SpecChangePending"

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusternet_api import known
+from clusternet_api.heartbeats import DEFAULT_HEARTBEAT_SECONDS, heartbeat_seconds
 from clusternet_api.ratelimit import MAX_RETRY_AFTER
 from clusternet_api.timefmt import format_rfc3339
 
 Obj = dict[str, Any]
-DEFAULT_HEARTBEAT_SECONDS = 180  # Clusternet's default --cluster-status-update-frequency (3m)
 GRACE_MULTIPLIER = 3
 
 
@@ -47,11 +47,6 @@ def parse_time(value: str | None) -> datetime.datetime | None:
     if not value:
         return None
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def heartbeat_seconds(mc: Obj) -> int:
-    """The cluster's report period, as its agent states it."""
-    return int((mc.get("status") or {}).get("heartbeatFrequencySeconds") or DEFAULT_HEARTBEAT_SECONDS)
 
 
 def grace_period(mc: Obj) -> datetime.timedelta:

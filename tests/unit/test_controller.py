@@ -818,3 +818,20 @@ async def test_a_report_while_failing_back_brings_a_reconcile() -> None:
     c.status.decided[SUB] = (uid, planning.StatusInputs(["ns/c"], {}, None, [], failing_back=["ns/c"]))
     await c.status.update(SUB)
     assert c.store.queue.waiting(("sub", *SUB))
+
+
+async def test_the_store_times_a_clusters_return_by_the_hubs_clock() -> None:
+    """Failing back counts a returning cluster's reports one heartbeat period after the hub heard it again
+    (placement.feed_ready): the time comes from the hub's own clock when Ready turns True, not from the agent's
+    stamp; a cluster not seen returning is timed from the first ask."""
+    c, _, _ = await primed()
+    key = f"{NS}/child1"
+    c.store.on_cluster("MODIFIED", cluster(ready="Unknown"), cluster())
+    assert key not in c.store.back_since
+    c.store.on_cluster("MODIFIED", cluster(), cluster(ready="Unknown"))
+    first = c.store.back_since[key]
+    c.store.on_cluster("MODIFIED", cluster(), cluster())  # a heartbeat: still the same return
+    assert c.store.back_since[key] == first and 0 <= c.store.back_for(key) < 5
+    assert c.store.back_for(f"{NS}/other") == 0.0
+    c.store.on_cluster("DELETED", cluster(), None)
+    assert key not in c.store.back_since

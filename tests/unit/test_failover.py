@@ -139,7 +139,7 @@ def test_the_note_names_the_silent_clusters() -> None:
 def test_a_rewrite_without_a_reconcile_keeps_saying_what_is_failed_over() -> None:
     """Review s44: the Ready note came only from a reconcile's findings, so a status rewrite without them (a report
     arriving, or anything a restarted hub wrote before its first reconcile of the Subscription) dropped it until the
-    next one. It is now told from the written split: more than the desired count, silent clusters bound."""
+    next one. It is now told from the status's `failedOverClusters` (review s46; from the written split before)."""
     from clusternet_core import substatus
     from clusternet_core.naming import manifest_labels, manifest_name
     from clusternet_core.plan import Caches
@@ -151,7 +151,8 @@ def test_a_rewrite_without_a_reconcile_keeps_saying_what_is_failed_over() -> Non
                 "metadata": {"name": name, "namespace": known.RESERVED_NAMESPACE, "labels": manifest_labels(template)}}
 
     silent_c = cluster("c", SILENT)
-    sub = {**dividing({}, {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [3, 3, 2]}}),
+    sub = {**dividing({}, {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [3, 3, 2]},
+                           "failedOverClusters": ["ns-c/c"]}),
            "metadata": {"namespace": "default", "name": "app", "uid": "u1", "generation": 1}}
     inventory = {"spec": {"feeds": [{**DEPLOY, "desiredReplicas": 6}]}}
     caches = Caches(clusters={("ns-a", "a"): cluster("a"), ("ns-b", "b"): cluster("b"), ("ns-c", "c"): silent_c},
@@ -160,22 +161,6 @@ def test_a_rewrite_without_a_reconcile_keeps_saying_what_is_failed_over() -> Non
     _, ready = substatus.subscription_status(sub, None, caches)
     assert "failed over: ns-c/c silent" in ready.get("message", ""), ready
     # the usual split written (the gate off, or the cluster back): nothing said
-    usual = {**sub, "status": {**sub["status"], "replicas": {KEY: [2, 2, 2]}}}
+    usual = {**sub, "status": {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [2, 2, 2]}}}
     _, ready = substatus.subscription_status(usual, None, caches)
     assert "failed over" not in ready.get("message", "")
-
-
-def test_failing_over_and_back_are_events_and_nothing_else_is() -> None:
-    from clusternet_core.failover import failover_event, failover_note
-
-    note = failover_note(["ns2/child2"])
-    assert note is not None
-    over = failover_event("2/2 clusters done", f"1/2 clusters done; {note}")
-    assert over == ("Warning", "FailedOver", note.removeprefix("failed over: "))
-    assert failover_event(f"1/2 clusters done; {note}", f"2/2 clusters done; {note}") is None  # reports only
-    assert failover_event(f"1/2 clusters done; {note}", "2/2 clusters done") == (
-        "Normal", "FailedBack", "every bound cluster reports again: the usual split is back")
-    both = failover_note(["ns1/child1", "ns2/child2"])
-    assert both is not None and failover_event(f"x; {note}", f"x; {both}") == (
-        "Warning", "FailedOver", both.removeprefix("failed over: "))
-    assert failover_event("", "") is None

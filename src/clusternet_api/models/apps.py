@@ -182,8 +182,9 @@ class SubscriptionStatus(ApiModel):
     conditions: list[Condition] | None = None
     """Ours: a Ready condition saying what is still missing (Clusternet has none)."""
     failed_over_clusters: list[str] | None = None
-    """Ours (the FailOver gate): bound clusters whose replicas the others took on, while they are silent and, once
-    they report again, until they run their own share again (clusternet_core/failover.py)."""
+    """Ours (the FailOver gate): silent bound clusters whose divided replicas the other clusters took on."""
+    failing_back_clusters: list[str] | None = None
+    """Ours (the FailOver gate): clusters back from silence whose share the others keep until they run it."""
 
 
 class Subscription(KubeObject):

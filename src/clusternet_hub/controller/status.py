@@ -169,8 +169,8 @@ class StatusWriter:
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
         if ready.get("reason") == dynamic.REASON_NO_ROOM != old.get("reason"):
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
-        if (moved := failover.failover_event(str(old.get("message") or ""), str(ready.get("message") or ""))):
-            await applier.post_event(self.kube, sub, *moved, known.CREATED_BY_HUB)
+        for event in failover.failover_events(dict(sub.get("status") or {}), new):
+            await applier.post_event(self.kube, sub, *event, known.CREATED_BY_HUB)
         key = key_of(sub)
         started = time.monotonic()
         # the next status is compared with this one, not with an older one; through on_subscription, so a spec

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -111,6 +112,9 @@ class Store:
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
         self.deleted_manifests: dict[str, None] = {}
         self._primed = {p.plural: asyncio.Event() for p in PRIMED}  # listed by prime
+        # binding key -> monotonic time the hub heard the cluster again after it was not Ready, or first asked
+        # (failing back waits for its reports: placement.feed_ready); the hub's clock, not the agent's stamp
+        self.back_since: dict[str, float] = {}
 
     def enqueue(self, work: Work, key: Key, force: bool = False, background: bool = False) -> None:
         """Mark work as due; `background`: the periodic resync's, done when nothing else waits (workqueue.py)."""
@@ -361,6 +365,11 @@ class Store:
         """Labels or taints changed: rescheduling may bind or unbind it; push side may have flipped.
         (The hub's cluster tracking has updated the shared ManagedCluster cache already.)"""
         meta = mc["metadata"]
+        binding = f"{meta['namespace']}/{meta['name']}"
+        if event == "DELETED":
+            self.back_since.pop(binding, None)
+        elif old is not None and is_ready(mc) and not is_ready(old):
+            self.back_since[binding] = time.monotonic()
         if event == "DELETED" or old is None or _scheduling_view(old) != _scheduling_view(mc):
             self.enqueue_subscriptions()
             for key in list(self.caches.descriptions):
@@ -373,6 +382,12 @@ class Store:
             self._after_tunnel(meta["namespace"])
         if meta["namespace"] in self.awaiting_report and self.heard((meta["namespace"], meta["name"])):
             self._after_report(meta["namespace"])
+
+    def back_for(self, binding: str) -> float:
+        """Seconds since the hub heard the cluster again (on_cluster); for one it has not seen return since it
+        started, since it was first asked (its reports count one heartbeat period later, as for a return)."""
+        now = time.monotonic()
+        return now - self.back_since.setdefault(binding, now)
 
     def _after_report(self, namespace: str) -> None:
         """Clean up (and prune) at once what waited for the cluster's first report since the hub started

@@ -51,14 +51,15 @@ class SubscriptionReconciler:
         if sub is None:
             self.caught_up.pop(key, None)
             return
-        plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over)
+        back_for = self.store.back_for
+        plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over, back_for=back_for)
         if plan.refusal is not None and plan.refusal.get("reason") == refusals.REASON_FEED_NOT_FOUND \
                 and await self._catch_up_manifests(sub):
-            plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over)
+            plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over, back_for=back_for)
         if plan.action == "predict" and plan.predict is not None:  # Dynamic Dividing scales up: ask, plan again
             answers = await self.predict(plan.predict) if self.predict is not None else {
                 key: "this hub asks no predictors" for key, _ in plan.predict.clusters}
-            plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over, answers)
+            plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over, answers, back_for)
         await self.apply(sub, plan)
 
     async def _catch_up_manifests(self, sub: Obj) -> bool:
