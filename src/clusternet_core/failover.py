@@ -87,24 +87,30 @@ def failback_split(desired: int, keys: Sequence[str], split: Sequence[int], prev
                    feed: str) -> tuple[list[int], list[str]]:
     """`split` (the usual or failed-over one) with the clusters it shrinks keeping their `previous` shares while a
     `returning` cluster (one the status names failed over or failing back, that reports again) does not run its
-    share yet: make before break. Returns the split to write and the returning clusters awaited (none: `split`).
+    share yet: make before break. Returns the split to write and the returning clusters still awaited.
 
     Only a written split that adds up to more than `desired` is held, and only while a returning cluster is awaited:
     a scale-down with no cluster back from silence applies at once (review s46 found every scale-down held when a
     cluster was not ready). A returning cluster is awaited while its share is not `ready(binding key, feed)` (its
     generic Description deployed for the current spec and the feed reported available there; placement.feed_ready
-    also waits one heartbeat period after it reports again and gives up after FAILBACK_TIMEOUT). One whose share
-    grows is awaited at least once more: its Description is rewritten with the new share first."""
+    also waits one heartbeat period after it reports again and gives up after FAILBACK_TIMEOUT), whether or not
+    anything is held meanwhile: it stays named (STATUS_FAILING_BACK) until it runs its share, so a later giving back
+    (another cluster back from silence) waits for it too (re-review s46). One whose share changes is awaited at
+    least once more: its Description is rewritten with the new share first."""
     back = {key for key in returning if key not in silent_keys}
-    if not back.intersection(keys) or sum(previous.get(key, 0) for key in keys) <= desired:
+
+    def awaited(shares: Sequence[int]) -> list[str]:
+        return [key for i, key in enumerate(keys) if key in back and shares[i] > 0
+                and not (shares[i] == previous.get(key) and ready(key, feed))]
+
+    if not back.intersection(keys):
         return list(split), []
     shrinking = {i for i, key in enumerate(keys) if key not in silent_keys and split[i] < previous.get(key, 0)}
-    held = [previous[key] if i in shrinking else split[i] for i, key in enumerate(keys)]
-    awaited = [key for i, key in enumerate(keys) if key in back and held[i] > 0
-               and not (held[i] == previous.get(key) and ready(key, feed))]
-    if not shrinking or not awaited:
-        return list(split), []
-    return held, awaited
+    if shrinking and sum(previous.get(key, 0) for key in keys) > desired:
+        held = [previous[key] if i in shrinking else split[i] for i, key in enumerate(keys)]
+        if waiting := awaited(held):
+            return held, waiting
+    return list(split), awaited(split)
 
 
 NOTE_PREFIX = "failed over: "
@@ -121,13 +127,12 @@ def failover_note(failed_over: Collection[str]) -> str | None:
 
 
 def failing_back_note(awaited: Collection[str]) -> str | None:
-    """What the Subscription's Ready message says while the clusters that took replicas on keep them
-    (failback_split)."""
+    """What the Subscription's Ready message says while clusters back from silence are awaited (failback_split)."""
     if not awaited:
         return None
-    their = "their shares are" if len(awaited) > 1 else "its share is"
-    return (f"{BACK_PREFIX}the other clusters keep the replicas they took on until {their} available in "
-            f"{', '.join(sorted(awaited))}")
+    report, it, its = ("report", "they run", "their") if len(awaited) > 1 else ("reports", "it runs", "its")
+    return (f"{BACK_PREFIX}{', '.join(sorted(awaited))} {report} again; the other clusters give back the replicas "
+            f"they took on once {it} {its} share ({int(FAILBACK_TIMEOUT) // 60} minutes at most)")
 
 
 def failover_notes(status: Obj) -> str | None:
@@ -151,6 +156,5 @@ def failover_events(old: Obj, new: Obj) -> list[tuple[str, str, str]]:
     if back - was_back and (note := failing_back_note(back)):
         events.append(("Normal", "FailingBack", note.removeprefix(BACK_PREFIX)))
     if (was_over or was_back) and not over and not back:
-        events.append(("Normal", "FailedBack", "every bound cluster reports again and the clusters that took "
-                                               "replicas on gave them back: the usual split is back"))
+        events.append(("Normal", "FailedBack", "no replicas are failed over any more: the usual split is back"))
     return events

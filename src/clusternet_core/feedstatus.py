@@ -316,15 +316,13 @@ def applied(desc: Obj | None) -> bool:
 
 
 def available_in(desc: Obj | None, feeds: Iterable[Obj], feed: Obj) -> bool:
-    """Whether `feed` is deployed by the generic Description `desc` for its current generation and reported
-    available there (failover.failback_split waits for it)."""
+    """Whether the generic Description `desc` deploys `feed` for its current generation and reports it available."""
     if desc is None or not applied(desc):
         return False
     ref = feed_ref(feed)
     rendered = _rendered_by_feed([feed_ref(f) for f in feeds], _rendered(desc)).get(feed_key(ref))
-    reported = _find(feed_ref(rendered) if rendered is not None else ref,
-                     (desc.get("status") or {}).get("manifestStatuses") or [])
-    return feed_verdict(ref, reported, rendered)[0] is True
+    statuses = (desc.get("status") or {}).get("manifestStatuses") or []
+    return feed_verdict(ref, _find(feed_ref(rendered) if rendered else ref, statuses), rendered)[0] is True
 
 
 def feed_verdict(feed: dict[str, str], reported: Obj | None, rendered: Obj | None) -> tuple[bool | None, str,

@@ -102,7 +102,9 @@ def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj], clusters: Mapping[Key,
             namespace, _, name = cluster.partition("/")
             if back >= failover.FAILBACK_TIMEOUT:
                 return True
-            if back < heartbeat_seconds((clusters or {}).get((namespace, name)) or {}):
+            # a heartbeat period of 10 minutes or more would leave no time to read any report
+            if back < min(heartbeat_seconds((clusters or {}).get((namespace, name)) or {}),
+                          failover.FAILBACK_TIMEOUT / 2):
                 return False
         if mine is None:
             uid = (sub.get("metadata") or {}).get("uid")

@@ -153,11 +153,8 @@ class StatusInputs:
     """Dynamic Dividing: replicas per feed that found no room (Ready False, dynamic.REASON_NO_ROOM)."""
     shortfall_note: str | None = None
     """Dynamic Dividing: what Ready says of them and of predictors that did not answer (dynamic.shortfall_note)."""
-    failed_over: list[str] = field(default_factory=list)
-    """Silent clusters whose replicas the others took on (failover.STATUS_FAILED_OVER)."""
-    failing_back: list[str] = field(default_factory=list)
-    """Clusters back from silence whose share the others keep until they run it (failover.STATUS_FAILING_BACK):
-    their reports are worth a reconcile."""
+    failed_over: list[str] = field(default_factory=list)  # failover.STATUS_FAILED_OVER
+    failing_back: list[str] = field(default_factory=list)  # failover.STATUS_FAILING_BACK: reports bring a reconcile
 
 
 @dataclass

@@ -384,8 +384,9 @@ def schedule(
             previous = failover.previous_shares(subscription, key)
             moved = failover.failover_split(desired, keys, weights, silent, previous, divide_replicas)
             result.replicas[key] = moved if moved is not None else divide_replicas(desired, weights)
-            if moved is not None:
-                result.failed_over = sorted(silent.intersection(keys))
+            if moved is not None:  # a silent cluster without a share has nothing taken on
+                result.failed_over = sorted({*result.failed_over, *(k for k, n in zip(keys, moved, strict=True)
+                                                                     if k in silent and n > 0)})
             hold_back(result, key, desired, previous, silent, returning, ready if fail_over else None)
     return result
 

@@ -26,8 +26,8 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.
         result = check()
         if result:
             return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
+        if time.monotonic() > deadline:  # the last value seen says what was there instead
+            raise AssertionError(f"{what} not met within {timeout}s (last: {str(result)[:300]})")
         time.sleep(interval)
 
 

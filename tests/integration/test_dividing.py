@@ -23,6 +23,7 @@ NS = "dividing-app"
 LABEL = "dividing-test"
 SUB = "web-dividing"
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+HEAVY_KEY = f"apps/v1/Deployment/{NS}/heavy"
 
 
 def deployment(replicas: int) -> dict[str, Any]:
@@ -70,8 +71,41 @@ def release_pods(child: ControlPlane) -> None:
             check=False)
 
 
-def available(child: ControlPlane) -> int:
-    return int(((child_deploy(child) or {}).get("status") or {}).get("availableReplicas") or 0)
+def available(child: ControlPlane, name: str = "web") -> int:
+    out = kubectl(child, "get", "deploy", name, "-n", NS, "-o", "json", check=False)
+    return int((json.loads(out.stdout).get("status") or {}).get("availableReplicas") or 0) if out.returncode == 0 \
+        else 0
+
+
+def cluster_ready(parent: ControlPlane, mc: dict[str, Any]) -> str | None:
+    """The ManagedCluster's Ready status now."""
+    out = json.loads(kubectl(parent, "get", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
+                             "-o", "json").stdout)
+    return next((c["status"] for c in out["status"].get("conditions") or [] if c["type"] == "Ready"), None)
+
+
+def sub_ready(parent: ControlPlane) -> dict[str, Any]:
+    """The Subscription's Ready condition ({} when none)."""
+    return next((c for c in sub_status(parent).get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def heavy_split(parent: ControlPlane) -> dict[str, int]:
+    """Binding key -> the heavy Deployment's share, as status.replicas says."""
+    status = sub_status(parent)
+    return dict(zip(status.get("bindingClusters") or [], (status.get("replicas") or {}).get(HEAVY_KEY) or [],
+                    strict=False))
+
+
+def subscribe_dynamically(parent: ControlPlane, value: str, replicas: int, **spec: Any) -> None:
+    """A Dynamic Dividing (Spread) Subscription of the namespace and heavy(replicas) for the clusters labelled
+    LABEL=value."""
+    kubectl(parent, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
+        "metadata": {"name": SUB, "namespace": "default"},
+        "spec": {"schedulingStrategy": "Dividing",
+                 "dividingScheduling": {"type": "Dynamic", "dynamicDividing": {"strategy": "Spread"}},
+                 "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: value}}}],
+                 "feeds": [feed(NAMESPACE), feed(heavy(replicas))], **spec}}))
 
 
 def sub_status(parent: ControlPlane) -> dict[str, Any]:
@@ -217,18 +251,13 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
         return bool((status.get("replicas") or {}).get(deploy_key) == [shares.get(k) for k in status[
             "bindingClusters"]])
 
-    def ready(mc: dict[str, Any]) -> str | None:
-        out = json.loads(kubectl(parent, "get", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
-                                 "-o", "json").stdout)
-        return next((c["status"] for c in out["status"].get("conditions") or [] if c["type"] == "Ready"), None)
-
     try:
         wait_for(lambda: (child_replicas(child1), child_replicas(child2)) == (2, 2), timeout=120,
                  what="2 replicas in each child")
         uids = {c.name: (child_deploy(c) or {})["metadata"]["uid"] for c in (child1, child2)}
         generation = descriptions(parent, SUB)[env["ns2"]]["metadata"]["generation"]
         env["puller"].stop()
-        wait_for(lambda: ready(env["mc2"]) == "Unknown", timeout=60, what="child2 judged silent")
+        wait_for(lambda: cluster_ready(parent, env["mc2"]) == "Unknown", timeout=60, what="child2 judged silent")
         wait_for(lambda: child_replicas(child1) == 4, timeout=60, what="child1 running all 4 replicas")
         assert divided({key1: 4, key2: 2})
         ready_message = next(c["message"] for c in sub_status(parent)["conditions"] if c["type"] == "Ready")
@@ -238,7 +267,7 @@ def test_with_failover_the_other_cluster_takes_a_silent_clusters_share_on_and_no
         assert child_replicas(child2) == 2 and (child_deploy(child2) or {})["metadata"]["uid"] == uids[child2.name]
 
         env["puller"].start()
-        wait_for(lambda: ready(env["mc2"]) == "True", timeout=90, what="child2 Ready again")
+        wait_for(lambda: cluster_ready(parent, env["mc2"]) == "True", timeout=90, what="child2 Ready again")
         wait_for(lambda: "failing back: " in next(c["message"] for c in sub_status(parent)["conditions"]
                                                   if c["type"] == "Ready"), timeout=60, what="Ready naming child2")
         wait_for(lambda: "FailingBack" in sub_events(parent), timeout=30, what="a FailingBack event")
@@ -301,20 +330,17 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
     more. The Deployments keep their UIDs."""
     env = hub_and_agents
     key1, key2 = label_both(env, parent, "dynamic")
-    deploy_key = f"apps/v1/Deployment/{NS}/heavy"
-    kubectl(child1, "apply", "-f", "-", input=json.dumps(node("dyn-a", "4")))
-    kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-b", "8")))
-    kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-c", "4")))
+    deploy_key = HEAVY_KEY
+    for child, name, cpus in ((child1, "dyn-a", "4"), (child2, "dyn-b", "8"), (child2, "dyn-c", "4")):
+        kubectl(child, "apply", "-f", "-", input=json.dumps(node(name, cpus)))
     store_template(parent, NAMESPACE)
     store_template(parent, heavy(8))
 
     def split() -> dict[str, int]:
-        status = sub_status(parent)
-        return dict(zip(status.get("bindingClusters") or [], (status.get("replicas") or {}).get(deploy_key) or [],
-                        strict=False))
+        return heavy_split(parent)
 
     def ready() -> dict[str, Any]:
-        return next((c for c in sub_status(parent).get("conditions") or [] if c["type"] == "Ready"), {})
+        return sub_ready(parent)
 
     try:
         mc1 = env["mc1"]["metadata"]
@@ -322,15 +348,9 @@ def test_dynamic_dividing_follows_the_room_each_childs_predictor_reports(
                                        "json").stdout)["status"]
         assert (mc_status.get("predictorEnabled"), mc_status.get("predictorAddress"),
                 mc_status.get("predictorDirectAccess")) == (True, "http://predictor.clusternet.local", False)
-        kubectl(parent, "apply", "-f", "-", input=json.dumps({
-            "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
-            "metadata": {"name": SUB, "namespace": "default"},
-            "spec": {"schedulingStrategy": "Dividing",
-                     "dividingScheduling": {"type": "Dynamic", "dynamicDividing": {"strategy": "Spread"}},
-                     "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "dynamic"}}}],
-                     # the stop below tests a silent predictor; the failover of a silent cluster is the next test's
-                     "clusterTolerations": [{"key": "clusters.clusternet.io/unschedulable", "operator": "Exists"}],
-                     "feeds": [feed(NAMESPACE), feed(heavy(8))]}}))
+        # the stop below tests a silent predictor; the failover of a silent cluster is the next test's
+        subscribe_dynamically(parent, "dynamic", 8, clusterTolerations=[
+            {"key": "clusters.clusternet.io/unschedulable", "operator": "Exists"}])
         wait_for(lambda: split() == {key1: 2, key2: 6}, timeout=120, what="status.replicas 2 and 6")
         wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (2, 6), timeout=120,
                  what="child1 with 2 replicas and child2 with 6")
@@ -395,47 +415,25 @@ def test_dynamic_dividing_with_failover_spreads_a_silent_clusters_share_and_give
     Deployments keep their UIDs."""
     env = hub_and_agents
     key1, key2 = label_both(env, parent, "dynamic-failover")
-    deploy_key = f"apps/v1/Deployment/{NS}/heavy"
-    kubectl(child1, "apply", "-f", "-", input=json.dumps(node("dyn-a", "8")))
-    kubectl(child2, "apply", "-f", "-", input=json.dumps(node("dyn-b", "8")))
+    for child, name in ((child1, "dyn-a"), (child2, "dyn-b")):
+        kubectl(child, "apply", "-f", "-", input=json.dumps(node(name, "8")))
     store_template(parent, NAMESPACE)
     store_template(parent, heavy(4))
 
-    def split() -> dict[str, int]:
-        status = sub_status(parent)
-        return dict(zip(status.get("bindingClusters") or [], (status.get("replicas") or {}).get(deploy_key) or [],
-                        strict=False))
-
     def ready_message() -> str:
-        return str(next((c for c in sub_status(parent).get("conditions") or [] if c["type"] == "Ready"),
-                        {}).get("message") or "")
-
-    def cluster_ready(mc: dict[str, Any]) -> str | None:
-        out = json.loads(kubectl(parent, "get", "mcls", mc["metadata"]["name"], "-n", mc["metadata"]["namespace"],
-                                 "-o", "json").stdout)
-        return next((c["status"] for c in out["status"].get("conditions") or [] if c["type"] == "Ready"), None)
-
-    def heavy_available(child: ControlPlane) -> int:
-        out = json.loads(kubectl(child, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)
-        return int((out.get("status") or {}).get("availableReplicas") or 0)
+        return str(sub_ready(parent).get("message") or "")
 
     try:
-        kubectl(parent, "apply", "-f", "-", input=json.dumps({
-            "apiVersion": "apps.clusternet.io/v1alpha1", "kind": "Subscription",
-            "metadata": {"name": SUB, "namespace": "default"},
-            "spec": {"schedulingStrategy": "Dividing",
-                     "dividingScheduling": {"type": "Dynamic", "dynamicDividing": {"strategy": "Spread"}},
-                     "subscribers": [{"clusterAffinity": {"matchLabels": {LABEL: "dynamic-failover"}}}],
-                     "feeds": [feed(NAMESPACE), feed(heavy(4))]}}))
-        wait_for(lambda: split() == {key1: 2, key2: 2}, timeout=120, what="status.replicas 2 and 2")
+        subscribe_dynamically(parent, "dynamic-failover", 4)
+        wait_for(lambda: heavy_split(parent) == {key1: 2, key2: 2}, timeout=120, what="status.replicas 2 and 2")
         wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (2, 2), timeout=120,
                  what="2 replicas in each child")
         uids = {c.name: json.loads(kubectl(c, "get", "deploy", "heavy", "-n", NS, "-o", "json").stdout)[
             "metadata"]["uid"] for c in (child1, child2)}
 
         env["puller"].stop()
-        wait_for(lambda: cluster_ready(env["mc2"]) == "Unknown", timeout=60, what="child2 judged silent")
-        wait_for(lambda: split() == {key1: 4, key2: 2}, timeout=60, what="status.replicas 4 and 2")
+        wait_for(lambda: cluster_ready(parent, env["mc2"]) == "Unknown", timeout=60, what="child2 judged silent")
+        wait_for(lambda: heavy_split(parent) == {key1: 4, key2: 2}, timeout=60, what="status.replicas 4 and 2")
         assert f"failed over: {key2} silent" in ready_message()
         assert sub_status(parent).get("failedOverClusters") == [key2]
         wait_for(lambda: "FailedOver" in sub_events(parent), timeout=30, what="a FailedOver event")
@@ -443,14 +441,14 @@ def test_dynamic_dividing_with_failover_spreads_a_silent_clusters_share_and_give
         assert heavy_replicas(child2) == 2
 
         env["puller"].start()
-        wait_for(lambda: cluster_ready(env["mc2"]) == "True", timeout=90, what="child2 Ready again")
+        wait_for(lambda: cluster_ready(parent, env["mc2"]) == "True", timeout=90, what="child2 Ready again")
         wait_for(lambda: "failing back: " in ready_message(), timeout=60, what="Ready naming child2")
         for _ in range(3):  # three of the hub's resyncs (2 s): child2's replicas still wait for a node
-            assert split() == {key1: 4, key2: 2} and heavy_available(child2) == 0
+            assert heavy_split(parent) == {key1: 4, key2: 2} and available(child2, "heavy") == 0
             time.sleep(2)
         run_pods(child2, "heavy")
-        wait_for(lambda: split() == {key1: 2, key2: 2}, timeout=60, what="status.replicas 2 and 2 again")
-        assert heavy_available(child2) == 2  # given back only once child2 runs its share
+        wait_for(lambda: heavy_split(parent) == {key1: 2, key2: 2}, timeout=60, what="status.replicas 2 and 2 again")
+        assert available(child2, "heavy") == 2  # given back only once child2 runs its share
         assert "failedOverClusters" not in sub_status(parent)
         wait_for(lambda: (heavy_replicas(child1), heavy_replicas(child2)) == (2, 2), timeout=90,
                  what="2 replicas in each child again")

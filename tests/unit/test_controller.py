@@ -832,6 +832,13 @@ async def test_the_store_times_a_clusters_return_by_the_hubs_clock() -> None:
     first = c.store.back_since[key]
     c.store.on_cluster("MODIFIED", cluster(), cluster())  # a heartbeat: still the same return
     assert c.store.back_since[key] == first and 0 <= c.store.back_for(key) < 5
+    c.store.on_cluster("MODIFIED", cluster(), cluster(ready="False"))  # a failed probe, heard all along: no return
+    assert c.store.back_since[key] == first
     assert c.store.back_for(f"{NS}/other") == 0.0
     c.store.on_cluster("DELETED", cluster(), None)
     assert key not in c.store.back_since
+    # a hub that did not see the return (restarted, a new leader) counts from the agent's stamp, when it is past
+    stamped = cluster()
+    stamped["status"]["conditions"][0]["lastTransitionTime"] = "2026-01-01T00:00:00Z"
+    c.store.caches.clusters[(NS, "child1")] = stamped
+    assert c.store.back_for(key) > 600

@@ -62,13 +62,14 @@ def test_a_scale_down_while_failing_back_waits_for_the_returning_cluster_too() -
     result = schedule(dividing({}, FAILED_OVER), BACK, {KEY: 3}, fail_over=True, ready=ready_in())
     assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 2} and result.failing_back == ["ns-c/c"]
     result = schedule(dividing({}, FAILED_OVER), BACK, {KEY: 3}, fail_over=True, ready=ready_in("ns-c/c"))
-    assert split(result) == {"ns-a/a": 1, "ns-b/b": 1, "ns-c/c": 1} and result.failing_back == []
+    assert split(result) == {"ns-a/a": 1, "ns-b/b": 1, "ns-c/c": 1}
+    assert result.failing_back == ["ns-c/c"]  # until it runs its new share: nothing is held for it meanwhile
 
 
 def test_a_scale_up_while_failing_back_is_not_held() -> None:
     """The new count is more than the failed-over split adds up to: no surplus to keep."""
     result = schedule(dividing({}, FAILED_OVER), BACK, {KEY: 9}, fail_over=True, ready=ready_in())
-    assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 3} and result.failing_back == []
+    assert split(result) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 3} and result.failing_back == ["ns-c/c"]
 
 
 def test_a_split_that_never_failed_over_is_not_held() -> None:
@@ -113,8 +114,8 @@ def test_a_cluster_given_more_than_it_runs_is_awaited_even_if_its_old_share_is_a
 def test_the_note_and_the_events_of_failing_back_are_told_from_the_status_fields() -> None:
     assert failing_back_note([]) is None
     note = failing_back_note(["ns-c/c"])
-    assert note == ("failing back: the other clusters keep the replicas they took on until its share is available "
-                    "in ns-c/c")
+    assert note == ("failing back: ns-c/c reports again; the other clusters give back the replicas they took on once "
+                    "it runs its share (10 minutes at most)")
     over = failover_note(["ns-c/c"])
     assert over is not None
     silent, back, done = {"failedOverClusters": ["ns-c/c"]}, {"failingBackClusters": ["ns-c/c"]}, {}
@@ -150,7 +151,7 @@ def test_a_returning_cluster_whose_share_shrinks_is_still_waited_for() -> None:
     held = schedule(sub, clusters, {KEY: 6}, fail_over=True, ready=ready_in())
     assert held.replicas[KEY] == [4, 3, 2] and held.failing_back == ["ns-c/c"]
     given = schedule(sub, clusters, {KEY: 6}, fail_over=True, ready=ready_in("ns-c/c"))
-    assert given.replicas[KEY] == [4, 1, 1] and given.failing_back == []
+    assert given.replicas[KEY] == [4, 1, 1] and given.failing_back == ["ns-c/c"]  # its new share: once more
 
 
 def test_a_cluster_failing_back_stays_awaited_in_the_next_reconciles() -> None:
@@ -262,3 +263,20 @@ def test_a_description_being_deleted_is_not_the_one_read() -> None:
     old["metadata"] = {**old["metadata"], "name": "app-c-old", "deletionTimestamp": "2026-12-07T00:00:00Z"}
     assert not feed_ready(sub, {("ns-c", "app-c"): description(reported(1)), ("ns-c", "app-c-old"): old})(
         "ns-c/c", KEY)
+
+
+def test_a_cluster_awaited_while_nothing_is_held_stays_awaited() -> None:
+    """Re-review s46: c, back and not running its share, was dropped from the status at a reconcile where nothing
+    shrank (b silent meanwhile); when b came back, only b was waited for, and the feed ran 4 of 6."""
+    back_c = {"bindingClusters": ["ns-a/a", "ns-b/b", "ns-c/c"], "replicas": {KEY: [3, 3, 2]},
+              "failingBackClusters": ["ns-c/c"]}
+    b_silent = schedule(dividing({}, back_c), [cluster("a"), cluster("b", SILENT), cluster("c")], {KEY: 6},
+                        fail_over=True, ready=ready_in())
+    assert split(b_silent) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 3}
+    assert b_silent.failed_over == ["ns-b/b"] and b_silent.failing_back == ["ns-c/c"]
+    written = {"bindingClusters": back_c["bindingClusters"], "replicas": {KEY: [3, 3, 3]},
+               "failedOverClusters": ["ns-b/b"], "failingBackClusters": ["ns-c/c"]}
+    b_back = schedule(dividing({}, written), BACK, {KEY: 6}, fail_over=True, ready=ready_in("ns-b/b"))
+    assert split(b_back) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 3} and b_back.failing_back == ["ns-c/c"]
+    done = schedule(dividing({}, written), BACK, {KEY: 6}, fail_over=True, ready=ready_in("ns-b/b", "ns-c/c"))
+    assert split(done) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2}

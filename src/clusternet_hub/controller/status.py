@@ -169,8 +169,7 @@ class StatusWriter:
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
         if ready.get("reason") == dynamic.REASON_NO_ROOM != old.get("reason"):
             await applier.post_event(self.kube, sub, "Warning", ready["reason"], ready["message"], known.CREATED_BY_HUB)
-        for event in failover.failover_events(dict(sub.get("status") or {}), new):
-            await applier.post_event(self.kube, sub, *event, known.CREATED_BY_HUB)
+        moved = failover.failover_events(dict(sub.get("status") or {}), new)
         key = key_of(sub)
         started = time.monotonic()
         # the next status is compared with this one, not with an older one; through on_subscription, so a spec
@@ -180,3 +179,5 @@ class StatusWriter:
                 dict(sub.get("status") or {}), new)}, key[0], subresource="status"),
             self.store.on_subscription)
         self.written[key] = (time.monotonic(), time.monotonic() - started)
+        for event in moved:  # once written: a refused write is retried, and would post them again
+            await applier.post_event(self.kube, sub, *event, known.CREATED_BY_HUB)

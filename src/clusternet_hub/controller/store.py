@@ -8,6 +8,7 @@ event missed.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from clusternet_core import feedresolve, helmrender
 from clusternet_core.overrides import selection_problem
 from clusternet_core.plan import Caches, Key, key_of, override_targets, subscription_feeds
 from clusternet_hub.controller.workqueue import Group, WorkQueue
-from clusternet_hub.health import is_ready
+from clusternet_hub.health import is_ready, parse_time, ready_condition
 
 Work = Literal["sub", "status", "push", "helm", "chart", "release", "stray", "invalid"]
 """sub: reconcile a Subscription; status: rewrite its status; push: push a Generic Description; helm: a Helm
@@ -368,8 +369,8 @@ class Store:
         binding = f"{meta['namespace']}/{meta['name']}"
         if event == "DELETED":
             self.back_since.pop(binding, None)
-        elif old is not None and is_ready(mc) and not is_ready(old):
-            self.back_since[binding] = time.monotonic()
+        elif old is not None and is_ready(mc) and (ready_condition(old) or {}).get("status") == "Unknown":
+            self.back_since[binding] = time.monotonic()  # back from silence; a Ready=False blip is no return
         if event == "DELETED" or old is None or _scheduling_view(old) != _scheduling_view(mc):
             self.enqueue_subscriptions()
             for key in list(self.caches.descriptions):
@@ -384,10 +385,17 @@ class Store:
             self._after_report(meta["namespace"])
 
     def back_for(self, binding: str) -> float:
-        """Seconds since the hub heard the cluster again (on_cluster); for one it has not seen return since it
-        started, since it was first asked (its reports count one heartbeat period later, as for a return)."""
+        """Seconds since the hub heard the cluster again (on_cluster, by the hub's clock). For one it has not seen
+        return since it started (a restart, a new leader): since its Ready turned True as the agent stamped it, when
+        that is in the past, else since it was first asked; re-review s46 found the wait restarted at each new hub."""
         now = time.monotonic()
-        return now - self.back_since.setdefault(binding, now)
+        if binding not in self.back_since:
+            namespace, _, name = binding.partition("/")
+            since = parse_time((ready_condition(self.caches.clusters.get((namespace, name)) or {}) or {}).get(
+                "lastTransitionTime"))
+            ago = (datetime.datetime.now(datetime.UTC) - since).total_seconds() if since else 0.0
+            self.back_since[binding] = now - max(0.0, ago)
+        return now - self.back_since[binding]
 
     def _after_report(self, namespace: str) -> None:
         """Clean up (and prune) at once what waited for the cluster's first report since the hub started
