@@ -113,8 +113,8 @@ class Store:
         # LIST answered just before a delete but read after it must not put the template back (subscriptions.py)
         self.deleted_manifests: dict[str, None] = {}
         self._primed = {p.plural: asyncio.Event() for p in PRIMED}  # listed by prime
-        # binding key -> monotonic time the hub heard the cluster again after it was not Ready, or first asked
-        # (failing back waits for its reports: placement.feed_ready); the hub's clock, not the agent's stamp
+        # binding key -> monotonic time the hub heard the cluster again after its silence (Ready Unknown), or as
+        # back_for seeds it (failing back waits for its reports: placement.feed_ready)
         self.back_since: dict[str, float] = {}
 
     def enqueue(self, work: Work, key: Key, force: bool = False, background: bool = False) -> None:
