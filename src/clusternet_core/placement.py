@@ -76,9 +76,7 @@ def applying_clusters(sub: Obj, clusters: Iterable[Key], descriptions: Mapping[K
                       holding: set[str]) -> list[str]:
     """Binding keys, among `holding` (the clusters with a share of a divided feed), of those whose generic
     Description of `sub` is not deployed for its current generation yet (dynamic.APPLYING)."""
-    uid = (sub.get("metadata") or {}).get("uid")
-    mine = {ns: desc for (ns, _), desc in descriptions.items()
-            if _uid_of(desc) == uid and (desc.get("spec") or {}).get("deployer") == "Generic"}
+    mine = generic_descriptions(sub, descriptions)
     return sorted(f"{ns}/{name}" for ns, name in clusters if f"{ns}/{name}" in holding
                   and not feedstatus.applied(mine.get(ns)))
 
@@ -97,9 +95,9 @@ def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj], clusters: Mapping[Key,
 
     def ready(cluster: str, feed: str) -> bool:
         nonlocal mine
+        namespace, _, name = cluster.partition("/")
         if back_for is not None:
             back = back_for(cluster)
-            namespace, _, name = cluster.partition("/")
             if back >= failover.FAILBACK_TIMEOUT:
                 return True
             # a heartbeat period of 10 minutes or more would leave no time to read any report
@@ -107,14 +105,16 @@ def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj], clusters: Mapping[Key,
                           failover.FAILBACK_TIMEOUT / 2):
                 return False
         if mine is None:
-            uid = (sub.get("metadata") or {}).get("uid")
-            mine = {ns: desc for (ns, _), desc in descriptions.items() if _uid_of(desc) == uid
-                    and (desc.get("spec") or {}).get("deployer") == "Generic" and not _deleting(desc)}
+            mine = generic_descriptions(sub, descriptions, live_only=True)
         wanted = by_feed.get(feed)
-        return wanted is not None and feedstatus.available_in(mine.get(cluster.partition("/")[0]), feeds, wanted)
+        return wanted is not None and feedstatus.available_in(mine.get(namespace), feeds, wanted)
 
     return ready
 
 
-def _deleting(obj: Obj) -> bool:
-    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+def generic_descriptions(sub: Obj, descriptions: Mapping[Key, Obj], live_only: bool = False) -> dict[str, Obj]:
+    """Cluster namespace -> the generic Description of `sub` there (with `live_only`, not one being deleted)."""
+    uid = (sub.get("metadata") or {}).get("uid")
+    return {ns: desc for (ns, _), desc in descriptions.items()
+            if _uid_of(desc) == uid and (desc.get("spec") or {}).get("deployer") == "Generic"
+            and not (live_only and (desc.get("metadata") or {}).get("deletionTimestamp"))}
