@@ -95,14 +95,12 @@ def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj], clusters: Mapping[Key,
 
     def ready(cluster: str, feed: str) -> bool:
         nonlocal mine
-        namespace, _, name = cluster.partition("/")
+        namespace = cluster.partition("/")[0]
         if back_for is not None:
             back = back_for(cluster)
             if back >= failover.FAILBACK_TIMEOUT:
                 return True
-            # a heartbeat period of 10 minutes or more would leave no time to read any report
-            if back < min(heartbeat_seconds((clusters or {}).get((namespace, name)) or {}),
-                          failover.FAILBACK_TIMEOUT / 2):
+            if back < _settle_seconds(clusters, cluster):
                 return False
         if mine is None:
             mine = generic_descriptions(sub, descriptions, live_only=True)
@@ -110,6 +108,26 @@ def feed_ready(sub: Obj, descriptions: Mapping[Key, Obj], clusters: Mapping[Key,
         return wanted is not None and feedstatus.available_in(mine.get(namespace), feeds, wanted)
 
     return ready
+
+
+def _settle_seconds(clusters: Mapping[Key, Obj] | None, binding: str) -> float:
+    """How long after its return a cluster's reports are not read yet: one heartbeat period (a period of 10
+    minutes or more would leave no time to read any report before FAILBACK_TIMEOUT)."""
+    namespace, _, name = binding.partition("/")
+    return min(heartbeat_seconds((clusters or {}).get((namespace, name)) or {}), failover.FAILBACK_TIMEOUT / 2)
+
+
+def failback_wake(awaited: Iterable[str], clusters: Mapping[Key, Obj],
+                  back_for: Callable[[str], float]) -> float | None:
+    """Seconds until the soonest moment a failing-back cluster's wait changes without any report: its reports start
+    to count (`feed_ready` waits one heartbeat period after its return), or FAILBACK_TIMEOUT ends the wait. None when
+    no such moment is ahead. The hub brings the Subscription back then: a report or the 30-s resync did before, so
+    the others gave their surplus back up to 30 s late (the s46 note)."""
+    ahead = []
+    for binding in awaited:
+        back = back_for(binding)
+        ahead += [end - back for end in (_settle_seconds(clusters, binding), failover.FAILBACK_TIMEOUT) if end > back]
+    return min(ahead) if ahead else None
 
 
 def generic_descriptions(sub: Obj, descriptions: Mapping[Key, Obj], live_only: bool = False) -> dict[str, Obj]:

@@ -820,6 +820,20 @@ async def test_a_report_while_failing_back_brings_a_reconcile() -> None:
     assert c.store.queue.waiting(("sub", *SUB))
 
 
+async def test_a_reconcile_while_failing_back_comes_back_when_the_reports_start_to_count() -> None:
+    """Reports of a returning cluster count one heartbeat period after its return (placement.feed_ready): the
+    reconcile that plans the wait brings the Subscription back at that moment, not at the next report or resync."""
+    c, _, _ = await primed(subscription())
+    key = f"{NS}/child1"
+    settle = 180.0  # Clusternet's default heartbeat period: the cached cluster states none
+    c.store.back_since[key] = time.monotonic() - settle + 0.2
+    plan = planning.Plan("deploy", status=planning.StatusInputs([key], {}, None, [], failing_back=[key]))
+    c.subscriptions._wake_for_failback(SUB, plan)
+    assert not c.store.queue.waiting(("sub", *SUB))
+    await asyncio.sleep(0.4)
+    assert c.store.queue.waiting(("sub", *SUB))
+
+
 async def test_the_store_times_a_clusters_return_by_the_hubs_clock() -> None:
     """Failing back counts a returning cluster's reports one heartbeat period after the hub heard it again
     (placement.feed_ready): the time comes from the hub's own clock when Ready turns True, not from the agent's

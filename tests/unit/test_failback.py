@@ -16,7 +16,7 @@ from clusternet_core.failover import (
     failover_events,
     failover_note,
 )
-from clusternet_core.placement import feed_ready
+from clusternet_core.placement import failback_wake, feed_ready
 from clusternet_core.scheduling import schedule
 from tests.unit.test_failover import DEPLOY, KEY, SILENT, cluster, dividing, split
 
@@ -280,3 +280,17 @@ def test_a_cluster_awaited_while_nothing_is_held_stays_awaited() -> None:
     assert split(b_back) == {"ns-a/a": 3, "ns-b/b": 3, "ns-c/c": 3} and b_back.failing_back == ["ns-c/c"]
     done = schedule(dividing({}, written), BACK, {KEY: 6}, fail_over=True, ready=ready_in("ns-b/b", "ns-c/c"))
     assert split(done) == {"ns-a/a": 2, "ns-b/b": 2, "ns-c/c": 2}
+
+
+def test_the_hub_wakes_when_a_returning_clusters_reports_start_to_count_and_when_the_wait_ends() -> None:
+    """Nothing else brings the Subscription back at those two moments but a report or the 30-s resync (s46 note):
+    failback_wake says when, the soonest of every awaited cluster's."""
+    clusters = {("ns-c", "c"): {**cluster("c"), "status": {"heartbeatFrequencySeconds": 20}}}
+    back = {"ns-c/c": 5.0, "ns-d/d": 100.0}
+    assert failback_wake(["ns-c/c"], clusters, back.__getitem__) == 15.0  # its reports count in 15 s
+    back["ns-c/c"] = 25.0
+    assert failback_wake(["ns-c/c"], clusters, back.__getitem__) == FAILBACK_TIMEOUT - 25.0
+    assert failback_wake(["ns-c/c", "ns-d/d"], clusters, back.__getitem__) == 80.0  # d: 3 minutes by default
+    back["ns-c/c"] = FAILBACK_TIMEOUT
+    assert failback_wake(["ns-c/c"], clusters, back.__getitem__) is None  # nothing left to wait for
+    assert failback_wake([], clusters, back.__getitem__) is None

@@ -16,8 +16,8 @@ from clusternet_api import applier, known
 from clusternet_api.kube import ApiException, Obj
 from clusternet_api.kubeapi import KubeApi
 from clusternet_api.preconditions import Deleted, delete_as_read
+from clusternet_core import placement, refusals, substatus
 from clusternet_core import plan as planning
-from clusternet_core import refusals, substatus
 from clusternet_core.dynamic import PredictionRequest, Predictions
 from clusternet_core.overrides import OverrideError
 from clusternet_core.plan import ClusterPlan, Key, Plan, key_of
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # (with 32 workers): creating the Descriptions took 204 s against 102 s with 8, the parent being the bottleneck
 # (bench/README.md); more requests in flight only lengthen each one.
 CLUSTER_WRITES = 8
+
+
+# Seconds added to a failing-back wake-up, so that the clock has passed the moment it waits for when it fires.
+WAKE_MARGIN = 0.05
 
 
 Predict = Callable[[PredictionRequest], Awaitable[Predictions]]
@@ -60,7 +64,16 @@ class SubscriptionReconciler:
             answers = await self.predict(plan.predict) if self.predict is not None else {
                 key: "this hub asks no predictors" for key, _ in plan.predict.clusters}
             plan = planning.plan_subscription(sub, self.store.caches, force, self.fail_over, answers, back_for)
+        self._wake_for_failback(key, plan)
         await self.apply(sub, plan)
+
+    def _wake_for_failback(self, key: Key, plan: Plan) -> None:
+        """Bring the Subscription back when a failing-back cluster's wait changes by the clock alone
+        (placement.failback_wake); reports bring it back meanwhile (status.py)."""
+        awaited = plan.status.failing_back if plan.status is not None else []
+        if awaited and (delay := placement.failback_wake(awaited, self.store.caches.clusters,
+                                                         self.store.back_for)) is not None:
+            self.store.queue.add_after(("sub", *key), delay + WAKE_MARGIN)
 
     async def _catch_up_manifests(self, sub: Obj) -> bool:
         """Templates stored just before their Subscription may not have reached the cache through the watch yet:
