@@ -11,7 +11,7 @@ Description.status.manifestStatuses[].observedStatus, judged against the objects
 defaults it), never the reported status's. A status the child has not filled in yet (`{}` right after the
 object was created, or no `observedGeneration`), or one whose observedGeneration is behind the object's
 generation, says nothing about the current spec: that cluster is pending, its `available` is left out
-(unknown) and it is not a completed release.
+(unknown) and it is not a completed release. Each object's own verdict is workloadready.py's.
 """
 
 from __future__ import annotations
@@ -21,183 +21,28 @@ from typing import Any
 
 from clusternet_api import known
 from clusternet_api.rawobjects import decode_raw
-from clusternet_core.rendering import apply_rank, is_helm_chart_feed, split_api_version
+from clusternet_core.rendering import apply_rank, is_helm_chart_feed
 from clusternet_core.scheduling import feed_key, feed_ref, format_feed
+from clusternet_core.workloadready import (
+    NOT_REPORTED,
+    REPLICA_FIELDS,
+    desired_count,
+    is_ready,
+    scaled,
+    workload_summary,
+)
 
 __all__ = [
-    "NOT_REPORTED",
-    "REPLICA_FIELDS",
     "aggregate",
     "applied",
     "desired_replicas",
     "feed_verdict",
-    "is_ready",
-    "is_workload",
-    "scaled",
-    "workload_summary",
 ]
 
 Obj = Mapping[str, Any]
 
-REPLICA_FIELDS: tuple[str, ...] = (
-    "observedGeneration",
-    "replicas",
-    "updatedReplicas",
-    "currentReplicas",
-    "readyReplicas",
-    "availableReplicas",
-    "unavailableReplicas",
-    "active",
-    "succeeded",
-    "failed",
-)
-"""Clusternet's ReplicaStatus fields, in its order."""
-
-_APPS_WORKLOADS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"})
-_DAEMONSET_FIELDS = {
-    "observedGeneration": "observedGeneration",
-    "replicas": "desiredNumberScheduled",
-    "updatedReplicas": "updatedNumberScheduled",
-    "currentReplicas": "currentNumberScheduled",
-    "readyReplicas": "numberReady",
-    "availableReplicas": "numberAvailable",
-    "unavailableReplicas": "numberUnavailable",
-}
-NOT_REPORTED = "pending: the cluster has not reported status yet"
-"""Reason of a workload whose status was not filled in by the child's controllers yet."""
 MAX_MESSAGE = 2048
 """Condition messages stay readable in `kubectl describe` (the API allows 32768)."""
-
-
-def _kind(obj: Obj) -> tuple[str, str]:
-    group, _ = split_api_version(str(obj.get("apiVersion") or ""))
-    return group, str(obj.get("kind") or "")
-
-
-def is_workload(obj: Obj) -> bool:
-    """Objects whose readiness can only be judged from a reported status."""
-    group, kind = _kind(obj)
-    return (group == "apps" and kind in _APPS_WORKLOADS) or (group == "batch" and kind == "Job")
-
-
-def _int(status: Obj, name: str) -> int:
-    value = status.get(name)
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-def workload_summary(obj: Obj) -> dict[str, int]:
-    """Clusternet ReplicaStatus fields of a Deployment, StatefulSet, ReplicaSet, DaemonSet or Job.
-
-    Only fields the object reports are set (Go's omitempty); other kinds give `{}`. DaemonSet counters
-    map onto the replica fields (desiredNumberScheduled -> replicas, numberReady -> readyReplicas, ...).
-    """
-    if not is_workload(obj):
-        return {}
-    status = obj.get("status") or {}
-    _, kind = _kind(obj)
-    if kind == "DaemonSet":
-        pairs = _DAEMONSET_FIELDS.items()
-    elif kind == "Job":
-        pairs = {f: f for f in ("active", "succeeded", "failed")}.items()
-    else:
-        pairs = {f: f for f in REPLICA_FIELDS[:7]}.items()
-    return {ours: _int(status, theirs) for ours, theirs in pairs if theirs in status}
-
-
-def _condition(status: Obj, ctype: str) -> Obj | None:
-    for cond in status.get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == ctype:
-            return cond
-    return None
-
-
-def _generation_lag(obj: Obj) -> str | None:
-    generation = (obj.get("metadata") or {}).get("generation")
-    observed = (obj.get("status") or {}).get("observedGeneration")
-    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
-        return f"update not observed yet (generation {generation}, observed {observed})"
-    return None
-
-
-def _not_reported(kind: str, status: Obj) -> bool:
-    """An empty status, or an apps workload's without observedGeneration (its controller sets that on its
-    first sync), is what the object looked like when created, before anything ran."""
-    return not status or (kind != "Job" and "observedGeneration" not in status)
-
-
-def _desired(obj: Obj, default_field: str) -> int:
-    """spec.replicas when the spec is known (default 1), else what the status says is wanted.
-
-    Callers judging a deployed object pass its rendered spec: the status's `replicas` counts existing pods.
-    """
-    spec = obj.get("spec")
-    if isinstance(spec, Mapping):
-        value = spec.get("replicas")
-        return 1 if value is None else int(value)
-    return _int(obj.get("status") or {}, default_field)
-
-
-def is_ready(obj: Obj) -> tuple[bool, str]:
-    """Whether a child object is rolled out and ready, with a short reason either way.
-
-    Not ready, NOT_REPORTED, while the workload's status is not filled in yet.
-    Deployment: observed the latest generation, all replicas updated and available, no old replicas left.
-    StatefulSet/ReplicaSet: ready replicas reach the desired count. DaemonSet: numberReady equals
-    desiredNumberScheduled. Job: completed (a failed Job is not ready). Namespace: not Terminating.
-    Anything else: it exists, so it is ready.
-    """
-    group, kind = _kind(obj)
-    status = obj.get("status") or {}
-    if group == "" and kind == "Namespace":
-        phase = status.get("phase") or "Active"
-        return (phase != "Terminating", f"phase {phase}")
-    if not is_workload(obj):
-        return True, "exists"
-    if _not_reported(kind, status):
-        return False, NOT_REPORTED
-    if kind == "Job":
-        return _job_ready(obj, status)
-    lag = _generation_lag(obj)
-    if lag:
-        return False, lag
-    if kind == "DaemonSet":
-        desired = _int(status, "desiredNumberScheduled")
-        if "updatedNumberScheduled" in status and _int(status, "updatedNumberScheduled") < desired:
-            return False, f"{_int(status, 'updatedNumberScheduled')}/{desired} updated"
-        ready = _int(status, "numberReady")
-        return ready >= desired, f"{ready}/{desired} ready"
-    desired = _desired(obj, "replicas")
-    if kind == "Deployment":
-        progressing = _condition(status, "Progressing")
-        if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
-            return False, "progress deadline exceeded: " + str(progressing.get("message") or "rollout stuck")
-        updated, replicas = _int(status, "updatedReplicas"), _int(status, "replicas")
-        if updated < desired:
-            return False, f"{updated}/{desired} updated"
-        if replicas > updated:
-            return False, f"{replicas - updated} old replica(s) still running"
-        available = _int(status, "availableReplicas")
-        return available >= desired, f"{available}/{desired} ready"
-    if kind == "StatefulSet":
-        strategy = ((obj.get("spec") or {}).get("updateStrategy") or {}).get("type")
-        updated = _int(status, "updatedReplicas")
-        if strategy != "OnDelete" and "updatedReplicas" in status and updated < desired:
-            return False, f"{updated}/{desired} updated"
-    ready = _int(status, "readyReplicas")
-    return ready >= desired, f"{ready}/{desired} ready"
-
-
-def _job_ready(obj: Obj, status: Obj) -> tuple[bool, str]:
-    failed = _condition(status, "Failed")
-    if failed and failed.get("status") == "True":
-        return False, f"failed: {failed.get('reason') or failed.get('message') or 'Job failed'}"
-    complete = _condition(status, "Complete")
-    succeeded = _int(status, "succeeded")
-    spec = obj.get("spec")
-    completions = (spec.get("completions") if isinstance(spec, Mapping) else None) or 1
-    if (complete and complete.get("status") == "True") or succeeded >= completions:
-        return True, "complete"
-    return False, f"{succeeded}/{completions} completed, {_int(status, 'active')} active"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -294,20 +139,13 @@ def _rendered(desc: Obj | None) -> list[dict[str, Any]]:
         return []
 
 
-def scaled(obj: Obj) -> bool:
-    """A workload whose desired count is its spec.replicas (a DaemonSet's is the status's
-    desiredNumberScheduled, a Job has none)."""
-    group, kind = _kind(obj)
-    return group == "apps" and kind in _APPS_WORKLOADS - {"DaemonSet"}
-
-
 def desired_replicas(feeds: Iterable[Obj], desc: Obj | None, feed: Obj) -> int | None:
     """The replica count `feed`'s object is rendered with in a cluster's generic Description (its spec.replicas,
     1 when unset), what the Ready condition's `n/m ready` divides by; None when the Description does not hold
     it or its kind is not scaled by spec.replicas."""
     refs = [feed_ref(f) for f in feeds]
     rendered = _rendered_by_feed(refs, _rendered(desc)).get(feed_key(feed))
-    return _desired(rendered, "replicas") if rendered is not None and scaled(rendered) else None
+    return desired_count(rendered, "replicas") if rendered is not None and scaled(rendered) else None
 
 
 def applied(desc: Obj | None) -> bool:

@@ -9,7 +9,8 @@ import pytest
 from clusternet_api import known
 from clusternet_api.models import SubscriptionStatus
 from clusternet_api.rawobjects import encode_raw
-from clusternet_core.feedstatus import NOT_REPORTED, aggregate, feed_verdict, is_ready, workload_summary
+from clusternet_core.feedstatus import aggregate, feed_verdict
+from clusternet_core.workloadready import NOT_REPORTED, is_ready, workload_summary
 
 DEPLOY_FEED = {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "foo", "name": "my-nginx"}
 SVC_FEED = {"apiVersion": "v1", "kind": "Service", "namespace": "foo", "name": "my-nginx"}

@@ -17,8 +17,9 @@ import yaml
 
 from clusternet_api import known
 from clusternet_api.kube import ApiException, Obj
-from clusternet_core.feedstatus import desired_replicas, scaled
+from clusternet_core.feedstatus import desired_replicas
 from clusternet_core.scheduling import feed_key
+from clusternet_core.workloadready import scaled
 from clusternet_kubectl.errors import api_error
 from clusternet_kubectl.resources import DESCRIPTION, SUBSCRIPTION, Resource, namespaced_name
 from clusternet_kubectl.session import Session
