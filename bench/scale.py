@@ -38,7 +38,10 @@ process, timestamped on arrival:
    Ready=True, no Description of a silent cluster is deleted and its objects are still in the child; timed:
    restart -> tunnel up again and a new heartbeat.
 6. Reconnect storm: every worker's relay cuts all tunnels at once; timed until the hub holds N tunnels again
-   (its clusternet_socket_connections gauge) and every ManagedCluster says SocketConnected=True again.
+   (its clusternet_socket_connections gauge), and until every cut tunnel attached again, the hub has no
+   SocketConnected mark left to write (clusternet_socket_marks_pending) and every ManagedCluster says True: a
+   cut whose tunnel is back before its mark is written is not written (since 2026-12-08; before, every
+   cut turned the condition False and the measure waited for each one's True).
 
 Throughout: no live cluster may ever show Ready other than True, and there must be exactly one Description
 per cluster (none lost, none duplicated). With Clusternet's default 3-minute heartbeat the hub's grace

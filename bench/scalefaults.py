@@ -13,7 +13,7 @@ from measure import cpu_seconds, request_counts
 from scalefleet import all_workers, rss_kb
 from scalereport import p, s
 from scalerun import APPS, SUB, WARMUP, Run, app_namespace, override_to, settle
-from scalewatch import DescState, hub_healthy, seconds_until, tunnels_held
+from scalewatch import DescState, hub_healthy, hub_metric, seconds_until, tunnels_held
 
 
 async def outage(r: Run) -> None:
@@ -70,26 +70,38 @@ async def outage(r: Run) -> None:
 
 
 async def storm(r: Run) -> None:
-    """6. Reconnect storm: every relay cuts all tunnels at once."""
-    n, args, hub, watcher, workers, res = r.n, r.args, r.hub, r.watcher, r.workers, r.res
+    """6. Reconnect storm: every relay cuts all tunnels at once. The conditions count as back once every live
+    cluster's SocketConnected is True and the hub has no mark left to write (clusternet_socket_marks_pending 0):
+    a cut whose tunnel is back before the hub wrote it is never written (clusternet_hub/socketmarks.py), so the
+    condition of such a cluster never turns False and back."""
+    n, args, hub, workers, res = r.n, r.args, r.hub, r.workers, r.res
     live = r.live
     await settle(args.settle)
-    ups = {c.index: len(c.socket_up_at) for c in live}
+    downs = {c.index: len(c.socket_down_at) for c in live}
+    reconnects = await asyncio.to_thread(hub_metric, hub, "clusternet_socket_reconnects_total") or 0.0
     print(f"  reconnect storm: all {n} tunnels cut at once ...", flush=True)
     t_storm = time.monotonic()
     dropped = await all_workers(workers, "drop")
     res.storm_dropped = sum(d["dropped"] for d in dropped)
     await asyncio.sleep(0.5)
     res.storm_tunnels_s = await tunnels_held(hub, len(live) + WARMUP, t_storm, max(120.0, n * 0.3))
-    try:
-        await watcher.until(lambda: all(len(c.socket_up_at) > ups[c.index] and c.socket == "True" for c in live),
-                            max(120.0, n * 0.3), "all SocketConnected again",
-                            lambda: f"({sum(len(c.socket_up_at) > ups[c.index] for c in live)}/{len(live)})")
-        res.storm_conditions_s = max(c.socket_up_at[-1] for c in live) - t_storm
-    except TimeoutError as e:
-        res.notes.append(str(e))
-    print(f"    hub holds all tunnels after {s(res.storm_tunnels_s)}, every SocketConnected=True after "
-          f"{s(res.storm_conditions_s)} ({res.storm_dropped} connections cut)", flush=True)
+
+    async def final() -> bool:
+        """Every cut tunnel attached again (its return recorded: the tunnel count alone may not have dropped while
+        the hub had not seen the cuts yet), no mark left to write, every condition True."""
+        back = await asyncio.to_thread(hub_metric, hub, "clusternet_socket_reconnects_total")
+        pending = await asyncio.to_thread(hub_metric, hub, "clusternet_socket_marks_pending")
+        return (back or 0.0) - reconnects >= res.storm_dropped and pending == 0 and all(
+            c.socket == "True" for c in live)
+
+    res.storm_conditions_s = await seconds_until(final, t_storm, max(120.0, n * 0.3), 0.25)
+    if res.storm_conditions_s is None:
+        res.notes.append("the SocketConnected conditions were not all True with no mark pending in time "
+                         f"({sum(c.socket == 'True' for c in live)}/{len(live)} True)")
+    res.storm_marked_down = sum(len(c.socket_down_at) > downs[c.index] for c in live)
+    print(f"    hub holds all tunnels after {s(res.storm_tunnels_s)}, every SocketConnected=True with no mark "
+          f"pending after {s(res.storm_conditions_s)} ({res.storm_dropped} connections cut, "
+          f"SocketConnected left True on {res.storm_marked_down} clusters meanwhile)", flush=True)
 
 
 async def final_checks(r: Run) -> None:

@@ -43,6 +43,7 @@ class SizeResult:
     storm_tunnels_s: float | None = None
     storm_conditions_s: float | None = None
     storm_dropped: int = 0
+    storm_marked_down: int = 0  # live clusters whose SocketConnected left True during the storm
     live_not_ready: int = 0
     restart_serving_s: float | None = None  # hub killed and started again (scalefaults.hub_restart)
     restart_leading_s: float | None = None
@@ -131,7 +132,8 @@ def report(results: list[SizeResult], machine: dict[str, str], args: argparse.Na
                      + rss_trend(r.steady_rss)
                      + f"; all tunnels up "
                      f"{s(r.tunnels_up_s)} after the start; override: {r.override_checked}; outage of {r.outage_n}: "
-                     f"{r.outage_ok}; storm cut {r.storm_dropped} connections; hub restart: "
+                     f"{r.outage_ok}; storm cut {r.storm_dropped} connections, SocketConnected left True on "
+                     f"{r.storm_marked_down} clusters meanwhile; hub restart: "
                      f"{r.restart_ok or 'not run'}; steady state {r.steady_s:.0f} s: hub "
                      f"{r.hub_cpu_s:.1f} CPU-s, workers' RSS {r.worker_rss_mb:.0f} MB; parent requests in that window: "
                      + ", ".join(f"{k} {v}" for k, v in r.parent_requests.items())

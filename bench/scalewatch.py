@@ -43,6 +43,7 @@ class Cluster:
     approved_at: float | None = None  # the hub wrote Approved
     ready_at: float | None = None  # first Ready=True
     socket_up_at: list[float] = field(default_factory=list)
+    socket_down_at: list[float] = field(default_factory=list)  # SocketConnected left True
     heartbeat_at: list[float] = field(default_factory=list)  # lastObservedTime changed (arrival time)
     not_ready: list[tuple[float, str]] = field(default_factory=list)  # Ready left True: (when, new status)
 
@@ -98,6 +99,8 @@ class Watcher:
             c.not_ready.append((now, str(ready)))
         if sock == "True" and c.socket != "True":
             c.socket_up_at.append(now)
+        if sock != "True" and c.socket == "True":
+            c.socket_down_at.append(now)
         if observed and observed != c.last_observed:
             c.heartbeat_at.append(now)
         c.ready, c.socket, c.last_observed = ready, sock, observed

@@ -107,7 +107,7 @@ def socket_condition(connected: bool, previous: Obj | None) -> Obj:
     transition = (previous or {}).get("lastTransitionTime") if (previous or {}).get("status") == status else None
     return {"type": known.CONDITION_SOCKET, "status": status,
             "reason": "TunnelConnected" if connected else "TunnelDisconnected",
-            "message": "agent tunnel connected" if connected else "the agent's tunnel to the hub is down",
+            "message": known.SOCKET_CONNECTED_MESSAGE if connected else "the agent's tunnel to the hub is down",
             "lastTransitionTime": transition or now_rfc3339()}
 
 

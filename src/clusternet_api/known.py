@@ -140,6 +140,8 @@ BOOTSTRAP_CLUSTER_ROLE: Final = "clusternet:system:bootstrapping"
 # Condition types / reasons on ManagedCluster
 CONDITION_READY: Final = "Ready"
 CONDITION_SOCKET: Final = "SocketConnected"  # ours: tunnel health
+# its message when True, the hub's and the agent's alike: either finds the other's mark shown and writes nothing
+SOCKET_CONNECTED_MESSAGE: Final = "agent tunnel connected"
 REASON_READY: Final = "ManagedClusterReady"
 REASON_NOT_READY: Final = "ManagedClusterNotReady"
 REASON_NEVER_UPDATED: Final = "ClusterStatusNeverUpdated"

@@ -12,6 +12,8 @@ heartbeat_age = Histogram("clusternet_heartbeat_age_seconds", "Age of the last h
                           buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800), registry=REGISTRY)
 socket_connections = Gauge("clusternet_socket_connections", "Agent tunnels currently connected",
                            registry=REGISTRY)
+socket_marks_pending = Gauge("clusternet_socket_marks_pending",
+                             "Clusters whose SocketConnected mark this replica has yet to write", registry=REGISTRY)
 socket_reconnects = Counter("clusternet_socket_reconnects_total", "Agent tunnel (re)connections accepted",
                             registry=REGISTRY)
 socket_streams = Counter("clusternet_socket_streams_total", "Streams opened through agent tunnels",

@@ -1,20 +1,27 @@
 """The SocketConnected marks the hub writes on ManagedClusters as agents' tunnels come and go.
 
-Each cluster's marks are written in the background, in the order their tunnels changed (`_record`); a stopping hub
-holds them while kopf ends and writes them once its Lease is released, waiting while they progress
-(`finish_marks`). Kept apart from sockets.py, which authorises the tunnels and carries requests through them:
-`SocketMarks` is the registry's base, and uses its `kube` (the parent) and `peers` (the other replicas).
+Each cluster's marks are written in the background by one writer per cluster, which writes the latest state recorded
+(`_record`): a state superseded before it is written is never written, and a mark the ManagedCluster already shows
+is not written again. In a reconnect storm every tunnel's cut and return used to be written in turn, a GET and a
+PATCH each behind the client's 50-QPS limit (4 requests per cluster: at 1,000 clusters the conditions were right
+again 100 s after the cut, 81 s after the tunnels were back); a cut whose tunnel is back before its mark is written now
+costs the GET it had started. A stopping hub holds its marks while kopf ends and writes them once its Lease is
+released, waiting while they progress (`finish_marks`). Kept apart from sockets.py, which authorises the tunnels
+and carries requests through them: `SocketMarks` is the registry's base, and uses its `kube` (the parent) and
+`peers` (the other replicas).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from clusternet_api import fence, known
 from clusternet_api.kube import ApiException, Kube
 from clusternet_api.timefmt import now_rfc3339
+from clusternet_hub import metrics
 
 if TYPE_CHECKING:
     from clusternet_hub.peers import Peers
@@ -43,34 +50,56 @@ class SocketMarks:
     peers: Peers | None
 
     def __init__(self) -> None:
-        self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its latest tunnel-state write (_record)
+        self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its writer of tunnel states (_record)
+        self._wanted: dict[str, tuple[Tunnel, bool, str]] = {}  # cluster ID -> the state its writer takes next
         self._marks_written = 0  # tunnel-state writes ended so far: whether a stopping hub's marks progress (close)
         self._held: list[tuple[Tunnel, bool, str]] | None = None  # marks of a closing hub, for finish_marks
 
     def _record(self, tunnel: Tunnel, connected: bool, message: str) -> None:
-        """Write the tunnel's state to its ManagedCluster in the background, after the cluster's earlier writes
-        (the last state written is the last one that happened). Never inline: the tunnel must be read from the
-        moment it is registered, and on a busy parent the write takes seconds (409 retries against the agent's
-        heartbeats, the client's QPS limit); attached first and read only after it, a reconnected tunnel sat
-        deaf meanwhile and every stream opened on it timed out (test_faults.py, tunnels cut under load)."""
+        """Have the tunnel's state written to its ManagedCluster in the background: by the cluster's writer, which
+        takes the latest state recorded once it is done with the one it writes (the last state written is the last
+        one that happened). Never inline: the tunnel must be read from the moment it is registered, and on a busy
+        parent the write takes seconds (409 retries against the agent's heartbeats, the client's QPS limit);
+        attached first and read only after it, a reconnected tunnel sat deaf meanwhile and every stream opened on
+        it timed out (test_faults.py, tunnels cut under load)."""
         if self._held is not None:  # closing: written by finish_marks, outside the work kopf cancels
             self._held.append((tunnel, connected, message))
             return
         cluster_id = tunnel.cluster_id
-        earlier = self._marks.get(cluster_id)
+        self._wanted[cluster_id] = (tunnel, connected, message)
+        writer = self._marks.get(cluster_id)
+        if writer is not None and not writer.done():  # done but not yet popped: its loop has ended, start another
+            return
+        task = asyncio.create_task(self._write(cluster_id), context=fence.unfenced())  # this replica's own record
+        self._marks[cluster_id] = task
+        metrics.socket_marks_pending.set(len(self._marks))
 
-        async def write() -> None:
-            if earlier is not None:
-                await asyncio.wait({earlier})
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._marks.get(cluster_id) is done:
+                self._marks.pop(cluster_id)
+            metrics.socket_marks_pending.set(len(self._marks))
+
+        task.add_done_callback(forget)
+
+    async def _write(self, cluster_id: str) -> None:
+        """Write the cluster's latest recorded state until none is left to write. Cancelled (kopf ends every task
+        started while it ran), the state being written is kept for finish_marks unless a later one was recorded."""
+        while (wanted := self._wanted.pop(cluster_id, None)) is not None:
             try:
-                await self._mark(tunnel, connected, message)
+                await self._mark(*wanted, superseded=lambda: cluster_id in self._wanted)
+            except asyncio.CancelledError:
+                self._wanted.setdefault(cluster_id, wanted)
+                raise
             finally:
                 self._marks_written += 1
 
-        task = asyncio.create_task(write(), context=fence.unfenced())  # this replica's own record, not the leader's
-        self._marks[cluster_id] = task
-        task.add_done_callback(lambda done: self._marks.pop(cluster_id) if self._marks.get(cluster_id) is done
-                               else None)
+    def connected_message(self) -> str:
+        """The message of the hub's SocketConnected=True. With other replicas it names this one: a mark the condition
+        already shows is not written again, and two replicas' identical True would leave the resourceVersion as it
+        was, so a stopping replica's False read before the agent moved would not fail (409) and ask again whether
+        the agent moved (`_mark`, audit s36 F4): it would land over the new replica's tunnel (review s47)."""
+        connected = known.SOCKET_CONNECTED_MESSAGE
+        return connected if self.peers is None else f"{connected} to hub replica {self.peers.me.id}"
 
     async def _moved(self, cluster_id: str) -> bool:
         """Whether the agent already holds a tunnel to another replica: then that replica marked it connected,
@@ -83,7 +112,8 @@ class SocketMarks:
             log.warning("asking the other hub replicas about cluster %s failed: %s", cluster_id, e)
             return False
 
-    async def _mark(self, tunnel: Tunnel, connected: bool, message: str) -> None:
+    async def _mark(self, tunnel: Tunnel, connected: bool, message: str,
+                    superseded: Callable[[], bool] = lambda: False) -> None:
         """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats).
 
         A cut is not written if the agent holds a tunnel to another replica by then, which marked it connected.
@@ -92,18 +122,26 @@ class SocketMarks:
         fails our PATCH (409), whose retry asks again. Asked before the read, which waits behind the QPS limiter
         (a stopping replica's hundreds of marks take seconds), the agents' reconnects came in between, and a
         stopping or deposed replica overwrote the new replica's True with False for up to the agent's next
-        report, 3 minutes (audit s36 F4)."""
-        now = now_rfc3339()
+        report, 3 minutes (audit s36 F4).
+
+        Not written: a state `superseded` by a later one by the time the read is answered (its writer writes that
+        one next), and one the condition already shows (the same status, reason and message: the agent's report
+        may have written it, or a cut was superseded before it was written). The transition time is kept while the
+        status stays the same, as Kubernetes conditions keep it; it was rewritten at each mark."""
+        status, reason = ("True", "TunnelConnected") if connected else ("False", "TunnelDisconnected")
         try:
             for attempt in range(3):
                 mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)
-                if mc is None or (not connected and await self._moved(tunnel.cluster_id)):
+                if mc is None or superseded() or (not connected and await self._moved(tunnel.cluster_id)):
                     return
-                conditions = [c for c in (mc.get("status") or {}).get("conditions") or []
-                              if c.get("type") != known.CONDITION_SOCKET]
-                conditions.append({"type": known.CONDITION_SOCKET, "status": "True" if connected else "False",
-                                   "reason": "TunnelConnected" if connected else "TunnelDisconnected",
-                                   "message": message, "lastTransitionTime": now})
+                conditions = list((mc.get("status") or {}).get("conditions") or [])
+                shown: dict[str, Any] = next((c for c in conditions if c.get("type") == known.CONDITION_SOCKET), {})
+                if (shown.get("status"), shown.get("reason"), shown.get("message")) == (status, reason, message):
+                    return
+                since = shown.get("lastTransitionTime") if shown.get("status") == status else None
+                conditions = [c for c in conditions if c.get("type") != known.CONDITION_SOCKET]
+                conditions.append({"type": known.CONDITION_SOCKET, "status": status, "reason": reason,
+                                   "message": message, "lastTransitionTime": since or now_rfc3339()})
                 # resourceVersion: never overwrite a heartbeat the agent wrote meanwhile (its Ready condition)
                 body = {"metadata": {"resourceVersion": mc["metadata"]["resourceVersion"]},
                         "status": {"conditions": conditions}}
@@ -125,6 +163,9 @@ class SocketMarks:
         held, self._held = self._held or [], None
         for tunnel, connected, message in held:
             self._record(tunnel, connected, message)
+        for cluster_id, wanted in list(self._wanted.items()):  # their writers were cancelled
+            if (writer := self._marks.get(cluster_id)) is None or writer.done():
+                self._record(*wanted)
         marks = dict(self._marks)
         if not marks:
             return

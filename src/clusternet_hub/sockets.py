@@ -294,7 +294,7 @@ class SocketRegistry(SocketMarks):
         self.tunnels[tunnel.cluster_id] = tunnel
         metrics.socket_connections.set(len(self.tunnels))
         metrics.socket_reconnects.inc()
-        self._record(tunnel, True, "agent tunnel connected")
+        self._record(tunnel, True, self.connected_message())
         if self.peers is not None and self.peers.live:
             announcing = asyncio.create_task(self.peers.announce(tunnel.cluster_id))
             self._announcing.add(announcing)

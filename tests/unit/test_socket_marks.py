@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from clusternet_api import known
+from clusternet_api.apierrors import ApiException
 from clusternet_api.tunnel import Session
 from clusternet_hub import socketmarks
+from clusternet_hub.peerstreams import Peer
 from clusternet_hub.sockets import SocketRegistry, Tunnel
 
 
@@ -61,6 +63,7 @@ def closing_for_ever(stuck: Tunnel) -> asyncio.Event:
 
 
 async def test_attach_does_not_wait_for_the_parent_and_the_last_state_is_written_last() -> None:
+    """A state superseded while its mark waited for the parent is not written: the latest one is."""
     parent = SlowParent()
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     first, second = tunnel(), tunnel()
@@ -71,7 +74,8 @@ async def test_attach_does_not_wait_for_the_parent_and_the_last_state_is_written
     assert registry.get("cluster-a") is second and parent.written == []
     parent.go.set()
     await registry.close()  # waits for the writes still running
-    assert parent.written == ["True", "False", "True", "False"]  # in order: connected, cut, back, hub stopping
+    # connected (its read was answered after the cut and the return: superseded, not written), back, hub stopping
+    assert parent.written == ["True", "False"]
 
 
 async def test_a_detach_cancelled_while_it_closes_the_streams_still_records_the_cut() -> None:
@@ -108,13 +112,73 @@ async def test_an_attach_cancelled_while_it_closes_the_tunnel_replaced_still_rec
     assert parent.written == ["True", "True", "False"]
 
 
+class RememberingParent(SlowParent):
+    """A parent that answers at once and keeps the conditions written: a ManagedCluster's status, as read back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go.set()
+        self.conditions: list[dict[str, Any]] = []
+
+    async def get(self, *_: Any) -> dict[str, Any]:
+        self.reads = getattr(self, "reads", 0) + 1
+        return {"metadata": {"resourceVersion": str(self.version)}, "status": {"conditions": list(self.conditions)}}
+
+    async def patch(self, api: str, kind: str, name: str, body: dict[str, Any], *args: Any, **kw: Any) -> None:
+        if body["metadata"]["resourceVersion"] != str(self.version):
+            raise ApiException(409, "the object has been modified")
+        await super().patch(api, kind, name, body, *args, **kw)
+        self.conditions = body["status"]["conditions"]
+
+
+async def test_a_mark_already_shown_is_not_written_again_and_a_transition_keeps_its_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a reconnect storm a cut superseded before it was written left the condition True: the return's mark then
+    finds it shown and writes nothing (at 1,000 clusters the marks were 4 requests per cluster behind the 50-QPS
+    limit). The agent's own report may have written the same. The time of the last transition stays while the
+    status does, as Kubernetes conditions keep it."""
+    parent = RememberingParent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    first, second, third = tunnel(), tunnel(), tunnel()
+    await registry.attach(first)
+    await registry.finish_marks()
+    assert parent.written == ["True"]
+    since = parent.conditions[0]["lastTransitionTime"]
+    await registry.attach(second)  # a new tunnel replaces one the hub did not see go
+    await registry.finish_marks()
+    assert parent.written == ["True"] and parent.reads == 2
+    parent.conditions[0]["message"] = "connected through another replica"
+    monkeypatch.setattr(socketmarks, "now_rfc3339", lambda: "2030-01-01T00:00:00Z")  # a rewritten time would show
+    await registry.attach(third)
+    await registry.finish_marks()
+    assert parent.written == ["True", "True"] and parent.conditions[0]["lastTransitionTime"] == since
+    assert parent.conditions[0]["message"] == "agent tunnel connected"
+
+
+async def test_the_hub_counts_the_marks_it_has_yet_to_write() -> None:
+    """bench/scale.py's reconnect storm waits for the conditions to be final: every tunnel's mark written or found
+    shown (clusternet_socket_marks_pending back at 0)."""
+    from clusternet_hub import metrics
+
+    parent = SlowParent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    for i in range(3):
+        await registry.attach(Tunnel(f"cluster-{i}", Session(nowhere, is_client=True), "ns", f"mc-{i}"))
+    assert metrics.REGISTRY.get_sample_value("clusternet_socket_marks_pending") == 3
+    parent.go.set()
+    await registry.finish_marks()
+    await asyncio.sleep(0)  # the writers' done callbacks
+    assert metrics.REGISTRY.get_sample_value("clusternet_socket_marks_pending") == 0
+
+
 class OtherReplicas:
     """The other hub replicas as the registry asks them (Peers.locate): `holder` holds the cluster's tunnel."""
 
     live: dict[str, Any] = {}
 
-    def __init__(self) -> None:
+    def __init__(self, me: str = "a") -> None:
         self.holder: str | None = None
+        self.me = Peer(me, "127.0.0.1", 1)
 
     async def locate(self, cluster_id: str, fresh: bool = False) -> str | None:
         return self.holder
@@ -261,3 +325,52 @@ async def test_closing_without_waiting_holds_the_marks_for_finish_marks() -> Non
         task.cancel()
     await asyncio.wait_for(registry.finish_marks(), 2)
     assert parent.written[-1] == "False" and not registry._marks
+
+
+async def test_a_replica_whose_read_came_before_the_agent_moved_does_not_mark_its_new_tunnel_down() -> None:
+    """Review s47 (audit s36 F4 again): replica A, stopping, read True and heard that no other replica held the
+    tunnel; then the agent attached to B. B's True must change the resourceVersion, so that A's False fails (409)
+    and A asks again. Both replicas wrote the same True, B found it shown and wrote nothing, and A's False landed
+    over B's live tunnel until the agent's next report (3 minutes). With other replicas the message names the
+    replica that holds the tunnel."""
+    parent = RememberingParent()
+    a_peers, b_peers = OtherReplicas("a"), OtherReplicas("b")
+    a = SocketRegistry(parent, a_peers)  # type: ignore[arg-type]
+    b = SocketRegistry(parent, b_peers)  # type: ignore[arg-type]
+    await a.attach(tunnel())
+    await a.finish_marks()
+    assert parent.conditions[0]["message"] == "agent tunnel connected to hub replica a"
+    asked = []
+
+    async def locate(cluster_id: str, fresh: bool = False) -> str | None:
+        asked.append(a_peers.holder)
+        if len(asked) == 1:  # the agent reaches B just after A heard that it had not
+            await b.attach(tunnel())
+            await b.finish_marks()
+            a_peers.holder = "b"
+            return None
+        return a_peers.holder
+
+    a_peers.locate = locate  # type: ignore[method-assign]
+    await a.close()  # hub shutting down: A's False is read, then written after B's True
+    assert asked == [None, "b"] and parent.written == ["True", "True"]
+    [condition] = parent.conditions
+    assert (condition["status"], condition["message"]) == ("True", "agent tunnel connected to hub replica b")
+
+
+async def test_a_mark_whose_writer_is_cancelled_is_written_by_finish_marks() -> None:
+    """kopf cancels every task started while it ran when it ends, the marks' writers too: the state one was writing
+    is kept for finish_marks, which writes it once the Lease is released."""
+    parent = SlowParent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    cut = tunnel()
+    registry.tunnels[cut.cluster_id] = cut
+    await registry.detach(cut, "agent disconnected")
+    await asyncio.wait_for(parent.reading.wait(), 1)
+    for writer in list(registry._marks.values()):  # kopf ending
+        writer.cancel()
+    await asyncio.sleep(0)
+    assert parent.written == []
+    parent.go.set()
+    await registry.finish_marks()
+    assert parent.written == ["False"]
