@@ -43,6 +43,10 @@ MARKS_GRACE_SECONDS = 20.0
 MARKS_STALL_SECONDS = 3.0
 
 
+class Superseded(fence.LeadershipLost):
+    """Raised by a mark writer's fence before a write is sent: a later state of the cluster's tunnel was recorded."""
+
+
 class SocketMarks:
     """The tunnels' SocketConnected marks, the base of sockets.SocketRegistry (which sets `kube` and `peers`)."""
 
@@ -83,7 +87,16 @@ class SocketMarks:
 
     async def _write(self, cluster_id: str) -> None:
         """Write the cluster's latest recorded state until none is left to write. Cancelled (kopf ends every task
-        started while it ran), the state being written is kept for finish_marks unless a later one was recorded."""
+        started while it ran), the state being written is kept for finish_marks unless a later one was recorded.
+        A write is refused at the last moment before it is sent once a later state is recorded (the writer's own
+        fence: clusternet_api.fence): a PATCH waiting for the client's rate limiter behind a storm's other marks
+        would otherwise be sent all the same."""
+
+        def refuse_if_superseded() -> None:
+            if cluster_id in self._wanted:
+                raise Superseded(f"a later tunnel state of cluster {cluster_id} was recorded")
+
+        fence.WRITE_FENCE.set(refuse_if_superseded)  # this task's own context (fence.unfenced() in _record)
         while (wanted := self._wanted.pop(cluster_id, None)) is not None:
             try:
                 await self._mark(*wanted, superseded=lambda: cluster_id in self._wanted)
@@ -152,6 +165,8 @@ class SocketMarks:
                 except ApiException as e:
                     if e.status != 409 or attempt == 2:
                         raise
+        except Superseded:
+            return  # the writer writes the later state next
         except Exception as e:  # health bookkeeping must never break the tunnel
             log.warning("recording tunnel state of cluster %s failed: %s", tunnel.cluster_id, e)
 

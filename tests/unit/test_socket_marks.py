@@ -374,3 +374,33 @@ async def test_a_mark_whose_writer_is_cancelled_is_written_by_finish_marks() -> 
     parent.go.set()
     await registry.finish_marks()
     assert parent.written == ["False"]
+
+
+async def test_a_write_waiting_for_the_rate_limiter_is_not_sent_once_a_later_state_is_recorded() -> None:
+    """In a storm the cuts' PATCHes wait for the client's 50-QPS limiter behind one another while their tunnels come
+    back: a `Kube` asks the task's fence just before it sends (clusternet_api.fence), and the writer's fence refuses
+    a state superseded meanwhile; the later one is written instead."""
+    from clusternet_api import fence
+
+    class Limited(RememberingParent):
+        def __init__(self) -> None:
+            super().__init__()
+            self.limiter = asyncio.Event()
+            self.waiting = asyncio.Event()
+
+        async def patch(self, api: str, kind: str, name: str, body: dict[str, Any], *args: Any, **kw: Any) -> None:
+            self.waiting.set()
+            await self.limiter.wait()
+            fence.check("PATCH")  # as Kube does, at the last moment before sending
+            await super().patch(api, kind, name, body, *args, **kw)
+
+    parent = Limited()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    cut = tunnel()
+    registry.tunnels[cut.cluster_id] = cut
+    await registry.detach(cut, "agent disconnected")
+    await asyncio.wait_for(parent.waiting.wait(), 1)  # the cut's PATCH waits for a token
+    await registry.attach(tunnel())  # the tunnel is back meanwhile
+    parent.limiter.set()
+    await registry.finish_marks()
+    assert parent.written == ["True"], parent.written
