@@ -14,9 +14,10 @@ and carries requests through them: `SocketMarks` is the registry's base, and use
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from clusternet_api import fence, known
 from clusternet_api.kube import ApiException, Kube
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from clusternet_hub.sockets import Tunnel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MC_API = known.CLUSTERS_API_VERSION
 # How long a stopping hub waits for its tunnel-state marks (SocketConnected) still being written. Each is a GET
@@ -44,7 +46,45 @@ MARKS_STALL_SECONDS = 3.0
 
 
 class Superseded(fence.LeadershipLost):
-    """Raised by a mark writer's fence before a write is sent: a later state of the cluster's tunnel was recorded."""
+    """A later state of the cluster's tunnel was recorded: the request for this one is given up before it is sent."""
+
+
+class _Race:
+    """A writer's requests, given up for a superseded state as long as nothing is sent: a request still waiting
+    for the client's rate limiter is cancelled (its token goes back to the bucket, so the later states' requests
+    wait less), and a write is refused by the writer's fence, which a `Kube` asks at the last moment before it
+    sends (clusternet_api.fence). A write that passed the fence is on its way and is awaited: the later state's
+    read must come after it. In a storm at 100 clusters the cuts' reads went out in the limiter's burst and their
+    PATCHes queued behind each other while the tunnels came back, and every cut was written anyway."""
+
+    def __init__(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
+        self.newer = asyncio.Event()  # set by _record when a later state is recorded
+        self.on_wire = False  # the current write passed the fence
+
+    def fence(self) -> None:
+        if self.newer.is_set():
+            raise Superseded(f"a later tunnel state of cluster {self.cluster_id} was recorded")
+        self.on_wire = True
+
+    async def run(self, call: Coroutine[Any, Any, T]) -> T:
+        """`call`'s result, or Superseded once a later state is recorded before anything of it was sent."""
+        self.on_wire = False
+        task = asyncio.ensure_future(call)
+        newer = asyncio.ensure_future(self.newer.wait())
+        try:
+            await asyncio.wait({task, newer}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            newer.cancel()
+        if not task.done() and not self.on_wire:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            self.fence()  # raises Superseded
+        return await task
 
 
 class SocketMarks:
@@ -56,6 +96,7 @@ class SocketMarks:
     def __init__(self) -> None:
         self._marks: dict[str, asyncio.Task[None]] = {}  # cluster ID -> its writer of tunnel states (_record)
         self._wanted: dict[str, tuple[Tunnel, bool, str]] = {}  # cluster ID -> the state its writer takes next
+        self._races: dict[str, _Race] = {}  # cluster ID -> its running writer's (_write)
         self._marks_written = 0  # tunnel-state writes ended so far: whether a stopping hub's marks progress (close)
         self._held: list[tuple[Tunnel, bool, str]] | None = None  # marks of a closing hub, for finish_marks
 
@@ -73,6 +114,8 @@ class SocketMarks:
         self._wanted[cluster_id] = (tunnel, connected, message)
         writer = self._marks.get(cluster_id)
         if writer is not None and not writer.done():  # done but not yet popped: its loop has ended, start another
+            if (race := self._races.get(cluster_id)) is not None:
+                race.newer.set()
             return
         task = asyncio.create_task(self._write(cluster_id), context=fence.unfenced())  # this replica's own record
         self._marks[cluster_id] = task
@@ -86,25 +129,24 @@ class SocketMarks:
         task.add_done_callback(forget)
 
     async def _write(self, cluster_id: str) -> None:
-        """Write the cluster's latest recorded state until none is left to write. Cancelled (kopf ends every task
-        started while it ran), the state being written is kept for finish_marks unless a later one was recorded.
-        A write is refused at the last moment before it is sent once a later state is recorded (the writer's own
-        fence: clusternet_api.fence): a PATCH waiting for the client's rate limiter behind a storm's other marks
-        would otherwise be sent all the same."""
-
-        def refuse_if_superseded() -> None:
-            if cluster_id in self._wanted:
-                raise Superseded(f"a later tunnel state of cluster {cluster_id} was recorded")
-
-        fence.WRITE_FENCE.set(refuse_if_superseded)  # this task's own context (fence.unfenced() in _record)
-        while (wanted := self._wanted.pop(cluster_id, None)) is not None:
-            try:
-                await self._mark(*wanted, superseded=lambda: cluster_id in self._wanted)
-            except asyncio.CancelledError:
-                self._wanted.setdefault(cluster_id, wanted)
-                raise
-            finally:
-                self._marks_written += 1
+        """Write the cluster's latest recorded state until none is left to write, giving up a state superseded
+        before its write is sent (_Race). Cancelled (kopf ends every task started while it ran), the state being
+        written is kept for finish_marks unless a later one was recorded."""
+        race = self._races[cluster_id] = _Race(cluster_id)
+        fence.WRITE_FENCE.set(race.fence)  # this task's own context (fence.unfenced() in _record)
+        try:
+            while (wanted := self._wanted.pop(cluster_id, None)) is not None:
+                race.newer.clear()
+                try:
+                    await self._mark(*wanted, race)
+                except asyncio.CancelledError:
+                    self._wanted.setdefault(cluster_id, wanted)
+                    raise
+                finally:
+                    self._marks_written += 1
+        finally:
+            if self._races.get(cluster_id) is race:
+                del self._races[cluster_id]
 
     def connected_message(self) -> str:
         """The message of the hub's SocketConnected=True. With other replicas it names this one: a mark the condition
@@ -125,8 +167,7 @@ class SocketMarks:
             log.warning("asking the other hub replicas about cluster %s failed: %s", cluster_id, e)
             return False
 
-    async def _mark(self, tunnel: Tunnel, connected: bool, message: str,
-                    superseded: Callable[[], bool] = lambda: False) -> None:
+    async def _mark(self, tunnel: Tunnel, connected: bool, message: str, race: _Race) -> None:
         """Record tunnel health as a condition on the ManagedCluster (kept by the agent's heartbeats).
 
         A cut is not written if the agent holds a tunnel to another replica by then, which marked it connected.
@@ -137,15 +178,16 @@ class SocketMarks:
         stopping or deposed replica overwrote the new replica's True with False for up to the agent's next
         report, 3 minutes (audit s36 F4).
 
-        Not written: a state `superseded` by a later one by the time the read is answered (its writer writes that
-        one next), and one the condition already shows (the same status, reason and message: the agent's report
+        Not written: a state superseded by a later one before its write is sent (`race`; its writer writes the
+        later one next), and one the condition already shows (the same status, reason and message: the agent's report
         may have written it, or a cut was superseded before it was written). The transition time is kept while the
         status stays the same, as Kubernetes conditions keep it; it was rewritten at each mark."""
         status, reason = ("True", "TunnelConnected") if connected else ("False", "TunnelDisconnected")
         try:
             for attempt in range(3):
-                mc = await self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster, tunnel.namespace)
-                if mc is None or superseded() or (not connected and await self._moved(tunnel.cluster_id)):
+                mc = await race.run(self.kube.get(MC_API, "ManagedCluster", tunnel.managed_cluster,
+                                                  tunnel.namespace))
+                if mc is None or (not connected and await self._moved(tunnel.cluster_id)):
                     return
                 conditions = list((mc.get("status") or {}).get("conditions") or [])
                 shown: dict[str, Any] = next((c for c in conditions if c.get("type") == known.CONDITION_SOCKET), {})
@@ -159,8 +201,8 @@ class SocketMarks:
                 body = {"metadata": {"resourceVersion": mc["metadata"]["resourceVersion"]},
                         "status": {"conditions": conditions}}
                 try:
-                    await self.kube.patch(MC_API, "ManagedCluster", tunnel.managed_cluster, body, tunnel.namespace,
-                                          subresource="status")
+                    await race.run(self.kube.patch(MC_API, "ManagedCluster", tunnel.managed_cluster, body,
+                                                   tunnel.namespace, subresource="status"))
                     return
                 except ApiException as e:
                     if e.status != 409 or attempt == 2:

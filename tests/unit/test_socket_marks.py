@@ -74,8 +74,8 @@ async def test_attach_does_not_wait_for_the_parent_and_the_last_state_is_written
     assert registry.get("cluster-a") is second and parent.written == []
     parent.go.set()
     await registry.close()  # waits for the writes still running
-    # connected (its read was answered after the cut and the return: superseded, not written), back, hub stopping
-    assert parent.written == ["True", "False"]
+    # connected, cut, back: each superseded before its write was sent; hub stopping: the last state, written
+    assert parent.written == ["False"]
 
 
 async def test_a_detach_cancelled_while_it_closes_the_streams_still_records_the_cut() -> None:
@@ -107,6 +107,7 @@ async def test_an_attach_cancelled_while_it_closes_the_tunnel_replaced_still_rec
     attach.cancel()
     await asyncio.gather(attach, return_exceptions=True)
     assert registry.get("cluster-a") is new
+    await registry.finish_marks()  # written before it goes (a later state would supersede it)
     await registry.detach(new, "agent disconnected")  # what the handler's finally now does
     await registry.close()
     assert parent.written == ["True", "True", "False"]
@@ -404,3 +405,34 @@ async def test_a_write_waiting_for_the_rate_limiter_is_not_sent_once_a_later_sta
     parent.limiter.set()
     await registry.finish_marks()
     assert parent.written == ["True"], parent.written
+
+
+async def test_a_write_already_sent_is_awaited_before_the_later_state_is_read() -> None:
+    """A PATCH that passed the fence is on the wire: cancelled, it could still land after the later state's read,
+    which would then find the later state shown and write nothing over the stale one."""
+    from clusternet_api import fence
+
+    class OnTheWire(RememberingParent):
+        def __init__(self) -> None:
+            super().__init__()
+            self.answer = asyncio.Event()
+            self.sent = asyncio.Event()
+
+        async def patch(self, api: str, kind: str, name: str, body: dict[str, Any], *args: Any, **kw: Any) -> None:
+            fence.check("PATCH")
+            self.sent.set()
+            await self.answer.wait()  # the server has it; its answer is on its way
+            await super().patch(api, kind, name, body, *args, **kw)
+
+    parent = OnTheWire()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    cut = tunnel()
+    registry.tunnels[cut.cluster_id] = cut
+    await registry.detach(cut, "agent disconnected")
+    await asyncio.wait_for(parent.sent.wait(), 1)
+    await registry.attach(tunnel())
+    await asyncio.sleep(0.05)
+    parent.answer.set()
+    await registry.finish_marks()
+    assert parent.written == ["False", "True"]
+    assert parent.conditions[0]["status"] == "True"
