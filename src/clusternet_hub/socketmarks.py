@@ -14,10 +14,10 @@ and carries requests through them: `SocketMarks` is the registry's base, and use
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from clusternet_api import fence, known
 from clusternet_api.kube import ApiException, Kube
@@ -46,7 +46,8 @@ MARKS_STALL_SECONDS = 3.0
 
 
 class Superseded(fence.LeadershipLost):
-    """A later state of the cluster's tunnel was recorded: the request for this one is given up before it is sent."""
+    """A later state of the cluster's tunnel was recorded: the request for this one is given up before it is sent.
+    A LeadershipLost for `Kube`, which cleans up after a refused write the same way; it never leaves _mark."""
 
 
 class _Race:
@@ -68,23 +69,41 @@ class _Race:
         self.on_wire = True
 
     async def run(self, call: Coroutine[Any, Any, T]) -> T:
-        """`call`'s result, or Superseded once a later state is recorded before anything of it was sent."""
+        """`call`'s result, or Superseded once a later state is recorded before anything of it was sent. The request
+        runs in a task of its own, fenced by `fence` alone (the writer's other requests, to the peers, are not), and
+        ends with its outcome rather than an exception: kopf re-raises the exceptions of tasks still running when
+        it stops (review s47)."""
+        if self.newer.is_set():
+            call.close()
+            raise Superseded(f"a later tunnel state of cluster {self.cluster_id} was recorded")
         self.on_wire = False
-        task = asyncio.ensure_future(call)
+        context = contextvars.copy_context()
+        context.run(fence.WRITE_FENCE.set, self.fence)
+        task = asyncio.create_task(_outcome(call), context=context)
         newer = asyncio.ensure_future(self.newer.wait())
         try:
             await asyncio.wait({task, newer}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
+            if not task.done() and not self.on_wire:
+                task.cancel()
+            await asyncio.wait({task})
+        except BaseException:  # the writer cancelled: its request too
             task.cancel()
             raise
         finally:
             newer.cancel()
-        if not task.done() and not self.on_wire:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            self.fence()  # raises Superseded
-        return await task
+        if task.cancelled():
+            raise Superseded(f"a later tunnel state of cluster {self.cluster_id} was recorded")
+        result, error = task.result()
+        if error is not None:
+            raise error
+        return cast(T, result)
+
+
+async def _outcome(call: Coroutine[Any, Any, T]) -> tuple[T | None, Exception | None]:
+    try:
+        return await call, None
+    except Exception as e:
+        return None, e
 
 
 class SocketMarks:
@@ -133,7 +152,6 @@ class SocketMarks:
         before its write is sent (_Race). Cancelled (kopf ends every task started while it ran), the state being
         written is kept for finish_marks unless a later one was recorded."""
         race = self._races[cluster_id] = _Race(cluster_id)
-        fence.WRITE_FENCE.set(race.fence)  # this task's own context (fence.unfenced() in _record)
         try:
             while (wanted := self._wanted.pop(cluster_id, None)) is not None:
                 race.newer.clear()

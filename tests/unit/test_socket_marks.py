@@ -85,6 +85,7 @@ async def test_a_detach_cancelled_while_it_closes_the_streams_still_records_the_
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     cut = tunnel()
     await registry.attach(cut)
+    await registry.finish_marks()  # written before the cut (which would supersede it)
     closing = closing_for_ever(cut)
     detach = asyncio.create_task(registry.detach(cut, "agent disconnected"))
     await closing.wait()
@@ -101,6 +102,7 @@ async def test_an_attach_cancelled_while_it_closes_the_tunnel_replaced_still_rec
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     old, new = tunnel(), tunnel()
     await registry.attach(old)
+    await registry.finish_marks()
     closing = closing_for_ever(old)
     attach = asyncio.create_task(registry.attach(new))
     await closing.wait()
@@ -436,3 +438,34 @@ async def test_a_write_already_sent_is_awaited_before_the_later_state_is_read() 
     await registry.finish_marks()
     assert parent.written == ["False", "True"]
     assert parent.conditions[0]["status"] == "True"
+
+
+async def test_a_writer_cancelled_mid_request_takes_its_request_along_and_a_failure_stays_in_the_writer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each request runs in a task of its own (socketmarks._Race): kopf, when it stops, cancels the writers and
+    re-raises the exceptions of tasks still running, so a request must neither outlive its writer nor end with an
+    exception of its own (review s47)."""
+
+    def requests() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if "_outcome" in repr(t.get_coro())]
+
+    parent = SlowParent()
+    registry = SocketRegistry(parent)  # type: ignore[arg-type]
+    await registry.attach(tunnel())
+    await asyncio.wait_for(parent.reading.wait(), 1)
+    assert len(requests()) == 1
+    for writer in list(registry._marks.values()):
+        writer.cancel()
+    await asyncio.sleep(0.01)
+    assert requests() == [] and parent.written == []
+
+    class Failing(RememberingParent):
+        async def patch(self, *_: Any, **__: Any) -> None:
+            raise ApiException(500, "etcd is down")
+
+    failing = Failing()
+    registry = SocketRegistry(failing)  # type: ignore[arg-type]
+    await registry.attach(tunnel())
+    await registry.finish_marks()
+    assert [t for t in requests() if t.done() and not t.cancelled() and t.result()[1]] == []
+    assert "recording tunnel state of cluster cluster-a failed: HTTP 500: etcd is down" in caplog.text
