@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from clusternet_api import known
+from clusternet_api import fence, known
 from clusternet_api.apierrors import ApiException
 from clusternet_api.tunnel import Session
 from clusternet_hub import socketmarks
@@ -379,63 +379,56 @@ async def test_a_mark_whose_writer_is_cancelled_is_written_by_finish_marks() -> 
     assert parent.written == ["False"]
 
 
-async def test_a_write_waiting_for_the_rate_limiter_is_not_sent_once_a_later_state_is_recorded() -> None:
-    """In a storm the cuts' PATCHes wait for the client's 50-QPS limiter behind one another while their tunnels come
-    back: a `Kube` asks the task's fence just before it sends (clusternet_api.fence), and the writer's fence refuses
-    a state superseded meanwhile; the later one is written instead."""
-    from clusternet_api import fence
+class Gated(RememberingParent):
+    """A PATCH waits for `limiter` (the client's rate limiter), is let through by the task's fence as `Kube` asks it
+    at the last moment before sending (clusternet_api.fence), then waits for `answer` (on the wire); both open."""
 
-    class Limited(RememberingParent):
-        def __init__(self) -> None:
-            super().__init__()
-            self.limiter = asyncio.Event()
-            self.waiting = asyncio.Event()
+    def __init__(self) -> None:
+        super().__init__()
+        self.limiter, self.answer = asyncio.Event(), asyncio.Event()
+        self.limiter.set()
+        self.answer.set()
+        self.waiting, self.sent = asyncio.Event(), asyncio.Event()
 
-        async def patch(self, api: str, kind: str, name: str, body: dict[str, Any], *args: Any, **kw: Any) -> None:
-            self.waiting.set()
-            await self.limiter.wait()
-            fence.check("PATCH")  # as Kube does, at the last moment before sending
-            await super().patch(api, kind, name, body, *args, **kw)
+    async def patch(self, api: str, kind: str, name: str, body: dict[str, Any], *args: Any, **kw: Any) -> None:
+        self.waiting.set()
+        await self.limiter.wait()
+        fence.check("PATCH")
+        self.sent.set()
+        await self.answer.wait()
+        await super().patch(api, kind, name, body, *args, **kw)
 
-    parent = Limited()
+
+async def cut_then_back(parent: Gated, ready: asyncio.Event) -> SocketRegistry:
+    """A tunnel cut, and back once the cut's PATCH reached `ready`; the marks then written."""
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
     cut = tunnel()
     registry.tunnels[cut.cluster_id] = cut
     await registry.detach(cut, "agent disconnected")
-    await asyncio.wait_for(parent.waiting.wait(), 1)  # the cut's PATCH waits for a token
-    await registry.attach(tunnel())  # the tunnel is back meanwhile
+    await asyncio.wait_for(ready.wait(), 1)
+    await registry.attach(tunnel())
+    await asyncio.sleep(0.05)
     parent.limiter.set()
+    parent.answer.set()
     await registry.finish_marks()
+    return registry
+
+
+async def test_a_write_waiting_for_the_rate_limiter_is_not_sent_once_a_later_state_is_recorded() -> None:
+    """In a storm the cuts' PATCHes wait for the client's 50-QPS limiter behind one another while their tunnels come
+    back: the superseded one is given up (its token back to the bucket) and the later state is written instead."""
+    parent = Gated()
+    parent.limiter.clear()
+    await cut_then_back(parent, parent.waiting)
     assert parent.written == ["True"], parent.written
 
 
 async def test_a_write_already_sent_is_awaited_before_the_later_state_is_read() -> None:
     """A PATCH that passed the fence is on the wire: cancelled, it could still land after the later state's read,
     which would then find the later state shown and write nothing over the stale one."""
-    from clusternet_api import fence
-
-    class OnTheWire(RememberingParent):
-        def __init__(self) -> None:
-            super().__init__()
-            self.answer = asyncio.Event()
-            self.sent = asyncio.Event()
-
-        async def patch(self, api: str, kind: str, name: str, body: dict[str, Any], *args: Any, **kw: Any) -> None:
-            fence.check("PATCH")
-            self.sent.set()
-            await self.answer.wait()  # the server has it; its answer is on its way
-            await super().patch(api, kind, name, body, *args, **kw)
-
-    parent = OnTheWire()
-    registry = SocketRegistry(parent)  # type: ignore[arg-type]
-    cut = tunnel()
-    registry.tunnels[cut.cluster_id] = cut
-    await registry.detach(cut, "agent disconnected")
-    await asyncio.wait_for(parent.sent.wait(), 1)
-    await registry.attach(tunnel())
-    await asyncio.sleep(0.05)
-    parent.answer.set()
-    await registry.finish_marks()
+    parent = Gated()
+    parent.answer.clear()
+    await cut_then_back(parent, parent.sent)
     assert parent.written == ["False", "True"]
     assert parent.conditions[0]["status"] == "True"
 
