@@ -462,3 +462,48 @@ async def test_a_writer_cancelled_mid_request_takes_its_request_along_and_a_fail
     await registry.finish_marks()
     assert [t for t in requests() if t.done() and not t.cancelled() and t.result()[1]] == []
     assert "recording tunnel state of cluster cluster-a failed: HTTP 500: etcd is down" in caplog.text
+
+
+async def test_an_agent_gone_before_the_handshakes_answer_is_one_line_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """At 2,000 clusters agents gave handshakes up (10 s) that the saturated hub went on to answer: writing the 101
+    to the closing connection raised in the handler, and aiohttp logged an ERROR with a traceback for each."""
+    import aiohttp
+    from aiohttp import web
+
+    from clusternet_hub.sockets import tunnel_endpoint
+
+    caplog.set_level("INFO", logger="clusternet_hub.sockets")
+    registry = SocketRegistry(SlowParent())  # type: ignore[arg-type]
+
+    async def authorize(*_args: Any, **_kw: Any) -> tuple[str, str]:
+        return "ns", "mc"
+
+    async def closing(self: web.WebSocketResponse, request: web.Request) -> None:
+        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+
+    registry.authorize = authorize  # type: ignore[method-assign]
+    monkeypatch.setattr(web.WebSocketResponse, "prepare", closing)
+
+    async def endpoint(request: web.Request) -> Any:
+        return await tunnel_endpoint(request, registry, None)
+
+    app = web.Application()
+    app.router.add_get("/tunnel/{cluster_id}", endpoint)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as client, client.get(
+                f"http://127.0.0.1:{port}/tunnel/cluster-a",
+                headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as answer:
+            assert answer.status == 503
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 2)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    said = [r.getMessage() for r in caplog.records if "gone before the handshake's answer" in r.getMessage()]
+    assert len(said) == 1 and "cluster-a" in said[0]
+    assert registry.get("cluster-a") is None
