@@ -239,23 +239,39 @@ async def test_a_stopping_hub_writes_every_mark_a_slow_parent_keeps_taking(monke
     assert parent.written.count("False") == 20
 
 
+async def serve_tunnels(registry: SocketRegistry) -> tuple[Any, int]:
+    """The hub's tunnel endpoint on a free loopback port, every agent authorised as cluster ns/mc: (runner, port)."""
+    from aiohttp import web
+
+    from clusternet_hub.sockets import tunnel_endpoint
+
+    async def authorize(*_args: Any, **_kw: Any) -> tuple[str, str]:
+        return "ns", "mc"
+
+    async def endpoint(request: web.Request) -> Any:
+        return await tunnel_endpoint(request, registry, None)
+
+    registry.authorize = authorize  # type: ignore[method-assign]
+    app = web.Application()
+    app.router.add_get("/tunnel/{cluster_id}", endpoint)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 async def test_a_stopping_hub_closes_the_agents_websockets_at_once() -> None:
     """The third audit: a SIGTERM'd hub ended the streams but not the websockets, so its agents learnt of it from
     their keepalive 20-40 s later, and the hub's exit waited for the handlers as long."""
-    from aiohttp import web
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    from clusternet_hub.sockets import tunnel_endpoint
 
     parent = SlowParent()
     parent.go.set()
     registry = SocketRegistry(parent)  # type: ignore[arg-type]
 
-    async def authorize(*_args: Any, **_kw: Any) -> tuple[str, str]:
-        return "ns", "mc"
-
-    registry.authorize = authorize  # type: ignore[method-assign]
     attached, attach = asyncio.Event(), registry.attach
 
     async def attached_then_told(tunnel: Tunnel) -> None:
@@ -263,16 +279,7 @@ async def test_a_stopping_hub_closes_the_agents_websockets_at_once() -> None:
         attached.set()
 
     registry.attach = attached_then_told  # type: ignore[method-assign]
-    async def endpoint(request: web.Request) -> Any:
-        return await tunnel_endpoint(request, registry, None)
-
-    app = web.Application()
-    app.router.add_get("/tunnel/{cluster_id}", endpoint)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_tunnels(registry)
     try:
         async with connect(f"ws://127.0.0.1:{port}/tunnel/cluster-a") as ws:
             await asyncio.wait_for(attached.wait(), 2)
@@ -471,30 +478,16 @@ async def test_an_agent_gone_before_the_handshakes_answer_is_one_line_not_a_trac
     import aiohttp
     from aiohttp import web
 
-    from clusternet_hub.sockets import tunnel_endpoint
 
     caplog.set_level("INFO", logger="clusternet_hub.sockets")
     registry = SocketRegistry(SlowParent())  # type: ignore[arg-type]
 
-    async def authorize(*_args: Any, **_kw: Any) -> tuple[str, str]:
-        return "ns", "mc"
-
     async def closing(self: web.WebSocketResponse, request: web.Request) -> None:
         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
 
-    registry.authorize = authorize  # type: ignore[method-assign]
     monkeypatch.setattr(web.WebSocketResponse, "prepare", closing)
 
-    async def endpoint(request: web.Request) -> Any:
-        return await tunnel_endpoint(request, registry, None)
-
-    app = web.Application()
-    app.router.add_get("/tunnel/{cluster_id}", endpoint)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_tunnels(registry)
     try:
         async with aiohttp.ClientSession() as client, client.get(
                 f"http://127.0.0.1:{port}/tunnel/cluster-a",
